@@ -1,0 +1,230 @@
+//! JSON codec, with WAMP's binary convention: a string that starts with
+//! `\u0000` carries base64 of binary data.
+
+use std::fmt;
+use std::io::Write as _;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer as _};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{DecodeError, Envelope, Kind, Writer};
+use crate::value::{Dict, Value};
+
+pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelope, DecodeError> {
+    let elems: Vec<&RawValue> = serde_json::from_slice(frame)
+        .map_err(|e| DecodeError::new(format!("message is not a JSON array: {e}")))?;
+    let first = elems
+        .first()
+        .ok_or_else(|| DecodeError::new("empty message array"))?;
+    let ty: u64 = serde_json::from_str(first.get()).map_err(|_| {
+        DecodeError::new(format!(
+            "message type must be an integer, got {}",
+            first.get()
+        ))
+    })?;
+    let n = head_len(ty).min(elems.len());
+    let mut head = Vec::with_capacity(n);
+    head.push(Value::UInt(ty));
+    for raw in &elems[1..n] {
+        head.push(decode_value(raw.get().as_bytes())?);
+    }
+    let base = frame.as_ptr() as usize;
+    let tail = elems[n..]
+        .iter()
+        .map(|raw| {
+            let text = raw.get();
+            let start = text.as_ptr() as usize - base;
+            let kind = match text.as_bytes().first() {
+                Some(b'[') => Kind::List,
+                Some(b'{') => Kind::Dict,
+                Some(b'"') if text.starts_with("\"\\u0000") => Kind::Bytes,
+                Some(b'"') => Kind::Str,
+                _ => Kind::Other,
+            };
+            (frame.slice(start..start + text.len()), kind)
+        })
+        .collect();
+    Ok(Envelope { head, tail })
+}
+
+pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::new(format!("invalid JSON: {e}")))
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::UInt(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        match v.strip_prefix('\0') {
+            Some(b64) => B64
+                .decode(b64)
+                .map(Value::Bytes)
+                .map_err(|e| E::custom(format!("invalid base64 in binary string: {e}"))),
+            None => Ok(Value::Str(v.to_owned())),
+        }
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        if v.starts_with('\0') {
+            self.visit_str(&v)
+        } else {
+            Ok(Value::Str(v))
+        }
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::List(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            out.push((k, v));
+        }
+        Ok(Value::Dict(Dict(out)))
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::UInt(u) => s.serialize_u64(*u),
+            Value::Float(x) => s.serialize_f64(*x),
+            Value::Str(v) => s.serialize_str(v),
+            Value::Bytes(b) => {
+                let mut text = String::with_capacity(1 + b.len().div_ceil(3) * 4);
+                text.push('\0');
+                B64.encode_string(b, &mut text);
+                s.serialize_str(&text)
+            }
+            Value::List(l) => {
+                let mut seq = s.serialize_seq(Some(l.len()))?;
+                for v in l {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Dict(d) => d.serialize(s),
+        }
+    }
+}
+
+impl Serialize for Dict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Writes a compact JSON array, element by element.
+pub(crate) struct JsonWriter {
+    buf: Vec<u8>,
+    remaining: usize,
+    first: bool,
+}
+
+impl JsonWriter {
+    pub(crate) fn new(capacity: usize) -> Self {
+        JsonWriter {
+            buf: Vec::with_capacity(capacity),
+            remaining: 0,
+            first: true,
+        }
+    }
+
+    fn before(&mut self) {
+        if self.remaining > 0 && !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+    }
+
+    fn after(&mut self) {
+        if self.remaining > 0 {
+            self.remaining -= 1;
+            if self.remaining == 0 {
+                self.buf.push(b']');
+            }
+        }
+    }
+}
+
+impl Writer for JsonWriter {
+    fn array(&mut self, len: usize) {
+        self.buf.push(b'[');
+        if len == 0 {
+            self.buf.push(b']');
+        }
+        self.remaining = len;
+        self.first = true;
+    }
+    fn uint(&mut self, v: u64) {
+        self.before();
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.buf, "{v}");
+        self.after();
+    }
+    fn str(&mut self, s: &str) {
+        self.before();
+        // Writing a &str to a Vec cannot fail.
+        let _ = serde_json::Serializer::new(&mut self.buf).serialize_str(s);
+        self.after();
+    }
+    fn value(&mut self, v: &Value) {
+        self.before();
+        // Serializing a Value to a Vec cannot fail (no non-string keys exist).
+        let _ = serde_json::to_writer(&mut self.buf, v);
+        self.after();
+    }
+    fn dict(&mut self, d: &Dict) {
+        self.before();
+        let _ = serde_json::to_writer(&mut self.buf, d);
+        self.after();
+    }
+    fn raw(&mut self, bytes: &[u8]) {
+        self.before();
+        self.buf.extend_from_slice(bytes);
+        self.after();
+    }
+    fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}

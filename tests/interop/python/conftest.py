@@ -1,0 +1,86 @@
+"""pytest fixtures for the Switchyard interop suite.
+
+Fixtures
+--------
+router          one router per test module, default config (realm1, loose URIs).
+router_factory  callable ``router_factory(realms=..., limits=..., log=...)`` that
+                starts a router with extra config for one test; torn down after
+                the test.
+
+Both yield ``routerproc.Router`` objects: ``ws_url``, ``rs_host``/``rs_port``,
+``unix_path``, ``log_path`` (stdout+stderr of the router, one file per test or
+module under tests/interop/.logs/python/), ``proc`` (the Popen).
+
+Teardown sends SIGTERM, waits, and fails the test loudly if the router printed
+a panic or did not exit.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from routerproc import Router, start_router
+
+
+def _stop_and_check(r: Router):
+    rc = r.terminate(timeout=5.0)
+    panics = r.panic_lines()
+    r.cleanup()
+    problems = []
+    if panics:
+        problems.append("router PANICKED:\n  " + "\n  ".join(panics[:20]))
+    if rc is None:
+        problems.append("router did not exit within 5 s after SIGTERM (killed)")
+    if problems:
+        pytest.fail(f"[{r.name}] " + "\n".join(problems) + f"\n--- log {r.log_path} (tail) ---\n{r.log_tail(60)}",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def router(request):
+    r = start_router(request.module.__name__)
+    yield r
+    _stop_and_check(r)
+
+
+class RouterFactory:
+    def __init__(self, name):
+        self.name = name
+        self.routers: list[Router] = []
+
+    def __call__(self, *, realms=None, limits=None, log=None) -> Router:
+        n = f"{self.name}-{len(self.routers)}" if self.routers else self.name
+        r = start_router(n, realms=realms, limits=limits, log=log)
+        self.routers.append(r)
+        return r
+
+
+@pytest.fixture
+def router_factory(request):
+    f = RouterFactory(request.node.nodeid.split("::", 1)[-1])
+    yield f
+    errors = []
+    for r in f.routers:
+        try:
+            _stop_and_check(r)
+        except BaseException as e:  # collect, then fail once
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the tail of the router log(s) to failing tests."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    routers = []
+    for v in getattr(item, "funcargs", {}).values():
+        if isinstance(v, Router):
+            routers.append(v)
+        elif isinstance(v, RouterFactory):
+            routers.extend(v.routers)
+    for r in routers:
+        rep.sections.append((f"router log {r.log_path} (tail)", r.log_tail(40)))

@@ -1,0 +1,450 @@
+"""Client helpers for the interop tests.
+
+* ``connect()``         an Autobahn|Python (asyncio) session over WebSocket,
+                        RawSocket/TCP or RawSocket/Unix with a chosen serializer.
+* ``RawWs``             a raw WAMP-over-WebSocket JSON client (``websockets`` lib).
+* ``RawRs``             a raw WAMP-over-RawSocket JSON client (asyncio streams).
+* ``run()``             run a coroutine in a fresh event loop with a hard timeout.
+
+Every wait has an explicit timeout so nothing can hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import time
+
+import txaio
+
+txaio.use_asyncio()
+
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
+from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
+from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer  # noqa: E402
+from autobahn.wamp.types import ComponentConfig  # noqa: E402
+import websockets  # noqa: E402
+from websockets.asyncio.client import connect as ws_connect  # noqa: E402
+
+SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
+
+# WAMP message codes
+HELLO, WELCOME, ABORT, GOODBYE, ERROR = 1, 2, 3, 6, 8
+PUBLISH, PUBLISHED, SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, UNSUBSCRIBED, EVENT = 16, 17, 32, 33, 34, 35, 36
+CALL, RESULT, REGISTER, REGISTERED, UNREGISTER, UNREGISTERED, INVOCATION, YIELD = 48, 50, 64, 65, 66, 67, 68, 70
+
+HELLO_ROLES = {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}}}
+
+# default per-step timeout (seconds)
+T = 5.0
+
+
+def run(coro, timeout: float = 30.0):
+    """Run `coro` in a fresh event loop, failing with TimeoutError after `timeout` s."""
+
+    async def main():
+        txaio.config.loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        finally:
+            txaio.config.loop = None
+
+    return asyncio.run(main())
+
+
+# --------------------------------------------------------------------------
+# Autobahn|Python sessions
+# --------------------------------------------------------------------------
+
+class JoinFailed(Exception):
+    def __init__(self, details):
+        super().__init__(f"join failed: {details.reason}: {details.message}")
+        self.details = details
+
+
+class TestSession(ApplicationSession):
+    """ApplicationSession that exposes its life cycle as futures."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, config):
+        super().__init__(config)
+        loop = asyncio.get_running_loop()
+        self.joined = loop.create_future()  # -> SessionDetails
+        self.left = loop.create_future()  # -> CloseDetails
+        self.disconnected = loop.create_future()  # -> True
+
+    def onJoin(self, details):
+        if not self.joined.done():
+            self.joined.set_result(details)
+
+    def onLeave(self, details):
+        if not self.left.done():
+            self.left.set_result(details)
+        if not self.joined.done():
+            self.joined.set_exception(JoinFailed(details))
+        return super().onLeave(details)
+
+    def onDisconnect(self):
+        if not self.disconnected.done():
+            self.disconnected.set_result(True)
+        if not self.joined.done():
+            self.joined.set_exception(ConnectionError("transport closed before the session joined"))
+        return super().onDisconnect()
+
+    # helpers -------------------------------------------------------------
+    def abort_transport(self):
+        """Close the underlying socket abruptly (no GOODBYE, no WS close)."""
+        proto = self._transport
+        if proto is not None and getattr(proto, "transport", None) is not None:
+            proto.transport.abort()
+
+    async def close(self, timeout: float = T):
+        """Leave (GOODBYE) and wait for the transport to go away; best effort."""
+        try:
+            if self.is_attached():
+                self.leave()
+            elif self._transport is not None:
+                self.disconnect()
+            await asyncio.wait_for(asyncio.shield(self.disconnected), timeout)
+        except Exception:
+            self.abort_transport()
+
+
+async def connect(router, transport: str = "ws", serializer: str = "json", realm: str = "realm1",
+                  timeout: float = T, join: bool = True) -> TestSession:
+    """Connect an Autobahn session. transport: 'ws' | 'rs' (TCP) | 'unix'."""
+    loop = asyncio.get_running_loop()
+    ser = SERIALIZERS[serializer]()
+    session = TestSession(ComponentConfig(realm, {}))
+
+    def make():
+        return session
+
+    if transport == "ws":
+        factory = WampWebSocketClientFactory(make, url=router.ws_url, serializers=[ser])
+        factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=1.0,
+                                   maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        factory.loop = loop
+        coro = loop.create_connection(factory, router.host, router.ws_port)
+    elif transport == "rs":
+        factory = WampRawSocketClientFactory(make, serializer=ser)
+        coro = loop.create_connection(factory, router.host, router.rs_port)
+    elif transport == "unix":
+        factory = WampRawSocketClientFactory(make, serializer=ser)
+        coro = loop.create_unix_connection(factory, router.unix_path)
+    else:
+        raise ValueError(transport)
+    await asyncio.wait_for(coro, timeout)
+    if join:
+        await asyncio.wait_for(asyncio.shield(session.joined), timeout)
+    return session
+
+
+async def close_all(*sessions, timeout: float = T):
+    await asyncio.gather(*(s.close(timeout) for s in sessions if s is not None), return_exceptions=True)
+
+
+# --------------------------------------------------------------------------
+# raw clients (JSON)
+# --------------------------------------------------------------------------
+
+class Closed(Exception):
+    """The peer closed the connection. `.code` is the WebSocket close code (if any)."""
+
+    def __init__(self, what, code=None, reason=None):
+        super().__init__(what)
+        self.code = code
+        self.reason = reason
+
+
+class _RawBase:
+    _next_req = 1
+
+    def req(self) -> int:
+        _RawBase._next_req += 1
+        return _RawBase._next_req
+
+    async def hello(self, realm="realm1", timeout=T):
+        await self.send([HELLO, realm, HELLO_ROLES])
+        msg = await self.recv(timeout)
+        assert msg[0] == WELCOME, f"expected WELCOME, got {msg!r}"
+        self.session_id = msg[1]
+        self.welcome = msg
+        return msg
+
+    async def request(self, msg, timeout=T):
+        """Send a request (msg[1] must be its request id); return the reply to it,
+        skipping unrelated messages (e.g. EVENTs)."""
+        await self.send(msg)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError(f"no reply to {msg!r} within {timeout}s")
+            r = await self.recv(left)
+            if r[0] in (ABORT, GOODBYE):
+                return r
+            if r[0] == ERROR and r[2] == msg[1]:
+                return r
+            if r[0] != ERROR and r[0] != EVENT and len(r) > 1 and r[1] == msg[1]:
+                return r
+
+    async def expect_abort(self, timeout=T):
+        """Next message must be ABORT; returns it."""
+        msg = await self.recv(timeout)
+        assert msg[0] == ABORT, f"expected ABORT, got {msg!r}"
+        assert isinstance(msg[1], dict) and isinstance(msg[2], str), f"malformed ABORT {msg!r}"
+        return msg
+
+
+class RawWs(_RawBase):
+    """Raw WAMP-over-WebSocket client with JSON text frames."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, router, subprotocols=("wamp.2.json",), timeout=T, path=None):
+        url = router.ws_url if path is None else f"ws://{router.host}:{router.ws_port}{path}"
+        ws = await ws_connect(url, subprotocols=list(subprotocols), open_timeout=timeout,
+                              ping_interval=None, close_timeout=1, max_size=None, compression=None)
+        return cls(ws)
+
+    async def send(self, msg):
+        await self.ws.send(json.dumps(msg))
+
+    async def send_raw(self, data):
+        await self.ws.send(data)
+
+    async def recv(self, timeout=T):
+        try:
+            data = await asyncio.wait_for(self.ws.recv(), timeout)
+        except websockets.ConnectionClosed as e:
+            rcvd = e.rcvd
+            raise Closed(f"websocket closed: {rcvd}", rcvd.code if rcvd else None,
+                         rcvd.reason if rcvd else None) from None
+        return json.loads(data)
+
+    async def expect_closed(self, timeout=T):
+        """Wait until the router closes the connection. Returns (close_code, msgs received meanwhile)."""
+        msgs = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"router did not close the websocket within {timeout}s (got {msgs!r})")
+            try:
+                msgs.append(await self.recv(left))
+            except Closed as e:
+                return e.code, msgs
+            except asyncio.TimeoutError:
+                continue
+
+    async def close(self):
+        try:
+            await asyncio.wait_for(self.ws.close(), 2)
+        except Exception:
+            pass
+        try:
+            self.ws.transport.abort()
+        except Exception:
+            pass
+
+
+RS_MAGIC = 0x7F
+
+
+class RawRs(_RawBase):
+    """Raw WAMP-over-RawSocket client (TCP or Unix), JSON serializer by default."""
+
+    def __init__(self, reader, writer):
+        self.reader = reader
+        self.writer = writer
+        self.auto_pong = True
+        self.pings = 0
+        self.handshake_reply = None
+
+    @classmethod
+    async def open(cls, router, unix=False, timeout=T, limit=2 ** 25):
+        if unix:
+            r, w = await asyncio.wait_for(asyncio.open_unix_connection(router.unix_path, limit=limit), timeout)
+        else:
+            r, w = await asyncio.wait_for(asyncio.open_connection(router.host, router.rs_port, limit=limit), timeout)
+        return cls(r, w)
+
+    @classmethod
+    async def connect(cls, router, unix=False, serializer=1, length=15, timeout=T):
+        """open + successful handshake."""
+        c = await cls.open(router, unix=unix, timeout=timeout)
+        reply = await c.handshake(serializer, length, timeout)
+        assert reply[0] == RS_MAGIC and reply[1] & 0x0F == serializer and reply[2:] == b"\0\0", \
+            f"rawsocket handshake failed: {reply.hex()}"
+        return c
+
+    async def handshake(self, serializer=1, length=15, timeout=T, reserved=b"\0\0"):
+        self.writer.write(bytes([RS_MAGIC, (length << 4) | serializer]) + reserved)
+        await self.writer.drain()
+        self.handshake_reply = await self.read_exactly(4, timeout)
+        return self.handshake_reply
+
+    async def read_exactly(self, n, timeout=T):
+        try:
+            return await asyncio.wait_for(self.reader.readexactly(n), timeout)
+        except asyncio.IncompleteReadError as e:
+            raise Closed(f"EOF after {len(e.partial)} of {n} bytes (partial={e.partial[:64]!r})") from None
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise Closed(f"connection reset: {e}") from None
+
+    async def send_frame(self, payload: bytes, ftype=0):
+        self.writer.write(struct.pack(">I", (ftype << 24) | len(payload)) + payload)
+        await self.writer.drain()
+
+    async def send(self, msg):
+        await self.send_frame(json.dumps(msg).encode())
+
+    async def send_raw(self, data):
+        await self.send_frame(data if isinstance(data, bytes) else data.encode())
+
+    async def recv_frame(self, timeout=T):
+        hdr = await self.read_exactly(4, timeout)
+        (word,) = struct.unpack(">I", hdr)
+        ftype = (word >> 24) & 0x07
+        length = word & 0xFFFFFF
+        if word & 0x08000000:
+            length = 1 << 24
+        payload = await self.read_exactly(length, timeout)
+        return ftype, payload
+
+    async def recv(self, timeout=T):
+        deadline = time.monotonic() + timeout
+        while True:
+            ftype, payload = await self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if ftype == 0:
+                return json.loads(payload)
+            if ftype == 1:  # PING
+                self.pings += 1
+                if self.auto_pong:
+                    await self.send_frame(payload, ftype=2)
+            # PONG or reserved: ignore
+
+    async def expect_closed(self, timeout=T):
+        """Wait for EOF/reset. Returns (None, msgs received meanwhile)."""
+        msgs = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"router did not close the rawsocket within {timeout}s (got {msgs!r})")
+            try:
+                msgs.append(await self.recv(left))
+            except Closed:
+                return None, msgs
+            except asyncio.TimeoutError:
+                continue
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                msgs.append("<undecodable frame>")
+
+    async def close(self):
+        try:
+            self.writer.transport.abort()
+        except Exception:
+            pass
+
+
+async def open_raw(kind, router, **kw):
+    """kind: 'ws' | 'rs' | 'unix' -> connected raw JSON client (transport handshake done)."""
+    if kind == "ws":
+        return await RawWs.open(router, **kw)
+    if kind == "rs":
+        return await RawRs.connect(router, **kw)
+    if kind == "unix":
+        return await RawRs.connect(router, unix=True, **kw)
+    raise ValueError(kind)
+
+
+# --------------------------------------------------------------------------
+# plain HTTP (for WebSocket upgrade tests)
+# --------------------------------------------------------------------------
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade_request(host, port, path="/ws", protocols=None, upgrade=True) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}"]
+    if upgrade:
+        lines += ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {WS_KEY}",
+                  "Sec-WebSocket-Version: 13"]
+    else:
+        lines += ["Connection: close"]
+    if protocols:
+        lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def http_exchange(host, port, request: bytes, timeout=T):
+    """Send a raw HTTP request; return (status, headers(dict, lower-case), body bytes).
+    Reads the body by Content-Length, chunked encoding, or until EOF."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status_line = lines[0].split(" ", 2)
+        assert len(status_line) >= 2 and status_line[0].startswith("HTTP/"), f"not an HTTP response: {buf[:200]!r}"
+        status = int(status_line[1])
+        headers = {}
+        for l in lines[1:]:
+            if ":" in l:
+                k, v = l.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        if status == 101:
+            return status, headers, body
+
+        def more():
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                return s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                return b""
+
+        if "content-length" in headers:
+            n = int(headers["content-length"])
+            while len(body) < n:
+                c = more()
+                if not c:
+                    break
+                body += c
+            body = body[:n]
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            while not body.endswith(b"0\r\n\r\n"):
+                c = more()
+                if not c:
+                    break
+                body += c
+            out, rest = b"", body
+            while rest:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line.split(b";")[0] or b"0", 16)
+                if size == 0:
+                    break
+                out += rest[:size]
+                rest = rest[size + 2:]
+            body = out
+        else:
+            while True:
+                c = more()
+                if not c:
+                    break
+                body += c
+        return status, headers, body

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the Switchyard third-party-client interop suites:
+#   - Python: Autobahn|Python (asyncio) + raw WebSocket / RawSocket clients (pytest)
+#   - JS:     Autobahn|JS 26 (node:test)
+# against the router binary named by $SWITCHYARD_BIN
+# (default: <repo>/target/debug/switchyard). Exits non-zero if either fails.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+export SWITCHYARD_BIN="${SWITCHYARD_BIN:-$REPO/target/debug/switchyard}"
+
+if [[ ! -x "$SWITCHYARD_BIN" ]]; then
+    echo "run.sh: router binary not found or not executable: $SWITCHYARD_BIN" >&2
+    echo "run.sh: build it first (cargo build) or set SWITCHYARD_BIN" >&2
+    exit 2
+fi
+
+bash "$HERE/setup.sh" || { echo "run.sh: setup.sh failed" >&2; exit 2; }
+
+cd "$REPO"
+
+echo "=== Python interop suite (Autobahn|Python) ==="
+"$HERE/.venv/bin/python" -m pytest tests/interop/python -q "$@"
+py_rc=$?
+
+echo "=== JS interop suite (Autobahn|JS) ==="
+# Autobahn|JS 26 needs a global WebSocket: Node 20 has it behind a flag
+# (Node >= 22 has it by default; the flag is then a no-op).
+node_flags=(--test)
+if [[ "$(node -p 'process.versions.node.split(".")[0]')" -lt 22 ]]; then
+    node_flags=(--experimental-websocket --test)
+fi
+node "${node_flags[@]}" tests/interop/js/
+js_rc=$?
+
+echo "=== interop summary: python rc=$py_rc, js rc=$js_rc ==="
+if [[ $py_rc -ne 0 || $js_rc -ne 0 ]]; then
+    exit 1
+fi
+exit 0

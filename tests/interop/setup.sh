@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs the dependencies of the Switchyard interop suite:
+#   - a Python venv at tests/interop/.venv with the pinned requirements.txt
+#   - node_modules for tests/interop/js via `npm ci` (package-lock.json)
+# Idempotent: each part is skipped when a stamp file says it is up to date
+# (hash of the lock/requirements file + interpreter version).
+# Needs only python3 (>= 3.11, with venv + pip), node 20+ and npm.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$HERE/.venv"
+JS="$HERE/js"
+
+hash_of() { # file [extra words...]
+    local f="$1"; shift
+    { cat "$f"; printf '%s\n' "$@"; } | sha256sum | cut -d' ' -f1
+}
+
+# ---------------------------------------------------------------- python ---
+PY="${PYTHON:-}"
+if [[ -z "$PY" ]]; then
+    if command -v python3.11 >/dev/null 2>&1; then PY=python3.11; else PY=python3; fi
+fi
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+    echo "setup.sh: $PY is $("$PY" -V 2>&1); Python >= 3.11 is required" >&2
+    exit 1
+fi
+PY_VERSION="$("$PY" -c 'import sys; print(sys.version.split()[0])')"
+PY_WANT="$(hash_of "$HERE/requirements.txt" "python=$PY_VERSION")"
+PY_STAMP="$VENV/.interop-stamp"
+
+if [[ -x "$VENV/bin/python" && -f "$PY_STAMP" && "$(cat "$PY_STAMP")" == "$PY_WANT" ]]; then
+    echo "setup.sh: python venv up to date ($VENV)"
+else
+    echo "setup.sh: creating python venv ($PY $PY_VERSION) at $VENV"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+    # sanity check: all three WAMP serializers must be importable
+    "$VENV/bin/python" - <<'PYEOF'
+from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer, CBORSerializer
+import websockets, pytest, pytest_timeout  # noqa: F401
+PYEOF
+    echo "$PY_WANT" > "$PY_STAMP"
+fi
+
+# -------------------------------------------------------------------- js ---
+NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
+JS_WANT="$(hash_of "$JS/package-lock.json" "node=$NODE_MAJOR" "$(cat "$JS/package.json")")"
+JS_STAMP="$JS/node_modules/.interop-stamp"
+
+if [[ -d "$JS/node_modules/autobahn" && -f "$JS_STAMP" && "$(cat "$JS_STAMP")" == "$JS_WANT" ]]; then
+    echo "setup.sh: js node_modules up to date ($JS/node_modules)"
+else
+    echo "setup.sh: npm ci in $JS"
+    # Autobahn|JS 26 declares engines.node >= 22 but only needs a global
+    # WebSocket, which Node 20 provides behind --experimental-websocket
+    # (see run.sh); the EBADENGINE warning is therefore harmless.
+    (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$JS_WANT" > "$JS_STAMP"
+fi
