@@ -19,6 +19,11 @@ impl IdSequence {
         IdSequence(AtomicU64::new(0))
     }
 
+    /// The last id handed out (0 if none).
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
     pub fn next(&self) -> u64 {
         let prev = self
             .0

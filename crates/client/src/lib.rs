@@ -1,0 +1,40 @@
+//! An async (tokio) WAMP v2 client for Switchyard's tests, benchmarks and CLI.
+//!
+//! Two layers:
+//!
+//! * [`transport`]: connect a WebSocket (`ws://host:port/path`) or RawSocket
+//!   (`rs://host:port`, `tcp://host:port`, `unix:/path`) transport and send or
+//!   receive whole frames as [`bytes::Bytes`], with the handshake outcome.
+//!   Nothing is decoded, so tests can send malformed frames and read the raw
+//!   replies.
+//! * [`Session`]: join a realm and publish, subscribe, call and register,
+//!   with any number of requests in flight at once.
+//!
+//! Payloads use [`switchyard_proto`]'s [`Value`], [`Dict`] and [`Payload`]; the
+//! codecs are that crate's.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchyard_client::Error> {
+//! use switchyard_client::{Dict, Serializer, Session, Value};
+//!
+//! let s = Session::connect("rs://127.0.0.1:8081", "realm1", Serializer::MsgPack).await?;
+//! let id = s.publish("com.example.hello", vec![Value::from("hi")], Dict::new(), true).await?;
+//! assert!(id.is_some());
+//! s.leave().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod session;
+pub mod transport;
+
+pub use error::{CallError, CloseInfo, Error, TransportError, WampError};
+pub use session::{
+    payload, raw_payload, CallResult, ChallengeHandler, Event, HandlerResult, Invocation,
+    Registration, Session, SessionOptions, Subscription,
+};
+pub use switchyard_proto::{Dict, Item, Message, Payload, Serializer, Value};
+pub use transport::{
+    connect, Connection, FrameReceiver, FrameSender, Incoming, Outgoing, RawSocketHandshake,
+    TransportInfo, TransportOptions,
+};

@@ -1,0 +1,1332 @@
+//! The session layer: join a realm, then publish, subscribe, call and
+//! register. A [`Session`] is cheap to clone and every method takes `&self`,
+//! so many requests can be in flight at once from one or many tasks.
+//!
+//! Each connection has one reader task (decodes frames, completes pending
+//! requests, delivers events, runs invocation handlers) and one writer task
+//! (see [`crate::transport`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchyard_client::Error> {
+//! use switchyard_client::{Session, Serializer, Value, Dict};
+//!
+//! let session = Session::connect("ws://127.0.0.1:8080/ws", "realm1", Serializer::Json).await?;
+//! let mut sub = session.subscribe("com.example.topic").await?;
+//! session.publish("com.example.topic", vec![Value::from("hi")], Dict::new(), true).await?;
+//! session
+//!     .register("com.example.add", |args: Vec<Value>, _kwargs: Dict| async move {
+//!         let sum: u64 = args.iter().filter_map(Value::as_u64).sum();
+//!         Ok((vec![Value::UInt(sum)], Dict::new()))
+//!     })
+//!     .await?;
+//! let (res, _) = session
+//!     .call("com.example.add", vec![Value::UInt(2), Value::UInt(3)], Dict::new())
+//!     .await
+//!     .map_err(switchyard_client::Error::Wamp)?;
+//! assert_eq!(res, vec![Value::UInt(5)]);
+//! let _event = sub.recv().await;
+//! session.leave().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard_proto::id::IdSequence;
+use switchyard_proto::message::code;
+use switchyard_proto::{DecodeError, Dict, Item, Message, Payload, Serializer, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{CallError, CloseInfo, Error, TransportError, WampError, SEND_FAILED};
+use crate::transport::{self, Connection, FrameReceiver, FrameSender, TransportOptions};
+
+/// The close reason used when the connection ended without GOODBYE/ABORT.
+pub const TRANSPORT_LOST: &str = "wamp.close.transport_lost";
+
+/// What a handler registered with [`Session::register`] returns: the result
+/// `(args, kwargs)` or an error `(error_uri, args, kwargs)`.
+pub type HandlerResult = Result<(Vec<Value>, Dict), (String, Vec<Value>, Dict)>;
+
+/// Answers a CHALLENGE: given the auth method and the challenge's `Extra`,
+/// returns `(signature, extra)` for AUTHENTICATE, or an error text.
+pub type ChallengeHandler =
+    Arc<dyn Fn(&str, &Dict) -> Result<(String, Dict), String> + Send + Sync>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler = Arc<dyn Fn(Invocation) -> BoxFuture<Result<Payload, WampError>> + Send + Sync>;
+type Callback = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Options of [`Session::connect_with`].
+#[derive(Clone)]
+pub struct SessionOptions {
+    /// Transport options (serializer, RawSocket length, WebSocket subprotocols).
+    pub transport: TransportOptions,
+    /// Entries set in HELLO.Details over the defaults (`agent`, `roles`);
+    /// e.g. `authid`, `authmethods`, or `roles` to replace the announced roles.
+    pub details: Dict,
+    /// Answers a CHALLENGE (without one, a CHALLENGE fails the join).
+    pub on_challenge: Option<ChallengeHandler>,
+    /// How long to wait for WELCOME, and for the GOODBYE reply in
+    /// [`Session::leave`]. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl SessionOptions {
+    /// Defaults for `serializer`.
+    pub fn new(serializer: Serializer) -> Self {
+        SessionOptions {
+            transport: TransportOptions::new(serializer),
+            details: Dict::new(),
+            on_challenge: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An EVENT received on a subscription. The payload stays in its raw,
+/// undecoded form until [`Event::args`] / [`Event::kwargs`] are called.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The subscription id.
+    pub subscription: u64,
+    /// The publication id.
+    pub publication: u64,
+    /// EVENT.Details (`publisher`, `topic` for pattern subscriptions...).
+    pub details: Dict,
+    /// The raw payload.
+    pub payload: Payload,
+}
+
+impl Event {
+    /// Decodes `Arguments` (empty if absent).
+    pub fn args(&self) -> Result<Vec<Value>, DecodeError> {
+        decode_args(&self.payload)
+    }
+    /// Decodes `ArgumentsKw` (empty if absent).
+    pub fn kwargs(&self) -> Result<Dict, DecodeError> {
+        decode_kwargs(&self.payload)
+    }
+    /// `Details.topic` (set by the router for pattern-based subscriptions).
+    pub fn topic(&self) -> Option<&str> {
+        self.details.get_str("topic")
+    }
+}
+
+/// An INVOCATION, as given to handlers registered with
+/// [`Session::register_raw`].
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The INVOCATION request id.
+    pub request: u64,
+    /// The registration id.
+    pub registration: u64,
+    /// INVOCATION.Details.
+    pub details: Dict,
+    /// The raw payload.
+    pub payload: Payload,
+}
+
+impl Invocation {
+    /// Decodes `Arguments` (empty if absent).
+    pub fn args(&self) -> Result<Vec<Value>, DecodeError> {
+        decode_args(&self.payload)
+    }
+    /// Decodes `ArgumentsKw` (empty if absent).
+    pub fn kwargs(&self) -> Result<Dict, DecodeError> {
+        decode_kwargs(&self.payload)
+    }
+}
+
+/// A RESULT, as returned by [`Session::call_with`].
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    /// RESULT.Details.
+    pub details: Dict,
+    /// The raw payload.
+    pub payload: Payload,
+}
+
+impl CallResult {
+    /// Decodes `Arguments` (empty if absent).
+    pub fn args(&self) -> Result<Vec<Value>, DecodeError> {
+        decode_args(&self.payload)
+    }
+    /// Decodes `ArgumentsKw` (empty if absent).
+    pub fn kwargs(&self) -> Result<Dict, DecodeError> {
+        decode_kwargs(&self.payload)
+    }
+}
+
+/// A subscription made with [`Session::subscribe`]: its id and the stream of
+/// its events. The stream ends when the subscription is unsubscribed or the
+/// session closes. Dropping it does not unsubscribe.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u64,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Subscription {
+    /// The router's subscription id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next event, or `None` once the subscription or session has ended.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// An event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl futures_util::Stream for Subscription {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+/// A registration made with [`Session::register`] and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registration {
+    /// The router's registration id.
+    pub id: u64,
+}
+
+#[derive(Clone)]
+enum EventSink {
+    Channel(mpsc::UnboundedSender<Event>),
+    Callback(Callback),
+}
+
+enum Action {
+    None,
+    AddSink(EventSink),
+    AddHandler(Handler),
+    RemoveSubscription(u64),
+    RemoveRegistration(u64),
+}
+
+struct Pending {
+    reply: oneshot::Sender<Message>,
+    action: Action,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Pending>,
+    subs: HashMap<u64, Arc<[EventSink]>>,
+    regs: HashMap<u64, Handler>,
+    closed: Option<CloseInfo>,
+    leaving: Option<oneshot::Sender<CloseInfo>>,
+}
+
+struct Shared {
+    tx: FrameSender,
+    ser: Serializer,
+    max_len: Option<usize>,
+    ids: IdSequence,
+    state: Mutex<State>,
+    closed_tx: watch::Sender<Option<CloseInfo>>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    id: u64,
+    realm: String,
+    details: Dict,
+    timeout: Duration,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.finish(CloseInfo {
+            reason: "wamp.close.close_realm".into(),
+            message: Some("session dropped".into()),
+            details: Dict::new(),
+            by_router: false,
+        });
+        self.reader.abort();
+    }
+}
+
+/// A joined WAMP session. Clone it to share it between tasks; the connection
+/// is closed when the last clone is dropped (without GOODBYE: call
+/// [`Session::leave`] for a clean close).
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("realm", &self.inner.realm)
+            .field("serializer", &self.inner.shared.ser)
+            .finish()
+    }
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn decode_args(p: &Payload) -> Result<Vec<Value>, DecodeError> {
+    match &p.args {
+        None => Ok(Vec::new()),
+        Some(item) => match item.to_value()? {
+            Value::List(l) => Ok(l),
+            other => Err(DecodeError::new(format!(
+                "Arguments is a {}, not a list",
+                other.type_name()
+            ))),
+        },
+    }
+}
+
+fn decode_kwargs(p: &Payload) -> Result<Dict, DecodeError> {
+    match &p.kwargs {
+        None => Ok(Dict::new()),
+        Some(item) => match item.to_value()? {
+            Value::Dict(d) => Ok(d),
+            other => Err(DecodeError::new(format!(
+                "ArgumentsKw is a {}, not a dict",
+                other.type_name()
+            ))),
+        },
+    }
+}
+
+/// Builds a payload from args/kwargs, leaving out empty trailing parts.
+pub fn payload(args: Vec<Value>, kwargs: Dict) -> Payload {
+    match (args.is_empty(), kwargs.is_empty()) {
+        (true, true) => Payload::empty(),
+        (_, true) => Payload {
+            args: Some(Item::Value(Value::List(args))),
+            kwargs: None,
+        },
+        _ => Payload::values(args, Some(kwargs)),
+    }
+}
+
+/// A payload whose `Arguments` are already encoded in `ser` (for example a
+/// benchmark's fixed payload): cloning it is cheap and encoding splices the
+/// bytes without re-encoding.
+pub fn raw_payload(ser: Serializer, args: &[Value]) -> Payload {
+    let bytes = switchyard_proto::codec::encode_value(ser, &Value::List(args.to_vec()));
+    Payload {
+        args: Some(Item::Raw {
+            ser,
+            bytes: Bytes::from(bytes),
+        }),
+        kwargs: None,
+    }
+}
+
+fn wamp_error(error: String, details: Dict, payload: &Payload) -> WampError {
+    WampError {
+        uri: error,
+        args: decode_args(payload).unwrap_or_default(),
+        kwargs: decode_kwargs(payload).unwrap_or_default(),
+        details,
+    }
+}
+
+fn default_roles() -> Dict {
+    let features = |names: &[&str]| {
+        let mut f = Dict::new();
+        for n in names {
+            f.insert(*n, true);
+        }
+        Dict::new().with("features", f)
+    };
+    Dict::new()
+        .with(
+            "publisher",
+            features(&[
+                "publisher_exclusion",
+                "subscriber_blackwhite_listing",
+                "publisher_identification",
+            ]),
+        )
+        .with(
+            "subscriber",
+            features(&["pattern_based_subscription", "publisher_identification"]),
+        )
+        .with("caller", features(&["caller_identification"]))
+        .with(
+            "callee",
+            features(&[
+                "caller_identification",
+                "pattern_based_registration",
+                "shared_registration",
+            ]),
+        )
+}
+
+impl Shared {
+    fn close_info(&self) -> CloseInfo {
+        lock(&self.state).closed.clone().unwrap_or(CloseInfo {
+            reason: TRANSPORT_LOST.into(),
+            message: None,
+            details: Dict::new(),
+            by_router: false,
+        })
+    }
+
+    fn encode(&self, msg: &Message) -> Result<Bytes, Error> {
+        let frame = msg.encode(self.ser)?;
+        if let Some(max) = self.max_len {
+            if frame.len() > max {
+                return Err(Error::Send(format!(
+                    "{} of {} octets exceeds the router's limit of {max}",
+                    msg.name(),
+                    frame.len()
+                )));
+            }
+        }
+        Ok(frame)
+    }
+
+    fn send(&self, msg: &Message) -> Result<(), Error> {
+        let frame = self.encode(msg)?;
+        self.tx
+            .send(frame)
+            .map_err(|_| Error::Closed(self.close_info()))
+    }
+
+    /// Sends a request and waits for the router's reply to it.
+    async fn request(&self, msg: Message, id: u64, action: Action) -> Result<Message, Error> {
+        let frame = self.encode(&msg)?;
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.state);
+            if let Some(info) = &st.closed {
+                return Err(Error::Closed(info.clone()));
+            }
+            st.pending.insert(id, Pending { reply, action });
+        }
+        if self.tx.send(frame).is_err() {
+            lock(&self.state).pending.remove(&id);
+            return Err(Error::Closed(self.close_info()));
+        }
+        rx.await.map_err(|_| Error::Closed(self.close_info()))
+    }
+
+    /// Marks the session closed, fails pending requests, ends event streams
+    /// and closes the transport. Idempotent.
+    fn finish(&self, info: CloseInfo) {
+        let (pending, subs, regs, leaving) = {
+            let mut st = lock(&self.state);
+            if st.closed.is_some() {
+                return;
+            }
+            st.closed = Some(info.clone());
+            (
+                std::mem::take(&mut st.pending),
+                std::mem::take(&mut st.subs),
+                std::mem::take(&mut st.regs),
+                st.leaving.take(),
+            )
+        };
+        // Dropped outside the lock: dropping senders wakes waiters.
+        drop((pending, subs, regs, leaving));
+        self.closed_tx.send_replace(Some(info));
+        let _ = self.tx.close();
+    }
+
+    fn send_invocation_result(&self, request: u64, result: Result<Payload, WampError>) {
+        let msg = match result {
+            Ok(payload) => Message::Yield {
+                request,
+                options: Dict::new(),
+                payload,
+            },
+            Err(e) => invocation_error(request, e),
+        };
+        if let Err(e) = self.send(&msg) {
+            if matches!(e, Error::Send(_)) {
+                let _ = self.send(&invocation_error(
+                    request,
+                    WampError::with_message(SEND_FAILED, e.to_string()),
+                ));
+            }
+        }
+    }
+
+    /// Handles one message from the router; `Some` ends the session.
+    async fn dispatch(self: &Arc<Self>, msg: Message) -> Option<CloseInfo> {
+        match msg {
+            Message::Event {
+                subscription,
+                publication,
+                details,
+                payload,
+            } => {
+                let sinks = lock(&self.state).subs.get(&subscription).cloned();
+                if let Some(sinks) = sinks {
+                    let ev = Event {
+                        subscription,
+                        publication,
+                        details,
+                        payload,
+                    };
+                    if let Some((last, rest)) = sinks.split_last() {
+                        for s in rest {
+                            deliver(s, ev.clone());
+                        }
+                        deliver(last, ev);
+                    }
+                }
+                None
+            }
+            Message::Invocation {
+                request,
+                registration,
+                details,
+                payload,
+            } => {
+                let handler = lock(&self.state).regs.get(&registration).cloned();
+                match handler {
+                    None => {
+                        let _ = self.send(&invocation_error(
+                            request,
+                            WampError::new("wamp.error.no_such_registration"),
+                        ));
+                    }
+                    Some(h) => {
+                        let mut fut = h(Invocation {
+                            request,
+                            registration,
+                            details,
+                            payload,
+                        });
+                        // Run the handler inline as far as it goes; only a
+                        // handler that actually waits gets its own task.
+                        let first =
+                            std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                        match first {
+                            Poll::Ready(result) => self.send_invocation_result(request, result),
+                            Poll::Pending => {
+                                let shared = Arc::clone(self);
+                                tokio::spawn(async move {
+                                    let result = fut.await;
+                                    shared.send_invocation_result(request, result);
+                                });
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            Message::Interrupt { .. } => None,
+            Message::Result {
+                request, details, ..
+            } if details.get_bool("progress") == Some(true) => {
+                let _ = request;
+                None
+            }
+            Message::Published { request, .. }
+            | Message::Subscribed { request, .. }
+            | Message::Unsubscribed { request }
+            | Message::Result { request, .. }
+            | Message::Registered { request, .. }
+            | Message::Unregistered { request }
+            | Message::Error { request, .. } => {
+                let pending = {
+                    let mut st = lock(&self.state);
+                    let p = st.pending.remove(&request);
+                    if let Some(p) = &p {
+                        apply(&mut st, &p.action, &msg);
+                    }
+                    p
+                };
+                if let Some(p) = pending {
+                    let _ = p.reply.send(msg);
+                }
+                None
+            }
+            Message::Goodbye { details, reason } => {
+                let leaving = lock(&self.state).leaving.take();
+                let message = details.get_str("message").map(str::to_owned);
+                let mut info = CloseInfo {
+                    reason,
+                    message,
+                    details,
+                    by_router: true,
+                };
+                match leaving {
+                    Some(tx) => {
+                        info.by_router = false;
+                        let _ = tx.send(info.clone());
+                    }
+                    None => {
+                        let _ = self.send(&Message::Goodbye {
+                            details: Dict::new(),
+                            reason: "wamp.close.goodbye_and_out".into(),
+                        });
+                    }
+                }
+                Some(info)
+            }
+            Message::Abort { details, reason } => Some(CloseInfo {
+                message: details.get_str("message").map(str::to_owned),
+                reason,
+                details,
+                by_router: true,
+            }),
+            other => {
+                let text = format!("unexpected {} in an established session", other.name());
+                let _ = self.send(&Message::Abort {
+                    details: Dict::new().with("message", text.clone()),
+                    reason: "wamp.error.protocol_violation".into(),
+                });
+                Some(CloseInfo {
+                    reason: "wamp.error.protocol_violation".into(),
+                    message: Some(text),
+                    details: Dict::new(),
+                    by_router: false,
+                })
+            }
+        }
+    }
+}
+
+fn deliver(sink: &EventSink, ev: Event) {
+    match sink {
+        EventSink::Channel(tx) => {
+            let _ = tx.send(ev);
+        }
+        EventSink::Callback(f) => f(ev),
+    }
+}
+
+/// Applies the bookkeeping of a reply (under the state lock, so that no
+/// EVENT/INVOCATION following the reply can miss it).
+fn apply(st: &mut State, action: &Action, reply: &Message) {
+    match (action, reply) {
+        (Action::AddSink(sink), Message::Subscribed { subscription, .. }) => {
+            let mut sinks: Vec<EventSink> = st
+                .subs
+                .get(subscription)
+                .map(|s| s.to_vec())
+                .unwrap_or_default();
+            sinks.push(sink.clone());
+            st.subs.insert(*subscription, sinks.into());
+        }
+        (Action::AddHandler(h), Message::Registered { registration, .. }) => {
+            st.regs.insert(*registration, h.clone());
+        }
+        (Action::RemoveSubscription(id), Message::Unsubscribed { .. }) => {
+            st.subs.remove(id);
+        }
+        (Action::RemoveRegistration(id), Message::Unregistered { .. }) => {
+            st.regs.remove(id);
+        }
+        _ => {}
+    }
+}
+
+fn invocation_error(request: u64, e: WampError) -> Message {
+    Message::Error {
+        request_type: code::INVOCATION,
+        request,
+        details: e.details,
+        error: e.uri,
+        payload: payload(e.args, e.kwargs),
+    }
+}
+
+fn unexpected(msg: &Message, wanted: &str) -> Error {
+    Error::Protocol(format!("expected {wanted}, got {}", msg.name()))
+}
+
+async fn reader(shared: Arc<Shared>, mut rx: FrameReceiver) {
+    let info = loop {
+        let frame = match rx.recv().await {
+            Ok(f) => f,
+            Err(e) => {
+                break CloseInfo {
+                    reason: TRANSPORT_LOST.into(),
+                    message: Some(e.to_string()),
+                    details: Dict::new(),
+                    by_router: true,
+                }
+            }
+        };
+        let msg = match Message::decode(shared.ser, &frame) {
+            Ok(m) => m,
+            Err(e) => {
+                let text = format!("cannot decode a message from the router: {e}");
+                let _ = shared.send(&Message::Abort {
+                    details: Dict::new().with("message", text.clone()),
+                    reason: "wamp.error.protocol_violation".into(),
+                });
+                break CloseInfo {
+                    reason: "wamp.error.protocol_violation".into(),
+                    message: Some(text),
+                    details: Dict::new(),
+                    by_router: false,
+                };
+            }
+        };
+        if let Some(info) = shared.dispatch(msg).await {
+            break info;
+        }
+    };
+    shared.finish(info);
+}
+
+impl Session {
+    /// Connects to `url` (`ws://host:port/path`, `rs://host:port`,
+    /// `tcp://host:port`, `unix:/path`) and joins `realm` with HELLO
+    /// announcing the publisher, subscriber, caller and callee roles.
+    /// An ABORT reply becomes [`Error::Abort`] (its reason and
+    /// `Details.message`).
+    pub async fn connect(url: &str, realm: &str, serializer: Serializer) -> Result<Session, Error> {
+        Session::connect_with(url, realm, SessionOptions::new(serializer)).await
+    }
+
+    /// [`Session::connect`] with options.
+    pub async fn connect_with(
+        url: &str,
+        realm: &str,
+        opts: SessionOptions,
+    ) -> Result<Session, Error> {
+        let timeout = opts.timeout;
+        let conn = tokio::time::timeout(timeout, transport::connect(url, opts.transport.clone()))
+            .await
+            .map_err(|_| Error::Timeout(format!("connecting to {url}")))??;
+        Session::join(conn, realm, opts).await
+    }
+
+    /// Joins `realm` over an already connected transport.
+    pub async fn join(
+        conn: Connection,
+        realm: &str,
+        opts: SessionOptions,
+    ) -> Result<Session, Error> {
+        let max_len = conn.max_frame_len();
+        let Connection {
+            sender,
+            mut receiver,
+            serializer,
+            ..
+        } = conn;
+        let mut details = Dict::new()
+            .with(
+                "agent",
+                concat!("switchyard-client/", env!("CARGO_PKG_VERSION")),
+            )
+            .with("roles", default_roles());
+        for (k, v) in opts.details.0.iter() {
+            details.insert(k.clone(), v.clone());
+        }
+        let hello = Message::Hello {
+            realm: realm.to_owned(),
+            details,
+        };
+        let send = |m: &Message| -> Result<(), Error> {
+            sender.send(m.encode(serializer)?)?;
+            Ok(())
+        };
+        send(&hello)?;
+        let handshake = async {
+            loop {
+                let frame = receiver.recv().await?;
+                match Message::decode(serializer, &frame)? {
+                    Message::Welcome { session, details } => return Ok((session, details)),
+                    Message::Abort { details, reason } => {
+                        return Err(Error::Abort {
+                            message: details.get_str("message").map(str::to_owned),
+                            reason,
+                            details,
+                        })
+                    }
+                    Message::Challenge { method, extra } => {
+                        let Some(answer) = &opts.on_challenge else {
+                            return Err(Error::Protocol(format!(
+                                "router sent CHALLENGE for {method} and no challenge handler is set"
+                            )));
+                        };
+                        let (signature, extra) =
+                            answer(&method, &extra).map_err(Error::Protocol)?;
+                        send(&Message::Authenticate { signature, extra })?;
+                    }
+                    other => return Err(unexpected(&other, "WELCOME or ABORT")),
+                }
+            }
+        };
+        let result = tokio::time::timeout(opts.timeout, handshake).await;
+        let (id, welcome) = match result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                let _ = sender.close();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = sender.close();
+                return Err(Error::Timeout(format!(
+                    "waiting for WELCOME from realm {realm}"
+                )));
+            }
+        };
+        let (closed_tx, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            tx: sender,
+            ser: serializer,
+            max_len,
+            ids: IdSequence::new(),
+            state: Mutex::new(State::default()),
+            closed_tx,
+        });
+        let reader = tokio::spawn(reader(Arc::clone(&shared), receiver));
+        Ok(Session {
+            inner: Arc::new(Handle {
+                shared,
+                reader,
+                id,
+                realm: realm.to_owned(),
+                details: welcome,
+                timeout: opts.timeout,
+            }),
+        })
+    }
+
+    /// The session id from WELCOME.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The realm joined.
+    pub fn realm(&self) -> &str {
+        &self.inner.realm
+    }
+
+    /// WELCOME.Details (router roles, authid, authrole...).
+    pub fn welcome_details(&self) -> &Dict {
+        &self.inner.details
+    }
+
+    /// The serializer in use.
+    pub fn serializer(&self) -> Serializer {
+        self.inner.shared.ser
+    }
+
+    /// The raw frame sender of the connection, to send hand-made (even
+    /// malformed) frames inside an established session.
+    pub fn sender(&self) -> FrameSender {
+        self.inner.shared.tx.clone()
+    }
+
+    /// Sends a message as is (no request bookkeeping: replies to it are
+    /// ignored unless they match a pending request).
+    pub fn send_message(&self, msg: &Message) -> Result<(), Error> {
+        self.inner.shared.send(msg)
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.shared.state).closed.is_some()
+    }
+
+    /// Waits until the session ends (GOODBYE or ABORT from the router, lost
+    /// connection, or [`Session::leave`]) and tells why.
+    pub async fn closed(&self) -> CloseInfo {
+        let mut rx = self.inner.shared.closed_tx.subscribe();
+        let r = rx.wait_for(Option::is_some).await;
+        match r {
+            Ok(v) => v.clone().unwrap_or_else(|| self.inner.shared.close_info()),
+            Err(_) => self.inner.shared.close_info(),
+        }
+    }
+
+    /// Publishes `args`/`kwargs` to `topic`. With `acknowledge`, waits for
+    /// PUBLISHED and returns the publication id; otherwise returns `None` as
+    /// soon as the PUBLISH is queued.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        args: Vec<Value>,
+        kwargs: Dict,
+        acknowledge: bool,
+    ) -> Result<Option<u64>, Error> {
+        let options = if acknowledge {
+            Dict::new().with("acknowledge", true)
+        } else {
+            Dict::new()
+        };
+        self.publish_with(topic, options, payload(args, kwargs))
+            .await
+    }
+
+    /// Publishes with explicit PUBLISH.Options and a ready payload (see
+    /// [`payload`] and [`raw_payload`]). Waits for PUBLISHED when
+    /// `options.acknowledge` is true.
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        options: Dict,
+        payload: Payload,
+    ) -> Result<Option<u64>, Error> {
+        let shared = &self.inner.shared;
+        let acknowledge = options.get_bool("acknowledge") == Some(true);
+        let request = shared.ids.next();
+        let msg = Message::Publish {
+            request,
+            options,
+            topic: topic.to_owned(),
+            payload,
+        };
+        if !acknowledge {
+            if let Some(info) = &lock(&shared.state).closed {
+                return Err(Error::Closed(info.clone()));
+            }
+            shared.send(&msg)?;
+            return Ok(None);
+        }
+        match shared.request(msg, request, Action::None).await? {
+            Message::Published { publication, .. } => Ok(Some(publication)),
+            Message::Error {
+                error,
+                details,
+                payload,
+                ..
+            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
+            other => Err(unexpected(&other, "PUBLISHED")),
+        }
+    }
+
+    /// Subscribes to `topic` (exact match); events arrive on the returned
+    /// [`Subscription`].
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
+        self.subscribe_with(topic, Dict::new()).await
+    }
+
+    /// Subscribes with SUBSCRIBE.Options (e.g. `match: "prefix"`).
+    pub async fn subscribe_with(&self, topic: &str, options: Dict) -> Result<Subscription, Error> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let id = self
+            .subscribe_sink(topic, options, EventSink::Channel(tx))
+            .await?;
+        Ok(Subscription { id, events })
+    }
+
+    /// Subscribes and calls `f` for every event, inline in the connection's
+    /// reader task (no channel, no task switch). `f` must be quick and must
+    /// not block. Returns the subscription id.
+    pub async fn subscribe_callback<F>(
+        &self,
+        topic: &str,
+        options: Dict,
+        f: F,
+    ) -> Result<u64, Error>
+    where
+        F: Fn(Event) + Send + Sync + 'static,
+    {
+        self.subscribe_sink(topic, options, EventSink::Callback(Arc::new(f)))
+            .await
+    }
+
+    async fn subscribe_sink(
+        &self,
+        topic: &str,
+        options: Dict,
+        sink: EventSink,
+    ) -> Result<u64, Error> {
+        let shared = &self.inner.shared;
+        let request = shared.ids.next();
+        let msg = Message::Subscribe {
+            request,
+            options,
+            topic: topic.to_owned(),
+        };
+        match shared.request(msg, request, Action::AddSink(sink)).await? {
+            Message::Subscribed { subscription, .. } => Ok(subscription),
+            Message::Error {
+                error,
+                details,
+                payload,
+                ..
+            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
+            other => Err(unexpected(&other, "SUBSCRIBED")),
+        }
+    }
+
+    /// Unsubscribes `subscription` (its event streams end on UNSUBSCRIBED).
+    pub async fn unsubscribe(&self, subscription: u64) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        let request = shared.ids.next();
+        let msg = Message::Unsubscribe {
+            request,
+            subscription,
+        };
+        let action = Action::RemoveSubscription(subscription);
+        match shared.request(msg, request, action).await? {
+            Message::Unsubscribed { .. } => Ok(()),
+            Message::Error {
+                error,
+                details,
+                payload,
+                ..
+            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
+            other => Err(unexpected(&other, "UNSUBSCRIBED")),
+        }
+    }
+
+    /// Registers `procedure` with a handler receiving decoded `(args,
+    /// kwargs)` and returning `Ok((args, kwargs))` for YIELD or
+    /// `Err((error_uri, args, kwargs))` for ERROR. Handlers run concurrently.
+    pub async fn register<F, Fut>(&self, procedure: &str, handler: F) -> Result<Registration, Error>
+    where
+        F: Fn(Vec<Value>, Dict) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register_with(procedure, Dict::new(), handler).await
+    }
+
+    /// [`Session::register`] with REGISTER.Options (e.g. `invoke: "roundrobin"`,
+    /// `match: "prefix"`).
+    pub async fn register_with<F, Fut>(
+        &self,
+        procedure: &str,
+        options: Dict,
+        handler: F,
+    ) -> Result<Registration, Error>
+    where
+        F: Fn(Vec<Value>, Dict) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.register_raw(procedure, options, move |inv: Invocation| {
+            let decoded = inv.args().and_then(|a| Ok((a, inv.kwargs()?)));
+            let handler = Arc::clone(&handler);
+            async move {
+                let (args, kwargs) = decoded.map_err(|e| {
+                    WampError::with_message("wamp.error.invalid_argument", e.to_string())
+                })?;
+                match handler(args, kwargs).await {
+                    Ok((args, kwargs)) => Ok(payload(args, kwargs)),
+                    Err((uri, args, kwargs)) => Err(WampError {
+                        uri,
+                        args,
+                        kwargs,
+                        details: Dict::new(),
+                    }),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Registers with a handler that sees the whole [`Invocation`] (details,
+    /// raw payload) and returns the YIELD payload or the ERROR.
+    pub async fn register_raw<F, Fut>(
+        &self,
+        procedure: &str,
+        options: Dict,
+        handler: F,
+    ) -> Result<Registration, Error>
+    where
+        F: Fn(Invocation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Payload, WampError>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |inv| Box::pin(handler(inv)));
+        let shared = &self.inner.shared;
+        let request = shared.ids.next();
+        let msg = Message::Register {
+            request,
+            options,
+            procedure: procedure.to_owned(),
+        };
+        match shared
+            .request(msg, request, Action::AddHandler(handler))
+            .await?
+        {
+            Message::Registered { registration, .. } => Ok(Registration { id: registration }),
+            Message::Error {
+                error,
+                details,
+                payload,
+                ..
+            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
+            other => Err(unexpected(&other, "REGISTERED")),
+        }
+    }
+
+    /// Unregisters `registration`.
+    pub async fn unregister(&self, registration: u64) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        let request = shared.ids.next();
+        let msg = Message::Unregister {
+            request,
+            registration,
+        };
+        let action = Action::RemoveRegistration(registration);
+        match shared.request(msg, request, action).await? {
+            Message::Unregistered { .. } => Ok(()),
+            Message::Error {
+                error,
+                details,
+                payload,
+                ..
+            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
+            other => Err(unexpected(&other, "UNREGISTERED")),
+        }
+    }
+
+    /// Calls `procedure` and returns the RESULT's decoded `(args, kwargs)`,
+    /// or the ERROR as a [`CallError`] (local failures use the
+    /// `switchyard.client.*` URIs of [`crate::error`]).
+    pub async fn call(
+        &self,
+        procedure: &str,
+        args: Vec<Value>,
+        kwargs: Dict,
+    ) -> Result<(Vec<Value>, Dict), CallError> {
+        let r = self
+            .call_with(procedure, Dict::new(), payload(args, kwargs))
+            .await?;
+        let args = r
+            .args()
+            .map_err(|e| WampError::with_message(crate::error::PROTOCOL_ERROR, e.to_string()))?;
+        let kwargs = r
+            .kwargs()
+            .map_err(|e| WampError::with_message(crate::error::PROTOCOL_ERROR, e.to_string()))?;
+        Ok((args, kwargs))
+    }
+
+    /// Calls with CALL.Options (e.g. `timeout`, `disclose_me`) and a ready
+    /// payload; returns the raw RESULT.
+    pub async fn call_with(
+        &self,
+        procedure: &str,
+        options: Dict,
+        payload: Payload,
+    ) -> Result<CallResult, CallError> {
+        let shared = &self.inner.shared;
+        let request = shared.ids.next();
+        let msg = Message::Call {
+            request,
+            options,
+            procedure: procedure.to_owned(),
+            payload,
+        };
+        match shared.request(msg, request, Action::None).await? {
+            Message::Result {
+                details, payload, ..
+            } => Ok(CallResult { details, payload }),
+            Message::Error {
+                error,
+                details,
+                payload,
+                ..
+            } => Err(wamp_error(error, details, &payload)),
+            other => Err(unexpected(&other, "RESULT").into()),
+        }
+    }
+
+    /// Leaves the realm: sends GOODBYE (`wamp.close.close_realm`), waits for
+    /// the router's GOODBYE and closes the connection. Returns the router's
+    /// reply (normally `wamp.close.goodbye_and_out`).
+    pub async fn leave(&self) -> Result<CloseInfo, Error> {
+        self.leave_with("wamp.close.close_realm", Dict::new()).await
+    }
+
+    /// [`Session::leave`] with a chosen reason and details.
+    pub async fn leave_with(&self, reason: &str, details: Dict) -> Result<CloseInfo, Error> {
+        let shared = &self.inner.shared;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&shared.state);
+            if let Some(info) = &st.closed {
+                return Err(Error::Closed(info.clone()));
+            }
+            st.leaving = Some(tx);
+        }
+        shared.send(&Message::Goodbye {
+            details,
+            reason: reason.to_owned(),
+        })?;
+        match tokio::time::timeout(self.inner.timeout, rx).await {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(_)) => Err(Error::Closed(shared.close_info())),
+            Err(_) => {
+                shared.finish(CloseInfo {
+                    reason: reason.to_owned(),
+                    message: Some("no GOODBYE reply from the router".into()),
+                    details: Dict::new(),
+                    by_router: false,
+                });
+                Err(Error::Timeout("waiting for the router's GOODBYE".into()))
+            }
+        }
+    }
+}
+
+impl From<TransportError> for WampError {
+    fn from(e: TransportError) -> Self {
+        WampError::with_message(crate::error::CONNECTION_LOST, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_leaves_out_empty_parts() {
+        assert!(payload(vec![], Dict::new()).is_empty());
+        let p = payload(vec![Value::UInt(1)], Dict::new());
+        assert!(p.args.is_some() && p.kwargs.is_none());
+        let p = payload(vec![], Dict::new().with("a", 1u64));
+        assert!(p.args.is_some() && p.kwargs.is_some());
+    }
+
+    #[test]
+    fn raw_payload_round_trips() {
+        for ser in Serializer::ALL {
+            let p = raw_payload(ser, &[Value::from("x"), Value::UInt(7)]);
+            assert_eq!(
+                decode_args(&p).ok(),
+                Some(vec![Value::from("x"), Value::UInt(7)])
+            );
+            assert_eq!(decode_kwargs(&p).ok(), Some(Dict::new()));
+        }
+    }
+
+    #[test]
+    fn hello_announces_four_roles() {
+        let roles = default_roles();
+        for r in ["publisher", "subscriber", "caller", "callee"] {
+            assert!(roles.get(r).is_some(), "{r}");
+        }
+    }
+
+    /// A fake router on a socket pair: HELLO→WELCOME, then a CALL answered
+    /// with RESULT, an EVENT delivered, and GOODBYE answered.
+    #[tokio::test]
+    async fn session_against_fake_router() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::UnixStream;
+
+        async fn read_frame(s: &mut UnixStream) -> Message {
+            let mut h = [0u8; 4];
+            s.read_exact(&mut h).await.expect("header");
+            let len = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+            let mut b = vec![0u8; len];
+            s.read_exact(&mut b).await.expect("body");
+            Message::decode(Serializer::Json, &Bytes::from(b)).expect("decode")
+        }
+        async fn write_msg(s: &mut UnixStream, m: &Message) {
+            let b = m.encode(Serializer::Json).expect("encode");
+            let len = b.len();
+            s.write_all(&[0, (len >> 16) as u8, (len >> 8) as u8, len as u8])
+                .await
+                .expect("w");
+            s.write_all(&b).await.expect("w");
+        }
+
+        let dir = std::env::temp_dir().join(format!("sy-client-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let listener = tokio::net::UnixListener::bind(&dir).expect("bind");
+        let router = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut hs = [0u8; 4];
+            s.read_exact(&mut hs).await.expect("hs");
+            s.write_all(&[0x7F, 0xF1, 0, 0]).await.expect("hs reply");
+            match read_frame(&mut s).await {
+                Message::Hello { realm, details } => {
+                    assert_eq!(realm, "realm1");
+                    assert!(details.get("roles").is_some());
+                }
+                other => panic!("{other:?}"),
+            }
+            write_msg(
+                &mut s,
+                &Message::Welcome {
+                    session: 42,
+                    details: Dict::new(),
+                },
+            )
+            .await;
+            // SUBSCRIBE -> SUBSCRIBED + EVENT right behind it.
+            let Message::Subscribe { request, .. } = read_frame(&mut s).await else {
+                panic!("subscribe")
+            };
+            write_msg(
+                &mut s,
+                &Message::Subscribed {
+                    request,
+                    subscription: 5,
+                },
+            )
+            .await;
+            write_msg(
+                &mut s,
+                &Message::Event {
+                    subscription: 5,
+                    publication: 9,
+                    details: Dict::new(),
+                    payload: Payload::values(vec![Value::from("e")], None),
+                },
+            )
+            .await;
+            let Message::Call { request, .. } = read_frame(&mut s).await else {
+                panic!("call")
+            };
+            write_msg(
+                &mut s,
+                &Message::Error {
+                    request_type: code::CALL,
+                    request,
+                    details: Dict::new(),
+                    error: "wamp.error.no_such_procedure".into(),
+                    payload: Payload::message("nope"),
+                },
+            )
+            .await;
+            let Message::Goodbye { .. } = read_frame(&mut s).await else {
+                panic!("goodbye")
+            };
+            write_msg(
+                &mut s,
+                &Message::Goodbye {
+                    details: Dict::new(),
+                    reason: "wamp.close.goodbye_and_out".into(),
+                },
+            )
+            .await;
+        });
+        let url = format!("unix:{}", dir.display());
+        let s = Session::connect(&url, "realm1", Serializer::Json)
+            .await
+            .expect("connect");
+        assert_eq!(s.id(), 42);
+        let mut sub = s.subscribe("a.b").await.expect("subscribe");
+        assert_eq!(sub.id(), 5);
+        let ev = sub.recv().await.expect("event");
+        assert_eq!(ev.args().ok(), Some(vec![Value::from("e")]));
+        let err = s.call("x.y", vec![], Dict::new()).await.expect_err("error");
+        assert_eq!(err.uri, "wamp.error.no_such_procedure");
+        assert_eq!(err.args, vec![Value::from("nope")]);
+        let info = s.leave().await.expect("leave");
+        assert_eq!(info.reason, "wamp.close.goodbye_and_out");
+        assert!(s.is_closed());
+        assert!(sub.recv().await.is_none());
+        router.await.expect("router");
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,821 @@
+//! The low-level layer: connect a transport, then send and receive whole
+//! frames as [`Bytes`]. Nothing here decodes WAMP, so tests can send
+//! malformed frames and read raw replies.
+//!
+//! A connection has one writer task (spawned by [`connect`]) fed through an
+//! unbounded channel by any number of [`FrameSender`] clones; it blocks for
+//! the first queued frame, drains whatever else is queued, and writes the
+//! batch with one flush. The [`FrameReceiver`] reads straight from the socket
+//! in the task that calls [`FrameReceiver::recv`]. Pings (WebSocket PING
+//! frames, RawSocket type-1 frames) are answered automatically.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchyard_client::TransportError> {
+//! use switchyard_client::transport::{connect, TransportOptions};
+//! use switchyard_proto::Serializer;
+//!
+//! let mut conn = connect("rs://127.0.0.1:8081", TransportOptions::new(Serializer::Json)).await?;
+//! conn.sender.send(bytes::Bytes::from_static(b"[1,\"realm1\",{\"roles\":{\"caller\":{}}}]"))?;
+//! let reply = conn.receiver.recv().await?;
+//! # let _ = reply; Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use switchyard_proto::Serializer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::mpsc;
+use tokio_websockets::{CloseCode, Message as WsMessage, WebSocketStream};
+
+use crate::error::TransportError;
+
+/// The largest RawSocket frame the framing can express (2^24 octets).
+pub const RAWSOCKET_MAX_FRAME: usize = 1 << 24;
+
+/// Frames drained into one write batch at most.
+const BATCH: usize = 1024;
+
+/// Where to connect, parsed from a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `ws://host:port/path` (the full URL is kept for the upgrade request).
+    WebSocket {
+        /// The URL as given.
+        url: String,
+        /// `host:port` to connect to (port 80 if absent).
+        addr: String,
+    },
+    /// `rs://host:port` or `tcp://host:port`: RawSocket over TCP.
+    RawSocketTcp {
+        /// `host:port`.
+        addr: String,
+    },
+    /// `unix:/path` or `unix:///path`: RawSocket over a Unix socket.
+    RawSocketUnix {
+        /// The socket path.
+        path: PathBuf,
+    },
+}
+
+impl Endpoint {
+    /// Parses `ws://host:port/path`, `rs://host:port`, `tcp://host:port`,
+    /// `unix:/path` or `unix:///path`.
+    pub fn parse(url: &str) -> Result<Endpoint, TransportError> {
+        let bad = || TransportError::InvalidUrl(url.to_owned());
+        if let Some(rest) = url.strip_prefix("ws://") {
+            let authority = rest.split(['/', '?']).next().unwrap_or("");
+            if authority.is_empty() {
+                return Err(bad());
+            }
+            let addr = if has_port(authority) {
+                authority.to_owned()
+            } else {
+                format!("{authority}:80")
+            };
+            return Ok(Endpoint::WebSocket {
+                url: url.to_owned(),
+                addr,
+            });
+        }
+        if let Some(rest) = url
+            .strip_prefix("rs://")
+            .or_else(|| url.strip_prefix("tcp://"))
+        {
+            let addr = rest.trim_end_matches('/');
+            if addr.is_empty() || addr.contains('/') || !has_port(addr) {
+                return Err(bad());
+            }
+            return Ok(Endpoint::RawSocketTcp {
+                addr: addr.to_owned(),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("unix:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Endpoint::RawSocketUnix { path: path.into() });
+        }
+        Err(bad())
+    }
+}
+
+fn has_port(authority: &str) -> bool {
+    // `[::1]:8080`, `host:8080`; a bare IPv6 literal in brackets has no port.
+    match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']') && authority[i + 1..].parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+/// Options of [`connect`].
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// The serializer to negotiate.
+    pub serializer: Serializer,
+    /// RawSocket: the `LENGTH` field of our handshake (0..=15), announcing the
+    /// longest frame we accept, 2^(9+LENGTH) octets. Default 15 (16 MiB).
+    pub max_len_exp: u8,
+    /// RawSocket: send these 4 octets as the handshake instead of the
+    /// computed one (for tests of the router's handshake checks). The reply
+    /// is still parsed as usual.
+    pub raw_handshake: Option<[u8; 4]>,
+    /// WebSocket: the subprotocols to offer, in order (default: the
+    /// serializer's, e.g. `wamp.2.json`). An empty list offers none.
+    pub subprotocols: Option<Vec<String>>,
+    /// WebSocket: require the router to select the serializer's subprotocol
+    /// (default true). With false, the selected one is only reported in
+    /// [`TransportInfo::WebSocket`].
+    pub require_subprotocol: bool,
+}
+
+impl TransportOptions {
+    /// Defaults for `serializer`.
+    pub fn new(serializer: Serializer) -> Self {
+        TransportOptions {
+            serializer,
+            max_len_exp: 15,
+            raw_handshake: None,
+            subprotocols: None,
+            require_subprotocol: true,
+        }
+    }
+}
+
+/// What the transport handshake settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportInfo {
+    /// A WebSocket connection.
+    WebSocket {
+        /// The `Sec-WebSocket-Protocol` the router selected, if any.
+        subprotocol: Option<String>,
+    },
+    /// A RawSocket connection.
+    RawSocket(RawSocketHandshake),
+}
+
+/// The router's successful RawSocket handshake reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawSocketHandshake {
+    /// The 4 octets the router sent.
+    pub reply: [u8; 4],
+    /// The serializer the router echoed.
+    pub serializer: Serializer,
+    /// The router's `LENGTH` field (0..=15).
+    pub max_len_exp: u8,
+    /// The longest frame the router accepts from us: 2^(9+LENGTH) octets.
+    pub max_len: usize,
+}
+
+/// A connected transport: a frame sender, a frame receiver and the
+/// handshake outcome.
+pub struct Connection {
+    /// Sends frames (cloneable; the writer task batches them).
+    pub sender: FrameSender,
+    /// Receives frames (read directly from the socket).
+    pub receiver: FrameReceiver,
+    /// The negotiated serializer.
+    pub serializer: Serializer,
+    /// Handshake details.
+    pub info: TransportInfo,
+}
+
+impl Connection {
+    /// The longest frame the router accepts (`None` for WebSocket, where
+    /// the router announces no limit).
+    pub fn max_frame_len(&self) -> Option<usize> {
+        match &self.info {
+            TransportInfo::RawSocket(h) => Some(h.max_len),
+            TransportInfo::WebSocket { .. } => None,
+        }
+    }
+}
+
+/// A frame for the writer task.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A WAMP message: a text frame for JSON over WebSocket, else binary; a
+    /// type-0 frame over RawSocket.
+    Message(Bytes),
+    /// WebSocket: a text frame regardless of the serializer (the payload must
+    /// be valid UTF-8 for tokio-websockets to send it). RawSocket: type 0.
+    Text(Bytes),
+    /// WebSocket: a binary frame regardless of the serializer. RawSocket: type 0.
+    Binary(Bytes),
+    /// A PING (WebSocket ping frame, RawSocket type 1).
+    Ping(Bytes),
+    /// A PONG (WebSocket pong frame, RawSocket type 2).
+    Pong(Bytes),
+    /// RawSocket only: octets written as they are, with no frame header (for
+    /// tests of malformed framing). Ignored on WebSocket.
+    Raw(Bytes),
+    /// Close the connection: a WebSocket close frame (then the writer
+    /// stops); on RawSocket, shut down the write side. Frames queued after
+    /// this are dropped.
+    Close {
+        /// WebSocket close code (default 1000).
+        code: Option<u16>,
+        /// WebSocket close reason.
+        reason: String,
+    },
+}
+
+/// The sending side of a connection. Cheap to clone; sending never blocks
+/// (the queue to the writer task is unbounded).
+#[derive(Clone, Debug)]
+pub struct FrameSender {
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl FrameSender {
+    /// Queues one WAMP message frame.
+    pub fn send(&self, frame: Bytes) -> Result<(), TransportError> {
+        self.send_outgoing(Outgoing::Message(frame))
+    }
+
+    /// Queues any [`Outgoing`] item.
+    pub fn send_outgoing(&self, item: Outgoing) -> Result<(), TransportError> {
+        self.tx.send(item).map_err(|_| TransportError::Closed {
+            code: None,
+            reason: "writer stopped".into(),
+        })
+    }
+
+    /// Queues a close (see [`Outgoing::Close`]).
+    pub fn close(&self) -> Result<(), TransportError> {
+        self.send_outgoing(Outgoing::Close {
+            code: None,
+            reason: String::new(),
+        })
+    }
+
+    /// Whether the writer task has stopped (connection closed or failed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What [`FrameReceiver::recv_any`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A message frame (WebSocket text/binary, RawSocket type 0).
+    Message(Bytes),
+    /// A PING from the router (already answered).
+    Ping(Bytes),
+    /// A PONG from the router.
+    Pong(Bytes),
+}
+
+/// The receiving side of a connection.
+pub struct FrameReceiver {
+    inner: ReceiverInner,
+    closed: Option<(Option<u16>, String)>,
+}
+
+enum ReceiverInner {
+    Raw(RawReader),
+    Ws(SplitStream<WebSocketStream<TcpStream>>),
+}
+
+struct RawReader {
+    io: Box<dyn AsyncRead + Send + Unpin>,
+    buf: BytesMut,
+    max_len: usize,
+    pong: mpsc::WeakUnboundedSender<Outgoing>,
+}
+
+impl FrameReceiver {
+    /// The next message frame; PINGs are answered and skipped, PONGs skipped.
+    /// After the connection ends every call returns [`TransportError::Closed`]
+    /// (or the error that ended it, the first time).
+    pub async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            if let Incoming::Message(b) = self.recv_any().await? {
+                return Ok(b);
+            }
+        }
+    }
+
+    /// The next frame of any kind.
+    pub async fn recv_any(&mut self) -> Result<Incoming, TransportError> {
+        if let Some((code, reason)) = &self.closed {
+            return Err(TransportError::Closed {
+                code: *code,
+                reason: reason.clone(),
+            });
+        }
+        let r = match &mut self.inner {
+            ReceiverInner::Raw(r) => r.recv().await,
+            ReceiverInner::Ws(ws) => ws_recv(ws).await,
+        };
+        if let Err(e) = &r {
+            self.closed = Some(match e {
+                TransportError::Closed { code, reason } => (*code, reason.clone()),
+                other => (None, other.to_string()),
+            });
+        }
+        r
+    }
+}
+
+async fn ws_recv(
+    ws: &mut SplitStream<WebSocketStream<TcpStream>>,
+) -> Result<Incoming, TransportError> {
+    match ws.next().await {
+        None => Err(TransportError::Closed {
+            code: None,
+            reason: String::new(),
+        }),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(m)) => {
+            if m.is_text() || m.is_binary() {
+                Ok(Incoming::Message(m.into_payload().into()))
+            } else if m.is_ping() {
+                Ok(Incoming::Ping(m.into_payload().into()))
+            } else if m.is_pong() {
+                Ok(Incoming::Pong(m.into_payload().into()))
+            } else if let Some((code, reason)) = m.as_close() {
+                Err(TransportError::Closed {
+                    code: Some(u16::from(code)),
+                    reason: reason.to_owned(),
+                })
+            } else {
+                Err(TransportError::Closed {
+                    code: None,
+                    reason: String::new(),
+                })
+            }
+        }
+    }
+}
+
+impl RawReader {
+    async fn recv(&mut self) -> Result<Incoming, TransportError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let h = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
+                if h[0] & 0xF0 != 0 {
+                    return Err(TransportError::Protocol(format!(
+                        "RawSocket frame header uses reserved bits: {:02x}",
+                        h[0]
+                    )));
+                }
+                let low = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+                let len = if h[0] & 0x08 != 0 {
+                    if low != 0 {
+                        return Err(TransportError::Protocol(
+                            "RawSocket frame length bit 25 set with a non-zero length".into(),
+                        ));
+                    }
+                    RAWSOCKET_MAX_FRAME
+                } else {
+                    low
+                };
+                if len > self.max_len {
+                    return Err(TransportError::Protocol(format!(
+                        "RawSocket frame of {len} octets exceeds our maximum of {}",
+                        self.max_len
+                    )));
+                }
+                if self.buf.len() >= 4 + len {
+                    self.buf.advance(4);
+                    let payload = self.buf.split_to(len).freeze();
+                    match h[0] & 0x07 {
+                        0 => return Ok(Incoming::Message(payload)),
+                        1 => {
+                            if let Some(tx) = self.pong.upgrade() {
+                                let _ = tx.send(Outgoing::Pong(payload.clone()));
+                            }
+                            return Ok(Incoming::Ping(payload));
+                        }
+                        2 => return Ok(Incoming::Pong(payload)),
+                        t => {
+                            return Err(TransportError::Protocol(format!(
+                                "RawSocket frame of reserved type {t}"
+                            )))
+                        }
+                    }
+                }
+                self.buf.reserve(4 + len - self.buf.len());
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self.io.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    TransportError::Closed {
+                        code: None,
+                        reason: String::new(),
+                    }
+                } else {
+                    TransportError::Protocol(format!(
+                        "connection closed inside a frame ({} octets pending)",
+                        self.buf.len()
+                    ))
+                });
+            }
+        }
+    }
+}
+
+/// Connects to `url` (see [`Endpoint::parse`]) and performs the transport
+/// handshake (WebSocket upgrade or RawSocket handshake). Spawns the writer
+/// task, so it must run inside a tokio runtime.
+pub async fn connect(url: &str, opts: TransportOptions) -> Result<Connection, TransportError> {
+    match Endpoint::parse(url)? {
+        Endpoint::WebSocket { url, addr } => connect_ws(&url, &addr, &opts).await,
+        Endpoint::RawSocketTcp { addr } => {
+            let s = TcpStream::connect(&addr).await?;
+            s.set_nodelay(true)?;
+            let (r, w) = s.into_split();
+            rawsocket_handshake(Box::new(r), Box::new(w), &opts).await
+        }
+        Endpoint::RawSocketUnix { path } => {
+            let s = UnixStream::connect(&path).await?;
+            let (r, w) = s.into_split();
+            rawsocket_handshake(Box::new(r), Box::new(w), &opts).await
+        }
+    }
+}
+
+async fn connect_ws(
+    url: &str,
+    addr: &str,
+    opts: &TransportOptions,
+) -> Result<Connection, TransportError> {
+    let offered = opts
+        .subprotocols
+        .clone()
+        .unwrap_or_else(|| vec![opts.serializer.subprotocol().to_owned()]);
+    let mut builder = tokio_websockets::ClientBuilder::new()
+        .uri(url)
+        .map_err(|e| TransportError::InvalidUrl(format!("{url}: {e}")))?
+        .limits(tokio_websockets::Limits::default().max_payload_len(Some(64 << 20)));
+    if !offered.is_empty() {
+        let value = http::HeaderValue::from_str(&offered.join(", "))
+            .map_err(|e| TransportError::InvalidUrl(format!("bad subprotocol list: {e}")))?;
+        builder = builder
+            .add_header(http::header::SEC_WEBSOCKET_PROTOCOL, value)
+            .map_err(TransportError::from)?;
+    }
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, response) = builder.connect_on(tcp).await?;
+    let subprotocol = response
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned());
+    let wanted = opts.serializer.subprotocol();
+    if opts.require_subprotocol && subprotocol.as_deref() != Some(wanted) {
+        return Err(TransportError::Protocol(format!(
+            "router selected subprotocol {subprotocol:?}, expected {wanted:?}"
+        )));
+    }
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(ws_writer(sink, rx, opts.serializer));
+    Ok(Connection {
+        sender: FrameSender { tx },
+        receiver: FrameReceiver {
+            inner: ReceiverInner::Ws(stream),
+            closed: None,
+        },
+        serializer: opts.serializer,
+        info: TransportInfo::WebSocket { subprotocol },
+    })
+}
+
+async fn ws_writer(
+    mut sink: SplitSink<WebSocketStream<TcpStream>, WsMessage>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    ser: Serializer,
+) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut closing = false;
+        for item in batch.drain(..) {
+            let msg = match item {
+                Outgoing::Message(b) if ser.is_binary() => WsMessage::binary(b),
+                // tokio-websockets validates text on receipt, not on send, so
+                // a non-UTF-8 "text" frame goes out as is (useful for tests).
+                Outgoing::Message(b) | Outgoing::Text(b) => {
+                    WsMessage::text(tokio_websockets::Payload::from(b))
+                }
+                Outgoing::Binary(b) => WsMessage::binary(b),
+                Outgoing::Ping(b) => WsMessage::ping(b),
+                Outgoing::Pong(b) => WsMessage::pong(b),
+                Outgoing::Raw(_) => continue,
+                Outgoing::Close { code, reason } => {
+                    closing = true;
+                    let code = code
+                        .and_then(|c| CloseCode::try_from(c).ok())
+                        .filter(|c| !c.is_reserved())
+                        .unwrap_or(CloseCode::NORMAL_CLOSURE);
+                    WsMessage::close(Some(code), truncate_utf8(&reason, 123))
+                }
+            };
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            if closing {
+                break;
+            }
+        }
+        if sink.flush().await.is_err() || closing {
+            return;
+        }
+    }
+    // All senders are gone: close politely.
+    let _ = sink
+        .send(WsMessage::close(Some(CloseCode::NORMAL_CLOSURE), ""))
+        .await;
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+async fn rawsocket_handshake(
+    mut r: Box<dyn AsyncRead + Send + Unpin>,
+    mut w: Box<dyn AsyncWrite + Send + Unpin>,
+    opts: &TransportOptions,
+) -> Result<Connection, TransportError> {
+    let exp = opts.max_len_exp.min(15);
+    let hello =
+        opts.raw_handshake
+            .unwrap_or([0x7F, (exp << 4) | opts.serializer.rawsocket_id(), 0, 0]);
+    w.write_all(&hello).await?;
+    w.flush().await?;
+    let mut reply = [0u8; 4];
+    r.read_exact(&mut reply).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            TransportError::Closed {
+                code: None,
+                reason: "router closed the connection during the RawSocket handshake".into(),
+            }
+        } else {
+            TransportError::Io(e)
+        }
+    })?;
+    if reply[0] != 0x7F {
+        return Err(TransportError::Protocol(format!(
+            "RawSocket handshake reply starts with {:#04x}, not 0x7f",
+            reply[0]
+        )));
+    }
+    let ser_id = reply[1] & 0x0F;
+    if ser_id == 0 {
+        return Err(TransportError::RawSocketRefused {
+            code: reply[1] >> 4,
+        });
+    }
+    let serializer = Serializer::from_rawsocket_id(ser_id).ok_or_else(|| {
+        TransportError::Protocol(format!(
+            "RawSocket handshake reply names serializer {ser_id}"
+        ))
+    })?;
+    let requested = Serializer::from_rawsocket_id(hello[1] & 0x0F);
+    if requested != Some(serializer) {
+        return Err(TransportError::Protocol(format!(
+            "router echoed serializer {serializer}, we asked for {:?}",
+            requested
+        )));
+    }
+    if reply[2] != 0 || reply[3] != 0 {
+        return Err(TransportError::Protocol(
+            "RawSocket handshake reply has non-zero reserved octets".into(),
+        ));
+    }
+    let router_exp = reply[1] >> 4;
+    let handshake = RawSocketHandshake {
+        reply,
+        serializer,
+        max_len_exp: router_exp,
+        max_len: 1usize << (9 + router_exp),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pong = tx.downgrade();
+    tokio::spawn(raw_writer(w, rx));
+    Ok(Connection {
+        sender: FrameSender { tx },
+        receiver: FrameReceiver {
+            inner: ReceiverInner::Raw(RawReader {
+                io: r,
+                buf: BytesMut::with_capacity(64 * 1024),
+                max_len: 1usize << (9 + (hello[1] >> 4)),
+                pong,
+            }),
+            closed: None,
+        },
+        serializer,
+        info: TransportInfo::RawSocket(handshake),
+    })
+}
+
+fn put_frame(buf: &mut BytesMut, ty: u8, payload: &[u8]) -> bool {
+    let len = payload.len();
+    let header = match len {
+        RAWSOCKET_MAX_FRAME => [ty | 0x08, 0, 0, 0],
+        l if l < RAWSOCKET_MAX_FRAME => [ty, (l >> 16) as u8, (l >> 8) as u8, l as u8],
+        _ => return false,
+    };
+    buf.reserve(4 + len);
+    buf.put_slice(&header);
+    buf.put_slice(payload);
+    true
+}
+
+async fn raw_writer(
+    mut w: Box<dyn AsyncWrite + Send + Unpin>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut batch = Vec::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut closing = false;
+        buf.clear();
+        for item in batch.drain(..) {
+            let ok = match item {
+                Outgoing::Message(b) | Outgoing::Text(b) | Outgoing::Binary(b) => {
+                    put_frame(&mut buf, 0, &b)
+                }
+                Outgoing::Ping(b) => put_frame(&mut buf, 1, &b),
+                Outgoing::Pong(b) => put_frame(&mut buf, 2, &b),
+                Outgoing::Raw(b) => {
+                    buf.put_slice(&b);
+                    true
+                }
+                Outgoing::Close { .. } => {
+                    closing = true;
+                    break;
+                }
+            };
+            if !ok {
+                // Longer than RawSocket can frame: the connection cannot go on.
+                closing = true;
+                break;
+            }
+        }
+        if !buf.is_empty() && w.write_all(&buf).await.is_err() {
+            return;
+        }
+        if closing {
+            let _ = w.shutdown().await;
+            return;
+        }
+        if buf.capacity() > 4 << 20 {
+            buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            Endpoint::parse("ws://127.0.0.1:8080/ws").ok(),
+            Some(Endpoint::WebSocket {
+                url: "ws://127.0.0.1:8080/ws".into(),
+                addr: "127.0.0.1:8080".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("ws://localhost/ws").ok(),
+            Some(Endpoint::WebSocket {
+                url: "ws://localhost/ws".into(),
+                addr: "localhost:80".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("rs://127.0.0.1:8081").ok(),
+            Some(Endpoint::RawSocketTcp {
+                addr: "127.0.0.1:8081".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://[::1]:8081/").ok(),
+            Some(Endpoint::RawSocketTcp {
+                addr: "[::1]:8081".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("unix:/tmp/s.sock").ok(),
+            Some(Endpoint::RawSocketUnix {
+                path: "/tmp/s.sock".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("unix:///tmp/s.sock").ok(),
+            Some(Endpoint::RawSocketUnix {
+                path: "/tmp/s.sock".into()
+            })
+        );
+        assert!(Endpoint::parse("http://x:1").is_err());
+        assert!(Endpoint::parse("rs://host").is_err());
+        assert!(Endpoint::parse("ws://").is_err());
+        assert!(Endpoint::parse("unix:").is_err());
+    }
+
+    #[test]
+    fn frames_headers() {
+        let mut b = BytesMut::new();
+        assert!(put_frame(&mut b, 0, b"abc"));
+        assert_eq!(&b[..], &[0, 0, 0, 3, b'a', b'b', b'c']);
+        let mut b = BytesMut::new();
+        assert!(put_frame(&mut b, 1, &vec![0u8; 0x012345]));
+        assert_eq!(&b[..4], &[1, 0x01, 0x23, 0x45]);
+        let mut b = BytesMut::new();
+        assert!(put_frame(&mut b, 0, &vec![0u8; RAWSOCKET_MAX_FRAME]));
+        assert_eq!(&b[..4], &[0x08, 0, 0, 0]);
+    }
+
+    /// A fake RawSocket router over a Unix socket pair: handshake, framing,
+    /// PING answered with PONG.
+    #[tokio::test]
+    async fn rawsocket_over_socketpair() {
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        let server = tokio::spawn(async move {
+            let mut hs = [0u8; 4];
+            b.read_exact(&mut hs).await.expect("handshake");
+            assert_eq!(hs, [0x7F, 0xF2, 0, 0]);
+            b.write_all(&[0x7F, 0x52, 0, 0]).await.expect("reply");
+            // A PING, then a message.
+            b.write_all(&[1, 0, 0, 2, 7, 8, 0, 0, 0, 1, 0x90])
+                .await
+                .expect("write");
+            let mut got = [0u8; 6];
+            b.read_exact(&mut got).await.expect("pong");
+            assert_eq!(got, [2, 0, 0, 2, 7, 8]);
+            let mut got = [0u8; 5];
+            b.read_exact(&mut got).await.expect("msg");
+            assert_eq!(got, [0, 0, 0, 1, 0xc0]);
+        });
+        let (r, w) = a.into_split();
+        let mut conn = rawsocket_handshake(
+            Box::new(r),
+            Box::new(w),
+            &TransportOptions::new(Serializer::MsgPack),
+        )
+        .await
+        .expect("handshake");
+        match &conn.info {
+            TransportInfo::RawSocket(h) => {
+                assert_eq!(h.max_len, 1 << 14);
+                assert_eq!(h.serializer, Serializer::MsgPack);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            conn.receiver.recv_any().await.expect("ping"),
+            Incoming::Ping(Bytes::from_static(&[7, 8]))
+        );
+        assert_eq!(
+            conn.receiver.recv().await.expect("msg"),
+            Bytes::from_static(&[0x90])
+        );
+        conn.sender.send(Bytes::from_static(&[0xc0])).expect("send");
+        server.await.expect("server");
+        assert!(matches!(
+            conn.receiver.recv().await,
+            Err(TransportError::Closed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn rawsocket_refusal_is_reported() {
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        tokio::spawn(async move {
+            let mut hs = [0u8; 4];
+            let _ = b.read_exact(&mut hs).await;
+            let _ = b.write_all(&[0x7F, 0x10, 0, 0]).await;
+        });
+        let (r, w) = a.into_split();
+        let err = rawsocket_handshake(
+            Box::new(r),
+            Box::new(w),
+            &TransportOptions::new(Serializer::Cbor),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(matches!(err, TransportError::RawSocketRefused { code: 1 }));
+    }
+}

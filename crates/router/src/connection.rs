@@ -1,0 +1,416 @@
+//! The protocol state machine of one transport connection: HELLO →
+//! WELCOME, then routing every message of the established session, until
+//! GOODBYE, ABORT, a protocol violation or the transport going away.
+//! Transports feed it whole frames; it answers through the [`Peer`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchyard_proto::message::code;
+use switchyard_proto::{errors, id, uri, Dict, Message, Value};
+
+use crate::peer::Peer;
+use crate::realm::Realm;
+use crate::router::Router;
+use crate::session::Session;
+
+/// What the transport should do after a frame.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Stop reading; write what is queued, then close the transport.
+    Close,
+}
+
+enum State {
+    AwaitHello,
+    Established {
+        session: Arc<Session>,
+        realm: Arc<Realm>,
+    },
+    Closed,
+}
+
+pub struct Connection {
+    router: Arc<Router>,
+    peer: Arc<Peer>,
+    state: State,
+    /// When the connection started waiting for HELLO (at open, and again
+    /// after a GOODBYE, since the transport may be reused for a new session).
+    hello_wait_since: Instant,
+}
+
+impl Connection {
+    pub fn new(router: Arc<Router>, peer: Arc<Peer>) -> Self {
+        router.connection_opened();
+        Connection {
+            router,
+            peer,
+            state: State::AwaitHello,
+            hello_wait_since: Instant::now(),
+        }
+    }
+
+    /// While no session is established: since when HELLO is awaited. The
+    /// transport applies its handshake timeout from there.
+    pub fn awaiting_hello_since(&self) -> Option<Instant> {
+        matches!(self.state, State::AwaitHello).then_some(self.hello_wait_since)
+    }
+
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+
+    /// The session id, once established.
+    pub fn session_id(&self) -> Option<u64> {
+        match &self.state {
+            State::Established { session, .. } => Some(session.id),
+            _ => None,
+        }
+    }
+
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established { .. })
+    }
+
+    /// Handles one received frame.
+    pub fn handle_frame(&mut self, frame: &Bytes) -> Flow {
+        if matches!(self.state, State::Closed) {
+            return Flow::Close;
+        }
+        match Message::decode(self.peer.serializer(), frame) {
+            Ok(msg) => self.handle(msg),
+            Err(e) => self.protocol_violation(&format!("malformed message: {e}")),
+        }
+    }
+
+    /// Sends ABORT `wamp.error.protocol_violation` with `message`, ends the
+    /// session and asks the transport to close.
+    pub fn protocol_violation(&mut self, message: &str) -> Flow {
+        tracing::info!(peer = %self.peer.label(), session = ?self.session_id(), "protocol violation: {message}");
+        self.abort(errors::PROTOCOL_VIOLATION, message)
+    }
+
+    fn abort(&mut self, reason: &str, message: &str) -> Flow {
+        let abort = Message::Abort {
+            details: Dict::new().with("message", message),
+            reason: reason.to_string(),
+        };
+        if let Ok(frame) = abort.encode(self.peer.serializer()) {
+            self.peer.send(frame);
+        }
+        self.leave();
+        self.peer.close_after_flush();
+        Flow::Close
+    }
+
+    /// Ends the session (if any): frees its subscriptions, registrations and
+    /// pending calls. Called when the transport closes; idempotent.
+    pub fn leave(&mut self) {
+        if let State::Established { session, realm } =
+            std::mem::replace(&mut self.state, State::Closed)
+        {
+            tracing::debug!(session = session.id, realm = realm.name(), "session left");
+            realm.leave(&session);
+        }
+    }
+
+    fn handle(&mut self, msg: Message) -> Flow {
+        match &self.state {
+            State::AwaitHello => self.handle_hello(msg),
+            State::Established { session, realm } => {
+                let (session, realm) = (session.clone(), realm.clone());
+                self.handle_established(&session, &realm, msg)
+            }
+            State::Closed => Flow::Close,
+        }
+    }
+
+    fn handle_hello(&mut self, msg: Message) -> Flow {
+        let Message::Hello { realm, details } = msg else {
+            return self.protocol_violation(&format!(
+                "received {} before HELLO: the first message of a session must be HELLO",
+                msg.name()
+            ));
+        };
+        if self.router.is_shutting_down() {
+            return self.abort(errors::CLOSE_SYSTEM_SHUTDOWN, "the router is shutting down");
+        }
+        let Some(realm) = self.router.realm(&realm).cloned() else {
+            tracing::info!(peer = %self.peer.label(), realm, "HELLO for an unknown realm");
+            return self.abort(
+                errors::NO_SUCH_REALM,
+                &format!("realm \"{realm}\" does not exist"),
+            );
+        };
+        let authid = format!("anonymous-{:x}", id::random_id());
+        let session = loop {
+            let s = Arc::new(Session::new(
+                id::random_id(),
+                authid.clone(),
+                "anonymous".to_string(),
+                self.peer.clone(),
+            ));
+            if realm.join(s.clone()) {
+                break s;
+            }
+        };
+        let welcome = Message::Welcome {
+            session: session.id,
+            details: welcome_details(realm.name(), &session),
+        };
+        session.send(&welcome);
+        tracing::debug!(
+            session = session.id,
+            realm = realm.name(),
+            peer = %self.peer.label(),
+            agent = details.get_str("agent").unwrap_or(""),
+            "session joined"
+        );
+        self.state = State::Established { session, realm };
+        Flow::Continue
+    }
+
+    fn handle_established(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
+        let rule = realm.config.uri_check;
+        match msg {
+            Message::Publish {
+                request,
+                options,
+                topic,
+                payload,
+            } => {
+                let ack = options.get_bool("acknowledge").unwrap_or(false);
+                if let Err(e) = check_uri(&topic, rule, "topic") {
+                    if ack {
+                        s.send_error(code::PUBLISH, request, e);
+                    }
+                    return Flow::Continue;
+                }
+                let publication = realm.broker.publish(s, &topic, &options, &payload);
+                if ack {
+                    s.send(&Message::Published {
+                        request,
+                        publication,
+                    });
+                }
+            }
+            Message::Subscribe {
+                request,
+                options,
+                topic,
+            } => {
+                if let Err(e) = check_match(&options, "subscriptions") {
+                    s.send_error(code::SUBSCRIBE, request, e);
+                } else if let Err(e) = check_uri(&topic, rule, "topic") {
+                    s.send_error(code::SUBSCRIBE, request, e);
+                } else {
+                    let subscription = realm.broker.subscribe(s, &topic);
+                    s.send(&Message::Subscribed {
+                        request,
+                        subscription,
+                    });
+                }
+            }
+            Message::Unsubscribe {
+                request,
+                subscription,
+            } => match realm.broker.unsubscribe(s, subscription) {
+                Ok(()) => {
+                    s.send(&Message::Unsubscribed { request });
+                }
+                Err(e) => {
+                    s.send_error(code::UNSUBSCRIBE, request, e);
+                }
+            },
+            Message::Register {
+                request,
+                options,
+                procedure,
+            } => {
+                let checked = check_match(&options, "registrations")
+                    .and_then(|_| check_invoke(&options))
+                    .and_then(|_| check_uri(&procedure, rule, "procedure"))
+                    .and_then(|_| {
+                        if uri::is_reserved(&procedure) {
+                            Err((
+                                errors::INVALID_URI,
+                                format!("procedure \"{procedure}\" is in the reserved \"wamp.\" namespace"),
+                            ))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .and_then(|_| realm.dealer.register(s, &procedure));
+                match checked {
+                    Ok(registration) => {
+                        s.send(&Message::Registered {
+                            request,
+                            registration,
+                        });
+                    }
+                    Err(e) => {
+                        s.send_error(code::REGISTER, request, e);
+                    }
+                }
+            }
+            Message::Unregister {
+                request,
+                registration,
+            } => match realm.dealer.unregister(s, registration) {
+                Ok(()) => {
+                    s.send(&Message::Unregistered { request });
+                }
+                Err(e) => {
+                    s.send_error(code::UNREGISTER, request, e);
+                }
+            },
+            Message::Call {
+                request,
+                procedure,
+                payload,
+                ..
+            } => {
+                if let Err(e) = check_uri(&procedure, rule, "procedure") {
+                    s.send_error(code::CALL, request, e);
+                } else {
+                    realm.dealer.call(s, request, &procedure, payload);
+                }
+            }
+            Message::Yield {
+                request, payload, ..
+            } => {
+                if let crate::dealer::Answer::Unknown =
+                    realm.dealer.yield_result(s, request, payload)
+                {
+                    return self.unknown_invocation(s, "YIELD", request);
+                }
+            }
+            Message::Error {
+                request_type,
+                request,
+                error,
+                payload,
+                ..
+            } => {
+                if request_type != code::INVOCATION {
+                    return self.protocol_violation(&format!(
+                        "received ERROR for request type {request_type}; a client may only send ERROR for INVOCATION (68)"
+                    ));
+                }
+                if let crate::dealer::Answer::Unknown =
+                    realm.dealer.yield_error(s, request, error, payload)
+                {
+                    return self.unknown_invocation(s, "ERROR", request);
+                }
+            }
+            Message::Goodbye { reason, .. } => {
+                tracing::debug!(session = s.id, reason, "GOODBYE from client");
+                if reason != errors::CLOSE_GOODBYE_AND_OUT {
+                    s.send(&Message::Goodbye {
+                        details: Dict::new(),
+                        reason: errors::CLOSE_GOODBYE_AND_OUT.to_string(),
+                    });
+                }
+                self.leave();
+                // The transport stays open: the client closes it or opens a
+                // new session on it (within the handshake timeout).
+                self.state = State::AwaitHello;
+                self.hello_wait_since = Instant::now();
+                return Flow::Continue;
+            }
+            Message::Abort { reason, .. } => {
+                tracing::debug!(session = s.id, reason, "ABORT from client");
+                self.leave();
+                self.peer.close_after_flush();
+                return Flow::Close;
+            }
+            Message::Hello { .. } => {
+                return self.protocol_violation("received HELLO after the session was established");
+            }
+            Message::Cancel { .. } => {
+                tracing::debug!(
+                    session = s.id,
+                    "CANCEL ignored: call canceling is not announced by this router"
+                );
+            }
+            other => {
+                return self.protocol_violation(&format!(
+                    "received {}, which a client must not send to a router",
+                    other.name()
+                ));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A YIELD/ERROR for an invocation that is not pending: fine if the call
+    /// was answered or its caller left, a violation if it was never issued.
+    fn unknown_invocation(&mut self, s: &Session, what: &str, request: u64) -> Flow {
+        if request > s.peer.issued_request_ids() {
+            return self.protocol_violation(&format!(
+                "received {what} for INVOCATION {request}, which the router never sent"
+            ));
+        }
+        tracing::debug!(
+            session = s.id,
+            request,
+            "{what} for a call that is no longer pending: discarded"
+        );
+        Flow::Continue
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.leave();
+        self.router.connection_closed();
+    }
+}
+
+fn welcome_details(realm: &str, session: &Session) -> Dict {
+    let roles = Dict::new()
+        .with(
+            "broker",
+            Dict::new().with("features", Dict::new().with("publisher_exclusion", true)),
+        )
+        .with("dealer", Dict::new().with("features", Dict::new()));
+    Dict::new()
+        .with("realm", realm)
+        .with("authid", session.authid.as_str())
+        .with("authrole", session.authrole.as_str())
+        .with("authmethod", "anonymous")
+        .with("authprovider", "static")
+        .with("roles", roles)
+        .with("agent", concat!("switchyard-", env!("CARGO_PKG_VERSION")))
+}
+
+fn check_uri(u: &str, rule: uri::UriCheck, what: &str) -> Result<(), (&'static str, String)> {
+    uri::check(u, rule, false)
+        .map_err(|reason| (errors::INVALID_URI, format!("invalid {what}: {reason}")))
+}
+
+fn check_match(options: &Dict, what: &str) -> Result<(), (&'static str, String)> {
+    match options.get_str("match") {
+        None | Some("exact") => Ok(()),
+        Some(other) => Err((
+            errors::OPTION_NOT_ALLOWED,
+            format!(
+                "pattern-based {what} (match=\"{other}\") are not supported by this router yet"
+            ),
+        )),
+    }
+}
+
+fn check_invoke(options: &Dict) -> Result<(), (&'static str, String)> {
+    match options.get("invoke") {
+        None => Ok(()),
+        Some(Value::Str(s)) if s == "single" => Ok(()),
+        Some(other) => Err((
+            errors::OPTION_NOT_ALLOWED,
+            format!("shared registrations (invoke={other:?}) are not supported by this router yet"),
+        )),
+    }
+}

@@ -1,0 +1,86 @@
+//! The router: its realms, the connection count and shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use switchyard_proto::{errors, Dict, Message};
+use tokio::sync::Notify;
+
+use crate::realm::{Realm, RealmConfig};
+
+pub struct Router {
+    realms: HashMap<String, Arc<Realm>>,
+    connections: AtomicUsize,
+    all_closed: Notify,
+    shutting_down: AtomicBool,
+}
+
+impl Router {
+    pub fn new(realms: Vec<RealmConfig>) -> Arc<Router> {
+        let realms = realms
+            .into_iter()
+            .map(|c| (c.name.clone(), Arc::new(Realm::new(c))))
+            .collect();
+        Arc::new(Router {
+            realms,
+            connections: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn realm(&self, name: &str) -> Option<&Arc<Realm>> {
+        self.realms.get(name)
+    }
+
+    pub fn realms(&self) -> impl Iterator<Item = &Arc<Realm>> {
+        self.realms.values()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        if self.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.all_closed.notify_waiters();
+        }
+    }
+
+    /// Open connections (sessions and connections still in their handshake).
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Sends every session GOODBYE `wamp.close.system_shutdown` and closes
+    /// its transport once that is written. New sessions are refused.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let goodbye = Message::Goodbye {
+            details: Dict::new().with("message", "the router is shutting down"),
+            reason: errors::CLOSE_SYSTEM_SHUTDOWN.to_string(),
+        };
+        for realm in self.realms.values() {
+            for s in realm.sessions() {
+                s.send(&goodbye);
+                s.peer.close_after_flush();
+            }
+        }
+    }
+
+    /// Waits until every connection has closed.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            if self.connection_count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

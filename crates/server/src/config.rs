@@ -1,0 +1,342 @@
+//! The configuration file (TOML). Every key is optional; with no file at
+//! all the router serves realm `realm1` on ws://127.0.0.1:8080/ws and
+//! RawSocket 127.0.0.1:8081. Errors name the line and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_proto::uri::UriCheck;
+use switchyard_router::{RealmConfig, SlowConsumerPolicy};
+use toml::Spanned;
+
+/// Upper bound of a WAMP message: RawSocket frames carry at most 2^24 bytes.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 24;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    #[serde(default, rename = "realm")]
+    pub realms: Vec<RealmEntry>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// "text" (default) or "json".
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as "info" or "switchyard=debug,info".
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ListenerConfig {
+    /// WAMP over WebSocket on `address`, upgrade path `path` (default "/ws").
+    Websocket {
+        address: SocketAddr,
+        #[serde(default = "default_ws_path")]
+        path: String,
+    },
+    /// WAMP over RawSocket, on a TCP `address` or a Unix socket path `unix`.
+    Rawsocket {
+        address: Option<SocketAddr>,
+        unix: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmEntry {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub uri_check: UriCheck,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message a client may send, in bytes.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Spanned<usize>,
+    /// Messages queued per session before the slow-consumer policy applies.
+    #[serde(default = "default_outbound_queue")]
+    pub outbound_queue: Spanned<usize>,
+    #[serde(default)]
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Transport handshake plus HELLO must complete within this.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Interval of WebSocket pings / RawSocket PINGs; "0s" disables them.
+    #[serde(default = "default_ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A peer silent for ping_interval + ping_timeout is dropped.
+    #[serde(default = "default_ping_timeout", with = "humantime_serde")]
+    pub ping_timeout: Duration,
+}
+
+fn default_ws_path() -> String {
+    "/ws".into()
+}
+fn default_max_message_size() -> Spanned<usize> {
+    Spanned::new(0..0, 1 << 20)
+}
+fn default_outbound_queue() -> Spanned<usize> {
+    Spanned::new(0..0, 4096)
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_ping_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ping_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: default_max_message_size(),
+            outbound_queue: default_outbound_queue(),
+            slow_consumer: SlowConsumerPolicy::default(),
+            handshake_timeout: default_handshake_timeout(),
+            ping_interval: default_ping_interval(),
+            ping_timeout: default_ping_timeout(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: LogConfig::default(),
+            listeners: Vec::new(),
+            realms: Vec::new(),
+            limits: Limits::default(),
+        }
+        .with_defaults()
+    }
+}
+
+/// A configuration error, with the line it was found on when known.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Config::parse(&text).map_err(|errs| {
+            errs.iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    /// Parses and validates configuration text; returns every problem found.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            // toml's message starts with its own "TOML parse error at line N"
+            // header and a snippet; keep just the reason after them.
+            let message = e.message().to_string();
+            vec![ConfigError { line, message }]
+        })?;
+        let cfg = cfg.with_defaults();
+        let errs = cfg.validate(text);
+        if errs.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errs)
+        }
+    }
+
+    fn with_defaults(mut self) -> Self {
+        if self.listeners.is_empty() {
+            self.listeners = vec![
+                Spanned::new(
+                    0..0,
+                    ListenerConfig::Websocket {
+                        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                        path: default_ws_path(),
+                    },
+                ),
+                Spanned::new(
+                    0..0,
+                    ListenerConfig::Rawsocket {
+                        address: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+                        unix: None,
+                    },
+                ),
+            ];
+        }
+        if self.realms.is_empty() {
+            self.realms = vec![RealmEntry {
+                name: Spanned::new(0..0, "realm1".into()),
+                uri_check: UriCheck::default(),
+            }];
+        }
+        self
+    }
+
+    fn validate(&self, text: &str) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, message: String| {
+            let line = (span != (0..0)).then(|| line_of(text, span.start));
+            errs.push(ConfigError { line, message });
+        };
+        for (i, l) in self.listeners.iter().enumerate() {
+            match l.get_ref() {
+                ListenerConfig::Websocket { path, .. } => {
+                    if !path.starts_with('/') {
+                        err(
+                            l.span(),
+                            format!("listener[{i}].path: \"{path}\" must start with '/'"),
+                        );
+                    }
+                }
+                ListenerConfig::Rawsocket { address, unix } => {
+                    if address.is_some() == unix.is_some() {
+                        err(
+                            l.span(),
+                            format!("listener[{i}]: a rawsocket listener needs exactly one of `address` or `unix`"),
+                        );
+                    }
+                }
+            }
+        }
+        for (i, r) in self.realms.iter().enumerate() {
+            let name = r.name.get_ref();
+            if let Err(e) = switchyard_proto::uri::check(name, UriCheck::Loose, false) {
+                err(r.name.span(), format!("realm[{i}].name: {e}"));
+            }
+            if self.realms[..i].iter().any(|o| o.name.get_ref() == name) {
+                err(
+                    r.name.span(),
+                    format!("realm[{i}].name: realm \"{name}\" is defined twice"),
+                );
+            }
+        }
+        let max = *self.limits.max_message_size.get_ref();
+        if !(512..=MAX_MESSAGE_SIZE_LIMIT).contains(&max) {
+            err(
+                self.limits.max_message_size.span(),
+                format!("limits.max_message_size: {max} is outside 512..={MAX_MESSAGE_SIZE_LIMIT} bytes"),
+            );
+        }
+        if *self.limits.outbound_queue.get_ref() == 0 {
+            err(
+                self.limits.outbound_queue.span(),
+                "limits.outbound_queue: must be at least 1".to_string(),
+            );
+        }
+        errs
+    }
+
+    pub fn realm_configs(&self) -> Vec<RealmConfig> {
+        self.realms
+            .iter()
+            .map(|r| RealmConfig {
+                name: r.name.get_ref().clone(),
+                uri_check: r.uri_check,
+            })
+            .collect()
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = Config::parse("").expect("valid");
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.realms[0].name.get_ref(), "realm1");
+        assert_eq!(*c.limits.max_message_size.get_ref(), 1 << 20);
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_key() {
+        let text = "[limits]\nmax_message_size = 4096\noutbound_qeue = 3\n";
+        let errs = Config::parse(text).expect_err("invalid");
+        assert_eq!(errs[0].line, Some(3), "{errs:?}");
+        assert!(
+            errs[0].message.contains("outbound_qeue"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn semantic_errors_report_line() {
+        let text =
+            "[[realm]]\nname = \"a\"\n\n[[realm]]\nname = \"a\"\n[limits]\nmax_message_size = 10\n";
+        let errs = Config::parse(text).expect_err("invalid");
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with("line 5:") && e.contains("defined twice")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with("line 7:") && e.contains("max_message_size")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_reports_line() {
+        let errs = Config::parse("[[listener]]\ntype = \"websocket\"\naddress = 8080\n")
+            .expect_err("invalid");
+        assert_eq!(errs[0].line, Some(3), "{errs:?}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../../switchyard.example.toml");
+        Config::parse(text).unwrap_or_else(|e| panic!("example config invalid: {e:?}"));
+    }
+}

@@ -1,0 +1,115 @@
+//! The `switchyard` command: runs the router, or checks a configuration.
+
+mod config;
+mod server;
+mod transport;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use config::{Config, LogFormat};
+
+/// Switchyard: a WAMP v2 router (PubSub and routed RPC) over WebSocket and
+/// RawSocket, with JSON, MessagePack and CBOR.
+///
+/// With no arguments it serves realm "realm1" to anonymous clients on
+/// ws://127.0.0.1:8080/ws and RawSocket tcp://127.0.0.1:8081. Stop it with
+/// Ctrl-C or SIGTERM: every session gets GOODBYE wamp.close.system_shutdown.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML); see switchyard.example.toml. Without it the
+    /// defaults above apply.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+
+    /// Log format; overrides [log] format in the configuration.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
+
+    /// Log filter such as "info" or "debug"; overrides [log] level. The
+    /// RUST_LOG environment variable overrides both.
+    #[arg(long, value_name = "FILTER", global = true)]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the router (the default when no command is given).
+    Run,
+    /// Check a configuration file and report every error with its line and key.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Config::load(file) {
+            Ok(_) => {
+                println!("{}: configuration is valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    let format = cli.log_format.unwrap_or(config.log.format);
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| config.log.level.clone())
+        .unwrap_or_else(|| "info".into());
+    init_logging(format, &level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

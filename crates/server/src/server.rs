@@ -1,0 +1,246 @@
+//! Starts the listeners, accepts connections and shuts down on a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use switchyard_router::Router;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ListenerConfig};
+use crate::transport::{rawsocket, websocket, Settings};
+
+/// How long shutdown waits for sessions to close after GOODBYE.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the router until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), String> {
+    let router = Router::new(config.realm_configs());
+    let settings = Settings::from_limits(&config.limits);
+    let stop = CancellationToken::new();
+    let mut unix_paths = Vec::new();
+
+    for l in &config.listeners {
+        match l.get_ref().clone() {
+            ListenerConfig::Websocket { address, path } => {
+                let listener = bind_tcp(address).await?;
+                let ep = websocket::Endpoint {
+                    router: router.clone(),
+                    settings: settings.clone(),
+                    path: path.clone(),
+                };
+                tracing::info!(
+                    "listening for WAMP over WebSocket on ws://{}{path}",
+                    local(&listener, address)
+                );
+                tokio::spawn(accept_websocket(listener, ep, stop.clone()));
+            }
+            ListenerConfig::Rawsocket {
+                address: Some(address),
+                ..
+            } => {
+                let listener = bind_tcp(address).await?;
+                tracing::info!(
+                    "listening for WAMP over RawSocket on tcp://{}",
+                    local(&listener, address)
+                );
+                tokio::spawn(accept_rawsocket_tcp(
+                    listener,
+                    router.clone(),
+                    settings.clone(),
+                    stop.clone(),
+                ));
+            }
+            ListenerConfig::Rawsocket {
+                unix: Some(path), ..
+            } => {
+                let listener = bind_unix(&path)?;
+                tracing::info!(
+                    "listening for WAMP over RawSocket on unix:{}",
+                    path.display()
+                );
+                unix_paths.push(path.clone());
+                tokio::spawn(accept_rawsocket_unix(
+                    listener,
+                    router.clone(),
+                    settings.clone(),
+                    stop.clone(),
+                ));
+            }
+            ListenerConfig::Rawsocket { .. } => {
+                return Err("a rawsocket listener needs `address` or `unix`".into());
+            }
+        }
+    }
+    let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
+    tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
+
+    let signal = wait_for_signal().await;
+    tracing::info!("{signal} received: sending GOODBYE to every session");
+    stop.cancel();
+    router.shutdown();
+    if tokio::time::timeout(SHUTDOWN_GRACE, router.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = router.connection_count(),
+            "connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"
+        );
+    }
+    for p in unix_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(fallback)
+}
+
+async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
+}
+
+fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            // A stale socket from an earlier run; a live one would refuse
+            // connections only after we remove it, so check first.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "cannot listen on unix:{}: another process is serving it",
+                    path.display()
+                ));
+            }
+            let _ = std::fs::remove_file(path);
+        } else {
+            return Err(format!(
+                "cannot listen on unix:{}: the path exists and is not a socket",
+                path.display()
+            ));
+        }
+    }
+    UnixListener::bind(path).map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
+}
+
+/// Accept errors such as EMFILE must not spin the loop.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn tune(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY not set: {e}");
+    }
+}
+
+async fn accept_websocket(listener: TcpListener, ep: websocket::Endpoint, stop: CancellationToken) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { accept_failed(e).await; continue; }
+            },
+            _ = stop.cancelled() => return,
+        };
+        tune(&stream);
+        let ep = ep.clone();
+        let timeout = ep.settings.handshake_timeout;
+        tokio::spawn(async move {
+            let label = addr.to_string();
+            let service =
+                service_fn(move |req| websocket::handle_http(req, ep.clone(), label.clone()));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %addr, "HTTP connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn accept_rawsocket_tcp(
+    listener: TcpListener,
+    router: Arc<Router>,
+    settings: Settings,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { accept_failed(e).await; continue; }
+            },
+            _ = stop.cancelled() => return,
+        };
+        tune(&stream);
+        let accepted = Instant::now();
+        let (r, w) = stream.into_split();
+        tokio::spawn(rawsocket::serve(
+            r,
+            w,
+            router.clone(),
+            settings.clone(),
+            addr.to_string(),
+            accepted,
+        ));
+    }
+}
+
+async fn accept_rawsocket_unix(
+    listener: UnixListener,
+    router: Arc<Router>,
+    settings: Settings,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { accept_failed(e).await; continue; }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let accepted = Instant::now();
+        let (r, w) = stream.into_split();
+        tokio::spawn(rawsocket::serve(
+            r,
+            w,
+            router.clone(),
+            settings.clone(),
+            "unix".to_string(),
+            accepted,
+        ));
+    }
+}

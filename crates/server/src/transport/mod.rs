@@ -1,0 +1,107 @@
+//! Transports: WebSocket and RawSocket (TCP and Unix). Each one frames
+//! messages and feeds them to a router [`Connection`]; the router core
+//! never sees a socket.
+//!
+//! Per connection there are two tasks: the reader (this module's loops),
+//! which decodes frames and routes them synchronously, and the writer, which
+//! blocks for the first queued frame, drains whatever else is queued and
+//! writes the batch at once.
+
+pub mod rawsocket;
+pub mod websocket;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_router::SlowConsumerPolicy;
+
+/// What every transport needs to know from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_message_size: usize,
+    pub outbound_queue: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+    pub handshake_timeout: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_limits(l: &crate::config::Limits) -> Self {
+        Settings {
+            max_message_size: *l.max_message_size.get_ref(),
+            outbound_queue: *l.outbound_queue.get_ref(),
+            slow_consumer: l.slow_consumer,
+            handshake_timeout: l.handshake_timeout,
+            ping_interval: l.ping_interval,
+            ping_timeout: l.ping_timeout,
+        }
+    }
+}
+
+/// Most frames a writer batches into one write.
+pub const MAX_BATCH_FRAMES: usize = 256;
+/// Most bytes a writer batches into one write.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// When the peer was last heard from; the writer's keepalive reads it.
+pub struct Liveness {
+    start: Instant,
+    last_seen_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Liveness {
+            start: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn seen(&self) {
+        self.last_seen_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn silent_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A keepalive timer: `None` when pings are disabled.
+pub fn ping_timer(settings: &Settings) -> Option<tokio::time::Interval> {
+    if settings.ping_interval.is_zero() {
+        return None;
+    }
+    let mut t = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Some(t)
+}
+
+/// Ticks of an optional interval; pending forever when disabled.
+pub async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Whether a peer silent this long is dead.
+pub fn is_dead(settings: &Settings, liveness: &Liveness) -> bool {
+    liveness.silent_for() > settings.ping_interval + settings.ping_timeout
+}
+
+/// Sleeps until `deadline`; pending forever without one.
+pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,311 @@
+//! WAMP over RawSocket (spec: advanced/transport_rawsocket.md): a 4-octet
+//! handshake that negotiates the serializer and maximum message lengths,
+//! then frames with a 4-octet header (type and 24-bit length).
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchyard_proto::Serializer;
+use switchyard_router::{Connection, Flow, Outgoing, Peer, Router};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{
+    is_dead, ping_timer, sleep_until_opt, tick, Liveness, Settings, MAX_BATCH_BYTES,
+    MAX_BATCH_FRAMES,
+};
+
+const MAGIC: u8 = 0x7F;
+const ERR_SERIALIZER_UNSUPPORTED: u8 = 1;
+const ERR_RESERVED_BITS: u8 = 3;
+
+const FRAME_MESSAGE: u8 = 0;
+const FRAME_PING: u8 = 1;
+const FRAME_PONG: u8 = 2;
+
+/// The LENGTH exponent we announce: the largest 2^(9+L) not above `max`.
+pub fn length_exponent(max: usize) -> u8 {
+    let mut l = 0u8;
+    while l < 15 && (1usize << (9 + l + 1)) <= max {
+        l += 1;
+    }
+    l
+}
+
+fn header(kind: u8, len: usize) -> [u8; 4] {
+    if len == 1 << 24 {
+        [0x08 | kind, 0, 0, 0]
+    } else {
+        [kind, (len >> 16) as u8, (len >> 8) as u8, len as u8]
+    }
+}
+
+/// Serves one RawSocket connection until it closes.
+pub async fn serve<R, W>(
+    mut reader: R,
+    mut writer: W,
+    router: Arc<Router>,
+    settings: Settings,
+    label: String,
+    accepted: Instant,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let deadline = accepted + settings.handshake_timeout;
+    let mut hs = [0u8; 4];
+    match tokio::time::timeout_at(deadline, reader.read_exact(&mut hs)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %label, "rawsocket handshake not received: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %label, "rawsocket handshake timed out after {:?}", settings.handshake_timeout);
+            return;
+        }
+    }
+    if hs[0] != MAGIC {
+        tracing::info!(peer = %label, "not a RawSocket handshake (first octet 0x{:02x}, expected 0x7f): closing", hs[0]);
+        return;
+    }
+    let refuse = |code: u8| [MAGIC, code << 4, 0, 0];
+    if hs[2] != 0 || hs[3] != 0 {
+        tracing::info!(peer = %label, "rawsocket handshake uses reserved bits: refused");
+        let _ = writer.write_all(&refuse(ERR_RESERVED_BITS)).await;
+        return;
+    }
+    let ser_id = hs[1] & 0x0F;
+    let Some(serializer) = Serializer::from_rawsocket_id(ser_id) else {
+        tracing::info!(peer = %label, ser_id, "rawsocket serializer unsupported: refused");
+        let _ = writer.write_all(&refuse(ERR_SERIALIZER_UNSUPPORTED)).await;
+        return;
+    };
+    let client_max = 1usize << (9 + (hs[1] >> 4));
+    let reply = [
+        MAGIC,
+        (length_exponent(settings.max_message_size) << 4) | ser_id,
+        0,
+        0,
+    ];
+    if writer.write_all(&reply).await.is_err() {
+        return;
+    }
+    let label = format!("{label} rawsocket/{serializer}");
+    let (peer, rx) = Peer::new(
+        serializer,
+        settings.outbound_queue,
+        settings.slow_consumer,
+        client_max,
+        label.clone(),
+    );
+    let liveness = Liveness::new();
+    let (ctrl_tx, ctrl_rx) = mpsc::channel::<(u8, Bytes)>(8);
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        rx,
+        ctrl_rx,
+        peer.clone(),
+        settings.clone(),
+        liveness.clone(),
+    ));
+    let mut conn = Connection::new(router, peer.clone());
+
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+    let flow = read_loop(&mut reader, &mut conn, &settings, &liveness, &ctrl_tx).await;
+    conn.leave();
+    drop(conn);
+    finish_writer(flow, &peer, writer_task).await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    conn: &mut Connection,
+    settings: &Settings,
+    liveness: &Liveness,
+    ctrl: &mpsc::Sender<(u8, Bytes)>,
+) -> Flow {
+    let peer = conn.peer().clone();
+    loop {
+        let mut hdr = [0u8; 4];
+        let hello_deadline = conn
+            .awaiting_hello_since()
+            .map(|since| Instant::from_std(since) + settings.handshake_timeout);
+        let read = tokio::select! {
+            r = reader.read_exact(&mut hdr) => r,
+            _ = peer.killed().cancelled() => return Flow::Close,
+            _ = sleep_until_opt(hello_deadline) => {
+                tracing::info!(peer = %peer.label(), "no HELLO within {:?}: closing", settings.handshake_timeout);
+                return Flow::Close;
+            }
+        };
+        if read.is_err() {
+            return Flow::Continue;
+        }
+        liveness.seen();
+        if hdr[0] & 0xF0 != 0 {
+            return conn.protocol_violation("RawSocket frame header has reserved bits set");
+        }
+        let kind = hdr[0] & 0x07;
+        let len = if hdr[0] & 0x08 != 0 {
+            1usize << 24
+        } else {
+            ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize
+        };
+        if len > settings.max_message_size {
+            return conn.protocol_violation(&format!(
+                "message of {len} bytes exceeds the maximum message size of {} bytes",
+                settings.max_message_size
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        let read = tokio::select! {
+            r = reader.read_exact(&mut buf) => r,
+            _ = peer.killed().cancelled() => return Flow::Close,
+        };
+        if read.is_err() {
+            return Flow::Continue;
+        }
+        match kind {
+            FRAME_MESSAGE => {
+                if conn.handle_frame(&Bytes::from(buf)) == Flow::Close {
+                    return Flow::Close;
+                }
+            }
+            FRAME_PING => {
+                let _ = ctrl.try_send((FRAME_PONG, Bytes::from(buf)));
+            }
+            FRAME_PONG => {}
+            other => {
+                return conn.protocol_violation(&format!("unknown RawSocket frame type {other}"));
+            }
+        }
+    }
+}
+
+/// After the reader stops: on an orderly close let the writer flush what is
+/// queued (bounded wait), otherwise drop the connection at once.
+pub(super) async fn finish_writer(
+    flow: Flow,
+    peer: &Arc<Peer>,
+    mut task: tokio::task::JoinHandle<()>,
+) {
+    if flow == Flow::Close && !peer.killed().is_cancelled() {
+        peer.close_after_flush();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    peer.killed().cancel();
+    let _ = task.await;
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut ctrl: mpsc::Receiver<(u8, Bytes)>,
+    peer: Arc<Peer>,
+    settings: Settings,
+    liveness: Arc<Liveness>,
+) {
+    let mut timer = ping_timer(&settings);
+    let mut batch: Vec<([u8; 4], Bytes)> = Vec::with_capacity(MAX_BATCH_FRAMES);
+    let mut ping_seq: u32 = 0;
+    loop {
+        let mut close = false;
+        tokio::select! {
+            biased;
+            _ = peer.killed().cancelled() => break,
+            Some((kind, payload)) = ctrl.recv() => batch.push((header(kind, payload.len()), payload)),
+            item = rx.recv() => match item {
+                Some(Outgoing::Frame(f)) => batch.push((header(FRAME_MESSAGE, f.len()), f)),
+                Some(Outgoing::Close) | None => close = true,
+            },
+            _ = tick(&mut timer) => {
+                if is_dead(&settings, &liveness) {
+                    peer.kill(format!("peer silent for {:?}: keepalive timed out", liveness.silent_for()));
+                    break;
+                }
+                ping_seq = ping_seq.wrapping_add(1);
+                let p = Bytes::copy_from_slice(&ping_seq.to_be_bytes());
+                batch.push((header(FRAME_PING, p.len()), p));
+            }
+        }
+        if !close {
+            let mut bytes: usize = batch.iter().map(|(_, b)| b.len()).sum();
+            while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(Outgoing::Frame(f)) => {
+                        bytes += f.len();
+                        batch.push((header(FRAME_MESSAGE, f.len()), f));
+                    }
+                    Ok(Outgoing::Close) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = write_batch(&mut writer, &batch).await {
+                peer.kill(format!("write failed: {e}"));
+                break;
+            }
+            batch.clear();
+        }
+        if close {
+            let _ = writer.shutdown().await;
+            break;
+        }
+    }
+}
+
+/// Writes header+payload pairs with vectored writes.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &[([u8; 4], Bytes)],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
+    for (h, b) in batch {
+        slices.push(IoSlice::new(h));
+        if !b.is_empty() {
+            slices.push(IoSlice::new(b));
+        }
+    }
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = writer.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_exponents() {
+        assert_eq!(length_exponent(512), 0);
+        assert_eq!(length_exponent(1023), 0);
+        assert_eq!(length_exponent(1024), 1);
+        assert_eq!(length_exponent(1 << 20), 11);
+        assert_eq!(length_exponent(1 << 24), 15);
+    }
+
+    #[test]
+    fn frame_headers() {
+        assert_eq!(header(FRAME_MESSAGE, 0x010203), [0, 1, 2, 3]);
+        assert_eq!(header(FRAME_PING, 4), [1, 0, 0, 4]);
+        assert_eq!(header(FRAME_MESSAGE, 1 << 24), [0x08, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,326 @@
+//! WAMP over WebSocket. hyper answers the HTTP upgrade (we choose the
+//! subprotocol, or refuse with a clear HTTP error), then tokio-websockets
+//! frames the upgraded stream.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use switchyard_proto::Serializer;
+use switchyard_router::{Connection, Flow, Outgoing, Peer, Router};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
+
+use super::{
+    is_dead, ping_timer, sleep_until_opt, tick, Liveness, Settings, MAX_BATCH_BYTES,
+    MAX_BATCH_FRAMES,
+};
+
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What a WebSocket listener needs per request.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub router: Arc<Router>,
+    pub settings: Settings,
+    pub path: String,
+}
+
+fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn supported_list() -> String {
+    Serializer::ALL.map(|s| s.subprotocol()).join(", ")
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Answers one HTTP request on a WebSocket listener.
+pub async fn handle_http(
+    mut req: Request<Incoming>,
+    ep: Endpoint,
+    label: String,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    if req.uri().path() != ep.path {
+        return Ok(text_response(
+            StatusCode::NOT_FOUND,
+            format!("not found: the WAMP WebSocket endpoint is {}", ep.path),
+        ));
+    }
+    if req.method() != hyper::Method::GET {
+        return Ok(text_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the WAMP WebSocket endpoint only accepts GET with a WebSocket upgrade".into(),
+        ));
+    }
+    if !header_has_token(&req, header::UPGRADE, "websocket")
+        || !header_has_token(&req, header::CONNECTION, "upgrade")
+    {
+        let mut r = text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "this is a WAMP WebSocket endpoint: connect with a WebSocket client offering one of the subprotocols {}",
+                supported_list()
+            ),
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return Ok(r);
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut r = text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: use 13".into(),
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Ok(r);
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return Ok(text_response(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key header".into(),
+        ));
+    };
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(serializer) = offered.iter().find_map(|p| Serializer::from_subprotocol(p)) else {
+        let got = if offered.is_empty() {
+            "none".to_string()
+        } else {
+            offered.join(", ")
+        };
+        tracing::info!(peer = %label, offered = %got, "WebSocket upgrade refused: no supported WAMP subprotocol");
+        return Ok(text_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported WAMP subprotocol requested (offered: {got}); offer one of {}",
+                supported_list()
+            ),
+        ));
+    };
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    let accept = B64.encode(sha.digest().bytes());
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let limits = Limits::default().max_payload_len(Some(ep.settings.max_message_size));
+                let ws = ServerBuilder::new()
+                    .limits(limits)
+                    .config(Config::default())
+                    .serve(TokioIo::new(upgraded));
+                serve(
+                    ws,
+                    serializer,
+                    ep,
+                    format!("{label} websocket/{serializer}"),
+                )
+                .await;
+            }
+            Err(e) => tracing::debug!(peer = %label, "WebSocket upgrade failed: {e}"),
+        }
+    });
+
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static("")),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(serializer.subprotocol()),
+    );
+    Ok(r)
+}
+
+async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
+    let settings = ep.settings.clone();
+    let (peer, rx) = Peer::new(
+        serializer,
+        settings.outbound_queue,
+        settings.slow_consumer,
+        usize::MAX,
+        label.clone(),
+    );
+    let (sink, mut stream) = ws.split();
+    let liveness = Liveness::new();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        peer.clone(),
+        serializer,
+        settings.clone(),
+        liveness.clone(),
+    ));
+    let mut conn = Connection::new(ep.router.clone(), peer.clone());
+
+    let flow = loop {
+        let hello_deadline = conn
+            .awaiting_hello_since()
+            .map(|since| Instant::from_std(since) + settings.handshake_timeout);
+        let next = tokio::select! {
+            m = stream.next() => m,
+            _ = peer.killed().cancelled() => break Flow::Close,
+            _ = sleep_until_opt(hello_deadline) => {
+                tracing::info!(peer = %label, "no HELLO within {:?}: closing", settings.handshake_timeout);
+                break Flow::Close;
+            }
+        };
+        liveness.seen();
+        match next {
+            Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
+                if msg.is_binary() != serializer.is_binary() {
+                    let kind = if msg.is_binary() { "binary" } else { "text" };
+                    break conn.protocol_violation(&format!(
+                        "received a {kind} WebSocket message, but {} requires {} messages",
+                        serializer.subprotocol(),
+                        if serializer.is_binary() {
+                            "binary"
+                        } else {
+                            "text"
+                        }
+                    ));
+                }
+                let frame: Bytes = msg.into_payload().into();
+                if conn.handle_frame(&frame) == Flow::Close {
+                    break Flow::Close;
+                }
+            }
+            Some(Ok(msg)) if msg.is_close() => break Flow::Continue,
+            Some(Ok(_)) => {} // ping (answered by the codec) or pong
+            Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
+                tracing::info!(
+                    peer = %label,
+                    "message of at least {len} bytes exceeds the maximum message size of {max_len} bytes: closing with 1009"
+                );
+                // The codec queued a close frame (1009); polling once more flushes it.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
+                break Flow::Continue;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = %label, "WebSocket read error: {e}");
+                break Flow::Continue;
+            }
+            None => break Flow::Continue,
+        }
+    };
+    conn.leave();
+    drop(conn);
+    super::rawsocket::finish_writer(flow, &peer, writer).await;
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    peer: Arc<Peer>,
+    serializer: Serializer,
+    settings: Settings,
+    liveness: Arc<Liveness>,
+) {
+    let to_msg = |f: Bytes| {
+        if serializer.is_binary() {
+            Message::binary(f)
+        } else {
+            Message::text(f)
+        }
+    };
+    let mut timer = ping_timer(&settings);
+    loop {
+        let result = tokio::select! {
+            biased;
+            _ = peer.killed().cancelled() => break,
+            item = rx.recv() => match item {
+                Some(Outgoing::Frame(f)) => {
+                    let mut bytes = f.len();
+                    let mut n = 1;
+                    let mut close = false;
+                    let mut r = sink.feed(to_msg(f)).await;
+                    while r.is_ok() && n < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+                        match rx.try_recv() {
+                            Ok(Outgoing::Frame(f)) => {
+                                n += 1;
+                                bytes += f.len();
+                                r = sink.feed(to_msg(f)).await;
+                            }
+                            Ok(Outgoing::Close) => {
+                                close = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let r = match r {
+                        Ok(()) => sink.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if close && r.is_ok() {
+                        let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
+                        break;
+                    }
+                    r
+                }
+                Some(Outgoing::Close) | None => {
+                    let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
+                    break;
+                }
+            },
+            _ = tick(&mut timer) => {
+                if is_dead(&settings, &liveness) {
+                    peer.kill(format!("peer silent for {:?}: keepalive timed out", liveness.silent_for()));
+                    break;
+                }
+                sink.send(Message::ping(Bytes::from_static(b"switchyard"))).await
+            }
+        };
+        if let Err(e) = result {
+            peer.kill(format!("write failed: {e}"));
+            break;
+        }
+    }
+}
