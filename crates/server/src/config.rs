@@ -20,7 +20,7 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default, rename = "listener")]
-    pub listeners: Vec<Spanned<ListenerConfig>>,
+    pub listeners: Vec<Spanned<ListenerEntry>>,
     #[serde(default, rename = "realm")]
     pub realms: Vec<RealmEntry>,
     #[serde(default)]
@@ -45,20 +45,59 @@ pub enum LogFormat {
     Json,
 }
 
+/// A listener table as written in the file (flat, so that errors point at the key).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerEntry {
+    #[serde(rename = "type")]
+    pub kind: ListenerKind,
+    pub address: Option<SocketAddr>,
+    pub path: Option<String>,
+    pub unix: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Websocket,
+    Rawsocket,
+}
+
+/// A validated listener.
+#[derive(Debug, Clone)]
 pub enum ListenerConfig {
     /// WAMP over WebSocket on `address`, upgrade path `path` (default "/ws").
-    Websocket {
-        address: SocketAddr,
-        #[serde(default = "default_ws_path")]
-        path: String,
-    },
-    /// WAMP over RawSocket, on a TCP `address` or a Unix socket path `unix`.
-    Rawsocket {
-        address: Option<SocketAddr>,
-        unix: Option<PathBuf>,
-    },
+    Websocket { address: SocketAddr, path: String },
+    /// WAMP over RawSocket on a TCP address.
+    RawsocketTcp { address: SocketAddr },
+    /// WAMP over RawSocket on a Unix socket path.
+    RawsocketUnix { path: PathBuf },
+}
+
+impl ListenerEntry {
+    fn resolve(&self) -> Result<ListenerConfig, String> {
+        match (self.kind, self.address, &self.unix) {
+            (ListenerKind::Websocket, Some(address), None) => Ok(ListenerConfig::Websocket {
+                address,
+                path: self.path.clone().unwrap_or_else(default_ws_path),
+            }),
+            (ListenerKind::Websocket, _, _) => {
+                Err("a websocket listener needs `address` (and no `unix`)".into())
+            }
+            (ListenerKind::Rawsocket, _, _) if self.path.is_some() => {
+                Err("`path` applies to websocket listeners only".into())
+            }
+            (ListenerKind::Rawsocket, Some(address), None) => {
+                Ok(ListenerConfig::RawsocketTcp { address })
+            }
+            (ListenerKind::Rawsocket, None, Some(path)) => {
+                Ok(ListenerConfig::RawsocketUnix { path: path.clone() })
+            }
+            (ListenerKind::Rawsocket, _, _) => {
+                Err("a rawsocket listener needs exactly one of `address` or `unix`".into())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,9 +207,12 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            // toml's message starts with its own "TOML parse error at line N"
-            // header and a snippet; keep just the reason after them.
-            let message = e.message().to_string();
+            // Quote the offending line so the key is named even when the
+            // parser's message only describes the value.
+            let message = match line.and_then(|l| text.lines().nth(l - 1)) {
+                Some(src) if !src.trim().is_empty() => format!("`{}`: {}", src.trim(), e.message()),
+                _ => e.message().to_string(),
+            };
             vec![ConfigError { line, message }]
         })?;
         let cfg = cfg.with_defaults();
@@ -184,21 +226,20 @@ impl Config {
 
     fn with_defaults(mut self) -> Self {
         if self.listeners.is_empty() {
-            self.listeners = vec![
+            let entry = |kind, port| {
                 Spanned::new(
                     0..0,
-                    ListenerConfig::Websocket {
-                        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
-                        path: default_ws_path(),
-                    },
-                ),
-                Spanned::new(
-                    0..0,
-                    ListenerConfig::Rawsocket {
-                        address: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+                    ListenerEntry {
+                        kind,
+                        address: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+                        path: None,
                         unix: None,
                     },
-                ),
+                )
+            };
+            self.listeners = vec![
+                entry(ListenerKind::Websocket, 8080),
+                entry(ListenerKind::Rawsocket, 8081),
             ];
         }
         if self.realms.is_empty() {
@@ -217,23 +258,15 @@ impl Config {
             errs.push(ConfigError { line, message });
         };
         for (i, l) in self.listeners.iter().enumerate() {
-            match l.get_ref() {
-                ListenerConfig::Websocket { path, .. } => {
-                    if !path.starts_with('/') {
-                        err(
-                            l.span(),
-                            format!("listener[{i}].path: \"{path}\" must start with '/'"),
-                        );
-                    }
+            match l.get_ref().resolve() {
+                Ok(ListenerConfig::Websocket { path, .. }) if !path.starts_with('/') => {
+                    err(
+                        l.span(),
+                        format!("listener[{i}].path: \"{path}\" must start with '/'"),
+                    );
                 }
-                ListenerConfig::Rawsocket { address, unix } => {
-                    if address.is_some() == unix.is_some() {
-                        err(
-                            l.span(),
-                            format!("listener[{i}]: a rawsocket listener needs exactly one of `address` or `unix`"),
-                        );
-                    }
-                }
+                Ok(_) => {}
+                Err(e) => err(l.span(), format!("listener[{i}]: {e}")),
             }
         }
         for (i, r) in self.realms.iter().enumerate() {
@@ -262,6 +295,14 @@ impl Config {
             );
         }
         errs
+    }
+
+    /// The listeners (validated by `parse`).
+    pub fn listener_configs(&self) -> Result<Vec<ListenerConfig>, String> {
+        self.listeners
+            .iter()
+            .map(|l| l.get_ref().resolve())
+            .collect()
     }
 
     pub fn realm_configs(&self) -> Vec<RealmConfig> {

@@ -26,8 +26,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
 
-    for l in &config.listeners {
-        match l.get_ref().clone() {
+    for l in config.listener_configs()? {
+        match l {
             ListenerConfig::Websocket { address, path } => {
                 let listener = bind_tcp(address).await?;
                 let ep = websocket::Endpoint {
@@ -41,10 +41,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 );
                 tokio::spawn(accept_websocket(listener, ep, stop.clone()));
             }
-            ListenerConfig::Rawsocket {
-                address: Some(address),
-                ..
-            } => {
+            ListenerConfig::RawsocketTcp { address } => {
                 let listener = bind_tcp(address).await?;
                 tracing::info!(
                     "listening for WAMP over RawSocket on tcp://{}",
@@ -57,9 +54,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     stop.clone(),
                 ));
             }
-            ListenerConfig::Rawsocket {
-                unix: Some(path), ..
-            } => {
+            ListenerConfig::RawsocketUnix { path } => {
                 let listener = bind_unix(&path)?;
                 tracing::info!(
                     "listening for WAMP over RawSocket on unix:{}",
@@ -72,9 +67,6 @@ pub async fn run(config: Config) -> Result<(), String> {
                     settings.clone(),
                     stop.clone(),
                 ));
-            }
-            ListenerConfig::Rawsocket { .. } => {
-                return Err("a rawsocket listener needs `address` or `unix`".into());
             }
         }
     }

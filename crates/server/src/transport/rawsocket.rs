@@ -261,6 +261,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         if close {
             let _ = writer.shutdown().await;
+            // The close is written: stop the reader too.
+            peer.killed().cancel();
             break;
         }
     }

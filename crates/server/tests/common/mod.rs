@@ -1,0 +1,288 @@
+//! Test harness: runs the real `switchyard` binary on free loopback ports
+//! and talks to it over real sockets with a minimal blocking RawSocket client.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Router {
+    pub child: Option<Child>,
+    pub ws_port: u16,
+    pub rs_port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Router {
+    /// Starts the router with extra TOML (e.g. a [limits] table).
+    pub fn start(extra: &str) -> Router {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ws_port = free_port();
+        let rs_port = free_port();
+        let config = format!(
+            "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{ws_port}\"\npath = \"/ws\"\n\n\
+             [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{rs_port}\"\n\n\
+             [[realm]]\nname = \"realm1\"\n\n{extra}\n"
+        );
+        let cfg = dir.path().join("switchyard.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.path().join("router.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn switchyard");
+        let r = Router {
+            child: Some(child),
+            ws_port,
+            rs_port,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", rs_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", ws_port)).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "router did not start: {}",
+                r.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let log = self.log_text();
+        if log.contains("panicked") {
+            panic!("router panicked:\n{log}");
+        }
+    }
+}
+
+/// A blocking RawSocket client speaking one serializer.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub ser: Serializer,
+    pub next_request: u64,
+}
+
+impl Raw {
+    /// Connects and performs the RawSocket handshake (asking for up to 16 MiB).
+    pub fn connect(port: u16, ser: Serializer) -> Raw {
+        let mut r = Raw::connect_handshake(port, [0x7F, 0xF0 | ser.rawsocket_id(), 0, 0]);
+        let reply = r.read_exact(4).expect("handshake reply");
+        assert_eq!(reply[0], 0x7F);
+        assert_eq!(
+            reply[1] & 0x0F,
+            ser.rawsocket_id(),
+            "handshake refused: {reply:?}"
+        );
+        r.ser = ser;
+        r
+    }
+
+    /// Connects and sends raw handshake octets (no reply read).
+    pub fn connect_handshake(port: u16, hs: [u8; 4]) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut r = Raw {
+            stream,
+            ser: Serializer::Json,
+            next_request: 1,
+        };
+        r.stream.write_all(&hs).expect("send handshake");
+        r
+    }
+
+    pub fn read_exact(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        self.stream.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    pub fn send_frame(&mut self, bytes: &[u8]) {
+        let len = bytes.len();
+        let hdr = [0, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+        self.stream.write_all(&hdr).expect("write header");
+        self.stream.write_all(bytes).expect("write frame");
+    }
+
+    pub fn send(&mut self, msg: &Message) {
+        let bytes = msg.encode(self.ser).expect("encode");
+        self.send_frame(&bytes);
+    }
+
+    /// Reads the next WAMP message (answering PINGs); None on EOF/timeout.
+    pub fn recv(&mut self) -> Option<Message> {
+        loop {
+            let hdr = self.read_exact(4).ok()?;
+            let len = ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize;
+            let body = self.read_exact(len).ok()?;
+            match hdr[0] & 0x07 {
+                0 => {
+                    return Some(
+                        Message::decode(self.ser, &Bytes::from(body))
+                            .expect("router sent a valid message"),
+                    )
+                }
+                1 => {
+                    let pong = [2, hdr[1], hdr[2], hdr[3]];
+                    self.stream.write_all(&pong).ok()?;
+                    self.stream.write_all(&body).ok()?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn expect(&mut self, what: &str) -> Message {
+        self.recv()
+            .unwrap_or_else(|| panic!("expected {what}, got EOF or timeout"))
+    }
+
+    /// True if the router closed the connection (EOF) within the read timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+
+    pub fn req(&mut self) -> u64 {
+        let r = self.next_request;
+        self.next_request += 1;
+        r
+    }
+
+    /// HELLO → WELCOME; returns the session id and WELCOME details.
+    pub fn join(&mut self, realm: &str) -> (u64, Dict) {
+        self.send(&hello(realm));
+        match self.expect("WELCOME") {
+            Message::Welcome { session, details } => (session, details),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    pub fn subscribe(&mut self, topic: &str) -> u64 {
+        let request = self.req();
+        self.send(&Message::Subscribe {
+            request,
+            options: Dict::new(),
+            topic: topic.into(),
+        });
+        match self.expect("SUBSCRIBED") {
+            Message::Subscribed {
+                request: r,
+                subscription,
+            } if r == request => subscription,
+            other => panic!("expected SUBSCRIBED, got {other:?}"),
+        }
+    }
+
+    pub fn register(&mut self, procedure: &str) -> u64 {
+        let request = self.req();
+        self.send(&Message::Register {
+            request,
+            options: Dict::new(),
+            procedure: procedure.into(),
+        });
+        match self.expect("REGISTERED") {
+            Message::Registered {
+                request: r,
+                registration,
+            } if r == request => registration,
+            other => panic!("expected REGISTERED, got {other:?}"),
+        }
+    }
+}
+
+pub fn hello(realm: &str) -> Message {
+    let roles = Dict::new()
+        .with("publisher", Dict::new())
+        .with("subscriber", Dict::new())
+        .with("caller", Dict::new())
+        .with("callee", Dict::new());
+    Message::Hello {
+        realm: realm.into(),
+        details: Dict::new().with("roles", roles),
+    }
+}
+
+pub fn args(values: Vec<Value>) -> Payload {
+    Payload::values(values, None)
+}
+
+/// Args of a payload, decoded.
+pub fn args_of(p: &Payload) -> Vec<Value> {
+    match p.args.as_ref().map(|a| a.to_value().expect("args decode")) {
+        Some(Value::List(l)) => l,
+        None => Vec::new(),
+        other => panic!("args not a list: {other:?}"),
+    }
+}
+
+pub fn abort_of(m: Message) -> (String, String) {
+    match m {
+        Message::Abort { details, reason } => {
+            (reason, details.get_str("message").unwrap_or("").to_string())
+        }
+        other => panic!("expected ABORT, got {other:?}"),
+    }
+}
