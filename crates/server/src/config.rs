@@ -216,7 +216,8 @@ impl Config {
             vec![ConfigError { line, message }]
         })?;
         let cfg = cfg.with_defaults();
-        let errs = cfg.validate(text);
+        let mut errs = cfg.validate(text);
+        errs.sort_by_key(|e| e.line);
         if errs.is_empty() {
             Ok(cfg)
         } else {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every test dependency and runs every test: formatting, lints,
+# Rust unit/integration tests (real sockets, the real binary) and the
+# interop suites driven by Autobahn|Python and Autobahn|JS.
+#
+# Needs: a Rust toolchain (cargo), python3 (3.11) with pip/venv, node + npm.
+# The Python and JS clients are installed into tests/interop/.venv and
+# tests/interop/js/node_modules by tests/interop/setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --locked
+
+step "Rust tests"
+cargo test --workspace --locked
+
+step "interop: install test clients"
+bash tests/interop/setup.sh
+
+step "interop: Autobahn|Python and Autobahn|JS against target/debug/switchyard"
+SWITCHYARD_BIN="$PWD/target/debug/switchyard" bash tests/interop/run.sh
+
+step "all tests passed"
