@@ -35,12 +35,13 @@ pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelop
         }
     };
     let n = head_len(ty).min(len);
-    let mut head = Vec::with_capacity(n);
+    // Capacities never trust a length read from the input.
+    let mut head = Vec::with_capacity(n.min(16));
     head.push(Value::UInt(ty));
     for _ in 1..n {
         head.push(value(&mut d, 0)?);
     }
-    let mut tail = Vec::with_capacity(len - n);
+    let mut tail = Vec::with_capacity((len - n).min(2));
     for _ in n..len {
         let start = d.position();
         let kind = match d.datatype().map_err(err)? {
@@ -50,13 +51,55 @@ pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelop
             Type::String | Type::StringIndef => Kind::Str,
             _ => Kind::Other,
         };
-        d.skip().map_err(err)?;
+        skip(&mut d, 0)?;
         tail.push((frame.slice(start..d.position()), kind));
     }
     if d.position() != frame.len() {
         return Err(DecodeError::new("trailing bytes after CBOR message"));
     }
     Ok(Envelope { head, tail })
+}
+
+/// Skips one item, refusing nesting deeper than [`MAX_DEPTH`] like the
+/// other codecs do.
+fn skip(d: &mut Decoder<'_>, depth: usize) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::new("CBOR data nested too deeply"));
+    }
+    match d.datatype().map_err(err)? {
+        Type::Array | Type::ArrayIndef => match d.array().map_err(err)? {
+            Some(n) => {
+                for _ in 0..n {
+                    skip(d, depth + 1)?;
+                }
+            }
+            None => {
+                while d.datatype().map_err(err)? != Type::Break {
+                    skip(d, depth + 1)?;
+                }
+                d.skip().map_err(err)?;
+            }
+        },
+        Type::Map | Type::MapIndef => match d.map().map_err(err)? {
+            Some(n) => {
+                for _ in 0..n.saturating_mul(2) {
+                    skip(d, depth + 1)?;
+                }
+            }
+            None => {
+                while d.datatype().map_err(err)? != Type::Break {
+                    skip(d, depth + 1)?;
+                }
+                d.skip().map_err(err)?;
+            }
+        },
+        Type::Tag => {
+            d.tag().map_err(err)?;
+            skip(d, depth + 1)?;
+        }
+        _ => d.skip().map_err(err)?,
+    }
+    Ok(())
 }
 
 pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {

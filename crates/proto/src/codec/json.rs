@@ -28,7 +28,8 @@ pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelop
         ))
     })?;
     let n = head_len(ty).min(elems.len());
-    let mut head = Vec::with_capacity(n);
+    // Capacities never trust a length read from the input.
+    let mut head = Vec::with_capacity(n.min(16));
     head.push(Value::UInt(ty));
     for raw in &elems[1..n] {
         head.push(decode_value(raw.get().as_bytes())?);
@@ -38,6 +39,7 @@ pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelop
         .iter()
         .map(|raw| {
             let text = raw.get();
+            check_depth(text.as_bytes())?;
             let start = text.as_ptr() as usize - base;
             let kind = match text.as_bytes().first() {
                 Some(b'[') => Kind::List,
@@ -46,10 +48,39 @@ pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelop
                 Some(b'"') => Kind::Str,
                 _ => Kind::Other,
             };
-            (frame.slice(start..start + text.len()), kind)
+            Ok((frame.slice(start..start + text.len()), kind))
         })
-        .collect();
+        .collect::<Result<_, DecodeError>>()?;
     Ok(Envelope { head, tail })
+}
+
+/// Refuses raw JSON nested deeper than [`MAX_DEPTH`] (the payload is only
+/// skipped, so serde_json's own recursion limit does not apply to it).
+fn check_depth(text: &[u8]) -> Result<(), DecodeError> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > super::MAX_DEPTH {
+                    return Err(DecodeError::new("JSON data nested too deeply"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {

@@ -29,12 +29,13 @@ pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelop
         }
     };
     let n = head_len(ty).min(len);
-    let mut head = Vec::with_capacity(n);
+    // Capacities never trust a length read from the input.
+    let mut head = Vec::with_capacity(n.min(16));
     head.push(Value::UInt(ty));
     for _ in 1..n {
         head.push(r.value(0)?);
     }
-    let mut tail = Vec::with_capacity(len - n);
+    let mut tail = Vec::with_capacity((len - n).min(2));
     for _ in n..len {
         let start = r.pos;
         let kind = r.skip(0)?;
@@ -139,7 +140,7 @@ impl<'a> Reader<'a> {
             }
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
                 let n = self.container_len(m)?.unwrap_or(0);
-                let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+                let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos).min(1024));
                 for _ in 0..n {
                     out.push(self.value(depth + 1)?);
                 }
@@ -147,7 +148,7 @@ impl<'a> Reader<'a> {
             }
             Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
                 let n = self.container_len(m)?.unwrap_or(0);
-                let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+                let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos).min(1024));
                 for _ in 0..n {
                     let key = match self.value(depth + 1)? {
                         Value::Str(s) => s,

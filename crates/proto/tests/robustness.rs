@@ -1,0 +1,151 @@
+//! Bad input never panics the decoder, and gets a message that says what
+//! was wrong.
+
+use bytes::Bytes;
+use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
+
+fn decode(ser: Serializer, b: &[u8]) -> Result<Message, String> {
+    Message::decode(ser, &Bytes::copy_from_slice(b)).map_err(|e| e.0)
+}
+
+fn sample_messages() -> Vec<Message> {
+    vec![
+        Message::Publish {
+            request: 7,
+            options: Dict::new().with("acknowledge", true),
+            topic: "com.example.t".into(),
+            payload: Payload::values(
+                vec![
+                    Value::from("x"),
+                    Value::Bytes(vec![1, 2, 3]),
+                    Value::Float(1.5),
+                    Value::from(-3i64),
+                ],
+                Some(Dict::new().with("k", Value::List(vec![Value::Null, Value::Bool(true)]))),
+            ),
+        },
+        Message::Hello {
+            realm: "realm1".into(),
+            details: Dict::new().with("roles", Dict::new().with("caller", Dict::new())),
+        },
+        Message::Call {
+            request: 1,
+            options: Dict::new(),
+            procedure: "com.p".into(),
+            payload: Payload::empty(),
+        },
+    ]
+}
+
+#[test]
+fn truncations_and_mutations_never_panic() {
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut decoded = 0;
+    for ser in Serializer::ALL {
+        for msg in sample_messages() {
+            let bytes = msg.encode(ser).expect("encode");
+            for cut in 0..bytes.len() {
+                let _ = decode(ser, &bytes[..cut]);
+            }
+            for _ in 0..2000 {
+                let mut b = bytes.to_vec();
+                for _ in 0..(1 + next() % 3) {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                if let Ok(m) = decode(ser, &b) {
+                    decoded += 1;
+                    // Whatever decodes must re-encode for every serializer or fail cleanly.
+                    for to in Serializer::ALL {
+                        let _ = m.encode(to);
+                    }
+                }
+            }
+        }
+    }
+    assert!(decoded > 0, "some mutations should still decode");
+}
+
+#[test]
+fn deep_nesting_is_refused_not_overflowed() {
+    let depth = 100_000;
+    let json = format!(
+        "[16,1,{{}},\"t\",{}{}]",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    assert!(decode(Serializer::Json, json.as_bytes()).is_err());
+    let mut mp = vec![0x95, 0x10, 0x01, 0x80, 0xa1, b't'];
+    mp.extend(std::iter::repeat_n(0x91u8, depth));
+    mp.push(0xc0);
+    let e = decode(Serializer::MsgPack, &mp).expect_err("too deep");
+    assert!(e.contains("deep"), "{e}");
+    let mut cb = vec![0x85, 0x10, 0x01, 0xa0, 0x61, b't'];
+    cb.extend(std::iter::repeat_n(0x81u8, depth));
+    cb.push(0xf6);
+    assert!(decode(Serializer::Cbor, &cb).is_err());
+}
+
+#[test]
+fn shape_errors_name_the_problem() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"[]", "empty"),
+        (b"{}", "array"),
+        (b"[\"x\"]", "type"),
+        (b"[16, 1, {}]", "Topic"),
+        (b"[16, 0, {}, \"t\"]", "Request"),
+        (b"[16, 9007199254740993, {}, \"t\"]", "Request"),
+        (b"[16, 1, [], \"t\"]", "Options must be a dict"),
+        (b"[16, 1, {}, \"t\", {}]", "Arguments must be a list"),
+        (b"[16, 1, {}, \"t\", [], []]", "ArgumentsKw must be a dict"),
+        (b"[33, 1, 2, 3]", "more than"),
+        (b"[1, \"realm1\", {}]", "roles"),
+        (b"[1, \"realm1\", {\"roles\": {}}]", "at least one role"),
+    ];
+    for (input, needle) in cases {
+        let e =
+            decode(Serializer::Json, input).expect_err(std::str::from_utf8(input).unwrap_or("?"));
+        assert!(e.contains(needle), "{:?}: {e}", std::str::from_utf8(input));
+    }
+    // Non-string dict keys in MessagePack options.
+    let e = decode(
+        Serializer::MsgPack,
+        &[0x94, 0x20, 0x01, 0x81, 0x01, 0x01, 0xa1, b't'],
+    )
+    .expect_err("int key");
+    assert!(e.contains("keys must be strings"), "{e}");
+}
+
+#[test]
+fn binary_round_trips_between_json_and_binary_serializers() {
+    let payload = Value::Bytes((0..=255u8).collect());
+    let msg = Message::Event {
+        subscription: 1,
+        publication: 2,
+        details: Dict::new(),
+        payload: Payload::values(vec![payload.clone()], None),
+    };
+    for from in Serializer::ALL {
+        let frame = msg.encode(from).expect("encode");
+        let decoded = Message::decode(from, &frame).expect("decode");
+        for to in Serializer::ALL {
+            let again =
+                Message::decode(to, &decoded.encode(to).expect("transcode")).expect("decode");
+            let Message::Event { payload: p, .. } = again else {
+                panic!("not an event")
+            };
+            let args = p.args.expect("args").to_value().expect("args decode");
+            assert_eq!(args, Value::List(vec![payload.clone()]), "{from} -> {to}");
+        }
+    }
+    // The JSON form is the spec's convention: "\u0000" followed by base64.
+    let json = msg.encode(Serializer::Json).expect("json");
+    let text = std::str::from_utf8(&json).expect("utf8");
+    assert!(text.contains("\"\\u0000AAECAwQF"), "{text}");
+}
