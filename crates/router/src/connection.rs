@@ -59,6 +59,10 @@ impl Connection {
         matches!(self.state, State::AwaitHello).then_some(self.hello_wait_since)
     }
 
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
     pub fn peer(&self) -> &Arc<Peer> {
         &self.peer
     }

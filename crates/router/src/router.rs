@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use switchyard_proto::{errors, Dict, Message};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::realm::{Realm, RealmConfig};
 
@@ -14,6 +15,7 @@ pub struct Router {
     connections: AtomicUsize,
     all_closed: Notify,
     shutting_down: AtomicBool,
+    stopping: CancellationToken,
 }
 
 impl Router {
@@ -27,6 +29,7 @@ impl Router {
             connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            stopping: CancellationToken::new(),
         })
     }
 
@@ -40,6 +43,12 @@ impl Router {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Cancelled when shutdown starts: transports close connections that
+    /// have no session yet.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
     }
 
     pub(crate) fn connection_opened(&self) {
@@ -61,6 +70,7 @@ impl Router {
     /// its transport once that is written. New sessions are refused.
     pub fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
         let goodbye = Message::Goodbye {
             details: Dict::new().with("message", "the router is shutting down"),
             reason: errors::CLOSE_SYSTEM_SHUTDOWN.to_string(),

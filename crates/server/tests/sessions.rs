@@ -178,8 +178,17 @@ fn sigterm_sends_goodbye_and_exits_zero() {
             c
         })
         .collect();
+    // A connection still waiting to send HELLO must not hold up the exit.
+    let mut pending = Raw::connect(r.rs_port, Serializer::Json);
+    let t = std::time::Instant::now();
     let status = r.terminate();
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(pending.closed());
     for c in &mut clients {
         match c.expect("GOODBYE") {
             Message::Goodbye { reason, .. } => assert_eq!(reason, errors::CLOSE_SYSTEM_SHUTDOWN),

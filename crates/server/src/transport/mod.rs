@@ -98,10 +98,34 @@ pub fn is_dead(settings: &Settings, liveness: &Liveness) -> bool {
     liveness.silent_for() > settings.ping_interval + settings.ping_timeout
 }
 
-/// Sleeps until `deadline`; pending forever without one.
-pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending::<()>().await,
+/// Why a connection without a session stops waiting for HELLO.
+pub enum HelloWait {
+    TimedOut,
+    ShuttingDown,
+}
+
+/// While the connection awaits HELLO: resolves at the handshake deadline or
+/// when the router starts shutting down. Pending forever once a session is
+/// established.
+pub async fn hello_wait(conn: &switchyard_router::Connection, timeout: Duration) -> HelloWait {
+    let Some(since) = conn.awaiting_hello_since() else {
+        return std::future::pending().await;
+    };
+    let deadline = tokio::time::Instant::from_std(since) + timeout;
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => HelloWait::TimedOut,
+        _ = conn.router().stopping().cancelled() => HelloWait::ShuttingDown,
+    }
+}
+
+/// Logs why a connection stopped waiting for HELLO.
+pub fn log_hello_wait(why: HelloWait, label: &str, timeout: Duration) {
+    match why {
+        HelloWait::TimedOut => {
+            tracing::info!(peer = %label, "no HELLO within {timeout:?}: closing")
+        }
+        HelloWait::ShuttingDown => {
+            tracing::debug!(peer = %label, "shutting down: closing a connection without a session")
+        }
     }
 }

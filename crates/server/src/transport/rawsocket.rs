@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    is_dead, ping_timer, sleep_until_opt, tick, Liveness, Settings, MAX_BATCH_BYTES,
+    hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings, MAX_BATCH_BYTES,
     MAX_BATCH_FRAMES,
 };
 
@@ -130,14 +130,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let peer = conn.peer().clone();
     loop {
         let mut hdr = [0u8; 4];
-        let hello_deadline = conn
-            .awaiting_hello_since()
-            .map(|since| Instant::from_std(since) + settings.handshake_timeout);
         let read = tokio::select! {
             r = reader.read_exact(&mut hdr) => r,
             _ = peer.killed().cancelled() => return Flow::Close,
-            _ = sleep_until_opt(hello_deadline) => {
-                tracing::info!(peer = %peer.label(), "no HELLO within {:?}: closing", settings.handshake_timeout);
+            why = hello_wait(conn, settings.handshake_timeout) => {
+                log_hello_wait(why, peer.label(), settings.handshake_timeout);
                 return Flow::Close;
             }
         };

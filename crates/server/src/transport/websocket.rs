@@ -16,11 +16,10 @@ use hyper_util::rt::TokioIo;
 use switchyard_proto::Serializer;
 use switchyard_router::{Connection, Flow, Outgoing, Peer, Router};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
 
 use super::{
-    is_dead, ping_timer, sleep_until_opt, tick, Liveness, Settings, MAX_BATCH_BYTES,
+    hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings, MAX_BATCH_BYTES,
     MAX_BATCH_FRAMES,
 };
 
@@ -200,14 +199,11 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
     let mut conn = Connection::new(ep.router.clone(), peer.clone());
 
     let flow = loop {
-        let hello_deadline = conn
-            .awaiting_hello_since()
-            .map(|since| Instant::from_std(since) + settings.handshake_timeout);
         let next = tokio::select! {
             m = stream.next() => m,
             _ = peer.killed().cancelled() => break Flow::Close,
-            _ = sleep_until_opt(hello_deadline) => {
-                tracing::info!(peer = %label, "no HELLO within {:?}: closing", settings.handshake_timeout);
+            why = hello_wait(&conn, settings.handshake_timeout) => {
+                log_hello_wait(why, &label, settings.handshake_timeout);
                 break Flow::Close;
             }
         };
@@ -231,7 +227,13 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
                     break Flow::Close;
                 }
             }
-            Some(Ok(msg)) if msg.is_close() => break Flow::Continue,
+            Some(Ok(msg)) if msg.is_close() => {
+                // The codec queued the close acknowledgement; polling once
+                // more writes it.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
+                break Flow::Continue;
+            }
             Some(Ok(_)) => {} // ping (answered by the codec) or pong
             Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
                 tracing::info!(
