@@ -128,6 +128,12 @@ pub struct Limits {
     /// A peer silent for ping_interval + ping_timeout is dropped.
     #[serde(default = "default_ping_timeout", with = "humantime_serde")]
     pub ping_timeout: Duration,
+    /// Interval of RawSocket PINGs; "0s" (default) disables them, because
+    /// Autobahn|Python's asyncio RawSocket client cannot answer a PING (it
+    /// drops the connection). Dead RawSocket peers are found by TCP
+    /// keepalive instead (after ping_interval, probing for ping_timeout).
+    #[serde(default, with = "humantime_serde")]
+    pub rawsocket_ping_interval: Duration,
 }
 
 fn default_ws_path() -> String {
@@ -158,6 +164,7 @@ impl Default for Limits {
             handshake_timeout: default_handshake_timeout(),
             ping_interval: default_ping_interval(),
             ping_timeout: default_ping_timeout(),
+            rawsocket_ping_interval: Duration::ZERO,
         }
     }
 }

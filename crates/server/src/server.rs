@@ -154,6 +154,23 @@ fn tune(stream: &TcpStream) {
     }
 }
 
+/// TCP keepalive finds dead RawSocket peers without RawSocket PINGs: the
+/// kernel probes after `ping_interval` of silence, every `ping_timeout / 3`,
+/// and drops the connection after three unanswered probes.
+fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
+    if settings.ping_interval.is_zero() {
+        return;
+    }
+    let probe = (settings.ping_timeout / 3).max(Duration::from_secs(1));
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(settings.ping_interval)
+        .with_interval(probe)
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!("TCP keepalive not set: {e}");
+    }
+}
+
 async fn accept_websocket(listener: TcpListener, ep: websocket::Endpoint, stop: CancellationToken) {
     loop {
         let (stream, addr) = tokio::select! {
@@ -197,6 +214,7 @@ async fn accept_rawsocket_tcp(
             _ = stop.cancelled() => return,
         };
         tune(&stream);
+        tcp_keepalive(&stream, &settings);
         let accepted = Instant::now();
         let (r, w) = stream.into_split();
         tokio::spawn(rawsocket::serve(

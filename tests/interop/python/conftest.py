@@ -6,6 +6,7 @@ router          one router per test module, default config (realm1, loose URIs).
 router_factory  callable ``router_factory(realms=..., limits=..., log=...)`` that
                 starts a router with extra config for one test; torn down after
                 the test.
+module_router_factory  the same, shared by a module (for module-scoped fixtures).
 
 Both yield ``routerproc.Router`` objects: ``ws_url``, ``rs_host``/``rs_port``,
 ``unix_path``, ``log_path`` (stdout+stderr of the router, one file per test or
@@ -55,10 +56,7 @@ class RouterFactory:
         return r
 
 
-@pytest.fixture
-def router_factory(request):
-    f = RouterFactory(request.node.nodeid.split("::", 1)[-1])
-    yield f
+def _finish_factory(f: RouterFactory):
     errors = []
     for r in f.routers:
         try:
@@ -67,6 +65,22 @@ def router_factory(request):
             errors.append(str(e))
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def router_factory(request):
+    """Start routers with special config for one test."""
+    f = RouterFactory(request.node.nodeid.split("::", 1)[-1])
+    yield f
+    _finish_factory(f)
+
+
+@pytest.fixture(scope="module")
+def module_router_factory(request):
+    """Start routers with special config shared by the tests of one module."""
+    f = RouterFactory(request.module.__name__)
+    yield f
+    _finish_factory(f)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -114,17 +114,18 @@ class Router:
         return "\n".join(self.log_text().splitlines()[-n:])
 
     def wait_log(self, pattern: str, timeout: float = 5.0, flags=re.IGNORECASE) -> list[str]:
-        """Wait until a log line matches `pattern` (regex); returns matching lines."""
+        """Wait until a router log line matches `pattern` (regex); returns matching lines."""
         rx = re.compile(pattern, flags)
         deadline = time.monotonic() + timeout
         while True:
-            lines = [l for l in self.log_text().splitlines() if rx.search(l)]
+            # skip the "# ..." header (config dump) that start_router writes first
+            lines = [l for l in self.log_text().splitlines() if not l.startswith("# ") and rx.search(l)]
             if lines or time.monotonic() > deadline:
                 return lines
             time.sleep(0.05)
 
     def panic_lines(self) -> list[str]:
-        return [l for l in self.log_text().splitlines() if PANIC_RE.search(l)]
+        return [l for l in self.log_text().splitlines() if not l.startswith("# ") and PANIC_RE.search(l)]
 
     def terminate(self, timeout: float = 5.0) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not exit. Returns the exit code

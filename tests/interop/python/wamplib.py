@@ -310,13 +310,18 @@ class RawRs(_RawBase):
         await self.send_frame(data if isinstance(data, bytes) else data.encode())
 
     async def recv_frame(self, timeout=T):
+        # Only the wait for the header may time out: once a header was read, the
+        # payload must follow (a timeout there would desynchronise the stream).
         hdr = await self.read_exactly(4, timeout)
         (word,) = struct.unpack(">I", hdr)
         ftype = (word >> 24) & 0x07
         length = word & 0xFFFFFF
         if word & 0x08000000:
             length = 1 << 24
-        payload = await self.read_exactly(length, timeout)
+        try:
+            payload = await self.read_exactly(length, max(timeout, T))
+        except asyncio.TimeoutError:
+            raise AssertionError(f"rawsocket frame header for {length} bytes but payload incomplete") from None
         return ftype, payload
 
     async def recv(self, timeout=T):
@@ -347,6 +352,25 @@ class RawRs(_RawBase):
                 continue
             except (json.JSONDecodeError, UnicodeDecodeError):
                 msgs.append("<undecodable frame>")
+
+    async def read_until_eof(self, timeout=T, max_bytes=1 << 28):
+        """Read and discard until EOF/reset. Returns (closed: bool, bytes_read)."""
+        n = 0
+        deadline = time.monotonic() + timeout
+        while n < max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False, n
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(1 << 16), left)
+            except asyncio.TimeoutError:
+                return False, n
+            except (ConnectionResetError, BrokenPipeError):
+                return True, n
+            if not chunk:
+                return True, n
+            n += len(chunk)
+        return False, n
 
     async def close(self):
         try:
@@ -448,3 +472,156 @@ def http_exchange(host, port, request: bytes, timeout=T):
                     break
                 body += c
         return status, headers, body
+
+
+# --------------------------------------------------------------------------
+# blocking raw clients: the test controls exactly when (and whether) they read
+# --------------------------------------------------------------------------
+
+class _BlockingBase:
+    sock: socket.socket
+
+    def hello(self, realm="realm1"):
+        self.send([HELLO, realm, HELLO_ROLES])
+        msg = self.recv()
+        assert msg[0] == WELCOME, f"expected WELCOME, got {msg!r}"
+        self.session_id = msg[1]
+        return msg
+
+    def request(self, msg):
+        self.send(msg)
+        while True:
+            r = self.recv()
+            if r[0] in (ABORT, GOODBYE) or (r[0] == ERROR and r[2] == msg[1]) or \
+                    (r[0] not in (ERROR, EVENT) and r[1] == msg[1]):
+                return r
+
+    def read_until_eof(self, timeout=T, max_bytes=1 << 28):
+        """Read and discard until EOF/reset. Returns (closed: bool, bytes_read)."""
+        n = len(self.buf)
+        self.buf = b""
+        deadline = time.monotonic() + timeout
+        while n < max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False, n
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except socket.timeout:
+                return False, n
+            except (ConnectionResetError, BrokenPipeError):
+                return True, n
+            if not chunk:
+                return True, n
+            n += len(chunk)
+        return False, n
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            self.sock.settimeout(self.timeout)
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise Closed("EOF")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _blocking_socket(family, addr, timeout, rcvbuf):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(addr)
+    return s
+
+
+class BlockingWs(_BlockingBase):
+    """Minimal blocking WebSocket client (masked JSON text frames). It never
+    answers pings: pings are only consumed when recv() is called."""
+
+    def __init__(self, router, protocol="wamp.2.json", timeout=T, rcvbuf=None):
+        import os as _os
+        self.timeout = timeout
+        self.os = _os
+        self.sock = _blocking_socket(socket.AF_INET, (router.host, router.ws_port), timeout, rcvbuf)
+        self.sock.sendall(upgrade_request(router.host, router.ws_port, router.ws_path, [protocol]))
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise Closed("EOF during upgrade")
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), f"upgrade failed: {head[:200]!r}"
+        self.pings = 0
+
+    def send(self, msg):
+        payload = json.dumps(msg).encode()
+        mask = self.os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            hdr = bytes([0x81, 0x80 | n])
+        elif n < 65536:
+            hdr = bytes([0x81, 0x80 | 126]) + struct.pack(">H", n)
+        else:
+            hdr = bytes([0x81, 0x80 | 127]) + struct.pack(">Q", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(hdr + mask + masked)
+
+    def recv(self):
+        while True:
+            b0, b1 = self._read(2)
+            op = b0 & 0x0F
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack(">H", self._read(2))
+            elif n == 127:
+                (n,) = struct.unpack(">Q", self._read(8))
+            payload = self._read(n)
+            if op == 0x8:
+                code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+                raise Closed(f"websocket close frame {code}", code)
+            if op == 0x9:
+                self.pings += 1
+                continue  # deliberately no pong
+            if op in (0x1, 0x2):
+                return json.loads(payload)
+
+
+class BlockingRs(_BlockingBase):
+    """Minimal blocking RawSocket JSON client. Never answers PINGs."""
+
+    def __init__(self, router, unix=False, timeout=T, rcvbuf=None, length=15):
+        self.timeout = timeout
+        if unix:
+            self.sock = _blocking_socket(socket.AF_UNIX, router.unix_path, timeout, rcvbuf)
+        else:
+            self.sock = _blocking_socket(socket.AF_INET, (router.host, router.rs_port), timeout, rcvbuf)
+        self.buf = b""
+        self.sock.sendall(bytes([RS_MAGIC, (length << 4) | 1, 0, 0]))
+        reply = self._read(4)
+        assert reply[0] == RS_MAGIC and reply[1] & 0x0F == 1, f"rawsocket handshake failed: {reply.hex()}"
+        self.pings = 0
+
+    def send(self, msg):
+        payload = json.dumps(msg).encode()
+        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def recv(self):
+        while True:
+            (word,) = struct.unpack(">I", self._read(4))
+            ftype = (word >> 24) & 0x07
+            length = (1 << 24) if word & 0x08000000 else word & 0xFFFFFF
+            payload = self._read(length)
+            if ftype == 0:
+                return json.loads(payload)
+            if ftype == 1:
+                self.pings += 1

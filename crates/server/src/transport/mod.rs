@@ -25,6 +25,7 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub rawsocket_ping_interval: Duration,
 }
 
 impl Settings {
@@ -36,6 +37,7 @@ impl Settings {
             handshake_timeout: l.handshake_timeout,
             ping_interval: l.ping_interval,
             ping_timeout: l.ping_timeout,
+            rawsocket_ping_interval: l.rawsocket_ping_interval,
         }
     }
 }

@@ -103,12 +103,17 @@ pub async fn serve<R, W>(
     );
     let liveness = Liveness::new();
     let (ctrl_tx, ctrl_rx) = mpsc::channel::<(u8, Bytes)>(8);
+    // RawSocket PINGs have their own interval (off by default, see config).
+    let writer_settings = Settings {
+        ping_interval: settings.rawsocket_ping_interval,
+        ..settings.clone()
+    };
     let writer_task = tokio::spawn(write_loop(
         writer,
         rx,
         ctrl_rx,
         peer.clone(),
-        settings.clone(),
+        writer_settings,
         liveness.clone(),
     ));
     let mut conn = Connection::new(router, peer.clone());
