@@ -222,11 +222,34 @@ struct Pending {
     action: Action,
 }
 
+/// A cheap hasher for WAMP ids (sequential request ids, router-chosen
+/// subscription/registration ids): no need for SipHash's DoS resistance on
+/// ids this client chose or that its router chose.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 struct State {
-    pending: HashMap<u64, Pending>,
-    subs: HashMap<u64, Arc<[EventSink]>>,
-    regs: HashMap<u64, Handler>,
+    pending: IdMap<Pending>,
+    subs: IdMap<Arc<[EventSink]>>,
+    regs: IdMap<Handler>,
     closed: Option<CloseInfo>,
     leaving: Option<oneshot::Sender<CloseInfo>>,
 }
@@ -965,7 +988,9 @@ impl Session {
         }
     }
 
-    /// Unsubscribes `subscription` (its event streams end on UNSUBSCRIBED).
+    /// Unsubscribes `subscription`. On UNSUBSCRIBED, the event streams of
+    /// every local [`Subscription`] with this id end (subscribing twice to a
+    /// topic gives the same id, and both streams receive every event).
     pub async fn unsubscribe(&self, subscription: u64) -> Result<(), Error> {
         let shared = &self.inner.shared;
         let request = shared.ids.next();
@@ -988,7 +1013,13 @@ impl Session {
 
     /// Registers `procedure` with a handler receiving decoded `(args,
     /// kwargs)` and returning `Ok((args, kwargs))` for YIELD or
-    /// `Err((error_uri, args, kwargs))` for ERROR. Handlers run concurrently.
+    /// `Err((error_uri, args, kwargs))` for ERROR.
+    ///
+    /// Handlers run concurrently: each invocation's future is first polled
+    /// inline in the connection's reader task and, if it has to wait, moved
+    /// to a task of its own. Long CPU-bound work belongs in
+    /// `tokio::task::spawn_blocking`. INTERRUPT is ignored (the handler runs
+    /// to completion).
     pub async fn register<F, Fut>(&self, procedure: &str, handler: F) -> Result<Registration, Error>
     where
         F: Fn(Vec<Value>, Dict) -> Fut + Send + Sync + 'static,
@@ -1109,7 +1140,8 @@ impl Session {
     }
 
     /// Calls with CALL.Options (e.g. `timeout`, `disclose_me`) and a ready
-    /// payload; returns the raw RESULT.
+    /// payload; returns the raw RESULT. Progressive results (with
+    /// `receive_progress: true`) are skipped: the final RESULT is returned.
     pub async fn call_with(
         &self,
         procedure: &str,

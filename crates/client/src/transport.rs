@@ -262,8 +262,12 @@ impl FrameSender {
 /// What [`FrameReceiver::recv_any`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    /// A message frame (WebSocket text/binary, RawSocket type 0).
+    /// A RawSocket message frame (type 0).
     Message(Bytes),
+    /// A WebSocket text frame.
+    Text(Bytes),
+    /// A WebSocket binary frame.
+    Binary(Bytes),
     /// A PING from the router (already answered).
     Ping(Bytes),
     /// A PONG from the router.
@@ -289,18 +293,21 @@ struct RawReader {
 }
 
 impl FrameReceiver {
-    /// The next message frame; PINGs are answered and skipped, PONGs skipped.
+    /// The next message frame (WebSocket text or binary, RawSocket type 0);
+    /// PINGs are answered and skipped, PONGs skipped.
     /// After the connection ends every call returns [`TransportError::Closed`]
     /// (or the error that ended it, the first time).
     pub async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
-            if let Incoming::Message(b) = self.recv_any().await? {
-                return Ok(b);
+            match self.recv_any().await? {
+                Incoming::Message(b) | Incoming::Text(b) | Incoming::Binary(b) => return Ok(b),
+                Incoming::Ping(_) | Incoming::Pong(_) => {}
             }
         }
     }
 
-    /// The next frame of any kind.
+    /// The next frame of any kind (tells WebSocket text from binary, and
+    /// shows PINGs, already answered, and PONGs).
     pub async fn recv_any(&mut self) -> Result<Incoming, TransportError> {
         if let Some((code, reason)) = &self.closed {
             return Err(TransportError::Closed {
@@ -332,8 +339,10 @@ async fn ws_recv(
         }),
         Some(Err(e)) => Err(e.into()),
         Some(Ok(m)) => {
-            if m.is_text() || m.is_binary() {
-                Ok(Incoming::Message(m.into_payload().into()))
+            if m.is_text() {
+                Ok(Incoming::Text(m.into_payload().into()))
+            } else if m.is_binary() {
+                Ok(Incoming::Binary(m.into_payload().into()))
             } else if m.is_ping() {
                 Ok(Incoming::Ping(m.into_payload().into()))
             } else if m.is_pong() {
@@ -455,7 +464,9 @@ async fn connect_ws(
     let mut builder = tokio_websockets::ClientBuilder::new()
         .uri(url)
         .map_err(|e| TransportError::InvalidUrl(format!("{url}: {e}")))?
-        .limits(tokio_websockets::Limits::default().max_payload_len(Some(64 << 20)));
+        .limits(tokio_websockets::Limits::default().max_payload_len(Some(64 << 20)))
+        // Let a batch of small frames build up before a write.
+        .config(tokio_websockets::Config::default().flush_threshold(64 * 1024));
     if !offered.is_empty() {
         let value = http::HeaderValue::from_str(&offered.join(", "))
             .map_err(|e| TransportError::InvalidUrl(format!("bad subprotocol list: {e}")))?;

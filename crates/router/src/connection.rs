@@ -118,6 +118,7 @@ impl Connection {
         {
             tracing::debug!(session = session.id, realm = realm.name(), "session left");
             realm.leave(&session);
+            self.peer.set_session(0);
         }
     }
 
@@ -165,6 +166,7 @@ impl Connection {
             session: session.id,
             details: welcome_details(realm.name(), &session),
         };
+        self.peer.set_session(session.id);
         session.send(&welcome);
         tracing::debug!(
             session = session.id,

@@ -46,6 +46,8 @@ pub struct Peer {
     dropped_events: AtomicU64,
     request_ids: IdSequence,
     label: String,
+    /// The id of the session on this connection (0 before WELCOME), for logs.
+    session: AtomicU64,
 }
 
 impl Peer {
@@ -72,6 +74,7 @@ impl Peer {
             dropped_events: AtomicU64::new(0),
             request_ids: IdSequence::new(),
             label,
+            session: AtomicU64::new(0),
         };
         (Arc::new(peer), rx)
     }
@@ -86,6 +89,15 @@ impl Peer {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Records the session now running on this connection (0: none).
+    pub fn set_session(&self, id: u64) {
+        self.session.store(id, Ordering::Relaxed);
+    }
+
+    fn session_id(&self) -> Option<u64> {
+        Some(self.session.load(Ordering::Relaxed)).filter(|id| *id != 0)
     }
 
     /// The next router-to-client request id (INVOCATION).
@@ -123,6 +135,7 @@ impl Peer {
                     if n == 1 || n.is_power_of_two() {
                         tracing::warn!(
                             peer = %self.label,
+                            session = ?self.session_id(),
                             dropped_events = n,
                             "slow consumer: outbound queue of {} messages is full, dropping events (policy drop_events)",
                             self.capacity
@@ -150,7 +163,7 @@ impl Peer {
     pub fn kill(&self, reason: String) {
         let mut slot = self.kill_reason.lock();
         if slot.is_none() {
-            tracing::warn!(peer = %self.label, "closing connection: {reason}");
+            tracing::warn!(peer = %self.label, session = ?self.session_id(), "closing connection: {reason}");
             *slot = Some(reason);
         }
         drop(slot);

@@ -332,7 +332,7 @@ fn slow_consumer_is_disconnected_without_harming_others() {
     let topic = "com.example.firehose";
     // The slow subscriber never reads.
     let mut slow = Raw::connect(r.rs_port, Serializer::Json);
-    slow.join("realm1");
+    let (slow_id, _) = slow.join("realm1");
     slow.subscribe(topic);
     let mut fast = Raw::connect(r.rs_port, Serializer::MsgPack);
     fast.join("realm1");
