@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Builds the router and the load generator in release mode, starts the router
+# on loopback ports, runs each scenario several times and prints the median
+# (with min..max) of each figure. Stops the router at the end.
+#
+# Usage: bench/run.sh [scenario...]
+#   Scenarios (default: all): pubsub10-ws-json pubsub10-rs-msgpack
+#   pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json rpc-seq-rs-msgpack rpc-seq-ws-json
+#   rpc-seq-rs-msgpack-1cpu (router and bench confined to CPU 0)
+#   baseline baseline-1cpu (a bare TCP ping-pong without the router: the
+#   machine's round-trip floor, across CPUs and on one CPU)
+# Environment:
+#   RUNS=5            runs per scenario (the median is reported)
+#   WS_PORT=18080     WebSocket listener port
+#   RS_PORT=18081     RawSocket listener port
+#   SCALE=1           multiply message counts (e.g. 0.2 for a quick check)
+#   NO_BUILD=1        skip cargo build
+#   OUT=DIR           keep result files in DIR (default: a new dir under /tmp)
+#   ROUTER=PATH BENCH=PATH  binaries to use (default: target/release/...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+WS_PORT=${WS_PORT:-18080}
+RS_PORT=${RS_PORT:-18081}
+SCALE=${SCALE:-1}
+OUT=${OUT:-$(mktemp -d /tmp/switchyard-bench.XXXXXX)}
+mkdir -p "$OUT"
+
+if [[ -z "${NO_BUILD:-}" ]]; then
+    cargo build --release -p switchyard -p switchyard-bench
+fi
+ROUTER=${ROUTER:-target/release/switchyard}
+BENCH=${BENCH:-target/release/switchyard-bench}
+
+scaled() { # scaled N -> N*SCALE as an integer (at least 1)
+    awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; print v }'
+}
+
+cat >"$OUT/router.toml" <<EOF
+[[listener]]
+type = "websocket"
+address = "127.0.0.1:$WS_PORT"
+path = "/ws"
+
+[[listener]]
+type = "rawsocket"
+address = "127.0.0.1:$RS_PORT"
+
+[[realm]]
+name = "realm1"
+
+[limits]
+outbound_queue = 65536
+EOF
+
+WS_URL="ws://127.0.0.1:$WS_PORT/ws"
+RS_URL="rs://127.0.0.1:$RS_PORT"
+
+"$ROUTER" --config "$OUT/router.toml" >"$OUT/router.log" 2>&1 &
+PID=$!
+cleanup() {
+    if kill -0 "$PID" 2>/dev/null; then
+        kill "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+# Wait (bounded) for both listeners.
+for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$WS_PORT") 2>/dev/null &&
+        (exec 3<>"/dev/tcp/127.0.0.1/$RS_PORT") 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+if ! kill -0 "$PID" 2>/dev/null; then
+    echo "router failed to start:" >&2
+    cat "$OUT/router.log" >&2
+    exit 1
+fi
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+echo "# router pid $PID, results in $OUT, $RUNS runs per scenario"
+
+FAILED=0
+run_scenario() { # run_scenario NAME bench-args...
+    local name=$1
+    shift
+    local file="$OUT/$name.jsonl"
+    : >"$file"
+    echo "## $name: $BENCH $* --server-pid $PID --json"
+    for i in $(seq "$RUNS"); do
+        local rc=0
+        timeout 300 "$BENCH" "$@" --server-pid "$PID" --json >"$OUT/$name.$i.out" 2>&1 || rc=$?
+        grep -v '^{' "$OUT/$name.$i.out" | sed "s/^/  run $i: /" || true
+        grep '^{' "$OUT/$name.$i.out" >>"$file" || true
+        if [[ $rc -ne 0 ]]; then
+            echo "  run $i: exit code $rc (2 = lost events, errors or time-out; 124 = killed by timeout)"
+            FAILED=1
+        fi
+        if ! kill -0 "$PID" 2>/dev/null; then
+            echo "ROUTER DIED during $name run $i; last log lines:" >&2
+            tail -20 "$OUT/router.log" >&2
+            exit 1
+        fi
+    done
+    "$BENCH" summarize --label "$name" --json "$file" | tee -a "$OUT/summary.txt" | grep -v '^{'
+}
+
+run_baseline() { # run_baseline NAME extra-args...
+    local name=$1
+    shift
+    local file="$OUT/$name.jsonl"
+    : >"$file"
+    echo "## $name: $BENCH baseline --round-trips $(scaled 20000) $* --json"
+    for i in $(seq "$RUNS"); do
+        "$BENCH" baseline --round-trips "$(scaled 20000)" "$@" --json >"$OUT/$name.$i.out" 2>&1 || FAILED=1
+        grep -v '^{' "$OUT/$name.$i.out" | sed "s/^/  run $i: /" || true
+        grep '^{' "$OUT/$name.$i.out" >>"$file" || true
+    done
+    "$BENCH" summarize --label "$name" --json "$file" | tee -a "$OUT/summary.txt" | grep -v '^{'
+}
+
+ALL=(pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json
+    rpc-seq-rs-msgpack rpc-seq-ws-json rpc-seq-rs-msgpack-1cpu baseline baseline-1cpu)
+SCENARIOS=("$@")
+if [[ ${#SCENARIOS[@]} -eq 0 ]]; then
+    SCENARIOS=("${ALL[@]}")
+fi
+
+for s in "${SCENARIOS[@]}"; do
+    case "$s" in
+    pubsub10-ws-json)
+        run_scenario "$s" pubsub --url "$WS_URL" --serializer json --subscribers 10 \
+            --publishes "$(scaled 100000)" --in-flight 32 --payload 64 ;;
+    pubsub10-rs-msgpack)
+        run_scenario "$s" pubsub --url "$RS_URL" --serializer msgpack --subscribers 10 \
+            --publishes "$(scaled 100000)" --in-flight 32 --payload 64 ;;
+    pubsub1000-rs-msgpack)
+        run_scenario "$s" pubsub --url "$RS_URL" --serializer msgpack --subscribers 1000 \
+            --publishes "$(scaled 2000)" --in-flight 32 --payload 64 ;;
+    rpc-rs-msgpack)
+        run_scenario "$s" rpc --url "$RS_URL" --serializer msgpack --callers 4 --in-flight 16 \
+            --calls "$(scaled 300000)" --payload 64 ;;
+    rpc-ws-json)
+        run_scenario "$s" rpc --url "$WS_URL" --serializer json --callers 4 --in-flight 16 \
+            --calls "$(scaled 200000)" --payload 64 ;;
+    rpc-seq-rs-msgpack)
+        run_scenario "$s" --threads 1 rpc --url "$RS_URL" --serializer msgpack --callers 1 --in-flight 1 \
+            --calls "$(scaled 10000)" --payload 64 ;;
+    rpc-seq-ws-json)
+        run_scenario "$s" --threads 1 rpc --url "$WS_URL" --serializer json --callers 1 --in-flight 1 \
+            --calls "$(scaled 10000)" --payload 64 ;;
+    rpc-seq-rs-msgpack-1cpu)
+        # Router and bench confined to CPU 0: no wake-ups across CPUs, which on
+        # this VM cost ~30 us each (see the baseline). Informational.
+        taskset -a -p -c 0 "$PID" >/dev/null
+        run_scenario "$s" --threads 1 rpc --url "$RS_URL" --serializer msgpack --callers 1 \
+            --in-flight 1 --calls "$(scaled 10000)" --payload 64 --pin-cpu 0
+        taskset -a -p -c "0-$(($(nproc) - 1))" "$PID" >/dev/null ;;
+    baseline)
+        # No router involved: a bare TCP ping-pong, the floor for round trips.
+        run_baseline "$s" ;;
+    baseline-1cpu)
+        run_baseline "$s" --pin-cpu 0 ;;
+    *)
+        echo "unknown scenario $s (known: ${ALL[*]})" >&2
+        exit 1 ;;
+    esac
+done
+
+echo "# medians (min..max) over $RUNS runs:"
+grep -v '^{' "$OUT/summary.txt"
+if [[ $FAILED -ne 0 ]]; then
+    echo "# some runs reported lost events, errors or time-outs (see above)"
+    exit 2
+fi

@@ -1,0 +1,320 @@
+//! The `pubsub` scenario: 1 publisher -> N subscribers on one topic.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::json;
+use switchyard_client::{raw_payload, Dict, Serializer, Session, SessionOptions, Value};
+
+use crate::stats::{group, CpuMeter};
+use crate::Common;
+
+#[derive(Args, Debug)]
+pub struct PubsubArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscriber sessions (each its own connection).
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// Events to publish.
+    #[arg(long, default_value_t = 100_000)]
+    pub publishes: u64,
+    /// Acknowledged publishes kept in flight.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Serializer of the subscribers (default: the publisher's `--serializer`);
+    /// a different one makes the router transcode every payload.
+    #[arg(long, value_enum)]
+    pub sub_serializer: Option<crate::Ser>,
+    /// URL for the subscribers (default: `--url`), e.g. to publish over
+    /// RawSocket and deliver over WebSocket.
+    #[arg(long)]
+    pub sub_url: Option<String>,
+    /// Stop waiting for deliveries after this long without progress (seconds).
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_timeout: f64,
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct Seen {
+    publications: Vec<u64>,
+    last: Option<Instant>,
+}
+
+pub async fn run(a: PubsubArgs) -> Result<i32, String> {
+    let c = &a.common;
+    let ser: Serializer = c.serializer.into();
+    let topic = format!(
+        "bench.pubsub.t{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0)
+    );
+    let sub_ser: Serializer = a.sub_serializer.map(Into::into).unwrap_or(ser);
+    let sub_url = a.sub_url.clone().unwrap_or_else(|| c.url.clone());
+    let expected_total = a.subscribers as u64 * a.publishes;
+    let total = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(c.timeout);
+
+    // Subscribers, connected a batch at a time.
+    let mut subscribers: Vec<(Session, Arc<Mutex<Seen>>)> = Vec::with_capacity(a.subscribers);
+    let mut remaining = a.subscribers;
+    while remaining > 0 {
+        let n = remaining.min(50);
+        remaining -= n;
+        let mut joins = FuturesUnordered::new();
+        for _ in 0..n {
+            let (url, realm, topic, total) = (
+                sub_url.clone(),
+                c.realm.clone(),
+                topic.clone(),
+                total.clone(),
+            );
+            let cap = a.publishes as usize;
+            joins.push(async move {
+                let s = Session::connect_with(&url, &realm, SessionOptions::new(sub_ser))
+                    .await
+                    .map_err(|e| format!("subscriber connect: {e}"))?;
+                let seen = Arc::new(Mutex::new(Seen {
+                    publications: Vec::with_capacity(cap),
+                    last: None,
+                }));
+                let seen2 = seen.clone();
+                s.subscribe_callback(&topic, Dict::new(), move |ev| {
+                    {
+                        let mut st = seen2.lock().unwrap_or_else(|e| e.into_inner());
+                        st.publications.push(ev.publication);
+                        st.last = Some(Instant::now());
+                    }
+                    total.fetch_add(1, Ordering::Relaxed);
+                })
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
+                Ok::<_, String>((s, seen))
+            });
+        }
+        while let Some(r) = joins.next().await {
+            subscribers.push(r?);
+        }
+    }
+
+    let publisher = Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser))
+        .await
+        .map_err(|e| format!("publisher connect: {e}"))?;
+    let payload = raw_payload(ser, &[Value::Str("x".repeat(c.payload))]);
+    let options = Dict::new().with("acknowledge", true);
+
+    // Publish M events keeping K in flight; remember (sequence, publication).
+    let cpu = CpuMeter::start(c.server_pid);
+    let t0 = Instant::now();
+    let mut acked: Vec<(u64, u64)> = Vec::with_capacity(a.publishes as usize);
+    let mut errors = 0u64;
+    let mut first_error: Option<String> = None;
+    let mut next = 0u64;
+    let mut inflight = FuturesUnordered::new();
+    let publish = |seq: u64| {
+        let (p, o, s) = (payload.clone(), options.clone(), &publisher);
+        let topic = &topic;
+        async move { (seq, s.publish_with(topic, o, p).await) }
+    };
+    let mut timed_out = false;
+    while next < a.publishes && inflight.len() < a.in_flight.max(1) {
+        inflight.push(publish(next));
+        next += 1;
+    }
+    loop {
+        let item = match tokio::time::timeout_at(deadline.into(), inflight.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        };
+        match item {
+            (seq, Ok(Some(publication))) => acked.push((seq, publication)),
+            (_, Ok(None)) => {}
+            (_, Err(e)) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        if next < a.publishes {
+            inflight.push(publish(next));
+            next += 1;
+        }
+    }
+    drop(inflight);
+    let t_published = Instant::now();
+
+    // Wait for the deliveries: all of them, or no progress for drain_timeout.
+    let drain = Duration::from_secs_f64(a.drain_timeout);
+    let mut last_total = total.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    while last_total < expected_total && !timed_out {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let now_total = total.load(Ordering::Relaxed);
+        if now_total != last_total {
+            last_total = now_total;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > drain {
+            break;
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+        }
+    }
+    let used = cpu.stop();
+
+    // Check every subscriber's deliveries against the acknowledged publications.
+    acked.sort_unstable();
+    let seq_of: HashMap<u64, u64> = acked.iter().map(|&(seq, p)| (p, seq)).collect();
+    let (mut delivered, mut lost, mut dups, mut unknown, mut misordered) = (0u64, 0u64, 0, 0, 0);
+    let mut short_subs = 0usize;
+    let mut end = t0;
+    for (_, seen) in &subscribers {
+        let st = seen.lock().unwrap_or_else(|e| e.into_inner());
+        delivered += st.publications.len() as u64;
+        if let Some(l) = st.last {
+            end = end.max(l);
+        }
+        let mut got = st.publications.clone();
+        got.sort_unstable();
+        let before = got.len();
+        got.dedup();
+        dups += before - got.len();
+        let known = got.iter().filter(|p| seq_of.contains_key(p)).count();
+        unknown += got.len() - known;
+        let missing = acked.len() as u64 - known as u64;
+        if missing > 0 {
+            short_subs += 1;
+        }
+        lost += missing;
+        // Events of one publisher must arrive in publish order.
+        let mut prev: Option<u64> = None;
+        for p in &st.publications {
+            if let Some(&seq) = seq_of.get(p) {
+                if prev.is_some_and(|pv| seq <= pv) {
+                    misordered += 1;
+                } else {
+                    prev = Some(seq);
+                }
+            }
+        }
+    }
+    // Publishes never acknowledged (errors) cannot be checked; count them as lost.
+    let unacked = a.publishes - acked.len() as u64;
+    lost += unacked * a.subscribers as u64;
+
+    let wall = end.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let pub_wall = t_published
+        .saturating_duration_since(t0)
+        .as_secs_f64()
+        .max(1e-9);
+    let rate = delivered as f64 / wall;
+    let pub_rate = acked.len() as f64 / pub_wall;
+    let per_cpu = used
+        .server
+        .filter(|s| *s > 0.0)
+        .map(|s| delivered as f64 / s);
+
+    let mut transport = transport_name(&c.url).to_owned();
+    if sub_url != c.url {
+        transport = format!("{transport}->{}", transport_name(&sub_url));
+    }
+    let ser_name = if sub_ser == ser {
+        ser.name().to_owned()
+    } else {
+        format!("{ser}->{sub_ser}")
+    };
+    let mut line = format!(
+        "pubsub {transport} {ser_name} 1->{} payload {}B in-flight {}: {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, duplicates {dups}, out of order {misordered}",
+        a.subscribers,
+        c.payload,
+        a.in_flight,
+        group(delivered as f64),
+        wall,
+        group(rate),
+        group(pub_rate),
+    );
+    if let Some(s) = used.server {
+        line.push_str(&format!("; server CPU {s:.2} s"));
+        if let Some(p) = per_cpu {
+            line.push_str(&format!(" = {} deliveries/server-CPU-s", group(p)));
+        }
+    }
+    if let Some(s) = used.client {
+        line.push_str(&format!("; bench CPU {s:.2} s"));
+    }
+    if errors > 0 {
+        line.push_str(&format!(
+            "; {errors} publish errors (first: {})",
+            first_error.as_deref().unwrap_or("")
+        ));
+    }
+    if timed_out {
+        line.push_str("; TIMED OUT");
+    }
+    if short_subs > 0 {
+        line.push_str(&format!("; {short_subs} subscribers missed events"));
+    }
+    println!("{line}");
+    if c.json {
+        println!(
+            "{}",
+            json!({
+                "bench": "pubsub",
+                "url": c.url,
+                "transport": transport,
+                "serializer": ser_name,
+                "subscribers": a.subscribers,
+                "publishes": a.publishes,
+                "in_flight": a.in_flight,
+                "payload": c.payload,
+                "expected": expected_total,
+                "deliveries": delivered,
+                "lost": lost,
+                "duplicates": dups,
+                "unknown": unknown,
+                "out_of_order": misordered,
+                "errors": errors,
+                "timed_out": timed_out,
+                "wall_s": wall,
+                "deliveries_per_s": rate,
+                "publishes_per_s": pub_rate,
+                "server_cpu_s": used.server,
+                "deliveries_per_server_cpu_s": per_cpu,
+                "client_cpu_s": used.client,
+            })
+        );
+    }
+
+    let mut leaves: FuturesUnordered<_> = subscribers
+        .iter()
+        .map(|(s, _)| s)
+        .chain(std::iter::once(&publisher))
+        .map(|s| tokio::time::timeout(Duration::from_secs(5), s.leave()))
+        .collect();
+    while leaves.next().await.is_some() {}
+    drop(leaves);
+    let bad = lost > 0 || dups > 0 || unknown > 0 || misordered > 0 || errors > 0 || timed_out;
+    Ok(if bad { 2 } else { 0 })
+}
+
+/// `ws`, `rawsocket` or `unix` from a URL.
+pub fn transport_name(url: &str) -> &'static str {
+    if url.starts_with("ws://") {
+        "websocket"
+    } else if url.starts_with("unix:") {
+        "rawsocket-unix"
+    } else {
+        "rawsocket"
+    }
+}
