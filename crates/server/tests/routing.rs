@@ -370,9 +370,14 @@ fn slow_consumer_is_disconnected_without_harming_others() {
         total,
         "the fast subscriber must get every event"
     );
+    let log = r.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("slow consumer"))
+        .expect("the disconnect must be logged");
     assert!(
-        r.log_text().contains("slow consumer"),
-        "the disconnect must be logged"
+        line.contains(&slow_id.to_string()),
+        "the log line must name the session: {line}"
     );
     assert!(slow.closed(), "the slow subscriber must be disconnected");
 }
