@@ -2,7 +2,6 @@
 //! `\u0000` carries base64 of binary data.
 
 use std::fmt;
-use std::io::Write as _;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -16,42 +15,91 @@ use super::{DecodeError, Envelope, Kind, Writer};
 use crate::value::{Dict, Value};
 
 pub(crate) fn split(frame: &Bytes, head_len: fn(u64) -> usize) -> Result<Envelope, DecodeError> {
-    let elems: Vec<&RawValue> = serde_json::from_slice(frame)
-        .map_err(|e| DecodeError::new(format!("message is not a JSON array: {e}")))?;
-    let first = elems
-        .first()
-        .ok_or_else(|| DecodeError::new("empty message array"))?;
-    let ty: u64 = serde_json::from_str(first.get()).map_err(|_| {
-        DecodeError::new(format!(
-            "message type must be an integer, got {}",
-            first.get()
-        ))
-    })?;
-    let n = head_len(ty).min(elems.len());
-    // Capacities never trust a length read from the input.
-    let mut head = Vec::with_capacity(n.min(16));
-    head.push(Value::UInt(ty));
-    for raw in &elems[1..n] {
-        head.push(decode_value(raw.get().as_bytes())?);
-    }
+    // One pass: envelope elements are decoded straight into values, payload
+    // elements are only validated and located (borrowed `RawValue`s).
+    let mut domain_error = None;
+    let visitor = EnvelopeVisitor {
+        head_len,
+        error: &mut domain_error,
+    };
+    let mut de = serde_json::Deserializer::from_slice(frame);
+    let parsed = de
+        .deserialize_seq(visitor)
+        .and_then(|v| de.end().map(|_| v));
+    let (head, raws) = match (parsed, domain_error) {
+        (_, Some(e)) => return Err(e),
+        (Ok(v), None) => v,
+        (Err(e), None) => {
+            return Err(DecodeError::new(format!(
+                "message is not a JSON array: {e}"
+            )))
+        }
+    };
     let base = frame.as_ptr() as usize;
-    let tail = elems[n..]
-        .iter()
-        .map(|raw| {
-            let text = raw.get();
-            check_depth(text.as_bytes())?;
-            let start = text.as_ptr() as usize - base;
-            let kind = match text.as_bytes().first() {
-                Some(b'[') => Kind::List,
-                Some(b'{') => Kind::Dict,
-                Some(b'"') if text.starts_with("\"\\u0000") => Kind::Bytes,
-                Some(b'"') => Kind::Str,
-                _ => Kind::Other,
-            };
-            Ok((frame.slice(start..start + text.len()), kind))
-        })
-        .collect::<Result<_, DecodeError>>()?;
+    let mut tail = Vec::with_capacity(raws.len());
+    for text in raws {
+        check_depth(text.as_bytes())?;
+        let start = text.as_ptr() as usize - base;
+        let kind = match text.as_bytes().first() {
+            Some(b'[') => Kind::List,
+            Some(b'{') => Kind::Dict,
+            Some(b'"') if text.starts_with("\"\\u0000") => Kind::Bytes,
+            Some(b'"') => Kind::Str,
+            _ => Kind::Other,
+        };
+        tail.push((frame.slice(start..start + text.len()), kind));
+    }
     Ok(Envelope { head, tail })
+}
+
+/// Reads the top-level array: the type code, `head_len(type)` envelope
+/// values, then raw payload elements. Errors about the message's meaning
+/// (rather than JSON syntax) go to `error` so they keep their own wording.
+struct EnvelopeVisitor<'e> {
+    head_len: fn(u64) -> usize,
+    error: &'e mut Option<DecodeError>,
+}
+
+type Split<'de> = (Vec<Value>, Vec<&'de str>);
+
+impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
+    type Value = Split<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a WAMP message array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Split<'de>, A::Error> {
+        let mut fail = |msg: String| {
+            *self.error = Some(DecodeError::new(msg));
+            de::Error::custom("invalid message")
+        };
+        let ty = match seq.next_element::<Value>()? {
+            Some(Value::UInt(t)) => t,
+            Some(other) => {
+                return Err(fail(format!(
+                    "message type must be an integer, got {}",
+                    other.type_name()
+                )));
+            }
+            None => return Err(fail("empty message array".into())),
+        };
+        let n = (self.head_len)(ty);
+        // Capacities never trust a length read from the input.
+        let mut head = Vec::with_capacity(n.min(16));
+        head.push(Value::UInt(ty));
+        while head.len() < n {
+            match seq.next_element::<Value>()? {
+                Some(v) => head.push(v),
+                None => return Ok((head, Vec::new())),
+            }
+        }
+        let mut tail = Vec::new();
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            tail.push(raw.get());
+        }
+        Ok((head, tail))
+    }
 }
 
 /// Refuses raw JSON nested deeper than [`MAX_DEPTH`] (the payload is only
@@ -229,8 +277,8 @@ impl Writer for JsonWriter {
     }
     fn uint(&mut self, v: u64) {
         self.before();
-        // Writing to a Vec cannot fail.
-        let _ = write!(self.buf, "{v}");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         self.after();
     }
     fn str(&mut self, s: &str) {
