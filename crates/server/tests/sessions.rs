@@ -196,3 +196,25 @@ fn sigterm_sends_goodbye_and_exits_zero() {
         }
     }
 }
+
+#[test]
+fn every_rawsocket_ping_gets_its_pong() {
+    use std::io::Write;
+    let r = Router::start("");
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let mut burst = Vec::new();
+    for p in [&b"one"[..], b"two", b"three", b""] {
+        burst.extend_from_slice(&[1, 0, 0, p.len() as u8]);
+        burst.extend_from_slice(p);
+    }
+    c.stream.write_all(&burst).expect("send pings");
+    for want in [&b"one"[..], b"two", b"three", b""] {
+        let hdr = c.read_exact(4).expect("pong header");
+        assert_eq!(hdr[0], 2, "expected a PONG frame, got header {hdr:?}");
+        let body = c.read_exact(hdr[3] as usize).expect("pong body");
+        assert_eq!(body, want);
+    }
+    // The session still works afterwards.
+    c.subscribe("com.example.after.pings");
+}

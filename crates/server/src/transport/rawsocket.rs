@@ -5,7 +5,7 @@
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use switchyard_proto::Serializer;
 use switchyard_router::{Connection, Flow, Outgoing, Peer, Router};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -102,7 +102,7 @@ pub async fn serve<R, W>(
         label.clone(),
     );
     let liveness = Liveness::new();
-    let (ctrl_tx, ctrl_rx) = mpsc::channel::<(u8, Bytes)>(8);
+    let pong = Arc::new(PongSlot::default());
     // RawSocket PINGs have their own interval (off by default, see config).
     let writer_settings = Settings {
         ping_interval: settings.rawsocket_ping_interval,
@@ -111,77 +111,141 @@ pub async fn serve<R, W>(
     let writer_task = tokio::spawn(write_loop(
         writer,
         rx,
-        ctrl_rx,
+        pong.clone(),
         peer.clone(),
         writer_settings,
         liveness.clone(),
     ));
     let mut conn = Connection::new(router, peer.clone());
 
-    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
-    let flow = read_loop(&mut reader, &mut conn, &settings, &liveness, &ctrl_tx).await;
+    let flow = read_loop(&mut reader, &mut conn, &settings, &liveness, &pong).await;
     conn.leave();
     drop(conn);
     finish_writer(flow, &peer, writer_task).await;
 }
+
+/// Most PINGs awaiting their PONG; a peer that sends more without reading
+/// our answers is misbehaving and gets disconnected.
+const MAX_PENDING_PONGS: usize = 64;
+
+/// PONGs owed, one per PING received. Lighter than a channel (which would
+/// allocate a block per connection): nothing is allocated until a PING comes.
+#[derive(Default)]
+struct PongSlot {
+    pending: parking_lot::Mutex<std::collections::VecDeque<Bytes>>,
+    notify: tokio::sync::Notify,
+}
+
+impl PongSlot {
+    /// Queues the PONG for a PING; false if too many are already pending.
+    fn put(&self, payload: Bytes) -> bool {
+        let mut q = self.pending.lock();
+        if q.len() >= MAX_PENDING_PONGS {
+            return false;
+        }
+        q.push_back(payload);
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    fn take_all(&self) -> std::collections::VecDeque<Bytes> {
+        std::mem::take(&mut *self.pending.lock())
+    }
+}
+
+/// Smallest read buffer: what an idle connection holds.
+const MIN_READ: usize = 1024;
+/// Largest read buffer a busy connection grows to.
+const MAX_READ: usize = 64 * 1024;
 
 async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
     conn: &mut Connection,
     settings: &Settings,
     liveness: &Liveness,
-    ctrl: &mpsc::Sender<(u8, Bytes)>,
+    pong: &PongSlot,
 ) -> Flow {
     let peer = conn.peer().clone();
+    // Frames are split off this buffer without copying. Its read size adapts:
+    // it doubles while reads fill it and falls back to MIN_READ when idle,
+    // so an idle connection holds only a small buffer.
+    let mut buf = BytesMut::new();
+    let mut read_size = MIN_READ;
     loop {
-        let mut hdr = [0u8; 4];
+        // Route every complete frame already buffered.
+        while buf.len() >= 4 {
+            let hdr = [buf[0], buf[1], buf[2], buf[3]];
+            if hdr[0] & 0xF0 != 0 {
+                return conn.protocol_violation("RawSocket frame header has reserved bits set");
+            }
+            let kind = hdr[0] & 0x07;
+            let len = if hdr[0] & 0x08 != 0 {
+                1usize << 24
+            } else {
+                ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize
+            };
+            if len > settings.max_message_size {
+                return conn.protocol_violation(&format!(
+                    "message of {len} bytes exceeds the maximum message size of {} bytes",
+                    settings.max_message_size
+                ));
+            }
+            if buf.len() < 4 + len {
+                buf.reserve(4 + len - buf.len());
+                break;
+            }
+            let mut frame = buf.split_to(4 + len);
+            let payload = frame.split_off(4).freeze();
+            match kind {
+                FRAME_MESSAGE => {
+                    if conn.handle_frame(&payload) == Flow::Close {
+                        return Flow::Close;
+                    }
+                }
+                FRAME_PING => {
+                    if !pong.put(payload) {
+                        return conn.protocol_violation(&format!(
+                            "more than {MAX_PENDING_PONGS} RawSocket PINGs without reading the PONGs"
+                        ));
+                    }
+                }
+                FRAME_PONG => {}
+                other => {
+                    return conn
+                        .protocol_violation(&format!("unknown RawSocket frame type {other}"));
+                }
+            }
+        }
+        if buf.is_empty() {
+            // Let go of a large buffer once everything in it was routed.
+            if buf.capacity() > MAX_READ {
+                buf = BytesMut::new();
+            }
+            buf.reserve(read_size);
+        } else if buf.capacity() == buf.len() {
+            buf.reserve(read_size);
+        }
+        let spare = buf.capacity() - buf.len();
         let read = tokio::select! {
-            r = reader.read_exact(&mut hdr) => r,
+            r = reader.read_buf(&mut buf) => r,
             _ = peer.killed().cancelled() => return Flow::Close,
             why = hello_wait(conn, settings.handshake_timeout) => {
                 log_hello_wait(why, peer.label(), settings.handshake_timeout);
                 return Flow::Close;
             }
         };
-        if read.is_err() {
-            return Flow::Continue;
-        }
-        liveness.seen();
-        if hdr[0] & 0xF0 != 0 {
-            return conn.protocol_violation("RawSocket frame header has reserved bits set");
-        }
-        let kind = hdr[0] & 0x07;
-        let len = if hdr[0] & 0x08 != 0 {
-            1usize << 24
-        } else {
-            ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize
-        };
-        if len > settings.max_message_size {
-            return conn.protocol_violation(&format!(
-                "message of {len} bytes exceeds the maximum message size of {} bytes",
-                settings.max_message_size
-            ));
-        }
-        let mut buf = vec![0u8; len];
-        let read = tokio::select! {
-            r = reader.read_exact(&mut buf) => r,
-            _ = peer.killed().cancelled() => return Flow::Close,
-        };
-        if read.is_err() {
-            return Flow::Continue;
-        }
-        match kind {
-            FRAME_MESSAGE => {
-                if conn.handle_frame(&Bytes::from(buf)) == Flow::Close {
-                    return Flow::Close;
-                }
-            }
-            FRAME_PING => {
-                let _ = ctrl.try_send((FRAME_PONG, Bytes::from(buf)));
-            }
-            FRAME_PONG => {}
-            other => {
-                return conn.protocol_violation(&format!("unknown RawSocket frame type {other}"));
+        match read {
+            Ok(0) | Err(_) => return Flow::Continue,
+            Ok(n) => {
+                liveness.seen();
+                read_size = if n >= spare {
+                    (read_size * 2).min(MAX_READ)
+                } else if n < read_size / 4 {
+                    MIN_READ
+                } else {
+                    read_size
+                };
             }
         }
     }
@@ -210,20 +274,25 @@ pub(super) async fn finish_writer(
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<Outgoing>,
-    mut ctrl: mpsc::Receiver<(u8, Bytes)>,
+    pong: Arc<PongSlot>,
     peer: Arc<Peer>,
     settings: Settings,
     liveness: Arc<Liveness>,
 ) {
     let mut timer = ping_timer(&settings);
-    let mut batch: Vec<([u8; 4], Bytes)> = Vec::with_capacity(MAX_BATCH_FRAMES);
+    // Grows to the largest batch seen; not pre-sized, so idle connections stay small.
+    let mut batch: Vec<([u8; 4], Bytes)> = Vec::new();
     let mut ping_seq: u32 = 0;
     loop {
         let mut close = false;
         tokio::select! {
             biased;
             _ = peer.killed().cancelled() => break,
-            Some((kind, payload)) = ctrl.recv() => batch.push((header(kind, payload.len()), payload)),
+            _ = pong.notify.notified() => {
+                for p in pong.take_all() {
+                    batch.push((header(FRAME_PONG, p.len()), p));
+                }
+            }
             item = rx.recv() => match item {
                 Some(Outgoing::Frame(f)) => batch.push((header(FRAME_MESSAGE, f.len()), f)),
                 Some(Outgoing::Close) | None => close = true,
