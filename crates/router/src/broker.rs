@@ -14,6 +14,7 @@ use switchyard_proto::id::random_id;
 use switchyard_proto::{errors, Dict, Message, Payload, Serializer};
 
 use crate::session::{OpError, Session};
+use crate::unused_random_id;
 
 struct Subscription {
     topic: String,
@@ -40,12 +41,7 @@ impl Broker {
         let id = match st.by_topic.get(topic) {
             Some(id) => *id,
             None => {
-                let id = loop {
-                    let id = random_id();
-                    if !st.subs.contains_key(&id) {
-                        break id;
-                    }
-                };
+                let id = unused_random_id(|id| st.subs.contains_key(&id));
                 st.by_topic.insert(topic.to_string(), id);
                 st.subs.insert(
                     id,

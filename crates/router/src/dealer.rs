@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use switchyard_proto::id::random_id;
 use switchyard_proto::message::code;
 use switchyard_proto::{errors, Dict, Message, Payload};
 
 use crate::session::{OpError, Session};
+use crate::unused_random_id;
 
 struct Registration {
     procedure: String,
@@ -53,12 +53,7 @@ impl Dealer {
                 format!("procedure \"{procedure}\" is already registered"),
             ));
         }
-        let id = loop {
-            let id = random_id();
-            if !reg.regs.contains_key(&id) {
-                break id;
-            }
-        };
+        let id = unused_random_id(|id| reg.regs.contains_key(&id));
         reg.by_procedure.insert(procedure.to_string(), id);
         reg.regs.insert(
             id,
@@ -151,28 +146,15 @@ impl Dealer {
 
     /// A YIELD from a callee: the RESULT goes to the caller.
     pub fn yield_result(&self, callee: &Session, invocation: u64, payload: Payload) -> Answer {
-        let Some(pending) = self.calls.lock().remove(&(callee.id, invocation)) else {
-            return Answer::Unknown;
-        };
-        let result = Message::Result {
-            request: pending.caller_request,
+        self.answer(callee, invocation, |request| Message::Result {
+            request,
             details: Dict::new(),
             payload,
-        };
-        match pending.caller.encode(&result) {
-            Ok(frame) => {
-                pending.caller.peer.send(frame);
-            }
-            Err(e) => {
-                pending
-                    .caller
-                    .send_error(code::CALL, pending.caller_request, e);
-            }
-        }
-        Answer::Delivered
+        })
     }
 
-    /// An ERROR from a callee answering an INVOCATION: forwarded to the caller.
+    /// An ERROR from a callee answering an INVOCATION: forwarded to the
+    /// caller as ERROR for its CALL, with the same URI, args and kwargs.
     pub fn yield_error(
         &self,
         callee: &Session,
@@ -180,24 +162,33 @@ impl Dealer {
         error: String,
         payload: Payload,
     ) -> Answer {
-        let Some(pending) = self.calls.lock().remove(&(callee.id, invocation)) else {
-            return Answer::Unknown;
-        };
-        let msg = Message::Error {
+        self.answer(callee, invocation, |request| Message::Error {
             request_type: code::CALL,
-            request: pending.caller_request,
+            request,
             details: Dict::new(),
             error,
             payload,
+        })
+    }
+
+    /// Ends a pending call with the message `reply(caller's request id)`. A
+    /// reply the caller cannot take (size, serializer) becomes an ERROR.
+    fn answer(
+        &self,
+        callee: &Session,
+        invocation: u64,
+        reply: impl FnOnce(u64) -> Message,
+    ) -> Answer {
+        let Some(pending) = self.calls.lock().remove(&(callee.id, invocation)) else {
+            return Answer::Unknown;
         };
-        match pending.caller.encode(&msg) {
+        let (caller, request) = (&pending.caller, pending.caller_request);
+        match caller.encode(&reply(request)) {
             Ok(frame) => {
-                pending.caller.peer.send(frame);
+                caller.peer.send(frame);
             }
             Err(e) => {
-                pending
-                    .caller
-                    .send_error(code::CALL, pending.caller_request, e);
+                caller.send_error(code::CALL, request, e);
             }
         }
         Answer::Delivered

@@ -17,3 +17,14 @@ pub use peer::{Outgoing, Peer, SlowConsumerPolicy};
 pub use realm::{Realm, RealmConfig};
 pub use router::Router;
 pub use session::Session;
+
+/// A random id in [1, 2^53] for which `taken` is false (subscription and
+/// registration ids: random, so they cannot be guessed or enumerated).
+pub(crate) fn unused_random_id(taken: impl Fn(u64) -> bool) -> u64 {
+    loop {
+        let id = switchyard_proto::id::random_id();
+        if !taken(id) {
+            return id;
+        }
+    }
+}

@@ -9,7 +9,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchyard_router::Router;
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,9 @@ pub async fn run(config: Config) -> Result<(), String> {
                     "listening for WAMP over WebSocket on ws://{}{path}",
                     local(&listener, address)
                 );
-                tokio::spawn(accept_websocket(listener, ep, stop.clone()));
+                tokio::spawn(accept_loop(listener, stop.clone(), move |s, label| {
+                    serve_websocket(s, label, &ep)
+                }));
             }
             ListenerConfig::RawsocketTcp { address } => {
                 let listener = bind_tcp(address).await?;
@@ -47,12 +49,10 @@ pub async fn run(config: Config) -> Result<(), String> {
                     "listening for WAMP over RawSocket on tcp://{}",
                     local(&listener, address)
                 );
-                tokio::spawn(accept_rawsocket_tcp(
-                    listener,
-                    router.clone(),
-                    settings.clone(),
-                    stop.clone(),
-                ));
+                let (router, settings) = (router.clone(), settings.clone());
+                tokio::spawn(accept_loop(listener, stop.clone(), move |s, label| {
+                    serve_rawsocket_tcp(s, label, &router, &settings)
+                }));
             }
             ListenerConfig::RawsocketUnix { path } => {
                 let listener = bind_unix(&path)?;
@@ -61,12 +61,10 @@ pub async fn run(config: Config) -> Result<(), String> {
                     path.display()
                 );
                 unix_paths.push(path.clone());
-                tokio::spawn(accept_rawsocket_unix(
-                    listener,
-                    router.clone(),
-                    settings.clone(),
-                    stop.clone(),
-                ));
+                let (router, settings) = (router.clone(), settings.clone());
+                tokio::spawn(accept_loop(listener, stop.clone(), move |s, label| {
+                    serve_rawsocket_unix(s, label, &router, &settings)
+                }));
             }
         }
     }
@@ -142,12 +140,6 @@ fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
 }
 
-/// Accept errors such as EMFILE must not spin the loop.
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!("accept failed: {e}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 fn tune(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY not set: {e}");
@@ -171,86 +163,99 @@ fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
     }
 }
 
-async fn accept_websocket(listener: TcpListener, ep: websocket::Endpoint, stop: CancellationToken) {
-    loop {
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { accept_failed(e).await; continue; }
-            },
-            _ = stop.cancelled() => return,
-        };
+/// A listening socket: TCP or Unix.
+trait Acceptor {
+    type Stream;
+    /// The next connection and a label for logs.
+    async fn next(&self) -> std::io::Result<(Self::Stream, String)>;
+}
+
+impl Acceptor for TcpListener {
+    type Stream = TcpStream;
+    async fn next(&self) -> std::io::Result<(TcpStream, String)> {
+        let (stream, addr) = self.accept().await?;
         tune(&stream);
-        let ep = ep.clone();
-        let timeout = ep.settings.handshake_timeout;
-        tokio::spawn(async move {
-            let label = addr.to_string();
-            let service =
-                service_fn(move |req| websocket::handle_http(req, ep.clone(), label.clone()));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %addr, "HTTP connection ended: {e}");
-            }
-        });
+        Ok((stream, addr.to_string()))
     }
 }
 
-async fn accept_rawsocket_tcp(
-    listener: TcpListener,
-    router: Arc<Router>,
-    settings: Settings,
-    stop: CancellationToken,
-) {
-    loop {
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { accept_failed(e).await; continue; }
-            },
-            _ = stop.cancelled() => return,
-        };
-        tune(&stream);
-        tcp_keepalive(&stream, &settings);
-        let accepted = Instant::now();
-        let (r, w) = stream.into_split();
-        tokio::spawn(rawsocket::serve(
-            r,
-            w,
-            router.clone(),
-            settings.clone(),
-            addr.to_string(),
-            accepted,
-        ));
+impl Acceptor for UnixListener {
+    type Stream = UnixStream;
+    async fn next(&self) -> std::io::Result<(UnixStream, String)> {
+        let (stream, _) = self.accept().await?;
+        Ok((stream, "unix".to_string()))
     }
 }
 
-async fn accept_rawsocket_unix(
-    listener: UnixListener,
-    router: Arc<Router>,
-    settings: Settings,
+/// Accepts connections until `stop`, handing each to `serve` (which spawns
+/// its task). Accept errors such as EMFILE are logged and do not spin.
+async fn accept_loop<L: Acceptor>(
+    listener: L,
     stop: CancellationToken,
+    mut serve: impl FnMut(L::Stream, String),
 ) {
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => { accept_failed(e).await; continue; }
+        tokio::select! {
+            r = listener.next() => match r {
+                Ok((stream, label)) => serve(stream, label),
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             _ = stop.cancelled() => return,
-        };
-        let accepted = Instant::now();
-        let (r, w) = stream.into_split();
-        tokio::spawn(rawsocket::serve(
-            r,
-            w,
-            router.clone(),
-            settings.clone(),
-            "unix".to_string(),
-            accepted,
-        ));
+        }
     }
+}
+
+fn serve_websocket(stream: TcpStream, label: String, ep: &websocket::Endpoint) {
+    let ep = ep.clone();
+    let timeout = ep.settings.handshake_timeout;
+    tokio::spawn(async move {
+        let peer = label.clone();
+        let service = service_fn(move |req| websocket::handle_http(req, ep.clone(), label.clone()));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!(peer = %peer, "HTTP connection ended: {e}");
+        }
+    });
+}
+
+fn serve_rawsocket_tcp(
+    stream: TcpStream,
+    label: String,
+    router: &Arc<Router>,
+    settings: &Settings,
+) {
+    tcp_keepalive(&stream, settings);
+    let (r, w) = stream.into_split();
+    tokio::spawn(rawsocket::serve(
+        r,
+        w,
+        router.clone(),
+        settings.clone(),
+        label,
+        Instant::now(),
+    ));
+}
+
+fn serve_rawsocket_unix(
+    stream: UnixStream,
+    label: String,
+    router: &Arc<Router>,
+    settings: &Settings,
+) {
+    let (r, w) = stream.into_split();
+    tokio::spawn(rawsocket::serve(
+        r,
+        w,
+        router.clone(),
+        settings.clone(),
+        label,
+        Instant::now(),
+    ));
 }
