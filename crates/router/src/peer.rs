@@ -2,7 +2,7 @@
 //! queue of encoded frames, a close signal and the slow-consumer policy.
 //! The transport owns the receiving end and writes the frames.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,6 +42,9 @@ pub struct Peer {
     policy: SlowConsumerPolicy,
     max_message_len: usize,
     killed: CancellationToken,
+    /// Mirrors `killed` for the per-message check (the token's own check
+    /// takes a lock).
+    stopped: AtomicBool,
     kill_reason: Mutex<Option<String>>,
     dropped_events: AtomicU64,
     request_ids: IdSequence,
@@ -70,6 +73,7 @@ impl Peer {
             policy,
             max_message_len,
             killed: CancellationToken::new(),
+            stopped: AtomicBool::new(false),
             kill_reason: Mutex::new(None),
             dropped_events: AtomicU64::new(0),
             request_ids: IdSequence::new(),
@@ -123,7 +127,7 @@ impl Peer {
     }
 
     fn enqueue(&self, frame: Bytes, is_event: bool) -> bool {
-        if self.killed.is_cancelled() {
+        if self.stopped.load(Ordering::Relaxed) {
             return false;
         }
         match self.tx.try_send(Outgoing::Frame(frame)) {
@@ -167,7 +171,19 @@ impl Peer {
             *slot = Some(reason);
         }
         drop(slot);
+        self.stop();
+    }
+
+    /// Stops the connection without a reason to log (an orderly close whose
+    /// last frame was written, or a transport that already ended).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         self.killed.cancel();
+    }
+
+    /// Whether the connection was stopped or killed.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// Cancelled when the connection must be dropped at once.

@@ -25,6 +25,16 @@ pub struct Config {
     pub realms: Vec<RealmEntry>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads that run connections and routing; 0 (default) means one per CPU.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +186,7 @@ impl Default for Config {
             listeners: Vec::new(),
             realms: Vec::new(),
             limits: Limits::default(),
+            runtime: RuntimeConfig::default(),
         }
         .with_defaults()
     }

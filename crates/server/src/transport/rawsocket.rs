@@ -258,7 +258,7 @@ pub(super) async fn finish_writer(
     peer: &Arc<Peer>,
     mut task: tokio::task::JoinHandle<()>,
 ) {
-    if flow == Flow::Close && !peer.killed().is_cancelled() {
+    if flow == Flow::Close && !peer.is_stopped() {
         peer.close_after_flush();
         if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
             .await
@@ -267,7 +267,7 @@ pub(super) async fn finish_writer(
             return;
         }
     }
-    peer.killed().cancel();
+    peer.stop();
     let _ = task.await;
 }
 
@@ -333,7 +333,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if close {
             let _ = writer.shutdown().await;
             // The close is written: stop the reader too.
-            peer.killed().cancel();
+            peer.stop();
             break;
         }
     }

@@ -303,14 +303,14 @@ async fn write_loop(
                     };
                     if close && r.is_ok() {
                         let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
-                        peer.killed().cancel();
+                        peer.stop();
                         break;
                     }
                     r
                 }
                 Some(Outgoing::Close) | None => {
                     let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
-                        peer.killed().cancel();
+                        peer.stop();
                     break;
                 }
             },
