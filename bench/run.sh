@@ -14,6 +14,7 @@
 #   WS_PORT=18080     WebSocket listener port
 #   RS_PORT=18081     RawSocket listener port
 #   SCALE=1           multiply message counts (e.g. 0.2 for a quick check)
+#   WORKERS=0         router worker threads ([runtime] worker_threads; 0 = one per CPU)
 #   NO_BUILD=1        skip cargo build
 #   OUT=DIR           keep result files in DIR (default: a new dir under /tmp)
 #   ROUTER=PATH BENCH=PATH  binaries to use (default: target/release/...)
@@ -52,34 +53,42 @@ name = "realm1"
 
 [limits]
 outbound_queue = 65536
+
+[runtime]
+worker_threads = ${WORKERS:-0}
 EOF
 
 WS_URL="ws://127.0.0.1:$WS_PORT/ws"
 RS_URL="rs://127.0.0.1:$RS_PORT"
 
-"$ROUTER" --config "$OUT/router.toml" >"$OUT/router.log" 2>&1 &
-PID=$!
-cleanup() {
-    if kill -0 "$PID" 2>/dev/null; then
+PID=
+stop_router() {
+    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
         kill "$PID" 2>/dev/null || true
         wait "$PID" 2>/dev/null || true
     fi
 }
-trap cleanup EXIT
+trap stop_router EXIT
 
-# Wait (bounded) for both listeners.
-for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$WS_PORT") 2>/dev/null &&
-        (exec 3<>"/dev/tcp/127.0.0.1/$RS_PORT") 2>/dev/null; then
-        break
+start_router() {
+    stop_router
+    "$ROUTER" --config "$OUT/router.toml" >>"$OUT/router.log" 2>&1 &
+    PID=$!
+    # Wait (bounded) for both listeners.
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$WS_PORT") 2>/dev/null &&
+            (exec 3<>"/dev/tcp/127.0.0.1/$RS_PORT") 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    if ! kill -0 "$PID" 2>/dev/null; then
+        echo "router failed to start:" >&2
+        cat "$OUT/router.log" >&2
+        exit 1
     fi
-    sleep 0.1
-done
-if ! kill -0 "$PID" 2>/dev/null; then
-    echo "router failed to start:" >&2
-    cat "$OUT/router.log" >&2
-    exit 1
-fi
+}
+start_router
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "# router pid $PID, results in $OUT, $RUNS runs per scenario"
@@ -123,7 +132,7 @@ run_baseline() { # run_baseline NAME extra-args...
     "$BENCH" summarize --label "$name" --json "$file" | tee -a "$OUT/summary.txt" | grep -v '^{'
 }
 
-ALL=(pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json
+ALL=(idle-rs idle-ws pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json
     rpc-seq-rs-msgpack rpc-seq-ws-json rpc-seq-rs-msgpack-1cpu baseline baseline-1cpu)
 SCENARIOS=("$@")
 if [[ ${#SCENARIOS[@]} -eq 0 ]]; then
@@ -160,6 +169,22 @@ for s in "${SCENARIOS[@]}"; do
         run_scenario "$s" --threads 1 rpc --url "$RS_URL" --serializer msgpack --callers 1 \
             --in-flight 1 --calls "$(scaled 10000)" --payload 64 --pin-cpu 0
         taskset -a -p -c "0-$(($(nproc) - 1))" "$PID" >/dev/null ;;
+    idle-rs | idle-ws)
+        # Memory per idle session, on a fresh router for every run (memory
+        # freed by earlier runs would otherwise be reused and hide the cost).
+        url=$RS_URL
+        [[ $s == idle-ws ]] && url=$WS_URL
+        file="$OUT/$s.jsonl"
+        : >"$file"
+        echo "## $s: $BENCH idle --url $url --sessions $(scaled 4000) --server-pid \$PID --json (fresh router each run)"
+        for i in $(seq "$RUNS"); do
+            start_router
+            "$BENCH" idle --url "$url" --sessions "$(scaled 4000)" --server-pid "$PID" --json >"$OUT/$s.$i.out" 2>&1 || FAILED=1
+            grep -v '^{' "$OUT/$s.$i.out" | sed "s/^/  run $i: /" || true
+            grep '^{' "$OUT/$s.$i.out" >>"$file" || true
+        done
+        "$BENCH" summarize --label "$s" --json "$file" | tee -a "$OUT/summary.txt" | grep -v '^{'
+        start_router ;;
     baseline)
         # No router involved: a bare TCP ping-pong, the floor for round trips.
         run_baseline "$s" ;;

@@ -6,6 +6,7 @@
 //! * `rpc`: one callee echoing its arguments, C caller sessions with K calls
 //!   in flight each until M calls are done; reports calls/s and round-trip
 //!   latency percentiles.
+//! * `idle`: the router's resident memory per idle session.
 //! * `baseline`: a bare TCP ping-pong over loopback, the machine's floor.
 //! * `summarize`: medians and spread of the JSON lines of several runs.
 //!
@@ -13,6 +14,7 @@
 //! `/proc/PID/stat`) over the measured window is reported too.
 
 mod baseline;
+mod idle;
 mod pubsub;
 mod rpc;
 mod stats;
@@ -47,6 +49,8 @@ enum Cmd {
     Baseline(baseline::BaselineArgs),
     /// Print the median (and min..max) of each figure over JSON result lines.
     Summarize(stats::SummarizeArgs),
+    /// Router memory per idle session: open N sessions, compare its RSS.
+    Idle(idle::IdleArgs),
 }
 
 /// Options shared by the load subcommands.
@@ -133,6 +137,7 @@ fn main() {
         match cli.cmd {
             Cmd::Pubsub(a) => pubsub::run(a).await,
             Cmd::Rpc(a) => rpc::run(a).await,
+            Cmd::Idle(a) => idle::run(a).await,
             Cmd::Summarize(_) | Cmd::Baseline(_) => Ok(0),
         }
     });

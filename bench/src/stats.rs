@@ -105,6 +105,7 @@ pub struct SummarizeArgs {
 
 /// The figures summarized, in print order.
 const FIGURES: &[&str] = &[
+    "bytes_per_session",
     "deliveries_per_s",
     "publishes_per_s",
     "calls_per_s",
