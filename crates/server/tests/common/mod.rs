@@ -28,14 +28,30 @@ pub struct Router {
 }
 
 impl Router {
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.ws_port)
+    }
+
+    pub fn rs_url(&self) -> String {
+        format!("rs://127.0.0.1:{}", self.rs_port)
+    }
+
+    pub fn unix_url(&self) -> String {
+        format!("unix:{}", self.dir.path().join("wamp.sock").display())
+    }
+}
+
+impl Router {
     /// Starts the router with extra TOML (e.g. a [limits] table).
     pub fn start(extra: &str) -> Router {
         let dir = tempfile::tempdir().expect("tempdir");
         let ws_port = free_port();
         let rs_port = free_port();
+        let unix = dir.path().join("wamp.sock").display().to_string();
         let config = format!(
             "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{ws_port}\"\npath = \"/ws\"\n\n\
              [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{rs_port}\"\n\n\
+             [[listener]]\ntype = \"rawsocket\"\nunix = \"{unix}\"\n\n\
              [[realm]]\nname = \"realm1\"\n\n{extra}\n"
         );
         let cfg = dir.path().join("switchyard.toml");
