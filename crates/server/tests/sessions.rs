@@ -218,3 +218,17 @@ fn every_rawsocket_ping_gets_its_pong() {
     // The session still works afterwards.
     c.subscribe("com.example.after.pings");
 }
+
+#[test]
+fn sigint_shuts_down_like_sigterm() {
+    let mut r = Router::start("");
+    let mut c = Raw::connect(r.rs_port, Serializer::MsgPack);
+    c.join("realm1");
+    let status = r.signal(libc::SIGINT);
+    assert!(status.success(), "exit status {status:?}");
+    match c.expect("GOODBYE") {
+        Message::Goodbye { reason, .. } => assert_eq!(reason, errors::CLOSE_SYSTEM_SHUTDOWN),
+        other => panic!("expected GOODBYE, got {other:?}"),
+    }
+    assert!(r.log_text().contains("SIGINT received"));
+}

@@ -93,10 +93,15 @@ impl Router {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the exit status.
+    pub fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(child.id() as i32, sig);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
