@@ -381,3 +381,63 @@ fn slow_consumer_is_disconnected_without_harming_others() {
     );
     assert!(slow.closed(), "the slow subscriber must be disconnected");
 }
+
+#[test]
+fn messages_larger_than_a_rawsocket_client_accepts_are_not_sent_to_it() {
+    let r = Router::start("");
+    // This client announces LENGTH 0: it accepts messages of at most 512 bytes.
+    let mut small = Raw::connect_handshake(r.rs_port, [0x7F, 0x01, 0, 0]);
+    assert_eq!(small.read_exact(4).expect("reply")[1] & 0x0F, 1);
+    small.join("realm1");
+    small.register("com.example.small");
+    small.subscribe("com.example.big");
+    let mut big = Raw::connect(r.rs_port, Serializer::Json);
+    big.join("realm1");
+    big.subscribe("com.example.big");
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let large = Value::from("y".repeat(2000));
+
+    // A call whose INVOCATION would exceed the callee's limit fails cleanly.
+    let req = c.req();
+    c.send(&Message::Call {
+        request: req,
+        options: Dict::new(),
+        procedure: "com.example.small".into(),
+        payload: args(vec![large.clone()]),
+    });
+    let m = expect_error(&mut c, code::CALL, errors::PAYLOAD_SIZE_EXCEEDED);
+    assert!(m.contains("512"), "{m}");
+
+    // An event too large for one subscriber still reaches the others.
+    let req = c.req();
+    c.send(&Message::Publish {
+        request: req,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.example.big".into(),
+        payload: args(vec![large.clone()]),
+    });
+    assert!(matches!(c.expect("PUBLISHED"), Message::Published { .. }));
+    match big.expect("EVENT") {
+        Message::Event { payload, .. } => assert_eq!(args_of(&payload), vec![large]),
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+    // The small client got nothing oversized and still works.
+    let req = c.req();
+    c.send(&Message::Call {
+        request: req,
+        options: Dict::new(),
+        procedure: "com.example.small".into(),
+        payload: args(vec![Value::from(1u64)]),
+    });
+    match small.expect("INVOCATION (not the oversized EVENT)") {
+        Message::Invocation { payload, .. } => {
+            assert_eq!(args_of(&payload), vec![Value::from(1u64)])
+        }
+        other => panic!("expected INVOCATION, got {other:?}"),
+    }
+    assert!(
+        r.log_text().contains("not delivered"),
+        "the skipped event must be logged"
+    );
+}
