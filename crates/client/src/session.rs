@@ -676,6 +676,20 @@ fn unexpected(msg: &Message, wanted: &str) -> Error {
     Error::Protocol(format!("expected {wanted}, got {}", msg.name()))
 }
 
+/// The error for a reply that is not the `wanted` acknowledgement: the
+/// router's ERROR, or a protocol error for anything else.
+fn refusal(reply: Message, wanted: &str) -> Error {
+    match reply {
+        Message::Error {
+            error,
+            details,
+            payload,
+            ..
+        } => Error::Wamp(wamp_error(error, details, &payload)),
+        other => unexpected(&other, wanted),
+    }
+}
+
 async fn reader(shared: Arc<Shared>, mut rx: FrameReceiver) {
     let info = loop {
         let frame = match rx.recv().await {
@@ -922,13 +936,7 @@ impl Session {
         }
         match shared.request(msg, request, Action::None).await? {
             Message::Published { publication, .. } => Ok(Some(publication)),
-            Message::Error {
-                error,
-                details,
-                payload,
-                ..
-            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
-            other => Err(unexpected(&other, "PUBLISHED")),
+            other => Err(refusal(other, "PUBLISHED")),
         }
     }
 
@@ -978,13 +986,7 @@ impl Session {
         };
         match shared.request(msg, request, Action::AddSink(sink)).await? {
             Message::Subscribed { subscription, .. } => Ok(subscription),
-            Message::Error {
-                error,
-                details,
-                payload,
-                ..
-            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
-            other => Err(unexpected(&other, "SUBSCRIBED")),
+            other => Err(refusal(other, "SUBSCRIBED")),
         }
     }
 
@@ -1001,13 +1003,7 @@ impl Session {
         let action = Action::RemoveSubscription(subscription);
         match shared.request(msg, request, action).await? {
             Message::Unsubscribed { .. } => Ok(()),
-            Message::Error {
-                error,
-                details,
-                payload,
-                ..
-            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
-            other => Err(unexpected(&other, "UNSUBSCRIBED")),
+            other => Err(refusal(other, "UNSUBSCRIBED")),
         }
     }
 
@@ -1087,13 +1083,7 @@ impl Session {
             .await?
         {
             Message::Registered { registration, .. } => Ok(Registration { id: registration }),
-            Message::Error {
-                error,
-                details,
-                payload,
-                ..
-            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
-            other => Err(unexpected(&other, "REGISTERED")),
+            other => Err(refusal(other, "REGISTERED")),
         }
     }
 
@@ -1108,13 +1098,7 @@ impl Session {
         let action = Action::RemoveRegistration(registration);
         match shared.request(msg, request, action).await? {
             Message::Unregistered { .. } => Ok(()),
-            Message::Error {
-                error,
-                details,
-                payload,
-                ..
-            } => Err(Error::Wamp(wamp_error(error, details, &payload))),
-            other => Err(unexpected(&other, "UNREGISTERED")),
+            other => Err(refusal(other, "UNREGISTERED")),
         }
     }
 
