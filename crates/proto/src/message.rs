@@ -68,14 +68,6 @@ impl Item {
         Ok(())
     }
 
-    /// The serializer the item is held in, if raw.
-    pub fn serializer(&self) -> Option<Serializer> {
-        match self {
-            Item::Raw { ser, .. } => Some(*ser),
-            Item::Value(_) => None,
-        }
-    }
-
     /// Whether the item is a list (payloads in Payload PassThru Mode are binary).
     pub fn is_list(&self) -> bool {
         match self {

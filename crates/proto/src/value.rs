@@ -50,13 +50,6 @@ impl Value {
         }
     }
 
-    pub fn as_list(&self) -> Option<&[Value]> {
-        match self {
-            Value::List(l) => Some(l),
-            _ => None,
-        }
-    }
-
     /// A short name of the value's type, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -153,20 +153,6 @@ impl Broker {
         }
         publication
     }
-
-    /// Number of subscriptions (for tests and metrics).
-    pub fn subscription_count(&self) -> usize {
-        self.state.read().subs.len()
-    }
-
-    /// The topic of a subscription.
-    pub fn topic_of(&self, subscription: u64) -> Option<String> {
-        self.state
-            .read()
-            .subs
-            .get(&subscription)
-            .map(|s| s.topic.clone())
-    }
 }
 
 fn drop_if_empty(st: &mut State, subscription: u64) {

@@ -75,10 +75,6 @@ impl Connection {
         }
     }
 
-    pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Established { .. })
-    }
-
     /// Handles one received frame.
     pub fn handle_frame(&mut self, frame: &Bytes) -> Flow {
         if matches!(self.state, State::Closed) {

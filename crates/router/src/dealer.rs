@@ -226,14 +226,4 @@ impl Dealer {
             );
         }
     }
-
-    /// Number of calls awaiting an answer.
-    pub fn pending_calls(&self) -> usize {
-        self.calls.lock().len()
-    }
-
-    /// Number of registrations.
-    pub fn registration_count(&self) -> usize {
-        self.registry.read().regs.len()
-    }
 }

@@ -195,9 +195,4 @@ impl Peer {
     pub fn kill_reason(&self) -> Option<String> {
         self.kill_reason.lock().clone()
     }
-
-    /// EVENTs dropped under the `drop_events` policy.
-    pub fn dropped_events(&self) -> u64 {
-        self.dropped_events.load(Ordering::Relaxed)
-    }
 }

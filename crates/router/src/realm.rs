@@ -22,15 +22,6 @@ pub struct RealmConfig {
     pub uri_check: UriCheck,
 }
 
-impl RealmConfig {
-    pub fn named(name: &str) -> Self {
-        RealmConfig {
-            name: name.to_string(),
-            uri_check: UriCheck::default(),
-        }
-    }
-}
-
 pub struct Realm {
     pub config: RealmConfig,
     pub broker: Broker,
@@ -68,10 +59,6 @@ impl Realm {
         self.sessions.write().remove(&session.id);
         self.broker.remove_session(session.id);
         self.dealer.remove_session(session.id);
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.sessions.read().len()
     }
 
     pub fn sessions(&self) -> Vec<Arc<Session>> {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_router::SlowConsumerPolicy;
+use switchyard_router::{Flow, Peer, SlowConsumerPolicy};
 
 /// What every transport needs to know from the configuration.
 #[derive(Clone, Debug)]
@@ -130,4 +130,20 @@ pub fn log_hello_wait(why: HelloWait, label: &str, timeout: Duration) {
             tracing::debug!(peer = %label, "shutting down: closing a connection without a session")
         }
     }
+}
+
+/// After the reader stops: on an orderly close let the writer flush what is
+/// queued (bounded wait), otherwise drop the connection at once.
+pub async fn finish_writer(flow: Flow, peer: &Arc<Peer>, mut task: tokio::task::JoinHandle<()>) {
+    if flow == Flow::Close && !peer.is_stopped() {
+        peer.close_after_flush();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    peer.stop();
+    let _ = task.await;
 }

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
 
 use super::{
-    hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings, MAX_BATCH_BYTES,
-    MAX_BATCH_FRAMES,
+    finish_writer, hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings,
+    MAX_BATCH_BYTES, MAX_BATCH_FRAMES,
 };
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -228,10 +228,7 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
                 }
             }
             Some(Ok(msg)) if msg.is_close() => {
-                // The codec queued the close acknowledgement; polling once
-                // more writes it.
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
+                flush_close(&mut stream).await;
                 break Flow::Continue;
             }
             Some(Ok(_)) => {} // ping (answered by the codec) or pong
@@ -240,9 +237,7 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
                     peer = %label,
                     "message of at least {len} bytes exceeds the maximum message size of {max_len} bytes: closing with 1009"
                 );
-                // The codec queued a close frame (1009); polling once more flushes it.
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
+                flush_close(&mut stream).await;
                 break Flow::Continue;
             }
             Some(Err(e)) => {
@@ -254,7 +249,14 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
     };
     conn.leave();
     drop(conn);
-    super::rawsocket::finish_writer(flow, &peer, writer).await;
+    finish_writer(flow, &peer, writer).await;
+}
+
+/// After the codec queued a close frame (our acknowledgement of the peer's
+/// close, or 1009 for an oversized message), polling the stream once more
+/// writes it; bounded, since the peer may be gone.
+async fn flush_close(stream: &mut futures_util::stream::SplitStream<Ws>) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
 }
 
 async fn write_loop(
