@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings, MAX_BATCH_BYTES,
-    MAX_BATCH_FRAMES,
+    finish_writer, hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings,
+    MAX_BATCH_BYTES, MAX_BATCH_FRAMES,
 };
 
 const MAGIC: u8 = 0x7F;
@@ -122,6 +122,30 @@ pub async fn serve<R, W>(
     conn.leave();
     drop(conn);
     finish_writer(flow, &peer, writer_task).await;
+    // Only after an orderly close (an ABORT or GOODBYE written), not a kill.
+    if flow == Flow::Close && peer.kill_reason().is_none() {
+        discard_input(&mut reader).await;
+    }
+}
+
+/// Lingering close: after our last frame (e.g. an ABORT) is written and the
+/// write side shut, read and drop what the peer still sends until it closes
+/// (bounded in time and bytes). Closing a socket with unread input makes the
+/// kernel reset the connection, and the peer would then lose the ABORT.
+async fn discard_input<R: AsyncRead + Unpin>(reader: &mut R) {
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    const MAX_DISCARD: usize = 32 << 20;
+    let mut scratch = [0u8; 8192];
+    let mut total = 0;
+    let drain = async {
+        while total < MAX_DISCARD {
+            match reader.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Most PINGs awaiting their PONG; a peer that sends more without reading
@@ -249,26 +273,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
-}
-
-/// After the reader stops: on an orderly close let the writer flush what is
-/// queued (bounded wait), otherwise drop the connection at once.
-pub(super) async fn finish_writer(
-    flow: Flow,
-    peer: &Arc<Peer>,
-    mut task: tokio::task::JoinHandle<()>,
-) {
-    if flow == Flow::Close && !peer.is_stopped() {
-        peer.close_after_flush();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    peer.stop();
-    let _ = task.await;
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
