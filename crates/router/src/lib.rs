@@ -11,6 +11,7 @@ pub mod peer;
 pub mod realm;
 pub mod router;
 pub mod session;
+pub mod uri_index;
 
 pub use connection::{Connection, Flow};
 pub use peer::{Outgoing, Peer, SlowConsumerPolicy};
