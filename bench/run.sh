@@ -7,6 +7,8 @@
 #   Scenarios (default: all): pubsub10-ws-json pubsub10-rs-msgpack
 #   pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json rpc-seq-rs-msgpack rpc-seq-ws-json
 #   rpc-seq-rs-msgpack-1cpu (router and bench confined to CPU 0)
+#   rpc-shared4-rs-msgpack rpc-shared4-seq-rs-msgpack (4 callees sharing one
+#   registration, roundrobin; INVOKE=random|least_loaded|first|last to change)
 #   baseline baseline-1cpu (a bare TCP ping-pong without the router: the
 #   machine's round-trip floor, across CPUs and on one CPU)
 # Environment:
@@ -133,7 +135,8 @@ run_baseline() { # run_baseline NAME extra-args...
 }
 
 ALL=(idle-rs idle-ws pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json
-    rpc-seq-rs-msgpack rpc-seq-ws-json rpc-seq-rs-msgpack-1cpu baseline baseline-1cpu)
+    rpc-seq-rs-msgpack rpc-seq-ws-json rpc-seq-rs-msgpack-1cpu rpc-shared4-rs-msgpack rpc-shared4-seq-rs-msgpack
+    baseline baseline-1cpu)
 SCENARIOS=("$@")
 if [[ ${#SCENARIOS[@]} -eq 0 ]]; then
     SCENARIOS=("${ALL[@]}")
@@ -162,6 +165,12 @@ for s in "${SCENARIOS[@]}"; do
     rpc-seq-ws-json)
         run_scenario "$s" --threads 1 rpc --url "$WS_URL" --serializer json --callers 1 --in-flight 1 \
             --calls "$(scaled 10000)" --payload 64 ;;
+    rpc-shared4-rs-msgpack)
+        run_scenario "$s" rpc --url "$RS_URL" --serializer msgpack --callers 4 --in-flight 16 \
+            --callees 4 --invoke "${INVOKE:-roundrobin}" --calls "$(scaled 300000)" --payload 64 ;;
+    rpc-shared4-seq-rs-msgpack)
+        run_scenario "$s" --threads 1 rpc --url "$RS_URL" --serializer msgpack --callers 1 --in-flight 1 \
+            --callees 4 --invoke "${INVOKE:-roundrobin}" --calls "$(scaled 10000)" --payload 64 ;;
     rpc-seq-rs-msgpack-1cpu)
         # Router and bench confined to CPU 0: no wake-ups across CPUs, which on
         # this VM cost ~30 us each (see the baseline). Informational.

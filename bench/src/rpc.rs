@@ -1,4 +1,5 @@
-//! The `rpc` scenario: C callers -> 1 callee that echoes its arguments.
+//! The `rpc` scenario: C callers -> N callees (a shared registration when
+//! N > 1) that echo their arguments.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,13 @@ pub struct RpcArgs {
     /// Calls made before the measured ones (same callers), not counted.
     #[arg(long, default_value_t = 1000)]
     pub warmup: u64,
+    /// Callee sessions sharing the registration.
+    #[arg(long, default_value_t = 1)]
+    pub callees: usize,
+    /// Invocation policy of the shared registration (with --callees > 1):
+    /// roundrobin, random, first, last, least_loaded.
+    #[arg(long, default_value = "roundrobin")]
+    pub invoke: String,
 }
 
 struct CallerOutcome {
@@ -149,17 +157,26 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
     .into();
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
 
-    let callee = Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser))
-        .await
-        .map_err(|e| format!("callee connect: {e}"))?;
-    callee
-        .register_raw(
-            &procedure,
-            Dict::new(),
-            |inv| async move { Ok(inv.payload) },
-        )
-        .await
-        .map_err(|e| format!("register: {e}"))?;
+    let mut callees = Vec::new();
+    let options = if a.callees > 1 {
+        Dict::new().with("invoke", a.invoke.as_str())
+    } else {
+        Dict::new()
+    };
+    for _ in 0..a.callees.max(1) {
+        let callee = Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser))
+            .await
+            .map_err(|e| format!("callee connect: {e}"))?;
+        callee
+            .register_raw(
+                &procedure,
+                options.clone(),
+                |inv| async move { Ok(inv.payload) },
+            )
+            .await
+            .map_err(|e| format!("register: {e}"))?;
+        callees.push(callee);
+    }
     let mut callers = Vec::new();
     for _ in 0..a.callers.max(1) {
         callers.push(
@@ -222,9 +239,15 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
 
     let transport = transport_name(&c.url);
     let mut line = format!(
-        "rpc {transport} {ser} {} callers x {} in flight, payload {}B: {} calls in {:.3} s = {} calls/s; round trip p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
+        "rpc {transport} {ser} {} callers x {} in flight -> {} callee(s){}, payload {}B: {} calls in {:.3} s = {} calls/s; round trip p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
         a.callers,
         a.in_flight,
+        a.callees.max(1),
+        if a.callees > 1 {
+            format!(" ({})", a.invoke)
+        } else {
+            String::new()
+        },
         c.payload,
         group(done as f64),
         wall,
@@ -265,6 +288,8 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
                 "serializer": ser.name(),
                 "callers": a.callers,
                 "in_flight": a.in_flight,
+                "callees": a.callees.max(1),
+                "invoke": a.invoke,
                 "payload": c.payload,
                 "calls": done,
                 "errors": errors,
@@ -284,7 +309,9 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
     for s in callers {
         let _ = tokio::time::timeout(Duration::from_secs(2), s.leave()).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), callee.leave()).await;
+    for callee in callees {
+        let _ = tokio::time::timeout(Duration::from_secs(2), callee.leave()).await;
+    }
     let bad = errors > 0 || mismatches > 0 || timed_out || done < a.calls;
     Ok(if bad { 2 } else { 0 })
 }

@@ -12,8 +12,14 @@ pub const OPTION_NOT_ALLOWED: &str = "wamp.error.option_not_allowed";
 pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";
 pub const NO_SUCH_REALM: &str = "wamp.error.no_such_realm";
 pub const PROTOCOL_VIOLATION: &str = "wamp.error.protocol_violation";
+pub const TIMEOUT: &str = "wamp.error.timeout";
+pub const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
+pub const FEATURE_NOT_SUPPORTED: &str = "wamp.error.feature_not_supported";
+pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
+pub const OPTION_DISALLOWED_DISCLOSE_ME: &str = "wamp.error.option_disallowed.disclose_me";
 
 pub const CLOSE_SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
 pub const CLOSE_REALM: &str = "wamp.close.close_realm";
 pub const CLOSE_GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
 pub const CLOSE_NORMAL: &str = "wamp.close.normal";
+pub const CLOSE_KILLED: &str = "wamp.close.killed";

@@ -28,7 +28,16 @@ const ENC_SERIALIZERS: &[&str] = &[
     "flatbuffers",
 ];
 const MATCH: &[&str] = &["exact", "prefix", "wildcard"];
-const INVOKE: &[&str] = &["single", "roundrobin", "random", "first", "last"];
+/// The spec's invocation policies plus Switchyard's `least_loaded`.
+const INVOKE: &[&str] = &[
+    "single",
+    "roundrobin",
+    "random",
+    "first",
+    "last",
+    "least_loaded",
+];
+const CANCEL_MODES: &[&str] = &["skip", "kill", "killnowait"];
 
 const PUBLISH_OPTIONS: &[(&str, T)] = &[
     ("acknowledge", T::Bool),
@@ -69,6 +78,7 @@ const EVENT_DETAILS: &[(&str, T)] = &[
 const CALL_OPTIONS: &[(&str, T)] = &[
     ("timeout", T::UInt),
     ("receive_progress", T::Bool),
+    ("progress", T::Bool),
     ("disclose_me", T::Bool),
     ("forward_for", T::ForwardFor),
     ("enc_algo", T::OneOf(ENC_ALGOS)),
@@ -78,8 +88,15 @@ const CALL_OPTIONS: &[(&str, T)] = &[
 const REGISTER_OPTIONS: &[(&str, T)] = &[
     ("match", T::OneOf(MATCH)),
     ("invoke", T::OneOf(INVOKE)),
+    ("concurrency", T::UInt),
+    ("forward_timeout", T::Bool),
+    ("disclose_caller", T::Bool),
     ("forward_for", T::ForwardFor),
 ];
+
+const YIELD_OPTIONS: &[(&str, T)] = &[("progress", T::Bool)];
+
+const CANCEL_OPTIONS: &[(&str, T)] = &[("mode", T::OneOf(CANCEL_MODES))];
 
 const HELLO_DETAILS: &[(&str, T)] = &[("agent", T::Str), ("authid", T::Str)];
 
@@ -127,7 +144,11 @@ pub(crate) fn check(msg: &Message) -> Result<(), DecodeError> {
         } => passthru("INVOCATION", details, payload),
         Message::Yield {
             options, payload, ..
-        } => passthru("YIELD", options, payload),
+        } => {
+            keys("YIELD.Options", options, YIELD_OPTIONS)?;
+            passthru("YIELD", options, payload)
+        }
+        Message::Cancel { options, .. } => keys("CANCEL.Options", options, CANCEL_OPTIONS),
         Message::Error {
             details, payload, ..
         } => passthru("ERROR", details, payload),

@@ -105,8 +105,17 @@ impl Broker {
         options: &Dict,
         payload: &Payload,
     ) -> u64 {
-        let publication = random_id();
         let exclude_me = options.get_bool("exclude_me").unwrap_or(true);
+        self.deliver(exclude_me.then_some(publisher.id), topic, payload)
+    }
+
+    /// Publishes an event from the router itself (meta events).
+    pub fn publish_from_router(&self, topic: &str, payload: &Payload) -> u64 {
+        self.deliver(None, topic, payload)
+    }
+
+    fn deliver(&self, excluded: Option<u64>, topic: &str, payload: &Payload) -> u64 {
+        let publication = random_id();
         let st = self.state.read();
         let Some(sub_id) = st.by_topic.get(topic) else {
             return publication;
@@ -122,7 +131,7 @@ impl Broker {
         };
         let mut encoded: [Option<Option<Bytes>>; 3] = [None, None, None];
         for (sid, sub_session) in &sub.subscribers {
-            if exclude_me && *sid == publisher.id {
+            if excluded == Some(*sid) {
                 continue;
             }
             let ser: Serializer = sub_session.peer.serializer();

@@ -8,12 +8,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use switchyard_proto::message::code;
-use switchyard_proto::{errors, id, uri, Dict, Message, Value};
+use switchyard_proto::{errors, id, uri, Dict, Message};
 
+use crate::dealer::{Answer, CallOutcome, RegisterOptions};
+use crate::features::ClientFeatures;
 use crate::peer::Peer;
 use crate::realm::Realm;
 use crate::router::Router;
-use crate::session::Session;
+use crate::session::{Identity, OpError, Session};
+use crate::uri_index::MatchPolicy;
 
 /// What the transport should do after a frame.
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
@@ -40,6 +43,10 @@ pub struct Connection {
     /// When the connection started waiting for HELLO (at open, and again
     /// after a GOODBYE, since the transport may be reused for a new session).
     hello_wait_since: Instant,
+    /// The highest request id the client has used in this session (spec
+    /// "Progressive Call Invocations": a CALL at or below it can only
+    /// continue a call).
+    request_watermark: u64,
 }
 
 impl Connection {
@@ -50,6 +57,7 @@ impl Connection {
             peer,
             state: State::AwaitHello,
             hello_wait_since: Instant::now(),
+            request_watermark: 0,
         }
     }
 
@@ -121,6 +129,12 @@ impl Connection {
     fn handle(&mut self, msg: Message) -> Flow {
         match &self.state {
             State::AwaitHello => self.handle_hello(msg),
+            State::Established { session, .. } if !session.is_alive() => {
+                // The router ended the session (wamp.session.kill) and the
+                // transport is closing; what the client still sends is moot.
+                self.state = State::Closed;
+                Flow::Close
+            }
             State::Established { session, realm } => {
                 let (session, realm) = (session.clone(), realm.clone());
                 self.handle_established(&session, &realm, msg)
@@ -146,24 +160,40 @@ impl Connection {
                 &format!("realm \"{realm}\" does not exist"),
             );
         };
-        let authid = format!("anonymous-{:x}", id::random_id());
+        let identity = Identity::anonymous();
+        let features = ClientFeatures::from_hello(&details);
         let session = loop {
             let s = Arc::new(Session::new(
                 id::random_id(),
-                authid.clone(),
-                "anonymous".to_string(),
+                identity.clone(),
+                features,
                 self.peer.clone(),
             ));
             if realm.join(s.clone()) {
                 break s;
             }
         };
-        let welcome = Message::Welcome {
+        let mut welcome = Message::Welcome {
             session: session.id,
-            details: welcome_details(realm.name(), &session),
+            details: welcome_details(realm.name(), &session, true),
         };
+        if session.encode(&welcome).is_err() {
+            // A RawSocket client may accept as little as 512 bytes, less
+            // than the feature announcement: it gets the Basic Profile view.
+            tracing::debug!(
+                session = session.id,
+                max = self.peer.max_message_len(),
+                "WELCOME without the feature list: the client accepts too little"
+            );
+            welcome = Message::Welcome {
+                session: session.id,
+                details: welcome_details(realm.name(), &session, false),
+            };
+        }
         self.peer.set_session(session.id);
         session.send(&welcome);
+        realm.announce_join(&session);
+        self.request_watermark = 0;
         tracing::debug!(
             session = session.id,
             realm = realm.name(),
@@ -177,6 +207,16 @@ impl Connection {
 
     fn handle_established(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
         let rule = realm.config.uri_check;
+        let watermark = self.request_watermark;
+        if let Message::Publish { request, .. }
+        | Message::Subscribe { request, .. }
+        | Message::Unsubscribe { request, .. }
+        | Message::Call { request, .. }
+        | Message::Register { request, .. }
+        | Message::Unregister { request, .. } = &msg
+        {
+            self.request_watermark = watermark.max(*request);
+        }
         match msg {
             Message::Publish {
                 request,
@@ -185,7 +225,9 @@ impl Connection {
                 payload,
             } => {
                 let ack = options.get_bool("acknowledge").unwrap_or(false);
-                if let Err(e) = check_uri(&topic, rule, "topic") {
+                if let Err(e) =
+                    check_uri(&topic, rule, "topic").and_then(|_| not_reserved(&topic, "topic"))
+                {
                     if ack {
                         s.send_error(code::PUBLISH, request, e);
                     }
@@ -232,30 +274,21 @@ impl Connection {
                 options,
                 procedure,
             } => {
-                let checked = check_match(&options, "registrations")
-                    .and_then(|_| check_invoke(&options))
-                    .and_then(|_| check_uri(&procedure, rule, "procedure"))
-                    .and_then(|_| {
-                        if uri::is_reserved(&procedure) {
-                            Err((
-                                errors::INVALID_URI,
-                                format!("procedure \"{procedure}\" is in the reserved \"wamp.\" namespace"),
-                            ))
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .and_then(|_| realm.dealer.register(s, &procedure));
-                match checked {
-                    Ok(registration) => {
+                let checked = RegisterOptions::parse(&options).and_then(|opts| {
+                    check_pattern(&procedure, rule, opts.policy)?;
+                    not_reserved(&procedure, "procedure")?;
+                    Ok(opts)
+                });
+                let result = checked.and_then(|opts| {
+                    realm.dealer.register(s, &procedure, &opts, |registration| {
                         s.send(&Message::Registered {
                             request,
                             registration,
                         });
-                    }
-                    Err(e) => {
-                        s.send_error(code::REGISTER, request, e);
-                    }
+                    })
+                });
+                if let Err(e) = result {
+                    s.send_error(code::REGISTER, request, e);
                 }
             }
             Message::Unregister {
@@ -271,22 +304,46 @@ impl Connection {
             },
             Message::Call {
                 request,
+                options,
                 procedure,
                 payload,
-                ..
             } => {
+                let strict_ids = s.features.caller_progressive_call_invocations;
+                if strict_ids && request > watermark + 1 {
+                    // Spec "Progressive Call Invocations": a caller that
+                    // announced the feature numbers its requests 1, 2, 3, ...
+                    return self.protocol_violation(&format!(
+                        "CALL request id {request} skips ids after {watermark}: a new request must use the next id in sequence"
+                    ));
+                }
+                let is_new = !strict_ids || request > watermark;
                 if let Err(e) = check_uri(&procedure, rule, "procedure") {
                     s.send_error(code::CALL, request, e);
-                } else {
-                    realm.dealer.call(s, request, &procedure, payload);
+                } else if uri::is_reserved(&procedure) {
+                    // The router's meta API; nobody else may serve "wamp.".
+                    if !crate::meta::call(realm, s, request, &procedure, &payload) {
+                        s.send_error(
+                            code::CALL,
+                            request,
+                            (
+                                errors::NO_SUCH_PROCEDURE,
+                                format!("the router has no meta procedure \"{procedure}\""),
+                            ),
+                        );
+                    }
+                } else if let CallOutcome::Violation(v) = realm
+                    .dealer
+                    .call(s, request, &procedure, &options, payload, is_new)
+                {
+                    return self.protocol_violation(&v);
                 }
             }
             Message::Yield {
-                request, payload, ..
+                request,
+                options,
+                payload,
             } => {
-                if let crate::dealer::Answer::Unknown =
-                    realm.dealer.yield_result(s, request, payload)
-                {
+                if let Answer::Unknown = realm.dealer.yield_result(s, request, &options, payload) {
                     return self.unknown_invocation(s, "YIELD", request);
                 }
             }
@@ -302,11 +359,12 @@ impl Connection {
                         "received ERROR for request type {request_type}; a client may only send ERROR for INVOCATION (68)"
                     ));
                 }
-                if let crate::dealer::Answer::Unknown =
-                    realm.dealer.yield_error(s, request, error, payload)
-                {
+                if let Answer::Unknown = realm.dealer.yield_error(s, request, error, payload) {
                     return self.unknown_invocation(s, "ERROR", request);
                 }
+            }
+            Message::Cancel { request, options } => {
+                realm.dealer.cancel(s, request, &options);
             }
             Message::Goodbye { reason, .. } => {
                 tracing::debug!(session = s.id, reason, "GOODBYE from client");
@@ -331,12 +389,6 @@ impl Connection {
             }
             Message::Hello { .. } => {
                 return self.protocol_violation("received HELLO after the session was established");
-            }
-            Message::Cancel { .. } => {
-                tracing::debug!(
-                    session = s.id,
-                    "CANCEL ignored: call canceling is not announced by this router"
-                );
             }
             other => {
                 return self.protocol_violation(&format!(
@@ -372,29 +424,81 @@ impl Drop for Connection {
     }
 }
 
-fn welcome_details(realm: &str, session: &Session) -> Dict {
+/// WELCOME.Details; with `features` false, the roles without their
+/// feature lists (for clients that accept very small messages).
+fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
+    let features = |names: &[&str]| {
+        names
+            .iter()
+            .filter(|_| features)
+            .fold(Dict::new(), |d, name| d.with(*name, true))
+    };
     let roles = Dict::new()
         .with(
             "broker",
-            Dict::new().with("features", Dict::new().with("publisher_exclusion", true)),
+            Dict::new().with(
+                "features",
+                features(&["publisher_exclusion", "session_meta_api"]),
+            ),
         )
-        .with("dealer", Dict::new().with("features", Dict::new()));
+        .with(
+            "dealer",
+            Dict::new().with(
+                "features",
+                features(&[
+                    "caller_identification",
+                    "call_timeout",
+                    "call_canceling",
+                    "progressive_call_results",
+                    "progressive_call_invocations",
+                    "pattern_based_registration",
+                    "shared_registration",
+                    "registration_meta_api",
+                    "session_meta_api",
+                ]),
+            ),
+        );
     Dict::new()
         .with("realm", realm)
         .with("authid", session.authid.as_str())
         .with("authrole", session.authrole.as_str())
-        .with("authmethod", "anonymous")
-        .with("authprovider", "static")
+        .with("authmethod", session.authmethod.as_str())
+        .with("authprovider", session.authprovider.as_str())
         .with("roles", roles)
         .with("agent", concat!("switchyard-", env!("CARGO_PKG_VERSION")))
 }
 
-fn check_uri(u: &str, rule: uri::UriCheck, what: &str) -> Result<(), (&'static str, String)> {
+fn check_uri(u: &str, rule: uri::UriCheck, what: &str) -> Result<(), OpError> {
     uri::check(u, rule, false)
         .map_err(|reason| (errors::INVALID_URI, format!("invalid {what}: {reason}")))
 }
 
-fn check_match(options: &Dict, what: &str) -> Result<(), (&'static str, String)> {
+/// A registration or subscription URI: wildcard patterns may have empty
+/// components, prefix patterns may end with a dot.
+fn check_pattern(u: &str, rule: uri::UriCheck, policy: MatchPolicy) -> Result<(), OpError> {
+    let allow_empty = policy != MatchPolicy::Exact;
+    uri::check(u, rule, allow_empty).map_err(|reason| {
+        (
+            errors::INVALID_URI,
+            format!("invalid {} pattern: {reason}", policy.as_str()),
+        )
+    })
+}
+
+fn not_reserved(u: &str, what: &str) -> Result<(), OpError> {
+    if uri::is_reserved(u) {
+        Err((
+            errors::INVALID_URI,
+            format!(
+                "{what} \"{u}\" is in the \"wamp.\" namespace, which is reserved for the router"
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_match(options: &Dict, what: &str) -> Result<(), OpError> {
     match options.get_str("match") {
         None | Some("exact") => Ok(()),
         Some(other) => Err((
@@ -402,17 +506,6 @@ fn check_match(options: &Dict, what: &str) -> Result<(), (&'static str, String)>
             format!(
                 "pattern-based {what} (match=\"{other}\") are not supported by this router yet"
             ),
-        )),
-    }
-}
-
-fn check_invoke(options: &Dict) -> Result<(), (&'static str, String)> {
-    match options.get("invoke") {
-        None => Ok(()),
-        Some(Value::Str(s)) if s == "single" => Ok(()),
-        Some(other) => Err((
-            errors::OPTION_NOT_ALLOWED,
-            format!("shared registrations (invoke={other:?}) are not supported by this router yet"),
         )),
     }
 }

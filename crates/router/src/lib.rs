@@ -7,6 +7,8 @@
 pub mod broker;
 pub mod connection;
 pub mod dealer;
+pub mod features;
+mod meta;
 pub mod peer;
 pub mod realm;
 pub mod router;
@@ -15,7 +17,7 @@ pub mod uri_index;
 
 pub use connection::{Connection, Flow};
 pub use peer::{Outgoing, Peer, SlowConsumerPolicy};
-pub use realm::{Realm, RealmConfig};
+pub use realm::{Disclosure, Realm, RealmConfig};
 pub use router::Router;
 pub use session::Session;
 

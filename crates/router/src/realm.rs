@@ -1,4 +1,5 @@
-//! A realm: a routing namespace with its own sessions, Broker and Dealer.
+//! A realm: a routing namespace with its own sessions, Broker and Dealer,
+//! and the meta events that report what happens in it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,10 +7,27 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
+use switchyard_proto::{Dict, Message, Payload, Value};
 
 use crate::broker::Broker;
-use crate::dealer::Dealer;
+use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
 use crate::session::Session;
+
+/// Whether a peer's identity is disclosed to the other side (callers to
+/// callees; later publishers to subscribers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disclosure {
+    /// When the peer asks (`disclose_me`) or the receiver asks
+    /// (`disclose_caller` on REGISTER). The default.
+    #[default]
+    OnRequest,
+    /// Always, whatever anyone asks.
+    Always,
+    /// Never; a `disclose_me` request is refused with
+    /// `wamp.error.option_disallowed.disclose_me`.
+    Never,
+}
 
 /// Configuration of one realm.
 #[derive(Clone, Debug, Deserialize)]
@@ -20,21 +38,53 @@ pub struct RealmConfig {
     /// URI rule for topics and procedures: "loose" (default) or "strict".
     #[serde(default)]
     pub uri_check: UriCheck,
+    /// Caller disclosure to callees: "on_request" (default), "always", "never".
+    #[serde(default)]
+    pub disclose_caller: Disclosure,
+    /// Calls that may wait per registration while every callee is at its
+    /// concurrency cap (default 1000).
+    #[serde(default = "default_call_queue_limit")]
+    pub call_queue_limit: usize,
+}
+
+fn default_call_queue_limit() -> usize {
+    DealerConfig::default().call_queue_limit
+}
+
+impl RealmConfig {
+    /// A realm with every setting at its default.
+    pub fn new(name: impl Into<String>) -> Self {
+        RealmConfig {
+            name: name.into(),
+            uri_check: UriCheck::default(),
+            disclose_caller: Disclosure::default(),
+            call_queue_limit: default_call_queue_limit(),
+        }
+    }
 }
 
 pub struct Realm {
     pub config: RealmConfig,
-    pub broker: Broker,
+    pub broker: Arc<Broker>,
     pub dealer: Dealer,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
 }
 
 impl Realm {
     pub fn new(config: RealmConfig) -> Self {
+        let broker = Arc::new(Broker::default());
+        let meta_broker = broker.clone();
+        let dealer = Dealer::new(
+            DealerConfig {
+                disclose_caller: config.disclose_caller,
+                call_queue_limit: config.call_queue_limit,
+            },
+            Box::new(move |events| registration_events(&meta_broker, events)),
+        );
         Realm {
             config,
-            broker: Broker::default(),
-            dealer: Dealer::default(),
+            broker,
+            dealer,
             sessions: RwLock::new(HashMap::new()),
         }
     }
@@ -44,6 +94,7 @@ impl Realm {
     }
 
     /// Adds a session; false if the id is taken (the caller draws another).
+    /// The caller announces it with [`Realm::announce_join`] after WELCOME.
     pub(crate) fn join(&self, session: Arc<Session>) -> bool {
         let mut s = self.sessions.write();
         if s.contains_key(&session.id) {
@@ -53,15 +104,129 @@ impl Realm {
         true
     }
 
-    /// Removes a session and everything it held.
+    /// Publishes `wamp.session.on_join`.
+    pub(crate) fn announce_join(&self, session: &Session) {
+        self.meta_event(
+            "wamp.session.on_join",
+            vec![Value::Dict(session_details(session))],
+        );
+    }
+
+    /// Removes a session and everything it held, and publishes what changed.
+    /// Idempotent.
     pub(crate) fn leave(&self, session: &Session) {
-        session.mark_gone();
+        if !session.mark_gone() {
+            return;
+        }
         self.sessions.write().remove(&session.id);
         self.broker.remove_session(session.id);
         self.dealer.remove_session(session.id);
+        self.meta_event(
+            "wamp.session.on_leave",
+            vec![
+                Value::UInt(session.id),
+                Value::Str(session.authid.clone()),
+                Value::Str(session.authrole.clone()),
+            ],
+        );
+    }
+
+    /// Ends a session from the router's side: GOODBYE with `reason` (and
+    /// `message`, if any), then the transport closes.
+    pub fn kill(&self, session: &Session, reason: &str, message: Option<&str>) {
+        let mut details = Dict::new();
+        if let Some(m) = message {
+            details.insert("message", m);
+        }
+        session.send(&Message::Goodbye {
+            details,
+            reason: reason.to_string(),
+        });
+        tracing::info!(session = session.id, reason, "session killed");
+        self.leave(session);
+        session.peer.close_after_flush();
+    }
+
+    pub fn session(&self, id: u64) -> Option<Arc<Session>> {
+        self.sessions.read().get(&id).cloned()
     }
 
     pub fn sessions(&self) -> Vec<Arc<Session>> {
         self.sessions.read().values().cloned().collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    fn meta_event(&self, topic: &str, args: Vec<Value>) {
+        self.broker
+            .publish_from_router(topic, &Payload::values(args, None));
+    }
+}
+
+/// `wamp.session.get` / `on_join` details of a session.
+pub fn session_details(s: &Session) -> Dict {
+    Dict::new()
+        .with("session", s.id)
+        .with("authid", s.authid.as_str())
+        .with("authrole", s.authrole.as_str())
+        .with("authmethod", s.authmethod.as_str())
+        .with("authprovider", s.authprovider.as_str())
+        .with(
+            "transport",
+            Dict::new()
+                .with("peer", s.peer.label())
+                .with("serializer", s.peer.serializer().to_string()),
+        )
+}
+
+/// `RegistrationDetails` of the registration meta API.
+pub fn registration_details(info: &RegistrationInfo) -> Dict {
+    Dict::new()
+        .with("id", info.id)
+        .with(
+            "created",
+            humantime::format_rfc3339_millis(info.created).to_string(),
+        )
+        .with("uri", info.uri.as_str())
+        .with("match", info.policy.as_str())
+        .with("invoke", info.invoke.as_str())
+}
+
+/// Publishes the registration meta events (`wamp.registration.on_*`).
+fn registration_events(broker: &Broker, events: Vec<RegistrationEvent>) {
+    for e in events {
+        let (topic, args) = match e {
+            RegistrationEvent::Created { session, info } => (
+                "wamp.registration.on_create",
+                vec![
+                    Value::UInt(session),
+                    Value::Dict(registration_details(&info)),
+                ],
+            ),
+            RegistrationEvent::Registered {
+                session,
+                registration,
+            } => (
+                "wamp.registration.on_register",
+                vec![Value::UInt(session), Value::UInt(registration)],
+            ),
+            RegistrationEvent::Unregistered {
+                session,
+                registration,
+            } => (
+                "wamp.registration.on_unregister",
+                vec![Value::UInt(session), Value::UInt(registration)],
+            ),
+            RegistrationEvent::Deleted {
+                session,
+                registration,
+            } => (
+                "wamp.registration.on_delete",
+                vec![Value::UInt(session), Value::UInt(registration)],
+            ),
+        };
+        broker.publish_from_router(topic, &Payload::values(args, None));
     }
 }

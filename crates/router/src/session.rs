@@ -2,16 +2,44 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use switchyard_proto::{errors, Dict, Message, Payload};
 
+use crate::features::ClientFeatures;
 use crate::peer::Peer;
+
+/// Who a session is, as authentication decided.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub authid: String,
+    pub authrole: String,
+    pub authmethod: String,
+    pub authprovider: String,
+}
+
+impl Identity {
+    /// An anonymous identity with a random authid.
+    pub fn anonymous() -> Self {
+        Identity {
+            authid: format!("anonymous-{:x}", switchyard_proto::id::random_id()),
+            authrole: "anonymous".into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+        }
+    }
+}
 
 /// An established session (after WELCOME).
 pub struct Session {
     pub id: u64,
     pub authid: String,
     pub authrole: String,
+    pub authmethod: String,
+    pub authprovider: String,
+    /// What the client announced in HELLO.
+    pub features: ClientFeatures,
+    pub joined: SystemTime,
     pub peer: Arc<Peer>,
     alive: AtomicBool,
 }
@@ -20,11 +48,15 @@ pub struct Session {
 pub type OpError = (&'static str, String);
 
 impl Session {
-    pub fn new(id: u64, authid: String, authrole: String, peer: Arc<Peer>) -> Self {
+    pub fn new(id: u64, identity: Identity, features: ClientFeatures, peer: Arc<Peer>) -> Self {
         Session {
             id,
-            authid,
-            authrole,
+            authid: identity.authid,
+            authrole: identity.authrole,
+            authmethod: identity.authmethod,
+            authprovider: identity.authprovider,
+            features,
+            joined: SystemTime::now(),
             peer,
             alive: AtomicBool::new(true),
         }
@@ -35,8 +67,9 @@ impl Session {
         self.alive.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn mark_gone(&self) {
-        self.alive.store(false, Ordering::SeqCst);
+    /// Marks the session gone; true the first time only.
+    pub(crate) fn mark_gone(&self) -> bool {
+        self.alive.swap(false, Ordering::SeqCst)
     }
 
     /// Encodes `msg` for this session's serializer and queues it. Returns

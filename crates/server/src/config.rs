@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
-use switchyard_router::{RealmConfig, SlowConsumerPolicy};
+use switchyard_router::{Disclosure, RealmConfig, SlowConsumerPolicy};
 use toml::Spanned;
 
 /// Upper bound of a WAMP message: RawSocket frames carry at most 2^24 bytes.
@@ -116,6 +116,12 @@ pub struct RealmEntry {
     pub name: Spanned<String>,
     #[serde(default)]
     pub uri_check: UriCheck,
+    /// Whether callees learn who calls them: on_request, always, never.
+    #[serde(default)]
+    pub disclose_caller: Disclosure,
+    /// Calls that may wait per registration while every callee is busy.
+    #[serde(default)]
+    pub call_queue_limit: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +271,8 @@ impl Config {
             self.realms = vec![RealmEntry {
                 name: Spanned::new(0..0, "realm1".into()),
                 uri_check: UriCheck::default(),
+                disclose_caller: Disclosure::default(),
+                call_queue_limit: None,
             }];
         }
         self
@@ -327,9 +335,14 @@ impl Config {
     pub fn realm_configs(&self) -> Vec<RealmConfig> {
         self.realms
             .iter()
-            .map(|r| RealmConfig {
-                name: r.name.get_ref().clone(),
-                uri_check: r.uri_check,
+            .map(|r| {
+                let mut c = RealmConfig::new(r.name.get_ref().clone());
+                c.uri_check = r.uri_check;
+                c.disclose_caller = r.disclose_caller;
+                if let Some(limit) = &r.call_queue_limit {
+                    c.call_queue_limit = *limit.get_ref();
+                }
+                c
             })
             .collect()
     }

@@ -1,0 +1,1176 @@
+//! The Dealer: registrations (exact, prefix and wildcard; shared among
+//! callees under an invocation policy, each callee with an optional
+//! concurrency cap) and the life of a call: CALL → (wait for a free callee) →
+//! INVOCATION → progressive YIELDs → YIELD/ERROR → RESULT/ERROR, with
+//! timeouts, CANCEL in its three modes, and either side leaving.
+//!
+//! All state sits behind one mutex held only for bookkeeping: messages are
+//! collected while it is held and encoded and queued after it is released
+//! (see [`Out`]). Every path that ends a call goes through
+//! `State::finish`, which frees every index entry the call had.
+
+mod registry;
+mod timer;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use switchyard_proto::message::code;
+use switchyard_proto::{errors, Dict, Message, Payload, Value};
+
+use registry::{CalleeEntry, Registration};
+pub use registry::{InvokePolicy, RegisterOptions};
+use timer::{Expire, Timer};
+
+use crate::realm::Disclosure;
+use crate::session::{OpError, Session};
+use crate::unused_random_id;
+use crate::uri_index::{MatchPolicy, UriIndex};
+
+/// Realm settings the Dealer applies.
+#[derive(Clone, Debug)]
+pub struct DealerConfig {
+    /// Whether callees learn who calls them.
+    pub disclose_caller: Disclosure,
+    /// Calls that may wait per registration when every callee is at its
+    /// concurrency cap; one more is refused with `wamp.error.no_available_callee`.
+    pub call_queue_limit: usize,
+}
+
+impl Default for DealerConfig {
+    fn default() -> Self {
+        DealerConfig {
+            disclose_caller: Disclosure::OnRequest,
+            call_queue_limit: 1000,
+        }
+    }
+}
+
+/// A change the registration meta API publishes.
+#[derive(Clone, Debug)]
+pub enum RegistrationEvent {
+    Created {
+        session: u64,
+        info: RegistrationInfo,
+    },
+    Registered {
+        session: u64,
+        registration: u64,
+    },
+    Unregistered {
+        session: u64,
+        registration: u64,
+    },
+    Deleted {
+        session: u64,
+        registration: u64,
+    },
+}
+
+/// What the meta API tells about a registration.
+#[derive(Clone, Debug)]
+pub struct RegistrationInfo {
+    pub id: u64,
+    pub uri: String,
+    pub policy: MatchPolicy,
+    pub invoke: InvokePolicy,
+    pub created: SystemTime,
+    pub callees: Vec<u64>,
+}
+
+/// Sizes of the Dealer's tables (a finished call leaves none behind).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DealerStats {
+    pub registrations: usize,
+    pub calls: usize,
+    pub queued: usize,
+    pub in_flight: u64,
+    pub by_invocation: usize,
+    pub by_request: usize,
+    pub deadlines: usize,
+}
+
+/// Outcome of a YIELD or ERROR from a callee.
+pub enum Answer {
+    Delivered,
+    /// No such invocation is pending (already answered, canceled, timed out
+    /// or its caller left).
+    Unknown,
+}
+
+/// Outcome of a CALL.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Routed, queued or answered with ERROR.
+    Handled,
+    /// A continuation of a progressive call that already ended: dropped, as
+    /// the spec asks.
+    Discarded,
+    /// The session broke the protocol; the connection aborts it.
+    Violation(String),
+}
+
+enum Target {
+    /// Waiting in its registration's queue for a callee with capacity.
+    Queued { payload: Payload },
+    /// Sent to a callee as INVOCATION `invocation`.
+    Invoked {
+        callee: Arc<Session>,
+        invocation: u64,
+        /// INVOCATION.Details, frozen for progressive continuations.
+        details: Dict,
+    },
+}
+
+struct Call {
+    caller: Arc<Session>,
+    request: u64,
+    procedure: String,
+    registration: u64,
+    receive_progress: bool,
+    disclose_me: bool,
+    /// CALL.Options.timeout, if non-zero.
+    timeout: Option<Duration>,
+    target: Target,
+    /// The entry of this call in `State::deadlines`, if the Dealer times it.
+    deadline: Option<Instant>,
+    /// CANCEL mode `kill` sent INTERRUPT; the callee's answer ends the call.
+    killing: bool,
+    /// A progressive invocation whose caller is still sending chunks.
+    streaming: bool,
+}
+
+#[derive(Default)]
+struct State {
+    index: UriIndex<u64>,
+    regs: HashMap<u64, Registration>,
+    by_callee: HashMap<u64, Vec<u64>>,
+    calls: HashMap<u64, Call>,
+    /// (callee session, INVOCATION request id) → call.
+    by_invocation: BTreeMap<(u64, u64), u64>,
+    /// (caller session, CALL request id) → call.
+    by_request: BTreeMap<(u64, u64), u64>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_call: u64,
+}
+
+/// Work collected under the lock, done after it is released.
+enum Out {
+    /// A message to the caller answering CALL `request` (RESULT or ERROR);
+    /// if it cannot be encoded for the caller, the caller gets that ERROR.
+    Reply {
+        caller: Arc<Session>,
+        request: u64,
+        msg: Message,
+    },
+    /// An INVOCATION for call `call`; if it cannot be delivered, the call
+    /// ends with an ERROR to its caller.
+    Invoke {
+        call: u64,
+        callee: Arc<Session>,
+        msg: Message,
+    },
+    /// An INTERRUPT (nothing to do if it cannot be sent).
+    Interrupt {
+        callee: Arc<Session>,
+        invocation: u64,
+        mode: &'static str,
+        reason: &'static str,
+    },
+}
+
+fn error_reply(caller: &Arc<Session>, request: u64, (uri, message): OpError) -> Out {
+    Out::Reply {
+        caller: caller.clone(),
+        request,
+        msg: Message::Error {
+            request_type: code::CALL,
+            request,
+            details: Dict::new(),
+            error: uri.to_string(),
+            payload: Payload::message(message),
+        },
+    }
+}
+
+/// Receives registration meta events, in the order the Dealer's state
+/// changed (it is called with the Dealer's lock held, so it must not call
+/// back into the Dealer).
+pub type MetaSink = Box<dyn Fn(Vec<RegistrationEvent>) + Send + Sync>;
+
+struct Inner {
+    state: Mutex<State>,
+    config: DealerConfig,
+    timer: Timer,
+    meta: MetaSink,
+}
+
+pub struct Dealer {
+    inner: Arc<Inner>,
+}
+
+impl Default for Dealer {
+    fn default() -> Self {
+        Dealer::new(DealerConfig::default(), Box::new(|_| {}))
+    }
+}
+
+impl Drop for Dealer {
+    fn drop(&mut self) {
+        self.inner.timer.stop();
+    }
+}
+
+impl Dealer {
+    /// A Dealer that reports registration changes to `meta`.
+    pub fn new(config: DealerConfig, meta: MetaSink) -> Self {
+        Dealer {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                config,
+                timer: Timer::new(),
+                meta,
+            }),
+        }
+    }
+
+    /// Adds `callee` to the registration of (`procedure`, match policy),
+    /// creating it if needed. `on_registered(id)` runs before any queued call
+    /// is handed to the new callee (so REGISTERED precedes INVOCATION).
+    pub fn register(
+        &self,
+        callee: &Arc<Session>,
+        procedure: &str,
+        opts: &RegisterOptions,
+        on_registered: impl FnOnce(u64),
+    ) -> Result<(), OpError> {
+        let mut out = Vec::new();
+        let id = {
+            let mut events = Vec::new();
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
+            let entry = CalleeEntry {
+                session: callee.clone(),
+                concurrency: opts.concurrency,
+                in_flight: 0,
+                forward_timeout: opts.forward_timeout,
+                disclose_caller: opts.disclose_caller,
+            };
+            let id = match st.index.get(procedure, opts.policy).copied() {
+                Some(id) => {
+                    let Some(reg) = st.regs.get_mut(&id) else {
+                        return Err(internal("registration index out of step"));
+                    };
+                    let what = format!("{} \"{procedure}\"", policy_noun(opts.policy));
+                    if reg.callee_index(callee.id).is_some() {
+                        return Err((
+                            errors::PROCEDURE_ALREADY_EXISTS,
+                            format!("this session already registered {what}"),
+                        ));
+                    }
+                    if reg.invoke == InvokePolicy::Single {
+                        return Err((
+                            errors::PROCEDURE_ALREADY_EXISTS,
+                            format!("{what} is already registered by another session (invocation policy \"single\"; register with a shared policy such as \"roundrobin\" to add callees)"),
+                        ));
+                    }
+                    if reg.invoke != opts.invoke {
+                        return Err((
+                            errors::PROCEDURE_ALREADY_EXISTS,
+                            format!(
+                                "{what} is registered with invocation policy \"{}\"; another callee must use the same policy, not \"{}\"",
+                                reg.invoke.as_str(),
+                                opts.invoke.as_str()
+                            ),
+                        ));
+                    }
+                    reg.callees.push(entry);
+                    events.push(RegistrationEvent::Registered {
+                        session: callee.id,
+                        registration: id,
+                    });
+                    st.by_callee.entry(callee.id).or_default().push(id);
+                    out.extend(st.drain_queue(id, &self.inner.config));
+                    id
+                }
+                None => {
+                    let id = unused_random_id(|id| st.regs.contains_key(&id));
+                    let reg = Registration {
+                        id,
+                        uri: procedure.to_string(),
+                        policy: opts.policy,
+                        invoke: opts.invoke,
+                        created: SystemTime::now(),
+                        callees: vec![entry],
+                        next: 0,
+                        queue: VecDeque::new(),
+                    };
+                    events.push(RegistrationEvent::Created {
+                        session: callee.id,
+                        info: info_of(&reg),
+                    });
+                    events.push(RegistrationEvent::Registered {
+                        session: callee.id,
+                        registration: id,
+                    });
+                    st.index.insert(procedure, opts.policy, id);
+                    st.regs.insert(id, reg);
+                    st.by_callee.entry(callee.id).or_default().push(id);
+                    id
+                }
+            };
+            (self.inner.meta)(events);
+            id
+        };
+        on_registered(id);
+        self.inner.flush(out);
+        Ok(())
+    }
+
+    /// Removes `callee` from `registration`. Its calls in flight may still
+    /// be answered; calls waiting for a callee fail if it was the last one.
+    pub fn unregister(&self, callee: &Session, registration: u64) -> Result<(), OpError> {
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        {
+            let mut st = self.inner.state.lock();
+            let found = st
+                .regs
+                .get(&registration)
+                .and_then(|r| r.callee_index(callee.id));
+            if found.is_none() {
+                return Err((
+                    errors::NO_SUCH_REGISTRATION,
+                    format!("session {} has no registration {registration}", callee.id),
+                ));
+            }
+            if let Some(list) = st.by_callee.get_mut(&callee.id) {
+                list.retain(|r| *r != registration);
+                if list.is_empty() {
+                    st.by_callee.remove(&callee.id);
+                }
+            }
+            st.detach(callee.id, registration, &mut events, &mut out);
+            (self.inner.meta)(events);
+        }
+        self.inner.flush(out);
+        Ok(())
+    }
+
+    /// Handles a CALL. `is_new` is false for a request id at or below the
+    /// caller's watermark (spec "Progressive Call Invocations"): such a CALL
+    /// can only continue a progressive call.
+    pub fn call(
+        &self,
+        caller: &Arc<Session>,
+        request: u64,
+        procedure: &str,
+        options: &Dict,
+        payload: Payload,
+        is_new: bool,
+    ) -> CallOutcome {
+        let progress = options.get_bool("progress").unwrap_or(false);
+        let mut out = Vec::new();
+        let outcome = {
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
+            if let Some(&cid) = st.by_request.get(&(caller.id, request)) {
+                st.continue_call(cid, request, progress, payload, &mut out)
+            } else if !is_new {
+                CallOutcome::Discarded
+            } else {
+                match st.new_call(
+                    &self.inner.config,
+                    caller,
+                    request,
+                    procedure,
+                    options,
+                    payload,
+                    &mut out,
+                ) {
+                    Ok(()) => CallOutcome::Handled,
+                    Err(Rejection::Error(e)) => {
+                        out.push(error_reply(caller, request, e));
+                        CallOutcome::Handled
+                    }
+                    Err(Rejection::Violation(v)) => CallOutcome::Violation(v),
+                }
+            }
+        };
+        let timed = matches!(options.get("timeout"), Some(Value::UInt(ms)) if *ms > 0);
+        self.inner.flush(out);
+        if timed {
+            self.inner.timer.rearm(&self.inner);
+        }
+        outcome
+    }
+
+    /// A YIELD from a callee: a progressive RESULT, or the final one.
+    pub fn yield_result(
+        &self,
+        callee: &Session,
+        invocation: u64,
+        options: &Dict,
+        payload: Payload,
+    ) -> Answer {
+        let progress = options.get_bool("progress").unwrap_or(false);
+        let mut out = Vec::new();
+        {
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
+            let Some(&cid) = st.by_invocation.get(&(callee.id, invocation)) else {
+                return Answer::Unknown;
+            };
+            if progress {
+                let Some(call) = st.calls.get(&cid) else {
+                    return Answer::Unknown;
+                };
+                let forwards = matches!(&call.target, Target::Invoked { details, .. }
+                    if details.get_bool("receive_progress") == Some(true));
+                if call.killing || !forwards {
+                    tracing::debug!(
+                        session = callee.id,
+                        invocation,
+                        "progressive YIELD dropped: the caller did not ask for progress, or the call is being canceled"
+                    );
+                    return Answer::Delivered;
+                }
+                let (caller, request) = (call.caller.clone(), call.request);
+                // The timeout runs between results.
+                if let Some(timeout) = call.timeout {
+                    if call.deadline.is_some() {
+                        st.set_deadline(cid, Some(Instant::now() + timeout));
+                    }
+                }
+                out.push(Out::Reply {
+                    caller,
+                    request,
+                    msg: Message::Result {
+                        request,
+                        details: Dict::new().with("progress", true),
+                        payload,
+                    },
+                });
+            } else {
+                let Some((call, more)) = st.finish(cid, &self.inner.config) else {
+                    return Answer::Unknown;
+                };
+                out.push(Out::Reply {
+                    request: call.request,
+                    msg: Message::Result {
+                        request: call.request,
+                        details: Dict::new(),
+                        payload,
+                    },
+                    caller: call.caller,
+                });
+                out.extend(more);
+            }
+        }
+        self.inner.flush(out);
+        Answer::Delivered
+    }
+
+    /// An ERROR from a callee answering an INVOCATION: forwarded to the
+    /// caller as ERROR for its CALL, with the same URI, args and kwargs.
+    pub fn yield_error(
+        &self,
+        callee: &Session,
+        invocation: u64,
+        error: String,
+        payload: Payload,
+    ) -> Answer {
+        let mut out = Vec::new();
+        {
+            let mut st = self.inner.state.lock();
+            let Some(&cid) = st.by_invocation.get(&(callee.id, invocation)) else {
+                return Answer::Unknown;
+            };
+            let Some((call, more)) = st.finish(cid, &self.inner.config) else {
+                return Answer::Unknown;
+            };
+            out.push(Out::Reply {
+                request: call.request,
+                msg: Message::Error {
+                    request_type: code::CALL,
+                    request: call.request,
+                    details: Dict::new(),
+                    error,
+                    payload,
+                },
+                caller: call.caller,
+            });
+            out.extend(more);
+        }
+        self.inner.flush(out);
+        Answer::Delivered
+    }
+
+    /// A CANCEL from a caller (spec "Call Canceling"). A call the Dealer no
+    /// longer knows (answered already) is ignored.
+    pub fn cancel(&self, caller: &Session, request: u64, options: &Dict) {
+        let requested = options.get_str("mode").unwrap_or("killnowait");
+        let mut out = Vec::new();
+        {
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
+            let Some(&cid) = st.by_request.get(&(caller.id, request)) else {
+                tracing::debug!(
+                    session = caller.id,
+                    request,
+                    "CANCEL for a call that is not pending: ignored"
+                );
+                return;
+            };
+            let Some(call) = st.calls.get_mut(&cid) else {
+                return;
+            };
+            let interrupt = match &call.target {
+                Target::Queued { .. } => None,
+                Target::Invoked {
+                    callee, invocation, ..
+                } => Some((callee.clone(), *invocation)),
+            };
+            let mode = match &interrupt {
+                Some((callee, _)) if callee.features.callee_call_canceling => requested,
+                _ => "skip",
+            };
+            if mode == "kill" {
+                if !call.killing {
+                    call.killing = true;
+                    if let Some((callee, invocation)) = interrupt {
+                        out.push(Out::Interrupt {
+                            callee,
+                            invocation,
+                            mode: "kill",
+                            reason: errors::CANCELED,
+                        });
+                    }
+                }
+            } else if let Some((call, more)) = st.finish(cid, &self.inner.config) {
+                out.push(error_reply(
+                    &call.caller,
+                    call.request,
+                    (
+                        errors::CANCELED,
+                        format!("call to \"{}\" canceled by the caller", call.procedure),
+                    ),
+                ));
+                if mode == "killnowait" {
+                    if let Some((callee, invocation)) = interrupt {
+                        out.push(Out::Interrupt {
+                            callee,
+                            invocation,
+                            mode: "killnowait",
+                            reason: errors::CANCELED,
+                        });
+                    }
+                }
+                out.extend(more);
+            }
+        }
+        self.inner.flush(out);
+    }
+
+    /// A session left: its registrations go (callers of its calls in flight
+    /// get `wamp.error.canceled`), and the calls it made are dropped (their
+    /// callees get INTERRUPT `killnowait` if they understand it).
+    pub fn remove_session(&self, session: u64) {
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        {
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
+            for reg in st.by_callee.remove(&session).unwrap_or_default() {
+                st.detach(session, reg, &mut events, &mut out);
+            }
+            (self.inner.meta)(std::mem::take(&mut events));
+            let served: Vec<u64> = st
+                .by_invocation
+                .range((session, 0)..=(session, u64::MAX))
+                .map(|(_, cid)| *cid)
+                .collect();
+            for cid in served {
+                if let Some((call, more)) = st.finish(cid, &self.inner.config) {
+                    out.push(error_reply(
+                        &call.caller,
+                        call.request,
+                        (
+                            errors::CANCELED,
+                            format!("callee left: session {session} serving \"{}\" disconnected before answering", call.procedure),
+                        ),
+                    ));
+                    out.extend(more);
+                }
+            }
+            let made: Vec<u64> = st
+                .by_request
+                .range((session, 0)..=(session, u64::MAX))
+                .map(|(_, cid)| *cid)
+                .collect();
+            for cid in made {
+                if let Some((call, more)) = st.finish(cid, &self.inner.config) {
+                    if let Target::Invoked {
+                        callee, invocation, ..
+                    } = call.target
+                    {
+                        if callee.features.callee_call_canceling {
+                            out.push(Out::Interrupt {
+                                callee,
+                                invocation,
+                                mode: "killnowait",
+                                reason: errors::CANCELED,
+                            });
+                        }
+                    }
+                    out.extend(more);
+                }
+            }
+        }
+        self.inner.flush(out);
+    }
+
+    /// Registration ids by match policy (`wamp.registration.list`).
+    pub fn list(&self) -> [Vec<u64>; 3] {
+        let st = self.inner.state.lock();
+        let mut lists: [Vec<u64>; 3] = Default::default();
+        for reg in st.regs.values() {
+            let slot = match reg.policy {
+                MatchPolicy::Exact => 0,
+                MatchPolicy::Prefix => 1,
+                MatchPolicy::Wildcard => 2,
+            };
+            lists[slot].push(reg.id);
+        }
+        lists
+    }
+
+    /// The registration of exactly (`uri`, `policy`) (`wamp.registration.lookup`).
+    pub fn lookup(&self, uri: &str, policy: MatchPolicy) -> Option<u64> {
+        self.inner.state.lock().index.get(uri, policy).copied()
+    }
+
+    /// The registration a call to `uri` would use (`wamp.registration.match`).
+    pub fn best_match(&self, uri: &str) -> Option<u64> {
+        self.inner
+            .state
+            .lock()
+            .index
+            .best_match(uri)
+            .map(|(_, id)| *id)
+    }
+
+    pub fn registration(&self, id: u64) -> Option<RegistrationInfo> {
+        self.inner.state.lock().regs.get(&id).map(info_of)
+    }
+
+    pub fn stats(&self) -> DealerStats {
+        let st = self.inner.state.lock();
+        DealerStats {
+            registrations: st.regs.len(),
+            calls: st.calls.len(),
+            queued: st.regs.values().map(|r| r.queue.len()).sum(),
+            in_flight: st
+                .regs
+                .values()
+                .flat_map(|r| r.callees.iter())
+                .map(|c| u64::from(c.in_flight))
+                .sum(),
+            by_invocation: st.by_invocation.len(),
+            by_request: st.by_request.len(),
+            deadlines: st.deadlines.len(),
+        }
+    }
+}
+
+enum Rejection {
+    Error(OpError),
+    Violation(String),
+}
+
+impl From<OpError> for Rejection {
+    fn from(e: OpError) -> Self {
+        Rejection::Error(e)
+    }
+}
+
+fn internal(what: &str) -> OpError {
+    tracing::error!("dealer: {what}");
+    (errors::INVALID_ARGUMENT, format!("internal error: {what}"))
+}
+
+fn policy_noun(policy: MatchPolicy) -> &'static str {
+    match policy {
+        MatchPolicy::Exact => "procedure",
+        MatchPolicy::Prefix => "prefix pattern",
+        MatchPolicy::Wildcard => "wildcard pattern",
+    }
+}
+
+fn info_of(reg: &Registration) -> RegistrationInfo {
+    RegistrationInfo {
+        id: reg.id,
+        uri: reg.uri.clone(),
+        policy: reg.policy,
+        invoke: reg.invoke,
+        created: reg.created,
+        callees: reg.callees.iter().map(|c| c.session.id).collect(),
+    }
+}
+
+impl State {
+    #[allow(clippy::too_many_arguments)]
+    fn new_call(
+        &mut self,
+        config: &DealerConfig,
+        caller: &Arc<Session>,
+        request: u64,
+        procedure: &str,
+        options: &Dict,
+        payload: Payload,
+        out: &mut Vec<Out>,
+    ) -> Result<(), Rejection> {
+        let progress = options.get_bool("progress").unwrap_or(false);
+        let disclose_me = options.get_bool("disclose_me").unwrap_or(false);
+        if progress && !caller.features.caller_progressive_call_invocations {
+            return Err(Rejection::Violation(
+                "CALL.Options.progress is set, but the session did not announce the caller feature progressive_call_invocations in HELLO".into(),
+            ));
+        }
+        if disclose_me && config.disclose_caller == Disclosure::Never {
+            return Err(Rejection::Error((
+                errors::OPTION_DISALLOWED_DISCLOSE_ME,
+                "this realm does not disclose callers to callees (disclose_caller = \"never\")"
+                    .into(),
+            )));
+        }
+        let Some(reg_id) = self.index.best_match(procedure).map(|(_, id)| *id) else {
+            return Err(Rejection::Error((
+                errors::NO_SUCH_PROCEDURE,
+                format!("no callee registered procedure \"{procedure}\""),
+            )));
+        };
+        let Some(reg) = self.regs.get_mut(&reg_id) else {
+            return Err(internal("registration index out of step").into());
+        };
+        let timeout = match options.get("timeout") {
+            Some(Value::UInt(ms)) if *ms > 0 => Some(Duration::from_millis(*ms)),
+            _ => None,
+        };
+        let picked = reg.pick();
+        if progress {
+            let Some(i) = picked else {
+                return Err(Rejection::Error((
+                    errors::NO_AVAILABLE_CALLEE,
+                    format!("every callee of \"{procedure}\" is at its concurrency limit (progressive invocations are not queued)"),
+                )));
+            };
+            if !reg.callees[i]
+                .session
+                .features
+                .callee_progressive_call_invocations
+            {
+                return Err(Rejection::Error((
+                    errors::FEATURE_NOT_SUPPORTED,
+                    format!("the callee of \"{procedure}\" does not support progressive call invocations (with call canceling)"),
+                )));
+            }
+        }
+        if picked.is_none() && reg.queue.len() >= config.call_queue_limit {
+            return Err(Rejection::Error((
+                errors::NO_AVAILABLE_CALLEE,
+                format!(
+                    "all {} callees of \"{procedure}\" are at their concurrency limit and {} calls are already waiting",
+                    reg.callees.len(),
+                    reg.queue.len()
+                ),
+            )));
+        }
+        self.next_call += 1;
+        let cid = self.next_call;
+        let call = Call {
+            caller: caller.clone(),
+            request,
+            procedure: procedure.to_string(),
+            registration: reg_id,
+            receive_progress: options.get_bool("receive_progress").unwrap_or(false),
+            disclose_me,
+            timeout,
+            target: Target::Queued { payload },
+            deadline: None,
+            killing: false,
+            streaming: progress,
+        };
+        self.calls.insert(cid, call);
+        self.by_request.insert((caller.id, request), cid);
+        if let Some(t) = timeout {
+            self.set_deadline(cid, Some(Instant::now() + t));
+        }
+        match picked {
+            Some(i) => {
+                if let Some(o) = self.assign(cid, i, config) {
+                    out.push(o);
+                }
+            }
+            None => {
+                if let Some(reg) = self.regs.get_mut(&reg_id) {
+                    reg.queue.push_back(cid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A CALL whose request id belongs to a call in progress: the next chunk
+    /// of a progressive invocation, or a protocol violation.
+    fn continue_call(
+        &mut self,
+        cid: u64,
+        request: u64,
+        progress: bool,
+        payload: Payload,
+        out: &mut Vec<Out>,
+    ) -> CallOutcome {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return CallOutcome::Discarded;
+        };
+        if !call.streaming {
+            return CallOutcome::Violation(format!(
+                "CALL reuses request id {request} of a call still in progress"
+            ));
+        }
+        let Target::Invoked {
+            callee,
+            invocation,
+            details,
+        } = &call.target
+        else {
+            return CallOutcome::Discarded;
+        };
+        let mut details = details.clone();
+        details.0.retain(|(k, _)| k != "progress");
+        if progress {
+            details.insert("progress", true);
+        } else {
+            call.streaming = false;
+        }
+        out.push(Out::Invoke {
+            call: cid,
+            callee: callee.clone(),
+            msg: Message::Invocation {
+                request: *invocation,
+                registration: call.registration,
+                details,
+                payload,
+            },
+        });
+        CallOutcome::Handled
+    }
+
+    /// Hands a waiting call to callee `idx` of its registration.
+    fn assign(&mut self, cid: u64, idx: usize, config: &DealerConfig) -> Option<Out> {
+        let call = self.calls.get_mut(&cid)?;
+        let reg = self.regs.get_mut(&call.registration)?;
+        let entry = reg.callees.get_mut(idx)?;
+        let Target::Queued { payload } = std::mem::replace(
+            &mut call.target,
+            Target::Queued {
+                payload: Payload::empty(),
+            },
+        ) else {
+            return None;
+        };
+        entry.in_flight += 1;
+        let callee = entry.session.clone();
+        let invocation = callee.peer.next_request_id();
+        let mut details = Dict::new();
+        if reg.policy != MatchPolicy::Exact {
+            details.insert("procedure", call.procedure.as_str());
+        }
+        if call.receive_progress && callee.features.callee_progressive_call_results {
+            details.insert("receive_progress", true);
+        }
+        let disclose = match config.disclose_caller {
+            Disclosure::Always => true,
+            Disclosure::Never => false,
+            Disclosure::OnRequest => call.disclose_me || entry.disclose_caller,
+        };
+        if disclose {
+            details.insert("caller", call.caller.id);
+            details.insert("caller_authid", call.caller.authid.as_str());
+            details.insert("caller_authrole", call.caller.authrole.as_str());
+        }
+        let mut forwarded = false;
+        if let (Some(deadline), true) = (call.deadline, entry.forward_timeout) {
+            // What is left of the caller's timeout (all of it, unless the
+            // call waited for a free callee), in whole milliseconds rounded up.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = left.as_micros().div_ceil(1000) as u64;
+            details.insert("timeout", ms.max(1));
+            forwarded = true;
+        }
+        if call.streaming {
+            details.insert("progress", true);
+        }
+        let msg = Message::Invocation {
+            request: invocation,
+            registration: reg.id,
+            details: details.clone(),
+            payload,
+        };
+        call.target = Target::Invoked {
+            callee: callee.clone(),
+            invocation,
+            details,
+        };
+        self.by_invocation.insert((callee.id, invocation), cid);
+        if forwarded {
+            self.set_deadline(cid, None);
+        }
+        Some(Out::Invoke {
+            call: cid,
+            callee,
+            msg,
+        })
+    }
+
+    /// Hands waiting calls of `reg_id` to callees with spare capacity.
+    fn drain_queue(&mut self, reg_id: u64, config: &DealerConfig) -> Vec<Out> {
+        let mut out = Vec::new();
+        while let Some(reg) = self.regs.get_mut(&reg_id) {
+            if reg.queue.is_empty() {
+                break;
+            }
+            let Some(idx) = reg.pick() else { break };
+            let Some(cid) = reg.queue.pop_front() else {
+                break;
+            };
+            if let Some(o) = self.assign(cid, idx, config) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// Ends a call: removes it and every index entry it had, frees its
+    /// callee's slot and hands waiting calls to free callees.
+    fn finish(&mut self, cid: u64, config: &DealerConfig) -> Option<(Call, Vec<Out>)> {
+        let call = self.calls.remove(&cid)?;
+        self.by_request.remove(&(call.caller.id, call.request));
+        if let Some(at) = call.deadline {
+            self.deadlines.remove(&(at, cid));
+        }
+        let mut more = Vec::new();
+        match &call.target {
+            Target::Queued { .. } => {
+                if let Some(reg) = self.regs.get_mut(&call.registration) {
+                    reg.queue.retain(|c| *c != cid);
+                }
+            }
+            Target::Invoked {
+                callee, invocation, ..
+            } => {
+                self.by_invocation.remove(&(callee.id, *invocation));
+                if let Some(reg) = self.regs.get_mut(&call.registration) {
+                    if let Some(i) = reg.callee_index(callee.id) {
+                        let entry = &mut reg.callees[i];
+                        entry.in_flight = entry.in_flight.saturating_sub(1);
+                    }
+                    more = self.drain_queue(call.registration, config);
+                }
+            }
+        }
+        Some((call, more))
+    }
+
+    /// Removes callee `session` from registration `reg_id`; deletes the
+    /// registration (and fails its waiting calls) if it was the last callee.
+    fn detach(
+        &mut self,
+        session: u64,
+        reg_id: u64,
+        events: &mut Vec<RegistrationEvent>,
+        out: &mut Vec<Out>,
+    ) {
+        let Some(reg) = self.regs.get_mut(&reg_id) else {
+            return;
+        };
+        let Some(i) = reg.callee_index(session) else {
+            return;
+        };
+        reg.callees.remove(i);
+        if reg.next > i {
+            reg.next -= 1;
+        }
+        events.push(RegistrationEvent::Unregistered {
+            session,
+            registration: reg_id,
+        });
+        if !reg.callees.is_empty() {
+            return;
+        }
+        let Some(reg) = self.regs.remove(&reg_id) else {
+            return;
+        };
+        self.index.remove(&reg.uri, reg.policy);
+        events.push(RegistrationEvent::Deleted {
+            session,
+            registration: reg_id,
+        });
+        for cid in reg.queue {
+            // The registration is gone, so finish() frees no slot.
+            if let Some(call) = self.calls.remove(&cid) {
+                self.by_request.remove(&(call.caller.id, call.request));
+                if let Some(at) = call.deadline {
+                    self.deadlines.remove(&(at, cid));
+                }
+                out.push(error_reply(
+                    &call.caller,
+                    call.request,
+                    (
+                        errors::CANCELED,
+                        format!(
+                            "the last callee of \"{}\" unregistered while the call was waiting",
+                            call.procedure
+                        ),
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn set_deadline(&mut self, cid: u64, at: Option<Instant>) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        if let Some(old) = call.deadline.take() {
+            self.deadlines.remove(&(old, cid));
+        }
+        if let Some(at) = at {
+            call.deadline = Some(at);
+            self.deadlines.insert((at, cid));
+        }
+    }
+}
+
+impl Inner {
+    /// Sends what was collected under the lock, in order. An INVOCATION
+    /// that cannot be delivered ends its call with an ERROR to the caller.
+    fn flush(&self, out: Vec<Out>) {
+        let mut queue: VecDeque<Out> = out.into();
+        while let Some(item) = queue.pop_front() {
+            match item {
+                Out::Reply {
+                    caller,
+                    request,
+                    msg,
+                } => {
+                    if !caller.is_alive() {
+                        continue;
+                    }
+                    match caller.encode(&msg) {
+                        Ok(frame) => {
+                            caller.peer.send(frame);
+                        }
+                        Err(e) => {
+                            caller.send_error(code::CALL, request, e);
+                        }
+                    }
+                }
+                Out::Invoke { call, callee, msg } => {
+                    let delivered = callee.encode(&msg).and_then(|frame| {
+                        if callee.is_alive() && callee.peer.send(frame) {
+                            Ok(())
+                        } else {
+                            Err((
+                                errors::CANCELED,
+                                format!(
+                                    "callee session {} left before the call could be delivered",
+                                    callee.id
+                                ),
+                            ))
+                        }
+                    });
+                    if let Err(e) = delivered {
+                        let mut st = self.state.lock();
+                        if let Some((ended, more)) = st.finish(call, &self.config) {
+                            queue.push_back(error_reply(&ended.caller, ended.request, e));
+                            queue.extend(more);
+                        }
+                    }
+                }
+                Out::Interrupt {
+                    callee,
+                    invocation,
+                    mode,
+                    reason,
+                } => {
+                    if callee.is_alive() {
+                        callee.send(&Message::Interrupt {
+                            request: invocation,
+                            options: Dict::new().with("mode", mode).with("reason", reason),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Expire for Inner {
+    fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let mut out = Vec::new();
+        let next = {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            while let Some(&(at, cid)) = st.deadlines.first() {
+                if at > now {
+                    break;
+                }
+                st.deadlines.pop_first();
+                let Some(call) = st.calls.get_mut(&cid) else {
+                    continue;
+                };
+                call.deadline = None;
+                let Some((call, more)) = st.finish(cid, &self.config) else {
+                    continue;
+                };
+                let ms = call.timeout.map(|t| t.as_millis()).unwrap_or(0);
+                let message = match &call.target {
+                    Target::Queued { .. } => format!(
+                        "call to \"{}\" timed out after {ms} ms waiting for a callee with spare capacity",
+                        call.procedure
+                    ),
+                    Target::Invoked { .. } => format!(
+                        "call to \"{}\" timed out after {ms} ms without a result",
+                        call.procedure
+                    ),
+                };
+                out.push(error_reply(
+                    &call.caller,
+                    call.request,
+                    (errors::TIMEOUT, message),
+                ));
+                if let Target::Invoked {
+                    callee, invocation, ..
+                } = call.target
+                {
+                    if callee.features.callee_call_canceling {
+                        out.push(Out::Interrupt {
+                            callee,
+                            invocation,
+                            mode: "killnowait",
+                            reason: errors::TIMEOUT,
+                        });
+                    }
+                }
+                out.extend(more);
+            }
+            st.deadlines.first().map(|(at, _)| *at)
+        };
+        self.flush(out);
+        next
+    }
+}
