@@ -1,0 +1,287 @@
+//! Queue configuration.
+//!
+//! ```toml
+//! [[queues]]
+//! name = "pdf"
+//! target = "com.example.pdf.render"        # default target of jobs pushed without one
+//! retry = { kind = "exponential", initial = "1s", factor = 2.0, cap = "5m", jitter = 0.1 }
+//! lease_timeout = "30s"
+//! max_attempts = 20
+//! concurrency = 64                         # jobs in flight at once; 0 = unlimited
+//! rate_limit = { per_second = 100, burst = 20 }
+//! idempotency_window = "24h"
+//! non_retryable_errors = ["com.example.error.invalid_input", "com.example.fatal.*"]
+//! dead_letter = { max_jobs = 10000, max_age = "7days" }
+//! max_payload_bytes = 1048576
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidField;
+use crate::human;
+use crate::model::{check_name, Target};
+use crate::policy::RetryPolicy;
+
+/// Longest lease (and lease extension).
+pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest lease.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+/// Largest `max_payload_bytes`.
+pub const MAX_PAYLOAD_LIMIT: u32 = 64 * 1024 * 1024;
+/// Largest `max_attempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100_000;
+
+/// One queue's configuration. Every field but `name` has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Queue name: 1..=128 characters of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Default target of jobs pushed without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// Retry policy (default: exponential 1 s × 2, cap 5 min, jitter 0.1).
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// How long a worker may hold a job before the attempt counts as failed (default 30 s).
+    #[serde(default = "default_lease_timeout", with = "human::duration")]
+    pub lease_timeout: Duration,
+    /// Attempts before a job is dead-lettered (default 20, like RabbitMQ quorum queues).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Jobs of this queue in flight at once (default 64; 0 = unlimited).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Optional dispatch rate limit (token bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// How long an idempotency key is remembered (default 24 h).
+    #[serde(default = "default_idempotency_window", with = "human::duration")]
+    pub idempotency_window: Duration,
+    /// Error URIs that dead-letter a job at once. An entry ending in `.*` matches every URI
+    /// starting with what precedes the `*` (e.g. `com.example.fatal.*`).
+    #[serde(default)]
+    pub non_retryable_errors: Vec<String>,
+    /// How many dead jobs are kept, and for how long.
+    #[serde(default)]
+    pub dead_letter: DeadLetterRetention,
+    /// Largest accepted payload in bytes (default 1 MiB; at most 64 MiB).
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: u32,
+}
+
+/// A token bucket: `per_second` jobs are dispatched per second on average, with bursts of up to
+/// `burst` jobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate, jobs per second (> 0; fractions allowed, e.g. 0.5 = one every 2 s).
+    pub per_second: f64,
+    /// Bucket size; default: one second's worth (`ceil(per_second)`, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The effective bucket size.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| {
+            let b = self.per_second.ceil();
+            if b >= f64::from(u32::MAX) {
+                u32::MAX
+            } else {
+                (b as u32).max(1)
+            }
+        })
+    }
+}
+
+/// Dead-letter retention: the oldest dead jobs are deleted once either limit is passed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterRetention {
+    /// Most dead jobs kept (default 10 000; 0 = no limit).
+    #[serde(default = "default_dead_max_jobs")]
+    pub max_jobs: u64,
+    /// Longest a dead job is kept (default 7 days; 0 = no limit).
+    #[serde(default = "default_dead_max_age", with = "human::duration")]
+    pub max_age: Duration,
+}
+
+impl Default for DeadLetterRetention {
+    fn default() -> Self {
+        DeadLetterRetention {
+            max_jobs: default_dead_max_jobs(),
+            max_age: default_dead_max_age(),
+        }
+    }
+}
+
+fn default_lease_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_attempts() -> u32 {
+    20
+}
+fn default_concurrency() -> u32 {
+    64
+}
+fn default_idempotency_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_payload() -> u32 {
+    1024 * 1024
+}
+fn default_dead_max_jobs() -> u64 {
+    10_000
+}
+fn default_dead_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+impl QueueConfig {
+    /// A queue with this name and every default.
+    pub fn new(name: impl Into<String>) -> QueueConfig {
+        QueueConfig {
+            name: name.into(),
+            target: None,
+            retry: RetryPolicy::default(),
+            lease_timeout: default_lease_timeout(),
+            max_attempts: default_max_attempts(),
+            concurrency: default_concurrency(),
+            rate_limit: None,
+            idempotency_window: default_idempotency_window(),
+            non_retryable_errors: Vec::new(),
+            dead_letter: DeadLetterRetention::default(),
+            max_payload_bytes: default_max_payload(),
+        }
+    }
+
+    /// Checks every field; the error names the field (e.g. `retry.jitter`, `lease_timeout`).
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        validate_queue_name(&self.name)?;
+        if let Some(t) = &self.target {
+            t.validate()?;
+        }
+        self.retry.validate().map_err(|e| e.within("retry"))?;
+        if self.lease_timeout < MIN_LEASE || self.lease_timeout > MAX_LEASE {
+            return Err(InvalidField::new(
+                "lease_timeout",
+                format!(
+                    "{} is outside 100ms..=7days",
+                    human::format_duration(self.lease_timeout)
+                ),
+            ));
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
+            return Err(InvalidField::new(
+                "max_attempts",
+                format!("{} is outside 1..={MAX_ATTEMPTS_LIMIT}", self.max_attempts),
+            ));
+        }
+        if let Some(r) = &self.rate_limit {
+            if !r.per_second.is_finite() || r.per_second <= 0.0 {
+                return Err(InvalidField::new(
+                    "rate_limit.per_second",
+                    format!("must be a positive number (got {})", r.per_second),
+                ));
+            }
+            if r.burst == Some(0) {
+                return Err(InvalidField::new("rate_limit.burst", "must be at least 1"));
+            }
+        }
+        if self.idempotency_window < Duration::from_secs(1)
+            || self.idempotency_window > Duration::from_secs(365 * 24 * 3600)
+        {
+            return Err(InvalidField::new(
+                "idempotency_window",
+                format!(
+                    "{} is outside 1s..=365days",
+                    human::format_duration(self.idempotency_window)
+                ),
+            ));
+        }
+        for (i, uri) in self.non_retryable_errors.iter().enumerate() {
+            check_name(&format!("non_retryable_errors[{i}]"), uri)?;
+            if uri.contains('*') && !(uri.ends_with(".*") && uri.matches('*').count() == 1) {
+                return Err(InvalidField::new(
+                    format!("non_retryable_errors[{i}]"),
+                    format!("`{uri}`: a wildcard is only allowed as a trailing `.*`"),
+                ));
+            }
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > MAX_PAYLOAD_LIMIT {
+            return Err(InvalidField::new(
+                "max_payload_bytes",
+                format!(
+                    "{} is outside 1..={MAX_PAYLOAD_LIMIT}",
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Names of the fields whose values differ between `self` and `other`.
+    pub fn differences(&self, other: &QueueConfig) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        let mut check = |name: &'static str, differs: bool| {
+            if differs {
+                d.push(name);
+            }
+        };
+        check("name", self.name != other.name);
+        check("target", self.target != other.target);
+        check("retry", self.retry != other.retry);
+        check("lease_timeout", self.lease_timeout != other.lease_timeout);
+        check("max_attempts", self.max_attempts != other.max_attempts);
+        check("concurrency", self.concurrency != other.concurrency);
+        check("rate_limit", self.rate_limit != other.rate_limit);
+        check(
+            "idempotency_window",
+            self.idempotency_window != other.idempotency_window,
+        );
+        check(
+            "non_retryable_errors",
+            self.non_retryable_errors != other.non_retryable_errors,
+        );
+        check("dead_letter", self.dead_letter != other.dead_letter);
+        check(
+            "max_payload_bytes",
+            self.max_payload_bytes != other.max_payload_bytes,
+        );
+        d
+    }
+
+    /// Whether `uri` is listed (exactly or by a `prefix.*` entry) as non-retryable.
+    pub fn is_non_retryable(&self, uri: &str) -> bool {
+        self.non_retryable_errors
+            .iter()
+            .any(|e| match e.strip_suffix('*') {
+                Some(prefix) => uri.starts_with(prefix),
+                None => e == uri,
+            })
+    }
+}
+
+/// Checks a queue name: 1..=128 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_queue_name(name: &str) -> Result<(), InvalidField> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(InvalidField::new(
+            "name",
+            format!("queue name `{name}` must be 1..=128 characters long"),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(InvalidField::new(
+            "name",
+            format!("queue name `{name}` contains `{c}`; use A-Z a-z 0-9 . _ -"),
+        ));
+    }
+    Ok(())
+}

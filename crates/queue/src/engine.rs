@@ -1,0 +1,1089 @@
+//! [`Queues`]: the API the router calls.
+//!
+//! # Concurrency model
+//! * Each queue has its own lock over its in-memory state ([`crate::scheduler`]). Operations on
+//!   different queues never contend (except on the store channel).
+//! * A change that must be durable is submitted to the store *while the queue lock is held*, so
+//!   the store applies the changes of a job in the order they were made in memory.
+//! * A pushed job becomes visible to dispatch only once its commit is durable (the store's
+//!   completion inserts it). So a worker never runs a job that could vanish in a crash, and a
+//!   job id is never shown to anyone before it is durable, which is what makes "ids never
+//!   repeat" hold across crashes.
+//! * Leases, completions, failures, extensions are applied in memory at once and committed in
+//!   the background (batched with everything else); the returned [`Durable`] resolves when they
+//!   are durable, and may be dropped. A crash before that commit only means the job runs again
+//!   (at-least-once): nothing acknowledged to a producer is lost.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::{oneshot, Notify};
+
+use crate::clock::{duration_ms, Clock};
+use crate::config::{QueueConfig, MAX_ATTEMPTS_LIMIT, MAX_LEASE};
+use crate::error::{QueueError, StoreError};
+use crate::human;
+use crate::model::{
+    check_name, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, NewJob, Priority, When,
+    MAX_IDEMPOTENCY_KEY_LEN,
+};
+use crate::redb_store::{RedbOptions, RedbStore};
+use crate::scheduler::{truncate_message, Lease, Outcome, QueueState, Wait, LEASE_LOST};
+use crate::store::{Batch, Counters, Done, Mutation, Store, StoreStats};
+
+/// Engine options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Source of "now" (default: the system clock).
+    pub clock: Clock,
+    /// A `run_at` this far in the past is accepted as "now"; further back it is an error
+    /// (default 5 min).
+    pub past_run_at_tolerance: Duration,
+    /// Longest accepted `delay` / distance of `run_at` into the future (default 365 days).
+    pub max_delay: Duration,
+    /// Options of the embedded store (used by [`Queues::open`] and [`Queues::open_with`]).
+    pub store: RedbOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Clock::System,
+            past_run_at_tolerance: Duration::from_secs(300),
+            max_delay: Duration::from_secs(365 * 24 * 3600),
+            store: RedbOptions::default(),
+        }
+    }
+}
+
+/// The answer to a push.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PushAck {
+    /// The job's id (for a duplicate: the original job's id).
+    pub id: JobId,
+    /// True when an earlier push with the same idempotency key, inside the window, created the
+    /// job. The original may since have completed.
+    pub duplicate: bool,
+}
+
+/// Resolves when an operation's effect is durable. Dropping it does not undo anything: the
+/// change is applied in memory already and is committed anyway.
+#[must_use = "await it for durability, or drop it explicitly"]
+pub struct Durable {
+    rx: Option<oneshot::Receiver<Result<(), StoreError>>>,
+}
+
+impl Durable {
+    fn done() -> Durable {
+        Durable { rx: None }
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), QueueError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.rx {
+            None => Poll::Ready(Ok(())),
+            Some(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r.map_err(QueueError::from)),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(StoreError::Closed.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// The result of `fail`: what happens next, and the durability handle.
+#[must_use]
+pub struct Settled {
+    /// Retry (when) or dead (why).
+    pub outcome: Outcome,
+    /// Resolves when the outcome is durable.
+    pub durable: Durable,
+}
+
+/// What `next_ready` found.
+#[derive(Debug)]
+pub enum Dispatch {
+    /// A job, leased to the caller.
+    Lease(Lease),
+    /// Nothing to lease now.
+    Wait(Wait),
+}
+
+/// A lease that expired during [`Queues::maintain`].
+#[derive(Clone, Debug)]
+pub struct Expired {
+    /// The job.
+    pub job: Arc<Job>,
+    /// The epoch of the lease that expired (a worker still holding it is now stale).
+    pub epoch: u64,
+    /// Retry or dead.
+    pub outcome: Outcome,
+}
+
+/// The result of [`Queues::maintain`].
+#[derive(Clone, Debug, Default)]
+pub struct Maintenance {
+    /// Leases that expired, with what happened to their jobs.
+    pub expired: Vec<Expired>,
+    /// When `maintain` next has work (unix ms): the earliest lease deadline, key expiry or
+    /// dead-letter age limit. `None`: nothing is pending (call again after a lease is handed
+    /// out; calling it every second is a simple, sufficient rule).
+    pub next_wakeup_ms: Option<u64>,
+}
+
+/// Whether `declare` created the queue.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Declared {
+    /// New queue, persisted.
+    Created,
+    /// Already declared with an identical configuration; nothing changed.
+    Unchanged,
+}
+
+/// Which dead jobs to requeue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// These jobs (each must be dead in the queue, else nothing is requeued).
+    Jobs(Vec<JobId>),
+    /// Every dead job of the queue.
+    AllDead,
+}
+
+/// Which jobs to purge.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// Waiting jobs: ready and scheduled.
+    Ready,
+    /// Dead jobs.
+    Dead,
+    /// Everything: waiting, leased (their workers' results will be refused) and dead.
+    All,
+}
+
+/// One queue's figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub name: String,
+    /// Due jobs waiting for a worker.
+    pub ready: usize,
+    /// `ready` split by priority (index = priority).
+    pub ready_by_priority: [usize; Priority::LEVELS],
+    /// Jobs waiting for their `run_at` (delayed jobs and backoffs).
+    pub scheduled: usize,
+    /// Leased jobs.
+    pub in_flight: usize,
+    /// Dead letters.
+    pub dead: usize,
+    /// How long the longest-waiting due job has been due, ms.
+    pub oldest_ready_age_ms: Option<u64>,
+    /// Failed attempts scheduled for retry, lifetime.
+    pub retried_total: u64,
+    /// Jobs dead-lettered, lifetime.
+    pub dead_lettered_total: u64,
+    /// Jobs completed, lifetime.
+    pub completed_total: u64,
+    /// Idempotency keys remembered.
+    pub idempotency_keys: usize,
+    /// Configured concurrency limit (0 = unlimited).
+    pub concurrency: u32,
+}
+
+struct QueueShared {
+    config: Arc<QueueConfig>,
+    state: Mutex<QueueState>,
+    notify: Arc<Notify>,
+}
+
+const SHARDS: usize = 16;
+
+/// Job id → its queue, for the calls that only carry a job id.
+struct JobIndex {
+    shards: Vec<Mutex<HashMap<JobId, Arc<QueueShared>>>>,
+}
+
+impl JobIndex {
+    fn new() -> JobIndex {
+        JobIndex {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+    fn shard(&self, id: JobId) -> &Mutex<HashMap<JobId, Arc<QueueShared>>> {
+        &self.shards[(id.0 % SHARDS as u64) as usize]
+    }
+    fn get(&self, id: JobId) -> Option<Arc<QueueShared>> {
+        self.shard(id).lock().get(&id).cloned()
+    }
+    fn insert(&self, id: JobId, q: Arc<QueueShared>) {
+        self.shard(id).lock().insert(id, q);
+    }
+    fn remove(&self, id: JobId) {
+        self.shard(id).lock().remove(&id);
+    }
+    fn remove_all(&self, muts: &[Mutation]) {
+        for m in muts {
+            if let Mutation::RemoveJob(id) = m {
+                self.remove(*id);
+            }
+        }
+    }
+}
+
+/// A validated push, before it gets an id.
+struct Draft {
+    q: Arc<QueueShared>,
+    job: NewJob,
+    target: crate::model::Target,
+    run_at: u64,
+}
+
+enum PushWait {
+    Now(Vec<PushAck>),
+    Commit(oneshot::Receiver<Result<Vec<PushAck>, StoreError>>),
+}
+
+/// The durable queues of one store: declare, push, dispatch, settle, operate.
+pub struct Queues {
+    store: Arc<dyn Store>,
+    registry: RwLock<HashMap<Arc<str>, Arc<QueueShared>>>,
+    index: Arc<JobIndex>,
+    next_id: AtomicU64,
+    clock: Clock,
+    options: Options,
+}
+
+impl Queues {
+    /// Opens (or creates) the embedded store at `path` with the given queues (from the config
+    /// file) and recovers its state. See [`Queues::with_store`].
+    pub fn open(path: impl AsRef<Path>, configs: Vec<QueueConfig>) -> Result<Queues, QueueError> {
+        Queues::open_with(path, configs, Options::default())
+    }
+
+    /// [`Queues::open`] with options.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        configs: Vec<QueueConfig>,
+        options: Options,
+    ) -> Result<Queues, QueueError> {
+        let store = RedbStore::open(path, options.store.clone())?;
+        Queues::with_store(Arc::new(store), configs, options)
+    }
+
+    /// Recovers from `store`. Blocks until the recovery commit is durable.
+    ///
+    /// * `configs` (the config file's queues) are declared; where a stored queue of the same
+    ///   name has a different configuration, the config file wins (and is persisted). Queues
+    ///   declared at run time in earlier runs are loaded as they were.
+    /// * Jobs that were leased when the previous run stopped count that attempt as failed with
+    ///   `switchyard.queue.lease_lost`: unless that dead-letters them (non-retryable URI,
+    ///   attempts exhausted, or a policy with no retry left, e.g. `none`, whose users asked for
+    ///   "never run twice"), they are **ready at once**, not after a backoff: the router was
+    ///   down, the job has waited already, and nothing suggests the job was at fault. Counting
+    ///   the attempt bounds how often a job that crashes the router can crash it.
+    /// * Idempotency keys past their window and dead jobs past retention are deleted.
+    pub fn with_store(
+        store: Arc<dyn Store>,
+        configs: Vec<QueueConfig>,
+        options: Options,
+    ) -> Result<Queues, QueueError> {
+        let clock = options.clock.clone();
+        let now = clock.now_ms();
+        let mut seen = std::collections::HashSet::new();
+        for cfg in &configs {
+            cfg.validate()
+                .map_err(|e| e.within(&format!("queues.{}", cfg.name)))?;
+            if !seen.insert(cfg.name.clone()) {
+                return Err(QueueError::invalid(
+                    "queues",
+                    format!("queue `{}` is configured twice", cfg.name),
+                ));
+            }
+        }
+        let snap = store.load(now)?;
+        let mut muts = Vec::new();
+        let mut declared: HashMap<String, (QueueConfig, Counters)> = HashMap::new();
+        for (cfg, counters) in snap.queues {
+            declared.insert(cfg.name.clone(), (cfg, counters));
+        }
+        for cfg in configs {
+            let counters = match declared.get(&cfg.name) {
+                Some((old, _)) if *old == cfg => continue,
+                Some((old, c)) => {
+                    tracing::info!(queue = %cfg.name, changed = ?old.differences(&cfg), "queue configuration changed in the config file");
+                    *c
+                }
+                None => Counters::default(),
+            };
+            muts.push(Mutation::PutQueue(cfg.clone()));
+            declared.insert(cfg.name.clone(), (cfg, counters));
+        }
+        let mut registry: HashMap<Arc<str>, Arc<QueueShared>> = HashMap::new();
+        for (name, (cfg, counters)) in declared {
+            let cfg = Arc::new(cfg);
+            registry.insert(
+                name.into(),
+                Arc::new(QueueShared {
+                    state: Mutex::new(QueueState::new(cfg.clone(), counters, now)),
+                    config: cfg,
+                    notify: Arc::new(Notify::new()),
+                }),
+            );
+        }
+        let index = Arc::new(JobIndex::new());
+        let mut leased: Vec<(Arc<QueueShared>, JobId)> = Vec::new();
+        for (job, status) in snap.jobs {
+            let Some(q) = registry.get(&*job.queue) else {
+                return Err(StoreError::corrupt(format!(
+                    "job {} belongs to queue `{}`, which is not declared",
+                    job.id, job.queue
+                ))
+                .into());
+            };
+            if matches!(status.state, JobState::Leased { .. }) {
+                leased.push((q.clone(), job.id));
+            }
+            index.insert(job.id, q.clone());
+            q.state.lock().insert(job, status, now);
+        }
+        for (q, id) in leased {
+            let err = ErrorInfo {
+                uri: LEASE_LOST.into(),
+                message: "the router stopped while the job was leased".into(),
+                at_ms: now,
+            };
+            q.state.lock().fail(id, err, now, true, &mut muts);
+        }
+        for rec in snap.idempotency_keys {
+            let q = registry.get(rec.queue.as_str());
+            match q {
+                Some(q) if rec.expires_ms > now => {
+                    q.state
+                        .lock()
+                        .remember_key(rec.key, rec.job, rec.expires_ms, false);
+                }
+                _ => muts.push(Mutation::RemoveIdempotencyKey {
+                    queue: rec.queue.into(),
+                    key: rec.key,
+                }),
+            }
+        }
+        for q in registry.values() {
+            q.state.lock().prune_dead(now, &mut muts);
+        }
+        index.remove_all(&muts);
+        if !muts.is_empty() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let done: Done = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            store.submit(Batch {
+                mutations: muts,
+                done: Some(done),
+            })?;
+            rx.recv().map_err(|_| StoreError::Closed)??;
+        }
+        let next_id = snap
+            .max_job_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError::corrupt("the job id space is exhausted"))?;
+        Ok(Queues {
+            store,
+            registry: RwLock::new(registry),
+            index,
+            next_id: AtomicU64::new(next_id),
+            clock,
+            options,
+        })
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<QueueShared>, QueueError> {
+        self.registry
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| QueueError::UnknownQueue(name.to_owned()))
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Counters of the store's write side (commits, batches per commit...).
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// A queue's configuration.
+    pub fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueueError> {
+        Ok(self.queue(queue)?.config.clone())
+    }
+
+    /// Names of the declared queues, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.registry.read().keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// Declares a queue at run time, persisted. Declaring an existing queue with an identical
+    /// configuration is a no-op; with a different one, an error naming the fields that differ.
+    pub async fn declare(&self, config: QueueConfig) -> Result<Declared, QueueError> {
+        config.validate()?;
+        let (declared, durable) = {
+            let mut reg = self.registry.write();
+            if let Some(q) = reg.get(config.name.as_str()) {
+                let diff = q.config.differences(&config);
+                if !diff.is_empty() {
+                    return Err(QueueError::ConfigConflict {
+                        queue: config.name,
+                        fields: diff.join(", "),
+                    });
+                }
+                // It may have been declared a moment ago and not be durable yet: wait for the
+                // commits queued before us.
+                (Declared::Unchanged, self.submit_tracked(Vec::new(), true)?)
+            } else {
+                let now = self.clock.now_ms();
+                let cfg = Arc::new(config);
+                let durable =
+                    self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false)?;
+                reg.insert(
+                    cfg.name.as_str().into(),
+                    Arc::new(QueueShared {
+                        state: Mutex::new(QueueState::new(cfg.clone(), Counters::default(), now)),
+                        config: cfg,
+                        notify: Arc::new(Notify::new()),
+                    }),
+                );
+                (Declared::Created, durable)
+            }
+        };
+        durable.await?;
+        Ok(declared)
+    }
+
+    fn submit_tracked(
+        &self,
+        mutations: Vec<Mutation>,
+        barrier: bool,
+    ) -> Result<Durable, QueueError> {
+        if mutations.is_empty() && !barrier {
+            return Ok(Durable::done());
+        }
+        let (tx, rx) = oneshot::channel();
+        let done: Done = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.store.submit(Batch {
+            mutations,
+            done: Some(done),
+        })?;
+        Ok(Durable { rx: Some(rx) })
+    }
+
+    fn prepare(&self, queue: &str, job: NewJob, now: u64) -> Result<Draft, QueueError> {
+        let q = self.queue(queue)?;
+        let cfg = &q.config;
+        if job.payload.len() > cfg.max_payload_bytes as usize {
+            return Err(QueueError::PayloadTooLarge {
+                queue: queue.to_owned(),
+                size: job.payload.len(),
+                limit: cfg.max_payload_bytes,
+            });
+        }
+        let target = match (&job.target, &cfg.target) {
+            (Some(t), _) => {
+                t.validate()?;
+                t.clone()
+            }
+            (None, Some(t)) => t.clone(),
+            (None, None) => {
+                return Err(QueueError::invalid(
+                    "target",
+                    format!("the job has no target and queue `{queue}` has no default target"),
+                ))
+            }
+        };
+        if let Some(p) = &job.retry {
+            p.validate().map_err(|e| e.within("retry"))?;
+        }
+        if let Some(n) = job.max_attempts {
+            if n == 0 || n > MAX_ATTEMPTS_LIMIT {
+                return Err(QueueError::invalid(
+                    "max_attempts",
+                    format!("{n} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
+                ));
+            }
+        }
+        if let Some(k) = &job.idempotency_key {
+            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
+                return Err(QueueError::invalid(
+                    "idempotency_key",
+                    format!(
+                        "must be 1..={MAX_IDEMPOTENCY_KEY_LEN} bytes (got {})",
+                        k.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = &job.result_topic {
+            check_name("result_topic", t)?;
+        }
+        let max_delay = duration_ms(self.options.max_delay);
+        let run_at = match job.when {
+            When::Now => now,
+            When::Delay(d) => {
+                if d > self.options.max_delay {
+                    return Err(QueueError::invalid(
+                        "delay",
+                        format!(
+                            "{} is longer than the maximum of {}",
+                            human::format_duration(d),
+                            human::format_duration(self.options.max_delay)
+                        ),
+                    ));
+                }
+                now.saturating_add(duration_ms(d))
+            }
+            When::At(at) => {
+                let tolerance = duration_ms(self.options.past_run_at_tolerance);
+                if at.saturating_add(tolerance) < now {
+                    return Err(QueueError::invalid(
+                        "run_at",
+                        format!(
+                            "{at} is {} in the past (tolerance {}); run_at is unix milliseconds or RFC 3339",
+                            human::format_duration(Duration::from_millis(now - at)),
+                            human::format_duration(self.options.past_run_at_tolerance)
+                        ),
+                    ));
+                }
+                if at > now.saturating_add(max_delay) {
+                    return Err(QueueError::invalid(
+                        "run_at",
+                        format!(
+                            "{at} is more than {} ahead; run_at is unix milliseconds or RFC 3339",
+                            human::format_duration(self.options.max_delay)
+                        ),
+                    ));
+                }
+                at
+            }
+        };
+        Ok(Draft {
+            q,
+            job,
+            target,
+            run_at,
+        })
+    }
+
+    /// Pushes one job. Resolves once the job is durable (or, for a duplicate idempotency key,
+    /// once the original is durable). On an error nothing was stored.
+    pub async fn push(&self, queue: &str, job: NewJob) -> Result<PushAck, QueueError> {
+        let mut acks = self.push_many(vec![(queue, job)]).await?;
+        acks.pop()
+            .ok_or_else(|| StoreError::corrupt("push produced no acknowledgement").into())
+    }
+
+    /// Pushes several jobs, possibly to several queues, in ONE transaction: all are stored or
+    /// none (a validation error in any job stores nothing). Acks are in input order.
+    pub async fn push_many<Q: AsRef<str>>(
+        &self,
+        jobs: Vec<(Q, NewJob)>,
+    ) -> Result<Vec<PushAck>, QueueError> {
+        match self.push_start(jobs)? {
+            PushWait::Now(acks) => Ok(acks),
+            PushWait::Commit(rx) => match rx.await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(StoreError::Closed.into()),
+            },
+        }
+    }
+
+    fn push_start<Q: AsRef<str>>(&self, jobs: Vec<(Q, NewJob)>) -> Result<PushWait, QueueError> {
+        let now = self.clock.now_ms();
+        let mut drafts = Vec::with_capacity(jobs.len());
+        for (i, (queue, job)) in jobs.into_iter().enumerate() {
+            let d = self.prepare(queue.as_ref(), job, now);
+            drafts.push(d.map_err(|e| match e {
+                QueueError::Invalid(f) if i > 0 => {
+                    QueueError::Invalid(f.within(&format!("jobs[{i}]")))
+                }
+                other => other,
+            })?);
+        }
+        // Lock every queue involved, in name order (the same order everywhere: no deadlock).
+        let mut queues: Vec<Arc<QueueShared>> = drafts.iter().map(|d| d.q.clone()).collect();
+        queues.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let mut guards: Vec<_> = queues.iter().map(|q| q.state.lock()).collect();
+
+        let mut acks = Vec::with_capacity(drafts.len());
+        let mut muts = Vec::with_capacity(drafts.len() * 2);
+        let mut visible: Vec<(Arc<QueueShared>, Arc<Job>, JobStatus)> = Vec::new();
+        let mut wait_for_original = false;
+        for d in drafts {
+            let gi = queues
+                .iter()
+                .position(|q| Arc::ptr_eq(q, &d.q))
+                .unwrap_or_default();
+            let st = &mut guards[gi];
+            if let Some(key) = &d.job.idempotency_key {
+                if let Some(e) = st.idem.get(key) {
+                    if e.expires_ms > now {
+                        acks.push(PushAck {
+                            id: e.job,
+                            duplicate: true,
+                        });
+                        wait_for_original |= e.pending;
+                        continue;
+                    }
+                }
+            }
+            let id = JobId(self.next_id.fetch_add(1, Ordering::Relaxed));
+            let job = Arc::new(Job {
+                id,
+                queue: st.name.clone(),
+                payload: d.job.payload,
+                target: d.target,
+                priority: d.job.priority,
+                created_at_ms: now,
+                max_attempts: d.job.max_attempts,
+                retry: d.job.retry,
+                idempotency_key: d.job.idempotency_key,
+                result_topic: d.job.result_topic,
+            });
+            let status = JobStatus {
+                state: if d.run_at <= now {
+                    JobState::Ready
+                } else {
+                    JobState::Scheduled
+                },
+                run_at_ms: d.run_at,
+                attempts: 0,
+                epoch: 0,
+                last_error: None,
+            };
+            if let Some(key) = &job.idempotency_key {
+                let expires_ms = now.saturating_add(duration_ms(d.q.config.idempotency_window));
+                st.remember_key(key.clone(), id, expires_ms, true);
+                muts.push(Mutation::PutIdempotencyKey {
+                    queue: st.name.clone(),
+                    key: key.clone(),
+                    job: id,
+                    expires_ms,
+                });
+            }
+            muts.push(Mutation::PutJob {
+                job: job.clone(),
+                status: status.clone(),
+            });
+            visible.push((d.q.clone(), job, status));
+            acks.push(PushAck {
+                id,
+                duplicate: false,
+            });
+        }
+        if muts.is_empty() && !wait_for_original {
+            return Ok(PushWait::Now(acks));
+        }
+        let (tx, rx) = oneshot::channel();
+        let index = self.index.clone();
+        let clock = self.clock.clone();
+        let done: Done = Box::new(move |r| {
+            if r.is_ok() {
+                make_visible(&index, &clock, visible);
+            }
+            let _ = tx.send(r.map(|()| acks));
+        });
+        self.store.submit(Batch {
+            mutations: muts,
+            done: Some(done),
+        })?;
+        drop(guards);
+        Ok(PushWait::Commit(rx))
+    }
+
+    /// Leases the next job of `queue`: highest priority first, then earliest `run_at`, then
+    /// push order; within the concurrency and rate limits. The lease is recorded durably in the
+    /// background (a crash then counts the attempt).
+    pub fn next_ready(&self, queue: &str) -> Result<Dispatch, QueueError> {
+        let (mut leases, wait) = self.next_ready_many(queue, 1)?;
+        match (leases.pop(), wait) {
+            (Some(l), _) => Ok(Dispatch::Lease(l)),
+            (None, Some(w)) => Ok(Dispatch::Wait(w)),
+            (None, None) => Ok(Dispatch::Wait(Wait {
+                until_ms: None,
+                reason: crate::scheduler::WaitReason::Empty,
+            })),
+        }
+    }
+
+    /// Leases up to `max` jobs under one lock and one store submission. The `Wait` is present
+    /// when fewer than `max` were leased and says when to ask again.
+    pub fn next_ready_many(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<(Vec<Lease>, Option<Wait>), QueueError> {
+        let q = self.queue(queue)?;
+        if let Some(e) = self.store.failure() {
+            return Err(e.into());
+        }
+        let now = self.clock.now_ms();
+        let mut leases = Vec::new();
+        let mut muts = Vec::new();
+        let mut wait = None;
+        let mut st = q.state.lock();
+        while leases.len() < max {
+            match st.lease_next(now, &mut muts) {
+                Ok(l) => leases.push(l),
+                Err(w) => {
+                    wait = Some(w);
+                    break;
+                }
+            }
+        }
+        if !muts.is_empty() {
+            self.store.submit(Batch::detached(muts))?;
+        }
+        Ok((leases, wait))
+    }
+
+    /// A notifier signalled when `queue` may have work for the dispatcher (push committed,
+    /// completion or failure freeing a slot, expiry, requeue). It uses `notify_one`, which keeps a
+    /// permit when nobody waits, so a single dispatcher per queue never misses a wakeup.
+    pub fn notifier(&self, queue: &str) -> Result<Arc<Notify>, QueueError> {
+        Ok(self.queue(queue)?.notify.clone())
+    }
+
+    fn leased_queue(&self, job: JobId) -> Result<Arc<QueueShared>, QueueError> {
+        self.index.get(job).ok_or(QueueError::UnknownJob(job))
+    }
+
+    /// Completes a leased job (deletes it, counts it). `StaleLease` if `epoch` is not the
+    /// job's current lease: the result of a worker whose lease expired never overwrites a newer
+    /// attempt.
+    pub fn complete(&self, job: JobId, epoch: u64) -> Result<Durable, QueueError> {
+        let q = self.leased_queue(job)?;
+        let durable = {
+            let mut st = q.state.lock();
+            st.check_lease(job, epoch)?;
+            let mut muts = Vec::with_capacity(2);
+            st.complete(job, &mut muts);
+            self.submit_tracked(muts, false)?
+        };
+        self.index.remove(job);
+        q.notify.notify_one();
+        Ok(durable)
+    }
+
+    /// Fails the current attempt with an error URI and message. The job is dead-lettered at once
+    /// if the URI is non-retryable for its queue or its attempts are exhausted, else scheduled
+    /// per its retry policy (or dead-lettered if the policy allows no more).
+    pub fn fail(
+        &self,
+        job: JobId,
+        epoch: u64,
+        error_uri: &str,
+        message: &str,
+    ) -> Result<Settled, QueueError> {
+        check_name("error_uri", error_uri)?;
+        let q = self.leased_queue(job)?;
+        let now = self.clock.now_ms();
+        let (outcome, durable, muts_removed) = {
+            let mut st = q.state.lock();
+            st.check_lease(job, epoch)?;
+            let err = ErrorInfo {
+                uri: error_uri.to_owned(),
+                message: truncate_message(message),
+                at_ms: now,
+            };
+            let mut muts = Vec::with_capacity(4);
+            let outcome = st
+                .fail(job, err, now, false, &mut muts)
+                .ok_or(QueueError::UnknownJob(job))?;
+            let removed: Vec<Mutation> = muts
+                .iter()
+                .filter(|m| matches!(m, Mutation::RemoveJob(_)))
+                .cloned()
+                .collect();
+            (outcome, self.submit_tracked(muts, false)?, removed)
+        };
+        self.index.remove_all(&muts_removed);
+        q.notify.notify_one();
+        Ok(Settled { outcome, durable })
+    }
+
+    /// Extends a lease to `now + by` (default: the queue's `lease_timeout`); never shortens it.
+    /// Returns the new deadline (unix ms).
+    pub fn extend(
+        &self,
+        job: JobId,
+        epoch: u64,
+        by: Option<Duration>,
+    ) -> Result<(u64, Durable), QueueError> {
+        let q = self.leased_queue(job)?;
+        let by = by.unwrap_or(q.config.lease_timeout);
+        if by > MAX_LEASE {
+            return Err(QueueError::invalid(
+                "by",
+                format!("{} is longer than 7 days", human::format_duration(by)),
+            ));
+        }
+        let now = self.clock.now_ms();
+        let mut st = q.state.lock();
+        st.check_lease(job, epoch)?;
+        let mut muts = Vec::new();
+        let deadline = st.extend(job, now.saturating_add(duration_ms(by)), &mut muts);
+        let durable = self.submit_tracked(muts, false)?;
+        Ok((deadline, durable))
+    }
+
+    /// Gives a leased job back without counting the attempt (e.g. the worker went away before
+    /// the job was sent to it). It is due again after `delay` (default: at once).
+    pub fn release(
+        &self,
+        job: JobId,
+        epoch: u64,
+        delay: Option<Duration>,
+    ) -> Result<Durable, QueueError> {
+        let q = self.leased_queue(job)?;
+        let now = self.clock.now_ms();
+        let durable = {
+            let mut st = q.state.lock();
+            st.check_lease(job, epoch)?;
+            let mut muts = Vec::with_capacity(2);
+            let run_at = now.saturating_add(delay.map(duration_ms).unwrap_or(0));
+            st.release(job, run_at, now, &mut muts);
+            self.submit_tracked(muts, false)?
+        };
+        q.notify.notify_one();
+        Ok(durable)
+    }
+
+    /// Expires overdue leases (each counts as a failed attempt, `switchyard.queue.lease_expired`),
+    /// forgets idempotency keys past their window, prunes dead letters past retention. Call it
+    /// at `next_wakeup_ms` (or simply every second).
+    pub fn maintain(&self) -> Result<Maintenance, QueueError> {
+        let now = self.clock.now_ms();
+        let queues: Vec<Arc<QueueShared>> = self.registry.read().values().cloned().collect();
+        let mut out = Maintenance::default();
+        for q in queues {
+            let mut muts = Vec::new();
+            let (expired, next) = {
+                let mut st = q.state.lock();
+                let expired = st.expire(now, &mut muts);
+                st.prune_idempotency(now, &mut muts);
+                st.prune_dead(now, &mut muts);
+                let next = st.next_maintenance();
+                if !muts.is_empty() {
+                    self.store.submit(Batch::detached(muts.clone()))?;
+                }
+                (expired, next)
+            };
+            self.index.remove_all(&muts);
+            if !expired.is_empty() {
+                q.notify.notify_one();
+            }
+            out.expired
+                .extend(expired.into_iter().map(|(job, epoch, outcome)| Expired {
+                    job,
+                    epoch,
+                    outcome,
+                }));
+            out.next_wakeup_ms = match (out.next_wakeup_ms, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(out)
+    }
+
+    /// Calls [`Queues::maintain`] whenever it has work, and at least every `max_interval`,
+    /// handing every expired lease to `on_expired` (e.g. to cancel the worker's call and to
+    /// publish a final error on the job's result topic). Ends when the `Queues` is dropped or
+    /// its store closes or fails. Lease expiry is noticed at most `max_interval` late.
+    ///
+    /// ```text
+    /// tokio::spawn(Queues::run_maintenance(Arc::downgrade(&queues), Duration::from_secs(1), |e| ...));
+    /// ```
+    pub async fn run_maintenance(
+        queues: Weak<Queues>,
+        max_interval: Duration,
+        mut on_expired: impl FnMut(Expired) + Send,
+    ) {
+        loop {
+            let sleep = {
+                let Some(q) = queues.upgrade() else { return };
+                match q.maintain() {
+                    Ok(m) => {
+                        for e in m.expired {
+                            on_expired(e);
+                        }
+                        m.next_wakeup_ms
+                            .map(|t| q.clock.until(t))
+                            .unwrap_or(max_interval)
+                            .min(max_interval)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "queue maintenance stops");
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep(sleep.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// Figures of one queue.
+    pub fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
+        let q = self.queue(queue)?;
+        let now = self.clock.now_ms();
+        let s = q.state.lock().stats(now);
+        Ok(s)
+    }
+
+    /// Figures of every queue, by name.
+    pub fn list(&self) -> Vec<QueueStats> {
+        let now = self.clock.now_ms();
+        let queues: Vec<Arc<QueueShared>> = self.registry.read().values().cloned().collect();
+        let mut v: Vec<QueueStats> = queues.iter().map(|q| q.state.lock().stats(now)).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Up to `n` waiting jobs in dispatch order (ready by priority, then scheduled by time).
+    pub fn peek(&self, queue: &str, n: usize) -> Result<Vec<JobInfo>, QueueError> {
+        let q = self.queue(queue)?;
+        let now = self.clock.now_ms();
+        let mut st = q.state.lock();
+        st.promote(now);
+        Ok(st.peek(n))
+    }
+
+    /// Up to `n` dead jobs, newest first.
+    pub fn dead(&self, queue: &str, n: usize) -> Result<Vec<JobInfo>, QueueError> {
+        Ok(self.queue(queue)?.state.lock().dead_newest(n))
+    }
+
+    /// One job by id (any state), if it exists.
+    pub fn job(&self, id: JobId) -> Option<JobInfo> {
+        self.index.get(id).and_then(|q| q.state.lock().info(id))
+    }
+
+    /// Moves dead jobs back to ready (attempts reset to 0, last error kept). With explicit ids,
+    /// every id must be a dead job of the queue, else nothing is requeued. Returns how many.
+    pub async fn requeue(&self, queue: &str, which: Requeue) -> Result<usize, QueueError> {
+        let q = self.queue(queue)?;
+        let now = self.clock.now_ms();
+        let (n, durable) = {
+            let mut st = q.state.lock();
+            let mut ids = match which {
+                Requeue::AllDead => st.dead_ids(),
+                Requeue::Jobs(ids) => {
+                    if let Some(bad) = ids.iter().find(|&&id| !st.is_dead(id)) {
+                        return Err(QueueError::invalid(
+                            "jobs",
+                            format!("job {bad} is not a dead job of queue `{queue}`; nothing was requeued"),
+                        ));
+                    }
+                    ids
+                }
+            };
+            ids.sort_unstable();
+            ids.dedup();
+            let mut muts = Vec::with_capacity(ids.len());
+            st.requeue(&ids, now, &mut muts);
+            (ids.len(), self.submit_tracked(muts, false)?)
+        };
+        q.notify.notify_one();
+        durable.await?;
+        Ok(n)
+    }
+
+    /// Deletes jobs of a queue; returns how many.
+    pub async fn purge(&self, queue: &str, which: Purge) -> Result<usize, QueueError> {
+        let q = self.queue(queue)?;
+        let (muts, durable) = {
+            let mut st = q.state.lock();
+            let mut ids = Vec::new();
+            if matches!(which, Purge::Ready | Purge::All) {
+                ids.extend(st.waiting_ids());
+            }
+            if matches!(which, Purge::All) {
+                ids.extend(st.leased_ids());
+            }
+            if matches!(which, Purge::Dead | Purge::All) {
+                ids.extend(st.dead_ids());
+            }
+            let mut muts: Vec<Mutation> = Vec::with_capacity(ids.len());
+            for id in ids {
+                st.remove(id);
+                muts.push(Mutation::RemoveJob(id));
+            }
+            let durable = self.submit_tracked(muts.clone(), false)?;
+            (muts, durable)
+        };
+        self.index.remove_all(&muts);
+        q.notify.notify_one();
+        durable.await?;
+        Ok(muts.len())
+    }
+
+    /// Commits what is queued and closes the store; later operations fail with "store closed".
+    /// Also done on drop.
+    pub fn close(&self) {
+        self.store.close();
+    }
+}
+
+impl Drop for Queues {
+    fn drop(&mut self) {
+        self.store.close();
+    }
+}
+
+/// Inserts committed jobs into their queues (runs on the store's writer thread).
+fn make_visible(
+    index: &JobIndex,
+    clock: &Clock,
+    visible: Vec<(Arc<QueueShared>, Arc<Job>, JobStatus)>,
+) {
+    let now = clock.now_ms();
+    for (q, job, _) in &visible {
+        index.insert(job.id, q.clone());
+    }
+    let mut i = 0;
+    while i < visible.len() {
+        let q = visible[i].0.clone();
+        {
+            let mut st = q.state.lock();
+            while i < visible.len() && Arc::ptr_eq(&visible[i].0, &q) {
+                let (_, job, status) = &visible[i];
+                if let Some(key) = &job.idempotency_key {
+                    if let Some(e) = st.idem.get_mut(key) {
+                        if e.job == job.id {
+                            e.pending = false;
+                        }
+                    }
+                }
+                st.insert(job.clone(), status.clone(), now);
+                i += 1;
+            }
+        }
+        q.notify.notify_one();
+    }
+}

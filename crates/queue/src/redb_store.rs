@@ -1,0 +1,574 @@
+//! The embedded store: one redb file, written by one thread with group commit.
+//!
+//! # Group commit
+//! Callers never touch the write side. [`RedbStore::submit`] puts a [`Batch`] on a channel and
+//! returns. One writer thread loops:
+//! 1. block until a batch arrives;
+//! 2. take every other batch already waiting (up to `max_commit_mutations`), without waiting
+//!    for more: batching comes from the time the previous commit took, never from a timer, so
+//!    a lone operation is committed at once;
+//! 3. apply all of them in ONE redb write transaction with `Durability::Immediate`, and commit
+//!    (one fsync for the whole group);
+//! 4. run every batch's completion with the result, in submission order: on the writer thread
+//!    itself when nothing else is waiting (lowest latency), otherwise on a completer thread, so
+//!    the next commit starts at once while the previous group's waiters are woken.
+//!
+//! Under load, the batches that arrive while one commit runs form the next commit, so the fsync
+//! cost is shared by everything queued behind it.
+//!
+//! # Coalescing
+//! Inside one commit, a mutation that a later mutation of the same commit undoes is skipped: a
+//! lease row written and deleted again (a job leased and completed within one commit window),
+//! a job record rewritten and then deleted. The writer also remembers which lease rows exist in
+//! the file, so deleting a lease that was never written costs nothing. A short job thus costs two
+//! B-tree writes (insert at push, delete at completion).
+//!
+//! # Failure
+//! A failed transaction or commit leaves redb refusing further writes until reopened, so the
+//! store becomes *failed*: that group and every later one complete with the error. Reopening the
+//! file (restarting) repairs it; what was acknowledged before the failure is intact.
+//!
+//! # Tables
+//! `meta` (`max_job_id`: the id reservation, see `ID_BLOCK`; `format`), `queues` (name → config JSON), `counters`
+//! (name → completed, retried, dead-lettered), `jobs` (id → record, see `codec`), `leases`
+//! (id → epoch, deadline, attempts), `idempotency` ((queue, key) → job id, expiry).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::codec;
+use crate::config::QueueConfig;
+use crate::error::StoreError;
+use crate::model::{JobId, JobState};
+use crate::store::{
+    Batch, Counters, Done, IdempotencyRecord, Mutation, Snapshot, Store, StoreStats, StoredLease,
+};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
+const COUNTERS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("counters");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const LEASES: TableDefinition<u64, (u64, u64, u32)> = TableDefinition::new("leases");
+const IDEMPOTENCY: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("idempotency");
+
+const FORMAT_KEY: &str = "format";
+const FORMAT: u64 = 1;
+/// Meta key of the id reservation: every job id ever committed is at or below it.
+const MAX_JOB_ID_KEY: &str = "max_job_id";
+/// Ids are reserved in blocks, so the reservation is rewritten once per block rather than in
+/// every commit that creates jobs. After a restart numbering continues above the reservation:
+/// ids have gaps (at most one block per restart) but never repeat.
+const ID_BLOCK: u64 = 4096;
+
+/// Tuning of the embedded store.
+#[derive(Clone, Debug)]
+pub struct RedbOptions {
+    /// Most mutations in one commit (batches are never split, so one large batch may exceed
+    /// it). Bounds the latency a commit adds to what queues behind it. Default 16 384.
+    pub max_commit_mutations: usize,
+    /// redb page cache size in bytes (default: redb's default).
+    pub cache_size: Option<usize>,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            max_commit_mutations: 16_384,
+            cache_size: None,
+        }
+    }
+}
+
+enum Msg {
+    Batch(Batch),
+    Close,
+}
+
+struct Shared {
+    stats: Mutex<StoreStats>,
+    failure: OnceLock<StoreError>,
+}
+
+/// The embedded redb store with a group-committing writer thread.
+pub struct RedbStore {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file at `path` and starts its writer thread.
+    pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore, StoreError> {
+        let path = path.as_ref();
+        let mut builder = Database::builder();
+        if let Some(bytes) = options.cache_size {
+            builder.set_cache_size(bytes);
+        }
+        let db = builder
+            .create(path)
+            .map_err(|e| StoreError::storage(format!("opening {}: {e}", path.display())))?;
+        let (hwm, leases_on_disk) = init_tables(&db)?;
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(StoreStats::default()),
+            failure: OnceLock::new(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let (ctx, crx) = mpsc::channel::<Completion>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let completer = {
+            let pending = pending.clone();
+            std::thread::Builder::new()
+                .name("switchyard-queue-completer".into())
+                .spawn(move || {
+                    while let Ok((result, dones)) = crx.recv() {
+                        for done in dones {
+                            done(result.clone());
+                        }
+                        pending.fetch_sub(1, Ordering::AcqRel);
+                    }
+                })
+                .map_err(StoreError::storage)?
+        };
+        let writer = {
+            let mut w = Writer {
+                db: db.clone(),
+                shared: shared.clone(),
+                max_mutations: options.max_commit_mutations.max(1),
+                hwm,
+                buf: Vec::new(),
+                leases_on_disk,
+                last_clear: HashMap::new(),
+                last_remove: HashMap::new(),
+                completer: ctx,
+                pending,
+            };
+            std::thread::Builder::new()
+                .name("switchyard-queue-writer".into())
+                .spawn(move || w.run(&rx))
+                .map_err(StoreError::storage)?
+        };
+        Ok(RedbStore {
+            db,
+            tx,
+            shared,
+            threads: Mutex::new(vec![writer, completer]),
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Creates the tables, checks the format; returns the stored `max_job_id` and the ids that have
+/// a lease row.
+fn init_tables(db: &Database) -> Result<(u64, HashSet<u64>), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::storage)?;
+    let hwm;
+    let mut leased = HashSet::new();
+    {
+        let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+        let format = meta
+            .get(FORMAT_KEY)
+            .map_err(StoreError::storage)?
+            .map(|g| g.value());
+        match format {
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT)
+                    .map_err(StoreError::storage)?;
+            }
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(StoreError::corrupt(format!(
+                    "store format {other} is not supported (this build reads format {FORMAT})"
+                )))
+            }
+        }
+        hwm = meta
+            .get(MAX_JOB_ID_KEY)
+            .map_err(StoreError::storage)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        txn.open_table(QUEUES).map_err(StoreError::storage)?;
+        txn.open_table(COUNTERS).map_err(StoreError::storage)?;
+        txn.open_table(JOBS).map_err(StoreError::storage)?;
+        txn.open_table(IDEMPOTENCY).map_err(StoreError::storage)?;
+        let leases = txn.open_table(LEASES).map_err(StoreError::storage)?;
+        for row in leases.iter().map_err(StoreError::storage)? {
+            let (id, _) = row.map_err(StoreError::storage)?;
+            leased.insert(id.value());
+        }
+    }
+    txn.commit().map_err(StoreError::storage)?;
+    Ok((hwm, leased))
+}
+
+/// Completions of one commit group, run in order by the completer thread.
+type Completion = (Result<(), StoreError>, Vec<Done>);
+
+struct Writer {
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    max_mutations: usize,
+    /// The persisted id reservation (every committed id is at or below it).
+    hwm: u64,
+    buf: Vec<u8>,
+    /// Ids with a lease row in the file (so removing a lease that was never written costs no
+    /// B-tree lookup).
+    leases_on_disk: HashSet<u64>,
+    /// Per commit: position of the last mutation that clears a job's lease row.
+    last_clear: HashMap<u64, usize>,
+    /// Per commit: position of the last `RemoveJob` of a job.
+    last_remove: HashMap<u64, usize>,
+    completer: mpsc::Sender<Completion>,
+    /// Completion groups handed to the completer and not yet run.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
+        let mut group: Vec<Batch> = Vec::new();
+        let mut carry: Option<Msg> = None;
+        loop {
+            let mut closing = false;
+            let first = match carry.take() {
+                Some(m) => Ok(m),
+                None => rx.recv(),
+            };
+            match first {
+                Ok(Msg::Batch(b)) => group.push(b),
+                Ok(Msg::Close) | Err(_) => return,
+            }
+            let mut n = group[0].mutations.len();
+            while n < self.max_mutations {
+                match rx.try_recv() {
+                    Ok(Msg::Batch(b)) => {
+                        n += b.mutations.len();
+                        group.push(b);
+                    }
+                    Ok(Msg::Close) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = match self.shared.failure.get() {
+                Some(e) => Err(e.clone()),
+                None if n == 0 => Ok(()),
+                None => self.commit_timed(&group, n),
+            };
+            let dones: Vec<Done> = group.drain(..).filter_map(|b| b.done).collect();
+            if dones.is_empty() {
+                if closing {
+                    return;
+                }
+                continue;
+            }
+            // Completions wake producers and make pushed jobs visible. When nothing else is
+            // waiting to be committed and the completer is idle, run them here (lowest latency);
+            // otherwise hand them over, in order, so the next commit starts at once.
+            if !closing && carry.is_none() {
+                if let Ok(m) = rx.try_recv() {
+                    carry = Some(m);
+                }
+            }
+            if carry.is_none() && self.pending.load(Ordering::Acquire) == 0 {
+                for done in dones {
+                    done(result.clone());
+                }
+            } else {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                if let Err(mpsc::SendError((result, dones))) = self.completer.send((result, dones))
+                {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    for done in dones {
+                        done(result.clone());
+                    }
+                }
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    fn commit_timed(&mut self, group: &[Batch], n: usize) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let r = self.commit_group(group);
+        let elapsed = started.elapsed();
+        let mut s = self.shared.stats.lock();
+        match &r {
+            Ok(skipped) => {
+                s.commits += 1;
+                s.batches += group.len() as u64;
+                s.mutations += n as u64;
+                s.coalesced += *skipped;
+                s.largest_commit = s.largest_commit.max(group.len() as u64);
+                s.commit_time += elapsed;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue store commit failed; the store refuses writes until reopened");
+                let _ = self.shared.failure.set(e.clone());
+                s.failure = Some(e.clone());
+            }
+        }
+        r.map(|_| ())
+    }
+
+    /// Applies a group in one write transaction and commits it durably. Returns how many
+    /// mutations were elided because a later mutation of the same group undid them (a lease row
+    /// written and deleted in one commit, a record rewritten and then deleted).
+    fn commit_group(&mut self, group: &[Batch]) -> Result<u64, StoreError> {
+        self.last_clear.clear();
+        self.last_remove.clear();
+        for (i, m) in group.iter().flat_map(|b| b.mutations.iter()).enumerate() {
+            match m {
+                Mutation::RemoveLease(id) => {
+                    self.last_clear.insert(id.0, i);
+                }
+                Mutation::RemoveJob(id) => {
+                    self.last_clear.insert(id.0, i);
+                    self.last_remove.insert(id.0, i);
+                }
+                _ => {}
+            }
+        }
+        let mut txn = self.db.begin_write().map_err(StoreError::storage)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StoreError::storage)?;
+        let mut max_id = self.hwm;
+        let mut reserved = self.hwm;
+        let mut skipped = 0u64;
+        {
+            let mut jobs = txn.open_table(JOBS).map_err(StoreError::storage)?;
+            let mut leases = txn.open_table(LEASES).map_err(StoreError::storage)?;
+            let mut idem = txn.open_table(IDEMPOTENCY).map_err(StoreError::storage)?;
+            let mut counters: HashMap<&str, Counters> = HashMap::new();
+            let mut queues: Vec<&QueueConfig> = Vec::new();
+            for (i, m) in group.iter().flat_map(|b| b.mutations.iter()).enumerate() {
+                match m {
+                    Mutation::PutQueue(cfg) => queues.push(cfg),
+                    Mutation::PutCounters { queue, counters: c } => {
+                        counters.insert(queue, *c);
+                    }
+                    Mutation::PutJob { job, status } => {
+                        max_id = max_id.max(job.id.0);
+                        if self.last_remove.get(&job.id.0).is_some_and(|&r| r > i) {
+                            skipped += 1;
+                            continue;
+                        }
+                        codec::encode_job(job, status, &mut self.buf);
+                        jobs.insert(job.id.0, self.buf.as_slice())
+                            .map_err(StoreError::storage)?;
+                    }
+                    Mutation::PutLease {
+                        id,
+                        epoch,
+                        deadline_ms,
+                        attempts,
+                    } => {
+                        if self.last_clear.get(&id.0).is_some_and(|&c| c > i) {
+                            skipped += 1;
+                            continue;
+                        }
+                        leases
+                            .insert(id.0, (*epoch, *deadline_ms, *attempts))
+                            .map_err(StoreError::storage)?;
+                        self.leases_on_disk.insert(id.0);
+                    }
+                    Mutation::RemoveLease(id) => {
+                        if self.leases_on_disk.remove(&id.0) {
+                            leases.remove(id.0).map_err(StoreError::storage)?;
+                        }
+                    }
+                    Mutation::RemoveJob(id) => {
+                        jobs.remove(id.0).map_err(StoreError::storage)?;
+                        if self.leases_on_disk.remove(&id.0) {
+                            leases.remove(id.0).map_err(StoreError::storage)?;
+                        }
+                    }
+                    Mutation::PutIdempotencyKey {
+                        queue,
+                        key,
+                        job,
+                        expires_ms,
+                    } => {
+                        idem.insert((&**queue, key.as_str()), (job.0, *expires_ms))
+                            .map_err(StoreError::storage)?;
+                        max_id = max_id.max(job.0);
+                    }
+                    Mutation::RemoveIdempotencyKey { queue, key } => {
+                        idem.remove((&**queue, key.as_str()))
+                            .map_err(StoreError::storage)?;
+                    }
+                }
+            }
+            if !queues.is_empty() {
+                let mut table = txn.open_table(QUEUES).map_err(StoreError::storage)?;
+                for cfg in queues {
+                    let json = serde_json::to_vec(cfg).map_err(StoreError::storage)?;
+                    table
+                        .insert(cfg.name.as_str(), json.as_slice())
+                        .map_err(StoreError::storage)?;
+                }
+            }
+            if !counters.is_empty() {
+                let mut table = txn.open_table(COUNTERS).map_err(StoreError::storage)?;
+                for (q, c) in counters {
+                    table
+                        .insert(q, (c.completed, c.retried, c.dead_lettered))
+                        .map_err(StoreError::storage)?;
+                }
+            }
+            if max_id > self.hwm {
+                reserved = max_id.saturating_add(ID_BLOCK);
+                let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+                meta.insert(MAX_JOB_ID_KEY, reserved)
+                    .map_err(StoreError::storage)?;
+            }
+        }
+        txn.commit().map_err(StoreError::storage)?;
+        self.hwm = reserved;
+        Ok(skipped)
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self, now_ms: u64) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let mut snap = Snapshot::default();
+
+        let meta = txn.open_table(META).map_err(StoreError::storage)?;
+        snap.max_job_id = meta
+            .get(MAX_JOB_ID_KEY)
+            .map_err(StoreError::storage)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+
+        let counters = txn.open_table(COUNTERS).map_err(StoreError::storage)?;
+        let queues = txn.open_table(QUEUES).map_err(StoreError::storage)?;
+        for row in queues.iter().map_err(StoreError::storage)? {
+            let (name, json) = row.map_err(StoreError::storage)?;
+            let cfg: QueueConfig = serde_json::from_slice(json.value()).map_err(|e| {
+                StoreError::corrupt(format!("configuration of queue `{}`: {e}", name.value()))
+            })?;
+            let c = counters
+                .get(name.value())
+                .map_err(StoreError::storage)?
+                .map(|g| {
+                    let (completed, retried, dead_lettered) = g.value();
+                    Counters {
+                        completed,
+                        retried,
+                        dead_lettered,
+                    }
+                })
+                .unwrap_or_default();
+            snap.queues.push((cfg, c));
+        }
+
+        let mut lease_rows: HashMap<u64, StoredLease> = HashMap::new();
+        let leases = txn.open_table(LEASES).map_err(StoreError::storage)?;
+        for row in leases.iter().map_err(StoreError::storage)? {
+            let (id, v) = row.map_err(StoreError::storage)?;
+            let (epoch, deadline_ms, attempts) = v.value();
+            lease_rows.insert(
+                id.value(),
+                StoredLease {
+                    epoch,
+                    deadline_ms,
+                    attempts,
+                },
+            );
+        }
+
+        let jobs = txn.open_table(JOBS).map_err(StoreError::storage)?;
+        for row in jobs.iter().map_err(StoreError::storage)? {
+            let (id, record) = row.map_err(StoreError::storage)?;
+            let (job, mut status) = codec::decode_job(record.value(), now_ms)?;
+            if job.id.0 != id.value() {
+                return Err(StoreError::corrupt(format!(
+                    "job record under key {} carries id {}",
+                    id.value(),
+                    job.id
+                )));
+            }
+            snap.max_job_id = snap.max_job_id.max(job.id.0);
+            if let Some(l) = lease_rows.get(&id.value()) {
+                if !matches!(status.state, JobState::Dead { .. }) {
+                    status.state = JobState::Leased {
+                        epoch: l.epoch,
+                        deadline_ms: l.deadline_ms,
+                    };
+                    status.attempts = l.attempts;
+                }
+                status.epoch = status.epoch.max(l.epoch);
+            }
+            snap.jobs.push((Arc::new(job), status));
+        }
+
+        let idem = txn.open_table(IDEMPOTENCY).map_err(StoreError::storage)?;
+        for row in idem.iter().map_err(StoreError::storage)? {
+            let (k, v) = row.map_err(StoreError::storage)?;
+            let (queue, key) = k.value();
+            let (job, expires_ms) = v.value();
+            snap.max_job_id = snap.max_job_id.max(job);
+            snap.idempotency_keys.push(IdempotencyRecord {
+                queue: queue.to_owned(),
+                key: key.to_owned(),
+                job: JobId(job),
+                expires_ms,
+            });
+        }
+        Ok(snap)
+    }
+
+    fn submit(&self, batch: Batch) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if let Some(e) = self.shared.failure.get() {
+            return Err(e.clone());
+        }
+        self.tx
+            .send(Msg::Batch(batch))
+            .map_err(|_| StoreError::Closed)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.shared.stats.lock().clone()
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        self.shared.failure.get().cloned()
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.tx.send(Msg::Close);
+        // Writer first: it commits what is queued, then drops the completer's channel, so the
+        // completer runs the last completions and ends.
+        let handles: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        for h in handles {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
