@@ -225,20 +225,27 @@ impl Connection {
                 payload,
             } => {
                 let ack = options.get_bool("acknowledge").unwrap_or(false);
-                if let Err(e) =
-                    check_uri(&topic, rule, "topic").and_then(|_| not_reserved(&topic, "topic"))
-                {
-                    if ack {
+                let published = check_uri(&topic, rule, "topic")
+                    .and_then(|_| not_reserved(&topic, "topic"))
+                    .and_then(|_| realm.broker.publish(s, &topic, &options, &payload));
+                match published {
+                    Ok(publication) if ack => {
+                        s.send(&Message::Published {
+                            request,
+                            publication,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) if ack => {
                         s.send_error(code::PUBLISH, request, e);
                     }
-                    return Flow::Continue;
-                }
-                let publication = realm.broker.publish(s, &topic, &options, &payload);
-                if ack {
-                    s.send(&Message::Published {
-                        request,
-                        publication,
-                    });
+                    Err((uri, message)) => {
+                        tracing::debug!(
+                            session = s.id,
+                            topic,
+                            "publication refused: {uri}: {message}"
+                        );
+                    }
                 }
             }
             Message::Subscribe {
@@ -246,16 +253,23 @@ impl Connection {
                 options,
                 topic,
             } => {
-                if let Err(e) = check_match(&options, "subscriptions") {
-                    s.send_error(code::SUBSCRIBE, request, e);
-                } else if let Err(e) = check_uri(&topic, rule, "topic") {
-                    s.send_error(code::SUBSCRIBE, request, e);
-                } else {
-                    let subscription = realm.broker.subscribe(s, &topic);
-                    s.send(&Message::Subscribed {
-                        request,
-                        subscription,
-                    });
+                let policy = match_policy(&options)
+                    .and_then(|policy| check_pattern(&topic, rule, policy).map(|_| policy));
+                match policy {
+                    Ok(policy) => {
+                        let get_retained = options.get_bool("get_retained").unwrap_or(false);
+                        realm
+                            .broker
+                            .subscribe(s, &topic, policy, get_retained, |subscription| {
+                                s.send(&Message::Subscribed {
+                                    request,
+                                    subscription,
+                                });
+                            });
+                    }
+                    Err(e) => {
+                        s.send_error(code::SUBSCRIBE, request, e);
+                    }
                 }
             }
             Message::Unsubscribe {
@@ -438,7 +452,16 @@ fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
             "broker",
             Dict::new().with(
                 "features",
-                features(&["publisher_exclusion", "session_meta_api"]),
+                features(&[
+                    "publisher_exclusion",
+                    "publisher_identification",
+                    "subscriber_blackwhite_listing",
+                    "pattern_based_subscription",
+                    "event_retention",
+                    "event_history",
+                    "subscription_meta_api",
+                    "session_meta_api",
+                ]),
             ),
         )
         .with(
@@ -455,6 +478,7 @@ fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
                     "shared_registration",
                     "registration_meta_api",
                     "session_meta_api",
+                    "testament_meta_api",
                 ]),
             ),
         );
@@ -498,14 +522,14 @@ fn not_reserved(u: &str, what: &str) -> Result<(), OpError> {
     }
 }
 
-fn check_match(options: &Dict, what: &str) -> Result<(), OpError> {
+fn match_policy(options: &Dict) -> Result<MatchPolicy, OpError> {
     match options.get_str("match") {
-        None | Some("exact") => Ok(()),
-        Some(other) => Err((
-            errors::OPTION_NOT_ALLOWED,
-            format!(
-                "pattern-based {what} (match=\"{other}\") are not supported by this router yet"
-            ),
-        )),
+        None => Ok(MatchPolicy::Exact),
+        Some(m) => MatchPolicy::parse(m).ok_or_else(|| {
+            (
+                errors::INVALID_ARGUMENT,
+                format!("unknown match policy \"{m}\" (exact, prefix or wildcard)"),
+            )
+        }),
     }
 }

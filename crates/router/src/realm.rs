@@ -9,7 +9,7 @@ use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_proto::{Dict, Message, Payload, Value};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerConfig, HistoryConfig};
 use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
 use crate::session::Session;
 
@@ -45,6 +45,19 @@ pub struct RealmConfig {
     /// concurrency cap (default 1000).
     #[serde(default = "default_call_queue_limit")]
     pub call_queue_limit: usize,
+    /// Publisher disclosure to subscribers: "on_request" (default), "always", "never".
+    #[serde(default)]
+    pub disclose_publisher: Disclosure,
+    /// Topics that may hold a retained event at once (default 10000).
+    #[serde(default = "default_retained_limit")]
+    pub retained_topics_limit: usize,
+    /// Topics (or patterns) whose events are kept for `wamp.subscription.get_events`.
+    #[serde(default)]
+    pub history: Vec<HistoryConfig>,
+}
+
+fn default_retained_limit() -> usize {
+    BrokerConfig::default().retained_limit
 }
 
 fn default_call_queue_limit() -> usize {
@@ -59,6 +72,9 @@ impl RealmConfig {
             uri_check: UriCheck::default(),
             disclose_caller: Disclosure::default(),
             call_queue_limit: default_call_queue_limit(),
+            disclose_publisher: Disclosure::default(),
+            retained_topics_limit: default_retained_limit(),
+            history: Vec::new(),
         }
     }
 }
@@ -72,7 +88,11 @@ pub struct Realm {
 
 impl Realm {
     pub fn new(config: RealmConfig) -> Self {
-        let broker = Arc::new(Broker::default());
+        let broker = Arc::new(Broker::new(BrokerConfig {
+            disclose_publisher: config.disclose_publisher,
+            retained_limit: config.retained_topics_limit,
+            history: config.history.clone(),
+        }));
         let meta_broker = broker.clone();
         let dealer = Dealer::new(
             DealerConfig {
@@ -118,9 +138,23 @@ impl Realm {
         if !session.mark_gone() {
             return;
         }
+        // Testaments go out while the session still exists (as publisher),
+        // "detached" before "destroyed" (spec "Session Testament").
+        for t in session.take_testaments() {
+            if let Err((uri, message)) = self
+                .broker
+                .publish(session, &t.topic, &t.options, &t.payload)
+            {
+                tracing::info!(
+                    session = session.id,
+                    topic = t.topic,
+                    "testament not published: {uri}: {message}"
+                );
+            }
+        }
         self.sessions.write().remove(&session.id);
         self.broker.remove_session(session.id);
-        self.dealer.remove_session(session.id);
+        self.dealer.remove_session(session);
         self.meta_event(
             "wamp.session.on_leave",
             vec![

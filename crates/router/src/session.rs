@@ -1,10 +1,12 @@
 //! An established WAMP session: who it is and how to send it a message.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use switchyard_proto::{errors, Dict, Message, Payload};
+
+use parking_lot::Mutex;
 
 use crate::features::ClientFeatures;
 use crate::peer::Peer;
@@ -42,7 +44,37 @@ pub struct Session {
     pub joined: SystemTime,
     pub peer: Arc<Peer>,
     alive: AtomicBool,
+    testaments: Mutex<Testaments>,
+    /// Calls this session takes part in (as caller or callee) that the
+    /// Dealer has not ended yet; lets a leaving session skip the call scan.
+    dealer_calls: AtomicUsize,
 }
+
+/// An event the Broker publishes for a session when it ends (spec
+/// "Session Testament").
+#[derive(Clone, Debug)]
+pub struct Testament {
+    pub topic: String,
+    pub options: Dict,
+    pub payload: Payload,
+}
+
+/// When a testament is published: both happen when a session ends here
+/// (no session resumption), `detached` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestamentScope {
+    Detached,
+    Destroyed,
+}
+
+#[derive(Default)]
+struct Testaments {
+    detached: Vec<Testament>,
+    destroyed: Vec<Testament>,
+}
+
+/// Testaments a session may hold per scope.
+pub const MAX_TESTAMENTS: usize = 64;
 
 /// How a router operation failed: an error URI and a readable message.
 pub type OpError = (&'static str, String);
@@ -59,12 +91,58 @@ impl Session {
             joined: SystemTime::now(),
             peer,
             alive: AtomicBool::new(true),
+            testaments: Mutex::new(Testaments::default()),
+            dealer_calls: AtomicUsize::new(0),
         }
     }
 
     /// False once the session has left (cleanup started).
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Adds a testament; false if the scope already holds [`MAX_TESTAMENTS`].
+    pub fn add_testament(&self, scope: TestamentScope, t: Testament) -> bool {
+        let mut all = self.testaments.lock();
+        let list = match scope {
+            TestamentScope::Detached => &mut all.detached,
+            TestamentScope::Destroyed => &mut all.destroyed,
+        };
+        if list.len() >= MAX_TESTAMENTS {
+            return false;
+        }
+        list.push(t);
+        true
+    }
+
+    /// Removes the testaments of `scope`; returns how many there were.
+    pub fn flush_testaments(&self, scope: TestamentScope) -> usize {
+        let mut all = self.testaments.lock();
+        let list = match scope {
+            TestamentScope::Detached => &mut all.detached,
+            TestamentScope::Destroyed => &mut all.destroyed,
+        };
+        std::mem::take(list).len()
+    }
+
+    /// All testaments, `detached` first, leaving none.
+    pub(crate) fn take_testaments(&self) -> Vec<Testament> {
+        let mut all = self.testaments.lock();
+        let mut out = std::mem::take(&mut all.detached);
+        out.append(&mut all.destroyed);
+        out
+    }
+
+    pub(crate) fn call_started(&self) {
+        self.dealer_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn call_ended(&self) {
+        self.dealer_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dealer_calls(&self) -> usize {
+        self.dealer_calls.load(Ordering::Relaxed)
     }
 
     /// Marks the session gone; true the first time only.

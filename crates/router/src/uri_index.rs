@@ -72,7 +72,8 @@ use std::ops::{ControlFlow, Index, IndexMut};
 /// How a registration's procedure / a subscription's topic is matched
 /// against a call's procedure / a publication's topic
 /// (`REGISTER.Options.match` / `SUBSCRIBE.Options.match`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MatchPolicy {
     /// String equality (the default when `match` is absent).
     #[default]

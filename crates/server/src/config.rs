@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
+use switchyard_router::broker::{HistoryConfig, MAX_HISTORY_LIMIT};
 use switchyard_router::{Disclosure, RealmConfig, SlowConsumerPolicy};
 use toml::Spanned;
 
@@ -122,6 +123,15 @@ pub struct RealmEntry {
     /// Calls that may wait per registration while every callee is busy.
     #[serde(default)]
     pub call_queue_limit: Option<Spanned<usize>>,
+    /// Whether subscribers learn who publishes: on_request, always, never.
+    #[serde(default)]
+    pub disclose_publisher: Disclosure,
+    /// Topics that may hold a retained event at once.
+    #[serde(default)]
+    pub retained_topics_limit: Option<usize>,
+    /// Topics (or patterns) whose events are kept for get_events.
+    #[serde(default)]
+    pub history: Vec<Spanned<HistoryConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +283,9 @@ impl Config {
                 uri_check: UriCheck::default(),
                 disclose_caller: Disclosure::default(),
                 call_queue_limit: None,
+                disclose_publisher: Disclosure::default(),
+                retained_topics_limit: None,
+                history: Vec::new(),
             }];
         }
         self
@@ -300,6 +313,26 @@ impl Config {
             let name = r.name.get_ref();
             if let Err(e) = switchyard_proto::uri::check(name, UriCheck::Loose, false) {
                 err(r.name.span(), format!("realm[{i}].name: {e}"));
+            }
+            for (j, h) in r.history.iter().enumerate() {
+                let h = h.get_ref();
+                let allow_empty = h.policy != switchyard_router::uri_index::MatchPolicy::Exact;
+                if let Err(e) = switchyard_proto::uri::check(&h.topic, UriCheck::Loose, allow_empty)
+                {
+                    err(
+                        r.history[j].span(),
+                        format!("realm[{i}].history[{j}].topic: {e}"),
+                    );
+                }
+                if h.limit == 0 || h.limit > MAX_HISTORY_LIMIT {
+                    err(
+                        r.history[j].span(),
+                        format!(
+                            "realm[{i}].history[{j}].limit: must be between 1 and {MAX_HISTORY_LIMIT}, got {}",
+                            h.limit
+                        ),
+                    );
+                }
             }
             if self.realms[..i].iter().any(|o| o.name.get_ref() == name) {
                 err(
@@ -342,6 +375,11 @@ impl Config {
                 if let Some(limit) = &r.call_queue_limit {
                     c.call_queue_limit = *limit.get_ref();
                 }
+                c.disclose_publisher = r.disclose_publisher;
+                if let Some(limit) = r.retained_topics_limit {
+                    c.retained_topics_limit = limit;
+                }
+                c.history = r.history.iter().map(|h| h.get_ref().clone()).collect();
                 c
             })
             .collect()

@@ -1315,9 +1315,11 @@ def test_welcome_announces_exactly_the_implemented_features(router):
             assert roles["dealer"]["features"] == {f: True for f in [
                 "caller_identification", "call_timeout", "call_canceling", "progressive_call_results",
                 "progressive_call_invocations", "pattern_based_registration", "shared_registration",
-                "registration_meta_api", "session_meta_api"]}, roles["dealer"]
-            assert roles["broker"]["features"] == {"publisher_exclusion": True, "session_meta_api": True}, \
-                roles["broker"]
+                "registration_meta_api", "session_meta_api", "testament_meta_api"]}, roles["dealer"]
+            assert roles["broker"]["features"] == {f: True for f in [
+                "publisher_exclusion", "publisher_identification", "subscriber_blackwhite_listing",
+                "pattern_based_subscription", "event_retention", "event_history", "subscription_meta_api",
+                "session_meta_api"]}, roles["broker"]
         finally:
             await p.close()
 

@@ -12,11 +12,12 @@
 mod registry;
 mod timer;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use switchyard_proto::message::code;
 use switchyard_proto::{errors, Dict, Message, Payload, Value};
 
@@ -127,7 +128,7 @@ enum Target {
 struct Call {
     caller: Arc<Session>,
     request: u64,
-    procedure: String,
+    procedure: Arc<str>,
     registration: u64,
     receive_progress: bool,
     disclose_me: bool,
@@ -145,18 +146,23 @@ struct Call {
 #[derive(Default)]
 struct State {
     index: UriIndex<u64>,
-    regs: HashMap<u64, Registration>,
-    by_callee: HashMap<u64, Vec<u64>>,
-    calls: HashMap<u64, Call>,
+    regs: FxHashMap<u64, Registration>,
+    by_callee: FxHashMap<u64, Vec<u64>>,
+    calls: FxHashMap<u64, Call>,
     /// (callee session, INVOCATION request id) → call.
-    by_invocation: BTreeMap<(u64, u64), u64>,
+    by_invocation: FxHashMap<(u64, u64), u64>,
     /// (caller session, CALL request id) → call.
-    by_request: BTreeMap<(u64, u64), u64>,
+    by_request: FxHashMap<(u64, u64), u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     next_call: u64,
 }
 
-/// Work collected under the lock, done after it is released.
+/// Work collected under the lock, done after it is released. (A `Vec`: its
+/// items are large, and moving an inline array of them costs more than the
+/// allocation.)
+type Outbox = Vec<Out>;
+
+/// An item of work collected under the lock.
 enum Out {
     /// A message to the caller answering CALL `request` (RESULT or ERROR);
     /// if it cannot be encoded for the caller, the caller gets that ERROR.
@@ -246,7 +252,7 @@ impl Dealer {
         opts: &RegisterOptions,
         on_registered: impl FnOnce(u64),
     ) -> Result<(), OpError> {
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         let id = {
             let mut events = Vec::new();
             let mut guard = self.inner.state.lock();
@@ -292,14 +298,14 @@ impl Dealer {
                         registration: id,
                     });
                     st.by_callee.entry(callee.id).or_default().push(id);
-                    out.extend(st.drain_queue(id, &self.inner.config));
+                    st.drain_queue(id, &self.inner.config, &mut out);
                     id
                 }
                 None => {
                     let id = unused_random_id(|id| st.regs.contains_key(&id));
                     let reg = Registration {
                         id,
-                        uri: procedure.to_string(),
+                        uri: Arc::from(procedure),
                         policy: opts.policy,
                         invoke: opts.invoke,
                         created: SystemTime::now(),
@@ -333,7 +339,7 @@ impl Dealer {
     /// be answered; calls waiting for a callee fail if it was the last one.
     pub fn unregister(&self, callee: &Session, registration: u64) -> Result<(), OpError> {
         let mut events = Vec::new();
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         {
             let mut st = self.inner.state.lock();
             let found = st
@@ -372,7 +378,7 @@ impl Dealer {
         is_new: bool,
     ) -> CallOutcome {
         let progress = options.get_bool("progress").unwrap_or(false);
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         let outcome = {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
@@ -416,7 +422,7 @@ impl Dealer {
         payload: Payload,
     ) -> Answer {
         let progress = options.get_bool("progress").unwrap_or(false);
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
@@ -454,7 +460,7 @@ impl Dealer {
                     },
                 });
             } else {
-                let Some((call, more)) = st.finish(cid, &self.inner.config) else {
+                let Some(call) = st.finish(cid, &self.inner.config, &mut out) else {
                     return Answer::Unknown;
                 };
                 out.push(Out::Reply {
@@ -466,7 +472,6 @@ impl Dealer {
                     },
                     caller: call.caller,
                 });
-                out.extend(more);
             }
         }
         self.inner.flush(out);
@@ -482,13 +487,13 @@ impl Dealer {
         error: String,
         payload: Payload,
     ) -> Answer {
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         {
             let mut st = self.inner.state.lock();
             let Some(&cid) = st.by_invocation.get(&(callee.id, invocation)) else {
                 return Answer::Unknown;
             };
-            let Some((call, more)) = st.finish(cid, &self.inner.config) else {
+            let Some(call) = st.finish(cid, &self.inner.config, &mut out) else {
                 return Answer::Unknown;
             };
             out.push(Out::Reply {
@@ -502,7 +507,6 @@ impl Dealer {
                 },
                 caller: call.caller,
             });
-            out.extend(more);
         }
         self.inner.flush(out);
         Answer::Delivered
@@ -512,7 +516,7 @@ impl Dealer {
     /// longer knows (answered already) is ignored.
     pub fn cancel(&self, caller: &Session, request: u64, options: &Dict) {
         let requested = options.get_str("mode").unwrap_or("killnowait");
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
@@ -549,7 +553,7 @@ impl Dealer {
                         });
                     }
                 }
-            } else if let Some((call, more)) = st.finish(cid, &self.inner.config) {
+            } else if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
                 out.push(error_reply(
                     &call.caller,
                     call.request,
@@ -568,7 +572,6 @@ impl Dealer {
                         });
                     }
                 }
-                out.extend(more);
             }
         }
         self.inner.flush(out);
@@ -577,23 +580,36 @@ impl Dealer {
     /// A session left: its registrations go (callers of its calls in flight
     /// get `wamp.error.canceled`), and the calls it made are dropped (their
     /// callees get INTERRUPT `killnowait` if they understand it).
-    pub fn remove_session(&self, session: u64) {
+    pub fn remove_session(&self, session: &Session) {
         let mut events = Vec::new();
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
-            for reg in st.by_callee.remove(&session).unwrap_or_default() {
-                st.detach(session, reg, &mut events, &mut out);
+            for reg in st.by_callee.remove(&session.id).unwrap_or_default() {
+                st.detach(session.id, reg, &mut events, &mut out);
             }
             (self.inner.meta)(std::mem::take(&mut events));
-            let served: Vec<u64> = st
-                .by_invocation
-                .range((session, 0)..=(session, u64::MAX))
-                .map(|(_, cid)| *cid)
-                .collect();
+            // Only a session with calls pending (as caller or callee) needs
+            // the scan over the call table.
+            let (served, made): (Vec<u64>, Vec<u64>) = if session.dealer_calls() == 0 {
+                (Vec::new(), Vec::new())
+            } else {
+                let mut served = Vec::new();
+                let mut made = Vec::new();
+                for (cid, call) in &st.calls {
+                    if call.caller.id == session.id {
+                        made.push(*cid);
+                    } else if matches!(&call.target, Target::Invoked { callee, .. } if callee.id == session.id)
+                    {
+                        served.push(*cid);
+                    }
+                }
+                (served, made)
+            };
+            let session = session.id;
             for cid in served {
-                if let Some((call, more)) = st.finish(cid, &self.inner.config) {
+                if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
                     out.push(error_reply(
                         &call.caller,
                         call.request,
@@ -602,16 +618,10 @@ impl Dealer {
                             format!("callee left: session {session} serving \"{}\" disconnected before answering", call.procedure),
                         ),
                     ));
-                    out.extend(more);
                 }
             }
-            let made: Vec<u64> = st
-                .by_request
-                .range((session, 0)..=(session, u64::MAX))
-                .map(|(_, cid)| *cid)
-                .collect();
             for cid in made {
-                if let Some((call, more)) = st.finish(cid, &self.inner.config) {
+                if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
                     if let Target::Invoked {
                         callee, invocation, ..
                     } = call.target
@@ -625,7 +635,6 @@ impl Dealer {
                             });
                         }
                     }
-                    out.extend(more);
                 }
             }
         }
@@ -712,7 +721,7 @@ fn policy_noun(policy: MatchPolicy) -> &'static str {
 fn info_of(reg: &Registration) -> RegistrationInfo {
     RegistrationInfo {
         id: reg.id,
-        uri: reg.uri.clone(),
+        uri: reg.uri.to_string(),
         policy: reg.policy,
         invoke: reg.invoke,
         created: reg.created,
@@ -730,7 +739,7 @@ impl State {
         procedure: &str,
         options: &Dict,
         payload: Payload,
-        out: &mut Vec<Out>,
+        out: &mut Outbox,
     ) -> Result<(), Rejection> {
         let progress = options.get_bool("progress").unwrap_or(false);
         let disclose_me = options.get_bool("disclose_me").unwrap_or(false);
@@ -793,7 +802,11 @@ impl State {
         let call = Call {
             caller: caller.clone(),
             request,
-            procedure: procedure.to_string(),
+            procedure: if reg.policy == MatchPolicy::Exact {
+                reg.uri.clone()
+            } else {
+                Arc::from(procedure)
+            },
             registration: reg_id,
             receive_progress: options.get_bool("receive_progress").unwrap_or(false),
             disclose_me,
@@ -805,6 +818,7 @@ impl State {
         };
         self.calls.insert(cid, call);
         self.by_request.insert((caller.id, request), cid);
+        caller.call_started();
         if let Some(t) = timeout {
             self.set_deadline(cid, Some(Instant::now() + t));
         }
@@ -831,7 +845,7 @@ impl State {
         request: u64,
         progress: bool,
         payload: Payload,
-        out: &mut Vec<Out>,
+        out: &mut Outbox,
     ) -> CallOutcome {
         let Some(call) = self.calls.get_mut(&cid) else {
             return CallOutcome::Discarded;
@@ -884,10 +898,11 @@ impl State {
         };
         entry.in_flight += 1;
         let callee = entry.session.clone();
+        callee.call_started();
         let invocation = callee.peer.next_request_id();
         let mut details = Dict::new();
         if reg.policy != MatchPolicy::Exact {
-            details.insert("procedure", call.procedure.as_str());
+            details.insert("procedure", &*call.procedure);
         }
         if call.receive_progress && callee.features.callee_progressive_call_results {
             details.insert("receive_progress", true);
@@ -937,8 +952,7 @@ impl State {
     }
 
     /// Hands waiting calls of `reg_id` to callees with spare capacity.
-    fn drain_queue(&mut self, reg_id: u64, config: &DealerConfig) -> Vec<Out> {
-        let mut out = Vec::new();
+    fn drain_queue(&mut self, reg_id: u64, config: &DealerConfig, out: &mut Outbox) {
         while let Some(reg) = self.regs.get_mut(&reg_id) {
             if reg.queue.is_empty() {
                 break;
@@ -951,18 +965,17 @@ impl State {
                 out.push(o);
             }
         }
-        out
     }
 
     /// Ends a call: removes it and every index entry it had, frees its
     /// callee's slot and hands waiting calls to free callees.
-    fn finish(&mut self, cid: u64, config: &DealerConfig) -> Option<(Call, Vec<Out>)> {
+    fn finish(&mut self, cid: u64, config: &DealerConfig, out: &mut Outbox) -> Option<Call> {
         let call = self.calls.remove(&cid)?;
         self.by_request.remove(&(call.caller.id, call.request));
+        call.caller.call_ended();
         if let Some(at) = call.deadline {
             self.deadlines.remove(&(at, cid));
         }
-        let mut more = Vec::new();
         match &call.target {
             Target::Queued { .. } => {
                 if let Some(reg) = self.regs.get_mut(&call.registration) {
@@ -972,17 +985,18 @@ impl State {
             Target::Invoked {
                 callee, invocation, ..
             } => {
+                callee.call_ended();
                 self.by_invocation.remove(&(callee.id, *invocation));
                 if let Some(reg) = self.regs.get_mut(&call.registration) {
                     if let Some(i) = reg.callee_index(callee.id) {
                         let entry = &mut reg.callees[i];
                         entry.in_flight = entry.in_flight.saturating_sub(1);
                     }
-                    more = self.drain_queue(call.registration, config);
+                    self.drain_queue(call.registration, config, out);
                 }
             }
         }
-        Some((call, more))
+        Some(call)
     }
 
     /// Removes callee `session` from registration `reg_id`; deletes the
@@ -992,7 +1006,7 @@ impl State {
         session: u64,
         reg_id: u64,
         events: &mut Vec<RegistrationEvent>,
-        out: &mut Vec<Out>,
+        out: &mut Outbox,
     ) {
         let Some(reg) = self.regs.get_mut(&reg_id) else {
             return;
@@ -1023,6 +1037,7 @@ impl State {
             // The registration is gone, so finish() frees no slot.
             if let Some(call) = self.calls.remove(&cid) {
                 self.by_request.remove(&(call.caller.id, call.request));
+                call.caller.call_ended();
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
@@ -1058,61 +1073,68 @@ impl State {
 impl Inner {
     /// Sends what was collected under the lock, in order. An INVOCATION
     /// that cannot be delivered ends its call with an ERROR to the caller.
-    fn flush(&self, out: Vec<Out>) {
-        let mut queue: VecDeque<Out> = out.into();
-        while let Some(item) = queue.pop_front() {
-            match item {
-                Out::Reply {
-                    caller,
-                    request,
-                    msg,
-                } => {
-                    if !caller.is_alive() {
-                        continue;
+    fn flush(&self, mut out: Outbox) {
+        while !out.is_empty() {
+            let mut again = Outbox::new();
+            for item in out.drain(..) {
+                self.deliver(item, &mut again);
+            }
+            out = again;
+        }
+    }
+
+    /// Sends one item; what a failed INVOCATION leads to goes to `again`.
+    fn deliver(&self, item: Out, again: &mut Outbox) {
+        match item {
+            Out::Reply {
+                caller,
+                request,
+                msg,
+            } => {
+                if !caller.is_alive() {
+                    return;
+                }
+                match caller.encode(&msg) {
+                    Ok(frame) => {
+                        caller.peer.send(frame);
                     }
-                    match caller.encode(&msg) {
-                        Ok(frame) => {
-                            caller.peer.send(frame);
-                        }
-                        Err(e) => {
-                            caller.send_error(code::CALL, request, e);
-                        }
+                    Err(e) => {
+                        caller.send_error(code::CALL, request, e);
                     }
                 }
-                Out::Invoke { call, callee, msg } => {
-                    let delivered = callee.encode(&msg).and_then(|frame| {
-                        if callee.is_alive() && callee.peer.send(frame) {
-                            Ok(())
-                        } else {
-                            Err((
-                                errors::CANCELED,
-                                format!(
-                                    "callee session {} left before the call could be delivered",
-                                    callee.id
-                                ),
-                            ))
-                        }
+            }
+            Out::Invoke { call, callee, msg } => {
+                let delivered = callee.encode(&msg).and_then(|frame| {
+                    if callee.is_alive() && callee.peer.send(frame) {
+                        Ok(())
+                    } else {
+                        Err((
+                            errors::CANCELED,
+                            format!(
+                                "callee session {} left before the call could be delivered",
+                                callee.id
+                            ),
+                        ))
+                    }
+                });
+                if let Err(e) = delivered {
+                    let mut st = self.state.lock();
+                    if let Some(ended) = st.finish(call, &self.config, again) {
+                        again.push(error_reply(&ended.caller, ended.request, e));
+                    }
+                }
+            }
+            Out::Interrupt {
+                callee,
+                invocation,
+                mode,
+                reason,
+            } => {
+                if callee.is_alive() {
+                    callee.send(&Message::Interrupt {
+                        request: invocation,
+                        options: Dict::new().with("mode", mode).with("reason", reason),
                     });
-                    if let Err(e) = delivered {
-                        let mut st = self.state.lock();
-                        if let Some((ended, more)) = st.finish(call, &self.config) {
-                            queue.push_back(error_reply(&ended.caller, ended.request, e));
-                            queue.extend(more);
-                        }
-                    }
-                }
-                Out::Interrupt {
-                    callee,
-                    invocation,
-                    mode,
-                    reason,
-                } => {
-                    if callee.is_alive() {
-                        callee.send(&Message::Interrupt {
-                            request: invocation,
-                            options: Dict::new().with("mode", mode).with("reason", reason),
-                        });
-                    }
                 }
             }
         }
@@ -1121,7 +1143,7 @@ impl Inner {
 
 impl Expire for Inner {
     fn expire_due(&self, now: Instant) -> Option<Instant> {
-        let mut out = Vec::new();
+        let mut out = Outbox::new();
         let next = {
             let mut guard = self.state.lock();
             let st = &mut *guard;
@@ -1134,7 +1156,7 @@ impl Expire for Inner {
                     continue;
                 };
                 call.deadline = None;
-                let Some((call, more)) = st.finish(cid, &self.config) else {
+                let Some(call) = st.finish(cid, &self.config, &mut out) else {
                     continue;
                 };
                 let ms = call.timeout.map(|t| t.as_millis()).unwrap_or(0);
@@ -1166,7 +1188,6 @@ impl Expire for Inner {
                         });
                     }
                 }
-                out.extend(more);
             }
             st.deadlines.first().map(|(at, _)| *at)
         };

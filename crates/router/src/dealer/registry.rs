@@ -129,7 +129,7 @@ impl CalleeEntry {
 
 pub(crate) struct Registration {
     pub id: u64,
-    pub uri: String,
+    pub uri: Arc<str>,
     pub policy: MatchPolicy,
     pub invoke: InvokePolicy,
     pub created: SystemTime,

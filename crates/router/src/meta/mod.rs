@@ -4,6 +4,7 @@
 
 mod registration;
 mod session;
+mod subscription;
 
 use std::sync::Arc;
 
@@ -134,6 +135,15 @@ pub(crate) fn call(
         "wamp.registration.get" => run(registration::get),
         "wamp.registration.list_callees" => run(registration::list_callees),
         "wamp.registration.count_callees" => run(registration::count_callees),
+        "wamp.subscription.list" => run(subscription::list),
+        "wamp.subscription.lookup" => run(subscription::lookup),
+        "wamp.subscription.match" => run(subscription::matching),
+        "wamp.subscription.get" => run(subscription::get),
+        "wamp.subscription.list_subscribers" => run(subscription::list_subscribers),
+        "wamp.subscription.count_subscribers" => run(subscription::count_subscribers),
+        "wamp.subscription.get_events" => run(subscription::get_events),
+        "wamp.session.add_testament" => run(session::add_testament),
+        "wamp.session.flush_testaments" => run(session::flush_testaments),
         "wamp.session.count" => run(session::count),
         "wamp.session.list" => run(session::list),
         "wamp.session.get" => run(session::get),

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use switchyard_proto::uri::{self, UriCheck};
 use switchyard_proto::{errors, Value};
 
-use super::{Args, MetaResult};
+use super::{invalid, Args, MetaResult};
 use crate::realm::{session_details, Realm};
-use crate::session::{OpError, Session};
+use crate::session::{OpError, Session, Testament, TestamentScope, MAX_TESTAMENTS};
 
 fn filtered(realm: &Realm, args: &Args) -> Result<Vec<Arc<Session>>, OpError> {
     let roles = args.str_list(0, "filter_authroles")?;
@@ -106,4 +106,83 @@ pub(super) fn kill_by_authrole(
 pub(super) fn kill_all(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
     let killed = kill_where(realm, caller, args, |_| true)?;
     Ok((vec![Value::UInt(killed.len() as u64)], None))
+}
+
+fn scope(args: &Args) -> Result<TestamentScope, OpError> {
+    match args.kw_str("scope")? {
+        None | Some("destroyed") => Ok(TestamentScope::Destroyed),
+        Some("detached") => Ok(TestamentScope::Detached),
+        Some(other) => Err(invalid(format!(
+            "scope must be \"destroyed\" or \"detached\", got \"{other}\""
+        ))),
+    }
+}
+
+/// `wamp.session.add_testament(topic, args, kwargs, publish_options=, scope=)`.
+pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
+    let topic = args.str(0, "topic")?.to_string();
+    if let Err(e) = uri::check(&topic, realm.config.uri_check, false) {
+        return Err((errors::INVALID_URI, format!("invalid topic: {e}")));
+    }
+    if uri::is_reserved(&topic) {
+        return Err((
+            errors::INVALID_URI,
+            format!(
+                "topic \"{topic}\" is in the \"wamp.\" namespace, which is reserved for the router"
+            ),
+        ));
+    }
+    let event_args = match args.get(1) {
+        None => Vec::new(),
+        Some(Value::List(l)) => l.clone(),
+        Some(other) => {
+            return Err(invalid(format!(
+                "argument 2 (args) must be a list, got {}",
+                other.type_name()
+            )))
+        }
+    };
+    let event_kwargs = match args.get(2) {
+        None => None,
+        Some(Value::Dict(d)) => Some(d.clone()),
+        Some(other) => {
+            return Err(invalid(format!(
+                "argument 3 (kwargs) must be a dict, got {}",
+                other.type_name()
+            )))
+        }
+    };
+    let mut options = match args.kwargs.get("publish_options") {
+        None | Some(Value::Null) => switchyard_proto::Dict::new(),
+        Some(Value::Dict(d)) => d.clone(),
+        Some(other) => {
+            return Err(invalid(format!(
+                "publish_options must be a dict, got {}",
+                other.type_name()
+            )))
+        }
+    };
+    // Nobody is left to receive an acknowledgement.
+    options.0.retain(|(k, _)| k != "acknowledge");
+    let scope = scope(args)?;
+    let added = caller.add_testament(
+        scope,
+        Testament {
+            topic,
+            options,
+            payload: switchyard_proto::Payload::values(event_args, event_kwargs),
+        },
+    );
+    if !added {
+        return Err(invalid(format!(
+            "a session may hold at most {MAX_TESTAMENTS} testaments per scope"
+        )));
+    }
+    Ok((vec![], None))
+}
+
+/// `wamp.session.flush_testaments(scope=)`.
+pub(super) fn flush_testaments(_: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
+    caller.flush_testaments(scope(args)?);
+    Ok((vec![], None))
 }

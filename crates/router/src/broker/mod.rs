@@ -1,0 +1,597 @@
+//! The Broker: subscriptions (exact, prefix and wildcard) and the publish →
+//! EVENT fan-out, with subscriber black/whitelisting, publisher
+//! identification, event retention, event history and the subscription meta
+//! events.
+//!
+//! All subscribers of one (topic, match policy) share one subscription. A
+//! publication goes to every matching subscription (found through
+//! [`UriIndex::for_each_match`], whose cost does not grow with subscriptions
+//! that do not match); within a subscription its EVENT is encoded at most once
+//! per serializer and the same bytes are queued for every subscriber that
+//! speaks it.
+
+mod filter;
+mod history;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use parking_lot::{Mutex, RwLock};
+use switchyard_proto::id::random_id;
+use switchyard_proto::{errors, Dict, Message, Payload, Serializer, Value};
+
+pub(crate) use filter::Filter;
+use history::{History, Query, StoredEvent};
+pub use history::{HistoryConfig, MAX_HISTORY_LIMIT};
+
+use crate::realm::Disclosure;
+use crate::session::{OpError, Session};
+use crate::unused_random_id;
+use crate::uri_index::{MatchPolicy, UriIndex};
+
+/// Realm settings the Broker applies.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Whether subscribers learn who published.
+    pub disclose_publisher: Disclosure,
+    /// Topics that may hold a retained event at once.
+    pub retained_limit: usize,
+    /// Topics (or patterns) whose events are kept for `get_events`.
+    pub history: Vec<HistoryConfig>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            disclose_publisher: Disclosure::OnRequest,
+            retained_limit: 10_000,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// What the meta API tells about a subscription.
+#[derive(Clone, Debug)]
+pub struct SubscriptionInfo {
+    pub id: u64,
+    pub uri: String,
+    pub policy: MatchPolicy,
+    pub created: SystemTime,
+    pub subscribers: Vec<u64>,
+}
+
+struct Subscription {
+    id: u64,
+    uri: String,
+    policy: MatchPolicy,
+    created: SystemTime,
+    subscribers: IndexMap<u64, Arc<Session>>,
+    /// Present if the realm keeps this subscription's history; such a
+    /// subscription exists from the start and is never deleted.
+    history: Option<Mutex<History>>,
+}
+
+impl Subscription {
+    fn info(&self) -> SubscriptionInfo {
+        SubscriptionInfo {
+            id: self.id,
+            uri: self.uri.clone(),
+            policy: self.policy,
+            created: self.created,
+            subscribers: self.subscribers.keys().copied().collect(),
+        }
+    }
+}
+
+/// The last retained event of a topic.
+#[derive(Clone)]
+struct Retained {
+    publication: u64,
+    /// EVENT.Details as published (publisher disclosure).
+    details: Dict,
+    payload: Payload,
+    filter: Filter,
+}
+
+#[derive(Default)]
+struct State {
+    index: UriIndex<u64>,
+    subs: HashMap<u64, Subscription>,
+    by_session: HashMap<u64, Vec<u64>>,
+}
+
+pub struct Broker {
+    state: RwLock<State>,
+    retained: Mutex<HashMap<String, Retained>>,
+    config: BrokerConfig,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker::new(BrokerConfig::default())
+    }
+}
+
+/// Whether `topic` matches the subscription pattern (`uri`, `policy`).
+fn pattern_matches(uri: &str, policy: MatchPolicy, topic: &str) -> bool {
+    match policy {
+        MatchPolicy::Exact => uri == topic,
+        MatchPolicy::Prefix => topic.starts_with(uri),
+        MatchPolicy::Wildcard => {
+            let mut p = uri.split('.');
+            let mut t = topic.split('.');
+            loop {
+                match (p.next(), t.next()) {
+                    (None, None) => return true,
+                    (Some(pc), Some(tc)) if pc.is_empty() || pc == tc => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig) -> Self {
+        let mut st = State::default();
+        for h in &config.history {
+            if st.index.get(&h.topic, h.policy).is_some() {
+                continue;
+            }
+            let id = unused_random_id(|id| st.subs.contains_key(&id));
+            st.index.insert(&h.topic, h.policy, id);
+            st.subs.insert(
+                id,
+                Subscription {
+                    id,
+                    uri: h.topic.clone(),
+                    policy: h.policy,
+                    created: SystemTime::now(),
+                    subscribers: IndexMap::new(),
+                    history: Some(Mutex::new(History::new(h))),
+                },
+            );
+        }
+        Broker {
+            state: RwLock::new(st),
+            retained: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    /// Subscribes `session` to (`topic`, `policy`); a second SUBSCRIBE of the
+    /// same session returns the existing id. `on_subscribed(id)` runs before
+    /// the retained events (if `get_retained`) are sent.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        topic: &str,
+        policy: MatchPolicy,
+        get_retained: bool,
+        on_subscribed: impl FnOnce(u64),
+    ) -> u64 {
+        let id = {
+            let mut guard = self.state.write();
+            let st = &mut *guard;
+            let (id, created) = match st.index.get(topic, policy).copied() {
+                Some(id) => (id, false),
+                None => {
+                    let id = unused_random_id(|id| st.subs.contains_key(&id));
+                    st.index.insert(topic, policy, id);
+                    st.subs.insert(
+                        id,
+                        Subscription {
+                            id,
+                            uri: topic.to_string(),
+                            policy,
+                            created: SystemTime::now(),
+                            subscribers: IndexMap::new(),
+                            history: None,
+                        },
+                    );
+                    (id, true)
+                }
+            };
+            let fresh = st
+                .subs
+                .get_mut(&id)
+                .map(|s| s.subscribers.insert(session.id, session.clone()).is_none())
+                .unwrap_or(false);
+            if fresh {
+                st.by_session.entry(session.id).or_default().push(id);
+            }
+            if created {
+                if let Some(sub) = st.subs.get(&id) {
+                    let details = subscription_details(&sub.info());
+                    st.meta_event(
+                        "wamp.subscription.on_create",
+                        vec![Value::UInt(session.id), Value::Dict(details)],
+                    );
+                }
+            }
+            if fresh {
+                st.meta_event(
+                    "wamp.subscription.on_subscribe",
+                    vec![Value::UInt(session.id), Value::UInt(id)],
+                );
+            }
+            id
+        };
+        on_subscribed(id);
+        if get_retained {
+            self.send_retained(session, id, topic, policy);
+        }
+        id
+    }
+
+    /// Sends `session` the retained events its new subscription covers, if
+    /// it would have been eligible for them when they were published.
+    fn send_retained(&self, session: &Session, subscription: u64, uri: &str, policy: MatchPolicy) {
+        let found: Vec<(String, Retained)> = {
+            let retained = self.retained.lock();
+            match policy {
+                MatchPolicy::Exact => retained
+                    .get(uri)
+                    .map(|r| vec![(uri.to_string(), r.clone())])
+                    .unwrap_or_default(),
+                _ => retained
+                    .iter()
+                    .filter(|(t, _)| pattern_matches(uri, policy, t))
+                    .map(|(t, r)| (t.clone(), r.clone()))
+                    .collect(),
+            }
+        };
+        for (topic, r) in found {
+            if !r.filter.admits(session) {
+                continue;
+            }
+            let mut details = r.details.clone();
+            if policy != MatchPolicy::Exact {
+                details.insert("topic", topic.as_str());
+            }
+            details.insert("retained", true);
+            session.send(&Message::Event {
+                subscription,
+                publication: r.publication,
+                details,
+                payload: r.payload.clone(),
+            });
+        }
+    }
+
+    pub fn unsubscribe(&self, session: &Session, subscription: u64) -> Result<(), OpError> {
+        let mut guard = self.state.write();
+        let st = &mut *guard;
+        let removed = st
+            .subs
+            .get_mut(&subscription)
+            .and_then(|s| s.subscribers.swap_remove(&session.id))
+            .is_some();
+        if !removed {
+            return Err((
+                errors::NO_SUCH_SUBSCRIPTION,
+                format!("session {} has no subscription {subscription}", session.id),
+            ));
+        }
+        if let Some(list) = st.by_session.get_mut(&session.id) {
+            list.retain(|s| *s != subscription);
+            if list.is_empty() {
+                st.by_session.remove(&session.id);
+            }
+        }
+        st.detached(session.id, subscription);
+        Ok(())
+    }
+
+    /// Removes every subscription of a session that left.
+    pub fn remove_session(&self, session: u64) {
+        let mut guard = self.state.write();
+        let st = &mut *guard;
+        for sub in st.by_session.remove(&session).unwrap_or_default() {
+            if let Some(s) = st.subs.get_mut(&sub) {
+                s.subscribers.swap_remove(&session);
+            }
+            st.detached(session, sub);
+        }
+    }
+
+    /// Routes a publication to every matching subscription and returns its
+    /// id. Every EVENT is queued (or handled by the slow-consumer policy)
+    /// before this returns.
+    pub fn publish(
+        &self,
+        publisher: &Session,
+        topic: &str,
+        options: &Dict,
+        payload: &Payload,
+    ) -> Result<u64, OpError> {
+        let disclose_me = options.get_bool("disclose_me").unwrap_or(false);
+        let disclose = match self.config.disclose_publisher {
+            Disclosure::Always => true,
+            Disclosure::OnRequest => disclose_me,
+            Disclosure::Never if disclose_me => {
+                return Err((
+                    errors::OPTION_DISALLOWED_DISCLOSE_ME,
+                    "this realm does not disclose publishers to subscribers (disclose_publisher = \"never\")".into(),
+                ))
+            }
+            Disclosure::Never => false,
+        };
+        let mut details = Dict::new();
+        if disclose {
+            details.insert("publisher", publisher.id);
+            details.insert("publisher_authid", publisher.authid.as_str());
+            details.insert("publisher_authrole", publisher.authrole.as_str());
+        }
+        let filter = Filter::from_options(options, Some(publisher.id));
+        let publication = random_id();
+        self.state
+            .read()
+            .deliver(publication, topic, &details, payload, &filter);
+        if options.get_bool("retain") == Some(true) {
+            self.retain(topic, publication, details, payload, filter);
+        }
+        Ok(publication)
+    }
+
+    fn retain(
+        &self,
+        topic: &str,
+        publication: u64,
+        details: Dict,
+        payload: &Payload,
+        filter: Filter,
+    ) {
+        let mut retained = self.retained.lock();
+        if !retained.contains_key(topic) && retained.len() >= self.config.retained_limit {
+            tracing::warn!(
+                topic,
+                limit = self.config.retained_limit,
+                "event not retained: the realm already retains events on its limit of topics"
+            );
+            return;
+        }
+        retained.insert(
+            topic.to_string(),
+            Retained {
+                publication,
+                details,
+                payload: payload.clone(),
+                filter,
+            },
+        );
+    }
+
+    /// Publishes an event from the router itself (meta events).
+    pub fn publish_from_router(&self, topic: &str, payload: &Payload) -> u64 {
+        let publication = random_id();
+        self.state.read().deliver(
+            publication,
+            topic,
+            &Dict::new(),
+            payload,
+            &Filter::default(),
+        );
+        publication
+    }
+
+    /// Subscription ids by match policy (`wamp.subscription.list`).
+    pub fn list(&self) -> [Vec<u64>; 3] {
+        let st = self.state.read();
+        let mut lists: [Vec<u64>; 3] = Default::default();
+        for sub in st.subs.values() {
+            let slot = match sub.policy {
+                MatchPolicy::Exact => 0,
+                MatchPolicy::Prefix => 1,
+                MatchPolicy::Wildcard => 2,
+            };
+            lists[slot].push(sub.id);
+        }
+        lists
+    }
+
+    /// The subscription of exactly (`topic`, `policy`).
+    pub fn lookup(&self, topic: &str, policy: MatchPolicy) -> Option<u64> {
+        self.state.read().index.get(topic, policy).copied()
+    }
+
+    /// Every subscription a publication to `topic` reaches.
+    pub fn matching(&self, topic: &str) -> Vec<u64> {
+        let st = self.state.read();
+        let mut ids = Vec::new();
+        st.index.for_each_match(topic, |_, id| ids.push(*id));
+        ids
+    }
+
+    pub fn subscription(&self, id: u64) -> Option<SubscriptionInfo> {
+        self.state.read().subs.get(&id).map(Subscription::info)
+    }
+
+    /// `wamp.subscription.get_events` for `reader`.
+    pub(crate) fn get_events(
+        &self,
+        id: u64,
+        query: &Dict,
+        reader: &Session,
+    ) -> Result<Vec<Value>, OpError> {
+        let query = Query::parse(query)?;
+        let st = self.state.read();
+        let sub = st.subs.get(&id).ok_or_else(|| {
+            (
+                errors::NO_SUCH_SUBSCRIPTION,
+                format!("no subscription {id} in this realm"),
+            )
+        })?;
+        let Some(history) = &sub.history else {
+            return Err((
+                errors::INVALID_ARGUMENT,
+                format!(
+                    "subscription {id} (\"{}\") keeps no event history: configure [[realm.history]] for it",
+                    sub.uri
+                ),
+            ));
+        };
+        let result = history
+            .lock()
+            .query(id, &query, &reader.authid, &reader.authrole);
+        result
+    }
+
+    /// Events kept in history, per subscription (for tests and metrics).
+    pub fn history_len(&self, id: u64) -> Option<usize> {
+        let st = self.state.read();
+        st.subs
+            .get(&id)
+            .and_then(|s| s.history.as_ref())
+            .map(|h| h.lock().len())
+    }
+
+    /// Topics holding a retained event.
+    pub fn retained_topics(&self) -> usize {
+        self.retained.lock().len()
+    }
+}
+
+impl State {
+    /// Queues the EVENTs of one publication for every matching
+    /// subscription, and records it in the histories that keep it.
+    fn deliver(
+        &self,
+        publication: u64,
+        topic: &str,
+        base: &Dict,
+        payload: &Payload,
+        filter: &Filter,
+    ) {
+        let mut stored_filter: Option<Arc<Filter>> = None;
+        self.index.for_each_match(topic, |policy, sub_id| {
+            let Some(sub) = self.subs.get(sub_id) else {
+                return;
+            };
+            let mut details = base.clone();
+            if policy != MatchPolicy::Exact {
+                details.insert("topic", topic);
+            }
+            if let Some(history) = &sub.history {
+                if filter.storable() {
+                    let f = stored_filter
+                        .get_or_insert_with(|| Arc::new(filter.clone()))
+                        .clone();
+                    history.lock().push(StoredEvent {
+                        time: SystemTime::now(),
+                        publication,
+                        topic: topic.to_string(),
+                        details: details.clone(),
+                        payload: payload.clone(),
+                        filter: f,
+                    });
+                }
+            }
+            if sub.subscribers.is_empty() {
+                return;
+            }
+            let event = Message::Event {
+                subscription: *sub_id,
+                publication,
+                details,
+                payload: payload.clone(),
+            };
+            let mut encoded: [Option<Option<Bytes>>; 3] = [None, None, None];
+            for (sid, s) in &sub.subscribers {
+                if !filter.admits(s) {
+                    continue;
+                }
+                let ser: Serializer = s.peer.serializer();
+                let frame = encoded[ser.index()].get_or_insert_with(|| match event.encode(ser) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::warn!(
+                            topic,
+                            publication,
+                            "event not delivered to {ser} subscribers: {e}"
+                        );
+                        None
+                    }
+                });
+                let Some(frame) = frame else { continue };
+                if frame.len() > s.peer.max_message_len() {
+                    tracing::warn!(
+                        session = sid,
+                        topic,
+                        publication,
+                        "event of {} bytes not delivered: the session accepts at most {} bytes",
+                        frame.len(),
+                        s.peer.max_message_len()
+                    );
+                    continue;
+                }
+                s.peer.send_event(frame.clone());
+            }
+        });
+    }
+
+    /// Publishes a meta event from inside the Broker (its lock held, so the
+    /// events come out in the order the subscriptions changed).
+    fn meta_event(&self, topic: &str, args: Vec<Value>) {
+        self.deliver(
+            random_id(),
+            topic,
+            &Dict::new(),
+            &Payload::values(args, None),
+            &Filter::default(),
+        );
+    }
+
+    /// After `session` left subscription `id`: the meta events, and the
+    /// subscription's removal if nobody is left (history subscriptions stay).
+    fn detached(&mut self, session: u64, id: u64) {
+        self.meta_event(
+            "wamp.subscription.on_unsubscribe",
+            vec![Value::UInt(session), Value::UInt(id)],
+        );
+        let delete = self
+            .subs
+            .get(&id)
+            .is_some_and(|s| s.subscribers.is_empty() && s.history.is_none());
+        if delete {
+            if let Some(s) = self.subs.remove(&id) {
+                self.index.remove(&s.uri, s.policy);
+            }
+            self.meta_event(
+                "wamp.subscription.on_delete",
+                vec![Value::UInt(session), Value::UInt(id)],
+            );
+        }
+    }
+}
+
+/// `SubscriptionDetails` of the subscription meta API.
+pub fn subscription_details(info: &SubscriptionInfo) -> Dict {
+    Dict::new()
+        .with("id", info.id)
+        .with(
+            "created",
+            humantime::format_rfc3339_millis(info.created).to_string(),
+        )
+        .with("uri", info.uri.as_str())
+        .with("match", info.policy.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern_matches;
+    use crate::uri_index::MatchPolicy::*;
+
+    #[test]
+    fn patterns_match_like_the_index() {
+        assert!(pattern_matches("a.b", Exact, "a.b"));
+        assert!(!pattern_matches("a.b", Exact, "a.b.c"));
+        assert!(pattern_matches("a.b", Prefix, "a.b-c"));
+        assert!(pattern_matches("a..c", Wildcard, "a.x.c"));
+        assert!(!pattern_matches("a..c", Wildcard, "a.x.c.d"));
+        assert!(!pattern_matches("a..c", Wildcard, "a.c"));
+    }
+}
