@@ -5,7 +5,9 @@
 #
 # Usage: bench/run.sh [scenario...]
 #   Scenarios (default: all): pubsub10-ws-json pubsub10-rs-msgpack
-#   pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json rpc-seq-rs-msgpack rpc-seq-ws-json
+#   pubsub1000-rs-msgpack pubsub10000-rs-msgpack
+#   pubsub10-noise100k-{exact,prefix,wildcard} (1->10 beside 100,000 subscriptions that do not match)
+#   rpc-rs-msgpack rpc-ws-json rpc-seq-rs-msgpack rpc-seq-ws-json
 #   rpc-seq-rs-msgpack-1cpu (router and bench confined to CPU 0)
 #   rpc-shared4-rs-msgpack rpc-shared4-seq-rs-msgpack (4 callees sharing one
 #   registration, roundrobin; INVOKE=random|least_loaded|first|last to change)
@@ -134,7 +136,8 @@ run_baseline() { # run_baseline NAME extra-args...
     "$BENCH" summarize --label "$name" --json "$file" | tee -a "$OUT/summary.txt" | grep -v '^{'
 }
 
-ALL=(idle-rs idle-ws pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack rpc-rs-msgpack rpc-ws-json
+ALL=(idle-rs idle-ws pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack pubsub10000-rs-msgpack
+    pubsub10-noise100k-exact pubsub10-noise100k-prefix pubsub10-noise100k-wildcard rpc-rs-msgpack rpc-ws-json
     rpc-seq-rs-msgpack rpc-seq-ws-json rpc-seq-rs-msgpack-1cpu rpc-shared4-rs-msgpack rpc-shared4-seq-rs-msgpack
     baseline baseline-1cpu)
 SCENARIOS=("$@")
@@ -153,6 +156,13 @@ for s in "${SCENARIOS[@]}"; do
     pubsub1000-rs-msgpack)
         run_scenario "$s" pubsub --url "$RS_URL" --serializer msgpack --subscribers 1000 \
             --publishes "$(scaled 2000)" --in-flight 32 --payload 64 ;;
+    pubsub10000-rs-msgpack)
+        run_scenario "$s" pubsub --url "$RS_URL" --serializer msgpack --subscribers 10000 \
+            --publishes "$(scaled 200)" --in-flight 32 --payload 64 --timeout 300 ;;
+    pubsub10-noise100k-exact | pubsub10-noise100k-prefix | pubsub10-noise100k-wildcard)
+        run_scenario "$s" pubsub --url "$RS_URL" --serializer msgpack --subscribers 10 \
+            --publishes "$(scaled 100000)" --in-flight 32 --payload 64 \
+            --noise "$(scaled 100000)" --noise-match "${s##*-}" ;;
     rpc-rs-msgpack)
         run_scenario "$s" rpc --url "$RS_URL" --serializer msgpack --callers 4 --in-flight 16 \
             --calls "$(scaled 300000)" --payload 64 ;;

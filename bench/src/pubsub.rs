@@ -1,4 +1,5 @@
-//! The `pubsub` scenario: 1 publisher -> N subscribers on one topic.
+//! The `pubsub` scenario: 1 publisher -> N subscribers on one topic,
+//! optionally beside many subscriptions that do not match (`--noise`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,67 @@ pub struct PubsubArgs {
     /// Stop waiting for deliveries after this long without progress (seconds).
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
+    /// Subscriptions that do not match the published topic, made by one
+    /// extra session before measuring (they share the topic's leading
+    /// components, the hard case for an index).
+    #[arg(long, default_value_t = 0)]
+    pub noise: usize,
+    /// Match policy of the noise subscriptions.
+    #[arg(long, value_enum, default_value = "prefix")]
+    pub noise_match: NoiseMatch,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum NoiseMatch {
+    Exact,
+    Prefix,
+    Wildcard,
+}
+
+impl NoiseMatch {
+    fn name(self) -> &'static str {
+        match self {
+            NoiseMatch::Exact => "exact",
+            NoiseMatch::Prefix => "prefix",
+            NoiseMatch::Wildcard => "wildcard",
+        }
+    }
+
+    /// The i-th pattern: never matches `bench.pubsub.t...`.
+    fn pattern(self, i: usize) -> String {
+        match self {
+            NoiseMatch::Exact => format!("bench.pubsub.n{i}"),
+            NoiseMatch::Prefix => format!("bench.pubsub.n{i}."),
+            NoiseMatch::Wildcard => format!("bench..t{i}"),
+        }
+    }
+}
+
+/// Makes `n` non-matching subscriptions on one session, 500 requests at a time.
+async fn make_noise(a: &PubsubArgs, ser: Serializer) -> Result<Option<Session>, String> {
+    if a.noise == 0 {
+        return Ok(None);
+    }
+    let c = &a.common;
+    let s = Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser))
+        .await
+        .map_err(|e| format!("noise session connect: {e}"))?;
+    let options = Dict::new().with("match", a.noise_match.name());
+    let mut next = 0usize;
+    while next < a.noise {
+        let end = (next + 500).min(a.noise);
+        let mut batch = FuturesUnordered::new();
+        for i in next..end {
+            let (s, o, t) = (&s, options.clone(), a.noise_match.pattern(i));
+            batch.push(async move { s.subscribe_with(&t, o).await });
+        }
+        while let Some(r) = batch.next().await {
+            // The subscription stays until the session leaves.
+            r.map_err(|e| format!("noise subscribe: {e}"))?;
+        }
+        next = end;
+    }
+    Ok(Some(s))
 }
 
 /// What one subscriber saw.
@@ -105,6 +167,7 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         }
     }
 
+    let noise = make_noise(&a, ser).await?;
     let publisher = Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser))
         .await
         .map_err(|e| format!("publisher connect: {e}"))?;
@@ -244,6 +307,13 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         group(rate),
         group(pub_rate),
     );
+    if a.noise > 0 {
+        line.push_str(&format!(
+            "; beside {} non-matching {} subscriptions",
+            group(a.noise as f64),
+            a.noise_match.name()
+        ));
+    }
     if let Some(s) = used.server {
         line.push_str(&format!("; server CPU {s:.2} s"));
         if let Some(p) = per_cpu {
@@ -275,6 +345,8 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
                 "transport": transport,
                 "serializer": ser_name,
                 "subscribers": a.subscribers,
+                "noise": a.noise,
+                "noise_match": a.noise_match.name(),
                 "publishes": a.publishes,
                 "in_flight": a.in_flight,
                 "payload": c.payload,
@@ -300,6 +372,7 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         .iter()
         .map(|(s, _)| s)
         .chain(std::iter::once(&publisher))
+        .chain(noise.iter())
         .map(|s| tokio::time::timeout(Duration::from_secs(5), s.leave()))
         .collect();
     while leaves.next().await.is_some() {}

@@ -185,6 +185,13 @@ fn event_object(subscription: u64, e: &StoredEvent) -> Result<Value, OpError> {
     Ok(Value::Dict(d))
 }
 
+/// An RFC 3339 timestamp with `Z` or a numeric offset, any precision.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
 /// The keyword arguments of `wamp.subscription.get_events`.
 #[derive(Default, Debug)]
 pub(crate) struct Query {
@@ -216,7 +223,7 @@ impl Query {
             }
             let time = || -> Result<SystemTime, OpError> {
                 v.as_str()
-                    .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                    .and_then(parse_rfc3339)
                     .ok_or_else(|| invalid(key, "an RFC 3339 timestamp"))
             };
             let id = || v.as_u64().ok_or_else(|| invalid(key, "a publication id"));
@@ -256,5 +263,24 @@ impl Query {
             }
         }
         Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::parse_rfc3339;
+
+    #[test]
+    fn timestamps_with_offsets_mean_the_same_instant() {
+        let utc = parse_rfc3339("2026-11-22T10:00:00.250Z").expect("utc");
+        let plus2 = parse_rfc3339("2026-11-22T12:00:00.250+02:00").expect("offset");
+        assert_eq!(utc, plus2);
+        assert_eq!(
+            utc.duration_since(SystemTime::UNIX_EPOCH).ok(),
+            Some(Duration::from_millis(1_795_341_600_250))
+        );
+        assert!(parse_rfc3339("2026-11-22 10:00").is_none());
     }
 }

@@ -163,8 +163,9 @@ impl Broker {
     }
 
     /// Subscribes `session` to (`topic`, `policy`); a second SUBSCRIBE of the
-    /// same session returns the existing id. `on_subscribed(id)` runs before
-    /// the retained events (if `get_retained`) are sent.
+    /// same session returns the existing id. `on_subscribed(id)` (which sends
+    /// SUBSCRIBED) runs before any EVENT of the new subscription can be sent:
+    /// the meta events this subscription causes, then the retained events.
     pub fn subscribe(
         &self,
         session: &Arc<Session>,
@@ -203,6 +204,7 @@ impl Broker {
             if fresh {
                 st.by_session.entry(session.id).or_default().push(id);
             }
+            on_subscribed(id);
             if created {
                 if let Some(sub) = st.subs.get(&id) {
                     let details = subscription_details(&sub.info());
@@ -220,7 +222,6 @@ impl Broker {
             }
             id
         };
-        on_subscribed(id);
         if get_retained {
             self.send_retained(session, id, topic, policy);
         }
@@ -481,7 +482,7 @@ impl State {
                         .get_or_insert_with(|| Arc::new(filter.clone()))
                         .clone();
                     history.lock().push(StoredEvent {
-                        time: SystemTime::now(),
+                        time: now_millis(),
                         publication,
                         topic: topic.to_string(),
                         details: details.clone(),
@@ -566,6 +567,15 @@ impl State {
             );
         }
     }
+}
+
+/// Now, to the millisecond: history timestamps are reported to the
+/// millisecond, and the time filters must compare what the reader saw.
+fn now_millis() -> SystemTime {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(since.as_millis() as u64)
 }
 
 /// `SubscriptionDetails` of the subscription meta API.

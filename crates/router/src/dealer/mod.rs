@@ -243,8 +243,9 @@ impl Dealer {
     }
 
     /// Adds `callee` to the registration of (`procedure`, match policy),
-    /// creating it if needed. `on_registered(id)` runs before any queued call
-    /// is handed to the new callee (so REGISTERED precedes INVOCATION).
+    /// creating it if needed. `on_registered(id)` (which sends REGISTERED)
+    /// runs before the meta events and before any queued call is handed to
+    /// the new callee.
     pub fn register(
         &self,
         callee: &Arc<Session>,
@@ -253,7 +254,7 @@ impl Dealer {
         on_registered: impl FnOnce(u64),
     ) -> Result<(), OpError> {
         let mut out = Outbox::new();
-        let id = {
+        {
             let mut events = Vec::new();
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
@@ -327,10 +328,9 @@ impl Dealer {
                     id
                 }
             };
+            on_registered(id);
             (self.inner.meta)(events);
-            id
-        };
-        on_registered(id);
+        }
         self.inner.flush(out);
         Ok(())
     }
