@@ -217,15 +217,26 @@ pub fn session_details(s: &Session) -> Dict {
 
 /// `RegistrationDetails` of the registration meta API.
 pub fn registration_details(info: &RegistrationInfo) -> Dict {
+    pattern_details(info.id, info.created, &info.uri, info.policy)
+        .with("invoke", info.invoke.as_str())
+}
+
+/// What the meta API tells about a registration or subscription: `id`,
+/// `created` (ISO 8601), `uri`, `match`.
+pub(crate) fn pattern_details(
+    id: u64,
+    created: std::time::SystemTime,
+    uri: &str,
+    policy: crate::uri_index::MatchPolicy,
+) -> Dict {
     Dict::new()
-        .with("id", info.id)
+        .with("id", id)
         .with(
             "created",
-            humantime::format_rfc3339_millis(info.created).to_string(),
+            humantime::format_rfc3339_millis(created).to_string(),
         )
-        .with("uri", info.uri.as_str())
-        .with("match", info.policy.as_str())
-        .with("invoke", info.invoke.as_str())
+        .with("uri", uri)
+        .with("match", policy.as_str())
 }
 
 /// Publishes the registration meta events (`wamp.registration.on_*`).

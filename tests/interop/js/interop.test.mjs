@@ -1,95 +1,13 @@
 // Autobahn|JS (26.x) interop tests for the Switchyard WAMP router.
 // Run: node --experimental-websocket --test tests/interop/js/   (Node 20)
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import autobahn from 'autobahn';
-import { startRouter } from './router.mjs';
+import { SERIALIZERS, T, TEST_TIMEOUT, connector, disconnect, uniq, useRouter, withTimeout } from './helpers.mjs';
 
-const T = 5000; // per-step timeout (ms)
-const TEST_TIMEOUT = { timeout: 20000 };
-
-if (typeof globalThis.WebSocket !== 'function') {
-  throw new Error('no global WebSocket: run node with --experimental-websocket (Node 20) or use Node >= 22');
-}
-
-const SERIALIZERS = {
-  json: () => new autobahn.serializer.JSONSerializer(),
-  msgpack: () => new autobahn.serializer.MsgpackSerializer(),
-  cbor: () => new autobahn.serializer.CBORSerializer(),
-};
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    Promise.resolve(promise).finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
-
-const uniq = (prefix) => `${prefix}.${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-
-let router;
-
-/**
- * Open an Autobahn|JS connection; resolves { conn, session, details, closed }
- * once joined (closed: a promise for {reason, details} when the connection
- * closes). Rejects with .reason/.details if the connection closes before join.
- */
-function connect(serializer, realm = 'realm1') {
-  return new Promise((resolve, reject) => {
-    const conn = new autobahn.Connection({
-      url: router.wsUrl,
-      realm,
-      serializers: [SERIALIZERS[serializer]()],
-      max_retries: 0,
-      retry_if_unreachable: false,
-      use_es6_promises: true,
-    });
-    let opened = false;
-    let resolveClosed;
-    const closed = new Promise((r) => { resolveClosed = r; });
-    const timer = setTimeout(() => {
-      reject(new Error(`connect(${serializer}, ${realm}): not joined within ${T} ms`));
-      try { conn.close(); } catch { /* ignore */ }
-    }, T);
-    conn.onopen = (session, details) => {
-      opened = true;
-      clearTimeout(timer);
-      resolve({ conn, session, details, closed });
-    };
-    conn.onclose = (reason, details) => {
-      clearTimeout(timer);
-      resolveClosed({ reason, details });
-      if (!opened) {
-        const err = new Error(`connection closed before join: ${reason} ${details.reason} ${details.message}`);
-        err.reason = reason;
-        err.details = details;
-        reject(err);
-      }
-      return true; // never retry
-    };
-    conn.open();
-  });
-}
-
-async function disconnect(...clients) {
-  await Promise.all(clients.filter(Boolean).map(async (c) => {
-    try { c.conn.close(); } catch { /* already closed */ }
-    await withTimeout(c.closed, T, 'connection close').catch(() => {});
-  }));
-}
-
-before(async () => {
-  router = await startRouter('js-interop');
-});
-
-after(async () => {
-  if (router) await router.stop();
-});
+const rt = useRouter('js-interop');
+const connect = connector(() => rt.router.wsUrl);
 
 const ARGS = [1, 'two', { three: [3, 3.5, null, true] }, 'unicode \u2713'];
 const KWARGS = { a: 1, b: { c: ['d', { e: false }] }, s: 'x' };

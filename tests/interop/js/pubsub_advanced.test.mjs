@@ -12,97 +12,16 @@
 //
 // Run: node --experimental-websocket --test tests/interop/js/pubsub_advanced.test.mjs   (Node 20)
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
-import autobahn from 'autobahn';
-import { startRouter } from './router.mjs';
+import { T, TEST_TIMEOUT, connector, disconnect, sleep, uniq as uniqUri, useRouter, withTimeout } from './helpers.mjs';
 
-const T = 5000; // per-step timeout (ms)
-const TEST_TIMEOUT = { timeout: 20000 };
+// unique names without a separator: `${prefix}<12 hex digits>`
+const uniq = (prefix) => uniqUri(prefix, '');
 
-if (typeof globalThis.WebSocket !== 'function') {
-  throw new Error('no global WebSocket: run node with --experimental-websocket (Node 20) or use Node >= 22');
-}
-
-const SERIALIZERS = {
-  json: () => new autobahn.serializer.JSONSerializer(),
-  msgpack: () => new autobahn.serializer.MsgpackSerializer(),
-  cbor: () => new autobahn.serializer.CBORSerializer(),
-};
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    Promise.resolve(promise).finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
-
-const uniq = (prefix) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-
-let router;
-
-/**
- * Open an Autobahn|JS connection; resolves { conn, session, details, closed, internalErrors }
- * once joined (internalErrors: what Autobahn|JS reports through on_internal_error, e.g. the
- * protocol violations it fails the transport for).
- */
-function connect(serializer = 'json', realm = 'realm1') {
-  return new Promise((resolve, reject) => {
-    const internalErrors = [];
-    const conn = new autobahn.Connection({
-      url: router.wsUrl,
-      realm,
-      serializers: [SERIALIZERS[serializer]()],
-      max_retries: 0,
-      retry_if_unreachable: false,
-      use_es6_promises: true,
-      // Autobahn|JS 26 reports a protocol violation with an undefined error (its session.js
-      // shadows Error), so record where it came from
-      on_internal_error: (e, msg) => {
-        const stack = new Error().stack.split('\n');
-        const where = stack.find((l) => /_process_[A-Z]/.test(l)) || stack.find((l) => /_protocol_violation/.test(l));
-        internalErrors.push(e ? `${msg || ''}${e}` : `protocol violation ${(where || 'unknown').trim()}`);
-      },
-    });
-    let opened = false;
-    let resolveClosed;
-    const closed = new Promise((r) => { resolveClosed = r; });
-    const timer = setTimeout(() => {
-      reject(new Error(`connect(${serializer}, ${realm}): not joined within ${T} ms`));
-      try { conn.close(); } catch { /* ignore */ }
-    }, T);
-    conn.onopen = (session, details) => {
-      opened = true;
-      clearTimeout(timer);
-      resolve({ conn, session, details, closed, internalErrors });
-    };
-    conn.onclose = (reason, details) => {
-      clearTimeout(timer);
-      resolveClosed({ reason, details });
-      if (!opened) {
-        const err = new Error(`connection closed before join: ${reason} ${details.reason} ${details.message}`);
-        err.reason = reason;
-        err.details = details;
-        reject(err);
-      }
-      return true; // never retry
-    };
-    conn.open();
-  });
-}
-
-async function disconnect(...clients) {
-  await Promise.all(clients.filter(Boolean).map(async (c) => {
-    try { c.conn.close(); } catch { /* already closed */ }
-    await withTimeout(c.closed, T, 'connection close').catch(() => {});
-  }));
-}
+const rt = useRouter('js-pubsub-advanced');
+/** Connections that also record Autobahn|JS's internal errors (c.internalErrors). */
+const connect = connector(() => rt.router.wsUrl, { recordInternalErrors: true });
 
 /** A subscription handler that records { args, kwargs, details } in arrival order. */
 function inbox() {
@@ -148,14 +67,6 @@ const ack = (c, topic, args, kwargs, options = {}) =>
 const marker = (c, topic, tag) => ack(c, topic, ['marker', tag]);
 
 const metaCall = (c, proc, args, kwargs) => withTimeout(c.session.call(proc, args, kwargs), T, proc);
-
-before(async () => {
-  router = await startRouter('js-pubsub-advanced');
-});
-
-after(async () => {
-  if (router) await router.stop();
-});
 
 describe('autobahn-js advanced pubsub', () => {
   test('prefix and wildcard subscriptions carry details.topic; one event per matching subscription',

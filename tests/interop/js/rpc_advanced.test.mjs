@@ -9,47 +9,20 @@
 //
 // Run: node --experimental-websocket --test tests/interop/js/rpc_advanced.test.mjs   (Node 20)
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autobahn from 'autobahn';
-import { startRouter } from './router.mjs';
+import { T, TEST_TIMEOUT, connector, disconnect, sleep, uniq, useRouter, withTimeout } from './helpers.mjs';
 
-const T = 5000; // per-step timeout (ms)
 const QUIET = 300; // how long to watch for something that must not happen (ms)
-const TEST_TIMEOUT = { timeout: 20000 };
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PY_DIR = path.join(HERE, '..', 'python');
 const VENV_PY = process.env.SWITCHYARD_INTEROP_PYTHON || path.join(HERE, '..', '.venv', 'bin', 'python');
-
-if (typeof globalThis.WebSocket !== 'function') {
-  throw new Error('no global WebSocket: run node with --experimental-websocket (Node 20) or use Node >= 22');
-}
-
-const SERIALIZERS = {
-  json: () => new autobahn.serializer.JSONSerializer(),
-  msgpack: () => new autobahn.serializer.MsgpackSerializer(),
-  cbor: () => new autobahn.serializer.CBORSerializer(),
-};
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    Promise.resolve(promise).finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
-
-const uniq = (prefix) => `${prefix}.${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 
 /**
  * Deferreds for Autobahn|JS with notify() (the ES6 deferred it builds itself has
@@ -68,52 +41,9 @@ function progressDeferred() {
   return d;
 }
 
-let router;
-
-/** Open an Autobahn|JS connection; resolves { conn, session, details, closed } once joined. */
-function connect(serializer = 'json', realm = 'realm1') {
-  return new Promise((resolve, reject) => {
-    const conn = new autobahn.Connection({
-      url: router.wsUrl,
-      realm,
-      serializers: [SERIALIZERS[serializer]()],
-      max_retries: 0,
-      retry_if_unreachable: false,
-      use_deferred: progressDeferred,
-    });
-    let opened = false;
-    let resolveClosed;
-    const closed = new Promise((r) => { resolveClosed = r; });
-    const timer = setTimeout(() => {
-      reject(new Error(`connect(${serializer}, ${realm}): not joined within ${T} ms`));
-      try { conn.close(); } catch { /* ignore */ }
-    }, T);
-    conn.onopen = (session, details) => {
-      opened = true;
-      clearTimeout(timer);
-      resolve({ conn, session, details, closed });
-    };
-    conn.onclose = (reason, details) => {
-      clearTimeout(timer);
-      resolveClosed({ reason, details });
-      if (!opened) {
-        const err = new Error(`connection closed before join: ${reason} ${details.reason} ${details.message}`);
-        err.reason = reason;
-        err.details = details;
-        reject(err);
-      }
-      return true; // never retry
-    };
-    conn.open();
-  });
-}
-
-async function disconnect(...clients) {
-  await Promise.all(clients.filter(Boolean).map(async (c) => {
-    try { c.conn.close(); } catch { /* already closed */ }
-    await withTimeout(c.closed, T, 'connection close').catch(() => {});
-  }));
-}
+const rt = useRouter('js-rpc-advanced');
+/** Autobahn|JS connections with progressDeferred (progressive results need notify()). */
+const connect = connector(() => rt.router.wsUrl, { deferred: progressDeferred });
 
 // ---------------------------------------------------------------------------
 // an Autobahn|Python callee in a child process
@@ -158,8 +88,9 @@ run(main(*sys.argv[2:]), timeout=300)
 /** Starts the Python callee; resolves once it registered its procedures. */
 async function startPyCallee(base) {
   assert.ok(fs.existsSync(VENV_PY), `no Python venv at ${VENV_PY}: run tests/interop/setup.sh first`);
-  const port = new URL(router.wsUrl).port;
-  const child = spawn(VENV_PY, ['-c', PY_CALLEE, PY_DIR, router.wsUrl, port, base],
+  const { wsUrl } = rt.router;
+  const port = new URL(wsUrl).port;
+  const child = spawn(VENV_PY, ['-c', PY_CALLEE, PY_DIR, wsUrl, port, base],
     { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines = [];
   let stderr = '';
@@ -210,14 +141,6 @@ async function startPyCallee(base) {
 }
 
 // ---------------------------------------------------------------------------
-
-before(async () => {
-  router = await startRouter('js-rpc-advanced');
-});
-
-after(async () => {
-  if (router) await router.stop();
-});
 
 describe('autobahn-js advanced rpc', () => {
   test('shared registration: roundrobin cycles in registration order, one registration id', TEST_TIMEOUT,

@@ -5,7 +5,9 @@ Fixtures
 router          one router per test module, default config (realm1, loose URIs).
 router_factory  callable ``router_factory(realms=..., limits=..., log=...)`` that
                 starts a router with extra config for one test; torn down after
-                the test.
+                the test. A realm dict may carry nested tables, e.g.
+                ``dict(name="realm1", history=[{"topic": ...}, ...])`` for
+                ``[[realm.history]]`` entries (see routerproc.render_config).
 module_router_factory  the same, shared by a module (for module-scoped fixtures).
 
 Both yield ``routerproc.Router`` objects: ``ws_url``, ``rs_host``/``rs_port``,
@@ -50,6 +52,7 @@ class RouterFactory:
         self.routers: list[Router] = []
 
     def __call__(self, *, realms=None, limits=None, log=None) -> Router:
+        """Start a router; `realms` etc. as routerproc.render_config takes them."""
         n = f"{self.name}-{len(self.routers)}" if self.routers else self.name
         r = start_router(n, realms=realms, limits=limits, log=log)
         self.routers.append(r)

@@ -52,18 +52,41 @@ def _toml_value(v) -> str:
         return repr(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)) and not any(isinstance(x, dict) for x in v):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot encode {v!r} as TOML")
 
 
+def _is_table_array(v) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
 def _toml_table(header: str, values: dict) -> str:
+    """`header` and its `key = value` lines. Nested tables follow the plain keys:
+    a dict value `k` becomes the sub-table ``[name.k]``, a non-empty list of dicts
+    one ``[[name.k]]`` entry per dict (name: the header without brackets), so
+    ``_toml_table("[[realm]]", {"name": "r", "history": [{"topic": "t"}]})``
+    writes a realm with one ``[[realm.history]]`` entry."""
+    name = header.strip("[]")
     lines = [header]
+    nested = []
     for k, v in values.items():
-        lines.append(f"{k} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
+        if isinstance(v, dict):
+            nested.append(_toml_table(f"[{name}.{k}]", v))
+        elif _is_table_array(v):
+            nested.extend(_toml_table(f"[[{name}.{k}]]", x) for x in v)
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n" + "".join("\n" + t for t in nested)
 
 
 def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=None,
                   ws_path="/ws") -> str:
+    """The router's TOML config. `realms`: a list of dicts, one ``[[realm]]`` each
+    (default: realm1 with loose URI checks); a value that is a dict or a list of
+    dicts is written as a nested table, e.g. ``{"name": "realm1", "history": [{"topic":
+    "com.example.t", "limit": 5}]}`` gives ``[[realm.history]]`` entries.
+    `limits` and `log` update the defaults."""
     log_cfg = {"format": "text", "level": "info"}
     log_cfg.update(log or {})
     lim = dict(DEFAULT_LIMITS)
@@ -172,7 +195,8 @@ def _can_connect_unix(path) -> bool:
 
 
 def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout=10.0) -> Router:
-    """Start the router with a generated config; wait until all listeners accept."""
+    """Start the router with a generated config (see render_config: realms may
+    carry nested tables such as ``history``); wait until all listeners accept."""
     binary = router_bin()
     if not os.access(binary, os.X_OK):
         raise RuntimeError(f"router binary not found / not executable: {binary} (set SWITCHYARD_BIN)")

@@ -8,8 +8,8 @@ subscription and testament meta API is in test_pubsub_meta.py.
 
 Autobahn|Python 26 cannot send ``disclose_me`` (PublishOptions has no such
 option), and it fills ``details.topic`` itself for exact subscriptions, so
-tests that need either use ``Peer``: a raw JSON WebSocket session that
-records every message it receives.
+tests that need either use ``pubsub_peer``: a raw JSON WebSocket session
+(``wamplib.Peer``) that records every message it receives.
 
 "Not delivered" is always checked with a marker: after the publication that
 must not arrive, the same publisher publishes a marker that must arrive; a
@@ -26,253 +26,34 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import CallResult, PublishOptions, SubscribeOptions
+from autobahn.wamp.types import PublishOptions
 
-import routerproc
-from wamplib import (ABORT, ERROR, EVENT, HELLO, PUBLISH, PUBLISHED, SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE,
-                     UNSUBSCRIBED, WELCOME, BlockingRs, Closed, RawWs, T, close_all, connect, run)
+import wamplib
+from wamplib import (ERROR, EVENT, LOOSE_REALM, PUBLISH, PUBLISHED, PUBLISHER_FEATURES, SUBSCRIBE, SUBSCRIBED,
+                     SUBSCRIBER_FEATURES, UNKNOWN_ID, BlockingRs, Peer, T, ack, authid, close_all, close_peers,
+                     connect, marker, meta_error, run, sid, subscribe, unique_uri, wait_until)
 
-UNKNOWN_ID = 4503599627370495  # a valid WAMP id nobody has (ids are random)
-LOOSE_REALM = {"name": "realm1", "uri_check": "loose"}
-
-PUB_FEATURES = {"publisher_identification": True, "subscriber_blackwhite_listing": True,
-                "publisher_exclusion": True}
-SUB_FEATURES = {"publisher_identification": True, "pattern_based_subscription": True}
 PUBLISHER_KEYS = {"publisher", "publisher_authid", "publisher_authrole"}
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 def topic(tag="t"):
-    return f"com.example.psa.{tag}{uuid.uuid4().hex[:12]}"
-
-
-def sid(s):
-    return s.joined.result().session
-
-
-def authid(s):
-    return s.joined.result().authid
-
-
-async def wait_until(pred, timeout=T, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def ack(session, uri, *args, options=None, **kwargs):
-    """Acknowledged Autobahn publish; returns the publication id."""
-    opts = options or {}
-    p = await asyncio.wait_for(session.publish(uri, *args, options=PublishOptions(acknowledge=True, **opts),
-                                               **kwargs), T)
-    return p.id
-
-
-async def meta_error(session, procedure, *args, **kwargs):
-    with pytest.raises(ApplicationError) as ei:
-        await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
-    return ei.value
+    return unique_uri("com.example.psa", tag)
 
 
 async def call(session, procedure, *args, **kwargs):
-    r = await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
-    if isinstance(r, CallResult):  # args + kwargs: the first positional result
-        r = r.results[0] if r.results else None
-    return r
+    """wamplib.call; a result with args + kwargs gives its first positional result."""
+    return await wamplib.call(session, procedure, *args, first_result=True, **kwargs)
 
 
-# --------------------------------------------------------------------------
-# Autobahn subscriptions that record their events
-# --------------------------------------------------------------------------
+def pubsub_peer(router):
+    """A raw Peer announcing publisher and subscriber with the advanced features."""
+    return Peer.join(router, publisher=PUBLISHER_FEATURES, subscriber=SUBSCRIBER_FEATURES)
 
-@dataclass
-class Ev:
-    args: list
-    kwargs: dict
-    details: object  # autobahn EventDetails
-
-
-class Inbox:
-    """Handler for an Autobahn subscription made with details=True; records
-    every event in arrival order."""
-
-    def __init__(self):
-        self.events: list[Ev] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, *args, details=None, **kwargs):
-        self.events.append(Ev(list(args), kwargs, details))
-        self._changed.set()
-
-    @property
-    def args(self):
-        return [e.args for e in self.events]
-
-    async def wait_for(self, pred, what="event", timeout=T):
-        """The first recorded event matching `pred` (waits for it)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for e in self.events:
-                if pred(e):
-                    return e
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what} within {timeout}s; got {self.args!r}")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-
-    async def marker(self, tag, timeout=T):
-        return await self.wait_for(lambda e: e.args == ["marker", tag], f"marker {tag!r}", timeout)
-
-    def before_marker(self, tag):
-        """args of the events recorded before marker `tag`."""
-        out = []
-        for e in self.events:
-            if e.args == ["marker", tag]:
-                return out
-            out.append(e.args)
-        raise AssertionError(f"marker {tag!r} not received: {self.args!r}")
-
-
-async def subscribe(session, uri, **options):
-    """Autobahn subscribe with details=True; returns (Inbox, Subscription)."""
-    inbox = Inbox()
-    s = await asyncio.wait_for(session.subscribe(inbox, uri, options=SubscribeOptions(details=True, **options)), T)
-    return inbox, s
-
-
-async def marker(pub, uri, tag, **opts):
-    """Acknowledged marker publication (see module docstring)."""
-    return await ack(pub, uri, "marker", tag, options=opts)
-
-
-# --------------------------------------------------------------------------
-# raw session with a background reader
-# --------------------------------------------------------------------------
 
 def is_event(sub_id=None):
     return lambda m: m[0] == EVENT and (sub_id is None or m[1] == sub_id)
-
-
-class Peer:
-    """A raw WAMP-over-WebSocket JSON session announcing publisher and
-    subscriber with the advanced features. A background task reads every
-    message into `unread` (consumed by `next`) and `log` (everything)."""
-
-    def __init__(self, raw, welcome):
-        self.raw = raw
-        self.welcome = welcome
-        self.session_id = welcome[1]
-        self.details = welcome[2]
-        self.authid = self.details.get("authid")
-        self.unread = []
-        self.log = []
-        self.closed = None
-        self._changed = asyncio.Event()
-        self._rid = 0
-        self._task = asyncio.ensure_future(self._pump())
-
-    @classmethod
-    async def join(cls, router, realm="realm1"):
-        raw = await RawWs.open(router)
-        roles = {"publisher": {"features": dict(PUB_FEATURES)}, "subscriber": {"features": dict(SUB_FEATURES)},
-                 "caller": {}, "callee": {}}
-        await raw.send([HELLO, realm, {"roles": roles}])
-        w = await raw.recv(T)
-        assert w[0] == WELCOME, f"expected WELCOME, got {w!r}"
-        return cls(raw, w)
-
-    async def _pump(self):
-        try:
-            while True:
-                m = await self.raw.recv(3600)
-                self.unread.append(m)
-                self.log.append(m)
-                self._changed.set()
-        except Closed as e:
-            self.closed = e
-        except Exception as e:  # noqa: BLE001 - reported by next()
-            self.closed = e
-        self._changed.set()
-
-    def req(self):
-        self._rid += 1
-        return self._rid
-
-    async def send(self, msg):
-        await self.raw.send(msg)
-
-    async def next(self, pred=lambda m: True, timeout=T, what="message"):
-        """Consume and return the first unread message matching `pred`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, m in enumerate(self.unread):
-                if pred(m):
-                    return self.unread.pop(i)
-            if self.closed is not None:
-                raise AssertionError(f"session {self.session_id} closed ({self.closed!r}) while waiting for "
-                                     f"{what}; unread: {self.unread!r}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what} within {timeout}s; unread: {self.unread!r}")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-
-    async def request(self, msg, what=None):
-        rid = msg[1]
-        await self.send(msg)
-        return await self.next(lambda m: m[0] == ABORT or (m[0] == ERROR and m[2] == rid)
-                               or (m[0] not in (ERROR, EVENT) and len(m) > 1 and m[1] == rid),
-                               what=what or f"reply to {msg!r}")
-
-    async def subscribe(self, uri, options=None):
-        r = await self.request([SUBSCRIBE, self.req(), options or {}, uri])
-        assert r[0] == SUBSCRIBED, f"SUBSCRIBE {uri} {options}: {r!r}"
-        return r[2]
-
-    async def unsubscribe(self, sub_id):
-        r = await self.request([UNSUBSCRIBE, self.req(), sub_id])
-        assert r[0] == UNSUBSCRIBED, f"UNSUBSCRIBE {sub_id}: {r!r}"
-
-    async def publish(self, uri, args=None, kwargs=None, options=None, acknowledge=True):
-        """PUBLISH; with acknowledge returns the reply (PUBLISHED or ERROR)."""
-        opts = dict(options or {})
-        if acknowledge:
-            opts["acknowledge"] = True
-        rid = self.req()
-        msg = [PUBLISH, rid, opts, uri]
-        if args is not None or kwargs is not None:
-            msg.append(args or [])
-        if kwargs is not None:
-            msg.append(kwargs)
-        if not acknowledge:
-            await self.send(msg)
-            return None
-        return await self.request(msg)
-
-    async def close(self):
-        self._task.cancel()
-        try:
-            await self._task
-        except BaseException:  # noqa: BLE001
-            pass
-        await self.raw.close()
-
-
-async def close_peers(*peers):
-    for p in peers:
-        if p is not None:
-            await p.close()
 
 
 def published_id(reply):
@@ -377,7 +158,7 @@ def test_whitelisting_raw_publisher_and_pattern_subscribers(router):
     async def main():
         x = await connect(router, "rs", "json")
         y = await connect(router, "ws", "cbor")
-        pub = await Peer.join(router)
+        pub = await pubsub_peer(router)
         try:
             base = topic("bwp")
             t = base + ".room.status"
@@ -450,8 +231,8 @@ NOBODY = {"publisher": None, "publisher_authid": None, "publisher_authrole": Non
 def test_disclose_me(router):
     async def main():
         ab_sub = await connect(router, "rs", "cbor")
-        raw_sub = await Peer.join(router)
-        raw_pub = await Peer.join(router)
+        raw_sub = await pubsub_peer(router)
+        raw_pub = await pubsub_peer(router)
         ab_pub = await connect(router)
         try:
             t = topic("dm")
@@ -511,8 +292,8 @@ def test_realm_disclose_publisher_never(router_factory):
 
     async def main():
         ab_sub = await connect(r)
-        raw_sub = await Peer.join(r)
-        pub = await Peer.join(r)
+        raw_sub = await pubsub_peer(r)
+        pub = await pubsub_peer(r)
         try:
             t = topic("never")
             box, _ = await subscribe(ab_sub, t)
@@ -544,7 +325,7 @@ def test_realm_disclose_publisher_never(router_factory):
 
 def test_prefix_spec_example(router):
     async def main():
-        sub = await Peer.join(router)
+        sub = await pubsub_peer(router)
         ab = await connect(router, "unix", "msgpack")
         pub = await connect(router)
         try:
@@ -578,7 +359,7 @@ def test_prefix_spec_example(router):
 
 def test_wildcard_spec_example(router):
     async def main():
-        sub = await Peer.join(router)
+        sub = await pubsub_peer(router)
         ab = await connect(router, "rs", "cbor")
         pub = await connect(router)
         try:
@@ -619,8 +400,8 @@ def test_wildcard_spec_example(router):
 
 def test_event_delivered_once_per_matching_subscription(router):
     async def main():
-        sub = await Peer.join(router)
-        other = await Peer.join(router)
+        sub = await pubsub_peer(router)
+        other = await pubsub_peer(router)
         pub = await connect(router, "rs", "msgpack")
         try:
             root = topic("multi")
@@ -723,7 +504,7 @@ def test_retained_event_delivered_on_subscribe(router):
             assert box_plain.before_marker(1) == [], f"retained event sent without get_retained: {box_plain.args}"
 
             # on the wire: the retained EVENT comes right after SUBSCRIBED, on that subscription
-            raw = await Peer.join(router)
+            raw = await pubsub_peer(router)
             rid = raw.req()
             await raw.send([SUBSCRIBE, rid, {"get_retained": True}, t])
             first = await raw.next(what="SUBSCRIBED")
@@ -792,7 +573,7 @@ def test_retained_events_for_pattern_subscriptions(router):
     async def main():
         pub = await connect(router)
         s = await connect(router, "rs", "msgpack")
-        raw = await Peer.join(router)
+        raw = await pubsub_peer(router)
         try:
             root = topic("retp")
             retained = {root + ".a.x": "ax", root + ".b.x": "bx", root + ".c.y": "cy"}
@@ -882,8 +663,8 @@ def test_wildcard_subscription_blacklist_and_retention(router):
 def test_prefix_and_exact_subscription_on_one_session_with_disclose_me(router):
     async def main():
         ab = await connect(router, "ws", "msgpack")
-        raw = await Peer.join(router)
-        pub = await Peer.join(router)
+        raw = await pubsub_peer(router)
+        pub = await pubsub_peer(router)
         try:
             root = topic("pxd")
             t = root + ".item"
@@ -930,7 +711,7 @@ DEALER_FEATURES = ["caller_identification", "call_timeout", "call_canceling", "p
 
 def test_welcome_announces_the_broker_features(router):
     async def main():
-        p = await Peer.join(router)
+        p = await pubsub_peer(router)
         try:
             roles = p.details["roles"]
             assert roles["broker"]["features"] == {f: True for f in BROKER_FEATURES}, roles["broker"]
@@ -962,33 +743,10 @@ HISTORY = [
 ]
 
 
-def start_history_router(factory, history, **realm_options):
-    """Start a router whose realm has [[realm.history]] entries.
-
-    routerproc.render_config renders only flat tables (a list of dicts is not
-    a TOML value it can write), so while the router starts, render_config is
-    wrapped: the realm and its [[realm.history]] sub-tables are written here
-    and put before [limits]. routerproc.py itself is unchanged."""
-    orig = routerproc.render_config
-
-    def render(*args, realms=None, **kwargs):
-        cfg = orig(*args, realms=[], **kwargs)
-        text = routerproc._toml_table("[[realm]]", dict(LOOSE_REALM, **realm_options))
-        for h in history:
-            text += "\n" + routerproc._toml_table("[[realm.history]]", h)
-        assert cfg.count("[limits]") == 1, cfg
-        return cfg.replace("[limits]", text + "\n[limits]")
-
-    routerproc.render_config = render
-    try:
-        return factory()
-    finally:
-        routerproc.render_config = orig
-
-
 @pytest.fixture(scope="module")
 def hrouter(module_router_factory):
-    return start_history_router(module_router_factory, HISTORY)
+    """A router whose realm has the HISTORY topics ([[realm.history]] entries)."""
+    return module_router_factory(realms=[dict(LOOSE_REALM, history=HISTORY)])
 
 
 async def history_id(s, uri, match="exact"):
@@ -1070,7 +828,7 @@ def test_get_events_limit_order_and_pagination(hrouter):
     async def main():
         s = await connect(hrouter)
         pub = await connect(hrouter, "rs", "msgpack")
-        raw = await Peer.join(hrouter)
+        raw = await pubsub_peer(hrouter)
         try:
             uri = f"{H}.page"
             hid = await history_id(s, uri)

@@ -11,90 +11,24 @@ arrive; what did not arrive before it was not published.
 """
 
 import asyncio
-import datetime
 import time
-import uuid
 
 import pytest
-from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import PublishOptions, SubscribeOptions
+from autobahn.wamp.types import SubscribeOptions
 
-from wamplib import EVENT, SUBSCRIBE, SUBSCRIBED, RawWs, T, close_all, connect, run
-
-UNKNOWN_ID = 4503599627370495  # a valid WAMP id nobody has (ids are random)
+from wamplib import (EVENT, SUB_META_EVENTS, SUBSCRIBE, SUBSCRIBED, UNKNOWN_ID, MetaMonitor, RawWs, T, authid, call,
+                     check_created, close_all, connect, marker, meta_error, run, sid, subscribe, unique_uri,
+                     wait_until)
 
 
 def topic(tag="t"):
-    return f"com.example.psmeta.{tag}{uuid.uuid4().hex[:12]}"
-
-
-def sid(s):
-    return s.joined.result().session
-
-
-def authid(s):
-    return s.joined.result().authid
-
-
-async def wait_until(pred, timeout=T, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def meta_error(session, procedure, *args, **kwargs):
-    with pytest.raises(ApplicationError) as ei:
-        await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
-    return ei.value
-
-
-async def call(session, procedure, *args, **kwargs):
-    return await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
+    return unique_uri("com.example.psmeta", tag)
 
 
 def check_subscription_details(d, sub_id, uri, match):
     assert isinstance(d, dict) and set(d) == {"id", "created", "uri", "match"}, d
     assert (d["id"], d["uri"], d["match"]) == (sub_id, uri, match), d
-    created = datetime.datetime.fromisoformat(d["created"].replace("Z", "+00:00"))
-    assert created.tzinfo is not None, f"created must be ISO 8601 with a time zone: {d['created']!r}"
-    age = (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
-    assert -5 < age < 120, f"created {d['created']!r} is not about now"
-
-
-class Inbox:
-    """Records (args, kwargs, details) of an Autobahn subscription made with details=True."""
-
-    def __init__(self):
-        self.events = []
-
-    def __call__(self, *args, details=None, **kwargs):
-        self.events.append((list(args), kwargs, details))
-
-    @property
-    def args(self):
-        return [a for a, _, _ in self.events]
-
-    async def until(self, pred, what, timeout=T):
-        await wait_until(lambda: pred(self.args), timeout, f"{what}; got {self.args!r}")
-
-    async def marker(self, tag):
-        await self.until(lambda a: ["marker", tag] in a, f"marker {tag!r}")
-
-    def before_marker(self, tag):
-        a = self.args
-        return a[:a.index(["marker", tag])]
-
-
-async def subscribe(session, uri, **options):
-    inbox = Inbox()
-    s = await asyncio.wait_for(session.subscribe(inbox, uri, options=SubscribeOptions(details=True, **options)), T)
-    return inbox, s
-
-
-async def marker(pub, uri, tag):
-    await asyncio.wait_for(pub.publish(uri, "marker", tag, options=PublishOptions(acknowledge=True)), T)
+    check_created(d)
 
 
 # ==========================================================================
@@ -180,63 +114,6 @@ def test_subscription_meta_procedures(router):
 # subscription meta API: events
 # ==========================================================================
 
-SUB_EVENTS = ["on_create", "on_subscribe", "on_unsubscribe", "on_delete"]
-
-
-class RawMonitor:
-    """A raw JSON session subscribed to the four wamp.subscription.on_* topics.
-
-    Raw, not Autobahn: the router sends a session the meta EVENTs its own
-    SUBSCRIBE to a meta topic causes *before* the SUBSCRIBED (see
-    test_subscribed_comes_before_events_of_the_new_subscription), which makes
-    Autobahn drop the connection. A raw client records EVENTs by subscription
-    id and learns the id -> topic mapping from SUBSCRIBED, whatever the order."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.msgs = []
-        self.kinds = {}  # subscription id -> "on_create" | ...
-        self._task = None
-
-    @classmethod
-    async def start(cls, router):
-        raw = await RawWs.open(router)
-        await raw.hello()
-        m = cls(raw)
-        for i, k in enumerate(SUB_EVENTS):
-            rid = raw.req()
-            await raw.send([SUBSCRIBE, rid, {}, f"wamp.subscription.{k}"])
-            while True:
-                msg = await raw.recv(T)
-                if msg[0] == SUBSCRIBED and msg[1] == rid:
-                    m.kinds[msg[2]] = k
-                    break
-                assert msg[0] == EVENT, f"meta monitor: unexpected {msg!r}"
-                m.msgs.append(msg)
-        m._task = asyncio.ensure_future(m._pump())
-        return m
-
-    async def _pump(self):
-        try:
-            while True:
-                self.msgs.append(await self.raw.recv(3600))
-        except Exception:  # noqa: BLE001 - closed
-            pass
-
-    @property
-    def events(self):
-        return [(self.kinds[m[1]], tuple(m[4])) for m in self.msgs if m[0] == EVENT and m[1] in self.kinds]
-
-    def of(self, sub_id):
-        return [(k, args) for k, args in self.events
-                if (args[1]["id"] if k == "on_create" else args[1]) == sub_id]
-
-    async def close(self):
-        if self._task:
-            self._task.cancel()
-        await self.raw.close()
-
-
 def test_subscribed_comes_before_events_of_the_new_subscription(router):
     """A SUBSCRIBE whose own meta events match the new subscription (a
     subscription to wamp.subscription.on_create or on_subscribe, or a prefix
@@ -266,7 +143,7 @@ def test_subscribed_comes_before_events_of_the_new_subscription(router):
                                  f"{early!r}")
             # Autobahn|Python: subscribing to the subscription meta events must work
             ab = await connect(router, "rs", "msgpack")
-            for k in SUB_EVENTS:
+            for k in SUB_META_EVENTS:
                 try:
                     await asyncio.wait_for(ab.subscribe(lambda *a: None, f"wamp.subscription.{k}"), T)
                 except Exception as e:  # noqa: BLE001
@@ -283,7 +160,7 @@ def test_subscribed_comes_before_events_of_the_new_subscription(router):
 
 def test_subscription_meta_events(router):
     async def main():
-        mon = await RawMonitor.start(router)
+        mon = await MetaMonitor.start(router)
         a, b, c, d = [await connect(router, tr) for tr in ["ws", "rs", "unix", "rs"]]
         try:
             of = mon.of
@@ -307,7 +184,7 @@ def test_subscription_meta_events(router):
             c.abort_transport()
             await wait_until(lambda: len(of(sc.id)) >= 4, what="4 meta events of a departed subscriber")
             got = of(sc.id)
-            assert [k for k, _ in got] == SUB_EVENTS, got
+            assert [k for k, _ in got] == SUB_META_EVENTS, got
             check_subscription_details(got[0][1][1], sc.id, t + ".", "prefix")
             assert [args for _, args in got[1:]] == [(sid(c), sc.id)] * 3, got
 
@@ -316,7 +193,7 @@ def test_subscription_meta_events(router):
             await d.close()
             await wait_until(lambda: len(of(sd.id)) >= 4, what="4 meta events of a subscriber that left")
             got = of(sd.id)
-            assert [k for k, _ in got] == SUB_EVENTS, got
+            assert [k for k, _ in got] == SUB_META_EVENTS, got
             check_subscription_details(got[0][1][1], sd.id, t + "..x", "wildcard")
             assert [args for _, args in got[1:]] == [(sid(d), sd.id)] * 3, got
             await asyncio.sleep(0.1)
@@ -336,7 +213,7 @@ def test_subscription_meta_events_consistent_under_concurrency(router):
     on_unsubscribe)."""
 
     async def main():
-        mon = await RawMonitor.start(router)
+        mon = await MetaMonitor.start(router)
         subs_sessions = [await connect(router, t) for t in ["ws", "rs", "unix"] * 3]
         try:
             of = mon.of

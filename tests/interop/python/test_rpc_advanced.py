@@ -8,7 +8,7 @@ the reserved ``wamp.`` namespace. The meta API is in test_rpc_meta.py.
 Autobahn|Python 26 cannot send everything these features need (no
 ``disclose_me``, no ``least_loaded``, no ``forward_timeout`` /
 ``disclose_caller``, no cancel mode, no progressive call invocations), so
-those tests use ``Peer``: a raw JSON WebSocket session that announces exactly
+those tests use ``wamplib.Peer``: a raw JSON WebSocket session that announces exactly
 the features a test wants and records every message it receives.
 """
 
@@ -20,40 +20,21 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, RegisterOptions
 
-from wamplib import (ABORT, CALL, ERROR, HELLO, INVOCATION, PUBLISH, REGISTER, REGISTERED, RESULT, WELCOME,
-                     YIELD, Closed, RawWs, T, close_all, connect, run)
+from wamplib import (ABORT, ALL_CALLEE, ALL_CALLER, CALL, CANCEL, ERROR, INTERRUPT, INVOCATION, LOOSE_REALM,
+                     PCI_CALLEE, PCI_CALLER, PUBLISH, QUIET, REGISTER, RESULT, YIELD, Peer, T, close_all,
+                     close_peers, connect, run, unique_uri, wait_until)
 
-CANCEL, INTERRUPT = 49, 69
-
-# how long to watch for a message that must NOT arrive (seconds)
-QUIET = 0.3
 # a short call timeout (ms) and the generous upper bound for when its ERROR must be there (s)
 SHORT_MS = 300
 LATE_S = 3.0
 
-LOOSE_REALM = {"name": "realm1", "uri_check": "loose"}
-
-ALL_CALLER = {"caller_identification": True, "call_canceling": True, "progressive_call_results": True}
-ALL_CALLEE = {"caller_identification": True, "call_canceling": True, "progressive_call_results": True,
-              "pattern_based_registration": True, "shared_registration": True}
-PCI_CALLER = dict(ALL_CALLER, progressive_call_invocations=True)
-PCI_CALLEE = dict(ALL_CALLEE, progressive_call_invocations=True)
-
 
 def proc(tag="p"):
-    return f"com.example.adv.{tag}{uuid.uuid4().hex[:12]}"
-
-
-async def wait_until(pred, timeout=T, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
+    return unique_uri("com.example.adv", tag)
 
 
 # --------------------------------------------------------------------------
-# raw session with a background reader
+# predicates for Peer.next / Peer.quiet
 # --------------------------------------------------------------------------
 
 def is_inv(m):
@@ -67,115 +48,6 @@ def is_interrupt(m):
 def answers_call(rid):
     """RESULT or ERROR for CALL request `rid`."""
     return lambda m: (m[0] == RESULT and m[1] == rid) or (m[0] == ERROR and m[1] == CALL and m[2] == rid)
-
-
-class Peer:
-    """A raw WAMP-over-WebSocket JSON session. HELLO announces all four roles,
-    caller/callee with the given features. A background task reads every
-    message into `unread` (consumed by `next`) and `log` (everything)."""
-
-    def __init__(self, raw, welcome):
-        self.raw = raw
-        self.welcome = welcome
-        self.session_id = welcome[1]
-        self.details = welcome[2]
-        self.unread = []
-        self.log = []
-        self.closed = None
-        self._changed = asyncio.Event()
-        self._rid = 0
-        self._task = asyncio.ensure_future(self._pump())
-
-    @classmethod
-    async def join(cls, router, caller=None, callee=None, realm="realm1"):
-        raw = await RawWs.open(router)
-        roles = {"publisher": {}, "subscriber": {},
-                 "caller": {"features": dict(caller or {})},
-                 "callee": {"features": dict(callee or {})}}
-        await raw.send([HELLO, realm, {"roles": roles}])
-        w = await raw.recv(T)
-        assert w[0] == WELCOME, f"expected WELCOME, got {w!r}"
-        return cls(raw, w)
-
-    async def _pump(self):
-        try:
-            while True:
-                m = await self.raw.recv(3600)
-                self.unread.append(m)
-                self.log.append(m)
-                self._changed.set()
-        except Closed as e:
-            self.closed = e
-        except Exception as e:  # noqa: BLE001 - reported by next()
-            self.closed = e
-        self._changed.set()
-
-    def req(self):
-        self._rid += 1
-        return self._rid
-
-    async def send(self, msg):
-        await self.raw.send(msg)
-
-    async def next(self, pred=lambda m: True, timeout=T, what="message"):
-        """Consume and return the first unread message matching `pred`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, m in enumerate(self.unread):
-                if pred(m):
-                    return self.unread.pop(i)
-            if self.closed is not None:
-                raise AssertionError(f"session {self.session_id} closed ({self.closed!r}) while waiting for "
-                                     f"{what}; unread: {self.unread!r}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {what} within {timeout}s; unread: {self.unread!r}")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-
-    async def quiet(self, pred, what, duration=QUIET):
-        """Assert that no unread message matching `pred` arrives within `duration`."""
-        await asyncio.sleep(duration)
-        got = [m for m in self.unread if pred(m)]
-        assert not got, f"unexpected {what}: {got!r}"
-
-    async def request(self, msg, what=None):
-        rid = msg[1]
-        await self.send(msg)
-        return await self.next(lambda m: m[0] in (ABORT,) or (m[0] == ERROR and m[2] == rid)
-                               or (m[0] not in (ERROR, INVOCATION, INTERRUPT) and len(m) > 1 and m[1] == rid),
-                               what=what or f"reply to {msg!r}")
-
-    async def register(self, uri, options=None):
-        r = await self.request([REGISTER, self.req(), options or {}, uri])
-        assert r[0] == REGISTERED, f"REGISTER {uri} {options}: {r!r}"
-        return r[2]
-
-    async def call(self, uri, args=None, options=None, rid=None):
-        """Send a CALL; returns its request id (the reply is read with next())."""
-        rid = self.req() if rid is None else rid
-        msg = [CALL, rid, options or {}, uri]
-        if args is not None:
-            msg.append(args)
-        await self.send(msg)
-        return rid
-
-    async def close(self):
-        self._task.cancel()
-        try:
-            await self._task
-        except BaseException:  # noqa: BLE001
-            pass
-        await self.raw.close()
-
-
-async def close_peers(*peers):
-    for p in peers:
-        if p is not None:
-            await p.close()
 
 
 def error_uri(m):

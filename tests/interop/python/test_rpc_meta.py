@@ -6,48 +6,23 @@ that count or kill sessions get a router of their own.
 """
 
 import asyncio
-import datetime
+import functools
 import time
-import uuid
 
-import pytest
-from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions
 
-from wamplib import T, close_all, connect, run
-
-UNKNOWN_ID = 4503599627370495  # a valid WAMP id nobody has (ids are random)
+from wamplib import (REG_META_EVENTS, UNKNOWN_ID, T, check_created, close_all, connect, meta_error, meta_events_of,
+                     run, sid, unique_uri, wait_until)
 
 
 def proc(tag="p"):
-    return f"com.example.meta.{tag}{uuid.uuid4().hex[:12]}"
-
-
-def sid(s):
-    return s.joined.result().session
-
-
-async def wait_until(pred, timeout=T, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def meta_error(session, procedure, *args, **kwargs):
-    with pytest.raises(ApplicationError) as ei:
-        await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
-    return ei.value.error
+    return unique_uri("com.example.meta", tag)
 
 
 def check_registration_details(d, reg_id, uri, match, invoke):
     assert isinstance(d, dict) and set(d) == {"id", "created", "uri", "match", "invoke"}, d
     assert (d["id"], d["uri"], d["match"], d["invoke"]) == (reg_id, uri, match, invoke), d
-    created = datetime.datetime.fromisoformat(d["created"].replace("Z", "+00:00"))
-    assert created.tzinfo is not None, f"created must be ISO 8601 with a time zone: {d['created']!r}"
-    age = (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
-    assert -5 < age < 120, f"created {d['created']!r} is not about now"
+    check_created(d)
 
 
 # ==========================================================================
@@ -100,7 +75,7 @@ def test_registration_meta_procedures(router):
             assert await call("wamp.registration.count_callees", rw.id) == 1
 
             for p in ["wamp.registration.get", "wamp.registration.list_callees", "wamp.registration.count_callees"]:
-                assert await meta_error(c, p, UNKNOWN_ID) == "wamp.error.no_such_registration", p
+                assert (await meta_error(c, p, UNKNOWN_ID)).error == "wamp.error.no_such_registration", p
 
             # b leaves: one callee left; a unregisters: the registration is gone
             await b.close()
@@ -110,7 +85,7 @@ def test_registration_meta_procedures(router):
                 await asyncio.sleep(0.02)
             assert await call("wamp.registration.list_callees", ra.id) == [sid(a)]
             await asyncio.wait_for(ra.unregister(), T)
-            assert await meta_error(c, "wamp.registration.get", ra.id) == "wamp.error.no_such_registration"
+            assert (await meta_error(c, "wamp.registration.get", ra.id)).error == "wamp.error.no_such_registration"
             assert await call("wamp.registration.lookup", name) is None
             assert ra.id not in (await call("wamp.registration.list"))["exact"]
         finally:
@@ -119,21 +94,16 @@ def test_registration_meta_procedures(router):
     run(main())
 
 
-REG_EVENTS = ["on_create", "on_register", "on_unregister", "on_delete"]
-
-
 def test_registration_meta_events(router):
     async def main():
         mon, a, b, c = [await connect(router) for _ in range(4)]
         try:
             events = []
-            for t in REG_EVENTS:
+            for t in REG_META_EVENTS:
                 await asyncio.wait_for(
                     mon.subscribe(lambda *args, t=t: events.append((t, args)), f"wamp.registration.{t}"), T)
 
-            def of(reg_id):
-                return [(t, args) for t, args in events
-                        if (args[1]["id"] if t == "on_create" else args[1]) == reg_id]
+            of = functools.partial(meta_events_of, events)
 
             name = proc("ev")
             rr = RegisterOptions(invoke="roundrobin")
@@ -158,7 +128,7 @@ def test_registration_meta_events(router):
             c.abort_transport()
             await wait_until(lambda: len(of(rc.id)) >= 4, what="4 meta events of a departed callee")
             got = of(rc.id)
-            assert [t for t, _ in got] == REG_EVENTS, got
+            assert [t for t, _ in got] == REG_META_EVENTS, got
             check_registration_details(got[0][1][1], rc.id, name2, "prefix", "single")
             assert [args for _, args in got[1:]] == [(sid(c), rc.id)] * 3, got
         finally:
@@ -179,7 +149,7 @@ def test_registration_meta_events_follow_the_dealer_order(router):
         callees = [await connect(router, t) for t in ["ws", "rs", "unix"] * 3]
         try:
             events = []
-            for t in REG_EVENTS:
+            for t in REG_META_EVENTS:
                 await asyncio.wait_for(
                     mon.subscribe(lambda *args, t=t: events.append((t, args)), f"wamp.registration.{t}"), T)
             names = [proc("race") for _ in range(8)]
@@ -196,9 +166,7 @@ def test_registration_meta_events_follow_the_dealer_order(router):
             for name in names:
                 await asyncio.wait_for(asyncio.gather(*(r.unregister() for r in regs[name])), T)
 
-            def of(reg_id):
-                return [(t, args) for t, args in events
-                        if (args[1]["id"] if t == "on_create" else args[1]) == reg_id]
+            of = functools.partial(meta_events_of, events)
 
             n = len(callees)
             await wait_until(lambda: all(len(of(rid)) >= 2 * n + 2 for rid in order), what="all meta events")
@@ -255,7 +223,7 @@ def test_session_count_list_get(router_factory):
             assert d.get("authrole") == "anonymous" and d.get("authmethod") == "anonymous", d
             assert d.get("authprovider") == j2.authprovider, d
             assert isinstance(d.get("transport"), dict), d
-            assert await meta_error(s1, "wamp.session.get", UNKNOWN_ID) == "wamp.error.no_such_session"
+            assert (await meta_error(s1, "wamp.session.get", UNKNOWN_ID)).error == "wamp.error.no_such_session"
 
             await s3.close()
             deadline = time.monotonic() + T
@@ -263,7 +231,7 @@ def test_session_count_list_get(router_factory):
                 assert time.monotonic() < deadline, "session count did not drop after a session left"
                 await asyncio.sleep(0.02)
             assert sorted(await call("wamp.session.list")) == sorted([sid(s1), sid(s2)])
-            assert await meta_error(s1, "wamp.session.get", sid(s3)) == "wamp.error.no_such_session"
+            assert (await meta_error(s1, "wamp.session.get", sid(s3))).error == "wamp.error.no_such_session"
         finally:
             await close_all(s1, s2, s3)
 
@@ -289,9 +257,9 @@ def test_session_kill(router_factory):
             d = await left(t2)
             assert (d.reason, d.message) == ("com.example.maintenance", "back soon")
 
-            assert await meta_error(admin, "wamp.session.kill", sid(admin)) == "wamp.error.no_such_session"
-            assert await meta_error(admin, "wamp.session.kill", UNKNOWN_ID) == "wamp.error.no_such_session"
-            assert await meta_error(admin, "wamp.session.kill", sid(t3), reason="not a uri") == \
+            assert (await meta_error(admin, "wamp.session.kill", sid(admin))).error == "wamp.error.no_such_session"
+            assert (await meta_error(admin, "wamp.session.kill", UNKNOWN_ID)).error == "wamp.error.no_such_session"
+            assert (await meta_error(admin, "wamp.session.kill", sid(t3), reason="not a uri")).error == \
                 "wamp.error.invalid_uri"
             # nobody else was hurt
             assert admin.is_attached() and t3.is_attached()
@@ -319,8 +287,8 @@ def test_session_kill_by_authid_authrole_all(router_factory):
                 "kill_by_authid must never kill the caller"
             assert await call("wamp.session.kill_by_authid", "nobody-with-this-authid") == []
             assert await call("wamp.session.kill_by_authrole", "nobody") == 0
-            assert await meta_error(admin, "wamp.session.kill_by_authid", y.joined.result().authid,
-                                    reason="bad reason") == "wamp.error.invalid_uri"
+            assert (await meta_error(admin, "wamp.session.kill_by_authid", y.joined.result().authid,
+                                     reason="bad reason")).error == "wamp.error.invalid_uri"
             assert not y.left.done()
 
             # everyone is "anonymous": all but the caller go
@@ -332,7 +300,8 @@ def test_session_kill_by_authid_authrole_all(router_factory):
             assert admin.is_attached()
 
             p, q = await connect(r), await connect(r)
-            assert await meta_error(admin, "wamp.session.kill_all", reason="bad reason") == "wamp.error.invalid_uri"
+            assert (await meta_error(admin, "wamp.session.kill_all", reason="bad reason")).error == \
+                "wamp.error.invalid_uri"
             assert await call("wamp.session.kill_all") == 2
             for s in (p, q):
                 assert (await left(s)).reason == "wamp.close.killed"

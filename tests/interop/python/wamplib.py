@@ -5,6 +5,15 @@
 * ``RawWs``             a raw WAMP-over-WebSocket JSON client (``websockets`` lib).
 * ``RawRs``             a raw WAMP-over-RawSocket JSON client (asyncio streams).
 * ``run()``             run a coroutine in a fresh event loop with a hard timeout.
+* ``Peer``              a raw JSON WebSocket session announcing chosen Advanced
+                        Profile features, with a background reader (``next``,
+                        ``quiet``, ``request``, register/call/subscribe/publish).
+* ``MetaMonitor``       a raw session recording the ``wamp.subscription.on_*``
+                        (or ``wamp.registration.on_*``) meta events.
+* ``Inbox``/``subscribe``/``ack``/``marker``  Autobahn subscriptions that record
+                        their events, acknowledged publications and markers.
+* ``wait_until``, ``call``, ``meta_error``, ``sid``, ``authid``, ``unique_uri``,
+  ``check_created``, ``meta_events_of``: small helpers of the advanced-profile tests.
 
 Every wait has an explicit timeout so nothing can hang.
 """
@@ -12,10 +21,13 @@ Every wait has an explicit timeout so nothing can hang.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import socket
 import struct
 import time
+import uuid
+from typing import NamedTuple
 
 import txaio
 
@@ -24,8 +36,9 @@ txaio.use_asyncio()
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
 from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer  # noqa: E402
-from autobahn.wamp.types import ComponentConfig  # noqa: E402
+from autobahn.wamp.types import CallResult, ComponentConfig, PublishOptions, SubscribeOptions  # noqa: E402
 import websockets  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
@@ -35,11 +48,29 @@ SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBO
 HELLO, WELCOME, ABORT, GOODBYE, ERROR = 1, 2, 3, 6, 8
 PUBLISH, PUBLISHED, SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, UNSUBSCRIBED, EVENT = 16, 17, 32, 33, 34, 35, 36
 CALL, RESULT, REGISTER, REGISTERED, UNREGISTER, UNREGISTERED, INVOCATION, YIELD = 48, 50, 64, 65, 66, 67, 68, 70
+CANCEL, INTERRUPT = 49, 69
 
 HELLO_ROLES = {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}}}
 
+# Advanced Profile features a raw Peer announces (HELLO.Details.roles.<role>.features)
+ALL_CALLER = {"caller_identification": True, "call_canceling": True, "progressive_call_results": True}
+ALL_CALLEE = {"caller_identification": True, "call_canceling": True, "progressive_call_results": True,
+              "pattern_based_registration": True, "shared_registration": True}
+PCI_CALLER = dict(ALL_CALLER, progressive_call_invocations=True)
+PCI_CALLEE = dict(ALL_CALLEE, progressive_call_invocations=True)
+PUBLISHER_FEATURES = {"publisher_identification": True, "subscriber_blackwhite_listing": True,
+                      "publisher_exclusion": True}
+SUBSCRIBER_FEATURES = {"publisher_identification": True, "pattern_based_subscription": True}
+
+# realm1 as the default config has it (for router_factory(realms=[dict(LOOSE_REALM, ...)]))
+LOOSE_REALM = {"name": "realm1", "uri_check": "loose"}
+
+UNKNOWN_ID = 4503599627370495  # a valid WAMP id nobody has (ids are random)
+
 # default per-step timeout (seconds)
 T = 5.0
+# how long to watch for a message that must NOT arrive (seconds)
+QUIET = 0.3
 
 
 def run(coro, timeout: float = 30.0):
@@ -168,8 +199,9 @@ class _RawBase:
         _RawBase._next_req += 1
         return _RawBase._next_req
 
-    async def hello(self, realm="realm1", timeout=T):
-        await self.send([HELLO, realm, HELLO_ROLES])
+    async def hello(self, realm="realm1", timeout=T, roles=None):
+        """HELLO (all four roles without features, unless `roles` is given) -> WELCOME."""
+        await self.send([HELLO, realm, HELLO_ROLES if roles is None else {"roles": roles}])
         msg = await self.recv(timeout)
         assert msg[0] == WELCOME, f"expected WELCOME, got {msg!r}"
         self.session_id = msg[1]
@@ -388,6 +420,338 @@ async def open_raw(kind, router, **kw):
     if kind == "unix":
         return await RawRs.connect(router, unix=True, **kw)
     raise ValueError(kind)
+
+
+# --------------------------------------------------------------------------
+# advanced-profile test helpers: waiting, meta API calls, ids
+# --------------------------------------------------------------------------
+
+async def wait_until(pred, timeout=T, what="condition"):
+    """Poll `pred()` every 10 ms until it is true; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def unique_uri(prefix: str, tag: str = "") -> str:
+    """``prefix.tag`` and 12 random hex digits: a URI no other test uses."""
+    return f"{prefix}.{tag}{uuid.uuid4().hex[:12]}"
+
+
+def sid(session) -> int:
+    """Session id of a joined Autobahn session (see connect())."""
+    return session.joined.result().session
+
+
+def authid(session) -> str:
+    """authid of a joined Autobahn session."""
+    return session.joined.result().authid
+
+
+async def call(session, procedure, *args, first_result=False, **kwargs):
+    """Autobahn call with the default timeout. With first_result=True a
+    CallResult (args + kwargs) is reduced to its first positional result;
+    `first_result` is not passed on to the procedure."""
+    r = await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
+    if first_result and isinstance(r, CallResult):
+        r = r.results[0] if r.results else None
+    return r
+
+
+async def meta_error(session, procedure, *args, **kwargs) -> ApplicationError:
+    """A call (usually of a meta procedure) that must fail: returns its
+    ApplicationError (``.error`` is the error URI)."""
+    try:
+        r = await asyncio.wait_for(session.call(procedure, *args, **kwargs), T)
+    except ApplicationError as e:
+        return e
+    raise AssertionError(f"{procedure} must fail with an ApplicationError, returned {r!r}")
+
+
+def check_created(d):
+    """``d["created"]`` (wamp.registration.get / wamp.subscription.get) is ISO 8601
+    with a time zone and about now."""
+    created = datetime.datetime.fromisoformat(d["created"].replace("Z", "+00:00"))
+    assert created.tzinfo is not None, f"created must be ISO 8601 with a time zone: {d['created']!r}"
+    age = (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
+    assert -5 < age < 120, f"created {d['created']!r} is not about now"
+
+
+def meta_events_of(events, obj_id):
+    """The (kind, args) registration/subscription meta events about `obj_id`:
+    on_create's args are (session, details dict), the others' (session, id)."""
+    return [(k, args) for k, args in events if (args[1]["id"] if k == "on_create" else args[1]) == obj_id]
+
+
+# --------------------------------------------------------------------------
+# Autobahn subscriptions that record their events
+# --------------------------------------------------------------------------
+
+async def _wait_changed(changed: asyncio.Event, deadline: float) -> bool:
+    """Clear `changed` and wait until it is set again or `deadline` (monotonic)
+    passes. False if the deadline had already passed (nothing waited)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    changed.clear()
+    try:
+        await asyncio.wait_for(changed.wait(), left)
+    except asyncio.TimeoutError:
+        pass
+    return True
+
+
+class ReceivedEvent(NamedTuple):
+    args: list
+    kwargs: dict
+    details: object  # autobahn EventDetails
+
+
+class Inbox:
+    """Handler for an Autobahn subscription made with details=True; records
+    every event (a ReceivedEvent: args, kwargs, details) in arrival order."""
+
+    def __init__(self):
+        self.events: list[ReceivedEvent] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, *args, details=None, **kwargs):
+        self.events.append(ReceivedEvent(list(args), kwargs, details))
+        self._changed.set()
+
+    @property
+    def args(self):
+        return [e.args for e in self.events]
+
+    async def _wait(self, found, what, timeout):
+        """Wait until `found()` returns something other than None; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = found()
+            if r is not None:
+                return r
+            if not await _wait_changed(self._changed, deadline):
+                raise AssertionError(f"no {what} within {timeout}s; got {self.args!r}")
+
+    async def wait_for(self, pred, what="event", timeout=T):
+        """The first recorded event matching `pred` (waits for it)."""
+        return await self._wait(lambda: next((e for e in self.events if pred(e)), None), what, timeout)
+
+    async def until(self, pred, what, timeout=T):
+        """Wait until `pred(self.args)` (the args of all events so far) is true."""
+        await self._wait(lambda: True if pred(self.args) else None, what, timeout)
+
+    async def marker(self, tag, timeout=T):
+        return await self.wait_for(lambda e: e.args == ["marker", tag], f"marker {tag!r}", timeout)
+
+    def before_marker(self, tag):
+        """args of the events recorded before marker `tag`."""
+        out = []
+        for e in self.events:
+            if e.args == ["marker", tag]:
+                return out
+            out.append(e.args)
+        raise AssertionError(f"marker {tag!r} not received: {self.args!r}")
+
+
+async def subscribe(session, uri, **options):
+    """Autobahn subscribe with details=True; returns (Inbox, Subscription)."""
+    inbox = Inbox()
+    s = await asyncio.wait_for(session.subscribe(inbox, uri, options=SubscribeOptions(details=True, **options)), T)
+    return inbox, s
+
+
+async def ack(session, uri, *args, options=None, **kwargs):
+    """Acknowledged Autobahn publish; returns the publication id."""
+    opts = options or {}
+    p = await asyncio.wait_for(session.publish(uri, *args, options=PublishOptions(acknowledge=True, **opts),
+                                               **kwargs), T)
+    return p.id
+
+
+async def marker(pub, uri, tag, **opts):
+    """Acknowledged publication of ("marker", tag). "Not delivered" is checked
+    with it: a later publication of the same publisher that must arrive; what
+    did not arrive before it was not delivered."""
+    return await ack(pub, uri, "marker", tag, options=opts)
+
+
+# --------------------------------------------------------------------------
+# raw session with a background reader
+# --------------------------------------------------------------------------
+
+class Peer:
+    """A raw WAMP-over-WebSocket JSON session (RawWs). HELLO announces all four
+    roles, each with the given features. A background task reads every
+    message into `unread` (consumed by `next`) and `log` (everything)."""
+
+    def __init__(self, raw, welcome):
+        self.raw = raw
+        self.welcome = welcome
+        self.session_id = welcome[1]
+        self.details = welcome[2]
+        self.authid = self.details.get("authid")
+        self.unread = []
+        self.log = []
+        self.closed = None
+        self._changed = asyncio.Event()
+        self._rid = 0
+        self._task = asyncio.ensure_future(self._pump())
+
+    @classmethod
+    async def join(cls, router, *, publisher=None, subscriber=None, caller=None, callee=None, realm="realm1"):
+        """Open and join; each role gets {"features": <its dict>} if one is given."""
+        raw = await RawWs.open(router)
+        roles = {role: {} if features is None else {"features": dict(features)}
+                 for role, features in [("publisher", publisher), ("subscriber", subscriber),
+                                        ("caller", caller), ("callee", callee)]}
+        w = await raw.hello(realm, T, roles=roles)
+        return cls(raw, w)
+
+    async def _pump(self):
+        try:
+            while True:
+                m = await self.raw.recv(3600)
+                self.unread.append(m)
+                self.log.append(m)
+                self._changed.set()
+        except Closed as e:
+            self.closed = e
+        except Exception as e:  # noqa: BLE001 - reported by next()
+            self.closed = e
+        self._changed.set()
+
+    def req(self):
+        self._rid += 1
+        return self._rid
+
+    async def send(self, msg):
+        await self.raw.send(msg)
+
+    async def next(self, pred=lambda m: True, timeout=T, what="message"):
+        """Consume and return the first unread message matching `pred`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.unread):
+                if pred(m):
+                    return self.unread.pop(i)
+            if self.closed is not None:
+                raise AssertionError(f"session {self.session_id} closed ({self.closed!r}) while waiting for "
+                                     f"{what}; unread: {self.unread!r}")
+            if not await _wait_changed(self._changed, deadline):
+                raise AssertionError(f"no {what} within {timeout}s; unread: {self.unread!r}")
+
+    async def quiet(self, pred, what, duration=QUIET):
+        """Assert that no unread message matching `pred` arrives within `duration`."""
+        await asyncio.sleep(duration)
+        got = [m for m in self.unread if pred(m)]
+        assert not got, f"unexpected {what}: {got!r}"
+
+    async def request(self, msg, what=None):
+        """Send request `msg` (msg[1] is its request id); consume and return the
+        reply to it (or an ABORT). EVENT, INVOCATION and INTERRUPT are never
+        replies (their [1] is the router's id, not ours)."""
+        rid = msg[1]
+        await self.send(msg)
+        return await self.next(lambda m: m[0] == ABORT or (m[0] == ERROR and m[2] == rid)
+                               or (m[0] not in (ERROR, EVENT, INVOCATION, INTERRUPT) and len(m) > 1
+                                   and m[1] == rid),
+                               what=what or f"reply to {msg!r}")
+
+    async def register(self, uri, options=None):
+        r = await self.request([REGISTER, self.req(), options or {}, uri])
+        assert r[0] == REGISTERED, f"REGISTER {uri} {options}: {r!r}"
+        return r[2]
+
+    async def call(self, uri, args=None, options=None, rid=None):
+        """Send a CALL; returns its request id (the reply is read with next())."""
+        rid = self.req() if rid is None else rid
+        msg = [CALL, rid, options or {}, uri]
+        if args is not None:
+            msg.append(args)
+        await self.send(msg)
+        return rid
+
+    async def subscribe(self, uri, options=None):
+        r = await self.request([SUBSCRIBE, self.req(), options or {}, uri])
+        assert r[0] == SUBSCRIBED, f"SUBSCRIBE {uri} {options}: {r!r}"
+        return r[2]
+
+    async def unsubscribe(self, sub_id):
+        r = await self.request([UNSUBSCRIBE, self.req(), sub_id])
+        assert r[0] == UNSUBSCRIBED, f"UNSUBSCRIBE {sub_id}: {r!r}"
+
+    async def publish(self, uri, args=None, kwargs=None, options=None, acknowledge=True):
+        """PUBLISH; with acknowledge returns the reply (PUBLISHED or ERROR)."""
+        opts = dict(options or {})
+        if acknowledge:
+            opts["acknowledge"] = True
+        rid = self.req()
+        msg = [PUBLISH, rid, opts, uri]
+        if args is not None or kwargs is not None:
+            msg.append(args or [])
+        if kwargs is not None:
+            msg.append(kwargs)
+        if not acknowledge:
+            await self.send(msg)
+            return None
+        return await self.request(msg)
+
+    async def close(self):
+        self._task.cancel()
+        try:
+            await self._task
+        except BaseException:  # noqa: BLE001
+            pass
+        await self.raw.close()
+
+
+async def close_peers(*peers):
+    for p in peers:
+        if p is not None:
+            await p.close()
+
+
+SUB_META_EVENTS = ["on_create", "on_subscribe", "on_unsubscribe", "on_delete"]
+REG_META_EVENTS = ["on_create", "on_register", "on_unregister", "on_delete"]
+
+
+class MetaMonitor:
+    """A raw Peer subscribed to the meta topics ``<prefix>.<kind>`` (by default
+    the four wamp.subscription.on_*).
+
+    Raw, not Autobahn: the router sends a session the meta EVENTs its own
+    SUBSCRIBE to a meta topic causes *before* the SUBSCRIBED, which makes
+    Autobahn drop the connection. A raw client records EVENTs by subscription
+    id and learns the id -> topic mapping from SUBSCRIBED, whatever the order."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.kinds = {}  # subscription id -> "on_create" | ...
+
+    @classmethod
+    async def start(cls, router, prefix="wamp.subscription", kinds=SUB_META_EVENTS):
+        m = cls(await Peer.join(router))
+        for k in kinds:
+            rid = m.peer.req()
+            await m.peer.send([SUBSCRIBE, rid, {}, f"{prefix}.{k}"])
+            r = await m.peer.next(lambda msg: msg[0] != EVENT, what=f"SUBSCRIBED to {prefix}.{k}")
+            assert r[0] == SUBSCRIBED and r[1] == rid, f"meta monitor: unexpected {r!r}"
+            m.kinds[r[2]] = k
+        return m
+
+    @property
+    def events(self):
+        """(kind, args) of every meta EVENT so far, in arrival order."""
+        return [(self.kinds[m[1]], tuple(m[4])) for m in self.peer.log if m[0] == EVENT and m[1] in self.kinds]
+
+    def of(self, obj_id):
+        return meta_events_of(self.events, obj_id)
+
+    async def close(self):
+        await self.peer.close()
 
 
 # --------------------------------------------------------------------------

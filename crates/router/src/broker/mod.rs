@@ -580,14 +580,7 @@ fn now_millis() -> SystemTime {
 
 /// `SubscriptionDetails` of the subscription meta API.
 pub fn subscription_details(info: &SubscriptionInfo) -> Dict {
-    Dict::new()
-        .with("id", info.id)
-        .with(
-            "created",
-            humantime::format_rfc3339_millis(info.created).to_string(),
-        )
-        .with("uri", info.uri.as_str())
-        .with("match", info.policy.as_str())
+    crate::realm::pattern_details(info.id, info.created, &info.uri, info.policy)
 }
 
 #[cfg(test)]

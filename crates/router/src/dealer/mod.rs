@@ -187,6 +187,22 @@ enum Out {
     },
 }
 
+/// INTERRUPT for the callee of an invoked call, if it announced
+/// `call_canceling` (no other callee may get one).
+fn interrupt_of(target: &Target, mode: &'static str, reason: &'static str) -> Option<Out> {
+    match target {
+        Target::Invoked {
+            callee, invocation, ..
+        } if callee.features.callee_call_canceling => Some(Out::Interrupt {
+            callee: callee.clone(),
+            invocation: *invocation,
+            mode,
+            reason,
+        }),
+        _ => None,
+    }
+}
+
 fn error_reply(caller: &Arc<Session>, request: u64, (uri, message): OpError) -> Out {
     Out::Reply {
         caller: caller.clone(),
@@ -531,27 +547,16 @@ impl Dealer {
             let Some(call) = st.calls.get_mut(&cid) else {
                 return;
             };
-            let interrupt = match &call.target {
-                Target::Queued { .. } => None,
-                Target::Invoked {
-                    callee, invocation, ..
-                } => Some((callee.clone(), *invocation)),
-            };
-            let mode = match &interrupt {
-                Some((callee, _)) if callee.features.callee_call_canceling => requested,
-                _ => "skip",
+            // A callee that does not understand INTERRUPT (or a call no
+            // callee has yet) can only be skipped.
+            let mode = match interrupt_of(&call.target, "kill", errors::CANCELED) {
+                Some(_) => requested,
+                None => "skip",
             };
             if mode == "kill" {
                 if !call.killing {
                     call.killing = true;
-                    if let Some((callee, invocation)) = interrupt {
-                        out.push(Out::Interrupt {
-                            callee,
-                            invocation,
-                            mode: "kill",
-                            reason: errors::CANCELED,
-                        });
-                    }
+                    out.extend(interrupt_of(&call.target, "kill", errors::CANCELED));
                 }
             } else if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
                 out.push(error_reply(
@@ -563,14 +568,7 @@ impl Dealer {
                     ),
                 ));
                 if mode == "killnowait" {
-                    if let Some((callee, invocation)) = interrupt {
-                        out.push(Out::Interrupt {
-                            callee,
-                            invocation,
-                            mode: "killnowait",
-                            reason: errors::CANCELED,
-                        });
-                    }
+                    out.extend(interrupt_of(&call.target, "killnowait", errors::CANCELED));
                 }
             }
         }
@@ -622,19 +620,7 @@ impl Dealer {
             }
             for cid in made {
                 if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
-                    if let Target::Invoked {
-                        callee, invocation, ..
-                    } = call.target
-                    {
-                        if callee.features.callee_call_canceling {
-                            out.push(Out::Interrupt {
-                                callee,
-                                invocation,
-                                mode: "killnowait",
-                                reason: errors::CANCELED,
-                            });
-                        }
-                    }
+                    out.extend(interrupt_of(&call.target, "killnowait", errors::CANCELED));
                 }
             }
         }
@@ -1175,19 +1161,7 @@ impl Expire for Inner {
                     call.request,
                     (errors::TIMEOUT, message),
                 ));
-                if let Target::Invoked {
-                    callee, invocation, ..
-                } = call.target
-                {
-                    if callee.features.callee_call_canceling {
-                        out.push(Out::Interrupt {
-                            callee,
-                            invocation,
-                            mode: "killnowait",
-                            reason: errors::TIMEOUT,
-                        });
-                    }
-                }
+                out.extend(interrupt_of(&call.target, "killnowait", errors::TIMEOUT));
             }
             st.deadlines.first().map(|(at, _)| *at)
         };

@@ -13,6 +13,7 @@ use switchyard_proto::{errors, Dict, Message, Payload, Value};
 
 use crate::realm::Realm;
 use crate::session::{OpError, Session};
+use crate::uri_index::MatchPolicy;
 
 /// Positional and keyword results of a meta procedure.
 type MetaResult = Result<(Vec<Value>, Option<Dict>), OpError>;
@@ -114,6 +115,40 @@ impl Args {
 
 fn invalid(message: String) -> OpError {
     (errors::INVALID_ARGUMENT, message)
+}
+
+/// A list of ids as a WAMP value.
+fn id_list(ids: Vec<u64>) -> Value {
+    Value::List(ids.into_iter().map(Value::UInt).collect())
+}
+
+/// `{"exact": [...], "prefix": [...], "wildcard": [...]}` of the `list`
+/// meta procedures.
+fn by_policy([exact, prefix, wildcard]: [Vec<u64>; 3]) -> Value {
+    Value::Dict(
+        Dict::new()
+            .with("exact", id_list(exact))
+            .with("prefix", id_list(prefix))
+            .with("wildcard", id_list(wildcard)),
+    )
+}
+
+/// The match policy of the optional options dict at argument `i`
+/// (`lookup`: "same options as when registering/subscribing").
+fn match_option(args: &Args, i: usize) -> Result<MatchPolicy, OpError> {
+    match args.get(i) {
+        None => Ok(MatchPolicy::Exact),
+        Some(Value::Dict(options)) => match options.get_str("match") {
+            None => Ok(MatchPolicy::Exact),
+            Some(m) => MatchPolicy::parse(m)
+                .ok_or_else(|| invalid(format!("unknown match policy \"{m}\""))),
+        },
+        Some(other) => Err(invalid(format!(
+            "argument {} (options) must be a dict, got {}",
+            i + 1,
+            other.type_name()
+        ))),
+    }
 }
 
 /// Runs meta procedure `procedure` if it is one; false if it is not (the

@@ -2,16 +2,11 @@
 
 use std::sync::Arc;
 
-use switchyard_proto::{errors, Dict, Value};
+use switchyard_proto::{errors, Value};
 
-use super::{invalid, Args, MetaResult};
+use super::{by_policy, id_list, match_option, Args, MetaResult};
 use crate::realm::{registration_details, Realm};
 use crate::session::{OpError, Session};
-use crate::uri_index::MatchPolicy;
-
-fn ids(list: Vec<u64>) -> Value {
-    Value::List(list.into_iter().map(Value::UInt).collect())
-}
 
 fn id_or_null(id: Option<u64>) -> Value {
     id.map(Value::UInt).unwrap_or(Value::Null)
@@ -25,30 +20,12 @@ fn no_such(id: u64) -> OpError {
 }
 
 pub(super) fn list(realm: &Arc<Realm>, _: &Arc<Session>, _: &Args) -> MetaResult {
-    let [exact, prefix, wildcard] = realm.dealer.list();
-    let lists = Dict::new()
-        .with("exact", ids(exact))
-        .with("prefix", ids(prefix))
-        .with("wildcard", ids(wildcard));
-    Ok((vec![Value::Dict(lists)], None))
+    Ok((vec![by_policy(realm.dealer.list())], None))
 }
 
 pub(super) fn lookup(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let procedure = args.str(0, "procedure")?;
-    let policy = match args.get(1) {
-        None => MatchPolicy::Exact,
-        Some(Value::Dict(options)) => match options.get_str("match") {
-            None => MatchPolicy::Exact,
-            Some(m) => MatchPolicy::parse(m)
-                .ok_or_else(|| invalid(format!("unknown match policy \"{m}\"")))?,
-        },
-        Some(other) => {
-            return Err(invalid(format!(
-                "argument 2 (options) must be a dict, got {}",
-                other.type_name()
-            )))
-        }
-    };
+    let policy = match_option(args, 1)?;
     Ok((
         vec![id_or_null(realm.dealer.lookup(procedure, policy))],
         None,
@@ -69,7 +46,7 @@ pub(super) fn get(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResu
 pub(super) fn list_callees(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let id = args.id(0, "registration")?;
     let info = realm.dealer.registration(id).ok_or_else(|| no_such(id))?;
-    Ok((vec![ids(info.callees)], None))
+    Ok((vec![id_list(info.callees)], None))
 }
 
 pub(super) fn count_callees(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {

@@ -3,17 +3,12 @@
 
 use std::sync::Arc;
 
-use switchyard_proto::{errors, Dict, Value};
+use switchyard_proto::{errors, Value};
 
-use super::{invalid, Args, MetaResult};
+use super::{by_policy, id_list, match_option, Args, MetaResult};
 use crate::broker::subscription_details;
 use crate::realm::Realm;
 use crate::session::{OpError, Session};
-use crate::uri_index::MatchPolicy;
-
-fn ids(list: Vec<u64>) -> Value {
-    Value::List(list.into_iter().map(Value::UInt).collect())
-}
 
 fn no_such(id: u64) -> OpError {
     (
@@ -23,30 +18,12 @@ fn no_such(id: u64) -> OpError {
 }
 
 pub(super) fn list(realm: &Arc<Realm>, _: &Arc<Session>, _: &Args) -> MetaResult {
-    let [exact, prefix, wildcard] = realm.broker.list();
-    let lists = Dict::new()
-        .with("exact", ids(exact))
-        .with("prefix", ids(prefix))
-        .with("wildcard", ids(wildcard));
-    Ok((vec![Value::Dict(lists)], None))
+    Ok((vec![by_policy(realm.broker.list())], None))
 }
 
 pub(super) fn lookup(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let topic = args.str(0, "topic")?;
-    let policy = match args.get(1) {
-        None => MatchPolicy::Exact,
-        Some(Value::Dict(options)) => match options.get_str("match") {
-            None => MatchPolicy::Exact,
-            Some(m) => MatchPolicy::parse(m)
-                .ok_or_else(|| invalid(format!("unknown match policy \"{m}\"")))?,
-        },
-        Some(other) => {
-            return Err(invalid(format!(
-                "argument 2 (options) must be a dict, got {}",
-                other.type_name()
-            )))
-        }
-    };
+    let policy = match_option(args, 1)?;
     let found = realm.broker.lookup(topic, policy);
     Ok((vec![found.map(Value::UInt).unwrap_or(Value::Null)], None))
 }
@@ -57,7 +34,7 @@ pub(super) fn matching(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> Met
     let result = if found.is_empty() {
         Value::Null
     } else {
-        ids(found)
+        id_list(found)
     };
     Ok((vec![result], None))
 }
@@ -71,7 +48,7 @@ pub(super) fn get(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResu
 pub(super) fn list_subscribers(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let id = args.id(0, "subscription")?;
     let info = realm.broker.subscription(id).ok_or_else(|| no_such(id))?;
-    Ok((vec![ids(info.subscribers)], None))
+    Ok((vec![id_list(info.subscribers)], None))
 }
 
 pub(super) fn count_subscribers(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
