@@ -57,6 +57,8 @@ name = "realm1"
 
 [limits]
 outbound_queue = 65536
+# The load generator opens up to 10,000 connections from one address.
+max_connections_per_address = 0
 
 [runtime]
 worker_threads = ${WORKERS:-0}

@@ -8,14 +8,21 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use switchyard_proto::message::code;
-use switchyard_proto::{errors, id, uri, Dict, Message};
+use switchyard_proto::{errors, uri, Dict, Message};
 
+use crate::auth::{self, Pending, Start, Verdict, VerdictFuture};
+use crate::authz::{Action, Decision};
+use crate::metrics::Metrics;
+
+/// The error URI of a per-session limit (subscriptions, registrations).
+pub const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
 use crate::dealer::{Answer, CallOutcome, RegisterOptions};
 use crate::features::ClientFeatures;
 use crate::peer::Peer;
 use crate::realm::Realm;
 use crate::router::Router;
 use crate::session::{Identity, OpError, Session};
+use crate::transport_info::TransportInfo;
 use crate::uri_index::MatchPolicy;
 
 /// What the transport should do after a frame.
@@ -25,10 +32,21 @@ pub enum Flow {
     Continue,
     /// Stop reading; write what is queued, then close the transport.
     Close,
+    /// The connection waits for work of its own (an authentication check):
+    /// the transport awaits [`Connection::resume`] before reading on.
+    Suspend,
 }
 
 enum State {
     AwaitHello,
+    /// CHALLENGE sent; waiting for AUTHENTICATE (then for its check).
+    Authenticating {
+        realm: Arc<Realm>,
+        session_id: u64,
+        features: ClientFeatures,
+        agent: String,
+        pending: Option<Box<Pending>>,
+    },
     Established {
         session: Arc<Session>,
         realm: Arc<Realm>,
@@ -39,6 +57,7 @@ enum State {
 pub struct Connection {
     router: Arc<Router>,
     peer: Arc<Peer>,
+    transport: TransportInfo,
     state: State,
     /// When the connection started waiting for HELLO (at open, and again
     /// after a GOODBYE, since the transport may be reused for a new session).
@@ -47,24 +66,72 @@ pub struct Connection {
     /// "Progressive Call Invocations": a CALL at or below it can only
     /// continue a call).
     request_watermark: u64,
+    /// The check of an AUTHENTICATE, run by [`Connection::resume`]: method,
+    /// authid (for the log) and the verdict to come.
+    verdict: Option<(&'static str, String, VerdictFuture)>,
+    /// A message waiting for the realm's authorizer procedure.
+    deferred: Option<(Message, AskFuture)>,
+    /// The authorizer's answer for the deferred message, when it is handled.
+    preauthorized: Option<Decision>,
+    /// The session's message rate limit, if the realm sets one.
+    rate: Option<RateLimit>,
+    rate_logged: bool,
+    /// How long to stop reading (over the message rate).
+    pause: Option<std::time::Duration>,
 }
 
+/// A token bucket: `rate` messages per second, bursts of up to `rate`.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Option<Self> {
+        (rate > 0).then(|| RateLimit {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        })
+    }
+
+    /// Takes a token; how long to wait before the next message, if any.
+    fn take(&mut self) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
+        (self.tokens < 0.0).then(|| std::time::Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+type AskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + Sync>>;
+
 impl Connection {
-    pub fn new(router: Arc<Router>, peer: Arc<Peer>) -> Self {
+    pub fn new(router: Arc<Router>, peer: Arc<Peer>, transport: TransportInfo) -> Self {
         router.connection_opened();
         Connection {
             router,
             peer,
+            transport,
             state: State::AwaitHello,
             hello_wait_since: Instant::now(),
             request_watermark: 0,
+            verdict: None,
+            deferred: None,
+            preauthorized: None,
+            rate: None,
+            rate_logged: false,
+            pause: None,
         }
     }
 
     /// While no session is established: since when HELLO is awaited. The
     /// transport applies its handshake timeout from there.
     pub fn awaiting_hello_since(&self) -> Option<Instant> {
-        matches!(self.state, State::AwaitHello).then_some(self.hello_wait_since)
+        matches!(self.state, State::AwaitHello | State::Authenticating { .. })
+            .then_some(self.hello_wait_since)
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -80,6 +147,68 @@ impl Connection {
         match &self.state {
             State::Established { session, .. } => Some(session.id),
             _ => None,
+        }
+    }
+
+    /// What is known of this connection's transport.
+    pub fn transport(&self) -> &TransportInfo {
+        &self.transport
+    }
+
+    /// Finishes the work a [`Flow::Suspend`] announced: the check of an
+    /// AUTHENTICATE, then WELCOME or ABORT.
+    pub async fn resume(&mut self) -> Flow {
+        if let Some((msg, ask)) = self.deferred.take() {
+            self.preauthorized = Some(ask.await);
+            let flow = self.handle(msg);
+            self.preauthorized = None;
+            if flow != Flow::Suspend {
+                return flow;
+            }
+        }
+        if let Some(wait) = self.pause.take() {
+            tokio::time::sleep(wait).await;
+            return Flow::Continue;
+        }
+        let Some((method, authid, verdict)) = self.verdict.take() else {
+            return Flow::Continue;
+        };
+        let verdict = verdict.await;
+        let State::Authenticating {
+            realm,
+            session_id,
+            features,
+            agent,
+            ..
+        } = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Flow::Close;
+        };
+        match verdict {
+            Verdict::Welcome(identity) => {
+                Metrics::inc(&realm.metrics.auth_succeeded);
+                tracing::info!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    authid = identity.authid,
+                    authrole = identity.authrole,
+                    method,
+                    "authenticated"
+                );
+                self.establish(realm, session_id, identity, features, &agent)
+            }
+            Verdict::Abort(reason, message) => {
+                Metrics::inc(&realm.metrics.auth_failed);
+                realm.login_failed(self.transport.peer_ip, Some(&authid));
+                tracing::info!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    authid,
+                    method,
+                    "authentication failed: {message}"
+                );
+                self.abort(reason, &message)
+            }
         }
     }
 
@@ -129,6 +258,7 @@ impl Connection {
     fn handle(&mut self, msg: Message) -> Flow {
         match &self.state {
             State::AwaitHello => self.handle_hello(msg),
+            State::Authenticating { .. } => self.handle_authenticate(msg),
             State::Established { session, .. } if !session.is_alive() => {
                 // The router ended the session (wamp.session.kill) and the
                 // transport is closing; what the client still sends is moot.
@@ -137,7 +267,26 @@ impl Connection {
             }
             State::Established { session, realm } => {
                 let (session, realm) = (session.clone(), realm.clone());
-                self.handle_established(&session, &realm, msg)
+                let flow = self.handle_established(&session, &realm, msg);
+                if flow != Flow::Continue {
+                    return flow;
+                }
+                match self.rate.as_mut().and_then(RateLimit::take) {
+                    Some(wait) => {
+                        if !self.rate_logged {
+                            self.rate_logged = true;
+                            tracing::info!(
+                                session = session.id,
+                                limit = realm.config.max_messages_per_second,
+                                "session slowed down: over its message rate"
+                            );
+                        }
+                        Metrics::inc(&realm.metrics.rate_limited);
+                        self.pause = Some(wait);
+                        Flow::Suspend
+                    }
+                    None => Flow::Continue,
+                }
             }
             State::Closed => Flow::Close,
         }
@@ -160,19 +309,130 @@ impl Connection {
                 &format!("realm \"{realm}\" does not exist"),
             );
         };
-        let identity = Identity::anonymous();
         let features = ClientFeatures::from_hello(&details);
-        let session = loop {
-            let s = Arc::new(Session::new(
-                id::random_id(),
-                identity.clone(),
-                features,
-                self.peer.clone(),
-            ));
-            if realm.join(s.clone()) {
-                break s;
+        let agent = details.get_str("agent").unwrap_or("").to_string();
+        let session_id = realm.unused_session_id();
+        match realm.auth.start(&details, &self.transport, session_id) {
+            Start::Welcome(identity) => {
+                self.establish(realm, session_id, identity, features, &agent)
             }
+            Start::Abort(reason, message) => {
+                if reason == auth::AUTHENTICATION_FAILED {
+                    // A throttled client learns that, not whether its key
+                    // is known.
+                    if let Some(flow) = self.refuse_if_throttled(&realm, details.get_str("authid"))
+                    {
+                        return flow;
+                    }
+                    Metrics::inc(&realm.metrics.auth_failed);
+                    realm.login_failed(self.transport.peer_ip, details.get_str("authid"));
+                }
+                tracing::info!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    authid = details.get_str("authid").unwrap_or(""),
+                    "authentication refused: {message}"
+                );
+                self.abort(reason, &message)
+            }
+            Start::Challenge {
+                method,
+                extra,
+                pending,
+            } => {
+                if let Some(flow) = self.refuse_if_throttled(&realm, Some(pending.authid())) {
+                    return flow;
+                }
+                let challenge = Message::Challenge {
+                    method: method.to_string(),
+                    extra,
+                };
+                if let Ok(frame) = challenge.encode(self.peer.serializer()) {
+                    self.peer.send(frame);
+                }
+                self.state = State::Authenticating {
+                    realm,
+                    session_id,
+                    features,
+                    agent,
+                    pending: Some(pending),
+                };
+                Flow::Continue
+            }
+        }
+    }
+
+    /// ABORTs a login from an address or for an authid that failed too
+    /// often lately; None if it may go on.
+    fn refuse_if_throttled(&mut self, realm: &Realm, authid: Option<&str>) -> Option<Flow> {
+        let (what, left) = realm.login_throttled(self.transport.peer_ip, authid)?;
+        Metrics::inc(&realm.metrics.auth_throttled);
+        tracing::warn!(
+            peer = %self.peer.label(),
+            realm = realm.name(),
+            "login refused: too many failed logins for {what}"
+        );
+        Some(self.abort(
+            auth::AUTHENTICATION_FAILED,
+            &format!(
+                "too many failed logins for this {}; try again in {} s",
+                what.split(' ').next().unwrap_or("client"),
+                left.as_secs() + 1
+            ),
+        ))
+    }
+
+    /// The AUTHENTICATE answering our CHALLENGE: its check runs in
+    /// [`Connection::resume`].
+    fn handle_authenticate(&mut self, msg: Message) -> Flow {
+        let State::Authenticating { pending, realm, .. } = &mut self.state else {
+            return Flow::Close;
         };
+        match msg {
+            Message::Authenticate { signature, .. } => match pending.take() {
+                Some(p) => {
+                    let (method, authid) = (p.method(), p.authid().to_string());
+                    let check = auth::verify(p, signature, realm, &self.transport);
+                    self.verdict = Some((method, authid, check));
+                    Flow::Suspend
+                }
+                None => self.protocol_violation("received a second AUTHENTICATE"),
+            },
+            Message::Abort { reason, .. } => {
+                tracing::debug!(peer = %self.peer.label(), reason, "ABORT from client during authentication");
+                self.state = State::Closed;
+                self.peer.close_after_flush();
+                Flow::Close
+            }
+            other => match auth::unexpected(other.name()) {
+                Verdict::Abort(_, message) => self.protocol_violation(&message),
+                Verdict::Welcome(_) => Flow::Close,
+            },
+        }
+    }
+
+    /// Creates the session, sends WELCOME and announces it.
+    fn establish(
+        &mut self,
+        realm: Arc<Realm>,
+        session_id: u64,
+        identity: Identity,
+        features: ClientFeatures,
+        agent: &str,
+    ) -> Flow {
+        let session = Arc::new(Session::new(
+            session_id,
+            identity,
+            features,
+            self.peer.clone(),
+        ));
+        if !realm.join(session.clone()) {
+            // Another session took the id since it was drawn (p ~ 2^-53).
+            return self.abort(
+                errors::CLOSE_SYSTEM_SHUTDOWN,
+                "session id collision, try again",
+            );
+        }
         let mut welcome = Message::Welcome {
             session: session.id,
             details: welcome_details(realm.name(), &session, true),
@@ -198,15 +458,42 @@ impl Connection {
             session = session.id,
             realm = realm.name(),
             peer = %self.peer.label(),
-            agent = details.get_str("agent").unwrap_or(""),
+            authid = session.authid,
+            authrole = session.authrole,
+            authmethod = session.authmethod,
+            agent,
             "session joined"
         );
+        self.rate = RateLimit::new(realm.config.max_messages_per_second);
         self.state = State::Established { session, realm };
         Flow::Continue
     }
 
     fn handle_established(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
         let rule = realm.config.uri_check;
+        let decision = match action_of(&msg) {
+            None => None,
+            Some((action, uri, policy)) => match self.preauthorized.take() {
+                Some(d) => Some(d),
+                None => match realm.authz.decide_pattern(s, action, uri, policy) {
+                    Decision::Ask => match s.cached_decision(action, &cache_key(uri, policy)) {
+                        Some(d) => Some(d),
+                        None => {
+                            let ask = ask_authorizer(
+                                realm.clone(),
+                                s.clone(),
+                                action,
+                                uri.to_string(),
+                                policy,
+                            );
+                            self.deferred = Some((msg, ask));
+                            return Flow::Suspend;
+                        }
+                    },
+                    d => Some(d),
+                },
+            },
+        };
         let watermark = self.request_watermark;
         if let Message::Publish { request, .. }
         | Message::Subscribe { request, .. }
@@ -220,13 +507,23 @@ impl Connection {
         match msg {
             Message::Publish {
                 request,
-                options,
+                mut options,
                 topic,
                 payload,
             } => {
                 let ack = options.get_bool("acknowledge").unwrap_or(false);
                 let published = check_uri(&topic, rule, "topic")
                     .and_then(|_| not_reserved(&topic, "topic"))
+                    .and_then(|_| {
+                        authorize(
+                            s,
+                            realm,
+                            decision,
+                            Action::Publish,
+                            &topic,
+                            Some(&mut options),
+                        )
+                    })
                     .and_then(|_| realm.broker.publish(s, &topic, &options, &payload));
                 match published {
                     Ok(publication) if ack => {
@@ -254,7 +551,29 @@ impl Connection {
                 topic,
             } => {
                 let policy = match_policy(&options)
-                    .and_then(|policy| check_pattern(&topic, rule, policy).map(|_| policy));
+                    .and_then(|policy| check_pattern(&topic, rule, policy).map(|_| policy))
+                    .and_then(|policy| {
+                        authorize(s, realm, decision, Action::Subscribe, &topic, None)
+                            .map(|_| policy)
+                    })
+                    .and_then(|policy| {
+                        let max = realm.config.max_subscriptions_per_session;
+                        if max > 0 && realm.broker.session_subscriptions(s.id) >= max {
+                            Metrics::inc(&realm.metrics.subscription_limit);
+                            tracing::info!(
+                                session = s.id,
+                                max,
+                                "SUBSCRIBE refused: subscription limit"
+                            );
+                            return Err((
+                                LIMIT_EXCEEDED,
+                                format!(
+                                    "a session may hold at most {max} subscriptions in this realm"
+                                ),
+                            ));
+                        }
+                        Ok(policy)
+                    });
                 match policy {
                     Ok(policy) => {
                         let get_retained = options.get_bool("get_retained").unwrap_or(false);
@@ -291,6 +610,16 @@ impl Connection {
                 let checked = RegisterOptions::parse(&options).and_then(|opts| {
                     check_pattern(&procedure, rule, opts.policy)?;
                     not_reserved(&procedure, "procedure")?;
+                    authorize(s, realm, decision, Action::Register, &procedure, None)?;
+                    let max = realm.config.max_registrations_per_session;
+                    if max > 0 && realm.dealer.session_registrations(s.id) >= max {
+                        Metrics::inc(&realm.metrics.registration_limit);
+                        tracing::info!(session = s.id, max, "REGISTER refused: registration limit");
+                        return Err((
+                            LIMIT_EXCEEDED,
+                            format!("a session may hold at most {max} registrations in this realm"),
+                        ));
+                    }
                     Ok(opts)
                 });
                 let result = checked.and_then(|opts| {
@@ -318,7 +647,7 @@ impl Connection {
             },
             Message::Call {
                 request,
-                options,
+                mut options,
                 procedure,
                 payload,
             } => {
@@ -331,7 +660,16 @@ impl Connection {
                     ));
                 }
                 let is_new = !strict_ids || request > watermark;
-                if let Err(e) = check_uri(&procedure, rule, "procedure") {
+                if let Err(e) = check_uri(&procedure, rule, "procedure").and_then(|_| {
+                    authorize(
+                        s,
+                        realm,
+                        decision,
+                        Action::Call,
+                        &procedure,
+                        Some(&mut options),
+                    )
+                }) {
                     s.send_error(code::CALL, request, e);
                 } else if uri::is_reserved(&procedure) {
                     // The router's meta API; nobody else may serve "wamp.".
@@ -490,6 +828,155 @@ fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
         .with("authprovider", session.authprovider.as_str())
         .with("roles", roles)
         .with("agent", concat!("switchyard-", env!("CARGO_PKG_VERSION")))
+}
+
+/// The action a message asks for, and on which URI.
+fn action_of(msg: &Message) -> Option<(Action, &str, MatchPolicy)> {
+    let policy = |options: &Dict| {
+        options
+            .get_str("match")
+            .and_then(MatchPolicy::parse)
+            .unwrap_or(MatchPolicy::Exact)
+    };
+    match msg {
+        Message::Publish { topic, .. } => Some((Action::Publish, topic, MatchPolicy::Exact)),
+        Message::Subscribe { topic, options, .. } => {
+            Some((Action::Subscribe, topic, policy(options)))
+        }
+        Message::Call { procedure, .. } => Some((Action::Call, procedure, MatchPolicy::Exact)),
+        Message::Register {
+            procedure, options, ..
+        } => Some((Action::Register, procedure, policy(options))),
+        _ => None,
+    }
+}
+
+/// Calls the realm's authorizer procedure about `action` on `uri` by `s`.
+/// It answers a bool or `{allow, disclose, cache}`; anything else, an error
+/// or no answer in time denies.
+/// The authorizer cache's key: a pattern is not the URI it spells.
+fn cache_key(uri: &str, policy: MatchPolicy) -> String {
+    match policy {
+        MatchPolicy::Exact => uri.to_string(),
+        other => format!("{} {uri}", other.as_str()),
+    }
+}
+
+fn ask_authorizer(
+    realm: Arc<Realm>,
+    s: Arc<Session>,
+    action: Action,
+    uri: String,
+    policy: MatchPolicy,
+) -> AskFuture {
+    Box::pin(async move {
+        let Some(dynamic) = realm.authz.dynamic().cloned() else {
+            return Decision::Deny;
+        };
+        let details = Dict::new()
+            .with("session", s.id)
+            .with("authid", s.authid.as_str())
+            .with("authrole", s.authrole.as_str())
+            .with("authmethod", s.authmethod.as_str())
+            .with("authprovider", s.authprovider.as_str());
+        let args = vec![
+            switchyard_proto::Value::Dict(details),
+            switchyard_proto::Value::from(uri.as_str()),
+            switchyard_proto::Value::from(action.as_str()),
+            switchyard_proto::Value::Dict(Dict::new().with("match", policy.as_str())),
+        ];
+        let reply = realm
+            .internal
+            .call(
+                &realm.dealer,
+                &dynamic.procedure,
+                args,
+                None,
+                dynamic.timeout,
+            )
+            .await;
+        let (decision, cache) = match reply {
+            Ok(r) => match r.args.first() {
+                Some(switchyard_proto::Value::Bool(allow)) => (
+                    if *allow {
+                        Decision::Allow { disclose: false }
+                    } else {
+                        Decision::Deny
+                    },
+                    false,
+                ),
+                Some(switchyard_proto::Value::Dict(d)) => (
+                    if d.get_bool("allow") == Some(true) {
+                        Decision::Allow {
+                            disclose: d.get_bool("disclose").unwrap_or(false),
+                        }
+                    } else {
+                        Decision::Deny
+                    },
+                    d.get_bool("cache").unwrap_or(false),
+                ),
+                _ => {
+                    tracing::warn!(
+                        procedure = dynamic.procedure,
+                        "the authorizer answered neither a bool nor a dict with \"allow\": denied"
+                    );
+                    (Decision::Deny, false)
+                }
+            },
+            Err(f) => {
+                tracing::warn!(
+                    procedure = dynamic.procedure,
+                    error = f.error,
+                    "the authorizer failed, denied: {}",
+                    f.message
+                );
+                (Decision::Deny, false)
+            }
+        };
+        if cache {
+            s.cache_decision(action, &cache_key(&uri, policy), decision);
+        }
+        decision
+    })
+}
+
+/// Asks the realm's authorizer; a denial is logged and answered with
+/// `wamp.error.not_authorized`. A permission that discloses the caller or
+/// publisher sets `disclose_me` in `options`.
+fn authorize(
+    s: &Session,
+    realm: &Realm,
+    decision: Option<Decision>,
+    action: Action,
+    uri: &str,
+    options: Option<&mut Dict>,
+) -> Result<(), OpError> {
+    match decision.unwrap_or(Decision::Allow { disclose: false }) {
+        Decision::Allow { disclose } => {
+            if let (true, Some(options)) = (disclose, options) {
+                options.insert("disclose_me", true);
+            }
+            Ok(())
+        }
+        Decision::Deny | Decision::Ask => {
+            Metrics::inc(&realm.metrics.not_authorized);
+            tracing::info!(
+                session = s.id,
+                authid = s.authid,
+                authrole = s.authrole,
+                action = action.as_str(),
+                uri,
+                "not authorized"
+            );
+            Err((
+                errors::NOT_AUTHORIZED,
+                format!(
+                    "session {} (authid \"{}\", role \"{}\") is not authorized to {action} \"{uri}\"",
+                    s.id, s.authid, s.authrole
+                ),
+            ))
+        }
+    }
 }
 
 fn check_uri(u: &str, rule: uri::UriCheck, what: &str) -> Result<(), OpError> {

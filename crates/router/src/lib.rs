@@ -4,15 +4,20 @@
 //! outbound queue it drains) and a [`Connection`], feeds the connection each
 //! received frame, and writes what the peer's queue yields.
 
+pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod connection;
 pub mod dealer;
 pub mod features;
+pub mod internal;
 mod meta;
+pub mod metrics;
 pub mod peer;
 pub mod realm;
 pub mod router;
 pub mod session;
+pub mod transport_info;
 pub mod uri_index;
 
 pub use connection::{Connection, Flow};
@@ -20,6 +25,7 @@ pub use peer::{Outgoing, Peer, SlowConsumerPolicy};
 pub use realm::{Disclosure, Realm, RealmConfig};
 pub use router::Router;
 pub use session::Session;
+pub use transport_info::{ClientCert, TransportInfo};
 
 /// A random id in [1, 2^53] for which `taken` is false (subscription and
 /// registration ids: random, so they cannot be guessed or enumerated).

@@ -4,13 +4,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_proto::{Dict, Message, Payload, Value};
 
+use crate::auth::{AuthConfig, Authenticator};
+use crate::authz::{Authorizer, DynamicAuthorizer, RoleConfig};
 use crate::broker::{Broker, BrokerConfig, HistoryConfig};
 use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
+use crate::internal::InternalCaller;
+use crate::metrics::Metrics;
 use crate::session::Session;
 
 /// Whether a peer's identity is disclosed to the other side (callers to
@@ -54,6 +60,40 @@ pub struct RealmConfig {
     /// Topics (or patterns) whose events are kept for `wamp.subscription.get_events`.
     #[serde(default)]
     pub history: Vec<HistoryConfig>,
+    /// How sessions authenticate (default: anonymous only).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Roles and their permissions; without any, every action is allowed.
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleConfig>,
+    /// A procedure deciding for sessions whose role is not in `roles`.
+    #[serde(default)]
+    pub authorizer: Option<String>,
+    /// How long the authorizer may take (a timeout denies).
+    #[serde(default = "default_authorizer_timeout", with = "humantime_serde")]
+    pub authorizer_timeout: std::time::Duration,
+    /// Subscriptions one session may hold (0: no limit).
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_session: usize,
+    /// Registrations one session may hold (0: no limit).
+    #[serde(default = "default_max_registrations")]
+    pub max_registrations_per_session: usize,
+    /// Messages per second one session may send before it is slowed down
+    /// (0, the default: no limit).
+    #[serde(default)]
+    pub max_messages_per_second: u32,
+}
+
+fn default_max_subscriptions() -> usize {
+    10_000
+}
+
+fn default_max_registrations() -> usize {
+    1_000
+}
+
+fn default_authorizer_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
 }
 
 fn default_retained_limit() -> usize {
@@ -75,19 +115,33 @@ impl RealmConfig {
             disclose_publisher: Disclosure::default(),
             retained_topics_limit: default_retained_limit(),
             history: Vec::new(),
+            auth: AuthConfig::default(),
+            roles: Vec::new(),
+            authorizer: None,
+            authorizer_timeout: default_authorizer_timeout(),
+            max_subscriptions_per_session: default_max_subscriptions(),
+            max_registrations_per_session: default_max_registrations(),
+            max_messages_per_second: 0,
         }
     }
 }
 
 pub struct Realm {
     pub config: RealmConfig,
+    pub auth: Authenticator,
+    pub authz: Authorizer,
+    /// Calls the router makes itself (dynamic authentication/authorization).
+    pub internal: InternalCaller,
+    pub metrics: Arc<Metrics>,
+    /// Recent failed logins per address and per authid.
+    login_failures: Mutex<HashMap<String, (u32, Instant)>>,
     pub broker: Arc<Broker>,
     pub dealer: Dealer,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
 }
 
 impl Realm {
-    pub fn new(config: RealmConfig) -> Self {
+    pub fn new(config: RealmConfig, metrics: Arc<Metrics>) -> Self {
         let broker = Arc::new(Broker::new(BrokerConfig {
             disclose_publisher: config.disclose_publisher,
             retained_limit: config.retained_topics_limit,
@@ -102,6 +156,20 @@ impl Realm {
             Box::new(move |events| registration_events(&meta_broker, events)),
         );
         Realm {
+            auth: Authenticator::new(config.auth.clone()),
+            authz: Authorizer::new(
+                config.roles.clone(),
+                config
+                    .authorizer
+                    .clone()
+                    .map(|procedure| DynamicAuthorizer {
+                        procedure,
+                        timeout: config.authorizer_timeout,
+                    }),
+            ),
+            internal: InternalCaller::default(),
+            metrics,
+            login_failures: Mutex::new(HashMap::new()),
             config,
             broker,
             dealer,
@@ -111,6 +179,61 @@ impl Realm {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    fn failure_keys(ip: Option<std::net::IpAddr>, authid: Option<&str>) -> Vec<String> {
+        let mut keys = Vec::new();
+        if let Some(ip) = ip {
+            keys.push(format!("address {ip}"));
+        }
+        if let Some(a) = authid {
+            keys.push(format!("authid \"{a}\""));
+        }
+        keys
+    }
+
+    /// If logins from `ip` or for `authid` failed too often lately: what
+    /// is throttled and for how much longer.
+    pub(crate) fn login_throttled(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        authid: Option<&str>,
+    ) -> Option<(String, std::time::Duration)> {
+        let (max, window) = (
+            self.config.auth.max_failures,
+            self.config.auth.failure_window,
+        );
+        if max == 0 {
+            return None;
+        }
+        let failures = self.login_failures.lock();
+        Self::failure_keys(ip, authid).into_iter().find_map(|k| {
+            let (n, since) = failures.get(&k)?;
+            let left = window.checked_sub(since.elapsed())?;
+            (*n >= max).then_some((k, left))
+        })
+    }
+
+    /// Counts a failed login from `ip` for `authid`.
+    pub(crate) fn login_failed(&self, ip: Option<std::net::IpAddr>, authid: Option<&str>) {
+        let window = self.config.auth.failure_window;
+        let mut failures = self.login_failures.lock();
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < window);
+        }
+        for k in Self::failure_keys(ip, authid) {
+            let slot = failures.entry(k).or_insert((0, Instant::now()));
+            if slot.1.elapsed() >= window {
+                *slot = (0, Instant::now());
+            }
+            slot.0 += 1;
+        }
+    }
+
+    /// A random session id no session of this realm has now.
+    pub(crate) fn unused_session_id(&self) -> u64 {
+        let sessions = self.sessions.read();
+        crate::unused_random_id(|id| sessions.contains_key(&id))
     }
 
     /// Adds a session; false if the id is taken (the caller draws another).

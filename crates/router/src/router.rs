@@ -8,10 +8,12 @@ use switchyard_proto::{errors, Dict, Message};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::realm::{Realm, RealmConfig};
 
 pub struct Router {
     realms: HashMap<String, Arc<Realm>>,
+    metrics: Arc<Metrics>,
     connections: AtomicUsize,
     all_closed: Notify,
     shutting_down: AtomicBool,
@@ -20,17 +22,24 @@ pub struct Router {
 
 impl Router {
     pub fn new(realms: Vec<RealmConfig>) -> Arc<Router> {
+        let metrics = Arc::new(Metrics::default());
         let realms = realms
             .into_iter()
-            .map(|c| (c.name.clone(), Arc::new(Realm::new(c))))
+            .map(|c| (c.name.clone(), Arc::new(Realm::new(c, metrics.clone()))))
             .collect();
         Arc::new(Router {
             realms,
+            metrics,
             connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
             shutting_down: AtomicBool::new(false),
             stopping: CancellationToken::new(),
         })
+    }
+
+    /// Counters of refusals and limits (Prometheus text via `render`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn realm(&self, name: &str) -> Option<&Arc<Realm>> {

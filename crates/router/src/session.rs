@@ -8,6 +8,9 @@ use switchyard_proto::{errors, Dict, Message, Payload};
 
 use parking_lot::Mutex;
 
+use std::collections::HashMap;
+
+use crate::authz::{Action, Decision};
 use crate::features::ClientFeatures;
 use crate::peer::Peer;
 
@@ -48,7 +51,14 @@ pub struct Session {
     /// Calls this session takes part in (as caller or callee) that the
     /// Dealer has not ended yet; lets a leaving session skip the call scan.
     dealer_calls: AtomicUsize,
+    /// Answers of the authorizer procedure it asked to keep (gone with the
+    /// session).
+    authz_cache: Mutex<HashMap<(Action, String), Decision>>,
 }
+
+/// Cached authorizer answers a session may hold; the cache restarts empty
+/// when full.
+const AUTHZ_CACHE_LIMIT: usize = 10_000;
 
 /// An event the Broker publishes for a session when it ends (spec
 /// "Session Testament").
@@ -93,6 +103,7 @@ impl Session {
             alive: AtomicBool::new(true),
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
+            authz_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +142,21 @@ impl Session {
         let mut out = std::mem::take(&mut all.detached);
         out.append(&mut all.destroyed);
         out
+    }
+
+    pub(crate) fn cached_decision(&self, action: Action, uri: &str) -> Option<Decision> {
+        self.authz_cache
+            .lock()
+            .get(&(action, uri.to_string()))
+            .copied()
+    }
+
+    pub(crate) fn cache_decision(&self, action: Action, uri: &str, d: Decision) {
+        let mut cache = self.authz_cache.lock();
+        if cache.len() >= AUTHZ_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert((action, uri.to_string()), d);
     }
 
     pub(crate) fn call_started(&self) {

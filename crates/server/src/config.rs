@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
+use switchyard_router::auth::AuthConfig;
+use switchyard_router::authz::RoleConfig;
 use switchyard_router::broker::{HistoryConfig, MAX_HISTORY_LIMIT};
 use switchyard_router::{Disclosure, RealmConfig, SlowConsumerPolicy};
 use toml::Spanned;
+
+pub use crate::transport::tls::TlsFiles;
 
 /// Upper bound of a WAMP message: RawSocket frames carry at most 2^24 bytes.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 24;
@@ -65,7 +69,19 @@ pub struct ListenerEntry {
     pub address: Option<SocketAddr>,
     pub path: Option<String>,
     pub unix: Option<PathBuf>,
+    /// TLS (TCP listeners): `{ cert, key, client_ca, client_auth }`.
+    pub tls: Option<Spanned<TlsFiles>>,
+    /// Authentication methods this listener allows (default: the realm's).
+    pub auth_methods: Option<Spanned<Vec<String>>>,
+    /// WebSocket: the page origins browsers may connect from (default: any).
+    pub allowed_origins: Option<Spanned<Vec<String>>>,
+    /// WebSocket: an HTTP path that serves the router's counters in the
+    /// Prometheus text format (default: none).
+    pub metrics_path: Option<String>,
 }
+
+/// Names `auth_methods` may contain.
+pub const AUTH_METHOD_NAMES: [&str; 5] = ["anonymous", "ticket", "wampcra", "cryptosign", "tls"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,19 +94,104 @@ pub enum ListenerKind {
 #[derive(Debug, Clone)]
 pub enum ListenerConfig {
     /// WAMP over WebSocket on `address`, upgrade path `path` (default "/ws").
-    Websocket { address: SocketAddr, path: String },
+    Websocket {
+        address: SocketAddr,
+        path: String,
+        tls: Option<TlsFiles>,
+        auth_methods: Option<Vec<String>>,
+        /// None: every origin may connect.
+        allowed_origins: Option<Vec<String>>,
+        /// Serve the counters here (GET), if set.
+        metrics_path: Option<String>,
+    },
     /// WAMP over RawSocket on a TCP address.
-    RawsocketTcp { address: SocketAddr },
+    RawsocketTcp {
+        address: SocketAddr,
+        tls: Option<TlsFiles>,
+        auth_methods: Option<Vec<String>>,
+    },
     /// WAMP over RawSocket on a Unix socket path.
-    RawsocketUnix { path: PathBuf },
+    RawsocketUnix {
+        path: PathBuf,
+        auth_methods: Option<Vec<String>>,
+    },
 }
 
 impl ListenerEntry {
+    /// Problems of the `tls`, `auth_methods` and `allowed_origins` keys,
+    /// with the span of the key when known. Reads the TLS files, so that
+    /// check-config reports a missing or invalid certificate.
+    fn security_problems(&self) -> Vec<(std::ops::Range<usize>, String)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.tls {
+            if let Err(e) = crate::transport::tls::load(t.get_ref()) {
+                out.push((t.span(), e.to_string()));
+            }
+        }
+        if let Some(m) = &self.auth_methods {
+            let methods = m.get_ref();
+            if methods.is_empty() {
+                out.push((
+                    m.span(),
+                    "auth_methods: an empty list would refuse every client".to_string(),
+                ));
+            }
+            for name in methods {
+                if !AUTH_METHOD_NAMES.contains(&name.as_str()) {
+                    out.push((
+                        m.span(),
+                        format!(
+                            "auth_methods: unknown method \"{name}\" (valid: {})",
+                            AUTH_METHOD_NAMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let client_certs = self.tls.as_ref().is_some_and(|t| {
+                t.get_ref().client_auth != crate::transport::tls::ClientAuth::None
+            });
+            if methods.iter().any(|n| n == "tls") && !client_certs {
+                out.push((
+                    m.span(),
+                    "auth_methods: \"tls\" needs TLS client certificates on this listener (tls.client_ca and tls.client_auth)".to_string(),
+                ));
+            }
+        }
+        if let Some(o) = &self.allowed_origins {
+            if let Err(e) = crate::transport::origin::OriginPolicy::parse(o.get_ref()) {
+                out.push((o.span(), format!("allowed_origins: {e}")));
+            }
+        }
+        out
+    }
+
     fn resolve(&self) -> Result<ListenerConfig, String> {
+        let tls = self.tls.as_ref().map(|t| t.get_ref().clone());
+        let auth_methods = self.auth_methods.as_ref().map(|m| m.get_ref().clone());
+        if self.kind != ListenerKind::Websocket && self.allowed_origins.is_some() {
+            return Err("`allowed_origins` applies to websocket listeners only".into());
+        }
+        if let Some(m) = &self.metrics_path {
+            if self.kind != ListenerKind::Websocket {
+                return Err("`metrics_path` applies to websocket listeners only".into());
+            }
+            if !m.starts_with('/')
+                || Some(m) == self.path.as_ref()
+                || *m == default_ws_path() && self.path.is_none()
+            {
+                return Err(format!(
+                    "`metrics_path` \"{m}\" must start with '/' and differ from the WebSocket path"
+                ));
+            }
+        }
         match (self.kind, self.address, &self.unix) {
             (ListenerKind::Websocket, Some(address), None) => Ok(ListenerConfig::Websocket {
                 address,
                 path: self.path.clone().unwrap_or_else(default_ws_path),
+                tls,
+                auth_methods,
+                allowed_origins: self.allowed_origins.as_ref().map(|o| o.get_ref().clone()),
+                metrics_path: self.metrics_path.clone(),
             }),
             (ListenerKind::Websocket, _, _) => {
                 Err("a websocket listener needs `address` (and no `unix`)".into())
@@ -98,12 +199,18 @@ impl ListenerEntry {
             (ListenerKind::Rawsocket, _, _) if self.path.is_some() => {
                 Err("`path` applies to websocket listeners only".into())
             }
-            (ListenerKind::Rawsocket, Some(address), None) => {
-                Ok(ListenerConfig::RawsocketTcp { address })
+            (ListenerKind::Rawsocket, Some(address), None) => Ok(ListenerConfig::RawsocketTcp {
+                address,
+                tls,
+                auth_methods,
+            }),
+            (ListenerKind::Rawsocket, None, Some(_)) if tls.is_some() => {
+                Err("`tls` applies to TCP listeners only, not to Unix sockets".into())
             }
-            (ListenerKind::Rawsocket, None, Some(path)) => {
-                Ok(ListenerConfig::RawsocketUnix { path: path.clone() })
-            }
+            (ListenerKind::Rawsocket, None, Some(path)) => Ok(ListenerConfig::RawsocketUnix {
+                path: path.clone(),
+                auth_methods,
+            }),
             (ListenerKind::Rawsocket, _, _) => {
                 Err("a rawsocket listener needs exactly one of `address` or `unix`".into())
             }
@@ -132,6 +239,23 @@ pub struct RealmEntry {
     /// Topics (or patterns) whose events are kept for get_events.
     #[serde(default)]
     pub history: Vec<Spanned<HistoryConfig>>,
+    /// How sessions authenticate ([realm.auth]).
+    #[serde(default)]
+    pub auth: Option<Spanned<AuthConfig>>,
+    /// Roles and their permissions ([[realm.role]]).
+    #[serde(default)]
+    pub role: Vec<Spanned<RoleConfig>>,
+    /// A procedure deciding for sessions whose role is not listed.
+    #[serde(default)]
+    pub authorizer: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub authorizer_timeout: Option<std::time::Duration>,
+    #[serde(default)]
+    pub max_subscriptions_per_session: Option<usize>,
+    #[serde(default)]
+    pub max_registrations_per_session: Option<usize>,
+    #[serde(default)]
+    pub max_messages_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +284,10 @@ pub struct Limits {
     /// keepalive instead (after ping_interval, probing for ping_timeout).
     #[serde(default, with = "humantime_serde")]
     pub rawsocket_ping_interval: Duration,
+    /// Open TCP connections per remote IP address, across all listeners;
+    /// 0 means unlimited. Unix-socket connections are not counted.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
 }
 
 fn default_ws_path() -> String {
@@ -180,6 +308,9 @@ fn default_ping_interval() -> Duration {
 fn default_ping_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_connections_per_address() -> usize {
+    256
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -191,6 +322,7 @@ impl Default for Limits {
             ping_interval: default_ping_interval(),
             ping_timeout: default_ping_timeout(),
             rawsocket_ping_interval: Duration::ZERO,
+            max_connections_per_address: default_max_connections_per_address(),
         }
     }
 }
@@ -269,6 +401,10 @@ impl Config {
                         address: Some(SocketAddr::from(([127, 0, 0, 1], port))),
                         path: None,
                         unix: None,
+                        tls: None,
+                        auth_methods: None,
+                        allowed_origins: None,
+                        metrics_path: None,
                     },
                 )
             };
@@ -286,6 +422,13 @@ impl Config {
                 disclose_publisher: Disclosure::default(),
                 retained_topics_limit: None,
                 history: Vec::new(),
+                auth: None,
+                role: Vec::new(),
+                authorizer: None,
+                authorizer_timeout: None,
+                max_subscriptions_per_session: None,
+                max_registrations_per_session: None,
+                max_messages_per_second: None,
             }];
         }
         self
@@ -308,11 +451,24 @@ impl Config {
                 Ok(_) => {}
                 Err(e) => err(l.span(), format!("listener[{i}]: {e}")),
             }
+            for (span, problem) in l.get_ref().security_problems() {
+                err(span, format!("listener[{i}].{problem}"));
+            }
         }
         for (i, r) in self.realms.iter().enumerate() {
             let name = r.name.get_ref();
             if let Err(e) = switchyard_proto::uri::check(name, UriCheck::Loose, false) {
                 err(r.name.span(), format!("realm[{i}].name: {e}"));
+            }
+            if let Some(a) = &r.auth {
+                for problem in a.get_ref().problems() {
+                    err(a.span(), format!("realm[{i}].{problem}"));
+                }
+            }
+            let roles: Vec<RoleConfig> = r.role.iter().map(|x| x.get_ref().clone()).collect();
+            for problem in switchyard_router::authz::problems(&roles) {
+                let span = r.role.first().map(|x| x.span()).unwrap_or(0..0);
+                err(span, format!("realm[{i}].{problem}"));
             }
             for (j, h) in r.history.iter().enumerate() {
                 let h = h.get_ref();
@@ -380,6 +536,23 @@ impl Config {
                     c.retained_topics_limit = limit;
                 }
                 c.history = r.history.iter().map(|h| h.get_ref().clone()).collect();
+                if let Some(a) = &r.auth {
+                    c.auth = a.get_ref().clone();
+                }
+                c.roles = r.role.iter().map(|x| x.get_ref().clone()).collect();
+                c.authorizer = r.authorizer.clone();
+                if let Some(t) = r.authorizer_timeout {
+                    c.authorizer_timeout = t;
+                }
+                if let Some(n) = r.max_subscriptions_per_session {
+                    c.max_subscriptions_per_session = n;
+                }
+                if let Some(n) = r.max_registrations_per_session {
+                    c.max_registrations_per_session = n;
+                }
+                if let Some(n) = r.max_messages_per_second {
+                    c.max_messages_per_second = n;
+                }
                 c
             })
             .collect()
@@ -443,6 +616,110 @@ mod tests {
         let errs = Config::parse("[[listener]]\ntype = \"websocket\"\naddress = 8080\n")
             .expect_err("invalid");
         assert_eq!(errs[0].line, Some(3), "{errs:?}");
+    }
+
+    /// A self-signed certificate and its key, written to `dir`.
+    fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, c.cert.pem()).expect("write cert");
+        std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+        (cert, key)
+    }
+
+    #[test]
+    fn listener_security_keys_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_cert(dir.path());
+        let text = format!(
+            "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:8443\"\n\
+             tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\", client_auth = \"optional\" }}\n\
+             auth_methods = [\"ticket\", \"tls\"]\n\
+             allowed_origins = [\"https://app.example.com\", \"https://*.example.com\"]\n\n\
+             [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:8444\"\n\n\
+             [listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+             [limits]\nmax_connections_per_address = 3\n",
+            cert.display(),
+            key.display(),
+            cert.display(),
+            cert.display(),
+            key.display()
+        );
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.limits.max_connections_per_address, 3);
+        let l = c.listener_configs().expect("listeners");
+        match &l[0] {
+            ListenerConfig::Websocket {
+                tls: Some(t),
+                auth_methods: Some(m),
+                allowed_origins: Some(o),
+                ..
+            } => {
+                assert_eq!(t.client_auth, crate::transport::tls::ClientAuth::Optional);
+                assert_eq!(m, &["ticket", "tls"]);
+                assert_eq!(o.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            &l[1],
+            ListenerConfig::RawsocketTcp { tls: Some(_), .. }
+        ));
+        assert_eq!(
+            Config::parse("")
+                .expect("defaults")
+                .limits
+                .max_connections_per_address,
+            256
+        );
+    }
+
+    #[test]
+    fn listener_security_errors_report_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = write_cert(dir.path());
+        let missing = dir.path().join("missing.pem");
+        let text = format!(
+            "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:8443\"\n\
+             tls = {{ cert = \"{}\", key = \"{}\" }}\n\n\
+             [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:8444\"\n\
+             tls = {{ cert = \"{}\", key = \"{}\" }}\n\
+             auth_methods = [\"ticket\", \"kerberos\"]\n\n\
+             [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:8445\"\n\
+             allowed_origins = [\"https://a.example.com\"]\n\n\
+             [[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:8446\"\n\
+             allowed_origins = [\"app.example.com\"]\n\
+             auth_methods = [\"tls\"]\n",
+            missing.display(),
+            key.display(),
+            key.display(),
+            cert.display(),
+        );
+        let errs = Config::parse(&text).expect_err("invalid");
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let has = |line: &str, what: &[&str]| {
+            assert!(
+                shown
+                    .iter()
+                    .any(|e| e.starts_with(line) && what.iter().all(|w| e.contains(w))),
+                "{line} {what:?} not in {shown:#?}"
+            );
+        };
+        has(
+            "line 4:",
+            &["listener[0].tls.cert", "missing.pem", "cannot read"],
+        );
+        has("line 9:", &["listener[1].tls.cert", "no certificate found"]);
+        has("line 10:", &["listener[1].auth_methods", "\"kerberos\""]);
+        has("line 12:", &["listener[2]", "allowed_origins", "websocket"]);
+        has(
+            "line 20:",
+            &["listener[3].allowed_origins", "app.example.com"],
+        );
+        has(
+            "line 21:",
+            &["listener[3].auth_methods", "client certificates"],
+        );
     }
 
     #[test]

@@ -46,6 +46,67 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Turn a secret into what the config file stores, reading the secret
+    /// from standard input (one line; nothing is echoed or logged).
+    ///
+    /// ticket (default): an Argon2id hash for `[[realm.auth.ticket]] secret`.
+    /// wampcra with --salt: the PBKDF2 key for `[[realm.auth.wampcra]] secret`
+    /// (use the same salt, iterations and keylen in the config).
+    HashSecret {
+        /// `ticket` or `wampcra`.
+        #[arg(long, default_value = "ticket")]
+        method: String,
+        /// WAMP-CRA salt (required with --method wampcra).
+        #[arg(long)]
+        salt: Option<String>,
+        /// WAMP-CRA PBKDF2 iterations.
+        #[arg(long, default_value_t = 1000)]
+        iterations: u32,
+        /// WAMP-CRA derived key length in bytes.
+        #[arg(long, default_value_t = 32)]
+        keylen: u32,
+    },
+}
+
+/// `switchyard hash-secret`.
+fn hash_secret(method: &str, salt: Option<&str>, iterations: u32, keylen: u32) -> ExitCode {
+    use switchyard_router::auth::{ticket, wampcra};
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("secret (end with Enter):");
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the secret from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let secret = line.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        eprintln!("empty secret: give it on standard input, e.g. `switchyard hash-secret < file`");
+        return ExitCode::FAILURE;
+    }
+    let out = match (method, salt) {
+        ("ticket", None) => ticket::hash_secret(secret),
+        ("ticket", Some(_)) => Err("--salt only applies to --method wampcra".into()),
+        ("wampcra", Some(salt)) if iterations > 0 && keylen > 0 => {
+            Ok(wampcra::derive_key(secret, salt, iterations, keylen))
+        }
+        ("wampcra", Some(_)) => Err("--iterations and --keylen must be positive".into()),
+        ("wampcra", None) => Err(
+            "--method wampcra needs --salt (without a salt, the config stores the secret itself)"
+                .into(),
+        ),
+        (other, _) => Err(format!("unknown method \"{other}\" (ticket or wampcra)")),
+    };
+    match out {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -65,6 +126,15 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashSecret {
+        method,
+        salt,
+        iterations,
+        keylen,
+    }) = &cli.command
+    {
+        return hash_secret(method, salt.as_deref(), *iterations, *keylen);
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::load(file) {
             Ok(_) => {

@@ -1,6 +1,7 @@
-//! Starts the listeners, accepts connections and shuts down on a signal.
+//! Starts the listeners, accepts connections and shuts down on a signal;
+//! on SIGHUP re-reads the TLS certificates.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +9,56 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchyard_router::Router;
+use switchyard_router::metrics::Metrics;
+use switchyard_router::{Router, TransportInfo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenerConfig};
-use crate::transport::{rawsocket, websocket, Settings};
+use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
+use crate::transport::origin::OriginPolicy;
+use crate::transport::tls::{self, TlsListener};
+use crate::transport::{http_reply_and_close, rawsocket, websocket, Settings};
 
 /// How long shutdown waits for sessions to close after GOODBYE.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Refused WebSocket connections answered with HTTP 429 at once; beyond
+/// this (a flood) they are just closed.
+const MAX_REFUSAL_REPLIES: usize = 32;
+
+/// What every TCP listener shares, and what is its own.
+#[derive(Clone)]
+struct Tcp {
+    limiter: Arc<AddressLimiter>,
+    metrics: Arc<Metrics>,
+    refusals: Arc<Semaphore>,
+    tls: Option<Arc<TlsListener>>,
+    auth_methods: Option<Vec<String>>,
+}
+
+impl Tcp {
+    /// The transport facts known after accept (and TLS).
+    fn transport(&self, kind: &'static str, ip: Option<IpAddr>) -> TransportInfo {
+        let mut t = TransportInfo::new(kind, ip);
+        t.auth_methods = self.auth_methods.clone();
+        t
+    }
+
+    /// A slot under `max_connections_per_address`; `Err` (logged) if the
+    /// address is at its limit.
+    fn admit(&self, ip: Option<IpAddr>) -> Result<Option<AddressGuard>, ()> {
+        match ip {
+            None => Ok(None),
+            Some(ip) => self.limiter.acquire(ip).map(Some).ok_or_else(|| {
+                Metrics::inc(&self.metrics.connections_refused);
+            }),
+        }
+    }
+}
 
 /// Runs the router until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), String> {
@@ -25,45 +66,92 @@ pub async fn run(config: Config) -> Result<(), String> {
     let settings = Settings::from_limits(&config.limits);
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
+    let mut tls_listeners = Vec::new();
+    let shared = Tcp {
+        limiter: AddressLimiter::new(config.limits.max_connections_per_address),
+        metrics: router.metrics().clone(),
+        refusals: Arc::new(Semaphore::new(MAX_REFUSAL_REPLIES)),
+        tls: None,
+        auth_methods: None,
+    };
 
     for l in config.listener_configs()? {
         match l {
-            ListenerConfig::Websocket { address, path } => {
+            ListenerConfig::Websocket {
+                address,
+                path,
+                tls,
+                auth_methods,
+                allowed_origins,
+                metrics_path,
+            } => {
                 let listener = bind_tcp(address).await?;
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                let name = format!("{scheme}://{}{path}", local(&listener, address));
+                let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
+                let origins = match allowed_origins {
+                    None => None,
+                    Some(list) => Some(Arc::new(
+                        OriginPolicy::parse(&list)
+                            .map_err(|e| format!("{name}: allowed_origins: {e}"))?,
+                    )),
+                };
                 let ep = websocket::Endpoint {
                     router: router.clone(),
                     settings: settings.clone(),
                     path: path.clone(),
+                    origins,
+                    metrics_path,
                 };
                 tracing::info!(
-                    "listening for WAMP over WebSocket on ws://{}{path}",
-                    local(&listener, address)
+                    "listening for WAMP over WebSocket on {name}{}",
+                    methods_note(&auth_methods)
                 );
-                tokio::spawn(accept_loop(listener, stop.clone(), move |s, label| {
-                    serve_websocket(s, label, &ep)
+                let tcp = Tcp {
+                    tls: tls.clone(),
+                    auth_methods,
+                    ..shared.clone()
+                };
+                tls_listeners.extend(tls);
+                tokio::spawn(accept_loop(listener, stop.clone(), move |s, remote| {
+                    serve_websocket(s, remote, &ep, &tcp)
                 }));
             }
-            ListenerConfig::RawsocketTcp { address } => {
+            ListenerConfig::RawsocketTcp {
+                address,
+                tls,
+                auth_methods,
+            } => {
                 let listener = bind_tcp(address).await?;
+                let scheme = if tls.is_some() { "tls" } else { "tcp" };
+                let name = format!("{scheme}://{}", local(&listener, address));
+                let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
                 tracing::info!(
-                    "listening for WAMP over RawSocket on tcp://{}",
-                    local(&listener, address)
+                    "listening for WAMP over RawSocket on {name}{}",
+                    methods_note(&auth_methods)
                 );
+                let tcp = Tcp {
+                    tls: tls.clone(),
+                    auth_methods,
+                    ..shared.clone()
+                };
+                tls_listeners.extend(tls);
                 let (router, settings) = (router.clone(), settings.clone());
-                tokio::spawn(accept_loop(listener, stop.clone(), move |s, label| {
-                    serve_rawsocket_tcp(s, label, &router, &settings)
+                tokio::spawn(accept_loop(listener, stop.clone(), move |s, remote| {
+                    serve_rawsocket_tcp(s, remote, &router, &settings, &tcp)
                 }));
             }
-            ListenerConfig::RawsocketUnix { path } => {
+            ListenerConfig::RawsocketUnix { path, auth_methods } => {
                 let listener = bind_unix(&path)?;
                 tracing::info!(
-                    "listening for WAMP over RawSocket on unix:{}",
-                    path.display()
+                    "listening for WAMP over RawSocket on unix:{}{}",
+                    path.display(),
+                    methods_note(&auth_methods)
                 );
                 unix_paths.push(path.clone());
                 let (router, settings) = (router.clone(), settings.clone());
-                tokio::spawn(accept_loop(listener, stop.clone(), move |s, label| {
-                    serve_rawsocket_unix(s, label, &router, &settings)
+                tokio::spawn(accept_loop(listener, stop.clone(), move |s, remote| {
+                    serve_rawsocket_unix(s, remote, &router, &settings, &auth_methods)
                 }));
             }
         }
@@ -71,7 +159,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
 
-    let signal = wait_for_signal().await;
+    let signal = wait_for_signal(&tls_listeners).await;
     tracing::info!("{signal} received: sending GOODBYE to every session");
     stop.cancel();
     router.shutdown();
@@ -91,7 +179,17 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() -> &'static str {
+/// " (auth methods: ticket, wampcra)" for a listener that restricts them.
+fn methods_note(methods: &Option<Vec<String>>) -> String {
+    match methods {
+        Some(m) => format!(" (auth methods: {})", m.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (returned); on SIGHUP reloads the TLS
+/// material of every TLS listener and waits on.
+async fn wait_for_signal(tls: &[Arc<TlsListener>]) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -101,9 +199,54 @@ async fn wait_for_signal() -> &'static str {
             return "SIGINT";
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP (TLS certificates cannot be reloaded): {e}");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return "SIGINT",
+            _ = term.recv() => return "SIGTERM",
+            _ = next_signal(&mut hup) => reload_tls(tls),
+        }
+    }
+}
+
+/// The next delivery of an optional signal stream; pending forever without one.
+async fn next_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(s) = s {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// SIGHUP: every TLS listener re-reads its certificate, key and client CA.
+/// Connections accepted afterwards use the new material; open ones keep
+/// theirs. A listener whose files are now invalid keeps its old material.
+fn reload_tls(listeners: &[Arc<TlsListener>]) {
+    if listeners.is_empty() {
+        tracing::info!("SIGHUP received: no TLS listener, nothing to reload");
+        return;
+    }
+    for l in listeners {
+        match l.reload() {
+            Ok(m) => tracing::info!(
+                listener = %l.name,
+                "SIGHUP: TLS certificate reloaded from {}: SHA-256 {}{}",
+                l.files().cert.display(),
+                m.fingerprint,
+                m.common_name.map(|cn| format!(", CN {cn}")).unwrap_or_default()
+            ),
+            Err(e) => tracing::error!(
+                listener = %l.name,
+                "SIGHUP: TLS reload failed, still serving the previous certificate: {e}"
+            ),
+        }
     }
 }
 
@@ -166,24 +309,42 @@ fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
 /// A listening socket: TCP or Unix.
 trait Acceptor {
     type Stream;
-    /// The next connection and a label for logs.
-    async fn next(&self) -> std::io::Result<(Self::Stream, String)>;
+    /// The next connection, with a label for logs and the peer's IP address.
+    async fn next(&self) -> std::io::Result<(Self::Stream, Remote)>;
+}
+
+/// Who connected: a label for logs and, over TCP, the IP address.
+pub struct Remote {
+    pub label: String,
+    pub ip: Option<IpAddr>,
 }
 
 impl Acceptor for TcpListener {
     type Stream = TcpStream;
-    async fn next(&self) -> std::io::Result<(TcpStream, String)> {
+    async fn next(&self) -> std::io::Result<(TcpStream, Remote)> {
         let (stream, addr) = self.accept().await?;
         tune(&stream);
-        Ok((stream, addr.to_string()))
+        Ok((
+            stream,
+            Remote {
+                label: addr.to_string(),
+                ip: Some(addr.ip()),
+            },
+        ))
     }
 }
 
 impl Acceptor for UnixListener {
     type Stream = UnixStream;
-    async fn next(&self) -> std::io::Result<(UnixStream, String)> {
+    async fn next(&self) -> std::io::Result<(UnixStream, Remote)> {
         let (stream, _) = self.accept().await?;
-        Ok((stream, "unix".to_string()))
+        Ok((
+            stream,
+            Remote {
+                label: "unix".to_string(),
+                ip: None,
+            },
+        ))
     }
 }
 
@@ -192,12 +353,12 @@ impl Acceptor for UnixListener {
 async fn accept_loop<L: Acceptor>(
     listener: L,
     stop: CancellationToken,
-    mut serve: impl FnMut(L::Stream, String),
+    mut serve: impl FnMut(L::Stream, Remote),
 ) {
     loop {
         tokio::select! {
             r = listener.next() => match r {
-                Ok((stream, label)) => serve(stream, label),
+                Ok((stream, remote)) => serve(stream, remote),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -208,54 +369,136 @@ async fn accept_loop<L: Acceptor>(
     }
 }
 
-fn serve_websocket(stream: TcpStream, label: String, ep: &websocket::Endpoint) {
+fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, tcp: &Tcp) {
+    let accepted = Instant::now();
+    let Ok(guard) = tcp.admit(remote.ip) else {
+        refuse_websocket(stream, &remote, tcp);
+        return;
+    };
     let ep = ep.clone();
-    let timeout = ep.settings.handshake_timeout;
+    let tcp = tcp.clone();
+    let mut transport = tcp.transport("websocket", remote.ip);
+    let label = remote.label;
     tokio::spawn(async move {
-        let peer = label.clone();
-        let service = service_fn(move |req| websocket::handle_http(req, ep.clone(), label.clone()));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeout)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        if let Err(e) = conn.await {
-            tracing::debug!(peer = %peer, "HTTP connection ended: {e}");
+        match &tcp.tls {
+            None => serve_http(Guarded::new(stream, guard), label, ep, transport).await,
+            Some(tls) => {
+                let deadline = accepted + ep.settings.handshake_timeout;
+                let Some((stream, cert)) = tls::accept(tls, stream, deadline, &label, true).await
+                else {
+                    return;
+                };
+                transport.tls = true;
+                transport.client_cert = cert;
+                serve_http(Guarded::new(stream, guard), label, ep, transport).await
+            }
         }
+    });
+}
+
+/// Serves HTTP on one connection until it ends or is upgraded to a
+/// WebSocket (which then runs in its own task, still holding `stream`).
+async fn serve_http<S>(stream: S, label: String, ep: websocket::Endpoint, transport: TransportInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = ep.settings.handshake_timeout;
+    let peer = label.clone();
+    let service = service_fn(move |req| {
+        websocket::handle_http(req, ep.clone(), label.clone(), transport.clone())
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(peer = %peer, "HTTP connection ended: {e}");
+    }
+}
+
+/// A WebSocket connection over the per-address limit: plain HTTP gets a
+/// 429 with a readable body (a bounded number at a time), TLS is closed.
+fn refuse_websocket(stream: TcpStream, remote: &Remote, tcp: &Tcp) {
+    if tcp.tls.is_some() {
+        return;
+    }
+    let Ok(permit) = tcp.refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let ip = remote.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let body = format!(
+        "too many connections from {ip}: at most {} per address are allowed; close one and retry\n",
+        tcp.limiter.max()
+    );
+    let reply = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Connection: close\r\nRetry-After: 5\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        let _permit = permit;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        http_reply_and_close(stream, reply.as_bytes(), deadline).await;
     });
 }
 
 fn serve_rawsocket_tcp(
     stream: TcpStream,
-    label: String,
+    remote: Remote,
     router: &Arc<Router>,
     settings: &Settings,
+    tcp: &Tcp,
 ) {
+    let accepted = Instant::now();
+    let Ok(guard) = tcp.admit(remote.ip) else {
+        return; // RawSocket has no way to say why: just close
+    };
     tcp_keepalive(&stream, settings);
-    let (r, w) = stream.into_split();
-    tokio::spawn(rawsocket::serve(
-        r,
-        w,
-        router.clone(),
-        settings.clone(),
-        label,
-        Instant::now(),
-    ));
+    let mut transport = tcp.transport("rawsocket", remote.ip);
+    let (router, settings, label) = (router.clone(), settings.clone(), remote.label);
+    match tcp.tls.clone() {
+        None => {
+            let (r, w) = stream.into_split();
+            tokio::spawn(async move {
+                let _guard = guard;
+                rawsocket::serve(r, w, router, settings, label, transport, accepted).await
+            });
+        }
+        Some(tls) => {
+            tokio::spawn(async move {
+                let _guard = guard;
+                let deadline = accepted + settings.handshake_timeout;
+                let Some((stream, cert)) = tls::accept(&tls, stream, deadline, &label, false).await
+                else {
+                    return;
+                };
+                transport.tls = true;
+                transport.client_cert = cert;
+                let (r, w) = tokio::io::split(stream);
+                rawsocket::serve(r, w, router, settings, label, transport, accepted).await
+            });
+        }
+    }
 }
 
 fn serve_rawsocket_unix(
     stream: UnixStream,
-    label: String,
+    remote: Remote,
     router: &Arc<Router>,
     settings: &Settings,
+    auth_methods: &Option<Vec<String>>,
 ) {
+    let mut transport = TransportInfo::new("rawsocket", None);
+    transport.auth_methods = auth_methods.clone();
     let (r, w) = stream.into_split();
     tokio::spawn(rawsocket::serve(
         r,
         w,
         router.clone(),
         settings.clone(),
-        label,
+        remote.label,
+        transport,
         Instant::now(),
     ));
 }

@@ -56,10 +56,12 @@ export function useRouter(name, options) {
 }
 
 /**
- * Returns connect(serializer = 'json', realm = 'realm1'): opens an Autobahn|JS connection
- * to url() and resolves { conn, session, details, closed } once joined (closed: a promise
- * for {reason, details} when the connection closes). Rejects with .reason/.details if the
- * connection closes before join.
+ * Returns connect(serializer = 'json', realm = 'realm1', connOptions = {}): opens an
+ * Autobahn|JS connection to url() and resolves { conn, session, details, closed } once joined
+ * (closed: a promise for {reason, details} when the connection closes). Rejects with
+ * .reason/.details if the connection closes before join (details.reason / details.message:
+ * the ABORT's). connOptions go to autobahn.Connection as they are, e.g.
+ * { authmethods: ['ticket'], authid: 'alice', onchallenge: (session, method, extra) => ticket }.
  *
  * Options:
  *   deferred              a deferred factory for Autobahn|JS (its use_deferred) instead of
@@ -69,7 +71,7 @@ export function useRouter(name, options) {
  *                         the transport for)
  */
 export function connector(url, { deferred, recordInternalErrors = false } = {}) {
-  return (serializer = 'json', realm = 'realm1') => new Promise((resolve, reject) => {
+  return (serializer = 'json', realm = 'realm1', connOptions = {}) => new Promise((resolve, reject) => {
     const extra = {};
     const options = {
       url: url(),
@@ -78,6 +80,7 @@ export function connector(url, { deferred, recordInternalErrors = false } = {}) 
       max_retries: 0,
       retry_if_unreachable: false,
       ...(deferred ? { use_deferred: deferred } : { use_es6_promises: true }),
+      ...connOptions,
     };
     if (recordInternalErrors) {
       const internalErrors = [];

@@ -4,9 +4,12 @@
 //   r.wsUrl, r.rsPort, r.unixPath, r.logPath, r.proc
 //   await r.stop();   // SIGTERM; throws if the router panicked or hung
 //
+// A realm object may carry nested tables (`auth: {...}` -> [realm.auth], `role: [{...}]`
+// -> [[realm.role]], nested further as needed); hashSecret() runs `switchyard hash-secret`.
+//
 // Binary: $SWITCHYARD_BIN, default <repo>/target/debug/switchyard.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -47,11 +50,40 @@ function tomlValue(v) {
   if (typeof v === 'boolean') return v ? 'true' : 'false';
   if (typeof v === 'number') return String(v);
   if (typeof v === 'string') return JSON.stringify(v);
+  if (Array.isArray(v) && !v.some(isTable)) return `[${v.map(tomlValue).join(', ')}]`;
   throw new Error(`cannot encode ${v} as TOML`);
 }
 
+const isTable = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isTableArray = (v) => Array.isArray(v) && v.length > 0 && v.every(isTable);
+
+/**
+ * `header` and its `key = value` lines. Nested tables follow the plain keys: an object
+ * value `k` becomes the sub-table `[name.k]`, a non-empty array of objects one `[[name.k]]`
+ * entry each (name: the header without brackets), so a realm
+ * `{ name: 'realm1', auth: { methods: ['ticket'], ticket: [{ authid: 'a', ... }] } }`
+ * gives `[realm.auth]` and `[[realm.auth.ticket]]` (as routerproc.py renders them).
+ */
 function tomlTable(header, obj) {
-  return [header, ...Object.entries(obj).map(([k, v]) => `${k} = ${tomlValue(v)}`)].join('\n') + '\n';
+  const name = header.replace(/^\[+|\]+$/g, '');
+  const lines = [header];
+  const nested = [];
+  for (const [k, v] of Object.entries(obj)) {
+    if (isTable(v)) nested.push(tomlTable(`[${name}.${k}]`, v));
+    else if (isTableArray(v)) nested.push(...v.map((x) => tomlTable(`[[${name}.${k}]]`, x)));
+    else lines.push(`${k} = ${tomlValue(v)}`);
+  }
+  return lines.join('\n') + '\n' + nested.map((t) => '\n' + t).join('');
+}
+
+/**
+ * `switchyard hash-secret ...args` with `secret` (and a newline) on stdin: what the config
+ * stores for a ticket principal (Argon2id) or, with ['--method', 'wampcra', '--salt', S, ...],
+ * a salted WAMP-CRA principal. Returns { status, stdout, stderr }.
+ */
+export function hashSecret(secret, args = []) {
+  const r = spawnSync(routerBin(), ['hash-secret', ...args], { input: `${secret}\n`, encoding: 'utf8', timeout: 60000 });
+  return { status: r.status, stdout: (r.stdout || '').trim(), stderr: r.stderr || '' };
 }
 
 export function renderConfig({ wsPort, rsPort, unixPath, realms, limits, log }) {

@@ -3,7 +3,8 @@
 Fixtures
 --------
 router          one router per test module, default config (realm1, loose URIs).
-router_factory  callable ``router_factory(realms=..., limits=..., log=...)`` that
+router_factory  callable ``router_factory(realms=..., limits=..., log=..., ws_opts=...,
+                rs_opts=...)`` that
                 starts a router with extra config for one test; torn down after
                 the test. A realm dict may carry nested tables, e.g.
                 ``dict(name="realm1", history=[{"topic": ...}, ...])`` for
@@ -51,10 +52,10 @@ class RouterFactory:
         self.name = name
         self.routers: list[Router] = []
 
-    def __call__(self, *, realms=None, limits=None, log=None) -> Router:
+    def __call__(self, *, realms=None, limits=None, log=None, ws_opts=None, rs_opts=None) -> Router:
         """Start a router; `realms` etc. as routerproc.render_config takes them."""
         n = f"{self.name}-{len(self.routers)}" if self.routers else self.name
-        r = start_router(n, realms=realms, limits=limits, log=log)
+        r = start_router(n, realms=realms, limits=limits, log=log, ws_opts=ws_opts, rs_opts=rs_opts)
         self.routers.append(r)
         return r
 

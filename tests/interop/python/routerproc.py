@@ -81,12 +81,14 @@ def _toml_table(header: str, values: dict) -> str:
 
 
 def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=None,
-                  ws_path="/ws") -> str:
+                  ws_path="/ws", ws_opts=None, rs_opts=None) -> str:
     """The router's TOML config. `realms`: a list of dicts, one ``[[realm]]`` each
     (default: realm1 with loose URI checks); a value that is a dict or a list of
     dicts is written as a nested table, e.g. ``{"name": "realm1", "history": [{"topic":
     "com.example.t", "limit": 5}]}`` gives ``[[realm.history]]`` entries.
-    `limits` and `log` update the defaults."""
+    `limits` and `log` update the defaults. `ws_opts` / `rs_opts` add keys to the
+    WebSocket / RawSocket-TCP listener, e.g. ``{"tls": {"cert": ..., "key": ...},
+    "allowed_origins": [...]}`` (a dict value becomes the ``[listener.tls]`` table)."""
     log_cfg = {"format": "text", "level": "info"}
     log_cfg.update(log or {})
     lim = dict(DEFAULT_LIMITS)
@@ -95,8 +97,9 @@ def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=
         realms = [{"name": "realm1", "uri_check": "loose"}]
     parts = [
         _toml_table("[log]", log_cfg),
-        _toml_table("[[listener]]", {"type": "websocket", "address": f"127.0.0.1:{ws_port}", "path": ws_path}),
-        _toml_table("[[listener]]", {"type": "rawsocket", "address": f"127.0.0.1:{rs_port}"}),
+        _toml_table("[[listener]]", {"type": "websocket", "address": f"127.0.0.1:{ws_port}", "path": ws_path,
+                                     **(ws_opts or {})}),
+        _toml_table("[[listener]]", {"type": "rawsocket", "address": f"127.0.0.1:{rs_port}", **(rs_opts or {})}),
         _toml_table("[[listener]]", {"type": "rawsocket", "unix": str(unix_path)}),
     ]
     for r in realms:
@@ -118,10 +121,12 @@ class Router:
     host: str = "127.0.0.1"
     ws_path: str = "/ws"
     stopped: bool = field(default=False)
+    # "wss" when the WebSocket listener has a `tls` table (ws_opts)
+    ws_scheme: str = "ws"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.ws_port}{self.ws_path}"
+        return f"{self.ws_scheme}://{self.host}:{self.ws_port}{self.ws_path}"
 
     @property
     def rs_host(self) -> str:
@@ -194,9 +199,11 @@ def _can_connect_unix(path) -> bool:
         s.close()
 
 
-def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout=10.0) -> Router:
+def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout=10.0,
+                 ws_opts=None, rs_opts=None) -> Router:
     """Start the router with a generated config (see render_config: realms may
-    carry nested tables such as ``history``); wait until all listeners accept."""
+    carry nested tables such as ``history``, ws_opts/rs_opts add listener keys
+    such as ``tls``); wait until all listeners accept."""
     binary = router_bin()
     if not os.access(binary, os.X_OK):
         raise RuntimeError(f"router binary not found / not executable: {binary} (set SWITCHYARD_BIN)")
@@ -209,7 +216,8 @@ def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout
     ws_port, rs_port = free_port(), free_port()
     while rs_port == ws_port:
         rs_port = free_port()
-    cfg = render_config(ws_port, rs_port, unix_path, realms=realms, limits=limits, log=log)
+    cfg = render_config(ws_port, rs_port, unix_path, realms=realms, limits=limits, log=log,
+                        ws_opts=ws_opts, rs_opts=rs_opts)
     config_path = Path(workdir) / "switchyard.toml"
     config_path.write_text(cfg)
     logf = open(log_path, "wb")
@@ -220,7 +228,8 @@ def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout
                             stdin=subprocess.DEVNULL, cwd=workdir)
     logf.close()
     r = Router(name=name, proc=proc, config_path=config_path, log_path=log_path, ws_port=ws_port,
-               rs_port=rs_port, unix_path=unix_path, workdir=workdir)
+               rs_port=rs_port, unix_path=unix_path, workdir=workdir,
+               ws_scheme="wss" if (ws_opts or {}).get("tls") else "ws")
     deadline = time.monotonic() + ready_timeout
     pending = {"websocket": lambda: _can_connect_tcp(ws_port),
                "rawsocket-tcp": lambda: _can_connect_tcp(rs_port),

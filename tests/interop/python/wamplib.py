@@ -14,6 +14,10 @@
                         their events, acknowledged publications and markers.
 * ``wait_until``, ``call``, ``meta_error``, ``sid``, ``authid``, ``unique_uri``,
   ``check_created``, ``meta_events_of``: small helpers of the advanced-profile tests.
+* Authentication: ``connect(..., authmethods=, authid=, authextra=, on_challenge=)``
+  joins through Autobahn's own CHALLENGE / AUTHENTICATE flow; ``_RawBase.hello_auth``
+  does the same on a raw client; ``local_addr`` (``connect``, ``RawWs.open``,
+  ``RawRs.open``/``connect``) picks the client's source address (e.g. 127.0.0.2).
 
 Every wait has an explicit timeout so nothing can hang.
 """
@@ -46,6 +50,7 @@ SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBO
 
 # WAMP message codes
 HELLO, WELCOME, ABORT, GOODBYE, ERROR = 1, 2, 3, 6, 8
+CHALLENGE, AUTHENTICATE = 4, 5
 PUBLISH, PUBLISHED, SUBSCRIBE, SUBSCRIBED, UNSUBSCRIBE, UNSUBSCRIBED, EVENT = 16, 17, 32, 33, 34, 35, 36
 CALL, RESULT, REGISTER, REGISTERED, UNREGISTER, UNREGISTERED, INVOCATION, YIELD = 48, 50, 64, 65, 66, 67, 68, 70
 CANCEL, INTERRUPT = 49, 69
@@ -101,12 +106,29 @@ class TestSession(ApplicationSession):
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, config):
+    def __init__(self, config, auth=None, on_challenge=None):
         super().__init__(config)
         loop = asyncio.get_running_loop()
         self.joined = loop.create_future()  # -> SessionDetails
         self.left = loop.create_future()  # -> CloseDetails
         self.disconnected = loop.create_future()  # -> True
+        # authentication: join() keyword arguments (authmethods, authid, authextra)
+        # and the CHALLENGE handler on_challenge(session, challenge) -> signature
+        # (a str, or an awaitable of one); every Challenge received is recorded
+        self.auth = auth
+        self.on_challenge = on_challenge
+        self.challenges = []
+
+    def onConnect(self):
+        if self.auth is None:
+            return super().onConnect()
+        self.join(self.config.realm, **self.auth)
+
+    def onChallenge(self, challenge):
+        self.challenges.append(challenge)
+        if self.on_challenge is None:
+            raise RuntimeError(f"unexpected CHALLENGE {challenge.method} {challenge.extra!r}")
+        return self.on_challenge(self, challenge)
 
     def onJoin(self, details):
         if not self.joined.done():
@@ -146,11 +168,22 @@ class TestSession(ApplicationSession):
 
 
 async def connect(router, transport: str = "ws", serializer: str = "json", realm: str = "realm1",
-                  timeout: float = T, join: bool = True) -> TestSession:
-    """Connect an Autobahn session. transport: 'ws' | 'rs' (TCP) | 'unix'."""
+                  timeout: float = T, join: bool = True, *, authmethods=None, authid=None, authextra=None,
+                  on_challenge=None, local_addr=None) -> TestSession:
+    """Connect an Autobahn session. transport: 'ws' | 'rs' (TCP) | 'unix'.
+
+    With any of authmethods / authid / authextra, HELLO carries them and a
+    CHALLENGE goes to ``on_challenge(session, challenge)`` (Autobahn's
+    ``onChallenge``), whose return value (or awaited result) is the signature.
+    A refused join raises JoinFailed (``.details.reason`` / ``.details.message``
+    are the ABORT's). `local_addr`: the client's (host, port) for TCP transports."""
     loop = asyncio.get_running_loop()
     ser = SERIALIZERS[serializer]()
-    session = TestSession(ComponentConfig(realm, {}))
+    auth = None
+    if authmethods is not None or authid is not None or authextra is not None:
+        auth = {"authmethods": authmethods, "authid": authid, "authextra": authextra}
+    session = TestSession(ComponentConfig(realm, {}), auth=auth, on_challenge=on_challenge)
+    tcp_kw = {} if local_addr is None else {"local_addr": local_addr}
 
     def make():
         return session
@@ -160,10 +193,10 @@ async def connect(router, transport: str = "ws", serializer: str = "json", realm
         factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=1.0,
                                    maxMessagePayloadSize=0, maxFramePayloadSize=0)
         factory.loop = loop
-        coro = loop.create_connection(factory, router.host, router.ws_port)
+        coro = loop.create_connection(factory, router.host, router.ws_port, **tcp_kw)
     elif transport == "rs":
         factory = WampRawSocketClientFactory(make, serializer=ser)
-        coro = loop.create_connection(factory, router.host, router.rs_port)
+        coro = loop.create_connection(factory, router.host, router.rs_port, **tcp_kw)
     elif transport == "unix":
         factory = WampRawSocketClientFactory(make, serializer=ser)
         coro = loop.create_unix_connection(factory, router.unix_path)
@@ -208,6 +241,33 @@ class _RawBase:
         self.welcome = msg
         return msg
 
+    async def hello_auth(self, realm="realm1", *, authmethods=None, authid=None, authextra=None,
+                         respond=None, roles=None, timeout=T):
+        """HELLO with authentication details (a key left None is not sent).
+
+        Returns ``(challenge, reply)``: the CHALLENGE message (None if there
+        was none) and the WELCOME or ABORT that ended the opening handshake.
+        On a CHALLENGE, ``respond(method, extra)`` gives the AUTHENTICATE
+        signature; without `respond` the CHALLENGE is returned with reply None."""
+        details = dict(HELLO_ROLES if roles is None else {"roles": roles})
+        for k, v in (("authmethods", authmethods), ("authid", authid), ("authextra", authextra)):
+            if v is not None:
+                details[k] = v
+        await self.send([HELLO, realm, details])
+        msg = await self.recv(timeout)
+        challenge = None
+        if msg[0] == CHALLENGE:
+            challenge = msg
+            if respond is None:
+                return challenge, None
+            await self.send([AUTHENTICATE, respond(msg[1], msg[2]), {}])
+            msg = await self.recv(timeout)
+        assert msg[0] in (WELCOME, ABORT), f"expected WELCOME or ABORT, got {msg!r}"
+        if msg[0] == WELCOME:
+            self.session_id = msg[1]
+            self.welcome = msg
+        return challenge, msg
+
     async def request(self, msg, timeout=T):
         """Send a request (msg[1] must be its request id); return the reply to it,
         skipping unrelated messages (e.g. EVENTs)."""
@@ -240,10 +300,11 @@ class RawWs(_RawBase):
         self.ws = ws
 
     @classmethod
-    async def open(cls, router, subprotocols=("wamp.2.json",), timeout=T, path=None):
+    async def open(cls, router, subprotocols=("wamp.2.json",), timeout=T, path=None, local_addr=None):
         url = router.ws_url if path is None else f"ws://{router.host}:{router.ws_port}{path}"
+        kw = {} if local_addr is None else {"local_addr": local_addr}
         ws = await ws_connect(url, subprotocols=list(subprotocols), open_timeout=timeout,
-                              ping_interval=None, close_timeout=1, max_size=None, compression=None)
+                              ping_interval=None, close_timeout=1, max_size=None, compression=None, **kw)
         return cls(ws)
 
     async def send(self, msg):
@@ -301,17 +362,19 @@ class RawRs(_RawBase):
         self.handshake_reply = None
 
     @classmethod
-    async def open(cls, router, unix=False, timeout=T, limit=2 ** 25):
+    async def open(cls, router, unix=False, timeout=T, limit=2 ** 25, local_addr=None):
         if unix:
             r, w = await asyncio.wait_for(asyncio.open_unix_connection(router.unix_path, limit=limit), timeout)
         else:
-            r, w = await asyncio.wait_for(asyncio.open_connection(router.host, router.rs_port, limit=limit), timeout)
+            kw = {} if local_addr is None else {"local_addr": local_addr}
+            r, w = await asyncio.wait_for(asyncio.open_connection(router.host, router.rs_port, limit=limit, **kw),
+                                          timeout)
         return cls(r, w)
 
     @classmethod
-    async def connect(cls, router, unix=False, serializer=1, length=15, timeout=T):
+    async def connect(cls, router, unix=False, serializer=1, length=15, timeout=T, local_addr=None):
         """open + successful handshake."""
-        c = await cls.open(router, unix=unix, timeout=timeout)
+        c = await cls.open(router, unix=unix, timeout=timeout, local_addr=local_addr)
         reply = await c.handshake(serializer, length, timeout)
         assert reply[0] == RS_MAGIC and reply[1] & 0x0F == serializer and reply[2:] == b"\0\0", \
             f"rawsocket handshake failed: {reply.hex()}"

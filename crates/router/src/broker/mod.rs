@@ -379,6 +379,15 @@ impl Broker {
         publication
     }
 
+    /// Subscriptions `session` holds.
+    pub fn session_subscriptions(&self, session: u64) -> usize {
+        self.state
+            .read()
+            .by_session
+            .get(&session)
+            .map_or(0, Vec::len)
+    }
+
     /// Subscription ids by match policy (`wamp.subscription.list`).
     pub fn list(&self) -> [Vec<u64>; 3] {
         let st = self.state.read();

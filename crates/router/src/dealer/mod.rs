@@ -627,6 +627,16 @@ impl Dealer {
         self.inner.flush(out);
     }
 
+    /// Registrations `session` holds as a callee.
+    pub fn session_registrations(&self, session: u64) -> usize {
+        self.inner
+            .state
+            .lock()
+            .by_callee
+            .get(&session)
+            .map_or(0, Vec::len)
+    }
+
     /// Registration ids by match policy (`wamp.registration.list`).
     pub fn list(&self) -> [Vec<u64>; 3] {
         let st = self.inner.state.lock();

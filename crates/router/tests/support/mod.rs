@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
-use switchyard_router::{Connection, Flow, Outgoing, Peer, Router, SlowConsumerPolicy};
+use switchyard_router::{
+    Connection, Flow, Outgoing, Peer, Router, SlowConsumerPolicy, TransportInfo,
+};
 use tokio::sync::mpsc;
 
 pub struct Client {
@@ -46,7 +48,7 @@ impl Client {
             1 << 20,
             "test".into(),
         );
-        let conn = Connection::new(router.clone(), peer);
+        let conn = Connection::new(router.clone(), peer, TransportInfo::new("rawsocket", None));
         let mut c = Client {
             conn,
             rx,

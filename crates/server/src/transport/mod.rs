@@ -7,8 +7,12 @@
 //! blocks for the first queued frame, drains whatever else is queued and
 //! writes the batch at once.
 
+pub mod conn_limit;
+pub mod origin;
 pub mod rawsocket;
+pub mod tls;
 pub mod websocket;
+mod x509;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -146,4 +150,30 @@ pub async fn finish_writer(flow: Flow, peer: &Arc<Peer>, mut task: tokio::task::
     }
     peer.stop();
     let _ = task.await;
+}
+
+/// Reads an HTTP request head (bounded in size and by `deadline`), writes
+/// `reply`, and closes: for refusals that happen before hyper takes over.
+/// Reading the request first lets the client see the answer (closing with
+/// unread input would reset the connection).
+pub async fn http_reply_and_close(
+    mut stream: tokio::net::TcpStream,
+    reply: &[u8],
+    deadline: tokio::time::Instant,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        if stream.write_all(reply).await.is_ok() {
+            let _ = stream.shutdown().await;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, work).await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use switchyard_proto::Serializer;
-use switchyard_router::{Connection, Flow, Outgoing, Peer, Router};
+use switchyard_router::{Connection, Flow, Outgoing, Peer, Router, TransportInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -49,6 +49,7 @@ pub async fn serve<R, W>(
     router: Arc<Router>,
     settings: Settings,
     label: String,
+    transport: TransportInfo,
     accepted: Instant,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -116,7 +117,7 @@ pub async fn serve<R, W>(
         writer_settings,
         liveness.clone(),
     ));
-    let mut conn = Connection::new(router, peer.clone());
+    let mut conn = Connection::new(router, peer.clone(), transport);
 
     let flow = read_loop(&mut reader, &mut conn, &settings, &liveness, &pong).await;
     conn.leave();
@@ -223,7 +224,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let payload = frame.split_off(4).freeze();
             match kind {
                 FRAME_MESSAGE => {
-                    if conn.handle_frame(&payload) == Flow::Close {
+                    let mut flow = conn.handle_frame(&payload);
+                    if flow == Flow::Suspend {
+                        flow = conn.resume().await;
+                    }
+                    if flow == Flow::Close {
                         return Flow::Close;
                     }
                 }

@@ -11,13 +11,14 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use switchyard_proto::Serializer;
-use switchyard_router::{Connection, Flow, Outgoing, Peer, Router};
+use switchyard_router::{Connection, Flow, Outgoing, Peer, Router, TransportInfo};
 use tokio::sync::mpsc;
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
 
+use super::origin::OriginPolicy;
 use super::{
     finish_writer, hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings,
     MAX_BATCH_BYTES, MAX_BATCH_FRAMES,
@@ -33,6 +34,10 @@ pub struct Endpoint {
     pub router: Arc<Router>,
     pub settings: Settings,
     pub path: String,
+    /// `allowed_origins`; None: every origin may connect.
+    pub origins: Option<Arc<OriginPolicy>>,
+    /// `metrics_path`: GET here returns the router's counters.
+    pub metrics_path: Option<String>,
 }
 
 fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -62,12 +67,41 @@ pub async fn handle_http(
     mut req: Request<Incoming>,
     ep: Endpoint,
     label: String,
+    mut transport: TransportInfo,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    transport.origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if ep.metrics_path.as_deref() == Some(req.uri().path()) && req.method() == Method::GET {
+        let mut r = text_response(StatusCode::OK, ep.router.metrics().render());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        return Ok(r);
+    }
     if req.uri().path() != ep.path {
         return Ok(text_response(
             StatusCode::NOT_FOUND,
             format!("not found: the WAMP WebSocket endpoint is {}", ep.path),
         ));
+    }
+    if let (Some(policy), Some(origin)) = (&ep.origins, req.headers().get(header::ORIGIN)) {
+        let allowed = origin.to_str().is_ok_and(|o| policy.allows(o));
+        if !allowed {
+            let shown = String::from_utf8_lossy(origin.as_bytes())
+                .escape_debug()
+                .to_string();
+            tracing::info!(peer = %label, origin = %shown, "WebSocket upgrade refused: origin not in allowed_origins");
+            return Ok(text_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin not allowed: \"{shown}\" is not in this listener's allowed_origins"
+                ),
+            ));
+        }
     }
     if req.method() != hyper::Method::GET {
         return Ok(text_response(
@@ -154,6 +188,7 @@ pub async fn handle_http(
                     serializer,
                     ep,
                     format!("{label} websocket/{serializer}"),
+                    transport,
                 )
                 .await;
             }
@@ -177,7 +212,13 @@ pub async fn handle_http(
     Ok(r)
 }
 
-async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
+async fn serve(
+    ws: Ws,
+    serializer: Serializer,
+    ep: Endpoint,
+    label: String,
+    transport: TransportInfo,
+) {
     let settings = ep.settings.clone();
     let (peer, rx) = Peer::new(
         serializer,
@@ -196,7 +237,7 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
         settings.clone(),
         liveness.clone(),
     ));
-    let mut conn = Connection::new(ep.router.clone(), peer.clone());
+    let mut conn = Connection::new(ep.router.clone(), peer.clone(), transport);
 
     let flow = loop {
         let next = tokio::select! {
@@ -223,7 +264,14 @@ async fn serve(ws: Ws, serializer: Serializer, ep: Endpoint, label: String) {
                     ));
                 }
                 let frame: Bytes = msg.into_payload().into();
-                if conn.handle_frame(&frame) == Flow::Close {
+                let mut flow = conn.handle_frame(&frame);
+                if flow == Flow::Suspend {
+                    flow = tokio::select! {
+                        f = conn.resume() => f,
+                        _ = peer.killed().cancelled() => Flow::Close,
+                    };
+                }
+                if flow == Flow::Close {
                     break Flow::Close;
                 }
             }

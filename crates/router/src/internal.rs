@@ -1,0 +1,183 @@
+//! Calls the router itself makes to procedures its clients registered (the
+//! dynamic authenticator and authorizer; later the HTTP bridge and queue
+//! workers). A router-owned session, never listed in the realm, sends CALLs
+//! through the ordinary Dealer; a task reads what the Dealer queues for it
+//! and completes the waiting callers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use switchyard_proto::{errors, Dict, Message, Payload, Serializer, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dealer::{CallOutcome, Dealer};
+use crate::features::ClientFeatures;
+use crate::peer::{Outgoing, Peer, SlowConsumerPolicy};
+use crate::session::{Identity, Session};
+
+/// What a procedure answered.
+#[derive(Debug)]
+pub struct Reply {
+    pub args: Vec<Value>,
+    pub kwargs: Dict,
+}
+
+/// Why an internal call failed: the error URI and the first argument (a
+/// message) if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailure {
+    pub error: String,
+    pub message: String,
+}
+
+type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Reply, CallFailure>>>>;
+
+/// A realm's caller for router-made calls.
+pub struct InternalCaller {
+    started: OnceLock<Started>,
+}
+
+struct Started {
+    session: Arc<Session>,
+    next: AtomicU64,
+    waiters: Arc<Waiters>,
+}
+
+impl Default for InternalCaller {
+    fn default() -> Self {
+        InternalCaller {
+            started: OnceLock::new(),
+        }
+    }
+}
+
+fn payload_values(p: Option<&switchyard_proto::Item>) -> Option<Value> {
+    p.and_then(|i| i.to_value().ok())
+}
+
+impl InternalCaller {
+    fn started(&self) -> &Started {
+        self.started.get_or_init(|| {
+            let (peer, rx) = Peer::new(
+                Serializer::MsgPack,
+                1024,
+                SlowConsumerPolicy::Disconnect,
+                usize::MAX,
+                "router".into(),
+            );
+            let session = Arc::new(Session::new(
+                switchyard_proto::id::random_id(),
+                Identity {
+                    authid: "switchyard".into(),
+                    authrole: "switchyard".into(),
+                    authmethod: "internal".into(),
+                    authprovider: "switchyard".into(),
+                },
+                ClientFeatures::default(),
+                peer,
+            ));
+            let waiters: Arc<Waiters> = Arc::default();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(read_replies(rx, waiters.clone()));
+            }
+            Started {
+                session,
+                next: AtomicU64::new(0),
+                waiters,
+            }
+        })
+    }
+
+    /// Calls `procedure` and waits at most `timeout` for its answer.
+    pub async fn call(
+        &self,
+        dealer: &Dealer,
+        procedure: &str,
+        args: Vec<Value>,
+        kwargs: Option<Dict>,
+        timeout: Duration,
+    ) -> Result<Reply, CallFailure> {
+        let st = self.started();
+        let request = st.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        st.waiters.lock().insert(request, tx);
+        let options = Dict::new().with("timeout", timeout.as_millis() as u64);
+        let outcome = dealer.call(
+            &st.session,
+            request,
+            procedure,
+            &options,
+            Payload::values(args, kwargs),
+            true,
+        );
+        if let CallOutcome::Violation(v) = outcome {
+            st.waiters.lock().remove(&request);
+            return Err(CallFailure {
+                error: errors::INVALID_ARGUMENT.into(),
+                message: v,
+            });
+        }
+        // The Dealer times the call; this bound only guards against a reply
+        // that never comes (a lost reader task).
+        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+            Ok(Ok(result)) => result,
+            _ => {
+                st.waiters.lock().remove(&request);
+                Err(CallFailure {
+                    error: errors::TIMEOUT.into(),
+                    message: format!("no answer from \"{procedure}\""),
+                })
+            }
+        }
+    }
+}
+
+async fn read_replies(mut rx: mpsc::Receiver<Outgoing>, waiters: Arc<Waiters>) {
+    while let Some(item) = rx.recv().await {
+        let Outgoing::Frame(frame) = item else {
+            continue;
+        };
+        let (request, result) = match Message::decode(Serializer::MsgPack, &frame) {
+            Ok(Message::Result {
+                request,
+                details,
+                payload,
+            }) => {
+                if details.get_bool("progress") == Some(true) {
+                    continue;
+                }
+                let args = match payload_values(payload.args.as_ref()) {
+                    Some(Value::List(l)) => l,
+                    _ => Vec::new(),
+                };
+                let kwargs = match payload_values(payload.kwargs.as_ref()) {
+                    Some(Value::Dict(d)) => d,
+                    _ => Dict::new(),
+                };
+                (request, Ok(Reply { args, kwargs }))
+            }
+            Ok(Message::Error {
+                request,
+                error,
+                payload,
+                ..
+            }) => {
+                let message = match payload_values(payload.args.as_ref()) {
+                    Some(Value::List(l)) => l
+                        .first()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                (request, Err(CallFailure { error, message }))
+            }
+            _ => continue,
+        };
+        if let Some(tx) = waiters.lock().remove(&request) {
+            let _ = tx.send(result);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Counters of what the router refused or limited, rendered in the
+//! Prometheus text format. (The full set of operational metrics and the
+//! `/metrics` endpoint belong to the operations work; these are the ones the
+//! security limits need.)
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub auth_succeeded: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub auth_throttled: AtomicU64,
+    pub not_authorized: AtomicU64,
+    pub subscription_limit: AtomicU64,
+    pub registration_limit: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub connections_refused: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let rows: [(&str, &str, &AtomicU64); 8] = [
+            ("switchyard_auth_succeeded_total", "Sessions that authenticated.", &self.auth_succeeded),
+            ("switchyard_auth_failed_total", "Authentications that failed.", &self.auth_failed),
+            (
+                "switchyard_auth_throttled_total",
+                "Authentications refused after too many failures from the address or for the authid.",
+                &self.auth_throttled,
+            ),
+            ("switchyard_not_authorized_total", "Actions denied by authorization.", &self.not_authorized),
+            (
+                "switchyard_subscription_limit_total",
+                "SUBSCRIBEs refused: the session holds its maximum of subscriptions.",
+                &self.subscription_limit,
+            ),
+            (
+                "switchyard_registration_limit_total",
+                "REGISTERs refused: the session holds its maximum of registrations.",
+                &self.registration_limit,
+            ),
+            (
+                "switchyard_rate_limited_total",
+                "Times a session was slowed down for sending over its message rate.",
+                &self.rate_limited,
+            ),
+            (
+                "switchyard_connections_refused_total",
+                "Connections refused: too many from one address.",
+                &self.connections_refused,
+            ),
+        ];
+        for (name, help, v) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        out
+    }
+}

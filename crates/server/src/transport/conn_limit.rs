@@ -1,0 +1,222 @@
+//! `[limits] max_connections_per_address`: open TCP connections per remote
+//! IP address, counted across every TCP listener. A connection holds an
+//! [`AddressGuard`] from accept until its socket is dropped; the guard's
+//! `Drop` gives the slot back. Unix-socket connections are not counted.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Refusals are logged at most once per this interval (a flood must not
+/// fill the disk); the lines in between are counted and reported.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct AddressLimiter {
+    /// 0: unlimited.
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+    log: Mutex<LogState>,
+}
+
+struct LogState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+/// One counted connection; dropping it frees the slot.
+pub struct AddressGuard {
+    limiter: Arc<AddressLimiter>,
+    ip: IpAddr,
+}
+
+impl AddressLimiter {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(AddressLimiter {
+            max,
+            counts: Mutex::new(HashMap::new()),
+            log: Mutex::new(LogState {
+                last: None,
+                suppressed: 0,
+            }),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for a connection from `ip`, or `None` (logged, rate-limited)
+    /// if that address already has `max` connections open.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressGuard> {
+        // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        if self.max > 0 {
+            let mut counts = self.counts.lock();
+            let n = counts.entry(ip).or_insert(0);
+            if *n >= self.max {
+                drop(counts);
+                self.log_refusal(ip);
+                return None;
+            }
+            *n += 1;
+        }
+        Some(AddressGuard {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections currently open from `ip` (counted only with a limit).
+    #[cfg(test)]
+    pub fn open(&self, ip: IpAddr) -> usize {
+        self.counts.lock().get(&ip).copied().unwrap_or(0)
+    }
+
+    fn log_refusal(&self, ip: IpAddr) {
+        let mut log = self.log.lock();
+        let now = Instant::now();
+        if log
+            .last
+            .is_some_and(|t| now.duration_since(t) < LOG_INTERVAL)
+        {
+            log.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut log.suppressed);
+        log.last = Some(now);
+        drop(log);
+        if suppressed > 0 {
+            tracing::warn!(
+                peer = %ip,
+                "connection refused: {ip} already has {} connections open (limits.max_connections_per_address); {suppressed} more refusals since the last such line were not logged",
+                self.max
+            );
+        } else {
+            tracing::warn!(
+                peer = %ip,
+                "connection refused: {ip} already has {} connections open (limits.max_connections_per_address)",
+                self.max
+            );
+        }
+    }
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if self.limiter.max == 0 {
+            return;
+        }
+        let mut counts = self.limiter.counts.lock();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A stream that holds its connection's [`AddressGuard`], so the slot is
+/// freed exactly when the socket is dropped, wherever that happens (hyper
+/// hands an upgraded WebSocket's stream to another task).
+pub struct Guarded<S> {
+    inner: S,
+    _guard: Option<AddressGuard>,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, guard: Option<AddressGuard>) -> Self {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_address_and_frees_on_drop() {
+        let l = AddressLimiter::new(2);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let g1 = l.acquire(a).expect("first");
+        let g2 = l.acquire(a).expect("second");
+        assert!(l.acquire(a).is_none(), "third from the same address");
+        let _gb = l.acquire(b).expect("another address");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert!(
+            l.acquire(mapped).is_none(),
+            "IPv4-mapped is the same address"
+        );
+        assert_eq!(l.open(a), 2);
+        drop(g1);
+        assert_eq!(l.open(a), 1);
+        let _g3 = l.acquire(a).expect("a slot was freed");
+        drop(g2);
+        assert_eq!(l.open(a), 1);
+        assert!(l.acquire(a).is_some());
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let l = AddressLimiter::new(0);
+        let a: IpAddr = "::1".parse().expect("ip");
+        let guards: Vec<_> = (0..1000)
+            .map(|_| l.acquire(a).expect("unlimited"))
+            .collect();
+        assert_eq!(guards.len(), 1000);
+        assert!(l.counts.lock().is_empty());
+    }
+}
