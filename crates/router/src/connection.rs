@@ -471,7 +471,12 @@ impl Connection {
 
     fn handle_established(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
         let rule = realm.config.uri_check;
-        let decision = match action_of(&msg) {
+        let checked = if realm.authz.enabled() {
+            action_of(&msg)
+        } else {
+            None
+        };
+        let decision = match checked {
             None => None,
             Some((action, uri, policy)) => match self.preauthorized.take() {
                 Some(d) => Some(d),
