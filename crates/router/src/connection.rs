@@ -867,7 +867,7 @@ fn cache_key(uri: &str, policy: MatchPolicy) -> String {
     }
 }
 
-fn ask_authorizer(
+pub(crate) fn ask_authorizer(
     realm: Arc<Realm>,
     s: Arc<Session>,
     action: Action,

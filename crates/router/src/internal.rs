@@ -27,16 +27,31 @@ pub struct Reply {
 
 /// Why an internal call failed: the error URI and the first argument (a
 /// message) if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallFailure {
     pub error: String,
     pub message: String,
+    /// The ERROR's arguments, as the callee sent them.
+    pub args: Vec<Value>,
+    pub kwargs: Dict,
+}
+
+impl CallFailure {
+    fn new(error: &str, message: String) -> Self {
+        CallFailure {
+            error: error.to_string(),
+            message,
+            args: Vec::new(),
+            kwargs: Dict::new(),
+        }
+    }
 }
 
 type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Reply, CallFailure>>>>;
 
-/// A realm's caller for router-made calls.
+/// A caller for router-made calls, under one identity.
 pub struct InternalCaller {
+    identity: Identity,
     started: OnceLock<Started>,
 }
 
@@ -47,10 +62,14 @@ struct Started {
 }
 
 impl Default for InternalCaller {
+    /// The router's own identity (authid and authrole "switchyard").
     fn default() -> Self {
-        InternalCaller {
-            started: OnceLock::new(),
-        }
+        InternalCaller::new(Identity {
+            authid: "switchyard".into(),
+            authrole: "switchyard".into(),
+            authmethod: "internal".into(),
+            authprovider: "switchyard".into(),
+        })
     }
 }
 
@@ -59,6 +78,20 @@ fn payload_values(p: Option<&switchyard_proto::Item>) -> Option<Value> {
 }
 
 impl InternalCaller {
+    /// A caller whose calls and publications carry `identity` (so
+    /// authorization and disclosure apply to it as to a client).
+    pub fn new(identity: Identity) -> Self {
+        InternalCaller {
+            identity,
+            started: OnceLock::new(),
+        }
+    }
+
+    /// The session this caller acts as.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.started().session
+    }
+
     fn started(&self) -> &Started {
         self.started.get_or_init(|| {
             let (peer, rx) = Peer::new(
@@ -70,12 +103,7 @@ impl InternalCaller {
             );
             let session = Arc::new(Session::new(
                 switchyard_proto::id::random_id(),
-                Identity {
-                    authid: "switchyard".into(),
-                    authrole: "switchyard".into(),
-                    authmethod: "internal".into(),
-                    authprovider: "switchyard".into(),
-                },
+                self.identity.clone(),
                 ClientFeatures::default(),
                 peer,
             ));
@@ -115,10 +143,7 @@ impl InternalCaller {
         );
         if let CallOutcome::Violation(v) = outcome {
             st.waiters.lock().remove(&request);
-            return Err(CallFailure {
-                error: errors::INVALID_ARGUMENT.into(),
-                message: v,
-            });
+            return Err(CallFailure::new(errors::INVALID_ARGUMENT, v));
         }
         // The Dealer times the call; this bound only guards against a reply
         // that never comes (a lost reader task).
@@ -126,10 +151,10 @@ impl InternalCaller {
             Ok(Ok(result)) => result,
             _ => {
                 st.waiters.lock().remove(&request);
-                Err(CallFailure {
-                    error: errors::TIMEOUT.into(),
-                    message: format!("no answer from \"{procedure}\""),
-                })
+                Err(CallFailure::new(
+                    errors::TIMEOUT,
+                    format!("no answer from \"{procedure}\""),
+                ))
             }
         }
     }
@@ -165,14 +190,27 @@ async fn read_replies(mut rx: mpsc::Receiver<Outgoing>, waiters: Arc<Waiters>) {
                 payload,
                 ..
             }) => {
-                let message = match payload_values(payload.args.as_ref()) {
-                    Some(Value::List(l)) => l
-                        .first()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    _ => String::new(),
+                let args = match payload_values(payload.args.as_ref()) {
+                    Some(Value::List(l)) => l,
+                    _ => Vec::new(),
                 };
-                (request, Err(CallFailure { error, message }))
+                let kwargs = match payload_values(payload.kwargs.as_ref()) {
+                    Some(Value::Dict(d)) => d,
+                    _ => Dict::new(),
+                };
+                let message = args
+                    .first()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (
+                    request,
+                    Err(CallFailure {
+                        error,
+                        message,
+                        args,
+                        kwargs,
+                    }),
+                )
             }
             _ => continue,
         };

@@ -12,7 +12,7 @@ use switchyard_proto::uri::UriCheck;
 use switchyard_proto::{Dict, Message, Payload, Value};
 
 use crate::auth::{AuthConfig, Authenticator};
-use crate::authz::{Authorizer, DynamicAuthorizer, RoleConfig};
+use crate::authz::{Action, Authorizer, Decision, DynamicAuthorizer, RoleConfig};
 use crate::broker::{Broker, BrokerConfig, HistoryConfig};
 use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
 use crate::internal::InternalCaller;
@@ -227,6 +227,33 @@ impl Realm {
                 *slot = (0, Instant::now());
             }
             slot.0 += 1;
+        }
+    }
+
+    /// May `s` do `action` on the concrete URI `uri`? Static roles, then
+    /// the session's cache, then the authorizer procedure (for sessions the
+    /// router runs itself, such as the HTTP bridge's).
+    pub async fn authorize(
+        self: &Arc<Self>,
+        s: &Arc<Session>,
+        action: Action,
+        uri: &str,
+    ) -> Decision {
+        match self.authz.decide(s, action, uri) {
+            Decision::Ask => match s.cached_decision(action, uri) {
+                Some(d) => d,
+                None => {
+                    crate::connection::ask_authorizer(
+                        self.clone(),
+                        s.clone(),
+                        action,
+                        uri.to_string(),
+                        crate::uri_index::MatchPolicy::Exact,
+                    )
+                    .await
+                }
+            },
+            d => d,
         }
     }
 

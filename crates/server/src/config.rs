@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bridge::BridgeConfig;
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_router::auth::AuthConfig;
@@ -32,6 +33,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// HTTP bridges ([[bridge]]).
+    #[serde(default, rename = "bridge")]
+    pub bridges: Vec<Spanned<BridgeConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,6 +339,7 @@ impl Default for Config {
             realms: Vec::new(),
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
+            bridges: Vec::new(),
         }
         .with_defaults()
     }
@@ -440,6 +445,18 @@ impl Config {
             let line = (span != (0..0)).then(|| line_of(text, span.start));
             errs.push(ConfigError { line, message });
         };
+        for (i, b) in self.bridges.iter().enumerate() {
+            for problem in b.get_ref().problems() {
+                err(b.span(), format!("bridge[{i}].{problem}"));
+            }
+            let realm = &b.get_ref().realm;
+            if !self.realms.iter().any(|r| r.name.get_ref() == realm) {
+                err(
+                    b.span(),
+                    format!("bridge[{i}].realm: realm \"{realm}\" is not configured"),
+                );
+            }
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             match l.get_ref().resolve() {
                 Ok(ListenerConfig::Websocket { path, .. }) if !path.starts_with('/') => {

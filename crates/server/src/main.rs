@@ -1,5 +1,6 @@
 //! The `switchyard` command: runs the router, or checks a configuration.
 
+mod bridge;
 mod config;
 mod server;
 mod transport;

@@ -156,6 +156,19 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
         }
     }
+    for b in &config.bridges {
+        let bridge = crate::bridge::Bridge::new(b.get_ref().clone(), &router)?;
+        let address = bridge.config().address;
+        let listener = bind_tcp(address).await?;
+        tracing::info!(
+            "HTTP bridge for realm {} on http://{}: POST {} and {}",
+            bridge.config().realm,
+            local(&listener, address),
+            bridge.config().publish_path,
+            bridge.config().call_path
+        );
+        tokio::spawn(crate::bridge::serve(listener, bridge, stop.clone()));
+    }
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
 

@@ -1,0 +1,686 @@
+//! The HTTP bridge: backends that cannot hold a WebSocket publish and call
+//! with one HTTP POST, wire-compatible with Crossbar.io's HTTP bridge.
+//!
+//! - `POST /publish` `{"topic", "args", "kwargs", "options"}` → 200 `{"id"}`
+//! - `POST /call` `{"procedure", "args", "kwargs", "options"}` → 200
+//!   `{"args", "kwargs"}`; a WAMP error → 200 `{"error", "args", "kwargs"}`
+//!   (Crossbar's way) or, with `error_status = true`, an HTTP status.
+//!
+//! Each signing key acts as its own session identity (authid, role), so the
+//! realm's authorization applies per key. Every refusal is JSON with a
+//! readable reason, and nothing is published or called.
+
+pub mod signing;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_proto::{errors, uri, Dict, Item, Payload, Serializer, Value};
+use switchyard_router::authz::{Action, Decision};
+use switchyard_router::internal::InternalCaller;
+use switchyard_router::session::Identity;
+use switchyard_router::{Realm, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use signing::Nonces;
+
+/// A `[[bridge]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Where the bridge listens (HTTP).
+    pub address: SocketAddr,
+    /// The realm it publishes and calls in.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "default_publish_path")]
+    pub publish_path: String,
+    #[serde(default = "default_call_path")]
+    pub call_path: String,
+    /// Largest request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_size: usize,
+    /// How far a request's timestamp may be from the router's clock; a
+    /// nonce is accepted once within it.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub timestamp_window: Duration,
+    /// Answer WAMP errors of calls with HTTP statuses (403, 404, 504, ...)
+    /// instead of Crossbar's 200 `{"error": ...}`.
+    #[serde(default)]
+    pub error_status: bool,
+    /// Timeout of a call whose options name none.
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Accept unsigned requests (only sensible on loopback): they act as
+    /// authid "http-bridge" with `unsigned_role`.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    #[serde(default = "default_unsigned_role")]
+    pub unsigned_role: String,
+    /// Signing keys.
+    #[serde(default, rename = "key")]
+    pub keys: Vec<BridgeKey>,
+}
+
+/// A signing key and who requests signed with it are.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeKey {
+    pub key: String,
+    pub secret: String,
+    /// Default: the key.
+    #[serde(default)]
+    pub authid: Option<String>,
+    pub role: String,
+}
+
+impl std::fmt::Debug for BridgeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeKey")
+            .field("key", &self.key)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_realm() -> String {
+    "realm1".into()
+}
+fn default_publish_path() -> String {
+    "/publish".into()
+}
+fn default_call_path() -> String {
+    "/call".into()
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_window() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_unsigned_role() -> String {
+    "anonymous".into()
+}
+
+impl BridgeConfig {
+    /// Problems `check-config` reports.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, p) in [
+            ("publish_path", &self.publish_path),
+            ("call_path", &self.call_path),
+        ] {
+            if !p.starts_with('/') {
+                out.push(format!("{name}: \"{p}\" must start with '/'"));
+            }
+        }
+        if self.publish_path == self.call_path {
+            out.push("publish_path and call_path must differ".into());
+        }
+        if self.keys.is_empty() && !self.allow_unsigned {
+            out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            if self.keys[..i].iter().any(|o| o.key == k.key) {
+                out.push(format!("key[{i}]: key \"{}\" is defined twice", k.key));
+            }
+            if k.secret.len() < 16 {
+                out.push(format!(
+                    "key[{i}] ({}): the secret must have at least 16 characters",
+                    k.key
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// One running bridge.
+pub struct Bridge {
+    config: BridgeConfig,
+    realm: Arc<Realm>,
+    /// Per key: its secret and the identity its requests act as.
+    keys: HashMap<String, (String, InternalCaller)>,
+    unsigned: Option<InternalCaller>,
+    nonces: Nonces,
+}
+
+impl Bridge {
+    pub fn new(config: BridgeConfig, router: &Router) -> Result<Arc<Bridge>, String> {
+        let realm = router.realm(&config.realm).cloned().ok_or_else(|| {
+            format!(
+                "bridge on {}: realm \"{}\" is not configured",
+                config.address, config.realm
+            )
+        })?;
+        let identity = |authid: &str, role: &str| Identity {
+            authid: authid.to_string(),
+            authrole: role.to_string(),
+            authmethod: "http-signature".into(),
+            authprovider: "bridge".into(),
+        };
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| {
+                let authid = k.authid.clone().unwrap_or_else(|| k.key.clone());
+                (
+                    k.key.clone(),
+                    (
+                        k.secret.clone(),
+                        InternalCaller::new(identity(&authid, &k.role)),
+                    ),
+                )
+            })
+            .collect();
+        let unsigned = config
+            .allow_unsigned
+            .then(|| InternalCaller::new(identity("http-bridge", &config.unsigned_role)));
+        Ok(Arc::new(Bridge {
+            config,
+            realm,
+            keys,
+            unsigned,
+            nonces: Nonces::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &BridgeConfig {
+        &self.config
+    }
+}
+
+/// Serves HTTP on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, bridge: Arc<Bridge>, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("bridge: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let bridge = bridge.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "bridge: HTTP connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// A refusal: HTTP status, error URI and a readable message.
+struct Refusal(StatusCode, &'static str, String);
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn refusal(Refusal(status, error, message): Refusal) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": error, "message": message }))
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal(
+        StatusCode::BAD_REQUEST,
+        "switchyard.error.invalid_request",
+        message.into(),
+    )
+}
+
+fn unauthorized(error: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::UNAUTHORIZED, error, message.into())
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    bridge: &Bridge,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let action = if path == bridge.config.publish_path {
+        Action::Publish
+    } else if path == bridge.config.call_path {
+        Action::Call
+    } else {
+        return refusal(Refusal(
+            StatusCode::NOT_FOUND,
+            "switchyard.error.not_found",
+            format!(
+                "no endpoint at {path}: POST to {} or {}",
+                bridge.config.publish_path, bridge.config.call_path
+            ),
+        ));
+    };
+    if req.method() != Method::POST {
+        let mut r = refusal(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "switchyard.error.method_not_allowed",
+            format!("{path} only accepts POST, not {}", req.method()),
+        ));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let outcome = async {
+        let query = req.uri().query().unwrap_or("").to_string();
+        let body = read_body(req, bridge.config.max_body_size).await?;
+        let caller = authenticate(bridge, &query, &body)?;
+        let request = parse_body(&body)?;
+        match action {
+            Action::Call => call(bridge, caller, request).await,
+            _ => publish(bridge, caller, request).await,
+        }
+    }
+    .await;
+    match outcome {
+        Ok(r) => r,
+        Err(r) => {
+            tracing::info!(%peer, path, error = r.1, "bridge request refused: {}", r.2);
+            refusal(r)
+        }
+    }
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        Refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "switchyard.error.payload_too_large",
+            format!("the request body exceeds the bridge's limit of {max} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(bad(format!("cannot read the request body: {e}"))),
+    }
+}
+
+fn query_params(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes and `+` (as a space) of a query component.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks the request's signature; the identity it acts as.
+fn authenticate<'a>(
+    bridge: &'a Bridge,
+    query: &str,
+    body: &[u8],
+) -> Result<&'a InternalCaller, Refusal> {
+    let params = query_params(query);
+    let Some(key) = params.get("key") else {
+        return bridge.unsigned.as_ref().ok_or_else(|| {
+            unauthorized(
+                "switchyard.error.signature_required",
+                "this bridge only accepts signed requests (query parameters key, timestamp, seq, nonce, signature)",
+            )
+        });
+    };
+    let get = |name: &str| {
+        params.get(name).ok_or_else(|| {
+            unauthorized(
+                "switchyard.error.invalid_signature",
+                format!("a signed request needs the query parameter {name}"),
+            )
+        })
+    };
+    let (timestamp, seq, nonce, signature) = (
+        get("timestamp")?,
+        get("seq")?,
+        get("nonce")?,
+        get("signature")?,
+    );
+    let Some((secret, caller)) = bridge.keys.get(key) else {
+        return Err(unauthorized(
+            "switchyard.error.unknown_key",
+            format!("unknown signing key \"{key}\""),
+        ));
+    };
+    if !signing::verify(secret, key, timestamp, seq, nonce, body, signature) {
+        return Err(unauthorized(
+            "switchyard.error.invalid_signature",
+            "the signature does not match the request",
+        ));
+    }
+    let window = bridge.config.timestamp_window;
+    let Some(ts) = signing::parse_timestamp(timestamp) else {
+        return Err(unauthorized(
+            "switchyard.error.invalid_timestamp",
+            format!("timestamp \"{timestamp}\" is not of the form 2026-01-01T00:00:00.000Z"),
+        ));
+    };
+    if signing::skew(ts) > window {
+        return Err(unauthorized(
+            "switchyard.error.stale_timestamp",
+            format!(
+                "timestamp {timestamp} is more than {} s from the router's clock",
+                window.as_secs()
+            ),
+        ));
+    }
+    if !bridge.nonces.first_use(key, nonce, window) {
+        return Err(unauthorized(
+            "switchyard.error.replayed_request",
+            format!("nonce \"{nonce}\" was already used with this key: a request is accepted once"),
+        ));
+    }
+    Ok(caller)
+}
+
+/// The parsed JSON body.
+struct BridgeRequest {
+    uri: Option<String>,
+    uri_key: &'static str,
+    args: Option<Bytes>,
+    kwargs: Option<Bytes>,
+    options: Dict,
+    args_values: Vec<Value>,
+    kwargs_values: Option<Dict>,
+}
+
+fn parse_body(body: &[u8]) -> Result<BridgeRequest, Refusal> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let serde_json::Value::Object(obj) = v else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    let (uri, uri_key) = match (obj.get("topic"), obj.get("procedure")) {
+        (Some(serde_json::Value::String(t)), _) => (Some(t.clone()), "topic"),
+        (_, Some(serde_json::Value::String(p))) => (Some(p.clone()), "procedure"),
+        (Some(_), _) => return Err(bad("\"topic\" must be a string")),
+        (_, Some(_)) => return Err(bad("\"procedure\" must be a string")),
+        _ => (None, ""),
+    };
+    let raw = |key: &str, want_array: bool| -> Result<Option<Bytes>, Refusal> {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v @ serde_json::Value::Array(_)) if want_array => {
+                Ok(Some(Bytes::from(v.to_string())))
+            }
+            Some(v @ serde_json::Value::Object(_)) if !want_array => {
+                Ok(Some(Bytes::from(v.to_string())))
+            }
+            Some(_) => Err(bad(format!(
+                "\"{key}\" must be {}",
+                if want_array { "an array" } else { "an object" }
+            ))),
+        }
+    };
+    let args = raw("args", true)?;
+    let kwargs = raw("kwargs", false)?;
+    let options = match obj.get("options") {
+        None | Some(serde_json::Value::Null) => Dict::new(),
+        Some(o @ serde_json::Value::Object(_)) => {
+            match serde_json::from_value::<Value>(o.clone()) {
+                Ok(Value::Dict(d)) => d,
+                _ => return Err(bad("\"options\" must be an object")),
+            }
+        }
+        Some(_) => return Err(bad("\"options\" must be an object")),
+    };
+    let decode = |b: &Option<Bytes>| -> Result<Option<Value>, Refusal> {
+        b.as_ref()
+            .map(|b| {
+                serde_json::from_slice::<Value>(b).map_err(|e| bad(format!("bad arguments: {e}")))
+            })
+            .transpose()
+    };
+    let args_values = match decode(&args)? {
+        Some(Value::List(l)) => l,
+        _ => Vec::new(),
+    };
+    let kwargs_values = match decode(&kwargs)? {
+        Some(Value::Dict(d)) => Some(d),
+        _ => None,
+    };
+    Ok(BridgeRequest {
+        uri,
+        uri_key,
+        args,
+        kwargs,
+        options,
+        args_values,
+        kwargs_values,
+    })
+}
+
+fn check_uri(bridge: &Bridge, r: &BridgeRequest, want: &'static str) -> Result<String, Refusal> {
+    let Some(u) = r.uri.clone().filter(|_| r.uri_key == want) else {
+        return Err(bad(format!("the body needs \"{want}\" (a URI string)")));
+    };
+    uri::check(&u, bridge.realm.config.uri_check, false)
+        .map_err(|e| bad(format!("invalid {want}: {e}")))?;
+    if uri::is_reserved(&u) && want == "topic" {
+        return Err(bad(format!(
+            "topic \"{u}\" is in the \"wamp.\" namespace, which is reserved for the router"
+        )));
+    }
+    Ok(u)
+}
+
+async fn authorize(
+    bridge: &Bridge,
+    caller: &InternalCaller,
+    action: Action,
+    uri: &str,
+) -> Result<(), Refusal> {
+    let session = caller.session();
+    match bridge.realm.authorize(session, action, uri).await {
+        Decision::Allow { .. } => Ok(()),
+        _ => {
+            bridge
+                .realm
+                .metrics
+                .not_authorized
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Refusal(
+                StatusCode::FORBIDDEN,
+                errors::NOT_AUTHORIZED,
+                format!(
+                    "{} (role \"{}\") is not authorized to {action} \"{uri}\"",
+                    session.authid, session.authrole
+                ),
+            ))
+        }
+    }
+}
+
+async fn publish(
+    bridge: &Bridge,
+    caller: &InternalCaller,
+    r: BridgeRequest,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let topic = check_uri(bridge, &r, "topic")?;
+    authorize(bridge, caller, Action::Publish, &topic).await?;
+    let raw = |b: Option<Bytes>| {
+        b.map(|bytes| Item::Raw {
+            ser: Serializer::Json,
+            bytes,
+        })
+    };
+    let payload = Payload {
+        args: raw(r.args),
+        kwargs: raw(r.kwargs),
+    };
+    let publication = bridge
+        .realm
+        .broker
+        .publish(caller.session(), &topic, &r.options, &payload)
+        .map_err(|(uri, message)| Refusal(StatusCode::BAD_REQUEST, uri, message))?;
+    Ok(json_response(StatusCode::OK, json!({ "id": publication })))
+}
+
+async fn call(
+    bridge: &Bridge,
+    caller: &InternalCaller,
+    r: BridgeRequest,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let procedure = check_uri(bridge, &r, "procedure")?;
+    authorize(bridge, caller, Action::Call, &procedure).await?;
+    let timeout = match r.options.get("timeout") {
+        Some(Value::UInt(ms)) if *ms > 0 => Duration::from_millis(*ms),
+        Some(Value::UInt(_)) | None => bridge.config.call_timeout,
+        Some(_) => return Err(bad("options.timeout must be a number of milliseconds")),
+    };
+    let to_json = |v: Value| serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
+    match caller
+        .call(
+            &bridge.realm.dealer,
+            &procedure,
+            r.args_values,
+            r.kwargs_values,
+            timeout,
+        )
+        .await
+    {
+        Ok(reply) => Ok(json_response(
+            StatusCode::OK,
+            json!({
+                "args": to_json(Value::List(reply.args)),
+                "kwargs": to_json(Value::Dict(reply.kwargs)),
+            }),
+        )),
+        Err(f) => {
+            let status = if bridge.config.error_status {
+                error_status(&f.error)
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(
+                status,
+                json!({
+                    "error": f.error,
+                    "args": to_json(Value::List(f.args)),
+                    "kwargs": to_json(Value::Dict(f.kwargs)),
+                }),
+            ))
+        }
+    }
+}
+
+/// The HTTP status for a call's WAMP error (`error_status = true`).
+fn error_status(error: &str) -> StatusCode {
+    match error {
+        errors::NOT_AUTHORIZED => StatusCode::FORBIDDEN,
+        errors::NO_SUCH_PROCEDURE => StatusCode::NOT_FOUND,
+        errors::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
+        errors::INVALID_ARGUMENT | errors::INVALID_URI => StatusCode::BAD_REQUEST,
+        errors::NO_AVAILABLE_CALLEE | errors::CANCELED => StatusCode::SERVICE_UNAVAILABLE,
+        errors::PAYLOAD_SIZE_EXCEEDED => StatusCode::PAYLOAD_TOO_LARGE,
+        // An application error of the callee.
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let p = query_params(
+            "key=baz%20app&timestamp=2026-01-01T00%3A00%3A00.000Z&signature=a%2Bb%3D&x",
+        );
+        assert_eq!(p.get("key").map(String::as_str), Some("baz app"));
+        assert_eq!(
+            p.get("timestamp").map(String::as_str),
+            Some("2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(p.get("signature").map(String::as_str), Some("a+b="));
+        assert_eq!(p.get("x").map(String::as_str), Some(""));
+        assert!(percent_decode("%zz").is_none());
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        assert_eq!(error_status(errors::NOT_AUTHORIZED), StatusCode::FORBIDDEN);
+        assert_eq!(
+            error_status(errors::NO_SUCH_PROCEDURE),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(error_status(errors::TIMEOUT), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            error_status("com.app.oops"),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! The HTTP bridge against the real binary: signed publish and call with a
+//! RawSocket subscriber and callee on the other side, and every refusal
+//! (method, body, signature, key, timestamp, replay, size).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE as B64URL;
+use base64::Engine;
+use common::{args_of, Raw, Router};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
+
+const KEY: &str = "bazapp";
+const SECRET: &str = "foobar-but-longer-than-16";
+
+fn start() -> (Router, u16) {
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nmax_body_size = 4096\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    (r, port)
+}
+
+fn now() -> String {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock");
+    time_fmt(since)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a duration since the epoch (UTC).
+fn time_fmt(since: Duration) -> String {
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+fn signature(secret: &str, key: &str, ts: &str, seq: &str, nonce: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+    for part in [key, ts, seq, nonce, body] {
+        mac.update(part.as_bytes());
+    }
+    B64URL.encode(mac.finalize().into_bytes())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn signed_query(key: &str, secret: &str, ts: &str, nonce: &str, body: &str) -> String {
+    format!(
+        "key={}&timestamp={}&seq=1&nonce={nonce}&signature={}",
+        encode(key),
+        encode(ts),
+        encode(&signature(secret, key, ts, "1", nonce, body))
+    )
+}
+
+/// One HTTP request; (status, body).
+fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn signing_vector_from_the_issue() {
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    assert_eq!(
+        signature(
+            "foobar",
+            "bazapp",
+            "2026-01-01T00:00:00.000Z",
+            "1",
+            "12345",
+            body
+        ),
+        "8_Vuubsz7MxDaeZjM1fHfwwoT0dn1-LVHx9oPAnbXa8="
+    );
+    assert_eq!(
+        time_fmt(Duration::from_millis(1_767_225_600_000)),
+        "2026-01-01T00:00:00.000Z"
+    );
+}
+
+#[test]
+fn signed_publish_reaches_subscribers_once() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::MsgPack);
+    sub.join("realm1");
+    sub.subscribe("com.test.messages");
+    let body = r#"{"topic": "com.test.messages", "args": [1, "two"], "kwargs": {"k": true}}"#;
+    let query = signed_query(KEY, SECRET, &now(), "n-1", body);
+    let (status, reply) = http(port, "POST", &format!("/publish?{query}"), body);
+    assert_eq!(status, 200, "{reply}");
+    let id = json(&reply)["id"].as_u64().expect("id");
+    match sub.expect("EVENT") {
+        Message::Event {
+            publication,
+            payload,
+            ..
+        } => {
+            assert_eq!(publication, id);
+            assert_eq!(
+                args_of(&payload),
+                vec![Value::from(1u64), Value::from("two")]
+            );
+        }
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+    // The same request again: refused, nothing published.
+    let (status, reply) = http(port, "POST", &format!("/publish?{query}"), body);
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
+    let marker = r#"{"topic": "com.test.messages", "args": ["marker"]}"#;
+    let q = signed_query(KEY, SECRET, &now(), "n-2", marker);
+    assert_eq!(http(port, "POST", &format!("/publish?{q}"), marker).0, 200);
+    match sub.expect("marker EVENT") {
+        Message::Event { payload, .. } => {
+            assert_eq!(
+                args_of(&payload),
+                vec![Value::from("marker")],
+                "a replay was delivered"
+            )
+        }
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_bad_request_is_refused_with_a_reason() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::Json);
+    sub.join("realm1");
+    sub.subscribe("com.test.messages");
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    let ts = now();
+    let old = time_fmt(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            - Duration::from_secs(3600),
+    );
+    let cases: Vec<(String, String, &str, u16, &str)> = vec![
+        (
+            "GET".into(),
+            "/publish".into(),
+            "",
+            405,
+            "switchyard.error.method_not_allowed",
+        ),
+        (
+            "POST".into(),
+            "/nowhere".into(),
+            body,
+            404,
+            "switchyard.error.not_found",
+        ),
+        (
+            "POST".into(),
+            "/publish".into(),
+            body,
+            401,
+            "switchyard.error.signature_required",
+        ),
+        (
+            "POST".into(),
+            format!(
+                "/publish?{}",
+                signed_query("nobody", SECRET, &ts, "a", body)
+            ),
+            body,
+            401,
+            "switchyard.error.unknown_key",
+        ),
+        (
+            "POST".into(),
+            format!(
+                "/publish?{}",
+                signed_query(KEY, "wrong-secret-wrong", &ts, "b", body)
+            ),
+            body,
+            401,
+            "switchyard.error.invalid_signature",
+        ),
+        (
+            "POST".into(),
+            format!("/publish?{}", signed_query(KEY, SECRET, &old, "c", body)),
+            body,
+            401,
+            "switchyard.error.stale_timestamp",
+        ),
+        (
+            "POST".into(),
+            format!(
+                "/publish?{}",
+                signed_query(KEY, SECRET, &ts, "d", "not json")
+            ),
+            "not json",
+            400,
+            "switchyard.error.invalid_request",
+        ),
+        (
+            "POST".into(),
+            format!("/publish?{}", signed_query(KEY, SECRET, &ts, "e", "[1]")),
+            "[1]",
+            400,
+            "switchyard.error.invalid_request",
+        ),
+        (
+            "POST".into(),
+            format!(
+                "/publish?{}",
+                signed_query(KEY, SECRET, &ts, "f", r#"{"args": [1]}"#)
+            ),
+            r#"{"args": [1]}"#,
+            400,
+            "switchyard.error.invalid_request",
+        ),
+        (
+            "POST".into(),
+            format!(
+                "/publish?{}",
+                signed_query(
+                    KEY,
+                    SECRET,
+                    &ts,
+                    "g",
+                    r#"{"topic": "com.test.messages", "args": 1}"#
+                )
+            ),
+            r#"{"topic": "com.test.messages", "args": 1}"#,
+            400,
+            "switchyard.error.invalid_request",
+        ),
+        (
+            "POST".into(),
+            format!(
+                "/publish?{}",
+                signed_query(KEY, SECRET, &ts, "h", r#"{"topic": "com..bad"}"#)
+            ),
+            r#"{"topic": "com..bad"}"#,
+            400,
+            "switchyard.error.invalid_request",
+        ),
+    ];
+    for (method, target, b, want, error) in &cases {
+        let (status, reply) = http(port, method, target, b);
+        assert_eq!(status, *want, "{method} {target}: {reply}");
+        let v = json(&reply);
+        assert_eq!(v["error"], *error, "{method} {target}: {reply}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{reply}"
+        );
+    }
+    let big = format!(
+        r#"{{"topic": "com.test.messages", "args": ["{}"]}}"#,
+        "x".repeat(5000)
+    );
+    let q = signed_query(KEY, SECRET, &ts, "i", &big);
+    let (status, reply) = http(port, "POST", &format!("/publish?{q}"), &big);
+    assert_eq!(status, 413, "{reply}");
+    // None of them published anything.
+    let marker = r#"{"topic": "com.test.messages", "args": ["marker"]}"#;
+    let q = signed_query(KEY, SECRET, &now(), "j", marker);
+    assert_eq!(http(port, "POST", &format!("/publish?{q}"), marker).0, 200);
+    match sub.expect("EVENT") {
+        Message::Event { payload, .. } => {
+            assert_eq!(args_of(&payload), vec![Value::from("marker")])
+        }
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn signed_call_returns_results_and_errors() {
+    let (r, port) = start();
+    let mut callee = Raw::connect(r.rs_port, Serializer::Json);
+    callee.join("realm1");
+    callee.register("com.test.add");
+    for (nonce, args, fail) in [("c1", "[2, 3]", false), ("c2", "[2, \"x\"]", true)] {
+        let body = format!(r#"{{"procedure": "com.test.add", "args": {args}}}"#);
+        let q = signed_query(KEY, SECRET, &now(), nonce, &body);
+        let request = std::thread::spawn(move || http(port, "POST", &format!("/call?{q}"), &body));
+        let (invocation, got) = match callee.expect("INVOCATION") {
+            Message::Invocation {
+                request, payload, ..
+            } => (request, args_of(&payload)),
+            other => panic!("expected INVOCATION, got {other:?}"),
+        };
+        if fail {
+            callee.send(&Message::Error {
+                request_type: switchyard_proto::message::code::INVOCATION,
+                request: invocation,
+                details: Dict::new(),
+                error: "com.test.not_a_number".into(),
+                payload: Payload::values(vec![Value::from("x is not a number")], None),
+            });
+        } else {
+            let sum = got.iter().filter_map(Value::as_u64).sum::<u64>();
+            callee.send(&Message::Yield {
+                request: invocation,
+                options: Dict::new(),
+                payload: Payload::values(vec![Value::from(sum)], None),
+            });
+        }
+        let (status, reply) = request.join().expect("http thread");
+        assert_eq!(status, 200, "{reply}");
+        let v = json(&reply);
+        if fail {
+            assert_eq!(v["error"], "com.test.not_a_number", "{reply}");
+            assert_eq!(v["args"][0], "x is not a number", "{reply}");
+        } else {
+            assert_eq!(v["args"], serde_json::json!([5]), "{reply}");
+        }
+    }
+    // No callee: Crossbar-style 200 with the error.
+    let body = r#"{"procedure": "com.test.nobody"}"#;
+    let q = signed_query(KEY, SECRET, &now(), "c3", body);
+    let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
+    assert_eq!(
+        (status, json(&reply)["error"].clone()),
+        (200, "wamp.error.no_such_procedure".into())
+    );
+}
