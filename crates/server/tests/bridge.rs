@@ -21,7 +21,9 @@ fn start() -> (Router, u16) {
     let port = common::free_port();
     let r = Router::start(&format!(
         "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nmax_body_size = 4096\n\n\
-         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n\n\
+         [[bridge.webhook]]\npath = \"/hooks/github\"\ntopic = \"com.test.github\"\nsecret = \"hook-secret\"\n\n\
+         [[bridge.webhook]]\npath = \"/hooks/open\"\ntopic = \"com.test.open\"\n"
     ));
     (r, port)
 }
@@ -373,4 +375,91 @@ fn signed_call_returns_results_and_errors() {
         (status, json(&reply)["error"].clone()),
         (200, "wamp.error.no_such_procedure".into())
     );
+}
+
+/// POST with extra headers; (status, body).
+fn http_with(port: u16, target: &str, headers: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "POST {target} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+#[test]
+fn webhooks_publish_headers_and_body_and_check_signatures() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::Json);
+    sub.join("realm1");
+    sub.subscribe("com.test.github");
+    sub.subscribe("com.test.open");
+    let body = r#"{"action": "opened"}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"hook-secret").expect("hmac");
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Wrong or missing signature: refused, nothing published.
+    for header in ["", "X-Hub-Signature-256: sha256=00\r\n"] {
+        let (status, reply) = http_with(port, "/hooks/github", header, body);
+        assert_eq!(status, 401, "{reply}");
+    }
+    let (status, reply) = http_with(
+        port,
+        "/hooks/github",
+        &format!("X-Hub-Signature-256: sha256={hex}\r\nX-GitHub-Event: issues\r\n"),
+        body,
+    );
+    assert_eq!(status, 202, "{reply}");
+    let (status, _) = http_with(port, "/hooks/open", "", "plain text");
+    assert_eq!(status, 202);
+    for (want_body, want_header) in [(body, Some("issues")), ("plain text", None)] {
+        match sub.expect("EVENT") {
+            Message::Event { payload, .. } => {
+                let args = args_of(&payload);
+                let Some(Value::Dict(d)) = args.first() else {
+                    panic!("expected [{{headers, body}}], got {args:?}")
+                };
+                assert_eq!(d.get_str("body"), Some(want_body));
+                let headers = d.get("headers").and_then(Value::as_dict).expect("headers");
+                assert_eq!(headers.get_str("x-github-event"), want_header);
+            }
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn openapi_describes_the_bridge() {
+    let (_r, port) = start();
+    let (status, reply) = http(port, "GET", "/openapi.json", "");
+    assert_eq!(status, 200, "{reply}");
+    let v = json(&reply);
+    assert_eq!(v["openapi"], "3.0.3");
+    for path in ["/publish", "/call", "/hooks/github"] {
+        assert!(
+            v["paths"][path]["post"].is_object(),
+            "{path} missing: {reply}"
+        );
+    }
 }

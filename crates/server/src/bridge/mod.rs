@@ -73,6 +73,38 @@ pub struct BridgeConfig {
     /// Signing keys.
     #[serde(default, rename = "key")]
     pub keys: Vec<BridgeKey>,
+    /// Webhooks: any POST to their path is published to their topic.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A `[[bridge.webhook]]`: publishes `{headers, body}` of each POST.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub path: String,
+    pub topic: String,
+    /// If set, a GitHub-style `X-Hub-Signature-256: sha256=<hex HMAC of the
+    /// body>` is required.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The role the webhook publishes as (default "webhook").
+    #[serde(default = "default_webhook_role")]
+    pub role: String,
+}
+
+fn default_webhook_role() -> String {
+    "webhook".into()
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("path", &self.path)
+            .field("topic", &self.topic)
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A signing key and who requests signed with it are.
@@ -133,6 +165,24 @@ impl BridgeConfig {
         if self.publish_path == self.call_path {
             out.push("publish_path and call_path must differ".into());
         }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let taken = [
+                &self.publish_path,
+                &self.call_path,
+                &OPENAPI_PATH.to_string(),
+            ]
+            .contains(&&w.path)
+                || self.webhooks[..i].iter().any(|o| o.path == w.path);
+            if !w.path.starts_with('/') || taken {
+                out.push(format!(
+                    "webhook[{i}].path: \"{}\" must start with '/' and be unique on this bridge",
+                    w.path
+                ));
+            }
+            if let Err(e) = uri::check(&w.topic, uri::UriCheck::Loose, false) {
+                out.push(format!("webhook[{i}].topic: {e}"));
+            }
+        }
         if self.keys.is_empty() && !self.allow_unsigned {
             out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
         }
@@ -151,6 +201,9 @@ impl BridgeConfig {
     }
 }
 
+/// Where the OpenAPI description is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
 /// One running bridge.
 pub struct Bridge {
     config: BridgeConfig,
@@ -158,6 +211,8 @@ pub struct Bridge {
     /// Per key: its secret and the identity its requests act as.
     keys: HashMap<String, (String, InternalCaller)>,
     unsigned: Option<InternalCaller>,
+    /// Per webhook path: the webhook and the identity it publishes as.
+    webhooks: HashMap<String, (Webhook, InternalCaller)>,
     nonces: Nonces,
 }
 
@@ -192,11 +247,22 @@ impl Bridge {
         let unsigned = config
             .allow_unsigned
             .then(|| InternalCaller::new(identity("http-bridge", &config.unsigned_role)));
+        let webhooks = config
+            .webhooks
+            .iter()
+            .map(|w| {
+                (
+                    w.path.clone(),
+                    (w.clone(), InternalCaller::new(identity("webhook", &w.role))),
+                )
+            })
+            .collect();
         Ok(Arc::new(Bridge {
             config,
             realm,
             keys,
             unsigned,
+            webhooks,
             nonces: Nonces::default(),
         }))
     }
@@ -272,6 +338,25 @@ async fn handle(
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
+    if path == OPENAPI_PATH && req.method() == Method::GET {
+        return json_response(StatusCode::OK, openapi(&bridge.config));
+    }
+    if let Some((hook, caller)) = bridge.webhooks.get(&path) {
+        if req.method() != Method::POST {
+            return refusal(Refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "switchyard.error.method_not_allowed",
+                format!("{path} only accepts POST, not {}", req.method()),
+            ));
+        }
+        return match webhook(bridge, hook, caller, req).await {
+            Ok(r) => r,
+            Err(r) => {
+                tracing::info!(%peer, path, error = r.1, "webhook refused: {}", r.2);
+                refusal(r)
+            }
+        };
+    }
     let action = if path == bridge.config.publish_path {
         Action::Publish
     } else if path == bridge.config.call_path {
@@ -635,6 +720,109 @@ async fn call(
             ))
         }
     }
+}
+
+/// A webhook POST: check the optional GitHub-style signature, then publish
+/// `[{"headers": {...}, "body": "..."}]` on the webhook's topic.
+async fn webhook(
+    bridge: &Bridge,
+    hook: &Webhook,
+    caller: &InternalCaller,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in req.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.insert(name.as_str().to_string(), serde_json::Value::from(v));
+        }
+    }
+    let body = read_body(req, bridge.config.max_body_size).await?;
+    if let Some(secret) = &hook.secret {
+        let given = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.strip_prefix("sha256="))
+            .unwrap_or("");
+        if !signing::verify_hub(secret, &body, given) {
+            return Err(unauthorized(
+                "switchyard.error.invalid_signature",
+                "X-Hub-Signature-256 is missing or does not match the body",
+            ));
+        }
+    }
+    authorize(bridge, caller, Action::Publish, &hook.topic).await?;
+    let event = json!([{
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }]);
+    let payload = Payload {
+        args: Some(Item::Raw {
+            ser: Serializer::Json,
+            bytes: Bytes::from(event.to_string()),
+        }),
+        kwargs: None,
+    };
+    let publication = bridge
+        .realm
+        .broker
+        .publish(caller.session(), &hook.topic, &Dict::new(), &payload)
+        .map_err(|(uri, message)| Refusal(StatusCode::BAD_REQUEST, uri, message))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        json!({ "id": publication }),
+    ))
+}
+
+/// The bridge's OpenAPI 3 description, with this bridge's paths.
+pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
+    let signed = json!([
+        {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "signing key"},
+        {"name": "timestamp", "in": "query", "schema": {"type": "string"}, "description": "UTC, YYYY-MM-DDTHH:MM:SS.mmmZ, within the bridge's window"},
+        {"name": "seq", "in": "query", "schema": {"type": "string"}},
+        {"name": "nonce", "in": "query", "schema": {"type": "string"}, "description": "accepted once per key"},
+        {"name": "signature", "in": "query", "schema": {"type": "string"}, "description": "URL-safe base64 (padded) of HMAC-SHA256(secret, key+timestamp+seq+nonce+body)"}
+    ]);
+    let refusal = json!({"description": "refused; nothing was published or called", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}});
+    let mut paths = serde_json::Map::new();
+    paths.insert(c.publish_path.clone(), json!({"post": {
+        "summary": "Publish an event",
+        "parameters": signed,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Publish"}}}},
+        "responses": {
+            "200": {"description": "published", "content": {"application/json": {"schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}}},
+            "400": refusal, "401": refusal, "403": refusal, "405": refusal, "413": refusal
+        }
+    }}));
+    paths.insert(c.call_path.clone(), json!({"post": {
+        "summary": "Call a procedure",
+        "parameters": signed,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Call"}}}},
+        "responses": {
+            "200": {"description": "the result, or (Crossbar-style) the WAMP error", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "args": {"type": "array"}, "kwargs": {"type": "object"}, "error": {"type": "string"}}}}}},
+            "400": refusal, "401": refusal, "403": refusal, "404": refusal, "405": refusal, "413": refusal, "504": refusal
+        }
+    }}));
+    for w in &c.webhooks {
+        paths.insert(w.path.clone(), json!({"post": {
+            "summary": format!("Webhook: publishes the request's headers and body on {}", w.topic),
+            "responses": {"202": {"description": "published"}, "401": refusal, "413": refusal}
+        }}));
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Switchyard HTTP bridge", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": {
+            "Publish": {"type": "object", "required": ["topic"], "properties": {
+                "topic": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+                "options": {"type": "object", "description": "PUBLISH options: exclude, eligible, exclude_authid, ..., retain, disclose_me"}}},
+            "Call": {"type": "object", "required": ["procedure"], "properties": {
+                "procedure": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+                "options": {"type": "object", "properties": {"timeout": {"type": "integer", "description": "milliseconds"}}}}},
+            "Refusal": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}
+        }}
+    })
 }
 
 /// The HTTP status for a call's WAMP error (`error_status = true`).

@@ -56,6 +56,23 @@ pub fn verify(
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// Whether `given_hex` is the lowercase or uppercase hex HMAC-SHA256 of
+/// `body` with `secret` (GitHub's `X-Hub-Signature-256`), in constant time.
+pub fn verify_hub(secret: &str, body: &[u8], given_hex: &str) -> bool {
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let given = given_hex.to_ascii_lowercase();
+    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
+
 /// Parses a request timestamp (RFC 3339, e.g. `2026-01-01T00:00:00.000Z`).
 pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
     time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
