@@ -6,16 +6,6 @@
 //! requests, delivers events, runs invocation handlers) and one writer task
 //! (see [`crate::transport`]).
 //!
-//! Backpressure: every message the application causes (PUBLISH, CALL,
-//! SUBSCRIBE, REGISTER, YIELD, GOODBYE...) waits for room in the
-//! connection's bounded send queue ([`TransportOptions::send_queue`]), so a
-//! long-lived session that produces faster than the network takes it is
-//! slowed down rather than growing without bound. Events are delivered
-//! through an unbounded channel unless [`SessionOptions::event_queue`] sets
-//! a bound; with a bound a full [`Subscription`] pauses the reader task,
-//! which pushes back on the router (whose slow-consumer policy then
-//! applies).
-//!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_client::Error> {
 //! use switchyard_client::{Session, Serializer, Value, Dict};
@@ -85,13 +75,6 @@ pub struct SessionOptions {
     /// How long to wait for WELCOME, and for the GOODBYE reply in
     /// [`Session::leave`]. Default 10 s.
     pub timeout: Duration,
-    /// Events each [`Subscription`] (from [`Session::subscribe`] and
-    /// [`Session::subscribe_with`]) may hold unread. `None` (default): no
-    /// bound. `Some(n)`: once `n` events wait, the connection's reader stops
-    /// reading until the application takes one, so replies to other
-    /// requests wait too: read subscriptions promptly (or drop them) when
-    /// setting this. 0 counts as 1.
-    pub event_queue: Option<usize>,
 }
 
 impl SessionOptions {
@@ -102,7 +85,6 @@ impl SessionOptions {
             details: Dict::new(),
             on_challenge: None,
             timeout: Duration::from_secs(10),
-            event_queue: None,
         }
     }
 }
@@ -187,13 +169,7 @@ impl CallResult {
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
-    events: EventReceiver,
-}
-
-#[derive(Debug)]
-enum EventReceiver {
-    Unbounded(mpsc::UnboundedReceiver<Event>),
-    Bounded(mpsc::Receiver<Event>),
+    events: mpsc::UnboundedReceiver<Event>,
 }
 
 impl Subscription {
@@ -204,28 +180,19 @@ impl Subscription {
 
     /// The next event, or `None` once the subscription or session has ended.
     pub async fn recv(&mut self) -> Option<Event> {
-        match &mut self.events {
-            EventReceiver::Unbounded(rx) => rx.recv().await,
-            EventReceiver::Bounded(rx) => rx.recv().await,
-        }
+        self.events.recv().await
     }
 
     /// An event if one is queued.
     pub fn try_recv(&mut self) -> Option<Event> {
-        match &mut self.events {
-            EventReceiver::Unbounded(rx) => rx.try_recv().ok(),
-            EventReceiver::Bounded(rx) => rx.try_recv().ok(),
-        }
+        self.events.try_recv().ok()
     }
 }
 
 impl futures_util::Stream for Subscription {
     type Item = Event;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        match &mut self.events {
-            EventReceiver::Unbounded(rx) => rx.poll_recv(cx),
-            EventReceiver::Bounded(rx) => rx.poll_recv(cx),
-        }
+        self.events.poll_recv(cx)
     }
 }
 
@@ -239,7 +206,6 @@ pub struct Registration {
 #[derive(Clone)]
 enum EventSink {
     Channel(mpsc::UnboundedSender<Event>),
-    Bounded(mpsc::Sender<Event>),
     Callback(Callback),
 }
 
@@ -304,7 +270,6 @@ struct Handle {
     realm: String,
     details: Dict,
     timeout: Duration,
-    event_queue: Option<usize>,
 }
 
 impl Drop for Handle {
@@ -458,21 +423,10 @@ impl Shared {
         Ok(frame)
     }
 
-    /// Queues a control message at once (not counted against the send
-    /// queue's bound): replies the reader task owes the router.
     fn send(&self, msg: &Message) -> Result<(), Error> {
         let frame = self.encode(msg)?;
         self.tx
             .send(frame)
-            .map_err(|_| Error::Closed(self.close_info()))
-    }
-
-    /// Queues a message, waiting for room in the bounded send queue.
-    async fn send_async(&self, msg: &Message) -> Result<(), Error> {
-        let frame = self.encode(msg)?;
-        self.tx
-            .send_async(frame)
-            .await
             .map_err(|_| Error::Closed(self.close_info()))
     }
 
@@ -487,7 +441,7 @@ impl Shared {
             }
             st.pending.insert(id, Pending { reply, action });
         }
-        if self.tx.send_async(frame).await.is_err() {
+        if self.tx.send(frame).is_err() {
             lock(&self.state).pending.remove(&id);
             return Err(Error::Closed(self.close_info()));
         }
@@ -516,7 +470,7 @@ impl Shared {
         let _ = self.tx.close();
     }
 
-    async fn send_invocation_result(&self, request: u64, result: Result<Payload, WampError>) {
+    fn send_invocation_result(&self, request: u64, result: Result<Payload, WampError>) {
         let msg = match result {
             Ok(payload) => Message::Yield {
                 request,
@@ -525,7 +479,7 @@ impl Shared {
             },
             Err(e) => invocation_error(request, e),
         };
-        if let Err(e) = self.send_async(&msg).await {
+        if let Err(e) = self.send(&msg) {
             if matches!(e, Error::Send(_)) {
                 let _ = self.send(&invocation_error(
                     request,
@@ -554,9 +508,9 @@ impl Shared {
                     };
                     if let Some((last, rest)) = sinks.split_last() {
                         for s in rest {
-                            deliver(s, ev.clone()).await;
+                            deliver(s, ev.clone());
                         }
-                        deliver(last, ev).await;
+                        deliver(last, ev);
                     }
                 }
                 None
@@ -587,17 +541,12 @@ impl Shared {
                         let first =
                             std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
                         match first {
-                            // Waits for room in the send queue: a callee
-                            // that cannot send its YIELDs stops taking
-                            // INVOCATIONs.
-                            Poll::Ready(result) => {
-                                self.send_invocation_result(request, result).await
-                            }
+                            Poll::Ready(result) => self.send_invocation_result(request, result),
                             Poll::Pending => {
                                 let shared = Arc::clone(self);
                                 tokio::spawn(async move {
                                     let result = fut.await;
-                                    shared.send_invocation_result(request, result).await;
+                                    shared.send_invocation_result(request, result);
                                 });
                             }
                         }
@@ -678,14 +627,10 @@ impl Shared {
     }
 }
 
-async fn deliver(sink: &EventSink, ev: Event) {
+fn deliver(sink: &EventSink, ev: Event) {
     match sink {
         EventSink::Channel(tx) => {
             let _ = tx.send(ev);
-        }
-        // Waits while the subscription is full (a dropped one fails at once).
-        EventSink::Bounded(tx) => {
-            let _ = tx.send(ev).await;
         }
         EventSink::Callback(f) => f(ev),
     }
@@ -893,7 +838,6 @@ impl Session {
                 realm: realm.to_owned(),
                 details: welcome,
                 timeout: opts.timeout,
-                event_queue: opts.event_queue,
             }),
         })
     }
@@ -987,7 +931,7 @@ impl Session {
             if let Some(info) = &lock(&shared.state).closed {
                 return Err(Error::Closed(info.clone()));
             }
-            shared.send_async(&msg).await?;
+            shared.send(&msg)?;
             return Ok(None);
         }
         match shared.request(msg, request, Action::None).await? {
@@ -1004,17 +948,10 @@ impl Session {
 
     /// Subscribes with SUBSCRIBE.Options (e.g. `match: "prefix"`).
     pub async fn subscribe_with(&self, topic: &str, options: Dict) -> Result<Subscription, Error> {
-        let (sink, events) = match self.inner.event_queue {
-            None => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (EventSink::Channel(tx), EventReceiver::Unbounded(rx))
-            }
-            Some(n) => {
-                let (tx, rx) = mpsc::channel(n.max(1));
-                (EventSink::Bounded(tx), EventReceiver::Bounded(rx))
-            }
-        };
-        let id = self.subscribe_sink(topic, options, sink).await?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let id = self
+            .subscribe_sink(topic, options, EventSink::Channel(tx))
+            .await?;
         Ok(Subscription { id, events })
     }
 
@@ -1235,17 +1172,13 @@ impl Session {
             }
             st.leaving = Some(tx);
         }
-        let goodbye = Message::Goodbye {
+        shared.send(&Message::Goodbye {
             details,
             reason: reason.to_owned(),
-        };
-        // The timeout covers waiting for room in the send queue too.
-        let exchange = async {
-            shared.send_async(&goodbye).await?;
-            rx.await.map_err(|_| Error::Closed(shared.close_info()))
-        };
-        match tokio::time::timeout(self.inner.timeout, exchange).await {
-            Ok(r) => r,
+        })?;
+        match tokio::time::timeout(self.inner.timeout, rx).await {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(_)) => Err(Error::Closed(shared.close_info())),
             Err(_) => {
                 shared.finish(CloseInfo {
                     reason: reason.to_owned(),
