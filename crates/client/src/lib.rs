@@ -10,6 +10,9 @@
 //! * [`Session`]: join a realm and publish, subscribe, call and register,
 //!   with any number of requests in flight at once.
 //!
+//! [`Credentials`] (module [`auth`]) add ticket, WAMP-CRA and cryptosign
+//! authentication to [`SessionOptions`].
+//!
 //! Payloads use [`switchyard_proto`]'s [`Value`], [`Dict`] and [`Payload`]; the
 //! codecs are that crate's.
 //!
@@ -26,10 +29,12 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod error;
 pub mod session;
 pub mod transport;
 
+pub use auth::Credentials;
 pub use error::{CallError, CloseInfo, Error, TransportError, WampError};
 pub use session::{
     payload, raw_payload, CallResult, ChallengeHandler, Event, HandlerResult, Invocation,

@@ -6,6 +6,16 @@
 //! requests, delivers events, runs invocation handlers) and one writer task
 //! (see [`crate::transport`]).
 //!
+//! Backpressure: every message the application causes (PUBLISH, CALL,
+//! SUBSCRIBE, REGISTER, YIELD, GOODBYE...) waits for room in the
+//! connection's bounded send queue ([`TransportOptions::send_queue`]), so a
+//! long-lived session that produces faster than the network takes it is
+//! slowed down rather than growing without bound. Events are delivered
+//! through an unbounded channel unless [`SessionOptions::event_queue`] sets
+//! a bound; with a bound a full [`Subscription`] pauses the reader task,
+//! which pushes back on the router (whose slow-consumer policy then
+//! applies).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_client::Error> {
 //! use switchyard_client::{Session, Serializer, Value, Dict};
@@ -75,6 +85,13 @@ pub struct SessionOptions {
     /// How long to wait for WELCOME, and for the GOODBYE reply in
     /// [`Session::leave`]. Default 10 s.
     pub timeout: Duration,
+    /// Events each [`Subscription`] (from [`Session::subscribe`] and
+    /// [`Session::subscribe_with`]) may hold unread. `None` (default): no
+    /// bound. `Some(n)`: once `n` events wait, the connection's reader stops
+    /// reading until the application takes one, so replies to other
+    /// requests wait too: read subscriptions promptly (or drop them) when
+    /// setting this. 0 counts as 1.
+    pub event_queue: Option<usize>,
 }
 
 impl SessionOptions {
@@ -85,6 +102,7 @@ impl SessionOptions {
             details: Dict::new(),
             on_challenge: None,
             timeout: Duration::from_secs(10),
+            event_queue: None,
         }
     }
 }
@@ -169,7 +187,13 @@ impl CallResult {
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: EventReceiver,
+}
+
+#[derive(Debug)]
+enum EventReceiver {
+    Unbounded(mpsc::UnboundedReceiver<Event>),
+    Bounded(mpsc::Receiver<Event>),
 }
 
 impl Subscription {
@@ -180,19 +204,28 @@ impl Subscription {
 
     /// The next event, or `None` once the subscription or session has ended.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.events.recv().await
+        match &mut self.events {
+            EventReceiver::Unbounded(rx) => rx.recv().await,
+            EventReceiver::Bounded(rx) => rx.recv().await,
+        }
     }
 
     /// An event if one is queued.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        match &mut self.events {
+            EventReceiver::Unbounded(rx) => rx.try_recv().ok(),
+            EventReceiver::Bounded(rx) => rx.try_recv().ok(),
+        }
     }
 }
 
 impl futures_util::Stream for Subscription {
     type Item = Event;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.events.poll_recv(cx)
+        match &mut self.events {
+            EventReceiver::Unbounded(rx) => rx.poll_recv(cx),
+            EventReceiver::Bounded(rx) => rx.poll_recv(cx),
+        }
     }
 }
 
@@ -206,6 +239,7 @@ pub struct Registration {
 #[derive(Clone)]
 enum EventSink {
     Channel(mpsc::UnboundedSender<Event>),
+    Bounded(mpsc::Sender<Event>),
     Callback(Callback),
 }
 
@@ -270,6 +304,7 @@ struct Handle {
     realm: String,
     details: Dict,
     timeout: Duration,
+    event_queue: Option<usize>,
 }
 
 impl Drop for Handle {
@@ -423,10 +458,21 @@ impl Shared {
         Ok(frame)
     }
 
+    /// Queues a control message at once (not counted against the send
+    /// queue's bound): replies the reader task owes the router.
     fn send(&self, msg: &Message) -> Result<(), Error> {
         let frame = self.encode(msg)?;
         self.tx
             .send(frame)
+            .map_err(|_| Error::Closed(self.close_info()))
+    }
+
+    /// Queues a message, waiting for room in the bounded send queue.
+    async fn send_async(&self, msg: &Message) -> Result<(), Error> {
+        let frame = self.encode(msg)?;
+        self.tx
+            .send_async(frame)
+            .await
             .map_err(|_| Error::Closed(self.close_info()))
     }
 
@@ -441,7 +487,7 @@ impl Shared {
             }
             st.pending.insert(id, Pending { reply, action });
         }
-        if self.tx.send(frame).is_err() {
+        if self.tx.send_async(frame).await.is_err() {
             lock(&self.state).pending.remove(&id);
             return Err(Error::Closed(self.close_info()));
         }
@@ -470,7 +516,7 @@ impl Shared {
         let _ = self.tx.close();
     }
 
-    fn send_invocation_result(&self, request: u64, result: Result<Payload, WampError>) {
+    async fn send_invocation_result(&self, request: u64, result: Result<Payload, WampError>) {
         let msg = match result {
             Ok(payload) => Message::Yield {
                 request,
@@ -479,7 +525,7 @@ impl Shared {
             },
             Err(e) => invocation_error(request, e),
         };
-        if let Err(e) = self.send(&msg) {
+        if let Err(e) = self.send_async(&msg).await {
             if matches!(e, Error::Send(_)) {
                 let _ = self.send(&invocation_error(
                     request,
@@ -508,9 +554,9 @@ impl Shared {
                     };
                     if let Some((last, rest)) = sinks.split_last() {
                         for s in rest {
-                            deliver(s, ev.clone());
+                            deliver(s, ev.clone()).await;
                         }
-                        deliver(last, ev);
+                        deliver(last, ev).await;
                     }
                 }
                 None
@@ -541,12 +587,17 @@ impl Shared {
                         let first =
                             std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
                         match first {
-                            Poll::Ready(result) => self.send_invocation_result(request, result),
+                            // Waits for room in the send queue: a callee
+                            // that cannot send its YIELDs stops taking
+                            // INVOCATIONs.
+                            Poll::Ready(result) => {
+                                self.send_invocation_result(request, result).await
+                            }
                             Poll::Pending => {
                                 let shared = Arc::clone(self);
                                 tokio::spawn(async move {
                                     let result = fut.await;
-                                    shared.send_invocation_result(request, result);
+                                    shared.send_invocation_result(request, result).await;
                                 });
                             }
                         }
@@ -627,10 +678,14 @@ impl Shared {
     }
 }
 
-fn deliver(sink: &EventSink, ev: Event) {
+async fn deliver(sink: &EventSink, ev: Event) {
     match sink {
         EventSink::Channel(tx) => {
             let _ = tx.send(ev);
+        }
+        // Waits while the subscription is full (a dropped one fails at once).
+        EventSink::Bounded(tx) => {
+            let _ = tx.send(ev).await;
         }
         EventSink::Callback(f) => f(ev),
     }
@@ -838,6 +893,7 @@ impl Session {
                 realm: realm.to_owned(),
                 details: welcome,
                 timeout: opts.timeout,
+                event_queue: opts.event_queue,
             }),
         })
     }
@@ -931,7 +987,7 @@ impl Session {
             if let Some(info) = &lock(&shared.state).closed {
                 return Err(Error::Closed(info.clone()));
             }
-            shared.send(&msg)?;
+            shared.send_async(&msg).await?;
             return Ok(None);
         }
         match shared.request(msg, request, Action::None).await? {
@@ -948,10 +1004,17 @@ impl Session {
 
     /// Subscribes with SUBSCRIBE.Options (e.g. `match: "prefix"`).
     pub async fn subscribe_with(&self, topic: &str, options: Dict) -> Result<Subscription, Error> {
-        let (tx, events) = mpsc::unbounded_channel();
-        let id = self
-            .subscribe_sink(topic, options, EventSink::Channel(tx))
-            .await?;
+        let (sink, events) = match self.inner.event_queue {
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (EventSink::Channel(tx), EventReceiver::Unbounded(rx))
+            }
+            Some(n) => {
+                let (tx, rx) = mpsc::channel(n.max(1));
+                (EventSink::Bounded(tx), EventReceiver::Bounded(rx))
+            }
+        };
+        let id = self.subscribe_sink(topic, options, sink).await?;
         Ok(Subscription { id, events })
     }
 
@@ -1172,13 +1235,17 @@ impl Session {
             }
             st.leaving = Some(tx);
         }
-        shared.send(&Message::Goodbye {
+        let goodbye = Message::Goodbye {
             details,
             reason: reason.to_owned(),
-        })?;
-        match tokio::time::timeout(self.inner.timeout, rx).await {
-            Ok(Ok(info)) => Ok(info),
-            Ok(Err(_)) => Err(Error::Closed(shared.close_info())),
+        };
+        // The timeout covers waiting for room in the send queue too.
+        let exchange = async {
+            shared.send_async(&goodbye).await?;
+            rx.await.map_err(|_| Error::Closed(shared.close_info()))
+        };
+        match tokio::time::timeout(self.inner.timeout, exchange).await {
+            Ok(r) => r,
             Err(_) => {
                 shared.finish(CloseInfo {
                     reason: reason.to_owned(),

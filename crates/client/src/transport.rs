@@ -2,10 +2,14 @@
 //! frames as [`Bytes`]. Nothing here decodes WAMP, so tests can send
 //! malformed frames and read raw replies.
 //!
-//! A connection has one writer task (spawned by [`connect`]) fed through an
-//! unbounded channel by any number of [`FrameSender`] clones; it blocks for
-//! the first queued frame, drains whatever else is queued, and writes the
-//! batch with one flush. The [`FrameReceiver`] reads straight from the socket
+//! A connection has one writer task (spawned by [`connect`]) fed through a
+//! queue by any number of [`FrameSender`] clones; it blocks for the first
+//! queued frame, drains whatever else is queued, and writes the batch with
+//! one flush. The queue is bounded for the frames an application produces:
+//! [`FrameSender::send_async`] waits while [`TransportOptions::send_queue`]
+//! frames are queued or being written (backpressure on the caller), while
+//! [`FrameSender::send`] never waits (control frames such as PONG, GOODBYE
+//! or close, and tests that send hand-made frames). The [`FrameReceiver`] reads straight from the socket
 //! in the task that calls [`FrameReceiver::recv`]. Pings (WebSocket PING
 //! frames, RawSocket type-1 frames) are answered automatically.
 //!
@@ -21,6 +25,7 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -28,7 +33,7 @@ use futures_util::{SinkExt, StreamExt};
 use switchyard_proto::Serializer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_websockets::{CloseCode, Message as WsMessage, WebSocketStream};
 
 use crate::error::TransportError;
@@ -38,6 +43,9 @@ pub const RAWSOCKET_MAX_FRAME: usize = 1 << 24;
 
 /// Frames drained into one write batch at most.
 const BATCH: usize = 1024;
+
+/// Default of [`TransportOptions::send_queue`].
+pub const DEFAULT_SEND_QUEUE: usize = 1024;
 
 /// Where to connect, parsed from a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +139,11 @@ pub struct TransportOptions {
     /// (default true). With false, the selected one is only reported in
     /// [`TransportInfo::WebSocket`].
     pub require_subprotocol: bool,
+    /// How many frames sent with [`FrameSender::send_async`] may be queued
+    /// for (or being written by) the writer task; more senders wait until
+    /// the socket has taken some. Default [`DEFAULT_SEND_QUEUE`]; 0 counts
+    /// as 1.
+    pub send_queue: usize,
 }
 
 impl TransportOptions {
@@ -142,6 +155,7 @@ impl TransportOptions {
             raw_handshake: None,
             subprotocols: None,
             require_subprotocol: true,
+            send_queue: DEFAULT_SEND_QUEUE,
         }
     }
 }
@@ -224,25 +238,89 @@ pub enum Outgoing {
     },
 }
 
-/// The sending side of a connection. Cheap to clone; sending never blocks
-/// (the queue to the writer task is unbounded).
+/// An item of the writer's queue: the frame, and whether it holds one of
+/// the [`TransportOptions::send_queue`] slots (given back once written).
+#[derive(Debug)]
+struct Queued {
+    item: Outgoing,
+    slot: bool,
+}
+
+/// The sending side of a connection. Cheap to clone.
+///
+/// [`FrameSender::send_async`] is the bounded path: it waits for one of the
+/// [`TransportOptions::send_queue`] slots, which the writer task gives back
+/// once the frame is written to the socket, so a producer faster than the
+/// network is slowed down instead of filling memory. [`FrameSender::send`]
+/// queues at once without taking a slot (for control frames and tests).
 #[derive(Clone, Debug)]
 pub struct FrameSender {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::UnboundedSender<Queued>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+}
+
+fn writer_stopped() -> TransportError {
+    TransportError::Closed {
+        code: None,
+        reason: "writer stopped".into(),
+    }
 }
 
 impl FrameSender {
-    /// Queues one WAMP message frame.
+    fn new(tx: mpsc::UnboundedSender<Queued>, capacity: usize) -> (Self, Arc<Semaphore>) {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        let room = Arc::new(Semaphore::new(capacity));
+        let sender = FrameSender {
+            tx,
+            room: Arc::clone(&room),
+            capacity,
+        };
+        (sender, room)
+    }
+
+    /// Queues one WAMP message frame at once, without waiting for room in
+    /// the bounded queue (see [`FrameSender::send_async`]).
     pub fn send(&self, frame: Bytes) -> Result<(), TransportError> {
         self.send_outgoing(Outgoing::Message(frame))
     }
 
-    /// Queues any [`Outgoing`] item.
+    /// Queues any [`Outgoing`] item at once (not counted against the bound).
     pub fn send_outgoing(&self, item: Outgoing) -> Result<(), TransportError> {
-        self.tx.send(item).map_err(|_| TransportError::Closed {
-            code: None,
-            reason: "writer stopped".into(),
-        })
+        self.tx
+            .send(Queued { item, slot: false })
+            .map_err(|_| writer_stopped())
+    }
+
+    /// Queues one WAMP message frame, first waiting while
+    /// [`TransportOptions::send_queue`] frames are queued or being written.
+    /// Fails once the connection is closed (also while waiting).
+    pub async fn send_async(&self, frame: Bytes) -> Result<(), TransportError> {
+        self.send_outgoing_async(Outgoing::Message(frame)).await
+    }
+
+    /// [`FrameSender::send_async`] for any [`Outgoing`] item.
+    pub async fn send_outgoing_async(&self, item: Outgoing) -> Result<(), TransportError> {
+        if self.tx.is_closed() {
+            return Err(writer_stopped());
+        }
+        let permit = self.room.acquire().await.map_err(|_| writer_stopped())?;
+        // The writer gives the slot back (add_permits) after writing it.
+        permit.forget();
+        self.tx
+            .send(Queued { item, slot: true })
+            .map_err(|_| writer_stopped())
+    }
+
+    /// Frames sent with [`FrameSender::send_async`] that are queued or
+    /// being written now.
+    pub fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.room.available_permits())
+    }
+
+    /// The bound of [`FrameSender::send_async`] ([`TransportOptions::send_queue`]).
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Queues a close (see [`Outgoing::Close`]).
@@ -289,7 +367,7 @@ struct RawReader {
     io: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
     max_len: usize,
-    pong: mpsc::WeakUnboundedSender<Outgoing>,
+    pong: mpsc::WeakUnboundedSender<Queued>,
 }
 
 impl FrameReceiver {
@@ -397,7 +475,10 @@ impl RawReader {
                         0 => return Ok(Incoming::Message(payload)),
                         1 => {
                             if let Some(tx) = self.pong.upgrade() {
-                                let _ = tx.send(Outgoing::Pong(payload.clone()));
+                                let _ = tx.send(Queued {
+                                    item: Outgoing::Pong(payload.clone()),
+                                    slot: false,
+                                });
                             }
                             return Ok(Incoming::Ping(payload));
                         }
@@ -490,9 +571,10 @@ async fn connect_ws(
     }
     let (sink, stream) = ws.split();
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(ws_writer(sink, rx, opts.serializer));
+    let (sender, room) = FrameSender::new(tx, opts.send_queue);
+    tokio::spawn(ws_writer(sink, rx, room, opts.serializer));
     Ok(Connection {
-        sender: FrameSender { tx },
+        sender,
         receiver: FrameReceiver {
             inner: ReceiverInner::Ws(stream),
             closed: None,
@@ -502,16 +584,44 @@ async fn connect_ws(
     })
 }
 
+/// Gives the send-queue slots of written frames back, and fails waiting
+/// senders once the writer stops.
+struct Slots {
+    room: Arc<Semaphore>,
+    taken: usize,
+}
+
+impl Slots {
+    fn count(&mut self, q: &Queued) {
+        self.taken += usize::from(q.slot);
+    }
+    fn release(&mut self) {
+        if self.taken > 0 {
+            self.room.add_permits(self.taken);
+            self.taken = 0;
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
+
 async fn ws_writer(
     mut sink: SplitSink<WebSocketStream<TcpStream>, WsMessage>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    room: Arc<Semaphore>,
     ser: Serializer,
 ) {
+    let mut slots = Slots { room, taken: 0 };
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut closing = false;
-        for item in batch.drain(..) {
-            let msg = match item {
+        for q in batch.drain(..) {
+            slots.count(&q);
+            let msg = match q.item {
                 Outgoing::Message(b) if ser.is_binary() => WsMessage::binary(b),
                 // tokio-websockets validates text on receipt, not on send, so
                 // a non-UTF-8 "text" frame goes out as is (useful for tests).
@@ -541,6 +651,7 @@ async fn ws_writer(
         if sink.flush().await.is_err() || closing {
             return;
         }
+        slots.release();
     }
     // All senders are gone: close politely.
     let _ = sink
@@ -620,9 +731,10 @@ async fn rawsocket_handshake(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let pong = tx.downgrade();
-    tokio::spawn(raw_writer(w, rx));
+    let (sender, room) = FrameSender::new(tx, opts.send_queue);
+    tokio::spawn(raw_writer(w, rx, room));
     Ok(Connection {
-        sender: FrameSender { tx },
+        sender,
         receiver: FrameReceiver {
             inner: ReceiverInner::Raw(RawReader {
                 io: r,
@@ -652,15 +764,18 @@ fn put_frame(buf: &mut BytesMut, ty: u8, payload: &[u8]) -> bool {
 
 async fn raw_writer(
     mut w: Box<dyn AsyncWrite + Send + Unpin>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    room: Arc<Semaphore>,
 ) {
+    let mut slots = Slots { room, taken: 0 };
     let mut batch = Vec::with_capacity(64);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut closing = false;
         buf.clear();
-        for item in batch.drain(..) {
-            let ok = match item {
+        for q in batch.drain(..) {
+            slots.count(&q);
+            let ok = match q.item {
                 Outgoing::Message(b) | Outgoing::Text(b) | Outgoing::Binary(b) => {
                     put_frame(&mut buf, 0, &b)
                 }
@@ -688,6 +803,7 @@ async fn raw_writer(
             let _ = w.shutdown().await;
             return;
         }
+        slots.release();
         if buf.capacity() > 4 << 20 {
             buf = BytesMut::with_capacity(64 * 1024);
         }

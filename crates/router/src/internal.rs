@@ -49,9 +49,21 @@ impl CallFailure {
 
 type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Reply, CallFailure>>>>;
 
+/// An EVENT delivered to a router-owned session (its subscriptions).
+#[derive(Debug, Clone)]
+pub struct InternalEvent {
+    pub subscription: u64,
+    pub publication: u64,
+    pub details: Dict,
+    pub args: Vec<Value>,
+    pub kwargs: Dict,
+}
+
 /// A caller for router-made calls, under one identity.
 pub struct InternalCaller {
     identity: Identity,
+    /// Where EVENTs for this session's subscriptions go, if anywhere.
+    events: Option<mpsc::Sender<InternalEvent>>,
     started: OnceLock<Started>,
 }
 
@@ -83,6 +95,18 @@ impl InternalCaller {
     pub fn new(identity: Identity) -> Self {
         InternalCaller {
             identity,
+            events: None,
+            started: OnceLock::new(),
+        }
+    }
+
+    /// Like [`InternalCaller::new`]; the EVENTs of the session's
+    /// subscriptions are handed to `events` (dropped, with a log line, when
+    /// it is full).
+    pub fn with_events(identity: Identity, events: mpsc::Sender<InternalEvent>) -> Self {
+        InternalCaller {
+            identity,
+            events: Some(events),
             started: OnceLock::new(),
         }
     }
@@ -109,7 +133,7 @@ impl InternalCaller {
             ));
             let waiters: Arc<Waiters> = Arc::default();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(read_replies(rx, waiters.clone()));
+                handle.spawn(read_replies(rx, waiters.clone(), self.events.clone()));
             }
             Started {
                 session,
@@ -160,12 +184,45 @@ impl InternalCaller {
     }
 }
 
-async fn read_replies(mut rx: mpsc::Receiver<Outgoing>, waiters: Arc<Waiters>) {
+async fn read_replies(
+    mut rx: mpsc::Receiver<Outgoing>,
+    waiters: Arc<Waiters>,
+    events: Option<mpsc::Sender<InternalEvent>>,
+) {
+    let mut dropped = 0u64;
     while let Some(item) = rx.recv().await {
         let Outgoing::Frame(frame) = item else {
             continue;
         };
         let (request, result) = match Message::decode(Serializer::MsgPack, &frame) {
+            Ok(Message::Event {
+                subscription,
+                publication,
+                details,
+                payload,
+            }) => {
+                let Some(events) = &events else { continue };
+                let event = InternalEvent {
+                    subscription,
+                    publication,
+                    details,
+                    args: match payload_values(payload.args.as_ref()) {
+                        Some(Value::List(l)) => l,
+                        _ => Vec::new(),
+                    },
+                    kwargs: match payload_values(payload.kwargs.as_ref()) {
+                        Some(Value::Dict(d)) => d,
+                        _ => Dict::new(),
+                    },
+                };
+                if events.try_send(event).is_err() {
+                    dropped += 1;
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(dropped, "internal subscriber is behind: events dropped");
+                    }
+                }
+                continue;
+            }
             Ok(Message::Result {
                 request,
                 details,

@@ -1,6 +1,8 @@
-//! The `switchyard` command: runs the router, or checks a configuration.
+//! The `switchyard` command: runs the router, or checks a configuration;
+//! `publish`, `call`, `subscribe` and `register` are a WAMP client (src/cli/).
 
 mod bridge;
+mod cli;
 mod config;
 mod server;
 mod transport;
@@ -67,6 +69,11 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         keylen: u32,
     },
+    // The client commands: their help is on their argument structs (src/cli/).
+    Publish(Box<cli::publish::PublishArgs>),
+    Call(Box<cli::call::CallArgs>),
+    Subscribe(Box<cli::subscribe::SubscribeArgs>),
+    Register(Box<cli::register::RegisterArgs>),
 }
 
 /// `switchyard hash-secret`.
@@ -127,6 +134,13 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Publish(a)) => return cli::run(cli::publish::run(*a)),
+        Some(Command::Call(a)) => return cli::run(cli::call::run(*a)),
+        Some(Command::Subscribe(a)) => return cli::run(cli::subscribe::run(*a)),
+        Some(Command::Register(a)) => return cli::run(cli::register::run(*a)),
+        _ => {}
+    }
     if let Some(Command::HashSecret {
         method,
         salt,

@@ -463,3 +463,102 @@ fn openapi_describes_the_bridge() {
         );
     }
 }
+
+#[test]
+fn http_subscriber_receives_signed_posts() {
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let rport = receiver.local_addr().expect("addr").port();
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.subscriber]]\ntopic = \"com.test.orders.\"\nmatch = \"prefix\"\n\
+         url = \"http://127.0.0.1:{rport}/events\"\nkey = \"hooks\"\nsecret = \"{SECRET}\"\n"
+    ));
+    let mut publisher = Raw::connect(r.rs_port, Serializer::MsgPack);
+    publisher.join("realm1");
+    let req = publisher.req();
+    publisher.send(&Message::Publish {
+        request: req,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.test.orders.paid".into(),
+        payload: Payload::values(vec![Value::from(4711u64)], None),
+    });
+    let publication = match publisher.expect("PUBLISHED") {
+        Message::Published { publication, .. } => publication,
+        other => panic!("expected PUBLISHED, got {other:?}"),
+    };
+    receiver.set_nonblocking(false).expect("blocking");
+    let (mut conn, _) = receiver.accept().expect("the router POSTs the event");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    // Read the request head and its body.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, body) = loop {
+        let n = conn.read(&mut chunk).expect("read");
+        assert!(n > 0, "connection closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                break (head.to_string(), body[..len].to_string());
+            }
+        }
+    };
+    conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        .ok();
+    let target = head.lines().next().expect("request line").to_string();
+    assert!(target.starts_with("POST /events?"), "{target}");
+    let query = target
+        .split(' ')
+        .nth(1)
+        .and_then(|t| t.split_once('?'))
+        .map(|x| x.1)
+        .unwrap_or("");
+    let param = |name: &str| -> String {
+        let raw = query
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap_or("");
+        // %XX decoding of the few escaped characters used.
+        let mut out = Vec::new();
+        let b = raw.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() + 1 {
+                out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).expect("hex"));
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).expect("utf8")
+    };
+    assert_eq!(param("key"), "hooks");
+    let expected = signature(
+        SECRET,
+        "hooks",
+        &param("timestamp"),
+        &param("seq"),
+        &param("nonce"),
+        &body,
+    );
+    assert_eq!(
+        param("signature"),
+        expected,
+        "the POST's signature must verify"
+    );
+    let v = json(&body);
+    assert_eq!(v["topic"], "com.test.orders.paid");
+    assert_eq!(v["publication"].as_u64(), Some(publication));
+    assert_eq!(v["args"], serde_json::json!([4711]));
+}

@@ -11,6 +11,7 @@
 //! readable reason, and nothing is published or called.
 
 pub mod signing;
+pub mod subscriber;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +77,9 @@ pub struct BridgeConfig {
     /// Webhooks: any POST to their path is published to their topic.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<Webhook>,
+    /// HTTP subscribers: events POSTed to a URL.
+    #[serde(default, rename = "subscriber")]
+    pub subscribers: Vec<subscriber::HttpSubscriber>,
 }
 
 /// A `[[bridge.webhook]]`: publishes `{headers, body}` of each POST.
@@ -183,6 +187,11 @@ impl BridgeConfig {
                 out.push(format!("webhook[{i}].topic: {e}"));
             }
         }
+        for (i, s) in self.subscribers.iter().enumerate() {
+            for p in s.problems() {
+                out.push(format!("subscriber[{i}].{p}"));
+            }
+        }
         if self.keys.is_empty() && !self.allow_unsigned {
             out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
         }
@@ -213,6 +222,8 @@ pub struct Bridge {
     unsigned: Option<InternalCaller>,
     /// Per webhook path: the webhook and the identity it publishes as.
     webhooks: HashMap<String, (Webhook, InternalCaller)>,
+    /// The sessions of the HTTP subscribers.
+    _subscribers: Vec<InternalCaller>,
     nonces: Nonces,
 }
 
@@ -257,12 +268,18 @@ impl Bridge {
                 )
             })
             .collect();
+        let subscribers = config
+            .subscribers
+            .iter()
+            .map(|s| subscriber::start(&realm, s))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Bridge {
             config,
             realm,
             keys,
             unsigned,
             webhooks,
+            _subscribers: subscribers,
             nonces: Nonces::default(),
         }))
     }

@@ -1,0 +1,206 @@
+//! HTTP subscribers: events on a topic (or pattern) are POSTed to a URL,
+//! signed with the same scheme as requests to the bridge, so the receiver
+//! can check them. Delivery is at most once: a failed POST is logged, not
+//! retried (durable delivery is what the job queues are for).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_proto::{uri, Value};
+use switchyard_router::authz::{Action, Decision};
+use switchyard_router::internal::{InternalCaller, InternalEvent};
+use switchyard_router::session::Identity;
+use switchyard_router::uri_index::MatchPolicy;
+use switchyard_router::Realm;
+use tokio::sync::mpsc;
+
+use super::signing;
+
+/// A `[[bridge.subscriber]]` table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSubscriber {
+    pub topic: String,
+    #[serde(default, rename = "match")]
+    pub policy: MatchPolicy,
+    /// Where events are POSTed (http://).
+    pub url: String,
+    /// Sent as the `key` query parameter of each POST.
+    pub key: String,
+    /// Signs each POST.
+    pub secret: String,
+    /// The role it subscribes as (authorization applies).
+    #[serde(default = "default_role")]
+    pub role: String,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Events waiting to be POSTed; beyond, new events are dropped (logged).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_role() -> String {
+    "subscriber".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_queue() -> usize {
+    1000
+}
+
+impl std::fmt::Debug for HttpSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSubscriber")
+            .field("topic", &self.topic)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSubscriber {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.url.starts_with("http://") || self.url.parse::<Uri>().is_err() {
+            out.push(format!(
+                "url: \"{}\" must be an http:// URL (put TLS termination in front of the receiver)",
+                self.url
+            ));
+        }
+        let allow_empty = self.policy != MatchPolicy::Exact;
+        if let Err(e) = uri::check(&self.topic, uri::UriCheck::Loose, allow_empty) {
+            out.push(format!("topic: {e}"));
+        }
+        if self.queue == 0 {
+            out.push("queue must be at least 1".into());
+        }
+        out
+    }
+}
+
+/// Subscribes `s` in `realm` and spawns the task that POSTs its events.
+/// Returns the caller (it must live as long as the subscription).
+pub fn start(realm: &Arc<Realm>, s: &HttpSubscriber) -> Result<InternalCaller, String> {
+    let (tx, rx) = mpsc::channel(s.queue.max(1));
+    let caller = InternalCaller::with_events(
+        Identity {
+            authid: format!("http-subscriber:{}", s.url),
+            authrole: s.role.clone(),
+            authmethod: "config".into(),
+            authprovider: "bridge".into(),
+        },
+        tx,
+    );
+    let session = caller.session().clone();
+    if let Decision::Deny | Decision::Ask =
+        realm
+            .authz
+            .decide_pattern(&session, Action::Subscribe, &s.topic, s.policy)
+    {
+        return Err(format!(
+            "HTTP subscriber for {}: role \"{}\" may not subscribe to \"{}\"",
+            s.url, s.role, s.topic
+        ));
+    }
+    realm
+        .broker
+        .subscribe(&session, &s.topic, s.policy, false, |_| {});
+    tokio::spawn(post_events(s.clone(), s.policy != MatchPolicy::Exact, rx));
+    Ok(caller)
+}
+
+async fn post_events(s: HttpSubscriber, pattern: bool, mut rx: mpsc::Receiver<InternalEvent>) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let seq = AtomicU64::new(0);
+    while let Some(e) = rx.recv().await {
+        let topic = if pattern {
+            e.details.get_str("topic").unwrap_or(&s.topic).to_string()
+        } else {
+            s.topic.clone()
+        };
+        let to_json = |v: Value| serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
+        let body = json!({
+            "topic": topic,
+            "publication": e.publication,
+            "args": to_json(Value::List(e.args)),
+            "kwargs": to_json(Value::Dict(e.kwargs)),
+            "details": to_json(Value::Dict(e.details)),
+        })
+        .to_string();
+        let timestamp =
+            humantime_serde::re::humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let seq = (seq.fetch_add(1, Ordering::Relaxed) + 1).to_string();
+        let nonce = format!("{:x}", rand_nonce());
+        let signature = signing::sign(&s.secret, &s.key, &timestamp, &seq, &nonce, body.as_bytes());
+        let sep = if s.url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{sep}key={}&timestamp={}&seq={seq}&nonce={nonce}&signature={}",
+            s.url,
+            query_escape(&s.key),
+            query_escape(&timestamp),
+            query_escape(&signature)
+        );
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(Full::new(Bytes::from(body)));
+        let Ok(request) = request else {
+            tracing::warn!(url = s.url, "HTTP subscriber: cannot build the request");
+            continue;
+        };
+        match tokio::time::timeout(s.timeout, client.request(request)).await {
+            Ok(Ok(r)) if r.status().is_success() => {}
+            Ok(Ok(r)) => tracing::warn!(
+                url = s.url,
+                status = r.status().as_u16(),
+                publication = e.publication,
+                "HTTP subscriber: the receiver refused an event"
+            ),
+            Ok(Err(err)) => tracing::warn!(
+                url = s.url,
+                publication = e.publication,
+                "HTTP subscriber: POST failed: {err}"
+            ),
+            Err(_) => tracing::warn!(
+                url = s.url,
+                publication = e.publication,
+                "HTTP subscriber: no answer within {:?}",
+                s.timeout
+            ),
+        }
+    }
+}
+
+fn rand_nonce() -> u64 {
+    // Unique per process and request; the receiver only checks reuse.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48)
+}
+
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

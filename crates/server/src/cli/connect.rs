@@ -1,0 +1,257 @@
+//! The options every client command shares (router URL, realm, serializer,
+//! authentication) and joining the realm with them, with errors that say
+//! what went wrong.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use switchyard_client::transport::TransportOptions;
+use switchyard_client::{Credentials, Error, Serializer, Session, SessionOptions, TransportError};
+
+use super::{CliError, EXIT_CONNECTION, EXIT_REFUSED, EXIT_USAGE};
+
+/// The serializer to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SerializerArg {
+    Json,
+    Msgpack,
+    Cbor,
+}
+
+impl From<SerializerArg> for Serializer {
+    fn from(s: SerializerArg) -> Serializer {
+        match s {
+            SerializerArg::Json => Serializer::Json,
+            SerializerArg::Msgpack => Serializer::MsgPack,
+            SerializerArg::Cbor => Serializer::Cbor,
+        }
+    }
+}
+
+/// Parses `5s`, `500ms`, `2m`, `1h 30m` (humantime).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("\"{text}\": {e} (examples: 500ms, 5s, 2m)"))?;
+    if d.is_zero() {
+        return Err(format!("\"{text}\": must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// Connection and authentication options, shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// The router: ws://HOST:PORT/PATH (WebSocket), rs://HOST:PORT or
+    /// tcp://HOST:PORT (RawSocket over TCP), unix:/PATH (RawSocket over a
+    /// Unix socket).
+    #[arg(
+        long,
+        env = "SWITCHYARD_URL",
+        default_value = "ws://127.0.0.1:8080/ws",
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    /// The realm to join.
+    #[arg(long, env = "SWITCHYARD_REALM", default_value = "realm1")]
+    pub realm: String,
+
+    /// Serializer: json, msgpack or cbor.
+    #[arg(long, value_enum, default_value = "json")]
+    pub serializer: SerializerArg,
+
+    /// The authentication id (user name) for ticket and WAMP-CRA; optional
+    /// for cryptosign (the router finds the key).
+    #[arg(long, env = "SWITCHYARD_AUTHID")]
+    pub authid: Option<String>,
+
+    /// Authenticate with this ticket. Prefer the environment variable:
+    /// command-line arguments are visible to other local users.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TICKET",
+        hide_env_values = true,
+        value_name = "TICKET"
+    )]
+    pub ticket: Option<String>,
+
+    /// Authenticate with WAMP-CRA using this secret (salted challenges are
+    /// answered with the PBKDF2-derived key, as Autobahn does). Prefer the
+    /// environment variable.
+    #[arg(
+        long,
+        env = "SWITCHYARD_WAMPCRA_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub wampcra_secret: Option<String>,
+
+    /// Authenticate with WAMP-Cryptosign using the Ed25519 private key in
+    /// FILE: the 32-byte seed as 64 hex characters.
+    #[arg(long, env = "SWITCHYARD_CRYPTOSIGN_KEY", value_name = "FILE")]
+    pub cryptosign_key: Option<PathBuf>,
+
+    /// How long connecting and joining may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// The credentials from the options (reading the key file).
+    pub fn credentials(&self) -> Result<Credentials, CliError> {
+        let mut c = Credentials::new();
+        if let Some(id) = &self.authid {
+            c = c.authid(id.as_str());
+        }
+        if let Some(t) = &self.ticket {
+            c = c.ticket(t.as_str());
+        }
+        if let Some(s) = &self.wampcra_secret {
+            c = c.wampcra(s.as_str());
+        }
+        if let Some(path) = &self.cryptosign_key {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::usage(format!(
+                    "--cryptosign-key: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            c = c.cryptosign_hex(&text).map_err(|e| {
+                CliError::usage(format!("--cryptosign-key {}: {e}", path.display()))
+            })?;
+        }
+        let needs_authid = self.ticket.is_some() || self.wampcra_secret.is_some();
+        if needs_authid && self.authid.is_none() {
+            return Err(CliError::usage(
+                "--ticket and --wampcra-secret need --authid (or SWITCHYARD_AUTHID)",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Connects and joins the realm. `event_queue` bounds each subscription's
+    /// unread events (see [`SessionOptions::event_queue`]).
+    pub async fn connect(&self, event_queue: Option<usize>) -> Result<Session, CliError> {
+        let creds = self.credentials()?;
+        warn_secrets_on_command_line(self);
+        let mut opts = SessionOptions::new(self.serializer.into());
+        opts.transport = TransportOptions::new(self.serializer.into());
+        opts.timeout = self.connect_timeout;
+        opts.event_queue = event_queue;
+        let opts = creds.apply(opts);
+        Session::connect_with(&self.url, &self.realm, opts)
+            .await
+            .map_err(|e| self.join_error(&creds, e))
+    }
+
+    fn join_error(&self, creds: &Credentials, e: Error) -> CliError {
+        let url = &self.url;
+        let realm = &self.realm;
+        let offered = match creds.methods() {
+            m if m.is_empty() => "anonymous".to_owned(),
+            m => m.join(", "),
+        };
+        match e {
+            Error::Abort {
+                reason, message, ..
+            } => {
+                let detail = match &message {
+                    Some(m) => format!("{reason}: {m}"),
+                    None => reason.clone(),
+                };
+                let text = match reason.as_str() {
+                    "wamp.error.no_such_realm" => {
+                        format!("the router at {url} has no realm \"{realm}\" ({detail})")
+                    }
+                    "wamp.error.authentication_failed" => {
+                        let who = creds
+                            .get_authid()
+                            .map(|a| format!(" for authid \"{a}\""))
+                            .unwrap_or_default();
+                        format!("authentication failed{who} (offered: {offered}): {detail}")
+                    }
+                    "wamp.error.no_matching_auth_method" | "wamp.error.no_auth_method" => format!(
+                        "the router accepts none of the authentication methods offered \
+                         ({offered}): {detail}\nhint: give credentials with --authid and \
+                         --ticket, --wampcra-secret or --cryptosign-key"
+                    ),
+                    _ => format!("the router refused to join realm \"{realm}\": {detail}"),
+                };
+                CliError::new(EXIT_REFUSED, text)
+            }
+            Error::Transport(t @ TransportError::InvalidUrl(_)) => {
+                CliError::new(EXIT_USAGE, transport_error(url, &t))
+            }
+            Error::Transport(t) => CliError::new(EXIT_CONNECTION, transport_error(url, &t)),
+            Error::Timeout(what) => CliError::new(
+                EXIT_CONNECTION,
+                format!(
+                    "cannot connect to {url}: no answer within {} ({what})",
+                    humantime::format_duration(self.connect_timeout)
+                ),
+            ),
+            Error::Protocol(m) if m.contains("credential") || m.contains("challenge") => {
+                CliError::new(EXIT_REFUSED, format!("authentication: {m}"))
+            }
+            Error::Send(m) => CliError::new(EXIT_USAGE, format!("cannot send: {m}")),
+            other => CliError::new(
+                EXIT_CONNECTION,
+                format!("joining realm \"{realm}\" at {url} failed: {other}"),
+            ),
+        }
+    }
+}
+
+fn transport_error(url: &str, e: &TransportError) -> String {
+    match e {
+        TransportError::InvalidUrl(u) => format!(
+            "invalid router URL \"{u}\" (expected ws://HOST:PORT/PATH, rs://HOST:PORT, \
+             tcp://HOST:PORT or unix:/PATH)"
+        ),
+        TransportError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("cannot connect to {url}: connection refused (is the router running there?)")
+        }
+        TransportError::Io(io)
+            if io.kind() == std::io::ErrorKind::UnexpectedEof && url.starts_with("ws://") =>
+        {
+            format!(
+                "cannot connect to {url}: the connection closed during the WebSocket upgrade\n\
+                 hint: for a RawSocket port use rs://HOST:PORT"
+            )
+        }
+        TransportError::Io(io) => format!("cannot connect to {url}: {io}"),
+        TransportError::WebSocket(m) if m.contains("404") => format!(
+            "cannot connect to {url}: {m}\nhint: no WebSocket endpoint at this path \
+             (the router's default is /ws)"
+        ),
+        TransportError::Protocol(m) if m.contains("starts with 0x48") => format!(
+            "cannot connect to {url}: the port answers with HTTP, not RawSocket\n\
+             hint: for a WebSocket listener use ws://HOST:PORT/PATH"
+        ),
+        other => format!("cannot connect to {url}: {other}"),
+    }
+}
+
+/// A note when a secret came from the command line rather than the
+/// environment (only on a terminal: scripts should use the variables).
+fn warn_secrets_on_command_line(a: &ConnectArgs) {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return;
+    }
+    for (value, var, flag) in [
+        (&a.ticket, "SWITCHYARD_TICKET", "--ticket"),
+        (
+            &a.wampcra_secret,
+            "SWITCHYARD_WAMPCRA_SECRET",
+            "--wampcra-secret",
+        ),
+    ] {
+        if value.is_some() && std::env::var_os(var).is_none() {
+            eprintln!(
+                "switchyard: note: {flag} on the command line is visible to other local users; \
+                 prefer the {var} environment variable"
+            );
+        }
+    }
+}

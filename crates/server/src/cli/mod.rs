@@ -1,0 +1,143 @@
+//! The client commands of the `switchyard` binary: `publish`, `call`,
+//! `subscribe` and `register` (docs/CLI.md). They connect to a router as an
+//! ordinary WAMP client ([`switchyard_client`]) over WebSocket or RawSocket,
+//! with the common options of [`connect::ConnectArgs`].
+//!
+//! Output contract: results and events go to standard output as JSON (one
+//! value or one event per line); everything else (progress, warnings,
+//! errors) goes to standard error. Exit codes are the `EXIT_*` constants.
+
+pub mod call;
+pub mod connect;
+pub mod publish;
+pub mod register;
+pub mod subscribe;
+pub mod values;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use switchyard_client::WampError;
+
+/// Success (for `subscribe` and `register` also: stopped by Ctrl-C/SIGTERM
+/// or `--count` reached).
+pub const EXIT_OK: u8 = 0;
+/// The router or a callee answered with a WAMP ERROR (the call failed, the
+/// procedure does not exist, not authorized, ...).
+pub const EXIT_WAMP_ERROR: u8 = 1;
+/// Bad command line (also what clap uses for usage errors).
+pub const EXIT_USAGE: u8 = 2;
+/// The router could not be reached, or the connection was lost.
+pub const EXIT_CONNECTION: u8 = 3;
+/// The router refused the session (ABORT: unknown realm, authentication
+/// failed, no matching authentication method) or ended it.
+pub const EXIT_REFUSED: u8 = 4;
+/// `call` or `publish` interrupted by Ctrl-C or SIGTERM before completing.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// A failure of a client command: the message for standard error and the
+/// exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// One of the `EXIT_*` codes.
+    pub code: u8,
+    /// What to print (may span several lines).
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError::new(EXIT_USAGE, message)
+    }
+
+    /// A WAMP ERROR: `URI: message`, then the rest of its payload as JSON
+    /// when there is more than the message.
+    pub fn wamp(context: &str, e: &WampError) -> Self {
+        let code = if e.uri.starts_with("switchyard.client.") {
+            // Local failures of the client: the connection, not the callee.
+            EXIT_CONNECTION
+        } else {
+            EXIT_WAMP_ERROR
+        };
+        CliError::new(code, format!("{context}{}", values::describe_error(e)))
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Prints `result`'s error (if any) to standard error and turns it into the
+/// process exit code.
+pub fn finish(result: Result<u8, CliError>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            for line in e.message.lines() {
+                eprintln!("switchyard: {line}");
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Runs a client command on a fresh single-threaded runtime.
+pub fn run<F>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<u8, CliError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = finish(runtime.block_on(fut));
+    // Do not wait for stray blocking tasks (a pending stdin/stdout operation).
+    runtime.shutdown_background();
+    code
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, as a stream: [`Signals::recv`] returns on
+/// each one.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> Result<Signals, CliError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let fail = |e: std::io::Error| {
+            CliError::new(
+                EXIT_CONNECTION,
+                format!("cannot install signal handlers: {e}"),
+            )
+        };
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).map_err(fail)?,
+            term: signal(SignalKind::terminate()).map_err(fail)?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
