@@ -59,11 +59,23 @@ pub struct InternalEvent {
     pub kwargs: Dict,
 }
 
+/// An INVOCATION for a procedure a router-owned session registered.
+#[derive(Debug, Clone)]
+pub struct InternalInvocation {
+    pub request: u64,
+    pub registration: u64,
+    pub details: Dict,
+    pub args: Vec<Value>,
+    pub kwargs: Dict,
+}
+
 /// A caller for router-made calls, under one identity.
 pub struct InternalCaller {
     identity: Identity,
     /// Where EVENTs for this session's subscriptions go, if anywhere.
     events: Option<mpsc::Sender<InternalEvent>>,
+    /// Where INVOCATIONs for this session's registrations go, if anywhere.
+    invocations: Option<mpsc::Sender<InternalInvocation>>,
     started: OnceLock<Started>,
 }
 
@@ -96,6 +108,23 @@ impl InternalCaller {
         InternalCaller {
             identity,
             events: None,
+            invocations: None,
+            started: OnceLock::new(),
+        }
+    }
+
+    /// Like [`InternalCaller::new`]; INVOCATIONs of the session's
+    /// registrations are handed to `invocations`, and the handler answers
+    /// each with `Dealer::yield_result` or `Dealer::yield_error`. Register
+    /// with a `concurrency` no larger than the channel.
+    pub fn with_invocations(
+        identity: Identity,
+        invocations: mpsc::Sender<InternalInvocation>,
+    ) -> Self {
+        InternalCaller {
+            identity,
+            events: None,
+            invocations: Some(invocations),
             started: OnceLock::new(),
         }
     }
@@ -107,6 +136,7 @@ impl InternalCaller {
         InternalCaller {
             identity,
             events: Some(events),
+            invocations: None,
             started: OnceLock::new(),
         }
     }
@@ -133,7 +163,12 @@ impl InternalCaller {
             ));
             let waiters: Arc<Waiters> = Arc::default();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(read_replies(rx, waiters.clone(), self.events.clone()));
+                handle.spawn(read_replies(
+                    rx,
+                    waiters.clone(),
+                    self.events.clone(),
+                    self.invocations.clone(),
+                ));
             }
             Started {
                 session,
@@ -188,6 +223,7 @@ async fn read_replies(
     mut rx: mpsc::Receiver<Outgoing>,
     waiters: Arc<Waiters>,
     events: Option<mpsc::Sender<InternalEvent>>,
+    invocations: Option<mpsc::Sender<InternalInvocation>>,
 ) {
     let mut dropped = 0u64;
     while let Some(item) = rx.recv().await {
@@ -195,6 +231,35 @@ async fn read_replies(
             continue;
         };
         let (request, result) = match Message::decode(Serializer::MsgPack, &frame) {
+            Ok(Message::Invocation {
+                request,
+                registration,
+                details,
+                payload,
+            }) => {
+                let Some(invocations) = &invocations else {
+                    continue;
+                };
+                let inv = InternalInvocation {
+                    request,
+                    registration,
+                    details,
+                    args: match payload_values(payload.args.as_ref()) {
+                        Some(Value::List(l)) => l,
+                        _ => Vec::new(),
+                    },
+                    kwargs: match payload_values(payload.kwargs.as_ref()) {
+                        Some(Value::Dict(d)) => d,
+                        _ => Dict::new(),
+                    },
+                };
+                // The registration's concurrency cap bounds what is in
+                // flight, so the channel (as large) does not overflow.
+                if invocations.send(inv).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(Message::Event {
                 subscription,
                 publication,

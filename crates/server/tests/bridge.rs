@@ -562,3 +562,95 @@ fn http_subscriber_receives_signed_posts() {
     assert_eq!(v["publication"].as_u64(), Some(publication));
     assert_eq!(v["args"], serde_json::json!([4711]));
 }
+
+/// A one-thread HTTP backend: answers `n` requests, echoing the request
+/// line and body; returns what it saw.
+fn backend(n: usize) -> (u16, std::thread::JoinHandle<Vec<(String, String)>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (mut c, _) = l.accept().expect("accept");
+            c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (line, body) = loop {
+                let k = c.read(&mut chunk).expect("read");
+                assert!(k > 0, "closed early");
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_string)
+                        })
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break (
+                            head.lines().next().unwrap_or("").to_string(),
+                            body[..len].to_string(),
+                        );
+                    }
+                }
+            };
+            let reply = format!("saw {line}");
+            write!(
+                c,
+                "HTTP/1.1 201 Created\r\nX-Backend: yes\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            )
+            .ok();
+            seen.push((line, body));
+        }
+        seen
+    });
+    (port, h)
+}
+
+#[test]
+fn http_callee_turns_calls_into_requests() {
+    let (bport, seen) = backend(2);
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.backend\"\nurl = \"http://127.0.0.1:{bport}/api\"\n"
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let mut call = |kwargs: Option<Dict>| -> Dict {
+        let req = c.req();
+        c.send(&Message::Call {
+            request: req,
+            options: Dict::new(),
+            procedure: "com.test.backend".into(),
+            payload: Payload::values(vec![Value::from(7u64)], kwargs),
+        });
+        match c.expect("RESULT") {
+            Message::Result { payload, .. } => match args_of(&payload).first() {
+                Some(Value::Dict(d)) => d.clone(),
+                other => panic!("expected [{{status, headers, body}}], got {other:?}"),
+            },
+            other => panic!("expected RESULT, got {other:?}"),
+        }
+    };
+    // Default: POST the call as JSON to the URL.
+    let d = call(None);
+    assert_eq!(d.get("status").and_then(Value::as_u64), Some(201));
+    assert_eq!(d.get_str("body"), Some("saw POST /api HTTP/1.1"));
+    let h = d.get("headers").and_then(Value::as_dict).expect("headers");
+    assert_eq!(h.get_str("x-backend"), Some("yes"));
+    // The call shapes the request: method and path.
+    let d = call(Some(
+        Dict::new().with("method", "get").with("path", "/items/7"),
+    ));
+    assert_eq!(d.get_str("body"), Some("saw GET /api/items/7 HTTP/1.1"));
+    let seen = seen.join().expect("backend");
+    let posted = json(&seen[0].1);
+    assert_eq!(posted["args"], serde_json::json!([7]));
+    assert_eq!(posted["procedure"], serde_json::Value::Null);
+}

@@ -10,6 +10,7 @@
 //! realm's authorization applies per key. Every refusal is JSON with a
 //! readable reason, and nothing is published or called.
 
+pub mod callee;
 pub mod signing;
 pub mod subscriber;
 
@@ -80,6 +81,9 @@ pub struct BridgeConfig {
     /// HTTP subscribers: events POSTed to a URL.
     #[serde(default, rename = "subscriber")]
     pub subscribers: Vec<subscriber::HttpSubscriber>,
+    /// HTTP callees: procedures served by an HTTP backend.
+    #[serde(default, rename = "callee")]
+    pub callees: Vec<callee::HttpCallee>,
 }
 
 /// A `[[bridge.webhook]]`: publishes `{headers, body}` of each POST.
@@ -192,6 +196,11 @@ impl BridgeConfig {
                 out.push(format!("subscriber[{i}].{p}"));
             }
         }
+        for (i, c) in self.callees.iter().enumerate() {
+            for p in c.problems() {
+                out.push(format!("callee[{i}].{p}"));
+            }
+        }
         if self.keys.is_empty() && !self.allow_unsigned {
             out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
         }
@@ -272,6 +281,7 @@ impl Bridge {
             .subscribers
             .iter()
             .map(|s| subscriber::start(&realm, s))
+            .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Bridge {
             config,
