@@ -52,10 +52,12 @@ class RouterFactory:
         self.name = name
         self.routers: list[Router] = []
 
-    def __call__(self, *, realms=None, limits=None, log=None, ws_opts=None, rs_opts=None) -> Router:
+    def __call__(self, *, realms=None, limits=None, log=None, ws_opts=None, rs_opts=None,
+                 bridges=None) -> Router:
         """Start a router; `realms` etc. as routerproc.render_config takes them."""
         n = f"{self.name}-{len(self.routers)}" if self.routers else self.name
-        r = start_router(n, realms=realms, limits=limits, log=log, ws_opts=ws_opts, rs_opts=rs_opts)
+        r = start_router(n, realms=realms, limits=limits, log=log, ws_opts=ws_opts, rs_opts=rs_opts,
+                         bridges=bridges)
         self.routers.append(r)
         return r
 

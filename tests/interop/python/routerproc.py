@@ -81,7 +81,7 @@ def _toml_table(header: str, values: dict) -> str:
 
 
 def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=None,
-                  ws_path="/ws", ws_opts=None, rs_opts=None) -> str:
+                  ws_path="/ws", ws_opts=None, rs_opts=None, bridges=None) -> str:
     """The router's TOML config. `realms`: a list of dicts, one ``[[realm]]`` each
     (default: realm1 with loose URI checks); a value that is a dict or a list of
     dicts is written as a nested table, e.g. ``{"name": "realm1", "history": [{"topic":
@@ -104,6 +104,8 @@ def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=
     ]
     for r in realms:
         parts.append(_toml_table("[[realm]]", r))
+    for b in bridges or []:
+        parts.append(_toml_table("[[bridge]]", b))
     parts.append(_toml_table("[limits]", lim))
     return "\n".join(parts)
 
@@ -200,7 +202,7 @@ def _can_connect_unix(path) -> bool:
 
 
 def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout=10.0,
-                 ws_opts=None, rs_opts=None) -> Router:
+                 ws_opts=None, rs_opts=None, bridges=None) -> Router:
     """Start the router with a generated config (see render_config: realms may
     carry nested tables such as ``history``, ws_opts/rs_opts add listener keys
     such as ``tls``); wait until all listeners accept."""
@@ -217,7 +219,7 @@ def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout
     while rs_port == ws_port:
         rs_port = free_port()
     cfg = render_config(ws_port, rs_port, unix_path, realms=realms, limits=limits, log=log,
-                        ws_opts=ws_opts, rs_opts=rs_opts)
+                        ws_opts=ws_opts, rs_opts=rs_opts, bridges=bridges)
     config_path = Path(workdir) / "switchyard.toml"
     config_path.write_text(cfg)
     logf = open(log_path, "wb")
