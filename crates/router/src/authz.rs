@@ -116,23 +116,6 @@ fn specificity(pattern: &str, policy: MatchPolicy) -> Specificity {
     }
 }
 
-fn matches(pattern: &str, policy: MatchPolicy, uri: &str) -> bool {
-    match policy {
-        MatchPolicy::Exact => pattern == uri,
-        MatchPolicy::Prefix => uri.starts_with(pattern),
-        MatchPolicy::Wildcard => {
-            let (mut p, mut u) = (pattern.split('.'), uri.split('.'));
-            loop {
-                match (p.next(), u.next()) {
-                    (None, None) => return true,
-                    (Some(pc), Some(uc)) if pc.is_empty() || pc == uc => {}
-                    _ => return false,
-                }
-            }
-        }
-    }
-}
-
 /// Replaces `{authid}` and `{authrole}`; None if a value cannot stand in a
 /// URI component (empty, or with '.', '#' or whitespace), so such a
 /// permission never matches rather than matching too much.
@@ -193,7 +176,9 @@ impl Authorizer {
             .iter()
             .filter_map(|p| {
                 let pattern = substitute(&p.uri, s)?;
-                matches(&pattern, p.policy, uri).then(|| (specificity(&pattern, p.policy), p))
+                p.policy
+                    .matches(&pattern, uri)
+                    .then(|| (specificity(&pattern, p.policy), p))
             })
             .max_by(|a, b| a.0.cmp(&b.0));
         match best {
@@ -244,7 +229,7 @@ fn may_intersect(q: &str, qpol: MatchPolicy, p: &str, ppol: MatchPolicy) -> bool
     use MatchPolicy::*;
     let compatible = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
     match (qpol, ppol) {
-        (Exact, _) => matches(p, ppol, q),
+        (Exact, _) => ppol.matches(p, q),
         (Prefix, Prefix) => compatible(q, p),
         (Prefix, Wildcard) | (Wildcard, Prefix) | (Prefix, Exact) | (Wildcard, Exact) => {
             compatible(lead(q, qpol), lead(p, ppol))

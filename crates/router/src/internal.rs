@@ -97,8 +97,18 @@ impl Default for InternalCaller {
     }
 }
 
-fn payload_values(p: Option<&switchyard_proto::Item>) -> Option<Value> {
-    p.and_then(|i| i.to_value().ok())
+/// A payload's positional and keyword arguments, decoded (empty when
+/// absent or not a list / dict).
+fn decode(p: &Payload) -> (Vec<Value>, Dict) {
+    let args = match p.args.as_ref().and_then(|i| i.to_value().ok()) {
+        Some(Value::List(l)) => l,
+        _ => Vec::new(),
+    };
+    let kwargs = match p.kwargs.as_ref().and_then(|i| i.to_value().ok()) {
+        Some(Value::Dict(d)) => d,
+        _ => Dict::new(),
+    };
+    (args, kwargs)
 }
 
 impl InternalCaller {
@@ -240,18 +250,13 @@ async fn read_replies(
                 let Some(invocations) = &invocations else {
                     continue;
                 };
+                let (args, kwargs) = decode(&payload);
                 let inv = InternalInvocation {
                     request,
                     registration,
                     details,
-                    args: match payload_values(payload.args.as_ref()) {
-                        Some(Value::List(l)) => l,
-                        _ => Vec::new(),
-                    },
-                    kwargs: match payload_values(payload.kwargs.as_ref()) {
-                        Some(Value::Dict(d)) => d,
-                        _ => Dict::new(),
-                    },
+                    args,
+                    kwargs,
                 };
                 // The registration's concurrency cap bounds what is in
                 // flight, so the channel (as large) does not overflow.
@@ -267,18 +272,13 @@ async fn read_replies(
                 payload,
             }) => {
                 let Some(events) = &events else { continue };
+                let (args, kwargs) = decode(&payload);
                 let event = InternalEvent {
                     subscription,
                     publication,
                     details,
-                    args: match payload_values(payload.args.as_ref()) {
-                        Some(Value::List(l)) => l,
-                        _ => Vec::new(),
-                    },
-                    kwargs: match payload_values(payload.kwargs.as_ref()) {
-                        Some(Value::Dict(d)) => d,
-                        _ => Dict::new(),
-                    },
+                    args,
+                    kwargs,
                 };
                 if events.try_send(event).is_err() {
                     dropped += 1;
@@ -296,14 +296,7 @@ async fn read_replies(
                 if details.get_bool("progress") == Some(true) {
                     continue;
                 }
-                let args = match payload_values(payload.args.as_ref()) {
-                    Some(Value::List(l)) => l,
-                    _ => Vec::new(),
-                };
-                let kwargs = match payload_values(payload.kwargs.as_ref()) {
-                    Some(Value::Dict(d)) => d,
-                    _ => Dict::new(),
-                };
+                let (args, kwargs) = decode(&payload);
                 (request, Ok(Reply { args, kwargs }))
             }
             Ok(Message::Error {
@@ -312,14 +305,7 @@ async fn read_replies(
                 payload,
                 ..
             }) => {
-                let args = match payload_values(payload.args.as_ref()) {
-                    Some(Value::List(l)) => l,
-                    _ => Vec::new(),
-                };
-                let kwargs = match payload_values(payload.kwargs.as_ref()) {
-                    Some(Value::Dict(d)) => d,
-                    _ => Dict::new(),
-                };
+                let (args, kwargs) = decode(&payload);
                 let message = args
                     .first()
                     .and_then(|v| v.as_str().map(str::to_string))

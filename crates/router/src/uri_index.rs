@@ -105,6 +105,26 @@ impl MatchPolicy {
             _ => None,
         }
     }
+
+    /// Whether `uri` matches `pattern` under this policy: one pattern
+    /// checked directly (the index answers the same for many at once).
+    #[must_use]
+    pub fn matches(self, pattern: &str, uri: &str) -> bool {
+        match self {
+            MatchPolicy::Exact => pattern == uri,
+            MatchPolicy::Prefix => uri.starts_with(pattern),
+            MatchPolicy::Wildcard => {
+                let (mut p, mut u) = (pattern.split('.'), uri.split('.'));
+                loop {
+                    match (p.next(), u.next()) {
+                        (None, None) => return true,
+                        (Some(pc), Some(uc)) if pc.is_empty() || pc == uc => {}
+                        _ => return false,
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl fmt::Display for MatchPolicy {

@@ -88,11 +88,22 @@ fn signed_query(key: &str, secret: &str, ts: &str, nonce: &str, body: &str) -> S
 
 /// One HTTP request; (status, body).
 fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    request(
+        port,
+        method,
+        target,
+        "Content-Type: application/json\r\n",
+        body,
+    )
+}
+
+/// One HTTP request with extra header lines; (status, body).
+fn request(port: u16, method: &str, target: &str, headers: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(
         s,
-        "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("write");
@@ -377,30 +388,9 @@ fn signed_call_returns_results_and_errors() {
     );
 }
 
-/// POST with extra headers; (status, body).
+/// POST with extra header lines; (status, body).
 fn http_with(port: u16, target: &str, headers: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(
-        s,
-        "POST {target} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|x| x.1)
-            .unwrap_or("")
-            .to_string(),
-    )
+    request(port, "POST", target, headers, body)
 }
 
 #[test]
@@ -491,28 +481,7 @@ fn http_subscriber_receives_signed_posts() {
     let (mut conn, _) = receiver.accept().expect("the router POSTs the event");
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
     // Read the request head and its body.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let (head, body) = loop {
-        let n = conn.read(&mut chunk).expect("read");
-        assert!(n > 0, "connection closed early");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_string)
-                })
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if body.len() >= len {
-                break (head.to_string(), body[..len].to_string());
-            }
-        }
-    };
+    let (head, body) = read_request(&mut conn);
     conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
         .ok();
     let target = head.lines().next().expect("request line").to_string();
@@ -563,6 +532,32 @@ fn http_subscriber_receives_signed_posts() {
     assert_eq!(v["args"], serde_json::json!([4711]));
 }
 
+/// Reads one HTTP request: (head, body as long as Content-Length says).
+fn read_request(conn: &mut std::net::TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).expect("read");
+        assert!(n > 0, "connection closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                return (head.to_string(), body[..len].to_string());
+            }
+        }
+    }
+}
+
 /// A one-thread HTTP backend: answers `n` requests, echoing the request
 /// line and body; returns what it saw.
 fn backend(n: usize) -> (u16, std::thread::JoinHandle<Vec<(String, String)>>) {
@@ -573,31 +568,8 @@ fn backend(n: usize) -> (u16, std::thread::JoinHandle<Vec<(String, String)>>) {
         for _ in 0..n {
             let (mut c, _) = l.accept().expect("accept");
             c.set_read_timeout(Some(Duration::from_secs(10))).ok();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (line, body) = loop {
-                let k = c.read(&mut chunk).expect("read");
-                assert!(k > 0, "closed early");
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(str::to_string)
-                        })
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break (
-                            head.lines().next().unwrap_or("").to_string(),
-                            body[..len].to_string(),
-                        );
-                    }
-                }
-            };
+            let (head, body) = read_request(&mut c);
+            let line = head.lines().next().unwrap_or("").to_string();
             let reply = format!("saw {line}");
             write!(
                 c,

@@ -117,21 +117,7 @@ impl Default for Broker {
 
 /// Whether `topic` matches the subscription pattern (`uri`, `policy`).
 fn pattern_matches(uri: &str, policy: MatchPolicy, topic: &str) -> bool {
-    match policy {
-        MatchPolicy::Exact => uri == topic,
-        MatchPolicy::Prefix => topic.starts_with(uri),
-        MatchPolicy::Wildcard => {
-            let mut p = uri.split('.');
-            let mut t = topic.split('.');
-            loop {
-                match (p.next(), t.next()) {
-                    (None, None) => return true,
-                    (Some(pc), Some(tc)) if pc.is_empty() || pc == tc => {}
-                    _ => return false,
-                }
-            }
-        }
-    }
+    policy.matches(uri, topic)
 }
 
 impl Broker {
