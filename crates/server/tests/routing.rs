@@ -330,7 +330,10 @@ fn callee_leaving_mid_call_cancels_the_call() {
 
 #[test]
 fn slow_consumer_is_disconnected_without_harming_others() {
-    let r = Router::start("[limits]\noutbound_queue = 16\n");
+    // 64 queued 32 KiB events of slack for the fast subscriber, whose reader
+    // thread shares two busy CPUs; the slow one still overflows long before
+    // the 600 events (~19 MiB) are through.
+    let r = Router::start("[limits]\noutbound_queue = 64\n");
     let topic = "com.example.firehose";
     // The slow subscriber never reads.
     let mut slow = Raw::connect(r.rs_port, Serializer::Json);
