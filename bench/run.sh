@@ -62,6 +62,9 @@ max_connections_per_address = 0
 
 [runtime]
 worker_threads = ${WORKERS:-0}
+
+[storage]
+data_dir = "$OUT/data"
 EOF
 
 WS_URL="ws://127.0.0.1:$WS_PORT/ws"

@@ -529,15 +529,41 @@ impl Connection {
                             Some(&mut options),
                         )
                     })
-                    .and_then(|_| realm.broker.publish(s, &topic, &options, &payload));
+                    .and_then(|_| realm.publish(s, &topic, &options, &payload));
                 match published {
-                    Ok(publication) if ack => {
+                    Ok((publication, None)) if ack => {
                         s.send(&Message::Published {
                             request,
                             publication,
                         });
                     }
-                    Ok(_) => {}
+                    Ok((_, None)) => {}
+                    Ok((publication, Some(pending))) => {
+                        // The publication feeds durable queues: PUBLISHED
+                        // follows the commit of its jobs.
+                        let s = s.clone();
+                        tokio::spawn(async move {
+                            match pending.await {
+                                Ok(()) if ack => {
+                                    s.send(&Message::Published {
+                                        request,
+                                        publication,
+                                    });
+                                }
+                                Ok(()) => {}
+                                Err(e) if ack => {
+                                    s.send_error(code::PUBLISH, request, e);
+                                }
+                                Err((uri, message)) => {
+                                    tracing::warn!(
+                                        session = s.id,
+                                        topic,
+                                        "publication delivered, but its queue jobs failed: {uri}: {message}"
+                                    );
+                                }
+                            }
+                        });
+                    }
                     Err(e) if ack => {
                         s.send_error(code::PUBLISH, request, e);
                     }

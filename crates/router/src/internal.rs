@@ -47,7 +47,40 @@ impl CallFailure {
     }
 }
 
-type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Reply, CallFailure>>>>;
+/// Called for each progressive RESULT of a call.
+pub type OnProgress = Box<dyn Fn(&Dict) + Send + Sync>;
+
+struct Waiter {
+    tx: oneshot::Sender<Result<Reply, CallFailure>>,
+    progress: Option<OnProgress>,
+}
+
+type Waiters = Mutex<HashMap<u64, Waiter>>;
+
+/// A call the Dealer has taken; [`PendingCall::wait`] for its answer.
+pub struct PendingCall {
+    request: u64,
+    rx: oneshot::Receiver<Result<Reply, CallFailure>>,
+}
+
+impl PendingCall {
+    /// The CALL's request id (for [`InternalCaller::cancel`] and
+    /// [`Dealer::callee_of`]).
+    pub fn request(&self) -> u64 {
+        self.request
+    }
+
+    /// The call's final RESULT or ERROR. A call without a timeout waits as
+    /// long as the callee takes, until it is canceled or its callee leaves.
+    pub async fn wait(self) -> Result<Reply, CallFailure> {
+        self.rx.await.unwrap_or_else(|_| {
+            Err(CallFailure::new(
+                errors::CANCELED,
+                "the router's internal session stopped".into(),
+            ))
+        })
+    }
+}
 
 /// An EVENT delivered to a router-owned session (its subscriptions).
 #[derive(Debug, Clone)]
@@ -160,7 +193,7 @@ impl InternalCaller {
         self.started.get_or_init(|| {
             let (peer, rx) = Peer::new(
                 Serializer::MsgPack,
-                1024,
+                16 * 1024,
                 SlowConsumerPolicy::Disconnect,
                 usize::MAX,
                 "router".into(),
@@ -188,6 +221,39 @@ impl InternalCaller {
         })
     }
 
+    /// Sends CALL `procedure` with `options` (e.g. `receive_progress`; no
+    /// `timeout` means none) and `payload`; `progress` sees each
+    /// progressive RESULT. A call the Dealer refuses at once (no such
+    /// procedure...) is answered through the returned [`PendingCall`] too.
+    pub fn start_call(
+        &self,
+        dealer: &Dealer,
+        procedure: &str,
+        options: &Dict,
+        payload: Payload,
+        progress: Option<OnProgress>,
+    ) -> Result<PendingCall, CallFailure> {
+        let st = self.started();
+        let request = st.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        st.waiters.lock().insert(request, Waiter { tx, progress });
+        if let CallOutcome::Violation(v) =
+            dealer.call(&st.session, request, procedure, options, payload, true)
+        {
+            st.waiters.lock().remove(&request);
+            return Err(CallFailure::new(errors::INVALID_ARGUMENT, v));
+        }
+        Ok(PendingCall { request, rx })
+    }
+
+    /// Cancels call `request` (mode `killnowait`: the waiting
+    /// [`PendingCall`] gets `wamp.error.canceled` at once, and a callee that
+    /// understands it gets INTERRUPT).
+    pub fn cancel(&self, dealer: &Dealer, request: u64) {
+        let options = Dict::new().with("mode", "killnowait");
+        dealer.cancel(&self.started().session, request, &options);
+    }
+
     /// Calls `procedure` and waits at most `timeout` for its answer.
     pub async fn call(
         &self,
@@ -197,29 +263,21 @@ impl InternalCaller {
         kwargs: Option<Dict>,
         timeout: Duration,
     ) -> Result<Reply, CallFailure> {
-        let st = self.started();
-        let request = st.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = oneshot::channel();
-        st.waiters.lock().insert(request, tx);
         let options = Dict::new().with("timeout", timeout.as_millis() as u64);
-        let outcome = dealer.call(
-            &st.session,
-            request,
+        let pending = self.start_call(
+            dealer,
             procedure,
             &options,
             Payload::values(args, kwargs),
-            true,
-        );
-        if let CallOutcome::Violation(v) = outcome {
-            st.waiters.lock().remove(&request);
-            return Err(CallFailure::new(errors::INVALID_ARGUMENT, v));
-        }
+            None,
+        )?;
+        let request = pending.request;
         // The Dealer times the call; this bound only guards against a reply
         // that never comes (a lost reader task).
-        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+        match tokio::time::timeout(timeout + Duration::from_secs(1), pending.rx).await {
             Ok(Ok(result)) => result,
             _ => {
-                st.waiters.lock().remove(&request);
+                self.started().waiters.lock().remove(&request);
                 Err(CallFailure::new(
                     errors::TIMEOUT,
                     format!("no answer from \"{procedure}\""),
@@ -294,6 +352,12 @@ async fn read_replies(
                 payload,
             }) => {
                 if details.get_bool("progress") == Some(true) {
+                    if let Some(Waiter {
+                        progress: Some(f), ..
+                    }) = waiters.lock().get(&request)
+                    {
+                        f(&details);
+                    }
                     continue;
                 }
                 let (args, kwargs) = decode(&payload);
@@ -322,8 +386,8 @@ async fn read_replies(
             }
             _ => continue,
         };
-        if let Some(tx) = waiters.lock().remove(&request) {
-            let _ = tx.send(result);
+        if let Some(w) = waiters.lock().remove(&request) {
+            let _ = w.tx.send(result);
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod connection;
 pub mod dealer;
 pub mod features;
+pub mod hooks;
 pub mod internal;
 mod meta;
 pub mod metrics;

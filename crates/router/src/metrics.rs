@@ -6,6 +6,18 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Appends more metrics to the rendered text (e.g. the queues' gauges).
+pub type MetricsSource = Box<dyn Fn(&mut String) + Send + Sync>;
+
+#[derive(Default)]
+struct Sources(parking_lot::RwLock<Vec<MetricsSource>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} metrics sources", self.0.read().len())
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Metrics {
     pub auth_succeeded: AtomicU64,
@@ -16,11 +28,17 @@ pub struct Metrics {
     pub registration_limit: AtomicU64,
     pub rate_limited: AtomicU64,
     pub connections_refused: AtomicU64,
+    sources: Sources,
 }
 
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a source whose lines follow the counters in [`Metrics::render`].
+    pub fn add_source(&self, source: MetricsSource) {
+        self.sources.0.write().push(source);
     }
 
     /// The counters in the Prometheus text exposition format.
@@ -60,6 +78,9 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        for source in self.sources.0.read().iter() {
+            source(&mut out);
         }
         out
     }

@@ -2,7 +2,7 @@
 //! and the meta events that report what happens in it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use std::time::Instant;
 
@@ -15,9 +15,10 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::authz::{Action, Authorizer, Decision, DynamicAuthorizer, RoleConfig};
 use crate::broker::{Broker, BrokerConfig, HistoryConfig};
 use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
+use crate::hooks::{HookFuture, HookOutcome, PublishHook};
 use crate::internal::InternalCaller;
 use crate::metrics::Metrics;
-use crate::session::Session;
+use crate::session::{OpError, Session};
 
 /// Whether a peer's identity is disclosed to the other side (callers to
 /// callees; later publishers to subscribers).
@@ -138,6 +139,8 @@ pub struct Realm {
     pub broker: Arc<Broker>,
     pub dealer: Dealer,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
+    /// Sees every accepted publication (the queues' topic bindings).
+    publish_hook: OnceLock<Arc<dyn PublishHook>>,
 }
 
 impl Realm {
@@ -174,7 +177,39 @@ impl Realm {
             broker,
             dealer,
             sessions: RwLock::new(HashMap::new()),
+            publish_hook: OnceLock::new(),
         }
+    }
+
+    /// Installs the hook that sees every publication; false if one is
+    /// installed already.
+    pub fn set_publish_hook(&self, hook: Arc<dyn PublishHook>) -> bool {
+        self.publish_hook.set(hook).is_ok()
+    }
+
+    /// Publishes an authorized publication: the publish hook first (it may
+    /// refuse it, or hand back work the acknowledgement must wait for),
+    /// then the Broker delivers it. Returns the publication id and that
+    /// work, if any.
+    pub fn publish(
+        &self,
+        publisher: &Arc<Session>,
+        topic: &str,
+        options: &Dict,
+        payload: &Payload,
+    ) -> Result<(u64, Option<HookFuture>), OpError> {
+        let pending = match self.publish_hook.get() {
+            None => None,
+            Some(hook) => match hook.on_publish(publisher, topic, payload) {
+                HookOutcome::Pass => None,
+                HookOutcome::Refuse(uri, message) => {
+                    return Err((uri, message));
+                }
+                HookOutcome::After(f) => Some(f),
+            },
+        };
+        let publication = self.broker.publish(publisher, topic, options, payload)?;
+        Ok((publication, pending))
     }
 
     pub fn name(&self) -> &str {

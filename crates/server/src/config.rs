@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bridge::BridgeConfig;
+use crate::queues::{QueueBinding, QueueHttpSigning};
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
+use switchyard_queue::QueueConfig;
 use switchyard_router::auth::AuthConfig;
 use switchyard_router::authz::RoleConfig;
 use switchyard_router::broker::{HistoryConfig, MAX_HISTORY_LIMIT};
@@ -36,6 +38,30 @@ pub struct Config {
     /// HTTP bridges ([[bridge]]).
     #[serde(default, rename = "bridge")]
     pub bridges: Vec<Spanned<BridgeConfig>>,
+    /// Where durable state lives ([storage]).
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of the embedded store: one `queues-<realm>.redb` per realm
+    /// (default "switchyard-data", relative to the working directory).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("switchyard-data")
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: default_data_dir(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +286,15 @@ pub struct RealmEntry {
     pub max_registrations_per_session: Option<usize>,
     #[serde(default)]
     pub max_messages_per_second: Option<u32>,
+    /// Durable job queues ([[realm.queue]]).
+    #[serde(default)]
+    pub queue: Vec<Spanned<QueueConfig>>,
+    /// Topic bindings: publications become jobs ([[realm.queue_binding]]).
+    #[serde(default)]
+    pub queue_binding: Vec<Spanned<QueueBinding>>,
+    /// How requests of jobs with an HTTP target are signed ([realm.queue_http]).
+    #[serde(default)]
+    pub queue_http: Option<QueueHttpSigning>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,6 +375,7 @@ impl Default for Config {
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
             bridges: Vec::new(),
+            storage: StorageConfig::default(),
         }
         .with_defaults()
     }
@@ -434,6 +470,9 @@ impl Config {
                 max_subscriptions_per_session: None,
                 max_registrations_per_session: None,
                 max_messages_per_second: None,
+                queue: Vec::new(),
+                queue_binding: Vec::new(),
+                queue_http: None,
             }];
         }
         self
@@ -504,6 +543,37 @@ impl Config {
                             "realm[{i}].history[{j}].limit: must be between 1 and {MAX_HISTORY_LIMIT}, got {}",
                             h.limit
                         ),
+                    );
+                }
+            }
+            for (j, q) in r.queue.iter().enumerate() {
+                let cfg = q.get_ref();
+                if let Err(e) = cfg.validate() {
+                    err(
+                        q.span(),
+                        format!("realm[{i}].queue[{j}] ({}): {e}", cfg.name),
+                    );
+                }
+                if r.queue[..j].iter().any(|o| o.get_ref().name == cfg.name) {
+                    err(
+                        q.span(),
+                        format!(
+                            "realm[{i}].queue[{j}]: queue \"{}\" is defined twice",
+                            cfg.name
+                        ),
+                    );
+                }
+            }
+            for (j, b) in r.queue_binding.iter().enumerate() {
+                for problem in b.get_ref().problems() {
+                    err(b.span(), format!("realm[{i}].queue_binding[{j}].{problem}"));
+                }
+            }
+            if let Some(h) = &r.queue_http {
+                if h.secret.len() < 16 {
+                    err(
+                        0..0,
+                        format!("realm[{i}].queue_http.secret: must have at least 16 characters"),
                     );
                 }
             }

@@ -4,6 +4,7 @@
 mod bridge;
 mod cli;
 mod config;
+mod queues;
 mod server;
 mod transport;
 
@@ -35,6 +36,11 @@ struct Cli {
     /// RUST_LOG environment variable overrides both.
     #[arg(long, value_name = "FILTER", global = true)]
     log_level: Option<String>,
+
+    /// Directory of the durable queues' store; overrides [storage] data_dir
+    /// (default "switchyard-data" in the working directory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -162,7 +168,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
+    let mut config = match &cli.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
@@ -172,6 +178,9 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
+    if let Some(dir) = cli.data_dir {
+        config.storage.data_dir = dir;
+    }
     let format = cli.log_format.unwrap_or(config.log.format);
     let level = cli
         .log_level

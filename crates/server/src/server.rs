@@ -64,6 +64,26 @@ impl Tcp {
 pub async fn run(config: Config) -> Result<(), String> {
     let router = Router::new(config.realm_configs());
     let settings = Settings::from_limits(&config.limits);
+    // Queues first: a client must not find the port open before the
+    // switchyard.queue.* procedures are registered.
+    let mut queue_services = Vec::new();
+    for entry in &config.realms {
+        let Some(realm) = router.realm(entry.name.get_ref()).cloned() else {
+            continue;
+        };
+        let settings = crate::queues::RealmQueues {
+            configs: entry.queue.iter().map(|q| q.get_ref().clone()).collect(),
+            bindings: entry
+                .queue_binding
+                .iter()
+                .map(|b| b.get_ref().clone())
+                .collect(),
+            http_signing: entry.queue_http.clone(),
+        };
+        queue_services.push(
+            crate::queues::QueueService::start(realm, &config.storage.data_dir, settings).await?,
+        );
+    }
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
     let mut tls_listeners = Vec::new();
@@ -184,6 +204,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             open = router.connection_count(),
             "connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"
         );
+    }
+    for q in &queue_services {
+        q.close();
     }
     for p in unix_paths {
         let _ = std::fs::remove_file(p);

@@ -667,6 +667,17 @@ impl Dealer {
             .map(|(_, id)| *id)
     }
 
+    /// The session serving call `request` of session `caller`, once the
+    /// call is invoked (not while it waits in a registration's queue).
+    pub fn callee_of(&self, caller: u64, request: u64) -> Option<u64> {
+        let st = self.inner.state.lock();
+        let cid = st.by_request.get(&(caller, request))?;
+        match &st.calls.get(cid)?.target {
+            Target::Invoked { callee, .. } => Some(callee.id),
+            Target::Queued { .. } => None,
+        }
+    }
+
     pub fn registration(&self, id: u64) -> Option<RegistrationInfo> {
         self.inner.state.lock().regs.get(&id).map(info_of)
     }

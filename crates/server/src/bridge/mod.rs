@@ -693,11 +693,16 @@ async fn publish(
         args: raw(r.args),
         kwargs: raw(r.kwargs),
     };
-    let publication = bridge
+    let (publication, pending) = bridge
         .realm
-        .broker
         .publish(caller.session(), &topic, &r.options, &payload)
         .map_err(|(uri, message)| Refusal(StatusCode::BAD_REQUEST, uri, message))?;
+    // A topic bound to durable queues: answer once its jobs are committed.
+    if let Some(pending) = pending {
+        pending
+            .await
+            .map_err(|(uri, message)| Refusal(StatusCode::SERVICE_UNAVAILABLE, uri, message))?;
+    }
     Ok(json_response(StatusCode::OK, json!({ "id": publication })))
 }
 
@@ -789,11 +794,15 @@ async fn webhook(
         }),
         kwargs: None,
     };
-    let publication = bridge
+    let (publication, pending) = bridge
         .realm
-        .broker
         .publish(caller.session(), &hook.topic, &Dict::new(), &payload)
         .map_err(|(uri, message)| Refusal(StatusCode::BAD_REQUEST, uri, message))?;
+    if let Some(pending) = pending {
+        pending
+            .await
+            .map_err(|(uri, message)| Refusal(StatusCode::SERVICE_UNAVAILABLE, uri, message))?;
+    }
     Ok(json_response(
         StatusCode::ACCEPTED,
         json!({ "id": publication }),

@@ -136,19 +136,8 @@ async fn post_events(s: HttpSubscriber, pattern: bool, mut rx: mpsc::Receiver<In
             "details": to_json(Value::Dict(e.details)),
         })
         .to_string();
-        let timestamp =
-            humantime_serde::re::humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let seq = (seq.fetch_add(1, Ordering::Relaxed) + 1).to_string();
-        let nonce = format!("{:x}", rand_nonce());
-        let signature = signing::sign(&s.secret, &s.key, &timestamp, &seq, &nonce, body.as_bytes());
-        let sep = if s.url.contains('?') { '&' } else { '?' };
-        let url = format!(
-            "{}{sep}key={}&timestamp={}&seq={seq}&nonce={nonce}&signature={}",
-            s.url,
-            query_escape(&s.key),
-            query_escape(&timestamp),
-            query_escape(&signature)
-        );
+        let seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let url = signed_url(&s.url, &s.key, &s.secret, seq, body.as_bytes());
         let request = Request::builder()
             .method(Method::POST)
             .uri(url)
@@ -182,6 +171,24 @@ async fn post_events(s: HttpSubscriber, pattern: bool, mut rx: mpsc::Receiver<In
             ),
         }
     }
+}
+
+/// `url` with the query parameters of a request signed like the bridge's
+/// own (key, timestamp, seq, nonce, signature over the body), so the
+/// receiver verifies it as the bridge verifies its requests.
+pub fn signed_url(url: &str, key: &str, secret: &str, seq: u64, body: &[u8]) -> String {
+    let timestamp =
+        humantime_serde::re::humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let seq = seq.to_string();
+    let nonce = format!("{:x}", rand_nonce());
+    let signature = signing::sign(secret, key, &timestamp, &seq, &nonce, body);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{sep}key={}&timestamp={}&seq={seq}&nonce={nonce}&signature={}",
+        query_escape(key),
+        query_escape(&timestamp),
+        query_escape(&signature)
+    )
 }
 
 fn rand_nonce() -> u64 {

@@ -58,6 +58,7 @@ impl Router {
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.path().join("router.log");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .current_dir(dir.path())
             .arg("--config")
             .arg(&cfg)
             .arg("--log-level")

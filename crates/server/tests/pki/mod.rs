@@ -129,6 +129,7 @@ pub fn start_router(dir: tempfile::TempDir, config: &str, ports: &[u16]) -> Rout
     std::fs::write(&cfg, config).expect("write config");
     let log = dir.path().join("router.log");
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
         .arg("--config")
         .arg(&cfg)
         .arg("--log-level")

@@ -1,0 +1,481 @@
+//! The `switchyard.queue.*` procedures (docs/QUEUES.md). A router-owned
+//! session registers them with the realm's Dealer, so calls are authorized
+//! like any other; each answer is a YIELD or an ERROR with a
+//! `switchyard.queue.error.*` URI and a readable message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_proto::{errors, Dict, Payload, Value};
+use switchyard_queue::{
+    human, JobId, JobInfo, JobOptions, NewJob, Payload as JobPayload, Purge, QueueConfig,
+    QueueError, Requeue, Target,
+};
+use switchyard_router::authz::{Action, Decision};
+use switchyard_router::dealer::RegisterOptions;
+use switchyard_router::features::ClientFeatures;
+use switchyard_router::internal::{InternalCaller, InternalInvocation};
+use switchyard_router::peer::{Peer, SlowConsumerPolicy};
+use switchyard_router::session::{Identity, OpError};
+use switchyard_router::Session;
+use tokio::sync::mpsc;
+
+use super::{http_target, payload, QueueService};
+
+const INVALID: &str = "switchyard.queue.error.invalid_argument";
+
+/// Procedures and the calls each serves at once (the rest wait in the
+/// Dealer's queue of the registration; their sum stays below the channel).
+const PROCEDURES: [(&str, u32); 11] = [
+    ("switchyard.queue.push", 512),
+    ("switchyard.queue.push_many", 64),
+    ("switchyard.queue.extend", 128),
+    ("switchyard.queue.declare", 8),
+    ("switchyard.queue.list", 8),
+    ("switchyard.queue.stats", 32),
+    ("switchyard.queue.peek", 8),
+    ("switchyard.queue.dead", 8),
+    ("switchyard.queue.job", 32),
+    ("switchyard.queue.requeue", 8),
+    ("switchyard.queue.purge", 8),
+];
+
+/// The longest list `peek` and `dead` return.
+const MAX_LIST: usize = 1000;
+
+/// Registers the procedures under a router-owned session.
+pub(super) fn register(service: &Arc<QueueService>) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel(1024);
+    let caller = InternalCaller::with_invocations(
+        Identity {
+            authid: "switchyard-queue".into(),
+            authrole: "switchyard".into(),
+            authmethod: "internal".into(),
+            authprovider: "switchyard".into(),
+        },
+        tx,
+    );
+    let session = caller.session().clone();
+    let realm = &service.realm;
+    let mut names = HashMap::new();
+    for (procedure, concurrency) in PROCEDURES {
+        let options = Dict::new()
+            .with("concurrency", u64::from(concurrency))
+            .with("disclose_caller", true);
+        let opts = RegisterOptions::parse(&options).map_err(|(_, m)| m)?;
+        let mut id = 0;
+        realm
+            .dealer
+            .register(&session, procedure, &opts, |r| id = r)
+            .map_err(|(uri, m)| {
+                format!(
+                    "realm \"{}\": cannot register {procedure}: {uri}: {m}",
+                    realm.name()
+                )
+            })?;
+        names.insert(id, procedure);
+    }
+    tokio::spawn(serve(Arc::downgrade(service), session, names, rx));
+    *service.api.lock() = Some(caller);
+    Ok(())
+}
+
+async fn serve(
+    service: Weak<QueueService>,
+    session: Arc<Session>,
+    names: HashMap<u64, &'static str>,
+    mut rx: mpsc::Receiver<InternalInvocation>,
+) {
+    while let Some(inv) = rx.recv().await {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        let procedure = names.get(&inv.registration).copied().unwrap_or("");
+        let session = session.clone();
+        tokio::spawn(async move {
+            let request = inv.request;
+            match service.handle(procedure, inv).await {
+                Ok((args, kwargs)) => service.realm.dealer.yield_result(
+                    &session,
+                    request,
+                    &Dict::new(),
+                    Payload::values(args, kwargs),
+                ),
+                Err((uri, message)) => service.realm.dealer.yield_error(
+                    &session,
+                    request,
+                    uri.to_string(),
+                    Payload::message(message),
+                ),
+            };
+        });
+    }
+}
+
+type Answer = Result<(Vec<Value>, Option<Dict>), OpError>;
+
+fn queue_error(e: QueueError) -> OpError {
+    (e.uri(), e.to_string())
+}
+
+fn invalid(message: impl Into<String>) -> OpError {
+    (INVALID, message.into())
+}
+
+/// A JSON value as a WAMP value.
+fn to_wamp(v: serde_json::Value) -> Value {
+    serde_json::from_value(v).unwrap_or(Value::Null)
+}
+
+/// A WAMP value as JSON (binary as the `\u0000` base64 convention).
+fn to_json(v: &Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn kwargs_json(kw: &Dict, skip: &[&str]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in kw.iter() {
+        if !skip.contains(&k) {
+            m.insert(k.to_string(), to_json(v));
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The queue name: the first argument, or kwargs `queue`.
+fn queue_arg<'a>(inv: &'a InternalInvocation, what: &str) -> Result<&'a str, OpError> {
+    match inv.args.first().or_else(|| inv.kwargs.get("queue")) {
+        Some(Value::Str(s)) => Ok(s),
+        Some(_) => Err(invalid(format!("{what}: the queue name must be a string"))),
+        None => Err(invalid(format!(
+            "{what} needs the queue name as its first argument"
+        ))),
+    }
+}
+
+fn limit_arg(kw: &Dict) -> Result<usize, OpError> {
+    match kw.get("limit") {
+        None => Ok(10),
+        Some(Value::UInt(n)) => Ok((*n as usize).min(MAX_LIST)),
+        Some(_) => Err(invalid("limit must be a positive integer")),
+    }
+}
+
+fn job_info(info: &JobInfo) -> Value {
+    let mut v = serde_json::to_value(info).unwrap_or(serde_json::Value::Null);
+    let (args, kwargs) = payload::to_values(&info.job.payload.bytes);
+    if let Some(job) = v.get_mut("job").and_then(|j| j.as_object_mut()) {
+        job.insert("args".into(), to_json(&args));
+        job.insert("kwargs".into(), to_json(&kwargs));
+    }
+    to_wamp(v)
+}
+
+/// The session that made a call (disclosed to the queue's procedures): a
+/// client session of the realm, or the identity of a router-owned one
+/// (the HTTP bridge's keys).
+fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
+    let id = match details.get("caller") {
+        Some(Value::UInt(id)) => *id,
+        _ => return None,
+    };
+    if let Some(s) = service.realm.session(id) {
+        return Some(s);
+    }
+    let identity = Identity {
+        authid: details.get_str("caller_authid")?.to_string(),
+        authrole: details.get_str("caller_authrole")?.to_string(),
+        authmethod: "internal".into(),
+        authprovider: "switchyard".into(),
+    };
+    let (peer, _rx) = Peer::new(
+        switchyard_proto::Serializer::MsgPack,
+        1,
+        SlowConsumerPolicy::Disconnect,
+        usize::MAX,
+        "authorization".into(),
+    );
+    Some(Arc::new(Session::new(
+        id,
+        identity,
+        ClientFeatures::default(),
+        peer,
+    )))
+}
+
+impl QueueService {
+    async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+        match procedure {
+            "switchyard.queue.push" => self.push(inv).await,
+            "switchyard.queue.push_many" => self.push_many(inv).await,
+            "switchyard.queue.extend" => self.extend(inv),
+            "switchyard.queue.declare" => self.declare(inv).await,
+            "switchyard.queue.list" => {
+                let list = serde_json::to_value(self.queues.list()).unwrap_or_default();
+                Ok((vec![to_wamp(list)], None))
+            }
+            "switchyard.queue.stats" => {
+                let q = queue_arg(&inv, "stats")?;
+                let stats = self.queues.stats(q).map_err(queue_error)?;
+                match to_wamp(serde_json::to_value(stats).unwrap_or_default()) {
+                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
+                    _ => Err((errors::INVALID_ARGUMENT, "stats unavailable".into())),
+                }
+            }
+            "switchyard.queue.peek" | "switchyard.queue.dead" => {
+                let q = queue_arg(&inv, "peek")?;
+                let n = limit_arg(&inv.kwargs)?;
+                let jobs = if procedure.ends_with("peek") {
+                    self.queues.peek(q, n)
+                } else {
+                    self.queues.dead(q, n)
+                }
+                .map_err(queue_error)?;
+                Ok((vec![Value::List(jobs.iter().map(job_info).collect())], None))
+            }
+            "switchyard.queue.job" => {
+                let id = match inv.args.first().or_else(|| inv.kwargs.get("id")) {
+                    Some(Value::UInt(id)) => JobId(*id),
+                    _ => {
+                        return Err(invalid(
+                            "job needs the job id (an integer) as its first argument",
+                        ))
+                    }
+                };
+                let info = self
+                    .queues
+                    .job(id)
+                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                match job_info(&info) {
+                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
+                    _ => Err(queue_error(QueueError::UnknownJob(id))),
+                }
+            }
+            "switchyard.queue.requeue" => {
+                let q = queue_arg(&inv, "requeue")?;
+                let which = match (inv.kwargs.get("jobs"), inv.kwargs.get_bool("all")) {
+                    (Some(Value::List(ids)), None | Some(false)) => Requeue::Jobs(
+                        ids.iter()
+                            .map(|v| match v {
+                                Value::UInt(id) => Ok(JobId(*id)),
+                                _ => Err(invalid("jobs must be a list of job ids")),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    (None, Some(true)) => Requeue::AllDead,
+                    _ => return Err(invalid("requeue needs either jobs = [ids] or all = true")),
+                };
+                let n = self.queues.requeue(q, which).await.map_err(queue_error)?;
+                tracing::info!(queue = q, requeued = n, "dead jobs requeued");
+                Ok((
+                    vec![Value::UInt(n as u64)],
+                    Some(Dict::new().with("requeued", n as u64)),
+                ))
+            }
+            "switchyard.queue.purge" => {
+                let q = queue_arg(&inv, "purge")?;
+                let which = match inv.kwargs.get_str("which") {
+                    Some("ready") => Purge::Ready,
+                    Some("dead") => Purge::Dead,
+                    Some("all") => Purge::All,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "which = \"{other}\": use ready, dead or all"
+                        )))
+                    }
+                    None => {
+                        return Err(invalid(
+                            "purge needs which = \"ready\", \"dead\" or \"all\"",
+                        ))
+                    }
+                };
+                let n = self.queues.purge(q, which).await.map_err(queue_error)?;
+                tracing::info!(queue = q, purged = n, "queue purged");
+                Ok((
+                    vec![Value::UInt(n as u64)],
+                    Some(Dict::new().with("purged", n as u64)),
+                ))
+            }
+            other => Err((
+                errors::NO_SUCH_PROCEDURE,
+                format!("\"{other}\" is not a queue procedure"),
+            )),
+        }
+    }
+
+    /// A job from a push's keyword arguments (`args`, `kwargs`, options),
+    /// checked against what the caller may do.
+    async fn new_job(&self, caller: Option<&Arc<Session>>, kw: &Dict) -> Result<NewJob, OpError> {
+        let bytes = payload::encode(kw.get("args"), kw.get("kwargs")).map_err(invalid)?;
+        let options: JobOptions =
+            serde_json::from_value(kwargs_json(kw, &["args", "kwargs", "queue"]))
+                .map_err(|e| invalid(format!("invalid job options: {e}")))?;
+        let job = NewJob::from_options(JobPayload::json(bytes), options)
+            .map_err(|e| queue_error(e.into()))?;
+        if let Some(Target::Http { .. }) = &job.target {
+            return Err(invalid(
+                "target: an HTTP target can only be set in a queue's configuration (declare it, or use [[realm.queue]]), not per job",
+            ));
+        }
+        if self.realm.authz.enabled() {
+            let Some(caller) = caller else {
+                return Err((errors::NOT_AUTHORIZED, "the caller is unknown".into()));
+            };
+            let mut checks = Vec::new();
+            if let Some(Target::Procedure(p)) = &job.target {
+                checks.push((Action::Call, p.as_str()));
+            }
+            if let Some(t) = &job.result_topic {
+                checks.push((Action::Publish, t.as_str()));
+            }
+            for (action, uri) in checks {
+                if let Decision::Deny | Decision::Ask =
+                    self.realm.authorize(caller, action, uri).await
+                {
+                    return Err((
+                        errors::NOT_AUTHORIZED,
+                        format!(
+                            "authid \"{}\" (role \"{}\") may not {action} \"{uri}\", so it cannot name it in a job",
+                            caller.authid, caller.authrole
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(job)
+    }
+
+    async fn push(&self, inv: InternalInvocation) -> Answer {
+        let queue = queue_arg(&inv, "push")?.to_string();
+        let caller = caller_of(self, &inv.details);
+        let job = self.new_job(caller.as_ref(), &inv.kwargs).await?;
+        let ack = self.queues.push(&queue, job).await.map_err(queue_error)?;
+        Ok((
+            vec![Value::UInt(ack.id.0)],
+            Some(
+                Dict::new()
+                    .with("id", ack.id.0)
+                    .with("duplicate", ack.duplicate),
+            ),
+        ))
+    }
+
+    async fn push_many(&self, inv: InternalInvocation) -> Answer {
+        let Some(Value::List(items)) = inv.args.first().or_else(|| inv.kwargs.get("jobs")) else {
+            return Err(invalid(
+                "push_many needs a list of jobs ({queue, args, kwargs, ...options}) as its first argument",
+            ));
+        };
+        let caller = caller_of(self, &inv.details);
+        let mut jobs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Value::Dict(kw) = item else {
+                return Err(invalid(format!("jobs[{i}] must be a dict")));
+            };
+            let Some(queue) = kw.get_str("queue") else {
+                return Err(invalid(format!("jobs[{i}].queue: missing")));
+            };
+            let job = self
+                .new_job(caller.as_ref(), kw)
+                .await
+                .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
+            jobs.push((queue.to_string(), job));
+        }
+        let acks = self.queues.push_many(jobs).await.map_err(queue_error)?;
+        let list = acks
+            .iter()
+            .map(|a| {
+                Value::Dict(
+                    Dict::new()
+                        .with("id", a.id.0)
+                        .with("duplicate", a.duplicate),
+                )
+            })
+            .collect();
+        Ok((vec![Value::List(list)], None))
+    }
+
+    async fn declare(self: &Arc<Self>, inv: InternalInvocation) -> Answer {
+        let cfg_json = match inv.args.first() {
+            Some(v @ Value::Dict(_)) => to_json(v),
+            _ => kwargs_json(&inv.kwargs, &[]),
+        };
+        let cfg: QueueConfig = serde_json::from_value(cfg_json)
+            .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
+        if let Some(why) = cfg.target.as_ref().and_then(http_target::unsupported) {
+            return Err(invalid(why));
+        }
+        let name = cfg.name.clone();
+        let declared = self.queues.declare(cfg).await.map_err(queue_error)?;
+        let created = declared == switchyard_queue::Declared::Created;
+        if created {
+            tracing::info!(realm = self.realm.name(), queue = name, "queue declared");
+        }
+        self.ensure_dispatcher(&name);
+        Ok((
+            Vec::new(),
+            Some(Dict::new().with("queue", name).with("created", created)),
+        ))
+    }
+
+    /// `switchyard.queue.extend`: extends the leases of the jobs the calling
+    /// session is running (or just `job`, if given).
+    fn extend(&self, inv: InternalInvocation) -> Answer {
+        let caller = match inv.details.get("caller") {
+            Some(Value::UInt(id)) => *id,
+            _ => return Err(invalid("extend: the caller is unknown")),
+        };
+        let only = match inv.kwargs.get("job").or_else(|| inv.args.first()) {
+            None => None,
+            Some(Value::UInt(id)) => Some(JobId(*id)),
+            Some(_) => return Err(invalid("job must be a job id")),
+        };
+        let by = match inv.kwargs.get("by") {
+            None => None,
+            Some(Value::Str(s)) => {
+                Some(human::parse_duration(s).map_err(|e| invalid(format!("by: {e}")))?)
+            }
+            Some(Value::UInt(ms)) => Some(Duration::from_millis(*ms)),
+            Some(_) => {
+                return Err(invalid(
+                    "by must be a duration such as \"60s\" or milliseconds",
+                ))
+            }
+        };
+        let worker = self.worker.session().id;
+        let mine: Vec<(JobId, u64)> = self
+            .running
+            .lock()
+            .iter()
+            .filter(|(id, _)| only.is_none_or(|o| o == **id))
+            .filter_map(|(id, r)| Some((*id, r.epoch, r.request?)))
+            .filter(|(_, _, request)| self.realm.dealer.callee_of(worker, *request) == Some(caller))
+            .map(|(id, epoch, _)| (id, epoch))
+            .collect();
+        if mine.is_empty() {
+            return Err(queue_error(match only {
+                Some(id) => QueueError::StaleLease { job: id, epoch: 0 },
+                None => QueueError::Invalid(switchyard_queue::InvalidField::new(
+                    "job",
+                    "this session is running no job of a queue (extend from the worker, while it runs the job)",
+                )),
+            }));
+        }
+        let mut extended = Vec::new();
+        for (id, epoch) in mine {
+            match self.queues.extend(id, epoch, by) {
+                Ok((deadline, durable)) => {
+                    drop(durable);
+                    extended.push(to_wamp(json!({"job": id.0, "deadline_ms": deadline})));
+                }
+                Err(e) => return Err(queue_error(e)),
+            }
+        }
+        Ok((
+            Vec::new(),
+            Some(Dict::new().with("extended", Value::List(extended))),
+        ))
+    }
+}

@@ -1,0 +1,136 @@
+//! Topic bindings: a publication on a bound topic becomes one job in each
+//! bound queue, all written in one transaction. The publish hook validates
+//! and submits the jobs before the Broker delivers the event; the
+//! publisher's PUBLISHED (or the bridge's 200) follows their commit, and a
+//! publication whose jobs cannot be stored (payload over a queue's limit)
+//! is refused and delivered to nobody.
+
+use std::sync::{Arc, Weak};
+
+use serde::Deserialize;
+use switchyard_proto::Payload;
+use switchyard_queue::{NewJob, Payload as JobPayload};
+use switchyard_router::hooks::{HookOutcome, PublishHook};
+use switchyard_router::uri_index::MatchPolicy;
+use switchyard_router::Session;
+
+use super::{check_topic, payload, QueueService};
+
+/// A `[[realm.queue_binding]]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBinding {
+    /// The topic, or a pattern of topics.
+    pub topic: String,
+    /// How `topic` matches: exact (default), prefix or wildcard.
+    #[serde(default, rename = "match")]
+    pub policy: MatchPolicy,
+    /// The queues that get a job per publication.
+    pub queues: Vec<String>,
+}
+
+impl QueueBinding {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = check_topic(&self.topic, self.policy) {
+            out.push(format!("topic: {e}"));
+        }
+        if self.queues.is_empty() {
+            out.push("queues: name at least one queue".into());
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if self.queues[..i].contains(q) {
+                out.push(format!("queues: \"{q}\" is listed twice"));
+            }
+        }
+        out
+    }
+}
+
+pub(super) struct Bindings {
+    service: Weak<QueueService>,
+    bindings: Vec<QueueBinding>,
+}
+
+impl Bindings {
+    pub(super) fn new(service: &Arc<QueueService>, bindings: Vec<QueueBinding>) -> Bindings {
+        Bindings {
+            service: Arc::downgrade(service),
+            bindings,
+        }
+    }
+
+    /// Every queue bound to `topic`, once each, in binding order.
+    fn queues_for(&self, topic: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for b in &self.bindings {
+            if b.policy.matches(&b.topic, topic) {
+                for q in &b.queues {
+                    if !out.contains(&q.as_str()) {
+                        out.push(q);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl PublishHook for Bindings {
+    fn on_publish(&self, _publisher: &Arc<Session>, topic: &str, p: &Payload) -> HookOutcome {
+        let queues = self.queues_for(topic);
+        if queues.is_empty() {
+            return HookOutcome::Pass;
+        }
+        let Some(service) = self.service.upgrade() else {
+            return HookOutcome::Pass;
+        };
+        let bytes = match payload::of_publication(p) {
+            Ok(b) => b,
+            Err(e) => {
+                return HookOutcome::Refuse(
+                    "switchyard.queue.error.invalid_argument",
+                    format!("the event on \"{topic}\" cannot become a job: {e}"),
+                )
+            }
+        };
+        let jobs: Vec<(String, NewJob)> = queues
+            .iter()
+            .map(|q| (q.to_string(), NewJob::new(JobPayload::json(bytes.clone()))))
+            .collect();
+        let queues = service.queues.clone();
+        let topic = topic.to_string();
+        // push_many validates before its first await point is reached, but
+        // the hook must answer now: validate the cheap, likely failures here.
+        for (q, job) in &jobs {
+            match queues.config(q) {
+                Ok(c) if job.payload.len() > c.max_payload_bytes as usize => {
+                    return HookOutcome::Refuse(
+                        "switchyard.queue.error.payload_too_large",
+                        format!(
+                            "the event on \"{topic}\" is {} bytes as a job, over the limit of {} bytes of queue \"{q}\": not published",
+                            job.payload.len(),
+                            c.max_payload_bytes
+                        ),
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return HookOutcome::Refuse(e.uri(), format!("topic \"{topic}\" is bound to {e}"))
+                }
+            }
+        }
+        HookOutcome::After(Box::pin(async move {
+            match queues.push_many(jobs).await {
+                Ok(acks) => {
+                    tracing::debug!(topic, jobs = acks.len(), "publication queued");
+                    Ok(())
+                }
+                Err(e) => Err((
+                    e.uri(),
+                    format!("the publication's jobs were not stored: {e}"),
+                )),
+            }
+        }))
+    }
+}

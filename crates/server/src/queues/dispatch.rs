@@ -1,0 +1,291 @@
+//! Dispatch: one task per queue leases due jobs (within the queue's
+//! concurrency and rate limits) and runs each attempt in its own task.
+//!
+//! An attempt calls the job's target procedure through the ordinary Dealer,
+//! so the registration's invocation policy and concurrency apply:
+//! - RESULT completes the job (after the completion is durable, the result
+//!   goes to the job's result topic);
+//! - ERROR fails the attempt (retry by policy, or dead letter);
+//! - `no_such_procedure` / `no_available_callee` give the job back without
+//!   counting the attempt: it is due again after [`NO_WORKER_RETRY`];
+//! - a progressive RESULT extends the lease;
+//! - when the lease expires, the maintenance task cancels the call; a late
+//!   answer is refused by the lease epoch and changes nothing.
+
+use std::sync::Arc;
+
+use switchyard_proto::{errors, Dict, Payload, Value};
+use switchyard_queue::{
+    Expired, Job, Lease, Outcome, QueueError, Target, WaitReason, LEASE_EXPIRED,
+};
+use switchyard_router::internal::{OnProgress, Reply};
+
+use super::{payload, QueueService, Running, NO_WORKER_RETRY};
+
+/// Leases taken per look at a queue.
+const BATCH: usize = 64;
+
+/// Error URI of a job whose stored payload cannot be read.
+const INVALID_PAYLOAD: &str = "switchyard.queue.error.invalid_payload";
+
+impl QueueService {
+    /// Starts the dispatcher of `queue` unless it runs already.
+    pub(super) fn ensure_dispatcher(self: &Arc<Self>, queue: &str) {
+        if self.dispatchers.lock().insert(queue.to_string()) {
+            tokio::spawn(dispatch_loop(Arc::downgrade(self), queue.to_string()));
+        }
+    }
+
+    fn attempt(self: &Arc<Self>, lease: Lease) {
+        let s = self.clone();
+        tokio::spawn(async move {
+            let job = lease.job.clone();
+            let data = match payload::to_wamp(&job.payload.bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    s.fail(&lease, INVALID_PAYLOAD, &e);
+                    return;
+                }
+            };
+            match &job.target {
+                Target::Procedure(p) => s.call_worker(lease, p, data).await,
+                Target::Http { .. } => s.http_worker(lease).await,
+            }
+        });
+    }
+
+    async fn call_worker(&self, lease: Lease, procedure: &str, data: Payload) {
+        let (id, epoch) = (lease.job.id, lease.epoch);
+        let queues = self.queues.clone();
+        let progress: OnProgress = Box::new(move |_| match queues.extend(id, epoch, None) {
+            // The durable handle may go: a crash only means the job runs again.
+            Ok((_, durable)) => drop(durable),
+            Err(e) => tracing::debug!(job = %id, "progress did not extend the lease: {e}"),
+        });
+        let options = Dict::new().with("receive_progress", true);
+        let pending = match self.worker.start_call(
+            &self.realm.dealer,
+            procedure,
+            &options,
+            data,
+            Some(progress),
+        ) {
+            Ok(p) => p,
+            Err(f) => {
+                self.fail(&lease, &f.error, &f.message);
+                return;
+            }
+        };
+        self.running.lock().insert(
+            id,
+            Running {
+                epoch,
+                request: Some(pending.request()),
+            },
+        );
+        let answer = pending.wait().await;
+        self.forget(&lease);
+        match answer {
+            Ok(reply) => self.complete(&lease, reply_event(reply)).await,
+            Err(f)
+                if f.error == errors::NO_SUCH_PROCEDURE
+                    || f.error == errors::NO_AVAILABLE_CALLEE =>
+            {
+                self.metrics.no_worker(&lease.job.queue);
+                tracing::debug!(
+                    job = %id,
+                    queue = %lease.job.queue,
+                    procedure,
+                    "no worker for the job: it waits ({})",
+                    f.error
+                );
+                if let Err(e) = self.queues.release(id, epoch, Some(NO_WORKER_RETRY)) {
+                    tracing::debug!(job = %id, "release refused: {e}");
+                }
+            }
+            Err(f) => self.fail(&lease, &f.error, &f.message),
+        }
+    }
+
+    /// Forgets the running attempt of `lease` (not a newer one).
+    pub(super) fn forget(&self, lease: &Lease) {
+        let mut running = self.running.lock();
+        if running
+            .get(&lease.job.id)
+            .is_some_and(|r| r.epoch == lease.epoch)
+        {
+            running.remove(&lease.job.id);
+        }
+    }
+
+    /// Completes the attempt; once that is durable, tells the result topic.
+    pub(super) async fn complete(&self, lease: &Lease, result: Dict) {
+        let job = &lease.job;
+        match self.queues.complete(job.id, lease.epoch) {
+            Ok(durable) => {
+                if let Err(e) = durable.await {
+                    tracing::warn!(job = %job.id, queue = %job.queue, "completion not durable: {e}");
+                    return;
+                }
+                tracing::debug!(job = %job.id, queue = %job.queue, attempt = lease.attempt, "job completed");
+                self.publish_result(job, "completed", lease.attempt, result);
+            }
+            Err(e) => self.refused(job, lease.epoch, e),
+        }
+    }
+
+    /// Fails the attempt: retry by policy, or dead letter.
+    pub(super) fn fail(&self, lease: &Lease, error: &str, message: &str) {
+        let job = &lease.job;
+        // An error URI the queue cannot store is still a failure.
+        let error =
+            if switchyard_proto::uri::check(error, switchyard_proto::uri::UriCheck::Loose, false)
+                .is_ok()
+            {
+                error
+            } else {
+                errors::INVALID_ARGUMENT
+            };
+        match self.queues.fail(job.id, lease.epoch, error, message) {
+            Ok(settled) => {
+                self.after_failure(job, lease.attempt, error, message, settled.outcome);
+            }
+            Err(e) => self.refused(job, lease.epoch, e),
+        }
+    }
+
+    fn after_failure(&self, job: &Job, attempt: u32, error: &str, message: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Retry { at_ms } => {
+                tracing::debug!(job = %job.id, queue = %job.queue, attempt, error, "attempt failed: retry at {at_ms}");
+            }
+            Outcome::Dead { reason } => {
+                tracing::info!(job = %job.id, queue = %job.queue, attempt, error, %reason, "job dead-lettered: {message}");
+                self.publish_result(
+                    job,
+                    "dead",
+                    attempt,
+                    Dict::new()
+                        .with("error", error)
+                        .with("message", message)
+                        .with("reason", reason.as_str()),
+                );
+            }
+        }
+    }
+
+    fn refused(&self, job: &Job, epoch: u64, e: QueueError) {
+        match e {
+            QueueError::StaleLease { .. } | QueueError::UnknownJob(_) => {
+                self.metrics.late_answer(&job.queue);
+                tracing::info!(
+                    job = %job.id,
+                    queue = %job.queue,
+                    epoch,
+                    "a worker answered after its lease ended: ignored ({e})"
+                );
+            }
+            e => tracing::warn!(job = %job.id, queue = %job.queue, "cannot settle the job: {e}"),
+        }
+    }
+
+    /// A lease ran out (maintenance): cancel the worker's call.
+    pub(super) fn lease_expired(&self, e: Expired) {
+        let running = {
+            let mut running = self.running.lock();
+            match running.get(&e.job.id) {
+                Some(r) if r.epoch == e.epoch => running.remove(&e.job.id),
+                _ => None,
+            }
+        };
+        if let Some(Running {
+            request: Some(request),
+            ..
+        }) = running
+        {
+            self.worker.cancel(&self.realm.dealer, request);
+        }
+        let lease_timeout = self
+            .queues
+            .config(&e.job.queue)
+            .map(|c| c.lease_timeout)
+            .unwrap_or_default();
+        let message = format!("no answer within the lease ({lease_timeout:?})");
+        tracing::info!(job = %e.job.id, queue = %e.job.queue, "lease expired: {message}");
+        let attempt = self
+            .queues
+            .job(e.job.id)
+            .map(|i| i.status.attempts)
+            .unwrap_or_default();
+        self.after_failure(&e.job, attempt, LEASE_EXPIRED, &message, e.outcome);
+    }
+
+    /// Publishes `{job, queue, status, attempt, ...}` on the job's result
+    /// topic, if it has one.
+    pub(super) fn publish_result(&self, job: &Job, status: &str, attempt: u32, mut kwargs: Dict) {
+        let Some(topic) = &job.result_topic else {
+            return;
+        };
+        kwargs.insert("job", job.id.0);
+        kwargs.insert("queue", &*job.queue);
+        kwargs.insert("status", status);
+        kwargs.insert("attempt", u64::from(attempt));
+        self.realm
+            .broker
+            .publish_from_router(topic, &Payload::values(Vec::new(), Some(kwargs)));
+    }
+}
+
+/// The result event's fields of a worker's answer.
+fn reply_event(reply: Reply) -> Dict {
+    Dict::new()
+        .with("args", Value::List(reply.args))
+        .with("kwargs", Value::Dict(reply.kwargs))
+}
+
+async fn dispatch_loop(service: std::sync::Weak<QueueService>, queue: String) {
+    let notify = match service.upgrade().map(|s| s.queues.notifier(&queue)) {
+        Some(Ok(n)) => n,
+        _ => return,
+    };
+    loop {
+        let (wait, clock) = {
+            let Some(s) = service.upgrade() else { return };
+            let clock = s.queues.clock().clone();
+            match s.queues.next_ready_many(&queue, BATCH) {
+                Ok((leases, wait)) => {
+                    if !leases.is_empty() {
+                        s.maintenance.notify_one();
+                    }
+                    for lease in leases {
+                        s.attempt(lease);
+                    }
+                    (wait, clock)
+                }
+                Err(QueueError::UnknownQueue(_)) => return,
+                Err(e) => {
+                    tracing::warn!(queue, "dispatch paused for a second: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        };
+        let Some(wait) = wait else {
+            // A full batch: there may be more.
+            tokio::task::yield_now().await;
+            continue;
+        };
+        match wait.until_ms {
+            Some(at) => {
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(clock.until(at)) => {}
+                }
+            }
+            None => notify.notified().await,
+        }
+        if wait.reason == WaitReason::RateLimit {
+            tracing::trace!(queue, "rate limit reached");
+        }
+    }
+}

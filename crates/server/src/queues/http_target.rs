@@ -1,0 +1,158 @@
+//! Jobs with an HTTP target: each attempt is one request to the job's URL
+//! with the job's payload (`{"args", "kwargs"}`) as the JSON body, signed
+//! like the bridge's HTTP subscribers when `[realm.queue_http]` names a key.
+//! A status in `accepted_statuses` (default: any 2xx) completes the job;
+//! another status fails the attempt with `switchyard.queue.http.<status>`,
+//! so `non_retryable_errors` can list e.g. `switchyard.queue.http.400`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_proto::{Dict, Value};
+use switchyard_queue::{Lease, Target};
+
+use super::{QueueHttpSigning, QueueService, Running};
+use crate::bridge::subscriber::signed_url;
+
+/// Largest response body kept for the result topic.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+pub(super) struct HttpTargets {
+    client: Client<HttpConnector, Full<Bytes>>,
+    signing: Option<QueueHttpSigning>,
+    seq: AtomicU64,
+}
+
+impl HttpTargets {
+    pub(super) fn new(signing: Option<QueueHttpSigning>) -> HttpTargets {
+        HttpTargets {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            signing,
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why an HTTP target cannot be used, if it cannot (only http:// is
+/// served for now).
+pub(super) fn unsupported(target: &Target) -> Option<String> {
+    match target {
+        Target::Http { url, .. } if !url.starts_with("http://") => Some(format!(
+            "target.http.url: \"{url}\": only http:// URLs are supported (put a TLS-terminating proxy on loopback in front of an https:// service)"
+        )),
+        _ => None,
+    }
+}
+
+impl QueueService {
+    pub(super) async fn http_worker(&self, lease: Lease) {
+        let job = lease.job.clone();
+        let Target::Http {
+            url,
+            method,
+            accepted_statuses,
+        } = &job.target
+        else {
+            return;
+        };
+        if let Some(why) = unsupported(&job.target) {
+            self.fail(&lease, "switchyard.queue.http.unsupported", &why);
+            return;
+        }
+        self.running.lock().insert(
+            job.id,
+            Running {
+                epoch: lease.epoch,
+                request: None,
+            },
+        );
+        let body = job.payload.bytes.clone();
+        let url = match &self.http.signing {
+            Some(k) => {
+                let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                signed_url(url, &k.key, &k.secret, seq, &body)
+            }
+            None => url.clone(),
+        };
+        let request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST))
+            .uri(&url)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .header("x-switchyard-job", job.id.0.to_string())
+            .header("x-switchyard-queue", &*job.queue)
+            .header("x-switchyard-attempt", lease.attempt.to_string())
+            .body(Full::new(body));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget(&lease);
+                self.fail(
+                    &lease,
+                    "switchyard.queue.http.invalid",
+                    &format!("cannot build the request: {e}"),
+                );
+                return;
+            }
+        };
+        let left = lease
+            .deadline_ms
+            .saturating_sub(self.queues.clock().now_ms())
+            .max(1);
+        let answer = tokio::time::timeout(Duration::from_millis(left), async {
+            let response = self.http.client.request(request).await?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, hyper_util::client::legacy::Error>((status, body))
+        })
+        .await;
+        self.forget(&lease);
+        let target = match &job.target {
+            Target::Http { url, .. } => url.as_str(),
+            Target::Procedure(p) => p.as_str(),
+        };
+        match answer {
+            Ok(Ok((status, body))) => {
+                let accepted = if accepted_statuses.is_empty() {
+                    (200..300).contains(&status)
+                } else {
+                    accepted_statuses.contains(&status)
+                };
+                let text = String::from_utf8_lossy(&body).into_owned();
+                if accepted {
+                    let result = Dict::new()
+                        .with("status", u64::from(status))
+                        .with("body", Value::Str(text));
+                    self.complete(&lease, result).await;
+                } else {
+                    let excerpt: String = text.chars().take(200).collect();
+                    self.fail(
+                        &lease,
+                        &format!("switchyard.queue.http.{status}"),
+                        &format!("{method} {target} answered {status}: {excerpt}"),
+                    );
+                }
+            }
+            Ok(Err(e)) => self.fail(
+                &lease,
+                "switchyard.queue.http.unreachable",
+                &format!("{method} {target} failed: {e}"),
+            ),
+            // The lease expired meanwhile: maintenance counts the attempt.
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Durable job queues in the router (docs/QUEUES.md).
+//!
+//! One [`QueueService`] per realm drives that realm's [`Queues`] (crates/queue,
+//! the embedded redb store):
+//! - `api.rs`: the `switchyard.queue.*` procedures, served by a router-owned
+//!   session through the ordinary Dealer (so authorization applies);
+//! - `dispatch.rs`: one dispatcher per queue leases jobs and calls their
+//!   target procedure on a worker (an ordinary callee) or their HTTP URL,
+//!   then completes, fails or releases the job; expired leases cancel the
+//!   worker's call;
+//! - `bindings.rs`: topic bindings, a publish hook that turns publications
+//!   into jobs (the publisher's PUBLISHED follows their commit);
+//! - `payload.rs`: the job payload (`{"args", "kwargs"}` as JSON);
+//! - `metrics.rs`: per-queue gauges and counters for /metrics.
+
+mod api;
+mod bindings;
+mod dispatch;
+mod http_target;
+mod metrics;
+mod payload;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+use switchyard_proto::uri;
+use switchyard_queue::{JobId, Queues};
+use switchyard_router::internal::InternalCaller;
+use switchyard_router::session::Identity;
+use switchyard_router::uri_index::MatchPolicy;
+use switchyard_router::Realm;
+use tokio::sync::Notify;
+
+pub use bindings::QueueBinding;
+
+/// `[realm.queue_http]`: the key and secret that sign the requests of jobs
+/// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueHttpSigning {
+    pub key: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for QueueHttpSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueHttpSigning")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a realm's queues are configured with.
+pub struct RealmQueues {
+    pub configs: Vec<switchyard_queue::QueueConfig>,
+    pub bindings: Vec<QueueBinding>,
+    pub http_signing: Option<QueueHttpSigning>,
+}
+
+/// A job handed to a worker, while its attempt runs.
+struct Running {
+    epoch: u64,
+    /// The worker call's request id (procedure targets).
+    request: Option<u64>,
+}
+
+/// The queues of one realm, wired to its Dealer and Broker.
+pub struct QueueService {
+    realm: Arc<Realm>,
+    queues: Arc<Queues>,
+    path: PathBuf,
+    /// The session that calls workers.
+    worker: InternalCaller,
+    /// The session serving `switchyard.queue.*` (kept alive here).
+    api: Mutex<Option<InternalCaller>>,
+    running: Mutex<HashMap<JobId, Running>>,
+    dispatchers: Mutex<HashSet<String>>,
+    /// Wakes the maintenance task when a lease is handed out (its deadline
+    /// may come before the task's next planned look).
+    maintenance: Arc<Notify>,
+    http: http_target::HttpTargets,
+    metrics: metrics::QueueMetrics,
+}
+
+/// How long a job whose procedure has no callee waits before it is tried
+/// again (the attempt is not counted).
+pub const NO_WORKER_RETRY: Duration = Duration::from_secs(1);
+
+/// `queues-<realm>.redb`, with characters unsafe in file names replaced.
+fn store_file(data_dir: &Path, realm: &str) -> PathBuf {
+    let safe: String = realm
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    data_dir.join(format!("queues-{safe}.redb"))
+}
+
+impl QueueService {
+    /// Opens (or creates) the realm's store, recovers it, registers the
+    /// `switchyard.queue.*` procedures and starts a dispatcher per queue.
+    pub async fn start(
+        realm: Arc<Realm>,
+        data_dir: &Path,
+        settings: RealmQueues,
+    ) -> Result<Arc<QueueService>, String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            format!(
+                "cannot create the data directory {}: {e} (set [storage] data_dir or --data-dir)",
+                data_dir.display()
+            )
+        })?;
+        let path = store_file(data_dir, realm.name());
+        let open_path = path.clone();
+        let configs = settings.configs;
+        let queues = tokio::task::spawn_blocking(move || Queues::open(&open_path, configs))
+            .await
+            .map_err(|e| format!("opening the queue store failed: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "realm \"{}\": cannot open the queue store {}: {e} (is another switchyard using this data directory?)",
+                    realm.name(),
+                    path.display()
+                )
+            })?;
+        let queues = Arc::new(queues);
+        let names = queues.names();
+        for b in &settings.bindings {
+            for q in &b.queues {
+                if let Ok(c) = queues.config(q) {
+                    if c.target.is_none() {
+                        return Err(format!(
+                            "realm \"{}\": queue_binding on \"{}\" feeds queue \"{q}\", which has no default target: set its `target`",
+                            realm.name(),
+                            b.topic
+                        ));
+                    }
+                }
+                if !names.contains(q) {
+                    return Err(format!(
+                        "realm \"{}\": queue_binding on \"{}\" names queue \"{q}\", which is not declared (declared: {})",
+                        realm.name(),
+                        b.topic,
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    ));
+                }
+            }
+        }
+        let service = Arc::new(QueueService {
+            worker: InternalCaller::new(Identity {
+                authid: "switchyard-queue".into(),
+                authrole: "switchyard".into(),
+                authmethod: "internal".into(),
+                authprovider: "switchyard".into(),
+            }),
+            api: Mutex::new(None),
+            running: Mutex::new(HashMap::new()),
+            dispatchers: Mutex::new(HashSet::new()),
+            maintenance: Arc::new(Notify::new()),
+            http: http_target::HttpTargets::new(settings.http_signing),
+            metrics: metrics::QueueMetrics::default(),
+            realm: realm.clone(),
+            queues: queues.clone(),
+            path,
+        });
+        api::register(&service)?;
+        for name in &names {
+            service.ensure_dispatcher(name);
+        }
+        tokio::spawn(maintenance(Arc::downgrade(&service)));
+        if !settings.bindings.is_empty() {
+            let hook = bindings::Bindings::new(&service, settings.bindings);
+            realm.set_publish_hook(Arc::new(hook));
+        }
+        metrics::register(&service);
+        let totals = queues.list();
+        tracing::info!(
+            realm = realm.name(),
+            store = %service.path.display(),
+            queues = ?names,
+            waiting = totals.iter().map(|s| s.ready + s.scheduled).sum::<usize>(),
+            dead = totals.iter().map(|s| s.dead).sum::<usize>(),
+            "durable queues ready"
+        );
+        Ok(service)
+    }
+
+    /// Commits what is pending and closes the store.
+    pub fn close(&self) {
+        self.queues.close();
+    }
+}
+
+/// Expires leases (cancelling their workers' calls), forgets old
+/// idempotency keys and prunes dead letters: when the engine says the next
+/// deadline falls, at least every second, and whenever a lease is handed
+/// out, so a short lease is noticed on time.
+async fn maintenance(service: std::sync::Weak<QueueService>) {
+    const MAX_SLEEP: Duration = Duration::from_secs(1);
+    loop {
+        let Some(s) = service.upgrade() else { return };
+        let sleep = match s.queues.maintain() {
+            Ok(m) => {
+                for e in m.expired {
+                    s.lease_expired(e);
+                }
+                m.next_wakeup_ms
+                    .map(|t| s.queues.clock().until(t))
+                    .unwrap_or(MAX_SLEEP)
+                    .clamp(Duration::from_millis(1), MAX_SLEEP)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    realm = s.realm.name(),
+                    "queue maintenance failed, retrying in a second: {e}"
+                );
+                MAX_SLEEP
+            }
+        };
+        let wake = s.maintenance.clone();
+        drop(s);
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Checks a topic pattern for a binding.
+fn check_topic(topic: &str, policy: MatchPolicy) -> Result<(), String> {
+    uri::check(topic, uri::UriCheck::Loose, policy != MatchPolicy::Exact).map_err(|e| e.to_string())
+}
