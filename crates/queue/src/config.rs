@@ -13,6 +13,7 @@
 //! non_retryable_errors = ["com.example.error.invalid_input", "com.example.fatal.*"]
 //! dead_letter = { max_jobs = 10000, max_age = "7days" }
 //! max_payload_bytes = 1048576
+//! max_jobs = 1000000                     # waiting + in flight; 0 = no limit
 //! ```
 
 use std::time::Duration;
@@ -70,6 +71,11 @@ pub struct QueueConfig {
     /// Largest accepted payload in bytes (default 1 MiB; at most 64 MiB).
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: u32,
+    /// Most jobs waiting or in flight at once (default 1 000 000; 0 = no
+    /// limit). A push beyond it is refused with `queue_full`; dead letters
+    /// do not count (they have their own retention).
+    #[serde(default = "default_max_jobs")]
+    pub max_jobs: u64,
 }
 
 /// A token bucket: `per_second` jobs are dispatched per second on average, with bursts of up to
@@ -134,6 +140,9 @@ fn default_idempotency_window() -> Duration {
 fn default_max_payload() -> u32 {
     1024 * 1024
 }
+fn default_max_jobs() -> u64 {
+    1_000_000
+}
 fn default_dead_max_jobs() -> u64 {
     10_000
 }
@@ -156,6 +165,7 @@ impl QueueConfig {
             non_retryable_errors: Vec::new(),
             dead_letter: DeadLetterRetention::default(),
             max_payload_bytes: default_max_payload(),
+            max_jobs: default_max_jobs(),
         }
     }
 
@@ -252,6 +262,7 @@ impl QueueConfig {
             "max_payload_bytes",
             self.max_payload_bytes != other.max_payload_bytes,
         );
+        check("max_jobs", self.max_jobs != other.max_jobs);
         d
     }
 

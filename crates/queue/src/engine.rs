@@ -629,6 +629,18 @@ impl Queues {
         queues.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let mut guards: Vec<_> = queues.iter().map(|q| q.state.lock()).collect();
+        // Room for the new jobs (a duplicate key may not need it: erring on
+        // the side of refusing keeps the check before any change).
+        for (q, st) in queues.iter().zip(&guards) {
+            let limit = q.config.max_jobs;
+            let adding = drafts.iter().filter(|d| Arc::ptr_eq(&d.q, q)).count();
+            if limit > 0 && (st.live_jobs() + adding) as u64 > limit {
+                return Err(QueueError::QueueFull {
+                    queue: q.config.name.clone(),
+                    limit,
+                });
+            }
+        }
 
         let mut acks = Vec::with_capacity(drafts.len());
         let mut muts = Vec::with_capacity(drafts.len() * 2);

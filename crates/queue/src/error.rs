@@ -81,6 +81,14 @@ pub enum QueueError {
         /// The queue's limit in bytes.
         limit: u32,
     },
+    /// The queue holds its `max_jobs` jobs (waiting or in flight); nothing was stored.
+    #[error("queue `{queue}` is full: it holds its limit of {limit} jobs waiting or in flight (max_jobs)")]
+    QueueFull {
+        /// Queue name.
+        queue: String,
+        /// The queue's `max_jobs`.
+        limit: u64,
+    },
     /// `declare` of an existing queue with a different configuration.
     #[error(
         "queue `{queue}` is already declared with a different configuration (differs in: {fields})"
@@ -116,6 +124,7 @@ impl QueueError {
             QueueError::UnknownQueue(_) => "switchyard.queue.error.unknown_queue",
             QueueError::Invalid(_) => "switchyard.queue.error.invalid_argument",
             QueueError::PayloadTooLarge { .. } => "switchyard.queue.error.payload_too_large",
+            QueueError::QueueFull { .. } => "switchyard.queue.error.queue_full",
             QueueError::ConfigConflict { .. } => "switchyard.queue.error.config_conflict",
             QueueError::UnknownJob(_) => "switchyard.queue.error.unknown_job",
             QueueError::StaleLease { .. } => "switchyard.queue.error.stale_lease",

@@ -8,7 +8,7 @@
 //!   digits).
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::de::{self, Visitor};
 use serde::{Deserializer, Serializer};
@@ -58,37 +58,9 @@ pub fn parse_timestamp_ms(s: &str) -> Result<u64, String> {
     let bad = || {
         format!("invalid timestamp `{s}`: expected RFC 3339 (e.g. \"2026-11-22T10:00:00Z\") or unix milliseconds")
     };
-    if !t.is_ascii() || t.len() < 20 {
-        return Err(bad());
-    }
-    let mut text = t.to_ascii_uppercase();
-    let mut offset_minutes: i64 = 0;
-    if !text.ends_with('Z') {
-        // `+HH:MM` / `-HH:MM`: strip it, parse the rest as UTC, and shift.
-        let n = text.len();
-        let b = text.as_bytes();
-        let sign = match b[n - 6] {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return Err(bad()),
-        };
-        if b[n - 3] != b':' {
-            return Err(bad());
-        }
-        let hh: i64 = text[n - 5..n - 3].parse().map_err(|_| bad())?;
-        let mm: i64 = text[n - 2..].parse().map_err(|_| bad())?;
-        if hh > 23 || mm > 59 {
-            return Err(bad());
-        }
-        offset_minutes = sign * (hh * 60 + mm);
-        text.truncate(n - 6);
-        text.push('Z');
-    }
-    let utc = humantime::parse_rfc3339(&text).map_err(|e| format!("{} ({e})", bad()))?;
-    let ms = utc
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("timestamp `{s}` is before 1970"))?;
-    let ms = i64::try_from(ms.as_millis()).map_err(|_| bad())? - offset_minutes * 60_000;
+    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{} ({e})", bad()))?;
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
     u64::try_from(ms).map_err(|_| format!("timestamp `{s}` is before 1970"))
 }
 

@@ -605,6 +605,11 @@ impl QueueState {
             .collect()
     }
 
+    /// Jobs waiting or in flight (not dead).
+    pub(crate) fn live_jobs(&self) -> usize {
+        self.jobs.len() - self.dead.len()
+    }
+
     pub(crate) fn stats(&mut self, now: u64) -> crate::QueueStats {
         self.promote(now);
         let oldest = self

@@ -743,3 +743,35 @@ async fn run_maintenance_expires_leases_in_real_time() {
         .expect("maintenance ends when the queues are dropped")
         .unwrap();
 }
+
+#[tokio::test]
+async fn max_jobs_refuses_pushes_beyond_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut small = cfg("small");
+    small.max_jobs = 2;
+    let q = open(dir.path(), &c, vec![small, cfg("other")]);
+    q.push("small", job("a")).await.unwrap();
+    // A batch that would overflow stores nothing, in any queue.
+    let err = q
+        .push_many(vec![
+            ("other", job("x")),
+            ("small", job("b")),
+            ("small", job("c")),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::QueueFull { limit: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(err.uri(), "switchyard.queue.error.queue_full");
+    assert_eq!(q.stats("other").unwrap().ready, 0);
+    q.push("small", job("b")).await.unwrap();
+    assert!(q.push("small", job("c")).await.is_err());
+    // In flight counts; completing frees room; dead letters do not count.
+    let l = lease(&q, "small");
+    assert!(q.push("small", job("c")).await.is_err());
+    q.complete(l.job.id, l.epoch).unwrap().await.unwrap();
+    q.push("small", job("c")).await.unwrap();
+}

@@ -20,7 +20,8 @@ const SECRET: &str = "foobar-but-longer-than-16";
 fn start() -> (Router, u16) {
     let port = common::free_port();
     let r = Router::start(&format!(
-        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nmax_body_size = 4096\n\n\
+        "[[realm.queue]]\nname = \"mail\"\ntarget = \"com.test.mail\"\nmax_payload_bytes = 512\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nmax_body_size = 4096\n\n\
          [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n\n\
          [[bridge.webhook]]\npath = \"/hooks/github\"\ntopic = \"com.test.github\"\nsecret = \"hook-secret\"\n\n\
          [[bridge.webhook]]\npath = \"/hooks/open\"\ntopic = \"com.test.open\"\n"
@@ -625,4 +626,130 @@ fn http_callee_turns_calls_into_requests() {
     let posted = json(&seen[0].1);
     assert_eq!(posted["args"], serde_json::json!([7]));
     assert_eq!(posted["procedure"], serde_json::Value::Null);
+}
+
+/// `POST /queues/{name}/jobs`: 201 once stored, 409 with the original id for
+/// a repeated Idempotency-Key, and a JSON refusal (nothing stored) for an
+/// unknown queue, a bad body or option, an oversized payload, a missing
+/// signature or a wrong method.
+#[test]
+fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
+    let (_r, port) = start();
+    let post = |nonce: &str, queue: &str, headers: &str, body: &str| {
+        let q = signed_query(KEY, SECRET, &now(), nonce, body);
+        request(
+            port,
+            "POST",
+            &format!("/queues/{queue}/jobs?{q}"),
+            &format!("Content-Type: application/json\r\n{headers}"),
+            body,
+        )
+    };
+    let job = r#"{"args": [1], "kwargs": {"to": "a@b.c"}}"#;
+    let (status, reply) = post("q1", "mail", "Idempotency-Key: order-7\r\n", job);
+    assert_eq!(status, 201, "{reply}");
+    let first = json(&reply);
+    assert_eq!(first["duplicate"], false, "{reply}");
+    let id = first["id"].as_u64().expect("job id");
+    let (status, reply) = post("q2", "mail", "Idempotency-Key: order-7\r\n", job);
+    assert_eq!(status, 409, "{reply}");
+    assert_eq!(
+        json(&reply),
+        serde_json::json!({"id": id, "duplicate": true})
+    );
+    // A new key is a new job.
+    let (status, reply) = post("q3", "mail", "Idempotency-Key: order-8\r\n", job);
+    assert_eq!(status, 201, "{reply}");
+    assert_ne!(json(&reply)["id"].as_u64(), Some(id));
+
+    let refusals = [
+        (
+            "q4",
+            "nope",
+            "",
+            job,
+            404,
+            "switchyard.queue.error.unknown_queue",
+        ),
+        (
+            "q5",
+            "mail",
+            "",
+            "[1]",
+            400,
+            "switchyard.error.invalid_request",
+        ),
+        (
+            "q6",
+            "mail",
+            "",
+            r#"{"delay": "soon"}"#,
+            400,
+            "switchyard.queue.error.invalid_argument",
+        ),
+        (
+            "q7",
+            "mail",
+            "",
+            r#"{"args": 5}"#,
+            400,
+            "switchyard.queue.error.invalid_argument",
+        ),
+        (
+            "q8",
+            "mail",
+            "",
+            r#"{"delay": "1s", "run_at": 1}"#,
+            400,
+            "switchyard.queue.error.invalid_argument",
+        ),
+        (
+            "q9",
+            "mail",
+            "Idempotency-Key: a\r\n",
+            r#"{"idempotency_key": "b"}"#,
+            400,
+            "switchyard.error.invalid_request",
+        ),
+    ];
+    for (nonce, queue, headers, body, want, error) in refusals {
+        let (status, reply) = post(nonce, queue, headers, body);
+        assert_eq!(
+            (status, json(&reply)["error"].as_str()),
+            (want, Some(error)),
+            "{body}: {reply}"
+        );
+        assert!(
+            json(&reply)["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{reply}"
+        );
+    }
+    let big = format!(r#"{{"args": ["{}"]}}"#, "x".repeat(600));
+    let (status, reply) = post("q10", "mail", "", &big);
+    assert_eq!(
+        (status, json(&reply)["error"].as_str()),
+        (413, Some("switchyard.queue.error.payload_too_large")),
+        "{reply}"
+    );
+    let (status, reply) = http(port, "POST", "/queues/mail/jobs", job);
+    assert_eq!(status, 401, "{reply}");
+    let (status, _) = http(port, "GET", "/queues/mail/jobs", "");
+    assert_eq!(status, 405);
+
+    // Exactly the two accepted jobs are stored.
+    let body = r#"{"procedure": "switchyard.queue.stats", "args": ["mail"]}"#;
+    let q = signed_query(KEY, SECRET, &now(), "q11", body);
+    let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
+    assert_eq!(status, 200, "{reply}");
+    // (No worker is registered: the dispatcher gives them back to wait.)
+    let stats = &json(&reply)["kwargs"];
+    assert_eq!(
+        stats["ready"].as_u64().unwrap_or(9)
+            + stats["scheduled"].as_u64().unwrap_or(9)
+            + stats["in_flight"].as_u64().unwrap_or(9),
+        2,
+        "{reply}"
+    );
 }

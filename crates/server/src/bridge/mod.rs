@@ -11,6 +11,7 @@
 //! readable reason, and nothing is published or called.
 
 pub mod callee;
+mod queue;
 pub mod signing;
 pub mod subscriber;
 
@@ -383,6 +384,9 @@ async fn handle(
                 refusal(r)
             }
         };
+    }
+    if let Some(queue) = queue::queue_of(&path) {
+        return queue::handle(bridge, queue, req, peer).await;
     }
     let action = if path == bridge.config.publish_path {
         Action::Publish
@@ -839,6 +843,19 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
             "400": refusal, "401": refusal, "403": refusal, "404": refusal, "405": refusal, "413": refusal, "504": refusal
         }
     }}));
+    let mut queue_params = signed.as_array().cloned().unwrap_or_default();
+    queue_params.push(json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the queue"}));
+    queue_params.push(json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}, "description": "a second push with the same key inside the queue's idempotency window answers 409 with the first job's id"}));
+    paths.insert("/queues/{name}/jobs".into(), json!({"post": {
+        "summary": "Enqueue a job (durable when answered)",
+        "parameters": queue_params,
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+        "responses": {
+            "201": {"description": "stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pushed"}}}},
+            "409": {"description": "duplicate Idempotency-Key: the original job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pushed"}}}},
+            "400": refusal, "401": refusal, "403": refusal, "404": refusal, "405": refusal, "413": refusal, "503": refusal
+        }
+    }}));
     for w in &c.webhooks {
         paths.insert(w.path.clone(), json!({"post": {
             "summary": format!("Webhook: publishes the request's headers and body on {}", w.topic),
@@ -856,6 +873,13 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
             "Call": {"type": "object", "required": ["procedure"], "properties": {
                 "procedure": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
                 "options": {"type": "object", "properties": {"timeout": {"type": "integer", "description": "milliseconds"}}}}},
+            "Job": {"type": "object", "properties": {
+                "args": {"type": "array"}, "kwargs": {"type": "object"},
+                "delay": {"description": "\"30s\" or milliseconds"}, "run_at": {"description": "RFC 3339 or unix milliseconds"},
+                "priority": {"description": "0..9 or lowest|low|normal|high|highest"}, "idempotency_key": {"type": "string"},
+                "retry": {"type": "object"}, "max_attempts": {"type": "integer"}, "result_topic": {"type": "string"},
+                "target": {"type": "string", "description": "a procedure (default: the queue's target)"}}},
+            "Pushed": {"type": "object", "properties": {"id": {"type": "integer"}, "duplicate": {"type": "boolean"}}},
             "Refusal": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}
         }}
     })
