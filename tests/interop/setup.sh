@@ -2,9 +2,13 @@
 # Installs the dependencies of the Switchyard interop suite:
 #   - a Python venv at tests/interop/.venv with the pinned requirements.txt
 #   - node_modules for tests/interop/js via `npm ci` (package-lock.json)
+#   - php with the curl extension (Debian's php-cli and php-curl, with apt-get)
+#     for the HTTP bridge's PHP example, only when `php` is missing or lacks curl
 # Idempotent: each part is skipped when a stamp file says it is up to date
-# (hash of the lock/requirements file + interpreter version).
-# Needs only python3 (>= 3.11, with venv + pip), node 20+ and npm.
+# (hash of the lock/requirements file + interpreter version), or, for php,
+# when `php -m` already lists curl.
+# Needs only python3 (>= 3.11, with venv + pip), node 20+ and npm; for php,
+# apt-get run as root (or sudo) unless php with curl is already installed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,4 +63,45 @@ else
     # (see run.sh); the EBADENGINE warning is therefore harmless.
     (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$JS_WANT" > "$JS_STAMP"
+fi
+
+# ------------------------------------------------------------------- php ---
+# examples/bridge/publish.php is run by test_bridge_examples.py; the suite
+# fails (it does not skip) without php, so a failed install fails here.
+php_has_curl() {
+    command -v php >/dev/null 2>&1 || return 1
+    local mods
+    mods="$(php -m 2>/dev/null)" || return 1
+    grep -qix curl <<<"$mods"
+}
+
+if php_has_curl; then
+    echo "setup.sh: php with curl present ($(command -v php))"
+else
+    echo "setup.sh: installing php-cli and php-curl with apt-get"
+    SUDO=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO=(sudo)
+        else
+            echo "setup.sh: php with the curl extension is needed and apt-get needs root;" \
+                 "run as root or install php-cli and php-curl yourself" >&2
+            exit 1
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "setup.sh: php with the curl extension is needed, and there is no apt-get to" \
+             "install it; install php (CLI) with the curl extension yourself" >&2
+        exit 1
+    fi
+    # Wait (up to 10 minutes) for another apt/dpkg run to release its lock.
+    APT_WAIT=(-o DPkg::Lock::Timeout=600)
+    "${SUDO[@]}" apt-get "${APT_WAIT[@]}" update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get "${APT_WAIT[@]}" install -y --no-install-recommends php-cli php-curl
+    if ! php_has_curl; then
+        echo "setup.sh: php-cli and php-curl were installed, but \`php -m\` lists no curl" >&2
+        exit 1
+    fi
+    echo "setup.sh: $(php -r 'echo "PHP ", PHP_VERSION;') with curl installed"
 fi

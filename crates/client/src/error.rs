@@ -15,7 +15,7 @@ pub const SEND_FAILED: &str = "switchyard.client.send_failed";
 /// A failure of the transport layer (connecting, handshakes, framing, I/O).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The URL is not one of `ws://`, `rs://`, `tcp://`, `unix:`.
+    /// The URL is not one of `ws://`, `wss://`, `rs://`, `tcp://`, `unix:`.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
     /// An I/O error.
@@ -24,6 +24,11 @@ pub enum TransportError {
     /// The WebSocket layer failed (upgrade refused, protocol error...).
     #[error("WebSocket error: {0}")]
     WebSocket(String),
+    /// `wss://`: the TLS handshake failed (the router's certificate is not
+    /// trusted or not valid for its name, ...) or the CA certificates could
+    /// not be loaded. The message says which.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The router answered the RawSocket handshake with an error code
     /// (1 serializer unsupported, 2 maximum length unacceptable, 3 use of
     /// reserved bits, 4 maximum connection count reached).

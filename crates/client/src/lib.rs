@@ -2,8 +2,9 @@
 //!
 //! Two layers:
 //!
-//! * [`transport`]: connect a WebSocket (`ws://host:port/path`) or RawSocket
-//!   (`rs://host:port`, `tcp://host:port`, `unix:/path`) transport and send or
+//! * [`transport`]: connect a WebSocket (`ws://host:port/path`, or over TLS
+//!   `wss://host:port/path`, see [`tls`]) or RawSocket (`rs://host:port`,
+//!   `tcp://host:port`, `unix:/path`) transport and send or
 //!   receive whole frames as [`bytes::Bytes`], with the handshake outcome.
 //!   Nothing is decoded, so tests can send malformed frames and read the raw
 //!   replies.
@@ -32,6 +33,7 @@
 pub mod auth;
 pub mod error;
 pub mod session;
+pub mod tls;
 pub mod transport;
 
 pub use auth::Credentials;

@@ -1,6 +1,6 @@
-//! The low-level layer: connect a transport, then send and receive whole
-//! frames as [`Bytes`]. Nothing here decodes WAMP, so tests can send
-//! malformed frames and read raw replies.
+//! The low-level layer: connect a transport (WebSocket, also over TLS, or
+//! RawSocket), then send and receive whole frames as [`Bytes`]. Nothing here
+//! decodes WAMP, so tests can send malformed frames and read raw replies.
 //!
 //! A connection has one writer task (spawned by [`connect`]) fed through a
 //! queue by any number of [`FrameSender`] clones; it blocks for the first
@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_websockets::{CloseCode, Message as WsMessage, WebSocketStream};
 
 use crate::error::TransportError;
+use crate::tls::MaybeTls;
 
 /// The largest RawSocket frame the framing can express (2^24 octets).
 pub const RAWSOCKET_MAX_FRAME: usize = 1 << 24;
@@ -57,6 +58,16 @@ pub enum Endpoint {
         /// `host:port` to connect to (port 80 if absent).
         addr: String,
     },
+    /// `wss://host:port/path`: WebSocket over TLS.
+    SecureWebSocket {
+        /// The URL as given.
+        url: String,
+        /// `host:port` to connect to (port 443 if absent).
+        addr: String,
+        /// The host (DNS name or IP address, without brackets) the router's
+        /// certificate must be valid for.
+        host: String,
+    },
     /// `rs://host:port` or `tcp://host:port`: RawSocket over TCP.
     RawSocketTcp {
         /// `host:port`.
@@ -70,23 +81,26 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `ws://host:port/path`, `rs://host:port`, `tcp://host:port`,
-    /// `unix:/path` or `unix:///path`.
+    /// Parses `ws://host:port/path`, `wss://host:port/path`, `rs://host:port`,
+    /// `tcp://host:port`, `unix:/path` or `unix:///path`.
     pub fn parse(url: &str) -> Result<Endpoint, TransportError> {
         let bad = || TransportError::InvalidUrl(url.to_owned());
-        if let Some(rest) = url.strip_prefix("ws://") {
-            let authority = rest.split(['/', '?']).next().unwrap_or("");
-            if authority.is_empty() {
-                return Err(bad());
-            }
+        for (scheme, default_port, tls) in [("ws://", 80, false), ("wss://", 443, true)] {
+            let Some(rest) = url.strip_prefix(scheme) else {
+                continue;
+            };
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host_of(authority).ok_or_else(bad)?;
             let addr = if has_port(authority) {
                 authority.to_owned()
             } else {
-                format!("{authority}:80")
+                format!("{authority}:{default_port}")
             };
-            return Ok(Endpoint::WebSocket {
-                url: url.to_owned(),
-                addr,
+            let url = url.to_owned();
+            return Ok(if tls {
+                Endpoint::SecureWebSocket { url, addr, host }
+            } else {
+                Endpoint::WebSocket { url, addr }
             });
         }
         if let Some(rest) = url
@@ -110,6 +124,19 @@ impl Endpoint {
         }
         Err(bad())
     }
+}
+
+/// The host of `host:port`, `host`, `[v6]:port` or `[v6]` (without the
+/// brackets); `None` if it is empty or malformed.
+fn host_of(authority: &str) -> Option<String> {
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else if has_port(authority) {
+        authority.rsplit_once(':')?.0
+    } else {
+        authority
+    };
+    (!host.is_empty() && !host.contains(['@', ' '])).then(|| host.to_owned())
 }
 
 fn has_port(authority: &str) -> bool {
@@ -144,6 +171,10 @@ pub struct TransportOptions {
     /// the socket has taken some. Default [`DEFAULT_SEND_QUEUE`]; 0 counts
     /// as 1.
     pub send_queue: usize,
+    /// `wss://`: a PEM file of CA certificates to trust in addition to the
+    /// system's CA bundle (for a router with a self-signed or private-CA
+    /// certificate). The router's certificate is always verified.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl TransportOptions {
@@ -156,6 +187,7 @@ impl TransportOptions {
             subprotocols: None,
             require_subprotocol: true,
             send_queue: DEFAULT_SEND_QUEUE,
+            ca_file: None,
         }
     }
 }
@@ -360,7 +392,7 @@ pub struct FrameReceiver {
 
 enum ReceiverInner {
     Raw(RawReader),
-    Ws(SplitStream<WebSocketStream<TcpStream>>),
+    Ws(SplitStream<WebSocketStream<MaybeTls>>),
 }
 
 struct RawReader {
@@ -408,7 +440,7 @@ impl FrameReceiver {
 }
 
 async fn ws_recv(
-    ws: &mut SplitStream<WebSocketStream<TcpStream>>,
+    ws: &mut SplitStream<WebSocketStream<MaybeTls>>,
 ) -> Result<Incoming, TransportError> {
     match ws.next().await {
         None => Err(TransportError::Closed {
@@ -518,7 +550,10 @@ impl RawReader {
 /// task, so it must run inside a tokio runtime.
 pub async fn connect(url: &str, opts: TransportOptions) -> Result<Connection, TransportError> {
     match Endpoint::parse(url)? {
-        Endpoint::WebSocket { url, addr } => connect_ws(&url, &addr, &opts).await,
+        Endpoint::WebSocket { url, addr } => connect_ws(&url, &addr, None, &opts).await,
+        Endpoint::SecureWebSocket { url, addr, host } => {
+            connect_ws(&url, &addr, Some(&host), &opts).await
+        }
         Endpoint::RawSocketTcp { addr } => {
             let s = TcpStream::connect(&addr).await?;
             s.set_nodelay(true)?;
@@ -533,9 +568,12 @@ pub async fn connect(url: &str, opts: TransportOptions) -> Result<Connection, Tr
     }
 }
 
+/// A WebSocket connection to `addr`; over TLS with the router `tls_host`
+/// when it is given.
 async fn connect_ws(
     url: &str,
     addr: &str,
+    tls_host: Option<&str>,
     opts: &TransportOptions,
 ) -> Result<Connection, TransportError> {
     let offered = opts
@@ -555,9 +593,20 @@ async fn connect_ws(
             .add_header(http::header::SEC_WEBSOCKET_PROTOCOL, value)
             .map_err(TransportError::from)?;
     }
+    // Read the CA files before connecting: a bad file is not a network error.
+    let tls_config = match tls_host {
+        Some(_) => Some(crate::tls::client_config(opts.ca_file.as_deref())?),
+        None => None,
+    };
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let (ws, response) = builder.connect_on(tcp).await?;
+    let io = match (tls_host, tls_config) {
+        (Some(host), Some(config)) => {
+            MaybeTls::Tls(Box::new(crate::tls::handshake(tcp, host, config).await?))
+        }
+        _ => MaybeTls::Plain(tcp),
+    };
+    let (ws, response) = builder.connect_on(io).await?;
     let subprotocol = response
         .headers()
         .get(http::header::SEC_WEBSOCKET_PROTOCOL)
@@ -610,7 +659,7 @@ impl Drop for Slots {
 }
 
 async fn ws_writer(
-    mut sink: SplitSink<WebSocketStream<TcpStream>, WsMessage>,
+    mut sink: SplitSink<WebSocketStream<MaybeTls>, WsMessage>,
     mut rx: mpsc::UnboundedReceiver<Queued>,
     room: Arc<Semaphore>,
     ser: Serializer,
@@ -855,6 +904,32 @@ mod tests {
                 path: "/tmp/s.sock".into()
             })
         );
+        assert_eq!(
+            Endpoint::parse("wss://router.example.com/ws").ok(),
+            Some(Endpoint::SecureWebSocket {
+                url: "wss://router.example.com/ws".into(),
+                addr: "router.example.com:443".into(),
+                host: "router.example.com".into(),
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("wss://127.0.0.1:8443/ws?x=1").ok(),
+            Some(Endpoint::SecureWebSocket {
+                url: "wss://127.0.0.1:8443/ws?x=1".into(),
+                addr: "127.0.0.1:8443".into(),
+                host: "127.0.0.1".into(),
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("wss://[::1]:8443/ws").ok(),
+            Some(Endpoint::SecureWebSocket {
+                url: "wss://[::1]:8443/ws".into(),
+                addr: "[::1]:8443".into(),
+                host: "::1".into(),
+            })
+        );
+        assert!(Endpoint::parse("wss://").is_err());
+        assert!(Endpoint::parse("wss://:8443/ws").is_err());
         assert!(Endpoint::parse("http://x:1").is_err());
         assert!(Endpoint::parse("rs://host").is_err());
         assert!(Endpoint::parse("ws://").is_err());

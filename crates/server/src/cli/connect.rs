@@ -42,9 +42,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Connection and authentication options, shared by every client command.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// The router: ws://HOST:PORT/PATH (WebSocket), rs://HOST:PORT or
-    /// tcp://HOST:PORT (RawSocket over TCP), unix:/PATH (RawSocket over a
-    /// Unix socket).
+    /// The router: ws://HOST:PORT/PATH (WebSocket), wss://HOST:PORT/PATH
+    /// (WebSocket over TLS), rs://HOST:PORT or tcp://HOST:PORT (RawSocket
+    /// over TCP), unix:/PATH (RawSocket over a Unix socket).
     #[arg(
         long,
         env = "SWITCHYARD_URL",
@@ -92,6 +92,12 @@ pub struct ConnectArgs {
     #[arg(long, env = "SWITCHYARD_CRYPTOSIGN_KEY", value_name = "FILE")]
     pub cryptosign_key: Option<PathBuf>,
 
+    /// wss://: also trust the CA certificate(s) in this PEM file (for a
+    /// router with a self-signed or private-CA certificate), besides the
+    /// system's CA bundle. The router's certificate is always verified.
+    #[arg(long, env = "SWITCHYARD_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+
     /// How long connecting and joining may take.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
@@ -135,8 +141,14 @@ impl ConnectArgs {
     pub async fn connect(&self, event_queue: Option<usize>) -> Result<Session, CliError> {
         let creds = self.credentials()?;
         warn_secrets_on_command_line(self);
+        if let Some(path) = &self.ca_file {
+            // An unusable file is a command-line error, whatever the URL.
+            switchyard_client::tls::read_ca_file(path)
+                .map_err(|e| CliError::usage(format!("--ca-file: {}", tls_message(&e))))?;
+        }
         let mut opts = SessionOptions::new(self.serializer.into());
         opts.transport = TransportOptions::new(self.serializer.into());
+        opts.transport.ca_file = self.ca_file.clone();
         opts.timeout = self.connect_timeout;
         opts.event_queue = event_queue;
         let opts = creds.apply(opts);
@@ -206,9 +218,18 @@ impl ConnectArgs {
 fn transport_error(url: &str, e: &TransportError) -> String {
     match e {
         TransportError::InvalidUrl(u) => format!(
-            "invalid router URL \"{u}\" (expected ws://HOST:PORT/PATH, rs://HOST:PORT, \
-             tcp://HOST:PORT or unix:/PATH)"
+            "invalid router URL \"{u}\" (expected ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, \
+             rs://HOST:PORT, tcp://HOST:PORT or unix:/PATH)"
         ),
+        TransportError::Tls(m) if m.contains("not trusted") => format!(
+            "cannot connect to {url}: {m}\nhint: for a router with a self-signed or private-CA \
+             certificate, give that CA's certificate with --ca-file PEM"
+        ),
+        TransportError::Tls(m) if m.starts_with("no trusted CA") => format!(
+            "cannot connect to {url}: {m}\nhint: install the system's CA certificates (Debian: \
+             ca-certificates) or give the router's CA certificate with --ca-file PEM"
+        ),
+        TransportError::Tls(m) => format!("cannot connect to {url}: {m}"),
         TransportError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("cannot connect to {url}: connection refused (is the router running there?)")
         }
@@ -225,11 +246,27 @@ fn transport_error(url: &str, e: &TransportError) -> String {
             "cannot connect to {url}: {m}\nhint: no WebSocket endpoint at this path \
              (the router's default is /ws)"
         ),
+        TransportError::WebSocket(m)
+            if m.contains("status code 400") && url.starts_with("ws://") =>
+        {
+            format!(
+                "cannot connect to {url}: {m}\nhint: if this listener uses TLS, connect with \
+                 wss://{}",
+                &url["ws://".len()..]
+            )
+        }
         TransportError::Protocol(m) if m.contains("starts with 0x48") => format!(
             "cannot connect to {url}: the port answers with HTTP, not RawSocket\n\
              hint: for a WebSocket listener use ws://HOST:PORT/PATH"
         ),
         other => format!("cannot connect to {url}: {other}"),
+    }
+}
+
+fn tls_message(e: &TransportError) -> String {
+    match e {
+        TransportError::Tls(m) => m.clone(),
+        other => other.to_string(),
     }
 }
 
