@@ -612,6 +612,27 @@ impl Queues {
         }
     }
 
+    /// Like [`Queues::push_many`], but validates and submits the jobs now,
+    /// before returning: an invalid job is an error at once (nothing stored),
+    /// and the returned future only waits for the commit. For callers that
+    /// must decide synchronously (the router's topic bindings).
+    pub fn submit_many<Q: AsRef<str>>(
+        &self,
+        jobs: Vec<(Q, NewJob)>,
+    ) -> Result<impl Future<Output = Result<Vec<PushAck>, QueueError>> + Send + 'static, QueueError>
+    {
+        let wait = self.push_start(jobs)?;
+        Ok(async move {
+            match wait {
+                PushWait::Now(acks) => Ok(acks),
+                PushWait::Commit(rx) => match rx.await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(StoreError::Closed.into()),
+                },
+            }
+        })
+    }
+
     fn push_start<Q: AsRef<str>>(&self, jobs: Vec<(Q, NewJob)>) -> Result<PushWait, QueueError> {
         let now = self.clock.now_ms();
         let mut drafts = Vec::with_capacity(jobs.len());

@@ -2,8 +2,8 @@
 //! bound queue, all written in one transaction. The publish hook validates
 //! and submits the jobs before the Broker delivers the event; the
 //! publisher's PUBLISHED (or the bridge's 200) follows their commit, and a
-//! publication whose jobs cannot be stored (payload over a queue's limit)
-//! is refused and delivered to nobody.
+//! publication whose jobs cannot be stored (payload over a queue's limit, a
+//! full queue) is refused and delivered to nobody.
 
 use std::sync::{Arc, Weak};
 
@@ -98,30 +98,20 @@ impl PublishHook for Bindings {
             .iter()
             .map(|q| (q.to_string(), NewJob::new(JobPayload::json(bytes.clone()))))
             .collect();
-        let queues = service.queues.clone();
         let topic = topic.to_string();
-        // push_many validates before its first await point is reached, but
-        // the hook must answer now: validate the cheap, likely failures here.
-        for (q, job) in &jobs {
-            match queues.config(q) {
-                Ok(c) if job.payload.len() > c.max_payload_bytes as usize => {
-                    return HookOutcome::Refuse(
-                        "switchyard.queue.error.payload_too_large",
-                        format!(
-                            "the event on \"{topic}\" is {} bytes as a job, over the limit of {} bytes of queue \"{q}\": not published",
-                            job.payload.len(),
-                            c.max_payload_bytes
-                        ),
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return HookOutcome::Refuse(e.uri(), format!("topic \"{topic}\" is bound to {e}"))
-                }
-            }
-        }
+        // Validated and handed to the store now, before the event is
+        // delivered: a job that cannot be stored refuses the publication.
+        let commit = match service.queues.submit_many(jobs) {
+            Ok(c) => c,
+            Err(e) => return HookOutcome::Refuse(
+                e.uri(),
+                format!(
+                    "the event on \"{topic}\" cannot become a job, so it was not published: {e}"
+                ),
+            ),
+        };
         HookOutcome::After(Box::pin(async move {
-            match queues.push_many(jobs).await {
+            match commit.await {
                 Ok(acks) => {
                     tracing::debug!(topic, jobs = acks.len(), "publication queued");
                     Ok(())
