@@ -42,6 +42,11 @@ pub fn format_duration(d: Duration) -> String {
     if d.is_zero() {
         return "0ms".into();
     }
+    // Whole days read better than humantime's months ("365days", not "11months 30days ...").
+    const DAY: u64 = 24 * 3600;
+    if d.subsec_nanos() == 0 && d.as_secs().is_multiple_of(DAY) {
+        return format!("{}days", d.as_secs() / DAY);
+    }
     // Whole milliseconds: everything the queue does is at millisecond resolution.
     humantime::format_duration(Duration::from_millis(duration_ms(d))).to_string()
 }

@@ -115,8 +115,12 @@ impl<'de> Deserialize<'de> for Priority {
                 Priority::new(level).map_err(|e| E::custom(e.message))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Priority, E> {
-                let level = u8::try_from(v).unwrap_or(u8::MAX);
-                Priority::new(level).map_err(|e| E::custom(e.message))
+                match u8::try_from(v) {
+                    Ok(level) => Priority::new(level).map_err(|e| E::custom(e.message)),
+                    Err(_) => Err(E::custom(format!(
+                        "{v} is out of range: use 0..=9 (higher runs first) or lowest|low|normal|high|highest"
+                    ))),
+                }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Priority, E> {
                 Priority::parse(v).map_err(|e| E::custom(e.message))

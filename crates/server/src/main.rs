@@ -80,6 +80,7 @@ enum Command {
     Call(Box<cli::call::CallArgs>),
     Subscribe(Box<cli::subscribe::SubscribeArgs>),
     Register(Box<cli::register::RegisterArgs>),
+    Queue(Box<cli::queue::QueueArgs>),
 }
 
 /// `switchyard hash-secret`.
@@ -145,6 +146,7 @@ fn main() -> ExitCode {
         Some(Command::Call(a)) => return cli::run(cli::call::run(*a)),
         Some(Command::Subscribe(a)) => return cli::run(cli::subscribe::run(*a)),
         Some(Command::Register(a)) => return cli::run(cli::register::run(*a)),
+        Some(Command::Queue(a)) => return cli::run(cli::queue::run(*a)),
         _ => {}
     }
     if let Some(Command::HashSecret {

@@ -10,6 +10,7 @@
 pub mod call;
 pub mod connect;
 pub mod publish;
+pub mod queue;
 pub mod register;
 pub mod subscribe;
 pub mod values;

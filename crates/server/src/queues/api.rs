@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use switchyard_proto::{errors, Dict, Payload, Value};
 use switchyard_queue::{
-    human, JobId, JobInfo, JobOptions, NewJob, Payload as JobPayload, Purge, QueueConfig,
-    QueueError, Requeue, Target,
+    human, JobId, JobInfo, JobOptions, NewJob, Purge, QueueConfig, QueueError, Requeue, Target,
 };
 use switchyard_router::authz::{Action, Decision};
 use switchyard_router::dealer::RegisterOptions;
@@ -165,7 +164,10 @@ fn limit_arg(kw: &Dict) -> Result<usize, OpError> {
 
 fn job_info(info: &JobInfo) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or(serde_json::Value::Null);
-    let (args, kwargs) = payload::to_values(&info.job.payload.bytes);
+    let (args, kwargs) = payload::to_values(&info.job.payload).unwrap_or((
+        Value::Str("(unreadable payload)".into()),
+        Value::Dict(Dict::new()),
+    ));
     if let Some(job) = v.get_mut("job").and_then(|j| j.as_object_mut()) {
         job.insert("args".into(), to_json(&args));
         job.insert("kwargs".into(), to_json(&kwargs));
@@ -308,12 +310,11 @@ impl QueueService {
     /// A job from a push's keyword arguments (`args`, `kwargs`, options),
     /// checked against what the caller may do.
     async fn new_job(&self, caller: Option<&Arc<Session>>, kw: &Dict) -> Result<NewJob, OpError> {
-        let bytes = payload::encode(kw.get("args"), kw.get("kwargs")).map_err(invalid)?;
+        let data = payload::encode(kw.get("args"), kw.get("kwargs")).map_err(invalid)?;
         let options: JobOptions =
             serde_json::from_value(kwargs_json(kw, &["args", "kwargs", "queue"]))
                 .map_err(|e| invalid(format!("invalid job options: {e}")))?;
-        let job = NewJob::from_options(JobPayload::json(bytes), options)
-            .map_err(|e| queue_error(e.into()))?;
+        let job = NewJob::from_options(data, options).map_err(|e| queue_error(e.into()))?;
         if let Some(Target::Http { .. }) = &job.target {
             return Err(invalid(
                 "target: an HTTP target can only be set in a queue's configuration (declare it, or use [[realm.queue]]), not per job",
@@ -456,7 +457,10 @@ impl QueueService {
             .collect();
         if mine.is_empty() {
             return Err(queue_error(match only {
-                Some(id) => QueueError::StaleLease { job: id, epoch: 0 },
+                Some(id) => QueueError::Invalid(switchyard_queue::InvalidField::new(
+                    "job",
+                    format!("this session is not running job {id} (only its worker may extend its lease, while it runs it)"),
+                )),
                 None => QueueError::Invalid(switchyard_queue::InvalidField::new(
                     "job",
                     "this session is running no job of a queue (extend from the worker, while it runs the job)",

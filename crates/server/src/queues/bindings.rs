@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use serde::Deserialize;
 use switchyard_proto::Payload;
-use switchyard_queue::{NewJob, Payload as JobPayload};
+use switchyard_queue::NewJob;
 use switchyard_router::hooks::{HookOutcome, PublishHook};
 use switchyard_router::uri_index::MatchPolicy;
 use switchyard_router::Session;
@@ -85,7 +85,7 @@ impl PublishHook for Bindings {
         let Some(service) = self.service.upgrade() else {
             return HookOutcome::Pass;
         };
-        let bytes = match payload::of_publication(p) {
+        let data = match payload::of_publication(p) {
             Ok(b) => b,
             Err(e) => {
                 return HookOutcome::Refuse(
@@ -96,19 +96,21 @@ impl PublishHook for Bindings {
         };
         let jobs: Vec<(String, NewJob)> = queues
             .iter()
-            .map(|q| (q.to_string(), NewJob::new(JobPayload::json(bytes.clone()))))
+            .map(|q| (q.to_string(), NewJob::new(data.clone())))
             .collect();
         let topic = topic.to_string();
         // Validated and handed to the store now, before the event is
         // delivered: a job that cannot be stored refuses the publication.
         let commit = match service.queues.submit_many(jobs) {
             Ok(c) => c,
-            Err(e) => return HookOutcome::Refuse(
-                e.uri(),
-                format!(
+            Err(e) => {
+                return HookOutcome::Refuse(
+                    e.uri(),
+                    format!(
                     "the event on \"{topic}\" cannot become a job, so it was not published: {e}"
                 ),
-            ),
+                )
+            }
         };
         HookOutcome::After(Box::pin(async move {
             match commit.await {

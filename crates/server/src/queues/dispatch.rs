@@ -40,7 +40,7 @@ impl QueueService {
         let s = self.clone();
         tokio::spawn(async move {
             let job = lease.job.clone();
-            let data = match payload::to_wamp(&job.payload.bytes) {
+            let data = match payload::to_wamp(&job.payload) {
                 Ok(p) => p,
                 Err(e) => {
                     s.fail(&lease, INVALID_PAYLOAD, &e);
@@ -104,6 +104,14 @@ impl QueueService {
                 }
             }
             Err(f) => self.fail(&lease, &f.error, &f.message),
+        }
+    }
+
+    /// Whether `queue`'s default target is a procedure nobody registered.
+    pub(super) fn without_worker(&self, queue: &str) -> bool {
+        match self.queues.config(queue).map(|c| c.target.clone()) {
+            Ok(Some(Target::Procedure(p))) => self.realm.dealer.best_match(&p).is_none(),
+            _ => false,
         }
     }
 
@@ -251,6 +259,21 @@ async fn dispatch_loop(service: std::sync::Weak<QueueService>, queue: String) {
     loop {
         let (wait, clock) = {
             let Some(s) = service.upgrade() else { return };
+            // Listening before looking: a registration in between wakes us.
+            let registered = s.registered.clone();
+            let woken = registered.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if s.without_worker(&queue) {
+                // Leave the jobs as they are (ready, in priority order)
+                // until a worker registers; look again every second anyway.
+                drop(s);
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(NO_WORKER_RETRY) => {}
+                }
+                continue;
+            }
             let clock = s.queues.clock().clone();
             match s.queues.next_ready_many(&queue, BATCH) {
                 Ok((leases, wait)) => {

@@ -73,7 +73,14 @@ impl QueueService {
                 request: None,
             },
         );
-        let body = job.payload.bytes.clone();
+        let body = match super::payload::to_json(&job.payload) {
+            Ok(b) => b,
+            Err(e) => {
+                self.forget(&lease);
+                self.fail(&lease, "switchyard.queue.error.invalid_payload", &e);
+                return;
+            }
+        };
         let url = match &self.http.signing {
             Some(k) => {
                 let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;

@@ -96,9 +96,15 @@ fn render(out: &mut String) {
             Vec::new(),
         ),
         (
+            "switchyard_queue_without_worker",
+            "gauge",
+            "1 while the queue's target procedure has no registered worker (its jobs wait).",
+            Vec::new(),
+        ),
+        (
             "switchyard_queue_no_worker_total",
             "counter",
-            "Dispatches that found no registered worker (the job waited, its attempt not counted).",
+            "Jobs with their own target handed back because nobody registered it (the attempt not counted).",
             Vec::new(),
         ),
         (
@@ -122,6 +128,7 @@ fn render(out: &mut String) {
                 q.completed_total,
                 q.retried_total,
                 q.dead_lettered_total,
+                u64::from(s.without_worker(&q.name)),
                 no_worker,
                 late,
             ];

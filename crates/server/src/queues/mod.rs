@@ -82,6 +82,10 @@ pub struct QueueService {
     /// Wakes the maintenance task when a lease is handed out (its deadline
     /// may come before the task's next planned look).
     maintenance: Arc<Notify>,
+    /// Wakes dispatchers waiting for a worker: a procedure was registered.
+    registered: Arc<Notify>,
+    /// The session that hears `wamp.registration.on_create` (kept alive).
+    _watcher: InternalCaller,
     http: http_target::HttpTargets,
     metrics: metrics::QueueMetrics,
 }
@@ -155,7 +159,11 @@ impl QueueService {
                 }
             }
         }
+        let registered = Arc::new(Notify::new());
+        let watcher = watch_registrations(&realm, registered.clone());
         let service = Arc::new(QueueService {
+            registered,
+            _watcher: watcher,
             worker: InternalCaller::new(Identity {
                 authid: "switchyard-queue".into(),
                 authrole: "switchyard".into(),
@@ -198,6 +206,34 @@ impl QueueService {
     pub fn close(&self) {
         self.queues.close();
     }
+}
+
+/// A router-owned session subscribed to `wamp.registration.on_create`:
+/// each new registration wakes the dispatchers that wait for a worker.
+fn watch_registrations(realm: &Arc<Realm>, registered: Arc<Notify>) -> InternalCaller {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let watcher = InternalCaller::with_events(
+        Identity {
+            authid: "switchyard-queue".into(),
+            authrole: "switchyard".into(),
+            authmethod: "internal".into(),
+            authprovider: "switchyard".into(),
+        },
+        tx,
+    );
+    realm.broker.subscribe(
+        watcher.session(),
+        "wamp.registration.on_create",
+        MatchPolicy::Exact,
+        false,
+        |_| {},
+    );
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            registered.notify_waiters();
+        }
+    });
+    watcher
 }
 
 /// Expires leases (cancelling their workers' calls), forgets old
