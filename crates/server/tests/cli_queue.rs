@@ -6,14 +6,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::cli::{cli, run, text};
 use common::Router;
 use serde_json::{json, Value as Json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 const QUEUES: &str = "\
 [[realm.queue]]
@@ -25,43 +24,6 @@ name = \"fail\"
 target = \"test.cli.fail\"
 retry = \"none\"
 ";
-
-/// A `switchyard` command with a clean environment (no SWITCHYARD_*).
-fn cli(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SWITCHYARD_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-/// Runs a command to completion (at most 15 s).
-fn run(mut c: Command) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawn switchyard");
-    let (tx, rx) = mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            // SAFETY: kill(2) on the child we spawned (reaped by the thread).
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("{c:?} did not finish within 15 s");
-        }
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// `switchyard queue ARGS... --url URL`: must succeed; its standard output.
 fn queue(url: &str, args: &[&str]) -> String {

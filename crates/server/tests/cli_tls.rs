@@ -8,18 +8,14 @@
 mod common;
 mod pki;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::cli::{run, text, Background};
 use common::Router;
 use pki::{start_router, two_ports, Ca};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value as Json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// A router with a TLS WebSocket listener (`wss_port`) and a plain one
 /// (`ws_port`) whose certificate `ca` signed; the CA's PEM file.
@@ -94,112 +90,15 @@ fn start_tls_router(
 /// A `switchyard` client command with no SWITCHYARD_* or SSL_CERT_FILE
 /// variables from the caller.
 fn cli(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("SWITCHYARD_") || k == "SSL_CERT_FILE" {
-            c.env_remove(k);
-        }
+    let mut c = common::cli::cli(args);
+    if std::env::var_os("SSL_CERT_FILE").is_some() {
+        c.env_remove("SSL_CERT_FILE");
     }
     c
 }
 
-/// Runs a command to completion (at most 15 s).
-fn run(mut c: Command) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawn switchyard");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(Duration::from_secs(15))
-        .unwrap_or_else(|_| panic!("{c:?} did not finish within 15 s"))
-        .expect("wait")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
-}
-
-/// A long-running command (subscribe, register): waits for a line on its
-/// standard error; killed when dropped.
-struct Background {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Background {
-    fn spawn(mut c: Command) -> Background {
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn switchyard");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Background {
-            child,
-            stderr: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_stderr(&mut self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.seen.iter().any(|l| l.contains(what)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "no \"{what}\" on standard error; got: {:?}; status {:?}",
-                    self.seen,
-                    self.child.try_wait()
-                ),
-            }
-        }
-    }
-
-    /// Waits (at most 10 s) for the command to exit; its standard output.
-    fn output(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let mut out = String::new();
-                if let Some(mut o) = self.child.stdout.take() {
-                    let _ = std::io::Read::read_to_string(&mut o, &mut out);
-                }
-                return (status.code(), out);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the command did not exit; stderr: {:?}",
-                self.seen
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
