@@ -6,6 +6,8 @@
 //! * `rpc`: one callee echoing its arguments, C caller sessions with K calls
 //!   in flight each until M calls are done; reports calls/s and round-trip
 //!   latency percentiles.
+//! * `queue`: durable job queue, P producers pushing with W in flight and C
+//!   workers running the jobs; jobs/s and enqueue latencies (bench/queue/).
 //! * `idle`: the router's resident memory per idle session.
 //! * `baseline`: a bare TCP ping-pong over loopback, the machine's floor.
 //! * `summarize`: medians and spread of the JSON lines of several runs.
@@ -16,6 +18,7 @@
 mod baseline;
 mod idle;
 mod pubsub;
+mod queue;
 mod rpc;
 mod stats;
 
@@ -51,6 +54,8 @@ enum Cmd {
     Summarize(stats::SummarizeArgs),
     /// Router memory per idle session: open N sessions, compare its RSS.
     Idle(idle::IdleArgs),
+    /// Durable job queue: P producers push, C workers run the jobs.
+    Queue(queue::QueueArgs),
 }
 
 /// Options shared by the load subcommands.
@@ -138,6 +143,7 @@ fn main() {
             Cmd::Pubsub(a) => pubsub::run(a).await,
             Cmd::Rpc(a) => rpc::run(a).await,
             Cmd::Idle(a) => idle::run(a).await,
+            Cmd::Queue(a) => queue::run(a).await,
             Cmd::Summarize(_) | Cmd::Baseline(_) => Ok(0),
         }
     });
