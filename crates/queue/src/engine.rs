@@ -10,9 +10,11 @@
 //!   job id is never shown to anyone before it is durable, which is what makes "ids never
 //!   repeat" hold across crashes.
 //! * Leases, completions, failures, extensions are applied in memory at once and committed in
-//!   the background (batched with everything else); the returned [`Durable`] resolves when they
-//!   are durable, and may be dropped. A crash before that commit only means the job runs again
-//!   (at-least-once): nothing acknowledged to a producer is lost.
+//!   the background (batched with everything else), without an fsync of their own: the next
+//!   durable commit (a push's, or one the writer forces within 50 ms) persists them. The
+//!   returned [`Durable`] resolves after that fsync, and may be dropped. A crash before it only
+//!   means the job runs again (at-least-once): nothing acknowledged to a producer is lost.
+//!   Pushes, declarations, requeues and purges are fsync'd at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -74,8 +76,9 @@ pub struct PushAck {
     pub duplicate: bool,
 }
 
-/// Resolves when an operation's effect is durable. Dropping it does not undo anything: the
-/// change is applied in memory already and is committed anyway.
+/// Resolves when an operation's effect is durable (for completions, failures, extensions and
+/// releases: with the next fsync, at most 50 ms later). Dropping it does not undo anything:
+/// the change is applied in memory already and is committed anyway.
 #[must_use = "await it for durability, or drop it explicitly"]
 pub struct Durable {
     rx: Option<oneshot::Receiver<Result<(), StoreError>>>,
@@ -387,10 +390,7 @@ impl Queues {
             let done: Done = Box::new(move |r| {
                 let _ = tx.send(r);
             });
-            store.submit(Batch {
-                mutations: muts,
-                done: Some(done),
-            })?;
+            store.submit(Batch::durable(muts, Some(done)))?;
             rx.recv().map_err(|_| StoreError::Closed)??;
         }
         let next_id = snap
@@ -453,12 +453,15 @@ impl Queues {
                 }
                 // It may have been declared a moment ago and not be durable yet: wait for the
                 // commits queued before us.
-                (Declared::Unchanged, self.submit_tracked(Vec::new(), true)?)
+                (
+                    Declared::Unchanged,
+                    self.submit_tracked(Vec::new(), true, true)?,
+                )
             } else {
                 let now = self.clock.now_ms();
                 let cfg = Arc::new(config);
                 let durable =
-                    self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false)?;
+                    self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false, true)?;
                 reg.insert(
                     cfg.name.as_str().into(),
                     Arc::new(QueueShared {
@@ -474,10 +477,13 @@ impl Queues {
         Ok(declared)
     }
 
+    /// Submits `mutations`; the handle resolves once they are fsync'd: at once if `durable`,
+    /// else with the next durable commit (within `MAX_NON_DURABLE`).
     fn submit_tracked(
         &self,
         mutations: Vec<Mutation>,
         barrier: bool,
+        durable: bool,
     ) -> Result<Durable, QueueError> {
         if mutations.is_empty() && !barrier {
             return Ok(Durable::done());
@@ -489,6 +495,7 @@ impl Queues {
         self.store.submit(Batch {
             mutations,
             done: Some(done),
+            durable,
         })?;
         Ok(Durable { rx: Some(rx) })
     }
@@ -741,10 +748,7 @@ impl Queues {
             }
             let _ = tx.send(r.map(|()| acks));
         });
-        self.store.submit(Batch {
-            mutations: muts,
-            done: Some(done),
-        })?;
+        self.store.submit(Batch::durable(muts, Some(done)))?;
         drop(guards);
         Ok(PushWait::Commit(rx))
     }
@@ -816,7 +820,7 @@ impl Queues {
             st.check_lease(job, epoch)?;
             let mut muts = Vec::with_capacity(2);
             st.complete(job, &mut muts);
-            self.submit_tracked(muts, false)?
+            self.submit_tracked(muts, false, false)?
         };
         self.index.remove(job);
         q.notify.notify_one();
@@ -853,7 +857,7 @@ impl Queues {
                 .filter(|m| matches!(m, Mutation::RemoveJob(_)))
                 .cloned()
                 .collect();
-            (outcome, self.submit_tracked(muts, false)?, removed)
+            (outcome, self.submit_tracked(muts, false, false)?, removed)
         };
         self.index.remove_all(&muts_removed);
         q.notify.notify_one();
@@ -881,7 +885,7 @@ impl Queues {
         st.check_lease(job, epoch)?;
         let mut muts = Vec::new();
         let deadline = st.extend(job, now.saturating_add(duration_ms(by)), &mut muts);
-        let durable = self.submit_tracked(muts, false)?;
+        let durable = self.submit_tracked(muts, false, false)?;
         Ok((deadline, durable))
     }
 
@@ -901,7 +905,7 @@ impl Queues {
             let mut muts = Vec::with_capacity(2);
             let run_at = now.saturating_add(delay.map(duration_ms).unwrap_or(0));
             st.release(job, run_at, now, &mut muts);
-            self.submit_tracked(muts, false)?
+            self.submit_tracked(muts, false, false)?
         };
         q.notify.notify_one();
         Ok(durable)
@@ -1040,7 +1044,7 @@ impl Queues {
             ids.dedup();
             let mut muts = Vec::with_capacity(ids.len());
             st.requeue(&ids, now, &mut muts);
-            (ids.len(), self.submit_tracked(muts, false)?)
+            (ids.len(), self.submit_tracked(muts, false, true)?)
         };
         q.notify.notify_one();
         durable.await?;
@@ -1067,7 +1071,7 @@ impl Queues {
                 st.remove(id);
                 muts.push(Mutation::RemoveJob(id));
             }
-            let durable = self.submit_tracked(muts.clone(), false)?;
+            let durable = self.submit_tracked(muts.clone(), false, true)?;
             (muts, durable)
         };
         self.index.remove_all(&muts);

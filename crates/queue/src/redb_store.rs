@@ -7,9 +7,13 @@
 //! 2. take every other batch already waiting (up to `max_commit_mutations`), without waiting
 //!    for more: batching comes from the time the previous commit took, never from a timer, so
 //!    a lone operation is committed at once;
-//! 3. apply all of them in ONE redb write transaction with `Durability::Immediate`, and commit
-//!    (one fsync for the whole group);
-//! 4. run every batch's completion with the result, in submission order: on the writer thread
+//! 3. apply all of them in ONE redb write transaction and commit it: with
+//!    `Durability::Immediate` (one fsync for the whole group) if any batch is `durable` (a
+//!    push, an operator action) or the last fsync is `MAX_NON_DURABLE` (50 ms) old; else with
+//!    `Durability::None` (no fsync: leases, completions and failures only, persisted by the
+//!    next durable commit; a crash before it only makes those jobs run again);
+//! 4. run every batch's completion with the result once its commit is fsync'd (a
+//!    non-durable commit's completions wait for the next durable one), in submission order: on the writer thread
 //!    itself when nothing else is waiting (lowest latency), otherwise on a completer thread, so
 //!    the next commit starts at once while the previous group's waiters are woken.
 //!
@@ -47,6 +51,7 @@ use crate::codec;
 use crate::config::QueueConfig;
 use crate::error::StoreError;
 use crate::model::{JobId, JobState};
+use crate::store::MAX_NON_DURABLE;
 use crate::store::{
     Batch, Counters, Done, IdempotencyRecord, Mutation, Snapshot, Store, StoreStats, StoredLease,
 };
@@ -151,6 +156,8 @@ impl RedbStore {
                 last_remove: HashMap::new(),
                 completer: ctx,
                 pending,
+                unsynced_since: None,
+                deferred: Vec::new(),
             };
             std::thread::Builder::new()
                 .name("switchyard-queue-writer".into())
@@ -230,6 +237,10 @@ struct Writer {
     completer: mpsc::Sender<Completion>,
     /// Completion groups handed to the completer and not yet run.
     pending: Arc<AtomicUsize>,
+    /// When the first non-durable commit since the last durable one finished.
+    unsynced_since: Option<Instant>,
+    /// Completions of non-durable commits, run after the fsync that persists them.
+    deferred: Vec<Done>,
 }
 
 impl Writer {
@@ -238,13 +249,31 @@ impl Writer {
         let mut carry: Option<Msg> = None;
         loop {
             let mut closing = false;
-            let first = match carry.take() {
-                Some(m) => Ok(m),
-                None => rx.recv(),
+            let first = match (carry.take(), self.unsynced_since) {
+                (Some(m), _) => Some(m),
+                // Non-durable commits wait at most MAX_NON_DURABLE for their fsync.
+                (None, Some(t)) => {
+                    match rx.recv_timeout(MAX_NON_DURABLE.saturating_sub(t.elapsed())) {
+                        Ok(m) => Some(m),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let result = self.sync_now();
+                            let dones = std::mem::take(&mut self.deferred);
+                            self.deliver(result, dones, true);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+                (None, None) => rx.recv().ok(),
             };
             match first {
-                Ok(Msg::Batch(b)) => group.push(b),
-                Ok(Msg::Close) | Err(_) => return,
+                Some(Msg::Batch(b)) => group.push(b),
+                Some(Msg::Close) | None => {
+                    let result = self.sync_now();
+                    let dones = std::mem::take(&mut self.deferred);
+                    self.deliver(result, dones, true);
+                    return;
+                }
             }
             let mut n = group[0].mutations.len();
             while n < self.max_mutations {
@@ -260,54 +289,113 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let wants_sync = group.iter().any(|b| b.durable);
+            // Ok(true): everything committed so far is fsync'd.
             let result = match self.shared.failure.get() {
                 Some(e) => Err(e.clone()),
-                None if n == 0 => Ok(()),
+                None if n == 0 && wants_sync => self.sync_now().map(|()| true),
+                None if n == 0 => Ok(self.unsynced_since.is_none()),
                 None => self.commit_timed(&group, n),
             };
-            let dones: Vec<Done> = group.drain(..).filter_map(|b| b.done).collect();
-            if dones.is_empty() {
-                if closing {
-                    return;
+            let mut dones: Vec<Done> = group.drain(..).filter_map(|b| b.done).collect();
+            let result = match result {
+                Ok(false) => {
+                    // Answered with the fsync that persists this commit.
+                    self.deferred.append(&mut dones);
+                    Ok(())
                 }
+                other => {
+                    let mut all = std::mem::take(&mut self.deferred);
+                    all.append(&mut dones);
+                    dones = all;
+                    other.map(|_| ())
+                }
+            };
+            if closing {
+                let synced = self.sync_now();
+                dones.append(&mut self.deferred);
+                let result = result.and(synced);
+                self.deliver(result, dones, true);
+                return;
+            }
+            if dones.is_empty() {
                 continue;
             }
             // Completions wake producers and make pushed jobs visible. When nothing else is
             // waiting to be committed and the completer is idle, run them here (lowest latency);
             // otherwise hand them over, in order, so the next commit starts at once.
-            if !closing && carry.is_none() {
+            if carry.is_none() {
                 if let Ok(m) = rx.try_recv() {
                     carry = Some(m);
                 }
             }
-            if carry.is_none() && self.pending.load(Ordering::Acquire) == 0 {
-                for done in dones {
-                    done(result.clone());
-                }
-            } else {
-                self.pending.fetch_add(1, Ordering::AcqRel);
-                if let Err(mpsc::SendError((result, dones))) = self.completer.send((result, dones))
-                {
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                    for done in dones {
-                        done(result.clone());
-                    }
-                }
+            self.deliver(result, dones, carry.is_none());
+        }
+    }
+
+    /// Runs `dones` with `result`, in order after every group handed over before: here if
+    /// `idle` and the completer has nothing left, else on the completer thread.
+    fn deliver(&mut self, result: Result<(), StoreError>, dones: Vec<Done>, idle: bool) {
+        if dones.is_empty() {
+            return;
+        }
+        if idle && self.pending.load(Ordering::Acquire) == 0 {
+            for done in dones {
+                done(result.clone());
             }
-            if closing {
-                return;
+            return;
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::SendError((result, dones))) = self.completer.send((result, dones)) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            for done in dones {
+                done(result.clone());
             }
         }
     }
 
-    fn commit_timed(&mut self, group: &[Batch], n: usize) -> Result<(), StoreError> {
+    /// Persists the non-durable commits not yet followed by a durable one (an empty durable
+    /// commit): when they are `MAX_NON_DURABLE` old and nothing else came, and at shutdown.
+    fn sync_now(&mut self) -> Result<(), StoreError> {
+        if let Some(e) = self.shared.failure.get() {
+            return Err(e.clone());
+        }
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        let synced = self
+            .db
+            .begin_write()
+            .map_err(StoreError::storage)
+            .and_then(|mut txn| {
+                txn.set_durability(Durability::Immediate)
+                    .map_err(StoreError::storage)?;
+                txn.commit().map_err(StoreError::storage)
+            });
+        match &synced {
+            Ok(()) => {
+                self.unsynced_since = None;
+                self.shared.stats.lock().syncs += 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue store: fsync of the last commits failed; the store refuses writes until reopened");
+                let _ = self.shared.failure.set(e.clone());
+                self.shared.stats.lock().failure = Some(e.clone());
+            }
+        }
+        synced
+    }
+
+    /// Commits a group; `Ok(true)` if the commit was durable.
+    fn commit_timed(&mut self, group: &[Batch], n: usize) -> Result<bool, StoreError> {
         let started = Instant::now();
         let r = self.commit_group(group);
         let elapsed = started.elapsed();
         let mut s = self.shared.stats.lock();
         match &r {
-            Ok(skipped) => {
+            Ok((skipped, durable)) => {
                 s.commits += 1;
+                s.syncs += u64::from(*durable);
                 s.batches += group.len() as u64;
                 s.mutations += n as u64;
                 s.coalesced += *skipped;
@@ -320,13 +408,13 @@ impl Writer {
                 s.failure = Some(e.clone());
             }
         }
-        r.map(|_| ())
+        r.map(|(_, durable)| durable)
     }
 
     /// Applies a group in one write transaction and commits it durably. Returns how many
     /// mutations were elided because a later mutation of the same group undid them (a lease row
     /// written and deleted in one commit, a record rewritten and then deleted).
-    fn commit_group(&mut self, group: &[Batch]) -> Result<u64, StoreError> {
+    fn commit_group(&mut self, group: &[Batch]) -> Result<(u64, bool), StoreError> {
         self.last_clear.clear();
         self.last_remove.clear();
         for (i, m) in group.iter().flat_map(|b| b.mutations.iter()).enumerate() {
@@ -342,8 +430,10 @@ impl Writer {
             }
         }
         let mut txn = self.db.begin_write().map_err(StoreError::storage)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(StoreError::storage)?;
+        let mut durable = group.iter().any(|b| b.durable)
+            || self
+                .unsynced_since
+                .is_some_and(|t| t.elapsed() >= MAX_NON_DURABLE);
         let mut max_id = self.hwm;
         let mut reserved = self.hwm;
         let mut skipped = 0u64;
@@ -429,15 +519,28 @@ impl Writer {
                 }
             }
             if max_id > self.hwm {
+                // An id reservation is always fsync'd.
+                durable = true;
                 reserved = max_id.saturating_add(ID_BLOCK);
                 let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
                 meta.insert(MAX_JOB_ID_KEY, reserved)
                     .map_err(StoreError::storage)?;
             }
         }
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(StoreError::storage)?;
         txn.commit().map_err(StoreError::storage)?;
         self.hwm = reserved;
-        Ok(skipped)
+        self.unsynced_since = match (durable, self.unsynced_since) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Instant::now()),
+        };
+        Ok((skipped, durable))
     }
 }
 

@@ -89,16 +89,34 @@ pub enum Mutation {
 pub struct Batch {
     /// Applied in order, in one transaction.
     pub mutations: Vec<Mutation>,
-    /// Called once the batch is durable or has failed.
+    /// Called once the batch is durable (fsync'd) or has failed.
     pub done: Option<Done>,
+    /// Its commit must be fsync'd at once (pushes, operator actions). Otherwise (leases,
+    /// completions, failures) it may be committed without an fsync of its own; the next durable
+    /// commit, forced at most [`MAX_NON_DURABLE`] later, persists it (and then runs `done`).
+    pub durable: bool,
 }
 
+/// Longest a non-durable commit waits for a durable one (the writer forces one then).
+pub const MAX_NON_DURABLE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Batch {
-    /// A batch without completion (fire and forget; still ordered and durable eventually).
+    /// A durable batch.
+    pub fn durable(mutations: Vec<Mutation>, done: Option<Done>) -> Batch {
+        Batch {
+            mutations,
+            done,
+            durable: true,
+        }
+    }
+
+    /// A batch without completion that need not be fsync'd at once (still ordered, and
+    /// durable within [`MAX_NON_DURABLE`]).
     pub fn detached(mutations: Vec<Mutation>) -> Batch {
         Batch {
             mutations,
             done: None,
+            durable: false,
         }
     }
 }
@@ -146,6 +164,8 @@ pub struct Snapshot {
 pub struct StoreStats {
     /// Transactions committed.
     pub commits: u64,
+    /// fsyncs: durable commits, and the empty durable commits that persist non-durable ones.
+    pub syncs: u64,
     /// Batches submitted and committed (a commit carries one or more batches).
     pub batches: u64,
     /// Mutations committed.

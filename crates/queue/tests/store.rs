@@ -51,6 +51,7 @@ fn commit(store: &RedbStore, mutations: Vec<Mutation>) -> Result<(), StoreError>
             done: Some(Box::new(move |r| {
                 let _ = tx.send(r);
             })),
+            durable: true,
         })
         .unwrap();
     rx.recv().unwrap()
@@ -169,6 +170,7 @@ fn batches_apply_in_order_and_barriers_wait() {
                 r.unwrap();
                 let _ = tx.send(i);
             })),
+            durable: true,
         })
         .unwrap();
     }
@@ -185,4 +187,77 @@ fn batches_apply_in_order_and_barriers_wait() {
         s.submit(Batch::detached(Vec::new())),
         Err(StoreError::Closed)
     ));
+}
+
+/// A batch that need not be fsync'd at once is committed without one; its completion runs
+/// after the fsync that persists it: the next durable commit, or one the writer forces within
+/// `MAX_NON_DURABLE` when nothing else comes. Either way it survives a reopen.
+#[test]
+fn non_durable_batches_complete_after_the_next_fsync() {
+    use std::time::{Duration, Instant};
+    use switchyard_queue::store::MAX_NON_DURABLE;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let submit = |s: &RedbStore,
+                  mutations: Vec<Mutation>,
+                  durable: bool,
+                  tx: mpsc::Sender<u64>,
+                  tag: u64| {
+        s.submit(Batch {
+            mutations,
+            done: Some(Box::new(move |r| {
+                r.unwrap();
+                let _ = tx.send(tag);
+            })),
+            durable,
+        })
+        .unwrap();
+    };
+    let put = |id| Mutation::PutJob {
+        job: job(id),
+        status: waiting(),
+    };
+    {
+        let s = RedbStore::open(&path, RedbOptions::default()).unwrap();
+        commit(
+            &s,
+            vec![Mutation::PutQueue(QueueConfig::new("w")), put(1), put(2)],
+        )
+        .unwrap();
+        let synced = s.stats().syncs;
+        // Alone: the writer forces the fsync after MAX_NON_DURABLE.
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        submit(&s, vec![Mutation::RemoveJob(JobId(1))], false, tx, 1);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+        assert!(
+            started.elapsed() >= MAX_NON_DURABLE,
+            "{:?}",
+            started.elapsed()
+        );
+        let st = s.stats();
+        assert_eq!(st.syncs, synced + 1, "{st:?}");
+        // Followed by a durable batch: both complete with its fsync, in order.
+        let (tx, rx) = mpsc::channel();
+        submit(
+            &s,
+            vec![Mutation::RemoveJob(JobId(2))],
+            false,
+            tx.clone(),
+            2,
+        );
+        submit(&s, vec![put(3)], true, tx, 3);
+        let got: Vec<u64> = rx.iter().take(2).collect();
+        assert_eq!(got, [2, 3]);
+        assert!(s.stats().commits >= 3);
+    }
+    let s = RedbStore::open(&path, RedbOptions::default()).unwrap();
+    let ids: Vec<u64> = s
+        .load(1)
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|(j, _)| j.id.0)
+        .collect();
+    assert_eq!(ids, [3]);
 }

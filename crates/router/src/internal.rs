@@ -198,12 +198,14 @@ impl InternalCaller {
                 usize::MAX,
                 "router".into(),
             );
-            let session = Arc::new(Session::new(
+            let mut session = Session::new(
                 switchyard_proto::id::random_id(),
                 self.identity.clone(),
                 ClientFeatures::default(),
                 peer,
-            ));
+            );
+            session.router_owned = true;
+            let session = Arc::new(session);
             let waiters: Arc<Waiters> = Arc::default();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(read_replies(

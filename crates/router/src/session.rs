@@ -54,6 +54,10 @@ pub struct Session {
     /// Answers of the authorizer procedure it asked to keep (gone with the
     /// session).
     authz_cache: Mutex<HashMap<(Action, String), Decision>>,
+    /// A session the router runs itself ([`crate::internal::InternalCaller`]):
+    /// trusted, so a callee of this kind learns who calls it (when it asks)
+    /// even in a realm with `disclose_caller = "never"`.
+    pub(crate) router_owned: bool,
 }
 
 /// Cached authorizer answers a session may hold; the cache restarts empty
@@ -104,6 +108,7 @@ impl Session {
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
             authz_cache: Mutex::new(HashMap::new()),
+            router_owned: false,
         }
     }
 

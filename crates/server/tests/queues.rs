@@ -454,3 +454,62 @@ fn http_target_is_signed_and_retried_until_accepted() {
         serde_json::json!({"args": [7], "kwargs": {"to": "a@b.c"}})
     );
 }
+
+/// In a realm that never discloses callers to callees, the queues (router
+/// sessions) still learn who calls them: a worker extends its lease with
+/// `switchyard.queue.extend` and outlives `lease_timeout`.
+#[test]
+fn extend_works_in_a_realm_that_never_discloses_callers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = Proc::start(
+        dir.path(),
+        "never",
+        "disclose_caller = \"never\"\n\n\
+         [[realm.queue]]\nname = \"long\"\ntarget = \"test.long\"\nlease_timeout = \"300ms\"\n\
+         retry = \"none\"\n",
+    );
+    let url = router.url();
+    runtime().block_on(async {
+        let w = Arc::new(
+            Session::connect(&url, "realm1", Serializer::MsgPack)
+                .await
+                .expect("worker"),
+        );
+        let me = w.clone();
+        w.register("test.long", move |_, _| {
+            let me = me.clone();
+            async move {
+                let (_, kw) = me
+                    .call(
+                        "switchyard.queue.extend",
+                        vec![],
+                        Dict::new().with("by", "3s"),
+                    )
+                    .await
+                    .map_err(|e| (format!("{e}"), vec![], Dict::new()))?;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Ok((vec![], kw))
+            }
+        })
+        .await
+        .expect("register");
+        let p = Session::connect(&url, "realm1", Serializer::Json)
+            .await
+            .expect("producer");
+        let mut results = p.subscribe("test.long.results").await.expect("subscribe");
+        p.call(
+            "switchyard.queue.push",
+            vec![Value::from("long")],
+            Dict::new().with("result_topic", "test.long.results"),
+        )
+        .await
+        .expect("push");
+        let ev = tokio::time::timeout(Duration::from_secs(5), results.recv())
+            .await
+            .expect("result in time")
+            .expect("event");
+        let kw = ev.kwargs().expect("kwargs");
+        assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
+        assert_eq!(kw.get("attempt"), Some(&Value::UInt(1)), "{kw:?}");
+    });
+}

@@ -916,7 +916,8 @@ impl State {
         }
         let disclose = match config.disclose_caller {
             Disclosure::Always => true,
-            Disclosure::Never => false,
+            // The router's own callees (the queues' API) may always ask.
+            Disclosure::Never => callee.router_owned && entry.disclose_caller,
             Disclosure::OnRequest => call.disclose_me || entry.disclose_caller,
         };
         if disclose {

@@ -145,15 +145,18 @@ impl QueueService {
     /// Fails the attempt: retry by policy, or dead letter.
     pub(super) fn fail(&self, lease: &Lease, error: &str, message: &str) {
         let job = &lease.job;
-        // An error URI the queue cannot store is still a failure.
-        let error =
-            if switchyard_proto::uri::check(error, switchyard_proto::uri::UriCheck::Loose, false)
-                .is_ok()
-            {
-                error
-            } else {
-                errors::INVALID_ARGUMENT
-            };
+        // An error URI the queue cannot store is still a failure; keep
+        // what the worker said in the message.
+        let valid =
+            switchyard_proto::uri::check(error, switchyard_proto::uri::UriCheck::Loose, false)
+                .is_ok();
+        let replaced;
+        let (error, message) = if valid {
+            (error, message)
+        } else {
+            replaced = format!("the worker answered the invalid error URI {error:?}: {message}");
+            (errors::INVALID_ARGUMENT, replaced.as_str())
+        };
         match self.queues.fail(job.id, lease.epoch, error, message) {
             Ok(settled) => {
                 self.after_failure(job, lease.attempt, error, message, settled.outcome);
