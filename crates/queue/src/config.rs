@@ -14,6 +14,7 @@
 //! dead_letter = { max_jobs = 10000, max_age = "7days" }
 //! max_payload_bytes = 1048576
 //! max_jobs = 1000000                     # waiting + in flight; 0 = no limit
+//! job_kwarg = "_job"                     # workers get {id, queue, attempt} under this kwarg
 //! ```
 
 use std::time::Duration;
@@ -76,6 +77,11 @@ pub struct QueueConfig {
     /// do not count (they have their own retention).
     #[serde(default = "default_max_jobs")]
     pub max_jobs: u64,
+    /// If set, workers get `{id, queue, attempt}` of the job under this keyword argument (for
+    /// idempotent workers: the id is the same on every attempt). Off by default, so a worker's
+    /// arguments are exactly the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_kwarg: Option<String>,
 }
 
 /// A token bucket: `per_second` jobs are dispatched per second on average, with bursts of up to
@@ -166,6 +172,7 @@ impl QueueConfig {
             dead_letter: DeadLetterRetention::default(),
             max_payload_bytes: default_max_payload(),
             max_jobs: default_max_jobs(),
+            job_kwarg: None,
         }
     }
 
@@ -176,6 +183,14 @@ impl QueueConfig {
             t.validate()?;
         }
         self.retry.validate().map_err(|e| e.within("retry"))?;
+        if let Some(k) = &self.job_kwarg {
+            if k.is_empty() || k.len() > 64 {
+                return Err(InvalidField::new(
+                    "job_kwarg",
+                    format!("`{k}` must be 1..=64 characters long"),
+                ));
+            }
+        }
         if self.lease_timeout < MIN_LEASE || self.lease_timeout > MAX_LEASE {
             return Err(InvalidField::new(
                 "lease_timeout",
@@ -263,6 +278,7 @@ impl QueueConfig {
             self.max_payload_bytes != other.max_payload_bytes,
         );
         check("max_jobs", self.max_jobs != other.max_jobs);
+        check("job_kwarg", self.job_kwarg != other.job_kwarg);
         d
     }
 

@@ -60,6 +60,7 @@ QUEUES = [
     {"name": "types_json", "target": "test.q.types.json"},
     {"name": "types_msgpack", "target": "test.q.types.msgpack"},
     {"name": "crashy", "target": "test.q.crashy", "retry": fixed(3, "100ms")},
+    {"name": "jobinfo", "target": "test.q.jobinfo", "retry": fixed(3, "50ms"), "job_kwarg": "_job"},
     {"name": "lease", "target": "test.q.lease", "lease_timeout": "300ms", "retry": {"kind": "once", "delay": "100ms"}},
     {"name": "progress", "target": "test.q.progress", "lease_timeout": "400ms", "retry": "none"},
     {"name": "extend", "target": "test.q.extend", "lease_timeout": "400ms", "retry": "none"},
@@ -1063,6 +1064,35 @@ def test_metrics_match_stats(qrouter):
             assert metric(page, "switchyard_queue_ready", realm="realm1", queue="metrics_q") == st["ready"] == 0
             # every configured queue has its rows
             assert metric(page, "switchyard_queue_ready", realm="realm1", queue="strict") is not None
+        finally:
+            await close_all(ws, p)
+
+    run(main())
+
+
+def test_job_kwarg_gives_workers_the_job_id_and_attempt(qrouter):
+    """A queue with job_kwarg = "_job": the worker gets {id, queue, attempt} of the job
+    beside the job's own kwargs, the same id on every attempt (for idempotent workers);
+    queues without it pass the job's kwargs unchanged (the other tests)."""
+    async def main():
+        ws, p = await sessions(qrouter)
+        try:
+            topic = results_topic()
+            inbox, _ = await subscribe(p, topic)
+
+            def behave(c):
+                if c.n == 1:
+                    raise ApplicationError("com.example.flaky", "first attempt fails")
+                return "ok"
+
+            worker = await Worker(behave).register(ws, "test.q.jobinfo")
+            jid, _ = await push(p, "jobinfo", args=[1], kwargs={"to": "x"}, result_topic=topic)
+            await inbox.wait_for(lambda e: e.kwargs.get("job") == jid, "result event", timeout=4)
+            seen = [(c.args, c.kwargs) for c in worker.calls]
+            assert seen == [
+                ([1], {"to": "x", "_job": {"id": jid, "queue": "jobinfo", "attempt": 1}}),
+                ([1], {"to": "x", "_job": {"id": jid, "queue": "jobinfo", "attempt": 2}}),
+            ], seen
         finally:
             await close_all(ws, p)
 

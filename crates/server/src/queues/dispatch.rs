@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use switchyard_proto::{errors, Dict, Payload, Value};
+use switchyard_proto::{errors, Dict, Item, Payload, Value};
 use switchyard_queue::{
     Expired, Job, Lease, Outcome, QueueError, Target, WaitReason, LEASE_EXPIRED,
 };
@@ -40,7 +40,8 @@ impl QueueService {
         let s = self.clone();
         tokio::spawn(async move {
             let job = lease.job.clone();
-            let data = match payload::to_wamp(&job.payload) {
+            let data = match payload::to_wamp(&job.payload).and_then(|p| s.with_job_info(p, &lease))
+            {
                 Ok(p) => p,
                 Err(e) => {
                     s.fail(&lease, INVALID_PAYLOAD, &e);
@@ -105,6 +106,33 @@ impl QueueService {
             }
             Err(f) => self.fail(&lease, &f.error, &f.message),
         }
+    }
+
+    /// Adds `{id, queue, attempt}` under the queue's `job_kwarg`, if it has one.
+    fn with_job_info(&self, mut data: Payload, lease: &Lease) -> Result<Payload, String> {
+        let Ok(config) = self.queues.config(&lease.job.queue) else {
+            return Ok(data);
+        };
+        let Some(name) = &config.job_kwarg else {
+            return Ok(data);
+        };
+        let mut kwargs = match data.kwargs.take().map(|k| k.to_value()) {
+            None => Dict::new(),
+            Some(Ok(Value::Dict(d))) => d,
+            Some(_) => return Err("the stored keyword arguments are not a dict".into()),
+        };
+        kwargs.insert(
+            name.as_str(),
+            Dict::new()
+                .with("id", lease.job.id.0)
+                .with("queue", &*lease.job.queue)
+                .with("attempt", u64::from(lease.attempt)),
+        );
+        if data.args.is_none() {
+            data.args = Some(Item::Value(Value::List(Vec::new())));
+        }
+        data.kwargs = Some(Item::Value(Value::Dict(kwargs)));
+        Ok(data)
     }
 
     /// Whether `queue`'s default target is a procedure nobody registered.
