@@ -143,6 +143,32 @@ async fn drained(s: &Session, queue: &str, within: Duration) -> Dict {
     }
 }
 
+/// A producer pushes one job to `queue` with `result_topic = topic`; its
+/// session, its subscription to the topic and the first result event's kwargs.
+async fn push_for_result(
+    url: &str,
+    queue: &str,
+    topic: &str,
+) -> (Session, switchyard_client::Subscription, Dict) {
+    let p = Session::connect(url, "realm1", Serializer::Json)
+        .await
+        .expect("producer");
+    let mut results = p.subscribe(topic).await.expect("subscribe");
+    p.call(
+        "switchyard.queue.push",
+        vec![Value::from(queue)],
+        Dict::new().with("result_topic", topic),
+    )
+    .await
+    .expect("push");
+    let ev = tokio::time::timeout(Duration::from_secs(5), results.recv())
+        .await
+        .expect("result in time")
+        .expect("event");
+    let kw = ev.kwargs().expect("kwargs");
+    (p, results, kw)
+}
+
 /// A pseudo-random number of milliseconds in `range` (from the clock: the
 /// moment of the kill only has to vary from run to run).
 fn random_ms(range: std::ops::Range<u64>) -> u64 {
@@ -289,22 +315,7 @@ fn late_answer_after_lease_expiry_is_ignored() {
         })
         .await
         .expect("register");
-        let p = Session::connect(&url, "realm1", Serializer::Json)
-            .await
-            .expect("producer");
-        let mut results = p.subscribe("test.results").await.expect("subscribe");
-        p.call(
-            "switchyard.queue.push",
-            vec![Value::from("slow")],
-            Dict::new().with("result_topic", "test.results"),
-        )
-        .await
-        .expect("push");
-        let ev = tokio::time::timeout(Duration::from_secs(5), results.recv())
-            .await
-            .expect("result in time")
-            .expect("event");
-        let kw = ev.kwargs().expect("kwargs");
+        let (p, mut results, kw) = push_for_result(&url, "slow", "test.results").await;
         assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
         assert_eq!(kw.get("attempt"), Some(&Value::UInt(2)), "{kw:?}");
         assert_eq!(
@@ -493,22 +504,7 @@ fn extend_works_in_a_realm_that_never_discloses_callers() {
         })
         .await
         .expect("register");
-        let p = Session::connect(&url, "realm1", Serializer::Json)
-            .await
-            .expect("producer");
-        let mut results = p.subscribe("test.long.results").await.expect("subscribe");
-        p.call(
-            "switchyard.queue.push",
-            vec![Value::from("long")],
-            Dict::new().with("result_topic", "test.long.results"),
-        )
-        .await
-        .expect("push");
-        let ev = tokio::time::timeout(Duration::from_secs(5), results.recv())
-            .await
-            .expect("result in time")
-            .expect("event");
-        let kw = ev.kwargs().expect("kwargs");
+        let (_p, _results, kw) = push_for_result(&url, "long", "test.long.results").await;
         assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
         assert_eq!(kw.get("attempt"), Some(&Value::UInt(1)), "{kw:?}");
     });

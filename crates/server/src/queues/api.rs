@@ -47,15 +47,7 @@ const MAX_LIST: usize = 1000;
 /// Registers the procedures under a router-owned session.
 pub(super) fn register(service: &Arc<QueueService>) -> Result<(), String> {
     let (tx, rx) = mpsc::channel(1024);
-    let caller = InternalCaller::with_invocations(
-        Identity {
-            authid: "switchyard-queue".into(),
-            authrole: "switchyard".into(),
-            authmethod: "internal".into(),
-            authprovider: "switchyard".into(),
-        },
-        tx,
-    );
+    let caller = InternalCaller::with_invocations(super::identity(), tx);
     let session = caller.session().clone();
     let realm = &service.realm;
     let mut names = HashMap::new();

@@ -90,6 +90,17 @@ pub struct QueueService {
     metrics: metrics::QueueMetrics,
 }
 
+/// Who the queues' router-owned sessions are (workers see it as the caller,
+/// if disclosed).
+fn identity() -> Identity {
+    Identity {
+        authid: "switchyard-queue".into(),
+        authrole: "switchyard".into(),
+        authmethod: "internal".into(),
+        authprovider: "switchyard".into(),
+    }
+}
+
 /// How long a job whose procedure has no callee waits before it is tried
 /// again (the attempt is not counted).
 pub const NO_WORKER_RETRY: Duration = Duration::from_secs(1);
@@ -164,12 +175,7 @@ impl QueueService {
         let service = Arc::new(QueueService {
             registered,
             _watcher: watcher,
-            worker: InternalCaller::new(Identity {
-                authid: "switchyard-queue".into(),
-                authrole: "switchyard".into(),
-                authmethod: "internal".into(),
-                authprovider: "switchyard".into(),
-            }),
+            worker: InternalCaller::new(identity()),
             api: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             dispatchers: Mutex::new(HashSet::new()),
@@ -212,15 +218,7 @@ impl QueueService {
 /// each new registration wakes the dispatchers that wait for a worker.
 fn watch_registrations(realm: &Arc<Realm>, registered: Arc<Notify>) -> InternalCaller {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let watcher = InternalCaller::with_events(
-        Identity {
-            authid: "switchyard-queue".into(),
-            authrole: "switchyard".into(),
-            authmethod: "internal".into(),
-            authprovider: "switchyard".into(),
-        },
-        tx,
-    );
+    let watcher = InternalCaller::with_events(identity(), tx);
     realm.broker.subscribe(
         watcher.session(),
         "wamp.registration.on_create",
