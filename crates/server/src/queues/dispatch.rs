@@ -85,8 +85,11 @@ impl QueueService {
             },
         );
         let answer = pending.wait().await;
-        self.forget(&lease);
+        let ours = self.forget(&lease);
         match answer {
+            // The maintenance task canceled this call when the lease expired (and counted
+            // the attempt): the cancellation's own ERROR is no answer from the worker.
+            Err(f) if !ours && f.error == errors::CANCELED => {}
             Ok(reply) => self.complete(&lease, reply_event(reply)).await,
             Err(f)
                 if f.error == errors::NO_SUCH_PROCEDURE
@@ -143,15 +146,18 @@ impl QueueService {
         }
     }
 
-    /// Forgets the running attempt of `lease` (not a newer one).
-    pub(super) fn forget(&self, lease: &Lease) {
+    /// Forgets the running attempt of `lease` (not a newer one); false if it
+    /// was gone already (its lease expired).
+    pub(super) fn forget(&self, lease: &Lease) -> bool {
         let mut running = self.running.lock();
         if running
             .get(&lease.job.id)
             .is_some_and(|r| r.epoch == lease.epoch)
         {
             running.remove(&lease.job.id);
+            return true;
         }
+        false
     }
 
     /// Completes the attempt; once that is durable, tells the result topic.
