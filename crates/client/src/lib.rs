@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod der;
 pub mod error;
 pub mod session;
 pub mod tls;

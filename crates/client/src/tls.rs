@@ -174,7 +174,7 @@ impl ServerCertVerifier for Verifier {
         }
         // Exactly a certificate the CA file trusts: its name and dates.
         rustls::client::verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
-        let Some((not_before, not_after)) = validity(end_entity) else {
+        let Some((not_before, not_after)) = crate::der::validity(end_entity) else {
             return Err(refused);
         };
         let at = |secs: u64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
@@ -218,84 +218,6 @@ impl ServerCertVerifier for Verifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
     }
-}
-
-/// notBefore and notAfter of a DER certificate, in seconds since the Unix
-/// epoch; `None` if it cannot be read. A bounds-checked walk of the few DER
-/// elements before the validity (no X.509 crate for two dates).
-fn validity(der: &[u8]) -> Option<(u64, u64)> {
-    let (cert, _) = element(der, 0x30)?;
-    let (tbs, _) = element(cert, 0x30)?;
-    let mut rest = tbs;
-    if rest.first() == Some(&0xA0) {
-        rest = tlv(rest)?.2; // [0] version
-    }
-    rest = tlv(rest)?.2; // serialNumber
-    rest = tlv(rest)?.2; // signature AlgorithmIdentifier
-    rest = tlv(rest)?.2; // issuer
-    let (validity, _) = element(rest, 0x30)?;
-    let (t1, v1, rest) = tlv(validity)?;
-    let (t2, v2, _) = tlv(rest)?;
-    Some((der_time(t1, v1)?, der_time(t2, v2)?))
-}
-
-/// One DER element: (tag, content, rest).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *input.first()?;
-    let first = *input.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let bytes = input.get(2..2 + n)?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    let end = header.checked_add(len)?;
-    Some((tag, input.get(header..end)?, input.get(end..)?))
-}
-
-fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (t, content, rest) = tlv(input)?;
-    (t == tag).then_some((content, rest))
-}
-
-/// UTCTime (`YYMMDDHHMMSSZ`, years 1950..2049) or GeneralizedTime
-/// (`YYYYMMDDHHMMSSZ`) as seconds since the Unix epoch.
-fn der_time(tag: u8, content: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(content).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let num = |s: &str| s.parse::<i64>().ok();
-    let (year, rest) = match (tag, digits.len()) {
-        (0x17, 12) => {
-            let yy = num(&digits[..2])?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
-        }
-        (0x18, 14) => (num(&digits[..4])?, &digits[4..]),
-        _ => return None,
-    };
-    let (month, day) = (num(&rest[..2])?, num(&rest[2..4])?);
-    let (h, m, s) = (num(&rest[4..6])?, num(&rest[6..8])?, num(&rest[8..10])?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
 }
 
 /// The TLS handshake over `tcp` with the router named `host` (a DNS name or
@@ -423,20 +345,6 @@ impl AsyncWrite for MaybeTls {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn der_times() {
-        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
-        assert_eq!(der_time(0x17, b"260101000000Z"), Some(1_767_225_600));
-        assert_eq!(der_time(0x18, b"20260101000000Z"), Some(1_767_225_600));
-        assert_eq!(der_time(0x18, b"20240229123456Z"), Some(1_709_210_096));
-        // RFC 5280's "no well-defined expiration date".
-        assert_eq!(der_time(0x18, b"99991231235959Z"), Some(253_402_300_799));
-        assert_eq!(der_time(0x18, b"260101000000Z"), None); // GeneralizedTime: 4-digit years
-        assert_eq!(der_time(0x17, b"261301000000Z"), None);
-        assert_eq!(der_time(0x17, b"2601010000Z"), None);
-        assert_eq!(der_time(0x17, b"260101000000"), None);
-    }
 
     #[test]
     fn ca_file_errors_name_the_file() {

@@ -2,11 +2,12 @@
 //! SHA-256 fingerprint and its subject common name.
 //!
 //! The certificate has already been verified by rustls (webpki) against the
-//! listener's client CA when we look at it, so it is well-formed DER. Reading
-//! the subject takes a walk of five DER elements; a tiny bounds-checked
-//! reader does that instead of a full X.509 crate (x509-parser would add
-//! nom, asn1-rs, der-parser and more for one string). Every read is checked:
-//! malformed input yields `None`, never a panic.
+//! listener's client CA when we look at it, so it is well-formed DER. The
+//! subject is read with the client crate's small DER reader
+//! ([`switchyard_client::der`], shared with its `wss://` verifier); malformed
+//! input yields `None`, never a panic.
+
+use switchyard_client::der::{element, subject, tlv};
 
 /// SHA-256 of the DER bytes, lowercase hex.
 pub fn fingerprint(der: &[u8]) -> String {
@@ -27,18 +28,7 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     const OID: u8 = 0x06;
     const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
 
-    let (cert, _) = element(der, SEQUENCE)?;
-    let (tbs, _) = element(cert, SEQUENCE)?;
-    let mut rest = tbs;
-    // Optional explicit [0] version.
-    if rest.first() == Some(&0xA0) {
-        rest = skip(rest)?;
-    }
-    rest = skip(rest)?; // serialNumber
-    rest = skip(rest)?; // signature AlgorithmIdentifier
-    rest = skip(rest)?; // issuer
-    rest = skip(rest)?; // validity
-    let (mut subject, _) = element(rest, SEQUENCE)?;
+    let mut subject = subject(der)?;
     let mut found = None;
     // Name ::= SEQUENCE OF RelativeDistinguishedName (SET OF AttributeTypeAndValue)
     while !subject.is_empty() {
@@ -55,41 +45,6 @@ pub fn common_name(der: &[u8]) -> Option<String> {
         }
     }
     found
-}
-
-/// One DER element: (tag, content, rest).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *input.first()?;
-    if tag & 0x1F == 0x1F {
-        return None; // high tag numbers do not occur where we look
-    }
-    let first = *input.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 {
-            return None; // indefinite (not DER) or absurdly long
-        }
-        let bytes = input.get(2..2 + n)?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    let end = header.checked_add(len)?;
-    let content = input.get(header..end)?;
-    Some((tag, content, input.get(end..)?))
-}
-
-/// The content of an element with tag `tag`, and what follows it.
-fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (t, content, rest) = tlv(input)?;
-    (t == tag).then_some((content, rest))
-}
-
-fn skip(input: &[u8]) -> Option<&[u8]> {
-    tlv(input).map(|(_, _, rest)| rest)
 }
 
 /// A DirectoryString as text.
