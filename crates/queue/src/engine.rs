@@ -610,13 +610,7 @@ impl Queues {
         &self,
         jobs: Vec<(Q, NewJob)>,
     ) -> Result<Vec<PushAck>, QueueError> {
-        match self.push_start(jobs)? {
-            PushWait::Now(acks) => Ok(acks),
-            PushWait::Commit(rx) => match rx.await {
-                Ok(r) => Ok(r?),
-                Err(_) => Err(StoreError::Closed.into()),
-            },
-        }
+        self.submit_many(jobs)?.await
     }
 
     /// Like [`Queues::push_many`], but validates and submits the jobs now,

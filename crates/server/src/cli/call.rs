@@ -8,7 +8,7 @@ use switchyard_client::{payload, Value, WampError};
 
 use super::connect::{parse_duration, ConnectArgs};
 use super::values::{envelope, parse_args, parse_key_value, to_dict, to_json};
-use super::{CliError, Signals, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAMP_ERROR};
+use super::{call_failed, CliError, Signals, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAMP_ERROR};
 
 const EXAMPLES: &str = "\
 Output:
@@ -108,12 +108,7 @@ pub async fn run(a: CallArgs) -> Result<u8, CliError> {
         };
         let result = match outcome {
             Ok(r) => r,
-            Err(e) => {
-                if !e.uri.starts_with("switchyard.client.") {
-                    let _ = session.leave().await;
-                }
-                return Err(CliError::wamp(&format!("{}: ", a.procedure), &e));
-            }
+            Err(e) => return Err(call_failed(&session, &format!("{}: ", a.procedure), &e).await),
         };
         let (args, kwargs) = match (result.args(), result.kwargs()) {
             (Ok(a), Ok(k)) => (a, k),

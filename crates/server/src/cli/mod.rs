@@ -18,7 +18,7 @@ pub mod values;
 use std::fmt;
 use std::process::ExitCode;
 
-use switchyard_client::WampError;
+use switchyard_client::{Session, WampError};
 
 /// Success (for `subscribe` and `register` also: stopped by Ctrl-C/SIGTERM
 /// or `--count` reached).
@@ -68,6 +68,32 @@ impl CliError {
             EXIT_WAMP_ERROR
         };
         CliError::new(code, format!("{context}{}", values::describe_error(e)))
+    }
+}
+
+/// A call's WAMP ERROR as the command's failure; the session is left
+/// cleanly first, unless the connection itself failed.
+pub async fn call_failed(session: &Session, context: &str, e: &WampError) -> CliError {
+    if !e.uri.starts_with("switchyard.client.") {
+        let _ = session.leave().await;
+    }
+    CliError::wamp(context, e)
+}
+
+/// A refused request (`refused` + the WAMP ERROR; the session is left
+/// cleanly) or a lost connection (`lost` + what happened).
+pub async fn request_failed(
+    session: &Session,
+    refused: &str,
+    lost: &str,
+    e: switchyard_client::Error,
+) -> CliError {
+    match e {
+        switchyard_client::Error::Wamp(e) => {
+            let _ = session.leave().await;
+            CliError::wamp(refused, &e)
+        }
+        e => CliError::new(EXIT_CONNECTION, format!("{lost}{e}")),
     }
 }
 

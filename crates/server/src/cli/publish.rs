@@ -5,7 +5,7 @@ use switchyard_client::{payload, Value};
 
 use super::connect::ConnectArgs;
 use super::values::{parse_args, parse_key_value, to_dict};
-use super::{CliError, Signals, EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK};
+use super::{request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -70,18 +70,14 @@ pub async fn run(a: PublishArgs) -> Result<u8, CliError> {
         let published = session.publish_with(&a.topic, options, body).await;
         let id = match published {
             Ok(id) => id,
-            Err(switchyard_client::Error::Wamp(e)) => {
-                let _ = session.leave().await;
-                return Err(CliError::wamp(
-                    &format!("publish to {} refused: ", a.topic),
-                    &e,
-                ));
-            }
             Err(e) => {
-                return Err(CliError::new(
-                    EXIT_CONNECTION,
-                    format!("publish to {} failed: {e}", a.topic),
-                ))
+                return Err(request_failed(
+                    &session,
+                    &format!("publish to {} refused: ", a.topic),
+                    &format!("publish to {} failed: ", a.topic),
+                    e,
+                )
+                .await)
             }
         };
         // The router answers GOODBYE after handling what came before it,

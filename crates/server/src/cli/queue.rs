@@ -15,7 +15,7 @@ use switchyard_client::{Dict, Value};
 
 use super::connect::ConnectArgs;
 use super::values::{parse_args, parse_key_value, parse_value, to_dict, to_json};
-use super::{CliError, Signals, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAMP_ERROR};
+use super::{call_failed, CliError, Signals, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAMP_ERROR};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -348,12 +348,7 @@ pub async fn run(a: QueueArgs) -> Result<u8, CliError> {
             .await;
         let (args, kw) = match answer {
             Ok(r) => r,
-            Err(e) => {
-                if !e.uri.starts_with("switchyard.client.") {
-                    let _ = session.leave().await;
-                }
-                return Err(CliError::wamp(&format!("{}: ", req.procedure), &e));
-            }
+            Err(e) => return Err(call_failed(&session, &format!("{}: ", req.procedure), &e).await),
         };
         let _ = session.leave().await;
         if common.json {

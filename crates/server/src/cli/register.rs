@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::connect::{parse_duration, ConnectArgs};
 use super::subscribe::MatchPolicy;
 use super::values::to_json;
-use super::{CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
+use super::{request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
 
 /// The error URI of a command that failed (non-zero exit, killed by a
 /// signal, or could not be started).
@@ -406,18 +406,9 @@ pub async fn run(a: RegisterArgs) -> Result<u8, CliError> {
         .await;
     let registration = match registered {
         Ok(r) => r,
-        Err(switchyard_client::Error::Wamp(e)) => {
-            let _ = session.leave().await;
-            return Err(CliError::wamp(
-                &format!("cannot register {}: ", a.procedure),
-                &e,
-            ));
-        }
         Err(e) => {
-            return Err(CliError::new(
-                EXIT_CONNECTION,
-                format!("cannot register {}: {e}", a.procedure),
-            ))
+            let context = format!("cannot register {}: ", a.procedure);
+            return Err(request_failed(&session, &context, &context, e).await);
         }
     };
     if !a.quiet {

@@ -6,7 +6,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::connect::ConnectArgs;
 use super::values::to_json;
-use super::{CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
+use super::{request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
 
 /// Unread events held per subscription before the connection stops reading
 /// (backpressure on the router, whose slow-consumer policy then applies).
@@ -109,18 +109,9 @@ pub async fn run(a: SubscribeArgs) -> Result<u8, CliError> {
     };
     let mut sub = match session.subscribe_with(&a.topic, options).await {
         Ok(s) => s,
-        Err(switchyard_client::Error::Wamp(e)) => {
-            let _ = session.leave().await;
-            return Err(CliError::wamp(
-                &format!("cannot subscribe to {}: ", a.topic),
-                &e,
-            ));
-        }
         Err(e) => {
-            return Err(CliError::new(
-                EXIT_CONNECTION,
-                format!("cannot subscribe to {}: {e}", a.topic),
-            ))
+            let context = format!("cannot subscribe to {}: ", a.topic);
+            return Err(request_failed(&session, &context, &context, e).await);
         }
     };
     if !a.quiet {

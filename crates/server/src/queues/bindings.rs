@@ -94,9 +94,9 @@ impl PublishHook for Bindings {
                 )
             }
         };
-        let jobs: Vec<(String, NewJob)> = queues
+        let jobs: Vec<(&str, NewJob)> = queues
             .iter()
-            .map(|q| (q.to_string(), NewJob::new(data.clone())))
+            .map(|q| (*q, NewJob::new(data.clone())))
             .collect();
         let topic = topic.to_string();
         // Validated and handed to the store now, before the event is

@@ -140,8 +140,11 @@ impl QueueService {
 
     /// Whether `queue`'s default target is a procedure nobody registered.
     pub(super) fn without_worker(&self, queue: &str) -> bool {
-        match self.queues.config(queue).map(|c| c.target.clone()) {
-            Ok(Some(Target::Procedure(p))) => self.realm.dealer.best_match(&p).is_none(),
+        let Ok(config) = self.queues.config(queue) else {
+            return false;
+        };
+        match &config.target {
+            Some(Target::Procedure(p)) => self.realm.dealer.best_match(p).is_none(),
             _ => false,
         }
     }

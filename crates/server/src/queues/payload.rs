@@ -12,6 +12,10 @@ use switchyard_proto::codec::encode_value;
 use switchyard_proto::{Dict, Item, Payload, Serializer, Value};
 use switchyard_queue::{Encoding, Payload as JobPayload};
 
+fn msgpack_value(v: &Value) -> Bytes {
+    Bytes::from(encode_value(Serializer::MsgPack, v))
+}
+
 /// A list or dict as a raw MessagePack item.
 fn msgpack(item: Option<&Item>) -> Result<Option<Bytes>, String> {
     match item {
@@ -20,11 +24,12 @@ fn msgpack(item: Option<&Item>) -> Result<Option<Bytes>, String> {
             ser: Serializer::MsgPack,
             bytes,
         }) => Ok(Some(bytes.clone())),
+        Some(Item::Value(v)) => Ok(Some(msgpack_value(v))),
         Some(other) => {
             let v = other
                 .to_value()
                 .map_err(|e| format!("cannot decode the arguments: {e}"))?;
-            Ok(Some(Bytes::from(encode_value(Serializer::MsgPack, &v))))
+            Ok(Some(msgpack_value(&v)))
         }
     }
 }
@@ -45,15 +50,15 @@ fn frame(args: Option<Bytes>, kwargs: Option<Bytes>) -> Result<JobPayload, Strin
 pub fn encode(args: Option<&Value>, kwargs: Option<&Value>) -> Result<JobPayload, String> {
     let args = match args {
         None | Some(Value::Null) => None,
-        Some(v @ Value::List(_)) => Some(Item::Value(v.clone())),
+        Some(v @ Value::List(_)) => Some(msgpack_value(v)),
         Some(_) => return Err("`args` must be a list".into()),
     };
     let kwargs = match kwargs {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Dict(_)) => Some(Item::Value(v.clone())),
+        Some(v @ Value::Dict(_)) => Some(msgpack_value(v)),
         Some(_) => return Err("`kwargs` must be a dict".into()),
     };
-    frame(msgpack(args.as_ref())?, msgpack(kwargs.as_ref())?)
+    frame(args, kwargs)
 }
 
 /// The job payload of a publication (its arguments as given; a MessagePack
