@@ -208,11 +208,29 @@ fn lead(pattern: &str, policy: MatchPolicy) -> &str {
     }
 }
 
+/// A wildcard pattern without a wildcard component matches one URI: itself.
+fn effective_policy(pattern: &str, policy: MatchPolicy) -> MatchPolicy {
+    if policy == MatchPolicy::Wildcard && !pattern.split('.').any(str::is_empty) {
+        MatchPolicy::Exact
+    } else {
+        policy
+    }
+}
+
 /// Whether every URI `p` matches is also matched by permission pattern `q`.
+/// Sound (never true when some URI matched by `p` escapes `q`); it may say
+/// false for exotic cases that are covered, which only makes
+/// [`Authorizer::decide_pattern`] stricter. URIs have no empty component.
 fn covers(q: &str, qpol: MatchPolicy, p: &str, ppol: MatchPolicy) -> bool {
+    use MatchPolicy::*;
     match (qpol, ppol) {
-        (MatchPolicy::Prefix, _) => lead(p, ppol).starts_with(q),
-        (MatchPolicy::Wildcard, MatchPolicy::Wildcard) => {
+        (_, Exact) => qpol.matches(q, p),
+        // Every URI a prefix or wildcard pattern matches starts with its lead.
+        (Prefix, _) => lead(p, ppol).starts_with(q),
+        // An exact permission never covers a pattern, and a wildcard one
+        // (a fixed number of components) never covers a prefix.
+        (Exact, _) | (Wildcard, Prefix) => false,
+        (Wildcard, Wildcard) => {
             let (qc, pc): (Vec<&str>, Vec<&str>) = (q.split('.').collect(), p.split('.').collect());
             qc.len() == pc.len()
                 && qc
@@ -220,20 +238,20 @@ fn covers(q: &str, qpol: MatchPolicy, p: &str, ppol: MatchPolicy) -> bool {
                     .zip(&pc)
                     .all(|(a, b)| a.is_empty() || (!b.is_empty() && a == b))
         }
-        _ => false,
     }
 }
 
-/// Whether some URI could match both `q` and `p` (errs on the side of yes).
+/// Whether some URI could match both `q` and `p`. Complete (never false
+/// when such a URI exists); it may say true when none does.
 fn may_intersect(q: &str, qpol: MatchPolicy, p: &str, ppol: MatchPolicy) -> bool {
     use MatchPolicy::*;
     let compatible = |a: &str, b: &str| a.starts_with(b) || b.starts_with(a);
     match (qpol, ppol) {
         (Exact, _) => ppol.matches(p, q),
+        (_, Exact) => qpol.matches(q, p),
         (Prefix, Prefix) => compatible(q, p),
-        (Prefix, Wildcard) | (Wildcard, Prefix) | (Prefix, Exact) | (Wildcard, Exact) => {
-            compatible(lead(q, qpol), lead(p, ppol))
-        }
+        (Prefix, Wildcard) => prefix_meets_wildcard(q, p),
+        (Wildcard, Prefix) => prefix_meets_wildcard(p, q),
         (Wildcard, Wildcard) => {
             let (qc, pc): (Vec<&str>, Vec<&str>) = (q.split('.').collect(), p.split('.').collect());
             qc.len() == pc.len()
@@ -245,12 +263,34 @@ fn may_intersect(q: &str, qpol: MatchPolicy, p: &str, ppol: MatchPolicy) -> bool
     }
 }
 
+/// Whether some URI starts with `prefix` and matches the wildcard pattern
+/// `wildcard`: the prefix's whole components must fit the pattern's, and its
+/// last, partial component must fit the pattern's next one.
+fn prefix_meets_wildcard(prefix: &str, wildcard: &str) -> bool {
+    let wc: Vec<&str> = wildcard.split('.').collect();
+    let mut pc: Vec<&str> = prefix.split('.').collect();
+    let partial = pc.pop().unwrap_or_default();
+    pc.len() < wc.len()
+        && pc.iter().zip(&wc).all(|(p, w)| w.is_empty() || p == w)
+        && (wc[pc.len()].is_empty() || wc[pc.len()].starts_with(partial))
+}
+
 impl Authorizer {
-    /// Like [`Authorizer::decide`] for a prefix or wildcard pattern (a
-    /// pattern subscription): allowed only if the action is allowed on every
-    /// URI the pattern can match. A pattern that reaches into a more
-    /// specific permission denying the action is refused, so a prefix
-    /// subscription cannot collect other users' events.
+    /// Like [`Authorizer::decide`] for a subscription or registration whose
+    /// `match` is `policy`: a prefix or wildcard pattern is allowed only if
+    /// the action is allowed on every URI the pattern can match, including
+    /// URIs no permission matches (denied). The pattern string is never
+    /// decided as if it were a URI: an exact permission on
+    /// `com.app.inbox.al` does not allow the prefix `com.app.inbox.al`
+    /// (which also matches `com.app.inbox.alice`).
+    ///
+    /// The rule, conservative: among the permissions that cover the pattern
+    /// (match everything it matches), take the most specific, `c*` (none:
+    /// denied). Every URI the pattern matches is decided by `c*` or by a more
+    /// specific permission that matches it, so the pattern is allowed only
+    /// if `c*` (and any permission tied with it) allows the action, and so
+    /// does every permission at least as specific as `c*` that may match a
+    /// URI of the pattern.
     pub fn decide_pattern(
         &self,
         s: &Session,
@@ -258,25 +298,50 @@ impl Authorizer {
         pattern: &str,
         policy: MatchPolicy,
     ) -> Decision {
-        let base = self.decide(s, action, pattern);
-        if policy == MatchPolicy::Exact || !matches!(base, Decision::Allow { .. }) {
-            return base;
+        let policy = effective_policy(pattern, policy);
+        if policy == MatchPolicy::Exact {
+            return self.decide(s, action, pattern);
+        }
+        if !self.enabled() {
+            return Decision::Allow { disclose: false };
         }
         let Some(role) = self.roles.iter().find(|r| r.name == s.authrole) else {
-            return base;
-        };
-        for perm in &role.permissions {
-            let Some(q) = substitute(&perm.uri, s) else {
-                continue;
+            // The authorizer procedure decides, told the match policy.
+            return if self.dynamic.is_some() {
+                Decision::Ask
+            } else {
+                Decision::Deny
             };
-            if covers(&q, perm.policy, pattern, policy) {
+        };
+        let perms: Vec<(String, &Permission)> = role
+            .permissions
+            .iter()
+            .filter_map(|p| Some((substitute(&p.uri, s)?, p)))
+            .collect();
+        let Some(floor) = perms
+            .iter()
+            .filter(|(q, p)| covers(q, p.policy, pattern, policy))
+            .map(|(q, p)| specificity(q, p.policy))
+            .max()
+        else {
+            return Decision::Deny;
+        };
+        let mut disclose = false;
+        for (q, p) in &perms {
+            let spec = specificity(q, p.policy);
+            if spec < floor {
                 continue;
             }
-            if may_intersect(&q, perm.policy, pattern, policy) && !perm.allow.contains(&action) {
+            let covering = covers(q, p.policy, pattern, policy);
+            if !covering && !may_intersect(q, p.policy, pattern, policy) {
+                continue;
+            }
+            if !p.allow.contains(&action) {
                 return Decision::Deny;
             }
+            disclose |= covering && p.disclose;
         }
-        base
+        Decision::Allow { disclose }
     }
 }
 
@@ -443,6 +508,208 @@ mod tests {
                 "{pattern}"
             );
         }
+    }
+
+    #[test]
+    fn an_exact_permission_never_allows_a_pattern() {
+        use Action::*;
+        use MatchPolicy::*;
+        // Issue 12, item 1: the pattern string was decided as if it were a URI.
+        let z = Authorizer::new(
+            vec![RoleConfig {
+                name: "user".into(),
+                permissions: vec![
+                    perm("com.app.inbox.{authid}", Exact, &[Subscribe]),
+                    perm("com.app.news", Exact, &[Subscribe]),
+                ],
+            }],
+            None,
+        );
+        let al = session("al", "user");
+        let allow = Decision::Allow { disclose: false };
+        assert_eq!(z.decide(&al, Subscribe, "com.app.inbox.al"), allow);
+        assert_eq!(
+            z.decide_pattern(&al, Subscribe, "com.app.inbox.al", Exact),
+            allow
+        );
+        for (pattern, policy) in [
+            ("com.app.inbox.al", Prefix),
+            ("com.app.news", Prefix),
+            ("com.app.news.", Prefix),
+            ("com.app.", Prefix),
+            ("com.app.inbox.", Wildcard),
+            ("com.app..al", Wildcard),
+        ] {
+            assert_eq!(
+                z.decide_pattern(&al, Subscribe, pattern, policy),
+                Decision::Deny,
+                "{policy} {pattern}"
+            );
+        }
+        // A wildcard pattern without a wildcard component is its one URI.
+        assert_eq!(
+            z.decide_pattern(&al, Subscribe, "com.app.news", Wildcard),
+            allow
+        );
+    }
+
+    #[test]
+    fn a_pattern_inside_a_covering_prefix_is_decided_by_the_most_specific_ones() {
+        use Action::*;
+        use MatchPolicy::*;
+        let z = Authorizer::new(
+            vec![RoleConfig {
+                name: "user".into(),
+                permissions: vec![
+                    perm("com.app.", Prefix, &[Subscribe]),
+                    perm("com.app.news.internal.", Prefix, &[]),
+                    perm("com.app.news.internal.public", Exact, &[Subscribe]),
+                    perm("com.app..admin", Wildcard, &[]),
+                ],
+            }],
+            None,
+        );
+        let u = session("u", "user");
+        let allow = Decision::Allow { disclose: false };
+        let d = |pattern, policy| z.decide_pattern(&u, Subscribe, pattern, policy);
+        assert_eq!(d("com.app.news.internal.", Prefix), Decision::Deny);
+        assert_eq!(d("com.app.news.", Prefix), Decision::Deny);
+        assert_eq!(d("com.app.weather.", Prefix), allow);
+        // a more specific permission that allows does not hurt
+        assert_eq!(d("com.app.news.internal.public", Prefix), Decision::Deny);
+        // com.app.news.internal.x is denied
+        assert_eq!(d("com.app...x", Wildcard), Decision::Deny);
+        assert_eq!(d("com.app.weather..x", Wildcard), allow);
+        // a less specific wildcard that denies loses against the covering prefix
+        assert_eq!(d("com.app..admin", Wildcard), allow);
+        // nothing covers it: denied
+        assert_eq!(d("com.", Prefix), Decision::Deny);
+        assert_eq!(d("..x", Wildcard), Decision::Deny);
+    }
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const COMPONENTS: [&str; 4] = ["a", "ab", "b", "al"];
+
+    fn random_uri(rng: &mut Rng) -> Vec<String> {
+        (0..1 + rng.below(3))
+            .map(|_| COMPONENTS[rng.below(COMPONENTS.len())].to_string())
+            .collect()
+    }
+
+    /// A random pattern of `policy`: prefixes are cut anywhere (mid
+    /// component, after a dot), wildcards blank random components.
+    fn random_pattern(rng: &mut Rng, policy: MatchPolicy, authid: bool) -> String {
+        let mut comps = random_uri(rng);
+        if authid && rng.below(3) == 0 {
+            let i = rng.below(comps.len());
+            comps[i] = "{authid}".into();
+        }
+        match policy {
+            MatchPolicy::Exact => comps.join("."),
+            MatchPolicy::Prefix => {
+                let full = comps.join(".") + ".";
+                let mut cut = rng.below(full.len() + 1);
+                while !full.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let cut = full[..cut].to_string();
+                // a cut inside "{authid}" is not a placeholder any more
+                if cut.contains('{') && !cut.contains('}') {
+                    full
+                } else {
+                    cut
+                }
+            }
+            MatchPolicy::Wildcard => {
+                for c in comps.iter_mut() {
+                    if rng.below(2) == 0 {
+                        c.clear();
+                    }
+                }
+                comps.join(".")
+            }
+        }
+    }
+
+    fn random_policy(rng: &mut Rng) -> MatchPolicy {
+        [
+            MatchPolicy::Exact,
+            MatchPolicy::Prefix,
+            MatchPolicy::Wildcard,
+        ][rng.below(3)]
+    }
+
+    /// Every URI of 1 to 4 components over COMPONENTS.
+    fn universe() -> Vec<String> {
+        let mut all: Vec<String> = COMPONENTS.iter().map(|c| c.to_string()).collect();
+        let mut last = all.clone();
+        for _ in 1..4 {
+            last = last
+                .iter()
+                .flat_map(|u| COMPONENTS.iter().map(move |c| format!("{u}.{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn an_allowed_pattern_allows_every_uri_it_matches() {
+        use Action::*;
+        let universe = universe();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut allowed, mut checked) = (0, 0);
+        for _ in 0..4000 {
+            let permissions = (0..1 + rng.below(5))
+                .map(|_| {
+                    let policy = random_policy(&mut rng);
+                    let uri = random_pattern(&mut rng, policy, true);
+                    let allow: &[Action] = if rng.below(3) == 0 { &[] } else { &[Subscribe] };
+                    perm(&uri, policy, allow)
+                })
+                .collect::<Vec<_>>();
+            let z = Authorizer::new(
+                vec![RoleConfig {
+                    name: "user".into(),
+                    permissions: permissions.clone(),
+                }],
+                None,
+            );
+            let s = session(["a", "al"][rng.below(2)], "user");
+            for _ in 0..8 {
+                let policy = [MatchPolicy::Prefix, MatchPolicy::Wildcard][rng.below(2)];
+                let pattern = random_pattern(&mut rng, policy, false);
+                checked += 1;
+                if z.decide_pattern(&s, Subscribe, &pattern, policy) == Decision::Deny {
+                    continue;
+                }
+                allowed += 1;
+                for u in universe.iter().filter(|u| policy.matches(&pattern, u)) {
+                    assert_eq!(
+                        z.decide(&s, Subscribe, u),
+                        Decision::Allow { disclose: false },
+                        "{policy} {pattern:?} was allowed but {u:?} is not, for {} with {permissions:#?}",
+                        s.authid
+                    );
+                }
+            }
+        }
+        // the generator exercises both answers
+        assert!(allowed > checked / 20, "{allowed} of {checked} allowed");
+        assert!(allowed < checked, "{allowed} of {checked} allowed");
     }
 
     #[test]
