@@ -882,17 +882,18 @@ fn action_of(msg: &Message) -> Option<(Action, &str, MatchPolicy)> {
     }
 }
 
-/// Calls the realm's authorizer procedure about `action` on `uri` by `s`.
-/// It answers a bool or `{allow, disclose, cache}`; anything else, an error
-/// or no answer in time denies.
 /// The authorizer cache's key: a pattern is not the URI it spells.
-fn cache_key(uri: &str, policy: MatchPolicy) -> String {
+pub(crate) fn cache_key(uri: &str, policy: MatchPolicy) -> String {
     match policy {
         MatchPolicy::Exact => uri.to_string(),
         other => format!("{} {uri}", other.as_str()),
     }
 }
 
+/// Calls the realm's authorizer procedure about `action` on `uri` (with the
+/// match `policy` of a subscription or registration) by `s`.
+/// It answers a bool or `{allow, disclose, cache}`; anything else, an error
+/// or no answer in time denies.
 pub(crate) fn ask_authorizer(
     realm: Arc<Realm>,
     s: Arc<Session>,
@@ -989,25 +990,29 @@ fn authorize(
             }
             Ok(())
         }
-        Decision::Deny | Decision::Ask => {
-            Metrics::inc(&realm.metrics.not_authorized);
-            tracing::info!(
-                session = s.id,
-                authid = s.authid,
-                authrole = s.authrole,
-                action = action.as_str(),
-                uri,
-                "not authorized"
-            );
-            Err((
-                errors::NOT_AUTHORIZED,
-                format!(
-                    "session {} (authid \"{}\", role \"{}\") is not authorized to {action} \"{uri}\"",
-                    s.id, s.authid, s.authrole
-                ),
-            ))
-        }
+        Decision::Deny | Decision::Ask => Err(not_authorized(s, realm, action, uri)),
     }
+}
+
+/// A denial: counted, logged, and the `wamp.error.not_authorized` error
+/// naming the action and the URI.
+pub(crate) fn not_authorized(s: &Session, realm: &Realm, action: Action, uri: &str) -> OpError {
+    Metrics::inc(&realm.metrics.not_authorized);
+    tracing::info!(
+        session = s.id,
+        authid = s.authid,
+        authrole = s.authrole,
+        action = action.as_str(),
+        uri,
+        "not authorized"
+    );
+    (
+        errors::NOT_AUTHORIZED,
+        format!(
+            "session {} (authid \"{}\", role \"{}\") is not authorized to {action} \"{uri}\"",
+            s.id, s.authid, s.authrole
+        ),
+    )
 }
 
 fn check_uri(u: &str, rule: uri::UriCheck, what: &str) -> Result<(), OpError> {

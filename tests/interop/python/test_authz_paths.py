@@ -194,3 +194,52 @@ def test_authorizer_decides_patterns_knowing_the_match(prouter):
             await close_all(anon, zs)
 
     run(main())
+
+
+# ==========================================================================
+# 2. event history
+# ==========================================================================
+
+async def history_id(session, topic, match):
+    sub_id = await call(session, "wamp.subscription.lookup", topic, {"match": match})
+    assert isinstance(sub_id, int), f"no history subscription for {match} {topic}: {sub_id!r}"
+    return sub_id
+
+
+async def history(session, sub_id):
+    events = await call(session, "wamp.subscription.get_events", sub_id)
+    return sorted((e["topic"], e["args"][0]) for e in events)
+
+
+def test_history_returns_only_readable_events(prouter):
+    """get_events on the prefix histories: al reads only com.app.inbox.al (not
+    alice's inbox) and com.app.news (not the salaries); the backend, which may
+    subscribe to the whole prefix, reads everything."""
+    async def main():
+        al, alice, backend = await login(prouter, "al"), await login(prouter, "alice"), await login(prouter, "backend")
+        try:
+            tag = uuid.uuid4().hex[:8]
+            await ack(backend, "com.app.inbox.alice", f"alice-{tag}")
+            await ack(backend, "com.app.inbox.al", f"al-{tag}")
+            await ack(backend, "com.app.news", f"news-{tag}")
+            await ack(backend, "com.app.news.internal.salaries", f"salaries-{tag}")
+            inbox_id = await history_id(al, "com.app.inbox.", "prefix")
+            news_id = await history_id(al, "com.app.news", "prefix")
+
+            def mine(rows):
+                return [r for r in rows if r[1].endswith(tag)]
+
+            assert mine(await history(al, inbox_id)) == [("com.app.inbox.al", f"al-{tag}")]
+            assert mine(await history(alice, inbox_id)) == [("com.app.inbox.alice", f"alice-{tag}")]
+            assert mine(await history(al, news_id)) == [("com.app.news", f"news-{tag}")]
+            assert mine(await history(backend, inbox_id)) == [("com.app.inbox.al", f"al-{tag}"),
+                                                                ("com.app.inbox.alice", f"alice-{tag}")]
+            assert mine(await history(backend, news_id)) == [("com.app.news", f"news-{tag}"),
+                                                               ("com.app.news.internal.salaries", f"salaries-{tag}")]
+            # limit counts readable events only: al's newest one is still found
+            events = await call(al, "wamp.subscription.get_events", inbox_id, limit=1, reverse=True)
+            assert [e["topic"] for e in events] == ["com.app.inbox.al"], events
+        finally:
+            await close_all(al, alice, backend)
+
+    run(main())

@@ -89,13 +89,15 @@ impl History {
     }
 
     /// The events `query` selects that a reader with (`authid`, `authrole`)
-    /// was eligible for, as the spec's Event objects.
+    /// was eligible for and may read (`may_read(topic)`: the reader may
+    /// subscribe to the event's topic), as the spec's Event objects.
     pub fn query(
         &mut self,
         subscription: u64,
         q: &Query,
         authid: &str,
         authrole: &str,
+        may_read: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<Value>, OpError> {
         self.prune(SystemTime::now());
         let position = |publication: u64| -> Result<usize, OpError> {
@@ -134,7 +136,8 @@ impl History {
             .filter(|e| q.before_time.is_none_or(|t| e.time < t))
             .filter(|e| q.until_time.is_none_or(|t| e.time <= t))
             .filter(|e| q.topic.as_deref().is_none_or(|t| e.topic == t))
-            .filter(|e| e.filter.admits_identity(authid, authrole));
+            .filter(|e| e.filter.admits_identity(authid, authrole))
+            .filter(|e| may_read(&e.topic));
         let limit = q.limit.unwrap_or(usize::MAX);
         let events: Vec<&StoredEvent> = if q.reverse {
             selected.rev().take(limit).collect()

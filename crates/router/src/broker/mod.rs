@@ -406,12 +406,18 @@ impl Broker {
         self.state.read().subs.get(&id).map(Subscription::info)
     }
 
-    /// `wamp.subscription.get_events` for `reader`.
+    /// `wamp.subscription.get_events` for `reader`. `may_subscribe(uri,
+    /// policy)` says whether the reader may subscribe to a topic or pattern:
+    /// a reader subscribed to the subscription, or allowed to subscribe to
+    /// its pattern, reads every event of it; any other reader only the events
+    /// whose topic it may subscribe to (a history is no way around the
+    /// authorization of subscriptions).
     pub(crate) fn get_events(
         &self,
         id: u64,
         query: &Dict,
         reader: &Session,
+        may_subscribe: impl Fn(&str, MatchPolicy) -> bool,
     ) -> Result<Vec<Value>, OpError> {
         let query = Query::parse(query)?;
         let st = self.state.read();
@@ -430,9 +436,11 @@ impl Broker {
                 ),
             ));
         };
+        let whole = sub.subscribers.contains_key(&reader.id) || may_subscribe(&sub.uri, sub.policy);
+        let may_read = |topic: &str| whole || may_subscribe(topic, MatchPolicy::Exact);
         let result = history
             .lock()
-            .query(id, &query, &reader.authid, &reader.authrole);
+            .query(id, &query, &reader.authid, &reader.authrole, &may_read);
         result
     }
 

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use switchyard_proto::{errors, Value};
 
 use super::{by_policy, id_list, match_option, Args, MetaResult};
+use crate::authz::{Action, Decision};
 use crate::broker::subscription_details;
+use crate::connection::cache_key;
 use crate::realm::Realm;
 use crate::session::{OpError, Session};
+use crate::uri_index::MatchPolicy;
 
 fn no_such(id: u64) -> OpError {
     (
@@ -57,8 +60,28 @@ pub(super) fn count_subscribers(realm: &Arc<Realm>, _: &Arc<Session>, args: &Arg
     Ok((vec![Value::UInt(info.subscribers.len() as u64)], None))
 }
 
+/// The events of a subscription's history that the caller may read: all
+/// of them if it is subscribed to it or may subscribe to its pattern,
+/// otherwise those whose topic it may subscribe to. A session decided by the
+/// authorizer procedure counts only the answers it cached (the procedure is
+/// not called once per event).
 pub(super) fn get_events(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
     let id = args.id(0, "subscription")?;
-    let events = realm.broker.get_events(id, &args.kwargs, caller)?;
+    let may_subscribe = |uri: &str, policy: MatchPolicy| match realm.authz.decide_pattern(
+        caller,
+        Action::Subscribe,
+        uri,
+        policy,
+    ) {
+        Decision::Allow { .. } => true,
+        Decision::Deny => false,
+        Decision::Ask => matches!(
+            caller.cached_decision(Action::Subscribe, &cache_key(uri, policy)),
+            Some(Decision::Allow { .. })
+        ),
+    };
+    let events = realm
+        .broker
+        .get_events(id, &args.kwargs, caller, may_subscribe)?;
     Ok((vec![Value::List(events)], None))
 }
