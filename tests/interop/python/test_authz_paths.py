@@ -243,3 +243,60 @@ def test_history_returns_only_readable_events(prouter):
             await close_all(al, alice, backend)
 
     run(main())
+
+
+# ==========================================================================
+# 3. testaments
+# ==========================================================================
+
+def add_testament(session, topic, *args, **kw):
+    return call(session, "wamp.session.add_testament", topic, list(args), {}, **kw)
+
+
+def test_testament_is_authorized_as_a_publish(prouter):
+    """al may publish on com.app.chat.al only: a testament on alice's inbox is
+    refused when added and never published when al leaves; reserved and
+    invalid topics are refused as a PUBLISH would be."""
+    async def main():
+        al, backend = await login(prouter, "al"), await login(prouter, "backend")
+        try:
+            victims, _ = await subscribe(backend, "com.app.", match="prefix")
+            await refused(add_testament(al, "com.app.inbox.alice", "forged"),
+                          names=("publish", "com.app.inbox.alice"))
+            await refused(add_testament(al, "wamp.session.on_leave", "forged"), INVALID_URI, names=("wamp.",))
+            await refused(add_testament(al, "com.app..x", "bad"), INVALID_URI)
+            await refused(add_testament(al, "com.app.bad uri", "bad"), INVALID_URI)
+            await add_testament(al, "com.app.chat.al", "bye")
+            await al.leave()
+            await victims.wait_for(lambda e: e.args == ["bye"], "al's allowed testament")
+            await marker(backend, "com.app.end", "end", exclude_me=False)
+            await victims.marker("end")
+            got = [(e.details.topic, e.args) for e in victims.events if e.args != ["bye"]]
+            assert got == [("com.app.end", ["marker", "end"])], f"a refused testament was published: {got!r}"
+        finally:
+            await close_all(al, backend)
+
+    run(main())
+
+
+def test_testament_asks_the_authorizer(prouter):
+    """In a realm with an authorizer procedure, add_testament asks it (publish)."""
+    async def main():
+        z, zs = await start_authorizer(prouter)
+        anon = await connect(prouter, realm="realm2")
+        backend = await login(prouter, "backend", "realm2")
+        try:
+            box, _ = await subscribe(backend, "com.dyn.", match="prefix")
+            await refused(add_testament(anon, "com.dyn.deny.x", "forged"), names=("publish", "com.dyn.deny.x"))
+            await add_testament(anon, "com.dyn.allow.x", "bye")
+            assert ("com.dyn.deny.x", "publish", {"match": "exact"}) in z.calls, z.calls
+            assert ("com.dyn.allow.x", "publish", {"match": "exact"}) in z.calls, z.calls
+            await anon.leave()
+            await box.wait_for(lambda e: e.args == ["bye"], "the allowed testament")
+            await marker(backend, "com.dyn.end", "end", exclude_me=False)
+            await box.marker("end")
+            assert [e.args for e in box.events] == [["bye"], ["marker", "end"]], box.args
+        finally:
+            await close_all(anon, backend, zs)
+
+    run(main())

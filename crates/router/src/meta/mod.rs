@@ -177,7 +177,14 @@ pub(crate) fn call(
         "wamp.subscription.list_subscribers" => run(subscription::list_subscribers),
         "wamp.subscription.count_subscribers" => run(subscription::count_subscribers),
         "wamp.subscription.get_events" => run(subscription::get_events),
-        "wamp.session.add_testament" => run(session::add_testament),
+        "wamp.session.add_testament" => match session::add_testament(realm, caller, payload) {
+            session::Added::Now(result) => result,
+            session::Added::Later(pending) => {
+                let caller = caller.clone();
+                tokio::spawn(async move { reply(&caller, request, pending.await) });
+                return true;
+            }
+        },
         "wamp.session.flush_testaments" => run(session::flush_testaments),
         "wamp.session.count" => run(session::count),
         "wamp.session.list" => run(session::list),
@@ -188,6 +195,12 @@ pub(crate) fn call(
         "wamp.session.kill_all" => run(session::kill_all),
         _ => return false,
     };
+    reply(caller, request, result);
+    true
+}
+
+/// Sends the RESULT (or ERROR) of meta call `request`.
+fn reply(caller: &Session, request: u64, result: MetaResult) {
     match result {
         Ok((args, kwargs)) => {
             let msg = Message::Result {
@@ -203,5 +216,4 @@ pub(crate) fn call(
             caller.send_error(code::CALL, request, e);
         }
     }
-    true
 }

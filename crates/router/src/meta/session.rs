@@ -1,11 +1,15 @@
 //! Session meta procedures (spec "Session Meta API").
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use switchyard_proto::uri::{self, UriCheck};
-use switchyard_proto::{errors, Value};
+use switchyard_proto::{errors, Payload, Value};
 
 use super::{invalid, Args, MetaResult};
+use crate::authz::{Action, Decision};
+use crate::connection::not_authorized;
 use crate::realm::{session_details, Realm};
 use crate::session::{OpError, Session, Testament, TestamentScope, MAX_TESTAMENTS};
 
@@ -118,20 +122,73 @@ fn scope(args: &Args) -> Result<TestamentScope, OpError> {
     }
 }
 
+/// The answer of `wamp.session.add_testament`: now, or once the realm's
+/// authorizer procedure has decided.
+pub(super) enum Added {
+    Now(MetaResult),
+    Later(Pin<Box<dyn Future<Output = MetaResult> + Send>>),
+}
+
 /// `wamp.session.add_testament(topic, args, kwargs, publish_options=, scope=)`.
-pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
-    let topic = args.str(0, "topic")?.to_string();
-    if let Err(e) = uri::check(&topic, realm.config.uri_check, false) {
-        return Err((errors::INVALID_URI, format!("invalid topic: {e}")));
+///
+/// The router publishes a testament on the session's behalf, so it is
+/// checked as that session's PUBLISH, when it is added: a valid topic
+/// outside the reserved `wamp.` namespace, that the session may publish to
+/// (its role, or the authorizer procedure). A permission with `disclose`
+/// discloses the publisher of the testament too.
+pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, payload: &Payload) -> Added {
+    let checked = Args::decode(payload).and_then(|args| {
+        let topic = args.str(0, "topic")?.to_string();
+        if let Err(e) = uri::check(&topic, realm.config.uri_check, false) {
+            return Err((errors::INVALID_URI, format!("invalid topic: {e}")));
+        }
+        if uri::is_reserved(&topic) {
+            return Err((
+                errors::INVALID_URI,
+                format!(
+                    "topic \"{topic}\" is in the \"wamp.\" namespace, which is reserved for the router"
+                ),
+            ));
+        }
+        Ok((args, topic))
+    });
+    let (args, topic) = match checked {
+        Ok(ok) => ok,
+        Err(e) => return Added::Now(Err(e)),
+    };
+    match realm.authz.decide(caller, Action::Publish, &topic) {
+        Decision::Ask => match caller.cached_decision(Action::Publish, &topic) {
+            Some(d) => Added::Now(decided(d, realm, caller, &args, topic)),
+            None => {
+                let (realm, caller) = (realm.clone(), caller.clone());
+                Added::Later(Box::pin(async move {
+                    let d = realm.authorize(&caller, Action::Publish, &topic).await;
+                    decided(d, &realm, &caller, &args, topic)
+                }))
+            }
+        },
+        d => Added::Now(decided(d, realm, caller, &args, topic)),
     }
-    if uri::is_reserved(&topic) {
-        return Err((
-            errors::INVALID_URI,
-            format!(
-                "topic \"{topic}\" is in the \"wamp.\" namespace, which is reserved for the router"
-            ),
-        ));
+}
+
+/// Adds the testament if `decision` allows it.
+fn decided(
+    decision: Decision,
+    realm: &Realm,
+    caller: &Session,
+    args: &Args,
+    topic: String,
+) -> MetaResult {
+    match decision {
+        Decision::Allow { disclose } => add_authorized(caller, args, topic, disclose),
+        Decision::Deny | Decision::Ask => {
+            Err(not_authorized(caller, realm, Action::Publish, &topic))
+        }
     }
+}
+
+/// Adds an authorized testament on `topic`.
+fn add_authorized(caller: &Session, args: &Args, topic: String, disclose: bool) -> MetaResult {
     let event_args = match args.get(1) {
         None => Vec::new(),
         Some(Value::List(l)) => l.clone(),
@@ -164,6 +221,9 @@ pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Ar
     };
     // Nobody is left to receive an acknowledgement.
     options.0.retain(|(k, _)| k != "acknowledge");
+    if disclose {
+        options.insert("disclose_me", true);
+    }
     let scope = scope(args)?;
     let added = caller.add_testament(
         scope,
