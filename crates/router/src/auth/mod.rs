@@ -11,7 +11,7 @@ pub mod cryptosign;
 pub mod ticket;
 pub mod wampcra;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
@@ -39,6 +39,9 @@ pub struct Authenticator {
     wampcra: HashMap<String, CraPrincipal>,
     /// Public key (lowercase hex) → principal.
     cryptosign: HashMap<String, (CryptosignPrincipal, VerifyingKey)>,
+    /// The authids of every static principal, whatever its method: they are
+    /// authenticated only statically, never by the authenticator procedure.
+    static_authids: HashSet<String>,
 }
 
 /// What the router does with a HELLO.
@@ -131,12 +134,27 @@ impl Authenticator {
                 }
             }
         }
+        let static_authids = config
+            .ticket
+            .iter()
+            .map(|p| &p.authid)
+            .chain(config.wampcra.iter().map(|p| &p.authid))
+            .chain(config.cryptosign.iter().map(|p| &p.authid))
+            .chain(config.tls.iter().map(|p| &p.authid))
+            .cloned()
+            .collect();
         Authenticator {
             config,
             ticket,
             wampcra,
             cryptosign,
+            static_authids,
         }
+    }
+
+    /// Whether `authid` belongs to a static principal of any method.
+    pub fn is_static(&self, authid: &str) -> bool {
+        self.static_authids.contains(authid)
     }
 
     /// The realm's authentication settings.
@@ -337,8 +355,10 @@ impl Authenticator {
 
 /// Checks an AUTHENTICATE against what was challenged. Ticket hashes are
 /// checked on a blocking thread (Argon2 is slow on purpose); a ticket of an
-/// authid without a static principal goes to the realm's authenticator
-/// procedure, if it has one.
+/// authid that no static principal of any method has goes to the realm's
+/// authenticator procedure, if it has one. A static principal is never
+/// delegated: `peter`, a WAMP-CRA user, cannot log in as `peter` with a
+/// ticket the authenticator accepts.
 pub(crate) fn verify(
     pending: Box<Pending>,
     signature: String,
@@ -349,12 +369,14 @@ pub(crate) fn verify(
         Pending::Ticket {
             authid,
             principal: None,
-        } if realm.auth.config.authenticator.is_some() => Box::pin(dynamic_ticket(
-            realm.clone(),
-            authid,
-            signature,
-            transport.clone(),
-        )),
+        } if realm.auth.config.authenticator.is_some() && !realm.auth.is_static(&authid) => {
+            Box::pin(dynamic_ticket(
+                realm.clone(),
+                authid,
+                signature,
+                transport.clone(),
+            ))
+        }
         Pending::Ticket { authid, principal } => Box::pin(async move {
             let hash = principal.as_ref().map(|p| p.secret.clone());
             let ok =
@@ -395,6 +417,14 @@ pub(crate) fn verify(
 }
 
 /// Asks the realm's authenticator procedure about a ticket.
+///
+/// The session's authid is the one the procedure returns; the authid the
+/// client claimed in HELLO is only a claim, and the procedure may have
+/// checked the token without looking at it. A role-only answer therefore
+/// gets a fresh authid from the router (`anonymous-<random hex>`, as
+/// anonymous sessions), never the claimed one. An answer naming a static
+/// principal's authid is refused: static principals log in only with their
+/// own credentials.
 async fn dynamic_ticket(
     realm: Arc<Realm>,
     authid: String,
@@ -434,9 +464,18 @@ async fn dynamic_ticket(
                 ),
                 _ => (None, None),
             };
+            let id = id.filter(|id| !id.is_empty());
             match role {
+                Some(_) if id.as_deref().is_some_and(|id| realm.auth.is_static(id)) => {
+                    tracing::warn!(
+                        procedure,
+                        claimed = authid,
+                        "the authenticator answered the authid of a static principal: refused"
+                    );
+                    failed()
+                }
                 Some(role) if !role.is_empty() => Verdict::Welcome(Identity {
-                    authid: id.unwrap_or(authid),
+                    authid: id.unwrap_or_else(|| Identity::anonymous().authid),
                     authrole: role,
                     authmethod: "ticket".into(),
                     authprovider: "dynamic".into(),

@@ -1,0 +1,174 @@
+"""Who a session is: static principals and the dynamic authenticator (issue 12,
+item 22), and WAMP-CRA challenges that do not tell which authids exist (item 17),
+with Autobahn|Python and raw clients.
+
+22. The authenticator procedure is never asked about an authid that a static
+    principal has (for any method): a guest token accepted by the authenticator
+    does not make the client ``peter``. A role-only answer does not confirm the
+    authid the client claimed: the session gets a router-assigned
+    ``anonymous-<hex>`` authid; an answer naming a static principal is refused.
+17. The WAMP-CRA CHALLENGE of an unknown authid has the same fields and shapes
+    as a known one's (a stable fake salt, the realm's usual iterations/keylen,
+    no role), and a failure takes about as long.
+"""
+
+import asyncio
+import json
+import re
+import time
+import uuid
+
+import pytest
+from autobahn.wamp import auth as ab_auth
+from autobahn.wamp.exception import ApplicationError
+
+from wamplib import JoinFailed, RawWs, T, call, connect, run
+
+TAG = uuid.uuid4().hex[:12]
+PETER_PASSWORD = f"peter-password-{TAG}"
+BACKEND_SECRET = f"backend-secret-{TAG}"
+GUEST_TOKEN = f"guest-token-{TAG}"
+AUTH_FAILED = "wamp.error.authentication_failed"
+ANON_RE = re.compile(r"^anonymous-[0-9a-f]+$")
+SALT = f"salt-{TAG[:8]}"
+PETER_KEY = ab_auth.derive_key(PETER_PASSWORD, SALT, 100, 32).decode()
+
+
+def cra(authid, password, salt=None, iterations=100, keylen=32, role="user"):
+    if salt is None:
+        return {"authid": authid, "secret": password, "role": role}
+    return {"authid": authid, "secret": ab_auth.derive_key(password, salt, iterations, keylen).decode(),
+            "salt": salt, "iterations": iterations, "keylen": keylen, "role": role}
+
+
+REALM = {
+    "name": "realm1", "uri_check": "loose",
+    "auth": {"methods": ["ticket", "wampcra"], "authenticator": "com.example.authenticate",
+             "authenticator_timeout": "2s", "max_failures": 1000,
+             "wampcra": [cra("peter", PETER_PASSWORD, SALT, role="admin"),
+                         cra("quinn", f"quinn-{TAG}", f"other-salt-{TAG[:4]}", role="user"),
+                         cra("backend", BACKEND_SECRET, role="trusted")]},
+    "role": [{"name": "trusted", "permission": [{"uri": "com.example.authenticate", "allow": ["register"]}]},
+             {"name": "guest", "permission": [{"uri": "wamp.session.get", "allow": ["call"]}]},
+             {"name": "admin", "permission": [{"uri": "com.", "match": "prefix", "allow": ["call"]}]},
+             {"name": "user", "permission": []}],
+}
+
+
+@pytest.fixture(scope="module")
+def arouter(module_router_factory):
+    return module_router_factory(realms=[REALM])
+
+
+def ticket(token):
+    def on_challenge(session, challenge):
+        assert challenge.method == "ticket", challenge
+        return token
+    return on_challenge
+
+
+def cra_answer(secret):
+    def on_challenge(session, challenge):
+        key = secret
+        if "salt" in challenge.extra:
+            key = ab_auth.derive_key(secret, challenge.extra["salt"], challenge.extra["iterations"],
+                                     challenge.extra["keylen"])
+        return ab_auth.compute_wcs(key, challenge.extra["challenge"])
+    return on_challenge
+
+
+async def refused(router, **kw):
+    try:
+        s = await connect(router, **kw)
+    except JoinFailed as e:
+        return e.details
+    j = s.joined.result()
+    await s.close()
+    raise AssertionError(f"the join must be refused: {kw.get('authid')!r} joined as {j.authid!r} ({j.authrole})")
+
+
+class Authenticator:
+    """Accepts GUEST_TOKEN for any claimed authid with a role-only answer (it
+    checks the token, not who the client says it is); "echo-<token>" answers
+    the claimed authid back; "become-peter" answers a static principal's authid."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, realm, authid, details):
+        self.calls.append(authid)
+        t = details.get("ticket")
+        if t == GUEST_TOKEN:
+            return "guest"
+        if t == f"echo-{GUEST_TOKEN}":
+            return {"role": "guest", "authid": authid}
+        if t == f"become-peter-{GUEST_TOKEN}":
+            return {"role": "guest", "authid": "peter"}
+        raise ApplicationError("com.example.invalid_token", "invalid token")
+
+
+async def start_authenticator(router):
+    z = Authenticator()
+    backend = await connect(router, authmethods=["wampcra"], authid="backend", on_challenge=cra_answer(BACKEND_SECRET))
+    await asyncio.wait_for(backend.register(z, "com.example.authenticate"), T)
+    return z, backend
+
+
+# ==========================================================================
+# 22. static principals are never delegated; a role-only answer names nobody
+# ==========================================================================
+
+def test_static_principal_is_never_delegated(arouter):
+    """A guest token with authid "peter" (a WAMP-CRA principal) is refused
+    without asking the authenticator; the same for the echoing answer."""
+    async def main():
+        z, backend = await start_authenticator(arouter)
+        try:
+            for token in (GUEST_TOKEN, f"echo-{GUEST_TOKEN}"):
+                d = await refused(arouter, authmethods=["ticket"], authid="peter", on_challenge=ticket(token))
+                assert d.reason == AUTH_FAILED, (d.reason, d.message)
+            assert "peter" not in z.calls, f"the authenticator was asked about a static principal: {z.calls}"
+            # an answer that names a static principal is refused too
+            d = await refused(arouter, authmethods=["ticket"], authid="nobody",
+                              on_challenge=ticket(f"become-peter-{GUEST_TOKEN}"))
+            assert d.reason == AUTH_FAILED, (d.reason, d.message)
+            # peter himself still logs in with his own credentials
+            p = await connect(arouter, authmethods=["wampcra"], authid="peter", on_challenge=cra_answer(PETER_PASSWORD))
+            j = p.joined.result()
+            assert (j.authid, j.authrole, j.authprovider) == ("peter", "admin", "static")
+            await p.close()
+        finally:
+            await backend.close()
+
+    run(main())
+
+
+def test_role_only_answer_does_not_confirm_the_claimed_authid(arouter):
+    """A role-only answer: the session gets a router-assigned authid, never the
+    claim; an answer with an authid gets that authid."""
+    async def main():
+        z, backend = await start_authenticator(arouter)
+        sessions = []
+        try:
+            for claim in ("mallory", "admin-of-everything"):
+                s = await connect(arouter, authmethods=["ticket"], authid=claim, on_challenge=ticket(GUEST_TOKEN))
+                sessions.append(s)
+                j = s.joined.result()
+                assert j.authid != claim and ANON_RE.match(j.authid), f"claimed {claim!r}, got authid {j.authid!r}"
+                assert (j.authrole, j.authmethod, j.authprovider) == ("guest", "ticket", "dynamic"), j
+                # the router's own view agrees
+                me = await call(s, "wamp.session.get", j.session)
+                assert me["authid"] == j.authid, me
+            a, b = (x.joined.result().authid for x in sessions)
+            assert a != b, "two role-only sessions got the same authid"
+            # the authenticator's explicit authid is used as is
+            s = await connect(arouter, authmethods=["ticket"], authid="mallory",
+                              on_challenge=ticket(f"echo-{GUEST_TOKEN}"))
+            sessions.append(s)
+            assert s.joined.result().authid == "mallory"
+        finally:
+            for s in sessions:
+                await s.close()
+            await backend.close()
+
+    run(main())
