@@ -22,7 +22,7 @@ import pytest
 from autobahn.wamp import auth as ab_auth
 from autobahn.wamp.exception import ApplicationError
 
-from wamplib import JoinFailed, RawWs, T, call, connect, run
+from wamplib import ABORT, JoinFailed, RawWs, T, call, connect, run
 
 TAG = uuid.uuid4().hex[:12]
 PETER_PASSWORD = f"peter-password-{TAG}"
@@ -46,7 +46,7 @@ REALM = {
     "auth": {"methods": ["ticket", "wampcra"], "authenticator": "com.example.authenticate",
              "authenticator_timeout": "2s", "max_failures": 1000,
              "wampcra": [cra("peter", PETER_PASSWORD, SALT, role="admin"),
-                         cra("quinn", f"quinn-{TAG}", f"other-salt-{TAG[:4]}", role="user"),
+                         cra("quinn", f"quinn-{TAG}", f"tlas-{TAG[4:12]}", role="user"),
                          cra("backend", BACKEND_SECRET, role="trusted")]},
     "role": [{"name": "trusted", "permission": [{"uri": "com.example.authenticate", "allow": ["register"]}]},
              {"name": "guest", "permission": [{"uri": "wamp.session.get", "allow": ["call"]}]},
@@ -170,5 +170,68 @@ def test_role_only_answer_does_not_confirm_the_claimed_authid(arouter):
             for s in sessions:
                 await s.close()
             await backend.close()
+
+    run(main())
+
+
+# ==========================================================================
+# 17. WAMP-CRA: unknown authids cannot be told from known ones
+# ==========================================================================
+
+async def cra_exchange(router, authid, respond=None):
+    """(CHALLENGE, reply) of a raw WAMP-CRA login as `authid`."""
+    c = await RawWs.open(router)
+    try:
+        return await c.hello_auth("realm1", authmethods=["wampcra"], authid=authid, respond=respond)
+    finally:
+        await c.close()
+
+
+def shape(challenge):
+    """What a client can compare between two CHALLENGEs: the method, the extra's
+    keys with their value types (and the salt's length and alphabet), and the
+    keys of the challenge string's JSON."""
+    _, method, extra = challenge
+    out = {k: type(v).__name__ for k, v in extra.items()}
+    if "salt" in extra:
+        out["salt"] = (len(extra["salt"]), extra["salt"].isalnum(), all(c in "0123456789abcdef" for c in extra["salt"]))
+    return method, out, sorted(json.loads(extra["challenge"]))
+
+
+def test_wampcra_challenge_does_not_reveal_unknown_authids(arouter):
+    async def main():
+        unknown = f"nobody-{TAG}"
+        (peter, _), (quinn, _) = await cra_exchange(arouter, "peter"), await cra_exchange(arouter, "quinn")
+        (u1, _), (u2, _) = await cra_exchange(arouter, unknown), await cra_exchange(arouter, unknown)
+        (other, _), = [await cra_exchange(arouter, f"nobody-else-{TAG}")]
+        assert shape(u1) == shape(peter) == shape(quinn), (shape(u1), shape(peter))
+        # the realm's usual iterations and keylen
+        assert (u1[2]["iterations"], u1[2]["keylen"]) == (peter[2]["iterations"], peter[2]["keylen"]) == (100, 32)
+        # a stable fake salt per authid, like a real one
+        assert u1[2]["salt"] == u2[2]["salt"], (u1[2]["salt"], u2[2]["salt"])
+        assert other[2]["salt"] != u1[2]["salt"]
+        assert peter[2]["salt"] == SALT
+        # the challenge string tells no role, for anybody
+        for ch in (peter, u1):
+            c = json.loads(ch[2]["challenge"])
+            assert "authrole" not in c, c
+            assert (c["authmethod"], c["authprovider"]) == ("wampcra", "static"), c
+
+        # a wrong signature fails the same way, in about the same time
+        wrong = lambda method, extra: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="  # noqa: E731 (32 zero bytes)
+        times = {"peter": [], unknown: []}
+        for _ in range(8):
+            for who in times:
+                t0 = time.perf_counter()
+                _, reply = await cra_exchange(arouter, who, respond=wrong)
+                times[who].append(time.perf_counter() - t0)
+                assert reply[0] == ABORT and reply[2] == AUTH_FAILED, reply
+                assert reply[1].get("message") == "authentication failed", reply
+        med = {who: sorted(t)[len(t) // 2] for who, t in times.items()}
+        print(f"median failed WAMP-CRA login: known {med['peter'] * 1e3:.2f} ms, unknown {med[unknown] * 1e3:.2f} ms")
+        assert abs(med["peter"] - med[unknown]) < 0.02, med
+        # the real user still logs in (the fake salt did not disturb anything)
+        p = await connect(arouter, authmethods=["wampcra"], authid="peter", on_challenge=cra_answer(PETER_PASSWORD))
+        await p.close()
 
     run(main())

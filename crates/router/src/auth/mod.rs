@@ -39,6 +39,8 @@ pub struct Authenticator {
     wampcra: HashMap<String, CraPrincipal>,
     /// Public key (lowercase hex) → principal.
     cryptosign: HashMap<String, (CryptosignPrincipal, VerifyingKey)>,
+    /// What the challenges of unknown WAMP-CRA authids look like.
+    cra_decoy: wampcra::Decoy,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
@@ -67,8 +69,10 @@ pub(crate) enum Pending {
     },
     Wampcra {
         identity: Identity,
-        /// None: unknown authid.
-        expected: Option<[u8; 32]>,
+        /// The signature expected (a decoy's for an unknown authid).
+        expected: [u8; 32],
+        /// False: unknown authid (checked like a known one, then refused).
+        known: bool,
     },
     Cryptosign {
         identity: Identity,
@@ -144,6 +148,7 @@ impl Authenticator {
             .cloned()
             .collect();
         Authenticator {
+            cra_decoy: wampcra::Decoy::new(&config.wampcra),
             config,
             ticket,
             wampcra,
@@ -274,6 +279,10 @@ impl Authenticator {
         }
     }
 
+    /// The WAMP-CRA CHALLENGE. An unknown authid gets one that cannot be
+    /// told from a known one's: the same fields (no role in the challenge,
+    /// for anyone), a stable fake salt with the realm's usual iterations and
+    /// keylen, and the same work (a decoy signature, checked the same way).
     fn start_wampcra(&self, authid: String, session: u64) -> Start {
         let principal = self.wampcra.get(&authid);
         let identity = Identity {
@@ -284,7 +293,6 @@ impl Authenticator {
         };
         let challenge = serde_json::json!({
             "authid": authid,
-            "authrole": identity.authrole,
             "authmethod": "wampcra",
             "authprovider": "static",
             "nonce": hex::encode(rand::random::<[u8; 16]>()),
@@ -293,18 +301,25 @@ impl Authenticator {
         })
         .to_string();
         let mut extra = Dict::new().with("challenge", challenge.as_str());
-        if let Some(p) = principal {
-            if let Some(salt) = &p.salt {
-                extra.insert("salt", salt.as_str());
-                extra.insert("keylen", u64::from(p.keylen));
-                extra.insert("iterations", u64::from(p.iterations));
-            }
+        let salt = match principal {
+            Some(p) => p.salt.clone().map(|s| (s, p.iterations, p.keylen)),
+            None => self.cra_decoy.salt(&authid),
+        };
+        if let Some((salt, iterations, keylen)) = salt {
+            extra.insert("salt", salt);
+            extra.insert("keylen", u64::from(keylen));
+            extra.insert("iterations", u64::from(iterations));
         }
+        let expected = match principal {
+            Some(p) => wampcra::sign(&p.secret, &challenge),
+            None => self.cra_decoy.expected(&challenge),
+        };
         Start::Challenge {
             method: "wampcra",
             extra,
             pending: Box::new(Pending::Wampcra {
-                expected: principal.map(|p| wampcra::sign(&p.secret, &challenge)),
+                known: principal.is_some(),
+                expected,
                 identity,
             }),
         }
@@ -393,8 +408,12 @@ pub(crate) fn verify(
                 _ => failed(),
             }
         }),
-        Pending::Wampcra { identity, expected } => {
-            let ok = expected.is_some_and(|e| wampcra::check(&signature, &e));
+        Pending::Wampcra {
+            identity,
+            expected,
+            known,
+        } => {
+            let ok = wampcra::check(&signature, &expected) & known;
             Box::pin(std::future::ready(if ok {
                 Verdict::Welcome(identity)
             } else {
