@@ -71,6 +71,7 @@ DYN_REALM = {
                          {"authid": "backend", "secret": SECRETS["backend"], "role": "backend"}]},
     "role": [{"name": "authorizer", "permission": [perm("com.example.authorize", ["register"])]},
              {"name": "backend", "permission": BACKEND}],
+    "history": [{"topic": "com.dyn.", "match": "prefix", "limit": 100}],
 }
 
 
@@ -161,15 +162,16 @@ def test_pattern_registration_needs_every_uri(prouter, pattern, match):
 
 
 class Authorizer:
-    """Allows URIs containing ".allow." or ending with ".allow", and calls to the
-    meta API; records the calls."""
+    """Allows URIs containing ".allow." or ending with ".allow" (cached for
+    subscribe), and calls to the meta API; records the calls."""
 
     def __init__(self):
         self.calls = []
 
     def __call__(self, session, uri, action, options=None):
         self.calls.append((uri, action, options))
-        return ".allow." in uri or uri.endswith(".allow") or (action == "call" and uri.startswith("wamp."))
+        allow = ".allow." in uri or uri.endswith(".allow") or (action == "call" and uri.startswith("wamp."))
+        return {"allow": True, "cache": True} if allow and action == "subscribe" else allow
 
 
 async def start_authorizer(router):
@@ -241,6 +243,29 @@ def test_history_returns_only_readable_events(prouter):
             assert [e["topic"] for e in events] == ["com.app.inbox.al"], events
         finally:
             await close_all(al, alice, backend)
+
+    run(main())
+
+
+def test_history_for_sessions_of_the_authorizer(prouter):
+    """A session decided by the authorizer procedure reads the events of topics
+    whose subscribe answer it cached, not the others (the procedure is not asked
+    once per event)."""
+    async def main():
+        z, zs = await start_authorizer(prouter)
+        anon = await connect(prouter, realm="realm2")
+        backend = await login(prouter, "backend", "realm2")
+        try:
+            tag = uuid.uuid4().hex[:8]
+            await ack(backend, "com.dyn.allow.x", f"ok-{tag}")
+            await ack(backend, "com.dyn.secret.y", f"secret-{tag}")
+            hid = await history_id(anon, "com.dyn.", "prefix")
+            assert [r for r in await history(anon, hid) if r[1].endswith(tag)] == []
+            await subscribe(anon, "com.dyn.allow.x")  # the authorizer allows it, cached
+            assert [r for r in await history(anon, hid) if r[1].endswith(tag)] == [("com.dyn.allow.x", f"ok-{tag}")]
+            assert not any(u == "com.dyn.secret.y" for u, _, _ in z.calls), z.calls
+        finally:
+            await close_all(anon, backend, zs)
 
     run(main())
 
