@@ -397,8 +397,23 @@ impl QueueService {
         };
         let cfg: QueueConfig = serde_json::from_value(cfg_json)
             .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
-        if let Some(why) = cfg.target.as_ref().and_then(http_target::unsupported) {
-            return Err(invalid(why));
+        if let Some(target) = &cfg.target {
+            if let Some(why) = http_target::unsupported(target) {
+                return Err(invalid(why));
+            }
+            if let switchyard_queue::Target::Http { url, .. } = target {
+                if let Err(why) = self.http.check_declared(url) {
+                    tracing::warn!(
+                        realm = self.realm.name(),
+                        queue = cfg.name,
+                        "run-time declaration of an HTTP target refused: {why}"
+                    );
+                    return Err((
+                        errors::NOT_AUTHORIZED,
+                        format!("queue \"{}\": target.http.url: {why}", cfg.name),
+                    ));
+                }
+            }
         }
         let name = cfg.name.clone();
         let declared = self.queues.declare(cfg).await.map_err(queue_error)?;

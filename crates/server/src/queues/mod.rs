@@ -59,6 +59,8 @@ pub struct RealmQueues {
     pub configs: Vec<switchyard_queue::QueueConfig>,
     pub bindings: Vec<QueueBinding>,
     pub http_signing: Option<QueueHttpSigning>,
+    /// Where run-time declared queues may send HTTP requests.
+    pub outbound_http: crate::outbound::OutboundHttpConfig,
 }
 
 /// A job handed to a worker, while its attempt runs.
@@ -137,6 +139,14 @@ impl QueueService {
         let path = store_file(data_dir, realm.name());
         let open_path = path.clone();
         let configs = settings.configs;
+        // The HTTP targets the operator wrote: the only ones served unchecked.
+        let operator_urls: HashSet<String> = configs
+            .iter()
+            .filter_map(|c| match &c.target {
+                Some(switchyard_queue::Target::Http { url, .. }) => Some(url.clone()),
+                _ => None,
+            })
+            .collect();
         let queues = tokio::task::spawn_blocking(move || Queues::open(&open_path, configs))
             .await
             .map_err(|e| format!("opening the queue store failed: {e}"))?
@@ -180,7 +190,11 @@ impl QueueService {
             running: Mutex::new(HashMap::new()),
             dispatchers: Mutex::new(HashSet::new()),
             maintenance: Arc::new(Notify::new()),
-            http: http_target::HttpTargets::new(settings.http_signing),
+            http: http_target::HttpTargets::new(
+                settings.http_signing,
+                operator_urls,
+                &settings.outbound_http,
+            ),
             metrics: metrics::QueueMetrics::default(),
             realm: realm.clone(),
             queues: queues.clone(),
