@@ -559,6 +559,11 @@ impl Config {
                         format!("realm[{i}].queue[{j}] ({}): {e}", cfg.name),
                     );
                 }
+                if !r.role.is_empty() || r.authorizer.is_some() {
+                    if let Some(why) = crate::queues::authorized_queue_name_problem(&cfg.name) {
+                        err(q.span(), format!("realm[{i}].queue[{j}].name: {why}"));
+                    }
+                }
                 if r.queue[..j].iter().any(|o| o.get_ref().name == cfg.name) {
                     err(
                         q.span(),

@@ -255,3 +255,370 @@ fn operator_http_targets_are_not_restricted() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(internal.hits(), 1);
 }
+
+const ADMIN_TICKET: &str = "admin-ticket-for-tests";
+
+async fn join_ticket(router: &Router, authid: &str) -> Session {
+    let mut opts = switchyard_client::SessionOptions::new(Serializer::MsgPack);
+    opts.details = Dict::new()
+        .with("authid", authid)
+        .with("authmethods", Value::List(vec![Value::from("ticket")]));
+    opts.on_challenge = Some(Arc::new(|_, _| Ok((ADMIN_TICKET.to_string(), Dict::new()))));
+    Session::connect_with(&router.rs_url(), "realm1", opts)
+        .await
+        .expect("ticket login")
+}
+
+async fn call_err(s: &Session, procedure: &str, args: Vec<Value>, kwargs: Dict) -> WampError {
+    s.call(procedure, args, kwargs)
+        .await
+        .expect_err(&format!("{procedure} is refused"))
+}
+
+fn job_id(kw: &Dict) -> u64 {
+    match kw.get("id") {
+        Some(Value::UInt(id)) => *id,
+        other => panic!("no job id: {other:?}"),
+    }
+}
+
+/// Two queues nobody works on (jobs stay waiting); the anonymous role may
+/// use every queue procedure on `reports` only (one wildcard permission);
+/// `admin` (ticket) has `switchyard.` as a prefix; `legacy` has only the
+/// procedure permission, as configs written before per-queue scopes.
+fn scoped_config(bridge_port: u16) -> String {
+    let hash = switchyard_router::auth::ticket::hash_secret(ADMIN_TICKET).expect("hash");
+    let mut procs = String::new();
+    for p in [
+        "push",
+        "push_many",
+        "peek",
+        "dead",
+        "job",
+        "stats",
+        "list",
+        "purge",
+    ] {
+        procs.push_str(&format!(
+            "[[realm.role.permission]]\nuri = \"switchyard.queue.{p}\"\nallow = [\"call\"]\n\n"
+        ));
+    }
+    format!(
+        "[realm.auth]\nmethods = [\"anonymous\", \"ticket\"]\nanonymous_role = \"producer\"\n\n\
+         [[realm.auth.ticket]]\nauthid = \"admin\"\nsecret = \"{hash}\"\nrole = \"admin\"\n\n\
+         [[realm.auth.ticket]]\nauthid = \"old\"\nsecret = \"{hash}\"\nrole = \"legacy\"\n\n\
+         [[realm.role]]\nname = \"producer\"\n\n{procs}\
+         [[realm.role.permission]]\nuri = \"switchyard.queue..reports\"\nmatch = \"wildcard\"\nallow = [\"call\"]\n\n\
+         [[realm.role]]\nname = \"admin\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+         [[realm.role]]\nname = \"legacy\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push\"\nallow = [\"call\"]\n\n\
+         [[realm.queue]]\nname = \"reports\"\ntarget = \"test.reports\"\n\n\
+         [[realm.queue]]\nname = \"payroll\"\ntarget = \"test.payroll\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{bridge_port}\"\nrealm = \"realm1\"\n\
+         allow_unsigned = true\nunsigned_role = \"producer\"\n"
+    )
+}
+
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// A producer allowed `switchyard.queue.push` could push into every queue of
+/// the realm. With a per-queue permission it reaches `reports` only, for
+/// every procedure (push, push_many, peek, job, stats, list, purge) and for
+/// the HTTP bridge's `/queues/{name}/jobs`.
+#[test]
+fn queue_permissions_scope_every_procedure_per_queue() {
+    let bridge_port = common::free_port();
+    let router = Router::start(&scoped_config(bridge_port));
+    runtime().block_on(async {
+        let admin = join_ticket(&router, "admin").await;
+        let (_, kw) = admin
+            .call(
+                "switchyard.queue.push",
+                vec![Value::from("payroll")],
+                Dict::new(),
+            )
+            .await
+            .expect("admin pushes anywhere");
+        let payroll_job = job_id(&kw);
+
+        let p = join(&router).await;
+        let (_, kw) = p
+            .call(
+                "switchyard.queue.push",
+                vec![Value::from("reports")],
+                Dict::new(),
+            )
+            .await
+            .expect("push into the allowed queue");
+        let reports_job = job_id(&kw);
+        let e = call_err(
+            &p,
+            "switchyard.queue.push",
+            vec![Value::from("payroll")],
+            Dict::new(),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+        assert!(
+            e.to_string().contains("switchyard.queue.push.payroll"),
+            "{e}"
+        );
+        // An unknown queue is refused the same way: no probing for names.
+        let e = call_err(
+            &p,
+            "switchyard.queue.push",
+            vec![Value::from("nope")],
+            Dict::new(),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+
+        // push_many: one forbidden queue refuses the whole batch.
+        let item = |q: &str| Value::Dict(Dict::new().with("queue", q));
+        p.call(
+            "switchyard.queue.push_many",
+            vec![Value::List(vec![item("reports")])],
+            Dict::new(),
+        )
+        .await
+        .expect("push_many into the allowed queue");
+        let e = call_err(
+            &p,
+            "switchyard.queue.push_many",
+            vec![Value::List(vec![item("reports"), item("payroll")])],
+            Dict::new(),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+
+        // Reads.
+        let (args, _) = p
+            .call(
+                "switchyard.queue.peek",
+                vec![Value::from("reports")],
+                Dict::new(),
+            )
+            .await
+            .expect("peek the allowed queue");
+        assert!(
+            matches!(args.first(), Some(Value::List(l)) if l.len() == 2),
+            "{args:?}"
+        );
+        for procedure in [
+            "switchyard.queue.peek",
+            "switchyard.queue.dead",
+            "switchyard.queue.stats",
+        ] {
+            let e = call_err(&p, procedure, vec![Value::from("payroll")], Dict::new()).await;
+            assert_eq!(e.uri, "wamp.error.not_authorized", "{procedure}: {e}");
+        }
+        p.call(
+            "switchyard.queue.job",
+            vec![Value::UInt(reports_job)],
+            Dict::new(),
+        )
+        .await
+        .expect("a job of the allowed queue");
+        let e = call_err(
+            &p,
+            "switchyard.queue.job",
+            vec![Value::UInt(payroll_job)],
+            Dict::new(),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+        assert!(
+            !e.to_string().contains("payroll"),
+            "the queue's name leaks: {e}"
+        );
+        let (args, _) = p
+            .call("switchyard.queue.list", vec![], Dict::new())
+            .await
+            .expect("list");
+        let names: Vec<String> = match args.first() {
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(|s| match s {
+                    Value::Dict(d) => d.get_str("name").map(str::to_string),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("list: {other:?}"),
+        };
+        assert_eq!(
+            names,
+            vec!["reports".to_string()],
+            "list shows only allowed queues"
+        );
+        let e = call_err(
+            &p,
+            "switchyard.queue.purge",
+            vec![Value::from("payroll")],
+            Dict::new().with("which", "all"),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+
+        // A role written before per-queue scopes keeps procedure-wide access.
+        let old = join_ticket(&router, "old").await;
+        for q in ["reports", "payroll"] {
+            old.call("switchyard.queue.push", vec![Value::from(q)], Dict::new())
+                .await
+                .expect("legacy role pushes as before");
+        }
+
+        // The HTTP bridge's endpoint is a push under the key's role.
+        let (status, body) = post(bridge_port, "/queues/reports/jobs", "{\"args\": [1]}");
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = post(bridge_port, "/queues/payroll/jobs", "{\"args\": [1]}");
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("wamp.error.not_authorized"), "{body}");
+
+        // Nothing reached payroll but the admin's and the legacy role's jobs.
+        let (_, st) = admin
+            .call(
+                "switchyard.queue.stats",
+                vec![Value::from("payroll")],
+                Dict::new(),
+            )
+            .await
+            .expect("stats");
+        assert_eq!(st.get("ready"), Some(&Value::UInt(2)), "{st:?}");
+    });
+    assert!(router.log_text().contains("queue access refused"));
+}
+
+/// A role decided by the dynamic authorizer is asked about the per-queue URI.
+#[test]
+fn the_dynamic_authorizer_decides_per_queue_too() {
+    let hash = switchyard_router::auth::ticket::hash_secret(ADMIN_TICKET).expect("hash");
+    let router = Router::start(&format!(
+        "authorizer = \"test.authorize\"\n\n\
+         [realm.auth]\nmethods = [\"anonymous\", \"ticket\"]\nanonymous_role = \"guest\"\n\n\
+         [[realm.auth.ticket]]\nauthid = \"authz\"\nsecret = \"{hash}\"\nrole = \"authz\"\n\n\
+         [[realm.role]]\nname = \"authz\"\n\n\
+         [[realm.role.permission]]\nuri = \"test.authorize\"\nallow = [\"register\"]\n\n\
+         [[realm.queue]]\nname = \"reports\"\ntarget = \"test.reports\"\n\n\
+         [[realm.queue]]\nname = \"payroll\"\ntarget = \"test.payroll\"\n"
+    ));
+    runtime().block_on(async {
+        let asked = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let a = join_ticket(&router, "authz").await;
+        let log = asked.clone();
+        a.register("test.authorize", move |args, _| {
+            let log = log.clone();
+            async move {
+                let uri = args
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().push(uri.clone());
+                let ok = uri == "switchyard.queue.push" || uri == "switchyard.queue.push.reports";
+                Ok((vec![Value::Bool(ok)], Dict::new()))
+            }
+        })
+        .await
+        .expect("register the authorizer");
+        let p = join(&router).await;
+        p.call(
+            "switchyard.queue.push",
+            vec![Value::from("reports")],
+            Dict::new(),
+        )
+        .await
+        .expect("allowed by the authorizer");
+        let e = call_err(
+            &p,
+            "switchyard.queue.push",
+            vec![Value::from("payroll")],
+            Dict::new(),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+        assert!(
+            asked
+                .lock()
+                .iter()
+                .any(|u| u == "switchyard.queue.push.payroll"),
+            "{:?}",
+            asked.lock()
+        );
+    });
+}
+
+/// In a realm with roles, a queue name must be one URI component: `a.b`
+/// would be authorized as `switchyard.queue.push.a.b`, which other
+/// permissions could match.
+#[test]
+fn dotted_queue_names_are_refused_where_queues_are_authorized() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(
+        &cfg,
+        "[[realm]]\nname = \"realm1\"\n\n[[realm.role]]\nname = \"anonymous\"\n\n\
+         [[realm.queue]]\nname = \"pay.roll\"\ntarget = \"test.x\"\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("queue[0].name") && text.contains("one URI component"),
+        "{text}"
+    );
+    // At run time too.
+    let router = Router::start(
+        "[[realm.role]]\nname = \"anonymous\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n",
+    );
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let e = call_err(
+            &s,
+            "switchyard.queue.declare",
+            vec![],
+            Dict::new()
+                .with("name", "pay.roll")
+                .with("target", "test.x"),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+        assert!(e.to_string().contains("one URI component"), "{e}");
+        s.call(
+            "switchyard.queue.declare",
+            vec![],
+            Dict::new().with("name", "payroll").with("target", "test.x"),
+        )
+        .await
+        .expect("a one-component name");
+    });
+}

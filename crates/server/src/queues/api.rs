@@ -201,13 +201,36 @@ fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
 
 impl QueueService {
     async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+        let caller = caller_of(self, &inv.details);
+        let caller = caller.as_ref();
+        // The procedures that act on the queue named by their first argument:
+        // per-queue authorization before anything else (an unauthorized
+        // caller does not learn whether the queue exists).
+        if matches!(
+            procedure,
+            "switchyard.queue.push"
+                | "switchyard.queue.stats"
+                | "switchyard.queue.peek"
+                | "switchyard.queue.dead"
+                | "switchyard.queue.requeue"
+                | "switchyard.queue.purge"
+        ) {
+            let q = queue_arg(&inv, procedure.trim_start_matches("switchyard.queue."))?;
+            self.authorize_queue(caller, procedure, q).await?;
+        }
         match procedure {
-            "switchyard.queue.push" => self.push(inv).await,
-            "switchyard.queue.push_many" => self.push_many(inv).await,
-            "switchyard.queue.extend" => self.extend(inv),
-            "switchyard.queue.declare" => self.declare(inv).await,
+            "switchyard.queue.push" => self.push(caller, inv).await,
+            "switchyard.queue.push_many" => self.push_many(caller, inv).await,
+            "switchyard.queue.extend" => self.extend(caller, inv).await,
+            "switchyard.queue.declare" => self.declare(caller, inv).await,
             "switchyard.queue.list" => {
-                let list = serde_json::to_value(self.queues.list()).unwrap_or_default();
+                let mut list = Vec::new();
+                for stats in self.queues.list() {
+                    if self.allowed(caller, procedure, &stats.name).await {
+                        list.push(stats);
+                    }
+                }
+                let list = serde_json::to_value(list).unwrap_or_default();
                 Ok((vec![to_wamp(list)], None))
             }
             "switchyard.queue.stats" => {
@@ -242,6 +265,12 @@ impl QueueService {
                     .queues
                     .job(id)
                     .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                if !self.allowed(caller, procedure, &info.job.queue).await {
+                    return Err((
+                        errors::NOT_AUTHORIZED,
+                        format!("no access to the queue of job {id} with {procedure}"),
+                    ));
+                }
                 match job_info(&info) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err(queue_error(QueueError::UnknownJob(id))),
@@ -340,10 +369,9 @@ impl QueueService {
         Ok(job)
     }
 
-    async fn push(&self, inv: InternalInvocation) -> Answer {
+    async fn push(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let queue = queue_arg(&inv, "push")?.to_string();
-        let caller = caller_of(self, &inv.details);
-        let job = self.new_job(caller.as_ref(), &inv.kwargs).await?;
+        let job = self.new_job(caller, &inv.kwargs).await?;
         let ack = self.queues.push(&queue, job).await.map_err(queue_error)?;
         Ok((
             vec![Value::UInt(ack.id.0)],
@@ -355,13 +383,12 @@ impl QueueService {
         ))
     }
 
-    async fn push_many(&self, inv: InternalInvocation) -> Answer {
+    async fn push_many(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let Some(Value::List(items)) = inv.args.first().or_else(|| inv.kwargs.get("jobs")) else {
             return Err(invalid(
                 "push_many needs a list of jobs ({queue, args, kwargs, ...options}) as its first argument",
             ));
         };
-        let caller = caller_of(self, &inv.details);
         let mut jobs = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let Value::Dict(kw) = item else {
@@ -370,8 +397,11 @@ impl QueueService {
             let Some(queue) = kw.get_str("queue") else {
                 return Err(invalid(format!("jobs[{i}].queue: missing")));
             };
+            self.authorize_queue(caller, "switchyard.queue.push_many", queue)
+                .await
+                .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             let job = self
-                .new_job(caller.as_ref(), kw)
+                .new_job(caller, kw)
                 .await
                 .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             jobs.push((queue.to_string(), job));
@@ -390,13 +420,19 @@ impl QueueService {
         Ok((vec![Value::List(list)], None))
     }
 
-    async fn declare(self: &Arc<Self>, inv: InternalInvocation) -> Answer {
+    async fn declare(
+        self: &Arc<Self>,
+        caller: Option<&Arc<Session>>,
+        inv: InternalInvocation,
+    ) -> Answer {
         let cfg_json = match inv.args.first() {
             Some(v @ Value::Dict(_)) => to_json(v),
             _ => kwargs_json(&inv.kwargs, &[]),
         };
         let cfg: QueueConfig = serde_json::from_value(cfg_json)
             .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
+        self.authorize_queue(caller, "switchyard.queue.declare", &cfg.name)
+            .await?;
         if let Some(target) = &cfg.target {
             if let Some(why) = http_target::unsupported(target) {
                 return Err(invalid(why));
@@ -430,7 +466,11 @@ impl QueueService {
 
     /// `switchyard.queue.extend`: extends the leases of the jobs the calling
     /// session is running (or just `job`, if given).
-    fn extend(&self, inv: InternalInvocation) -> Answer {
+    async fn extend(
+        &self,
+        caller_session: Option<&Arc<Session>>,
+        inv: InternalInvocation,
+    ) -> Answer {
         let caller = match inv.details.get("caller") {
             Some(Value::UInt(id)) => *id,
             _ => return Err(invalid("extend: the caller is unknown")),
@@ -453,15 +493,29 @@ impl QueueService {
             }
         };
         let worker = self.worker.session().id;
-        let mine: Vec<(JobId, u64)> = self
+        let running: Vec<(JobId, u64, Arc<str>)> = self
             .running
             .lock()
             .iter()
             .filter(|(id, _)| only.is_none_or(|o| o == **id))
-            .filter_map(|(id, r)| Some((*id, r.epoch, r.request?)))
-            .filter(|(_, _, request)| self.realm.dealer.callee_of(worker, *request) == Some(caller))
-            .map(|(id, epoch, _)| (id, epoch))
+            .filter_map(|(id, r)| Some((*id, r.epoch, r.request?, r.queue.clone())))
+            .filter(|(_, _, request, _)| {
+                self.realm.dealer.callee_of(worker, *request) == Some(caller)
+            })
+            .map(|(id, epoch, _, queue)| (id, epoch, queue))
             .collect();
+        // Per-queue authorization of each job's queue.
+        let mut mine = Vec::with_capacity(running.len());
+        for (id, epoch, queue) in running {
+            match self
+                .authorize_queue(caller_session, "switchyard.queue.extend", &queue)
+                .await
+            {
+                Ok(()) => mine.push((id, epoch)),
+                Err(e) if only.is_some() => return Err(e),
+                Err(_) => {}
+            }
+        }
         if mine.is_empty() {
             return Err(queue_error(match only {
                 Some(id) => QueueError::Invalid(switchyard_queue::InvalidField::new(

@@ -82,6 +82,7 @@ impl QueueService {
             Running {
                 epoch,
                 request: Some(pending.request()),
+                queue: lease.job.queue.clone(),
             },
         );
         let answer = pending.wait().await;

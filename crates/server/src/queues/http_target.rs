@@ -110,6 +110,7 @@ impl QueueService {
             Running {
                 epoch: lease.epoch,
                 request: None,
+                queue: job.queue.clone(),
             },
         );
         let body = match super::payload::to_json(&job.payload) {

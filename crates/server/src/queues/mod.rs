@@ -13,6 +13,7 @@
 //! - `payload.rs`: the job payload (`{"args", "kwargs"}` as JSON);
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
 
+mod access;
 mod api;
 mod bindings;
 mod dispatch;
@@ -35,6 +36,7 @@ use switchyard_router::uri_index::MatchPolicy;
 use switchyard_router::Realm;
 use tokio::sync::Notify;
 
+pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
@@ -68,6 +70,8 @@ struct Running {
     epoch: u64,
     /// The worker call's request id (procedure targets).
     request: Option<u64>,
+    /// The job's queue (`extend` is authorized per queue).
+    queue: Arc<str>,
 }
 
 /// The queues of one realm, wired to its Dealer and Broker.
