@@ -256,6 +256,8 @@ fn operator_http_targets_are_not_restricted() {
     assert_eq!(internal.hits(), 1);
 }
 
+const INVALID: &str = "switchyard.queue.error.invalid_argument";
+
 const ADMIN_TICKET: &str = "admin-ticket-for-tests";
 
 async fn join_ticket(router: &Router, authid: &str) -> Session {
@@ -537,7 +539,9 @@ fn the_dynamic_authorizer_decides_per_queue_too() {
                     .unwrap_or("")
                     .to_string();
                 log.lock().push(uri.clone());
-                let ok = uri == "switchyard.queue.push" || uri == "switchyard.queue.push.reports";
+                let ok = uri == "switchyard.queue.push"
+                    || uri == "switchyard.queue.push.reports"
+                    || uri == "test.results.ok";
                 Ok((vec![Value::Bool(ok)], Dict::new()))
             }
         })
@@ -567,6 +571,22 @@ fn the_dynamic_authorizer_decides_per_queue_too() {
             "{:?}",
             asked.lock()
         );
+        // The result topic is asked about too, as a publish by the producer.
+        p.call(
+            "switchyard.queue.push",
+            vec![Value::from("reports")],
+            Dict::new().with("result_topic", "test.results.ok"),
+        )
+        .await
+        .expect("an allowed result topic");
+        let e = call_err(
+            &p,
+            "switchyard.queue.push",
+            vec![Value::from("reports")],
+            Dict::new().with("result_topic", "test.results.no"),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
     });
 }
 
@@ -598,7 +618,8 @@ fn dotted_queue_names_are_refused_where_queues_are_authorized() {
     // At run time too.
     let router = Router::start(
         "[[realm.role]]\nname = \"anonymous\"\n\n\
-         [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n",
+         [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"test.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n",
     );
     runtime().block_on(async {
         let s = join(&router).await;
@@ -620,5 +641,131 @@ fn dotted_queue_names_are_refused_where_queues_are_authorized() {
         )
         .await
         .expect("a one-component name");
+    });
+}
+
+/// `result_topic` is published by the router on the producer's behalf: it
+/// is validated as a PUBLISH URI (reserved `wamp.` namespace and invalid URIs
+/// refused, even in a realm without roles) and authorized as a PUBLISH by
+/// the producer when the job is pushed. Targets (called for the producer)
+/// likewise, per job and in a run-time declaration.
+#[test]
+fn result_topics_and_targets_are_checked_as_the_producers_own() {
+    let bridge_port = common::free_port();
+    let open = Router::start(&format!(
+        "[[realm.queue]]\nname = \"reports\"\ntarget = \"test.reports\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{bridge_port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n"
+    ));
+    runtime().block_on(async {
+        let p = join(&open).await;
+        for topic in [
+            "wamp.session.on_leave",
+            "wamp.registration.on_create",
+            "test..x",
+            "test.a b",
+            "",
+        ] {
+            let e = call_err(
+                &p,
+                "switchyard.queue.push",
+                vec![Value::from("reports")],
+                Dict::new().with("result_topic", topic),
+            )
+            .await;
+            assert_eq!(e.uri, INVALID, "{topic:?}: {e}");
+            assert!(e.to_string().contains("result_topic"), "{e}");
+            let e = call_err(
+                &p,
+                "switchyard.queue.push_many",
+                vec![Value::List(vec![Value::Dict(
+                    Dict::new()
+                        .with("queue", "reports")
+                        .with("result_topic", topic),
+                )])],
+                Dict::new(),
+            )
+            .await;
+            assert_eq!(e.uri, INVALID, "{topic:?}: {e}");
+            assert!(e.to_string().contains("result_topic"), "{e}");
+        }
+        for target in ["wamp.session.kill_all", "wamp.registration.list"] {
+            let e = call_err(
+                &p,
+                "switchyard.queue.push",
+                vec![Value::from("reports")],
+                Dict::new().with("target", target),
+            )
+            .await;
+            assert_eq!(e.uri, INVALID, "{target}: {e}");
+            let e = call_err(
+                &p,
+                "switchyard.queue.declare",
+                vec![],
+                Dict::new().with("name", "meta").with("target", target),
+            )
+            .await;
+            assert_eq!(e.uri, INVALID, "{target}: {e}");
+        }
+        let (_, st) = p
+            .call(
+                "switchyard.queue.stats",
+                vec![Value::from("reports")],
+                Dict::new(),
+            )
+            .await
+            .expect("stats");
+        assert_eq!(
+            st.get("ready"),
+            Some(&Value::UInt(0)),
+            "nothing stored: {st:?}"
+        );
+    });
+    let (status, body) = post(
+        bridge_port,
+        "/queues/reports/jobs",
+        "{\"result_topic\": \"wamp.session.on_leave\"}",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("reserved for the router"), "{body}");
+    drop(open);
+
+    // With roles: the producer publishes on its own results only.
+    let router = Router::start(
+        "[[realm.role]]\nname = \"anonymous\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.declare\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"test.results.mine.\"\nmatch = \"prefix\"\nallow = [\"publish\", \"subscribe\"]\n\n\
+         [[realm.role.permission]]\nuri = \"test.reports\"\nallow = [\"register\"]\n\n\
+         [[realm.queue]]\nname = \"reports\"\ntarget = \"test.reports\"\n",
+    );
+    runtime().block_on(async {
+        let w = join(&router).await;
+        w.register("test.reports", |_, _| async {
+            Ok((vec![Value::from("done")], Dict::new()))
+        })
+        .await
+        .expect("worker");
+        let p = join(&router).await;
+        let e = call_err(
+            &p,
+            "switchyard.queue.push",
+            vec![Value::from("reports")],
+            Dict::new().with("result_topic", "test.results.other"),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+        assert!(e.to_string().contains("publish"), "{e}");
+        let e = call_err(
+            &p,
+            "switchyard.queue.declare",
+            vec![],
+            Dict::new()
+                .with("name", "elsewhere")
+                .with("target", "test.admin.wipe"),
+        )
+        .await;
+        assert_eq!(e.uri, "wamp.error.not_authorized", "{e}");
+        let kw = push_and_wait(&p, "reports", "test.results.mine.1").await;
+        assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
     });
 }

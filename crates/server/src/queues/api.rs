@@ -341,32 +341,66 @@ impl QueueService {
                 "target: an HTTP target can only be set in a queue's configuration (declare it, or use [[realm.queue]]), not per job",
             ));
         }
-        let mut checks = Vec::new();
         if let Some(Target::Procedure(p)) = &job.target {
-            checks.push((Action::Call, p.as_str()));
+            self.acts_for(caller, Action::Call, "target", p).await?;
         }
         if let Some(t) = &job.result_topic {
-            checks.push((Action::Publish, t.as_str()));
-        }
-        if self.realm.authz.enabled() && !checks.is_empty() {
-            let Some(caller) = caller else {
-                return Err((errors::NOT_AUTHORIZED, "the caller is unknown".into()));
-            };
-            for (action, uri) in checks {
-                if let Decision::Deny | Decision::Ask =
-                    self.realm.authorize(caller, action, uri).await
-                {
-                    return Err((
-                        errors::NOT_AUTHORIZED,
-                        format!(
-                            "authid \"{}\" (role \"{}\") may not {action} \"{uri}\", so it cannot name it in a job",
-                            caller.authid, caller.authrole
-                        ),
-                    ));
-                }
-            }
+            self.acts_for(caller, Action::Publish, "result_topic", t)
+                .await?;
         }
         Ok(job)
+    }
+
+    /// A URI the router will use on the caller's behalf (a job's result
+    /// topic, published on; a target procedure, called): it must be a URI the
+    /// caller could use itself: valid under the realm's URI rule, outside the
+    /// reserved `wamp.` namespace, and authorized for `action` by the caller
+    /// (static roles and the dynamic authorizer), now, when it is given.
+    async fn acts_for(
+        &self,
+        caller: Option<&Arc<Session>>,
+        action: Action,
+        field: &str,
+        uri: &str,
+    ) -> Result<(), OpError> {
+        if let Err(e) = switchyard_proto::uri::check(uri, self.realm.config.uri_check, false) {
+            return Err(invalid(format!("{field}: {e}")));
+        }
+        if switchyard_proto::uri::is_reserved(uri) {
+            return Err(invalid(format!(
+                "{field}: \"{uri}\" is in the \"wamp.\" namespace, which is reserved for the router"
+            )));
+        }
+        if !self.realm.authz.enabled() {
+            return Ok(());
+        }
+        let Some(caller) = caller else {
+            return Err((
+                errors::NOT_AUTHORIZED,
+                format!("{field}: the caller is unknown"),
+            ));
+        };
+        if let Decision::Allow { .. } = self.realm.authorize(caller, action, uri).await {
+            return Ok(());
+        }
+        self.realm
+            .metrics
+            .not_authorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            realm = self.realm.name(),
+            session = caller.id,
+            %action,
+            uri = ?uri,
+            "queue request refused: {field} not authorized"
+        );
+        Err((
+            errors::NOT_AUTHORIZED,
+            format!(
+                "authid \"{}\" (role \"{}\") may not {action} \"{uri}\", so it cannot name it as {field}",
+                caller.authid, caller.authrole
+            ),
+        ))
     }
 
     async fn push(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
@@ -436,6 +470,11 @@ impl QueueService {
         if let Some(target) = &cfg.target {
             if let Some(why) = http_target::unsupported(target) {
                 return Err(invalid(why));
+            }
+            // Every job of the queue calls its target as the router: the
+            // declaring client must be allowed to call it itself.
+            if let switchyard_queue::Target::Procedure(p) = target {
+                self.acts_for(caller, Action::Call, "target", p).await?;
             }
             if let switchyard_queue::Target::Http { url, .. } = target {
                 if let Err(why) = self.http.check_declared(url) {
