@@ -159,6 +159,11 @@ impl Authorizer {
         self.dynamic.as_ref()
     }
 
+    /// The statically configured role `name`, if the realm lists it.
+    pub fn role(&self, name: &str) -> Option<&RoleConfig> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
     /// May session `s` do `action` on `uri`?
     pub fn decide(&self, s: &Session, action: Action, uri: &str) -> Decision {
         if !self.enabled() {

@@ -295,6 +295,10 @@ pub struct RealmEntry {
     /// How requests of jobs with an HTTP target are signed ([realm.queue_http]).
     #[serde(default)]
     pub queue_http: Option<QueueHttpSigning>,
+    /// Where clients may make the router send HTTP requests
+    /// ([realm.outbound_http]; nowhere by default).
+    #[serde(default)]
+    pub outbound_http: Option<crate::outbound::OutboundHttpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -473,6 +477,7 @@ impl Config {
                 queue: Vec::new(),
                 queue_binding: Vec::new(),
                 queue_http: None,
+                outbound_http: None,
             }];
         }
         self
@@ -554,6 +559,11 @@ impl Config {
                         format!("realm[{i}].queue[{j}] ({}): {e}", cfg.name),
                     );
                 }
+                if !r.role.is_empty() || r.authorizer.is_some() {
+                    if let Some(why) = crate::queues::authorized_queue_name_problem(&cfg.name) {
+                        err(q.span(), format!("realm[{i}].queue[{j}].name: {why}"));
+                    }
+                }
                 if r.queue[..j].iter().any(|o| o.get_ref().name == cfg.name) {
                     err(
                         q.span(),
@@ -567,6 +577,11 @@ impl Config {
             for (j, b) in r.queue_binding.iter().enumerate() {
                 for problem in b.get_ref().problems() {
                     err(b.span(), format!("realm[{i}].queue_binding[{j}].{problem}"));
+                }
+            }
+            if let Some(o) = &r.outbound_http {
+                for problem in o.problems() {
+                    err(0..0, format!("realm[{i}].{problem}"));
                 }
             }
             if let Some(h) = &r.queue_http {

@@ -4,6 +4,7 @@
 mod bridge;
 mod cli;
 mod config;
+mod outbound;
 mod queues;
 mod server;
 mod transport;

@@ -79,6 +79,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .map(|b| b.get_ref().clone())
                 .collect(),
             http_signing: entry.queue_http.clone(),
+            outbound_http: entry.outbound_http.clone().unwrap_or_default(),
         };
         queue_services.push(
             crate::queues::QueueService::start(realm, &config.storage.data_dir, settings).await?,

@@ -201,13 +201,36 @@ fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
 
 impl QueueService {
     async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+        let caller = caller_of(self, &inv.details);
+        let caller = caller.as_ref();
+        // The procedures that act on the queue named by their first argument:
+        // per-queue authorization before anything else (an unauthorized
+        // caller does not learn whether the queue exists).
+        if matches!(
+            procedure,
+            "switchyard.queue.push"
+                | "switchyard.queue.stats"
+                | "switchyard.queue.peek"
+                | "switchyard.queue.dead"
+                | "switchyard.queue.requeue"
+                | "switchyard.queue.purge"
+        ) {
+            let q = queue_arg(&inv, procedure.trim_start_matches("switchyard.queue."))?;
+            self.authorize_queue(caller, procedure, q).await?;
+        }
         match procedure {
-            "switchyard.queue.push" => self.push(inv).await,
-            "switchyard.queue.push_many" => self.push_many(inv).await,
-            "switchyard.queue.extend" => self.extend(inv),
-            "switchyard.queue.declare" => self.declare(inv).await,
+            "switchyard.queue.push" => self.push(caller, inv).await,
+            "switchyard.queue.push_many" => self.push_many(caller, inv).await,
+            "switchyard.queue.extend" => self.extend(caller, inv).await,
+            "switchyard.queue.declare" => self.declare(caller, inv).await,
             "switchyard.queue.list" => {
-                let list = serde_json::to_value(self.queues.list()).unwrap_or_default();
+                let mut list = Vec::new();
+                for stats in self.queues.list() {
+                    if self.allowed(caller, procedure, &stats.name).await {
+                        list.push(stats);
+                    }
+                }
+                let list = serde_json::to_value(list).unwrap_or_default();
                 Ok((vec![to_wamp(list)], None))
             }
             "switchyard.queue.stats" => {
@@ -242,6 +265,12 @@ impl QueueService {
                     .queues
                     .job(id)
                     .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                if !self.allowed(caller, procedure, &info.job.queue).await {
+                    return Err((
+                        errors::NOT_AUTHORIZED,
+                        format!("no access to the queue of job {id} with {procedure}"),
+                    ));
+                }
                 match job_info(&info) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err(queue_error(QueueError::UnknownJob(id))),
@@ -312,38 +341,71 @@ impl QueueService {
                 "target: an HTTP target can only be set in a queue's configuration (declare it, or use [[realm.queue]]), not per job",
             ));
         }
-        let mut checks = Vec::new();
         if let Some(Target::Procedure(p)) = &job.target {
-            checks.push((Action::Call, p.as_str()));
+            self.acts_for(caller, Action::Call, "target", p).await?;
         }
         if let Some(t) = &job.result_topic {
-            checks.push((Action::Publish, t.as_str()));
-        }
-        if self.realm.authz.enabled() && !checks.is_empty() {
-            let Some(caller) = caller else {
-                return Err((errors::NOT_AUTHORIZED, "the caller is unknown".into()));
-            };
-            for (action, uri) in checks {
-                if let Decision::Deny | Decision::Ask =
-                    self.realm.authorize(caller, action, uri).await
-                {
-                    return Err((
-                        errors::NOT_AUTHORIZED,
-                        format!(
-                            "authid \"{}\" (role \"{}\") may not {action} \"{uri}\", so it cannot name it in a job",
-                            caller.authid, caller.authrole
-                        ),
-                    ));
-                }
-            }
+            self.acts_for(caller, Action::Publish, "result_topic", t)
+                .await?;
         }
         Ok(job)
     }
 
-    async fn push(&self, inv: InternalInvocation) -> Answer {
+    /// A URI the router will use on the caller's behalf (a job's result
+    /// topic, published on; a target procedure, called): it must be a URI the
+    /// caller could use itself: valid under the realm's URI rule, outside the
+    /// reserved `wamp.` namespace, and authorized for `action` by the caller
+    /// (static roles and the dynamic authorizer), now, when it is given.
+    async fn acts_for(
+        &self,
+        caller: Option<&Arc<Session>>,
+        action: Action,
+        field: &str,
+        uri: &str,
+    ) -> Result<(), OpError> {
+        if let Err(e) = switchyard_proto::uri::check(uri, self.realm.config.uri_check, false) {
+            return Err(invalid(format!("{field}: {e}")));
+        }
+        if switchyard_proto::uri::is_reserved(uri) {
+            return Err(invalid(format!(
+                "{field}: \"{uri}\" is in the \"wamp.\" namespace, which is reserved for the router"
+            )));
+        }
+        if !self.realm.authz.enabled() {
+            return Ok(());
+        }
+        let Some(caller) = caller else {
+            return Err((
+                errors::NOT_AUTHORIZED,
+                format!("{field}: the caller is unknown"),
+            ));
+        };
+        if let Decision::Allow { .. } = self.realm.authorize(caller, action, uri).await {
+            return Ok(());
+        }
+        self.realm
+            .metrics
+            .not_authorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            realm = self.realm.name(),
+            session = caller.id,
+            %action,
+            uri = ?uri,
+            "queue request refused: {field} not authorized"
+        );
+        Err((
+            errors::NOT_AUTHORIZED,
+            format!(
+                "authid \"{}\" (role \"{}\") may not {action} \"{uri}\", so it cannot name it as {field}",
+                caller.authid, caller.authrole
+            ),
+        ))
+    }
+
+    async fn push(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let queue = queue_arg(&inv, "push")?.to_string();
-        let caller = caller_of(self, &inv.details);
-        let job = self.new_job(caller.as_ref(), &inv.kwargs).await?;
+        let job = self.new_job(caller, &inv.kwargs).await?;
         let ack = self.queues.push(&queue, job).await.map_err(queue_error)?;
         Ok((
             vec![Value::UInt(ack.id.0)],
@@ -355,13 +417,12 @@ impl QueueService {
         ))
     }
 
-    async fn push_many(&self, inv: InternalInvocation) -> Answer {
+    async fn push_many(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let Some(Value::List(items)) = inv.args.first().or_else(|| inv.kwargs.get("jobs")) else {
             return Err(invalid(
                 "push_many needs a list of jobs ({queue, args, kwargs, ...options}) as its first argument",
             ));
         };
-        let caller = caller_of(self, &inv.details);
         let mut jobs = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let Value::Dict(kw) = item else {
@@ -370,8 +431,11 @@ impl QueueService {
             let Some(queue) = kw.get_str("queue") else {
                 return Err(invalid(format!("jobs[{i}].queue: missing")));
             };
+            self.authorize_queue(caller, "switchyard.queue.push_many", queue)
+                .await
+                .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             let job = self
-                .new_job(caller.as_ref(), kw)
+                .new_job(caller, kw)
                 .await
                 .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             jobs.push((queue.to_string(), job));
@@ -390,15 +454,41 @@ impl QueueService {
         Ok((vec![Value::List(list)], None))
     }
 
-    async fn declare(self: &Arc<Self>, inv: InternalInvocation) -> Answer {
+    async fn declare(
+        self: &Arc<Self>,
+        caller: Option<&Arc<Session>>,
+        inv: InternalInvocation,
+    ) -> Answer {
         let cfg_json = match inv.args.first() {
             Some(v @ Value::Dict(_)) => to_json(v),
             _ => kwargs_json(&inv.kwargs, &[]),
         };
         let cfg: QueueConfig = serde_json::from_value(cfg_json)
             .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
-        if let Some(why) = cfg.target.as_ref().and_then(http_target::unsupported) {
-            return Err(invalid(why));
+        self.authorize_queue(caller, "switchyard.queue.declare", &cfg.name)
+            .await?;
+        if let Some(target) = &cfg.target {
+            if let Some(why) = http_target::unsupported(target) {
+                return Err(invalid(why));
+            }
+            // Every job of the queue calls its target as the router: the
+            // declaring client must be allowed to call it itself.
+            if let switchyard_queue::Target::Procedure(p) = target {
+                self.acts_for(caller, Action::Call, "target", p).await?;
+            }
+            if let switchyard_queue::Target::Http { url, .. } = target {
+                if let Err(why) = self.http.check_declared(url) {
+                    tracing::warn!(
+                        realm = self.realm.name(),
+                        queue = cfg.name,
+                        "run-time declaration of an HTTP target refused: {why}"
+                    );
+                    return Err((
+                        errors::NOT_AUTHORIZED,
+                        format!("queue \"{}\": target.http.url: {why}", cfg.name),
+                    ));
+                }
+            }
         }
         let name = cfg.name.clone();
         let declared = self.queues.declare(cfg).await.map_err(queue_error)?;
@@ -415,7 +505,11 @@ impl QueueService {
 
     /// `switchyard.queue.extend`: extends the leases of the jobs the calling
     /// session is running (or just `job`, if given).
-    fn extend(&self, inv: InternalInvocation) -> Answer {
+    async fn extend(
+        &self,
+        caller_session: Option<&Arc<Session>>,
+        inv: InternalInvocation,
+    ) -> Answer {
         let caller = match inv.details.get("caller") {
             Some(Value::UInt(id)) => *id,
             _ => return Err(invalid("extend: the caller is unknown")),
@@ -438,15 +532,29 @@ impl QueueService {
             }
         };
         let worker = self.worker.session().id;
-        let mine: Vec<(JobId, u64)> = self
+        let running: Vec<(JobId, u64, Arc<str>)> = self
             .running
             .lock()
             .iter()
             .filter(|(id, _)| only.is_none_or(|o| o == **id))
-            .filter_map(|(id, r)| Some((*id, r.epoch, r.request?)))
-            .filter(|(_, _, request)| self.realm.dealer.callee_of(worker, *request) == Some(caller))
-            .map(|(id, epoch, _)| (id, epoch))
+            .filter_map(|(id, r)| Some((*id, r.epoch, r.request?, r.queue.clone())))
+            .filter(|(_, _, request, _)| {
+                self.realm.dealer.callee_of(worker, *request) == Some(caller)
+            })
+            .map(|(id, epoch, _, queue)| (id, epoch, queue))
             .collect();
+        // Per-queue authorization of each job's queue.
+        let mut mine = Vec::with_capacity(running.len());
+        for (id, epoch, queue) in running {
+            match self
+                .authorize_queue(caller_session, "switchyard.queue.extend", &queue)
+                .await
+            {
+                Ok(()) => mine.push((id, epoch)),
+                Err(e) if only.is_some() => return Err(e),
+                Err(_) => {}
+            }
+        }
         if mine.is_empty() {
             return Err(queue_error(match only {
                 Some(id) => QueueError::Invalid(switchyard_queue::InvalidField::new(

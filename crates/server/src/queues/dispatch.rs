@@ -82,6 +82,7 @@ impl QueueService {
             Running {
                 epoch,
                 request: Some(pending.request()),
+                queue: lease.job.queue.clone(),
             },
         );
         let answer = pending.wait().await;
@@ -274,6 +275,12 @@ impl QueueService {
         let Some(topic) = &job.result_topic else {
             return;
         };
+        // Checked when the job was pushed; a job stored by an older version
+        // may still name a reserved topic.
+        if switchyard_proto::uri::is_reserved(topic) {
+            tracing::warn!(job = %job.id, queue = %job.queue, topic = ?topic, "result not published: the topic is reserved for the router");
+            return;
+        }
         kwargs.insert("job", job.id.0);
         kwargs.insert("queue", &*job.queue);
         kwargs.insert("status", status);

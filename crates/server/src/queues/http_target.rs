@@ -5,7 +5,9 @@
 //! another status fails the attempt with `switchyard.queue.http.<status>`,
 //! so `non_retryable_errors` can list e.g. `switchyard.queue.http.400`.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,23 +22,50 @@ use switchyard_queue::{Lease, Target};
 
 use super::{QueueHttpSigning, QueueService, Running};
 use crate::bridge::subscriber::signed_url;
+use crate::outbound::{error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy};
+
+/// Error URI of an attempt whose destination the outbound policy refuses.
+const FORBIDDEN: &str = "switchyard.queue.http.forbidden";
 
 /// Largest response body kept for the result topic.
 const MAX_RESPONSE: usize = 64 * 1024;
 
 pub(super) struct HttpTargets {
+    /// For the URLs the operator wrote in `[[realm.queue]]`.
     client: Client<HttpConnector, Full<Bytes>>,
+    /// For any other URL (a queue declared at run time): checked against
+    /// `[realm.outbound_http]`, connected to checked addresses only.
+    guarded: Client<GuardedConnector, Full<Bytes>>,
+    policy: Arc<OutboundPolicy>,
+    operator_urls: HashSet<String>,
     signing: Option<QueueHttpSigning>,
     seq: AtomicU64,
 }
 
 impl HttpTargets {
-    pub(super) fn new(signing: Option<QueueHttpSigning>) -> HttpTargets {
+    pub(super) fn new(
+        signing: Option<QueueHttpSigning>,
+        operator_urls: HashSet<String>,
+        outbound: &OutboundHttpConfig,
+    ) -> HttpTargets {
+        let policy = Arc::new(OutboundPolicy::new(outbound));
         HttpTargets {
             client: Client::builder(TokioExecutor::new()).build_http(),
+            guarded: Client::builder(TokioExecutor::new())
+                .build(GuardedConnector::new(policy.clone())),
+            policy,
+            operator_urls,
             signing,
             seq: AtomicU64::new(0),
         }
+    }
+
+    /// May a client name `url` as a destination (a run-time declaration)?
+    pub(super) fn check_declared(&self, url: &str) -> Result<(), String> {
+        if self.operator_urls.contains(url) {
+            return Ok(());
+        }
+        self.policy.check_url(url)
     }
 }
 
@@ -66,11 +95,22 @@ impl QueueService {
             self.fail(&lease, "switchyard.queue.http.unsupported", &why);
             return;
         }
+        // A URL the operator did not write (a queue declared at run time) is
+        // checked again at each attempt: the policy may have changed since.
+        let trusted = self.http.operator_urls.contains(url);
+        if !trusted {
+            if let Err(why) = self.http.policy.check_url(url) {
+                tracing::warn!(job = %job.id, queue = %job.queue, "HTTP target refused: {why}");
+                self.fail(&lease, FORBIDDEN, &why);
+                return;
+            }
+        }
         self.running.lock().insert(
             job.id,
             Running {
                 epoch: lease.epoch,
                 request: None,
+                queue: job.queue.clone(),
             },
         );
         let body = match super::payload::to_json(&job.payload) {
@@ -116,7 +156,11 @@ impl QueueService {
             .saturating_sub(self.queues.clock().now_ms())
             .max(1);
         let answer = tokio::time::timeout(Duration::from_millis(left), async {
-            let response = self.http.client.request(request).await?;
+            let response = if trusted {
+                self.http.client.request(request).await?
+            } else {
+                self.http.guarded.request(request).await?
+            };
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
@@ -153,11 +197,24 @@ impl QueueService {
                     );
                 }
             }
-            Ok(Err(e)) => self.fail(
-                &lease,
-                "switchyard.queue.http.unreachable",
-                &format!("{method} {target} failed: {e}"),
-            ),
+            Ok(Err(e)) => {
+                let denied = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+                let why = error_chain(&e);
+                if denied {
+                    tracing::warn!(job = %job.id, queue = %job.queue, "HTTP target refused: {why}");
+                }
+                self.fail(
+                    &lease,
+                    if denied {
+                        FORBIDDEN
+                    } else {
+                        "switchyard.queue.http.unreachable"
+                    },
+                    &format!("{method} {target} failed: {why}"),
+                )
+            }
             // The lease expired meanwhile: maintenance counts the attempt.
             Err(_) => {}
         }

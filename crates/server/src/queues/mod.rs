@@ -13,6 +13,7 @@
 //! - `payload.rs`: the job payload (`{"args", "kwargs"}` as JSON);
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
 
+mod access;
 mod api;
 mod bindings;
 mod dispatch;
@@ -35,6 +36,7 @@ use switchyard_router::uri_index::MatchPolicy;
 use switchyard_router::Realm;
 use tokio::sync::Notify;
 
+pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
@@ -59,6 +61,8 @@ pub struct RealmQueues {
     pub configs: Vec<switchyard_queue::QueueConfig>,
     pub bindings: Vec<QueueBinding>,
     pub http_signing: Option<QueueHttpSigning>,
+    /// Where run-time declared queues may send HTTP requests.
+    pub outbound_http: crate::outbound::OutboundHttpConfig,
 }
 
 /// A job handed to a worker, while its attempt runs.
@@ -66,6 +70,8 @@ struct Running {
     epoch: u64,
     /// The worker call's request id (procedure targets).
     request: Option<u64>,
+    /// The job's queue (`extend` is authorized per queue).
+    queue: Arc<str>,
 }
 
 /// The queues of one realm, wired to its Dealer and Broker.
@@ -137,6 +143,14 @@ impl QueueService {
         let path = store_file(data_dir, realm.name());
         let open_path = path.clone();
         let configs = settings.configs;
+        // The HTTP targets the operator wrote: the only ones served unchecked.
+        let operator_urls: HashSet<String> = configs
+            .iter()
+            .filter_map(|c| match &c.target {
+                Some(switchyard_queue::Target::Http { url, .. }) => Some(url.clone()),
+                _ => None,
+            })
+            .collect();
         let queues = tokio::task::spawn_blocking(move || Queues::open(&open_path, configs))
             .await
             .map_err(|e| format!("opening the queue store failed: {e}"))?
@@ -180,7 +194,11 @@ impl QueueService {
             running: Mutex::new(HashMap::new()),
             dispatchers: Mutex::new(HashSet::new()),
             maintenance: Arc::new(Notify::new()),
-            http: http_target::HttpTargets::new(settings.http_signing),
+            http: http_target::HttpTargets::new(
+                settings.http_signing,
+                operator_urls,
+                &settings.outbound_http,
+            ),
             metrics: metrics::QueueMetrics::default(),
             realm: realm.clone(),
             queues: queues.clone(),
