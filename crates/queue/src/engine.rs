@@ -35,7 +35,6 @@ use crate::error::{QueueError, StoreError};
 use crate::human;
 use crate::model::{
     check_name, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, NewJob, Priority, When,
-    MAX_IDEMPOTENCY_KEY_LEN,
 };
 use crate::redb_store::{RedbOptions, RedbStore};
 use crate::scheduler::{truncate_message, Lease, Outcome, QueueState, Wait, LEASE_LOST};
@@ -367,13 +366,20 @@ impl Queues {
             };
             q.state.lock().fail(id, err, now, true, &mut muts);
         }
-        for rec in snap.idempotency_keys {
+        // Oldest first, so a queue whose `idempotency_max_keys` was lowered keeps its newest.
+        let mut keys = snap.idempotency_keys;
+        keys.sort_by_key(|r| r.expires_ms);
+        for rec in keys {
             let q = registry.get(rec.queue.as_str());
             match q {
                 Some(q) if rec.expires_ms > now => {
-                    q.state
-                        .lock()
-                        .remember_key(rec.key, rec.job, rec.expires_ms, false);
+                    q.state.lock().remember_key(
+                        &rec.key,
+                        rec.job,
+                        rec.expires_ms,
+                        false,
+                        &mut muts,
+                    );
                 }
                 _ => muts.push(Mutation::RemoveIdempotencyKey {
                     queue: rec.queue.into(),
@@ -535,11 +541,12 @@ impl Queues {
             }
         }
         if let Some(k) = &job.idempotency_key {
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            let limit = cfg.idempotency_key_max_bytes;
+            if k.is_empty() || k.len() > limit as usize {
                 return Err(QueueError::invalid(
                     "idempotency_key",
                     format!(
-                        "must be 1..={MAX_IDEMPOTENCY_KEY_LEN} bytes (got {})",
+                        "is {} bytes long; queue `{queue}` accepts keys of 1..={limit} bytes (idempotency_key_max_bytes)",
                         k.len()
                     ),
                 ));
@@ -675,7 +682,7 @@ impl Queues {
                 .unwrap_or_default();
             let st = &mut guards[gi];
             if let Some(key) = &d.job.idempotency_key {
-                if let Some(e) = st.idem.get(key) {
+                if let Some(e) = st.idem.get(key.as_str()) {
                     if e.expires_ms > now {
                         acks.push(PushAck {
                             id: e.job,
@@ -712,7 +719,7 @@ impl Queues {
             };
             if let Some(key) = &job.idempotency_key {
                 let expires_ms = now.saturating_add(duration_ms(d.q.config.idempotency_window));
-                st.remember_key(key.clone(), id, expires_ms, true);
+                st.remember_key(key, id, expires_ms, true, &mut muts);
                 muts.push(Mutation::PutIdempotencyKey {
                     queue: st.name.clone(),
                     key: key.clone(),
@@ -1105,7 +1112,7 @@ fn make_visible(
             while i < visible.len() && Arc::ptr_eq(&visible[i].0, &q) {
                 let (_, job, status) = &visible[i];
                 if let Some(key) = &job.idempotency_key {
-                    if let Some(e) = st.idem.get_mut(key) {
+                    if let Some(e) = st.idem.get_mut(key.as_str()) {
                         if e.job == job.id {
                             e.pending = false;
                         }

@@ -775,3 +775,53 @@ async fn max_jobs_refuses_pushes_beyond_the_limit() {
     q.complete(l.job.id, l.epoch).unwrap().await.unwrap();
     q.push("small", job("c")).await.unwrap();
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_capped_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut qc = cfg("w");
+    qc.idempotency_max_keys = 3;
+    qc.idempotency_key_max_bytes = 8;
+    let q = open(dir.path(), &c, vec![qc.clone()]);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let a = q
+            .push("w", job("a").idempotency_key(format!("k{i}")))
+            .await
+            .unwrap();
+        ids.push(a.id);
+        c.advance(Duration::from_millis(1));
+    }
+    assert_eq!(q.stats("w").unwrap().idempotency_keys, 3);
+    // k4 is remembered, k0 was forgotten (oldest first).
+    let d = q.push("w", job("b").idempotency_key("k4")).await.unwrap();
+    assert_eq!((d.id, d.duplicate), (ids[4], true));
+    let n = q.push("w", job("c").idempotency_key("k0")).await.unwrap();
+    assert!(!n.duplicate);
+    // Purging the jobs keeps the bound; reopening with a lower cap keeps the newest.
+    q.purge("w", Purge::All).await.unwrap();
+    assert_eq!(q.stats("w").unwrap().idempotency_keys, 3);
+    drop(q);
+    qc.idempotency_max_keys = 1;
+    let q = open(dir.path(), &c, vec![qc.clone()]);
+    assert_eq!(q.stats("w").unwrap().idempotency_keys, 1);
+    let d = q.push("w", job("d").idempotency_key("k0")).await.unwrap();
+    assert_eq!((d.id, d.duplicate), (n.id, true));
+    drop(q);
+    let q = open(dir.path(), &c, vec![qc]);
+    assert_eq!(
+        q.stats("w").unwrap().idempotency_keys,
+        1,
+        "evictions are durable"
+    );
+    // Too long a key: refused, naming the limit.
+    let e = q
+        .push("w", job("x").idempotency_key("123456789"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, QueueError::Invalid(f) if f.field == "idempotency_key" && f.message.contains("1..=8")),
+        "{e}"
+    );
+}
