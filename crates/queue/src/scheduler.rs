@@ -12,7 +12,7 @@
 //! the caller submits them to the store while still holding the queue lock, so the store sees
 //! the changes of one job in the order they were made.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::clock::duration_ms;
@@ -150,6 +150,10 @@ pub(crate) struct QueueState {
     idem_expiry: BTreeSet<(u64, Arc<str>)>,
     bucket: Option<TokenBucket>,
     pub(crate) counters: Counters,
+    /// Ids of pushed jobs whose commit is not durable yet (not in `jobs` until it is).
+    pub(crate) committing: HashSet<JobId>,
+    /// The queue was deleted: jobs whose commit completes later are not inserted.
+    pub(crate) deleted: bool,
 }
 
 impl QueueState {
@@ -167,6 +171,8 @@ impl QueueState {
             idem: HashMap::new(),
             idem_expiry: BTreeSet::new(),
             counters,
+            committing: HashSet::new(),
+            deleted: false,
         }
     }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use switchyard_queue::{
-    DeadReason, Declared, JobId, JobState, NewJob, Outcome, Payload, Priority, Purge, QueueConfig,
-    QueueError, RateLimit, Requeue, RetryPolicy, Target, WaitReason, LEASE_EXPIRED,
+    DeadReason, Declared, JobId, JobState, NewJob, Options, Outcome, Payload, Priority, Purge,
+    QueueConfig, QueueError, Queues, RateLimit, Requeue, RetryPolicy, Target, WaitReason,
+    LEASE_EXPIRED,
 };
 
 const S: u64 = 1000;
@@ -824,4 +825,43 @@ async fn idempotency_keys_are_capped_oldest_first() {
         matches!(&e, QueueError::Invalid(f) if f.field == "idempotency_key" && f.message.contains("1..=8")),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn runtime_queues_are_bounded_and_deletable() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let options = |max_queues| Options {
+        clock: c.clone(),
+        max_queues,
+        ..Options::default()
+    };
+    let path = dir.path().join("queues.redb");
+    let q = Queues::open_with(&path, vec![cfg("conf")], options(3)).unwrap();
+    q.declare(cfg("a")).await.unwrap();
+    q.declare(cfg("b")).await.unwrap();
+    let e = q.declare(cfg("c")).await.unwrap_err();
+    assert!(matches!(e, QueueError::TooManyQueues { limit: 3 }), "{e}");
+    assert!(matches!(
+        q.delete("conf", true).await.unwrap_err(),
+        QueueError::ConfiguredQueue(_)
+    ));
+    q.push("a", job("x").idempotency_key("k")).await.unwrap();
+    let e = q.delete("a", false).await.unwrap_err();
+    assert!(matches!(e, QueueError::NotEmpty { jobs: 1, .. }), "{e}");
+    let d = q.delete("a", true).await.unwrap();
+    assert_eq!((d.jobs, d.idempotency_keys), (1, 1));
+    assert!(matches!(q.stats("a"), Err(QueueError::UnknownQueue(_))));
+    q.declare(cfg("c")).await.unwrap();
+    drop(q);
+    let q = Queues::open_with(&path, vec![cfg("conf")], options(3)).unwrap();
+    assert_eq!(q.names(), vec!["b", "c", "conf"]);
+    // Declared again: empty, no remembered key.
+    q.declare(cfg("a")).await.unwrap_err();
+    q.delete("b", false).await.unwrap();
+    q.declare(cfg("a")).await.unwrap();
+    let s = q.stats("a").unwrap();
+    assert_eq!((s.ready, s.idempotency_keys), (0, 0));
+    let p = q.push("a", job("y").idempotency_key("k")).await.unwrap();
+    assert!(!p.duplicate);
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bridge::BridgeConfig;
-use crate::queues::{QueueBinding, QueueHttpSigning};
+use crate::queues::{QueueBinding, QueueHttpSigning, QueueLimits};
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_queue::QueueConfig;
@@ -295,6 +295,9 @@ pub struct RealmEntry {
     /// How requests of jobs with an HTTP target are signed ([realm.queue_http]).
     #[serde(default)]
     pub queue_http: Option<QueueHttpSigning>,
+    /// Bounds of what clients make the queues hold ([realm.queue_limits]).
+    #[serde(default)]
+    pub queue_limits: QueueLimits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -473,6 +476,7 @@ impl Config {
                 queue: Vec::new(),
                 queue_binding: Vec::new(),
                 queue_http: None,
+                queue_limits: QueueLimits::default(),
             }];
         }
         self
@@ -568,6 +572,9 @@ impl Config {
                 for problem in b.get_ref().problems() {
                     err(b.span(), format!("realm[{i}].queue_binding[{j}].{problem}"));
                 }
+            }
+            if let Err(problem) = r.queue_limits.check() {
+                err(r.name.span(), format!("realm[{i}].queue_limits.{problem}"));
             }
             if let Some(h) = &r.queue_http {
                 if h.secret.len() < 16 {

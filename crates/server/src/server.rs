@@ -79,6 +79,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .map(|b| b.get_ref().clone())
                 .collect(),
             http_signing: entry.queue_http.clone(),
+            limits: entry.queue_limits.clone(),
         };
         queue_services.push(
             crate::queues::QueueService::start(realm, &config.storage.data_dir, settings).await?,

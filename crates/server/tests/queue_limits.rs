@@ -34,7 +34,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// CPU time (user + system) of the router, in clock ticks.
-#[allow(dead_code)]
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // Fields after the command name (which is in parentheses).
@@ -222,5 +221,183 @@ fn idempotency_key_memory_per_key() {
              (default cap 100000 keys of up to 256 bytes per queue)"
         );
         assert!(per_key < 1024.0, "{per_key} bytes per key");
+    });
+}
+
+async fn declare(s: &Session, name: &str, target: &str) -> Result<Dict, String> {
+    s.call(
+        "switchyard.queue.declare",
+        Vec::new(),
+        Dict::new().with("name", name).with("target", target),
+    )
+    .await
+    .map(|(_, kw)| kw)
+    .map_err(|e| e.to_string())
+}
+
+async fn delete(s: &Session, name: &str, force: bool) -> Result<Dict, String> {
+    s.call(
+        "switchyard.queue.delete",
+        vec![Value::from(name)],
+        Dict::new().with("force", force),
+    )
+    .await
+    .map(|(_, kw)| kw)
+    .map_err(|e| e.to_string())
+}
+
+/// Item 26 (a, b): run-time declaration stops at `max_queues`; a run-time
+/// queue can be deleted (refused while it holds jobs unless forced), which
+/// frees its place; config-file queues cannot be deleted; with
+/// `allow_runtime_declare = false` only the config file creates queues.
+#[test]
+fn runtime_declaration_is_bounded_and_queues_can_be_deleted() {
+    let router = Router::start(
+        "[realm.queue_limits]\nmax_queues = 4\n\n\
+         [[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\n\n\
+         [[realm]]\nname = \"closed\"\n[realm.queue_limits]\nallow_runtime_declare = false\n\n\
+         [[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\n",
+    );
+    runtime().block_on(async {
+        let s = join(&router).await;
+        for i in 1..=3 {
+            declare(&s, &format!("q{i}"), "test.nobody")
+                .await
+                .expect("declare");
+        }
+        let e = declare(&s, "q4", "test.nobody")
+            .await
+            .expect_err("over the limit");
+        assert!(
+            e.contains("switchyard.queue.error.limit_exceeded") && e.contains("limit of 4 queues"),
+            "{e}"
+        );
+        // Declaring an existing queue again is no new queue: still fine.
+        declare(&s, "q1", "test.nobody")
+            .await
+            .expect("idempotent declare");
+        let e = delete(&s, "conf", true).await.expect_err("config queue");
+        assert!(e.contains("switchyard.queue.error.configured_queue"), "{e}");
+        s.call(
+            "switchyard.queue.push",
+            vec![Value::from("q1")],
+            Dict::new().with("idempotency_key", "k1"),
+        )
+        .await
+        .expect("push");
+        let e = delete(&s, "q1", false).await.expect_err("not empty");
+        assert!(
+            e.contains("switchyard.queue.error.not_empty") && e.contains("force"),
+            "{e}"
+        );
+        let d = delete(&s, "q1", true).await.expect("forced delete");
+        assert_eq!((uint(&d, "jobs"), uint(&d, "idempotency_keys")), (1, 1));
+        let e = s
+            .call(
+                "switchyard.queue.stats",
+                vec![Value::from("q1")],
+                Dict::new(),
+            )
+            .await
+            .expect_err("gone")
+            .to_string();
+        assert!(e.contains("unknown_queue"), "{e}");
+        delete(&s, "q2", false).await.expect("empty delete");
+        // Their places are free again; a queue declared again starts empty.
+        declare(&s, "q4", "test.nobody")
+            .await
+            .expect("declare after delete");
+        declare(&s, "q1", "test.nobody")
+            .await
+            .expect("declare again");
+        let st = stats(&s, "q1").await;
+        assert_eq!((uint(&st, "ready"), uint(&st, "idempotency_keys")), (0, 0));
+        let e = delete(&s, "nope", false).await.expect_err("unknown");
+        assert!(e.contains("unknown_queue"), "{e}");
+
+        let c = Session::connect(&router.rs_url(), "closed", Serializer::MsgPack)
+            .await
+            .expect("join closed");
+        let e = declare(&c, "mine", "test.nobody")
+            .await
+            .expect_err("declare disabled");
+        assert!(
+            e.contains("wamp.error.not_authorized") && e.contains("allow_runtime_declare"),
+            "{e}"
+        );
+        declare(&c, "conf", "test.nobody")
+            .await
+            .expect("re-declaring a configured queue");
+    });
+    let log = router.log_text();
+    assert!(log.contains("queue deleted"), "{log}");
+}
+
+/// Item 26 (c): 500 idle queues whose target nobody registered cost no CPU
+/// (their dispatchers are parked, no timer), and one registration wakes
+/// only the dispatcher of the queue it serves (exact), or those a prefix
+/// registration matches.
+#[test]
+fn idle_dispatchers_cost_nothing_and_wake_only_for_their_worker() {
+    let router = Router::start("[realm.queue_limits]\nmax_queues = 2000\n");
+    let pid = pid(&router);
+    let n = 500;
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let calls: Vec<_> = (0..n)
+            .map(|i| {
+                let s = &s;
+                async move {
+                    declare(s, &format!("idle{i}"), &format!("test.idle.q{i}.run"))
+                        .await
+                        .expect("declare")
+                }
+            })
+            .collect();
+        futures_util::future::join_all(calls).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = cpu_ticks(pid);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle = cpu_ticks(pid) - t0;
+        // /proc counts in USER_HZ, 100 per second on Linux.
+        let ticks = 100;
+        eprintln!(
+            "{n} idle queues without worker: router CPU over 3 s = {idle} ticks ({:.1}% of a core)",
+            idle as f64 * 100.0 / (3.0 * ticks as f64)
+        );
+        assert!(idle <= 3, "{idle} ticks of CPU in 3 s with {n} idle queues");
+        let woken = |log: &str| log.matches("queue dispatcher woken").count();
+        let before = woken(&router.log_text());
+        assert_eq!(before, 0);
+        let w = join(&router).await;
+        w.register("test.idle.q7.run", |_, _| async {
+            Ok((Vec::new(), Dict::new()))
+        })
+        .await
+        .expect("register");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = router.log_text();
+        assert_eq!(
+            woken(&log),
+            1,
+            "one registration woke {} dispatchers",
+            woken(&log)
+        );
+        assert!(
+            log.contains("queue=\"idle7\" procedure=\"test.idle.q7.run\""),
+            "{log}"
+        );
+        // A prefix registration wakes the ten queues it serves.
+        w.register_with(
+            "test.idle.q1",
+            Dict::new().with("match", "prefix"),
+            |_, _| async { Ok((Vec::new(), Dict::new())) },
+        )
+        .await
+        .expect("register prefix");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = router.log_text();
+        // q1, q10..q19, q100..q199: 111 queues, and no other.
+        assert_eq!(woken(&log), 1 + 111);
     });
 }
