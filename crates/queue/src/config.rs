@@ -10,6 +10,8 @@
 //! concurrency = 64                         # jobs in flight at once; 0 = unlimited
 //! rate_limit = { per_second = 100, burst = 20 }
 //! idempotency_window = "24h"
+//! idempotency_max_keys = 100000           # keys remembered at once; the oldest is forgotten first
+//! idempotency_key_max_bytes = 256
 //! non_retryable_errors = ["com.example.error.invalid_input", "com.example.fatal.*"]
 //! dead_letter = { max_jobs = 10000, max_age = "7days" }
 //! max_payload_bytes = 1048576
@@ -32,6 +34,10 @@ pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// Largest `max_payload_bytes`.
 pub const MAX_PAYLOAD_LIMIT: u32 = 64 * 1024 * 1024;
+/// Largest `idempotency_max_keys`.
+pub const MAX_IDEMPOTENCY_KEYS: u64 = 10_000_000;
+/// Largest `idempotency_key_max_bytes`.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: u32 = 4096;
 /// Largest `max_attempts`.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100_000;
 
@@ -62,6 +68,14 @@ pub struct QueueConfig {
     /// How long an idempotency key is remembered (default 24 h).
     #[serde(default = "default_idempotency_window", with = "human::duration")]
     pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once (default 100 000, at most 10 000 000). A new
+    /// key beyond it makes the queue forget its oldest key (the one closest to the end of its
+    /// window) first, so a producer with endless distinct keys cannot grow memory.
+    #[serde(default = "default_idempotency_max_keys")]
+    pub idempotency_max_keys: u64,
+    /// Longest accepted idempotency key, in bytes (default 256, at most 4096).
+    #[serde(default = "default_idempotency_key_max_bytes")]
+    pub idempotency_key_max_bytes: u32,
     /// Error URIs that dead-letter a job at once. An entry ending in `.*` matches every URI
     /// starting with what precedes the `*` (e.g. `com.example.fatal.*`).
     #[serde(default)]
@@ -143,6 +157,12 @@ fn default_concurrency() -> u32 {
 fn default_idempotency_window() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_idempotency_max_keys() -> u64 {
+    100_000
+}
+fn default_idempotency_key_max_bytes() -> u32 {
+    256
+}
 fn default_max_payload() -> u32 {
     1024 * 1024
 }
@@ -168,6 +188,8 @@ impl QueueConfig {
             concurrency: default_concurrency(),
             rate_limit: None,
             idempotency_window: default_idempotency_window(),
+            idempotency_max_keys: default_idempotency_max_keys(),
+            idempotency_key_max_bytes: default_idempotency_key_max_bytes(),
             non_retryable_errors: Vec::new(),
             dead_letter: DeadLetterRetention::default(),
             max_payload_bytes: default_max_payload(),
@@ -228,6 +250,26 @@ impl QueueConfig {
                 ),
             ));
         }
+        if self.idempotency_max_keys == 0 || self.idempotency_max_keys > MAX_IDEMPOTENCY_KEYS {
+            return Err(InvalidField::new(
+                "idempotency_max_keys",
+                format!(
+                    "{} is outside 1..={MAX_IDEMPOTENCY_KEYS}",
+                    self.idempotency_max_keys
+                ),
+            ));
+        }
+        if self.idempotency_key_max_bytes == 0
+            || self.idempotency_key_max_bytes > MAX_IDEMPOTENCY_KEY_BYTES
+        {
+            return Err(InvalidField::new(
+                "idempotency_key_max_bytes",
+                format!(
+                    "{} is outside 1..={MAX_IDEMPOTENCY_KEY_BYTES}",
+                    self.idempotency_key_max_bytes
+                ),
+            ));
+        }
         for (i, uri) in self.non_retryable_errors.iter().enumerate() {
             check_name(&format!("non_retryable_errors[{i}]"), uri)?;
             if uri.contains('*') && !(uri.ends_with(".*") && uri.matches('*').count() == 1) {
@@ -267,6 +309,14 @@ impl QueueConfig {
         check(
             "idempotency_window",
             self.idempotency_window != other.idempotency_window,
+        );
+        check(
+            "idempotency_max_keys",
+            self.idempotency_max_keys != other.idempotency_max_keys,
+        );
+        check(
+            "idempotency_key_max_bytes",
+            self.idempotency_key_max_bytes != other.idempotency_key_max_bytes,
         );
         check(
             "non_retryable_errors",

@@ -35,7 +35,6 @@ use crate::error::{QueueError, StoreError};
 use crate::human;
 use crate::model::{
     check_name, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, NewJob, Priority, When,
-    MAX_IDEMPOTENCY_KEY_LEN,
 };
 use crate::redb_store::{RedbOptions, RedbStore};
 use crate::scheduler::{truncate_message, Lease, Outcome, QueueState, Wait, LEASE_LOST};
@@ -53,6 +52,9 @@ pub struct Options {
     pub max_delay: Duration,
     /// Options of the embedded store (used by [`Queues::open`] and [`Queues::open_with`]).
     pub store: RedbOptions,
+    /// Most queues at once (default 1000; 0 = no limit). Queues of the config file are always
+    /// created; a run-time [`Queues::declare`] beyond it is refused with `TooManyQueues`.
+    pub max_queues: usize,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             past_run_at_tolerance: Duration::from_secs(300),
             max_delay: Duration::from_secs(365 * 24 * 3600),
             store: RedbOptions::default(),
+            max_queues: 1000,
         }
     }
 }
@@ -163,6 +166,15 @@ pub enum Requeue {
     AllDead,
 }
 
+/// What [`Queues::delete`] deleted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Deleted {
+    /// Jobs deleted with the queue (waiting, in flight, dead, and pushes still committing).
+    pub jobs: usize,
+    /// Idempotency keys forgotten with it.
+    pub idempotency_keys: usize,
+}
+
 /// Which jobs to purge.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Purge {
@@ -207,6 +219,8 @@ struct QueueShared {
     config: Arc<QueueConfig>,
     state: Mutex<QueueState>,
     notify: Arc<Notify>,
+    /// Declared by the config file (cannot be deleted at run time).
+    configured: bool,
 }
 
 const SHARDS: usize = 16;
@@ -338,6 +352,7 @@ impl Queues {
                 name.into(),
                 Arc::new(QueueShared {
                     state: Mutex::new(QueueState::new(cfg.clone(), counters, now)),
+                    configured: seen.contains(&cfg.name),
                     config: cfg,
                     notify: Arc::new(Notify::new()),
                 }),
@@ -367,13 +382,20 @@ impl Queues {
             };
             q.state.lock().fail(id, err, now, true, &mut muts);
         }
-        for rec in snap.idempotency_keys {
+        // Oldest first, so a queue whose `idempotency_max_keys` was lowered keeps its newest.
+        let mut keys = snap.idempotency_keys;
+        keys.sort_by_key(|r| r.expires_ms);
+        for rec in keys {
             let q = registry.get(rec.queue.as_str());
             match q {
                 Some(q) if rec.expires_ms > now => {
-                    q.state
-                        .lock()
-                        .remember_key(rec.key, rec.job, rec.expires_ms, false);
+                    q.state.lock().remember_key(
+                        &rec.key,
+                        rec.job,
+                        rec.expires_ms,
+                        false,
+                        &mut muts,
+                    );
                 }
                 _ => muts.push(Mutation::RemoveIdempotencyKey {
                     queue: rec.queue.into(),
@@ -458,6 +480,10 @@ impl Queues {
                     self.submit_tracked(Vec::new(), true, true)?,
                 )
             } else {
+                let limit = self.options.max_queues;
+                if limit > 0 && reg.len() >= limit {
+                    return Err(QueueError::TooManyQueues { limit });
+                }
                 let now = self.clock.now_ms();
                 let cfg = Arc::new(config);
                 let durable =
@@ -468,6 +494,7 @@ impl Queues {
                         state: Mutex::new(QueueState::new(cfg.clone(), Counters::default(), now)),
                         config: cfg,
                         notify: Arc::new(Notify::new()),
+                        configured: false,
                     }),
                 );
                 (Declared::Created, durable)
@@ -475,6 +502,59 @@ impl Queues {
         };
         durable.await?;
         Ok(declared)
+    }
+
+    /// Whether `queue` comes from the config file (as opposed to a run-time declaration).
+    pub fn is_configured(&self, queue: &str) -> Result<bool, QueueError> {
+        Ok(self.queue(queue)?.configured)
+    }
+
+    /// Deletes a queue declared at run time, with its jobs, idempotency keys and counters,
+    /// durably. A queue of the config file cannot be deleted (`ConfiguredQueue`); a queue that
+    /// holds jobs (waiting, in flight, dead, or pushed and still committing) is only deleted
+    /// with `force` (else `NotEmpty`): the results of its running jobs are then ignored like
+    /// late answers. Its notifier fires, so a dispatcher waiting on it finds it gone.
+    pub async fn delete(&self, queue: &str, force: bool) -> Result<Deleted, QueueError> {
+        let (q, deleted, durable, muts) = {
+            let mut reg = self.registry.write();
+            let q = reg
+                .get(queue)
+                .cloned()
+                .ok_or_else(|| QueueError::UnknownQueue(queue.to_owned()))?;
+            if q.configured {
+                return Err(QueueError::ConfiguredQueue(queue.to_owned()));
+            }
+            let mut st = q.state.lock();
+            let jobs = st.jobs.len() + st.committing.len();
+            if jobs > 0 && !force {
+                return Err(QueueError::NotEmpty {
+                    queue: queue.to_owned(),
+                    jobs,
+                });
+            }
+            let mut muts: Vec<Mutation> = st
+                .jobs
+                .keys()
+                .chain(st.committing.iter())
+                .map(|&id| Mutation::RemoveJob(id))
+                .collect();
+            muts.push(Mutation::RemoveQueue(st.name.clone()));
+            let deleted = Deleted {
+                jobs,
+                idempotency_keys: st.idem.len(),
+            };
+            *st = QueueState::new(q.config.clone(), Counters::default(), self.clock.now_ms());
+            st.deleted = true;
+            let durable = self.submit_tracked(muts.clone(), false, true)?;
+            drop(st);
+            reg.remove(queue);
+            (q, deleted, durable, muts)
+        };
+        self.index.remove_all(&muts);
+        q.notify.notify_waiters();
+        q.notify.notify_one();
+        durable.await?;
+        Ok(deleted)
     }
 
     /// Submits `mutations`; the handle resolves once they are fsync'd: at once if `durable`,
@@ -535,11 +615,12 @@ impl Queues {
             }
         }
         if let Some(k) = &job.idempotency_key {
-            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            let limit = cfg.idempotency_key_max_bytes;
+            if k.is_empty() || k.len() > limit as usize {
                 return Err(QueueError::invalid(
                     "idempotency_key",
                     format!(
-                        "must be 1..={MAX_IDEMPOTENCY_KEY_LEN} bytes (got {})",
+                        "is {} bytes long; queue `{queue}` accepts keys of 1..={limit} bytes (idempotency_key_max_bytes)",
                         k.len()
                     ),
                 ));
@@ -654,6 +735,9 @@ impl Queues {
         // Room for the new jobs (a duplicate key may not need it: erring on
         // the side of refusing keeps the check before any change).
         for (q, st) in queues.iter().zip(&guards) {
+            if st.deleted {
+                return Err(QueueError::UnknownQueue(q.config.name.clone()));
+            }
             let limit = q.config.max_jobs;
             let adding = drafts.iter().filter(|d| Arc::ptr_eq(&d.q, q)).count();
             if limit > 0 && (st.live_jobs() + adding) as u64 > limit {
@@ -675,7 +759,7 @@ impl Queues {
                 .unwrap_or_default();
             let st = &mut guards[gi];
             if let Some(key) = &d.job.idempotency_key {
-                if let Some(e) = st.idem.get(key) {
+                if let Some(e) = st.idem.get(key.as_str()) {
                     if e.expires_ms > now {
                         acks.push(PushAck {
                             id: e.job,
@@ -712,7 +796,7 @@ impl Queues {
             };
             if let Some(key) = &job.idempotency_key {
                 let expires_ms = now.saturating_add(duration_ms(d.q.config.idempotency_window));
-                st.remember_key(key.clone(), id, expires_ms, true);
+                st.remember_key(key, id, expires_ms, true, &mut muts);
                 muts.push(Mutation::PutIdempotencyKey {
                     queue: st.name.clone(),
                     key: key.clone(),
@@ -724,6 +808,7 @@ impl Queues {
                 job: job.clone(),
                 status: status.clone(),
             });
+            st.committing.insert(id);
             visible.push((d.q.clone(), job, status));
             acks.push(PushAck {
                 id,
@@ -1087,16 +1172,14 @@ impl Drop for Queues {
     }
 }
 
-/// Inserts committed jobs into their queues (runs on the store's writer thread).
+/// Inserts committed jobs into their queues (runs on the store's writer thread). Jobs of a
+/// queue deleted meanwhile were deleted with it.
 fn make_visible(
     index: &JobIndex,
     clock: &Clock,
     visible: Vec<(Arc<QueueShared>, Arc<Job>, JobStatus)>,
 ) {
     let now = clock.now_ms();
-    for (q, job, _) in &visible {
-        index.insert(job.id, q.clone());
-    }
     let mut i = 0;
     while i < visible.len() {
         let q = visible[i].0.clone();
@@ -1104,15 +1187,19 @@ fn make_visible(
             let mut st = q.state.lock();
             while i < visible.len() && Arc::ptr_eq(&visible[i].0, &q) {
                 let (_, job, status) = &visible[i];
+                i += 1;
+                if !st.committing.remove(&job.id) {
+                    continue;
+                }
                 if let Some(key) = &job.idempotency_key {
-                    if let Some(e) = st.idem.get_mut(key) {
+                    if let Some(e) = st.idem.get_mut(key.as_str()) {
                         if e.job == job.id {
                             e.pending = false;
                         }
                     }
                 }
+                index.insert(job.id, q.clone());
                 st.insert(job.clone(), status.clone(), now);
-                i += 1;
             }
         }
         q.notify.notify_one();

@@ -99,6 +99,23 @@ pub enum QueueError {
         /// Comma-separated names of the fields that differ.
         fields: String,
     },
+    /// A run-time declaration beyond the store's `max_queues`; nothing was stored.
+    #[error("the realm holds its limit of {limit} queues (max_queues): delete one first (switchyard.queue.delete)")]
+    TooManyQueues {
+        /// The limit.
+        limit: usize,
+    },
+    /// A queue of the config file cannot be deleted at run time.
+    #[error("queue `{0}` is declared in the config file: remove it there (only queues declared at run time can be deleted)")]
+    ConfiguredQueue(String),
+    /// Deleting a queue that still holds jobs, without `force`.
+    #[error("queue `{queue}` holds {jobs} jobs (waiting, in flight or dead): purge it first, or delete with force = true")]
+    NotEmpty {
+        /// Queue name.
+        queue: String,
+        /// Jobs it holds.
+        jobs: usize,
+    },
     /// No job with that id exists (never existed, completed, or purged).
     #[error("unknown job {0}")]
     UnknownJob(JobId),
@@ -127,6 +144,9 @@ impl QueueError {
             QueueError::QueueFull { .. } => "switchyard.queue.error.queue_full",
             QueueError::ConfigConflict { .. } => "switchyard.queue.error.config_conflict",
             QueueError::UnknownJob(_) => "switchyard.queue.error.unknown_job",
+            QueueError::TooManyQueues { .. } => "switchyard.queue.error.limit_exceeded",
+            QueueError::ConfiguredQueue(_) => "switchyard.queue.error.configured_queue",
+            QueueError::NotEmpty { .. } => "switchyard.queue.error.not_empty",
             QueueError::StaleLease { .. } => "switchyard.queue.error.stale_lease",
             QueueError::Store(_) => "switchyard.queue.error.store",
         }

@@ -32,8 +32,8 @@ pub mod store;
 pub use clock::Clock;
 pub use config::{DeadLetterRetention, QueueConfig, RateLimit};
 pub use engine::{
-    Declared, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck, QueueStats, Queues,
-    Requeue, Settled,
+    Declared, Deleted, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck,
+    QueueStats, Queues, Requeue, Settled,
 };
 pub use error::{InvalidField, QueueError, StoreError};
 pub use model::{

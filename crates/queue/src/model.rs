@@ -202,8 +202,6 @@ impl Payload {
 
 /// Longest accepted URI / URL / topic / method, in bytes.
 pub const MAX_NAME_LEN: usize = 2048;
-/// Longest accepted idempotency key, in bytes.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
 /// What runs a job.
 ///

@@ -443,6 +443,7 @@ impl Writer {
             let mut idem = txn.open_table(IDEMPOTENCY).map_err(StoreError::storage)?;
             let mut counters: HashMap<&str, Counters> = HashMap::new();
             let mut queues: Vec<&QueueConfig> = Vec::new();
+            let mut removed_queues: Vec<Arc<str>> = Vec::new();
             for (i, m) in group.iter().flat_map(|b| b.mutations.iter()).enumerate() {
                 match m {
                     Mutation::PutQueue(cfg) => queues.push(cfg),
@@ -499,6 +500,34 @@ impl Writer {
                         idem.remove((&**queue, key.as_str()))
                             .map_err(StoreError::storage)?;
                     }
+                    Mutation::RemoveQueue(name) => {
+                        // Configurations are written after the loop: drop a declaration of
+                        // this commit that comes before its deletion.
+                        queues.retain(|c| c.name.as_str() != &**name);
+                        counters.remove(&**name);
+                        removed_queues.push(name.clone());
+                        let mut keys: Vec<String> = Vec::new();
+                        for row in idem.range((&**name, "")..).map_err(StoreError::storage)? {
+                            let (k, _) = row.map_err(StoreError::storage)?;
+                            let (queue, key) = k.value();
+                            if queue != &**name {
+                                break;
+                            }
+                            keys.push(key.to_owned());
+                        }
+                        for key in keys {
+                            idem.remove((&**name, key.as_str()))
+                                .map_err(StoreError::storage)?;
+                        }
+                    }
+                }
+            }
+            if !removed_queues.is_empty() {
+                let mut table = txn.open_table(QUEUES).map_err(StoreError::storage)?;
+                let mut ctable = txn.open_table(COUNTERS).map_err(StoreError::storage)?;
+                for name in &removed_queues {
+                    table.remove(&**name).map_err(StoreError::storage)?;
+                    ctable.remove(&**name).map_err(StoreError::storage)?;
                 }
             }
             if !queues.is_empty() {

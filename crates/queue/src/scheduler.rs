@@ -12,7 +12,7 @@
 //! the caller submits them to the store while still holding the queue lock, so the store sees
 //! the changes of one job in the order they were made.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::clock::duration_ms;
@@ -143,10 +143,17 @@ pub(crate) struct QueueState {
     scheduled: BTreeSet<(u64, JobId)>,
     leased: BTreeSet<(u64, JobId)>,
     dead: BTreeSet<(u64, JobId)>,
-    pub(crate) idem: HashMap<String, IdemEntry>,
-    idem_expiry: BTreeSet<(u64, String)>,
+    /// Remembered idempotency keys (each key's text is shared with `idem_expiry`).
+    pub(crate) idem: HashMap<Arc<str>, IdemEntry>,
+    /// The keys by expiry: pruned from the front when their window ends, and evicted from
+    /// the front when the queue holds `idempotency_max_keys`.
+    idem_expiry: BTreeSet<(u64, Arc<str>)>,
     bucket: Option<TokenBucket>,
     pub(crate) counters: Counters,
+    /// Ids of pushed jobs whose commit is not durable yet (not in `jobs` until it is).
+    pub(crate) committing: HashSet<JobId>,
+    /// The queue was deleted: jobs whose commit completes later are not inserted.
+    pub(crate) deleted: bool,
 }
 
 impl QueueState {
@@ -164,6 +171,8 @@ impl QueueState {
             idem: HashMap::new(),
             idem_expiry: BTreeSet::new(),
             counters,
+            committing: HashSet::new(),
+            deleted: false,
         }
     }
 
@@ -518,24 +527,59 @@ impl QueueState {
             if *exp > now {
                 break;
             }
-            let Some((exp, key)) = self.idem_expiry.pop_first() else {
-                break;
-            };
-            if self.idem.get(&key).is_some_and(|e| e.expires_ms == exp) {
-                self.idem.remove(&key);
-                muts.push(Mutation::RemoveIdempotencyKey {
-                    queue: self.name.clone(),
-                    key,
-                });
-            }
+            self.forget_oldest_key(muts);
         }
     }
 
-    /// Remembers an idempotency key (replacing an expired entry).
-    pub(crate) fn remember_key(&mut self, key: String, job: JobId, expires_ms: u64, pending: bool) {
-        if let Some(old) = self.idem.remove(&key) {
-            self.idem_expiry.remove(&(old.expires_ms, key.clone()));
+    /// Forgets the key closest to the end of its window (the oldest key).
+    fn forget_oldest_key(&mut self, muts: &mut Vec<Mutation>) {
+        let Some((exp, key)) = self.idem_expiry.pop_first() else {
+            return;
+        };
+        if self.idem.get(&key).is_some_and(|e| e.expires_ms == exp) {
+            self.idem.remove(&key);
+            muts.push(Mutation::RemoveIdempotencyKey {
+                queue: self.name.clone(),
+                key: key.to_string(),
+            });
         }
+    }
+
+    /// Forgets the oldest keys until at most `idempotency_max_keys - room` remain. Returns how
+    /// many were forgotten.
+    pub(crate) fn evict_keys(&mut self, room: usize, muts: &mut Vec<Mutation>) -> usize {
+        let cap = usize::try_from(self.config.idempotency_max_keys).unwrap_or(usize::MAX);
+        let keep = cap.saturating_sub(room);
+        let mut evicted = 0;
+        while self.idem.len() > keep && !self.idem_expiry.is_empty() {
+            self.forget_oldest_key(muts);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Remembers an idempotency key (replacing an expired entry), forgetting the oldest keys
+    /// first if the queue holds its `idempotency_max_keys`.
+    pub(crate) fn remember_key(
+        &mut self,
+        key: &str,
+        job: JobId,
+        expires_ms: u64,
+        pending: bool,
+        muts: &mut Vec<Mutation>,
+    ) {
+        let key: Arc<str> = match self.idem.remove_entry(key) {
+            Some((k, old)) => {
+                self.idem_expiry.remove(&(old.expires_ms, k.clone()));
+                k
+            }
+            None => {
+                if self.evict_keys(1, muts) > 0 {
+                    tracing::debug!(queue = %self.name, limit = self.config.idempotency_max_keys, "idempotency keys at their limit: the oldest was forgotten");
+                }
+                key.into()
+            }
+        };
         self.idem_expiry.insert((expires_ms, key.clone()));
         self.idem.insert(
             key,

@@ -76,6 +76,9 @@ pub enum Mutation {
         /// When it is forgotten, unix ms.
         expires_ms: u64,
     },
+    /// Delete a queue: its configuration, its counters and its idempotency keys (its jobs are
+    /// deleted by the `RemoveJob` mutations before it).
+    RemoveQueue(Arc<str>),
     /// Forget an idempotency key.
     RemoveIdempotencyKey {
         /// Queue name.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use switchyard_queue::{
-    DeadReason, Declared, JobId, JobState, NewJob, Outcome, Payload, Priority, Purge, QueueConfig,
-    QueueError, RateLimit, Requeue, RetryPolicy, Target, WaitReason, LEASE_EXPIRED,
+    DeadReason, Declared, JobId, JobState, NewJob, Options, Outcome, Payload, Priority, Purge,
+    QueueConfig, QueueError, Queues, RateLimit, Requeue, RetryPolicy, Target, WaitReason,
+    LEASE_EXPIRED,
 };
 
 const S: u64 = 1000;
@@ -774,4 +775,93 @@ async fn max_jobs_refuses_pushes_beyond_the_limit() {
     assert!(q.push("small", job("c")).await.is_err());
     q.complete(l.job.id, l.epoch).unwrap().await.unwrap();
     q.push("small", job("c")).await.unwrap();
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_capped_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut qc = cfg("w");
+    qc.idempotency_max_keys = 3;
+    qc.idempotency_key_max_bytes = 8;
+    let q = open(dir.path(), &c, vec![qc.clone()]);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let a = q
+            .push("w", job("a").idempotency_key(format!("k{i}")))
+            .await
+            .unwrap();
+        ids.push(a.id);
+        c.advance(Duration::from_millis(1));
+    }
+    assert_eq!(q.stats("w").unwrap().idempotency_keys, 3);
+    // k4 is remembered, k0 was forgotten (oldest first).
+    let d = q.push("w", job("b").idempotency_key("k4")).await.unwrap();
+    assert_eq!((d.id, d.duplicate), (ids[4], true));
+    let n = q.push("w", job("c").idempotency_key("k0")).await.unwrap();
+    assert!(!n.duplicate);
+    // Purging the jobs keeps the bound; reopening with a lower cap keeps the newest.
+    q.purge("w", Purge::All).await.unwrap();
+    assert_eq!(q.stats("w").unwrap().idempotency_keys, 3);
+    drop(q);
+    qc.idempotency_max_keys = 1;
+    let q = open(dir.path(), &c, vec![qc.clone()]);
+    assert_eq!(q.stats("w").unwrap().idempotency_keys, 1);
+    let d = q.push("w", job("d").idempotency_key("k0")).await.unwrap();
+    assert_eq!((d.id, d.duplicate), (n.id, true));
+    drop(q);
+    let q = open(dir.path(), &c, vec![qc]);
+    assert_eq!(
+        q.stats("w").unwrap().idempotency_keys,
+        1,
+        "evictions are durable"
+    );
+    // Too long a key: refused, naming the limit.
+    let e = q
+        .push("w", job("x").idempotency_key("123456789"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, QueueError::Invalid(f) if f.field == "idempotency_key" && f.message.contains("1..=8")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn runtime_queues_are_bounded_and_deletable() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let options = |max_queues| Options {
+        clock: c.clone(),
+        max_queues,
+        ..Options::default()
+    };
+    let path = dir.path().join("queues.redb");
+    let q = Queues::open_with(&path, vec![cfg("conf")], options(3)).unwrap();
+    q.declare(cfg("a")).await.unwrap();
+    q.declare(cfg("b")).await.unwrap();
+    let e = q.declare(cfg("c")).await.unwrap_err();
+    assert!(matches!(e, QueueError::TooManyQueues { limit: 3 }), "{e}");
+    assert!(matches!(
+        q.delete("conf", true).await.unwrap_err(),
+        QueueError::ConfiguredQueue(_)
+    ));
+    q.push("a", job("x").idempotency_key("k")).await.unwrap();
+    let e = q.delete("a", false).await.unwrap_err();
+    assert!(matches!(e, QueueError::NotEmpty { jobs: 1, .. }), "{e}");
+    let d = q.delete("a", true).await.unwrap();
+    assert_eq!((d.jobs, d.idempotency_keys), (1, 1));
+    assert!(matches!(q.stats("a"), Err(QueueError::UnknownQueue(_))));
+    q.declare(cfg("c")).await.unwrap();
+    drop(q);
+    let q = Queues::open_with(&path, vec![cfg("conf")], options(3)).unwrap();
+    assert_eq!(q.names(), vec!["b", "c", "conf"]);
+    // Declared again: empty, no remembered key.
+    q.declare(cfg("a")).await.unwrap_err();
+    q.delete("b", false).await.unwrap();
+    q.declare(cfg("a")).await.unwrap();
+    let s = q.stats("a").unwrap();
+    assert_eq!((s.ready, s.idempotency_keys), (0, 0));
+    let p = q.push("a", job("y").idempotency_key("k")).await.unwrap();
+    assert!(!p.duplicate);
 }

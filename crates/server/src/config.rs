@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bridge::BridgeConfig;
-use crate::queues::{QueueBinding, QueueHttpSigning};
+use crate::queues::{QueueBinding, QueueHttpSigning, QueueLimits};
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_queue::QueueConfig;
@@ -299,6 +299,9 @@ pub struct RealmEntry {
     /// ([realm.outbound_http]; nowhere by default).
     #[serde(default)]
     pub outbound_http: Option<crate::outbound::OutboundHttpConfig>,
+    /// Bounds of what clients make the queues hold ([realm.queue_limits]).
+    #[serde(default)]
+    pub queue_limits: QueueLimits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -478,6 +481,7 @@ impl Config {
                 queue_binding: Vec::new(),
                 queue_http: None,
                 outbound_http: None,
+                queue_limits: QueueLimits::default(),
             }];
         }
         self
@@ -583,6 +587,8 @@ impl Config {
                 for problem in o.problems() {
                     err(0..0, format!("realm[{i}].{problem}"));
                 }
+            if let Err(problem) = r.queue_limits.check() {
+                err(r.name.span(), format!("realm[{i}].queue_limits.{problem}"));
             }
             if let Some(h) = &r.queue_http {
                 if h.secret.len() < 16 {

@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .collect(),
             http_signing: entry.queue_http.clone(),
             outbound_http: entry.outbound_http.clone().unwrap_or_default(),
+            limits: entry.queue_limits.clone(),
         };
         queue_services.push(
             crate::queues::QueueService::start(realm, &config.storage.data_dir, settings).await?,

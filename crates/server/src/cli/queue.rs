@@ -1,4 +1,4 @@
-//! `switchyard queue list|stats|peek|dead|requeue|purge|push`: the durable
+//! `switchyard queue list|stats|peek|dead|requeue|purge|delete|push`: the durable
 //! job queues of a realm (docs/QUEUES.md), through the `switchyard.queue.*`
 //! procedures, as an ordinary WAMP client (so the router's authorization
 //! applies: operators need `switchyard.queue.*`, producers
@@ -27,6 +27,7 @@ Examples:
   switchyard queue dead pdf                               # dead letters, newest first
   switchyard queue requeue pdf --job 4101 --job 4102      # or --all
   switchyard queue purge pdf --which dead
+  switchyard queue delete tmp-reports --force             # a queue declared at run time
 
 Exit codes:
   0 done   1 WAMP error (e.g. switchyard.queue.error.unknown_queue; URI and message on stderr)
@@ -137,6 +138,18 @@ pub enum QueueCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Delete a queue declared at run time, with its jobs
+    /// (switchyard.queue.delete). Queues of the config file cannot be
+    /// deleted; a queue that holds jobs only with --force.
+    Delete {
+        /// The queue.
+        queue: String,
+        /// Delete it even if it holds jobs (waiting, running or dead).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Push a job; prints its id, and "duplicate" when the idempotency key
     /// was already used (switchyard.queue.push).
     ///
@@ -224,7 +237,8 @@ impl QueueCommand {
             | QueueCommand::Peek { common, .. }
             | QueueCommand::Dead { common, .. }
             | QueueCommand::Requeue { common, .. }
-            | QueueCommand::Purge { common, .. } => common,
+            | QueueCommand::Purge { common, .. }
+            | QueueCommand::Delete { common, .. } => common,
             QueueCommand::Push(p) => &p.common,
         }
     }
@@ -288,6 +302,19 @@ impl QueueCommand {
                 args: q(queue),
                 kwargs: Dict::new().with("which", which.as_str()),
                 render: |_, kw| Ok(format!("purged {}", field(kw, "purged"))),
+                json: kwargs,
+            },
+            QueueCommand::Delete { queue, force, .. } => Request {
+                procedure: "switchyard.queue.delete",
+                args: q(queue),
+                kwargs: Dict::new().with("force", *force),
+                render: |_, kw| {
+                    Ok(format!(
+                        "deleted {} with {} jobs",
+                        field(kw, "queue"),
+                        field(kw, "jobs")
+                    ))
+                },
                 json: kwargs,
             },
             QueueCommand::Push(p) => Request {
@@ -684,6 +711,7 @@ mod tests {
         assert!(parse(&["requeue", "q", "--job", "1", "--all"]).is_err());
         assert!(parse(&["requeue", "q", "--job", "x"]).is_err());
         assert!(parse(&["purge", "q"]).is_err(), "--which is required");
+        assert!(parse(&["delete", "q", "--force"]).is_ok());
         assert!(parse(&["purge", "q", "--which", "some"]).is_err());
         let cmd = parse(&["requeue", "q", "--job", "1", "2", "--job", "3"]).expect("parses");
         assert_eq!(

@@ -27,11 +27,12 @@ const INVALID: &str = "switchyard.queue.error.invalid_argument";
 
 /// Procedures and the calls each serves at once (the rest wait in the
 /// Dealer's queue of the registration; their sum stays below the channel).
-const PROCEDURES: [(&str, u32); 11] = [
+const PROCEDURES: [(&str, u32); 12] = [
     ("switchyard.queue.push", 512),
     ("switchyard.queue.push_many", 64),
     ("switchyard.queue.extend", 128),
     ("switchyard.queue.declare", 8),
+    ("switchyard.queue.delete", 8),
     ("switchyard.queue.list", 8),
     ("switchyard.queue.stats", 32),
     ("switchyard.queue.peek", 8),
@@ -214,6 +215,7 @@ impl QueueService {
                 | "switchyard.queue.dead"
                 | "switchyard.queue.requeue"
                 | "switchyard.queue.purge"
+                | "switchyard.queue.delete"
         ) {
             let q = queue_arg(&inv, procedure.trim_start_matches("switchyard.queue."))?;
             self.authorize_queue(caller, procedure, q).await?;
@@ -223,6 +225,7 @@ impl QueueService {
             "switchyard.queue.push_many" => self.push_many(caller, inv).await,
             "switchyard.queue.extend" => self.extend(caller, inv).await,
             "switchyard.queue.declare" => self.declare(caller, inv).await,
+            "switchyard.queue.delete" => self.delete(inv).await,
             "switchyard.queue.list" => {
                 let mut list = Vec::new();
                 for stats in self.queues.list() {
@@ -491,7 +494,28 @@ impl QueueService {
             }
         }
         let name = cfg.name.clone();
-        let declared = self.queues.declare(cfg).await.map_err(queue_error)?;
+        if !self.limits.allow_runtime_declare && self.queues.config(&name).is_err() {
+            tracing::info!(
+                realm = self.realm.name(),
+                queue = %name.escape_debug(),
+                "run-time queue declaration refused: allow_runtime_declare = false"
+            );
+            return Err((
+                errors::NOT_AUTHORIZED,
+                format!(
+                    "realm \"{}\" does not allow declaring queues at run time ([realm.queue_limits] allow_runtime_declare = false): declare `{name}` in the config file",
+                    self.realm.name()
+                ),
+            ));
+        }
+        let declared = match self.queues.declare(cfg).await {
+            Ok(d) => d,
+            Err(e @ QueueError::TooManyQueues { .. }) => {
+                tracing::warn!(realm = self.realm.name(), queue = %name.escape_debug(), "queue declaration refused: {e}");
+                return Err(queue_error(e));
+            }
+            Err(e) => return Err(queue_error(e)),
+        };
         let created = declared == switchyard_queue::Declared::Created;
         if created {
             tracing::info!(realm = self.realm.name(), queue = name, "queue declared");
@@ -500,6 +524,45 @@ impl QueueService {
         Ok((
             Vec::new(),
             Some(Dict::new().with("queue", name).with("created", created)),
+        ))
+    }
+
+    /// `switchyard.queue.delete`: deletes a queue declared at run time
+    /// (refused for config-file queues and queues fed by a topic binding; a
+    /// queue holding jobs only with `force = true`).
+    async fn delete(self: &Arc<Self>, inv: InternalInvocation) -> Answer {
+        let q = queue_arg(&inv, "delete")?.to_string();
+        let force = match inv.kwargs.get("force") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(invalid("force must be true or false")),
+        };
+        if self.bound.contains(&q) {
+            return Err((
+                "switchyard.queue.error.configured_queue",
+                format!("queue `{q}` is fed by a [[realm.queue_binding]] of the config file: remove the binding first"),
+            ));
+        }
+        let notify = self.queues.notifier(&q).map_err(queue_error)?;
+        let deleted = self.queues.delete(&q, force).await.map_err(queue_error)?;
+        self.forget_dispatcher(&q, &notify);
+        self.metrics.forget(&q);
+        tracing::info!(
+            realm = self.realm.name(),
+            queue = q,
+            jobs = deleted.jobs,
+            idempotency_keys = deleted.idempotency_keys,
+            "queue deleted"
+        );
+        Ok((
+            Vec::new(),
+            Some(
+                Dict::new()
+                    .with("queue", q)
+                    .with("deleted", true)
+                    .with("jobs", deleted.jobs as u64)
+                    .with("idempotency_keys", deleted.idempotency_keys as u64),
+            ),
         ))
     }
 

@@ -19,6 +19,7 @@ use switchyard_queue::{
     Expired, Job, Lease, Outcome, QueueError, Target, WaitReason, LEASE_EXPIRED,
 };
 use switchyard_router::internal::{OnProgress, Reply};
+use tokio::sync::Notify;
 
 use super::{payload, QueueService, Running, NO_WORKER_RETRY};
 
@@ -29,11 +30,40 @@ const BATCH: usize = 64;
 const INVALID_PAYLOAD: &str = "switchyard.queue.error.invalid_payload";
 
 impl QueueService {
-    /// Starts the dispatcher of `queue` unless it runs already.
+    /// Starts the dispatcher of `queue` unless it runs already (a queue
+    /// deleted and declared again gets a new one; the old one ends).
     pub(super) fn ensure_dispatcher(self: &Arc<Self>, queue: &str) {
-        if self.dispatchers.lock().insert(queue.to_string()) {
-            tokio::spawn(dispatch_loop(Arc::downgrade(self), queue.to_string()));
+        let Ok(notify) = self.queues.notifier(queue) else {
+            return;
+        };
+        let mut dispatchers = self.dispatchers.lock();
+        if dispatchers
+            .get(queue)
+            .is_some_and(|n| Arc::ptr_eq(n, &notify))
+        {
+            return;
         }
+        dispatchers.insert(queue.to_string(), notify.clone());
+        tokio::spawn(dispatch_loop(
+            Arc::downgrade(self),
+            queue.to_string(),
+            notify,
+        ));
+    }
+
+    /// Forgets the dispatcher of a deleted queue (whose notifier was
+    /// `notify`) and wakes it if it waits for a worker: it finds its queue
+    /// gone and ends.
+    pub(super) fn forget_dispatcher(&self, queue: &str, notify: &Arc<Notify>) {
+        let mut dispatchers = self.dispatchers.lock();
+        if dispatchers
+            .get(queue)
+            .is_some_and(|n| Arc::ptr_eq(n, notify))
+        {
+            dispatchers.remove(queue);
+        }
+        drop(dispatchers);
+        self.waits.unpark(queue);
     }
 
     fn attempt(self: &Arc<Self>, lease: Lease) {
@@ -141,12 +171,17 @@ impl QueueService {
 
     /// Whether `queue`'s default target is a procedure nobody registered.
     pub(super) fn without_worker(&self, queue: &str) -> bool {
-        let Ok(config) = self.queues.config(queue) else {
-            return false;
-        };
+        self.missing_worker(queue).is_some()
+    }
+
+    /// `queue`'s default target procedure, if nobody registered it.
+    fn missing_worker(&self, queue: &str) -> Option<String> {
+        let config = self.queues.config(queue).ok()?;
         match &config.target {
-            Some(Target::Procedure(p)) => self.realm.dealer.best_match(p).is_none(),
-            _ => false,
+            Some(Target::Procedure(p)) if self.realm.dealer.best_match(p).is_none() => {
+                Some(p.clone())
+            }
+            _ => None,
         }
     }
 
@@ -298,26 +333,26 @@ fn reply_event(reply: Reply) -> Dict {
         .with("kwargs", Value::Dict(reply.kwargs))
 }
 
-async fn dispatch_loop(service: std::sync::Weak<QueueService>, queue: String) {
-    let notify = match service.upgrade().map(|s| s.queues.notifier(&queue)) {
-        Some(Ok(n)) => n,
-        _ => return,
-    };
+async fn dispatch_loop(service: std::sync::Weak<QueueService>, queue: String, notify: Arc<Notify>) {
     loop {
         let (wait, clock) = {
             let Some(s) = service.upgrade() else { return };
-            // Listening before looking: a registration in between wakes us.
-            let registered = s.registered.clone();
-            let woken = registered.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if s.without_worker(&queue) {
-                // Leave the jobs as they are (ready, in priority order)
-                // until a worker registers; look again every second anyway.
-                drop(s);
-                tokio::select! {
-                    _ = woken => {}
-                    _ = tokio::time::sleep(NO_WORKER_RETRY) => {}
+            // The queue was deleted (and maybe declared again, with its own
+            // dispatcher): this one ends.
+            match s.queues.notifier(&queue) {
+                Ok(n) if Arc::ptr_eq(&n, &notify) => {}
+                _ => return,
+            }
+            if let Some(procedure) = s.missing_worker(&queue) {
+                // Leave the jobs as they are (ready, in priority order) and
+                // sleep, with no timer, until a registration that can serve
+                // the target wakes this dispatcher (and only this one).
+                let parked = s.waits.park(&queue, &procedure);
+                if s.without_worker(&queue) {
+                    drop(s);
+                    parked.notified().await;
+                } else {
+                    s.waits.unpark(&queue);
                 }
                 continue;
             }

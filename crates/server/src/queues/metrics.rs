@@ -25,6 +25,11 @@ impl QueueMetrics {
     pub(super) fn late_answer(&self, queue: &Arc<str>) {
         self.counts.lock().entry(queue.clone()).or_default().1 += 1;
     }
+
+    /// Drops the counts of a deleted queue.
+    pub(super) fn forget(&self, queue: &str) {
+        self.counts.lock().remove(queue);
+    }
 }
 
 /// Every realm's service; one metrics source renders them all, so each
@@ -146,6 +151,40 @@ fn render(out: &mut String) {
                 "{name}{{realm=\"{}\",queue=\"{}\"}} {v}",
                 escape(&realm),
                 escape(&queue)
+            );
+        }
+    }
+    render_wakeups(out, &services);
+}
+
+/// Realm-wide figures of the dispatchers: how many wait for a worker, and
+/// how many registrations (or safety sweeps) woke one.
+type RealmFamily = (&'static str, &'static str, &'static str, fn(&QueueService) -> u64);
+
+fn render_wakeups(out: &mut String, services: &[Arc<QueueService>]) {
+    let families: [RealmFamily; 2] = [
+        (
+            "switchyard_queue_dispatchers_waiting_for_worker",
+            "gauge",
+            "Queue dispatchers parked until a worker registers their target (no timer).",
+            |s| s.waits.parked() as u64,
+        ),
+        (
+            "switchyard_queue_dispatcher_wakeups_total",
+            "counter",
+            "Parked queue dispatchers woken because a registration can serve their target.",
+            |s| s.waits.woken_total(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in services {
+            let _ = writeln!(
+                out,
+                "{name}{{realm=\"{}\"}} {}",
+                escape(s.realm.name()),
+                value(s)
             );
         }
     }

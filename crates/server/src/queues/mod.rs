@@ -18,8 +18,10 @@ mod api;
 mod bindings;
 mod dispatch;
 mod http_target;
+mod limits;
 mod metrics;
 mod payload;
+mod wakeups;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use switchyard_proto::uri;
-use switchyard_queue::{JobId, Queues};
+use switchyard_queue::{JobId, Options, Queues};
 use switchyard_router::internal::InternalCaller;
 use switchyard_router::session::Identity;
 use switchyard_router::uri_index::MatchPolicy;
@@ -38,6 +40,7 @@ use tokio::sync::Notify;
 
 pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
+pub use limits::QueueLimits;
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
 /// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
@@ -63,6 +66,7 @@ pub struct RealmQueues {
     pub http_signing: Option<QueueHttpSigning>,
     /// Where run-time declared queues may send HTTP requests.
     pub outbound_http: crate::outbound::OutboundHttpConfig,
+    pub limits: QueueLimits,
 }
 
 /// A job handed to a worker, while its attempt runs.
@@ -84,12 +88,18 @@ pub struct QueueService {
     /// The session serving `switchyard.queue.*` (kept alive here).
     api: Mutex<Option<InternalCaller>>,
     running: Mutex<HashMap<JobId, Running>>,
-    dispatchers: Mutex<HashSet<String>>,
+    /// The running dispatchers: queue name -> the notifier of the queue
+    /// it serves (a queue deleted and declared again gets a new one).
+    dispatchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Wakes the maintenance task when a lease is handed out (its deadline
     /// may come before the task's next planned look).
     maintenance: Arc<Notify>,
-    /// Wakes dispatchers waiting for a worker: a procedure was registered.
-    registered: Arc<Notify>,
+    /// Dispatchers waiting for a worker, woken by the registrations that
+    /// can serve them.
+    waits: Arc<wakeups::WorkerWaits>,
+    /// Queues fed by topic bindings (they cannot be deleted).
+    bound: HashSet<String>,
+    limits: QueueLimits,
     /// The session that hears `wamp.registration.on_create` (kept alive).
     _watcher: InternalCaller,
     http: http_target::HttpTargets,
@@ -151,7 +161,11 @@ impl QueueService {
                 _ => None,
             })
             .collect();
-        let queues = tokio::task::spawn_blocking(move || Queues::open(&open_path, configs))
+        let options = Options {
+            max_queues: settings.limits.max_queues,
+            ..Options::default()
+        };
+        let queues = tokio::task::spawn_blocking(move || Queues::open_with(&open_path, configs, options))
             .await
             .map_err(|e| format!("opening the queue store failed: {e}"))?
             .map_err(|e| {
@@ -184,15 +198,22 @@ impl QueueService {
                 }
             }
         }
-        let registered = Arc::new(Notify::new());
-        let watcher = watch_registrations(&realm, registered.clone());
+        let waits = Arc::new(wakeups::WorkerWaits::default());
+        let watcher = watch_registrations(&realm, waits.clone());
+        let bound = settings
+            .bindings
+            .iter()
+            .flat_map(|b| b.queues.iter().cloned())
+            .collect();
         let service = Arc::new(QueueService {
-            registered,
+            waits,
+            bound,
+            limits: settings.limits,
             _watcher: watcher,
             worker: InternalCaller::new(identity()),
             api: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
-            dispatchers: Mutex::new(HashSet::new()),
+            dispatchers: Mutex::new(HashMap::new()),
             maintenance: Arc::new(Notify::new()),
             http: http_target::HttpTargets::new(
                 settings.http_signing,
@@ -233,9 +254,10 @@ impl QueueService {
 }
 
 /// A router-owned session subscribed to `wamp.registration.on_create`:
-/// each new registration wakes the dispatchers that wait for a worker.
-fn watch_registrations(realm: &Arc<Realm>, registered: Arc<Notify>) -> InternalCaller {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+/// each new registration wakes the dispatchers waiting for a worker that it
+/// can serve (and only those).
+fn watch_registrations(realm: &Arc<Realm>, waits: Arc<wakeups::WorkerWaits>) -> InternalCaller {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let watcher = InternalCaller::with_events(identity(), tx);
     realm.broker.subscribe(
         watcher.session(),
@@ -244,9 +266,27 @@ fn watch_registrations(realm: &Arc<Realm>, registered: Arc<Notify>) -> InternalC
         false,
         |_| {},
     );
+    let realm_name = realm.name().to_string();
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            registered.notify_waiters();
+        while let Some(event) = rx.recv().await {
+            let Some(switchyard_proto::Value::Dict(info)) = event.args.get(1) else {
+                continue;
+            };
+            let Some(uri) = info.get_str("uri") else {
+                continue;
+            };
+            let policy = info
+                .get_str("match")
+                .and_then(MatchPolicy::parse)
+                .unwrap_or_default();
+            for queue in waits.registered(uri, policy) {
+                tracing::debug!(
+                    realm = realm_name,
+                    queue,
+                    procedure = uri,
+                    "queue dispatcher woken: a worker registered"
+                );
+            }
         }
     });
     watcher
@@ -258,8 +298,23 @@ fn watch_registrations(realm: &Arc<Realm>, registered: Arc<Notify>) -> InternalC
 /// out, so a short lease is noticed on time.
 async fn maintenance(service: std::sync::Weak<QueueService>) {
     const MAX_SLEEP: Duration = Duration::from_secs(1);
+    /// How often parked dispatchers are checked against the registrations
+    /// (in case a registration event was lost).
+    const SWEEP: Duration = Duration::from_secs(10);
+    let mut last_sweep = std::time::Instant::now();
     loop {
         let Some(s) = service.upgrade() else { return };
+        if last_sweep.elapsed() >= SWEEP {
+            last_sweep = std::time::Instant::now();
+            let dealer = &s.realm.dealer;
+            for queue in s.waits.sweep(|p| dealer.best_match(p).is_some()) {
+                tracing::debug!(
+                    realm = s.realm.name(),
+                    queue,
+                    "queue dispatcher woken: its worker is registered"
+                );
+            }
+        }
         let sleep = match s.queues.maintain() {
             Ok(m) => {
                 for e in m.expired {
