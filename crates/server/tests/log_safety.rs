@@ -141,3 +141,72 @@ fn client_values_cannot_forge_log_lines() {
         "{log}"
     );
 }
+
+/// A 900 KiB realm name and authid are logged clipped, not whole.
+#[test]
+fn huge_client_values_are_clipped_in_logs() {
+    let r = Router::start("");
+    let huge = "r".repeat(900 * 1024);
+    let mut c = Raw::connect(r.rs_port, Serializer::MsgPack);
+    c.send(&common::hello(&huge));
+    assert!(matches!(c.expect("ABORT"), Message::Abort { .. }));
+    let mut c = Raw::connect(r.rs_port, Serializer::MsgPack);
+    let Message::Hello { details, .. } = common::hello("nowhere") else {
+        unreachable!()
+    };
+    c.send(&Message::Hello {
+        realm: huge.clone(),
+        details: details.with("authid", huge.as_str()),
+    });
+    assert!(matches!(c.expect("ABORT"), Message::Abort { .. }));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = r.log_text();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    eprintln!("log: {} bytes, longest line {longest} bytes", log.len());
+    assert!(log.contains("...(921600 bytes)"), "{log}");
+    assert!(longest < 2048, "a log line of {longest} bytes");
+    assert!(log.len() < 64 * 1024, "log of {} bytes", log.len());
+}
+
+/// 20 subscribers announcing a 512-byte RawSocket maximum and 100 events
+/// too large for them: one line per event at most (not one per
+/// subscriber), at most `max_lines_per_callsite` per interval, and a
+/// "suppressed" summary.
+#[test]
+fn repeated_warnings_are_rate_limited() {
+    let r = Router::start("[log]\nmax_lines_per_callsite = 10\nrate_interval = \"1s\"\n");
+    let mut subs = Vec::new();
+    for _ in 0..20 {
+        let mut s = Raw::connect_handshake(r.rs_port, [0x7F, 0x02, 0, 0]);
+        let reply = s.read_exact(4).expect("handshake reply");
+        assert_eq!(reply[1] & 0x0F, 0x02, "{reply:?}");
+        s.ser = Serializer::MsgPack;
+        s.join("realm1");
+        s.subscribe("com.test.big");
+        subs.push(s);
+    }
+    let mut p = Raw::connect(r.rs_port, Serializer::MsgPack);
+    p.join("realm1");
+    for _ in 0..100 {
+        let req = p.req();
+        p.send(&Message::Publish {
+            request: req,
+            options: Dict::new().with("acknowledge", true),
+            topic: "com.test.big".into(),
+            payload: Payload::values(vec![Value::from("x".repeat(1024))], None),
+        });
+        assert!(matches!(p.expect("PUBLISHED"), Message::Published { .. }));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = r.log_text();
+    let warned = log.lines().filter(|l| l.contains("not delivered")).count();
+    let summary: Vec<&str> = log.lines().filter(|l| l.contains("suppressed")).collect();
+    eprintln!("100 events x 20 small subscribers: {warned} WARN lines, summaries: {summary:#?}");
+    assert!(warned <= 10, "{warned} lines");
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("suppressed 90 similar WARN messages")),
+        "{summary:#?}"
+    );
+}

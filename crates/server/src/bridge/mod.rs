@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -401,7 +402,7 @@ async fn handle(
         return match webhook(bridge, hook, caller, req).await {
             Ok(r) => r,
             Err(r) => {
-                tracing::info!(%peer, path, error = r.1, "webhook refused: {}", r.2);
+                tracing::info!(%peer, path = %Clip(&path), error = r.1, "webhook refused: {}", Clip(&r.2));
                 refusal(r)
             }
         };
@@ -447,7 +448,7 @@ async fn handle(
     match outcome {
         Ok(r) => r,
         Err(r) => {
-            tracing::info!(%peer, path, error = r.1, "bridge request refused: {}", r.2);
+            tracing::info!(%peer, path = %Clip(&path), error = r.1, "bridge request refused: {}", Clip(&r.2));
             refusal(r)
         }
     }

@@ -12,6 +12,7 @@
 //! queue's idempotency window (the original job's id).
 
 use std::net::SocketAddr;
+use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -70,7 +71,7 @@ pub(super) async fn handle(
     match push(bridge, queue, req).await {
         Ok(r) => r,
         Err(r) => {
-            tracing::info!(%peer, queue, error = r.1, "queue push refused: {}", r.2);
+            tracing::info!(%peer, queue = %Clip(queue), error = r.1, "queue push refused: {}", Clip(&r.2));
             refusal(r)
         }
     }
