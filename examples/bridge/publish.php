@@ -44,7 +44,9 @@ function publish(string $base, string $key, string $secret, string $topic, array
     ], JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_PRESERVE_ZERO_FRACTION);
     $ts = timestamp();
     $seq = '1';
-    $nonce = bin2hex(random_bytes(16)); // a fresh nonce per request: each is accepted once
+    // seq and nonce are decimal integers (as Crossbar parses them); a signature
+    // is accepted once, so each request gets a fresh random nonce.
+    $nonce = (string) random_int(0, 2 ** 53);
     $query = http_build_query([
         'key' => $key,
         'timestamp' => $ts,

@@ -34,7 +34,9 @@ def publish(base: str, key: str, secret: str, topic: str, args=None, kwargs=None
                        "options": options or {}}).encode()
     now = datetime.datetime.now(datetime.timezone.utc)
     timestamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-    seq, nonce = "1", secrets.token_hex(16)  # a fresh nonce per request: each is accepted once
+    # seq and nonce are decimal integers (as Crossbar parses them); a signature
+    # is accepted once, so each request gets a fresh random nonce.
+    seq, nonce = "1", str(secrets.randbits(53))
     query = urllib.parse.urlencode({"key": key, "timestamp": timestamp, "seq": seq, "nonce": nonce,
                                     "signature": sign(secret, key, timestamp, seq, nonce, body)})
     req = urllib.request.Request(f"{base}/publish?{query}", data=body, method="POST",

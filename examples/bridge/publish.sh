@@ -16,7 +16,9 @@ secret=${SWITCHYARD_SECRET:?set SWITCHYARD_SECRET}
 body="{\"topic\": \"$topic\", \"args\": $args}"
 timestamp=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 seq=1
-nonce=$(openssl rand -hex 16)   # a fresh nonce per request: each is accepted once
+# seq and nonce are decimal integers (as Crossbar parses them); a signature is
+# accepted once, so each request gets a fresh random nonce.
+nonce=$((16#$(openssl rand -hex 6)))
 # URL-safe base64 with padding of HMAC-SHA256(secret, key+timestamp+seq+nonce+body)
 signature=$(printf '%s' "$key$timestamp$seq$nonce$body" |
     openssl dgst -sha256 -hmac "$secret" -binary | base64 | tr '+/' '-_')

@@ -3,6 +3,7 @@
 //! GOODBYE, ABORT, a protocol violation or the transport going away.
 //! Transports feed it whole frames; it answers through the [`Peer`].
 
+use crate::logsafe::Clip;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -190,8 +191,8 @@ impl Connection {
                 tracing::info!(
                     peer = %self.peer.label(),
                     realm = realm.name(),
-                    authid = identity.authid,
-                    authrole = identity.authrole,
+                    authid = %Clip(&identity.authid),
+                    authrole = %Clip(&identity.authrole),
                     method,
                     "authenticated"
                 );
@@ -226,7 +227,7 @@ impl Connection {
     /// Sends ABORT `wamp.error.protocol_violation` with `message`, ends the
     /// session and asks the transport to close.
     pub fn protocol_violation(&mut self, message: &str) -> Flow {
-        tracing::info!(peer = %self.peer.label(), session = ?self.session_id(), "protocol violation: {message}");
+        tracing::info!(peer = %self.peer.label(), session = ?self.session_id(), "protocol violation: {}", Clip(message));
         self.abort(errors::PROTOCOL_VIOLATION, message)
     }
 
@@ -303,7 +304,7 @@ impl Connection {
             return self.abort(errors::CLOSE_SYSTEM_SHUTDOWN, "the router is shutting down");
         }
         let Some(realm) = self.router.realm(&realm).cloned() else {
-            tracing::info!(peer = %self.peer.label(), realm, "HELLO for an unknown realm");
+            tracing::info!(peer = %self.peer.label(), realm = %Clip(&realm), "HELLO for an unknown realm");
             return self.abort(
                 errors::NO_SUCH_REALM,
                 &format!("realm \"{realm}\" does not exist"),
@@ -330,8 +331,9 @@ impl Connection {
                 tracing::info!(
                     peer = %self.peer.label(),
                     realm = realm.name(),
-                    authid = details.get_str("authid").unwrap_or(""),
-                    "authentication refused: {message}"
+                    authid = %Clip(details.get_str("authid").unwrap_or("")),
+                    "authentication refused: {}",
+                    Clip(&message)
                 );
                 self.abort(reason, &message)
             }
@@ -370,7 +372,8 @@ impl Connection {
         tracing::warn!(
             peer = %self.peer.label(),
             realm = realm.name(),
-            "login refused: too many failed logins for {what}"
+            "login refused: too many failed logins for {}",
+            Clip(&what)
         );
         Some(self.abort(
             auth::AUTHENTICATION_FAILED,
@@ -399,7 +402,7 @@ impl Connection {
                 None => self.protocol_violation("received a second AUTHENTICATE"),
             },
             Message::Abort { reason, .. } => {
-                tracing::debug!(peer = %self.peer.label(), reason, "ABORT from client during authentication");
+                tracing::debug!(peer = %self.peer.label(), reason = %Clip(&reason), "ABORT from client during authentication");
                 self.state = State::Closed;
                 self.peer.close_after_flush();
                 Flow::Close
@@ -557,8 +560,9 @@ impl Connection {
                                 Err((uri, message)) => {
                                     tracing::warn!(
                                         session = s.id,
-                                        topic,
-                                        "publication delivered, but its queue jobs failed: {uri}: {message}"
+                                        topic = %Clip(&topic),
+                                        "publication delivered, but its queue jobs failed: {uri}: {}",
+                                        Clip(&message)
                                     );
                                 }
                             }
@@ -750,7 +754,7 @@ impl Connection {
                 realm.dealer.cancel(s, request, &options);
             }
             Message::Goodbye { reason, .. } => {
-                tracing::debug!(session = s.id, reason, "GOODBYE from client");
+                tracing::debug!(session = s.id, reason = %Clip(&reason), "GOODBYE from client");
                 if reason != errors::CLOSE_GOODBYE_AND_OUT {
                     s.send(&Message::Goodbye {
                         details: Dict::new(),
@@ -765,7 +769,7 @@ impl Connection {
                 return Flow::Continue;
             }
             Message::Abort { reason, .. } => {
-                tracing::debug!(session = s.id, reason, "ABORT from client");
+                tracing::debug!(session = s.id, reason = %Clip(&reason), "ABORT from client");
                 self.leave();
                 self.peer.close_after_flush();
                 return Flow::Close;
@@ -958,9 +962,9 @@ pub(crate) fn ask_authorizer(
             Err(f) => {
                 tracing::warn!(
                     procedure = dynamic.procedure,
-                    error = f.error,
+                    error = %Clip(&f.error),
                     "the authorizer failed, denied: {}",
-                    f.message
+                    Clip(&f.message)
                 );
                 (Decision::Deny, false)
             }
@@ -1000,10 +1004,10 @@ pub(crate) fn not_authorized(s: &Session, realm: &Realm, action: Action, uri: &s
     Metrics::inc(&realm.metrics.not_authorized);
     tracing::info!(
         session = s.id,
-        authid = s.authid,
-        authrole = s.authrole,
+        authid = %Clip(&s.authid),
+        authrole = %Clip(&s.authrole),
         action = action.as_str(),
-        uri,
+        uri = %Clip(uri),
         "not authorized"
     );
     (

@@ -12,6 +12,7 @@ pub mod dealer;
 pub mod features;
 pub mod hooks;
 pub mod internal;
+pub mod logsafe;
 mod meta;
 pub mod metrics;
 pub mod peer;

@@ -2,6 +2,7 @@
 //! queue of encoded frames, a close signal and the slow-consumer policy.
 //! The transport owns the receiving end and writes the frames.
 
+use crate::logsafe::Clip;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -167,7 +168,7 @@ impl Peer {
     pub fn kill(&self, reason: String) {
         let mut slot = self.kill_reason.lock();
         if slot.is_none() {
-            tracing::warn!(peer = %self.label, session = ?self.session_id(), "closing connection: {reason}");
+            tracing::warn!(peer = %self.label, session = ?self.session_id(), "closing connection: {}", Clip(&reason));
             *slot = Some(reason);
         }
         drop(slot);

@@ -1,6 +1,7 @@
 //! A realm: a routing namespace with its own sessions, Broker and Dealer,
 //! and the meta events that report what happens in it.
 
+use crate::logsafe::Clip;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -332,8 +333,9 @@ impl Realm {
             {
                 tracing::info!(
                     session = session.id,
-                    topic = t.topic,
-                    "testament not published: {uri}: {message}"
+                    topic = %Clip(&t.topic),
+                    "testament not published: {uri}: {}",
+                    Clip(&message)
                 );
             }
         }
@@ -361,7 +363,7 @@ impl Realm {
             details,
             reason: reason.to_string(),
         });
-        tracing::info!(session = session.id, reason, "session killed");
+        tracing::info!(session = session.id, reason = %Clip(reason), "session killed");
         self.leave(session);
         session.peer.close_after_flush();
     }

@@ -1,5 +1,6 @@
 //! An established WAMP session: who it is and how to send it a message.
 
+use crate::logsafe::Clip;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -188,7 +189,12 @@ impl Session {
         match self.encode(msg) {
             Ok(frame) => self.peer.send(frame),
             Err((_, reason)) => {
-                tracing::warn!(session = self.id, "not sending {}: {reason}", msg.name());
+                tracing::warn!(
+                    session = self.id,
+                    "not sending {}: {}",
+                    msg.name(),
+                    Clip(&reason)
+                );
                 false
             }
         }

@@ -72,7 +72,7 @@ pub struct RuntimeConfig {
     pub worker_threads: usize,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// "text" (default) or "json".
@@ -80,6 +80,38 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter such as "info" or "switchyard=debug,info".
     pub level: Option<String>,
+    /// At most this many INFO/WARN/ERROR lines per call site per
+    /// `rate_interval`; the rest are summarised ("suppressed K similar
+    /// messages"). 0: no limit.
+    #[serde(default = "default_max_lines_per_callsite")]
+    pub max_lines_per_callsite: u32,
+    #[serde(default = "default_rate_interval", with = "humantime_serde")]
+    pub rate_interval: Duration,
+    /// Longer log lines are cut (0: no cap).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: None,
+            max_lines_per_callsite: default_max_lines_per_callsite(),
+            rate_interval: default_rate_interval(),
+            max_line_bytes: default_max_line_bytes(),
+        }
+    }
+}
+
+fn default_max_lines_per_callsite() -> u32 {
+    50
+}
+fn default_rate_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_line_bytes() -> usize {
+    8192
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -4,6 +4,7 @@
 mod bridge;
 mod cli;
 mod config;
+mod logging;
 mod outbound;
 mod queues;
 mod server;
@@ -125,21 +126,6 @@ fn hash_secret(method: &str, salt: Option<&str>, iterations: u32, keylen: u32) -
     }
 }
 
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -190,7 +176,7 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| config.log.level.clone())
         .unwrap_or_else(|| "info".into());
-    init_logging(format, &level);
+    logging::init(format, &level, &config.log);
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.runtime.worker_threads > 0 {

@@ -21,6 +21,7 @@ fn start() -> (Router, u16) {
     let port = common::free_port();
     let r = Router::start(&format!(
         "[[realm.queue]]\nname = \"mail\"\ntarget = \"com.test.mail\"\nmax_payload_bytes = 512\n\n\
+         [[realm.queue]]\nname = \"other\"\ntarget = \"com.test.other\"\n\n\
          [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nmax_body_size = 4096\n\n\
          [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n\n\
          [[bridge.webhook]]\npath = \"/hooks/github\"\ntopic = \"com.test.github\"\nsecret = \"hook-secret\"\n\n\
@@ -84,6 +85,64 @@ fn signed_query(key: &str, secret: &str, ts: &str, nonce: &str, body: &str) -> S
         encode(key),
         encode(ts),
         encode(&signature(secret, key, ts, "1", nonce, body))
+    )
+}
+
+/// The bound signature of our own endpoints (docs/HTTP-BRIDGE.md): the
+/// HMAC of these lines, joined by `\n`.
+#[allow(clippy::too_many_arguments)]
+fn bound_signature(
+    secret: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    ts: &str,
+    seq: &str,
+    nonce: &str,
+    idempotency_key: Option<&str>,
+    body: &str,
+) -> String {
+    use sha2::Digest;
+    let digest: String = Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let canonical = [
+        "switchyard-bridge-v1",
+        method,
+        path,
+        key,
+        ts,
+        seq,
+        nonce,
+        idempotency_key.unwrap_or(""),
+        &digest,
+    ]
+    .join("\n");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+    mac.update(canonical.as_bytes());
+    B64URL.encode(mac.finalize().into_bytes())
+}
+
+/// The query of a request to `path` with a bound signature.
+fn bound_query(path: &str, nonce: &str, idempotency_key: Option<&str>, body: &str) -> String {
+    let ts = now();
+    let sig = bound_signature(
+        SECRET,
+        "POST",
+        path,
+        KEY,
+        &ts,
+        "1",
+        nonce,
+        idempotency_key,
+        body,
+    );
+    format!(
+        "key={}&timestamp={}&seq=1&nonce={nonce}&signature={}",
+        encode(KEY),
+        encode(&ts),
+        encode(&sig)
     )
 }
 
@@ -154,7 +213,7 @@ fn signed_publish_reaches_subscribers_once() {
     sub.join("realm1");
     sub.subscribe("com.test.messages");
     let body = r#"{"topic": "com.test.messages", "args": [1, "two"], "kwargs": {"k": true}}"#;
-    let query = signed_query(KEY, SECRET, &now(), "n-1", body);
+    let query = signed_query(KEY, SECRET, &now(), "101", body);
     let (status, reply) = http(port, "POST", &format!("/publish?{query}"), body);
     assert_eq!(status, 200, "{reply}");
     let id = json(&reply)["id"].as_u64().expect("id");
@@ -177,7 +236,7 @@ fn signed_publish_reaches_subscribers_once() {
     assert_eq!(status, 401, "{reply}");
     assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
     let marker = r#"{"topic": "com.test.messages", "args": ["marker"]}"#;
-    let q = signed_query(KEY, SECRET, &now(), "n-2", marker);
+    let q = signed_query(KEY, SECRET, &now(), "102", marker);
     assert_eq!(http(port, "POST", &format!("/publish?{q}"), marker).0, 200);
     match sub.expect("marker EVENT") {
         Message::Event { payload, .. } => {
@@ -231,7 +290,7 @@ fn every_bad_request_is_refused_with_a_reason() {
             "POST".into(),
             format!(
                 "/publish?{}",
-                signed_query("nobody", SECRET, &ts, "a", body)
+                signed_query("nobody", SECRET, &ts, "201", body)
             ),
             body,
             401,
@@ -241,7 +300,7 @@ fn every_bad_request_is_refused_with_a_reason() {
             "POST".into(),
             format!(
                 "/publish?{}",
-                signed_query(KEY, "wrong-secret-wrong", &ts, "b", body)
+                signed_query(KEY, "wrong-secret-wrong", &ts, "202", body)
             ),
             body,
             401,
@@ -249,7 +308,7 @@ fn every_bad_request_is_refused_with_a_reason() {
         ),
         (
             "POST".into(),
-            format!("/publish?{}", signed_query(KEY, SECRET, &old, "c", body)),
+            format!("/publish?{}", signed_query(KEY, SECRET, &old, "203", body)),
             body,
             401,
             "switchyard.error.stale_timestamp",
@@ -258,7 +317,7 @@ fn every_bad_request_is_refused_with_a_reason() {
             "POST".into(),
             format!(
                 "/publish?{}",
-                signed_query(KEY, SECRET, &ts, "d", "not json")
+                signed_query(KEY, SECRET, &ts, "204", "not json")
             ),
             "not json",
             400,
@@ -266,7 +325,7 @@ fn every_bad_request_is_refused_with_a_reason() {
         ),
         (
             "POST".into(),
-            format!("/publish?{}", signed_query(KEY, SECRET, &ts, "e", "[1]")),
+            format!("/publish?{}", signed_query(KEY, SECRET, &ts, "205", "[1]")),
             "[1]",
             400,
             "switchyard.error.invalid_request",
@@ -275,7 +334,7 @@ fn every_bad_request_is_refused_with_a_reason() {
             "POST".into(),
             format!(
                 "/publish?{}",
-                signed_query(KEY, SECRET, &ts, "f", r#"{"args": [1]}"#)
+                signed_query(KEY, SECRET, &ts, "206", r#"{"args": [1]}"#)
             ),
             r#"{"args": [1]}"#,
             400,
@@ -289,7 +348,7 @@ fn every_bad_request_is_refused_with_a_reason() {
                     KEY,
                     SECRET,
                     &ts,
-                    "g",
+                    "207",
                     r#"{"topic": "com.test.messages", "args": 1}"#
                 )
             ),
@@ -301,7 +360,7 @@ fn every_bad_request_is_refused_with_a_reason() {
             "POST".into(),
             format!(
                 "/publish?{}",
-                signed_query(KEY, SECRET, &ts, "h", r#"{"topic": "com..bad"}"#)
+                signed_query(KEY, SECRET, &ts, "208", r#"{"topic": "com..bad"}"#)
             ),
             r#"{"topic": "com..bad"}"#,
             400,
@@ -322,12 +381,12 @@ fn every_bad_request_is_refused_with_a_reason() {
         r#"{{"topic": "com.test.messages", "args": ["{}"]}}"#,
         "x".repeat(5000)
     );
-    let q = signed_query(KEY, SECRET, &ts, "i", &big);
+    let q = signed_query(KEY, SECRET, &ts, "209", &big);
     let (status, reply) = http(port, "POST", &format!("/publish?{q}"), &big);
     assert_eq!(status, 413, "{reply}");
     // None of them published anything.
     let marker = r#"{"topic": "com.test.messages", "args": ["marker"]}"#;
-    let q = signed_query(KEY, SECRET, &now(), "j", marker);
+    let q = signed_query(KEY, SECRET, &now(), "210", marker);
     assert_eq!(http(port, "POST", &format!("/publish?{q}"), marker).0, 200);
     match sub.expect("EVENT") {
         Message::Event { payload, .. } => {
@@ -343,7 +402,7 @@ fn signed_call_returns_results_and_errors() {
     let mut callee = Raw::connect(r.rs_port, Serializer::Json);
     callee.join("realm1");
     callee.register("com.test.add");
-    for (nonce, args, fail) in [("c1", "[2, 3]", false), ("c2", "[2, \"x\"]", true)] {
+    for (nonce, args, fail) in [("301", "[2, 3]", false), ("302", "[2, \"x\"]", true)] {
         let body = format!(r#"{{"procedure": "com.test.add", "args": {args}}}"#);
         let q = signed_query(KEY, SECRET, &now(), nonce, &body);
         let request = std::thread::spawn(move || http(port, "POST", &format!("/call?{q}"), &body));
@@ -381,7 +440,7 @@ fn signed_call_returns_results_and_errors() {
     }
     // No callee: Crossbar-style 200 with the error.
     let body = r#"{"procedure": "com.test.nobody"}"#;
-    let q = signed_query(KEY, SECRET, &now(), "c3", body);
+    let q = signed_query(KEY, SECRET, &now(), "303", body);
     let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
     assert_eq!(
         (status, json(&reply)["error"].clone()),
@@ -636,7 +695,11 @@ fn http_callee_turns_calls_into_requests() {
 fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
     let (_r, port) = start();
     let post = |nonce: &str, queue: &str, headers: &str, body: &str| {
-        let q = signed_query(KEY, SECRET, &now(), nonce, body);
+        let idempotency_key = headers
+            .strip_prefix("Idempotency-Key: ")
+            .map(|h| h.trim_end());
+        let path = format!("/queues/{queue}/jobs");
+        let q = bound_query(&path, nonce, idempotency_key, body);
         request(
             port,
             "POST",
@@ -646,25 +709,25 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
         )
     };
     let job = r#"{"args": [1], "kwargs": {"to": "a@b.c"}}"#;
-    let (status, reply) = post("q1", "mail", "Idempotency-Key: order-7\r\n", job);
+    let (status, reply) = post("401", "mail", "Idempotency-Key: order-7\r\n", job);
     assert_eq!(status, 201, "{reply}");
     let first = json(&reply);
     assert_eq!(first["duplicate"], false, "{reply}");
     let id = first["id"].as_u64().expect("job id");
-    let (status, reply) = post("q2", "mail", "Idempotency-Key: order-7\r\n", job);
+    let (status, reply) = post("402", "mail", "Idempotency-Key: order-7\r\n", job);
     assert_eq!(status, 409, "{reply}");
     assert_eq!(
         json(&reply),
         serde_json::json!({"id": id, "duplicate": true})
     );
     // A new key is a new job.
-    let (status, reply) = post("q3", "mail", "Idempotency-Key: order-8\r\n", job);
+    let (status, reply) = post("403", "mail", "Idempotency-Key: order-8\r\n", job);
     assert_eq!(status, 201, "{reply}");
     assert_ne!(json(&reply)["id"].as_u64(), Some(id));
 
     let refusals = [
         (
-            "q4",
+            "404",
             "nope",
             "",
             job,
@@ -672,7 +735,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
             "switchyard.queue.error.unknown_queue",
         ),
         (
-            "q5",
+            "405",
             "mail",
             "",
             "[1]",
@@ -680,7 +743,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
             "switchyard.error.invalid_request",
         ),
         (
-            "q6",
+            "406",
             "mail",
             "",
             r#"{"delay": "soon"}"#,
@@ -688,7 +751,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
             "switchyard.queue.error.invalid_argument",
         ),
         (
-            "q7",
+            "407",
             "mail",
             "",
             r#"{"args": 5}"#,
@@ -696,7 +759,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
             "switchyard.queue.error.invalid_argument",
         ),
         (
-            "q8",
+            "408",
             "mail",
             "",
             r#"{"delay": "1s", "run_at": 1}"#,
@@ -704,7 +767,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
             "switchyard.queue.error.invalid_argument",
         ),
         (
-            "q9",
+            "409",
             "mail",
             "Idempotency-Key: a\r\n",
             r#"{"idempotency_key": "b"}"#,
@@ -727,7 +790,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
         );
     }
     let big = format!(r#"{{"args": ["{}"]}}"#, "x".repeat(600));
-    let (status, reply) = post("q10", "mail", "", &big);
+    let (status, reply) = post("410", "mail", "", &big);
     assert_eq!(
         (status, json(&reply)["error"].as_str()),
         (413, Some("switchyard.queue.error.payload_too_large")),
@@ -740,7 +803,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
 
     // Exactly the two accepted jobs are stored.
     let body = r#"{"procedure": "switchyard.queue.stats", "args": ["mail"]}"#;
-    let q = signed_query(KEY, SECRET, &now(), "q11", body);
+    let q = signed_query(KEY, SECRET, &now(), "411", body);
     let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
     assert_eq!(status, 200, "{reply}");
     // (No worker is registered: the dispatcher gives them back to wait.)
@@ -752,4 +815,165 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
         2,
         "{reply}"
     );
+}
+
+/// Issue 12 item 5: the Crossbar signature concatenates seq and nonce
+/// without a separator, so moving digits between them keeps the signature.
+/// Replay protection remembers the signature: the ten digit-shift variants
+/// of one signed request publish once. seq and nonce must be decimal
+/// integers.
+#[test]
+fn digit_shifted_seq_and_nonce_are_one_request() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::Json);
+    sub.join("realm1");
+    sub.subscribe("com.test.messages");
+    let body = r#"{"topic": "com.test.messages", "args": ["shifted"]}"#;
+    let ts = now();
+    let digits = "12345678901";
+    let sig = signature(SECRET, KEY, &ts, &digits[..1], &digits[1..], body);
+    let mut accepted = 0;
+    for split in 1..digits.len() {
+        let (seq, nonce) = digits.split_at(split);
+        assert_eq!(sig, signature(SECRET, KEY, &ts, seq, nonce, body));
+        let target = format!(
+            "/publish?key={KEY}&timestamp={}&seq={seq}&nonce={nonce}&signature={}",
+            encode(&ts),
+            encode(&sig)
+        );
+        let (status, reply) = http(port, "POST", &target, body);
+        match status {
+            200 => accepted += 1,
+            401 => assert_eq!(
+                json(&reply)["error"],
+                "switchyard.error.replayed_request",
+                "{reply}"
+            ),
+            _ => panic!("seq {seq} nonce {nonce}: {status} {reply}"),
+        }
+    }
+    assert_eq!(accepted, 1, "ten variants of one signature, one request");
+    // Empty, signed, non-decimal or overlong seq/nonce: refused.
+    for (seq, nonce) in [
+        ("1", ""),
+        ("", "1"),
+        ("1", "abc"),
+        ("1", "-5"),
+        ("1", "+5"),
+        ("1", "0x10"),
+        ("1", " 5"),
+        ("1", "123456789012345678901"),
+    ] {
+        let sig = signature(SECRET, KEY, &now(), seq, nonce, body);
+        let target = format!(
+            "/publish?key={KEY}&timestamp={}&seq={}&nonce={}&signature={}",
+            encode(&now()),
+            encode(seq),
+            encode(nonce),
+            encode(&sig)
+        );
+        let (status, reply) = http(port, "POST", &target, body);
+        assert_eq!(status, 401, "seq {seq:?} nonce {nonce:?}: {reply}");
+        let v = json(&reply);
+        assert_eq!(v["error"], "switchyard.error.invalid_signature", "{reply}");
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("decimal integer")),
+            "{reply}"
+        );
+    }
+    // A parameter given twice is refused (which one counts is ambiguous).
+    let q = signed_query(KEY, SECRET, &now(), "77", body);
+    let (status, reply) = http(port, "POST", &format!("/publish?{q}&nonce=78"), body);
+    assert_eq!(status, 400, "{reply}");
+    // Exactly one event came through.
+    let marker = r#"{"topic": "com.test.messages", "args": ["marker"]}"#;
+    let q = signed_query(KEY, SECRET, &now(), "99", marker);
+    assert_eq!(http(port, "POST", &format!("/publish?{q}"), marker).0, 200);
+    for want in ["shifted", "marker"] {
+        match sub.expect("EVENT") {
+            Message::Event { payload, .. } => {
+                assert_eq!(args_of(&payload), vec![Value::from(want)])
+            }
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
+}
+
+/// Issue 12 item 6: on `/queues/{name}/jobs` the signature binds the
+/// method, the path (the queue), the Idempotency-Key header and the body:
+/// a signed push cannot be replayed into another queue or under another
+/// key, and a Crossbar signature (body only) is not accepted there.
+#[test]
+fn queue_signatures_bind_the_queue_and_the_idempotency_key() {
+    let (_r, port) = start();
+    let job = r#"{"args": [1]}"#;
+    let send = |path: &str, query: &str, headers: &str| {
+        request(
+            port,
+            "POST",
+            &format!("{path}?{query}"),
+            &format!("Content-Type: application/json\r\n{headers}"),
+            job,
+        )
+    };
+    let mail = "/queues/mail/jobs";
+    let signed = bound_query(mail, "501", Some("k-1"), job);
+    let refused = |(status, reply): (u16, String), what: &str| {
+        assert_eq!(status, 401, "{what}: {reply}");
+        assert_eq!(
+            json(&reply)["error"],
+            "switchyard.error.invalid_signature",
+            "{what}: {reply}"
+        );
+    };
+    // Into another queue, with another key, without the key, with an
+    // extra query parameter: refused before the correct one is sent.
+    refused(
+        send("/queues/other/jobs", &signed, "Idempotency-Key: k-1\r\n"),
+        "another queue",
+    );
+    refused(
+        send(mail, &signed, "Idempotency-Key: k-2\r\n"),
+        "another Idempotency-Key",
+    );
+    refused(send(mail, &signed, ""), "no Idempotency-Key");
+    let (status, reply) = send(mail, &format!("{signed}&x=1"), "Idempotency-Key: k-1\r\n");
+    assert_eq!(status, 400, "extra parameter: {reply}");
+    // A Crossbar signature over the same body is not enough here.
+    refused(
+        send(
+            "/queues/other/jobs",
+            &signed_query(KEY, SECRET, &now(), "502", job),
+            "",
+        ),
+        "Crossbar signature",
+    );
+    // The request as signed: stored once.
+    let (status, reply) = send(mail, &signed, "Idempotency-Key: k-1\r\n");
+    assert_eq!(status, 201, "{reply}");
+    let (status, reply) = send(mail, &signed, "Idempotency-Key: k-1\r\n");
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
+    // Without Idempotency-Key (an empty line in the canonical string).
+    let plain = bound_query("/queues/other/jobs", "503", None, job);
+    assert_eq!(send("/queues/other/jobs", &plain, "").0, 201);
+    // An empty header would sign like an absent one: refused.
+    let empty = bound_query(mail, "504", None, job);
+    let (status, reply) = send(mail, &empty, "Idempotency-Key: \r\n");
+    assert_eq!(status, 400, "{reply}");
+    // One job in each queue.
+    for (queue, nonce) in [("mail", "505"), ("other", "506")] {
+        let body = format!(r#"{{"procedure": "switchyard.queue.stats", "args": ["{queue}"]}}"#);
+        let q = signed_query(KEY, SECRET, &now(), nonce, &body);
+        let (status, reply) = http(port, "POST", &format!("/call?{q}"), &body);
+        assert_eq!(status, 200, "{reply}");
+        let stats = &json(&reply)["kwargs"];
+        let total: u64 = ["ready", "scheduled", "in_flight"]
+            .iter()
+            .map(|k| stats[k].as_u64().unwrap_or(9))
+            .sum();
+        assert_eq!(total, 1, "{queue}: {reply}");
+    }
 }

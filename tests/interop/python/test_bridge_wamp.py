@@ -114,7 +114,7 @@ def signed_query(body: bytes, *, key=KEY, secret=SECRET, ts=None, nonce=None, se
     """The query string of a signed request for `body` (`signed_body`: sign
     other bytes; `drop`: leave these parameters out)."""
     ts = timestamp() if ts is None else ts
-    nonce = secrets.token_hex(16) if nonce is None else nonce
+    nonce = str(secrets.randbits(53)) if nonce is None else nonce
     params = {"key": key, "timestamp": ts, "seq": seq, "nonce": nonce,
               "signature": sign(secret, key, ts, seq, nonce, body if signed_body is None else signed_body)}
     return urllib.parse.urlencode({k: v for k, v in params.items() if k not in drop})

@@ -11,6 +11,7 @@ pub mod cryptosign;
 pub mod ticket;
 pub mod wampcra;
 
+use crate::logsafe::Clip;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -271,7 +272,7 @@ impl Authenticator {
             None => {
                 tracing::info!(
                     fingerprint = cert.fingerprint,
-                    common_name = cert.common_name.as_deref().unwrap_or(""),
+                    common_name = %Clip(cert.common_name.as_deref().unwrap_or("")),
                     "tls: no principal for this client certificate"
                 );
                 Start::Abort(AUTHENTICATION_FAILED, "authentication failed".into())
@@ -343,7 +344,7 @@ impl Authenticator {
             .filter(|(p, _)| authid.as_deref().is_none_or(|a| a == p.authid));
         let Some((principal, key)) = found else {
             tracing::info!(
-                authid = authid.as_deref().unwrap_or(""),
+                authid = %Clip(authid.as_deref().unwrap_or("")),
                 "cryptosign: unknown public key"
             );
             return Start::Abort(AUTHENTICATION_FAILED, "authentication failed".into());
@@ -511,9 +512,9 @@ async fn dynamic_ticket(
         Err(f) => {
             tracing::info!(
                 procedure,
-                error = f.error,
+                error = %Clip(&f.error),
                 "the authenticator refused: {}",
-                f.message
+                Clip(&f.message)
             );
             if f.error == errors::NO_SUCH_PROCEDURE || f.error == errors::TIMEOUT {
                 Verdict::Abort(

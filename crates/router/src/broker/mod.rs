@@ -13,6 +13,7 @@
 mod filter;
 mod history;
 
+use crate::logsafe::Clip;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -335,7 +336,7 @@ impl Broker {
         let mut retained = self.retained.lock();
         if !retained.contains_key(topic) && retained.len() >= self.config.retained_limit {
             tracing::warn!(
-                topic,
+                topic = %Clip(topic),
                 limit = self.config.retained_limit,
                 "event not retained: the realm already retains events on its limit of topics"
             );
@@ -504,6 +505,9 @@ impl State {
                 payload: payload.clone(),
             };
             let mut encoded: [Option<Option<Bytes>>; 3] = [None, None, None];
+            // Sessions whose maximum message size the event exceeds: one
+            // log line per event, not one per subscriber.
+            let mut too_large: Option<(usize, usize, u64)> = None;
             for (sid, s) in &sub.subscribers {
                 if !filter.admits(s) {
                     continue;
@@ -513,7 +517,7 @@ impl State {
                     Ok(b) => Some(b),
                     Err(e) => {
                         tracing::warn!(
-                            topic,
+                            topic = %Clip(topic),
                             publication,
                             "event not delivered to {ser} subscribers: {e}"
                         );
@@ -522,17 +526,21 @@ impl State {
                 });
                 let Some(frame) = frame else { continue };
                 if frame.len() > s.peer.max_message_len() {
-                    tracing::warn!(
-                        session = sid,
-                        topic,
-                        publication,
-                        "event of {} bytes not delivered: the session accepts at most {} bytes",
-                        frame.len(),
-                        s.peer.max_message_len()
-                    );
+                    let (n, max, _) = too_large.get_or_insert((0, frame.len(), *sid));
+                    *n += 1;
+                    *max = (*max).max(frame.len());
                     continue;
                 }
                 s.peer.send_event(frame.clone());
+            }
+            if let Some((sessions, bytes, first)) = too_large {
+                tracing::warn!(
+                    sessions,
+                    first_session = first,
+                    topic = %Clip(topic),
+                    publication,
+                    "event of up to {bytes} bytes not delivered to {sessions} subscriber(s) whose maximum message size is smaller"
+                );
             }
         });
     }

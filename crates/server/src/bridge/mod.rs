@@ -10,8 +10,10 @@
 //! realm's authorization applies per key. Every refusal is JSON with a
 //! readable reason, and nothing is published or called.
 
+mod auth;
 pub mod callee;
 mod queue;
+mod replay;
 pub mod signing;
 pub mod subscriber;
 
@@ -19,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -38,7 +41,8 @@ use switchyard_router::{Realm, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use signing::Nonces;
+use auth::{authenticate, Scheme};
+use replay::ReplayCache;
 
 /// A `[[bridge]]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +64,11 @@ pub struct BridgeConfig {
     /// nonce is accepted once within it.
     #[serde(default = "default_window", with = "humantime_serde")]
     pub timestamp_window: Duration,
+    /// How many accepted signatures replay protection remembers (each until
+    /// its timestamp leaves the window); when all places are taken, signed
+    /// requests get 503 until the oldest expires.
+    #[serde(default = "default_replay_cache_size")]
+    pub replay_cache_size: usize,
     /// Answer WAMP errors of calls with HTTP statuses (403, 404, 504, ...)
     /// instead of Crossbar's 200 `{"error": ...}`.
     #[serde(default)]
@@ -152,6 +161,9 @@ fn default_max_body() -> usize {
 fn default_window() -> Duration {
     Duration::from_secs(300)
 }
+fn default_replay_cache_size() -> usize {
+    100_000
+}
 fn default_call_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -202,12 +214,20 @@ impl BridgeConfig {
                 out.push(format!("callee[{i}].{p}"));
             }
         }
+        if self.replay_cache_size == 0 {
+            out.push("replay_cache_size must be at least 1".into());
+        }
         if self.keys.is_empty() && !self.allow_unsigned {
             out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
         }
         for (i, k) in self.keys.iter().enumerate() {
             if self.keys[..i].iter().any(|o| o.key == k.key) {
                 out.push(format!("key[{i}]: key \"{}\" is defined twice", k.key));
+            }
+            if k.key.is_empty() || k.key.chars().any(char::is_control) {
+                out.push(format!(
+                    "key[{i}]: a key must be non-empty, without control characters"
+                ));
             }
             if k.secret.len() < 16 {
                 out.push(format!(
@@ -234,7 +254,8 @@ pub struct Bridge {
     webhooks: HashMap<String, (Webhook, InternalCaller)>,
     /// The sessions of the HTTP subscribers.
     _subscribers: Vec<InternalCaller>,
-    nonces: Nonces,
+    /// Signatures accepted inside the timestamp window.
+    replays: ReplayCache,
 }
 
 impl Bridge {
@@ -284,6 +305,7 @@ impl Bridge {
             .map(|s| subscriber::start(&realm, s))
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
+        let replays = ReplayCache::new(config.replay_cache_size);
         Ok(Arc::new(Bridge {
             config,
             realm,
@@ -291,7 +313,7 @@ impl Bridge {
             unsigned,
             webhooks,
             _subscribers: subscribers,
-            nonces: Nonces::default(),
+            replays,
         }))
     }
 
@@ -380,7 +402,7 @@ async fn handle(
         return match webhook(bridge, hook, caller, req).await {
             Ok(r) => r,
             Err(r) => {
-                tracing::info!(%peer, path, error = r.1, "webhook refused: {}", r.2);
+                tracing::info!(%peer, path = %Clip(&path), error = r.1, "webhook refused: {}", Clip(&r.2));
                 refusal(r)
             }
         };
@@ -415,7 +437,7 @@ async fn handle(
     let outcome = async {
         let query = req.uri().query().unwrap_or("").to_string();
         let body = read_body(req, bridge.config.max_body_size).await?;
-        let caller = authenticate(bridge, &query, &body)?;
+        let caller = authenticate(bridge, &query, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
             Action::Call => call(bridge, caller, request).await,
@@ -426,7 +448,7 @@ async fn handle(
     match outcome {
         Ok(r) => r,
         Err(r) => {
-            tracing::info!(%peer, path, error = r.1, "bridge request refused: {}", r.2);
+            tracing::info!(%peer, path = %Clip(&path), error = r.1, "bridge request refused: {}", Clip(&r.2));
             refusal(r)
         }
     }
@@ -458,108 +480,6 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal>
         }
         Err(e) => Err(bad(format!("cannot read the request body: {e}"))),
     }
-}
-
-fn query_params(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes and `+` (as a space) of a query component.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Checks the request's signature; the identity it acts as.
-fn authenticate<'a>(
-    bridge: &'a Bridge,
-    query: &str,
-    body: &[u8],
-) -> Result<&'a InternalCaller, Refusal> {
-    let params = query_params(query);
-    let Some(key) = params.get("key") else {
-        return bridge.unsigned.as_ref().ok_or_else(|| {
-            unauthorized(
-                "switchyard.error.signature_required",
-                "this bridge only accepts signed requests (query parameters key, timestamp, seq, nonce, signature)",
-            )
-        });
-    };
-    let get = |name: &str| {
-        params.get(name).ok_or_else(|| {
-            unauthorized(
-                "switchyard.error.invalid_signature",
-                format!("a signed request needs the query parameter {name}"),
-            )
-        })
-    };
-    let (timestamp, seq, nonce, signature) = (
-        get("timestamp")?,
-        get("seq")?,
-        get("nonce")?,
-        get("signature")?,
-    );
-    let Some((secret, caller)) = bridge.keys.get(key) else {
-        return Err(unauthorized(
-            "switchyard.error.unknown_key",
-            format!("unknown signing key \"{key}\""),
-        ));
-    };
-    if !signing::verify(secret, key, timestamp, seq, nonce, body, signature) {
-        return Err(unauthorized(
-            "switchyard.error.invalid_signature",
-            "the signature does not match the request",
-        ));
-    }
-    let window = bridge.config.timestamp_window;
-    let Some(ts) = signing::parse_timestamp(timestamp) else {
-        return Err(unauthorized(
-            "switchyard.error.invalid_timestamp",
-            format!("timestamp \"{timestamp}\" is not of the form 2026-01-01T00:00:00.000Z"),
-        ));
-    };
-    if signing::skew(ts) > window {
-        return Err(unauthorized(
-            "switchyard.error.stale_timestamp",
-            format!(
-                "timestamp {timestamp} is more than {} s from the router's clock",
-                window.as_secs()
-            ),
-        ));
-    }
-    if !bridge.nonces.first_use(key, nonce, window) {
-        return Err(unauthorized(
-            "switchyard.error.replayed_request",
-            format!("nonce \"{nonce}\" was already used with this key: a request is accepted once"),
-        ));
-    }
-    Ok(caller)
 }
 
 /// The parsed JSON body.
@@ -818,8 +738,8 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
     let signed = json!([
         {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "signing key"},
         {"name": "timestamp", "in": "query", "schema": {"type": "string"}, "description": "UTC, YYYY-MM-DDTHH:MM:SS.mmmZ, within the bridge's window"},
-        {"name": "seq", "in": "query", "schema": {"type": "string"}},
-        {"name": "nonce", "in": "query", "schema": {"type": "string"}, "description": "accepted once per key"},
+        {"name": "seq", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}, "description": "a decimal integer"},
+        {"name": "nonce", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}, "description": "a decimal integer, fresh per request (each signature is accepted once)"},
         {"name": "signature", "in": "query", "schema": {"type": "string"}, "description": "URL-safe base64 (padded) of HMAC-SHA256(secret, key+timestamp+seq+nonce+body)"}
     ]);
     let refusal = json!({"description": "refused; nothing was published or called", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}});
@@ -844,6 +764,9 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
         }
     }}));
     let mut queue_params = signed.as_array().cloned().unwrap_or_default();
+    if let Some(sig) = queue_params.last_mut() {
+        sig["description"] = json!("URL-safe base64 (padded) of HMAC-SHA256(secret, the canonical string: switchyard-bridge-v1, method, path, key, timestamp, seq, nonce, Idempotency-Key, hex SHA-256 of the body, joined by newlines)");
+    }
     queue_params.push(json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the queue"}));
     queue_params.push(json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}, "description": "a second push with the same key inside the queue's idempotency window answers 409 with the first job's id"}));
     paths.insert("/queues/{name}/jobs".into(), json!({"post": {
@@ -902,21 +825,6 @@ fn error_status(error: &str) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_strings_decode() {
-        let p = query_params(
-            "key=baz%20app&timestamp=2026-01-01T00%3A00%3A00.000Z&signature=a%2Bb%3D&x",
-        );
-        assert_eq!(p.get("key").map(String::as_str), Some("baz app"));
-        assert_eq!(
-            p.get("timestamp").map(String::as_str),
-            Some("2026-01-01T00:00:00.000Z")
-        );
-        assert_eq!(p.get("signature").map(String::as_str), Some("a+b="));
-        assert_eq!(p.get("x").map(String::as_str), Some(""));
-        assert!(percent_decode("%zz").is_none());
-    }
 
     #[test]
     fn errors_map_to_statuses() {

@@ -2,13 +2,17 @@
 //!
 //! The body is the job: `{"args": [...], "kwargs": {...}}` plus any push
 //! option (`delay`, `run_at`, `priority`, `result_topic`, ...); the
-//! `Idempotency-Key` header sets `idempotency_key`. The request is a call to
+//! `Idempotency-Key` header sets `idempotency_key`. The signature is the
+//! bound one (`signing::canonical`): it covers the method, the path (so the
+//! queue), the `Idempotency-Key` header and the body, and the query may hold
+//! only the signing parameters. The request is a call to
 //! `switchyard.queue.push` under the signing key's identity, so the realm's
 //! authorization applies. 201 `{"id", "duplicate": false}` once the job is
 //! durable; 409 `{"id", "duplicate": true}` for a key seen inside the
 //! queue's idempotency window (the original job's id).
 
 use std::net::SocketAddr;
+use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,7 +23,8 @@ use serde_json::json;
 use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
-use super::{authenticate, authorize, bad, json_response, read_body, refusal, Bridge, Refusal};
+use super::auth::{authenticate, Scheme};
+use super::{authorize, bad, json_response, read_body, refusal, Bridge, Refusal};
 
 const PUSH: &str = "switchyard.queue.push";
 
@@ -66,7 +71,7 @@ pub(super) async fn handle(
     match push(bridge, queue, req).await {
         Ok(r) => r,
         Err(r) => {
-            tracing::info!(%peer, queue, error = r.1, "queue push refused: {}", r.2);
+            tracing::info!(%peer, queue = %Clip(queue), error = r.1, "queue push refused: {}", Clip(&r.2));
             refusal(r)
         }
     }
@@ -77,17 +82,34 @@ async fn push(
     queue: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Refusal> {
-    let key = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| bad("the Idempotency-Key header must be visible ASCII"))?
-                .to_string(),
-        ),
+    let mut keys = req.headers().get_all("idempotency-key").iter();
+    let key = match (keys.next(), keys.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(bad("the Idempotency-Key header is given twice")),
+        (Some(v), None) => {
+            let v = v
+                .to_str()
+                .map_err(|_| bad("the Idempotency-Key header must be visible ASCII"))?;
+            if v.is_empty() {
+                return Err(bad("the Idempotency-Key header is empty"));
+            }
+            Some(v.to_string())
+        }
     };
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let body = read_body(req, bridge.config.max_body_size).await?;
-    let caller = authenticate(bridge, &query, &body)?;
+    let caller = authenticate(
+        bridge,
+        &query,
+        Scheme::Bound {
+            method: &method,
+            path: &path,
+            idempotency_key: key.as_deref(),
+        },
+        &body,
+    )?;
     let mut job = if body.iter().all(u8::is_ascii_whitespace) {
         switchyard_proto::Dict::new()
     } else {

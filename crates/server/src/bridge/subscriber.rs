@@ -180,7 +180,7 @@ pub fn signed_url(url: &str, key: &str, secret: &str, seq: u64, body: &[u8]) -> 
     let timestamp =
         humantime_serde::re::humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let seq = seq.to_string();
-    let nonce = format!("{:x}", rand_nonce());
+    let nonce = rand_nonce().to_string();
     let signature = signing::sign(secret, key, &timestamp, &seq, &nonce, body);
     let sep = if url.contains('?') { '&' } else { '?' };
     format!(

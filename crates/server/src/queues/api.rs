@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use switchyard_router::logsafe::Clip;
 
 use serde_json::json;
 use switchyard_proto::{errors, Dict, Payload, Value};
@@ -294,7 +295,7 @@ impl QueueService {
                     _ => return Err(invalid("requeue needs either jobs = [ids] or all = true")),
                 };
                 let n = self.queues.requeue(q, which).await.map_err(queue_error)?;
-                tracing::info!(queue = q, requeued = n, "dead jobs requeued");
+                tracing::info!(queue = %Clip(q), requeued = n, "dead jobs requeued");
                 Ok((
                     vec![Value::UInt(n as u64)],
                     Some(Dict::new().with("requeued", n as u64)),
@@ -318,7 +319,7 @@ impl QueueService {
                     }
                 };
                 let n = self.queues.purge(q, which).await.map_err(queue_error)?;
-                tracing::info!(queue = q, purged = n, "queue purged");
+                tracing::info!(queue = %Clip(q), purged = n, "queue purged");
                 Ok((
                     vec![Value::UInt(n as u64)],
                     Some(Dict::new().with("purged", n as u64)),
@@ -518,7 +519,7 @@ impl QueueService {
         };
         let created = declared == switchyard_queue::Declared::Created;
         if created {
-            tracing::info!(realm = self.realm.name(), queue = name, "queue declared");
+            tracing::info!(realm = self.realm.name(), queue = %Clip(&name), "queue declared");
         }
         self.ensure_dispatcher(&name);
         Ok((

@@ -6,6 +6,7 @@
 //! full queue) is refused and delivered to nobody.
 
 use std::sync::{Arc, Weak};
+use switchyard_router::logsafe::Clip;
 
 use serde::Deserialize;
 use switchyard_proto::Payload;
@@ -115,7 +116,7 @@ impl PublishHook for Bindings {
         HookOutcome::After(Box::pin(async move {
             match commit.await {
                 Ok(acks) => {
-                    tracing::debug!(topic, jobs = acks.len(), "publication queued");
+                    tracing::debug!(topic = %Clip(&topic), jobs = acks.len(), "publication queued");
                     Ok(())
                 }
                 Err(e) => Err((

@@ -13,6 +13,7 @@
 //!   answer is refused by the lease epoch and changes nothing.
 
 use std::sync::Arc;
+use switchyard_router::logsafe::Clip;
 
 use switchyard_proto::{errors, Dict, Item, Payload, Value};
 use switchyard_queue::{
@@ -241,10 +242,10 @@ impl QueueService {
     fn after_failure(&self, job: &Job, attempt: u32, error: &str, message: &str, outcome: Outcome) {
         match outcome {
             Outcome::Retry { at_ms } => {
-                tracing::debug!(job = %job.id, queue = %job.queue, attempt, error, "attempt failed: retry at {at_ms}");
+                tracing::debug!(job = %job.id, queue = %job.queue, attempt, error = %Clip(error), "attempt failed: retry at {at_ms}");
             }
             Outcome::Dead { reason } => {
-                tracing::info!(job = %job.id, queue = %job.queue, attempt, error, %reason, "job dead-lettered: {message}");
+                tracing::info!(job = %job.id, queue = %job.queue, attempt, error = %Clip(error), %reason, "job dead-lettered: {}", Clip(message));
                 self.publish_result(
                     job,
                     "dead",
@@ -266,10 +267,13 @@ impl QueueService {
                     job = %job.id,
                     queue = %job.queue,
                     epoch,
-                    "a worker answered after its lease ended: ignored ({e})"
+                    "a worker answered after its lease ended: ignored ({})",
+                    Clip(&e.to_string())
                 );
             }
-            e => tracing::warn!(job = %job.id, queue = %job.queue, "cannot settle the job: {e}"),
+            e => {
+                tracing::warn!(job = %job.id, queue = %job.queue, "cannot settle the job: {}", Clip(&e.to_string()))
+            }
         }
     }
 

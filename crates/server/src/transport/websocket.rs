@@ -3,6 +3,7 @@
 //! frames the upgraded stream.
 
 use std::sync::Arc;
+use switchyard_router::logsafe::Clip;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -94,7 +95,7 @@ pub async fn handle_http(
             let shown = String::from_utf8_lossy(origin.as_bytes())
                 .escape_debug()
                 .to_string();
-            tracing::info!(peer = %label, origin = %shown, "WebSocket upgrade refused: origin not in allowed_origins");
+            tracing::info!(peer = %label, origin = %Clip(&shown), "WebSocket upgrade refused: origin not in allowed_origins");
             return Ok(text_response(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -160,7 +161,7 @@ pub async fn handle_http(
         } else {
             offered.join(", ")
         };
-        tracing::info!(peer = %label, offered = %got, "WebSocket upgrade refused: no supported WAMP subprotocol");
+        tracing::info!(peer = %label, offered = %Clip(&got), "WebSocket upgrade refused: no supported WAMP subprotocol");
         return Ok(text_response(
             StatusCode::BAD_REQUEST,
             format!(

@@ -1,0 +1,210 @@
+//! Who a bridge request is: its signature checked (Crossbar's scheme on
+//! `/publish` and `/call`, the bound scheme on our own endpoints), its
+//! timestamp inside the window, and its signature not seen before.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use hyper::StatusCode;
+use switchyard_router::internal::InternalCaller;
+
+use super::replay::Refused;
+use super::signing::{self, Bound};
+use super::{bad, unauthorized, Bridge, Refusal};
+
+/// The query parameters of a signed request.
+pub(super) const SIGNING_PARAMS: [&str; 5] = ["key", "timestamp", "seq", "nonce", "signature"];
+
+/// Which signature a request must carry.
+pub(super) enum Scheme<'a> {
+    /// Crossbar's: key ‖ timestamp ‖ seq ‖ nonce ‖ body.
+    Crossbar,
+    /// Ours: [`signing::canonical`], binding the method, the path, the
+    /// `Idempotency-Key` header and the body. The query may hold only the
+    /// signing parameters.
+    Bound {
+        method: &'a str,
+        path: &'a str,
+        idempotency_key: Option<&'a str>,
+    },
+}
+
+/// Checks the request's signature; the identity it acts as.
+pub(super) fn authenticate<'a>(
+    bridge: &'a Bridge,
+    query: &str,
+    scheme: Scheme<'_>,
+    body: &[u8],
+) -> Result<&'a InternalCaller, Refusal> {
+    let params = query_params(query).ok_or_else(|| bad("the query string is not valid"))?;
+    let Some(key) = params.get("key") else {
+        return bridge.unsigned.as_ref().ok_or_else(|| {
+            unauthorized(
+                "switchyard.error.signature_required",
+                "this bridge only accepts signed requests (query parameters key, timestamp, seq, nonce, signature)",
+            )
+        });
+    };
+    let get = |name: &str| {
+        params.get(name).ok_or_else(|| {
+            unauthorized(
+                "switchyard.error.invalid_signature",
+                format!("a signed request needs the query parameter {name}"),
+            )
+        })
+    };
+    let (timestamp, seq, nonce, signature) = (
+        get("timestamp")?,
+        get("seq")?,
+        get("nonce")?,
+        get("signature")?,
+    );
+    for (name, value) in [("seq", seq), ("nonce", nonce)] {
+        signing::check_counter(name, value)
+            .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
+    }
+    let Some((secret, caller)) = bridge.keys.get(key.as_str()) else {
+        return Err(unauthorized(
+            "switchyard.error.unknown_key",
+            format!("unknown signing key \"{key}\""),
+        ));
+    };
+    let mac = match scheme {
+        Scheme::Crossbar => signing::crossbar_mac(secret, key, timestamp, seq, nonce, body),
+        Scheme::Bound {
+            method,
+            path,
+            idempotency_key,
+        } => {
+            if let Some(extra) = params
+                .keys()
+                .find(|k| !SIGNING_PARAMS.contains(&k.as_str()))
+            {
+                return Err(bad(format!(
+                    "unexpected query parameter \"{extra}\": this endpoint takes only {}",
+                    SIGNING_PARAMS.join(", ")
+                )));
+            }
+            signing::bound_mac(
+                secret,
+                &Bound {
+                    method,
+                    path,
+                    key,
+                    timestamp,
+                    seq,
+                    nonce,
+                    idempotency_key,
+                    body,
+                },
+            )
+        }
+    };
+    if !signing::matches(&mac, signature) {
+        return Err(unauthorized(
+            "switchyard.error.invalid_signature",
+            "the signature does not match the request",
+        ));
+    }
+    let window = bridge.config.timestamp_window;
+    let Some(ts) = signing::parse_timestamp(timestamp) else {
+        return Err(unauthorized(
+            "switchyard.error.invalid_timestamp",
+            format!("timestamp \"{timestamp}\" is not of the form 2026-01-01T00:00:00.000Z"),
+        ));
+    };
+    if signing::skew(ts) > window {
+        return Err(unauthorized(
+            "switchyard.error.stale_timestamp",
+            format!(
+                "timestamp {timestamp} is more than {} s from the router's clock",
+                window.as_secs()
+            ),
+        ));
+    }
+    // Remember the signature until the timestamp leaves the window (and a
+    // second more, for rounding).
+    let remember = match SystemTime::now().duration_since(ts) {
+        Ok(age) => window.saturating_sub(age),
+        Err(ahead) => window + ahead.duration(),
+    } + std::time::Duration::from_secs(1);
+    match bridge.replays.first_use(mac, remember) {
+        Ok(()) => Ok(caller),
+        Err(Refused::Replayed) => Err(unauthorized(
+            "switchyard.error.replayed_request",
+            "this signed request was already accepted: a signature is accepted once \
+             (use a fresh nonce for each request)",
+        )),
+        Err(Refused::Full(wait)) => Err(Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "switchyard.error.replay_cache_full",
+            format!(
+                "the bridge remembers replay_cache_size = {} signatures and all are \
+                 inside their window; retry in {} s",
+                bridge.config.replay_cache_size,
+                wait.as_secs() + 1
+            ),
+        )),
+    }
+}
+
+/// The decoded query parameters; None when one is given twice (which of
+/// them would count is ambiguous) or does not decode.
+pub(super) fn query_params(query: &str) -> Option<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if out.insert(percent_decode(k)?, percent_decode(v)?).is_some() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Decodes `%XX` escapes and `+` (as a space) of a query component.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let p = query_params(
+            "key=baz%20app&timestamp=2026-01-01T00%3A00%3A00.000Z&signature=a%2Bb%3D&x",
+        )
+        .expect("valid");
+        assert_eq!(p.get("key").map(String::as_str), Some("baz app"));
+        assert_eq!(
+            p.get("timestamp").map(String::as_str),
+            Some("2026-01-01T00:00:00.000Z")
+        );
+        assert_eq!(p.get("signature").map(String::as_str), Some("a+b="));
+        assert_eq!(p.get("x").map(String::as_str), Some(""));
+        assert!(percent_decode("%zz").is_none());
+        assert!(query_params("nonce=1&nonce=2").is_none());
+        assert!(query_params("nonce=1&non%63e=2").is_none());
+    }
+}
