@@ -306,6 +306,10 @@ pub struct Limits {
     /// Messages queued per session before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue")]
     pub outbound_queue: Spanned<usize>,
+    /// Bytes queued per session (encoded messages not yet written to the
+    /// socket) before the slow-consumer policy applies.
+    #[serde(default = "default_outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
     #[serde(default)]
     pub slow_consumer: SlowConsumerPolicy,
     /// Transport handshake plus HELLO must complete within this.
@@ -338,6 +342,9 @@ fn default_max_message_size() -> Spanned<usize> {
 fn default_outbound_queue() -> Spanned<usize> {
     Spanned::new(0..0, 4096)
 }
+fn default_outbound_queue_bytes() -> usize {
+    16 << 20
+}
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -356,6 +363,7 @@ impl Default for Limits {
         Limits {
             max_message_size: default_max_message_size(),
             outbound_queue: default_outbound_queue(),
+            outbound_queue_bytes: default_outbound_queue_bytes(),
             slow_consumer: SlowConsumerPolicy::default(),
             handshake_timeout: default_handshake_timeout(),
             ping_interval: default_ping_interval(),
@@ -595,6 +603,15 @@ impl Config {
             err(
                 self.limits.outbound_queue.span(),
                 "limits.outbound_queue: must be at least 1".to_string(),
+            );
+        }
+        if self.limits.outbound_queue_bytes < 64 * 1024 {
+            err(
+                0..0,
+                format!(
+                    "limits.outbound_queue_bytes: {} is below the minimum of 65536 bytes",
+                    self.limits.outbound_queue_bytes
+                ),
             );
         }
         errs

@@ -1,0 +1,201 @@
+//! Denial of service: what a client can make the router hold. Each test
+//! attacks the real binary over real sockets, measures its RSS (VmRSS)
+//! before, at the peak of and after the attack, and checks that a healthy
+//! session's round trip stays sane meanwhile.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{args, Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+
+/// The router's resident memory, in MiB.
+fn rss_mb(r: &Router) -> f64 {
+    let pid = r.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Samples the router's RSS every 10 ms until dropped; `peak()` is the
+/// highest value seen.
+struct PeakRss {
+    stop: Arc<AtomicBool>,
+    peak_kb: Arc<AtomicU64>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl PeakRss {
+    fn start(r: &Router) -> PeakRss {
+        let pid = r.child.as_ref().expect("running").id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak_kb.clone());
+        let handle = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    p.fetch_max(kb, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        PeakRss {
+            stop,
+            peak_kb,
+            handle: Some(handle),
+        }
+    }
+
+    fn peak(&self) -> f64 {
+        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A joined JSON RawSocket session.
+fn session(r: &Router) -> Raw {
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    c
+}
+
+/// One acknowledged PUBLISH on a topic nobody listens to: the time to its
+/// PUBLISHED.
+fn round_trip(c: &mut Raw) -> Duration {
+    let request = c.req();
+    let start = Instant::now();
+    c.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.health.ping".into(),
+        payload: args(vec![Value::from("ping")]),
+    });
+    loop {
+        match c.expect("PUBLISHED") {
+            Message::Published { request: r, .. } if r == request => return start.elapsed(),
+            _ => continue,
+        }
+    }
+}
+
+/// A healthy session doing acknowledged PUBLISHes every 20 ms on its own
+/// thread; `finish` returns the slowest round trip.
+struct Health {
+    done: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Duration>,
+}
+
+impl Health {
+    fn start(r: &Router) -> Health {
+        let mut c = session(r);
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let handle = thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !d.load(Ordering::Relaxed) {
+                worst = worst.max(round_trip(&mut c));
+                thread::sleep(Duration::from_millis(20));
+            }
+            worst
+        });
+        Health { done, handle }
+    }
+
+    fn finish(self) -> Duration {
+        self.done.store(true, Ordering::Relaxed);
+        self.handle.join().expect("healthy session")
+    }
+}
+
+const BIG: usize = 900 * 1024;
+
+// ---------------------------------------------------------------------
+// 12. A subscriber that never reads: the outbound queue is bounded in bytes.
+// ---------------------------------------------------------------------
+
+#[test]
+fn never_reading_subscriber_is_disconnected_by_queued_bytes() {
+    // 4 MiB (the default is 16 MiB), so that a short attack shows it.
+    let r = Router::start("[limits]\noutbound_queue_bytes = 4194304\n");
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+
+    // The victim of its own greed: subscribes and never reads.
+    let mut slow = session(&r);
+    slow.subscribe("com.big.feed");
+    // A fast subscriber reads everything.
+    let mut fast = session(&r);
+    fast.subscribe("com.big.feed");
+    let events = 80;
+    let fast_reader = thread::spawn(move || {
+        let mut got = 0;
+        while got < events {
+            match fast.recv() {
+                Some(Message::Event { .. }) => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+    let health = Health::start(&r);
+    let mut publisher = session(&r);
+    let big = "x".repeat(BIG);
+    for _ in 0..events {
+        publisher.send(&Message::Publish {
+            request: publisher.next_request,
+            options: Dict::new(),
+            topic: "com.big.feed".into(),
+            payload: args(vec![Value::from(big.as_str())]),
+        });
+        publisher.next_request += 1;
+    }
+    // The publisher's messages are routed in order: its acknowledged
+    // PUBLISH comes back once every event was handed out.
+    round_trip(&mut publisher);
+    let fast_got = fast_reader.join().expect("fast reader");
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    drop(slow);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "slow consumer: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         round trip baseline {baseline:?}, worst during {worst:?}; fast subscriber got {fast_got}/{events}"
+    );
+    assert_eq!(fast_got, events, "the fast subscriber got every event");
+    assert!(
+        r.log_text().contains("slow consumer: outbound queue holds"),
+        "the slow subscriber was disconnected for its queued bytes"
+    );
+    assert!(
+        peak_mb - before < 40.0,
+        "{:.1} MiB held for a subscriber that never reads",
+        peak_mb - before
+    );
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
