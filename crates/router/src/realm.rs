@@ -83,6 +83,13 @@ pub struct RealmConfig {
     /// (0, the default: no limit).
     #[serde(default)]
     pub max_messages_per_second: u32,
+    /// Calls one session may have in flight (0: no limit).
+    #[serde(default = "default_max_calls_in_flight")]
+    pub max_calls_in_flight_per_session: usize,
+}
+
+fn default_max_calls_in_flight() -> usize {
+    DealerConfig::default().max_calls_in_flight_per_session
 }
 
 fn default_max_subscriptions() -> usize {
@@ -123,6 +130,7 @@ impl RealmConfig {
             max_subscriptions_per_session: default_max_subscriptions(),
             max_registrations_per_session: default_max_registrations(),
             max_messages_per_second: 0,
+            max_calls_in_flight_per_session: default_max_calls_in_flight(),
         }
     }
 }
@@ -155,6 +163,8 @@ impl Realm {
             DealerConfig {
                 disclose_caller: config.disclose_caller,
                 call_queue_limit: config.call_queue_limit,
+                max_calls_in_flight_per_session: config.max_calls_in_flight_per_session,
+                metrics: Some(metrics.clone()),
             },
             Box::new(move |events| registration_events(&meta_broker, events)),
         );

@@ -51,6 +51,9 @@ pub struct Session {
     /// Calls this session takes part in (as caller or callee) that the
     /// Dealer has not ended yet; lets a leaving session skip the call scan.
     dealer_calls: AtomicUsize,
+    /// Calls this session made (as caller) that the Dealer has not ended
+    /// yet: bounded by `max_calls_in_flight_per_session`.
+    caller_calls: AtomicUsize,
     /// Answers of the authorizer procedure it asked to keep (gone with the
     /// session).
     authz_cache: Mutex<HashMap<(Action, String), Decision>>,
@@ -107,6 +110,7 @@ impl Session {
             alive: AtomicBool::new(true),
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
+            caller_calls: AtomicUsize::new(0),
             authz_cache: Mutex::new(HashMap::new()),
             router_owned: false,
         }
@@ -170,6 +174,19 @@ impl Session {
 
     pub(crate) fn call_ended(&self) {
         self.dealer_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn caller_call_started(&self) {
+        self.caller_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn caller_call_ended(&self) {
+        self.caller_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Calls this session made that are still in flight.
+    pub fn calls_as_caller(&self) -> usize {
+        self.caller_calls.load(Ordering::Relaxed)
     }
 
     pub(crate) fn dealer_calls(&self) -> usize {

@@ -286,6 +286,9 @@ pub struct RealmEntry {
     pub max_registrations_per_session: Option<usize>,
     #[serde(default)]
     pub max_messages_per_second: Option<u32>,
+    /// Calls one session may have in flight (0: no limit).
+    #[serde(default)]
+    pub max_calls_in_flight_per_session: Option<usize>,
     /// Durable job queues ([[realm.queue]]).
     #[serde(default)]
     pub queue: Vec<Spanned<QueueConfig>>,
@@ -478,6 +481,7 @@ impl Config {
                 max_subscriptions_per_session: None,
                 max_registrations_per_session: None,
                 max_messages_per_second: None,
+                max_calls_in_flight_per_session: None,
                 queue: Vec::new(),
                 queue_binding: Vec::new(),
                 queue_http: None,
@@ -656,6 +660,9 @@ impl Config {
                 }
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;
+                }
+                if let Some(n) = r.max_calls_in_flight_per_session {
+                    c.max_calls_in_flight_per_session = n;
                 }
                 c
             })

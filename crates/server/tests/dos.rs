@@ -199,3 +199,101 @@ fn never_reading_subscriber_is_disconnected_by_queued_bytes() {
     );
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+/// The next message that is not an EVENT.
+fn expect_reply(c: &mut Raw, what: &str) -> Message {
+    loop {
+        match c.expect(what) {
+            Message::Event { .. } => continue,
+            m => return m,
+        }
+    }
+}
+
+fn error_of(m: Message) -> (String, String) {
+    match m {
+        Message::Error { error, payload, .. } => {
+            let text = common::args_of(&payload)
+                .first()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            (error, text)
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+}
+
+const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
+
+// ---------------------------------------------------------------------
+// 24. Calls in flight per caller session.
+// ---------------------------------------------------------------------
+
+#[test]
+fn calls_in_flight_per_session_are_bounded() {
+    let r = Router::start("");
+    let baseline = round_trip(&mut session(&r));
+    // A callee that never answers (nor reads).
+    let mut callee = session(&r);
+    callee.register("com.slow.never");
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+
+    let mut caller = session(&r);
+    let calls = 20_000;
+    let writer = caller.stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: 1,
+        };
+        for _ in 0..calls {
+            let request = w.req();
+            w.send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.slow.never".into(),
+                payload: args(vec![Value::from("x".repeat(200).as_str())]),
+            });
+        }
+    });
+    let mut refused = 0;
+    let mut message = String::new();
+    while refused < calls - 1000 {
+        let (error, text) = error_of(expect_reply(&mut caller, "ERROR"));
+        assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+        message = text;
+        refused += 1;
+    }
+    sender.join().expect("sender");
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    drop(caller);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "calls in flight: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         round trip baseline {baseline:?}, worst during {worst:?}; {refused} of {calls} calls refused: {message}"
+    );
+    assert!(
+        message.contains("1000 calls in flight") && message.contains("max_calls_in_flight"),
+        "{message}"
+    );
+    assert!(peak_mb - before < 30.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+    // The limit is per session: another caller still gets through.
+    let mut other = session(&r);
+    let request = other.req();
+    other.send(&Message::Call {
+        request,
+        options: Dict::new().with("timeout", 200u64),
+        procedure: "com.slow.never".into(),
+        payload: args(vec![]),
+    });
+    let (error, _) = error_of(other.expect("ERROR"));
+    assert_eq!(error, "wamp.error.timeout", "a timeout, not the limit");
+    assert!(r.log_text().contains("CALL refused: calls in flight limit"));
+}
