@@ -86,6 +86,38 @@ pub struct RealmConfig {
     /// Calls one session may have in flight (0: no limit).
     #[serde(default = "default_max_calls_in_flight")]
     pub max_calls_in_flight_per_session: usize,
+    /// Longest URI (topic, procedure, error) a client may send, in bytes
+    /// (`[limits] max_uri_length`).
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: usize,
+    /// Bytes of retained events (payload and topic) the realm keeps at once.
+    #[serde(default = "default_max_retained_bytes")]
+    pub max_retained_bytes: usize,
+    /// Testaments one session may hold per scope.
+    #[serde(default = "default_max_testaments")]
+    pub max_testaments_per_session: usize,
+    /// Bytes of testaments (encoded) one session may hold, all scopes.
+    #[serde(default = "default_max_testament_bytes")]
+    pub max_testament_bytes_per_session: usize,
+}
+
+/// Default of `max_uri_length`.
+pub const DEFAULT_MAX_URI_LENGTH: usize = 512;
+
+fn default_max_uri_length() -> usize {
+    DEFAULT_MAX_URI_LENGTH
+}
+
+fn default_max_retained_bytes() -> usize {
+    BrokerConfig::default().max_retained_bytes
+}
+
+fn default_max_testaments() -> usize {
+    64
+}
+
+fn default_max_testament_bytes() -> usize {
+    256 * 1024
 }
 
 fn default_max_calls_in_flight() -> usize {
@@ -131,6 +163,10 @@ impl RealmConfig {
             max_registrations_per_session: default_max_registrations(),
             max_messages_per_second: 0,
             max_calls_in_flight_per_session: default_max_calls_in_flight(),
+            max_uri_length: default_max_uri_length(),
+            max_retained_bytes: default_max_retained_bytes(),
+            max_testaments_per_session: default_max_testaments(),
+            max_testament_bytes_per_session: default_max_testament_bytes(),
         }
     }
 }
@@ -156,6 +192,8 @@ impl Realm {
         let broker = Arc::new(Broker::new(BrokerConfig {
             disclose_publisher: config.disclose_publisher,
             retained_limit: config.retained_topics_limit,
+            max_retained_bytes: config.max_retained_bytes,
+            metrics: Some(metrics.clone()),
             history: config.history.clone(),
         }));
         let meta_broker = broker.clone();
@@ -224,6 +262,23 @@ impl Realm {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Refuses a URI longer than `max_uri_length` (`what` names it in the
+    /// error), before anything is looked up or kept for it.
+    pub fn check_uri_length(&self, uri: &str, what: &str) -> Result<(), OpError> {
+        let max = self.config.max_uri_length;
+        if uri.len() <= max {
+            return Ok(());
+        }
+        Metrics::inc(&self.metrics.limit_exceeded);
+        Err((
+            switchyard_proto::errors::INVALID_URI,
+            format!(
+                "{what} of {} bytes exceeds the maximum URI length of {max} bytes (max_uri_length)",
+                uri.len()
+            ),
+        ))
     }
 
     fn failure_keys(ip: Option<std::net::IpAddr>, authid: Option<&str>) -> Vec<String> {

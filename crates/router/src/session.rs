@@ -86,12 +86,21 @@ pub enum TestamentScope {
 
 #[derive(Default)]
 struct Testaments {
-    detached: Vec<Testament>,
-    destroyed: Vec<Testament>,
+    /// Each testament with its size in bytes.
+    detached: Vec<(Testament, usize)>,
+    destroyed: Vec<(Testament, usize)>,
+    /// Bytes of all testaments held.
+    bytes: usize,
 }
 
-/// Testaments a session may hold per scope.
-pub const MAX_TESTAMENTS: usize = 64;
+/// What a session may hold in testaments.
+#[derive(Clone, Copy, Debug)]
+pub struct TestamentLimits {
+    /// Testaments per scope.
+    pub count: usize,
+    /// Bytes of all testaments, all scopes.
+    pub bytes: usize,
+}
 
 /// How a router operation failed: an error URI and a readable message.
 pub type OpError = (&'static str, String);
@@ -121,28 +130,48 @@ impl Session {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Adds a testament; false if the scope already holds [`MAX_TESTAMENTS`].
-    pub fn add_testament(&self, scope: TestamentScope, t: Testament) -> bool {
+    /// Adds a testament of `size` bytes; refused (with the reason) if the
+    /// scope already holds `limits.count` or the session's testaments
+    /// would exceed `limits.bytes`.
+    pub fn add_testament(
+        &self,
+        scope: TestamentScope,
+        t: Testament,
+        size: usize,
+        limits: TestamentLimits,
+    ) -> Result<(), String> {
         let mut all = self.testaments.lock();
+        let all = &mut *all;
         let list = match scope {
             TestamentScope::Detached => &mut all.detached,
             TestamentScope::Destroyed => &mut all.destroyed,
         };
-        if list.len() >= MAX_TESTAMENTS {
-            return false;
+        if list.len() >= limits.count {
+            return Err(format!(
+                "a session may hold at most {} testaments per scope (max_testaments_per_session)",
+                limits.count
+            ));
         }
-        list.push(t);
-        true
+        if all.bytes + size > limits.bytes {
+            return Err(format!(
+                "a testament of {size} bytes would bring this session's testaments over {} bytes (max_testament_bytes_per_session)",
+                limits.bytes
+            ));
+        }
+        list.push((t, size));
+        all.bytes += size;
+        Ok(())
     }
 
     /// Removes the testaments of `scope`; returns how many there were.
     pub fn flush_testaments(&self, scope: TestamentScope) -> usize {
         let mut all = self.testaments.lock();
         let list = match scope {
-            TestamentScope::Detached => &mut all.detached,
-            TestamentScope::Destroyed => &mut all.destroyed,
+            TestamentScope::Detached => std::mem::take(&mut all.detached),
+            TestamentScope::Destroyed => std::mem::take(&mut all.destroyed),
         };
-        std::mem::take(list).len()
+        all.bytes -= list.iter().map(|(_, size)| size).sum::<usize>();
+        list.len()
     }
 
     /// All testaments, `detached` first, leaving none.
@@ -150,7 +179,8 @@ impl Session {
         let mut all = self.testaments.lock();
         let mut out = std::mem::take(&mut all.detached);
         out.append(&mut all.destroyed);
-        out
+        all.bytes = 0;
+        out.into_iter().map(|(t, _)| t).collect()
     }
 
     pub(crate) fn cached_decision(&self, action: Action, uri: &str) -> Option<Decision> {

@@ -289,6 +289,15 @@ pub struct RealmEntry {
     /// Calls one session may have in flight (0: no limit).
     #[serde(default)]
     pub max_calls_in_flight_per_session: Option<usize>,
+    /// Bytes of retained events the realm keeps.
+    #[serde(default)]
+    pub max_retained_bytes: Option<usize>,
+    /// Testaments one session may hold per scope.
+    #[serde(default)]
+    pub max_testaments_per_session: Option<usize>,
+    /// Bytes of testaments one session may hold.
+    #[serde(default)]
+    pub max_testament_bytes_per_session: Option<usize>,
     /// Durable job queues ([[realm.queue]]).
     #[serde(default)]
     pub queue: Vec<Spanned<QueueConfig>>,
@@ -313,6 +322,9 @@ pub struct Limits {
     /// socket) before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue_bytes")]
     pub outbound_queue_bytes: usize,
+    /// Longest URI a client may send (topic, procedure, error URI), bytes.
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: usize,
     #[serde(default)]
     pub slow_consumer: SlowConsumerPolicy,
     /// Transport handshake plus HELLO must complete within this.
@@ -345,6 +357,9 @@ fn default_max_message_size() -> Spanned<usize> {
 fn default_outbound_queue() -> Spanned<usize> {
     Spanned::new(0..0, 4096)
 }
+fn default_max_uri_length() -> usize {
+    switchyard_router::realm::DEFAULT_MAX_URI_LENGTH
+}
 fn default_outbound_queue_bytes() -> usize {
     16 << 20
 }
@@ -367,6 +382,7 @@ impl Default for Limits {
             max_message_size: default_max_message_size(),
             outbound_queue: default_outbound_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
+            max_uri_length: default_max_uri_length(),
             slow_consumer: SlowConsumerPolicy::default(),
             handshake_timeout: default_handshake_timeout(),
             ping_interval: default_ping_interval(),
@@ -482,6 +498,9 @@ impl Config {
                 max_registrations_per_session: None,
                 max_messages_per_second: None,
                 max_calls_in_flight_per_session: None,
+                max_retained_bytes: None,
+                max_testaments_per_session: None,
+                max_testament_bytes_per_session: None,
                 queue: Vec::new(),
                 queue_binding: Vec::new(),
                 queue_http: None,
@@ -609,6 +628,15 @@ impl Config {
                 "limits.outbound_queue: must be at least 1".to_string(),
             );
         }
+        if self.limits.max_uri_length < 64 {
+            err(
+                0..0,
+                format!(
+                    "limits.max_uri_length: {} is below the minimum of 64 bytes",
+                    self.limits.max_uri_length
+                ),
+            );
+        }
         if self.limits.outbound_queue_bytes < 64 * 1024 {
             err(
                 0..0,
@@ -664,6 +692,16 @@ impl Config {
                 if let Some(n) = r.max_calls_in_flight_per_session {
                     c.max_calls_in_flight_per_session = n;
                 }
+                if let Some(n) = r.max_retained_bytes {
+                    c.max_retained_bytes = n;
+                }
+                if let Some(n) = r.max_testaments_per_session {
+                    c.max_testaments_per_session = n;
+                }
+                if let Some(n) = r.max_testament_bytes_per_session {
+                    c.max_testament_bytes_per_session = n;
+                }
+                c.max_uri_length = self.limits.max_uri_length;
                 c
             })
             .collect()

@@ -297,3 +297,217 @@ fn calls_in_flight_per_session_are_bounded() {
     assert_eq!(error, "wamp.error.timeout", "a timeout, not the limit");
     assert!(r.log_text().contains("CALL refused: calls in flight limit"));
 }
+
+// ---------------------------------------------------------------------
+// 13. State sized by the client: URIs, retained events, testaments.
+// ---------------------------------------------------------------------
+
+/// Sends `msg` (a request with id `request`) and returns the ERROR's URI
+/// and message, or None for any other answer.
+fn request_error(c: &mut Raw, msg: Message) -> Option<(String, String)> {
+    c.send(&msg);
+    match expect_reply(c, "an answer") {
+        m @ Message::Error { .. } => Some(error_of(m)),
+        _ => None,
+    }
+}
+
+#[test]
+fn long_uris_are_refused_on_every_message_kind() {
+    let r = Router::start("");
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    let mut c = session(&r);
+    let long = format!("com.{}", "a".repeat(BIG));
+    for _ in 0..100 {
+        let request = c.req();
+        let (error, text) = request_error(
+            &mut c,
+            Message::Subscribe {
+                request,
+                options: Dict::new(),
+                topic: long.clone(),
+            },
+        )
+        .expect("SUBSCRIBE refused");
+        assert_eq!(error, "wamp.error.invalid_uri");
+        assert!(
+            text.contains("exceeds the maximum URI length of 512 bytes (max_uri_length)"),
+            "{text}"
+        );
+    }
+    let request = c.req();
+    let kinds = [
+        Message::Register {
+            request,
+            options: Dict::new(),
+            procedure: long.clone(),
+        },
+        Message::Call {
+            request: request + 1,
+            options: Dict::new(),
+            procedure: long.clone(),
+            payload: args(vec![]),
+        },
+        Message::Publish {
+            request: request + 2,
+            options: Dict::new().with("acknowledge", true),
+            topic: long.clone(),
+            payload: args(vec![]),
+        },
+        Message::Subscribe {
+            request: request + 3,
+            options: Dict::new().with("match", "prefix"),
+            topic: format!("{}.", "b".repeat(600)),
+        },
+        Message::Call {
+            request: request + 4,
+            options: Dict::new(),
+            procedure: "wamp.session.add_testament".into(),
+            payload: args(vec![Value::from(long.as_str()), Value::List(vec![])]),
+        },
+    ];
+    for msg in kinds {
+        let name = msg.name();
+        let (error, text) = request_error(&mut c, msg).expect("refused");
+        assert_eq!(error, "wamp.error.invalid_uri", "{name}: {text}");
+        assert!(text.contains("max_uri_length"), "{name}: {text}");
+    }
+    c.next_request = request + 5;
+    // 512 bytes are fine.
+    c.subscribe(&format!("com.{}", "c".repeat(508)));
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    let after = rss_mb(&r);
+    eprintln!(
+        "long URIs: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; worst round trip {worst:?}"
+    );
+    assert!(after - before < 15.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+#[test]
+fn retained_events_are_bounded_in_bytes_per_realm() {
+    let r = Router::start("max_retained_bytes = 8388608");
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    let big = "r".repeat(BIG);
+    {
+        let mut publisher = session(&r);
+        for i in 0..40 {
+            let request = publisher.req();
+            publisher.send(&Message::Publish {
+                request,
+                options: Dict::new().with("retain", true),
+                topic: format!("com.retained.t{i}"),
+                payload: args(vec![Value::from(big.as_str())]),
+            });
+        }
+        round_trip(&mut publisher);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    let worst = health.finish();
+    // What is retained: at most 8 MiB of it.
+    let mut sub = session(&r);
+    let request = sub.req();
+    sub.send(&Message::Subscribe {
+        request,
+        options: Dict::new()
+            .with("match", "prefix")
+            .with("get_retained", true),
+        topic: "com.retained.".into(),
+    });
+    let mut retained = 0;
+    loop {
+        match sub.recv() {
+            Some(Message::Event { .. }) => retained += 1,
+            Some(Message::Subscribed { .. }) => {}
+            _ => break,
+        }
+        if retained == 40 {
+            break;
+        }
+    }
+    eprintln!(
+        "retained: RSS before {before:.1} MiB, after the publisher left {after:.1} MiB; \
+         {retained} of 40 events retained; worst round trip {worst:?}"
+    );
+    assert!(
+        (8..=9).contains(&retained),
+        "{retained} events of 900 KiB retained under 8 MiB"
+    );
+    assert!(
+        r.log_text().contains("would exceed max_retained_bytes"),
+        "refusals are logged"
+    );
+    assert!(after - before < 20.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+#[test]
+fn testaments_are_bounded_in_count_and_bytes() {
+    let r = Router::start("");
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    let mut c = session(&r);
+    let big = "t".repeat(BIG);
+    let mut refused = 0;
+    let mut message = String::new();
+    for _ in 0..40 {
+        let request = c.req();
+        if let Some((error, text)) = request_error(
+            &mut c,
+            Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "wamp.session.add_testament".into(),
+                payload: args(vec![
+                    Value::from("com.will"),
+                    Value::List(vec![Value::from(big.as_str())]),
+                ]),
+            },
+        ) {
+            assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+            refused += 1;
+            message = text;
+        }
+    }
+    let after = rss_mb(&r);
+    // Small ones: 64 per scope, then refused.
+    let mut small_refused = String::new();
+    for i in 0..65 {
+        let request = c.req();
+        if let Some((error, text)) = request_error(
+            &mut c,
+            Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "wamp.session.add_testament".into(),
+                payload: args(vec![Value::from("com.will"), Value::List(vec![])]),
+            },
+        ) {
+            assert_eq!(i, 64, "{text}");
+            assert_eq!(error, LIMIT_EXCEEDED);
+            small_refused = text;
+        }
+    }
+    let worst = health.finish();
+    eprintln!(
+        "testaments: RSS before {before:.1} MiB, after 40 x 900 KiB {after:.1} MiB ({refused} refused: {message}); \
+         worst round trip {worst:?}"
+    );
+    assert_eq!(refused, 40, "900 KiB exceeds the 256 KiB per session");
+    assert!(
+        message.contains("max_testament_bytes_per_session"),
+        "{message}"
+    );
+    assert!(
+        small_refused.contains("64 testaments per scope"),
+        "{small_refused}"
+    );
+    assert!(after - before < 20.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}

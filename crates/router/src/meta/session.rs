@@ -7,7 +7,7 @@ use switchyard_proto::{errors, Value};
 
 use super::{invalid, Args, MetaResult};
 use crate::realm::{session_details, Realm};
-use crate::session::{OpError, Session, Testament, TestamentScope, MAX_TESTAMENTS};
+use crate::session::{OpError, Session, Testament, TestamentLimits, TestamentScope};
 
 fn filtered(realm: &Realm, args: &Args) -> Result<Vec<Arc<Session>>, OpError> {
     let roles = args.str_list(0, "filter_authroles")?;
@@ -121,6 +121,7 @@ fn scope(args: &Args) -> Result<TestamentScope, OpError> {
 /// `wamp.session.add_testament(topic, args, kwargs, publish_options=, scope=)`.
 pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
     let topic = args.str(0, "topic")?.to_string();
+    realm.check_uri_length(&topic, "testament topic")?;
     if let Err(e) = uri::check(&topic, realm.config.uri_check, false) {
         return Err((errors::INVALID_URI, format!("invalid topic: {e}")));
     }
@@ -165,18 +166,29 @@ pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Ar
     // Nobody is left to receive an acknowledgement.
     options.0.retain(|(k, _)| k != "acknowledge");
     let scope = scope(args)?;
-    let added = caller.add_testament(
-        scope,
-        Testament {
-            topic,
-            options,
-            payload: switchyard_proto::Payload::values(event_args, event_kwargs),
-        },
-    );
-    if !added {
-        return Err(invalid(format!(
-            "a session may hold at most {MAX_TESTAMENTS} testaments per scope"
-        )));
+    let testament = Testament {
+        topic,
+        options,
+        payload: switchyard_proto::Payload::values(event_args, event_kwargs),
+    };
+    // What it holds: its EVENT, encoded.
+    let size = switchyard_proto::Message::Event {
+        subscription: 0,
+        publication: 0,
+        details: testament.options.clone(),
+        payload: testament.payload.clone(),
+    }
+    .encode(switchyard_proto::Serializer::MsgPack)
+    .map_or(usize::MAX / 2, |b| b.len())
+        + testament.topic.len();
+    let limits = TestamentLimits {
+        count: realm.config.max_testaments_per_session,
+        bytes: realm.config.max_testament_bytes_per_session,
+    };
+    if let Err(why) = caller.add_testament(scope, testament, size, limits) {
+        crate::metrics::Metrics::inc(&realm.metrics.limit_exceeded);
+        tracing::info!(session = caller.id, "testament refused: {why}");
+        return Err((crate::connection::LIMIT_EXCEEDED, why));
     }
     Ok((vec![], None))
 }
