@@ -153,7 +153,8 @@ impl Payload {
         Ok(())
     }
 
-    fn byte_len(&self) -> usize {
+    /// The payload's encoded size (an estimate for router-made values).
+    pub fn byte_len(&self) -> usize {
         self.args.as_ref().map_or(0, Item::raw_len) + self.kwargs.as_ref().map_or(0, Item::raw_len)
     }
 }

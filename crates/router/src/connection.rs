@@ -473,6 +473,28 @@ impl Connection {
     }
 
     fn handle_established(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
+        // Before anything is authorized, looked up or kept for it.
+        if let Some((request_type, request, what, uri)) = uri_of(&msg) {
+            if let Err(e) = realm.check_uri_length(uri, what) {
+                tracing::info!(session = s.id, "{} refused: {}", msg.name(), e.1);
+                return match request {
+                    Some(request) => {
+                        // An unacknowledged PUBLISH gets no ERROR.
+                        let ack = match &msg {
+                            Message::Publish { options, .. } => {
+                                options.get_bool("acknowledge").unwrap_or(false)
+                            }
+                            _ => true,
+                        };
+                        if ack {
+                            s.send_error(request_type, request, e);
+                        }
+                        Flow::Continue
+                    }
+                    None => self.protocol_violation(&e.1),
+                };
+            }
+        }
         let rule = realm.config.uri_check;
         let checked = if realm.authz.enabled() {
             action_of(&msg)
@@ -863,6 +885,30 @@ fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
         .with("authprovider", session.authprovider.as_str())
         .with("roles", roles)
         .with("agent", concat!("switchyard-", env!("CARGO_PKG_VERSION")))
+}
+
+/// The URI a client message carries: the request type and id to answer
+/// (None: a message that gets no ERROR), what it is, and the URI.
+fn uri_of(msg: &Message) -> Option<(u64, Option<u64>, &'static str, &str)> {
+    match msg {
+        Message::Publish { request, topic, .. } => {
+            Some((code::PUBLISH, Some(*request), "topic", topic))
+        }
+        Message::Subscribe { request, topic, .. } => {
+            Some((code::SUBSCRIBE, Some(*request), "topic", topic))
+        }
+        Message::Call {
+            request, procedure, ..
+        } => Some((code::CALL, Some(*request), "procedure", procedure)),
+        Message::Register {
+            request, procedure, ..
+        } => Some((code::REGISTER, Some(*request), "procedure", procedure)),
+        Message::Error { error, .. } => Some((code::ERROR, None, "error URI", error)),
+        Message::Goodbye { reason, .. } | Message::Abort { reason, .. } => {
+            Some((code::GOODBYE, None, "reason", reason))
+        }
+        _ => None,
+    }
 }
 
 /// The action a message asks for, and on which URI.

@@ -290,7 +290,7 @@ impl InternalCaller {
 }
 
 async fn read_replies(
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: crate::peer::OutboundRx,
     waiters: Arc<Waiters>,
     events: Option<mpsc::Sender<InternalEvent>>,
     invocations: Option<mpsc::Sender<InternalInvocation>>,

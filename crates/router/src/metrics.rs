@@ -28,6 +28,9 @@ pub struct Metrics {
     pub registration_limit: AtomicU64,
     pub rate_limited: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Requests refused by a size or count limit (URI length, calls in
+    /// flight, testaments, retained bytes, HELLO fields).
+    pub limit_exceeded: AtomicU64,
     sources: Sources,
 }
 
@@ -44,7 +47,7 @@ impl Metrics {
     /// The counters in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &AtomicU64); 8] = [
+        let rows: [(&str, &str, &AtomicU64); 9] = [
             ("switchyard_auth_succeeded_total", "Sessions that authenticated.", &self.auth_succeeded),
             ("switchyard_auth_failed_total", "Authentications that failed.", &self.auth_failed),
             (
@@ -72,6 +75,11 @@ impl Metrics {
                 "switchyard_connections_refused_total",
                 "Connections refused: too many from one address.",
                 &self.connections_refused,
+            ),
+            (
+                "switchyard_limit_exceeded_total",
+                "Requests refused by a size or count limit (URI length, calls in flight, testaments, retained bytes, HELLO fields).",
+                &self.limit_exceeded,
             ),
         ];
         for (name, help, v) in rows {

@@ -3,7 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,11 +35,56 @@ pub enum Outgoing {
     Close,
 }
 
+/// How much a session's outbound queue may hold before the slow-consumer
+/// policy applies: messages and bytes (`[limits] outbound_queue` and
+/// `outbound_queue_bytes`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct OutboundLimits {
+    pub messages: usize,
+    /// Encoded bytes queued and not yet taken by the writer. A frame is
+    /// always accepted into an empty queue, so one message larger than this
+    /// still goes out.
+    pub bytes: usize,
+    pub policy: SlowConsumerPolicy,
+}
+
+/// The receiving end of a peer's outbound queue (the transport's writer).
+/// Taking a frame releases its bytes from the queue's byte count.
+pub struct OutboundRx {
+    rx: mpsc::Receiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl OutboundRx {
+    fn taken(&self, item: Outgoing) -> Outgoing {
+        if let Outgoing::Frame(f) = &item {
+            self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
+        }
+        item
+    }
+
+    /// The next item; None once the peer is gone.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let item = self.rx.recv().await?;
+        Some(self.taken(item))
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Result<Outgoing, mpsc::error::TryRecvError> {
+        let item = self.rx.try_recv()?;
+        Ok(self.taken(item))
+    }
+}
+
 /// The router's handle on one connection's outbound path.
 pub struct Peer {
     serializer: Serializer,
     tx: mpsc::Sender<Outgoing>,
     capacity: usize,
+    /// Bytes of the frames queued and not yet taken by the writer (shared
+    /// with the [`OutboundRx`]).
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
     policy: SlowConsumerPolicy,
     max_message_len: usize,
     killed: CancellationToken,
@@ -55,7 +100,8 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Creates the peer and the receiving end of its outbound queue.
+    /// Creates the peer and the receiving end of its outbound queue, bounded
+    /// in messages only (the router's own sessions, tests).
     /// `max_message_len` is the largest message the client accepts (RawSocket
     /// handshake); `label` names the connection in logs.
     pub fn new(
@@ -64,14 +110,37 @@ impl Peer {
         policy: SlowConsumerPolicy,
         max_message_len: usize,
         label: String,
-    ) -> (Arc<Peer>, mpsc::Receiver<Outgoing>) {
-        let capacity = capacity.max(1);
+    ) -> (Arc<Peer>, OutboundRx) {
+        let limits = OutboundLimits {
+            messages: capacity,
+            bytes: usize::MAX,
+            policy,
+        };
+        Peer::bounded(serializer, limits, max_message_len, label)
+    }
+
+    /// Creates the peer of a client connection: its outbound queue is
+    /// bounded in messages and in bytes.
+    pub fn bounded(
+        serializer: Serializer,
+        limits: OutboundLimits,
+        max_message_len: usize,
+        label: String,
+    ) -> (Arc<Peer>, OutboundRx) {
+        let capacity = limits.messages.max(1);
         let (tx, rx) = mpsc::channel(capacity);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let rx = OutboundRx {
+            rx,
+            queued_bytes: queued_bytes.clone(),
+        };
         let peer = Peer {
             serializer,
             tx,
             capacity,
-            policy,
+            queued_bytes,
+            max_queued_bytes: limits.bytes.max(1),
+            policy: limits.policy,
             max_message_len,
             killed: CancellationToken::new(),
             stopped: AtomicBool::new(false),
@@ -131,30 +200,51 @@ impl Peer {
         if self.stopped.load(Ordering::Relaxed) {
             return false;
         }
+        let len = frame.len();
+        // Reserve the bytes first; an empty queue takes any frame.
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            let why = format!(
+                "outbound queue holds {before} bytes, over its limit of {} bytes",
+                self.max_queued_bytes
+            );
+            self.full(is_event, &why);
+            return false;
+        }
         match self.tx.try_send(Outgoing::Frame(frame)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if is_event && self.policy == SlowConsumerPolicy::DropEvents {
-                    let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n == 1 || n.is_power_of_two() {
-                        tracing::warn!(
-                            peer = %self.label,
-                            session = ?self.session_id(),
-                            dropped_events = n,
-                            "slow consumer: outbound queue of {} messages is full, dropping events (policy drop_events)",
-                            self.capacity
-                        );
-                    }
-                } else {
-                    self.kill(format!(
-                        "slow consumer: outbound queue of {} messages is full",
-                        self.capacity
-                    ));
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    let why = format!("outbound queue of {} messages is full", self.capacity);
+                    self.full(is_event, &why);
                 }
                 false
             }
         }
+    }
+
+    /// Applies the slow-consumer policy to a frame that did not fit.
+    fn full(&self, is_event: bool, why: &str) {
+        if is_event && self.policy == SlowConsumerPolicy::DropEvents {
+            let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || n.is_power_of_two() {
+                tracing::warn!(
+                    peer = %self.label,
+                    session = ?self.session_id(),
+                    dropped_events = n,
+                    "slow consumer: {why}, dropping events (policy drop_events)"
+                );
+            }
+        } else {
+            self.kill(format!("slow consumer: {why}"));
+        }
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Closes the connection once everything queued so far is written.

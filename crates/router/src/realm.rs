@@ -84,6 +84,45 @@ pub struct RealmConfig {
     /// (0, the default: no limit).
     #[serde(default)]
     pub max_messages_per_second: u32,
+    /// Calls one session may have in flight (0: no limit).
+    #[serde(default = "default_max_calls_in_flight")]
+    pub max_calls_in_flight_per_session: usize,
+    /// Longest URI (topic, procedure, error) a client may send, in bytes
+    /// (`[limits] max_uri_length`).
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: usize,
+    /// Bytes of retained events (payload and topic) the realm keeps at once.
+    #[serde(default = "default_max_retained_bytes")]
+    pub max_retained_bytes: usize,
+    /// Testaments one session may hold per scope.
+    #[serde(default = "default_max_testaments")]
+    pub max_testaments_per_session: usize,
+    /// Bytes of testaments (encoded) one session may hold, all scopes.
+    #[serde(default = "default_max_testament_bytes")]
+    pub max_testament_bytes_per_session: usize,
+}
+
+/// Default of `max_uri_length`.
+pub const DEFAULT_MAX_URI_LENGTH: usize = 512;
+
+fn default_max_uri_length() -> usize {
+    DEFAULT_MAX_URI_LENGTH
+}
+
+fn default_max_retained_bytes() -> usize {
+    BrokerConfig::default().max_retained_bytes
+}
+
+fn default_max_testaments() -> usize {
+    64
+}
+
+fn default_max_testament_bytes() -> usize {
+    256 * 1024
+}
+
+fn default_max_calls_in_flight() -> usize {
+    DealerConfig::default().max_calls_in_flight_per_session
 }
 
 fn default_max_subscriptions() -> usize {
@@ -124,6 +163,11 @@ impl RealmConfig {
             max_subscriptions_per_session: default_max_subscriptions(),
             max_registrations_per_session: default_max_registrations(),
             max_messages_per_second: 0,
+            max_calls_in_flight_per_session: default_max_calls_in_flight(),
+            max_uri_length: default_max_uri_length(),
+            max_retained_bytes: default_max_retained_bytes(),
+            max_testaments_per_session: default_max_testaments(),
+            max_testament_bytes_per_session: default_max_testament_bytes(),
         }
     }
 }
@@ -149,6 +193,8 @@ impl Realm {
         let broker = Arc::new(Broker::new(BrokerConfig {
             disclose_publisher: config.disclose_publisher,
             retained_limit: config.retained_topics_limit,
+            max_retained_bytes: config.max_retained_bytes,
+            metrics: Some(metrics.clone()),
             history: config.history.clone(),
         }));
         let meta_broker = broker.clone();
@@ -156,6 +202,8 @@ impl Realm {
             DealerConfig {
                 disclose_caller: config.disclose_caller,
                 call_queue_limit: config.call_queue_limit,
+                max_calls_in_flight_per_session: config.max_calls_in_flight_per_session,
+                metrics: Some(metrics.clone()),
             },
             Box::new(move |events| registration_events(&meta_broker, events)),
         );
@@ -215,6 +263,23 @@ impl Realm {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Refuses a URI longer than `max_uri_length` (`what` names it in the
+    /// error), before anything is looked up or kept for it.
+    pub fn check_uri_length(&self, uri: &str, what: &str) -> Result<(), OpError> {
+        let max = self.config.max_uri_length;
+        if uri.len() <= max {
+            return Ok(());
+        }
+        Metrics::inc(&self.metrics.limit_exceeded);
+        Err((
+            switchyard_proto::errors::INVALID_URI,
+            format!(
+                "{what} of {} bytes exceeds the maximum URI length of {max} bytes (max_uri_length)",
+                uri.len()
+            ),
+        ))
     }
 
     fn failure_keys(ip: Option<std::net::IpAddr>, authid: Option<&str>) -> Vec<String> {

@@ -52,6 +52,9 @@ pub struct Session {
     /// Calls this session takes part in (as caller or callee) that the
     /// Dealer has not ended yet; lets a leaving session skip the call scan.
     dealer_calls: AtomicUsize,
+    /// Calls this session made (as caller) that the Dealer has not ended
+    /// yet: bounded by `max_calls_in_flight_per_session`.
+    caller_calls: AtomicUsize,
     /// Answers of the authorizer procedure it asked to keep (gone with the
     /// session).
     authz_cache: Mutex<HashMap<(Action, String), Decision>>,
@@ -84,12 +87,21 @@ pub enum TestamentScope {
 
 #[derive(Default)]
 struct Testaments {
-    detached: Vec<Testament>,
-    destroyed: Vec<Testament>,
+    /// Each testament with its size in bytes.
+    detached: Vec<(Testament, usize)>,
+    destroyed: Vec<(Testament, usize)>,
+    /// Bytes of all testaments held.
+    bytes: usize,
 }
 
-/// Testaments a session may hold per scope.
-pub const MAX_TESTAMENTS: usize = 64;
+/// What a session may hold in testaments.
+#[derive(Clone, Copy, Debug)]
+pub struct TestamentLimits {
+    /// Testaments per scope.
+    pub count: usize,
+    /// Bytes of all testaments, all scopes.
+    pub bytes: usize,
+}
 
 /// How a router operation failed: an error URI and a readable message.
 pub type OpError = (&'static str, String);
@@ -108,6 +120,7 @@ impl Session {
             alive: AtomicBool::new(true),
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
+            caller_calls: AtomicUsize::new(0),
             authz_cache: Mutex::new(HashMap::new()),
             router_owned: false,
         }
@@ -118,28 +131,48 @@ impl Session {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Adds a testament; false if the scope already holds [`MAX_TESTAMENTS`].
-    pub fn add_testament(&self, scope: TestamentScope, t: Testament) -> bool {
+    /// Adds a testament of `size` bytes; refused (with the reason) if the
+    /// scope already holds `limits.count` or the session's testaments
+    /// would exceed `limits.bytes`.
+    pub fn add_testament(
+        &self,
+        scope: TestamentScope,
+        t: Testament,
+        size: usize,
+        limits: TestamentLimits,
+    ) -> Result<(), String> {
         let mut all = self.testaments.lock();
+        let all = &mut *all;
         let list = match scope {
             TestamentScope::Detached => &mut all.detached,
             TestamentScope::Destroyed => &mut all.destroyed,
         };
-        if list.len() >= MAX_TESTAMENTS {
-            return false;
+        if list.len() >= limits.count {
+            return Err(format!(
+                "a session may hold at most {} testaments per scope (max_testaments_per_session)",
+                limits.count
+            ));
         }
-        list.push(t);
-        true
+        if all.bytes + size > limits.bytes {
+            return Err(format!(
+                "a testament of {size} bytes would bring this session's testaments over {} bytes (max_testament_bytes_per_session)",
+                limits.bytes
+            ));
+        }
+        list.push((t, size));
+        all.bytes += size;
+        Ok(())
     }
 
     /// Removes the testaments of `scope`; returns how many there were.
     pub fn flush_testaments(&self, scope: TestamentScope) -> usize {
         let mut all = self.testaments.lock();
         let list = match scope {
-            TestamentScope::Detached => &mut all.detached,
-            TestamentScope::Destroyed => &mut all.destroyed,
+            TestamentScope::Detached => std::mem::take(&mut all.detached),
+            TestamentScope::Destroyed => std::mem::take(&mut all.destroyed),
         };
-        std::mem::take(list).len()
+        all.bytes -= list.iter().map(|(_, size)| size).sum::<usize>();
+        list.len()
     }
 
     /// All testaments, `detached` first, leaving none.
@@ -147,7 +180,8 @@ impl Session {
         let mut all = self.testaments.lock();
         let mut out = std::mem::take(&mut all.detached);
         out.append(&mut all.destroyed);
-        out
+        all.bytes = 0;
+        out.into_iter().map(|(t, _)| t).collect()
     }
 
     pub(crate) fn cached_decision(&self, action: Action, uri: &str) -> Option<Decision> {
@@ -171,6 +205,19 @@ impl Session {
 
     pub(crate) fn call_ended(&self) {
         self.dealer_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn caller_call_started(&self) {
+        self.caller_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn caller_call_ended(&self) {
+        self.caller_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Calls this session made that are still in flight.
+    pub fn calls_as_caller(&self) -> usize {
+        self.caller_calls.load(Ordering::Relaxed)
     }
 
     pub(crate) fn dealer_calls(&self) -> usize {

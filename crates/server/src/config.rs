@@ -318,6 +318,18 @@ pub struct RealmEntry {
     pub max_registrations_per_session: Option<usize>,
     #[serde(default)]
     pub max_messages_per_second: Option<u32>,
+    /// Calls one session may have in flight (0: no limit).
+    #[serde(default)]
+    pub max_calls_in_flight_per_session: Option<usize>,
+    /// Bytes of retained events the realm keeps.
+    #[serde(default)]
+    pub max_retained_bytes: Option<usize>,
+    /// Testaments one session may hold per scope.
+    #[serde(default)]
+    pub max_testaments_per_session: Option<usize>,
+    /// Bytes of testaments one session may hold.
+    #[serde(default)]
+    pub max_testament_bytes_per_session: Option<usize>,
     /// Durable job queues ([[realm.queue]]).
     #[serde(default)]
     pub queue: Vec<Spanned<QueueConfig>>,
@@ -345,6 +357,13 @@ pub struct Limits {
     /// Messages queued per session before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue")]
     pub outbound_queue: Spanned<usize>,
+    /// Bytes queued per session (encoded messages not yet written to the
+    /// socket) before the slow-consumer policy applies.
+    #[serde(default = "default_outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
+    /// Longest URI a client may send (topic, procedure, error URI), bytes.
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: usize,
     #[serde(default)]
     pub slow_consumer: SlowConsumerPolicy,
     /// Transport handshake plus HELLO must complete within this.
@@ -377,6 +396,12 @@ fn default_max_message_size() -> Spanned<usize> {
 fn default_outbound_queue() -> Spanned<usize> {
     Spanned::new(0..0, 4096)
 }
+fn default_max_uri_length() -> usize {
+    switchyard_router::realm::DEFAULT_MAX_URI_LENGTH
+}
+fn default_outbound_queue_bytes() -> usize {
+    16 << 20
+}
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -395,6 +420,8 @@ impl Default for Limits {
         Limits {
             max_message_size: default_max_message_size(),
             outbound_queue: default_outbound_queue(),
+            outbound_queue_bytes: default_outbound_queue_bytes(),
+            max_uri_length: default_max_uri_length(),
             slow_consumer: SlowConsumerPolicy::default(),
             handshake_timeout: default_handshake_timeout(),
             ping_interval: default_ping_interval(),
@@ -509,6 +536,10 @@ impl Config {
                 max_subscriptions_per_session: None,
                 max_registrations_per_session: None,
                 max_messages_per_second: None,
+                max_calls_in_flight_per_session: None,
+                max_retained_bytes: None,
+                max_testaments_per_session: None,
+                max_testament_bytes_per_session: None,
                 queue: Vec::new(),
                 queue_binding: Vec::new(),
                 queue_http: None,
@@ -650,6 +681,24 @@ impl Config {
                 "limits.outbound_queue: must be at least 1".to_string(),
             );
         }
+        if self.limits.max_uri_length < 64 {
+            err(
+                0..0,
+                format!(
+                    "limits.max_uri_length: {} is below the minimum of 64 bytes",
+                    self.limits.max_uri_length
+                ),
+            );
+        }
+        if self.limits.outbound_queue_bytes < 64 * 1024 {
+            err(
+                0..0,
+                format!(
+                    "limits.outbound_queue_bytes: {} is below the minimum of 65536 bytes",
+                    self.limits.outbound_queue_bytes
+                ),
+            );
+        }
         errs
     }
 
@@ -693,6 +742,19 @@ impl Config {
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;
                 }
+                if let Some(n) = r.max_calls_in_flight_per_session {
+                    c.max_calls_in_flight_per_session = n;
+                }
+                if let Some(n) = r.max_retained_bytes {
+                    c.max_retained_bytes = n;
+                }
+                if let Some(n) = r.max_testaments_per_session {
+                    c.max_testaments_per_session = n;
+                }
+                if let Some(n) = r.max_testament_bytes_per_session {
+                    c.max_testament_bytes_per_session = n;
+                }
+                c.max_uri_length = self.limits.max_uri_length;
                 c
             })
             .collect()

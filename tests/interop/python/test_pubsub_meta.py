@@ -401,7 +401,7 @@ def test_add_testament_errors_and_limit(router):
                 for i in range(64):
                     await add_testament(t, uri, [scope, i], {}, scope=scope)
                 err = await meta_error(t, "wamp.session.add_testament", uri, [scope, 64], {}, scope=scope)
-                assert err.error == "wamp.error.invalid_argument", (scope, err.error, err.args)
+                assert err.error == "switchyard.error.limit_exceeded", (scope, err.error, err.args)
             await t.close()
             await box.until(lambda a: len(a) >= 128, "128 testaments")
             await marker(other, uri, 1)

@@ -38,6 +38,21 @@ fn strs(options: &Dict, key: &str) -> Option<Vec<String>> {
 }
 
 impl Filter {
+    /// Bytes the lists hold (roughly), for what retained events cost.
+    pub fn byte_len(&self) -> usize {
+        let ids = |l: &Option<Vec<u64>>| l.as_ref().map_or(0, |l| l.len() * 8);
+        let strs = |l: &Option<Vec<String>>| {
+            l.as_ref()
+                .map_or(0, |l| l.iter().map(|s| s.len() + 24).sum())
+        };
+        ids(&self.exclude)
+            + ids(&self.eligible)
+            + strs(&self.exclude_authid)
+            + strs(&self.exclude_authrole)
+            + strs(&self.eligible_authid)
+            + strs(&self.eligible_authrole)
+    }
+
     /// Reads PUBLISH.Options (their types were checked when decoding).
     /// `publisher` is the publishing session, if any.
     pub fn from_options(options: &Dict, publisher: Option<u64>) -> Self {

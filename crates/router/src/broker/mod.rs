@@ -40,6 +40,11 @@ pub struct BrokerConfig {
     pub disclose_publisher: Disclosure,
     /// Topics that may hold a retained event at once.
     pub retained_limit: usize,
+    /// Bytes of retained events (payloads and topics) kept at once; a
+    /// retained event that does not fit is not retained (it is delivered).
+    pub max_retained_bytes: usize,
+    /// Where refusals by a limit are counted.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// Topics (or patterns) whose events are kept for `get_events`.
     pub history: Vec<HistoryConfig>,
 }
@@ -49,6 +54,8 @@ impl Default for BrokerConfig {
         BrokerConfig {
             disclose_publisher: Disclosure::OnRequest,
             retained_limit: 10_000,
+            max_retained_bytes: 16 << 20,
+            metrics: None,
             history: Vec::new(),
         }
     }
@@ -97,6 +104,17 @@ struct Retained {
     filter: Filter,
 }
 
+/// The retained events of a realm and their size.
+#[derive(Default)]
+struct RetainedEvents {
+    by_topic: HashMap<String, Retained>,
+    bytes: usize,
+}
+
+fn retained_size(topic: &str, r: &Retained) -> usize {
+    topic.len() + r.payload.byte_len() + r.filter.byte_len()
+}
+
 #[derive(Default)]
 struct State {
     index: UriIndex<u64>,
@@ -106,7 +124,7 @@ struct State {
 
 pub struct Broker {
     state: RwLock<State>,
-    retained: Mutex<HashMap<String, Retained>>,
+    retained: Mutex<RetainedEvents>,
     config: BrokerConfig,
 }
 
@@ -144,7 +162,7 @@ impl Broker {
         }
         Broker {
             state: RwLock::new(st),
-            retained: Mutex::new(HashMap::new()),
+            retained: Mutex::new(RetainedEvents::default()),
             config,
         }
     }
@@ -222,10 +240,12 @@ impl Broker {
             let retained = self.retained.lock();
             match policy {
                 MatchPolicy::Exact => retained
+                    .by_topic
                     .get(uri)
                     .map(|r| vec![(uri.to_string(), r.clone())])
                     .unwrap_or_default(),
                 _ => retained
+                    .by_topic
                     .iter()
                     .filter(|(t, _)| pattern_matches(uri, policy, t))
                     .map(|(t, r)| (t.clone(), r.clone()))
@@ -334,7 +354,10 @@ impl Broker {
         filter: Filter,
     ) {
         let mut retained = self.retained.lock();
-        if !retained.contains_key(topic) && retained.len() >= self.config.retained_limit {
+        let retained = &mut *retained;
+        if !retained.by_topic.contains_key(topic)
+            && retained.by_topic.len() >= self.config.retained_limit
+        {
             tracing::warn!(
                 topic = %Clip(topic),
                 limit = self.config.retained_limit,
@@ -342,15 +365,39 @@ impl Broker {
             );
             return;
         }
-        retained.insert(
-            topic.to_string(),
-            Retained {
-                publication,
-                details,
-                payload: payload.clone(),
-                filter,
-            },
-        );
+        let event = Retained {
+            publication,
+            details,
+            payload: payload.clone(),
+            filter,
+        };
+        let size = retained_size(topic, &event);
+        let replaced = retained
+            .by_topic
+            .get(topic)
+            .map_or(0, |old| retained_size(topic, old));
+        let total = retained.bytes - replaced + size;
+        if total > self.config.max_retained_bytes {
+            // Refused rather than evicting others' retained events: a
+            // client must not be able to push out what others published.
+            if let Some(m) = &self.config.metrics {
+                crate::metrics::Metrics::inc(&m.limit_exceeded);
+            }
+            tracing::warn!(
+                topic = %topic.chars().take(128).collect::<String>(),
+                size,
+                limit = self.config.max_retained_bytes,
+                "event not retained: the realm's retained events would exceed max_retained_bytes"
+            );
+            return;
+        }
+        retained.bytes = total;
+        retained.by_topic.insert(topic.to_string(), event);
+    }
+
+    /// Bytes held by retained events.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.lock().bytes
     }
 
     /// Publishes an event from the router itself (meta events).
@@ -456,7 +503,7 @@ impl Broker {
 
     /// Topics holding a retained event.
     pub fn retained_topics(&self) -> usize {
-        self.retained.lock().len()
+        self.retained.lock().by_topic.len()
     }
 }
 

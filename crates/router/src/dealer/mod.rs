@@ -38,6 +38,12 @@ pub struct DealerConfig {
     /// Calls that may wait per registration when every callee is at its
     /// concurrency cap; one more is refused with `wamp.error.no_available_callee`.
     pub call_queue_limit: usize,
+    /// Calls one caller session may have in flight (0: no limit); one more
+    /// is refused with `switchyard.error.limit_exceeded`. The router's own
+    /// sessions are not limited.
+    pub max_calls_in_flight_per_session: usize,
+    /// Where refusals by a limit are counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for DealerConfig {
@@ -45,6 +51,8 @@ impl Default for DealerConfig {
         DealerConfig {
             disclose_caller: Disclosure::OnRequest,
             call_queue_limit: 1000,
+            max_calls_in_flight_per_session: 1000,
+            metrics: None,
         }
     }
 }
@@ -762,6 +770,23 @@ impl State {
                     .into(),
             )));
         }
+        let max = config.max_calls_in_flight_per_session;
+        if max > 0 && !caller.router_owned && caller.calls_as_caller() >= max {
+            if let Some(m) = &config.metrics {
+                crate::metrics::Metrics::inc(&m.limit_exceeded);
+            }
+            tracing::info!(
+                session = caller.id,
+                max,
+                "CALL refused: calls in flight limit"
+            );
+            return Err(Rejection::Error((
+                crate::connection::LIMIT_EXCEEDED,
+                format!(
+                    "a session may have at most {max} calls in flight in this realm (max_calls_in_flight_per_session); wait for results before calling again"
+                ),
+            )));
+        }
         let Some(reg_id) = self.index.best_match(procedure).map(|(_, id)| *id) else {
             return Err(Rejection::Error((
                 errors::NO_SUCH_PROCEDURE,
@@ -826,6 +851,7 @@ impl State {
         self.calls.insert(cid, call);
         self.by_request.insert((caller.id, request), cid);
         caller.call_started();
+        caller.caller_call_started();
         if let Some(t) = timeout {
             self.set_deadline(cid, Some(Instant::now() + t));
         }
@@ -981,6 +1007,7 @@ impl State {
         let call = self.calls.remove(&cid)?;
         self.by_request.remove(&(call.caller.id, call.request));
         call.caller.call_ended();
+        call.caller.caller_call_ended();
         if let Some(at) = call.deadline {
             self.deadlines.remove(&(at, cid));
         }

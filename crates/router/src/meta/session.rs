@@ -11,7 +11,7 @@ use super::{invalid, Args, MetaResult};
 use crate::authz::{Action, Decision};
 use crate::connection::not_authorized;
 use crate::realm::{session_details, Realm};
-use crate::session::{OpError, Session, Testament, TestamentScope, MAX_TESTAMENTS};
+use crate::session::{OpError, Session, Testament, TestamentLimits, TestamentScope};
 
 fn filtered(realm: &Realm, args: &Args) -> Result<Vec<Arc<Session>>, OpError> {
     let roles = args.str_list(0, "filter_authroles")?;
@@ -139,6 +139,7 @@ pub(super) enum Added {
 pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, payload: &Payload) -> Added {
     let checked = Args::decode(payload).and_then(|args| {
         let topic = args.str(0, "topic")?.to_string();
+        realm.check_uri_length(&topic, "testament topic")?;
         if let Err(e) = uri::check(&topic, realm.config.uri_check, false) {
             return Err((errors::INVALID_URI, format!("invalid topic: {e}")));
         }
@@ -180,7 +181,7 @@ fn decided(
     topic: String,
 ) -> MetaResult {
     match decision {
-        Decision::Allow { disclose } => add_authorized(caller, args, topic, disclose),
+        Decision::Allow { disclose } => add_authorized(realm, caller, args, topic, disclose),
         Decision::Deny | Decision::Ask => {
             Err(not_authorized(caller, realm, Action::Publish, &topic))
         }
@@ -188,7 +189,13 @@ fn decided(
 }
 
 /// Adds an authorized testament on `topic`.
-fn add_authorized(caller: &Session, args: &Args, topic: String, disclose: bool) -> MetaResult {
+fn add_authorized(
+    realm: &Realm,
+    caller: &Session,
+    args: &Args,
+    topic: String,
+    disclose: bool,
+) -> MetaResult {
     let event_args = match args.get(1) {
         None => Vec::new(),
         Some(Value::List(l)) => l.clone(),
@@ -225,18 +232,29 @@ fn add_authorized(caller: &Session, args: &Args, topic: String, disclose: bool) 
         options.insert("disclose_me", true);
     }
     let scope = scope(args)?;
-    let added = caller.add_testament(
-        scope,
-        Testament {
-            topic,
-            options,
-            payload: switchyard_proto::Payload::values(event_args, event_kwargs),
-        },
-    );
-    if !added {
-        return Err(invalid(format!(
-            "a session may hold at most {MAX_TESTAMENTS} testaments per scope"
-        )));
+    let testament = Testament {
+        topic,
+        options,
+        payload: switchyard_proto::Payload::values(event_args, event_kwargs),
+    };
+    // What it holds: its EVENT, encoded.
+    let size = switchyard_proto::Message::Event {
+        subscription: 0,
+        publication: 0,
+        details: testament.options.clone(),
+        payload: testament.payload.clone(),
+    }
+    .encode(switchyard_proto::Serializer::MsgPack)
+    .map_or(usize::MAX / 2, |b| b.len())
+        + testament.topic.len();
+    let limits = TestamentLimits {
+        count: realm.config.max_testaments_per_session,
+        bytes: realm.config.max_testament_bytes_per_session,
+    };
+    if let Err(why) = caller.add_testament(scope, testament, size, limits) {
+        crate::metrics::Metrics::inc(&realm.metrics.limit_exceeded);
+        tracing::info!(session = caller.id, "testament refused: {why}");
+        return Err((crate::connection::LIMIT_EXCEEDED, why));
     }
     Ok((vec![], None))
 }

@@ -12,11 +12,10 @@ use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
 use switchyard_router::{
     Connection, Flow, Outgoing, Peer, Router, SlowConsumerPolicy, TransportInfo,
 };
-use tokio::sync::mpsc;
 
 pub struct Client {
     pub conn: Connection,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: switchyard_router::OutboundRx,
     pub session: u64,
     next: u64,
 }

@@ -563,6 +563,10 @@ fn check_uri(bridge: &Bridge, r: &BridgeRequest, want: &'static str) -> Result<S
     let Some(u) = r.uri.clone().filter(|_| r.uri_key == want) else {
         return Err(bad(format!("the body needs \"{want}\" (a URI string)")));
     };
+    bridge
+        .realm
+        .check_uri_length(&u, want)
+        .map_err(|(_, message)| bad(message))?;
     uri::check(&u, bridge.realm.config.uri_check, false)
         .map_err(|e| bad(format!("invalid {want}: {e}")))?;
     if uri::is_reserved(&u) && want == "topic" {

@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_router::{Flow, Peer, SlowConsumerPolicy};
+use switchyard_router::{Flow, OutboundLimits, Peer, SlowConsumerPolicy};
 
 /// What every transport needs to know from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub max_message_size: usize,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
     pub handshake_timeout: Duration,
     pub ping_interval: Duration,
@@ -37,11 +38,23 @@ impl Settings {
         Settings {
             max_message_size: *l.max_message_size.get_ref(),
             outbound_queue: *l.outbound_queue.get_ref(),
+            outbound_queue_bytes: l.outbound_queue_bytes,
             slow_consumer: l.slow_consumer,
             handshake_timeout: l.handshake_timeout,
             ping_interval: l.ping_interval,
             ping_timeout: l.ping_timeout,
             rawsocket_ping_interval: l.rawsocket_ping_interval,
+        }
+    }
+}
+
+impl Settings {
+    /// The bounds of a client session's outbound queue.
+    pub fn outbound(&self) -> OutboundLimits {
+        OutboundLimits {
+            messages: self.outbound_queue,
+            bytes: self.outbound_queue_bytes,
+            policy: self.slow_consumer,
         }
     }
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use switchyard_proto::Serializer;
-use switchyard_router::{Connection, Flow, Outgoing, Peer, Router, TransportInfo};
+use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
@@ -95,13 +94,7 @@ pub async fn serve<R, W>(
         return;
     }
     let label = format!("{label} rawsocket/{serializer}");
-    let (peer, rx) = Peer::new(
-        serializer,
-        settings.outbound_queue,
-        settings.slow_consumer,
-        client_max,
-        label.clone(),
-    );
+    let (peer, rx) = Peer::bounded(serializer, settings.outbound(), client_max, label.clone());
     let liveness = Liveness::new();
     let pong = Arc::new(PongSlot::default());
     // RawSocket PINGs have their own interval (off by default, see config).
@@ -282,7 +275,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: OutboundRx,
     pong: Arc<PongSlot>,
     peer: Arc<Peer>,
     settings: Settings,

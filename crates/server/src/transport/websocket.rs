@@ -15,8 +15,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use switchyard_proto::Serializer;
-use switchyard_router::{Connection, Flow, Outgoing, Peer, Router, TransportInfo};
-use tokio::sync::mpsc;
+use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
 
 use super::origin::OriginPolicy;
@@ -221,13 +220,7 @@ async fn serve(
     transport: TransportInfo,
 ) {
     let settings = ep.settings.clone();
-    let (peer, rx) = Peer::new(
-        serializer,
-        settings.outbound_queue,
-        settings.slow_consumer,
-        usize::MAX,
-        label.clone(),
-    );
+    let (peer, rx) = Peer::bounded(serializer, settings.outbound(), usize::MAX, label.clone());
     let (sink, mut stream) = ws.split();
     let liveness = Liveness::new();
     let writer = tokio::spawn(write_loop(
@@ -310,7 +303,7 @@ async fn flush_close(stream: &mut futures_util::stream::SplitStream<Ws>) {
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: OutboundRx,
     peer: Arc<Peer>,
     serializer: Serializer,
     settings: Settings,

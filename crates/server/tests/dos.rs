@@ -1,0 +1,513 @@
+//! Denial of service: what a client can make the router hold. Each test
+//! attacks the real binary over real sockets, measures its RSS (VmRSS)
+//! before, at the peak of and after the attack, and checks that a healthy
+//! session's round trip stays sane meanwhile.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{args, Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+
+/// The router's resident memory, in MiB.
+fn rss_mb(r: &Router) -> f64 {
+    let pid = r.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Samples the router's RSS every 10 ms until dropped; `peak()` is the
+/// highest value seen.
+struct PeakRss {
+    stop: Arc<AtomicBool>,
+    peak_kb: Arc<AtomicU64>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl PeakRss {
+    fn start(r: &Router) -> PeakRss {
+        let pid = r.child.as_ref().expect("running").id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak_kb.clone());
+        let handle = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    p.fetch_max(kb, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        PeakRss {
+            stop,
+            peak_kb,
+            handle: Some(handle),
+        }
+    }
+
+    fn peak(&self) -> f64 {
+        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A joined JSON RawSocket session.
+fn session(r: &Router) -> Raw {
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    c
+}
+
+/// One acknowledged PUBLISH on a topic nobody listens to: the time to its
+/// PUBLISHED.
+fn round_trip(c: &mut Raw) -> Duration {
+    let request = c.req();
+    let start = Instant::now();
+    c.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.health.ping".into(),
+        payload: args(vec![Value::from("ping")]),
+    });
+    loop {
+        match c.expect("PUBLISHED") {
+            Message::Published { request: r, .. } if r == request => return start.elapsed(),
+            _ => continue,
+        }
+    }
+}
+
+/// A healthy session doing acknowledged PUBLISHes every 20 ms on its own
+/// thread; `finish` returns the slowest round trip.
+struct Health {
+    done: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Duration>,
+}
+
+impl Health {
+    fn start(r: &Router) -> Health {
+        let mut c = session(r);
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let handle = thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !d.load(Ordering::Relaxed) {
+                worst = worst.max(round_trip(&mut c));
+                thread::sleep(Duration::from_millis(20));
+            }
+            worst
+        });
+        Health { done, handle }
+    }
+
+    fn finish(self) -> Duration {
+        self.done.store(true, Ordering::Relaxed);
+        self.handle.join().expect("healthy session")
+    }
+}
+
+const BIG: usize = 900 * 1024;
+
+// ---------------------------------------------------------------------
+// 12. A subscriber that never reads: the outbound queue is bounded in bytes.
+// ---------------------------------------------------------------------
+
+#[test]
+fn never_reading_subscriber_is_disconnected_by_queued_bytes() {
+    // 4 MiB (the default is 16 MiB), so that a short attack shows it.
+    let r = Router::start("[limits]\noutbound_queue_bytes = 4194304\n");
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+
+    // The victim of its own greed: subscribes and never reads.
+    let mut slow = session(&r);
+    slow.subscribe("com.big.feed");
+    // A fast subscriber reads everything.
+    let mut fast = session(&r);
+    fast.subscribe("com.big.feed");
+    let events = 80;
+    let fast_reader = thread::spawn(move || {
+        let mut got = 0;
+        while got < events {
+            match fast.recv() {
+                Some(Message::Event { .. }) => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+    let health = Health::start(&r);
+    let mut publisher = session(&r);
+    let big = "x".repeat(BIG);
+    for _ in 0..events {
+        publisher.send(&Message::Publish {
+            request: publisher.next_request,
+            options: Dict::new(),
+            topic: "com.big.feed".into(),
+            payload: args(vec![Value::from(big.as_str())]),
+        });
+        publisher.next_request += 1;
+    }
+    // The publisher's messages are routed in order: its acknowledged
+    // PUBLISH comes back once every event was handed out.
+    round_trip(&mut publisher);
+    let fast_got = fast_reader.join().expect("fast reader");
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    drop(slow);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "slow consumer: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         round trip baseline {baseline:?}, worst during {worst:?}; fast subscriber got {fast_got}/{events}"
+    );
+    assert_eq!(fast_got, events, "the fast subscriber got every event");
+    assert!(
+        r.log_text().contains("slow consumer: outbound queue holds"),
+        "the slow subscriber was disconnected for its queued bytes"
+    );
+    assert!(
+        peak_mb - before < 40.0,
+        "{:.1} MiB held for a subscriber that never reads",
+        peak_mb - before
+    );
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+/// The next message that is not an EVENT.
+fn expect_reply(c: &mut Raw, what: &str) -> Message {
+    loop {
+        match c.expect(what) {
+            Message::Event { .. } => continue,
+            m => return m,
+        }
+    }
+}
+
+fn error_of(m: Message) -> (String, String) {
+    match m {
+        Message::Error { error, payload, .. } => {
+            let text = common::args_of(&payload)
+                .first()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            (error, text)
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+}
+
+const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
+
+// ---------------------------------------------------------------------
+// 24. Calls in flight per caller session.
+// ---------------------------------------------------------------------
+
+#[test]
+fn calls_in_flight_per_session_are_bounded() {
+    let r = Router::start("");
+    let baseline = round_trip(&mut session(&r));
+    // A callee that never answers (nor reads).
+    let mut callee = session(&r);
+    callee.register("com.slow.never");
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+
+    let mut caller = session(&r);
+    let calls = 20_000;
+    let writer = caller.stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: 1,
+        };
+        for _ in 0..calls {
+            let request = w.req();
+            w.send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.slow.never".into(),
+                payload: args(vec![Value::from("x".repeat(200).as_str())]),
+            });
+        }
+    });
+    let mut refused = 0;
+    let mut message = String::new();
+    while refused < calls - 1000 {
+        let (error, text) = error_of(expect_reply(&mut caller, "ERROR"));
+        assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+        message = text;
+        refused += 1;
+    }
+    sender.join().expect("sender");
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    drop(caller);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "calls in flight: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         round trip baseline {baseline:?}, worst during {worst:?}; {refused} of {calls} calls refused: {message}"
+    );
+    assert!(
+        message.contains("1000 calls in flight") && message.contains("max_calls_in_flight"),
+        "{message}"
+    );
+    assert!(peak_mb - before < 30.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+    // The limit is per session: another caller still gets through.
+    let mut other = session(&r);
+    let request = other.req();
+    other.send(&Message::Call {
+        request,
+        options: Dict::new().with("timeout", 200u64),
+        procedure: "com.slow.never".into(),
+        payload: args(vec![]),
+    });
+    let (error, _) = error_of(other.expect("ERROR"));
+    assert_eq!(error, "wamp.error.timeout", "a timeout, not the limit");
+    assert!(r.log_text().contains("CALL refused: calls in flight limit"));
+}
+
+// ---------------------------------------------------------------------
+// 13. State sized by the client: URIs, retained events, testaments.
+// ---------------------------------------------------------------------
+
+/// Sends `msg` (a request with id `request`) and returns the ERROR's URI
+/// and message, or None for any other answer.
+fn request_error(c: &mut Raw, msg: Message) -> Option<(String, String)> {
+    c.send(&msg);
+    match expect_reply(c, "an answer") {
+        m @ Message::Error { .. } => Some(error_of(m)),
+        _ => None,
+    }
+}
+
+#[test]
+fn long_uris_are_refused_on_every_message_kind() {
+    let r = Router::start("");
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    let mut c = session(&r);
+    let long = format!("com.{}", "a".repeat(BIG));
+    for _ in 0..100 {
+        let request = c.req();
+        let (error, text) = request_error(
+            &mut c,
+            Message::Subscribe {
+                request,
+                options: Dict::new(),
+                topic: long.clone(),
+            },
+        )
+        .expect("SUBSCRIBE refused");
+        assert_eq!(error, "wamp.error.invalid_uri");
+        assert!(
+            text.contains("exceeds the maximum URI length of 512 bytes (max_uri_length)"),
+            "{text}"
+        );
+    }
+    let request = c.req();
+    let kinds = [
+        Message::Register {
+            request,
+            options: Dict::new(),
+            procedure: long.clone(),
+        },
+        Message::Call {
+            request: request + 1,
+            options: Dict::new(),
+            procedure: long.clone(),
+            payload: args(vec![]),
+        },
+        Message::Publish {
+            request: request + 2,
+            options: Dict::new().with("acknowledge", true),
+            topic: long.clone(),
+            payload: args(vec![]),
+        },
+        Message::Subscribe {
+            request: request + 3,
+            options: Dict::new().with("match", "prefix"),
+            topic: format!("{}.", "b".repeat(600)),
+        },
+        Message::Call {
+            request: request + 4,
+            options: Dict::new(),
+            procedure: "wamp.session.add_testament".into(),
+            payload: args(vec![Value::from(long.as_str()), Value::List(vec![])]),
+        },
+    ];
+    for msg in kinds {
+        let name = msg.name();
+        let (error, text) = request_error(&mut c, msg).expect("refused");
+        assert_eq!(error, "wamp.error.invalid_uri", "{name}: {text}");
+        assert!(text.contains("max_uri_length"), "{name}: {text}");
+    }
+    c.next_request = request + 5;
+    // 512 bytes are fine.
+    c.subscribe(&format!("com.{}", "c".repeat(508)));
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    let after = rss_mb(&r);
+    eprintln!(
+        "long URIs: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; worst round trip {worst:?}"
+    );
+    assert!(after - before < 15.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+#[test]
+fn retained_events_are_bounded_in_bytes_per_realm() {
+    let r = Router::start("max_retained_bytes = 8388608");
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    let big = "r".repeat(BIG);
+    {
+        let mut publisher = session(&r);
+        for i in 0..40 {
+            let request = publisher.req();
+            publisher.send(&Message::Publish {
+                request,
+                options: Dict::new().with("retain", true),
+                topic: format!("com.retained.t{i}"),
+                payload: args(vec![Value::from(big.as_str())]),
+            });
+        }
+        round_trip(&mut publisher);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    let worst = health.finish();
+    // What is retained: at most 8 MiB of it.
+    let mut sub = session(&r);
+    let request = sub.req();
+    sub.send(&Message::Subscribe {
+        request,
+        options: Dict::new()
+            .with("match", "prefix")
+            .with("get_retained", true),
+        topic: "com.retained.".into(),
+    });
+    let mut retained = 0;
+    loop {
+        match sub.recv() {
+            Some(Message::Event { .. }) => retained += 1,
+            Some(Message::Subscribed { .. }) => {}
+            _ => break,
+        }
+        if retained == 40 {
+            break;
+        }
+    }
+    eprintln!(
+        "retained: RSS before {before:.1} MiB, after the publisher left {after:.1} MiB; \
+         {retained} of 40 events retained; worst round trip {worst:?}"
+    );
+    assert!(
+        (8..=9).contains(&retained),
+        "{retained} events of 900 KiB retained under 8 MiB"
+    );
+    assert!(
+        r.log_text().contains("would exceed max_retained_bytes"),
+        "refusals are logged"
+    );
+    assert!(after - before < 20.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+#[test]
+fn testaments_are_bounded_in_count_and_bytes() {
+    let r = Router::start("");
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    let mut c = session(&r);
+    let big = "t".repeat(BIG);
+    let mut refused = 0;
+    let mut message = String::new();
+    for _ in 0..40 {
+        let request = c.req();
+        if let Some((error, text)) = request_error(
+            &mut c,
+            Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "wamp.session.add_testament".into(),
+                payload: args(vec![
+                    Value::from("com.will"),
+                    Value::List(vec![Value::from(big.as_str())]),
+                ]),
+            },
+        ) {
+            assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+            refused += 1;
+            message = text;
+        }
+    }
+    let after = rss_mb(&r);
+    // Small ones: 64 per scope, then refused.
+    let mut small_refused = String::new();
+    for i in 0..65 {
+        let request = c.req();
+        if let Some((error, text)) = request_error(
+            &mut c,
+            Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "wamp.session.add_testament".into(),
+                payload: args(vec![Value::from("com.will"), Value::List(vec![])]),
+            },
+        ) {
+            assert_eq!(i, 64, "{text}");
+            assert_eq!(error, LIMIT_EXCEEDED);
+            small_refused = text;
+        }
+    }
+    let worst = health.finish();
+    eprintln!(
+        "testaments: RSS before {before:.1} MiB, after 40 x 900 KiB {after:.1} MiB ({refused} refused: {message}); \
+         worst round trip {worst:?}"
+    );
+    assert_eq!(refused, 40, "900 KiB exceeds the 256 KiB per session");
+    assert!(
+        message.contains("max_testament_bytes_per_session"),
+        "{message}"
+    );
+    assert!(
+        small_refused.contains("64 testaments per scope"),
+        "{small_refused}"
+    );
+    assert!(after - before < 20.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
