@@ -650,6 +650,7 @@ impl Config {
                 for problem in o.problems() {
                     err(0..0, format!("realm[{i}].{problem}"));
                 }
+            }
             if let Err(problem) = r.queue_limits.check() {
                 err(r.name.span(), format!("realm[{i}].queue_limits.{problem}"));
             }
