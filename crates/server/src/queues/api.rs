@@ -201,6 +201,11 @@ fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
 
 impl QueueService {
     async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+        // The router reads (and, for a job, later adds) keys in these
+        // arguments: a repeated key is refused, in every serializer.
+        if let Some(path) = payload::duplicate_key(&inv.args, &inv.kwargs) {
+            return Err(invalid(payload::duplicate_key_message(&path)));
+        }
         let caller = caller_of(self, &inv.details);
         let caller = caller.as_ref();
         // The procedures that act on the queue named by their first argument:

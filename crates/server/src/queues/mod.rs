@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 
 pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
+pub use payload::{duplicate_key, duplicate_key_message};
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
 /// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
