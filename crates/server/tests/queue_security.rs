@@ -941,3 +941,70 @@ fn repeated_map_keys_cannot_forge_what_the_router_adds() {
         }
     });
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Job payloads and idempotency keys are private to the router's user: a
+/// fresh data directory is created 0700 and the store 0600; an existing
+/// directory or store that others can read is reported once at start, with
+/// its path and mode.
+#[test]
+fn the_data_directory_and_store_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let router = Router::start("");
+    let data = router.dir.path().join("switchyard-data");
+    let store = data.join("queues-realm1.redb");
+    assert_eq!(mode(&data), 0o700, "data directory");
+    assert_eq!(mode(&store), 0o600, "store");
+    assert!(!router.log_text().contains("open to other local users"));
+    drop(router);
+
+    let outside = tempfile::tempdir().expect("tempdir");
+    let data = outside.path().join("shared-data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = data.join("queues-realm1.redb");
+    std::fs::write(&store, b"").expect("store file");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let router = Router::start(&format!("[storage]\ndata_dir = \"{}\"\n", data.display()));
+    runtime().block_on(async {
+        // The store works (redb initialized the empty file).
+        let s = join(&router).await;
+        s.call("switchyard.queue.list", vec![], Dict::new())
+            .await
+            .expect("list");
+    });
+    let log = router.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("open to other local users"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one for the directory, one for the store:\n{log}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains(&data.display().to_string())
+                && l.contains("755")
+                && l.contains("directory")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains(&store.display().to_string()) && l.contains("644")),
+        "{warnings:?}"
+    );
+    // Left as they were: the operator may share them on purpose.
+    assert_eq!(mode(&data), 0o755);
+}
