@@ -483,9 +483,13 @@ impl QueueService {
             }
             if let switchyard_queue::Target::Http { url, .. } = target {
                 if let Err(why) = self.http.check_declared(url) {
+                    self.realm
+                        .metrics
+                        .not_authorized
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
                         realm = self.realm.name(),
-                        queue = cfg.name,
+                        queue = ?cfg.name,
                         "run-time declaration of an HTTP target refused: {why}"
                     );
                     return Err((
