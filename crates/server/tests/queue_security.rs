@@ -1008,3 +1008,33 @@ fn the_data_directory_and_store_are_private() {
     // Left as they were: the operator may share them on purpose.
     assert_eq!(mode(&data), 0o755);
 }
+
+/// `check-config` names a bad `[realm.outbound_http]` entry.
+#[test]
+fn outbound_http_entries_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(
+        &cfg,
+        "[[realm]]\nname = \"realm1\"\n\n[realm.outbound_http]\n\
+         allow = [\"https://hooks.example.com/\", \"http://user@hooks.example.com/\"]\n\
+         allow_networks = [\"10.0.0.0/33\", \"not-a-network\"]\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for want in [
+        "outbound_http.allow[0]",
+        "outbound_http.allow[1]",
+        "outbound_http.allow_networks[0]",
+        "outbound_http.allow_networks[1]",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}
