@@ -270,12 +270,15 @@ impl QueueService {
                     .queues
                     .job(id)
                     .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
-                if !self.allowed(caller, procedure, &info.job.queue).await {
-                    return Err((
-                        errors::NOT_AUTHORIZED,
-                        format!("no access to the queue of job {id} with {procedure}"),
-                    ));
-                }
+                // The refusal does not name the job's queue.
+                self.authorize_queue(caller, procedure, &info.job.queue)
+                    .await
+                    .map_err(|(uri, _)| {
+                        (
+                            uri,
+                            format!("no access to the queue of job {id} with {procedure}"),
+                        )
+                    })?;
                 match job_info(&info) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err(queue_error(QueueError::UnknownJob(id))),
