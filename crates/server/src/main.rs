@@ -4,6 +4,7 @@
 mod bridge;
 mod cli;
 mod config;
+mod data_dir;
 mod logging;
 mod outbound;
 mod queues;

@@ -67,6 +67,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
     let mut queue_services = Vec::new();
+    if !config.realms.is_empty() {
+        crate::data_dir::prepare_dir(&config.storage.data_dir)?;
+    }
     for entry in &config.realms {
         let Some(realm) = router.realm(entry.name.get_ref()).cloned() else {
             continue;

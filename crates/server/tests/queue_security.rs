@@ -769,3 +769,272 @@ fn result_topics_and_targets_are_checked_as_the_producers_own() {
         assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
     });
 }
+
+/// Sends a CALL from a raw client and returns (error URI, message) of its
+/// ERROR, or None for a RESULT.
+fn raw_call(
+    raw: &mut common::Raw,
+    procedure: &str,
+    args: Vec<Value>,
+    kwargs: Dict,
+) -> Option<(String, String)> {
+    let request = raw.req();
+    raw.send(&switchyard_proto::Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: procedure.into(),
+        payload: switchyard_proto::Payload::values(args, Some(kwargs)),
+    });
+    loop {
+        match raw.expect("RESULT or ERROR") {
+            switchyard_proto::Message::Result { request: r, .. } if r == request => return None,
+            switchyard_proto::Message::Error {
+                request: r,
+                error,
+                payload,
+                ..
+            } if r == request => {
+                let msg = common::args_of(&payload)
+                    .first()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Some((error, msg));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `{key: a, key: b}` as the encoders write it: both entries, in order.
+fn twice(key: &str, a: Value, b: Value) -> Value {
+    Value::Dict(Dict(vec![(key.into(), a), (key.into(), b)]))
+}
+
+/// The issue's `job_kwarg` forgery: a producer whose kwargs carry `_job`
+/// twice got its own `_job` to the worker (the router replaced the first,
+/// decoders keep the last). Hand-made frames in JSON, MessagePack and CBOR
+/// with a repeated key are refused; a bound publication that repeats the key
+/// (stored as it came) reaches the worker with the router's `_job` only; the
+/// HTTP endpoint refuses a body that repeats a key.
+#[test]
+fn repeated_map_keys_cannot_forge_what_the_router_adds() {
+    let bridge_port = common::free_port();
+    let router = Router::start(&format!(
+        "[[realm.queue]]\nname = \"jk\"\ntarget = \"test.jk\"\njob_kwarg = \"_job\"\n\n\
+         [[realm.queue_binding]]\ntopic = \"test.jk.in\"\nqueues = [\"jk\"]\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{bridge_port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n"
+    ));
+    let forged = || Value::Dict(Dict::new().with("id", 999_999u64).with("queue", "jk"));
+    for ser in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+        let mut raw = common::Raw::connect(router.rs_port, ser);
+        raw.join("realm1");
+        // The job's kwargs repeat `_job`.
+        let kwargs = Dict::new().with("kwargs", twice("_job", Value::UInt(1), forged()));
+        let (uri, msg) = raw_call(
+            &mut raw,
+            "switchyard.queue.push",
+            vec![Value::from("jk")],
+            kwargs,
+        )
+        .expect("refused");
+        assert_eq!(uri, INVALID, "{ser:?}: {msg}");
+        assert!(
+            msg.contains("_job") && msg.contains("repeats a key"),
+            "{ser:?}: {msg}"
+        );
+        // The push options repeat a key the router reads.
+        let options = Dict(vec![
+            ("result_topic".into(), Value::from("test.a")),
+            ("result_topic".into(), Value::from("wamp.session.on_leave")),
+        ]);
+        let (uri, msg) = raw_call(
+            &mut raw,
+            "switchyard.queue.push",
+            vec![Value::from("jk")],
+            options,
+        )
+        .expect("refused");
+        assert_eq!(uri, INVALID, "{ser:?}: {msg}");
+        // push_many, nested in a list.
+        let item = Value::Dict(
+            Dict::new()
+                .with("queue", "jk")
+                .with("kwargs", twice("_job", Value::UInt(1), forged())),
+        );
+        let (uri, _) = raw_call(
+            &mut raw,
+            "switchyard.queue.push_many",
+            vec![Value::List(vec![item])],
+            Dict::new(),
+        )
+        .expect("refused");
+        assert_eq!(uri, INVALID, "{ser:?}");
+        // A bound publication is stored as it came.
+        let request = raw.req();
+        raw.send(&switchyard_proto::Message::Publish {
+            request,
+            options: Dict::new().with("acknowledge", true),
+            topic: "test.jk.in".into(),
+            payload: switchyard_proto::Payload::values(
+                vec![Value::from(format!("{ser:?}"))],
+                Some(Dict(vec![
+                    ("_job".into(), Value::UInt(1)),
+                    ("_job".into(), forged()),
+                ])),
+            ),
+        });
+        match raw.expect("PUBLISHED") {
+            switchyard_proto::Message::Published { .. } => {}
+            other => panic!("{ser:?}: {other:?}"),
+        }
+    }
+    let (status, body) = post(
+        bridge_port,
+        "/queues/jk/jobs",
+        "{\"kwargs\": {\"_job\": 1, \"_job\": {\"id\": 999999}}}",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("repeats a key"), "{body}");
+    let (status, body) = post(
+        bridge_port,
+        "/queues/jk/jobs",
+        "{\"idempotency_key\": \"a\", \"idempotency_key\": \"b\"}",
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // The worker: three jobs (one per serializer's publication), each with
+    // exactly one `_job`, the router's.
+    runtime().block_on(async {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::<Dict>::new()));
+        let w = join(&router).await;
+        let log = seen.clone();
+        w.register("test.jk", move |_, kw| {
+            let log = log.clone();
+            async move {
+                log.lock().push(kw);
+                Ok((vec![], Dict::new()))
+            }
+        })
+        .await
+        .expect("worker");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.lock().len() < 3 {
+            assert!(Instant::now() < deadline, "jobs not run: {:?}", seen.lock());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for kw in seen.lock().iter() {
+            let jobs: Vec<&Value> =
+                kw.0.iter()
+                    .filter(|(k, _)| k == "_job")
+                    .map(|(_, v)| v)
+                    .collect();
+            assert_eq!(jobs.len(), 1, "{kw:?}");
+            let Value::Dict(info) = jobs[0] else {
+                panic!("{kw:?}")
+            };
+            assert_ne!(
+                info.get("id"),
+                Some(&Value::UInt(999_999)),
+                "forged: {kw:?}"
+            );
+            assert_eq!(info.get_str("queue"), Some("jk"));
+        }
+    });
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Job payloads and idempotency keys are private to the router's user: a
+/// fresh data directory is created 0700 and the store 0600; an existing
+/// directory or store that others can read is reported once at start, with
+/// its path and mode.
+#[test]
+fn the_data_directory_and_store_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let router = Router::start("");
+    let data = router.dir.path().join("switchyard-data");
+    let store = data.join("queues-realm1.redb");
+    assert_eq!(mode(&data), 0o700, "data directory");
+    assert_eq!(mode(&store), 0o600, "store");
+    assert!(!router.log_text().contains("open to other local users"));
+    drop(router);
+
+    let outside = tempfile::tempdir().expect("tempdir");
+    let data = outside.path().join("shared-data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = data.join("queues-realm1.redb");
+    std::fs::write(&store, b"").expect("store file");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let router = Router::start(&format!("[storage]\ndata_dir = \"{}\"\n", data.display()));
+    runtime().block_on(async {
+        // The store works (redb initialized the empty file).
+        let s = join(&router).await;
+        s.call("switchyard.queue.list", vec![], Dict::new())
+            .await
+            .expect("list");
+    });
+    let log = router.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("open to other local users"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "one for the directory, one for the store:\n{log}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains(&data.display().to_string())
+                && l.contains("755")
+                && l.contains("directory")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains(&store.display().to_string()) && l.contains("644")),
+        "{warnings:?}"
+    );
+    // Left as they were: the operator may share them on purpose.
+    assert_eq!(mode(&data), 0o755);
+}
+
+/// `check-config` names a bad `[realm.outbound_http]` entry.
+#[test]
+fn outbound_http_entries_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("s.toml");
+    std::fs::write(
+        &cfg,
+        "[[realm]]\nname = \"realm1\"\n\n[realm.outbound_http]\n\
+         allow = [\"https://hooks.example.com/\", \"http://user@hooks.example.com/\"]\n\
+         allow_networks = [\"10.0.0.0/33\", \"not-a-network\"]\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for want in [
+        "outbound_http.allow[0]",
+        "outbound_http.allow[1]",
+        "outbound_http.allow_networks[0]",
+        "outbound_http.allow_networks[1]",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}

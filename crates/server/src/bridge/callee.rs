@@ -147,6 +147,10 @@ async fn forward(
     inv: InternalInvocation,
 ) -> Result<Value, (&'static str, String)> {
     let bad = |m: String| (errors::INVALID_ARGUMENT, m);
+    // The keyword arguments shape the request: a repeated key is refused.
+    if let Some(path) = crate::queues::duplicate_key(&inv.args, &inv.kwargs) {
+        return Err(bad(crate::queues::duplicate_key_message(&path)));
+    }
     let kw = &inv.kwargs;
     let method = match kw.get_str("method") {
         Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())

@@ -114,7 +114,13 @@ async fn push(
         switchyard_proto::Dict::new()
     } else {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Dict(d)) => d,
+            Ok(Value::Dict(d)) => {
+                if let Some(path) = crate::queues::duplicate_key(&[], &d) {
+                    let path = path.replacen("kwargs", "the body", 1);
+                    return Err(bad(crate::queues::duplicate_key_message(&path)));
+                }
+                d
+            }
             Ok(_) => return Err(bad("the body must be a JSON object (the job)")),
             Err(e) => return Err(bad(format!("the body is not JSON: {e}"))),
         }

@@ -82,53 +82,64 @@ impl QueueService {
             .any(|p| may_reach(&p.uri, p.policy, &prefix))
     }
 
-    /// Whether `caller` may call `procedure` on `queue`.
+    /// Whether `caller` may call `procedure` on `queue` (no log line, no
+    /// metric: `list` leaves out what the caller may not see).
     pub(super) async fn allowed(
         &self,
         caller: Option<&Arc<Session>>,
         procedure: &str,
         queue: &str,
     ) -> bool {
-        self.authorize_queue(caller, procedure, queue).await.is_ok()
+        self.decide_queue(caller, procedure, queue).await.is_ok()
     }
 
     /// Checks that `caller` may call `procedure` on `queue`: `call` on
-    /// `<procedure>.<queue>`; `wamp.error.not_authorized` otherwise.
+    /// `<procedure>.<queue>`; `wamp.error.not_authorized` (logged and
+    /// counted) otherwise.
     pub(super) async fn authorize_queue(
         &self,
         caller: Option<&Arc<Session>>,
         procedure: &str,
         queue: &str,
     ) -> Result<(), OpError> {
+        let Err(message) = self.decide_queue(caller, procedure, queue).await else {
+            return Ok(());
+        };
+        self.realm
+            .metrics
+            .not_authorized
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            realm = self.realm.name(),
+            procedure,
+            queue = ?queue,
+            "queue access refused: {message}"
+        );
+        Err((errors::NOT_AUTHORIZED, message))
+    }
+
+    async fn decide_queue(
+        &self,
+        caller: Option<&Arc<Session>>,
+        procedure: &str,
+        queue: &str,
+    ) -> Result<(), String> {
         if !self.realm.authz.enabled() {
             return Ok(());
         }
-        let deny = |message: String| {
-            self.realm
-                .metrics
-                .not_authorized
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                realm = self.realm.name(),
-                procedure,
-                queue = ?queue,
-                "queue access refused: {message}"
-            );
-            Err((errors::NOT_AUTHORIZED, message))
-        };
         let Some(caller) = caller else {
-            return deny(format!(
+            return Err(format!(
                 "{procedure}: the caller is unknown, so its access to queue {queue:?} cannot be checked"
             ));
         };
         if let Some(why) = name_problem(queue) {
-            return deny(format!("{procedure}: {why}"));
+            return Err(format!("{procedure}: {why}"));
         }
         let uri = format!("{procedure}.{queue}");
         match self.realm.authorize(caller, Action::Call, &uri).await {
             Decision::Allow { .. } => Ok(()),
             Decision::Deny | Decision::Ask if !self.scoped(caller, procedure) => Ok(()),
-            Decision::Deny | Decision::Ask => deny(format!(
+            Decision::Deny | Decision::Ask => Err(format!(
                 "authid \"{}\" (role \"{}\") may not call \"{uri}\": no access to queue \"{queue}\" with {procedure}",
                 caller.authid, caller.authrole
             )),

@@ -203,6 +203,11 @@ fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
 
 impl QueueService {
     async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+        // The router reads (and, for a job, later adds) keys in these
+        // arguments: a repeated key is refused, in every serializer.
+        if let Some(path) = payload::duplicate_key(&inv.args, &inv.kwargs) {
+            return Err(invalid(payload::duplicate_key_message(&path)));
+        }
         let caller = caller_of(self, &inv.details);
         let caller = caller.as_ref();
         // The procedures that act on the queue named by their first argument:
@@ -269,12 +274,15 @@ impl QueueService {
                     .queues
                     .job(id)
                     .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
-                if !self.allowed(caller, procedure, &info.job.queue).await {
-                    return Err((
-                        errors::NOT_AUTHORIZED,
-                        format!("no access to the queue of job {id} with {procedure}"),
-                    ));
-                }
+                // The refusal does not name the job's queue.
+                self.authorize_queue(caller, procedure, &info.job.queue)
+                    .await
+                    .map_err(|(uri, _)| {
+                        (
+                            uri,
+                            format!("no access to the queue of job {id} with {procedure}"),
+                        )
+                    })?;
                 match job_info(&info) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err(queue_error(QueueError::UnknownJob(id))),
@@ -482,9 +490,13 @@ impl QueueService {
             }
             if let switchyard_queue::Target::Http { url, .. } = target {
                 if let Err(why) = self.http.check_declared(url) {
+                    self.realm
+                        .metrics
+                        .not_authorized
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(
                         realm = self.realm.name(),
-                        queue = cfg.name,
+                        queue = ?cfg.name,
                         "run-time declaration of an HTTP target refused: {why}"
                     );
                     return Err((

@@ -156,6 +156,10 @@ impl QueueService {
             Some(Ok(Value::Dict(d))) => d,
             Some(_) => return Err("the stored keyword arguments are not a dict".into()),
         };
+        // The router's value is the only one: every key equal to the name
+        // goes (a stored payload, say from a bound publication, may repeat
+        // it, and a worker's decoder might keep the producer's copy).
+        kwargs.0.retain(|(k, _)| k != name);
         kwargs.insert(
             name.as_str(),
             Dict::new()

@@ -100,6 +100,7 @@ impl QueueService {
         let trusted = self.http.operator_urls.contains(url);
         if !trusted {
             if let Err(why) = self.http.policy.check_url(url) {
+                self.metrics.http_forbidden(&job.queue);
                 tracing::warn!(job = %job.id, queue = %job.queue, "HTTP target refused: {why}");
                 self.fail(&lease, FORBIDDEN, &why);
                 return;
@@ -203,6 +204,7 @@ impl QueueService {
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
                 let why = error_chain(&e);
                 if denied {
+                    self.metrics.http_forbidden(&job.queue);
                     tracing::warn!(job = %job.id, queue = %job.queue, "HTTP target refused: {why}");
                 }
                 self.fail(

@@ -1,7 +1,8 @@
 //! Per-queue figures in the Prometheus text format, appended to the
 //! router's /metrics: depth (ready, scheduled), in flight, dead letters,
 //! the oldest ready job's age, and lifetime counts of completions, retries,
-//! dead letters, jobs that found no worker and answers that came too late.
+//! dead letters, jobs that found no worker, answers that came too late and
+//! attempts whose destination the outbound policy refused.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -14,7 +15,7 @@ use super::QueueService;
 /// Counters the queue crate does not keep.
 #[derive(Default)]
 pub(super) struct QueueMetrics {
-    counts: Mutex<HashMap<Arc<str>, (u64, u64)>>,
+    counts: Mutex<HashMap<Arc<str>, (u64, u64, u64)>>,
 }
 
 impl QueueMetrics {
@@ -29,6 +30,10 @@ impl QueueMetrics {
     /// Drops the counts of a deleted queue.
     pub(super) fn forget(&self, queue: &str) {
         self.counts.lock().remove(queue);
+    }
+
+    pub(super) fn http_forbidden(&self, queue: &Arc<str>) {
+        self.counts.lock().entry(queue.clone()).or_default().2 += 1;
     }
 }
 
@@ -118,12 +123,19 @@ fn render(out: &mut String) {
             "Worker answers that came after their lease ended (ignored).",
             Vec::new(),
         ),
+        (
+            "switchyard_queue_http_forbidden_total",
+            "counter",
+            "Attempts refused because [realm.outbound_http] does not allow their destination.",
+            Vec::new(),
+        ),
     ];
     for s in &services {
         let realm = s.realm.name().to_string();
         let counts = s.metrics.counts.lock().clone();
         for q in s.queues.list() {
-            let (no_worker, late) = counts.get(q.name.as_str()).copied().unwrap_or_default();
+            let (no_worker, late, forbidden) =
+                counts.get(q.name.as_str()).copied().unwrap_or_default();
             let values = [
                 q.ready as u64,
                 q.scheduled as u64,
@@ -136,6 +148,7 @@ fn render(out: &mut String) {
                 u64::from(s.without_worker(&q.name)),
                 no_worker,
                 late,
+                forbidden,
             ];
             for (family, v) in families.iter_mut().zip(values) {
                 family.3.push((realm.clone(), q.name.clone(), v));

@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 pub use limits::QueueLimits;
+pub use payload::{duplicate_key, duplicate_key_message};
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
 /// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
@@ -144,13 +145,9 @@ impl QueueService {
         data_dir: &Path,
         settings: RealmQueues,
     ) -> Result<Arc<QueueService>, String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            format!(
-                "cannot create the data directory {}: {e} (set [storage] data_dir or --data-dir)",
-                data_dir.display()
-            )
-        })?;
+        // The directory is prepared (0700, or checked) once, before the realms.
         let path = store_file(data_dir, realm.name());
+        crate::data_dir::prepare_file(&path)?;
         let open_path = path.clone();
         let configs = settings.configs;
         // The HTTP targets the operator wrote: the only ones served unchecked.

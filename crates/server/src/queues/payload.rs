@@ -159,6 +159,76 @@ pub fn to_json(p: &JobPayload) -> Result<Bytes, String> {
     Ok(Bytes::from(body.to_string()))
 }
 
+/// Where a map repeats a key, anywhere in a call's arguments: the path of
+/// the first repeated key (`kwargs.kwargs["_job"]`), or None. WAMP
+/// decoders disagree on which of two equal keys counts (this router reads
+/// the first, most decoders keep the last), so a payload whose keys the
+/// router reads or adds must not repeat any.
+pub fn duplicate_key(args: &[Value], kwargs: &Dict) -> Option<String> {
+    let mut path = String::from("args");
+    for (i, v) in args.iter().enumerate() {
+        let len = path.len();
+        path.push_str(&format!("[{i}]"));
+        if let Some(p) = duplicate_in(v, &mut path) {
+            return Some(p);
+        }
+        path.truncate(len);
+    }
+    let mut path = String::from("kwargs");
+    duplicate_in_dict(kwargs, &mut path)
+}
+
+fn duplicate_in(v: &Value, path: &mut String) -> Option<String> {
+    match v {
+        Value::Dict(d) => duplicate_in_dict(d, path),
+        Value::List(l) => {
+            for (i, x) in l.iter().enumerate() {
+                if matches!(x, Value::Dict(_) | Value::List(_)) {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    if let Some(p) = duplicate_in(x, path) {
+                        return Some(p);
+                    }
+                    path.truncate(len);
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn duplicate_in_dict(d: &Dict, path: &mut String) -> Option<String> {
+    let name = |k: &str| {
+        let short: String = k.chars().take(64).collect();
+        format!("{short:?}")
+    };
+    let mut seen = std::collections::HashSet::with_capacity(d.0.len());
+    for (k, _) in &d.0 {
+        if !seen.insert(k.as_str()) {
+            return Some(format!("{path}[{}]", name(k)));
+        }
+    }
+    for (k, v) in &d.0 {
+        if matches!(v, Value::Dict(_) | Value::List(_)) {
+            let len = path.len();
+            path.push_str(&format!("[{}]", name(k)));
+            if let Some(p) = duplicate_in(v, path) {
+                return Some(p);
+            }
+            path.truncate(len);
+        }
+    }
+    None
+}
+
+/// The refusal of a payload that repeats a key.
+pub fn duplicate_key_message(path: &str) -> String {
+    format!(
+        "{path} repeats a key: a map may not hold the same key twice (decoders disagree on which value counts)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +279,26 @@ mod tests {
         })
         .expect("payload");
         assert_eq!(&p.bytes[4..], &raw[..]);
+    }
+
+    #[test]
+    fn repeated_keys_are_found_at_any_depth() {
+        let dup = Dict(vec![
+            ("_job".into(), Value::UInt(1)),
+            ("_job".into(), Value::UInt(2)),
+        ]);
+        let kw = Dict::new().with("kwargs", Value::Dict(dup.clone()));
+        assert_eq!(
+            duplicate_key(&[], &kw).as_deref(),
+            Some("kwargs[\"kwargs\"][\"_job\"]")
+        );
+        let args = vec![Value::List(vec![Value::UInt(0), Value::Dict(dup)])];
+        assert_eq!(
+            duplicate_key(&args, &Dict::new()).as_deref(),
+            Some("args[0][1][\"_job\"]")
+        );
+        let fine = Dict::new().with("a", Dict::new().with("a", 1u64));
+        assert_eq!(duplicate_key(&[], &fine), None);
     }
 
     #[test]
