@@ -73,7 +73,7 @@ impl QueueService {
                 request: None,
             },
         );
-        let body = match super::payload::to_json(&job.payload) {
+        let body = match super::payload::to_json(&lease.payload) {
             Ok(b) => b,
             Err(e) => {
                 self.forget(&lease);
