@@ -625,3 +625,50 @@ fn waiting_payloads_stay_on_disk() {
         assert!(seen.values().all(|exact| *exact), "a payload changed");
     });
 }
+
+/// Item 25, the figure: what one waiting job costs the router's memory
+/// (its metadata; the payload stays in the store), printed.
+#[test]
+fn memory_per_waiting_job() {
+    let router = Router::start("[[realm.queue]]\nname = \"many\"\ntarget = \"test.nobody\"\n");
+    let pid = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let push = |count: usize| {
+            let s = &s;
+            async move {
+                let jobs: Vec<Value> = (0..count)
+                    .map(|i| {
+                        Value::Dict(
+                            Dict::new()
+                                .with("queue", "many")
+                                .with("args", Value::List(vec![Value::UInt(i as u64)])),
+                        )
+                    })
+                    .collect();
+                s.call(
+                    "switchyard.queue.push_many",
+                    vec![Value::List(jobs)],
+                    Dict::new(),
+                )
+                .await
+                .expect("push_many");
+            }
+        };
+        for _ in 0..2 {
+            push(1000).await; // warm-up
+        }
+        let before = rss_kib(pid);
+        let n = 20_000;
+        for _ in 0..n / 1000 {
+            push(1000).await;
+        }
+        let after = rss_kib(pid);
+        assert_eq!(uint(&stats(&s, "many").await, "ready"), n as u64 + 2000);
+        let per_job = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+        eprintln!(
+            "{n} waiting jobs: RSS {before} -> {after} KiB, {per_job:.0} bytes per waiting job"
+        );
+        assert!(per_job < 2048.0, "{per_job} bytes per waiting job");
+    });
+}
