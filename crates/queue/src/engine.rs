@@ -76,6 +76,10 @@ impl Default for Options {
     }
 }
 
+/// Most payload bytes [`Queues::next_ready_many`] reads for one batch of leases (16 MiB; a
+/// batch always has at least one job).
+pub const LEASE_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
 /// Most payload bytes one `peek` or `dead` listing reads from the store (16 MiB).
 pub const LISTING_PAYLOAD_BUDGET: usize = 16 * 1024 * 1024;
 
@@ -880,8 +884,10 @@ impl Queues {
         }
     }
 
-    /// Leases up to `max` jobs under one lock and one store submission. The `Wait` is present
-    /// when fewer than `max` were leased and says when to ask again.
+    /// Leases up to `max` jobs (and at most [`LEASE_BATCH_BYTES`] of payloads) under one lock
+    /// and one store submission, then reads their payloads from the store. The `Wait` is
+    /// present when the queue had no more to lease now and says when to ask again (`None`
+    /// with fewer than `max` jobs: the byte budget ended the batch; ask again at once).
     pub fn next_ready_many(
         &self,
         queue: &str,
@@ -897,9 +903,15 @@ impl Queues {
         let mut wait = None;
         {
             let mut st = q.state.lock();
-            while leases.len() < max {
+            let mut bytes = 0usize;
+            // At most LEASE_BATCH_BYTES of payloads per look (and always one job): the
+            // payloads are read into memory together.
+            while leases.len() < max && bytes < LEASE_BATCH_BYTES {
                 match st.lease_next(now, &mut muts) {
-                    Ok(l) => leases.push(l),
+                    Ok(l) => {
+                        bytes = bytes.saturating_add(l.job.payload_bytes as usize);
+                        leases.push(l);
+                    }
                     Err(w) => {
                         wait = Some(w);
                         break;
