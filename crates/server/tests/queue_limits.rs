@@ -317,6 +317,41 @@ fn runtime_declaration_is_bounded_and_queues_can_be_deleted() {
         assert_eq!((uint(&st, "ready"), uint(&st, "idempotency_keys")), (0, 0));
         let e = delete(&s, "nope", false).await.expect_err("unknown");
         assert!(e.contains("unknown_queue"), "{e}");
+        // A forced delete while a worker runs one of its jobs: the answer is ignored.
+        delete(&s, "q3", false).await.expect("empty delete");
+        declare(&s, "busy", "test.busy.run").await.expect("declare");
+        let w = join(&router).await;
+        w.register("test.busy.run", |_, _| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok((Vec::new(), Dict::new()))
+        })
+        .await
+        .expect("register");
+        s.call(
+            "switchyard.queue.push",
+            vec![Value::from("busy")],
+            Dict::new(),
+        )
+        .await
+        .expect("push");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while uint(&stats(&s, "busy").await, "in_flight") == 0 {
+            assert!(Instant::now() < deadline, "the job never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let d = delete(&s, "busy", true)
+            .await
+            .expect("forced delete of a running job");
+        assert_eq!(uint(&d, "jobs"), 1);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        declare(&s, "busy", "test.busy.run")
+            .await
+            .expect("declare again");
+        let st = stats(&s, "busy").await;
+        assert_eq!(
+            (uint(&st, "in_flight"), uint(&st, "completed_total")),
+            (0, 0)
+        );
 
         let c = Session::connect(&router.rs_url(), "closed", Serializer::MsgPack)
             .await

@@ -260,7 +260,10 @@ impl QueueService {
     fn refused(&self, job: &Job, epoch: u64, e: QueueError) {
         match e {
             QueueError::StaleLease { .. } | QueueError::UnknownJob(_) => {
-                self.metrics.late_answer(&job.queue);
+                // Not for a deleted queue (its figures are gone with it).
+                if self.queues.config(&job.queue).is_ok() {
+                    self.metrics.late_answer(&job.queue);
+                }
                 tracing::info!(
                     job = %job.id,
                     queue = %job.queue,
