@@ -1,10 +1,11 @@
-//! Binary encoding of a job record (immutable job + status) for the embedded store.
+//! Binary encoding of a job record (immutable job + status) and of a payload row for the
+//! embedded store.
 //!
-//! Format version 1, little-endian, every variable field length-prefixed:
+//! Job record, format version 2, little-endian, every variable field length-prefixed:
 //!
 //! ```text
-//! u8 version (1)
-//! u64 id · str queue · u8 encoding · bytes payload
+//! u8 version (2)
+//! u64 id · str queue · u32 payload size
 //! u8 target kind: 0 = procedure (str) | 1 = http (str url, str method, u16 n, n × u16 status)
 //! u8 priority · u64 created_at_ms · u64 run_at_ms · u32 attempts · u64 epoch
 //! opt u32 max_attempts · opt str retry policy (JSON) · opt str idempotency key
@@ -14,6 +15,11 @@
 //!
 //! `str`/`bytes` are a u32 length and the bytes; `opt` is a u8 0/1 and the value. Leases are not
 //! in the record: they are small separate rows, so the hot path never rewrites payloads.
+//!
+//! The payload is a row of its own (`u8 encoding · the bytes`), read only when the job is
+//! dispatched or shown. Version 1 records (stores written before) carried it inline, as
+//! `u8 encoding · bytes payload` after the queue name; they are still read (the store moves
+//! their payloads out when it opens).
 
 use std::sync::Arc;
 
@@ -25,17 +31,52 @@ use crate::model::{
 };
 use crate::policy::RetryPolicy;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Records with the payload inline.
+const VERSION_INLINE: u8 = 1;
+
+/// The format version of a record (its first byte).
+pub(crate) fn version(data: &[u8]) -> Option<u8> {
+    data.first().copied()
+}
+
+/// Encodes a payload row.
+pub(crate) fn encode_payload(p: &Payload, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(1 + p.len());
+    out.push(p.encoding.tag());
+    out.extend_from_slice(&p.bytes);
+}
+
+/// Decodes a payload row.
+pub(crate) fn decode_payload(data: &[u8]) -> Result<Payload, StoreError> {
+    let (&tag, bytes) = data
+        .split_first()
+        .ok_or_else(|| StoreError::corrupt("empty payload row"))?;
+    let encoding = Encoding::from_tag(tag)
+        .ok_or_else(|| StoreError::corrupt(format!("unknown payload encoding {tag}")))?;
+    Ok(Payload {
+        encoding,
+        bytes: Bytes::copy_from_slice(bytes),
+    })
+}
+
+/// A decoded job record.
+pub(crate) struct Decoded {
+    pub(crate) job: Job,
+    pub(crate) status: JobStatus,
+    /// The payload of a version 1 record (inline); `None` for version 2 (a row of its own).
+    pub(crate) inline: Option<Payload>,
+}
 
 /// Encodes a job record. `Leased` states are written as waiting (the lease lives elsewhere).
 pub(crate) fn encode_job(job: &Job, status: &JobStatus, out: &mut Vec<u8>) {
     out.clear();
-    out.reserve(96 + job.payload.len() + job.queue.len());
+    out.reserve(96 + job.queue.len());
     out.push(VERSION);
     put_u64(out, job.id.0);
     put_str(out, &job.queue);
-    out.push(job.payload.encoding.tag());
-    put_bytes(out, &job.payload.bytes);
+    out.extend_from_slice(&job.payload_bytes.to_le_bytes());
     match &job.target {
         Target::Procedure(p) => {
             out.push(0);
@@ -94,11 +135,12 @@ pub(crate) fn encode_job(job: &Job, status: &JobStatus, out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes a job record written by [`encode_job`]. `now_ms` decides Ready vs Scheduled.
-pub(crate) fn decode_job(data: &[u8], now_ms: u64) -> Result<(Job, JobStatus), StoreError> {
+/// Decodes a job record written by [`encode_job`] (or a version 1 record, with its payload).
+/// `now_ms` decides Ready vs Scheduled.
+pub(crate) fn decode_job(data: &[u8], now_ms: u64) -> Result<Decoded, StoreError> {
     let mut r = Reader { data, pos: 0 };
     let version = r.u8("version")?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_INLINE {
         return Err(StoreError::corrupt(format!(
             "job record has unknown format version {version}"
         )));
@@ -110,12 +152,23 @@ pub(crate) fn decode_job(data: &[u8], now_ms: u64) -> Result<(Job, JobStatus), S
     };
     let rest = (|| {
         let queue: Arc<str> = r.string("queue")?.into();
-        let enc_tag = r.u8("encoding")?;
-        let encoding = Encoding::from_tag(enc_tag)
-            .ok_or_else(|| StoreError::corrupt(format!("unknown payload encoding {enc_tag}")))?;
-        let payload = Payload {
-            encoding,
-            bytes: Bytes::copy_from_slice(r.bytes("payload")?),
+        let (payload_bytes, inline) = if version == VERSION_INLINE {
+            let enc_tag = r.u8("encoding")?;
+            let encoding = Encoding::from_tag(enc_tag).ok_or_else(|| {
+                StoreError::corrupt(format!("unknown payload encoding {enc_tag}"))
+            })?;
+            let bytes = r.bytes("payload")?;
+            let size = u32::try_from(bytes.len())
+                .map_err(|_| StoreError::corrupt("payload larger than 4 GiB"))?;
+            (
+                size,
+                Some(Payload {
+                    encoding,
+                    bytes: Bytes::copy_from_slice(bytes),
+                }),
+            )
+        } else {
+            (r.u32("payload size")?, None)
         };
         let target = match r.u8("target kind")? {
             0 => Target::Procedure(r.string("target procedure")?),
@@ -180,11 +233,11 @@ pub(crate) fn decode_job(data: &[u8], now_ms: u64) -> Result<(Job, JobStatus), S
         if r.pos != r.data.len() {
             return Err(StoreError::corrupt("trailing bytes"));
         }
-        Ok((
-            Job {
+        Ok(Decoded {
+            job: Job {
                 id,
                 queue,
-                payload,
+                payload_bytes,
                 target,
                 priority,
                 created_at_ms,
@@ -193,14 +246,15 @@ pub(crate) fn decode_job(data: &[u8], now_ms: u64) -> Result<(Job, JobStatus), S
                 idempotency_key,
                 result_topic,
             },
-            JobStatus {
+            status: JobStatus {
                 state,
                 run_at_ms,
                 attempts,
                 epoch,
                 last_error,
             },
-        ))
+            inline,
+        })
     })();
     rest.map_err(ctx)
 }
@@ -292,7 +346,7 @@ mod tests {
             Job {
                 id: JobId(42),
                 queue: "pdf".into(),
-                payload: Payload::json(&b"{\"args\":[1]}"[..]),
+                payload_bytes: 12,
                 target: Target::Http {
                     url: "https://example.com/hook".into(),
                     method: "POST".into(),
@@ -330,9 +384,34 @@ mod tests {
         let (job, status) = sample();
         let mut buf = Vec::new();
         encode_job(&job, &status, &mut buf);
-        let (j2, s2) = decode_job(&buf, 0).unwrap();
-        assert_eq!(j2, job);
-        assert_eq!(s2, status);
+        let d = decode_job(&buf, 0).unwrap();
+        assert_eq!(d.job, job);
+        assert_eq!(d.status, status);
+        assert!(d.inline.is_none());
+        let p = Payload::json(&b"{\"args\":[1]}"[..]);
+        encode_payload(&p, &mut buf);
+        assert_eq!(decode_payload(&buf).unwrap(), p);
+        assert!(decode_payload(&[]).is_err());
+        assert!(decode_payload(&[9]).is_err());
+    }
+
+    #[test]
+    fn version_1_records_carry_their_payload() {
+        let (job, status) = sample();
+        let mut v2 = Vec::new();
+        encode_job(&job, &status, &mut v2);
+        // A version 1 record: the encoding and the payload in place of the payload size.
+        let at = 1 + 8 + 4 + job.queue.len();
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&v2[1..at]);
+        v1.push(0);
+        v1.extend_from_slice(&3u32.to_le_bytes());
+        v1.extend_from_slice(b"[1]");
+        v1.extend_from_slice(&v2[at + 4..]);
+        let d = decode_job(&v1, 0).unwrap();
+        assert_eq!(d.inline, Some(Payload::json(&b"[1]"[..])));
+        assert_eq!(d.job.payload_bytes, 3);
+        assert_eq!(d.status, status);
     }
 
     #[test]

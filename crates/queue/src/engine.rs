@@ -55,6 +55,11 @@ pub struct Options {
     /// Most queues at once (default 1000; 0 = no limit). Queues of the config file are always
     /// created; a run-time [`Queues::declare`] beyond it is refused with `TooManyQueues`.
     pub max_queues: usize,
+    /// Most jobs one [`Queues::push_many`] may create (default 1000; 0 = no limit).
+    pub max_push_many_jobs: usize,
+    /// Most payload bytes one [`Queues::push_many`] of several jobs may carry (default
+    /// 16 MiB; 0 = no limit). A single job is bounded by its queue's `max_payload_bytes`.
+    pub max_push_many_bytes: usize,
 }
 
 impl Default for Options {
@@ -65,9 +70,18 @@ impl Default for Options {
             max_delay: Duration::from_secs(365 * 24 * 3600),
             store: RedbOptions::default(),
             max_queues: 1000,
+            max_push_many_jobs: 1000,
+            max_push_many_bytes: 16 * 1024 * 1024,
         }
     }
 }
+
+/// Most payload bytes [`Queues::next_ready_many`] reads for one batch of leases (16 MiB; a
+/// batch always has at least one job).
+pub const LEASE_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most payload bytes one `peek` or `dead` listing reads from the store (16 MiB).
+pub const LISTING_PAYLOAD_BUDGET: usize = 16 * 1024 * 1024;
 
 /// The answer to a push.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -716,6 +730,25 @@ impl Queues {
     }
 
     fn push_start<Q: AsRef<str>>(&self, jobs: Vec<(Q, NewJob)>) -> Result<PushWait, QueueError> {
+        let max_jobs = self.options.max_push_many_jobs;
+        if max_jobs > 0 && jobs.len() > max_jobs {
+            return Err(QueueError::BatchTooLarge {
+                what: format!("{} jobs", jobs.len()),
+                limit: format!("{max_jobs} jobs (max_push_many_jobs)"),
+            });
+        }
+        let max_bytes = self.options.max_push_many_bytes;
+        if jobs.len() > 1 && max_bytes > 0 {
+            let bytes = jobs
+                .iter()
+                .fold(0usize, |n, (_, j)| n.saturating_add(j.payload.len()));
+            if bytes > max_bytes {
+                return Err(QueueError::BatchTooLarge {
+                    what: format!("{bytes} payload bytes"),
+                    limit: format!("{max_bytes} bytes (max_push_many_bytes)"),
+                });
+            }
+        }
         let now = self.clock.now_ms();
         let mut drafts = Vec::with_capacity(jobs.len());
         for (i, (queue, job)) in jobs.into_iter().enumerate() {
@@ -771,10 +804,12 @@ impl Queues {
                 }
             }
             let id = JobId(self.next_id.fetch_add(1, Ordering::Relaxed));
+            let payload = d.job.payload;
             let job = Arc::new(Job {
                 id,
                 queue: st.name.clone(),
-                payload: d.job.payload,
+                // Bounded by max_payload_bytes (at most 64 MiB).
+                payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
                 target: d.target,
                 priority: d.job.priority,
                 created_at_ms: now,
@@ -808,6 +843,8 @@ impl Queues {
                 job: job.clone(),
                 status: status.clone(),
             });
+            // The payload goes to the store only: memory holds the job's metadata.
+            muts.push(Mutation::PutPayload { id, payload });
             st.committing.insert(id);
             visible.push((d.q.clone(), job, status));
             acks.push(PushAck {
@@ -847,8 +884,10 @@ impl Queues {
         }
     }
 
-    /// Leases up to `max` jobs under one lock and one store submission. The `Wait` is present
-    /// when fewer than `max` were leased and says when to ask again.
+    /// Leases up to `max` jobs (and at most [`LEASE_BATCH_BYTES`] of payloads) under one lock
+    /// and one store submission, then reads their payloads from the store. The `Wait` is
+    /// present when the queue had no more to lease now and says when to ask again (`None`
+    /// with fewer than `max` jobs: the byte budget ended the batch; ask again at once).
     pub fn next_ready_many(
         &self,
         queue: &str,
@@ -862,20 +901,79 @@ impl Queues {
         let mut leases = Vec::new();
         let mut muts = Vec::new();
         let mut wait = None;
-        let mut st = q.state.lock();
-        while leases.len() < max {
-            match st.lease_next(now, &mut muts) {
-                Ok(l) => leases.push(l),
-                Err(w) => {
-                    wait = Some(w);
-                    break;
+        {
+            let mut st = q.state.lock();
+            let mut bytes = 0usize;
+            // At most LEASE_BATCH_BYTES of payloads per look (and always one job): the
+            // payloads are read into memory together.
+            while leases.len() < max && bytes < LEASE_BATCH_BYTES {
+                match st.lease_next(now, &mut muts) {
+                    Ok(l) => {
+                        bytes = bytes.saturating_add(l.job.payload_bytes as usize);
+                        leases.push(l);
+                    }
+                    Err(w) => {
+                        wait = Some(w);
+                        break;
+                    }
+                }
+            }
+            if !muts.is_empty() {
+                self.store.submit(Batch::detached(muts))?;
+            }
+        }
+        // The payloads, from the store, outside the queue lock (a leased job's record and
+        // payload were committed before it became visible).
+        let ids: Vec<JobId> = leases.iter().map(|l| l.job.id).collect();
+        let payloads = match self.store.payloads(&ids) {
+            Ok(p) => p,
+            Err(e) => {
+                for l in &leases {
+                    if let Ok(d) = self.release(l.job.id, l.epoch, None) {
+                        drop(d);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        let mut out = Vec::with_capacity(leases.len());
+        for (mut l, p) in leases.into_iter().zip(payloads) {
+            match p {
+                Some(p) => {
+                    l.payload = p;
+                    out.push(l);
+                }
+                // Deleted meanwhile (purge, delete): its lease is void.
+                None => {
+                    tracing::debug!(job = %l.job.id, "leased job has no payload: deleted meanwhile")
                 }
             }
         }
-        if !muts.is_empty() {
-            self.store.submit(Batch::detached(muts))?;
+        Ok((out, wait))
+    }
+
+    /// Reads the payloads of `infos` from the store, until `budget` bytes are loaded (the
+    /// rest keep `payload: None`).
+    fn with_payloads(
+        &self,
+        mut infos: Vec<JobInfo>,
+        budget: usize,
+    ) -> Result<Vec<JobInfo>, QueueError> {
+        let mut spent = 0usize;
+        let n = infos
+            .iter()
+            .take_while(|i| {
+                spent = spent.saturating_add(i.job.payload_bytes as usize);
+                spent <= budget
+            })
+            .count()
+            .max(1)
+            .min(infos.len());
+        let ids: Vec<JobId> = infos[..n].iter().map(|i| i.job.id).collect();
+        for (info, p) in infos.iter_mut().zip(self.store.payloads(&ids)?) {
+            info.payload = p;
         }
-        Ok((leases, wait))
+        Ok(infos)
     }
 
     /// A notifier signalled when `queue` may have work for the dispatcher (push committed,
@@ -1081,23 +1179,45 @@ impl Queues {
         v
     }
 
-    /// Up to `n` waiting jobs in dispatch order (ready by priority, then scheduled by time).
+    /// Up to `n` waiting jobs in dispatch order (ready by priority, then scheduled by time),
+    /// with their payloads read from the store until [`LISTING_PAYLOAD_BUDGET`] bytes are
+    /// loaded (the first always; later ones keep `payload: None`).
     pub fn peek(&self, queue: &str, n: usize) -> Result<Vec<JobInfo>, QueueError> {
         let q = self.queue(queue)?;
         let now = self.clock.now_ms();
-        let mut st = q.state.lock();
-        st.promote(now);
-        Ok(st.peek(n))
+        let infos = {
+            let mut st = q.state.lock();
+            st.promote(now);
+            st.peek(n)
+        };
+        self.with_payloads(infos, LISTING_PAYLOAD_BUDGET)
     }
 
-    /// Up to `n` dead jobs, newest first.
+    /// Up to `n` dead jobs, newest first (payloads as for [`Queues::peek`]).
     pub fn dead(&self, queue: &str, n: usize) -> Result<Vec<JobInfo>, QueueError> {
-        Ok(self.queue(queue)?.state.lock().dead_newest(n))
+        let infos = self.queue(queue)?.state.lock().dead_newest(n);
+        self.with_payloads(infos, LISTING_PAYLOAD_BUDGET)
     }
 
-    /// One job by id (any state), if it exists.
+    /// The status of a job (any state), if it exists; no store read.
+    pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
+        self.index
+            .get(id)
+            .and_then(|q| q.state.lock().info(id))
+            .map(|i| i.status)
+    }
+
+    /// One job by id (any state), if it exists, with its payload (`None` if the store cannot
+    /// read it).
     pub fn job(&self, id: JobId) -> Option<JobInfo> {
-        self.index.get(id).and_then(|q| q.state.lock().info(id))
+        let info = self.index.get(id).and_then(|q| q.state.lock().info(id))?;
+        match self.with_payloads(vec![info.clone()], usize::MAX) {
+            Ok(mut v) => v.pop(),
+            Err(e) => {
+                tracing::warn!(job = %id, "cannot read the job's payload: {e}");
+                Some(info)
+            }
+        }
     }
 
     /// Moves dead jobs back to ready (attempts reset to 0, last error kept). With explicit ids,

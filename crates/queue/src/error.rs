@@ -105,6 +105,15 @@ pub enum QueueError {
         /// The limit.
         limit: usize,
     },
+    /// One `push_many` carries more jobs or payload bytes than the store allows; nothing was
+    /// stored.
+    #[error("one push_many may carry at most {limit}; this one carries {what}: split it")]
+    BatchTooLarge {
+        /// What the batch carries, e.g. `1500 jobs`.
+        what: String,
+        /// The limit and its name.
+        limit: String,
+    },
     /// A queue of the config file cannot be deleted at run time.
     #[error("queue `{0}` is declared in the config file: remove it there (only queues declared at run time can be deleted)")]
     ConfiguredQueue(String),
@@ -144,7 +153,9 @@ impl QueueError {
             QueueError::QueueFull { .. } => "switchyard.queue.error.queue_full",
             QueueError::ConfigConflict { .. } => "switchyard.queue.error.config_conflict",
             QueueError::UnknownJob(_) => "switchyard.queue.error.unknown_job",
-            QueueError::TooManyQueues { .. } => "switchyard.queue.error.limit_exceeded",
+            QueueError::TooManyQueues { .. } | QueueError::BatchTooLarge { .. } => {
+                "switchyard.queue.error.limit_exceeded"
+            }
             QueueError::ConfiguredQueue(_) => "switchyard.queue.error.configured_queue",
             QueueError::NotEmpty { .. } => "switchyard.queue.error.not_empty",
             QueueError::StaleLease { .. } => "switchyard.queue.error.stale_lease",

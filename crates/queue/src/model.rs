@@ -1,8 +1,10 @@
 //! The job model: ids, priorities, payloads, targets, states.
 //!
 //! A job is split in two parts:
-//! * [`Job`]: what was pushed, immutable for the job's life and shared as `Arc<Job>` (the payload
-//!   is never copied on dispatch);
+//! * [`Job`]: what was pushed (but its payload), immutable for the job's life and shared as
+//!   `Arc<Job>`. The payload stays in the store until the job is dispatched (a [`crate::Lease`]
+//!   carries it) or shown (`peek`, `dead`, `job`), so a waiting job costs memory for its
+//!   metadata only;
 //! * [`JobStatus`]: what changes (state, `run_at`, attempts, lease epoch, last error).
 
 use std::fmt;
@@ -453,9 +455,9 @@ pub struct Job {
     pub id: JobId,
     /// The queue it belongs to.
     pub queue: Arc<str>,
-    /// Opaque payload.
-    #[serde(skip)]
-    pub payload: Payload,
+    /// Size of its payload in bytes (the payload itself stays in the store until the job is
+    /// dispatched).
+    pub payload_bytes: u32,
     /// What runs it.
     pub target: Target,
     /// Priority; higher runs first.
@@ -496,6 +498,10 @@ pub struct JobInfo {
     pub job: Arc<Job>,
     /// Its status.
     pub status: JobStatus,
+    /// Its payload, read from the store; `None` when a listing's payload budget was spent
+    /// before it (see `Queues::peek`) or the job was deleted meanwhile.
+    #[serde(skip)]
+    pub payload: Option<Payload>,
 }
 
 /// When a new job becomes due.

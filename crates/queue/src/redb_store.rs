@@ -34,8 +34,10 @@
 //!
 //! # Tables
 //! `meta` (`max_job_id`: the id reservation, see `ID_BLOCK`; `format`), `queues` (name → config JSON), `counters`
-//! (name → completed, retried, dead-lettered), `jobs` (id → record, see `codec`), `leases`
-//! (id → epoch, deadline, attempts), `idempotency` ((queue, key) → job id, expiry).
+//! (name → completed, retried, dead-lettered), `jobs` (id → record without payload, see
+//! `codec`), `payloads` (id → encoding and bytes: written once at push, read at dispatch, never
+//! loaded at startup), `leases` (id → epoch, deadline, attempts), `idempotency` ((queue, key) →
+//! job id, expiry).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -50,7 +52,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use crate::codec;
 use crate::config::QueueConfig;
 use crate::error::StoreError;
-use crate::model::{JobId, JobState};
+use crate::model::{JobId, JobState, Payload};
 use crate::store::MAX_NON_DURABLE;
 use crate::store::{
     Batch, Counters, Done, IdempotencyRecord, Mutation, Snapshot, Store, StoreStats, StoredLease,
@@ -60,11 +62,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 const COUNTERS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("counters");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
 const LEASES: TableDefinition<u64, (u64, u64, u32)> = TableDefinition::new("leases");
 const IDEMPOTENCY: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("idempotency");
 
 const FORMAT_KEY: &str = "format";
-const FORMAT: u64 = 1;
+/// 2: payloads in their own table (1: inline in the job records; migrated on open).
+const FORMAT: u64 = 2;
+/// Job records migrated per transaction when a format 1 store is opened.
+const MIGRATION_CHUNK: usize = 256;
 /// Meta key of the id reservation: every job id ever committed is at or below it.
 const MAX_JOB_ID_KEY: &str = "max_job_id";
 /// Ids are reserved in blocks, so the reservation is rewritten once per block rather than in
@@ -72,13 +78,18 @@ const MAX_JOB_ID_KEY: &str = "max_job_id";
 /// ids have gaps (at most one block per restart) but never repeat.
 const ID_BLOCK: u64 = 4096;
 
+/// Default redb page cache of a store: 32 MiB.
+pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
+
 /// Tuning of the embedded store.
 #[derive(Clone, Debug)]
 pub struct RedbOptions {
     /// Most mutations in one commit (batches are never split, so one large batch may exceed
     /// it). Bounds the latency a commit adds to what queues behind it. Default 16 384.
     pub max_commit_mutations: usize,
-    /// redb page cache size in bytes (default: redb's default).
+    /// redb page cache size in bytes (default [`DEFAULT_CACHE_SIZE`], 32 MiB; `None`: redb's
+    /// own default of 1 GiB). The cache keeps written pages too, so it bounds how much of the
+    /// store (payloads of waiting jobs included) stays in memory.
     pub cache_size: Option<usize>,
 }
 
@@ -86,7 +97,7 @@ impl Default for RedbOptions {
     fn default() -> Self {
         RedbOptions {
             max_commit_mutations: 16_384,
-            cache_size: None,
+            cache_size: Some(DEFAULT_CACHE_SIZE),
         }
     }
 }
@@ -179,6 +190,7 @@ impl RedbStore {
 fn init_tables(db: &Database) -> Result<(u64, HashSet<u64>), StoreError> {
     let txn = db.begin_write().map_err(StoreError::storage)?;
     let hwm;
+    let mut migrate = false;
     let mut leased = HashSet::new();
     {
         let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
@@ -192,6 +204,7 @@ fn init_tables(db: &Database) -> Result<(u64, HashSet<u64>), StoreError> {
                     .map_err(StoreError::storage)?;
             }
             Some(FORMAT) => {}
+            Some(1) => migrate = true,
             Some(other) => {
                 return Err(StoreError::corrupt(format!(
                     "store format {other} is not supported (this build reads format {FORMAT})"
@@ -206,6 +219,7 @@ fn init_tables(db: &Database) -> Result<(u64, HashSet<u64>), StoreError> {
         txn.open_table(QUEUES).map_err(StoreError::storage)?;
         txn.open_table(COUNTERS).map_err(StoreError::storage)?;
         txn.open_table(JOBS).map_err(StoreError::storage)?;
+        txn.open_table(PAYLOADS).map_err(StoreError::storage)?;
         txn.open_table(IDEMPOTENCY).map_err(StoreError::storage)?;
         let leases = txn.open_table(LEASES).map_err(StoreError::storage)?;
         for row in leases.iter().map_err(StoreError::storage)? {
@@ -214,7 +228,69 @@ fn init_tables(db: &Database) -> Result<(u64, HashSet<u64>), StoreError> {
         }
     }
     txn.commit().map_err(StoreError::storage)?;
+    if migrate {
+        migrate_inline_payloads(db)?;
+    }
     Ok((hwm, leased))
+}
+
+/// Moves the payloads of format 1 job records into the `payloads` table, a chunk of records
+/// per transaction (memory stays bounded whatever the store's size), then records format 2.
+/// A crash in between leaves a mix of both record versions, which the next open finishes.
+fn migrate_inline_payloads(db: &Database) -> Result<(), StoreError> {
+    let mut next = 0u64;
+    let mut moved = 0usize;
+    loop {
+        let txn = db.begin_write().map_err(StoreError::storage)?;
+        let done;
+        {
+            let mut jobs = txn.open_table(JOBS).map_err(StoreError::storage)?;
+            let mut payloads = txn.open_table(PAYLOADS).map_err(StoreError::storage)?;
+            let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut last = None;
+            for row in jobs.range(next..).map_err(StoreError::storage)? {
+                let (id, record) = row.map_err(StoreError::storage)?;
+                last = Some(id.value());
+                if codec::version(record.value()) == Some(1) {
+                    chunk.push((id.value(), record.value().to_vec()));
+                }
+                if chunk.len() >= MIGRATION_CHUNK {
+                    break;
+                }
+            }
+            done = chunk.len() < MIGRATION_CHUNK;
+            let mut buf = Vec::new();
+            for (id, record) in chunk {
+                let d = codec::decode_job(&record, 0)?;
+                if let Some(p) = &d.inline {
+                    codec::encode_payload(p, &mut buf);
+                    payloads
+                        .insert(id, buf.as_slice())
+                        .map_err(StoreError::storage)?;
+                }
+                codec::encode_job(&d.job, &d.status, &mut buf);
+                jobs.insert(id, buf.as_slice())
+                    .map_err(StoreError::storage)?;
+                moved += 1;
+            }
+            next = last.map_or(u64::MAX, |l| l.saturating_add(1));
+            if done {
+                let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+                meta.insert(FORMAT_KEY, FORMAT)
+                    .map_err(StoreError::storage)?;
+            }
+        }
+        txn.commit().map_err(StoreError::storage)?;
+        if done {
+            if moved > 0 {
+                tracing::info!(
+                    jobs = moved,
+                    "queue store: payloads moved out of the job records (format 2)"
+                );
+            }
+            return Ok(());
+        }
+    }
 }
 
 /// Completions of one commit group, run in order by the completer thread.
@@ -441,6 +517,7 @@ impl Writer {
             let mut jobs = txn.open_table(JOBS).map_err(StoreError::storage)?;
             let mut leases = txn.open_table(LEASES).map_err(StoreError::storage)?;
             let mut idem = txn.open_table(IDEMPOTENCY).map_err(StoreError::storage)?;
+            let mut payloads = txn.open_table(PAYLOADS).map_err(StoreError::storage)?;
             let mut counters: HashMap<&str, Counters> = HashMap::new();
             let mut queues: Vec<&QueueConfig> = Vec::new();
             let mut removed_queues: Vec<Arc<str>> = Vec::new();
@@ -458,6 +535,16 @@ impl Writer {
                         }
                         codec::encode_job(job, status, &mut self.buf);
                         jobs.insert(job.id.0, self.buf.as_slice())
+                            .map_err(StoreError::storage)?;
+                    }
+                    Mutation::PutPayload { id, payload } => {
+                        if self.last_remove.get(&id.0).is_some_and(|&r| r > i) {
+                            skipped += 1;
+                            continue;
+                        }
+                        codec::encode_payload(payload, &mut self.buf);
+                        payloads
+                            .insert(id.0, self.buf.as_slice())
                             .map_err(StoreError::storage)?;
                     }
                     Mutation::PutLease {
@@ -482,6 +569,7 @@ impl Writer {
                     }
                     Mutation::RemoveJob(id) => {
                         jobs.remove(id.0).map_err(StoreError::storage)?;
+                        payloads.remove(id.0).map_err(StoreError::storage)?;
                         if self.leases_on_disk.remove(&id.0) {
                             leases.remove(id.0).map_err(StoreError::storage)?;
                         }
@@ -625,7 +713,9 @@ impl Store for RedbStore {
         let jobs = txn.open_table(JOBS).map_err(StoreError::storage)?;
         for row in jobs.iter().map_err(StoreError::storage)? {
             let (id, record) = row.map_err(StoreError::storage)?;
-            let (job, mut status) = codec::decode_job(record.value(), now_ms)?;
+            let codec::Decoded {
+                job, mut status, ..
+            } = codec::decode_job(record.value(), now_ms)?;
             if job.id.0 != id.value() {
                 return Err(StoreError::corrupt(format!(
                     "job record under key {} carries id {}",
@@ -673,6 +763,23 @@ impl Store for RedbStore {
         self.tx
             .send(Msg::Batch(batch))
             .map_err(|_| StoreError::Closed)
+    }
+
+    fn payloads(&self, ids: &[JobId]) -> Result<Vec<Option<Payload>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let table = txn.open_table(PAYLOADS).map_err(StoreError::storage)?;
+        ids.iter()
+            .map(|id| {
+                table
+                    .get(id.0)
+                    .map_err(StoreError::storage)?
+                    .map(|row| codec::decode_payload(row.value()))
+                    .transpose()
+            })
+            .collect()
     }
 
     fn stats(&self) -> StoreStats {

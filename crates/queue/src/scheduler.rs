@@ -48,6 +48,8 @@ pub enum Outcome {
 pub struct Lease {
     /// The job (shared, never copied).
     pub job: Arc<Job>,
+    /// Its payload, read from the store when the job was leased.
+    pub payload: crate::model::Payload,
     /// Fencing token: pass it to `complete`, `fail`, `extend`, `release`.
     pub epoch: u64,
     /// Which attempt this is (1 for the first).
@@ -319,6 +321,7 @@ impl QueueState {
         });
         Ok(Lease {
             job: e.job.clone(),
+            payload: crate::model::Payload::default(),
             epoch,
             attempt: e.status.attempts,
             deadline_ms,
@@ -624,6 +627,7 @@ impl QueueState {
         self.jobs.get(&id).map(|e| JobInfo {
             job: e.job.clone(),
             status: e.status.clone(),
+            payload: None,
         })
     }
 

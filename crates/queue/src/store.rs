@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::config::QueueConfig;
 use crate::error::StoreError;
-use crate::model::{Job, JobId, JobStatus};
+use crate::model::{Job, JobId, JobStatus, Payload};
 
 /// Called once the batch it was submitted with is durable (`Ok`) or can never be (`Err`).
 /// It runs on the store's writer thread: it must be quick and must not block on the store.
@@ -50,6 +50,13 @@ pub enum Mutation {
         /// Its status.
         status: JobStatus,
     },
+    /// Store a new job's payload (a row of its own, written once, read at dispatch).
+    PutPayload {
+        /// The job.
+        id: JobId,
+        /// Its payload.
+        payload: Payload,
+    },
     /// Record that a job is leased (a crash then shows the attempt was started).
     PutLease {
         /// The job.
@@ -63,7 +70,7 @@ pub enum Mutation {
     },
     /// Delete a job's lease row.
     RemoveLease(JobId),
-    /// Delete a job (and its lease row).
+    /// Delete a job (and its lease row and payload).
     RemoveJob(JobId),
     /// Remember an idempotency key until `expires_ms`.
     PutIdempotencyKey {
@@ -156,7 +163,8 @@ pub struct Snapshot {
     pub max_job_id: u64,
     /// Declared queues with their counters.
     pub queues: Vec<(QueueConfig, Counters)>,
-    /// Every job, with the lease row applied (such jobs are `Leased` in the status).
+    /// Every job (without its payload, which stays in the store), with the lease row applied
+    /// (such jobs are `Leased` in the status).
     pub jobs: Vec<(Arc<Job>, JobStatus)>,
     /// Every remembered idempotency key, expired ones included (the engine prunes them).
     pub idempotency_keys: Vec<IdempotencyRecord>,
@@ -205,6 +213,11 @@ pub trait Store: Send + Sync + 'static {
     /// dropped without being called (so a captured oneshot sender reports "closed").
     /// Never calls `done` from inside `submit`.
     fn submit(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Reads the payloads of committed jobs (`None` for a job that has none: deleted, or not
+    /// committed yet), in the order of `ids`, from the last committed state. Called at
+    /// dispatch and by listings; never holds a queue lock.
+    fn payloads(&self, ids: &[JobId]) -> Result<Vec<Option<Payload>>, StoreError>;
 
     /// Write-side counters.
     fn stats(&self) -> StoreStats;

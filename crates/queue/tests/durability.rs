@@ -95,7 +95,10 @@ async fn recovery_restores_every_state() {
     assert_eq!(r.status.state, JobState::Ready);
     assert_eq!(r.job.priority, Priority::HIGH);
     assert_eq!(r.job.result_topic.as_deref(), Some("com.example.t"));
-    assert_eq!(&r.job.payload.bytes[..], br#"{"tag":"ready"}"#);
+    assert_eq!(
+        &r.payload.as_ref().unwrap().bytes[..],
+        br#"{"tag":"ready"}"#
+    );
     assert_eq!(r.status.attempts, 0);
 
     let s = q.job(scheduled).unwrap();
@@ -371,4 +374,77 @@ async fn closed_store_refuses_operations() {
     // Reopen works after close (file lock released) and the first job is there.
     let q = open(dir.path(), &c, vec![cfg("w")]);
     assert_eq!(q.stats("w").unwrap().ready, 1);
+}
+
+/// A version 1 job record (payload inline), as stores before format 2 wrote it.
+fn v1_record(id: u64, queue: &str, payload: &[u8]) -> Vec<u8> {
+    fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s);
+    }
+    let mut r = vec![1u8];
+    r.extend_from_slice(&id.to_le_bytes());
+    put_str(&mut r, queue.as_bytes());
+    r.push(0); // JSON
+    put_str(&mut r, payload);
+    r.push(0); // procedure target
+    put_str(&mut r, b"com.example.work");
+    r.push(5); // priority
+    r.extend_from_slice(&T0.to_le_bytes()); // created
+    r.extend_from_slice(&T0.to_le_bytes()); // run_at
+    r.extend_from_slice(&0u32.to_le_bytes()); // attempts
+    r.extend_from_slice(&0u64.to_le_bytes()); // epoch
+    r.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // max_attempts, retry, key, topic, error, state
+    r
+}
+
+/// A store of format 1 (payloads inside the job records) is migrated when it opens, in
+/// chunks: its jobs keep their payloads, which now live in their own table.
+#[test]
+fn format_1_stores_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queues.redb");
+    let n = 600u64;
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.insert("format", 1).unwrap();
+            meta.insert("max_job_id", n + 10).unwrap();
+            let mut queues = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("queues"))
+                .unwrap();
+            let json = serde_json::to_vec(&cfg("w")).unwrap();
+            queues.insert("w", json.as_slice()).unwrap();
+            let mut jobs = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("jobs"))
+                .unwrap();
+            for id in 1..=n {
+                let rec = v1_record(id, "w", format!("{{\"tag\":\"{id}\"}}").as_bytes());
+                jobs.insert(id, rec.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let c = clock();
+    let mut w = cfg("w");
+    w.concurrency = 0;
+    let q = open(dir.path(), &c, vec![w.clone()]);
+    assert_eq!(q.stats("w").unwrap().ready, n as usize);
+    let mut tags = Vec::new();
+    for _ in 0..n {
+        let l = lease(&q, "w");
+        assert_eq!(tag(&l), l.job.id.0.to_string());
+        assert_eq!(l.job.payload_bytes as usize, tag(&l).len() + 10);
+        tags.push(l.job.id.0);
+    }
+    assert_eq!(tags.len(), n as usize);
+    drop(q);
+    // Opened again: format 2, nothing left to migrate, payloads still there.
+    let q = open(dir.path(), &c, vec![w]);
+    let info = q.job(JobId(7)).unwrap();
+    assert_eq!(&info.payload.unwrap().bytes[..], br#"{"tag":"7"}"#);
 }

@@ -611,8 +611,8 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     assert_eq!(s.ready + s.scheduled, 1);
     assert_eq!(
         q.store_stats().mutations,
-        before + 1,
-        "only the valid push was stored"
+        before + 2,
+        "only the valid push was stored (its record and its payload)"
     );
 }
 
@@ -701,7 +701,8 @@ async fn peek_shows_dispatch_order() {
         .unwrap()
         .iter()
         .map(|j| {
-            let v: serde_json::Value = serde_json::from_slice(&j.job.payload.bytes).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_slice(&j.payload.as_ref().unwrap().bytes).unwrap();
             v["tag"].as_str().unwrap().to_owned()
         })
         .collect();

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use switchyard_queue::store::{Batch, Mutation, Store};
 use switchyard_queue::{
-    Job, JobId, JobState, JobStatus, Payload, Priority, QueueConfig, RedbOptions, RedbStore,
-    StoreError, Target,
+    Job, JobId, JobState, JobStatus, Priority, QueueConfig, RedbOptions, RedbStore, StoreError,
+    Target,
 };
 
 fn job(id: u64) -> Arc<Job> {
     Arc::new(Job {
         id: JobId(id),
         queue: "w".into(),
-        payload: Payload::json(format!("{id}")),
+        payload_bytes: 0,
         target: Target::procedure("a.b"),
         priority: Priority::NORMAL,
         created_at_ms: 1,

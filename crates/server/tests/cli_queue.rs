@@ -1,4 +1,4 @@
-//! `switchyard queue list|stats|peek|dead|requeue|purge|push` against the
+//! `switchyard queue list|stats|peek|dead|requeue|purge|delete|push` against the
 //! real router binary: tables and `--json`, push options, dead letters made
 //! by a worker that is itself `switchyard register` with a failing command,
 //! requeue and purge counts, and the exit codes of errors.
@@ -471,4 +471,43 @@ fn queue_errors_and_exit_codes() {
             "{sub}: {help}"
         );
     }
+}
+
+#[test]
+fn delete_a_runtime_queue() {
+    let r = Router::start(QUEUES);
+    let ws = r.ws_url();
+    let out = run(cli(&[
+        "call",
+        "switchyard.queue.declare",
+        "--kw",
+        "name=tmp",
+        "--kw",
+        "target=test.cli.tmp",
+        "--url",
+        &ws,
+    ]));
+    assert!(out.status.success(), "declare: {}", text(&out.stderr));
+    queue(&ws, &["push", "tmp", "1"]);
+    let refused = |args: &[&str], needle: &str| {
+        let out = run(cli(args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out.stderr).contains(needle), "{}", text(&out.stderr));
+    };
+    refused(
+        &["queue", "delete", "tmp", "--url", &ws],
+        "switchyard.queue.error.not_empty",
+    );
+    refused(
+        &["queue", "delete", "pdf", "--force", "--url", &ws],
+        "switchyard.queue.error.configured_queue",
+    );
+    assert_eq!(
+        queue(&ws, &["delete", "tmp", "--force"]).trim(),
+        "deleted tmp with 1 jobs"
+    );
+    refused(
+        &["queue", "stats", "tmp", "--url", &ws],
+        "switchyard.queue.error.unknown_queue",
+    );
 }

@@ -6,9 +6,12 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Router;
+use parking_lot::Mutex;
 use switchyard_client::{Dict, Serializer, Session, Value};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -314,6 +317,41 @@ fn runtime_declaration_is_bounded_and_queues_can_be_deleted() {
         assert_eq!((uint(&st, "ready"), uint(&st, "idempotency_keys")), (0, 0));
         let e = delete(&s, "nope", false).await.expect_err("unknown");
         assert!(e.contains("unknown_queue"), "{e}");
+        // A forced delete while a worker runs one of its jobs: the answer is ignored.
+        delete(&s, "q3", false).await.expect("empty delete");
+        declare(&s, "busy", "test.busy.run").await.expect("declare");
+        let w = join(&router).await;
+        w.register("test.busy.run", |_, _| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok((Vec::new(), Dict::new()))
+        })
+        .await
+        .expect("register");
+        s.call(
+            "switchyard.queue.push",
+            vec![Value::from("busy")],
+            Dict::new(),
+        )
+        .await
+        .expect("push");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while uint(&stats(&s, "busy").await, "in_flight") == 0 {
+            assert!(Instant::now() < deadline, "the job never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let d = delete(&s, "busy", true)
+            .await
+            .expect("forced delete of a running job");
+        assert_eq!(uint(&d, "jobs"), 1);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        declare(&s, "busy", "test.busy.run")
+            .await
+            .expect("declare again");
+        let st = stats(&s, "busy").await;
+        assert_eq!(
+            (uint(&st, "in_flight"), uint(&st, "completed_total")),
+            (0, 0)
+        );
 
         let c = Session::connect(&router.rs_url(), "closed", Serializer::MsgPack)
             .await
@@ -399,5 +437,280 @@ fn idle_dispatchers_cost_nothing_and_wake_only_for_their_worker() {
         let log = router.log_text();
         // q1, q10..q19, q100..q199: 111 queues, and no other.
         assert_eq!(woken(&log), 1 + 111);
+    });
+}
+
+/// A router process over a data directory that outlives it (for restarts).
+struct Proc {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn start(dir: &std::path::Path, name: &str, extra: &str) -> Proc {
+        let port = common::free_port();
+        let config = format!(
+            "[[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{port}\"\n\n\
+             [limits]\nmax_message_size = 16777216\n\n\
+             [[realm]]\nname = \"realm1\"\n\n{extra}\n\n\
+             [storage]\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        );
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, config).expect("config");
+        let log = dir.join(format!("{name}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .current_dir(dir)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "router did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proc { child, port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("rs://127.0.0.1:{}", self.port)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(!log.contains("panicked"), "router panicked:\n{log}");
+    }
+}
+
+/// The payload of job `i`: 900 KiB that differ from job to job.
+fn big_payload(i: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 900 * 1024];
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in b.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = chunk.len();
+        chunk.copy_from_slice(&x.to_le_bytes()[..n]);
+    }
+    b
+}
+
+const BIG_QUEUE: &str = "[realm.queue_limits]\nmax_push_many_bytes = 4194304\n\n\
+     [[realm.queue]]\nname = \"big\"\ntarget = \"test.big.work\"\n";
+
+/// Item 25: 120 waiting jobs of 900 KiB (105 MiB of payloads) with no
+/// worker: the router's memory holds their metadata, not their payloads,
+/// also after a kill -9 and a restart (start-up does not load payloads);
+/// once a worker registers, every job is delivered with its exact payload.
+/// push_many is bounded in jobs and in bytes.
+#[test]
+fn waiting_payloads_stay_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 120u64;
+    let rt = runtime();
+    let mut first = Proc::start(dir.path(), "first", BIG_QUEUE);
+    let pid1 = first.child.id();
+    let (before, mid, peak, after, rt_before, rt_during) = rt.block_on(async {
+        let s = Session::connect(&first.url(), "realm1", Serializer::MsgPack)
+            .await
+            .expect("join");
+        let healthy = Session::connect(&first.url(), "realm1", Serializer::MsgPack)
+            .await
+            .expect("join");
+        let rt_before = round_trip(&healthy, "big").await;
+        let before = rss_kib(pid1);
+        let mut peak = before;
+        let mut rt_during = 0f64;
+        let mut mid = 0;
+        // Five pushes at a time (they share the store's fsyncs).
+        for chunk in (0..n).collect::<Vec<u64>>().chunks(5) {
+            if chunk[0] == n / 3 {
+                // The store's page cache and the allocator are warm now: from here on,
+                // memory grows only by what each waiting job costs.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                mid = rss_kib(pid1);
+            }
+            let pushes = chunk.iter().map(|&i| {
+                let s = &s;
+                async move {
+                    s.call(
+                        "switchyard.queue.push",
+                        vec![Value::from("big")],
+                        Dict::new().with(
+                            "args",
+                            Value::List(vec![Value::UInt(i), Value::Bytes(big_payload(i))]),
+                        ),
+                    )
+                    .await
+                    .expect("push");
+                }
+            });
+            futures_util::future::join_all(pushes).await;
+            if chunk[0] % 10 == 0 {
+                peak = peak.max(rss_kib(pid1));
+                rt_during = rt_during.max(round_trip(&healthy, "big").await);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = rss_kib(pid1);
+        let st = stats(&s, "big").await;
+        assert_eq!(uint(&st, "ready"), n);
+        // push_many is bounded: jobs, then bytes (the message itself is allowed).
+        let many = |count: usize, bytes: usize| {
+            Value::List(
+                (0..count)
+                    .map(|_| {
+                        Value::Dict(
+                            Dict::new()
+                                .with("queue", "big")
+                                .with("args", Value::List(vec![Value::Bytes(vec![7u8; bytes])])),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        for (jobs, what) in [
+            (many(1001, 1), "1001 jobs"),
+            (many(10, 900 * 1024), "payload bytes"),
+        ] {
+            let e = s
+                .call("switchyard.queue.push_many", vec![jobs], Dict::new())
+                .await
+                .expect_err("too large a push_many")
+                .to_string();
+            assert!(
+                e.contains("switchyard.queue.error.limit_exceeded") && e.contains(what),
+                "{e}"
+            );
+        }
+        (before, mid, peak.max(after), after, rt_before, rt_during)
+    });
+    first.kill9();
+    let later = n - n / 3;
+    let per_job = (after.saturating_sub(mid) * 1024) / later;
+    eprintln!(
+        "{n} waiting jobs of 900 KiB ({} MiB of payloads): RSS before {before} KiB, after {} jobs {mid} KiB, \
+         peak {peak} KiB, after {after} KiB: {per_job} bytes per waiting job over the last {later}; \
+         round trip before {rt_before:.1} ms, worst during {rt_during:.1} ms",
+        n * 900 / 1024,
+        n / 3
+    );
+    // Held in memory, the last 100 jobs alone would add 88 MiB.
+    assert!(
+        per_job < 64 * 1024,
+        "waiting payloads are in memory: {per_job} bytes per waiting job (RSS {mid} -> {after} KiB)"
+    );
+    assert!(
+        after < before + (n * 900) / 2,
+        "RSS {before} -> {after} KiB for {} KiB of payloads",
+        n * 900
+    );
+
+    let second = Proc::start(dir.path(), "second", BIG_QUEUE);
+    let pid2 = second.child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = rss_kib(pid2);
+    eprintln!("after kill -9 and restart with {n} waiting jobs: RSS {restarted} KiB");
+    // After a kill -9, redb checks the whole file when it opens it, through its page cache
+    // (32 MiB by default): memory stays within that cache, whatever the store's size.
+    assert!(
+        restarted < before + 40 * 1024,
+        "start-up loaded the payloads: RSS {restarted} KiB (a fresh router: {before} KiB)"
+    );
+    rt.block_on(async {
+        let seen: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
+        let w = Session::connect(&second.url(), "realm1", Serializer::MsgPack)
+            .await
+            .expect("worker");
+        let record = seen.clone();
+        w.register("test.big.work", move |args, _| {
+            let record = record.clone();
+            async move {
+                if let [Value::UInt(i), Value::Bytes(b)] = &args[..] {
+                    let exact = *b == big_payload(*i);
+                    record.lock().insert(*i, exact);
+                }
+                Ok((Vec::new(), Dict::new()))
+            }
+        })
+        .await
+        .expect("register");
+        let started = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while seen.lock().len() < n as usize {
+            assert!(
+                Instant::now() < deadline,
+                "delivered {} of {n}",
+                seen.lock().len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{n} jobs delivered in {:?}", started.elapsed());
+        let seen = seen.lock();
+        assert!(seen.values().all(|exact| *exact), "a payload changed");
+    });
+}
+
+/// Item 25, the figure: what one waiting job costs the router's memory
+/// (its metadata; the payload stays in the store), printed.
+#[test]
+fn memory_per_waiting_job() {
+    let router = Router::start("[[realm.queue]]\nname = \"many\"\ntarget = \"test.nobody\"\n");
+    let pid = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let push = |count: usize| {
+            let s = &s;
+            async move {
+                let jobs: Vec<Value> = (0..count)
+                    .map(|i| {
+                        Value::Dict(
+                            Dict::new()
+                                .with("queue", "many")
+                                .with("args", Value::List(vec![Value::UInt(i as u64)])),
+                        )
+                    })
+                    .collect();
+                s.call(
+                    "switchyard.queue.push_many",
+                    vec![Value::List(jobs)],
+                    Dict::new(),
+                )
+                .await
+                .expect("push_many");
+            }
+        };
+        for _ in 0..2 {
+            push(1000).await; // warm-up
+        }
+        let before = rss_kib(pid);
+        let n = 20_000;
+        for _ in 0..n / 1000 {
+            push(1000).await;
+        }
+        let after = rss_kib(pid);
+        assert_eq!(uint(&stats(&s, "many").await, "ready"), n as u64 + 2000);
+        let per_job = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+        eprintln!(
+            "{n} waiting jobs: RSS {before} -> {after} KiB, {per_job:.0} bytes per waiting job"
+        );
+        assert!(per_job < 2048.0, "{per_job} bytes per waiting job");
     });
 }

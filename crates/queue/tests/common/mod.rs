@@ -25,7 +25,7 @@ pub fn job(tag: &str) -> NewJob {
 }
 
 pub fn tag(l: &Lease) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&l.job.payload.bytes).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&l.payload.bytes).unwrap();
     v["tag"].as_str().unwrap().to_owned()
 }
 

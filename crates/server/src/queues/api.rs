@@ -158,10 +158,20 @@ fn limit_arg(kw: &Dict) -> Result<usize, OpError> {
 
 fn job_info(info: &JobInfo) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or(serde_json::Value::Null);
-    let (args, kwargs) = payload::to_values(&info.job.payload).unwrap_or((
-        Value::Str("(unreadable payload)".into()),
-        Value::Dict(Dict::new()),
-    ));
+    let (args, kwargs) = match &info.payload {
+        Some(p) => payload::to_values(p).unwrap_or((
+            Value::Str("(unreadable payload)".into()),
+            Value::Dict(Dict::new()),
+        )),
+        // Past the listing's payload budget: ask for the job itself.
+        None => (
+            Value::Str(format!(
+                "(payload of {} bytes not loaded: see switchyard.queue.job)",
+                info.job.payload_bytes
+            )),
+            Value::Dict(Dict::new()),
+        ),
+    };
     if let Some(job) = v.get_mut("job").and_then(|j| j.as_object_mut()) {
         job.insert("args".into(), to_json(&args));
         job.insert("kwargs".into(), to_json(&kwargs));

@@ -71,14 +71,14 @@ impl QueueService {
         let s = self.clone();
         tokio::spawn(async move {
             let job = lease.job.clone();
-            let data = match payload::to_wamp(&job.payload).and_then(|p| s.with_job_info(p, &lease))
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    s.fail(&lease, INVALID_PAYLOAD, &e);
-                    return;
-                }
-            };
+            let data =
+                match payload::to_wamp(&lease.payload).and_then(|p| s.with_job_info(p, &lease)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        s.fail(&lease, INVALID_PAYLOAD, &e);
+                        return;
+                    }
+                };
             match &job.target {
                 Target::Procedure(p) => s.call_worker(lease, p, data).await,
                 Target::Http { .. } => s.http_worker(lease).await,
@@ -266,7 +266,10 @@ impl QueueService {
     fn refused(&self, job: &Job, epoch: u64, e: QueueError) {
         match e {
             QueueError::StaleLease { .. } | QueueError::UnknownJob(_) => {
-                self.metrics.late_answer(&job.queue);
+                // Not for a deleted queue (its figures are gone with it).
+                if self.queues.config(&job.queue).is_ok() {
+                    self.metrics.late_answer(&job.queue);
+                }
                 tracing::info!(
                     job = %job.id,
                     queue = %job.queue,
@@ -306,8 +309,8 @@ impl QueueService {
         tracing::info!(job = %e.job.id, queue = %e.job.queue, "lease expired: {message}");
         let attempt = self
             .queues
-            .job(e.job.id)
-            .map(|i| i.status.attempts)
+            .job_status(e.job.id)
+            .map(|s| s.attempts)
             .unwrap_or_default();
         self.after_failure(&e.job, attempt, LEASE_EXPIRED, &message, e.outcome);
     }

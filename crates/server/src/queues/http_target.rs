@@ -114,7 +114,7 @@ impl QueueService {
                 queue: job.queue.clone(),
             },
         );
-        let body = match super::payload::to_json(&job.payload) {
+        let body = match super::payload::to_json(&lease.payload) {
             Ok(b) => b,
             Err(e) => {
                 self.forget(&lease);

@@ -172,7 +172,12 @@ fn render(out: &mut String) {
 
 /// Realm-wide figures of the dispatchers: how many wait for a worker, and
 /// how many registrations (or safety sweeps) woke one.
-type RealmFamily = (&'static str, &'static str, &'static str, fn(&QueueService) -> u64);
+type RealmFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&QueueService) -> u64,
+);
 
 fn render_wakeups(out: &mut String, services: &[Arc<QueueService>]) {
     let families: [RealmFamily; 2] = [

@@ -160,6 +160,8 @@ impl QueueService {
             .collect();
         let options = Options {
             max_queues: settings.limits.max_queues,
+            max_push_many_jobs: settings.limits.max_push_many_jobs,
+            max_push_many_bytes: settings.limits.max_push_many_bytes,
             ..Options::default()
         };
         let queues = tokio::task::spawn_blocking(move || Queues::open_with(&open_path, configs, options))
