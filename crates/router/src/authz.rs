@@ -119,21 +119,39 @@ fn specificity(pattern: &str, policy: MatchPolicy) -> Specificity {
 /// Replaces `{authid}` and `{authrole}`; None if a value cannot stand in a
 /// URI component (empty, or with '.', '#' or whitespace), so such a
 /// permission never matches rather than matching too much.
+///
+/// One pass over the pattern: a value is copied as it is, never read again
+/// for placeholders, so the authid `{authrole}` stays those ten characters
+/// (a second pass would turn it into the role's name, another user's URI).
 fn substitute(pattern: &str, s: &Session) -> Option<String> {
     if !pattern.contains('{') {
         return Some(pattern.to_string());
     }
     let safe =
         |v: &str| !v.is_empty() && !v.contains(|c: char| c == '.' || c == '#' || c.is_whitespace());
-    let mut out = pattern.to_string();
-    for (key, value) in [("{authid}", &s.authid), ("{authrole}", &s.authrole)] {
-        if out.contains(key) {
-            if !safe(value) {
-                return None;
+    let mut out = String::with_capacity(pattern.len() + s.authid.len());
+    let mut rest = pattern;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let found = [("{authid}", &s.authid), ("{authrole}", &s.authrole)]
+            .into_iter()
+            .find(|(key, _)| tail.starts_with(key));
+        match found {
+            Some((key, value)) => {
+                if !safe(value) {
+                    return None;
+                }
+                out.push_str(value);
+                rest = &tail[key.len()..];
             }
-            out = out.replace(key, value);
+            None => {
+                out.push('{');
+                rest = &tail[1..];
+            }
         }
     }
+    out.push_str(rest);
     Some(out)
 }
 
@@ -459,6 +477,20 @@ mod tests {
         );
         // Without roles, everything is allowed.
         assert_eq!(Authorizer::default().decide(&alice, Register, "x"), allow);
+    }
+
+    #[test]
+    fn a_value_is_never_substituted_again() {
+        let sneaky = session("{authrole}", "user");
+        assert_eq!(
+            substitute("com.app.inbox.{authid}", &sneaky).as_deref(),
+            Some("com.app.inbox.{authrole}")
+        );
+        let sneaky_role = session("al", "{authid}x");
+        assert_eq!(
+            substitute("a.{authrole}.{authid}.{other}", &sneaky_role).as_deref(),
+            Some("a.{authid}x.al.{other}")
+        );
     }
 
     #[test]

@@ -1,0 +1,143 @@
+"""Attacks on the authorization of per-user URIs (issue 12, follow-up to items 1, 2,
+3, 17, 22), with Autobahn|Python: "a user reads or forges another user's data by
+URI", through the way the router builds a user's URIs from its identity.
+
+- An authid that spells a placeholder (``{authrole}``) must stay literal: it
+  must not be substituted a second time into another user's URI.
+- A prefix permission that ends with ``{authid}`` (no trailing dot) grants the
+  user's own subtree, not the subtrees of every authid that starts with it
+  (``al`` must not reach ``com.app.home.alice.*``).
+- An authenticator answer naming a variant of a static principal's authid
+  (``Peter``, ``peter ``) is refused like the principal's own authid.
+- The router's own calls to the authenticator procedure go only to a callee
+  that registered that exact procedure, never to a pattern registration that
+  happens to match it (it would receive every ticket and choose every role).
+"""
+
+import asyncio
+import uuid
+
+import pytest
+from autobahn.wamp import auth as ab_auth
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import PublishOptions, RegisterOptions
+
+from wamplib import JoinFailed, T, ack, close_all, connect, marker, run, subscribe
+
+TAG = uuid.uuid4().hex[:12]
+SECRETS = {n: f"{n}-secret-{TAG}" for n in ("al", "alice", "user", "peter", "plugin", "backend")}
+SIGNUP = f"signup-token-{TAG}"
+NOT_AUTHORIZED = "wamp.error.not_authorized"
+AUTH_FAILED = "wamp.error.authentication_failed"
+
+
+def perm(uri, allow, match=None):
+    p = {"uri": uri, "allow": list(allow)}
+    if match:
+        p["match"] = match
+    return p
+
+
+USER = [
+    perm("com.app.inbox.{authid}", ["subscribe"]),
+    perm("com.app.home.{authid}", ["subscribe", "publish"], "prefix"),
+]
+TRUSTED = [perm("com.example.authenticate", ["register"]),
+           perm("com.", ["publish", "subscribe"], "prefix")]
+# may register a prefix of its own that (by the admin's mistake or not)
+# also matches the authenticator procedure
+PLUGIN = [perm("com.example.", ["register"], "prefix")]
+
+REALM = {
+    "name": "realm1", "uri_check": "loose",
+    "auth": {"methods": ["ticket", "wampcra"], "authenticator": "com.example.authenticate",
+             "authenticator_timeout": "2s", "max_failures": 1000,
+             "wampcra": [{"authid": "al", "secret": SECRETS["al"], "role": "user"},
+                         {"authid": "alice", "secret": SECRETS["alice"], "role": "user"},
+                         {"authid": "user", "secret": SECRETS["user"], "role": "user"},
+                         {"authid": "peter", "secret": SECRETS["peter"], "role": "user"},
+                         {"authid": "plugin", "secret": SECRETS["plugin"], "role": "plugin"},
+                         {"authid": "backend", "secret": SECRETS["backend"], "role": "trusted"}]},
+    "role": [{"name": "user", "permission": USER}, {"name": "trusted", "permission": TRUSTED},
+             {"name": "plugin", "permission": PLUGIN}],
+}
+
+
+@pytest.fixture(scope="module")
+def xrouter(module_router_factory):
+    return module_router_factory(realms=[REALM])
+
+
+async def login(router, name):
+    def on_challenge(session, challenge):
+        return ab_auth.compute_wcs(SECRETS[name], challenge.extra["challenge"])
+    return await connect(router, authmethods=["wampcra"], authid=name, on_challenge=on_challenge)
+
+
+def ticket(token):
+    return lambda session, challenge: token
+
+
+class Signup:
+    """A sign-up style authenticator: users pick their names; SIGNUP is a valid
+    token for any name not taken by a static principal (the router refuses
+    those). It answers with the checked authid, as docs/SECURITY.md says it
+    should; "as-<name>" tokens answer <name> whatever the claim."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, realm, authid, details):
+        self.calls.append(authid)
+        t = details.get("ticket")
+        if t == SIGNUP:
+            return {"role": "user", "authid": authid}
+        if t.startswith("as-"):
+            return {"role": "user", "authid": t[3:]}
+        raise ApplicationError("com.example.invalid_token", "invalid token")
+
+
+async def start_signup(router):
+    z = Signup()
+    backend = await login(router, "backend")
+    await asyncio.wait_for(backend.register(z, "com.example.authenticate"), T)
+    return z, backend
+
+
+async def refused(coro):
+    try:
+        r = await asyncio.wait_for(coro, T)
+    except ApplicationError as e:
+        assert e.error == NOT_AUTHORIZED, (e.error, e.args)
+        return e
+    raise AssertionError(f"must be refused with {NOT_AUTHORIZED}, got {r!r}")
+
+
+async def nothing_but_marker(inbox, backend, topic):
+    tag = uuid.uuid4().hex
+    await marker(backend, topic, tag)
+    got = await inbox.wait_for(lambda e: e.args == ["marker", tag])
+    return [e for e in inbox.events if e is not got]
+
+
+def test_an_authid_spelling_a_placeholder_stays_literal(xrouter):
+    """authid "{authrole}" with role "user": its `com.app.inbox.{authid}` is
+    `com.app.inbox.{authrole}`, not user "user"'s `com.app.inbox.user`."""
+    async def main():
+        z, backend = await start_signup(xrouter)
+        mallory = victim = None
+        try:
+            mallory = await connect(xrouter, authmethods=["ticket"], authid="{authrole}", on_challenge=ticket(SIGNUP))
+            assert mallory.joined.result().authid == "{authrole}"
+            await refused(mallory.subscribe(lambda *a, **k: None, "com.app.inbox.user"))
+            await refused(mallory.subscribe(lambda *a, **k: None, "com.app.home.user.diary"))
+            await refused(mallory.publish("com.app.home.user.diary", "forged",
+                                          options=PublishOptions(acknowledge=True)))
+            # user "user" still gets its own inbox
+            victim = await login(xrouter, "user")
+            inbox, _ = await subscribe(victim, "com.app.inbox.user")
+            assert await nothing_but_marker(inbox, backend, "com.app.inbox.user") == []
+        finally:
+            await close_all(mallory, victim, backend)
+
+    run(main())
