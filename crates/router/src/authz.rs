@@ -155,6 +155,38 @@ fn substitute(pattern: &str, s: &Session) -> Option<String> {
     Some(out)
 }
 
+/// The patterns a permission stands for in session `s`'s eyes (none if a
+/// value cannot be substituted).
+///
+/// A prefix permission whose LAST component holds a placeholder
+/// (`com.app.home.{authid}`, without a trailing dot) binds that component:
+/// for `al` it is `com.app.home.al` (exact) and `com.app.home.al.` (prefix),
+/// never the plain string prefix `com.app.home.al`, which also matches
+/// `com.app.home.alice.diary`. A substituted value ends the URI or its
+/// component, so one user's value never reaches another user's URIs.
+fn instances<'a>(
+    permissions: &'a [Permission],
+    s: &'a Session,
+) -> impl Iterator<Item = (String, MatchPolicy, &'a Permission)> + 'a {
+    permissions.iter().flat_map(move |p| {
+        let Some(pattern) = substitute(&p.uri, s) else {
+            return Vec::new();
+        };
+        let last = p.uri.rsplit('.').next().unwrap_or_default();
+        let open_ended = p.policy == MatchPolicy::Prefix
+            && (last.contains("{authid}") || last.contains("{authrole}"));
+        if open_ended {
+            let subtree = format!("{pattern}.");
+            vec![
+                (pattern, MatchPolicy::Exact, p),
+                (subtree, MatchPolicy::Prefix, p),
+            ]
+        } else {
+            vec![(pattern, p.policy, p)]
+        }
+    })
+}
+
 /// A realm's roles.
 #[derive(Default)]
 pub struct Authorizer {
@@ -189,15 +221,9 @@ impl Authorizer {
                 Decision::Deny
             };
         };
-        let best = role
-            .permissions
-            .iter()
-            .filter_map(|p| {
-                let pattern = substitute(&p.uri, s)?;
-                p.policy
-                    .matches(&pattern, uri)
-                    .then(|| (specificity(&pattern, p.policy), p))
-            })
+        let best = instances(&role.permissions, s)
+            .filter(|(pattern, policy, _)| policy.matches(pattern, uri))
+            .map(|(pattern, policy, p)| (specificity(&pattern, policy), p))
             .max_by(|a, b| a.0.cmp(&b.0));
         match best {
             Some((_, p)) if p.allow.contains(&action) => Decision::Allow {
@@ -331,27 +357,24 @@ impl Authorizer {
                 Decision::Deny
             };
         };
-        let perms: Vec<(String, &Permission)> = role
-            .permissions
-            .iter()
-            .filter_map(|p| Some((substitute(&p.uri, s)?, p)))
-            .collect();
+        let perms: Vec<(String, MatchPolicy, &Permission)> =
+            instances(&role.permissions, s).collect();
         let Some(floor) = perms
             .iter()
-            .filter(|(q, p)| covers(q, p.policy, pattern, policy))
-            .map(|(q, p)| specificity(q, p.policy))
+            .filter(|(q, qpol, _)| covers(q, *qpol, pattern, policy))
+            .map(|(q, qpol, _)| specificity(q, *qpol))
             .max()
         else {
             return Decision::Deny;
         };
         let mut disclose = false;
-        for (q, p) in &perms {
-            let spec = specificity(q, p.policy);
+        for (q, qpol, p) in &perms {
+            let spec = specificity(q, *qpol);
             if spec < floor {
                 continue;
             }
-            let covering = covers(q, p.policy, pattern, policy);
-            if !covering && !may_intersect(q, p.policy, pattern, policy) {
+            let covering = covers(q, *qpol, pattern, policy);
+            if !covering && !may_intersect(q, *qpol, pattern, policy) {
                 continue;
             }
             if !p.allow.contains(&action) {
@@ -491,6 +514,49 @@ mod tests {
             substitute("a.{authrole}.{authid}.{other}", &sneaky_role).as_deref(),
             Some("a.{authid}x.al.{other}")
         );
+    }
+
+    #[test]
+    fn a_prefix_ending_with_the_authid_is_the_users_subtree() {
+        use Action::*;
+        use MatchPolicy::*;
+        let z = Authorizer::new(
+            vec![RoleConfig {
+                name: "user".into(),
+                permissions: vec![
+                    perm("com.app.home.{authid}", Prefix, &[Subscribe]),
+                    perm("com.app.x{authid}y", Prefix, &[Subscribe]),
+                ],
+            }],
+            None,
+        );
+        let al = session("al", "user");
+        let allow = Decision::Allow { disclose: false };
+        for own in ["com.app.home.al", "com.app.home.al.diary", "com.app.xaly.z"] {
+            assert_eq!(z.decide(&al, Subscribe, own), allow, "{own}");
+        }
+        for other in [
+            "com.app.home.alice",
+            "com.app.home.alice.diary",
+            "com.app.home.al-ice",
+            "com.app.xalyy",
+        ] {
+            assert_eq!(z.decide(&al, Subscribe, other), Decision::Deny, "{other}");
+        }
+        assert_eq!(
+            z.decide_pattern(&al, Subscribe, "com.app.home.al.", Prefix),
+            allow
+        );
+        for (p, pol) in [
+            ("com.app.home.al", Prefix),
+            ("com.app.home.alice.", Wildcard),
+        ] {
+            assert_eq!(
+                z.decide_pattern(&al, Subscribe, p, pol),
+                Decision::Deny,
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -141,3 +141,31 @@ def test_an_authid_spelling_a_placeholder_stays_literal(xrouter):
             await close_all(mallory, victim, backend)
 
     run(main())
+
+
+@pytest.mark.parametrize("topic,match", [
+    ("com.app.home.alice.diary", None),      # another user's subtree, by exact URI
+    ("com.app.home.alice", None),            # another user's own URI
+    ("com.app.home.alice.", "prefix"),       # by prefix
+    ("com.app.home.al", "prefix"),           # a prefix that also matches alice's
+    ("com.app.home.alice.", "wildcard"),     # by wildcard
+])
+def test_a_prefix_permission_ending_with_the_authid_is_the_users_subtree(xrouter, topic, match):
+    """`com.app.home.{authid}` (prefix, no trailing dot) gives al
+    `com.app.home.al` and `com.app.home.al.*`, not `com.app.home.alice.*`."""
+    async def main():
+        al = await login(xrouter, "al")
+        try:
+            opts = {"match": match} if match else {}
+            await refused(subscribe(al, topic, **opts))
+            if match is None:
+                await refused(al.publish(topic, "forged", options=PublishOptions(acknowledge=True)))
+            # al's own subtree is still allowed
+            for own, m in (("com.app.home.al", None), ("com.app.home.al.diary", None),
+                           ("com.app.home.al.", "prefix"), ("com.app.home.al..x", "wildcard")):
+                await subscribe(al, own, **({"match": m} if m else {}))
+            await ack(al, "com.app.home.al.diary", "mine")
+        finally:
+            await close_all(al)
+
+    run(main())
