@@ -169,3 +169,24 @@ def test_a_prefix_permission_ending_with_the_authid_is_the_users_subtree(xrouter
             await close_all(al)
 
     run(main())
+
+
+@pytest.mark.parametrize("variant", ["Peter", "PETER", "peter ", " peter", "peter\t", "peter\u200b"])
+def test_an_authenticator_answer_cannot_name_a_variant_of_a_static_principal(xrouter, variant):
+    """The authenticator answers an authid that differs from static "peter" only
+    by case, surrounding whitespace or invisible characters: refused."""
+    async def main():
+        z, backend = await start_signup(xrouter)
+        try:
+            try:
+                s = await connect(xrouter, authmethods=["ticket"], authid="nobody", on_challenge=ticket(f"as-{variant}"))
+            except JoinFailed as e:
+                assert e.details.reason == AUTH_FAILED, (e.details.reason, e.details.message)
+                return
+            j = s.joined.result()
+            await s.close()
+            raise AssertionError(f"the authenticator's {variant!r} joined as {j.authid!r}")
+        finally:
+            await close_all(backend)
+
+    run(main())

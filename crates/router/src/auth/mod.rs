@@ -44,6 +44,29 @@ pub struct Authenticator {
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
+    /// The same, folded by [`fold_authid`]: an authenticator answer that
+    /// folds to one of them is refused.
+    static_folded: HashSet<String>,
+}
+
+/// An authid as a person reads it: lower case, without whitespace, control
+/// or invisible formatting characters (zero-width spaces and joiners, soft
+/// hyphen, BOM). `Peter`, ` peter`, `peter\t` and `pe\u{200b}ter` fold to
+/// `peter`. (Other Unicode lookalikes, such as a Cyrillic `е`, are not
+/// folded: that needs the confusables tables.)
+pub(crate) fn fold_authid(authid: &str) -> String {
+    authid
+        .chars()
+        .filter(|c| {
+            !(c.is_whitespace()
+                || c.is_control()
+                || matches!(
+                    c,
+                    '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+                ))
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// What the router does with a HELLO.
@@ -146,9 +169,11 @@ impl Authenticator {
             .chain(config.cryptosign.iter().map(|p| &p.authid))
             .chain(config.tls.iter().map(|p| &p.authid))
             .cloned()
-            .collect();
+            .collect::<HashSet<String>>();
+        let static_folded = static_authids.iter().map(|a| fold_authid(a)).collect();
         Authenticator {
             cra_decoy: wampcra::Decoy::new(&config.wampcra),
+            static_folded,
             config,
             ticket,
             wampcra,
@@ -160,6 +185,12 @@ impl Authenticator {
     /// Whether `authid` belongs to a static principal of any method.
     pub fn is_static(&self, authid: &str) -> bool {
         self.static_authids.contains(authid)
+    }
+
+    /// Whether `authid` is a static principal's authid or reads the same
+    /// (differs only by case, whitespace or invisible characters).
+    pub fn is_static_lookalike(&self, authid: &str) -> bool {
+        self.is_static(authid) || self.static_folded.contains(&fold_authid(authid))
     }
 
     /// The realm's authentication settings.
@@ -485,11 +516,16 @@ async fn dynamic_ticket(
             };
             let id = id.filter(|id| !id.is_empty());
             match role {
-                Some(_) if id.as_deref().is_some_and(|id| realm.auth.is_static(id)) => {
+                Some(_)
+                    if id
+                        .as_deref()
+                        .is_some_and(|id| realm.auth.is_static_lookalike(id)) =>
+                {
                     tracing::warn!(
                         procedure,
                         claimed = authid,
-                        "the authenticator answered the authid of a static principal: refused"
+                        answered = id.as_deref().unwrap_or_default(),
+                        "the authenticator answered the authid of a static principal (or one that reads the same): refused"
                     );
                     failed()
                 }
@@ -538,4 +574,25 @@ pub(crate) fn unexpected(what: &str) -> Verdict {
         errors::PROTOCOL_VIOLATION,
         format!("received {what} while authenticating: the router expected AUTHENTICATE"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_authid;
+
+    #[test]
+    fn lookalike_authids_fold_to_the_same() {
+        for v in [
+            "peter",
+            "Peter",
+            "PETER",
+            " peter",
+            "peter\t",
+            "pe\u{200b}ter",
+            "\u{feff}peter",
+        ] {
+            assert_eq!(fold_authid(v), "peter", "{v:?}");
+        }
+        assert_ne!(fold_authid("peter2"), "peter");
+    }
 }
