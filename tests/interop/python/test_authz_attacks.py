@@ -63,15 +63,24 @@ REALM = {
 }
 
 
+# Roles not listed (anonymous) are decided by com.example.authorize.
+DYN_REALM = {
+    "name": "realm2", "uri_check": "loose", "authorizer": "com.example.authorize", "authorizer_timeout": "2s",
+    "auth": {"methods": ["anonymous", "wampcra"],
+             "wampcra": [{"authid": "plugin", "secret": SECRETS["plugin"], "role": "plugin"}]},
+    "role": [{"name": "plugin", "permission": PLUGIN}],
+}
+
+
 @pytest.fixture(scope="module")
 def xrouter(module_router_factory):
-    return module_router_factory(realms=[REALM])
+    return module_router_factory(realms=[REALM, DYN_REALM])
 
 
-async def login(router, name):
+async def login(router, name, realm="realm1"):
     def on_challenge(session, challenge):
         return ab_auth.compute_wcs(SECRETS[name], challenge.extra["challenge"])
-    return await connect(router, authmethods=["wampcra"], authid=name, on_challenge=on_challenge)
+    return await connect(router, realm=realm, authmethods=["wampcra"], authid=name, on_challenge=on_challenge)
 
 
 def ticket(token):
@@ -188,5 +197,66 @@ def test_an_authenticator_answer_cannot_name_a_variant_of_a_static_principal(xro
             raise AssertionError(f"the authenticator's {variant!r} joined as {j.authid!r}")
         finally:
             await close_all(backend)
+
+    run(main())
+
+
+def test_router_calls_to_the_authenticator_skip_pattern_registrations(xrouter):
+    """A session allowed to register the prefix `com.example.` (which matches
+    `com.example.authenticate`) receives no ticket and decides no login while
+    the authenticator is not registered: the login fails instead."""
+    async def main():
+        plugin = await login(xrouter, "plugin")
+        seen = []
+
+        def fake(realm, authid, details):
+            seen.append(details.get("ticket"))
+            return {"role": "trusted", "authid": authid}
+
+        try:
+            await asyncio.wait_for(plugin.register(fake, "com.example.", options=RegisterOptions(match="prefix")), T)
+            try:
+                s = await connect(xrouter, authmethods=["ticket"], authid="victim", on_challenge=ticket("victims-secret"))
+            except JoinFailed as e:
+                assert e.details.reason == AUTH_FAILED, (e.details.reason, e.details.message)
+            else:
+                j = s.joined.result()
+                await s.close()
+                raise AssertionError(f"a pattern registration decided a login: {j.authid} as {j.authrole}")
+            assert seen == [], f"the pattern registration received tickets: {seen}"
+            # with the real authenticator registered, logins work again
+            z, backend = await start_signup(xrouter)
+            try:
+                s = await connect(xrouter, authmethods=["ticket"], authid=f"carol-{TAG}", on_challenge=ticket(SIGNUP))
+                assert s.joined.result().authid == f"carol-{TAG}"
+                await s.close()
+            finally:
+                await close_all(backend)
+            assert seen == []
+        finally:
+            await close_all(plugin)
+
+    run(main())
+
+
+def test_router_calls_to_the_authorizer_skip_pattern_registrations(xrouter):
+    """The same for the authorizer procedure: a prefix registration matching it
+    answers no authorization question (the action is denied instead)."""
+    async def main():
+        plugin = await login(xrouter, "plugin", realm="realm2")
+        seen = []
+
+        def yes(details, uri, action, options=None):
+            seen.append((uri, action))
+            return True
+
+        anon = None
+        try:
+            await asyncio.wait_for(plugin.register(yes, "com.example.", options=RegisterOptions(match="prefix")), T)
+            anon = await connect(xrouter, realm="realm2")
+            await refused(subscribe(anon, "com.secret.topic"))
+            assert seen == [], f"the pattern registration was asked: {seen}"
+        finally:
+            await close_all(anon, plugin)
 
     run(main())
