@@ -235,3 +235,26 @@ def test_wampcra_challenge_does_not_reveal_unknown_authids(arouter):
         await p.close()
 
     run(main())
+
+
+def test_wampcra_fake_salts_use_the_real_salts_characters_at_each_position(arouter):
+    """Byte for byte: the realm's salts are `salt-<8 hex>` and `tlas-<8 hex>`
+    (lower case). The fake salt of every unknown authid must fit them position
+    by position: the same separator, lower-case hex where they have hex, no
+    character class they never use (upper case)."""
+    async def main():
+        real = [SALT, f"tlas-{TAG[4:12]}"]
+        for i in range(24):
+            (ch, _) = await cra_exchange(arouter, f"probe-{i}-{TAG}")
+            fake = ch[2]["salt"]
+            assert len(fake) == len(real[0]), (fake, real)
+            for pos, c in enumerate(fake):
+                seen = {r[pos] for r in real}
+                if all(x in "0123456789abcdef" for x in seen):
+                    assert c in "0123456789abcdef", f"position {pos} of {fake!r}: real salts have hex there: {real}"
+                if all(not x.isalnum() for x in seen):
+                    assert c in seen, f"position {pos} of {fake!r}: real salts have {seen} there"
+                if all(not x.isupper() for x in seen):
+                    assert not c.isupper(), f"position {pos} of {fake!r}: no real salt has upper case there: {real}"
+
+    run(main())
