@@ -41,6 +41,8 @@ pub struct Authenticator {
     cryptosign: HashMap<String, (CryptosignPrincipal, VerifyingKey)>,
     /// What the challenges of unknown WAMP-CRA authids look like.
     cra_decoy: wampcra::Decoy,
+    /// The hash a ticket of an unknown authid is checked against.
+    ticket_decoy: Arc<ticket::Decoy>,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
@@ -171,8 +173,14 @@ impl Authenticator {
             .cloned()
             .collect::<HashSet<String>>();
         let static_folded = static_authids.iter().map(|a| fold_authid(a)).collect();
+        let hashes: Vec<&str> = config.ticket.iter().map(|p| p.secret.as_str()).collect();
+        let ticket_decoy = Arc::new(ticket::Decoy::new(&hashes));
+        if config.methods.contains(&AuthMethod::Ticket) {
+            ticket_decoy.warm_up();
+        }
         Authenticator {
             cra_decoy: wampcra::Decoy::new(&config.wampcra),
+            ticket_decoy,
             static_folded,
             config,
             ticket,
@@ -423,22 +431,10 @@ pub(crate) fn verify(
                 transport.clone(),
             ))
         }
-        Pending::Ticket { authid, principal } => Box::pin(async move {
-            let hash = principal.as_ref().map(|p| p.secret.clone());
-            let ok =
-                tokio::task::spawn_blocking(move || ticket::verify(&signature, hash.as_deref()))
-                    .await
-                    .unwrap_or(false);
-            match (ok, principal) {
-                (true, Some(p)) => Verdict::Welcome(Identity {
-                    authid,
-                    authrole: p.role,
-                    authmethod: "ticket".into(),
-                    authprovider: "static".into(),
-                }),
-                _ => failed(),
-            }
-        }),
+        Pending::Ticket { authid, principal } => {
+            let decoy = realm.auth.ticket_decoy.clone();
+            ticket_verdict(authid, principal, signature, decoy)
+        }
         Pending::Wampcra {
             identity,
             expected,
@@ -464,6 +460,33 @@ pub(crate) fn verify(
             }))
         }
     }
+}
+
+/// Checks a ticket against a static principal's hash, or against the decoy
+/// for an unknown authid (the same work, then refused).
+fn ticket_verdict(
+    authid: String,
+    principal: Option<TicketPrincipal>,
+    signature: String,
+    decoy: Arc<ticket::Decoy>,
+) -> VerdictFuture {
+    Box::pin(async move {
+        let hash = principal.as_ref().map(|p| p.secret.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            ticket::verify(&signature, hash.as_deref(), &decoy)
+        })
+        .await
+        .unwrap_or(false);
+        match (ok, principal) {
+            (true, Some(p)) => Verdict::Welcome(Identity {
+                authid,
+                authrole: p.role,
+                authmethod: "ticket".into(),
+                authprovider: "static".into(),
+            }),
+            _ => failed(),
+        }
+    })
 }
 
 /// Asks the realm's authenticator procedure about a ticket.
