@@ -201,6 +201,29 @@ def test_an_authenticator_answer_cannot_name_a_variant_of_a_static_principal(xro
     run(main())
 
 
+@pytest.mark.parametrize("name", ["anonymous-1f2e3d4c5b6a7988", "Anonymous-1f2e3d4c5b6a7988", "anonymous-"])
+def test_an_authenticator_answer_cannot_take_a_router_assigned_authid(xrouter, name):
+    """`anonymous-<hex>` authids are the router's: anonymous sessions and the
+    sessions of role-only authenticator answers get them. A sign-up
+    authenticator that lets a user pick the name of such a session (seen as a
+    publisher_authid in a chat) would share that session's `{authid}` URIs: refused."""
+    async def main():
+        z, backend = await start_signup(xrouter)
+        try:
+            try:
+                s = await connect(xrouter, authmethods=["ticket"], authid=name, on_challenge=ticket(SIGNUP))
+            except JoinFailed as e:
+                assert e.details.reason == AUTH_FAILED, (e.details.reason, e.details.message)
+                return
+            j = s.joined.result()
+            await s.close()
+            raise AssertionError(f"the authenticator's {name!r} joined as {j.authid!r}")
+        finally:
+            await close_all(backend)
+
+    run(main())
+
+
 def test_router_calls_to_the_authenticator_skip_pattern_registrations(xrouter):
     """A session allowed to register the prefix `com.example.` (which matches
     `com.example.authenticate`) receives no ticket and decides no login while

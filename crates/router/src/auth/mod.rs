@@ -51,6 +51,14 @@ pub struct Authenticator {
     static_folded: HashSet<String>,
 }
 
+/// Whether `authid` is (or reads as) one the router assigns itself:
+/// `anonymous-<hex>`, for anonymous sessions and role-only authenticator
+/// answers. Nobody else may be given one: it would share that session's
+/// `{authid}` URIs.
+pub(crate) fn is_router_assigned(authid: &str) -> bool {
+    fold_authid(authid).starts_with("anonymous-")
+}
+
 /// An authid as a person reads it: lower case, without whitespace, control
 /// or invisible formatting characters (zero-width spaces and joiners, soft
 /// hyphen, BOM). `Peter`, ` peter`, `peter\t` and `pe\u{200b}ter` fold to
@@ -539,6 +547,15 @@ async fn dynamic_ticket(
             };
             let id = id.filter(|id| !id.is_empty());
             match role {
+                Some(_) if id.as_deref().is_some_and(is_router_assigned) => {
+                    tracing::warn!(
+                        procedure,
+                        claimed = authid,
+                        answered = id.as_deref().unwrap_or_default(),
+                        "the authenticator answered an authid in the router's \"anonymous-\" namespace: refused"
+                    );
+                    failed()
+                }
                 Some(_)
                     if id
                         .as_deref()
@@ -617,5 +634,7 @@ mod tests {
             assert_eq!(fold_authid(v), "peter", "{v:?}");
         }
         assert_ne!(fold_authid("peter2"), "peter");
+        assert!(super::is_router_assigned("Anonymous-12ab"));
+        assert!(!super::is_router_assigned("anonymousfan"));
     }
 }
