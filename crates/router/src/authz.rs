@@ -221,16 +221,41 @@ impl Authorizer {
                 Decision::Deny
             };
         };
-        let best = instances(&role.permissions, s)
-            .filter(|(pattern, policy, _)| policy.matches(pattern, uri))
-            .map(|(pattern, policy, p)| (specificity(&pattern, policy), p))
-            .max_by(|a, b| a.0.cmp(&b.0));
-        match best {
-            Some((_, p)) if p.allow.contains(&action) => Decision::Allow {
-                disclose: p.disclose,
-            },
-            _ => Decision::Deny,
+        // The most specific matching permissions decide; permissions tied
+        // for it (the same pattern twice, or a prefix permission's exact
+        // instance and an exact one, see [`instances`]) must all allow, so
+        // the answer never depends on their order in the file.
+        let mut best: Option<Specificity> = None;
+        let mut decision = Decision::Deny;
+        for (pattern, policy, p) in instances(&role.permissions, s) {
+            if !policy.matches(&pattern, uri) {
+                continue;
+            }
+            let spec = specificity(&pattern, policy);
+            let this = if p.allow.contains(&action) {
+                Decision::Allow {
+                    disclose: p.disclose,
+                }
+            } else {
+                Decision::Deny
+            };
+            match best.as_ref().map(|b| spec.cmp(b)) {
+                Some(std::cmp::Ordering::Less) => {}
+                Some(std::cmp::Ordering::Equal) => {
+                    decision = match (decision, this) {
+                        (Decision::Allow { disclose: a }, Decision::Allow { disclose: b }) => {
+                            Decision::Allow { disclose: a || b }
+                        }
+                        _ => Decision::Deny,
+                    };
+                }
+                _ => {
+                    best = Some(spec);
+                    decision = this;
+                }
+            }
         }
+        decision
     }
 }
 
@@ -555,6 +580,47 @@ mod tests {
                 z.decide_pattern(&al, Subscribe, p, pol),
                 Decision::Deny,
                 "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn tied_permissions_must_all_allow_whatever_their_order() {
+        use Action::*;
+        use MatchPolicy::*;
+        let both = [
+            perm("com.a", Exact, &[Subscribe]),
+            perm("com.a", Exact, &[]),
+        ];
+        let al = session("al", "user");
+        for perms in [both.to_vec(), both.iter().rev().cloned().collect()] {
+            let z = Authorizer::new(
+                vec![RoleConfig {
+                    name: "user".into(),
+                    permissions: perms,
+                }],
+                None,
+            );
+            assert_eq!(z.decide(&al, Subscribe, "com.a"), Decision::Deny);
+        }
+        // an explicit exact "no" on the user's root beats the prefix
+        // permission's exact instance, in either order
+        let root = [
+            perm("com.home.{authid}", Exact, &[]),
+            perm("com.home.{authid}", Prefix, &[Subscribe]),
+        ];
+        for perms in [root.to_vec(), root.iter().rev().cloned().collect()] {
+            let z = Authorizer::new(
+                vec![RoleConfig {
+                    name: "user".into(),
+                    permissions: perms,
+                }],
+                None,
+            );
+            assert_eq!(z.decide(&al, Subscribe, "com.home.al"), Decision::Deny);
+            assert_eq!(
+                z.decide(&al, Subscribe, "com.home.al.x"),
+                Decision::Allow { disclose: false }
             );
         }
     }
