@@ -77,10 +77,11 @@ def xrouter(module_router_factory):
     return module_router_factory(realms=[REALM, DYN_REALM])
 
 
-async def login(router, name, realm="realm1"):
+async def login(router, name, realm="realm1", transport="ws", serializer="json"):
     def on_challenge(session, challenge):
         return ab_auth.compute_wcs(SECRETS[name], challenge.extra["challenge"])
-    return await connect(router, realm=realm, authmethods=["wampcra"], authid=name, on_challenge=on_challenge)
+    return await connect(router, transport, serializer, realm=realm, authmethods=["wampcra"], authid=name,
+                         on_challenge=on_challenge)
 
 
 def ticket(token):
@@ -176,6 +177,26 @@ def test_a_prefix_permission_ending_with_the_authid_is_the_users_subtree(xrouter
             await ack(al, "com.app.home.al.diary", "mine")
         finally:
             await close_all(al)
+
+    run(main())
+
+
+@pytest.mark.parametrize("transport,serializer", [("rs", "msgpack"), ("rs", "cbor"), ("ws", "cbor")])
+def test_the_users_subtree_over_every_serializer(xrouter, transport, serializer):
+    """The same decisions over MessagePack and CBOR: al gets no event of
+    alice's subtree, by exact topic or by pattern, and its own still arrive."""
+    async def main():
+        al = await login(xrouter, "al", transport=transport, serializer=serializer)
+        backend = await login(xrouter, "backend")
+        try:
+            for topic, opts in (("com.app.home.alice.diary", {}), ("com.app.home.al", {"match": "prefix"}),
+                                ("com.app.home..diary", {"match": "wildcard"})):
+                await refused(subscribe(al, topic, **opts))
+            inbox, _ = await subscribe(al, "com.app.home.al.", match="prefix")
+            await ack(backend, "com.app.home.alice.diary", "alice's")
+            assert await nothing_but_marker(inbox, backend, "com.app.home.al.diary") == []
+        finally:
+            await close_all(al, backend)
 
     run(main())
 
