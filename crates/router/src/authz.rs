@@ -119,22 +119,72 @@ fn specificity(pattern: &str, policy: MatchPolicy) -> Specificity {
 /// Replaces `{authid}` and `{authrole}`; None if a value cannot stand in a
 /// URI component (empty, or with '.', '#' or whitespace), so such a
 /// permission never matches rather than matching too much.
+///
+/// One pass over the pattern: a value is copied as it is, never read again
+/// for placeholders, so the authid `{authrole}` stays those ten characters
+/// (a second pass would turn it into the role's name, another user's URI).
 fn substitute(pattern: &str, s: &Session) -> Option<String> {
     if !pattern.contains('{') {
         return Some(pattern.to_string());
     }
     let safe =
         |v: &str| !v.is_empty() && !v.contains(|c: char| c == '.' || c == '#' || c.is_whitespace());
-    let mut out = pattern.to_string();
-    for (key, value) in [("{authid}", &s.authid), ("{authrole}", &s.authrole)] {
-        if out.contains(key) {
-            if !safe(value) {
-                return None;
+    let mut out = String::with_capacity(pattern.len() + s.authid.len());
+    let mut rest = pattern;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let found = [("{authid}", &s.authid), ("{authrole}", &s.authrole)]
+            .into_iter()
+            .find(|(key, _)| tail.starts_with(key));
+        match found {
+            Some((key, value)) => {
+                if !safe(value) {
+                    return None;
+                }
+                out.push_str(value);
+                rest = &tail[key.len()..];
             }
-            out = out.replace(key, value);
+            None => {
+                out.push('{');
+                rest = &tail[1..];
+            }
         }
     }
+    out.push_str(rest);
     Some(out)
+}
+
+/// The patterns a permission stands for in session `s`'s eyes (none if a
+/// value cannot be substituted).
+///
+/// A prefix permission whose LAST component holds a placeholder
+/// (`com.app.home.{authid}`, without a trailing dot) binds that component:
+/// for `al` it is `com.app.home.al` (exact) and `com.app.home.al.` (prefix),
+/// never the plain string prefix `com.app.home.al`, which also matches
+/// `com.app.home.alice.diary`. A substituted value ends the URI or its
+/// component, so one user's value never reaches another user's URIs.
+fn instances<'a>(
+    permissions: &'a [Permission],
+    s: &'a Session,
+) -> impl Iterator<Item = (String, MatchPolicy, &'a Permission)> + 'a {
+    permissions.iter().flat_map(move |p| {
+        let Some(pattern) = substitute(&p.uri, s) else {
+            return Vec::new();
+        };
+        let last = p.uri.rsplit('.').next().unwrap_or_default();
+        let open_ended = p.policy == MatchPolicy::Prefix
+            && (last.contains("{authid}") || last.contains("{authrole}"));
+        if open_ended {
+            let subtree = format!("{pattern}.");
+            vec![
+                (pattern, MatchPolicy::Exact, p),
+                (subtree, MatchPolicy::Prefix, p),
+            ]
+        } else {
+            vec![(pattern, p.policy, p)]
+        }
+    })
 }
 
 /// A realm's roles.
@@ -176,22 +226,41 @@ impl Authorizer {
                 Decision::Deny
             };
         };
-        let best = role
-            .permissions
-            .iter()
-            .filter_map(|p| {
-                let pattern = substitute(&p.uri, s)?;
-                p.policy
-                    .matches(&pattern, uri)
-                    .then(|| (specificity(&pattern, p.policy), p))
-            })
-            .max_by(|a, b| a.0.cmp(&b.0));
-        match best {
-            Some((_, p)) if p.allow.contains(&action) => Decision::Allow {
-                disclose: p.disclose,
-            },
-            _ => Decision::Deny,
+        // The most specific matching permissions decide; permissions tied
+        // for it (the same pattern twice, or a prefix permission's exact
+        // instance and an exact one, see [`instances`]) must all allow, so
+        // the answer never depends on their order in the file.
+        let mut best: Option<Specificity> = None;
+        let mut decision = Decision::Deny;
+        for (pattern, policy, p) in instances(&role.permissions, s) {
+            if !policy.matches(&pattern, uri) {
+                continue;
+            }
+            let spec = specificity(&pattern, policy);
+            let this = if p.allow.contains(&action) {
+                Decision::Allow {
+                    disclose: p.disclose,
+                }
+            } else {
+                Decision::Deny
+            };
+            match best.as_ref().map(|b| spec.cmp(b)) {
+                Some(std::cmp::Ordering::Less) => {}
+                Some(std::cmp::Ordering::Equal) => {
+                    decision = match (decision, this) {
+                        (Decision::Allow { disclose: a }, Decision::Allow { disclose: b }) => {
+                            Decision::Allow { disclose: a || b }
+                        }
+                        _ => Decision::Deny,
+                    };
+                }
+                _ => {
+                    best = Some(spec);
+                    decision = this;
+                }
+            }
         }
+        decision
     }
 }
 
@@ -318,27 +387,24 @@ impl Authorizer {
                 Decision::Deny
             };
         };
-        let perms: Vec<(String, &Permission)> = role
-            .permissions
-            .iter()
-            .filter_map(|p| Some((substitute(&p.uri, s)?, p)))
-            .collect();
+        let perms: Vec<(String, MatchPolicy, &Permission)> =
+            instances(&role.permissions, s).collect();
         let Some(floor) = perms
             .iter()
-            .filter(|(q, p)| covers(q, p.policy, pattern, policy))
-            .map(|(q, p)| specificity(q, p.policy))
+            .filter(|(q, qpol, _)| covers(q, *qpol, pattern, policy))
+            .map(|(q, qpol, _)| specificity(q, *qpol))
             .max()
         else {
             return Decision::Deny;
         };
         let mut disclose = false;
-        for (q, p) in &perms {
-            let spec = specificity(q, p.policy);
+        for (q, qpol, p) in &perms {
+            let spec = specificity(q, *qpol);
             if spec < floor {
                 continue;
             }
-            let covering = covers(q, p.policy, pattern, policy);
-            if !covering && !may_intersect(q, p.policy, pattern, policy) {
+            let covering = covers(q, *qpol, pattern, policy);
+            if !covering && !may_intersect(q, *qpol, pattern, policy) {
                 continue;
             }
             if !p.allow.contains(&action) {
@@ -464,6 +530,104 @@ mod tests {
         );
         // Without roles, everything is allowed.
         assert_eq!(Authorizer::default().decide(&alice, Register, "x"), allow);
+    }
+
+    #[test]
+    fn a_value_is_never_substituted_again() {
+        let sneaky = session("{authrole}", "user");
+        assert_eq!(
+            substitute("com.app.inbox.{authid}", &sneaky).as_deref(),
+            Some("com.app.inbox.{authrole}")
+        );
+        let sneaky_role = session("al", "{authid}x");
+        assert_eq!(
+            substitute("a.{authrole}.{authid}.{other}", &sneaky_role).as_deref(),
+            Some("a.{authid}x.al.{other}")
+        );
+    }
+
+    #[test]
+    fn a_prefix_ending_with_the_authid_is_the_users_subtree() {
+        use Action::*;
+        use MatchPolicy::*;
+        let z = Authorizer::new(
+            vec![RoleConfig {
+                name: "user".into(),
+                permissions: vec![
+                    perm("com.app.home.{authid}", Prefix, &[Subscribe]),
+                    perm("com.app.x{authid}y", Prefix, &[Subscribe]),
+                ],
+            }],
+            None,
+        );
+        let al = session("al", "user");
+        let allow = Decision::Allow { disclose: false };
+        for own in ["com.app.home.al", "com.app.home.al.diary", "com.app.xaly.z"] {
+            assert_eq!(z.decide(&al, Subscribe, own), allow, "{own}");
+        }
+        for other in [
+            "com.app.home.alice",
+            "com.app.home.alice.diary",
+            "com.app.home.al-ice",
+            "com.app.xalyy",
+        ] {
+            assert_eq!(z.decide(&al, Subscribe, other), Decision::Deny, "{other}");
+        }
+        assert_eq!(
+            z.decide_pattern(&al, Subscribe, "com.app.home.al.", Prefix),
+            allow
+        );
+        for (p, pol) in [
+            ("com.app.home.al", Prefix),
+            ("com.app.home.alice.", Wildcard),
+        ] {
+            assert_eq!(
+                z.decide_pattern(&al, Subscribe, p, pol),
+                Decision::Deny,
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn tied_permissions_must_all_allow_whatever_their_order() {
+        use Action::*;
+        use MatchPolicy::*;
+        let both = [
+            perm("com.a", Exact, &[Subscribe]),
+            perm("com.a", Exact, &[]),
+        ];
+        let al = session("al", "user");
+        for perms in [both.to_vec(), both.iter().rev().cloned().collect()] {
+            let z = Authorizer::new(
+                vec![RoleConfig {
+                    name: "user".into(),
+                    permissions: perms,
+                }],
+                None,
+            );
+            assert_eq!(z.decide(&al, Subscribe, "com.a"), Decision::Deny);
+        }
+        // an explicit exact "no" on the user's root beats the prefix
+        // permission's exact instance, in either order
+        let root = [
+            perm("com.home.{authid}", Exact, &[]),
+            perm("com.home.{authid}", Prefix, &[Subscribe]),
+        ];
+        for perms in [root.to_vec(), root.iter().rev().cloned().collect()] {
+            let z = Authorizer::new(
+                vec![RoleConfig {
+                    name: "user".into(),
+                    permissions: perms,
+                }],
+                None,
+            );
+            assert_eq!(z.decide(&al, Subscribe, "com.home.al"), Decision::Deny);
+            assert_eq!(
+                z.decide(&al, Subscribe, "com.home.al.x"),
+                Decision::Allow { disclose: false }
+            );
+        }
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct InternalCaller {
     events: Option<mpsc::Sender<InternalEvent>>,
     /// Where INVOCATIONs for this session's registrations go, if anywhere.
     invocations: Option<mpsc::Sender<InternalInvocation>>,
+    /// See [`InternalCaller::exact_registrations_only`].
+    exact_only: bool,
     started: OnceLock<Started>,
 }
 
@@ -152,6 +154,7 @@ impl InternalCaller {
             identity,
             events: None,
             invocations: None,
+            exact_only: false,
             started: OnceLock::new(),
         }
     }
@@ -168,6 +171,7 @@ impl InternalCaller {
             identity,
             events: None,
             invocations: Some(invocations),
+            exact_only: false,
             started: OnceLock::new(),
         }
     }
@@ -180,8 +184,21 @@ impl InternalCaller {
             identity,
             events: Some(events),
             invocations: None,
+            exact_only: false,
             started: OnceLock::new(),
         }
+    }
+
+    /// Its calls go only to a callee that registered exactly the procedure
+    /// called, never to a prefix or wildcard registration that happens to
+    /// match it: for calls that hand over secrets or let the answer decide
+    /// who a session is or what it may do (the authenticator and authorizer
+    /// procedures), where "whoever may register a matching pattern" is not
+    /// the callee the realm's configuration named.
+    #[must_use]
+    pub fn exact_registrations_only(mut self) -> Self {
+        self.exact_only = true;
+        self
     }
 
     /// The session this caller acts as.
@@ -205,6 +222,7 @@ impl InternalCaller {
                 peer,
             );
             session.router_owned = true;
+            session.exact_calls_only = self.exact_only;
             let session = Arc::new(session);
             let waiters: Arc<Waiters> = Arc::default();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {

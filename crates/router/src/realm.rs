@@ -219,7 +219,9 @@ impl Realm {
                         timeout: config.authorizer_timeout,
                     }),
             ),
-            internal: InternalCaller::default(),
+            // Its calls (authenticator, authorizer) go only to exact
+            // registrations of the configured procedures.
+            internal: InternalCaller::default().exact_registrations_only(),
             metrics,
             login_failures: Mutex::new(HashMap::new()),
             config,

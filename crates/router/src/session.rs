@@ -62,6 +62,10 @@ pub struct Session {
     /// trusted, so a callee of this kind learns who calls it (when it asks)
     /// even in a realm with `disclose_caller = "never"`.
     pub(crate) router_owned: bool,
+    /// Its calls go only to a registration of exactly the procedure called,
+    /// never to a prefix or wildcard registration that matches it (the
+    /// router's calls to its authenticator and authorizer procedures).
+    pub(crate) exact_calls_only: bool,
 }
 
 /// Cached authorizer answers a session may hold; the cache restarts empty
@@ -123,6 +127,7 @@ impl Session {
             caller_calls: AtomicUsize::new(0),
             authz_cache: Mutex::new(HashMap::new()),
             router_owned: false,
+            exact_calls_only: false,
         }
     }
 

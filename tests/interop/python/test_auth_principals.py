@@ -235,3 +235,64 @@ def test_wampcra_challenge_does_not_reveal_unknown_authids(arouter):
         await p.close()
 
     run(main())
+
+
+def test_wampcra_fake_salts_use_the_real_salts_characters_at_each_position(arouter):
+    """Byte for byte: the realm's salts are `salt-<8 hex>` and `tlas-<8 hex>`
+    (lower case). The fake salt of every unknown authid must fit them position
+    by position: the same separator, lower-case hex where they have hex, no
+    character class they never use (upper case)."""
+    async def main():
+        real = [SALT, f"tlas-{TAG[4:12]}"]
+        for i in range(24):
+            (ch, _) = await cra_exchange(arouter, f"probe-{i}-{TAG}")
+            fake = ch[2]["salt"]
+            assert len(fake) == len(real[0]), (fake, real)
+            for pos, c in enumerate(fake):
+                seen = {r[pos] for r in real}
+                if all(x in "0123456789abcdef" for x in seen):
+                    assert c in "0123456789abcdef", f"position {pos} of {fake!r}: real salts have hex there: {real}"
+                if all(not x.isalnum() for x in seen):
+                    assert c in seen, f"position {pos} of {fake!r}: real salts have {seen} there"
+                if all(not x.isupper() for x in seen):
+                    assert not c.isupper(), f"position {pos} of {fake!r}: no real salt has upper case there: {real}"
+
+    run(main())
+
+
+def test_ticket_failure_takes_as_long_for_unknown_authids_whatever_the_hash_parameters(router_factory):
+    """The realm's ticket hashes were made with other Argon2 parameters than the
+    router's defaults (here cheaper ones, m=8 MiB t=1, as a tool such as libsodium
+    or argon2-cffi may make; dearer ones are the same case): a wrong ticket for an
+    unknown authid must cost what it costs for a known one, or the time tells
+    which authids exist."""
+    import nacl.pwhash
+    tina_hash = nacl.pwhash.argon2id.str(f"tina-{TAG}".encode(), opslimit=1, memlimit=8 * 1024 * 1024).decode()
+    realm = {"name": "realm1", "auth": {"methods": ["ticket"], "max_failures": 1000,
+                                        "ticket": [{"authid": "tina", "secret": tina_hash, "role": "user"}]},
+             "role": [{"name": "user", "permission": []}]}
+    r = router_factory(realms=[realm])
+
+    async def attempt(authid):
+        c = await RawWs.open(r)
+        try:
+            t0 = time.perf_counter()
+            _, reply = await c.hello_auth("realm1", authmethods=["ticket"], authid=authid,
+                                          respond=lambda m, e: "wrong", timeout=20)
+            dt = time.perf_counter() - t0
+            assert reply[0] == ABORT and reply[2] == AUTH_FAILED, reply
+            return dt
+        finally:
+            await c.close()
+
+    async def main():
+        times = {"tina": [], "nobody": []}
+        for _ in range(5):
+            for who in times:
+                times[who].append(await attempt(who))
+        med = {who: sorted(t)[2] for who, t in times.items()}
+        print(f"median failed ticket login: known {med['tina'] * 1e3:.0f} ms, unknown {med['nobody'] * 1e3:.0f} ms")
+        slow, fast = max(med.values()), min(med.values())
+        assert slow < 2 * fast + 0.05, f"unknown and known authids fail in different times: {med}"
+
+    run(main(), timeout=60)

@@ -42,9 +42,42 @@ pub struct Authenticator {
     cryptosign: HashMap<String, (CryptosignPrincipal, VerifyingKey)>,
     /// What the challenges of unknown WAMP-CRA authids look like.
     cra_decoy: wampcra::Decoy,
+    /// The hash a ticket of an unknown authid is checked against.
+    ticket_decoy: Arc<ticket::Decoy>,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
+    /// The same, folded by [`fold_authid`]: an authenticator answer that
+    /// folds to one of them is refused.
+    static_folded: HashSet<String>,
+}
+
+/// Whether `authid` is (or reads as) one the router assigns itself:
+/// `anonymous-<hex>`, for anonymous sessions and role-only authenticator
+/// answers. Nobody else may be given one: it would share that session's
+/// `{authid}` URIs.
+pub(crate) fn is_router_assigned(authid: &str) -> bool {
+    fold_authid(authid).starts_with("anonymous-")
+}
+
+/// An authid as a person reads it: lower case, without whitespace, control
+/// or invisible formatting characters (zero-width spaces and joiners, soft
+/// hyphen, BOM). `Peter`, ` peter`, `peter\t` and `pe\u{200b}ter` fold to
+/// `peter`. (Other Unicode lookalikes, such as a Cyrillic `е`, are not
+/// folded: that needs the confusables tables.)
+pub(crate) fn fold_authid(authid: &str) -> String {
+    authid
+        .chars()
+        .filter(|c| {
+            !(c.is_whitespace()
+                || c.is_control()
+                || matches!(
+                    c,
+                    '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+                ))
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// What the router does with a HELLO.
@@ -147,9 +180,17 @@ impl Authenticator {
             .chain(config.cryptosign.iter().map(|p| &p.authid))
             .chain(config.tls.iter().map(|p| &p.authid))
             .cloned()
-            .collect();
+            .collect::<HashSet<String>>();
+        let static_folded = static_authids.iter().map(|a| fold_authid(a)).collect();
+        let hashes: Vec<&str> = config.ticket.iter().map(|p| p.secret.as_str()).collect();
+        let ticket_decoy = Arc::new(ticket::Decoy::new(&hashes));
+        if config.methods.contains(&AuthMethod::Ticket) {
+            ticket_decoy.warm_up();
+        }
         Authenticator {
             cra_decoy: wampcra::Decoy::new(&config.wampcra),
+            ticket_decoy,
+            static_folded,
             config,
             ticket,
             wampcra,
@@ -161,6 +202,12 @@ impl Authenticator {
     /// Whether `authid` belongs to a static principal of any method.
     pub fn is_static(&self, authid: &str) -> bool {
         self.static_authids.contains(authid)
+    }
+
+    /// Whether `authid` is a static principal's authid or reads the same
+    /// (differs only by case, whitespace or invisible characters).
+    pub fn is_static_lookalike(&self, authid: &str) -> bool {
+        self.is_static(authid) || self.static_folded.contains(&fold_authid(authid))
     }
 
     /// The realm's authentication settings.
@@ -393,22 +440,10 @@ pub(crate) fn verify(
                 transport.clone(),
             ))
         }
-        Pending::Ticket { authid, principal } => Box::pin(async move {
-            let hash = principal.as_ref().map(|p| p.secret.clone());
-            let ok =
-                tokio::task::spawn_blocking(move || ticket::verify(&signature, hash.as_deref()))
-                    .await
-                    .unwrap_or(false);
-            match (ok, principal) {
-                (true, Some(p)) => Verdict::Welcome(Identity {
-                    authid,
-                    authrole: p.role,
-                    authmethod: "ticket".into(),
-                    authprovider: "static".into(),
-                }),
-                _ => failed(),
-            }
-        }),
+        Pending::Ticket { authid, principal } => {
+            let decoy = realm.auth.ticket_decoy.clone();
+            ticket_verdict(authid, principal, signature, decoy)
+        }
         Pending::Wampcra {
             identity,
             expected,
@@ -434,6 +469,33 @@ pub(crate) fn verify(
             }))
         }
     }
+}
+
+/// Checks a ticket against a static principal's hash, or against the decoy
+/// for an unknown authid (the same work, then refused).
+fn ticket_verdict(
+    authid: String,
+    principal: Option<TicketPrincipal>,
+    signature: String,
+    decoy: Arc<ticket::Decoy>,
+) -> VerdictFuture {
+    Box::pin(async move {
+        let hash = principal.as_ref().map(|p| p.secret.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            ticket::verify(&signature, hash.as_deref(), &decoy)
+        })
+        .await
+        .unwrap_or(false);
+        match (ok, principal) {
+            (true, Some(p)) => Verdict::Welcome(Identity {
+                authid,
+                authrole: p.role,
+                authmethod: "ticket".into(),
+                authprovider: "static".into(),
+            }),
+            _ => failed(),
+        }
+    })
 }
 
 /// Asks the realm's authenticator procedure about a ticket.
@@ -486,11 +548,25 @@ async fn dynamic_ticket(
             };
             let id = id.filter(|id| !id.is_empty());
             match role {
-                Some(_) if id.as_deref().is_some_and(|id| realm.auth.is_static(id)) => {
+                Some(_) if id.as_deref().is_some_and(is_router_assigned) => {
                     tracing::warn!(
                         procedure,
                         claimed = authid,
-                        "the authenticator answered the authid of a static principal: refused"
+                        answered = id.as_deref().unwrap_or_default(),
+                        "the authenticator answered an authid in the router's \"anonymous-\" namespace: refused"
+                    );
+                    failed()
+                }
+                Some(_)
+                    if id
+                        .as_deref()
+                        .is_some_and(|id| realm.auth.is_static_lookalike(id)) =>
+                {
+                    tracing::warn!(
+                        procedure,
+                        claimed = authid,
+                        answered = id.as_deref().unwrap_or_default(),
+                        "the authenticator answered the authid of a static principal (or one that reads the same): refused"
                     );
                     failed()
                 }
@@ -539,4 +615,27 @@ pub(crate) fn unexpected(what: &str) -> Verdict {
         errors::PROTOCOL_VIOLATION,
         format!("received {what} while authenticating: the router expected AUTHENTICATE"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_authid;
+
+    #[test]
+    fn lookalike_authids_fold_to_the_same() {
+        for v in [
+            "peter",
+            "Peter",
+            "PETER",
+            " peter",
+            "peter\t",
+            "pe\u{200b}ter",
+            "\u{feff}peter",
+        ] {
+            assert_eq!(fold_authid(v), "peter", "{v:?}");
+        }
+        assert_ne!(fold_authid("peter2"), "peter");
+        assert!(super::is_router_assigned("Anonymous-12ab"));
+        assert!(!super::is_router_assigned("anonymousfan"));
+    }
 }

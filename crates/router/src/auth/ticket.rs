@@ -1,7 +1,10 @@
 //! Ticket authentication (spec "Ticket-based Authentication") against
 //! Argon2id hashes.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -16,20 +19,117 @@ pub fn hash_secret(secret: &str) -> Result<String, String> {
 }
 
 /// A hash nobody's ticket matches, checked for unknown authids so that a
-/// wrong authid costs the same time as a wrong ticket.
-fn decoy() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        let random = hex::encode(rand::random::<[u8; 16]>());
-        hash_secret(&random).unwrap_or_default()
-    })
+/// wrong authid costs the same time as a wrong ticket: made with the
+/// Argon2 algorithm, version and parameters (memory, passes, lanes, output
+/// length) most of the realm's ticket hashes have, not the router's
+/// defaults. The cost of an Argon2 check is set by those parameters, so a
+/// realm whose hashes were made by another tool (libsodium, argon2-cffi)
+/// with other ones would otherwise fail unknown authids faster or slower
+/// than known ones, and the time would tell which authids exist.
+pub struct Decoy {
+    /// The PHC string of one principal whose parameters are the usual ones.
+    model: Option<String>,
+    /// Shared by every realm whose usual parameters are the same.
+    hash: Arc<OnceLock<String>>,
 }
 
-/// Whether `ticket` matches `hash` (None: unknown authid). Slow on purpose
-/// (Argon2): run it off the async workers.
-pub fn verify(ticket: &str, hash: Option<&str>) -> bool {
+/// Decoy hashes by parameters (`$argon2id$v=19$m=19456,t=2,p=1` and output
+/// length): realms that hash alike share one, made once.
+fn shared(key: String) -> Arc<OnceLock<String>> {
+    static BY_PARAMS: OnceLock<Mutex<HashMap<String, Arc<OnceLock<String>>>>> = OnceLock::new();
+    BY_PARAMS
+        .get_or_init(Mutex::default)
+        .lock()
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+impl Decoy {
+    /// The decoy for a realm whose ticket principals have these hashes.
+    pub fn new(hashes: &[&str]) -> Self {
+        let usual = |h: &PasswordHash<'_>| {
+            (
+                h.algorithm.as_str().to_string(),
+                h.version,
+                h.params.to_string(),
+                h.hash.map(|o| o.len()),
+            )
+        };
+        let parsed: Vec<(&str, _)> = hashes
+            .iter()
+            .filter_map(|h| PasswordHash::new(h).ok().map(|p| (*h, usual(&p))))
+            .collect();
+        let mut best: Option<(&str, usize, String)> = None;
+        for (h, key) in &parsed {
+            let n = parsed.iter().filter(|(_, k)| k == key).count();
+            if best.as_ref().is_none_or(|(_, m, _)| n > *m) {
+                best = Some((h, n, format!("{key:?}")));
+            }
+        }
+        let key = best
+            .as_ref()
+            .map_or_else(|| "default".to_string(), |(_, _, k)| k.clone());
+        Decoy {
+            model: best.map(|(h, _, _)| h.to_string()),
+            hash: shared(key),
+        }
+    }
+
+    /// Makes the decoy hash now, on a thread of its own, so that the first
+    /// unknown authid does not wait for it (which would take twice as long
+    /// as a known one, once).
+    pub fn warm_up(self: &Arc<Self>) {
+        if self.hash.get().is_some() {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ticket-decoy".into())
+            .spawn(move || {
+                me.hash();
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("ticket decoy made on first use: {e}");
+        }
+    }
+
+    /// The decoy hash (made on first use: Argon2 is slow on purpose).
+    fn hash(&self) -> &str {
+        self.hash.get_or_init(|| {
+            let random = hex::encode(rand::random::<[u8; 16]>());
+            self.model
+                .as_deref()
+                .and_then(|m| like(m, &random))
+                .or_else(|| hash_secret(&random).ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// A hash of `secret` with the algorithm, version and parameters of `model`.
+fn like(model: &str, secret: &str) -> Option<String> {
+    let model = PasswordHash::new(model).ok()?;
+    let params = argon2::Params::try_from(&model).ok()?;
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).ok()?;
+    Argon2::default()
+        .hash_password_customized(
+            secret.as_bytes(),
+            Some(model.algorithm),
+            model.version,
+            params,
+            &salt,
+        )
+        .ok()
+        .map(|h| h.to_string())
+}
+
+/// Whether `ticket` matches `hash` (None: unknown authid, checked against
+/// `decoy`, never a match). Slow on purpose (Argon2): run it off the async
+/// workers.
+pub fn verify(ticket: &str, hash: Option<&str>, decoy: &Decoy) -> bool {
     let known = hash.is_some();
-    let Ok(parsed) = PasswordHash::new(hash.unwrap_or_else(|| decoy())) else {
+    let Ok(parsed) = PasswordHash::new(hash.unwrap_or_else(|| decoy.hash())) else {
         return false;
     };
     let ok = Argon2::default()
@@ -46,9 +146,36 @@ mod tests {
     fn hashes_verify_and_unknown_authids_never_do() {
         let h = hash_secret("s3cret").expect("hash");
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify("s3cret", Some(&h)));
-        assert!(!verify("s3cret!", Some(&h)));
-        assert!(!verify("s3cret", None));
-        assert!(!verify("s3cret", Some("not a hash")));
+        let d = Decoy::new(&[]);
+        assert!(verify("s3cret", Some(&h), &d));
+        assert!(!verify("s3cret!", Some(&h), &d));
+        assert!(!verify("s3cret", None, &d));
+        assert!(!verify("s3cret", Some("not a hash"), &d));
+    }
+
+    #[test]
+    fn the_decoy_has_the_realms_usual_parameters() {
+        let cheap = |s: &str| {
+            let params = argon2::Params::new(1024, 1, 1, Some(32)).expect("params");
+            let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+            Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x13, params)
+                .hash_password(s.as_bytes(), &salt)
+                .expect("hash")
+                .to_string()
+        };
+        let (a, b) = (cheap("a"), cheap("b"));
+        let default = hash_secret("c").expect("hash");
+        let d = Decoy::new(&[&a, &default, &b]);
+        let decoy = PasswordHash::new(d.hash()).expect("phc");
+        assert_eq!(decoy.algorithm.as_str(), "argon2i");
+        assert_eq!(decoy.params.to_string(), "m=1024,t=1,p=1");
+        assert!(!verify("a", None, &d));
+        // no principals: the router's defaults
+        let none = Decoy::new(&[]);
+        assert!(PasswordHash::new(none.hash())
+            .expect("phc")
+            .params
+            .to_string()
+            .starts_with("m=19456,t=2,p=1"));
     }
 }

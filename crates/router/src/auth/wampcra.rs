@@ -49,16 +49,52 @@ pub struct Decoy {
     salted: Option<(u32, u32, SaltShape)>,
 }
 
-/// The shape of the realm's salts: their usual length, the characters that
-/// are the same in all of them (a prefix, separators), and the alphabet of
-/// the others.
+/// The shape of the realm's salts, position by position: their usual
+/// length; at each position either a character that every salt has there
+/// (a prefix, a separator) or the smallest usual alphabet that holds every
+/// character the salts have there (lower-case hex for hex salts, `[a-z0-9]`
+/// for lower-case words...). Every real salt of that length fits the shape,
+/// so a fake salt cannot be told from a real one by its characters.
 struct SaltShape {
-    template: Vec<Option<u8>>,
-    alphabet: Vec<u8>,
+    positions: Vec<Position>,
 }
 
-const HEX: &[u8] = b"0123456789abcdef";
+enum Position {
+    Fixed(u8),
+    OneOf(Vec<u8>),
+}
+
+const HEX_LOWER: &[u8] = b"0123456789abcdef";
+const HEX_UPPER: &[u8] = b"0123456789ABCDEF";
+const ALNUM_LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const ALNUM_UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The smallest usual alphabet holding all of `chars` (never digits only:
+/// a digit in a hex salt is as likely a letter elsewhere), else the
+/// alphanumerics and those characters.
+fn alphabet_of(chars: &[u8]) -> Vec<u8> {
+    for a in [
+        HEX_LOWER,
+        HEX_UPPER,
+        ALNUM_LOWER,
+        ALNUM_UPPER,
+        ALNUM,
+        BASE64,
+        BASE64URL,
+    ] {
+        if chars.iter().all(|c| a.contains(c)) {
+            return a.to_vec();
+        }
+    }
+    let mut a = ALNUM.to_vec();
+    a.extend(chars.iter().filter(|c| !c.is_ascii_alphanumeric()));
+    a.sort_unstable();
+    a.dedup();
+    a
+}
 
 impl SaltShape {
     fn of(salts: &[&str]) -> Option<Self> {
@@ -68,28 +104,20 @@ impl SaltShape {
             .map(|s| s.as_bytes())
             .filter(|s| s.len() == len)
             .collect();
-        let template: Vec<Option<u8>> = (0..len)
+        let positions = (0..len)
             .map(|i| {
-                let c = same.first().map(|s| s[i])?;
-                (same.len() > 1 && same.iter().all(|s| s[i] == c)).then_some(c)
+                let mut at: Vec<u8> = same.iter().map(|s| s[i]).collect();
+                at.sort_unstable();
+                at.dedup();
+                match at.as_slice() {
+                    // Every salt has it (with several salts), or a single
+                    // salt has a separator there.
+                    [c] if same.len() > 1 || !c.is_ascii_alphanumeric() => Position::Fixed(*c),
+                    _ => Position::OneOf(alphabet_of(&at)),
+                }
             })
             .collect();
-        let varying: Vec<u8> = same
-            .iter()
-            .flat_map(|s| s.iter().zip(&template))
-            .filter(|(_, t)| t.is_none())
-            .map(|(c, _)| *c)
-            .collect();
-        let alphabet = if varying.iter().all(|c| HEX.contains(c)) {
-            HEX.to_vec()
-        } else {
-            let mut a = ALNUM.to_vec();
-            a.extend(varying.iter().filter(|c| !c.is_ascii_alphanumeric()));
-            a.sort_unstable();
-            a.dedup();
-            a
-        };
-        Some(SaltShape { template, alphabet })
+        Some(SaltShape { positions })
     }
 }
 
@@ -151,9 +179,9 @@ impl Decoy {
     /// usual challenge has a salt.
     pub fn salt(&self, authid: &str) -> Option<(String, u32, u32)> {
         let (iterations, keylen, shape) = self.salted.as_ref()?;
-        let mut bytes = Vec::with_capacity(shape.template.len());
+        let mut bytes = Vec::with_capacity(shape.positions.len());
         let mut block = 0u32;
-        while bytes.len() < shape.template.len() {
+        while bytes.len() < shape.positions.len() {
             let mut mac = HmacSha256::new_from_slice(&self.key).ok()?;
             mac.update(b"salt\0");
             mac.update(&block.to_be_bytes());
@@ -162,11 +190,14 @@ impl Decoy {
             block += 1;
         }
         let salt = shape
-            .template
+            .positions
             .iter()
             .zip(bytes)
-            .map(|(t, b)| {
-                char::from(t.unwrap_or(shape.alphabet[usize::from(b) % shape.alphabet.len()]))
+            .map(|(p, b)| {
+                char::from(match p {
+                    Position::Fixed(c) => *c,
+                    Position::OneOf(a) => a[usize::from(b) % a.len()],
+                })
             })
             .collect();
         Some((salt, *iterations, *keylen))
@@ -224,6 +255,32 @@ mod tests {
         assert_eq!((s.len(), it), (8, 10));
         assert_eq!((&s[4..5], &s[7..]), ("-", "_"), "{s}");
         assert!(s[..4].bytes().all(|b| b.is_ascii_alphanumeric()), "{s}");
+        // position by position: lower-case words, then lower-case hex
+        let words = [
+            principal("a", Some("salt-7fffa0ca"), 10),
+            principal("b", Some("tlas-a0cab5dc"), 10),
+        ];
+        let d = Decoy::new(&words);
+        for who in ["x", "y", "z", "mallory", "nobody"] {
+            let (s, _, _) = d.salt(who).expect("salted");
+            assert_eq!(&s[4..5], "-", "{s}");
+            assert!(s[..4].bytes().all(|b| ALNUM_LOWER.contains(&b)), "{s}");
+            assert!(s[5..].bytes().all(|b| HEX_LOWER.contains(&b)), "{s}");
+        }
+        // a single salted principal (a UUID salt): its separators, hex elsewhere
+        let one = [principal(
+            "a",
+            Some("3f2b8c1e-9d4a-4e6b-8f00-1a2b3c4d5e6f"),
+            10,
+        )];
+        let (s, _, _) = Decoy::new(&one).salt("x").expect("salted");
+        for (i, c) in s.char_indices() {
+            if [8, 13, 18, 23].contains(&i) {
+                assert_eq!(c, '-', "{s}");
+            } else {
+                assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{s}");
+            }
+        }
     }
 
     #[test]

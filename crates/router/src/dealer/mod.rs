@@ -787,10 +787,20 @@ impl State {
                 ),
             )));
         }
-        let Some(reg_id) = self.index.best_match(procedure).map(|(_, id)| *id) else {
+        let found = if caller.exact_calls_only {
+            self.index.get(procedure, MatchPolicy::Exact).copied()
+        } else {
+            self.index.best_match(procedure).map(|(_, id)| *id)
+        };
+        let Some(reg_id) = found else {
+            let how = if caller.exact_calls_only {
+                " exactly (this call skips prefix and wildcard registrations)"
+            } else {
+                ""
+            };
             return Err(Rejection::Error((
                 errors::NO_SUCH_PROCEDURE,
-                format!("no callee registered procedure \"{procedure}\""),
+                format!("no callee registered procedure \"{procedure}\"{how}"),
             )));
         };
         let Some(reg) = self.regs.get_mut(&reg_id) else {
