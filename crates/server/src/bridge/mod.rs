@@ -12,6 +12,7 @@
 
 mod auth;
 pub mod callee;
+mod outbound;
 mod queue;
 mod replay;
 pub mod signing;
