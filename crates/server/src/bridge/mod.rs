@@ -42,6 +42,10 @@ use switchyard_router::{Realm, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::accept::accept_loop;
+use crate::transport::conn_limit::{AddressLimiter, Guarded};
+use switchyard_router::metrics::Metrics;
+
 use auth::{authenticate, Scheme};
 use replay::ReplayCache;
 
@@ -257,10 +261,17 @@ pub struct Bridge {
     _subscribers: Vec<InternalCaller>,
     /// Signatures accepted inside the timestamp window.
     replays: ReplayCache,
+    body_timeout: Duration,
 }
 
 impl Bridge {
-    pub fn new(config: BridgeConfig, router: &Router) -> Result<Arc<Bridge>, String> {
+    /// `body_timeout`: how long a request body may take to arrive
+    /// (`[limits] http_body_timeout`).
+    pub fn new(
+        config: BridgeConfig,
+        router: &Router,
+        body_timeout: Duration,
+    ) -> Result<Arc<Bridge>, String> {
         let realm = router.realm(&config.realm).cloned().ok_or_else(|| {
             format!(
                 "bridge on {}: realm \"{}\" is not configured",
@@ -315,6 +326,7 @@ impl Bridge {
             webhooks,
             _subscribers: subscribers,
             replays,
+            body_timeout,
         }))
     }
 
@@ -323,35 +335,89 @@ impl Bridge {
     }
 }
 
+/// What bounds the bridge's connections: the per-address limit shared with
+/// every TCP listener, and the read timeouts.
+pub struct ConnLimits {
+    pub limiter: Arc<AddressLimiter>,
+    pub metrics: Arc<Metrics>,
+    /// A request head must arrive within this (also while a keep-alive
+    /// connection waits idle for its next request).
+    pub header_timeout: Duration,
+}
+
+/// Connections over the per-address limit answered with 429 at once;
+/// beyond this (a flood) they are just closed.
+const MAX_REFUSAL_REPLIES: usize = 32;
+
 /// Serves HTTP on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, bridge: Arc<Bridge>, stop: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("bridge: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+pub async fn serve(
+    listener: TcpListener,
+    name: String,
+    bridge: Arc<Bridge>,
+    limits: ConnLimits,
+    stop: CancellationToken,
+) {
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSAL_REPLIES));
+    let metrics = limits.metrics.clone();
+    let limits = Arc::new(limits);
+    accept_loop(listener, name, metrics, stop, move |stream, remote| {
+        let peer = remote.label;
+        let guard = match remote.ip {
+            None => None,
+            Some(ip) => match limits.limiter.acquire(ip) {
+                Some(g) => Some(g),
+                None => {
+                    Metrics::inc(&limits.metrics.connections_refused);
+                    refuse(stream, ip, limits.limiter.max(), &refusals);
+                    return;
                 }
             },
-            _ = stop.cancelled() => return,
         };
         let bridge = bridge.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let bridge = bridge.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, peer).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, &peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(Guarded::new(stream, guard)), service);
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, "bridge: HTTP connection ended: {e}");
+                tracing::debug!("bridge: HTTP connection ended: {e}");
             }
         });
-    }
+    })
+    .await;
+}
+
+/// A connection over the per-address limit: 429 with a readable body.
+fn refuse(
+    stream: tokio::net::TcpStream,
+    ip: std::net::IpAddr,
+    max: usize,
+    refusals: &Arc<tokio::sync::Semaphore>,
+) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let body = json!({
+        "error": "switchyard.error.too_many_connections",
+        "message": format!("too many connections from {ip}: at most {max} per address (limits.max_connections_per_address)"),
+    })
+    .to_string();
+    let reply = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n\
+         Retry-After: 5\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        let _permit = permit;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        crate::transport::http_reply_and_close(stream, reply.as_bytes(), deadline).await;
+    });
 }
 
 /// A refusal: HTTP status, error URI and a readable message.
@@ -383,11 +449,7 @@ fn unauthorized(error: &'static str, message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::UNAUTHORIZED, error, message.into())
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    bridge: &Bridge,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == OPENAPI_PATH && req.method() == Method::GET {
         return json_response(StatusCode::OK, openapi(&bridge.config));
@@ -437,7 +499,7 @@ async fn handle(
     }
     let outcome = async {
         let query = req.uri().query().unwrap_or("").to_string();
-        let body = read_body(req, bridge.config.max_body_size).await?;
+        let body = read_body(req, bridge).await?;
         let caller = authenticate(bridge, &query, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
@@ -455,7 +517,9 @@ async fn handle(
     }
 }
 
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
+/// Reads the body, at most `max_body_size` bytes within the body timeout.
+async fn read_body(req: Request<Incoming>, bridge: &Bridge) -> Result<Bytes, Refusal> {
+    let (max, timeout) = (bridge.config.max_body_size, bridge.body_timeout);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -471,7 +535,19 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal>
     if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), max).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect())
+        .await
+        .map_err(|_| {
+            Refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                "switchyard.error.request_timeout",
+                format!(
+                    "the request body did not arrive within {} s (limits.http_body_timeout)",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -693,7 +769,7 @@ async fn webhook(
             headers.insert(name.as_str().to_string(), serde_json::Value::from(v));
         }
     }
-    let body = read_body(req, bridge.config.max_body_size).await?;
+    let body = read_body(req, bridge).await?;
     if let Some(secret) = &hook.secret {
         let given = headers
             .get("x-hub-signature-256")
