@@ -11,6 +11,7 @@
 //! readable reason, and nothing is published or called.
 
 mod auth;
+mod body;
 pub mod callee;
 mod outbound;
 mod queue;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -47,6 +48,7 @@ use crate::transport::conn_limit::{AddressLimiter, Guarded};
 use switchyard_router::metrics::Metrics;
 
 use auth::{authenticate, Scheme};
+use body::read_body;
 use replay::ReplayCache;
 
 /// A `[[bridge]]` table.
@@ -65,6 +67,10 @@ pub struct BridgeConfig {
     /// Largest request body, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_size: usize,
+    /// Bytes of request bodies the bridge holds at once (being read or
+    /// handled), across its connections; beyond, 503.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_body_bytes: usize,
     /// How far a request's timestamp may be from the router's clock; a
     /// nonce is accepted once within it.
     #[serde(default = "default_window", with = "humantime_serde")]
@@ -163,6 +169,9 @@ fn default_call_path() -> String {
 fn default_max_body() -> usize {
     1 << 20
 }
+fn default_max_buffered() -> usize {
+    64 << 20
+}
 fn default_window() -> Duration {
     Duration::from_secs(300)
 }
@@ -219,6 +228,12 @@ impl BridgeConfig {
                 out.push(format!("callee[{i}].{p}"));
             }
         }
+        if self.max_buffered_body_bytes < self.max_body_size {
+            out.push(format!(
+                "max_buffered_body_bytes ({}) must be at least max_body_size ({})",
+                self.max_buffered_body_bytes, self.max_body_size
+            ));
+        }
         if self.replay_cache_size == 0 {
             out.push("replay_cache_size must be at least 1".into());
         }
@@ -262,6 +277,8 @@ pub struct Bridge {
     /// Signatures accepted inside the timestamp window.
     replays: ReplayCache,
     body_timeout: Duration,
+    /// Bytes of request bodies being read or handled (max_buffered_body_bytes).
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bridge {
@@ -318,6 +335,7 @@ impl Bridge {
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
         let replays = ReplayCache::new(config.replay_cache_size);
+        let body_budget = body::budget(config.max_buffered_body_bytes);
         Ok(Arc::new(Bridge {
             config,
             realm,
@@ -327,6 +345,7 @@ impl Bridge {
             _subscribers: subscribers,
             replays,
             body_timeout,
+            body_budget,
         }))
     }
 
@@ -514,48 +533,6 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
             tracing::info!(%peer, path = %Clip(&path), error = r.1, "bridge request refused: {}", Clip(&r.2));
             refusal(r)
         }
-    }
-}
-
-/// Reads the body, at most `max_body_size` bytes within the body timeout.
-async fn read_body(req: Request<Incoming>, bridge: &Bridge) -> Result<Bytes, Refusal> {
-    let (max, timeout) = (bridge.config.max_body_size, bridge.body_timeout);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        Refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "switchyard.error.payload_too_large",
-            format!("the request body exceeds the bridge's limit of {max} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large());
-    }
-    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect())
-        .await
-        .map_err(|_| {
-            Refusal(
-                StatusCode::REQUEST_TIMEOUT,
-                "switchyard.error.request_timeout",
-                format!(
-                    "the request body did not arrive within {} s (limits.http_body_timeout)",
-                    timeout.as_secs_f64()
-                ),
-            )
-        })?;
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(e) => Err(bad(format!("cannot read the request body: {e}"))),
     }
 }
 

@@ -23,7 +23,8 @@ use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
 use super::auth::{authenticate, Scheme};
-use super::{authorize, bad, json_response, read_body, refusal, Bridge, Refusal};
+use super::body::read_body;
+use super::{authorize, bad, json_response, refusal, Bridge, Refusal};
 
 const PUSH: &str = "switchyard.queue.push";
 
