@@ -385,6 +385,14 @@ pub struct Limits {
     /// 0 means unlimited. Unix-socket connections are not counted.
     #[serde(default = "default_max_connections_per_address")]
     pub max_connections_per_address: usize,
+    /// An HTTP request body (the bridge) must arrive within this, counted
+    /// from the end of its head; else 408 and the connection is closed.
+    #[serde(default = "default_http_body_timeout", with = "humantime_serde")]
+    pub http_body_timeout: Duration,
+}
+
+fn default_http_body_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_ws_path() -> String {
@@ -428,6 +436,7 @@ impl Default for Limits {
             ping_timeout: default_ping_timeout(),
             rawsocket_ping_interval: Duration::ZERO,
             max_connections_per_address: default_max_connections_per_address(),
+            http_body_timeout: default_http_body_timeout(),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenerConfig};
+use crate::transport::accept::{accept_loop, Remote};
 use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
 use crate::transport::origin::OriginPolicy;
 use crate::transport::tls::{self, TlsListener};
@@ -89,6 +90,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             crate::queues::QueueService::start(realm, &config.storage.data_dir, settings).await?,
         );
     }
+    crate::transport::accept::init_reserve();
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
     let mut tls_listeners = Vec::new();
@@ -138,9 +140,13 @@ pub async fn run(config: Config) -> Result<(), String> {
                     ..shared.clone()
                 };
                 tls_listeners.extend(tls);
-                tokio::spawn(accept_loop(listener, stop.clone(), move |s, remote| {
-                    serve_websocket(s, remote, &ep, &tcp)
-                }));
+                tokio::spawn(accept_loop(
+                    listener,
+                    name,
+                    shared.metrics.clone(),
+                    stop.clone(),
+                    move |s, remote| serve_websocket(s, remote, &ep, &tcp),
+                ));
             }
             ListenerConfig::RawsocketTcp {
                 address,
@@ -162,9 +168,13 @@ pub async fn run(config: Config) -> Result<(), String> {
                 };
                 tls_listeners.extend(tls);
                 let (router, settings) = (router.clone(), settings.clone());
-                tokio::spawn(accept_loop(listener, stop.clone(), move |s, remote| {
-                    serve_rawsocket_tcp(s, remote, &router, &settings, &tcp)
-                }));
+                tokio::spawn(accept_loop(
+                    listener,
+                    name,
+                    shared.metrics.clone(),
+                    stop.clone(),
+                    move |s, remote| serve_rawsocket_tcp(s, remote, &router, &settings, &tcp),
+                ));
             }
             ListenerConfig::RawsocketUnix { path, auth_methods } => {
                 let listener = bind_unix(&path)?;
@@ -175,14 +185,24 @@ pub async fn run(config: Config) -> Result<(), String> {
                 );
                 unix_paths.push(path.clone());
                 let (router, settings) = (router.clone(), settings.clone());
-                tokio::spawn(accept_loop(listener, stop.clone(), move |s, remote| {
-                    serve_rawsocket_unix(s, remote, &router, &settings, &auth_methods)
-                }));
+                tokio::spawn(accept_loop(
+                    listener,
+                    format!("unix:{}", path.display()),
+                    shared.metrics.clone(),
+                    stop.clone(),
+                    move |s, remote| {
+                        serve_rawsocket_unix(s, remote, &router, &settings, &auth_methods)
+                    },
+                ));
             }
         }
     }
     for b in &config.bridges {
-        let bridge = crate::bridge::Bridge::new(b.get_ref().clone(), &router)?;
+        let bridge = crate::bridge::Bridge::new(
+            b.get_ref().clone(),
+            &router,
+            config.limits.http_body_timeout,
+        )?;
         let address = bridge.config().address;
         let listener = bind_tcp(address).await?;
         tracing::info!(
@@ -192,7 +212,19 @@ pub async fn run(config: Config) -> Result<(), String> {
             bridge.config().publish_path,
             bridge.config().call_path
         );
-        tokio::spawn(crate::bridge::serve(listener, bridge, stop.clone()));
+        let name = format!("http://{}", local(&listener, address));
+        let limits = crate::bridge::ConnLimits {
+            limiter: shared.limiter.clone(),
+            metrics: shared.metrics.clone(),
+            header_timeout: config.limits.handshake_timeout,
+        };
+        tokio::spawn(crate::bridge::serve(
+            listener,
+            name,
+            bridge,
+            limits,
+            stop.clone(),
+        ));
     }
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
@@ -324,12 +356,6 @@ fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
 }
 
-fn tune(stream: &TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY not set: {e}");
-    }
-}
-
 /// TCP keepalive finds dead RawSocket peers without RawSocket PINGs: the
 /// kernel probes after `ping_interval` of silence, every `ping_timeout / 3`,
 /// and drops the connection after three unanswered probes.
@@ -344,69 +370,6 @@ fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
         .with_retries(3);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("TCP keepalive not set: {e}");
-    }
-}
-
-/// A listening socket: TCP or Unix.
-trait Acceptor {
-    type Stream;
-    /// The next connection, with a label for logs and the peer's IP address.
-    async fn next(&self) -> std::io::Result<(Self::Stream, Remote)>;
-}
-
-/// Who connected: a label for logs and, over TCP, the IP address.
-pub struct Remote {
-    pub label: String,
-    pub ip: Option<IpAddr>,
-}
-
-impl Acceptor for TcpListener {
-    type Stream = TcpStream;
-    async fn next(&self) -> std::io::Result<(TcpStream, Remote)> {
-        let (stream, addr) = self.accept().await?;
-        tune(&stream);
-        Ok((
-            stream,
-            Remote {
-                label: addr.to_string(),
-                ip: Some(addr.ip()),
-            },
-        ))
-    }
-}
-
-impl Acceptor for UnixListener {
-    type Stream = UnixStream;
-    async fn next(&self) -> std::io::Result<(UnixStream, Remote)> {
-        let (stream, _) = self.accept().await?;
-        Ok((
-            stream,
-            Remote {
-                label: "unix".to_string(),
-                ip: None,
-            },
-        ))
-    }
-}
-
-/// Accepts connections until `stop`, handing each to `serve` (which spawns
-/// its task). Accept errors such as EMFILE are logged and do not spin.
-async fn accept_loop<L: Acceptor>(
-    listener: L,
-    stop: CancellationToken,
-    mut serve: impl FnMut(L::Stream, Remote),
-) {
-    loop {
-        tokio::select! {
-            r = listener.next() => match r {
-                Ok((stream, remote)) => serve(stream, remote),
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = stop.cancelled() => return,
-        }
     }
 }
 

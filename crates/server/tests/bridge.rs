@@ -977,3 +977,40 @@ fn queue_signatures_bind_the_queue_and_the_idempotency_key() {
         assert_eq!(total, 1, "{queue}: {reply}");
     }
 }
+
+/// Replay protection's memory is bounded: with `replay_cache_size = 2`, a
+/// third signed request inside the window gets 503 (a signature is never
+/// forgotten before its window ends, so none can be replayed).
+#[test]
+fn a_full_replay_cache_refuses_rather_than_forgets() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nreplay_cache_size = 2\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    let send = |nonce: &str| {
+        let q = signed_query(KEY, SECRET, &now(), nonce, body);
+        http(port, "POST", &format!("/publish?{q}"), body)
+    };
+    let first = signed_query(KEY, SECRET, &now(), "601", body);
+    assert_eq!(
+        http(port, "POST", &format!("/publish?{first}"), body).0,
+        200
+    );
+    assert_eq!(send("602").0, 200);
+    let (status, reply) = send("603");
+    assert_eq!(status, 503, "{reply}");
+    let v = json(&reply);
+    assert_eq!(v["error"], "switchyard.error.replay_cache_full");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replay_cache_size = 2")),
+        "{reply}"
+    );
+    // The remembered ones are still refused as replays.
+    let (status, reply) = http(port, "POST", &format!("/publish?{first}"), body);
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
+}

@@ -210,3 +210,39 @@ fn repeated_warnings_are_rate_limited() {
         "{summary:#?}"
     );
 }
+
+/// With `format = "json"`, every line stays one valid JSON object whatever
+/// a client sends (newlines, carriage returns, DEL, C1 controls, U+2028).
+#[test]
+fn json_log_lines_stay_valid_json() {
+    let port = common::free_port();
+    let mut r = Router::start(&format!(
+        "[log]\nformat = \"json\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\n\n\
+         [[bridge.key]]\nkey = \"good\"\nsecret = \"0123456789abcdef\"\nrole = \"backend\"\n"
+    ));
+    let evil = format!("x\n{FORGED}\r\u{7f}\u{85}\u{2028}{{\"level\":\"WARN\"}}\n");
+    let reply = http(
+        port,
+        &format!(
+            "/publish?key={}&timestamp=2026-01-01T00%3A00%3A00.000Z&seq=1&nonce=1&signature=x",
+            pct(&evil)
+        ),
+        "{}",
+    );
+    assert!(reply.contains("unknown_key"), "{reply}");
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.send(&common::hello(&evil));
+    assert!(matches!(c.expect("ABORT"), Message::Abort { .. }));
+    r.terminate();
+    let log = r.log_text();
+    let mut lines = 0;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}"));
+        assert!(v["level"].is_string(), "{line}");
+        lines += 1;
+    }
+    assert!(log.contains("unknown signing key"), "{log}");
+    assert!(lines >= 3, "{log}");
+}

@@ -112,3 +112,28 @@ def test_example_publishes_keyword_arguments(bridged, lang):
             await close_all(sub)
 
     run(main())
+
+
+def test_push_example_enqueues_once_per_idempotency_key(module_router_factory):
+    """examples/bridge/push.py signs POST /queues/{name}/jobs over the
+    canonical string (method, path, Idempotency-Key, body): 201, then 409 with
+    the same id for the same key; a wrong secret is refused."""
+    import json
+    port = free_port()
+    module_router_factory(
+        realms=[{"name": "realm1", "uri_check": "loose",
+                 "queue": [{"name": "mail", "target": "com.example.mail"}]}],
+        bridges=[{"address": f"127.0.0.1:{port}", "realm": "realm1",
+                  "key": [{"key": KEY, "secret": SECRET, "role": "backend"}]}])
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, str(EXAMPLES / "push.py")]
+    job = '{"args": [42], "kwargs": {"to": "a@example.com"}}'
+    p = _run_example(cmd, base, "mail", job, "order-42")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    first = json.loads(p.stdout)
+    assert first["duplicate"] is False and isinstance(first["id"], int), p.stdout
+    p = _run_example(cmd, base, "mail", job, "order-42")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert json.loads(p.stdout) == {"id": first["id"], "duplicate": True}
+    bad = _run_example(cmd, base, "mail", job, "order-43", secret="not-the-right-secret-at-all")
+    assert bad.returncode == 1 and "invalid_signature" in bad.stdout, (bad.stdout, bad.stderr)

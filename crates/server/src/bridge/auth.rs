@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use hyper::StatusCode;
 use switchyard_router::internal::InternalCaller;
+use switchyard_router::logsafe::Clip;
 
 use super::replay::Refused;
 use super::signing::{self, Bound};
@@ -66,7 +67,7 @@ pub(super) fn authenticate<'a>(
     let Some((secret, caller)) = bridge.keys.get(key.as_str()) else {
         return Err(unauthorized(
             "switchyard.error.unknown_key",
-            format!("unknown signing key \"{key}\""),
+            format!("unknown signing key \"{}\"", Clip(key)),
         ));
     };
     let mac = match scheme {
@@ -81,7 +82,8 @@ pub(super) fn authenticate<'a>(
                 .find(|k| !SIGNING_PARAMS.contains(&k.as_str()))
             {
                 return Err(bad(format!(
-                    "unexpected query parameter \"{extra}\": this endpoint takes only {}",
+                    "unexpected query parameter \"{}\": this endpoint takes only {}",
+                    Clip(extra),
                     SIGNING_PARAMS.join(", ")
                 )));
             }
@@ -110,14 +112,18 @@ pub(super) fn authenticate<'a>(
     let Some(ts) = signing::parse_timestamp(timestamp) else {
         return Err(unauthorized(
             "switchyard.error.invalid_timestamp",
-            format!("timestamp \"{timestamp}\" is not of the form 2026-01-01T00:00:00.000Z"),
+            format!(
+                "timestamp \"{}\" is not of the form 2026-01-01T00:00:00.000Z",
+                Clip(timestamp)
+            ),
         ));
     };
     if signing::skew(ts) > window {
         return Err(unauthorized(
             "switchyard.error.stale_timestamp",
             format!(
-                "timestamp {timestamp} is more than {} s from the router's clock",
+                "timestamp {} is more than {} s from the router's clock",
+                Clip(timestamp),
                 window.as_secs()
             ),
         ));

@@ -1,14 +1,17 @@
 //! HTTP callees: a procedure whose invocations become HTTP requests to a
 //! backend. The call's keyword arguments `method`, `path`, `headers` and
 //! `body` shape the request (default: POST to the configured URL with the
-//! call as JSON); the result is `{status, headers, body}`.
+//! call as JSON); the result is `{status, headers, body}`. What a caller
+//! may set is confined (`super::outbound`): the path stays under the URL,
+//! the method is one of `methods`, and framing, routing and (unless
+//! `allow_headers` lists them) credential headers cannot be set.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -21,6 +24,8 @@ use switchyard_router::internal::{InternalCaller, InternalInvocation};
 use switchyard_router::session::Identity;
 use switchyard_router::Realm;
 use tokio::sync::mpsc;
+
+use super::outbound;
 
 /// A `[[bridge.callee]]` table.
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +45,17 @@ pub struct HttpCallee {
     /// Largest response body passed back, in bytes.
     #[serde(default = "default_max_response")]
     pub max_response_size: usize,
+    /// The methods a caller may choose (default GET and POST).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Credential and client-address headers (Authorization, Cookie,
+    /// Forwarded, X-Forwarded-*, X-Real-IP) a caller may set; default none.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["GET".into(), "POST".into()]
 }
 
 fn default_role() -> String {
@@ -58,14 +74,35 @@ fn default_max_response() -> usize {
 impl HttpCallee {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !self.url.starts_with("http://") || self.url.parse::<Uri>().is_err() {
-            out.push(format!("url: \"{}\" must be an http:// URL", self.url));
+        if !self.url.starts_with("http://")
+            || self.url.parse::<Uri>().is_err()
+            || self.url.contains(['?', '#'])
+        {
+            out.push(format!(
+                "url: \"{}\" must be an http:// URL without a query or fragment",
+                self.url
+            ));
         }
         if let Err(e) = uri::check(&self.procedure, uri::UriCheck::Loose, false) {
             out.push(format!("procedure: {e}"));
         }
         if self.concurrency == 0 {
             out.push("concurrency must be at least 1".into());
+        }
+        for m in &self.methods {
+            if !outbound::KNOWN_METHODS.contains(&m.to_ascii_uppercase().as_str()) {
+                out.push(format!(
+                    "methods: \"{m}\" is not one of {}",
+                    outbound::KNOWN_METHODS.join(", ")
+                ));
+            }
+        }
+        for h in &self.allow_headers {
+            if outbound::NEVER.contains(&h.to_ascii_lowercase().as_str()) {
+                out.push(format!(
+                    "allow_headers: \"{h}\" is set by the router and cannot be allowed"
+                ));
+            }
         }
         out
     }
@@ -126,6 +163,12 @@ async fn serve(
                     );
                 }
                 Err((error, message)) => {
+                    tracing::info!(
+                        procedure = c.procedure,
+                        error,
+                        "HTTP callee: {}",
+                        switchyard_router::logsafe::Clip(&message)
+                    );
                     realm.dealer.yield_error(
                         &session,
                         request,
@@ -153,19 +196,24 @@ async fn forward(
     }
     let kw = &inv.kwargs;
     let method = match kw.get_str("method") {
-        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| bad(format!("invalid HTTP method \"{m}\"")))?,
+        Some(m) => {
+            let upper = m.to_ascii_uppercase();
+            if !c.methods.iter().any(|a| a.eq_ignore_ascii_case(&upper)) {
+                return Err(bad(format!(
+                    "method \"{}\" is not allowed for this procedure (allowed: {})",
+                    switchyard_router::logsafe::Clip(m),
+                    c.methods.join(", ")
+                )));
+            }
+            Method::from_bytes(upper.as_bytes())
+                .map_err(|_| bad(format!("invalid HTTP method \"{upper}\"")))?
+        }
         None => Method::POST,
     };
-    let path = kw.get_str("path").unwrap_or("");
-    if path.contains("://") || path.contains('\n') {
-        return Err(bad(format!("path \"{path}\" must be a path, not a URL")));
-    }
-    let base = c.url.trim_end_matches('/');
-    let url = match path {
-        "" => c.url.clone(),
-        p if p.starts_with('/') => format!("{base}{p}"),
-        p => format!("{base}/{p}"),
+    let url = match kw.get("path") {
+        None => c.url.clone(),
+        Some(Value::Str(p)) => outbound::confine_path(&c.url, p).map_err(bad)?,
+        Some(_) => return Err(bad("path must be a string".into())),
     };
     let body = match kw.get("body") {
         Some(Value::Str(s)) => Bytes::from(s.clone()),
@@ -182,17 +230,28 @@ async fn forward(
         }
     };
     let mut req = Request::builder().method(method).uri(&url);
-    if let Some(Value::Dict(headers)) = kw.get("headers") {
-        for (name, value) in headers.iter() {
-            let (Ok(n), Some(Ok(v))) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                value.as_str().map(HeaderValue::from_str),
-            ) else {
-                return Err(bad(format!("invalid header \"{name}\"")));
-            };
-            req = req.header(n, v);
+    match kw.get("headers") {
+        None => {}
+        Some(Value::Dict(headers)) => {
+            if headers.len() > outbound::MAX_HEADERS {
+                return Err(bad(format!(
+                    "at most {} headers may be set",
+                    outbound::MAX_HEADERS
+                )));
+            }
+            for (name, value) in headers.iter() {
+                let n = outbound::check_header(name, &c.allow_headers).map_err(bad)?;
+                let Some(Ok(v)) = value.as_str().map(HeaderValue::from_str) else {
+                    return Err(bad(format!(
+                        "the value of header \"{n}\" must be a string of visible ASCII"
+                    )));
+                };
+                req = req.header(n, v);
+            }
         }
-    } else if kw.get("body").is_none() && kw.get("method").is_none() {
+        Some(_) => return Err(bad("headers must be a dict".into())),
+    }
+    if kw.get("headers").is_none() && kw.get("body").is_none() && kw.get("method").is_none() {
         req = req.header("content-type", "application/json");
     }
     let req = req

@@ -11,7 +11,9 @@
 //! readable reason, and nothing is published or called.
 
 mod auth;
+mod body;
 pub mod callee;
+mod outbound;
 mod queue;
 mod replay;
 pub mod signing;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -41,7 +43,12 @@ use switchyard_router::{Realm, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::accept::accept_loop;
+use crate::transport::conn_limit::{AddressLimiter, Guarded};
+use switchyard_router::metrics::Metrics;
+
 use auth::{authenticate, Scheme};
+use body::read_body;
 use replay::ReplayCache;
 
 /// A `[[bridge]]` table.
@@ -60,6 +67,10 @@ pub struct BridgeConfig {
     /// Largest request body, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_size: usize,
+    /// Bytes of request bodies the bridge holds at once (being read or
+    /// handled), across its connections; beyond, 503.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_body_bytes: usize,
     /// How far a request's timestamp may be from the router's clock; a
     /// nonce is accepted once within it.
     #[serde(default = "default_window", with = "humantime_serde")]
@@ -158,6 +169,9 @@ fn default_call_path() -> String {
 fn default_max_body() -> usize {
     1 << 20
 }
+fn default_max_buffered() -> usize {
+    64 << 20
+}
 fn default_window() -> Duration {
     Duration::from_secs(300)
 }
@@ -214,6 +228,12 @@ impl BridgeConfig {
                 out.push(format!("callee[{i}].{p}"));
             }
         }
+        if self.max_buffered_body_bytes < self.max_body_size {
+            out.push(format!(
+                "max_buffered_body_bytes ({}) must be at least max_body_size ({})",
+                self.max_buffered_body_bytes, self.max_body_size
+            ));
+        }
         if self.replay_cache_size == 0 {
             out.push("replay_cache_size must be at least 1".into());
         }
@@ -256,10 +276,19 @@ pub struct Bridge {
     _subscribers: Vec<InternalCaller>,
     /// Signatures accepted inside the timestamp window.
     replays: ReplayCache,
+    body_timeout: Duration,
+    /// Bytes of request bodies being read or handled (max_buffered_body_bytes).
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bridge {
-    pub fn new(config: BridgeConfig, router: &Router) -> Result<Arc<Bridge>, String> {
+    /// `body_timeout`: how long a request body may take to arrive
+    /// (`[limits] http_body_timeout`).
+    pub fn new(
+        config: BridgeConfig,
+        router: &Router,
+        body_timeout: Duration,
+    ) -> Result<Arc<Bridge>, String> {
         let realm = router.realm(&config.realm).cloned().ok_or_else(|| {
             format!(
                 "bridge on {}: realm \"{}\" is not configured",
@@ -306,6 +335,7 @@ impl Bridge {
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
         let replays = ReplayCache::new(config.replay_cache_size);
+        let body_budget = body::budget(config.max_buffered_body_bytes);
         Ok(Arc::new(Bridge {
             config,
             realm,
@@ -314,6 +344,8 @@ impl Bridge {
             webhooks,
             _subscribers: subscribers,
             replays,
+            body_timeout,
+            body_budget,
         }))
     }
 
@@ -322,35 +354,89 @@ impl Bridge {
     }
 }
 
+/// What bounds the bridge's connections: the per-address limit shared with
+/// every TCP listener, and the read timeouts.
+pub struct ConnLimits {
+    pub limiter: Arc<AddressLimiter>,
+    pub metrics: Arc<Metrics>,
+    /// A request head must arrive within this (also while a keep-alive
+    /// connection waits idle for its next request).
+    pub header_timeout: Duration,
+}
+
+/// Connections over the per-address limit answered with 429 at once;
+/// beyond this (a flood) they are just closed.
+const MAX_REFUSAL_REPLIES: usize = 32;
+
 /// Serves HTTP on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, bridge: Arc<Bridge>, stop: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("bridge: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+pub async fn serve(
+    listener: TcpListener,
+    name: String,
+    bridge: Arc<Bridge>,
+    limits: ConnLimits,
+    stop: CancellationToken,
+) {
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSAL_REPLIES));
+    let metrics = limits.metrics.clone();
+    let limits = Arc::new(limits);
+    accept_loop(listener, name, metrics, stop, move |stream, remote| {
+        let peer = remote.label;
+        let guard = match remote.ip {
+            None => None,
+            Some(ip) => match limits.limiter.acquire(ip) {
+                Some(g) => Some(g),
+                None => {
+                    Metrics::inc(&limits.metrics.connections_refused);
+                    refuse(stream, ip, limits.limiter.max(), &refusals);
+                    return;
                 }
             },
-            _ = stop.cancelled() => return,
         };
         let bridge = bridge.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let bridge = bridge.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, peer).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, &peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(Guarded::new(stream, guard)), service);
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, "bridge: HTTP connection ended: {e}");
+                tracing::debug!("bridge: HTTP connection ended: {e}");
             }
         });
-    }
+    })
+    .await;
+}
+
+/// A connection over the per-address limit: 429 with a readable body.
+fn refuse(
+    stream: tokio::net::TcpStream,
+    ip: std::net::IpAddr,
+    max: usize,
+    refusals: &Arc<tokio::sync::Semaphore>,
+) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let body = json!({
+        "error": "switchyard.error.too_many_connections",
+        "message": format!("too many connections from {ip}: at most {max} per address (limits.max_connections_per_address)"),
+    })
+    .to_string();
+    let reply = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n\
+         Retry-After: 5\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        let _permit = permit;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        crate::transport::http_reply_and_close(stream, reply.as_bytes(), deadline).await;
+    });
 }
 
 /// A refusal: HTTP status, error URI and a readable message.
@@ -382,11 +468,7 @@ fn unauthorized(error: &'static str, message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::UNAUTHORIZED, error, message.into())
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    bridge: &Bridge,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == OPENAPI_PATH && req.method() == Method::GET {
         return json_response(StatusCode::OK, openapi(&bridge.config));
@@ -436,7 +518,7 @@ async fn handle(
     }
     let outcome = async {
         let query = req.uri().query().unwrap_or("").to_string();
-        let body = read_body(req, bridge.config.max_body_size).await?;
+        let body = read_body(req, bridge).await?;
         let caller = authenticate(bridge, &query, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
@@ -451,34 +533,6 @@ async fn handle(
             tracing::info!(%peer, path = %Clip(&path), error = r.1, "bridge request refused: {}", Clip(&r.2));
             refusal(r)
         }
-    }
-}
-
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        Refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "switchyard.error.payload_too_large",
-            format!("the request body exceeds the bridge's limit of {max} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Err(e) => Err(bad(format!("cannot read the request body: {e}"))),
     }
 }
 
@@ -696,7 +750,7 @@ async fn webhook(
             headers.insert(name.as_str().to_string(), serde_json::Value::from(v));
         }
     }
-    let body = read_body(req, bridge.config.max_body_size).await?;
+    let body = read_body(req, bridge).await?;
     if let Some(secret) = &hook.secret {
         let given = headers
             .get("x-hub-signature-256")

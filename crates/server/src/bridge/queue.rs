@@ -11,7 +11,6 @@
 //! durable; 409 `{"id", "duplicate": true}` for a key seen inside the
 //! queue's idempotency window (the original job's id).
 
-use std::net::SocketAddr;
 use switchyard_router::logsafe::Clip;
 
 use bytes::Bytes;
@@ -24,7 +23,8 @@ use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
 use super::auth::{authenticate, Scheme};
-use super::{authorize, bad, json_response, read_body, refusal, Bridge, Refusal};
+use super::body::read_body;
+use super::{authorize, bad, json_response, refusal, Bridge, Refusal};
 
 const PUSH: &str = "switchyard.queue.push";
 
@@ -53,7 +53,7 @@ pub(super) async fn handle(
     bridge: &Bridge,
     queue: &str,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &str,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         let mut r = refusal(Refusal(
@@ -99,7 +99,7 @@ async fn push(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let body = read_body(req, bridge.config.max_body_size).await?;
+    let body = read_body(req, bridge).await?;
     let caller = authenticate(
         bridge,
         &query,

@@ -7,6 +7,7 @@
 //! blocks for the first queued frame, drains whatever else is queued and
 //! writes the batch at once.
 
+pub mod accept;
 pub mod conn_limit;
 pub mod origin;
 pub mod rawsocket;

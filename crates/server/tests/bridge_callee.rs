@@ -1,0 +1,242 @@
+//! Issue 12 item 20: an HTTP callee's request is what the operator
+//! configured, whatever the caller sends: the path stays under the base
+//! URL (no dot segments in any encoding, no URL or authority), the method
+//! is from `methods`, and framing, routing and credential headers cannot
+//! be set. A real HTTP server records what reaches it; the calls are real
+//! WAMP calls over RawSocket.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{args_of, Raw, Router};
+use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
+
+/// A request as the backend saw it: the request line and the headers
+/// (names in lower case).
+#[derive(Debug, Clone)]
+struct Seen {
+    line: String,
+    headers: Vec<(String, String)>,
+}
+
+struct Backend {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP/1.1 server on loopback that records every request head and
+/// answers 200 "ok".
+fn backend() -> Backend {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let port = l.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (seen.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            c.set_nonblocking(false).ok();
+            c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let head = text.split("\r\n\r\n").next().unwrap_or("");
+            let mut lines = head.split("\r\n");
+            let line = lines.next().unwrap_or("").to_string();
+            let headers = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            s.lock().expect("lock").push(Seen { line, headers });
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .ok();
+        }
+    });
+    Backend { port, seen, stop }
+}
+
+/// Calls `procedure` with `kwargs`: Ok(the result dict) or Err((error,
+/// message)).
+fn call(c: &mut Raw, procedure: &str, kwargs: Dict) -> Result<Dict, (String, String)> {
+    let req = c.req();
+    c.send(&Message::Call {
+        request: req,
+        options: Dict::new(),
+        procedure: procedure.into(),
+        payload: Payload::values(vec![], Some(kwargs)),
+    });
+    match c.expect("RESULT or ERROR") {
+        Message::Result { payload, .. } => match args_of(&payload).first() {
+            Some(Value::Dict(d)) => Ok(d.clone()),
+            other => panic!("expected [{{status, headers, body}}], got {other:?}"),
+        },
+        Message::Error { error, payload, .. } => {
+            let message = args_of(&payload)
+                .first()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            Err((error, message))
+        }
+        other => panic!("expected RESULT or ERROR, got {other:?}"),
+    }
+}
+
+#[test]
+fn http_callee_requests_stay_confined() {
+    let b = backend();
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.api\"\nurl = \"http://127.0.0.1:{bp}/api\"\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.admin\"\nurl = \"http://127.0.0.1:{bp}/api\"\n\
+         methods = [\"GET\", \"DELETE\"]\nallow_headers = [\"Authorization\"]\n",
+        bp = b.port
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::MsgPack);
+    c.join("realm1");
+    let get = |path: &str| Dict::new().with("method", "GET").with("path", path);
+
+    let escaping_paths = [
+        "/../../admin/keys",
+        "../admin/keys",
+        "/items/../../admin/keys",
+        "/./admin",
+        "/%2e%2e/%2e%2e/admin/keys",
+        "/%2E%2E/admin",
+        "/.%2e/admin",
+        "/%2e./admin",
+        "/..%2fadmin",
+        "/items%2F..%2F..%2Fadmin",
+        "/%252e%252e/admin",
+        "/%c0%ae%c0%ae/admin",
+        "/..\\..\\admin",
+        "/..%5cadmin",
+        "//evil.example/admin",
+        "http://evil.example/admin",
+        "/..;/admin",
+        "/items//admin",
+        "/items\r\nHost: evil.example",
+        "/items%0d%0aHost:%20evil",
+        "/items#frag",
+        "/ｉｔｅｍｓ",
+    ];
+    for path in escaping_paths {
+        let got = call(&mut c, "com.test.api", get(path));
+        match got {
+            Err((error, message)) => {
+                assert_eq!(error, "wamp.error.invalid_argument", "{path}: {message}");
+                assert!(message.contains("refused"), "{path}: {message}");
+            }
+            Ok(d) => panic!("path {path:?} reached the backend: {d:?}"),
+        }
+    }
+    for (procedure, method) in [
+        ("com.test.api", "DELETE"),
+        ("com.test.api", "PUT"),
+        ("com.test.api", "TRACE"),
+        ("com.test.api", "CONNECT"),
+        ("com.test.admin", "POST"),
+    ] {
+        let got = call(
+            &mut c,
+            procedure,
+            Dict::new().with("method", method).with("path", "/x"),
+        );
+        let Err((error, message)) = got else {
+            panic!("{method} on {procedure} was forwarded")
+        };
+        assert_eq!(error, "wamp.error.invalid_argument", "{message}");
+        assert!(message.contains("not allowed"), "{message}");
+    }
+    for (name, value) in [
+        ("Host", "evil.example"),
+        ("host", "evil.example"),
+        ("Content-Length", "0"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+        ("Upgrade", "websocket"),
+        ("Authorization", "Bearer stolen"),
+        ("Cookie", "session=1"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Custom", "a\r\nHost: evil.example"),
+    ] {
+        let got = call(
+            &mut c,
+            "com.test.api",
+            get("/x").with("headers", Dict::new().with(name, value)),
+        );
+        let Err((error, message)) = got else {
+            panic!("header {name} was forwarded")
+        };
+        assert_eq!(error, "wamp.error.invalid_argument", "{name}: {message}");
+    }
+    assert!(
+        b.seen.lock().expect("lock").is_empty(),
+        "refused calls reached the backend: {:?}",
+        b.seen.lock().expect("lock")
+    );
+
+    // What is allowed reaches the backend as configured.
+    let ok = call(
+        &mut c,
+        "com.test.api",
+        get("/items/7?x=1&next=%2Fhome").with("headers", Dict::new().with("X-Custom", "yes")),
+    )
+    .expect("allowed call");
+    assert_eq!(ok.get("status").and_then(Value::as_u64), Some(200));
+    let ok = call(
+        &mut c,
+        "com.test.admin",
+        Dict::new()
+            .with("method", "delete")
+            .with("path", "/items/7")
+            .with(
+                "headers",
+                Dict::new().with("Authorization", "Bearer configured"),
+            ),
+    )
+    .expect("allowed call");
+    assert_eq!(ok.get("status").and_then(Value::as_u64), Some(200));
+    let seen = b.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let host = format!("127.0.0.1:{}", b.port);
+    let header = |s: &Seen, n: &str| {
+        s.headers
+            .iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen[0].line, "GET /api/items/7?x=1&next=%2Fhome HTTP/1.1");
+    assert_eq!(header(&seen[0], "host"), vec![host.clone()]);
+    assert_eq!(header(&seen[0], "x-custom"), vec!["yes".to_string()]);
+    assert!(header(&seen[0], "authorization").is_empty());
+    assert_eq!(seen[1].line, "DELETE /api/items/7 HTTP/1.1");
+    assert_eq!(header(&seen[1], "host"), vec![host]);
+    assert_eq!(
+        header(&seen[1], "authorization"),
+        vec!["Bearer configured".to_string()]
+    );
+}
