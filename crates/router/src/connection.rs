@@ -197,6 +197,16 @@ impl Connection {
                 );
                 self.establish(realm, session_id, identity, features, &agent)
             }
+            Verdict::Busy(message) => {
+                Metrics::inc(&realm.metrics.limit_exceeded);
+                tracing::warn!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    method,
+                    "login refused: too many ticket checks at once"
+                );
+                self.abort(auth::AUTHENTICATION_FAILED, &message)
+            }
             Verdict::Abort(reason, message) => {
                 Metrics::inc(&realm.metrics.auth_failed);
                 realm.login_failed(self.transport.peer_ip, Some(&authid));
@@ -406,7 +416,7 @@ impl Connection {
             }
             other => match auth::unexpected(other.name()) {
                 Verdict::Abort(_, message) => self.protocol_violation(&message),
-                Verdict::Welcome(_) => Flow::Close,
+                Verdict::Welcome(_) | Verdict::Busy(_) => Flow::Close,
             },
         }
     }

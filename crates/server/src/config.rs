@@ -322,6 +322,12 @@ pub struct Limits {
     /// socket) before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue_bytes")]
     pub outbound_queue_bytes: usize,
+    /// Argon2 ticket checks running at once, process-wide (0: one per CPU).
+    #[serde(default)]
+    pub max_concurrent_ticket_checks: usize,
+    /// How long a ticket login waits for a check slot before it is refused.
+    #[serde(default = "default_ticket_check_wait", with = "humantime_serde")]
+    pub ticket_check_wait: Duration,
     /// Longest URI a client may send (topic, procedure, error URI), bytes.
     #[serde(default = "default_max_uri_length")]
     pub max_uri_length: usize,
@@ -357,6 +363,9 @@ fn default_max_message_size() -> Spanned<usize> {
 fn default_outbound_queue() -> Spanned<usize> {
     Spanned::new(0..0, 4096)
 }
+fn default_ticket_check_wait() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_max_uri_length() -> usize {
     switchyard_router::realm::DEFAULT_MAX_URI_LENGTH
 }
@@ -383,6 +392,8 @@ impl Default for Limits {
             outbound_queue: default_outbound_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
             max_uri_length: default_max_uri_length(),
+            max_concurrent_ticket_checks: 0,
+            ticket_check_wait: default_ticket_check_wait(),
             slow_consumer: SlowConsumerPolicy::default(),
             handshake_timeout: default_handshake_timeout(),
             ping_interval: default_ping_interval(),

@@ -97,6 +97,9 @@ impl Pending {
 pub(crate) enum Verdict {
     Welcome(Identity),
     Abort(&'static str, String),
+    /// Not checked: the router had no capacity for the check (not a failed
+    /// login).
+    Busy(String),
 }
 
 pub(crate) type VerdictFuture = Pin<Box<dyn Future<Output = Verdict> + Send + Sync>>;
@@ -357,10 +360,19 @@ pub(crate) fn verify(
         )),
         Pending::Ticket { authid, principal } => Box::pin(async move {
             let hash = principal.as_ref().map(|p| p.secret.clone());
-            let ok =
-                tokio::task::spawn_blocking(move || ticket::verify(&signature, hash.as_deref()))
-                    .await
-                    .unwrap_or(false);
+            let checks = ticket::TicketChecks::get();
+            let Some(mut permit) = checks.acquire().await else {
+                return Verdict::Busy(format!(
+                    "authentication failed: the router is busy checking other logins (at most {} at once, waited {:?}); try again",
+                    checks.max(),
+                    checks.wait()
+                ));
+            };
+            let ok = tokio::task::spawn_blocking(move || {
+                ticket::verify_with(&signature, hash.as_deref(), permit.blocks())
+            })
+            .await
+            .unwrap_or(false);
             match (ok, principal) {
                 (true, Some(p)) => Verdict::Welcome(Identity {
                     authid,

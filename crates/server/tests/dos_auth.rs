@@ -1,0 +1,240 @@
+//! Denial of service before login: what a client that has not authenticated
+//! can make the router hold or do (Argon2 checks, the failed-login
+//! throttle, HELLO fields, PINGs). Real binary, real sockets; RSS measured
+//! from /proc.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{abort_of, args, Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+use switchyard_router::auth::ticket;
+
+const TICKET: &str = "correct horse battery staple";
+
+/// A realm with anonymous sessions (the healthy session) and one ticket
+/// user, alice; `auth_extra` goes into [realm.auth].
+fn config(auth_extra: &str, limits: &str) -> String {
+    let hash = ticket::hash_secret(TICKET).expect("hash");
+    format!(
+        "[realm.auth]\nmethods = [\"anonymous\", \"ticket\"]\n{auth_extra}\n\n\
+         [[realm.auth.ticket]]\nauthid = \"alice\"\nsecret = \"{hash}\"\nrole = \"user\"\n\n\
+         [limits]\n{limits}\n"
+    )
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_mb(r: &Router) -> f64 {
+    rss_kb(r.child.as_ref().expect("running").id()) as f64 / 1024.0
+}
+
+/// Samples RSS every 10 ms; `peak()` in MiB.
+struct PeakRss {
+    stop: Arc<AtomicBool>,
+    peak_kb: Arc<AtomicU64>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl PeakRss {
+    fn start(r: &Router) -> PeakRss {
+        let pid = r.child.as_ref().expect("running").id();
+        let (stop, peak_kb) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, p) = (stop.clone(), peak_kb.clone());
+        let handle = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        PeakRss {
+            stop,
+            peak_kb,
+            handle: Some(handle),
+        }
+    }
+
+    fn peak(&self) -> f64 {
+        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// An anonymous session doing acknowledged PUBLISHes every 20 ms on its own
+/// thread; `finish` returns the slowest round trip.
+struct Health {
+    done: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Duration>,
+}
+
+fn round_trip(c: &mut Raw) -> Duration {
+    let request = c.req();
+    let start = Instant::now();
+    c.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.health.ping".into(),
+        payload: args(vec![Value::from("ping")]),
+    });
+    loop {
+        if let Message::Published { request: r, .. } = c.expect("PUBLISHED") {
+            if r == request {
+                return start.elapsed();
+            }
+        }
+    }
+}
+
+impl Health {
+    fn start(r: &Router) -> Health {
+        let mut c = Raw::connect(r.rs_port, Serializer::Json);
+        c.join("realm1");
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let handle = thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !d.load(Ordering::Relaxed) {
+                worst = worst.max(round_trip(&mut c));
+                thread::sleep(Duration::from_millis(20));
+            }
+            worst
+        });
+        Health { done, handle }
+    }
+
+    fn finish(self) -> Duration {
+        self.done.store(true, Ordering::Relaxed);
+        self.handle.join().expect("healthy session")
+    }
+}
+
+fn ticket_hello(authid: &str) -> Message {
+    Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new()
+            .with("roles", Dict::new().with("caller", Dict::new()))
+            .with("authmethods", Value::List(vec![Value::from("ticket")]))
+            .with("authid", authid),
+    }
+}
+
+fn authenticate(c: &mut Raw, signature: &str) {
+    c.send(&Message::Authenticate {
+        signature: signature.into(),
+        extra: Dict::new(),
+    });
+}
+
+/// A ticket login from `port`: WELCOME (true) or ABORT (false, with its
+/// message).
+fn ticket_login(port: u16, authid: &str, ticket: &str) -> Result<(), String> {
+    let mut c = Raw::connect(port, Serializer::Json);
+    // Argon2 checks of a debug build are slow, and they queue.
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    c.send(&ticket_hello(authid));
+    match c.expect("CHALLENGE or ABORT") {
+        Message::Challenge { .. } => {}
+        m => return Err(abort_of(m).1),
+    }
+    authenticate(&mut c, ticket);
+    match c.expect("WELCOME or ABORT") {
+        Message::Welcome { .. } => Ok(()),
+        m => Err(abort_of(m).1),
+    }
+}
+
+// ---------------------------------------------------------------------
+// 7. Argon2 checks are bounded, and their memory is reused.
+// ---------------------------------------------------------------------
+
+#[test]
+fn concurrent_wrong_tickets_are_bounded_in_memory() {
+    let r = Router::start(&config(
+        "max_failures = 0",
+        "max_concurrent_ticket_checks = 2\nticket_check_wait = \"60s\"",
+    ));
+    let port = r.rs_port;
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    let started = Instant::now();
+    let attackers: Vec<_> = (0..48)
+        .map(|i| thread::spawn(move || ticket_login(port, "alice", &format!("wrong {i}"))))
+        .collect();
+    let results: Vec<_> = attackers
+        .into_iter()
+        .map(|a| a.join().expect("attacker"))
+        .collect();
+    let took = started.elapsed();
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    thread::sleep(Duration::from_millis(500));
+    let after = rss_mb(&r);
+    let login = Instant::now();
+    ticket_login(port, "alice", TICKET).expect("alice still logs in");
+    let login = login.elapsed();
+    eprintln!(
+        "argon2: 48 wrong tickets in {took:?}: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         worst round trip {worst:?}; a right login afterwards {login:?}"
+    );
+    assert!(
+        results.iter().all(|r| r.is_err()),
+        "every wrong ticket fails"
+    );
+    // Two checks at once, 19 MiB each, in buffers that are kept and reused.
+    assert!(
+        peak_mb - before < 55.0,
+        "{:.1} MiB for 48 checks",
+        peak_mb - before
+    );
+    assert!(after - before < 55.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+#[test]
+fn a_login_beyond_the_check_bound_fails_fast_with_a_clear_abort() {
+    let r = Router::start(&config(
+        "max_failures = 0",
+        "max_concurrent_ticket_checks = 1\nticket_check_wait = \"1ms\"",
+    ));
+    let port = r.rs_port;
+    let attackers: Vec<_> = (0..8)
+        .map(|i| thread::spawn(move || ticket_login(port, "alice", &format!("wrong {i}"))))
+        .collect();
+    let messages: Vec<String> = attackers
+        .into_iter()
+        .filter_map(|a| a.join().expect("attacker").err())
+        .collect();
+    eprintln!("{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("busy checking other logins (at most 1 at once")),
+        "{messages:?}"
+    );
+}
