@@ -78,6 +78,9 @@ pub struct Connection {
     rate_logged: bool,
     /// How long to stop reading (over the message rate).
     pause: Option<std::time::Duration>,
+    /// How long to hold the verdict of this login back (an authid under a
+    /// distributed guessing attack).
+    auth_delay: std::time::Duration,
 }
 
 /// A token bucket: `rate` messages per second, bursts of up to `rate`.
@@ -124,6 +127,7 @@ impl Connection {
             rate: None,
             rate_logged: false,
             pause: None,
+            auth_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -173,7 +177,14 @@ impl Connection {
         let Some((method, authid, verdict)) = self.verdict.take() else {
             return Flow::Continue;
         };
-        let verdict = verdict.await;
+        let delay = std::mem::take(&mut self.auth_delay);
+        let verdict = if delay.is_zero() {
+            verdict.await
+        } else {
+            let (verdict, _) = tokio::join!(verdict, tokio::time::sleep(delay));
+            verdict
+        };
+        let ip = self.transport.peer_ip;
         let State::Authenticating {
             realm,
             session_id,
@@ -186,6 +197,7 @@ impl Connection {
         };
         match verdict {
             Verdict::Welcome(identity) => {
+                realm.throttle.succeeded(ip, Some(&authid));
                 Metrics::inc(&realm.metrics.auth_succeeded);
                 tracing::info!(
                     peer = %self.peer.label(),
@@ -198,6 +210,7 @@ impl Connection {
                 self.establish(realm, session_id, identity, features, &agent)
             }
             Verdict::Busy(message) => {
+                realm.throttle.not_checked(ip, Some(&authid));
                 Metrics::inc(&realm.metrics.limit_exceeded);
                 tracing::warn!(
                     peer = %self.peer.label(),
@@ -208,8 +221,8 @@ impl Connection {
                 self.abort(auth::AUTHENTICATION_FAILED, &message)
             }
             Verdict::Abort(reason, message) => {
+                // Its attempt was counted when it started.
                 Metrics::inc(&realm.metrics.auth_failed);
-                realm.login_failed(self.transport.peer_ip, Some(&authid));
                 tracing::info!(
                     peer = %self.peer.label(),
                     realm = realm.name(),
@@ -329,13 +342,11 @@ impl Connection {
             Start::Abort(reason, message) => {
                 if reason == auth::AUTHENTICATION_FAILED {
                     // A throttled client learns that, not whether its key
-                    // is known.
-                    if let Some(flow) = self.refuse_if_throttled(&realm, details.get_str("authid"))
-                    {
+                    // is known; otherwise the attempt counts.
+                    if let Err(flow) = self.start_attempt(&realm, details.get_str("authid")) {
                         return flow;
                     }
                     Metrics::inc(&realm.metrics.auth_failed);
-                    realm.login_failed(self.transport.peer_ip, details.get_str("authid"));
                 }
                 tracing::info!(
                     peer = %self.peer.label(),
@@ -350,8 +361,10 @@ impl Connection {
                 extra,
                 pending,
             } => {
-                if let Some(flow) = self.refuse_if_throttled(&realm, Some(pending.authid())) {
-                    return flow;
+                // Counted now, so that attempts in flight count too.
+                match self.start_attempt(&realm, Some(pending.authid())) {
+                    Ok(delay) => self.auth_delay = delay,
+                    Err(flow) => return flow,
                 }
                 let challenge = Message::Challenge {
                     method: method.to_string(),
@@ -372,24 +385,34 @@ impl Connection {
         }
     }
 
-    /// ABORTs a login from an address or for an authid that failed too
-    /// often lately; None if it may go on.
-    fn refuse_if_throttled(&mut self, realm: &Realm, authid: Option<&str>) -> Option<Flow> {
-        let (what, left) = realm.login_throttled(self.transport.peer_ip, authid)?;
-        Metrics::inc(&realm.metrics.auth_throttled);
-        tracing::warn!(
-            peer = %self.peer.label(),
-            realm = realm.name(),
-            "login refused: too many failed logins for {what}"
-        );
-        Some(self.abort(
-            auth::AUTHENTICATION_FAILED,
-            &format!(
-                "too many failed logins for this {}; try again in {} s",
-                what.split(' ').next().unwrap_or("client"),
-                left.as_secs() + 1
-            ),
-        ))
+    /// Counts a login attempt from this address for `authid`, or ABORTs it
+    /// if the address (or the address with this authid) failed too often
+    /// lately and must still wait. Ok: how long to hold its verdict back.
+    fn start_attempt(
+        &mut self,
+        realm: &Realm,
+        authid: Option<&str>,
+    ) -> Result<std::time::Duration, Flow> {
+        match realm.throttle.start(self.transport.peer_ip, authid) {
+            Ok(delay) => Ok(delay),
+            Err(refusal) => {
+                Metrics::inc(&realm.metrics.auth_throttled);
+                tracing::warn!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    "login refused: too many failed logins for this {}",
+                    refusal.what
+                );
+                Err(self.abort(
+                    auth::AUTHENTICATION_FAILED,
+                    &format!(
+                        "too many failed logins for this {}; try again in {} s",
+                        refusal.what,
+                        refusal.left.as_secs() + 1
+                    ),
+                ))
+            }
+        }
     }
 
     /// The AUTHENTICATE answering our CHALLENGE: its check runs in

@@ -238,3 +238,131 @@ fn a_login_beyond_the_check_bound_fails_fast_with_a_clear_abort() {
         "{messages:?}"
     );
 }
+
+// ---------------------------------------------------------------------
+// 8. Attempts count when they start: HELLOs first, AUTHENTICATEs later.
+// ---------------------------------------------------------------------
+
+#[test]
+fn interleaved_hellos_get_no_more_guesses_than_max_failures() {
+    let r = Router::start(&config("max_failures = 5", ""));
+    // 40 connections send HELLO first...
+    let mut conns: Vec<Raw> = (0..40)
+        .map(|_| {
+            let mut c = Raw::connect(r.rs_port, Serializer::Json);
+            c.send(&ticket_hello("alice"));
+            c
+        })
+        .collect();
+    let mut challenged = Vec::new();
+    let mut refusals = Vec::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        match c.expect("CHALLENGE or ABORT") {
+            Message::Challenge { .. } => challenged.push(i),
+            m => refusals.push(abort_of(m).1),
+        }
+    }
+    // ...and AUTHENTICATE afterwards: each CHALLENGE is one guess.
+    for &i in &challenged {
+        authenticate(&mut conns[i], "wrong");
+        let (reason, _) = abort_of(conns[i].expect("ABORT"));
+        assert_eq!(reason, "wamp.error.authentication_failed");
+    }
+    eprintln!(
+        "interleaved: {} guesses of 40 HELLOs; refused: {:?}",
+        challenged.len(),
+        refusals.first()
+    );
+    assert_eq!(challenged.len(), 5, "max_failures = 5 guesses");
+    assert!(
+        refusals[0].contains("too many failed logins for this address and authid; try again in")
+    );
+}
+
+// ---------------------------------------------------------------------
+// 9. An attacker slows down; the real user from elsewhere is not locked out.
+// ---------------------------------------------------------------------
+
+/// A RawSocket (JSON) connection from the local address `from`.
+fn connect_from(from: [u8; 4], port: u16) -> Raw {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::from((from, 0)).into())
+        .expect("bind");
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let stream: std::net::TcpStream = s.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut c = Raw {
+        stream,
+        ser: Serializer::Json,
+        next_request: 1,
+    };
+    use std::io::Write;
+    c.stream
+        .write_all(&[0x7F, 0xF0 | Serializer::Json.rawsocket_id(), 0, 0])
+        .expect("handshake");
+    let reply = c.read_exact(4).expect("handshake reply");
+    assert_eq!(reply[1] & 0x0F, Serializer::Json.rawsocket_id());
+    c
+}
+
+fn login_from(from: [u8; 4], port: u16, authid: &str, ticket: &str) -> Result<(), String> {
+    let mut c = connect_from(from, port);
+    c.send(&ticket_hello(authid));
+    match c.expect("CHALLENGE or ABORT") {
+        Message::Challenge { .. } => {}
+        m => return Err(abort_of(m).1),
+    }
+    authenticate(&mut c, ticket);
+    match c.expect("WELCOME or ABORT") {
+        Message::Welcome { .. } => Ok(()),
+        m => Err(abort_of(m).1),
+    }
+}
+
+#[test]
+fn an_attacker_slows_down_without_locking_the_user_out() {
+    let r = Router::start(&config("max_failures = 5", ""));
+    let port = r.rs_port;
+    let attacker = [127, 0, 0, 2];
+    let mut messages = Vec::new();
+    for i in 0..30 {
+        messages.push(login_from(attacker, port, "alice", &format!("guess {i}")).unwrap_err());
+    }
+    let guesses = messages
+        .iter()
+        .filter(|m| *m == "authentication failed")
+        .count();
+    // 5 free guesses, and one more each time the delay (1 s, then 2 s)
+    // has passed while the 30 tries ran.
+    assert!((5..=7).contains(&guesses), "{messages:?}");
+    assert!(
+        messages[5]
+            .contains("too many failed logins for this address and authid; try again in 1 s"),
+        "{}",
+        messages[5]
+    );
+    // The real user, from another address, at once.
+    let start = Instant::now();
+    login_from([127, 0, 0, 1], port, "alice", TICKET).expect("alice is not locked out");
+    let took = start.elapsed();
+    // The delay grows: once it has passed, one more guess, then a longer one.
+    thread::sleep(Duration::from_millis(4100));
+    let one_more = login_from(attacker, port, "alice", "guess 31").unwrap_err();
+    let next = login_from(attacker, port, "alice", "guess 32").unwrap_err();
+    eprintln!(
+        "lockout: attacker got {guesses} guesses in 30 tries; alice logged in from another address in {took:?}; \
+         after the delay: {one_more:?}, then {next:?}"
+    );
+    assert_eq!(one_more, "authentication failed");
+    let secs: u64 = next
+        .rsplit("try again in ")
+        .next()
+        .and_then(|t| t.trim_end_matches(" s").parse().ok())
+        .unwrap_or(0);
+    assert!(secs >= 2, "{next}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod cryptosign;
+pub mod throttle;
 pub mod ticket;
 pub mod wampcra;
 
