@@ -235,10 +235,39 @@ impl Connection {
         }
     }
 
+    /// The largest frame to accept now: `max_message_size`, or less while
+    /// the session does not exist yet. Transports check it on the frame
+    /// header, before buffering the frame.
+    pub fn frame_limit(&self, max_message_size: usize) -> usize {
+        match self.state {
+            State::AwaitHello | State::Authenticating { .. } => {
+                max_message_size.min(self.router.handshake_limits().max_message)
+            }
+            _ => max_message_size,
+        }
+    }
+
+    /// ABORTs a message too large for the handshake (checked again here
+    /// for transports that frame whole messages themselves).
+    pub fn refuse_handshake_frame(&mut self, len: usize) -> Flow {
+        let max = self.router.handshake_limits().max_message;
+        Metrics::inc(&self.router.metrics().limit_exceeded);
+        tracing::info!(peer = %self.peer.label(), len, max, "handshake message too large: closing");
+        self.abort(
+            LIMIT_EXCEEDED,
+            &format!(
+                "a message of {len} bytes before the session exists exceeds the limit of {max} bytes (max_handshake_message_size)"
+            ),
+        )
+    }
+
     /// Handles one received frame.
     pub fn handle_frame(&mut self, frame: &Bytes) -> Flow {
         if matches!(self.state, State::Closed) {
             return Flow::Close;
+        }
+        if frame.len() > self.frame_limit(usize::MAX) {
+            return self.refuse_handshake_frame(frame.len());
         }
         match Message::decode(self.peer.serializer(), frame) {
             Ok(msg) => self.handle(msg),
@@ -324,6 +353,11 @@ impl Connection {
         };
         if self.router.is_shutting_down() {
             return self.abort(errors::CLOSE_SYSTEM_SHUTDOWN, "the router is shutting down");
+        }
+        if let Some(why) = oversized_hello(&realm, &details, self.router.handshake_limits()) {
+            Metrics::inc(&self.router.metrics().limit_exceeded);
+            tracing::info!(peer = %self.peer.label(), "HELLO refused: {why}");
+            return self.abort(LIMIT_EXCEEDED, &why);
         }
         let Some(realm) = self.router.realm(&realm).cloned() else {
             tracing::info!(peer = %self.peer.label(), realm, "HELLO for an unknown realm");
@@ -914,6 +948,44 @@ fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
         .with("authprovider", session.authprovider.as_str())
         .with("roles", roles)
         .with("agent", concat!("switchyard-", env!("CARGO_PKG_VERSION")))
+}
+
+/// Why a HELLO is refused for its size, naming the field and the limit:
+/// everything in it may end up in a log line or the failed-login table.
+fn oversized_hello(
+    realm: &str,
+    details: &Dict,
+    limits: &crate::router::HandshakeLimits,
+) -> Option<String> {
+    if realm.len() > limits.max_realm {
+        return Some(format!(
+            "realm name of {} bytes exceeds the limit of {} bytes (max_uri_length)",
+            realm.len(),
+            limits.max_realm
+        ));
+    }
+    if let Some(authid) = details.get("authid") {
+        let len = authid.as_str().map_or(usize::MAX, str::len);
+        if len > limits.max_authid {
+            return Some(format!(
+                "HELLO.Details.authid must be a string of at most {} bytes (max_authid_length)",
+                limits.max_authid
+            ));
+        }
+    }
+    if let Some(switchyard_proto::Value::List(methods)) = details.get("authmethods") {
+        if methods.len() > limits.max_authmethods
+            || methods
+                .iter()
+                .any(|m| m.as_str().is_none_or(|m| m.len() > 32))
+        {
+            return Some(format!(
+                "HELLO.Details.authmethods must list at most {} method names of at most 32 bytes",
+                limits.max_authmethods
+            ));
+        }
+    }
+    None
 }
 
 /// The URI a client message carries: the request type and id to answer

@@ -366,3 +366,74 @@ fn an_attacker_slows_down_without_locking_the_user_out() {
     assert!(secs >= 2, "{next}");
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+// ---------------------------------------------------------------------
+// 10. What a client sends before HELLO completes is bounded.
+// ---------------------------------------------------------------------
+
+fn hello_abort(port: u16, msg: &Message) -> (String, String) {
+    let mut c = Raw::connect(port, Serializer::Json);
+    c.send(msg);
+    abort_of(c.expect("ABORT"))
+}
+
+#[test]
+fn oversized_hello_fields_are_refused_and_nothing_is_kept() {
+    let r = Router::start(&config("max_failures = 5", ""));
+    let port = r.rs_port;
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    let huge = "a".repeat(900 * 1024);
+    // 40 HELLOs with a 900 KiB authid, each from the same address.
+    for _ in 0..40 {
+        let (reason, message) = hello_abort(port, &ticket_hello(&huge));
+        assert_eq!(reason, "switchyard.error.limit_exceeded");
+        assert!(
+            message.contains("exceeds the limit of 65536 bytes (max_handshake_message_size)"),
+            "{message}"
+        );
+    }
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    let after = rss_mb(&r);
+    // Fields within the message limit are bounded one by one.
+    let (_, authid) = hello_abort(port, &ticket_hello(&"b".repeat(1000)));
+    assert!(
+        authid.contains("at most 256 bytes (max_authid_length)"),
+        "{authid}"
+    );
+    let (_, realm) = hello_abort(
+        port,
+        &Message::Hello {
+            realm: format!("com.{}", "r".repeat(1000)),
+            details: Dict::new().with("roles", Dict::new().with("caller", Dict::new())),
+        },
+    );
+    assert!(realm.contains("(max_uri_length)"), "{realm}");
+    let methods = Value::List((0..100).map(|_| Value::from("ticket")).collect());
+    let (_, many) = hello_abort(
+        port,
+        &Message::Hello {
+            realm: "realm1".into(),
+            details: Dict::new()
+                .with("roles", Dict::new().with("caller", Dict::new()))
+                .with("authmethods", methods),
+        },
+    );
+    assert!(many.contains("authmethods must list at most 16"), "{many}");
+    // None of it counted as a login attempt: alice logs in.
+    ticket_login(port, "alice", TICKET).expect("alice logs in");
+    eprintln!(
+        "hello fields: 40 HELLOs with 900 KiB authids: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, \
+         after {after:.1} MiB; worst round trip {worst:?}"
+    );
+    assert!(after - before < 10.0, "{:.1} MiB kept", after - before);
+    assert!(
+        peak_mb - before < 20.0,
+        "{:.1} MiB at the peak",
+        peak_mb - before
+    );
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}

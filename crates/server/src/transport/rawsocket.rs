@@ -203,7 +203,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             } else {
                 ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize
             };
-            if len > settings.max_message_size {
+            // Checked on the header, before the frame is buffered.
+            let limit = conn.frame_limit(settings.max_message_size);
+            if len > limit {
+                if limit < settings.max_message_size {
+                    return conn.refuse_handshake_frame(len);
+                }
                 return conn.protocol_violation(&format!(
                     "message of {len} bytes exceeds the maximum message size of {} bytes",
                     settings.max_message_size
