@@ -332,6 +332,10 @@ pub struct Limits {
     /// on RawSocket any frame, PINGs included), bytes.
     #[serde(default = "default_max_handshake_message_size")]
     pub max_handshake_message_size: usize,
+    /// Bytes of PONGs owed to a peer that does not read them before it is
+    /// disconnected (a single PING is always answered).
+    #[serde(default = "default_max_pending_pong_bytes")]
+    pub max_pending_pong_bytes: usize,
     /// Longest HELLO.Details.authid, bytes.
     #[serde(default = "default_max_authid_length")]
     pub max_authid_length: usize,
@@ -373,6 +377,9 @@ fn default_outbound_queue() -> Spanned<usize> {
 fn default_max_handshake_message_size() -> usize {
     switchyard_router::HandshakeLimits::default().max_message
 }
+fn default_max_pending_pong_bytes() -> usize {
+    64 * 1024
+}
 fn default_max_authid_length() -> usize {
     switchyard_router::HandshakeLimits::default().max_authid
 }
@@ -408,6 +415,7 @@ impl Default for Limits {
             max_concurrent_ticket_checks: 0,
             max_handshake_message_size: default_max_handshake_message_size(),
             max_authid_length: default_max_authid_length(),
+            max_pending_pong_bytes: default_max_pending_pong_bytes(),
             ticket_check_wait: default_ticket_check_wait(),
             slow_consumer: SlowConsumerPolicy::default(),
             handshake_timeout: default_handshake_timeout(),

@@ -437,3 +437,118 @@ fn oversized_hello_fields_are_refused_and_nothing_is_kept() {
     );
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// 11. PINGs of a peer that never reads the PONGs.
+// ---------------------------------------------------------------------
+
+/// Sends RawSocket PINGs of `size` bytes until the router closes the
+/// connection (or `count` are sent); returns how many went out.
+fn ping_flood_rawsocket(c: &mut Raw, size: usize, count: usize) -> usize {
+    use std::io::Write;
+    let payload = vec![0x55u8; size];
+    let hdr = [1u8, (size >> 16) as u8, (size >> 8) as u8, size as u8];
+    for i in 0..count {
+        if c.stream.write_all(&hdr).is_err() || c.stream.write_all(&payload).is_err() {
+            return i;
+        }
+    }
+    count
+}
+
+#[test]
+fn rawsocket_pings_without_reading_are_bounded() {
+    let r = Router::start(&config("", ""));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    // Before HELLO, a PING is bounded by max_handshake_message_size.
+    let mut early = Raw::connect(r.rs_port, Serializer::Json);
+    let sent_early = ping_flood_rawsocket(&mut early, 900 * 1024, 64);
+    // On established sessions: 900 KiB PINGs, never reading the PONGs.
+    let floods: Vec<_> = (0..2)
+        .map(|_| {
+            let port = r.rs_port;
+            thread::spawn(move || {
+                let mut c = Raw::connect(port, Serializer::Json);
+                c.join("realm1");
+                c.stream
+                    .set_write_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                ping_flood_rawsocket(&mut c, 900 * 1024, 64)
+            })
+        })
+        .collect();
+    let sent: Vec<usize> = floods
+        .into_iter()
+        .map(|f| f.join().expect("flood"))
+        .collect();
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "rawsocket pings: before HELLO {sent_early} sent; established {sent:?} of 64 sent before the router closed; \
+         RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; worst round trip {worst:?}"
+    );
+    assert!(sent_early < 64, "the early flood was cut off");
+    assert!(sent.iter().all(|n| *n < 64), "{sent:?}");
+    assert!(r.log_text().contains("max_pending_pong_bytes"), "logged");
+    assert!(peak_mb - before < 40.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+#[test]
+fn websocket_pings_without_reading_are_bounded() {
+    use std::io::{Read, Write};
+    let r = Router::start(&config("", ""));
+    let before = rss_mb(&r);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.ws_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req =
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n";
+    s.write_all(req.as_bytes()).expect("upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("response");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "upgraded");
+    // Masked PINGs of 125 bytes (the most a control frame may carry), in
+    // batches, never reading a PONG.
+    let mut frame = vec![0x89u8, 0x80 | 125, 1, 2, 3, 4];
+    frame.extend((0..125).map(|i| (i as u8) ^ [1, 2, 3, 4][i % 4]));
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 1000)
+        .collect();
+    let peak = PeakRss::start(&r);
+    let mut sent = 0;
+    for _ in 0..400 {
+        if s.write_all(&batch).is_err() {
+            break;
+        }
+        sent += 1000;
+    }
+    let peak_mb = peak.peak();
+    drop(peak);
+    let after = rss_mb(&r);
+    eprintln!(
+        "websocket pings: {sent} of 400000 sent before the router closed; RSS before {before:.1} MiB, \
+         peak {peak_mb:.1} MiB, after {after:.1} MiB"
+    );
+    assert!(sent < 400_000, "the flood was cut off");
+    assert!(r
+        .log_text()
+        .contains("WebSocket PINGs without reading the PONGs"));
+    assert!(peak_mb - before < 30.0, "{:.1} MiB", peak_mb - before);
+}
