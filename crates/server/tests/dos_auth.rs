@@ -16,6 +16,13 @@ use switchyard_router::auth::ticket;
 
 const TICKET: &str = "correct horse battery staple";
 
+/// The tests of this file run one at a time: each measures the router's
+/// memory and latency, which the others would disturb.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A realm with anonymous sessions (the healthy session) and one ticket
 /// user, alice; `auth_extra` goes into [realm.auth].
 fn config(auth_extra: &str, limits: &str) -> String {
@@ -173,6 +180,7 @@ fn ticket_login(port: u16, authid: &str, ticket: &str) -> Result<(), String> {
 
 #[test]
 fn concurrent_wrong_tickets_are_bounded_in_memory() {
+    let _serial = serial();
     let r = Router::start(&config(
         "max_failures = 0",
         "max_concurrent_ticket_checks = 2\nticket_check_wait = \"60s\"",
@@ -218,6 +226,7 @@ fn concurrent_wrong_tickets_are_bounded_in_memory() {
 
 #[test]
 fn a_login_beyond_the_check_bound_fails_fast_with_a_clear_abort() {
+    let _serial = serial();
     let r = Router::start(&config(
         "max_failures = 0",
         "max_concurrent_ticket_checks = 1\nticket_check_wait = \"1ms\"",
@@ -245,6 +254,7 @@ fn a_login_beyond_the_check_bound_fails_fast_with_a_clear_abort() {
 
 #[test]
 fn interleaved_hellos_get_no_more_guesses_than_max_failures() {
+    let _serial = serial();
     let r = Router::start(&config("max_failures = 5", ""));
     // 40 connections send HELLO first...
     let mut conns: Vec<Raw> = (0..40)
@@ -325,6 +335,7 @@ fn login_from(from: [u8; 4], port: u16, authid: &str, ticket: &str) -> Result<()
 
 #[test]
 fn an_attacker_slows_down_without_locking_the_user_out() {
+    let _serial = serial();
     let r = Router::start(&config("max_failures = 5", ""));
     let port = r.rs_port;
     let attacker = [127, 0, 0, 2];
@@ -379,6 +390,7 @@ fn hello_abort(port: u16, msg: &Message) -> (String, String) {
 
 #[test]
 fn oversized_hello_fields_are_refused_and_nothing_is_kept() {
+    let _serial = serial();
     let r = Router::start(&config("max_failures = 5", ""));
     let port = r.rs_port;
     let before = rss_mb(&r);
@@ -458,6 +470,7 @@ fn ping_flood_rawsocket(c: &mut Raw, size: usize, count: usize) -> usize {
 
 #[test]
 fn rawsocket_pings_without_reading_are_bounded() {
+    let _serial = serial();
     let r = Router::start(&config("", ""));
     let before = rss_mb(&r);
     let peak = PeakRss::start(&r);
@@ -501,6 +514,7 @@ fn rawsocket_pings_without_reading_are_bounded() {
 
 #[test]
 fn websocket_pings_without_reading_are_bounded() {
+    let _serial = serial();
     use std::io::{Read, Write};
     let r = Router::start(&config("", ""));
     let before = rss_mb(&r);
