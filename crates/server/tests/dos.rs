@@ -104,7 +104,7 @@ fn round_trip(c: &mut Raw) -> Duration {
 /// thread; `finish` returns the slowest round trip.
 struct Health {
     done: Arc<AtomicBool>,
-    handle: thread::JoinHandle<Duration>,
+    handle: thread::JoinHandle<Vec<Duration>>,
 }
 
 impl Health {
@@ -113,19 +113,28 @@ impl Health {
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();
         let handle = thread::spawn(move || {
-            let mut worst = Duration::ZERO;
+            let mut samples = Vec::new();
             while !d.load(Ordering::Relaxed) {
-                worst = worst.max(round_trip(&mut c));
+                samples.push(round_trip(&mut c));
                 thread::sleep(Duration::from_millis(20));
             }
-            worst
+            samples
         });
         Health { done, handle }
     }
 
+    /// The slowest round trip (the median and the count are printed).
     fn finish(self) -> Duration {
         self.done.store(true, Ordering::Relaxed);
-        self.handle.join().expect("healthy session")
+        let mut samples = self.handle.join().expect("healthy session");
+        samples.sort();
+        let median = samples.get(samples.len() / 2).copied().unwrap_or_default();
+        let worst = samples.last().copied().unwrap_or_default();
+        eprintln!(
+            "healthy session: {} round trips during the attack, median {median:?}, worst {worst:?}",
+            samples.len()
+        );
+        worst
     }
 }
 
