@@ -79,6 +79,9 @@ pub struct Connection {
     rate_logged: bool,
     /// How long to stop reading (over the message rate).
     pause: Option<std::time::Duration>,
+    /// How long to hold the verdict of this login back (an authid under a
+    /// distributed guessing attack).
+    auth_delay: std::time::Duration,
 }
 
 /// A token bucket: `rate` messages per second, bursts of up to `rate`.
@@ -125,6 +128,7 @@ impl Connection {
             rate: None,
             rate_logged: false,
             pause: None,
+            auth_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -174,7 +178,14 @@ impl Connection {
         let Some((method, authid, verdict)) = self.verdict.take() else {
             return Flow::Continue;
         };
-        let verdict = verdict.await;
+        let delay = std::mem::take(&mut self.auth_delay);
+        let verdict = if delay.is_zero() {
+            verdict.await
+        } else {
+            let (verdict, _) = tokio::join!(verdict, tokio::time::sleep(delay));
+            verdict
+        };
+        let ip = self.transport.peer_ip;
         let State::Authenticating {
             realm,
             session_id,
@@ -187,6 +198,7 @@ impl Connection {
         };
         match verdict {
             Verdict::Welcome(identity) => {
+                realm.throttle.succeeded(ip, Some(&authid));
                 Metrics::inc(&realm.metrics.auth_succeeded);
                 tracing::info!(
                     peer = %self.peer.label(),
@@ -198,9 +210,20 @@ impl Connection {
                 );
                 self.establish(realm, session_id, identity, features, &agent)
             }
+            Verdict::Busy(message) => {
+                realm.throttle.not_checked(ip, Some(&authid));
+                Metrics::inc(&realm.metrics.limit_exceeded);
+                tracing::warn!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    method,
+                    "login refused: too many ticket checks at once"
+                );
+                self.abort(auth::AUTHENTICATION_FAILED, &message)
+            }
             Verdict::Abort(reason, message) => {
+                // Its attempt was counted when it started.
                 Metrics::inc(&realm.metrics.auth_failed);
-                realm.login_failed(self.transport.peer_ip, Some(&authid));
                 tracing::info!(
                     peer = %self.peer.label(),
                     realm = realm.name(),
@@ -213,10 +236,39 @@ impl Connection {
         }
     }
 
+    /// The largest frame to accept now: `max_message_size`, or less while
+    /// the session does not exist yet. Transports check it on the frame
+    /// header, before buffering the frame.
+    pub fn frame_limit(&self, max_message_size: usize) -> usize {
+        match self.state {
+            State::AwaitHello | State::Authenticating { .. } => {
+                max_message_size.min(self.router.handshake_limits().max_message)
+            }
+            _ => max_message_size,
+        }
+    }
+
+    /// ABORTs a message too large for the handshake (checked again here
+    /// for transports that frame whole messages themselves).
+    pub fn refuse_handshake_frame(&mut self, len: usize) -> Flow {
+        let max = self.router.handshake_limits().max_message;
+        Metrics::inc(&self.router.metrics().limit_exceeded);
+        tracing::info!(peer = %self.peer.label(), len, max, "handshake message too large: closing");
+        self.abort(
+            LIMIT_EXCEEDED,
+            &format!(
+                "a message of {len} bytes before the session exists exceeds the limit of {max} bytes (max_handshake_message_size)"
+            ),
+        )
+    }
+
     /// Handles one received frame.
     pub fn handle_frame(&mut self, frame: &Bytes) -> Flow {
         if matches!(self.state, State::Closed) {
             return Flow::Close;
+        }
+        if frame.len() > self.frame_limit(usize::MAX) {
+            return self.refuse_handshake_frame(frame.len());
         }
         match Message::decode(self.peer.serializer(), frame) {
             Ok(msg) => self.handle(msg),
@@ -303,6 +355,11 @@ impl Connection {
         if self.router.is_shutting_down() {
             return self.abort(errors::CLOSE_SYSTEM_SHUTDOWN, "the router is shutting down");
         }
+        if let Some(why) = oversized_hello(&realm, &details, self.router.handshake_limits()) {
+            Metrics::inc(&self.router.metrics().limit_exceeded);
+            tracing::info!(peer = %self.peer.label(), "HELLO refused: {why}");
+            return self.abort(LIMIT_EXCEEDED, &why);
+        }
         let Some(realm) = self.router.realm(&realm).cloned() else {
             tracing::info!(peer = %self.peer.label(), realm = %Clip(&realm), "HELLO for an unknown realm");
             return self.abort(
@@ -320,13 +377,11 @@ impl Connection {
             Start::Abort(reason, message) => {
                 if reason == auth::AUTHENTICATION_FAILED {
                     // A throttled client learns that, not whether its key
-                    // is known.
-                    if let Some(flow) = self.refuse_if_throttled(&realm, details.get_str("authid"))
-                    {
+                    // is known; otherwise the attempt counts.
+                    if let Err(flow) = self.start_attempt(&realm, details.get_str("authid")) {
                         return flow;
                     }
                     Metrics::inc(&realm.metrics.auth_failed);
-                    realm.login_failed(self.transport.peer_ip, details.get_str("authid"));
                 }
                 tracing::info!(
                     peer = %self.peer.label(),
@@ -342,8 +397,10 @@ impl Connection {
                 extra,
                 pending,
             } => {
-                if let Some(flow) = self.refuse_if_throttled(&realm, Some(pending.authid())) {
-                    return flow;
+                // Counted now, so that attempts in flight count too.
+                match self.start_attempt(&realm, Some(pending.authid())) {
+                    Ok(delay) => self.auth_delay = delay,
+                    Err(flow) => return flow,
                 }
                 let challenge = Message::Challenge {
                     method: method.to_string(),
@@ -364,25 +421,34 @@ impl Connection {
         }
     }
 
-    /// ABORTs a login from an address or for an authid that failed too
-    /// often lately; None if it may go on.
-    fn refuse_if_throttled(&mut self, realm: &Realm, authid: Option<&str>) -> Option<Flow> {
-        let (what, left) = realm.login_throttled(self.transport.peer_ip, authid)?;
-        Metrics::inc(&realm.metrics.auth_throttled);
-        tracing::warn!(
-            peer = %self.peer.label(),
-            realm = realm.name(),
-            "login refused: too many failed logins for {}",
-            Clip(&what)
-        );
-        Some(self.abort(
-            auth::AUTHENTICATION_FAILED,
-            &format!(
-                "too many failed logins for this {}; try again in {} s",
-                what.split(' ').next().unwrap_or("client"),
-                left.as_secs() + 1
-            ),
-        ))
+    /// Counts a login attempt from this address for `authid`, or ABORTs it
+    /// if the address (or the address with this authid) failed too often
+    /// lately and must still wait. Ok: how long to hold its verdict back.
+    fn start_attempt(
+        &mut self,
+        realm: &Realm,
+        authid: Option<&str>,
+    ) -> Result<std::time::Duration, Flow> {
+        match realm.throttle.start(self.transport.peer_ip, authid) {
+            Ok(delay) => Ok(delay),
+            Err(refusal) => {
+                Metrics::inc(&realm.metrics.auth_throttled);
+                tracing::warn!(
+                    peer = %self.peer.label(),
+                    realm = realm.name(),
+                    "login refused: too many failed logins for this {}",
+                    refusal.what
+                );
+                Err(self.abort(
+                    auth::AUTHENTICATION_FAILED,
+                    &format!(
+                        "too many failed logins for this {}; try again in {} s",
+                        refusal.what,
+                        refusal.left.as_secs() + 1
+                    ),
+                ))
+            }
+        }
     }
 
     /// The AUTHENTICATE answering our CHALLENGE: its check runs in
@@ -409,7 +475,7 @@ impl Connection {
             }
             other => match auth::unexpected(other.name()) {
                 Verdict::Abort(_, message) => self.protocol_violation(&message),
-                Verdict::Welcome(_) => Flow::Close,
+                Verdict::Welcome(_) | Verdict::Busy(_) => Flow::Close,
             },
         }
     }
@@ -885,6 +951,44 @@ fn welcome_details(realm: &str, session: &Session, features: bool) -> Dict {
         .with("authprovider", session.authprovider.as_str())
         .with("roles", roles)
         .with("agent", concat!("switchyard-", env!("CARGO_PKG_VERSION")))
+}
+
+/// Why a HELLO is refused for its size, naming the field and the limit:
+/// everything in it may end up in a log line or the failed-login table.
+fn oversized_hello(
+    realm: &str,
+    details: &Dict,
+    limits: &crate::router::HandshakeLimits,
+) -> Option<String> {
+    if realm.len() > limits.max_realm {
+        return Some(format!(
+            "realm name of {} bytes exceeds the limit of {} bytes (max_uri_length)",
+            realm.len(),
+            limits.max_realm
+        ));
+    }
+    if let Some(authid) = details.get("authid") {
+        let len = authid.as_str().map_or(usize::MAX, str::len);
+        if len > limits.max_authid {
+            return Some(format!(
+                "HELLO.Details.authid must be a string of at most {} bytes (max_authid_length)",
+                limits.max_authid
+            ));
+        }
+    }
+    if let Some(switchyard_proto::Value::List(methods)) = details.get("authmethods") {
+        if methods.len() > limits.max_authmethods
+            || methods
+                .iter()
+                .any(|m| m.as_str().is_none_or(|m| m.len() > 32))
+        {
+            return Some(format!(
+                "HELLO.Details.authmethods must list at most {} method names of at most 32 bytes",
+                limits.max_authmethods
+            ));
+        }
+    }
+    None
 }
 
 /// The URI a client message carries: the request type and id to answer

@@ -25,7 +25,7 @@ pub mod uri_index;
 pub use connection::{Connection, Flow};
 pub use peer::{OutboundLimits, OutboundRx, Outgoing, Peer, SlowConsumerPolicy};
 pub use realm::{Disclosure, Realm, RealmConfig};
-pub use router::Router;
+pub use router::{HandshakeLimits, Router};
 pub use session::Session;
 pub use transport_info::{ClientCert, TransportInfo};
 

@@ -5,9 +5,7 @@ use crate::logsafe::Clip;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use std::time::Instant;
-
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_proto::{Dict, Message, Payload, Value};
@@ -179,8 +177,8 @@ pub struct Realm {
     /// Calls the router makes itself (dynamic authentication/authorization).
     pub internal: InternalCaller,
     pub metrics: Arc<Metrics>,
-    /// Recent failed logins per address and per authid.
-    login_failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Recent login attempts per address, address and authid, authid.
+    pub(crate) throttle: crate::auth::throttle::Throttle,
     pub broker: Arc<Broker>,
     pub dealer: Dealer,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
@@ -223,7 +221,7 @@ impl Realm {
             // registrations of the configured procedures.
             internal: InternalCaller::default().exact_registrations_only(),
             metrics,
-            login_failures: Mutex::new(HashMap::new()),
+            throttle: crate::auth::throttle::Throttle::new(&config.auth),
             config,
             broker,
             dealer,
@@ -282,55 +280,6 @@ impl Realm {
                 uri.len()
             ),
         ))
-    }
-
-    fn failure_keys(ip: Option<std::net::IpAddr>, authid: Option<&str>) -> Vec<String> {
-        let mut keys = Vec::new();
-        if let Some(ip) = ip {
-            keys.push(format!("address {ip}"));
-        }
-        if let Some(a) = authid {
-            keys.push(format!("authid \"{a}\""));
-        }
-        keys
-    }
-
-    /// If logins from `ip` or for `authid` failed too often lately: what
-    /// is throttled and for how much longer.
-    pub(crate) fn login_throttled(
-        &self,
-        ip: Option<std::net::IpAddr>,
-        authid: Option<&str>,
-    ) -> Option<(String, std::time::Duration)> {
-        let (max, window) = (
-            self.config.auth.max_failures,
-            self.config.auth.failure_window,
-        );
-        if max == 0 {
-            return None;
-        }
-        let failures = self.login_failures.lock();
-        Self::failure_keys(ip, authid).into_iter().find_map(|k| {
-            let (n, since) = failures.get(&k)?;
-            let left = window.checked_sub(since.elapsed())?;
-            (*n >= max).then_some((k, left))
-        })
-    }
-
-    /// Counts a failed login from `ip` for `authid`.
-    pub(crate) fn login_failed(&self, ip: Option<std::net::IpAddr>, authid: Option<&str>) {
-        let window = self.config.auth.failure_window;
-        let mut failures = self.login_failures.lock();
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        for k in Self::failure_keys(ip, authid) {
-            let slot = failures.entry(k).or_insert((0, Instant::now()));
-            if slot.1.elapsed() >= window {
-                *slot = (0, Instant::now());
-            }
-            slot.0 += 1;
-        }
     }
 
     /// May `s` do `action` on the concrete URI `uri`? Static roles, then

@@ -11,8 +11,34 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::realm::{Realm, RealmConfig};
 
+/// Bounds on what a client may send before its session exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// Largest message (HELLO, AUTHENTICATE, and on RawSocket any frame,
+    /// PINGs included) before WELCOME.
+    pub max_message: usize,
+    /// Longest `HELLO.Details.authid`.
+    pub max_authid: usize,
+    /// Longest realm name (a URI).
+    pub max_realm: usize,
+    /// Most entries of `HELLO.Details.authmethods`.
+    pub max_authmethods: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        HandshakeLimits {
+            max_message: 64 * 1024,
+            max_authid: 256,
+            max_realm: crate::realm::DEFAULT_MAX_URI_LENGTH,
+            max_authmethods: 16,
+        }
+    }
+}
+
 pub struct Router {
     realms: HashMap<String, Arc<Realm>>,
+    handshake: HandshakeLimits,
     metrics: Arc<Metrics>,
     connections: AtomicUsize,
     all_closed: Notify,
@@ -22,6 +48,11 @@ pub struct Router {
 
 impl Router {
     pub fn new(realms: Vec<RealmConfig>) -> Arc<Router> {
+        Router::with_limits(realms, HandshakeLimits::default())
+    }
+
+    /// A router whose clients are bounded by `handshake` before WELCOME.
+    pub fn with_limits(realms: Vec<RealmConfig>, handshake: HandshakeLimits) -> Arc<Router> {
         let metrics = Arc::new(Metrics::default());
         let realms = realms
             .into_iter()
@@ -29,6 +60,7 @@ impl Router {
             .collect();
         Arc::new(Router {
             realms,
+            handshake,
             metrics,
             connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
@@ -40,6 +72,11 @@ impl Router {
     /// Counters of refusals and limits (Prometheus text via `render`).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What a client may send before its session exists.
+    pub fn handshake_limits(&self) -> &HandshakeLimits {
+        &self.handshake
     }
 
     pub fn realm(&self, name: &str) -> Option<&Arc<Realm>> {

@@ -361,6 +361,23 @@ pub struct Limits {
     /// socket) before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue_bytes")]
     pub outbound_queue_bytes: usize,
+    /// Argon2 ticket checks running at once, process-wide (0: one per CPU).
+    #[serde(default)]
+    pub max_concurrent_ticket_checks: usize,
+    /// How long a ticket login waits for a check slot before it is refused.
+    #[serde(default = "default_ticket_check_wait", with = "humantime_serde")]
+    pub ticket_check_wait: Duration,
+    /// Largest message before the session exists (HELLO, AUTHENTICATE;
+    /// on RawSocket any frame, PINGs included), bytes.
+    #[serde(default = "default_max_handshake_message_size")]
+    pub max_handshake_message_size: usize,
+    /// Bytes of PONGs owed to a peer that does not read them before it is
+    /// disconnected (a single PING is always answered).
+    #[serde(default = "default_max_pending_pong_bytes")]
+    pub max_pending_pong_bytes: usize,
+    /// Longest HELLO.Details.authid, bytes.
+    #[serde(default = "default_max_authid_length")]
+    pub max_authid_length: usize,
     /// Longest URI a client may send (topic, procedure, error URI), bytes.
     #[serde(default = "default_max_uri_length")]
     pub max_uri_length: usize,
@@ -404,6 +421,18 @@ fn default_max_message_size() -> Spanned<usize> {
 fn default_outbound_queue() -> Spanned<usize> {
     Spanned::new(0..0, 4096)
 }
+fn default_max_handshake_message_size() -> usize {
+    switchyard_router::HandshakeLimits::default().max_message
+}
+fn default_max_pending_pong_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_authid_length() -> usize {
+    switchyard_router::HandshakeLimits::default().max_authid
+}
+fn default_ticket_check_wait() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_max_uri_length() -> usize {
     switchyard_router::realm::DEFAULT_MAX_URI_LENGTH
 }
@@ -430,6 +459,11 @@ impl Default for Limits {
             outbound_queue: default_outbound_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
             max_uri_length: default_max_uri_length(),
+            max_concurrent_ticket_checks: 0,
+            max_handshake_message_size: default_max_handshake_message_size(),
+            max_authid_length: default_max_authid_length(),
+            max_pending_pong_bytes: default_max_pending_pong_bytes(),
+            ticket_check_wait: default_ticket_check_wait(),
             slow_consumer: SlowConsumerPolicy::default(),
             handshake_timeout: default_handshake_timeout(),
             ping_interval: default_ping_interval(),
@@ -691,6 +725,15 @@ impl Config {
                 "limits.outbound_queue: must be at least 1".to_string(),
             );
         }
+        if self.limits.max_handshake_message_size < 1024 {
+            err(
+                0..0,
+                format!(
+                    "limits.max_handshake_message_size: {} is below the minimum of 1024 bytes",
+                    self.limits.max_handshake_message_size
+                ),
+            );
+        }
         if self.limits.max_uri_length < 64 {
             err(
                 0..0,
@@ -710,6 +753,16 @@ impl Config {
             );
         }
         errs
+    }
+
+    /// What a client may send before its session exists.
+    pub fn handshake_limits(&self) -> switchyard_router::HandshakeLimits {
+        switchyard_router::HandshakeLimits {
+            max_message: self.limits.max_handshake_message_size,
+            max_authid: self.limits.max_authid_length,
+            max_realm: self.limits.max_uri_length,
+            ..switchyard_router::HandshakeLimits::default()
+        }
     }
 
     /// The listeners (validated by `parse`).

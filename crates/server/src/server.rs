@@ -63,7 +63,11 @@ impl Tcp {
 
 /// Runs the router until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), String> {
-    let router = Router::new(config.realm_configs());
+    switchyard_router::auth::ticket::TicketChecks::configure(
+        config.limits.max_concurrent_ticket_checks,
+        config.limits.ticket_check_wait,
+    );
+    let router = Router::with_limits(config.realm_configs(), config.handshake_limits());
     let settings = Settings::from_limits(&config.limits);
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.

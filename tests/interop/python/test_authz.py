@@ -61,7 +61,7 @@ USER_PERMISSIONS = [
 
 STATIC_REALM = {
     "name": "realm1", "uri_check": "loose",
-    "auth": {"methods": ["anonymous", "wampcra"], "max_failures": 1000,
+    "auth": {"methods": ["anonymous", "wampcra"], "max_failures": 1000, "max_failures_per_address": 100000,
              "wampcra": [dict(cra("alice"), role="user"), dict(cra("bob"), role="user"),
                          dict(cra("backend"), role="backend")]},
     "role": [

@@ -967,7 +967,7 @@ def _perm(uri, allow, match=None):
 
 AUTHZ_REALM = {
     "name": "realm1", "uri_check": "loose",
-    "auth": {"methods": ["wampcra"], "max_failures": 1000,
+    "auth": {"methods": ["wampcra"], "max_failures": 1000, "max_failures_per_address": 100000,
              "wampcra": [{"authid": n, "secret": s, "role": n} for n, s in AUTHZ_SECRETS.items()]},
     "role": [
         {"name": "producer", "permission": [_perm("switchyard.queue.push", ["call"]),

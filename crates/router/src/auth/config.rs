@@ -69,13 +69,37 @@ pub struct AuthConfig {
     /// How long the authenticator may take.
     #[serde(default = "default_authenticator_timeout", with = "humantime_serde")]
     pub authenticator_timeout: std::time::Duration,
-    /// Failed logins from one address, or for one authid, within
-    /// `failure_window` after which further attempts are refused until the
-    /// window has passed (0: no throttling).
+    /// Login attempts from one address for one authid before each further
+    /// one must wait a delay that doubles from 1 s up to `failure_window`
+    /// (0: no throttling at all). Attempts count when they start; a success
+    /// takes its attempt back.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// Attempts from one address, for any authids, before the same delays.
+    #[serde(default = "default_max_failures_per_address")]
+    pub max_failures_per_address: u32,
+    /// Attempts for one authid from every address before its verdicts are
+    /// slowed down (never refused: nobody can lock a user out).
+    #[serde(default = "default_max_failures_per_authid")]
+    pub max_failures_per_authid: u32,
+    /// The longest delay; an entry is forgotten this long after its delay.
     #[serde(default = "default_failure_window", with = "humantime_serde")]
     pub failure_window: std::time::Duration,
+    /// Entries (addresses, authids) the throttle remembers at most.
+    #[serde(default = "default_failure_table_size")]
+    pub failure_table_size: usize,
+}
+
+fn default_max_failures_per_address() -> u32 {
+    20
+}
+
+fn default_max_failures_per_authid() -> u32 {
+    100
+}
+
+fn default_failure_table_size() -> usize {
+    100_000
 }
 
 fn default_max_failures() -> u32 {
@@ -102,7 +126,10 @@ impl Default for AuthConfig {
             authenticator: None,
             authenticator_timeout: default_authenticator_timeout(),
             max_failures: default_max_failures(),
+            max_failures_per_address: default_max_failures_per_address(),
+            max_failures_per_authid: default_max_failures_per_authid(),
             failure_window: default_failure_window(),
+            failure_table_size: default_failure_table_size(),
         }
     }
 }

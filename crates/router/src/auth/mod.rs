@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod cryptosign;
+pub mod throttle;
 pub mod ticket;
 pub mod wampcra;
 
@@ -138,6 +139,9 @@ impl Pending {
 pub(crate) enum Verdict {
     Welcome(Identity),
     Abort(&'static str, String),
+    /// Not checked: the router had no capacity for the check (not a failed
+    /// login).
+    Busy(String),
 }
 
 pub(crate) type VerdictFuture = Pin<Box<dyn Future<Output = Verdict> + Send + Sync>>;
@@ -481,8 +485,16 @@ fn ticket_verdict(
 ) -> VerdictFuture {
     Box::pin(async move {
         let hash = principal.as_ref().map(|p| p.secret.clone());
+        let checks = ticket::TicketChecks::get();
+        let Some(mut permit) = checks.acquire().await else {
+            return Verdict::Busy(format!(
+                "authentication failed: the router is busy checking other logins (at most {} at once, waited {:?}); try again",
+                checks.max(),
+                checks.wait()
+            ));
+        };
         let ok = tokio::task::spawn_blocking(move || {
-            ticket::verify(&signature, hash.as_deref(), &decoy)
+            ticket::verify_with(&signature, hash.as_deref(), &decoy, permit.blocks())
         })
         .await
         .unwrap_or(false);

@@ -32,6 +32,9 @@ pub struct Settings {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub rawsocket_ping_interval: Duration,
+    /// Bytes of PONGs owed to a peer (PINGs it sent while not reading our
+    /// answers) before it is disconnected.
+    pub max_pending_pong_bytes: usize,
 }
 
 impl Settings {
@@ -45,6 +48,7 @@ impl Settings {
             ping_interval: l.ping_interval,
             ping_timeout: l.ping_timeout,
             rawsocket_ping_interval: l.rawsocket_ping_interval,
+            max_pending_pong_bytes: l.max_pending_pong_bytes,
         }
     }
 }

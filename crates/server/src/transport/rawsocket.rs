@@ -150,25 +150,44 @@ const MAX_PENDING_PONGS: usize = 64;
 /// allocate a block per connection): nothing is allocated until a PING comes.
 #[derive(Default)]
 struct PongSlot {
-    pending: parking_lot::Mutex<std::collections::VecDeque<Bytes>>,
+    pending: parking_lot::Mutex<Pongs>,
     notify: tokio::sync::Notify,
 }
 
+/// The PONGs owed and their bytes, until the writer has written them.
+#[derive(Default)]
+struct Pongs {
+    queue: std::collections::VecDeque<Bytes>,
+    /// Bytes queued, and taken by the writer but not yet written.
+    bytes: usize,
+}
+
 impl PongSlot {
-    /// Queues the PONG for a PING; false if too many are already pending.
-    fn put(&self, payload: Bytes) -> bool {
-        let mut q = self.pending.lock();
-        if q.len() >= MAX_PENDING_PONGS {
+    /// Queues the PONG for a PING; false if too many, or too many bytes,
+    /// are already owed (a PING into an empty slot is always answered).
+    fn put(&self, payload: Bytes, max_bytes: usize) -> bool {
+        let mut p = self.pending.lock();
+        if p.queue.len() >= MAX_PENDING_PONGS
+            || (p.bytes > 0 && p.bytes + payload.len() > max_bytes)
+        {
             return false;
         }
-        q.push_back(payload);
-        drop(q);
+        p.bytes += payload.len();
+        p.queue.push_back(payload);
+        drop(p);
         self.notify.notify_one();
         true
     }
 
+    /// The PONGs to write; their bytes stay counted until [`PongSlot::written`].
     fn take_all(&self) -> std::collections::VecDeque<Bytes> {
-        std::mem::take(&mut *self.pending.lock())
+        std::mem::take(&mut self.pending.lock().queue)
+    }
+
+    /// `n` bytes of PONGs were written.
+    fn written(&self, n: usize) {
+        let mut p = self.pending.lock();
+        p.bytes = p.bytes.saturating_sub(n);
     }
 }
 
@@ -203,7 +222,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
             } else {
                 ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize
             };
-            if len > settings.max_message_size {
+            // Checked on the header, before the frame is buffered.
+            let limit = conn.frame_limit(settings.max_message_size);
+            if len > limit {
+                if limit < settings.max_message_size {
+                    return conn.refuse_handshake_frame(len);
+                }
                 return conn.protocol_violation(&format!(
                     "message of {len} bytes exceeds the maximum message size of {} bytes",
                     settings.max_message_size
@@ -226,9 +250,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 }
                 FRAME_PING => {
-                    if !pong.put(payload) {
+                    // A copy: the PONG must not pin the read buffer.
+                    let payload = Bytes::copy_from_slice(&payload);
+                    if !pong.put(payload, settings.max_pending_pong_bytes) {
                         return conn.protocol_violation(&format!(
-                            "more than {MAX_PENDING_PONGS} RawSocket PINGs without reading the PONGs"
+                            "RawSocket PINGs without reading the PONGs: more than {MAX_PENDING_PONGS} PONGs or {} bytes owed (max_pending_pong_bytes)",
+                            settings.max_pending_pong_bytes
                         ));
                     }
                 }
@@ -329,6 +356,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Err(e) = write_batch(&mut writer, &batch).await {
                 peer.kill(format!("write failed: {e}"));
                 break;
+            }
+            let pongs: usize = batch
+                .iter()
+                .filter(|(h, _)| h[0] & 0x07 == FRAME_PONG)
+                .map(|(_, b)| b.len())
+                .sum();
+            if pongs > 0 {
+                pong.written(pongs);
             }
             batch.clear();
         }

@@ -26,6 +26,20 @@ use super::{
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// PONGs the codec queued (it answers every PING) and the writer has not
+/// flushed yet. The reader counts them and wakes the writer to flush; a
+/// peer that sends PINGs without reading the PONGs is disconnected.
+#[derive(Default)]
+struct Pongs {
+    owed: std::sync::atomic::AtomicUsize,
+    flush: tokio::sync::Notify,
+}
+
+/// What one queued PONG costs: its payload (at most 125 bytes) and header.
+fn pong_cost(payload: usize) -> usize {
+    payload + 14
+}
+
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// What a WebSocket listener needs per request.
@@ -223,6 +237,7 @@ async fn serve(
     let (peer, rx) = Peer::bounded(serializer, settings.outbound(), usize::MAX, label.clone());
     let (sink, mut stream) = ws.split();
     let liveness = Liveness::new();
+    let pongs = Arc::new(Pongs::default());
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
@@ -230,6 +245,7 @@ async fn serve(
         serializer,
         settings.clone(),
         liveness.clone(),
+        pongs.clone(),
     ));
     let mut conn = Connection::new(ep.router.clone(), peer.clone(), transport);
 
@@ -273,7 +289,23 @@ async fn serve(
                 flush_close(&mut stream).await;
                 break Flow::Continue;
             }
-            Some(Ok(_)) => {} // ping (answered by the codec) or pong
+            Some(Ok(msg)) if msg.is_ping() => {
+                // The codec queued the PONG; the writer flushes it.
+                let len = msg.as_payload().len();
+                let owed = pongs
+                    .owed
+                    .fetch_add(pong_cost(len), std::sync::atomic::Ordering::Relaxed)
+                    + pong_cost(len);
+                if owed > settings.max_pending_pong_bytes.max(pong_cost(125)) {
+                    peer.kill(format!(
+                        "WebSocket PINGs without reading the PONGs: more than {} bytes owed (max_pending_pong_bytes)",
+                        settings.max_pending_pong_bytes
+                    ));
+                    break Flow::Close;
+                }
+                pongs.flush.notify_one();
+            }
+            Some(Ok(_)) => {} // pong
             Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
                 tracing::info!(
                     peer = %label,
@@ -308,6 +340,7 @@ async fn write_loop(
     serializer: Serializer,
     settings: Settings,
     liveness: Arc<Liveness>,
+    pongs: Arc<Pongs>,
 ) {
     let to_msg = |f: Bytes| {
         if serializer.is_binary() {
@@ -341,10 +374,15 @@ async fn write_loop(
                             Err(_) => break,
                         }
                     }
+                    // The flush writes the PONGs queued so far as well.
+                    let owed = pongs.owed.load(std::sync::atomic::Ordering::Relaxed);
                     let r = match r {
                         Ok(()) => sink.flush().await,
                         Err(e) => Err(e),
                     };
+                    if r.is_ok() {
+                        pongs.owed.fetch_sub(owed, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if close && r.is_ok() {
                         let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
                         peer.stop();
@@ -358,6 +396,15 @@ async fn write_loop(
                     break;
                 }
             },
+            _ = pongs.flush.notified() => {
+                // Writes the PONGs the codec queued.
+                let owed = pongs.owed.load(std::sync::atomic::Ordering::Relaxed);
+                let r = sink.flush().await;
+                if r.is_ok() {
+                    pongs.owed.fetch_sub(owed, std::sync::atomic::Ordering::Relaxed);
+                }
+                r
+            }
             _ = tick(&mut timer) => {
                 if is_dead(&settings, &liveness) {
                     peer.kill(format!("peer silent for {:?}: keepalive timed out", liveness.silent_for()));
