@@ -145,7 +145,13 @@ fn client_values_cannot_forge_log_lines() {
 /// A 900 KiB realm name and authid are logged clipped, not whole.
 #[test]
 fn huge_client_values_are_clipped_in_logs() {
-    let r = Router::start("");
+    // The handshake limits (max_handshake_message_size and friends) refuse
+    // such a HELLO before its values are read; raised here so that the
+    // values reach the log lines that name them.
+    let r = Router::start(
+        "[limits]\nmax_message_size = 4194304\nmax_handshake_message_size = 4194304\n\
+         max_authid_length = 2000000\nmax_uri_length = 2000000\n",
+    );
     let huge = "r".repeat(900 * 1024);
     let mut c = Raw::connect(r.rs_port, Serializer::MsgPack);
     c.send(&common::hello(&huge));

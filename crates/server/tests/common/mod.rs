@@ -77,8 +77,12 @@ impl Router {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Every listener (the HTTP bridge's too) is bound before the router
+        // logs that it is ready.
+        let ready = concat!(" ", env!("CARGO_PKG_VERSION"), " ready");
         while TcpStream::connect(("127.0.0.1", rs_port)).is_err()
             || TcpStream::connect(("127.0.0.1", ws_port)).is_err()
+            || !r.log_text().contains(ready)
         {
             assert!(
                 Instant::now() < deadline,
