@@ -612,9 +612,11 @@ fn waiting_payloads_stay_on_disk() {
         n * 900 / 1024,
         n / 3
     );
-    // Held in memory, the last 100 jobs alone would add 88 MiB.
+    // Held in memory, each job would add its 900 KiB; what remains is the
+    // allocator's and the store's page cache noise (seen up to 77 KiB per
+    // job on a loaded machine), so the bound is a third of a payload.
     assert!(
-        per_job < 64 * 1024,
+        per_job < 300 * 1024,
         "waiting payloads are in memory: {per_job} bytes per waiting job (RSS {mid} -> {after} KiB)"
     );
     assert!(
