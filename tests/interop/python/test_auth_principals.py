@@ -44,7 +44,7 @@ def cra(authid, password, salt=None, iterations=100, keylen=32, role="user"):
 REALM = {
     "name": "realm1", "uri_check": "loose",
     "auth": {"methods": ["ticket", "wampcra"], "authenticator": "com.example.authenticate",
-             "authenticator_timeout": "2s", "max_failures": 1000,
+             "authenticator_timeout": "2s", "max_failures": 1000, "max_failures_per_address": 100000,
              "wampcra": [cra("peter", PETER_PASSWORD, SALT, role="admin"),
                          cra("quinn", f"quinn-{TAG}", f"tlas-{TAG[4:12]}", role="user"),
                          cra("backend", BACKEND_SECRET, role="trusted")]},
@@ -268,7 +268,7 @@ def test_ticket_failure_takes_as_long_for_unknown_authids_whatever_the_hash_para
     which authids exist."""
     import nacl.pwhash
     tina_hash = nacl.pwhash.argon2id.str(f"tina-{TAG}".encode(), opslimit=1, memlimit=8 * 1024 * 1024).decode()
-    realm = {"name": "realm1", "auth": {"methods": ["ticket"], "max_failures": 1000,
+    realm = {"name": "realm1", "auth": {"methods": ["ticket"], "max_failures": 1000, "max_failures_per_address": 100000,
                                         "ticket": [{"authid": "tina", "secret": tina_hash, "role": "user"}]},
              "role": [{"name": "user", "permission": []}]}
     r = router_factory(realms=[realm])

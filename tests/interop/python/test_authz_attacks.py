@@ -51,7 +51,7 @@ PLUGIN = [perm("com.example.", ["register"], "prefix")]
 REALM = {
     "name": "realm1", "uri_check": "loose",
     "auth": {"methods": ["ticket", "wampcra"], "authenticator": "com.example.authenticate",
-             "authenticator_timeout": "2s", "max_failures": 1000,
+             "authenticator_timeout": "2s", "max_failures": 1000, "max_failures_per_address": 100000,
              "wampcra": [{"authid": "al", "secret": SECRETS["al"], "role": "user"},
                          {"authid": "alice", "secret": SECRETS["alice"], "role": "user"},
                          {"authid": "user", "secret": SECRETS["user"], "role": "user"},

@@ -55,7 +55,7 @@ BACKEND = [perm("com.", ["call", "register", "publish", "subscribe"], "prefix"),
 
 REALM = {
     "name": "realm1", "uri_check": "loose",
-    "auth": {"methods": ["wampcra"], "max_failures": 1000,
+    "auth": {"methods": ["wampcra"], "max_failures": 1000, "max_failures_per_address": 100000,
              "wampcra": [{"authid": "al", "secret": SECRETS["al"], "role": "user"},
                          {"authid": "alice", "secret": SECRETS["alice"], "role": "user"},
                          {"authid": "backend", "secret": SECRETS["backend"], "role": "backend"}]},
