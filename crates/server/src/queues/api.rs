@@ -485,7 +485,7 @@ impl QueueService {
                 self.acts_for(caller, Action::Call, "target", p).await?;
             }
             if let switchyard_queue::Target::Http { url, .. } = target {
-                if let Err(why) = self.http.check_declared(url) {
+                if let Err(why) = self.http.check_declared(&cfg.name, url) {
                     self.realm
                         .metrics
                         .not_authorized
