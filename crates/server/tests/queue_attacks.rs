@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Router;
-use switchyard_client::{Dict, Serializer, Session, WampError};
+use switchyard_client::{Dict, Serializer, Session, Value, WampError};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -105,6 +105,49 @@ async fn declare_http(s: &Session, name: &str, url: &str) -> Result<Dict, WampEr
     .map(|(_, kw)| kw)
 }
 
+/// Pushes a job (with `kwargs`) and returns its result event's kwargs.
+async fn push_and_wait(s: &Session, queue: &str, topic: &str, kwargs: Dict) -> Dict {
+    let mut results = s.subscribe(topic).await.expect("subscribe");
+    s.call(
+        "switchyard.queue.push",
+        vec![Value::from(queue)],
+        Dict::new()
+            .with("result_topic", topic)
+            .with("kwargs", kwargs),
+    )
+    .await
+    .expect("push");
+    let ev = tokio::time::timeout(Duration::from_secs(10), results.recv())
+        .await
+        .expect("result in time")
+        .expect("event");
+    ev.kwargs().expect("kwargs")
+}
+
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
+}
+
 /// The operator wrote `billing`'s HTTP target; only `billing` may use it
 /// unchecked. A client that declares its own queue with the same URL must
 /// not get it served without the outbound allow list (which is empty here),
@@ -134,3 +177,81 @@ fn a_declared_queue_cannot_borrow_an_operator_url() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(echo.seen().is_empty(), "{:?}", echo.seen());
 }
+
+const KEY: &str = "router";
+const SECRET: &str = "shared-secret-0123456789";
+
+/// The router signs the requests of HTTP targets with `[realm.queue_http]`,
+/// and the operator's other endpoints verify that secret (here: the router's
+/// own bridge, with a key of the same secret). A client that declares a
+/// queue to an allowed destination which echoes what it receives harvests a
+/// signature over a body it chose; replayed to another endpoint, the
+/// signature must not verify: a client-chosen destination's signature is
+/// bound to its method and path.
+#[test]
+fn signatures_for_client_chosen_destinations_do_not_verify_elsewhere() {
+    let echo = Echo::start();
+    let p = echo.port;
+    let bridge = common::free_port();
+    let router = Router::start(&format!(
+        "[realm.queue_http]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n\n\
+         [realm.outbound_http]\nallow = [\"http://127.0.0.1:{p}/echo/\"]\n\n\
+         [[realm.queue]]\nname = \"billing\"\ntarget = \"test.billing\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{bridge}\"\nrealm = \"realm1\"\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    let answer = runtime().block_on(async {
+        let s = join(&router).await;
+        declare_http(&s, "harvest", &format!("http://127.0.0.1:{p}/echo/x"))
+            .await
+            .expect("an allowed destination");
+        let kw = push_and_wait(
+            &s,
+            "harvest",
+            "test.results.harvest",
+            Dict::new().with("amount", 1_000_000u64),
+        )
+        .await;
+        assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
+        kw.get_str("body").expect("the echoed request").to_string()
+    });
+    // "POST /echo/x?key=...&signature=... HTTP/1.1\n{body}"
+    let (line, body) = answer.split_once('\n').expect("request line");
+    let target = line.split(' ').nth(1).expect("request target");
+    let query = target.split_once('?').expect("signed query").1;
+    assert!(query.contains("signature="), "{line}");
+    // Replayed to another endpoint that verifies the same secret.
+    let (status, text) = post(bridge, &format!("/queues/billing/jobs?{query}"), body);
+    eprintln!("replay: {status} {text}");
+    assert_eq!(
+        status, 401,
+        "a signature harvested at a client-chosen destination verified elsewhere: {text}"
+    );
+    assert!(text.contains("signature"), "{text}");
+    // The destination verifies it, as documented, with its own method and path.
+    let path = target.split_once('?').expect("query").0;
+    let checked = std::process::Command::new("python3")
+        .args(["-c", VERIFY_PY, SECRET, "POST", path, query, body])
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// The receiver's check of docs/SECURITY.md, in Python.
+const VERIFY_PY: &str = r#"
+import base64, hashlib, hmac, sys
+from urllib.parse import parse_qsl
+secret, method, path, query, body = sys.argv[1:6]
+p = dict(parse_qsl(query))
+assert p.get("scope") == "destination", p
+dest = base64.urlsafe_b64encode(hmac.new(secret.encode(),
+    b"switchyard-destination\n" + method.encode() + b" " + path.encode(), hashlib.sha256).digest())
+msg = (p["key"] + p["timestamp"] + p["seq"] + p["nonce"] + body).encode()
+sig = base64.urlsafe_b64encode(hmac.new(dest, msg, hashlib.sha256).digest()).decode()
+print("ok" if hmac.compare_digest(sig, p["signature"]) else "bad signature")
+"#;

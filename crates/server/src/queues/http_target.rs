@@ -22,7 +22,9 @@ use switchyard_queue::{Lease, Target};
 
 use super::{QueueHttpSigning, QueueService, Running};
 use crate::bridge::subscriber::signed_url;
-use crate::outbound::{error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy};
+use crate::outbound::{
+    destination_secret, error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy,
+};
 
 /// Error URI of an attempt whose destination the outbound policy refuses.
 const FORBIDDEN: &str = "switchyard.queue.http.forbidden";
@@ -133,15 +135,31 @@ impl QueueService {
                 return;
             }
         };
+        let verb = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
         let url = match &self.http.signing {
-            Some(k) => {
+            Some(k) if trusted => {
                 let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
                 signed_url(url, &k.key, &k.secret, seq, &body)
+            }
+            // A destination a client chose: the signature is bound to the
+            // method and path, so that one harvested there does not verify
+            // at the operator's other endpoints (docs/SECURITY.md).
+            Some(k) => {
+                let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let path = url
+                    .parse::<hyper::Uri>()
+                    .map(|u| u.path().to_string())
+                    .unwrap_or_else(|_| "/".into());
+                let secret = destination_secret(&k.secret, verb.as_str(), &path);
+                format!(
+                    "{}&scope=destination",
+                    signed_url(url, &k.key, &secret, seq, &body)
+                )
             }
             None => url.clone(),
         };
         let request = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST))
+            .method(verb)
             .uri(&url)
             .header(
                 header::CONTENT_TYPE,
