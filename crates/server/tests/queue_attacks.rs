@@ -255,3 +255,47 @@ msg = (p["key"] + p["timestamp"] + p["seq"] + p["nonce"] + body).encode()
 sig = base64.urlsafe_b64encode(hmac.new(dest, msg, hashlib.sha256).digest()).decode()
 print("ok" if hmac.compare_digest(sig, p["signature"]) else "bad signature")
 "#;
+
+/// Paths that an allow-list prefix check and the destination server decode
+/// differently: `..;` (a dot segment for servlet containers), doubly
+/// percent-encoded dot segments and slashes, an encoded NUL, and a query
+/// that pre-empts the router's signing parameters. All refused when
+/// declared.
+#[test]
+fn path_tricks_under_an_allowed_prefix_are_refused() {
+    let echo = Echo::start();
+    let p = echo.port;
+    let router = Router::start(&format!(
+        "[realm.outbound_http]\nallow = [\"http://127.0.0.1:{p}/hooks/\"]\n"
+    ));
+    runtime().block_on(async {
+        let s = join(&router).await;
+        for path in [
+            "/hooks/..;/admin",
+            "/hooks/.;x/admin",
+            "/hooks/..;jsessionid=1/admin",
+            "/hooks/%252e%252e/admin",
+            "/hooks/%25252e%25252e/admin",
+            "/hooks/a%252fb",
+            "/hooks/a%255cb",
+            "/hooks/a%00b",
+            "/hooks/x?signature=forged",
+            "/hooks/x?a=1&key=other",
+            "/hooks/x?timestamp=2000-01-01T00:00:00.000Z",
+        ] {
+            let url = format!("http://127.0.0.1:{p}{path}");
+            let e = declare_http(&s, "tricks", &url)
+                .await
+                .expect_err("a path trick under the prefix");
+            assert_eq!(e.uri, "wamp.error.not_authorized", "{url}: {e}");
+        }
+        // Ordinary paths and queries under the prefix still work.
+        for path in ["/hooks/a.b/c..d", "/hooks/x?tenant=7&keyed=1"] {
+            let url = format!("http://127.0.0.1:{p}{path}");
+            declare_http(&s, &format!("ok{}", path.len()), &url)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+    });
+    assert!(echo.seen().is_empty());
+}
