@@ -10,8 +10,9 @@
 //! DNS rebinding cannot swap in another address): loopback, private,
 //! link-local, unique-local, multicast, unspecified and the other
 //! special-purpose ranges (IPv4 and IPv6, IPv4-mapped and NAT64 included) are
-//! refused unless `allow_networks` lists them or an `allow` prefix names
-//! that address literally. Redirects are never followed (the client does not
+//! refused unless `allow_networks` lists them, or the URL names the address
+//! literally as an `allow` prefix does (a host name resolving to such an
+//! address needs `allow_networks`). Redirects are never followed (the client does not
 //! follow them).
 //!
 //! Destinations the operator wrote in the config file (a `[[realm.queue]]`
@@ -314,6 +315,11 @@ pub fn is_special(ip: IpAddr) -> bool {
 pub struct OutboundPolicy {
     allow: Vec<Destination>,
     networks: Vec<Network>,
+    /// Addresses an `allow` URL names literally: reachable through a URL
+    /// that names them literally too, never through a host name (a name
+    /// whose DNS answer someone else controls could otherwise point at
+    /// them, on any port an allow entry for that name permits).
+    literals: Vec<IpAddr>,
 }
 
 impl OutboundPolicy {
@@ -325,20 +331,23 @@ impl OutboundPolicy {
             .iter()
             .filter_map(|a| Destination::parse(a).ok())
             .collect();
-        let mut networks: Vec<Network> = config
+        let networks: Vec<Network> = config
             .allow_networks
             .iter()
             .filter_map(|n| Network::parse(n).ok())
             .collect();
-        // An address written in an allowed URL is listed.
-        for d in &allow {
-            if let Ok(ip) = d.host.parse::<IpAddr>() {
-                let ip = canonical(ip);
-                let bits = if ip.is_ipv4() { 32 } else { 128 };
-                networks.push(Network { addr: ip, bits });
-            }
+        // An address written in an allowed URL is reachable when a URL
+        // names it (check_url has matched that URL to an allow entry).
+        let literals = allow
+            .iter()
+            .filter_map(|d| d.host.parse::<IpAddr>().ok())
+            .map(canonical)
+            .collect();
+        OutboundPolicy {
+            allow,
+            networks,
+            literals,
         }
-        OutboundPolicy { allow, networks }
     }
 
     /// Whether any destination is allowed at all.
@@ -364,9 +373,16 @@ impl OutboundPolicy {
         }
     }
 
-    /// Whether the router may connect to `ip`.
+    /// Whether the router may connect to `ip`, which a host name resolved
+    /// to.
     pub fn address_allowed(&self, ip: IpAddr) -> bool {
         !is_special(ip) || self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// Whether the router may connect to `ip`, which the URL names
+    /// literally: also if an `allow` entry names it literally.
+    pub fn literal_allowed(&self, ip: IpAddr) -> bool {
+        self.address_allowed(ip) || self.literals.contains(&canonical(ip))
     }
 }
 
@@ -408,15 +424,18 @@ impl tower_service::Service<Uri> for GuardedConnector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(80);
-            let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            let literal = host.parse::<IpAddr>().ok();
+            let addrs: Vec<SocketAddr> = match literal {
+                Some(ip) => vec![SocketAddr::new(ip, port)],
+                None => tokio::net::lookup_host((host.as_str(), port))
                     .await?
                     .collect(),
             };
-            let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
-                .into_iter()
-                .partition(|a| policy.address_allowed(a.ip()));
+            let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                addrs.into_iter().partition(|a| match literal {
+                    Some(_) => policy.literal_allowed(a.ip()),
+                    None => policy.address_allowed(a.ip()),
+                });
             if allowed.is_empty() {
                 let list: Vec<String> = denied.iter().map(|a| a.ip().to_string()).collect();
                 return Err(refused(format!(
@@ -603,9 +622,11 @@ mod tests {
             allow: vec!["http://127.0.0.1:9000/".into()],
             allow_networks: vec!["10.20.0.0/16".into(), "fd00::/8".into()],
         });
-        assert!(p.address_allowed(ip("127.0.0.1")));
-        assert!(p.address_allowed(ip("::ffff:127.0.0.1")));
-        assert!(!p.address_allowed(ip("127.0.0.2")));
+        assert!(p.literal_allowed(ip("127.0.0.1")));
+        assert!(p.literal_allowed(ip("::ffff:127.0.0.1")));
+        assert!(!p.literal_allowed(ip("127.0.0.2")));
+        // Not through a host name that resolves to it.
+        assert!(!p.address_allowed(ip("127.0.0.1")));
         assert!(p.address_allowed(ip("10.20.3.4")));
         assert!(!p.address_allowed(ip("10.21.0.1")));
         assert!(p.address_allowed(ip("fd00::1")));

@@ -299,3 +299,48 @@ fn path_tricks_under_an_allowed_prefix_are_refused() {
     });
     assert!(echo.seen().is_empty());
 }
+
+/// An `allow` entry that names a loopback address literally makes that
+/// address reachable through that entry, not through a host name: an
+/// allowed name whose DNS answer someone else controls (a partner's host;
+/// here `localhost`) pointed at it would reach another service on the
+/// router's loopback, on any port the name's entry allows.
+#[test]
+fn a_literal_allow_entry_does_not_open_its_address_to_names() {
+    let listed = Echo::start();
+    let internal = Echo::start();
+    let router = Router::start(&format!(
+        "[realm.outbound_http]\nallow = [\"http://127.0.0.1:{}/hooks/\", \"http://localhost:{}/\"]\n",
+        listed.port, internal.port
+    ));
+    runtime().block_on(async {
+        let s = join(&router).await;
+        // The literal entry works.
+        declare_http(
+            &s,
+            "listed",
+            &format!("http://127.0.0.1:{}/hooks/a", listed.port),
+        )
+        .await
+        .expect("listed");
+        let kw = push_and_wait(&s, "listed", "test.results.listed", Dict::new()).await;
+        assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
+        // The name resolves to the same loopback address, another service.
+        declare_http(
+            &s,
+            "named",
+            &format!("http://localhost:{}/admin", internal.port),
+        )
+        .await
+        .expect("under an allowed prefix");
+        let kw = push_and_wait(&s, "named", "test.results.named", Dict::new()).await;
+        assert_eq!(kw.get_str("status"), Some("dead"), "{kw:?}");
+        assert_eq!(
+            kw.get_str("error"),
+            Some("switchyard.queue.http.forbidden"),
+            "{kw:?}"
+        );
+    });
+    assert_eq!(listed.seen().len(), 1);
+    assert!(internal.seen().is_empty(), "{:?}", internal.seen());
+}
