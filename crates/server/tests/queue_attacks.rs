@@ -344,3 +344,80 @@ fn a_literal_allow_entry_does_not_open_its_address_to_names() {
     assert_eq!(listed.seen().len(), 1);
     assert!(internal.seen().is_empty(), "{:?}", internal.seen());
 }
+
+/// Runs the router on `data` and returns its log if it refused to start
+/// within a few seconds (`None` if it ran).
+fn refused_start(data: &std::path::Path) -> Option<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{}\"\n\n\
+             [[realm]]\nname = \"realm1\"\n\n[storage]\ndata_dir = \"{}\"\n",
+            common::free_port(),
+            data.display()
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("router.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(!status.success());
+            return Some(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The store would go to another local user: a data directory every user
+/// may write without the sticky bit (any of them can swap the store), a
+/// store planted by another user in a shared sticky directory (they read
+/// every job written into it), a store that is a symbolic link (pointing
+/// the router's writes at another file). Each is refused at start, naming
+/// the path; the file a link points at is untouched.
+#[test]
+fn a_store_another_user_could_read_or_swap_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let outside = tempfile::tempdir().expect("tempdir");
+
+    let open = outside.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let log = refused_start(&open).expect("an others-writable data directory is refused");
+    assert!(log.contains("writable by every local user"), "{log}");
+    assert!(log.contains(&open.display().to_string()), "{log}");
+
+    let sticky = outside.path().join("sticky");
+    std::fs::create_dir(&sticky).expect("mkdir");
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let planted = sticky.join("queues-realm1.redb");
+    std::fs::write(&planted, b"").expect("planted store");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let nobody = 65534;
+    std::os::unix::fs::chown(&planted, Some(nobody), Some(nobody)).expect("chown (root)");
+    let log = refused_start(&sticky).expect("a store planted by another user is refused");
+    assert!(log.contains("belongs to uid 65534"), "{log}");
+    assert_eq!(std::fs::metadata(&planted).expect("planted").len(), 0);
+
+    let private = outside.path().join("private");
+    std::fs::create_dir(&private).expect("mkdir");
+    let victim = outside.path().join("victim.db");
+    std::fs::write(&victim, b"").expect("victim");
+    std::os::unix::fs::symlink(&victim, private.join("queues-realm1.redb")).expect("symlink");
+    let log = refused_start(&private).expect("a symlinked store is refused");
+    assert!(log.contains("symbolic link"), "{log}");
+    assert_eq!(std::fs::metadata(&victim).expect("victim").len(), 0);
+}
