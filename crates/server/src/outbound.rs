@@ -128,6 +128,19 @@ fn segment_problem(segment: &str) -> Option<&'static str> {
     Some("the path is percent-encoded too many times")
 }
 
+/// Why a path a client adds under an operator's base URL (an HTTP callee's
+/// `path`) could reach outside it, if it could: a segment as
+/// [`segment_problem`] refuses (dot segments in any disguise, encoded
+/// slashes, control characters) or a backslash. The query and fragment are
+/// not paths and are not checked.
+pub fn relative_path_problem(path: &str) -> Option<&'static str> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path.contains('\\') {
+        return Some("the path has a backslash");
+    }
+    path.split('/').find_map(segment_problem)
+}
+
 impl Destination {
     fn parse(url: &str) -> Result<Destination, String> {
         if url
@@ -591,6 +604,33 @@ mod tests {
         assert!(p.check_url("https://hooks.example.com/jobs").is_err());
         assert!(!OutboundPolicy::default().enabled());
         assert!(OutboundPolicy::default().check_url("http://a.b/").is_err());
+    }
+
+    #[test]
+    fn relative_paths_stay_under_the_base() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "%2e%2e/x",
+            "..;/x",
+            "%252e%252e/x",
+            "a%2fb",
+            "a\\b",
+            "a%00",
+        ] {
+            assert!(relative_path_problem(bad).is_some(), "{bad}");
+        }
+        for fine in [
+            "",
+            "/",
+            "items/7",
+            "a..b/.c",
+            "x?next=../y",
+            "x#../y",
+            "x;v=1",
+        ] {
+            assert!(relative_path_problem(fine).is_none(), "{fine}");
+        }
     }
 
     #[test]

@@ -421,3 +421,63 @@ fn a_store_another_user_could_read_or_swap_is_refused() {
     assert!(log.contains("symbolic link"), "{log}");
     assert_eq!(std::fs::metadata(&victim).expect("victim").len(), 0);
 }
+
+/// An HTTP callee's base URL is the operator's (`/public`); a caller only
+/// adds a path under it. A path with dot segments in any disguise (`..`,
+/// `%2e%2e`, `..;`, doubly encoded) or with encoded slashes reaches the
+/// backend's other paths once the backend normalizes it: refused, and the
+/// backend hears nothing. Ordinary paths and queries still work.
+#[test]
+fn an_http_callee_path_cannot_leave_the_base_path() {
+    let echo = Echo::start();
+    let bridge = common::free_port();
+    let router = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{bridge}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.callee]]\nprocedure = \"test.api\"\nurl = \"http://127.0.0.1:{}/public\"\n",
+        echo.port
+    ));
+    runtime().block_on(async {
+        let s = join(&router).await;
+        // The callee registers as the router starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for path in [
+            "../admin",
+            "/../admin",
+            "x/../../admin",
+            "%2e%2e/admin",
+            "%2E./admin",
+            "..;/admin",
+            "x/..;jsessionid=1/..;/admin",
+            "%252e%252e/admin",
+            "%2f..%2f..%2fadmin",
+            "a%5c..%5c..%5cadmin",
+            "x%00/admin",
+        ] {
+            let e = s
+                .call(
+                    "test.api",
+                    vec![],
+                    Dict::new().with("method", "GET").with("path", path),
+                )
+                .await
+                .expect_err(path);
+            assert_eq!(e.uri, "wamp.error.invalid_argument", "{path}: {e}");
+            assert!(e.to_string().contains("path"), "{path}: {} {e}", e.uri);
+        }
+        for path in ["items/7", "/items/a..b?next=../x", "v.1/x"] {
+            s.call(
+                "test.api",
+                vec![],
+                Dict::new().with("method", "GET").with("path", path),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    });
+    let seen = echo.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter().all(|l| l.starts_with("GET /public/")),
+        "{seen:?}"
+    );
+}

@@ -161,6 +161,13 @@ async fn forward(
     if path.contains("://") || path.contains('\n') {
         return Err(bad(format!("path \"{path}\" must be a path, not a URL")));
     }
+    // The base URL is the operator's: the caller's path stays under it.
+    if let Some(why) = crate::outbound::relative_path_problem(path) {
+        return Err(bad(format!(
+            "path \"{}\": {why}: it must stay under the callee's URL",
+            path.escape_debug()
+        )));
+    }
     let base = c.url.trim_end_matches('/');
     let url = match path {
         "" => c.url.clone(),
