@@ -481,3 +481,68 @@ fn an_http_callee_path_cannot_leave_the_base_path() {
         "{seen:?}"
     );
 }
+
+/// A queue name of a megabyte was echoed into the refusal, twice, and into
+/// the log line of every refused call (3 MB of log per 1 MB call). A name no
+/// queue can have is refused first, short, in every procedure.
+#[test]
+fn a_huge_queue_name_is_not_echoed_into_logs_and_errors() {
+    let router = Router::start(
+        "[realm.auth]\nmethods = [\"anonymous\"]\nanonymous_role = \"producer\"\n\n\
+         [[realm.role]]\nname = \"producer\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = []\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push_many\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.declare\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push.reports\"\nallow = [\"call\"]\n",
+    );
+    let name = "a".repeat(1_000_000);
+    let before = router.log_text().len();
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let calls = [
+            (
+                "switchyard.queue.push",
+                vec![Value::from(name.as_str())],
+                Dict::new(),
+            ),
+            (
+                "switchyard.queue.push_many",
+                vec![Value::List(vec![Value::Dict(
+                    Dict::new().with("queue", name.as_str()),
+                )])],
+                Dict::new(),
+            ),
+            (
+                "switchyard.queue.declare",
+                vec![],
+                Dict::new().with("name", name.as_str()),
+            ),
+        ];
+        for (procedure, args, kwargs) in calls {
+            let e = s
+                .call(procedure, args, kwargs)
+                .await
+                .expect_err("no such queue name");
+            let text = e.to_string();
+            eprintln!(
+                "{procedure}: {} bytes: {}",
+                text.len(),
+                &text[..text.len().min(200)]
+            );
+            assert!(
+                text.len() < 1_000,
+                "{procedure}: a {} byte refusal",
+                text.len()
+            );
+            assert_eq!(
+                e.uri, "switchyard.queue.error.invalid_argument",
+                "{procedure}"
+            );
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let grown = router.log_text().len() - before;
+    eprintln!("log growth for 3 calls: {grown} bytes");
+    assert!(grown < 30_000, "the log grew by {grown} bytes");
+}
