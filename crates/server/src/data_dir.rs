@@ -6,7 +6,7 @@
 //!
 //! What would hand the store to another local user is refused at start: a
 //! data directory every local user may write (without the sticky bit: any of
-//! them could swap the store), a store that is a symbolic link or not a
+//! them could swap the store) or that belongs to another user (but root), a store that is a symbolic link or not a
 //! regular file, and a store owned by neither this user nor the directory's
 //! owner (another user planted it, e.g. in a sticky shared directory, and
 //! reads every job written into it).
@@ -27,6 +27,14 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
                     "the data directory {} is writable by every local user (mode {:o}), who could replace the queue store: chmod 700 it",
                     dir.display(),
                     mode & 0o7777
+                ));
+            }
+            let me = rustix::process::geteuid().as_raw();
+            if m.uid() != me && m.uid() != 0 {
+                return Err(format!(
+                    "the data directory {} belongs to uid {}, not to this user (uid {me}) nor root: its owner can put a store of theirs in place of the router's: chown it",
+                    dir.display(),
+                    m.uid()
                 ));
             }
             warn_if_shared(dir, mode, "directory", "700");

@@ -400,6 +400,13 @@ fn a_store_another_user_could_read_or_swap_is_refused() {
     assert!(log.contains("writable by every local user"), "{log}");
     assert!(log.contains(&open.display().to_string()), "{log}");
 
+    let theirs = outside.path().join("theirs");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown (root)");
+    let log = refused_start(&theirs).expect("a data directory of another user is refused");
+    assert!(log.contains("belongs to uid 65534"), "{log}");
+
     let sticky = outside.path().join("sticky");
     std::fs::create_dir(&sticky).expect("mkdir");
     std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
