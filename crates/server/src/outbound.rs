@@ -141,6 +141,31 @@ pub fn relative_path_problem(path: &str) -> Option<&'static str> {
     path.split('/').find_map(segment_problem)
 }
 
+/// Why a client may not set the request header `name` on a request to an
+/// operator's URL (an HTTP callee's `headers`), if it may not: `Host` (and
+/// the `Forwarded` family, which backends and proxies route by) would send
+/// the request to another virtual host at the operator's address; the
+/// framing and hop-by-hop headers are the router's to set; `X-Real-IP` and
+/// the `Forwarded` family would claim another client address to a backend
+/// that trusts the router as its proxy.
+pub fn forbidden_header(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    match name.as_str() {
+        "host" => Some("the host is the callee URL's"),
+        "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te"
+        | "trailer" | "proxy-connection" => {
+            Some("framing and hop-by-hop headers are the router's to set")
+        }
+        "forwarded" | "x-real-ip" | "x-client-ip" => {
+            Some("the router is the backend's client: it may not be told another")
+        }
+        n if n.starts_with("x-forwarded-") => {
+            Some("the router is the backend's client: it may not be told another")
+        }
+        _ => None,
+    }
+}
+
 impl Destination {
     fn parse(url: &str) -> Result<Destination, String> {
         if url

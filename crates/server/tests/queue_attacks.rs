@@ -430,12 +430,13 @@ fn a_store_another_user_could_read_or_swap_is_refused() {
 }
 
 /// An HTTP callee's base URL is the operator's (`/public`); a caller only
-/// adds a path under it. A path with dot segments in any disguise (`..`,
+/// adds a path under it, and headers that do not redirect the request (a
+/// `Host` of another virtual host at the same address) or reframe it. A path with dot segments in any disguise (`..`,
 /// `%2e%2e`, `..;`, doubly encoded) or with encoded slashes reaches the
 /// backend's other paths once the backend normalizes it: refused, and the
 /// backend hears nothing. Ordinary paths and queries still work.
 #[test]
-fn an_http_callee_path_cannot_leave_the_base_path() {
+fn an_http_callee_request_stays_at_the_operators_url() {
     let echo = Echo::start();
     let bridge = common::free_port();
     let router = Router::start(&format!(
@@ -470,6 +471,33 @@ fn an_http_callee_path_cannot_leave_the_base_path() {
                 .expect_err(path);
             assert_eq!(e.uri, "wamp.error.invalid_argument", "{path}: {e}");
             assert!(e.to_string().contains("path"), "{path}: {} {e}", e.uri);
+        }
+        // Headers that would send the request to another virtual host at
+        // the backend's address, reframe it, or claim another client.
+        for header in [
+            "Host",
+            "host",
+            "X-Forwarded-Host",
+            "Forwarded",
+            "x-forwarded-for",
+            "X-Real-IP",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+        ] {
+            let e = s
+                .call(
+                    "test.api",
+                    vec![],
+                    Dict::new()
+                        .with("path", "items/7")
+                        .with("headers", Dict::new().with(header, "admin.internal")),
+                )
+                .await
+                .expect_err(header);
+            assert_eq!(e.uri, "wamp.error.invalid_argument", "{header}: {e}");
+            assert!(e.to_string().contains("may not be set"), "{header}: {e}");
         }
         for path in ["items/7", "/items/a..b?next=../x", "v.1/x"] {
             s.call(

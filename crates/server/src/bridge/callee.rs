@@ -197,6 +197,12 @@ async fn forward(
             ) else {
                 return Err(bad(format!("invalid header \"{name}\"")));
             };
+            if let Some(why) = crate::outbound::forbidden_header(name) {
+                return Err(bad(format!(
+                    "header \"{}\" may not be set: {why}",
+                    name.escape_debug()
+                )));
+            }
             req = req.header(n, v);
         }
     } else if kw.get("body").is_none() && kw.get("method").is_none() {
