@@ -581,3 +581,68 @@ fn a_huge_queue_name_is_not_echoed_into_logs_and_errors() {
     eprintln!("log growth for 3 calls: {grown} bytes");
     assert!(grown < 30_000, "the log grew by {grown} bytes");
 }
+
+/// A worker's error message (or a client-chosen HTTP destination's answer,
+/// which becomes one) is stored as the job's last error and printed by
+/// `switchyard queue dead` for the operator: terminal escape sequences in it
+/// (set the window title, clear the screen, write the clipboard with OSC 52)
+/// must reach the terminal escaped.
+#[test]
+fn the_cli_prints_a_workers_error_message_escaped() {
+    let router = Router::start(
+        "[[realm.queue]]\nname = \"fail\"\ntarget = \"test.fail\"\nretry = \"none\"\n",
+    );
+    let evil = "boom\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}\r\nfake line";
+    runtime().block_on(async {
+        let worker = join(&router).await;
+        worker
+            .register("test.fail", move |_, _| async move {
+                Err((
+                    "com.example.error".to_string(),
+                    vec![Value::from(evil)],
+                    Dict::new(),
+                ))
+            })
+            .await
+            .expect("register");
+        let s = join(&router).await;
+        s.call(
+            "switchyard.queue.push",
+            vec![Value::from("fail")],
+            Dict::new(),
+        )
+        .await
+        .expect("push");
+        for _ in 0..100 {
+            let (_, kw) = s
+                .call(
+                    "switchyard.queue.stats",
+                    vec![Value::from("fail")],
+                    Dict::new(),
+                )
+                .await
+                .expect("stats");
+            if kw.get("dead").and_then(Value::as_u64) == Some(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["queue", "dead", "fail", "--url", &router.ws_url()])
+            .output()
+            .expect("cli");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{stdout}");
+        assert!(stdout.contains("boom"), "{stdout}");
+        assert!(
+            !stdout.contains(['\u{1b}', '\u{7}', '\r']),
+            "control characters reached the terminal: {stdout:?}"
+        );
+        assert_eq!(stdout.trim_end().lines().count(), 2, "{stdout:?}");
+    });
+}
