@@ -518,8 +518,9 @@ fn an_http_callee_request_stays_at_the_operators_url() {
 }
 
 /// A queue name of a megabyte was echoed into the refusal, twice, and into
-/// the log line of every refused call (3 MB of log per 1 MB call). A name no
-/// queue can have is refused first, short, in every procedure.
+/// the log line of every refused call (3 MB of log per 1 MB call); a result
+/// topic of a megabyte once into each. A name no queue can have, or a URI
+/// over the queue's limit, is refused first, short, in every procedure.
 #[test]
 fn a_huge_queue_name_is_not_echoed_into_logs_and_errors() {
     let router = Router::start(
@@ -554,6 +555,19 @@ fn a_huge_queue_name_is_not_echoed_into_logs_and_errors() {
                 Dict::new().with("name", name.as_str()),
             ),
         ];
+        let topic = format!("{}b", "a.".repeat(500_000));
+        let calls = calls.into_iter().chain([
+            (
+                "switchyard.queue.push",
+                vec![Value::from("reports")],
+                Dict::new().with("result_topic", topic.as_str()),
+            ),
+            (
+                "switchyard.queue.push",
+                vec![Value::from("reports")],
+                Dict::new().with("target", topic.as_str()),
+            ),
+        ]);
         for (procedure, args, kwargs) in calls {
             let e = s
                 .call(procedure, args, kwargs)
@@ -578,7 +592,7 @@ fn a_huge_queue_name_is_not_echoed_into_logs_and_errors() {
     });
     std::thread::sleep(Duration::from_millis(200));
     let grown = router.log_text().len() - before;
-    eprintln!("log growth for 3 calls: {grown} bytes");
+    eprintln!("log growth for 5 calls: {grown} bytes");
     assert!(grown < 30_000, "the log grew by {grown} bytes");
 }
 
