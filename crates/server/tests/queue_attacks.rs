@@ -594,6 +594,37 @@ fn a_huge_queue_name_is_not_echoed_into_logs_and_errors() {
     let grown = router.log_text().len() - before;
     eprintln!("log growth for 5 calls: {grown} bytes");
     assert!(grown < 30_000, "the log grew by {grown} bytes");
+
+    // A realm without roles: anyone may declare; a URL of a megabyte is
+    // refused by its length, before the outbound policy echoes it.
+    let open = Router::start("");
+    let before = open.log_text().len();
+    runtime().block_on(async {
+        let s = join(&open).await;
+        let url = format!("http://{}", "a".repeat(1_000_000));
+        let e = s
+            .call(
+                "switchyard.queue.declare",
+                vec![],
+                Dict::new().with("name", "big").with(
+                    "target",
+                    Dict::new().with("http", Dict::new().with("url", url.as_str())),
+                ),
+            )
+            .await
+            .expect_err("too long");
+        let text = e.to_string();
+        eprintln!(
+            "declare: {} bytes: {}",
+            text.len(),
+            &text[..text.len().min(200)]
+        );
+        assert!(text.len() < 1_000, "a {} byte refusal", text.len());
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let grown = open.log_text().len() - before;
+    eprintln!("log growth: {grown} bytes");
+    assert!(grown < 10_000, "the log grew by {grown} bytes");
 }
 
 /// A worker's error message (or a client-chosen HTTP destination's answer,
