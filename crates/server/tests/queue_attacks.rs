@@ -499,6 +499,18 @@ fn an_http_callee_request_stays_at_the_operators_url() {
             assert_eq!(e.uri, "wamp.error.invalid_argument", "{header}: {e}");
             assert!(e.to_string().contains("may not be set"), "{header}: {e}");
         }
+        // CONNECT sends `CONNECT host:port`: the base path is dropped.
+        for method in ["CONNECT", "connect"] {
+            let e = s
+                .call(
+                    "test.api",
+                    vec![],
+                    Dict::new().with("method", method).with("path", "items/7"),
+                )
+                .await
+                .expect_err(method);
+            assert_eq!(e.uri, "wamp.error.invalid_argument", "{method}: {e}");
+        }
         for path in ["items/7", "/items/a..b?next=../x", "v.1/x"] {
             s.call(
                 "test.api",

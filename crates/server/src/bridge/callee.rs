@@ -157,6 +157,14 @@ async fn forward(
             .map_err(|_| bad(format!("invalid HTTP method \"{m}\"")))?,
         None => Method::POST,
     };
+    // CONNECT names only host:port (the callee URL's path is dropped) and
+    // turns the connection into a tunnel.
+    if method == Method::CONNECT {
+        return Err(bad(
+            "method CONNECT may not be used: its request names only the host, not the callee's URL"
+                .into(),
+        ));
+    }
     let path = kw.get_str("path").unwrap_or("");
     if path.contains("://") || path.contains('\n') {
         return Err(bad(format!("path \"{path}\" must be a path, not a URL")));
