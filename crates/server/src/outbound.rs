@@ -75,13 +75,25 @@ struct Destination {
 /// read the client's).
 const SIGNING_PARAMETERS: [&str; 6] = ["key", "timestamp", "seq", "nonce", "signature", "scope"];
 
-/// `%XX` escapes decoded (invalid ones kept as they are).
+/// `%XX` escapes decoded, and IIS's `%uXXXX` (invalid ones kept as they
+/// are).
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
+        let wide = (b[i] == b'%' && matches!(b.get(i + 1), Some(b'u' | b'U')))
+            .then(|| s.get(i + 2..i + 6))
+            .flatten()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .and_then(char::from_u32);
+        if let Some(c) = wide {
+            let mut buf = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            i += 6;
+            continue;
+        }
         match (
             b[i],
             b.get(i + 1).copied().and_then(hex),
@@ -109,11 +121,23 @@ fn segment_problem(segment: &str) -> Option<&'static str> {
     // Each round decodes one layer of escapes, as a server (or a proxy in
     // front of it) may; a handful covers any real chain.
     for _ in 0..6 {
-        let bare = s.split(';').next().unwrap_or("");
-        if bare == "." || bare == ".." {
+        // Full-width and other look-alike dots and slashes, which some
+        // servers fold to ASCII (Unicode compatibility normalization).
+        let folded: String = s
+            .chars()
+            .map(|c| match c {
+                '\u{ff0e}' | '\u{fe52}' | '\u{2024}' => '.',
+                '\u{ff0f}' | '\u{2215}' | '\u{2044}' => '/',
+                '\u{ff3c}' | '\u{fe68}' => '\\',
+                c => c,
+            })
+            .collect();
+        let bare = folded.split(';').next().unwrap_or("");
+        // `.`, `..`, and what Windows servers trim to them (`...`, `.. `).
+        if bare.contains('.') && bare.chars().all(|c| c == '.' || c == ' ') {
             return Some("the path has a dot segment");
         }
-        if s != segment && s.contains(['/', '\\']) {
+        if (s != segment || folded != s) && folded.contains(['/', '\\']) {
             return Some("the path has an encoded slash or backslash");
         }
         if s.chars().any(char::is_control) {
@@ -609,6 +633,13 @@ mod tests {
             "/jobs/x?a=1&KEY=2",
             "/jobs/x?%6eonce=2",
             "/jobs/x?scope",
+            "/jobs/.../admin",
+            "/jobs/..%20/admin",
+            "/jobs/%u002e%u002e/admin",
+            "/jobs/%U002E./admin",
+            "/jobs/%EF%BC%8E%EF%BC%8E/admin",
+            "/jobs/a%EF%BC%8Fb",
+            "/jobs/a%u2215b",
         ] {
             let url = format!("http://hooks.example.com{trick}");
             assert!(p.check_url(&url).is_err(), "{url}");

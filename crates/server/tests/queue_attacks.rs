@@ -258,8 +258,10 @@ print("ok" if hmac.compare_digest(sig, p["signature"]) else "bad signature")
 
 /// Paths that an allow-list prefix check and the destination server decode
 /// differently: `..;` (a dot segment for servlet containers), doubly
-/// percent-encoded dot segments and slashes, an encoded NUL, and a query
-/// that pre-empts the router's signing parameters. All refused when
+/// percent-encoded dot segments and slashes, `...` and `.. ` (Windows trims
+/// them to `..`), IIS's `%u002e`, full-width dots and slashes (folded by
+/// Unicode normalization), an encoded NUL, and a query that pre-empts the
+/// router's signing parameters. All refused when
 /// declared.
 #[test]
 fn path_tricks_under_an_allowed_prefix_are_refused() {
@@ -282,6 +284,11 @@ fn path_tricks_under_an_allowed_prefix_are_refused() {
             "/hooks/x?signature=forged",
             "/hooks/x?a=1&key=other",
             "/hooks/x?timestamp=2000-01-01T00:00:00.000Z",
+            "/hooks/.../admin",
+            "/hooks/..%20/admin",
+            "/hooks/%u002e%u002e/admin",
+            "/hooks/%EF%BC%8E%EF%BC%8E/admin",
+            "/hooks/a%EF%BC%8Fb",
         ] {
             let url = format!("http://127.0.0.1:{p}{path}");
             let e = declare_http(&s, "tricks", &url)
@@ -460,6 +467,9 @@ fn an_http_callee_request_stays_at_the_operators_url() {
             "%2f..%2f..%2fadmin",
             "a%5c..%5c..%5cadmin",
             "x%00/admin",
+            ".../admin",
+            "%u002e%u002e/admin",
+            "%EF%BC%8E%EF%BC%8E/admin",
         ] {
             let e = s
                 .call(
