@@ -6,10 +6,11 @@
 //!
 //! What would hand the store to another local user is refused at start: a
 //! data directory every local user may write (without the sticky bit: any of
-//! them could swap the store) or that belongs to another user (but root), a store that is a symbolic link or not a
-//! regular file, and a store owned by neither this user nor the directory's
-//! owner (another user planted it, e.g. in a sticky shared directory, and
-//! reads every job written into it).
+//! them could swap the store) or that belongs to another user (root
+//! excepted), a store that is a symbolic link or not a regular file, and a
+//! store owned by neither this user nor the directory's owner (another user
+//! planted it, e.g. in a sticky shared directory, and reads every job
+//! written into it).
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
