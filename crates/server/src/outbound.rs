@@ -10,8 +10,9 @@
 //! DNS rebinding cannot swap in another address): loopback, private,
 //! link-local, unique-local, multicast, unspecified and the other
 //! special-purpose ranges (IPv4 and IPv6, IPv4-mapped and NAT64 included) are
-//! refused unless `allow_networks` lists them or an `allow` prefix names
-//! that address literally. Redirects are never followed (the client does not
+//! refused unless `allow_networks` lists them, or the URL names the address
+//! literally as an `allow` prefix does (a host name resolving to such an
+//! address needs `allow_networks`). Redirects are never followed (the client does not
 //! follow them).
 //!
 //! Destinations the operator wrote in the config file (a `[[realm.queue]]`
@@ -69,6 +70,101 @@ struct Destination {
     path: String,
 }
 
+/// The query parameters of the router's request signature: a URL a client
+/// names may not carry them (a receiver that reads the first value would
+/// read the client's).
+const SIGNING_PARAMETERS: [&str; 6] = ["key", "timestamp", "seq", "nonce", "signature", "scope"];
+
+/// `%XX` escapes decoded, and IIS's `%uXXXX` (invalid ones kept as they
+/// are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        let wide = (b[i] == b'%' && matches!(b.get(i + 1), Some(b'u' | b'U')))
+            .then(|| s.get(i + 2..i + 6))
+            .flatten()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .and_then(char::from_u32);
+        if let Some(c) = wide {
+            let mut buf = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            i += 6;
+            continue;
+        }
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why a path segment could mean another path to the server than to the
+/// prefix check, if it could: a dot segment (also percent-encoded, encoded
+/// more than once, or followed by `;parameters`, which servlet containers
+/// drop), an encoded slash or backslash, or an encoded control character.
+fn segment_problem(segment: &str) -> Option<&'static str> {
+    let mut s = segment.to_string();
+    // Each round decodes one layer of escapes, as a server (or a proxy in
+    // front of it) may; a handful covers any real chain.
+    for _ in 0..6 {
+        // Full-width and other look-alike dots and slashes, which some
+        // servers fold to ASCII (Unicode compatibility normalization).
+        let folded: String = s
+            .chars()
+            .map(|c| match c {
+                '\u{ff0e}' | '\u{fe52}' | '\u{2024}' => '.',
+                '\u{ff0f}' | '\u{2215}' | '\u{2044}' => '/',
+                '\u{ff3c}' | '\u{fe68}' => '\\',
+                c => c,
+            })
+            .collect();
+        let bare = folded.split(';').next().unwrap_or("");
+        // `.`, `..`, and what Windows servers trim to them (`...`, `.. `).
+        if bare.contains('.') && bare.chars().all(|c| c == '.' || c == ' ') {
+            return Some("the path has a dot segment");
+        }
+        if (s != segment || folded != s) && folded.contains(['/', '\\']) {
+            return Some("the path has an encoded slash or backslash");
+        }
+        if s.chars().any(char::is_control) {
+            return Some("the path has an encoded control character");
+        }
+        let next = percent_decode(&s);
+        if next == s {
+            return None;
+        }
+        s = next;
+    }
+    Some("the path is percent-encoded too many times")
+}
+
+/// Why a path a client adds under an operator's base URL (an HTTP callee's
+/// `path`) could reach outside it, if it could: a segment as
+/// [`segment_problem`] refuses (dot segments in any disguise, encoded
+/// slashes, control characters) or a backslash. The query and fragment are
+/// not paths and are not checked.
+pub fn relative_path_problem(path: &str) -> Option<&'static str> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path.contains('\\') {
+        return Some("the path has a backslash");
+    }
+    path.split('/').find_map(segment_problem)
+}
+
 impl Destination {
     fn parse(url: &str) -> Result<Destination, String> {
         if url
@@ -102,12 +198,17 @@ impl Destination {
         }
         let path = uri.path().to_string();
         for segment in path.split('/') {
-            let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-            if decoded == "." || decoded == ".." {
-                return Err(format!("{url:?}: the path has a dot segment"));
-            }
-            if decoded.contains("%2f") || decoded.contains("%5c") {
-                return Err(format!("{url:?}: the path has an encoded slash"));
+            segment_problem(segment).map_or(Ok(()), |why| Err(format!("{url:?}: {why}")))?;
+        }
+        if let Some(query) = uri.query() {
+            for pair in query.split('&') {
+                let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+                let name = percent_decode(name).to_ascii_lowercase();
+                if SIGNING_PARAMETERS.contains(&name.trim()) {
+                    return Err(format!(
+                        "{url:?}: the query names {name:?}, a parameter the router's request signature uses"
+                    ));
+                }
             }
         }
         Ok(Destination {
@@ -251,6 +352,11 @@ pub fn is_special(ip: IpAddr) -> bool {
 pub struct OutboundPolicy {
     allow: Vec<Destination>,
     networks: Vec<Network>,
+    /// Addresses an `allow` URL names literally: reachable through a URL
+    /// that names them literally too, never through a host name (a name
+    /// whose DNS answer someone else controls could otherwise point at
+    /// them, on any port an allow entry for that name permits).
+    literals: Vec<IpAddr>,
 }
 
 impl OutboundPolicy {
@@ -262,20 +368,23 @@ impl OutboundPolicy {
             .iter()
             .filter_map(|a| Destination::parse(a).ok())
             .collect();
-        let mut networks: Vec<Network> = config
+        let networks: Vec<Network> = config
             .allow_networks
             .iter()
             .filter_map(|n| Network::parse(n).ok())
             .collect();
-        // An address written in an allowed URL is listed.
-        for d in &allow {
-            if let Ok(ip) = d.host.parse::<IpAddr>() {
-                let ip = canonical(ip);
-                let bits = if ip.is_ipv4() { 32 } else { 128 };
-                networks.push(Network { addr: ip, bits });
-            }
+        // An address written in an allowed URL is reachable when a URL
+        // names it (check_url has matched that URL to an allow entry).
+        let literals = allow
+            .iter()
+            .filter_map(|d| d.host.parse::<IpAddr>().ok())
+            .map(canonical)
+            .collect();
+        OutboundPolicy {
+            allow,
+            networks,
+            literals,
         }
-        OutboundPolicy { allow, networks }
     }
 
     /// Whether any destination is allowed at all.
@@ -301,9 +410,16 @@ impl OutboundPolicy {
         }
     }
 
-    /// Whether the router may connect to `ip`.
+    /// Whether the router may connect to `ip`, which a host name resolved
+    /// to.
     pub fn address_allowed(&self, ip: IpAddr) -> bool {
         !is_special(ip) || self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// Whether the router may connect to `ip`, which the URL names
+    /// literally: also if an `allow` entry names it literally.
+    pub fn literal_allowed(&self, ip: IpAddr) -> bool {
+        self.address_allowed(ip) || self.literals.contains(&canonical(ip))
     }
 }
 
@@ -345,15 +461,18 @@ impl tower_service::Service<Uri> for GuardedConnector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(80);
-            let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            let literal = host.parse::<IpAddr>().ok();
+            let addrs: Vec<SocketAddr> = match literal {
+                Some(ip) => vec![SocketAddr::new(ip, port)],
+                None => tokio::net::lookup_host((host.as_str(), port))
                     .await?
                     .collect(),
             };
-            let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
-                .into_iter()
-                .partition(|a| policy.address_allowed(a.ip()));
+            let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                addrs.into_iter().partition(|a| match literal {
+                    Some(_) => policy.literal_allowed(a.ip()),
+                    None => policy.address_allowed(a.ip()),
+                });
             if allowed.is_empty() {
                 let list: Vec<String> = denied.iter().map(|a| a.ip().to_string()).collect();
                 return Err(refused(format!(
@@ -374,6 +493,29 @@ impl tower_service::Service<Uri> for GuardedConnector {
             Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
         })
     }
+}
+
+/// The secret that signs a request to a client-chosen destination, in
+/// place of `[realm.queue_http] secret`: URL-safe base64 (padded) of
+/// HMAC-SHA256(secret, "switchyard-destination\n" + METHOD + " " + path),
+/// `path` being the request's path without the query. A signature made with
+/// it verifies only where the receiver derives the same secret for its own
+/// method and path: one harvested at a destination a client chose (an
+/// endpoint that echoes requests, logs them, or is the client's) does not
+/// verify at the operator's other endpoints, which check the plain secret,
+/// nor at another path.
+pub fn destination_secret(secret: &str, method: &str, path: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE as B64URL;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new(); // HMAC takes keys of any length
+    };
+    mac.update(b"switchyard-destination\n");
+    mac.update(method.as_bytes());
+    mac.update(b" ");
+    mac.update(path.as_bytes());
+    B64URL.encode(mac.finalize().into_bytes())
 }
 
 /// An error and its causes, as one line (hyper's errors say little alone).
@@ -451,6 +593,41 @@ mod tests {
             .check_url("http://hooks.example.com/jobs/%2E%2e/admin")
             .is_err());
         assert!(p.check_url("http://hooks.example.com/jobs/a%2fb").is_err());
+        for trick in [
+            "/jobs/..;/admin",
+            "/jobs/.;/admin",
+            "/jobs/%2e%2e;x/admin",
+            "/jobs/.%3b/admin",
+            "/jobs/%252e%252e/admin",
+            "/jobs/%25252E%25252E/admin",
+            "/jobs/a%252fb",
+            "/jobs/a%5cb",
+            "/jobs/a%00b",
+            "/jobs/%2525252525252e",
+            "/jobs/x?signature=1",
+            "/jobs/x?a=1&KEY=2",
+            "/jobs/x?%6eonce=2",
+            "/jobs/x?scope",
+            "/jobs/.../admin",
+            "/jobs/..%20/admin",
+            "/jobs/%u002e%u002e/admin",
+            "/jobs/%U002E./admin",
+            "/jobs/%EF%BC%8E%EF%BC%8E/admin",
+            "/jobs/a%EF%BC%8Fb",
+            "/jobs/a%u2215b",
+        ] {
+            let url = format!("http://hooks.example.com{trick}");
+            assert!(p.check_url(&url).is_err(), "{url}");
+        }
+        for fine in [
+            "/jobs/a.b/c..d",
+            "/jobs/x;v=1",
+            "/jobs/%41",
+            "/jobs/x?keyed=1&tenant=2",
+        ] {
+            let url = format!("http://hooks.example.com{fine}");
+            assert!(p.check_url(&url).is_ok(), "{url}");
+        }
         assert!(p
             .check_url("http://hooks.example.com@evil.com/jobs")
             .is_err());
@@ -461,14 +638,66 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_stay_under_the_base() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "%2e%2e/x",
+            "..;/x",
+            "%252e%252e/x",
+            "a%2fb",
+            "a\\b",
+            "a%00",
+        ] {
+            assert!(relative_path_problem(bad).is_some(), "{bad}");
+        }
+        for fine in [
+            "",
+            "/",
+            "items/7",
+            "a..b/.c",
+            "x?next=../y",
+            "x#../y",
+            "x;v=1",
+        ] {
+            assert!(relative_path_problem(fine).is_none(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn destination_secrets_differ_by_method_and_path() {
+        let a = destination_secret("s3cret-s3cret-s3cret", "POST", "/echo/x");
+        assert_eq!(a.len(), 44);
+        assert_ne!(a, "s3cret-s3cret-s3cret");
+        assert_ne!(
+            a,
+            destination_secret("s3cret-s3cret-s3cret", "POST", "/charge")
+        );
+        assert_ne!(
+            a,
+            destination_secret("s3cret-s3cret-s3cret", "PUT", "/echo/x")
+        );
+        assert_ne!(
+            a,
+            destination_secret("other-secret-other", "POST", "/echo/x")
+        );
+        assert_eq!(
+            a,
+            destination_secret("s3cret-s3cret-s3cret", "POST", "/echo/x")
+        );
+    }
+
+    #[test]
     fn listed_addresses_and_networks_are_allowed() {
         let p = OutboundPolicy::new(&OutboundHttpConfig {
             allow: vec!["http://127.0.0.1:9000/".into()],
             allow_networks: vec!["10.20.0.0/16".into(), "fd00::/8".into()],
         });
-        assert!(p.address_allowed(ip("127.0.0.1")));
-        assert!(p.address_allowed(ip("::ffff:127.0.0.1")));
-        assert!(!p.address_allowed(ip("127.0.0.2")));
+        assert!(p.literal_allowed(ip("127.0.0.1")));
+        assert!(p.literal_allowed(ip("::ffff:127.0.0.1")));
+        assert!(!p.literal_allowed(ip("127.0.0.2")));
+        // Not through a host name that resolves to it.
+        assert!(!p.address_allowed(ip("127.0.0.1")));
         assert!(p.address_allowed(ip("10.20.3.4")));
         assert!(!p.address_allowed(ip("10.21.0.1")));
         assert!(p.address_allowed(ip("fd00::1")));

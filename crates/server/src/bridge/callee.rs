@@ -212,7 +212,17 @@ async fn forward(
     };
     let url = match kw.get("path") {
         None => c.url.clone(),
-        Some(Value::Str(p)) => outbound::confine_path(&c.url, p).map_err(bad)?,
+        Some(Value::Str(p)) => {
+            // Two independent checks: the disguises of a dot segment or a
+            // separator in any encoding, then the parsed URL must keep the base.
+            if let Some(why) = crate::outbound::relative_path_problem(p) {
+                return Err(bad(format!(
+                    "path \"{}\": {why}: it must stay under the callee's URL",
+                    switchyard_router::logsafe::Clip(p)
+                )));
+            }
+            outbound::confine_path(&c.url, p).map_err(bad)?
+        }
         Some(_) => return Err(bad("path must be a string".into())),
     };
     let body = match kw.get("body") {

@@ -455,8 +455,33 @@ fn clip(s: &str, max: usize) -> String {
     out
 }
 
-/// Left-aligned columns; the last column is not padded.
+/// `s` with its control characters escaped (`\u{1b}`, `\r`, `\n`...): cells
+/// carry text from clients and workers (an error message, a queue's figures)
+/// and go to the operator's terminal, where an escape sequence could set the
+/// title, clear the screen, write the clipboard or fake lines.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Left-aligned columns; the last column is not padded. Cells are printed
+/// with their control characters escaped.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

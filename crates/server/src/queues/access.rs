@@ -35,6 +35,31 @@ pub(super) fn is_component(queue: &str) -> bool {
     !queue.is_empty() && !queue.contains(|c: char| c == '.' || c == '#' || c.is_whitespace())
 }
 
+/// Refuses a name no queue can have (1..=128 characters of
+/// `A-Z a-z 0-9 . _ -`) with `switchyard.queue.error.invalid_argument`,
+/// before it is authorized, looked up or logged: the message and the log
+/// carry at most its first 32 characters and its length, so a name of
+/// megabytes is not echoed into every refusal, log line and authorizer call.
+pub(super) fn check_name(procedure: &str, queue: &str) -> Result<(), OpError> {
+    if switchyard_queue::config::validate_queue_name(queue).is_ok() {
+        return Ok(());
+    }
+    let shown: String = queue.chars().take(32).collect();
+    let more = if shown.len() < queue.len() {
+        format!("... ({} bytes)", queue.len())
+    } else {
+        String::new()
+    };
+    Err((
+        "switchyard.queue.error.invalid_argument",
+        format!(
+            "{}: {:?}{more} is not a queue name: 1..=128 characters of A-Z a-z 0-9 . _ -",
+            procedure.trim_start_matches("switchyard.queue."),
+            shown
+        ),
+    ))
+}
+
 /// Why `queue` cannot be declared in a realm that authorizes, if it cannot.
 pub fn name_problem(queue: &str) -> Option<String> {
     (!is_component(queue)).then(|| {
@@ -95,13 +120,15 @@ impl QueueService {
 
     /// Checks that `caller` may call `procedure` on `queue`: `call` on
     /// `<procedure>.<queue>`; `wamp.error.not_authorized` (logged and
-    /// counted) otherwise.
+    /// counted) otherwise. A name no queue can have is refused first, in
+    /// every realm, without echoing it (see [`check_name`]).
     pub(super) async fn authorize_queue(
         &self,
         caller: Option<&Arc<Session>>,
         procedure: &str,
         queue: &str,
     ) -> Result<(), OpError> {
+        check_name(procedure, queue)?;
         let Err(message) = self.decide_queue(caller, procedure, queue).await else {
             return Ok(());
         };

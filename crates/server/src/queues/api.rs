@@ -385,6 +385,17 @@ impl QueueService {
         field: &str,
         uri: &str,
     ) -> Result<(), OpError> {
+        // The queue's own limit first, without echoing the URI: a topic of
+        // megabytes is not copied into the refusal, the log and the
+        // authorizer's call.
+        if uri.len() > switchyard_queue::model::MAX_NAME_LEN {
+            let shown: String = uri.chars().take(32).collect();
+            return Err(invalid(format!(
+                "{field}: {shown:?}... is {} bytes long, the limit is {}",
+                uri.len(),
+                switchyard_queue::model::MAX_NAME_LEN
+            )));
+        }
         if let Err(e) = switchyard_proto::uri::check(uri, self.realm.config.uri_check, false) {
             return Err(invalid(format!("{field}: {e}")));
         }
@@ -499,7 +510,7 @@ impl QueueService {
                 self.acts_for(caller, Action::Call, "target", p).await?;
             }
             if let switchyard_queue::Target::Http { url, .. } = target {
-                if let Err(why) = self.http.check_declared(url) {
+                if let Err(why) = self.http.check_declared(&cfg.name, url) {
                     self.realm
                         .metrics
                         .not_authorized

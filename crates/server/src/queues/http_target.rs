@@ -22,7 +22,9 @@ use switchyard_queue::{Lease, Target};
 
 use super::{QueueHttpSigning, QueueService, Running};
 use crate::bridge::subscriber::signed_url;
-use crate::outbound::{error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy};
+use crate::outbound::{
+    destination_secret, error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy,
+};
 
 /// Error URI of an attempt whose destination the outbound policy refuses.
 const FORBIDDEN: &str = "switchyard.queue.http.forbidden";
@@ -37,7 +39,10 @@ pub(super) struct HttpTargets {
     /// `[realm.outbound_http]`, connected to checked addresses only.
     guarded: Client<GuardedConnector, Full<Bytes>>,
     policy: Arc<OutboundPolicy>,
-    operator_urls: HashSet<String>,
+    /// `(queue, url)` of the HTTP targets the operator wrote: a URL is
+    /// trusted for the queue it was written in only (another queue declared
+    /// with the same URL is a client's choice like any other).
+    operator_urls: HashSet<(String, String)>,
     signing: Option<QueueHttpSigning>,
     seq: AtomicU64,
 }
@@ -45,7 +50,7 @@ pub(super) struct HttpTargets {
 impl HttpTargets {
     pub(super) fn new(
         signing: Option<QueueHttpSigning>,
-        operator_urls: HashSet<String>,
+        operator_urls: HashSet<(String, String)>,
         outbound: &OutboundHttpConfig,
     ) -> HttpTargets {
         let policy = Arc::new(OutboundPolicy::new(outbound));
@@ -60,9 +65,17 @@ impl HttpTargets {
         }
     }
 
-    /// May a client name `url` as a destination (a run-time declaration)?
-    pub(super) fn check_declared(&self, url: &str) -> Result<(), String> {
-        if self.operator_urls.contains(url) {
+    /// Whether the operator wrote `url` as the target of `queue`.
+    fn operator_wrote(&self, queue: &str, url: &str) -> bool {
+        self.operator_urls
+            .contains(&(queue.to_string(), url.to_string()))
+    }
+
+    /// May a client name `url` as the destination of `queue` (a run-time
+    /// declaration)? Only the operator's own queue keeps the operator's URL
+    /// unchecked.
+    pub(super) fn check_declared(&self, queue: &str, url: &str) -> Result<(), String> {
+        if self.operator_wrote(queue, url) {
             return Ok(());
         }
         self.policy.check_url(url)
@@ -97,7 +110,7 @@ impl QueueService {
         }
         // A URL the operator did not write (a queue declared at run time) is
         // checked again at each attempt: the policy may have changed since.
-        let trusted = self.http.operator_urls.contains(url);
+        let trusted = self.http.operator_wrote(&job.queue, url);
         if !trusted {
             if let Err(why) = self.http.policy.check_url(url) {
                 self.metrics.http_forbidden(&job.queue);
@@ -122,15 +135,31 @@ impl QueueService {
                 return;
             }
         };
+        let verb = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
         let url = match &self.http.signing {
-            Some(k) => {
+            Some(k) if trusted => {
                 let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
                 signed_url(url, &k.key, &k.secret, seq, &body)
+            }
+            // A destination a client chose: the signature is bound to the
+            // method and path, so that one harvested there does not verify
+            // at the operator's other endpoints (docs/SECURITY.md).
+            Some(k) => {
+                let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let path = url
+                    .parse::<hyper::Uri>()
+                    .map(|u| u.path().to_string())
+                    .unwrap_or_else(|_| "/".into());
+                let secret = destination_secret(&k.secret, verb.as_str(), &path);
+                format!(
+                    "{}&scope=destination",
+                    signed_url(url, &k.key, &secret, seq, &body)
+                )
             }
             None => url.clone(),
         };
         let request = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST))
+            .method(verb)
             .uri(&url)
             .header(
                 header::CONTENT_TYPE,

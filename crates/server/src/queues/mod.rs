@@ -150,11 +150,14 @@ impl QueueService {
         crate::data_dir::prepare_file(&path)?;
         let open_path = path.clone();
         let configs = settings.configs;
-        // The HTTP targets the operator wrote: the only ones served unchecked.
-        let operator_urls: HashSet<String> = configs
+        // The HTTP targets the operator wrote, per queue: the only ones
+        // served unchecked, and only for the queue the operator wrote them in.
+        let operator_urls: HashSet<(String, String)> = configs
             .iter()
             .filter_map(|c| match &c.target {
-                Some(switchyard_queue::Target::Http { url, .. }) => Some(url.clone()),
+                Some(switchyard_queue::Target::Http { url, .. }) => {
+                    Some((c.name.to_string(), url.clone()))
+                }
                 _ => None,
             })
             .collect();
