@@ -39,6 +39,7 @@ use crate::model::{
 use crate::redb_store::{RedbOptions, RedbStore};
 use crate::scheduler::{truncate_message, Lease, Outcome, QueueState, Wait, LEASE_LOST};
 use crate::store::{Batch, Counters, Done, Mutation, Store, StoreStats};
+use crate::usage::RuntimeUsage;
 
 /// Engine options.
 #[derive(Clone, Debug)]
@@ -60,6 +61,16 @@ pub struct Options {
     /// Most payload bytes one [`Queues::push_many`] of several jobs may carry (default
     /// 16 MiB; 0 = no limit). A single job is bounded by its queue's `max_payload_bytes`.
     pub max_push_many_bytes: usize,
+    /// Most jobs (waiting, in flight or dead) the queues declared at run time hold together
+    /// (default 100 000; 0 = no limit). Queues of the config file are not counted. A push
+    /// beyond it is refused with `RuntimeFull` (`queue_full`).
+    pub runtime_max_jobs: u64,
+    /// Most payload bytes the jobs of the queues declared at run time hold together (default
+    /// 1 GiB; 0 = no limit).
+    pub runtime_max_payload_bytes: u64,
+    /// Most idempotency keys the queues declared at run time remember together (default
+    /// 100 000; 0 = no limit). Beyond it, a run-time queue forgets its own oldest key first.
+    pub runtime_max_idempotency_keys: u64,
 }
 
 impl Default for Options {
@@ -72,6 +83,9 @@ impl Default for Options {
             max_queues: 1000,
             max_push_many_jobs: 1000,
             max_push_many_bytes: 16 * 1024 * 1024,
+            runtime_max_jobs: 100_000,
+            runtime_max_payload_bytes: 1024 * 1024 * 1024,
+            runtime_max_idempotency_keys: 100_000,
         }
     }
 }
@@ -292,6 +306,8 @@ pub struct Queues {
     next_id: AtomicU64,
     clock: Clock,
     options: Options,
+    /// What the queues declared at run time hold together.
+    usage: Arc<RuntimeUsage>,
 }
 
 impl Queues {
@@ -359,13 +375,22 @@ impl Queues {
             muts.push(Mutation::PutQueue(cfg.clone()));
             declared.insert(cfg.name.clone(), (cfg, counters));
         }
+        let usage = Arc::new(RuntimeUsage::new(
+            options.runtime_max_jobs,
+            options.runtime_max_payload_bytes,
+            options.runtime_max_idempotency_keys,
+        ));
         let mut registry: HashMap<Arc<str>, Arc<QueueShared>> = HashMap::new();
         for (name, (cfg, counters)) in declared {
             let cfg = Arc::new(cfg);
+            let mut state = QueueState::new(cfg.clone(), counters, now);
+            if !seen.contains(&cfg.name) {
+                state.count_in(usage.clone());
+            }
             registry.insert(
                 name.into(),
                 Arc::new(QueueShared {
-                    state: Mutex::new(QueueState::new(cfg.clone(), counters, now)),
+                    state: Mutex::new(state),
                     configured: seen.contains(&cfg.name),
                     config: cfg,
                     notify: Arc::new(Notify::new()),
@@ -386,7 +411,9 @@ impl Queues {
                 leased.push((q.clone(), job.id));
             }
             index.insert(job.id, q.clone());
-            q.state.lock().insert(job, status, now);
+            let mut st = q.state.lock();
+            st.hold(job.payload_bytes, false);
+            st.insert(job, status, now);
         }
         for (q, id) in leased {
             let err = ErrorInfo {
@@ -440,6 +467,7 @@ impl Queues {
             next_id: AtomicU64::new(next_id),
             clock,
             options,
+            usage,
         })
     }
 
@@ -502,10 +530,12 @@ impl Queues {
                 let cfg = Arc::new(config);
                 let durable =
                     self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false, true)?;
+                let mut state = QueueState::new(cfg.clone(), Counters::default(), now);
+                state.count_in(self.usage.clone());
                 reg.insert(
                     cfg.name.as_str().into(),
                     Arc::new(QueueShared {
-                        state: Mutex::new(QueueState::new(cfg.clone(), Counters::default(), now)),
+                        state: Mutex::new(state),
                         config: cfg,
                         notify: Arc::new(Notify::new()),
                         configured: false,
@@ -557,6 +587,7 @@ impl Queues {
                 jobs,
                 idempotency_keys: st.idem.len(),
             };
+            st.release_all();
             *st = QueueState::new(q.config.clone(), Counters::default(), self.clock.now_ms());
             st.deleted = true;
             let durable = self.submit_tracked(muts.clone(), false, true)?;
@@ -780,6 +811,32 @@ impl Queues {
                 });
             }
         }
+        // Room in the realm-wide bounds of the run-time queues, reserved now (given back
+        // below for duplicates, and when the jobs leave).
+        let (mut rt_jobs, mut rt_bytes) = (0u64, 0u64);
+        for d in drafts.iter().filter(|d| {
+            let gi = queues.iter().position(|q| Arc::ptr_eq(q, &d.q));
+            gi.is_some_and(|gi| guards[gi].usage().is_some())
+        }) {
+            rt_jobs += 1;
+            rt_bytes = rt_bytes.saturating_add(d.job.payload.len() as u64);
+        }
+        if rt_jobs > 0 {
+            if let Err((what, held, limit, key)) = self.usage.reserve(rt_jobs, rt_bytes) {
+                let queue = drafts
+                    .iter()
+                    .find(|d| !d.q.configured)
+                    .map(|d| d.q.config.name.clone())
+                    .unwrap_or_default();
+                return Err(QueueError::RuntimeFull {
+                    queue,
+                    what,
+                    held,
+                    limit,
+                    key,
+                });
+            }
+        }
 
         let mut acks = Vec::with_capacity(drafts.len());
         let mut muts = Vec::with_capacity(drafts.len() * 2);
@@ -846,12 +903,19 @@ impl Queues {
             // The payload goes to the store only: memory holds the job's metadata.
             muts.push(Mutation::PutPayload { id, payload });
             st.committing.insert(id);
+            if st.usage().is_some() {
+                st.hold(job.payload_bytes, true);
+                rt_jobs -= 1;
+                rt_bytes = rt_bytes.saturating_sub(u64::from(job.payload_bytes));
+            }
             visible.push((d.q.clone(), job, status));
             acks.push(PushAck {
                 id,
                 duplicate: false,
             });
         }
+        // Reserved for jobs that turned out duplicates.
+        self.usage.release(rt_jobs, rt_bytes);
         if muts.is_empty() && !wait_for_original {
             return Ok(PushWait::Now(acks));
         }

@@ -114,6 +114,21 @@ pub enum QueueError {
         /// The limit and its name.
         limit: String,
     },
+    /// The queues declared at run time hold, together, their realm-wide limit of jobs or
+    /// payload bytes; nothing was stored.
+    #[error("queue `{queue}` cannot take this push: the queues declared at run time hold {held} {what} together, at most {limit} ([realm.queue_limits] {key}); purge or delete run-time queues, or declare the queue in the config file")]
+    RuntimeFull {
+        /// A run-time queue of the push.
+        queue: String,
+        /// `jobs` or `payload bytes`.
+        what: &'static str,
+        /// What they hold.
+        held: u64,
+        /// The limit.
+        limit: u64,
+        /// The limit's config key.
+        key: &'static str,
+    },
     /// A queue of the config file cannot be deleted at run time.
     #[error("queue `{0}` is declared in the config file: remove it there (only queues declared at run time can be deleted)")]
     ConfiguredQueue(String),
@@ -150,7 +165,9 @@ impl QueueError {
             QueueError::UnknownQueue(_) => "switchyard.queue.error.unknown_queue",
             QueueError::Invalid(_) => "switchyard.queue.error.invalid_argument",
             QueueError::PayloadTooLarge { .. } => "switchyard.queue.error.payload_too_large",
-            QueueError::QueueFull { .. } => "switchyard.queue.error.queue_full",
+            QueueError::QueueFull { .. } | QueueError::RuntimeFull { .. } => {
+                "switchyard.queue.error.queue_full"
+            }
             QueueError::ConfigConflict { .. } => "switchyard.queue.error.config_conflict",
             QueueError::UnknownJob(_) => "switchyard.queue.error.unknown_job",
             QueueError::TooManyQueues { .. } | QueueError::BatchTooLarge { .. } => {

@@ -28,6 +28,7 @@ pub mod policy;
 mod redb_store;
 mod scheduler;
 pub mod store;
+mod usage;
 
 pub use clock::Clock;
 pub use config::{DeadLetterRetention, QueueConfig, RateLimit};

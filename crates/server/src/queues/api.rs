@@ -427,6 +427,12 @@ impl QueueService {
                 ),
             ));
         }
+        if self.queues.config(&name).is_err() {
+            if let Some(why) = self.limits.runtime_queue.refuse(&cfg) {
+                tracing::warn!(realm = self.realm.name(), queue = %name.escape_debug(), "queue declaration refused: {why}");
+                return Err(("switchyard.queue.error.limit_exceeded", why));
+            }
+        }
         let declared = match self.queues.declare(cfg).await {
             Ok(d) => d,
             Err(e @ QueueError::TooManyQueues { .. }) => {

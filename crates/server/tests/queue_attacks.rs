@@ -1,0 +1,326 @@
+//! Attacks on the state a client makes the queues hold (docs/SECURITY.md
+//! "Queue state a client controls"), by an anonymous client of the default
+//! open realm, through the real router over real sockets.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Router;
+use switchyard_client::{Dict, Serializer, Session, Value};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn pid(r: &Router) -> u32 {
+    r.child.as_ref().expect("running").id()
+}
+
+/// The router's resident set in KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The realm's store file under the router's directory.
+fn store_file(dir: &Path) -> Option<PathBuf> {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n == "queues-realm1.redb") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn file_kib(dir: &Path) -> u64 {
+    store_file(dir)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() / 1024)
+        .unwrap_or(0)
+}
+
+async fn join(r: &Router) -> Session {
+    Session::connect(&r.rs_url(), "realm1", Serializer::MsgPack)
+        .await
+        .expect("join")
+}
+
+fn uint(d: &Dict, k: &str) -> u64 {
+    match d.get(k) {
+        Some(Value::UInt(n)) => *n,
+        other => panic!("{k}: {other:?} in {d:?}"),
+    }
+}
+
+async fn stats(s: &Session, queue: &str) -> Dict {
+    s.call(
+        "switchyard.queue.stats",
+        vec![Value::from(queue)],
+        Dict::new(),
+    )
+    .await
+    .expect("stats")
+    .1
+}
+
+/// Round trip of a cheap call, in ms.
+async fn round_trip(s: &Session) -> f64 {
+    let t = Instant::now();
+    stats(s, "conf").await;
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn declare(s: &Session, cfg: Dict) -> Result<Dict, String> {
+    s.call("switchyard.queue.declare", Vec::new(), cfg)
+        .await
+        .map(|(_, kw)| kw)
+        .map_err(|e| e.to_string())
+}
+
+fn queue(name: &str) -> Dict {
+    Dict::new().with("name", name).with("target", "test.nobody")
+}
+
+async fn push(s: &Session, queue: &str, payload: Vec<u8>) -> Result<(), String> {
+    s.call(
+        "switchyard.queue.push",
+        vec![Value::from(queue)],
+        Dict::new().with("args", Value::List(vec![Value::Bytes(payload)])),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+async fn push_tiny(s: &Session, queue: &str, n: usize) -> Result<(), String> {
+    let jobs = (0..n)
+        .map(|i| {
+            Value::Dict(
+                Dict::new()
+                    .with("queue", queue)
+                    .with("args", Value::List(vec![Value::UInt(i as u64)])),
+            )
+        })
+        .collect();
+    s.call(
+        "switchyard.queue.push_many",
+        vec![Value::List(jobs)],
+        Dict::new(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+async fn purge(s: &Session, queue: &str) {
+    s.call(
+        "switchyard.queue.purge",
+        vec![Value::from(queue)],
+        Dict::new().with("which", "all"),
+    )
+    .await
+    .expect("purge");
+}
+
+const REALM_BOUNDS: &str = "[realm.queue_limits]\nruntime_max_payload_bytes = 33554432\n\
+     runtime_max_jobs = 2000\nruntime_max_idempotency_keys = 500\n\n\
+     [[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\n\
+     max_payload_bytes = 67108864\nidempotency_max_keys = 10000000\nmax_jobs = 0\n";
+
+/// Whoever declares a queue at run time used to choose its limits (up to 64
+/// MiB payloads, 10 M idempotency keys, unlimited jobs...), so the realm's
+/// worst case was max_queues times the per-queue maxima. Now: run-time
+/// queues hold, together, at most `runtime_max_jobs` jobs,
+/// `runtime_max_payload_bytes` payload bytes and (about)
+/// `runtime_max_idempotency_keys` keys; deleting or purging gives the room
+/// back; config-file queues are not bounded by them.
+#[test]
+fn runtime_queues_are_bounded_realm_wide() {
+    let router = Router::start(REALM_BOUNDS);
+    let p = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let healthy = join(&router).await;
+        let rt_before = round_trip(&healthy).await;
+        let names: Vec<String> = (0..8).map(|i| format!("attack{i}")).collect();
+        for n in &names {
+            declare(&s, queue(n)).await.expect("declare");
+        }
+        // Jobs: 2 x 1000 tiny jobs fit, a third push_many does not.
+        push_tiny(&s, "attack0", 1000).await.expect("push_many");
+        push_tiny(&s, "attack1", 1000).await.expect("push_many");
+        let e = push_tiny(&s, "attack2", 10).await.expect_err("realm-wide job bound");
+        assert!(
+            e.contains("switchyard.queue.error.queue_full") && e.contains("runtime_max_jobs"),
+            "{e}"
+        );
+        // Purging gives the room back.
+        purge(&s, "attack0").await;
+        purge(&s, "attack1").await;
+        push_tiny(&s, "attack2", 1000).await.expect("room again");
+        purge(&s, "attack2").await;
+
+        // Bytes: 900 KiB jobs spread over the run-time queues.
+        let (rss0, disk0) = (rss_kib(p), file_kib(router.dir.path()));
+        let mut accepted = 0usize;
+        let mut refused = None;
+        let mut rt_during = 0f64;
+        for i in 0..100usize {
+            match push(&s, &names[i % names.len()], vec![i as u8; 900 * 1024]).await {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+            if i % 10 == 0 {
+                rt_during = rt_during.max(round_trip(&healthy).await);
+            }
+        }
+        let (rss1, disk1) = (rss_kib(p), file_kib(router.dir.path()));
+        eprintln!(
+            "900 KiB pushes into 8 run-time queues: {accepted} accepted; store file {disk0} -> {disk1} KiB; RSS {rss0} -> {rss1} KiB; healthy call {rt_before:.1} ms before, {rt_during:.1} ms at worst during"
+        );
+        let e = refused.expect("the realm-wide byte bound refuses a push");
+        assert!(
+            e.contains("switchyard.queue.error.queue_full")
+                && e.contains("runtime_max_payload_bytes")
+                && e.contains("33554432"),
+            "{e}"
+        );
+        assert!(accepted <= 36, "{accepted} jobs of 900 KiB in 32 MiB");
+        assert!(disk1 < disk0 + 48 * 1024, "store grew {disk0} -> {disk1} KiB");
+        assert!(rt_during < 1000.0, "healthy call took {rt_during:.1} ms");
+        // The config file's queue is the operator's: not bounded by it.
+        push(&s, "conf", vec![1u8; 900 * 1024]).await.expect("config queue");
+        // Deleting the run-time queues gives the room back.
+        for n in &names {
+            s.call(
+                "switchyard.queue.delete",
+                vec![Value::from(n.as_str())],
+                Dict::new().with("force", true),
+            )
+            .await
+            .expect("delete");
+        }
+        declare(&s, queue("again")).await.expect("declare");
+        for i in 0..30u8 {
+            push(&s, "again", vec![i; 900 * 1024]).await.expect("room after delete");
+        }
+        purge(&s, "again").await;
+
+        // Keys: 3 queues x 600 distinct keys; together they remember about 500.
+        for n in ["k1", "k2", "k3"] {
+            declare(&s, queue(n)).await.expect("declare");
+            for chunk in 0..6 {
+                let jobs = (0..100)
+                    .map(|i| {
+                        Value::Dict(
+                            Dict::new()
+                                .with("queue", n)
+                                .with("idempotency_key", format!("{n}-{chunk}-{i}")),
+                        )
+                    })
+                    .collect();
+                s.call("switchyard.queue.push_many", vec![Value::List(jobs)], Dict::new())
+                    .await
+                    .expect("push_many");
+                purge(&s, n).await;
+            }
+        }
+        let mut keys = 0;
+        for n in ["k1", "k2", "k3"] {
+            keys += uint(&stats(&s, n).await, "idempotency_keys");
+        }
+        eprintln!("3 x 600 distinct keys into run-time queues: {keys} remembered");
+        assert!(keys <= 503, "{keys} keys remembered");
+        // The newest key of a queue is still a duplicate.
+        let (_, kw) = s
+            .call(
+                "switchyard.queue.push",
+                vec![Value::from("k3")],
+                Dict::new().with("idempotency_key", "k3-5-99"),
+            )
+            .await
+            .expect("push");
+        assert_eq!(kw.get_bool("duplicate"), Some(true));
+    });
+}
+
+/// A run-time declaration may not ask for more than the ceilings of
+/// `[realm.queue_limits.runtime_queue]` (default: the per-queue defaults,
+/// a lease of at most 1 h); the refusal names the setting and the ceiling.
+/// Config-file queues are not bounded by them, and re-declaring one (as a
+/// worker does at start) stays possible.
+#[test]
+fn runtime_declaration_cannot_ask_for_more_than_the_ceilings() {
+    let router = Router::start(REALM_BOUNDS);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        for (key, value, ceiling) in [
+            ("idempotency_max_keys", Value::UInt(10_000_000), "100000"),
+            (
+                "max_payload_bytes",
+                Value::UInt(64 * 1024 * 1024),
+                "1048576",
+            ),
+            ("max_jobs", Value::UInt(0), "1000000"),
+            ("concurrency", Value::UInt(0), "64"),
+            ("idempotency_key_max_bytes", Value::UInt(4096), "256"),
+            ("idempotency_window", Value::from("30days"), "1day"),
+            ("lease_timeout", Value::from("7days"), "1h"),
+            ("max_attempts", Value::UInt(100_000), "20"),
+        ] {
+            let e = declare(&s, queue("greedy").with(key, value))
+                .await
+                .expect_err("over the ceiling");
+            assert!(
+                e.contains("switchyard.queue.error.limit_exceeded")
+                    && e.contains(key)
+                    && e.contains(ceiling)
+                    && e.contains("runtime_queue"),
+                "{key}: {e}"
+            );
+        }
+        let e = declare(
+            &s,
+            queue("greedy").with("dead_letter", Dict::new().with("max_jobs", 0u64)),
+        )
+        .await
+        .expect_err("unbounded dead letters");
+        assert!(e.contains("dead_letter.max_jobs"), "{e}");
+        let listed = s
+            .call("switchyard.queue.list", Vec::new(), Dict::new())
+            .await
+            .expect("list")
+            .0;
+        assert!(!format!("{listed:?}").contains("greedy"), "{listed:?}");
+        // Within the ceilings: fine.
+        declare(
+            &s,
+            queue("modest")
+                .with("max_payload_bytes", 65536u64)
+                .with("lease_timeout", "5m"),
+        )
+        .await
+        .expect("declare within the ceilings");
+    });
+    assert!(router.log_text().contains("above the ceiling"));
+    let _ = Duration::ZERO;
+}
