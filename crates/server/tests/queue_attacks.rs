@@ -324,3 +324,61 @@ fn runtime_declaration_cannot_ask_for_more_than_the_ceilings() {
     assert!(router.log_text().contains("above the ceiling"));
     let _ = Duration::ZERO;
 }
+
+/// A run-time queue's configuration is client-sized too: a list of
+/// `non_retryable_errors` (or a long target) of almost a message each, in
+/// every queue the realm allows, made the router hold max_queues x 1 MiB
+/// of configuration. A run-time declaration's configuration is at most
+/// `[realm.queue_limits.runtime_queue] config_max_bytes` (16 KiB).
+#[test]
+fn runtime_queue_configuration_is_bounded_in_size() {
+    let router = Router::start(REALM_BOUNDS);
+    let p = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let healthy = join(&router).await;
+        let rt_before = round_trip(&healthy).await;
+        let before = rss_kib(p);
+        let mut accepted = 0;
+        let mut refusal = None;
+        for q in 0..40 {
+            let errors: Vec<Value> = (0..1800)
+                .map(|i| Value::from(format!("com.example.e{q}.{i}.{}", "x".repeat(480))))
+                .collect();
+            match declare(
+                &s,
+                queue(&format!("wide{q}")).with("non_retryable_errors", Value::List(errors)),
+            )
+            .await
+            {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = rss_kib(p);
+        let rt_after = round_trip(&healthy).await;
+        eprintln!(
+            "declarations of ~900 KiB: {accepted} accepted; RSS {before} -> {after} KiB; healthy call {rt_before:.1} -> {rt_after:.1} ms"
+        );
+        let e = refusal.expect("a configuration of 900 KiB is refused");
+        assert!(
+            e.contains("switchyard.queue.error.limit_exceeded") && e.contains("config_max_bytes"),
+            "{e}"
+        );
+        assert_eq!(accepted, 0);
+        // A reasonable list is fine.
+        declare(
+            &s,
+            queue("narrow").with(
+                "non_retryable_errors",
+                Value::List(vec![Value::from("com.example.fatal.*")]),
+            ),
+        )
+        .await
+        .expect("declare");
+    });
+}

@@ -64,6 +64,8 @@ pub struct RuntimeCeilings {
     pub dead_letter_max_jobs: u64,
     #[serde(with = "human::duration")]
     pub dead_letter_max_age: Duration,
+    /// Largest configuration (as JSON: target, retry, non_retryable_errors...).
+    pub config_max_bytes: usize,
 }
 
 impl Default for RuntimeCeilings {
@@ -80,6 +82,7 @@ impl Default for RuntimeCeilings {
             lease_timeout: Duration::from_secs(3600),
             dead_letter_max_jobs: q.dead_letter.max_jobs,
             dead_letter_max_age: q.dead_letter.max_age,
+            config_max_bytes: 16 * 1024,
         }
     }
 }
@@ -88,6 +91,15 @@ impl RuntimeCeilings {
     /// Why a run-time declaration of `cfg` asks for more than the ceilings
     /// allow (the first setting over its ceiling, named with its key).
     pub fn refuse(&self, cfg: &QueueConfig) -> Option<String> {
+        let size = serde_json::to_vec(cfg)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > self.config_max_bytes {
+            return Some(format!(
+                "queue `{}`: its configuration is {size} bytes long (as JSON), above the ceiling of {} bytes for queues declared at run time ([realm.queue_limits.runtime_queue] config_max_bytes): shorten non_retryable_errors or the target, or declare the queue in the config file",
+                cfg.name, self.config_max_bytes
+            ));
+        }
         // 0 means "no limit" for these.
         let unlimited = |v: u64| if v == 0 { u64::MAX } else { v };
         let numbers: [(&str, u64, u64); 7] = [
