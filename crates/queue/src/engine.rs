@@ -37,7 +37,9 @@ use crate::model::{
     check_name, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, NewJob, Priority, When,
 };
 use crate::redb_store::{RedbOptions, RedbStore};
-use crate::scheduler::{truncate_message, Lease, Outcome, QueueState, Wait, LEASE_LOST};
+use crate::scheduler::{
+    truncate_message, truncate_uri, Lease, Outcome, QueueState, Wait, LEASE_LOST,
+};
 use crate::store::{Batch, Counters, Done, Mutation, Store, StoreStats};
 use crate::usage::RuntimeUsage;
 
@@ -71,6 +73,9 @@ pub struct Options {
     /// Most idempotency keys the queues declared at run time remember together (default
     /// 100 000; 0 = no limit). Beyond it, a run-time queue forgets its own oldest key first.
     pub runtime_max_idempotency_keys: u64,
+    /// Longest target procedure and result topic a pushed job may name, in bytes (default
+    /// 512; 0 = the URI limit of 2048). They stay in memory while the job waits.
+    pub max_job_uri_bytes: usize,
 }
 
 impl Default for Options {
@@ -86,6 +91,7 @@ impl Default for Options {
             runtime_max_jobs: 100_000,
             runtime_max_payload_bytes: 1024 * 1024 * 1024,
             runtime_max_idempotency_keys: 100_000,
+            max_job_uri_bytes: 512,
         }
     }
 }
@@ -635,6 +641,28 @@ impl Queues {
                 limit: cfg.max_payload_bytes,
             });
         }
+        let uri_limit = self.options.max_job_uri_bytes;
+        let long = |field: &str, uri: &str| {
+            QueueError::invalid(
+                field,
+                format!(
+                    "is {} bytes long; a job may name URIs of at most {uri_limit} bytes (max_job_uri_bytes)",
+                    uri.len()
+                ),
+            )
+        };
+        if uri_limit > 0 {
+            if let Some(crate::model::Target::Procedure(p)) = &job.target {
+                if p.len() > uri_limit {
+                    return Err(long("target", p));
+                }
+            }
+            if let Some(t) = &job.result_topic {
+                if t.len() > uri_limit {
+                    return Err(long("result_topic", t));
+                }
+            }
+        }
         let target = match (&job.target, &cfg.target) {
             (Some(t), _) => {
                 t.validate()?;
@@ -1085,7 +1113,7 @@ impl Queues {
             let mut st = q.state.lock();
             st.check_lease(job, epoch)?;
             let err = ErrorInfo {
-                uri: error_uri.to_owned(),
+                uri: truncate_uri(error_uri),
                 message: truncate_message(message),
                 at_ms: now,
             };

@@ -26,8 +26,11 @@ pub const LEASE_EXPIRED: &str = "switchyard.queue.lease_expired";
 /// Error URI recorded for a job that was leased when the previous run stopped (crash).
 pub const LEASE_LOST: &str = "switchyard.queue.lease_lost";
 
-/// Longest error message kept with a job.
-pub(crate) const MAX_ERROR_MESSAGE: usize = 4096;
+/// Longest error message kept with a job (it stays in memory while the job waits for its
+/// retry or is dead; a worker chooses it).
+pub(crate) const MAX_ERROR_MESSAGE: usize = 1024;
+/// Longest error URI kept with a job.
+pub(crate) const MAX_ERROR_URI: usize = 512;
 
 /// What happened to a failed attempt.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -749,10 +752,20 @@ impl QueueState {
 
 /// Truncates an error message to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
 pub(crate) fn truncate_message(msg: &str) -> String {
-    if msg.len() <= MAX_ERROR_MESSAGE {
+    truncate(msg, MAX_ERROR_MESSAGE)
+}
+
+/// Truncates an error URI to [`MAX_ERROR_URI`] bytes (`non_retryable_errors` are matched
+/// against what is kept).
+pub(crate) fn truncate_uri(uri: &str) -> String {
+    truncate(uri, MAX_ERROR_URI)
+}
+
+fn truncate(msg: &str, max: usize) -> String {
+    if msg.len() <= max {
         return msg.to_owned();
     }
-    let mut end = MAX_ERROR_MESSAGE;
+    let mut end = max;
     while !msg.is_char_boundary(end) {
         end -= 1;
     }

@@ -38,6 +38,10 @@ pub struct QueueLimits {
     /// together (default 100 000; 0 = no limit).
     #[serde(default = "default_runtime_max_idempotency_keys")]
     pub runtime_max_idempotency_keys: u64,
+    /// Longest target procedure and result topic one job may name (they
+    /// stay in memory while it waits); default 512 bytes.
+    #[serde(default = "default_max_job_uri_bytes")]
+    pub max_job_uri_bytes: usize,
     /// The largest values a run-time declaration may ask for.
     #[serde(default)]
     pub runtime_queue: RuntimeCeilings,
@@ -192,6 +196,7 @@ impl Default for QueueLimits {
             runtime_max_payload_bytes: default_runtime_max_payload_bytes(),
             runtime_max_idempotency_keys: default_runtime_max_idempotency_keys(),
             runtime_queue: RuntimeCeilings::default(),
+            max_job_uri_bytes: default_max_job_uri_bytes(),
         }
     }
 }
@@ -229,4 +234,7 @@ fn default_runtime_max_payload_bytes() -> u64 {
 }
 fn default_runtime_max_idempotency_keys() -> u64 {
     100_000
+}
+fn default_max_job_uri_bytes() -> usize {
+    512
 }
