@@ -536,3 +536,129 @@ fn job_metadata_memory_is_bounded() {
         assert!(per_job < 6000.0, "{per_job} bytes per job");
     });
 }
+
+/// CPU time (user + system) of the router, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Probe: a payload that is small in MessagePack but expands in JSON
+/// (control characters are 6 bytes each in JSON) is measured as stored;
+/// a JSON worker gets a job whose INVOCATION exceeds the message limit.
+#[test]
+fn payload_expanding_in_json_for_the_worker() {
+    let router = Router::start(
+        "[[realm.queue]]\nname = \"exp\"\ntarget = \"test.exp.work\"\nmax_attempts = 3\nmax_payload_bytes = 4194304\n\
+         retry = { kind = \"fixed\", times = 2, spacing = \"100ms\" }\n",
+    );
+    let p = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        // 160 000 control characters: 160 KB in MessagePack, 960 KB as stored JSON.
+        let text: String = "\u{1}".repeat(200_000);
+        s.call(
+            "switchyard.queue.push",
+            vec![Value::from("exp")],
+            Dict::new().with("args", Value::List(vec![Value::from(text.as_str())])),
+        )
+        .await
+        .expect("push");
+        let worker = Session::connect(&router.ws_url(), "realm1", Serializer::Json)
+            .await
+            .expect("json worker");
+        let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let g = got.clone();
+        let _reg = worker
+            .register("test.exp.work", move |args, _| {
+                let g = g.clone();
+                async move {
+                    g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let n = match args.first() {
+                        Some(Value::Str(s)) => s.len() as u64,
+                        _ => 0,
+                    };
+                    Ok((vec![Value::UInt(n)], Dict::new()))
+                }
+            })
+            .await
+            .expect("register");
+        let t0 = cpu_ticks(p);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ticks = cpu_ticks(p) - t0;
+        let st = stats(&s, "exp").await;
+        eprintln!(
+            "JSON worker, 1.2 MB stored payload (200 KB in MessagePack): delivered {} times; stats {st:?}; router CPU {ticks} ticks in 3 s",
+            got.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert!(ticks < 150, "{ticks} ticks");
+    });
+}
+
+/// Probe: registration churn against many parked dispatchers. 300
+/// run-time queues hold one job each for `test.churn.N` with no worker; a
+/// client registers a prefix `test.churn` (waking all 300, which lease and
+/// call it) and unregisters, in a loop. Measures the router's CPU per
+/// registration and that a healthy call stays fast.
+#[test]
+fn registration_churn_against_parked_dispatchers() {
+    let router = Router::start("[realm.queue_limits]\nmax_queues = 400\n\n[[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\n");
+    let p = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let healthy = join(&router).await;
+        for i in 0..300 {
+            let name = format!("churn{i}");
+            declare(
+                &s,
+                Dict::new().with("name", name.as_str()).with("target", format!("test.churn.{i}")),
+            )
+            .await
+            .expect("declare");
+            push(&s, &name, vec![1]).await.expect("push");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rt_before = round_trip(&healthy).await;
+        let worker = join(&router).await;
+        let t0 = cpu_ticks(p);
+        let start = Instant::now();
+        let mut rt_during = 0f64;
+        let rounds = 30;
+        for r in 0..rounds {
+            let reg = worker
+                .register_with(
+                    "test.churn",
+                    Dict::new().with("match", "prefix"),
+                    |_, _| async move {
+                        // Never answers in time: the registration goes first.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok((Vec::new(), Dict::new()))
+                    },
+                )
+                .await
+                .expect("register");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            worker.unregister(reg.id).await.expect("unregister");
+            if r % 5 == 0 {
+                rt_during = rt_during.max(round_trip(&healthy).await);
+            }
+        }
+        let elapsed = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ticks = cpu_ticks(p) - t0;
+        let mut attempts = 0;
+        let mut ready = 0;
+        for i in [0, 150, 299] {
+            let st = stats(&s, &format!("churn{i}")).await;
+            attempts += uint(&st, "retried_total");
+            ready += uint(&st, "ready") + uint(&st, "scheduled");
+        }
+        eprintln!(
+            "{rounds} register/unregister rounds waking 300 dispatchers in {elapsed:?}: router CPU {ticks} ticks ({:.1} per round); healthy call {rt_before:.1} -> {rt_during:.1} ms; 3 sample queues: {ready} waiting, {attempts} retried",
+            ticks as f64 / rounds as f64
+        );
+        assert!(rt_during < 500.0, "{rt_during} ms");
+    });
+}
