@@ -31,6 +31,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::clock::{duration_ms, Clock};
 use crate::config::{QueueConfig, MAX_ATTEMPTS_LIMIT, MAX_LEASE};
+use crate::disk::DiskReserve;
 use crate::error::{QueueError, StoreError};
 use crate::human;
 use crate::model::{
@@ -76,6 +77,11 @@ pub struct Options {
     /// Longest target procedure and result topic a pushed job may name, in bytes (default
     /// 512; 0 = the URI limit of 2048). They stay in memory while the job waits.
     pub max_job_uri_bytes: usize,
+    /// Free space to keep on the disk holding the store (default 256 MiB; 0 = none): a push
+    /// that would leave less is refused with `DiskFull` (`queue_full`), so clients never fill
+    /// the disk (a full disk fails every write of the store until a restart). Only for stores
+    /// opened from a path ([`Queues::open_with`]).
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for Options {
@@ -92,6 +98,7 @@ impl Default for Options {
             runtime_max_payload_bytes: 1024 * 1024 * 1024,
             runtime_max_idempotency_keys: 100_000,
             max_job_uri_bytes: 512,
+            min_free_disk_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -314,6 +321,10 @@ pub struct Queues {
     options: Options,
     /// What the queues declared at run time hold together.
     usage: Arc<RuntimeUsage>,
+    /// Payload bytes of every queue.
+    stored: Arc<AtomicU64>,
+    /// The free-space reserve of the store's disk.
+    disk: Option<DiskReserve>,
 }
 
 impl Queues {
@@ -329,8 +340,12 @@ impl Queues {
         configs: Vec<QueueConfig>,
         options: Options,
     ) -> Result<Queues, QueueError> {
+        let file = path.as_ref().to_path_buf();
+        let min_free = options.min_free_disk_bytes;
         let store = RedbStore::open(path, options.store.clone())?;
-        Queues::with_store(Arc::new(store), configs, options)
+        let mut queues = Queues::with_store(Arc::new(store), configs, options)?;
+        queues.disk = Some(DiskReserve::new(file, min_free));
+        Ok(queues)
     }
 
     /// Recovers from `store`. Blocks until the recovery commit is durable.
@@ -386,10 +401,12 @@ impl Queues {
             options.runtime_max_payload_bytes,
             options.runtime_max_idempotency_keys,
         ));
+        let stored = Arc::new(AtomicU64::new(0));
         let mut registry: HashMap<Arc<str>, Arc<QueueShared>> = HashMap::new();
         for (name, (cfg, counters)) in declared {
             let cfg = Arc::new(cfg);
             let mut state = QueueState::new(cfg.clone(), counters, now);
+            state.count_stored(stored.clone());
             if !seen.contains(&cfg.name) {
                 state.count_in(usage.clone());
             }
@@ -474,6 +491,8 @@ impl Queues {
             clock,
             options,
             usage,
+            stored,
+            disk: None,
         })
     }
 
@@ -538,6 +557,7 @@ impl Queues {
                     self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false, true)?;
                 let mut state = QueueState::new(cfg.clone(), Counters::default(), now);
                 state.count_in(self.usage.clone());
+                state.count_stored(self.stored.clone());
                 reg.insert(
                     cfg.name.as_str().into(),
                     Arc::new(QueueShared {
@@ -595,6 +615,7 @@ impl Queues {
             };
             st.release_all();
             *st = QueueState::new(q.config.clone(), Counters::default(), self.clock.now_ms());
+            st.count_stored(self.stored.clone());
             st.deleted = true;
             let durable = self.submit_tracked(muts.clone(), false, true)?;
             drop(st);
@@ -808,6 +829,15 @@ impl Queues {
                 });
             }
         }
+        if let Some(disk) = &self.disk {
+            let incoming = jobs
+                .iter()
+                .fold(0u64, |n, (_, j)| n.saturating_add(j.payload.len() as u64));
+            if let Err((free, reserve)) = disk.check(incoming, self.stored.load(Ordering::Relaxed))
+            {
+                return Err(QueueError::DiskFull { free, reserve });
+            }
+        }
         let now = self.clock.now_ms();
         let mut drafts = Vec::with_capacity(jobs.len());
         for (i, (queue, job)) in jobs.into_iter().enumerate() {
@@ -931,8 +961,9 @@ impl Queues {
             // The payload goes to the store only: memory holds the job's metadata.
             muts.push(Mutation::PutPayload { id, payload });
             st.committing.insert(id);
-            if st.usage().is_some() {
-                st.hold(job.payload_bytes, true);
+            let runtime = st.usage().is_some();
+            st.hold(job.payload_bytes, runtime);
+            if runtime {
                 rt_jobs -= 1;
                 rt_bytes = rt_bytes.saturating_sub(u64::from(job.payload_bytes));
             }

@@ -20,6 +20,7 @@
 pub mod clock;
 mod codec;
 pub mod config;
+mod disk;
 mod engine;
 pub mod error;
 pub mod human;

@@ -13,13 +13,14 @@
 //! the changes of one job in the order they were made.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::duration_ms;
 use crate::config::{QueueConfig, RateLimit};
 use crate::model::{DeadReason, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, Priority};
 use crate::store::{Counters, Mutation};
-use crate::usage::RuntimeUsage;
+use crate::usage::{sub, RuntimeUsage};
 
 /// Error URI recorded when a lease expires.
 pub const LEASE_EXPIRED: &str = "switchyard.queue.lease_expired";
@@ -166,6 +167,8 @@ pub(crate) struct QueueState {
     /// bytes, as counted in `usage`.
     held_jobs: u64,
     held_bytes: u64,
+    /// The payload bytes of every queue of the store (for the disk reserve).
+    stored: Option<Arc<AtomicU64>>,
 }
 
 impl QueueState {
@@ -188,7 +191,13 @@ impl QueueState {
             usage: None,
             held_jobs: 0,
             held_bytes: 0,
+            stored: None,
         }
+    }
+
+    /// Counts this queue's payload bytes in `stored` (every queue).
+    pub(crate) fn count_stored(&mut self, stored: Arc<AtomicU64>) {
+        self.stored = Some(stored);
     }
 
     /// Counts this (run-time) queue's jobs and keys in `usage`.
@@ -206,6 +215,9 @@ impl QueueState {
     pub(crate) fn hold(&mut self, bytes: u32, reserved: bool) {
         self.held_jobs += 1;
         self.held_bytes += u64::from(bytes);
+        if let Some(s) = &self.stored {
+            s.fetch_add(u64::from(bytes), Ordering::Relaxed);
+        }
         if let (Some(u), false) = (&self.usage, reserved) {
             u.jobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             u.bytes
@@ -218,6 +230,9 @@ impl QueueState {
         if let Some(u) = &self.usage {
             u.release(self.held_jobs, self.held_bytes);
             u.forget_keys(self.idem.len() as u64);
+        }
+        if let Some(s) = &self.stored {
+            sub(s, self.held_bytes);
         }
         self.held_jobs = 0;
         self.held_bytes = 0;
@@ -290,6 +305,9 @@ impl QueueState {
         self.held_bytes = self.held_bytes.saturating_sub(bytes);
         if let Some(u) = &self.usage {
             u.release(1, bytes);
+        }
+        if let Some(s) = &self.stored {
+            sub(s, bytes);
         }
         Some(e)
     }

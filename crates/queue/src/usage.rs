@@ -79,7 +79,8 @@ fn try_add(counter: &AtomicU64, n: u64, limit: u64) -> Result<(), u64> {
         .map(|_| ())
 }
 
-fn sub(counter: &AtomicU64, n: u64) {
+/// Subtracts `n` from `counter`, stopping at 0.
+pub(crate) fn sub(counter: &AtomicU64, n: u64) {
     let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
         Some(held.saturating_sub(n))
     });

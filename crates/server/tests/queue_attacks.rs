@@ -662,3 +662,69 @@ fn registration_churn_against_parked_dispatchers() {
         assert!(rt_during < 500.0, "{rt_during} ms");
     });
 }
+
+/// Probe: a full disk. Needs a small file system (e.g. `mount -t tmpfs -o
+/// size=48m tmpfs DIR`, as root) named by `SWITCHYARD_SMALL_FS`; skipped
+/// without it. Pushes 900 KiB jobs until the disk is full: the push gets an
+/// error, the router stays up and answers, and after a purge pushes work
+/// again.
+#[test]
+fn full_disk() {
+    let Ok(dir) = std::env::var("SWITCHYARD_SMALL_FS") else {
+        eprintln!("SWITCHYARD_SMALL_FS not set: skipped");
+        return;
+    };
+    let data = tempfile::tempdir_in(&dir).expect("tempdir on the small fs");
+    let extra = format!(
+        "[realm.queue_limits]\nmin_free_disk_bytes = 8388608\n\n\
+         [[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\nmax_jobs = 0\n\n[storage]\ndata_dir = \"{}\"\n",
+        data.path().display()
+    );
+    let router = Router::start(&extra);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let healthy = join(&router).await;
+        let mut accepted = 0;
+        let mut error = None;
+        for i in 0..200usize {
+            match push(&s, "conf", vec![i as u8; 900 * 1024]).await {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = error.expect("the disk fills");
+        let rt = round_trip(&healthy).await;
+        eprintln!(
+            "disk nearly full after {accepted} pushes of 900 KiB: {e}; healthy call {rt:.1} ms"
+        );
+        assert!(
+            e.contains("switchyard.queue.error.queue_full") && e.contains("min_free_disk_bytes"),
+            "{e}"
+        );
+        s.call(
+            "switchyard.queue.purge",
+            vec![Value::from("conf")],
+            Dict::new().with("which", "all"),
+        )
+        .await
+        .expect("purge works: the store did not fail");
+        for i in 0..20u8 {
+            push(&s, "conf", vec![i; 900 * 1024])
+                .await
+                .expect("pushes work again once there is room");
+        }
+    });
+    eprintln!(
+        "{}",
+        router
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -42,6 +42,11 @@ pub struct QueueLimits {
     /// stay in memory while it waits); default 512 bytes.
     #[serde(default = "default_max_job_uri_bytes")]
     pub max_job_uri_bytes: usize,
+    /// Free space to keep on the disk of the queue store: a push that would
+    /// leave less is refused (`queue_full`), for every queue, so clients
+    /// never fill the disk. Default 256 MiB; 0 = none.
+    #[serde(default = "default_min_free_disk_bytes")]
+    pub min_free_disk_bytes: u64,
     /// The largest values a run-time declaration may ask for.
     #[serde(default)]
     pub runtime_queue: RuntimeCeilings,
@@ -197,6 +202,7 @@ impl Default for QueueLimits {
             runtime_max_idempotency_keys: default_runtime_max_idempotency_keys(),
             runtime_queue: RuntimeCeilings::default(),
             max_job_uri_bytes: default_max_job_uri_bytes(),
+            min_free_disk_bytes: default_min_free_disk_bytes(),
         }
     }
 }
@@ -237,4 +243,7 @@ fn default_runtime_max_idempotency_keys() -> u64 {
 }
 fn default_max_job_uri_bytes() -> usize {
     512
+}
+fn default_min_free_disk_bytes() -> u64 {
+    256 * 1024 * 1024
 }
