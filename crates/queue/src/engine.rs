@@ -107,8 +107,10 @@ impl Default for Options {
 /// batch always has at least one job).
 pub const LEASE_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
-/// Most payload bytes one `peek` or `dead` listing reads from the store (16 MiB).
-pub const LISTING_PAYLOAD_BUDGET: usize = 16 * 1024 * 1024;
+/// Most payload bytes one `peek` or `dead` listing reads from the store (1 MiB: an answer is
+/// bounded by the transports' message size anyway; 16 concurrent listings of 16 MiB held a
+/// healthy call for 6 s).
+pub const LISTING_PAYLOAD_BUDGET: usize = 1024 * 1024;
 
 /// The answer to a push.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]

@@ -728,3 +728,61 @@ fn full_disk() {
             .join("\n")
     );
 }
+
+/// Listings read payloads and convert them: 16 clients peeking at once at
+/// a queue of 900 KiB jobs (16 MiB of payloads per answer) held a healthy
+/// session's call for 6.4 s, the conversions running on the threads that
+/// serve every session. Listings now read at most 1 MiB of payloads and
+/// run on blocking threads.
+#[test]
+fn concurrent_peeks_do_not_stall_the_router() {
+    let router = Router::start(REALM_BOUNDS);
+    let p = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        for i in 0..24u8 {
+            push(&s, "conf", vec![i; 900 * 1024]).await.expect("push");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = rss_kib(p);
+        let healthy = join(&router).await;
+        let rt_before = round_trip(&healthy).await;
+        let mut peekers = Vec::new();
+        for _ in 0..16 {
+            peekers.push(join(&router).await);
+        }
+        let stop = Instant::now() + Duration::from_secs(4);
+        let mut peak = before;
+        let mut rt_during = 0f64;
+        let mut answers = std::collections::HashMap::<String, usize>::new();
+        while Instant::now() < stop {
+            let calls = peekers.iter().map(|c| async move {
+                c.call(
+                    "switchyard.queue.peek",
+                    vec![Value::from("conf")],
+                    Dict::new().with("limit", 1000u64),
+                )
+                .await
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string().chars().take(60).collect())
+            });
+            let (results, (rss, rt)) = tokio::join!(futures_util::future::join_all(calls), async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                (rss_kib(p), round_trip(&healthy).await)
+            });
+            peak = peak.max(rss);
+            rt_during = rt_during.max(rt);
+            for a in results {
+                *answers.entry(a).or_default() += 1;
+            }
+            peak = peak.max(rss_kib(p));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_kib(p);
+        eprintln!(
+            "16 sessions peeking at 24 x 900 KiB jobs for 4 s: RSS {before} -> peak {peak} -> {after} KiB; healthy call {rt_before:.1} -> {rt_during:.1} ms; answers {answers:?}"
+        );
+        assert!(rt_during < 1000.0, "healthy call took {rt_during:.1} ms");
+        assert!(peak < before + 200 * 1024, "{before} -> {peak} KiB");
+    });
+}

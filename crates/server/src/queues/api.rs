@@ -212,6 +212,20 @@ fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
 
 impl QueueService {
     async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+        if matches!(
+            procedure,
+            "switchyard.queue.peek" | "switchyard.queue.dead" | "switchyard.queue.job"
+        ) {
+            // Listings read payloads from the store and convert them: blocking work, kept
+            // off the threads that serve every session.
+            let service = self.clone();
+            let procedure = procedure.to_string();
+            return tokio::task::spawn_blocking(move || service.listing(&procedure, inv))
+                .await
+                .unwrap_or_else(|e| {
+                    Err((errors::INVALID_ARGUMENT, format!("listing failed: {e}")))
+                });
+        }
         match procedure {
             "switchyard.queue.push" => self.push(inv).await,
             "switchyard.queue.push_many" => self.push_many(inv).await,
@@ -228,35 +242,6 @@ impl QueueService {
                 match to_wamp(serde_json::to_value(stats).unwrap_or_default()) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err((errors::INVALID_ARGUMENT, "stats unavailable".into())),
-                }
-            }
-            "switchyard.queue.peek" | "switchyard.queue.dead" => {
-                let q = queue_arg(&inv, "peek")?;
-                let n = limit_arg(&inv.kwargs)?;
-                let jobs = if procedure.ends_with("peek") {
-                    self.queues.peek(q, n)
-                } else {
-                    self.queues.dead(q, n)
-                }
-                .map_err(queue_error)?;
-                Ok((vec![Value::List(jobs.iter().map(job_info).collect())], None))
-            }
-            "switchyard.queue.job" => {
-                let id = match inv.args.first().or_else(|| inv.kwargs.get("id")) {
-                    Some(Value::UInt(id)) => JobId(*id),
-                    _ => {
-                        return Err(invalid(
-                            "job needs the job id (an integer) as its first argument",
-                        ))
-                    }
-                };
-                let info = self
-                    .queues
-                    .job(id)
-                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
-                match job_info(&info) {
-                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
-                    _ => Err(queue_error(QueueError::UnknownJob(id))),
                 }
             }
             "switchyard.queue.requeue" => {
@@ -307,6 +292,45 @@ impl QueueService {
             other => Err((
                 errors::NO_SUCH_PROCEDURE,
                 format!("\"{other}\" is not a queue procedure"),
+            )),
+        }
+    }
+
+    /// `peek`, `dead` and `job` (run on a blocking thread).
+    fn listing(&self, procedure: &str, inv: InternalInvocation) -> Answer {
+        match procedure {
+            "switchyard.queue.peek" | "switchyard.queue.dead" => {
+                let q = queue_arg(&inv, "peek")?;
+                let n = limit_arg(&inv.kwargs)?;
+                let jobs = if procedure.ends_with("peek") {
+                    self.queues.peek(q, n)
+                } else {
+                    self.queues.dead(q, n)
+                }
+                .map_err(queue_error)?;
+                Ok((vec![Value::List(jobs.iter().map(job_info).collect())], None))
+            }
+            "switchyard.queue.job" => {
+                let id = match inv.args.first().or_else(|| inv.kwargs.get("id")) {
+                    Some(Value::UInt(id)) => JobId(*id),
+                    _ => {
+                        return Err(invalid(
+                            "job needs the job id (an integer) as its first argument",
+                        ))
+                    }
+                };
+                let info = self
+                    .queues
+                    .job(id)
+                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                match job_info(&info) {
+                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
+                    _ => Err(queue_error(QueueError::UnknownJob(id))),
+                }
+            }
+            other => Err((
+                errors::NO_SUCH_PROCEDURE,
+                format!("\"{other}\" is not a queue listing"),
             )),
         }
     }
