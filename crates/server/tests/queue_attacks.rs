@@ -545,9 +545,9 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
 }
 
-/// Probe: a payload that is small in MessagePack but expands in JSON
-/// (control characters are 6 bytes each in JSON) is measured as stored;
-/// a JSON worker gets a job whose INVOCATION exceeds the message limit.
+/// Probe: a payload that is small in MessagePack (as stored) but expands
+/// 6x in JSON (control characters): a JSON worker gets it once (1.2 MB
+/// INVOCATION), the router does not spin.
 #[test]
 fn payload_expanding_in_json_for_the_worker() {
     let router = Router::start(
@@ -784,5 +784,58 @@ fn concurrent_peeks_do_not_stall_the_router() {
         );
         assert!(rt_during < 1000.0, "healthy call took {rt_during:.1} ms");
         assert!(peak < before + 200 * 1024, "{before} -> {peak} KiB");
+    });
+}
+
+/// Probe: pushes of 1 MB strings of control characters (6 MB in JSON; the
+/// store keeps MessagePack, so 1 MB) from 16 sessions at once into a
+/// run-time queue: the realm-wide byte bound (32 MiB here) stops them, and
+/// a healthy call stays fast.
+#[test]
+fn concurrent_expanding_pushes() {
+    let router = Router::start(REALM_BOUNDS);
+    let p = pid(&router);
+    runtime().block_on(async {
+        let healthy = join(&router).await;
+        declare(&healthy, queue("rt")).await.expect("declare");
+        let rt_before = round_trip(&healthy).await;
+        let before = rss_kib(p);
+        let mut pushers = Vec::new();
+        for _ in 0..16 {
+            pushers.push(join(&router).await);
+        }
+        let text: String = "\u{1}".repeat(1_000_000);
+        let stop = Instant::now() + Duration::from_secs(4);
+        let (mut peak, mut rt_during, mut answers) = (before, 0f64, std::collections::HashMap::<String, usize>::new());
+        while Instant::now() < stop {
+            let calls = pushers.iter().map(|c| {
+                let text = text.as_str();
+                async move {
+                    c.call(
+                        "switchyard.queue.push",
+                        vec![Value::from("rt")],
+                        Dict::new().with("args", Value::List(vec![Value::from(text)])),
+                    )
+                    .await
+                    .map(|_| "ok".to_string())
+                    .unwrap_or_else(|e| e.to_string().chars().take(50).collect())
+                }
+            });
+            let (results, (rss, rt)) = tokio::join!(futures_util::future::join_all(calls), async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                (rss_kib(p), round_trip(&healthy).await)
+            });
+            peak = peak.max(rss);
+            rt_during = rt_during.max(rt);
+            for a in results {
+                *answers.entry(a).or_default() += 1;
+            }
+        }
+        let after = rss_kib(p);
+        eprintln!(
+            "16 sessions pushing 1 MB of control characters into a run-time queue: RSS {before} -> peak {peak} -> {after} KiB; healthy call {rt_before:.1} -> {rt_during:.1} ms; answers {answers:?}"
+        );
+        assert!(rt_during < 1000.0, "healthy call took {rt_during:.1} ms");
+        assert!(answers.get("ok").copied().unwrap_or(0) <= 33, "{answers:?}");
     });
 }
