@@ -590,7 +590,7 @@ fn payload_expanding_in_json_for_the_worker() {
         let ticks = cpu_ticks(p) - t0;
         let st = stats(&s, "exp").await;
         eprintln!(
-            "JSON worker, 1.2 MB stored payload (200 KB in MessagePack): delivered {} times; stats {st:?}; router CPU {ticks} ticks in 3 s",
+            "JSON worker, 200 KB payload as stored (MessagePack), 1.2 MB as JSON: delivered {} times; stats {st:?}; router CPU {ticks} ticks in 3 s",
             got.load(std::sync::atomic::Ordering::Relaxed)
         );
         assert!(ticks < 150, "{ticks} ticks");
@@ -837,5 +837,99 @@ fn concurrent_expanding_pushes() {
         );
         assert!(rt_during < 1000.0, "healthy call took {rt_during:.1} ms");
         assert!(answers.get("ok").copied().unwrap_or(0) <= 33, "{answers:?}");
+    });
+}
+
+/// In a realm with roles, deleting is a call like any other: a session
+/// whose role may declare and push but not call `switchyard.queue.delete`
+/// cannot delete a queue (nor its jobs).
+#[test]
+fn delete_by_an_unauthorized_session_is_refused() {
+    let router = Router::start(
+        "[[realm.role]]\nname = \"anonymous\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.declare\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.stats\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"test.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n",
+    );
+    runtime().block_on(async {
+        let s = join(&router).await;
+        declare(&s, queue("mine")).await.expect("declare");
+        push(&s, "mine", vec![1]).await.expect("push");
+        for force in [false, true] {
+            let e = s
+                .call(
+                    "switchyard.queue.delete",
+                    vec![Value::from("mine")],
+                    Dict::new().with("force", force),
+                )
+                .await
+                .expect_err("not authorized")
+                .to_string();
+            assert!(e.contains("wamp.error.not_authorized"), "{e}");
+        }
+        let st = stats(&s, "mine").await;
+        assert_eq!(uint(&st, "ready"), 1, "{st:?}");
+    });
+}
+
+/// Probe: idempotency keys under concurrent pushes: 16 sessions push the
+/// same key at once (one job), then 16 x 100 distinct keys at once into a
+/// queue that remembers 100: the cap holds and the newest keys are kept.
+#[test]
+fn idempotency_keys_under_concurrent_pushes() {
+    let router = Router::start(REALM_BOUNDS);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        declare(&s, queue("idem").with("idempotency_max_keys", 100u64))
+            .await
+            .expect("declare");
+        let mut sessions = Vec::new();
+        for _ in 0..16 {
+            sessions.push(join(&router).await);
+        }
+        let same = sessions.iter().map(|c| async move {
+            let (_, kw) = c
+                .call(
+                    "switchyard.queue.push",
+                    vec![Value::from("idem")],
+                    Dict::new().with("idempotency_key", "the-same"),
+                )
+                .await
+                .expect("push");
+            uint(&kw, "id")
+        });
+        let ids: std::collections::HashSet<u64> = futures_util::future::join_all(same)
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let distinct = sessions.iter().enumerate().map(|(n, c)| async move {
+            for i in 0..100 {
+                c.call(
+                    "switchyard.queue.push",
+                    vec![Value::from("idem")],
+                    Dict::new().with("idempotency_key", format!("s{n}-{i}")),
+                )
+                .await
+                .expect("push");
+            }
+        });
+        futures_util::future::join_all(distinct).await;
+        let keys = uint(&stats(&s, "idem").await, "idempotency_keys");
+        eprintln!("16 x 100 concurrent distinct keys, cap 100: {keys} remembered");
+        assert!(keys <= 100, "{keys}");
+        let (_, kw) = s
+            .call(
+                "switchyard.queue.push",
+                vec![Value::from("idem")],
+                Dict::new().with("idempotency_key", "s0-99"),
+            )
+            .await
+            .expect("push");
+        eprintln!(
+            "newest key of session 0 still a duplicate: {:?}",
+            kw.get_bool("duplicate")
+        );
     });
 }
