@@ -660,6 +660,27 @@ fn registration_churn_against_parked_dispatchers() {
             ticks as f64 / rounds as f64
         );
         assert!(rt_during < 500.0, "{rt_during} ms");
+        // Registrations that serve none of the parked queues: a scan, no wake-up.
+        let other = join(&router).await;
+        let t0 = cpu_ticks(p);
+        let start = Instant::now();
+        let mut regs = Vec::new();
+        for i in 0..300 {
+            regs.push(
+                other
+                    .register(&format!("other.proc{i}"), |_, _| async move {
+                        Ok((Vec::new(), Dict::new()))
+                    })
+                    .await
+                    .expect("register"),
+            );
+        }
+        let elapsed = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ticks = cpu_ticks(p) - t0;
+        eprintln!(
+            "300 unrelated registrations with 300 parked dispatchers in {elapsed:?}: router CPU {ticks} ticks"
+        );
     });
 }
 
