@@ -954,3 +954,64 @@ fn idempotency_keys_under_concurrent_pushes() {
         );
     });
 }
+
+/// Probe: deeply nested job arguments, crafted as raw MessagePack (the
+/// client library would not build them): 200 000 levels are refused by the
+/// decoder, 95 levels are stored and reach a JSON worker; the router stays
+/// up.
+#[test]
+fn deeply_nested_job_arguments() {
+    let router = Router::start(
+        "[[realm.queue]]\nname = \"deep\"\ntarget = \"test.deep.work\"\nmax_attempts = 1\n",
+    );
+    let frame = |depth: usize| {
+        let mut b = vec![0x96, 48, 0x01, 0x80, 0xb5];
+        b.extend_from_slice(b"switchyard.queue.push");
+        b.extend_from_slice(&[0x91, 0xa4]);
+        b.extend_from_slice(b"deep");
+        b.extend_from_slice(&[0x81, 0xa4]);
+        b.extend_from_slice(b"args");
+        b.extend(std::iter::repeat_n(0x91u8, depth));
+        b.push(0xc0);
+        b
+    };
+    for depth in [200_000usize, 95] {
+        let mut raw = common::Raw::connect(router.rs_port, Serializer::MsgPack);
+        raw.join("realm1");
+        raw.send_frame(&frame(depth));
+        let answer = format!("{:?}", raw.recv());
+        eprintln!(
+            "nested {depth} levels: {}",
+            answer.chars().take(160).collect::<String>()
+        );
+        if depth > 100 {
+            assert!(answer.contains("nested too deeply"), "{answer}");
+        } else {
+            assert!(answer.starts_with("Some(Result"), "{answer}");
+        }
+    }
+    runtime().block_on(async {
+        let worker = Session::connect(&router.ws_url(), "realm1", Serializer::Json)
+            .await
+            .expect("json worker");
+        let _reg = worker
+            .register("test.deep.work", |_, _| async move {
+                Ok((Vec::new(), Dict::new()))
+            })
+            .await
+            .expect("register");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let s = join(&router).await;
+        let st = s
+            .call(
+                "switchyard.queue.stats",
+                vec![Value::from("deep")],
+                Dict::new(),
+            )
+            .await
+            .expect("the router is up")
+            .1;
+        eprintln!("after a JSON worker: {st:?}");
+        assert_eq!(uint(&st, "completed_total"), 1, "{st:?}");
+    });
+}
