@@ -1015,3 +1015,66 @@ fn deeply_nested_job_arguments() {
         assert_eq!(uint(&st, "completed_total"), 1, "{st:?}");
     });
 }
+
+/// A healthy session on a thread and runtime of its own (so that the
+/// attackers' answers decoded in the test process do not delay it): the
+/// worst round trip of a cheap call, every 20 ms for `secs`.
+fn healthy_probe(url: String, secs: u64) -> std::thread::JoinHandle<(f64, f64)> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let s = Session::connect(&url, "realm1", Serializer::MsgPack)
+                .await
+                .expect("join");
+            let before = round_trip(&s).await;
+            let stop = Instant::now() + Duration::from_secs(secs);
+            let mut worst = 0f64;
+            while Instant::now() < stop {
+                worst = worst.max(round_trip(&s).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (before, worst)
+        })
+    })
+}
+
+/// 16 sessions calling `switchyard.queue.list` in a loop in a realm of 600
+/// queues kept both cores busy: a healthy session's call (its own thread)
+/// took up to 248 ms. Listings now run one at a time, on a blocking thread.
+#[test]
+fn list_spam_with_many_queues() {
+    let router = Router::start(REALM_BOUNDS);
+    let p = pid(&router);
+    runtime().block_on(async {
+        let s = join(&router).await;
+        let declares = (0..600).map(|i| {
+            let s = &s;
+            async move { declare(s, queue(&format!("many{i:03}-{}", "n".repeat(100)))).await.expect("declare") }
+        });
+        futures_util::future::join_all(declares).await;
+        let mut spammers = Vec::new();
+        for _ in 0..16 {
+            spammers.push(join(&router).await);
+        }
+        let probe = healthy_probe(router.rs_url(), 3);
+        let t0 = cpu_ticks(p);
+        let stop = Instant::now() + Duration::from_secs(3);
+        let mut calls = 0;
+        while Instant::now() < stop {
+            let batch = spammers.iter().map(|c| async move {
+                c.call("switchyard.queue.list", Vec::new(), Dict::new()).await.map(|_| ())
+            });
+            let results = futures_util::future::join_all(batch).await;
+            calls += results.iter().filter(|r| r.is_ok()).count();
+        }
+        let ticks = cpu_ticks(p) - t0;
+        let (rt_before, rt_during) = probe.join().expect("probe");
+        eprintln!(
+            "{calls} lists of 600 queues in 3 s: router CPU {ticks} ticks; healthy call {rt_before:.1} -> {rt_during:.1} ms"
+        );
+        assert!(rt_during < 100.0, "healthy call took {rt_during:.1} ms");
+    });
+}

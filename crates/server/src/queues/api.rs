@@ -42,6 +42,9 @@ const PROCEDURES: [(&str, u32); 12] = [
     ("switchyard.queue.purge", 8),
 ];
 
+/// Listings (`peek`, `dead`, `job`, `list`) run one at a time.
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// The longest list `peek` and `dead` return.
 const MAX_LIST: usize = 1000;
 
@@ -214,10 +217,15 @@ impl QueueService {
     async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
         if matches!(
             procedure,
-            "switchyard.queue.peek" | "switchyard.queue.dead" | "switchyard.queue.job"
+            "switchyard.queue.peek"
+                | "switchyard.queue.dead"
+                | "switchyard.queue.job"
+                | "switchyard.queue.list"
         ) {
             // Listings read payloads from the store and convert them: blocking work, kept
-            // off the threads that serve every session.
+            // off the threads that serve every session, one at a time per router (a
+            // client calling them in a loop takes at most one core).
+            let _turn = LISTINGS.acquire().await;
             let service = self.clone();
             let procedure = procedure.to_string();
             return tokio::task::spawn_blocking(move || service.listing(&procedure, inv))
@@ -232,10 +240,6 @@ impl QueueService {
             "switchyard.queue.extend" => self.extend(inv),
             "switchyard.queue.declare" => self.declare(inv).await,
             "switchyard.queue.delete" => self.delete(inv).await,
-            "switchyard.queue.list" => {
-                let list = serde_json::to_value(self.queues.list()).unwrap_or_default();
-                Ok((vec![to_wamp(list)], None))
-            }
             "switchyard.queue.stats" => {
                 let q = queue_arg(&inv, "stats")?;
                 let stats = self.queues.stats(q).map_err(queue_error)?;
@@ -296,9 +300,13 @@ impl QueueService {
         }
     }
 
-    /// `peek`, `dead` and `job` (run on a blocking thread).
+    /// `peek`, `dead`, `job` and `list` (run on a blocking thread).
     fn listing(&self, procedure: &str, inv: InternalInvocation) -> Answer {
         match procedure {
+            "switchyard.queue.list" => {
+                let list = serde_json::to_value(self.queues.list()).unwrap_or_default();
+                Ok((vec![to_wamp(list)], None))
+            }
             "switchyard.queue.peek" | "switchyard.queue.dead" => {
                 let q = queue_arg(&inv, "peek")?;
                 let n = limit_arg(&inv.kwargs)?;
