@@ -1078,3 +1078,31 @@ fn list_spam_with_many_queues() {
         assert!(rt_during < 100.0, "healthy call took {rt_during:.1} ms");
     });
 }
+
+/// The realm-wide bounds of run-time queues are counted again at start:
+/// after a kill -9 and a restart the stored jobs still count (a restart
+/// does not give the attacker a fresh budget).
+#[test]
+fn runtime_bounds_survive_a_restart() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "[realm.queue_limits]\nruntime_max_jobs = 1500\n\n[[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\n\n[storage]\ndata_dir = \"{}\"\n",
+        data.path().display()
+    );
+    let mut first = Router::start(&extra);
+    runtime().block_on(async {
+        let s = join(&first).await;
+        declare(&s, queue("rtq")).await.expect("declare");
+        push_tiny(&s, "rtq", 1000).await.expect("push_many");
+    });
+    first.signal(9);
+    let second = Router::start(&extra);
+    runtime().block_on(async {
+        let s = join(&second).await;
+        let e = push_tiny(&s, "rtq", 600).await.expect_err("still counted");
+        assert!(e.contains("runtime_max_jobs"), "{e}");
+        push_tiny(&s, "rtq", 500)
+            .await
+            .expect("what is left of the bound");
+    });
+}
