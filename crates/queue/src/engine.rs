@@ -31,14 +31,18 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::clock::{duration_ms, Clock};
 use crate::config::{QueueConfig, MAX_ATTEMPTS_LIMIT, MAX_LEASE};
+use crate::disk::DiskReserve;
 use crate::error::{QueueError, StoreError};
 use crate::human;
 use crate::model::{
     check_name, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, NewJob, Priority, When,
 };
 use crate::redb_store::{RedbOptions, RedbStore};
-use crate::scheduler::{truncate_message, Lease, Outcome, QueueState, Wait, LEASE_LOST};
+use crate::scheduler::{
+    truncate_message, truncate_uri, Lease, Outcome, QueueState, Wait, LEASE_LOST,
+};
 use crate::store::{Batch, Counters, Done, Mutation, Store, StoreStats};
+use crate::usage::RuntimeUsage;
 
 /// Engine options.
 #[derive(Clone, Debug)]
@@ -60,6 +64,24 @@ pub struct Options {
     /// Most payload bytes one [`Queues::push_many`] of several jobs may carry (default
     /// 16 MiB; 0 = no limit). A single job is bounded by its queue's `max_payload_bytes`.
     pub max_push_many_bytes: usize,
+    /// Most jobs (waiting, in flight or dead) the queues declared at run time hold together
+    /// (default 100 000; 0 = no limit). Queues of the config file are not counted. A push
+    /// beyond it is refused with `RuntimeFull` (`queue_full`).
+    pub runtime_max_jobs: u64,
+    /// Most payload bytes the jobs of the queues declared at run time hold together (default
+    /// 1 GiB; 0 = no limit).
+    pub runtime_max_payload_bytes: u64,
+    /// Most idempotency keys the queues declared at run time remember together (default
+    /// 100 000; 0 = no limit). Beyond it, a run-time queue forgets its own oldest key first.
+    pub runtime_max_idempotency_keys: u64,
+    /// Longest target procedure and result topic a pushed job may name, in bytes (default
+    /// 512; 0 = the URI limit of 2048). They stay in memory while the job waits.
+    pub max_job_uri_bytes: usize,
+    /// Free space to keep on the disk holding the store (default 256 MiB; 0 = none): a push
+    /// that would leave less is refused with `DiskFull` (`queue_full`), so clients never fill
+    /// the disk (a full disk fails every write of the store until a restart). Only for stores
+    /// opened from a path ([`Queues::open_with`]).
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for Options {
@@ -72,6 +94,11 @@ impl Default for Options {
             max_queues: 1000,
             max_push_many_jobs: 1000,
             max_push_many_bytes: 16 * 1024 * 1024,
+            runtime_max_jobs: 100_000,
+            runtime_max_payload_bytes: 1024 * 1024 * 1024,
+            runtime_max_idempotency_keys: 100_000,
+            max_job_uri_bytes: 512,
+            min_free_disk_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -80,8 +107,10 @@ impl Default for Options {
 /// batch always has at least one job).
 pub const LEASE_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
-/// Most payload bytes one `peek` or `dead` listing reads from the store (16 MiB).
-pub const LISTING_PAYLOAD_BUDGET: usize = 16 * 1024 * 1024;
+/// Most payload bytes one `peek` or `dead` listing reads from the store (1 MiB: an answer is
+/// bounded by the transports' message size anyway; 16 concurrent listings of 16 MiB held a
+/// healthy call for 6 s).
+pub const LISTING_PAYLOAD_BUDGET: usize = 1024 * 1024;
 
 /// The answer to a push.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -292,6 +321,12 @@ pub struct Queues {
     next_id: AtomicU64,
     clock: Clock,
     options: Options,
+    /// What the queues declared at run time hold together.
+    usage: Arc<RuntimeUsage>,
+    /// Payload bytes of every queue.
+    stored: Arc<AtomicU64>,
+    /// The free-space reserve of the store's disk.
+    disk: Option<DiskReserve>,
 }
 
 impl Queues {
@@ -307,8 +342,12 @@ impl Queues {
         configs: Vec<QueueConfig>,
         options: Options,
     ) -> Result<Queues, QueueError> {
+        let file = path.as_ref().to_path_buf();
+        let min_free = options.min_free_disk_bytes;
         let store = RedbStore::open(path, options.store.clone())?;
-        Queues::with_store(Arc::new(store), configs, options)
+        let mut queues = Queues::with_store(Arc::new(store), configs, options)?;
+        queues.disk = Some(DiskReserve::new(file, min_free));
+        Ok(queues)
     }
 
     /// Recovers from `store`. Blocks until the recovery commit is durable.
@@ -359,13 +398,24 @@ impl Queues {
             muts.push(Mutation::PutQueue(cfg.clone()));
             declared.insert(cfg.name.clone(), (cfg, counters));
         }
+        let usage = Arc::new(RuntimeUsage::new(
+            options.runtime_max_jobs,
+            options.runtime_max_payload_bytes,
+            options.runtime_max_idempotency_keys,
+        ));
+        let stored = Arc::new(AtomicU64::new(0));
         let mut registry: HashMap<Arc<str>, Arc<QueueShared>> = HashMap::new();
         for (name, (cfg, counters)) in declared {
             let cfg = Arc::new(cfg);
+            let mut state = QueueState::new(cfg.clone(), counters, now);
+            state.count_stored(stored.clone());
+            if !seen.contains(&cfg.name) {
+                state.count_in(usage.clone());
+            }
             registry.insert(
                 name.into(),
                 Arc::new(QueueShared {
-                    state: Mutex::new(QueueState::new(cfg.clone(), counters, now)),
+                    state: Mutex::new(state),
                     configured: seen.contains(&cfg.name),
                     config: cfg,
                     notify: Arc::new(Notify::new()),
@@ -386,7 +436,9 @@ impl Queues {
                 leased.push((q.clone(), job.id));
             }
             index.insert(job.id, q.clone());
-            q.state.lock().insert(job, status, now);
+            let mut st = q.state.lock();
+            st.hold(job.payload_bytes, false);
+            st.insert(job, status, now);
         }
         for (q, id) in leased {
             let err = ErrorInfo {
@@ -440,6 +492,9 @@ impl Queues {
             next_id: AtomicU64::new(next_id),
             clock,
             options,
+            usage,
+            stored,
+            disk: None,
         })
     }
 
@@ -502,10 +557,13 @@ impl Queues {
                 let cfg = Arc::new(config);
                 let durable =
                     self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false, true)?;
+                let mut state = QueueState::new(cfg.clone(), Counters::default(), now);
+                state.count_in(self.usage.clone());
+                state.count_stored(self.stored.clone());
                 reg.insert(
                     cfg.name.as_str().into(),
                     Arc::new(QueueShared {
-                        state: Mutex::new(QueueState::new(cfg.clone(), Counters::default(), now)),
+                        state: Mutex::new(state),
                         config: cfg,
                         notify: Arc::new(Notify::new()),
                         configured: false,
@@ -557,7 +615,9 @@ impl Queues {
                 jobs,
                 idempotency_keys: st.idem.len(),
             };
+            st.release_all();
             *st = QueueState::new(q.config.clone(), Counters::default(), self.clock.now_ms());
+            st.count_stored(self.stored.clone());
             st.deleted = true;
             let durable = self.submit_tracked(muts.clone(), false, true)?;
             drop(st);
@@ -603,6 +663,28 @@ impl Queues {
                 size: job.payload.len(),
                 limit: cfg.max_payload_bytes,
             });
+        }
+        let uri_limit = self.options.max_job_uri_bytes;
+        let long = |field: &str, uri: &str| {
+            QueueError::invalid(
+                field,
+                format!(
+                    "is {} bytes long; a job may name URIs of at most {uri_limit} bytes (max_job_uri_bytes)",
+                    uri.len()
+                ),
+            )
+        };
+        if uri_limit > 0 {
+            if let Some(crate::model::Target::Procedure(p)) = &job.target {
+                if p.len() > uri_limit {
+                    return Err(long("target", p));
+                }
+            }
+            if let Some(t) = &job.result_topic {
+                if t.len() > uri_limit {
+                    return Err(long("result_topic", t));
+                }
+            }
         }
         let target = match (&job.target, &cfg.target) {
             (Some(t), _) => {
@@ -749,6 +831,15 @@ impl Queues {
                 });
             }
         }
+        if let Some(disk) = &self.disk {
+            let incoming = jobs
+                .iter()
+                .fold(0u64, |n, (_, j)| n.saturating_add(j.payload.len() as u64));
+            if let Err((free, reserve)) = disk.check(incoming, self.stored.load(Ordering::Relaxed))
+            {
+                return Err(QueueError::DiskFull { free, reserve });
+            }
+        }
         let now = self.clock.now_ms();
         let mut drafts = Vec::with_capacity(jobs.len());
         for (i, (queue, job)) in jobs.into_iter().enumerate() {
@@ -777,6 +868,32 @@ impl Queues {
                 return Err(QueueError::QueueFull {
                     queue: q.config.name.clone(),
                     limit,
+                });
+            }
+        }
+        // Room in the realm-wide bounds of the run-time queues, reserved now (given back
+        // below for duplicates, and when the jobs leave).
+        let (mut rt_jobs, mut rt_bytes) = (0u64, 0u64);
+        for d in drafts.iter().filter(|d| {
+            let gi = queues.iter().position(|q| Arc::ptr_eq(q, &d.q));
+            gi.is_some_and(|gi| guards[gi].usage().is_some())
+        }) {
+            rt_jobs += 1;
+            rt_bytes = rt_bytes.saturating_add(d.job.payload.len() as u64);
+        }
+        if rt_jobs > 0 {
+            if let Err((what, held, limit, key)) = self.usage.reserve(rt_jobs, rt_bytes) {
+                let queue = drafts
+                    .iter()
+                    .find(|d| !d.q.configured)
+                    .map(|d| d.q.config.name.clone())
+                    .unwrap_or_default();
+                return Err(QueueError::RuntimeFull {
+                    queue,
+                    what,
+                    held,
+                    limit,
+                    key,
                 });
             }
         }
@@ -846,12 +963,20 @@ impl Queues {
             // The payload goes to the store only: memory holds the job's metadata.
             muts.push(Mutation::PutPayload { id, payload });
             st.committing.insert(id);
+            let runtime = st.usage().is_some();
+            st.hold(job.payload_bytes, runtime);
+            if runtime {
+                rt_jobs -= 1;
+                rt_bytes = rt_bytes.saturating_sub(u64::from(job.payload_bytes));
+            }
             visible.push((d.q.clone(), job, status));
             acks.push(PushAck {
                 id,
                 duplicate: false,
             });
         }
+        // Reserved for jobs that turned out duplicates.
+        self.usage.release(rt_jobs, rt_bytes);
         if muts.is_empty() && !wait_for_original {
             return Ok(PushWait::Now(acks));
         }
@@ -1021,7 +1146,7 @@ impl Queues {
             let mut st = q.state.lock();
             st.check_lease(job, epoch)?;
             let err = ErrorInfo {
-                uri: error_uri.to_owned(),
+                uri: truncate_uri(error_uri),
                 message: truncate_message(message),
                 at_ms: now,
             };
@@ -1205,6 +1330,14 @@ impl Queues {
             .get(id)
             .and_then(|q| q.state.lock().info(id))
             .map(|i| i.status)
+    }
+
+    /// The queue a job (any state) is in, if it exists; no store read.
+    pub fn job_queue(&self, id: JobId) -> Option<String> {
+        self.index
+            .get(id)
+            .and_then(|q| q.state.lock().info(id))
+            .map(|i| i.job.queue.to_string())
     }
 
     /// One job by id (any state), if it exists, with its payload (`None` if the store cannot

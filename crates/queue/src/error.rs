@@ -114,6 +114,29 @@ pub enum QueueError {
         /// The limit and its name.
         limit: String,
     },
+    /// The queues declared at run time hold, together, their realm-wide limit of jobs or
+    /// payload bytes; nothing was stored.
+    #[error("queue `{queue}` cannot take this push: the queues declared at run time hold {held} {what} together, at most {limit} ([realm.queue_limits] {key}); purge or delete run-time queues, or declare the queue in the config file")]
+    RuntimeFull {
+        /// A run-time queue of the push.
+        queue: String,
+        /// `jobs` or `payload bytes`.
+        what: &'static str,
+        /// What they hold.
+        held: u64,
+        /// The limit.
+        limit: u64,
+        /// The limit's config key.
+        key: &'static str,
+    },
+    /// The disk holding the store would keep less than its reserve free; nothing was stored.
+    #[error("the disk of the queue store has {free} bytes free (counting room the store can reuse), too little for this push above the reserve of {reserve} bytes ([realm.queue_limits] min_free_disk_bytes): complete, purge or delete jobs, or free disk space")]
+    DiskFull {
+        /// Free bytes counted.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// A queue of the config file cannot be deleted at run time.
     #[error("queue `{0}` is declared in the config file: remove it there (only queues declared at run time can be deleted)")]
     ConfiguredQueue(String),
@@ -150,7 +173,9 @@ impl QueueError {
             QueueError::UnknownQueue(_) => "switchyard.queue.error.unknown_queue",
             QueueError::Invalid(_) => "switchyard.queue.error.invalid_argument",
             QueueError::PayloadTooLarge { .. } => "switchyard.queue.error.payload_too_large",
-            QueueError::QueueFull { .. } => "switchyard.queue.error.queue_full",
+            QueueError::QueueFull { .. }
+            | QueueError::RuntimeFull { .. }
+            | QueueError::DiskFull { .. } => "switchyard.queue.error.queue_full",
             QueueError::ConfigConflict { .. } => "switchyard.queue.error.config_conflict",
             QueueError::UnknownJob(_) => "switchyard.queue.error.unknown_job",
             QueueError::TooManyQueues { .. } | QueueError::BatchTooLarge { .. } => {

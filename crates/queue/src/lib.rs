@@ -20,6 +20,7 @@
 pub mod clock;
 mod codec;
 pub mod config;
+mod disk;
 mod engine;
 pub mod error;
 pub mod human;
@@ -28,6 +29,7 @@ pub mod policy;
 mod redb_store;
 mod scheduler;
 pub mod store;
+mod usage;
 
 pub use clock::Clock;
 pub use config::{DeadLetterRetention, QueueConfig, RateLimit};

@@ -13,20 +13,25 @@
 //! the changes of one job in the order they were made.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::duration_ms;
 use crate::config::{QueueConfig, RateLimit};
 use crate::model::{DeadReason, ErrorInfo, Job, JobId, JobInfo, JobState, JobStatus, Priority};
 use crate::store::{Counters, Mutation};
+use crate::usage::{sub, RuntimeUsage};
 
 /// Error URI recorded when a lease expires.
 pub const LEASE_EXPIRED: &str = "switchyard.queue.lease_expired";
 /// Error URI recorded for a job that was leased when the previous run stopped (crash).
 pub const LEASE_LOST: &str = "switchyard.queue.lease_lost";
 
-/// Longest error message kept with a job.
-pub(crate) const MAX_ERROR_MESSAGE: usize = 4096;
+/// Longest error message kept with a job (it stays in memory while the job waits for its
+/// retry or is dead; a worker chooses it).
+pub(crate) const MAX_ERROR_MESSAGE: usize = 1024;
+/// Longest error URI kept with a job.
+pub(crate) const MAX_ERROR_URI: usize = 512;
 
 /// What happened to a failed attempt.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -156,6 +161,14 @@ pub(crate) struct QueueState {
     pub(crate) committing: HashSet<JobId>,
     /// The queue was deleted: jobs whose commit completes later are not inserted.
     pub(crate) deleted: bool,
+    /// For a queue declared at run time: what the realm's run-time queues hold together.
+    usage: Option<Arc<RuntimeUsage>>,
+    /// Jobs this queue holds (including pushed jobs still committing) and their payload
+    /// bytes, as counted in `usage`.
+    held_jobs: u64,
+    held_bytes: u64,
+    /// The payload bytes of every queue of the store (for the disk reserve).
+    stored: Option<Arc<AtomicU64>>,
 }
 
 impl QueueState {
@@ -175,7 +188,54 @@ impl QueueState {
             counters,
             committing: HashSet::new(),
             deleted: false,
+            usage: None,
+            held_jobs: 0,
+            held_bytes: 0,
+            stored: None,
         }
+    }
+
+    /// Counts this queue's payload bytes in `stored` (every queue).
+    pub(crate) fn count_stored(&mut self, stored: Arc<AtomicU64>) {
+        self.stored = Some(stored);
+    }
+
+    /// Counts this (run-time) queue's jobs and keys in `usage`.
+    pub(crate) fn count_in(&mut self, usage: Arc<RuntimeUsage>) {
+        self.usage = Some(usage);
+    }
+
+    /// The realm-wide usage this queue counts in (run-time queues only).
+    pub(crate) fn usage(&self) -> Option<&Arc<RuntimeUsage>> {
+        self.usage.as_ref()
+    }
+
+    /// Counts a job that enters the queue (pushed, or loaded at start). For a pushed job the
+    /// realm-wide room was reserved already (`reserved`).
+    pub(crate) fn hold(&mut self, bytes: u32, reserved: bool) {
+        self.held_jobs += 1;
+        self.held_bytes += u64::from(bytes);
+        if let Some(s) = &self.stored {
+            s.fetch_add(u64::from(bytes), Ordering::Relaxed);
+        }
+        if let (Some(u), false) = (&self.usage, reserved) {
+            u.jobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            u.bytes
+                .fetch_add(u64::from(bytes), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Gives back everything this queue counts (it is being deleted).
+    pub(crate) fn release_all(&mut self) {
+        if let Some(u) = &self.usage {
+            u.release(self.held_jobs, self.held_bytes);
+            u.forget_keys(self.idem.len() as u64);
+        }
+        if let Some(s) = &self.stored {
+            sub(s, self.held_bytes);
+        }
+        self.held_jobs = 0;
+        self.held_bytes = 0;
     }
 
     /// Removes `id` from whichever index its current state puts it in.
@@ -239,7 +299,17 @@ impl QueueState {
     /// Removes a job entirely; returns it.
     pub(crate) fn remove(&mut self, id: JobId) -> Option<Entry> {
         self.unindex(id);
-        self.jobs.remove(&id)
+        let e = self.jobs.remove(&id)?;
+        let bytes = u64::from(e.job.payload_bytes);
+        self.held_jobs = self.held_jobs.saturating_sub(1);
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
+        if let Some(u) = &self.usage {
+            u.release(1, bytes);
+        }
+        if let Some(s) = &self.stored {
+            sub(s, bytes);
+        }
+        Some(e)
     }
 
     /// Moves due scheduled jobs to ready.
@@ -541,6 +611,9 @@ impl QueueState {
         };
         if self.idem.get(&key).is_some_and(|e| e.expires_ms == exp) {
             self.idem.remove(&key);
+            if let Some(u) = &self.usage {
+                u.forget_keys(1);
+            }
             muts.push(Mutation::RemoveIdempotencyKey {
                 queue: self.name.clone(),
                 key: key.to_string(),
@@ -579,6 +652,15 @@ impl QueueState {
             None => {
                 if self.evict_keys(1, muts) > 0 {
                     tracing::debug!(queue = %self.name, limit = self.config.idempotency_max_keys, "idempotency keys at their limit: the oldest was forgotten");
+                }
+                // The run-time queues together hold their limit: this queue forgets its own
+                // oldest key (so the realm holds at most the limit plus one key per queue).
+                if self.usage.as_ref().is_some_and(|u| u.keys_full()) && !self.idem.is_empty() {
+                    self.forget_oldest_key(muts);
+                    tracing::debug!(queue = %self.name, "idempotency keys of the run-time queues at their limit (runtime_max_idempotency_keys): the queue's oldest was forgotten");
+                }
+                if let Some(u) = &self.usage {
+                    u.add_keys(1);
                 }
                 key.into()
             }
@@ -688,10 +770,20 @@ impl QueueState {
 
 /// Truncates an error message to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
 pub(crate) fn truncate_message(msg: &str) -> String {
-    if msg.len() <= MAX_ERROR_MESSAGE {
+    truncate(msg, MAX_ERROR_MESSAGE)
+}
+
+/// Truncates an error URI to [`MAX_ERROR_URI`] bytes (`non_retryable_errors` are matched
+/// against what is kept).
+pub(crate) fn truncate_uri(uri: &str) -> String {
+    truncate(uri, MAX_ERROR_URI)
+}
+
+fn truncate(msg: &str, max: usize) -> String {
+    if msg.len() <= max {
         return msg.to_owned();
     }
-    let mut end = MAX_ERROR_MESSAGE;
+    let mut end = max;
     while !msg.is_char_boundary(end) {
         end -= 1;
     }

@@ -3,7 +3,7 @@
 //! like any other; each answer is a YIELD or an ERROR with a
 //! `switchyard.queue.error.*` URI and a readable message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use switchyard_router::logsafe::Clip;
@@ -42,6 +42,9 @@ const PROCEDURES: [(&str, u32); 12] = [
     ("switchyard.queue.requeue", 8),
     ("switchyard.queue.purge", 8),
 ];
+
+/// Listings (`peek`, `dead`, `job`, `list`) run one at a time.
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// The longest list `peek` and `dead` return.
 const MAX_LIST: usize = 1000;
@@ -138,6 +141,16 @@ fn kwargs_json(kw: &Dict, skip: &[&str]) -> serde_json::Value {
 }
 
 /// The queue name: the first argument, or kwargs `queue`.
+/// The job id of `switchyard.queue.job`.
+fn job_id_arg(inv: &InternalInvocation) -> Result<JobId, OpError> {
+    match inv.args.first().or_else(|| inv.kwargs.get("id")) {
+        Some(Value::UInt(id)) => Ok(JobId(*id)),
+        _ => Err(invalid(
+            "job needs the job id (an integer) as its first argument",
+        )),
+    }
+}
+
 fn queue_arg<'a>(inv: &'a InternalInvocation, what: &str) -> Result<&'a str, OpError> {
     match inv.args.first().or_else(|| inv.kwargs.get("queue")) {
         Some(Value::Str(s)) => Ok(s),
@@ -236,66 +249,65 @@ impl QueueService {
             let q = queue_arg(&inv, procedure.trim_start_matches("switchyard.queue."))?;
             self.authorize_queue(caller, procedure, q).await?;
         }
+        if procedure == "switchyard.queue.job" {
+            // Authorized on the job's queue, found without reading its
+            // payload; the refusal does not name the queue.
+            let id = job_id_arg(&inv)?;
+            let queue = self
+                .queues
+                .job_queue(id)
+                .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+            self.authorize_queue(caller, procedure, &queue)
+                .await
+                .map_err(|(uri, _)| {
+                    (
+                        uri,
+                        format!("no access to the queue of job {id} with {procedure}"),
+                    )
+                })?;
+        }
+        // `list` shows only the queues the caller may see.
+        let mut visible = None;
+        if procedure == "switchyard.queue.list" {
+            let mut names = HashSet::new();
+            for stats in self.queues.list() {
+                if self.allowed(caller, procedure, &stats.name).await {
+                    names.insert(stats.name);
+                }
+            }
+            visible = Some(names);
+        }
+        if matches!(
+            procedure,
+            "switchyard.queue.peek"
+                | "switchyard.queue.dead"
+                | "switchyard.queue.job"
+                | "switchyard.queue.list"
+        ) {
+            // Listings read payloads from the store and convert them: blocking work, kept
+            // off the threads that serve every session, one at a time per router (a
+            // client calling them in a loop takes at most one core).
+            let _turn = LISTINGS.acquire().await;
+            let service = self.clone();
+            let procedure = procedure.to_string();
+            return tokio::task::spawn_blocking(move || service.listing(&procedure, inv, visible))
+                .await
+                .unwrap_or_else(|e| {
+                    Err((errors::INVALID_ARGUMENT, format!("listing failed: {e}")))
+                });
+        }
         match procedure {
             "switchyard.queue.push" => self.push(caller, inv).await,
             "switchyard.queue.push_many" => self.push_many(caller, inv).await,
             "switchyard.queue.extend" => self.extend(caller, inv).await,
             "switchyard.queue.declare" => self.declare(caller, inv).await,
             "switchyard.queue.delete" => self.delete(inv).await,
-            "switchyard.queue.list" => {
-                let mut list = Vec::new();
-                for stats in self.queues.list() {
-                    if self.allowed(caller, procedure, &stats.name).await {
-                        list.push(stats);
-                    }
-                }
-                let list = serde_json::to_value(list).unwrap_or_default();
-                Ok((vec![to_wamp(list)], None))
-            }
             "switchyard.queue.stats" => {
                 let q = queue_arg(&inv, "stats")?;
                 let stats = self.queues.stats(q).map_err(queue_error)?;
                 match to_wamp(serde_json::to_value(stats).unwrap_or_default()) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err((errors::INVALID_ARGUMENT, "stats unavailable".into())),
-                }
-            }
-            "switchyard.queue.peek" | "switchyard.queue.dead" => {
-                let q = queue_arg(&inv, "peek")?;
-                let n = limit_arg(&inv.kwargs)?;
-                let jobs = if procedure.ends_with("peek") {
-                    self.queues.peek(q, n)
-                } else {
-                    self.queues.dead(q, n)
-                }
-                .map_err(queue_error)?;
-                Ok((vec![Value::List(jobs.iter().map(job_info).collect())], None))
-            }
-            "switchyard.queue.job" => {
-                let id = match inv.args.first().or_else(|| inv.kwargs.get("id")) {
-                    Some(Value::UInt(id)) => JobId(*id),
-                    _ => {
-                        return Err(invalid(
-                            "job needs the job id (an integer) as its first argument",
-                        ))
-                    }
-                };
-                let info = self
-                    .queues
-                    .job(id)
-                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
-                // The refusal does not name the job's queue.
-                self.authorize_queue(caller, procedure, &info.job.queue)
-                    .await
-                    .map_err(|(uri, _)| {
-                        (
-                            uri,
-                            format!("no access to the queue of job {id} with {procedure}"),
-                        )
-                    })?;
-                match job_info(&info) {
-                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
-                    _ => Err(queue_error(QueueError::UnknownJob(id))),
                 }
             }
             "switchyard.queue.requeue" => {
@@ -346,6 +358,53 @@ impl QueueService {
             other => Err((
                 errors::NO_SUCH_PROCEDURE,
                 format!("\"{other}\" is not a queue procedure"),
+            )),
+        }
+    }
+
+    /// `peek`, `dead`, `job` and `list` (run on a blocking thread).
+    fn listing(
+        &self,
+        procedure: &str,
+        inv: InternalInvocation,
+        visible: Option<HashSet<String>>,
+    ) -> Answer {
+        match procedure {
+            "switchyard.queue.list" => {
+                let list: Vec<_> = self
+                    .queues
+                    .list()
+                    .into_iter()
+                    .filter(|q| visible.as_ref().is_none_or(|v| v.contains(&q.name)))
+                    .collect();
+                let list = serde_json::to_value(list).unwrap_or_default();
+                Ok((vec![to_wamp(list)], None))
+            }
+            "switchyard.queue.peek" | "switchyard.queue.dead" => {
+                let q = queue_arg(&inv, "peek")?;
+                let n = limit_arg(&inv.kwargs)?;
+                let jobs = if procedure.ends_with("peek") {
+                    self.queues.peek(q, n)
+                } else {
+                    self.queues.dead(q, n)
+                }
+                .map_err(queue_error)?;
+                Ok((vec![Value::List(jobs.iter().map(job_info).collect())], None))
+            }
+            "switchyard.queue.job" => {
+                let id = job_id_arg(&inv)?;
+                let info = self
+                    .queues
+                    .job(id)
+                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                match job_info(&info) {
+                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
+                    _ => Err(queue_error(QueueError::UnknownJob(id))),
+                }
+            }
+            other => Err((
+                errors::NO_SUCH_PROCEDURE,
+                format!("\"{other}\" is not a queue listing"),
             )),
         }
     }
@@ -541,6 +600,12 @@ impl QueueService {
                     self.realm.name()
                 ),
             ));
+        }
+        if self.queues.config(&name).is_err() {
+            if let Some(why) = self.limits.runtime_queue.refuse(&cfg) {
+                tracing::warn!(realm = self.realm.name(), queue = %name.escape_debug(), "queue declaration refused: {why}");
+                return Err(("switchyard.queue.error.limit_exceeded", why));
+            }
         }
         let declared = match self.queues.declare(cfg).await {
             Ok(d) => d,

@@ -165,6 +165,11 @@ impl QueueService {
             max_queues: settings.limits.max_queues,
             max_push_many_jobs: settings.limits.max_push_many_jobs,
             max_push_many_bytes: settings.limits.max_push_many_bytes,
+            runtime_max_jobs: settings.limits.runtime_max_jobs,
+            runtime_max_payload_bytes: settings.limits.runtime_max_payload_bytes,
+            runtime_max_idempotency_keys: settings.limits.runtime_max_idempotency_keys,
+            max_job_uri_bytes: settings.limits.max_job_uri_bytes,
+            min_free_disk_bytes: settings.limits.min_free_disk_bytes,
             ..Options::default()
         };
         let queues = tokio::task::spawn_blocking(move || Queues::open_with(&open_path, configs, options))
