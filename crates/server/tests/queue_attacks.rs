@@ -223,6 +223,22 @@ fn signatures_for_client_chosen_destinations_do_not_verify_elsewhere() {
     // Replayed to another endpoint that verifies the same secret.
     let (status, text) = post(bridge, &format!("/queues/billing/jobs?{query}"), body);
     eprintln!("replay: {status} {text}");
+    assert!(
+        status == 400 || status == 401,
+        "a signature harvested at a client-chosen destination verified elsewhere: {status} {text}"
+    );
+    // Without the parameter the bridge does not take, the signature itself
+    // is what fails.
+    let stripped: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.starts_with("scope="))
+        .collect();
+    let (status, text) = post(
+        bridge,
+        &format!("/queues/billing/jobs?{}", stripped.join("&")),
+        body,
+    );
+    eprintln!("replay without scope: {status} {text}");
     assert_eq!(
         status, 401,
         "a signature harvested at a client-chosen destination verified elsewhere: {text}"
@@ -507,7 +523,12 @@ fn an_http_callee_request_stays_at_the_operators_url() {
                 .await
                 .expect_err(header);
             assert_eq!(e.uri, "wamp.error.invalid_argument", "{header}: {e}");
-            assert!(e.to_string().contains("may not be set"), "{header}: {e}");
+            assert!(
+                e.to_string()
+                    .to_ascii_lowercase()
+                    .contains(&header.to_ascii_lowercase()),
+                "the refusal names the header: {header}: {e}"
+            );
         }
         // CONNECT sends `CONNECT host:port`: the base path is dropped.
         for method in ["CONNECT", "connect"] {

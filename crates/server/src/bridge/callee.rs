@@ -215,13 +215,14 @@ async fn forward(
         Some(Value::Str(p)) => {
             // Two independent checks: the disguises of a dot segment or a
             // separator in any encoding, then the parsed URL must keep the base.
+            let url = outbound::confine_path(&c.url, p).map_err(bad)?;
             if let Some(why) = crate::outbound::relative_path_problem(p) {
                 return Err(bad(format!(
-                    "path \"{}\": {why}: it must stay under the callee's URL",
+                    "path \"{}\" refused: {why}: it must stay under the callee's URL",
                     switchyard_router::logsafe::Clip(p)
                 )));
             }
-            outbound::confine_path(&c.url, p).map_err(bad)?
+            url
         }
         Some(_) => return Err(bad("path must be a string".into())),
     };
