@@ -1014,3 +1014,36 @@ fn a_full_replay_cache_refuses_rather_than_forgets() {
     assert_eq!(status, 401, "{reply}");
     assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
 }
+
+/// A leaked key floods the replay cache with valid signatures: the other
+/// keys of the bridge keep working (each key has its own replay memory).
+#[test]
+fn a_flooding_key_does_not_lock_out_the_other_keys() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nreplay_cache_size = 3\n\n\
+         [[bridge.key]]\nkey = \"leaked\"\nsecret = \"leaked-secret-0123\"\nrole = \"backend\"\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    let send = |key: &str, secret: &str, nonce: &str| {
+        let q = signed_query(key, secret, &now(), nonce, body);
+        http(port, "POST", &format!("/publish?{q}"), body)
+    };
+    // The attacker fills the leaked key's memory: its own requests are
+    // refused once the limit is reached...
+    for n in 0..3 {
+        assert_eq!(
+            send("leaked", "leaked-secret-0123", &format!("70{n}")).0,
+            200
+        );
+    }
+    let (status, reply) = send("leaked", "leaked-secret-0123", "799");
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(json(&reply)["error"], "switchyard.error.replay_cache_full");
+    // ...but every other key still has its own places.
+    for n in 0..3 {
+        let (status, reply) = send(KEY, SECRET, &format!("80{n}"));
+        assert_eq!(status, 200, "another key is locked out: {reply}");
+    }
+}

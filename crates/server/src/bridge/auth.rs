@@ -64,12 +64,13 @@ pub(super) fn authenticate<'a>(
         signing::check_counter(name, value)
             .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
     }
-    let Some((secret, caller)) = bridge.keys.get(key.as_str()) else {
+    let Some(signing_key) = bridge.keys.get(key.as_str()) else {
         return Err(unauthorized(
             "switchyard.error.unknown_key",
             format!("unknown signing key \"{}\"", Clip(key)),
         ));
     };
+    let secret = &signing_key.secret;
     let mac = match scheme {
         Scheme::Crossbar => signing::crossbar_mac(secret, key, timestamp, seq, nonce, body),
         Scheme::Bound {
@@ -134,8 +135,8 @@ pub(super) fn authenticate<'a>(
         Ok(age) => window.saturating_sub(age),
         Err(ahead) => window + ahead.duration(),
     } + std::time::Duration::from_secs(1);
-    match bridge.replays.first_use(mac, remember) {
-        Ok(()) => Ok(caller),
+    match signing_key.replays.first_use(mac, remember) {
+        Ok(()) => Ok(&signing_key.caller),
         Err(Refused::Replayed) => Err(unauthorized(
             "switchyard.error.replayed_request",
             "this signed request was already accepted: a signature is accepted once \
@@ -145,8 +146,8 @@ pub(super) fn authenticate<'a>(
             StatusCode::SERVICE_UNAVAILABLE,
             "switchyard.error.replay_cache_full",
             format!(
-                "the bridge remembers replay_cache_size = {} signatures and all are \
-                 inside their window; retry in {} s",
+                "the bridge remembers replay_cache_size = {} signatures per key and \
+                 all of this key's are inside their window; retry in {} s",
                 bridge.config.replay_cache_size,
                 wait.as_secs() + 1
             ),

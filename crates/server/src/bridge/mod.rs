@@ -75,9 +75,10 @@ pub struct BridgeConfig {
     /// nonce is accepted once within it.
     #[serde(default = "default_window", with = "humantime_serde")]
     pub timestamp_window: Duration,
-    /// How many accepted signatures replay protection remembers (each until
-    /// its timestamp leaves the window); when all places are taken, signed
-    /// requests get 503 until the oldest expires.
+    /// How many accepted signatures replay protection remembers per key
+    /// (each until its timestamp leaves the window); when all places of a
+    /// key are taken, its signed requests get 503 until the oldest expires.
+    /// Each key has its own places, so a leaked key cannot lock out others.
     #[serde(default = "default_replay_cache_size")]
     pub replay_cache_size: usize,
     /// Answer WAMP errors of calls with HTTP statuses (403, 404, 504, ...)
@@ -263,19 +264,29 @@ impl BridgeConfig {
 /// Where the OpenAPI description is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
+/// A signing key of a bridge.
+struct SigningKey {
+    secret: String,
+    caller: InternalCaller,
+    /// The signatures made with this key accepted inside the window. One
+    /// memory per key: a signature is bound to its key (the key is part of
+    /// the signed string), and a key that floods (leaked, or a client bug)
+    /// fills only its own places.
+    replays: ReplayCache,
+}
+
 /// One running bridge.
 pub struct Bridge {
     config: BridgeConfig,
     realm: Arc<Realm>,
-    /// Per key: its secret and the identity its requests act as.
-    keys: HashMap<String, (String, InternalCaller)>,
+    /// Per key: its secret, the identity its requests act as, and the
+    /// signatures it had accepted inside the timestamp window.
+    keys: HashMap<String, SigningKey>,
     unsigned: Option<InternalCaller>,
     /// Per webhook path: the webhook and the identity it publishes as.
     webhooks: HashMap<String, (Webhook, InternalCaller)>,
     /// The sessions of the HTTP subscribers.
     _subscribers: Vec<InternalCaller>,
-    /// Signatures accepted inside the timestamp window.
-    replays: ReplayCache,
     body_timeout: Duration,
     /// Bytes of request bodies being read or handled (max_buffered_body_bytes).
     body_budget: Arc<tokio::sync::Semaphore>,
@@ -308,10 +319,11 @@ impl Bridge {
                 let authid = k.authid.clone().unwrap_or_else(|| k.key.clone());
                 (
                     k.key.clone(),
-                    (
-                        k.secret.clone(),
-                        InternalCaller::new(identity(&authid, &k.role)),
-                    ),
+                    SigningKey {
+                        secret: k.secret.clone(),
+                        caller: InternalCaller::new(identity(&authid, &k.role)),
+                        replays: ReplayCache::new(config.replay_cache_size),
+                    },
                 )
             })
             .collect();
@@ -334,7 +346,6 @@ impl Bridge {
             .map(|s| subscriber::start(&realm, s))
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
-        let replays = ReplayCache::new(config.replay_cache_size);
         let body_budget = body::budget(config.max_buffered_body_bytes);
         Ok(Arc::new(Bridge {
             config,
@@ -343,7 +354,6 @@ impl Bridge {
             unsigned,
             webhooks,
             _subscribers: subscribers,
-            replays,
             body_timeout,
             body_budget,
         }))
