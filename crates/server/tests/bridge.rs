@@ -1047,3 +1047,57 @@ fn a_flooding_key_does_not_lock_out_the_other_keys() {
         assert_eq!(status, 200, "another key is locked out: {reply}");
     }
 }
+
+/// An unsigned bridge on loopback is reachable by every web page the local
+/// user opens: `fetch("http://127.0.0.1:8080/publish", {method: "POST",
+/// mode: "no-cors", body})` is a "simple" request (no preflight), and DNS
+/// rebinding makes it same-origin. Browsers mark such requests with
+/// `Origin` (every POST) and `Sec-Fetch-Site`: unsigned requests carrying
+/// them are refused; signed ones and non-browser clients are not affected.
+#[test]
+fn browsers_cannot_use_an_unsigned_bridge() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\
+         unsigned_role = \"backend\"\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    for headers in [
+        "Origin: http://evil.example\r\nContent-Type: text/plain\r\n",
+        "Origin: null\r\nContent-Type: text/plain\r\n",
+        // DNS rebinding: the page is same-origin with the bridge; the
+        // browser still sends Origin on a POST.
+        "Origin: http://rebind.example:80\r\n",
+        "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\n",
+        "Sec-Fetch-Site: same-origin\r\n",
+    ] {
+        for path in ["/publish", "/call", "/queues/work/jobs"] {
+            let (status, reply) = request(port, "POST", path, headers, body);
+            assert_eq!(status, 403, "{path} with {headers:?}: {reply}");
+            assert_eq!(
+                json(&reply)["error"],
+                "switchyard.error.browser_request",
+                "{reply}"
+            );
+        }
+    }
+    // curl, scripts, backends: accepted.
+    let (status, reply) = request(port, "POST", "/publish", "", body);
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = request(port, "POST", "/publish", "Sec-Fetch-Site: none\r\n", body);
+    assert_eq!(
+        status, 200,
+        "a user-typed navigation is not cross-site: {reply}"
+    );
+    // A signed request is the key holder's, wherever it comes from.
+    let q = signed_query(KEY, SECRET, &now(), "901", body);
+    let (status, reply) = request(
+        port,
+        "POST",
+        &format!("/publish?{q}"),
+        "Origin: https://app.example\r\n",
+        body,
+    );
+    assert_eq!(status, 200, "{reply}");
+}

@@ -47,7 +47,7 @@ use crate::transport::accept::accept_loop;
 use crate::transport::conn_limit::{AddressLimiter, Guarded};
 use switchyard_router::metrics::Metrics;
 
-use auth::{authenticate, Scheme};
+use auth::{authenticate, browser_marker, Scheme};
 use body::read_body;
 use replay::ReplayCache;
 
@@ -528,8 +528,9 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
     }
     let outcome = async {
         let query = req.uri().query().unwrap_or("").to_string();
+        let browser = browser_marker(req.headers());
         let body = read_body(req, bridge).await?;
-        let caller = authenticate(bridge, &query, Scheme::Crossbar, &body)?;
+        let caller = authenticate(bridge, browser, &query, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
             Action::Call => call(bridge, caller, request).await,

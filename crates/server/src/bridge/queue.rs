@@ -22,7 +22,7 @@ use serde_json::json;
 use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
-use super::auth::{authenticate, Scheme};
+use super::auth::{authenticate, browser_marker, Scheme};
 use super::body::read_body;
 use super::{authorize, bad, json_response, refusal, Bridge, Refusal};
 
@@ -99,9 +99,11 @@ async fn push(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let browser = browser_marker(req.headers());
     let body = read_body(req, bridge).await?;
     let caller = authenticate(
         bridge,
+        browser,
         &query,
         Scheme::Bound {
             method: &method,
