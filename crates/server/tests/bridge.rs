@@ -1101,3 +1101,60 @@ fn browsers_cannot_use_an_unsigned_bridge() {
     );
     assert_eq!(status, 200, "{reply}");
 }
+
+/// JSON with a key twice in one object means different things to different
+/// parsers (first or last wins): a proxy or audit log that reads the first
+/// `topic` would see another request than the router, which takes the
+/// last. Bridge bodies with duplicate keys, at any depth, are refused.
+#[test]
+fn duplicate_json_keys_are_refused() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[realm.queue]]\nname = \"work\"\ntarget = \"com.test.work\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\
+         unsigned_role = \"backend\"\n"
+    ));
+    for (path, body) in [
+        (
+            "/publish",
+            r#"{"topic": "com.test.allowed", "topic": "com.test.other"}"#,
+        ),
+        (
+            "/publish",
+            r#"{"topic": "com.test.a", "options": {"exclude": [1], "exclude": [2]}}"#,
+        ),
+        (
+            "/call",
+            r#"{"procedure": "com.test.a", "procedure": "com.test.b"}"#,
+        ),
+        (
+            "/call",
+            r#"{"procedure": "com.test.a", "kwargs": {"x": {"y": 1, "y": 2}}}"#,
+        ),
+        (
+            "/queues/work/jobs",
+            r#"{"args": [1], "priority": "low", "priority": "high"}"#,
+        ),
+        (
+            "/queues/work/jobs",
+            r#"{"kwargs": {"a": [{"b": 1, "b": 2}]}}"#,
+        ),
+    ] {
+        let (status, reply) = http(port, "POST", path, body);
+        assert_eq!(status, 400, "{path} {body}: {reply}");
+        let v = json(&reply);
+        assert_eq!(v["error"], "switchyard.error.invalid_request", "{reply}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("twice")),
+            "{reply}"
+        );
+    }
+    // Equal keys in different objects are fine.
+    let (status, reply) = http(
+        port,
+        "POST",
+        "/publish",
+        r#"{"topic": "com.test.a", "kwargs": {"x": {"x": 1}, "y": [{"x": 2}, {"x": 3}]}}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+}

@@ -17,6 +17,7 @@ mod outbound;
 mod queue;
 mod replay;
 pub mod signing;
+mod strict_json;
 pub mod subscriber;
 
 use std::collections::HashMap;
@@ -559,6 +560,8 @@ struct BridgeRequest {
 }
 
 fn parse_body(body: &[u8]) -> Result<BridgeRequest, Refusal> {
+    strict_json::check_unique_keys(body)
+        .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let serde_json::Value::Object(obj) = v else {

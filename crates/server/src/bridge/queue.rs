@@ -115,6 +115,8 @@ async fn push(
     let mut job = if body.iter().all(u8::is_ascii_whitespace) {
         switchyard_proto::Dict::new()
     } else {
+        super::strict_json::check_unique_keys(&body)
+            .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Dict(d)) => d,
             Ok(_) => return Err(bad("the body must be a JSON object (the job)")),
