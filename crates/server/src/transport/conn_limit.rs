@@ -99,7 +99,12 @@ impl AddressLimiter {
             .unwrap_or(0)
     }
 
-    fn log_refusal(&self, ip: IpAddr) {
+    fn log_refusal(&self, group: IpAddr) {
+        // An IPv6 client is counted with its whole prefix: name it.
+        let ip = match group {
+            IpAddr::V6(_) if self.v6_prefix < 128 => format!("{group}/{}", self.v6_prefix),
+            _ => group.to_string(),
+        };
         let mut log = self.log.lock();
         let now = Instant::now();
         if log
