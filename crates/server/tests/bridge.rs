@@ -1158,3 +1158,50 @@ fn duplicate_json_keys_are_refused() {
     );
     assert_eq!(status, 200, "{reply}");
 }
+
+/// A webhook publishes the request's headers to every subscriber of its
+/// topic. Credentials among them (GitLab's `X-Gitlab-Token` is the hook's
+/// secret; a proxy's `Authorization`; a browser's `Cookie`) must not be
+/// handed to subscribers: their values are replaced by "(redacted)".
+#[test]
+fn webhook_events_do_not_leak_credential_headers() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::Json);
+    sub.join("realm1");
+    sub.subscribe("com.test.open");
+    let secrets = [
+        ("Authorization", "Basic dXNlcjpwYXNz"),
+        ("Proxy-Authorization", "Basic cHJveHk="),
+        ("Cookie", "session=s3cr3t"),
+        ("X-Gitlab-Token", "gitlab-hook-secret"),
+        ("X-Api-Key", "k-123"),
+        ("X-Auth-Token", "t-456"),
+        ("X-Webhook-Secret", "w-789"),
+        ("X-Hook-Password", "p-000"),
+    ];
+    let headers: String = secrets
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\nX-Gitlab-Event: Push Hook\r\n"))
+        .take(1)
+        .chain(secrets.iter().skip(1).map(|(n, v)| format!("{n}: {v}\r\n")))
+        .collect();
+    let (status, reply) = http_with(port, "/hooks/open", &headers, "{}");
+    assert_eq!(status, 202, "{reply}");
+    let Message::Event { payload, .. } = sub.expect("EVENT") else {
+        panic!("expected EVENT")
+    };
+    let args = args_of(&payload);
+    let Some(Value::Dict(d)) = args.first() else {
+        panic!("expected [{{headers, body}}], got {args:?}")
+    };
+    let got = d.get("headers").and_then(Value::as_dict).expect("headers");
+    for (name, secret) in secrets {
+        assert_eq!(
+            got.get_str(&name.to_ascii_lowercase()),
+            Some("(redacted)"),
+            "{name} reached subscribers: {got:?}"
+        );
+        assert!(!format!("{got:?}").contains(secret), "{got:?}");
+    }
+    assert_eq!(got.get_str("x-gitlab-event"), Some("Push Hook"));
+}

@@ -746,6 +746,32 @@ async fn call(
     }
 }
 
+/// What a webhook event shows instead of a credential header's value.
+const REDACTED: &str = "(redacted)";
+
+/// Parts of header names that carry credentials (`Authorization`,
+/// `Proxy-Authorization`, `X-Auth-Token`, `X-Gitlab-Token`, `X-Api-Key`,
+/// `X-Webhook-Secret`, ...), and `Cookie`: a webhook event goes to every
+/// subscriber of its topic, which must not learn the hook's secret or a
+/// proxy's or a browser's credentials. (`X-Hub-Signature-256` is an HMAC,
+/// not a secret, and stays: subscribers may verify it.)
+const CREDENTIAL_PARTS: [&str; 9] = [
+    "auth",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "api-key",
+    "apikey",
+    "credential",
+    "cookie",
+];
+
+/// Whether a (lowercase) header name carries a credential.
+fn is_credential_header(lower: &str) -> bool {
+    CREDENTIAL_PARTS.iter().any(|p| lower.contains(p))
+}
+
 /// A webhook POST: check the optional GitHub-style signature, then publish
 /// `[{"headers": {...}, "body": "..."}]` on the webhook's topic.
 async fn webhook(
@@ -757,6 +783,11 @@ async fn webhook(
     let mut headers = serde_json::Map::new();
     for (name, value) in req.headers() {
         if let Ok(v) = value.to_str() {
+            let v = if is_credential_header(name.as_str()) {
+                REDACTED
+            } else {
+                v
+            };
             headers.insert(name.as_str().to_string(), serde_json::Value::from(v));
         }
     }
