@@ -1205,3 +1205,35 @@ fn webhook_events_do_not_leak_credential_headers() {
     }
     assert_eq!(got.get_str("x-gitlab-event"), Some("Push Hook"));
 }
+
+/// Crossbar's string does not bind the path (kept for compatibility): a
+/// `/publish` signature sent to `/call` (or the other way) must still do
+/// nothing. The body names the action (`topic` or `procedure`, and `topic`
+/// wins when both are given, which `/call` refuses), and the signature is
+/// remembered per key across the bridge's endpoints.
+#[test]
+fn a_publish_signature_cannot_call() {
+    let (r, port) = start();
+    let mut callee = Raw::connect(r.rs_port, Serializer::Json);
+    callee.join("realm1");
+    callee.register("com.test.echo");
+    for body in [
+        r#"{"topic": "com.test.echo", "args": [1]}"#,
+        r#"{"topic": "com.test.x", "procedure": "com.test.echo"}"#,
+    ] {
+        // Diverted to /call before the original arrives: refused.
+        let q = signed_query(KEY, SECRET, &now(), "1001", body);
+        let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
+        assert_eq!(status, 400, "{reply}");
+        // Replayed to /call after /publish accepted it: refused.
+        let q = signed_query(KEY, SECRET, &now(), "1002", body);
+        assert_eq!(http(port, "POST", &format!("/publish?{q}"), body).0, 200);
+        let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
+        assert_eq!(status, 401, "{reply}");
+        assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
+    }
+    // The procedure was never invoked (recv gives up after its 5 s read
+    // timeout).
+    let got = callee.recv();
+    assert!(got.is_none(), "the callee was invoked: {got:?}");
+}
