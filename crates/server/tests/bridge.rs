@@ -1237,3 +1237,37 @@ fn a_publish_signature_cannot_call() {
     let got = callee.recv();
     assert!(got.is_none(), "the callee was invoked: {got:?}");
 }
+
+/// `allow_unsigned` on an address that is not loopback lets every host
+/// that reaches it act as `unsigned_role`: the config is refused unless
+/// `allow_unsigned_from_network` says so.
+#[test]
+fn unsigned_bridges_on_the_network_need_an_explicit_opt_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |extra: &str| {
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[realm]]\nname = \"realm1\"\n\n[[bridge]]\naddress = \"0.0.0.0:18999\"\n\
+                 realm = \"realm1\"\nallow_unsigned = true\n{extra}"
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check("");
+    assert!(!ok, "accepted: {text}");
+    assert!(text.contains("allow_unsigned_from_network"), "{text}");
+    let (ok, text) = check("allow_unsigned_from_network = true\n");
+    assert!(ok, "{text}");
+}

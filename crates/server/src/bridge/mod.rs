@@ -93,6 +93,10 @@ pub struct BridgeConfig {
     /// authid "http-bridge" with `unsigned_role`.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// `allow_unsigned` on an address that is not loopback (every host that
+    /// reaches it acts as `unsigned_role`): refused unless this is set.
+    #[serde(default)]
+    pub allow_unsigned_from_network: bool,
     #[serde(default = "default_unsigned_role")]
     pub unsigned_role: String,
     /// Signing keys.
@@ -238,6 +242,17 @@ impl BridgeConfig {
         }
         if self.replay_cache_size == 0 {
             out.push("replay_cache_size must be at least 1".into());
+        }
+        if self.allow_unsigned
+            && !self.address.ip().is_loopback()
+            && !self.allow_unsigned_from_network
+        {
+            out.push(format!(
+                "allow_unsigned on {}: every host that reaches this address could publish and \
+                 call as unsigned_role without a key; listen on a loopback address (127.0.0.1, \
+                 [::1]) or set allow_unsigned_from_network = true",
+                self.address
+            ));
         }
         if self.keys.is_empty() && !self.allow_unsigned {
             out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
