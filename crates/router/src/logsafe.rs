@@ -42,10 +42,24 @@ impl fmt::Debug for Clip<'_> {
     }
 }
 
-/// Whether `c` is escaped in logs: control characters (C0, DEL, C1) and the
-/// Unicode line and paragraph separators.
+/// Whether `c` is escaped in logs: control characters (C0, DEL, C1), the
+/// Unicode line and paragraph separators, and the invisible formatting
+/// characters that make a line display other than it reads to a program
+/// (bidirectional overrides, embeddings, isolates and marks, as in "Trojan
+/// Source"; zero-width spaces, joiners and the BOM).
 pub fn needs_escape(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}' // Arabic letter mark
+                | '\u{200b}'..='\u{200f}' // zero-width space/(non-)joiner, LRM, RLM
+                | '\u{202a}'..='\u{202e}' // LRE, RLE, PDF, LRO, RLO
+                | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+                | '\u{2066}'..='\u{2069}' // LRI, RLI, FSI, PDI
+                | '\u{feff}' // zero-width no-break space (BOM)
+        )
 }
 
 /// Writes `c`, escaped as `\n`, `\r`, `\t` or `\u{..}` when
@@ -70,6 +84,10 @@ mod tests {
         assert_eq!(
             Clip("a\nb\rc\td\u{1b}[31m\u{7f}\u{85}\u{2028}").to_string(),
             "a\\nb\\rc\\td\\u{1b}[31m\\u{7f}\\u{85}\\u{2028}"
+        );
+        assert_eq!(
+            Clip("a\u{202e}b\u{200b}c\u{2066}d\u{feff}é").to_string(),
+            "a\\u{202e}b\\u{200b}c\\u{2066}d\\u{feff}é"
         );
         assert_eq!(format!("{:?}", Clip("x\ny")), "\"x\\ny\"");
     }

@@ -402,6 +402,12 @@ pub struct Limits {
     /// 0 means unlimited. Unix-socket connections are not counted.
     #[serde(default = "default_max_connections_per_address")]
     pub max_connections_per_address: usize,
+    /// IPv6 clients are counted for `max_connections_per_address` by this
+    /// prefix of their address (1..=128; default 64: a host usually holds a
+    /// whole /64 and could connect from 2^64 addresses). IPv4 clients are
+    /// counted per address.
+    #[serde(default = "default_ipv6_prefix_length")]
+    pub ipv6_prefix_length: u8,
     /// An HTTP request body (the bridge) must arrive within this, counted
     /// from the end of its head; else 408 and the connection is closed.
     #[serde(default = "default_http_body_timeout", with = "humantime_serde")]
@@ -451,6 +457,9 @@ fn default_ping_timeout() -> Duration {
 fn default_max_connections_per_address() -> usize {
     256
 }
+fn default_ipv6_prefix_length() -> u8 {
+    64
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -470,6 +479,7 @@ impl Default for Limits {
             ping_timeout: default_ping_timeout(),
             rawsocket_ping_interval: Duration::ZERO,
             max_connections_per_address: default_max_connections_per_address(),
+            ipv6_prefix_length: default_ipv6_prefix_length(),
             http_body_timeout: default_http_body_timeout(),
         }
     }
@@ -750,6 +760,13 @@ impl Config {
                     "limits.outbound_queue_bytes: {} is below the minimum of 65536 bytes",
                     self.limits.outbound_queue_bytes
                 ),
+            );
+        }
+        let prefix = self.limits.ipv6_prefix_length;
+        if !(1..=128).contains(&prefix) {
+            err(
+                0..0,
+                format!("limits.ipv6_prefix_length: {prefix} is outside 1..=128 bits"),
             );
         }
         errs

@@ -1,8 +1,9 @@
 //! The log pipeline, safe against what clients send:
 //!
 //! - **Escaping at the root.** Every line goes through [`SafeStderr`], which
-//!   escapes every control character (and U+2028/U+2029) except the line's
-//!   final newline: `\n`, `\r`, `\t`, `\u{..}` in text, `\uXXXX` in JSON
+//!   escapes every control character (and U+2028/U+2029, bidirectional
+//!   overrides and zero-width characters: `logsafe::needs_escape`) except
+//!   the line's final newline: `\n`, `\r`, `\t`, `\u{..}` in text, `\uXXXX` in JSON
 //!   (so a JSON line stays valid JSON). A client value with a newline cannot
 //!   forge a log line, whatever the call site does. Colours are off: the
 //!   escape character would be escaped too (and a client's own terminal
@@ -289,6 +290,11 @@ mod tests {
             sanitize("{\"m\":\"x\u{85}\u{2028}\"}\n".as_bytes(), true, 0),
             "{\"m\":\"x\\u0085\\u2028\"}\n"
         );
+        // Bidi overrides and zero-width characters: escaped, still JSON.
+        let line = sanitize("{\"m\":\"a\u{202e}b\u{200b}\"}\n".as_bytes(), true, 0);
+        assert_eq!(line, "{\"m\":\"a\\u202eb\\u200b\"}\n");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(v["m"], "a\u{202e}b\u{200b}");
         let v: serde_json::Value =
             serde_json::from_str(&sanitize("{\"m\":\"\u{7f}\"}\n".as_bytes(), true, 0))
                 .expect("still JSON");

@@ -99,7 +99,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut unix_paths = Vec::new();
     let mut tls_listeners = Vec::new();
     let shared = Tcp {
-        limiter: AddressLimiter::new(config.limits.max_connections_per_address),
+        limiter: AddressLimiter::new(
+            config.limits.max_connections_per_address,
+            config.limits.ipv6_prefix_length,
+        ),
         metrics: router.metrics().clone(),
         refusals: Arc::new(Semaphore::new(MAX_REFUSAL_REPLIES)),
         tls: None,

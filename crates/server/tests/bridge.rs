@@ -1014,3 +1014,260 @@ fn a_full_replay_cache_refuses_rather_than_forgets() {
     assert_eq!(status, 401, "{reply}");
     assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
 }
+
+/// A leaked key floods the replay cache with valid signatures: the other
+/// keys of the bridge keep working (each key has its own replay memory).
+#[test]
+fn a_flooding_key_does_not_lock_out_the_other_keys() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nreplay_cache_size = 3\n\n\
+         [[bridge.key]]\nkey = \"leaked\"\nsecret = \"leaked-secret-0123\"\nrole = \"backend\"\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    let send = |key: &str, secret: &str, nonce: &str| {
+        let q = signed_query(key, secret, &now(), nonce, body);
+        http(port, "POST", &format!("/publish?{q}"), body)
+    };
+    // The attacker fills the leaked key's memory: its own requests are
+    // refused once the limit is reached...
+    for n in 0..3 {
+        assert_eq!(
+            send("leaked", "leaked-secret-0123", &format!("70{n}")).0,
+            200
+        );
+    }
+    let (status, reply) = send("leaked", "leaked-secret-0123", "799");
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(json(&reply)["error"], "switchyard.error.replay_cache_full");
+    // ...but every other key still has its own places.
+    for n in 0..3 {
+        let (status, reply) = send(KEY, SECRET, &format!("80{n}"));
+        assert_eq!(status, 200, "another key is locked out: {reply}");
+    }
+}
+
+/// An unsigned bridge on loopback is reachable by every web page the local
+/// user opens: `fetch("http://127.0.0.1:8080/publish", {method: "POST",
+/// mode: "no-cors", body})` is a "simple" request (no preflight), and DNS
+/// rebinding makes it same-origin. Browsers mark such requests with
+/// `Origin` (every POST) and `Sec-Fetch-Site`: unsigned requests carrying
+/// them are refused; signed ones and non-browser clients are not affected.
+#[test]
+fn browsers_cannot_use_an_unsigned_bridge() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\
+         unsigned_role = \"backend\"\n\n\
+         [[bridge.key]]\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nrole = \"backend\"\n"
+    ));
+    let body = r#"{"topic": "com.test.messages", "args": [1]}"#;
+    for headers in [
+        "Origin: http://evil.example\r\nContent-Type: text/plain\r\n",
+        "Origin: null\r\nContent-Type: text/plain\r\n",
+        // DNS rebinding: the page is same-origin with the bridge; the
+        // browser still sends Origin on a POST.
+        "Origin: http://rebind.example:80\r\n",
+        "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\n",
+        "Sec-Fetch-Site: same-origin\r\n",
+    ] {
+        for path in ["/publish", "/call", "/queues/work/jobs"] {
+            let (status, reply) = request(port, "POST", path, headers, body);
+            assert_eq!(status, 403, "{path} with {headers:?}: {reply}");
+            assert_eq!(
+                json(&reply)["error"],
+                "switchyard.error.browser_request",
+                "{reply}"
+            );
+        }
+    }
+    // curl, scripts, backends: accepted.
+    let (status, reply) = request(port, "POST", "/publish", "", body);
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = request(port, "POST", "/publish", "Sec-Fetch-Site: none\r\n", body);
+    assert_eq!(
+        status, 200,
+        "a user-typed navigation is not cross-site: {reply}"
+    );
+    // A signed request is the key holder's, wherever it comes from.
+    let q = signed_query(KEY, SECRET, &now(), "901", body);
+    let (status, reply) = request(
+        port,
+        "POST",
+        &format!("/publish?{q}"),
+        "Origin: https://app.example\r\n",
+        body,
+    );
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// JSON with a key twice in one object means different things to different
+/// parsers (first or last wins): a proxy or audit log that reads the first
+/// `topic` would see another request than the router, which takes the
+/// last. Bridge bodies with duplicate keys, at any depth, are refused.
+#[test]
+fn duplicate_json_keys_are_refused() {
+    let port = common::free_port();
+    let _r = Router::start(&format!(
+        "[[realm.queue]]\nname = \"work\"\ntarget = \"com.test.work\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\
+         unsigned_role = \"backend\"\n"
+    ));
+    for (path, body) in [
+        (
+            "/publish",
+            r#"{"topic": "com.test.allowed", "topic": "com.test.other"}"#,
+        ),
+        (
+            "/publish",
+            r#"{"topic": "com.test.a", "options": {"exclude": [1], "exclude": [2]}}"#,
+        ),
+        (
+            "/call",
+            r#"{"procedure": "com.test.a", "procedure": "com.test.b"}"#,
+        ),
+        (
+            "/call",
+            r#"{"procedure": "com.test.a", "kwargs": {"x": {"y": 1, "y": 2}}}"#,
+        ),
+        (
+            "/queues/work/jobs",
+            r#"{"args": [1], "priority": "low", "priority": "high"}"#,
+        ),
+        (
+            "/queues/work/jobs",
+            r#"{"kwargs": {"a": [{"b": 1, "b": 2}]}}"#,
+        ),
+    ] {
+        let (status, reply) = http(port, "POST", path, body);
+        assert_eq!(status, 400, "{path} {body}: {reply}");
+        let v = json(&reply);
+        assert_eq!(v["error"], "switchyard.error.invalid_request", "{reply}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("twice")),
+            "{reply}"
+        );
+    }
+    // Equal keys in different objects are fine.
+    let (status, reply) = http(
+        port,
+        "POST",
+        "/publish",
+        r#"{"topic": "com.test.a", "kwargs": {"x": {"x": 1}, "y": [{"x": 2}, {"x": 3}]}}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// A webhook publishes the request's headers to every subscriber of its
+/// topic. Credentials among them (GitLab's `X-Gitlab-Token` is the hook's
+/// secret; a proxy's `Authorization`; a browser's `Cookie`) must not be
+/// handed to subscribers: their values are replaced by "(redacted)".
+#[test]
+fn webhook_events_do_not_leak_credential_headers() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::Json);
+    sub.join("realm1");
+    sub.subscribe("com.test.open");
+    let secrets = [
+        ("Authorization", "Basic dXNlcjpwYXNz"),
+        ("Proxy-Authorization", "Basic cHJveHk="),
+        ("Cookie", "session=s3cr3t"),
+        ("X-Gitlab-Token", "gitlab-hook-secret"),
+        ("X-Api-Key", "k-123"),
+        ("X-Auth-Token", "t-456"),
+        ("X-Webhook-Secret", "w-789"),
+        ("X-Hook-Password", "p-000"),
+    ];
+    let headers: String = secrets
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\nX-Gitlab-Event: Push Hook\r\n"))
+        .take(1)
+        .chain(secrets.iter().skip(1).map(|(n, v)| format!("{n}: {v}\r\n")))
+        .collect();
+    let (status, reply) = http_with(port, "/hooks/open", &headers, "{}");
+    assert_eq!(status, 202, "{reply}");
+    let Message::Event { payload, .. } = sub.expect("EVENT") else {
+        panic!("expected EVENT")
+    };
+    let args = args_of(&payload);
+    let Some(Value::Dict(d)) = args.first() else {
+        panic!("expected [{{headers, body}}], got {args:?}")
+    };
+    let got = d.get("headers").and_then(Value::as_dict).expect("headers");
+    for (name, secret) in secrets {
+        assert_eq!(
+            got.get_str(&name.to_ascii_lowercase()),
+            Some("(redacted)"),
+            "{name} reached subscribers: {got:?}"
+        );
+        assert!(!format!("{got:?}").contains(secret), "{got:?}");
+    }
+    assert_eq!(got.get_str("x-gitlab-event"), Some("Push Hook"));
+}
+
+/// Crossbar's string does not bind the path (kept for compatibility): a
+/// `/publish` signature sent to `/call` (or the other way) must still do
+/// nothing. The body names the action (`topic` or `procedure`, and `topic`
+/// wins when both are given, which `/call` refuses), and the signature is
+/// remembered per key across the bridge's endpoints.
+#[test]
+fn a_publish_signature_cannot_call() {
+    let (r, port) = start();
+    let mut callee = Raw::connect(r.rs_port, Serializer::Json);
+    callee.join("realm1");
+    callee.register("com.test.echo");
+    for body in [
+        r#"{"topic": "com.test.echo", "args": [1]}"#,
+        r#"{"topic": "com.test.x", "procedure": "com.test.echo"}"#,
+    ] {
+        // Diverted to /call before the original arrives: refused.
+        let q = signed_query(KEY, SECRET, &now(), "1001", body);
+        let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
+        assert_eq!(status, 400, "{reply}");
+        // Replayed to /call after /publish accepted it: refused.
+        let q = signed_query(KEY, SECRET, &now(), "1002", body);
+        assert_eq!(http(port, "POST", &format!("/publish?{q}"), body).0, 200);
+        let (status, reply) = http(port, "POST", &format!("/call?{q}"), body);
+        assert_eq!(status, 401, "{reply}");
+        assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
+    }
+    // The procedure was never invoked (recv gives up after its 5 s read
+    // timeout).
+    let got = callee.recv();
+    assert!(got.is_none(), "the callee was invoked: {got:?}");
+}
+
+/// `allow_unsigned` on an address that is not loopback lets every host
+/// that reaches it act as `unsigned_role`: the config is refused unless
+/// `allow_unsigned_from_network` says so.
+#[test]
+fn unsigned_bridges_on_the_network_need_an_explicit_opt_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |extra: &str| {
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[realm]]\nname = \"realm1\"\n\n[[bridge]]\naddress = \"0.0.0.0:18999\"\n\
+                 realm = \"realm1\"\nallow_unsigned = true\n{extra}"
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check("");
+    assert!(!ok, "accepted: {text}");
+    assert!(text.contains("allow_unsigned_from_network"), "{text}");
+    let (ok, text) = check("allow_unsigned_from_network = true\n");
+    assert!(ok, "{text}");
+}

@@ -240,3 +240,117 @@ fn http_callee_requests_stay_confined() {
         vec!["Bearer configured".to_string()]
     );
 }
+
+/// Headers that backends and their frameworks read as the method
+/// (`X-HTTP-Method-Override`: Express, Rails, ASP.NET, ...), the path
+/// (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony), the host or the
+/// client's address (the `X-Forwarded-*` family, `True-Client-IP`, ...) would
+/// undo the confinement of the method and the path or let a caller pose as
+/// another client: refused unless `allow_headers` lists them.
+#[test]
+fn override_headers_cannot_change_method_path_or_client() {
+    let b = backend();
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.api\"\nurl = \"http://127.0.0.1:{bp}/api\"\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.proxy\"\nurl = \"http://127.0.0.1:{bp}/api\"\n\
+         allow_headers = [\"X-Forwarded-Port\"]\n",
+        bp = b.port
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let post = |name: &str, value: &str| {
+        Dict::new()
+            .with("method", "POST")
+            .with("path", "/items")
+            .with("headers", Dict::new().with(name, value))
+    };
+    for (name, value) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("X-Method-Override", "PUT"),
+        ("X-Original-URL", "/admin/keys"),
+        ("X-Rewrite-URL", "/admin/keys"),
+        ("X-Original-Host", "evil.example"),
+        ("X-Host", "evil.example"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Server", "evil.example"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Ssl", "on"),
+        ("True-Client-IP", "10.0.0.1"),
+        ("X-Client-IP", "10.0.0.1"),
+        ("X-Cluster-Client-IP", "10.0.0.1"),
+        ("CF-Connecting-IP", "10.0.0.1"),
+        ("Client-IP", "10.0.0.1"),
+    ] {
+        let got = call(&mut c, "com.test.api", post(name, value));
+        let Err((error, message)) = got else {
+            panic!("header {name}: {value} was forwarded")
+        };
+        assert_eq!(error, "wamp.error.invalid_argument", "{name}: {message}");
+        assert!(message.contains("allow_headers"), "{name}: {message}");
+    }
+    assert!(
+        b.seen.lock().expect("lock").is_empty(),
+        "refused calls reached the backend: {:?}",
+        b.seen.lock().expect("lock")
+    );
+    // Listed by the operator: forwarded.
+    let ok = call(&mut c, "com.test.proxy", post("X-Forwarded-Port", "443")).expect("listed");
+    assert_eq!(ok.get("status").and_then(Value::as_u64), Some(200));
+    assert_eq!(b.seen.lock().expect("lock").len(), 1);
+}
+
+/// A caller picks the path, so it can pick an endpoint that answers its
+/// head at once and then trickles (or never ends) its body: a long poll,
+/// server-sent events, a slow download. The callee's `timeout` bounds the
+/// whole exchange, body included, not only the response head.
+#[test]
+fn a_trickling_response_body_is_bounded_by_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let bp = listener.local_addr().expect("addr").port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let backend = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100000\r\n\r\n",
+        );
+        // One byte every 100 ms, for at most 15 s.
+        for _ in 0..150 {
+            if stop2.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(b"x").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.api\"\nurl = \"http://127.0.0.1:{bp}/api\"\n\
+         timeout = \"1s\"\n"
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let t0 = std::time::Instant::now();
+    let got = call(
+        &mut c,
+        "com.test.api",
+        Dict::new().with("method", "GET").with("path", "/events"),
+    );
+    let took = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("trickling body: answered after {took:?}: {got:?}");
+    let Err((error, message)) = got else {
+        panic!("a trickling body was awaited to its end")
+    };
+    assert_eq!(error, "wamp.error.timeout", "{message}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    drop(c);
+    drop(r);
+    let _ = backend.join();
+}

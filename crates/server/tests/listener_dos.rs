@@ -26,7 +26,7 @@ fn start(bport: u16, extra: &str) -> Router {
         "[[listener]]\ntype = \"websocket\"\naddress = \"0.0.0.0:{ws_port}\"\npath = \"/ws\"\n\n\
          [[listener]]\ntype = \"rawsocket\"\naddress = \"0.0.0.0:{rs_port}\"\n\n\
          [[realm]]\nname = \"realm1\"\n\n\
-         [[bridge]]\naddress = \"0.0.0.0:{bport}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge]]\naddress = \"0.0.0.0:{bport}\"\nrealm = \"realm1\"\nallow_unsigned = true\nallow_unsigned_from_network = true\n\n\
          {extra}\n"
     );
     let cfg = dir.path().join("switchyard.toml");

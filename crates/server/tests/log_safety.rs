@@ -252,3 +252,49 @@ fn json_log_lines_stay_valid_json() {
     assert!(log.contains("unknown signing key"), "{log}");
     assert!(lines >= 3, "{log}");
 }
+
+/// Invisible and bidirectional formatting characters (the Trojan Source
+/// class: U+202E right-to-left override, U+2066..2069 isolates, zero-width
+/// spaces and joiners, U+FEFF) make a log line display other than it reads
+/// to a program: they are escaped like control characters.
+#[test]
+fn bidi_and_invisible_characters_are_escaped() {
+    let port = common::free_port();
+    let mut r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\n\n\
+         [[bridge.key]]\nkey = \"good\"\nsecret = \"0123456789abcdef\"\nrole = \"backend\"\n"
+    ));
+    let sneaky = [
+        '\u{202e}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200d}', '\u{200e}',
+        '\u{061c}', '\u{feff}', '\u{2060}',
+    ];
+    let evil: String = sneaky.iter().map(|c| format!("k{c}")).collect();
+    let reply = http(
+        port,
+        &format!(
+            "/publish?key={}&timestamp=2026-01-01T00%3A00%3A00.000Z&seq=1&nonce=1&signature=x",
+            pct(&evil)
+        ),
+        "{}",
+    );
+    assert!(reply.contains("unknown_key"), "{reply}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !r.log_text().contains("unknown signing key") {
+        assert!(std::time::Instant::now() < deadline, "{}", r.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.terminate();
+    let log = r.log_text();
+    for c in sneaky {
+        assert!(
+            !log.contains(c),
+            "U+{:04X} reached the log raw: {log}",
+            c as u32
+        );
+        assert!(
+            log.contains(&format!("\\u{{{:x}}}", c as u32)),
+            "U+{:04X} is not shown escaped: {log}",
+            c as u32
+        );
+    }
+}

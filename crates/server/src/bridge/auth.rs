@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use hyper::header::{self, HeaderMap};
 use hyper::StatusCode;
 use switchyard_router::internal::InternalCaller;
 use switchyard_router::logsafe::Clip;
@@ -30,21 +31,48 @@ pub(super) enum Scheme<'a> {
     },
 }
 
-/// Checks the request's signature; the identity it acts as.
+/// The header that shows a request was sent by a web browser, if any:
+/// `Origin` (browsers send it with every POST, same-origin ones included,
+/// so also under DNS rebinding) or a `Sec-Fetch-Site` other than `none` (a
+/// navigation the user typed).
+pub(super) fn browser_marker(headers: &HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some("Origin");
+    }
+    let site = headers.get("sec-fetch-site")?;
+    (site.as_bytes() != b"none").then_some("Sec-Fetch-Site")
+}
+
+/// Checks the request's signature; the identity it acts as. `browser`: the
+/// [`browser_marker`] of the request; an unsigned request that has one is
+/// refused (any web page the user opens could send it: cross-site request
+/// forgery against a bridge on loopback).
 pub(super) fn authenticate<'a>(
     bridge: &'a Bridge,
+    browser: Option<&'static str>,
     query: &str,
     scheme: Scheme<'_>,
     body: &[u8],
 ) -> Result<&'a InternalCaller, Refusal> {
     let params = query_params(query).ok_or_else(|| bad("the query string is not valid"))?;
     let Some(key) = params.get("key") else {
-        return bridge.unsigned.as_ref().ok_or_else(|| {
+        let unsigned = bridge.unsigned.as_ref().ok_or_else(|| {
             unauthorized(
                 "switchyard.error.signature_required",
                 "this bridge only accepts signed requests (query parameters key, timestamp, seq, nonce, signature)",
             )
-        });
+        })?;
+        if let Some(marker) = browser {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "switchyard.error.browser_request",
+                format!(
+                    "unsigned requests from web browsers are refused (the request has a {marker} \
+                     header): any web page could send them; sign the request"
+                ),
+            ));
+        }
+        return Ok(unsigned);
     };
     let get = |name: &str| {
         params.get(name).ok_or_else(|| {
@@ -64,12 +92,13 @@ pub(super) fn authenticate<'a>(
         signing::check_counter(name, value)
             .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
     }
-    let Some((secret, caller)) = bridge.keys.get(key.as_str()) else {
+    let Some(signing_key) = bridge.keys.get(key.as_str()) else {
         return Err(unauthorized(
             "switchyard.error.unknown_key",
             format!("unknown signing key \"{}\"", Clip(key)),
         ));
     };
+    let secret = &signing_key.secret;
     let mac = match scheme {
         Scheme::Crossbar => signing::crossbar_mac(secret, key, timestamp, seq, nonce, body),
         Scheme::Bound {
@@ -134,8 +163,8 @@ pub(super) fn authenticate<'a>(
         Ok(age) => window.saturating_sub(age),
         Err(ahead) => window + ahead.duration(),
     } + std::time::Duration::from_secs(1);
-    match bridge.replays.first_use(mac, remember) {
-        Ok(()) => Ok(caller),
+    match signing_key.replays.first_use(mac, remember) {
+        Ok(()) => Ok(&signing_key.caller),
         Err(Refused::Replayed) => Err(unauthorized(
             "switchyard.error.replayed_request",
             "this signed request was already accepted: a signature is accepted once \
@@ -145,8 +174,8 @@ pub(super) fn authenticate<'a>(
             StatusCode::SERVICE_UNAVAILABLE,
             "switchyard.error.replay_cache_full",
             format!(
-                "the bridge remembers replay_cache_size = {} signatures and all are \
-                 inside their window; retry in {} s",
+                "the bridge remembers replay_cache_size = {} signatures per key and \
+                 all of this key's are inside their window; retry in {} s",
                 bridge.config.replay_cache_size,
                 wait.as_secs() + 1
             ),

@@ -268,14 +268,21 @@ async fn forward(
     let req = req
         .body(Full::new(body))
         .map_err(|e| bad(format!("cannot build the request to {url}: {e}")))?;
-    let response = tokio::time::timeout(c.timeout, client.request(req))
+    // `timeout` bounds the whole exchange, the response body included: the
+    // caller chooses the path, so it could choose an endpoint that streams.
+    let deadline = tokio::time::Instant::now() + c.timeout;
+    let too_late = || {
+        (
+            errors::TIMEOUT,
+            format!(
+                "{url} did not answer (head and body) within timeout = {:?}",
+                c.timeout
+            ),
+        )
+    };
+    let response = tokio::time::timeout_at(deadline, client.request(req))
         .await
-        .map_err(|_| {
-            (
-                errors::TIMEOUT,
-                format!("{url} did not answer within {:?}", c.timeout),
-            )
-        })?
+        .map_err(|_| too_late())?
         .map_err(|e| (errors::CANCELED, format!("request to {url} failed: {e}")))?;
     let status = response.status().as_u16();
     let mut headers = Dict::new();
@@ -284,16 +291,19 @@ async fn forward(
             headers.insert(name.as_str(), v);
         }
     }
-    let body = Limited::new(response.into_body(), c.max_response_size)
-        .collect()
-        .await
-        .map_err(|e| {
-            (
-                errors::PAYLOAD_SIZE_EXCEEDED,
-                format!("reading the response of {url}: {e}"),
-            )
-        })?
-        .to_bytes();
+    let body = tokio::time::timeout_at(
+        deadline,
+        Limited::new(response.into_body(), c.max_response_size).collect(),
+    )
+    .await
+    .map_err(|_| too_late())?
+    .map_err(|e| {
+        (
+            errors::PAYLOAD_SIZE_EXCEEDED,
+            format!("reading the response of {url}: {e}"),
+        )
+    })?
+    .to_bytes();
     let body = match String::from_utf8(body.to_vec()) {
         Ok(s) => Value::Str(s),
         Err(_) => Value::Bytes(body.to_vec()),

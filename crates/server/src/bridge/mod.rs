@@ -17,6 +17,7 @@ mod outbound;
 mod queue;
 mod replay;
 pub mod signing;
+mod strict_json;
 pub mod subscriber;
 
 use std::collections::HashMap;
@@ -47,7 +48,7 @@ use crate::transport::accept::accept_loop;
 use crate::transport::conn_limit::{AddressLimiter, Guarded};
 use switchyard_router::metrics::Metrics;
 
-use auth::{authenticate, Scheme};
+use auth::{authenticate, browser_marker, Scheme};
 use body::read_body;
 use replay::ReplayCache;
 
@@ -75,9 +76,10 @@ pub struct BridgeConfig {
     /// nonce is accepted once within it.
     #[serde(default = "default_window", with = "humantime_serde")]
     pub timestamp_window: Duration,
-    /// How many accepted signatures replay protection remembers (each until
-    /// its timestamp leaves the window); when all places are taken, signed
-    /// requests get 503 until the oldest expires.
+    /// How many accepted signatures replay protection remembers per key
+    /// (each until its timestamp leaves the window); when all places of a
+    /// key are taken, its signed requests get 503 until the oldest expires.
+    /// Each key has its own places, so a leaked key cannot lock out others.
     #[serde(default = "default_replay_cache_size")]
     pub replay_cache_size: usize,
     /// Answer WAMP errors of calls with HTTP statuses (403, 404, 504, ...)
@@ -91,6 +93,10 @@ pub struct BridgeConfig {
     /// authid "http-bridge" with `unsigned_role`.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// `allow_unsigned` on an address that is not loopback (every host that
+    /// reaches it acts as `unsigned_role`): refused unless this is set.
+    #[serde(default)]
+    pub allow_unsigned_from_network: bool,
     #[serde(default = "default_unsigned_role")]
     pub unsigned_role: String,
     /// Signing keys.
@@ -237,6 +243,17 @@ impl BridgeConfig {
         if self.replay_cache_size == 0 {
             out.push("replay_cache_size must be at least 1".into());
         }
+        if self.allow_unsigned
+            && !self.address.ip().is_loopback()
+            && !self.allow_unsigned_from_network
+        {
+            out.push(format!(
+                "allow_unsigned on {}: every host that reaches this address could publish and \
+                 call as unsigned_role without a key; listen on a loopback address (127.0.0.1, \
+                 [::1]) or set allow_unsigned_from_network = true",
+                self.address
+            ));
+        }
         if self.keys.is_empty() && !self.allow_unsigned {
             out.push("no [[bridge.key]]: add a signing key, or set allow_unsigned = true".into());
         }
@@ -263,19 +280,29 @@ impl BridgeConfig {
 /// Where the OpenAPI description is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
+/// A signing key of a bridge.
+struct SigningKey {
+    secret: String,
+    caller: InternalCaller,
+    /// The signatures made with this key accepted inside the window. One
+    /// memory per key: a signature is bound to its key (the key is part of
+    /// the signed string), and a key that floods (leaked, or a client bug)
+    /// fills only its own places.
+    replays: ReplayCache,
+}
+
 /// One running bridge.
 pub struct Bridge {
     config: BridgeConfig,
     realm: Arc<Realm>,
-    /// Per key: its secret and the identity its requests act as.
-    keys: HashMap<String, (String, InternalCaller)>,
+    /// Per key: its secret, the identity its requests act as, and the
+    /// signatures it had accepted inside the timestamp window.
+    keys: HashMap<String, SigningKey>,
     unsigned: Option<InternalCaller>,
     /// Per webhook path: the webhook and the identity it publishes as.
     webhooks: HashMap<String, (Webhook, InternalCaller)>,
     /// The sessions of the HTTP subscribers.
     _subscribers: Vec<InternalCaller>,
-    /// Signatures accepted inside the timestamp window.
-    replays: ReplayCache,
     body_timeout: Duration,
     /// Bytes of request bodies being read or handled (max_buffered_body_bytes).
     body_budget: Arc<tokio::sync::Semaphore>,
@@ -308,10 +335,11 @@ impl Bridge {
                 let authid = k.authid.clone().unwrap_or_else(|| k.key.clone());
                 (
                     k.key.clone(),
-                    (
-                        k.secret.clone(),
-                        InternalCaller::new(identity(&authid, &k.role)),
-                    ),
+                    SigningKey {
+                        secret: k.secret.clone(),
+                        caller: InternalCaller::new(identity(&authid, &k.role)),
+                        replays: ReplayCache::new(config.replay_cache_size),
+                    },
                 )
             })
             .collect();
@@ -334,7 +362,6 @@ impl Bridge {
             .map(|s| subscriber::start(&realm, s))
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
-        let replays = ReplayCache::new(config.replay_cache_size);
         let body_budget = body::budget(config.max_buffered_body_bytes);
         Ok(Arc::new(Bridge {
             config,
@@ -343,7 +370,6 @@ impl Bridge {
             unsigned,
             webhooks,
             _subscribers: subscribers,
-            replays,
             body_timeout,
             body_budget,
         }))
@@ -518,8 +544,9 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
     }
     let outcome = async {
         let query = req.uri().query().unwrap_or("").to_string();
+        let browser = browser_marker(req.headers());
         let body = read_body(req, bridge).await?;
-        let caller = authenticate(bridge, &query, Scheme::Crossbar, &body)?;
+        let caller = authenticate(bridge, browser, &query, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
             Action::Call => call(bridge, caller, request).await,
@@ -548,6 +575,8 @@ struct BridgeRequest {
 }
 
 fn parse_body(body: &[u8]) -> Result<BridgeRequest, Refusal> {
+    strict_json::check_unique_keys(body)
+        .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     let serde_json::Value::Object(obj) = v else {
@@ -736,6 +765,32 @@ async fn call(
     }
 }
 
+/// What a webhook event shows instead of a credential header's value.
+const REDACTED: &str = "(redacted)";
+
+/// Parts of header names that carry credentials (`Authorization`,
+/// `Proxy-Authorization`, `X-Auth-Token`, `X-Gitlab-Token`, `X-Api-Key`,
+/// `X-Webhook-Secret`, ...), and `Cookie`: a webhook event goes to every
+/// subscriber of its topic, which must not learn the hook's secret or a
+/// proxy's or a browser's credentials. (`X-Hub-Signature-256` is an HMAC,
+/// not a secret, and stays: subscribers may verify it.)
+const CREDENTIAL_PARTS: [&str; 9] = [
+    "auth",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "api-key",
+    "apikey",
+    "credential",
+    "cookie",
+];
+
+/// Whether a (lowercase) header name carries a credential.
+fn is_credential_header(lower: &str) -> bool {
+    CREDENTIAL_PARTS.iter().any(|p| lower.contains(p))
+}
+
 /// A webhook POST: check the optional GitHub-style signature, then publish
 /// `[{"headers": {...}, "body": "..."}]` on the webhook's topic.
 async fn webhook(
@@ -747,6 +802,11 @@ async fn webhook(
     let mut headers = serde_json::Map::new();
     for (name, value) in req.headers() {
         if let Ok(v) = value.to_str() {
+            let v = if is_credential_header(name.as_str()) {
+                REDACTED
+            } else {
+                v
+            };
             headers.insert(name.as_str().to_string(), serde_json::Value::from(v));
         }
     }

@@ -29,17 +29,39 @@ pub const NEVER: [&str; 13] = [
 ];
 
 /// Headers a caller may set only when the callee's `allow_headers` lists
-/// them: credentials and the client-address headers backends trust.
-pub const SENSITIVE: [&str; 8] = [
+/// them: credentials, the client-address and host headers backends trust,
+/// and the override headers frameworks read as the method or the path
+/// (which would undo `methods` and the path's confinement).
+pub const SENSITIVE: [&str; 17] = [
     "authorization",
     "cookie",
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
     "x-real-ip",
-    "x-forwarded-prefix",
+    "x-host",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-method-override",
+    "x-rewrite-url",
+    "x-proxyuser-ip",
 ];
+
+/// Families of [`SENSITIVE`] headers, by prefix: `X-Forwarded-*` (for,
+/// host, proto, port, server, scheme, ssl, prefix, ...), `X-Original-*`
+/// (URL, URI, host, method, forwarded-for: path and host overrides) and
+/// `X-HTTP-Method*` (method overrides).
+pub const SENSITIVE_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-http-method"];
+
+/// Whether `lower` (a lowercase header name) is sensitive.
+pub fn is_sensitive(lower: &str) -> bool {
+    SENSITIVE.contains(&lower) || SENSITIVE_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
 
 /// The most headers one call may set.
 pub const MAX_HEADERS: usize = 64;
@@ -151,7 +173,7 @@ pub fn check_header(name: &str, allow: &[String]) -> Result<HeaderName, String> 
         ));
     }
     let listed = allow.iter().any(|a| a.eq_ignore_ascii_case(lower));
-    if SENSITIVE.contains(&lower) && !listed {
+    if is_sensitive(lower) && !listed {
         return Err(format!(
             "the header \"{lower}\" may only be set when the callee's allow_headers lists it"
         ));

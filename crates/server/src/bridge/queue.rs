@@ -22,7 +22,7 @@ use serde_json::json;
 use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
-use super::auth::{authenticate, Scheme};
+use super::auth::{authenticate, browser_marker, Scheme};
 use super::body::read_body;
 use super::{authorize, bad, json_response, refusal, Bridge, Refusal};
 
@@ -99,9 +99,11 @@ async fn push(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let browser = browser_marker(req.headers());
     let body = read_body(req, bridge).await?;
     let caller = authenticate(
         bridge,
+        browser,
         &query,
         Scheme::Bound {
             method: &method,
@@ -113,6 +115,8 @@ async fn push(
     let mut job = if body.iter().all(u8::is_ascii_whitespace) {
         switchyard_proto::Dict::new()
     } else {
+        super::strict_json::check_unique_keys(&body)
+            .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Dict(d)) => {
                 if let Some(path) = crate::queues::duplicate_key(&[], &d) {

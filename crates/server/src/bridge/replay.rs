@@ -6,7 +6,9 @@
 //! Memory is bounded: at most `capacity` signatures, evicted by time only.
 //! A full cache refuses new signed requests (503) rather than forgetting a
 //! signature that could still be replayed; only requests with a valid
-//! signature take a place, so only holders of a key can fill it.
+//! signature take a place, so only holders of a key can fill it, and each
+//! signing key has its own cache (`super::SigningKey`), so a key that
+//! floods fills only its own.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
