@@ -894,7 +894,10 @@ fn repeated_map_keys_cannot_forge_what_the_router_adds() {
         "{\"kwargs\": {\"_job\": 1, \"_job\": {\"id\": 999999}}}",
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("repeats a key"), "{body}");
+    assert!(
+        body.contains("repeats a key") || body.contains("appears twice"),
+        "{body}"
+    );
     let (status, body) = post(
         bridge_port,
         "/queues/jk/jobs",
