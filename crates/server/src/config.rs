@@ -322,6 +322,10 @@ pub struct Limits {
     /// socket) before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue_bytes")]
     pub outbound_queue_bytes: usize,
+    /// Bytes queued for all client connections together; over it, the
+    /// sessions whose queues exceed their share are slow consumers.
+    #[serde(default = "default_total_outbound_bytes")]
+    pub total_outbound_bytes: usize,
     /// Argon2 ticket checks running at once, process-wide (0: one per CPU).
     #[serde(default)]
     pub max_concurrent_ticket_checks: usize,
@@ -392,6 +396,9 @@ fn default_max_uri_length() -> usize {
 fn default_outbound_queue_bytes() -> usize {
     16 << 20
 }
+fn default_total_outbound_bytes() -> usize {
+    512 << 20
+}
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -411,6 +418,7 @@ impl Default for Limits {
             max_message_size: default_max_message_size(),
             outbound_queue: default_outbound_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
+            total_outbound_bytes: default_total_outbound_bytes(),
             max_uri_length: default_max_uri_length(),
             max_concurrent_ticket_checks: 0,
             max_handshake_message_size: default_max_handshake_message_size(),
@@ -686,6 +694,15 @@ impl Config {
                 format!(
                     "limits.outbound_queue_bytes: {} is below the minimum of 65536 bytes",
                     self.limits.outbound_queue_bytes
+                ),
+            );
+        }
+        if self.limits.total_outbound_bytes < self.limits.outbound_queue_bytes {
+            err(
+                0..0,
+                format!(
+                    "limits.total_outbound_bytes: {} is below limits.outbound_queue_bytes ({})",
+                    self.limits.total_outbound_bytes, self.limits.outbound_queue_bytes
                 ),
             );
         }

@@ -536,3 +536,143 @@ fn testaments_are_bounded_in_count_and_bytes() {
     assert!(after - before < 20.0, "{:.1} MiB kept", after - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// The process-wide budget of outbound bytes: many connections, from several
+// addresses, that subscribe and never read.
+// ---------------------------------------------------------------------
+
+/// A joined JSON RawSocket session whose TCP connection comes from `source`
+/// (another loopback address) and that asks the kernel for a small receive
+/// buffer, so what it does not read stays queued in the router.
+fn session_from(r: &Router, source: std::net::Ipv4Addr) -> Raw {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .expect("bind the source address");
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], r.rs_port)).into())
+        .expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut c = Raw {
+        stream,
+        ser: Serializer::Json,
+        next_request: 1,
+    };
+    use std::io::Write;
+    c.stream
+        .write_all(&[0x7F, 0xF0 | Serializer::Json.rawsocket_id(), 0, 0])
+        .expect("handshake");
+    let reply = c.read_exact(4).expect("handshake reply");
+    assert_eq!(reply[0], 0x7F);
+    c.join("realm1");
+    c
+}
+
+#[test]
+fn many_never_reading_sessions_share_one_outbound_budget() {
+    let _serial = serial();
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let budget_mb: u64 = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        1 << 20
+    } else {
+        24
+    };
+    let r = Router::start(&format!(
+        "[limits]\ntotal_outbound_bytes = {}",
+        budget_mb << 20
+    ));
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+
+    // 8 sessions from 4 addresses, each on a topic of its own (so that the
+    // router holds a distinct copy per queue), none of them reading.
+    let attackers = 8;
+    let mut idle = Vec::new();
+    for i in 0..attackers {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8);
+        let mut c = session_from(&r, source);
+        c.subscribe(&format!("com.big.t{i}"));
+        idle.push(c);
+    }
+    // A fast reader subscribed to all of them.
+    let mut fast = session(&r);
+    let request = fast.req();
+    fast.send(&Message::Subscribe {
+        request,
+        options: Dict::new().with("match", "prefix"),
+        topic: "com.big.".into(),
+    });
+    expect_reply(&mut fast, "SUBSCRIBED");
+    let per_topic = 12;
+    let events = attackers * per_topic;
+    let fast_reader = thread::spawn(move || {
+        let mut got = 0;
+        while got < events {
+            let Ok(hdr) = fast.read_exact(4) else { break };
+            let len = ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize;
+            if fast.read_exact(len).is_err() {
+                break;
+            }
+            if hdr[0] & 0x07 == 0 && len > BIG {
+                got += 1;
+            }
+        }
+        got
+    });
+    let health = Health::start(&r);
+    let mut publisher = session(&r);
+    let big = "x".repeat(BIG);
+    for _ in 0..per_topic {
+        for i in 0..attackers {
+            publisher.send(&Message::Publish {
+                request: publisher.next_request,
+                options: Dict::new(),
+                topic: format!("com.big.t{i}"),
+                payload: args(vec![Value::from(big.as_str())]),
+            });
+            publisher.next_request += 1;
+        }
+    }
+    round_trip(&mut publisher);
+    let fast_got = fast_reader.join().expect("fast reader");
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    let cut = idle.iter_mut().map(|c| c.closed()).filter(|c| *c).count();
+    drop(idle);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "outbound budget {budget_mb} MiB, {attackers} never-reading sessions from 4 addresses: \
+         RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; {cut} cut; \
+         round trip baseline {baseline:?}, worst during {worst:?}; fast reader got {fast_got}/{events}"
+    );
+    for line in r
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("closing connection"))
+    {
+        eprintln!("{line}");
+    }
+    assert_eq!(fast_got, events, "the fast reader was not cut");
+    assert!(
+        r.log_text().contains("over total_outbound_bytes"),
+        "the never-reading sessions were cut for the shared budget"
+    );
+    assert!(cut >= attackers / 2, "{cut} of {attackers} cut");
+    assert!(
+        peak_mb - before < 50.0,
+        "{:.1} MiB held for sessions that never read",
+        peak_mb - before
+    );
+    assert!(after - before < 10.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
