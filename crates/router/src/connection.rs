@@ -692,6 +692,26 @@ impl Connection {
                                 ),
                             ));
                         }
+                        let max = realm.config.max_subscriptions;
+                        if max > 0 {
+                            if let Some(n) = realm.broker.new_subscription_over(&topic, policy, max)
+                            {
+                                Metrics::inc(&realm.metrics.subscription_limit);
+                                Metrics::inc(&realm.metrics.limit_exceeded);
+                                tracing::warn!(
+                                    session = s.id,
+                                    max,
+                                    "SUBSCRIBE refused: the realm holds {n} subscriptions (max_subscriptions)"
+                                );
+                                return Err((
+                                    LIMIT_EXCEEDED,
+                                    format!(
+                                        "this realm holds {n} subscriptions, its limit (max_subscriptions = {max}); \
+                                         only existing topics can be subscribed to"
+                                    ),
+                                ));
+                            }
+                        }
                         Ok(policy)
                     });
                 match policy {
@@ -739,6 +759,28 @@ impl Connection {
                             LIMIT_EXCEEDED,
                             format!("a session may hold at most {max} registrations in this realm"),
                         ));
+                    }
+                    let max = realm.config.max_registrations;
+                    if max > 0 {
+                        if let Some(n) =
+                            realm
+                                .dealer
+                                .new_registration_over(&procedure, opts.policy, max)
+                        {
+                            Metrics::inc(&realm.metrics.registration_limit);
+                            Metrics::inc(&realm.metrics.limit_exceeded);
+                            tracing::warn!(
+                                session = s.id,
+                                max,
+                                "REGISTER refused: the realm holds {n} registrations (max_registrations)"
+                            );
+                            return Err((
+                                LIMIT_EXCEEDED,
+                                format!(
+                                    "this realm holds {n} registrations, its limit (max_registrations = {max})"
+                                ),
+                            ));
+                        }
                     }
                     Ok(opts)
                 });

@@ -77,6 +77,14 @@ pub struct RealmConfig {
     /// Registrations one session may hold (0: no limit).
     #[serde(default = "default_max_registrations")]
     pub max_registrations_per_session: usize,
+    /// Subscriptions (distinct topic and match policy) the realm may hold,
+    /// for all sessions together (0: no limit).
+    #[serde(default = "default_max_realm_subscriptions")]
+    pub max_subscriptions: usize,
+    /// Registrations (distinct procedure and match policy) the realm may
+    /// hold, for all sessions together (0: no limit).
+    #[serde(default = "default_max_realm_registrations")]
+    pub max_registrations: usize,
     /// Messages per second one session may send before it is slowed down
     /// (0, the default: no limit).
     #[serde(default)]
@@ -130,6 +138,14 @@ fn default_max_registrations() -> usize {
     1_000
 }
 
+fn default_max_realm_subscriptions() -> usize {
+    100_000
+}
+
+fn default_max_realm_registrations() -> usize {
+    20_000
+}
+
 fn default_authorizer_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
@@ -159,6 +175,8 @@ impl RealmConfig {
             authorizer_timeout: default_authorizer_timeout(),
             max_subscriptions_per_session: default_max_subscriptions(),
             max_registrations_per_session: default_max_registrations(),
+            max_subscriptions: default_max_realm_subscriptions(),
+            max_registrations: default_max_realm_registrations(),
             max_messages_per_second: 0,
             max_calls_in_flight_per_session: default_max_calls_in_flight(),
             max_uri_length: default_max_uri_length(),

@@ -285,6 +285,10 @@ pub struct RealmEntry {
     #[serde(default)]
     pub max_registrations_per_session: Option<usize>,
     #[serde(default)]
+    pub max_subscriptions: Option<usize>,
+    #[serde(default)]
+    pub max_registrations: Option<usize>,
+    #[serde(default)]
     pub max_messages_per_second: Option<u32>,
     /// Calls one session may have in flight (0: no limit).
     #[serde(default)]
@@ -538,6 +542,8 @@ impl Config {
                 authorizer_timeout: None,
                 max_subscriptions_per_session: None,
                 max_registrations_per_session: None,
+                max_subscriptions: None,
+                max_registrations: None,
                 max_messages_per_second: None,
                 max_calls_in_flight_per_session: None,
                 max_retained_bytes: None,
@@ -755,6 +761,12 @@ impl Config {
                 }
                 if let Some(n) = r.max_registrations_per_session {
                     c.max_registrations_per_session = n;
+                }
+                if let Some(n) = r.max_subscriptions {
+                    c.max_subscriptions = n;
+                }
+                if let Some(n) = r.max_registrations {
+                    c.max_registrations = n;
                 }
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;

@@ -676,3 +676,109 @@ fn many_never_reading_sessions_share_one_outbound_budget() {
     assert!(after - before < 10.0, "{:.1} MiB kept", after - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// Subscriptions and registrations: the per-session limits times the
+// sessions one attacker can open (several addresses).
+// ---------------------------------------------------------------------
+
+/// Sends `n` SUBSCRIBEs (or REGISTERs) on distinct 512-byte URIs without
+/// waiting, then reads the answers: (accepted, the first refusal's message).
+fn flood_uris(c: &mut Raw, tag: &str, n: usize, register: bool) -> (usize, String) {
+    let writer = c.stream.try_clone().expect("clone");
+    let first = c.next_request;
+    let tag = tag.to_string();
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: first,
+        };
+        for i in 0..n {
+            let request = w.req();
+            let uri = format!("com.{tag}.{i:08}.");
+            let uri = format!("{uri}{}", "u".repeat(512 - uri.len()));
+            w.send(&if register {
+                Message::Register {
+                    request,
+                    options: Dict::new(),
+                    procedure: uri,
+                }
+            } else {
+                Message::Subscribe {
+                    request,
+                    options: Dict::new(),
+                    topic: uri,
+                }
+            });
+        }
+    });
+    let (mut ok, mut refusal) = (0, String::new());
+    for _ in 0..n {
+        match c.expect("SUBSCRIBED/REGISTERED") {
+            Message::Subscribed { .. } | Message::Registered { .. } => ok += 1,
+            m @ Message::Error { .. } => {
+                let (error, text) = error_of(m);
+                if refusal.is_empty() {
+                    refusal = format!("{error}: {text}");
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sender.join().expect("sender");
+    c.next_request = first + n as u64;
+    (ok, refusal)
+}
+
+#[test]
+fn subscriptions_and_registrations_are_bounded_per_realm() {
+    let _serial = serial();
+    // Router::start's realm is the last table: these are its keys.
+    let r = Router::start("max_subscriptions = 20000\nmax_registrations = 4000");
+    let baseline = round_trip(&mut session(&r));
+    // A legitimate subscriber, there before the attack.
+    let mut resident = session(&r);
+    resident.subscribe("com.app.news");
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    // 6 sessions from 3 addresses, each up to its per-session limits
+    // (10,000 subscriptions, 1,000 registrations) on 512-byte URIs.
+    let mut attackers = Vec::new();
+    let (mut subscribed, mut registered) = (0, 0);
+    let (mut sub_refusal, mut reg_refusal) = (String::new(), String::new());
+    for i in 0..6 {
+        let mut c = session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 3) as u8));
+        let (ok, why) = flood_uris(&mut c, &format!("s{i}"), 10_000, false);
+        subscribed += ok;
+        if sub_refusal.is_empty() {
+            sub_refusal = why;
+        }
+        let (ok, why) = flood_uris(&mut c, &format!("r{i}"), 1_000, true);
+        registered += ok;
+        if reg_refusal.is_empty() {
+            reg_refusal = why;
+        }
+        attackers.push(c);
+    }
+    let held = rss_mb(&r);
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    // A newcomer can still subscribe to a topic that exists.
+    let mut newcomer = session(&r);
+    newcomer.subscribe("com.app.news");
+    eprintln!(
+        "subscriptions: RSS before {before:.1} MiB, with the attackers in {held:.1} MiB, peak {peak_mb:.1} MiB; \
+         {subscribed} subscriptions and {registered} registrations of 512-byte URIs accepted; \
+         round trip baseline {baseline:?}, worst during {worst:?}; refusals: {sub_refusal} / {reg_refusal}"
+    );
+    drop(attackers);
+    assert!(subscribed <= 20_000, "{subscribed} subscriptions held");
+    assert!(registered <= 4_000, "{registered} registrations held");
+    assert!(sub_refusal.contains("max_subscriptions"), "{sub_refusal}");
+    assert!(reg_refusal.contains("max_registrations"), "{reg_refusal}");
+    assert!(peak_mb - before < 40.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}

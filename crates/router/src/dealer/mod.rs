@@ -636,6 +636,18 @@ impl Dealer {
     }
 
     /// Registrations `session` holds as a callee.
+    pub fn new_registration_over(
+        &self,
+        procedure: &str,
+        policy: MatchPolicy,
+        max: usize,
+    ) -> Option<usize> {
+        let st = self.inner.state.lock();
+        let n = st.regs.len();
+        (n >= max && st.index.get(procedure, policy).is_none()).then_some(n)
+    }
+
+    /// Registrations `session` holds.
     pub fn session_registrations(&self, session: u64) -> usize {
         self.inner
             .state
