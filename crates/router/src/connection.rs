@@ -1158,7 +1158,16 @@ pub(crate) fn ask_authorizer(
             }
         };
         if cache {
-            s.cache_decision(action, &cache_key(&uri, policy), decision);
+            let max = realm.config.max_authorizer_cache_entries;
+            let key = cache_key(&uri, policy);
+            if !s.cache_decision(action, &key, decision, &realm.authz_cached, max) {
+                Metrics::inc(&realm.metrics.limit_exceeded);
+                tracing::debug!(
+                    session = s.id,
+                    max,
+                    "authorizer answer not cached: the realm's sessions hold {max} (max_authorizer_cache_entries)"
+                );
+            }
         }
         decision
     })

@@ -85,6 +85,10 @@ pub struct RealmConfig {
     /// hold, for all sessions together (0: no limit).
     #[serde(default = "default_max_realm_registrations")]
     pub max_registrations: usize,
+    /// Authorizer answers (with `cache: true`) the realm's sessions may keep
+    /// together; beyond, answers are not cached (0: no limit).
+    #[serde(default = "default_max_authorizer_cache_entries")]
+    pub max_authorizer_cache_entries: usize,
     /// Messages per second one session may send before it is slowed down
     /// (0, the default: no limit).
     #[serde(default)]
@@ -146,6 +150,10 @@ fn default_max_realm_registrations() -> usize {
     20_000
 }
 
+fn default_max_authorizer_cache_entries() -> usize {
+    100_000
+}
+
 fn default_authorizer_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
@@ -177,6 +185,7 @@ impl RealmConfig {
             max_registrations_per_session: default_max_registrations(),
             max_subscriptions: default_max_realm_subscriptions(),
             max_registrations: default_max_realm_registrations(),
+            max_authorizer_cache_entries: default_max_authorizer_cache_entries(),
             max_messages_per_second: 0,
             max_calls_in_flight_per_session: default_max_calls_in_flight(),
             max_uri_length: default_max_uri_length(),
@@ -198,6 +207,8 @@ pub struct Realm {
     pub(crate) throttle: crate::auth::throttle::Throttle,
     pub broker: Arc<Broker>,
     pub dealer: Dealer,
+    /// Authorizer answers cached by all sessions of the realm.
+    pub(crate) authz_cached: Arc<std::sync::atomic::AtomicUsize>,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
     /// Sees every accepted publication (the queues' topic bindings).
     publish_hook: OnceLock<Arc<dyn PublishHook>>,
@@ -237,6 +248,7 @@ impl Realm {
             internal: InternalCaller::default(),
             metrics,
             throttle: crate::auth::throttle::Throttle::new(&config.auth),
+            authz_cached: Arc::default(),
             config,
             broker,
             dealer,

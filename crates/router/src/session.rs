@@ -56,7 +56,7 @@ pub struct Session {
     caller_calls: AtomicUsize,
     /// Answers of the authorizer procedure it asked to keep (gone with the
     /// session).
-    authz_cache: Mutex<HashMap<(Action, String), Decision>>,
+    authz_cache: Mutex<AuthzCache>,
     /// A session the router runs itself ([`crate::internal::InternalCaller`]):
     /// trusted, so a callee of this kind learns who calls it (when it asks)
     /// even in a realm with `disclose_caller = "never"`.
@@ -66,6 +66,30 @@ pub struct Session {
 /// Cached authorizer answers a session may hold; the cache restarts empty
 /// when full.
 const AUTHZ_CACHE_LIMIT: usize = 10_000;
+
+/// A session's cached authorizer answers, counted in its realm's total
+/// (`max_authorizer_cache_entries`) while the session holds them.
+#[derive(Default)]
+struct AuthzCache {
+    map: HashMap<(Action, String), Decision>,
+    /// The realm's count, once this session cached something.
+    realm_total: Option<Arc<AtomicUsize>>,
+}
+
+impl AuthzCache {
+    fn clear(&mut self) {
+        if let Some(total) = &self.realm_total {
+            total.fetch_sub(self.map.len(), Ordering::Relaxed);
+        }
+        self.map.clear();
+    }
+}
+
+impl Drop for AuthzCache {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
 
 /// An event the Broker publishes for a session when it ends (spec
 /// "Session Testament").
@@ -120,7 +144,7 @@ impl Session {
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
             caller_calls: AtomicUsize::new(0),
-            authz_cache: Mutex::new(HashMap::new()),
+            authz_cache: Mutex::new(AuthzCache::default()),
             router_owned: false,
         }
     }
@@ -186,16 +210,41 @@ impl Session {
     pub(crate) fn cached_decision(&self, action: Action, uri: &str) -> Option<Decision> {
         self.authz_cache
             .lock()
+            .map
             .get(&(action, uri.to_string()))
             .copied()
     }
 
-    pub(crate) fn cache_decision(&self, action: Action, uri: &str, d: Decision) {
+    /// Caches an authorizer's answer for this session, unless the realm's
+    /// sessions together already hold `max_total` answers (0: no limit):
+    /// then the authorizer is simply asked again next time. Returns whether
+    /// it was cached.
+    pub(crate) fn cache_decision(
+        &self,
+        action: Action,
+        uri: &str,
+        d: Decision,
+        realm_total: &Arc<AtomicUsize>,
+        max_total: usize,
+    ) -> bool {
         let mut cache = self.authz_cache.lock();
-        if cache.len() >= AUTHZ_CACHE_LIMIT {
+        if cache.map.len() >= AUTHZ_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert((action, uri.to_string()), d);
+        let key = (action, uri.to_string());
+        if let Some(slot) = cache.map.get_mut(&key) {
+            *slot = d;
+            return true;
+        }
+        if max_total > 0 && realm_total.load(Ordering::Relaxed) >= max_total {
+            return false;
+        }
+        if cache.realm_total.is_none() {
+            cache.realm_total = Some(realm_total.clone());
+        }
+        realm_total.fetch_add(1, Ordering::Relaxed);
+        cache.map.insert(key, d);
+        true
     }
 
     pub(crate) fn call_started(&self) {

@@ -289,6 +289,8 @@ pub struct RealmEntry {
     #[serde(default)]
     pub max_registrations: Option<usize>,
     #[serde(default)]
+    pub max_authorizer_cache_entries: Option<usize>,
+    #[serde(default)]
     pub max_messages_per_second: Option<u32>,
     /// Calls one session may have in flight (0: no limit).
     #[serde(default)]
@@ -544,6 +546,7 @@ impl Config {
                 max_registrations_per_session: None,
                 max_subscriptions: None,
                 max_registrations: None,
+                max_authorizer_cache_entries: None,
                 max_messages_per_second: None,
                 max_calls_in_flight_per_session: None,
                 max_retained_bytes: None,
@@ -767,6 +770,9 @@ impl Config {
                 }
                 if let Some(n) = r.max_registrations {
                     c.max_registrations = n;
+                }
+                if let Some(n) = r.max_authorizer_cache_entries {
+                    c.max_authorizer_cache_entries = n;
                 }
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;

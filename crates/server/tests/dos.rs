@@ -782,3 +782,159 @@ fn subscriptions_and_registrations_are_bounded_per_realm() {
     assert!(peak_mb - before < 40.0, "{:.1} MiB", peak_mb - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// The authorizer's cached answers: 10,000 per session, times the sessions.
+// ---------------------------------------------------------------------
+
+const CRA_KEY_PASSWORD: &str = "authz-password";
+
+/// Logs in as the authorizer (WAMP-CRA), registers com.example.authorize
+/// and answers every INVOCATION with {allow: true, cache: true}, counting
+/// them, until `done`.
+fn authorizer(r: &Router, asked: Arc<AtomicU64>, done: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    use base64::Engine;
+    use switchyard_router::auth::wampcra;
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    let roles = Dict::new().with("callee", Dict::new());
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new()
+            .with("roles", roles)
+            .with("authmethods", Value::List(vec![Value::from("wampcra")]))
+            .with("authid", "authz"),
+    });
+    let Message::Challenge { extra, .. } = c.expect("CHALLENGE") else {
+        panic!("no challenge");
+    };
+    let ch = extra.get_str("challenge").expect("challenge").to_string();
+    let key = wampcra::derive_key(CRA_KEY_PASSWORD, "salt", 10, 32);
+    let signature = base64::engine::general_purpose::STANDARD.encode(wampcra::sign(&key, &ch));
+    c.send(&Message::Authenticate {
+        signature,
+        extra: Dict::new(),
+    });
+    let Message::Welcome { .. } = c.expect("WELCOME") else {
+        panic!("authorizer login failed");
+    };
+    c.register("com.example.authorize");
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            if let Some(Message::Invocation { request, .. }) = c.recv() {
+                asked.fetch_add(1, Ordering::Relaxed);
+                c.send(&Message::Yield {
+                    request,
+                    options: Dict::new(),
+                    payload: args(vec![Value::from(
+                        Dict::new().with("allow", true).with("cache", true),
+                    )]),
+                });
+            }
+        }
+    })
+}
+
+/// Sends `n` acknowledged PUBLISHes on distinct 512-byte topics without
+/// waiting, then reads the `n` PUBLISHED.
+fn publish_distinct(c: &mut Raw, tag: &str, n: usize) {
+    let writer = c.stream.try_clone().expect("clone");
+    let first = c.next_request;
+    let tag = tag.to_string();
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: first,
+        };
+        for i in 0..n {
+            let request = w.req();
+            let topic = format!("com.{tag}.{i:08}.");
+            let topic = format!("{topic}{}", "p".repeat(512 - topic.len()));
+            w.send(&Message::Publish {
+                request,
+                options: Dict::new().with("acknowledge", true),
+                topic,
+                payload: args(vec![]),
+            });
+        }
+    });
+    for _ in 0..n {
+        match c.expect("PUBLISHED") {
+            Message::Published { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sender.join().expect("sender");
+    c.next_request = first + n as u64;
+}
+
+#[test]
+fn cached_authorizer_answers_are_bounded_per_realm() {
+    let _serial = serial();
+    use switchyard_router::auth::wampcra;
+    let key = wampcra::derive_key(CRA_KEY_PASSWORD, "salt", 10, 32);
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let max = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        0
+    } else {
+        3000
+    };
+    let r = Router::start(&format!(
+        r#"authorizer = "com.example.authorize"
+max_authorizer_cache_entries = {max}
+[realm.auth]
+methods = ["anonymous", "wampcra"]
+[[realm.auth.wampcra]]
+authid = "authz"
+secret = "{key}"
+salt = "salt"
+iterations = 10
+keylen = 32
+role = "authorizer"
+[[realm.role]]
+name = "authorizer"
+[[realm.role.permission]]
+uri = "com.example.authorize"
+allow = ["register"]
+"#
+    ));
+    let asked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let authz = authorizer(&r, asked.clone(), done.clone());
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    // 3 anonymous sessions from 2 addresses, 4,000 distinct topics each.
+    let (sessions, per_session) = (3, 4_000);
+    let mut attackers: Vec<Raw> = (0..sessions)
+        .map(|i| session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 2) as u8)))
+        .collect();
+    for (i, c) in attackers.iter_mut().enumerate() {
+        publish_distinct(c, &format!("a{i}"), per_session);
+    }
+    let held = rss_mb(&r);
+    let first_round = asked.load(Ordering::Relaxed);
+    // The same topics again: what was cached is not asked again.
+    for (i, c) in attackers.iter_mut().enumerate() {
+        publish_distinct(c, &format!("a{i}"), per_session);
+    }
+    let asked_again = asked.load(Ordering::Relaxed) - first_round;
+    let worst = health.finish();
+    drop(attackers);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    done.store(true, Ordering::Relaxed);
+    authz.join().expect("authorizer");
+    let total = (sessions * per_session) as u64;
+    let cached = total - asked_again;
+    eprintln!(
+        "authorizer cache: RSS before {before:.1} MiB, with {total} answers asked {held:.1} MiB, after {after:.1} MiB; \
+         {cached} cached (asked again: {asked_again}); round trip baseline {baseline:?}, worst during {worst:?}"
+    );
+    assert!(cached <= 3_100, "{cached} answers cached");
+    assert!(held - before < 15.0, "{:.1} MiB", held - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
