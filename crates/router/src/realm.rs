@@ -89,6 +89,10 @@ pub struct RealmConfig {
     /// together; beyond, answers are not cached (0: no limit).
     #[serde(default = "default_max_authorizer_cache_entries")]
     pub max_authorizer_cache_entries: usize,
+    /// Bytes of arguments held by calls waiting for a callee (every callee
+    /// at its concurrency), all callers together (0: no limit).
+    #[serde(default = "default_max_queued_call_bytes")]
+    pub max_queued_call_bytes: usize,
     /// Messages per second one session may send before it is slowed down
     /// (0, the default: no limit).
     #[serde(default)]
@@ -154,6 +158,10 @@ fn default_max_authorizer_cache_entries() -> usize {
     100_000
 }
 
+fn default_max_queued_call_bytes() -> usize {
+    DealerConfig::default().max_queued_call_bytes
+}
+
 fn default_authorizer_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
@@ -186,6 +194,7 @@ impl RealmConfig {
             max_subscriptions: default_max_realm_subscriptions(),
             max_registrations: default_max_realm_registrations(),
             max_authorizer_cache_entries: default_max_authorizer_cache_entries(),
+            max_queued_call_bytes: default_max_queued_call_bytes(),
             max_messages_per_second: 0,
             max_calls_in_flight_per_session: default_max_calls_in_flight(),
             max_uri_length: default_max_uri_length(),
@@ -229,6 +238,7 @@ impl Realm {
                 disclose_caller: config.disclose_caller,
                 call_queue_limit: config.call_queue_limit,
                 max_calls_in_flight_per_session: config.max_calls_in_flight_per_session,
+                max_queued_call_bytes: config.max_queued_call_bytes,
                 metrics: Some(metrics.clone()),
             },
             Box::new(move |events| registration_events(&meta_broker, events)),

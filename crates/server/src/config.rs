@@ -291,6 +291,8 @@ pub struct RealmEntry {
     #[serde(default)]
     pub max_authorizer_cache_entries: Option<usize>,
     #[serde(default)]
+    pub max_queued_call_bytes: Option<usize>,
+    #[serde(default)]
     pub max_messages_per_second: Option<u32>,
     /// Calls one session may have in flight (0: no limit).
     #[serde(default)]
@@ -547,6 +549,7 @@ impl Config {
                 max_subscriptions: None,
                 max_registrations: None,
                 max_authorizer_cache_entries: None,
+                max_queued_call_bytes: None,
                 max_messages_per_second: None,
                 max_calls_in_flight_per_session: None,
                 max_retained_bytes: None,
@@ -773,6 +776,9 @@ impl Config {
                 }
                 if let Some(n) = r.max_authorizer_cache_entries {
                     c.max_authorizer_cache_entries = n;
+                }
+                if let Some(n) = r.max_queued_call_bytes {
+                    c.max_queued_call_bytes = n;
                 }
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;

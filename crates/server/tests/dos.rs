@@ -938,3 +938,78 @@ allow = ["register"]
     assert!(held - before < 15.0, "{:.1} MiB", held - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// Calls waiting for a busy callee hold their arguments.
+// ---------------------------------------------------------------------
+
+#[test]
+fn queued_call_arguments_are_bounded_in_bytes() {
+    let _serial = serial();
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let extra = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        "max_queued_call_bytes = 0"
+    } else {
+        ""
+    };
+    let r = Router::start(extra);
+    // A callee that takes one call at a time and never answers.
+    let mut callee = session(&r);
+    let request = callee.req();
+    callee.send(&Message::Register {
+        request,
+        options: Dict::new().with("concurrency", 1u64),
+        procedure: "com.busy".into(),
+    });
+    expect_reply(&mut callee, "REGISTERED");
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    let mut caller = session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let calls = 200;
+    let writer = caller.stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: 1,
+        };
+        let big = "q".repeat(BIG);
+        for _ in 0..calls {
+            let request = w.req();
+            w.send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.busy".into(),
+                payload: args(vec![Value::from(big.as_str())]),
+            });
+        }
+    });
+    sender.join().expect("sender");
+    caller
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let (mut refused, mut message) = (0, String::new());
+    while let Some(m) = caller.recv() {
+        let (error, text) = error_of(m);
+        assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+        refused += 1;
+        message = text;
+    }
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    drop(caller);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "queued calls: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         {refused} of {calls} CALLs of 900 KiB refused: {message}; round trip baseline {baseline:?}, worst during {worst:?}"
+    );
+    assert!(message.contains("max_queued_call_bytes"), "{message}");
+    assert!(refused >= 120, "{refused} refused");
+    assert!(peak_mb - before < 100.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
