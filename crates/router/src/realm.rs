@@ -93,6 +93,10 @@ pub struct RealmConfig {
     /// at its concurrency), all callers together (0: no limit).
     #[serde(default = "default_max_queued_call_bytes")]
     pub max_queued_call_bytes: usize,
+    /// Bytes of testaments all sessions of the realm may hold together
+    /// (0: no limit).
+    #[serde(default = "default_max_realm_testament_bytes")]
+    pub max_testament_bytes: usize,
     /// Messages per second one session may send before it is slowed down
     /// (0, the default: no limit).
     #[serde(default)]
@@ -158,6 +162,10 @@ fn default_max_authorizer_cache_entries() -> usize {
     100_000
 }
 
+fn default_max_realm_testament_bytes() -> usize {
+    64 << 20
+}
+
 fn default_max_queued_call_bytes() -> usize {
     DealerConfig::default().max_queued_call_bytes
 }
@@ -195,6 +203,7 @@ impl RealmConfig {
             max_registrations: default_max_realm_registrations(),
             max_authorizer_cache_entries: default_max_authorizer_cache_entries(),
             max_queued_call_bytes: default_max_queued_call_bytes(),
+            max_testament_bytes: default_max_realm_testament_bytes(),
             max_messages_per_second: 0,
             max_calls_in_flight_per_session: default_max_calls_in_flight(),
             max_uri_length: default_max_uri_length(),
@@ -218,6 +227,8 @@ pub struct Realm {
     pub dealer: Dealer,
     /// Authorizer answers cached by all sessions of the realm.
     pub(crate) authz_cached: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of the testaments all sessions of the realm hold.
+    pub(crate) testament_bytes: Arc<std::sync::atomic::AtomicUsize>,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
     /// Sees every accepted publication (the queues' topic bindings).
     publish_hook: OnceLock<Arc<dyn PublishHook>>,
@@ -259,6 +270,7 @@ impl Realm {
             metrics,
             throttle: crate::auth::throttle::Throttle::new(&config.auth),
             authz_cached: Arc::default(),
+            testament_bytes: Arc::default(),
             config,
             broker,
             dealer,

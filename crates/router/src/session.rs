@@ -115,6 +115,25 @@ struct Testaments {
     destroyed: Vec<(Testament, usize)>,
     /// Bytes of all testaments held.
     bytes: usize,
+    /// The realm's count of testament bytes, once this session added one.
+    realm_total: Option<Arc<AtomicUsize>>,
+}
+
+impl Testaments {
+    /// Records that `n` of the bytes held are gone.
+    fn release(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(total) = &self.realm_total {
+            total.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Testaments {
+    fn drop(&mut self) {
+        let n = self.bytes;
+        self.release(n);
+    }
 }
 
 /// What a session may hold in testaments.
@@ -124,6 +143,8 @@ pub struct TestamentLimits {
     pub count: usize,
     /// Bytes of all testaments, all scopes.
     pub bytes: usize,
+    /// Bytes of the testaments of all sessions of the realm (0: no limit).
+    pub realm_bytes: usize,
 }
 
 /// How a router operation failed: an error URI and a readable message.
@@ -163,6 +184,7 @@ impl Session {
         t: Testament,
         size: usize,
         limits: TestamentLimits,
+        realm_total: &Arc<AtomicUsize>,
     ) -> Result<(), String> {
         let mut all = self.testaments.lock();
         let all = &mut *all;
@@ -182,6 +204,17 @@ impl Session {
                 limits.bytes
             ));
         }
+        let held = realm_total.fetch_add(size, Ordering::Relaxed);
+        if limits.realm_bytes > 0 && held.saturating_add(size) > limits.realm_bytes {
+            realm_total.fetch_sub(size, Ordering::Relaxed);
+            return Err(format!(
+                "the testaments of this realm's sessions hold {held} bytes; this one ({size} bytes) would exceed the limit of {} bytes (max_testament_bytes)",
+                limits.realm_bytes
+            ));
+        }
+        if all.realm_total.is_none() {
+            all.realm_total = Some(realm_total.clone());
+        }
         list.push((t, size));
         all.bytes += size;
         Ok(())
@@ -194,7 +227,7 @@ impl Session {
             TestamentScope::Detached => std::mem::take(&mut all.detached),
             TestamentScope::Destroyed => std::mem::take(&mut all.destroyed),
         };
-        all.bytes -= list.iter().map(|(_, size)| size).sum::<usize>();
+        all.release(list.iter().map(|(_, size)| size).sum::<usize>());
         list.len()
     }
 
@@ -203,7 +236,8 @@ impl Session {
         let mut all = self.testaments.lock();
         let mut out = std::mem::take(&mut all.detached);
         out.append(&mut all.destroyed);
-        all.bytes = 0;
+        let n = all.bytes;
+        all.release(n);
         out.into_iter().map(|(t, _)| t).collect()
     }
 

@@ -293,6 +293,8 @@ pub struct RealmEntry {
     #[serde(default)]
     pub max_queued_call_bytes: Option<usize>,
     #[serde(default)]
+    pub max_testament_bytes: Option<usize>,
+    #[serde(default)]
     pub max_messages_per_second: Option<u32>,
     /// Calls one session may have in flight (0: no limit).
     #[serde(default)]
@@ -550,6 +552,7 @@ impl Config {
                 max_registrations: None,
                 max_authorizer_cache_entries: None,
                 max_queued_call_bytes: None,
+                max_testament_bytes: None,
                 max_messages_per_second: None,
                 max_calls_in_flight_per_session: None,
                 max_retained_bytes: None,
@@ -779,6 +782,9 @@ impl Config {
                 }
                 if let Some(n) = r.max_queued_call_bytes {
                     c.max_queued_call_bytes = n;
+                }
+                if let Some(n) = r.max_testament_bytes {
+                    c.max_testament_bytes = n;
                 }
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;

@@ -1013,3 +1013,58 @@ fn queued_call_arguments_are_bounded_in_bytes() {
     assert!(peak_mb - before < 100.0, "{:.1} MiB", peak_mb - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// Testaments: 256 KiB per session, times the sessions.
+// ---------------------------------------------------------------------
+
+#[test]
+fn testaments_are_bounded_in_bytes_per_realm() {
+    let _serial = serial();
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let max = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        0
+    } else {
+        4 << 20
+    };
+    let r = Router::start(&format!("max_testament_bytes = {max}"));
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    let will = "w".repeat(250 * 1024);
+    let (mut accepted, mut message) = (0, String::new());
+    let mut attackers = Vec::new();
+    for i in 0..100 {
+        let mut c = session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8));
+        let request = c.req();
+        match request_error(
+            &mut c,
+            Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "wamp.session.add_testament".into(),
+                payload: args(vec![
+                    Value::from("com.will"),
+                    Value::List(vec![Value::from(will.as_str())]),
+                ]),
+            },
+        ) {
+            None => accepted += 1,
+            Some((error, text)) => {
+                assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+                message = text;
+            }
+        }
+        attackers.push(c);
+    }
+    let held = rss_mb(&r);
+    let worst = health.finish();
+    drop(attackers);
+    eprintln!(
+        "realm testaments: RSS before {before:.1} MiB, with 100 sessions' testaments {held:.1} MiB; \
+         {accepted} of 100 accepted ({message}); round trip baseline {baseline:?}, worst during {worst:?}"
+    );
+    assert!(accepted <= 17, "{accepted} testaments of 250 KiB held");
+    assert!(message.contains("max_testament_bytes"), "{message}");
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
