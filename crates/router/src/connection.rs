@@ -695,6 +695,26 @@ impl Connection {
                                 ),
                             ));
                         }
+                        let max = realm.config.max_subscriptions;
+                        if max > 0 {
+                            if let Some(n) = realm.broker.new_subscription_over(&topic, policy, max)
+                            {
+                                Metrics::inc(&realm.metrics.subscription_limit);
+                                Metrics::inc(&realm.metrics.limit_exceeded);
+                                tracing::warn!(
+                                    session = s.id,
+                                    max,
+                                    "SUBSCRIBE refused: the realm holds {n} subscriptions (max_subscriptions)"
+                                );
+                                return Err((
+                                    LIMIT_EXCEEDED,
+                                    format!(
+                                        "this realm holds {n} subscriptions, its limit (max_subscriptions = {max}); \
+                                         only existing topics can be subscribed to"
+                                    ),
+                                ));
+                            }
+                        }
                         Ok(policy)
                     });
                 match policy {
@@ -742,6 +762,28 @@ impl Connection {
                             LIMIT_EXCEEDED,
                             format!("a session may hold at most {max} registrations in this realm"),
                         ));
+                    }
+                    let max = realm.config.max_registrations;
+                    if max > 0 {
+                        if let Some(n) =
+                            realm
+                                .dealer
+                                .new_registration_over(&procedure, opts.policy, max)
+                        {
+                            Metrics::inc(&realm.metrics.registration_limit);
+                            Metrics::inc(&realm.metrics.limit_exceeded);
+                            tracing::warn!(
+                                session = s.id,
+                                max,
+                                "REGISTER refused: the realm holds {n} registrations (max_registrations)"
+                            );
+                            return Err((
+                                LIMIT_EXCEEDED,
+                                format!(
+                                    "this realm holds {n} registrations, its limit (max_registrations = {max})"
+                                ),
+                            ));
+                        }
                     }
                     Ok(opts)
                 });
@@ -1120,7 +1162,16 @@ pub(crate) fn ask_authorizer(
             }
         };
         if cache {
-            s.cache_decision(action, &cache_key(&uri, policy), decision);
+            let max = realm.config.max_authorizer_cache_entries;
+            let key = cache_key(&uri, policy);
+            if !s.cache_decision(action, &key, decision, &realm.authz_cached, max) {
+                Metrics::inc(&realm.metrics.limit_exceeded);
+                tracing::debug!(
+                    session = s.id,
+                    max,
+                    "authorizer answer not cached: the realm's sessions hold {max} (max_authorizer_cache_entries)"
+                );
+            }
         }
         decision
     })

@@ -23,7 +23,7 @@ pub mod transport_info;
 pub mod uri_index;
 
 pub use connection::{Connection, Flow};
-pub use peer::{OutboundLimits, OutboundRx, Outgoing, Peer, SlowConsumerPolicy};
+pub use peer::{OutboundBudget, OutboundLimits, OutboundRx, Outgoing, Peer, SlowConsumerPolicy};
 pub use realm::{Disclosure, Realm, RealmConfig};
 pub use router::{HandshakeLimits, Router};
 pub use session::Session;

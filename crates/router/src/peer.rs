@@ -5,6 +5,7 @@
 use crate::logsafe::Clip;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -37,8 +38,9 @@ pub enum Outgoing {
 
 /// How much a session's outbound queue may hold before the slow-consumer
 /// policy applies: messages and bytes (`[limits] outbound_queue` and
-/// `outbound_queue_bytes`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// `outbound_queue_bytes`), and the process-wide budget it shares with every
+/// other client connection (`total_outbound_bytes`).
+#[derive(Clone, Debug)]
 pub struct OutboundLimits {
     pub messages: usize,
     /// Encoded bytes queued and not yet taken by the writer. A frame is
@@ -46,6 +48,93 @@ pub struct OutboundLimits {
     /// still goes out.
     pub bytes: usize,
     pub policy: SlowConsumerPolicy,
+    /// The budget shared by all client connections; None: unbounded.
+    pub budget: Option<Arc<OutboundBudget>>,
+}
+
+/// The bytes queued for all client connections of the process, against one
+/// limit (`[limits] total_outbound_bytes`).
+///
+/// The per-session bound alone lets many connections that do not read make
+/// the router hold their product (256 connections per address × 16 MiB).
+/// The hot path costs one atomic add when a frame is queued and one
+/// subtraction when the writer takes it. Only when the total is over the
+/// limit is a queue held to its fair share: the limit divided by the number
+/// of client connections. A frame for a session whose queue would then hold
+/// more than its share gets the slow-consumer policy if the session's writer
+/// took nothing from its queue for [`STALLED_AFTER`] (it does not read), or
+/// if the queue holds more than [`READER_SHARES`] shares (it reads, but too
+/// slowly). A session that reads keeps receiving through a burst, so the
+/// connections cut are the ones that hold the most and drain nothing.
+#[derive(Debug)]
+pub struct OutboundBudget {
+    limit: usize,
+    queued: AtomicUsize,
+    peers: AtomicUsize,
+    epoch: Instant,
+}
+
+/// A writer that took nothing from its queue for this long does not read.
+pub const STALLED_AFTER: Duration = Duration::from_millis(500);
+/// How many fair shares a queue that is being read may hold while the
+/// budget is exceeded.
+pub const READER_SHARES: usize = 4;
+
+impl OutboundBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(OutboundBudget {
+            limit: limit.max(1),
+            queued: AtomicUsize::new(0),
+            peers: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Milliseconds since the budget was made (the writers' clock).
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes queued for all client connections now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// A queue's share of the budget while the total is over the limit.
+    fn fair_share(&self) -> usize {
+        self.limit / self.peers.load(Ordering::Relaxed).max(1)
+    }
+}
+
+/// A connection's registration with the budget: counted among the peers
+/// while it lives.
+#[derive(Debug)]
+struct BudgetSlot(Arc<OutboundBudget>);
+
+impl BudgetSlot {
+    fn new(budget: Arc<OutboundBudget>) -> Self {
+        budget.peers.fetch_add(1, Ordering::Relaxed);
+        BudgetSlot(budget)
+    }
+
+    fn add(&self, len: usize) -> usize {
+        self.0.queued.fetch_add(len, Ordering::Relaxed)
+    }
+
+    fn sub(&self, len: usize) {
+        self.0.queued.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
+impl Drop for BudgetSlot {
+    fn drop(&mut self) {
+        self.0.peers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The receiving end of a peer's outbound queue (the transport's writer).
@@ -53,19 +142,29 @@ pub struct OutboundLimits {
 pub struct OutboundRx {
     rx: mpsc::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
+    budget: Option<Arc<OutboundBudget>>,
+    /// When the writer last took a frame (ms on the budget's clock).
+    last_take: Arc<AtomicU64>,
 }
 
 impl OutboundRx {
     fn taken(&self, item: Outgoing) -> Outgoing {
         if let Outgoing::Frame(f) = &item {
             self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
+            if let Some(b) = &self.budget {
+                b.queued.fetch_sub(f.len(), Ordering::Relaxed);
+            }
         }
         item
     }
 
-    /// The next item; None once the peer is gone.
+    /// The next item; None once the peer is gone. The writer calls it once
+    /// per batch: that is when its progress is recorded.
     pub async fn recv(&mut self) -> Option<Outgoing> {
         let item = self.rx.recv().await?;
+        if let Some(b) = &self.budget {
+            self.last_take.store(b.now_ms(), Ordering::Relaxed);
+        }
         Some(self.taken(item))
     }
 
@@ -73,6 +172,19 @@ impl OutboundRx {
     pub fn try_recv(&mut self) -> Result<Outgoing, mpsc::error::TryRecvError> {
         let item = self.rx.try_recv()?;
         Ok(self.taken(item))
+    }
+}
+
+impl Drop for OutboundRx {
+    /// Frames never written leave the shared budget with the connection:
+    /// closing first makes every later send fail (and release its own bytes).
+    fn drop(&mut self) {
+        if self.budget.is_some() {
+            self.rx.close();
+            while let Ok(item) = self.rx.try_recv() {
+                self.taken(item);
+            }
+        }
     }
 }
 
@@ -85,6 +197,8 @@ pub struct Peer {
     /// with the [`OutboundRx`]).
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
+    budget: Option<BudgetSlot>,
+    last_take: Arc<AtomicU64>,
     policy: SlowConsumerPolicy,
     max_message_len: usize,
     killed: CancellationToken,
@@ -115,6 +229,7 @@ impl Peer {
             messages: capacity,
             bytes: usize::MAX,
             policy,
+            budget: None,
         };
         Peer::bounded(serializer, limits, max_message_len, label)
     }
@@ -130,9 +245,14 @@ impl Peer {
         let capacity = limits.messages.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let last_take = Arc::new(AtomicU64::new(
+            limits.budget.as_ref().map_or(0, |b| b.now_ms()),
+        ));
         let rx = OutboundRx {
             rx,
             queued_bytes: queued_bytes.clone(),
+            budget: limits.budget.clone(),
+            last_take: last_take.clone(),
         };
         let peer = Peer {
             serializer,
@@ -140,6 +260,8 @@ impl Peer {
             capacity,
             queued_bytes,
             max_queued_bytes: limits.bytes.max(1),
+            budget: limits.budget.map(BudgetSlot::new),
+            last_take,
             policy: limits.policy,
             max_message_len,
             killed: CancellationToken::new(),
@@ -212,10 +334,37 @@ impl Peer {
             self.full(is_event, &why);
             return false;
         }
+        if let Some(budget) = &self.budget {
+            let total = budget.add(len).saturating_add(len);
+            if before > 0 && total > budget.0.limit {
+                let share = budget.0.fair_share();
+                let queue = before.saturating_add(len);
+                let idle_ms = budget
+                    .0
+                    .now_ms()
+                    .saturating_sub(self.last_take.load(Ordering::Relaxed));
+                let stalled = idle_ms >= STALLED_AFTER.as_millis() as u64;
+                if queue > share && (stalled || queue > share.saturating_mul(READER_SHARES)) {
+                    budget.sub(len);
+                    self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    let why = format!(
+                        "outbound queue holds {before} bytes (nothing written for {idle_ms} ms), \
+                         over its share of {share} bytes while all connections' queues hold \
+                         {total} bytes, over total_outbound_bytes ({} bytes)",
+                        budget.0.limit
+                    );
+                    self.full(is_event, &why);
+                    return false;
+                }
+            }
+        }
         match self.tx.try_send(Outgoing::Frame(frame)) {
             Ok(()) => true,
             Err(e) => {
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                if let Some(budget) = &self.budget {
+                    budget.sub(len);
+                }
                 if let mpsc::error::TrySendError::Full(_) = e {
                     let why = format!("outbound queue of {} messages is full", self.capacity);
                     self.full(is_event, &why);

@@ -78,6 +78,26 @@ pub struct RealmConfig {
     /// Registrations one session may hold (0: no limit).
     #[serde(default = "default_max_registrations")]
     pub max_registrations_per_session: usize,
+    /// Subscriptions (distinct topic and match policy) the realm may hold,
+    /// for all sessions together (0: no limit).
+    #[serde(default = "default_max_realm_subscriptions")]
+    pub max_subscriptions: usize,
+    /// Registrations (distinct procedure and match policy) the realm may
+    /// hold, for all sessions together (0: no limit).
+    #[serde(default = "default_max_realm_registrations")]
+    pub max_registrations: usize,
+    /// Authorizer answers (with `cache: true`) the realm's sessions may keep
+    /// together; beyond, answers are not cached (0: no limit).
+    #[serde(default = "default_max_authorizer_cache_entries")]
+    pub max_authorizer_cache_entries: usize,
+    /// Bytes of arguments held by calls waiting for a callee (every callee
+    /// at its concurrency), all callers together (0: no limit).
+    #[serde(default = "default_max_queued_call_bytes")]
+    pub max_queued_call_bytes: usize,
+    /// Bytes of testaments all sessions of the realm may hold together
+    /// (0: no limit).
+    #[serde(default = "default_max_realm_testament_bytes")]
+    pub max_testament_bytes: usize,
     /// Messages per second one session may send before it is slowed down
     /// (0, the default: no limit).
     #[serde(default)]
@@ -131,6 +151,26 @@ fn default_max_registrations() -> usize {
     1_000
 }
 
+fn default_max_realm_subscriptions() -> usize {
+    100_000
+}
+
+fn default_max_realm_registrations() -> usize {
+    20_000
+}
+
+fn default_max_authorizer_cache_entries() -> usize {
+    100_000
+}
+
+fn default_max_realm_testament_bytes() -> usize {
+    64 << 20
+}
+
+fn default_max_queued_call_bytes() -> usize {
+    DealerConfig::default().max_queued_call_bytes
+}
+
 fn default_authorizer_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
@@ -160,6 +200,11 @@ impl RealmConfig {
             authorizer_timeout: default_authorizer_timeout(),
             max_subscriptions_per_session: default_max_subscriptions(),
             max_registrations_per_session: default_max_registrations(),
+            max_subscriptions: default_max_realm_subscriptions(),
+            max_registrations: default_max_realm_registrations(),
+            max_authorizer_cache_entries: default_max_authorizer_cache_entries(),
+            max_queued_call_bytes: default_max_queued_call_bytes(),
+            max_testament_bytes: default_max_realm_testament_bytes(),
             max_messages_per_second: 0,
             max_calls_in_flight_per_session: default_max_calls_in_flight(),
             max_uri_length: default_max_uri_length(),
@@ -181,6 +226,10 @@ pub struct Realm {
     pub(crate) throttle: crate::auth::throttle::Throttle,
     pub broker: Arc<Broker>,
     pub dealer: Dealer,
+    /// Authorizer answers cached by all sessions of the realm.
+    pub(crate) authz_cached: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of the testaments all sessions of the realm hold.
+    pub(crate) testament_bytes: Arc<std::sync::atomic::AtomicUsize>,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
     /// Sees every accepted publication (the queues' topic bindings).
     publish_hook: OnceLock<Arc<dyn PublishHook>>,
@@ -201,6 +250,7 @@ impl Realm {
                 disclose_caller: config.disclose_caller,
                 call_queue_limit: config.call_queue_limit,
                 max_calls_in_flight_per_session: config.max_calls_in_flight_per_session,
+                max_queued_call_bytes: config.max_queued_call_bytes,
                 metrics: Some(metrics.clone()),
             },
             Box::new(move |events| registration_events(&meta_broker, events)),
@@ -222,6 +272,8 @@ impl Realm {
             internal: InternalCaller::default().exact_registrations_only(),
             metrics,
             throttle: crate::auth::throttle::Throttle::new(&config.auth),
+            authz_cached: Arc::default(),
+            testament_bytes: Arc::default(),
             config,
             broker,
             dealer,

@@ -57,7 +57,7 @@ pub struct Session {
     caller_calls: AtomicUsize,
     /// Answers of the authorizer procedure it asked to keep (gone with the
     /// session).
-    authz_cache: Mutex<HashMap<(Action, String), Decision>>,
+    authz_cache: Mutex<AuthzCache>,
     /// A session the router runs itself ([`crate::internal::InternalCaller`]):
     /// trusted, so a callee of this kind learns who calls it (when it asks)
     /// even in a realm with `disclose_caller = "never"`.
@@ -71,6 +71,30 @@ pub struct Session {
 /// Cached authorizer answers a session may hold; the cache restarts empty
 /// when full.
 const AUTHZ_CACHE_LIMIT: usize = 10_000;
+
+/// A session's cached authorizer answers, counted in its realm's total
+/// (`max_authorizer_cache_entries`) while the session holds them.
+#[derive(Default)]
+struct AuthzCache {
+    map: HashMap<(Action, String), Decision>,
+    /// The realm's count, once this session cached something.
+    realm_total: Option<Arc<AtomicUsize>>,
+}
+
+impl AuthzCache {
+    fn clear(&mut self) {
+        if let Some(total) = &self.realm_total {
+            total.fetch_sub(self.map.len(), Ordering::Relaxed);
+        }
+        self.map.clear();
+    }
+}
+
+impl Drop for AuthzCache {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
 
 /// An event the Broker publishes for a session when it ends (spec
 /// "Session Testament").
@@ -96,6 +120,25 @@ struct Testaments {
     destroyed: Vec<(Testament, usize)>,
     /// Bytes of all testaments held.
     bytes: usize,
+    /// The realm's count of testament bytes, once this session added one.
+    realm_total: Option<Arc<AtomicUsize>>,
+}
+
+impl Testaments {
+    /// Records that `n` of the bytes held are gone.
+    fn release(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(total) = &self.realm_total {
+            total.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Testaments {
+    fn drop(&mut self) {
+        let n = self.bytes;
+        self.release(n);
+    }
 }
 
 /// What a session may hold in testaments.
@@ -105,6 +148,8 @@ pub struct TestamentLimits {
     pub count: usize,
     /// Bytes of all testaments, all scopes.
     pub bytes: usize,
+    /// Bytes of the testaments of all sessions of the realm (0: no limit).
+    pub realm_bytes: usize,
 }
 
 /// How a router operation failed: an error URI and a readable message.
@@ -125,7 +170,7 @@ impl Session {
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
             caller_calls: AtomicUsize::new(0),
-            authz_cache: Mutex::new(HashMap::new()),
+            authz_cache: Mutex::new(AuthzCache::default()),
             router_owned: false,
             exact_calls_only: false,
         }
@@ -145,6 +190,7 @@ impl Session {
         t: Testament,
         size: usize,
         limits: TestamentLimits,
+        realm_total: &Arc<AtomicUsize>,
     ) -> Result<(), String> {
         let mut all = self.testaments.lock();
         let all = &mut *all;
@@ -164,6 +210,17 @@ impl Session {
                 limits.bytes
             ));
         }
+        let held = realm_total.fetch_add(size, Ordering::Relaxed);
+        if limits.realm_bytes > 0 && held.saturating_add(size) > limits.realm_bytes {
+            realm_total.fetch_sub(size, Ordering::Relaxed);
+            return Err(format!(
+                "the testaments of this realm's sessions hold {held} bytes; this one ({size} bytes) would exceed the limit of {} bytes (max_testament_bytes)",
+                limits.realm_bytes
+            ));
+        }
+        if all.realm_total.is_none() {
+            all.realm_total = Some(realm_total.clone());
+        }
         list.push((t, size));
         all.bytes += size;
         Ok(())
@@ -176,7 +233,7 @@ impl Session {
             TestamentScope::Detached => std::mem::take(&mut all.detached),
             TestamentScope::Destroyed => std::mem::take(&mut all.destroyed),
         };
-        all.bytes -= list.iter().map(|(_, size)| size).sum::<usize>();
+        all.release(list.iter().map(|(_, size)| size).sum::<usize>());
         list.len()
     }
 
@@ -185,23 +242,49 @@ impl Session {
         let mut all = self.testaments.lock();
         let mut out = std::mem::take(&mut all.detached);
         out.append(&mut all.destroyed);
-        all.bytes = 0;
+        let n = all.bytes;
+        all.release(n);
         out.into_iter().map(|(t, _)| t).collect()
     }
 
     pub(crate) fn cached_decision(&self, action: Action, uri: &str) -> Option<Decision> {
         self.authz_cache
             .lock()
+            .map
             .get(&(action, uri.to_string()))
             .copied()
     }
 
-    pub(crate) fn cache_decision(&self, action: Action, uri: &str, d: Decision) {
+    /// Caches an authorizer's answer for this session, unless the realm's
+    /// sessions together already hold `max_total` answers (0: no limit):
+    /// then the authorizer is simply asked again next time. Returns whether
+    /// it was cached.
+    pub(crate) fn cache_decision(
+        &self,
+        action: Action,
+        uri: &str,
+        d: Decision,
+        realm_total: &Arc<AtomicUsize>,
+        max_total: usize,
+    ) -> bool {
         let mut cache = self.authz_cache.lock();
-        if cache.len() >= AUTHZ_CACHE_LIMIT {
+        if cache.map.len() >= AUTHZ_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert((action, uri.to_string()), d);
+        let key = (action, uri.to_string());
+        if let Some(slot) = cache.map.get_mut(&key) {
+            *slot = d;
+            return true;
+        }
+        if max_total > 0 && realm_total.load(Ordering::Relaxed) >= max_total {
+            return false;
+        }
+        if cache.realm_total.is_none() {
+            cache.realm_total = Some(realm_total.clone());
+        }
+        realm_total.fetch_add(1, Ordering::Relaxed);
+        cache.map.insert(key, d);
+        true
     }
 
     pub(crate) fn call_started(&self) {

@@ -317,6 +317,16 @@ pub struct RealmEntry {
     #[serde(default)]
     pub max_registrations_per_session: Option<usize>,
     #[serde(default)]
+    pub max_subscriptions: Option<usize>,
+    #[serde(default)]
+    pub max_registrations: Option<usize>,
+    #[serde(default)]
+    pub max_authorizer_cache_entries: Option<usize>,
+    #[serde(default)]
+    pub max_queued_call_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_testament_bytes: Option<usize>,
+    #[serde(default)]
     pub max_messages_per_second: Option<u32>,
     /// Calls one session may have in flight (0: no limit).
     #[serde(default)]
@@ -361,6 +371,10 @@ pub struct Limits {
     /// socket) before the slow-consumer policy applies.
     #[serde(default = "default_outbound_queue_bytes")]
     pub outbound_queue_bytes: usize,
+    /// Bytes queued for all client connections together; over it, the
+    /// sessions whose queues exceed their share are slow consumers.
+    #[serde(default = "default_total_outbound_bytes")]
+    pub total_outbound_bytes: usize,
     /// Argon2 ticket checks running at once, process-wide (0: one per CPU).
     #[serde(default)]
     pub max_concurrent_ticket_checks: usize,
@@ -445,6 +459,9 @@ fn default_max_uri_length() -> usize {
 fn default_outbound_queue_bytes() -> usize {
     16 << 20
 }
+fn default_total_outbound_bytes() -> usize {
+    512 << 20
+}
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -467,6 +484,7 @@ impl Default for Limits {
             max_message_size: default_max_message_size(),
             outbound_queue: default_outbound_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
+            total_outbound_bytes: default_total_outbound_bytes(),
             max_uri_length: default_max_uri_length(),
             max_concurrent_ticket_checks: 0,
             max_handshake_message_size: default_max_handshake_message_size(),
@@ -588,6 +606,11 @@ impl Config {
                 authorizer_timeout: None,
                 max_subscriptions_per_session: None,
                 max_registrations_per_session: None,
+                max_subscriptions: None,
+                max_registrations: None,
+                max_authorizer_cache_entries: None,
+                max_queued_call_bytes: None,
+                max_testament_bytes: None,
                 max_messages_per_second: None,
                 max_calls_in_flight_per_session: None,
                 max_retained_bytes: None,
@@ -769,6 +792,15 @@ impl Config {
                 format!("limits.ipv6_prefix_length: {prefix} is outside 1..=128 bits"),
             );
         }
+        if self.limits.total_outbound_bytes < self.limits.outbound_queue_bytes {
+            err(
+                0..0,
+                format!(
+                    "limits.total_outbound_bytes: {} is below limits.outbound_queue_bytes ({})",
+                    self.limits.total_outbound_bytes, self.limits.outbound_queue_bytes
+                ),
+            );
+        }
         errs
     }
 
@@ -818,6 +850,21 @@ impl Config {
                 }
                 if let Some(n) = r.max_registrations_per_session {
                     c.max_registrations_per_session = n;
+                }
+                if let Some(n) = r.max_subscriptions {
+                    c.max_subscriptions = n;
+                }
+                if let Some(n) = r.max_registrations {
+                    c.max_registrations = n;
+                }
+                if let Some(n) = r.max_authorizer_cache_entries {
+                    c.max_authorizer_cache_entries = n;
+                }
+                if let Some(n) = r.max_queued_call_bytes {
+                    c.max_queued_call_bytes = n;
+                }
+                if let Some(n) = r.max_testament_bytes {
+                    c.max_testament_bytes = n;
                 }
                 if let Some(n) = r.max_messages_per_second {
                     c.max_messages_per_second = n;

@@ -536,3 +536,535 @@ fn testaments_are_bounded_in_count_and_bytes() {
     assert!(after - before < 20.0, "{:.1} MiB kept", after - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+// ---------------------------------------------------------------------
+// The process-wide budget of outbound bytes: many connections, from several
+// addresses, that subscribe and never read.
+// ---------------------------------------------------------------------
+
+/// A joined JSON RawSocket session whose TCP connection comes from `source`
+/// (another loopback address) and that asks the kernel for a small receive
+/// buffer, so what it does not read stays queued in the router.
+fn session_from(r: &Router, source: std::net::Ipv4Addr) -> Raw {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .expect("bind the source address");
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], r.rs_port)).into())
+        .expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut c = Raw {
+        stream,
+        ser: Serializer::Json,
+        next_request: 1,
+    };
+    use std::io::Write;
+    c.stream
+        .write_all(&[0x7F, 0xF0 | Serializer::Json.rawsocket_id(), 0, 0])
+        .expect("handshake");
+    let reply = c.read_exact(4).expect("handshake reply");
+    assert_eq!(reply[0], 0x7F);
+    c.join("realm1");
+    c
+}
+
+#[test]
+fn many_never_reading_sessions_share_one_outbound_budget() {
+    let _serial = serial();
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let budget_mb: u64 = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        1 << 20
+    } else {
+        24
+    };
+    let r = Router::start(&format!(
+        "[limits]\ntotal_outbound_bytes = {}",
+        budget_mb << 20
+    ));
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+
+    // 8 sessions from 4 addresses, each on a topic of its own (so that the
+    // router holds a distinct copy per queue), none of them reading.
+    let attackers = 8;
+    let mut idle = Vec::new();
+    for i in 0..attackers {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8);
+        let mut c = session_from(&r, source);
+        c.subscribe(&format!("com.big.t{i}"));
+        idle.push(c);
+    }
+    // A fast reader subscribed to all of them.
+    let mut fast = session(&r);
+    let request = fast.req();
+    fast.send(&Message::Subscribe {
+        request,
+        options: Dict::new().with("match", "prefix"),
+        topic: "com.big.".into(),
+    });
+    expect_reply(&mut fast, "SUBSCRIBED");
+    let per_topic = 12;
+    let events = attackers * per_topic;
+    let fast_reader = thread::spawn(move || {
+        let mut got = 0;
+        while got < events {
+            let Ok(hdr) = fast.read_exact(4) else { break };
+            let len = ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize;
+            if fast.read_exact(len).is_err() {
+                break;
+            }
+            if hdr[0] & 0x07 == 0 && len > BIG {
+                got += 1;
+            }
+        }
+        got
+    });
+    let health = Health::start(&r);
+    let mut publisher = session(&r);
+    let big = "x".repeat(BIG);
+    for _ in 0..per_topic {
+        for i in 0..attackers {
+            publisher.send(&Message::Publish {
+                request: publisher.next_request,
+                options: Dict::new(),
+                topic: format!("com.big.t{i}"),
+                payload: args(vec![Value::from(big.as_str())]),
+            });
+            publisher.next_request += 1;
+        }
+    }
+    round_trip(&mut publisher);
+    let fast_got = fast_reader.join().expect("fast reader");
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    let cut = idle.iter_mut().map(|c| c.closed()).filter(|c| *c).count();
+    drop(idle);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "outbound budget {budget_mb} MiB, {attackers} never-reading sessions from 4 addresses: \
+         RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; {cut} cut; \
+         round trip baseline {baseline:?}, worst during {worst:?}; fast reader got {fast_got}/{events}"
+    );
+    for line in r
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("closing connection"))
+    {
+        eprintln!("{line}");
+    }
+    assert_eq!(fast_got, events, "the fast reader was not cut");
+    assert!(
+        r.log_text().contains("over total_outbound_bytes"),
+        "the never-reading sessions were cut for the shared budget"
+    );
+    assert!(cut >= attackers / 2, "{cut} of {attackers} cut");
+    assert!(
+        peak_mb - before < 50.0,
+        "{:.1} MiB held for sessions that never read",
+        peak_mb - before
+    );
+    assert!(after - before < 10.0, "{:.1} MiB kept", after - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+// ---------------------------------------------------------------------
+// Subscriptions and registrations: the per-session limits times the
+// sessions one attacker can open (several addresses).
+// ---------------------------------------------------------------------
+
+/// Sends `n` SUBSCRIBEs (or REGISTERs) on distinct 512-byte URIs without
+/// waiting, then reads the answers: (accepted, the first refusal's message).
+fn flood_uris(c: &mut Raw, tag: &str, n: usize, register: bool) -> (usize, String) {
+    let writer = c.stream.try_clone().expect("clone");
+    let first = c.next_request;
+    let tag = tag.to_string();
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: first,
+        };
+        for i in 0..n {
+            let request = w.req();
+            let uri = format!("com.{tag}.{i:08}.");
+            let uri = format!("{uri}{}", "u".repeat(512 - uri.len()));
+            w.send(&if register {
+                Message::Register {
+                    request,
+                    options: Dict::new(),
+                    procedure: uri,
+                }
+            } else {
+                Message::Subscribe {
+                    request,
+                    options: Dict::new(),
+                    topic: uri,
+                }
+            });
+        }
+    });
+    let (mut ok, mut refusal) = (0, String::new());
+    for _ in 0..n {
+        match c.expect("SUBSCRIBED/REGISTERED") {
+            Message::Subscribed { .. } | Message::Registered { .. } => ok += 1,
+            m @ Message::Error { .. } => {
+                let (error, text) = error_of(m);
+                if refusal.is_empty() {
+                    refusal = format!("{error}: {text}");
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sender.join().expect("sender");
+    c.next_request = first + n as u64;
+    (ok, refusal)
+}
+
+#[test]
+fn subscriptions_and_registrations_are_bounded_per_realm() {
+    let _serial = serial();
+    // Router::start's realm is the last table: these are its keys.
+    let r = Router::start("max_subscriptions = 20000\nmax_registrations = 4000");
+    let baseline = round_trip(&mut session(&r));
+    // A legitimate subscriber, there before the attack.
+    let mut resident = session(&r);
+    resident.subscribe("com.app.news");
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    // 6 sessions from 3 addresses, each up to its per-session limits
+    // (10,000 subscriptions, 1,000 registrations) on 512-byte URIs.
+    let mut attackers = Vec::new();
+    let (mut subscribed, mut registered) = (0, 0);
+    let (mut sub_refusal, mut reg_refusal) = (String::new(), String::new());
+    for i in 0..6 {
+        let mut c = session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 3) as u8));
+        let (ok, why) = flood_uris(&mut c, &format!("s{i}"), 10_000, false);
+        subscribed += ok;
+        if sub_refusal.is_empty() {
+            sub_refusal = why;
+        }
+        let (ok, why) = flood_uris(&mut c, &format!("r{i}"), 1_000, true);
+        registered += ok;
+        if reg_refusal.is_empty() {
+            reg_refusal = why;
+        }
+        attackers.push(c);
+    }
+    let held = rss_mb(&r);
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    // A newcomer can still subscribe to a topic that exists.
+    let mut newcomer = session(&r);
+    newcomer.subscribe("com.app.news");
+    eprintln!(
+        "subscriptions: RSS before {before:.1} MiB, with the attackers in {held:.1} MiB, peak {peak_mb:.1} MiB; \
+         {subscribed} subscriptions and {registered} registrations of 512-byte URIs accepted; \
+         round trip baseline {baseline:?}, worst during {worst:?}; refusals: {sub_refusal} / {reg_refusal}"
+    );
+    drop(attackers);
+    assert!(subscribed <= 20_000, "{subscribed} subscriptions held");
+    assert!(registered <= 4_000, "{registered} registrations held");
+    assert!(sub_refusal.contains("max_subscriptions"), "{sub_refusal}");
+    assert!(reg_refusal.contains("max_registrations"), "{reg_refusal}");
+    assert!(peak_mb - before < 40.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+// ---------------------------------------------------------------------
+// The authorizer's cached answers: 10,000 per session, times the sessions.
+// ---------------------------------------------------------------------
+
+const CRA_KEY_PASSWORD: &str = "authz-password";
+
+/// Logs in as the authorizer (WAMP-CRA), registers com.example.authorize
+/// and answers every INVOCATION with {allow: true, cache: true}, counting
+/// them, until `done`.
+fn authorizer(r: &Router, asked: Arc<AtomicU64>, done: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    use base64::Engine;
+    use switchyard_router::auth::wampcra;
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    let roles = Dict::new().with("callee", Dict::new());
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new()
+            .with("roles", roles)
+            .with("authmethods", Value::List(vec![Value::from("wampcra")]))
+            .with("authid", "authz"),
+    });
+    let Message::Challenge { extra, .. } = c.expect("CHALLENGE") else {
+        panic!("no challenge");
+    };
+    let ch = extra.get_str("challenge").expect("challenge").to_string();
+    let key = wampcra::derive_key(CRA_KEY_PASSWORD, "salt", 10, 32);
+    let signature = base64::engine::general_purpose::STANDARD.encode(wampcra::sign(&key, &ch));
+    c.send(&Message::Authenticate {
+        signature,
+        extra: Dict::new(),
+    });
+    let Message::Welcome { .. } = c.expect("WELCOME") else {
+        panic!("authorizer login failed");
+    };
+    c.register("com.example.authorize");
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            if let Some(Message::Invocation { request, .. }) = c.recv() {
+                asked.fetch_add(1, Ordering::Relaxed);
+                c.send(&Message::Yield {
+                    request,
+                    options: Dict::new(),
+                    payload: args(vec![Value::from(
+                        Dict::new().with("allow", true).with("cache", true),
+                    )]),
+                });
+            }
+        }
+    })
+}
+
+/// Sends `n` acknowledged PUBLISHes on distinct 512-byte topics without
+/// waiting, then reads the `n` PUBLISHED.
+fn publish_distinct(c: &mut Raw, tag: &str, n: usize) {
+    let writer = c.stream.try_clone().expect("clone");
+    let first = c.next_request;
+    let tag = tag.to_string();
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: first,
+        };
+        for i in 0..n {
+            let request = w.req();
+            let topic = format!("com.{tag}.{i:08}.");
+            let topic = format!("{topic}{}", "p".repeat(512 - topic.len()));
+            w.send(&Message::Publish {
+                request,
+                options: Dict::new().with("acknowledge", true),
+                topic,
+                payload: args(vec![]),
+            });
+        }
+    });
+    for _ in 0..n {
+        match c.expect("PUBLISHED") {
+            Message::Published { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sender.join().expect("sender");
+    c.next_request = first + n as u64;
+}
+
+#[test]
+fn cached_authorizer_answers_are_bounded_per_realm() {
+    let _serial = serial();
+    use switchyard_router::auth::wampcra;
+    let key = wampcra::derive_key(CRA_KEY_PASSWORD, "salt", 10, 32);
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let max = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        0
+    } else {
+        3000
+    };
+    let r = Router::start(&format!(
+        r#"authorizer = "com.example.authorize"
+max_authorizer_cache_entries = {max}
+[realm.auth]
+methods = ["anonymous", "wampcra"]
+[[realm.auth.wampcra]]
+authid = "authz"
+secret = "{key}"
+salt = "salt"
+iterations = 10
+keylen = 32
+role = "authorizer"
+[[realm.role]]
+name = "authorizer"
+[[realm.role.permission]]
+uri = "com.example.authorize"
+allow = ["register"]
+"#
+    ));
+    let asked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let authz = authorizer(&r, asked.clone(), done.clone());
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    // 3 anonymous sessions from 2 addresses, 4,000 distinct topics each.
+    let (sessions, per_session) = (3, 4_000);
+    let mut attackers: Vec<Raw> = (0..sessions)
+        .map(|i| session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 2) as u8)))
+        .collect();
+    for (i, c) in attackers.iter_mut().enumerate() {
+        publish_distinct(c, &format!("a{i}"), per_session);
+    }
+    let held = rss_mb(&r);
+    let first_round = asked.load(Ordering::Relaxed);
+    // The same topics again: what was cached is not asked again.
+    for (i, c) in attackers.iter_mut().enumerate() {
+        publish_distinct(c, &format!("a{i}"), per_session);
+    }
+    let asked_again = asked.load(Ordering::Relaxed) - first_round;
+    let worst = health.finish();
+    drop(attackers);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    done.store(true, Ordering::Relaxed);
+    authz.join().expect("authorizer");
+    let total = (sessions * per_session) as u64;
+    let cached = total - asked_again;
+    eprintln!(
+        "authorizer cache: RSS before {before:.1} MiB, with {total} answers asked {held:.1} MiB, after {after:.1} MiB; \
+         {cached} cached (asked again: {asked_again}); round trip baseline {baseline:?}, worst during {worst:?}"
+    );
+    assert!(cached <= 3_100, "{cached} answers cached");
+    assert!(held - before < 15.0, "{:.1} MiB", held - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+// ---------------------------------------------------------------------
+// Calls waiting for a busy callee hold their arguments.
+// ---------------------------------------------------------------------
+
+#[test]
+fn queued_call_arguments_are_bounded_in_bytes() {
+    let _serial = serial();
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let extra = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        "max_queued_call_bytes = 0"
+    } else {
+        ""
+    };
+    let r = Router::start(extra);
+    // A callee that takes one call at a time and never answers.
+    let mut callee = session(&r);
+    let request = callee.req();
+    callee.send(&Message::Register {
+        request,
+        options: Dict::new().with("concurrency", 1u64),
+        procedure: "com.busy".into(),
+    });
+    expect_reply(&mut callee, "REGISTERED");
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let peak = PeakRss::start(&r);
+    let health = Health::start(&r);
+    let mut caller = session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let calls = 200;
+    let writer = caller.stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        let mut w = Raw {
+            stream: writer,
+            ser: Serializer::Json,
+            next_request: 1,
+        };
+        let big = "q".repeat(BIG);
+        for _ in 0..calls {
+            let request = w.req();
+            w.send(&Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "com.busy".into(),
+                payload: args(vec![Value::from(big.as_str())]),
+            });
+        }
+    });
+    sender.join().expect("sender");
+    caller
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let (mut refused, mut message) = (0, String::new());
+    while let Some(m) = caller.recv() {
+        let (error, text) = error_of(m);
+        assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+        refused += 1;
+        message = text;
+    }
+    let worst = health.finish();
+    let peak_mb = peak.peak();
+    drop(peak);
+    drop(caller);
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "queued calls: RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB; \
+         {refused} of {calls} CALLs of 900 KiB refused: {message}; round trip baseline {baseline:?}, worst during {worst:?}"
+    );
+    assert!(message.contains("max_queued_call_bytes"), "{message}");
+    assert!(refused >= 120, "{refused} refused");
+    assert!(peak_mb - before < 100.0, "{:.1} MiB", peak_mb - before);
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}
+
+// ---------------------------------------------------------------------
+// Testaments: 256 KiB per session, times the sessions.
+// ---------------------------------------------------------------------
+
+#[test]
+fn testaments_are_bounded_in_bytes_per_realm() {
+    let _serial = serial();
+    // SWITCHYARD_DOS_UNBOUNDED=1 measures the same attack without the bound.
+    let max = if std::env::var_os("SWITCHYARD_DOS_UNBOUNDED").is_some() {
+        0
+    } else {
+        4 << 20
+    };
+    let r = Router::start(&format!("max_testament_bytes = {max}"));
+    let baseline = round_trip(&mut session(&r));
+    let before = rss_mb(&r);
+    let health = Health::start(&r);
+    let will = "w".repeat(250 * 1024);
+    let (mut accepted, mut message) = (0, String::new());
+    let mut attackers = Vec::new();
+    for i in 0..100 {
+        let mut c = session_from(&r, std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8));
+        let request = c.req();
+        match request_error(
+            &mut c,
+            Message::Call {
+                request,
+                options: Dict::new(),
+                procedure: "wamp.session.add_testament".into(),
+                payload: args(vec![
+                    Value::from("com.will"),
+                    Value::List(vec![Value::from(will.as_str())]),
+                ]),
+            },
+        ) {
+            None => accepted += 1,
+            Some((error, text)) => {
+                assert_eq!(error, LIMIT_EXCEEDED, "{text}");
+                message = text;
+            }
+        }
+        attackers.push(c);
+    }
+    let held = rss_mb(&r);
+    let worst = health.finish();
+    drop(attackers);
+    eprintln!(
+        "realm testaments: RSS before {before:.1} MiB, with 100 sessions' testaments {held:.1} MiB; \
+         {accepted} of 100 accepted ({message}); round trip baseline {baseline:?}, worst during {worst:?}"
+    );
+    assert!(accepted <= 17, "{accepted} testaments of 250 KiB held");
+    assert!(message.contains("max_testament_bytes"), "{message}");
+    assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
+}

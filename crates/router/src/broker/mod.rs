@@ -413,6 +413,20 @@ impl Broker {
         publication
     }
 
+    /// The number of subscriptions in the realm, if subscribing to `topic`
+    /// with `policy` would create one more while there are `max` or more
+    /// already (joining an existing subscription costs no URI).
+    pub fn new_subscription_over(
+        &self,
+        topic: &str,
+        policy: MatchPolicy,
+        max: usize,
+    ) -> Option<usize> {
+        let st = self.state.read();
+        let n = st.subs.len();
+        (n >= max && st.index.get(topic, policy).is_none()).then_some(n)
+    }
+
     /// Subscriptions `session` holds.
     pub fn session_subscriptions(&self, session: u64) -> usize {
         self.state

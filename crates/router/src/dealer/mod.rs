@@ -42,6 +42,10 @@ pub struct DealerConfig {
     /// is refused with `switchyard.error.limit_exceeded`. The router's own
     /// sessions are not limited.
     pub max_calls_in_flight_per_session: usize,
+    /// Bytes of arguments the calls waiting in registration queues may hold
+    /// together (0: no limit); a CALL that would wait beyond is refused with
+    /// `switchyard.error.limit_exceeded`.
+    pub max_queued_call_bytes: usize,
     /// Where refusals by a limit are counted.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -52,6 +56,7 @@ impl Default for DealerConfig {
             disclose_caller: Disclosure::OnRequest,
             call_queue_limit: 1000,
             max_calls_in_flight_per_session: 1000,
+            max_queued_call_bytes: 64 << 20,
             metrics: None,
         }
     }
@@ -157,6 +162,8 @@ struct State {
     regs: FxHashMap<u64, Registration>,
     by_callee: FxHashMap<u64, Vec<u64>>,
     calls: FxHashMap<u64, Call>,
+    /// Bytes of the payloads of calls not yet handed to a callee.
+    queued_call_bytes: usize,
     /// (callee session, INVOCATION request id) → call.
     by_invocation: FxHashMap<(u64, u64), u64>,
     /// (caller session, CALL request id) → call.
@@ -636,6 +643,18 @@ impl Dealer {
     }
 
     /// Registrations `session` holds as a callee.
+    pub fn new_registration_over(
+        &self,
+        procedure: &str,
+        policy: MatchPolicy,
+        max: usize,
+    ) -> Option<usize> {
+        let st = self.inner.state.lock();
+        let n = st.regs.len();
+        (n >= max && st.index.get(procedure, policy).is_none()).then_some(n)
+    }
+
+    /// Registrations `session` holds.
     pub fn session_registrations(&self, session: u64) -> usize {
         self.inner
             .state
@@ -829,6 +848,27 @@ impl State {
                 )));
             }
         }
+        let len = payload.byte_len();
+        let max = config.max_queued_call_bytes;
+        if picked.is_none() && max > 0 && self.queued_call_bytes.saturating_add(len) > max {
+            if let Some(m) = &config.metrics {
+                crate::metrics::Metrics::inc(&m.limit_exceeded);
+            }
+            tracing::warn!(
+                session = caller.id,
+                max,
+                "CALL refused: calls waiting for a callee hold {} bytes (max_queued_call_bytes)",
+                self.queued_call_bytes
+            );
+            return Err(Rejection::Error((
+                crate::connection::LIMIT_EXCEEDED,
+                format!(
+                    "every callee of \"{procedure}\" is busy and the calls waiting for callees in this realm hold {} bytes; \
+                     this one ({len} bytes) would exceed the limit of {max} bytes (max_queued_call_bytes)",
+                    self.queued_call_bytes
+                ),
+            )));
+        }
         if picked.is_none() && reg.queue.len() >= config.call_queue_limit {
             return Err(Rejection::Error((
                 errors::NO_AVAILABLE_CALLEE,
@@ -859,6 +899,7 @@ impl State {
             streaming: progress,
         };
         self.calls.insert(cid, call);
+        self.queued_call_bytes += len;
         self.by_request.insert((caller.id, request), cid);
         caller.call_started();
         caller.caller_call_started();
@@ -939,6 +980,7 @@ impl State {
         ) else {
             return None;
         };
+        self.queued_call_bytes = self.queued_call_bytes.saturating_sub(payload.byte_len());
         entry.in_flight += 1;
         let callee = entry.session.clone();
         callee.call_started();
@@ -1022,7 +1064,8 @@ impl State {
             self.deadlines.remove(&(at, cid));
         }
         match &call.target {
-            Target::Queued { .. } => {
+            Target::Queued { payload } => {
+                self.queued_call_bytes = self.queued_call_bytes.saturating_sub(payload.byte_len());
                 if let Some(reg) = self.regs.get_mut(&call.registration) {
                     reg.queue.retain(|c| *c != cid);
                 }
@@ -1081,6 +1124,10 @@ impl State {
         for cid in reg.queue {
             // The registration is gone, so finish() frees no slot.
             if let Some(call) = self.calls.remove(&cid) {
+                if let Target::Queued { payload } = &call.target {
+                    self.queued_call_bytes =
+                        self.queued_call_bytes.saturating_sub(payload.byte_len());
+                }
                 self.by_request.remove(&(call.caller.id, call.request));
                 call.caller.call_ended();
                 if let Some(at) = call.deadline {

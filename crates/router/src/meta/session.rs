@@ -250,8 +250,9 @@ fn add_authorized(
     let limits = TestamentLimits {
         count: realm.config.max_testaments_per_session,
         bytes: realm.config.max_testament_bytes_per_session,
+        realm_bytes: realm.config.max_testament_bytes,
     };
-    if let Err(why) = caller.add_testament(scope, testament, size, limits) {
+    if let Err(why) = caller.add_testament(scope, testament, size, limits, &realm.testament_bytes) {
         crate::metrics::Metrics::inc(&realm.metrics.limit_exceeded);
         tracing::info!(session = caller.id, "testament refused: {why}");
         return Err((crate::connection::LIMIT_EXCEEDED, why));

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_router::{Flow, OutboundLimits, Peer, SlowConsumerPolicy};
+use switchyard_router::{Flow, OutboundBudget, OutboundLimits, Peer, SlowConsumerPolicy};
 
 /// What every transport needs to know from the configuration.
 #[derive(Clone, Debug)]
@@ -27,6 +27,9 @@ pub struct Settings {
     pub max_message_size: usize,
     pub outbound_queue: usize,
     pub outbound_queue_bytes: usize,
+    /// Bytes queued for all client connections together
+    /// (`total_outbound_bytes`), shared by every clone of these settings.
+    pub outbound_budget: Arc<OutboundBudget>,
     pub slow_consumer: SlowConsumerPolicy,
     pub handshake_timeout: Duration,
     pub ping_interval: Duration,
@@ -43,6 +46,7 @@ impl Settings {
             max_message_size: *l.max_message_size.get_ref(),
             outbound_queue: *l.outbound_queue.get_ref(),
             outbound_queue_bytes: l.outbound_queue_bytes,
+            outbound_budget: OutboundBudget::new(l.total_outbound_bytes),
             slow_consumer: l.slow_consumer,
             handshake_timeout: l.handshake_timeout,
             ping_interval: l.ping_interval,
@@ -60,6 +64,7 @@ impl Settings {
             messages: self.outbound_queue,
             bytes: self.outbound_queue_bytes,
             policy: self.slow_consumer,
+            budget: Some(self.outbound_budget.clone()),
         }
     }
 }
