@@ -10,69 +10,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::memory::{rss_mb, PeakRss};
 use common::{args, Raw, Router};
 use switchyard_proto::{Dict, Message, Serializer, Value};
-
-/// The router's resident memory, in MiB.
-fn rss_mb(r: &Router) -> f64 {
-    let pid = r.child.as_ref().expect("running").id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-/// Samples the router's RSS every 10 ms until dropped; `peak()` is the
-/// highest value seen.
-struct PeakRss {
-    stop: Arc<AtomicBool>,
-    peak_kb: Arc<AtomicU64>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl PeakRss {
-    fn start(r: &Router) -> PeakRss {
-        let pid = r.child.as_ref().expect("running").id();
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak_kb = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak_kb.clone());
-        let handle = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(kb) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                {
-                    p.fetch_max(kb, Ordering::Relaxed);
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        });
-        PeakRss {
-            stop,
-            peak_kb,
-            handle: Some(handle),
-        }
-    }
-
-    fn peak(&self) -> f64 {
-        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
-    }
-}
-
-impl Drop for PeakRss {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
 
 /// A joined JSON RawSocket session.
 fn session(r: &Router) -> Raw {

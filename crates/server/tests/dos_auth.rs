@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::memory::{rss_mb, PeakRss};
 use common::{abort_of, args, Raw, Router};
 use switchyard_proto::{Dict, Message, Serializer, Value};
 use switchyard_router::auth::ticket;
@@ -32,61 +33,6 @@ fn config(auth_extra: &str, limits: &str) -> String {
          [[realm.auth.ticket]]\nauthid = \"alice\"\nsecret = \"{hash}\"\nrole = \"user\"\n\n\
          [limits]\n{limits}\n"
     )
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_mb(r: &Router) -> f64 {
-    rss_kb(r.child.as_ref().expect("running").id()) as f64 / 1024.0
-}
-
-/// Samples RSS every 10 ms; `peak()` in MiB.
-struct PeakRss {
-    stop: Arc<AtomicBool>,
-    peak_kb: Arc<AtomicU64>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl PeakRss {
-    fn start(r: &Router) -> PeakRss {
-        let pid = r.child.as_ref().expect("running").id();
-        let (stop, peak_kb) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (s, p) = (stop.clone(), peak_kb.clone());
-        let handle = thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss_kb(pid), Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(10));
-            }
-        });
-        PeakRss {
-            stop,
-            peak_kb,
-            handle: Some(handle),
-        }
-    }
-
-    fn peak(&self) -> f64 {
-        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
-    }
-}
-
-impl Drop for PeakRss {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// An anonymous session doing acknowledged PUBLISHes every 20 ms on its own

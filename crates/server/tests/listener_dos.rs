@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::memory::{pid, rss_kib};
 use common::{Raw, Router};
 use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
 
@@ -61,19 +62,6 @@ fn start(bport: u16, extra: &str) -> Router {
         std::thread::sleep(Duration::from_millis(20));
     }
     r
-}
-
-fn pid(r: &Router) -> u32 {
-    r.child.as_ref().expect("running").id()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn open_fds(pid: u32) -> usize {

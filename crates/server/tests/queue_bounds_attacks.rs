@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::memory::{pid, rss_kib};
 use common::Router;
 use switchyard_client::{Dict, Serializer, Session, Value};
 
@@ -16,20 +17,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn pid(r: &Router) -> u32 {
-    r.child.as_ref().expect("running").id()
-}
-
-/// The router's resident set in KiB (VmRSS).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// The realm's store file under the router's directory.

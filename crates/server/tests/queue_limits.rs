@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::memory::{pid, rss_kib};
 use common::Router;
 use parking_lot::Mutex;
 use switchyard_client::{Dict, Serializer, Session, Value};
@@ -20,20 +21,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn pid(r: &Router) -> u32 {
-    r.child.as_ref().expect("running").id()
-}
-
-/// The router's resident set in KiB (VmRSS).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// CPU time (user + system) of the router, in clock ticks.

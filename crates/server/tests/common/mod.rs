@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod memory;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
