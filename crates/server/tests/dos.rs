@@ -613,7 +613,9 @@ fn many_never_reading_sessions_share_one_outbound_budget() {
         "{:.1} MiB held for sessions that never read",
         peak_mb - before
     );
-    assert!(after - before < 10.0, "{:.1} MiB kept", after - before);
+    // Unbounded, about 50 MiB stay; bounded, what stays is what the
+    // allocator keeps of the freed queues (10 to 15 MiB seen).
+    assert!(after - before < 25.0, "{:.1} MiB kept", after - before);
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
 
