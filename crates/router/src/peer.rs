@@ -347,10 +347,11 @@ impl Peer {
                 if queue > share && (stalled || queue > share.saturating_mul(READER_SHARES)) {
                     budget.sub(len);
                     self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    // The limit first: log lines clip long reasons.
                     let why = format!(
-                        "outbound queue holds {before} bytes (nothing written for {idle_ms} ms), \
-                         over its share of {share} bytes while all connections' queues hold \
-                         {total} bytes, over total_outbound_bytes ({} bytes)",
+                        "over total_outbound_bytes ({} bytes, all connections' queues hold \
+                         {total}): this queue holds {before} bytes, over its share of {share} \
+                         bytes (nothing written for {idle_ms} ms)",
                         budget.0.limit
                     );
                     self.full(is_event, &why);
