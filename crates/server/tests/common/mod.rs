@@ -77,7 +77,7 @@ impl Router {
             dir,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         // Every listener (the HTTP bridge's too) is bound before the router
         // logs that it is ready.
         let ready = concat!(" ", env!("CARGO_PKG_VERSION"), " ready");
