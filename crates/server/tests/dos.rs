@@ -133,6 +133,10 @@ fn never_reading_subscriber_is_disconnected_by_queued_bytes() {
             payload: args(vec![Value::from(big.as_str())]),
         });
         publisher.next_request += 1;
+        // At a reader's pace: a release-built router hands out the whole
+        // burst (72 MB) faster than any reader takes it, and a reader that
+        // falls 16 MiB behind is a slow consumer too.
+        thread::sleep(Duration::from_millis(5));
     }
     // The publisher's messages are routed in order: its acknowledged
     // PUBLISH comes back once every event was handed out.
@@ -193,7 +197,11 @@ const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
 #[test]
 fn calls_in_flight_per_session_are_bounded() {
     let _serial = serial();
-    let r = Router::start("");
+    let r = Router::start(
+        // 19,000 ERRORs come back at once: the caller reads them, but a
+        // release-built router queues them faster than 4096 messages.
+        "[limits]\noutbound_queue = 65536\n",
+    );
     let baseline = round_trip(&mut session(&r));
     // A callee that never answers (nor reads).
     let mut callee = session(&r);
@@ -580,6 +588,10 @@ fn many_never_reading_sessions_share_one_outbound_budget() {
             });
             publisher.next_request += 1;
         }
+        // Paced (about 1.2 s in all), so that the non-readers' writers
+        // have stalled for STALLED_AFTER before the burst ends, in a
+        // release build too, and the fast reader keeps up.
+        thread::sleep(Duration::from_millis(100));
     }
     round_trip(&mut publisher);
     let fast_got = fast_reader.join().expect("fast reader");
