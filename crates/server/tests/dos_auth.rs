@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::health::Health;
 use common::memory::{rss_mb, PeakRss};
-use common::{abort_of, args, Raw, Router};
+use common::{abort_of, Raw, Router};
 use switchyard_proto::{Dict, Message, Serializer, Value};
 use switchyard_router::auth::ticket;
 
@@ -33,63 +32,6 @@ fn config(auth_extra: &str, limits: &str) -> String {
          [[realm.auth.ticket]]\nauthid = \"alice\"\nsecret = \"{hash}\"\nrole = \"user\"\n\n\
          [limits]\n{limits}\n"
     )
-}
-
-/// An anonymous session doing acknowledged PUBLISHes every 20 ms on its own
-/// thread; `finish` returns the slowest round trip.
-struct Health {
-    done: Arc<AtomicBool>,
-    handle: thread::JoinHandle<Vec<Duration>>,
-}
-
-fn round_trip(c: &mut Raw) -> Duration {
-    let request = c.req();
-    let start = Instant::now();
-    c.send(&Message::Publish {
-        request,
-        options: Dict::new().with("acknowledge", true),
-        topic: "com.health.ping".into(),
-        payload: args(vec![Value::from("ping")]),
-    });
-    loop {
-        if let Message::Published { request: r, .. } = c.expect("PUBLISHED") {
-            if r == request {
-                return start.elapsed();
-            }
-        }
-    }
-}
-
-impl Health {
-    fn start(r: &Router) -> Health {
-        let mut c = Raw::connect(r.rs_port, Serializer::Json);
-        c.join("realm1");
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        let handle = thread::spawn(move || {
-            let mut samples = Vec::new();
-            while !d.load(Ordering::Relaxed) {
-                samples.push(round_trip(&mut c));
-                thread::sleep(Duration::from_millis(20));
-            }
-            samples
-        });
-        Health { done, handle }
-    }
-
-    /// The slowest round trip (the median and the count are printed).
-    fn finish(self) -> Duration {
-        self.done.store(true, Ordering::Relaxed);
-        let mut samples = self.handle.join().expect("healthy session");
-        samples.sort();
-        let median = samples.get(samples.len() / 2).copied().unwrap_or_default();
-        let worst = samples.last().copied().unwrap_or_default();
-        eprintln!(
-            "healthy session: {} round trips during the attack, median {median:?}, worst {worst:?}",
-            samples.len()
-        );
-        worst
-    }
 }
 
 fn ticket_hello(authid: &str) -> Message {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod health;
 pub mod memory;
 
 use std::io::{Read, Write};
