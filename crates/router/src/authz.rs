@@ -444,6 +444,14 @@ pub fn problems(roles: &[RoleConfig]) -> Vec<String> {
     out
 }
 
+/// The authorizer cache's key: a pattern is not the URI it spells.
+pub fn cache_key(uri: &str, policy: MatchPolicy) -> String {
+    match policy {
+        MatchPolicy::Exact => uri.to_string(),
+        other => format!("{} {uri}", other.as_str()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,9 @@ use crate::auth::{self, Pending, Start, Verdict, VerdictFuture};
 use crate::authz::{Action, Decision};
 use crate::metrics::Metrics;
 
-/// The error URI of a per-session limit (subscriptions, registrations).
-pub const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
 use crate::dealer::{Answer, CallOutcome, RegisterOptions};
+/// The error URI of a limit (kept here for the crate's users).
+pub use crate::errors::LIMIT_EXCEEDED;
 use crate::features::ClientFeatures;
 use crate::peer::Peer;
 use crate::realm::Realm;
@@ -110,7 +110,7 @@ impl RateLimit {
     }
 }
 
-type AskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + Sync>>;
+use crate::realm::AskFuture;
 
 impl Connection {
     pub fn new(router: Arc<Router>, peer: Arc<Peer>, transport: TransportInfo) -> Self {
@@ -461,7 +461,7 @@ impl Connection {
             Message::Authenticate { signature, .. } => match pending.take() {
                 Some(p) => {
                     let (method, authid) = (p.method(), p.authid().to_string());
-                    let check = auth::verify(p, signature, realm, &self.transport);
+                    let check = realm.verify(p, signature, &self.transport);
                     self.verdict = Some((method, authid, check));
                     Flow::Suspend
                 }
@@ -572,16 +572,13 @@ impl Connection {
             Some((action, uri, policy)) => match self.preauthorized.take() {
                 Some(d) => Some(d),
                 None => match realm.authz.decide_pattern(s, action, uri, policy) {
-                    Decision::Ask => match s.cached_decision(action, &cache_key(uri, policy)) {
+                    Decision::Ask => match s
+                        .cached_decision(action, &crate::authz::cache_key(uri, policy))
+                    {
                         Some(d) => Some(d),
                         None => {
-                            let ask = ask_authorizer(
-                                realm.clone(),
-                                s.clone(),
-                                action,
-                                uri.to_string(),
-                                policy,
-                            );
+                            let ask =
+                                realm.ask_authorizer(s.clone(), action, uri.to_string(), policy);
                             self.deferred = Some((msg, ask));
                             return Flow::Suspend;
                         }
@@ -1078,105 +1075,6 @@ fn action_of(msg: &Message) -> Option<(Action, &str, MatchPolicy)> {
     }
 }
 
-/// The authorizer cache's key: a pattern is not the URI it spells.
-pub(crate) fn cache_key(uri: &str, policy: MatchPolicy) -> String {
-    match policy {
-        MatchPolicy::Exact => uri.to_string(),
-        other => format!("{} {uri}", other.as_str()),
-    }
-}
-
-/// Calls the realm's authorizer procedure about `action` on `uri` (with the
-/// match `policy` of a subscription or registration) by `s`.
-/// It answers a bool or `{allow, disclose, cache}`; anything else, an error
-/// or no answer in time denies.
-pub(crate) fn ask_authorizer(
-    realm: Arc<Realm>,
-    s: Arc<Session>,
-    action: Action,
-    uri: String,
-    policy: MatchPolicy,
-) -> AskFuture {
-    Box::pin(async move {
-        let Some(dynamic) = realm.authz.dynamic().cloned() else {
-            return Decision::Deny;
-        };
-        let details = Dict::new()
-            .with("session", s.id)
-            .with("authid", s.authid.as_str())
-            .with("authrole", s.authrole.as_str())
-            .with("authmethod", s.authmethod.as_str())
-            .with("authprovider", s.authprovider.as_str());
-        let args = vec![
-            switchyard_proto::Value::Dict(details),
-            switchyard_proto::Value::from(uri.as_str()),
-            switchyard_proto::Value::from(action.as_str()),
-            switchyard_proto::Value::Dict(Dict::new().with("match", policy.as_str())),
-        ];
-        let reply = realm
-            .internal
-            .call(
-                &realm.dealer,
-                &dynamic.procedure,
-                args,
-                None,
-                dynamic.timeout,
-            )
-            .await;
-        let (decision, cache) = match reply {
-            Ok(r) => match r.args.first() {
-                Some(switchyard_proto::Value::Bool(allow)) => (
-                    if *allow {
-                        Decision::Allow { disclose: false }
-                    } else {
-                        Decision::Deny
-                    },
-                    false,
-                ),
-                Some(switchyard_proto::Value::Dict(d)) => (
-                    if d.get_bool("allow") == Some(true) {
-                        Decision::Allow {
-                            disclose: d.get_bool("disclose").unwrap_or(false),
-                        }
-                    } else {
-                        Decision::Deny
-                    },
-                    d.get_bool("cache").unwrap_or(false),
-                ),
-                _ => {
-                    tracing::warn!(
-                        procedure = dynamic.procedure,
-                        "the authorizer answered neither a bool nor a dict with \"allow\": denied"
-                    );
-                    (Decision::Deny, false)
-                }
-            },
-            Err(f) => {
-                tracing::warn!(
-                    procedure = dynamic.procedure,
-                    error = %Clip(&f.error),
-                    "the authorizer failed, denied: {}",
-                    Clip(&f.message)
-                );
-                (Decision::Deny, false)
-            }
-        };
-        if cache {
-            let max = realm.config.max_authorizer_cache_entries;
-            let key = cache_key(&uri, policy);
-            if !s.cache_decision(action, &key, decision, &realm.authz_cached, max) {
-                Metrics::inc(&realm.metrics.limit_exceeded);
-                tracing::debug!(
-                    session = s.id,
-                    max,
-                    "authorizer answer not cached: the realm's sessions hold {max} (max_authorizer_cache_entries)"
-                );
-            }
-        }
-        decision
-    })
-}
-
 /// Asks the realm's authorizer; a denial is logged and answered with
 /// `wamp.error.not_authorized`. A permission that discloses the caller or
 /// publisher sets `disclose_me` in `options`.
@@ -1195,29 +1093,8 @@ fn authorize(
             }
             Ok(())
         }
-        Decision::Deny | Decision::Ask => Err(not_authorized(s, realm, action, uri)),
+        Decision::Deny | Decision::Ask => Err(realm.not_authorized(s, action, uri)),
     }
-}
-
-/// A denial: counted, logged, and the `wamp.error.not_authorized` error
-/// naming the action and the URI.
-pub(crate) fn not_authorized(s: &Session, realm: &Realm, action: Action, uri: &str) -> OpError {
-    Metrics::inc(&realm.metrics.not_authorized);
-    tracing::info!(
-        session = s.id,
-        authid = %Clip(&s.authid),
-        authrole = %Clip(&s.authrole),
-        action = action.as_str(),
-        uri = %Clip(uri),
-        "not authorized"
-    );
-    (
-        errors::NOT_AUTHORIZED,
-        format!(
-            "session {} (authid \"{}\", role \"{}\") is not authorized to {action} \"{uri}\"",
-            s.id, s.authid, s.authrole
-        ),
-    )
 }
 
 fn check_uri(u: &str, rule: uri::UriCheck, what: &str) -> Result<(), OpError> {

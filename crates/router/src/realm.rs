@@ -10,30 +10,21 @@ use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_proto::{Dict, Message, Payload, Value};
 
-use crate::auth::{AuthConfig, Authenticator};
+use crate::auth::{self, AuthConfig, Authenticator};
 use crate::authz::{Action, Authorizer, Decision, DynamicAuthorizer, RoleConfig};
 use crate::broker::{Broker, BrokerConfig, HistoryConfig};
 use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
+use crate::details::pattern_details;
+pub use crate::details::{session_details, Disclosure};
 use crate::hooks::{HookFuture, HookOutcome, PublishHook};
 use crate::internal::InternalCaller;
 use crate::metrics::Metrics;
 use crate::session::{OpError, Session};
+use crate::transport_info::TransportInfo;
+use crate::uri_index::MatchPolicy;
 
-/// Whether a peer's identity is disclosed to the other side (callers to
-/// callees; later publishers to subscribers).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Disclosure {
-    /// When the peer asks (`disclose_me`) or the receiver asks
-    /// (`disclose_caller` on REGISTER). The default.
-    #[default]
-    OnRequest,
-    /// Always, whatever anyone asks.
-    Always,
-    /// Never; a `disclose_me` request is refused with
-    /// `wamp.error.option_disallowed.disclose_me`.
-    Never,
-}
+/// The answer of the realm's authorizer procedure, to come.
+pub type AskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + Sync>>;
 
 /// Configuration of one realm.
 #[derive(Clone, Debug, Deserialize)]
@@ -347,17 +338,149 @@ impl Realm {
             Decision::Ask => match s.cached_decision(action, uri) {
                 Some(d) => d,
                 None => {
-                    crate::connection::ask_authorizer(
-                        self.clone(),
-                        s.clone(),
-                        action,
-                        uri.to_string(),
-                        crate::uri_index::MatchPolicy::Exact,
-                    )
-                    .await
+                    self.ask_authorizer(s.clone(), action, uri.to_string(), MatchPolicy::Exact)
+                        .await
                 }
             },
             d => d,
+        }
+    }
+
+    /// Calls the realm's authorizer procedure about `action` on `uri` (with the
+    /// match `policy` of a subscription or registration) by `s`.
+    /// It answers a bool or `{allow, disclose, cache}`; anything else, an error
+    /// or no answer in time denies.
+    pub(crate) fn ask_authorizer(
+        self: &Arc<Self>,
+        s: Arc<Session>,
+        action: Action,
+        uri: String,
+        policy: MatchPolicy,
+    ) -> AskFuture {
+        let realm = self.clone();
+        Box::pin(async move {
+            let Some(dynamic) = realm.authz.dynamic().cloned() else {
+                return Decision::Deny;
+            };
+            let details = Dict::new()
+                .with("session", s.id)
+                .with("authid", s.authid.as_str())
+                .with("authrole", s.authrole.as_str())
+                .with("authmethod", s.authmethod.as_str())
+                .with("authprovider", s.authprovider.as_str());
+            let args = vec![
+                switchyard_proto::Value::Dict(details),
+                switchyard_proto::Value::from(uri.as_str()),
+                switchyard_proto::Value::from(action.as_str()),
+                switchyard_proto::Value::Dict(Dict::new().with("match", policy.as_str())),
+            ];
+            let reply = realm
+                .internal
+                .call(
+                    &realm.dealer,
+                    &dynamic.procedure,
+                    args,
+                    None,
+                    dynamic.timeout,
+                )
+                .await;
+            let (decision, cache) = match reply {
+                Ok(r) => match r.args.first() {
+                    Some(switchyard_proto::Value::Bool(allow)) => (
+                        if *allow {
+                            Decision::Allow { disclose: false }
+                        } else {
+                            Decision::Deny
+                        },
+                        false,
+                    ),
+                    Some(switchyard_proto::Value::Dict(d)) => (
+                        if d.get_bool("allow") == Some(true) {
+                            Decision::Allow {
+                                disclose: d.get_bool("disclose").unwrap_or(false),
+                            }
+                        } else {
+                            Decision::Deny
+                        },
+                        d.get_bool("cache").unwrap_or(false),
+                    ),
+                    _ => {
+                        tracing::warn!(
+                            procedure = dynamic.procedure,
+                            "the authorizer answered neither a bool nor a dict with \"allow\": denied"
+                        );
+                        (Decision::Deny, false)
+                    }
+                },
+                Err(f) => {
+                    tracing::warn!(
+                        procedure = dynamic.procedure,
+                        error = %Clip(&f.error),
+                        "the authorizer failed, denied: {}",
+                        Clip(&f.message)
+                    );
+                    (Decision::Deny, false)
+                }
+            };
+            if cache {
+                let max = realm.config.max_authorizer_cache_entries;
+                let key = crate::authz::cache_key(&uri, policy);
+                if !s.cache_decision(action, &key, decision, &realm.authz_cached, max) {
+                    Metrics::inc(&realm.metrics.limit_exceeded);
+                    tracing::debug!(
+                        session = s.id,
+                        max,
+                        "authorizer answer not cached: the realm's sessions hold {max} (max_authorizer_cache_entries)"
+                    );
+                }
+            }
+            decision
+        })
+    }
+
+    /// A denial: counted, logged, and the `wamp.error.not_authorized` error
+    /// naming the action and the URI.
+    pub(crate) fn not_authorized(&self, s: &Session, action: Action, uri: &str) -> OpError {
+        Metrics::inc(&self.metrics.not_authorized);
+        tracing::info!(
+            session = s.id,
+            authid = %Clip(&s.authid),
+            authrole = %Clip(&s.authrole),
+            action = action.as_str(),
+            uri = %Clip(uri),
+            "not authorized"
+        );
+        (
+            switchyard_proto::errors::NOT_AUTHORIZED,
+            format!(
+                "session {} (authid \"{}\", role \"{}\") is not authorized to {action} \"{uri}\"",
+                s.id, s.authid, s.authrole
+            ),
+        )
+    }
+
+    /// Checks an AUTHENTICATE: by the authenticator itself, or (a ticket
+    /// of an authid it does not know) by a call to the realm's
+    /// authenticator procedure, which the realm makes.
+    pub(crate) fn verify(
+        self: &Arc<Self>,
+        pending: Box<auth::Pending>,
+        signature: String,
+        transport: &TransportInfo,
+    ) -> auth::VerdictFuture {
+        match auth::verify(pending, signature, &self.auth, self.name(), transport) {
+            auth::Check::Local(verdict) => verdict,
+            auth::Check::Ask(mut ask) => {
+                let realm = self.clone();
+                let args = std::mem::take(&mut ask.args);
+                Box::pin(async move {
+                    let answer = realm
+                        .internal
+                        .call(&realm.dealer, &ask.procedure, args, None, ask.timeout)
+                        .await;
+                    auth::authenticator_verdict(&realm.auth, &ask, answer)
+                })
+            }
         }
     }
 
@@ -454,44 +577,10 @@ impl Realm {
     }
 }
 
-/// `wamp.session.get` / `on_join` details of a session.
-pub fn session_details(s: &Session) -> Dict {
-    Dict::new()
-        .with("session", s.id)
-        .with("authid", s.authid.as_str())
-        .with("authrole", s.authrole.as_str())
-        .with("authmethod", s.authmethod.as_str())
-        .with("authprovider", s.authprovider.as_str())
-        .with(
-            "transport",
-            Dict::new()
-                .with("peer", s.peer.label())
-                .with("serializer", s.peer.serializer().to_string()),
-        )
-}
-
 /// `RegistrationDetails` of the registration meta API.
 pub fn registration_details(info: &RegistrationInfo) -> Dict {
     pattern_details(info.id, info.created, &info.uri, info.policy)
         .with("invoke", info.invoke.as_str())
-}
-
-/// What the meta API tells about a registration or subscription: `id`,
-/// `created` (ISO 8601), `uri`, `match`.
-pub(crate) fn pattern_details(
-    id: u64,
-    created: std::time::SystemTime,
-    uri: &str,
-    policy: crate::uri_index::MatchPolicy,
-) -> Dict {
-    Dict::new()
-        .with("id", id)
-        .with(
-            "created",
-            humantime::format_rfc3339_millis(created).to_string(),
-        )
-        .with("uri", uri)
-        .with("match", policy.as_str())
 }
 
 /// Publishes the registration meta events (`wamp.registration.on_*`).

@@ -25,7 +25,7 @@ pub use config::{AuthConfig, AuthMethod, CraPrincipal, CryptosignPrincipal, Tick
 
 use std::sync::Arc;
 
-use crate::realm::Realm;
+use crate::internal::{CallFailure, Reply};
 use crate::session::Identity;
 use crate::transport_info::TransportInfo;
 
@@ -145,6 +145,22 @@ pub(crate) enum Verdict {
 }
 
 pub(crate) type VerdictFuture = Pin<Box<dyn Future<Output = Verdict> + Send + Sync>>;
+
+/// How an AUTHENTICATE is checked: here, or by the realm's authenticator
+/// procedure (a call the realm makes, then [`authenticator_verdict`]).
+pub(crate) enum Check {
+    Local(VerdictFuture),
+    Ask(AskAuthenticator),
+}
+
+/// The call to the realm's authenticator procedure that decides a login.
+pub(crate) struct AskAuthenticator {
+    pub procedure: String,
+    pub args: Vec<Value>,
+    pub timeout: std::time::Duration,
+    /// The authid the client claimed in HELLO (for the log only).
+    pub claimed: String,
+}
 
 fn failed() -> Verdict {
     Verdict::Abort(AUTHENTICATION_FAILED, "authentication failed".into())
@@ -429,23 +445,22 @@ impl Authenticator {
 pub(crate) fn verify(
     pending: Box<Pending>,
     signature: String,
-    realm: &Arc<Realm>,
+    auth: &Authenticator,
+    realm: &str,
     transport: &TransportInfo,
-) -> VerdictFuture {
-    match *pending {
+) -> Check {
+    let verdict = match *pending {
         Pending::Ticket {
             authid,
             principal: None,
-        } if realm.auth.config.authenticator.is_some() && !realm.auth.is_static(&authid) => {
-            Box::pin(dynamic_ticket(
-                realm.clone(),
-                authid,
-                signature,
-                transport.clone(),
-            ))
+        } if auth.config.authenticator.is_some() && !auth.is_static(&authid) => {
+            return match dynamic_ticket(auth, realm, authid, signature, transport) {
+                Some(ask) => Check::Ask(ask),
+                None => Check::Local(Box::pin(std::future::ready(failed()))),
+            };
         }
         Pending::Ticket { authid, principal } => {
-            let decoy = realm.auth.ticket_decoy.clone();
+            let decoy = auth.ticket_decoy.clone();
             ticket_verdict(authid, principal, signature, decoy)
         }
         Pending::Wampcra {
@@ -472,7 +487,8 @@ pub(crate) fn verify(
                 failed()
             }))
         }
-    }
+    };
+    Check::Local(verdict)
 }
 
 /// Checks a ticket against a static principal's hash, or against the decoy
@@ -519,15 +535,14 @@ fn ticket_verdict(
 /// anonymous sessions), never the claimed one. An answer naming a static
 /// principal's authid is refused: static principals log in only with their
 /// own credentials.
-async fn dynamic_ticket(
-    realm: Arc<Realm>,
+fn dynamic_ticket(
+    auth: &Authenticator,
+    realm: &str,
     authid: String,
     ticket: String,
-    transport: TransportInfo,
-) -> Verdict {
-    let Some(procedure) = realm.auth.config.authenticator.clone() else {
-        return failed();
-    };
+    transport: &TransportInfo,
+) -> Option<AskAuthenticator> {
+    let procedure = auth.config.authenticator.clone()?;
     let mut t = Dict::new()
         .with("type", transport.kind)
         .with("tls", transport.tls);
@@ -539,16 +554,27 @@ async fn dynamic_ticket(
         .with("ticket", ticket)
         .with("transport", t);
     let args = vec![
-        Value::from(realm.name()),
+        Value::from(realm),
         Value::from(authid.as_str()),
         Value::Dict(details),
     ];
-    let timeout = realm.auth.config.authenticator_timeout;
-    match realm
-        .internal
-        .call(&realm.dealer, &procedure, args, None, timeout)
-        .await
-    {
+    Some(AskAuthenticator {
+        procedure,
+        args,
+        timeout: auth.config.authenticator_timeout,
+        claimed: authid,
+    })
+}
+
+/// Reads the authenticator procedure's answer to an [`AskAuthenticator`]:
+/// see [`dynamic_ticket`] for what it may answer.
+pub(crate) fn authenticator_verdict(
+    auth: &Authenticator,
+    ask: &AskAuthenticator,
+    answer: Result<Reply, CallFailure>,
+) -> Verdict {
+    let (procedure, authid) = (ask.procedure.as_str(), ask.claimed.as_str());
+    match answer {
         Ok(reply) => {
             let (role, id) = match reply.args.first() {
                 Some(Value::Str(role)) => (Some(role.clone()), None),
@@ -569,11 +595,7 @@ async fn dynamic_ticket(
                     );
                     failed()
                 }
-                Some(_)
-                    if id
-                        .as_deref()
-                        .is_some_and(|id| realm.auth.is_static_lookalike(id)) =>
-                {
+                Some(_) if id.as_deref().is_some_and(|id| auth.is_static_lookalike(id)) => {
                     tracing::warn!(
                         procedure,
                         claimed = authid,

@@ -28,7 +28,7 @@ pub(crate) use filter::Filter;
 use history::{History, Query, StoredEvent};
 pub use history::{HistoryConfig, MAX_HISTORY_LIMIT};
 
-use crate::realm::Disclosure;
+use crate::details::Disclosure;
 use crate::session::{OpError, Session};
 use crate::unused_random_id;
 use crate::uri_index::{MatchPolicy, UriIndex};
@@ -652,7 +652,7 @@ fn now_millis() -> SystemTime {
 
 /// `SubscriptionDetails` of the subscription meta API.
 pub fn subscription_details(info: &SubscriptionInfo) -> Dict {
-    crate::realm::pattern_details(info.id, info.created, &info.uri, info.policy)
+    crate::details::pattern_details(info.id, info.created, &info.uri, info.policy)
 }
 
 #[cfg(test)]

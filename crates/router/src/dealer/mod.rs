@@ -25,7 +25,7 @@ use registry::{CalleeEntry, Registration};
 pub use registry::{InvokePolicy, RegisterOptions};
 use timer::{Expire, Timer};
 
-use crate::realm::Disclosure;
+use crate::details::Disclosure;
 use crate::session::{OpError, Session};
 use crate::unused_random_id;
 use crate::uri_index::{MatchPolicy, UriIndex};
@@ -800,7 +800,7 @@ impl State {
                 "CALL refused: calls in flight limit"
             );
             return Err(Rejection::Error((
-                crate::connection::LIMIT_EXCEEDED,
+                crate::errors::LIMIT_EXCEEDED,
                 format!(
                     "a session may have at most {max} calls in flight in this realm (max_calls_in_flight_per_session); wait for results before calling again"
                 ),
@@ -861,7 +861,7 @@ impl State {
                 self.queued_call_bytes
             );
             return Err(Rejection::Error((
-                crate::connection::LIMIT_EXCEEDED,
+                crate::errors::LIMIT_EXCEEDED,
                 format!(
                     "every callee of \"{procedure}\" is busy and the calls waiting for callees in this realm hold {} bytes; \
                      this one ({len} bytes) would exceed the limit of {max} bytes (max_queued_call_bytes)",

@@ -2,6 +2,7 @@
 //! (`wamp.registration.*`, `wamp.session.*`). Meta events are published by
 //! [`crate::realm::Realm`].
 
+mod args;
 mod registration;
 mod session;
 mod subscription;
@@ -9,147 +10,11 @@ mod subscription;
 use std::sync::Arc;
 
 use switchyard_proto::message::code;
-use switchyard_proto::{errors, Dict, Message, Payload, Value};
+use switchyard_proto::{Dict, Message, Payload};
 
 use crate::realm::Realm;
-use crate::session::{OpError, Session};
-use crate::uri_index::MatchPolicy;
-
-/// Positional and keyword results of a meta procedure.
-type MetaResult = Result<(Vec<Value>, Option<Dict>), OpError>;
-
-/// Arguments of a meta call, decoded.
-pub(crate) struct Args {
-    args: Vec<Value>,
-    kwargs: Dict,
-}
-
-impl Args {
-    fn decode(payload: &Payload) -> Result<Self, OpError> {
-        let bad = |e: String| {
-            (
-                errors::INVALID_ARGUMENT,
-                format!("cannot read the arguments: {e}"),
-            )
-        };
-        let args = match &payload.args {
-            None => Vec::new(),
-            Some(item) => match item.to_value().map_err(|e| bad(e.to_string()))? {
-                Value::List(l) => l,
-                other => return Err(bad(format!("expected a list, got {}", other.type_name()))),
-            },
-        };
-        let kwargs = match &payload.kwargs {
-            None => Dict::new(),
-            Some(item) => match item.to_value().map_err(|e| bad(e.to_string()))? {
-                Value::Dict(d) => d,
-                other => return Err(bad(format!("expected a dict, got {}", other.type_name()))),
-            },
-        };
-        Ok(Args { args, kwargs })
-    }
-
-    fn get(&self, i: usize) -> Option<&Value> {
-        self.args.get(i).filter(|v| !matches!(v, Value::Null))
-    }
-
-    fn id(&self, i: usize, name: &str) -> Result<u64, OpError> {
-        match self.get(i) {
-            Some(Value::UInt(id)) => Ok(*id),
-            Some(other) => Err(invalid(format!(
-                "argument {} ({name}) must be an id, got {}",
-                i + 1,
-                other.type_name()
-            ))),
-            None => Err(invalid(format!("argument {} ({name}) is missing", i + 1))),
-        }
-    }
-
-    fn str(&self, i: usize, name: &str) -> Result<&str, OpError> {
-        match self.get(i) {
-            Some(Value::Str(s)) => Ok(s),
-            Some(other) => Err(invalid(format!(
-                "argument {} ({name}) must be a string, got {}",
-                i + 1,
-                other.type_name()
-            ))),
-            None => Err(invalid(format!("argument {} ({name}) is missing", i + 1))),
-        }
-    }
-
-    /// An optional list of strings (e.g. `filter_authroles`).
-    fn str_list(&self, i: usize, name: &str) -> Result<Option<Vec<&str>>, OpError> {
-        match self.get(i) {
-            None => Ok(None),
-            Some(Value::List(l)) => l
-                .iter()
-                .map(|v| {
-                    v.as_str().ok_or_else(|| {
-                        invalid(format!(
-                            "argument {} ({name}) must be a list of strings",
-                            i + 1
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(other) => Err(invalid(format!(
-                "argument {} ({name}) must be a list of strings, got {}",
-                i + 1,
-                other.type_name()
-            ))),
-        }
-    }
-
-    fn kw_str(&self, key: &str) -> Result<Option<&str>, OpError> {
-        match self.kwargs.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Str(s)) => Ok(Some(s)),
-            Some(other) => Err(invalid(format!(
-                "keyword argument {key} must be a string, got {}",
-                other.type_name()
-            ))),
-        }
-    }
-}
-
-fn invalid(message: String) -> OpError {
-    (errors::INVALID_ARGUMENT, message)
-}
-
-/// A list of ids as a WAMP value.
-fn id_list(ids: Vec<u64>) -> Value {
-    Value::List(ids.into_iter().map(Value::UInt).collect())
-}
-
-/// `{"exact": [...], "prefix": [...], "wildcard": [...]}` of the `list`
-/// meta procedures.
-fn by_policy([exact, prefix, wildcard]: [Vec<u64>; 3]) -> Value {
-    Value::Dict(
-        Dict::new()
-            .with("exact", id_list(exact))
-            .with("prefix", id_list(prefix))
-            .with("wildcard", id_list(wildcard)),
-    )
-}
-
-/// The match policy of the optional options dict at argument `i`
-/// (`lookup`: "same options as when registering/subscribing").
-fn match_option(args: &Args, i: usize) -> Result<MatchPolicy, OpError> {
-    match args.get(i) {
-        None => Ok(MatchPolicy::Exact),
-        Some(Value::Dict(options)) => match options.get_str("match") {
-            None => Ok(MatchPolicy::Exact),
-            Some(m) => MatchPolicy::parse(m)
-                .ok_or_else(|| invalid(format!("unknown match policy \"{m}\""))),
-        },
-        Some(other) => Err(invalid(format!(
-            "argument {} (options) must be a dict, got {}",
-            i + 1,
-            other.type_name()
-        ))),
-    }
-}
+use crate::session::Session;
+use args::{Args, MetaResult};
 
 /// Runs meta procedure `procedure` if it is one; false if it is not (the
 /// caller then gets `wamp.error.no_such_procedure` from the Dealer).

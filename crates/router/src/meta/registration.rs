@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use switchyard_proto::{errors, Value};
 
-use super::{by_policy, id_list, match_option, Args, MetaResult};
+use super::args::{by_policy, id_list, match_option, Args, MetaResult};
 use crate::realm::{registration_details, Realm};
 use crate::session::{OpError, Session};
 

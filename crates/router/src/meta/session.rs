@@ -7,10 +7,10 @@ use std::sync::Arc;
 use switchyard_proto::uri::{self, UriCheck};
 use switchyard_proto::{errors, Payload, Value};
 
-use super::{invalid, Args, MetaResult};
+use super::args::{invalid, Args, MetaResult};
 use crate::authz::{Action, Decision};
-use crate::connection::not_authorized;
-use crate::realm::{session_details, Realm};
+use crate::details::session_details;
+use crate::realm::Realm;
 use crate::session::{OpError, Session, Testament, TestamentLimits, TestamentScope};
 
 fn filtered(realm: &Realm, args: &Args) -> Result<Vec<Arc<Session>>, OpError> {
@@ -183,7 +183,7 @@ fn decided(
     match decision {
         Decision::Allow { disclose } => add_authorized(realm, caller, args, topic, disclose),
         Decision::Deny | Decision::Ask => {
-            Err(not_authorized(caller, realm, Action::Publish, &topic))
+            Err(realm.not_authorized(caller, Action::Publish, &topic))
         }
     }
 }
@@ -255,7 +255,7 @@ fn add_authorized(
     if let Err(why) = caller.add_testament(scope, testament, size, limits, &realm.testament_bytes) {
         crate::metrics::Metrics::inc(&realm.metrics.limit_exceeded);
         tracing::info!(session = caller.id, "testament refused: {why}");
-        return Err((crate::connection::LIMIT_EXCEEDED, why));
+        return Err((crate::errors::LIMIT_EXCEEDED, why));
     }
     Ok((vec![], None))
 }

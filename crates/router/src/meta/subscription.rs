@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use switchyard_proto::{errors, Value};
 
-use super::{by_policy, id_list, match_option, Args, MetaResult};
+use super::args::{by_policy, id_list, match_option, Args, MetaResult};
+use crate::authz::cache_key;
 use crate::authz::{Action, Decision};
 use crate::broker::subscription_details;
-use crate::connection::cache_key;
 use crate::realm::Realm;
 use crate::session::{OpError, Session};
 use crate::uri_index::MatchPolicy;
