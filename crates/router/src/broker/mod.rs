@@ -33,6 +33,19 @@ use crate::session::{OpError, Session};
 use crate::unused_random_id;
 use crate::uri_index::{MatchPolicy, UriIndex};
 
+/// The advanced features the Broker announces in WELCOME
+/// (`roles.broker.features`): what it implements, and nothing more.
+pub const FEATURES: &[&str] = &[
+    "publisher_exclusion",
+    "publisher_identification",
+    "subscriber_blackwhite_listing",
+    "pattern_based_subscription",
+    "event_retention",
+    "event_history",
+    "subscription_meta_api",
+    "session_meta_api",
+];
+
 /// Realm settings the Broker applies.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {

@@ -30,6 +30,21 @@ use crate::session::{OpError, Session};
 use crate::unused_random_id;
 use crate::uri_index::{MatchPolicy, UriIndex};
 
+/// The advanced features the Dealer announces in WELCOME
+/// (`roles.dealer.features`): what it implements, and nothing more.
+pub const FEATURES: &[&str] = &[
+    "caller_identification",
+    "call_timeout",
+    "call_canceling",
+    "progressive_call_results",
+    "progressive_call_invocations",
+    "pattern_based_registration",
+    "shared_registration",
+    "registration_meta_api",
+    "session_meta_api",
+    "testament_meta_api",
+];
+
 /// Realm settings the Dealer applies.
 #[derive(Clone, Debug)]
 pub struct DealerConfig {
