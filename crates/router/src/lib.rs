@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod backplane;
 pub mod broker;
 pub mod connection;
 pub mod dealer;

@@ -12,6 +12,7 @@ use switchyard_proto::{Dict, Message, Payload, Value};
 
 use crate::auth::{self, AuthConfig, Authenticator};
 use crate::authz::{Action, Authorizer, Decision, DynamicAuthorizer, RoleConfig};
+use crate::backplane::Backplane;
 use crate::broker::{Broker, BrokerConfig, HistoryConfig};
 use crate::dealer::{Dealer, DealerConfig, RegistrationEvent, RegistrationInfo};
 use crate::details::pattern_details;
@@ -222,18 +223,34 @@ pub struct Realm {
     /// Bytes of the testaments all sessions of the realm hold.
     pub(crate) testament_bytes: Arc<std::sync::atomic::AtomicUsize>,
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
+    /// The other nodes of a cluster (None: a single node).
+    backplane: Option<Arc<dyn Backplane>>,
     /// Sees every accepted publication (the queues' topic bindings).
     publish_hook: OnceLock<Arc<dyn PublishHook>>,
 }
 
 impl Realm {
+    /// A realm on a single node.
     pub fn new(config: RealmConfig, metrics: Arc<Metrics>) -> Self {
+        Realm::with_backplane(config, metrics, None)
+    }
+
+    /// A realm whose Broker and Dealer hand what they cannot finish on
+    /// this node to `backplane` (kept only if it is not local: see
+    /// [`crate::backplane`]).
+    pub fn with_backplane(
+        config: RealmConfig,
+        metrics: Arc<Metrics>,
+        backplane: Option<Arc<dyn Backplane>>,
+    ) -> Self {
+        let backplane = backplane.filter(|b| !b.is_local());
         let broker = Arc::new(Broker::new(BrokerConfig {
             disclose_publisher: config.disclose_publisher,
             retained_limit: config.retained_topics_limit,
             max_retained_bytes: config.max_retained_bytes,
             metrics: Some(metrics.clone()),
             history: config.history.clone(),
+            backplane: backplane.clone(),
         }));
         let meta_broker = broker.clone();
         let dealer = Dealer::new(
@@ -243,6 +260,7 @@ impl Realm {
                 max_calls_in_flight_per_session: config.max_calls_in_flight_per_session,
                 max_queued_call_bytes: config.max_queued_call_bytes,
                 metrics: Some(metrics.clone()),
+                backplane: backplane.clone(),
             },
             Box::new(move |events| registration_events(&meta_broker, events)),
         );
@@ -270,7 +288,13 @@ impl Realm {
             dealer,
             sessions: RwLock::new(HashMap::new()),
             publish_hook: OnceLock::new(),
+            backplane,
         }
+    }
+
+    /// The backplane the realm's Broker and Dealer use (None: a single node).
+    pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.backplane.as_ref()
     }
 
     /// Installs the hook that sees every publication; false if one is

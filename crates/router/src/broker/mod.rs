@@ -28,6 +28,7 @@ pub(crate) use filter::Filter;
 use history::{History, Query, StoredEvent};
 pub use history::{HistoryConfig, MAX_HISTORY_LIMIT};
 
+use crate::backplane::{Backplane, Publication};
 use crate::details::Disclosure;
 use crate::session::{OpError, Session};
 use crate::unused_random_id;
@@ -60,6 +61,8 @@ pub struct BrokerConfig {
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// Topics (or patterns) whose events are kept for `get_events`.
     pub history: Vec<HistoryConfig>,
+    /// The other nodes of a cluster (None: a single node).
+    pub backplane: Option<Arc<dyn Backplane>>,
 }
 
 impl Default for BrokerConfig {
@@ -70,6 +73,7 @@ impl Default for BrokerConfig {
             max_retained_bytes: 16 << 20,
             metrics: None,
             history: Vec::new(),
+            backplane: None,
         }
     }
 }
@@ -352,6 +356,16 @@ impl Broker {
         self.state
             .read()
             .deliver(publication, topic, &details, payload, &filter);
+        if let Some(backplane) = &self.config.backplane {
+            backplane.publish(&Publication {
+                id: publication,
+                topic,
+                publisher,
+                options,
+                details: &details,
+                payload,
+            });
+        }
         if options.get_bool("retain") == Some(true) {
             self.retain(topic, publication, details, payload, filter);
         }

@@ -25,6 +25,7 @@ use registry::{CalleeEntry, Registration};
 pub use registry::{InvokePolicy, RegisterOptions};
 use timer::{Expire, Timer};
 
+use crate::backplane::{Backplane, CallRequest};
 use crate::details::Disclosure;
 use crate::session::{OpError, Session};
 use crate::unused_random_id;
@@ -63,6 +64,8 @@ pub struct DealerConfig {
     pub max_queued_call_bytes: usize,
     /// Where refusals by a limit are counted.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The other nodes of a cluster (None: a single node).
+    pub backplane: Option<Arc<dyn Backplane>>,
 }
 
 impl Default for DealerConfig {
@@ -73,6 +76,7 @@ impl Default for DealerConfig {
             max_calls_in_flight_per_session: 1000,
             max_queued_call_bytes: 64 << 20,
             metrics: None,
+            backplane: None,
         }
     }
 }
@@ -827,6 +831,18 @@ impl State {
             self.index.best_match(procedure).map(|(_, id)| *id)
         };
         let Some(reg_id) = found else {
+            if let Some(backplane) = &config.backplane {
+                let call = CallRequest {
+                    caller,
+                    request,
+                    procedure,
+                    options,
+                    payload: &payload,
+                };
+                if backplane.call(&call) {
+                    return Ok(());
+                }
+            }
             let how = if caller.exact_calls_only {
                 " exactly (this call skips prefix and wildcard registrations)"
             } else {

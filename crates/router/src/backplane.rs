@@ -1,0 +1,243 @@
+//! The seam where a cluster plugs in: a [`Backplane`] carries what one node
+//! cannot finish alone to the other nodes of its cluster — a publication
+//! their subscribers must get, a call that only their callees can take.
+//!
+//! Today there is one implementation, [`Local`]: a single node, nothing
+//! beyond it. A realm keeps a backplane only if it is not local
+//! ([`Backplane::is_local`] is asked once, when the realm is built), so the
+//! Broker and the Dealer hold `None` on a single node and their hot paths
+//! pay one predictable branch per publication and nothing per call (the
+//! Dealer asks only when no local registration matches): no allocation, no
+//! dynamic call.
+//!
+//! # How a NATS backplane (issue 15) would use it
+//!
+//! - **Publications.** [`Backplane::publish`] is called by
+//!   [`Broker::publish`](crate::broker::Broker::publish) after local delivery,
+//!   with everything a remote node needs to deliver it as this one did:
+//!   the publication id, topic, the publisher's identity (for
+//!   exclude/eligible by authid/authrole and disclosure), its options
+//!   (`exclude`, `eligible`, `exclude_me`, ...) and the EVENT details already
+//!   built (publisher disclosure decided here, by the publisher's realm
+//!   settings). The NATS implementation encodes it once, escapes the topic
+//!   into a subject (`<prefix>.<realm>.pub.<escaped topic>`) and publishes it
+//!   without blocking (a bounded queue to a task that owns the NATS client:
+//!   the Broker calls this while it holds no lock, but on the publisher's
+//!   task). Per-publisher order holds because one node publishes a
+//!   publisher's events in order on one connection. A receiving node feeds
+//!   the event into its Broker's local delivery (an entry point that comes
+//!   with the cluster), never back into the backplane.
+//! - **Interest.** A node subscribes to a topic's subjects only while it has
+//!   local subscribers, and announces registrations cluster-wide: both follow
+//!   the meta events the realm already publishes (`wamp.subscription.on_create`
+//!   / `on_delete`, `wamp.registration.on_create` / `on_delete`, see
+//!   `realm.rs`), so the backplane needs no further hook for them.
+//! - **Calls.** [`Backplane::call`] is asked by the Dealer when no local
+//!   registration matches a new CALL (before it answers
+//!   `wamp.error.no_such_procedure`), under the Dealer's lock: it must only
+//!   decide and enqueue. The NATS implementation looks the procedure up in
+//!   its KV view of the cluster's registrations and, if a node serves it,
+//!   sends the call on `<prefix>.<realm>.call.<node>` and returns true; the
+//!   result, progress, cancel and timeout then travel back as messages for
+//!   the caller's session. It returns false when no node serves it, and the
+//!   caller gets `no_such_procedure` as today.
+//!
+//! Only the local implementation exists; the remote call's bookkeeping in the
+//! Dealer (a call whose callee is on another node) comes with the cluster.
+
+use std::fmt::Debug;
+
+use switchyard_proto::{Dict, Payload};
+
+use crate::session::Session;
+
+/// What the other nodes of a cluster are asked to do for this one.
+pub trait Backplane: Send + Sync + Debug {
+    /// True for a single node (nothing beyond it): the realm then keeps no
+    /// backplane at all, and the Broker and Dealer never call it.
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    /// A publication this node accepted and delivered to its own
+    /// subscribers: deliver it to the subscribers of the other nodes.
+    /// Must not block.
+    fn publish(&self, publication: &Publication<'_>);
+
+    /// A new call no local registration matches: true if another node
+    /// takes it (it then answers the caller), false to answer
+    /// `wamp.error.no_such_procedure`. Called under the Dealer's lock: must
+    /// only decide and enqueue.
+    fn call(&self, call: &CallRequest<'_>) -> bool;
+}
+
+/// A publication, as [`Backplane::publish`] sees it.
+pub struct Publication<'a> {
+    /// The publication id the publisher got (PUBLISHED) and the local
+    /// subscribers saw (EVENT).
+    pub id: u64,
+    pub topic: &'a str,
+    /// The publisher (its id, authid and authrole, for the remote filters).
+    pub publisher: &'a Session,
+    /// PUBLISH.Options, as the publisher sent them (after authorization).
+    pub options: &'a Dict,
+    /// EVENT.Details as delivered here (publisher disclosure decided).
+    pub details: &'a Dict,
+    pub payload: &'a Payload,
+}
+
+/// A new call, as [`Backplane::call`] sees it.
+pub struct CallRequest<'a> {
+    pub caller: &'a Session,
+    /// The caller's CALL request id (RESULT/ERROR answer it).
+    pub request: u64,
+    pub procedure: &'a str,
+    /// CALL.Options (timeout, receive_progress, disclose_me, ...).
+    pub options: &'a Dict,
+    pub payload: &'a Payload,
+}
+
+/// A single node: nothing beyond it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+impl Backplane for Local {
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    fn publish(&self, _: &Publication<'_>) {}
+
+    fn call(&self, _: &CallRequest<'_>) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The seam's plumbing: the Broker hands every publication to a
+    //! backplane after local delivery, the Dealer offers it a call no local
+    //! registration matches, and a local backplane is not kept at all.
+
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+    use switchyard_proto::{errors, Message, Serializer, Value};
+
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::dealer::{CallOutcome, Dealer, DealerConfig};
+    use crate::features::ClientFeatures;
+    use crate::peer::{OutboundRx, Outgoing, Peer, SlowConsumerPolicy};
+    use crate::session::Identity;
+
+    /// Records what it is handed; takes calls to "remote." procedures.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        published: Mutex<Vec<(u64, String, u64)>>,
+        called: Mutex<Vec<(u64, String)>>,
+    }
+
+    impl Backplane for Recorder {
+        fn publish(&self, p: &Publication<'_>) {
+            self.published
+                .lock()
+                .push((p.id, p.topic.to_string(), p.publisher.id));
+        }
+
+        fn call(&self, c: &CallRequest<'_>) -> bool {
+            self.called
+                .lock()
+                .push((c.request, c.procedure.to_string()));
+            c.procedure.starts_with("remote.")
+        }
+    }
+
+    fn session(id: u64) -> (Arc<Session>, OutboundRx) {
+        let (peer, rx) = Peer::new(
+            Serializer::Json,
+            16,
+            SlowConsumerPolicy::Disconnect,
+            1 << 16,
+            "test".into(),
+        );
+        let s = Session::new(id, Identity::anonymous(), ClientFeatures::default(), peer);
+        (Arc::new(s), rx)
+    }
+
+    fn sent(rx: &mut OutboundRx) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Ok(Outgoing::Frame(f)) = rx.try_recv() {
+            if let Ok(m) = Message::decode(Serializer::Json, &f) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_broker_hands_every_publication_on_after_local_delivery() {
+        let recorder = Arc::new(Recorder::default());
+        let broker = Broker::new(BrokerConfig {
+            backplane: Some(recorder.clone()),
+            ..BrokerConfig::default()
+        });
+        let (publisher, _rx) = session(7);
+        let id = broker
+            .publish(
+                &publisher,
+                "com.example.topic",
+                &Dict::new(),
+                &Payload::values(vec![Value::UInt(1)], None),
+            )
+            .expect("published");
+        assert_eq!(
+            *recorder.published.lock(),
+            vec![(id, "com.example.topic".to_string(), 7)]
+        );
+    }
+
+    #[test]
+    fn the_dealer_offers_a_call_no_local_registration_matches() {
+        let recorder = Arc::new(Recorder::default());
+        let dealer = Dealer::new(
+            DealerConfig {
+                backplane: Some(recorder.clone()),
+                ..DealerConfig::default()
+            },
+            Box::new(|_| {}),
+        );
+        let (caller, mut rx) = session(9);
+        let payload = || Payload::values(Vec::new(), None);
+        // Taken by another node: no answer from this one.
+        let taken = dealer.call(&caller, 1, "remote.proc", &Dict::new(), payload(), true);
+        assert!(matches!(taken, CallOutcome::Handled));
+        assert!(sent(&mut rx).is_empty());
+        // Served by no node: no_such_procedure, as on a single node.
+        dealer.call(&caller, 2, "nowhere.proc", &Dict::new(), payload(), true);
+        let answers = sent(&mut rx);
+        assert!(
+            matches!(&answers[..], [Message::Error { request: 2, error, .. }] if error == errors::NO_SUCH_PROCEDURE),
+            "{answers:?}"
+        );
+        assert_eq!(
+            *recorder.called.lock(),
+            vec![
+                (1, "remote.proc".to_string()),
+                (2, "nowhere.proc".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_local_backplane_is_not_kept() {
+        assert!(Local.is_local());
+        assert!(!Recorder::default().is_local());
+        let realm = crate::Realm::with_backplane(
+            crate::RealmConfig::new("r"),
+            Arc::default(),
+            Some(Arc::new(Local)),
+        );
+        assert!(realm.backplane().is_none());
+    }
+}
