@@ -93,15 +93,24 @@ fn the_publisher_is_excluded_unless_it_asks_otherwise() {
         Dict::new().with("exclude_me", true),
         vec![2u64.into()],
     );
+    // Other options leave the default alone.
+    assert!(c
+        .publish_ack("com.self", Dict::new(), vec![3u64.into()])
+        .is_ok());
+    c.publish(
+        "com.self",
+        Dict::new().with("retain", true),
+        vec![4u64.into()],
+    );
     assert!(c.events().is_empty(), "exclude_me defaults to true");
     c.publish(
         "com.self",
         Dict::new().with("exclude_me", false),
-        vec![3u64.into()],
+        vec![5u64.into()],
     );
     let events = c.events();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].arg(), Value::from(3u64));
+    assert_eq!(events[0].arg(), Value::from(5u64));
 }
 
 #[tokio::test]
