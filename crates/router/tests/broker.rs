@@ -522,3 +522,43 @@ fn a_subscriber_that_left_gets_nothing_and_holds_nothing() {
     );
     assert!(publ.publish_ack("com.gone", Dict::new(), vec![]).is_ok());
 }
+
+#[test]
+fn realms_do_not_share_subscriptions_or_events() {
+    let r = switchyard_router::Router::new(vec![
+        switchyard_router::RealmConfig::new("realm1"),
+        switchyard_router::RealmConfig::new("realm2"),
+    ]);
+    let mut one = Client::join_realm(&r, "realm1", plain());
+    let mut two = Client::join_realm(&r, "realm2", plain());
+    let mut publ = Client::join_realm(&r, "realm1", plain());
+    one.subscribe("com.x", Dict::new());
+    two.subscribe("com.x", Dict::new());
+    publ.publish("com.x", Dict::new(), vec![1u64.into()]);
+    assert_eq!(one.events().len(), 1);
+    assert!(two.events().is_empty(), "an event crossed realms");
+    assert_eq!(
+        args(&two.call_now("wamp.session.count", vec![]).expect("count")),
+        vec![Value::UInt(1)]
+    );
+}
+
+#[test]
+fn a_session_cannot_unsubscribe_another_sessions_subscription() {
+    let r = router();
+    let mut a = Client::join(&r, plain());
+    let mut b = Client::join(&r, plain());
+    let mut publ = Client::join(&r, plain());
+    let id = a.subscribe("com.mine", Dict::new());
+    let request = b.req();
+    b.send(Message::Unsubscribe {
+        request,
+        subscription: id,
+    });
+    match b.drain().as_slice() {
+        [Message::Error { error, .. }] => assert_eq!(error, "wamp.error.no_such_subscription"),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    publ.publish("com.mine", Dict::new(), vec![]);
+    assert_eq!(a.events().len(), 1, "a is still subscribed");
+}

@@ -503,3 +503,67 @@ async fn the_meta_api_needs_the_call_and_subscribe_permissions() {
     let _late = Client::user(&r, "ann").await;
     assert_eq!(olga.events().len(), 1);
 }
+
+/// Calls `wamp.session.add_testament(topic, [arg])` with `scope`, if any.
+fn add_testament(
+    c: &mut Client,
+    topic: &str,
+    arg: &str,
+    scope: Option<&str>,
+) -> Result<(), String> {
+    let request = c.req();
+    let kwargs = scope.map(|s| Dict::new().with("scope", s));
+    c.send(Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "wamp.session.add_testament".into(),
+        payload: switchyard_proto::Payload::values(
+            vec![topic.into(), Value::List(vec![arg.into()])],
+            kwargs,
+        ),
+    });
+    match c.drain().as_slice() {
+        [Message::Result { request: r, .. }] if *r == request => Ok(()),
+        [Message::Error {
+            request: r, error, ..
+        }] if *r == request => Err(error.clone()),
+        other => panic!("add_testament: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn testaments_are_published_when_the_session_ends_unless_flushed() {
+    let r = router();
+    let mut w = Client::join(&r, plain());
+    w.subscribe("com.will", Dict::new());
+    let mut c = Client::join(&r, plain());
+    add_testament(&mut c, "com.will", "destroyed", None).expect("added");
+    add_testament(&mut c, "com.will", "detached", Some("detached")).expect("added");
+    assert_eq!(
+        add_testament(&mut c, "wamp.session.on_leave", "forged", None),
+        Err("wamp.error.invalid_uri".into()),
+        "a testament may not forge a meta event"
+    );
+    assert_eq!(
+        add_testament(&mut c, "com.will", "x", Some("forever")),
+        Err("wamp.error.invalid_argument".into())
+    );
+    let mut flushed = Client::join(&r, plain());
+    add_testament(&mut flushed, "com.will", "flushed", None).expect("added");
+    assert!(flushed
+        .call_now("wamp.session.flush_testaments", vec![])
+        .is_ok());
+    assert!(
+        w.events().is_empty(),
+        "nothing is published while the sessions live"
+    );
+
+    drop(flushed);
+    assert!(
+        w.events().is_empty(),
+        "a flushed testament is not published"
+    );
+    drop(c);
+    let got: Vec<Value> = w.events().iter().map(|e| e.arg()).collect();
+    assert_eq!(got, vec![Value::from("detached"), Value::from("destroyed")]);
+}
