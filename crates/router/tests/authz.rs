@@ -84,6 +84,13 @@ async fn exact_prefix_and_wildcard_permissions_allow_what_they_match() {
     assert!(!subscribe_allowed(&mut a, "com.app.x.y.status", "exact"));
     assert!(register_allowed(&mut a, "com.app.db.status", "exact"));
     assert!(!register_allowed(&mut a, "com.app.echo", "exact"));
+    // A pattern registration needs `register` on every URI it matches.
+    // com.app.news.status is one of them, and the (more specific) prefix
+    // com.app.news. allows subscribe there but not register.
+    assert!(subscribe_allowed(&mut a, "com.app..status", "wildcard"));
+    assert!(!register_allowed(&mut a, "com.app..status", "wildcard"));
+    assert!(!register_allowed(&mut a, "com.app.", "prefix"));
+    assert!(!register_allowed(&mut a, "com.app.db..", "wildcard"));
     // Outside every permission: denied.
     assert!(!subscribe_allowed(&mut a, "org.other", "exact"));
     assert!(!call_allowed(&mut a, "org.other"));

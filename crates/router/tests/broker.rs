@@ -562,3 +562,65 @@ fn a_session_cannot_unsubscribe_another_sessions_subscription() {
     publ.publish("com.mine", Dict::new(), vec![]);
     assert_eq!(a.events().len(), 1, "a is still subscribed");
 }
+
+#[test]
+fn arguments_and_keyword_arguments_reach_subscribers_unchanged() {
+    let r = router();
+    let mut sub = Client::join(&r, plain());
+    let mut publ = Client::join(&r, plain());
+    sub.subscribe("com.kw", Dict::new());
+    let kwargs = Dict::new().with("n", 7u64).with("neg", -3i64).with(
+        "nested",
+        Dict::new().with("list", Value::List(vec![true.into(), Value::Null])),
+    );
+    let request = publ.req();
+    publ.send(Message::Publish {
+        request,
+        options: Dict::new(),
+        topic: "com.kw".into(),
+        payload: switchyard_proto::Payload::values(
+            vec!["a".into(), 1u64.into()],
+            Some(kwargs.clone()),
+        ),
+    });
+    let events = sub.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        args(&events[0].payload),
+        vec![Value::from("a"), Value::from(1u64)]
+    );
+    let got = events[0].payload.kwargs.as_ref().map(|k| k.to_value());
+    assert!(
+        matches!(got, Some(Ok(Value::Dict(ref d))) if *d == kwargs),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn retention_is_bounded_by_the_realm_limits() {
+    let r = router_with(serde_json::json!({ "retained_topics_limit": 1 }));
+    let mut publ = Client::join(&r, plain());
+    let retain = || Dict::new().with("retain", true);
+    publ.publish("com.keep.a", retain(), vec![1u64.into()]);
+    publ.publish("com.keep.b", retain(), vec![2u64.into()]); // over the limit: delivered only
+    publ.publish("com.keep.a", retain(), vec![3u64.into()]); // replaces a's
+    let mut late = Client::join(&r, plain());
+    late.subscribe(
+        "com.keep.",
+        Dict::new()
+            .with("match", "prefix")
+            .with("get_retained", true),
+    );
+    let got: Vec<Value> = late.events().iter().map(|e| e.arg()).collect();
+    assert_eq!(got, vec![Value::from(3u64)]);
+
+    let r = router_with(serde_json::json!({ "max_retained_bytes": 64 }));
+    let mut publ = Client::join(&r, plain());
+    publ.publish("com.big", retain(), vec!["x".repeat(100).into()]);
+    let mut late = Client::join(&r, plain());
+    late.subscribe("com.big", Dict::new().with("get_retained", true));
+    assert!(
+        late.events().is_empty(),
+        "an event over max_retained_bytes was retained"
+    );
+}

@@ -567,3 +567,58 @@ fn testaments_are_published_when_the_session_ends_unless_flushed() {
     let got: Vec<Value> = w.events().iter().map(|e| e.arg()).collect();
     assert_eq!(got, vec![Value::from("detached"), Value::from("destroyed")]);
 }
+
+#[tokio::test]
+async fn kill_by_authid_authrole_and_all_spare_the_caller() {
+    let r = router_with(serde_json::json!({
+        "auth": cra_users(&[("alice", "user"), ("bob", "user"), ("olga", "ops")])
+    }));
+    let realm = r.realm("realm1").expect("realm").clone();
+    let mut olga = Client::user(&r, "olga").await;
+    let mut alice = Client::user(&r, "alice").await;
+    let mut alice2 = Client::user(&r, "alice").await;
+    let mut bob = Client::user(&r, "bob").await;
+    let mut anon = Client::join(&r, plain());
+
+    let killed = ids(&ok(
+        &mut olga,
+        "wamp.session.kill_by_authid",
+        vec!["alice".into()],
+    ));
+    assert_eq!(killed, sorted(vec![alice.session, alice2.session]));
+    for c in [&mut alice, &mut alice2] {
+        assert!(
+            matches!(c.drain().as_slice(), [Message::Goodbye { reason, .. }] if reason == "wamp.close.killed")
+        );
+        assert!(realm.session(c.session).is_none());
+    }
+    // kill_by_authrole answers a count (spec), kill_by_authid the ids.
+    assert_eq!(
+        ok(
+            &mut olga,
+            "wamp.session.kill_by_authrole",
+            vec!["user".into()]
+        ),
+        Value::UInt(1)
+    );
+    assert!(bob.drain().len() == 1 && bob.closed);
+    // kill_all: every session but the caller's, with the given reason.
+    let request = olga.req();
+    olga.send(Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "wamp.session.kill_all".into(),
+        payload: switchyard_proto::Payload::values(
+            vec![],
+            Some(Dict::new().with("reason", "com.app.maintenance")),
+        ),
+    });
+    assert!(
+        matches!(olga.drain().as_slice(), [Message::Result { payload, .. }] if first_arg(payload) == Value::UInt(1))
+    );
+    assert!(
+        matches!(anon.drain().as_slice(), [Message::Goodbye { reason, .. }] if reason == "com.app.maintenance")
+    );
+    assert_eq!(realm.session_count(), 1);
+    assert!(realm.session(olga.session).is_some());
+}

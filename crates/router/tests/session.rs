@@ -546,3 +546,44 @@ fn shutdown_says_goodbye_and_refuses_new_sessions() {
     d.send(hello("realm1", plain()));
     assert_eq!(d.expect_abort(), "wamp.close.system_shutdown");
 }
+
+#[test]
+fn a_client_that_accepts_little_gets_welcome_without_the_feature_lists() {
+    let r = router();
+    let mut small = Client::connect_accepting(&r, 512);
+    small.send(hello("realm1", plain()));
+    let details = small.expect_welcome();
+    assert!(features(&details, "broker").is_empty(), "{details:?}");
+    assert!(features(&details, "dealer").is_empty());
+    assert_eq!(details.get_str("realm"), Some("realm1"));
+    // It is a session like any other.
+    let mut publ = Client::join(&r, plain());
+    small.subscribe("com.small", Dict::new());
+    publ.publish("com.small", Dict::new(), vec![1u64.into()]);
+    assert_eq!(small.events().len(), 1);
+    // An event it cannot take is not sent (and does not end the session).
+    publ.publish("com.small", Dict::new(), vec!["x".repeat(1000).into()]);
+    assert!(small.events().is_empty());
+    assert!(!small.closed);
+
+    let mut big = Client::connect(&r);
+    big.send(hello("realm1", plain()));
+    assert!(!features(&big.expect_welcome(), "broker").is_empty());
+}
+
+#[test]
+fn a_large_message_is_refused_before_the_session_exists_only() {
+    let r = router();
+    let agent = "a".repeat(70 * 1024);
+    let mut c = Client::connect(&r);
+    assert_eq!(
+        c.send(hello("realm1", plain().with("agent", agent.as_str()))),
+        Flow::Close
+    );
+    assert_eq!(c.expect_abort(), "switchyard.error.limit_exceeded");
+    // The same size is fine once the session exists.
+    let mut c = Client::join(&r, plain());
+    assert!(c
+        .publish_ack("com.big", Dict::new(), vec![agent.as_str().into()])
+        .is_ok());
+}

@@ -55,11 +55,17 @@ pub fn plain() -> Dict {
 impl Client {
     /// A connection that has not sent HELLO yet.
     pub fn connect(router: &Arc<Router>) -> Client {
+        Client::connect_accepting(router, 1 << 20)
+    }
+
+    /// A connection whose client accepts messages of at most `max_message`
+    /// bytes (RawSocket's handshake lets a client say so).
+    pub fn connect_accepting(router: &Arc<Router>, max_message: usize) -> Client {
         let (peer, rx) = Peer::new(
             Serializer::Json,
             1 << 16,
             SlowConsumerPolicy::Disconnect,
-            1 << 20,
+            max_message,
             "test".into(),
         );
         let conn = Connection::new(router.clone(), peer, TransportInfo::new("rawsocket", None));
