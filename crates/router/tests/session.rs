@@ -587,3 +587,59 @@ fn a_large_message_is_refused_before_the_session_exists_only() {
         .publish_ack("com.big", Dict::new(), vec![agent.as_str().into()])
         .is_ok());
 }
+
+#[test]
+fn calls_in_flight_and_testaments_per_session_are_limited() {
+    let r = router_with(serde_json::json!({
+        "max_calls_in_flight_per_session": 2,
+        "max_testaments_per_session": 1
+    }));
+    let mut callee = Client::join(&r, plain());
+    callee.register("com.slow", Dict::new());
+    let mut caller = Client::join(&r, plain());
+    caller.call("com.slow", Dict::new(), vec![]);
+    caller.call("com.slow", Dict::new(), vec![]);
+    let third = caller.call("com.slow", Dict::new(), vec![]);
+    match caller.drain().as_slice() {
+        [Message::Error { request, error, .. }] => {
+            assert_eq!(*request, third);
+            assert_eq!(error, "switchyard.error.limit_exceeded");
+        }
+        other => panic!("expected ERROR for the third call, got {other:?}"),
+    }
+    // Answering one frees its slot.
+    let invocations: Vec<u64> = callee
+        .drain()
+        .into_iter()
+        .map(|m| match m {
+            Message::Invocation { request, .. } => request,
+            other => panic!("expected INVOCATION, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(invocations.len(), 2);
+    callee.send(Message::Yield {
+        request: invocations[0],
+        options: Dict::new(),
+        payload: Payload::empty(),
+    });
+    assert!(matches!(
+        caller.drain().as_slice(),
+        [Message::Result { .. }]
+    ));
+    caller.call("com.slow", Dict::new(), vec![]);
+    assert!(caller.drain().is_empty(), "the call waits for its callee");
+    assert_eq!(callee.drain().len(), 1);
+
+    let testament = |c: &mut Client| {
+        c.call_now(
+            "wamp.session.add_testament",
+            vec!["com.will".into(), Value::List(vec![])],
+        )
+        .map(|_| ())
+    };
+    assert_eq!(testament(&mut caller), Ok(()));
+    assert_eq!(
+        testament(&mut caller),
+        Err("switchyard.error.limit_exceeded".into())
+    );
+}
