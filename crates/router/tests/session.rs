@@ -164,6 +164,11 @@ fn a_malformed_frame_is_a_protocol_violation() {
     );
     assert_eq!(c.expect_abort(), "wamp.error.protocol_violation");
 
+    // HELLO must announce the client's roles.
+    let mut c = Client::connect(&r);
+    assert_eq!(c.send(hello("realm1", Dict::new())), Flow::Close);
+    assert_eq!(c.expect_abort(), "wamp.error.protocol_violation");
+
     let mut c = Client::join(&r, plain());
     let id = c.session;
     assert_eq!(
