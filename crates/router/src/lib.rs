@@ -3,6 +3,15 @@
 //! It knows nothing of sockets: a transport creates a [`Peer`] (the bounded
 //! outbound queue it drains) and a [`Connection`], feeds the connection each
 //! received frame, and writes what the peer's queue yields.
+//!
+//! Layers, bottom to top (a module imports only those below it, apart from
+//! a module and its own children; `scripts/import-graph.py` checks it):
+//! leaves (`logsafe`, `metrics`, `uri_index`, `transport_info`, `features`,
+//! `peer`); `session` and `authz`; shared details (`details`, `errors`) and
+//! the cluster seam (`backplane`); `broker`, `dealer`, `hooks`; `internal`
+//! (the router's own calls); `auth`; `realm`; `meta`; `router`; and
+//! `connection`, the per-connection state machine that drives them all.
+//! docs/ARCHITECTURE.md maps every file.
 
 pub mod auth;
 pub mod authz;
