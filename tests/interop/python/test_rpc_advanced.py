@@ -1028,7 +1028,9 @@ def test_cancel_kill(router, answer):
                 await callee.send([YIELD, inv, {}, ["finished anyway"]])
             r = await caller.next(answers_call(rid))
             if answer == "error":
-                assert r[0] == ERROR and r[4] == "com.example.interrupted" and r[5] == ["stopped"], r
+                # The caller canceled: wamp.error.canceled, whatever URI the
+                # callee answered with; its args ride along.
+                assert r[0] == ERROR and r[4] == "wamp.error.canceled" and r[5] == ["stopped"], r
             else:
                 assert r[0] == RESULT and r[3] == ["finished anyway"], r
             await caller.quiet(answers_call(rid), "second reply")
@@ -1038,9 +1040,13 @@ def test_cancel_kill(router, answer):
     run(main())
 
 
-def test_cancel_kill_autobahn_callee(router):
+@pytest.mark.parametrize("handler", ["reraise", "own_error"])
+def test_cancel_kill_autobahn_callee(router, handler):
     """mode kill with an Autobahn|Python callee: the INTERRUPT cancels the
-    handler, which answers with its own error; the caller gets that error."""
+    handler, and Autobahn|Python answers with an ERROR (wamp.error.runtime_error
+    when the handler lets the CancelledError through, or the handler's own
+    ApplicationError). The caller asked to cancel, so it gets
+    wamp.error.canceled (as from Crossbar.io), with the callee's args."""
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -1048,13 +1054,16 @@ def test_cancel_kill_autobahn_callee(router):
         caller = await Peer.join(router, caller=ALL_CALLER)
         try:
             name = proc("abkill")
-            invoked = loop.create_future()
+            invoked, cancelled = loop.create_future(), loop.create_future()
 
             async def slow():
                 invoked.set_result(True)
                 try:
                     await asyncio.sleep(30)
                 except asyncio.CancelledError:
+                    cancelled.set_result(True)
+                    if handler == "reraise":
+                        raise
                     raise ApplicationError("com.example.aborted", "interrupted by the router")
                 return "not interrupted"
 
@@ -1063,7 +1072,11 @@ def test_cancel_kill_autobahn_callee(router):
             await asyncio.wait_for(invoked, T)
             await caller.send([CANCEL, rid, {"mode": "kill"}])
             r = await caller.next(answers_call(rid))
-            assert r[0] == ERROR and r[4] == "com.example.aborted" and r[5] == ["interrupted by the router"], r
+            await asyncio.wait_for(cancelled, T)
+            assert r[0] == ERROR and r[4] == "wamp.error.canceled", r
+            if handler == "own_error":
+                assert r[5] == ["interrupted by the router"], r
+            await caller.quiet(answers_call(rid), "second reply")
         finally:
             await close_all(callee)
             await close_peers(caller)
