@@ -11,4 +11,5 @@ pub mod value;
 
 pub use codec::{DecodeError, EncodeError, Serializer};
 pub use message::{Item, Message, Payload};
+pub use validate::short as shown_value;
 pub use value::{Dict, Value};

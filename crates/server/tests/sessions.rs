@@ -93,6 +93,36 @@ fn protocol_violations_abort_with_a_reason_and_spare_others() {
 }
 
 #[test]
+fn option_type_errors_name_the_option_the_element_and_its_type() {
+    let r = Router::start("");
+    let m = violation(&r, true, br#"[16,1,{"exclude":[7,1.5]},"com.x"]"#);
+    assert_eq!(
+        m,
+        "malformed message: PUBLISH.Options.exclude must be a list of session ids, but element 1 is float 1.5"
+    );
+    let m = violation(&r, true, br#"[16,1,{"eligible_authrole":["a",3]},"com.x"]"#);
+    assert_eq!(
+        m,
+        "malformed message: PUBLISH.Options.eligible_authrole must be a list of strings, but element 1 is integer 3"
+    );
+    let m = violation(&r, true, br#"[48,1,{"timeout":-5},"com.x"]"#);
+    assert_eq!(
+        m,
+        "malformed message: CALL.Options.timeout must be a non-negative integer, got integer -5"
+    );
+    let long = "y".repeat(5000);
+    let frame = format!(r#"[48,1,{{"disclose_me":"{long}"}},"com.x"]"#);
+    let m = violation(&r, true, frame.as_bytes());
+    assert!(
+        m.starts_with(
+            "malformed message: CALL.Options.disclose_me must be a bool, got string \"yyyy"
+        ) && m.ends_with("...\" (5000 bytes)")
+            && m.len() < 200,
+        "{m}"
+    );
+}
+
+#[test]
 fn goodbye_is_answered_and_transport_can_be_reused() {
     let r = Router::start("");
     let mut c = Raw::connect(r.rs_port, Serializer::Cbor);
