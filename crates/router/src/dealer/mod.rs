@@ -1234,6 +1234,7 @@ impl State {
                 }
                 self.by_request.remove(&(call.caller.id, call.request));
                 call.caller.call_ended();
+                call.caller.caller_call_ended();
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
