@@ -947,12 +947,29 @@ mod tests {
         assert_eq!(errs[0].line, Some(3), "{errs:?}");
     }
 
+    /// PEM armour around DER bytes (rcgen is built without its `pem`
+    /// feature, which would add a second `base64` version).
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
     /// A self-signed certificate and its key, written to `dir`.
     fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, c.cert.pem()).expect("write cert");
-        std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+        std::fs::write(&cert, pem("CERTIFICATE", c.cert.der())).expect("write cert");
+        std::fs::write(&key, pem("PRIVATE KEY", &c.signing_key.serialize_der()))
+            .expect("write key");
         (cert, key)
     }
 
