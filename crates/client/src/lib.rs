@@ -1,4 +1,7 @@
-//! An async (tokio) WAMP v2 client for Switchyard's tests, benchmarks and CLI.
+//! An async (tokio) WAMP v2 client for Switchyard's command-line client
+//! (`switchyard publish|call|subscribe|register|queue`, in the server crate),
+//! its benchmarks and its tests; the server also reads client certificates
+//! with its [`der`] module.
 //!
 //! Two layers:
 //!
