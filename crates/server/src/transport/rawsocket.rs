@@ -287,7 +287,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     let mut timer = ping_timer(&settings);
     // Grows to the largest batch seen; not pre-sized, so idle connections stay small.
-    let mut batch: Vec<(FrameKind, Bytes)> = Vec::new();
+    let mut batch: Vec<Frame> = Vec::new();
     let mut ping_seq: u32 = 0;
     loop {
         let mut close = false;
@@ -296,11 +296,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = peer.killed().cancelled() => break,
             _ = pong.notify.notified() => {
                 for p in pong.take_all() {
-                    batch.push((FrameKind::Pong, p));
+                    batch.push(Frame::new(FrameKind::Pong, p));
                 }
             }
             item = rx.recv() => match item {
-                Some(Outgoing::Frame(f)) => batch.push((FrameKind::Message, f)),
+                Some(Outgoing::Frame(f)) => batch.push(Frame::new(FrameKind::Message, f)),
                 Some(Outgoing::Close) | None => close = true,
             },
             _ = tick(&mut timer) => {
@@ -310,16 +310,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 ping_seq = ping_seq.wrapping_add(1);
                 let p = Bytes::copy_from_slice(&ping_seq.to_be_bytes());
-                batch.push((FrameKind::Ping, p));
+                batch.push(Frame::new(FrameKind::Ping, p));
             }
         }
         if !close {
-            let mut bytes: usize = batch.iter().map(|(_, b)| b.len()).sum();
+            let mut bytes: usize = batch.iter().map(|f| f.payload.len()).sum();
             while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(Outgoing::Frame(f)) => {
                         bytes += f.len();
-                        batch.push((FrameKind::Message, f));
+                        batch.push(Frame::new(FrameKind::Message, f));
                     }
                     Ok(Outgoing::Close) => {
                         close = true;
@@ -336,8 +336,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             let pongs: usize = batch
                 .iter()
-                .filter(|(k, _)| *k == FrameKind::Pong)
-                .map(|(_, b)| b.len())
+                .filter(|f| f.kind == FrameKind::Pong)
+                .map(|f| f.payload.len())
                 .sum();
             if pongs > 0 {
                 pong.written(pongs);
@@ -353,34 +353,47 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes the frames with vectored writes. Every frame is bounded before
-/// it gets here (a message by the client's announced maximum, a PONG by
-/// `max_message_size`, both at most 2^24 octets, the RawSocket maximum); one
-/// longer than RawSocket can carry fails the write instead of going out
-/// with a wrong header.
+/// A frame of a write batch, its header encoded when it is queued.
+struct Frame {
+    kind: FrameKind,
+    /// `None` if the payload is longer than RawSocket can carry. Every frame
+    /// is bounded before it gets here (a message by the client's announced
+    /// maximum, a PONG by `max_message_size`, both at most 2^24 octets, the
+    /// RawSocket maximum), so this does not happen; if it did, the write
+    /// fails rather than send a wrong header.
+    header: Option<[u8; 4]>,
+    payload: Bytes,
+}
+
+impl Frame {
+    fn new(kind: FrameKind, payload: Bytes) -> Self {
+        Frame {
+            kind,
+            header: rawsocket::encode_header(kind, payload.len()),
+            payload,
+        }
+    }
+}
+
+/// Writes header+payload pairs with vectored writes.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    batch: &[(FrameKind, Bytes)],
+    batch: &[Frame],
 ) -> std::io::Result<()> {
-    let headers = batch
-        .iter()
-        .map(|(kind, b)| {
-            rawsocket::encode_header(*kind, b.len()).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "a frame of {} octets is longer than RawSocket can carry",
-                        b.len()
-                    ),
-                )
-            })
-        })
-        .collect::<std::io::Result<Vec<[u8; 4]>>>()?;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
-    for (h, (_, b)) in headers.iter().zip(batch) {
+    for f in batch {
+        let Some(h) = &f.header else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a frame of {} octets is longer than RawSocket can carry",
+                    f.payload.len()
+                ),
+            ));
+        };
         slices.push(IoSlice::new(h));
-        if !b.is_empty() {
-            slices.push(IoSlice::new(b));
+        if !f.payload.is_empty() {
+            slices.push(IoSlice::new(&f.payload));
         }
     }
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
