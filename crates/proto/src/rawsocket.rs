@@ -68,6 +68,12 @@ pub fn length_exponent(max: usize) -> u8 {
 /// A client's handshake: ask for `serializer`, accept frames of up to
 /// 2^(9+`exp`) octets (`exp` is capped at 15).
 pub fn client_handshake(serializer: Serializer, exp: u8) -> [u8; 4] {
+    handshake_octets(serializer, exp)
+}
+
+/// `LENGTH` and `SERIALIZER` in the second octet: a client's request and a
+/// router's acceptance have the same shape.
+fn handshake_octets(serializer: Serializer, exp: u8) -> [u8; 4] {
     [MAGIC, (exp.min(15) << 4) | serializer.rawsocket_id(), 0, 0]
 }
 
@@ -131,7 +137,7 @@ pub fn parse_client_handshake(octets: [u8; 4]) -> Result<ClientHandshake, Client
 /// The router's accepting reply: echo `serializer`, announce frames of up
 /// to 2^(9+`exp`) octets (`exp` is capped at 15; see [`length_exponent`]).
 pub fn accept(serializer: Serializer, exp: u8) -> [u8; 4] {
-    [MAGIC, (exp.min(15) << 4) | serializer.rawsocket_id(), 0, 0]
+    handshake_octets(serializer, exp)
 }
 
 /// The router's refusing reply with error `code` (1..=15).
