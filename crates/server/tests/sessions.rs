@@ -161,6 +161,23 @@ fn rawsocket_handshake_errors() {
     assert_eq!(c.read_exact(4).expect("reply"), vec![0x7F, 0xB2, 0, 0]);
 }
 
+/// The 25th length bit of a RawSocket frame header says "exactly 16 MiB"
+/// only with the other 24 length bits cleared (spec). The router read
+/// `08 00 00 01` as a 16 MiB frame and waited for it; the client refused it.
+/// One decoder (switchyard_proto::rawsocket) now refuses it on both sides.
+#[test]
+fn rawsocket_length_bit_25_with_other_length_bits_is_a_protocol_violation() {
+    use std::io::Write;
+    let r = Router::start("[limits]\nmax_message_size = 16777216\n");
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    c.stream.write_all(&[0x08, 0, 0, 1]).expect("send header");
+    let (reason, message) = abort_of(c.expect("ABORT"));
+    assert_eq!(reason, errors::PROTOCOL_VIOLATION);
+    assert!(message.contains("bit 25"), "{message}");
+    assert!(c.closed());
+}
+
 #[test]
 fn oversized_message_aborts_that_session_only() {
     let r = Router::start("[limits]\nmax_message_size = 4096\n");
