@@ -4,7 +4,8 @@
 # (with min..max) of each figure. Stops the router at the end.
 #
 # Usage: bench/run.sh [scenario...]
-#   Scenarios (default: all): pubsub10-ws-json pubsub10-rs-msgpack
+#   Scenarios (default: all): idle-rs idle-ws (router memory per idle
+#   session, a fresh router per run) pubsub10-ws-json pubsub10-rs-msgpack
 #   pubsub1000-rs-msgpack pubsub10000-rs-msgpack
 #   pubsub10-noise100k-{exact,prefix,wildcard} (1->10 beside 100,000 subscriptions that do not match)
 #   rpc-rs-msgpack rpc-ws-json rpc-seq-rs-msgpack rpc-seq-ws-json

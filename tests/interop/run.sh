@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Switchyard third-party-client interop suites:
 #   - Python: Autobahn|Python (asyncio) + raw WebSocket / RawSocket clients (pytest)
-#   - JS:     Autobahn|JS 26 (node:test)
+#   - JS:     Autobahn|JS 26 and wampy.js 8 (node:test)
 # against the router binary named by $SWITCHYARD_BIN
 # (default: <repo>/target/debug/switchyard). Exits non-zero if either fails.
 set -uo pipefail

@@ -18,15 +18,16 @@
 //!
 //! Secrets are kept out of `Debug` output and wiped from memory when the
 //! credentials are dropped.
+//!
+//! The WAMP-CRA computations are [`switchyard_proto::auth::wampcra`], the
+//! same code the router checks with; the `wampcra_*` functions here are
+//! their old names.
 
 use std::fmt;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use switchyard_proto::auth::wampcra;
 use switchyard_proto::{Dict, Value};
 use zeroize::Zeroizing;
 
@@ -34,10 +35,10 @@ use crate::session::{ChallengeHandler, SessionOptions};
 
 /// PBKDF2 iterations when a WAMP-CRA challenge has a salt but no
 /// `iterations` (Autobahn's default).
-pub const WAMPCRA_DEFAULT_ITERATIONS: u64 = 1000;
+pub const WAMPCRA_DEFAULT_ITERATIONS: u64 = wampcra::DEFAULT_ITERATIONS as u64;
 /// Derived key length when a WAMP-CRA challenge has a salt but no `keylen`
 /// (Autobahn's default).
-pub const WAMPCRA_DEFAULT_KEYLEN: u64 = 32;
+pub const WAMPCRA_DEFAULT_KEYLEN: u64 = wampcra::DEFAULT_KEYLEN as u64;
 
 /// What a client authenticates with. Any combination may be set; HELLO
 /// offers every method there is a credential for (cryptosign, then
@@ -196,53 +197,22 @@ impl Credentials {
 }
 
 /// The PBKDF2-HMAC-SHA256 key derived from `secret` and `salt`, as base64
-/// text (Autobahn's `auth.derive_key`).
+/// text (Autobahn's `auth.derive_key`; [`wampcra::derive_key`]).
 pub fn wampcra_derive_key(secret: &str, salt: &str, iterations: u32, keylen: usize) -> String {
-    let mut key = Zeroizing::new(vec![0u8; keylen]);
-    pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), salt.as_bytes(), iterations, &mut key);
-    B64.encode(&*key)
+    wampcra::derive_key(secret, salt, iterations, keylen)
 }
 
-/// Base64 of HMAC-SHA256(`key`, `challenge`) (Autobahn's `auth.compute_wcs`).
+/// Base64 of HMAC-SHA256(`key`, `challenge`) (Autobahn's `auth.compute_wcs`;
+/// [`wampcra::signature`]).
 pub fn wampcra_sign(key: &str, challenge: &str) -> String {
-    // HMAC takes keys of any length.
-    let mut mac = <Hmac<Sha256>>::new_from_slice(key.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(challenge.as_bytes());
-    B64.encode(mac.finalize().into_bytes())
+    wampcra::signature(key, challenge)
 }
 
 /// The AUTHENTICATE signature for a WAMP-CRA CHALLENGE with `extra`
-/// (`challenge`, and `salt`/`iterations`/`keylen` for a salted secret).
+/// (`challenge`, and `salt`/`iterations`/`keylen` for a salted secret;
+/// [`wampcra::respond`]).
 pub fn wampcra_signature(secret: &str, extra: &Dict) -> Result<String, String> {
-    let challenge = extra
-        .get_str("challenge")
-        .ok_or("the WAMP-CRA challenge has no \"challenge\" string")?;
-    match extra.get("salt") {
-        None | Some(Value::Null) => Ok(wampcra_sign(secret, challenge)),
-        Some(Value::Str(salt)) => {
-            let number = |key: &str, default: u64, max: u64| match extra.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(Value::UInt(n)) if (1..=max).contains(n) => Ok(*n),
-                Some(other) => Err(format!(
-                    "the WAMP-CRA challenge has a bad \"{key}\": {other:?}"
-                )),
-            };
-            let iterations = number("iterations", WAMPCRA_DEFAULT_ITERATIONS, 10_000_000)?;
-            let keylen = number("keylen", WAMPCRA_DEFAULT_KEYLEN, 1024)?;
-            let key = Zeroizing::new(wampcra_derive_key(
-                secret,
-                salt,
-                iterations as u32,
-                keylen as usize,
-            ));
-            Ok(wampcra_sign(&key, challenge))
-        }
-        Some(other) => Err(format!(
-            "the WAMP-CRA challenge has a salt that is a {}, not a string",
-            other.type_name()
-        )),
-    }
+    wampcra::respond(secret, extra)
 }
 
 /// The AUTHENTICATE signature for a cryptosign CHALLENGE: hex of the

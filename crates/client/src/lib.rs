@@ -1,4 +1,7 @@
-//! An async (tokio) WAMP v2 client for Switchyard's tests, benchmarks and CLI.
+//! An async (tokio) WAMP v2 client for Switchyard's command-line client
+//! (`switchyard publish|call|subscribe|register|queue`, in the server crate),
+//! its benchmarks and its tests; the server also reads client certificates
+//! with its [`der`] module.
 //!
 //! Two layers:
 //!
@@ -31,11 +34,14 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod der;
 pub mod error;
 pub mod session;
 pub mod tls;
 pub mod transport;
+
+/// The DER reader of certificates, now the `switchyard-x509` crate (shared
+/// with the server); kept under this name for existing users.
+pub use switchyard_x509 as der;
 
 pub use auth::Credentials;
 pub use error::{CallError, CloseInfo, Error, TransportError, WampError};

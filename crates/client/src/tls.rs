@@ -174,7 +174,7 @@ impl ServerCertVerifier for Verifier {
         }
         // Exactly a certificate the CA file trusts: its name and dates.
         rustls::client::verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
-        let Some((not_before, not_after)) = crate::der::validity(end_entity) else {
+        let Some((not_before, not_after)) = switchyard_x509::validity(end_entity) else {
             return Err(refused);
         };
         let at = |secs: u64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));

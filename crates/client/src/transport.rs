@@ -13,6 +13,10 @@
 //! in the task that calls [`FrameReceiver::recv`]. Pings (WebSocket PING
 //! frames, RawSocket type-1 frames) are answered automatically.
 //!
+//! The RawSocket wire format (handshake octets, error codes, frame headers)
+//! is [`switchyard_proto::rawsocket`], the same code the router's listener
+//! uses; this file owns the client's sockets, queues and checks.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_client::TransportError> {
 //! use switchyard_client::transport::{connect, TransportOptions};
@@ -30,6 +34,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use switchyard_proto::rawsocket::{self, FrameHeaderError, FrameKind, RouterReplyError};
 use switchyard_proto::Serializer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -40,7 +45,7 @@ use crate::error::TransportError;
 use crate::tls::MaybeTls;
 
 /// The largest RawSocket frame the framing can express (2^24 octets).
-pub const RAWSOCKET_MAX_FRAME: usize = 1 << 24;
+pub const RAWSOCKET_MAX_FRAME: usize = rawsocket::MAX_FRAME;
 
 /// Frames drained into one write batch at most.
 const BATCH: usize = 1024;
@@ -477,23 +482,9 @@ impl RawReader {
         loop {
             if self.buf.len() >= 4 {
                 let h = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
-                if h[0] & 0xF0 != 0 {
-                    return Err(TransportError::Protocol(format!(
-                        "RawSocket frame header uses reserved bits: {:02x}",
-                        h[0]
-                    )));
-                }
-                let low = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-                let len = if h[0] & 0x08 != 0 {
-                    if low != 0 {
-                        return Err(TransportError::Protocol(
-                            "RawSocket frame length bit 25 set with a non-zero length".into(),
-                        ));
-                    }
-                    RAWSOCKET_MAX_FRAME
-                } else {
-                    low
-                };
+                let header = rawsocket::decode_header(h)
+                    .map_err(|e: FrameHeaderError| TransportError::Protocol(e.to_string()))?;
+                let len = header.len;
                 if len > self.max_len {
                     return Err(TransportError::Protocol(format!(
                         "RawSocket frame of {len} octets exceeds our maximum of {}",
@@ -503,9 +494,9 @@ impl RawReader {
                 if self.buf.len() >= 4 + len {
                     self.buf.advance(4);
                     let payload = self.buf.split_to(len).freeze();
-                    match h[0] & 0x07 {
-                        0 => return Ok(Incoming::Message(payload)),
-                        1 => {
+                    match header.kind {
+                        FrameKind::Message => return Ok(Incoming::Message(payload)),
+                        FrameKind::Ping => {
                             if let Some(tx) = self.pong.upgrade() {
                                 let _ = tx.send(Queued {
                                     item: Outgoing::Pong(payload.clone()),
@@ -514,8 +505,8 @@ impl RawReader {
                             }
                             return Ok(Incoming::Ping(payload));
                         }
-                        2 => return Ok(Incoming::Pong(payload)),
-                        t => {
+                        FrameKind::Pong => return Ok(Incoming::Pong(payload)),
+                        FrameKind::Reserved(t) => {
                             return Err(TransportError::Protocol(format!(
                                 "RawSocket frame of reserved type {t}"
                             )))
@@ -725,10 +716,9 @@ async fn rawsocket_handshake(
     mut w: Box<dyn AsyncWrite + Send + Unpin>,
     opts: &TransportOptions,
 ) -> Result<Connection, TransportError> {
-    let exp = opts.max_len_exp.min(15);
-    let hello =
-        opts.raw_handshake
-            .unwrap_or([0x7F, (exp << 4) | opts.serializer.rawsocket_id(), 0, 0]);
+    let hello = opts
+        .raw_handshake
+        .unwrap_or_else(|| rawsocket::client_handshake(opts.serializer, opts.max_len_exp));
     w.write_all(&hello).await?;
     w.flush().await?;
     let mut reply = [0u8; 4];
@@ -742,23 +732,19 @@ async fn rawsocket_handshake(
             TransportError::Io(e)
         }
     })?;
-    if reply[0] != 0x7F {
-        return Err(TransportError::Protocol(format!(
-            "RawSocket handshake reply starts with {:#04x}, not 0x7f",
-            reply[0]
-        )));
-    }
-    let ser_id = reply[1] & 0x0F;
-    if ser_id == 0 {
-        return Err(TransportError::RawSocketRefused {
-            code: reply[1] >> 4,
-        });
-    }
-    let serializer = Serializer::from_rawsocket_id(ser_id).ok_or_else(|| {
-        TransportError::Protocol(format!(
-            "RawSocket handshake reply names serializer {ser_id}"
-        ))
+    let accepted = rawsocket::parse_router_reply(reply).map_err(|e| match e {
+        RouterReplyError::Refused { code } => TransportError::RawSocketRefused { code },
+        RouterReplyError::NotRawSocket { first } => TransportError::Protocol(format!(
+            "RawSocket handshake reply starts with {first:#04x}, not 0x7f"
+        )),
+        RouterReplyError::UnknownSerializer { id } => {
+            TransportError::Protocol(format!("RawSocket handshake reply names serializer {id}"))
+        }
+        RouterReplyError::ReservedOctets => TransportError::Protocol(
+            "RawSocket handshake reply has non-zero reserved octets".into(),
+        ),
     })?;
+    let serializer = accepted.serializer;
     let requested = Serializer::from_rawsocket_id(hello[1] & 0x0F);
     if requested != Some(serializer) {
         return Err(TransportError::Protocol(format!(
@@ -766,17 +752,11 @@ async fn rawsocket_handshake(
             requested
         )));
     }
-    if reply[2] != 0 || reply[3] != 0 {
-        return Err(TransportError::Protocol(
-            "RawSocket handshake reply has non-zero reserved octets".into(),
-        ));
-    }
-    let router_exp = reply[1] >> 4;
     let handshake = RawSocketHandshake {
         reply,
         serializer,
-        max_len_exp: router_exp,
-        max_len: 1usize << (9 + router_exp),
+        max_len_exp: accepted.exp,
+        max_len: accepted.max_len,
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let pong = tx.downgrade();
@@ -788,7 +768,7 @@ async fn rawsocket_handshake(
             inner: ReceiverInner::Raw(RawReader {
                 io: r,
                 buf: BytesMut::with_capacity(64 * 1024),
-                max_len: 1usize << (9 + (hello[1] >> 4)),
+                max_len: rawsocket::max_len(hello[1] >> 4),
                 pong,
             }),
             closed: None,
@@ -798,12 +778,12 @@ async fn rawsocket_handshake(
     })
 }
 
-fn put_frame(buf: &mut BytesMut, ty: u8, payload: &[u8]) -> bool {
+/// Appends a frame to `buf`; false if the payload is longer than RawSocket
+/// can carry.
+fn put_frame(buf: &mut BytesMut, kind: FrameKind, payload: &[u8]) -> bool {
     let len = payload.len();
-    let header = match len {
-        RAWSOCKET_MAX_FRAME => [ty | 0x08, 0, 0, 0],
-        l if l < RAWSOCKET_MAX_FRAME => [ty, (l >> 16) as u8, (l >> 8) as u8, l as u8],
-        _ => return false,
+    let Some(header) = rawsocket::encode_header(kind, len) else {
+        return false;
     };
     buf.reserve(4 + len);
     buf.put_slice(&header);
@@ -826,10 +806,10 @@ async fn raw_writer(
             slots.count(&q);
             let ok = match q.item {
                 Outgoing::Message(b) | Outgoing::Text(b) | Outgoing::Binary(b) => {
-                    put_frame(&mut buf, 0, &b)
+                    put_frame(&mut buf, FrameKind::Message, &b)
                 }
-                Outgoing::Ping(b) => put_frame(&mut buf, 1, &b),
-                Outgoing::Pong(b) => put_frame(&mut buf, 2, &b),
+                Outgoing::Ping(b) => put_frame(&mut buf, FrameKind::Ping, &b),
+                Outgoing::Pong(b) => put_frame(&mut buf, FrameKind::Pong, &b),
                 Outgoing::Raw(b) => {
                     buf.put_slice(&b);
                     true
@@ -939,13 +919,24 @@ mod tests {
     #[test]
     fn frames_headers() {
         let mut b = BytesMut::new();
-        assert!(put_frame(&mut b, 0, b"abc"));
+        assert!(put_frame(&mut b, FrameKind::Message, b"abc"));
         assert_eq!(&b[..], &[0, 0, 0, 3, b'a', b'b', b'c']);
         let mut b = BytesMut::new();
-        assert!(put_frame(&mut b, 1, &vec![0u8; 0x012345]));
+        assert!(put_frame(&mut b, FrameKind::Ping, &vec![0u8; 0x012345]));
         assert_eq!(&b[..4], &[1, 0x01, 0x23, 0x45]);
         let mut b = BytesMut::new();
-        assert!(put_frame(&mut b, 0, &vec![0u8; RAWSOCKET_MAX_FRAME]));
+        assert!(put_frame(
+            &mut b,
+            FrameKind::Message,
+            &vec![0u8; RAWSOCKET_MAX_FRAME]
+        ));
         assert_eq!(&b[..4], &[0x08, 0, 0, 0]);
+        let mut b = BytesMut::new();
+        assert!(!put_frame(
+            &mut b,
+            FrameKind::Message,
+            &vec![0u8; RAWSOCKET_MAX_FRAME + 1]
+        ));
+        assert!(b.is_empty());
     }
 }

@@ -175,11 +175,10 @@ fn passthru(name: &str, opts: &Dict, payload: &Payload) -> Result<(), DecodeErro
 fn keys(what: &str, d: &Dict, table: &[(&str, T)]) -> Result<(), DecodeError> {
     for (key, ty) in table {
         if let Some(v) = d.get(key) {
-            if !fits(v, *ty) {
+            if let Err(wrong) = fits(v, *ty) {
                 return Err(DecodeError::new(format!(
-                    "{what}.{key} must be {}, got {}",
+                    "{what}.{key} must be {}, {wrong}",
                     describe(*ty),
-                    short(v)
                 )));
             }
         }
@@ -191,18 +190,33 @@ fn is_id(v: &Value) -> bool {
     matches!(v, Value::UInt(u) if (1..=crate::id::MAX_ID).contains(u))
 }
 
-fn fits(v: &Value, ty: T) -> bool {
-    match ty {
-        T::Bool => matches!(v, Value::Bool(_)),
-        T::Id => is_id(v),
-        T::UInt => matches!(v, Value::UInt(_)),
-        T::Str => matches!(v, Value::Str(_)),
-        T::IdList => matches!(v, Value::List(l) if l.iter().all(is_id)),
-        T::StrList => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Str(_)))),
-        T::ForwardFor => {
-            matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Dict(_))))
+/// `Ok` if `v` has type `ty`, else what is wrong with it: the value itself
+/// ("got float 1.5"), or for a list its first offending element ("element 2
+/// is float 1.5").
+fn fits(v: &Value, ty: T) -> Result<(), String> {
+    let elements = |ok: fn(&Value) -> bool| match v {
+        Value::List(l) => match l.iter().position(|x| !ok(x)) {
+            None => Ok(()),
+            Some(i) => Err(format!("but element {i} is {}", short(&l[i]))),
+        },
+        other => Err(format!("got {}", short(other))),
+    };
+    let whole = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("got {}", short(v)))
         }
-        T::OneOf(allowed) => matches!(v, Value::Str(s) if allowed.contains(&s.as_str())),
+    };
+    match ty {
+        T::Bool => whole(matches!(v, Value::Bool(_))),
+        T::Id => whole(is_id(v)),
+        T::UInt => whole(matches!(v, Value::UInt(_))),
+        T::Str => whole(matches!(v, Value::Str(_))),
+        T::IdList => elements(is_id),
+        T::StrList => elements(|x| matches!(x, Value::Str(_))),
+        T::ForwardFor => elements(|x| matches!(x, Value::Dict(_))),
+        T::OneOf(allowed) => whole(matches!(v, Value::Str(s) if allowed.contains(&s.as_str()))),
     }
 }
 
@@ -219,11 +233,152 @@ fn describe(ty: T) -> String {
     }
 }
 
-fn short(v: &Value) -> String {
+/// How many characters of a string value an error message shows.
+const SHOWN_CHARS: usize = 40;
+
+/// A value's type and, for a scalar, the value itself (a string clipped to
+/// [`SHOWN_CHARS`] characters with control characters escaped, so a message
+/// that ends up in a log stays one short line): `float 1.5`, `string "x"`,
+/// `integer 0`, `list of 3`.
+pub fn short(v: &Value) -> String {
     match v {
-        Value::Str(s) if s.len() <= 40 => format!("\"{s}\""),
-        Value::Bool(b) => b.to_string(),
-        Value::UInt(u) => u.to_string(),
-        other => other.type_name().to_string(),
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("bool {b}"),
+        Value::UInt(u) => format!("integer {u}"),
+        Value::Int(i) => format!("integer {i}"),
+        Value::Float(f) => format!("float {f:?}"),
+        Value::Str(s) => {
+            let mut shown = String::from("string \"");
+            for (n, c) in s.chars().enumerate() {
+                if n == SHOWN_CHARS {
+                    shown.push_str(&format!("...\" ({} bytes)", s.len()));
+                    return shown;
+                }
+                if c.is_control()
+                    || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+                {
+                    shown.push_str(&c.escape_unicode().to_string());
+                } else {
+                    shown.push(c);
+                }
+            }
+            shown.push('"');
+            shown
+        }
+        Value::Bytes(b) => format!("binary of {} bytes", b.len()),
+        Value::List(l) => format!("list of {}", l.len()),
+        Value::Dict(d) => format!("dict of {}", d.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(key: &str, v: Value) -> String {
+        let msg = Message::Publish {
+            request: 1,
+            options: Dict::new().with(key, v),
+            topic: "a.b".into(),
+            payload: Payload::empty(),
+        };
+        match check(&msg) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn call(key: &str, v: Value) -> String {
+        let msg = Message::Call {
+            request: 1,
+            options: Dict::new().with(key, v),
+            procedure: "a.b".into(),
+            payload: Payload::empty(),
+        };
+        match check(&msg) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn list_options_name_the_offending_element_and_its_type() {
+        let ids = Value::List(vec![Value::UInt(7), Value::Float(1.5)]);
+        assert_eq!(
+            publish("exclude", ids.clone()),
+            "PUBLISH.Options.exclude must be a list of session ids, but element 1 is float 1.5"
+        );
+        assert_eq!(
+            publish("eligible", Value::List(vec![Value::UInt(0)])),
+            "PUBLISH.Options.eligible must be a list of session ids, but element 0 is integer 0"
+        );
+        assert_eq!(
+            publish(
+                "exclude_authid",
+                Value::List(vec!["a".into(), Value::UInt(3)])
+            ),
+            "PUBLISH.Options.exclude_authid must be a list of strings, but element 1 is integer 3"
+        );
+        for key in ["exclude_authrole", "eligible_authid", "eligible_authrole"] {
+            assert_eq!(
+                publish(key, Value::List(vec![Value::Null])),
+                format!("PUBLISH.Options.{key} must be a list of strings, but element 0 is null")
+            );
+        }
+        assert_eq!(
+            publish("forward_for", Value::List(vec![Value::Bool(true)])),
+            "PUBLISH.Options.forward_for must be a list of dicts, but element 0 is bool true"
+        );
+        assert_eq!(publish("exclude", ids_ok()), "");
+    }
+
+    fn ids_ok() -> Value {
+        Value::List(vec![Value::UInt(1), Value::UInt(2)])
+    }
+
+    #[test]
+    fn non_lists_and_scalars_name_their_type_and_value() {
+        assert_eq!(
+            publish("exclude", Value::UInt(5)),
+            "PUBLISH.Options.exclude must be a list of session ids, got integer 5"
+        );
+        assert_eq!(
+            publish("disclose_me", Value::UInt(1)),
+            "PUBLISH.Options.disclose_me must be a bool, got integer 1"
+        );
+        assert_eq!(
+            call("timeout", Value::Int(-5)),
+            "CALL.Options.timeout must be a non-negative integer, got integer -5"
+        );
+        assert_eq!(
+            call("timeout", Value::Float(2.5)),
+            "CALL.Options.timeout must be a non-negative integer, got float 2.5"
+        );
+        assert_eq!(
+            call("disclose_me", Value::Str("yes".into())),
+            "CALL.Options.disclose_me must be a bool, got string \"yes\""
+        );
+        assert_eq!(
+            call("receive_progress", Value::List(vec![])),
+            "CALL.Options.receive_progress must be a bool, got list of 0"
+        );
+    }
+
+    #[test]
+    fn shown_strings_are_clipped_and_escaped() {
+        let long = "x".repeat(1000);
+        let got = call("disclose_me", Value::Str(long));
+        assert!(
+            got.ends_with(&format!(
+                "got string \"{}...\" (1000 bytes)",
+                "x".repeat(SHOWN_CHARS)
+            )),
+            "{got}"
+        );
+        let got = call("disclose_me", Value::Str("a\nb\u{202e}".into()));
+        assert_eq!(
+            got,
+            "CALL.Options.disclose_me must be a bool, got string \"a\\u{a}b\\u{202e}\""
+        );
     }
 }

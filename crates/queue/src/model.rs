@@ -137,7 +137,8 @@ impl<'de> Deserialize<'de> for Priority {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
-    /// JSON text (the router stores `{"args": [...], "kwargs": {...}}` this way).
+    /// JSON text (router builds before MessagePack payloads stored
+    /// `{"args": [...], "kwargs": {...}}` this way; still read).
     #[default]
     Json,
     /// MessagePack.

@@ -1,6 +1,8 @@
 //! What a client announced in `HELLO.Details.roles.<role>.features`. The
 //! Dealer only sends a client the advanced messages (INTERRUPT, progressive
-//! INVOCATIONs, `receive_progress`) it said it understands.
+//! INVOCATIONs) it said it understands. (`receive_progress` is not among
+//! them: the caller's wish is passed to every callee, whether it announced
+//! `progressive_call_results` or not, as some clients never announce it.)
 
 use switchyard_proto::{Dict, Value};
 
@@ -9,8 +11,6 @@ use switchyard_proto::{Dict, Value};
 pub struct ClientFeatures {
     /// `callee.features.call_canceling`: the callee understands INTERRUPT.
     pub callee_call_canceling: bool,
-    /// `callee.features.progressive_call_results`.
-    pub callee_progressive_call_results: bool,
     /// `callee.features.progressive_call_invocations`.
     pub callee_progressive_call_invocations: bool,
     /// `caller.features.progressive_call_invocations`: the caller may send
@@ -38,7 +38,6 @@ impl ClientFeatures {
             |role: &str| feature(role, "call_canceling") || feature(role, "call_cancelling");
         ClientFeatures {
             callee_call_canceling: canceling("callee"),
-            callee_progressive_call_results: feature("callee", "progressive_call_results"),
             callee_progressive_call_invocations: feature("callee", "progressive_call_invocations")
                 && canceling("callee"),
             caller_progressive_call_invocations: feature("caller", "progressive_call_invocations"),

@@ -1,10 +1,15 @@
-//! Calls the router itself makes to procedures its clients registered (the
-//! dynamic authenticator and authorizer, the HTTP bridge's callers, queue
-//! workers). A router-owned session, never listed in the realm, sends CALLs
-//! through the ordinary Dealer; a task reads what the Dealer queues for it
-//! and completes the waiting callers. A failed call says who answered
-//! ([`CallFailure::unserved`]): the Dealer because no callee took the call,
-//! or a callee (whatever error URI it chose).
+//! Router-owned sessions: how the router itself calls procedures its
+//! clients registered, and serves procedures and receives events of its own.
+//! Used by the dynamic authenticator and authorizer, the HTTP bridge (its
+//! calls and publications, HTTP-backed callees, webhook subscribers) and the
+//! durable queues (the `switchyard.queue.*` procedures, calls to workers).
+//! Such a session, never listed in the realm, sends CALLs through the
+//! ordinary Dealer (so authorization applies to it as to a client); a task
+//! reads what the Dealer queues for it and completes the waiting callers, or
+//! hands INVOCATIONs and EVENTs to the owner's channel.
+//!
+//! A failed call says who answered ([`CallFailure::unserved`]): the Dealer
+//! because no callee took the call, or a callee (whatever error URI it chose).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

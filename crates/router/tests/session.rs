@@ -482,7 +482,6 @@ fn subscriptions_per_session_and_per_realm_are_limited() {
 }
 
 #[test]
-#[ignore = "bug: a session at max_subscriptions_per_session that SUBSCRIBEs again to a subscription it already holds gets switchyard.error.limit_exceeded instead of SUBSCRIBED with the existing id (connection.rs counts broker.session_subscriptions before looking the subscription up; the repeat would not add one)"]
 fn subscribing_again_at_the_limit_returns_the_existing_subscription() {
     let r = router_with(serde_json::json!({ "max_subscriptions_per_session": 1 }));
     let mut a = Client::join(&r, plain());
@@ -646,5 +645,53 @@ fn calls_in_flight_and_testaments_per_session_are_limited() {
     assert_eq!(
         testament(&mut caller),
         Err("switchyard.error.limit_exceeded".into())
+    );
+}
+
+/// Calls waiting for a busy callee end when their last callee unregisters;
+/// they must give their caller's in-flight slots back, or the caller stays
+/// at `max_calls_in_flight_per_session` for the rest of its session.
+#[test]
+fn waiting_calls_ended_by_an_unregister_free_the_callers_slots() {
+    let r = router_with(serde_json::json!({ "max_calls_in_flight_per_session": 2 }));
+    let mut callee = Client::join(&r, plain());
+    let reg = callee.register("com.busy", Dict::new().with("concurrency", 1u64));
+    let mut caller = Client::join(&r, plain());
+    caller.call("com.busy", Dict::new(), vec![]);
+    caller.call("com.busy", Dict::new(), vec![]); // waits: concurrency 1
+    assert!(caller.drain().is_empty(), "both calls are in flight");
+    assert_eq!(callee.drain().len(), 1, "one INVOCATION, one call waiting");
+    let unreg = callee.req();
+    callee.send(Message::Unregister {
+        request: unreg,
+        registration: reg,
+    });
+    let errors: Vec<String> = caller
+        .drain()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Error { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert!(!errors.is_empty(), "the waiting call ends with an ERROR");
+    // Whatever happened to the invoked call, a new callee must be reachable
+    // with both slots once the old calls are over.
+    callee.drain();
+    drop(callee);
+    let mut callee2 = Client::join(&r, plain());
+    callee2.register("com.busy2", Dict::new());
+    caller.drain();
+    caller.call("com.busy2", Dict::new(), vec![]);
+    caller.call("com.busy2", Dict::new(), vec![]);
+    let msgs = caller.drain();
+    assert!(
+        msgs.iter().all(|m| !matches!(m, Message::Error { error, .. } if error == "switchyard.error.limit_exceeded")),
+        "the caller's slots leaked: {msgs:?}"
+    );
+    assert_eq!(
+        callee2.drain().len(),
+        2,
+        "both new calls reached their callee"
     );
 }

@@ -947,12 +947,29 @@ mod tests {
         assert_eq!(errs[0].line, Some(3), "{errs:?}");
     }
 
+    /// PEM armour around DER bytes (rcgen is built without its `pem`
+    /// feature, which would add a second `base64` version).
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
     /// A self-signed certificate and its key, written to `dir`.
     fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, c.cert.pem()).expect("write cert");
-        std::fs::write(&key, c.signing_key.serialize_pem()).expect("write key");
+        std::fs::write(&cert, pem("CERTIFICATE", c.cert.der())).expect("write cert");
+        std::fs::write(&key, pem("PRIVATE KEY", &c.signing_key.serialize_der()))
+            .expect("write key");
         (cert, key)
     }
 
@@ -1055,5 +1072,79 @@ mod tests {
     fn example_config_is_valid() {
         let text = include_str!("../../../switchyard.example.toml");
         Config::parse(text).unwrap_or_else(|e| panic!("example config invalid: {e:?}"));
+    }
+
+    /// The commented-out settings of switchyard.example.toml are meant to be
+    /// uncommented: with every one of them uncommented, the file still
+    /// deserializes (every key exists, in the table it is shown in, with a
+    /// value of the right type). Validation is not run: the file names
+    /// certificate files and hashes that do not exist here.
+    #[test]
+    fn example_config_commented_keys_exist() {
+        let text = include_str!("../../../switchyard.example.toml");
+        let setting = |rest: &str| {
+            rest.starts_with('[')
+                || rest.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+        };
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if setting(rest) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            uncommented.contains("\n[[realm.queue]]\n"),
+            "nothing uncommented"
+        );
+        if let Err(e) = toml::from_str::<Config>(&uncommented) {
+            panic!("switchyard.example.toml, uncommented: {e}");
+        }
+    }
+
+    /// switchyard.example.toml presents its uncommented values as the
+    /// defaults: parsed, it must configure exactly what no file does.
+    #[test]
+    fn example_config_states_the_defaults() {
+        let text = include_str!("../../../switchyard.example.toml");
+        let example = Config::parse(text).unwrap_or_else(|e| panic!("example config: {e:?}"));
+        let default = Config::default();
+        let unspan = |l: &Limits| {
+            let mut l = l.clone();
+            l.max_message_size = Spanned::new(0..0, *l.max_message_size.get_ref());
+            l.outbound_queue = Spanned::new(0..0, *l.outbound_queue.get_ref());
+            format!("{l:?}")
+        };
+        assert_eq!(unspan(&example.limits), unspan(&default.limits));
+        // `level` unset means "info" (main.rs); the example spells it out.
+        assert_eq!(example.log.level.as_deref(), Some("info"));
+        let log = |l: &LogConfig| {
+            let mut l = format!("{l:?}");
+            l = l.replace("level: Some(\"info\")", "level: None");
+            l
+        };
+        assert_eq!(log(&example.log), log(&default.log));
+        assert_eq!(
+            format!("{:?}", example.runtime),
+            format!("{:?}", default.runtime)
+        );
+        assert_eq!(
+            format!("{:?}", example.storage),
+            format!("{:?}", default.storage)
+        );
+        assert_eq!(
+            format!("{:?}", example.realm_configs()),
+            format!("{:?}", default.realm_configs())
+        );
+        let listeners = |c: &Config| {
+            c.listeners
+                .iter()
+                .map(|l| l.get_ref().resolve().map(|r| format!("{r:?}")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listeners(&example), listeners(&default));
     }
 }

@@ -1,6 +1,6 @@
-//! The `switchyard` command: runs the router, or checks a configuration;
-//! `publish`, `call`, `subscribe`, `register` and `queue` are a WAMP client
-//! (src/cli/).
+//! The `switchyard` command: runs the router, checks a configuration
+//! (`check-config`) or hashes a secret for it (`hash-secret`); `publish`,
+//! `call`, `subscribe`, `register` and `queue` are a WAMP client (src/cli/).
 //!
 //! The router's options (`--config`, `--log-format`, `--log-level`,
 //! `--data-dir`: [`RouterArgs`]) belong to running the router only: they are

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::cli::{run, text, Background};
 use common::Router;
-use pki::{start_router, two_ports, Ca};
+use pki::{cert_pem, key_pem, start_router, two_ports, Ca};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value as Json};
 
@@ -56,8 +56,8 @@ fn self_signed(dir: &Path, name: &str, expired: bool) -> (PathBuf, PathBuf) {
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
     );
-    std::fs::write(&c, cert.pem()).expect("write cert");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    std::fs::write(&c, cert_pem(&cert)).expect("write cert");
+    std::fs::write(&k, key_pem(&key)).expect("write key");
     (c, k)
 }
 

@@ -93,6 +93,36 @@ fn protocol_violations_abort_with_a_reason_and_spare_others() {
 }
 
 #[test]
+fn option_type_errors_name_the_option_the_element_and_its_type() {
+    let r = Router::start("");
+    let m = violation(&r, true, br#"[16,1,{"exclude":[7,1.5]},"com.x"]"#);
+    assert_eq!(
+        m,
+        "malformed message: PUBLISH.Options.exclude must be a list of session ids, but element 1 is float 1.5"
+    );
+    let m = violation(&r, true, br#"[16,1,{"eligible_authrole":["a",3]},"com.x"]"#);
+    assert_eq!(
+        m,
+        "malformed message: PUBLISH.Options.eligible_authrole must be a list of strings, but element 1 is integer 3"
+    );
+    let m = violation(&r, true, br#"[48,1,{"timeout":-5},"com.x"]"#);
+    assert_eq!(
+        m,
+        "malformed message: CALL.Options.timeout must be a non-negative integer, got integer -5"
+    );
+    let long = "y".repeat(5000);
+    let frame = format!(r#"[48,1,{{"disclose_me":"{long}"}},"com.x"]"#);
+    let m = violation(&r, true, frame.as_bytes());
+    assert!(
+        m.starts_with(
+            "malformed message: CALL.Options.disclose_me must be a bool, got string \"yyyy"
+        ) && m.ends_with("...\" (5000 bytes)")
+            && m.len() < 200,
+        "{m}"
+    );
+}
+
+#[test]
 fn goodbye_is_answered_and_transport_can_be_reused() {
     let r = Router::start("");
     let mut c = Raw::connect(r.rs_port, Serializer::Cbor);
@@ -129,6 +159,23 @@ fn rawsocket_handshake_errors() {
     // A valid handshake announces our maximum: 1 MiB = 2^(9+11).
     let mut c = Raw::connect_handshake(r.rs_port, [0x7F, 0x22, 0, 0]);
     assert_eq!(c.read_exact(4).expect("reply"), vec![0x7F, 0xB2, 0, 0]);
+}
+
+/// The 25th length bit of a RawSocket frame header says "exactly 16 MiB"
+/// only with the other 24 length bits cleared (spec). The router read
+/// `08 00 00 01` as a 16 MiB frame and waited for it; the client refused it.
+/// One decoder (switchyard_proto::rawsocket) now refuses it on both sides.
+#[test]
+fn rawsocket_length_bit_25_with_other_length_bits_is_a_protocol_violation() {
+    use std::io::Write;
+    let r = Router::start("[limits]\nmax_message_size = 16777216\n");
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    c.stream.write_all(&[0x08, 0, 0, 1]).expect("send header");
+    let (reason, message) = abort_of(c.expect("ABORT"));
+    assert_eq!(reason, errors::PROTOCOL_VIOLATION);
+    assert!(message.contains("bit 25"), "{message}");
+    assert!(c.closed());
 }
 
 #[test]

@@ -11,18 +11,12 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import autobahn from 'autobahn';
+import { startPyChild } from './pychild.mjs';
 import { T, TEST_TIMEOUT, connector, disconnect, sleep, uniq, useRouter, withTimeout } from './helpers.mjs';
 
 const QUIET = 300; // how long to watch for something that must not happen (ms)
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const PY_DIR = path.join(HERE, '..', 'python');
-const VENV_PY = process.env.SWITCHYARD_INTEROP_PYTHON || path.join(HERE, '..', '.venv', 'bin', 'python');
 
 /**
  * Deferreds for Autobahn|JS with notify() (the ES6 deferred it builds itself has
@@ -86,58 +80,9 @@ run(main(*sys.argv[2:]), timeout=300)
 `;
 
 /** Starts the Python callee; resolves once it registered its procedures. */
-async function startPyCallee(base) {
-  assert.ok(fs.existsSync(VENV_PY), `no Python venv at ${VENV_PY}: run tests/interop/setup.sh first`);
+function startPyCallee(base) {
   const { wsUrl } = rt.router;
-  const port = new URL(wsUrl).port;
-  const child = spawn(VENV_PY, ['-c', PY_CALLEE, PY_DIR, wsUrl, port, base],
-    { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines = [];
-  let stderr = '';
-  let waiters = [];
-  let buf = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk) => {
-    buf += chunk;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i).trim());
-      buf = buf.slice(i + 1);
-    }
-    waiters = waiters.filter((w) => !w());
-  });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (c) => { stderr += c; });
-  const py = {
-    lines,
-    /** Resolves when stdout has a line equal to `line`. */
-    waitLine(line, ms = T) {
-      return withTimeout(new Promise((resolve) => {
-        const check = () => {
-          if (lines.includes(line)) { resolve(); return true; }
-          return false;
-        };
-        if (!check()) waiters.push(check);
-      }), ms, `python callee line "${line}" (stdout: ${JSON.stringify(lines)}, stderr: ${stderr.slice(-2000)})`);
-    },
-    async stop() {
-      try { child.stdin.end(); } catch { /* gone */ }
-      const exited = new Promise((r) => {
-        if (child.exitCode !== null || child.signalCode !== null) r();
-        else child.once('exit', r);
-      });
-      if (await Promise.race([exited.then(() => true), sleep(T).then(() => false)]) === false) {
-        child.kill('SIGKILL');
-      }
-    },
-  };
-  try {
-    await py.waitLine('READY', 15000);
-  } catch (e) {
-    await py.stop();
-    throw e;
-  }
-  return py;
+  return startPyChild(PY_CALLEE, [wsUrl, new URL(wsUrl).port, base]);
 }
 
 // ---------------------------------------------------------------------------

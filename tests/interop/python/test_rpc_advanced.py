@@ -664,6 +664,36 @@ def test_progressive_yields_raw(router, asked):
 # 6. progressive call invocations (raw clients)
 # ==========================================================================
 
+def test_progressive_call_invocation_killed(router):
+    """A progressive invocation canceled in mode kill: later chunks from the
+    caller go nowhere, progressive results are dropped, and the callee's
+    ERROR answering the INTERRUPT reaches the caller as wamp.error.canceled."""
+
+    async def main():
+        callee = await Peer.join(router, callee=PCI_CALLEE)
+        caller = await Peer.join(router, caller=PCI_CALLER)
+        try:
+            name = proc("pcikill")
+            await callee.register(name)
+            rid = caller.req()
+            await caller.call(name, ["chunk", 0], {"progress": True, "receive_progress": True}, rid=rid)
+            inv_id = (await callee.next(is_inv))[1]
+            await caller.send([CANCEL, rid, {"mode": "kill"}])
+            i = await callee.next(is_interrupt)
+            assert i[1] == inv_id and i[2].get("mode") == "kill", i
+            await caller.call(name, ["chunk", 1], {"progress": True}, rid=rid)
+            await callee.quiet(is_inv, "a chunk after the kill")
+            await callee.send([YIELD, inv_id, {"progress": True}, ["partial"]])
+            await caller.quiet(answers_call(rid), "a progressive result of a call being killed")
+            await callee.send([ERROR, INVOCATION, inv_id, {}, "com.example.stopped", ["bye"]])
+            r = await caller.next(answers_call(rid))
+            assert r[0] == ERROR and r[4] == "wamp.error.canceled" and r[5] == ["bye"], r
+        finally:
+            await close_peers(callee, caller)
+
+    run(main())
+
+
 def test_progressive_call_invocations(router):
     async def main():
         callee = await Peer.join(router, callee=PCI_CALLEE)
@@ -1028,7 +1058,9 @@ def test_cancel_kill(router, answer):
                 await callee.send([YIELD, inv, {}, ["finished anyway"]])
             r = await caller.next(answers_call(rid))
             if answer == "error":
-                assert r[0] == ERROR and r[4] == "com.example.interrupted" and r[5] == ["stopped"], r
+                # The caller canceled: wamp.error.canceled, whatever URI the
+                # callee answered with; its args ride along.
+                assert r[0] == ERROR and r[4] == "wamp.error.canceled" and r[5] == ["stopped"], r
             else:
                 assert r[0] == RESULT and r[3] == ["finished anyway"], r
             await caller.quiet(answers_call(rid), "second reply")
@@ -1038,9 +1070,66 @@ def test_cancel_kill(router, answer):
     run(main())
 
 
-def test_cancel_kill_autobahn_callee(router):
+def test_cancel_kill_then_timeout_is_canceled(router):
+    """A call canceled in mode kill whose timeout runs out before the callee
+    answers the INTERRUPT ends as the caller asked: wamp.error.canceled, and
+    the callee gets no second INTERRUPT."""
+
+    async def main():
+        callee = await Peer.join(router, callee=ALL_CALLEE)
+        caller = await Peer.join(router, caller=ALL_CALLER)
+        try:
+            name = proc("killto")
+            await callee.register(name)
+            rid = await caller.call(name, ["work"], {"timeout": 400})
+            inv = (await callee.next(is_inv))[1]
+            await caller.send([CANCEL, rid, {"mode": "kill"}])
+            i = await callee.next(is_interrupt)
+            assert i[1] == inv and i[2].get("mode") == "kill", i
+            r = await caller.next(answers_call(rid))
+            assert error_uri(r) == "wamp.error.canceled", r
+            await callee.quiet(is_interrupt, "a second INTERRUPT after the timeout")
+            await callee.send([ERROR, INVOCATION, inv, {}, "com.example.late"])
+            await caller.quiet(answers_call(rid), "second reply")
+        finally:
+            await close_peers(callee, caller)
+
+    run(main())
+
+
+def test_progressive_yields_from_a_callee_that_did_not_announce_them(router):
+    """A callee that does not announce progressive_call_results (wampy.js) is
+    asked for progress when its caller asked, and its progressive YIELDs are
+    forwarded to that caller."""
+
+    async def main():
+        callee = await Peer.join(router, callee={"call_canceling": True})
+        caller = await Peer.join(router, caller=ALL_CALLER)
+        try:
+            name = proc("noannounce")
+            await callee.register(name)
+            rid = await caller.call(name, [], {"receive_progress": True})
+            inv = await callee.next(is_inv)
+            assert inv[3].get("receive_progress") is True, inv
+            await callee.send([YIELD, inv[1], {"progress": True}, ["p1"]])
+            await callee.send([YIELD, inv[1], {}, ["done"]])
+            r1 = await caller.next(answers_call(rid))
+            assert r1[0] == RESULT and r1[2].get("progress") is True and r1[3] == ["p1"], r1
+            r2 = await caller.next(answers_call(rid))
+            assert r2[0] == RESULT and not r2[2].get("progress") and r2[3] == ["done"], r2
+        finally:
+            await close_peers(callee, caller)
+
+    run(main())
+
+
+@pytest.mark.parametrize("handler", ["reraise", "own_error"])
+def test_cancel_kill_autobahn_callee(router, handler):
     """mode kill with an Autobahn|Python callee: the INTERRUPT cancels the
-    handler, which answers with its own error; the caller gets that error."""
+    handler, and Autobahn|Python answers with an ERROR (wamp.error.runtime_error
+    when the handler lets the CancelledError through, or the handler's own
+    ApplicationError). The caller asked to cancel, so it gets
+    wamp.error.canceled (as from Crossbar.io), with the callee's args."""
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -1048,13 +1137,16 @@ def test_cancel_kill_autobahn_callee(router):
         caller = await Peer.join(router, caller=ALL_CALLER)
         try:
             name = proc("abkill")
-            invoked = loop.create_future()
+            invoked, cancelled = loop.create_future(), loop.create_future()
 
             async def slow():
                 invoked.set_result(True)
                 try:
                     await asyncio.sleep(30)
                 except asyncio.CancelledError:
+                    cancelled.set_result(True)
+                    if handler == "reraise":
+                        raise
                     raise ApplicationError("com.example.aborted", "interrupted by the router")
                 return "not interrupted"
 
@@ -1063,7 +1155,11 @@ def test_cancel_kill_autobahn_callee(router):
             await asyncio.wait_for(invoked, T)
             await caller.send([CANCEL, rid, {"mode": "kill"}])
             r = await caller.next(answers_call(rid))
-            assert r[0] == ERROR and r[4] == "com.example.aborted" and r[5] == ["interrupted by the router"], r
+            await asyncio.wait_for(cancelled, T)
+            assert r[0] == ERROR and r[4] == "wamp.error.canceled", r
+            if handler == "own_error":
+                assert r[5] == ["interrupted by the router"], r
+            await caller.quiet(answers_call(rid), "second reply")
         finally:
             await close_all(callee)
             await close_peers(caller)

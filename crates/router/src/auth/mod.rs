@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use ed25519_dalek::VerifyingKey;
+use switchyard_proto::auth::wampcra as cra;
 use switchyard_proto::{errors, Dict, Value};
 
 pub use config::{AuthConfig, AuthMethod, CraPrincipal, CryptosignPrincipal, TicketPrincipal};
@@ -359,25 +360,25 @@ impl Authenticator {
             authmethod: "wampcra".into(),
             authprovider: "static".into(),
         };
-        let challenge = serde_json::json!({
-            "authid": authid,
-            "authmethod": "wampcra",
-            "authprovider": "static",
-            "nonce": hex::encode(rand::random::<[u8; 16]>()),
-            "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            "session": session,
-        })
-        .to_string();
-        let mut extra = Dict::new().with("challenge", challenge.as_str());
+        let challenge = cra::challenge(
+            &authid,
+            "static",
+            &hex::encode(rand::random::<[u8; 16]>()),
+            &humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            session,
+        );
         let salt = match principal {
             Some(p) => p.salt.clone().map(|s| (s, p.iterations, p.keylen)),
             None => self.cra_decoy.salt(&authid),
         };
-        if let Some((salt, iterations, keylen)) = salt {
-            extra.insert("salt", salt);
-            extra.insert("keylen", u64::from(keylen));
-            extra.insert("iterations", u64::from(iterations));
-        }
+        let extra = cra::challenge_extra(
+            &challenge,
+            salt.map(|(salt, iterations, keylen)| cra::Salt {
+                salt,
+                iterations,
+                keylen,
+            }),
+        );
         let expected = match principal {
             Some(p) => wampcra::sign(&p.secret, &challenge),
             None => self.cra_decoy.expected(&challenge),

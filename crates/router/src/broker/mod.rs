@@ -454,6 +454,25 @@ impl Broker {
         (n >= max && st.index.get(topic, policy).is_none()).then_some(n)
     }
 
+    /// `Some(n)` when `session` already holds `n >= max` subscriptions and
+    /// subscribing to `topic` would add one (subscribing again to a
+    /// subscription it holds adds none, and is answered with its id).
+    pub fn session_subscription_over(
+        &self,
+        session: u64,
+        topic: &str,
+        policy: MatchPolicy,
+        max: usize,
+    ) -> Option<usize> {
+        let st = self.state.read();
+        let held = st.by_session.get(&session)?;
+        if held.len() < max {
+            return None;
+        }
+        let existing = st.index.get(topic, policy).copied();
+        (!existing.is_some_and(|id| held.contains(&id))).then_some(held.len())
+    }
+
     /// Subscriptions `session` holds.
     pub fn session_subscriptions(&self, session: u64) -> usize {
         self.state

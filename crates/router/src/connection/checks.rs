@@ -212,7 +212,12 @@ pub(super) fn subscription_limits(
     policy: MatchPolicy,
 ) -> Result<(), OpError> {
     let max = realm.config.max_subscriptions_per_session;
-    if max > 0 && realm.broker.session_subscriptions(s.id) >= max {
+    if max > 0
+        && realm
+            .broker
+            .session_subscription_over(s.id, topic, policy, max)
+            .is_some()
+    {
         Metrics::inc(&realm.metrics.subscription_limit);
         tracing::info!(session = s.id, max, "SUBSCRIBE refused: subscription limit");
         return Err((

@@ -241,6 +241,16 @@ fn interrupt_of(target: &Target, mode: &'static str, reason: &'static str) -> Op
     }
 }
 
+fn call_error(request: u64, error: String, payload: Payload) -> Message {
+    Message::Error {
+        request_type: code::CALL,
+        request,
+        details: Dict::new(),
+        error,
+        payload,
+    }
+}
+
 fn error_reply(caller: &Arc<Session>, request: u64, (uri, message): OpError) -> Out {
     Out::Reply {
         caller: caller.clone(),
@@ -276,6 +286,18 @@ fn unserved_reply(caller: &Arc<Session>, request: u64, e: OpError) -> Out {
 /// answered, not the error URI, tells the two apart: a callee may answer
 /// `wamp.error.no_such_procedure` too.
 pub const UNSERVED: &str = "switchyard_unserved";
+
+/// How a call ends: [`State::end`] turns it into the caller's reply.
+enum End {
+    /// The callee's final YIELD.
+    Result(Payload),
+    /// The callee's ERROR answering the INVOCATION.
+    CalleeError { error: String, payload: Payload },
+    /// The Dealer ends the call (cancel, timeout, callee gone, ...).
+    Router(OpError),
+    /// The Dealer ends a call no callee took (see [`UNSERVED`]).
+    Unserved(OpError),
+}
 
 /// Receives registration meta events, in the order the Dealer's state
 /// changed (it is called with the Dealer's lock held, so it must not call
@@ -513,13 +535,19 @@ impl Dealer {
                 let Some(call) = st.calls.get(&cid) else {
                     return Answer::Unknown;
                 };
-                let forwards = matches!(&call.target, Target::Invoked { details, .. }
-                    if details.get_bool("receive_progress") == Some(true));
-                if call.killing || !forwards {
+                // The caller's CALL.Options.receive_progress alone decides:
+                // a callee may send progressive YIELDs without announcing
+                // progressive_call_results (wampy.js never announces it).
+                if !call.receive_progress || call.killing {
                     tracing::debug!(
                         session = callee.id,
                         invocation,
-                        "progressive YIELD dropped: the caller did not ask for progress, or the call is being canceled"
+                        "progressive YIELD dropped: {}",
+                        if call.killing {
+                            "the caller canceled the call (mode kill)"
+                        } else {
+                            "the caller did not ask for progress (CALL.Options.receive_progress)"
+                        }
                     );
                     return Answer::Delivered;
                 }
@@ -540,20 +568,11 @@ impl Dealer {
                     },
                     unserved: false,
                 });
-            } else {
-                let Some(call) = st.finish(cid, &self.inner.config, &mut out) else {
-                    return Answer::Unknown;
-                };
-                out.push(Out::Reply {
-                    request: call.request,
-                    msg: Message::Result {
-                        request: call.request,
-                        details: Dict::new(),
-                        payload,
-                    },
-                    caller: call.caller,
-                    unserved: false,
-                });
+            } else if st
+                .end(cid, &self.inner.config, &mut out, End::Result(payload))
+                .is_none()
+            {
+                return Answer::Unknown;
             }
         }
         self.inner.flush(out);
@@ -575,21 +594,10 @@ impl Dealer {
             let Some(&cid) = st.by_invocation.get(&(callee.id, invocation)) else {
                 return Answer::Unknown;
             };
-            let Some(call) = st.finish(cid, &self.inner.config, &mut out) else {
+            let end = End::CalleeError { error, payload };
+            if st.end(cid, &self.inner.config, &mut out, end).is_none() {
                 return Answer::Unknown;
-            };
-            out.push(Out::Reply {
-                request: call.request,
-                msg: Message::Error {
-                    request_type: code::CALL,
-                    request: call.request,
-                    details: Dict::new(),
-                    error,
-                    payload,
-                },
-                caller: call.caller,
-                unserved: false,
-            });
+            }
         }
         self.inner.flush(out);
         Answer::Delivered
@@ -625,15 +633,12 @@ impl Dealer {
                     call.killing = true;
                     out.extend(interrupt_of(&call.target, "kill", errors::CANCELED));
                 }
-            } else if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
-                out.push(error_reply(
-                    &call.caller,
-                    call.request,
-                    (
-                        errors::CANCELED,
-                        format!("call to \"{}\" canceled by the caller", call.procedure),
-                    ),
-                ));
+            } else {
+                let message = format!("call to \"{}\" canceled by the caller", call.procedure);
+                let end = End::Router((errors::CANCELED, message));
+                let Some(call) = st.end(cid, &self.inner.config, &mut out, end) else {
+                    return;
+                };
                 if mode == "killnowait" {
                     out.extend(interrupt_of(&call.target, "killnowait", errors::CANCELED));
                 }
@@ -674,16 +679,12 @@ impl Dealer {
             };
             let session = session.id;
             for cid in served {
-                if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
-                    out.push(error_reply(
-                        &call.caller,
-                        call.request,
-                        (
-                            errors::CANCELED,
-                            format!("callee left: session {session} serving \"{}\" disconnected before answering", call.procedure),
-                        ),
-                    ));
-                }
+                let Some(procedure) = st.calls.get(&cid).map(|c| c.procedure.clone()) else {
+                    continue;
+                };
+                let message = format!("callee left: session {session} serving \"{procedure}\" disconnected before answering");
+                let end = End::Router((errors::CANCELED, message));
+                st.end(cid, &self.inner.config, &mut out, end);
             }
             for cid in made {
                 if let Some(call) = st.finish(cid, &self.inner.config, &mut out) {
@@ -1006,6 +1007,14 @@ impl State {
                 "CALL reuses request id {request} of a call still in progress"
             ));
         }
+        if call.killing {
+            // The caller canceled (mode kill) and waits for the callee's
+            // answer to the INTERRUPT: its later chunks go nowhere.
+            if !progress {
+                call.streaming = false;
+            }
+            return CallOutcome::Discarded;
+        }
         let Target::Invoked {
             callee,
             invocation,
@@ -1056,7 +1065,9 @@ impl State {
         if reg.policy != MatchPolicy::Exact {
             details.insert("procedure", &*call.procedure);
         }
-        if call.receive_progress && callee.features.callee_progressive_call_results {
+        // Whether the callee announced progressive_call_results or not (not
+        // every client does, yet they send progressive YIELDs when asked).
+        if call.receive_progress {
             details.insert("receive_progress", true);
         }
         let disclose = match config.disclose_caller {
@@ -1118,6 +1129,63 @@ impl State {
                 out.push(o);
             }
         }
+    }
+
+    /// The one exit of a call that answers its caller: ends it (see
+    /// [`State::finish`]) and queues the caller's RESULT or ERROR for `how`.
+    /// This is where canceling decides the answer, for every path alike: a
+    /// call the caller canceled in mode `kill` that ends other than with a
+    /// RESULT (the callee's ERROR, whatever its URI, a timeout, the callee
+    /// leaving) is answered `wamp.error.canceled`, carrying the callee's
+    /// args and kwargs if it sent any; a RESULT that wins the race is
+    /// delivered (spec "Call Canceling").
+    fn end(&mut self, cid: u64, config: &DealerConfig, out: &mut Outbox, how: End) -> Option<Call> {
+        let call = self.finish(cid, config, out)?;
+        let request = call.request;
+        let unserved = matches!(how, End::Unserved(_)) && !call.killing;
+        let msg = match how {
+            End::Result(payload) => Message::Result {
+                request,
+                details: Dict::new(),
+                payload,
+            },
+            End::CalleeError { error, payload } if call.killing => {
+                tracing::debug!(
+                    session = call.caller.id,
+                    request,
+                    error = %crate::logsafe::Clip(&error),
+                    "the callee answered the INTERRUPT of a canceled call (mode kill): the caller gets wamp.error.canceled"
+                );
+                let payload = if payload.args.is_none() && payload.kwargs.is_none() {
+                    Payload::message(format!(
+                        "call to \"{}\" canceled by the caller",
+                        call.procedure
+                    ))
+                } else {
+                    payload
+                };
+                call_error(request, errors::CANCELED.to_string(), payload)
+            }
+            End::CalleeError { error, payload } => call_error(request, error, payload),
+            End::Router((_, message)) | End::Unserved((_, message)) if call.killing => call_error(
+                request,
+                errors::CANCELED.to_string(),
+                Payload::message(format!(
+                    "call to \"{}\" canceled by the caller ({message})",
+                    call.procedure
+                )),
+            ),
+            End::Router((uri, message)) | End::Unserved((uri, message)) => {
+                call_error(request, uri.to_string(), Payload::message(message))
+            }
+        };
+        out.push(Out::Reply {
+            caller: call.caller.clone(),
+            request,
+            msg,
+            unserved,
+        });
+        Some(call)
     }
 
     /// Ends a call: removes it and every index entry it had, frees its
@@ -1197,6 +1265,7 @@ impl State {
                 }
                 self.by_request.remove(&(call.caller.id, call.request));
                 call.caller.call_ended();
+                call.caller.caller_call_ended();
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
@@ -1284,10 +1353,8 @@ impl Inner {
                 });
                 if let Err(e) = delivered {
                     let mut st = self.state.lock();
-                    if let Some(ended) = st.finish(call, &self.config, again) {
-                        // The callee never got the call.
-                        again.push(unserved_reply(&ended.caller, ended.request, e));
-                    }
+                    // The callee never got the call.
+                    st.end(call, &self.config, again, End::Unserved(e));
                 }
             }
             Out::Interrupt {
@@ -1322,9 +1389,6 @@ impl Expire for Inner {
                     continue;
                 };
                 call.deadline = None;
-                let Some(call) = st.finish(cid, &self.config, &mut out) else {
-                    continue;
-                };
                 let ms = call.timeout.map(|t| t.as_millis()).unwrap_or(0);
                 let message = match &call.target {
                     Target::Queued { .. } => format!(
@@ -1336,12 +1400,14 @@ impl Expire for Inner {
                         call.procedure
                     ),
                 };
-                out.push(error_reply(
-                    &call.caller,
-                    call.request,
-                    (errors::TIMEOUT, message),
-                ));
-                out.extend(interrupt_of(&call.target, "killnowait", errors::TIMEOUT));
+                let end = End::Router((errors::TIMEOUT, message));
+                let Some(call) = st.end(cid, &self.config, &mut out, end) else {
+                    continue;
+                };
+                // A call being killed already got its INTERRUPT.
+                if !call.killing {
+                    out.extend(interrupt_of(&call.target, "killnowait", errors::TIMEOUT));
+                }
             }
             st.deadlines.first().map(|(at, _)| *at)
         };

@@ -97,7 +97,8 @@ impl RegisterOptions {
                 return Err((
                     errors::INVALID_ARGUMENT,
                     format!(
-                        "REGISTER.Options.concurrency must be a positive integer, got {other:?}"
+                        "REGISTER.Options.concurrency must be a positive integer (at most 2^32-1), got {}",
+                        switchyard_proto::shown_value(other)
                     ),
                 ))
             }

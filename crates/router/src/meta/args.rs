@@ -76,11 +76,13 @@ impl Args {
             None => Ok(None),
             Some(Value::List(l)) => l
                 .iter()
-                .map(|v| {
+                .enumerate()
+                .map(|(n, v)| {
                     v.as_str().ok_or_else(|| {
                         invalid(format!(
-                            "argument {} ({name}) must be a list of strings",
-                            i + 1
+                            "argument {} ({name}) must be a list of strings, but element {n} is {}",
+                            i + 1,
+                            switchyard_proto::shown_value(v)
                         ))
                     })
                 })

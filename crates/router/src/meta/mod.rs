@@ -1,5 +1,6 @@
 //! The WAMP meta API: procedures the router itself implements in every realm
-//! (`wamp.registration.*`, `wamp.session.*`). Meta events are published by
+//! (`wamp.registration.*`, `wamp.subscription.*` with `get_events`,
+//! `wamp.session.*` with the testaments). Meta events are published by
 //! [`crate::realm::Realm`].
 
 mod args;

@@ -1,5 +1,5 @@
 //! The client commands of the `switchyard` binary: `publish`, `call`,
-//! `subscribe` and `register` (docs/CLI.md). They connect to a router as an
+//! `subscribe`, `register` and `queue` (docs/CLI.md). They connect to a router as an
 //! ordinary WAMP client ([`switchyard_client`]) over WebSocket or RawSocket,
 //! with the common options of [`connect::ConnectArgs`].
 //!

@@ -10,7 +10,8 @@
 //!   worker's call;
 //! - `bindings.rs`: topic bindings, a publish hook that turns publications
 //!   into jobs (the publisher's PUBLISHED follows their commit);
-//! - `payload.rs`: the job payload (`{"args", "kwargs"}` as JSON);
+//! - `payload.rs`: the job payload (`args` and `kwargs` as MessagePack; stores
+//!   written before store format 2 hold JSON `{"args", "kwargs"}`, still read);
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
 
 mod access;

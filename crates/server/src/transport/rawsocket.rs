@@ -1,12 +1,16 @@
-//! WAMP over RawSocket (spec: advanced/transport_rawsocket.md): a 4-octet
-//! handshake that negotiates the serializer and maximum message lengths,
-//! then frames with a 4-octet header (type and 24-bit length).
+//! WAMP over RawSocket (spec: advanced/transport_rawsocket.md), the
+//! router's side: one connection's handshake, reader and writer. The wire
+//! format itself (handshake octets, error codes, frame headers, the length
+//! exponent) is [`switchyard_proto::rawsocket`], shared with the client;
+//! this file owns what a router adds: timeouts, limits that depend on the
+//! session state, PONG bookkeeping, keepalive PINGs, batched vectored
+//! writes and the lingering close.
 
 use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use switchyard_proto::Serializer;
+use switchyard_proto::rawsocket::{self, ClientHandshakeError, FrameKind};
 use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -15,31 +19,6 @@ use super::{
     finish_writer, hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings,
     MAX_BATCH_BYTES, MAX_BATCH_FRAMES,
 };
-
-const MAGIC: u8 = 0x7F;
-const ERR_SERIALIZER_UNSUPPORTED: u8 = 1;
-const ERR_RESERVED_BITS: u8 = 3;
-
-const FRAME_MESSAGE: u8 = 0;
-const FRAME_PING: u8 = 1;
-const FRAME_PONG: u8 = 2;
-
-/// The LENGTH exponent we announce: the largest 2^(9+L) not above `max`.
-pub fn length_exponent(max: usize) -> u8 {
-    let mut l = 0u8;
-    while l < 15 && (1usize << (9 + l + 1)) <= max {
-        l += 1;
-    }
-    l
-}
-
-fn header(kind: u8, len: usize) -> [u8; 4] {
-    if len == 1 << 24 {
-        [0x08 | kind, 0, 0, 0]
-    } else {
-        [kind, (len >> 16) as u8, (len >> 8) as u8, len as u8]
-    }
-}
 
 /// Serves one RawSocket connection until it closes.
 pub async fn serve<R, W>(
@@ -67,29 +46,30 @@ pub async fn serve<R, W>(
             return;
         }
     }
-    if hs[0] != MAGIC {
-        tracing::info!(peer = %label, "not a RawSocket handshake (first octet 0x{:02x}, expected 0x7f): closing", hs[0]);
-        return;
-    }
-    let refuse = |code: u8| [MAGIC, code << 4, 0, 0];
-    if hs[2] != 0 || hs[3] != 0 {
-        tracing::info!(peer = %label, "rawsocket handshake uses reserved bits: refused");
-        let _ = writer.write_all(&refuse(ERR_RESERVED_BITS)).await;
-        return;
-    }
-    let ser_id = hs[1] & 0x0F;
-    let Some(serializer) = Serializer::from_rawsocket_id(ser_id) else {
-        tracing::info!(peer = %label, ser_id, "rawsocket serializer unsupported: refused");
-        let _ = writer.write_all(&refuse(ERR_SERIALIZER_UNSUPPORTED)).await;
-        return;
+    let (serializer, client_max) = match rawsocket::parse_client_handshake(hs) {
+        Ok(h) => (h.serializer, h.max_len),
+        Err(e) => {
+            match e {
+                ClientHandshakeError::NotRawSocket { first } => {
+                    tracing::info!(peer = %label, "not a RawSocket handshake (first octet 0x{first:02x}, expected 0x7f): closing");
+                }
+                ClientHandshakeError::ReservedBits => {
+                    tracing::info!(peer = %label, "rawsocket handshake uses reserved bits: refused");
+                }
+                ClientHandshakeError::SerializerUnsupported { id } => {
+                    tracing::info!(peer = %label, ser_id = id, "rawsocket serializer unsupported: refused");
+                }
+            }
+            if let Some(code) = e.code() {
+                let _ = writer.write_all(&rawsocket::refusal(code)).await;
+            }
+            return;
+        }
     };
-    let client_max = 1usize << (9 + (hs[1] >> 4));
-    let reply = [
-        MAGIC,
-        (length_exponent(settings.max_message_size) << 4) | ser_id,
-        0,
-        0,
-    ];
+    let reply = rawsocket::accept(
+        serializer,
+        rawsocket::length_exponent(settings.max_message_size),
+    );
     if writer.write_all(&reply).await.is_err() {
         return;
     }
@@ -212,15 +192,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         // Route every complete frame already buffered.
         while buf.len() >= 4 {
-            let hdr = [buf[0], buf[1], buf[2], buf[3]];
-            if hdr[0] & 0xF0 != 0 {
-                return conn.protocol_violation("RawSocket frame header has reserved bits set");
-            }
-            let kind = hdr[0] & 0x07;
-            let len = if hdr[0] & 0x08 != 0 {
-                1usize << 24
-            } else {
-                ((hdr[1] as usize) << 16) | ((hdr[2] as usize) << 8) | hdr[3] as usize
+            let (kind, len) = match rawsocket::decode_header([buf[0], buf[1], buf[2], buf[3]]) {
+                Ok(h) => (h.kind, h.len),
+                Err(rawsocket::FrameHeaderError::ReservedBits(_)) => {
+                    return conn.protocol_violation("RawSocket frame header has reserved bits set");
+                }
+                Err(e) => return conn.protocol_violation(&e.to_string()),
             };
             // Checked on the header, before the frame is buffered.
             let limit = conn.frame_limit(settings.max_message_size);
@@ -240,7 +217,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let mut frame = buf.split_to(4 + len);
             let payload = frame.split_off(4).freeze();
             match kind {
-                FRAME_MESSAGE => {
+                FrameKind::Message => {
                     let mut flow = conn.handle_frame(&payload);
                     if flow == Flow::Suspend {
                         flow = conn.resume().await;
@@ -249,7 +226,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         return Flow::Close;
                     }
                 }
-                FRAME_PING => {
+                FrameKind::Ping => {
                     // A copy: the PONG must not pin the read buffer.
                     let payload = Bytes::copy_from_slice(&payload);
                     if !pong.put(payload, settings.max_pending_pong_bytes) {
@@ -259,8 +236,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         ));
                     }
                 }
-                FRAME_PONG => {}
-                other => {
+                FrameKind::Pong => {}
+                FrameKind::Reserved(other) => {
                     return conn
                         .protocol_violation(&format!("unknown RawSocket frame type {other}"));
                 }
@@ -310,7 +287,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     let mut timer = ping_timer(&settings);
     // Grows to the largest batch seen; not pre-sized, so idle connections stay small.
-    let mut batch: Vec<([u8; 4], Bytes)> = Vec::new();
+    let mut batch: Vec<Frame> = Vec::new();
     let mut ping_seq: u32 = 0;
     loop {
         let mut close = false;
@@ -319,11 +296,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = peer.killed().cancelled() => break,
             _ = pong.notify.notified() => {
                 for p in pong.take_all() {
-                    batch.push((header(FRAME_PONG, p.len()), p));
+                    batch.push(Frame::new(FrameKind::Pong, p));
                 }
             }
             item = rx.recv() => match item {
-                Some(Outgoing::Frame(f)) => batch.push((header(FRAME_MESSAGE, f.len()), f)),
+                Some(Outgoing::Frame(f)) => batch.push(Frame::new(FrameKind::Message, f)),
                 Some(Outgoing::Close) | None => close = true,
             },
             _ = tick(&mut timer) => {
@@ -333,16 +310,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 ping_seq = ping_seq.wrapping_add(1);
                 let p = Bytes::copy_from_slice(&ping_seq.to_be_bytes());
-                batch.push((header(FRAME_PING, p.len()), p));
+                batch.push(Frame::new(FrameKind::Ping, p));
             }
         }
         if !close {
-            let mut bytes: usize = batch.iter().map(|(_, b)| b.len()).sum();
+            let mut bytes: usize = batch.iter().map(|f| f.payload.len()).sum();
             while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(Outgoing::Frame(f)) => {
                         bytes += f.len();
-                        batch.push((header(FRAME_MESSAGE, f.len()), f));
+                        batch.push(Frame::new(FrameKind::Message, f));
                     }
                     Ok(Outgoing::Close) => {
                         close = true;
@@ -359,8 +336,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             let pongs: usize = batch
                 .iter()
-                .filter(|(h, _)| h[0] & 0x07 == FRAME_PONG)
-                .map(|(_, b)| b.len())
+                .filter(|f| f.kind == FrameKind::Pong)
+                .map(|f| f.payload.len())
                 .sum();
             if pongs > 0 {
                 pong.written(pongs);
@@ -376,16 +353,47 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
+/// A frame of a write batch, its header encoded when it is queued.
+struct Frame {
+    kind: FrameKind,
+    /// `None` if the payload is longer than RawSocket can carry. Every frame
+    /// is bounded before it gets here (a message by the client's announced
+    /// maximum, a PONG by `max_message_size`, both at most 2^24 octets, the
+    /// RawSocket maximum), so this does not happen; if it did, the write
+    /// fails rather than send a wrong header.
+    header: Option<[u8; 4]>,
+    payload: Bytes,
+}
+
+impl Frame {
+    fn new(kind: FrameKind, payload: Bytes) -> Self {
+        Frame {
+            kind,
+            header: rawsocket::encode_header(kind, payload.len()),
+            payload,
+        }
+    }
+}
+
 /// Writes header+payload pairs with vectored writes.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    batch: &[([u8; 4], Bytes)],
+    batch: &[Frame],
 ) -> std::io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
-    for (h, b) in batch {
+    for f in batch {
+        let Some(h) = &f.header else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a frame of {} octets is longer than RawSocket can carry",
+                    f.payload.len()
+                ),
+            ));
+        };
         slices.push(IoSlice::new(h));
-        if !b.is_empty() {
-            slices.push(IoSlice::new(b));
+        if !f.payload.is_empty() {
+            slices.push(IoSlice::new(&f.payload));
         }
     }
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
@@ -397,25 +405,4 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         IoSlice::advance_slices(&mut rest, n);
     }
     writer.flush().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn length_exponents() {
-        assert_eq!(length_exponent(512), 0);
-        assert_eq!(length_exponent(1023), 0);
-        assert_eq!(length_exponent(1024), 1);
-        assert_eq!(length_exponent(1 << 20), 11);
-        assert_eq!(length_exponent(1 << 24), 15);
-    }
-
-    #[test]
-    fn frame_headers() {
-        assert_eq!(header(FRAME_MESSAGE, 0x010203), [0, 1, 2, 3]);
-        assert_eq!(header(FRAME_PING, 4), [1, 0, 0, 4]);
-        assert_eq!(header(FRAME_MESSAGE, 1 << 24), [0x08, 0, 0, 0]);
-    }
 }

@@ -3,11 +3,11 @@
 //!
 //! The certificate has already been verified by rustls (webpki) against the
 //! listener's client CA when we look at it, so it is well-formed DER. The
-//! subject is read with the client crate's small DER reader
-//! ([`switchyard_client::der`], shared with its `wss://` verifier); malformed
-//! input yields `None`, never a panic.
+//! subject is read with the small DER reader of `switchyard-x509` (shared
+//! with the client's `wss://` verifier); malformed input yields `None`,
+//! never a panic.
 
-use switchyard_client::der::{element, subject, tlv};
+use switchyard_x509::{element, subject, tlv};
 
 /// SHA-256 of the DER bytes, lowercase hex.
 pub fn fingerprint(der: &[u8]) -> String {

@@ -25,6 +25,32 @@ use tokio_rustls::client::TlsStream;
 
 use crate::common::{free_port, hello, Router};
 
+/// PEM armour around DER bytes (RFC 7468), written here rather than by
+/// rcgen's `pem` feature, which would build a second `base64` version.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// A certificate as PEM.
+pub fn cert_pem(cert: &rcgen::Certificate) -> String {
+    pem("CERTIFICATE", cert.der())
+}
+
+/// A private key as PKCS#8 PEM.
+pub fn key_pem(key: &KeyPair) -> String {
+    pem("PRIVATE KEY", &key.serialize_der())
+}
+
 /// A CA that signs server and client certificates.
 pub struct Ca {
     pub cert_pem: String,
@@ -79,7 +105,7 @@ impl Ca {
         let key = KeyPair::generate().expect("ca key");
         let cert = params.self_signed(&key).expect("ca cert");
         Ca {
-            cert_pem: cert.pem(),
+            cert_pem: cert_pem(&cert),
             der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         }
@@ -114,8 +140,8 @@ impl Ca {
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            cert_pem: cert_pem(&cert),
+            key_pem: key_pem(&key),
             der: cert.der().clone(),
             key_der: key.serialize_der(),
         }

@@ -4,6 +4,11 @@
 //! the client's `wss://` verifier (validity dates) and the router's client-
 //! certificate authentication (subject common name). Every read is checked:
 //! malformed input yields `None`, never a panic.
+//!
+//! Why a crate of its own: both TLS sides read certificates, and neither
+//! should depend on the other for it (the server used to import this from
+//! the client crate). It is not WAMP, so it is not `switchyard-proto`'s.
+//! `switchyard_client::der` re-exports it under its old name.
 
 /// One DER element: (tag, content, rest).
 pub fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
