@@ -1,21 +1,13 @@
-//! The `switchyard` command: runs the router, or checks a configuration;
-//! `publish`, `call`, `subscribe` and `register` are a WAMP client (src/cli/).
-
-mod bridge;
-mod cli;
-mod config;
-mod data_dir;
-mod logging;
-mod outbound;
-mod queues;
-mod server;
-mod transport;
+//! The `switchyard` command: parses the command line, sets up logging and
+//! hands over to the library: the router ([`switchyard::commands`]) or the
+//! WAMP client commands ([`switchyard::cli`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use config::{Config, LogFormat};
+use switchyard::config::{Config, LogFormat};
+use switchyard::{cli, commands, logging};
 
 /// Switchyard: a WAMP v2 router (PubSub and routed RPC) over WebSocket and
 /// RawSocket, with JSON, MessagePack and CBOR.
@@ -86,47 +78,6 @@ enum Command {
     Queue(Box<cli::queue::QueueArgs>),
 }
 
-/// `switchyard hash-secret`.
-fn hash_secret(method: &str, salt: Option<&str>, iterations: u32, keylen: u32) -> ExitCode {
-    use switchyard_router::auth::{ticket, wampcra};
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!("secret (end with Enter):");
-    }
-    let mut line = String::new();
-    if let Err(e) = std::io::stdin().read_line(&mut line) {
-        eprintln!("cannot read the secret from standard input: {e}");
-        return ExitCode::FAILURE;
-    }
-    let secret = line.trim_end_matches(['\r', '\n']);
-    if secret.is_empty() {
-        eprintln!("empty secret: give it on standard input, e.g. `switchyard hash-secret < file`");
-        return ExitCode::FAILURE;
-    }
-    let out = match (method, salt) {
-        ("ticket", None) => ticket::hash_secret(secret),
-        ("ticket", Some(_)) => Err("--salt only applies to --method wampcra".into()),
-        ("wampcra", Some(salt)) if iterations > 0 && keylen > 0 => {
-            Ok(wampcra::derive_key(secret, salt, iterations, keylen))
-        }
-        ("wampcra", Some(_)) => Err("--iterations and --keylen must be positive".into()),
-        ("wampcra", None) => Err(
-            "--method wampcra needs --salt (without a salt, the config stores the secret itself)"
-                .into(),
-        ),
-        (other, _) => Err(format!("unknown method \"{other}\" (ticket or wampcra)")),
-    };
-    match out {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -144,19 +95,10 @@ fn main() -> ExitCode {
         keylen,
     }) = &cli.command
     {
-        return hash_secret(method, salt.as_deref(), *iterations, *keylen);
+        return commands::hash_secret(method, salt.as_deref(), *iterations, *keylen);
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::load(file) {
-            Ok(_) => {
-                println!("{}: configuration is valid", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+        return commands::check_config(file);
     }
     let mut config = match &cli.config {
         Some(path) => match Config::load(path) {
@@ -178,23 +120,5 @@ fn main() -> ExitCode {
         .or_else(|| config.log.level.clone())
         .unwrap_or_else(|| "info".into());
     logging::init(format, &level, &config.log);
-
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    commands::run(config)
 }

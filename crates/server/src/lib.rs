@@ -1,0 +1,42 @@
+//! The router side of the `switchyard` binary, as a library: everything
+//! around the router core (`switchyard-router`) that turns it into a server
+//! you run: sockets, configuration, the HTTP bridge, the durable queues'
+//! WAMP service and the log pipeline. `main.rs` only parses the command
+//! line, sets up logging and calls [`commands`].
+//!
+//! The modules, in the order a connection or a job meets them:
+//!
+//! - [`config`]: the TOML configuration file, checked with line-numbered
+//!   errors (`switchyard check-config`); everything else reads it.
+//! - `logging`: the log pipeline (control characters escaped, lines capped,
+//!   a rate limit per call site), because log lines carry client values.
+//! - `server`: starts the listeners, accepts connections and shuts down on a
+//!   signal; the one place that wires the modules below together.
+//! - `transport`: WebSocket and RawSocket (TCP, Unix, TLS) framing, origin
+//!   checks and per-address connection limits; it feeds frames to a router
+//!   `Connection` so that the router core never sees a socket.
+//! - `bridge`: the HTTP bridge (Crossbar-compatible `/publish` and `/call`,
+//!   webhooks, `POST /queues/{name}/jobs`, HTTP subscribers and callees), for
+//!   backends that cannot hold a WebSocket.
+//! - `queues`: the WAMP and HTTP face of the queue engine
+//!   (`switchyard-queue`): the `switchyard.queue.*` procedures, dispatch to
+//!   workers and HTTP targets, topic bindings.
+//! - `outbound`: the HTTP client for destinations a client chose (allow-list,
+//!   addresses checked at connect time), because such requests are an SSRF
+//!   risk.
+//! - `data_dir`: the private data directory and store files.
+//! - [`commands`]: what the router-side subcommands do (`run`,
+//!   `check-config`, `hash-secret`).
+//! - [`cli`]: the client subcommands (`publish`, `call`, `subscribe`,
+//!   `register`, `queue`): a WAMP client, which the router side never uses.
+
+mod bridge;
+pub mod cli;
+pub mod commands;
+pub mod config;
+mod data_dir;
+pub mod logging;
+mod outbound;
+mod queues;
+mod server;
+mod transport;
