@@ -18,6 +18,9 @@
 //! - `bridge`: the HTTP bridge (Crossbar-compatible `/publish` and `/call`,
 //!   webhooks, `POST /queues/{name}/jobs`, HTTP subscribers and callees), for
 //!   backends that cannot hold a WebSocket.
+//! - `signing`: every request signature the server makes or checks (bridge
+//!   requests, webhooks, HTTP subscribers, queue HTTP targets) and the replay
+//!   cache, in one place so the schemes cannot drift apart.
 //! - `queues`: the WAMP and HTTP face of the queue engine
 //!   (`switchyard-queue`): the `switchyard.queue.*` procedures, dispatch to
 //!   workers and HTTP targets, topic bindings.
@@ -39,4 +42,5 @@ pub mod logging;
 mod outbound;
 mod queues;
 mod server;
+mod signing;
 mod transport;
