@@ -503,6 +503,25 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// What the transports need of these limits (they take plain settings
+    /// and do not read the configuration).
+    pub fn transport_settings(&self) -> crate::transport::Settings {
+        crate::transport::Settings {
+            max_message_size: *self.max_message_size.get_ref(),
+            outbound_queue: *self.outbound_queue.get_ref(),
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            outbound_budget: switchyard_router::OutboundBudget::new(self.total_outbound_bytes),
+            slow_consumer: self.slow_consumer,
+            handshake_timeout: self.handshake_timeout,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            rawsocket_ping_interval: self.rawsocket_ping_interval,
+            max_pending_pong_bytes: self.max_pending_pong_bytes,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -68,7 +68,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.limits.ticket_check_wait,
     );
     let router = Router::with_limits(config.realm_configs(), config.handshake_limits());
-    let settings = Settings::from_limits(&config.limits);
+    let settings = config.limits.transport_settings();
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
     let mut queue_services = Vec::new();
