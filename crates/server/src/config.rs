@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bridge::BridgeConfig;
-use crate::queues::{QueueBinding, QueueHttpSigning, QueueLimits};
+use crate::queue_service::{QueueBinding, QueueHttpSigning, QueueLimits};
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_queue::QueueConfig;
@@ -352,7 +352,7 @@ pub struct RealmEntry {
     /// Where clients may make the router send HTTP requests
     /// ([realm.outbound_http]; nowhere by default).
     #[serde(default)]
-    pub outbound_http: Option<crate::outbound::OutboundHttpConfig>,
+    pub outbound_http: Option<crate::outbound::destinations::OutboundHttpConfig>,
     /// Bounds of what clients make the queues hold ([realm.queue_limits]).
     #[serde(default)]
     pub queue_limits: QueueLimits,
@@ -722,7 +722,9 @@ impl Config {
                     );
                 }
                 if !r.role.is_empty() || r.authorizer.is_some() {
-                    if let Some(why) = crate::queues::authorized_queue_name_problem(&cfg.name) {
+                    if let Some(why) =
+                        crate::queue_service::authorized_queue_name_problem(&cfg.name)
+                    {
                         err(q.span(), format!("realm[{i}].queue[{j}].name: {why}"));
                     }
                 }

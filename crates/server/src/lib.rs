@@ -21,12 +21,15 @@
 //! - `signing`: every request signature the server makes or checks (bridge
 //!   requests, webhooks, HTTP subscribers, queue HTTP targets) and the replay
 //!   cache, in one place so the schemes cannot drift apart.
-//! - `queues`: the WAMP and HTTP face of the queue engine
-//!   (`switchyard-queue`): the `switchyard.queue.*` procedures, dispatch to
-//!   workers and HTTP targets, topic bindings.
-//! - `outbound`: the HTTP client for destinations a client chose (allow-list,
-//!   addresses checked at connect time), because such requests are an SSRF
-//!   risk.
+//! - `queue_service`: the WAMP and HTTP face of the queue engine (the
+//!   `switchyard-queue` crate, which knows nothing of WAMP): the
+//!   `switchyard.queue.*` procedures, dispatch of jobs to workers and HTTP
+//!   targets, topic bindings, per-queue authorization and metrics.
+//! - `outbound`: what the router may send over HTTP on a client's behalf,
+//!   because such requests are an SSRF risk: `destinations` (the allow-listed
+//!   client for destinations a client chose, addresses checked at connect
+//!   time) and `callee_request` (what a caller may put into an HTTP callee's
+//!   request).
 //! - `data_dir`: the private data directory and store files.
 //! - [`commands`]: what the router-side subcommands do (`run`,
 //!   `check-config`, `hash-secret`).
@@ -40,7 +43,7 @@ pub mod config;
 mod data_dir;
 pub mod logging;
 mod outbound;
-mod queues;
+mod queue_service;
 mod server;
 mod signing;
 mod transport;

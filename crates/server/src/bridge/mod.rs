@@ -13,7 +13,6 @@
 mod auth;
 mod body;
 pub mod callee;
-mod outbound;
 mod queue;
 mod strict_json;
 pub mod subscriber;

@@ -119,9 +119,9 @@ async fn push(
             .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Dict(d)) => {
-                if let Some(path) = crate::queues::duplicate_key(&[], &d) {
+                if let Some(path) = crate::queue_service::duplicate_key(&[], &d) {
                     let path = path.replacen("kwargs", "the body", 1);
-                    return Err(bad(crate::queues::duplicate_key_message(&path)));
+                    return Err(bad(crate::queue_service::duplicate_key_message(&path)));
                 }
                 d
             }

@@ -7,7 +7,7 @@
 //! | bridge `/queues/{name}/jobs` (`bridge::auth`) | verifies | bound (method, path, `Idempotency-Key`, body) |
 //! | bridge webhooks (`bridge`) | verifies | `X-Hub-Signature-256` |
 //! | HTTP subscribers (`bridge::subscriber`) | signs | Crossbar-compatible |
-//! | queue HTTP targets (`queues::http_target`) | signs | Crossbar-compatible; destination-scoped for a URL a client chose |
+//! | queue HTTP targets (`queue_service::http_target`) | signs | Crossbar-compatible; destination-scoped for a URL a client chose |
 //!
 //! HTTP callees (`bridge::callee`) do not sign their requests: the backend
 //! is one the operator configured, and credentials go in `allow_headers`.

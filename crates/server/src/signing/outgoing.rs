@@ -1,6 +1,6 @@
 //! Signing the requests the router sends: the POSTs of HTTP subscribers
 //! (`bridge::subscriber`) and the attempts of queue HTTP targets
-//! (`queues::http_target`). They carry the query parameters of the
+//! (`queue_service::http_target`). They carry the query parameters of the
 //! bridge's own Crossbar-compatible scheme, so a receiver verifies them as
 //! the bridge verifies its requests; a destination a client chose gets a
 //! signature bound to its method and path instead

@@ -22,7 +22,9 @@ use switchyard_proto::{Dict, Value};
 use switchyard_queue::{Lease, Target};
 
 use super::{QueueHttpSigning, QueueService, Running};
-use crate::outbound::{error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy};
+use crate::outbound::destinations::{
+    error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy,
+};
 use crate::signing::{destination_signed_url, signed_url};
 
 /// Error URI of an attempt whose destination the outbound policy refuses.
