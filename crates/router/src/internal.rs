@@ -1,8 +1,10 @@
 //! Calls the router itself makes to procedures its clients registered (the
-//! dynamic authenticator and authorizer; later the HTTP bridge and queue
+//! dynamic authenticator and authorizer, the HTTP bridge's callers, queue
 //! workers). A router-owned session, never listed in the realm, sends CALLs
 //! through the ordinary Dealer; a task reads what the Dealer queues for it
-//! and completes the waiting callers.
+//! and completes the waiting callers. A failed call says who answered
+//! ([`CallFailure::unserved`]): the Dealer because no callee took the call,
+//! or a callee (whatever error URI it chose).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,12 @@ pub struct CallFailure {
     /// The ERROR's arguments, as the callee sent them.
     pub args: Vec<Value>,
     pub kwargs: Dict,
+    /// True when no callee took the call: the Dealer answered itself
+    /// because none is registered, none has capacity (and the wait queue is
+    /// full), or the callee left before the call reached it. False for an
+    /// ERROR a callee sent, even one with the URI
+    /// `wamp.error.no_such_procedure`, and for the router's other refusals.
+    pub unserved: bool,
 }
 
 impl CallFailure {
@@ -43,6 +51,7 @@ impl CallFailure {
             message,
             args: Vec::new(),
             kwargs: Dict::new(),
+            unserved: false,
         }
     }
 }
@@ -387,8 +396,12 @@ async fn read_replies(
                 request,
                 error,
                 payload,
+                details,
                 ..
             }) => {
+                // The Dealer marks its own "no callee took it" answers; a
+                // callee's ERROR reaches us with the Dealer's empty details.
+                let unserved = details.get_bool(crate::dealer::UNSERVED) == Some(true);
                 let (args, kwargs) = decode(&payload);
                 let message = args
                     .first()
@@ -401,6 +414,7 @@ async fn read_replies(
                         message,
                         args,
                         kwargs,
+                        unserved,
                     }),
                 )
             }

@@ -1,6 +1,17 @@
 //! The `switchyard` command: parses the command line, sets up logging and
-//! hands over to the library: the router ([`switchyard::commands`]) or the
-//! WAMP client commands ([`switchyard::cli`]).
+//! hands over to the library: the router ([`switchyard::commands`]: run,
+//! check a configuration, hash a secret) or the WAMP client commands
+//! `publish`, `call`, `subscribe`, `register` and `queue`
+//! ([`switchyard::cli`]).
+//!
+//! The router's options (`--config`, `--log-format`, `--log-level`,
+//! `--data-dir`: [`RouterArgs`]) belong to running the router only: they are
+//! accepted with no command (`switchyard --config FILE`) and after `run`
+//! (`switchyard run --config FILE`), and clap refuses them with a client
+//! command, which connects to a router and reads no configuration file
+//! (its connection options are its own, see `cli::connect`). Offering them
+//! there and ignoring them would let `switchyard publish --config x.toml`
+//! look as if it used that file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,35 +27,57 @@ use switchyard::{cli, commands, logging};
 /// ws://127.0.0.1:8080/ws and RawSocket tcp://127.0.0.1:8081. Stop it with
 /// Ctrl-C or SIGTERM: every session gets GOODBYE wamp.close.system_shutdown.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = COMMANDS,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(flatten)]
+    router: RouterArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Which commands run the router and which are clients (end of `--help`).
+const COMMANDS: &str = "\
+Router commands: run (the default), check-config, hash-secret.
+  The options above (--config, --log-format, --log-level, --data-dir) are the router's:
+  `switchyard --config FILE` is `switchyard run --config FILE`.
+Client commands: publish, call, subscribe, register, queue.
+  They connect to a running router as a WAMP client, with their own connection options
+  (--url, --realm, authentication; see `switchyard COMMAND --help`), and read no config file.";
+
+/// The options of running the router (with no command, or after `run`).
+#[derive(clap::Args, Debug, Default)]
+struct RouterArgs {
     /// Configuration file (TOML); see switchyard.example.toml. Without it the
     /// defaults above apply.
-    #[arg(short, long, value_name = "FILE", global = true)]
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Log format; overrides [log] format in the configuration.
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
 
     /// Log filter such as "info" or "debug"; overrides [log] level. The
     /// RUST_LOG environment variable overrides both.
-    #[arg(long, value_name = "FILTER", global = true)]
+    #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
 
     /// Directory of the durable queues' store; overrides [storage] data_dir
     /// (default "switchyard-data" in the working directory).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-
-    #[command(subcommand)]
-    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the router (the default when no command is given).
-    Run,
+    Run(RouterArgs),
     /// Check a configuration file and report every error with its line and key.
     CheckConfig {
         /// The file to check.
@@ -80,7 +113,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    // With `args_conflicts_with_subcommands`, the top-level router options
+    // come only without a command; `run` has its own.
+    let (command, router) = match cli.command {
+        Some(Command::Run(args)) => (None, args),
+        other => (other, cli.router),
+    };
+    match command {
         Some(Command::Publish(a)) => return cli::run(cli::publish::run(*a)),
         Some(Command::Call(a)) => return cli::run(cli::call::run(*a)),
         Some(Command::Subscribe(a)) => return cli::run(cli::subscribe::run(*a)),
@@ -93,14 +132,14 @@ fn main() -> ExitCode {
         salt,
         iterations,
         keylen,
-    }) = &cli.command
+    }) = &command
     {
         return commands::hash_secret(method, salt.as_deref(), *iterations, *keylen);
     }
-    if let Some(Command::CheckConfig { file }) = &cli.command {
+    if let Some(Command::CheckConfig { file }) = &command {
         return commands::check_config(file);
     }
-    let mut config = match &cli.config {
+    let mut config = match &router.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
@@ -110,11 +149,11 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    if let Some(dir) = cli.data_dir {
+    if let Some(dir) = router.data_dir {
         config.storage.data_dir = dir;
     }
-    let format = cli.log_format.unwrap_or(config.log.format);
-    let level = cli
+    let format = router.log_format.unwrap_or(config.log.format);
+    let level = router
         .log_level
         .clone()
         .or_else(|| config.log.level.clone())

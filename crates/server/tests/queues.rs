@@ -1,5 +1,7 @@
 //! Durable queues through the real router: the SIGKILL crash test, fencing of
-//! late answers, topic bindings, HTTP targets. (Retry policies, dead letters
+//! late answers, topic bindings, HTTP targets, and what counts as an attempt
+//! (a worker's or target's error, whatever it says; not the router's own
+//! "no worker" answer). (Retry policies, dead letters
 //! and the rest of the API are tested with Autobahn|Python in
 //! tests/interop/python/test_queues*.py.)
 
@@ -508,4 +510,207 @@ fn extend_works_in_a_realm_that_never_discloses_callers() {
         assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
         assert_eq!(kw.get("attempt"), Some(&Value::UInt(1)), "{kw:?}");
     });
+}
+
+/// The sum of the samples of metric `name` on the router's metrics page.
+fn metric(port: u16, name: &str) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics connect");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut page = String::new();
+    s.read_to_string(&mut page).expect("read");
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The job's status (`switchyard.queue.job`: attempts, state, last_error).
+async fn job(s: &Session, id: u64) -> Dict {
+    let (_, kw) = s
+        .call("switchyard.queue.job", vec![Value::UInt(id)], Dict::new())
+        .await
+        .expect("job");
+    match kw.get("status") {
+        Some(Value::Dict(d)) => d.clone(),
+        other => panic!("job {id}: status {other:?} in {kw:?}"),
+    }
+}
+
+/// A worker that answers ERROR with `wamp.error.no_such_procedure` (or any
+/// URI the router also uses) made an attempt like any other failure: the
+/// attempts count up and the job ends in the dead letter after
+/// `max_attempts` (it used to be handed back uncounted, forever). Whoever
+/// answered decides, not the URI.
+#[test]
+fn a_worker_error_is_an_attempt_whatever_its_uri() {
+    const URIS: [&str; 3] = [
+        "wamp.error.no_such_procedure",
+        "wamp.error.no_available_callee",
+        "wamp.error.canceled",
+    ];
+    let queues: String = (0..URIS.len())
+        .map(|i| {
+            format!(
+                "[[realm.queue]]\nname = \"q{i}\"\ntarget = \"test.fails{i}\"\nmax_attempts = 3\n\
+                 retry = {{ kind = \"fixed\", times = 100, spacing = \"10ms\" }}\n\n"
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = Proc::start(dir.path(), "uris", &queues);
+    let url = router.url();
+    runtime().block_on(async {
+        let w = Session::connect(&url, "realm1", Serializer::MsgPack)
+            .await
+            .expect("worker");
+        let calls: Vec<Arc<AtomicU64>> = URIS.iter().map(|_| Arc::default()).collect();
+        for (i, uri) in URIS.into_iter().enumerate() {
+            let c = calls[i].clone();
+            w.register(&format!("test.fails{i}"), move |_, _| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Err((
+                        uri.to_string(),
+                        vec![Value::from("the worker says so")],
+                        Dict::new(),
+                    ))
+                }
+            })
+            .await
+            .expect("register");
+        }
+        for (i, uri) in URIS.into_iter().enumerate() {
+            let (p, _results, kw) =
+                push_for_result(&url, &format!("q{i}"), &format!("test.result{i}")).await;
+            assert_eq!(kw.get_str("status"), Some("dead"), "{uri}: {kw:?}");
+            assert_eq!(kw.get("attempt"), Some(&Value::UInt(3)), "{uri}: {kw:?}");
+            assert_eq!(kw.get_str("error"), Some(uri), "{uri}: {kw:?}");
+            let id = uint(&kw, "job");
+            let j = job(&p, id).await;
+            assert_eq!(uint(&j, "attempts"), 3, "{uri}: {j:?}");
+            assert_eq!(
+                calls[i].load(Ordering::SeqCst),
+                3,
+                "{uri}: one call per attempt"
+            );
+            let st = stats(&p, &format!("q{i}")).await;
+            assert_eq!(uint(&st, "dead"), 1, "{uri}: {st:?}");
+        }
+    });
+}
+
+/// The router's own "nobody registered it" answer is no attempt: a job
+/// waits with `attempts` 0, without spinning (a queue's own target parks
+/// its dispatcher; a job naming its own target is tried again once a
+/// second, NO_WORKER_RETRY), and runs once a worker registers.
+#[test]
+fn no_worker_is_no_attempt_and_does_not_spin() {
+    let metrics_port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = Proc::start(
+        dir.path(),
+        "noworker",
+        &format!(
+            "[[realm.queue]]\nname = \"later\"\ntarget = \"test.later\"\nmax_attempts = 2\n\
+             retry = {{ kind = \"fixed\", times = 100, spacing = \"10ms\" }}\n\n\
+             [[realm.queue]]\nname = \"own\"\ntarget = \"test.present\"\nmax_attempts = 2\n\
+             retry = {{ kind = \"fixed\", times = 100, spacing = \"10ms\" }}\n\n\
+             [[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{metrics_port}\"\nmetrics_path = \"/metrics\"\n"
+        ),
+    );
+    let url = router.url();
+    runtime().block_on(async {
+        let p = Session::connect(&url, "realm1", Serializer::Json)
+            .await
+            .expect("producer");
+        let mut results = p.subscribe("test.results").await.expect("subscribe");
+        // Queue "own" has a worker for its own target, so its dispatcher runs;
+        // the job names a target nobody registered.
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let _present = worker(&url, "test.present", seen.clone()).await;
+        let mut ids = Vec::new();
+        for (queue, target) in [("later", None), ("own", Some("test.own"))] {
+            let mut kw = Dict::new().with("result_topic", "test.results");
+            if let Some(t) = target {
+                kw.insert("target", t);
+            }
+            let (args, _) = p
+                .call("switchyard.queue.push", vec![Value::from(queue)], kw)
+                .await
+                .expect("push");
+            match args.first() {
+                Some(Value::UInt(id)) => ids.push(*id),
+                other => panic!("push answered {other:?}"),
+            }
+        }
+        let window = Duration::from_secs(3);
+        tokio::time::sleep(window).await;
+        let tries = metric(metrics_port, "switchyard_queue_no_worker_total");
+        eprintln!("{tries} dispatch tries without a worker in {window:?}");
+        assert!(
+            (1..=5).contains(&tries),
+            "{tries} dispatch tries in {window:?}: at most one a second for the job with its own target, none for the parked queue"
+        );
+        for id in &ids {
+            let j = job(&p, *id).await;
+            assert_eq!(uint(&j, "attempts"), 0, "{j:?}");
+        }
+        let _w1 = worker(&url, "test.later", seen.clone()).await;
+        let _w2 = worker(&url, "test.own", seen.clone()).await;
+        for _ in &ids {
+            let ev = tokio::time::timeout(Duration::from_secs(5), results.recv())
+                .await
+                .expect("result in time")
+                .expect("event");
+            let kw = ev.kwargs().expect("kwargs");
+            assert_eq!(kw.get_str("status"), Some("completed"), "{kw:?}");
+            assert_eq!(kw.get("attempt"), Some(&Value::UInt(1)), "{kw:?}");
+        }
+        drained(&p, "later", Duration::from_secs(2)).await;
+        drained(&p, "own", Duration::from_secs(2)).await;
+    });
+}
+
+/// The same class for HTTP targets: a 404 from the target is an attempt
+/// like any other refused status (the URL answered), and the job ends in
+/// the dead letter after `max_attempts`.
+#[test]
+fn an_http_target_answering_404_is_an_attempt() {
+    let backend = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = backend.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = Proc::start(
+        dir.path(),
+        "http404",
+        &format!(
+            "[[realm.queue]]\nname = \"hooks\"\nmax_attempts = 3\n\
+             target = {{ http = {{ url = \"http://127.0.0.1:{port}/missing\" }} }}\n\
+             retry = {{ kind = \"fixed\", times = 100, spacing = \"10ms\" }}\n"
+        ),
+    );
+    let url = router.url();
+    let server = std::thread::spawn(move || {
+        for _ in 0..3 {
+            accept_one(&backend, 404);
+        }
+        backend
+    });
+    runtime().block_on(async {
+        let (p, _results, kw) = push_for_result(&url, "hooks", "test.http.results").await;
+        assert_eq!(kw.get_str("status"), Some("dead"), "{kw:?}");
+        assert_eq!(kw.get("attempt"), Some(&Value::UInt(3)), "{kw:?}");
+        assert_eq!(
+            kw.get_str("error"),
+            Some("switchyard.queue.http.404"),
+            "{kw:?}"
+        );
+        let j = job(&p, uint(&kw, "job")).await;
+        assert_eq!(uint(&j, "attempts"), 3, "{j:?}");
+    });
+    let _backend = server.join().expect("backend");
 }

@@ -185,6 +185,10 @@ enum Out {
         caller: Arc<Session>,
         request: u64,
         msg: Message,
+        /// An ERROR the Dealer makes because no callee took the call (none
+        /// registered, none with capacity, or the one picked left before it
+        /// got the INVOCATION): see [`UNSERVED`].
+        unserved: bool,
     },
     /// An INVOCATION for call `call`; if it cannot be delivered, the call
     /// ends with an ERROR to its caller.
@@ -229,8 +233,30 @@ fn error_reply(caller: &Arc<Session>, request: u64, (uri, message): OpError) -> 
             error: uri.to_string(),
             payload: Payload::message(message),
         },
+        unserved: false,
     }
 }
+
+/// Like [`error_reply`], for a call no callee took: the Dealer answers
+/// because no callee exists or can take it now (see [`UNSERVED`]).
+fn unserved_reply(caller: &Arc<Session>, request: u64, e: OpError) -> Out {
+    let mut out = error_reply(caller, request, e);
+    if let Out::Reply { unserved, .. } = &mut out {
+        *unserved = true;
+    }
+    out
+}
+
+/// `ERROR.Details` key, `true` when the Dealer itself answered a CALL
+/// because no callee took it (no registration, every callee at its limit
+/// with the wait queue full, the last callee gone while the call waited, or
+/// the picked callee gone before the INVOCATION reached it), as opposed to
+/// an ERROR a callee sent (which the Dealer forwards with empty details, so
+/// a callee cannot forge this). Set only for router-owned callers (see
+/// [`crate::internal`]): what a client receives is unchanged. Whoever
+/// answered, not the error URI, tells the two apart: a callee may answer
+/// `wamp.error.no_such_procedure` too.
+pub const UNSERVED: &str = "switchyard_unserved";
 
 /// Receives registration meta events, in the order the Dealer's state
 /// changed (it is called with the Dealer's lock held, so it must not call
@@ -432,6 +458,10 @@ impl Dealer {
                         out.push(error_reply(caller, request, e));
                         CallOutcome::Handled
                     }
+                    Err(Rejection::NoCallee(e)) => {
+                        out.push(unserved_reply(caller, request, e));
+                        CallOutcome::Handled
+                    }
                     Err(Rejection::Violation(v)) => CallOutcome::Violation(v),
                 }
             }
@@ -489,6 +519,7 @@ impl Dealer {
                         details: Dict::new().with("progress", true),
                         payload,
                     },
+                    unserved: false,
                 });
             } else {
                 let Some(call) = st.finish(cid, &self.inner.config, &mut out) else {
@@ -502,6 +533,7 @@ impl Dealer {
                         payload,
                     },
                     caller: call.caller,
+                    unserved: false,
                 });
             }
         }
@@ -537,6 +569,7 @@ impl Dealer {
                     payload,
                 },
                 caller: call.caller,
+                unserved: false,
             });
         }
         self.inner.flush(out);
@@ -730,6 +763,9 @@ impl Dealer {
 
 enum Rejection {
     Error(OpError),
+    /// No callee can take the call: none registered, or all busy and no
+    /// room to wait (answered as [`unserved_reply`]).
+    NoCallee(OpError),
     Violation(String),
 }
 
@@ -817,7 +853,7 @@ impl State {
             } else {
                 ""
             };
-            return Err(Rejection::Error((
+            return Err(Rejection::NoCallee((
                 errors::NO_SUCH_PROCEDURE,
                 format!("no callee registered procedure \"{procedure}\"{how}"),
             )));
@@ -832,7 +868,7 @@ impl State {
         let picked = reg.pick();
         if progress {
             let Some(i) = picked else {
-                return Err(Rejection::Error((
+                return Err(Rejection::NoCallee((
                     errors::NO_AVAILABLE_CALLEE,
                     format!("every callee of \"{procedure}\" is at its concurrency limit (progressive invocations are not queued)"),
                 )));
@@ -860,7 +896,7 @@ impl State {
                 "CALL refused: calls waiting for a callee hold {} bytes (max_queued_call_bytes)",
                 self.queued_call_bytes
             );
-            return Err(Rejection::Error((
+            return Err(Rejection::NoCallee((
                 crate::connection::LIMIT_EXCEEDED,
                 format!(
                     "every callee of \"{procedure}\" is busy and the calls waiting for callees in this realm hold {} bytes; \
@@ -870,7 +906,7 @@ impl State {
             )));
         }
         if picked.is_none() && reg.queue.len() >= config.call_queue_limit {
-            return Err(Rejection::Error((
+            return Err(Rejection::NoCallee((
                 errors::NO_AVAILABLE_CALLEE,
                 format!(
                     "all {} callees of \"{procedure}\" are at their concurrency limit and {} calls are already waiting",
@@ -1133,7 +1169,7 @@ impl State {
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
-                out.push(error_reply(
+                out.push(unserved_reply(
                     &call.caller,
                     call.request,
                     (
@@ -1181,10 +1217,16 @@ impl Inner {
             Out::Reply {
                 caller,
                 request,
-                msg,
+                mut msg,
+                unserved,
             } => {
                 if !caller.is_alive() {
                     return;
+                }
+                if unserved && caller.router_owned {
+                    if let Message::Error { details, .. } = &mut msg {
+                        details.insert(UNSERVED, true);
+                    }
                 }
                 match caller.encode(&msg) {
                     Ok(frame) => {
@@ -1212,7 +1254,8 @@ impl Inner {
                 if let Err(e) = delivered {
                     let mut st = self.state.lock();
                     if let Some(ended) = st.finish(call, &self.config, again) {
-                        again.push(error_reply(&ended.caller, ended.request, e));
+                        // The callee never got the call.
+                        again.push(unserved_reply(&ended.caller, ended.request, e));
                     }
                 }
             }

@@ -5,9 +5,15 @@
 //! so the registration's invocation policy and concurrency apply:
 //! - RESULT completes the job (after the completion is durable, the result
 //!   goes to the job's result topic);
-//! - ERROR fails the attempt (retry by policy, or dead letter);
-//! - `no_such_procedure` / `no_available_callee` give the job back without
-//!   counting the attempt: it is due again after [`NO_WORKER_RETRY`];
+//! - an ERROR a worker sent fails the attempt (retry by policy, or dead
+//!   letter), whatever its URI (`wamp.error.no_such_procedure` included);
+//! - an ERROR the Dealer made because no callee took the call (none
+//!   registered, all busy with a full wait queue, the last one gone while
+//!   the call waited: [`switchyard_router::internal::CallFailure::unserved`]) gives the job back without
+//!   counting the attempt: it is due again after [`NO_WORKER_RETRY`] (and
+//!   a queue without any worker parks its dispatcher until one registers).
+//!   Who answered decides, never the error URI: a worker that answers
+//!   `no_such_procedure` for a job would otherwise get it forever;
 //! - a progressive RESULT extends the lease;
 //! - when the lease expires, the maintenance task cancels the call; a late
 //!   answer is refused by the lease epoch and changes nothing.
@@ -123,10 +129,7 @@ impl QueueService {
             // the attempt): the cancellation's own ERROR is no answer from the worker.
             Err(f) if !ours && f.error == errors::CANCELED => {}
             Ok(reply) => self.complete(&lease, reply_event(reply)).await,
-            Err(f)
-                if f.error == errors::NO_SUCH_PROCEDURE
-                    || f.error == errors::NO_AVAILABLE_CALLEE =>
-            {
+            Err(f) if f.unserved => {
                 self.metrics.no_worker(&lease.job.queue);
                 tracing::debug!(
                     job = %id,
