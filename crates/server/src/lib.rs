@@ -2,7 +2,7 @@
 //! around the router core (`switchyard-router`) that turns it into a server
 //! you run: sockets, configuration, the HTTP bridge, the durable queues'
 //! WAMP service and the log pipeline. `main.rs` only parses the command
-//! line, sets up logging and calls [`commands`].
+//! line, sets up logging and calls [`commands`] (or the client commands).
 //!
 //! The modules, in the order a connection or a job meets them:
 //!
@@ -33,11 +33,13 @@
 //! - `data_dir`: the private data directory and store files.
 //! - [`commands`]: what the router-side subcommands do (`run`,
 //!   `check-config`, `hash-secret`).
-//! - [`cli`]: the client subcommands (`publish`, `call`, `subscribe`,
-//!   `register`, `queue`): a WAMP client, which the router side never uses.
+//!
+//! The client subcommands (`publish`, `call`, `subscribe`, `register`,
+//! `queue`) are a WAMP client: they live in their own crate
+//! (`switchyard-cli`, crates/cli), which this library never imports; only
+//! `main.rs` dispatches to it.
 
 mod bridge;
-pub mod cli;
 pub mod commands;
 pub mod config;
 mod data_dir;

@@ -1,15 +1,15 @@
 //! The `switchyard` command: parses the command line, sets up logging and
 //! hands over to the library: the router ([`switchyard::commands`]: run,
 //! check a configuration, hash a secret) or the WAMP client commands
-//! `publish`, `call`, `subscribe`, `register` and `queue`
-//! ([`switchyard::cli`]).
+//! `publish`, `call`, `subscribe`, `register` and `queue` (the
+//! `switchyard-cli` crate, which the router side never imports).
 //!
 //! The router's options (`--config`, `--log-format`, `--log-level`,
 //! `--data-dir`: [`RouterArgs`]) belong to running the router only: they are
 //! accepted with no command (`switchyard --config FILE`) and after `run`
 //! (`switchyard run --config FILE`), and clap refuses them with a client
 //! command, which connects to a router and reads no configuration file
-//! (its connection options are its own, see `cli::connect`). Offering them
+//! (its connection options are its own, see `switchyard_cli::connect`). Offering them
 //! there and ignoring them would let `switchyard publish --config x.toml`
 //! look as if it used that file.
 
@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::{Config, LogFormat};
-use switchyard::{cli, commands, logging};
+use switchyard::{commands, logging};
 
 /// Switchyard: a WAMP v2 router (PubSub and routed RPC) over WebSocket and
 /// RawSocket, with JSON, MessagePack and CBOR.
@@ -103,12 +103,9 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         keylen: u32,
     },
-    // The client commands: their help is on their argument structs (src/cli/).
-    Publish(Box<cli::publish::PublishArgs>),
-    Call(Box<cli::call::CallArgs>),
-    Subscribe(Box<cli::subscribe::SubscribeArgs>),
-    Register(Box<cli::register::RegisterArgs>),
-    Queue(Box<cli::queue::QueueArgs>),
+    // The client commands (crates/cli): their help is on their argument structs.
+    #[command(flatten)]
+    Client(switchyard_cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -119,13 +116,8 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => (None, args),
         other => (other, cli.router),
     };
-    match command {
-        Some(Command::Publish(a)) => return cli::run(cli::publish::run(*a)),
-        Some(Command::Call(a)) => return cli::run(cli::call::run(*a)),
-        Some(Command::Subscribe(a)) => return cli::run(cli::subscribe::run(*a)),
-        Some(Command::Register(a)) => return cli::run(cli::register::run(*a)),
-        Some(Command::Queue(a)) => return cli::run(cli::queue::run(*a)),
-        _ => {}
+    if let Some(Command::Client(c)) = command {
+        return switchyard_cli::main(c);
     }
     if let Some(Command::HashSecret {
         method,
