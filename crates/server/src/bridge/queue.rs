@@ -3,7 +3,7 @@
 //! The body is the job: `{"args": [...], "kwargs": {...}}` plus any push
 //! option (`delay`, `run_at`, `priority`, `result_topic`, ...); the
 //! `Idempotency-Key` header sets `idempotency_key`. The signature is the
-//! bound one (`signing::canonical`): it covers the method, the path (so the
+//! bound one (`crate::signing::schemes::canonical`): it covers the method, the path (so the
 //! queue), the `Idempotency-Key` header and the body, and the query may hold
 //! only the signing parameters. The request is a call to
 //! `switchyard.queue.push` under the signing key's identity, so the realm's

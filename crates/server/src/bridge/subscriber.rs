@@ -1,7 +1,8 @@
 //! HTTP subscribers: events on a topic (or pattern) are POSTed to a URL,
 //! signed with the same scheme as requests to the bridge
-//! ([`crate::signing::signed_url`]), so the receiver can check them. Delivery is at most once: a failed POST is logged, not
-//! retried (durable delivery is what the job queues are for).
+//! ([`crate::signing::signed_url`]), so the receiver can check them.
+//! Delivery is at most once: a failed POST is logged, not retried (durable
+//! delivery is what the job queues are for).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
