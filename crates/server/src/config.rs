@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bridge::BridgeConfig;
-use crate::queues::{QueueBinding, QueueHttpSigning, QueueLimits};
+use crate::queue_service::{QueueBinding, QueueHttpSigning, QueueLimits};
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
 use switchyard_queue::QueueConfig;
@@ -352,7 +352,7 @@ pub struct RealmEntry {
     /// Where clients may make the router send HTTP requests
     /// ([realm.outbound_http]; nowhere by default).
     #[serde(default)]
-    pub outbound_http: Option<crate::outbound::OutboundHttpConfig>,
+    pub outbound_http: Option<crate::outbound::destinations::OutboundHttpConfig>,
     /// Bounds of what clients make the queues hold ([realm.queue_limits]).
     #[serde(default)]
     pub queue_limits: QueueLimits,
@@ -499,6 +499,25 @@ impl Default for Limits {
             max_connections_per_address: default_max_connections_per_address(),
             ipv6_prefix_length: default_ipv6_prefix_length(),
             http_body_timeout: default_http_body_timeout(),
+        }
+    }
+}
+
+impl Limits {
+    /// What the transports need of these limits (they take plain settings
+    /// and do not read the configuration).
+    pub fn transport_settings(&self) -> crate::transport::Settings {
+        crate::transport::Settings {
+            max_message_size: *self.max_message_size.get_ref(),
+            outbound_queue: *self.outbound_queue.get_ref(),
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            outbound_budget: switchyard_router::OutboundBudget::new(self.total_outbound_bytes),
+            slow_consumer: self.slow_consumer,
+            handshake_timeout: self.handshake_timeout,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            rawsocket_ping_interval: self.rawsocket_ping_interval,
+            max_pending_pong_bytes: self.max_pending_pong_bytes,
         }
     }
 }
@@ -703,7 +722,9 @@ impl Config {
                     );
                 }
                 if !r.role.is_empty() || r.authorizer.is_some() {
-                    if let Some(why) = crate::queues::authorized_queue_name_problem(&cfg.name) {
+                    if let Some(why) =
+                        crate::queue_service::authorized_queue_name_problem(&cfg.name)
+                    {
                         err(q.span(), format!("realm[{i}].queue[{j}].name: {why}"));
                     }
                 }

@@ -1,31 +1,24 @@
-//! The `switchyard` command: runs the router, checks a configuration
-//! (`check-config`) or hashes a secret for it (`hash-secret`); `publish`,
-//! `call`, `subscribe`, `register` and `queue` are a WAMP client (src/cli/).
+//! The `switchyard` command: parses the command line, sets up logging and
+//! hands over to the library: the router ([`switchyard::commands`]: run,
+//! check a configuration, hash a secret) or the WAMP client commands
+//! `publish`, `call`, `subscribe`, `register` and `queue` (the
+//! `switchyard-cli` crate, which the router side never imports).
 //!
 //! The router's options (`--config`, `--log-format`, `--log-level`,
 //! `--data-dir`: [`RouterArgs`]) belong to running the router only: they are
 //! accepted with no command (`switchyard --config FILE`) and after `run`
 //! (`switchyard run --config FILE`), and clap refuses them with a client
 //! command, which connects to a router and reads no configuration file
-//! (its connection options are its own, see `cli::connect`). Offering them
+//! (its connection options are its own, see `switchyard_cli::connect`). Offering them
 //! there and ignoring them would let `switchyard publish --config x.toml`
 //! look as if it used that file.
-
-mod bridge;
-mod cli;
-mod config;
-mod data_dir;
-mod logging;
-mod outbound;
-mod queues;
-mod server;
-mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use config::{Config, LogFormat};
+use switchyard::config::{Config, LogFormat};
+use switchyard::{commands, logging};
 
 /// Switchyard: a WAMP v2 router (PubSub and routed RPC) over WebSocket and
 /// RawSocket, with JSON, MessagePack and CBOR.
@@ -110,53 +103,9 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         keylen: u32,
     },
-    // The client commands: their help is on their argument structs (src/cli/).
-    Publish(Box<cli::publish::PublishArgs>),
-    Call(Box<cli::call::CallArgs>),
-    Subscribe(Box<cli::subscribe::SubscribeArgs>),
-    Register(Box<cli::register::RegisterArgs>),
-    Queue(Box<cli::queue::QueueArgs>),
-}
-
-/// `switchyard hash-secret`.
-fn hash_secret(method: &str, salt: Option<&str>, iterations: u32, keylen: u32) -> ExitCode {
-    use switchyard_router::auth::{ticket, wampcra};
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!("secret (end with Enter):");
-    }
-    let mut line = String::new();
-    if let Err(e) = std::io::stdin().read_line(&mut line) {
-        eprintln!("cannot read the secret from standard input: {e}");
-        return ExitCode::FAILURE;
-    }
-    let secret = line.trim_end_matches(['\r', '\n']);
-    if secret.is_empty() {
-        eprintln!("empty secret: give it on standard input, e.g. `switchyard hash-secret < file`");
-        return ExitCode::FAILURE;
-    }
-    let out = match (method, salt) {
-        ("ticket", None) => ticket::hash_secret(secret),
-        ("ticket", Some(_)) => Err("--salt only applies to --method wampcra".into()),
-        ("wampcra", Some(salt)) if iterations > 0 && keylen > 0 => {
-            Ok(wampcra::derive_key(secret, salt, iterations, keylen))
-        }
-        ("wampcra", Some(_)) => Err("--iterations and --keylen must be positive".into()),
-        ("wampcra", None) => Err(
-            "--method wampcra needs --salt (without a salt, the config stores the secret itself)"
-                .into(),
-        ),
-        (other, _) => Err(format!("unknown method \"{other}\" (ticket or wampcra)")),
-    };
-    match out {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    // The client commands (crates/cli): their help is on their argument structs.
+    #[command(flatten)]
+    Client(switchyard_cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -167,13 +116,8 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => (None, args),
         other => (other, cli.router),
     };
-    match command {
-        Some(Command::Publish(a)) => return cli::run(cli::publish::run(*a)),
-        Some(Command::Call(a)) => return cli::run(cli::call::run(*a)),
-        Some(Command::Subscribe(a)) => return cli::run(cli::subscribe::run(*a)),
-        Some(Command::Register(a)) => return cli::run(cli::register::run(*a)),
-        Some(Command::Queue(a)) => return cli::run(cli::queue::run(*a)),
-        _ => {}
+    if let Some(Command::Client(c)) = command {
+        return switchyard_cli::main(c);
     }
     if let Some(Command::HashSecret {
         method,
@@ -182,19 +126,10 @@ fn main() -> ExitCode {
         keylen,
     }) = &command
     {
-        return hash_secret(method, salt.as_deref(), *iterations, *keylen);
+        return commands::hash_secret(method, salt.as_deref(), *iterations, *keylen);
     }
     if let Some(Command::CheckConfig { file }) = &command {
-        return match Config::load(file) {
-            Ok(_) => {
-                println!("{}: configuration is valid", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
+        return commands::check_config(file);
     }
     let mut config = match &router.config {
         Some(path) => match Config::load(path) {
@@ -216,23 +151,5 @@ fn main() -> ExitCode {
         .or_else(|| config.log.level.clone())
         .unwrap_or_else(|| "info".into());
     logging::init(format, &level, &config.log);
-
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    commands::run(config)
 }

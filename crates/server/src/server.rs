@@ -68,7 +68,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.limits.ticket_check_wait,
     );
     let router = Router::with_limits(config.realm_configs(), config.handshake_limits());
-    let settings = Settings::from_limits(&config.limits);
+    let settings = config.limits.transport_settings();
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
     let mut queue_services = Vec::new();
@@ -79,7 +79,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         let Some(realm) = router.realm(entry.name.get_ref()).cloned() else {
             continue;
         };
-        let settings = crate::queues::RealmQueues {
+        let settings = crate::queue_service::RealmQueues {
             configs: entry.queue.iter().map(|q| q.get_ref().clone()).collect(),
             bindings: entry
                 .queue_binding
@@ -91,7 +91,8 @@ pub async fn run(config: Config) -> Result<(), String> {
             limits: entry.queue_limits.clone(),
         };
         queue_services.push(
-            crate::queues::QueueService::start(realm, &config.storage.data_dir, settings).await?,
+            crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)
+                .await?,
         );
     }
     crate::transport::accept::init_reserve();

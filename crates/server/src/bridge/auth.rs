@@ -1,35 +1,22 @@
 //! Who a bridge request is: its signature checked (Crossbar's scheme on
 //! `/publish` and `/call`, the bound scheme on our own endpoints), its
-//! timestamp inside the window, and its signature not seen before.
+//! timestamp inside the window, and its signature not seen before. The
+//! checks themselves are `crate::signing`'s; this file finds the key and
+//! turns each refusal into the bridge's HTTP answer.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 use hyper::header::{self, HeaderMap};
 use hyper::StatusCode;
 use switchyard_router::internal::InternalCaller;
 use switchyard_router::logsafe::Clip;
 
-use super::replay::Refused;
-use super::signing::{self, Bound};
 use super::{bad, unauthorized, Bridge, Refusal};
-
-/// The query parameters of a signed request.
-pub(super) const SIGNING_PARAMS: [&str; 5] = ["key", "timestamp", "seq", "nonce", "signature"];
-
-/// Which signature a request must carry.
-pub(super) enum Scheme<'a> {
-    /// Crossbar's: key ‖ timestamp ‖ seq ‖ nonce ‖ body.
-    Crossbar,
-    /// Ours: [`signing::canonical`], binding the method, the path, the
-    /// `Idempotency-Key` header and the body. The query may hold only the
-    /// signing parameters.
-    Bound {
-        method: &'a str,
-        path: &'a str,
-        idempotency_key: Option<&'a str>,
-    },
-}
+use crate::signing::verify::{
+    check_counter, expected_mac, matches, parse_timestamp, remember_for, skew,
+};
+pub(super) use crate::signing::Scheme;
+use crate::signing::{Params, Refused, SIGNING_PARAMS};
 
 /// The header that shows a request was sent by a web browser, if any:
 /// `Origin` (browsers send it with every POST, same-origin ones included,
@@ -89,7 +76,7 @@ pub(super) fn authenticate<'a>(
         get("signature")?,
     );
     for (name, value) in [("seq", seq), ("nonce", nonce)] {
-        signing::check_counter(name, value)
+        check_counter(name, value)
             .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
     }
     let Some(signing_key) = bridge.keys.get(key.as_str()) else {
@@ -98,47 +85,33 @@ pub(super) fn authenticate<'a>(
             format!("unknown signing key \"{}\"", Clip(key)),
         ));
     };
-    let secret = &signing_key.secret;
-    let mac = match scheme {
-        Scheme::Crossbar => signing::crossbar_mac(secret, key, timestamp, seq, nonce, body),
-        Scheme::Bound {
-            method,
-            path,
-            idempotency_key,
-        } => {
-            if let Some(extra) = params
-                .keys()
-                .find(|k| !SIGNING_PARAMS.contains(&k.as_str()))
-            {
-                return Err(bad(format!(
-                    "unexpected query parameter \"{}\": this endpoint takes only {}",
-                    Clip(extra),
-                    SIGNING_PARAMS.join(", ")
-                )));
-            }
-            signing::bound_mac(
-                secret,
-                &Bound {
-                    method,
-                    path,
-                    key,
-                    timestamp,
-                    seq,
-                    nonce,
-                    idempotency_key,
-                    body,
-                },
-            )
+    if let Scheme::Bound { .. } = scheme {
+        if let Some(extra) = params
+            .keys()
+            .find(|k| !SIGNING_PARAMS.contains(&k.as_str()))
+        {
+            return Err(bad(format!(
+                "unexpected query parameter \"{}\": this endpoint takes only {}",
+                Clip(extra),
+                SIGNING_PARAMS.join(", ")
+            )));
         }
+    }
+    let signed = Params {
+        key,
+        timestamp,
+        seq,
+        nonce,
     };
-    if !signing::matches(&mac, signature) {
+    let mac = expected_mac(&signing_key.secret, &scheme, &signed, body);
+    if !matches(&mac, signature) {
         return Err(unauthorized(
             "switchyard.error.invalid_signature",
             "the signature does not match the request",
         ));
     }
     let window = bridge.config.timestamp_window;
-    let Some(ts) = signing::parse_timestamp(timestamp) else {
+    let Some(ts) = parse_timestamp(timestamp) else {
         return Err(unauthorized(
             "switchyard.error.invalid_timestamp",
             format!(
@@ -147,7 +120,7 @@ pub(super) fn authenticate<'a>(
             ),
         ));
     };
-    if signing::skew(ts) > window {
+    if skew(ts) > window {
         return Err(unauthorized(
             "switchyard.error.stale_timestamp",
             format!(
@@ -157,13 +130,7 @@ pub(super) fn authenticate<'a>(
             ),
         ));
     }
-    // Remember the signature until the timestamp leaves the window (and a
-    // second more, for rounding).
-    let remember = match SystemTime::now().duration_since(ts) {
-        Ok(age) => window.saturating_sub(age),
-        Err(ahead) => window + ahead.duration(),
-    } + std::time::Duration::from_secs(1);
-    match signing_key.replays.first_use(mac, remember) {
+    match signing_key.replays.first_use(mac, remember_for(ts, window)) {
         Ok(()) => Ok(&signing_key.caller),
         Err(Refused::Replayed) => Err(unauthorized(
             "switchyard.error.replayed_request",

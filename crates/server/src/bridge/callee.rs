@@ -2,7 +2,7 @@
 //! backend. The call's keyword arguments `method`, `path`, `headers` and
 //! `body` shape the request (default: POST to the configured URL with the
 //! call as JSON); the result is `{status, headers, body}`. What a caller
-//! may set is confined (`super::outbound`): the path stays under the URL,
+//! may set is confined (`crate::outbound::callee_request`): the path stays under the URL,
 //! the method is one of `methods`, and framing, routing and (unless
 //! `allow_headers` lists them) credential headers cannot be set.
 
@@ -25,7 +25,7 @@ use switchyard_router::session::Identity;
 use switchyard_router::Realm;
 use tokio::sync::mpsc;
 
-use super::outbound;
+use crate::outbound::callee_request as outbound;
 
 /// A `[[bridge.callee]]` table.
 #[derive(Clone, Debug, Deserialize)]
@@ -191,8 +191,8 @@ async fn forward(
 ) -> Result<Value, (&'static str, String)> {
     let bad = |m: String| (errors::INVALID_ARGUMENT, m);
     // The keyword arguments shape the request: a repeated key is refused.
-    if let Some(path) = crate::queues::duplicate_key(&inv.args, &inv.kwargs) {
-        return Err(bad(crate::queues::duplicate_key_message(&path)));
+    if let Some(path) = crate::queue_service::duplicate_key(&inv.args, &inv.kwargs) {
+        return Err(bad(crate::queue_service::duplicate_key_message(&path)));
     }
     let kw = &inv.kwargs;
     let method = match kw.get_str("method") {
@@ -216,7 +216,7 @@ async fn forward(
             // Two independent checks: the disguises of a dot segment or a
             // separator in any encoding, then the parsed URL must keep the base.
             let url = outbound::confine_path(&c.url, p).map_err(bad)?;
-            if let Some(why) = crate::outbound::relative_path_problem(p) {
+            if let Some(why) = crate::outbound::destinations::relative_path_problem(p) {
                 return Err(bad(format!(
                     "path \"{}\" refused: {why}: it must stay under the callee's URL",
                     switchyard_router::logsafe::Clip(p)

@@ -13,10 +13,7 @@
 mod auth;
 mod body;
 pub mod callee;
-mod outbound;
 mod queue;
-mod replay;
-pub mod signing;
 mod strict_json;
 pub mod subscriber;
 
@@ -48,9 +45,9 @@ use crate::transport::accept::accept_loop;
 use crate::transport::conn_limit::{AddressLimiter, Guarded};
 use switchyard_router::metrics::Metrics;
 
+use crate::signing::{self, ReplayCache};
 use auth::{authenticate, browser_marker, Scheme};
 use body::read_body;
-use replay::ReplayCache;
 
 /// A `[[bridge]]` table.
 #[derive(Debug, Clone, Deserialize)]

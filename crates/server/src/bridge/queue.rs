@@ -3,7 +3,7 @@
 //! The body is the job: `{"args": [...], "kwargs": {...}}` plus any push
 //! option (`delay`, `run_at`, `priority`, `result_topic`, ...); the
 //! `Idempotency-Key` header sets `idempotency_key`. The signature is the
-//! bound one (`signing::canonical`): it covers the method, the path (so the
+//! bound one (`crate::signing::schemes::canonical`): it covers the method, the path (so the
 //! queue), the `Idempotency-Key` header and the body, and the query may hold
 //! only the signing parameters. The request is a call to
 //! `switchyard.queue.push` under the signing key's identity, so the realm's
@@ -119,9 +119,9 @@ async fn push(
             .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Dict(d)) => {
-                if let Some(path) = crate::queues::duplicate_key(&[], &d) {
+                if let Some(path) = crate::queue_service::duplicate_key(&[], &d) {
                     let path = path.replacen("kwargs", "the body", 1);
-                    return Err(bad(crate::queues::duplicate_key_message(&path)));
+                    return Err(bad(crate::queue_service::duplicate_key_message(&path)));
                 }
                 d
             }

@@ -1,11 +1,12 @@
 //! HTTP subscribers: events on a topic (or pattern) are POSTed to a URL,
-//! signed with the same scheme as requests to the bridge, so the receiver
-//! can check them. Delivery is at most once: a failed POST is logged, not
-//! retried (durable delivery is what the job queues are for).
+//! signed with the same scheme as requests to the bridge
+//! ([`crate::signing::signed_url`]), so the receiver can check them.
+//! Delivery is at most once: a failed POST is logged, not retried (durable
+//! delivery is what the job queues are for).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,7 +24,7 @@ use switchyard_router::uri_index::MatchPolicy;
 use switchyard_router::Realm;
 use tokio::sync::mpsc;
 
-use super::signing;
+use crate::signing::signed_url;
 
 /// A `[[bridge.subscriber]]` table.
 #[derive(Clone, Deserialize)]
@@ -171,43 +172,4 @@ async fn post_events(s: HttpSubscriber, pattern: bool, mut rx: mpsc::Receiver<In
             ),
         }
     }
-}
-
-/// `url` with the query parameters of a request signed like the bridge's
-/// own (key, timestamp, seq, nonce, signature over the body), so the
-/// receiver verifies it as the bridge verifies its requests.
-pub fn signed_url(url: &str, key: &str, secret: &str, seq: u64, body: &[u8]) -> String {
-    let timestamp =
-        humantime_serde::re::humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let seq = seq.to_string();
-    let nonce = rand_nonce().to_string();
-    let signature = signing::sign(secret, key, &timestamp, &seq, &nonce, body);
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{sep}key={}&timestamp={}&seq={seq}&nonce={nonce}&signature={}",
-        query_escape(key),
-        query_escape(&timestamp),
-        query_escape(&signature)
-    )
-}
-
-fn rand_nonce() -> u64 {
-    // Unique per process and request; the receiver only checks reuse.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48)
-}
-
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

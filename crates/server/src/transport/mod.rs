@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use switchyard_router::{Flow, OutboundBudget, OutboundLimits, Peer, SlowConsumerPolicy};
 
-/// What every transport needs to know from the configuration.
+/// What every transport needs to know from the configuration: plain
+/// settings, which the configuration builds (`config::Limits::transport_settings`),
+/// so that the transports do not import the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub max_message_size: usize,
@@ -38,23 +40,6 @@ pub struct Settings {
     /// Bytes of PONGs owed to a peer (PINGs it sent while not reading our
     /// answers) before it is disconnected.
     pub max_pending_pong_bytes: usize,
-}
-
-impl Settings {
-    pub fn from_limits(l: &crate::config::Limits) -> Self {
-        Settings {
-            max_message_size: *l.max_message_size.get_ref(),
-            outbound_queue: *l.outbound_queue.get_ref(),
-            outbound_queue_bytes: l.outbound_queue_bytes,
-            outbound_budget: OutboundBudget::new(l.total_outbound_bytes),
-            slow_consumer: l.slow_consumer,
-            handshake_timeout: l.handshake_timeout,
-            ping_interval: l.ping_interval,
-            ping_timeout: l.ping_timeout,
-            rawsocket_ping_interval: l.rawsocket_ping_interval,
-            max_pending_pong_bytes: l.max_pending_pong_bytes,
-        }
-    }
 }
 
 impl Settings {

@@ -1,21 +1,26 @@
-//! Request signatures of the HTTP bridge.
+//! The signature schemes: the HMAC-SHA256 values every signed request
+//! carries, computed the same way by the side that signs and the side that
+//! verifies.
 //!
 //! - **Crossbar-compatible** (`/publish`, `/call`, and the POSTs of HTTP
-//!   subscribers): query parameters `key`, `timestamp`
-//!   (`YYYY-MM-DDTHH:MM:SS.mmmZ`), `seq`, `nonce` and `signature`, where the
-//!   signature is the URL-safe base64 (padded) of
+//!   subscribers and queue HTTP targets): query parameters `key`,
+//!   `timestamp` (`YYYY-MM-DDTHH:MM:SS.mmmZ`), `seq`, `nonce` and
+//!   `signature`, where the signature is the URL-safe base64 (padded) of
 //!   HMAC-SHA256(secret, key ‖ timestamp ‖ seq ‖ nonce ‖ body).
 //! - **Bound** (`/queues/{name}/jobs`, our own endpoint): the same query
 //!   parameters, the HMAC taken over [`canonical`], which also names the
 //!   method, the path and the `Idempotency-Key` header, one per line.
+//! - **Destination-scoped** ([`destination_secret`]): the Crossbar scheme
+//!   with a secret derived for one method and path, for requests to a
+//!   destination a client chose.
+//! - **Webhooks** ([`verify_hub`]): GitHub's `X-Hub-Signature-256`, the hex
+//!   HMAC of the body.
 //!
 //! `seq` and `nonce` are decimal integers (as Crossbar parses them), at most
-//! [`MAX_COUNTER_DIGITS`] digits. The concatenation has no separators, so
-//! digits can move between `seq` and `nonce` without changing the
-//! signature: replay protection therefore remembers the signature
-//! (`super::replay`), not the nonce.
-
-use std::time::{Duration, SystemTime};
+//! [`super::verify::MAX_COUNTER_DIGITS`] digits. The concatenation has no
+//! separators, so digits can move between `seq` and `nonce` without
+//! changing the signature: replay protection therefore remembers the
+//! signature (`super::replay`), not the nonce.
 
 use base64::engine::general_purpose::URL_SAFE as B64URL;
 use base64::Engine;
@@ -27,9 +32,6 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// An HMAC-SHA256 value: what the replay cache remembers.
 pub type Mac32 = [u8; 32];
-
-/// The most digits `seq` and `nonce` may have (a u64 has 20).
-pub const MAX_COUNTER_DIGITS: usize = 20;
 
 /// The first line of a [`canonical`] string (names the scheme's version).
 pub const CANONICAL_V1: &str = "switchyard-bridge-v1";
@@ -135,29 +137,6 @@ pub fn sign_bound(secret: &str, b: &Bound<'_>) -> String {
     B64URL.encode(bound_mac(secret, b))
 }
 
-/// Whether `given` is the signature (URL-safe base64, padded) of `mac`, in
-/// constant time.
-pub fn matches(mac: &Mac32, given: &str) -> bool {
-    let expected = B64URL.encode(mac);
-    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
-}
-
-/// Checks that `value` (the `seq` or `nonce` parameter) is a non-empty
-/// decimal integer of at most [`MAX_COUNTER_DIGITS`] digits that fits a u64.
-pub fn check_counter(name: &str, value: &str) -> Result<(), String> {
-    if value.is_empty()
-        || value.len() > MAX_COUNTER_DIGITS
-        || !value.bytes().all(|b| b.is_ascii_digit())
-        || value.parse::<u64>().is_err()
-    {
-        return Err(format!(
-            "{name} must be a decimal integer of 1 to {MAX_COUNTER_DIGITS} digits (at most 18446744073709551615), got {} bytes",
-            value.len()
-        ));
-    }
-    Ok(())
-}
-
 /// Whether `given_hex` is the lowercase or uppercase hex HMAC-SHA256 of
 /// `body` with `secret` (GitHub's `X-Hub-Signature-256`), in constant time.
 pub fn verify_hub(secret: &str, body: &[u8], given_hex: &str) -> bool {
@@ -175,24 +154,31 @@ pub fn verify_hub(secret: &str, body: &[u8], given_hex: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
-/// Parses a request timestamp (RFC 3339, e.g. `2026-01-01T00:00:00.000Z`).
-pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
-    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(SystemTime::from)
-}
-
-/// How far `ts` is from now, either way.
-pub fn skew(ts: SystemTime) -> Duration {
-    let now = SystemTime::now();
-    now.duration_since(ts)
-        .or_else(|_| ts.duration_since(now))
-        .unwrap_or_default()
+/// The secret that signs a request to a client-chosen destination, in
+/// place of `[realm.queue_http] secret`: URL-safe base64 (padded) of
+/// HMAC-SHA256(secret, "switchyard-destination\n" + METHOD + " " + path),
+/// `path` being the request's path without the query. A signature made with
+/// it verifies only where the receiver derives the same secret for its own
+/// method and path: one harvested at a destination a client chose (an
+/// endpoint that echoes requests, logs them, or is the client's) does not
+/// verify at the operator's other endpoints, which check the plain secret,
+/// nor at another path.
+pub fn destination_secret(secret: &str, method: &str, path: &str) -> String {
+    B64URL.encode(hmac(
+        secret,
+        &[
+            b"switchyard-destination\n",
+            method.as_bytes(),
+            b" ",
+            path.as_bytes(),
+        ],
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signing::verify::{matches, parse_timestamp};
 
     /// The vector.
     #[test]
@@ -226,24 +212,6 @@ mod tests {
     }
 
     #[test]
-    fn counters_are_decimal_integers() {
-        assert!(check_counter("nonce", "0").is_ok());
-        assert!(check_counter("nonce", "18446744073709551615").is_ok());
-        for bad in [
-            "",
-            "-1",
-            "+1",
-            " 1",
-            "1a",
-            "0x1",
-            "18446744073709551616",
-            "１",
-        ] {
-            assert!(check_counter("nonce", bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn the_canonical_string_names_every_part() {
         let b = Bound {
             method: "POST",
@@ -265,5 +233,55 @@ mod tests {
             ..b
         };
         assert_ne!(sign_bound("s", &b), sign_bound("s", &other));
+    }
+
+    #[test]
+    fn destination_secrets_differ_by_method_and_path() {
+        let a = destination_secret("s3cret-s3cret-s3cret", "POST", "/echo/x");
+        assert_eq!(a.len(), 44);
+        assert_ne!(a, "s3cret-s3cret-s3cret");
+        assert_ne!(
+            a,
+            destination_secret("s3cret-s3cret-s3cret", "POST", "/charge")
+        );
+        assert_ne!(
+            a,
+            destination_secret("s3cret-s3cret-s3cret", "PUT", "/echo/x")
+        );
+        assert_ne!(
+            a,
+            destination_secret("other-secret-other", "POST", "/echo/x")
+        );
+        assert_eq!(
+            a,
+            destination_secret("s3cret-s3cret-s3cret", "POST", "/echo/x")
+        );
+    }
+
+    /// The destination secret depends on the method and the path, and is
+    /// what the HMAC of the documented string gives.
+    #[test]
+    fn the_destination_secret_is_bound_to_method_and_path() {
+        let a = destination_secret("s", "POST", "/hooks/a");
+        assert_ne!(a, destination_secret("s", "POST", "/hooks/b"));
+        assert_ne!(a, destination_secret("s", "PUT", "/hooks/a"));
+        assert_ne!(a, destination_secret("t", "POST", "/hooks/a"));
+        assert_eq!(
+            a,
+            B64URL.encode(hmac("s", &[b"switchyard-destination\nPOST /hooks/a"]))
+        );
+    }
+
+    #[test]
+    fn hub_signatures_are_hex_in_either_case() {
+        let hex: String = hmac("s", &[b"{}"])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(verify_hub("s", b"{}", &hex));
+        assert!(verify_hub("s", b"{}", &hex.to_ascii_uppercase()));
+        assert!(!verify_hub("t", b"{}", &hex));
+        assert!(!verify_hub("s", b"{} ", &hex));
+        assert!(!verify_hub("s", b"{}", ""));
     }
 }

@@ -1,6 +1,7 @@
 //! Jobs with an HTTP target: each attempt is one request to the job's URL
 //! with the job's payload (`{"args", "kwargs"}`) as the JSON body, signed
-//! like the bridge's HTTP subscribers when `[realm.queue_http]` names a key.
+//! like the bridge's HTTP subscribers when `[realm.queue_http]` names a key
+//! (`crate::signing::outgoing`).
 //! A status in `accepted_statuses` (default: any 2xx) completes the job;
 //! another status fails the attempt with `switchyard.queue.http.<status>`,
 //! so `non_retryable_errors` can list e.g. `switchyard.queue.http.400`.
@@ -21,10 +22,10 @@ use switchyard_proto::{Dict, Value};
 use switchyard_queue::{Lease, Target};
 
 use super::{QueueHttpSigning, QueueService, Running};
-use crate::bridge::subscriber::signed_url;
-use crate::outbound::{
-    destination_secret, error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy,
+use crate::outbound::destinations::{
+    error_chain, GuardedConnector, OutboundHttpConfig, OutboundPolicy,
 };
+use crate::signing::{destination_signed_url, signed_url};
 
 /// Error URI of an attempt whose destination the outbound policy refuses.
 const FORBIDDEN: &str = "switchyard.queue.http.forbidden";
@@ -146,15 +147,7 @@ impl QueueService {
             // at the operator's other endpoints (docs/SECURITY.md).
             Some(k) => {
                 let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let path = url
-                    .parse::<hyper::Uri>()
-                    .map(|u| u.path().to_string())
-                    .unwrap_or_else(|_| "/".into());
-                let secret = destination_secret(&k.secret, verb.as_str(), &path);
-                format!(
-                    "{}&scope=destination",
-                    signed_url(url, &k.key, &secret, seq, &body)
-                )
+                destination_signed_url(url, verb.as_str(), &k.key, &k.secret, seq, &body)
             }
             None => url.clone(),
         };

@@ -1,15 +1,23 @@
-//! Durable job queues in the router (docs/QUEUES.md).
+//! The queue service: the WAMP and HTTP face of the queue engine
+//! (docs/QUEUES.md). The engine is the `switchyard-queue` crate
+//! (crates/queue: jobs, leases, retries, the redb store), which knows
+//! nothing of WAMP or sockets; this module is what makes it reachable from
+//! WAMP clients and HTTP, and what hands its jobs to workers.
 //!
-//! One [`QueueService`] per realm drives that realm's [`Queues`] (crates/queue,
-//! the embedded redb store):
+//! One [`QueueService`] per realm drives that realm's engine ([`Queues`]):
 //! - `api.rs`: the `switchyard.queue.*` procedures, served by a router-owned
-//!   session through the ordinary Dealer (so authorization applies);
+//!   session through the ordinary Dealer (so authorization applies); the
+//!   bridge's `POST /queues/{name}/jobs` calls them too;
+//! - `access.rs`: per-queue authorization of those procedures;
 //! - `dispatch.rs`: one dispatcher per queue leases jobs and calls their
 //!   target procedure on a worker (an ordinary callee) or their HTTP URL,
 //!   then completes, fails or releases the job; expired leases cancel the
 //!   worker's call;
+//! - `http_target.rs`: a job's attempt as a signed HTTP request;
+//! - `wakeups.rs`: dispatchers parked until a worker registers;
 //! - `bindings.rs`: topic bindings, a publish hook that turns publications
 //!   into jobs (the publisher's PUBLISHED follows their commit);
+//! - `limits.rs`: `[realm.queue_limits]`;
 //! - `payload.rs`: the job payload (`args` and `kwargs` as MessagePack; stores
 //!   written before store format 2 hold JSON `{"args", "kwargs"}`, still read);
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
@@ -67,7 +75,7 @@ pub struct RealmQueues {
     pub bindings: Vec<QueueBinding>,
     pub http_signing: Option<QueueHttpSigning>,
     /// Where run-time declared queues may send HTTP requests.
-    pub outbound_http: crate::outbound::OutboundHttpConfig,
+    pub outbound_http: crate::outbound::destinations::OutboundHttpConfig,
     pub limits: QueueLimits,
 }
 

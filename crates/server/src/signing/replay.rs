@@ -7,7 +7,7 @@
 //! A full cache refuses new signed requests (503) rather than forgetting a
 //! signature that could still be replayed; only requests with a valid
 //! signature take a place, so only holders of a key can fill it, and each
-//! signing key has its own cache (`super::SigningKey`), so a key that
+//! signing key has its own cache (`bridge::SigningKey`), so a key that
 //! floods fills only its own.
 
 use std::collections::{BTreeSet, HashMap};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::signing::Mac32;
+use super::schemes::Mac32;
 
 /// Why a signature was not accepted.
 #[derive(Debug, PartialEq, Eq)]

@@ -495,29 +495,6 @@ impl tower_service::Service<Uri> for GuardedConnector {
     }
 }
 
-/// The secret that signs a request to a client-chosen destination, in
-/// place of `[realm.queue_http] secret`: URL-safe base64 (padded) of
-/// HMAC-SHA256(secret, "switchyard-destination\n" + METHOD + " " + path),
-/// `path` being the request's path without the query. A signature made with
-/// it verifies only where the receiver derives the same secret for its own
-/// method and path: one harvested at a destination a client chose (an
-/// endpoint that echoes requests, logs them, or is the client's) does not
-/// verify at the operator's other endpoints, which check the plain secret,
-/// nor at another path.
-pub fn destination_secret(secret: &str, method: &str, path: &str) -> String {
-    use base64::engine::general_purpose::URL_SAFE as B64URL;
-    use base64::Engine;
-    use hmac::{Hmac, Mac};
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-        return String::new(); // HMAC takes keys of any length
-    };
-    mac.update(b"switchyard-destination\n");
-    mac.update(method.as_bytes());
-    mac.update(b" ");
-    mac.update(path.as_bytes());
-    B64URL.encode(mac.finalize().into_bytes())
-}
-
 /// An error and its causes, as one line (hyper's errors say little alone).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -662,29 +639,6 @@ mod tests {
         ] {
             assert!(relative_path_problem(fine).is_none(), "{fine}");
         }
-    }
-
-    #[test]
-    fn destination_secrets_differ_by_method_and_path() {
-        let a = destination_secret("s3cret-s3cret-s3cret", "POST", "/echo/x");
-        assert_eq!(a.len(), 44);
-        assert_ne!(a, "s3cret-s3cret-s3cret");
-        assert_ne!(
-            a,
-            destination_secret("s3cret-s3cret-s3cret", "POST", "/charge")
-        );
-        assert_ne!(
-            a,
-            destination_secret("s3cret-s3cret-s3cret", "PUT", "/echo/x")
-        );
-        assert_ne!(
-            a,
-            destination_secret("other-secret-other", "POST", "/echo/x")
-        );
-        assert_eq!(
-            a,
-            destination_secret("s3cret-s3cret-s3cret", "POST", "/echo/x")
-        );
     }
 
     #[test]

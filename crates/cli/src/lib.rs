@@ -1,7 +1,16 @@
-//! The client commands of the `switchyard` binary: `publish`, `call`,
-//! `subscribe`, `register` and `queue` (docs/CLI.md). They connect to a router as an
-//! ordinary WAMP client ([`switchyard_client`]) over WebSocket or RawSocket,
-//! with the common options of [`connect::ConnectArgs`].
+//! `switchyard-cli`: the client commands of the `switchyard` binary,
+//! `publish`, `call`, `subscribe`, `register` and `queue` (docs/CLI.md).
+//! They connect to a router as an ordinary WAMP client
+//! ([`switchyard_client`]) over WebSocket or RawSocket, with the common
+//! options of [`connect::ConnectArgs`]. A crate of its own because it is a
+//! client: the router side (the `switchyard` library in crates/server) never
+//! imports it; only the binary's `main.rs` dispatches to [`main`].
+//!
+//! - `connect.rs`: the connection and authentication options, and joining;
+//! - `publish.rs`, `call.rs`, `subscribe.rs`, `register.rs`: one file per
+//!   command (`register` can run a program per invocation);
+//! - `queue.rs`: `switchyard queue ...`, the `switchyard.queue.*` procedures;
+//! - `values.rs`: arguments from the command line, JSON out.
 //!
 //! Output contract: results and events go to standard output as JSON (one
 //! value or one event per line); everything else (progress, warnings,
@@ -19,6 +28,28 @@ use std::fmt;
 use std::process::ExitCode;
 
 use switchyard_client::{Session, WampError};
+
+/// The client commands, as subcommands of the `switchyard` binary (their
+/// help is on their argument structs).
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    Publish(Box<publish::PublishArgs>),
+    Call(Box<call::CallArgs>),
+    Subscribe(Box<subscribe::SubscribeArgs>),
+    Register(Box<register::RegisterArgs>),
+    Queue(Box<queue::QueueArgs>),
+}
+
+/// Runs a client command to its end; the process's exit code.
+pub fn main(command: Command) -> ExitCode {
+    match command {
+        Command::Publish(a) => run(publish::run(*a)),
+        Command::Call(a) => run(call::run(*a)),
+        Command::Subscribe(a) => run(subscribe::run(*a)),
+        Command::Register(a) => run(register::run(*a)),
+        Command::Queue(a) => run(queue::run(*a)),
+    }
+}
 
 /// Success (for `subscribe` and `register` also: stopped by Ctrl-C/SIGTERM
 /// or `--count` reached).

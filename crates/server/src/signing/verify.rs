@@ -1,0 +1,184 @@
+//! Checking a signed request that comes in (the bridge's `/publish`,
+//! `/call`, `/queues/{name}/jobs` and webhooks): which MAC it must carry
+//! ([`Scheme`], [`expected_mac`]), its `seq` and `nonce` ([`check_counter`]),
+//! the comparison in constant time ([`matches`]), its timestamp
+//! ([`parse_timestamp`], [`skew`]) and how long the replay cache must
+//! remember it ([`remember_for`]). The caller (`bridge::auth`) turns each
+//! refusal into its HTTP answer.
+
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE as B64URL;
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+use super::schemes::{bound_mac, crossbar_mac, Bound, Mac32};
+
+/// The most digits `seq` and `nonce` may have (a u64 has 20).
+pub const MAX_COUNTER_DIGITS: usize = 20;
+
+/// The query parameters of a signed request.
+pub const SIGNING_PARAMS: [&str; 5] = ["key", "timestamp", "seq", "nonce", "signature"];
+
+/// Which signature a request must carry.
+pub enum Scheme<'a> {
+    /// Crossbar's: key ‖ timestamp ‖ seq ‖ nonce ‖ body.
+    Crossbar,
+    /// Ours: [`super::schemes::canonical`], binding the method, the path,
+    /// the `Idempotency-Key` header and the body. The query may hold only
+    /// the signing parameters.
+    Bound {
+        method: &'a str,
+        path: &'a str,
+        idempotency_key: Option<&'a str>,
+    },
+}
+
+/// The signing parameters of a request (the `signature` aside).
+pub struct Params<'a> {
+    pub key: &'a str,
+    pub timestamp: &'a str,
+    pub seq: &'a str,
+    pub nonce: &'a str,
+}
+
+/// The MAC a request signed with `secret` under `scheme` must carry.
+pub fn expected_mac(secret: &str, scheme: &Scheme<'_>, p: &Params<'_>, body: &[u8]) -> Mac32 {
+    match *scheme {
+        Scheme::Crossbar => crossbar_mac(secret, p.key, p.timestamp, p.seq, p.nonce, body),
+        Scheme::Bound {
+            method,
+            path,
+            idempotency_key,
+        } => bound_mac(
+            secret,
+            &Bound {
+                method,
+                path,
+                key: p.key,
+                timestamp: p.timestamp,
+                seq: p.seq,
+                nonce: p.nonce,
+                idempotency_key,
+                body,
+            },
+        ),
+    }
+}
+
+/// Whether `given` is the signature (URL-safe base64, padded) of `mac`, in
+/// constant time.
+pub fn matches(mac: &Mac32, given: &str) -> bool {
+    let expected = B64URL.encode(mac);
+    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// Checks that `value` (the `seq` or `nonce` parameter) is a non-empty
+/// decimal integer of at most [`MAX_COUNTER_DIGITS`] digits that fits a u64.
+pub fn check_counter(name: &str, value: &str) -> Result<(), String> {
+    if value.is_empty()
+        || value.len() > MAX_COUNTER_DIGITS
+        || !value.bytes().all(|b| b.is_ascii_digit())
+        || value.parse::<u64>().is_err()
+    {
+        return Err(format!(
+            "{name} must be a decimal integer of 1 to {MAX_COUNTER_DIGITS} digits (at most 18446744073709551615), got {} bytes",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a request timestamp (RFC 3339, e.g. `2026-01-01T00:00:00.000Z`).
+pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// How far `ts` is from now, either way.
+pub fn skew(ts: SystemTime) -> Duration {
+    let now = SystemTime::now();
+    now.duration_since(ts)
+        .or_else(|_| ts.duration_since(now))
+        .unwrap_or_default()
+}
+
+/// How long the replay cache must remember a signature whose timestamp is
+/// `ts` (inside `window`): until the timestamp leaves the window, and a
+/// second more, for rounding.
+pub fn remember_for(ts: SystemTime, window: Duration) -> Duration {
+    let left = match SystemTime::now().duration_since(ts) {
+        Ok(age) => window.saturating_sub(age),
+        Err(ahead) => window + ahead.duration(),
+    };
+    left + Duration::from_secs(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_decimal_integers() {
+        assert!(check_counter("nonce", "0").is_ok());
+        assert!(check_counter("nonce", "18446744073709551615").is_ok());
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1a",
+            "0x1",
+            "18446744073709551616",
+            "１",
+        ] {
+            assert!(check_counter("nonce", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_scheme_chooses_the_mac() {
+        let p = Params {
+            key: "k",
+            timestamp: "2026-01-01T00:00:00.000Z",
+            seq: "1",
+            nonce: "2",
+        };
+        let crossbar = expected_mac("s", &Scheme::Crossbar, &p, b"{}");
+        assert_eq!(
+            crossbar,
+            crossbar_mac("s", "k", "2026-01-01T00:00:00.000Z", "1", "2", b"{}")
+        );
+        let bound = |path| {
+            expected_mac(
+                "s",
+                &Scheme::Bound {
+                    method: "POST",
+                    path,
+                    idempotency_key: None,
+                },
+                &p,
+                b"{}",
+            )
+        };
+        assert_ne!(bound("/queues/a/jobs"), crossbar);
+        assert_ne!(bound("/queues/a/jobs"), bound("/queues/b/jobs"));
+    }
+
+    #[test]
+    fn a_signature_is_remembered_while_its_timestamp_is_in_the_window() {
+        let w = Duration::from_secs(300);
+        let now = SystemTime::now();
+        let old = remember_for(now - Duration::from_secs(100), w);
+        assert!(old <= Duration::from_secs(201) && old >= Duration::from_secs(199));
+        let ahead = remember_for(now + Duration::from_secs(100), w);
+        assert!(ahead >= Duration::from_secs(400) && ahead <= Duration::from_secs(402));
+        assert_eq!(
+            remember_for(now - Duration::from_secs(1000), w),
+            Duration::from_secs(1)
+        );
+        assert!(skew(now - Duration::from_secs(5)) >= Duration::from_secs(5));
+        assert!(skew(now + Duration::from_secs(5)) >= Duration::from_secs(4));
+    }
+}
