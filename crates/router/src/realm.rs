@@ -175,6 +175,14 @@ fn default_call_queue_limit() -> usize {
     DealerConfig::default().call_queue_limit
 }
 
+/// Whether a session's end is announced: its testaments published and
+/// `wamp.session.on_leave` sent (every end but `wamp.session.kill_all`'s).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Farewell {
+    Announced,
+    Silent,
+}
+
 impl RealmConfig {
     /// A realm with every setting at its default.
     pub fn new(name: impl Into<String>) -> Self {
@@ -536,12 +544,30 @@ impl Realm {
     /// Removes a session and everything it held, and publishes what changed.
     /// Idempotent.
     pub(crate) fn leave(&self, session: &Session) {
+        self.remove(session, Farewell::Announced);
+    }
+
+    fn remove(&self, session: &Session, farewell: Farewell) {
         if !session.mark_gone() {
+            return;
+        }
+        let testaments = session.take_testaments();
+        if farewell == Farewell::Silent {
+            if !testaments.is_empty() {
+                tracing::debug!(
+                    session = session.id,
+                    count = testaments.len(),
+                    "testaments dropped: the session was closed by wamp.session.kill_all"
+                );
+            }
+            self.sessions.write().remove(&session.id);
+            self.broker.remove_session(session.id);
+            self.dealer.remove_session(session);
             return;
         }
         // Testaments go out while the session still exists (as publisher),
         // "detached" before "destroyed" (spec "Session Testament").
-        for t in session.take_testaments() {
+        for t in testaments {
             if let Err((uri, message)) = self
                 .broker
                 .publish(session, &t.topic, &t.options, &t.payload)
@@ -570,6 +596,19 @@ impl Realm {
     /// Ends a session from the router's side: GOODBYE with `reason` (and
     /// `message`, if any), then the transport closes.
     pub fn kill(&self, session: &Session, reason: &str, message: Option<&str>) {
+        self.close(session, reason, message, Farewell::Announced);
+    }
+
+    /// [`Realm::kill`] without the session's testaments and its
+    /// `wamp.session.on_leave` meta event: what `wamp.session.kill_all` does
+    /// to every session but its caller ("Closing all sessions in the realm
+    /// will not generate session meta events or testament events", spec
+    /// "Session Meta Procedures").
+    pub fn kill_silently(&self, session: &Session, reason: &str, message: Option<&str>) {
+        self.close(session, reason, message, Farewell::Silent);
+    }
+
+    fn close(&self, session: &Session, reason: &str, message: Option<&str>, farewell: Farewell) {
         let mut details = Dict::new();
         if let Some(m) = message {
             details.insert("message", m);
@@ -579,7 +618,7 @@ impl Realm {
             reason: reason.to_string(),
         });
         tracing::info!(session = session.id, reason = %Clip(reason), "session killed");
-        self.leave(session);
+        self.remove(session, farewell);
         session.peer.close_after_flush();
     }
 

@@ -624,7 +624,6 @@ async fn kill_by_authid_authrole_and_all_spare_the_caller() {
 }
 
 #[test]
-#[ignore = "spec deviation (for the lead to judge): the spec's wamp.session.kill_all says closing all sessions \"will not generate session meta events or testament events\"; the router publishes wamp.session.on_leave and the killed sessions' testaments, which the caller (the one session left) receives if it subscribed (kill_all goes through Realm::kill -> Realm::leave like any other end)"]
 fn kill_all_generates_no_meta_or_testament_events() {
     let r = router();
     let mut me = Client::join(&r, plain());

@@ -10,7 +10,7 @@ use switchyard_proto::{errors, Payload, Value};
 use super::args::{invalid, Args, MetaResult};
 use crate::authz::{Action, Decision};
 use crate::details::session_details;
-use crate::realm::Realm;
+use crate::realm::{Farewell, Realm};
 use crate::session::{OpError, Session, Testament, TestamentLimits, TestamentScope};
 
 fn filtered(realm: &Realm, args: &Args) -> Result<Vec<Arc<Session>>, OpError> {
@@ -76,12 +76,16 @@ fn kill_where(
     caller: &Arc<Session>,
     args: &Args,
     keep: impl Fn(&Session) -> bool,
+    farewell: Farewell,
 ) -> Result<Vec<u64>, OpError> {
     let (reason, message) = reason(args)?;
     let mut killed = Vec::new();
     for s in realm.sessions() {
         if s.id != caller.id && keep(&s) {
-            realm.kill(&s, reason, message);
+            match farewell {
+                Farewell::Announced => realm.kill(&s, reason, message),
+                Farewell::Silent => realm.kill_silently(&s, reason, message),
+            }
             killed.push(s.id);
         }
     }
@@ -90,7 +94,13 @@ fn kill_where(
 
 pub(super) fn kill_by_authid(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
     let authid = args.str(0, "authid")?.to_string();
-    let killed = kill_where(realm, caller, args, |s| s.authid == authid)?;
+    let killed = kill_where(
+        realm,
+        caller,
+        args,
+        |s| s.authid == authid,
+        Farewell::Announced,
+    )?;
     Ok((
         vec![Value::List(killed.into_iter().map(Value::UInt).collect())],
         None,
@@ -103,12 +113,18 @@ pub(super) fn kill_by_authrole(
     args: &Args,
 ) -> MetaResult {
     let authrole = args.str(0, "authrole")?.to_string();
-    let killed = kill_where(realm, caller, args, |s| s.authrole == authrole)?;
+    let killed = kill_where(
+        realm,
+        caller,
+        args,
+        |s| s.authrole == authrole,
+        Farewell::Announced,
+    )?;
     Ok((vec![Value::UInt(killed.len() as u64)], None))
 }
 
 pub(super) fn kill_all(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
-    let killed = kill_where(realm, caller, args, |_| true)?;
+    let killed = kill_where(realm, caller, args, |_| true, Farewell::Silent)?;
     Ok((vec![Value::UInt(killed.len() as u64)], None))
 }
 
