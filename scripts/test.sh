@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "router core: no import cycle of more than two files (scripts/import-graph.py)"
+python3 scripts/import-graph.py >/dev/null
+
 step "build"
 cargo build --workspace --locked
 
