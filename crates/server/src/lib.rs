@@ -40,6 +40,7 @@
 //! `main.rs` dispatches to it.
 
 mod bridge;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 mod data_dir;

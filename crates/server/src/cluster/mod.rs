@@ -1,0 +1,387 @@
+//! Cluster mode over NATS (issue 15), first slice: PubSub across nodes.
+//!
+//! A node with `[cluster]` connects to NATS at start (bounded: it exits
+//! with a message naming the servers when none answers) and gives each of
+//! its realms a [`NatsBackplane`]. The router sees the cluster only through
+//! the `Backplane` seam (switchyard-router knows nothing of NATS):
+//!
+//! - **Out.** The Broker hands every publication it accepted (after local
+//!   delivery) to [`NatsBackplane::publish`], which encodes it once
+//!   ([`wire`]) and queues it, without blocking, for the one task that
+//!   publishes on this node's one NATS connection, in order: so a
+//!   publisher's events leave in publication order.
+//! - **Interest.** Per realm, a router-owned session follows the
+//!   subscription meta events; after each burst of them the node recomputes
+//!   the subjects its local subscriptions need ([`subject::interest`],
+//!   [`subject::covering`]) and subscribes to new ones before dropping old
+//!   ones. A node with no local subscriber on a topic has no NATS
+//!   subscription that reaches it, so NATS sends it nothing for it.
+//! - **In.** Each NATS subscription's task decodes what arrives and hands it
+//!   to [`Broker::deliver_remote`](switchyard_router::broker::Broker::deliver_remote),
+//!   which evaluates exclude/eligible/exclude_me on this node's sessions and
+//!   never passes it back to the backplane. The connection is `no_echo`
+//!   (NATS does not send a node its own publications back), messages whose
+//!   `origin` is this node are dropped as well, and a small window of recent
+//!   publication ids drops the second copy that two overlapping
+//!   subscriptions can produce while the interest set changes.
+//!
+//! Session ids stay random 53-bit ids (a node checks only its own sessions
+//! for a clash): two nodes pick the same id with probability about
+//! n²/2^54 for n sessions cluster-wide. A claim in a NATS KV bucket makes
+//! it certain; it comes with the session meta API (see docs/CLUSTER.md).
+//!
+//! Not in this slice: RPC across nodes, meta API and meta events across
+//! nodes, retained events and history across nodes, heartbeats and node
+//! failure, queues (docs/CLUSTER.md lists them).
+
+pub mod config;
+pub mod subject;
+pub mod wire;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use switchyard_router::backplane::{Backplane, CallRequest, Publication};
+use switchyard_router::internal::{InternalCaller, InternalEvent};
+use switchyard_router::session::Identity;
+use switchyard_router::uri_index::MatchPolicy;
+use switchyard_router::{Realm, Router};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use config::ClusterConfig;
+
+/// How long one attempt to reach one NATS server may take at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Publications queued for NATS at once; beyond, a publication reaches only
+/// this node's subscribers (and is counted and logged).
+const OUTBOUND_QUEUE: usize = 65_536;
+/// Publication ids remembered per realm to drop a second copy.
+const RECENT: usize = 8192;
+
+/// The meta events after which a node recomputes its interest.
+const INTEREST_EVENTS: [&str; 4] = [
+    "wamp.subscription.on_create",
+    "wamp.subscription.on_delete",
+    "wamp.subscription.on_subscribe",
+    "wamp.subscription.on_unsubscribe",
+];
+
+/// This node's place in the cluster: its NATS connection and name.
+pub struct Cluster {
+    client: async_nats::Client,
+    node: Arc<str>,
+    prefix: String,
+    outbound: mpsc::Sender<(String, Bytes)>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// What keeps a realm's cluster tasks alive (dropping it stops them).
+pub struct RealmLink {
+    _meta: InternalCaller,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for RealmLink {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS. Fails, naming the servers, when none answers within
+    /// [`CONNECT_TIMEOUT`] each (the node then exits non-zero).
+    pub async fn connect(c: &ClusterConfig) -> Result<Cluster, String> {
+        let servers = c.nats.join(", ");
+        let fail = |e: String| format!("cluster: node \"{}\" cannot reach NATS at {servers}: {e}", c.node);
+        let addrs = c
+            .nats
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("switchyard node {}", c.node))
+            .no_echo()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("cluster: NATS connected"),
+                    other => tracing::warn!("cluster: NATS {other}"),
+                }
+            });
+        if let Some(token) = &c.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &c.nats_credentials {
+            options = options.credentials_file(path).await.map_err(|e| {
+                format!("cluster.nats_credentials: cannot read {}: {e}", path.display())
+            })?;
+        }
+        if let Some(tls) = &c.nats_tls {
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        // Each server gets one attempt of CONNECT_TIMEOUT; the whole start
+        // is bounded as well, whatever the client does inside.
+        let whole = CONNECT_TIMEOUT * (addrs.len() as u32 + 1);
+        let client = match tokio::time::timeout(whole, options.connect(addrs)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail(format!("no answer within {whole:?}"))),
+        };
+        let info = client.server_info();
+        tracing::info!(
+            node = %c.node,
+            server = %format!("{}:{}", info.host, info.port),
+            version = %info.version,
+            "cluster: connected to NATS"
+        );
+        let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tokio::spawn(publish_all(client.clone(), rx));
+        Ok(Cluster {
+            client,
+            node: c.node.as_str().into(),
+            prefix: c.subject_prefix.clone(),
+            outbound,
+            dropped: Arc::default(),
+        })
+    }
+
+    /// The backplane of realm `realm` on this node.
+    pub fn backplane(&self, realm: &str) -> Arc<dyn Backplane> {
+        Arc::new(NatsBackplane {
+            node: self.node.clone(),
+            base: subject::realm_publications(&self.prefix, realm),
+            outbound: self.outbound.clone(),
+            dropped: self.dropped.clone(),
+        })
+    }
+
+    /// Starts following the interest of every realm of `router` and
+    /// delivering what other nodes publish to its subscribers.
+    pub fn start(&self, router: &Router) -> Vec<RealmLink> {
+        router.realms().map(|realm| self.link(realm.clone())).collect()
+    }
+
+    fn link(&self, realm: Arc<Realm>) -> RealmLink {
+        let (tx, rx) = mpsc::channel(1024);
+        let meta = InternalCaller::with_events(
+            Identity {
+                authid: format!("cluster:{}", self.node),
+                authrole: "switchyard".into(),
+                authmethod: "internal".into(),
+                authprovider: "switchyard".into(),
+            },
+            tx,
+        );
+        let session = meta.session().clone();
+        for topic in INTEREST_EVENTS {
+            realm
+                .broker
+                .subscribe(&session, topic, MatchPolicy::Exact, false, |_| {});
+        }
+        let follower = tokio::spawn(follow_interest(
+            self.client.clone(),
+            subject::realm_publications(&self.prefix, realm.name()),
+            self.node.clone(),
+            realm,
+            rx,
+        ));
+        RealmLink {
+            _meta: meta,
+            follower,
+        }
+    }
+}
+
+/// Publishes what the realms' backplanes queued, in queue order, on the
+/// node's one connection.
+async fn publish_all(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>) {
+    while let Some((subject, body)) = rx.recv().await {
+        if let Err(e) = client.publish(subject, body).await {
+            tracing::warn!("cluster: publication not sent to NATS: {e}");
+        }
+    }
+}
+
+/// The [`Backplane`] of one realm on a node of a NATS cluster.
+#[derive(Debug)]
+pub struct NatsBackplane {
+    node: Arc<str>,
+    /// `<prefix>.<realm>.pub`.
+    base: String,
+    outbound: mpsc::Sender<(String, Bytes)>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Backplane for NatsBackplane {
+    fn publish(&self, p: &Publication<'_>) {
+        // Meta events are not published through the Broker's publish; a
+        // client publication to wamp.* (when a role allows it) stays local
+        // in this slice, as the meta API does.
+        if p.topic.starts_with("wamp.") {
+            return;
+        }
+        let body = match wire::encode(&self.node, p) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cluster: {e}");
+                return;
+            }
+        };
+        let subject = subject::publication(&self.base, p.topic);
+        if self.outbound.try_send((subject, body)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "cluster: the queue to NATS is full; publications reached only this node's subscribers"
+                );
+            }
+        }
+    }
+
+    fn call(&self, _: &CallRequest<'_>) -> bool {
+        // RPC across nodes is not in this slice: a call no local callee
+        // serves is answered no_such_procedure, as on a single node.
+        false
+    }
+}
+
+/// Publication ids recently delivered from other nodes (a bounded window).
+#[derive(Default)]
+struct Recent {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Recent {
+    /// False if (`origin`, `publication`) was delivered already.
+    fn first(&mut self, origin: &str, publication: u64) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (origin, publication).hash(&mut h);
+        let key = h.finish();
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Keeps the realm's NATS subscriptions equal to what its local
+/// subscriptions need, recomputed after every burst of subscription meta
+/// events.
+async fn follow_interest(
+    client: async_nats::Client,
+    base: String,
+    node: Arc<str>,
+    realm: Arc<Realm>,
+    mut changes: mpsc::Receiver<InternalEvent>,
+) {
+    let recent: Arc<Mutex<Recent>> = Arc::default();
+    let mut active: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        let wanted: BTreeSet<String> = realm
+            .broker
+            .subscribed_patterns()
+            .into_iter()
+            .filter(|(uri, _)| !uri.starts_with("wamp."))
+            .map(|(uri, policy)| subject::interest(&base, &uri, policy))
+            .collect();
+        let target = subject::covering(&wanted);
+        let mut added = false;
+        let new: Vec<&String> = target.iter().filter(|s| !active.contains_key(*s)).collect();
+        for s in new {
+            match client.subscribe(s.clone()).await {
+                Ok(sub) => {
+                    tracing::debug!(subject = %s, "cluster: subscribed");
+                    let task = tokio::spawn(receive(
+                        sub,
+                        realm.clone(),
+                        node.clone(),
+                        recent.clone(),
+                    ));
+                    active.insert(s.clone(), task);
+                    added = true;
+                }
+                Err(e) => tracing::warn!(subject = %s, "cluster: cannot subscribe: {e}"),
+            }
+        }
+        // The new subscriptions are in place on the server before the ones
+        // they replace go (no gap; a copy that arrives twice meanwhile is
+        // dropped by `Recent`).
+        if added {
+            if let Err(e) = client.flush().await {
+                tracing::warn!("cluster: NATS flush: {e}");
+            }
+        }
+        active.retain(|s, task| {
+            let keep = target.contains(s);
+            if !keep {
+                tracing::debug!(subject = %s, "cluster: unsubscribed");
+                // Dropping the task drops its Subscriber: UNSUB.
+                task.abort();
+            }
+            keep
+        });
+        if changes.recv().await.is_none() {
+            break;
+        }
+        while changes.try_recv().is_ok() {}
+    }
+    for task in active.into_values() {
+        task.abort();
+    }
+}
+
+/// Delivers what one NATS subscription receives to the realm's local
+/// subscribers.
+async fn receive(
+    mut sub: async_nats::Subscriber,
+    realm: Arc<Realm>,
+    node: Arc<str>,
+    recent: Arc<Mutex<Recent>>,
+) {
+    let mut bad: u64 = 0;
+    while let Some(message) = sub.next().await {
+        let remote = match wire::decode(&message.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                bad += 1;
+                if bad.is_power_of_two() {
+                    tracing::warn!(subject = %message.subject, count = bad, "cluster: undecodable message dropped: {e}");
+                }
+                continue;
+            }
+        };
+        if *remote.origin == *node || !recent.lock().first(&remote.origin, remote.publication) {
+            continue;
+        }
+        realm.broker.deliver_remote(
+            remote.publication,
+            &remote.topic,
+            remote.publisher,
+            &remote.options,
+            &remote.details,
+            &remote.payload,
+        );
+    }
+}
