@@ -72,11 +72,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         Some(c) => Some(crate::cluster::Cluster::connect(c.get_ref()).await?),
         None => None,
     };
-    let router = Router::with_backplanes(
-        config.realm_configs(),
-        config.handshake_limits(),
-        |realm| cluster.as_ref().map(|c| c.backplane(realm)),
-    );
+    let router =
+        Router::with_backplanes(config.realm_configs(), config.handshake_limits(), |realm| {
+            cluster.as_ref().map(|c| c.backplane(realm))
+        });
     // Before any listener opens: the realms follow their interest from
     // their first subscription on.
     let _cluster_links = cluster

@@ -99,7 +99,12 @@ impl Cluster {
     /// [`CONNECT_TIMEOUT`] each (the node then exits non-zero).
     pub async fn connect(c: &ClusterConfig) -> Result<Cluster, String> {
         let servers = c.nats.join(", ");
-        let fail = |e: String| format!("cluster: node \"{}\" cannot reach NATS at {servers}: {e}", c.node);
+        let fail = |e: String| {
+            format!(
+                "cluster: node \"{}\" cannot reach NATS at {servers}: {e}",
+                c.node
+            )
+        };
         let addrs = c
             .nats
             .iter()
@@ -121,7 +126,10 @@ impl Cluster {
         }
         if let Some(path) = &c.nats_credentials {
             options = options.credentials_file(path).await.map_err(|e| {
-                format!("cluster.nats_credentials: cannot read {}: {e}", path.display())
+                format!(
+                    "cluster.nats_credentials: cannot read {}: {e}",
+                    path.display()
+                )
             })?;
         }
         if let Some(tls) = &c.nats_tls {
@@ -172,7 +180,10 @@ impl Cluster {
     /// Starts following the interest of every realm of `router` and
     /// delivering what other nodes publish to its subscribers.
     pub fn start(&self, router: &Router) -> Vec<RealmLink> {
-        router.realms().map(|realm| self.link(realm.clone())).collect()
+        router
+            .realms()
+            .map(|realm| self.link(realm.clone()))
+            .collect()
     }
 
     fn link(&self, realm: Arc<Realm>) -> RealmLink {
@@ -313,12 +324,8 @@ async fn follow_interest(
             match client.subscribe(s.clone()).await {
                 Ok(sub) => {
                     tracing::debug!(subject = %s, "cluster: subscribed");
-                    let task = tokio::spawn(receive(
-                        sub,
-                        realm.clone(),
-                        node.clone(),
-                        recent.clone(),
-                    ));
+                    let task =
+                        tokio::spawn(receive(sub, realm.clone(), node.clone(), recent.clone()));
                     active.insert(s.clone(), task);
                     added = true;
                 }

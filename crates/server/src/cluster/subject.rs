@@ -127,13 +127,22 @@ mod tests {
 
     #[test]
     fn ordinary_uris_are_unchanged() {
-        assert_eq!(publication(B, "com.example.topic"), "sy.realm1.pub.com.example.topic");
-        assert_eq!(realm_publications("sy", "com.example"), "sy.com~2Eexample.pub");
+        assert_eq!(
+            publication(B, "com.example.topic"),
+            "sy.realm1.pub.com.example.topic"
+        );
+        assert_eq!(
+            realm_publications("sy", "com.example"),
+            "sy.com~2Eexample.pub"
+        );
     }
 
     #[test]
     fn what_nats_forbids_is_escaped_one_token_per_component() {
-        assert_eq!(publication(B, "a b.*.>.~x.$y"), "sy.realm1.pub.a~20b.~2A.~3E.~7Ex.~24y");
+        assert_eq!(
+            publication(B, "a b.*.>.~x.$y"),
+            "sy.realm1.pub.a~20b.~2A.~3E.~7Ex.~24y"
+        );
         assert_eq!(publication(B, "a..b"), "sy.realm1.pub.a.~.b");
         assert_eq!(publication(B, "a\tb\nc"), "sy.realm1.pub.a~09b~0Ac");
         // Non-ASCII passes unchanged (NATS takes UTF-8 tokens).
@@ -144,11 +153,23 @@ mod tests {
 
     #[test]
     fn interest_subjects() {
-        assert_eq!(interest(B, "a.b.c", MatchPolicy::Exact), "sy.realm1.pub.a.b.c");
-        assert_eq!(interest(B, "a.b.c", MatchPolicy::Prefix), "sy.realm1.pub.a.b.>");
-        assert_eq!(interest(B, "a.b.", MatchPolicy::Prefix), "sy.realm1.pub.a.b.>");
+        assert_eq!(
+            interest(B, "a.b.c", MatchPolicy::Exact),
+            "sy.realm1.pub.a.b.c"
+        );
+        assert_eq!(
+            interest(B, "a.b.c", MatchPolicy::Prefix),
+            "sy.realm1.pub.a.b.>"
+        );
+        assert_eq!(
+            interest(B, "a.b.", MatchPolicy::Prefix),
+            "sy.realm1.pub.a.b.>"
+        );
         assert_eq!(interest(B, "a", MatchPolicy::Prefix), "sy.realm1.pub.>");
-        assert_eq!(interest(B, "a..c", MatchPolicy::Wildcard), "sy.realm1.pub.a.>");
+        assert_eq!(
+            interest(B, "a..c", MatchPolicy::Wildcard),
+            "sy.realm1.pub.a.>"
+        );
         assert_eq!(interest(B, ".b", MatchPolicy::Wildcard), "sy.realm1.pub.>");
     }
 
@@ -166,6 +187,14 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let got: Vec<String> = covering(&wanted).into_iter().collect();
-        assert_eq!(got, ["sy.r.pub.a", "sy.r.pub.a.>", "sy.r.pub.ab.c", "sy.r.pub.x.y"]);
+        assert_eq!(
+            got,
+            [
+                "sy.r.pub.a",
+                "sy.r.pub.a.>",
+                "sy.r.pub.ab.c",
+                "sy.r.pub.x.y"
+            ]
+        );
     }
 }

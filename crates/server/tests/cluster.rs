@@ -1,0 +1,410 @@
+//! Cluster mode over NATS (issue 15, first slice: PubSub): a real
+//! `nats-server` (JetStream on, a random loopback port, a temporary store)
+//! and real `switchyard` nodes joined by it, driven by RawSocket clients.
+//! What is asserted on the wire of NATS is read from the server's
+//! monitoring endpoint (`/connz?subs=1`: each node's subscriptions and the
+//! messages NATS sent it).
+//!
+//! Needs `nats-server` on the PATH (scripts/install-nats.sh installs
+//! Debian's).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{args, args_of, free_port, Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+
+/// A `nats-server -js` of its own.
+struct Nats {
+    child: Child,
+    port: u16,
+    monitor: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let monitor = free_port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on the PATH (scripts/install-nats.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || TcpStream::connect(("127.0.0.1", monitor)).is_err()
+        {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats {
+            child,
+            port,
+            monitor,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A switchyard node of this NATS, named `name`.
+    fn node(&self, name: &str) -> Router {
+        Router::start(&format!(
+            "[cluster]\nnode = \"{name}\"\nnats = [\"{}\"]\nsubject_prefix = \"sy\"\n",
+            self.url()
+        ))
+    }
+
+    /// The connection of node `name`, as `/connz?subs=1` reports it.
+    fn connection(&self, name: &str) -> serde_json::Value {
+        let want = format!("switchyard node {name}");
+        let connz = http_get(self.monitor, "/connz?subs=1");
+        connz["connections"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["name"] == want.as_str()).cloned())
+            .unwrap_or_else(|| panic!("no NATS connection named {want}: {connz}"))
+    }
+
+    /// The subjects node `name` is subscribed to.
+    fn subjects(&self, name: &str) -> Vec<String> {
+        let mut s: Vec<String> = self.connection(name)["subscriptions_list"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.sort();
+        s
+    }
+
+    /// Messages NATS has sent to node `name`.
+    fn sent_to(&self, name: &str) -> u64 {
+        self.connection(name)["out_msgs"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until node `name` is subscribed to exactly `subjects`.
+    fn wait_subjects(&self, name: &str, subjects: &[&str]) {
+        let mut want: Vec<String> = subjects.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.subjects(name);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {name}: subscribed to {got:?}, expected {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET http://127.0.0.1:`port``path`, as JSON.
+fn http_get(port: u16, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("monitor port");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn client(node: &Router) -> (Raw, u64) {
+    let mut c = Raw::connect(node.rs_port, Serializer::Json);
+    let (id, _) = c.join("realm1");
+    (c, id)
+}
+
+fn subscribe(c: &mut Raw, topic: &str, policy: &str) -> u64 {
+    let request = c.req();
+    let options = if policy == "exact" {
+        Dict::new()
+    } else {
+        Dict::new().with("match", policy)
+    };
+    c.send(&Message::Subscribe {
+        request,
+        options,
+        topic: topic.into(),
+    });
+    match c.expect("SUBSCRIBED") {
+        Message::Subscribed { subscription, .. } => subscription,
+        other => panic!("expected SUBSCRIBED, got {other:?}"),
+    }
+}
+
+fn publish(c: &mut Raw, topic: &str, options: Dict, n: u64) {
+    let request = c.req();
+    c.send(&Message::Publish {
+        request,
+        options,
+        topic: topic.into(),
+        payload: args(vec![Value::UInt(n)]),
+    });
+}
+
+/// Every EVENT `c` receives until it is quiet for `quiet`:
+/// (subscription, details, first argument).
+fn events(c: &mut Raw, quiet: Duration) -> Vec<(u64, Dict, u64)> {
+    c.stream.set_read_timeout(Some(quiet)).expect("timeout");
+    let mut out = Vec::new();
+    while let Some(m) = c.recv() {
+        if let Message::Event {
+            subscription,
+            details,
+            payload,
+            ..
+        } = m
+        {
+            let n = args_of(&payload)
+                .first()
+                .and_then(Value::as_u64)
+                .unwrap_or(u64::MAX);
+            out.push((subscription, details, n));
+        }
+    }
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    out
+}
+
+fn numbers(events: &[(u64, Dict, u64)]) -> Vec<u64> {
+    events.iter().map(|e| e.2).collect()
+}
+
+const QUIET: Duration = Duration::from_millis(500);
+
+#[test]
+fn a_publication_reaches_every_other_node_exactly_once_in_order() {
+    let nats = Nats::start();
+    let (a, b, c) = (nats.node("a"), nats.node("b"), nats.node("c"));
+    let (mut on_a, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    let (mut on_c, _) = client(&c);
+    let (mut publisher, _) = client(&a);
+    for s in [&mut on_a, &mut on_b, &mut on_c] {
+        subscribe(s, "com.example.topic", "exact");
+    }
+    for node in ["a", "b", "c"] {
+        nats.wait_subjects(node, &["sy.realm1.pub.com.example.topic"]);
+    }
+    for n in 0..200 {
+        publish(&mut publisher, "com.example.topic", Dict::new(), n);
+    }
+    let want: Vec<u64> = (0..200).collect();
+    for (name, s) in [("a", &mut on_a), ("b", &mut on_b), ("c", &mut on_c)] {
+        assert_eq!(
+            numbers(&events(s, QUIET)),
+            want,
+            "subscriber on node {name}"
+        );
+    }
+    // The publishing node got nothing back from NATS (local delivery stays
+    // local; no echo), the others got each publication once.
+    assert_eq!(nats.sent_to("a"), 0);
+    assert_eq!(nats.sent_to("b"), 200);
+    assert_eq!(nats.sent_to("c"), 200);
+}
+
+#[test]
+fn prefix_and_wildcard_subscriptions_across_nodes() {
+    let nats = Nats::start();
+    let (a, b, c) = (nats.node("a"), nats.node("b"), nats.node("c"));
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    let (mut on_c, _) = client(&c);
+    // A WAMP prefix is a string prefix: "com.ex" matches "com.example.a".
+    let prefix = subscribe(&mut on_b, "com.ex", "prefix");
+    let exact = subscribe(&mut on_b, "com.example.a", "exact");
+    let wildcard = subscribe(&mut on_c, "com..a", "wildcard");
+    // Broad subjects (every component but the prefix's last, partial one),
+    // and the exact one the prefix covers is not subscribed (no two NATS
+    // subscriptions of a node overlap).
+    nats.wait_subjects("b", &["sy.realm1.pub.com.>"]);
+    nats.wait_subjects("c", &["sy.realm1.pub.com.>"]);
+    publish(&mut publisher, "com.example.a", Dict::new(), 1);
+    publish(&mut publisher, "com.other.a", Dict::new(), 2);
+    publish(&mut publisher, "com.example.b", Dict::new(), 3);
+    publish(&mut publisher, "org.example.a", Dict::new(), 4);
+    let got_b = events(&mut on_b, QUIET);
+    // (One EVENT per subscription; their order within one publication is
+    // the Broker's, hence the sort.)
+    let mut seen_b: Vec<(u64, u64, Option<String>)> = got_b
+        .iter()
+        .map(|(s, d, n)| (*n, *s, d.get_str("topic").map(str::to_string)))
+        .collect();
+    seen_b.sort();
+    let mut want_b = vec![
+        (1, prefix, Some("com.example.a".to_string())),
+        (1, exact, None),
+        (3, prefix, Some("com.example.b".to_string())),
+    ];
+    want_b.sort();
+    assert_eq!(seen_b, want_b);
+    let got_c = events(&mut on_c, QUIET);
+    let seen_c: Vec<(u64, u64, Option<String>)> = got_c
+        .iter()
+        .map(|(s, d, n)| (*s, *n, d.get_str("topic").map(str::to_string)))
+        .collect();
+    assert_eq!(
+        seen_c,
+        vec![
+            (wildcard, 1, Some("com.example.a".into())),
+            (wildcard, 2, Some("com.other.a".into())),
+        ]
+    );
+    // Subscribed broadly, filtered locally: NATS sent both nodes the three
+    // "com." publications once each (b's Broker dropped "com.other.a", c's
+    // "com.example.b") and neither got "org.example.a".
+    assert_eq!(nats.sent_to("b"), 3);
+    assert_eq!(nats.sent_to("c"), 3);
+}
+
+#[test]
+fn exclude_eligible_and_disclosure_are_decided_on_the_receiving_node() {
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, publisher_id) = client(&a);
+    subscribe(&mut publisher, "t.x", "exact");
+    let (mut b1, b1_id) = client(&b);
+    let (mut b2, b2_id) = client(&b);
+    subscribe(&mut b1, "t.x", "exact");
+    subscribe(&mut b2, "t.x", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.t.x"]);
+    let ids = |l: &[u64]| Value::List(l.iter().map(|i| Value::UInt(*i)).collect());
+    publish(
+        &mut publisher,
+        "t.x",
+        Dict::new().with("eligible", ids(&[b1_id])),
+        1,
+    );
+    publish(
+        &mut publisher,
+        "t.x",
+        Dict::new().with("exclude", ids(&[b1_id])),
+        2,
+    );
+    publish(
+        &mut publisher,
+        "t.x",
+        Dict::new()
+            .with("exclude_me", false)
+            .with("disclose_me", true),
+        3,
+    );
+    assert_eq!(numbers(&events(&mut b1, QUIET)), vec![1, 3]);
+    let got_b2 = events(&mut b2, QUIET);
+    assert_eq!(numbers(&got_b2), vec![2, 3]);
+    let disclosed = &got_b2[1].1;
+    assert_eq!(
+        disclosed.get("publisher").and_then(Value::as_u64),
+        Some(publisher_id)
+    );
+    assert_eq!(disclosed.get_str("publisher_authrole"), Some("anonymous"));
+    assert!(got_b2[0].1.get("publisher").is_none());
+    // exclude_me = false: the publisher (on a) got its own event, once.
+    assert_eq!(numbers(&events(&mut publisher, QUIET)), vec![3]);
+    let _ = b2_id;
+}
+
+#[test]
+fn a_node_without_subscribers_gets_nothing_from_nats() {
+    let nats = Nats::start();
+    let (a, b, c) = (nats.node("a"), nats.node("b"), nats.node("c"));
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    let sub = subscribe(&mut on_b, "only.b", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.only.b"]);
+    nats.wait_subjects("c", &[]);
+    for n in 0..20 {
+        publish(&mut publisher, "only.b", Dict::new(), n);
+    }
+    assert_eq!(events(&mut on_b, QUIET).len(), 20);
+    assert_eq!(nats.sent_to("c"), 0, "c has no subscriber");
+    assert_eq!(nats.sent_to("b"), 20);
+    // The last subscriber leaves: b unsubscribes from NATS, and NATS sends
+    // it nothing more.
+    let request = on_b.req();
+    on_b.send(&Message::Unsubscribe {
+        request,
+        subscription: sub,
+    });
+    assert!(matches!(
+        on_b.expect("UNSUBSCRIBED"),
+        Message::Unsubscribed { .. }
+    ));
+    nats.wait_subjects("b", &[]);
+    for n in 0..20 {
+        publish(&mut publisher, "only.b", Dict::new(), n);
+    }
+    std::thread::sleep(QUIET);
+    assert_eq!(nats.sent_to("b"), 20);
+    assert_eq!(nats.sent_to("c"), 0);
+    drop(c);
+}
+
+#[test]
+fn uri_characters_nats_forbids_are_escaped() {
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    // Loose URIs may hold '*', '>', '$' and '~' in a component.
+    subscribe(&mut on_b, "a*.>.$x~", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.a~2A.~3E.~24x~7E"]);
+    publish(&mut publisher, "a*.>.$x~", Dict::new(), 7);
+    assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![7]);
+}
+
+#[test]
+fn a_node_that_cannot_reach_nats_exits_non_zero_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{}\"\n\n\
+             [cluster]\nnode = \"lonely\"\nnats = [\"nats://127.0.0.1:{port}\"]\n",
+            free_port()
+        ),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run switchyard");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    assert!(
+        stderr.contains("cannot reach NATS") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
