@@ -2,8 +2,10 @@
 //! cannot finish alone to the other nodes of its cluster — a publication
 //! their subscribers must get, a call that only their callees can take.
 //!
-//! Today there is one implementation, [`Local`]: a single node, nothing
-//! beyond it. A realm keeps a backplane only if it is not local
+//! Two implementations exist: [`Local`], a single node with nothing beyond
+//! it, and the NATS backplane of the server crate (`switchyard::cluster`,
+//! docs/CLUSTER.md), which so far carries publications only (its `call`
+//! answers false). This crate does not depend on NATS. A realm keeps a backplane only if it is not local
 //! ([`Backplane::is_local`] is asked once, when the realm is built), so the
 //! Broker and the Dealer hold `None` on a single node and their hot paths
 //! pay one predictable branch per publication and nothing per call (the
@@ -25,8 +27,9 @@
 //!   the Broker calls this while it holds no lock, but on the publisher's
 //!   task). Per-publisher order holds because one node publishes a
 //!   publisher's events in order on one connection. A receiving node feeds
-//!   the event into its Broker's local delivery (an entry point that comes
-//!   with the cluster), never back into the backplane.
+//!   the event into its Broker's local delivery,
+//!   [`Broker::deliver_remote`](crate::broker::Broker::deliver_remote),
+//!   never back into the backplane.
 //! - **Interest.** A node subscribes to a topic's subjects only while it has
 //!   local subscribers, and announces registrations cluster-wide: both follow
 //!   the meta events the realm already publishes (`wamp.subscription.on_create`
@@ -42,8 +45,9 @@
 //!   the caller's session. It returns false when no node serves it, and the
 //!   caller gets `no_such_procedure` as today.
 //!
-//! Only the local implementation exists; the remote call's bookkeeping in the
-//! Dealer (a call whose callee is on another node) comes with the cluster.
+//! The remote call's bookkeeping in the Dealer (a call whose callee is on
+//! another node) comes with RPC across nodes. A router is built with
+//! backplanes by [`Router::with_backplanes`](crate::Router::with_backplanes).
 
 use std::fmt::Debug;
 

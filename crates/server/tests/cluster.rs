@@ -5,8 +5,8 @@
 //! monitoring endpoint (`/connz?subs=1`: each node's subscriptions and the
 //! messages NATS sent it).
 //!
-//! Needs `nats-server` on the PATH (scripts/install-nats.sh installs
-//! Debian's).
+//! Needs `nats-server` (scripts/install-nats.sh installs Debian's, in
+//! /usr/sbin; `NATS_SERVER` names another binary).
 
 mod common;
 
@@ -31,7 +31,7 @@ impl Nats {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let monitor = free_port();
-        let child = Command::new("nats-server")
+        let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.to_string(), "-js", "-sd"])
             .arg(dir.path())
@@ -118,6 +118,21 @@ impl Drop for Nats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The nats-server binary: $NATS_SERVER, else `nats-server` on the PATH,
+/// else Debian's /usr/sbin/nats-server (not on a non-root user's PATH).
+fn nats_server() -> String {
+    if let Ok(bin) = std::env::var("NATS_SERVER") {
+        return bin;
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").is_file()));
+    if on_path {
+        "nats-server".into()
+    } else {
+        "/usr/sbin/nats-server".into()
     }
 }
 
