@@ -423,3 +423,34 @@ fn a_node_that_cannot_reach_nats_exits_non_zero_and_says_so() {
     );
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[test]
+fn one_publishers_order_holds_across_topics_on_another_node() {
+    // WAMP: a subscriber of two topics gets one publisher's events in
+    // publication order, whatever topic each went to. On the receiving
+    // node the two topics are two NATS subscriptions.
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    let topics = ["o.one", "o.two", "o.three"];
+    for t in topics {
+        subscribe(&mut on_b, t, "exact");
+    }
+    nats.wait_subjects(
+        "b",
+        &[
+            "sy.realm1.pub.o.one",
+            "sy.realm1.pub.o.three",
+            "sy.realm1.pub.o.two",
+        ],
+    );
+    let n = 3000;
+    for i in 0..n {
+        publish(&mut publisher, topics[(i % 3) as usize], Dict::new(), i);
+    }
+    let got = numbers(&events(&mut on_b, QUIET));
+    assert_eq!(got.len(), n as usize);
+    let first_out_of_order = got.windows(2).position(|w| w[0] > w[1]);
+    assert_eq!(first_out_of_order, None, "order broken");
+}

@@ -8,7 +8,8 @@
 //! - **Out.** The Broker hands every publication it accepted (after local
 //!   delivery) to [`NatsBackplane::publish`], which encodes it once
 //!   ([`wire`]) and queues it, without blocking, for the one task that
-//!   publishes on this node's one NATS connection, in order: so a
+//!   publishes on this node's one NATS connection, in order, stamping each
+//!   with the node's next sequence number (header `Switchyard-Seq`): so a
 //!   publisher's events leave in publication order.
 //! - **Interest.** Per realm, a router-owned session follows the
 //!   subscription meta events; after each burst of them the node recomputes
@@ -16,8 +17,10 @@
 //!   [`subject::covering`]) and subscribes to new ones before dropping old
 //!   ones. A node with no local subscriber on a topic has no NATS
 //!   subscription that reaches it, so NATS sends it nothing for it.
-//! - **In.** Each NATS subscription's task decodes what arrives and hands it
-//!   to [`Broker::deliver_remote`](switchyard_router::broker::Broker::deliver_remote),
+//! - **In.** The realm's one reader ([`follow_interest`]) takes what its NATS
+//!   subscriptions receive, restores each origin's order across them, and
+//!   hands each publication to
+//!   [`Broker::deliver_remote`](switchyard_router::broker::Broker::deliver_remote),
 //!   which evaluates exclude/eligible/exclude_me on this node's sessions and
 //!   never passes it back to the backplane. The connection is `no_echo`
 //!   (NATS does not send a node its own publications back), messages whose
@@ -45,8 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use parking_lot::Mutex;
+use futures_util::{FutureExt, StreamExt};
 use switchyard_router::backplane::{Backplane, CallRequest, Publication};
 use switchyard_router::internal::{InternalCaller, InternalEvent};
 use switchyard_router::session::Identity;
@@ -203,13 +205,17 @@ impl Cluster {
                 .broker
                 .subscribe(&session, topic, MatchPolicy::Exact, false, |_| {});
         }
-        let follower = tokio::spawn(follow_interest(
+        // Unconstrained: tokio's cooperative budget would make a channel
+        // look empty in the middle of a drain, and the order argument of
+        // `follow_interest` needs a drain to take all there is. The reader
+        // yields after every round instead.
+        let follower = tokio::spawn(tokio::task::unconstrained(follow_interest(
             self.client.clone(),
             subject::realm_publications(&self.prefix, realm.name()),
             self.node.clone(),
             realm,
             rx,
-        ));
+        )));
         RealmLink {
             _meta: meta,
             follower,
@@ -217,11 +223,18 @@ impl Cluster {
     }
 }
 
+/// The header that carries a publication's place in its node's order.
+const SEQ_HEADER: &str = "Switchyard-Seq";
+
 /// Publishes what the realms' backplanes queued, in queue order, on the
-/// node's one connection.
+/// node's one connection, each stamped with the next sequence number.
 async fn publish_all(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>) {
+    let mut seq: u64 = 0;
     while let Some((subject, body)) = rx.recv().await {
-        if let Err(e) = client.publish(subject, body).await {
+        seq += 1;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(SEQ_HEADER, seq.to_string().as_str());
+        if let Err(e) = client.publish_with_headers(subject, headers, body).await {
             tracing::warn!("cluster: publication not sent to NATS: {e}");
         }
     }
@@ -297,9 +310,30 @@ impl Recent {
     }
 }
 
-/// Keeps the realm's NATS subscriptions equal to what its local
-/// subscriptions need, recomputed after every burst of subscription meta
-/// events.
+/// A publication from another node, not delivered yet.
+struct Arrived {
+    /// Its place in its origin's order (`SEQ_HEADER`); None: deliver as is.
+    seq: Option<u64>,
+    remote: wire::Remote,
+}
+
+/// The realm's one reader: keeps its NATS subscriptions equal to what its
+/// local subscriptions need (recomputed after every burst of subscription
+/// meta events) and delivers what they receive, in each origin node's
+/// order.
+///
+/// # Order across subscriptions
+/// async-nats gives each subscription its own channel, filled in the order
+/// the messages came on the connection, so reading channels one by one can
+/// reorder one publisher's events on different topics. The origin stamps
+/// each publication with a per-node sequence number (in the order it
+/// publishes), and this reader relies on one fact: when a message has been
+/// taken from any channel, every message that came before it is already in
+/// its channel. So: take what is there, note per origin the highest
+/// sequence taken so far (the marks), drain every channel once more (which
+/// collects all that came before the marked messages), then deliver, per
+/// origin in sequence order, everything up to its mark; the rest waits for
+/// the next round (at most one more drain).
 async fn follow_interest(
     client: async_nats::Client,
     base: String,
@@ -307,88 +341,159 @@ async fn follow_interest(
     realm: Arc<Realm>,
     mut changes: mpsc::Receiver<InternalEvent>,
 ) {
-    let recent: Arc<Mutex<Recent>> = Arc::default();
-    let mut active: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut recent = Recent::default();
+    let mut subs: Vec<(String, async_nats::Subscriber)> = Vec::new();
+    let mut pending: Vec<Arrived> = Vec::new();
+    let mut changed = true;
     loop {
-        let wanted: BTreeSet<String> = realm
-            .broker
-            .subscribed_patterns()
-            .into_iter()
-            .filter(|(uri, _)| !uri.starts_with("wamp."))
-            .map(|(uri, policy)| subject::interest(&base, &uri, policy))
-            .collect();
-        let target = subject::covering(&wanted);
-        let mut added = false;
-        let new: Vec<&String> = target.iter().filter(|s| !active.contains_key(*s)).collect();
-        for s in new {
-            match client.subscribe(s.clone()).await {
-                Ok(sub) => {
-                    tracing::debug!(subject = %s, "cluster: subscribed");
-                    let task =
-                        tokio::spawn(receive(sub, realm.clone(), node.clone(), recent.clone()));
-                    active.insert(s.clone(), task);
-                    added = true;
+        if changed {
+            changed = false;
+            update_interest(&client, &base, &realm, &mut subs, &mut pending).await;
+        }
+        if pending.is_empty() {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    None => break,
+                    Some(_) => {
+                        while changes.try_recv().is_ok() {}
+                        changed = true;
+                        continue;
+                    }
+                },
+                message = next_of_any(&mut subs) => {
+                    if let Some(a) = arrived(&message) {
+                        pending.push(a);
+                    }
                 }
-                Err(e) => tracing::warn!(subject = %s, "cluster: cannot subscribe: {e}"),
+            }
+        } else if changes.try_recv().is_ok() {
+            while changes.try_recv().is_ok() {}
+            changed = true;
+        }
+        let mut marks: HashMap<String, u64> = HashMap::new();
+        for a in &pending {
+            if let Some(seq) = a.seq {
+                let m = marks.entry(a.remote.origin.clone()).or_insert(seq);
+                *m = (*m).max(seq);
             }
         }
-        // The new subscriptions are in place on the server before the ones
-        // they replace go (no gap; a copy that arrives twice meanwhile is
-        // dropped by `Recent`).
-        if added {
-            if let Err(e) = client.flush().await {
-                tracing::warn!("cluster: NATS flush: {e}");
+        drain(&mut subs, &mut pending);
+        pending.sort_by(|x, y| (&x.remote.origin, x.seq).cmp(&(&y.remote.origin, y.seq)));
+        let mut later = Vec::new();
+        for a in pending.drain(..) {
+            let due = match a.seq {
+                None => true,
+                Some(seq) => marks.get(&a.remote.origin).is_some_and(|m| seq <= *m),
+            };
+            if !due {
+                later.push(a);
+                continue;
             }
-        }
-        active.retain(|s, task| {
-            let keep = target.contains(s);
-            if !keep {
-                tracing::debug!(subject = %s, "cluster: unsubscribed");
-                // Dropping the task drops its Subscriber: UNSUB.
-                task.abort();
+            let r = &a.remote;
+            if *r.origin == *node || !recent.first(&r.origin, r.publication) {
+                continue;
             }
-            keep
-        });
-        if changes.recv().await.is_none() {
-            break;
+            realm.broker.deliver_remote(
+                r.publication,
+                &r.topic,
+                r.publisher,
+                &r.options,
+                &r.details,
+                &r.payload,
+            );
         }
-        while changes.try_recv().is_ok() {}
-    }
-    for task in active.into_values() {
-        task.abort();
+        pending = later;
+        tokio::task::yield_now().await;
     }
 }
 
-/// Delivers what one NATS subscription receives to the realm's local
-/// subscribers.
-async fn receive(
-    mut sub: async_nats::Subscriber,
-    realm: Arc<Realm>,
-    node: Arc<str>,
-    recent: Arc<Mutex<Recent>>,
+/// Subscribes to the subjects the realm's subscriptions need now and drops
+/// the others (draining them first: what they hold is delivered).
+async fn update_interest(
+    client: &async_nats::Client,
+    base: &str,
+    realm: &Realm,
+    subs: &mut Vec<(String, async_nats::Subscriber)>,
+    pending: &mut Vec<Arrived>,
 ) {
-    let mut bad: u64 = 0;
-    while let Some(message) = sub.next().await {
-        let remote = match wire::decode(&message.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                bad += 1;
-                if bad.is_power_of_two() {
-                    tracing::warn!(subject = %message.subject, count = bad, "cluster: undecodable message dropped: {e}");
-                }
-                continue;
+    let wanted: BTreeSet<String> = realm
+        .broker
+        .subscribed_patterns()
+        .into_iter()
+        .filter(|(uri, _)| !uri.starts_with("wamp."))
+        .map(|(uri, policy)| subject::interest(base, &uri, policy))
+        .collect();
+    let target = subject::covering(&wanted);
+    let have: HashSet<String> = subs.iter().map(|(s, _)| s.clone()).collect();
+    let mut added = false;
+    for s in target.iter().filter(|s| !have.contains(*s)) {
+        match client.subscribe(s.clone()).await {
+            Ok(sub) => {
+                tracing::debug!(subject = %s, "cluster: subscribed");
+                subs.push((s.clone(), sub));
+                added = true;
             }
-        };
-        if *remote.origin == *node || !recent.lock().first(&remote.origin, remote.publication) {
-            continue;
+            Err(e) => tracing::warn!(subject = %s, "cluster: cannot subscribe: {e}"),
         }
-        realm.broker.deliver_remote(
-            remote.publication,
-            &remote.topic,
-            remote.publisher,
-            &remote.options,
-            &remote.details,
-            &remote.payload,
-        );
+    }
+    // The new subscriptions are in place on the server before the ones
+    // they replace go (no gap; a copy that arrives twice meanwhile is
+    // dropped by `Recent`).
+    if added {
+        if let Err(e) = client.flush().await {
+            tracing::warn!("cluster: NATS flush: {e}");
+        }
+    }
+    drain(subs, pending);
+    // Dropping a Subscriber unsubscribes it.
+    subs.retain(|(s, _)| {
+        let keep = target.contains(s);
+        if !keep {
+            tracing::debug!(subject = %s, "cluster: unsubscribed");
+        }
+        keep
+    });
+}
+
+/// The next message of any subscription (pending forever when there is
+/// none to wait for: the caller also waits for interest changes).
+async fn next_of_any(subs: &mut [(String, async_nats::Subscriber)]) -> async_nats::Message {
+    std::future::poll_fn(|cx| {
+        for (_, sub) in subs.iter_mut() {
+            if let std::task::Poll::Ready(Some(m)) = sub.poll_next_unpin(cx) {
+                return std::task::Poll::Ready(m);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Takes every message already in a subscription's channel.
+fn drain(subs: &mut [(String, async_nats::Subscriber)], pending: &mut Vec<Arrived>) {
+    for (_, sub) in subs.iter_mut() {
+        while let Some(Some(m)) = sub.next().now_or_never() {
+            if let Some(a) = arrived(&m) {
+                pending.push(a);
+            }
+        }
+    }
+}
+
+/// Decodes a message from another node (None, logged, when it is not one).
+fn arrived(message: &async_nats::Message) -> Option<Arrived> {
+    match wire::decode(&message.payload) {
+        Ok(remote) => Some(Arrived {
+            seq: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(SEQ_HEADER))
+                .and_then(|v| v.as_str().parse().ok()),
+            remote,
+        }),
+        Err(e) => {
+            tracing::warn!(subject = %message.subject, "cluster: undecodable message dropped: {e}");
+            None
+        }
     }
 }
