@@ -60,8 +60,13 @@ impl Nats {
 
     /// A switchyard node of this NATS, named `name`.
     fn node(&self, name: &str) -> Router {
+        self.node_with(name, "")
+    }
+
+    /// A node whose realm1 has `realm_tables` (sub-tables of [[realm]]).
+    fn node_with(&self, name: &str, realm_tables: &str) -> Router {
         Router::start(&format!(
-            "[cluster]\nnode = \"{name}\"\nnats = [\"{}\"]\nsubject_prefix = \"sy\"\n",
+            "{realm_tables}\n[cluster]\nnode = \"{name}\"\nnats = [\"{}\"]\nsubject_prefix = \"sy\"\n",
             self.url()
         ))
     }
@@ -453,4 +458,66 @@ fn one_publishers_order_holds_across_topics_on_another_node() {
     assert_eq!(got.len(), n as usize);
     let first_out_of_order = got.windows(2).position(|w| w[0] > w[1]);
     assert_eq!(first_out_of_order, None, "order broken");
+}
+
+#[test]
+fn a_subscriber_joining_a_history_subscription_gets_remote_events() {
+    // A history subscription exists from the start without subscribers;
+    // its first subscriber creates no subscription (no on_create), and the
+    // node must still start listening for the topic.
+    let nats = Nats::start();
+    let history = "[[realm.history]]\ntopic = \"h.t\"\n";
+    let (a, b) = (nats.node_with("a", history), nats.node_with("b", history));
+    nats.wait_subjects("b", &[]);
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    subscribe(&mut on_b, "h.t", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.h.t"]);
+    publish(&mut publisher, "h.t", Dict::new(), 5);
+    assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![5]);
+}
+
+#[test]
+fn the_payload_crosses_nodes_and_serializers() {
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, _) = client(&a);
+    let mut on_b = Raw::connect(b.rs_port, Serializer::MsgPack);
+    on_b.join("realm1");
+    let mut cbor_b = Raw::connect(b.rs_port, Serializer::Cbor);
+    cbor_b.join("realm1");
+    subscribe(&mut on_b, "p.t", "exact");
+    subscribe(&mut cbor_b, "p.t", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.p.t"]);
+    let kwargs = Dict::new()
+        .with("text", "héllo")
+        .with("n", Value::Int(-3))
+        .with(
+            "list",
+            Value::List(vec![Value::Bool(true), Value::Float(1.5)]),
+        );
+    let request = publisher.req();
+    publisher.send(&Message::Publish {
+        request,
+        options: Dict::new(),
+        topic: "p.t".into(),
+        payload: switchyard_proto::Payload::values(
+            vec![Value::Str("x".into())],
+            Some(kwargs.clone()),
+        ),
+    });
+    for c in [&mut on_b, &mut cbor_b] {
+        match c.expect("EVENT") {
+            Message::Event { payload, .. } => {
+                assert_eq!(args_of(&payload), vec![Value::Str("x".into())]);
+                let got = payload
+                    .kwargs
+                    .as_ref()
+                    .and_then(|k| k.to_value().ok())
+                    .expect("kwargs");
+                assert_eq!(got, Value::Dict(kwargs.clone()));
+            }
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
 }
