@@ -29,12 +29,29 @@ struct Nats {
 impl Nats {
     fn start() -> Nats {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let monitor = free_port();
+        let (child, port, monitor) = Nats::spawn(dir.path(), free_port(), free_port());
+        Nats {
+            child,
+            port,
+            monitor,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same ports
+    /// and store.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, _, _) = Nats::spawn(self._dir.path(), self.port, self.monitor);
+        self.child = child;
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16, monitor: u16) -> (Child, u16, u16) {
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.to_string(), "-js", "-sd"])
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -46,12 +63,7 @@ impl Nats {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nats {
-            child,
-            port,
-            monitor,
-            _dir: dir,
-        }
+        (child, port, monitor)
     }
 
     fn url(&self) -> String {
@@ -520,4 +532,32 @@ fn the_payload_crosses_nodes_and_serializers() {
             other => panic!("expected EVENT, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn after_nats_restarts_the_nodes_resubscribe_and_deliver_again() {
+    // Not the failure handling of issue 15 (no outage semantics yet): only
+    // that the client's reconnection restores the subscriptions.
+    let mut nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    subscribe(&mut on_b, "r.t", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.r.t"]);
+    nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let connz = http_get(nats.monitor, "/connz");
+        if connz["num_connections"].as_u64() == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not reconnect: {connz}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nats.wait_subjects("b", &["sy.realm1.pub.r.t"]);
+    publish(&mut publisher, "r.t", Dict::new(), 9);
+    assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![9]);
 }
