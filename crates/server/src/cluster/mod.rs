@@ -17,7 +17,7 @@
 //!   [`subject::covering`]) and subscribes to new ones before dropping old
 //!   ones. A node with no local subscriber on a topic has no NATS
 //!   subscription that reaches it, so NATS sends it nothing for it.
-//! - **In.** The realm's one reader ([`follow_interest`]) takes what its NATS
+//! - **In.** The realm's one reader (`follow_interest`) takes what its NATS
 //!   subscriptions receive, restores each origin's order across them, and
 //!   hands each publication to
 //!   [`Broker::deliver_remote`](switchyard_router::broker::Broker::deliver_remote),
