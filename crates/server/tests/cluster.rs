@@ -561,3 +561,34 @@ fn after_nats_restarts_the_nodes_resubscribe_and_deliver_again() {
     publish(&mut publisher, "r.t", Dict::new(), 9);
     assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![9]);
 }
+
+#[test]
+fn a_publication_over_the_nats_max_payload_stays_local_and_is_logged() {
+    // nats-server's max_payload is 1 MiB by default; these nodes take WAMP
+    // messages up to 4 MiB.
+    let nats = Nats::start();
+    let limits = "[limits]\nmax_message_size = 4194304\n";
+    let (a, b) = (nats.node_with("a", limits), nats.node_with("b", limits));
+    let (mut publisher, _) = client(&a);
+    let (mut on_a, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    subscribe(&mut on_a, "big.t", "exact");
+    subscribe(&mut on_b, "big.t", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.big.t"]);
+    let request = publisher.req();
+    publisher.send(&Message::Publish {
+        request,
+        options: Dict::new(),
+        topic: "big.t".into(),
+        payload: args(vec![Value::Str("x".repeat(2 << 20)), Value::UInt(1)]),
+    });
+    publish(&mut publisher, "big.t", Dict::new(), 2);
+    let local = events(&mut on_a, QUIET);
+    assert_eq!(local.len(), 2);
+    assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![2]);
+    assert!(
+        a.log_text().contains("max payload size exceeded"),
+        "{}",
+        a.log_text()
+    );
+}
