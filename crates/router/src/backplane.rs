@@ -32,9 +32,12 @@
 //!   never back into the backplane.
 //! - **Interest.** A node subscribes to a topic's subjects only while it has
 //!   local subscribers, and announces registrations cluster-wide: both follow
-//!   the meta events the realm already publishes (`wamp.subscription.on_create`
-//!   / `on_delete`, `wamp.registration.on_create` / `on_delete`, see
-//!   `realm.rs`), so the backplane needs no further hook for them.
+//!   the meta events the realm already publishes (`wamp.subscription.*`,
+//!   `wamp.registration.on_create` / `on_delete`, see `realm.rs`). One hook
+//!   more, [`Backplane::before_subscribe`], lets a SUBSCRIBE wait (the
+//!   connection suspends, as for a dynamic authorizer) until the node's
+//!   subscription to the topic's subject is in place, so that a publication
+//!   made anywhere after SUBSCRIBED reaches the new subscriber.
 //! - **Calls.** [`Backplane::call`] is asked by the Dealer when no local
 //!   registration matches a new CALL (before it answers
 //!   `wamp.error.no_such_procedure`), under the Dealer's lock: it must only
@@ -50,10 +53,13 @@
 //! backplanes by [`Router::with_backplanes`](crate::Router::with_backplanes).
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 
 use switchyard_proto::{Dict, Payload};
 
 use crate::session::Session;
+use crate::uri_index::MatchPolicy;
 
 /// What the other nodes of a cluster are asked to do for this one.
 pub trait Backplane: Send + Sync + Debug {
@@ -68,12 +74,24 @@ pub trait Backplane: Send + Sync + Debug {
     /// Must not block.
     fn publish(&self, publication: &Publication<'_>);
 
+    /// A session is about to subscribe to (`topic`, `policy`) (checked and
+    /// authorized): a wait to finish before the subscription is made and
+    /// SUBSCRIBED sent, until the other nodes deliver its publications to
+    /// this one; None when there is nothing to wait for (the default). The
+    /// wait must end by itself (bounded), whatever happens to the cluster.
+    fn before_subscribe(&self, _topic: &str, _policy: MatchPolicy) -> Option<InterestWait> {
+        None
+    }
+
     /// A new call no local registration matches: true if another node
     /// takes it (it then answers the caller), false to answer
     /// `wamp.error.no_such_procedure`. Called under the Dealer's lock: must
     /// only decide and enqueue.
     fn call(&self, call: &CallRequest<'_>) -> bool;
 }
+
+/// What [`Backplane::before_subscribe`] has a SUBSCRIBE wait for.
+pub type InterestWait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// A publication, as [`Backplane::publish`] sees it.
 pub struct Publication<'a> {

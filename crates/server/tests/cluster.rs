@@ -592,3 +592,32 @@ fn a_publication_over_the_nats_max_payload_stays_local_and_is_logged() {
         a.log_text()
     );
 }
+
+#[test]
+fn a_publication_made_after_subscribed_reaches_the_new_subscriber() {
+    // SUBSCRIBED comes once the node's NATS subscription is in place: a
+    // publication the publisher makes after it (here: at once, from
+    // another node) is delivered. Fresh topics, so each needs a new one.
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, _) = client(&a);
+    let (mut on_b, _) = client(&b);
+    for i in 0..30 {
+        let topic = format!("fresh.t{i}");
+        subscribe(&mut on_b, &topic, "exact");
+        publish(&mut publisher, &topic, Dict::new(), i);
+        on_b.stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        match on_b.recv() {
+            Some(Message::Event { payload, .. }) => {
+                assert_eq!(args_of(&payload), vec![Value::UInt(i)]);
+            }
+            other => panic!("topic {topic}: expected its EVENT, got {other:?}"),
+        }
+    }
+    // A prefix subscription too (a broader subject).
+    subscribe(&mut on_b, "fresh2.", "prefix");
+    publish(&mut publisher, "fresh2.x", Dict::new(), 99);
+    assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![99]);
+}

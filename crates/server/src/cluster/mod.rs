@@ -16,7 +16,11 @@
 //!   the subjects its local subscriptions need ([`subject::interest`],
 //!   [`subject::covering`]) and subscribes to new ones before dropping old
 //!   ones. A node with no local subscriber on a topic has no NATS
-//!   subscription that reaches it, so NATS sends it nothing for it.
+//!   subscription that reaches it, so NATS sends it nothing for it. A
+//!   SUBSCRIBE whose subject the node does not hold yet waits
+//!   ([`NatsBackplane::before_subscribe`](Backplane::before_subscribe), at
+//!   most `INTEREST_WAIT`) until the reader has subscribed and flushed it
+//!   (a "pin", kept until the Broker has the subscription).
 //! - **In.** The realm's one reader (`follow_interest`) takes what its NATS
 //!   subscriptions receive, restores each origin's order across them, and
 //!   hands each publication to
@@ -45,16 +49,16 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use switchyard_router::backplane::{Backplane, CallRequest, Publication};
+use switchyard_router::backplane::{Backplane, CallRequest, InterestWait, Publication};
 use switchyard_router::internal::{InternalCaller, InternalEvent};
 use switchyard_router::session::Identity;
 use switchyard_router::uri_index::MatchPolicy;
 use switchyard_router::{Realm, Router};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use config::ClusterConfig;
@@ -64,6 +68,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Publications queued for NATS at once; beyond, a publication reaches only
 /// this node's subscribers (and is counted and logged).
 const OUTBOUND_QUEUE: usize = 65_536;
+/// How long a SUBSCRIBE waits at most for its NATS subscription (NATS
+/// unreachable: the subscription is made anyway, local-only until then).
+const INTEREST_WAIT: Duration = Duration::from_secs(2);
+/// How long a subject asked for by a SUBSCRIBE stays subscribed without a
+/// local subscription needing it (the SUBSCRIBE's session left meanwhile).
+const PIN_TIME: Duration = Duration::from_secs(10);
 /// Publication ids remembered per realm to drop a second copy.
 const RECENT: usize = 8192;
 
@@ -82,6 +92,27 @@ pub struct Cluster {
     prefix: String,
     outbound: mpsc::Sender<(String, Bytes)>,
     dropped: Arc<AtomicU64>,
+    /// Per realm: what its backplane and its reader share.
+    realms: parking_lot::Mutex<HashMap<String, Arc<RealmShared>>>,
+}
+
+/// A SUBSCRIBE's request for a subject, answered once it is in place.
+type PinRequest = (String, oneshot::Sender<()>);
+
+/// What a realm's backplane and its reader share.
+struct RealmShared {
+    /// The subjects the reader is subscribed to (after the flush).
+    active: parking_lot::RwLock<HashSet<String>>,
+    /// SUBSCRIBEs asking for a subject: (subject, answered once it is in
+    /// place).
+    pins: mpsc::Sender<PinRequest>,
+    pins_rx: parking_lot::Mutex<Option<mpsc::Receiver<PinRequest>>>,
+}
+
+impl std::fmt::Debug for RealmShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealmShared").finish_non_exhaustive()
+    }
 }
 
 /// What keeps a realm's cluster tasks alive (dropping it stops them).
@@ -166,7 +197,23 @@ impl Cluster {
             prefix: c.subject_prefix.clone(),
             outbound,
             dropped: Arc::default(),
+            realms: parking_lot::Mutex::default(),
         })
+    }
+
+    fn shared(&self, realm: &str) -> Arc<RealmShared> {
+        self.realms
+            .lock()
+            .entry(realm.to_string())
+            .or_insert_with(|| {
+                let (pins, rx) = mpsc::channel(1024);
+                Arc::new(RealmShared {
+                    active: parking_lot::RwLock::default(),
+                    pins,
+                    pins_rx: parking_lot::Mutex::new(Some(rx)),
+                })
+            })
+            .clone()
     }
 
     /// The backplane of realm `realm` on this node.
@@ -176,6 +223,7 @@ impl Cluster {
             base: subject::realm_publications(&self.prefix, realm),
             outbound: self.outbound.clone(),
             dropped: self.dropped.clone(),
+            shared: self.shared(realm),
         })
     }
 
@@ -209,12 +257,16 @@ impl Cluster {
         // look empty in the middle of a drain, and the order argument of
         // `follow_interest` needs a drain to take all there is. The reader
         // yields after every round instead.
+        let shared = self.shared(realm.name());
+        let pins = shared.pins_rx.lock().take();
         let follower = tokio::spawn(tokio::task::unconstrained(follow_interest(
             self.client.clone(),
             subject::realm_publications(&self.prefix, realm.name()),
             self.node.clone(),
             realm,
             rx,
+            shared,
+            pins,
         )));
         RealmLink {
             _meta: meta,
@@ -248,9 +300,25 @@ pub struct NatsBackplane {
     base: String,
     outbound: mpsc::Sender<(String, Bytes)>,
     dropped: Arc<AtomicU64>,
+    shared: Arc<RealmShared>,
 }
 
 impl Backplane for NatsBackplane {
+    fn before_subscribe(&self, topic: &str, policy: MatchPolicy) -> Option<InterestWait> {
+        if topic.starts_with("wamp.") {
+            return None;
+        }
+        let subject = subject::interest(&self.base, topic, policy);
+        if subject::is_covered(&self.shared.active.read(), &subject) {
+            return None;
+        }
+        let (done, wait) = oneshot::channel();
+        self.shared.pins.try_send((subject, done)).ok()?;
+        Some(Box::pin(async move {
+            let _ = tokio::time::timeout(INTEREST_WAIT, wait).await;
+        }))
+    }
+
     fn publish(&self, p: &Publication<'_>) {
         // Meta events are not published through the Broker's publish; a
         // client publication to wamp.* (when a role allows it) stays local
@@ -340,15 +408,43 @@ async fn follow_interest(
     node: Arc<str>,
     realm: Arc<Realm>,
     mut changes: mpsc::Receiver<InternalEvent>,
+    shared: Arc<RealmShared>,
+    pins: Option<mpsc::Receiver<PinRequest>>,
 ) {
+    let Some(mut pins) = pins else {
+        return;
+    };
     let mut recent = Recent::default();
     let mut subs: Vec<(String, async_nats::Subscriber)> = Vec::new();
     let mut pending: Vec<Arrived> = Vec::new();
+    let mut pinned: HashMap<String, Instant> = HashMap::new();
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut changed = true;
     loop {
+        while let Ok((subject, done)) = pins.try_recv() {
+            pinned.insert(subject, Instant::now() + PIN_TIME);
+            waiting.push(done);
+            changed = true;
+        }
         if changed {
             changed = false;
-            update_interest(&client, &base, &realm, &mut subs, &mut pending).await;
+            let mut wanted: BTreeSet<String> = realm
+                .broker
+                .subscribed_patterns()
+                .into_iter()
+                .filter(|(uri, _)| !uri.starts_with("wamp."))
+                .map(|(uri, policy)| subject::interest(&base, &uri, policy))
+                .collect();
+            // A pin ends once the subscription it was asked for exists (or
+            // after PIN_TIME, when its SUBSCRIBE's session left).
+            let now = Instant::now();
+            pinned.retain(|s, until| *until > now && !wanted.contains(s));
+            wanted.extend(pinned.keys().cloned());
+            update_interest(&client, &wanted, &mut subs, &mut pending).await;
+            *shared.active.write() = subs.iter().map(|(s, _)| s.clone()).collect();
+            for done in waiting.drain(..) {
+                let _ = done.send(());
+            }
         }
         if pending.is_empty() {
             tokio::select! {
@@ -360,6 +456,14 @@ async fn follow_interest(
                         continue;
                     }
                 },
+                pin = pins.recv() => {
+                    if let Some((subject, done)) = pin {
+                        pinned.insert(subject, Instant::now() + PIN_TIME);
+                        waiting.push(done);
+                        changed = true;
+                    }
+                    continue;
+                }
                 message = next_of_any(&mut subs) => {
                     if let Some(a) = arrived(&message) {
                         pending.push(a);
@@ -407,23 +511,16 @@ async fn follow_interest(
     }
 }
 
-/// Subscribes to the subjects the realm's subscriptions need now and drops
-/// the others (draining them first: what they hold is delivered).
+/// Subscribes to the subjects `wanted` needs (the realm's subscriptions
+/// and the pending SUBSCRIBEs) and drops the others (draining them first:
+/// what they hold is delivered).
 async fn update_interest(
     client: &async_nats::Client,
-    base: &str,
-    realm: &Realm,
+    wanted: &BTreeSet<String>,
     subs: &mut Vec<(String, async_nats::Subscriber)>,
     pending: &mut Vec<Arrived>,
 ) {
-    let wanted: BTreeSet<String> = realm
-        .broker
-        .subscribed_patterns()
-        .into_iter()
-        .filter(|(uri, _)| !uri.starts_with("wamp."))
-        .map(|(uri, policy)| subject::interest(base, &uri, policy))
-        .collect();
-    let target = subject::covering(&wanted);
+    let target = subject::covering(wanted);
     let have: HashSet<String> = subs.iter().map(|(s, _)| s.clone()).collect();
     let mut added = false;
     for s in target.iter().filter(|s| !have.contains(*s)) {

@@ -109,6 +109,14 @@ fn covers(general: &str, specific: &str) -> bool {
     }
 }
 
+/// Whether `subject` is in `active` or covered by a subject in it.
+pub fn is_covered(active: &std::collections::HashSet<String>, subject: &str) -> bool {
+    active.contains(subject)
+        || subject
+            .match_indices('.')
+            .any(|(i, _)| active.contains(&format!("{}.>", &subject[..i])))
+}
+
 /// The subjects of `wanted` that no other subject of `wanted` covers: what
 /// a node subscribes to. No two of them overlap (see the module header).
 pub fn covering(wanted: &BTreeSet<String>) -> BTreeSet<String> {
@@ -171,6 +179,19 @@ mod tests {
             "sy.realm1.pub.a.>"
         );
         assert_eq!(interest(B, ".b", MatchPolicy::Wildcard), "sy.realm1.pub.>");
+    }
+
+    #[test]
+    fn coverage_of_one_subject() {
+        let active: std::collections::HashSet<String> = ["sy.r.pub.a.>", "sy.r.pub.x.y"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(is_covered(&active, "sy.r.pub.x.y"));
+        assert!(is_covered(&active, "sy.r.pub.a.b"));
+        assert!(is_covered(&active, "sy.r.pub.a.b.>"));
+        assert!(!is_covered(&active, "sy.r.pub.a"));
+        assert!(!is_covered(&active, "sy.r.pub.x.>"));
     }
 
     #[test]
