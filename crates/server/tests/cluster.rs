@@ -100,6 +100,8 @@ impl Nats {
             .map(|l| {
                 l.iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
+                    // The client's reply inbox (its round trips to NATS).
+                    .filter(|s| !s.starts_with("_INBOX."))
                     .collect()
             })
             .unwrap_or_default();
@@ -107,7 +109,9 @@ impl Nats {
         s
     }
 
-    /// Messages NATS has sent to node `name`.
+    /// Messages NATS has sent to node `name`: publications, and the
+    /// answers to the round trips a node makes after adding subscriptions
+    /// (so tests compare counts from after their last SUBSCRIBE).
     fn sent_to(&self, name: &str) -> u64 {
         self.connection(name)["out_msgs"].as_u64().unwrap_or(0)
     }
@@ -243,6 +247,7 @@ fn a_publication_reaches_every_other_node_exactly_once_in_order() {
     for node in ["a", "b", "c"] {
         nats.wait_subjects(node, &["sy.realm1.pub.com.example.topic"]);
     }
+    let before: Vec<u64> = ["a", "b", "c"].iter().map(|n| nats.sent_to(n)).collect();
     for n in 0..200 {
         publish(&mut publisher, "com.example.topic", Dict::new(), n);
     }
@@ -256,9 +261,9 @@ fn a_publication_reaches_every_other_node_exactly_once_in_order() {
     }
     // The publishing node got nothing back from NATS (local delivery stays
     // local; no echo), the others got each publication once.
-    assert_eq!(nats.sent_to("a"), 0);
-    assert_eq!(nats.sent_to("b"), 200);
-    assert_eq!(nats.sent_to("c"), 200);
+    assert_eq!(nats.sent_to("a") - before[0], 0);
+    assert_eq!(nats.sent_to("b") - before[1], 200);
+    assert_eq!(nats.sent_to("c") - before[2], 200);
 }
 
 #[test]
@@ -277,6 +282,7 @@ fn prefix_and_wildcard_subscriptions_across_nodes() {
     // subscriptions of a node overlap).
     nats.wait_subjects("b", &["sy.realm1.pub.com.>"]);
     nats.wait_subjects("c", &["sy.realm1.pub.com.>"]);
+    let before = (nats.sent_to("b"), nats.sent_to("c"));
     publish(&mut publisher, "com.example.a", Dict::new(), 1);
     publish(&mut publisher, "com.other.a", Dict::new(), 2);
     publish(&mut publisher, "com.example.b", Dict::new(), 3);
@@ -311,8 +317,8 @@ fn prefix_and_wildcard_subscriptions_across_nodes() {
     // Subscribed broadly, filtered locally: NATS sent both nodes the three
     // "com." publications once each (b's Broker dropped "com.other.a", c's
     // "com.example.b") and neither got "org.example.a".
-    assert_eq!(nats.sent_to("b"), 3);
-    assert_eq!(nats.sent_to("c"), 3);
+    assert_eq!(nats.sent_to("b") - before.0, 3);
+    assert_eq!(nats.sent_to("c") - before.1, 3);
 }
 
 #[test]
@@ -371,12 +377,13 @@ fn a_node_without_subscribers_gets_nothing_from_nats() {
     let sub = subscribe(&mut on_b, "only.b", "exact");
     nats.wait_subjects("b", &["sy.realm1.pub.only.b"]);
     nats.wait_subjects("c", &[]);
+    let before = nats.sent_to("b");
     for n in 0..20 {
         publish(&mut publisher, "only.b", Dict::new(), n);
     }
     assert_eq!(events(&mut on_b, QUIET).len(), 20);
     assert_eq!(nats.sent_to("c"), 0, "c has no subscriber");
-    assert_eq!(nats.sent_to("b"), 20);
+    assert_eq!(nats.sent_to("b") - before, 20);
     // The last subscriber leaves: b unsubscribes from NATS, and NATS sends
     // it nothing more.
     let request = on_b.req();
@@ -393,7 +400,7 @@ fn a_node_without_subscribers_gets_nothing_from_nats() {
         publish(&mut publisher, "only.b", Dict::new(), n);
     }
     std::thread::sleep(QUIET);
-    assert_eq!(nats.sent_to("b"), 20);
+    assert_eq!(nats.sent_to("b") - before, 20);
     assert_eq!(nats.sent_to("c"), 0);
     drop(c);
 }
@@ -613,7 +620,18 @@ fn a_publication_made_after_subscribed_reaches_the_new_subscriber() {
             Some(Message::Event { payload, .. }) => {
                 assert_eq!(args_of(&payload), vec![Value::UInt(i)]);
             }
-            other => panic!("topic {topic}: expected its EVENT, got {other:?}"),
+            other => {
+                let log: Vec<String> = b
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains("cluster"))
+                    .map(str::to_string)
+                    .collect();
+                panic!(
+                    "topic {topic}: expected its EVENT, got {other:?}; node b:\n{}",
+                    log.join("\n")
+                )
+            }
         }
     }
     // A prefix subscription too (a broader subject).

@@ -259,14 +259,14 @@ impl Cluster {
         // yields after every round instead.
         let shared = self.shared(realm.name());
         let pins = shared.pins_rx.lock().take();
+        let nats = Nats {
+            client: self.client.clone(),
+            sync: format!("{}.sync.{}", self.prefix, self.node),
+            base: subject::realm_publications(&self.prefix, realm.name()),
+            node: self.node.clone(),
+        };
         let follower = tokio::spawn(tokio::task::unconstrained(follow_interest(
-            self.client.clone(),
-            subject::realm_publications(&self.prefix, realm.name()),
-            self.node.clone(),
-            realm,
-            rx,
-            shared,
-            pins,
+            nats, realm, rx, shared, pins,
         )));
         RealmLink {
             _meta: meta,
@@ -378,6 +378,17 @@ impl Recent {
     }
 }
 
+/// What a realm's reader uses of NATS.
+struct Nats {
+    client: async_nats::Client,
+    /// `<prefix>.sync.<node>`: where the round trip after new
+    /// subscriptions goes (nobody answers; NATS says so).
+    sync: String,
+    /// `<prefix>.<realm>.pub`.
+    base: String,
+    node: Arc<str>,
+}
+
 /// A publication from another node, not delivered yet.
 struct Arrived {
     /// Its place in its origin's order (`SEQ_HEADER`); None: deliver as is.
@@ -403,9 +414,7 @@ struct Arrived {
 /// origin in sequence order, everything up to its mark; the rest waits for
 /// the next round (at most one more drain).
 async fn follow_interest(
-    client: async_nats::Client,
-    base: String,
-    node: Arc<str>,
+    nats: Nats,
     realm: Arc<Realm>,
     mut changes: mpsc::Receiver<InternalEvent>,
     shared: Arc<RealmShared>,
@@ -414,6 +423,12 @@ async fn follow_interest(
     let Some(mut pins) = pins else {
         return;
     };
+    let Nats {
+        client,
+        sync,
+        base,
+        node,
+    } = nats;
     let mut recent = Recent::default();
     let mut subs: Vec<(String, async_nats::Subscriber)> = Vec::new();
     let mut pending: Vec<Arrived> = Vec::new();
@@ -440,7 +455,7 @@ async fn follow_interest(
             let now = Instant::now();
             pinned.retain(|s, until| *until > now && !wanted.contains(s));
             wanted.extend(pinned.keys().cloned());
-            update_interest(&client, &wanted, &mut subs, &mut pending).await;
+            update_interest(&client, &sync, &wanted, &mut subs, &mut pending).await;
             *shared.active.write() = subs.iter().map(|(s, _)| s.clone()).collect();
             for done in waiting.drain(..) {
                 let _ = done.send(());
@@ -516,6 +531,7 @@ async fn follow_interest(
 /// what they hold is delivered).
 async fn update_interest(
     client: &async_nats::Client,
+    sync: &str,
     wanted: &BTreeSet<String>,
     subs: &mut Vec<(String, async_nats::Subscriber)>,
     pending: &mut Vec<Arrived>,
@@ -535,10 +551,24 @@ async fn update_interest(
     }
     // The new subscriptions are in place on the server before the ones
     // they replace go (no gap; a copy that arrives twice meanwhile is
-    // dropped by `Recent`).
+    // dropped by `Recent`), and before a waiting SUBSCRIBE is answered.
+    // `flush` only writes the socket; the server takes each connection's
+    // commands in order, so its answer to a request made after the SUBs
+    // (no responders: a status reply within a round trip) proves them
+    // registered.
     if added {
-        if let Err(e) = client.flush().await {
-            tracing::warn!("cluster: NATS flush: {e}");
+        match tokio::time::timeout(
+            INTEREST_WAIT,
+            client.request(sync.to_string(), Bytes::new()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Err(e)) => tracing::warn!("cluster: NATS round trip: {e}"),
+            Err(_) => {
+                tracing::warn!("cluster: NATS round trip: no answer within {INTEREST_WAIT:?}")
+            }
         }
     }
     drain(subs, pending);
