@@ -639,3 +639,43 @@ fn a_publication_made_after_subscribed_reaches_the_new_subscriber() {
     publish(&mut publisher, "fresh2.x", Dict::new(), 99);
     assert_eq!(numbers(&events(&mut on_b, QUIET)), vec![99]);
 }
+
+#[test]
+fn eligible_and_exclude_by_authid_are_decided_on_the_receiving_node() {
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut publisher, _) = client(&a);
+    let mut b1 = Raw::connect(b.rs_port, Serializer::Json);
+    let (_, welcome) = b1.join("realm1");
+    let b1_authid = welcome.get_str("authid").expect("authid").to_string();
+    let (mut b2, _) = client(&b);
+    subscribe(&mut b1, "t.y", "exact");
+    subscribe(&mut b2, "t.y", "exact");
+    nats.wait_subjects("b", &["sy.realm1.pub.t.y"]);
+    let list = Value::List(vec![Value::Str(b1_authid.clone())]);
+    publish(
+        &mut publisher,
+        "t.y",
+        Dict::new().with("eligible_authid", list.clone()),
+        1,
+    );
+    publish(
+        &mut publisher,
+        "t.y",
+        Dict::new().with("exclude_authid", list),
+        2,
+    );
+    let anonymous = Value::List(vec![Value::Str("anonymous".into())]);
+    publish(
+        &mut publisher,
+        "t.y",
+        Dict::new().with("exclude_authrole", anonymous),
+        3,
+    );
+    assert_eq!(
+        numbers(&events(&mut b1, QUIET)),
+        vec![1],
+        "b1 is {b1_authid}"
+    );
+    assert_eq!(numbers(&events(&mut b2, QUIET)), vec![2]);
+}
