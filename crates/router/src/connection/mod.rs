@@ -97,7 +97,8 @@ impl Connection {
                 return flow;
             }
         }
-        if let Some((msg, decision, wait)) = self.interest_wait.take() {
+        if let Some(waiting) = self.interest_wait.take() {
+            let (msg, decision, wait) = *waiting;
             wait.await;
             self.interest_ready = true;
             self.preauthorized = decision;

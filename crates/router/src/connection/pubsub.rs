@@ -122,7 +122,7 @@ impl Connection {
                             options,
                             topic,
                         };
-                        self.interest_wait = Some((msg, decision, wait));
+                        self.interest_wait = Some(Box::new((msg, decision, wait)));
                         return Flow::Suspend;
                     }
                 }
