@@ -4,6 +4,7 @@
 #   - node_modules for tests/interop/js via `npm ci` (package-lock.json)
 #   - php with the curl extension (Debian's php-cli and php-curl, with apt-get)
 #     for the HTTP bridge's PHP example, only when `php` is missing or lacks curl
+#   - phpunit (Debian's) for the PHP client's tests (clients/php), only when missing
 # Idempotent: each part is skipped when a stamp file says it is up to date
 # (hash of the lock/requirements file + interpreter version), or, for php,
 # when `php -m` already lists curl.
@@ -85,4 +86,14 @@ else
         exit 1
     fi
     echo "setup.sh: $(php -r 'echo "PHP ", PHP_VERSION;') with curl installed"
+fi
+
+# --------------------------------------------------------------- phpunit ---
+# clients/php's tests run with Debian's phpunit (9.6 on bookworm).
+if command -v phpunit >/dev/null 2>&1; then
+    echo "setup.sh: phpunit present ($(command -v phpunit))"
+else
+    echo "setup.sh: installing phpunit with apt-get"
+    bash "$HERE/../../scripts/apt-install.sh" "phpunit (for clients/php)" phpunit
+    command -v phpunit >/dev/null 2>&1 || { echo "setup.sh: phpunit was installed but is not on PATH" >&2; exit 1; }
 fi
