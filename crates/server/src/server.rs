@@ -151,6 +151,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     path: path.clone(),
                     origins,
                     metrics_path,
+                    admin: crate::admin::site_for(&config, address, &path, &name),
                 };
                 tracing::info!(
                     "listening for WAMP over WebSocket on {name}{}",

@@ -52,6 +52,8 @@ pub struct Endpoint {
     pub origins: Option<Arc<OriginPolicy>>,
     /// `metrics_path`: GET here returns the router's counters.
     pub metrics_path: Option<String>,
+    /// The admin page (`[admin]`), if this listener serves it.
+    pub admin: Option<Arc<crate::admin::Site>>,
 }
 
 fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -94,6 +96,13 @@ pub async fn handle_http(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         );
+        return Ok(r);
+    }
+    if let Some(r) = ep
+        .admin
+        .as_ref()
+        .and_then(|site| site.answer(req.method(), req.uri().path()))
+    {
         return Ok(r);
     }
     if req.uri().path() != ep.path {
