@@ -239,7 +239,9 @@
       } else if (st.messages_in != null) {
         entry.prev = { t: now, in: st.messages_in, out: st.messages_out };
       }
-      if (entry.rateIn != null) { sumIn += entry.rateIn; sumOut += entry.rateOut; anyRate = true; }
+      // The chart leaves out this page's own session (its polling).
+      const self = state.session && d.session === state.session.id;
+      if (entry.rateIn != null && !self) { sumIn += entry.rateIn; sumOut += entry.rateOut; anyRate = true; }
       entry.details = d;
       state.sessions.set(d.session, entry);
     }
