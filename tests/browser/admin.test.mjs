@@ -28,6 +28,7 @@ const SALT = 'admin-salt';
 const ADMIN = { authid: 'admin', secret: 'admin-cra-secret' };
 const ALICE = { authid: 'alice', secret: 'alice-ticket' };
 const APP = { authid: 'app', secret: 'app-ticket' };
+const AUDITOR = { authid: 'auditor', secret: 'auditor-ticket' };
 
 let router;
 let browser;
@@ -79,7 +80,7 @@ before(async () => {
       auth: {
         methods: ['ticket', 'wampcra', 'anonymous'],
         anonymous_role: 'app',
-        ticket: [ticketPrincipal(ALICE, 'user'), ticketPrincipal(APP, 'app')],
+        ticket: [ticketPrincipal(ALICE, 'user'), ticketPrincipal(APP, 'app'), ticketPrincipal(AUDITOR, 'auditor')],
         wampcra: [{ authid: ADMIN.authid, secret: cra.stdout, salt: SALT, iterations: 1000, keylen: 32, role: 'admin' }],
       },
       role: [
@@ -91,6 +92,8 @@ before(async () => {
           ],
         },
         { name: 'user', permission: [{ uri: 'com.app.', match: 'prefix', allow: ['call', 'subscribe'] }] },
+        // May read the meta API, but is not the page's [admin] role.
+        { name: 'auditor', permission: [{ uri: 'wamp.', match: 'prefix', allow: ['call', 'subscribe'] }] },
         {
           name: 'app',
           permission: [
@@ -120,20 +123,25 @@ after(async () => {
 });
 
 test('a non-admin login is refused with a clear message', { timeout: 30000 }, async () => {
+  // The router refuses the role the meta API; the page shows its answer.
   await login('ticket', ALICE);
   const error = page.locator('#login-error');
   await error.waitFor({ state: 'visible', timeout: STEP });
-  const text = await error.textContent();
-  assert.match(text, /Refused/);
-  assert.match(text, /role "user"/);
-  assert.match(text, /needs the role "admin"/);
+  let text = await error.textContent();
+  assert.match(text, /Refused: the router does not let the role "user" call wamp\.session\.list/);
+  assert.match(text, /wamp\.error\.not_authorized/);
   assert.equal(await page.locator('#app').isHidden(), true);
   await shot('admin-refused');
-  // The page's refusal is a courtesy: the router itself refuses the role
-  // the meta API.
+  // Any client gets the same answer: the page holds no privilege.
   const alice = await client(ALICE);
   await assert.rejects(alice.call('wamp.session.list'), /wamp.error.not_authorized/);
   await alice.leave();
+  // A role that may read the meta API but is not the page's [admin] role.
+  await login('ticket', AUDITOR);
+  await page.waitForFunction(() => /needs the role "admin"/.test(document.getElementById('login-error').textContent), null, { timeout: STEP });
+  text = await error.textContent();
+  assert.match(text, /Refused: you logged in as "auditor" with the role "auditor"/);
+  assert.equal(await page.locator('#app').isHidden(), true);
 });
 
 test('an admin logs in with WAMP-CRA and sees sessions come and go', { timeout: 30000 }, async () => {

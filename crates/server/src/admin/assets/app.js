@@ -98,11 +98,6 @@
         authid: $('authid').value.trim(), secret: $('secret').value,
       });
       const role = session.details.authrole;
-      if (role !== state.cfg.role) {
-        session.close();
-        throw new Error(`Refused: you logged in as "${session.details.authid}" with the role "${role}". ` +
-          `This page needs the role "${state.cfg.role}" (see docs/ADMIN.md).`);
-      }
       // The router decides: a role that may not use the meta API is refused here.
       try {
         await session.call('wamp.session.list');
@@ -113,6 +108,14 @@
             `(${e.message}). Grant the admin role the meta API (see docs/ADMIN.md).`);
         }
         throw e;
+      }
+      // A role the router lets read the meta API, but not the one this page
+      // is configured for ([admin] role): refused too, so that the page is
+      // used by the role the operator meant.
+      if (role !== state.cfg.role) {
+        session.close();
+        throw new Error(`Refused: you logged in as "${session.details.authid}" with the role "${role}". ` +
+          `This page needs the role "${state.cfg.role}" (see docs/ADMIN.md).`);
       }
       $('secret').value = '';
       await start(session);
