@@ -6,7 +6,8 @@
 #     for the HTTP bridge's PHP example, only when `php` is missing or lacks curl
 #   - for the admin page's browser tests (tests/browser): Debian's chromium
 #     (with apt-get, only when /usr/bin/chromium is missing) and
-#     tests/browser/node_modules (playwright-core) via `npm ci`
+#     tests/browser/node_modules (playwright-core) via `npm ci`, and openssl
+#     (its TLS proxy's certificate) when missing
 # Idempotent: each part is skipped when a stamp file says it is up to date
 # (hash of the lock/requirements file + interpreter version), or, for php,
 # when `php -m` already lists curl.
@@ -104,6 +105,11 @@ else
         echo "setup.sh: chromium was installed, but /usr/bin/chromium is missing" >&2
         exit 1
     fi
+fi
+# tlsproxy.mjs makes its throwaway certificate with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "setup.sh: installing openssl with apt-get (the browser tests' TLS proxy)"
+    bash "$HERE/../../scripts/apt-install.sh" "openssl (the browser tests' TLS proxy)" openssl
 fi
 BR_WANT="$(hash_of "$BROWSER_JS/package-lock.json" "node=$NODE_MAJOR" "$(cat "$BROWSER_JS/package.json")")"
 BR_STAMP="$BROWSER_JS/node_modules/.browser-stamp"
