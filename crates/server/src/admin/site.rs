@@ -25,6 +25,12 @@ pub struct Site {
     config_json: Bytes,
 }
 
+impl crate::transport::websocket::Pages for Site {
+    fn answer(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        Site::answer(self, method, path)
+    }
+}
+
 impl Site {
     /// The page at `path`, logging in to `realm` over the listener's
     /// WebSocket path `ws_path`, expecting role `role`.
