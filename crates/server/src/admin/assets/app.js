@@ -12,7 +12,7 @@
     cfg: null, session: null, timer: null, view: 'overview',
     sessions: new Map(), // id -> {details, prev: {t, in, out}, rateIn, rateOut}
     queues: new Map(), // name -> {stats, prev: {t, completed, retried}, done, retried}
-    selectedQueue: null, chart: null, busy: false, refreshSoon: new Set(),
+    selectedQueue: null, chart: null, busy: false, refreshSoon: new Set(), refreshTimer: null,
   };
 
   // ------------------------------------------------------------- helpers ---
@@ -187,13 +187,19 @@
     }
   }
 
+  // Meta events trigger a refresh of their view, at most one per
+  // REFRESH_GAP_MS whatever the churn: a burst of joins costs the router one
+  // round of calls, not one per event.
+  const REFRESH_GAP_MS = 300;
   function scheduleRefresh(what) {
     state.refreshSoon.add(what);
-    setTimeout(() => {
+    if (state.refreshTimer) return;
+    state.refreshTimer = setTimeout(() => {
+      state.refreshTimer = null;
       const parts = [...state.refreshSoon];
       state.refreshSoon.clear();
       for (const p of parts) refreshPart(p);
-    }, 50);
+    }, REFRESH_GAP_MS);
   }
 
   async function refreshPart(what) {
