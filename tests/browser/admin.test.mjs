@@ -177,6 +177,13 @@ test('registrations and subscriptions with their sessions', { timeout: 30000 }, 
   await sub.waitFor({ state: 'visible', timeout: STEP });
   assert.match(await sub.textContent(), new RegExp(`${worker.id} \\(app\\)`));
   await shot('admin-subscriptions');
+  // What clients name is shown as text, never run as HTML.
+  const hostile = 'com.test.<img/src/onerror=window.__xss=1>';
+  await worker.subscribe(hostile);
+  const row = page.locator('#subscriptions-table tr', { hasText: '<img/src/onerror' });
+  await row.waitFor({ state: 'visible', timeout: STEP });
+  assert.equal(await page.locator('#subscriptions-table img').count(), 0);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
   await worker.leave();
   await sub.waitFor({ state: 'detached', timeout: STEP });
 });
