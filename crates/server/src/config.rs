@@ -44,6 +44,9 @@ pub struct Config {
     /// Cluster mode ([cluster]): absent, the node is alone and needs no NATS.
     #[serde(default)]
     pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
+    /// The admin web page ([admin], docs/ADMIN.md): absent, it is not served.
+    #[serde(default)]
+    pub admin: Option<Spanned<crate::admin::AdminConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -536,6 +539,7 @@ impl Default for Config {
             bridges: Vec::new(),
             storage: StorageConfig::default(),
             cluster: None,
+            admin: None,
         }
         .with_defaults()
     }
@@ -659,6 +663,9 @@ impl Config {
             for problem in c.get_ref().problems() {
                 err(c.span(), problem);
             }
+        }
+        for problem in self.admin.iter().flat_map(|a| a.get_ref().problems(self)) {
+            err(self.admin.as_ref().map_or(0..0, |a| a.span()), problem);
         }
         for (i, b) in self.bridges.iter().enumerate() {
             for problem in b.get_ref().problems() {

@@ -42,6 +42,7 @@
 //! (`switchyard-cli`, crates/cli), which this library never imports; only
 //! `main.rs` dispatches to it.
 
+mod admin;
 mod bridge;
 pub mod cluster;
 pub mod commands;

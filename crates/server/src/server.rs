@@ -151,6 +151,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                     path: path.clone(),
                     origins,
                     metrics_path,
+                    pages: crate::admin::site_for(&config, address, &path, &name)
+                        .map(|site| site as Arc<dyn websocket::Pages>),
                 };
                 tracing::info!(
                     "listening for WAMP over WebSocket on {name}{}",
