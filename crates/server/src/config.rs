@@ -44,6 +44,9 @@ pub struct Config {
     /// Cluster mode ([cluster]): absent, the node is alone and needs no NATS.
     #[serde(default)]
     pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
+    /// How outbound https checks servers ([outbound_tls]).
+    #[serde(default)]
+    pub outbound_tls: crate::outbound::client::OutboundTlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +362,9 @@ pub struct RealmEntry {
     /// Bounds of what clients make the queues hold ([realm.queue_limits]).
     #[serde(default)]
     pub queue_limits: QueueLimits,
+    /// The app's authenticator / authorizer over HTTP ([realm.http_auth]).
+    #[serde(default)]
+    pub http_auth: Option<crate::app_auth::HttpAuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -536,6 +542,7 @@ impl Default for Config {
             bridges: Vec::new(),
             storage: StorageConfig::default(),
             cluster: None,
+            outbound_tls: Default::default(),
         }
         .with_defaults()
     }
@@ -644,6 +651,7 @@ impl Config {
                 queue_http: None,
                 outbound_http: None,
                 queue_limits: QueueLimits::default(),
+                http_auth: None,
             }];
         }
         self
@@ -659,6 +667,9 @@ impl Config {
             for problem in c.get_ref().problems() {
                 err(c.span(), problem);
             }
+        }
+        for problem in self.outbound_tls.problems() {
+            err(0..0, problem);
         }
         for (i, b) in self.bridges.iter().enumerate() {
             for problem in b.get_ref().problems() {
@@ -912,6 +923,7 @@ impl Config {
                     c.max_testament_bytes_per_session = n;
                 }
                 c.max_uri_length = self.limits.max_uri_length;
+                c.app_auth = r.http_auth.as_ref().map(crate::app_auth::handle);
                 c
             })
             .collect()

@@ -49,6 +49,9 @@ pub struct Authenticator {
     ticket_decoy: Arc<ticket::Decoy>,
     /// The issuers of JWT tickets.
     jwt: jwt::JwtVerifier,
+    /// Whether the application decides tickets over HTTP
+    /// (`authenticator_url`, a [`crate::hooks::AppAuth`] of the realm).
+    app: bool,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
@@ -159,7 +162,8 @@ pub(crate) enum Check {
 
 /// The call to the realm's authenticator procedure that decides a login.
 pub(crate) struct AskAuthenticator {
-    pub procedure: String,
+    /// None: the application's `authenticator_url` (the realm's AppAuth).
+    pub procedure: Option<String>,
     pub args: Vec<Value>,
     pub timeout: std::time::Duration,
     /// The authid the client claimed in HELLO (for the log only).
@@ -216,6 +220,7 @@ impl Authenticator {
             tracing::warn!("ignoring a JWT issuer: {p}");
         }
         Authenticator {
+            app: false,
             jwt,
             cra_decoy: wampcra::Decoy::new(&config.wampcra),
             ticket_decoy,
@@ -226,6 +231,18 @@ impl Authenticator {
             cryptosign,
             static_authids,
         }
+    }
+
+    /// Hands the tickets the authenticator procedure would get to the
+    /// realm's [`crate::hooks::AppAuth`] instead.
+    pub(crate) fn delegate_to_app(&mut self) {
+        self.app = true;
+    }
+
+    /// Whether tickets of unknown authids go to the application (its
+    /// procedure or its URL).
+    fn delegates(&self) -> bool {
+        self.app || self.config.authenticator.is_some()
     }
 
     /// Whether `authid` belongs to a static principal of any method.
@@ -481,7 +498,7 @@ pub(crate) fn verify(
         Pending::Ticket {
             authid,
             principal: None,
-        } if auth.config.authenticator.is_some() && !auth.is_static(&authid) => {
+        } if auth.delegates() && !auth.is_static(&authid) => {
             return match dynamic_ticket(auth, realm, authid, signature, transport) {
                 Some(ask) => Check::Ask(ask),
                 None => Check::Local(Box::pin(std::future::ready(failed()))),
@@ -599,7 +616,14 @@ fn dynamic_ticket(
     ticket: String,
     transport: &TransportInfo,
 ) -> Option<AskAuthenticator> {
-    let procedure = auth.config.authenticator.clone()?;
+    if !auth.delegates() {
+        return None;
+    }
+    let procedure = if auth.app {
+        None
+    } else {
+        auth.config.authenticator.clone()
+    };
     let mut t = Dict::new()
         .with("type", transport.kind)
         .with("tls", transport.tls);
@@ -630,7 +654,8 @@ pub(crate) fn authenticator_verdict(
     ask: &AskAuthenticator,
     answer: Result<Reply, CallFailure>,
 ) -> Verdict {
-    let (procedure, authid) = (ask.procedure.as_str(), ask.claimed.as_str());
+    let procedure = ask.procedure.as_deref().unwrap_or("authenticator_url");
+    let authid = ask.claimed.as_str();
     match answer {
         Ok(reply) => {
             let (role, id) = match reply.args.first() {
@@ -683,7 +708,7 @@ pub(crate) fn authenticator_verdict(
                 "the authenticator refused: {}",
                 Clip(&f.message)
             );
-            if f.error == errors::NO_SUCH_PROCEDURE || f.error == errors::TIMEOUT {
+            if f.unserved || f.error == errors::NO_SUCH_PROCEDURE || f.error == errors::TIMEOUT {
                 Verdict::Abort(
                     AUTHENTICATION_FAILED,
                     "authentication failed: the authenticator is not available".into(),
