@@ -9,7 +9,6 @@
 //! `[outbound_tls] ca_file`.
 
 mod common;
-#[allow(dead_code)]
 mod pki;
 
 use std::collections::HashMap;
