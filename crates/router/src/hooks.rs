@@ -73,7 +73,7 @@ pub trait AppAuth: Send + Sync {
         action: &str,
         options: switchyard_proto::Dict,
     ) -> AppFuture;
-    /// What logs name it by (e.g. its URL).
+    /// What logs name it by (e.g. the app's URL).
     fn name(&self) -> String;
 }
 

@@ -284,8 +284,9 @@ impl Realm {
             auth.delegate_to_app();
         }
         let dynamic = match &app {
+            // The procedure's name is only what log lines call it.
             Some(a) if a.authorizes() => Some(DynamicAuthorizer {
-                procedure: a.name(),
+                procedure: format!("the app ({})", a.name()),
                 timeout: config.authorizer_timeout,
             }),
             _ => config

@@ -194,10 +194,12 @@ impl AppAuth for HttpAppAuth {
 
     fn name(&self) -> String {
         let c = &self.0.config;
-        c.authenticator_url
-            .clone()
-            .or_else(|| c.authorizer_url.clone())
-            .unwrap_or_default()
+        [&c.authenticator_url, &c.authorizer_url]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn authenticate(&self, realm: &str, authid: &str, details: Dict) -> AppFuture {
