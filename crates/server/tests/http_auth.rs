@@ -12,6 +12,7 @@ mod common;
 mod pki;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
+/// Logins of the flood test (authid `flood-*`) that reached the app.
+static FLOOD_REACHED: AtomicUsize = AtomicUsize::new(0);
+
 async fn app(req: Request<hyper::body::Incoming>, seen: Seen) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let q = query(req.uri().query().unwrap_or(""));
@@ -113,6 +117,9 @@ async fn app(req: Request<hyper::body::Incoming>, seen: Seen) -> Response<Full<B
             ),
             "role-only" => json(StatusCode::OK, serde_json::json!("member")),
             "slow" => {
+                if v["authid"].as_str().unwrap_or("").starts_with("flood-") {
+                    FLOOD_REACHED.fetch_add(1, Ordering::SeqCst);
+                }
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 json(StatusCode::OK, serde_json::json!("member"))
             }
@@ -382,4 +389,57 @@ fn the_app_is_reached_over_https_with_the_configured_ca() {
     let (_, message) = abort_of(m);
     assert!(message.contains("not available"), "{message}");
     assert!(r.log_text().contains("certificate"), "{}", r.log_text());
+}
+
+/// A login flood against a slow app: at most `max_concurrent` requests are
+/// in flight to the app, the others wait for a slot within `timeout` and
+/// are refused; every login is answered within about the timeout. (A slot
+/// is free again when its request times out, while the app may still be
+/// working on it: so within the one timeout window of this flood, at most
+/// twice `max_concurrent` logins reach the app, not all twelve.)
+#[test]
+fn a_login_flood_holds_at_most_max_concurrent_requests_to_the_app() {
+    let (port, _seen) = start_app(None);
+    let r = Router::start(&config(
+        &format!("http://127.0.0.1:{port}"),
+        "max_concurrent = 2",
+    ));
+    let started = std::time::Instant::now();
+    let logins: Vec<_> = (0..12)
+        .map(|i| {
+            let rs_port = r.rs_port;
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(rs_port, Serializer::Json);
+                let details = Dict::new()
+                    .with("roles", Dict::new().with("subscriber", Dict::new()))
+                    .with("authmethods", Value::List(vec!["ticket".into()]))
+                    .with("authid", format!("flood-{i}"));
+                c.send(&Message::Hello {
+                    realm: "realm1".into(),
+                    details,
+                });
+                c.expect("CHALLENGE");
+                c.send(&Message::Authenticate {
+                    signature: "slow".into(),
+                    extra: Dict::new(),
+                });
+                abort_of(c.expect("ABORT"))
+            })
+        })
+        .collect();
+    for l in logins {
+        let (reason, message) = l.join().expect("login thread");
+        assert_eq!(reason, "wamp.error.authentication_failed");
+        assert!(message.contains("not available"), "{message}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let reached = FLOOD_REACHED.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&reached),
+        "{reached} of 12 logins reached the app"
+    );
 }
