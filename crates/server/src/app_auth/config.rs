@@ -132,3 +132,32 @@ impl HttpAuthConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml_text: &str) -> HttpAuthConfig {
+        toml::from_str(toml_text).expect("parses")
+    }
+
+    #[test]
+    fn problems_are_reported() {
+        let ok = config(
+            "authenticator_url = \"https://app.example.com/login\"\nsecret = \"0123456789abcdef\"\n",
+        );
+        assert!(ok.problems(false, false).is_empty());
+        assert_eq!(
+            ok.problems(true, false).len(),
+            1,
+            "both the procedure and the URL"
+        );
+        let bad = config("authorizer_url = \"ftp://x/\"\nsecret = \"short\"\nmax_concurrent = 0\n");
+        let p = bad.problems(false, false).join("\n");
+        for want in ["authorizer_url", "secret", "max_concurrent"] {
+            assert!(p.contains(want), "{want}: {p}");
+        }
+        let none = config("secret = \"0123456789abcdef\"\n");
+        assert!(none.problems(false, false)[0].contains("needs authenticator_url"));
+    }
+}
