@@ -394,6 +394,14 @@ impl Issuer {
 }
 
 fn reason(kind: &ErrorKind) -> Refusal {
+    if let ErrorKind::MissingRequiredClaim(claim) = kind {
+        return Refusal(match claim.as_str() {
+            "exp" => "the token has no expiry (exp)".into(),
+            "aud" => "wrong audience (aud): the token names none".into(),
+            "iss" => "wrong issuer (iss): the token names none".into(),
+            other => format!("the token has no \"{other}\" claim"),
+        });
+    }
     Refusal(
         match kind {
             ErrorKind::ExpiredSignature => "the token has expired",
@@ -402,7 +410,6 @@ fn reason(kind: &ErrorKind) -> Refusal {
             ErrorKind::InvalidAudience => "wrong audience (aud)",
             ErrorKind::InvalidIssuer => "wrong issuer (iss)",
             ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted here",
-            ErrorKind::MissingRequiredClaim(_) => "the token has no expiry (exp)",
             _ => "the token is malformed",
         }
         .to_string(),
