@@ -47,6 +47,9 @@ pub struct Config {
     /// The admin web page ([admin], docs/ADMIN.md): absent, it is not served.
     #[serde(default)]
     pub admin: Option<Spanned<crate::admin::AdminConfig>>,
+    /// How outbound https checks servers ([outbound_tls]).
+    #[serde(default)]
+    pub outbound_tls: crate::outbound::client::OutboundTlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +365,9 @@ pub struct RealmEntry {
     /// Bounds of what clients make the queues hold ([realm.queue_limits]).
     #[serde(default)]
     pub queue_limits: QueueLimits,
+    /// The app's authenticator / authorizer over HTTP ([realm.http_auth]).
+    #[serde(default)]
+    pub http_auth: Option<crate::app_auth::HttpAuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -540,6 +546,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             cluster: None,
             admin: None,
+            outbound_tls: Default::default(),
         }
         .with_defaults()
     }
@@ -648,6 +655,7 @@ impl Config {
                 queue_http: None,
                 outbound_http: None,
                 queue_limits: QueueLimits::default(),
+                http_auth: None,
             }];
         }
         self
@@ -666,6 +674,9 @@ impl Config {
         }
         for problem in self.admin.iter().flat_map(|a| a.get_ref().problems(self)) {
             err(self.admin.as_ref().map_or(0..0, |a| a.span()), problem);
+        }
+        for problem in self.outbound_tls.problems() {
+            err(0..0, problem);
         }
         for (i, b) in self.bridges.iter().enumerate() {
             for problem in b.get_ref().problems() {
@@ -919,6 +930,7 @@ impl Config {
                     c.max_testament_bytes_per_session = n;
                 }
                 c.max_uri_length = self.limits.max_uri_length;
+                c.app_auth = r.http_auth.as_ref().map(crate::app_auth::handle);
                 c
             })
             .collect()

@@ -67,6 +67,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.limits.max_concurrent_ticket_checks,
         config.limits.ticket_check_wait,
     );
+    crate::outbound::client::configure(&config.outbound_tls)?;
     // Cluster mode: reach NATS first; a node that cannot says so and stops.
     let cluster = match &config.cluster {
         Some(c) => Some(crate::cluster::Cluster::connect(c.get_ref()).await?),

@@ -1020,7 +1020,7 @@ fn outbound_http_entries_are_checked() {
     std::fs::write(
         &cfg,
         "[[realm]]\nname = \"realm1\"\n\n[realm.outbound_http]\n\
-         allow = [\"https://hooks.example.com/\", \"http://user@hooks.example.com/\"]\n\
+         allow = [\"ftp://hooks.example.com/\", \"http://user@hooks.example.com/\"]\n\
          allow_networks = [\"10.0.0.0/33\", \"not-a-network\"]\n",
     )
     .expect("config");

@@ -8,9 +8,8 @@
 //! | bridge webhooks (`bridge`) | verifies | `X-Hub-Signature-256` |
 //! | HTTP subscribers (`bridge::subscriber`) | signs | Crossbar-compatible |
 //! | queue HTTP targets (`queue_service::http_target`) | signs | Crossbar-compatible; destination-scoped for a URL a client chose |
-//!
-//! HTTP callees (`bridge::callee`) do not sign their requests: the backend
-//! is one the operator configured, and credentials go in `allow_headers`.
+//! | HTTP callees with `key`/`secret` (`bridge::callee`) | signs | Crossbar-compatible |
+//! | the app's authenticator / authorizer URLs (`app_auth`) | signs | Crossbar-compatible |
 //!
 //! - `schemes.rs`: the MACs of each scheme (what both sides compute);
 //! - `verify.rs`: the checks on an incoming signed request (counters,
