@@ -5,6 +5,8 @@
 //! - `POST /call` `{"procedure", "args", "kwargs", "options"}` → 200
 //!   `{"args", "kwargs"}`; a WAMP error → 200 `{"error", "args", "kwargs"}`
 //!   (Crossbar's way) or, with `error_status = true`, an HTTP status.
+//! - `POST /queues/{name}/jobs`, `GET /queues/{name}/jobs/{id}` (`queue.rs`);
+//! - JSON-RPC 2.0 at `jsonrpc_path` (`jsonrpc.rs`).
 //!
 //! Each signing key acts as its own session identity (authid, role), so the
 //! realm's authorization applies per key. Every refusal is JSON with a
@@ -13,6 +15,7 @@
 mod auth;
 mod body;
 pub mod callee;
+mod jsonrpc;
 mod queue;
 mod strict_json;
 pub mod subscriber;
@@ -79,6 +82,14 @@ pub struct BridgeConfig {
     /// Each key has its own places, so a leaked key cannot lock out others.
     #[serde(default = "default_replay_cache_size")]
     pub replay_cache_size: usize,
+    /// Where JSON-RPC 2.0 requests are served (e.g. "/rpc"); none by
+    /// default. Signed like the bridge's own endpoints.
+    #[serde(default)]
+    pub jsonrpc_path: Option<String>,
+    /// Most requests in one JSON-RPC batch (their total size is bounded by
+    /// `max_body_size`).
+    #[serde(default = "default_jsonrpc_max_batch")]
+    pub jsonrpc_max_batch: usize,
     /// The status of a stored job at `POST /queues/{name}/jobs`: 202
     /// Accepted (the default: the job is stored, not yet done) or 201
     /// Created (what this endpoint answered before; for clients that check
@@ -187,6 +198,9 @@ fn default_window() -> Duration {
 fn default_replay_cache_size() -> usize {
     100_000
 }
+fn default_jsonrpc_max_batch() -> usize {
+    100
+}
 fn default_queue_push_status() -> u16 {
     202
 }
@@ -245,6 +259,23 @@ impl BridgeConfig {
                 "max_buffered_body_bytes ({}) must be at least max_body_size ({})",
                 self.max_buffered_body_bytes, self.max_body_size
             ));
+        }
+        if let Some(p) = &self.jsonrpc_path {
+            let taken = [
+                &self.publish_path,
+                &self.call_path,
+                &OPENAPI_PATH.to_string(),
+            ]
+            .contains(&p)
+                || self.webhooks.iter().any(|w| &w.path == p);
+            if !p.starts_with('/') || p.starts_with("/queues/") || taken {
+                out.push(format!(
+                    "jsonrpc_path: \"{p}\" must start with '/', not be under /queues/, and differ from the bridge's other paths"
+                ));
+            }
+        }
+        if self.jsonrpc_max_batch == 0 {
+            out.push("jsonrpc_max_batch must be at least 1".into());
         }
         if !matches!(self.queue_push_status, 201 | 202) {
             out.push(format!(
@@ -526,6 +557,9 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
                 refusal(r)
             }
         };
+    }
+    if bridge.config.jsonrpc_path.as_deref() == Some(path.as_str()) {
+        return jsonrpc::handle(bridge, req, peer).await;
     }
     if let Some(queue) = queue::queue_of(&path) {
         return queue::handle(bridge, queue, req, peer).await;
@@ -931,6 +965,22 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
             "401": refusal, "403": refusal, "405": refusal
         }
     }}));
+    if let Some(p) = &c.jsonrpc_path {
+        let mut params = signed.as_array().cloned().unwrap_or_default();
+        if let Some(sig) = params.iter_mut().find(|p| p["name"] == "signature") {
+            sig["description"] = json!("URL-safe base64 (padded) of HMAC-SHA256(secret, the canonical string: switchyard-bridge-v1, method, path, key, timestamp, seq, nonce, an empty line, hex SHA-256 of the body, joined by newlines)");
+        }
+        paths.insert(p.clone(), json!({"post": {
+            "summary": "JSON-RPC 2.0: method = procedure, params = args (array) or kwargs (object); batches and notifications (docs/HTTP-BRIDGE.md)",
+            "parameters": params,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": ["object", "array"]}}}},
+            "responses": {
+                "200": {"description": "the JSON-RPC response (or batch of responses)", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "204": {"description": "the request held only notifications"},
+                "401": refusal, "405": refusal, "413": refusal
+            }
+        }}));
+    }
     for w in &c.webhooks {
         paths.insert(w.path.clone(), json!({"post": {
             "summary": format!("Webhook: publishes the request's headers and body on {}", w.topic),
