@@ -48,7 +48,7 @@ fn start() -> Setup {
          [[realm.queue]]\nname = \"flaky\"\ntarget = \"com.test.flaky\"\nmax_attempts = 1\n\n\
          [[realm]]\nname = \"realm2\"\n\n\
          [[realm.queue]]\nname = \"mail\"\ntarget = \"com.test.mail\"\n\n\
-         [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\n\n{}{}\
+         [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\njsonrpc_path = \"/rpc\"\n\n{}{}\
          [[bridge]]\naddress = \"127.0.0.1:{port_201}\"\nrealm = \"realm1\"\nqueue_push_status = 201\n\n{}\
          [[bridge]]\naddress = \"127.0.0.1:{port_realm2}\"\nrealm = \"realm2\"\n\n{}",
         key(BACKEND, "backend"),
@@ -419,4 +419,54 @@ fn the_documented_openssl_example_signs_a_request() {
     );
     assert!(stdout.contains("HTTP/1.1 202"), "{stdout}");
     assert!(stdout.contains("\"state\":\"ready\""), "{stdout}");
+}
+
+/// The JSON-RPC endpoint takes the bound query signature of our own
+/// endpoints (method, path, body) as well as the header (the JSON-RPC
+/// behaviour itself is tested with a JSON-RPC library in
+/// tests/interop/python/test_bridge_jsonrpc.py).
+#[test]
+fn the_jsonrpc_endpoint_is_signed_like_our_own_endpoints() {
+    let s = start();
+    let body =
+        r#"{"jsonrpc": "2.0", "method": "switchyard.queue.stats", "params": ["mail"], "id": 7}"#;
+    let q = bound_query(BACKEND, "POST", "/rpc", "1", None, body);
+    let r = request(s.port, "POST", &format!("/rpc?{q}"), "", body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["id"], 7, "{j}");
+    assert!(j["result"]["ready"].as_u64().is_some(), "{j}");
+    // A Crossbar signature (not bound to the path) is refused here.
+    let crossbar = {
+        use base64::Engine;
+        use hmac::Mac;
+        let ts = common::http::now();
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(BACKEND.1.as_bytes()).expect("hmac");
+        for part in [BACKEND.0, ts.as_str(), "1", "2", body] {
+            mac.update(part.as_bytes());
+        }
+        let sig = base64::engine::general_purpose::URL_SAFE.encode(mac.finalize().into_bytes());
+        format!(
+            "key={}&timestamp={}&seq=1&nonce=2&signature={}",
+            BACKEND.0,
+            common::http::encode(&ts),
+            common::http::encode(&sig)
+        )
+    };
+    let r = request(s.port, "POST", &format!("/rpc?{crossbar}"), "", body);
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Unsigned: refused before any request is read (not a JSON-RPC error).
+    let r = request(s.port, "POST", "/rpc", "", body);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("switchyard.error.signature_required"))
+    );
+    let r = request(s.port, "GET", "/rpc", "", "");
+    assert_eq!(r.status, 405, "{}", r.body);
+    // The header, and a notification: 204.
+    let note = r#"{"jsonrpc": "2.0", "method": "switchyard.queue.stats", "params": ["mail"]}"#;
+    let h = x_authentication(BACKEND, "POST", "/rpc", "3", None, note);
+    let r = request(s.port, "POST", "/rpc", &h, note);
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
 }
