@@ -30,6 +30,11 @@ cargo build --workspace --locked
 step "test dependencies: nats-server (cluster tests)"
 bash scripts/install-nats.sh
 
+step "test dependencies: curl and openssl (the documented shell signing examples)"
+if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    bash scripts/apt-install.sh "curl and openssl (shell signing examples)" curl openssl
+fi
+
 step "Rust tests"
 cargo test --workspace --locked
 

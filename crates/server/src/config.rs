@@ -19,6 +19,11 @@ use toml::Spanned;
 
 pub use crate::transport::tls::TlsFiles;
 
+/// Environment variables and secret files (`sources.rs`), and the starting
+/// configuration `switchyard init` writes (`init.rs`).
+pub mod init;
+pub mod sources;
+
 /// Upper bound of a WAMP message: RawSocket frames carry at most 2^24 bytes.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 24;
 
@@ -569,13 +574,49 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, with the `SWITCHYARD__*`
+    /// environment variables and `*_file` secrets applied (`sources.rs`).
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Config::load_from(Some(path), std::env::vars())
+    }
+
+    /// [`Config::load`] with the given variables; no file: the defaults
+    /// with the variables applied.
+    pub fn load_from(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        let name = path.map_or_else(|| "(no file)".to_string(), |p| p.display().to_string());
+        let text = match path {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| format!("{name}: cannot read: {e}"))?)
+            }
+            None => None,
+        };
+        let applied = sources::apply(text.as_deref(), vars).map_err(|e| format!("{name}: {e}"))?;
+        if text.is_none() && applied.is_none() {
+            return Ok(Config::default());
+        }
+        let (text, note) = match applied {
+            Some(a) => {
+                let vars = if a.vars.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", a.vars.join(", "))
+                };
+                let note = format!(
+                    " [line of the configuration with the environment variables{vars} and *_file secrets applied]"
+                );
+                (a.text, note)
+            }
+            None => (text.unwrap_or_default(), String::new()),
+        };
         Config::parse(&text).map_err(|errs| {
             errs.iter()
-                .map(|e| format!("{}: {e}", path.display()))
+                .map(|e| match e.line {
+                    Some(_) => format!("{name}: {e}{note}"),
+                    None => format!("{name}: {e}"),
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         })

@@ -231,11 +231,17 @@ pub async fn run(config: Config) -> Result<(), String> {
         let address = bridge.config().address;
         let listener = bind_tcp(address).await?;
         tracing::info!(
-            "HTTP bridge for realm {} on http://{}: POST {} and {}",
+            "HTTP bridge for realm {} on http://{}: POST {} and {}{}",
             bridge.config().realm,
             local(&listener, address),
             bridge.config().publish_path,
-            bridge.config().call_path
+            bridge.config().call_path,
+            bridge
+                .config()
+                .jsonrpc_path
+                .as_ref()
+                .map(|p| format!(", JSON-RPC at {p}"))
+                .unwrap_or_default()
         );
         let name = format!("http://{}", local(&listener, address));
         let limits = crate::bridge::ConnLimits {

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | bridge `/publish`, `/call` (`bridge::auth`) | verifies | Crossbar-compatible |
 //! | bridge `/queues/{name}/jobs` (`bridge::auth`) | verifies | bound (method, path, `Idempotency-Key`, body) |
+//! | bridge, every endpoint, `X-Authentication` header (`bridge::auth`) | verifies | header (method, path and query, `Idempotency-Key`, body) |
 //! | bridge webhooks (`bridge`) | verifies | `X-Hub-Signature-256` |
 //! | HTTP subscribers (`bridge::subscriber`) | signs | Crossbar-compatible |
 //! | queue HTTP targets (`queue_service::http_target`) | signs | Crossbar-compatible; destination-scoped for a URL a client chose |
