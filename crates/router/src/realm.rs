@@ -110,6 +110,11 @@ pub struct RealmConfig {
     /// Bytes of testaments (encoded) one session may hold, all scopes.
     #[serde(default = "default_max_testament_bytes")]
     pub max_testament_bytes_per_session: usize,
+    /// The application's authenticator / authorizer reached another way
+    /// than a WAMP procedure (set by the server: `authenticator_url`,
+    /// `authorizer_url`).
+    #[serde(skip)]
+    pub app_auth: Option<crate::hooks::AppAuthHandle>,
 }
 
 /// Default of `max_uri_length`.
@@ -211,6 +216,7 @@ impl RealmConfig {
             max_retained_bytes: default_max_retained_bytes(),
             max_testaments_per_session: default_max_testaments(),
             max_testament_bytes_per_session: default_max_testament_bytes(),
+            app_auth: None,
         }
     }
 }
@@ -272,18 +278,28 @@ impl Realm {
             },
             Box::new(move |events| registration_events(&meta_broker, events)),
         );
+        let app = config.app_auth.as_ref().map(|a| a.0.clone());
+        let mut auth = Authenticator::new(config.auth.clone());
+        if app.as_ref().is_some_and(|a| a.authenticates()) {
+            auth.delegate_to_app();
+        }
+        let dynamic = match &app {
+            // The procedure's name is only what log lines call it.
+            Some(a) if a.authorizes() => Some(DynamicAuthorizer {
+                procedure: format!("the app ({})", a.name()),
+                timeout: config.authorizer_timeout,
+            }),
+            _ => config
+                .authorizer
+                .clone()
+                .map(|procedure| DynamicAuthorizer {
+                    procedure,
+                    timeout: config.authorizer_timeout,
+                }),
+        };
         Realm {
-            auth: Authenticator::new(config.auth.clone()),
-            authz: Authorizer::new(
-                config.roles.clone(),
-                config
-                    .authorizer
-                    .clone()
-                    .map(|procedure| DynamicAuthorizer {
-                        procedure,
-                        timeout: config.authorizer_timeout,
-                    }),
-            ),
+            auth,
+            authz: Authorizer::new(config.roles.clone(), dynamic),
             // Its calls (authenticator, authorizer) go only to exact
             // registrations of the configured procedures.
             internal: InternalCaller::default().exact_registrations_only(),
@@ -406,16 +422,37 @@ impl Realm {
                 switchyard_proto::Value::from(action.as_str()),
                 switchyard_proto::Value::Dict(Dict::new().with("match", policy.as_str())),
             ];
-            let reply = realm
-                .internal
-                .call(
-                    &realm.dealer,
-                    &dynamic.procedure,
-                    args,
-                    None,
-                    dynamic.timeout,
-                )
-                .await;
+            let app = realm
+                .config
+                .app_auth
+                .as_ref()
+                .filter(|a| a.0.authorizes())
+                .map(|a| a.0.clone());
+            let reply = match app {
+                Some(app) => {
+                    let mut args = args.into_iter();
+                    let (Some(Value::Dict(details)), Some(_), Some(_), Some(Value::Dict(options))) =
+                        (args.next(), args.next(), args.next(), args.next())
+                    else {
+                        return Decision::Deny;
+                    };
+                    app.authorize(details, &uri, action.as_str(), options)
+                        .await
+                        .map(crate::internal::Reply::single)
+                }
+                None => {
+                    realm
+                        .internal
+                        .call(
+                            &realm.dealer,
+                            &dynamic.procedure,
+                            args,
+                            None,
+                            dynamic.timeout,
+                        )
+                        .await
+                }
+            };
             let (decision, cache) = match reply {
                 Ok(r) => match r.args.first() {
                     Some(switchyard_proto::Value::Bool(allow)) => (
@@ -506,10 +543,27 @@ impl Realm {
                 let realm = self.clone();
                 let args = std::mem::take(&mut ask.args);
                 Box::pin(async move {
-                    let answer = realm
-                        .internal
-                        .call(&realm.dealer, &ask.procedure, args, None, ask.timeout)
-                        .await;
+                    let answer = match (&ask.procedure, &realm.config.app_auth) {
+                        (Some(procedure), _) => {
+                            realm
+                                .internal
+                                .call(&realm.dealer, procedure, args, None, ask.timeout)
+                                .await
+                        }
+                        (None, Some(app)) => {
+                            let mut args = args.into_iter().skip(1);
+                            let (Some(Value::Str(authid)), Some(Value::Dict(details))) =
+                                (args.next(), args.next())
+                            else {
+                                return auth::unexpected("a login without details");
+                            };
+                            app.0
+                                .authenticate(realm.name(), &authid, details)
+                                .await
+                                .map(crate::internal::Reply::single)
+                        }
+                        (None, None) => return auth::unexpected("a login nobody can check"),
+                    };
                     auth::authenticator_verdict(&realm.auth, &ask, answer)
                 })
             }

@@ -25,6 +25,8 @@
 //!   `switchyard-queue` crate, which knows nothing of WAMP): the
 //!   `switchyard.queue.*` procedures, dispatch of jobs to workers and HTTP
 //!   targets, topic bindings, per-queue authorization and metrics.
+//! - `app_auth`: the application's authenticator and authorizer over HTTP
+//!   (`[realm.http_auth]`);
 //! - `outbound`: what the router may send over HTTP on a client's behalf,
 //!   because such requests are an SSRF risk: `destinations` (the allow-listed
 //!   client for destinations a client chose, addresses checked at connect
@@ -42,6 +44,8 @@
 //! (`switchyard-cli`, crates/cli), which this library never imports; only
 //! `main.rs` dispatches to it.
 
+mod admin;
+mod app_auth;
 mod bridge;
 pub mod cluster;
 pub mod commands;

@@ -44,7 +44,7 @@ struct Cli {
 
 /// Which commands run the router and which are clients (end of `--help`).
 const COMMANDS: &str = "\
-Router commands: run (the default), check-config, hash-secret.
+Router commands: run (the default), check-config, hash-secret, init.
   The options above (--config, --log-format, --log-level, --data-dir) are the router's:
   `switchyard --config FILE` is `switchyard run --config FILE`.
 Client commands: publish, call, subscribe, register, queue.
@@ -55,8 +55,9 @@ Client commands: publish, call, subscribe, register, queue.
 #[derive(clap::Args, Debug, Default)]
 struct RouterArgs {
     /// Configuration file (TOML); see switchyard.example.toml. Without it the
-    /// defaults above apply.
-    #[arg(short, long, value_name = "FILE")]
+    /// defaults above apply. SWITCHYARD__<TABLE>__<KEY> variables set keys
+    /// over it (README, "Configuration in containers").
+    #[arg(short, long, value_name = "FILE", env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
 
     /// Log format; overrides [log] format in the configuration.
@@ -82,6 +83,14 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+    },
+    /// Write a commented starting configuration (default: switchyard.toml).
+    Init {
+        /// Where to write it.
+        path: Option<PathBuf>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Turn a secret into what the config file stores, reading the secret
     /// from standard input (one line; nothing is echoed or logged).
@@ -131,15 +140,16 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &command {
         return commands::check_config(file);
     }
-    let mut config = match &router.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Config::default(),
+    if let Some(Command::Init { path, force }) = &command {
+        return commands::init(path.as_deref(), *force);
+    }
+    // The file (if any) with the SWITCHYARD__* variables and *_file secrets.
+    let mut config = match Config::load_from(router.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
     if let Some(dir) = router.data_dir {
         config.storage.data_dir = dir;

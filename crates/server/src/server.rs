@@ -67,6 +67,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.limits.max_concurrent_ticket_checks,
         config.limits.ticket_check_wait,
     );
+    crate::outbound::client::configure(&config.outbound_tls)?;
     // Cluster mode: reach NATS first; a node that cannot says so and stops.
     let cluster = match &config.cluster {
         Some(c) => Some(crate::cluster::Cluster::connect(c.get_ref()).await?),
@@ -151,6 +152,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                     path: path.clone(),
                     origins,
                     metrics_path,
+                    pages: crate::admin::site_for(&config, address, &path, &name)
+                        .map(|site| site as Arc<dyn websocket::Pages>),
                 };
                 tracing::info!(
                     "listening for WAMP over WebSocket on {name}{}",
@@ -228,11 +231,17 @@ pub async fn run(config: Config) -> Result<(), String> {
         let address = bridge.config().address;
         let listener = bind_tcp(address).await?;
         tracing::info!(
-            "HTTP bridge for realm {} on http://{}: POST {} and {}",
+            "HTTP bridge for realm {} on http://{}: POST {} and {}{}",
             bridge.config().realm,
             local(&listener, address),
             bridge.config().publish_path,
-            bridge.config().call_path
+            bridge.config().call_path,
+            bridge
+                .config()
+                .jsonrpc_path
+                .as_ref()
+                .map(|p| format!(", JSON-RPC at {p}"))
+                .unwrap_or_default()
         );
         let name = format!("http://{}", local(&listener, address));
         let limits = crate::bridge::ConnLimits {

@@ -11,9 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, Request};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_proto::{uri, Value};
@@ -33,7 +31,7 @@ pub struct HttpSubscriber {
     pub topic: String,
     #[serde(default, rename = "match")]
     pub policy: MatchPolicy,
-    /// Where events are POSTed (http://).
+    /// Where events are POSTed (http:// or https://).
     pub url: String,
     /// Sent as the `key` query parameter of each POST.
     pub key: String,
@@ -71,9 +69,9 @@ impl std::fmt::Debug for HttpSubscriber {
 impl HttpSubscriber {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !self.url.starts_with("http://") || self.url.parse::<Uri>().is_err() {
+        if !crate::outbound::client::is_http_url(&self.url) {
             out.push(format!(
-                "url: \"{}\" must be an http:// URL (put TLS termination in front of the receiver)",
+                "url: \"{}\" must be an http:// or https:// URL",
                 self.url
             ));
         }
@@ -120,7 +118,7 @@ pub fn start(realm: &Arc<Realm>, s: &HttpSubscriber) -> Result<InternalCaller, S
 }
 
 async fn post_events(s: HttpSubscriber, pattern: bool, mut rx: mpsc::Receiver<InternalEvent>) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = crate::outbound::client::client();
     let seq = AtomicU64::new(0);
     while let Some(e) = rx.recv().await {
         let topic = if pattern {

@@ -22,7 +22,7 @@ use switchyard_router::session::{Identity, OpError};
 use switchyard_router::Session;
 use tokio::sync::mpsc;
 
-use super::{http_target, payload, QueueService};
+use super::{access, http_target, payload, QueueService};
 
 const INVALID: &str = "switchyard.queue.error.invalid_argument";
 
@@ -250,21 +250,45 @@ impl QueueService {
             self.authorize_queue(caller, procedure, q).await?;
         }
         if procedure == "switchyard.queue.job" {
-            // Authorized on the job's queue, found without reading its
-            // payload; the refusal does not name the queue.
             let id = job_id_arg(&inv)?;
-            let queue = self
+            let found = self
                 .queues
                 .job_queue(id)
-                .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
-            self.authorize_queue(caller, procedure, &queue)
-                .await
-                .map_err(|(uri, _)| {
-                    (
-                        uri,
-                        format!("no access to the queue of job {id} with {procedure}"),
-                    )
-                })?;
+                .or_else(|| self.results.get(id).map(|c| c.queue.to_string()));
+            match inv.kwargs.get("queue") {
+                // Within one queue (the bridge's GET /queues/{name}/jobs/{id}):
+                // a job that is unknown, of another queue, or of a queue the
+                // caller may not read gets the same answer, so nothing tells
+                // them apart.
+                Some(Value::Str(q)) => {
+                    let unknown = || {
+                        (
+                            QueueError::UnknownJob(id).uri(),
+                            format!("queue `{}` has no job {id} that you may read", Clip(q)),
+                        )
+                    };
+                    access::check_name(procedure, q)?;
+                    if self.authorize_queue(caller, procedure, q).await.is_err()
+                        || found.as_deref() != Some(q.as_str())
+                    {
+                        return Err(unknown());
+                    }
+                }
+                Some(_) => return Err(invalid("job: queue must be a string")),
+                // Authorized on the job's queue, found without reading its
+                // payload; the refusal does not name the queue.
+                None => {
+                    let queue = found.ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                    self.authorize_queue(caller, procedure, &queue)
+                        .await
+                        .map_err(|(uri, _)| {
+                            (
+                                uri,
+                                format!("no access to the queue of job {id} with {procedure}"),
+                            )
+                        })?;
+                }
+            }
         }
         // `list` shows only the queues the caller may see.
         let mut visible = None;
@@ -393,10 +417,13 @@ impl QueueService {
             }
             "switchyard.queue.job" => {
                 let id = job_id_arg(&inv)?;
-                let info = self
-                    .queues
-                    .job(id)
-                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                let Some(info) = self.queues.job(id) else {
+                    // Completed (and remembered), or unknown.
+                    return match self.results.get(id) {
+                        Some(done) => Ok((Vec::new(), Some(done.to_dict()))),
+                        None => Err(queue_error(QueueError::UnknownJob(id))),
+                    };
+                };
                 match job_info(&info) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err(queue_error(QueueError::UnknownJob(id))),
@@ -646,6 +673,7 @@ impl QueueService {
         let deleted = self.queues.delete(&q, force).await.map_err(queue_error)?;
         self.forget_dispatcher(&q, &notify);
         self.metrics.forget(&q);
+        self.results.forget_queue(&q);
         tracing::info!(
             realm = self.realm.name(),
             queue = q,

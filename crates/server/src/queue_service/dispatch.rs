@@ -212,6 +212,11 @@ impl QueueService {
         let job = &lease.job;
         match self.queues.complete(job.id, lease.epoch) {
             Ok(durable) => {
+                // The engine has forgotten the job already: remember it as
+                // completed now, or `switchyard.queue.job` would not find it
+                // while the completion is committed.
+                let now = self.queues.clock().now_ms();
+                self.results.record(job, lease.attempt, now, result.clone());
                 if let Err(e) = durable.await {
                     tracing::warn!(job = %job.id, queue = %job.queue, "completion not durable: {e}");
                     return;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use switchyard_proto::{Dict, Value};
@@ -35,10 +35,11 @@ const MAX_RESPONSE: usize = 64 * 1024;
 
 pub(super) struct HttpTargets {
     /// For the URLs the operator wrote in `[[realm.queue]]`.
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: crate::outbound::client::HttpClient,
     /// For any other URL (a queue declared at run time): checked against
-    /// `[realm.outbound_http]`, connected to checked addresses only.
-    guarded: Client<GuardedConnector, Full<Bytes>>,
+    /// `[realm.outbound_http]`, connected to checked addresses only (TLS,
+    /// for https://, over the checked connection).
+    guarded: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
     policy: Arc<OutboundPolicy>,
     /// `(queue, url)` of the HTTP targets the operator wrote: a URL is
     /// trusted for the queue it was written in only (another queue declared
@@ -56,9 +57,10 @@ impl HttpTargets {
     ) -> HttpTargets {
         let policy = Arc::new(OutboundPolicy::new(outbound));
         HttpTargets {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            guarded: Client::builder(TokioExecutor::new())
-                .build(GuardedConnector::new(policy.clone())),
+            client: crate::outbound::client::client(),
+            guarded: Client::builder(TokioExecutor::new()).build(crate::outbound::client::https(
+                GuardedConnector::new(policy.clone()),
+            )),
             policy,
             operator_urls,
             signing,
@@ -83,12 +85,12 @@ impl HttpTargets {
     }
 }
 
-/// Why an HTTP target cannot be used, if it cannot (only http:// is
-/// served for now).
+/// Why an HTTP target cannot be used, if it cannot (http:// and https://
+/// are served).
 pub(super) fn unsupported(target: &Target) -> Option<String> {
     match target {
-        Target::Http { url, .. } if !url.starts_with("http://") => Some(format!(
-            "target.http.url: \"{url}\": only http:// URLs are supported (put a TLS-terminating proxy on loopback in front of an https:// service)"
+        Target::Http { url, .. } if !crate::outbound::client::is_http_url(url) => Some(format!(
+            "target.http.url: \"{url}\": only http:// and https:// URLs are supported"
         )),
         _ => None,
     }

@@ -18,6 +18,8 @@
 //! - `bindings.rs`: topic bindings, a publish hook that turns publications
 //!   into jobs (the publisher's PUBLISHED follows their commit);
 //! - `limits.rs`: `[realm.queue_limits]`;
+//! - `results.rs`: completed jobs and their results, remembered for a while
+//!   (`switchyard.queue.job`, `GET /queues/{name}/jobs/{id}`);
 //! - `payload.rs`: the job payload (`args` and `kwargs` as MessagePack; stores
 //!   written before store format 2 hold JSON `{"args", "kwargs"}`, still read);
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
@@ -30,6 +32,7 @@ mod http_target;
 mod limits;
 mod metrics;
 mod payload;
+mod results;
 mod wakeups;
 
 use std::collections::{HashMap, HashSet};
@@ -114,6 +117,8 @@ pub struct QueueService {
     _watcher: InternalCaller,
     http: http_target::HttpTargets,
     metrics: metrics::QueueMetrics,
+    /// Completed jobs, for a while (`[realm.queue_limits.results]`).
+    results: results::Results,
 }
 
 /// Who the queues' router-owned sessions are (workers see it as the caller,
@@ -222,6 +227,7 @@ impl QueueService {
             .flat_map(|b| b.queues.iter().cloned())
             .collect();
         let service = Arc::new(QueueService {
+            results: results::Results::new(settings.limits.results.clone()),
             waits,
             bound,
             limits: settings.limits,

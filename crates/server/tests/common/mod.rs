@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod health;
+pub mod http;
 pub mod memory;
 pub mod queue;
 
