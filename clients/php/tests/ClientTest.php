@@ -81,6 +81,23 @@ final class ClientTest extends TestCase
             return count($mine) >= 2 ? $mine : null;
         });
         $this->assertSame(["$job->id 1", "$job->id 2"], $attempts);
+        // the job's state over HTTP: completed after its second attempt, with the app's answer
+        $state = RouterFixture::eventually(function () use ($client, $job) {
+            $s = $client->job('pdf', $job->id);
+            return ($s['state'] ?? null) === 'completed' ? $s : null;
+        });
+        $this->assertNotNull($state, json_encode($client->job('pdf', $job->id)));
+        $this->assertSame(2, $state['attempts']);
+    }
+
+    public function testAnUnknownJobIsA404(): void
+    {
+        try {
+            $this->client()->job('pdf', 987654321);
+            $this->fail('no RefusedException');
+        } catch (RefusedException $e) {
+            $this->assertSame(404, $e->status);
+        }
     }
 
     public function testAWrongSecretIsRefused(): void

@@ -100,6 +100,8 @@ final class RouterFixture
             [[bridge.callee]]
             procedure = "com.shop.inventory"
             url = "http://127.0.0.1:$app/inventory"
+            key = "switchyard"
+            secret = "$appSecret"
 
             $extraToml
             TOML);
