@@ -4,6 +4,7 @@
 #   - JS:     Autobahn|JS 26 and wampy.js 8 (node:test)
 #   - browser: the admin page in headless Chromium, driven by playwright-core
 #              (tests/browser, node:test; screenshots in target/browser-artifacts)
+#   - PHP:    the PHP client library's PHPUnit tests (clients/php)
 # against the router binary named by $SWITCHYARD_BIN
 # (default: <repo>/target/debug/switchyard). Exits non-zero if either fails.
 set -uo pipefail
@@ -40,8 +41,12 @@ echo "=== browser suite (admin page, headless Chromium + playwright-core) ==="
 node "${node_flags[@]}" tests/browser/
 br_rc=$?
 
-echo "=== interop summary: python rc=$py_rc, js rc=$js_rc, browser rc=$br_rc ==="
-if [[ $py_rc -ne 0 || $js_rc -ne 0 || $br_rc -ne 0 ]]; then
+echo "=== PHP client (clients/php, PHPUnit) ==="
+phpunit -c clients/php/phpunit.xml
+php_rc=$?
+
+echo "=== interop summary: python rc=$py_rc, js rc=$js_rc, browser rc=$br_rc, php rc=$php_rc ==="
+if [[ $py_rc -ne 0 || $js_rc -ne 0 || $br_rc -ne 0 || $php_rc -ne 0 ]]; then
     exit 1
 fi
 exit 0

@@ -4,6 +4,7 @@
 #   - node_modules for tests/interop/js via `npm ci` (package-lock.json)
 #   - php with the curl extension (Debian's php-cli and php-curl, with apt-get)
 #     for the HTTP bridge's PHP example, only when `php` is missing or lacks curl
+#   - phpunit (Debian's) for the PHP client's tests (clients/php), only when missing
 #   - for the admin page's browser tests (tests/browser): Debian's chromium
 #     (with apt-get, only when /usr/bin/chromium is missing) and
 #     tests/browser/node_modules (playwright-core) via `npm ci`, and openssl
@@ -91,6 +92,14 @@ else
     echo "setup.sh: $(php -r 'echo "PHP ", PHP_VERSION;') with curl installed"
 fi
 
+# --------------------------------------------------------------- phpunit ---
+# clients/php's tests run with Debian's phpunit (9.6 on bookworm).
+if command -v phpunit >/dev/null 2>&1; then
+    echo "setup.sh: phpunit present ($(command -v phpunit))"
+else
+    echo "setup.sh: installing phpunit with apt-get"
+    bash "$HERE/../../scripts/apt-install.sh" "phpunit (for clients/php)" phpunit
+    command -v phpunit >/dev/null 2>&1 || { echo "setup.sh: phpunit was installed but is not on PATH" >&2; exit 1; }
 # --------------------------------------------------------------- browser ---
 # tests/browser drives the admin page in headless Chromium with playwright-core
 # (executablePath /usr/bin/chromium: Playwright's own browser downloads are
