@@ -261,6 +261,7 @@ impl Realm {
             backplane: backplane.clone(),
         }));
         let meta_broker = broker.clone();
+        let meta_backplane = backplane.clone();
         let dealer = Dealer::new(
             DealerConfig {
                 disclose_caller: config.disclose_caller,
@@ -270,7 +271,12 @@ impl Realm {
                 metrics: Some(metrics.clone()),
                 backplane: backplane.clone(),
             },
-            Box::new(move |events| registration_events(&meta_broker, events)),
+            Box::new(move |events| {
+                if let Some(b) = &meta_backplane {
+                    b.registrations_changed(&events);
+                }
+                registration_events(&meta_broker, events)
+            }),
         );
         Realm {
             auth: Authenticator::new(config.auth.clone()),

@@ -463,6 +463,21 @@ impl Dealer {
         Ok(())
     }
 
+    /// Removes callee `session` from `registration` on the router's own
+    /// initiative (a cluster's race for a single registration lost to an
+    /// older one on another node): as [`Dealer::unregister`] (its calls in
+    /// flight may still be answered), logged with `reason`.
+    pub fn revoke(&self, callee: &Session, registration: u64, reason: &str) -> Result<(), OpError> {
+        self.unregister(callee, registration)?;
+        tracing::info!(
+            session = callee.id,
+            registration,
+            "registration revoked: {}",
+            crate::logsafe::Clip(reason)
+        );
+        Ok(())
+    }
+
     /// Handles a CALL. `is_new` is false for a request id at or below the
     /// caller's watermark (spec "Progressive Call Invocations"): such a CALL
     /// can only continue a progressive call.
@@ -651,6 +666,18 @@ impl Dealer {
     /// get `wamp.error.canceled`), and the calls it made are dropped (their
     /// callees get INTERRUPT `killnowait` if they understand it).
     pub fn remove_session(&self, session: &Session) {
+        self.remove_callee_session(session, None);
+    }
+
+    /// Like [`Dealer::remove_session`], for a session this node lost
+    /// without it leaving (a cluster's proxy of a callee on a node that
+    /// died): callers of its calls in flight get `wamp.error.canceled` with
+    /// `reason` as the message.
+    pub fn remove_lost_session(&self, session: &Session, reason: &str) {
+        self.remove_callee_session(session, Some(reason));
+    }
+
+    fn remove_callee_session(&self, session: &Session, lost: Option<&str>) {
         let mut events = Vec::new();
         let mut out = Outbox::new();
         {
@@ -682,7 +709,10 @@ impl Dealer {
                 let Some(procedure) = st.calls.get(&cid).map(|c| c.procedure.clone()) else {
                     continue;
                 };
-                let message = format!("callee left: session {session} serving \"{procedure}\" disconnected before answering");
+                let message = match lost {
+                    Some(reason) => format!("call to \"{procedure}\" canceled: {reason}"),
+                    None => format!("callee left: session {session} serving \"{procedure}\" disconnected before answering"),
+                };
                 let end = End::Router((errors::CANCELED, message));
                 st.end(cid, &self.inner.config, &mut out, end);
             }
@@ -705,6 +735,21 @@ impl Dealer {
         let st = self.inner.state.lock();
         let n = st.regs.len();
         (n >= max && st.index.get(procedure, policy).is_none()).then_some(n)
+    }
+
+    /// The options callee `session` registered `registration` with (None
+    /// when it does not hold it).
+    pub fn callee_options(&self, registration: u64, session: u64) -> Option<RegisterOptions> {
+        let st = self.inner.state.lock();
+        let reg = st.regs.get(&registration)?;
+        let c = &reg.callees[reg.callee_index(session)?];
+        Some(RegisterOptions {
+            policy: reg.policy,
+            invoke: reg.invoke,
+            concurrency: c.concurrency,
+            forward_timeout: c.forward_timeout,
+            disclose_caller: c.disclose_caller,
+        })
     }
 
     /// Registrations `session` holds.
