@@ -24,7 +24,8 @@ fn hello() -> Message {
         .with("progressive_call_invocations", true)
         .with("caller_identification", true)
         .with("pattern_based_registration", true)
-        .with("shared_registration", true);
+        .with("shared_registration", true)
+        .with("registration_revocation", true);
     let roles = Dict::new()
         .with("caller", Dict::new().with("features", feats.clone()))
         .with("callee", Dict::new().with("features", feats))
@@ -578,7 +579,22 @@ fn racing_single_registrations_end_with_the_older_one_everywhere() {
     let raced = (ra, rb);
     pause(&nats, libc::SIGCONT);
     assert!(raced.0.is_ok() && raced.1.is_ok(), "{raced:?}");
-    // b's older registration wins on every node; a's is revoked.
+    // b's older registration wins on every node; a's is revoked, and its
+    // callee told so.
+    match on_a.expect("UNREGISTERED") {
+        Message::Unregistered { request, details } => {
+            assert_eq!(request, 0);
+            assert_eq!(
+                details.get("registration").and_then(Value::as_u64),
+                raced.0.as_ref().ok().copied()
+            );
+            assert_eq!(
+                details.get_str("reason"),
+                Some(errors::PROCEDURE_ALREADY_EXISTS)
+            );
+        }
+        other => panic!("expected UNREGISTERED, got {other:?}"),
+    }
     wait_callees(&mut on_a, "com.race", "exact", &[b_id]);
     wait_callees(&mut on_b, "com.race", "exact", &[b_id]);
     wait_callees(&mut caller_c, "com.race", "exact", &[b_id]);

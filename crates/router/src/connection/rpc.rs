@@ -52,7 +52,10 @@ impl Connection {
         let Routed { s, realm, .. } = cx;
         match realm.dealer.unregister(s, registration) {
             Ok(()) => {
-                s.send(&switchyard_proto::Message::Unregistered { request });
+                s.send(&switchyard_proto::Message::Unregistered {
+                    request,
+                    details: Dict::new(),
+                });
             }
             Err(e) => {
                 s.send_error(code::UNREGISTER, request, e);

@@ -466,14 +466,32 @@ impl Dealer {
     /// Removes callee `session` from `registration` on the router's own
     /// initiative (a cluster's race for a single registration lost to an
     /// older one on another node): as [`Dealer::unregister`] (its calls in
-    /// flight may still be answered), logged with `reason`.
-    pub fn revoke(&self, callee: &Session, registration: u64, reason: &str) -> Result<(), OpError> {
+    /// flight may still be answered), logged with `message`. A callee that
+    /// announced `registration_revocation` gets `[UNREGISTERED, 0,
+    /// {registration, reason, message}]` (spec "Registration Revocation").
+    pub fn revoke(
+        &self,
+        callee: &Session,
+        registration: u64,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), OpError> {
         self.unregister(callee, registration)?;
+        if callee.features.callee_registration_revocation {
+            callee.send(&Message::Unregistered {
+                request: 0,
+                details: Dict::new()
+                    .with("registration", registration)
+                    .with("reason", reason)
+                    .with("message", message),
+            });
+        }
         tracing::info!(
             session = callee.id,
             registration,
+            reason,
             "registration revoked: {}",
-            crate::logsafe::Clip(reason)
+            crate::logsafe::Clip(message)
         );
         Ok(())
     }

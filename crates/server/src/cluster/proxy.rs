@@ -405,7 +405,9 @@ impl Proxies {
                     "\"{}\" was registered on node {} at the same time, and the older registration wins",
                     e.uri, key.0
                 );
-                dealer.revoke(&session, id, &reason).is_ok()
+                dealer
+                    .revoke(&session, id, errors::PROCEDURE_ALREADY_EXISTS, &reason)
+                    .is_ok()
             }
         }
     }
