@@ -660,3 +660,30 @@ fn a_node_that_stops_cleanly_is_forgotten_at_once() {
     // Well before three heartbeats (3 s).
     assert!(stopped.elapsed() < Duration::from_millis(1500));
 }
+
+#[test]
+fn a_callee_that_unregisters_and_registers_again_is_called_again() {
+    let nats = Nats::start();
+    let (a, b) = (nats.node("a"), nats.node("b"));
+    let (mut callee, callee_id) = join(&a);
+    let (mut caller, _) = join(&b);
+    for round in 0..3u64 {
+        let registration = register(&mut callee, "com.again", Dict::new()).expect("register");
+        wait_callees(&mut caller, "com.again", "exact", &[callee_id]);
+        let r = call(&mut caller, "com.again", Dict::new(), vec![uint(round)]);
+        let (inv, _, got) = invocation(&mut callee);
+        assert_eq!(got, vec![uint(round)]);
+        yield_(&mut callee, inv, Dict::new(), vec![uint(round)]);
+        assert_eq!(result(&mut caller, r).1, vec![uint(round)]);
+        let request = callee.req();
+        callee.send(&Message::Unregister {
+            request,
+            registration,
+        });
+        assert!(matches!(
+            callee.expect("UNREGISTERED"),
+            Message::Unregistered { .. }
+        ));
+        wait_callees(&mut caller, "com.again", "exact", &[]);
+    }
+}

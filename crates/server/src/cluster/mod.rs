@@ -518,26 +518,37 @@ async fn serve_rpc(
             m = inv.next() => {
                 let Some(m) = m else { break };
                 if let Some((from, session, msg)) = rpc_message(&m) {
-                    let registration = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(proxy::REGISTRATION_HEADER))
-                        .and_then(|v| v.as_str().parse().ok())
-                        .unwrap_or(0);
-                    parts
-                        .relay
-                        .receive(&parts.realm, &from, session, registration, msg);
+                    let registration = header_u64(&m, proxy::REGISTRATION_HEADER);
+                    let incarnation = header_u64(&m, proxy::PROXY_HEADER);
+                    parts.relay.receive(
+                        &parts.realm,
+                        &from,
+                        session,
+                        incarnation,
+                        registration,
+                        msg,
+                    );
                 }
             }
             m = ans.next() => {
                 let Some(m) = m else { break };
                 if let Some((from, session, msg)) = rpc_message(&m) {
-                    parts.proxies.answer(&from, session, msg);
+                    let incarnation = header_u64(&m, proxy::PROXY_HEADER);
+                    parts.proxies.answer(&from, session, incarnation, msg);
                 }
             }
             _ = sweep.tick() => parts.relay.sweep(&parts.realm),
         }
     }
+}
+
+/// A number in header `name` of `m` (0 when absent).
+fn header_u64(m: &async_nats::Message, name: &str) -> u64 {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
 }
 
 /// (origin node, callee session, message) of a cross-node RPC message.

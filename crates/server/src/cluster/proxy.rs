@@ -38,6 +38,10 @@ use super::directory::Entry;
 pub const FROM_HEADER: &str = "Switchyard-From";
 /// Header: the callee session a cross-node RPC message is about.
 pub const SESSION_HEADER: &str = "Switchyard-Session";
+/// Header: which proxy of the callee session (a random id per proxy made),
+/// so that what is relayed for one proxy never meets a later proxy of the
+/// same session (whose INVOCATION ids start over).
+pub const PROXY_HEADER: &str = "Switchyard-Proxy";
 /// Header of a forwarded INVOCATION: the registration id on the callee's
 /// node (the message carries the caller node's proxy registration id).
 pub const REGISTRATION_HEADER: &str = "Switchyard-Registration";
@@ -52,6 +56,20 @@ const PROXY_QUEUE: usize = 65_536;
 
 /// (callee node, registration id there, callee session).
 type Placed = (Arc<str>, u64, u64);
+
+/// A proxy session, and which one it is (see [`PROXY_HEADER`]).
+#[derive(Clone)]
+pub struct Proxy {
+    session: Arc<Session>,
+    incarnation: u64,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Arc<Session>;
+    fn deref(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
 
 /// The proxies of one realm on this node.
 pub struct Proxies {
@@ -68,14 +86,14 @@ pub struct Proxies {
 #[derive(Default)]
 struct State {
     /// (callee node, callee session) -> its proxy.
-    sessions: HashMap<(Arc<str>, u64), Arc<Session>>,
+    sessions: HashMap<(Arc<str>, u64), Proxy>,
     /// Remote callees placed in the Dealer: -> (local registration, entry).
     placed: HashMap<Placed, (u64, Entry)>,
     /// Remote callees that lost a race for a single registration (or clash
     /// with a local registration's policy): placed when the holder goes.
     unplaced: HashMap<Placed, Entry>,
     /// Proxies without registrations that still serve calls.
-    draining: HashMap<(Arc<str>, u64), Arc<Session>>,
+    draining: HashMap<(Arc<str>, u64), Proxy>,
 }
 
 impl Proxies {
@@ -98,7 +116,7 @@ impl Proxies {
     }
 
     /// The proxy of (`node`, `session`), if there is one.
-    pub fn proxy(&self, node: &str, session: u64) -> Option<Arc<Session>> {
+    pub fn proxy(&self, node: &str, session: u64) -> Option<Proxy> {
         let st = self.state.lock();
         let key = (Arc::from(node), session);
         st.sessions
@@ -107,9 +125,14 @@ impl Proxies {
             .cloned()
     }
 
-    /// A callee's answer, from its node: into the Dealer as the proxy's.
-    pub fn answer(&self, node: &str, session: u64, msg: Message) {
-        let Some(proxy) = self.proxy(node, session) else {
+    /// A callee's answer, from its node: into the Dealer as the answer of
+    /// proxy `incarnation` (an answer for an earlier proxy of the same
+    /// session is dropped).
+    pub fn answer(&self, node: &str, session: u64, incarnation: u64, msg: Message) {
+        let Some(proxy) = self
+            .proxy(node, session)
+            .filter(|p| p.incarnation == incarnation)
+        else {
             return;
         };
         let dealer = &self.realm.dealer;
@@ -239,7 +262,7 @@ impl Proxies {
     }
 
     /// The proxy of (`node`, `e.session`), made if needed.
-    fn proxy_for(&self, st: &mut State, node: &Arc<str>, e: &Entry) -> Arc<Session> {
+    fn proxy_for(&self, st: &mut State, node: &Arc<str>, e: &Entry) -> Proxy {
         let pkey = (node.clone(), e.session);
         if let Some(p) = st.sessions.get(&pkey) {
             return p.clone();
@@ -269,14 +292,17 @@ impl Proxies {
             authmethod: e.authmethod.clone(),
             authprovider: e.authprovider.clone(),
         };
-        let proxy = Arc::new(Session::new(e.session, identity, features, peer));
+        let proxy = Proxy {
+            session: Arc::new(Session::new(e.session, identity, features, peer)),
+            incarnation: switchyard_proto::id::random_id(),
+        };
         tokio::spawn(forward(
             rx,
             self.routes.clone(),
             self.client.clone(),
             format!("{}{node}", self.inv_base),
             self.node.clone(),
-            e.session,
+            (e.session, proxy.incarnation),
         ));
         st.sessions.insert(pkey, proxy.clone());
         proxy
@@ -432,10 +458,11 @@ async fn forward(
     client: async_nats::Client,
     subject: String,
     from: Arc<str>,
-    session: u64,
+    (session, incarnation): (u64, u64),
 ) {
     let session_id = session;
     let session = session.to_string();
+    let incarnation = incarnation.to_string();
     while let Some(item) = rx.recv().await {
         let Outgoing::Frame(frame) = item else {
             continue;
@@ -443,6 +470,7 @@ async fn forward(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(FROM_HEADER, &*from);
         headers.insert(SESSION_HEADER, session.as_str());
+        headers.insert(PROXY_HEADER, incarnation.as_str());
         if let Ok(Message::Invocation { registration, .. }) =
             Message::decode(Serializer::MsgPack, &frame)
         {

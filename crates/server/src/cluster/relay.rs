@@ -24,7 +24,7 @@ use switchyard_router::backplane::CalleeAnswer;
 use switchyard_router::session::Session;
 use switchyard_router::Realm;
 
-use super::proxy::{FROM_HEADER, SESSION_HEADER};
+use super::proxy::{FROM_HEADER, PROXY_HEADER, SESSION_HEADER};
 use super::{Outbound, OutboundItem};
 
 /// Relayed invocations one realm may have pending at once; one more is
@@ -34,8 +34,17 @@ const MAX_RELAYED: usize = 65_536;
 /// chunk of a progressive invocation is not taken for a new call.
 const FINISHED: usize = 4096;
 
-/// (caller node, callee session, the caller node's invocation id).
-type OriginKey = (Arc<str>, u64, u64);
+/// Where a relayed invocation came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OriginKey {
+    /// The caller's node.
+    node: Arc<str>,
+    callee: u64,
+    /// Which proxy of the callee there (`PROXY_HEADER`).
+    proxy: u64,
+    /// The caller node's INVOCATION id.
+    invocation: u64,
+}
 
 /// The relay of one realm.
 pub struct Relay {
@@ -59,7 +68,7 @@ struct State {
 
 impl State {
     fn insert(&mut self, origin: OriginKey, local: u64) {
-        let callee = origin.1;
+        let callee = origin.callee;
         self.by_local.insert((callee, local), origin.clone());
         self.by_origin.insert(origin, local);
         self.by_callee.entry(callee).or_default().insert(local);
@@ -102,18 +111,25 @@ impl Relay {
         }
     }
 
-    /// Relayed invocations pending.
-    #[cfg(test)]
-    pub fn pending(&self) -> usize {
-        self.state.lock().by_local.len()
-    }
-
-    /// An INVOCATION or INTERRUPT from caller node `from` for callee
-    /// `callee`.
-    /// `registration` is the callee's registration (an INVOCATION carries
-    /// the caller node's proxy registration).
-    pub fn receive(&self, realm: &Realm, from: &str, callee: u64, registration: u64, msg: Message) {
+    /// An INVOCATION or INTERRUPT from caller node `from`'s proxy `proxy`
+    /// of callee `callee`. `registration` is the callee's registration (an
+    /// INVOCATION carries the caller node's proxy registration).
+    pub fn receive(
+        &self,
+        realm: &Realm,
+        from: &str,
+        callee: u64,
+        proxy: u64,
+        registration: u64,
+        msg: Message,
+    ) {
         let from: Arc<str> = Arc::from(from);
+        let origin = |invocation| OriginKey {
+            node: from.clone(),
+            callee,
+            proxy,
+            invocation,
+        };
         match msg {
             Message::Invocation {
                 request,
@@ -121,11 +137,11 @@ impl Relay {
                 payload,
                 ..
             } => {
-                let origin = (from, callee, request);
+                let origin = origin(request);
                 self.invocation(realm, origin, registration, details, payload);
             }
             Message::Interrupt { request, options } => {
-                let origin = (from, callee, request);
+                let origin = origin(request);
                 let mut st = self.state.lock();
                 let Some(&local) = st.by_origin.get(&origin) else {
                     return;
@@ -157,7 +173,7 @@ impl Relay {
         details: Dict,
         payload: Payload,
     ) {
-        let callee = origin.1;
+        let callee = origin.callee;
         let mut st = self.state.lock();
         if let Some(&local) = st.by_origin.get(&origin) {
             // The next chunk of a progressive invocation.
@@ -263,13 +279,13 @@ impl Relay {
         };
         let msg = match answer {
             CalleeAnswer::Yield { options, payload } => Message::Yield {
-                request: origin.2,
+                request: origin.invocation,
                 options,
                 payload,
             },
             CalleeAnswer::Error { error, payload } => Message::Error {
                 request_type: code::INVOCATION,
-                request: origin.2,
+                request: origin.invocation,
                 details: Dict::new(),
                 error,
                 payload,
@@ -308,7 +324,7 @@ impl Relay {
             let mine: Vec<(u64, u64)> = st
                 .by_local
                 .iter()
-                .filter(|(_, o)| &*o.0 == node)
+                .filter(|(_, o)| &*o.node == node)
                 .map(|(k, _)| *k)
                 .collect();
             for (callee, local) in &mine {
@@ -335,7 +351,7 @@ impl Relay {
             origin,
             &Message::Error {
                 request_type: code::INVOCATION,
-                request: origin.2,
+                request: origin.invocation,
                 details: Dict::new(),
                 error: error.to_string(),
                 payload: Payload::message(message),
@@ -351,7 +367,7 @@ impl Relay {
                 tracing::warn!("cluster: cannot encode an answer: {e}");
                 let fallback = Message::Error {
                     request_type: code::INVOCATION,
-                    request: origin.2,
+                    request: origin.invocation,
                     details: Dict::new(),
                     error: errors::CANCELED.to_string(),
                     payload: Payload::message(format!(
@@ -366,16 +382,17 @@ impl Relay {
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(FROM_HEADER, &*self.node);
-        headers.insert(SESSION_HEADER, origin.1.to_string().as_str());
+        headers.insert(SESSION_HEADER, origin.callee.to_string().as_str());
+        headers.insert(PROXY_HEADER, origin.proxy.to_string().as_str());
         let item = OutboundItem {
-            subject: format!("{}{}", self.ans_base, origin.0),
+            subject: format!("{}{}", self.ans_base, origin.node),
             headers: Some(headers),
             body,
         };
         if self.outbound.try_send(item).is_err() {
             tracing::warn!(
                 "cluster: the queue to NATS is full: an answer to node {} was dropped",
-                origin.0
+                origin.node
             );
         }
     }
