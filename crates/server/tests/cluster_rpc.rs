@@ -610,7 +610,7 @@ fn racing_single_registrations_end_with_the_older_one_everywhere() {
 #[test]
 fn a_killed_callee_node_fails_its_calls_and_loses_its_registrations() {
     let nats = Nats::start();
-    let fast = "heartbeat = \"250ms\"";
+    let fast = "heartbeat = \"400ms\"";
     let mut a = nats.node_full("a", "", fast);
     let b = nats.node_full("b", "", fast);
     let (mut callee, callee_id) = join(&a);
@@ -625,11 +625,13 @@ fn a_killed_callee_node_fails_its_calls_and_loses_its_registrations() {
     a.signal(libc::SIGKILL);
     let (error, message) = call_error(&mut caller, r);
     let took = killed.elapsed();
+    eprintln!("the call failed {took:?} after SIGKILL of its callee's node");
     assert_eq!(error, errors::CANCELED);
     assert!(message.contains("node a"), "{message}");
     // Documented bound: 3 heartbeats, checked every quarter heartbeat
-    // (0.8 s here), plus scheduling slack.
-    assert!(took < Duration::from_millis(2000), "took {took:?}");
+    // (1.3 s here), plus slack for a loaded machine.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert!(took >= Duration::from_millis(800), "took {took:?}: before 2 heartbeats");
     match watcher.expect("EVENT") {
         Message::Event { payload, .. } => {
             assert_eq!(args_of(&payload).first(), Some(&Value::UInt(callee_id)));
