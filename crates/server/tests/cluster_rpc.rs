@@ -631,7 +631,10 @@ fn a_killed_callee_node_fails_its_calls_and_loses_its_registrations() {
     // Documented bound: 3 heartbeats, checked every quarter heartbeat
     // (1.3 s here), plus slack for a loaded machine.
     assert!(took < Duration::from_millis(2500), "took {took:?}");
-    assert!(took >= Duration::from_millis(800), "took {took:?}: before 2 heartbeats");
+    assert!(
+        took >= Duration::from_millis(800),
+        "took {took:?}: before 2 heartbeats"
+    );
     match watcher.expect("EVENT") {
         Message::Event { payload, .. } => {
             assert_eq!(args_of(&payload).first(), Some(&Value::UInt(callee_id)));

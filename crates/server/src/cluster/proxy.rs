@@ -318,6 +318,18 @@ impl Proxies {
             tracing::warn!(uri = %e.uri, "cluster: registration with unknown options ignored");
             return;
         };
+        if self.realm.session(e.session).is_some() {
+            // Two nodes drew the same session id (about n²/2^54 for n
+            // sessions): the Dealer keys its tables by session id, so the
+            // remote one is not placed here.
+            tracing::error!(
+                session = e.session,
+                node = %key.0,
+                uri = %e.uri,
+                "cluster: a remote callee has the id of a session of this node: not callable from here"
+            );
+            return;
+        }
         let opts = RegisterOptions {
             policy,
             invoke,
