@@ -698,3 +698,33 @@ fn a_callee_that_unregisters_and_registers_again_is_called_again() {
         wait_callees(&mut caller, "com.again", "exact", &[]);
     }
 }
+
+#[test]
+fn a_node_restarted_under_the_same_name_replaces_its_old_self() {
+    let nats = Nats::start();
+    let mut a = nats.node("a");
+    let b = nats.node("b");
+    let (mut callee, callee_id) = join(&a);
+    let (mut caller, _) = join(&b);
+    register(&mut callee, "com.old", Dict::new()).expect("register");
+    wait_callees(&mut caller, "com.old", "exact", &[callee_id]);
+    let r = call(&mut caller, "com.old", Dict::new(), vec![]);
+    invocation(&mut callee);
+    let killed = Instant::now();
+    a.signal(libc::SIGKILL);
+    // Back before three heartbeats (3 s) passed: the new process's first
+    // heartbeat (a new epoch) ends what the old one had.
+    let a2 = nats.node("a");
+    let (error, message) = call_error(&mut caller, r);
+    assert_eq!(error, errors::CANCELED);
+    assert!(message.contains("node a restarted"), "{message}");
+    assert!(killed.elapsed() < Duration::from_millis(2900));
+    wait_callees(&mut caller, "com.old", "exact", &[]);
+    let (mut callee2, callee2_id) = join(&a2);
+    register(&mut callee2, "com.new", Dict::new()).expect("register");
+    wait_callees(&mut caller, "com.new", "exact", &[callee2_id]);
+    let r = call(&mut caller, "com.new", Dict::new(), vec![]);
+    let (inv, _, _) = invocation(&mut callee2);
+    yield_(&mut callee2, inv, Dict::new(), vec![uint(2)]);
+    assert_eq!(result(&mut caller, r).1, vec![uint(2)]);
+}
