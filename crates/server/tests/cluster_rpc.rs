@@ -617,12 +617,21 @@ fn a_killed_callee_node_fails_its_calls_and_loses_its_registrations() {
     let (mut caller, _) = join(&b);
     let (mut watcher, _) = join(&b);
     watcher.subscribe("wamp.registration.on_unregister");
-    register(&mut callee, "com.hang", Dict::new()).expect("register");
+    // One call at a time: a second one waits on b for the callee.
+    let one = Dict::new().with("concurrency", 1u64);
+    register(&mut callee, "com.hang", one).expect("register");
     wait_callees(&mut caller, "com.hang", "exact", &[callee_id]);
     let r = call(&mut caller, "com.hang", Dict::new(), vec![]);
     invocation(&mut callee);
+    let waiting = call(&mut caller, "com.hang", Dict::new(), vec![]);
+    assert!(silent(&mut callee, Duration::from_millis(200)).is_none());
     let killed = Instant::now();
     a.signal(libc::SIGKILL);
+    // The waiting call first (the registration goes), then the one in
+    // flight: both name the lost node.
+    let (error, message) = call_error(&mut caller, waiting);
+    assert_eq!(error, errors::CANCELED);
+    assert!(message.contains("node a"), "{message}");
     let (error, message) = call_error(&mut caller, r);
     let took = killed.elapsed();
     eprintln!("the call failed {took:?} after SIGKILL of its callee's node");

@@ -456,7 +456,7 @@ impl Dealer {
                     st.by_callee.remove(&callee.id);
                 }
             }
-            st.detach(callee.id, registration, &mut events, &mut out);
+            st.detach(callee.id, registration, &mut events, &mut out, None);
             (self.inner.meta)(events);
         }
         self.inner.flush(out);
@@ -702,7 +702,7 @@ impl Dealer {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
             for reg in st.by_callee.remove(&session.id).unwrap_or_default() {
-                st.detach(session.id, reg, &mut events, &mut out);
+                st.detach(session.id, reg, &mut events, &mut out, lost);
             }
             (self.inner.meta)(std::mem::take(&mut events));
             // Only a session with calls pending (as caller or callee) needs
@@ -1287,12 +1287,15 @@ impl State {
 
     /// Removes callee `session` from registration `reg_id`; deletes the
     /// registration (and fails its waiting calls) if it was the last callee.
+    /// `lost`: why the callee was lost (see [`Dealer::remove_lost_session`]),
+    /// for the message of the calls that waited.
     fn detach(
         &mut self,
         session: u64,
         reg_id: u64,
         events: &mut Vec<RegistrationEvent>,
         out: &mut Outbox,
+        lost: Option<&str>,
     ) {
         let Some(reg) = self.regs.get_mut(&reg_id) else {
             return;
@@ -1332,16 +1335,20 @@ impl State {
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
+                let message = match lost {
+                    Some(reason) => format!(
+                        "call to \"{}\" canceled while waiting for a callee: {reason}",
+                        call.procedure
+                    ),
+                    None => format!(
+                        "the last callee of \"{}\" unregistered while the call was waiting",
+                        call.procedure
+                    ),
+                };
                 out.push(unserved_reply(
                     &call.caller,
                     call.request,
-                    (
-                        errors::CANCELED,
-                        format!(
-                            "the last callee of \"{}\" unregistered while the call was waiting",
-                            call.procedure
-                        ),
-                    ),
+                    (errors::CANCELED, message),
                 ));
             }
         }
