@@ -737,3 +737,35 @@ fn a_node_restarted_under_the_same_name_replaces_its_old_self() {
     yield_(&mut callee2, inv, Dict::new(), vec![uint(2)]);
     assert_eq!(result(&mut caller, r).1, vec![uint(2)]);
 }
+
+#[test]
+fn first_across_nodes_is_the_first_callee_this_node_learned_of() {
+    let nats = Nats::start();
+    let (a, b, c) = (nats.node("a"), nats.node("b"), nats.node("c"));
+    let (mut on_a, a_id) = join(&a);
+    let (mut on_b, b_id) = join(&b);
+    let (mut caller, _) = join(&c);
+    let first = Dict::new().with("invoke", "first");
+    let reg_a = register(&mut on_a, "com.standby", first.clone()).expect("a");
+    wait_callees(&mut caller, "com.standby", "exact", &[a_id]);
+    register(&mut on_b, "com.standby", first).expect("b");
+    wait_callees(&mut caller, "com.standby", "exact", &[a_id, b_id]);
+    for _ in 0..3 {
+        let r = call(&mut caller, "com.standby", Dict::new(), vec![]);
+        let (inv, _, _) = invocation(&mut on_a);
+        yield_(&mut on_a, inv, Dict::new(), vec!["a".into()]);
+        assert_eq!(result(&mut caller, r).1, vec![Value::from("a")]);
+    }
+    // The first one goes: the standby on the other node takes over.
+    let request = on_a.req();
+    on_a.send(&Message::Unregister {
+        request,
+        registration: reg_a,
+    });
+    on_a.expect("UNREGISTERED");
+    wait_callees(&mut caller, "com.standby", "exact", &[b_id]);
+    let r = call(&mut caller, "com.standby", Dict::new(), vec![]);
+    let (inv, _, _) = invocation(&mut on_b);
+    yield_(&mut on_b, inv, Dict::new(), vec!["b".into()]);
+    assert_eq!(result(&mut caller, r).1, vec![Value::from("b")]);
+}
