@@ -617,7 +617,7 @@ impl Shared {
             | Message::Unsubscribed { request }
             | Message::Result { request, .. }
             | Message::Registered { request, .. }
-            | Message::Unregistered { request }
+            | Message::Unregistered { request, .. }
             | Message::Error { request, .. } => {
                 let pending = {
                     let mut st = lock(&self.state);

@@ -267,6 +267,7 @@ impl Realm {
             backplane: backplane.clone(),
         }));
         let meta_broker = broker.clone();
+        let meta_backplane = backplane.clone();
         let dealer = Dealer::new(
             DealerConfig {
                 disclose_caller: config.disclose_caller,
@@ -276,7 +277,12 @@ impl Realm {
                 metrics: Some(metrics.clone()),
                 backplane: backplane.clone(),
             },
-            Box::new(move |events| registration_events(&meta_broker, events)),
+            Box::new(move |events| {
+                if let Some(b) = &meta_backplane {
+                    b.registrations_changed(&events);
+                }
+                registration_events(&meta_broker, events)
+            }),
         );
         let app = config.app_auth.as_ref().map(|a| a.0.clone());
         let mut auth = Authenticator::new(config.auth.clone());

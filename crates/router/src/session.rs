@@ -312,7 +312,9 @@ impl Session {
         self.caller_calls.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn dealer_calls(&self) -> usize {
+    /// Calls this session takes part in (as caller or callee) that the
+    /// Dealer has not ended yet.
+    pub fn dealer_calls(&self) -> usize {
         self.dealer_calls.load(Ordering::Relaxed)
     }
 

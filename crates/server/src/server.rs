@@ -79,10 +79,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         });
     // Before any listener opens: the realms follow their interest from
     // their first subscription on.
-    let _cluster_links = cluster
-        .as_ref()
-        .map(|c| c.start(&router))
-        .unwrap_or_default();
+    let _cluster_links = match &cluster {
+        Some(c) => c.start(&router).await?,
+        None => Vec::new(),
+    };
     let settings = config.limits.transport_settings();
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
@@ -262,6 +262,10 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let signal = wait_for_signal(&tls_listeners).await;
     tracing::info!("{signal} received: sending GOODBYE to every session");
+    if let Some(c) = &cluster {
+        // The other nodes drop this node's registrations at once.
+        c.leave().await;
+    }
     stop.cancel();
     router.shutdown();
     if tokio::time::timeout(SHUTDOWN_GRACE, router.closed())

@@ -456,10 +456,43 @@ impl Dealer {
                     st.by_callee.remove(&callee.id);
                 }
             }
-            st.detach(callee.id, registration, &mut events, &mut out);
+            st.detach(callee.id, registration, &mut events, &mut out, None);
             (self.inner.meta)(events);
         }
         self.inner.flush(out);
+        Ok(())
+    }
+
+    /// Removes callee `session` from `registration` on the router's own
+    /// initiative (a cluster's race for a single registration lost to an
+    /// older one on another node): as [`Dealer::unregister`] (its calls in
+    /// flight may still be answered), logged with `message`. A callee that
+    /// announced `registration_revocation` gets `[UNREGISTERED, 0,
+    /// {registration, reason, message}]` (spec "Registration Revocation").
+    pub fn revoke(
+        &self,
+        callee: &Session,
+        registration: u64,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), OpError> {
+        self.unregister(callee, registration)?;
+        if callee.features.callee_registration_revocation {
+            callee.send(&Message::Unregistered {
+                request: 0,
+                details: Dict::new()
+                    .with("registration", registration)
+                    .with("reason", reason)
+                    .with("message", message),
+            });
+        }
+        tracing::info!(
+            session = callee.id,
+            registration,
+            reason,
+            "registration revoked: {}",
+            crate::logsafe::Clip(message)
+        );
         Ok(())
     }
 
@@ -651,13 +684,25 @@ impl Dealer {
     /// get `wamp.error.canceled`), and the calls it made are dropped (their
     /// callees get INTERRUPT `killnowait` if they understand it).
     pub fn remove_session(&self, session: &Session) {
+        self.remove_callee_session(session, None);
+    }
+
+    /// Like [`Dealer::remove_session`], for a session this node lost
+    /// without it leaving (a cluster's proxy of a callee on a node that
+    /// died): callers of its calls in flight get `wamp.error.canceled` with
+    /// `reason` as the message.
+    pub fn remove_lost_session(&self, session: &Session, reason: &str) {
+        self.remove_callee_session(session, Some(reason));
+    }
+
+    fn remove_callee_session(&self, session: &Session, lost: Option<&str>) {
         let mut events = Vec::new();
         let mut out = Outbox::new();
         {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
             for reg in st.by_callee.remove(&session.id).unwrap_or_default() {
-                st.detach(session.id, reg, &mut events, &mut out);
+                st.detach(session.id, reg, &mut events, &mut out, lost);
             }
             (self.inner.meta)(std::mem::take(&mut events));
             // Only a session with calls pending (as caller or callee) needs
@@ -682,7 +727,10 @@ impl Dealer {
                 let Some(procedure) = st.calls.get(&cid).map(|c| c.procedure.clone()) else {
                     continue;
                 };
-                let message = format!("callee left: session {session} serving \"{procedure}\" disconnected before answering");
+                let message = match lost {
+                    Some(reason) => format!("call to \"{procedure}\" canceled: {reason}"),
+                    None => format!("callee left: session {session} serving \"{procedure}\" disconnected before answering"),
+                };
                 let end = End::Router((errors::CANCELED, message));
                 st.end(cid, &self.inner.config, &mut out, end);
             }
@@ -705,6 +753,21 @@ impl Dealer {
         let st = self.inner.state.lock();
         let n = st.regs.len();
         (n >= max && st.index.get(procedure, policy).is_none()).then_some(n)
+    }
+
+    /// The options callee `session` registered `registration` with (None
+    /// when it does not hold it).
+    pub fn callee_options(&self, registration: u64, session: u64) -> Option<RegisterOptions> {
+        let st = self.inner.state.lock();
+        let reg = st.regs.get(&registration)?;
+        let c = &reg.callees[reg.callee_index(session)?];
+        Some(RegisterOptions {
+            policy: reg.policy,
+            invoke: reg.invoke,
+            concurrency: c.concurrency,
+            forward_timeout: c.forward_timeout,
+            disclose_caller: c.disclose_caller,
+        })
     }
 
     /// Registrations `session` holds.
@@ -1224,12 +1287,15 @@ impl State {
 
     /// Removes callee `session` from registration `reg_id`; deletes the
     /// registration (and fails its waiting calls) if it was the last callee.
+    /// `lost`: why the callee was lost (see [`Dealer::remove_lost_session`]),
+    /// for the message of the calls that waited.
     fn detach(
         &mut self,
         session: u64,
         reg_id: u64,
         events: &mut Vec<RegistrationEvent>,
         out: &mut Outbox,
+        lost: Option<&str>,
     ) {
         let Some(reg) = self.regs.get_mut(&reg_id) else {
             return;
@@ -1269,16 +1335,20 @@ impl State {
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
+                let message = match lost {
+                    Some(reason) => format!(
+                        "call to \"{}\" canceled while waiting for a callee: {reason}",
+                        call.procedure
+                    ),
+                    None => format!(
+                        "the last callee of \"{}\" unregistered while the call was waiting",
+                        call.procedure
+                    ),
+                };
                 out.push(unserved_reply(
                     &call.caller,
                     call.request,
-                    (
-                        errors::CANCELED,
-                        format!(
-                            "the last callee of \"{}\" unregistered while the call was waiting",
-                            call.procedure
-                        ),
-                    ),
+                    (errors::CANCELED, message),
                 ));
             }
         }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod health;
 pub mod http;
 pub mod memory;
+pub mod nats;
 pub mod queue;
 
 use std::io::{Read, Write};
