@@ -10,6 +10,7 @@
 //! - `publish.rs`, `call.rs`, `subscribe.rs`, `register.rs`: one file per
 //!   command (`register` can run a program per invocation);
 //! - `queue.rs`: `switchyard queue ...`, the `switchyard.queue.*` procedures;
+//! - `process.rs`: `switchyard process ...`, the router's supervised processes;
 //! - `values.rs`: arguments from the command line, JSON out.
 //!
 //! Output contract: results and events go to standard output as JSON (one
@@ -18,6 +19,7 @@
 
 pub mod call;
 pub mod connect;
+pub mod process;
 pub mod publish;
 pub mod queue;
 pub mod register;
@@ -38,6 +40,7 @@ pub enum Command {
     Subscribe(Box<subscribe::SubscribeArgs>),
     Register(Box<register::RegisterArgs>),
     Queue(Box<queue::QueueArgs>),
+    Process(Box<process::ProcessArgs>),
 }
 
 /// Runs a client command to its end; the process's exit code.
@@ -48,6 +51,7 @@ pub fn main(command: Command) -> ExitCode {
         Command::Subscribe(a) => run(subscribe::run(*a)),
         Command::Register(a) => run(register::run(*a)),
         Command::Queue(a) => run(queue::run(*a)),
+        Command::Process(a) => run(process::run(*a)),
     }
 }
 

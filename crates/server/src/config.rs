@@ -44,6 +44,9 @@ pub struct Config {
     /// Cluster mode ([cluster]): absent, the node is alone and needs no NATS.
     #[serde(default)]
     pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
+    /// Supervised processes ([[process]], docs/PROCESSES.md).
+    #[serde(default, rename = "process")]
+    pub processes: Vec<Spanned<crate::process::ProcessConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -536,6 +539,7 @@ impl Default for Config {
             bridges: Vec::new(),
             storage: StorageConfig::default(),
             cluster: None,
+            processes: Vec::new(),
         }
         .with_defaults()
     }
@@ -655,6 +659,10 @@ impl Config {
             let line = (span != (0..0)).then(|| line_of(text, span.start));
             errs.push(ConfigError { line, message });
         };
+        let procs: Vec<_> = self.processes.iter().map(|p| p.get_ref()).collect();
+        for (i, problem) in crate::process::config::problems(&procs) {
+            err(self.processes[i].span(), problem);
+        }
         if let Some(c) = &self.cluster {
             for problem in c.get_ref().problems() {
                 err(c.span(), problem);

@@ -18,6 +18,7 @@ const CLIENTS: &[&[&str]] = &[
     &["subscribe", "com.example.t"],
     &["register", "com.example.p", "--", "true"],
     &["queue", "list"],
+    &["process", "list"],
 ];
 
 /// The router's options, each with a value.
