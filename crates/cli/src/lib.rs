@@ -10,6 +10,7 @@
 //! - `publish.rs`, `call.rs`, `subscribe.rs`, `register.rs`: one file per
 //!   command (`register` can run a program per invocation);
 //! - `queue.rs`: `switchyard queue ...`, the `switchyard.queue.*` procedures;
+//! - `worker.rs`: `switchyard worker QUEUE -- CMD`, a queue's jobs run by a command;
 //! - `process.rs`: `switchyard process ...`, the router's supervised processes;
 //! - `values.rs`: arguments from the command line, JSON out.
 //!
@@ -25,6 +26,7 @@ pub mod queue;
 pub mod register;
 pub mod subscribe;
 pub mod values;
+pub mod worker;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -41,6 +43,7 @@ pub enum Command {
     Register(Box<register::RegisterArgs>),
     Queue(Box<queue::QueueArgs>),
     Process(Box<process::ProcessArgs>),
+    Worker(Box<worker::WorkerArgs>),
 }
 
 /// Runs a client command to its end; the process's exit code.
@@ -52,6 +55,7 @@ pub fn main(command: Command) -> ExitCode {
         Command::Register(a) => run(register::run(*a)),
         Command::Queue(a) => run(queue::run(*a)),
         Command::Process(a) => run(process::run(*a)),
+        Command::Worker(a) => run(worker::run(*a)),
     }
 }
 

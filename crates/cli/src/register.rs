@@ -21,6 +21,10 @@ pub const COMMAND_FAILED: &str = "switchyard.error.command_failed";
 /// The error URI of a command that ran out of `--timeout` (it is killed).
 pub const COMMAND_TIMEOUT: &str = "switchyard.error.command_timeout";
 
+/// The error URI of a command killed because its worker stopped (drained
+/// past its grace period).
+pub const COMMAND_STOPPED: &str = "switchyard.error.command_stopped";
+
 /// Largest standard output taken as a result.
 const MAX_STDOUT: usize = 16 << 20;
 /// Standard error kept for an error's `stderr`.
@@ -151,6 +155,8 @@ pub enum Outcome {
     TimedOut(Duration),
     /// It could not be started or its pipes failed.
     Failed(String),
+    /// Killed because the caller stopped it ([`RunOptions::stop`]).
+    Stopped,
 }
 
 /// Kills the command's process group when dropped while armed (timeout,
@@ -196,11 +202,38 @@ async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize) -> (Vec<u8>
 /// Runs `command` with `input` on its standard input, in a process group
 /// of its own, and collects its output.
 pub async fn run_command(command: &[String], input: &[u8], timeout: Option<Duration>) -> Outcome {
+    run_command_with(
+        command,
+        input,
+        RunOptions {
+            timeout,
+            ..RunOptions::default()
+        },
+    )
+    .await
+}
+
+/// More settings of a command run ([`run_command_with`]).
+#[derive(Default)]
+pub struct RunOptions {
+    /// Killed (its process group) after this long: [`Outcome::TimedOut`].
+    pub timeout: Option<Duration>,
+    /// Added to its environment.
+    pub env: Vec<(String, String)>,
+    /// Killed when this turns true: [`Outcome::Stopped`].
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Called every `.0` while it runs (e.g. to extend a job's lease).
+    pub tick: Option<(Duration, Box<dyn FnMut() + Send>)>,
+}
+
+/// [`run_command`] with the settings of `opts`.
+pub async fn run_command_with(command: &[String], input: &[u8], opts: RunOptions) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Outcome::Failed("no command given".into());
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -240,12 +273,37 @@ pub async fn run_command(command: &[String], input: &[u8], timeout: Option<Durat
             Err(e) => Outcome::Failed(format!("waiting for \"{program}\": {e}")),
         }
     };
-    let outcome = match timeout {
-        Some(t) => match tokio::time::timeout(t, all).await {
-            Ok(o) => o,
-            Err(_) => return Outcome::TimedOut(t), // `group` kills it
-        },
-        None => all.await,
+    tokio::pin!(all);
+    let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut stop = opts.stop;
+    let (every, mut tick) = match opts.tick {
+        Some((every, f)) => (Some(every), Some(f)),
+        None => (None, None),
+    };
+    let mut ticks = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e, e));
+    let outcome = loop {
+        tokio::select! {
+            o = &mut all => break o,
+            _ = async { match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            } } => {
+                // `group` kills it.
+                return Outcome::TimedOut(opts.timeout.unwrap_or_default());
+            }
+            _ = async { match stop.as_mut() {
+                Some(rx) => { let _ = rx.wait_for(|v| *v).await; }
+                None => std::future::pending().await,
+            } } => return Outcome::Stopped,
+            _ = async { match ticks.as_mut() {
+                Some(i) => { i.tick().await; }
+                None => std::future::pending().await,
+            } } => {
+                if let Some(f) = tick.as_mut() {
+                    f();
+                }
+            }
+        }
     };
     // Exited and reaped: nothing left to kill (and its pid may be reused).
     group.0 = None;
@@ -314,6 +372,13 @@ pub fn outcome_to_result(outcome: Outcome) -> Result<Payload, WampError> {
         Outcome::Failed(m) => Err(WampError {
             kwargs: Dict::new().with("exit_code", Value::Null),
             ..WampError::with_message(COMMAND_FAILED, m)
+        }),
+        Outcome::Stopped => Err(WampError {
+            kwargs: Dict::new().with("exit_code", Value::Null),
+            ..WampError::with_message(
+                COMMAND_STOPPED,
+                "the command was stopped (its worker is shutting down)",
+            )
         }),
     }
 }

@@ -47,7 +47,7 @@ const COMMANDS: &str = "\
 Router commands: run (the default), check-config, hash-secret.
   The options above (--config, --log-format, --log-level, --data-dir) are the router's:
   `switchyard --config FILE` is `switchyard run --config FILE`.
-Client commands: publish, call, subscribe, register, queue, process.
+Client commands: publish, call, subscribe, register, queue, worker, process.
   They connect to a running router as a WAMP client, with their own connection options
   (--url, --realm, authentication; see `switchyard COMMAND --help`), and read no config file.";
 

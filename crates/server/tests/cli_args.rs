@@ -19,6 +19,7 @@ const CLIENTS: &[&[&str]] = &[
     &["register", "com.example.p", "--", "true"],
     &["queue", "list"],
     &["process", "list"],
+    &["worker", "jobs", "--", "true"],
 ];
 
 /// The router's options, each with a value.
