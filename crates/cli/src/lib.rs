@@ -31,7 +31,7 @@ pub mod worker;
 use std::fmt;
 use std::process::ExitCode;
 
-use switchyard_client::{Session, WampError};
+use switchyard_client::{ReconnectingSession, Session, WampError};
 
 /// The client commands, as subcommands of the `switchyard` binary (their
 /// help is on their argument structs).
@@ -134,6 +134,41 @@ pub async fn request_failed(
         }
         e => CliError::new(EXIT_CONNECTION, format!("{lost}{e}")),
     }
+}
+
+/// [`request_failed`] for a reconnecting session.
+pub async fn request_failed_rs(
+    session: &ReconnectingSession,
+    refused: &str,
+    lost: &str,
+    e: switchyard_client::Error,
+) -> CliError {
+    match e {
+        switchyard_client::Error::Wamp(e) => {
+            let _ = session.leave().await;
+            CliError::wamp(refused, &e)
+        }
+        e => CliError::new(EXIT_CONNECTION, format!("{lost}{e}")),
+    }
+}
+
+/// The failure of a long-running command whose session ended for good
+/// (lost with `--no-reconnect`, or ended by the router): 3 for a lost
+/// connection, 4 otherwise.
+pub fn session_ended(info: switchyard_client::CloseInfo) -> CliError {
+    let code = if info.reason == switchyard_client::session::TRANSPORT_LOST {
+        EXIT_CONNECTION
+    } else {
+        EXIT_REFUSED
+    };
+    CliError::new(
+        code,
+        format!(
+            "the session ended: {}{}",
+            info.reason,
+            info.message.map(|m| format!(": {m}")).unwrap_or_default()
+        ),
+    )
 }
 
 impl fmt::Display for CliError {

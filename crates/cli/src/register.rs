@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::connect::{parse_duration, ConnectArgs};
 use super::subscribe::MatchPolicy;
 use super::values::to_json;
-use super::{request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
+use super::{request_failed_rs, CliError, Signals, EXIT_OK};
 
 /// The error URI of a command that failed (non-zero exit, killed by a
 /// signal, or could not be started).
@@ -84,8 +84,9 @@ impl InvokePolicy {
 /// calls: the registration carries the concurrency cap). The registration
 /// lasts until Ctrl-C or SIGTERM: then no new calls are taken, running
 /// commands are waited for (a second Ctrl-C stops them), and the session
-/// leaves cleanly with exit status 0. If the router ends the session the
-/// exit status is 3 or 4. A line "registered PROCEDURE" on standard error
+/// leaves cleanly with exit status 0. If the router goes away (restart,
+/// lost connection) it reconnects and registers again; with --no-reconnect
+/// the exit status is 3 or 4. A line "registered PROCEDURE" on standard error
 /// (unless --quiet) tells when calls can be made.
 ///
 /// The command inherits the environment except SWITCHYARD_TICKET and
@@ -127,6 +128,11 @@ pub struct RegisterArgs {
     /// Print nothing on standard error except errors.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Exit (status 3) when the connection to the router is lost, instead
+    /// of reconnecting (with backoff, re-establishing what it set up).
+    #[arg(long)]
+    pub no_reconnect: bool,
 
     #[command(flatten, next_help_heading = "Connection")]
     pub conn: ConnectArgs,
@@ -445,7 +451,7 @@ impl Runner {
 pub async fn run(a: RegisterArgs) -> Result<u8, CliError> {
     let mut signals = Signals::new()?;
     let session = tokio::select! {
-        s = a.conn.connect(None) => s?,
+        s = a.conn.connect_reconnecting(None, !a.no_reconnect, a.quiet) => s?,
         _ = signals.recv() => return Ok(EXIT_OK),
     };
     let mut options = Dict::new().with("concurrency", u64::from(a.concurrency));
@@ -473,32 +479,21 @@ pub async fn run(a: RegisterArgs) -> Result<u8, CliError> {
         Ok(r) => r,
         Err(e) => {
             let context = format!("cannot register {}: ", a.procedure);
-            return Err(request_failed(&session, &context, &context, e).await);
+            return Err(request_failed_rs(&session, &context, &context, e).await);
         }
     };
     if !a.quiet {
         eprintln!(
-            "switchyard: registered {} (registration {}, concurrency {}); Ctrl-C to stop",
-            a.procedure, registration.id, a.concurrency
+            "switchyard: registered {} (concurrency {}); Ctrl-C to stop",
+            a.procedure, a.concurrency
         );
     }
     tokio::select! {
-        info = session.closed() => {
-            let code = if info.reason == switchyard_client::session::TRANSPORT_LOST {
-                EXIT_CONNECTION
-            } else {
-                EXIT_REFUSED
-            };
-            return Err(CliError::new(code, format!(
-                "the session ended: {}{}",
-                info.reason,
-                info.message.map(|m| format!(": {m}")).unwrap_or_default()
-            )));
-        }
+        info = session.closed() => return Err(super::session_ended(info)),
         _ = signals.recv() => {}
     }
     // Take no new calls, let the running commands finish, then leave.
-    let _ = session.unregister(registration.id).await;
+    let _ = session.unregister(registration).await;
     let running = (a.concurrency as usize).saturating_sub(slots.available_permits());
     if running > 0 {
         if !a.quiet {

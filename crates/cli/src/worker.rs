@@ -9,15 +9,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
-use switchyard_client::{Dict, Invocation, Message, Payload, Session, Value, WampError};
+use switchyard_client::{
+    Dict, Invocation, Message, Payload, ReconnectingSession, Value, WampError,
+};
 use tokio::sync::{watch, Semaphore};
 
 use super::connect::{parse_duration, ConnectArgs};
 use super::register::{outcome_to_result, run_command_with, Outcome, RunOptions};
 use super::values::to_json;
-use super::{
-    call_failed, request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED,
-};
+use super::{request_failed_rs, CliError, Signals, EXIT_OK};
 
 /// Exit status of a command whose job must not be tried again (EX_DATAERR).
 pub const EXIT_NON_RETRYABLE: i32 = 65;
@@ -97,6 +97,11 @@ pub struct WorkerArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Exit (status 3) when the connection to the router is lost, instead
+    /// of reconnecting (with backoff, re-establishing what it set up).
+    #[arg(long)]
+    pub no_reconnect: bool,
+
     #[command(flatten, next_help_heading = "Connection")]
     pub conn: ConnectArgs,
 }
@@ -109,8 +114,8 @@ struct Runner {
     slots: Arc<Semaphore>,
     /// Turns true when the drain's grace is over.
     stop: watch::Receiver<bool>,
-    /// To send progressive YIELDs (set once registered).
-    session: OnceLock<Session>,
+    /// To send progressive YIELDs (set once connected).
+    session: OnceLock<ReconnectingSession>,
     quiet: bool,
 }
 
@@ -170,7 +175,9 @@ impl Runner {
         let every = job.lease_timeout.map_or(DEFAULT_EXTEND_EVERY, |t| {
             (t / 3).max(Duration::from_millis(100))
         });
-        let session = self.session.get().cloned();
+        // The session that delivered the job (the current one): a YIELD
+        // for it on a later session would name an unknown request.
+        let session = self.session.get().and_then(ReconnectingSession::current);
         let request = inv.request;
         let extend = move || {
             if let Some(s) = &session {
@@ -224,7 +231,7 @@ impl Runner {
 }
 
 /// The queue's target procedure, from `switchyard.queue.stats`.
-async fn target_of(session: &Session, queue: &str) -> Result<String, CliError> {
+async fn target_of(session: &ReconnectingSession, queue: &str) -> Result<String, CliError> {
     let procedure = "switchyard.queue.stats";
     match session
         .call(procedure, vec![Value::from(queue)], Dict::new())
@@ -236,7 +243,7 @@ async fn target_of(session: &Session, queue: &str) -> Result<String, CliError> {
                 "queue {queue} has no procedure target (an HTTP target, or a router too old to say): give --procedure"
             ))),
         },
-        Err(e) => Err(call_failed(session, &format!("{procedure}: "), &e).await),
+        Err(e) => Err(request_failed_rs(session, &format!("{procedure}: "), "", e).await),
     }
 }
 
@@ -244,7 +251,7 @@ async fn target_of(session: &Session, queue: &str) -> Result<String, CliError> {
 pub async fn run(a: WorkerArgs) -> Result<u8, CliError> {
     let mut signals = Signals::new()?;
     let session = tokio::select! {
-        s = a.conn.connect(None) => s?,
+        s = a.conn.connect_reconnecting(None, !a.no_reconnect, a.quiet) => s?,
         _ = signals.recv() => return Ok(EXIT_OK),
     };
     let procedure = match &a.procedure {
@@ -277,7 +284,7 @@ pub async fn run(a: WorkerArgs) -> Result<u8, CliError> {
         Ok(r) => r,
         Err(e) => {
             let context = format!("cannot register {procedure}: ");
-            return Err(request_failed(&session, &context, &context, e).await);
+            return Err(request_failed_rs(&session, &context, &context, e).await);
         }
     };
     if !a.quiet {
@@ -287,23 +294,12 @@ pub async fn run(a: WorkerArgs) -> Result<u8, CliError> {
         );
     }
     tokio::select! {
-        info = session.closed() => {
-            let code = if info.reason == switchyard_client::session::TRANSPORT_LOST {
-                EXIT_CONNECTION
-            } else {
-                EXIT_REFUSED
-            };
-            return Err(CliError::new(code, format!(
-                "the session ended: {}{}",
-                info.reason,
-                info.message.map(|m| format!(": {m}")).unwrap_or_default()
-            )));
-        }
+        info = session.closed() => return Err(super::session_ended(info)),
         _ = signals.recv() => {}
     }
     // Drain: take no new job, give the running ones --grace, then stop them
     // (their ERRORs go out before the session is left).
-    let _ = session.unregister(registration.id).await;
+    let _ = session.unregister(registration).await;
     let running = (a.concurrency as usize).saturating_sub(slots.available_permits());
     if running > 0 {
         if !a.quiet {

@@ -1018,6 +1018,20 @@ impl Session {
         Ok(Subscription { id, events })
     }
 
+    /// Subscribes and hands every event to `tx`, waiting while it is full
+    /// (so a slow consumer holds the connection's reader back, as a bounded
+    /// [`Subscription`] does). Several subscriptions, on this session or a
+    /// later one, may share `tx`. Returns the subscription id.
+    pub async fn subscribe_into(
+        &self,
+        topic: &str,
+        options: Dict,
+        tx: mpsc::Sender<Event>,
+    ) -> Result<u64, Error> {
+        self.subscribe_sink(topic, options, EventSink::Bounded(tx))
+            .await
+    }
+
     /// Subscribes and calls `f` for every event, inline in the connection's
     /// reader task (no channel, no task switch). `f` must be quick and must
     /// not block. Returns the subscription id.
