@@ -35,6 +35,15 @@ impl From<SerializerArg> for Serializer {
     }
 }
 
+/// Like [`parse_duration`], also accepting `0` (off).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("\"{text}\": {e} (examples: 0, 500ms, 5s, 2m)"))
+}
+
 /// Parses `5s`, `500ms`, `2m`, `1h 30m` (humantime).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
@@ -107,6 +116,15 @@ pub struct ConnectArgs {
     /// How long connecting and joining may take.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
+
+    /// Keepalive: ping the router when it has been silent this long (0: never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero, value_name = "DURATION")]
+    pub ping_interval: Duration,
+
+    /// A router silent for --ping-interval plus this is taken for dead: the
+    /// connection is dropped (and subscribe, register and worker reconnect).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_timeout: Duration,
 }
 
 impl ConnectArgs {
@@ -205,6 +223,8 @@ impl ConnectArgs {
         opts.transport.ca_file = self.ca_file.clone();
         opts.timeout = self.connect_timeout;
         opts.event_queue = event_queue;
+        opts.ping_interval = self.ping_interval;
+        opts.ping_timeout = self.ping_timeout;
         let opts = creds.apply(opts);
         Session::connect_with(&self.url, &self.realm, opts).await
     }
