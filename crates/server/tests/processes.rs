@@ -52,6 +52,20 @@ fn gone(pid: &str) -> bool {
     }
 }
 
+/// The /metrics page.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics connect");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut page = String::new();
+    s.read_to_string(&mut page).expect("read");
+    page
+}
+
 fn sh(name: &str, script: &str, extra: &str) -> String {
     format!(
         "[[process]]\nname = \"{name}\"\ncommand = \"sh\"\nargs = [\"-c\", '''{script}''']\n{extra}\n"
@@ -70,10 +84,15 @@ fn a_crashing_process_is_restarted_then_left_stopped_in_a_crash_loop() {
         "echo \"steady up, MODE=$MODE in $(pwd)\"; exec sleep 30",
         "env = { MODE = \"blue\" }\nworking_dir = \"/tmp\"\nstop_timeout = \"2s\"",
     ) + &sh("once", "exit 0", "restart = \"on-failure\"");
+    let metrics_port = common::free_port();
+    let config = format!(
+        "{config}\n[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{metrics_port}\"\nmetrics_path = \"/metrics\"\n"
+    );
     let mut router = Router::start(&config);
     let url = router.ws_url();
     wait_for("the crash loop", || {
-        router.log_text().contains("crash-looping")
+        let log = router.log_text();
+        log.contains("crash-looping") && log.matches("[crasher] crasher says hi").count() >= 4
     });
     let log = router.log_text();
     // 1 start + 3 restarts, each line prefixed with the name.
@@ -96,6 +115,15 @@ fn a_crashing_process_is_restarted_then_left_stopped_in_a_crash_loop() {
     assert!(!gone(&pid));
     // Ended with 0 under on-failure: not restarted.
     assert_eq!(entry(&list, "once")["status"], "exited", "{list}");
+    let page = metrics(metrics_port);
+    for line in [
+        "switchyard_process_restarts_total{process=\"crasher\"} 3",
+        "switchyard_process_crash_looping{process=\"crasher\"} 1",
+        "switchyard_process_running{process=\"steady\"} 1",
+        "switchyard_process_running{process=\"crasher\"} 0",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} in {page}");
+    }
 
     // stop, start and restart on request.
     let stopped = process(&url, &["stop", "steady"]);
