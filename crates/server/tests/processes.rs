@@ -83,7 +83,19 @@ fn a_crashing_process_is_restarted_then_left_stopped_in_a_crash_loop() {
         "steady",
         "echo \"steady up, MODE=$MODE in $(pwd)\"; exec sleep 30",
         "env = { MODE = \"blue\" }\nworking_dir = \"/tmp\"\nstop_timeout = \"2s\"",
-    ) + &sh("once", "exit 0", "restart = \"on-failure\"");
+    ) + &sh("once", "exit 0", "restart = \"on-failure\"")
+        + &sh(
+            "ticker",
+            "echo tick",
+            "restart = \"always\"\nbackoff = { initial = \"50ms\", max = \"50ms\" }\n\
+             crash_loop = { max_restarts = 1000, window = \"1m\" }",
+        )
+        + &sh(
+            "lazy",
+            "exec sleep 30",
+            "autostart = false\nstop_timeout = \"1s\"",
+        )
+        + &sh("never", "exit 1", "restart = \"never\"");
     let metrics_port = common::free_port();
     let config = format!(
         "{config}\n[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{metrics_port}\"\nmetrics_path = \"/metrics\"\n"
@@ -115,6 +127,22 @@ fn a_crashing_process_is_restarted_then_left_stopped_in_a_crash_loop() {
     assert!(!gone(&pid));
     // Ended with 0 under on-failure: not restarted.
     assert_eq!(entry(&list, "once")["status"], "exited", "{list}");
+    // `always` restarts after exit 0 too; `never` leaves it; `autostart =
+    // false` waits for a start.
+    wait_for("ticks", || {
+        router.log_text().matches("[ticker] tick").count() >= 3
+    });
+    let list = process(&url, &["list"]);
+    assert_eq!(entry(&list, "never")["status"], "exited", "{list}");
+    assert_eq!(
+        entry(&list, "never")["last_exit"],
+        "exit status 1",
+        "{list}"
+    );
+    assert_eq!(entry(&list, "never")["restarts"], 0, "{list}");
+    assert_eq!(entry(&list, "lazy")["status"], "stopped", "{list}");
+    assert!(entry(&list, "lazy")["pid"].is_null(), "{list}");
+    assert_eq!(process(&url, &["start", "lazy"])["status"], "running");
     let page = metrics(metrics_port);
     for line in [
         "switchyard_process_restarts_total{process=\"crasher\"} 3",
