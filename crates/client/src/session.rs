@@ -58,6 +58,9 @@ use crate::transport::{
     self, Connection, FrameReceiver, FrameSender, Incoming, Outgoing, TransportOptions,
 };
 
+/// The ERROR URI of an invocation the router interrupted (CANCEL).
+const CANCELED: &str = "wamp.error.canceled";
+
 /// The close reason used when the connection ended without GOODBYE/ABORT.
 pub const TRANSPORT_LOST: &str = "wamp.close.transport_lost";
 
@@ -299,6 +302,9 @@ struct State {
     regs: IdMap<Handler>,
     closed: Option<CloseInfo>,
     leaving: Option<oneshot::Sender<CloseInfo>>,
+    /// Invocations whose handler runs in a task of its own: INTERRUPT (or
+    /// the end of the session, which drops the sender) cancels it.
+    running: IdMap<oneshot::Sender<()>>,
 }
 
 struct Shared {
@@ -467,6 +473,7 @@ fn default_roles() -> Dict {
                 "caller_identification",
                 "pattern_based_registration",
                 "shared_registration",
+                "call_canceling",
             ]),
         )
 }
@@ -534,7 +541,7 @@ impl Shared {
     /// Marks the session closed, fails pending requests, ends event streams
     /// and closes the transport. Idempotent.
     fn finish(&self, info: CloseInfo) {
-        let (pending, subs, regs, leaving) = {
+        let (pending, subs, regs, leaving, running) = {
             let mut st = lock(&self.state);
             if st.closed.is_some() {
                 return;
@@ -545,10 +552,12 @@ impl Shared {
                 std::mem::take(&mut st.subs),
                 std::mem::take(&mut st.regs),
                 st.leaving.take(),
+                std::mem::take(&mut st.running),
             )
         };
-        // Dropped outside the lock: dropping senders wakes waiters.
-        drop((pending, subs, regs, leaving));
+        // Dropped outside the lock: dropping senders wakes waiters (and
+        // cancels running handlers: their answers could not be sent).
+        drop((pending, subs, regs, leaving, running));
         self.closed_tx.send_replace(Some(info));
         let _ = self.tx.close();
     }
@@ -632,8 +641,19 @@ impl Shared {
                             }
                             Poll::Pending => {
                                 let shared = Arc::clone(self);
+                                let (cancel_tx, cancel_rx) = oneshot::channel();
+                                lock(&self.state).running.insert(request, cancel_tx);
                                 tokio::spawn(async move {
-                                    let result = fut.await;
+                                    // INTERRUPT drops the handler's future
+                                    // (a command it runs is killed with it).
+                                    let result = tokio::select! {
+                                        r = fut => r,
+                                        _ = cancel_rx => Err(WampError::with_message(
+                                            CANCELED,
+                                            "the call was canceled",
+                                        )),
+                                    };
+                                    lock(&shared.state).running.remove(&request);
                                     shared.send_invocation_result(request, result).await;
                                 });
                             }
@@ -642,7 +662,15 @@ impl Shared {
                 }
                 None
             }
-            Message::Interrupt { .. } => None,
+            Message::Interrupt { request, .. } => {
+                // Answered with wamp.error.canceled by the handler's task
+                // (the router waits for it in mode "kill").
+                let cancel = lock(&self.state).running.remove(&request);
+                if let Some(tx) = cancel {
+                    let _ = tx.send(());
+                }
+                None
+            }
             Message::Result {
                 request, details, ..
             } if details.get_bool("progress") == Some(true) => {

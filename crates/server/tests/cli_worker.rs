@@ -31,7 +31,7 @@ case $mode in
   flaky) [ "$SWITCHYARD_JOB_ATTEMPT" = 1 ] && { echo "try later" >&2; exit 75; }; echo '"second time"' ;;
   bad) echo "cannot parse the input" >&2; exit 65 ;;
   slow) sleep 2; echo '"slow done"' ;;
-  stuck) sleep 30 ;;
+  stuck) echo $$ > "stuck-$SWITCHYARD_QUEUE.pid"; sleep 30 ;;
   short) sleep 1; echo '"short done"' ;;
   empty) ;;
 esac
@@ -211,4 +211,90 @@ fn sigterm_drains_the_worker() {
     assert_ne!(st["status"]["state"], "dead", "{st}");
     assert_eq!(st["status"]["attempts"], 1, "{st}");
     assert!(router.terminate().success());
+}
+
+/// The router's cancellation reaches the command: a call that times out
+/// interrupts `switchyard register`'s command, and a job whose queue is
+/// deleted (force) interrupts the worker's; both are killed, not left to run.
+#[test]
+fn interrupted_invocations_kill_their_command() {
+    let mut router = Router::start(QUEUE);
+    let url = router.ws_url();
+    let dir = router.dir.path().to_path_buf();
+    let mut c = cli(&[
+        "register",
+        "test.worker.slow",
+        "--url",
+        &url,
+        "--",
+        "sh",
+        "-c",
+        "echo $$ > register.pid; sleep 30",
+    ]);
+    c.current_dir(&dir);
+    let mut reg = Background::spawn(c);
+    reg.wait_stderr("registered");
+    let out = run(cli(&[
+        "call",
+        "test.worker.slow",
+        "--timeout",
+        "500ms",
+        "--url",
+        &url,
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let pid = std::fs::read_to_string(dir.join("register.pid")).expect("pid");
+    wait_for("the register command killed", 5, || gone(&pid));
+
+    // A queue declared at run time can be deleted with its running job.
+    let out = run(cli(&[
+        "call",
+        "switchyard.queue.declare",
+        "--kw",
+        "name=tmp",
+        "--kw",
+        "target=test.worker.tmp",
+        "--url",
+        &url,
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut c = cli(&["worker", "tmp", "--url", &url, "--", "sh", "-c", SCRIPT]);
+    c.current_dir(&dir);
+    let mut w = Background::spawn(c);
+    w.wait_stderr("worker for queue tmp ready");
+    let out = run(cli(&["queue", "push", "tmp", "stuck", "--url", &url]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("the job to start", 10, || runs(&router).len() == 1);
+    let line = runs(&router)[0].clone();
+    assert!(line.ends_with(" 1 stuck tmp"), "{line}");
+    let pid_file = dir.join("stuck-tmp.pid");
+    wait_for("the pid file", 5, || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let pid = std::fs::read_to_string(&pid_file).expect("pid");
+    assert!(!gone(&pid), "the job's command runs");
+    let out = run(cli(&[
+        "call",
+        "switchyard.queue.delete",
+        "tmp",
+        "--kw",
+        "force=true",
+        "--url",
+        &url,
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("the job's command killed", 5, || gone(&pid));
+    assert_eq!(w.stop(libc::SIGTERM), 0);
+    assert_eq!(reg.stop(libc::SIGTERM), 0);
+    assert!(router.terminate().success());
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet).
+fn gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
 }

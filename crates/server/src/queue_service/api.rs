@@ -656,6 +656,7 @@ impl QueueService {
         let deleted = self.queues.delete(&q, force).await.map_err(queue_error)?;
         self.forget_dispatcher(&q, &notify);
         self.metrics.forget(&q);
+        self.cancel_running(&q);
         tracing::info!(
             realm = self.realm.name(),
             queue = q,

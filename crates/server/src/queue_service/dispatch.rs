@@ -306,6 +306,32 @@ impl QueueService {
         }
     }
 
+    /// The queue was deleted (force): its running workers' calls are
+    /// canceled (a worker that understands INTERRUPT stops its work; a late
+    /// answer changes nothing, the jobs are gone).
+    pub(super) fn cancel_running(&self, queue: &str) {
+        let requests: Vec<u64> = {
+            let mut running = self.running.lock();
+            let ids: Vec<_> = running
+                .iter()
+                .filter(|(_, r)| &*r.queue == queue)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| running.remove(id))
+                .filter_map(|r| r.request)
+                .collect()
+        };
+        tracing::debug!(
+            queue,
+            calls = requests.len(),
+            "queue deleted: its workers' calls are canceled"
+        );
+        for request in requests {
+            self.worker.cancel(&self.realm.dealer, request);
+        }
+    }
+
     /// A lease ran out (maintenance): cancel the worker's call.
     pub(super) fn lease_expired(&self, e: Expired) {
         let running = {
