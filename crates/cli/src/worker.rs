@@ -188,11 +188,14 @@ impl Runner {
                 });
             }
         };
+        // Only a caller that takes progressive results (the queue does) gets
+        // them; another caller of the procedure (with --procedure) does not.
+        let progress = inv.details.get_bool("receive_progress") == Some(true);
         let opts = RunOptions {
             timeout: self.timeout,
             env,
             stop: Some(self.stop.clone()),
-            tick: Some((every, Box::new(extend))),
+            tick: progress.then(|| (every, Box::new(extend) as Box<dyn FnMut() + Send>)),
         };
         let outcome = run_command_with(&self.command, input.as_bytes(), opts).await;
         if let (false, Outcome::Exited { stderr, .. }) = (self.quiet, &outcome) {
