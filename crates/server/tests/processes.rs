@@ -95,7 +95,8 @@ fn a_crashing_process_is_restarted_then_left_stopped_in_a_crash_loop() {
             "exec sleep 30",
             "autostart = false\nstop_timeout = \"1s\"",
         )
-        + &sh("never", "exit 1", "restart = \"never\"");
+        + &sh("never", "exit 1", "restart = \"never\"")
+        + "[[process]]\nname = \"missing\"\ncommand = \"/no/such/program\"\nrestart = \"never\"\n";
     let metrics_port = common::free_port();
     let config = format!(
         "{config}\n[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{metrics_port}\"\nmetrics_path = \"/metrics\"\n"
@@ -140,6 +141,14 @@ fn a_crashing_process_is_restarted_then_left_stopped_in_a_crash_loop() {
         "{list}"
     );
     assert_eq!(entry(&list, "never")["restarts"], 0, "{list}");
+    let missing = entry(&list, "missing");
+    assert_eq!(missing["status"], "exited", "{list}");
+    assert!(
+        missing["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cannot start: ")),
+        "{list}"
+    );
     assert_eq!(entry(&list, "lazy")["status"], "stopped", "{list}");
     assert!(entry(&list, "lazy")["pid"].is_null(), "{list}");
     assert_eq!(process(&url, &["start", "lazy"])["status"], "running");

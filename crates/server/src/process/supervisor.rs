@@ -209,6 +209,9 @@ async fn supervise(
             Err(e) => {
                 tracing::error!(process = %name, "cannot start process {name}: {e}");
                 m.state.lock().last_exit = Some(format!("cannot start: {e}"));
+                // A start request learns it at once (last_exit), not after
+                // the backoff.
+                answer(&mut waiting);
                 None
             }
             Ok(mut child) => {
