@@ -1,5 +1,5 @@
 //! `switchyard-cli`: the client commands of the `switchyard` binary,
-//! `publish`, `call`, `subscribe`, `register` and `queue` (docs/CLI.md).
+//! `publish`, `call`, `subscribe`, `register`, `queue`, `worker` and `process` (docs/CLI.md).
 //! They connect to a router as an ordinary WAMP client
 //! ([`switchyard_client`]) over WebSocket or RawSocket, with the common
 //! options of [`connect::ConnectArgs`]. A crate of its own because it is a

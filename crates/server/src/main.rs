@@ -1,7 +1,7 @@
 //! The `switchyard` command: parses the command line, sets up logging and
 //! hands over to the library: the router ([`switchyard::commands`]: run,
 //! check a configuration, hash a secret) or the WAMP client commands
-//! `publish`, `call`, `subscribe`, `register` and `queue` (the
+//! `publish`, `call`, `subscribe`, `register`, `queue`, `worker` and `process` (the
 //! `switchyard-cli` crate, which the router side never imports).
 //!
 //! The router's options (`--config`, `--log-format`, `--log-level`,
