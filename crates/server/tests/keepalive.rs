@@ -97,6 +97,7 @@ fn silent_router_is_left_and_found_again(url_of: fn(&Router) -> String, ser: Ser
         .await;
         let took = t0.elapsed();
         signal(&r, "-CONT");
+        eprintln!("{url}: the silent router was left after {took:?}");
         match &lost {
             Status::Reconnecting { error, .. } => {
                 assert!(error.contains("silent"), "{error}")
