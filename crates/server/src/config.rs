@@ -55,6 +55,9 @@ pub struct Config {
     /// How outbound https checks servers ([outbound_tls]).
     #[serde(default)]
     pub outbound_tls: crate::outbound::client::OutboundTlsConfig,
+    /// Supervised processes ([[process]], docs/PROCESSES.md).
+    #[serde(default, rename = "process")]
+    pub processes: Vec<Spanned<crate::process::ProcessConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -552,6 +555,7 @@ impl Default for Config {
             cluster: None,
             admin: None,
             outbound_tls: Default::default(),
+            processes: Vec::new(),
         }
         .with_defaults()
     }
@@ -708,6 +712,10 @@ impl Config {
             let line = (span != (0..0)).then(|| line_of(text, span.start));
             errs.push(ConfigError { line, message });
         };
+        let procs: Vec<_> = self.processes.iter().map(|p| p.get_ref()).collect();
+        for (i, problem) in crate::process::config::problems(&procs) {
+            err(self.processes[i].span(), problem);
+        }
         if let Some(c) = &self.cluster {
             for problem in c.get_ref().problems() {
                 err(c.span(), problem);

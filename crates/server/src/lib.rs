@@ -35,6 +35,8 @@
 //! - [`cluster`]: cluster mode over NATS (`[cluster]`): the router's
 //!   `Backplane` with NATS behind it, so that the router core never
 //!   depends on a NATS client (docs/CLUSTER.md; PubSub only so far).
+//! - [`process`]: supervised processes (`[[process]]`): programs the router
+//!   starts, restarts and stops with itself, and `switchyard.process.*`.
 //! - `data_dir`: the private data directory and store files.
 //! - [`commands`]: what the router-side subcommands do (`run`,
 //!   `check-config`, `hash-secret`).
@@ -53,6 +55,7 @@ pub mod config;
 mod data_dir;
 pub mod logging;
 mod outbound;
+pub mod process;
 mod queue_service;
 mod server;
 mod signing;

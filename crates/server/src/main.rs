@@ -1,7 +1,7 @@
 //! The `switchyard` command: parses the command line, sets up logging and
 //! hands over to the library: the router ([`switchyard::commands`]: run,
 //! check a configuration, hash a secret) or the WAMP client commands
-//! `publish`, `call`, `subscribe`, `register` and `queue` (the
+//! `publish`, `call`, `subscribe`, `register`, `queue`, `worker` and `process` (the
 //! `switchyard-cli` crate, which the router side never imports).
 //!
 //! The router's options (`--config`, `--log-format`, `--log-level`,
@@ -47,7 +47,7 @@ const COMMANDS: &str = "\
 Router commands: run (the default), check-config, hash-secret, init.
   The options above (--config, --log-format, --log-level, --data-dir) are the router's:
   `switchyard --config FILE` is `switchyard run --config FILE`.
-Client commands: publish, call, subscribe, register, queue.
+Client commands: publish, call, subscribe, register, queue, worker, process.
   They connect to a running router as a WAMP client, with their own connection options
   (--url, --realm, authentication; see `switchyard COMMAND --help`), and read no config file.";
 

@@ -259,13 +259,26 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
+    // After the listeners: a supervised worker finds the port open.
+    let processes = crate::process::Processes::start(
+        config
+            .processes
+            .iter()
+            .map(|p| p.get_ref().clone())
+            .collect(),
+        &router,
+    )?;
 
     let signal = wait_for_signal(&tls_listeners).await;
-    tracing::info!("{signal} received: sending GOODBYE to every session");
+    tracing::info!("{signal} received: stopping");
+    // The processes first, while the router still serves them: a worker
+    // that drains gives its jobs back before its session ends.
+    processes.shutdown().await;
     if let Some(c) = &cluster {
         // The other nodes drop this node's registrations at once.
         c.leave().await;
     }
+    tracing::info!("sending GOODBYE to every session");
     stop.cancel();
     router.shutdown();
     if tokio::time::timeout(SHUTDOWN_GRACE, router.closed())

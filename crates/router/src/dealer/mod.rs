@@ -173,6 +173,28 @@ struct Call {
     killing: bool,
     /// A progressive invocation whose caller is still sending chunks.
     streaming: bool,
+    /// What a router-owned caller hands the callee in INVOCATION.Details
+    /// (its CALL options named `x_switchyard_*`, e.g. a queue job's id).
+    router_details: Option<Box<Dict>>,
+}
+
+/// CALL options of a router-owned caller under this prefix go on to the
+/// callee in INVOCATION.Details (a client's are ignored: a callee can trust
+/// them to come from the router).
+pub const ROUTER_DETAILS_PREFIX: &str = "x_switchyard_";
+
+/// The `x_switchyard_*` options of a router-owned caller's CALL, if any.
+fn router_details(caller: &Session, options: &Dict) -> Option<Box<Dict>> {
+    if !caller.router_owned {
+        return None;
+    }
+    let mut d = Dict::new();
+    for (k, v) in &options.0 {
+        if k.starts_with(ROUTER_DETAILS_PREFIX) {
+            d.insert(k.as_str(), v.clone());
+        }
+    }
+    (!d.0.is_empty()).then(|| Box::new(d))
 }
 
 #[derive(Default)]
@@ -1028,6 +1050,7 @@ impl State {
             deadline: None,
             killing: false,
             streaming: progress,
+            router_details: router_details(caller, options),
         };
         self.calls.insert(cid, call);
         self.queued_call_bytes += len;
@@ -1155,6 +1178,11 @@ impl State {
         }
         if call.streaming {
             details.insert("progress", true);
+        }
+        if let Some(extra) = &call.router_details {
+            for (k, v) in &extra.0 {
+                details.insert(k.as_str(), v.clone());
+            }
         }
         let msg = Message::Invocation {
             request: invocation,

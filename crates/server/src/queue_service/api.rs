@@ -330,7 +330,17 @@ impl QueueService {
                 let q = queue_arg(&inv, "stats")?;
                 let stats = self.queues.stats(q).map_err(queue_error)?;
                 match to_wamp(serde_json::to_value(stats).unwrap_or_default()) {
-                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
+                    Value::Dict(mut d) => {
+                        // What a worker needs to serve the queue
+                        // (`switchyard worker QUEUE` finds its procedure here).
+                        if let Ok(cfg) = self.queues.config(q) {
+                            if let Some(Target::Procedure(p)) = &cfg.target {
+                                d.insert("target", p.as_str());
+                            }
+                            d.insert("lease_timeout_ms", cfg.lease_timeout.as_millis() as u64);
+                        }
+                        Ok((Vec::new(), Some(d)))
+                    }
                     _ => Err((errors::INVALID_ARGUMENT, "stats unavailable".into())),
                 }
             }
@@ -674,6 +684,7 @@ impl QueueService {
         self.forget_dispatcher(&q, &notify);
         self.metrics.forget(&q);
         self.results.forget_queue(&q);
+        self.cancel_running(&q);
         tracing::info!(
             realm = self.realm.name(),
             queue = q,
