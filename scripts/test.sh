@@ -10,6 +10,8 @@
 # tests/interop/js/node_modules by tests/interop/setup.sh, which also installs
 # Debian's chromium and tests/browser/node_modules (playwright-core) for the
 # admin page's browser tests.
+# scripts/test-deb.sh installs cargo-deb (pinned, once, with cargo install)
+# and tests the Debian package with dpkg (as root; skipped otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,9 @@ fi
 
 step "Rust tests"
 cargo test --workspace --locked
+
+step "the Debian package: build it from the debug binary, dpkg -i, check, upgrade, remove, purge (root only)"
+bash scripts/test-deb.sh
 
 step "interop: install test clients"
 bash tests/interop/setup.sh
