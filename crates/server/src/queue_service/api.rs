@@ -522,8 +522,21 @@ impl QueueService {
         ))
     }
 
+    /// A durable HTTP subscriber's queue takes its topic's publications
+    /// only: its jobs are POSTed as events signed with the subscriber's key.
+    fn refuse_subscriber_queue(&self, queue: &str) -> Result<(), OpError> {
+        match self.subscribers.get(queue) {
+            Some(_) => Err((
+                errors::NOT_AUTHORIZED,
+                format!("queue `{queue}` delivers a durable HTTP subscriber's events: jobs cannot be pushed into it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     async fn push(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let queue = queue_arg(&inv, "push")?.to_string();
+        self.refuse_subscriber_queue(&queue)?;
         let job = self.new_job(caller, &inv.kwargs).await?;
         let ack = self.queues.push(&queue, job).await.map_err(queue_error)?;
         Ok((
@@ -552,6 +565,7 @@ impl QueueService {
             };
             self.authorize_queue(caller, "switchyard.queue.push_many", queue)
                 .await
+                .and_then(|()| self.refuse_subscriber_queue(queue))
                 .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             let job = self
                 .new_job(caller, kw)
