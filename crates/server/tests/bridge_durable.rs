@@ -241,7 +241,7 @@ fn a_refused_event_is_posted_again_as_the_same_job() {
         first.header("x-switchyard-job"),
         second.header("x-switchyard-job")
     );
-    assert_eq!(first.header("x-switchyard-queue"), "_subscriber.1");
+    assert_eq!(first.header("x-switchyard-queue"), "_subscriber-1");
     let expected = serde_json::json!({
         "topic": "com.test.orders.paid",
         "publication": publication,
@@ -255,8 +255,8 @@ fn a_refused_event_is_posted_again_as_the_same_job() {
     for got in [&reference, &first, &second] {
         assert!(got.signed_with("hooks", SECRET), "signature: {got:?}");
     }
-    wait_stat(&mut c, "_subscriber.1", "completed_total", 1);
-    assert_eq!(stat(&mut c, "_subscriber.1", "retried_total"), 1);
+    wait_stat(&mut c, "_subscriber-1", "completed_total", 1);
+    assert_eq!(stat(&mut c, "_subscriber-1", "retried_total"), 1);
     // Nothing else arrives.
     assert!(durable.recv_timeout(Duration::from_millis(300)).is_err());
 }
@@ -335,7 +335,7 @@ fn after_max_attempts_the_event_is_dead_and_a_full_queue_refuses() {
     .expect("published");
     assert_eq!(next(&rx, "attempt 1").header("x-switchyard-attempt"), "1");
     assert_eq!(next(&rx, "attempt 2").header("x-switchyard-attempt"), "2");
-    wait_stat(&mut c, "_subscriber.0", "dead", 1);
+    wait_stat(&mut c, "_subscriber-0", "dead", 1);
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "no third attempt"
@@ -345,10 +345,18 @@ fn after_max_attempts_the_event_is_dead_and_a_full_queue_refuses() {
     let pushed = call(
         &mut c,
         "switchyard.queue.push",
-        vec![Value::from("_subscriber.0")],
+        vec![Value::from("_subscriber-0")],
         Dict::new().with("args", Value::List(vec![Value::from(1u64)])),
     );
     assert_eq!(pushed.err().as_deref(), Some("wamp.error.not_authorized"));
+    // Nor can a client declare a queue under the reserved names.
+    let declared = call(
+        &mut c,
+        "switchyard.queue.declare",
+        vec![Value::Dict(Dict::new().with("name", "_subscriber-9"))],
+        Dict::new(),
+    );
+    assert_eq!(declared.err().as_deref(), Some("wamp.error.not_authorized"));
 
     // max_jobs = 1: the first event waits, the second is refused.
     let full = |c: &mut Raw| publish(c, "com.test.full", Payload::values(vec![], None));
@@ -393,8 +401,10 @@ fn durable_settings_are_checked() {
         !ok && text.contains("subscriber[0].durable.max_attempts"),
         "{text}"
     );
-    let (ok, text) = check("durable = { queue = \"_subscriber.7\" }", "");
+    let (ok, text) = check("durable = { queue = \"_subscriber-7\" }", "");
     assert!(!ok && text.contains("reserved"), "{text}");
+    let (ok, text) = check("durable = { queue = \"a.b\" }", "");
+    assert!(!ok && text.contains("must not contain '.'"), "{text}");
     let (ok, text) = check("durable = { retries = 3 }", "");
     assert!(!ok && text.contains("unknown field `retries`"), "{text}");
 
@@ -432,4 +442,63 @@ fn durable_settings_are_checked() {
         text.contains("may not subscribe to \"com.test.t\""),
         "{text}"
     );
+}
+
+/// Acknowledged events outlive a router killed while the receiver is down:
+/// after the restart they are POSTed, with their publication ids.
+#[test]
+fn acknowledged_events_survive_a_crash() {
+    let port = common::free_port();
+    let mut r = bridge(&format!(
+        "[[bridge.subscriber]]\ntopic = \"com.test.crash\"\n\
+         url = \"http://127.0.0.1:{port}/in\"\nkey = \"k\"\nsecret = \"{SECRET}\"\n\
+         durable = {{ retry = {{ kind = \"fixed\", times = 100, spacing = \"100ms\" }}, max_attempts = 100 }}\n"
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let published: Vec<u64> = (0..3u64)
+        .map(|i| {
+            publish(
+                &mut c,
+                "com.test.crash",
+                Payload::values(vec![Value::from(i)], None),
+            )
+            .expect("published")
+        })
+        .collect();
+    drop(c);
+    r.signal(libc::SIGKILL);
+
+    // The same configuration and data directory, again.
+    let log = r.dir.path().join("router-2.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(r.dir.path())
+        .arg("--config")
+        .arg(r.dir.path().join("switchyard.toml"))
+        .arg("--log-level")
+        .arg("debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    r.child = Some(child);
+    r.log = log;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !r.log_text().contains(" ready") {
+        assert!(Instant::now() < deadline, "no restart: {}", r.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rx = receiver(
+        TcpListener::bind(("127.0.0.1", port)).expect("bind"),
+        |_| 200,
+    );
+    let mut got = Vec::new();
+    while got.len() < published.len() {
+        let v = next(&rx, "the events stored before the crash").json();
+        got.push(v["publication"].as_u64().expect("publication"));
+    }
+    got.sort_unstable();
+    let mut want = published.clone();
+    want.sort_unstable();
+    assert_eq!(got, want);
 }

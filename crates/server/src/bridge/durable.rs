@@ -14,14 +14,14 @@ use switchyard_queue::{DeadLetterRetention, QueueConfig, RateLimit, RetryPolicy,
 
 /// Prefix of the queues durable subscribers get when they name none; no
 /// other queue may use it.
-pub const RESERVED_PREFIX: &str = "_subscriber.";
+pub const RESERVED_PREFIX: &str = "_subscriber-";
 
 /// The `durable` table of a `[[bridge.subscriber]]` (`durable = {}` for
 /// every default).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DurableDelivery {
-    /// The queue's name (default `_subscriber.<index of the subscriber in
+    /// The queue's name (default `_subscriber-<index of the subscriber in
     /// its [[bridge]]>`; name it to keep its jobs when subscribers are
     /// added or reordered).
     #[serde(default)]
@@ -109,6 +109,11 @@ impl DurableDelivery {
                 out.push(format!(
                     "durable.queue: \"{q}\": names starting with \"{RESERVED_PREFIX}\" are reserved"
                 ));
+            }
+            // One URI component, so per-queue permissions can name it
+            // (switchyard.queue.stats.<queue>).
+            if q.contains('.') {
+                out.push(format!("durable.queue: \"{q}\" must not contain '.'"));
             }
         }
         let config = self.queue_config(self.queue_name(index), url, timeout);

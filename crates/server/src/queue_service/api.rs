@@ -23,6 +23,7 @@ use switchyard_router::Session;
 use tokio::sync::mpsc;
 
 use super::{access, http_target, payload, QueueService};
+use crate::bridge::durable::RESERVED_PREFIX;
 
 const INVALID: &str = "switchyard.queue.error.invalid_argument";
 
@@ -598,6 +599,12 @@ impl QueueService {
         };
         let cfg: QueueConfig = serde_json::from_value(cfg_json)
             .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
+        if cfg.name.starts_with(RESERVED_PREFIX) {
+            return Err((
+                errors::NOT_AUTHORIZED,
+                format!("queue names starting with `{RESERVED_PREFIX}` are reserved for durable HTTP subscribers"),
+            ));
+        }
         self.authorize_queue(caller, "switchyard.queue.declare", &cfg.name)
             .await?;
         if let Some(target) = &cfg.target {

@@ -174,6 +174,14 @@ impl QueueService {
         crate::data_dir::prepare_file(&path)?;
         let open_path = path.clone();
         let mut configs = settings.configs;
+        let reserved = crate::bridge::durable::RESERVED_PREFIX;
+        if let Some(c) = configs.iter().find(|c| c.name.starts_with(reserved)) {
+            return Err(format!(
+                "realm \"{}\": queue \"{}\": names starting with \"{reserved}\" are reserved for durable HTTP subscribers",
+                realm.name(),
+                c.name
+            ));
+        }
         configs.extend(
             settings
                 .subscribers
