@@ -142,10 +142,14 @@ fn next(rx: &mpsc::Receiver<Got>, what: &str) -> Got {
 
 /// Publishes with acknowledgement: Ok(publication id) or Err(error URI).
 fn publish(c: &mut Raw, topic: &str, payload: Payload) -> Result<u64, String> {
+    publish_with(c, topic, payload, Dict::new())
+}
+
+fn publish_with(c: &mut Raw, topic: &str, payload: Payload, options: Dict) -> Result<u64, String> {
     let request = c.req();
     c.send(&Message::Publish {
         request,
-        options: Dict::new().with("acknowledge", true),
+        options: options.with("acknowledge", true),
         topic: topic.into(),
         payload,
     });
@@ -228,7 +232,14 @@ fn a_refused_event_is_posted_again_as_the_same_job() {
         vec![Value::from(4711u64), Value::from("x")],
         Some(Dict::new().with("total", 12u64)),
     );
-    let publication = publish(&mut c, "com.test.orders.paid", payload).expect("published");
+    // disclose_me: the details carry the publisher, as the EVENTs do.
+    let publication = publish_with(
+        &mut c,
+        "com.test.orders.paid",
+        payload,
+        Dict::new().with("disclose_me", true),
+    )
+    .expect("published");
 
     let reference = next(&plain, "the non-durable subscriber's POST");
     let first = next(&durable, "the first attempt");
@@ -242,12 +253,15 @@ fn a_refused_event_is_posted_again_as_the_same_job() {
         second.header("x-switchyard-job")
     );
     assert_eq!(first.header("x-switchyard-queue"), "_subscriber-1");
+    let details = reference.json()["details"].clone();
+    assert!(details["publisher"].is_u64(), "{details}");
+    assert_eq!(details["topic"], "com.test.orders.paid");
     let expected = serde_json::json!({
         "topic": "com.test.orders.paid",
         "publication": publication,
         "args": [4711, "x"],
         "kwargs": {"total": 12},
-        "details": {"topic": "com.test.orders.paid"},
+        "details": details,
     });
     assert_eq!(reference.json(), expected);
     assert_eq!(first.json(), expected);
@@ -259,6 +273,25 @@ fn a_refused_event_is_posted_again_as_the_same_job() {
     assert_eq!(stat(&mut c, "_subscriber-1", "retried_total"), 1);
     // Nothing else arrives.
     assert!(durable.recv_timeout(Duration::from_millis(300)).is_err());
+
+    // The publisher's exclude_authid applies as to the non-durable one:
+    // excluded, the durable subscriber gets no job.
+    let excluded = format!("http-subscriber:http://127.0.0.1:{durable_port}/events");
+    let options = Dict::new().with(
+        "exclude_authid",
+        Value::List(vec![Value::from(excluded.as_str())]),
+    );
+    let p = Payload::values(vec![Value::from(2u64)], None);
+    publish_with(&mut c, "com.test.orders.new", p, options).expect("published");
+    assert_eq!(
+        next(&plain, "the non-excluded subscriber").json()["args"],
+        serde_json::json!([2])
+    );
+    assert!(
+        durable.recv_timeout(Duration::from_millis(500)).is_err(),
+        "excluded"
+    );
+    assert_eq!(stat(&mut c, "_subscriber-1", "completed_total"), 1);
 }
 
 /// Events published while the receiver is down are all delivered once it
