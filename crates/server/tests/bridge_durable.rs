@@ -333,6 +333,7 @@ fn events_published_while_the_receiver_is_down_all_arrive() {
         got.push(n);
         jobs.push(g.header("x-switchyard-job").to_string());
     }
+    eprintln!("arrival order after the receiver came up: {got:?}");
     got.sort_unstable();
     assert_eq!(got, (0..6).collect::<Vec<u64>>(), "every event, once each");
     jobs.sort();
@@ -534,4 +535,38 @@ fn acknowledged_events_survive_a_crash() {
     let mut want = published.clone();
     want.sort_unstable();
     assert_eq!(got, want);
+}
+
+/// With the default concurrency (1) and a receiver that accepts every
+/// event, events arrive in the order they were published.
+#[test]
+fn events_arrive_in_publication_order_while_the_receiver_accepts() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let rx = receiver(l, |_| 200);
+    let r = bridge(&format!(
+        "[[bridge.subscriber]]\ntopic = \"com.test.seq\"\n\
+         url = \"http://127.0.0.1:{port}/in\"\nkey = \"k\"\nsecret = \"{SECRET}\"\ndurable = {{}}\n"
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::MsgPack);
+    c.join("realm1");
+    let published: Vec<u64> = (0..20u64)
+        .map(|i| {
+            publish(
+                &mut c,
+                "com.test.seq",
+                Payload::values(vec![Value::from(i)], None),
+            )
+            .expect("published")
+        })
+        .collect();
+    let got: Vec<u64> = published
+        .iter()
+        .map(|_| {
+            next(&rx, "the next event").json()["publication"]
+                .as_u64()
+                .expect("publication")
+        })
+        .collect();
+    assert_eq!(got, published);
 }
