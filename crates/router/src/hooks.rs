@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use switchyard_proto::Payload;
 
+use crate::broker::Prepared;
 use crate::session::{OpError, Session};
 
 /// Resolves when the hook's work for one publication is durable: `Err` is
@@ -29,9 +30,17 @@ pub enum HookOutcome {
     After(HookFuture),
 }
 
-/// Sees each publication of a realm after authorization, before delivery.
+/// Sees each publication of a realm after authorization, before delivery:
+/// `publication` is its id, the details its EVENTs will carry and who may
+/// receive them.
 pub trait PublishHook: Send + Sync {
-    fn on_publish(&self, publisher: &Arc<Session>, topic: &str, payload: &Payload) -> HookOutcome;
+    fn on_publish(
+        &self,
+        publisher: &Arc<Session>,
+        topic: &str,
+        payload: &Payload,
+        publication: &Prepared,
+    ) -> HookOutcome;
 }
 
 /// The answer of the application about a login or an action: shaped as

@@ -344,9 +344,10 @@ impl Realm {
         options: &Dict,
         payload: &Payload,
     ) -> Result<(u64, Option<HookFuture>), OpError> {
+        let prepared = self.broker.prepare(publisher, options)?;
         let pending = match self.publish_hook.get() {
             None => None,
-            Some(hook) => match hook.on_publish(publisher, topic, payload) {
+            Some(hook) => match hook.on_publish(publisher, topic, payload, &prepared) {
                 HookOutcome::Pass => None,
                 HookOutcome::Refuse(uri, message) => {
                     return Err((uri, message));
@@ -354,7 +355,9 @@ impl Realm {
                 HookOutcome::After(f) => Some(f),
             },
         };
-        let publication = self.broker.publish(publisher, topic, options, payload)?;
+        let publication = self
+            .broker
+            .publish_prepared(publisher, topic, options, payload, prepared);
         Ok((publication, pending))
     }
 

@@ -61,6 +61,26 @@ impl Tcp {
     }
 }
 
+/// The durable HTTP subscribers of the bridges on `realm`, each with the
+/// name of its queue.
+fn durable_subscribers(config: &Config, realm: &str) -> Vec<crate::queue_service::SubscriberQueue> {
+    config
+        .bridges
+        .iter()
+        .map(|b| b.get_ref())
+        .filter(|b| b.realm == realm)
+        .flat_map(|b| b.subscribers.iter().enumerate())
+        .filter_map(|(i, s)| {
+            s.durable
+                .as_ref()
+                .map(|d| crate::queue_service::SubscriberQueue {
+                    queue: d.queue_name(i),
+                    subscriber: s.clone(),
+                })
+        })
+        .collect()
+}
+
 /// Runs the router until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), String> {
     switchyard_router::auth::ticket::TicketChecks::configure(
@@ -104,6 +124,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             http_signing: entry.queue_http.clone(),
             outbound_http: entry.outbound_http.clone().unwrap_or_default(),
             limits: entry.queue_limits.clone(),
+            subscribers: durable_subscribers(&config, entry.name.get_ref()),
         };
         queue_services.push(
             crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)

@@ -15,6 +15,7 @@
 mod auth;
 mod body;
 pub mod callee;
+pub mod durable;
 mod jsonrpc;
 mod queue;
 mod strict_json;
@@ -245,7 +246,7 @@ impl BridgeConfig {
             }
         }
         for (i, s) in self.subscribers.iter().enumerate() {
-            for p in s.problems() {
+            for p in s.problems_at(i) {
                 out.push(format!("subscriber[{i}].{p}"));
             }
         }
@@ -402,6 +403,8 @@ impl Bridge {
         let subscribers = config
             .subscribers
             .iter()
+            // Durable subscribers are served by the realm's queues.
+            .filter(|s| s.durable.is_none())
             .map(|s| subscriber::start(&realm, s))
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;

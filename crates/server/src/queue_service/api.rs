@@ -23,6 +23,7 @@ use switchyard_router::Session;
 use tokio::sync::mpsc;
 
 use super::{access, http_target, payload, QueueService};
+use crate::bridge::durable::RESERVED_PREFIX;
 
 const INVALID: &str = "switchyard.queue.error.invalid_argument";
 
@@ -532,8 +533,21 @@ impl QueueService {
         ))
     }
 
+    /// A durable HTTP subscriber's queue takes its topic's publications
+    /// only: its jobs are POSTed as events signed with the subscriber's key.
+    fn refuse_subscriber_queue(&self, queue: &str) -> Result<(), OpError> {
+        match self.subscribers.get(queue) {
+            Some(_) => Err((
+                errors::NOT_AUTHORIZED,
+                format!("queue `{queue}` delivers a durable HTTP subscriber's events: jobs cannot be pushed into it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     async fn push(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let queue = queue_arg(&inv, "push")?.to_string();
+        self.refuse_subscriber_queue(&queue)?;
         let job = self.new_job(caller, &inv.kwargs).await?;
         let ack = self.queues.push(&queue, job).await.map_err(queue_error)?;
         Ok((
@@ -562,6 +576,7 @@ impl QueueService {
             };
             self.authorize_queue(caller, "switchyard.queue.push_many", queue)
                 .await
+                .and_then(|()| self.refuse_subscriber_queue(queue))
                 .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             let job = self
                 .new_job(caller, kw)
@@ -594,6 +609,12 @@ impl QueueService {
         };
         let cfg: QueueConfig = serde_json::from_value(cfg_json)
             .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
+        if cfg.name.starts_with(RESERVED_PREFIX) {
+            return Err((
+                errors::NOT_AUTHORIZED,
+                format!("queue names starting with `{RESERVED_PREFIX}` are reserved for durable HTTP subscribers"),
+            ));
+        }
         self.authorize_queue(caller, "switchyard.queue.declare", &cfg.name)
             .await?;
         if let Some(target) = &cfg.target {
