@@ -43,6 +43,7 @@ pub mod reconnect;
 pub mod session;
 pub mod tls;
 pub mod transport;
+pub mod typed;
 
 /// The DER reader of certificates, now the `switchyard-x509` crate (shared
 /// with the server); kept under this name for existing users.
@@ -60,3 +61,4 @@ pub use transport::{
     connect, Connection, FrameReceiver, FrameSender, Incoming, Outgoing, RawSocketHandshake,
     TransportInfo, TransportOptions,
 };
+pub use typed::{ArgsKw, FromPayload, ToPayload};
