@@ -260,6 +260,64 @@ fn a_result_that_does_not_fit_is_a_client_error() {
                 && text.contains("invalid type: string \"not a number\""),
             "{text}"
         );
+        // What Autobahn and most clients send when a procedure returns a
+        // dict or a list: one positional argument.
+        callee
+            .register("com.example.dict", |_, _| async move {
+                let d = Dict::new().with("sensor", "p").with("celsius", 1u64);
+                Ok((vec![Value::Dict(d)], Dict::new()))
+            })
+            .await
+            .expect("register");
+        callee
+            .register("com.example.list", |_, _| async move {
+                Ok((
+                    vec![Value::List(vec![Value::UInt(1), Value::UInt(2)])],
+                    Dict::new(),
+                ))
+            })
+            .await
+            .expect("register");
+        let r: Reading = caller
+            .call_typed("com.example.dict", ())
+            .await
+            .expect("dict");
+        assert_eq!(r.celsius, 1.0);
+        let v: Vec<u32> = caller
+            .call_typed("com.example.list", ())
+            .await
+            .expect("vec");
+        assert_eq!(v, vec![1, 2]);
+        let t: (u8, u8) = caller
+            .call_typed("com.example.list", ())
+            .await
+            .expect("tuple");
+        assert_eq!(t, (1, 2));
+
+        // Errors with a typed payload.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Limit {
+            max: u64,
+        }
+        callee
+            .register_typed("com.example.limited", |n: u64| async move {
+                if n > 10 {
+                    return Err(CallError::with_typed(
+                        "com.example.error.limit",
+                        Limit { max: 10 },
+                    ));
+                }
+                Ok(n)
+            })
+            .await
+            .expect("register");
+        let e = caller
+            .call_typed::<u64>("com.example.limited", 11u64)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(e.uri, "com.example.error.limit");
+        assert_eq!(e.typed::<Limit>(), Ok(Limit { max: 10 }));
+
         // The same result read as what it is.
         let name: String = caller
             .call_typed("com.example.name", ())

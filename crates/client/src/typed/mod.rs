@@ -50,6 +50,7 @@ use serde::{Deserializer, Serialize};
 use switchyard_proto::value_serde::{self, from_value_ref, to_value};
 use switchyard_proto::{Dict, Payload, Value};
 
+use crate::error::WampError;
 use crate::session::{payload, CallResult, Event, Invocation};
 
 pub use value_serde::Error as ValueError;
@@ -69,8 +70,14 @@ pub struct ArgsKw<A, K> {
 /// A value that can be sent as a payload: every `Serialize` type (see the
 /// module documentation for the rule) and [`ArgsKw`].
 pub trait ToPayload {
+    /// The positional and keyword arguments to send.
+    fn to_parts(&self) -> Result<(Vec<Value>, Dict), ValueError>;
+
     /// The payload to send.
-    fn to_payload(&self) -> Result<Payload, ValueError>;
+    fn to_payload(&self) -> Result<Payload, ValueError> {
+        let (args, kwargs) = self.to_parts()?;
+        Ok(payload(args, kwargs))
+    }
 }
 
 /// A value that can be read from a payload: every `DeserializeOwned` type
@@ -87,18 +94,18 @@ pub trait FromPayload: Sized {
 }
 
 impl<T: Serialize + ?Sized> ToPayload for T {
-    fn to_payload(&self) -> Result<Payload, ValueError> {
+    fn to_parts(&self) -> Result<(Vec<Value>, Dict), ValueError> {
         Ok(match to_value(self)? {
-            Value::Null => Payload::empty(),
-            Value::List(args) => payload(args, Dict::new()),
-            Value::Dict(kwargs) => payload(Vec::new(), kwargs),
-            one => payload(vec![one], Dict::new()),
+            Value::Null => (Vec::new(), Dict::new()),
+            Value::List(args) => (args, Dict::new()),
+            Value::Dict(kwargs) => (Vec::new(), kwargs),
+            one => (vec![one], Dict::new()),
         })
     }
 }
 
 impl<A: Serialize, K: Serialize> ToPayload for ArgsKw<A, K> {
-    fn to_payload(&self) -> Result<Payload, ValueError> {
+    fn to_parts(&self) -> Result<(Vec<Value>, Dict), ValueError> {
         let args = match to_value(&self.args).map_err(|e| e.at_key("args"))? {
             Value::Null => Vec::new(),
             Value::List(l) => l,
@@ -119,7 +126,7 @@ impl<A: Serialize, K: Serialize> ToPayload for ArgsKw<A, K> {
                 )))
             }
         };
-        Ok(payload(args, kwargs))
+        Ok((args, kwargs))
     }
 }
 
@@ -241,6 +248,29 @@ impl<'de> Deserializer<'de> for Nothing {
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct newtype_struct enum identifier ignored_any
+    }
+}
+
+impl WampError {
+    /// An error whose payload is `value`, by the sending rule of
+    /// [`crate::typed`] (a struct becomes the error's keyword arguments). If
+    /// `value` does not serialize, the payload is that failure's message.
+    pub fn with_typed(uri: impl Into<String>, value: impl ToPayload) -> Self {
+        match value.to_parts() {
+            Ok((args, kwargs)) => WampError {
+                args,
+                kwargs,
+                ..WampError::new(uri)
+            },
+            Err(e) => {
+                WampError::with_message(uri, format!("the error's payload does not serialize: {e}"))
+            }
+        }
+    }
+
+    /// Reads the error's `args`/`kwargs` as a `T` (see [`crate::typed`]).
+    pub fn typed<T: FromPayload>(&self) -> Result<T, ValueError> {
+        T::from_parts(self.args.clone(), self.kwargs.clone())
     }
 }
 
