@@ -383,7 +383,7 @@ fn a_reconnecting_session_has_the_typed_methods_across_a_restart() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (service, mut readings) = rt.block_on(async {
+    let (service, mut readings, key) = rt.block_on(async {
         let connector: Connector = Arc::new(move || {
             let url = url.clone();
             Box::pin(async move { Session::connect(&url, "realm1", Serializer::MsgPack).await })
@@ -403,7 +403,7 @@ fn a_reconnecting_session_has_the_typed_methods_across_a_restart() {
             .await
             .expect("register");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        service
+        let key = service
             .subscribe_typed("com.example.reading", Dict::new(), move |r: Reading| {
                 let tx = tx.clone();
                 async move {
@@ -412,7 +412,7 @@ fn a_reconnecting_session_has_the_typed_methods_across_a_restart() {
             })
             .await
             .expect("subscribe");
-        (service, rx)
+        (service, rx, key)
     });
     r.restart();
     rt.block_on(async {
@@ -452,6 +452,17 @@ fn a_reconnecting_session_has_the_typed_methods_across_a_restart() {
             .publish_typed("com.example.other", ("x",), false)
             .await
             .expect("publish through the reconnecting session");
+        // Forgotten: the handler sees no further event (its stream ends).
+        service.unsubscribe(key);
+        caller
+            .publish_typed("com.example.reading", reading.clone(), true)
+            .await
+            .expect("publish");
+        let after = tokio::time::timeout(Duration::from_secs(5), readings.recv()).await;
+        assert!(
+            matches!(after, Ok(None)),
+            "no event after unsubscribe, and the handler is gone: {after:?}"
+        );
         service.leave().await.expect("leave");
     });
 }

@@ -53,6 +53,7 @@ use switchyard_proto::{Dict, Payload, Value};
 use crate::error::WampError;
 use crate::session::{payload, CallResult, Event, Invocation};
 
+pub use session::{INVALID_ARGUMENT, INVALID_RESULT, TYPED_EVENT_QUEUE, WAMP_INVALID_ARGUMENT};
 pub use value_serde::Error as ValueError;
 
 /// Both parts of a payload, as one value: `args` are the positional

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use switchyard_proto::{Dict, Payload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{FromPayload, ToPayload, ValueError};
 use crate::error::{CallError, Error, WampError};
@@ -300,7 +300,8 @@ impl ReconnectingSession {
     /// [`Session::subscribe_typed`], now and after every reconnect (as
     /// [`ReconnectingSession::subscribe_into`], with a queue of
     /// [`TYPED_EVENT_QUEUE`] events). Returns the key for
-    /// [`ReconnectingSession::unsubscribe`].
+    /// [`ReconnectingSession::unsubscribe`], after which the handler sees no
+    /// further event.
     pub async fn subscribe_typed<T, F, Fut>(
         &self,
         topic: &str,
@@ -313,8 +314,18 @@ impl ReconnectingSession {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel(TYPED_EVENT_QUEUE);
-        let key = self.subscribe_into(topic, options, tx).await?;
-        let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        // Forgetting the subscription drops `stop`: the task ends and drops
+        // `rx`, so no further event reaches the handler.
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let key = self
+            .subscribe_intent(topic, options, tx, Some(stop))
+            .await?;
+        let events = futures_util::stream::poll_fn(move |cx| {
+            if std::pin::Pin::new(&mut stopped).poll(cx).is_ready() {
+                return std::task::Poll::Ready(None);
+            }
+            rx.poll_recv(cx)
+        });
         tokio::spawn(run_typed_subscription(topic.to_owned(), events, handler));
         Ok(key)
     }
