@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use switchyard_proto::{Dict, Payload, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{CloseInfo, Error, WampError};
 use crate::session::{Event, Invocation, Registration, Session};
@@ -91,6 +91,9 @@ struct SubIntent {
     topic: String,
     options: Dict,
     tx: mpsc::Sender<Event>,
+    /// Dropped with the intent ([`ReconnectingSession::unsubscribe`]): ends
+    /// the task of a typed subscription at once.
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 struct RegIntent {
@@ -208,6 +211,18 @@ impl ReconnectingSession {
         options: Dict,
         tx: mpsc::Sender<Event>,
     ) -> Result<u64, Error> {
+        self.subscribe_intent(topic, options, tx, None).await
+    }
+
+    /// [`ReconnectingSession::subscribe_into`]; `stop` is dropped when the
+    /// subscription is forgotten.
+    pub(crate) async fn subscribe_intent(
+        &self,
+        topic: &str,
+        options: Dict,
+        tx: mpsc::Sender<Event>,
+        stop: Option<oneshot::Sender<()>>,
+    ) -> Result<u64, Error> {
         let session = self.session().await?;
         session
             .subscribe_into(topic, options.clone(), tx.clone())
@@ -218,6 +233,7 @@ impl ReconnectingSession {
             topic: topic.to_owned(),
             options,
             tx,
+            _stop: stop,
         });
         Ok(key)
     }

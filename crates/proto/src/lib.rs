@@ -12,6 +12,7 @@ pub mod rawsocket;
 pub mod uri;
 mod validate;
 pub mod value;
+pub mod value_serde;
 
 pub use codec::{DecodeError, EncodeError, Serializer};
 pub use message::{Item, Message, Payload};

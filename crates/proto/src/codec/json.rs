@@ -180,6 +180,21 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
+    // The next four are never called by serde_json; they let a `Value` be
+    // read from other deserializers (e.g. a field of a typed struct read by
+    // `value_serde::from_value`).
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bytes(v.to_vec()))
+    }
+    fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Value, E> {
+        Ok(Value::Bytes(v))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
         while let Some(v) = seq.next_element()? {
@@ -205,11 +220,11 @@ impl Serialize for Value {
             Value::UInt(u) => s.serialize_u64(*u),
             Value::Float(x) => s.serialize_f64(*x),
             Value::Str(v) => s.serialize_str(v),
+            // The WAMP JSON text of binary data, wrapped so that the
+            // `Value` serializer of [`crate::value_serde`] recognizes it and
+            // keeps the bytes (serde_json writes the text as is).
             Value::Bytes(b) => {
-                let mut text = String::with_capacity(1 + b.len().div_ceil(3) * 4);
-                text.push('\0');
-                B64.encode_string(b, &mut text);
-                s.serialize_str(&text)
+                s.serialize_newtype_struct(crate::value_serde::BYTES_TOKEN, &B64Text(b))
             }
             Value::List(l) => {
                 let mut seq = s.serialize_seq(Some(l.len()))?;
@@ -220,6 +235,18 @@ impl Serialize for Value {
             }
             Value::Dict(d) => d.serialize(s),
         }
+    }
+}
+
+/// Binary data as WAMP's JSON text: `\0` and base64.
+struct B64Text<'a>(&'a [u8]);
+
+impl Serialize for B64Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(1 + self.0.len().div_ceil(3) * 4);
+        text.push('\0');
+        B64.encode_string(self.0, &mut text);
+        s.serialize_str(&text)
     }
 }
 
