@@ -3,6 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
+use crate::traffic::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ pub struct OutboundLimits {
     pub policy: SlowConsumerPolicy,
     /// The budget shared by all client connections; None: unbounded.
     pub budget: Option<Arc<OutboundBudget>>,
+    /// Where the frames the writer takes are counted (messages out by type,
+    /// bytes out); None: not counted (the router's own sessions, tests).
+    pub traffic: Option<Arc<Traffic>>,
 }
 
 /// The bytes queued for all client connections of the process, against one
@@ -145,10 +149,21 @@ pub struct OutboundRx {
     budget: Option<Arc<OutboundBudget>>,
     /// When the writer last took a frame (ms on the budget's clock).
     last_take: Arc<AtomicU64>,
+    traffic: Option<Arc<Traffic>>,
+    serializer: Serializer,
 }
 
 impl OutboundRx {
+    /// A frame the writer takes: counted as sent, then released.
     fn taken(&self, item: Outgoing) -> Outgoing {
+        if let (Outgoing::Frame(f), Some(t)) = (&item, &self.traffic) {
+            t.sent(self.serializer, f);
+        }
+        self.released(item)
+    }
+
+    /// Releases a frame's bytes from the queue's and the budget's counts.
+    fn released(&self, item: Outgoing) -> Outgoing {
         if let Outgoing::Frame(f) = &item {
             self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
             if let Some(b) = &self.budget {
@@ -182,7 +197,7 @@ impl Drop for OutboundRx {
         if self.budget.is_some() {
             self.rx.close();
             while let Ok(item) = self.rx.try_recv() {
-                self.taken(item);
+                self.released(item);
             }
         }
     }
@@ -230,6 +245,7 @@ impl Peer {
             bytes: usize::MAX,
             policy,
             budget: None,
+            traffic: None,
         };
         Peer::bounded(serializer, limits, max_message_len, label)
     }
@@ -253,6 +269,8 @@ impl Peer {
             queued_bytes: queued_bytes.clone(),
             budget: limits.budget.clone(),
             last_take: last_take.clone(),
+            traffic: limits.traffic.clone(),
+            serializer,
         };
         let peer = Peer {
             serializer,

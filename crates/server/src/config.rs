@@ -140,7 +140,15 @@ pub struct ListenerEntry {
     /// WebSocket: an HTTP path that serves the router's counters in the
     /// Prometheus text format (default: none).
     pub metrics_path: Option<String>,
+    /// Operations: how long `/readyz` answers 503 after SIGTERM/SIGINT
+    /// before the sessions are told GOODBYE (default 0), so that a load
+    /// balancer stops sending new clients first.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_delay: Option<Duration>,
 }
+
+/// The longest `shutdown_delay` accepted.
+pub const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(300);
 
 /// Names `auth_methods` may contain.
 pub const AUTH_METHOD_NAMES: [&str; 5] = ["anonymous", "ticket", "wampcra", "cryptosign", "tls"];
@@ -150,7 +158,13 @@ pub const AUTH_METHOD_NAMES: [&str; 5] = ["anonymous", "ticket", "wampcra", "cry
 pub enum ListenerKind {
     Websocket,
     Rawsocket,
+    /// HTTP for operators: /healthz, /readyz, /metrics (docs/OPERATIONS.md).
+    Operations,
 }
+
+/// Where an operations listener listens when `address` is not given:
+/// loopback only, since its endpoints are not authenticated.
+pub const DEFAULT_OPERATIONS_ADDRESS: ([u8; 4], u16) = ([127, 0, 0, 1], 8090);
 
 /// A validated listener.
 #[derive(Debug, Clone)]
@@ -176,6 +190,12 @@ pub enum ListenerConfig {
     RawsocketUnix {
         path: PathBuf,
         auth_methods: Option<Vec<String>>,
+    },
+    /// The operations endpoints (plain HTTP) on `address`.
+    Operations {
+        address: SocketAddr,
+        /// Not ready for this long before a shutdown closes the sessions.
+        shutdown_delay: Duration,
     },
 }
 
@@ -228,6 +248,12 @@ impl ListenerEntry {
     }
 
     fn resolve(&self) -> Result<ListenerConfig, String> {
+        if self.kind == ListenerKind::Operations {
+            return self.resolve_operations();
+        }
+        if self.shutdown_delay.is_some() {
+            return Err("`shutdown_delay` applies to the operations listener only".into());
+        }
         let tls = self.tls.as_ref().map(|t| t.get_ref().clone());
         let auth_methods = self.auth_methods.as_ref().map(|m| m.get_ref().clone());
         if self.kind != ListenerKind::Websocket && self.allowed_origins.is_some() {
@@ -276,7 +302,40 @@ impl ListenerEntry {
             (ListenerKind::Rawsocket, _, _) => {
                 Err("a rawsocket listener needs exactly one of `address` or `unix`".into())
             }
+            (ListenerKind::Operations, _, _) => self.resolve_operations(),
         }
+    }
+
+    /// An operations listener takes `address` only (default
+    /// 127.0.0.1:8090): its paths are fixed, and it has neither TLS nor
+    /// authentication (keep it on loopback or a private network).
+    fn resolve_operations(&self) -> Result<ListenerConfig, String> {
+        let extra = [
+            ("unix", self.unix.is_some()),
+            ("path", self.path.is_some()),
+            ("tls", self.tls.is_some()),
+            ("auth_methods", self.auth_methods.is_some()),
+            ("allowed_origins", self.allowed_origins.is_some()),
+            ("metrics_path", self.metrics_path.is_some()),
+        ];
+        if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "`{key}` does not apply to an operations listener (it takes `address` only; its paths are /healthz, /readyz and /metrics)"
+            ));
+        }
+        let shutdown_delay = self.shutdown_delay.unwrap_or_default();
+        if shutdown_delay > MAX_SHUTDOWN_DELAY {
+            return Err(format!(
+                "`shutdown_delay` is at most {}",
+                humantime::format_duration(MAX_SHUTDOWN_DELAY)
+            ));
+        }
+        Ok(ListenerConfig::Operations {
+            address: self
+                .address
+                .unwrap_or_else(|| SocketAddr::from(DEFAULT_OPERATIONS_ADDRESS)),
+            shutdown_delay,
+        })
     }
 }
 
@@ -518,6 +577,8 @@ impl Limits {
             ping_timeout: self.ping_timeout,
             rawsocket_ping_interval: self.rawsocket_ping_interval,
             max_pending_pong_bytes: self.max_pending_pong_bytes,
+            // server.rs hands the router's traffic counters in.
+            traffic: None,
         }
     }
 }
@@ -589,7 +650,13 @@ impl Config {
     }
 
     fn with_defaults(mut self) -> Self {
-        if self.listeners.is_empty() {
+        // An operations listener alone serves no WAMP: the default WAMP
+        // listeners still apply.
+        if self
+            .listeners
+            .iter()
+            .all(|l| l.get_ref().kind == ListenerKind::Operations)
+        {
             let entry = |kind, port| {
                 Spanned::new(
                     0..0,
@@ -602,13 +669,14 @@ impl Config {
                         auth_methods: None,
                         allowed_origins: None,
                         metrics_path: None,
+                        shutdown_delay: None,
                     },
                 )
             };
-            self.listeners = vec![
+            self.listeners.extend([
                 entry(ListenerKind::Websocket, 8080),
                 entry(ListenerKind::Rawsocket, 8081),
-            ];
+            ]);
         }
         if self.realms.is_empty() {
             self.realms = vec![RealmEntry {
@@ -676,6 +744,18 @@ impl Config {
             }
             for (span, problem) in l.get_ref().security_problems() {
                 err(span, format!("listener[{i}].{problem}"));
+            }
+            if l.get_ref().kind == ListenerKind::Operations
+                && self.listeners[..i]
+                    .iter()
+                    .any(|o| o.get_ref().kind == ListenerKind::Operations)
+            {
+                err(
+                    l.span(),
+                    format!(
+                        "listener[{i}]: a second operations listener (one serves every endpoint)"
+                    ),
+                );
             }
         }
         for (i, r) in self.realms.iter().enumerate() {

@@ -31,6 +31,9 @@
 //!   time) and `callee_request` (what a caller may put into an HTTP callee's
 //!   request).
 //! - `data_dir`: the private data directory and store files.
+//! - `operations`: the operations listener (`/healthz`, `/readyz`,
+//!   `/metrics`) with the readiness checks and the process figures, for
+//!   operators and orchestrators (docs/OPERATIONS.md).
 //! - [`commands`]: what the router-side subcommands do (`run`,
 //!   `check-config`, `hash-secret`).
 //!
@@ -44,6 +47,7 @@ pub mod commands;
 pub mod config;
 mod data_dir;
 pub mod logging;
+mod operations;
 mod outbound;
 mod queue_service;
 mod server;

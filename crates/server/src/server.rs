@@ -1,5 +1,7 @@
 //! Starts the listeners, accepts connections and shuts down on a signal;
-//! on SIGHUP re-reads the TLS certificates.
+//! on SIGHUP re-reads the TLS certificates. The operations listener starts
+//! first and reports, on `/readyz`, each other listener, bridge and queue
+//! store as it comes up, and the shutdown as it begins.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenerConfig};
+use crate::operations::{CheckId, Readiness};
 use crate::transport::accept::{accept_loop, Remote};
 use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
 use crate::transport::origin::OriginPolicy;
@@ -68,14 +71,63 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.limits.ticket_check_wait,
     );
     let router = Router::with_limits(config.realm_configs(), config.handshake_limits());
-    let settings = config.limits.transport_settings();
+    let mut settings = config.limits.transport_settings();
+    settings.traffic = Some(router.metrics().traffic.clone());
+    router
+        .metrics()
+        .add_source(Box::new(crate::operations::process::render));
+    let listeners = config.listener_configs()?;
+    let readiness = Arc::new(Readiness::default());
+    // The operations listener outlives the others: /readyz answers 503
+    // while the sessions close.
+    let ops_stop = CancellationToken::new();
+    let mut shutdown_delay = Duration::ZERO;
+    for l in &listeners {
+        if let ListenerConfig::Operations {
+            address,
+            shutdown_delay: delay,
+        } = l
+        {
+            shutdown_delay = *delay;
+            let listener = bind_tcp(*address).await?;
+            let name = format!("http://{}", local(&listener, *address));
+            if !address.ip().is_loopback() {
+                tracing::warn!("operations endpoints on {name}: not loopback, and not authenticated: keep the address private");
+            }
+            tracing::info!("operations endpoints on {name}: /healthz, /readyz, /metrics");
+            let ops = Arc::new(crate::operations::Operations {
+                metrics: router.metrics().clone(),
+                readiness: readiness.clone(),
+            });
+            tokio::spawn(crate::operations::serve(
+                listener,
+                name,
+                ops,
+                ops_stop.clone(),
+            ));
+        }
+    }
+    let listener_checks: Vec<Option<CheckId>> = listeners
+        .iter()
+        .map(|l| listener_check(l).map(|name| readiness.expect("listener", name)))
+        .collect();
+    let bridge_checks: Vec<CheckId> = config
+        .bridges
+        .iter()
+        .map(|b| readiness.expect("bridge", format!("http://{}", b.get_ref().address)))
+        .collect();
+    let store_checks: Vec<CheckId> = config
+        .realms
+        .iter()
+        .map(|r| readiness.expect("queue_store", r.name.get_ref().clone()))
+        .collect();
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
     let mut queue_services = Vec::new();
     if !config.realms.is_empty() {
         crate::data_dir::prepare_dir(&config.storage.data_dir)?;
     }
-    for entry in &config.realms {
+    for (entry, check) in config.realms.iter().zip(store_checks) {
         let Some(realm) = router.realm(entry.name.get_ref()).cloned() else {
             continue;
         };
@@ -94,6 +146,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)
                 .await?,
         );
+        readiness.ready(check);
     }
     crate::transport::accept::init_reserve();
     let stop = CancellationToken::new();
@@ -110,8 +163,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         auth_methods: None,
     };
 
-    for l in config.listener_configs()? {
+    for (l, check) in listeners.into_iter().zip(listener_checks) {
         match l {
+            ListenerConfig::Operations { .. } => {}
             ListenerConfig::Websocket {
                 address,
                 path,
@@ -204,8 +258,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 ));
             }
         }
+        // Bound and accepting (a failure to bind ended `run` above).
+        if let Some(c) = check {
+            readiness.ready(c);
+        }
     }
-    for b in &config.bridges {
+    for (b, check) in config.bridges.iter().zip(bridge_checks) {
         let bridge = crate::bridge::Bridge::new(
             b.get_ref().clone(),
             &router,
@@ -233,11 +291,20 @@ pub async fn run(config: Config) -> Result<(), String> {
             limits,
             stop.clone(),
         ));
+        readiness.ready(check);
     }
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
 
     let signal = wait_for_signal(&tls_listeners).await;
+    readiness.stopping();
+    if !shutdown_delay.is_zero() {
+        tracing::info!(
+            "{signal} received: /readyz answers 503; closing the sessions in {}",
+            humantime::format_duration(shutdown_delay)
+        );
+        tokio::time::sleep(shutdown_delay).await;
+    }
     tracing::info!("{signal} received: sending GOODBYE to every session");
     stop.cancel();
     router.shutdown();
@@ -256,8 +323,28 @@ pub async fn run(config: Config) -> Result<(), String> {
     for p in unix_paths {
         let _ = std::fs::remove_file(p);
     }
+    ops_stop.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The name of a WAMP listener's readiness check (its configured address);
+/// None for the operations listener, which is up before anything is checked.
+fn listener_check(l: &ListenerConfig) -> Option<String> {
+    match l {
+        ListenerConfig::Websocket {
+            address, path, tls, ..
+        } => Some(format!(
+            "{}://{address}{path}",
+            if tls.is_some() { "wss" } else { "ws" }
+        )),
+        ListenerConfig::RawsocketTcp { address, tls, .. } => Some(format!(
+            "{}://{address}",
+            if tls.is_some() { "tls" } else { "tcp" }
+        )),
+        ListenerConfig::RawsocketUnix { path, .. } => Some(format!("unix:{}", path.display())),
+        ListenerConfig::Operations { .. } => None,
+    }
 }
 
 /// " (auth methods: ticket, wampcra)" for a listener that restricts them.

@@ -59,6 +59,7 @@ impl Connection {
             rate_logged: false,
             pause: None,
             auth_delay: std::time::Duration::ZERO,
+            counted: None,
         }
     }
 
@@ -146,7 +147,13 @@ impl Connection {
             return self.refuse_handshake_frame(frame.len());
         }
         match Message::decode(self.peer.serializer(), frame) {
-            Ok(msg) => self.handle(msg),
+            Ok(msg) => {
+                self.router
+                    .metrics()
+                    .traffic
+                    .received(msg.code(), frame.len());
+                self.handle(msg)
+            }
             Err(e) => self.protocol_violation(&format!("malformed message: {e}")),
         }
     }

@@ -197,6 +197,12 @@ impl Connection {
         self.peer.set_session(session.id);
         session.send(&welcome);
         realm.announce_join(&session);
+        self.counted = Some(self.router.metrics().traffic.session(
+            realm.name(),
+            self.transport.kind,
+            self.peer.serializer(),
+            &session.authrole,
+        ));
         self.request_watermark = 0;
         tracing::debug!(
             session = session.id,

@@ -21,6 +21,7 @@ use crate::peer::Peer;
 use crate::realm::{AskFuture, Realm};
 use crate::router::Router;
 use crate::session::Session;
+use crate::traffic::SessionGauge;
 use crate::transport_info::TransportInfo;
 
 /// What the transport should do after a frame.
@@ -91,6 +92,9 @@ pub struct Connection {
     /// How long to hold the verdict of this login back (an authid under a
     /// distributed guessing attack).
     pub(super) auth_delay: Duration,
+    /// This session counted in `switchyard_sessions` (from WELCOME to
+    /// [`Connection::leave`]).
+    pub(super) counted: Option<SessionGauge>,
 }
 
 impl Connection {
@@ -133,6 +137,7 @@ impl Connection {
             tracing::debug!(session = session.id, realm = realm.name(), "session left");
             realm.leave(&session);
             self.peer.set_session(0);
+            self.counted = None;
         }
     }
 }

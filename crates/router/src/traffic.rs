@@ -1,0 +1,183 @@
+//! The traffic families of `/metrics`: sessions by realm, transport,
+//! serializer and authrole (gauges), WAMP messages in and out by type, and
+//! the bytes of those messages (counters). Stored and encoded with the
+//! `prometheus-client` crate.
+//!
+//! Nothing on the hot path looks a label up or allocates: the counter of
+//! every message type is resolved once, when [`Traffic`] is created, into an
+//! array indexed by the type code, so counting a message is one array index
+//! and one relaxed atomic add. A session's gauge is resolved once, when the
+//! session joins ([`Traffic::session`]), and held by the connection.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use switchyard_proto::message::type_name;
+use switchyard_proto::Serializer;
+
+/// Type codes are below this (YIELD is 70).
+const CODES: usize = 128;
+
+type TypeLabel = [(&'static str, &'static str); 1];
+type SessionLabels = [(&'static str, String); 4];
+
+/// One direction (in or out): a counter per message type, and bytes.
+struct Direction {
+    by_type: Vec<Option<Counter>>,
+    bytes: Counter,
+}
+
+impl Direction {
+    fn new(registry: &mut Registry, dir: &str) -> Self {
+        let family = Family::<TypeLabel, Counter>::default();
+        let by_type = (0..CODES as u64)
+            .map(|code| type_name(code).map(|name| family.get_or_create(&[("type", name)]).clone()))
+            .collect();
+        registry.register(
+            format!("switchyard_messages_{dir}"),
+            format!("WAMP messages {dir} (of established and opening sessions), by message type."),
+            family,
+        );
+        let bytes = Counter::default();
+        registry.register(
+            format!("switchyard_message_bytes_{dir}"),
+            format!(
+                "Bytes of the WAMP messages {dir} (the serialized messages, without WebSocket or RawSocket framing)."
+            ),
+            bytes.clone(),
+        );
+        Direction { by_type, bytes }
+    }
+
+    #[inline]
+    fn count(&self, code: Option<u64>, len: usize) {
+        if let Some(Some(c)) = code.and_then(|c| self.by_type.get(c as usize)) {
+            c.inc();
+        }
+        self.bytes.inc_by(len as u64);
+    }
+}
+
+/// The traffic counters of one router.
+pub struct Traffic {
+    registry: Registry,
+    incoming: Direction,
+    outgoing: Direction,
+    sessions: Family<SessionLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Traffic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Traffic")
+    }
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let incoming = Direction::new(&mut registry, "in");
+        let outgoing = Direction::new(&mut registry, "out");
+        let sessions = Family::<SessionLabels, Gauge>::default();
+        registry.register(
+            "switchyard_sessions",
+            "Established client sessions, by realm, transport, serializer and authrole.",
+            sessions.clone(),
+        );
+        Traffic {
+            registry,
+            incoming,
+            outgoing,
+            sessions,
+        }
+    }
+}
+
+impl Traffic {
+    /// A message received: its type code and its length.
+    #[inline]
+    pub fn received(&self, code: u64, len: usize) {
+        self.incoming.count(Some(code), len);
+    }
+
+    /// A frame taken by a writer: its type is read from its first bytes.
+    #[inline]
+    pub fn sent(&self, serializer: Serializer, frame: &[u8]) {
+        let code = switchyard_proto::codec::peek_type(serializer, frame);
+        self.outgoing.count(code, frame.len());
+    }
+
+    /// Counts one session under its labels until the guard is dropped.
+    pub fn session(
+        &self,
+        realm: &str,
+        transport: &str,
+        serializer: Serializer,
+        authrole: &str,
+    ) -> SessionGauge {
+        let labels = [
+            ("realm", realm.to_string()),
+            ("transport", transport.to_string()),
+            ("serializer", serializer.name().to_string()),
+            ("authrole", authrole.to_string()),
+        ];
+        let gauge = self.sessions.get_or_create(&labels).clone();
+        gauge.inc();
+        SessionGauge(gauge)
+    }
+
+    /// Appends the families in the text format (without the OpenMetrics
+    /// `# EOF` line, since other families follow).
+    pub fn render(&self, out: &mut String) {
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+    }
+}
+
+/// One session counted in `switchyard_sessions`; dropping it uncounts it.
+#[derive(Debug)]
+pub struct SessionGauge(Gauge);
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_type_and_sessions_come_and_go() {
+        let t = Traffic::default();
+        t.received(16, 10);
+        t.received(16, 5);
+        t.received(999, 3);
+        t.sent(Serializer::Json, b"[17,1,2]");
+        let g = t.session("realm1", "rawsocket", Serializer::Json, "user");
+        let mut out = String::new();
+        t.render(&mut out);
+        assert!(
+            out.contains("switchyard_messages_in_total{type=\"PUBLISH\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_message_bytes_in_total 18"),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_messages_out_total{type=\"PUBLISHED\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_message_bytes_out_total 8"),
+            "{out}"
+        );
+        assert!(out.contains("switchyard_sessions{realm=\"realm1\",transport=\"rawsocket\",serializer=\"json\",authrole=\"user\"} 1"), "{out}");
+        assert!(!out.contains("# EOF"));
+        drop(g);
+        let mut out = String::new();
+        t.render(&mut out);
+        assert!(out.contains("authrole=\"user\"} 0"), "{out}");
+    }
+}

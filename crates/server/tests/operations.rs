@@ -1,0 +1,260 @@
+//! The operations listener over real sockets: /healthz, /readyz (ready
+//! after start, 503 with the reason while shutting down), /metrics with the
+//! traffic and process families after real WAMP traffic, and the bounds
+//! that keep the unauthenticated port from being a DoS vector.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{args, free_port, Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+
+fn start() -> (Router, u16) {
+    start_with("")
+}
+
+fn start_with(keys: &str) -> (Router, u16) {
+    let port = free_port();
+    let r = Router::start(&format!(
+        "[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:{port}\"\n{keys}\n"
+    ));
+    (r, port)
+}
+
+/// One HTTP/1.1 request; the status and the body.
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read answer");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"));
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The value of the sample `name` (with its labels, as written) in a scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn healthz_and_readyz_answer_200_once_started() {
+    let (r, port) = start();
+    assert_eq!(http(port, "GET", "/healthz"), (200, "ok\n".to_string()));
+    let (status, body) = http(port, "GET", "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let body = json(&body);
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["not_ready"], serde_json::json!([]));
+    let checks = body["checks"].as_array().expect("checks");
+    let names: Vec<String> = checks
+        .iter()
+        .map(|c| {
+            assert_eq!(c["ready"], true, "{c}");
+            format!(
+                "{} {}",
+                c["kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&format!("listener ws://127.0.0.1:{}/ws", r.ws_port)),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("listener tcp://127.0.0.1:{}", r.rs_port)),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("listener unix:")),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"queue_store realm1".to_string()),
+        "{names:?}"
+    );
+
+    // HEAD is served without a body; other methods and paths are refused.
+    assert_eq!(http(port, "HEAD", "/healthz"), (200, String::new()));
+    assert_eq!(http(port, "POST", "/readyz").0, 405);
+    let (status, body) = http(port, "GET", "/admin");
+    assert_eq!(status, 404);
+    assert!(body.contains("/healthz, /readyz and /metrics"), "{body}");
+}
+
+#[test]
+fn readyz_is_503_with_the_reason_while_shutting_down() {
+    // Not ready for 2 s after SIGTERM, while the sessions are still served.
+    let (mut r, port) = start_with("shutdown_delay = \"2s\"");
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    let pid = r.child.as_ref().expect("running").id();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let body = loop {
+        let (status, body) = http(port, "GET", "/readyz");
+        if status == 503 {
+            break json(&body);
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed 200 after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["not_ready"][0], "the server is shutting down");
+    // Alive, not ready, and still serving its sessions.
+    assert_eq!(http(port, "GET", "/healthz").0, 200);
+    let request = c.req();
+    c.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.example.draining".into(),
+        payload: args(vec![]),
+    });
+    assert!(matches!(c.expect("PUBLISHED"), Message::Published { .. }));
+    // Then the sessions are told GOODBYE and the process exits.
+    assert!(matches!(c.expect("GOODBYE"), Message::Goodbye { .. }));
+    let status = r.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn metrics_count_sessions_messages_and_bytes_after_traffic() {
+    let (r, port) = start();
+    let mut sub = Raw::connect(r.rs_port, Serializer::Json);
+    let (_, welcome) = sub.join("realm1");
+    let authrole = match welcome.get("authrole") {
+        Some(Value::Str(s)) => s.clone(),
+        other => panic!("authrole {other:?}"),
+    };
+    sub.subscribe("com.example.ops");
+    let mut publisher = Raw::connect(r.rs_port, Serializer::MsgPack);
+    publisher.join("realm1");
+    const N: usize = 5;
+    for _ in 0..N {
+        let request = publisher.req();
+        publisher.send(&Message::Publish {
+            request,
+            options: Dict::new().with("acknowledge", true),
+            topic: "com.example.ops".into(),
+            payload: args(vec![Value::Str("x".repeat(100))]),
+        });
+        assert!(matches!(
+            publisher.expect("PUBLISHED"),
+            Message::Published { .. }
+        ));
+        assert!(matches!(sub.expect("EVENT"), Message::Event { .. }));
+    }
+
+    let (status, scrape) = http(port, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let v = |name: &str| sample(&scrape, name).unwrap_or_else(|| panic!("{name} in\n{scrape}"));
+    assert_eq!(
+        v("switchyard_messages_in_total{type=\"PUBLISH\"}"),
+        N as f64
+    );
+    assert_eq!(
+        v("switchyard_messages_out_total{type=\"PUBLISHED\"}"),
+        N as f64
+    );
+    assert_eq!(v("switchyard_messages_out_total{type=\"EVENT\"}"), N as f64);
+    assert_eq!(v("switchyard_messages_in_total{type=\"SUBSCRIBE\"}"), 1.0);
+    assert_eq!(v("switchyard_messages_in_total{type=\"HELLO\"}"), 2.0);
+    assert_eq!(v("switchyard_messages_out_total{type=\"WELCOME\"}"), 2.0);
+    assert_eq!(v("switchyard_messages_in_total{type=\"CALL\"}"), 0.0);
+    // Each PUBLISH carries a 100-byte argument: the bytes in and out count
+    // at least the payloads.
+    assert!(v("switchyard_message_bytes_in_total") > (N * 100) as f64);
+    assert!(v("switchyard_message_bytes_out_total") > (N * 100) as f64);
+    for ser in ["json", "msgpack"] {
+        let name = format!(
+            "switchyard_sessions{{realm=\"realm1\",transport=\"rawsocket\",serializer=\"{ser}\",authrole=\"{authrole}\"}}"
+        );
+        assert_eq!(v(&name), 1.0, "{name}");
+    }
+    assert!(v("process_resident_memory_bytes") > 1e6);
+    assert!(v("process_open_fds") >= 5.0);
+    assert!(v("process_cpu_seconds_total") >= 0.0);
+    // The families that existed before stay.
+    assert!(sample(&scrape, "switchyard_auth_succeeded_total").is_some());
+    assert!(sample(&scrape, "switchyard_connections_refused_total").is_some());
+
+    // A session that leaves is uncounted.
+    publisher.send(&Message::Goodbye {
+        details: Dict::new(),
+        reason: "wamp.close.normal".into(),
+    });
+    publisher.expect("GOODBYE");
+    let name = format!(
+        "switchyard_sessions{{realm=\"realm1\",transport=\"rawsocket\",serializer=\"msgpack\",authrole=\"{authrole}\"}}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, scrape) = http(port, "GET", "/metrics");
+        if sample(&scrape, &name) == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} still counted:\n{scrape}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn operations_connections_are_capped_and_the_port_recovers() {
+    let (_r, port) = start();
+    // Idle connections (no request) up to the cap hold every slot...
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... and one more is closed without an answer.
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let n = extra.read_to_end(&mut buf).unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "answered over the cap: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Slots free once the server sees the idle connections close.
+        if let Ok((200, _)) = std::panic::catch_unwind(|| http(port, "GET", "/healthz")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the port did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
