@@ -36,14 +36,14 @@ impl Direction {
             .collect();
         registry.register(
             format!("switchyard_messages_{dir}"),
-            format!("WAMP messages {dir} (of established and opening sessions), by message type."),
+            format!("WAMP messages {dir} on client connections, by message type"),
             family,
         );
         let bytes = Counter::default();
         registry.register(
             format!("switchyard_message_bytes_{dir}"),
             format!(
-                "Bytes of the WAMP messages {dir} (the serialized messages, without WebSocket or RawSocket framing)."
+                "Bytes of the WAMP messages {dir} on client connections (serialized messages, without WebSocket or RawSocket framing)"
             ),
             bytes.clone(),
         );
@@ -81,7 +81,7 @@ impl Default for Traffic {
         let sessions = Family::<SessionLabels, Gauge>::default();
         registry.register(
             "switchyard_sessions",
-            "Established client sessions, by realm, transport, serializer and authrole.",
+            "Established client sessions, by realm, transport, serializer and authrole",
             sessions.clone(),
         );
         Traffic {

@@ -1010,6 +1010,55 @@ mod tests {
     }
 
     #[test]
+    fn operations_listener_defaults_to_loopback_beside_the_default_wamp_listeners() {
+        let c = Config::parse("[[listener]]\ntype = \"operations\"\n").expect("valid");
+        let l = c.listener_configs().expect("listeners");
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(matches!(
+            l[0],
+            ListenerConfig::Operations { address, shutdown_delay }
+                if address == SocketAddr::from(DEFAULT_OPERATIONS_ADDRESS)
+                    && address.ip().is_loopback()
+                    && shutdown_delay.is_zero()
+        ));
+        assert!(matches!(l[1], ListenerConfig::Websocket { .. }));
+    }
+
+    #[test]
+    fn operations_listener_errors_report_line_and_key() {
+        let cases = [
+            (
+                "path = \"/x\"\n",
+                "`path` does not apply to an operations listener",
+            ),
+            ("metrics_path = \"/m\"\n", "`metrics_path` does not apply"),
+            (
+                "shutdown_delay = \"10m\"\n",
+                "`shutdown_delay` is at most 5m",
+            ),
+        ];
+        for (key, expected) in cases {
+            let text =
+                format!("[[realm]]\nname = \"r\"\n[[listener]]\ntype = \"operations\"\n{key}");
+            let errs = Config::parse(&text).expect_err("invalid");
+            assert_eq!(errs[0].line, Some(3), "{errs:?}");
+            assert!(errs[0].message.contains(expected), "{errs:?}");
+        }
+        let twice = "[[listener]]\ntype = \"operations\"\n[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:9\"\n";
+        let errs = Config::parse(twice).expect_err("invalid");
+        assert!(
+            errs[0].message.contains("a second operations listener"),
+            "{errs:?}"
+        );
+        let ws = "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:9\"\nshutdown_delay = \"1s\"\n";
+        let errs = Config::parse(ws).expect_err("invalid");
+        assert!(
+            errs[0].message.contains("operations listener only"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn unknown_key_reports_line_and_key() {
         let text = "[limits]\nmax_message_size = 4096\noutbound_qeue = 3\n";
         let errs = Config::parse(text).expect_err("invalid");
