@@ -57,7 +57,10 @@ fn sample(scrape: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn healthz_and_readyz_answer_200_once_started() {
-    let (r, port) = start();
+    let bridge = free_port();
+    let (r, port) = start_with(&format!(
+        "\n[[bridge]]\naddress = \"127.0.0.1:{bridge}\"\nrealm = \"realm1\"\nallow_unsigned = true\n"
+    ));
     assert_eq!(http(port, "GET", "/healthz"), (200, "ok\n".to_string()));
     let (status, body) = http(port, "GET", "/readyz");
     assert_eq!(status, 200, "{body}");
@@ -92,6 +95,11 @@ fn healthz_and_readyz_answer_200_once_started() {
         names.contains(&"queue_store realm1".to_string()),
         "{names:?}"
     );
+    assert!(
+        names.contains(&format!("bridge http://127.0.0.1:{bridge}")),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 5, "{names:?}");
 
     // HEAD is served without a body; other methods and paths are refused.
     assert_eq!(http(port, "HEAD", "/healthz"), (200, String::new()));
@@ -257,4 +265,23 @@ fn operations_connections_are_capped_and_the_port_recovers() {
         assert!(Instant::now() < deadline, "the port did not recover");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn an_idle_operations_connection_is_closed_after_the_header_timeout() {
+    let (_r, port) = start();
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let n = idle.read_to_end(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    // hyper answers a request head that never came with 408 or just closes.
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(9),
+        "closed after {waited:?}"
+    );
 }
