@@ -226,6 +226,8 @@ pub struct Peer {
     label: String,
     /// The id of the session on this connection (0 before WELCOME), for logs.
     session: AtomicU64,
+    /// Where the slow-consumer policy's actions are counted.
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Peer {
@@ -289,6 +291,7 @@ impl Peer {
             request_ids: IdSequence::new(),
             label,
             session: AtomicU64::new(0),
+            traffic: limits.traffic,
         };
         (Arc::new(peer), rx)
     }
@@ -396,6 +399,9 @@ impl Peer {
     /// Applies the slow-consumer policy to a frame that did not fit.
     fn full(&self, is_event: bool, why: &str) {
         if is_event && self.policy == SlowConsumerPolicy::DropEvents {
+            if let Some(t) = &self.traffic {
+                t.slow_consumer_dropped_event();
+            }
             let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || n.is_power_of_two() {
                 tracing::warn!(
@@ -405,8 +411,10 @@ impl Peer {
                     "slow consumer: {why}, dropping events (policy drop_events)"
                 );
             }
-        } else {
-            self.kill(format!("slow consumer: {why}"));
+        } else if self.kill_first(format!("slow consumer: {why}")) {
+            if let Some(t) = &self.traffic {
+                t.slow_consumer_disconnected();
+            }
         }
     }
 
@@ -424,13 +432,20 @@ impl Peer {
 
     /// Drops the connection at once, without writing what is queued.
     pub fn kill(&self, reason: String) {
+        self.kill_first(reason);
+    }
+
+    /// [`Peer::kill`]; true if this call gave the reason (the first kill).
+    fn kill_first(&self, reason: String) -> bool {
         let mut slot = self.kill_reason.lock();
-        if slot.is_none() {
+        let first = slot.is_none();
+        if first {
             tracing::warn!(peer = %self.label, session = ?self.session_id(), "closing connection: {}", Clip(&reason));
             *slot = Some(reason);
         }
         drop(slot);
         self.stop();
+        first
     }
 
     /// Stops the connection without a reason to log (an orderly close whose

@@ -1,6 +1,7 @@
 //! The traffic families of `/metrics`: sessions by realm, transport,
-//! serializer and authrole (gauges), WAMP messages in and out by type, and
-//! the bytes of those messages (counters). Stored and encoded with the
+//! serializer and authrole (gauges), WAMP messages in and out by type, the
+//! bytes of those messages, and the slow-consumer policy's actions
+//! (counters). Stored and encoded with the
 //! `prometheus-client` crate.
 //!
 //! Nothing on the hot path looks a label up or allocates: the counter of
@@ -65,6 +66,8 @@ pub struct Traffic {
     incoming: Direction,
     outgoing: Direction,
     sessions: Family<SessionLabels, Gauge>,
+    slow_disconnects: Counter,
+    slow_dropped_events: Counter,
 }
 
 impl std::fmt::Debug for Traffic {
@@ -84,11 +87,21 @@ impl Default for Traffic {
             "Established client sessions, by realm, transport, serializer and authrole",
             sessions.clone(),
         );
+        let slow = Family::<TypeLabel, Counter>::default();
+        let slow_disconnects = slow.get_or_create(&[("action", "disconnect")]).clone();
+        let slow_dropped_events = slow.get_or_create(&[("action", "drop_event")]).clone();
+        registry.register(
+            "switchyard_slow_consumer_actions",
+            "Frames that did not fit a client's outbound queue or its share of total_outbound_bytes, by what the slow-consumer policy did: disconnect (the session) or drop_event (policy drop_events)",
+            slow,
+        );
         Traffic {
             registry,
             incoming,
             outgoing,
             sessions,
+            slow_disconnects,
+            slow_dropped_events,
         }
     }
 }
@@ -105,6 +118,16 @@ impl Traffic {
     pub fn sent(&self, serializer: Serializer, frame: &[u8]) {
         let code = switchyard_proto::codec::peek_type(serializer, frame);
         self.outgoing.count(code, frame.len());
+    }
+
+    /// The slow-consumer policy disconnected a session.
+    pub fn slow_consumer_disconnected(&self) {
+        self.slow_disconnects.inc();
+    }
+
+    /// The slow-consumer policy dropped an EVENT.
+    pub fn slow_consumer_dropped_event(&self) {
+        self.slow_dropped_events.inc();
     }
 
     /// Counts one session under its labels until the guard is dropped.

@@ -285,3 +285,57 @@ fn an_idle_operations_connection_is_closed_after_the_header_timeout() {
         "closed after {waited:?}"
     );
 }
+
+/// Publishes `n` acknowledged events of `size` bytes to `topic`.
+fn flood(p: &mut Raw, topic: &str, n: usize, size: usize) {
+    let blob = Value::Bytes(vec![7u8; size]);
+    for _ in 0..n {
+        let request = p.req();
+        p.send(&Message::Publish {
+            request,
+            options: Dict::new().with("acknowledge", true),
+            topic: topic.into(),
+            payload: args(vec![blob.clone()]),
+        });
+        assert!(matches!(p.expect("PUBLISHED"), Message::Published { .. }));
+    }
+}
+
+fn slow_consumer_actions(port: u16) -> (f64, f64) {
+    let (_, scrape) = http(port, "GET", "/metrics");
+    let v = |action: &str| {
+        sample(
+            &scrape,
+            &format!("switchyard_slow_consumer_actions_total{{action=\"{action}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("{action} in\n{scrape}"))
+    };
+    (v("disconnect"), v("drop_event"))
+}
+
+#[test]
+fn slow_consumer_actions_are_counted_by_action() {
+    // A subscriber that never reads, 24 MiB of events (more than the
+    // socket buffers hold), an outbound queue of 4 messages.
+    for (policy, expect_disconnect) in [("disconnect", true), ("drop_events", false)] {
+        let port = free_port();
+        let r = Router::start(&format!(
+            "[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:{port}\"\n\n\
+             [limits]\noutbound_queue = 4\nslow_consumer = \"{policy}\"\n"
+        ));
+        assert_eq!(slow_consumer_actions(port), (0.0, 0.0));
+        let mut slow = Raw::connect(r.rs_port, Serializer::Json);
+        slow.join("realm1");
+        slow.subscribe("com.example.firehose");
+        let mut p = Raw::connect(r.rs_port, Serializer::MsgPack);
+        p.join("realm1");
+        flood(&mut p, "com.example.firehose", 384, 64 * 1024);
+        let (disconnects, dropped) = slow_consumer_actions(port);
+        if expect_disconnect {
+            assert_eq!((disconnects, dropped), (1.0, 0.0), "{policy}");
+        } else {
+            assert_eq!(disconnects, 0.0, "{policy}");
+            assert!(dropped > 0.0 && dropped < 384.0, "{policy}: {dropped}");
+        }
+    }
+}
