@@ -76,6 +76,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     router
         .metrics()
         .add_source(Box::new(crate::operations::process::render));
+    let weak = Arc::downgrade(&router);
+    router.metrics().add_source(Box::new(move |out| {
+        crate::operations::routing::render(&weak, out)
+    }));
     let listeners = config.listener_configs()?;
     let readiness = Arc::new(Readiness::default());
     // The operations listener outlives the others: /readyz answers 503

@@ -155,6 +155,13 @@ fn readyz_is_503_with_the_reason_while_shutting_down() {
 #[test]
 fn metrics_count_sessions_messages_and_bytes_after_traffic() {
     let (r, port) = start();
+    let (_, before) = http(port, "GET", "/metrics");
+    let registrations = "switchyard_registrations{realm=\"realm1\"}";
+    let subscriptions = "switchyard_subscriptions{realm=\"realm1\"}";
+    // The router's own sessions (the queue service) register and subscribe
+    // too.
+    let own_regs = sample(&before, registrations).expect("registrations");
+    let own_subs = sample(&before, subscriptions).expect("subscriptions");
     let mut sub = Raw::connect(r.rs_port, Serializer::Json);
     let (_, welcome) = sub.join("realm1");
     let authrole = match welcome.get("authrole") {
@@ -162,6 +169,7 @@ fn metrics_count_sessions_messages_and_bytes_after_traffic() {
         other => panic!("authrole {other:?}"),
     };
     sub.subscribe("com.example.ops");
+    sub.register("com.example.ops.proc");
     let mut publisher = Raw::connect(r.rs_port, Serializer::MsgPack);
     publisher.join("realm1");
     const N: usize = 5;
@@ -193,6 +201,9 @@ fn metrics_count_sessions_messages_and_bytes_after_traffic() {
     );
     assert_eq!(v("switchyard_messages_out_total{type=\"EVENT\"}"), N as f64);
     assert_eq!(v("switchyard_messages_in_total{type=\"SUBSCRIBE\"}"), 1.0);
+    assert_eq!(v("switchyard_messages_in_total{type=\"REGISTER\"}"), 1.0);
+    assert_eq!(v(subscriptions), own_subs + 1.0);
+    assert_eq!(v(registrations), own_regs + 1.0);
     assert_eq!(v("switchyard_messages_in_total{type=\"HELLO\"}"), 2.0);
     assert_eq!(v("switchyard_messages_out_total{type=\"WELCOME\"}"), 2.0);
     assert_eq!(v("switchyard_messages_in_total{type=\"CALL\"}"), 0.0);

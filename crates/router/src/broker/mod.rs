@@ -473,6 +473,11 @@ impl Broker {
         (!existing.is_some_and(|id| held.contains(&id))).then_some(held.len())
     }
 
+    /// Subscriptions in the realm (for /metrics).
+    pub fn count(&self) -> usize {
+        self.state.read().subs.len()
+    }
+
     /// Subscriptions `session` holds.
     pub fn session_subscriptions(&self, session: u64) -> usize {
         self.state

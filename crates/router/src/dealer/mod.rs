@@ -707,6 +707,11 @@ impl Dealer {
         (n >= max && st.index.get(procedure, policy).is_none()).then_some(n)
     }
 
+    /// Registrations in the realm (for /metrics).
+    pub fn count(&self) -> usize {
+        self.inner.state.lock().regs.len()
+    }
+
     /// Registrations `session` holds.
     pub fn session_registrations(&self, session: u64) -> usize {
         self.inner

@@ -15,6 +15,7 @@
 
 pub mod process;
 pub mod readiness;
+pub mod routing;
 
 use std::convert::Infallible;
 use std::sync::Arc;
