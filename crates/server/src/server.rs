@@ -267,6 +267,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             readiness.ready(c);
         }
     }
+    let bridge_requests = crate::bridge::metrics::RequestMetrics::register(router.metrics());
     for (b, check) in config.bridges.iter().zip(bridge_checks) {
         let bridge = crate::bridge::Bridge::new(
             b.get_ref().clone(),
@@ -287,6 +288,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             limiter: shared.limiter.clone(),
             metrics: shared.metrics.clone(),
             header_timeout: config.limits.handshake_timeout,
+            requests: bridge_requests.clone(),
         };
         tokio::spawn(crate::bridge::serve(
             listener,

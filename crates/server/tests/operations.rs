@@ -26,11 +26,17 @@ fn start_with(keys: &str) -> (Router, u16) {
 
 /// One HTTP/1.1 request; the status and the body.
 fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    http_with_body(port, method, path, "")
+}
+
+fn http_with_body(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut out = String::new();
@@ -349,4 +355,34 @@ fn slow_consumer_actions_are_counted_by_action() {
             assert!(dropped > 0.0 && dropped < 384.0, "{policy}: {dropped}");
         }
     }
+}
+
+#[test]
+fn bridge_requests_are_counted_by_endpoint_and_status() {
+    let bridge = free_port();
+    let (_r, port) = start_with(&format!(
+        "\n[[bridge]]\naddress = \"127.0.0.1:{bridge}\"\nrealm = \"realm1\"\nallow_unsigned = true\n"
+    ));
+    let publish = r#"{"topic": "com.example.bridged", "args": [1]}"#;
+    for _ in 0..2 {
+        let (status, body) = http_with_body(bridge, "POST", "/publish", publish);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(http(bridge, "GET", "/publish").0, 405);
+    assert_eq!(http(bridge, "GET", "/random/path/1").0, 404);
+    assert_eq!(http(bridge, "GET", "/random/path/2").0, 404);
+    let (_, scrape) = http(port, "GET", "/metrics");
+    let v = |endpoint: &str, status: u16| {
+        sample(
+            &scrape,
+            &format!(
+                "switchyard_bridge_requests_total{{realm=\"realm1\",endpoint=\"{endpoint}\",status=\"{status}\"}}"
+            ),
+        )
+        .unwrap_or_else(|| panic!("{endpoint} {status} in\n{scrape}"))
+    };
+    assert_eq!(v("publish", 200), 2.0);
+    assert_eq!(v("publish", 405), 1.0);
+    // Unknown paths share one label value.
+    assert_eq!(v("other", 404), 2.0);
 }

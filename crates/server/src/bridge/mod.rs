@@ -13,6 +13,7 @@
 mod auth;
 mod body;
 pub mod callee;
+pub mod metrics;
 mod queue;
 mod strict_json;
 pub mod subscriber;
@@ -375,6 +376,23 @@ impl Bridge {
     pub fn config(&self) -> &BridgeConfig {
         &self.config
     }
+
+    /// The endpoint a path names, as a label of the request metrics.
+    fn endpoint_of(&self, path: &str) -> &'static str {
+        if path == OPENAPI_PATH {
+            "openapi"
+        } else if self.webhooks.contains_key(path) {
+            "webhook"
+        } else if queue::queue_of(path).is_some() {
+            "queue"
+        } else if path == self.config.publish_path {
+            "publish"
+        } else if path == self.config.call_path {
+            "call"
+        } else {
+            "other"
+        }
+    }
 }
 
 /// What bounds the bridge's connections: the per-address limit shared with
@@ -385,6 +403,8 @@ pub struct ConnLimits {
     /// A request head must arrive within this (also while a keep-alive
     /// connection waits idle for its next request).
     pub header_timeout: Duration,
+    /// Requests by endpoint and status, for /metrics.
+    pub requests: Arc<metrics::RequestMetrics>,
 }
 
 /// Connections over the per-address limit answered with 429 at once;
@@ -418,10 +438,18 @@ pub async fn serve(
         let bridge = bridge.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
+            let requests = limits.requests.clone();
             let service = service_fn(move |req| {
                 let bridge = bridge.clone();
                 let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, &peer).await) }
+                let requests = requests.clone();
+                async move {
+                    let endpoint = bridge.endpoint_of(req.uri().path());
+                    let r = handle(req, &bridge, &peer).await;
+                    let realm = &bridge.config.realm;
+                    requests.count(realm, endpoint, r.status().as_u16());
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
