@@ -81,6 +81,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         crate::operations::routing::render(&weak, out)
     }));
     let listeners = config.listener_configs()?;
+    // Before the first listener (the operations one) is bound.
+    crate::transport::accept::init_reserve();
     let readiness = Arc::new(Readiness::default());
     // The operations listener outlives the others: /readyz answers 503
     // while the sessions close.
@@ -152,7 +154,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         );
         readiness.ready(check);
     }
-    crate::transport::accept::init_reserve();
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
     let mut tls_listeners = Vec::new();
