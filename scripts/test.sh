@@ -4,6 +4,8 @@
 # interop suites driven by Autobahn|Python and Autobahn|JS.
 #
 # Needs: a Rust toolchain (cargo), python3 (3.11) with pip/venv, node + npm.
+# nats-server (for the cluster tests) is installed by scripts/install-nats.sh
+# (Debian's package, with apt-get) when it is missing.
 # The Python and JS clients are installed into tests/interop/.venv and
 # tests/interop/js/node_modules by tests/interop/setup.sh.
 set -euo pipefail
@@ -22,6 +24,9 @@ python3 scripts/import-graph.py >/dev/null
 
 step "build"
 cargo build --workspace --locked
+
+step "test dependencies: nats-server (cluster tests)"
+bash scripts/install-nats.sh
 
 step "Rust tests"
 cargo test --workspace --locked

@@ -79,26 +79,7 @@ if php_has_curl; then
     echo "setup.sh: php with curl present ($(command -v php))"
 else
     echo "setup.sh: installing php-cli and php-curl with apt-get"
-    SUDO=()
-    if [[ "$(id -u)" -ne 0 ]]; then
-        if command -v sudo >/dev/null 2>&1; then
-            SUDO=(sudo)
-        else
-            echo "setup.sh: php with the curl extension is needed and apt-get needs root;" \
-                 "run as root or install php-cli and php-curl yourself" >&2
-            exit 1
-        fi
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "setup.sh: php with the curl extension is needed, and there is no apt-get to" \
-             "install it; install php (CLI) with the curl extension yourself" >&2
-        exit 1
-    fi
-    # Wait (up to 10 minutes) for another apt/dpkg run to release its lock.
-    APT_WAIT=(-o DPkg::Lock::Timeout=600)
-    "${SUDO[@]}" apt-get "${APT_WAIT[@]}" update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get "${APT_WAIT[@]}" install -y --no-install-recommends php-cli php-curl
+    bash "$HERE/../../scripts/apt-install.sh" "php (CLI) with the curl extension" php-cli php-curl
     if ! php_has_curl; then
         echo "setup.sh: php-cli and php-curl were installed, but \`php -m\` lists no curl" >&2
         exit 1

@@ -26,8 +26,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ed25519_dalek::{Signer, SigningKey};
-use switchyard_proto::auth::wampcra;
+use ed25519_dalek::SigningKey;
+use switchyard_proto::auth::{cryptosign, wampcra};
 use switchyard_proto::{Dict, Value};
 use zeroize::Zeroizing;
 
@@ -217,26 +217,9 @@ pub fn wampcra_signature(secret: &str, extra: &Dict) -> Result<String, String> {
 
 /// The AUTHENTICATE signature for a cryptosign CHALLENGE: hex of the
 /// 64-byte Ed25519 signature of the 32-byte challenge followed by the
-/// challenge (as Autobahn sends it).
+/// challenge (as Autobahn sends it; [`cryptosign::respond`]).
 pub fn cryptosign_signature(key: &SigningKey, extra: &Dict) -> Result<String, String> {
-    let challenge = extra
-        .get_str("challenge")
-        .ok_or("the cryptosign challenge has no \"challenge\" string")?;
-    let bytes = hex::decode(challenge).map_err(|_| "the cryptosign challenge is not hex")?;
-    if bytes.len() != 32 {
-        return Err(format!(
-            "the cryptosign challenge has {} bytes, expected 32",
-            bytes.len()
-        ));
-    }
-    if let Some(cb) = extra.get_str("channel_binding") {
-        return Err(format!(
-            "the router asks for channel binding \"{cb}\", which this client does not support"
-        ));
-    }
-    let mut out = key.sign(&bytes).to_bytes().to_vec();
-    out.extend_from_slice(&bytes);
-    Ok(hex::encode(out))
+    cryptosign::respond(key, extra)
 }
 
 #[cfg(test)]

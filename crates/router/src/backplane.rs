@@ -2,8 +2,10 @@
 //! cannot finish alone to the other nodes of its cluster — a publication
 //! their subscribers must get, a call that only their callees can take.
 //!
-//! Today there is one implementation, [`Local`]: a single node, nothing
-//! beyond it. A realm keeps a backplane only if it is not local
+//! Two implementations exist: [`Local`], a single node with nothing beyond
+//! it, and the NATS backplane of the server crate (`switchyard::cluster`,
+//! docs/CLUSTER.md), which so far carries publications only (its `call`
+//! answers false). This crate does not depend on NATS. A realm keeps a backplane only if it is not local
 //! ([`Backplane::is_local`] is asked once, when the realm is built), so the
 //! Broker and the Dealer hold `None` on a single node and their hot paths
 //! pay one predictable branch per publication and nothing per call (the
@@ -25,13 +27,17 @@
 //!   the Broker calls this while it holds no lock, but on the publisher's
 //!   task). Per-publisher order holds because one node publishes a
 //!   publisher's events in order on one connection. A receiving node feeds
-//!   the event into its Broker's local delivery (an entry point that comes
-//!   with the cluster), never back into the backplane.
+//!   the event into its Broker's local delivery,
+//!   [`Broker::deliver_remote`](crate::broker::Broker::deliver_remote),
+//!   never back into the backplane.
 //! - **Interest.** A node subscribes to a topic's subjects only while it has
 //!   local subscribers, and announces registrations cluster-wide: both follow
-//!   the meta events the realm already publishes (`wamp.subscription.on_create`
-//!   / `on_delete`, `wamp.registration.on_create` / `on_delete`, see
-//!   `realm.rs`), so the backplane needs no further hook for them.
+//!   the meta events the realm already publishes (`wamp.subscription.*`,
+//!   `wamp.registration.on_create` / `on_delete`, see `realm.rs`). One hook
+//!   more, [`Backplane::before_subscribe`], lets a SUBSCRIBE wait (the
+//!   connection suspends, as for a dynamic authorizer) until the node's
+//!   subscription to the topic's subject is in place, so that a publication
+//!   made anywhere after SUBSCRIBED reaches the new subscriber.
 //! - **Calls.** [`Backplane::call`] is asked by the Dealer when no local
 //!   registration matches a new CALL (before it answers
 //!   `wamp.error.no_such_procedure`), under the Dealer's lock: it must only
@@ -42,14 +48,18 @@
 //!   the caller's session. It returns false when no node serves it, and the
 //!   caller gets `no_such_procedure` as today.
 //!
-//! Only the local implementation exists; the remote call's bookkeeping in the
-//! Dealer (a call whose callee is on another node) comes with the cluster.
+//! The remote call's bookkeeping in the Dealer (a call whose callee is on
+//! another node) comes with RPC across nodes. A router is built with
+//! backplanes by [`Router::with_backplanes`](crate::Router::with_backplanes).
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 
 use switchyard_proto::{Dict, Payload};
 
 use crate::session::Session;
+use crate::uri_index::MatchPolicy;
 
 /// What the other nodes of a cluster are asked to do for this one.
 pub trait Backplane: Send + Sync + Debug {
@@ -64,12 +74,24 @@ pub trait Backplane: Send + Sync + Debug {
     /// Must not block.
     fn publish(&self, publication: &Publication<'_>);
 
+    /// A session is about to subscribe to (`topic`, `policy`) (checked and
+    /// authorized): a wait to finish before the subscription is made and
+    /// SUBSCRIBED sent, until the other nodes deliver its publications to
+    /// this one; None when there is nothing to wait for (the default). The
+    /// wait must end by itself (bounded), whatever happens to the cluster.
+    fn before_subscribe(&self, _topic: &str, _policy: MatchPolicy) -> Option<InterestWait> {
+        None
+    }
+
     /// A new call no local registration matches: true if another node
     /// takes it (it then answers the caller), false to answer
     /// `wamp.error.no_such_procedure`. Called under the Dealer's lock: must
     /// only decide and enqueue.
     fn call(&self, call: &CallRequest<'_>) -> bool;
 }
+
+/// What [`Backplane::before_subscribe`] has a SUBSCRIBE wait for.
+pub type InterestWait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// A publication, as [`Backplane::publish`] sees it.
 pub struct Publication<'a> {

@@ -53,10 +53,27 @@ impl Router {
 
     /// A router whose clients are bounded by `handshake` before WELCOME.
     pub fn with_limits(realms: Vec<RealmConfig>, handshake: HandshakeLimits) -> Arc<Router> {
+        Router::with_backplanes(realms, handshake, |_| None)
+    }
+
+    /// Like [`Router::with_limits`]; each realm hands what this node cannot
+    /// finish alone to `backplane(realm name)` (None: a single node; see
+    /// [`crate::backplane`]).
+    pub fn with_backplanes(
+        realms: Vec<RealmConfig>,
+        handshake: HandshakeLimits,
+        backplane: impl Fn(&str) -> Option<Arc<dyn crate::backplane::Backplane>>,
+    ) -> Arc<Router> {
         let metrics = Arc::new(Metrics::default());
         let realms = realms
             .into_iter()
-            .map(|c| (c.name.clone(), Arc::new(Realm::new(c, metrics.clone()))))
+            .map(|c| {
+                let b = backplane(&c.name);
+                (
+                    c.name.clone(),
+                    Arc::new(Realm::with_backplane(c, metrics.clone(), b)),
+                )
+            })
             .collect();
         Arc::new(Router {
             realms,

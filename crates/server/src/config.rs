@@ -41,6 +41,9 @@ pub struct Config {
     /// Where durable state lives ([storage]).
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Cluster mode ([cluster]): absent, the node is alone and needs no NATS.
+    #[serde(default)]
+    pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -593,6 +596,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             bridges: Vec::new(),
             storage: StorageConfig::default(),
+            cluster: None,
         }
         .with_defaults()
     }
@@ -719,6 +723,11 @@ impl Config {
             let line = (span != (0..0)).then(|| line_of(text, span.start));
             errs.push(ConfigError { line, message });
         };
+        if let Some(c) = &self.cluster {
+            for problem in c.get_ref().problems() {
+                err(c.span(), problem);
+            }
+        }
         for (i, b) in self.bridges.iter().enumerate() {
             for problem in b.get_ref().problems() {
                 err(b.span(), format!("bridge[{i}].{problem}"));

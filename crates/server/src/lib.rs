@@ -30,6 +30,9 @@
 //!   client for destinations a client chose, addresses checked at connect
 //!   time) and `callee_request` (what a caller may put into an HTTP callee's
 //!   request).
+//! - [`cluster`]: cluster mode over NATS (`[cluster]`): the router's
+//!   `Backplane` with NATS behind it, so that the router core never
+//!   depends on a NATS client (docs/CLUSTER.md; PubSub only so far).
 //! - `data_dir`: the private data directory and store files.
 //! - `operations`: the operations listener (`/healthz`, `/readyz`,
 //!   `/metrics`) with the readiness checks and the process figures, for
@@ -43,6 +46,7 @@
 //! `main.rs` dispatches to it.
 
 mod bridge;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 mod data_dir;

@@ -70,7 +70,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.limits.max_concurrent_ticket_checks,
         config.limits.ticket_check_wait,
     );
-    let router = Router::with_limits(config.realm_configs(), config.handshake_limits());
+    // Cluster mode: reach NATS first; a node that cannot says so and stops.
+    let cluster = match &config.cluster {
+        Some(c) => Some(crate::cluster::Cluster::connect(c.get_ref()).await?),
+        None => None,
+    };
+    let router =
+        Router::with_backplanes(config.realm_configs(), config.handshake_limits(), |realm| {
+            cluster.as_ref().map(|c| c.backplane(realm))
+        });
+    // Before any listener opens: the realms follow their interest from
+    // their first subscription on.
+    let _cluster_links = cluster
+        .as_ref()
+        .map(|c| c.start(&router))
+        .unwrap_or_default();
     let mut settings = config.limits.transport_settings();
     settings.traffic = Some(router.metrics().traffic.clone());
     router

@@ -1,8 +1,9 @@
 //! The seams of the server crate that the compiler does not enforce
 //! (docs/ARCHITECTURE.md, "The server crate"): the router-side library never
 //! imports the client commands (`switchyard-cli`, which only `main.rs`
-//! dispatches to), and the transports never import the configuration
-//! (they take plain `Settings`).
+//! dispatches to), the transports never import the configuration
+//! (they take plain `Settings`), the cluster neither, and the router core
+//! does not depend on a NATS client.
 
 use std::path::{Path, PathBuf};
 
@@ -58,4 +59,20 @@ fn the_router_side_does_not_import_the_client_commands() {
 fn the_transports_do_not_import_the_configuration() {
     let found = offenders("transport", "crate::config", &[]);
     assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn the_cluster_does_not_import_the_configuration() {
+    // cluster/ owns its [cluster] section (cluster/config.rs); config.rs
+    // embeds it, never the other way round.
+    let found = offenders("cluster", "crate::config", &[]);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn the_router_core_does_not_depend_on_nats() {
+    // The cluster reaches the router through its Backplane seam only.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../router/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("router manifest");
+    assert!(!text.contains("nats"), "{}", manifest.display());
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::memory::{pid, rss_kib};
+use common::queue::{stats, uint};
 use common::Router;
 use switchyard_client::{Dict, Serializer, Session, Value};
 
@@ -46,24 +47,6 @@ async fn join(r: &Router) -> Session {
     Session::connect(&r.rs_url(), "realm1", Serializer::MsgPack)
         .await
         .expect("join")
-}
-
-fn uint(d: &Dict, k: &str) -> u64 {
-    match d.get(k) {
-        Some(Value::UInt(n)) => *n,
-        other => panic!("{k}: {other:?} in {d:?}"),
-    }
-}
-
-async fn stats(s: &Session, queue: &str) -> Dict {
-    s.call(
-        "switchyard.queue.stats",
-        vec![Value::from(queue)],
-        Dict::new(),
-    )
-    .await
-    .expect("stats")
-    .1
 }
 
 /// Round trip of a cheap call, in ms.

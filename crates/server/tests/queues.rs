@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::free_port;
+use common::queue::{stats, uint};
 use parking_lot::Mutex;
 use switchyard_client::{Dict, Serializer, Session, Value};
 
@@ -111,25 +112,6 @@ async fn worker(url: &str, procedure: &str, seen: Arc<Mutex<HashMap<u64, u32>>>)
     .await
     .expect("register worker");
     s
-}
-
-async fn stats(s: &Session, queue: &str) -> Dict {
-    let (_, kw) = s
-        .call(
-            "switchyard.queue.stats",
-            vec![Value::from(queue)],
-            Dict::new(),
-        )
-        .await
-        .expect("stats");
-    kw
-}
-
-fn uint(d: &Dict, k: &str) -> u64 {
-    match d.get(k) {
-        Some(Value::UInt(n)) => *n,
-        other => panic!("{k}: {other:?} in {d:?}"),
-    }
 }
 
 /// Waits until the queue has nothing waiting or in flight.

@@ -73,3 +73,64 @@ export async function startPyChild(script, args) {
   }
   return py;
 }
+
+/** An Autobahn|Python callee (msgpack over WebSocket) serving, under `base`:
+ *  `.progress(n)` n progressive results (if asked) then `["py-final", asked]`;
+ *  `.block(tag)` prints INVOKED tag, sleeps 60 s, and when cancelled prints CANCELLED tag
+ *  and re-raises (Autobahn answers wamp.error.runtime_error or canceled);
+ *  `.block_args(tag)` the same, but answers its own error com.example.stopped with args. */
+const PY_CALLEE = `
+import asyncio, sys, types
+sys.path.insert(0, sys.argv[1])
+from wamplib import connect, run
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import RegisterOptions
+
+async def main(url, port, base):
+    router = types.SimpleNamespace(ws_url=url, host="127.0.0.1", ws_port=int(port))
+    s = await connect(router, "ws", "msgpack")
+
+    async def progressive(n, details):
+        asked = details.progress is not None
+        for i in range(n):
+            if asked:
+                details.progress(i, tag="py")
+            await asyncio.sleep(0.005)
+        return ["py-final", asked]
+
+    async def blocking(tag, on_cancel):
+        print("INVOKED", tag, flush=True)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            print("CANCELLED", tag, flush=True)
+            on_cancel(tag)
+            raise
+        return "not cancelled"
+
+    def reraise(tag):
+        pass
+
+    def own_error(tag):
+        raise ApplicationError("com.example.stopped", "stopped by interrupt", tag)
+
+    async def block(tag):
+        return await blocking(tag, reraise)
+
+    async def block_args(tag):
+        return await blocking(tag, own_error)
+
+    await s.register(progressive, base + ".progress", options=RegisterOptions(details=True))
+    await s.register(block, base + ".block")
+    await s.register(block_args, base + ".block_args")
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
+    await s.close()
+
+run(main(*sys.argv[2:]), timeout=300)
+`;
+
+/** Starts PY_CALLEE against the router at `wsUrl`; resolves once it registered. */
+export function startPyCallee(wsUrl, base) {
+  return startPyChild(PY_CALLEE, [wsUrl, new URL(wsUrl).port, base]);
+}

@@ -12,11 +12,10 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import autobahn from 'autobahn';
-import { startPyChild } from './pychild.mjs';
+import { startPyCallee } from './pychild.mjs';
 import { T, TEST_TIMEOUT, connector, disconnect, sleep, uniq, useRouter, withTimeout } from './helpers.mjs';
 
 const QUIET = 300; // how long to watch for something that must not happen (ms)
-
 
 /**
  * Deferreds for Autobahn|JS with notify() (the ES6 deferred it builds itself has
@@ -38,52 +37,6 @@ function progressDeferred() {
 const rt = useRouter('js-rpc-advanced');
 /** Autobahn|JS connections with progressDeferred (progressive results need notify()). */
 const connect = connector(() => rt.router.wsUrl, { deferred: progressDeferred });
-
-// ---------------------------------------------------------------------------
-// an Autobahn|Python callee in a child process
-// ---------------------------------------------------------------------------
-
-const PY_CALLEE = `
-import asyncio, sys, types
-sys.path.insert(0, sys.argv[1])
-from wamplib import connect, run
-from autobahn.wamp.types import RegisterOptions
-
-async def main(url, port, base):
-    router = types.SimpleNamespace(ws_url=url, host="127.0.0.1", ws_port=int(port))
-    s = await connect(router, "ws", "msgpack")
-
-    async def progressive(n, details):
-        asked = details.progress is not None
-        for i in range(n):
-            if asked:
-                details.progress(i, tag="py")
-            await asyncio.sleep(0.005)
-        return ["py-final", asked]
-
-    async def block(tag):
-        print("INVOKED", tag, flush=True)
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            print("CANCELLED", tag, flush=True)
-            raise
-        return "not cancelled"
-
-    await s.register(progressive, base + ".progress", options=RegisterOptions(details=True))
-    await s.register(block, base + ".block")
-    print("READY", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
-    await s.close()
-
-run(main(*sys.argv[2:]), timeout=300)
-`;
-
-/** Starts the Python callee; resolves once it registered its procedures. */
-function startPyCallee(base) {
-  const { wsUrl } = rt.router;
-  return startPyChild(PY_CALLEE, [wsUrl, new URL(wsUrl).port, base]);
-}
 
 // ---------------------------------------------------------------------------
 
@@ -208,7 +161,7 @@ describe('autobahn-js advanced rpc', () => {
 
   test('progressive call results: JS caller <-> Python callee', TEST_TIMEOUT, async () => {
     const base = uniq('com.example.js.py');
-    const py = await startPyCallee(base);
+    const py = await startPyCallee(rt.router.wsUrl, base);
     const caller = await connect('cbor');
     try {
       const events = [];
@@ -234,7 +187,7 @@ describe('autobahn-js advanced rpc', () => {
 
   test('cancel from a JS caller (default mode) interrupts a Python callee', TEST_TIMEOUT, async () => {
     const base = uniq('com.example.js.cx');
-    const py = await startPyCallee(base);
+    const py = await startPyCallee(rt.router.wsUrl, base);
     const caller = await connect('json');
     const other = await connect('msgpack');
     try {

@@ -20,7 +20,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Wampy } from 'wampy';
-import { startPyChild } from './pychild.mjs';
+import { startPyCallee } from './pychild.mjs';
 import { T, TEST_TIMEOUT, connector, disconnect, uniq, useRouter, withTimeout } from './helpers.mjs';
 
 const rt = useRouter('js-third-party-wampy');
@@ -82,49 +82,8 @@ async function progressiveWampyCallee(proc, seen) {
   return callee;
 }
 
-// An Autobahn|Python callee that announces call_canceling: `block` waits until it is
-// interrupted; `block_args` answers the INTERRUPT with its own ERROR URI and args.
-const PY_CALLEE = `
-import asyncio, sys, types
-sys.path.insert(0, sys.argv[1])
-from wamplib import connect, run
-from autobahn.wamp.exception import ApplicationError
-
-async def main(url, port, base):
-    router = types.SimpleNamespace(ws_url=url, host="127.0.0.1", ws_port=int(port))
-    s = await connect(router, "ws", "msgpack")
-
-    async def block(tag):
-        print("INVOKED", tag, flush=True)
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            print("CANCELLED", tag, flush=True)
-            raise
-        return "not cancelled"
-
-    async def block_args(tag):
-        print("INVOKED", tag, flush=True)
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            print("CANCELLED", tag, flush=True)
-            raise ApplicationError("com.example.stopped", "stopped by interrupt", tag)
-        return "not cancelled"
-
-    await s.register(block, base + ".block")
-    await s.register(block_args, base + ".block_args")
-    print("READY", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until stdin closes
-    await s.close()
-
-run(main(*sys.argv[2:]), timeout=300)
-`;
-
-function startPyCallee(base) {
-  const { wsUrl } = rt.router;
-  return startPyChild(PY_CALLEE, [wsUrl, new URL(wsUrl).port, base]);
-}
+// The Autobahn|Python callee (startPyCallee, pychild.mjs) announces call_canceling: `block`
+// waits until it is interrupted; `block_args` answers the INTERRUPT with its own ERROR URI and args.
 
 /** Starts a wampy.js call to `proc` and returns [promise of its outcome, its request id]. */
 function wampyCall(w, proc, args) {
@@ -192,7 +151,7 @@ describe('wampy.js (third-party client)', () => {
   test('cancel mode kill: an Autobahn|Python callee answers the INTERRUPT with an ERROR, '
     + 'the wampy.js caller gets wamp.error.canceled', TEST_TIMEOUT, async () => {
     const base = uniq('com.example.wampy.kill');
-    const py = await startPyCallee(base);
+    const py = await startPyCallee(rt.router.wsUrl, base);
     const caller = await wampy();
     try {
       // The handler is cancelled: Autobahn|Python answers with its own error URI.
@@ -219,7 +178,7 @@ describe('wampy.js (third-party client)', () => {
 
   test('cancel mode kill from an Autobahn|JS caller: wamp.error.canceled too', TEST_TIMEOUT, async () => {
     const base = uniq('com.example.wampy.killab');
-    const py = await startPyCallee(base);
+    const py = await startPyCallee(rt.router.wsUrl, base);
     const caller = await autobahnConnect('json');
     try {
       const p = caller.session.call(`${base}.block`, ['a1']);

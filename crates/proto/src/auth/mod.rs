@@ -4,4 +4,5 @@
 //! throttling and credential storage are the router's (`switchyard-router`
 //! `auth`); holding credentials is the client's.
 
+pub mod cryptosign;
 pub mod wampcra;

@@ -372,6 +372,30 @@ impl Broker {
         Ok(publication)
     }
 
+    /// Delivers a publication another node of the cluster accepted to this
+    /// node's subscribers: the entry point of a [`Backplane`]'s receiving
+    /// side. `publisher` is the publishing session's id (cluster-wide
+    /// unique), `options` its PUBLISH.Options and `details` the EVENT.Details
+    /// its node built (publisher disclosure decided there, by the realm's
+    /// settings every node shares). The filters (`exclude`, `eligible`, by
+    /// session id, authid and authrole; `exclude_me`) are evaluated here,
+    /// against this node's sessions. Never handed back to the backplane: a
+    /// node does not re-publish what it received.
+    pub fn deliver_remote(
+        &self,
+        publication: u64,
+        topic: &str,
+        publisher: u64,
+        options: &Dict,
+        details: &Dict,
+        payload: &Payload,
+    ) {
+        let filter = Filter::from_options(options, Some(publisher));
+        self.state
+            .read()
+            .deliver(publication, topic, details, payload, &filter);
+    }
+
     fn retain(
         &self,
         topic: &str,
@@ -500,6 +524,18 @@ impl Broker {
             lists[slot].push(sub.id);
         }
         lists
+    }
+
+    /// The pattern (URI and match policy) of every subscription that has
+    /// subscribers now: what a cluster node must hear of from the others.
+    pub fn subscribed_patterns(&self) -> Vec<(String, MatchPolicy)> {
+        self.state
+            .read()
+            .subs
+            .values()
+            .filter(|s| !s.subscribers.is_empty())
+            .map(|s| (s.uri.clone(), s.policy))
+            .collect()
     }
 
     /// The subscription of exactly (`topic`, `policy`).

@@ -55,6 +55,8 @@ impl Connection {
             verdict: None,
             deferred: None,
             preauthorized: None,
+            interest_wait: None,
+            interest_ready: false,
             rate: None,
             rate_logged: false,
             pause: None,
@@ -84,12 +86,25 @@ impl Connection {
     }
 
     /// Finishes the work a [`Flow::Suspend`] announced: a message waiting
-    /// for the realm's authorizer, a pause over the message rate, or the
-    /// check of an AUTHENTICATE (then WELCOME or ABORT).
+    /// for the realm's authorizer, a SUBSCRIBE waiting for the cluster's
+    /// interest, a pause over the message rate, or the check of an
+    /// AUTHENTICATE (then WELCOME or ABORT).
     pub async fn resume(&mut self) -> Flow {
         if let Some((msg, ask)) = self.deferred.take() {
             self.preauthorized = Some(ask.await);
             let flow = self.handle(msg);
+            self.preauthorized = None;
+            if flow != Flow::Suspend {
+                return flow;
+            }
+        }
+        if let Some(waiting) = self.interest_wait.take() {
+            let (msg, decision, wait) = *waiting;
+            wait.await;
+            self.interest_ready = true;
+            self.preauthorized = decision;
+            let flow = self.handle(msg);
+            self.interest_ready = false;
             self.preauthorized = None;
             if flow != Flow::Suspend {
                 return flow;

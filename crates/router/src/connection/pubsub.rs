@@ -109,6 +109,23 @@ impl Connection {
             .and_then(|policy| subscription_limits(realm, s, &topic, policy).map(|_| policy));
         match policy {
             Ok(policy) => {
+                // In a cluster: SUBSCRIBED only once the other nodes deliver
+                // the topic here (a publication made after it must reach
+                // the new subscriber).
+                if !self.interest_ready {
+                    let wait = realm
+                        .backplane()
+                        .and_then(|b| b.before_subscribe(&topic, policy));
+                    if let Some(wait) = wait {
+                        let msg = Message::Subscribe {
+                            request,
+                            options,
+                            topic,
+                        };
+                        self.interest_wait = Some(Box::new((msg, decision, wait)));
+                        return Flow::Suspend;
+                    }
+                }
                 let get_retained = options.get_bool("get_retained").unwrap_or(false);
                 realm
                     .broker

@@ -89,6 +89,14 @@ pub struct Connection {
     pub(super) rate_logged: bool,
     /// How long to stop reading (over the message rate).
     pub(super) pause: Option<Duration>,
+    /// A SUBSCRIBE (checked and authorized, with its decision) waiting
+    /// until the other nodes of a cluster deliver its topic to this one
+    /// ([`crate::backplane::Backplane::before_subscribe`]). Boxed: one
+    /// pointer in every connection, the message only while one waits.
+    pub(super) interest_wait:
+        Option<Box<(Message, Option<Decision>, crate::backplane::InterestWait)>>,
+    /// True while that SUBSCRIBE is handled again (no second wait).
+    pub(super) interest_ready: bool,
     /// How long to hold the verdict of this login back (an authid under a
     /// distributed guessing attack).
     pub(super) auth_delay: Duration,

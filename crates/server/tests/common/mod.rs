@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod health;
 pub mod memory;
+pub mod queue;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,626 @@
+//! Cluster mode over NATS (issue 15), first slice: PubSub across nodes.
+//!
+//! A node with `[cluster]` connects to NATS at start (bounded: it exits
+//! with a message naming the servers when none answers) and gives each of
+//! its realms a [`NatsBackplane`]. The router sees the cluster only through
+//! the `Backplane` seam (switchyard-router knows nothing of NATS):
+//!
+//! - **Out.** The Broker hands every publication it accepted (after local
+//!   delivery) to [`NatsBackplane::publish`], which encodes it once
+//!   ([`wire`]) and queues it, without blocking, for the one task that
+//!   publishes on this node's one NATS connection, in order, stamping each
+//!   with the node's next sequence number (header `Switchyard-Seq`): so a
+//!   publisher's events leave in publication order.
+//! - **Interest.** Per realm, a router-owned session follows the
+//!   subscription meta events; after each burst of them the node recomputes
+//!   the subjects its local subscriptions need ([`subject::interest`],
+//!   [`subject::covering`]) and subscribes to new ones before dropping old
+//!   ones. A node with no local subscriber on a topic has no NATS
+//!   subscription that reaches it, so NATS sends it nothing for it. A
+//!   SUBSCRIBE whose subject the node does not hold yet waits
+//!   ([`NatsBackplane::before_subscribe`](Backplane::before_subscribe), at
+//!   most `INTEREST_WAIT`) until the reader has subscribed and flushed it
+//!   (a "pin", kept until the Broker has the subscription).
+//! - **In.** The realm's one reader (`follow_interest`) takes what its NATS
+//!   subscriptions receive, restores each origin's order across them, and
+//!   hands each publication to
+//!   [`Broker::deliver_remote`](switchyard_router::broker::Broker::deliver_remote),
+//!   which evaluates exclude/eligible/exclude_me on this node's sessions and
+//!   never passes it back to the backplane. The connection is `no_echo`
+//!   (NATS does not send a node its own publications back), messages whose
+//!   `origin` is this node are dropped as well, and a small window of recent
+//!   publication ids drops the second copy that two overlapping
+//!   subscriptions can produce while the interest set changes.
+//!
+//! Session ids stay random 53-bit ids (a node checks only its own sessions
+//! for a clash): two nodes pick the same id with probability about
+//! n²/2^54 for n sessions cluster-wide. A claim in a NATS KV bucket makes
+//! it certain; it comes with the session meta API (see docs/CLUSTER.md).
+//!
+//! Not in this slice: RPC across nodes, meta API and meta events across
+//! nodes, retained events and history across nodes, heartbeats and node
+//! failure, queues (docs/CLUSTER.md lists them).
+
+pub mod config;
+pub mod subject;
+pub mod wire;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use switchyard_router::backplane::{Backplane, CallRequest, InterestWait, Publication};
+use switchyard_router::internal::{InternalCaller, InternalEvent};
+use switchyard_router::session::Identity;
+use switchyard_router::uri_index::MatchPolicy;
+use switchyard_router::{Realm, Router};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::ClusterConfig;
+
+/// How long one attempt to reach one NATS server may take at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Publications queued for NATS at once; beyond, a publication reaches only
+/// this node's subscribers (and is counted and logged).
+const OUTBOUND_QUEUE: usize = 65_536;
+/// How long a SUBSCRIBE waits at most for its NATS subscription (NATS
+/// unreachable: the subscription is made anyway, local-only until then).
+const INTEREST_WAIT: Duration = Duration::from_secs(2);
+/// How long a subject asked for by a SUBSCRIBE stays subscribed without a
+/// local subscription needing it (the SUBSCRIBE's session left meanwhile).
+const PIN_TIME: Duration = Duration::from_secs(10);
+/// Publication ids remembered per realm to drop a second copy.
+const RECENT: usize = 8192;
+
+/// The meta events after which a node recomputes its interest.
+const INTEREST_EVENTS: [&str; 4] = [
+    "wamp.subscription.on_create",
+    "wamp.subscription.on_delete",
+    "wamp.subscription.on_subscribe",
+    "wamp.subscription.on_unsubscribe",
+];
+
+/// This node's place in the cluster: its NATS connection and name.
+pub struct Cluster {
+    client: async_nats::Client,
+    node: Arc<str>,
+    prefix: String,
+    outbound: mpsc::Sender<(String, Bytes)>,
+    dropped: Arc<AtomicU64>,
+    /// Per realm: what its backplane and its reader share.
+    realms: parking_lot::Mutex<HashMap<String, Arc<RealmShared>>>,
+}
+
+/// A SUBSCRIBE's request for a subject, answered once it is in place.
+type PinRequest = (String, oneshot::Sender<()>);
+
+/// What a realm's backplane and its reader share.
+struct RealmShared {
+    /// The subjects the reader is subscribed to (after the flush).
+    active: parking_lot::RwLock<HashSet<String>>,
+    /// SUBSCRIBEs asking for a subject: (subject, answered once it is in
+    /// place).
+    pins: mpsc::Sender<PinRequest>,
+    pins_rx: parking_lot::Mutex<Option<mpsc::Receiver<PinRequest>>>,
+}
+
+impl std::fmt::Debug for RealmShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealmShared").finish_non_exhaustive()
+    }
+}
+
+/// What keeps a realm's cluster tasks alive (dropping it stops them).
+pub struct RealmLink {
+    _meta: InternalCaller,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for RealmLink {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS. Fails, naming the servers, when none answers within
+    /// [`CONNECT_TIMEOUT`] each (the node then exits non-zero).
+    pub async fn connect(c: &ClusterConfig) -> Result<Cluster, String> {
+        let servers = c.nats.join(", ");
+        let fail = |e: String| {
+            format!(
+                "cluster: node \"{}\" cannot reach NATS at {servers}: {e}",
+                c.node
+            )
+        };
+        let addrs = c
+            .nats
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("switchyard node {}", c.node))
+            .no_echo()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("cluster: NATS connected"),
+                    other => tracing::warn!("cluster: NATS {other}"),
+                }
+            });
+        if let Some(token) = &c.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &c.nats_credentials {
+            options = options.credentials_file(path).await.map_err(|e| {
+                format!(
+                    "cluster.nats_credentials: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(tls) = &c.nats_tls {
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        // Each server gets one attempt of CONNECT_TIMEOUT; the whole start
+        // is bounded as well, whatever the client does inside.
+        let whole = CONNECT_TIMEOUT * (addrs.len() as u32 + 1);
+        let client = match tokio::time::timeout(whole, options.connect(addrs)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail(format!("no answer within {whole:?}"))),
+        };
+        let info = client.server_info();
+        tracing::info!(
+            node = %c.node,
+            server = %format!("{}:{}", info.host, info.port),
+            version = %info.version,
+            "cluster: connected to NATS"
+        );
+        let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tokio::spawn(publish_all(client.clone(), rx));
+        Ok(Cluster {
+            client,
+            node: c.node.as_str().into(),
+            prefix: c.subject_prefix.clone(),
+            outbound,
+            dropped: Arc::default(),
+            realms: parking_lot::Mutex::default(),
+        })
+    }
+
+    fn shared(&self, realm: &str) -> Arc<RealmShared> {
+        self.realms
+            .lock()
+            .entry(realm.to_string())
+            .or_insert_with(|| {
+                let (pins, rx) = mpsc::channel(1024);
+                Arc::new(RealmShared {
+                    active: parking_lot::RwLock::default(),
+                    pins,
+                    pins_rx: parking_lot::Mutex::new(Some(rx)),
+                })
+            })
+            .clone()
+    }
+
+    /// The backplane of realm `realm` on this node.
+    pub fn backplane(&self, realm: &str) -> Arc<dyn Backplane> {
+        Arc::new(NatsBackplane {
+            node: self.node.clone(),
+            base: subject::realm_publications(&self.prefix, realm),
+            outbound: self.outbound.clone(),
+            dropped: self.dropped.clone(),
+            shared: self.shared(realm),
+        })
+    }
+
+    /// Starts following the interest of every realm of `router` and
+    /// delivering what other nodes publish to its subscribers.
+    pub fn start(&self, router: &Router) -> Vec<RealmLink> {
+        router
+            .realms()
+            .map(|realm| self.link(realm.clone()))
+            .collect()
+    }
+
+    fn link(&self, realm: Arc<Realm>) -> RealmLink {
+        let (tx, rx) = mpsc::channel(1024);
+        let meta = InternalCaller::with_events(
+            Identity {
+                authid: format!("cluster:{}", self.node),
+                authrole: "switchyard".into(),
+                authmethod: "internal".into(),
+                authprovider: "switchyard".into(),
+            },
+            tx,
+        );
+        let session = meta.session().clone();
+        for topic in INTEREST_EVENTS {
+            realm
+                .broker
+                .subscribe(&session, topic, MatchPolicy::Exact, false, |_| {});
+        }
+        // Unconstrained: tokio's cooperative budget would make a channel
+        // look empty in the middle of a drain, and the order argument of
+        // `follow_interest` needs a drain to take all there is. The reader
+        // yields after every round instead.
+        let shared = self.shared(realm.name());
+        let pins = shared.pins_rx.lock().take();
+        let nats = Nats {
+            client: self.client.clone(),
+            sync: format!("{}.sync.{}", self.prefix, self.node),
+            base: subject::realm_publications(&self.prefix, realm.name()),
+            node: self.node.clone(),
+        };
+        let follower = tokio::spawn(tokio::task::unconstrained(follow_interest(
+            nats, realm, rx, shared, pins,
+        )));
+        RealmLink {
+            _meta: meta,
+            follower,
+        }
+    }
+}
+
+/// The header that carries a publication's place in its node's order.
+const SEQ_HEADER: &str = "Switchyard-Seq";
+
+/// Publishes what the realms' backplanes queued, in queue order, on the
+/// node's one connection, each stamped with the next sequence number.
+async fn publish_all(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>) {
+    let mut seq: u64 = 0;
+    while let Some((subject, body)) = rx.recv().await {
+        seq += 1;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(SEQ_HEADER, seq.to_string().as_str());
+        if let Err(e) = client.publish_with_headers(subject, headers, body).await {
+            tracing::warn!("cluster: publication not sent to NATS: {e}");
+        }
+    }
+}
+
+/// The [`Backplane`] of one realm on a node of a NATS cluster.
+#[derive(Debug)]
+pub struct NatsBackplane {
+    node: Arc<str>,
+    /// `<prefix>.<realm>.pub`.
+    base: String,
+    outbound: mpsc::Sender<(String, Bytes)>,
+    dropped: Arc<AtomicU64>,
+    shared: Arc<RealmShared>,
+}
+
+impl Backplane for NatsBackplane {
+    fn before_subscribe(&self, topic: &str, policy: MatchPolicy) -> Option<InterestWait> {
+        if topic.starts_with("wamp.") {
+            return None;
+        }
+        let subject = subject::interest(&self.base, topic, policy);
+        if subject::is_covered(&self.shared.active.read(), &subject) {
+            return None;
+        }
+        let (done, wait) = oneshot::channel();
+        self.shared.pins.try_send((subject, done)).ok()?;
+        Some(Box::pin(async move {
+            let _ = tokio::time::timeout(INTEREST_WAIT, wait).await;
+        }))
+    }
+
+    fn publish(&self, p: &Publication<'_>) {
+        // Meta events are not published through the Broker's publish; a
+        // client publication to wamp.* (when a role allows it) stays local
+        // in this slice, as the meta API does.
+        if p.topic.starts_with("wamp.") {
+            return;
+        }
+        let body = match wire::encode(&self.node, p) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cluster: {e}");
+                return;
+            }
+        };
+        let subject = subject::publication(&self.base, p.topic);
+        if self.outbound.try_send((subject, body)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "cluster: the queue to NATS is full; publications reached only this node's subscribers"
+                );
+            }
+        }
+    }
+
+    fn call(&self, _: &CallRequest<'_>) -> bool {
+        // RPC across nodes is not in this slice: a call no local callee
+        // serves is answered no_such_procedure, as on a single node.
+        false
+    }
+}
+
+/// Publication ids recently delivered from other nodes (a bounded window).
+#[derive(Default)]
+struct Recent {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Recent {
+    /// False if (`origin`, `publication`) was delivered already.
+    fn first(&mut self, origin: &str, publication: u64) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (origin, publication).hash(&mut h);
+        let key = h.finish();
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// What a realm's reader uses of NATS.
+struct Nats {
+    client: async_nats::Client,
+    /// `<prefix>.sync.<node>`: where the round trip after new
+    /// subscriptions goes (nobody answers; NATS says so).
+    sync: String,
+    /// `<prefix>.<realm>.pub`.
+    base: String,
+    node: Arc<str>,
+}
+
+/// A publication from another node, not delivered yet.
+struct Arrived {
+    /// Its place in its origin's order (`SEQ_HEADER`); None: deliver as is.
+    seq: Option<u64>,
+    remote: wire::Remote,
+}
+
+/// The realm's one reader: keeps its NATS subscriptions equal to what its
+/// local subscriptions need (recomputed after every burst of subscription
+/// meta events) and delivers what they receive, in each origin node's
+/// order.
+///
+/// # Order across subscriptions
+/// async-nats gives each subscription its own channel, filled in the order
+/// the messages came on the connection, so reading channels one by one can
+/// reorder one publisher's events on different topics. The origin stamps
+/// each publication with a per-node sequence number (in the order it
+/// publishes), and this reader relies on one fact: when a message has been
+/// taken from any channel, every message that came before it is already in
+/// its channel. So: take what is there, note per origin the highest
+/// sequence taken so far (the marks), drain every channel once more (which
+/// collects all that came before the marked messages), then deliver, per
+/// origin in sequence order, everything up to its mark; the rest waits for
+/// the next round (at most one more drain).
+async fn follow_interest(
+    nats: Nats,
+    realm: Arc<Realm>,
+    mut changes: mpsc::Receiver<InternalEvent>,
+    shared: Arc<RealmShared>,
+    pins: Option<mpsc::Receiver<PinRequest>>,
+) {
+    let Some(mut pins) = pins else {
+        return;
+    };
+    let Nats {
+        client,
+        sync,
+        base,
+        node,
+    } = nats;
+    let mut recent = Recent::default();
+    let mut subs: Vec<(String, async_nats::Subscriber)> = Vec::new();
+    let mut pending: Vec<Arrived> = Vec::new();
+    let mut pinned: HashMap<String, Instant> = HashMap::new();
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut changed = true;
+    loop {
+        while let Ok((subject, done)) = pins.try_recv() {
+            pinned.insert(subject, Instant::now() + PIN_TIME);
+            waiting.push(done);
+            changed = true;
+        }
+        if changed {
+            changed = false;
+            let mut wanted: BTreeSet<String> = realm
+                .broker
+                .subscribed_patterns()
+                .into_iter()
+                .filter(|(uri, _)| !uri.starts_with("wamp."))
+                .map(|(uri, policy)| subject::interest(&base, &uri, policy))
+                .collect();
+            // A pin ends once the subscription it was asked for exists (or
+            // after PIN_TIME, when its SUBSCRIBE's session left).
+            let now = Instant::now();
+            pinned.retain(|s, until| *until > now && !wanted.contains(s));
+            wanted.extend(pinned.keys().cloned());
+            update_interest(&client, &sync, &wanted, &mut subs, &mut pending).await;
+            *shared.active.write() = subs.iter().map(|(s, _)| s.clone()).collect();
+            for done in waiting.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        if pending.is_empty() {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    None => break,
+                    Some(_) => {
+                        while changes.try_recv().is_ok() {}
+                        changed = true;
+                        continue;
+                    }
+                },
+                pin = pins.recv() => {
+                    if let Some((subject, done)) = pin {
+                        pinned.insert(subject, Instant::now() + PIN_TIME);
+                        waiting.push(done);
+                        changed = true;
+                    }
+                    continue;
+                }
+                message = next_of_any(&mut subs) => {
+                    if let Some(a) = arrived(&message) {
+                        pending.push(a);
+                    }
+                }
+            }
+        } else if changes.try_recv().is_ok() {
+            while changes.try_recv().is_ok() {}
+            changed = true;
+        }
+        let mut marks: HashMap<String, u64> = HashMap::new();
+        for a in &pending {
+            if let Some(seq) = a.seq {
+                let m = marks.entry(a.remote.origin.clone()).or_insert(seq);
+                *m = (*m).max(seq);
+            }
+        }
+        drain(&mut subs, &mut pending);
+        pending.sort_by(|x, y| (&x.remote.origin, x.seq).cmp(&(&y.remote.origin, y.seq)));
+        let mut later = Vec::new();
+        for a in pending.drain(..) {
+            let due = match a.seq {
+                None => true,
+                Some(seq) => marks.get(&a.remote.origin).is_some_and(|m| seq <= *m),
+            };
+            if !due {
+                later.push(a);
+                continue;
+            }
+            let r = &a.remote;
+            if *r.origin == *node || !recent.first(&r.origin, r.publication) {
+                continue;
+            }
+            realm.broker.deliver_remote(
+                r.publication,
+                &r.topic,
+                r.publisher,
+                &r.options,
+                &r.details,
+                &r.payload,
+            );
+        }
+        pending = later;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Subscribes to the subjects `wanted` needs (the realm's subscriptions
+/// and the pending SUBSCRIBEs) and drops the others (draining them first:
+/// what they hold is delivered).
+async fn update_interest(
+    client: &async_nats::Client,
+    sync: &str,
+    wanted: &BTreeSet<String>,
+    subs: &mut Vec<(String, async_nats::Subscriber)>,
+    pending: &mut Vec<Arrived>,
+) {
+    let target = subject::covering(wanted);
+    let have: HashSet<String> = subs.iter().map(|(s, _)| s.clone()).collect();
+    let mut added = false;
+    for s in target.iter().filter(|s| !have.contains(*s)) {
+        match client.subscribe(s.clone()).await {
+            Ok(sub) => {
+                tracing::debug!(subject = %s, "cluster: subscribed");
+                subs.push((s.clone(), sub));
+                added = true;
+            }
+            Err(e) => tracing::warn!(subject = %s, "cluster: cannot subscribe: {e}"),
+        }
+    }
+    // The new subscriptions are in place on the server before the ones
+    // they replace go (no gap; a copy that arrives twice meanwhile is
+    // dropped by `Recent`), and before a waiting SUBSCRIBE is answered.
+    // `flush` only writes the socket; the server takes each connection's
+    // commands in order, so its answer to a request made after the SUBs
+    // (no responders: a status reply within a round trip) proves them
+    // registered.
+    if added {
+        match tokio::time::timeout(
+            INTEREST_WAIT,
+            client.request(sync.to_string(), Bytes::new()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Err(e)) => tracing::warn!("cluster: NATS round trip: {e}"),
+            Err(_) => {
+                tracing::warn!("cluster: NATS round trip: no answer within {INTEREST_WAIT:?}")
+            }
+        }
+    }
+    drain(subs, pending);
+    // Dropping a Subscriber unsubscribes it.
+    subs.retain(|(s, _)| {
+        let keep = target.contains(s);
+        if !keep {
+            tracing::debug!(subject = %s, "cluster: unsubscribed");
+        }
+        keep
+    });
+}
+
+/// The next message of any subscription (pending forever when there is
+/// none to wait for: the caller also waits for interest changes).
+async fn next_of_any(subs: &mut [(String, async_nats::Subscriber)]) -> async_nats::Message {
+    std::future::poll_fn(|cx| {
+        for (_, sub) in subs.iter_mut() {
+            if let std::task::Poll::Ready(Some(m)) = sub.poll_next_unpin(cx) {
+                return std::task::Poll::Ready(m);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Takes every message already in a subscription's channel.
+fn drain(subs: &mut [(String, async_nats::Subscriber)], pending: &mut Vec<Arrived>) {
+    for (_, sub) in subs.iter_mut() {
+        while let Some(Some(m)) = sub.next().now_or_never() {
+            if let Some(a) = arrived(&m) {
+                pending.push(a);
+            }
+        }
+    }
+}
+
+/// Decodes a message from another node (None, logged, when it is not one).
+fn arrived(message: &async_nats::Message) -> Option<Arrived> {
+    match wire::decode(&message.payload) {
+        Ok(remote) => Some(Arrived {
+            seq: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(SEQ_HEADER))
+                .and_then(|v| v.as_str().parse().ok()),
+            remote,
+        }),
+        Err(e) => {
+            tracing::warn!(subject = %message.subject, "cluster: undecodable message dropped: {e}");
+            None
+        }
+    }
+}
