@@ -3,7 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
-use crate::traffic::Traffic;
+use crate::traffic::{OutTally, Traffic};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,16 +150,27 @@ pub struct OutboundRx {
     /// When the writer last took a frame (ms on the budget's clock).
     last_take: Arc<AtomicU64>,
     traffic: Option<Arc<Traffic>>,
+    /// The frames taken since the last batch began, folded into `traffic`
+    /// once per batch (at the next [`OutboundRx::recv`], after the writer
+    /// wrote what it took, and when the writer ends).
+    tally: OutTally,
     serializer: Serializer,
 }
 
 impl OutboundRx {
     /// A frame the writer takes: counted as sent, then released.
-    fn taken(&self, item: Outgoing) -> Outgoing {
-        if let (Outgoing::Frame(f), Some(t)) = (&item, &self.traffic) {
-            t.sent(self.serializer, f);
+    fn taken(&mut self, item: Outgoing) -> Outgoing {
+        if let (Outgoing::Frame(f), Some(_)) = (&item, &self.traffic) {
+            Traffic::sent(&mut self.tally, self.serializer, f);
         }
         self.released(item)
+    }
+
+    /// Adds the frames taken so far to the shared counters.
+    fn fold(&mut self) {
+        if let Some(t) = &self.traffic {
+            t.fold(&mut self.tally);
+        }
     }
 
     /// Releases a frame's bytes from the queue's and the budget's counts.
@@ -174,8 +185,10 @@ impl OutboundRx {
     }
 
     /// The next item; None once the peer is gone. The writer calls it once
-    /// per batch: that is when its progress is recorded.
+    /// per batch: that is when its progress is recorded, and when the
+    /// frames of the batch before (written by now) are counted.
     pub async fn recv(&mut self) -> Option<Outgoing> {
+        self.fold();
         let item = self.rx.recv().await?;
         if let Some(b) = &self.budget {
             self.last_take.store(b.now_ms(), Ordering::Relaxed);
@@ -194,6 +207,7 @@ impl Drop for OutboundRx {
     /// Frames never written leave the shared budget with the connection:
     /// closing first makes every later send fail (and release its own bytes).
     fn drop(&mut self) {
+        self.fold();
         if self.budget.is_some() {
             self.rx.close();
             while let Ok(item) = self.rx.try_recv() {
@@ -272,6 +286,7 @@ impl Peer {
             budget: limits.budget.clone(),
             last_take: last_take.clone(),
             traffic: limits.traffic.clone(),
+            tally: OutTally::default(),
             serializer,
         };
         let peer = Peer {

@@ -194,8 +194,19 @@ fn metrics_count_sessions_messages_and_bytes_after_traffic() {
         assert!(matches!(sub.expect("EVENT"), Message::Event { .. }));
     }
 
-    let (status, scrape) = http(port, "GET", "/metrics");
-    assert_eq!(status, 200);
+    // Messages out are counted once the writer's batch is written (when
+    // it comes back for the next one): the client can read the last EVENT
+    // a moment before that, so the scrape is retried briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let scrape = loop {
+        let (status, scrape) = http(port, "GET", "/metrics");
+        assert_eq!(status, 200);
+        let events = sample(&scrape, "switchyard_messages_out_total{type=\"EVENT\"}");
+        if events == Some(N as f64) || std::time::Instant::now() > deadline {
+            break scrape;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let v = |name: &str| sample(&scrape, name).unwrap_or_else(|| panic!("{name} in\n{scrape}"));
     assert_eq!(
         v("switchyard_messages_in_total{type=\"PUBLISH\"}"),
