@@ -98,6 +98,25 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Before the first listener (the operations one) is bound.
     crate::transport::accept::init_reserve();
     let readiness = Arc::new(Readiness::default());
+    if let Some(c) = &cluster {
+        // Asked at each /readyz and scrape: the NATS client reconnects by
+        // itself, and the answer follows it.
+        readiness.probe(
+            "cluster",
+            "nats".to_string(),
+            "cluster: NATS disconnected".to_string(),
+            c.connected_probe(),
+        );
+        let connected = c.connected_probe();
+        router.metrics().add_source(Box::new(move |out| {
+            out.push_str("# HELP switchyard_cluster_nats_connected Whether this node's NATS connection is up (1) or not (0).\n# TYPE switchyard_cluster_nats_connected gauge\n");
+            out.push_str(if connected() {
+                "switchyard_cluster_nats_connected 1\n"
+            } else {
+                "switchyard_cluster_nats_connected 0\n"
+            });
+        }));
+    }
     // The operations listener outlives the others: /readyz answers 503
     // while the sessions close.
     let ops_stop = CancellationToken::new();

@@ -2,7 +2,8 @@
 //! per listener, bridge and queue store, each "not ready" until it is
 //! bound or open) and whether the server is shutting down. A load balancer
 //! or an orchestrator sends traffic to the process only while every check
-//! passes.
+//! passes. Some checks are probes, asked at each request (the cluster's
+//! NATS connection, which can go and come back).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,11 +19,21 @@ struct Check {
     ready: bool,
 }
 
+/// A check asked at each `/readyz`: its kind, name, the reason it gives
+/// while it fails, and the question.
+struct Probe {
+    kind: &'static str,
+    name: String,
+    reason: String,
+    up: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
 /// The readiness of the server (shared by `server.rs`, which reports
 /// progress, and the operations listener, which answers `/readyz`).
 #[derive(Default)]
 pub struct Readiness {
     checks: Mutex<Vec<Check>>,
+    probes: Mutex<Vec<Probe>>,
     stopping: AtomicBool,
 }
 
@@ -42,6 +53,23 @@ impl Readiness {
         CheckId(checks.len() - 1)
     }
 
+    /// Registers a check asked at each request: while `up` answers false
+    /// the server is not ready, and `reason` says why.
+    pub fn probe(
+        &self,
+        kind: &'static str,
+        name: String,
+        reason: String,
+        up: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        self.probes.lock().push(Probe {
+            kind,
+            name,
+            reason,
+            up: Box::new(up),
+        });
+    }
+
     /// The check passes from now on.
     pub fn ready(&self, id: CheckId) {
         if let Some(c) = self.checks.lock().get_mut(id.0) {
@@ -59,6 +87,8 @@ impl Readiness {
     /// "checks": [{"kind", "name", "ready"}]}`.
     pub fn report(&self) -> (bool, Value) {
         let checks = self.checks.lock();
+        let probe_list = self.probes.lock();
+        let probes: Vec<(&Probe, bool)> = probe_list.iter().map(|p| (p, (p.up)())).collect();
         let mut reasons: Vec<String> = checks
             .iter()
             .filter(|c| !c.ready)
@@ -66,6 +96,12 @@ impl Readiness {
                 "queue_store" => format!("queue store of realm \"{}\" is not open", c.name),
                 kind => format!("{kind} {} is not bound", c.name),
             })
+            .chain(
+                probes
+                    .iter()
+                    .filter(|(_, up)| !up)
+                    .map(|(p, _)| p.reason.clone()),
+            )
             .collect();
         if self.stopping.load(Ordering::Relaxed) {
             reasons.insert(0, "the server is shutting down".to_string());
@@ -77,6 +113,11 @@ impl Readiness {
             "checks": checks
                 .iter()
                 .map(|c| json!({"kind": c.kind, "name": c.name, "ready": c.ready}))
+                .chain(
+                    probes
+                        .iter()
+                        .map(|(p, up)| json!({"kind": p.kind, "name": p.name, "ready": up})),
+                )
                 .collect::<Vec<_>>(),
         });
         (ready, body)
@@ -104,6 +145,19 @@ mod tests {
         );
         assert_eq!(body["checks"][0]["ready"], true);
         r.ready(q);
+        assert!(r.report().0);
+        let up = std::sync::Arc::new(AtomicBool::new(false));
+        let probe = up.clone();
+        r.probe(
+            "cluster",
+            "nats".into(),
+            "cluster: NATS disconnected".into(),
+            move || probe.load(Ordering::Relaxed),
+        );
+        let (ok, body) = r.report();
+        assert!(!ok);
+        assert_eq!(body["not_ready"][0], "cluster: NATS disconnected");
+        up.store(true, Ordering::Relaxed);
         assert!(r.report().0);
         r.stopping();
         let (ok, body) = r.report();
