@@ -44,6 +44,9 @@ pub struct Config {
     /// Cluster mode ([cluster]): absent, the node is alone and needs no NATS.
     #[serde(default)]
     pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
+    /// Where this configuration came from (set by `main`; SIGHUP reads it again).
+    #[serde(skip)]
+    pub origin: crate::reload::Origin,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -597,6 +600,7 @@ impl Default for Config {
             bridges: Vec::new(),
             storage: StorageConfig::default(),
             cluster: None,
+            origin: Default::default(),
         }
         .with_defaults()
     }

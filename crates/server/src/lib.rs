@@ -54,6 +54,7 @@ pub mod logging;
 mod operations;
 mod outbound;
 mod queue_service;
+pub mod reload;
 mod server;
 mod signing;
 mod transport;

@@ -336,7 +336,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
 
-    let signal = wait_for_signal(&tls_listeners).await;
+    let mut reloader = crate::reload::Reloader::new(router.clone(), &config, config.origin.clone());
+    let signal = wait_for_signal(&tls_listeners, &mut reloader).await;
     readiness.stopping();
     if !shutdown_delay.is_zero() {
         tracing::info!(
@@ -395,9 +396,13 @@ fn methods_note(methods: &Option<Vec<String>>) -> String {
     }
 }
 
-/// Waits for SIGINT or SIGTERM (returned); on SIGHUP reloads the TLS
-/// material of every TLS listener and waits on.
-async fn wait_for_signal(tls: &[Arc<TlsListener>]) -> &'static str {
+/// Waits for SIGINT or SIGTERM (returned); on SIGHUP reloads the
+/// configuration file (see `reload.rs`) and the TLS material of every TLS
+/// listener, and waits on.
+async fn wait_for_signal(
+    tls: &[Arc<TlsListener>],
+    reloader: &mut crate::reload::Reloader,
+) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -418,7 +423,11 @@ async fn wait_for_signal(tls: &[Arc<TlsListener>]) -> &'static str {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return "SIGINT",
             _ = term.recv() => return "SIGTERM",
-            _ = next_signal(&mut hup) => reload_tls(tls),
+            _ = next_signal(&mut hup) => {
+                tracing::info!("SIGHUP received: reloading the configuration and the TLS certificates");
+                reloader.reload();
+                reload_tls(tls);
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ impl Connection {
         payload: Payload,
     ) -> Flow {
         let Routed { s, realm, decision } = cx;
-        let rule = realm.config.uri_check;
+        let rule = realm.config().uri_check;
         let ack = options.get_bool("acknowledge").unwrap_or(false);
         let published = check_uri(&topic, rule, "topic")
             .and_then(|_| not_reserved(&topic, "topic"))
@@ -100,7 +100,7 @@ impl Connection {
         topic: String,
     ) -> Flow {
         let Routed { s, realm, decision } = cx;
-        let rule = realm.config.uri_check;
+        let rule = realm.config().uri_check;
         let policy = match_policy(&options)
             .and_then(|policy| check_pattern(&topic, rule, policy).map(|_| policy))
             .and_then(|policy| {

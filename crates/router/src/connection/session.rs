@@ -45,7 +45,7 @@ impl Connection {
         let features = ClientFeatures::from_hello(&details);
         let agent = details.get_str("agent").unwrap_or("").to_string();
         let session_id = realm.unused_session_id();
-        match realm.auth.start(&details, &self.transport, session_id) {
+        match realm.auth().start(&details, &self.transport, session_id) {
             Start::Welcome(identity) => {
                 self.establish(realm, session_id, identity, features, &agent)
             }
@@ -214,7 +214,7 @@ impl Connection {
             agent,
             "session joined"
         );
-        self.rate = RateLimit::new(realm.config.max_messages_per_second);
+        self.rate = RateLimit::new(realm.config().max_messages_per_second);
         self.state = State::Established { session, realm };
         Flow::Continue
     }

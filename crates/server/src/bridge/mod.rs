@@ -675,7 +675,7 @@ fn check_uri(bridge: &Bridge, r: &BridgeRequest, want: &'static str) -> Result<S
         .realm
         .check_uri_length(&u, want)
         .map_err(|(_, message)| bad(message))?;
-    uri::check(&u, bridge.realm.config.uri_check, false)
+    uri::check(&u, bridge.realm.config().uri_check, false)
         .map_err(|e| bad(format!("invalid {want}: {e}")))?;
     if uri::is_reserved(&u) && want == "topic" {
         return Err(bad(format!(

@@ -104,7 +104,7 @@ pub fn start(realm: &Arc<Realm>, s: &HttpSubscriber) -> Result<InternalCaller, S
     let session = caller.session().clone();
     if let Decision::Deny | Decision::Ask =
         realm
-            .authz
+            .authz()
             .decide_pattern(&session, Action::Subscribe, &s.topic, s.policy)
     {
         return Err(format!(

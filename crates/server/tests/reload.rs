@@ -1,0 +1,212 @@
+//! Reloading the configuration without a restart (issue 17, item 5): the
+//! real binary, its config file rewritten on disk, then `switchyard reload
+//! --pid` (which sends SIGHUP), and RawSocket clients that check what the
+//! running router now allows.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+use switchyard_router::auth::ticket;
+
+const ROLES: &str = r#"
+[[realm.role]]
+name = "anonymous"
+
+[[realm.role.permission]]
+uri = "com.example."
+match = "prefix"
+allow = ["subscribe", "publish"]
+"#;
+
+fn config_path(r: &Router) -> std::path::PathBuf {
+    r.dir.path().join("switchyard.toml")
+}
+
+/// Rewrites the router's config file: `from` replaced by `to`.
+fn edit(r: &Router, from: &str, to: &str) {
+    let path = config_path(r);
+    let text = std::fs::read_to_string(&path).expect("config");
+    assert!(text.contains(from), "{from:?} not in\n{text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write config");
+}
+
+/// `switchyard reload --pid <router>`, then waits until the log holds
+/// `want` one time more than before.
+fn reload(r: &Router, want: &str) {
+    let before = r.log_text().matches(want).count();
+    let pid = r.child.as_ref().expect("running").id();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["reload", "--pid", &pid.to_string()])
+        .output()
+        .expect("switchyard reload");
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.log_text().matches(want).count() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no {want:?} in the log:\n{}",
+            r.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SUBSCRIBE: Ok(subscription) or Err(error URI).
+fn try_subscribe(c: &mut Raw, topic: &str) -> Result<u64, String> {
+    let request = c.req();
+    c.send(&Message::Subscribe {
+        request,
+        options: Dict::new(),
+        topic: topic.into(),
+    });
+    match c.expect("SUBSCRIBED or ERROR") {
+        Message::Subscribed { subscription, .. } => Ok(subscription),
+        Message::Error { error, .. } => Err(error),
+        other => panic!("expected SUBSCRIBED or ERROR, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_permission_taken_away_applies_to_an_existing_session_after_reload() {
+    let r = Router::start(ROLES);
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    assert!(try_subscribe(&mut c, "com.example.a").is_ok());
+
+    edit(
+        &r,
+        r#"allow = ["subscribe", "publish"]"#,
+        r#"allow = ["publish"]"#,
+    );
+    reload(&r, "configuration reloaded");
+    assert_eq!(
+        try_subscribe(&mut c, "com.example.b"),
+        Err("wamp.error.not_authorized".to_string()),
+        "the session kept its role, the role lost subscribe"
+    );
+    // The subscription made before stays (the reload checks new actions).
+    let request = c.req();
+    c.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.example.a".into(),
+        payload: common::args(vec![Value::UInt(1)]),
+    });
+    assert!(matches!(c.expect("PUBLISHED"), Message::Published { .. }));
+
+    // Given back: allowed again, same session.
+    edit(
+        &r,
+        r#"allow = ["publish"]"#,
+        r#"allow = ["subscribe", "publish"]"#,
+    );
+    reload(&r, "configuration reloaded");
+    assert!(try_subscribe(&mut c, "com.example.c").is_ok());
+}
+
+#[test]
+fn an_invalid_file_is_refused_with_its_line_and_the_old_rules_stay() {
+    let r = Router::start(ROLES);
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.join("realm1");
+    // Line 13 of the file (Router::start writes 12 lines before ROLES's).
+    edit(
+        &r,
+        r#"allow = ["subscribe", "publish"]"#,
+        r#"allow = ["publish"]
+max_subscriptions_per_sesion = 3"#,
+    );
+    reload(&r, "reload refused: the file is invalid");
+    let log = r.log_text();
+    assert!(
+        log.contains("max_subscriptions_per_sesion"),
+        "the key is named:\n{log}"
+    );
+    assert!(log.contains("line "), "the line is named:\n{log}");
+    assert!(
+        try_subscribe(&mut c, "com.example.a").is_ok(),
+        "nothing of the invalid file applies"
+    );
+    let mut other = Raw::connect(r.rs_port, Serializer::Json);
+    other.join("realm1");
+    assert!(try_subscribe(&mut other, "com.example.a").is_ok());
+}
+
+#[test]
+fn a_key_read_only_at_startup_is_named_in_the_log() {
+    let r = Router::start(&format!("{ROLES}\n[limits]\nmax_message_size = 1048576\n"));
+    edit(
+        &r,
+        "max_message_size = 1048576",
+        "max_message_size = 2097152",
+    );
+    reload(&r, "configuration reloaded");
+    let log = r.log_text();
+    assert!(
+        log.contains("[limits] changed: read only at startup"),
+        "{log}"
+    );
+}
+
+fn ticket_hello(authid: &str) -> Message {
+    let roles = Dict::new().with("subscriber", Dict::new());
+    Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new()
+            .with("roles", roles)
+            .with("authmethods", Value::List(vec![Value::from("ticket")]))
+            .with("authid", authid),
+    }
+}
+
+/// Logs in with a ticket: the WELCOME's authrole, or the ABORT's reason.
+fn ticket_login(port: u16, authid: &str, secret: &str) -> Result<String, String> {
+    let mut c = Raw::connect(port, Serializer::Json);
+    c.send(&ticket_hello(authid));
+    match c.expect("CHALLENGE or ABORT") {
+        Message::Challenge { .. } => {}
+        Message::Abort { reason, .. } => return Err(reason),
+        other => panic!("expected CHALLENGE, got {other:?}"),
+    }
+    c.send(&Message::Authenticate {
+        signature: secret.into(),
+        extra: Dict::new(),
+    });
+    match c.expect("WELCOME or ABORT") {
+        Message::Welcome { details, .. } => {
+            Ok(details.get_str("authrole").unwrap_or_default().to_string())
+        }
+        Message::Abort { reason, .. } => Err(reason),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_principal_added_by_reload_can_log_in() {
+    let hash = ticket::hash_secret("alice-secret").expect("hash");
+    let bob = ticket::hash_secret("bob-secret").expect("hash");
+    let auth = format!(
+        "\n[realm.auth]\nmethods = [\"ticket\"]\n\n[[realm.auth.ticket]]\nauthid = \"alice\"\nsecret = \"{hash}\"\nrole = \"user\"\n"
+    );
+    let r = Router::start(&auth);
+    assert_eq!(
+        ticket_login(r.rs_port, "alice", "alice-secret"),
+        Ok("user".into())
+    );
+    assert!(ticket_login(r.rs_port, "bob", "bob-secret").is_err());
+    let path = config_path(&r);
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str(&format!(
+        "\n[[realm.auth.ticket]]\nauthid = \"bob\"\nsecret = \"{bob}\"\nrole = \"user\"\n"
+    ));
+    std::fs::write(&path, text).expect("write config");
+    reload(&r, "configuration reloaded");
+    assert_eq!(
+        ticket_login(r.rs_port, "bob", "bob-secret"),
+        Ok("user".into())
+    );
+}
