@@ -24,6 +24,7 @@ pub mod errors;
 pub mod features;
 pub mod hooks;
 pub mod internal;
+pub mod latency;
 pub mod logsafe;
 mod meta;
 pub mod metrics;

@@ -27,6 +27,40 @@ use switchyard_proto::Serializer;
 const CODES: usize = 128;
 
 type TypeLabel = [(&'static str, &'static str); 1];
+type AuthLabels = [(&'static str, &'static str); 2];
+
+/// Why a login failed, as `switchyard_auth_failures_total` says it: a fixed
+/// set, never the client's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// None of the methods the client offered is allowed here.
+    NoMatchingMethod,
+    /// Refused before any challenge (no authid, unknown public key, no
+    /// client certificate...).
+    Refused,
+    /// The answer to the challenge was wrong, or the authenticator
+    /// procedure said no (or was not there).
+    Rejected,
+    /// Too many failed logins lately from this address or for this authid.
+    Throttled,
+    /// Too many ticket checks at once (`max_concurrent_ticket_checks`).
+    Busy,
+    /// Another message than AUTHENTICATE while authenticating.
+    ProtocolViolation,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::NoMatchingMethod => "no_matching_method",
+            AuthFailure::Refused => "refused",
+            AuthFailure::Rejected => "rejected",
+            AuthFailure::Throttled => "throttled",
+            AuthFailure::Busy => "busy",
+            AuthFailure::ProtocolViolation => "protocol_violation",
+        }
+    }
+}
 type SessionLabels = [(&'static str, String); 4];
 
 /// One direction (in or out): a counter per message type, and bytes.
@@ -74,6 +108,9 @@ pub struct Traffic {
     sessions: Family<SessionLabels, Gauge>,
     slow_disconnects: Counter,
     slow_dropped_events: Counter,
+    auth_failures: Family<AuthLabels, Counter>,
+    /// Routing latency histograms (PUBLISH, CALL).
+    pub latency: crate::latency::RoutingLatency,
 }
 
 impl std::fmt::Debug for Traffic {
@@ -101,8 +138,16 @@ impl Default for Traffic {
             "Frames that did not fit a client's outbound queue or its share of total_outbound_bytes, by what the slow-consumer policy did: disconnect (the session) or drop_event (policy drop_events)",
             slow,
         );
+        let auth_failures = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "switchyard_auth_failures",
+            "Failed logins, by authentication method (none: no method was allowed) and reason (no_matching_method, refused, rejected, throttled, busy, protocol_violation)",
+            auth_failures.clone(),
+        );
         Traffic {
             registry,
+            auth_failures,
+            latency: Default::default(),
             incoming,
             outgoing,
             sessions,
@@ -151,6 +196,13 @@ impl Traffic {
         }
     }
 
+    /// A login failed (`method`: the method's name, or "none").
+    pub fn auth_failed(&self, method: &'static str, reason: AuthFailure) {
+        self.auth_failures
+            .get_or_create(&[("method", method), ("reason", reason.as_str())])
+            .inc();
+    }
+
     /// The slow-consumer policy disconnected a session.
     pub fn slow_consumer_disconnected(&self) {
         self.slow_disconnects.inc();
@@ -184,6 +236,7 @@ impl Traffic {
     /// `# EOF` line, since other families follow).
     pub fn render(&self, out: &mut String) {
         let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+        self.latency.render(out);
     }
 }
 

@@ -710,6 +710,15 @@ fn readyz(port: u16) -> (u16, serde_json::Value) {
     )
 }
 
+/// GET /metrics on an operations listener: the text.
+fn metrics(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("operations port");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text
+}
+
 /// Polls /readyz until it answers `want` (10 s at most); the last body.
 fn wait_readyz(port: u16, want: u16) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -740,8 +749,14 @@ fn readyz_is_503_while_nats_is_down_and_200_once_it_is_back() {
             .any(|c| c["kind"] == "cluster" && c["ready"] == true),
         "{body}"
     );
+    assert!(
+        metrics(ops).contains("\nswitchyard_cluster_nats_connected 1\n"),
+        "{}",
+        metrics(ops)
+    );
     nats.stop();
     let body = wait_readyz(ops, 503);
+    assert!(metrics(ops).contains("\nswitchyard_cluster_nats_connected 0\n"));
     assert_eq!(body["status"], "not_ready");
     assert_eq!(
         body["not_ready"],

@@ -397,3 +397,176 @@ fn bridge_requests_are_counted_by_endpoint_and_status() {
     // Unknown paths share one label value.
     assert_eq!(v("other", 404), 2.0);
 }
+
+/// A HELLO offering `methods` (and `authid`).
+fn hello_with(methods: &[&str], authid: Option<&str>) -> Message {
+    let mut details = Dict::new()
+        .with("roles", Dict::new().with("subscriber", Dict::new()))
+        .with(
+            "authmethods",
+            Value::List(methods.iter().map(|m| Value::from(*m)).collect()),
+        );
+    if let Some(a) = authid {
+        details.insert("authid", a);
+    }
+    Message::Hello {
+        realm: "realm1".into(),
+        details,
+    }
+}
+
+#[test]
+fn auth_failures_are_counted_by_method_and_reason_and_routing_latency_is_observed() {
+    let hash = switchyard_router::auth::ticket::hash_secret("right").expect("hash");
+    let (r, port) = start_with(&format!(
+        "\n[realm.auth]\nmethods = [\"anonymous\", \"ticket\"]\n\n[[realm.auth.ticket]]\nauthid = \"alice\"\nsecret = \"{hash}\"\nrole = \"user\"\n"
+    ));
+    // No method allowed here: method "none".
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.send(&hello_with(&["wampcra"], Some("x")));
+    assert!(matches!(c.expect("ABORT"), Message::Abort { .. }));
+    // A wrong ticket: "rejected", whatever the client wrote.
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    c.send(&hello_with(&["ticket"], Some("alice")));
+    assert!(matches!(c.expect("CHALLENGE"), Message::Challenge { .. }));
+    c.send(&Message::Authenticate {
+        signature: "wrong".into(),
+        extra: Dict::new(),
+    });
+    assert!(matches!(c.expect("ABORT"), Message::Abort { .. }));
+
+    // A PUBLISH reaching a subscriber, and a CALL answered.
+    let mut callee = Raw::connect(r.rs_port, Serializer::MsgPack);
+    callee.join("realm1");
+    callee.subscribe("com.example.lat");
+    callee.register("com.example.lat.proc");
+    let mut caller = Raw::connect(r.rs_port, Serializer::Json);
+    caller.join("realm1");
+    let request = caller.req();
+    caller.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.example.lat".into(),
+        payload: args(vec![]),
+    });
+    assert!(matches!(
+        caller.expect("PUBLISHED"),
+        Message::Published { .. }
+    ));
+    assert!(matches!(callee.expect("EVENT"), Message::Event { .. }));
+    let request = caller.req();
+    caller.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "com.example.lat.proc".into(),
+        payload: args(vec![]),
+    });
+    let invocation = match callee.expect("INVOCATION") {
+        Message::Invocation { request, .. } => request,
+        other => panic!("expected INVOCATION, got {other:?}"),
+    };
+    callee.send(&Message::Yield {
+        request: invocation,
+        options: Dict::new(),
+        payload: args(vec![]),
+    });
+    assert!(matches!(caller.expect("RESULT"), Message::Result { .. }));
+
+    let (_, scrape) = http(port, "GET", "/metrics");
+    let v = |name: &str| sample(&scrape, name).unwrap_or_else(|| panic!("{name} in\n{scrape}"));
+    assert_eq!(
+        v("switchyard_auth_failures_total{method=\"none\",reason=\"no_matching_method\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("switchyard_auth_failures_total{method=\"ticket\",reason=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("switchyard_routing_latency_seconds_count{kind=\"publish\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("switchyard_routing_latency_seconds_count{kind=\"call\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("switchyard_routing_latency_seconds_bucket{kind=\"call\",le=\"+Inf\"}"),
+        1.0
+    );
+}
+
+/// Families named by the dashboard that only a node in a cluster has
+/// (tests/cluster.rs checks them there).
+const CLUSTER_ONLY: &[&str] = &["switchyard_cluster_nats_connected"];
+
+/// The metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = ["switchyard_", "process_"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        out.push(name);
+    }
+    out
+}
+
+/// Whether the scrape has a sample named `name`.
+fn exists(scrape: &str, name: &str) -> bool {
+    scrape.lines().any(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+    })
+}
+
+#[test]
+fn the_grafana_dashboard_names_only_families_that_exist() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana/switchyard.json"
+    );
+    let text = std::fs::read_to_string(path).expect("docs/grafana/switchyard.json");
+    let dashboard = json(&text);
+    let bridge = free_port();
+    // A queue and a bridge, so that their families are there.
+    let (r, port) = start_with(&format!(
+        "\n[[realm.queue]]\nname = \"jobs\"\ntarget = \"com.example.work\"\n\n\
+         [[bridge]]\naddress = \"127.0.0.1:{bridge}\"\nrealm = \"realm1\"\nallow_unsigned = true\n"
+    ));
+    // Families with labels have samples only once something happened: a
+    // session, a failed login, a bridge request.
+    let mut session = Raw::connect(r.rs_port, Serializer::Json);
+    session.join("realm1");
+    let mut refused = Raw::connect(r.rs_port, Serializer::Json);
+    refused.send(&hello_with(&["ticket"], Some("x")));
+    assert!(matches!(refused.expect("ABORT"), Message::Abort { .. }));
+    let publish = r#"{"topic": "com.example.bridged", "args": [1]}"#;
+    assert_eq!(http_with_body(bridge, "POST", "/publish", publish).0, 200);
+    let (_, scrape) = http(port, "GET", "/metrics");
+    let mut named = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                named += 1;
+                if CLUSTER_ONLY.contains(&name.as_str()) {
+                    continue;
+                }
+                assert!(
+                    exists(&scrape, &name),
+                    "panel {:?} names {name}, not in the scrape:\n{scrape}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(named > 20, "the dashboard names {named} metrics");
+}

@@ -236,26 +236,36 @@ impl Authenticator {
         &self.config
     }
 
-    /// Picks the method for a HELLO (the first one the client offers that
-    /// both the realm and the listener allow) and starts it. `session` is
-    /// the id the session will get (WAMP-CRA puts it in the challenge).
-    pub(crate) fn start(&self, details: &Dict, transport: &TransportInfo, session: u64) -> Start {
-        let offered: Vec<&str> = match details.get("authmethods") {
-            Some(Value::List(l)) => l.iter().filter_map(Value::as_str).collect(),
-            _ => vec!["anonymous"],
-        };
-        let allowed = |m: AuthMethod| {
-            self.config.methods.contains(&m)
-                && transport
-                    .auth_methods
-                    .as_ref()
-                    .is_none_or(|l| l.iter().any(|x| x == m.as_str()))
-        };
-        let Some(method) = offered
+    /// The method for a HELLO: the first one the client offers that both
+    /// the realm and the listener allow (None: none is).
+    pub(crate) fn choose(&self, details: &Dict, transport: &TransportInfo) -> Option<AuthMethod> {
+        self.offered(details)
             .iter()
             .filter_map(|m| AuthMethod::parse(m))
-            .find(|m| allowed(*m))
-        else {
+            .find(|m| self.allowed(*m, transport))
+    }
+
+    fn offered<'a>(&self, details: &'a Dict) -> Vec<&'a str> {
+        match details.get("authmethods") {
+            Some(Value::List(l)) => l.iter().filter_map(Value::as_str).collect(),
+            _ => vec!["anonymous"],
+        }
+    }
+
+    fn allowed(&self, m: AuthMethod, transport: &TransportInfo) -> bool {
+        self.config.methods.contains(&m)
+            && transport
+                .auth_methods
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == m.as_str()))
+    }
+
+    /// Picks the method for a HELLO ([`Authenticator::choose`]) and starts
+    /// it. `session` is the id the session will get (WAMP-CRA puts it in
+    /// the challenge).
+    pub(crate) fn start(&self, details: &Dict, transport: &TransportInfo, session: u64) -> Start {
+        let Some(method) = self.choose(details, transport) else {
+            let offered = self.offered(details);
             let here: Vec<&str> = [
                 AuthMethod::Anonymous,
                 AuthMethod::Ticket,
@@ -264,7 +274,7 @@ impl Authenticator {
                 AuthMethod::Tls,
             ]
             .into_iter()
-            .filter(|m| allowed(*m))
+            .filter(|m| self.allowed(*m, transport))
             .map(AuthMethod::as_str)
             .collect();
             return Start::Abort(

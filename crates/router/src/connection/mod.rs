@@ -49,6 +49,7 @@ impl Connection {
             router,
             peer,
             transport,
+            publish_received: None,
             state: State::AwaitHello,
             hello_wait_since: Instant::now(),
             request_watermark: 0,
@@ -207,6 +208,13 @@ impl Connection {
     /// goes through (URI length, authorization, request-id watermark), then
     /// its handler.
     fn route(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
+        if let Message::Publish { .. } = msg {
+            // Kept across a wait for the authorizer (the message is routed
+            // again, with its answer in `preauthorized`).
+            if self.preauthorized.is_none() || self.publish_received.is_none() {
+                self.publish_received = Some(std::time::Instant::now());
+            }
+        }
         // Before anything is authorized, looked up or kept for it.
         match checks::uri_length(realm, s, &msg) {
             Ok(()) => {}

@@ -41,6 +41,16 @@ impl Connection {
                 )
             })
             .and_then(|_| realm.publish(s, &topic, &options, &payload));
+        if let Some(received) = self.publish_received.take() {
+            if published.is_ok() {
+                realm
+                    .metrics
+                    .traffic
+                    .latency
+                    .publish
+                    .observe(received.elapsed());
+            }
+        }
         match published {
             Ok((publication, None)) if ack => {
                 s.send(&Message::Published {

@@ -73,6 +73,9 @@ pub struct Connection {
     /// When the connection started waiting for HELLO (at open, and again
     /// after a GOODBYE, since the transport may be reused for a new session).
     pub(super) hello_wait_since: Instant,
+    /// When the PUBLISH being routed reached [`Connection::route`]
+    /// (`switchyard_routing_latency_seconds{kind="publish"}`).
+    pub(super) publish_received: Option<Instant>,
     /// The highest request id the client has used in this session (spec
     /// "Progressive Call Invocations": a CALL at or below it can only
     /// continue a call).

@@ -173,6 +173,8 @@ struct Call {
     killing: bool,
     /// A progressive invocation whose caller is still sending chunks.
     streaming: bool,
+    /// When the Dealer took the CALL (`switchyard_routing_latency_seconds`).
+    received: Instant,
 }
 
 #[derive(Default)]
@@ -970,6 +972,7 @@ impl State {
             deadline: None,
             killing: false,
             streaming: progress,
+            received: Instant::now(),
         };
         self.calls.insert(cid, call);
         self.queued_call_bytes += len;
@@ -1149,11 +1152,16 @@ impl State {
         let request = call.request;
         let unserved = matches!(how, End::Unserved(_)) && !call.killing;
         let msg = match how {
-            End::Result(payload) => Message::Result {
-                request,
-                details: Dict::new(),
-                payload,
-            },
+            End::Result(payload) => {
+                if let Some(m) = &config.metrics {
+                    m.traffic.latency.call.observe(call.received.elapsed());
+                }
+                Message::Result {
+                    request,
+                    details: Dict::new(),
+                    payload,
+                }
+            }
             End::CalleeError { error, payload } if call.killing => {
                 tracing::debug!(
                     session = call.caller.id,
