@@ -217,6 +217,18 @@ impl Drop for OutboundRx {
     }
 }
 
+/// A connection's log span (level ERROR, so that it is on whatever the
+/// log level: a line at any level carries its fields).
+fn connection_span(label: &str) -> tracing::Span {
+    tracing::error_span!(
+        "connection",
+        peer = %label,
+        session = tracing::field::Empty,
+        realm = tracing::field::Empty,
+        authid = tracing::field::Empty,
+    )
+}
+
 /// The router's handle on one connection's outbound path.
 pub struct Peer {
     serializer: Serializer,
@@ -242,6 +254,9 @@ pub struct Peer {
     session: AtomicU64,
     /// Where the slow-consumer policy's actions are counted.
     traffic: Option<Arc<Traffic>>,
+    /// The connection's log span: `peer`, then `session`, `realm` and
+    /// `authid` once a session runs ([`Peer::span`]).
+    span: tracing::Span,
 }
 
 impl Peer {
@@ -289,6 +304,7 @@ impl Peer {
             tally: OutTally::default(),
             serializer,
         };
+        let span = connection_span(&label);
         let peer = Peer {
             serializer,
             tx,
@@ -307,6 +323,7 @@ impl Peer {
             label,
             session: AtomicU64::new(0),
             traffic: limits.traffic,
+            span,
         };
         (Arc::new(peer), rx)
     }
@@ -326,6 +343,24 @@ impl Peer {
     /// Records the session now running on this connection (0: none).
     pub fn set_session(&self, id: u64) {
         self.session.store(id, Ordering::Relaxed);
+    }
+
+    /// The connection's log span. The transport runs the connection's
+    /// tasks in it and the session records its id, realm and authid in it
+    /// ([`Peer::name_session`]), so that every line logged about the
+    /// session carries them, in text and in JSON (`span.session`, ...).
+    /// Lines this peer logs from another session's task (the slow-consumer
+    /// policy, a kill) enter it too.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Names the session now running on this connection in its log span.
+    pub fn name_session(&self, id: u64, realm: &str, authid: &str) {
+        self.span.record("session", id);
+        self.span.record("realm", realm);
+        self.span
+            .record("authid", tracing::field::display(Clip(authid)));
     }
 
     fn session_id(&self) -> Option<u64> {
@@ -419,6 +454,7 @@ impl Peer {
             }
             let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || n.is_power_of_two() {
+                let _span = self.span.enter();
                 tracing::warn!(
                     peer = %self.label,
                     session = ?self.session_id(),
@@ -455,6 +491,7 @@ impl Peer {
         let mut slot = self.kill_reason.lock();
         let first = slot.is_none();
         if first {
+            let _span = self.span.enter();
             tracing::warn!(peer = %self.label, session = ?self.session_id(), "closing connection: {}", Clip(&reason));
             *slot = Some(reason);
         }

@@ -215,6 +215,8 @@ impl Connection {
             };
         }
         self.peer.set_session(session.id);
+        self.peer
+            .name_session(session.id, realm.name(), &session.authid);
         session.send(&welcome);
         realm.announce_join(&session);
         self.counted = Some(self.router.metrics().traffic.session(
