@@ -7,12 +7,14 @@
 //! running configuration stays as it was. A valid one is applied to every
 //! realm that exists ([`switchyard_router::Realm::reload`]): roles and
 //! permissions, the authorizer procedure, principals (`[realm.auth]`) and
-//! the realm's limits. Sessions keep their authid and role; every check
+//! the realm's limits; and to every HTTP bridge (found by its address): its
+//! signing keys (`[[bridge.key]]`). Sessions keep their authid and role; every check
 //! from then on uses the new rules, and cached authorizer answers are
 //! dropped.
 //!
 //! What is read only at startup (listeners, `[cluster]`, `[storage]`,
-//! `[runtime]`, `[log]`, `[limits]` but `max_uri_length`, `[[bridge]]`,
+//! `[runtime]`, `[log]`, `[limits]` but `max_uri_length`, `[[bridge]]` but
+//! its keys,
 //! realms added or removed, a realm's queues) is compared with the running
 //! configuration: each changed key is logged as a warning naming it, and
 //! keeps its running value until the router restarts.
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use switchyard_router::Router;
 
+use crate::bridge::Bridge;
 use crate::config::Config;
 
 /// Where the running configuration came from (set by `main`, not read from
@@ -38,6 +41,7 @@ pub struct Origin {
 /// Re-reads the configuration file and applies it to a running router.
 pub struct Reloader {
     router: Arc<Router>,
+    bridges: Vec<Arc<Bridge>>,
     /// Which parts of the running configuration need a restart to change,
     /// as they were last loaded.
     fixed: Fixed,
@@ -67,10 +71,17 @@ impl Fixed {
             ("[runtime]".to_string(), format!("{:?}", c.runtime)),
             ("[log]".to_string(), format!("{:?}", c.log)),
             (
-                "[[bridge]]".to_string(),
+                "[[bridge]] (but its keys)".to_string(),
                 format!(
                     "{:?}",
-                    c.bridges.iter().map(|b| b.get_ref()).collect::<Vec<_>>()
+                    c.bridges
+                        .iter()
+                        .map(|b| {
+                            let mut b = b.get_ref().clone();
+                            b.keys.clear();
+                            b
+                        })
+                        .collect::<Vec<_>>()
                 ),
             ),
         ];
@@ -135,9 +146,15 @@ impl Fixed {
 
 impl Reloader {
     /// `config` is the running configuration, as started.
-    pub fn new(router: Arc<Router>, config: &Config, origin: Origin) -> Reloader {
+    pub fn new(
+        router: Arc<Router>,
+        bridges: Vec<Arc<Bridge>>,
+        config: &Config,
+        origin: Origin,
+    ) -> Reloader {
         Reloader {
             router,
+            bridges,
             fixed: Reloader::fixed_of_file(config, &origin),
             origin,
         }
@@ -200,10 +217,23 @@ impl Reloader {
             }
             applied.push(name);
         }
+        let mut bridges = 0;
+        for entry in &config.bridges {
+            let new = entry.get_ref();
+            if let Some(b) = self
+                .bridges
+                .iter()
+                .find(|b| b.config().address == new.address)
+            {
+                b.reload_keys(&new.keys);
+                bridges += 1;
+            }
+        }
         tracing::info!(
             file = %path.display(),
             realms = %applied.join(", "),
-            "configuration reloaded: roles, permissions, authorizer, principals and realm limits apply from now on"
+            bridges,
+            "configuration reloaded: roles, permissions, authorizer, principals, realm limits and bridge keys apply from now on"
         );
         self.fixed = fixed;
         true

@@ -302,6 +302,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
     let bridge_requests = crate::bridge::metrics::RequestMetrics::register(router.metrics());
+    let mut bridges = Vec::new();
     for (b, check) in config.bridges.iter().zip(bridge_checks) {
         let bridge = crate::bridge::Bridge::new(
             b.get_ref().clone(),
@@ -318,6 +319,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             bridge.config().call_path
         );
         let name = format!("http://{}", local(&listener, address));
+        bridges.push(bridge.clone());
         let limits = crate::bridge::ConnLimits {
             limiter: shared.limiter.clone(),
             metrics: shared.metrics.clone(),
@@ -336,7 +338,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
 
-    let mut reloader = crate::reload::Reloader::new(router.clone(), &config, config.origin.clone());
+    let mut reloader =
+        crate::reload::Reloader::new(router.clone(), bridges, &config, config.origin.clone());
     let signal = wait_for_signal(&tls_listeners, &mut reloader).await;
     readiness.stopping();
     if !shutdown_delay.is_zero() {

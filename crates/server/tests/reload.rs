@@ -210,3 +210,99 @@ fn a_principal_added_by_reload_can_log_in() {
         Ok("user".into())
     );
 }
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, now (UTC): the bridge's timestamp format.
+fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The query of a request to the bridge's /publish signed with `key`
+/// (the Crossbar scheme: HMAC-SHA256 of key, timestamp, seq, nonce, body).
+fn signed(key: &str, secret: &str, nonce: &str, body: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let ts = now();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+    for part in [key, ts.as_str(), "1", nonce, body] {
+        mac.update(part.as_bytes());
+    }
+    let sig = base64::engine::general_purpose::URL_SAFE.encode(mac.finalize().into_bytes());
+    let pct = |s: &str| {
+        s.replace(':', "%3A")
+            .replace('+', "%2B")
+            .replace('=', "%3D")
+    };
+    format!(
+        "key={key}&timestamp={}&seq=1&nonce={nonce}&signature={}",
+        pct(&ts),
+        pct(&sig)
+    )
+}
+
+/// POST /publish on the bridge at `port`: the status.
+fn bridge_publish(port: u16, query: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("bridge");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "POST /publish?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {out:?}"))
+}
+
+#[test]
+fn a_bridge_key_added_by_reload_signs_requests() {
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "\n[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\n\n\
+         [[bridge.key]]\nkey = \"old\"\nsecret = \"0123456789abcdef-old\"\nrole = \"backend\"\n"
+    ));
+    let body = r#"{"topic": "com.example.bridged", "args": [1]}"#;
+    let new_key = |nonce: &str| signed("new", "0123456789abcdef-new", nonce, body);
+    assert_eq!(
+        bridge_publish(port, &new_key("1"), body),
+        401,
+        "unknown key"
+    );
+    assert_eq!(
+        bridge_publish(
+            port,
+            &signed("old", "0123456789abcdef-old", "2", body),
+            body
+        ),
+        200
+    );
+    let path = config_path(&r);
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str(
+        "\n[[bridge.key]]\nkey = \"new\"\nsecret = \"0123456789abcdef-new\"\nrole = \"backend\"\n",
+    );
+    std::fs::write(&path, text).expect("write config");
+    reload(&r, "configuration reloaded");
+    assert_eq!(bridge_publish(port, &new_key("3"), body), 200);
+    // A signature accepted before the reload stays used after it.
+    let once = signed("old", "0123456789abcdef-old", "4", body);
+    assert_eq!(bridge_publish(port, &once, body), 200);
+    reload(&r, "configuration reloaded");
+    assert_eq!(bridge_publish(port, &once, body), 401, "replayed");
+    assert!(!r.log_text().contains("[[bridge]] (but its keys) changed"));
+}

@@ -30,6 +30,25 @@ pub(super) fn browser_marker(headers: &HeaderMap) -> Option<&'static str> {
     (site.as_bytes() != b"none").then_some("Sec-Fetch-Site")
 }
 
+/// The identity a request acts as: the bridge's unsigned caller, or its
+/// signing key's (held, since a reload may replace the bridge's keys while
+/// the request runs).
+pub(super) enum Caller<'a> {
+    Unsigned(&'a InternalCaller),
+    Key(std::sync::Arc<super::SigningKey>),
+}
+
+impl std::ops::Deref for Caller<'_> {
+    type Target = InternalCaller;
+
+    fn deref(&self) -> &InternalCaller {
+        match self {
+            Caller::Unsigned(c) => c,
+            Caller::Key(k) => &k.caller,
+        }
+    }
+}
+
 /// Checks the request's signature; the identity it acts as. `browser`: the
 /// [`browser_marker`] of the request; an unsigned request that has one is
 /// refused (any web page the user opens could send it: cross-site request
@@ -40,7 +59,7 @@ pub(super) fn authenticate<'a>(
     query: &str,
     scheme: Scheme<'_>,
     body: &[u8],
-) -> Result<&'a InternalCaller, Refusal> {
+) -> Result<Caller<'a>, Refusal> {
     let params = query_params(query).ok_or_else(|| bad("the query string is not valid"))?;
     let Some(key) = params.get("key") else {
         let unsigned = bridge.unsigned.as_ref().ok_or_else(|| {
@@ -59,7 +78,7 @@ pub(super) fn authenticate<'a>(
                 ),
             ));
         }
-        return Ok(unsigned);
+        return Ok(Caller::Unsigned(unsigned));
     };
     let get = |name: &str| {
         params.get(name).ok_or_else(|| {
@@ -79,7 +98,7 @@ pub(super) fn authenticate<'a>(
         check_counter(name, value)
             .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
     }
-    let Some(signing_key) = bridge.keys.get(key.as_str()) else {
+    let Some(signing_key) = bridge.signing_key(key.as_str()) else {
         return Err(unauthorized(
             "switchyard.error.unknown_key",
             format!("unknown signing key \"{}\"", Clip(key)),
@@ -131,7 +150,7 @@ pub(super) fn authenticate<'a>(
         ));
     }
     match signing_key.replays.first_use(mac, remember_for(ts, window)) {
-        Ok(()) => Ok(&signing_key.caller),
+        Ok(()) => Ok(Caller::Key(signing_key)),
         Err(Refused::Replayed) => Err(unauthorized(
             "switchyard.error.replayed_request",
             "this signed request was already accepted: a signature is accepted once \

@@ -139,7 +139,7 @@ async fn push(
             _ => job.insert("idempotency_key", k),
         }
     }
-    authorize(bridge, caller, Action::Call, PUSH).await?;
+    authorize(bridge, &caller, Action::Call, PUSH).await?;
     let reply = caller
         .call(
             &bridge.realm.dealer,
