@@ -105,17 +105,14 @@ async fn serve_session<R, W>(
         ping_interval: settings.rawsocket_ping_interval,
         ..settings.clone()
     };
-    let writer_task = tokio::spawn(
-        write_loop(
-            writer,
-            rx,
-            pong.clone(),
-            peer.clone(),
-            writer_settings,
-            liveness.clone(),
-        )
-        .instrument(tracing::Span::current()),
-    );
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        rx,
+        pong.clone(),
+        peer.clone(),
+        writer_settings,
+        liveness.clone(),
+    ));
     let mut conn = Connection::new(router, peer.clone(), transport);
 
     let flow = read_loop(&mut reader, &mut conn, &settings, &liveness, &pong).await;

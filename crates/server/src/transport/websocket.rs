@@ -259,18 +259,15 @@ async fn serve_session(
     let (sink, mut stream) = ws.split();
     let liveness = Liveness::new();
     let pongs = Arc::new(Pongs::default());
-    let writer = tokio::spawn(
-        write_loop(
-            sink,
-            rx,
-            peer.clone(),
-            serializer,
-            settings.clone(),
-            liveness.clone(),
-            pongs.clone(),
-        )
-        .instrument(tracing::Span::current()),
-    );
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        peer.clone(),
+        serializer,
+        settings.clone(),
+        liveness.clone(),
+        pongs.clone(),
+    ));
     let mut conn = Connection::new(ep.router.clone(), peer.clone(), transport);
 
     let flow = loop {
