@@ -37,6 +37,25 @@ pub enum Outgoing {
     Close,
 }
 
+/// An item of the queue itself: as [`Outgoing`], and whether the frame
+/// is counted already (an EVENT, counted where it was queued, once per
+/// publication: [`Peer::send_event`]).
+#[derive(Debug)]
+enum Queued {
+    Frame(Bytes),
+    Event(Bytes),
+    Close,
+}
+
+impl Queued {
+    fn frame(&self) -> Option<&Bytes> {
+        match self {
+            Queued::Frame(f) | Queued::Event(f) => Some(f),
+            Queued::Close => None,
+        }
+    }
+}
+
 /// How much a session's outbound queue may hold before the slow-consumer
 /// policy applies: messages and bytes (`[limits] outbound_queue` and
 /// `outbound_queue_bytes`), and the process-wide budget it shares with every
@@ -144,7 +163,7 @@ impl Drop for BudgetSlot {
 /// The receiving end of a peer's outbound queue (the transport's writer).
 /// Taking a frame releases its bytes from the queue's byte count.
 pub struct OutboundRx {
-    rx: mpsc::Receiver<Outgoing>,
+    rx: mpsc::Receiver<Queued>,
     queued_bytes: Arc<AtomicUsize>,
     budget: Option<Arc<OutboundBudget>>,
     /// When the writer last took a frame (ms on the budget's clock).
@@ -158,9 +177,10 @@ pub struct OutboundRx {
 }
 
 impl OutboundRx {
-    /// A frame the writer takes: counted as sent, then released.
-    fn taken(&mut self, item: Outgoing) -> Outgoing {
-        if let (Outgoing::Frame(f), Some(_)) = (&item, &self.traffic) {
+    /// A frame the writer takes: counted as sent (unless it was counted
+    /// where it was queued), then released.
+    fn taken(&mut self, item: Queued) -> Outgoing {
+        if let (Queued::Frame(f), Some(_)) = (&item, &self.traffic) {
             Traffic::sent(&mut self.tally, self.serializer, f);
         }
         self.released(item)
@@ -174,14 +194,17 @@ impl OutboundRx {
     }
 
     /// Releases a frame's bytes from the queue's and the budget's counts.
-    fn released(&self, item: Outgoing) -> Outgoing {
-        if let Outgoing::Frame(f) = &item {
+    fn released(&self, item: Queued) -> Outgoing {
+        if let Some(f) = item.frame() {
             self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
             if let Some(b) = &self.budget {
                 b.queued.fetch_sub(f.len(), Ordering::Relaxed);
             }
         }
-        item
+        match item {
+            Queued::Frame(f) | Queued::Event(f) => Outgoing::Frame(f),
+            Queued::Close => Outgoing::Close,
+        }
     }
 
     /// The next item; None once the peer is gone. The writer calls it once
@@ -232,7 +255,7 @@ fn connection_span(label: &str) -> tracing::Span {
 /// The router's handle on one connection's outbound path.
 pub struct Peer {
     serializer: Serializer,
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Queued>,
     capacity: usize,
     /// Bytes of the frames queued and not yet taken by the writer (shared
     /// with the [`OutboundRx`]).
@@ -345,6 +368,12 @@ impl Peer {
         self.session.store(id, Ordering::Relaxed);
     }
 
+    /// Where this connection's traffic is counted (None: a router's own
+    /// session, not counted).
+    pub fn traffic(&self) -> Option<&Arc<Traffic>> {
+        self.traffic.as_ref()
+    }
+
     /// The connection's log span. The transport runs the connection's
     /// tasks in it and the session records its id, realm and authid in it
     /// ([`Peer::name_session`]), so that every line logged about the
@@ -384,7 +413,11 @@ impl Peer {
     }
 
     /// Queues an EVENT; under the `drop_events` policy a full queue drops the
-    /// event instead of the connection.
+    /// event instead of the connection. The writer does not count it in
+    /// `switchyard_messages_out_total`: the caller counts the EVENTs of a
+    /// publication at once ([`Traffic::events_queued`], for the peers whose
+    /// [`Peer::traffic`] is set), so a fan-out to 1000 touches the shared
+    /// counters once, not once per subscriber.
     pub fn send_event(&self, frame: Bytes) -> bool {
         self.enqueue(frame, true)
     }
@@ -430,7 +463,12 @@ impl Peer {
                 }
             }
         }
-        match self.tx.try_send(Outgoing::Frame(frame)) {
+        let item = if is_event {
+            Queued::Event(frame)
+        } else {
+            Queued::Frame(frame)
+        };
+        match self.tx.try_send(item) {
             Ok(()) => true,
             Err(e) => {
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -476,7 +514,7 @@ impl Peer {
 
     /// Closes the connection once everything queued so far is written.
     pub fn close_after_flush(&self) {
-        if self.tx.try_send(Outgoing::Close).is_err() {
+        if self.tx.try_send(Queued::Close).is_err() {
             self.kill("outbound queue full while closing".to_string());
         }
     }

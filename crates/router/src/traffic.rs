@@ -177,6 +177,15 @@ impl Traffic {
         tally.run += 1;
     }
 
+    /// `n` EVENTs of `bytes` in all queued for client connections (one
+    /// publication's, counted once by the Broker rather than per frame).
+    pub fn events_queued(&self, n: u64, bytes: u64) {
+        if let Some(Some(c)) = self.outgoing.by_type.get(36) {
+            c.inc_by(n);
+        }
+        self.outgoing.bytes.inc_by(bytes);
+    }
+
     /// Adds a writer's tally to the shared counters and empties it: once
     /// per batch (and when the writer ends).
     pub fn fold(&self, tally: &mut OutTally) {
@@ -296,6 +305,8 @@ mod tests {
         );
         t.fold(&mut tally);
         t.fold(&mut tally);
+        // A publication's EVENTs, counted once where they were queued.
+        t.events_queued(2, 20);
         let g = t.session("realm1", "rawsocket", Serializer::Json, "user");
         let mut out = String::new();
         t.render(&mut out);
@@ -312,11 +323,11 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("switchyard_messages_out_total{type=\"EVENT\"} 3"),
+            out.contains("switchyard_messages_out_total{type=\"EVENT\"} 5"),
             "{out}"
         );
         assert!(
-            out.contains("switchyard_message_bytes_out_total 49"),
+            out.contains("switchyard_message_bytes_out_total 69"),
             "{out}"
         );
         assert!(out.contains("switchyard_sessions{realm=\"realm1\",transport=\"rawsocket\",serializer=\"json\",authrole=\"user\"} 1"), "{out}");

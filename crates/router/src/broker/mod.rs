@@ -620,6 +620,9 @@ impl State {
         filter: &Filter,
     ) {
         let mut stored_filter: Option<Arc<Filter>> = None;
+        // The EVENTs queued for client connections, counted once at the end
+        // (`switchyard_messages_out_total`; the writers do not count them).
+        let mut counted: Option<(Arc<crate::traffic::Traffic>, u64, u64)> = None;
         self.index.for_each_match(topic, |policy, sub_id| {
             let Some(sub) = self.subs.get(sub_id) else {
                 return;
@@ -679,7 +682,14 @@ impl State {
                     *max = (*max).max(frame.len());
                     continue;
                 }
-                s.peer.send_event(frame.clone());
+                let len = frame.len() as u64;
+                if s.peer.send_event(frame.clone()) {
+                    if let Some(t) = s.peer.traffic() {
+                        let c = counted.get_or_insert_with(|| (t.clone(), 0, 0));
+                        c.1 += 1;
+                        c.2 += len;
+                    }
+                }
             }
             if let Some((sessions, bytes, first)) = too_large {
                 tracing::warn!(
@@ -691,6 +701,9 @@ impl State {
                 );
             }
         });
+        if let Some((traffic, n, bytes)) = counted {
+            traffic.events_queued(n, bytes);
+        }
     }
 
     /// Publishes a meta event from inside the Broker (its lock held, so the
