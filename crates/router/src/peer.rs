@@ -3,7 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
-use crate::traffic::{OutTally, Traffic};
+use crate::traffic::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,25 +37,6 @@ pub enum Outgoing {
     Close,
 }
 
-/// An item of the queue itself: as [`Outgoing`], and whether the frame
-/// is counted already (an EVENT, counted where it was queued, once per
-/// publication: [`Peer::send_event`]).
-#[derive(Debug)]
-enum Queued {
-    Frame(Bytes),
-    Event(Bytes),
-    Close,
-}
-
-impl Queued {
-    fn frame(&self) -> Option<&Bytes> {
-        match self {
-            Queued::Frame(f) | Queued::Event(f) => Some(f),
-            Queued::Close => None,
-        }
-    }
-}
-
 /// How much a session's outbound queue may hold before the slow-consumer
 /// policy applies: messages and bytes (`[limits] outbound_queue` and
 /// `outbound_queue_bytes`), and the process-wide budget it shares with every
@@ -70,8 +51,8 @@ pub struct OutboundLimits {
     pub policy: SlowConsumerPolicy,
     /// The budget shared by all client connections; None: unbounded.
     pub budget: Option<Arc<OutboundBudget>>,
-    /// Where the frames the writer takes are counted (messages out by type,
-    /// bytes out); None: not counted (the router's own sessions, tests).
+    /// Where the frames queued are counted (messages out by type, bytes
+    /// out); None: not counted (the router's own sessions, tests).
     pub traffic: Option<Arc<Traffic>>,
 }
 
@@ -163,66 +144,39 @@ impl Drop for BudgetSlot {
 /// The receiving end of a peer's outbound queue (the transport's writer).
 /// Taking a frame releases its bytes from the queue's byte count.
 pub struct OutboundRx {
-    rx: mpsc::Receiver<Queued>,
+    rx: mpsc::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     budget: Option<Arc<OutboundBudget>>,
     /// When the writer last took a frame (ms on the budget's clock).
     last_take: Arc<AtomicU64>,
-    traffic: Option<Arc<Traffic>>,
-    /// The frames taken since the last batch began, folded into `traffic`
-    /// once per batch (at the next [`OutboundRx::recv`], after the writer
-    /// wrote what it took, and when the writer ends).
-    tally: OutTally,
-    serializer: Serializer,
 }
 
 impl OutboundRx {
-    /// A frame the writer takes: counted as sent (unless it was counted
-    /// where it was queued), then released.
-    fn taken(&mut self, item: Queued) -> Outgoing {
-        if let (Queued::Frame(f), Some(_)) = (&item, &self.traffic) {
-            Traffic::sent(&mut self.tally, self.serializer, f);
-        }
-        self.released(item)
-    }
-
-    /// Adds the frames taken so far to the shared counters.
-    fn fold(&mut self) {
-        if let Some(t) = &self.traffic {
-            t.fold(&mut self.tally);
-        }
-    }
-
     /// Releases a frame's bytes from the queue's and the budget's counts.
-    fn released(&self, item: Queued) -> Outgoing {
-        if let Some(f) = item.frame() {
+    fn released(&self, item: Outgoing) -> Outgoing {
+        if let Outgoing::Frame(f) = &item {
             self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
             if let Some(b) = &self.budget {
                 b.queued.fetch_sub(f.len(), Ordering::Relaxed);
             }
         }
-        match item {
-            Queued::Frame(f) | Queued::Event(f) => Outgoing::Frame(f),
-            Queued::Close => Outgoing::Close,
-        }
+        item
     }
 
     /// The next item; None once the peer is gone. The writer calls it once
-    /// per batch: that is when its progress is recorded, and when the
-    /// frames of the batch before (written by now) are counted.
+    /// per batch: that is when its progress is recorded.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        self.fold();
         let item = self.rx.recv().await?;
         if let Some(b) = &self.budget {
             self.last_take.store(b.now_ms(), Ordering::Relaxed);
         }
-        Some(self.taken(item))
+        Some(self.released(item))
     }
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Result<Outgoing, mpsc::error::TryRecvError> {
         let item = self.rx.try_recv()?;
-        Ok(self.taken(item))
+        Ok(self.released(item))
     }
 }
 
@@ -230,7 +184,6 @@ impl Drop for OutboundRx {
     /// Frames never written leave the shared budget with the connection:
     /// closing first makes every later send fail (and release its own bytes).
     fn drop(&mut self) {
-        self.fold();
         if self.budget.is_some() {
             self.rx.close();
             while let Ok(item) = self.rx.try_recv() {
@@ -255,7 +208,7 @@ fn connection_span(label: &str) -> tracing::Span {
 /// The router's handle on one connection's outbound path.
 pub struct Peer {
     serializer: Serializer,
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Outgoing>,
     capacity: usize,
     /// Bytes of the frames queued and not yet taken by the writer (shared
     /// with the [`OutboundRx`]).
@@ -323,9 +276,6 @@ impl Peer {
             queued_bytes: queued_bytes.clone(),
             budget: limits.budget.clone(),
             last_take: last_take.clone(),
-            traffic: limits.traffic.clone(),
-            tally: OutTally::default(),
-            serializer,
         };
         let span = connection_span(&label);
         let peer = Peer {
@@ -463,13 +413,23 @@ impl Peer {
                 }
             }
         }
-        let item = if is_event {
-            Queued::Event(frame)
-        } else {
-            Queued::Frame(frame)
+        // Counted where it is queued: an EVENT by the Broker, once per
+        // publication (`send_event`); any other message here, its type
+        // read from the frame's first bytes.
+        let counted = match (&self.traffic, is_event) {
+            (Some(t), false) => Some((
+                t,
+                switchyard_proto::codec::peek_type(self.serializer, &frame),
+            )),
+            _ => None,
         };
-        match self.tx.try_send(item) {
-            Ok(()) => true,
+        match self.tx.try_send(Outgoing::Frame(frame)) {
+            Ok(()) => {
+                if let Some((t, code)) = counted {
+                    t.queued(code, len);
+                }
+                true
+            }
             Err(e) => {
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 if let Some(budget) = &self.budget {
@@ -514,7 +474,7 @@ impl Peer {
 
     /// Closes the connection once everything queued so far is written.
     pub fn close_after_flush(&self) {
-        if self.tx.try_send(Queued::Close).is_err() {
+        if self.tx.try_send(Outgoing::Close).is_err() {
             self.kill("outbound queue full while closing".to_string());
         }
     }

@@ -10,11 +10,11 @@
 //! and one relaxed atomic add. A session's gauge is resolved once, when the
 //! session joins ([`Traffic::session`]), and held by the connection.
 //!
-//! Messages out are counted per writer, not per frame: each connection's
-//! writer keeps an [`OutTally`] (plain integers it alone touches), and folds
-//! it into the shared counters once per batch it takes ([`Traffic::fold`]).
-//! At a fan-out of 1000 the shared cache lines are then touched once per
-//! batch and run of one type, not twice per delivered frame.
+//! Messages out are counted where they are queued: the EVENTs of a
+//! publication once for all its subscribers ([`Traffic::events_queued`],
+//! by the Broker), any other message when its connection queues it
+//! ([`Traffic::queued`]). At a fan-out of 1000 the shared cache lines are
+//! touched once per publication, not twice per delivered frame.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -164,17 +164,11 @@ impl Traffic {
         self.incoming.count(Some(code), len);
     }
 
-    /// A frame taken by a writer, counted in the writer's own tally (its
-    /// type read from its first bytes); shared counters are not touched.
+    /// A message queued for a client connection: its type code (read from
+    /// the frame) and its length.
     #[inline]
-    pub fn sent(tally: &mut OutTally, serializer: Serializer, frame: &[u8]) {
-        let code = switchyard_proto::codec::peek_type(serializer, frame);
-        tally.bytes += frame.len() as u64;
-        if tally.run > 0 && tally.code != code {
-            tally.spill();
-        }
-        tally.code = code;
-        tally.run += 1;
+    pub fn queued(&self, code: Option<u64>, len: usize) {
+        self.outgoing.count(code, len);
     }
 
     /// `n` EVENTs of `bytes` in all queued for client connections (one
@@ -184,25 +178,6 @@ impl Traffic {
             c.inc_by(n);
         }
         self.outgoing.bytes.inc_by(bytes);
-    }
-
-    /// Adds a writer's tally to the shared counters and empties it: once
-    /// per batch (and when the writer ends).
-    pub fn fold(&self, tally: &mut OutTally) {
-        for (code, n) in tally
-            .spilled
-            .drain(..)
-            .chain((tally.run > 0).then_some((tally.code, tally.run)))
-        {
-            if let Some(Some(c)) = code.and_then(|c| self.outgoing.by_type.get(c as usize)) {
-                c.inc_by(n);
-            }
-        }
-        tally.run = 0;
-        if tally.bytes > 0 {
-            self.outgoing.bytes.inc_by(tally.bytes);
-            tally.bytes = 0;
-        }
     }
 
     /// A login failed (`method`: the method's name, or "none").
@@ -249,28 +224,6 @@ impl Traffic {
     }
 }
 
-/// What one writer took since it last folded: the run of frames of one type
-/// being counted, the runs before it (a batch mixing types), and bytes.
-#[derive(Debug, Default)]
-pub struct OutTally {
-    code: Option<u64>,
-    run: u64,
-    spilled: Vec<(Option<u64>, u64)>,
-    bytes: u64,
-}
-
-impl OutTally {
-    /// The run ends (another type follows): kept until the fold.
-    #[cold]
-    fn spill(&mut self) {
-        match self.spilled.iter_mut().find(|(c, _)| *c == self.code) {
-            Some((_, n)) => *n += self.run,
-            None => self.spilled.push((self.code, self.run)),
-        }
-        self.run = 0;
-    }
-}
-
 /// One session counted in `switchyard_sessions`; dropping it uncounts it.
 #[derive(Debug)]
 pub struct SessionGauge(Gauge);
@@ -291,20 +244,16 @@ mod tests {
         t.received(16, 10);
         t.received(16, 5);
         t.received(999, 3);
-        let mut tally = OutTally::default();
-        Traffic::sent(&mut tally, Serializer::Json, b"[17,1,2]");
-        Traffic::sent(&mut tally, Serializer::Json, b"[36,1,2,{}]");
-        Traffic::sent(&mut tally, Serializer::Json, b"[36,1,3,{}]");
-        Traffic::sent(&mut tally, Serializer::Json, b"[17,1,2]");
-        Traffic::sent(&mut tally, Serializer::Json, b"[36,1,4,{}]");
-        let mut out = String::new();
-        t.render(&mut out);
-        assert!(
-            out.contains("switchyard_message_bytes_out_total 0"),
-            "nothing shared is touched before the fold: {out}"
-        );
-        t.fold(&mut tally);
-        t.fold(&mut tally);
+        let peek = |f: &[u8]| switchyard_proto::codec::peek_type(Serializer::Json, f);
+        for f in [
+            &b"[17,1,2]"[..],
+            b"[36,1,2,{}]",
+            b"[36,1,3,{}]",
+            b"[17,1,2]",
+            b"[36,1,4,{}]",
+        ] {
+            t.queued(peek(f), f.len());
+        }
         // A publication's EVENTs, counted once where they were queued.
         t.events_queued(2, 20);
         let g = t.session("realm1", "rawsocket", Serializer::Json, "user");

@@ -194,9 +194,8 @@ fn metrics_count_sessions_messages_and_bytes_after_traffic() {
         assert!(matches!(sub.expect("EVENT"), Message::Event { .. }));
     }
 
-    // Messages out are counted once the writer's batch is written (when
-    // it comes back for the next one): the client can read the last EVENT
-    // a moment before that, so the scrape is retried briefly.
+    // Messages out are counted where they are queued, before the client
+    // reads them; the scrape is still retried briefly (bounded).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let scrape = loop {
         let (status, scrape) = http(port, "GET", "/metrics");
