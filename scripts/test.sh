@@ -7,7 +7,11 @@
 # nats-server (for the cluster tests) is installed by scripts/install-nats.sh
 # (Debian's package, with apt-get) when it is missing.
 # The Python and JS clients are installed into tests/interop/.venv and
-# tests/interop/js/node_modules by tests/interop/setup.sh.
+# tests/interop/js/node_modules by tests/interop/setup.sh, which also installs
+# Debian's chromium and tests/browser/node_modules (playwright-core) for the
+# admin page's browser tests.
+# scripts/test-deb.sh installs cargo-deb (pinned, once, with cargo install)
+# and tests the Debian package with dpkg (as root; skipped otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +32,21 @@ cargo build --workspace --locked
 step "test dependencies: nats-server (cluster tests)"
 bash scripts/install-nats.sh
 
+step "test dependencies: curl and openssl (the documented shell signing examples)"
+if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    bash scripts/apt-install.sh "curl and openssl (shell signing examples)" curl openssl
+fi
+
 step "Rust tests"
 cargo test --workspace --locked
+
+step "the Debian package: build it from the debug binary, dpkg -i, check, upgrade, remove, purge (root only)"
+bash scripts/test-deb.sh
 
 step "interop: install test clients"
 bash tests/interop/setup.sh
 
-step "interop: Autobahn|Python and Autobahn|JS against target/debug/switchyard"
+step "interop: Autobahn|Python, Autobahn|JS and the admin page in headless Chromium against target/debug/switchyard"
 SWITCHYARD_BIN="$PWD/target/debug/switchyard" bash tests/interop/run.sh
 
 step "all tests passed"

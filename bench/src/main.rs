@@ -73,9 +73,11 @@ pub struct Common {
     /// Payload size in bytes (one string argument of this length).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
-    /// PID of the router, to report its CPU time over the measured window.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the router, to report its CPU time over the measured window;
+    /// several (comma-separated, e.g. the nodes of a cluster and their NATS
+    /// server) report the sum.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,

@@ -32,9 +32,10 @@ pub struct PubsubArgs {
     #[arg(long, value_enum)]
     pub sub_serializer: Option<crate::Ser>,
     /// URL for the subscribers (default: `--url`), e.g. to publish over
-    /// RawSocket and deliver over WebSocket.
-    #[arg(long)]
-    pub sub_url: Option<String>,
+    /// RawSocket and deliver over WebSocket; several (comma-separated)
+    /// spread the subscribers over them in turn (the nodes of a cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub sub_url: Vec<String>,
     /// Stop waiting for deliveries after this long without progress (seconds).
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
@@ -120,7 +121,12 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
             .unwrap_or(0)
     );
     let sub_ser: Serializer = a.sub_serializer.map(Into::into).unwrap_or(ser);
-    let sub_url = a.sub_url.clone().unwrap_or_else(|| c.url.clone());
+    let sub_urls = if a.sub_url.is_empty() {
+        vec![c.url.clone()]
+    } else {
+        a.sub_url.clone()
+    };
+    let sub_url = sub_urls.join(",");
     let expected_total = a.subscribers as u64 * a.publishes;
     let total = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
@@ -132,9 +138,9 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         let n = remaining.min(50);
         remaining -= n;
         let mut joins = FuturesUnordered::new();
-        for _ in 0..n {
+        for i in 0..n {
             let (url, realm, topic, total) = (
-                sub_url.clone(),
+                sub_urls[(a.subscribers - remaining - n + i) % sub_urls.len()].clone(),
                 c.realm.clone(),
                 topic.clone(),
                 total.clone(),
@@ -175,7 +181,7 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
     let options = Dict::new().with("acknowledge", true);
 
     // Publish M events keeping K in flight; remember (sequence, publication).
-    let cpu = CpuMeter::start(c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let t0 = Instant::now();
     let mut acked: Vec<(u64, u64)> = Vec::with_capacity(a.publishes as usize);
     let mut errors = 0u64;
@@ -290,7 +296,10 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
 
     let mut transport = transport_name(&c.url).to_owned();
     if sub_url != c.url {
-        transport = format!("{transport}->{}", transport_name(&sub_url));
+        transport = format!("{transport}->{}", transport_name(&sub_urls[0]));
+        if sub_urls.len() > 1 {
+            transport = format!("{transport}x{}", sub_urls.len());
+        }
     }
     let ser_name = if sub_ser == ser {
         ser.name().to_owned()

@@ -388,7 +388,7 @@ pub async fn run(a: QueueArgs) -> Result<i32, String> {
         completed0 = stat(&stats(&admin, &a.queue).await?, "completed_total");
     }
 
-    let cpu = CpuMeter::start(c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let t0 = Instant::now();
     let (outs, last) = round(&a, &producers, &shared, a.warmup, total, deadline).await;
     let end = Instant::now();

@@ -37,6 +37,11 @@ pub struct RpcArgs {
     /// roundrobin, random, first, last, least_loaded.
     #[arg(long, default_value = "roundrobin")]
     pub invoke: String,
+    /// URL for the callees (default: `--url`); several (comma-separated)
+    /// put the callees on them in turn (the nodes of a cluster: callers on
+    /// `--url`, callees on the others).
+    #[arg(long, value_delimiter = ',')]
+    pub callee_url: Vec<String>,
 }
 
 struct CallerOutcome {
@@ -163,8 +168,14 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
     } else {
         Dict::new()
     };
-    for _ in 0..a.callees.max(1) {
-        let callee = Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser))
+    let callee_urls = if a.callee_url.is_empty() {
+        vec![c.url.clone()]
+    } else {
+        a.callee_url.clone()
+    };
+    for i in 0..a.callees.max(1) {
+        let url = &callee_urls[i % callee_urls.len()];
+        let callee = Session::connect_with(url, &c.realm, SessionOptions::new(ser))
             .await
             .map_err(|e| format!("callee connect: {e}"))?;
         callee
@@ -202,7 +213,7 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
         }
     }
 
-    let cpu = CpuMeter::start(c.server_pid);
+    let cpu = CpuMeter::start(&c.server_pid);
     let t0 = Instant::now();
     let outs = round(
         &callers,
@@ -237,7 +248,14 @@ pub async fn run(a: RpcArgs) -> Result<i32, String> {
     };
     let per_cpu = used.server.filter(|s| *s > 0.0).map(|s| done as f64 / s);
 
-    let transport = transport_name(&c.url);
+    let mut transport = transport_name(&c.url).to_owned();
+    if callee_urls[0] != c.url || callee_urls.len() > 1 {
+        transport = format!(
+            "{transport}->{}x{}",
+            transport_name(&callee_urls[0]),
+            callee_urls.len()
+        );
+    }
     let mut line = format!(
         "rpc {transport} {ser} {} callers x {} in flight -> {} callee(s){}, payload {}B: {} calls in {:.3} s = {} calls/s; round trip p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
         a.callers,

@@ -26,9 +26,17 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some((utime + stime) / tck)
 }
 
+/// The CPU seconds of all of `pids` (None if there are none, or one is gone).
+fn servers_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_seconds(Some(*p))).sum()
+}
+
 /// CPU meters for the router (if a PID was given) and this process.
 pub struct CpuMeter {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     server0: Option<f64>,
     client0: Option<f64>,
 }
@@ -40,18 +48,19 @@ pub struct CpuUsed {
 }
 
 impl CpuMeter {
-    pub fn start(pid: Option<u32>) -> Self {
+    /// Meters the sum of the CPU time of `pids` (none: no server figure).
+    pub fn start(pids: &[u32]) -> Self {
         CpuMeter {
-            pid,
-            server0: pid.and_then(|p| cpu_seconds(Some(p))),
+            pids: pids.to_vec(),
+            server0: servers_cpu(pids),
             client0: cpu_seconds(None),
         }
     }
 
     pub fn stop(&self) -> CpuUsed {
-        let server = match (self.pid, self.server0) {
-            (Some(p), Some(s0)) => cpu_seconds(Some(p)).map(|s1| s1 - s0),
-            _ => None,
+        let server = match self.server0 {
+            Some(s0) => servers_cpu(&self.pids).map(|s1| s1 - s0),
+            None => None,
         };
         let client = match (self.client0, cpu_seconds(None)) {
             (Some(c0), Some(c1)) => Some(c1 - c0),

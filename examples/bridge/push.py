@@ -10,7 +10,7 @@ Standard library only. Usage:
 method, the path (the queue), the Idempotency-Key header and the body, so the
 request cannot be replayed into another queue or under another key (see
 docs/HTTP-BRIDGE.md, "Signing"). Prints the answer ({"id", "duplicate"}) and
-exits 0 (201 stored, 409 duplicate key), or prints the refusal and exits 1.
+exits 0 (202 stored, or 201 with queue_push_status = 201; 409 duplicate key), or prints the refusal and exits 1.
 """
 
 import base64
@@ -66,7 +66,7 @@ def main() -> int:
                          os.environ["SWITCHYARD_KEY"], os.environ["SWITCHYARD_SECRET"],
                          queue, job, idempotency_key)
     print(reply.strip())
-    return 0 if status in (201, 409) else 1
+    return 0 if status in (201, 202, 409) else 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 # Runs the Switchyard third-party-client interop suites:
 #   - Python: Autobahn|Python (asyncio) + raw WebSocket / RawSocket clients (pytest)
 #   - JS:     Autobahn|JS 26 and wampy.js 8 (node:test)
+#   - browser: the admin page in headless Chromium, driven by playwright-core
+#              (tests/browser, node:test; screenshots in target/browser-artifacts)
+#   - PHP:    the PHP client library's PHPUnit tests (clients/php)
 # against the router binary named by $SWITCHYARD_BIN
 # (default: <repo>/target/debug/switchyard). Exits non-zero if either fails.
 set -uo pipefail
@@ -34,8 +37,16 @@ fi
 node "${node_flags[@]}" tests/interop/js/
 js_rc=$?
 
-echo "=== interop summary: python rc=$py_rc, js rc=$js_rc ==="
-if [[ $py_rc -ne 0 || $js_rc -ne 0 ]]; then
+echo "=== browser suite (admin page, headless Chromium + playwright-core) ==="
+node "${node_flags[@]}" tests/browser/
+br_rc=$?
+
+echo "=== PHP client (clients/php, PHPUnit) ==="
+phpunit -c clients/php/phpunit.xml
+php_rc=$?
+
+echo "=== interop summary: python rc=$py_rc, js rc=$js_rc, browser rc=$br_rc, php rc=$php_rc ==="
+if [[ $py_rc -ne 0 || $js_rc -ne 0 || $br_rc -ne 0 || $php_rc -ne 0 ]]; then
     exit 1
 fi
 exit 0

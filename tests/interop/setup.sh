@@ -4,6 +4,11 @@
 #   - node_modules for tests/interop/js via `npm ci` (package-lock.json)
 #   - php with the curl extension (Debian's php-cli and php-curl, with apt-get)
 #     for the HTTP bridge's PHP example, only when `php` is missing or lacks curl
+#   - phpunit (Debian's) for the PHP client's tests (clients/php), only when missing
+#   - for the admin page's browser tests (tests/browser): Debian's chromium
+#     (with apt-get, only when /usr/bin/chromium is missing) and
+#     tests/browser/node_modules (playwright-core) via `npm ci`, and openssl
+#     (its TLS proxy's certificate) when missing
 # Idempotent: each part is skipped when a stamp file says it is up to date
 # (hash of the lock/requirements file + interpreter version), or, for php,
 # when `php -m` already lists curl.
@@ -85,4 +90,42 @@ else
         exit 1
     fi
     echo "setup.sh: $(php -r 'echo "PHP ", PHP_VERSION;') with curl installed"
+fi
+
+# --------------------------------------------------------------- phpunit ---
+# clients/php's tests run with Debian's phpunit (9.6 on bookworm).
+if command -v phpunit >/dev/null 2>&1; then
+    echo "setup.sh: phpunit present ($(command -v phpunit))"
+else
+    echo "setup.sh: installing phpunit with apt-get"
+    bash "$HERE/../../scripts/apt-install.sh" "phpunit (for clients/php)" phpunit
+    command -v phpunit >/dev/null 2>&1 || { echo "setup.sh: phpunit was installed but is not on PATH" >&2; exit 1; }
+# --------------------------------------------------------------- browser ---
+# tests/browser drives the admin page in headless Chromium with playwright-core
+# (executablePath /usr/bin/chromium: Playwright's own browser downloads are
+# never used).
+BROWSER_JS="$HERE/../browser"
+if [[ -x /usr/bin/chromium ]]; then
+    echo "setup.sh: chromium present ($(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium))"
+else
+    echo "setup.sh: installing chromium with apt-get (browser tests)"
+    bash "$HERE/../../scripts/apt-install.sh" "chromium (the admin page's browser tests)" chromium
+    if [[ ! -x /usr/bin/chromium ]]; then
+        echo "setup.sh: chromium was installed, but /usr/bin/chromium is missing" >&2
+        exit 1
+    fi
+fi
+# tlsproxy.mjs makes its throwaway certificate with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "setup.sh: installing openssl with apt-get (the browser tests' TLS proxy)"
+    bash "$HERE/../../scripts/apt-install.sh" "openssl (the browser tests' TLS proxy)" openssl
+fi
+BR_WANT="$(hash_of "$BROWSER_JS/package-lock.json" "node=$NODE_MAJOR" "$(cat "$BROWSER_JS/package.json")")"
+BR_STAMP="$BROWSER_JS/node_modules/.browser-stamp"
+if [[ -d "$BROWSER_JS/node_modules/playwright-core" && -f "$BR_STAMP" && "$(cat "$BR_STAMP")" == "$BR_WANT" ]]; then
+    echo "setup.sh: browser node_modules up to date ($BROWSER_JS/node_modules)"
+else
+    echo "setup.sh: npm ci in $BROWSER_JS"
+    (cd "$BROWSER_JS" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$BR_WANT" > "$BR_STAMP"
 fi

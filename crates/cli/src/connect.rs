@@ -6,8 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use std::sync::Arc;
 use switchyard_client::transport::TransportOptions;
-use switchyard_client::{Credentials, Error, Serializer, Session, SessionOptions, TransportError};
+
+use switchyard_client::reconnect::{Connector, Status};
+use switchyard_client::{
+    Credentials, Error, ReconnectOptions, ReconnectingSession, Serializer, Session, SessionOptions,
+    TransportError,
+};
 
 use super::{CliError, EXIT_CONNECTION, EXIT_REFUSED, EXIT_USAGE};
 
@@ -27,6 +33,15 @@ impl From<SerializerArg> for Serializer {
             SerializerArg::Cbor => Serializer::Cbor,
         }
     }
+}
+
+/// Like [`parse_duration`], also accepting `0` (off).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("\"{text}\": {e} (examples: 0, 500ms, 5s, 2m)"))
 }
 
 /// Parses `5s`, `500ms`, `2m`, `1h 30m` (humantime).
@@ -101,6 +116,15 @@ pub struct ConnectArgs {
     /// How long connecting and joining may take.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
+
+    /// Keepalive: ping the router when it has been silent this long (0: never).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero, value_name = "DURATION")]
+    pub ping_interval: Duration,
+
+    /// A router silent for --ping-interval plus this is taken for dead: the
+    /// connection is dropped (and subscribe, register and worker reconnect).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_timeout: Duration,
 }
 
 impl ConnectArgs {
@@ -139,6 +163,46 @@ impl ConnectArgs {
     /// Connects and joins the realm. `event_queue` bounds each subscription's
     /// unread events (see [`SessionOptions::event_queue`]).
     pub async fn connect(&self, event_queue: Option<usize>) -> Result<Session, CliError> {
+        let creds = self.checked_credentials()?;
+        self.join(&creds, event_queue)
+            .await
+            .map_err(|e| self.join_error(&creds, e))
+    }
+
+    /// Like [`ConnectArgs::connect`], for the long-running commands: a
+    /// session that reconnects (with backoff and jitter, re-subscribing and
+    /// re-registering) when the router restarts or the connection breaks,
+    /// unless `reconnect` is false. The first connection's failure is
+    /// returned as from `connect`; later ones are reported on standard
+    /// error (unless `quiet`) while it tries again.
+    pub async fn connect_reconnecting(
+        &self,
+        event_queue: Option<usize>,
+        reconnect: bool,
+        quiet: bool,
+    ) -> Result<ReconnectingSession, CliError> {
+        let creds = self.checked_credentials()?;
+        let args = Arc::new(self.clone());
+        let c = Arc::new(creds.clone());
+        let connector: Connector = Arc::new(move || {
+            let (args, c) = (Arc::clone(&args), Arc::clone(&c));
+            Box::pin(async move { args.join(&c, event_queue).await })
+        });
+        let options = ReconnectOptions {
+            enabled: reconnect,
+            ..ReconnectOptions::default()
+        };
+        let rs = ReconnectingSession::start(connector, options)
+            .await
+            .map_err(|e| self.join_error(&creds, e))?;
+        if !quiet {
+            tokio::spawn(report(rs.status(), self.url.clone()));
+        }
+        Ok(rs)
+    }
+
+    /// The credentials, with their warnings and the CA file checked.
+    fn checked_credentials(&self) -> Result<Credentials, CliError> {
         let creds = self.credentials()?;
         warn_secrets_on_command_line(self);
         if let Some(path) = &self.ca_file {
@@ -146,15 +210,23 @@ impl ConnectArgs {
             switchyard_client::tls::read_ca_file(path)
                 .map_err(|e| CliError::usage(format!("--ca-file: {}", tls_message(&e))))?;
         }
+        Ok(creds)
+    }
+
+    async fn join(
+        &self,
+        creds: &Credentials,
+        event_queue: Option<usize>,
+    ) -> Result<Session, Error> {
         let mut opts = SessionOptions::new(self.serializer.into());
         opts.transport = TransportOptions::new(self.serializer.into());
         opts.transport.ca_file = self.ca_file.clone();
         opts.timeout = self.connect_timeout;
         opts.event_queue = event_queue;
+        opts.ping_interval = self.ping_interval;
+        opts.ping_timeout = self.ping_timeout;
         let opts = creds.apply(opts);
-        Session::connect_with(&self.url, &self.realm, opts)
-            .await
-            .map_err(|e| self.join_error(&creds, e))
+        Session::connect_with(&self.url, &self.realm, opts).await
     }
 
     fn join_error(&self, creds: &Credentials, e: Error) -> CliError {
@@ -289,6 +361,27 @@ fn warn_secrets_on_command_line(a: &ConnectArgs) {
                 "switchyard: note: {flag} on the command line is visible to other local users; \
                  prefer the {var} environment variable"
             );
+        }
+    }
+}
+
+/// Tells on standard error when the session is lost and when it is back.
+async fn report(mut status: tokio::sync::watch::Receiver<Status>, url: String) {
+    let mut lost = false;
+    while status.changed().await.is_ok() {
+        let now = status.borrow_and_update().clone();
+        match now {
+            Status::Reconnecting { attempt, error } => {
+                if !lost || attempt % 10 == 0 {
+                    eprintln!("switchyard: connection to {url} lost ({error}); reconnecting");
+                }
+                lost = true;
+            }
+            Status::Connected { session, .. } => {
+                lost = false;
+                eprintln!("switchyard: reconnected to {url} (session {session})");
+            }
+            Status::Closed(_) => return,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `switchyard-cli`: the client commands of the `switchyard` binary,
-//! `publish`, `call`, `subscribe`, `register` and `queue` (docs/CLI.md).
+//! `publish`, `call`, `subscribe`, `register`, `queue`, `worker` and `process` (docs/CLI.md).
 //! They connect to a router as an ordinary WAMP client
 //! ([`switchyard_client`]) over WebSocket or RawSocket, with the common
 //! options of [`connect::ConnectArgs`]. A crate of its own because it is a
@@ -10,6 +10,8 @@
 //! - `publish.rs`, `call.rs`, `subscribe.rs`, `register.rs`: one file per
 //!   command (`register` can run a program per invocation);
 //! - `queue.rs`: `switchyard queue ...`, the `switchyard.queue.*` procedures;
+//! - `worker.rs`: `switchyard worker QUEUE -- CMD`, a queue's jobs run by a command;
+//! - `process.rs`: `switchyard process ...`, the router's supervised processes;
 //! - `values.rs`: arguments from the command line, JSON out.
 //!
 //! Output contract: results and events go to standard output as JSON (one
@@ -18,16 +20,18 @@
 
 pub mod call;
 pub mod connect;
+pub mod process;
 pub mod publish;
 pub mod queue;
 pub mod register;
 pub mod subscribe;
 pub mod values;
+pub mod worker;
 
 use std::fmt;
 use std::process::ExitCode;
 
-use switchyard_client::{Session, WampError};
+use switchyard_client::{ReconnectingSession, Session, WampError};
 
 /// The client commands, as subcommands of the `switchyard` binary (their
 /// help is on their argument structs).
@@ -38,6 +42,8 @@ pub enum Command {
     Subscribe(Box<subscribe::SubscribeArgs>),
     Register(Box<register::RegisterArgs>),
     Queue(Box<queue::QueueArgs>),
+    Process(Box<process::ProcessArgs>),
+    Worker(Box<worker::WorkerArgs>),
 }
 
 /// Runs a client command to its end; the process's exit code.
@@ -48,6 +54,8 @@ pub fn main(command: Command) -> ExitCode {
         Command::Subscribe(a) => run(subscribe::run(*a)),
         Command::Register(a) => run(register::run(*a)),
         Command::Queue(a) => run(queue::run(*a)),
+        Command::Process(a) => run(process::run(*a)),
+        Command::Worker(a) => run(worker::run(*a)),
     }
 }
 
@@ -126,6 +134,41 @@ pub async fn request_failed(
         }
         e => CliError::new(EXIT_CONNECTION, format!("{lost}{e}")),
     }
+}
+
+/// [`request_failed`] for a reconnecting session.
+pub async fn request_failed_rs(
+    session: &ReconnectingSession,
+    refused: &str,
+    lost: &str,
+    e: switchyard_client::Error,
+) -> CliError {
+    match e {
+        switchyard_client::Error::Wamp(e) => {
+            let _ = session.leave().await;
+            CliError::wamp(refused, &e)
+        }
+        e => CliError::new(EXIT_CONNECTION, format!("{lost}{e}")),
+    }
+}
+
+/// The failure of a long-running command whose session ended for good
+/// (lost with `--no-reconnect`, or ended by the router): 3 for a lost
+/// connection, 4 otherwise.
+pub fn session_ended(info: switchyard_client::CloseInfo) -> CliError {
+    let code = if info.reason == switchyard_client::session::TRANSPORT_LOST {
+        EXIT_CONNECTION
+    } else {
+        EXIT_REFUSED
+    };
+    CliError::new(
+        code,
+        format!(
+            "the session ended: {}{}",
+            info.reason,
+            info.message.map(|m| format!(": {m}")).unwrap_or_default()
+        ),
+    )
 }
 
 impl fmt::Display for CliError {

@@ -13,13 +13,17 @@ use tokio::sync::Semaphore;
 use super::connect::{parse_duration, ConnectArgs};
 use super::subscribe::MatchPolicy;
 use super::values::to_json;
-use super::{request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
+use super::{request_failed_rs, CliError, Signals, EXIT_OK};
 
 /// The error URI of a command that failed (non-zero exit, killed by a
 /// signal, or could not be started).
 pub const COMMAND_FAILED: &str = "switchyard.error.command_failed";
 /// The error URI of a command that ran out of `--timeout` (it is killed).
 pub const COMMAND_TIMEOUT: &str = "switchyard.error.command_timeout";
+
+/// The error URI of a command killed because its worker stopped (drained
+/// past its grace period).
+pub const COMMAND_STOPPED: &str = "switchyard.error.command_stopped";
 
 /// Largest standard output taken as a result.
 const MAX_STDOUT: usize = 16 << 20;
@@ -80,8 +84,9 @@ impl InvokePolicy {
 /// calls: the registration carries the concurrency cap). The registration
 /// lasts until Ctrl-C or SIGTERM: then no new calls are taken, running
 /// commands are waited for (a second Ctrl-C stops them), and the session
-/// leaves cleanly with exit status 0. If the router ends the session the
-/// exit status is 3 or 4. A line "registered PROCEDURE" on standard error
+/// leaves cleanly with exit status 0. If the router goes away (restart,
+/// lost connection) it reconnects and registers again; with --no-reconnect
+/// the exit status is 3 or 4. A line "registered PROCEDURE" on standard error
 /// (unless --quiet) tells when calls can be made.
 ///
 /// The command inherits the environment except SWITCHYARD_TICKET and
@@ -124,6 +129,11 @@ pub struct RegisterArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Exit (status 3) when the connection to the router is lost, instead
+    /// of reconnecting (with backoff, re-establishing what it set up).
+    #[arg(long)]
+    pub no_reconnect: bool,
+
     #[command(flatten, next_help_heading = "Connection")]
     pub conn: ConnectArgs,
 }
@@ -151,6 +161,8 @@ pub enum Outcome {
     TimedOut(Duration),
     /// It could not be started or its pipes failed.
     Failed(String),
+    /// Killed because the caller stopped it ([`RunOptions::stop`]).
+    Stopped,
 }
 
 /// Kills the command's process group when dropped while armed (timeout,
@@ -196,11 +208,38 @@ async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize) -> (Vec<u8>
 /// Runs `command` with `input` on its standard input, in a process group
 /// of its own, and collects its output.
 pub async fn run_command(command: &[String], input: &[u8], timeout: Option<Duration>) -> Outcome {
+    run_command_with(
+        command,
+        input,
+        RunOptions {
+            timeout,
+            ..RunOptions::default()
+        },
+    )
+    .await
+}
+
+/// More settings of a command run ([`run_command_with`]).
+#[derive(Default)]
+pub struct RunOptions {
+    /// Killed (its process group) after this long: [`Outcome::TimedOut`].
+    pub timeout: Option<Duration>,
+    /// Added to its environment.
+    pub env: Vec<(String, String)>,
+    /// Killed when this turns true: [`Outcome::Stopped`].
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Called every `.0` while it runs (e.g. to extend a job's lease).
+    pub tick: Option<(Duration, Box<dyn FnMut() + Send>)>,
+}
+
+/// [`run_command`] with the settings of `opts`.
+pub async fn run_command_with(command: &[String], input: &[u8], opts: RunOptions) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Outcome::Failed("no command given".into());
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -240,12 +279,37 @@ pub async fn run_command(command: &[String], input: &[u8], timeout: Option<Durat
             Err(e) => Outcome::Failed(format!("waiting for \"{program}\": {e}")),
         }
     };
-    let outcome = match timeout {
-        Some(t) => match tokio::time::timeout(t, all).await {
-            Ok(o) => o,
-            Err(_) => return Outcome::TimedOut(t), // `group` kills it
-        },
-        None => all.await,
+    tokio::pin!(all);
+    let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut stop = opts.stop;
+    let (every, mut tick) = match opts.tick {
+        Some((every, f)) => (Some(every), Some(f)),
+        None => (None, None),
+    };
+    let mut ticks = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e, e));
+    let outcome = loop {
+        tokio::select! {
+            o = &mut all => break o,
+            _ = async { match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            } } => {
+                // `group` kills it.
+                return Outcome::TimedOut(opts.timeout.unwrap_or_default());
+            }
+            _ = async { match stop.as_mut() {
+                Some(rx) => { let _ = rx.wait_for(|v| *v).await; }
+                None => std::future::pending().await,
+            } } => return Outcome::Stopped,
+            _ = async { match ticks.as_mut() {
+                Some(i) => { i.tick().await; }
+                None => std::future::pending().await,
+            } } => {
+                if let Some(f) = tick.as_mut() {
+                    f();
+                }
+            }
+        }
     };
     // Exited and reaped: nothing left to kill (and its pid may be reused).
     group.0 = None;
@@ -315,6 +379,13 @@ pub fn outcome_to_result(outcome: Outcome) -> Result<Payload, WampError> {
             kwargs: Dict::new().with("exit_code", Value::Null),
             ..WampError::with_message(COMMAND_FAILED, m)
         }),
+        Outcome::Stopped => Err(WampError {
+            kwargs: Dict::new().with("exit_code", Value::Null),
+            ..WampError::with_message(
+                COMMAND_STOPPED,
+                "the command was stopped (its worker is shutting down)",
+            )
+        }),
     }
 }
 
@@ -380,7 +451,7 @@ impl Runner {
 pub async fn run(a: RegisterArgs) -> Result<u8, CliError> {
     let mut signals = Signals::new()?;
     let session = tokio::select! {
-        s = a.conn.connect(None) => s?,
+        s = a.conn.connect_reconnecting(None, !a.no_reconnect, a.quiet) => s?,
         _ = signals.recv() => return Ok(EXIT_OK),
     };
     let mut options = Dict::new().with("concurrency", u64::from(a.concurrency));
@@ -408,32 +479,21 @@ pub async fn run(a: RegisterArgs) -> Result<u8, CliError> {
         Ok(r) => r,
         Err(e) => {
             let context = format!("cannot register {}: ", a.procedure);
-            return Err(request_failed(&session, &context, &context, e).await);
+            return Err(request_failed_rs(&session, &context, &context, e).await);
         }
     };
     if !a.quiet {
         eprintln!(
-            "switchyard: registered {} (registration {}, concurrency {}); Ctrl-C to stop",
-            a.procedure, registration.id, a.concurrency
+            "switchyard: registered {} (concurrency {}); Ctrl-C to stop",
+            a.procedure, a.concurrency
         );
     }
     tokio::select! {
-        info = session.closed() => {
-            let code = if info.reason == switchyard_client::session::TRANSPORT_LOST {
-                EXIT_CONNECTION
-            } else {
-                EXIT_REFUSED
-            };
-            return Err(CliError::new(code, format!(
-                "the session ended: {}{}",
-                info.reason,
-                info.message.map(|m| format!(": {m}")).unwrap_or_default()
-            )));
-        }
+        info = session.closed() => return Err(super::session_ended(info)),
         _ = signals.recv() => {}
     }
     // Take no new calls, let the running commands finish, then leave.
-    let _ = session.unregister(registration.id).await;
+    let _ = session.unregister(registration).await;
     let running = (a.concurrency as usize).saturating_sub(slots.available_permits());
     if running > 0 {
         if !a.quiet {

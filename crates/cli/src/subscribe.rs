@@ -6,7 +6,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::connect::ConnectArgs;
 use super::values::to_json;
-use super::{request_failed, CliError, Signals, EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED};
+use super::{request_failed_rs, session_ended, CliError, Signals, EXIT_OK};
 
 /// Unread events held per subscription before the connection stops reading
 /// (backpressure on the router, whose slow-consumer policy then applies).
@@ -47,8 +47,9 @@ impl MatchPolicy {
 /// Subscribe to a topic and print each event as one line of JSON.
 ///
 /// Runs until Ctrl-C or SIGTERM (then leaves the realm cleanly and exits
-/// with 0), until --count events have arrived, or until the router ends the
-/// session (exit 3 or 4, with the reason on standard error). A line
+/// with 0) or until --count events have arrived. If the router goes away
+/// (restart, lost connection) it reconnects and subscribes again; with
+/// --no-reconnect it exits (3 or 4, with the reason on standard error). A line
 /// "subscribed to TOPIC" on standard error (unless --quiet) tells when
 /// events will be received.
 #[derive(Args, Debug, Clone)]
@@ -78,6 +79,11 @@ pub struct SubscribeArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Exit (status 3) when the connection to the router is lost, instead
+    /// of reconnecting (with backoff, re-establishing what it set up).
+    #[arg(long)]
+    pub no_reconnect: bool,
+
     #[command(flatten, next_help_heading = "Connection")]
     pub conn: ConnectArgs,
 }
@@ -104,22 +110,17 @@ pub async fn run(a: SubscribeArgs) -> Result<u8, CliError> {
         options.insert("match", m);
     }
     let session = tokio::select! {
-        s = a.conn.connect(Some(EVENT_QUEUE)) => s?,
+        s = a.conn.connect_reconnecting(Some(EVENT_QUEUE), !a.no_reconnect, a.quiet) => s?,
         _ = signals.recv() => return Ok(EXIT_OK),
     };
-    let mut sub = match session.subscribe_with(&a.topic, options).await {
-        Ok(s) => s,
-        Err(e) => {
-            let context = format!("cannot subscribe to {}: ", a.topic);
-            return Err(request_failed(&session, &context, &context, e).await);
-        }
-    };
+    // One channel for the subscription on every session (after reconnects).
+    let (tx, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    if let Err(e) = session.subscribe_into(&a.topic, options, tx).await {
+        let context = format!("cannot subscribe to {}: ", a.topic);
+        return Err(request_failed_rs(&session, &context, &context, e).await);
+    }
     if !a.quiet {
-        eprintln!(
-            "switchyard: subscribed to {} (subscription {}); Ctrl-C to stop",
-            a.topic,
-            sub.id()
-        );
+        eprintln!("switchyard: subscribed to {}; Ctrl-C to stop", a.topic,);
     }
     let mut out = tokio::io::stdout();
     let mut seen = 0u64;
@@ -129,19 +130,10 @@ pub async fn run(a: SubscribeArgs) -> Result<u8, CliError> {
     }
     loop {
         tokio::select! {
-            ev = sub.recv() => {
+            info = session.closed() => return Err(session_ended(info)),
+            ev = events.recv() => {
                 let Some(ev) = ev else {
-                    let info = session.closed().await;
-                    let code = if info.reason == switchyard_client::session::TRANSPORT_LOST {
-                        EXIT_CONNECTION
-                    } else {
-                        EXIT_REFUSED
-                    };
-                    return Err(CliError::new(code, format!(
-                        "the session ended: {}{}",
-                        info.reason,
-                        info.message.map(|m| format!(": {m}")).unwrap_or_default()
-                    )));
+                    return Err(session_ended(session.closed().await));
                 };
                 let mut line = event_line(&a.topic, &ev);
                 line.push('\n');

@@ -14,6 +14,10 @@
 //! * [`Session`]: join a realm and publish, subscribe, call and register,
 //!   with any number of requests in flight at once.
 //!
+//! [`ReconnectingSession`] (module [`reconnect`]) keeps a session up across
+//! router restarts: it reconnects with backoff and jitter, joins again and
+//! re-establishes its subscriptions and registrations.
+//!
 //! [`Credentials`] (module [`auth`]) add ticket, WAMP-CRA and cryptosign
 //! authentication to [`SessionOptions`].
 //!
@@ -35,6 +39,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod reconnect;
 pub mod session;
 pub mod tls;
 pub mod transport;
@@ -45,6 +50,7 @@ pub use switchyard_x509 as der;
 
 pub use auth::Credentials;
 pub use error::{CallError, CloseInfo, Error, TransportError, WampError};
+pub use reconnect::{ReconnectOptions, ReconnectingSession};
 pub use session::{
     payload, raw_payload, CallResult, ChallengeHandler, Event, HandlerResult, Invocation,
     Registration, Session, SessionOptions, Subscription,

@@ -54,7 +54,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{CallError, CloseInfo, Error, TransportError, WampError, SEND_FAILED};
-use crate::transport::{self, Connection, FrameReceiver, FrameSender, TransportOptions};
+use crate::transport::{
+    self, Connection, FrameReceiver, FrameSender, Incoming, Outgoing, TransportOptions,
+};
+
+/// The ERROR URI of an invocation the router interrupted (CANCEL).
+const CANCELED: &str = "wamp.error.canceled";
 
 /// The close reason used when the connection ended without GOODBYE/ABORT.
 pub const TRANSPORT_LOST: &str = "wamp.close.transport_lost";
@@ -92,6 +97,15 @@ pub struct SessionOptions {
     /// requests wait too: read subscriptions promptly (or drop them) when
     /// setting this. 0 counts as 1.
     pub event_queue: Option<usize>,
+    /// Keepalive: a PING (WebSocket ping frame, RawSocket PING) goes to the
+    /// router whenever it has been silent this long; `Duration::ZERO`
+    /// disables it. Default 30 s (the router's own `ping_interval`).
+    pub ping_interval: Duration,
+    /// A router silent (no frame at all, PONGs included) for
+    /// `ping_interval + ping_timeout` is taken for dead: the connection is
+    /// dropped and the session ends with `wamp.close.transport_lost` (a
+    /// [`crate::ReconnectingSession`] then reconnects). Default 10 s.
+    pub ping_timeout: Duration,
 }
 
 impl SessionOptions {
@@ -103,6 +117,8 @@ impl SessionOptions {
             on_challenge: None,
             timeout: Duration::from_secs(10),
             event_queue: None,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -286,6 +302,9 @@ struct State {
     regs: IdMap<Handler>,
     closed: Option<CloseInfo>,
     leaving: Option<oneshot::Sender<CloseInfo>>,
+    /// Invocations whose handler runs in a task of its own: INTERRUPT (or
+    /// the end of the session, which drops the sender) cancels it.
+    running: IdMap<oneshot::Sender<()>>,
 }
 
 struct Shared {
@@ -295,6 +314,30 @@ struct Shared {
     ids: IdSequence,
     state: Mutex<State>,
     closed_tx: watch::Sender<Option<CloseInfo>>,
+    /// When the router was last heard from (ms since `born`).
+    last_heard: std::sync::atomic::AtomicU64,
+    born: tokio::time::Instant,
+    /// Woken by the keepalive when the router is silent too long.
+    silent: tokio::sync::Notify,
+    /// The reader is handing a message to the application (e.g. waiting
+    /// for room in a full subscription): not reading is then not the
+    /// router's silence.
+    busy: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn heard(&self) {
+        self.last_heard.store(
+            self.born.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.last_heard.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(now.saturating_sub(last))
+    }
 }
 
 struct Handle {
@@ -430,6 +473,7 @@ fn default_roles() -> Dict {
                 "caller_identification",
                 "pattern_based_registration",
                 "shared_registration",
+                "call_canceling",
             ]),
         )
 }
@@ -497,7 +541,7 @@ impl Shared {
     /// Marks the session closed, fails pending requests, ends event streams
     /// and closes the transport. Idempotent.
     fn finish(&self, info: CloseInfo) {
-        let (pending, subs, regs, leaving) = {
+        let (pending, subs, regs, leaving, running) = {
             let mut st = lock(&self.state);
             if st.closed.is_some() {
                 return;
@@ -508,10 +552,12 @@ impl Shared {
                 std::mem::take(&mut st.subs),
                 std::mem::take(&mut st.regs),
                 st.leaving.take(),
+                std::mem::take(&mut st.running),
             )
         };
-        // Dropped outside the lock: dropping senders wakes waiters.
-        drop((pending, subs, regs, leaving));
+        // Dropped outside the lock: dropping senders wakes waiters (and
+        // cancels running handlers: their answers could not be sent).
+        drop((pending, subs, regs, leaving, running));
         self.closed_tx.send_replace(Some(info));
         let _ = self.tx.close();
     }
@@ -595,8 +641,19 @@ impl Shared {
                             }
                             Poll::Pending => {
                                 let shared = Arc::clone(self);
+                                let (cancel_tx, cancel_rx) = oneshot::channel();
+                                lock(&self.state).running.insert(request, cancel_tx);
                                 tokio::spawn(async move {
-                                    let result = fut.await;
+                                    // INTERRUPT drops the handler's future
+                                    // (a command it runs is killed with it).
+                                    let result = tokio::select! {
+                                        r = fut => r,
+                                        _ = cancel_rx => Err(WampError::with_message(
+                                            CANCELED,
+                                            "the call was canceled",
+                                        )),
+                                    };
+                                    lock(&shared.state).running.remove(&request);
                                     shared.send_invocation_result(request, result).await;
                                 });
                             }
@@ -605,7 +662,15 @@ impl Shared {
                 }
                 None
             }
-            Message::Interrupt { .. } => None,
+            Message::Interrupt { request, .. } => {
+                // Answered with wamp.error.canceled by the handler's task
+                // (the router waits for it in mode "kill").
+                let cancel = lock(&self.state).running.remove(&request);
+                if let Some(tx) = cancel {
+                    let _ = tx.send(());
+                }
+                None
+            }
             Message::Result {
                 request, details, ..
             } if details.get_bool("progress") == Some(true) => {
@@ -617,7 +682,7 @@ impl Shared {
             | Message::Unsubscribed { request }
             | Message::Result { request, .. }
             | Message::Registered { request, .. }
-            | Message::Unregistered { request }
+            | Message::Unregistered { request, .. }
             | Message::Error { request, .. } => {
                 let pending = {
                     let mut st = lock(&self.state);
@@ -745,10 +810,64 @@ fn refusal(reply: Message, wanted: &str) -> Error {
     }
 }
 
+/// Sends a PING whenever the router has been silent for `interval`, and
+/// wakes the reader when it has been silent for `interval + timeout`.
+async fn keepalive(shared: std::sync::Weak<Shared>, interval: Duration, timeout: Duration) {
+    let step = (interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut pinged_at: Option<Duration> = None;
+    loop {
+        tokio::time::sleep(step).await;
+        let Some(s) = shared.upgrade() else { return };
+        if lock(&s.state).closed.is_some() {
+            return;
+        }
+        if s.busy.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        let silent = s.silent_for();
+        if silent > interval + timeout {
+            s.silent.notify_one();
+            return;
+        }
+        if silent < interval {
+            pinged_at = None;
+        } else if pinged_at.is_none_or(|at| silent >= at + interval) {
+            // Once per interval of silence.
+            pinged_at = Some(silent);
+            let _ =
+                s.tx.send_outgoing(Outgoing::Ping(bytes::Bytes::from_static(b"switchyard")));
+        }
+    }
+}
+
 async fn reader(shared: Arc<Shared>, mut rx: FrameReceiver) {
     let info = loop {
-        let frame = match rx.recv().await {
-            Ok(f) => f,
+        let incoming = tokio::select! {
+            r = rx.recv_any() => r,
+            // The keepalive found the router silent: the frame being read,
+            // if any, goes with the connection.
+            _ = shared.silent.notified() => {
+                let _ = shared.tx.close();
+                break CloseInfo {
+                    reason: TRANSPORT_LOST.into(),
+                    message: Some(format!(
+                        "the router was silent for {} ms (ping_interval + ping_timeout)",
+                        shared.silent_for().as_millis()
+                    )),
+                    details: Dict::new(),
+                    by_router: false,
+                };
+            }
+        };
+        let frame = match incoming {
+            Ok(Incoming::Message(f) | Incoming::Text(f) | Incoming::Binary(f)) => {
+                shared.heard();
+                f
+            }
+            Ok(Incoming::Ping(_) | Incoming::Pong(_)) => {
+                shared.heard();
+                continue;
+            }
             Err(e) => {
                 break CloseInfo {
                     reason: TRANSPORT_LOST.into(),
@@ -774,7 +893,15 @@ async fn reader(shared: Arc<Shared>, mut rx: FrameReceiver) {
                 };
             }
         };
-        if let Some(info) = shared.dispatch(msg).await {
+        shared
+            .busy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = shared.dispatch(msg).await;
+        shared.heard();
+        shared
+            .busy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(info) = done {
             break info;
         }
     };
@@ -883,7 +1010,18 @@ impl Session {
             ids: IdSequence::new(),
             state: Mutex::new(State::default()),
             closed_tx,
+            last_heard: std::sync::atomic::AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
+            silent: tokio::sync::Notify::new(),
+            busy: std::sync::atomic::AtomicBool::new(false),
         });
+        if !opts.ping_interval.is_zero() {
+            tokio::spawn(keepalive(
+                Arc::downgrade(&shared),
+                opts.ping_interval,
+                opts.ping_timeout,
+            ));
+        }
         let reader = tokio::spawn(reader(Arc::clone(&shared), receiver));
         Ok(Session {
             inner: Arc::new(Handle {
@@ -1016,6 +1154,20 @@ impl Session {
         };
         let id = self.subscribe_sink(topic, options, sink).await?;
         Ok(Subscription { id, events })
+    }
+
+    /// Subscribes and hands every event to `tx`, waiting while it is full
+    /// (so a slow consumer holds the connection's reader back, as a bounded
+    /// [`Subscription`] does). Several subscriptions, on this session or a
+    /// later one, may share `tx`. Returns the subscription id.
+    pub async fn subscribe_into(
+        &self,
+        topic: &str,
+        options: Dict,
+        tx: mpsc::Sender<Event>,
+    ) -> Result<u64, Error> {
+        self.subscribe_sink(topic, options, EventSink::Bounded(tx))
+            .await
     }
 
     /// Subscribes and calls `f` for every event, inline in the connection's

@@ -257,7 +257,11 @@ pub enum Message {
         registration: u64,
     },
     Unregistered {
+        /// 0 when the router revokes a registration on its own (spec
+        /// "Registration Revocation"; `details` then says which and why).
         request: u64,
+        /// Empty, or `registration` and `reason` of a revocation.
+        details: Dict,
     },
     Invocation {
         request: u64,
@@ -498,9 +502,21 @@ impl Message {
                 request: f.id("Request")?,
                 registration: f.id("Registration")?,
             },
-            code::UNREGISTERED => Message::Unregistered {
-                request: f.id("Request")?,
-            },
+            code::UNREGISTERED => {
+                // [UNREGISTERED, Request] or, for a revocation by the
+                // router, [UNREGISTERED, 0, Details].
+                let request = f.uint("Request")?;
+                let details = match f.head.next() {
+                    Some(Value::Dict(d)) => d,
+                    _ => Dict::new(),
+                };
+                if request == 0 && details.get("registration").is_none() {
+                    return Err(DecodeError::new(
+                        "UNREGISTERED.Request is 0 without Details.registration (a revocation)",
+                    ));
+                }
+                Message::Unregistered { request, details }
+            }
             code::INVOCATION => Message::Invocation {
                 request: f.id("Request")?,
                 registration: f.id("Registration")?,
@@ -679,10 +695,22 @@ impl Message {
                 w.uint(*a);
                 w.uint(*b);
             }
-            Message::Unsubscribed { request } | Message::Unregistered { request } => {
+            Message::Unsubscribed { request } => {
                 arr!(2);
                 w.uint(c);
                 w.uint(*request);
+            }
+            Message::Unregistered { request, details } => {
+                if details.is_empty() {
+                    arr!(2);
+                    w.uint(c);
+                    w.uint(*request);
+                } else {
+                    arr!(3);
+                    w.uint(c);
+                    w.uint(*request);
+                    w.dict(details);
+                }
             }
             Message::EventReceived { publication } => {
                 arr!(2);

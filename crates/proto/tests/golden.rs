@@ -144,7 +144,7 @@ fn attributes(m: &Message) -> Map<String, J> {
             put("request_id", json!(request));
             put("subscription_id", json!(subscription));
         }
-        Message::Unsubscribed { request } | Message::Unregistered { request } => {
+        Message::Unsubscribed { request } | Message::Unregistered { request, .. } => {
             put("request_id", json!(request));
         }
         Message::Event {

@@ -149,3 +149,37 @@ fn binary_round_trips_between_json_and_binary_serializers() {
     let text = std::str::from_utf8(&json).expect("utf8");
     assert!(text.contains("\"\\u0000AAECAwQF"), "{text}");
 }
+
+#[test]
+fn a_registration_revocation_round_trips_and_needs_its_registration() {
+    let revoked = Message::Unregistered {
+        request: 0,
+        details: Dict::new()
+            .with("registration", 42u64)
+            .with("reason", "wamp.error.procedure_already_exists"),
+    };
+    for ser in [Serializer::Json, Serializer::MsgPack, Serializer::Cbor] {
+        let frame = revoked.encode(ser).expect("encodes");
+        match Message::decode(ser, &frame).expect("decodes") {
+            Message::Unregistered { request, details } => {
+                assert_eq!(request, 0);
+                assert_eq!(
+                    details.get("registration").and_then(Value::as_u64),
+                    Some(42)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // An ordinary UNREGISTERED stays two elements.
+    let plain = Message::Unregistered {
+        request: 5,
+        details: Dict::new(),
+    };
+    assert_eq!(
+        &plain.encode(Serializer::Json).expect("encodes")[..],
+        b"[67,5]"
+    );
+    let e = decode(Serializer::Json, b"[67,0]").expect_err("no registration");
+    assert!(e.contains("revocation"), "{e}");
+}

@@ -28,6 +28,13 @@ use crate::human;
 use crate::model::{check_name, Target};
 use crate::policy::RetryPolicy;
 
+/// A worker's ERROR with this URI (or one under it, such as
+/// `switchyard.queue.non_retryable.bad_input`) dead-letters the job at once
+/// in every queue, whatever its `non_retryable_errors`: a worker can say
+/// "this job will never succeed" without the queue's configuration listing
+/// its error (`switchyard worker` uses it for exit status 65).
+pub const NON_RETRYABLE: &str = "switchyard.queue.non_retryable";
+
 /// Longest lease (and lease extension).
 pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Shortest lease.
@@ -332,8 +339,16 @@ impl QueueConfig {
         d
     }
 
-    /// Whether `uri` is listed (exactly or by a `prefix.*` entry) as non-retryable.
+    /// Whether `uri` is listed (exactly or by a `prefix.*` entry) as non-retryable,
+    /// or is [`NON_RETRYABLE`] (or under it), which every queue dead-letters.
     pub fn is_non_retryable(&self, uri: &str) -> bool {
+        if uri == NON_RETRYABLE
+            || uri
+                .strip_prefix(NON_RETRYABLE)
+                .is_some_and(|rest| rest.starts_with('.'))
+        {
+            return true;
+        }
         self.non_retryable_errors
             .iter()
             .any(|e| match e.strip_suffix('*') {

@@ -32,7 +32,7 @@ pub mod store;
 mod usage;
 
 pub use clock::Clock;
-pub use config::{DeadLetterRetention, QueueConfig, RateLimit};
+pub use config::{DeadLetterRetention, QueueConfig, RateLimit, NON_RETRYABLE};
 pub use engine::{
     Declared, Deleted, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck,
     QueueStats, Queues, Requeue, Settled,

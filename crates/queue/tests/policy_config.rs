@@ -288,6 +288,10 @@ target = { http = { url = "https://example.com/hook", accepted_statuses = [200, 
     assert!(m.is_non_retryable("com.example.fatal.disk"));
     assert!(!m.is_non_retryable("com.example.invalid.sub"));
     assert!(!m.is_non_retryable("com.example.other"));
+    // Built in, whatever the list.
+    assert!(m.is_non_retryable(switchyard_queue::NON_RETRYABLE));
+    assert!(m.is_non_retryable("switchyard.queue.non_retryable.bad_input"));
+    assert!(!m.is_non_retryable("switchyard.queue.non_retryable_not"));
     let h = &d.queues[1];
     assert_eq!(
         h.target,

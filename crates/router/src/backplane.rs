@@ -4,15 +4,14 @@
 //!
 //! Two implementations exist: [`Local`], a single node with nothing beyond
 //! it, and the NATS backplane of the server crate (`switchyard::cluster`,
-//! docs/CLUSTER.md), which so far carries publications only (its `call`
-//! answers false). This crate does not depend on NATS. A realm keeps a backplane only if it is not local
-//! ([`Backplane::is_local`] is asked once, when the realm is built), so the
-//! Broker and the Dealer hold `None` on a single node and their hot paths
-//! pay one predictable branch per publication and nothing per call (the
-//! Dealer asks only when no local registration matches): no allocation, no
-//! dynamic call.
+//! docs/CLUSTER.md). This crate does not depend on NATS. A realm keeps a
+//! backplane only if it is not local ([`Backplane::is_local`] is asked
+//! once, when the realm is built), so the Broker, the Dealer and the
+//! connections hold `None` on a single node and their hot paths pay one
+//! predictable branch (per publication, per registration change, per
+//! YIELD/ERROR) and nothing per call: no allocation, no dynamic call.
 //!
-//! # How a NATS backplane (issue 15) would use it
+//! # How the NATS backplane (issue 15) uses it
 //!
 //! - **Publications.** [`Backplane::publish`] is called by
 //!   [`Broker::publish`](crate::broker::Broker::publish) after local delivery,
@@ -21,36 +20,28 @@
 //!   exclude/eligible by authid/authrole and disclosure), its options
 //!   (`exclude`, `eligible`, `exclude_me`, ...) and the EVENT details already
 //!   built (publisher disclosure decided here, by the publisher's realm
-//!   settings). The NATS implementation encodes it once, escapes the topic
-//!   into a subject (`<prefix>.<realm>.pub.<escaped topic>`) and publishes it
-//!   without blocking (a bounded queue to a task that owns the NATS client:
-//!   the Broker calls this while it holds no lock, but on the publisher's
-//!   task). Per-publisher order holds because one node publishes a
-//!   publisher's events in order on one connection. A receiving node feeds
-//!   the event into its Broker's local delivery,
-//!   [`Broker::deliver_remote`](crate::broker::Broker::deliver_remote),
+//!   settings). The NATS implementation encodes it once and publishes it
+//!   without blocking (a bounded queue to a task that owns the NATS
+//!   client). A receiving node feeds the event into its Broker's local
+//!   delivery, [`Broker::deliver_remote`](crate::broker::Broker::deliver_remote),
 //!   never back into the backplane.
-//! - **Interest.** A node subscribes to a topic's subjects only while it has
-//!   local subscribers, and announces registrations cluster-wide: both follow
-//!   the meta events the realm already publishes (`wamp.subscription.*`,
-//!   `wamp.registration.on_create` / `on_delete`, see `realm.rs`). One hook
-//!   more, [`Backplane::before_subscribe`], lets a SUBSCRIBE wait (the
-//!   connection suspends, as for a dynamic authorizer) until the node's
-//!   subscription to the topic's subject is in place, so that a publication
-//!   made anywhere after SUBSCRIBED reaches the new subscriber.
-//! - **Calls.** [`Backplane::call`] is asked by the Dealer when no local
-//!   registration matches a new CALL (before it answers
-//!   `wamp.error.no_such_procedure`), under the Dealer's lock: it must only
-//!   decide and enqueue. The NATS implementation looks the procedure up in
-//!   its KV view of the cluster's registrations and, if a node serves it,
-//!   sends the call on `<prefix>.<realm>.call.<node>` and returns true; the
-//!   result, progress, cancel and timeout then travel back as messages for
-//!   the caller's session. It returns false when no node serves it, and the
-//!   caller gets `no_such_procedure` as today.
+//! - **Interest.** [`Backplane::before_subscribe`] lets a SUBSCRIBE wait
+//!   (the connection suspends, as for a dynamic authorizer) until the
+//!   node's subscription to the topic's subject is in place, so that a
+//!   publication made anywhere after SUBSCRIBED reaches the new subscriber.
+//! - **Calls.** A remote callee is a proxy session in the caller node's
+//!   own Dealer (registered with the remote callee's options), so every
+//!   RPC rule stays in one Dealer. The backplane sees the Dealer's
+//!   registration changes ([`Backplane::registrations_changed`], to
+//!   announce local registrations to the other nodes) and, on the callee's
+//!   node, the answers to INVOCATIONs it relayed from other nodes
+//!   ([`Backplane::answer`], asked only for an answer this node's Dealer
+//!   does not know). [`Backplane::call`] (a call no registration matches)
+//!   stays for a backplane that routes calls without proxies; the NATS one
+//!   answers false.
 //!
-//! The remote call's bookkeeping in the Dealer (a call whose callee is on
-//! another node) comes with RPC across nodes. A router is built with
-//! backplanes by [`Router::with_backplanes`](crate::Router::with_backplanes).
+//! A router is built with backplanes by
+//! [`Router::with_backplanes`](crate::Router::with_backplanes).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -58,6 +49,7 @@ use std::pin::Pin;
 
 use switchyard_proto::{Dict, Payload};
 
+use crate::dealer::RegistrationEvent;
 use crate::session::Session;
 use crate::uri_index::MatchPolicy;
 
@@ -88,6 +80,31 @@ pub trait Backplane: Send + Sync + Debug {
     /// `wamp.error.no_such_procedure`. Called under the Dealer's lock: must
     /// only decide and enqueue.
     fn call(&self, call: &CallRequest<'_>) -> bool;
+
+    /// The Dealer's registrations changed (the events the registration
+    /// meta API publishes, in the order the Dealer's state changed): a
+    /// cluster announces its local registrations to the other nodes.
+    /// Called under the Dealer's lock: must only enqueue (the default does
+    /// nothing).
+    fn registrations_changed(&self, _events: &[RegistrationEvent]) {}
+
+    /// A callee answered (YIELD or ERROR) an INVOCATION this node's Dealer
+    /// does not know: true if the backplane relayed that INVOCATION from
+    /// another node (the answer then goes back to the caller's node), false
+    /// to treat it as an answer to a call that is no longer pending (the
+    /// default).
+    fn answer(&self, _callee: &Session, _invocation: u64, _answer: CalleeAnswer) -> bool {
+        false
+    }
+}
+
+/// A callee's answer to an INVOCATION, as [`Backplane::answer`] sees it.
+#[derive(Debug)]
+pub enum CalleeAnswer {
+    /// YIELD (progressive when `options.progress` is true).
+    Yield { options: Dict, payload: Payload },
+    /// ERROR for the INVOCATION.
+    Error { error: String, payload: Payload },
 }
 
 /// What [`Backplane::before_subscribe`] has a SUBSCRIBE wait for.

@@ -29,7 +29,20 @@ pub enum Disclosure {
 }
 
 /// `wamp.session.get` / `on_join` details of a session.
+/// Besides the spec's keys: `joined` (ISO 8601) and, for a client
+/// session, its transport's `type` (`websocket`, `rawsocket`), `peer_ip`
+/// and `tls`.
 pub fn session_details(s: &Session) -> Dict {
+    let mut transport = Dict::new()
+        .with("peer", s.peer.label())
+        .with("serializer", s.peer.serializer().to_string());
+    if let Some(t) = &s.transport {
+        transport.insert("type", t.kind);
+        if let Some(ip) = t.peer_ip {
+            transport.insert("peer_ip", ip.to_string());
+        }
+        transport.insert("tls", t.tls);
+    }
     Dict::new()
         .with("session", s.id)
         .with("authid", s.authid.as_str())
@@ -37,11 +50,10 @@ pub fn session_details(s: &Session) -> Dict {
         .with("authmethod", s.authmethod.as_str())
         .with("authprovider", s.authprovider.as_str())
         .with(
-            "transport",
-            Dict::new()
-                .with("peer", s.peer.label())
-                .with("serializer", s.peer.serializer().to_string()),
+            "joined",
+            humantime::format_rfc3339_millis(s.joined).to_string(),
         )
+        .with("transport", transport)
 }
 
 /// What the meta API tells about a registration or subscription: `id`,

@@ -13,6 +13,9 @@ pub struct ClientFeatures {
     pub callee_call_canceling: bool,
     /// `callee.features.progressive_call_invocations`.
     pub callee_progressive_call_invocations: bool,
+    /// `callee.features.registration_revocation`: the callee understands an
+    /// UNREGISTERED the router sends on its own (request 0).
+    pub callee_registration_revocation: bool,
     /// `caller.features.progressive_call_invocations`: the caller may send
     /// `CALL.Options.progress`, and its CALL request ids follow the spec's
     /// watermark rule.
@@ -40,6 +43,7 @@ impl ClientFeatures {
             callee_call_canceling: canceling("callee"),
             callee_progressive_call_invocations: feature("callee", "progressive_call_invocations")
                 && canceling("callee"),
+            callee_registration_revocation: feature("callee", "registration_revocation"),
             caller_progressive_call_invocations: feature("caller", "progressive_call_invocations"),
         }
     }

@@ -32,6 +32,16 @@ pub struct Reply {
     pub kwargs: Dict,
 }
 
+impl Reply {
+    /// A result with one argument.
+    pub fn single(v: Value) -> Reply {
+        Reply {
+            args: vec![v],
+            kwargs: Dict::new(),
+        }
+    }
+}
+
 /// Why an internal call failed: the error URI and the first argument (a
 /// message) if any.
 #[derive(Debug, Clone, PartialEq)]

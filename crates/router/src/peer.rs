@@ -224,6 +224,10 @@ pub struct Peer {
     stopped: AtomicBool,
     kill_reason: Mutex<Option<String>>,
     dropped_events: AtomicU64,
+    /// Frames the client sent and frames queued for it (the meta API's
+    /// `wamp.session.get` tells them; an admin page derives rates).
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
     request_ids: IdSequence,
     label: String,
     /// The id of the session on this connection (0 before WELCOME), for logs.
@@ -292,6 +296,8 @@ impl Peer {
             stopped: AtomicBool::new(false),
             kill_reason: Mutex::new(None),
             dropped_events: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
             request_ids: IdSequence::new(),
             label,
             session: AtomicU64::new(0),
@@ -428,6 +434,7 @@ impl Peer {
                 if let Some((t, code)) = counted {
                     t.queued(code, len);
                 }
+                self.frames_out.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -465,6 +472,19 @@ impl Peer {
                 t.slow_consumer_disconnected();
             }
         }
+    }
+
+    /// Counts a frame the client sent (the connection calls it per frame).
+    pub fn count_frame_in(&self) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frames received from the client and frames queued for it, so far.
+    pub fn frame_counts(&self) -> (u64, u64) {
+        (
+            self.frames_in.load(Ordering::Relaxed),
+            self.frames_out.load(Ordering::Relaxed),
+        )
     }
 
     /// Bytes queued and not yet taken by the writer.

@@ -111,6 +111,11 @@ pub struct RealmConfig {
     /// Bytes of testaments (encoded) one session may hold, all scopes.
     #[serde(default = "default_max_testament_bytes")]
     pub max_testament_bytes_per_session: usize,
+    /// The application's authenticator / authorizer reached another way
+    /// than a WAMP procedure (set by the server: `authenticator_url`,
+    /// `authorizer_url`).
+    #[serde(skip)]
+    pub app_auth: Option<crate::hooks::AppAuthHandle>,
 }
 
 /// Default of `max_uri_length`.
@@ -176,18 +181,41 @@ fn default_call_queue_limit() -> usize {
     DealerConfig::default().call_queue_limit
 }
 
-/// The authorizer a realm configuration describes.
+/// The authenticator a realm configuration describes: its principals and
+/// JWT issuers (`[realm.auth]`), and the application's authenticator over
+/// HTTP (`app_auth`) if it decides logins. The app's handle lives in the
+/// authenticator itself, so a login checked against one snapshot asks that
+/// snapshot's app, even across a reload.
+fn authenticator_of(config: &RealmConfig) -> Authenticator {
+    let mut auth = Authenticator::new(config.auth.clone());
+    if let Some(app) = config.app_auth.as_ref().filter(|a| a.0.authenticates()) {
+        auth.delegate_to_app(app.clone());
+    }
+    auth
+}
+
+/// The authorizer a realm configuration describes: the roles, and the
+/// application's authorizer over HTTP (`app_auth`) if it decides actions,
+/// else the authorizer procedure. As with [`authenticator_of`], the app's
+/// handle travels with the snapshot.
 fn authorizer_of(config: &RealmConfig) -> Authorizer {
-    Authorizer::new(
-        config.roles.clone(),
-        config
+    let dynamic = match config.app_auth.as_ref().filter(|a| a.0.authorizes()) {
+        // The procedure's name is only what log lines call it.
+        Some(a) => Some(DynamicAuthorizer {
+            procedure: format!("the app ({})", a.0.name()),
+            timeout: config.authorizer_timeout,
+            app: Some(a.clone()),
+        }),
+        None => config
             .authorizer
             .clone()
             .map(|procedure| DynamicAuthorizer {
                 procedure,
                 timeout: config.authorizer_timeout,
+                app: None,
             }),
-    )
+    };
+    Authorizer::new(config.roles.clone(), dynamic)
 }
 
 /// The keys of a realm that changed between `old` and `new` but are read
@@ -283,6 +311,7 @@ impl RealmConfig {
             max_retained_bytes: default_max_retained_bytes(),
             max_testaments_per_session: default_max_testaments(),
             max_testament_bytes_per_session: default_max_testament_bytes(),
+            app_auth: None,
         }
     }
 }
@@ -343,6 +372,7 @@ impl Realm {
             backplane: backplane.clone(),
         }));
         let meta_broker = broker.clone();
+        let meta_backplane = backplane.clone();
         let dealer = Dealer::new(
             DealerConfig {
                 disclose_caller: config.disclose_caller,
@@ -352,11 +382,16 @@ impl Realm {
                 metrics: Some(metrics.clone()),
                 backplane: backplane.clone(),
             },
-            Box::new(move |events| registration_events(&meta_broker, events)),
+            Box::new(move |events| {
+                if let Some(b) = &meta_backplane {
+                    b.registrations_changed(&events);
+                }
+                registration_events(&meta_broker, events)
+            }),
         );
         Realm {
             name: config.name.clone(),
-            auth: ArcSwap::from_pointee(Authenticator::new(config.auth.clone())),
+            auth: ArcSwap::from_pointee(authenticator_of(&config)),
             authz: ArcSwap::from_pointee(authorizer_of(&config)),
             rules_generation: std::sync::atomic::AtomicU64::new(0),
             // Its calls (authenticator, authorizer) go only to exact
@@ -397,9 +432,10 @@ impl Realm {
         options: &Dict,
         payload: &Payload,
     ) -> Result<(u64, Option<HookFuture>), OpError> {
+        let prepared = self.broker.prepare(publisher, options)?;
         let pending = match self.publish_hook.get() {
             None => None,
-            Some(hook) => match hook.on_publish(publisher, topic, payload) {
+            Some(hook) => match hook.on_publish(publisher, topic, payload, &prepared) {
                 HookOutcome::Pass => None,
                 HookOutcome::Refuse(uri, message) => {
                     return Err((uri, message));
@@ -407,7 +443,9 @@ impl Realm {
                 HookOutcome::After(f) => Some(f),
             },
         };
-        let publication = self.broker.publish(publisher, topic, options, payload)?;
+        let publication = self
+            .broker
+            .publish_prepared(publisher, topic, options, payload, prepared);
         Ok((publication, pending))
     }
 
@@ -440,8 +478,7 @@ impl Realm {
     pub fn reload(&self, new: RealmConfig) -> Vec<&'static str> {
         let old = self.config.load_full();
         let fixed = restart_only_changes(&old, &new);
-        self.auth
-            .store(Arc::new(Authenticator::new(new.auth.clone())));
+        self.auth.store(Arc::new(authenticator_of(&new)));
         self.authz.store(Arc::new(authorizer_of(&new)));
         self.rules_generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -522,16 +559,33 @@ impl Realm {
                 switchyard_proto::Value::from(action.as_str()),
                 switchyard_proto::Value::Dict(Dict::new().with("match", policy.as_str())),
             ];
-            let reply = realm
-                .internal
-                .call(
-                    &realm.dealer,
-                    &dynamic.procedure,
-                    args,
-                    None,
-                    dynamic.timeout,
-                )
-                .await;
+            // The app of the same snapshot as the rules that asked.
+            let reply = match &dynamic.app {
+                Some(app) => {
+                    let mut args = args.into_iter();
+                    let (Some(Value::Dict(details)), Some(_), Some(_), Some(Value::Dict(options))) =
+                        (args.next(), args.next(), args.next(), args.next())
+                    else {
+                        return Decision::Deny;
+                    };
+                    app.0
+                        .authorize(details, &uri, action.as_str(), options)
+                        .await
+                        .map(crate::internal::Reply::single)
+                }
+                None => {
+                    realm
+                        .internal
+                        .call(
+                            &realm.dealer,
+                            &dynamic.procedure,
+                            args,
+                            None,
+                            dynamic.timeout,
+                        )
+                        .await
+                }
+            };
             let (decision, cache) = match reply {
                 Ok(r) => match r.args.first() {
                     Some(switchyard_proto::Value::Bool(allow)) => (
@@ -626,10 +680,27 @@ impl Realm {
                 let realm = self.clone();
                 let args = std::mem::take(&mut ask.args);
                 Box::pin(async move {
-                    let answer = realm
-                        .internal
-                        .call(&realm.dealer, &ask.procedure, args, None, ask.timeout)
-                        .await;
+                    let answer = match (&ask.procedure, &ask.app) {
+                        (Some(procedure), _) => {
+                            realm
+                                .internal
+                                .call(&realm.dealer, procedure, args, None, ask.timeout)
+                                .await
+                        }
+                        (None, Some(app)) => {
+                            let mut args = args.into_iter().skip(1);
+                            let (Some(Value::Str(authid)), Some(Value::Dict(details))) =
+                                (args.next(), args.next())
+                            else {
+                                return auth::unexpected("a login without details");
+                            };
+                            app.0
+                                .authenticate(realm.name(), &authid, details)
+                                .await
+                                .map(crate::internal::Reply::single)
+                        }
+                        (None, None) => return auth::unexpected("a login nobody can check"),
+                    };
                     auth::authenticator_verdict(&realm.auth(), &ask, answer)
                 })
             }

@@ -47,6 +47,9 @@ pub struct Session {
     pub features: ClientFeatures,
     pub joined: SystemTime,
     pub peer: Arc<Peer>,
+    /// The transport of a client session (None: a session the router runs
+    /// itself); the meta API shows it.
+    pub transport: Option<crate::transport_info::TransportSummary>,
     alive: AtomicBool,
     testaments: Mutex<Testaments>,
     /// Calls this session takes part in (as caller or callee) that the
@@ -166,6 +169,7 @@ impl Session {
             features,
             joined: SystemTime::now(),
             peer,
+            transport: None,
             alive: AtomicBool::new(true),
             testaments: Mutex::new(Testaments::default()),
             dealer_calls: AtomicUsize::new(0),
@@ -314,7 +318,9 @@ impl Session {
         self.caller_calls.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn dealer_calls(&self) -> usize {
+    /// Calls this session takes part in (as caller or callee) that the
+    /// Dealer has not ended yet.
+    pub fn dealer_calls(&self) -> usize {
         self.dealer_calls.load(Ordering::Relaxed)
     }
 

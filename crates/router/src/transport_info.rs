@@ -14,6 +14,15 @@ pub struct ClientCert {
     pub common_name: Option<String>,
 }
 
+/// What the meta API tells about a session's transport
+/// (`wamp.session.get`'s `transport`: `type`, `peer_ip`, `tls`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportSummary {
+    pub kind: &'static str,
+    pub peer_ip: Option<IpAddr>,
+    pub tls: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TransportInfo {
     /// `"websocket"` or `"rawsocket"`.
@@ -31,6 +40,15 @@ pub struct TransportInfo {
 }
 
 impl TransportInfo {
+    /// The part the meta API shows.
+    pub fn summary(&self) -> TransportSummary {
+        TransportSummary {
+            kind: self.kind,
+            peer_ip: self.peer_ip,
+            tls: self.tls,
+        }
+    }
+
     /// A transport of `kind` from `peer_ip`, nothing else known.
     pub fn new(kind: &'static str, peer_ip: Option<IpAddr>) -> Self {
         TransportInfo {

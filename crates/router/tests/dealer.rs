@@ -297,3 +297,48 @@ async fn waiting_calls_respect_the_queue_limit_and_their_timeout() {
     assert!(matches!(c.recv(), Some(Message::Result { request, .. }) if request == first));
     let _ = waits;
 }
+
+/// `x_switchyard_*` CALL options reach the callee's INVOCATION.Details only
+/// from a router-owned caller (the queues' dispatcher): a client cannot
+/// forge a job's identity.
+#[tokio::test]
+async fn only_router_owned_callers_pass_x_switchyard_details_on() {
+    use switchyard_router::internal::InternalCaller;
+    let r = router();
+    let realm = r.realm("realm1").expect("realm").clone();
+    let mut callee = Client::join(&r, hello_details(&[], CALLEE_FEATURES));
+    callee.register("com.details.p", Dict::new());
+    let job = Dict::new().with("id", 7u64);
+    let options = Dict::new()
+        .with("x_switchyard_job", job.clone())
+        .with("x_other", 1u64);
+    let mut client = Client::join(&r, hello_details(&[], &[]));
+    client.call("com.details.p", options.clone(), vec![]);
+    let internal = InternalCaller::default();
+    let _pending = internal
+        .start_call(
+            &realm.dealer,
+            "com.details.p",
+            &options,
+            Payload::empty(),
+            None,
+        )
+        .expect("call");
+    let details: Vec<Dict> = callee
+        .drain()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Invocation { details, .. } => Some(details),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert_eq!(details[0].get("x_switchyard_job"), None, "{:?}", details[0]);
+    assert_eq!(
+        details[1].get("x_switchyard_job"),
+        Some(&Value::Dict(job)),
+        "{:?}",
+        details[1]
+    );
+    assert_eq!(details[1].get("x_other"), None);
+}

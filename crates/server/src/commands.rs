@@ -1,6 +1,6 @@
 //! What the router-side subcommands of `switchyard` do, so that `main.rs`
 //! only parses the command line: `run` (the router itself, on its own
-//! runtime), `check-config`, `hash-secret` and `reload`.
+//! runtime), `check-config`, `init`, `hash-secret` and `reload`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -77,6 +77,26 @@ pub fn check_config(file: &Path) -> ExitCode {
     match Config::load(file) {
         Ok(_) => {
             println!("{}: configuration is valid", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `switchyard init [PATH] [--force]`: writes a commented starting
+/// configuration.
+pub fn init(path: Option<&Path>, force: bool) -> ExitCode {
+    let path = path.unwrap_or(Path::new(crate::config::init::DEFAULT_PATH));
+    match crate::config::init::write(path, force) {
+        Ok(()) => {
+            println!(
+                "{}: written; check it with `switchyard check-config {}`",
+                path.display(),
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

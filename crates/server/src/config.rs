@@ -19,6 +19,11 @@ use toml::Spanned;
 
 pub use crate::transport::tls::TlsFiles;
 
+/// Environment variables and secret files (`sources.rs`), and the starting
+/// configuration `switchyard init` writes (`init.rs`).
+pub mod init;
+pub mod sources;
+
 /// Upper bound of a WAMP message: RawSocket frames carry at most 2^24 bytes.
 pub const MAX_MESSAGE_SIZE_LIMIT: usize = 1 << 24;
 
@@ -47,6 +52,15 @@ pub struct Config {
     /// Where this configuration came from (set by `main`; SIGHUP reads it again).
     #[serde(skip)]
     pub origin: crate::reload::Origin,
+    /// The admin web page ([admin], docs/ADMIN.md): absent, it is not served.
+    #[serde(default)]
+    pub admin: Option<Spanned<crate::admin::AdminConfig>>,
+    /// How outbound https checks servers ([outbound_tls]).
+    #[serde(default)]
+    pub outbound_tls: crate::outbound::client::OutboundTlsConfig,
+    /// Supervised processes ([[process]], docs/PROCESSES.md).
+    #[serde(default, rename = "process")]
+    pub processes: Vec<Spanned<crate::process::ProcessConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -421,6 +435,9 @@ pub struct RealmEntry {
     /// Bounds of what clients make the queues hold ([realm.queue_limits]).
     #[serde(default)]
     pub queue_limits: QueueLimits,
+    /// The app's authenticator / authorizer over HTTP ([realm.http_auth]).
+    #[serde(default)]
+    pub http_auth: Option<crate::app_auth::HttpAuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -601,6 +618,9 @@ impl Default for Config {
             storage: StorageConfig::default(),
             cluster: None,
             origin: Default::default(),
+            admin: None,
+            outbound_tls: Default::default(),
+            processes: Vec::new(),
         }
         .with_defaults()
     }
@@ -623,13 +643,49 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, with the `SWITCHYARD__*`
+    /// environment variables and `*_file` secrets applied (`sources.rs`).
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Config::load_from(Some(path), std::env::vars())
+    }
+
+    /// [`Config::load`] with the given variables; no file: the defaults
+    /// with the variables applied.
+    pub fn load_from(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        let name = path.map_or_else(|| "(no file)".to_string(), |p| p.display().to_string());
+        let text = match path {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| format!("{name}: cannot read: {e}"))?)
+            }
+            None => None,
+        };
+        let applied = sources::apply(text.as_deref(), vars).map_err(|e| format!("{name}: {e}"))?;
+        if text.is_none() && applied.is_none() {
+            return Ok(Config::default());
+        }
+        let (text, note) = match applied {
+            Some(a) => {
+                let vars = if a.vars.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", a.vars.join(", "))
+                };
+                let note = format!(
+                    " [line of the configuration with the environment variables{vars} and *_file secrets applied]"
+                );
+                (a.text, note)
+            }
+            None => (text.unwrap_or_default(), String::new()),
+        };
         Config::parse(&text).map_err(|errs| {
             errs.iter()
-                .map(|e| format!("{}: {e}", path.display()))
+                .map(|e| match e.line {
+                    Some(_) => format!("{name}: {e}{note}"),
+                    None => format!("{name}: {e}"),
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         })
@@ -716,6 +772,7 @@ impl Config {
                 queue_http: None,
                 outbound_http: None,
                 queue_limits: QueueLimits::default(),
+                http_auth: None,
             }];
         }
         self
@@ -727,10 +784,20 @@ impl Config {
             let line = (span != (0..0)).then(|| line_of(text, span.start));
             errs.push(ConfigError { line, message });
         };
+        let procs: Vec<_> = self.processes.iter().map(|p| p.get_ref()).collect();
+        for (i, problem) in crate::process::config::problems(&procs) {
+            err(self.processes[i].span(), problem);
+        }
         if let Some(c) = &self.cluster {
             for problem in c.get_ref().problems() {
                 err(c.span(), problem);
             }
+        }
+        for problem in self.admin.iter().flat_map(|a| a.get_ref().problems(self)) {
+            err(self.admin.as_ref().map_or(0..0, |a| a.span()), problem);
+        }
+        for problem in self.outbound_tls.problems() {
+            err(0..0, problem);
         }
         for (i, b) in self.bridges.iter().enumerate() {
             for problem in b.get_ref().problems() {
@@ -996,6 +1063,7 @@ impl Config {
                     c.max_testament_bytes_per_session = n;
                 }
                 c.max_uri_length = self.limits.max_uri_length;
+                c.app_auth = r.http_auth.as_ref().map(crate::app_auth::handle);
                 c
             })
             .collect()

@@ -25,6 +25,8 @@
 //!   `switchyard-queue` crate, which knows nothing of WAMP): the
 //!   `switchyard.queue.*` procedures, dispatch of jobs to workers and HTTP
 //!   targets, topic bindings, per-queue authorization and metrics.
+//! - `app_auth`: the application's authenticator and authorizer over HTTP
+//!   (`[realm.http_auth]`);
 //! - `outbound`: what the router may send over HTTP on a client's behalf,
 //!   because such requests are an SSRF risk: `destinations` (the allow-listed
 //!   client for destinations a client chose, addresses checked at connect
@@ -33,6 +35,8 @@
 //! - [`cluster`]: cluster mode over NATS (`[cluster]`): the router's
 //!   `Backplane` with NATS behind it, so that the router core never
 //!   depends on a NATS client (docs/CLUSTER.md; PubSub only so far).
+//! - [`process`]: supervised processes (`[[process]]`): programs the router
+//!   starts, restarts and stops with itself, and `switchyard.process.*`.
 //! - `data_dir`: the private data directory and store files.
 //! - `operations`: the operations listener (`/healthz`, `/readyz`,
 //!   `/metrics`) with the readiness checks and the process figures, for
@@ -45,6 +49,8 @@
 //! (`switchyard-cli`, crates/cli), which this library never imports; only
 //! `main.rs` dispatches to it.
 
+mod admin;
+mod app_auth;
 mod bridge;
 pub mod cluster;
 pub mod commands;
@@ -53,6 +59,7 @@ mod data_dir;
 pub mod logging;
 mod operations;
 mod outbound;
+pub mod process;
 mod queue_service;
 pub mod reload;
 mod server;

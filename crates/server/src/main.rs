@@ -1,7 +1,7 @@
 //! The `switchyard` command: parses the command line, sets up logging and
 //! hands over to the library: the router ([`switchyard::commands`]: run,
 //! check a configuration, hash a secret) or the WAMP client commands
-//! `publish`, `call`, `subscribe`, `register` and `queue` (the
+//! `publish`, `call`, `subscribe`, `register`, `queue`, `worker` and `process` (the
 //! `switchyard-cli` crate, which the router side never imports).
 //!
 //! The router's options (`--config`, `--log-format`, `--log-level`,
@@ -44,10 +44,10 @@ struct Cli {
 
 /// Which commands run the router and which are clients (end of `--help`).
 const COMMANDS: &str = "\
-Router commands: run (the default), check-config, hash-secret, reload.
+Router commands: run (the default), check-config, hash-secret, init, reload.
   The options above (--config, --log-format, --log-level, --data-dir) are the router's:
   `switchyard --config FILE` is `switchyard run --config FILE`.
-Client commands: publish, call, subscribe, register, queue.
+Client commands: publish, call, subscribe, register, queue, worker, process.
   They connect to a running router as a WAMP client, with their own connection options
   (--url, --realm, authentication; see `switchyard COMMAND --help`), and read no config file.";
 
@@ -55,8 +55,9 @@ Client commands: publish, call, subscribe, register, queue.
 #[derive(clap::Args, Debug, Default)]
 struct RouterArgs {
     /// Configuration file (TOML); see switchyard.example.toml. Without it the
-    /// defaults above apply.
-    #[arg(short, long, value_name = "FILE")]
+    /// defaults above apply. SWITCHYARD__<TABLE>__<KEY> variables set keys
+    /// over it (README, "Configuration in containers").
+    #[arg(short, long, value_name = "FILE", env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
 
     /// Log format; overrides [log] format in the configuration.
@@ -82,6 +83,14 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+    },
+    /// Write a commented starting configuration (default: switchyard.toml).
+    Init {
+        /// Where to write it.
+        path: Option<PathBuf>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Turn a secret into what the config file stores, reading the secret
     /// from standard input (one line; nothing is echoed or logged).
@@ -149,15 +158,16 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &command {
         return commands::check_config(file);
     }
-    let mut config = match &router.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Config::default(),
+    if let Some(Command::Init { path, force }) = &command {
+        return commands::init(path.as_deref(), *force);
+    }
+    // The file (if any) with the SWITCHYARD__* variables and *_file secrets.
+    let mut config = match Config::load_from(router.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
     };
     config.origin = switchyard::reload::Origin {
         path: router.config.clone(),

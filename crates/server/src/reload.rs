@@ -12,9 +12,16 @@
 //! from then on uses the new rules, and cached authorizer answers are
 //! dropped.
 //!
+//! The application's authenticator and authorizer over HTTP
+//! (`[realm.http_auth]`) and the JWT issuers (`[[realm.auth.jwt]]`, their
+//! key files read again) are part of a realm's authentication and are
+//! swapped with it: a login or an action is checked against one snapshot,
+//! the rules and the app handle of the same file (the app's answer cache
+//! starts empty).
+//!
 //! What is read only at startup (listeners, `[cluster]`, `[storage]`,
-//! `[runtime]`, `[log]`, `[limits]` but `max_uri_length`, `[[bridge]]` but
-//! its keys,
+//! `[runtime]`, `[log]`, `[admin]`, `[outbound_tls]`, `[[process]]`,
+//! `[limits]` but `max_uri_length`, `[[bridge]]` but its keys,
 //! realms added or removed, a realm's queues) is compared with the running
 //! configuration: each changed key is logged as a warning naming it, and
 //! keeps its running value until the router restarts.
@@ -68,6 +75,21 @@ impl Fixed {
                 format!("{:?}", c.cluster.as_ref().map(|c| c.get_ref())),
             ),
             ("[storage]".to_string(), format!("{:?}", c.storage)),
+            (
+                "[admin]".to_string(),
+                format!("{:?}", c.admin.as_ref().map(|a| a.get_ref())),
+            ),
+            (
+                "[outbound_tls]".to_string(),
+                format!("{:?}", c.outbound_tls),
+            ),
+            (
+                "[[process]]".to_string(),
+                format!(
+                    "{:?}",
+                    c.processes.iter().map(|p| p.get_ref()).collect::<Vec<_>>()
+                ),
+            ),
             ("[runtime]".to_string(), format!("{:?}", c.runtime)),
             ("[log]".to_string(), format!("{:?}", c.log)),
             (
@@ -233,7 +255,7 @@ impl Reloader {
             file = %path.display(),
             realms = %applied.join(", "),
             bridges,
-            "configuration reloaded: roles, permissions, authorizer, principals, realm limits and bridge keys apply from now on"
+            "configuration reloaded: roles, permissions, authorizer, principals, JWT issuers, http_auth, realm limits and bridge keys apply from now on"
         );
         self.fixed = fixed;
         true

@@ -64,12 +64,33 @@ impl Tcp {
     }
 }
 
+/// The durable HTTP subscribers of the bridges on `realm`, each with the
+/// name of its queue.
+fn durable_subscribers(config: &Config, realm: &str) -> Vec<crate::queue_service::SubscriberQueue> {
+    config
+        .bridges
+        .iter()
+        .map(|b| b.get_ref())
+        .filter(|b| b.realm == realm)
+        .flat_map(|b| b.subscribers.iter().enumerate())
+        .filter_map(|(i, s)| {
+            s.durable
+                .as_ref()
+                .map(|d| crate::queue_service::SubscriberQueue {
+                    queue: d.queue_name(i),
+                    subscriber: s.clone(),
+                })
+        })
+        .collect()
+}
+
 /// Runs the router until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), String> {
     switchyard_router::auth::ticket::TicketChecks::configure(
         config.limits.max_concurrent_ticket_checks,
         config.limits.ticket_check_wait,
     );
+    crate::outbound::client::configure(&config.outbound_tls)?;
     // Cluster mode: reach NATS first; a node that cannot says so and stops.
     let cluster = match &config.cluster {
         Some(c) => Some(crate::cluster::Cluster::connect(c.get_ref()).await?),
@@ -81,10 +102,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         });
     // Before any listener opens: the realms follow their interest from
     // their first subscription on.
-    let _cluster_links = cluster
-        .as_ref()
-        .map(|c| c.start(&router))
-        .unwrap_or_default();
+    let _cluster_links = match &cluster {
+        Some(c) => c.start(&router).await?,
+        None => Vec::new(),
+    };
     let mut settings = config.limits.transport_settings();
     settings.traffic = Some(router.metrics().traffic.clone());
     router
@@ -180,6 +201,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             http_signing: entry.queue_http.clone(),
             outbound_http: entry.outbound_http.clone().unwrap_or_default(),
             limits: entry.queue_limits.clone(),
+            subscribers: durable_subscribers(&config, entry.name.get_ref()),
         };
         queue_services.push(
             crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)
@@ -229,6 +251,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                     path: path.clone(),
                     origins,
                     metrics_path,
+                    pages: crate::admin::site_for(&config, address, &path, &name)
+                        .map(|site| site as Arc<dyn websocket::Pages>),
                 };
                 tracing::info!(
                     "listening for WAMP over WebSocket on {name}{}",
@@ -312,11 +336,17 @@ pub async fn run(config: Config) -> Result<(), String> {
         let address = bridge.config().address;
         let listener = bind_tcp(address).await?;
         tracing::info!(
-            "HTTP bridge for realm {} on http://{}: POST {} and {}",
+            "HTTP bridge for realm {} on http://{}: POST {} and {}{}",
             bridge.config().realm,
             local(&listener, address),
             bridge.config().publish_path,
-            bridge.config().call_path
+            bridge.config().call_path,
+            bridge
+                .config()
+                .jsonrpc_path
+                .as_ref()
+                .map(|p| format!(", JSON-RPC at {p}"))
+                .unwrap_or_default()
         );
         let name = format!("http://{}", local(&listener, address));
         bridges.push(bridge.clone());
@@ -337,6 +367,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
+    // After the listeners: a supervised worker finds the port open.
+    let processes = crate::process::Processes::start(
+        config
+            .processes
+            .iter()
+            .map(|p| p.get_ref().clone())
+            .collect(),
+        &router,
+    )?;
 
     let mut reloader =
         crate::reload::Reloader::new(router.clone(), bridges, &config, config.origin.clone());
@@ -344,12 +383,20 @@ pub async fn run(config: Config) -> Result<(), String> {
     readiness.stopping();
     if !shutdown_delay.is_zero() {
         tracing::info!(
-            "{signal} received: /readyz answers 503; closing the sessions in {}",
+            "{signal} received: /readyz answers 503; stopping in {}",
             humantime::format_duration(shutdown_delay)
         );
         tokio::time::sleep(shutdown_delay).await;
     }
-    tracing::info!("{signal} received: sending GOODBYE to every session");
+    tracing::info!("{signal} received: stopping");
+    // The processes first, while the router still serves them: a worker
+    // that drains gives its jobs back before its session ends.
+    processes.shutdown().await;
+    if let Some(c) = &cluster {
+        // The other nodes drop this node's registrations at once.
+        c.leave().await;
+    }
+    tracing::info!("sending GOODBYE to every session");
     stop.cancel();
     router.shutdown();
     if tokio::time::timeout(SHUTDOWN_GRACE, router.closed())

@@ -687,7 +687,7 @@ fn http_callee_turns_calls_into_requests() {
     assert_eq!(posted["procedure"], serde_json::Value::Null);
 }
 
-/// `POST /queues/{name}/jobs`: 201 once stored, 409 with the original id for
+/// `POST /queues/{name}/jobs`: 202 once stored, 409 with the original id for
 /// a repeated Idempotency-Key, and a JSON refusal (nothing stored) for an
 /// unknown queue, a bad body or option, an oversized payload, a missing
 /// signature or a wrong method.
@@ -710,7 +710,7 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
     };
     let job = r#"{"args": [1], "kwargs": {"to": "a@b.c"}}"#;
     let (status, reply) = post("401", "mail", "Idempotency-Key: order-7\r\n", job);
-    assert_eq!(status, 201, "{reply}");
+    assert_eq!(status, 202, "{reply}");
     let first = json(&reply);
     assert_eq!(first["duplicate"], false, "{reply}");
     let id = first["id"].as_u64().expect("job id");
@@ -718,11 +718,11 @@ fn queue_jobs_endpoint_stores_jobs_once_per_idempotency_key() {
     assert_eq!(status, 409, "{reply}");
     assert_eq!(
         json(&reply),
-        serde_json::json!({"id": id, "duplicate": true})
+        serde_json::json!({"id": id, "duplicate": true, "location": format!("/queues/mail/jobs/{id}")})
     );
     // A new key is a new job.
     let (status, reply) = post("403", "mail", "Idempotency-Key: order-8\r\n", job);
-    assert_eq!(status, 201, "{reply}");
+    assert_eq!(status, 202, "{reply}");
     assert_ne!(json(&reply)["id"].as_u64(), Some(id));
 
     let refusals = [
@@ -952,13 +952,13 @@ fn queue_signatures_bind_the_queue_and_the_idempotency_key() {
     );
     // The request as signed: stored once.
     let (status, reply) = send(mail, &signed, "Idempotency-Key: k-1\r\n");
-    assert_eq!(status, 201, "{reply}");
+    assert_eq!(status, 202, "{reply}");
     let (status, reply) = send(mail, &signed, "Idempotency-Key: k-1\r\n");
     assert_eq!(status, 401, "{reply}");
     assert_eq!(json(&reply)["error"], "switchyard.error.replayed_request");
     // Without Idempotency-Key (an empty line in the canonical string).
     let plain = bound_query("/queues/other/jobs", "503", None, job);
-    assert_eq!(send("/queues/other/jobs", &plain, "").0, 201);
+    assert_eq!(send("/queues/other/jobs", &plain, "").0, 202);
     // An empty header would sign like an absent one: refused.
     let empty = bound_query(mail, "504", None, job);
     let (status, reply) = send(mail, &empty, "Idempotency-Key: \r\n");

@@ -354,3 +354,106 @@ fn a_trickling_response_body_is_bounded_by_the_timeout() {
     drop(r);
     let _ = backend.join();
 }
+
+/// Requests to an HTTP callee with `key`/`secret` carry the router's
+/// signature (the query parameters of its other outgoing requests), and
+/// the caller's identity in `X-Switchyard-Caller-*` headers only when the
+/// realm's disclosure rules disclose it to a callee (here `on_request`: the
+/// caller asked with `disclose_me`). A caller can set neither those headers
+/// nor the signature's query parameters.
+#[test]
+fn http_callee_requests_are_signed_and_carry_the_disclosed_caller() {
+    let b = backend();
+    let port = common::free_port();
+    let r = Router::start(&format!(
+        "[[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\nallow_unsigned = true\n\n\
+         [[bridge.callee]]\nprocedure = \"com.test.api\"\nurl = \"http://127.0.0.1:{bp}/api\"\n\
+         key = \"router\"\nsecret = \"callee-secret-0123456789\"\n",
+        bp = b.port
+    ));
+    let mut c = Raw::connect(r.rs_port, Serializer::Json);
+    let (session, details) = c.join("realm1");
+    let authid = details.get_str("authid").expect("authid").to_string();
+    let call_with = |c: &mut Raw, options: Dict, kwargs: Dict| {
+        let request = c.req();
+        c.send(&Message::Call {
+            request,
+            options,
+            procedure: "com.test.api".into(),
+            payload: Payload::values(vec![], Some(kwargs)),
+        });
+        c.expect("RESULT or ERROR")
+    };
+    let header = |s: &Seen, name: &str| {
+        s.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    // Disclosed (the caller asked): the three headers and the signature.
+    let m = call_with(
+        &mut c,
+        Dict::new().with("disclose_me", true),
+        Dict::new().with("path", "/items?x=1"),
+    );
+    assert!(matches!(m, Message::Result { .. }), "{m:?}");
+    let seen = b
+        .seen
+        .lock()
+        .expect("seen")
+        .last()
+        .cloned()
+        .expect("a request");
+    assert!(
+        seen.line
+            .starts_with("POST /api/items?x=1&key=router&timestamp="),
+        "{}",
+        seen.line
+    );
+    for p in ["&seq=", "&nonce=", "&signature="] {
+        assert!(seen.line.contains(p), "{}", seen.line);
+    }
+    assert_eq!(
+        header(&seen, "x-switchyard-caller-authid").as_deref(),
+        Some(authid.as_str())
+    );
+    assert_eq!(
+        header(&seen, "x-switchyard-caller-authrole").as_deref(),
+        Some("anonymous")
+    );
+    assert_eq!(
+        header(&seen, "x-switchyard-caller-session"),
+        Some(session.to_string())
+    );
+    // Not disclosed: no identity headers.
+    let m = call_with(&mut c, Dict::new(), Dict::new());
+    assert!(matches!(m, Message::Result { .. }), "{m:?}");
+    let seen = b
+        .seen
+        .lock()
+        .expect("seen")
+        .last()
+        .cloned()
+        .expect("a request");
+    assert!(
+        seen.headers
+            .iter()
+            .all(|(n, _)| !n.starts_with("x-switchyard-")),
+        "{seen:?}"
+    );
+    // A caller cannot forge them, nor the signature's parameters.
+    let before = b.seen.lock().expect("seen").len();
+    let forged = Dict::new().with(
+        "headers",
+        Dict::new().with("X-Switchyard-Caller-Authid", "admin"),
+    );
+    let m = call_with(&mut c, Dict::new(), forged);
+    assert!(matches!(m, Message::Error { .. }), "{m:?}");
+    let m = call_with(
+        &mut c,
+        Dict::new(),
+        Dict::new().with("path", "/items?signature=x"),
+    );
+    assert!(matches!(m, Message::Error { .. }), "{m:?}");
+    assert_eq!(b.seen.lock().expect("seen").len(), before);
+}

@@ -18,6 +18,8 @@ const CLIENTS: &[&[&str]] = &[
     &["subscribe", "com.example.t"],
     &["register", "com.example.p", "--", "true"],
     &["queue", "list"],
+    &["process", "list"],
+    &["worker", "jobs", "--", "true"],
 ];
 
 /// The router's options, each with a value.

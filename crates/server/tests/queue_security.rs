@@ -494,7 +494,7 @@ fn queue_permissions_scope_every_procedure_per_queue() {
 
         // The HTTP bridge's endpoint is a push under the key's role.
         let (status, body) = post(bridge_port, "/queues/reports/jobs", "{\"args\": [1]}");
-        assert_eq!(status, 201, "{body}");
+        assert_eq!(status, 202, "{body}");
         let (status, body) = post(bridge_port, "/queues/payroll/jobs", "{\"args\": [1]}");
         assert_eq!(status, 403, "{body}");
         assert!(body.contains("wamp.error.not_authorized"), "{body}");
@@ -1020,7 +1020,7 @@ fn outbound_http_entries_are_checked() {
     std::fs::write(
         &cfg,
         "[[realm]]\nname = \"realm1\"\n\n[realm.outbound_http]\n\
-         allow = [\"https://hooks.example.com/\", \"http://user@hooks.example.com/\"]\n\
+         allow = [\"ftp://hooks.example.com/\", \"http://user@hooks.example.com/\"]\n\
          allow_networks = [\"10.0.0.0/33\", \"not-a-network\"]\n",
     )
     .expect("config");

@@ -86,7 +86,7 @@ export function hashSecret(secret, args = []) {
   return { status: r.status, stdout: (r.stdout || '').trim(), stderr: r.stderr || '' };
 }
 
-export function renderConfig({ wsPort, rsPort, unixPath, realms, limits, log }) {
+export function renderConfig({ wsPort, rsPort, unixPath, realms, limits, log, tables }) {
   return [
     tomlTable('[log]', { format: 'text', level: 'info', ...(log || {}) }),
     tomlTable('[[listener]]', { type: 'websocket', address: `127.0.0.1:${wsPort}`, path: '/ws' }),
@@ -94,6 +94,8 @@ export function renderConfig({ wsPort, rsPort, unixPath, realms, limits, log }) 
     tomlTable('[[listener]]', { type: 'rawsocket', unix: unixPath }),
     ...(realms || [{ name: 'realm1', uri_check: 'loose' }]).map((r) => tomlTable('[[realm]]', r)),
     tomlTable('[limits]', { ...DEFAULT_LIMITS, ...(limits || {}) }),
+    // Further top-level tables, e.g. { admin: { path: '/admin' } } -> [admin].
+    ...Object.entries(tables || {}).map(([k, v]) => tomlTable(`[${k}]`, v)),
   ].join('\n');
 }
 
@@ -110,7 +112,7 @@ function canConnect(opts) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const PANIC_RE = /panicked at|stack backtrace:/i;
 
-export async function startRouter(name, { realms, limits, log, readyTimeoutMs = 10000 } = {}) {
+export async function startRouter(name, { realms, limits, log, tables, readyTimeoutMs = 10000 } = {}) {
   const bin = routerBin();
   try {
     fs.accessSync(bin, fs.constants.X_OK);
@@ -124,7 +126,7 @@ export async function startRouter(name, { realms, limits, log, readyTimeoutMs = 
   const wsPort = await freePort();
   let rsPort = await freePort();
   while (rsPort === wsPort) rsPort = await freePort();
-  const cfg = renderConfig({ wsPort, rsPort, unixPath, realms, limits, log });
+  const cfg = renderConfig({ wsPort, rsPort, unixPath, realms, limits, log, tables });
   const configPath = path.join(workdir, 'switchyard.toml');
   fs.writeFileSync(configPath, cfg);
   fs.writeFileSync(logPath, `# switchyard interop (js): ${name}\n` +

@@ -10,6 +10,11 @@ router_factory  callable ``router_factory(realms=..., limits=..., log=..., ws_op
                 ``dict(name="realm1", history=[{"topic": ...}, ...])`` for
                 ``[[realm.history]]`` entries (see routerproc.render_config).
 module_router_factory  the same, shared by a module (for module-scoped fixtures).
+rpc_nodes       (callee router, caller router), per module, parametrized: ``one-node``
+                (both the module's ``router``) and ``two-nodes`` (two cluster nodes
+                over a nats-server: RPC across nodes, docs/CLUSTER.md). Tests that use
+                it wait for a registration to be known on the caller's node
+                (``wamplib.registered``) before calling.
 
 Both yield ``routerproc.Router`` objects: ``ws_url``, ``rs_host``/``rs_port``,
 ``unix_path``, ``log_path`` (stdout+stderr of the router, one file per test or
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import pytest
 
-from routerproc import Router, start_router
+from routerproc import Router, start_cluster, start_router
 
 
 def _stop_and_check(r: Router):
@@ -45,6 +50,28 @@ def router(request):
     r = start_router(request.module.__name__)
     yield r
     _stop_and_check(r)
+
+
+@pytest.fixture(scope="module", params=["one-node", "two-nodes"])
+def rpc_nodes(request):
+    """(callee's router, caller's router): the same router, or two cluster nodes."""
+    if request.param == "one-node":
+        r = request.getfixturevalue("router")
+        yield r, r
+        return
+    nats, routers = start_cluster(f"{request.module.__name__}-cluster", 2)
+    try:
+        yield routers[0], routers[1]
+    finally:
+        errors = []
+        for r in routers:
+            try:
+                _stop_and_check(r)
+            except BaseException as e:
+                errors.append(str(e))
+        nats.stop()
+        if errors:
+            pytest.fail("\n\n".join(errors), pytrace=False)
 
 
 class RouterFactory:

@@ -81,7 +81,7 @@ def _toml_table(header: str, values: dict) -> str:
 
 
 def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=None,
-                  ws_path="/ws", ws_opts=None, rs_opts=None, bridges=None) -> str:
+                  ws_path="/ws", ws_opts=None, rs_opts=None, bridges=None, cluster=None) -> str:
     """The router's TOML config. `realms`: a list of dicts, one ``[[realm]]`` each
     (default: realm1 with loose URI checks); a value that is a dict or a list of
     dicts is written as a nested table, e.g. ``{"name": "realm1", "history": [{"topic":
@@ -106,6 +106,8 @@ def render_config(ws_port, rs_port, unix_path, *, realms=None, limits=None, log=
         parts.append(_toml_table("[[realm]]", r))
     for b in bridges or []:
         parts.append(_toml_table("[[bridge]]", b))
+    if cluster is not None:
+        parts.append(_toml_table("[cluster]", cluster))
     parts.append(_toml_table("[limits]", lim))
     return "\n".join(parts)
 
@@ -202,7 +204,7 @@ def _can_connect_unix(path) -> bool:
 
 
 def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout=10.0,
-                 ws_opts=None, rs_opts=None, bridges=None) -> Router:
+                 ws_opts=None, rs_opts=None, bridges=None, cluster=None) -> Router:
     """Start the router with a generated config (see render_config: realms may
     carry nested tables such as ``history``, ws_opts/rs_opts add listener keys
     such as ``tls``); wait until all listeners accept."""
@@ -219,7 +221,7 @@ def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout
     while rs_port == ws_port:
         rs_port = free_port()
     cfg = render_config(ws_port, rs_port, unix_path, realms=realms, limits=limits, log=log,
-                        ws_opts=ws_opts, rs_opts=rs_opts, bridges=bridges)
+                        ws_opts=ws_opts, rs_opts=rs_opts, bridges=bridges, cluster=cluster)
     config_path = Path(workdir) / "switchyard.toml"
     config_path.write_text(cfg)
     logf = open(log_path, "wb")
@@ -252,3 +254,56 @@ def start_router(name: str, *, realms=None, limits=None, log=None, ready_timeout
                                f"log {log_path}:\n{r.log_tail()}")
         time.sleep(0.05)
     return r
+
+
+def nats_server_bin() -> str:
+    """$NATS_SERVER, else nats-server on the PATH, else Debian's /usr/sbin/nats-server
+    (scripts/install-nats.sh installs it)."""
+    return os.environ.get("NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+@dataclass
+class NatsServer:
+    """A nats-server of one test module, for the cluster variants."""
+    proc: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+def start_nats(ready_timeout=10.0) -> NatsServer:
+    port = free_port()
+    proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + ready_timeout
+    while not _can_connect_tcp(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"nats-server ({nats_server_bin()}) did not start "
+                               "(scripts/install-nats.sh installs it)")
+        time.sleep(0.05)
+    return NatsServer(proc=proc, port=port)
+
+
+def start_cluster(name: str, nodes: int, **router_kw) -> tuple[NatsServer, list[Router]]:
+    """A nats-server and `nodes` routers joined by it (node names n1, n2, ...)."""
+    nats = start_nats()
+    routers = []
+    try:
+        for i in range(nodes):
+            cluster = {"node": f"n{i + 1}", "nats": [nats.url], "subject_prefix": "interop"}
+            routers.append(start_router(f"{name}-n{i + 1}", cluster=cluster, **router_kw))
+    except BaseException:
+        for r in routers:
+            r.terminate()
+            r.cleanup()
+        nats.stop()
+        raise
+    return nats, routers

@@ -116,8 +116,8 @@ def test_example_publishes_keyword_arguments(bridged, lang):
 
 def test_push_example_enqueues_once_per_idempotency_key(module_router_factory):
     """examples/bridge/push.py signs POST /queues/{name}/jobs over the
-    canonical string (method, path, Idempotency-Key, body): 201, then 409 with
-    the same id for the same key; a wrong secret is refused."""
+    canonical string (method, path, Idempotency-Key, body): 202, then 409 with
+    the same id and location for the same key; a wrong secret is refused."""
     import json
     port = free_port()
     module_router_factory(
@@ -134,6 +134,7 @@ def test_push_example_enqueues_once_per_idempotency_key(module_router_factory):
     assert first["duplicate"] is False and isinstance(first["id"], int), p.stdout
     p = _run_example(cmd, base, "mail", job, "order-42")
     assert p.returncode == 0, (p.stdout, p.stderr)
-    assert json.loads(p.stdout) == {"id": first["id"], "duplicate": True}
+    assert json.loads(p.stdout) == {"id": first["id"], "duplicate": True,
+                                    "location": f"/queues/mail/jobs/{first['id']}"}
     bad = _run_example(cmd, base, "mail", job, "order-43", secret="not-the-right-secret-at-all")
     assert bad.returncode == 1 and "invalid_signature" in bad.stdout, (bad.stdout, bad.stderr)

@@ -136,8 +136,13 @@ def test_push_runs_on_worker_and_yield_completes(qrouter):
             st = await wait_stats(p, "basic", lambda s: s["completed_total"] == before["completed_total"] + 1)
             assert (st["ready"], st["scheduled"], st["in_flight"], st["dead"]) == (0, 0, 0, 0), st
             assert st["retried_total"] == before["retried_total"], st
-            e = await queue_error(p, "switchyard.queue.job", jid)
-            assert e.error == UNKNOWN_JOB and str(jid) in message(e), e
+            # the completed job is remembered with its result ([realm.queue_limits.results])
+            done = (await p.call("switchyard.queue.job", jid)).kwresults
+            assert done["status"]["state"] == "completed" and done["status"]["attempts"] == 1, done
+            assert done["job"]["queue"] == "basic" and done["result_truncated"] is False, done
+            assert done["result"] == {"args": ["rendered", 7], "kwargs": {"pages": 3, "meta": {"k": [1, 2]}}}, done
+            e = await queue_error(p, "switchyard.queue.job", 987654321)
+            assert e.error == UNKNOWN_JOB and "987654321" in message(e), e
             # a second job gets a larger id
             jid2, _ = await push(p, "basic", args=[8])
             assert jid2 > jid

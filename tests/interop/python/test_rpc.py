@@ -7,7 +7,7 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallResult
 
-from wamplib import T, close_all, connect, run
+from wamplib import T, close_all, connect, registered, run
 
 COMBOS = [
     ("ws", "json"), ("ws", "msgpack"), ("ws", "cbor"),
@@ -57,16 +57,20 @@ async def check_call_and_error(caller, name, seen):
 
 
 @pytest.mark.parametrize("transport,ser", COMBOS, ids=IDS)
-def test_call_result_and_error(router, transport, ser):
+def test_call_result_and_error(rpc_nodes, transport, ser):
+    callee_node, caller_node = rpc_nodes
+
     async def main():
-        callee = await connect(router, transport, ser)
-        caller = await connect(router, transport, ser)
+        callee = await connect(callee_node, transport, ser)
+        caller = await connect(caller_node, transport, ser)
         try:
             name = proc()
             seen = await echo_callee(callee, name)
+            await registered(caller, name + ".fail")
             await check_call_and_error(caller, name, seen)
             # no args / single result
             await asyncio.wait_for(callee.register(lambda: 42, name + ".answer"), T)
+            await registered(caller, name + ".answer")
             assert await asyncio.wait_for(caller.call(name + ".answer"), T) == 42
         finally:
             await close_all(callee, caller)
@@ -76,13 +80,16 @@ def test_call_result_and_error(router, transport, ser):
 
 @pytest.mark.parametrize("callee_ser,caller_ser",
                          [("json", "msgpack"), ("msgpack", "cbor"), ("cbor", "json"), ("json", "cbor")])
-def test_call_cross_serializer(router, callee_ser, caller_ser):
+def test_call_cross_serializer(rpc_nodes, callee_ser, caller_ser):
+    callee_node, caller_node = rpc_nodes
+
     async def main():
-        callee = await connect(router, "rs", callee_ser)
-        caller = await connect(router, "ws", caller_ser)
+        callee = await connect(callee_node, "rs", callee_ser)
+        caller = await connect(caller_node, "ws", caller_ser)
         try:
             name = proc()
             seen = await echo_callee(callee, name)
+            await registered(caller, name + ".fail")
             await check_call_and_error(caller, name, seen)
         finally:
             await close_all(callee, caller)

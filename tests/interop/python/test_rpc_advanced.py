@@ -22,7 +22,7 @@ from autobahn.wamp.types import CallOptions, RegisterOptions
 
 from wamplib import (ABORT, ALL_CALLEE, ALL_CALLER, CALL, CANCEL, ERROR, INTERRUPT, INVOCATION, LOOSE_REALM,
                      PCI_CALLEE, PCI_CALLER, PUBLISH, QUIET, REGISTER, RESULT, YIELD, Peer, T, close_all,
-                     close_peers, connect, run, unique_uri, wait_until)
+                     close_peers, connect, registered, registered_on, run, unique_uri, wait_until)
 
 # a short call timeout (ms) and the generous upper bound for when its ERROR must be there (s)
 SHORT_MS = 300
@@ -594,10 +594,12 @@ def test_realm_disclose_caller_never(router_factory):
 # 5. progressive call results
 # ==========================================================================
 
-def test_progressive_call_results_autobahn(router):
+def test_progressive_call_results_autobahn(rpc_nodes):
+    callee_node, caller_node = rpc_nodes
+
     async def main():
-        callee = await connect(router, "rs", "msgpack")
-        caller = await connect(router, "ws", "cbor")
+        callee = await connect(callee_node, "rs", "msgpack")
+        caller = await connect(caller_node, "ws", "cbor")
         try:
             name = proc("prog")
             had_progress = []
@@ -610,6 +612,7 @@ def test_progressive_call_results_autobahn(router):
                 return "final"
 
             await asyncio.wait_for(callee.register(h, name, options=RegisterOptions(details=True)), T)
+            await registered(caller, name)
             events = []
             res = await asyncio.wait_for(
                 caller.call(name, 5, options=CallOptions(on_progress=lambda *a, **kw: events.append((a, kw)))), T)
@@ -694,13 +697,16 @@ def test_progressive_call_invocation_killed(router):
     run(main())
 
 
-def test_progressive_call_invocations(router):
+def test_progressive_call_invocations(rpc_nodes):
+    callee_node, caller_node = rpc_nodes
+
     async def main():
-        callee = await Peer.join(router, callee=PCI_CALLEE)
-        caller = await Peer.join(router, caller=PCI_CALLER)
+        callee = await Peer.join(callee_node, callee=PCI_CALLEE)
+        caller = await Peer.join(caller_node, caller=PCI_CALLER)
         try:
             name = proc("pci")
             reg = await callee.register(name)
+            await registered_on(caller_node, name)
             rid = caller.req()
             await caller.call(name, ["chunk", 0], {"progress": True, "receive_progress": True}, rid=rid)
             inv0 = await callee.next(is_inv)
@@ -1124,17 +1130,18 @@ def test_progressive_yields_from_a_callee_that_did_not_announce_them(router):
 
 
 @pytest.mark.parametrize("handler", ["reraise", "own_error"])
-def test_cancel_kill_autobahn_callee(router, handler):
+def test_cancel_kill_autobahn_callee(rpc_nodes, handler):
     """mode kill with an Autobahn|Python callee: the INTERRUPT cancels the
     handler, and Autobahn|Python answers with an ERROR (wamp.error.runtime_error
     when the handler lets the CancelledError through, or the handler's own
     ApplicationError). The caller asked to cancel, so it gets
     wamp.error.canceled (as from Crossbar.io), with the callee's args."""
+    callee_node, caller_node = rpc_nodes
 
     async def main():
         loop = asyncio.get_running_loop()
-        callee = await connect(router)
-        caller = await Peer.join(router, caller=ALL_CALLER)
+        callee = await connect(callee_node)
+        caller = await Peer.join(caller_node, caller=ALL_CALLER)
         try:
             name = proc("abkill")
             invoked, cancelled = loop.create_future(), loop.create_future()
@@ -1151,6 +1158,7 @@ def test_cancel_kill_autobahn_callee(router, handler):
                 return "not interrupted"
 
             await asyncio.wait_for(callee.register(slow, name), T)
+            await registered_on(caller_node, name)
             rid = await caller.call(name)
             await asyncio.wait_for(invoked, T)
             await caller.send([CANCEL, rid, {"mode": "kill"}])
@@ -1185,14 +1193,15 @@ def test_cancel_callee_without_canceling_is_skip(router, mode):
     run(main())
 
 
-def test_cancel_autobahn_caller_and_callee(router):
+def test_cancel_autobahn_caller_and_callee(rpc_nodes):
     """Autobahn|Python's future.cancel() sends CANCEL without a mode: the
     callee's handler is cancelled and both sessions carry on."""
+    callee_node, caller_node = rpc_nodes
 
     async def main():
         loop = asyncio.get_running_loop()
-        callee = await connect(router)
-        caller = await connect(router)
+        callee = await connect(callee_node)
+        caller = await connect(caller_node)
         try:
             name = proc("abcx")
             invoked, cancelled = loop.create_future(), loop.create_future()
@@ -1207,6 +1216,7 @@ def test_cancel_autobahn_caller_and_callee(router):
 
             await asyncio.wait_for(callee.register(slow, name), T)
             await asyncio.wait_for(callee.register(lambda x: x + 1, name + ".inc"), T)
+            await registered(caller, name + ".inc")
             fut = caller.call(name)
             await asyncio.wait_for(invoked, T)
             fut.cancel()
@@ -1220,13 +1230,16 @@ def test_cancel_autobahn_caller_and_callee(router):
 
 
 @pytest.mark.parametrize("how", ["goodbye", "abrupt"])
-def test_caller_leaving_interrupts_callee(router, how):
+def test_caller_leaving_interrupts_callee(rpc_nodes, how):
+    callee_node, caller_node = rpc_nodes
+
     async def main():
-        callee = await Peer.join(router, callee=ALL_CALLEE)
-        caller = await connect(router)
+        callee = await Peer.join(callee_node, callee=ALL_CALLEE)
+        caller = await connect(caller_node)
         try:
             name = proc("cl")
             await callee.register(name)
+            await registered(caller, name)
             asyncio.ensure_future(caller.call(name)).add_done_callback(lambda f: f.cancelled() or f.exception())
             inv = await callee.next(is_inv)
             if how == "goodbye":

@@ -1052,3 +1052,27 @@ class BlockingRs(_BlockingBase):
                 return json.loads(payload)
             if ftype == 1:
                 self.pings += 1
+
+
+async def registered(session, procedure: str, match: str = "exact", timeout: float = T):
+    """Waits until `session`'s router knows a registration of `procedure` (at once
+    on one node; in a cluster, once the callee's node announced it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        reg = await asyncio.wait_for(
+            session.call("wamp.registration.lookup", procedure, {"match": match}), timeout)
+        if reg is not None:
+            return reg
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{procedure!r} ({match}) not registered on the caller's node within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def registered_on(router, procedure: str, match: str = "exact", timeout: float = T):
+    """`registered`, asked through a session of its own on `router` (for callers
+    that are raw peers)."""
+    s = await connect(router)
+    try:
+        return await registered(s, procedure, match, timeout)
+    finally:
+        await s.close()

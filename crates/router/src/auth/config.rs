@@ -61,6 +61,10 @@ pub struct AuthConfig {
     /// TLS client-certificate principals.
     #[serde(default)]
     pub tls: Vec<TlsPrincipal>,
+    /// Issuers of JWT tickets ([[realm.auth.jwt]], `auth::jwt`): a ticket
+    /// shaped as a JWT is checked against them.
+    #[serde(default)]
+    pub jwt: Vec<super::jwt::JwtConfig>,
     /// A procedure that checks tickets of authids without a static
     /// principal: called with (realm, authid, details), it returns the role
     /// (a string, or a dict with `role` and optionally `authid`) or an error.
@@ -123,6 +127,7 @@ impl Default for AuthConfig {
             wampcra: Vec::new(),
             cryptosign: Vec::new(),
             tls: Vec::new(),
+            jwt: Vec::new(),
             authenticator: None,
             authenticator_timeout: default_authenticator_timeout(),
             max_failures: default_max_failures(),
@@ -260,7 +265,9 @@ impl AuthConfig {
                 ));
             }
         }
+        out.extend(super::jwt::JwtVerifier::load(&self.jwt).1);
         for (m, n) in [
+            (AuthMethod::Ticket, self.jwt.len()),
             (AuthMethod::Tls, self.tls.len()),
             (AuthMethod::Ticket, self.ticket.len()),
             (AuthMethod::Wampcra, self.wampcra.len()),

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod cryptosign;
+pub mod jwt;
 pub mod throttle;
 pub mod ticket;
 pub mod wampcra;
@@ -46,6 +47,13 @@ pub struct Authenticator {
     cra_decoy: wampcra::Decoy,
     /// The hash a ticket of an unknown authid is checked against.
     ticket_decoy: Arc<ticket::Decoy>,
+    /// The issuers of JWT tickets.
+    jwt: jwt::JwtVerifier,
+    /// The application that decides tickets over HTTP (`authenticator_url`,
+    /// the realm's [`crate::hooks::AppAuth`]), if it does. Kept here, not
+    /// read from the realm's settings, so that a login asks the app of the
+    /// same snapshot its rules come from (a reload swaps both at once).
+    app: Option<crate::hooks::AppAuthHandle>,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
@@ -156,7 +164,10 @@ pub(crate) enum Check {
 
 /// The call to the realm's authenticator procedure that decides a login.
 pub(crate) struct AskAuthenticator {
-    pub procedure: String,
+    /// None: the application's `authenticator_url` (the realm's AppAuth).
+    pub procedure: Option<String>,
+    /// The app that decides when `procedure` is None.
+    pub app: Option<crate::hooks::AppAuthHandle>,
     pub args: Vec<Value>,
     pub timeout: std::time::Duration,
     /// The authid the client claimed in HELLO (for the log only).
@@ -208,7 +219,13 @@ impl Authenticator {
         if config.methods.contains(&AuthMethod::Ticket) {
             ticket_decoy.warm_up();
         }
+        let (jwt, problems) = jwt::JwtVerifier::load(&config.jwt);
+        for p in problems {
+            tracing::warn!("ignoring a JWT issuer: {p}");
+        }
         Authenticator {
+            app: None,
+            jwt,
             cra_decoy: wampcra::Decoy::new(&config.wampcra),
             ticket_decoy,
             static_folded,
@@ -218,6 +235,18 @@ impl Authenticator {
             cryptosign,
             static_authids,
         }
+    }
+
+    /// Hands the tickets the authenticator procedure would get to the
+    /// realm's [`crate::hooks::AppAuth`] instead.
+    pub(crate) fn delegate_to_app(&mut self, app: crate::hooks::AppAuthHandle) {
+        self.app = Some(app);
+    }
+
+    /// Whether tickets of unknown authids go to the application (its
+    /// procedure or its URL).
+    fn delegates(&self) -> bool {
+        self.app.is_some() || self.config.authenticator.is_some()
     }
 
     /// Whether `authid` belongs to a static principal of any method.
@@ -297,8 +326,11 @@ impl Authenticator {
                 ..Identity::anonymous()
             }),
             AuthMethod::Ticket => {
-                let Some(authid) = authid else {
-                    return need_authid("ticket");
+                // A JWT names its own authid: HELLO need not.
+                let authid = match authid {
+                    Some(a) => a,
+                    None if !self.jwt.is_empty() => String::new(),
+                    None => return need_authid("ticket"),
                 };
                 Start::Challenge {
                     method: "ticket",
@@ -464,7 +496,23 @@ pub(crate) fn verify(
         Pending::Ticket {
             authid,
             principal: None,
-        } if auth.config.authenticator.is_some() && !auth.is_static(&authid) => {
+        } if !auth.jwt.is_empty()
+            && !auth.is_static(&authid)
+            && jwt::JwtVerifier::looks_like_jwt(&signature) =>
+        {
+            Box::pin(std::future::ready(jwt_verdict(auth, &authid, &signature)))
+        }
+        Pending::Ticket {
+            authid,
+            principal: None,
+        } if authid.is_empty() => Box::pin(std::future::ready(Verdict::Abort(
+            AUTHENTICATION_FAILED,
+            "authentication failed: the ticket is not a JWT, and other tickets need HELLO.Details.authid".into(),
+        ))),
+        Pending::Ticket {
+            authid,
+            principal: None,
+        } if auth.delegates() && !auth.is_static(&authid) => {
             return match dynamic_ticket(auth, realm, authid, signature, transport) {
                 Some(ask) => Check::Ask(ask),
                 None => Check::Local(Box::pin(std::future::ready(failed()))),
@@ -500,6 +548,35 @@ pub(crate) fn verify(
         }
     };
     Check::Local(verdict)
+}
+
+/// Checks a JWT ticket. The session's authid is the token's; a HELLO that
+/// claimed another one is refused, and so is a token naming a static
+/// principal (or one that reads the same) or an authid in the router's
+/// `anonymous-` namespace. The refusal names the reason, never the token.
+fn jwt_verdict(auth: &Authenticator, claimed: &str, token: &str) -> Verdict {
+    let refuse = |why: &str| {
+        tracing::info!(claimed = %Clip(claimed), "jwt ticket refused: {why}");
+        Verdict::Abort(
+            AUTHENTICATION_FAILED,
+            format!("authentication failed: {why}"),
+        )
+    };
+    match auth.jwt.verify(token) {
+        Err(jwt::Refusal(why)) => refuse(&why),
+        Ok(c) if !claimed.is_empty() && c.authid != claimed => {
+            refuse("the token names another authid than HELLO.Details.authid")
+        }
+        Ok(c) if is_router_assigned(&c.authid) || auth.is_static_lookalike(&c.authid) => {
+            refuse("the token's authid is reserved on this realm")
+        }
+        Ok(c) => Verdict::Welcome(Identity {
+            authid: c.authid,
+            authrole: c.role,
+            authmethod: "ticket".into(),
+            authprovider: "jwt".into(),
+        }),
+    }
 }
 
 /// Checks a ticket against a static principal's hash, or against the decoy
@@ -553,7 +630,13 @@ fn dynamic_ticket(
     ticket: String,
     transport: &TransportInfo,
 ) -> Option<AskAuthenticator> {
-    let procedure = auth.config.authenticator.clone()?;
+    if !auth.delegates() {
+        return None;
+    }
+    let (procedure, app) = match &auth.app {
+        Some(app) => (None, Some(app.clone())),
+        None => (auth.config.authenticator.clone(), None),
+    };
     let mut t = Dict::new()
         .with("type", transport.kind)
         .with("tls", transport.tls);
@@ -571,6 +654,7 @@ fn dynamic_ticket(
     ];
     Some(AskAuthenticator {
         procedure,
+        app,
         args,
         timeout: auth.config.authenticator_timeout,
         claimed: authid,
@@ -584,7 +668,8 @@ pub(crate) fn authenticator_verdict(
     ask: &AskAuthenticator,
     answer: Result<Reply, CallFailure>,
 ) -> Verdict {
-    let (procedure, authid) = (ask.procedure.as_str(), ask.claimed.as_str());
+    let procedure = ask.procedure.as_deref().unwrap_or("authenticator_url");
+    let authid = ask.claimed.as_str();
     match answer {
         Ok(reply) => {
             let (role, id) = match reply.args.first() {
@@ -637,7 +722,7 @@ pub(crate) fn authenticator_verdict(
                 "the authenticator refused: {}",
                 Clip(&f.message)
             );
-            if f.error == errors::NO_SUCH_PROCEDURE || f.error == errors::TIMEOUT {
+            if f.unserved || f.error == errors::NO_SUCH_PROCEDURE || f.error == errors::TIMEOUT {
                 Verdict::Abort(
                     AUTHENTICATION_FAILED,
                     "authentication failed: the authenticator is not available".into(),

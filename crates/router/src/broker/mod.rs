@@ -333,6 +333,15 @@ impl Broker {
         options: &Dict,
         payload: &Payload,
     ) -> Result<u64, OpError> {
+        let prepared = self.prepare(publisher, options)?;
+        Ok(self.publish_prepared(publisher, topic, options, payload, prepared))
+    }
+
+    /// What a publication's EVENTs will carry, decided before it is
+    /// delivered: its id, the details every subscriber gets (publisher
+    /// disclosure) and who may receive it (`exclude`, `eligible`, ...).
+    /// Refuses `disclose_me` where the realm never discloses publishers.
+    pub fn prepare(&self, publisher: &Session, options: &Dict) -> Result<Prepared, OpError> {
         let disclose_me = options.get_bool("disclose_me").unwrap_or(false);
         let disclose = match self.config.disclose_publisher {
             Disclosure::Always => true,
@@ -351,8 +360,28 @@ impl Broker {
             details.insert("publisher_authid", publisher.authid.as_str());
             details.insert("publisher_authrole", publisher.authrole.as_str());
         }
-        let filter = Filter::from_options(options, Some(publisher.id));
-        let publication = random_id();
+        Ok(Prepared {
+            id: random_id(),
+            details,
+            filter: Filter::from_options(options, Some(publisher.id)),
+        })
+    }
+
+    /// Delivers a publication [`Broker::prepare`]d (and hands it to the
+    /// backplane, and retains it if asked); returns its id.
+    pub fn publish_prepared(
+        &self,
+        publisher: &Session,
+        topic: &str,
+        options: &Dict,
+        payload: &Payload,
+        prepared: Prepared,
+    ) -> u64 {
+        let Prepared {
+            id: publication,
+            details,
+            filter,
+        } = prepared;
         self.state
             .read()
             .deliver(publication, topic, &details, payload, &filter);
@@ -369,7 +398,7 @@ impl Broker {
         if options.get_bool("retain") == Some(true) {
             self.retain(topic, publication, details, payload, filter);
         }
-        Ok(publication)
+        publication
     }
 
     /// Delivers a publication another node of the cluster accepted to this
@@ -753,6 +782,25 @@ fn now_millis() -> SystemTime {
 /// `SubscriptionDetails` of the subscription meta API.
 pub fn subscription_details(info: &SubscriptionInfo) -> Dict {
     crate::details::pattern_details(info.id, info.created, &info.uri, info.policy)
+}
+
+/// A publication accepted but not delivered yet ([`Broker::prepare`]):
+/// what a publish hook may know of it.
+pub struct Prepared {
+    /// The publication id its EVENTs and PUBLISHED will carry.
+    pub id: u64,
+    /// EVENT.Details every subscriber gets (a pattern subscription's also
+    /// get `topic`).
+    pub details: Dict,
+    filter: Filter,
+}
+
+impl Prepared {
+    /// Whether `s`, were it subscribed, would receive the event (the
+    /// publisher's `exclude_me`, `exclude*` and `eligible*` options).
+    pub fn admits(&self, s: &Session) -> bool {
+        self.filter.admits(s)
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ impl Connection {
         if frame.len() > self.frame_limit(usize::MAX) {
             return self.refuse_handshake_frame(frame.len());
         }
+        self.peer.count_frame_in();
         match Message::decode(self.peer.serializer(), frame) {
             Ok(msg) => {
                 self.router

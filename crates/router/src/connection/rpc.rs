@@ -9,6 +9,7 @@ use switchyard_proto::{errors, uri, Dict, Payload};
 use super::checks::{authorize, check_pattern, check_uri, not_reserved, registration_limits};
 use super::state::{Connection, Flow, Routed};
 use crate::authz::Action;
+use crate::backplane::CalleeAnswer;
 use crate::dealer::{Answer, CallOutcome, RegisterOptions};
 use crate::session::Session;
 
@@ -51,7 +52,10 @@ impl Connection {
         let Routed { s, realm, .. } = cx;
         match realm.dealer.unregister(s, registration) {
             Ok(()) => {
-                s.send(&switchyard_proto::Message::Unregistered { request });
+                s.send(&switchyard_proto::Message::Unregistered {
+                    request,
+                    details: Dict::new(),
+                });
             }
             Err(e) => {
                 s.send_error(code::UNREGISTER, request, e);
@@ -125,7 +129,17 @@ impl Connection {
         payload: Payload,
     ) -> Flow {
         let Routed { s, realm, .. } = cx;
+        // Cluster mode only: an INVOCATION relayed from another node is
+        // not in this node's Dealer (a single node clones nothing).
+        let relayed = realm
+            .backplane()
+            .map(|b| (b, options.clone(), payload.clone()));
         if let Answer::Unknown = realm.dealer.yield_result(s, request, &options, payload) {
+            if let Some((b, options, payload)) = relayed {
+                if b.answer(s, request, CalleeAnswer::Yield { options, payload }) {
+                    return Flow::Continue;
+                }
+            }
             return self.unknown_invocation(s, "YIELD", request);
         }
         Flow::Continue
@@ -146,7 +160,15 @@ impl Connection {
                 "received ERROR for request type {request_type}; a client may only send ERROR for INVOCATION (68)"
             ));
         }
+        let relayed = realm
+            .backplane()
+            .map(|b| (b, error.clone(), payload.clone()));
         if let Answer::Unknown = realm.dealer.yield_error(s, request, error, payload) {
+            if let Some((b, error, payload)) = relayed {
+                if b.answer(s, request, CalleeAnswer::Error { error, payload }) {
+                    return Flow::Continue;
+                }
+            }
             return self.unknown_invocation(s, "ERROR", request);
         }
         Flow::Continue

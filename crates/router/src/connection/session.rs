@@ -184,12 +184,9 @@ impl Connection {
         features: ClientFeatures,
         agent: &str,
     ) -> Flow {
-        let session = Arc::new(Session::new(
-            session_id,
-            identity,
-            features,
-            self.peer.clone(),
-        ));
+        let mut session = Session::new(session_id, identity, features, self.peer.clone());
+        session.transport = Some(self.transport.summary());
+        let session = Arc::new(session);
         if !realm.join(session.clone()) {
             // Another session took the id since it was drawn (p ~ 2^-53).
             return self.abort(

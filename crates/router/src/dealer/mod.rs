@@ -175,6 +175,28 @@ struct Call {
     streaming: bool,
     /// When the Dealer took the CALL (`switchyard_routing_latency_seconds`).
     received: Instant,
+    /// What a router-owned caller hands the callee in INVOCATION.Details
+    /// (its CALL options named `x_switchyard_*`, e.g. a queue job's id).
+    router_details: Option<Box<Dict>>,
+}
+
+/// CALL options of a router-owned caller under this prefix go on to the
+/// callee in INVOCATION.Details (a client's are ignored: a callee can trust
+/// them to come from the router).
+pub const ROUTER_DETAILS_PREFIX: &str = "x_switchyard_";
+
+/// The `x_switchyard_*` options of a router-owned caller's CALL, if any.
+fn router_details(caller: &Session, options: &Dict) -> Option<Box<Dict>> {
+    if !caller.router_owned {
+        return None;
+    }
+    let mut d = Dict::new();
+    for (k, v) in &options.0 {
+        if k.starts_with(ROUTER_DETAILS_PREFIX) {
+            d.insert(k.as_str(), v.clone());
+        }
+    }
+    (!d.0.is_empty()).then(|| Box::new(d))
 }
 
 #[derive(Default)]
@@ -458,10 +480,43 @@ impl Dealer {
                     st.by_callee.remove(&callee.id);
                 }
             }
-            st.detach(callee.id, registration, &mut events, &mut out);
+            st.detach(callee.id, registration, &mut events, &mut out, None);
             (self.inner.meta)(events);
         }
         self.inner.flush(out);
+        Ok(())
+    }
+
+    /// Removes callee `session` from `registration` on the router's own
+    /// initiative (a cluster's race for a single registration lost to an
+    /// older one on another node): as [`Dealer::unregister`] (its calls in
+    /// flight may still be answered), logged with `message`. A callee that
+    /// announced `registration_revocation` gets `[UNREGISTERED, 0,
+    /// {registration, reason, message}]` (spec "Registration Revocation").
+    pub fn revoke(
+        &self,
+        callee: &Session,
+        registration: u64,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), OpError> {
+        self.unregister(callee, registration)?;
+        if callee.features.callee_registration_revocation {
+            callee.send(&Message::Unregistered {
+                request: 0,
+                details: Dict::new()
+                    .with("registration", registration)
+                    .with("reason", reason)
+                    .with("message", message),
+            });
+        }
+        tracing::info!(
+            session = callee.id,
+            registration,
+            reason,
+            "registration revoked: {}",
+            crate::logsafe::Clip(message)
+        );
         Ok(())
     }
 
@@ -653,13 +708,25 @@ impl Dealer {
     /// get `wamp.error.canceled`), and the calls it made are dropped (their
     /// callees get INTERRUPT `killnowait` if they understand it).
     pub fn remove_session(&self, session: &Session) {
+        self.remove_callee_session(session, None);
+    }
+
+    /// Like [`Dealer::remove_session`], for a session this node lost
+    /// without it leaving (a cluster's proxy of a callee on a node that
+    /// died): callers of its calls in flight get `wamp.error.canceled` with
+    /// `reason` as the message.
+    pub fn remove_lost_session(&self, session: &Session, reason: &str) {
+        self.remove_callee_session(session, Some(reason));
+    }
+
+    fn remove_callee_session(&self, session: &Session, lost: Option<&str>) {
         let mut events = Vec::new();
         let mut out = Outbox::new();
         {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
             for reg in st.by_callee.remove(&session.id).unwrap_or_default() {
-                st.detach(session.id, reg, &mut events, &mut out);
+                st.detach(session.id, reg, &mut events, &mut out, lost);
             }
             (self.inner.meta)(std::mem::take(&mut events));
             // Only a session with calls pending (as caller or callee) needs
@@ -684,7 +751,10 @@ impl Dealer {
                 let Some(procedure) = st.calls.get(&cid).map(|c| c.procedure.clone()) else {
                     continue;
                 };
-                let message = format!("callee left: session {session} serving \"{procedure}\" disconnected before answering");
+                let message = match lost {
+                    Some(reason) => format!("call to \"{procedure}\" canceled: {reason}"),
+                    None => format!("callee left: session {session} serving \"{procedure}\" disconnected before answering"),
+                };
                 let end = End::Router((errors::CANCELED, message));
                 st.end(cid, &self.inner.config, &mut out, end);
             }
@@ -712,6 +782,21 @@ impl Dealer {
     /// Registrations in the realm (for /metrics).
     pub fn count(&self) -> usize {
         self.inner.state.lock().regs.len()
+    }
+
+    /// The options callee `session` registered `registration` with (None
+    /// when it does not hold it).
+    pub fn callee_options(&self, registration: u64, session: u64) -> Option<RegisterOptions> {
+        let st = self.inner.state.lock();
+        let reg = st.regs.get(&registration)?;
+        let c = &reg.callees[reg.callee_index(session)?];
+        Some(RegisterOptions {
+            policy: reg.policy,
+            invoke: reg.invoke,
+            concurrency: c.concurrency,
+            forward_timeout: c.forward_timeout,
+            disclose_caller: c.disclose_caller,
+        })
     }
 
     /// Registrations `session` holds.
@@ -973,6 +1058,7 @@ impl State {
             killing: false,
             streaming: progress,
             received: Instant::now(),
+            router_details: router_details(caller, options),
         };
         self.calls.insert(cid, call);
         self.queued_call_bytes += len;
@@ -1100,6 +1186,11 @@ impl State {
         }
         if call.streaming {
             details.insert("progress", true);
+        }
+        if let Some(extra) = &call.router_details {
+            for (k, v) in &extra.0 {
+                details.insert(k.as_str(), v.clone());
+            }
         }
         let msg = Message::Invocation {
             request: invocation,
@@ -1237,12 +1328,15 @@ impl State {
 
     /// Removes callee `session` from registration `reg_id`; deletes the
     /// registration (and fails its waiting calls) if it was the last callee.
+    /// `lost`: why the callee was lost (see [`Dealer::remove_lost_session`]),
+    /// for the message of the calls that waited.
     fn detach(
         &mut self,
         session: u64,
         reg_id: u64,
         events: &mut Vec<RegistrationEvent>,
         out: &mut Outbox,
+        lost: Option<&str>,
     ) {
         let Some(reg) = self.regs.get_mut(&reg_id) else {
             return;
@@ -1282,16 +1376,20 @@ impl State {
                 if let Some(at) = call.deadline {
                     self.deadlines.remove(&(at, cid));
                 }
+                let message = match lost {
+                    Some(reason) => format!(
+                        "call to \"{}\" canceled while waiting for a callee: {reason}",
+                        call.procedure
+                    ),
+                    None => format!(
+                        "the last callee of \"{}\" unregistered while the call was waiting",
+                        call.procedure
+                    ),
+                };
                 out.push(unserved_reply(
                     &call.caller,
                     call.request,
-                    (
-                        errors::CANCELED,
-                        format!(
-                            "the last callee of \"{}\" unregistered while the call was waiting",
-                            call.procedure
-                        ),
-                    ),
+                    (errors::CANCELED, message),
                 ));
             }
         }

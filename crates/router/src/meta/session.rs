@@ -44,7 +44,16 @@ fn no_such(id: u64) -> OpError {
 pub(super) fn get(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let id = args.id(0, "session")?;
     let s = realm.session(id).ok_or_else(|| no_such(id))?;
-    Ok((vec![Value::Dict(session_details(&s))], None))
+    // Besides the details: the frames the session sent and was sent so
+    // far (`stats`), from which a monitor derives its message rates.
+    let (frames_in, frames_out) = s.peer.frame_counts();
+    let details = session_details(&s).with(
+        "stats",
+        switchyard_proto::Dict::new()
+            .with("messages_in", frames_in)
+            .with("messages_out", frames_out),
+    );
+    Ok((vec![Value::Dict(details)], None))
 }
 
 /// The `reason` and `message` keyword arguments of the kill procedures.

@@ -1,19 +1,22 @@
-//! Who a bridge request is: its signature checked (Crossbar's scheme on
+//! Who a bridge request is: its signature checked (an `X-Authentication`
+//! header on any endpoint; else query parameters: Crossbar's scheme on
 //! `/publish` and `/call`, the bound scheme on our own endpoints), its
 //! timestamp inside the window, and its signature not seen before. The
 //! checks themselves are `crate::signing`'s; this file finds the key and
 //! turns each refusal into the bridge's HTTP answer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hyper::header::{self, HeaderMap};
 use hyper::StatusCode;
 use switchyard_router::internal::InternalCaller;
 use switchyard_router::logsafe::Clip;
 
-use super::{bad, unauthorized, Bridge, Refusal};
+use super::{bad, unauthorized, Bridge, Refusal, SigningKey};
+use crate::signing::schemes::{header_mac, HeaderSigned, Mac32};
 use crate::signing::verify::{
-    check_counter, expected_mac, matches, parse_timestamp, remember_for, skew,
+    check_counter, expected_mac, matches, parse_header, parse_timestamp, remember_for, skew,
 };
 pub(super) use crate::signing::Scheme;
 use crate::signing::{Params, Refused, SIGNING_PARAMS};
@@ -35,7 +38,7 @@ pub(super) fn browser_marker(headers: &HeaderMap) -> Option<&'static str> {
 /// the request runs).
 pub(super) enum Caller<'a> {
     Unsigned(&'a InternalCaller),
-    Key(std::sync::Arc<super::SigningKey>),
+    Key(Arc<SigningKey>),
 }
 
 impl std::ops::Deref for Caller<'_> {
@@ -49,26 +52,75 @@ impl std::ops::Deref for Caller<'_> {
     }
 }
 
-/// Checks the request's signature; the identity it acts as. `browser`: the
-/// [`browser_marker`] of the request; an unsigned request that has one is
-/// refused (any web page the user opens could send it: cross-site request
-/// forgery against a bridge on loopback).
+/// What a request carries to prove who sent it, taken from its head before
+/// its body is read.
+pub(super) struct Credentials {
+    /// The [`browser_marker`] of the request.
+    browser: Option<&'static str>,
+    method: String,
+    /// The path and the query as sent (what `X-Authentication` signs).
+    target: String,
+    query: String,
+    /// The `X-Authentication` header: None without one; Err when it is
+    /// given twice or is not visible ASCII.
+    header: Result<Option<String>, &'static str>,
+}
+
+/// The header that carries a signature instead of the query.
+pub(super) const X_AUTHENTICATION: &str = "x-authentication";
+
+impl Credentials {
+    pub(super) fn of<B>(req: &hyper::Request<B>) -> Credentials {
+        let mut values = req.headers().get_all(X_AUTHENTICATION).iter();
+        let header = match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err("the X-Authentication header is given twice"),
+            (Some(v), None) => v
+                .to_str()
+                .map(|v| Some(v.to_string()))
+                .map_err(|_| "the X-Authentication header must be visible ASCII"),
+        };
+        Credentials {
+            browser: browser_marker(req.headers()),
+            method: req.method().as_str().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| req.uri().path().to_string()),
+            query: req.uri().query().unwrap_or("").to_string(),
+            header,
+        }
+    }
+}
+
+/// Checks the request's signature (the `X-Authentication` header, or the
+/// query parameters of `scheme`); the identity it acts as. An unsigned
+/// request from a web browser is refused (any web page the user opens could
+/// send it: cross-site request forgery against a bridge on loopback).
 pub(super) fn authenticate<'a>(
     bridge: &'a Bridge,
-    browser: Option<&'static str>,
-    query: &str,
+    cred: &Credentials,
     scheme: Scheme<'_>,
     body: &[u8],
 ) -> Result<Caller<'a>, Refusal> {
-    let params = query_params(query).ok_or_else(|| bad("the query string is not valid"))?;
+    let params = query_params(&cred.query).ok_or_else(|| bad("the query string is not valid"))?;
+    if let Some(header) = cred.header.clone().map_err(bad)? {
+        if let Some(p) = SIGNING_PARAMS.iter().find(|p| params.contains_key(**p)) {
+            return Err(bad(format!(
+                "the request has an X-Authentication header and the query parameter {p}: sign with one or the other"
+            )));
+        }
+        return authenticate_header(bridge, cred, &scheme, &header, body);
+    }
     let Some(key) = params.get("key") else {
         let unsigned = bridge.unsigned.as_ref().ok_or_else(|| {
             unauthorized(
                 "switchyard.error.signature_required",
-                "this bridge only accepts signed requests (query parameters key, timestamp, seq, nonce, signature)",
+                "this bridge only accepts signed requests (an X-Authentication header, or the query parameters key, timestamp, seq, nonce, signature)",
             )
         })?;
-        if let Some(marker) = browser {
+        if let Some(marker) = cred.browser {
             return Err(Refusal(
                 StatusCode::FORBIDDEN,
                 "switchyard.error.browser_request",
@@ -98,12 +150,7 @@ pub(super) fn authenticate<'a>(
         check_counter(name, value)
             .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
     }
-    let Some(signing_key) = bridge.signing_key(key.as_str()) else {
-        return Err(unauthorized(
-            "switchyard.error.unknown_key",
-            format!("unknown signing key \"{}\"", Clip(key)),
-        ));
-    };
+    let signing_key = signing_key(bridge, key)?;
     if let Scheme::Bound { .. } = scheme {
         if let Some(extra) = params
             .keys()
@@ -123,6 +170,68 @@ pub(super) fn authenticate<'a>(
         nonce,
     };
     let mac = expected_mac(&signing_key.secret, &scheme, &signed, body);
+    accept(bridge, signing_key, mac, signature, timestamp)
+}
+
+/// A request signed with the `X-Authentication` header.
+fn authenticate_header<'a>(
+    bridge: &'a Bridge,
+    cred: &Credentials,
+    scheme: &Scheme<'_>,
+    header: &str,
+    body: &[u8],
+) -> Result<Caller<'a>, Refusal> {
+    let h = parse_header(header).map_err(|m| {
+        unauthorized(
+            "switchyard.error.invalid_signature",
+            format!("X-Authentication: {m}"),
+        )
+    })?;
+    check_counter("nonce", &h.nonce)
+        .map_err(|m| unauthorized("switchyard.error.invalid_signature", m))?;
+    let signing_key = signing_key(bridge, &h.key)?;
+    let idempotency_key = match *scheme {
+        Scheme::Bound {
+            idempotency_key, ..
+        } => idempotency_key,
+        Scheme::Crossbar => None,
+    };
+    let mac = header_mac(
+        &signing_key.secret,
+        &HeaderSigned {
+            method: &cred.method,
+            target: &cred.target,
+            key: &h.key,
+            timestamp: &h.timestamp,
+            nonce: &h.nonce,
+            idempotency_key,
+            body,
+        },
+    );
+    accept(bridge, signing_key, mac, &h.signature, &h.timestamp)
+}
+
+/// The bridge's key named `key` now (held: a reload may replace the keys
+/// while the request runs).
+fn signing_key(bridge: &Bridge, key: &str) -> Result<Arc<SigningKey>, Refusal> {
+    bridge.signing_key(key).ok_or_else(|| {
+        unauthorized(
+            "switchyard.error.unknown_key",
+            format!("unknown signing key \"{}\"", Clip(key)),
+        )
+    })
+}
+
+/// The checks every signed request passes, whichever way it is signed: the
+/// signature, the timestamp inside the window, and the signature not seen
+/// before (the key's replay cache).
+fn accept<'a>(
+    bridge: &Bridge,
+    signing_key: Arc<SigningKey>,
+    mac: Mac32,
+    signature: &str,
+    timestamp: &str,
+) -> Result<Caller<'a>, Refusal> {
     if !matches(&mac, signature) {
         return Err(unauthorized(
             "switchyard.error.invalid_signature",

@@ -12,9 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, Request};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_proto::{errors, uri, Dict, Payload, Value};
@@ -52,6 +50,14 @@ pub struct HttpCallee {
     /// Forwarded, X-Forwarded-*, X-Real-IP) a caller may set; default none.
     #[serde(default)]
     pub allow_headers: Vec<String>,
+    /// With `secret`: each request is signed like the router's other
+    /// outgoing requests (`key`, `timestamp`, `seq`, `nonce`, `signature`
+    /// query parameters over the body), so the backend checks that the
+    /// router sent it.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 fn default_methods() -> Vec<String> {
@@ -74,14 +80,20 @@ fn default_max_response() -> usize {
 impl HttpCallee {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !self.url.starts_with("http://")
-            || self.url.parse::<Uri>().is_err()
-            || self.url.contains(['?', '#'])
-        {
+        if !crate::outbound::client::is_http_url(&self.url) || self.url.contains(['?', '#']) {
             out.push(format!(
-                "url: \"{}\" must be an http:// URL without a query or fragment",
+                "url: \"{}\" must be an http:// or https:// URL without a query or fragment",
                 self.url
             ));
+        }
+        match (&self.key, &self.secret) {
+            (Some(_), Some(s)) if s.len() < 16 => {
+                out.push("secret: must have at least 16 characters".into())
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                out.push("key and secret: give both (signed requests) or neither".into())
+            }
+            _ => {}
         }
         if let Err(e) = uri::check(&self.procedure, uri::UriCheck::Loose, false) {
             out.push(format!("procedure: {e}"));
@@ -149,13 +161,19 @@ async fn serve(
     c: HttpCallee,
     mut rx: mpsc::Receiver<InternalInvocation>,
 ) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = crate::outbound::client::client();
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
     while let Some(inv) = rx.recv().await {
-        let (realm, session, c, client) =
-            (realm.clone(), session.clone(), c.clone(), client.clone());
+        let (realm, session, c, client, seq) = (
+            realm.clone(),
+            session.clone(),
+            c.clone(),
+            client.clone(),
+            seq.clone(),
+        );
         tokio::spawn(async move {
             let request = inv.request;
-            match forward(&client, &c, inv).await {
+            match forward(&client, &c, &seq, inv).await {
                 Ok(result) => {
                     realm.dealer.yield_result(
                         &session,
@@ -183,12 +201,23 @@ async fn serve(
     }
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+use crate::outbound::client::HttpClient;
+
+/// The headers that carry the caller's identity to the backend: set from
+/// the invocation's details, so only what the realm's disclosure rules
+/// disclose to a callee (`disclose_caller`, a permission's `disclose`);
+/// never settable by a caller (`callee_request::check_header`).
+pub const CALLER_HEADERS: [(&str, &str); 3] = [
+    ("x-switchyard-caller-session", "caller"),
+    ("x-switchyard-caller-authid", "caller_authid"),
+    ("x-switchyard-caller-authrole", "caller_authrole"),
+];
 
 /// One invocation as one HTTP request; the result `{status, headers, body}`.
 async fn forward(
     client: &HttpClient,
     c: &HttpCallee,
+    seq: &std::sync::atomic::AtomicU64,
     inv: InternalInvocation,
 ) -> Result<Value, (&'static str, String)> {
     let bad = |m: String| (errors::INVALID_ARGUMENT, m);
@@ -242,7 +271,42 @@ async fn forward(
             Bytes::from(call.to_string())
         }
     };
+    let shown_url = url.clone();
+    let url = match (&c.key, &c.secret) {
+        (Some(key), Some(secret)) => {
+            // A caller's query may not carry the signature's parameters
+            // (a backend reading the first value would read the caller's).
+            if let Some(q) = url.split_once('?').map(|(_, q)| q) {
+                let taken = q.split('&').find_map(|kv| {
+                    let name = kv.split('=').next().unwrap_or("");
+                    crate::signing::SIGNING_PARAMS
+                        .iter()
+                        .chain(&["scope"])
+                        .find(|p| p.eq_ignore_ascii_case(name))
+                });
+                if let Some(p) = taken {
+                    return Err(bad(format!(
+                        "the query parameter \"{p}\" is the router's signature's and cannot be set by a caller"
+                    )));
+                }
+            }
+            let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            crate::signing::signed_url(&url, key, secret, n, &body)
+        }
+        _ => url,
+    };
     let mut req = Request::builder().method(method).uri(&url);
+    for (header, detail) in CALLER_HEADERS {
+        let value = match inv.details.get(detail) {
+            Some(Value::Int(n)) => Some(n.to_string()),
+            Some(Value::UInt(n)) => Some(n.to_string()),
+            Some(Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if let Some(Ok(v)) = value.as_deref().map(HeaderValue::from_str) {
+            req = req.header(header, v);
+        }
+    }
     match kw.get("headers") {
         None => {}
         Some(Value::Dict(headers)) => {
@@ -269,7 +333,7 @@ async fn forward(
     }
     let req = req
         .body(Full::new(body))
-        .map_err(|e| bad(format!("cannot build the request to {url}: {e}")))?;
+        .map_err(|e| bad(format!("cannot build the request to {shown_url}: {e}")))?;
     // `timeout` bounds the whole exchange, the response body included: the
     // caller chooses the path, so it could choose an endpoint that streams.
     let deadline = tokio::time::Instant::now() + c.timeout;
@@ -277,7 +341,7 @@ async fn forward(
         (
             errors::TIMEOUT,
             format!(
-                "{url} did not answer (head and body) within timeout = {:?}",
+                "{shown_url} did not answer (head and body) within timeout = {:?}",
                 c.timeout
             ),
         )
@@ -285,7 +349,15 @@ async fn forward(
     let response = tokio::time::timeout_at(deadline, client.request(req))
         .await
         .map_err(|_| too_late())?
-        .map_err(|e| (errors::CANCELED, format!("request to {url} failed: {e}")))?;
+        .map_err(|e| {
+            (
+                errors::CANCELED,
+                format!(
+                    "request to {shown_url} failed: {}",
+                    crate::outbound::destinations::error_chain(&e)
+                ),
+            )
+        })?;
     let status = response.status().as_u16();
     let mut headers = Dict::new();
     for (name, value) in response.headers() {
@@ -302,7 +374,7 @@ async fn forward(
     .map_err(|e| {
         (
             errors::PAYLOAD_SIZE_EXCEEDED,
-            format!("reading the response of {url}: {e}"),
+            format!("reading the response of {shown_url}: {e}"),
         )
     })?
     .to_bytes();

@@ -5,6 +5,8 @@
 //! - `POST /call` `{"procedure", "args", "kwargs", "options"}` → 200
 //!   `{"args", "kwargs"}`; a WAMP error → 200 `{"error", "args", "kwargs"}`
 //!   (Crossbar's way) or, with `error_status = true`, an HTTP status.
+//! - `POST /queues/{name}/jobs`, `GET /queues/{name}/jobs/{id}` (`queue.rs`);
+//! - JSON-RPC 2.0 at `jsonrpc_path` (`jsonrpc.rs`).
 //!
 //! Each signing key acts as its own session identity (authid, role), so the
 //! realm's authorization applies per key. Every refusal is JSON with a
@@ -13,6 +15,8 @@
 mod auth;
 mod body;
 pub mod callee;
+pub mod durable;
+mod jsonrpc;
 pub mod metrics;
 mod queue;
 mod strict_json;
@@ -48,7 +52,7 @@ use crate::transport::conn_limit::{AddressLimiter, Guarded};
 use switchyard_router::metrics::Metrics;
 
 use crate::signing::{self, ReplayCache};
-use auth::{authenticate, browser_marker, Scheme};
+use auth::{authenticate, Credentials, Scheme};
 use body::read_body;
 
 /// A `[[bridge]]` table.
@@ -81,6 +85,20 @@ pub struct BridgeConfig {
     /// Each key has its own places, so a leaked key cannot lock out others.
     #[serde(default = "default_replay_cache_size")]
     pub replay_cache_size: usize,
+    /// Where JSON-RPC 2.0 requests are served (e.g. "/rpc"); none by
+    /// default. Signed like the bridge's own endpoints.
+    #[serde(default)]
+    pub jsonrpc_path: Option<String>,
+    /// Most requests in one JSON-RPC batch (their total size is bounded by
+    /// `max_body_size`).
+    #[serde(default = "default_jsonrpc_max_batch")]
+    pub jsonrpc_max_batch: usize,
+    /// The status of a stored job at `POST /queues/{name}/jobs`: 202
+    /// Accepted (the default: the job is stored, not yet done) or 201
+    /// Created (what this endpoint answered before; for clients that check
+    /// for it). Both carry `Location: /queues/{name}/jobs/{id}`.
+    #[serde(default = "default_queue_push_status")]
+    pub queue_push_status: u16,
     /// Answer WAMP errors of calls with HTTP statuses (403, 404, 504, ...)
     /// instead of Crossbar's 200 `{"error": ...}`.
     #[serde(default)]
@@ -183,6 +201,12 @@ fn default_window() -> Duration {
 fn default_replay_cache_size() -> usize {
     100_000
 }
+fn default_jsonrpc_max_batch() -> usize {
+    100
+}
+fn default_queue_push_status() -> u16 {
+    202
+}
 fn default_call_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -224,7 +248,7 @@ impl BridgeConfig {
             }
         }
         for (i, s) in self.subscribers.iter().enumerate() {
-            for p in s.problems() {
+            for p in s.problems_at(i) {
                 out.push(format!("subscriber[{i}].{p}"));
             }
         }
@@ -237,6 +261,29 @@ impl BridgeConfig {
             out.push(format!(
                 "max_buffered_body_bytes ({}) must be at least max_body_size ({})",
                 self.max_buffered_body_bytes, self.max_body_size
+            ));
+        }
+        if let Some(p) = &self.jsonrpc_path {
+            let taken = [
+                &self.publish_path,
+                &self.call_path,
+                &OPENAPI_PATH.to_string(),
+            ]
+            .contains(&p)
+                || self.webhooks.iter().any(|w| &w.path == p);
+            if !p.starts_with('/') || p.starts_with("/queues/") || taken {
+                out.push(format!(
+                    "jsonrpc_path: \"{p}\" must start with '/', not be under /queues/, and differ from the bridge's other paths"
+                ));
+            }
+        }
+        if self.jsonrpc_max_batch == 0 {
+            out.push("jsonrpc_max_batch must be at least 1".into());
+        }
+        if !matches!(self.queue_push_status, 201 | 202) {
+            out.push(format!(
+                "queue_push_status = {}: use 202 (Accepted, the default) or 201 (Created)",
+                self.queue_push_status
             ));
         }
         if self.replay_cache_size == 0 {
@@ -380,6 +427,8 @@ impl Bridge {
         let subscribers = config
             .subscribers
             .iter()
+            // Durable subscribers are served by the realm's queues.
+            .filter(|s| s.durable.is_none())
             .map(|s| subscriber::start(&realm, s))
             .chain(config.callees.iter().map(|c| callee::start(&realm, c)))
             .collect::<Result<Vec<_>, _>>()?;
@@ -577,8 +626,14 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
             }
         };
     }
+    if bridge.config.jsonrpc_path.as_deref() == Some(path.as_str()) {
+        return jsonrpc::handle(bridge, req, peer).await;
+    }
     if let Some(queue) = queue::queue_of(&path) {
         return queue::handle(bridge, queue, req, peer).await;
+    }
+    if let Some((queue, id)) = queue::job_of(&path) {
+        return queue::handle_job(bridge, queue, id, req, peer).await;
     }
     let action = if path == bridge.config.publish_path {
         Action::Publish
@@ -605,10 +660,9 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
         return r;
     }
     let outcome = async {
-        let query = req.uri().query().unwrap_or("").to_string();
-        let browser = browser_marker(req.headers());
+        let cred = Credentials::of(&req);
         let body = read_body(req, bridge).await?;
-        let caller = authenticate(bridge, browser, &query, Scheme::Crossbar, &body)?;
+        let caller = authenticate(bridge, &cred, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
             Action::Call => call(bridge, &caller, request).await,
@@ -922,6 +976,15 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
         {"name": "nonce", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}, "description": "a decimal integer, fresh per request (each signature is accepted once)"},
         {"name": "signature", "in": "query", "schema": {"type": "string"}, "description": "URL-safe base64 (padded) of HMAC-SHA256(secret, key+timestamp+seq+nonce+body)"}
     ]);
+    // The alternative to the query parameters (docs/HTTP-BRIDGE.md).
+    let x_auth = json!({"name": "X-Authentication", "in": "header", "schema": {"type": "string"}, "description": "instead of the query parameters: key=<key>, timestamp=<ts>, nonce=<n>, signature=<URL-safe base64 of HMAC-SHA256(secret, switchyard-x-authentication-v1, method, path and query, key, timestamp, nonce, Idempotency-Key, hex SHA-256 of the body, joined by newlines)>"});
+    let signed = json!(signed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .cloned()
+        .chain([x_auth])
+        .collect::<Vec<_>>());
     let refusal = json!({"description": "refused; nothing was published or called", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}});
     let mut paths = serde_json::Map::new();
     paths.insert(c.publish_path.clone(), json!({"post": {
@@ -944,21 +1007,48 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
         }
     }}));
     let mut queue_params = signed.as_array().cloned().unwrap_or_default();
-    if let Some(sig) = queue_params.last_mut() {
+    if let Some(sig) = queue_params.iter_mut().find(|p| p["name"] == "signature") {
         sig["description"] = json!("URL-safe base64 (padded) of HMAC-SHA256(secret, the canonical string: switchyard-bridge-v1, method, path, key, timestamp, seq, nonce, Idempotency-Key, hex SHA-256 of the body, joined by newlines)");
     }
     queue_params.push(json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the queue"}));
+    let mut job_params: Vec<serde_json::Value> = queue_params.clone();
+    job_params.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}, "description": "the job's id"}));
     queue_params.push(json!({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}, "description": "a second push with the same key inside the queue's idempotency window answers 409 with the first job's id"}));
     paths.insert("/queues/{name}/jobs".into(), json!({"post": {
         "summary": "Enqueue a job (durable when answered)",
         "parameters": queue_params,
         "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
         "responses": {
-            "201": {"description": "stored", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pushed"}}}},
-            "409": {"description": "duplicate Idempotency-Key: the original job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pushed"}}}},
+            "202": {"description": "stored (durable, not yet done); 201 with queue_push_status = 201", "headers": {"Location": {"schema": {"type": "string"}, "description": "/queues/{name}/jobs/{id}"}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pushed"}}}},
+            "409": {"description": "duplicate Idempotency-Key: the original job", "headers": {"Location": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pushed"}}}},
             "400": refusal, "401": refusal, "403": refusal, "404": refusal, "405": refusal, "413": refusal, "503": refusal
         }
     }}));
+    paths.insert("/queues/{name}/jobs/{id}".into(), json!({"get": {
+        "summary": "A job's state, attempts, last error and result (docs/QUEUES.md)",
+        "parameters": job_params,
+        "responses": {
+            "200": {"description": "the job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobStatus"}}}},
+            "404": {"description": "no such job in this queue that the key may read", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}}},
+            "401": refusal, "403": refusal, "405": refusal
+        }
+    }}));
+    if let Some(p) = &c.jsonrpc_path {
+        let mut params = signed.as_array().cloned().unwrap_or_default();
+        if let Some(sig) = params.iter_mut().find(|p| p["name"] == "signature") {
+            sig["description"] = json!("URL-safe base64 (padded) of HMAC-SHA256(secret, the canonical string: switchyard-bridge-v1, method, path, key, timestamp, seq, nonce, an empty line, hex SHA-256 of the body, joined by newlines)");
+        }
+        paths.insert(p.clone(), json!({"post": {
+            "summary": "JSON-RPC 2.0: method = procedure, params = args (array) or kwargs (object); batches and notifications (docs/HTTP-BRIDGE.md)",
+            "parameters": params,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": ["object", "array"]}}}},
+            "responses": {
+                "200": {"description": "the JSON-RPC response (or batch of responses)", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "204": {"description": "the request held only notifications"},
+                "401": refusal, "405": refusal, "413": refusal
+            }
+        }}));
+    }
     for w in &c.webhooks {
         paths.insert(w.path.clone(), json!({"post": {
             "summary": format!("Webhook: publishes the request's headers and body on {}", w.topic),
@@ -982,7 +1072,16 @@ pub fn openapi(c: &BridgeConfig) -> serde_json::Value {
                 "priority": {"description": "0..9 or lowest|low|normal|high|highest"}, "idempotency_key": {"type": "string"},
                 "retry": {"type": "object"}, "max_attempts": {"type": "integer"}, "result_topic": {"type": "string"},
                 "target": {"type": "string", "description": "a procedure (default: the queue's target)"}}},
-            "Pushed": {"type": "object", "properties": {"id": {"type": "integer"}, "duplicate": {"type": "boolean"}}},
+            "Pushed": {"type": "object", "properties": {"id": {"type": "integer"}, "duplicate": {"type": "boolean"}, "location": {"type": "string"}}},
+            "JobStatus": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "queue": {"type": "string"},
+                "state": {"type": "string", "enum": ["scheduled", "ready", "leased", "dead", "completed"]},
+                "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "created_at_ms": {"type": "integer"},
+                "last_error": {"type": "object", "nullable": true, "properties": {"uri": {"type": "string"}, "message": {"type": "string"}, "at_ms": {"type": "integer"}}},
+                "result": {"type": "object", "nullable": true, "description": "completed: {args, kwargs} of the worker's answer"},
+                "result_bytes": {"type": "integer"}, "result_truncated": {"type": "boolean"},
+                "run_at_ms": {"type": "integer"}, "lease_deadline_ms": {"type": "integer"},
+                "dead_reason": {"type": "string"}, "dead_at_ms": {"type": "integer"}, "completed_at_ms": {"type": "integer"}}},
             "Refusal": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}
         }}
     })

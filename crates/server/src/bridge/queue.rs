@@ -7,9 +7,17 @@
 //! queue), the `Idempotency-Key` header and the body, and the query may hold
 //! only the signing parameters. The request is a call to
 //! `switchyard.queue.push` under the signing key's identity, so the realm's
-//! authorization applies. 201 `{"id", "duplicate": false}` once the job is
-//! durable; 409 `{"id", "duplicate": true}` for a key seen inside the
-//! queue's idempotency window (the original job's id).
+//! authorization applies. 202 (or, with `queue_push_status = 201`, 201)
+//! `{"id", "duplicate": false, "location"}` with `Location:
+//! /queues/{name}/jobs/{id}` once the job is durable; 409 `{"id",
+//! "duplicate": true, "location"}` for a key seen inside the queue's
+//! idempotency window (the original job's id).
+//!
+//! `GET /queues/{name}/jobs/{id}`: the job's state, attempts, last error and
+//! (once completed, for the realm's result retention) its result, as a call
+//! to `switchyard.queue.job` under the key's identity, limited to that queue:
+//! an unknown job, one of another queue and one of a queue the key may not
+//! read all get the same 404.
 
 use switchyard_router::logsafe::Clip;
 
@@ -22,7 +30,7 @@ use serde_json::json;
 use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
-use super::auth::{authenticate, browser_marker, Scheme};
+use super::auth::{authenticate, Credentials, Scheme};
 use super::body::read_body;
 use super::{authorize, bad, json_response, refusal, Bridge, Refusal};
 
@@ -98,13 +106,11 @@ async fn push(
     };
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let browser = browser_marker(req.headers());
+    let cred = Credentials::of(&req);
     let body = read_body(req, bridge).await?;
     let caller = authenticate(
         bridge,
-        browser,
-        &query,
+        &cred,
         Scheme::Bound {
             method: &method,
             path: &path,
@@ -157,13 +163,163 @@ async fn push(
     let duplicate = reply.kwargs.get_bool("duplicate").unwrap_or(false);
     let status = if duplicate {
         StatusCode::CONFLICT
-    } else {
+    } else if bridge.config.queue_push_status == 201 {
         StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
     };
-    Ok(json_response(
+    // The path as sent names the queue (its percent-encoding kept).
+    let location = format!("{path}/{id}");
+    let mut r = json_response(
         status,
-        json!({"id": id, "duplicate": duplicate}),
-    ))
+        json!({"id": id, "duplicate": duplicate, "location": location}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// The queue and job id named by a `/queues/{name}/jobs/{id}` path.
+pub(super) fn job_of(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/queues/")?;
+    let (queue, id) = rest.split_once("/jobs/")?;
+    (!queue.is_empty() && !queue.contains('/') && !id.is_empty() && !id.contains('/'))
+        .then_some((queue, id))
+}
+
+/// `GET /queues/{name}/jobs/{id}`: the job's state.
+pub(super) async fn handle_job(
+    bridge: &Bridge,
+    queue: &str,
+    id: &str,
+    req: Request<Incoming>,
+    peer: &str,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        let mut r = refusal(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "switchyard.error.method_not_allowed",
+            format!(
+                "/queues/{}/jobs/{} only accepts GET, not {}",
+                Clip(queue),
+                Clip(id),
+                req.method()
+            ),
+        ));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    match job(bridge, queue, id, req).await {
+        Ok(r) => r,
+        Err(r) => {
+            tracing::info!(%peer, queue = %Clip(queue), error = r.1, "job status refused: {}", Clip(&r.2));
+            refusal(r)
+        }
+    }
+}
+
+const JOB: &str = "switchyard.queue.job";
+
+/// The answer when the job is unknown, of another queue, or of a queue the
+/// key may not read: one answer for all three.
+fn no_such_job(queue: &str, id: &str) -> Refusal {
+    Refusal(
+        StatusCode::NOT_FOUND,
+        "switchyard.queue.error.unknown_job",
+        format!(
+            "queue `{}` has no job {} that you may read",
+            Clip(queue),
+            Clip(id)
+        ),
+    )
+}
+
+async fn job(
+    bridge: &Bridge,
+    queue: &str,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let cred = Credentials::of(&req);
+    let body = read_body(req, bridge).await?;
+    let caller = authenticate(
+        bridge,
+        &cred,
+        Scheme::Bound {
+            method: &method,
+            path: &path,
+            idempotency_key: None,
+        },
+        &body,
+    )?;
+    let job_id = id.parse::<u64>().map_err(|_| no_such_job(queue, id))?;
+    authorize(bridge, &caller, Action::Call, JOB).await?;
+    let reply = caller
+        .call(
+            &bridge.realm.dealer,
+            JOB,
+            vec![Value::UInt(job_id)],
+            Some(switchyard_proto::Dict::new().with("queue", queue)),
+            bridge.config.call_timeout,
+        )
+        .await
+        .map_err(|f| match f.error.as_str() {
+            "switchyard.queue.error.unknown_job" | errors::NOT_AUTHORIZED => no_such_job(queue, id),
+            other => Refusal(status_of(other), errors_uri(other), f.message),
+        })?;
+    Ok(json_response(StatusCode::OK, job_status(&reply.kwargs)))
+}
+
+/// The JSON of `GET /queues/{name}/jobs/{id}` from the answer of
+/// `switchyard.queue.job` (docs/QUEUES.md, "Jobs over HTTP").
+fn job_status(d: &switchyard_proto::Dict) -> serde_json::Value {
+    let to_json = |v: Option<&Value>| {
+        v.map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let job = match d.get("job") {
+        Some(Value::Dict(j)) => j.clone(),
+        _ => switchyard_proto::Dict::new(),
+    };
+    let status = match d.get("status") {
+        Some(Value::Dict(s)) => s.clone(),
+        _ => switchyard_proto::Dict::new(),
+    };
+    let state = status.get_str("state").unwrap_or("unknown");
+    let mut out = json!({
+        "id": to_json(job.get("id")),
+        "queue": to_json(job.get("queue")),
+        "state": state,
+        "attempts": to_json(status.get("attempts")),
+        "created_at_ms": to_json(job.get("created_at_ms")),
+        "last_error": to_json(status.get("last_error")),
+        "result": to_json(d.get("result")),
+    });
+    if state == "completed" {
+        out["completed_at_ms"] = to_json(status.get("completed_at_ms"));
+        out["result_bytes"] = to_json(d.get("result_bytes"));
+        out["result_truncated"] = to_json(d.get("result_truncated"));
+    }
+    let extra: &[(&str, &str)] = match state {
+        "completed" => &[],
+        "leased" => &[
+            ("run_at_ms", "run_at_ms"),
+            ("lease_deadline_ms", "deadline_ms"),
+        ],
+        "dead" => &[("dead_reason", "reason"), ("dead_at_ms", "at_ms")],
+        _ => &[("run_at_ms", "run_at_ms")],
+    };
+    for (name, key) in extra {
+        out[*name] = to_json(status.get(key));
+    }
+    if let Some(Value::UInt(n)) = job.get("max_attempts") {
+        out["max_attempts"] = json!(n);
+    }
+    out
 }
 
 /// The error URIs a refusal can carry are static; the queue's are known.

@@ -28,8 +28,7 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub nats_tls: Option<NatsTls>,
     /// How often a node says it is alive; a node silent for three
-    /// heartbeats is dead. (Read and checked; used once node failure
-    /// handling exists: see docs/CLUSTER.md.)
+    /// heartbeats is dead (see docs/CLUSTER.md, "Failure").
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat: Duration,
     /// The first token(s) of every subject this cluster uses, to share one

@@ -1,4 +1,5 @@
-//! Cluster mode over NATS (issue 15), first slice: PubSub across nodes.
+//! Cluster mode over NATS (issue 15): PubSub and RPC across nodes, node
+//! failure.
 //!
 //! A node with `[cluster]` connects to NATS at start (bounded: it exits
 //! with a message naming the servers when none answers) and gives each of
@@ -37,11 +38,23 @@
 //! n²/2^54 for n sessions cluster-wide. A claim in a NATS KV bucket makes
 //! it certain; it comes with the session meta API (see docs/CLUSTER.md).
 //!
-//! Not in this slice: RPC across nodes, meta API and meta events across
-//! nodes, retained events and history across nodes, heartbeats and node
-//! failure, queues (docs/CLUSTER.md lists them).
+//! RPC across nodes: each node announces its client sessions'
+//! registrations and a heartbeat ([`directory`], [`heartbeat`]); a remote
+//! callee is a proxy session in the caller node's Dealer ([`proxy`]),
+//! whose INVOCATIONs the callee's node relays to the callee and whose
+//! answers come back ([`relay`]). A node silent for three heartbeats is
+//! dead: its proxies leave every Dealer and their calls fail with
+//! `wamp.error.canceled` naming the node.
+//!
+//! Not done yet: meta API and meta events across nodes, retained events
+//! and history across nodes, testaments of a dead node's sessions, queues
+//! (docs/CLUSTER.md lists them).
 
 pub mod config;
+pub mod directory;
+pub mod heartbeat;
+pub mod proxy;
+pub mod relay;
 pub mod subject;
 pub mod wire;
 
@@ -53,7 +66,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use switchyard_router::backplane::{Backplane, CallRequest, InterestWait, Publication};
+use switchyard_router::backplane::{
+    Backplane, CallRequest, CalleeAnswer, InterestWait, Publication,
+};
+use switchyard_router::dealer::RegistrationEvent;
 use switchyard_router::internal::{InternalCaller, InternalEvent};
 use switchyard_router::session::Identity;
 use switchyard_router::uri_index::MatchPolicy;
@@ -85,12 +101,33 @@ const INTEREST_EVENTS: [&str; 4] = [
     "wamp.subscription.on_unsubscribe",
 ];
 
+/// A message queued for NATS.
+pub struct OutboundItem {
+    pub subject: String,
+    pub headers: Option<async_nats::HeaderMap>,
+    pub body: Bytes,
+}
+
+/// A queue to the task that publishes on the node's NATS connection, in
+/// order.
+pub type Outbound = mpsc::Sender<OutboundItem>;
+
+/// Registration changes of the realms' Dealers, for the directory.
+type ChangesTx = mpsc::UnboundedSender<(Arc<str>, Vec<RegistrationEvent>)>;
+
 /// This node's place in the cluster: its NATS connection and name.
 pub struct Cluster {
     client: async_nats::Client,
     node: Arc<str>,
     prefix: String,
-    outbound: mpsc::Sender<(String, Bytes)>,
+    /// Publications.
+    outbound: Outbound,
+    /// Directory messages and RPC answers (apart from publications, so a
+    /// burst of publications never delays a heartbeat).
+    control: Outbound,
+    membership: Arc<heartbeat::Membership>,
+    changes: ChangesTx,
+    changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
     /// Per realm: what its backplane and its reader share.
     realms: parking_lot::Mutex<HashMap<String, Arc<RealmShared>>>,
@@ -107,6 +144,8 @@ struct RealmShared {
     /// place).
     pins: mpsc::Sender<PinRequest>,
     pins_rx: parking_lot::Mutex<Option<mpsc::Receiver<PinRequest>>>,
+    /// Invocations relayed to this node's callees from other nodes.
+    relay: Arc<relay::Relay>,
 }
 
 impl std::fmt::Debug for RealmShared {
@@ -117,13 +156,15 @@ impl std::fmt::Debug for RealmShared {
 
 /// What keeps a realm's cluster tasks alive (dropping it stops them).
 pub struct RealmLink {
-    _meta: InternalCaller,
-    follower: JoinHandle<()>,
+    _meta: Option<InternalCaller>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for RealmLink {
     fn drop(&mut self) {
-        self.follower.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -191,11 +232,29 @@ impl Cluster {
         );
         let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(publish_all(client.clone(), rx));
+        let (control, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tokio::spawn(publish_all(client.clone(), rx));
+        let node: Arc<str> = c.node.as_str().into();
+        let membership = Arc::new(heartbeat::Membership {
+            client: client.clone(),
+            node: node.clone(),
+            prefix: c.subject_prefix.clone(),
+            heartbeat: c.heartbeat,
+            local: Arc::new(parking_lot::Mutex::new(directory::LocalDirectory::new(
+                &c.node,
+            ))),
+            control: control.clone(),
+        });
+        let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
             client,
-            node: c.node.as_str().into(),
+            node,
             prefix: c.subject_prefix.clone(),
             outbound,
+            control,
+            membership,
+            changes,
+            changes_rx: parking_lot::Mutex::new(Some(changes_rx)),
             dropped: Arc::default(),
             realms: parking_lot::Mutex::default(),
         })
@@ -223,6 +282,11 @@ impl Cluster {
                     active: parking_lot::RwLock::default(),
                     pins,
                     pins_rx: parking_lot::Mutex::new(Some(rx)),
+                    relay: Arc::new(relay::Relay::new(
+                        self.node.clone(),
+                        subject::realm_rpc(&self.prefix, realm, "ans", ""),
+                        self.control.clone(),
+                    )),
                 })
             })
             .clone()
@@ -232,20 +296,77 @@ impl Cluster {
     pub fn backplane(&self, realm: &str) -> Arc<dyn Backplane> {
         Arc::new(NatsBackplane {
             node: self.node.clone(),
+            realm: Arc::from(realm),
             base: subject::realm_publications(&self.prefix, realm),
             outbound: self.outbound.clone(),
             dropped: self.dropped.clone(),
             shared: self.shared(realm),
+            changes: self.changes.clone(),
         })
     }
 
     /// Starts following the interest of every realm of `router` and
-    /// delivering what other nodes publish to its subscribers.
-    pub fn start(&self, router: &Router) -> Vec<RealmLink> {
-        router
+    /// delivering what other nodes publish to its subscribers, and the
+    /// cross-node RPC: the directory, the heartbeat, the proxies of remote
+    /// callees and the relay to local ones. Everything is subscribed on
+    /// NATS when this returns.
+    pub async fn start(&self, router: &Router) -> Result<Vec<RealmLink>, String> {
+        let mut links: Vec<RealmLink> = router
             .realms()
             .map(|realm| self.link(realm.clone()))
-            .collect()
+            .collect();
+        let mut rpc = HashMap::new();
+        for realm in router.realms() {
+            let name = realm.name().to_string();
+            let parts = heartbeat::RealmRpc {
+                realm: realm.clone(),
+                proxies: Arc::new(proxy::Proxies::new(
+                    realm.clone(),
+                    self.client.clone(),
+                    self.node.clone(),
+                    subject::realm_rpc(&self.prefix, &name, "inv", ""),
+                )),
+                relay: self.shared(&name).relay.clone(),
+            };
+            links.push(self.link_rpc(&parts).await?);
+            rpc.insert(name, parts);
+        }
+        let Some(changes) = self.changes_rx.lock().take() else {
+            return Err("cluster: started twice".into());
+        };
+        let tasks = heartbeat::start(self.membership.clone(), Arc::new(rpc), changes).await?;
+        links.push(RealmLink { _meta: None, tasks });
+        Ok(links)
+    }
+
+    /// Says goodbye to the other nodes (they drop this node's registrations
+    /// at once) and stops announcing.
+    pub async fn leave(&self) {
+        self.membership.leave().await;
+    }
+
+    /// Subscribes a realm's invocation and answer subjects and starts its
+    /// reader.
+    async fn link_rpc(&self, parts: &heartbeat::RealmRpc) -> Result<RealmLink, String> {
+        let name = parts.realm.name();
+        let sub = |kind: &'static str| {
+            let subject = subject::realm_rpc(&self.prefix, name, kind, &self.node);
+            let client = self.client.clone();
+            async move {
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| format!("cluster: cannot subscribe to {subject}: {e}"))
+            }
+        };
+        let inv = sub("inv").await?;
+        let ans = sub("ans").await?;
+        let _ = self.client.flush().await;
+        let task = tokio::spawn(serve_rpc(parts.clone(), inv, ans));
+        Ok(RealmLink {
+            _meta: None,
+            tasks: vec![task],
+        })
     }
 
     fn link(&self, realm: Arc<Realm>) -> RealmLink {
@@ -281,8 +402,8 @@ impl Cluster {
             nats, realm, rx, shared, pins,
         )));
         RealmLink {
-            _meta: meta,
-            follower,
+            _meta: Some(meta),
+            tasks: vec![follower],
         }
     }
 }
@@ -292,11 +413,16 @@ const SEQ_HEADER: &str = "Switchyard-Seq";
 
 /// Publishes what the realms' backplanes queued, in queue order, on the
 /// node's one connection, each stamped with the next sequence number.
-async fn publish_all(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>) {
+async fn publish_all(client: async_nats::Client, mut rx: mpsc::Receiver<OutboundItem>) {
     let mut seq: u64 = 0;
-    while let Some((subject, body)) = rx.recv().await {
+    while let Some(OutboundItem {
+        subject,
+        headers,
+        body,
+    }) = rx.recv().await
+    {
         seq += 1;
-        let mut headers = async_nats::HeaderMap::new();
+        let mut headers = headers.unwrap_or_default();
         headers.insert(SEQ_HEADER, seq.to_string().as_str());
         if let Err(e) = client.publish_with_headers(subject, headers, body).await {
             tracing::warn!("cluster: publication not sent to NATS: {e}");
@@ -308,11 +434,13 @@ async fn publish_all(client: async_nats::Client, mut rx: mpsc::Receiver<(String,
 #[derive(Debug)]
 pub struct NatsBackplane {
     node: Arc<str>,
+    realm: Arc<str>,
     /// `<prefix>.<realm>.pub`.
     base: String,
-    outbound: mpsc::Sender<(String, Bytes)>,
+    outbound: Outbound,
     dropped: Arc<AtomicU64>,
     shared: Arc<RealmShared>,
+    changes: ChangesTx,
 }
 
 impl Backplane for NatsBackplane {
@@ -346,7 +474,12 @@ impl Backplane for NatsBackplane {
             }
         };
         let subject = subject::publication(&self.base, p.topic);
-        if self.outbound.try_send((subject, body)).is_err() {
+        let item = OutboundItem {
+            subject,
+            headers: None,
+            body,
+        };
+        if self.outbound.try_send(item).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -358,9 +491,89 @@ impl Backplane for NatsBackplane {
     }
 
     fn call(&self, _: &CallRequest<'_>) -> bool {
-        // RPC across nodes is not in this slice: a call no local callee
-        // serves is answered no_such_procedure, as on a single node.
+        // Remote callees are proxies in the local Dealer (proxy.rs): a
+        // call no registration here matches has no callee anywhere the
+        // directory knows of.
         false
+    }
+
+    fn registrations_changed(&self, events: &[RegistrationEvent]) {
+        let _ = self.changes.send((self.realm.clone(), events.to_vec()));
+    }
+
+    fn answer(
+        &self,
+        callee: &switchyard_router::Session,
+        invocation: u64,
+        answer: CalleeAnswer,
+    ) -> bool {
+        self.shared.relay.answer(callee, invocation, answer)
+    }
+}
+
+/// How often the relay looks for callees that left with invocations
+/// pending (their callers' nodes then get `wamp.error.canceled`).
+const RELAY_SWEEP: Duration = Duration::from_millis(100);
+
+/// A realm's cross-node RPC reader: INVOCATIONs and INTERRUPTs for this
+/// node's callees (to the relay), answers for this node's proxies (to the
+/// Dealer).
+async fn serve_rpc(
+    parts: heartbeat::RealmRpc,
+    mut inv: async_nats::Subscriber,
+    mut ans: async_nats::Subscriber,
+) {
+    let mut sweep = tokio::time::interval(RELAY_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = inv.next() => {
+                let Some(m) = m else { break };
+                if let Some((from, session, msg)) = rpc_message(&m) {
+                    let registration = header_u64(&m, proxy::REGISTRATION_HEADER);
+                    let incarnation = header_u64(&m, proxy::PROXY_HEADER);
+                    parts.relay.receive(
+                        &parts.realm,
+                        &from,
+                        session,
+                        incarnation,
+                        registration,
+                        msg,
+                    );
+                }
+            }
+            m = ans.next() => {
+                let Some(m) = m else { break };
+                if let Some((from, session, msg)) = rpc_message(&m) {
+                    let incarnation = header_u64(&m, proxy::PROXY_HEADER);
+                    parts.proxies.answer(&from, session, incarnation, msg);
+                }
+            }
+            _ = sweep.tick() => parts.relay.sweep(&parts.realm),
+        }
+    }
+}
+
+/// A number in header `name` of `m` (0 when absent).
+fn header_u64(m: &async_nats::Message, name: &str) -> u64 {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
+}
+
+/// (origin node, callee session, message) of a cross-node RPC message.
+fn rpc_message(m: &async_nats::Message) -> Option<(String, u64, switchyard_proto::Message)> {
+    let headers = m.headers.as_ref()?;
+    let from = headers.get(proxy::FROM_HEADER)?.as_str().to_string();
+    let session = headers.get(proxy::SESSION_HEADER)?.as_str().parse().ok()?;
+    match switchyard_proto::Message::decode(switchyard_proto::Serializer::MsgPack, &m.payload) {
+        Ok(msg) => Some((from, session, msg)),
+        Err(e) => {
+            tracing::warn!(subject = %m.subject, "cluster: undecodable RPC message dropped: {e:?}");
+            None
+        }
     }
 }
 

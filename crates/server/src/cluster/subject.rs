@@ -63,6 +63,21 @@ pub fn realm_publications(prefix: &str, realm: &str) -> String {
     s
 }
 
+/// `<prefix>.<escaped realm>.<kind>.<node>`: a node's RPC subjects
+/// (`inv`: invocations for its callees, `ans`: answers for its proxies).
+/// With an empty `node`, the base to append a node name to.
+pub fn realm_rpc(prefix: &str, realm: &str, kind: &str, node: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + realm.len() + kind.len() + node.len() + 3);
+    s.push_str(prefix);
+    s.push('.');
+    push_token(&mut s, realm, true);
+    s.push('.');
+    s.push_str(kind);
+    s.push('.');
+    s.push_str(node);
+    s
+}
+
 /// The subject of a publication on `topic`, under `base`
 /// ([`realm_publications`]).
 pub fn publication(base: &str, topic: &str) -> String {

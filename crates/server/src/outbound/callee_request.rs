@@ -28,6 +28,10 @@ pub const NEVER: [&str; 13] = [
     "http2-settings",
 ];
 
+/// Headers under this prefix are the router's (the caller's identity:
+/// `bridge::callee::CALLER_HEADERS`): a caller can never set one.
+pub const ROUTER_PREFIX: &str = "x-switchyard-";
+
 /// Headers a caller may set only when the callee's `allow_headers` lists
 /// them: credentials, the client-address and host headers backends trust,
 /// and the override headers frameworks read as the method or the path
@@ -167,7 +171,7 @@ pub fn check_header(name: &str, allow: &[String]) -> Result<HeaderName, String> 
         return Err(format!("invalid header name \"{}\"", escape(name)));
     };
     let lower = n.as_str();
-    if NEVER.contains(&lower) {
+    if NEVER.contains(&lower) || lower.starts_with(ROUTER_PREFIX) {
         return Err(format!(
             "the header \"{lower}\" is set by the router and cannot be set by a caller"
         ));
@@ -262,6 +266,11 @@ mod tests {
         assert!(check_header("Authorization", &[]).is_err());
         assert!(check_header("Authorization", &["authorization".into()]).is_ok());
         assert!(check_header("Cookie", &[]).is_err());
+        assert!(check_header(
+            "X-Switchyard-Caller-Authid",
+            &["x-switchyard-caller-authid".into()]
+        )
+        .is_err());
         assert!(check_header("bad header", &[]).is_err());
     }
 }

@@ -65,6 +65,8 @@ impl OutboundHttpConfig {
 /// A parsed `http://host[:port]/path` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Destination {
+    /// https:// (false: http://).
+    tls: bool,
     host: String,
     port: u16,
     path: String,
@@ -179,9 +181,11 @@ impl Destination {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{url:?} is not an http:// URL"));
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("{url:?} has no host"))?;
@@ -212,15 +216,16 @@ impl Destination {
             }
         }
         Ok(Destination {
+            tls,
             host,
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             path,
         })
     }
 
     /// Whether `self` (an allow-list entry) covers `d`.
     fn covers(&self, d: &Destination) -> bool {
-        if self.host != d.host || self.port != d.port {
+        if self.tls != d.tls || self.host != d.host || self.port != d.port {
             return false;
         }
         let prefix = self.path.as_str();
@@ -451,16 +456,22 @@ impl tower_service::Service<Uri> for GuardedConnector {
         let policy = self.policy.clone();
         Box::pin(async move {
             let refused = |m: String| io::Error::new(io::ErrorKind::PermissionDenied, m);
-            if uri.scheme_str() != Some("http") {
-                return Err(refused(format!("{uri}: only http:// is served")));
-            }
+            let default_port = match uri.scheme_str() {
+                Some("http") => 80,
+                Some("https") => 443,
+                _ => {
+                    return Err(refused(format!(
+                        "{uri}: only http:// and https:// are served"
+                    )))
+                }
+            };
             let host = uri
                 .host()
                 .ok_or_else(|| refused(format!("{uri} has no host")))?
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
-            let port = uri.port_u16().unwrap_or(80);
+            let port = uri.port_u16().unwrap_or(default_port);
             let literal = host.parse::<IpAddr>().ok();
             let addrs: Vec<SocketAddr> = match literal {
                 Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -551,6 +562,21 @@ mod tests {
         ] {
             assert!(!is_special(ip(a)), "{a}");
         }
+    }
+
+    /// An https:// prefix covers https:// destinations only (its default
+    /// port is 443), and an http:// one http:// only.
+    #[test]
+    fn prefixes_match_the_scheme() {
+        let p = OutboundPolicy::new(&OutboundHttpConfig {
+            allow: vec!["https://hooks.example.com/in/".into()],
+            allow_networks: Vec::new(),
+        });
+        assert!(p.check_url("https://hooks.example.com/in/x").is_ok());
+        assert!(p.check_url("https://hooks.example.com:443/in/x").is_ok());
+        assert!(p.check_url("http://hooks.example.com:443/in/x").is_err());
+        assert!(p.check_url("http://hooks.example.com/in/x").is_err());
+        assert!(p.check_url("ftp://hooks.example.com/in/x").is_err());
     }
 
     #[test]

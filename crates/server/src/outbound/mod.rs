@@ -10,4 +10,5 @@
 //!   the operator wrote.
 
 pub mod callee_request;
+pub mod client;
 pub mod destinations;

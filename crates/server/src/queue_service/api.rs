@@ -22,7 +22,8 @@ use switchyard_router::session::{Identity, OpError};
 use switchyard_router::Session;
 use tokio::sync::mpsc;
 
-use super::{http_target, payload, QueueService};
+use super::{access, http_target, payload, QueueService};
+use crate::bridge::durable::RESERVED_PREFIX;
 
 const INVALID: &str = "switchyard.queue.error.invalid_argument";
 
@@ -250,21 +251,45 @@ impl QueueService {
             self.authorize_queue(caller, procedure, q).await?;
         }
         if procedure == "switchyard.queue.job" {
-            // Authorized on the job's queue, found without reading its
-            // payload; the refusal does not name the queue.
             let id = job_id_arg(&inv)?;
-            let queue = self
+            let found = self
                 .queues
                 .job_queue(id)
-                .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
-            self.authorize_queue(caller, procedure, &queue)
-                .await
-                .map_err(|(uri, _)| {
-                    (
-                        uri,
-                        format!("no access to the queue of job {id} with {procedure}"),
-                    )
-                })?;
+                .or_else(|| self.results.get(id).map(|c| c.queue.to_string()));
+            match inv.kwargs.get("queue") {
+                // Within one queue (the bridge's GET /queues/{name}/jobs/{id}):
+                // a job that is unknown, of another queue, or of a queue the
+                // caller may not read gets the same answer, so nothing tells
+                // them apart.
+                Some(Value::Str(q)) => {
+                    let unknown = || {
+                        (
+                            QueueError::UnknownJob(id).uri(),
+                            format!("queue `{}` has no job {id} that you may read", Clip(q)),
+                        )
+                    };
+                    access::check_name(procedure, q)?;
+                    if self.authorize_queue(caller, procedure, q).await.is_err()
+                        || found.as_deref() != Some(q.as_str())
+                    {
+                        return Err(unknown());
+                    }
+                }
+                Some(_) => return Err(invalid("job: queue must be a string")),
+                // Authorized on the job's queue, found without reading its
+                // payload; the refusal does not name the queue.
+                None => {
+                    let queue = found.ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                    self.authorize_queue(caller, procedure, &queue)
+                        .await
+                        .map_err(|(uri, _)| {
+                            (
+                                uri,
+                                format!("no access to the queue of job {id} with {procedure}"),
+                            )
+                        })?;
+                }
+            }
         }
         // `list` shows only the queues the caller may see.
         let mut visible = None;
@@ -306,7 +331,17 @@ impl QueueService {
                 let q = queue_arg(&inv, "stats")?;
                 let stats = self.queues.stats(q).map_err(queue_error)?;
                 match to_wamp(serde_json::to_value(stats).unwrap_or_default()) {
-                    Value::Dict(d) => Ok((Vec::new(), Some(d))),
+                    Value::Dict(mut d) => {
+                        // What a worker needs to serve the queue
+                        // (`switchyard worker QUEUE` finds its procedure here).
+                        if let Ok(cfg) = self.queues.config(q) {
+                            if let Some(Target::Procedure(p)) = &cfg.target {
+                                d.insert("target", p.as_str());
+                            }
+                            d.insert("lease_timeout_ms", cfg.lease_timeout.as_millis() as u64);
+                        }
+                        Ok((Vec::new(), Some(d)))
+                    }
                     _ => Err((errors::INVALID_ARGUMENT, "stats unavailable".into())),
                 }
             }
@@ -393,10 +428,13 @@ impl QueueService {
             }
             "switchyard.queue.job" => {
                 let id = job_id_arg(&inv)?;
-                let info = self
-                    .queues
-                    .job(id)
-                    .ok_or_else(|| queue_error(QueueError::UnknownJob(id)))?;
+                let Some(info) = self.queues.job(id) else {
+                    // Completed (and remembered), or unknown.
+                    return match self.results.get(id) {
+                        Some(done) => Ok((Vec::new(), Some(done.to_dict()))),
+                        None => Err(queue_error(QueueError::UnknownJob(id))),
+                    };
+                };
                 match job_info(&info) {
                     Value::Dict(d) => Ok((Vec::new(), Some(d))),
                     _ => Err(queue_error(QueueError::UnknownJob(id))),
@@ -495,8 +533,21 @@ impl QueueService {
         ))
     }
 
+    /// A durable HTTP subscriber's queue takes its topic's publications
+    /// only: its jobs are POSTed as events signed with the subscriber's key.
+    fn refuse_subscriber_queue(&self, queue: &str) -> Result<(), OpError> {
+        match self.subscribers.get(queue) {
+            Some(_) => Err((
+                errors::NOT_AUTHORIZED,
+                format!("queue `{queue}` delivers a durable HTTP subscriber's events: jobs cannot be pushed into it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     async fn push(&self, caller: Option<&Arc<Session>>, inv: InternalInvocation) -> Answer {
         let queue = queue_arg(&inv, "push")?.to_string();
+        self.refuse_subscriber_queue(&queue)?;
         let job = self.new_job(caller, &inv.kwargs).await?;
         let ack = self.queues.push(&queue, job).await.map_err(queue_error)?;
         Ok((
@@ -525,6 +576,7 @@ impl QueueService {
             };
             self.authorize_queue(caller, "switchyard.queue.push_many", queue)
                 .await
+                .and_then(|()| self.refuse_subscriber_queue(queue))
                 .map_err(|(uri, m)| (uri, format!("jobs[{i}]: {m}")))?;
             let job = self
                 .new_job(caller, kw)
@@ -557,6 +609,12 @@ impl QueueService {
         };
         let cfg: QueueConfig = serde_json::from_value(cfg_json)
             .map_err(|e| invalid(format!("invalid queue configuration: {e}")))?;
+        if cfg.name.starts_with(RESERVED_PREFIX) {
+            return Err((
+                errors::NOT_AUTHORIZED,
+                format!("queue names starting with `{RESERVED_PREFIX}` are reserved for durable HTTP subscribers"),
+            ));
+        }
         self.authorize_queue(caller, "switchyard.queue.declare", &cfg.name)
             .await?;
         if let Some(target) = &cfg.target {
@@ -646,6 +704,8 @@ impl QueueService {
         let deleted = self.queues.delete(&q, force).await.map_err(queue_error)?;
         self.forget_dispatcher(&q, &notify);
         self.metrics.forget(&q);
+        self.results.forget_queue(&q);
+        self.cancel_running(&q);
         tracing::info!(
             realm = self.realm.name(),
             queue = q,

@@ -3,7 +3,9 @@
 //! and submits the jobs before the Broker delivers the event; the
 //! publisher's PUBLISHED (or the bridge's 200) follows their commit, and a
 //! publication whose jobs cannot be stored (payload over a queue's limit, a
-//! full queue) is refused and delivered to nobody.
+//! full queue) is refused and delivered to nobody. The durable HTTP
+//! subscribers' jobs (`subscribers.rs`) are written in the same
+//! transaction.
 
 use std::sync::{Arc, Weak};
 use switchyard_router::logsafe::Clip;
@@ -11,6 +13,7 @@ use switchyard_router::logsafe::Clip;
 use serde::Deserialize;
 use switchyard_proto::Payload;
 use switchyard_queue::NewJob;
+use switchyard_router::broker::Prepared;
 use switchyard_router::hooks::{HookOutcome, PublishHook};
 use switchyard_router::uri_index::MatchPolicy;
 use switchyard_router::Session;
@@ -78,27 +81,39 @@ impl Bindings {
 }
 
 impl PublishHook for Bindings {
-    fn on_publish(&self, _publisher: &Arc<Session>, topic: &str, p: &Payload) -> HookOutcome {
+    fn on_publish(
+        &self,
+        _publisher: &Arc<Session>,
+        topic: &str,
+        p: &Payload,
+        publication: &Prepared,
+    ) -> HookOutcome {
         let queues = self.queues_for(topic);
-        if queues.is_empty() {
-            return HookOutcome::Pass;
-        }
         let Some(service) = self.service.upgrade() else {
             return HookOutcome::Pass;
         };
-        let data = match payload::of_publication(p) {
-            Ok(b) => b,
-            Err(e) => {
-                return HookOutcome::Refuse(
-                    "switchyard.queue.error.invalid_argument",
-                    format!("the event on \"{topic}\" cannot become a job: {e}"),
-                )
-            }
+        let cannot = |e: String| {
+            HookOutcome::Refuse(
+                "switchyard.queue.error.invalid_argument",
+                format!("the event on \"{topic}\" cannot become a job: {e}"),
+            )
         };
-        let jobs: Vec<(&str, NewJob)> = queues
-            .iter()
-            .map(|q| (*q, NewJob::new(data.clone())))
-            .collect();
+        let durable = match service.subscribers.jobs_for(topic, p, publication) {
+            Ok(jobs) => jobs,
+            Err(e) => return cannot(e),
+        };
+        if queues.is_empty() && durable.is_empty() {
+            return HookOutcome::Pass;
+        }
+        let mut jobs: Vec<(&str, NewJob)> = Vec::new();
+        if !queues.is_empty() {
+            let data = match payload::of_publication(p) {
+                Ok(b) => b,
+                Err(e) => return cannot(e),
+            };
+            jobs.extend(queues.iter().map(|q| (*q, NewJob::new(data.clone()))));
+        }
+        jobs.extend(durable);
         let topic = topic.to_string();
         // Validated and handed to the store now, before the event is
         // delivered: a job that cannot be stored refuses the publication.

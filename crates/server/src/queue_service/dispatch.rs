@@ -33,6 +33,9 @@ use super::{payload, QueueService, Running, NO_WORKER_RETRY};
 /// Leases taken per look at a queue.
 const BATCH: usize = 64;
 
+/// The INVOCATION.Details key of a job's identity (docs/QUEUES.md#workers).
+pub const JOB_DETAILS: &str = "x_switchyard_job";
+
 /// Error URI of a job whose stored payload cannot be read.
 const INVALID_PAYLOAD: &str = "switchyard.queue.error.invalid_payload";
 
@@ -100,7 +103,9 @@ impl QueueService {
             Ok((_, durable)) => drop(durable),
             Err(e) => tracing::debug!(job = %id, "progress did not extend the lease: {e}"),
         });
-        let options = Dict::new().with("receive_progress", true);
+        let options = Dict::new()
+            .with("receive_progress", true)
+            .with(JOB_DETAILS, self.job_details(&lease));
         let pending = match self.worker.start_call(
             &self.realm.dealer,
             procedure,
@@ -177,6 +182,20 @@ impl QueueService {
         Ok(data)
     }
 
+    /// What the worker finds in INVOCATION.Details under [`JOB_DETAILS`]:
+    /// `{id, queue, attempt, lease_timeout_ms}` (the Dealer passes it on
+    /// because this caller is the router's own).
+    fn job_details(&self, lease: &Lease) -> Dict {
+        let mut d = Dict::new()
+            .with("id", lease.job.id.0)
+            .with("queue", &*lease.job.queue)
+            .with("attempt", u64::from(lease.attempt));
+        if let Ok(config) = self.queues.config(&lease.job.queue) {
+            d.insert("lease_timeout_ms", config.lease_timeout.as_millis() as u64);
+        }
+        d
+    }
+
     /// Whether `queue`'s default target is a procedure nobody registered.
     pub(super) fn without_worker(&self, queue: &str) -> bool {
         self.missing_worker(queue).is_some()
@@ -212,6 +231,11 @@ impl QueueService {
         let job = &lease.job;
         match self.queues.complete(job.id, lease.epoch) {
             Ok(durable) => {
+                // The engine has forgotten the job already: remember it as
+                // completed now, or `switchyard.queue.job` would not find it
+                // while the completion is committed.
+                let now = self.queues.clock().now_ms();
+                self.results.record(job, lease.attempt, now, result.clone());
                 if let Err(e) = durable.await {
                     tracing::warn!(job = %job.id, queue = %job.queue, "completion not durable: {e}");
                     return;
@@ -284,6 +308,32 @@ impl QueueService {
             e => {
                 tracing::warn!(job = %job.id, queue = %job.queue, "cannot settle the job: {}", Clip(&e.to_string()))
             }
+        }
+    }
+
+    /// The queue was deleted (force): its running workers' calls are
+    /// canceled (a worker that understands INTERRUPT stops its work; a late
+    /// answer changes nothing, the jobs are gone).
+    pub(super) fn cancel_running(&self, queue: &str) {
+        let requests: Vec<u64> = {
+            let mut running = self.running.lock();
+            let ids: Vec<_> = running
+                .iter()
+                .filter(|(_, r)| &*r.queue == queue)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| running.remove(id))
+                .filter_map(|r| r.request)
+                .collect()
+        };
+        tracing::debug!(
+            queue,
+            calls = requests.len(),
+            "queue deleted: its workers' calls are canceled"
+        );
+        for request in requests {
+            self.worker.cancel(&self.realm.dealer, request);
         }
     }
 

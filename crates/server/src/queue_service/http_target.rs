@@ -5,6 +5,8 @@
 //! A status in `accepted_statuses` (default: any 2xx) completes the job;
 //! another status fails the attempt with `switchyard.queue.http.<status>`,
 //! so `non_retryable_errors` can list e.g. `switchyard.queue.http.400`.
+//! A durable HTTP subscriber's queue (`subscribers.rs`) POSTs the event
+//! its job holds, signed with the subscriber's key, to its URL.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use switchyard_proto::{Dict, Value};
@@ -35,10 +37,11 @@ const MAX_RESPONSE: usize = 64 * 1024;
 
 pub(super) struct HttpTargets {
     /// For the URLs the operator wrote in `[[realm.queue]]`.
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: crate::outbound::client::HttpClient,
     /// For any other URL (a queue declared at run time): checked against
-    /// `[realm.outbound_http]`, connected to checked addresses only.
-    guarded: Client<GuardedConnector, Full<Bytes>>,
+    /// `[realm.outbound_http]`, connected to checked addresses only (TLS,
+    /// for https://, over the checked connection).
+    guarded: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
     policy: Arc<OutboundPolicy>,
     /// `(queue, url)` of the HTTP targets the operator wrote: a URL is
     /// trusted for the queue it was written in only (another queue declared
@@ -56,9 +59,10 @@ impl HttpTargets {
     ) -> HttpTargets {
         let policy = Arc::new(OutboundPolicy::new(outbound));
         HttpTargets {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            guarded: Client::builder(TokioExecutor::new())
-                .build(GuardedConnector::new(policy.clone())),
+            client: crate::outbound::client::client(),
+            guarded: Client::builder(TokioExecutor::new()).build(crate::outbound::client::https(
+                GuardedConnector::new(policy.clone()),
+            )),
             policy,
             operator_urls,
             signing,
@@ -83,12 +87,12 @@ impl HttpTargets {
     }
 }
 
-/// Why an HTTP target cannot be used, if it cannot (only http:// is
-/// served for now).
+/// Why an HTTP target cannot be used, if it cannot (http:// and https://
+/// are served).
 pub(super) fn unsupported(target: &Target) -> Option<String> {
     match target {
-        Target::Http { url, .. } if !url.starts_with("http://") => Some(format!(
-            "target.http.url: \"{url}\": only http:// URLs are supported (put a TLS-terminating proxy on loopback in front of an https:// service)"
+        Target::Http { url, .. } if !crate::outbound::client::is_http_url(url) => Some(format!(
+            "target.http.url: \"{url}\": only http:// and https:// URLs are supported"
         )),
         _ => None,
     }
@@ -105,13 +109,19 @@ impl QueueService {
         else {
             return;
         };
-        if let Some(why) = unsupported(&job.target) {
-            self.fail(&lease, "switchyard.queue.http.unsupported", &why);
-            return;
+        // A durable subscriber's queue: the subscriber's URL as configured
+        // now, its body and its key.
+        let subscriber = self.subscribers.get(&job.queue);
+        let url = subscriber.map_or(url, |s| &s.url);
+        if subscriber.is_none() {
+            if let Some(why) = unsupported(&job.target) {
+                self.fail(&lease, "switchyard.queue.http.unsupported", &why);
+                return;
+            }
         }
         // A URL the operator did not write (a queue declared at run time) is
         // checked again at each attempt: the policy may have changed since.
-        let trusted = self.http.operator_wrote(&job.queue, url);
+        let trusted = subscriber.is_some() || self.http.operator_wrote(&job.queue, url);
         if !trusted {
             if let Err(why) = self.http.policy.check_url(url) {
                 self.metrics.http_forbidden(&job.queue);
@@ -128,7 +138,11 @@ impl QueueService {
                 queue: job.queue.clone(),
             },
         );
-        let body = match super::payload::to_json(&lease.payload) {
+        let body = match subscriber {
+            Some(_) => super::subscribers::body(&lease.payload),
+            None => super::payload::to_json(&lease.payload),
+        };
+        let body = match body {
             Ok(b) => b,
             Err(e) => {
                 self.forget(&lease);
@@ -137,19 +151,24 @@ impl QueueService {
             }
         };
         let verb = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
-        let url = match &self.http.signing {
-            Some(k) if trusted => {
+        let url = match (subscriber, &self.http.signing) {
+            // Signed exactly as the non-durable subscriber signs its POSTs.
+            (Some(s), _) => {
+                let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                signed_url(url, &s.key, &s.secret, seq, &body)
+            }
+            (None, Some(k)) if trusted => {
                 let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
                 signed_url(url, &k.key, &k.secret, seq, &body)
             }
             // A destination a client chose: the signature is bound to the
             // method and path, so that one harvested there does not verify
             // at the operator's other endpoints (docs/SECURITY.md).
-            Some(k) => {
+            (None, Some(k)) => {
                 let seq = self.http.seq.fetch_add(1, Ordering::Relaxed) + 1;
                 destination_signed_url(url, verb.as_str(), &k.key, &k.secret, seq, &body)
             }
-            None => url.clone(),
+            (None, None) => url.clone(),
         };
         let request = Request::builder()
             .method(verb)
@@ -194,9 +213,10 @@ impl QueueService {
         })
         .await;
         self.forget(&lease);
-        let target = match &job.target {
-            Target::Http { url, .. } => url.as_str(),
-            Target::Procedure(p) => p.as_str(),
+        let target = match (subscriber, &job.target) {
+            (Some(s), _) => s.url.as_str(),
+            (None, Target::Http { url, .. }) => url.as_str(),
+            (None, Target::Procedure(p)) => p.as_str(),
         };
         match answer {
             Ok(Ok((status, body))) => {

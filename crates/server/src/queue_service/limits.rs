@@ -50,6 +50,9 @@ pub struct QueueLimits {
     /// The largest values a run-time declaration may ask for.
     #[serde(default)]
     pub runtime_queue: RuntimeCeilings,
+    /// How long completed jobs and their results stay readable.
+    #[serde(default)]
+    pub results: super::results::ResultRetention,
 }
 
 /// `[realm.queue_limits.runtime_queue]`: the largest per-queue settings a
@@ -201,6 +204,7 @@ impl Default for QueueLimits {
             runtime_max_payload_bytes: default_runtime_max_payload_bytes(),
             runtime_max_idempotency_keys: default_runtime_max_idempotency_keys(),
             runtime_queue: RuntimeCeilings::default(),
+            results: Default::default(),
             max_job_uri_bytes: default_max_job_uri_bytes(),
             min_free_disk_bytes: default_min_free_disk_bytes(),
         }

@@ -17,7 +17,11 @@
 //! - `wakeups.rs`: dispatchers parked until a worker registers;
 //! - `bindings.rs`: topic bindings, a publish hook that turns publications
 //!   into jobs (the publisher's PUBLISHED follows their commit);
+//! - `subscribers.rs`: durable HTTP subscribers, whose events are jobs of a
+//!   queue of their own, POSTed as the subscriber's events;
 //! - `limits.rs`: `[realm.queue_limits]`;
+//! - `results.rs`: completed jobs and their results, remembered for a while
+//!   (`switchyard.queue.job`, `GET /queues/{name}/jobs/{id}`);
 //! - `payload.rs`: the job payload (`args` and `kwargs` as MessagePack; stores
 //!   written before store format 2 hold JSON `{"args", "kwargs"}`, still read);
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
@@ -30,6 +34,8 @@ mod http_target;
 mod limits;
 mod metrics;
 mod payload;
+mod results;
+mod subscribers;
 mod wakeups;
 
 use std::collections::{HashMap, HashSet};
@@ -51,6 +57,7 @@ pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 pub use limits::QueueLimits;
 pub use payload::{duplicate_key, duplicate_key_message};
+pub use subscribers::SubscriberQueue;
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
 /// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
@@ -77,6 +84,9 @@ pub struct RealmQueues {
     /// Where run-time declared queues may send HTTP requests.
     pub outbound_http: crate::outbound::destinations::OutboundHttpConfig,
     pub limits: QueueLimits,
+    /// The realm's durable HTTP subscribers (`[[bridge.subscriber]]` with
+    /// `durable`): each gets a config queue of its own.
+    pub subscribers: Vec<SubscriberQueue>,
 }
 
 /// A job handed to a worker, while its attempt runs.
@@ -107,13 +117,18 @@ pub struct QueueService {
     /// Dispatchers waiting for a worker, woken by the registrations that
     /// can serve them.
     waits: Arc<wakeups::WorkerWaits>,
-    /// Queues fed by topic bindings (they cannot be deleted).
+    /// Queues fed by topic bindings or durable subscribers (they cannot be
+    /// deleted).
     bound: HashSet<String>,
+    /// The durable HTTP subscribers, by queue.
+    subscribers: subscribers::DurableSubscribers,
     limits: QueueLimits,
     /// The session that hears `wamp.registration.on_create` (kept alive).
     _watcher: InternalCaller,
     http: http_target::HttpTargets,
     metrics: metrics::QueueMetrics,
+    /// Completed jobs, for a while (`[realm.queue_limits.results]`).
+    results: results::Results,
 }
 
 /// Who the queues' router-owned sessions are (workers see it as the caller,
@@ -158,7 +173,22 @@ impl QueueService {
         let path = store_file(data_dir, realm.name());
         crate::data_dir::prepare_file(&path)?;
         let open_path = path.clone();
-        let configs = settings.configs;
+        let mut configs = settings.configs;
+        let reserved = crate::bridge::durable::RESERVED_PREFIX;
+        if let Some(c) = configs.iter().find(|c| c.name.starts_with(reserved)) {
+            return Err(format!(
+                "realm \"{}\": queue \"{}\": names starting with \"{reserved}\" are reserved for durable HTTP subscribers",
+                realm.name(),
+                c.name
+            ));
+        }
+        configs.extend(
+            settings
+                .subscribers
+                .iter()
+                .filter_map(SubscriberQueue::config),
+        );
+        let durable = subscribers::DurableSubscribers::new(&realm, settings.subscribers)?;
         // The HTTP targets the operator wrote, per queue: the only ones
         // served unchecked, and only for the queue the operator wrote them in.
         let operator_urls: HashSet<(String, String)> = configs
@@ -220,10 +250,13 @@ impl QueueService {
             .bindings
             .iter()
             .flat_map(|b| b.queues.iter().cloned())
+            .chain(durable.queues().map(str::to_string))
             .collect();
         let service = Arc::new(QueueService {
+            results: results::Results::new(settings.limits.results.clone()),
             waits,
             bound,
+            subscribers: durable,
             limits: settings.limits,
             _watcher: watcher,
             worker: InternalCaller::new(identity()),
@@ -246,7 +279,7 @@ impl QueueService {
             service.ensure_dispatcher(name);
         }
         tokio::spawn(maintenance(Arc::downgrade(&service)));
-        if !settings.bindings.is_empty() {
+        if !settings.bindings.is_empty() || !service.subscribers.is_empty() {
             let hook = bindings::Bindings::new(&service, settings.bindings);
             realm.set_publish_hook(Arc::new(hook));
         }

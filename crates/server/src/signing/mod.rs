@@ -5,12 +5,12 @@
 //! |---|---|---|
 //! | bridge `/publish`, `/call` (`bridge::auth`) | verifies | Crossbar-compatible |
 //! | bridge `/queues/{name}/jobs` (`bridge::auth`) | verifies | bound (method, path, `Idempotency-Key`, body) |
+//! | bridge, every endpoint, `X-Authentication` header (`bridge::auth`) | verifies | header (method, path and query, `Idempotency-Key`, body) |
 //! | bridge webhooks (`bridge`) | verifies | `X-Hub-Signature-256` |
 //! | HTTP subscribers (`bridge::subscriber`) | signs | Crossbar-compatible |
 //! | queue HTTP targets (`queue_service::http_target`) | signs | Crossbar-compatible; destination-scoped for a URL a client chose |
-//!
-//! HTTP callees (`bridge::callee`) do not sign their requests: the backend
-//! is one the operator configured, and credentials go in `allow_headers`.
+//! | HTTP callees with `key`/`secret` (`bridge::callee`) | signs | Crossbar-compatible |
+//! | the app's authenticator / authorizer URLs (`app_auth`) | signs | Crossbar-compatible |
 //!
 //! - `schemes.rs`: the MACs of each scheme (what both sides compute);
 //! - `verify.rs`: the checks on an incoming signed request (counters,

@@ -13,6 +13,10 @@
 //! - **Destination-scoped** ([`destination_secret`]): the Crossbar scheme
 //!   with a secret derived for one method and path, for requests to a
 //!   destination a client chose.
+//! - **`X-Authentication` header** ([`header_canonical`], every bridge
+//!   endpoint): `key`, `timestamp`, `nonce` and `signature` in one header
+//!   instead of the query; the HMAC covers the method, the request target
+//!   (path and query), the `Idempotency-Key` header and the body.
 //! - **Webhooks** ([`verify_hub`]): GitHub's `X-Hub-Signature-256`, the hex
 //!   HMAC of the body.
 //!
@@ -137,6 +141,57 @@ pub fn sign_bound(secret: &str, b: &Bound<'_>) -> String {
     B64URL.encode(bound_mac(secret, b))
 }
 
+/// The first line of an [`header_canonical`] string.
+pub const HEADER_V1: &str = "switchyard-x-authentication-v1";
+
+/// What an `X-Authentication` signature covers (every bridge endpoint).
+pub struct HeaderSigned<'a> {
+    pub method: &'a str,
+    /// The request target as sent: the path and, if any, `?` and the query
+    /// (percent-encoding untouched).
+    pub target: &'a str,
+    pub key: &'a str,
+    pub timestamp: &'a str,
+    pub nonce: &'a str,
+    /// The `Idempotency-Key` header, on the endpoints that read it.
+    pub idempotency_key: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The string an `X-Authentication` header signs: these lines joined by
+/// `\n` (no final newline):
+///
+/// ```text
+/// switchyard-x-authentication-v1
+/// POST
+/// /queues/mail/jobs?a=1
+/// <key>
+/// <timestamp>
+/// <nonce>
+/// <Idempotency-Key, or an empty line without one>
+/// <lowercase hex SHA-256 of the body>
+/// ```
+pub fn header_canonical(h: &HeaderSigned<'_>) -> String {
+    let digest = Sha256::digest(h.body);
+    let hex: String = digest.iter().map(|x| format!("{x:02x}")).collect();
+    [
+        HEADER_V1,
+        h.method,
+        h.target,
+        h.key,
+        h.timestamp,
+        h.nonce,
+        h.idempotency_key.unwrap_or(""),
+        &hex,
+    ]
+    .join("\n")
+}
+
+/// The MAC of an `X-Authentication` header.
+pub fn header_mac(secret: &str, h: &HeaderSigned<'_>) -> Mac32 {
+    hmac(secret, &[header_canonical(h).as_bytes()])
+}
+
 /// Whether `given_hex` is the lowercase or uppercase hex HMAC-SHA256 of
 /// `body` with `secret` (GitHub's `X-Hub-Signature-256`), in constant time.
 pub fn verify_hub(secret: &str, body: &[u8], given_hex: &str) -> bool {
@@ -233,6 +288,29 @@ mod tests {
             ..b
         };
         assert_ne!(sign_bound("s", &b), sign_bound("s", &other));
+    }
+
+    #[test]
+    fn the_header_string_names_every_part() {
+        let h = HeaderSigned {
+            method: "GET",
+            target: "/queues/mail/jobs/7?x=1",
+            key: "k",
+            timestamp: "2026-01-01T00:00:00.000Z",
+            nonce: "2",
+            idempotency_key: None,
+            body: b"",
+        };
+        assert_eq!(
+            header_canonical(&h),
+            "switchyard-x-authentication-v1\nGET\n/queues/mail/jobs/7?x=1\nk\n2026-01-01T00:00:00.000Z\n2\n\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let other = HeaderSigned {
+            target: "/queues/mail/jobs/7?x=2",
+            ..h
+        };
+        assert_ne!(header_mac("s", &h), header_mac("s", &other));
     }
 
     #[test]

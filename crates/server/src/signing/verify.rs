@@ -3,7 +3,8 @@
 //! ([`Scheme`], [`expected_mac`]), its `seq` and `nonce` ([`check_counter`]),
 //! the comparison in constant time ([`matches`]), its timestamp
 //! ([`parse_timestamp`], [`skew`]) and how long the replay cache must
-//! remember it ([`remember_for`]). The caller (`bridge::auth`) turns each
+//! remember it ([`remember_for`]), and the `X-Authentication` header
+//! ([`parse_header`]). The caller (`bridge::auth`) turns each
 //! refusal into its HTTP answer.
 
 use std::time::{Duration, SystemTime};
@@ -66,6 +67,73 @@ pub fn expected_mac(secret: &str, scheme: &Scheme<'_>, p: &Params<'_>, body: &[u
     }
 }
 
+/// The fields of an `X-Authentication` header.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeaderParams {
+    pub key: String,
+    pub timestamp: String,
+    pub nonce: String,
+    pub signature: String,
+}
+
+/// The names an `X-Authentication` header holds, each once.
+pub const HEADER_FIELDS: [&str; 4] = ["key", "timestamp", "nonce", "signature"];
+
+/// Parses `key=<key>, timestamp=<ts>, nonce=<n>, signature=<sig>`: fields
+/// separated by commas, spaces around them ignored, each value taken up to
+/// the next comma with `%XX` escapes decoded (a key holding a comma sends
+/// it as `%2C`). Each field exactly once, no other.
+pub fn parse_header(value: &str) -> Result<HeaderParams, String> {
+    let mut found: [Option<String>; 4] = Default::default();
+    for part in value.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let Some((name, v)) = part.split_once('=') else {
+            return Err(format!("\"{part}\" is not name=value"));
+        };
+        let name = name.trim();
+        let Some(i) = HEADER_FIELDS.iter().position(|f| *f == name) else {
+            return Err(format!(
+                "unknown field \"{name}\" (fields: {})",
+                HEADER_FIELDS.join(", ")
+            ));
+        };
+        if found[i].is_some() {
+            return Err(format!("field {name} is given twice"));
+        }
+        let v = percent_decode(v.trim()).ok_or_else(|| format!("field {name}: bad %-escape"))?;
+        found[i] = Some(v);
+    }
+    let [key, timestamp, nonce, signature] = found;
+    let need = |v: Option<String>, name: &str| v.ok_or_else(|| format!("field {name} is missing"));
+    Ok(HeaderParams {
+        key: need(key, "key")?,
+        timestamp: need(timestamp, "timestamp")?,
+        nonce: need(nonce, "nonce")?,
+        signature: need(signature, "signature")?,
+    })
+}
+
+/// Decodes `%XX` escapes (and nothing else).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Whether `given` is the signature (URL-safe base64, padded) of `mac`, in
 /// constant time.
 pub fn matches(mac: &Mac32, given: &str) -> bool {
@@ -118,6 +186,26 @@ pub fn remember_for(ts: SystemTime, window: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_parse_strictly() {
+        let h =
+            parse_header("key=a%2Cb, timestamp=2026-01-01T00:00:00.000Z,nonce=7 , signature=x_y=")
+                .expect("valid");
+        assert_eq!(h.key, "a,b");
+        assert_eq!(h.timestamp, "2026-01-01T00:00:00.000Z");
+        assert_eq!(h.nonce, "7");
+        assert_eq!(h.signature, "x_y=");
+        for bad in [
+            "key=a, timestamp=t, nonce=1",
+            "key=a, key=b, timestamp=t, nonce=1, signature=s",
+            "key=a, timestamp=t, nonce=1, signature=s, seq=1",
+            "key, timestamp=t, nonce=1, signature=s",
+            "key=%zz, timestamp=t, nonce=1, signature=s",
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn counters_are_decimal_integers() {

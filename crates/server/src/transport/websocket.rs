@@ -53,6 +53,15 @@ pub struct Endpoint {
     pub origins: Option<Arc<OriginPolicy>>,
     /// `metrics_path`: GET here returns the router's counters.
     pub metrics_path: Option<String>,
+    /// Other pages this listener serves beside its WAMP endpoint (the
+    /// admin page, `[admin]`), if any.
+    pub pages: Option<Arc<dyn Pages>>,
+}
+
+/// HTTP pages a WebSocket listener serves beside its WAMP endpoint: the
+/// answer to a request for one of their paths, None for any other path.
+pub trait Pages: Send + Sync {
+    fn answer(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>>;
 }
 
 fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -95,6 +104,13 @@ pub async fn handle_http(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         );
+        return Ok(r);
+    }
+    if let Some(r) = ep
+        .pages
+        .as_ref()
+        .and_then(|pages| pages.answer(req.method(), req.uri().path()))
+    {
         return Ok(r);
     }
     if req.uri().path() != ep.path {

@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod health;
+pub mod http;
 pub mod memory;
+pub mod nats;
 pub mod queue;
 
 use std::io::{Read, Write};
@@ -62,23 +64,38 @@ impl Router {
         let cfg = dir.path().join("switchyard.toml");
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.path().join("router.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .current_dir(dir.path())
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--log-level")
-            .arg("debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn switchyard");
-        let r = Router {
-            child: Some(child),
+        let mut r = Router {
+            child: None,
             ws_port,
             rs_port,
             dir,
             log,
         };
+        r.spawn();
+        r
+    }
+
+    /// Stops the router (SIGTERM) and starts it again with the same
+    /// configuration, ports and data directory; its log starts afresh.
+    pub fn restart(&mut self) {
+        assert!(self.terminate().success(), "{}", self.log_text());
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let cfg = self.dir.path().join("switchyard.toml");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .current_dir(self.dir.path())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).expect("log file"))
+            .spawn()
+            .expect("spawn switchyard");
+        self.child = Some(child);
+        let (r, rs_port, ws_port) = (&*self, self.rs_port, self.ws_port);
         let deadline = Instant::now() + Duration::from_secs(30);
         // Every listener (the HTTP bridge's too) is bound before the router
         // logs that it is ready.
@@ -94,7 +111,6 @@ impl Router {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        r
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,250 @@
+//! Completed jobs, remembered for a while, so that `switchyard.queue.job`
+//! (and the bridge's `GET /queues/{name}/jobs/{id}`) can tell how a job
+//! ended and what its worker answered.
+//!
+//! The engine deletes a job when it completes (only its counters remain),
+//! and a job's result was until now only published on its `result_topic`.
+//! This keeps, in memory, each completed job's queue, attempts, times and
+//! result, bounded by `[realm.queue_limits.results]`: a result larger than
+//! `max_result_bytes` (as JSON) is kept as its size only, every entry is
+//! forgotten after `retention`, and all entries together hold at most
+//! `max_total_bytes` (the oldest are forgotten first). A restart forgets
+//! them: dead jobs stay in the store, completed ones are then unknown (404).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Deserialize;
+use switchyard_proto::{Dict, Value};
+use switchyard_queue::{human, Job, JobId};
+
+/// `[realm.queue_limits.results]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResultRetention {
+    /// How long a completed job (and its result) stays readable. Default
+    /// 1 h; 0 = completed jobs are not remembered.
+    #[serde(with = "human::duration")]
+    pub retention: Duration,
+    /// The largest result kept, in bytes of JSON; a larger one is reported
+    /// as `result_truncated` with its size. Default 64 KiB.
+    pub max_result_bytes: usize,
+    /// Bytes all remembered completed jobs hold together (each counts its
+    /// result and [`ENTRY_OVERHEAD`]); beyond, the oldest are forgotten.
+    /// Default 16 MiB.
+    pub max_total_bytes: usize,
+}
+
+impl Default for ResultRetention {
+    fn default() -> Self {
+        ResultRetention {
+            retention: Duration::from_secs(3600),
+            max_result_bytes: 64 * 1024,
+            max_total_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What one remembered job counts besides its result (its fields and the
+/// maps' entries), so that many empty results are bounded too.
+pub const ENTRY_OVERHEAD: usize = 256;
+
+/// A completed job as remembered.
+#[derive(Clone, Debug)]
+pub struct Completed {
+    pub id: JobId,
+    pub queue: Arc<str>,
+    pub attempts: u32,
+    pub created_at_ms: u64,
+    pub completed_at_ms: u64,
+    /// `{args, kwargs}` of the worker's answer (`{status, body}` of an HTTP
+    /// target's), or None when it was larger than `max_result_bytes`.
+    pub result: Option<Dict>,
+    /// The result's size in bytes of JSON.
+    pub result_bytes: usize,
+}
+
+impl Completed {
+    /// The answer of `switchyard.queue.job` for this job.
+    pub fn to_dict(&self) -> Dict {
+        let job = Dict::new()
+            .with("id", self.id.0)
+            .with("queue", &*self.queue)
+            .with("created_at_ms", self.created_at_ms);
+        let status = Dict::new()
+            .with("state", "completed")
+            .with("attempts", u64::from(self.attempts))
+            .with("completed_at_ms", self.completed_at_ms)
+            .with("last_error", Value::Null);
+        Dict::new()
+            .with("job", Value::Dict(job))
+            .with("status", Value::Dict(status))
+            .with(
+                "result",
+                self.result.clone().map(Value::Dict).unwrap_or(Value::Null),
+            )
+            .with("result_bytes", self.result_bytes as u64)
+            .with("result_truncated", self.result.is_none())
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<JobId, (Instant, Completed, usize)>,
+    /// Ids in the order they completed (so by expiry too).
+    order: VecDeque<(Instant, JobId)>,
+    total: usize,
+}
+
+/// The remembered completed jobs of one realm.
+pub struct Results {
+    limits: ResultRetention,
+    inner: Mutex<Inner>,
+}
+
+impl Results {
+    pub fn new(limits: ResultRetention) -> Results {
+        Results {
+            limits,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Remembers that `job` completed after `attempts` with `result`.
+    pub fn record(&self, job: &Job, attempts: u32, completed_at_ms: u64, result: Dict) {
+        if self.limits.retention.is_zero() {
+            return;
+        }
+        let value = Value::Dict(result);
+        let result_bytes = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
+        let result = match value {
+            Value::Dict(d) if result_bytes <= self.limits.max_result_bytes => Some(d),
+            _ => None,
+        };
+        let cost = ENTRY_OVERHEAD + result.as_ref().map_or(0, |_| result_bytes);
+        let entry = Completed {
+            id: job.id,
+            queue: job.queue.clone(),
+            attempts,
+            created_at_ms: job.created_at_ms,
+            completed_at_ms,
+            result,
+            result_bytes,
+        };
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if let Some((_, _, old)) = inner.by_id.insert(job.id, (now, entry, cost)) {
+            inner.total -= old;
+        }
+        inner.total += cost;
+        inner.order.push_back((now, job.id));
+        self.evict(&mut inner, now);
+    }
+
+    /// The completed job `id`, if it is remembered.
+    pub fn get(&self, id: JobId) -> Option<Completed> {
+        let mut inner = self.inner.lock();
+        self.evict(&mut inner, Instant::now());
+        inner.by_id.get(&id).map(|(_, c, _)| c.clone())
+    }
+
+    /// Forgets every job of `queue` (it was deleted).
+    pub fn forget_queue(&self, queue: &str) {
+        let mut inner = self.inner.lock();
+        let Inner { by_id, total, .. } = &mut *inner;
+        by_id.retain(|_, (_, c, cost)| {
+            let keep = &*c.queue != queue;
+            if !keep {
+                *total -= *cost;
+            }
+            keep
+        });
+    }
+
+    fn evict(&self, inner: &mut Inner, now: Instant) {
+        while let Some(&(at, id)) = inner.order.front() {
+            let expired = now.saturating_duration_since(at) >= self.limits.retention;
+            if !expired && inner.total <= self.limits.max_total_bytes {
+                break;
+            }
+            inner.order.pop_front();
+            // Only the entry recorded at `at` (a job completed again later,
+            // after a requeue, has a newer one).
+            if inner.by_id.get(&id).is_some_and(|(t, _, _)| *t == at) {
+                if let Some((_, _, cost)) = inner.by_id.remove(&id) {
+                    inner.total -= cost;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_queue::{Priority, Target};
+
+    fn job(id: u64) -> Job {
+        Job {
+            id: JobId(id),
+            queue: Arc::from("q"),
+            payload_bytes: 0,
+            target: Target::Procedure("p".into()),
+            priority: Priority::default(),
+            created_at_ms: 1,
+            max_attempts: None,
+            retry: None,
+            idempotency_key: None,
+            result_topic: None,
+        }
+    }
+
+    fn result(n: usize) -> Dict {
+        Dict::new().with("args", Value::List(vec![Value::Str("x".repeat(n))]))
+    }
+
+    #[test]
+    fn results_are_capped_and_bounded_in_total() {
+        let r = Results::new(ResultRetention {
+            retention: Duration::from_secs(60),
+            max_result_bytes: 100,
+            max_total_bytes: 3 * ENTRY_OVERHEAD + 100,
+        });
+        r.record(&job(1), 1, 10, result(10));
+        let one = r.get(JobId(1)).expect("remembered");
+        assert!(one.result.is_some());
+        assert_eq!(one.attempts, 1);
+        r.record(&job(2), 2, 11, result(1000));
+        let two = r.get(JobId(2)).expect("remembered");
+        assert!(two.result.is_none(), "over max_result_bytes");
+        assert!(two.result_bytes > 1000);
+        assert_eq!(two.to_dict().get_bool("result_truncated"), Some(true));
+        // Two more: the total is exceeded, the oldest go first.
+        r.record(&job(3), 1, 12, result(50));
+        r.record(&job(4), 1, 13, result(50));
+        assert!(r.get(JobId(1)).is_none());
+        assert!(r.get(JobId(4)).is_some());
+        r.forget_queue("q");
+        assert!(r.get(JobId(4)).is_none());
+        assert_eq!(r.inner.lock().total, 0);
+    }
+
+    #[test]
+    fn results_expire_and_zero_retention_keeps_none() {
+        let r = Results::new(ResultRetention {
+            retention: Duration::from_millis(1),
+            ..ResultRetention::default()
+        });
+        r.record(&job(1), 1, 10, result(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(r.get(JobId(1)).is_none());
+        let none = Results::new(ResultRetention {
+            retention: Duration::ZERO,
+            ..ResultRetention::default()
+        });
+        none.record(&job(1), 1, 10, result(1));
+        assert!(none.get(JobId(1)).is_none());
+    }
+}
