@@ -306,3 +306,74 @@ fn a_bridge_key_added_by_reload_signs_requests() {
     assert_eq!(bridge_publish(port, &once, body), 401, "replayed");
     assert!(!r.log_text().contains("[[bridge]] (but its keys) changed"));
 }
+
+/// An HS256 JWT for `sub`, valid for five minutes.
+fn jwt(sub: &str, secret: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 300;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "aud": "switchyard", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode")
+}
+
+#[test]
+fn a_jwt_key_rotated_in_its_file_applies_after_reload_and_a_bad_file_is_refused() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("jwt.secret");
+    std::fs::write(&key_file, "first-secret-0123456789").expect("key");
+    let r = Router::start(&format!(
+        "\n[realm.auth]\nmethods = [\"ticket\"]\nmax_failures = 0\n\n[[realm.auth.jwt]]\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\naudience = \"switchyard\"\nrole = \"user\"\n",
+        key_file.display()
+    ));
+    let old = jwt("alice", "first-secret-0123456789");
+    let new = jwt("alice", "second-secret-0123456789");
+    assert_eq!(ticket_login(r.rs_port, "alice", &old), Ok("user".into()));
+    assert!(ticket_login(r.rs_port, "alice", &new).is_err());
+
+    // The key rotated in its file: SIGHUP reads it again.
+    std::fs::write(&key_file, "second-secret-0123456789").expect("key");
+    reload(&r, "configuration reloaded");
+    assert_eq!(ticket_login(r.rs_port, "alice", &new), Ok("user".into()));
+    assert!(ticket_login(r.rs_port, "alice", &old).is_err());
+
+    // A key file that cannot be read refuses the whole reload: the issuer
+    // is not dropped, the running key stays.
+    edit(&r, "role = \"user\"", "role = \"other\"");
+    std::fs::remove_file(&key_file).expect("remove key");
+    reload(&r, "reload refused");
+    assert_eq!(ticket_login(r.rs_port, "alice", &new), Ok("user".into()));
+}
+
+#[test]
+fn the_app_authenticator_over_http_is_swapped_by_reload() {
+    // Nothing listens on `closed`: the app is unavailable, so a login it
+    // decides gets `fallback_role`; without [realm.http_auth] the same
+    // login has no principal and is refused.
+    let closed = common::free_port();
+    let app = format!(
+        "\n[realm.http_auth]\nauthenticator_url = \"http://127.0.0.1:{closed}/login\"\nkey = \"router\"\nsecret = \"app-shared-secret-0123456789\"\ntimeout = \"300ms\"\nfallback_role = \"guest\"\n"
+    );
+    let r = Router::start("\n[realm.auth]\nmethods = [\"ticket\"]\nmax_failures = 0\n");
+    assert!(ticket_login(r.rs_port, "alice", "anything").is_err());
+
+    let path = config_path(&r);
+    let without = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, format!("{without}{app}")).expect("write config");
+    reload(&r, "configuration reloaded");
+    assert_eq!(
+        ticket_login(r.rs_port, "alice", "anything"),
+        Ok("guest".into()),
+        "the app (down) decides: its fallback role"
+    );
+
+    // Removed again: logins no longer go to the app.
+    std::fs::write(&path, without).expect("write config");
+    reload(&r, "configuration reloaded");
+    assert!(ticket_login(r.rs_port, "alice", "anything").is_err());
+}
