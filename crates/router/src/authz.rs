@@ -86,11 +86,15 @@ pub enum Decision {
     Ask,
 }
 
-/// The realm's authorizer procedure.
+/// The realm's authorizer procedure, or the application's authorizer over
+/// HTTP (`app`; then `procedure` only names it in log lines).
 #[derive(Clone, Debug)]
 pub struct DynamicAuthorizer {
     pub procedure: String,
     pub timeout: std::time::Duration,
+    /// The app that decides instead of `procedure` (it travels with the
+    /// rules, so a reload swaps both at once).
+    pub app: Option<crate::hooks::AppAuthHandle>,
 }
 
 /// How specific a matching pattern is: higher wins.

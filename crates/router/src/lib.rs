@@ -6,7 +6,7 @@
 //!
 //! Layers, bottom to top (a module imports only those below it, apart from
 //! a module and its own children; `scripts/import-graph.py` checks it):
-//! leaves (`logsafe`, `metrics`, `uri_index`, `transport_info`, `features`,
+//! leaves (`logsafe`, `traffic`, `metrics`, `uri_index`, `transport_info`, `features`,
 //! `peer`); `session` and `authz`; shared details (`details`, `errors`) and
 //! the cluster seam (`backplane`); `broker`, `dealer`, `hooks`; `internal`
 //! (the router's own calls); `auth`; `realm`; `meta`; `router`; and
@@ -24,6 +24,7 @@ pub mod errors;
 pub mod features;
 pub mod hooks;
 pub mod internal;
+pub mod latency;
 pub mod logsafe;
 mod meta;
 pub mod metrics;
@@ -31,6 +32,7 @@ pub mod peer;
 pub mod realm;
 pub mod router;
 pub mod session;
+pub mod traffic;
 pub mod transport_info;
 pub mod uri_index;
 

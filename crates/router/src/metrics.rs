@@ -1,10 +1,14 @@
-//! Counters of what the router refused or limited, rendered in the
-//! Prometheus text format. (The full set of operational metrics and the
-//! `/metrics` endpoint belong to the operations work; these are the ones the
-//! security limits need.)
+//! The router's metrics, rendered in the Prometheus text format: the
+//! counters of what the router refused or limited (hand-written here), the
+//! traffic families (`traffic.rs`, kept by `prometheus-client`), and the
+//! sources other parts add (the queues' gauges, the process figures).
+//! docs/OPERATIONS.md lists every family.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::traffic::Traffic;
 
 /// Appends more metrics to the rendered text (e.g. the queues' gauges).
 pub type MetricsSource = Box<dyn Fn(&mut String) + Send + Sync>;
@@ -31,6 +35,9 @@ pub struct Metrics {
     /// Requests refused by a size or count limit (URI length, calls in
     /// flight, testaments, retained bytes, HELLO fields).
     pub limit_exceeded: AtomicU64,
+    /// Sessions, messages and bytes in and out (shared with every
+    /// connection's outbound queue).
+    pub traffic: Arc<Traffic>,
     sources: Sources,
 }
 
@@ -87,6 +94,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
+        self.traffic.render(&mut out);
         for source in self.sources.0.read().iter() {
             source(&mut out);
         }

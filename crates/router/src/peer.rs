@@ -3,6 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
+use crate::traffic::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ pub struct OutboundLimits {
     pub policy: SlowConsumerPolicy,
     /// The budget shared by all client connections; None: unbounded.
     pub budget: Option<Arc<OutboundBudget>>,
+    /// Where the frames queued are counted (messages out by type, bytes
+    /// out); None: not counted (the router's own sessions, tests).
+    pub traffic: Option<Arc<Traffic>>,
 }
 
 /// The bytes queued for all client connections of the process, against one
@@ -148,7 +152,8 @@ pub struct OutboundRx {
 }
 
 impl OutboundRx {
-    fn taken(&self, item: Outgoing) -> Outgoing {
+    /// Releases a frame's bytes from the queue's and the budget's counts.
+    fn released(&self, item: Outgoing) -> Outgoing {
         if let Outgoing::Frame(f) = &item {
             self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
             if let Some(b) = &self.budget {
@@ -165,13 +170,13 @@ impl OutboundRx {
         if let Some(b) = &self.budget {
             self.last_take.store(b.now_ms(), Ordering::Relaxed);
         }
-        Some(self.taken(item))
+        Some(self.released(item))
     }
 
     /// The next item if one is queued.
     pub fn try_recv(&mut self) -> Result<Outgoing, mpsc::error::TryRecvError> {
         let item = self.rx.try_recv()?;
-        Ok(self.taken(item))
+        Ok(self.released(item))
     }
 }
 
@@ -182,10 +187,22 @@ impl Drop for OutboundRx {
         if self.budget.is_some() {
             self.rx.close();
             while let Ok(item) = self.rx.try_recv() {
-                self.taken(item);
+                self.released(item);
             }
         }
     }
+}
+
+/// A connection's log span (level ERROR, so that it is on whatever the
+/// log level: a line at any level carries its fields).
+fn connection_span(label: &str) -> tracing::Span {
+    tracing::error_span!(
+        "connection",
+        peer = %label,
+        session = tracing::field::Empty,
+        realm = tracing::field::Empty,
+        authid = tracing::field::Empty,
+    )
 }
 
 /// The router's handle on one connection's outbound path.
@@ -215,6 +232,11 @@ pub struct Peer {
     label: String,
     /// The id of the session on this connection (0 before WELCOME), for logs.
     session: AtomicU64,
+    /// Where the slow-consumer policy's actions are counted.
+    traffic: Option<Arc<Traffic>>,
+    /// The connection's log span: `peer`, then `session`, `realm` and
+    /// `authid` once a session runs ([`Peer::span`]).
+    span: tracing::Span,
 }
 
 impl Peer {
@@ -234,6 +256,7 @@ impl Peer {
             bytes: usize::MAX,
             policy,
             budget: None,
+            traffic: None,
         };
         Peer::bounded(serializer, limits, max_message_len, label)
     }
@@ -258,6 +281,7 @@ impl Peer {
             budget: limits.budget.clone(),
             last_take: last_take.clone(),
         };
+        let span = connection_span(&label);
         let peer = Peer {
             serializer,
             tx,
@@ -277,6 +301,8 @@ impl Peer {
             request_ids: IdSequence::new(),
             label,
             session: AtomicU64::new(0),
+            traffic: limits.traffic,
+            span,
         };
         (Arc::new(peer), rx)
     }
@@ -296,6 +322,30 @@ impl Peer {
     /// Records the session now running on this connection (0: none).
     pub fn set_session(&self, id: u64) {
         self.session.store(id, Ordering::Relaxed);
+    }
+
+    /// Where this connection's traffic is counted (None: a router's own
+    /// session, not counted).
+    pub fn traffic(&self) -> Option<&Arc<Traffic>> {
+        self.traffic.as_ref()
+    }
+
+    /// The connection's log span. The transport runs the connection's
+    /// tasks in it and the session records its id, realm and authid in it
+    /// ([`Peer::name_session`]), so that every line logged about the
+    /// session carries them, in text and in JSON (`span.session`, ...).
+    /// Lines this peer logs from another session's task (the slow-consumer
+    /// policy, a kill) enter it too.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Names the session now running on this connection in its log span.
+    pub fn name_session(&self, id: u64, realm: &str, authid: &str) {
+        self.span.record("session", id);
+        self.span.record("realm", realm);
+        self.span
+            .record("authid", tracing::field::display(Clip(authid)));
     }
 
     fn session_id(&self) -> Option<u64> {
@@ -319,7 +369,11 @@ impl Peer {
     }
 
     /// Queues an EVENT; under the `drop_events` policy a full queue drops the
-    /// event instead of the connection.
+    /// event instead of the connection. The writer does not count it in
+    /// `switchyard_messages_out_total`: the caller counts the EVENTs of a
+    /// publication at once ([`Traffic::events_queued`], for the peers whose
+    /// [`Peer::traffic`] is set), so a fan-out to 1000 touches the shared
+    /// counters once, not once per subscriber.
     pub fn send_event(&self, frame: Bytes) -> bool {
         self.enqueue(frame, true)
     }
@@ -365,8 +419,21 @@ impl Peer {
                 }
             }
         }
+        // Counted where it is queued: an EVENT by the Broker, once per
+        // publication (`send_event`); any other message here, its type
+        // read from the frame's first bytes.
+        let counted = match (&self.traffic, is_event) {
+            (Some(t), false) => Some((
+                t,
+                switchyard_proto::codec::peek_type(self.serializer, &frame),
+            )),
+            _ => None,
+        };
         match self.tx.try_send(Outgoing::Frame(frame)) {
             Ok(()) => {
+                if let Some((t, code)) = counted {
+                    t.queued(code, len);
+                }
                 self.frames_out.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -387,8 +454,12 @@ impl Peer {
     /// Applies the slow-consumer policy to a frame that did not fit.
     fn full(&self, is_event: bool, why: &str) {
         if is_event && self.policy == SlowConsumerPolicy::DropEvents {
+            if let Some(t) = &self.traffic {
+                t.slow_consumer_dropped_event();
+            }
             let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || n.is_power_of_two() {
+                let _span = self.span.enter();
                 tracing::warn!(
                     peer = %self.label,
                     session = ?self.session_id(),
@@ -396,8 +467,10 @@ impl Peer {
                     "slow consumer: {why}, dropping events (policy drop_events)"
                 );
             }
-        } else {
-            self.kill(format!("slow consumer: {why}"));
+        } else if self.kill_first(format!("slow consumer: {why}")) {
+            if let Some(t) = &self.traffic {
+                t.slow_consumer_disconnected();
+            }
         }
     }
 
@@ -428,13 +501,21 @@ impl Peer {
 
     /// Drops the connection at once, without writing what is queued.
     pub fn kill(&self, reason: String) {
+        self.kill_first(reason);
+    }
+
+    /// [`Peer::kill`]; true if this call gave the reason (the first kill).
+    fn kill_first(&self, reason: String) -> bool {
         let mut slot = self.kill_reason.lock();
-        if slot.is_none() {
+        let first = slot.is_none();
+        if first {
+            let _span = self.span.enter();
             tracing::warn!(peer = %self.label, session = ?self.session_id(), "closing connection: {}", Clip(&reason));
             *slot = Some(reason);
         }
         drop(slot);
         self.stop();
+        first
     }
 
     /// Stops the connection without a reason to log (an orderly close whose

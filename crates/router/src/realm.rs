@@ -5,6 +5,7 @@ use crate::logsafe::Clip;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::{ArcSwap, Guard};
 use parking_lot::RwLock;
 use serde::Deserialize;
 use switchyard_proto::uri::UriCheck;
@@ -180,6 +181,100 @@ fn default_call_queue_limit() -> usize {
     DealerConfig::default().call_queue_limit
 }
 
+/// The authenticator a realm configuration describes: its principals and
+/// JWT issuers (`[realm.auth]`), and the application's authenticator over
+/// HTTP (`app_auth`) if it decides logins. The app's handle lives in the
+/// authenticator itself, so a login checked against one snapshot asks that
+/// snapshot's app, even across a reload.
+fn authenticator_of(config: &RealmConfig) -> Authenticator {
+    let mut auth = Authenticator::new(config.auth.clone());
+    if let Some(app) = config.app_auth.as_ref().filter(|a| a.0.authenticates()) {
+        auth.delegate_to_app(app.clone());
+    }
+    auth
+}
+
+/// The authorizer a realm configuration describes: the roles, and the
+/// application's authorizer over HTTP (`app_auth`) if it decides actions,
+/// else the authorizer procedure. As with [`authenticator_of`], the app's
+/// handle travels with the snapshot.
+fn authorizer_of(config: &RealmConfig) -> Authorizer {
+    let dynamic = match config.app_auth.as_ref().filter(|a| a.0.authorizes()) {
+        // The procedure's name is only what log lines call it.
+        Some(a) => Some(DynamicAuthorizer {
+            procedure: format!("the app ({})", a.0.name()),
+            timeout: config.authorizer_timeout,
+            app: Some(a.clone()),
+        }),
+        None => config
+            .authorizer
+            .clone()
+            .map(|procedure| DynamicAuthorizer {
+                procedure,
+                timeout: config.authorizer_timeout,
+                app: None,
+            }),
+    };
+    Authorizer::new(config.roles.clone(), dynamic)
+}
+
+/// The keys of a realm that changed between `old` and `new` but are read
+/// only when the realm is created.
+fn restart_only_changes(old: &RealmConfig, new: &RealmConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    check(
+        "disclose_caller",
+        old.disclose_caller != new.disclose_caller,
+    );
+    check(
+        "disclose_publisher",
+        old.disclose_publisher != new.disclose_publisher,
+    );
+    check(
+        "call_queue_limit",
+        old.call_queue_limit != new.call_queue_limit,
+    );
+    check(
+        "retained_topics_limit",
+        old.retained_topics_limit != new.retained_topics_limit,
+    );
+    check(
+        "max_retained_bytes",
+        old.max_retained_bytes != new.max_retained_bytes,
+    );
+    check(
+        "max_calls_in_flight_per_session",
+        old.max_calls_in_flight_per_session != new.max_calls_in_flight_per_session,
+    );
+    check(
+        "max_queued_call_bytes",
+        old.max_queued_call_bytes != new.max_queued_call_bytes,
+    );
+    check(
+        "history",
+        format!("{:?}", old.history) != format!("{:?}", new.history),
+    );
+    let throttle = |a: &AuthConfig| {
+        (
+            a.max_failures,
+            a.max_failures_per_address,
+            a.max_failures_per_authid,
+            a.failure_window,
+            a.failure_table_size,
+        )
+    };
+    check(
+        "auth.max_failures (and the other login throttle keys)",
+        throttle(&old.auth) != throttle(&new.auth),
+    );
+    out
+}
+
 /// Whether a session's end is announced: its testaments published and
 /// `wamp.session.on_leave` sent (every end but `wamp.session.kill_all`'s).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -222,9 +317,19 @@ impl RealmConfig {
 }
 
 pub struct Realm {
-    pub config: RealmConfig,
-    pub auth: Authenticator,
-    pub authz: Authorizer,
+    /// The realm's URI (never reloaded: a realm is not renamed).
+    name: String,
+    /// The settings, swapped whole by [`Realm::reload`]; read through
+    /// [`Realm::config`].
+    config: ArcSwap<RealmConfig>,
+    /// The principals ([`Realm::auth`]), swapped by a reload.
+    auth: ArcSwap<Authenticator>,
+    /// The roles and the authorizer procedure ([`Realm::authz`]), swapped
+    /// by a reload.
+    authz: ArcSwap<Authorizer>,
+    /// Bumped by every reload: an authorizer answer asked for before a
+    /// reload is not cached after it.
+    rules_generation: std::sync::atomic::AtomicU64,
     /// Calls the router makes itself (dynamic authentication/authorization).
     pub internal: InternalCaller,
     pub metrics: Arc<Metrics>,
@@ -284,28 +389,11 @@ impl Realm {
                 registration_events(&meta_broker, events)
             }),
         );
-        let app = config.app_auth.as_ref().map(|a| a.0.clone());
-        let mut auth = Authenticator::new(config.auth.clone());
-        if app.as_ref().is_some_and(|a| a.authenticates()) {
-            auth.delegate_to_app();
-        }
-        let dynamic = match &app {
-            // The procedure's name is only what log lines call it.
-            Some(a) if a.authorizes() => Some(DynamicAuthorizer {
-                procedure: format!("the app ({})", a.name()),
-                timeout: config.authorizer_timeout,
-            }),
-            _ => config
-                .authorizer
-                .clone()
-                .map(|procedure| DynamicAuthorizer {
-                    procedure,
-                    timeout: config.authorizer_timeout,
-                }),
-        };
         Realm {
-            auth,
-            authz: Authorizer::new(config.roles.clone(), dynamic),
+            name: config.name.clone(),
+            auth: ArcSwap::from_pointee(authenticator_of(&config)),
+            authz: ArcSwap::from_pointee(authorizer_of(&config)),
+            rules_generation: std::sync::atomic::AtomicU64::new(0),
             // Its calls (authenticator, authorizer) go only to exact
             // registrations of the configured procedures.
             internal: InternalCaller::default().exact_registrations_only(),
@@ -313,7 +401,7 @@ impl Realm {
             throttle: crate::auth::throttle::Throttle::new(&config.auth),
             authz_cached: Arc::default(),
             testament_bytes: Arc::default(),
-            config,
+            config: ArcSwap::from_pointee(config),
             broker,
             dealer,
             sessions: RwLock::new(HashMap::new()),
@@ -362,13 +450,49 @@ impl Realm {
     }
 
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.name
+    }
+
+    /// The realm's settings now (a reload may swap them).
+    pub fn config(&self) -> Guard<Arc<RealmConfig>> {
+        self.config.load()
+    }
+
+    /// The realm's principals and authentication settings now.
+    pub fn auth(&self) -> Guard<Arc<Authenticator>> {
+        self.auth.load()
+    }
+
+    /// The realm's roles and authorizer procedure now.
+    pub fn authz(&self) -> Guard<Arc<Authorizer>> {
+        self.authz.load()
+    }
+
+    /// Applies a reloaded configuration of this realm: roles and
+    /// permissions, the authorizer procedure, principals and the realm's
+    /// limits take effect for every check from now on, sessions included
+    /// (they keep their authid and role; their cached authorizer answers
+    /// are dropped). Returns the keys that changed but are read only when
+    /// the realm is created (the Broker's and Dealer's settings, the login
+    /// throttle): they keep their old values until a restart.
+    pub fn reload(&self, new: RealmConfig) -> Vec<&'static str> {
+        let old = self.config.load_full();
+        let fixed = restart_only_changes(&old, &new);
+        self.auth.store(Arc::new(authenticator_of(&new)));
+        self.authz.store(Arc::new(authorizer_of(&new)));
+        self.rules_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.config.store(Arc::new(new));
+        for s in self.sessions() {
+            s.clear_cached_decisions();
+        }
+        fixed
     }
 
     /// Refuses a URI longer than `max_uri_length` (`what` names it in the
     /// error), before anything is looked up or kept for it.
     pub fn check_uri_length(&self, uri: &str, what: &str) -> Result<(), OpError> {
-        let max = self.config.max_uri_length;
+        let max = self.config().max_uri_length;
         if uri.len() <= max {
             return Ok(());
         }
@@ -391,7 +515,8 @@ impl Realm {
         action: Action,
         uri: &str,
     ) -> Decision {
-        match self.authz.decide(s, action, uri) {
+        let decision = self.authz().decide(s, action, uri);
+        match decision {
             Decision::Ask => match s.cached_decision(action, uri) {
                 Some(d) => d,
                 None => {
@@ -415,8 +540,11 @@ impl Realm {
         policy: MatchPolicy,
     ) -> AskFuture {
         let realm = self.clone();
+        let generation = self
+            .rules_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
-            let Some(dynamic) = realm.authz.dynamic().cloned() else {
+            let Some(dynamic) = realm.authz().dynamic().cloned() else {
                 return Decision::Deny;
             };
             let details = Dict::new()
@@ -431,13 +559,8 @@ impl Realm {
                 switchyard_proto::Value::from(action.as_str()),
                 switchyard_proto::Value::Dict(Dict::new().with("match", policy.as_str())),
             ];
-            let app = realm
-                .config
-                .app_auth
-                .as_ref()
-                .filter(|a| a.0.authorizes())
-                .map(|a| a.0.clone());
-            let reply = match app {
+            // The app of the same snapshot as the rules that asked.
+            let reply = match &dynamic.app {
                 Some(app) => {
                     let mut args = args.into_iter();
                     let (Some(Value::Dict(details)), Some(_), Some(_), Some(Value::Dict(options))) =
@@ -445,7 +568,8 @@ impl Realm {
                     else {
                         return Decision::Deny;
                     };
-                    app.authorize(details, &uri, action.as_str(), options)
+                    app.0
+                        .authorize(details, &uri, action.as_str(), options)
                         .await
                         .map(crate::internal::Reply::single)
                 }
@@ -500,8 +624,12 @@ impl Realm {
                     (Decision::Deny, false)
                 }
             };
-            if cache {
-                let max = realm.config.max_authorizer_cache_entries;
+            // Not kept if the rules were reloaded meanwhile.
+            let current = realm
+                .rules_generation
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if cache && current == generation {
+                let max = realm.config().max_authorizer_cache_entries;
                 let key = crate::authz::cache_key(&uri, policy);
                 if !s.cache_decision(action, &key, decision, &realm.authz_cached, max) {
                     Metrics::inc(&realm.metrics.limit_exceeded);
@@ -546,13 +674,13 @@ impl Realm {
         signature: String,
         transport: &TransportInfo,
     ) -> auth::VerdictFuture {
-        match auth::verify(pending, signature, &self.auth, self.name(), transport) {
+        match auth::verify(pending, signature, &self.auth(), self.name(), transport) {
             auth::Check::Local(verdict) => verdict,
             auth::Check::Ask(mut ask) => {
                 let realm = self.clone();
                 let args = std::mem::take(&mut ask.args);
                 Box::pin(async move {
-                    let answer = match (&ask.procedure, &realm.config.app_auth) {
+                    let answer = match (&ask.procedure, &ask.app) {
                         (Some(procedure), _) => {
                             realm
                                 .internal
@@ -573,7 +701,7 @@ impl Realm {
                         }
                         (None, None) => return auth::unexpected("a login nobody can check"),
                     };
-                    auth::authenticator_verdict(&realm.auth, &ask, answer)
+                    auth::authenticator_verdict(&realm.auth(), &ask, answer)
                 })
             }
         }

@@ -251,6 +251,12 @@ impl Session {
         out.into_iter().map(|(t, _)| t).collect()
     }
 
+    /// Forgets the cached authorizer answers (the realm's rules were
+    /// reloaded).
+    pub(crate) fn clear_cached_decisions(&self) {
+        self.authz_cache.lock().clear();
+    }
+
     pub(crate) fn cached_decision(&self, action: Action, uri: &str) -> Option<Decision> {
         self.authz_cache
             .lock()

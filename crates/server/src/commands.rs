@@ -1,6 +1,6 @@
 //! What the router-side subcommands of `switchyard` do, so that `main.rs`
 //! only parses the command line: `run` (the router itself, on its own
-//! runtime), `check-config`, `init` and `hash-secret`.
+//! runtime), `check-config`, `init`, `hash-secret` and `reload`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +26,47 @@ pub fn run(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `switchyard reload --pid PID | --pid-file FILE`: sends SIGHUP to a
+/// running router, which reloads its configuration file (see `reload.rs`).
+/// The outcome is in the router's log, not here: this only says whether
+/// the signal was delivered.
+pub fn reload(pid: Option<i32>, pid_file: Option<&Path>) -> ExitCode {
+    let pid = match (pid, pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(text) => match text.trim().parse::<i32>() {
+                Ok(pid) => pid,
+                Err(_) => {
+                    eprintln!("{}: not a process id: {:?}", file.display(), text.trim());
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            eprintln!("reload: give --pid or --pid-file");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(target) = rustix::process::Pid::from_raw(pid).filter(|_| pid > 0) else {
+        eprintln!("reload: {pid} is not a process id");
+        return ExitCode::FAILURE;
+    };
+    match rustix::process::kill_process(target, rustix::process::Signal::HUP) {
+        Ok(()) => {
+            println!("SIGHUP sent to {pid}: the router's log says what was reloaded");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("reload: cannot signal process {pid}: {e}");
             ExitCode::FAILURE
         }
     }

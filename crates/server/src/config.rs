@@ -49,6 +49,9 @@ pub struct Config {
     /// Cluster mode ([cluster]): absent, the node is alone and needs no NATS.
     #[serde(default)]
     pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
+    /// Where this configuration came from (set by `main`; SIGHUP reads it again).
+    #[serde(skip)]
+    pub origin: crate::reload::Origin,
     /// The admin web page ([admin], docs/ADMIN.md): absent, it is not served.
     #[serde(default)]
     pub admin: Option<Spanned<crate::admin::AdminConfig>>,
@@ -157,7 +160,15 @@ pub struct ListenerEntry {
     /// WebSocket: an HTTP path that serves the router's counters in the
     /// Prometheus text format (default: none).
     pub metrics_path: Option<String>,
+    /// Operations: how long `/readyz` answers 503 after SIGTERM/SIGINT
+    /// before the sessions are told GOODBYE (default 0), so that a load
+    /// balancer stops sending new clients first.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_delay: Option<Duration>,
 }
+
+/// The longest `shutdown_delay` accepted.
+pub const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(300);
 
 /// Names `auth_methods` may contain.
 pub const AUTH_METHOD_NAMES: [&str; 5] = ["anonymous", "ticket", "wampcra", "cryptosign", "tls"];
@@ -167,7 +178,13 @@ pub const AUTH_METHOD_NAMES: [&str; 5] = ["anonymous", "ticket", "wampcra", "cry
 pub enum ListenerKind {
     Websocket,
     Rawsocket,
+    /// HTTP for operators: /healthz, /readyz, /metrics (docs/OPERATIONS.md).
+    Operations,
 }
+
+/// Where an operations listener listens when `address` is not given:
+/// loopback only, since its endpoints are not authenticated.
+pub const DEFAULT_OPERATIONS_ADDRESS: ([u8; 4], u16) = ([127, 0, 0, 1], 8090);
 
 /// A validated listener.
 #[derive(Debug, Clone)]
@@ -193,6 +210,12 @@ pub enum ListenerConfig {
     RawsocketUnix {
         path: PathBuf,
         auth_methods: Option<Vec<String>>,
+    },
+    /// The operations endpoints (plain HTTP) on `address`.
+    Operations {
+        address: SocketAddr,
+        /// Not ready for this long before a shutdown closes the sessions.
+        shutdown_delay: Duration,
     },
 }
 
@@ -245,6 +268,12 @@ impl ListenerEntry {
     }
 
     fn resolve(&self) -> Result<ListenerConfig, String> {
+        if self.kind == ListenerKind::Operations {
+            return self.resolve_operations();
+        }
+        if self.shutdown_delay.is_some() {
+            return Err("`shutdown_delay` applies to the operations listener only".into());
+        }
         let tls = self.tls.as_ref().map(|t| t.get_ref().clone());
         let auth_methods = self.auth_methods.as_ref().map(|m| m.get_ref().clone());
         if self.kind != ListenerKind::Websocket && self.allowed_origins.is_some() {
@@ -293,7 +322,40 @@ impl ListenerEntry {
             (ListenerKind::Rawsocket, _, _) => {
                 Err("a rawsocket listener needs exactly one of `address` or `unix`".into())
             }
+            (ListenerKind::Operations, _, _) => self.resolve_operations(),
         }
+    }
+
+    /// An operations listener takes `address` only (default
+    /// 127.0.0.1:8090): its paths are fixed, and it has neither TLS nor
+    /// authentication (keep it on loopback or a private network).
+    fn resolve_operations(&self) -> Result<ListenerConfig, String> {
+        let extra = [
+            ("unix", self.unix.is_some()),
+            ("path", self.path.is_some()),
+            ("tls", self.tls.is_some()),
+            ("auth_methods", self.auth_methods.is_some()),
+            ("allowed_origins", self.allowed_origins.is_some()),
+            ("metrics_path", self.metrics_path.is_some()),
+        ];
+        if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "`{key}` does not apply to an operations listener (it takes `address` only; its paths are /healthz, /readyz and /metrics)"
+            ));
+        }
+        let shutdown_delay = self.shutdown_delay.unwrap_or_default();
+        if shutdown_delay > MAX_SHUTDOWN_DELAY {
+            return Err(format!(
+                "`shutdown_delay` is at most {}",
+                humantime::format_duration(MAX_SHUTDOWN_DELAY)
+            ));
+        }
+        Ok(ListenerConfig::Operations {
+            address: self
+                .address
+                .unwrap_or_else(|| SocketAddr::from(DEFAULT_OPERATIONS_ADDRESS)),
+            shutdown_delay,
+        })
     }
 }
 
@@ -538,6 +600,8 @@ impl Limits {
             ping_timeout: self.ping_timeout,
             rawsocket_ping_interval: self.rawsocket_ping_interval,
             max_pending_pong_bytes: self.max_pending_pong_bytes,
+            // server.rs hands the router's traffic counters in.
+            traffic: None,
         }
     }
 }
@@ -553,6 +617,7 @@ impl Default for Config {
             bridges: Vec::new(),
             storage: StorageConfig::default(),
             cluster: None,
+            origin: Default::default(),
             admin: None,
             outbound_tls: Default::default(),
             processes: Vec::new(),
@@ -649,7 +714,13 @@ impl Config {
     }
 
     fn with_defaults(mut self) -> Self {
-        if self.listeners.is_empty() {
+        // An operations listener alone serves no WAMP: the default WAMP
+        // listeners still apply.
+        if self
+            .listeners
+            .iter()
+            .all(|l| l.get_ref().kind == ListenerKind::Operations)
+        {
             let entry = |kind, port| {
                 Spanned::new(
                     0..0,
@@ -662,13 +733,14 @@ impl Config {
                         auth_methods: None,
                         allowed_origins: None,
                         metrics_path: None,
+                        shutdown_delay: None,
                     },
                 )
             };
-            self.listeners = vec![
+            self.listeners.extend([
                 entry(ListenerKind::Websocket, 8080),
                 entry(ListenerKind::Rawsocket, 8081),
-            ];
+            ]);
         }
         if self.realms.is_empty() {
             self.realms = vec![RealmEntry {
@@ -752,6 +824,18 @@ impl Config {
             }
             for (span, problem) in l.get_ref().security_problems() {
                 err(span, format!("listener[{i}].{problem}"));
+            }
+            if l.get_ref().kind == ListenerKind::Operations
+                && self.listeners[..i]
+                    .iter()
+                    .any(|o| o.get_ref().kind == ListenerKind::Operations)
+            {
+                err(
+                    l.span(),
+                    format!(
+                        "listener[{i}]: a second operations listener (one serves every endpoint)"
+                    ),
+                );
             }
         }
         for (i, r) in self.realms.iter().enumerate() {
@@ -1004,6 +1088,55 @@ mod tests {
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.realms[0].name.get_ref(), "realm1");
         assert_eq!(*c.limits.max_message_size.get_ref(), 1 << 20);
+    }
+
+    #[test]
+    fn operations_listener_defaults_to_loopback_beside_the_default_wamp_listeners() {
+        let c = Config::parse("[[listener]]\ntype = \"operations\"\n").expect("valid");
+        let l = c.listener_configs().expect("listeners");
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(matches!(
+            l[0],
+            ListenerConfig::Operations { address, shutdown_delay }
+                if address == SocketAddr::from(DEFAULT_OPERATIONS_ADDRESS)
+                    && address.ip().is_loopback()
+                    && shutdown_delay.is_zero()
+        ));
+        assert!(matches!(l[1], ListenerConfig::Websocket { .. }));
+    }
+
+    #[test]
+    fn operations_listener_errors_report_line_and_key() {
+        let cases = [
+            (
+                "path = \"/x\"\n",
+                "`path` does not apply to an operations listener",
+            ),
+            ("metrics_path = \"/m\"\n", "`metrics_path` does not apply"),
+            (
+                "shutdown_delay = \"10m\"\n",
+                "`shutdown_delay` is at most 5m",
+            ),
+        ];
+        for (key, expected) in cases {
+            let text =
+                format!("[[realm]]\nname = \"r\"\n[[listener]]\ntype = \"operations\"\n{key}");
+            let errs = Config::parse(&text).expect_err("invalid");
+            assert_eq!(errs[0].line, Some(3), "{errs:?}");
+            assert!(errs[0].message.contains(expected), "{errs:?}");
+        }
+        let twice = "[[listener]]\ntype = \"operations\"\n[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:9\"\n";
+        let errs = Config::parse(twice).expect_err("invalid");
+        assert!(
+            errs[0].message.contains("a second operations listener"),
+            "{errs:?}"
+        );
+        let ws = "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:9\"\nshutdown_delay = \"1s\"\n";
+        let errs = Config::parse(ws).expect_err("invalid");
+        assert!(
+            errs[0].message.contains("operations listener only"),
+            "{errs:?}"
+        );
     }
 
     #[test]

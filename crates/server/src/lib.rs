@@ -38,6 +38,9 @@
 //! - [`process`]: supervised processes (`[[process]]`): programs the router
 //!   starts, restarts and stops with itself, and `switchyard.process.*`.
 //! - `data_dir`: the private data directory and store files.
+//! - `operations`: the operations listener (`/healthz`, `/readyz`,
+//!   `/metrics`) with the readiness checks and the process figures, for
+//!   operators and orchestrators (docs/OPERATIONS.md).
 //! - [`commands`]: what the router-side subcommands do (`run`,
 //!   `check-config`, `hash-secret`).
 //!
@@ -54,9 +57,11 @@ pub mod commands;
 pub mod config;
 mod data_dir;
 pub mod logging;
+mod operations;
 mod outbound;
 pub mod process;
 mod queue_service;
+pub mod reload;
 mod server;
 mod signing;
 mod transport;

@@ -37,7 +37,21 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber: `level` filter, the format, escaping,
 /// the line cap and the per-call-site rate limit of `config`.
+///
+/// A filter that is a bare level ("info", "debug", ...) and no `RUST_LOG`
+/// is installed as a plain maximum level rather than an `EnvFilter`: every
+/// connection's tasks run inside its span (`peer.rs`), and an `EnvFilter`
+/// takes a process-wide read lock each time a span is entered or left,
+/// which is each time a connection's task is polled. Per-module filters
+/// still get the `EnvFilter`, and that cost.
 pub fn init(format: LogFormat, level: &str, config: &LogConfig) {
+    let plain = match std::env::var_os("RUST_LOG") {
+        None => level
+            .trim()
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .ok(),
+        Some(_) => None,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -52,13 +66,20 @@ pub fn init(format: LogFormat, level: &str, config: &LogConfig) {
         writer.clone(),
     );
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(false);
-    if json {
-        builder.json().finish().with(rate).init();
-    } else {
-        builder.finish().with(rate).init();
+    macro_rules! install {
+        ($b:expr) => {
+            if json {
+                $b.json().finish().with(rate).init()
+            } else {
+                $b.finish().with(rate).init()
+            }
+        };
+    }
+    match plain {
+        Some(level) => install!(builder.with_max_level(level)),
+        None => install!(builder.with_env_filter(filter)),
     }
 }
 

@@ -44,7 +44,7 @@ struct Cli {
 
 /// Which commands run the router and which are clients (end of `--help`).
 const COMMANDS: &str = "\
-Router commands: run (the default), check-config, hash-secret, init.
+Router commands: run (the default), check-config, hash-secret, init, reload.
   The options above (--config, --log-format, --log-level, --data-dir) are the router's:
   `switchyard --config FILE` is `switchyard run --config FILE`.
 Client commands: publish, call, subscribe, register, queue, worker, process.
@@ -112,6 +112,21 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         keylen: u32,
     },
+    /// Make a running router reload its configuration file: sends it SIGHUP.
+    /// Roles, permissions, principals and realm limits apply at once; an
+    /// invalid file is refused and the router's log says why (line and key).
+    Reload {
+        /// The router's process id.
+        #[arg(
+            long,
+            conflicts_with = "pid_file",
+            required_unless_present = "pid_file"
+        )]
+        pid: Option<i32>,
+        /// A file holding the router's process id (as a supervisor writes).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+    },
     // The client commands (crates/cli): their help is on their argument structs.
     #[command(flatten)]
     Client(switchyard_cli::Command),
@@ -137,6 +152,9 @@ fn main() -> ExitCode {
     {
         return commands::hash_secret(method, salt.as_deref(), *iterations, *keylen);
     }
+    if let Some(Command::Reload { pid, pid_file }) = &command {
+        return commands::reload(*pid, pid_file.as_deref());
+    }
     if let Some(Command::CheckConfig { file }) = &command {
         return commands::check_config(file);
     }
@@ -150,6 +168,10 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    config.origin = switchyard::reload::Origin {
+        path: router.config.clone(),
+        data_dir: router.data_dir.clone(),
     };
     if let Some(dir) = router.data_dir {
         config.storage.data_dir = dir;

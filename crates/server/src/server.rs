@@ -1,5 +1,7 @@
 //! Starts the listeners, accepts connections and shuts down on a signal;
-//! on SIGHUP re-reads the TLS certificates.
+//! on SIGHUP re-reads the TLS certificates. The operations listener starts
+//! first and reports, on `/readyz`, each other listener, bridge and queue
+//! store as it comes up, and the shutdown as it begins.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenerConfig};
+use crate::operations::{CheckId, Readiness};
 use crate::transport::accept::{accept_loop, Remote};
 use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
 use crate::transport::origin::OriginPolicy;
@@ -103,14 +106,88 @@ pub async fn run(config: Config) -> Result<(), String> {
         Some(c) => c.start(&router).await?,
         None => Vec::new(),
     };
-    let settings = config.limits.transport_settings();
+    let mut settings = config.limits.transport_settings();
+    settings.traffic = Some(router.metrics().traffic.clone());
+    router
+        .metrics()
+        .add_source(Box::new(crate::operations::process::render));
+    let weak = Arc::downgrade(&router);
+    router.metrics().add_source(Box::new(move |out| {
+        crate::operations::routing::render(&weak, out)
+    }));
+    let listeners = config.listener_configs()?;
+    // Before the first listener (the operations one) is bound.
+    crate::transport::accept::init_reserve();
+    let readiness = Arc::new(Readiness::default());
+    if let Some(c) = &cluster {
+        // Asked at each /readyz and scrape: the NATS client reconnects by
+        // itself, and the answer follows it.
+        readiness.probe(
+            "cluster",
+            "nats".to_string(),
+            "cluster: NATS disconnected".to_string(),
+            c.connected_probe(),
+        );
+        let connected = c.connected_probe();
+        router.metrics().add_source(Box::new(move |out| {
+            out.push_str("# HELP switchyard_cluster_nats_connected Whether this node's NATS connection is up (1) or not (0).\n# TYPE switchyard_cluster_nats_connected gauge\n");
+            out.push_str(if connected() {
+                "switchyard_cluster_nats_connected 1\n"
+            } else {
+                "switchyard_cluster_nats_connected 0\n"
+            });
+        }));
+    }
+    // The operations listener outlives the others: /readyz answers 503
+    // while the sessions close.
+    let ops_stop = CancellationToken::new();
+    let mut shutdown_delay = Duration::ZERO;
+    for l in &listeners {
+        if let ListenerConfig::Operations {
+            address,
+            shutdown_delay: delay,
+        } = l
+        {
+            shutdown_delay = *delay;
+            let listener = bind_tcp(*address).await?;
+            let name = format!("http://{}", local(&listener, *address));
+            if !address.ip().is_loopback() {
+                tracing::warn!("operations endpoints on {name}: not loopback, and not authenticated: keep the address private");
+            }
+            tracing::info!("operations endpoints on {name}: /healthz, /readyz, /metrics");
+            let ops = Arc::new(crate::operations::Operations {
+                metrics: router.metrics().clone(),
+                readiness: readiness.clone(),
+            });
+            tokio::spawn(crate::operations::serve(
+                listener,
+                name,
+                ops,
+                ops_stop.clone(),
+            ));
+        }
+    }
+    let listener_checks: Vec<Option<CheckId>> = listeners
+        .iter()
+        .map(|l| listener_check(l).map(|name| readiness.expect("listener", name)))
+        .collect();
+    let bridge_checks: Vec<CheckId> = config
+        .bridges
+        .iter()
+        .map(|b| readiness.expect("bridge", format!("http://{}", b.get_ref().address)))
+        .collect();
+    let store_checks: Vec<CheckId> = config
+        .realms
+        .iter()
+        .map(|r| readiness.expect("queue_store", r.name.get_ref().clone()))
+        .collect();
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
     let mut queue_services = Vec::new();
     if !config.realms.is_empty() {
         crate::data_dir::prepare_dir(&config.storage.data_dir)?;
     }
-    for entry in &config.realms {
+    for (entry, check) in config.realms.iter().zip(store_checks) {
         let Some(realm) = router.realm(entry.name.get_ref()).cloned() else {
             continue;
         };
@@ -130,8 +207,8 @@ pub async fn run(config: Config) -> Result<(), String> {
             crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)
                 .await?,
         );
+        readiness.ready(check);
     }
-    crate::transport::accept::init_reserve();
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
     let mut tls_listeners = Vec::new();
@@ -146,8 +223,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         auth_methods: None,
     };
 
-    for l in config.listener_configs()? {
+    for (l, check) in listeners.into_iter().zip(listener_checks) {
         match l {
+            ListenerConfig::Operations { .. } => {}
             ListenerConfig::Websocket {
                 address,
                 path,
@@ -242,8 +320,14 @@ pub async fn run(config: Config) -> Result<(), String> {
                 ));
             }
         }
+        // Bound and accepting (a failure to bind ended `run` above).
+        if let Some(c) = check {
+            readiness.ready(c);
+        }
     }
-    for b in &config.bridges {
+    let bridge_requests = crate::bridge::metrics::RequestMetrics::register(router.metrics());
+    let mut bridges = Vec::new();
+    for (b, check) in config.bridges.iter().zip(bridge_checks) {
         let bridge = crate::bridge::Bridge::new(
             b.get_ref().clone(),
             &router,
@@ -265,10 +349,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .unwrap_or_default()
         );
         let name = format!("http://{}", local(&listener, address));
+        bridges.push(bridge.clone());
         let limits = crate::bridge::ConnLimits {
             limiter: shared.limiter.clone(),
             metrics: shared.metrics.clone(),
             header_timeout: config.limits.handshake_timeout,
+            requests: bridge_requests.clone(),
         };
         tokio::spawn(crate::bridge::serve(
             listener,
@@ -277,6 +363,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             limits,
             stop.clone(),
         ));
+        readiness.ready(check);
     }
     let realms: Vec<&str> = router.realms().map(|r| r.name()).collect();
     tracing::info!(realms = ?realms, "switchyard {} ready", env!("CARGO_PKG_VERSION"));
@@ -290,7 +377,17 @@ pub async fn run(config: Config) -> Result<(), String> {
         &router,
     )?;
 
-    let signal = wait_for_signal(&tls_listeners).await;
+    let mut reloader =
+        crate::reload::Reloader::new(router.clone(), bridges, &config, config.origin.clone());
+    let signal = wait_for_signal(&tls_listeners, &mut reloader).await;
+    readiness.stopping();
+    if !shutdown_delay.is_zero() {
+        tracing::info!(
+            "{signal} received: /readyz answers 503; stopping in {}",
+            humantime::format_duration(shutdown_delay)
+        );
+        tokio::time::sleep(shutdown_delay).await;
+    }
     tracing::info!("{signal} received: stopping");
     // The processes first, while the router still serves them: a worker
     // that drains gives its jobs back before its session ends.
@@ -317,8 +414,28 @@ pub async fn run(config: Config) -> Result<(), String> {
     for p in unix_paths {
         let _ = std::fs::remove_file(p);
     }
+    ops_stop.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The name of a WAMP listener's readiness check (its configured address);
+/// None for the operations listener, which is up before anything is checked.
+fn listener_check(l: &ListenerConfig) -> Option<String> {
+    match l {
+        ListenerConfig::Websocket {
+            address, path, tls, ..
+        } => Some(format!(
+            "{}://{address}{path}",
+            if tls.is_some() { "wss" } else { "ws" }
+        )),
+        ListenerConfig::RawsocketTcp { address, tls, .. } => Some(format!(
+            "{}://{address}",
+            if tls.is_some() { "tls" } else { "tcp" }
+        )),
+        ListenerConfig::RawsocketUnix { path, .. } => Some(format!("unix:{}", path.display())),
+        ListenerConfig::Operations { .. } => None,
+    }
 }
 
 /// " (auth methods: ticket, wampcra)" for a listener that restricts them.
@@ -329,9 +446,13 @@ fn methods_note(methods: &Option<Vec<String>>) -> String {
     }
 }
 
-/// Waits for SIGINT or SIGTERM (returned); on SIGHUP reloads the TLS
-/// material of every TLS listener and waits on.
-async fn wait_for_signal(tls: &[Arc<TlsListener>]) -> &'static str {
+/// Waits for SIGINT or SIGTERM (returned); on SIGHUP reloads the
+/// configuration file (see `reload.rs`) and the TLS material of every TLS
+/// listener, and waits on.
+async fn wait_for_signal(
+    tls: &[Arc<TlsListener>],
+    reloader: &mut crate::reload::Reloader,
+) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -352,7 +473,11 @@ async fn wait_for_signal(tls: &[Arc<TlsListener>]) -> &'static str {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return "SIGINT",
             _ = term.recv() => return "SIGTERM",
-            _ = next_signal(&mut hup) => reload_tls(tls),
+            _ = next_signal(&mut hup) => {
+                tracing::info!("SIGHUP received: reloading the configuration and the TLS certificates");
+                reloader.reload();
+                reload_tls(tls);
+            }
         }
     }
 }

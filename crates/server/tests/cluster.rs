@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -528,4 +530,80 @@ fn eligible_and_exclude_by_authid_are_decided_on_the_receiving_node() {
         "b1 is {b1_authid}"
     );
     assert_eq!(numbers(&events(&mut b2, QUIET)), vec![2]);
+}
+
+/// GET /readyz on an operations listener: the status and the JSON body.
+fn readyz(port: u16) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("operations port");
+    write!(s, "GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+/// GET /metrics on an operations listener: the text.
+fn metrics(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("operations port");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text
+}
+
+/// Polls /readyz until it answers `want` (10 s at most); the last body.
+fn wait_readyz(port: u16, want: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = readyz(port);
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stays {status}: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn readyz_is_503_while_nats_is_down_and_200_once_it_is_back() {
+    let mut nats = Nats::start();
+    let ops = free_port();
+    let node = nats.node_with(
+        "a",
+        &format!("[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:{ops}\"\n"),
+    );
+    let body = wait_readyz(ops, 200);
+    assert!(
+        body["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .any(|c| c["kind"] == "cluster" && c["ready"] == true),
+        "{body}"
+    );
+    assert!(
+        metrics(ops).contains("\nswitchyard_cluster_nats_connected 1\n"),
+        "{}",
+        metrics(ops)
+    );
+    nats.stop();
+    let body = wait_readyz(ops, 503);
+    assert!(metrics(ops).contains("\nswitchyard_cluster_nats_connected 0\n"));
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(
+        body["not_ready"],
+        serde_json::json!(["cluster: NATS disconnected"])
+    );
+    nats.start_again();
+    wait_readyz(ops, 200);
+    // The node still serves its clients meanwhile.
+    let _ = client(&node);
 }

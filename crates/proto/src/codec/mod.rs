@@ -205,3 +205,92 @@ pub fn encode_value(ser: Serializer, v: &Value) -> Vec<u8> {
     w.value(v);
     w.finish()
 }
+
+/// The message type code of an encoded message, read from its first bytes
+/// only (the array header and the first element), without decoding the
+/// rest: what the router's traffic counters need for a frame it sends.
+/// None when the bytes do not start like a WAMP message.
+pub fn peek_type(serializer: Serializer, frame: &[u8]) -> Option<u64> {
+    match serializer {
+        Serializer::Json => {
+            let mut it = frame
+                .iter()
+                .copied()
+                .skip_while(|b| b.is_ascii_whitespace());
+            if it.next()? != b'[' {
+                return None;
+            }
+            let mut code: u64 = 0;
+            let mut digits = 0;
+            for b in it.skip_while(|b| b.is_ascii_whitespace()) {
+                if b.is_ascii_digit() && digits < 4 {
+                    code = code * 10 + u64::from(b - b'0');
+                    digits += 1;
+                } else {
+                    break;
+                }
+            }
+            (digits > 0).then_some(code)
+        }
+        Serializer::MsgPack => {
+            // fixarray, array16 or array32, then a positive integer.
+            let rest = match *frame.first()? {
+                0x91..=0x9f => &frame[1..],
+                0xdc => frame.get(3..)?,
+                0xdd => frame.get(5..)?,
+                _ => return None,
+            };
+            match *rest.first()? {
+                b @ 0x00..=0x7f => Some(u64::from(b)),
+                0xcc => rest.get(1).map(|b| u64::from(*b)),
+                _ => None,
+            }
+        }
+        Serializer::Cbor => {
+            // An array (definite or not), then an unsigned integer.
+            let rest = match *frame.first()? {
+                0x81..=0x97 | 0x9f => &frame[1..],
+                0x98 => frame.get(2..)?,
+                0x99 => frame.get(3..)?,
+                0x9a => frame.get(5..)?,
+                _ => return None,
+            };
+            match *rest.first()? {
+                b @ 0x00..=0x17 => Some(u64::from(b)),
+                0x18 => rest.get(1).map(|b| u64::from(*b)),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::value::Dict;
+
+    #[test]
+    fn peek_type_reads_the_code_of_every_serializer() {
+        let msgs = [
+            Message::Goodbye {
+                details: Dict::new(),
+                reason: "wamp.close.normal".into(),
+            },
+            Message::Published {
+                request: 7,
+                publication: 1 << 40,
+            },
+        ];
+        for ser in Serializer::ALL {
+            for m in &msgs {
+                let frame = m.encode(ser).unwrap();
+                assert_eq!(peek_type(ser, &frame), Some(m.code()), "{ser} {m:?}");
+            }
+            assert_eq!(peek_type(ser, b""), None);
+            assert_eq!(peek_type(ser, b"\xff"), None);
+        }
+        assert_eq!(peek_type(Serializer::Json, b" [ 36, 1]"), Some(36));
+        assert_eq!(peek_type(Serializer::Json, b"[\"x\"]"), None);
+    }
+}

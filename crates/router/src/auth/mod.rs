@@ -49,9 +49,11 @@ pub struct Authenticator {
     ticket_decoy: Arc<ticket::Decoy>,
     /// The issuers of JWT tickets.
     jwt: jwt::JwtVerifier,
-    /// Whether the application decides tickets over HTTP
-    /// (`authenticator_url`, a [`crate::hooks::AppAuth`] of the realm).
-    app: bool,
+    /// The application that decides tickets over HTTP (`authenticator_url`,
+    /// the realm's [`crate::hooks::AppAuth`]), if it does. Kept here, not
+    /// read from the realm's settings, so that a login asks the app of the
+    /// same snapshot its rules come from (a reload swaps both at once).
+    app: Option<crate::hooks::AppAuthHandle>,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
@@ -164,6 +166,8 @@ pub(crate) enum Check {
 pub(crate) struct AskAuthenticator {
     /// None: the application's `authenticator_url` (the realm's AppAuth).
     pub procedure: Option<String>,
+    /// The app that decides when `procedure` is None.
+    pub app: Option<crate::hooks::AppAuthHandle>,
     pub args: Vec<Value>,
     pub timeout: std::time::Duration,
     /// The authid the client claimed in HELLO (for the log only).
@@ -220,7 +224,7 @@ impl Authenticator {
             tracing::warn!("ignoring a JWT issuer: {p}");
         }
         Authenticator {
-            app: false,
+            app: None,
             jwt,
             cra_decoy: wampcra::Decoy::new(&config.wampcra),
             ticket_decoy,
@@ -235,14 +239,14 @@ impl Authenticator {
 
     /// Hands the tickets the authenticator procedure would get to the
     /// realm's [`crate::hooks::AppAuth`] instead.
-    pub(crate) fn delegate_to_app(&mut self) {
-        self.app = true;
+    pub(crate) fn delegate_to_app(&mut self, app: crate::hooks::AppAuthHandle) {
+        self.app = Some(app);
     }
 
     /// Whether tickets of unknown authids go to the application (its
     /// procedure or its URL).
     fn delegates(&self) -> bool {
-        self.app || self.config.authenticator.is_some()
+        self.app.is_some() || self.config.authenticator.is_some()
     }
 
     /// Whether `authid` belongs to a static principal of any method.
@@ -261,26 +265,36 @@ impl Authenticator {
         &self.config
     }
 
-    /// Picks the method for a HELLO (the first one the client offers that
-    /// both the realm and the listener allow) and starts it. `session` is
-    /// the id the session will get (WAMP-CRA puts it in the challenge).
-    pub(crate) fn start(&self, details: &Dict, transport: &TransportInfo, session: u64) -> Start {
-        let offered: Vec<&str> = match details.get("authmethods") {
-            Some(Value::List(l)) => l.iter().filter_map(Value::as_str).collect(),
-            _ => vec!["anonymous"],
-        };
-        let allowed = |m: AuthMethod| {
-            self.config.methods.contains(&m)
-                && transport
-                    .auth_methods
-                    .as_ref()
-                    .is_none_or(|l| l.iter().any(|x| x == m.as_str()))
-        };
-        let Some(method) = offered
+    /// The method for a HELLO: the first one the client offers that both
+    /// the realm and the listener allow (None: none is).
+    pub(crate) fn choose(&self, details: &Dict, transport: &TransportInfo) -> Option<AuthMethod> {
+        self.offered(details)
             .iter()
             .filter_map(|m| AuthMethod::parse(m))
-            .find(|m| allowed(*m))
-        else {
+            .find(|m| self.allowed(*m, transport))
+    }
+
+    fn offered<'a>(&self, details: &'a Dict) -> Vec<&'a str> {
+        match details.get("authmethods") {
+            Some(Value::List(l)) => l.iter().filter_map(Value::as_str).collect(),
+            _ => vec!["anonymous"],
+        }
+    }
+
+    fn allowed(&self, m: AuthMethod, transport: &TransportInfo) -> bool {
+        self.config.methods.contains(&m)
+            && transport
+                .auth_methods
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == m.as_str()))
+    }
+
+    /// Picks the method for a HELLO ([`Authenticator::choose`]) and starts
+    /// it. `session` is the id the session will get (WAMP-CRA puts it in
+    /// the challenge).
+    pub(crate) fn start(&self, details: &Dict, transport: &TransportInfo, session: u64) -> Start {
+        let Some(method) = self.choose(details, transport) else {
+            let offered = self.offered(details);
             let here: Vec<&str> = [
                 AuthMethod::Anonymous,
                 AuthMethod::Ticket,
@@ -289,7 +303,7 @@ impl Authenticator {
                 AuthMethod::Tls,
             ]
             .into_iter()
-            .filter(|m| allowed(*m))
+            .filter(|m| self.allowed(*m, transport))
             .map(AuthMethod::as_str)
             .collect();
             return Start::Abort(
@@ -619,10 +633,9 @@ fn dynamic_ticket(
     if !auth.delegates() {
         return None;
     }
-    let procedure = if auth.app {
-        None
-    } else {
-        auth.config.authenticator.clone()
+    let (procedure, app) = match &auth.app {
+        Some(app) => (None, Some(app.clone())),
+        None => (auth.config.authenticator.clone(), None),
     };
     let mut t = Dict::new()
         .with("type", transport.kind)
@@ -641,6 +654,7 @@ fn dynamic_ticket(
     ];
     Some(AskAuthenticator {
         procedure,
+        app,
         args,
         timeout: auth.config.authenticator_timeout,
         claimed: authid,

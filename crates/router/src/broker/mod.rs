@@ -526,6 +526,11 @@ impl Broker {
         (!existing.is_some_and(|id| held.contains(&id))).then_some(held.len())
     }
 
+    /// Subscriptions in the realm (for /metrics).
+    pub fn count(&self) -> usize {
+        self.state.read().subs.len()
+    }
+
     /// Subscriptions `session` holds.
     pub fn session_subscriptions(&self, session: u64) -> usize {
         self.state
@@ -644,6 +649,9 @@ impl State {
         filter: &Filter,
     ) {
         let mut stored_filter: Option<Arc<Filter>> = None;
+        // The EVENTs queued for client connections, counted once at the end
+        // (`switchyard_messages_out_total`; the writers do not count them).
+        let mut counted: Option<(Arc<crate::traffic::Traffic>, u64, u64)> = None;
         self.index.for_each_match(topic, |policy, sub_id| {
             let Some(sub) = self.subs.get(sub_id) else {
                 return;
@@ -703,7 +711,14 @@ impl State {
                     *max = (*max).max(frame.len());
                     continue;
                 }
-                s.peer.send_event(frame.clone());
+                let len = frame.len() as u64;
+                if s.peer.send_event(frame.clone()) {
+                    if let Some(t) = s.peer.traffic() {
+                        let c = counted.get_or_insert_with(|| (t.clone(), 0, 0));
+                        c.1 += 1;
+                        c.2 += len;
+                    }
+                }
             }
             if let Some((sessions, bytes, first)) = too_large {
                 tracing::warn!(
@@ -715,6 +730,9 @@ impl State {
                 );
             }
         });
+        if let Some((traffic, n, bytes)) = counted {
+            traffic.events_queued(n, bytes);
+        }
     }
 
     /// Publishes a meta event from inside the Broker (its lock held, so the

@@ -68,7 +68,7 @@ pub(super) fn decide(
     msg: &Message,
     preauthorized: Option<Decision>,
 ) -> Result<Option<Decision>, AskFuture> {
-    if !realm.authz.enabled() {
+    if !realm.authz().enabled() {
         return Ok(None);
     }
     let Some((action, uri, policy)) = action_of(msg) else {
@@ -77,7 +77,7 @@ pub(super) fn decide(
     if let Some(d) = preauthorized {
         return Ok(Some(d));
     }
-    match realm.authz.decide_pattern(s, action, uri, policy) {
+    match realm.authz().decide_pattern(s, action, uri, policy) {
         Decision::Ask => match s.cached_decision(action, &cache_key(uri, policy)) {
             Some(d) => Ok(Some(d)),
             None => Err(realm.ask_authorizer(s.clone(), action, uri.to_string(), policy)),
@@ -211,7 +211,7 @@ pub(super) fn subscription_limits(
     topic: &str,
     policy: MatchPolicy,
 ) -> Result<(), OpError> {
-    let max = realm.config.max_subscriptions_per_session;
+    let max = realm.config().max_subscriptions_per_session;
     if max > 0
         && realm
             .broker
@@ -225,7 +225,7 @@ pub(super) fn subscription_limits(
             format!("a session may hold at most {max} subscriptions in this realm"),
         ));
     }
-    let max = realm.config.max_subscriptions;
+    let max = realm.config().max_subscriptions;
     if max > 0 {
         if let Some(n) = realm.broker.new_subscription_over(topic, policy, max) {
             Metrics::inc(&realm.metrics.subscription_limit);
@@ -255,7 +255,7 @@ pub(super) fn registration_limits(
     procedure: &str,
     policy: MatchPolicy,
 ) -> Result<(), OpError> {
-    let max = realm.config.max_registrations_per_session;
+    let max = realm.config().max_registrations_per_session;
     if max > 0 && realm.dealer.session_registrations(s.id) >= max {
         Metrics::inc(&realm.metrics.registration_limit);
         tracing::info!(session = s.id, max, "REGISTER refused: registration limit");
@@ -264,7 +264,7 @@ pub(super) fn registration_limits(
             format!("a session may hold at most {max} registrations in this realm"),
         ));
     }
-    let max = realm.config.max_registrations;
+    let max = realm.config().max_registrations;
     if max > 0 {
         if let Some(n) = realm.dealer.new_registration_over(procedure, policy, max) {
             Metrics::inc(&realm.metrics.registration_limit);

@@ -49,6 +49,7 @@ impl Connection {
             router,
             peer,
             transport,
+            publish_received: None,
             state: State::AwaitHello,
             hello_wait_since: Instant::now(),
             request_watermark: 0,
@@ -61,6 +62,7 @@ impl Connection {
             rate_logged: false,
             pause: None,
             auth_delay: std::time::Duration::ZERO,
+            counted: None,
         }
     }
 
@@ -162,7 +164,13 @@ impl Connection {
         }
         self.peer.count_frame_in();
         match Message::decode(self.peer.serializer(), frame) {
-            Ok(msg) => self.handle(msg),
+            Ok(msg) => {
+                self.router
+                    .metrics()
+                    .traffic
+                    .received(msg.code(), frame.len());
+                self.handle(msg)
+            }
             Err(e) => self.protocol_violation(&format!("malformed message: {e}")),
         }
     }
@@ -201,6 +209,13 @@ impl Connection {
     /// goes through (URI length, authorization, request-id watermark), then
     /// its handler.
     fn route(&mut self, s: &Arc<Session>, realm: &Arc<Realm>, msg: Message) -> Flow {
+        if let Message::Publish { .. } = msg {
+            // Kept across a wait for the authorizer (the message is routed
+            // again, with its answer in `preauthorized`).
+            if self.preauthorized.is_none() || self.publish_received.is_none() {
+                self.publish_received = Some(std::time::Instant::now());
+            }
+        }
         // Before anything is authorized, looked up or kept for it.
         match checks::uri_length(realm, s, &msg) {
             Ok(()) => {}

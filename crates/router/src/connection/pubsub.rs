@@ -26,7 +26,7 @@ impl Connection {
         payload: Payload,
     ) -> Flow {
         let Routed { s, realm, decision } = cx;
-        let rule = realm.config.uri_check;
+        let rule = realm.config().uri_check;
         let ack = options.get_bool("acknowledge").unwrap_or(false);
         let published = check_uri(&topic, rule, "topic")
             .and_then(|_| not_reserved(&topic, "topic"))
@@ -41,6 +41,16 @@ impl Connection {
                 )
             })
             .and_then(|_| realm.publish(s, &topic, &options, &payload));
+        if let Some(received) = self.publish_received.take() {
+            if published.is_ok() {
+                realm
+                    .metrics
+                    .traffic
+                    .latency
+                    .publish
+                    .observe(received.elapsed());
+            }
+        }
         match published {
             Ok((publication, None)) if ack => {
                 s.send(&Message::Published {
@@ -100,7 +110,7 @@ impl Connection {
         topic: String,
     ) -> Flow {
         let Routed { s, realm, decision } = cx;
-        let rule = realm.config.uri_check;
+        let rule = realm.config().uri_check;
         let policy = match_policy(&options)
             .and_then(|policy| check_pattern(&topic, rule, policy).map(|_| policy))
             .and_then(|policy| {

@@ -49,7 +49,7 @@ impl RateLimit {
             *logged = true;
             tracing::info!(
                 session = session.id,
-                limit = realm.config.max_messages_per_second,
+                limit = realm.config().max_messages_per_second,
                 "session slowed down: over its message rate"
             );
         }

@@ -24,7 +24,7 @@ impl Connection {
         procedure: String,
     ) -> Flow {
         let Routed { s, realm, decision } = cx;
-        let rule = realm.config.uri_check;
+        let rule = realm.config().uri_check;
         let checked = RegisterOptions::parse(&options).and_then(|opts| {
             check_pattern(&procedure, rule, opts.policy)?;
             not_reserved(&procedure, "procedure")?;
@@ -86,16 +86,18 @@ impl Connection {
             ));
         }
         let is_new = !strict_ids || request > watermark;
-        if let Err(e) = check_uri(&procedure, realm.config.uri_check, "procedure").and_then(|_| {
-            authorize(
-                s,
-                realm,
-                decision,
-                Action::Call,
-                &procedure,
-                Some(&mut options),
-            )
-        }) {
+        if let Err(e) =
+            check_uri(&procedure, realm.config().uri_check, "procedure").and_then(|_| {
+                authorize(
+                    s,
+                    realm,
+                    decision,
+                    Action::Call,
+                    &procedure,
+                    Some(&mut options),
+                )
+            })
+        {
             s.send_error(code::CALL, request, e);
         } else if uri::is_reserved(&procedure) {
             // The router's meta API; nobody else may serve "wamp.".

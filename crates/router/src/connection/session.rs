@@ -10,7 +10,7 @@ use switchyard_proto::{errors, Dict, Message};
 
 use super::rate_limit::RateLimit;
 use super::state::{Connection, Flow, State};
-use crate::auth::{self, Start, Verdict};
+use crate::auth::{self, AuthMethod, Start, Verdict};
 use crate::errors::LIMIT_EXCEEDED;
 use crate::features::ClientFeatures;
 use crate::logsafe::Clip;
@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::realm::Realm;
 use crate::router::HandshakeLimits;
 use crate::session::{Identity, Session};
+use crate::traffic::AuthFailure;
 
 impl Connection {
     pub(super) fn handle_hello(&mut self, msg: Message) -> Flow {
@@ -45,18 +46,32 @@ impl Connection {
         let features = ClientFeatures::from_hello(&details);
         let agent = details.get_str("agent").unwrap_or("").to_string();
         let session_id = realm.unused_session_id();
-        match realm.auth.start(&details, &self.transport, session_id) {
+        match realm.auth().start(&details, &self.transport, session_id) {
             Start::Welcome(identity) => {
                 self.establish(realm, session_id, identity, features, &agent)
             }
             Start::Abort(reason, message) => {
+                let method = realm
+                    .auth()
+                    .choose(&details, &self.transport)
+                    .map_or("none", AuthMethod::as_str);
                 if reason == auth::AUTHENTICATION_FAILED {
                     // A throttled client learns that, not whether its key
                     // is known; otherwise the attempt counts.
-                    if let Err(flow) = self.start_attempt(&realm, details.get_str("authid")) {
+                    if let Err(flow) = self.start_attempt(&realm, details.get_str("authid"), method)
+                    {
                         return flow;
                     }
                     Metrics::inc(&realm.metrics.auth_failed);
+                    realm
+                        .metrics
+                        .traffic
+                        .auth_failed(method, AuthFailure::Refused);
+                } else {
+                    realm
+                        .metrics
+                        .traffic
+                        .auth_failed(method, AuthFailure::NoMatchingMethod);
                 }
                 tracing::info!(
                     peer = %self.peer.label(),
@@ -73,7 +88,7 @@ impl Connection {
                 pending,
             } => {
                 // Counted now, so that attempts in flight count too.
-                match self.start_attempt(&realm, Some(pending.authid())) {
+                match self.start_attempt(&realm, Some(pending.authid()), method) {
                     Ok(delay) => self.auth_delay = delay,
                     Err(flow) => return flow,
                 }
@@ -103,11 +118,16 @@ impl Connection {
         &mut self,
         realm: &Realm,
         authid: Option<&str>,
+        method: &'static str,
     ) -> Result<std::time::Duration, Flow> {
         match realm.throttle.start(self.transport.peer_ip, authid) {
             Ok(delay) => Ok(delay),
             Err(refusal) => {
                 Metrics::inc(&realm.metrics.auth_throttled);
+                realm
+                    .metrics
+                    .traffic
+                    .auth_failed(method, AuthFailure::Throttled);
                 tracing::warn!(
                     peer = %self.peer.label(),
                     realm = realm.name(),
@@ -192,8 +212,16 @@ impl Connection {
             };
         }
         self.peer.set_session(session.id);
+        self.peer
+            .name_session(session.id, realm.name(), &session.authid);
         session.send(&welcome);
         realm.announce_join(&session);
+        self.counted = Some(self.router.metrics().traffic.session(
+            realm.name(),
+            self.transport.kind,
+            self.peer.serializer(),
+            &session.authrole,
+        ));
         self.request_watermark = 0;
         tracing::debug!(
             session = session.id,
@@ -205,7 +233,7 @@ impl Connection {
             agent,
             "session joined"
         );
-        self.rate = RateLimit::new(realm.config.max_messages_per_second);
+        self.rate = RateLimit::new(realm.config().max_messages_per_second);
         self.state = State::Established { session, realm };
         Flow::Continue
     }
@@ -246,6 +274,7 @@ impl Connection {
             Verdict::Busy(message) => {
                 realm.throttle.not_checked(ip, Some(&authid));
                 Metrics::inc(&realm.metrics.limit_exceeded);
+                realm.metrics.traffic.auth_failed(method, AuthFailure::Busy);
                 tracing::warn!(
                     peer = %self.peer.label(),
                     realm = realm.name(),
@@ -257,6 +286,12 @@ impl Connection {
             Verdict::Abort(reason, message) => {
                 // Its attempt was counted when it started.
                 Metrics::inc(&realm.metrics.auth_failed);
+                let why = if reason == errors::PROTOCOL_VIOLATION {
+                    AuthFailure::ProtocolViolation
+                } else {
+                    AuthFailure::Rejected
+                };
+                realm.metrics.traffic.auth_failed(method, why);
                 tracing::info!(
                     peer = %self.peer.label(),
                     realm = realm.name(),

@@ -21,6 +21,7 @@ use crate::peer::Peer;
 use crate::realm::{AskFuture, Realm};
 use crate::router::Router;
 use crate::session::Session;
+use crate::traffic::SessionGauge;
 use crate::transport_info::TransportInfo;
 
 /// What the transport should do after a frame.
@@ -72,6 +73,9 @@ pub struct Connection {
     /// When the connection started waiting for HELLO (at open, and again
     /// after a GOODBYE, since the transport may be reused for a new session).
     pub(super) hello_wait_since: Instant,
+    /// When the PUBLISH being routed reached [`Connection::route`]
+    /// (`switchyard_routing_latency_seconds{kind="publish"}`).
+    pub(super) publish_received: Option<Instant>,
     /// The highest request id the client has used in this session (spec
     /// "Progressive Call Invocations": a CALL at or below it can only
     /// continue a call).
@@ -99,6 +103,9 @@ pub struct Connection {
     /// How long to hold the verdict of this login back (an authid under a
     /// distributed guessing attack).
     pub(super) auth_delay: Duration,
+    /// This session counted in `switchyard_sessions` (from WELCOME to
+    /// [`Connection::leave`]).
+    pub(super) counted: Option<SessionGauge>,
 }
 
 impl Connection {
@@ -141,6 +148,7 @@ impl Connection {
             tracing::debug!(session = session.id, realm = realm.name(), "session left");
             realm.leave(&session);
             self.peer.set_session(0);
+            self.counted = None;
         }
     }
 }

@@ -173,6 +173,8 @@ struct Call {
     killing: bool,
     /// A progressive invocation whose caller is still sending chunks.
     streaming: bool,
+    /// When the Dealer took the CALL (`switchyard_routing_latency_seconds`).
+    received: Instant,
     /// What a router-owned caller hands the callee in INVOCATION.Details
     /// (its CALL options named `x_switchyard_*`, e.g. a queue job's id).
     router_details: Option<Box<Dict>>,
@@ -777,6 +779,11 @@ impl Dealer {
         (n >= max && st.index.get(procedure, policy).is_none()).then_some(n)
     }
 
+    /// Registrations in the realm (for /metrics).
+    pub fn count(&self) -> usize {
+        self.inner.state.lock().regs.len()
+    }
+
     /// The options callee `session` registered `registration` with (None
     /// when it does not hold it).
     pub fn callee_options(&self, registration: u64, session: u64) -> Option<RegisterOptions> {
@@ -1050,6 +1057,7 @@ impl State {
             deadline: None,
             killing: false,
             streaming: progress,
+            received: Instant::now(),
             router_details: router_details(caller, options),
         };
         self.calls.insert(cid, call);
@@ -1235,11 +1243,16 @@ impl State {
         let request = call.request;
         let unserved = matches!(how, End::Unserved(_)) && !call.killing;
         let msg = match how {
-            End::Result(payload) => Message::Result {
-                request,
-                details: Dict::new(),
-                payload,
-            },
+            End::Result(payload) => {
+                if let Some(m) = &config.metrics {
+                    m.traffic.latency.call.observe(call.received.elapsed());
+                }
+                Message::Result {
+                    request,
+                    details: Dict::new(),
+                    payload,
+                }
+            }
             End::CalleeError { error, payload } if call.killing => {
                 tracing::debug!(
                     session = call.caller.id,

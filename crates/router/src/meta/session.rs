@@ -165,7 +165,7 @@ pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, payload: 
     let checked = Args::decode(payload).and_then(|args| {
         let topic = args.str(0, "topic")?.to_string();
         realm.check_uri_length(&topic, "testament topic")?;
-        if let Err(e) = uri::check(&topic, realm.config.uri_check, false) {
+        if let Err(e) = uri::check(&topic, realm.config().uri_check, false) {
             return Err((errors::INVALID_URI, format!("invalid topic: {e}")));
         }
         if uri::is_reserved(&topic) {
@@ -182,7 +182,7 @@ pub(super) fn add_testament(realm: &Arc<Realm>, caller: &Arc<Session>, payload: 
         Ok(ok) => ok,
         Err(e) => return Added::Now(Err(e)),
     };
-    match realm.authz.decide(caller, Action::Publish, &topic) {
+    match realm.authz().decide(caller, Action::Publish, &topic) {
         Decision::Ask => match caller.cached_decision(Action::Publish, &topic) {
             Some(d) => Added::Now(decided(d, realm, caller, &args, topic)),
             None => {
@@ -273,9 +273,9 @@ fn add_authorized(
     .map_or(usize::MAX / 2, |b| b.len())
         + testament.topic.len();
     let limits = TestamentLimits {
-        count: realm.config.max_testaments_per_session,
-        bytes: realm.config.max_testament_bytes_per_session,
-        realm_bytes: realm.config.max_testament_bytes,
+        count: realm.config().max_testaments_per_session,
+        bytes: realm.config().max_testament_bytes_per_session,
+        realm_bytes: realm.config().max_testament_bytes,
     };
     if let Err(why) = caller.add_testament(scope, testament, size, limits, &realm.testament_bytes) {
         crate::metrics::Metrics::inc(&realm.metrics.limit_exceeded);

@@ -67,7 +67,7 @@ pub(super) fn count_subscribers(realm: &Arc<Realm>, _: &Arc<Session>, args: &Arg
 /// not called once per event).
 pub(super) fn get_events(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
     let id = args.id(0, "subscription")?;
-    let may_subscribe = |uri: &str, policy: MatchPolicy| match realm.authz.decide_pattern(
+    let may_subscribe = |uri: &str, policy: MatchPolicy| match realm.authz().decide_pattern(
         caller,
         Action::Subscribe,
         uri,

@@ -6,6 +6,7 @@
 //! turns each refusal into the bridge's HTTP answer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hyper::header::{self, HeaderMap};
 use hyper::StatusCode;
@@ -30,6 +31,25 @@ pub(super) fn browser_marker(headers: &HeaderMap) -> Option<&'static str> {
     }
     let site = headers.get("sec-fetch-site")?;
     (site.as_bytes() != b"none").then_some("Sec-Fetch-Site")
+}
+
+/// The identity a request acts as: the bridge's unsigned caller, or its
+/// signing key's (held, since a reload may replace the bridge's keys while
+/// the request runs).
+pub(super) enum Caller<'a> {
+    Unsigned(&'a InternalCaller),
+    Key(Arc<SigningKey>),
+}
+
+impl std::ops::Deref for Caller<'_> {
+    type Target = InternalCaller;
+
+    fn deref(&self) -> &InternalCaller {
+        match self {
+            Caller::Unsigned(c) => c,
+            Caller::Key(k) => &k.caller,
+        }
+    }
 }
 
 /// What a request carries to prove who sent it, taken from its head before
@@ -83,7 +103,7 @@ pub(super) fn authenticate<'a>(
     cred: &Credentials,
     scheme: Scheme<'_>,
     body: &[u8],
-) -> Result<&'a InternalCaller, Refusal> {
+) -> Result<Caller<'a>, Refusal> {
     let params = query_params(&cred.query).ok_or_else(|| bad("the query string is not valid"))?;
     if let Some(header) = cred.header.clone().map_err(bad)? {
         if let Some(p) = SIGNING_PARAMS.iter().find(|p| params.contains_key(**p)) {
@@ -110,7 +130,7 @@ pub(super) fn authenticate<'a>(
                 ),
             ));
         }
-        return Ok(unsigned);
+        return Ok(Caller::Unsigned(unsigned));
     };
     let get = |name: &str| {
         params.get(name).ok_or_else(|| {
@@ -160,7 +180,7 @@ fn authenticate_header<'a>(
     scheme: &Scheme<'_>,
     header: &str,
     body: &[u8],
-) -> Result<&'a InternalCaller, Refusal> {
+) -> Result<Caller<'a>, Refusal> {
     let h = parse_header(header).map_err(|m| {
         unauthorized(
             "switchyard.error.invalid_signature",
@@ -191,8 +211,10 @@ fn authenticate_header<'a>(
     accept(bridge, signing_key, mac, &h.signature, &h.timestamp)
 }
 
-fn signing_key<'a>(bridge: &'a Bridge, key: &str) -> Result<&'a SigningKey, Refusal> {
-    bridge.keys.get(key).ok_or_else(|| {
+/// The bridge's key named `key` now (held: a reload may replace the keys
+/// while the request runs).
+fn signing_key(bridge: &Bridge, key: &str) -> Result<Arc<SigningKey>, Refusal> {
+    bridge.signing_key(key).ok_or_else(|| {
         unauthorized(
             "switchyard.error.unknown_key",
             format!("unknown signing key \"{}\"", Clip(key)),
@@ -204,12 +226,12 @@ fn signing_key<'a>(bridge: &'a Bridge, key: &str) -> Result<&'a SigningKey, Refu
 /// signature, the timestamp inside the window, and the signature not seen
 /// before (the key's replay cache).
 fn accept<'a>(
-    bridge: &'a Bridge,
-    signing_key: &'a SigningKey,
+    bridge: &Bridge,
+    signing_key: Arc<SigningKey>,
     mac: Mac32,
     signature: &str,
     timestamp: &str,
-) -> Result<&'a InternalCaller, Refusal> {
+) -> Result<Caller<'a>, Refusal> {
     if !matches(&mac, signature) {
         return Err(unauthorized(
             "switchyard.error.invalid_signature",
@@ -237,7 +259,7 @@ fn accept<'a>(
         ));
     }
     match signing_key.replays.first_use(mac, remember_for(ts, window)) {
-        Ok(()) => Ok(&signing_key.caller),
+        Ok(()) => Ok(Caller::Key(signing_key)),
         Err(Refused::Replayed) => Err(unauthorized(
             "switchyard.error.replayed_request",
             "this signed request was already accepted: a signature is accepted once \

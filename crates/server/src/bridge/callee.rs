@@ -134,7 +134,9 @@ pub fn start(realm: &Arc<Realm>, c: &HttpCallee) -> Result<InternalCaller, Strin
     );
     let session = caller.session().clone();
     if let Decision::Deny | Decision::Ask =
-        realm.authz.decide(&session, Action::Register, &c.procedure)
+        realm
+            .authz()
+            .decide(&session, Action::Register, &c.procedure)
     {
         return Err(format!(
             "HTTP callee {}: role \"{}\" may not register \"{}\"",

@@ -102,7 +102,7 @@ pub(super) async fn handle(
             },
             &body,
         )?;
-        Ok::<_, Refusal>(answer(bridge, caller, &body).await)
+        Ok::<_, Refusal>(answer(bridge, &caller, &body).await)
     }
     .await;
     match outcome {
@@ -261,7 +261,7 @@ async fn run(
         .realm
         .check_uri_length(procedure, "procedure")
         .map_err(|(_, m)| not_found(m))?;
-    uri::check(procedure, bridge.realm.config.uri_check, false)
+    uri::check(procedure, bridge.realm.config().uri_check, false)
         .map_err(|e| not_found(format!("invalid procedure URI: {e}")))?;
     let session = caller.session();
     if !matches!(

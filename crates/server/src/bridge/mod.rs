@@ -17,6 +17,7 @@ mod body;
 pub mod callee;
 pub mod durable;
 mod jsonrpc;
+pub mod metrics;
 mod queue;
 mod strict_json;
 pub mod subscriber;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_router::logsafe::Clip;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -325,14 +327,53 @@ impl BridgeConfig {
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// A signing key of a bridge.
-struct SigningKey {
+pub(crate) struct SigningKey {
     secret: String,
     caller: InternalCaller,
     /// The signatures made with this key accepted inside the window. One
     /// memory per key: a signature is bound to its key (the key is part of
     /// the signed string), and a key that floods (leaked, or a client bug)
-    /// fills only its own places.
-    replays: ReplayCache,
+    /// fills only its own places. Shared with the key's next version when a
+    /// reload keeps its secret (its role or authid changed): a signature
+    /// accepted before the reload is still refused after it.
+    replays: Arc<ReplayCache>,
+}
+
+/// The signing keys of a bridge, by key.
+type Keys = HashMap<String, Arc<SigningKey>>;
+
+/// The signing keys `config` lists; a key of `old` with the same secret
+/// keeps its replay memory.
+fn signing_keys(config: &[BridgeKey], cache_size: usize, old: Option<&Keys>) -> Keys {
+    config
+        .iter()
+        .map(|k| {
+            let authid = k.authid.clone().unwrap_or_else(|| k.key.clone());
+            let replays = old
+                .and_then(|o| o.get(&k.key))
+                .filter(|o| o.secret == k.secret)
+                .map(|o| o.replays.clone())
+                .unwrap_or_else(|| Arc::new(ReplayCache::new(cache_size)));
+            (
+                k.key.clone(),
+                Arc::new(SigningKey {
+                    secret: k.secret.clone(),
+                    caller: InternalCaller::new(key_identity(&authid, &k.role)),
+                    replays,
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Who a bridge's requests act as.
+fn key_identity(authid: &str, role: &str) -> Identity {
+    Identity {
+        authid: authid.to_string(),
+        authrole: role.to_string(),
+        authmethod: "http-signature".into(),
+        authprovider: "bridge".into(),
+    }
 }
 
 /// One running bridge.
@@ -340,8 +381,9 @@ pub struct Bridge {
     config: BridgeConfig,
     realm: Arc<Realm>,
     /// Per key: its secret, the identity its requests act as, and the
-    /// signatures it had accepted inside the timestamp window.
-    keys: HashMap<String, SigningKey>,
+    /// signatures it had accepted inside the timestamp window. Swapped
+    /// whole by a reload ([`Bridge::reload_keys`]).
+    keys: ArcSwap<Keys>,
     unsigned: Option<InternalCaller>,
     /// Per webhook path: the webhook and the identity it publishes as.
     webhooks: HashMap<String, (Webhook, InternalCaller)>,
@@ -366,27 +408,9 @@ impl Bridge {
                 config.address, config.realm
             )
         })?;
-        let identity = |authid: &str, role: &str| Identity {
-            authid: authid.to_string(),
-            authrole: role.to_string(),
-            authmethod: "http-signature".into(),
-            authprovider: "bridge".into(),
-        };
-        let keys = config
-            .keys
-            .iter()
-            .map(|k| {
-                let authid = k.authid.clone().unwrap_or_else(|| k.key.clone());
-                (
-                    k.key.clone(),
-                    SigningKey {
-                        secret: k.secret.clone(),
-                        caller: InternalCaller::new(identity(&authid, &k.role)),
-                        replays: ReplayCache::new(config.replay_cache_size),
-                    },
-                )
-            })
-            .collect();
+        let identity = key_identity;
+        let keys =
+            ArcSwap::from_pointee(signing_keys(&config.keys, config.replay_cache_size, None));
         let unsigned = config
             .allow_unsigned
             .then(|| InternalCaller::new(identity("http-bridge", &config.unsigned_role)));
@@ -424,6 +448,37 @@ impl Bridge {
     pub fn config(&self) -> &BridgeConfig {
         &self.config
     }
+
+    /// Replaces the signing keys (a configuration reload): requests are
+    /// checked against `keys` from now on. A key whose secret is unchanged
+    /// keeps its replay memory.
+    pub fn reload_keys(&self, keys: &[BridgeKey]) {
+        let old = self.keys.load();
+        let new = signing_keys(keys, self.config.replay_cache_size, Some(&old));
+        self.keys.store(Arc::new(new));
+    }
+
+    /// The signing key `key`, as the configuration is now.
+    pub(crate) fn signing_key(&self, key: &str) -> Option<Arc<SigningKey>> {
+        self.keys.load().get(key).cloned()
+    }
+
+    /// The endpoint a path names, as a label of the request metrics.
+    fn endpoint_of(&self, path: &str) -> &'static str {
+        if path == OPENAPI_PATH {
+            "openapi"
+        } else if self.webhooks.contains_key(path) {
+            "webhook"
+        } else if queue::queue_of(path).is_some() {
+            "queue"
+        } else if path == self.config.publish_path {
+            "publish"
+        } else if path == self.config.call_path {
+            "call"
+        } else {
+            "other"
+        }
+    }
 }
 
 /// What bounds the bridge's connections: the per-address limit shared with
@@ -434,6 +489,8 @@ pub struct ConnLimits {
     /// A request head must arrive within this (also while a keep-alive
     /// connection waits idle for its next request).
     pub header_timeout: Duration,
+    /// Requests by endpoint and status, for /metrics.
+    pub requests: Arc<metrics::RequestMetrics>,
 }
 
 /// Connections over the per-address limit answered with 429 at once;
@@ -467,10 +524,18 @@ pub async fn serve(
         let bridge = bridge.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
+            let requests = limits.requests.clone();
             let service = service_fn(move |req| {
                 let bridge = bridge.clone();
                 let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &bridge, &peer).await) }
+                let requests = requests.clone();
+                async move {
+                    let endpoint = bridge.endpoint_of(req.uri().path());
+                    let r = handle(req, &bridge, &peer).await;
+                    let realm = &bridge.config.realm;
+                    requests.count(realm, endpoint, r.status().as_u16());
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -600,8 +665,8 @@ async fn handle(req: Request<Incoming>, bridge: &Bridge, peer: &str) -> Response
         let caller = authenticate(bridge, &cred, Scheme::Crossbar, &body)?;
         let request = parse_body(&body)?;
         match action {
-            Action::Call => call(bridge, caller, request).await,
-            _ => publish(bridge, caller, request).await,
+            Action::Call => call(bridge, &caller, request).await,
+            _ => publish(bridge, &caller, request).await,
         }
     }
     .await;
@@ -701,7 +766,7 @@ fn check_uri(bridge: &Bridge, r: &BridgeRequest, want: &'static str) -> Result<S
         .realm
         .check_uri_length(&u, want)
         .map_err(|(_, message)| bad(message))?;
-    uri::check(&u, bridge.realm.config.uri_check, false)
+    uri::check(&u, bridge.realm.config().uri_check, false)
         .map_err(|e| bad(format!("invalid {want}: {e}")))?;
     if uri::is_reserved(&u) && want == "topic" {
         return Err(bad(format!(

@@ -145,7 +145,7 @@ async fn push(
             _ => job.insert("idempotency_key", k),
         }
     }
-    authorize(bridge, caller, Action::Call, PUSH).await?;
+    authorize(bridge, &caller, Action::Call, PUSH).await?;
     let reply = caller
         .call(
             &bridge.realm.dealer,
@@ -257,7 +257,7 @@ async fn job(
         &body,
     )?;
     let job_id = id.parse::<u64>().map_err(|_| no_such_job(queue, id))?;
-    authorize(bridge, caller, Action::Call, JOB).await?;
+    authorize(bridge, &caller, Action::Call, JOB).await?;
     let reply = caller
         .call(
             &bridge.realm.dealer,

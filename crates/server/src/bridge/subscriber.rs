@@ -85,7 +85,7 @@ impl HttpSubscriber {
     /// to its topic in `realm`.
     pub fn check_authorized(&self, realm: &Realm, session: &Session) -> Result<(), String> {
         match realm
-            .authz
+            .authz()
             .decide_pattern(session, Action::Subscribe, &self.topic, self.policy)
         {
             Decision::Deny | Decision::Ask => Err(format!(

@@ -260,6 +260,18 @@ impl Cluster {
         })
     }
 
+    /// A question the caller may keep: is the NATS connection up now?
+    /// (`/readyz` and the `switchyard_cluster_nats_connected` gauge ask it.)
+    pub fn connected_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let client = self.client.clone();
+        move || {
+            matches!(
+                client.connection_state(),
+                async_nats::connection::State::Connected
+            )
+        }
+    }
+
     fn shared(&self, realm: &str) -> Arc<RealmShared> {
         self.realms
             .lock()

@@ -98,7 +98,8 @@ impl QueueService {
     /// `<procedure>.<queue>`. Otherwise the procedure permission (checked by
     /// the Dealer) is all there is.
     fn scoped(&self, caller: &Session, procedure: &str) -> bool {
-        let Some(role) = self.realm.authz.role(&caller.authrole) else {
+        let authz = self.realm.authz();
+        let Some(role) = authz.role(&caller.authrole) else {
             return true;
         };
         let prefix = format!("{procedure}.");
@@ -151,7 +152,7 @@ impl QueueService {
         procedure: &str,
         queue: &str,
     ) -> Result<(), String> {
-        if !self.realm.authz.enabled() {
+        if !self.realm.authz().enabled() {
             return Ok(());
         }
         let Some(caller) = caller else {

@@ -493,7 +493,7 @@ impl QueueService {
                 switchyard_queue::model::MAX_NAME_LEN
             )));
         }
-        if let Err(e) = switchyard_proto::uri::check(uri, self.realm.config.uri_check, false) {
+        if let Err(e) = switchyard_proto::uri::check(uri, self.realm.config().uri_check, false) {
             return Err(invalid(format!("{field}: {e}")));
         }
         if switchyard_proto::uri::is_reserved(uri) {
@@ -501,7 +501,7 @@ impl QueueService {
                 "{field}: \"{uri}\" is in the \"wamp.\" namespace, which is reserved for the router"
             )));
         }
-        if !self.realm.authz.enabled() {
+        if !self.realm.authz().enabled() {
             return Ok(());
         }
         let Some(caller) = caller else {

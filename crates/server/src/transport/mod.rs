@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchyard_router::traffic::Traffic;
 use switchyard_router::{Flow, OutboundBudget, OutboundLimits, Peer, SlowConsumerPolicy};
 
 /// What every transport needs to know from the configuration: plain
@@ -40,6 +41,9 @@ pub struct Settings {
     /// Bytes of PONGs owed to a peer (PINGs it sent while not reading our
     /// answers) before it is disconnected.
     pub max_pending_pong_bytes: usize,
+    /// Where client connections' outgoing messages are counted (the
+    /// router's traffic families); None: not counted.
+    pub traffic: Option<Arc<Traffic>>,
 }
 
 impl Settings {
@@ -50,6 +54,7 @@ impl Settings {
             bytes: self.outbound_queue_bytes,
             policy: self.slow_consumer,
             budget: Some(self.outbound_budget.clone()),
+            traffic: self.traffic.clone(),
         }
     }
 }

@@ -14,6 +14,7 @@ use switchyard_proto::rawsocket::{self, ClientHandshakeError, FrameKind};
 use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{
     finish_writer, hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings,
@@ -75,6 +76,28 @@ pub async fn serve<R, W>(
     }
     let label = format!("{label} rawsocket/{serializer}");
     let (peer, rx) = Peer::bounded(serializer, settings.outbound(), client_max, label.clone());
+    // Every line logged while serving this connection carries its span
+    // (peer, and session, realm and authid once the session exists).
+    let span = peer.span().clone();
+    serve_session(reader, writer, router, settings, transport, peer, rx)
+        .instrument(span)
+        .await
+}
+
+/// [`serve`] once the handshake is done and the peer exists, inside the
+/// connection's span.
+async fn serve_session<R, W>(
+    mut reader: R,
+    writer: W,
+    router: Arc<Router>,
+    settings: Settings,
+    transport: TransportInfo,
+    peer: Arc<Peer>,
+    rx: OutboundRx,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let liveness = Liveness::new();
     let pong = Arc::new(PongSlot::default());
     // RawSocket PINGs have their own interval (off by default, see config).

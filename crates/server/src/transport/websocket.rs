@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use switchyard_proto::Serializer;
 use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
+use tracing::Instrument;
 
 use super::origin::OriginPolicy;
 use super::{
@@ -251,6 +252,26 @@ async fn serve(
 ) {
     let settings = ep.settings.clone();
     let (peer, rx) = Peer::bounded(serializer, settings.outbound(), usize::MAX, label.clone());
+    // Every line logged while serving this connection carries its span
+    // (peer, and session, realm and authid once the session exists).
+    let span = peer.span().clone();
+    serve_session(ws, serializer, ep, label, transport, settings, peer, rx)
+        .instrument(span)
+        .await
+}
+
+/// [`serve`] once the peer exists, inside the connection's span.
+#[allow(clippy::too_many_arguments)]
+async fn serve_session(
+    ws: Ws,
+    serializer: Serializer,
+    ep: Endpoint,
+    label: String,
+    transport: TransportInfo,
+    settings: Settings,
+    peer: Arc<Peer>,
+    rx: OutboundRx,
+) {
     let (sink, mut stream) = ws.split();
     let liveness = Liveness::new();
     let pongs = Arc::new(Pongs::default());

@@ -43,6 +43,18 @@ impl Nats {
         self.child = child;
     }
 
+    /// Kills the server (SIGKILL) and leaves it down.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`Nats::stop`], on the same ports and store.
+    pub fn start_again(&mut self) {
+        let (child, _, _) = Nats::spawn(self._dir.path(), self.port, self.monitor);
+        self.child = child;
+    }
+
     fn spawn(dir: &std::path::Path, port: u16, monitor: u16) -> (Child, u16, u16) {
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
