@@ -94,7 +94,7 @@ pub struct DynamicAuthorizer {
     pub timeout: std::time::Duration,
     /// The app that decides instead of `procedure` (it travels with the
     /// rules, so a reload swaps both at once).
-    pub app: Option<crate::hooks::AppAuthHandle>,
+    pub app: Option<crate::app_auth::AppAuthHandle>,
 }
 
 /// How specific a matching pattern is: higher wins.

@@ -42,34 +42,7 @@ impl Reply {
     }
 }
 
-/// Why an internal call failed: the error URI and the first argument (a
-/// message) if any.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallFailure {
-    pub error: String,
-    pub message: String,
-    /// The ERROR's arguments, as the callee sent them.
-    pub args: Vec<Value>,
-    pub kwargs: Dict,
-    /// True when no callee took the call: the Dealer answered itself
-    /// because none is registered, none has capacity (and the wait queue is
-    /// full), or the callee left before the call reached it. False for an
-    /// ERROR a callee sent, even one with the URI
-    /// `wamp.error.no_such_procedure`, and for the router's other refusals.
-    pub unserved: bool,
-}
-
-impl CallFailure {
-    fn new(error: &str, message: String) -> Self {
-        CallFailure {
-            error: error.to_string(),
-            message,
-            args: Vec::new(),
-            kwargs: Dict::new(),
-            unserved: false,
-        }
-    }
-}
+pub use crate::errors::CallFailure;
 
 /// Called for each progressive RESULT of a call.
 pub type OnProgress = Box<dyn Fn(&Dict) + Send + Sync>;

@@ -13,6 +13,7 @@
 //! `connection`, the per-connection state machine that drives them all.
 //! docs/ARCHITECTURE.md maps every file.
 
+pub mod app_auth;
 pub mod auth;
 pub mod authz;
 pub mod backplane;

@@ -115,7 +115,7 @@ pub struct RealmConfig {
     /// than a WAMP procedure (set by the server: `authenticator_url`,
     /// `authorizer_url`).
     #[serde(skip)]
-    pub app_auth: Option<crate::hooks::AppAuthHandle>,
+    pub app_auth: Option<crate::app_auth::AppAuthHandle>,
 }
 
 /// Default of `max_uri_length`.

@@ -50,10 +50,10 @@ pub struct Authenticator {
     /// The issuers of JWT tickets.
     jwt: jwt::JwtVerifier,
     /// The application that decides tickets over HTTP (`authenticator_url`,
-    /// the realm's [`crate::hooks::AppAuth`]), if it does. Kept here, not
+    /// the realm's [`crate::app_auth::AppAuth`]), if it does. Kept here, not
     /// read from the realm's settings, so that a login asks the app of the
     /// same snapshot its rules come from (a reload swaps both at once).
-    app: Option<crate::hooks::AppAuthHandle>,
+    app: Option<crate::app_auth::AppAuthHandle>,
     /// The authids of every static principal, whatever its method: they are
     /// authenticated only statically, never by the authenticator procedure.
     static_authids: HashSet<String>,
@@ -167,7 +167,7 @@ pub(crate) struct AskAuthenticator {
     /// None: the application's `authenticator_url` (the realm's AppAuth).
     pub procedure: Option<String>,
     /// The app that decides when `procedure` is None.
-    pub app: Option<crate::hooks::AppAuthHandle>,
+    pub app: Option<crate::app_auth::AppAuthHandle>,
     pub args: Vec<Value>,
     pub timeout: std::time::Duration,
     /// The authid the client claimed in HELLO (for the log only).
@@ -238,8 +238,8 @@ impl Authenticator {
     }
 
     /// Hands the tickets the authenticator procedure would get to the
-    /// realm's [`crate::hooks::AppAuth`] instead.
-    pub(crate) fn delegate_to_app(&mut self, app: crate::hooks::AppAuthHandle) {
+    /// realm's [`crate::app_auth::AppAuth`] instead.
+    pub(crate) fn delegate_to_app(&mut self, app: crate::app_auth::AppAuthHandle) {
         self.app = Some(app);
     }
 

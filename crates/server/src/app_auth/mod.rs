@@ -3,7 +3,7 @@
 //! signed like its other outgoing requests (`crate::signing::signed_url`:
 //! the app verifies it as it verifies the router's subscriber POSTs), and
 //! reads the answer as it reads the answer of the authenticator or
-//! authorizer procedure (`switchyard_router::hooks::AppAuth`).
+//! authorizer procedure (`switchyard_router::app_auth::AppAuth`).
 //!
 //! - `config.rs`: the table and its checks;
 //! - `cache.rs`: the bounded, expiring cache of authorizer answers.
@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use switchyard_proto::{errors, Dict, Value};
-use switchyard_router::hooks::{AppAuth, AppAuthHandle, AppFuture};
+use switchyard_router::app_auth::{AppAuth, AppAuthHandle, AppFuture};
 use switchyard_router::internal::CallFailure;
 use tokio::sync::Semaphore;
 
