@@ -19,8 +19,24 @@ use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
 
 const FD_LIMIT: u32 = 256;
 
-/// The router under `prlimit --nofile=256` with a bridge on `bport`.
-fn start(bport: u16, extra: &str) -> Router {
+/// The router under `prlimit --nofile=256` with a bridge, and the bridge's
+/// port. Ports are picked free and bound by the router a moment later, so
+/// another test may take one meanwhile: a start that fails on a port in use
+/// is tried again with other ports (a few times).
+fn start(extra: &str) -> (Router, u16) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let bport = common::free_port();
+        match try_start(bport, extra) {
+            Ok(r) => return (r, bport),
+            Err(log) if log.contains("Address already in use") => last = log,
+            Err(log) => panic!("router did not start: {log}"),
+        }
+    }
+    panic!("router did not start, ports taken five times: {last}");
+}
+
+fn try_start(bport: u16, extra: &str) -> Result<Router, String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ws_port, rs_port) = (common::free_port(), common::free_port());
     let config = format!(
@@ -43,7 +59,7 @@ fn start(bport: u16, extra: &str) -> Router {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn prlimit switchyard");
-    let r = Router {
+    let mut r = Router {
         child: Some(child),
         ws_port,
         rs_port,
@@ -54,14 +70,16 @@ fn start(bport: u16, extra: &str) -> Router {
     while TcpStream::connect(("127.0.0.1", rs_port)).is_err()
         || TcpStream::connect(("127.0.0.1", bport)).is_err()
     {
-        assert!(
-            Instant::now() < deadline,
-            "router did not start: {}",
-            r.log_text()
-        );
+        let exited = r
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited || Instant::now() >= deadline {
+            return Err(r.log_text());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    r
+    Ok(r)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -145,11 +163,8 @@ fn slow_request(s: &mut TcpStream) -> std::io::Result<()> {
 /// WAMP session from another address connects and its round trip holds.
 #[test]
 fn slow_bridge_connections_are_bounded_per_address_and_in_time() {
-    let bport = common::free_port();
-    let r = start(
-        bport,
-        "[limits]\nmax_connections_per_address = 64\nhttp_body_timeout = \"4s\"\n",
-    );
+    let (r, bport) =
+        start("[limits]\nmax_connections_per_address = 64\nhttp_body_timeout = \"4s\"\n");
     let pid = pid(&r);
     let mut healthy = session_from(Ipv4Addr::new(127, 0, 0, 2), r.rs_port);
     let before = round_trip(&mut healthy, 21);
@@ -239,8 +254,7 @@ fn slow_bridge_connections_are_bounded_per_address_and_in_time() {
 /// the router accepts WAMP sessions again.
 #[test]
 fn descriptor_exhaustion_does_not_spin_or_flood_the_log() {
-    let bport = common::free_port();
-    let r = start(bport, "[limits]\nmax_connections_per_address = 60\n");
+    let (r, bport) = start("[limits]\nmax_connections_per_address = 60\n");
     let pid = pid(&r);
     let rss_before = rss_kib(pid);
     let ticks_before = cpu_ticks(pid);
@@ -302,12 +316,8 @@ fn descriptor_exhaustion_does_not_spin_or_flood_the_log() {
 /// stays bounded.
 #[test]
 fn buffered_request_bodies_are_bounded_in_bytes() {
-    let bport = common::free_port();
     // (Keys of the [[bridge]] table, which start() writes last but one.)
-    let r = start(
-        bport,
-        "max_body_size = 1048576\nmax_buffered_body_bytes = 8388608\n",
-    );
+    let (r, bport) = start("max_body_size = 1048576\nmax_buffered_body_bytes = 8388608\n");
     let pid = pid(&r);
     let mut healthy = session_from(Ipv4Addr::new(127, 0, 0, 2), r.rs_port);
     let before = round_trip(&mut healthy, 21);
