@@ -51,28 +51,44 @@ impl Router {
 impl Router {
     /// Starts the router with extra TOML (e.g. a [limits] table).
     pub fn start(extra: &str) -> Router {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ws_port = free_port();
-        let rs_port = free_port();
-        let unix = dir.path().join("wamp.sock").display().to_string();
-        let config = format!(
-            "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{ws_port}\"\npath = \"/ws\"\n\n\
-             [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{rs_port}\"\n\n\
-             [[listener]]\ntype = \"rawsocket\"\nunix = \"{unix}\"\n\n\
-             [[realm]]\nname = \"realm1\"\n\n{extra}\n"
-        );
-        let cfg = dir.path().join("switchyard.toml");
-        std::fs::write(&cfg, config).expect("write config");
-        let log = dir.path().join("router.log");
-        let mut r = Router {
-            child: None,
-            ws_port,
-            rs_port,
-            dir,
-            log,
-        };
-        r.spawn();
-        r
+        // The two ports are picked free and bound by the router a moment
+        // later: another test may take one meanwhile, and then the start is
+        // tried again with other ports (ports in `extra` are the caller's).
+        for attempt in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ws_port = free_port();
+            let rs_port = free_port();
+            let unix = dir.path().join("wamp.sock").display().to_string();
+            let config = format!(
+                "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:{ws_port}\"\npath = \"/ws\"\n\n\
+                 [[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{rs_port}\"\n\n\
+                 [[listener]]\ntype = \"rawsocket\"\nunix = \"{unix}\"\n\n\
+                 [[realm]]\nname = \"realm1\"\n\n{extra}\n"
+            );
+            let cfg = dir.path().join("switchyard.toml");
+            std::fs::write(&cfg, config).expect("write config");
+            let log = dir.path().join("router.log");
+            let mut r = Router {
+                child: None,
+                ws_port,
+                rs_port,
+                dir,
+                log,
+            };
+            match r.try_spawn() {
+                Ok(()) => return r,
+                Err(log)
+                    if attempt < 4
+                        && [ws_port, rs_port]
+                            .iter()
+                            .any(|p| log.contains(&format!(":{p}: Address already in use"))) =>
+                {
+                    continue
+                }
+                Err(log) => panic!("router did not start: {log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Stops the router (SIGTERM) and starts it again with the same
@@ -83,6 +99,14 @@ impl Router {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("router did not start: {log}");
+        }
+    }
+
+    /// Starts the router and waits until it is ready; its log if it exits
+    /// or is not ready within 30 s.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let cfg = self.dir.path().join("switchyard.toml");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .current_dir(self.dir.path())
@@ -95,22 +119,25 @@ impl Router {
             .spawn()
             .expect("spawn switchyard");
         self.child = Some(child);
-        let (r, rs_port, ws_port) = (&*self, self.rs_port, self.ws_port);
+        let (rs_port, ws_port) = (self.rs_port, self.ws_port);
         let deadline = Instant::now() + Duration::from_secs(30);
         // Every listener (the HTTP bridge's too) is bound before the router
         // logs that it is ready.
         let ready = concat!(" ", env!("CARGO_PKG_VERSION"), " ready");
         while TcpStream::connect(("127.0.0.1", rs_port)).is_err()
             || TcpStream::connect(("127.0.0.1", ws_port)).is_err()
-            || !r.log_text().contains(ready)
+            || !self.log_text().contains(ready)
         {
-            assert!(
-                Instant::now() < deadline,
-                "router did not start: {}",
-                r.log_text()
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() >= deadline {
+                return Err(self.log_text());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     pub fn log_text(&self) -> String {
