@@ -100,6 +100,8 @@ else
     echo "setup.sh: installing phpunit with apt-get"
     bash "$HERE/../../scripts/apt-install.sh" "phpunit (for clients/php)" phpunit
     command -v phpunit >/dev/null 2>&1 || { echo "setup.sh: phpunit was installed but is not on PATH" >&2; exit 1; }
+fi
+
 # --------------------------------------------------------------- browser ---
 # tests/browser drives the admin page in headless Chromium with playwright-core
 # (executablePath /usr/bin/chromium: Playwright's own browser downloads are
