@@ -13,6 +13,7 @@ use hyper::StatusCode;
 use switchyard_router::internal::InternalCaller;
 use switchyard_router::logsafe::Clip;
 
+use super::body::{read_body, Body};
 use super::{bad, unauthorized, Bridge, Refusal, SigningKey};
 use crate::signing::schemes::{header_mac, HeaderSigned, Mac32};
 use crate::signing::verify::{
@@ -92,6 +93,31 @@ impl Credentials {
             header,
         }
     }
+}
+
+/// Reads the body of a request to one of our own endpoints and checks its
+/// bound signature (the method, the path, `idempotency_key` and the body):
+/// the identity it acts as, and the body.
+pub(super) async fn read_bound<'a>(
+    bridge: &'a Bridge,
+    req: hyper::Request<hyper::body::Incoming>,
+    idempotency_key: Option<&str>,
+) -> Result<(Caller<'a>, Body), Refusal> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let cred = Credentials::of(&req);
+    let body = read_body(req, bridge).await?;
+    let caller = authenticate(
+        bridge,
+        &cred,
+        Scheme::Bound {
+            method: &method,
+            path: &path,
+            idempotency_key,
+        },
+        &body,
+    )?;
+    Ok((caller, body))
 }
 
 /// Checks the request's signature (the `X-Authentication` header, or the

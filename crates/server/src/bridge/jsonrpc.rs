@@ -34,8 +34,7 @@ use switchyard_router::authz::{Action, Decision};
 use switchyard_router::internal::InternalCaller;
 use switchyard_router::logsafe::Clip;
 
-use super::auth::{authenticate, Credentials, Scheme};
-use super::body::read_body;
+use super::auth::read_bound;
 use super::{json_response, refusal, Bridge, Refusal};
 
 pub const PARSE_ERROR: i64 = -32700;
@@ -87,21 +86,9 @@ pub(super) async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let cred = Credentials::of(&req);
     let outcome = async {
-        let body = read_body(req, bridge).await?;
-        let caller = authenticate(
-            bridge,
-            &cred,
-            Scheme::Bound {
-                method: &method,
-                path: &path,
-                idempotency_key: None,
-            },
-            &body,
-        )?;
+        let (caller, body) = read_bound(bridge, req, None).await?;
         Ok::<_, Refusal>(answer(bridge, &caller, &body).await)
     }
     .await;

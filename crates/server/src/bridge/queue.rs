@@ -30,8 +30,7 @@ use serde_json::json;
 use switchyard_proto::{errors, Value};
 use switchyard_router::authz::Action;
 
-use super::auth::{authenticate, Credentials, Scheme};
-use super::body::read_body;
+use super::auth::read_bound;
 use super::{authorize, bad, json_response, refusal, Bridge, Refusal};
 
 const PUSH: &str = "switchyard.queue.push";
@@ -104,20 +103,8 @@ async fn push(
             Some(v.to_string())
         }
     };
-    let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let cred = Credentials::of(&req);
-    let body = read_body(req, bridge).await?;
-    let caller = authenticate(
-        bridge,
-        &cred,
-        Scheme::Bound {
-            method: &method,
-            path: &path,
-            idempotency_key: key.as_deref(),
-        },
-        &body,
-    )?;
+    let (caller, body) = read_bound(bridge, req, key.as_deref()).await?;
     let mut job = if body.iter().all(u8::is_ascii_whitespace) {
         switchyard_proto::Dict::new()
     } else {
@@ -242,20 +229,8 @@ async fn job(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Refusal> {
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
-    let cred = Credentials::of(&req);
-    let body = read_body(req, bridge).await?;
-    let caller = authenticate(
-        bridge,
-        &cred,
-        Scheme::Bound {
-            method: &method,
-            path: &path,
-            idempotency_key: None,
-        },
-        &body,
-    )?;
+    // (The body is signed, even empty, and must be read for the signature.)
+    let (caller, _body) = read_bound(bridge, req, None).await?;
     let job_id = id.parse::<u64>().map_err(|_| no_such_job(queue, id))?;
     authorize(bridge, &caller, Action::Call, JOB).await?;
     let reply = caller
