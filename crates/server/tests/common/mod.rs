@@ -19,11 +19,30 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
 
+/// A port free now, for a router a test starts a moment later. Taken
+/// below Linux's ephemeral range (32768-60999), which the OS hands out for
+/// `bind(0)` and for the source ports of every client connection the tests
+/// open: a port from there could be taken by a test's own connection before
+/// the router binds it. Each process walks its own sequence (from a start
+/// drawn from its pid) and skips ports something holds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 pub struct Router {
