@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -200,6 +200,19 @@ pub enum Declared {
     Unchanged,
 }
 
+/// What [`Queues::reconfigure`] changed (queue names, sorted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Queues new to the config file, created.
+    pub created: Vec<String>,
+    /// Queues whose configuration changed, with the fields that did.
+    pub changed: Vec<(String, Vec<&'static str>)>,
+    /// Queues declared at run time that the file now declares.
+    pub adopted: Vec<String>,
+    /// Queues the file no longer declares: kept, now counted as declared at run time.
+    pub released: Vec<String>,
+}
+
 /// Which dead jobs to requeue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requeue {
@@ -259,11 +272,32 @@ pub struct QueueStats {
 }
 
 struct QueueShared {
-    config: Arc<QueueConfig>,
+    /// The queue's configuration: replaced by [`Queues::reconfigure`] (a reload of the config
+    /// file), so read it through [`QueueShared::config`].
+    config: RwLock<Arc<QueueConfig>>,
     state: Mutex<QueueState>,
     notify: Arc<Notify>,
-    /// Declared by the config file (cannot be deleted at run time).
-    configured: bool,
+    /// Declared by the config file (cannot be deleted at run time). A reload can change it.
+    configured: AtomicBool,
+}
+
+impl QueueShared {
+    fn new(config: Arc<QueueConfig>, state: QueueState, configured: bool) -> QueueShared {
+        QueueShared {
+            config: RwLock::new(config),
+            state: Mutex::new(state),
+            notify: Arc::new(Notify::new()),
+            configured: AtomicBool::new(configured),
+        }
+    }
+
+    fn config(&self) -> Arc<QueueConfig> {
+        self.config.read().clone()
+    }
+
+    fn configured(&self) -> bool {
+        self.configured.load(Ordering::Acquire)
+    }
 }
 
 const SHARDS: usize = 16;
@@ -414,12 +448,11 @@ impl Queues {
             }
             registry.insert(
                 name.into(),
-                Arc::new(QueueShared {
-                    state: Mutex::new(state),
-                    configured: seen.contains(&cfg.name),
-                    config: cfg,
-                    notify: Arc::new(Notify::new()),
-                }),
+                Arc::new(QueueShared::new(
+                    cfg.clone(),
+                    state,
+                    seen.contains(&cfg.name),
+                )),
             );
         }
         let index = Arc::new(JobIndex::new());
@@ -518,7 +551,7 @@ impl Queues {
 
     /// A queue's configuration.
     pub fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueueError> {
-        Ok(self.queue(queue)?.config.clone())
+        Ok(self.queue(queue)?.config())
     }
 
     /// Names of the declared queues, sorted.
@@ -535,7 +568,7 @@ impl Queues {
         let (declared, durable) = {
             let mut reg = self.registry.write();
             if let Some(q) = reg.get(config.name.as_str()) {
-                let diff = q.config.differences(&config);
+                let diff = q.config().differences(&config);
                 if !diff.is_empty() {
                     return Err(QueueError::ConfigConflict {
                         queue: config.name,
@@ -562,12 +595,7 @@ impl Queues {
                 state.count_stored(self.stored.clone());
                 reg.insert(
                     cfg.name.as_str().into(),
-                    Arc::new(QueueShared {
-                        state: Mutex::new(state),
-                        config: cfg,
-                        notify: Arc::new(Notify::new()),
-                        configured: false,
-                    }),
+                    Arc::new(QueueShared::new(cfg, state, false)),
                 );
                 (Declared::Created, durable)
             }
@@ -576,9 +604,95 @@ impl Queues {
         Ok(declared)
     }
 
+    /// Applies the queues of a reloaded config file, as one durable commit:
+    /// * a queue new to the file is created (as at startup: declared by the file, not counted
+    ///   against the run-time bounds, not deletable at run time);
+    /// * a queue whose configuration changed takes the new one (its jobs, keys and counters
+    ///   stay; see [`QueueState::reconfigure`] for what applies to work already queued);
+    /// * a queue declared at run time that the file now names is adopted by the file;
+    /// * a queue the file no longer names keeps its jobs and counts as declared at run time from
+    ///   now on, exactly as after a restart: it can then be deleted with
+    ///   `switchyard.queue.delete`. Nothing is deleted by a reload.
+    ///
+    /// Every configuration is validated first; an invalid one changes nothing. Notifiers fire,
+    /// so dispatchers see a new concurrency or rate limit at once.
+    pub async fn reconfigure(&self, configs: Vec<QueueConfig>) -> Result<Reconfigured, QueueError> {
+        let mut seen = std::collections::HashSet::new();
+        for cfg in &configs {
+            cfg.validate()
+                .map_err(|e| e.within(&format!("queues.{}", cfg.name)))?;
+            if !seen.insert(cfg.name.clone()) {
+                return Err(QueueError::invalid(
+                    "queues",
+                    format!("queue `{}` is configured twice", cfg.name),
+                ));
+            }
+        }
+        let now = self.clock.now_ms();
+        let mut out = Reconfigured::default();
+        let mut muts = Vec::new();
+        let mut touched = Vec::new();
+        let durable = {
+            let mut reg = self.registry.write();
+            for cfg in configs {
+                let name = cfg.name.clone();
+                match reg.get(name.as_str()).cloned() {
+                    None => {
+                        let cfg = Arc::new(cfg);
+                        muts.push(Mutation::PutQueue((*cfg).clone()));
+                        let mut state = QueueState::new(cfg.clone(), Counters::default(), now);
+                        state.count_stored(self.stored.clone());
+                        reg.insert(
+                            name.as_str().into(),
+                            Arc::new(QueueShared::new(cfg, state, true)),
+                        );
+                        out.created.push(name);
+                    }
+                    Some(q) => {
+                        let mut st = q.state.lock();
+                        if !q.configured() {
+                            st.stop_counting_usage();
+                            q.configured.store(true, Ordering::Release);
+                            out.adopted.push(name.clone());
+                        }
+                        let diff = q.config().differences(&cfg);
+                        if !diff.is_empty() {
+                            let cfg = Arc::new(cfg);
+                            muts.push(Mutation::PutQueue((*cfg).clone()));
+                            st.reconfigure(cfg.clone(), now, &mut muts);
+                            *q.config.write() = cfg;
+                            out.changed.push((name, diff));
+                        }
+                        drop(st);
+                        touched.push(q);
+                    }
+                }
+            }
+            for (name, q) in reg.iter() {
+                if q.configured() && !seen.contains(&**name) {
+                    q.state.lock().start_counting_usage(self.usage.clone());
+                    q.configured.store(false, Ordering::Release);
+                    out.released.push(name.to_string());
+                }
+            }
+            self.submit_tracked(muts.clone(), true, true)?
+        };
+        self.index.remove_all(&muts);
+        for q in touched {
+            q.notify.notify_waiters();
+            q.notify.notify_one();
+        }
+        durable.await?;
+        out.created.sort();
+        out.adopted.sort();
+        out.changed.sort();
+        out.released.sort();
+        Ok(out)
+    }
+
     /// Whether `queue` comes from the config file (as opposed to a run-time declaration).
     pub fn is_configured(&self, queue: &str) -> Result<bool, QueueError> {
-        Ok(self.queue(queue)?.configured)
+        Ok(self.queue(queue)?.configured())
     }
 
     /// Deletes a queue declared at run time, with its jobs, idempotency keys and counters,
@@ -593,7 +707,7 @@ impl Queues {
                 .get(queue)
                 .cloned()
                 .ok_or_else(|| QueueError::UnknownQueue(queue.to_owned()))?;
-            if q.configured {
+            if q.configured() {
                 return Err(QueueError::ConfiguredQueue(queue.to_owned()));
             }
             let mut st = q.state.lock();
@@ -616,7 +730,7 @@ impl Queues {
                 idempotency_keys: st.idem.len(),
             };
             st.release_all();
-            *st = QueueState::new(q.config.clone(), Counters::default(), self.clock.now_ms());
+            *st = QueueState::new(q.config(), Counters::default(), self.clock.now_ms());
             st.count_stored(self.stored.clone());
             st.deleted = true;
             let durable = self.submit_tracked(muts.clone(), false, true)?;
@@ -656,7 +770,7 @@ impl Queues {
 
     fn prepare(&self, queue: &str, job: NewJob, now: u64) -> Result<Draft, QueueError> {
         let q = self.queue(queue)?;
-        let cfg = &q.config;
+        let cfg = q.config();
         if job.payload.len() > cfg.max_payload_bytes as usize {
             return Err(QueueError::PayloadTooLarge {
                 queue: queue.to_owned(),
@@ -853,20 +967,20 @@ impl Queues {
         }
         // Lock every queue involved, in name order (the same order everywhere: no deadlock).
         let mut queues: Vec<Arc<QueueShared>> = drafts.iter().map(|d| d.q.clone()).collect();
-        queues.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        queues.sort_by(|a, b| a.config().name.cmp(&b.config().name));
         queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let mut guards: Vec<_> = queues.iter().map(|q| q.state.lock()).collect();
         // Room for the new jobs (a duplicate key may not need it: erring on
         // the side of refusing keeps the check before any change).
         for (q, st) in queues.iter().zip(&guards) {
             if st.deleted {
-                return Err(QueueError::UnknownQueue(q.config.name.clone()));
+                return Err(QueueError::UnknownQueue(q.config().name.clone()));
             }
-            let limit = q.config.max_jobs;
+            let limit = q.config().max_jobs;
             let adding = drafts.iter().filter(|d| Arc::ptr_eq(&d.q, q)).count();
             if limit > 0 && (st.live_jobs() + adding) as u64 > limit {
                 return Err(QueueError::QueueFull {
-                    queue: q.config.name.clone(),
+                    queue: q.config().name.clone(),
                     limit,
                 });
             }
@@ -885,8 +999,8 @@ impl Queues {
             if let Err((what, held, limit, key)) = self.usage.reserve(rt_jobs, rt_bytes) {
                 let queue = drafts
                     .iter()
-                    .find(|d| !d.q.configured)
-                    .map(|d| d.q.config.name.clone())
+                    .find(|d| !d.q.configured())
+                    .map(|d| d.q.config().name.clone())
                     .unwrap_or_default();
                 return Err(QueueError::RuntimeFull {
                     queue,
@@ -947,7 +1061,7 @@ impl Queues {
                 last_error: None,
             };
             if let Some(key) = &job.idempotency_key {
-                let expires_ms = now.saturating_add(duration_ms(d.q.config.idempotency_window));
+                let expires_ms = now.saturating_add(duration_ms(d.q.config().idempotency_window));
                 st.remember_key(key, id, expires_ms, true, &mut muts);
                 muts.push(Mutation::PutIdempotencyKey {
                     queue: st.name.clone(),
@@ -1175,7 +1289,7 @@ impl Queues {
         by: Option<Duration>,
     ) -> Result<(u64, Durable), QueueError> {
         let q = self.leased_queue(job)?;
-        let by = by.unwrap_or(q.config.lease_timeout);
+        let by = by.unwrap_or(q.config().lease_timeout);
         if by > MAX_LEASE {
             return Err(QueueError::invalid(
                 "by",

@@ -35,7 +35,7 @@ pub use clock::Clock;
 pub use config::{DeadLetterRetention, QueueConfig, RateLimit, NON_RETRYABLE};
 pub use engine::{
     Declared, Deleted, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck,
-    QueueStats, Queues, Requeue, Settled,
+    QueueStats, Queues, Reconfigured, Requeue, Settled,
 };
 pub use error::{InvalidField, QueueError, StoreError};
 pub use model::{

@@ -205,6 +205,44 @@ impl QueueState {
         self.usage = Some(usage);
     }
 
+    /// Takes a new configuration (a reload of the config file): what is already queued keeps
+    /// its stored target and attempts; new leases, failures and pushes follow `config`. A new
+    /// rate limit starts a full bucket; lowered idempotency-key and dead-letter bounds apply at
+    /// once (the mutations that forget keys and dead jobs go to `muts`).
+    pub(crate) fn reconfigure(
+        &mut self,
+        config: Arc<QueueConfig>,
+        now: u64,
+        muts: &mut Vec<Mutation>,
+    ) {
+        if config.rate_limit != self.config.rate_limit {
+            self.bucket = config.rate_limit.as_ref().map(|r| TokenBucket::new(r, now));
+        }
+        self.config = config;
+        self.evict_keys(0, muts);
+        self.prune_dead(now, muts);
+    }
+
+    /// Stops counting this queue in the run-time usage (it is now declared by the config file).
+    pub(crate) fn stop_counting_usage(&mut self) {
+        if let Some(u) = self.usage.take() {
+            u.release(self.held_jobs, self.held_bytes);
+            u.forget_keys(self.idem.len() as u64);
+        }
+    }
+
+    /// Starts counting what this queue holds in the run-time usage (it is no longer in the
+    /// config file, and counts as declared at run time, as after a restart). The usage may then
+    /// pass its bounds: new pushes to run-time queues are refused until it is back under them.
+    pub(crate) fn start_counting_usage(&mut self, usage: Arc<RuntimeUsage>) {
+        if self.usage.is_none() {
+            usage.jobs.fetch_add(self.held_jobs, Ordering::Relaxed);
+            usage.bytes.fetch_add(self.held_bytes, Ordering::Relaxed);
+            usage.add_keys(self.idem.len() as u64);
+            self.usage = Some(usage);
+        }
+    }
+
     /// The realm-wide usage this queue counts in (run-time queues only).
     pub(crate) fn usage(&self) -> Option<&Arc<RuntimeUsage>> {
         self.usage.as_ref()

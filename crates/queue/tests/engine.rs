@@ -866,3 +866,96 @@ async fn runtime_queues_are_bounded_and_deletable() {
     let p = q.push("a", job("y").idempotency_key("k")).await.unwrap();
     assert!(!p.duplicate);
 }
+
+#[tokio::test]
+async fn reconfigure_applies_a_reloaded_file_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut w = cfg("w");
+    w.concurrency = 1;
+    {
+        let q = open(dir.path(), &c, vec![w.clone(), cfg("gone")]);
+        for i in 0..3 {
+            q.push("w", job(&i.to_string())).await.unwrap();
+        }
+        q.push("gone", job("kept")).await.unwrap();
+        let mut rt = cfg("rt");
+        rt.max_attempts = 4;
+        q.declare(rt).await.unwrap();
+        let a = lease(&q, "w");
+        assert_eq!(
+            try_lease(&q, "w").unwrap_err().reason,
+            WaitReason::Concurrency
+        );
+
+        // The reloaded file: `w` with more concurrency and another lease timeout, `new`
+        // added, run-time `rt` now in the file (with another max_attempts), `gone` removed.
+        let mut w2 = w.clone();
+        w2.concurrency = 3;
+        w2.lease_timeout = Duration::from_secs(7);
+        let mut rt2 = cfg("rt");
+        rt2.max_attempts = 9;
+        let notify = q.notifier("w").unwrap();
+        // Drain the permits the pushes left, so the wake-up below is the reload's.
+        while tokio::time::timeout(Duration::from_millis(1), notify.notified())
+            .await
+            .is_ok()
+        {}
+        let got = q
+            .reconfigure(vec![w2.clone(), cfg("new"), rt2])
+            .await
+            .unwrap();
+        assert_eq!(got.created, ["new"]);
+        assert_eq!(
+            got.changed,
+            [
+                ("rt".to_string(), vec!["max_attempts"]),
+                ("w".to_string(), vec!["lease_timeout", "concurrency"])
+            ]
+        );
+        assert_eq!(got.adopted, ["rt"]);
+        assert_eq!(got.released, ["gone"]);
+        tokio::time::timeout(Duration::from_secs(1), notify.notified())
+            .await
+            .expect("a reconfigured queue's dispatcher is woken");
+        // The new concurrency and lease timeout apply to the next leases; the running one stays.
+        let b = lease(&q, "w");
+        assert_eq!(b.deadline_ms, c.now_ms() + 7 * S);
+        let _c = lease(&q, "w");
+        assert_eq!(
+            try_lease(&q, "w").unwrap_err().reason,
+            WaitReason::Concurrency
+        );
+        q.complete(a.job.id, a.epoch).unwrap().await.unwrap();
+        // `gone` keeps its job and can now be deleted at run time; `rt` cannot any more.
+        assert_eq!(q.stats("gone").unwrap().ready, 1);
+        assert!(!q.is_configured("gone").unwrap());
+        assert!(q.is_configured("rt").unwrap());
+        assert!(matches!(
+            q.delete("rt", true).await.unwrap_err(),
+            QueueError::ConfiguredQueue(_)
+        ));
+        q.push("new", job("n")).await.unwrap();
+        // Reloading the same file again changes nothing.
+        let mut rt2 = cfg("rt");
+        rt2.max_attempts = 9;
+        let again = q.reconfigure(vec![w2, cfg("new"), rt2]).await.unwrap();
+        assert_eq!(again, Default::default());
+        // An invalid queue refuses the whole file and changes nothing.
+        let mut bad = cfg("w");
+        bad.lease_timeout = Duration::ZERO;
+        let e = q.reconfigure(vec![bad, cfg("other")]).await.unwrap_err();
+        assert!(
+            matches!(&e, QueueError::Invalid(f) if f.field.contains("lease_timeout")),
+            "{e}"
+        );
+        assert!(q.config("other").is_err());
+        assert_eq!(q.config("w").unwrap().concurrency, 3);
+    }
+    // Durable: after a restart with the same file, the new configurations are what was stored.
+    let q = open(dir.path(), &c, vec![]);
+    assert_eq!(q.config("w").unwrap().concurrency, 3);
+    assert_eq!(q.config("rt").unwrap().max_attempts, 9);
+    assert_eq!(q.stats("new").unwrap().ready, 1);
+    assert_eq!(q.stats("gone").unwrap().ready, 1);
+}

@@ -19,10 +19,16 @@
 //! the rules and the app handle of the same file (the app's answer cache
 //! starts empty).
 //!
+//! A realm's queues (`[[realm.queue]]`) and topic bindings
+//! (`[[realm.queue_binding]]`) are applied too (`queue_service/reload.rs`):
+//! new queues start, changed ones take their new configuration, and a queue
+//! the file no longer names keeps its jobs (nothing is deleted by a reload).
+//!
 //! What is read only at startup (listeners, `[cluster]`, `[storage]`,
 //! `[runtime]`, `[log]`, `[admin]`, `[outbound_tls]`, `[[process]]`,
 //! `[limits]` but `max_uri_length`, `[[bridge]]` but its keys,
-//! realms added or removed, a realm's queues) is compared with the running
+//! realms added or removed, a realm's `queue_http`, `outbound_http` and
+//! `queue_limits`) is compared with the running
 //! configuration: each changed key is logged as a warning naming it, and
 //! keeps its running value until the router restarts.
 
@@ -33,6 +39,7 @@ use switchyard_router::Router;
 
 use crate::bridge::Bridge;
 use crate::config::Config;
+use crate::queue_service::{QueueService, ReloadQueues};
 
 /// Where the running configuration came from (set by `main`, not read from
 /// the file).
@@ -49,6 +56,8 @@ pub struct Origin {
 pub struct Reloader {
     router: Arc<Router>,
     bridges: Vec<Arc<Bridge>>,
+    /// Each realm's queues.
+    queues: Vec<Arc<QueueService>>,
     /// Which parts of the running configuration need a restart to change,
     /// as they were last loaded.
     fixed: Fixed,
@@ -124,19 +133,12 @@ impl Fixed {
         for r in &c.realms {
             out.push((
                 format!(
-                    "realm \"{}\": queues ([[realm.queue]], queue_binding, queue_http, outbound_http, queue_limits)",
+                    "realm \"{}\": queue_http, outbound_http, queue_limits",
                     r.name.get_ref()
                 ),
                 format!(
-                    "{:?} {:?} {:?} {:?} {:?}",
-                    r.queue.iter().map(|q| q.get_ref()).collect::<Vec<_>>(),
-                    r.queue_binding
-                        .iter()
-                        .map(|q| q.get_ref())
-                        .collect::<Vec<_>>(),
-                    r.queue_http,
-                    r.outbound_http,
-                    r.queue_limits
+                    "{:?} {:?} {:?}",
+                    r.queue_http, r.outbound_http, r.queue_limits
                 ),
             ));
         }
@@ -171,12 +173,14 @@ impl Reloader {
     pub fn new(
         router: Arc<Router>,
         bridges: Vec<Arc<Bridge>>,
+        queues: Vec<Arc<QueueService>>,
         config: &Config,
         origin: Origin,
     ) -> Reloader {
         Reloader {
             router,
             bridges,
+            queues,
             fixed: Reloader::fixed_of_file(config, &origin),
             origin,
         }
@@ -197,7 +201,7 @@ impl Reloader {
 
     /// Reads the file again and applies what can be applied; logs the
     /// outcome. Returns whether the file was valid (and applied).
-    pub fn reload(&mut self) -> bool {
+    pub async fn reload(&mut self) -> bool {
         let Some(path) = self.origin.path.clone() else {
             tracing::warn!(
                 "reload: the router was started without --config: no configuration file to reload"
@@ -217,6 +221,38 @@ impl Reloader {
                 return false;
             }
         };
+        // The queues of every realm are checked before anything is applied.
+        let mut queue_reloads = Vec::new();
+        let mut problems = Vec::new();
+        for service in &self.queues {
+            let Some(entry) = config
+                .realms
+                .iter()
+                .find(|r| r.name.get_ref() == service.realm_name())
+            else {
+                continue;
+            };
+            let new = ReloadQueues {
+                configs: entry.queue.iter().map(|q| q.get_ref().clone()).collect(),
+                bindings: entry
+                    .queue_binding
+                    .iter()
+                    .map(|b| b.get_ref().clone())
+                    .collect(),
+            };
+            problems.extend(service.reload_problems(&new));
+            queue_reloads.push((service.clone(), new));
+        }
+        if !problems.is_empty() {
+            for e in &problems {
+                tracing::error!("reload refused: {e}");
+            }
+            tracing::error!(
+                file = %path.display(),
+                "reload refused: the file's queues cannot be applied; the running configuration stays"
+            );
+            return false;
+        }
         let fixed = Fixed::of(&config);
         for key in self.fixed.changed(&fixed) {
             tracing::warn!(
@@ -251,11 +287,19 @@ impl Reloader {
                 bridges += 1;
             }
         }
+        let mut queues_ok = true;
+        for (service, new) in queue_reloads {
+            if let Err(e) = service.reload(new).await {
+                tracing::error!("reload: {e}");
+                queues_ok = false;
+            }
+        }
         tracing::info!(
             file = %path.display(),
             realms = %applied.join(", "),
             bridges,
-            "configuration reloaded: roles, permissions, authorizer, principals, JWT issuers, http_auth, realm limits and bridge keys apply from now on"
+            queues = if queues_ok { "applied" } else { "not applied (see the error above)" },
+            "configuration reloaded: roles, permissions, authorizer, principals, JWT issuers, http_auth, realm limits, bridge keys, queues and queue bindings apply from now on"
         );
         self.fixed = fixed;
         true

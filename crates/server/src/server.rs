@@ -86,6 +86,9 @@ fn durable_subscribers(config: &Config, realm: &str) -> Vec<crate::queue_service
 
 /// Runs the router until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), String> {
+    // Listen for signals before anything can be reached: a SIGHUP or SIGTERM sent as soon as
+    // the port opens must not be lost (nor kill the process by its default action).
+    let signals = Signals::listen();
     switchyard_router::auth::ticket::TicketChecks::configure(
         config.limits.max_concurrent_ticket_checks,
         config.limits.ticket_check_wait,
@@ -377,9 +380,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         &router,
     )?;
 
-    let mut reloader =
-        crate::reload::Reloader::new(router.clone(), bridges, &config, config.origin.clone());
-    let signal = wait_for_signal(&tls_listeners, &mut reloader).await;
+    let mut reloader = crate::reload::Reloader::new(
+        router.clone(),
+        bridges,
+        queue_services.clone(),
+        &config,
+        config.origin.clone(),
+    );
+    let signal = wait_for_signal(signals, &tls_listeners, &mut reloader).await;
     readiness.stopping();
     if !shutdown_delay.is_zero() {
         tracing::info!(
@@ -446,36 +454,59 @@ fn methods_note(methods: &Option<Vec<String>>) -> String {
     }
 }
 
+/// The signals the router answers, registered at startup (a signal is kept
+/// from then on until it is waited for).
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str, without: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("cannot listen for {name} ({without}): {e}");
+                None
+            }
+        };
+        Signals {
+            int: listen(
+                SignalKind::interrupt(),
+                "SIGINT",
+                "Ctrl-C stops the process at once",
+            ),
+            term: listen(
+                SignalKind::terminate(),
+                "SIGTERM",
+                "it stops the process at once",
+            ),
+            hup: listen(
+                SignalKind::hangup(),
+                "SIGHUP",
+                "the configuration and TLS certificates cannot be reloaded",
+            ),
+        }
+    }
+}
+
 /// Waits for SIGINT or SIGTERM (returned); on SIGHUP reloads the
 /// configuration file (see `reload.rs`) and the TLS material of every TLS
 /// listener, and waits on.
 async fn wait_for_signal(
+    mut signals: Signals,
     tls: &[Arc<TlsListener>],
     reloader: &mut crate::reload::Reloader,
 ) -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!("cannot listen for SIGHUP (TLS certificates cannot be reloaded): {e}");
-            None
-        }
-    };
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return "SIGINT",
-            _ = term.recv() => return "SIGTERM",
-            _ = next_signal(&mut hup) => {
+            _ = next_signal(&mut signals.int) => return "SIGINT",
+            _ = next_signal(&mut signals.term) => return "SIGTERM",
+            _ = next_signal(&mut signals.hup) => {
                 tracing::info!("SIGHUP received: reloading the configuration and the TLS certificates");
-                reloader.reload();
+                reloader.reload().await;
                 reload_tls(tls);
             }
         }

@@ -377,3 +377,161 @@ fn the_app_authenticator_over_http_is_swapped_by_reload() {
     reload(&r, "configuration reloaded");
     assert!(ticket_login(r.rs_port, "alice", "anything").is_err());
 }
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+const QUEUES: &str = r#"
+[[realm.queue]]
+name = "a"
+target = "com.example.work"
+concurrency = 1
+"#;
+
+/// `switchyard.queue.stats` of `queue`, or the error URI.
+async fn queue_stats(s: &switchyard_client::Session, queue: &str) -> Result<Dict, String> {
+    s.call(
+        "switchyard.queue.stats",
+        vec![Value::from(queue)],
+        Dict::new(),
+    )
+    .await
+    .map(|(_, kw)| kw)
+    .map_err(|e| e.to_string())
+}
+
+fn uint(d: &Dict, k: &str) -> u64 {
+    match d.get(k) {
+        Some(Value::UInt(n)) => *n,
+        other => panic!("{k}: {other:?} in {d:?}"),
+    }
+}
+
+#[test]
+fn queues_and_bindings_are_applied_by_reload_and_nothing_is_deleted() {
+    let r = Router::start(QUEUES);
+    let rt = rt();
+    let s = rt
+        .block_on(switchyard_client::Session::connect(
+            &r.rs_url(),
+            "realm1",
+            Serializer::MsgPack,
+        ))
+        .expect("connect");
+    let push = |queue: &str| {
+        rt.block_on(s.call(
+            "switchyard.queue.push",
+            vec![Value::from(queue)],
+            Dict::new(),
+        ))
+        .map_err(|e| e.to_string())
+    };
+    push("a").expect("push to a");
+    assert_eq!(
+        uint(
+            &rt.block_on(queue_stats(&s, "a")).expect("a"),
+            "concurrency"
+        ),
+        1
+    );
+    assert!(push("b").is_err(), "b does not exist yet");
+
+    // A changed queue, a new one and a binding that feeds it.
+    edit(
+        &r,
+        "concurrency = 1",
+        "concurrency = 4\n\n[[realm.queue]]\nname = \"b\"\ntarget = \"com.example.other\"\n\n\
+         [[realm.queue_binding]]\ntopic = \"com.example.event\"\nqueues = [\"b\"]\n",
+    );
+    reload(&r, "configuration reloaded");
+    let log = r.log_text();
+    assert!(log.contains("reload: queue created"), "{log}");
+    assert!(log.contains("changed=concurrency"), "{log}");
+    assert_eq!(
+        uint(
+            &rt.block_on(queue_stats(&s, "a")).expect("a"),
+            "concurrency"
+        ),
+        4
+    );
+    push("b").expect("push to the new queue");
+    let mut ack = Dict::new();
+    ack.insert("acknowledge", true);
+    rt.block_on(s.publish_with(
+        "com.example.event",
+        ack.clone(),
+        switchyard_proto::Payload::default(),
+    ))
+    .expect("a bound publication is stored");
+    assert_eq!(
+        uint(&rt.block_on(queue_stats(&s, "b")).expect("b"), "ready"),
+        2
+    );
+    // A bound queue cannot be deleted.
+    let e = rt
+        .block_on(s.call(
+            "switchyard.queue.delete",
+            vec![Value::from("b")],
+            Dict::new(),
+        ))
+        .expect_err("b is bound");
+    assert!(e.to_string().contains("configured_queue"), "{e}");
+
+    // A binding to a queue that does not exist refuses the whole file:
+    // queue `a`'s new concurrency in the same file is not applied either.
+    edit(&r, "concurrency = 4", "concurrency = 2");
+    edit(&r, "queues = [\"b\"]", "queues = [\"nope\"]");
+    reload(&r, "reload refused");
+    let log = r.log_text();
+    assert!(
+        log.contains("names queue \"nope\", which is not declared"),
+        "{log}"
+    );
+    assert_eq!(
+        uint(
+            &rt.block_on(queue_stats(&s, "a")).expect("a"),
+            "concurrency"
+        ),
+        4
+    );
+
+    // Queue `a` and the binding leave the file: `a` keeps its job and can be
+    // deleted at run time; the topic no longer makes jobs.
+    let text = std::fs::read_to_string(config_path(&r)).expect("config");
+    let start = text.find("[[realm.queue]]\nname = \"a\"").expect("queue a");
+    let end = start
+        + text[start..]
+            .find("[[realm.queue]]\nname = \"b\"")
+            .expect("b");
+    let without_a = format!("{}{}", &text[..start], &text[end..]);
+    let cut = without_a.find("[[realm.queue_binding]]").expect("binding");
+    std::fs::write(config_path(&r), &without_a[..cut]).expect("write");
+    reload(&r, "configuration reloaded");
+    assert!(
+        r.log_text().contains("no longer in the config file"),
+        "{}",
+        r.log_text()
+    );
+    assert_eq!(
+        uint(&rt.block_on(queue_stats(&s, "a")).expect("a kept"), "ready"),
+        1
+    );
+    rt.block_on(s.publish_with(
+        "com.example.event",
+        ack,
+        switchyard_proto::Payload::default(),
+    ))
+    .expect("publish");
+    assert_eq!(
+        uint(&rt.block_on(queue_stats(&s, "b")).expect("b"), "ready"),
+        2
+    );
+    let mut force = Dict::new();
+    force.insert("force", true);
+    rt.block_on(s.call("switchyard.queue.delete", vec![Value::from("a")], force))
+        .expect("a, no longer configured, can be deleted");
+}

@@ -694,7 +694,7 @@ impl QueueService {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(invalid("force must be true or false")),
         };
-        if self.bound.contains(&q) {
+        if self.bound.read().contains(&q) {
             return Err((
                 "switchyard.queue.error.configured_queue",
                 format!("queue `{q}` is fed by a [[realm.queue_binding]] of the config file: remove the binding first"),

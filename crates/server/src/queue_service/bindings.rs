@@ -8,6 +8,8 @@
 //! transaction.
 
 use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
 use switchyard_router::logsafe::Clip;
 
 use serde::Deserialize;
@@ -53,31 +55,38 @@ impl QueueBinding {
 
 pub(super) struct Bindings {
     service: Weak<QueueService>,
-    bindings: Vec<QueueBinding>,
+    /// Replaced by a reload of the config file ([`Bindings::replace`]); a
+    /// publication uses one list from start to end.
+    bindings: ArcSwap<Vec<QueueBinding>>,
 }
 
 impl Bindings {
     pub(super) fn new(service: &Arc<QueueService>, bindings: Vec<QueueBinding>) -> Bindings {
         Bindings {
             service: Arc::downgrade(service),
-            bindings,
+            bindings: ArcSwap::from_pointee(bindings),
         }
     }
 
-    /// Every queue bound to `topic`, once each, in binding order.
-    fn queues_for(&self, topic: &str) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for b in &self.bindings {
-            if b.policy.matches(&b.topic, topic) {
-                for q in &b.queues {
-                    if !out.contains(&q.as_str()) {
-                        out.push(q);
-                    }
+    /// The bindings of a reloaded config file, for the publications from now on.
+    pub(super) fn replace(&self, bindings: Vec<QueueBinding>) {
+        self.bindings.store(Arc::new(bindings));
+    }
+}
+
+/// Every queue bound to `topic`, once each, in binding order.
+fn queues_for<'a>(bindings: &'a [QueueBinding], topic: &str) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for b in bindings {
+        if b.policy.matches(&b.topic, topic) {
+            for q in &b.queues {
+                if !out.contains(&q.as_str()) {
+                    out.push(q);
                 }
             }
         }
-        out
     }
+    out
 }
 
 impl PublishHook for Bindings {
@@ -88,7 +97,8 @@ impl PublishHook for Bindings {
         p: &Payload,
         publication: &Prepared,
     ) -> HookOutcome {
-        let queues = self.queues_for(topic);
+        let bindings = self.bindings.load();
+        let queues = queues_for(&bindings, topic);
         let Some(service) = self.service.upgrade() else {
             return HookOutcome::Pass;
         };

@@ -46,7 +46,8 @@ pub(super) struct HttpTargets {
     /// `(queue, url)` of the HTTP targets the operator wrote: a URL is
     /// trusted for the queue it was written in only (another queue declared
     /// with the same URL is a client's choice like any other).
-    operator_urls: HashSet<(String, String)>,
+    /// Replaced by a reload of the config file.
+    operator_urls: parking_lot::RwLock<HashSet<(String, String)>>,
     signing: Option<QueueHttpSigning>,
     seq: AtomicU64,
 }
@@ -64,7 +65,7 @@ impl HttpTargets {
                 GuardedConnector::new(policy.clone()),
             )),
             policy,
-            operator_urls,
+            operator_urls: parking_lot::RwLock::new(operator_urls),
             signing,
             seq: AtomicU64::new(0),
         }
@@ -73,7 +74,13 @@ impl HttpTargets {
     /// Whether the operator wrote `url` as the target of `queue`.
     fn operator_wrote(&self, queue: &str, url: &str) -> bool {
         self.operator_urls
+            .read()
             .contains(&(queue.to_string(), url.to_string()))
+    }
+
+    /// The HTTP targets of a reloaded config file.
+    pub(super) fn set_operator_urls(&self, urls: HashSet<(String, String)>) {
+        *self.operator_urls.write() = urls;
     }
 
     /// May a client name `url` as the destination of `queue` (a run-time
@@ -85,6 +92,19 @@ impl HttpTargets {
         }
         self.policy.check_url(url)
     }
+}
+
+/// `(queue, url)` of the HTTP targets written in the config file.
+pub(super) fn operator_urls(
+    configs: &[switchyard_queue::QueueConfig],
+) -> HashSet<(String, String)> {
+    configs
+        .iter()
+        .filter_map(|c| match &c.target {
+            Some(Target::Http { url, .. }) => Some((c.name.to_string(), url.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Why an HTTP target cannot be used, if it cannot (http:// and https://

@@ -34,6 +34,7 @@ mod http_target;
 mod limits;
 mod metrics;
 mod payload;
+mod reload;
 mod results;
 mod subscribers;
 mod wakeups;
@@ -57,6 +58,7 @@ pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 pub use limits::QueueLimits;
 pub use payload::{duplicate_key, duplicate_key_message};
+pub use reload::ReloadQueues;
 pub use subscribers::SubscriberQueue;
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
@@ -118,8 +120,14 @@ pub struct QueueService {
     /// can serve them.
     waits: Arc<wakeups::WorkerWaits>,
     /// Queues fed by topic bindings or durable subscribers (they cannot be
-    /// deleted).
-    bound: HashSet<String>,
+    /// deleted). A reload replaces it with its bindings.
+    bound: parking_lot::RwLock<HashSet<String>>,
+    /// The publish hook of the topic bindings and durable subscribers, once
+    /// there is one (a reload gives it new bindings, or sets it).
+    bindings: Mutex<Option<Arc<bindings::Bindings>>>,
+    /// The queues of the durable HTTP subscribers (configured by the
+    /// bridge, which a reload does not change).
+    subscriber_configs: Vec<switchyard_queue::QueueConfig>,
     /// The durable HTTP subscribers, by queue.
     subscribers: subscribers::DurableSubscribers,
     limits: QueueLimits,
@@ -182,24 +190,16 @@ impl QueueService {
                 c.name
             ));
         }
-        configs.extend(
-            settings
-                .subscribers
-                .iter()
-                .filter_map(SubscriberQueue::config),
-        );
+        let subscriber_configs: Vec<switchyard_queue::QueueConfig> = settings
+            .subscribers
+            .iter()
+            .filter_map(SubscriberQueue::config)
+            .collect();
+        configs.extend(subscriber_configs.iter().cloned());
         let durable = subscribers::DurableSubscribers::new(&realm, settings.subscribers)?;
         // The HTTP targets the operator wrote, per queue: the only ones
         // served unchecked, and only for the queue the operator wrote them in.
-        let operator_urls: HashSet<(String, String)> = configs
-            .iter()
-            .filter_map(|c| match &c.target {
-                Some(switchyard_queue::Target::Http { url, .. }) => {
-                    Some((c.name.to_string(), url.clone()))
-                }
-                _ => None,
-            })
-            .collect();
+        let operator_urls = http_target::operator_urls(&configs);
         let options = Options {
             max_queues: settings.limits.max_queues,
             max_push_many_jobs: settings.limits.max_push_many_jobs,
@@ -223,26 +223,13 @@ impl QueueService {
             })?;
         let queues = Arc::new(queues);
         let names = queues.names();
-        for b in &settings.bindings {
-            for q in &b.queues {
-                if let Ok(c) = queues.config(q) {
-                    if c.target.is_none() {
-                        return Err(format!(
-                            "realm \"{}\": queue_binding on \"{}\" feeds queue \"{q}\", which has no default target: set its `target`",
-                            realm.name(),
-                            b.topic
-                        ));
-                    }
-                }
-                if !names.contains(q) {
-                    return Err(format!(
-                        "realm \"{}\": queue_binding on \"{}\" names queue \"{q}\", which is not declared (declared: {})",
-                        realm.name(),
-                        b.topic,
-                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
-                    ));
-                }
-            }
+        if let Some(e) = reload::binding_problem(
+            realm.name(),
+            &settings.bindings,
+            |q| queues.config(q).ok().map(|c| c.target.is_some()),
+            &names,
+        ) {
+            return Err(e);
         }
         let waits = Arc::new(wakeups::WorkerWaits::default());
         let watcher = watch_registrations(&realm, waits.clone());
@@ -255,7 +242,9 @@ impl QueueService {
         let service = Arc::new(QueueService {
             results: results::Results::new(settings.limits.results.clone()),
             waits,
-            bound,
+            bound: parking_lot::RwLock::new(bound),
+            bindings: Mutex::new(None),
+            subscriber_configs,
             subscribers: durable,
             limits: settings.limits,
             _watcher: watcher,
@@ -280,8 +269,7 @@ impl QueueService {
         }
         tokio::spawn(maintenance(Arc::downgrade(&service)));
         if !settings.bindings.is_empty() || !service.subscribers.is_empty() {
-            let hook = bindings::Bindings::new(&service, settings.bindings);
-            realm.set_publish_hook(Arc::new(hook));
+            service.set_bindings(settings.bindings);
         }
         metrics::register(&service);
         let totals = queues.list();
@@ -294,6 +282,11 @@ impl QueueService {
             "durable queues ready"
         );
         Ok(service)
+    }
+
+    /// The realm whose queues these are.
+    pub fn realm_name(&self) -> &str {
+        self.realm.name()
     }
 
     /// Commits what is pending and closes the store.
