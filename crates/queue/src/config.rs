@@ -16,6 +16,7 @@
 //! dead_letter = { max_jobs = 10000, max_age = "7days" }
 //! max_payload_bytes = 1048576
 //! max_jobs = 1000000                     # waiting + in flight; 0 = no limit
+//! backpressure = { ready = 100000, max_wait = "10s" }   # producers wait while workers are behind
 //! job_kwarg = "_job"                     # workers get {id, queue, attempt} under this kwarg
 //! ```
 
@@ -98,6 +99,10 @@ pub struct QueueConfig {
     /// do not count (they have their own retention).
     #[serde(default = "default_max_jobs")]
     pub max_jobs: u64,
+    /// Back-pressure: when the queue's workers fall behind, producers are slowed down instead
+    /// of the backlog growing (default: at 100 000 ready jobs, a push waits up to 10 s).
+    #[serde(default)]
+    pub backpressure: Backpressure,
     /// If set, workers get `{id, queue, attempt}` of the job under this keyword argument (for
     /// idempotent workers: the id is the same on every attempt). Off by default, so a worker's
     /// arguments are exactly the job's.
@@ -176,6 +181,41 @@ fn default_max_payload() -> u32 {
 fn default_max_jobs() -> u64 {
     1_000_000
 }
+fn default_backpressure_ready() -> u64 {
+    100_000
+}
+fn default_backpressure_max_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Longest `backpressure.max_wait`.
+pub const MAX_BACKPRESSURE_WAIT: Duration = Duration::from_secs(300);
+
+/// `backpressure = { ready = 100000, max_wait = "10s" }`: a push to a queue that holds `ready`
+/// or more jobs ready to run (due, not leased: its workers are behind) waits until the workers
+/// have taken the queue back under that mark, for at most `max_wait`; then it is refused with
+/// `queue_full`. Nothing is stored or acknowledged while a push waits, so a producer that waits
+/// for its acknowledgements (or keeps a bounded number in flight) runs at the workers' pace.
+/// Delayed and retrying jobs that are not due yet do not count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backpressure {
+    /// Ready jobs at which pushes wait (0 = never: pushes are only refused at `max_jobs`).
+    #[serde(default = "default_backpressure_ready")]
+    pub ready: u64,
+    /// Longest a push waits for room (at most 5 minutes).
+    #[serde(default = "default_backpressure_max_wait", with = "human::duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for Backpressure {
+    fn default() -> Backpressure {
+        Backpressure {
+            ready: default_backpressure_ready(),
+            max_wait: default_backpressure_max_wait(),
+        }
+    }
+}
 fn default_dead_max_jobs() -> u64 {
     10_000
 }
@@ -201,6 +241,7 @@ impl QueueConfig {
             dead_letter: DeadLetterRetention::default(),
             max_payload_bytes: default_max_payload(),
             max_jobs: default_max_jobs(),
+            backpressure: Backpressure::default(),
             job_kwarg: None,
         }
     }
@@ -295,6 +336,15 @@ impl QueueConfig {
                 ),
             ));
         }
+        if self.backpressure.max_wait > MAX_BACKPRESSURE_WAIT {
+            return Err(InvalidField::new(
+                "backpressure.max_wait",
+                format!(
+                    "{} is more than 5m",
+                    human::format_duration(self.backpressure.max_wait)
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -335,6 +385,7 @@ impl QueueConfig {
             self.max_payload_bytes != other.max_payload_bytes,
         );
         check("max_jobs", self.max_jobs != other.max_jobs);
+        check("backpressure", self.backpressure != other.backpressure);
         check("job_kwarg", self.job_kwarg != other.job_kwarg);
         d
     }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -200,6 +200,13 @@ pub enum Declared {
     Unchanged,
 }
 
+/// Most pushes that wait for room in one queue (`backpressure`); beyond, a push is refused at
+/// once with [`QueueError::Backlogged`].
+pub const MAX_WAITING_PUSHES: usize = 1024;
+
+/// How often a waiting push looks at its queue again without being woken.
+const ROOM_RECHECK: Duration = Duration::from_millis(100);
+
 /// What [`Queues::reconfigure`] changed (queue names, sorted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconfigured {
@@ -279,6 +286,9 @@ struct QueueShared {
     notify: Arc<Notify>,
     /// Declared by the config file (cannot be deleted at run time). A reload can change it.
     configured: AtomicBool,
+    /// Pushes waiting for the workers to catch up (`backpressure`), and their wake-up.
+    room: Notify,
+    room_waiters: AtomicUsize,
 }
 
 impl QueueShared {
@@ -288,6 +298,8 @@ impl QueueShared {
             state: Mutex::new(state),
             notify: Arc::new(Notify::new()),
             configured: AtomicBool::new(configured),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -897,11 +909,78 @@ impl Queues {
 
     /// Pushes several jobs, possibly to several queues, in ONE transaction: all are stored or
     /// none (a validation error in any job stores nothing). Acks are in input order.
+    ///
+    /// A queue whose workers are behind (`backpressure`) makes the push wait first, before
+    /// anything is stored, until they catch up (or refuses it with
+    /// [`QueueError::Backlogged`] after `backpressure.max_wait`).
     pub async fn push_many<Q: AsRef<str>>(
         &self,
         jobs: Vec<(Q, NewJob)>,
     ) -> Result<Vec<PushAck>, QueueError> {
+        let mut waited: Vec<&str> = Vec::new();
+        for (queue, _) in &jobs {
+            let queue = queue.as_ref();
+            if !waited.contains(&queue) {
+                self.wait_for_room(queue).await?;
+                waited.push(queue);
+            }
+        }
         self.submit_many(jobs)?.await
+    }
+
+    /// Waits while `queue` holds `backpressure.ready` ready jobs or more, at most
+    /// `backpressure.max_wait`. At most [`MAX_WAITING_PUSHES`] pushes wait per queue (each holds
+    /// its payload); beyond, a push is refused at once.
+    async fn wait_for_room(&self, queue: &str) -> Result<(), QueueError> {
+        let Ok(q) = self.queue(queue) else {
+            return Ok(()); // push_start reports the unknown queue
+        };
+        let cfg = q.config();
+        let mark = cfg.backpressure.ready;
+        let ready = |q: &QueueShared| q.state.lock().ready_len() as u64;
+        if mark == 0 || ready(&q) < mark {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let refuse = |ready: u64| QueueError::Backlogged {
+            queue: queue.to_owned(),
+            ready,
+            limit: mark,
+            waited_ms: started.elapsed().as_millis() as u64,
+        };
+        if q.room_waiters.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_PUSHES {
+            q.room_waiters.fetch_sub(1, Ordering::AcqRel);
+            return Err(refuse(ready(&q)));
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&q.room_waiters);
+        let deadline = tokio::time::Instant::now() + cfg.backpressure.max_wait;
+        loop {
+            let notified = q.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now_ready = ready(&q);
+            if now_ready < mark || q.state.lock().deleted {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::debug!(
+                    queue,
+                    ready = now_ready,
+                    "push refused: the queue's workers did not catch up (backpressure)"
+                );
+                return Err(refuse(now_ready));
+            }
+            // Woken when a lease takes the queue under its mark; looked at again at least
+            // every ROOM_RECHECK (a purge or a deletion does not wake).
+            let _ = tokio::time::timeout((deadline - now).min(ROOM_RECHECK), notified).await;
+        }
     }
 
     /// Like [`Queues::push_many`], but validates and submits the jobs now,
@@ -1159,6 +1238,12 @@ impl Queues {
             }
             if !muts.is_empty() {
                 self.store.submit(Batch::detached(muts))?;
+            }
+            if !leases.is_empty()
+                && q.room_waiters.load(Ordering::Acquire) > 0
+                && (st.ready_len() as u64) < q.config().backpressure.ready
+            {
+                q.room.notify_waiters();
             }
         }
         // The payloads, from the store, outside the queue lock (a leased job's record and

@@ -89,6 +89,19 @@ pub enum QueueError {
         /// The queue's `max_jobs`.
         limit: u64,
     },
+    /// The queue's workers are behind (`backpressure.ready` jobs ready to run) and did not
+    /// catch up within `backpressure.max_wait`; nothing was stored.
+    #[error("queue `{queue}` is backlogged: {ready} jobs are ready and its workers did not take it under {limit} within {waited_ms} ms (backpressure); try again later")]
+    Backlogged {
+        /// Queue name.
+        queue: String,
+        /// Ready jobs when the push gave up.
+        ready: u64,
+        /// The queue's `backpressure.ready`.
+        limit: u64,
+        /// How long the push waited.
+        waited_ms: u64,
+    },
     /// `declare` of an existing queue with a different configuration.
     #[error(
         "queue `{queue}` is already declared with a different configuration (differs in: {fields})"
@@ -174,6 +187,7 @@ impl QueueError {
             QueueError::Invalid(_) => "switchyard.queue.error.invalid_argument",
             QueueError::PayloadTooLarge { .. } => "switchyard.queue.error.payload_too_large",
             QueueError::QueueFull { .. }
+            | QueueError::Backlogged { .. }
             | QueueError::RuntimeFull { .. }
             | QueueError::DiskFull { .. } => "switchyard.queue.error.queue_full",
             QueueError::ConfigConflict { .. } => "switchyard.queue.error.config_conflict",

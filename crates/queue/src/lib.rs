@@ -32,10 +32,10 @@ pub mod store;
 mod usage;
 
 pub use clock::Clock;
-pub use config::{DeadLetterRetention, QueueConfig, RateLimit, NON_RETRYABLE};
+pub use config::{Backpressure, DeadLetterRetention, QueueConfig, RateLimit, NON_RETRYABLE};
 pub use engine::{
     Declared, Deleted, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck,
-    QueueStats, Queues, Reconfigured, Requeue, Settled,
+    QueueStats, Queues, Reconfigured, Requeue, Settled, MAX_WAITING_PUSHES,
 };
 pub use error::{InvalidField, QueueError, StoreError};
 pub use model::{

@@ -205,6 +205,11 @@ impl QueueState {
         self.usage = Some(usage);
     }
 
+    /// Jobs ready to run now (due, not leased).
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready_len
+    }
+
     /// Takes a new configuration (a reload of the config file): what is already queued keeps
     /// its stored target and attempts; new leases, failures and pushes follow `config`. A new
     /// rate limit starts a full bucket; lowered idempotency-key and dead-letter bounds apply at

@@ -959,3 +959,78 @@ async fn reconfigure_applies_a_reloaded_file_and_deletes_nothing() {
     assert_eq!(q.stats("new").unwrap().ready, 1);
     assert_eq!(q.stats("gone").unwrap().ready, 1);
 }
+
+#[tokio::test]
+async fn backpressure_slows_producers_down_until_workers_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut qc = cfg("w");
+    qc.backpressure.ready = 3;
+    qc.backpressure.max_wait = Duration::from_secs(5);
+    let mut off = cfg("off");
+    off.backpressure.ready = 0;
+    let q = std::sync::Arc::new(open(dir.path(), &c, vec![qc.clone(), off]));
+    // Delayed jobs are not ready: they do not count.
+    q.push("w", job("later").delay(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        q.push("w", job(&i.to_string())).await.unwrap();
+    }
+    // The fourth ready job waits, stored nowhere, until a worker takes one.
+    let waiting = {
+        let q = q.clone();
+        tokio::spawn(async move { q.push("w", job("3")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the push waits while the queue is backlogged"
+    );
+    assert_eq!(q.stats("w").unwrap().ready, 3);
+    let started = std::time::Instant::now();
+    let _l = lease(&q, "w");
+    tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("a lease wakes the waiting push")
+        .unwrap()
+        .expect("then it is stored");
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "woken by the lease, not by the recheck: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(q.stats("w").unwrap().ready, 3);
+
+    // Nobody takes a job: the push is refused after max_wait, nothing stored.
+    let mut short = qc;
+    short.backpressure.max_wait = Duration::from_millis(300);
+    q.reconfigure(vec![short, cfg("off")]).await.unwrap();
+    let started = std::time::Instant::now();
+    let e = q.push("w", job("4")).await.unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        matches!(
+            &e,
+            QueueError::Backlogged {
+                ready: 3,
+                limit: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.uri(), "switchyard.queue.error.queue_full");
+    assert_eq!(q.stats("w").unwrap().ready, 3);
+    // push_many waits (and refuses) the same way, as one transaction.
+    let e = q
+        .push_many(vec![("off", job("a")), ("w", job("b"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, QueueError::Backlogged { .. }), "{e}");
+    assert_eq!(q.stats("off").unwrap().ready, 0);
+    // Without backpressure, pushes are only bounded by max_jobs.
+    for i in 0..10 {
+        q.push("off", job(&i.to_string())).await.unwrap();
+    }
+}

@@ -256,7 +256,15 @@ fn queue_config_defaults_from_minimal_toml() {
     assert_eq!(q.concurrency, 64);
     assert_eq!(q.idempotency_window, Duration::from_secs(86400));
     assert_eq!(q.retry, RetryPolicy::default());
+    assert_eq!(q.backpressure.ready, 100_000);
+    assert_eq!(q.backpressure.max_wait, Duration::from_secs(10));
     q.validate().unwrap();
+    let d: Doc = toml::from_str(
+        "[[queues]]\nname = \"pdf\"\nbackpressure = { ready = 500, max_wait = \"2s\" }\n",
+    )
+    .unwrap();
+    assert_eq!(d.queues[0].backpressure.ready, 500);
+    assert_eq!(d.queues[0].backpressure.max_wait, Duration::from_secs(2));
 
     let d: Doc = toml::from_str(
         r#"
@@ -325,6 +333,10 @@ fn queue_config_validation_names_the_field() {
         "lease_timeout",
     );
     check(&|c| c.max_attempts = 0, "max_attempts");
+    check(
+        &|c| c.backpressure.max_wait = Duration::from_secs(301),
+        "backpressure.max_wait",
+    );
     check(
         &|c| {
             c.rate_limit = Some(switchyard_queue::RateLimit {

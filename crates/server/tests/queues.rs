@@ -696,3 +696,118 @@ fn an_http_target_answering_404_is_an_attempt() {
     });
     let _backend = server.join().expect("backend");
 }
+
+/// Back-pressure (issue 21): a producer that keeps 16 pushes in flight
+/// against workers that take 20 ms a job is slowed down to their pace; the
+/// backlog stays near `backpressure.ready` instead of growing, every push
+/// is acknowledged and every job runs. A queue nobody works refuses a push
+/// after `max_wait` with `queue_full`, naming the backlog, and stores
+/// nothing.
+#[test]
+fn backpressure_slows_producers_to_the_workers_pace() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = Proc::start(
+        dir.path(),
+        "bp",
+        "[[realm.queue]]\nname = \"bp\"\ntarget = \"com.example.slow\"\nconcurrency = 4\n\
+         backpressure = { ready = 20, max_wait = \"5s\" }\n\n\
+         [[realm.queue]]\nname = \"idle\"\ntarget = \"com.example.nobody\"\n\
+         backpressure = { ready = 2, max_wait = \"300ms\" }\n",
+    );
+    let url = p.url();
+    let rt = runtime();
+    rt.block_on(async {
+        let w = Session::connect(&url, "realm1", Serializer::MsgPack)
+            .await
+            .expect("worker joins");
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        w.register("com.example.slow", move |_, _| {
+            let d = d.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                d.fetch_add(1, Ordering::Relaxed);
+                Ok((Vec::new(), Dict::new()))
+            }
+        })
+        .await
+        .expect("register");
+        let s = Arc::new(
+            Session::connect(&url, "realm1", Serializer::MsgPack)
+                .await
+                .expect("producer joins"),
+        );
+        // Sample the backlog while the producer runs.
+        let max_ready = Arc::new(AtomicU64::new(0));
+        let sampling = {
+            let (s, max_ready) = (s.clone(), max_ready.clone());
+            tokio::spawn(async move {
+                loop {
+                    let ready = uint(&stats(&s, "bp").await, "ready");
+                    max_ready.fetch_max(ready, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        const JOBS: u64 = 300;
+        let pushed = Arc::new(AtomicU64::new(0));
+        let producers: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, pushed) = (s.clone(), pushed.clone());
+                tokio::spawn(async move {
+                    while pushed.fetch_add(1, Ordering::Relaxed) < JOBS {
+                        s.call(
+                            "switchyard.queue.push",
+                            vec![Value::from("bp")],
+                            Dict::new(),
+                        )
+                        .await
+                        .expect("every push is acknowledged (slowed down, not refused)");
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.await.expect("producer");
+        }
+        sampling.abort();
+        let max_ready = max_ready.load(Ordering::Relaxed);
+        // 20 ready, plus the pushes in flight that one lease can release at once.
+        assert!(
+            max_ready <= 20 + 16,
+            "the backlog grew to {max_ready} ready jobs"
+        );
+        assert!(
+            max_ready >= 15,
+            "the producer was not held back ({max_ready})"
+        );
+        drained(&s, "bp", Duration::from_secs(30)).await;
+        assert_eq!(done.load(Ordering::Relaxed), JOBS);
+
+        for _ in 0..2 {
+            s.call(
+                "switchyard.queue.push",
+                vec![Value::from("idle")],
+                Dict::new(),
+            )
+            .await
+            .expect("under the mark");
+        }
+        let started = Instant::now();
+        let e = s
+            .call(
+                "switchyard.queue.push",
+                vec![Value::from("idle")],
+                Dict::new(),
+            )
+            .await
+            .expect_err("refused after max_wait");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let text = e.to_string();
+        assert!(
+            text.contains("switchyard.queue.error.queue_full") && text.contains("backlogged"),
+            "{text}"
+        );
+        assert_eq!(uint(&stats(&s, "idle").await, "ready"), 2);
+    });
+}
