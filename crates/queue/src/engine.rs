@@ -441,7 +441,7 @@ impl Queues {
                 }
                 None => Counters::default(),
             };
-            muts.push(Mutation::PutQueue(cfg.clone()));
+            muts.push(Mutation::PutQueue(Arc::new(cfg.clone())));
             declared.insert(cfg.name.clone(), (cfg, counters));
         }
         let usage = Arc::new(RuntimeUsage::new(
@@ -601,7 +601,7 @@ impl Queues {
                 let now = self.clock.now_ms();
                 let cfg = Arc::new(config);
                 let durable =
-                    self.submit_tracked(vec![Mutation::PutQueue((*cfg).clone())], false, true)?;
+                    self.submit_tracked(vec![Mutation::PutQueue(cfg.clone())], false, true)?;
                 let mut state = QueueState::new(cfg.clone(), Counters::default(), now);
                 state.count_in(self.usage.clone());
                 state.count_stored(self.stored.clone());
@@ -651,7 +651,7 @@ impl Queues {
                 match reg.get(name.as_str()).cloned() {
                     None => {
                         let cfg = Arc::new(cfg);
-                        muts.push(Mutation::PutQueue((*cfg).clone()));
+                        muts.push(Mutation::PutQueue(cfg.clone()));
                         let mut state = QueueState::new(cfg.clone(), Counters::default(), now);
                         state.count_stored(self.stored.clone());
                         reg.insert(
@@ -670,7 +670,7 @@ impl Queues {
                         let diff = q.config().differences(&cfg);
                         if !diff.is_empty() {
                             let cfg = Arc::new(cfg);
-                            muts.push(Mutation::PutQueue((*cfg).clone()));
+                            muts.push(Mutation::PutQueue(cfg.clone()));
                             st.reconfigure(cfg.clone(), now, &mut muts);
                             *q.config.write() = cfg;
                             out.changed.push((name, diff));

@@ -34,7 +34,7 @@ pub struct Counters {
 #[derive(Clone, Debug)]
 pub enum Mutation {
     /// Create or replace a queue's configuration.
-    PutQueue(QueueConfig),
+    PutQueue(Arc<QueueConfig>),
     /// Replace a queue's counters (absolute values).
     PutCounters {
         /// Queue name.

@@ -84,7 +84,7 @@ fn lease_rows_are_coalesced_and_cleaned_up() {
         commit(
             &s,
             vec![
-                Mutation::PutQueue(QueueConfig::new("w")),
+                Mutation::PutQueue(std::sync::Arc::new(QueueConfig::new("w"))),
                 put(1),
                 put(2),
                 put(3),
@@ -221,7 +221,7 @@ fn non_durable_batches_complete_after_the_next_fsync() {
         let s = RedbStore::open(&path, RedbOptions::default()).unwrap();
         commit(
             &s,
-            vec![Mutation::PutQueue(QueueConfig::new("w")), put(1), put(2)],
+            vec![Mutation::PutQueue(std::sync::Arc::new(QueueConfig::new("w"))), put(1), put(2)],
         )
         .unwrap();
         let synced = s.stats().syncs;
