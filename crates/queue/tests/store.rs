@@ -221,7 +221,11 @@ fn non_durable_batches_complete_after_the_next_fsync() {
         let s = RedbStore::open(&path, RedbOptions::default()).unwrap();
         commit(
             &s,
-            vec![Mutation::PutQueue(std::sync::Arc::new(QueueConfig::new("w"))), put(1), put(2)],
+            vec![
+                Mutation::PutQueue(std::sync::Arc::new(QueueConfig::new("w"))),
+                put(1),
+                put(2),
+            ],
         )
         .unwrap();
         let synced = s.stats().syncs;
