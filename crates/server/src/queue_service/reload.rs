@@ -124,7 +124,7 @@ impl QueueService {
             tracing::warn!(
                 realm = %realm,
                 queue = %q,
-                "reload: queue no longer in the config file: it keeps its jobs and now counts as declared at run time (delete it with `switchyard queue delete {q}`)"
+                "reload: queue no longer in the config file: it keeps its jobs and now counts as declared at run time (delete it with `switchyard queue delete {q}`, adding --force while it holds jobs)"
             );
         }
         let bound: HashSet<String> = new
