@@ -12,7 +12,6 @@ mod common;
 mod pki;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,8 +88,9 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
-/// Logins of the flood test (authid `flood-*`) that reached the app.
-static FLOOD_REACHED: AtomicUsize = AtomicUsize::new(0);
+/// When each login of the flood test (authid `flood-*`) reached the app.
+static FLOOD_ARRIVALS: std::sync::Mutex<Vec<std::time::Instant>> =
+    std::sync::Mutex::new(Vec::new());
 
 async fn app(req: Request<hyper::body::Incoming>, seen: Seen) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
@@ -118,7 +118,10 @@ async fn app(req: Request<hyper::body::Incoming>, seen: Seen) -> Response<Full<B
             "role-only" => json(StatusCode::OK, serde_json::json!("member")),
             "slow" => {
                 if v["authid"].as_str().unwrap_or("").starts_with("flood-") {
-                    FLOOD_REACHED.fetch_add(1, Ordering::SeqCst);
+                    FLOOD_ARRIVALS
+                        .lock()
+                        .expect("arrivals")
+                        .push(std::time::Instant::now());
                 }
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 json(StatusCode::OK, serde_json::json!("member"))
@@ -393,11 +396,12 @@ fn the_app_is_reached_over_https_with_the_configured_ca() {
 
 /// A login flood against a slow app: at most `max_concurrent` requests are
 /// in flight to the app, the others wait for a slot within `timeout` and
-/// are refused; every login is answered within about the timeout. (A slot
-/// is free again when its request times out, while the app may still be
-/// working on it: so within the one timeout window of this flood, about
-/// twice `max_concurrent` logins reach the app, not all twelve; a loaded
-/// machine that runs the timers late can let one wave more through.)
+/// are refused; every login is answered within about the timeout. A slot
+/// is free again when its request times out (700 ms), while the app may
+/// still be working on it: so no request can reach the app in the first
+/// 700 ms but the two that took the slots, however late a loaded machine
+/// runs the timers (they only free the slots later). How many reach it
+/// after that depends on the timers, and is not asserted.
 #[test]
 fn a_login_flood_holds_at_most_max_concurrent_requests_to_the_app() {
     let (port, _seen) = start_app(None);
@@ -438,9 +442,18 @@ fn a_login_flood_holds_at_most_max_concurrent_requests_to_the_app() {
         "{:?}",
         started.elapsed()
     );
-    let reached = FLOOD_REACHED.load(Ordering::SeqCst);
+    let arrivals = FLOOD_ARRIVALS.lock().expect("arrivals").clone();
+    let early = arrivals
+        .iter()
+        .filter(|t| t.duration_since(started) < Duration::from_millis(700))
+        .count();
     assert!(
-        (2..=6).contains(&reached),
-        "{reached} of 12 logins reached the app"
+        early <= 2,
+        "{early} logins reached the app within the first timeout window (max_concurrent = 2); arrivals after the flood started: {:?}",
+        arrivals
+            .iter()
+            .map(|t| t.duration_since(started))
+            .collect::<Vec<_>>()
     );
+    assert!(!arrivals.is_empty(), "no login reached the app");
 }
