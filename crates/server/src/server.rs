@@ -253,6 +253,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     metrics_path,
                     pages: crate::admin::site_for(&config, address, &path, &name)
                         .map(|site| site as Arc<dyn websocket::Pages>),
+                    mode: websocket::Mode::Wamp,
                 };
                 tracing::info!(
                     "listening for WAMP over WebSocket on {name}{}",
@@ -261,6 +262,48 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let tcp = Tcp {
                     tls: tls.clone(),
                     auth_methods,
+                    ..shared.clone()
+                };
+                tls_listeners.extend(tls);
+                tokio::spawn(accept_loop(
+                    listener,
+                    name,
+                    shared.metrics.clone(),
+                    stop.clone(),
+                    move |s, remote| serve_websocket(s, remote, &ep, &tcp),
+                ));
+            }
+            ListenerConfig::WebsocketTestee {
+                address,
+                path,
+                tls,
+                allowed_origins,
+            } => {
+                let listener = bind_tcp(address).await?;
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                let name = format!("{scheme}://{}{path}", local(&listener, address));
+                let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
+                let origins = match allowed_origins {
+                    None => None,
+                    Some(list) => Some(Arc::new(
+                        OriginPolicy::parse(&list)
+                            .map_err(|e| format!("{name}: allowed_origins: {e}"))?,
+                    )),
+                };
+                let ep = websocket::Endpoint {
+                    router: router.clone(),
+                    settings: settings.clone(),
+                    path,
+                    origins,
+                    metrics_path: None,
+                    pages: None,
+                    mode: websocket::Mode::Echo,
+                };
+                tracing::warn!(
+                    "listening on {name} as a WebSocket conformance testee: it echoes every message (no WAMP); for tests only"
+                );
+                let tcp = Tcp {
+                    tls: tls.clone(),
                     ..shared.clone()
                 };
                 tls_listeners.extend(tls);
@@ -427,6 +470,12 @@ fn listener_check(l: &ListenerConfig) -> Option<String> {
             address, path, tls, ..
         } => Some(format!(
             "{}://{address}{path}",
+            if tls.is_some() { "wss" } else { "ws" }
+        )),
+        ListenerConfig::WebsocketTestee {
+            address, path, tls, ..
+        } => Some(format!(
+            "testee {}://{address}{path}",
             if tls.is_some() { "wss" } else { "ws" }
         )),
         ListenerConfig::RawsocketTcp { address, tls, .. } => Some(format!(

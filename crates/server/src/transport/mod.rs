@@ -1,4 +1,5 @@
-//! Transports: WebSocket and RawSocket (TCP and Unix). Each one frames
+//! Transports: WebSocket and RawSocket (TCP and Unix), and the WebSocket
+//! conformance testee (`testee.rs`). Each one frames
 //! messages and feeds them to a router [`Connection`]; the router core
 //! never sees a socket.
 //!
@@ -11,6 +12,7 @@ pub mod accept;
 pub mod conn_limit;
 pub mod origin;
 pub mod rawsocket;
+mod testee;
 pub mod tls;
 pub mod websocket;
 mod x509;
