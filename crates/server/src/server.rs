@@ -602,6 +602,13 @@ fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
 /// TCP keepalive finds dead RawSocket peers without RawSocket PINGs: the
 /// kernel probes after `ping_interval` of silence, every `ping_timeout / 3`,
 /// and drops the connection after three unanswered probes.
+///
+/// Keepalive probes go out only while nothing is in flight: once the router
+/// has sent a message that a vanished peer never acknowledges (an EVENT, an
+/// INVOCATION), only TCP's retransmission timeout would end the connection,
+/// after some 15 minutes. So data unacknowledged for `ping_interval +
+/// ping_timeout` ends it too (TCP_USER_TIMEOUT; a peer that is alive but
+/// does not read answers the zero-window probes and is not affected).
 fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
     if settings.ping_interval.is_zero() {
         return;
@@ -611,8 +618,14 @@ fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
         .with_time(settings.ping_interval)
         .with_interval(probe)
         .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+    let sock = socket2::SockRef::from(stream);
+    if let Err(e) = sock.set_tcp_keepalive(&ka) {
         tracing::debug!("TCP keepalive not set: {e}");
+    }
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    if let Err(e) = sock.set_tcp_user_timeout(Some(settings.ping_interval + settings.ping_timeout))
+    {
+        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
     }
 }
 

@@ -94,7 +94,7 @@ fn a_callee_that_never_answers_costs_only_its_own_calls() {
 
         let before = rss_mb(&r);
         let peak = PeakRss::start(&r);
-        let mut worst_other = Duration::ZERO;
+        let mut other_times = Vec::new();
         let mut timeouts = 0;
         for round in 0..5 {
             // 500 calls with a 300 ms timeout at once ...
@@ -116,7 +116,7 @@ fn a_callee_that_never_answers_costs_only_its_own_calls() {
                     .await
                     .expect("the callee's other procedure answers");
                 assert_eq!(a, vec![Value::from(i)]);
-                worst_other = worst_other.max(t.elapsed());
+                other_times.push(t.elapsed());
             }
             for c in calls {
                 let e = c.await.expect("task").expect_err("no result");
@@ -146,12 +146,16 @@ fn a_callee_that_never_answers_costs_only_its_own_calls() {
         let peak_mb = peak.peak();
         drop(peak);
         let after = rss_mb(&r);
+        other_times.sort();
+        let median_other = other_times[other_times.len() / 2];
+        let worst_other = other_times[other_times.len() - 1];
         eprintln!(
-            "hung callee: {timeouts} calls timed out; the other procedure's slowest answer {worst_other:?}; \
+            "hung callee: {timeouts} calls timed out; the other procedure's answers: median {median_other:?}, slowest {worst_other:?}; \
              router RSS before {before:.1} MiB, peak {peak_mb:.1} MiB, after {after:.1} MiB"
         );
+        // Generous: the 500 calls fired at once load this (shared) machine.
         assert!(
-            worst_other < Duration::from_millis(500),
+            worst_other < Duration::from_secs(2),
             "the callee's other procedure was slowed down: {worst_other:?}"
         );
         assert!(
@@ -489,15 +493,60 @@ fn half_open_connections_are_freed_by_the_keepalive() {
             return;
         }
     };
+    // With the RawSocket PINGs on, then with them off (the default): TCP
+    // keepalive alone finds the dead RawSocket peer.
+    let pings = "ping_interval = \"1s\"\nping_timeout = \"1s\"\n";
+    let runs = [
+        Run {
+            limits: format!("{pings}rawsocket_ping_interval = \"1s\"\n"),
+            victims: &[
+                ("com.victim.ws", "ws://169.254.77.1:8080/ws"),
+                ("com.victim.rs", "rs://169.254.77.1:8081"),
+            ],
+            // Silent for more than interval + timeout (2 s), noticed at the
+            // next keepalive tick (1 s later at most), plus the polling.
+            within: (Duration::from_millis(1500), Duration::from_secs(5)),
+            reason: "keepalive timed out",
+        },
+        Run {
+            limits: pings.to_string(),
+            victims: &[("com.victim.rs", "rs://169.254.77.1:8081")],
+            // TCP: keepalive (idle 1 s, then 3 probes 1 s apart,
+            // unanswered) or, once a message to the peer is in flight,
+            // TCP_USER_TIMEOUT (interval + timeout: 2 s).
+            within: (Duration::from_millis(1500), Duration::from_secs(9)),
+            reason: "",
+        },
+    ];
+    for run in &runs {
+        half_open_run(&net, run);
+        ip(&["-n", &net.client, "link", "set", &net.client_if, "up"]).expect("link up");
+    }
+    drop(net);
+}
+
+/// One router configuration of the half-open test.
+struct Run {
+    limits: String,
+    victims: &'static [(&'static str, &'static str)],
+    /// How long after the link went down the victims must be freed.
+    within: (Duration, Duration),
+    /// What the router logs for each (empty: not checked).
+    reason: &'static str,
+}
+
+fn half_open_run(net: &Netns, run: &Run) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(
         &cfg,
-        "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:8080\"\n\n\
-         [[listener]]\ntype = \"websocket\"\naddress = \"169.254.77.1:8080\"\n\n\
-         [[listener]]\ntype = \"rawsocket\"\naddress = \"169.254.77.1:8081\"\n\n\
-         [[realm]]\nname = \"realm1\"\n\n\
-         [limits]\nping_interval = \"1s\"\nping_timeout = \"1s\"\nrawsocket_ping_interval = \"1s\"\n",
+        format!(
+            "[[listener]]\ntype = \"websocket\"\naddress = \"127.0.0.1:8080\"\n\n\
+             [[listener]]\ntype = \"websocket\"\naddress = \"169.254.77.1:8080\"\n\n\
+             [[listener]]\ntype = \"rawsocket\"\naddress = \"169.254.77.1:8081\"\n\n\
+             [[realm]]\nname = \"realm1\"\n\n[limits]\n{}",
+            run.limits
+        ),
     )
     .expect("config");
     let log_path = dir.path().join("router.log");
@@ -522,18 +571,17 @@ fn half_open_connections_are_freed_by_the_keepalive() {
         thread::sleep(Duration::from_millis(50));
     }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        half_open_scenario(&net, &log);
+        half_open_scenario(net, run, &log);
     }));
     let _ = router.kill();
     let _ = router.wait();
-    drop(net);
     if let Err(e) = result {
         eprintln!("router log:\n{}", log());
         std::panic::resume_unwind(e);
     }
 }
 
-fn half_open_scenario(net: &Netns, log: &dyn Fn() -> String) {
+fn half_open_scenario(net: &Netns, run: &Run, log: &dyn Fn() -> String) {
     let local = "ws://127.0.0.1:8080/ws";
     // Beside the router: a watcher of session meta events and a callee.
     let mut watcher = Background::spawn(Netns::cli(
@@ -554,13 +602,10 @@ fn half_open_scenario(net: &Netns, log: &dyn Fn() -> String) {
         ],
     ));
     healthy.wait_stderr("registered com.healthy");
-    // Across the link: a WebSocket and a RawSocket callee, which do not
-    // ping themselves (the router's keepalive is under test).
+    // Across the link: callees which do not ping themselves (the router's
+    // keepalive is under test).
     let mut victims = Vec::new();
-    for (proc_, url) in [
-        ("com.victim.ws", "ws://169.254.77.1:8080/ws"),
-        ("com.victim.rs", "rs://169.254.77.1:8081"),
-    ] {
+    for (proc_, url) in run.victims {
         let mut v = Background::spawn(Netns::cli(
             &net.client,
             &[
@@ -578,32 +623,28 @@ fn half_open_scenario(net: &Netns, log: &dyn Fn() -> String) {
         v.wait_stderr(&format!("registered {proc_}"));
         victims.push(v);
     }
-    assert_eq!(
-        call_in(&net.router, "com.victim.ws").as_deref(),
-        Ok("\"here\"")
-    );
-    assert_eq!(
-        call_in(&net.router, "com.victim.rs").as_deref(),
-        Ok("\"here\"")
-    );
-    let ws_session = callees(&net.router, "com.victim.ws");
-    let rs_session = callees(&net.router, "com.victim.rs");
+    let mut sessions = Vec::new();
+    for (proc_, _) in run.victims {
+        assert_eq!(call_in(&net.router, proc_).as_deref(), Ok("\"here\""));
+        let s = callees(&net.router, proc_);
+        assert_eq!(s.len(), 1, "{proc_}: {s:?}");
+        sessions.extend(s);
+    }
     let healthy_session = callees(&net.router, "com.healthy");
-    assert_eq!((ws_session.len(), rs_session.len()), (1, 1));
 
     // The link goes down: nothing more crosses it, in either direction.
     ip(&["-n", &net.client, "link", "set", &net.client_if, "down"]).expect("link down");
     let cut = Instant::now();
     let mut freed: Vec<(&str, Duration)> = Vec::new();
     let mut healthy_calls = 0;
-    while freed.len() < 2 {
+    while freed.len() < run.victims.len() {
         assert!(
-            cut.elapsed() < Duration::from_secs(15),
+            cut.elapsed() < run.within.1 + Duration::from_secs(5),
             "half-open sessions still registered {:?} after the link went down; freed: {freed:?}",
             cut.elapsed()
         );
-        for p in ["com.victim.ws", "com.victim.rs"] {
-            if freed.iter().any(|(f, _)| *f == p) {
+        for (p, _) in run.victims {
+            if freed.iter().any(|(f, _)| f == p) {
                 continue;
             }
             match call_in(&net.router, p) {
@@ -622,31 +663,30 @@ fn half_open_scenario(net: &Netns, log: &dyn Fn() -> String) {
         thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "half-open: registrations freed after {freed:?} (ping_interval 1 s + ping_timeout 1 s); \
-         {healthy_calls} calls to a healthy callee answered meanwhile"
+        "half-open, [limits] {}: registrations freed after {freed:?}; \
+         {healthy_calls} calls to a healthy callee answered meanwhile",
+        run.limits.trim().replace('\n', ", ")
     );
     for (p, took) in &freed {
-        // Silent for more than interval + timeout (2 s), noticed at the
-        // next keepalive tick (1 s later at most), plus the polling.
-        assert!(*took < Duration::from_secs(5), "{p} freed after {took:?}");
-        assert!(
-            *took > Duration::from_millis(1500),
-            "{p} freed after {took:?}: before the timeout?"
-        );
+        assert!(*took < run.within.1, "{p} freed after {took:?}");
+        assert!(*took > run.within.0, "{p} freed after {took:?}: too early?");
     }
     let text = log();
-    assert!(
-        text.matches("keepalive timed out").count() >= 2,
-        "the router names the keepalive as the reason: {text}"
-    );
-    // The watcher saw both sessions leave, and not the healthy one.
+    if !run.reason.is_empty() {
+        assert!(
+            text.matches(run.reason).count() >= run.victims.len(),
+            "the router names \"{}\" as the reason: {text}",
+            run.reason
+        );
+    }
+    // The watcher saw the victims leave, and not the healthy one.
     watcher.stop(libc::SIGTERM);
     let left: Vec<u64> = watcher
         .stdout_lines()
         .iter()
         .filter_map(|e| e["args"][0].as_u64())
         .collect();
-    for s in ws_session.iter().chain(&rs_session) {
+    for s in &sessions {
         assert!(left.contains(s), "no on_leave for session {s}: {left:?}");
     }
     for s in &healthy_session {
