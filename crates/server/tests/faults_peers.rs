@@ -355,6 +355,7 @@ struct Netns {
     router: String,
     client: String,
     client_if: String,
+    router_if: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -377,8 +378,9 @@ impl Netns {
             router: format!("sy-ho-r{id}"),
             client: format!("sy-ho-c{id}"),
             client_if: format!("syc{id}"),
+            router_if: format!("syr{id}"),
         };
-        let router_if = format!("syr{id}");
+        let router_if = n.router_if.clone();
         ip(&["netns", "add", &n.router])?;
         ip(&["netns", "add", &n.client])?;
         ip(&[
@@ -422,6 +424,8 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.client]);
         let _ = ip(&["netns", "del", &self.router]);
+        // Gone with its namespace, unless the setup failed before moving it.
+        let _ = ip(&["link", "del", &self.router_if]);
     }
 }
 
@@ -550,7 +554,9 @@ fn half_open_run(net: &Netns, run: &Run) {
     )
     .expect("config");
     let log_path = dir.path().join("router.log");
+    // In the temporary directory: the realm's queue store goes there.
     let mut router = Command::new("ip")
+        .current_dir(dir.path())
         .args([
             "netns",
             "exec",
