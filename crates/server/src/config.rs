@@ -1150,6 +1150,42 @@ mod tests {
     }
 
     #[test]
+    fn websocket_testee_listener_parses_and_refuses_the_wamp_keys() {
+        let c = Config::parse(
+            "[[listener]]\ntype = \"websocket-testee\"\naddress = \"127.0.0.1:9001\"\n\
+             allowed_origins = [\"https://a.example\"]\n",
+        )
+        .expect("valid");
+        let l = c.listener_configs().expect("listeners");
+        // A testee alone opens no WAMP listener.
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(matches!(
+            &l[0],
+            ListenerConfig::WebsocketTestee { address, path, tls: None, allowed_origins: Some(o) }
+                if *address == SocketAddr::from(([127, 0, 0, 1], 9001))
+                    && path == "/ws"
+                    && o.len() == 1
+        ));
+        for (key, expected) in [
+            (
+                "auth_methods = [\"ticket\"]\n",
+                "`auth_methods` does not apply",
+            ),
+            ("metrics_path = \"/m\"\n", "`metrics_path` does not apply"),
+            ("path = \"x\"\n", "must start with '/'"),
+        ] {
+            let text = format!(
+                "[[listener]]\ntype = \"websocket-testee\"\naddress = \"127.0.0.1:9\"\n{key}"
+            );
+            let errs = Config::parse(&text).expect_err("invalid");
+            assert!(errs[0].message.contains(expected), "{errs:?}");
+        }
+        let errs =
+            Config::parse("[[listener]]\ntype = \"websocket-testee\"\n").expect_err("invalid");
+        assert!(errs[0].message.contains("needs `address`"), "{errs:?}");
+    }
+
+    #[test]
     fn operations_listener_errors_report_line_and_key() {
         let cases = [
             (
