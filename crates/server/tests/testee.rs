@@ -249,3 +249,75 @@ fn the_documented_testee_block_runs() {
     });
     drop(r);
 }
+
+/// A client that sends and does not read: the testee reads the next message
+/// only once the echo of the previous one is written, so the router holds
+/// about one message for it, not everything sent (the rest waits in the
+/// TCP buffers); when the client reads, every echo arrives, in order. And
+/// the per-address connection limit of the WAMP listeners holds here too.
+#[test]
+fn testee_holds_one_message_for_a_client_that_does_not_read() {
+    let port = free_port();
+    let r = Router::start(&format!(
+        "[limits]\nmax_message_size = {MAX}\nmax_connections_per_address = 3\n\n\
+         [[listener]]\ntype = \"websocket-testee\"\naddress = \"127.0.0.1:{port}\"\npath = \"/echo\"\n"
+    ));
+    const N: usize = 400;
+    let size = MAX - 16; // 400 x 64 KiB: 26 MB sent before reading
+    block_on(async {
+        let ws = connect(port, 4 << 20).await;
+        let (mut sink, mut stream) = ws.split();
+        let before = common::memory::rss_mb(&r);
+        let peak = common::memory::PeakRss::start(&r);
+        let sender = tokio::spawn(async move {
+            for i in 0..N {
+                let mut m = vec![(i % 251) as u8; size];
+                m[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                if sink.send(Message::binary(Bytes::from(m))).await.is_err() {
+                    return i;
+                }
+            }
+            N
+        });
+        // Not reading for a while: the sender blocks once the buffers are full.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = peak.peak() - before;
+        assert!(
+            !sender.is_finished(),
+            "26 MB went into the router while nobody read"
+        );
+        for i in 0..N {
+            let m = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("an echo within 10 s")
+                .expect("open")
+                .expect("valid");
+            let p = m.as_payload();
+            assert_eq!(p.len(), size);
+            assert_eq!(&p[..8], &(i as u64).to_be_bytes(), "echo {i} in order");
+        }
+        assert_eq!(sender.await.expect("sender"), N);
+        drop(peak);
+        eprintln!(
+            "testee: router RSS grew by {held:.1} MiB while a client sent 26 MB without reading"
+        );
+        assert!(
+            held < 16.0,
+            "the router held {held:.1} MiB for a client that did not read"
+        );
+    });
+    // Three connections from one address are served, the fourth is refused
+    // (HTTP 429) as on a WAMP listener.
+    block_on(async {
+        let _a = connect(port, 4096).await;
+        let _b = connect(port, 4096).await;
+        let _c = connect(port, 4096).await;
+        let refused = ClientBuilder::new()
+            .uri(&format!("ws://127.0.0.1:{port}/echo"))
+            .expect("uri")
+            .connect()
+            .await;
+        let e = refused.expect_err("a fourth connection from the same address");
+        assert!(e.to_string().contains("429"), "{e}");
+    });
+}
