@@ -31,7 +31,7 @@ const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// flushed yet. The reader counts them and wakes the writer to flush; a
 /// peer that sends PINGs without reading the PONGs is disconnected.
 #[derive(Default)]
-pub(super) struct Pongs {
+struct Pongs {
     owed: std::sync::atomic::AtomicUsize,
     flush: tokio::sync::Notify,
 }
@@ -329,8 +329,8 @@ async fn serve_session(
 /// What the reader and the writer of one connection share: when the peer
 /// was last heard from, and the PONGs owed.
 pub(super) struct Shared {
-    pub(super) liveness: Arc<Liveness>,
-    pub(super) pongs: Arc<Pongs>,
+    liveness: Arc<Liveness>,
+    pongs: Arc<Pongs>,
     /// The peer sent a message over `max_message_size`: the writer closes
     /// with 1009 and writes nothing else.
     too_big: std::sync::atomic::AtomicBool,
