@@ -601,14 +601,8 @@ fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
 
 /// TCP keepalive finds dead RawSocket peers without RawSocket PINGs: the
 /// kernel probes after `ping_interval` of silence, every `ping_timeout / 3`,
-/// and drops the connection after three unanswered probes.
-///
-/// Keepalive probes go out only while nothing is in flight: once the router
-/// has sent a message that a vanished peer never acknowledges (an EVENT, an
-/// INVOCATION), only TCP's retransmission timeout would end the connection,
-/// after some 15 minutes. So data unacknowledged for `ping_interval +
-/// ping_timeout` ends it too (TCP_USER_TIMEOUT; a peer that is alive but
-/// does not read answers the zero-window probes and is not affected).
+/// and drops the connection after three unanswered probes. Keepalive probes
+/// go out only while nothing is in flight, hence [`tcp_user_timeout`] too.
 fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
     if settings.ping_interval.is_zero() {
         return;
@@ -618,12 +612,28 @@ fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
         .with_time(settings.ping_interval)
         .with_interval(probe)
         .with_retries(3);
-    let sock = socket2::SockRef::from(stream);
-    if let Err(e) = sock.set_tcp_keepalive(&ka) {
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("TCP keepalive not set: {e}");
     }
+    tcp_user_timeout(stream, settings);
+}
+
+/// Data the peer leaves unacknowledged for `ping_interval + ping_timeout`
+/// ends the connection (TCP_USER_TIMEOUT), on every TCP connection of a
+/// WAMP listener. Otherwise a peer that vanished while a message to it was
+/// in flight is found only by TCP's retransmission timeout, some 15
+/// minutes: RawSocket's keepalive probes stop while data is unacknowledged,
+/// and a WebSocket writer waiting on a full socket cannot run its ping
+/// timer. A peer that is alive but does not read answers the kernel's
+/// zero-window probes and is not affected (the slow-consumer policy deals
+/// with it). docs/RELIABILITY.md, "A half-open TCP connection".
+fn tcp_user_timeout(stream: &TcpStream, settings: &Settings) {
+    if settings.ping_interval.is_zero() {
+        return;
+    }
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-    if let Err(e) = sock.set_tcp_user_timeout(Some(settings.ping_interval + settings.ping_timeout))
+    if let Err(e) = socket2::SockRef::from(stream)
+        .set_tcp_user_timeout(Some(settings.ping_interval + settings.ping_timeout))
     {
         tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
     }
@@ -635,6 +645,7 @@ fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, 
         refuse_websocket(stream, &remote, tcp);
         return;
     };
+    tcp_user_timeout(&stream, &ep.settings);
     let ep = ep.clone();
     let tcp = tcp.clone();
     let mut transport = tcp.transport("websocket", remote.ip);

@@ -119,6 +119,20 @@ pub fn is_dead(settings: &Settings, liveness: &Liveness) -> bool {
     liveness.silent_for() > settings.ping_interval + settings.ping_timeout
 }
 
+/// Logs why reading a connection failed: at info level when TCP gave up on
+/// the peer (TCP_USER_TIMEOUT or keepalive: it vanished, e.g. a half-open
+/// connection), else at debug level (resets and the like are routine).
+pub fn log_read_error(label: &str, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        tracing::info!(
+            peer = %label,
+            "peer unreachable: {e} (unacknowledged for ping_interval + ping_timeout, or keepalive probes unanswered): closing"
+        );
+    } else {
+        tracing::debug!(peer = %label, "read error: {e}");
+    }
+}
+
 /// Why a connection without a session stops waiting for HELLO.
 pub enum HelloWait {
     TimedOut,

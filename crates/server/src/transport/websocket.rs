@@ -464,6 +464,10 @@ pub(super) async fn read_loop<R: Reader>(
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 return Flow::Close;
             }
+            Some(Err(tokio_websockets::Error::Io(e))) => {
+                super::log_read_error(label, &e);
+                return Flow::Continue;
+            }
             Some(Err(e)) => {
                 tracing::debug!(peer = %label, "WebSocket read error: {e}");
                 if let tokio_websockets::Error::Protocol(_) = e {
