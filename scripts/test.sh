@@ -10,6 +10,8 @@
 # tests/interop/js/node_modules by tests/interop/setup.sh, which also installs
 # Debian's chromium and tests/browser/node_modules (playwright-core) for the
 # admin page's browser tests.
+# scripts/autobahn.sh installs the Autobahn testsuite (Python 2.7, pyenv's
+# 2.7.18) into tests/autobahn/.venv and runs its WebSocket conformance cases.
 # scripts/test-deb.sh installs cargo-deb (pinned, once, with cargo install)
 # and tests the Debian package with dpkg (as root; skipped otherwise).
 set -euo pipefail
@@ -48,5 +50,8 @@ bash tests/interop/setup.sh
 
 step "interop: Autobahn|Python, Autobahn|JS and the admin page in headless Chromium against target/debug/switchyard"
 SWITCHYARD_BIN="$PWD/target/debug/switchyard" bash tests/interop/run.sh
+
+step "WebSocket conformance: the Autobahn testsuite against a websocket-testee listener, all but 9.* (scripts/autobahn.sh)"
+SWITCHYARD_BIN="$PWD/target/debug/switchyard" bash scripts/autobahn.sh --quick
 
 step "all tests passed"

@@ -177,6 +177,10 @@ pub const AUTH_METHOD_NAMES: [&str; 5] = ["anonymous", "ticket", "wampcra", "cry
 #[serde(rename_all = "lowercase")]
 pub enum ListenerKind {
     Websocket,
+    /// Echoes every WebSocket message (the Autobahn testsuite's testee,
+    /// docs/RELIABILITY.md); no WAMP.
+    #[serde(rename = "websocket-testee")]
+    WebsocketTestee,
     Rawsocket,
     /// HTTP for operators: /healthz, /readyz, /metrics (docs/OPERATIONS.md).
     Operations,
@@ -199,6 +203,15 @@ pub enum ListenerConfig {
         allowed_origins: Option<Vec<String>>,
         /// Serve the counters here (GET), if set.
         metrics_path: Option<String>,
+    },
+    /// The WebSocket conformance testee on `address`, upgrade path `path`
+    /// (default "/ws"): echoes every message over the WebSocket stack of
+    /// the WAMP listeners, with their limits.
+    WebsocketTestee {
+        address: SocketAddr,
+        path: String,
+        tls: Option<TlsFiles>,
+        allowed_origins: Option<Vec<String>>,
     },
     /// WAMP over RawSocket on a TCP address.
     RawsocketTcp {
@@ -276,6 +289,9 @@ impl ListenerEntry {
         }
         let tls = self.tls.as_ref().map(|t| t.get_ref().clone());
         let auth_methods = self.auth_methods.as_ref().map(|m| m.get_ref().clone());
+        if self.kind == ListenerKind::WebsocketTestee {
+            return self.resolve_testee();
+        }
         if self.kind != ListenerKind::Websocket && self.allowed_origins.is_some() {
             return Err("`allowed_origins` applies to websocket listeners only".into());
         }
@@ -323,7 +339,32 @@ impl ListenerEntry {
                 Err("a rawsocket listener needs exactly one of `address` or `unix`".into())
             }
             (ListenerKind::Operations, _, _) => self.resolve_operations(),
+            (ListenerKind::WebsocketTestee, _, _) => self.resolve_testee(),
         }
+    }
+
+    /// A websocket-testee listener takes the WebSocket keys but the WAMP
+    /// ones (it has no sessions).
+    fn resolve_testee(&self) -> Result<ListenerConfig, String> {
+        let extra = [
+            ("unix", self.unix.is_some()),
+            ("auth_methods", self.auth_methods.is_some()),
+            ("metrics_path", self.metrics_path.is_some()),
+        ];
+        if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "`{key}` does not apply to a websocket-testee listener (it takes address, path, tls and allowed_origins)"
+            ));
+        }
+        let Some(address) = self.address else {
+            return Err("a websocket-testee listener needs `address`".into());
+        };
+        Ok(ListenerConfig::WebsocketTestee {
+            address,
+            path: self.path.clone().unwrap_or_else(default_ws_path),
+            tls: self.tls.as_ref().map(|t| t.get_ref().clone()),
+            allowed_origins: self.allowed_origins.as_ref().map(|o| o.get_ref().clone()),
+        })
     }
 
     /// An operations listener takes `address` only (default
@@ -813,7 +854,10 @@ impl Config {
         }
         for (i, l) in self.listeners.iter().enumerate() {
             match l.get_ref().resolve() {
-                Ok(ListenerConfig::Websocket { path, .. }) if !path.starts_with('/') => {
+                Ok(
+                    ListenerConfig::Websocket { path, .. }
+                    | ListenerConfig::WebsocketTestee { path, .. },
+                ) if !path.starts_with('/') => {
                     err(
                         l.span(),
                         format!("listener[{i}].path: \"{path}\" must start with '/'"),
@@ -1103,6 +1147,42 @@ mod tests {
                     && shutdown_delay.is_zero()
         ));
         assert!(matches!(l[1], ListenerConfig::Websocket { .. }));
+    }
+
+    #[test]
+    fn websocket_testee_listener_parses_and_refuses_the_wamp_keys() {
+        let c = Config::parse(
+            "[[listener]]\ntype = \"websocket-testee\"\naddress = \"127.0.0.1:9001\"\n\
+             allowed_origins = [\"https://a.example\"]\n",
+        )
+        .expect("valid");
+        let l = c.listener_configs().expect("listeners");
+        // A testee alone opens no WAMP listener.
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(matches!(
+            &l[0],
+            ListenerConfig::WebsocketTestee { address, path, tls: None, allowed_origins: Some(o) }
+                if *address == SocketAddr::from(([127, 0, 0, 1], 9001))
+                    && path == "/ws"
+                    && o.len() == 1
+        ));
+        for (key, expected) in [
+            (
+                "auth_methods = [\"ticket\"]\n",
+                "`auth_methods` does not apply",
+            ),
+            ("metrics_path = \"/m\"\n", "`metrics_path` does not apply"),
+            ("path = \"x\"\n", "must start with '/'"),
+        ] {
+            let text = format!(
+                "[[listener]]\ntype = \"websocket-testee\"\naddress = \"127.0.0.1:9\"\n{key}"
+            );
+            let errs = Config::parse(&text).expect_err("invalid");
+            assert!(errs[0].message.contains(expected), "{errs:?}");
+        }
+        let errs =
+            Config::parse("[[listener]]\ntype = \"websocket-testee\"\n").expect_err("invalid");
+        assert!(errs[0].message.contains("needs `address`"), "{errs:?}");
     }
 
     #[test]

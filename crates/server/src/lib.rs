@@ -14,7 +14,8 @@
 //!   signal; the one place that wires the modules below together.
 //! - `transport`: WebSocket and RawSocket (TCP, Unix, TLS) framing, origin
 //!   checks and per-address connection limits; it feeds frames to a router
-//!   `Connection` so that the router core never sees a socket.
+//!   `Connection` so that the router core never sees a socket. Also the
+//!   WebSocket conformance testee (an echo over the same stack).
 //! - `bridge`: the HTTP bridge (Crossbar-compatible `/publish` and `/call`,
 //!   webhooks, `POST /queues/{name}/jobs`, HTTP subscribers and callees), for
 //!   backends that cannot hold a WebSocket.

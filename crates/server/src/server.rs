@@ -256,6 +256,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     metrics_path,
                     pages: crate::admin::site_for(&config, address, &path, &name)
                         .map(|site| site as Arc<dyn websocket::Pages>),
+                    mode: websocket::Mode::Wamp,
                 };
                 tracing::info!(
                     "listening for WAMP over WebSocket on {name}{}",
@@ -264,6 +265,48 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let tcp = Tcp {
                     tls: tls.clone(),
                     auth_methods,
+                    ..shared.clone()
+                };
+                tls_listeners.extend(tls);
+                tokio::spawn(accept_loop(
+                    listener,
+                    name,
+                    shared.metrics.clone(),
+                    stop.clone(),
+                    move |s, remote| serve_websocket(s, remote, &ep, &tcp),
+                ));
+            }
+            ListenerConfig::WebsocketTestee {
+                address,
+                path,
+                tls,
+                allowed_origins,
+            } => {
+                let listener = bind_tcp(address).await?;
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                let name = format!("{scheme}://{}{path}", local(&listener, address));
+                let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
+                let origins = match allowed_origins {
+                    None => None,
+                    Some(list) => Some(Arc::new(
+                        OriginPolicy::parse(&list)
+                            .map_err(|e| format!("{name}: allowed_origins: {e}"))?,
+                    )),
+                };
+                let ep = websocket::Endpoint {
+                    router: router.clone(),
+                    settings: settings.clone(),
+                    path,
+                    origins,
+                    metrics_path: None,
+                    pages: None,
+                    mode: websocket::Mode::Echo,
+                };
+                tracing::warn!(
+                    "listening on {name} as a WebSocket conformance testee: it echoes every message (no WAMP); for tests only"
+                );
+                let tcp = Tcp {
+                    tls: tls.clone(),
                     ..shared.clone()
                 };
                 tls_listeners.extend(tls);
@@ -437,6 +480,12 @@ fn listener_check(l: &ListenerConfig) -> Option<String> {
             "{}://{address}{path}",
             if tls.is_some() { "wss" } else { "ws" }
         )),
+        ListenerConfig::WebsocketTestee {
+            address, path, tls, ..
+        } => Some(format!(
+            "testee {}://{address}{path}",
+            if tls.is_some() { "wss" } else { "ws" }
+        )),
         ListenerConfig::RawsocketTcp { address, tls, .. } => Some(format!(
             "{}://{address}",
             if tls.is_some() { "tls" } else { "tcp" }
@@ -583,7 +632,8 @@ fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
 
 /// TCP keepalive finds dead RawSocket peers without RawSocket PINGs: the
 /// kernel probes after `ping_interval` of silence, every `ping_timeout / 3`,
-/// and drops the connection after three unanswered probes.
+/// and drops the connection after three unanswered probes. Keepalive probes
+/// go out only while nothing is in flight, hence [`tcp_user_timeout`] too.
 fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
     if settings.ping_interval.is_zero() {
         return;
@@ -596,6 +646,28 @@ fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("TCP keepalive not set: {e}");
     }
+    tcp_user_timeout(stream, settings);
+}
+
+/// Data the peer leaves unacknowledged for `ping_interval + ping_timeout`
+/// ends the connection (TCP_USER_TIMEOUT), on every TCP connection of a
+/// WAMP listener. Otherwise a peer that vanished while a message to it was
+/// in flight is found only by TCP's retransmission timeout, some 15
+/// minutes: RawSocket's keepalive probes stop while data is unacknowledged,
+/// and a WebSocket writer waiting on a full socket cannot run its ping
+/// timer. A peer that is alive but does not read answers the kernel's
+/// zero-window probes and is not affected (the slow-consumer policy deals
+/// with it). docs/RELIABILITY.md, "A half-open TCP connection".
+fn tcp_user_timeout(stream: &TcpStream, settings: &Settings) {
+    if settings.ping_interval.is_zero() {
+        return;
+    }
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    if let Err(e) = socket2::SockRef::from(stream)
+        .set_tcp_user_timeout(Some(settings.ping_interval + settings.ping_timeout))
+    {
+        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
+    }
 }
 
 fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, tcp: &Tcp) {
@@ -604,6 +676,7 @@ fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, 
         refuse_websocket(stream, &remote, tcp);
         return;
     };
+    tcp_user_timeout(&stream, &ep.settings);
     let ep = ep.clone();
     let tcp = tcp.clone();
     let mut transport = tcp.transport("websocket", remote.ip);

@@ -1,4 +1,5 @@
-//! Transports: WebSocket and RawSocket (TCP and Unix). Each one frames
+//! Transports: WebSocket and RawSocket (TCP and Unix), and the WebSocket
+//! conformance testee (`testee.rs`). Each one frames
 //! messages and feeds them to a router [`Connection`]; the router core
 //! never sees a socket.
 //!
@@ -11,6 +12,7 @@ pub mod accept;
 pub mod conn_limit;
 pub mod origin;
 pub mod rawsocket;
+mod testee;
 pub mod tls;
 pub mod websocket;
 mod x509;
@@ -115,6 +117,20 @@ pub async fn tick(timer: &mut Option<tokio::time::Interval>) {
 /// Whether a peer silent this long is dead.
 pub fn is_dead(settings: &Settings, liveness: &Liveness) -> bool {
     liveness.silent_for() > settings.ping_interval + settings.ping_timeout
+}
+
+/// Logs why reading a connection failed: at info level when TCP gave up on
+/// the peer (TCP_USER_TIMEOUT or keepalive: it vanished, e.g. a half-open
+/// connection), else at debug level (resets and the like are routine).
+pub fn log_read_error(label: &str, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        tracing::info!(
+            peer = %label,
+            "peer unreachable: {e} (unacknowledged for ping_interval + ping_timeout, or keepalive probes unanswered): closing"
+        );
+    } else {
+        tracing::debug!(peer = %label, "read error: {e}");
+    }
 }
 
 /// Why a connection without a session stops waiting for HELLO.

@@ -285,7 +285,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         match read {
-            Ok(0) | Err(_) => return Flow::Continue,
+            Ok(0) => return Flow::Continue,
+            Err(e) => {
+                super::log_read_error(peer.label(), &e);
+                return Flow::Continue;
+            }
             Ok(n) => {
                 liveness.seen();
                 read_size = if n >= spare {

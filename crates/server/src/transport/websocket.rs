@@ -41,7 +41,7 @@ fn pong_cost(payload: usize) -> usize {
     payload + 14
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(super) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// What a WebSocket listener needs per request.
 #[derive(Clone)]
@@ -56,6 +56,19 @@ pub struct Endpoint {
     /// Other pages this listener serves beside its WAMP endpoint (the
     /// admin page, `[admin]`), if any.
     pub pages: Option<Arc<dyn Pages>>,
+    /// WAMP, or the echo of a `websocket-testee` listener.
+    pub mode: Mode,
+}
+
+/// What a WebSocket listener does with the messages it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// WAMP: a subprotocol is required, messages go to the router.
+    Wamp,
+    /// The conformance testee (`type = "websocket-testee"`): any or no
+    /// subprotocol, every text and binary message is sent back
+    /// (`super::testee`).
+    Echo,
 }
 
 /// HTTP pages a WebSocket listener serves beside its WAMP endpoint: the
@@ -88,7 +101,7 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 
 /// Answers one HTTP request on a WebSocket listener.
 pub async fn handle_http(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     ep: Endpoint,
     label: String,
     mut transport: TransportInfo,
@@ -185,6 +198,9 @@ pub async fn handle_http(
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    if ep.mode == Mode::Echo {
+        return Ok(upgrade(req, &key, ep, label, transport, None));
+    }
     let Some(serializer) = offered.iter().find_map(|p| Serializer::from_subprotocol(p)) else {
         let got = if offered.is_empty() {
             "none".to_string()
@@ -200,6 +216,19 @@ pub async fn handle_http(
             ),
         ));
     };
+    Ok(upgrade(req, &key, ep, label, transport, Some(serializer)))
+}
+
+/// Answers 101 Switching Protocols and serves the upgraded connection in
+/// its own task: WAMP with `serializer`, or the echo (None).
+fn upgrade(
+    mut req: Request<Incoming>,
+    key: &HeaderValue,
+    ep: Endpoint,
+    label: String,
+    transport: TransportInfo,
+    serializer: Option<Serializer>,
+) -> Response<Full<Bytes>> {
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key.as_bytes());
     sha.update(WS_GUID.as_bytes());
@@ -214,14 +243,13 @@ pub async fn handle_http(
                     .limits(limits)
                     .config(Config::default())
                     .serve(TokioIo::new(upgraded));
-                serve(
-                    ws,
-                    serializer,
-                    ep,
-                    format!("{label} websocket/{serializer}"),
-                    transport,
-                )
-                .await;
+                match serializer {
+                    Some(serializer) => {
+                        let label = format!("{label} websocket/{serializer}");
+                        serve(ws, serializer, ep, label, transport).await
+                    }
+                    None => super::testee::serve(ws, ep, format!("{label} websocket-testee")).await,
+                }
             }
             Err(e) => tracing::debug!(peer = %label, "WebSocket upgrade failed: {e}"),
         }
@@ -236,11 +264,13 @@ pub async fn handle_http(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static("")),
     );
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(serializer.subprotocol()),
-    );
-    Ok(r)
+    if let Some(serializer) = serializer {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(serializer.subprotocol()),
+        );
+    }
+    r
 }
 
 async fn serve(
@@ -273,61 +303,138 @@ async fn serve_session(
     rx: OutboundRx,
 ) {
     let (sink, mut stream) = ws.split();
-    let liveness = Liveness::new();
-    let pongs = Arc::new(Pongs::default());
+    let shared = Shared::new();
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         peer.clone(),
-        serializer,
+        Framing::Wamp(serializer),
         settings.clone(),
-        liveness.clone(),
-        pongs.clone(),
+        shared.clone(),
+        None,
     ));
-    let mut conn = Connection::new(ep.router.clone(), peer.clone(), transport);
+    let mut wamp = WampReader {
+        conn: Connection::new(ep.router.clone(), peer.clone(), transport),
+        serializer,
+        peer: peer.clone(),
+        label: label.clone(),
+        handshake_timeout: settings.handshake_timeout,
+    };
+    let flow = read_loop(&mut stream, &mut wamp, &peer, &settings, &shared, &label).await;
+    wamp.conn.leave();
+    drop(wamp);
+    finish_writer(flow, &peer, writer).await;
+}
 
-    let flow = loop {
+/// What the reader and the writer of one connection share: when the peer
+/// was last heard from, and the PONGs owed.
+pub(super) struct Shared {
+    liveness: Arc<Liveness>,
+    pongs: Arc<Pongs>,
+    /// The peer sent a message over `max_message_size`: the writer closes
+    /// with 1009 and writes nothing else.
+    too_big: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub(super) fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            liveness: Liveness::new(),
+            pongs: Arc::new(Pongs::default()),
+            too_big: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn too_big(&self) -> bool {
+        self.too_big.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// What a connection does with the text and binary messages it reads: the
+/// WAMP session ([`WampReader`]) or the testee's echo
+/// (`super::testee::EchoReader`). Everything else (PING, PONG, CLOSE,
+/// limits, keepalive) is [`read_loop`]'s, the same for both.
+pub(super) trait Reader {
+    /// A text or binary message arrived; `Flow::Close` stops reading.
+    fn message(&mut self, msg: Message) -> impl std::future::Future<Output = Flow> + Send;
+    /// Resolves when the connection must close although the peer is
+    /// still there (WAMP: no HELLO in time).
+    fn expired(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The WAMP session of a connection.
+struct WampReader {
+    conn: Connection,
+    serializer: Serializer,
+    peer: Arc<Peer>,
+    label: String,
+    handshake_timeout: std::time::Duration,
+}
+
+impl Reader for WampReader {
+    async fn message(&mut self, msg: Message) -> Flow {
+        let serializer = self.serializer;
+        if msg.is_binary() != serializer.is_binary() {
+            let kind = if msg.is_binary() { "binary" } else { "text" };
+            return self.conn.protocol_violation(&format!(
+                "received a {kind} WebSocket message, but {} requires {} messages",
+                serializer.subprotocol(),
+                if serializer.is_binary() {
+                    "binary"
+                } else {
+                    "text"
+                }
+            ));
+        }
+        let frame: Bytes = msg.into_payload().into();
+        let mut flow = self.conn.handle_frame(&frame);
+        if flow == Flow::Suspend {
+            flow = tokio::select! {
+                f = self.conn.resume() => f,
+                _ = self.peer.killed().cancelled() => Flow::Close,
+            };
+        }
+        flow
+    }
+
+    async fn expired(&self) {
+        let why = hello_wait(&self.conn, self.handshake_timeout).await;
+        log_hello_wait(why, &self.label, self.handshake_timeout);
+    }
+}
+
+/// Reads the connection until it ends: text and binary messages go to
+/// `reader`; PINGs are answered (the writer flushes the PONGs) within
+/// `max_pending_pong_bytes`; a CLOSE is answered; a message over
+/// `max_message_size` closes with 1009. Returns how the writer should end.
+pub(super) async fn read_loop<R: Reader>(
+    stream: &mut futures_util::stream::SplitStream<Ws>,
+    reader: &mut R,
+    peer: &Peer,
+    settings: &Settings,
+    shared: &Shared,
+    label: &str,
+) -> Flow {
+    loop {
         let next = tokio::select! {
             m = stream.next() => m,
-            _ = peer.killed().cancelled() => break Flow::Close,
-            why = hello_wait(&conn, settings.handshake_timeout) => {
-                log_hello_wait(why, &label, settings.handshake_timeout);
-                break Flow::Close;
-            }
+            _ = peer.killed().cancelled() => return Flow::Close,
+            _ = reader.expired() => return Flow::Close,
         };
-        liveness.seen();
+        shared.liveness.seen();
         match next {
             Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
-                if msg.is_binary() != serializer.is_binary() {
-                    let kind = if msg.is_binary() { "binary" } else { "text" };
-                    break conn.protocol_violation(&format!(
-                        "received a {kind} WebSocket message, but {} requires {} messages",
-                        serializer.subprotocol(),
-                        if serializer.is_binary() {
-                            "binary"
-                        } else {
-                            "text"
-                        }
-                    ));
-                }
-                let frame: Bytes = msg.into_payload().into();
-                let mut flow = conn.handle_frame(&frame);
-                if flow == Flow::Suspend {
-                    flow = tokio::select! {
-                        f = conn.resume() => f,
-                        _ = peer.killed().cancelled() => Flow::Close,
-                    };
-                }
-                if flow == Flow::Close {
-                    break Flow::Close;
+                if reader.message(msg).await == Flow::Close {
+                    return Flow::Close;
                 }
             }
             Some(Ok(msg)) if msg.is_close() => {
-                flush_close(&mut stream).await;
-                break Flow::Continue;
+                flush_close(stream).await;
+                return Flow::Continue;
             }
             Some(Ok(msg)) if msg.is_ping() => {
                 // The codec queued the PONG; the writer flushes it.
+                let pongs = &shared.pongs;
                 let len = msg.as_payload().len();
                 let owed = pongs
                     .owed
@@ -338,7 +445,7 @@ async fn serve_session(
                         "WebSocket PINGs without reading the PONGs: more than {} bytes owed (max_pending_pong_bytes)",
                         settings.max_pending_pong_bytes
                     ));
-                    break Flow::Close;
+                    return Flow::Close;
                 }
                 pongs.flush.notify_one();
             }
@@ -348,19 +455,31 @@ async fn serve_session(
                     peer = %label,
                     "message of at least {len} bytes exceeds the maximum message size of {max_len} bytes: closing with 1009"
                 );
-                flush_close(&mut stream).await;
-                break Flow::Continue;
+                // The codec queues a CLOSE 1009 itself for a single frame
+                // that is too long, but not for a fragmented message that
+                // grows too long: the writer sends it (or writes the
+                // codec's), see `send_close`.
+                shared
+                    .too_big
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                return Flow::Close;
+            }
+            Some(Err(tokio_websockets::Error::Io(e))) => {
+                super::log_read_error(label, &e);
+                return Flow::Continue;
             }
             Some(Err(e)) => {
                 tracing::debug!(peer = %label, "WebSocket read error: {e}");
-                break Flow::Continue;
+                if let tokio_websockets::Error::Protocol(_) = e {
+                    // The codec queued the CLOSE that names the violation
+                    // (1002, or 1007 for invalid UTF-8): write it.
+                    flush_close(stream).await;
+                }
+                return Flow::Continue;
             }
-            None => break Flow::Continue,
+            None => return Flow::Continue,
         }
-    };
-    conn.leave();
-    drop(conn);
-    finish_writer(flow, &peer, writer).await;
+    }
 }
 
 /// After the codec queued a close frame (our acknowledgement of the peer's
@@ -370,28 +489,50 @@ async fn flush_close(stream: &mut futures_util::stream::SplitStream<Ws>) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
 }
 
-async fn write_loop(
+/// How the writer frames what the outbound queue holds.
+#[derive(Clone, Copy)]
+pub(super) enum Framing {
+    /// WAMP messages: binary or text as the serializer requires.
+    Wamp(Serializer),
+    /// The testee's echoes, tagged text or binary (`super::testee::untag`).
+    Echo,
+}
+
+impl Framing {
+    fn message(self, f: Bytes) -> Message {
+        match self {
+            Framing::Wamp(s) if s.is_binary() => Message::binary(f),
+            Framing::Wamp(_) => Message::text(f),
+            Framing::Echo => super::testee::untag(f),
+        }
+    }
+}
+
+/// Writes the outbound queue, the PONGs and the keepalive PINGs. After
+/// each flush, `written` (if any) holds the number of queued messages
+/// written so far.
+pub(super) async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     mut rx: OutboundRx,
     peer: Arc<Peer>,
-    serializer: Serializer,
+    framing: Framing,
     settings: Settings,
-    liveness: Arc<Liveness>,
-    pongs: Arc<Pongs>,
+    shared: Arc<Shared>,
+    written: Option<tokio::sync::watch::Sender<u64>>,
 ) {
-    let to_msg = |f: Bytes| {
-        if serializer.is_binary() {
-            Message::binary(f)
-        } else {
-            Message::text(f)
-        }
-    };
+    let to_msg = |f: Bytes| framing.message(f);
+    let (liveness, pongs) = (&shared.liveness, &shared.pongs);
     let mut timer = ping_timer(&settings);
     loop {
         let result = tokio::select! {
             biased;
             _ = peer.killed().cancelled() => break,
             item = rx.recv() => match item {
+                Some(Outgoing::Frame(_)) if shared.too_big() => {
+                    send_close(&mut sink, &shared).await;
+                    peer.stop();
+                    break;
+                }
                 Some(Outgoing::Frame(f)) => {
                     let mut bytes = f.len();
                     let mut n = 1;
@@ -419,17 +560,20 @@ async fn write_loop(
                     };
                     if r.is_ok() {
                         pongs.owed.fetch_sub(owed, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(w) = &written {
+                            w.send_modify(|count| *count += n as u64);
+                        }
                     }
                     if close && r.is_ok() {
-                        let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
+                        send_close(&mut sink, &shared).await;
                         peer.stop();
                         break;
                     }
                     r
                 }
                 Some(Outgoing::Close) | None => {
-                    let _ = sink.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "")).await;
-                        peer.stop();
+                    send_close(&mut sink, &shared).await;
+                    peer.stop();
                     break;
                 }
             },
@@ -443,7 +587,7 @@ async fn write_loop(
                 r
             }
             _ = tick(&mut timer) => {
-                if is_dead(&settings, &liveness) {
+                if is_dead(&settings, liveness) {
                     peer.kill(format!("peer silent for {:?}: keepalive timed out", liveness.silent_for()));
                     break;
                 }
@@ -455,4 +599,24 @@ async fn write_loop(
             break;
         }
     }
+}
+
+/// Ends the WebSocket with a CLOSE: 1009 after a message over
+/// `max_message_size`, else 1000. When the codec has already queued a CLOSE
+/// of its own (its answer to the peer's CLOSE, its 1009 for a single frame
+/// that is too long), sending is refused and that one is written instead.
+/// Bounded: the peer may not read.
+async fn send_close(sink: &mut futures_util::stream::SplitSink<Ws, Message>, shared: &Shared) {
+    let close = if shared.too_big() {
+        Message::close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big")
+    } else {
+        Message::close(Some(CloseCode::NORMAL_CLOSURE), "")
+    };
+    let closing = async {
+        match sink.send(close).await {
+            Err(tokio_websockets::Error::AlreadyClosed) => sink.flush().await,
+            r => r,
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), closing).await;
 }
