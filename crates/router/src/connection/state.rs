@@ -98,6 +98,9 @@ pub struct Connection {
     /// pointer in every connection, the message only while one waits.
     pub(super) interest_wait:
         Option<Box<(Message, Option<Decision>, crate::backplane::InterestWait)>>,
+    /// A session waiting for the cluster-wide claim of its id before its
+    /// WELCOME ([`crate::backplane::Backplane::claim_session`]).
+    pub(super) claim: Option<Box<super::session::PendingClaim>>,
     /// True while that SUBSCRIBE is handled again (no second wait).
     pub(super) interest_ready: bool,
     /// How long to hold the verdict of this login back (an authid under a

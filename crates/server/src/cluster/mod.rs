@@ -53,6 +53,7 @@
 pub mod config;
 pub mod directory;
 pub mod heartbeat;
+pub mod meta;
 pub mod proxy;
 pub mod relay;
 pub mod subject;
@@ -126,6 +127,10 @@ pub struct Cluster {
     /// burst of publications never delays a heartbeat).
     control: Outbound,
     membership: Arc<heartbeat::Membership>,
+    /// Cluster-wide sessions: claims, the meta API's view, meta events,
+    /// dead nodes' sessions (`meta`).
+    meta: Arc<meta::Meta>,
+    lost_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     changes: ChangesTx,
     changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
@@ -185,14 +190,24 @@ impl Cluster {
             .map(|u| u.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(e.to_string()))?;
+        // When the connection last came up (the reaper of dead nodes'
+        // sessions waits until the heartbeats have resumed).
+        let up_since = Arc::new(parking_lot::Mutex::new(Instant::now()));
+        let up = up_since.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("switchyard node {}", c.node))
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("cluster: NATS connected"),
-                    other => tracing::warn!("cluster: NATS {other}"),
+            .event_callback(move |event| {
+                let up = up.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            *up.lock() = Instant::now();
+                            tracing::info!("cluster: NATS connected")
+                        }
+                        other => tracing::warn!("cluster: NATS {other}"),
+                    }
                 }
             });
         if let Some(token) = &c.nats_token {
@@ -235,15 +250,27 @@ impl Cluster {
         let (control, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(publish_all(client.clone(), rx));
         let node: Arc<str> = c.node.as_str().into();
+        let local = directory::LocalDirectory::new(&c.node);
+        let meta = meta::Meta::open(
+            client.clone(),
+            node.clone(),
+            local.epoch(),
+            &c.subject_prefix,
+            c.heartbeat,
+            outbound.clone(),
+            up_since,
+        )
+        .await?;
+        let (lost, lost_rx) = mpsc::unbounded_channel();
         let membership = Arc::new(heartbeat::Membership {
             client: client.clone(),
             node: node.clone(),
             prefix: c.subject_prefix.clone(),
             heartbeat: c.heartbeat,
-            local: Arc::new(parking_lot::Mutex::new(directory::LocalDirectory::new(
-                &c.node,
-            ))),
+            local: Arc::new(parking_lot::Mutex::new(local)),
             control: control.clone(),
+            live: meta.live.clone(),
+            lost,
         });
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
@@ -253,6 +280,8 @@ impl Cluster {
             outbound,
             control,
             membership,
+            meta,
+            lost_rx: parking_lot::Mutex::new(Some(lost_rx)),
             changes,
             changes_rx: parking_lot::Mutex::new(Some(changes_rx)),
             dropped: Arc::default(),
@@ -302,6 +331,7 @@ impl Cluster {
             dropped: self.dropped.clone(),
             shared: self.shared(realm),
             changes: self.changes.clone(),
+            meta: self.meta.realm(realm),
         })
     }
 
@@ -335,6 +365,11 @@ impl Cluster {
             return Err("cluster: started twice".into());
         };
         let tasks = heartbeat::start(self.membership.clone(), Arc::new(rpc), changes).await?;
+        links.push(RealmLink { _meta: None, tasks });
+        let Some(lost) = self.lost_rx.lock().take() else {
+            return Err("cluster: started twice".into());
+        };
+        let tasks = self.meta.start(router, lost).await?;
         links.push(RealmLink { _meta: None, tasks });
         Ok(links)
     }
@@ -441,6 +476,7 @@ pub struct NatsBackplane {
     dropped: Arc<AtomicU64>,
     shared: Arc<RealmShared>,
     changes: ChangesTx,
+    meta: Arc<meta::RealmMeta>,
 }
 
 impl Backplane for NatsBackplane {
@@ -508,6 +544,37 @@ impl Backplane for NatsBackplane {
         answer: CalleeAnswer,
     ) -> bool {
         self.shared.relay.answer(callee, invocation, answer)
+    }
+
+    fn claim_session(
+        &self,
+        session: &Arc<switchyard_router::Session>,
+    ) -> Option<switchyard_router::backplane::ClaimWait> {
+        self.meta.claim_session(session)
+    }
+
+    fn session_left(&self, session: &switchyard_router::Session) {
+        self.meta.session_left(session);
+    }
+
+    fn testaments_changed(&self, session: &switchyard_router::Session) {
+        self.meta.testaments_changed(session);
+    }
+
+    fn meta_event(&self, publication: u64, topic: &str, payload: &switchyard_proto::Payload) {
+        self.meta.meta_event(publication, topic, payload);
+    }
+
+    fn remote_sessions(&self) -> Vec<switchyard_router::backplane::RemoteSession> {
+        self.meta.remote_sessions()
+    }
+
+    fn remote_session(&self, id: u64) -> Option<switchyard_router::backplane::RemoteSession> {
+        self.meta.remote_session(id)
+    }
+
+    fn remote_subscriptions(&self) -> Vec<switchyard_router::backplane::RemoteSubscription> {
+        self.meta.remote_subscriptions()
     }
 }
 
