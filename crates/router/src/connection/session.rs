@@ -9,7 +9,7 @@ use std::time::Instant;
 use switchyard_proto::{errors, Dict, Message};
 
 use super::rate_limit::RateLimit;
-use super::state::{Connection, Flow, State};
+use super::state::{Connection, Flow, PendingClaim, State};
 use crate::auth::{self, AuthMethod, Start, Verdict};
 use crate::errors::LIMIT_EXCEEDED;
 use crate::features::ClientFeatures;
@@ -23,17 +23,6 @@ use crate::traffic::AuthFailure;
 /// How many ids a joining session tries before it is refused, when other
 /// nodes' sessions hold them (each draw is random in [1, 2^53]).
 const MAX_CLAIMS: u32 = 3;
-
-/// A session waiting for the cluster-wide claim of its id.
-pub(super) struct PendingClaim {
-    realm: Arc<Realm>,
-    session: Arc<Session>,
-    identity: Identity,
-    features: ClientFeatures,
-    agent: String,
-    wait: crate::backplane::ClaimWait,
-    tries: u32,
-}
 
 impl Connection {
     pub(super) fn handle_hello(&mut self, msg: Message) -> Flow {

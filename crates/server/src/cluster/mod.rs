@@ -257,7 +257,17 @@ impl Cluster {
             local.epoch(),
             &c.subject_prefix,
             c.heartbeat,
-            outbound.clone(),
+            {
+                let outbound = outbound.clone();
+                Box::new(move |subject, body| {
+                    let item = OutboundItem {
+                        subject,
+                        headers: None,
+                        body,
+                    };
+                    outbound.try_send(item).is_ok()
+                })
+            },
             up_since,
         )
         .await?;
@@ -369,7 +379,7 @@ impl Cluster {
         let Some(lost) = self.lost_rx.lock().take() else {
             return Err("cluster: started twice".into());
         };
-        let tasks = self.meta.start(router, lost).await?;
+        let tasks = meta::start(&self.meta, router, lost).await?;
         links.push(RealmLink { _meta: None, tasks });
         Ok(links)
     }

@@ -6,7 +6,7 @@
 //! Who: when the directory loses a node (silent for three heartbeats, a
 //! new epoch, or `bye`), the lowest-named live node reaps at once and
 //! every other survivor two heartbeats later (in case the first could
-//! not); every [`REPAIR_BEATS`](super::REPAIR_BEATS) heartbeats the lowest
+//! not); every [`REPAIR_BEATS`](super::state::REPAIR_BEATS) heartbeats the lowest
 //! live node also sweeps records of any process that is not alive (a node
 //! that died while no other was running, a reaper that died midway).
 //! Exactly once: a record is taken by a compare-and-delete on the revision
@@ -24,8 +24,8 @@ use switchyard_router::{Peer, Realm, Session, SlowConsumerPolicy};
 use tokio::sync::mpsc;
 
 use super::record::{self, Record, SessionRecord, SubscriptionRecord};
+use super::state::{Meta, RealmMeta, KV_WAIT, REPAIR_BEATS};
 use super::view::{alive, Candidate};
-use super::{Meta, RealmMeta, KV_WAIT, REPAIR_BEATS};
 
 /// The realms by name, each with its part.
 pub type Realms = Arc<HashMap<String, (Arc<Realm>, Arc<RealmMeta>)>>;
