@@ -675,3 +675,48 @@ fn a_killed_nodes_sessions_leave_and_their_testaments_are_published_once() {
     );
     assert!(record(&nats, doomed_id).is_none());
 }
+
+#[test]
+fn a_stopped_nodes_sessions_leave_once_and_nothing_is_left_behind() {
+    let nats = Nats::start();
+    let (mut a, b, c) = (node(&nats, "a"), node(&nats, "b"), node(&nats, "c"));
+    let (mut leaving, leaving_id) = join(&a);
+    call(
+        &mut leaving,
+        "wamp.session.add_testament",
+        vec!["com.ex.gone".into(), Value::List(vec!["bye".into()])],
+    )
+    .expect("testament added");
+    let topics = ["wamp.session.on_leave", "com.ex.gone"];
+    let (mut on_b, _) = join(&b);
+    let (mut on_c, _) = join(&c);
+    let subs_b = watch(&mut on_b, &topics);
+    let subs_c = watch(&mut on_c, &topics);
+    until(
+        &mut on_b,
+        "b knows the session",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(3),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM: a says bye, closes its sessions itself (their testaments
+    // and on_leave), deletes their records; the survivors, two heartbeats
+    // later, find nothing left to end.
+    assert!(a.terminate().success());
+    drop(leaving);
+    for (c, subs) in [(&mut on_b, &subs_b), (&mut on_c, &subs_c)] {
+        let got = events(c, subs, Duration::from_millis(1500));
+        let mut topics: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            vec!["com.ex.gone", "wamp.session.on_leave"],
+            "each once: {got:?}"
+        );
+    }
+    assert_eq!(
+        meta(&mut on_b, "wamp.session.count", vec![]).as_u64(),
+        Some(2)
+    );
+    assert!(record(&nats, leaving_id).is_none());
+}

@@ -45,9 +45,10 @@ pub struct Membership {
     /// The nodes alive now, with their epochs (kept here for the sessions'
     /// reaper, `meta`).
     pub live: Arc<parking_lot::RwLock<HashMap<String, u64>>>,
-    /// Told each node lost (dead, restarted or gone), after `live`
-    /// changed.
-    pub lost: mpsc::UnboundedSender<String>,
+    /// Told each node lost, after `live` changed: (node, true when it
+    /// died or restarted; false when it said `bye` and is still closing
+    /// its sessions itself).
+    pub lost: mpsc::UnboundedSender<(String, bool)>,
 }
 
 /// A realm's cross-node RPC parts.
@@ -258,13 +259,13 @@ async fn read_directory(
             r.proxies.remove(node, e);
         }
     };
-    let lose = |view: &RemoteView, node: &str, reason: &str| {
+    let lose = |view: &RemoteView, node: &str, reason: &str, died: bool| {
         *m.live.write() = view.live();
         for r in realms.values() {
             r.proxies.lose_node(node, reason);
             r.relay.lose_node(&r.realm, node);
         }
-        let _ = m.lost.send(node.to_string());
+        let _ = m.lost.send((node.to_string(), died));
     };
     loop {
         tokio::select! {
@@ -306,7 +307,7 @@ async fn read_directory(
                     }
                     Step::Left(_) => {
                         tracing::info!(node = %node, "cluster: node left the cluster");
-                        lose(&view, &node, &format!("node {node} left the cluster"));
+                        lose(&view, &node, &format!("node {node} left the cluster"), false);
                     }
                     Step::Nothing => {}
                 }
@@ -318,7 +319,7 @@ async fn read_directory(
                         let node: Arc<str> = Arc::from(node.as_str());
                         let r = view.reconcile(s, Instant::now());
                         if r.restarted {
-                            lose(&view, &node, &format!("node {node} restarted"));
+                            lose(&view, &node, &format!("node {node} restarted"), true);
                         } else {
                             for e in &r.removed {
                                 remove(&node, e);
@@ -338,7 +339,7 @@ async fn read_directory(
             _ = tick.tick() => {
                 for (node, _) in view.expire(Instant::now(), silence) {
                     tracing::warn!(node = %node, "cluster: node lost: no heartbeat for {silence:?}");
-                    lose(&view, &node, &format!("node {node} was lost (no heartbeat for {silence:?})"));
+                    lose(&view, &node, &format!("node {node} was lost (no heartbeat for {silence:?})"), true);
                 }
                 *m.live.write() = view.live();
                 for r in realms.values() {

@@ -130,7 +130,7 @@ pub struct Cluster {
     /// Cluster-wide sessions: claims, the meta API's view, meta events,
     /// dead nodes' sessions (`meta`).
     meta: Arc<meta::Meta>,
-    lost_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    lost_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     changes: ChangesTx,
     changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
@@ -388,6 +388,13 @@ impl Cluster {
     /// at once) and stops announcing.
     pub async fn leave(&self) {
         self.membership.leave().await;
+    }
+
+    /// After the sessions closed: waits (briefly) until their records are
+    /// deleted and their meta events are out.
+    pub async fn finish(&self) {
+        self.meta.drain(std::time::Duration::from_secs(2)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.client.flush()).await;
     }
 
     /// Subscribes a realm's invocation and answer subjects and starts its

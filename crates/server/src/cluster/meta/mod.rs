@@ -62,13 +62,13 @@ pub use state::{Forward, Meta, RealmMeta, CLAIM_WAIT};
 pub async fn start(
     meta: &Arc<Meta>,
     router: &Router,
-    lost: mpsc::UnboundedReceiver<String>,
+    lost: mpsc::UnboundedReceiver<(String, bool)>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let Some(rx) = meta.writes_rx.lock().take() else {
         return Err("cluster: sessions started twice".into());
     };
     let mut tasks = vec![
-        tokio::spawn(write_all(meta.kv.clone(), rx)),
+        tokio::spawn(write_all(meta.clone(), rx)),
         tokio::spawn(watch(meta.clone())),
     ];
     let mut realms = HashMap::new();
@@ -112,7 +112,8 @@ fn apply(meta: &Meta, entry: kv::Entry) {
 }
 
 /// Writes the records, in order.
-async fn write_all(kv: kv::Store, mut rx: mpsc::Receiver<Write>) {
+async fn write_all(meta: Arc<Meta>, mut rx: mpsc::Receiver<Write>) {
+    let kv = meta.kv.clone();
     while let Some(w) = rx.recv().await {
         let (key, result) = match w {
             Write::Put(key, body) => {
@@ -132,6 +133,8 @@ async fn write_all(kv: kv::Store, mut rx: mpsc::Receiver<Write>) {
                 "cluster: session record not written: no answer within {KV_WAIT:?}"
             ),
         }
+        meta.pending
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

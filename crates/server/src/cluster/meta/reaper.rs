@@ -34,15 +34,22 @@ pub type Realms = Arc<HashMap<String, (Arc<Realm>, Arc<RealmMeta>)>>;
 const PARALLEL: usize = 32;
 
 /// Reaps the nodes the directory loses (`lost`) and sweeps periodically.
-pub async fn run(meta: Arc<Meta>, realms: Realms, mut lost: mpsc::UnboundedReceiver<String>) {
+pub async fn run(
+    meta: Arc<Meta>,
+    realms: Realms,
+    mut lost: mpsc::UnboundedReceiver<(String, bool)>,
+) {
     let mut sweep = tokio::time::interval(meta.heartbeat * REPAIR_BEATS);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
     loop {
         tokio::select! {
             node = lost.recv() => {
-                let Some(node) = node else { break };
-                let delay = if first(&meta, Some(&node)) {
+                let Some((node, died)) = node else { break };
+                // A node that said bye closes its sessions itself (their
+                // on_leave, testaments and records): what is left after
+                // two heartbeats is ended here.
+                let delay = if died && first(&meta, Some(&node)) {
                     Duration::ZERO
                 } else {
                     meta.heartbeat * 2

@@ -59,6 +59,8 @@ pub struct Meta {
     /// them).
     pub(super) outbound: Forward,
     pub(super) dropped: AtomicU64,
+    /// Writes queued or in flight.
+    pub(super) pending: std::sync::atomic::AtomicUsize,
     pub(super) realms: parking_lot::Mutex<HashMap<String, Arc<RealmMeta>>>,
 }
 
@@ -89,6 +91,7 @@ impl Meta {
             writes_rx: parking_lot::Mutex::new(Some(rx)),
             outbound,
             dropped: AtomicU64::new(0),
+            pending: std::sync::atomic::AtomicUsize::new(0),
             realms: parking_lot::Mutex::default(),
         }))
     }
@@ -125,8 +128,18 @@ impl Meta {
             .clone()
     }
 
+    /// Waits until the queued record writes are done (at most `limit`).
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.pending.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub(super) fn write(&self, w: Write) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
         if self.writes.try_send(w).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!("cluster: the queue of session record writes is full: a write was dropped (the next repair round mends it)");
         }
     }
