@@ -33,10 +33,13 @@
 //!   publication ids drops the second copy that two overlapping
 //!   subscriptions can produce while the interest set changes.
 //!
-//! Session ids stay random 53-bit ids (a node checks only its own sessions
-//! for a clash): two nodes pick the same id with probability about
-//! n²/2^54 for n sessions cluster-wide. A claim in a NATS KV bucket makes
-//! it certain; it comes with the session meta API (see docs/CLUSTER.md).
+//! Sessions cluster-wide ([`meta`]): a session's id is claimed in the
+//! cluster's NATS KV bucket before its WELCOME (unique cluster-wide; with
+//! NATS away it joins unclaimed), its record (details, testaments) and
+//! its node's subscriptions are kept there and watched by every node, so
+//! `wamp.session.*` and `wamp.subscription.*` answer for every node; the
+//! session and subscription meta events cross to the other nodes; a dead
+//! node's sessions get their testaments and `on_leave` from one survivor.
 //!
 //! RPC across nodes: each node announces its client sessions'
 //! registrations and a heartbeat ([`directory`], [`heartbeat`]); a remote
@@ -46,8 +49,7 @@
 //! dead: its proxies leave every Dealer and their calls fail with
 //! `wamp.error.canceled` naming the node.
 //!
-//! Not done yet: meta API and meta events across nodes, retained events
-//! and history across nodes, testaments of a dead node's sessions, queues
+//! Not done yet: retained events and history across nodes, queues
 //! (docs/CLUSTER.md lists them).
 
 pub mod config;
