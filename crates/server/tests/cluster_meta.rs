@@ -720,3 +720,46 @@ fn a_stopped_nodes_sessions_leave_once_and_nothing_is_left_behind() {
     );
     assert!(record(&nats, leaving_id).is_none());
 }
+
+#[test]
+fn a_lone_node_restarted_after_sigkill_ends_its_earlier_process_sessions() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a");
+    let (mut doomed, doomed_id) = join(&a);
+    call(
+        &mut doomed,
+        "wamp.session.add_testament",
+        vec!["com.ex.gone".into(), Value::List(vec!["bye".into()])],
+    )
+    .expect("testament added");
+    std::thread::sleep(Duration::from_millis(300));
+    a.signal(libc::SIGKILL);
+    drop(doomed);
+    // No other node saw it die: the new process of "a" (a new epoch)
+    // finds the old one's records in its sweep (every 10 heartbeats, 4 s
+    // here, once connected for 4 heartbeats) and ends them.
+    let again = node(&nats, "a");
+    let (mut watcher, _) = join(&again);
+    let subs = watch(&mut watcher, &["wamp.session.on_leave", "com.ex.gone"]);
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 && start.elapsed() < Duration::from_secs(12) {
+        got.extend(events(&mut watcher, &subs, Duration::from_millis(500)));
+    }
+    eprintln!(
+        "the earlier process's session ended {:?} after the restart",
+        start.elapsed()
+    );
+    got.extend(events(&mut watcher, &subs, Duration::from_millis(500)));
+    let mut topics: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec!["com.ex.gone", "wamp.session.on_leave"],
+        "{got:?}"
+    );
+    assert!(got
+        .iter()
+        .any(|(t, a)| *t == "wamp.session.on_leave" && a[0] == uint(doomed_id)));
+    assert!(record(&nats, doomed_id).is_none());
+}

@@ -92,7 +92,7 @@ async fn reap(meta: &Arc<Meta>, realms: &Realms, node: Option<&str>, settle: Dur
         let live = meta.live.read().clone();
         meta.view
             .read()
-            .dead(&meta.node, &live, node, settle, Instant::now())
+            .dead(&meta.node, meta.epoch, &live, node, settle, Instant::now())
     };
     if candidates.is_empty() {
         return;
@@ -145,7 +145,8 @@ async fn reap_one(meta: &Arc<Meta>, realms: &Realms, c: Candidate) -> bool {
         Record::Session(s) => (s.node.clone(), s.epoch),
         Record::Subscription(u) => (u.node.clone(), u.epoch),
     };
-    if node == *meta.node || alive(&meta.live.read(), &node, epoch) {
+    let mine = node == *meta.node && (epoch == meta.epoch || epoch == 0);
+    if mine || alive(&meta.live.read(), &node, epoch) {
         return false;
     }
     let deleted = tokio::time::timeout(

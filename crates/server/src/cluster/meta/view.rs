@@ -138,18 +138,21 @@ impl View {
             .collect()
     }
 
-    /// The records of processes that are not alive (not `me`'s), seen at
+    /// The records of processes that are not alive (not this process,
+    /// (`me`, `epoch`); an earlier process of this node is dead), seen at
     /// least `settle` ago; only `node`'s when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn dead(
         &self,
         me: &str,
+        my_epoch: u64,
         live: &Live,
         only: Option<&str>,
         settle: Duration,
         now: Instant,
     ) -> Vec<Candidate> {
         let gone = |node: &str, epoch: u64, since: Instant| {
-            node != me
+            !(node == me && (epoch == my_epoch || epoch == 0))
                 && only.is_none_or(|o| o == node)
                 && !alive(live, node, epoch)
                 && now.saturating_duration_since(since) >= settle
@@ -258,7 +261,7 @@ mod tests {
         // b restarted as epoch 21: what epoch 20 had is dead.
         let live: Live = [("b".to_string(), 21)].into();
         let later = now + Duration::from_secs(1);
-        let mut dead = v.dead("a", &live, None, Duration::ZERO, later);
+        let mut dead = v.dead("a", 10, &live, None, Duration::ZERO, later);
         dead.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
             dead,
@@ -269,15 +272,25 @@ mod tests {
         );
         // Not settled yet: nothing.
         assert!(v
-            .dead("a", &live, None, Duration::from_secs(5), later)
+            .dead("a", 10, &live, None, Duration::from_secs(5), later)
             .is_empty());
         v.delete("s.2");
         v.delete("u.b.9");
-        assert!(v.dead("a", &live, None, Duration::ZERO, later).is_empty());
+        assert!(v
+            .dead("a", 10, &live, None, Duration::ZERO, later)
+            .is_empty());
+        // This node's own earlier process (epoch 10, not this one) is dead.
+        assert_eq!(
+            v.dead("a", 11, &live, Some("a"), Duration::ZERO, later),
+            vec![Candidate::Session(1)]
+        );
+        assert!(v
+            .dead("a", 10, &live, None, Duration::ZERO, later)
+            .is_empty());
         // An epoch not known yet (0) counts as alive.
         let unknown: Live = [("b".to_string(), 0)].into();
         assert!(v
-            .dead("a", &unknown, Some("b"), Duration::ZERO, later)
+            .dead("a", 1, &unknown, Some("b"), Duration::ZERO, later)
             .is_empty());
         assert_eq!(v.own_sessions("b", 21, "r", Duration::ZERO, later), vec![3]);
         assert!(v
