@@ -141,7 +141,6 @@ impl View {
     /// The records of processes that are not alive (not this process,
     /// (`me`, `epoch`); an earlier process of this node is dead), seen at
     /// least `settle` ago; only `node`'s when given.
-    #[allow(clippy::too_many_arguments)]
     pub fn dead(
         &self,
         me: &str,
