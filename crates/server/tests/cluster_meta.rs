@@ -763,3 +763,50 @@ fn a_lone_node_restarted_after_sigkill_ends_its_earlier_process_sessions() {
         .any(|(t, a)| *t == "wamp.session.on_leave" && a[0] == uint(doomed_id)));
     assert!(record(&nats, doomed_id).is_none());
 }
+
+/// Messages in the bucket's stream (records and delete markers).
+fn bucket_messages(nats: &Nats) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("KV_sy_sessions").await.expect("the stream");
+        stream.info().await.expect("stream info").state.messages
+    })
+}
+
+#[test]
+fn the_bucket_does_not_keep_a_marker_per_session_ever_joined() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let (_stays, stays_id) = join(&a);
+    for _ in 0..10 {
+        let (mut c, _) = join(&a);
+        c.send(&Message::Goodbye {
+            details: Dict::new(),
+            reason: errors::CLOSE_NORMAL.into(),
+        });
+        c.expect("GOODBYE");
+    }
+    // Each left a delete marker...
+    let start = Instant::now();
+    while bucket_messages(&nats) < 11 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no markers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... purged once 30 heartbeats old (12 s here), at a sweep (every
+    // 4 s): one record is left, the session that stays.
+    while bucket_messages(&nats) > 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "markers kept: {} messages",
+            bucket_messages(&nats)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("markers purged after {:?}", start.elapsed());
+    assert!(record(&nats, stays_id).is_some());
+}

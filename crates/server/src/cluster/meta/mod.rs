@@ -107,7 +107,9 @@ fn apply(meta: &Meta, entry: kv::Entry) {
             Ok(r) => meta.view.write().put(r, Instant::now()),
             Err(e) => tracing::debug!(key = %entry.key, "cluster: undecodable session record: {e}"),
         },
-        kv::Operation::Delete | kv::Operation::Purge => meta.view.write().delete(&entry.key),
+        kv::Operation::Delete | kv::Operation::Purge => {
+            meta.view.write().tombstone(&entry.key, Instant::now())
+        }
     }
 }
 

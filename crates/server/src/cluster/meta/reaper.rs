@@ -61,13 +61,57 @@ pub async fn run(
                 });
             }
             _ = sweep.tick() => {
+                let old = meta
+                    .view
+                    .write()
+                    .old_tombstones(meta.heartbeat * TOMBSTONE_BEATS, Instant::now());
                 if first(&meta, None) && meta.settled() {
                     // Settled: a new node's records may come before its
                     // first heartbeat.
                     reap(&meta, &realms, None, meta.heartbeat * 4).await;
+                    purge(&meta, old).await;
                 }
             }
         }
+    }
+}
+
+/// How long (in heartbeats) a delete marker stays in the bucket: every
+/// node's watch has delivered it long before (a marker purged before a
+/// lagging watch got to it would leave that node a stale record).
+const TOMBSTONE_BEATS: u32 = 30;
+
+/// Purges the delete markers `keys` from the bucket's stream (each key
+/// used once leaves one otherwise: the bucket would grow with every
+/// session ever joined).
+async fn purge(meta: &Meta, keys: Vec<String>) {
+    let n = keys.len();
+    for key in keys {
+        let subject = format!("{}{key}", meta.kv.prefix);
+        let purged = tokio::time::timeout(KV_WAIT, async {
+            // Only the marker (and what came before it): a record put
+            // again meanwhile stays.
+            match meta.kv.entry(key.clone()).await {
+                Ok(Some(e)) if e.operation != async_nats::jetstream::kv::Operation::Put => meta
+                    .kv
+                    .stream
+                    .purge()
+                    .filter(subject)
+                    .sequence(e.revision + 1)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        if !matches!(purged, Ok(Ok(_))) {
+            tracing::debug!(key, "cluster: a delete marker was not purged");
+        }
+    }
+    if n > 0 {
+        tracing::debug!(markers = n, "cluster: delete markers purged");
     }
 }
 

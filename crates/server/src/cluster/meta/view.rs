@@ -38,6 +38,10 @@ struct Seen<T> {
 pub struct View {
     sessions: HashMap<u64, Seen<SessionRecord>>,
     subscriptions: HashMap<(String, u64), Seen<SubscriptionRecord>>,
+    /// Keys whose delete marker the watch delivered, and when: the
+    /// markers stay in the bucket's stream (one message per key ever
+    /// used) until [`View::old_tombstones`] hands them to be purged.
+    tombstones: HashMap<String, Instant>,
 }
 
 /// A record the reaper may take: its key and what it is.
@@ -50,6 +54,12 @@ pub enum Candidate {
 impl View {
     /// A record was put.
     pub fn put(&mut self, record: Record, now: Instant) {
+        match &record {
+            Record::Session(s) => self.tombstones.remove(&super::record::session_key(s.id)),
+            Record::Subscription(u) => self
+                .tombstones
+                .remove(&super::record::subscription_key(&u.node, u.id)),
+        };
         match record {
             Record::Session(s) => {
                 let since = self.sessions.get(&s.id).map_or(now, |old| old.since);
@@ -74,6 +84,25 @@ impl View {
         {
             self.subscriptions.remove(&(node, id));
         }
+    }
+
+    /// The watch delivered the delete marker of `key`.
+    pub fn tombstone(&mut self, key: &str, now: Instant) {
+        self.delete(key);
+        self.tombstones.insert(key.to_string(), now);
+    }
+
+    /// The keys whose delete marker came `age` ago or more, forgotten.
+    pub fn old_tombstones(&mut self, age: Duration, now: Instant) -> Vec<String> {
+        let mut old = Vec::new();
+        self.tombstones.retain(|k, since| {
+            let keep = now.saturating_duration_since(*since) < age;
+            if !keep {
+                old.push(k.clone());
+            }
+            keep
+        });
+        old
     }
 
     /// `wamp.session.on_join` from node `origin` (its record may come
@@ -296,6 +325,16 @@ mod tests {
             .own_sessions("b", 21, "r", Duration::from_secs(5), later)
             .is_empty());
         assert!(v.own_subscriptions("b", 21, "r").is_empty());
+        // Delete markers: handed out once old enough; a put forgets one.
+        v.tombstone("s.7", now);
+        v.tombstone("s.8", now);
+        v.put(session(8, "b", 21), now);
+        assert!(v.old_tombstones(Duration::from_secs(5), later).is_empty());
+        assert_eq!(
+            v.old_tombstones(Duration::from_millis(500), later),
+            vec!["s.7".to_string()]
+        );
+        assert!(v.old_tombstones(Duration::ZERO, later).is_empty());
         // A join known from its meta event first.
         v.joined("c", "r", &Dict::new().with("session", 5u64), now);
         assert_eq!(v.session("a", "r", 5).map(|s| s.id), Some(5));
