@@ -165,7 +165,8 @@ fn session_ids_are_claimed_in_nats_kv_and_released_at_leave() {
 fn with_nats_away_a_session_joins_unclaimed_and_its_record_follows() {
     let mut nats = Nats::start();
     let a = node(&nats, "a");
-    let _b = node(&nats, "b");
+    let b = node(&nats, "b");
+    let (mut on_b, _) = join(&b);
     nats.stop();
     // The client notices within a moment; the HELLO after that does not
     // wait for NATS.
@@ -194,6 +195,13 @@ fn with_nats_away_a_session_joins_unclaimed_and_its_record_follows() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("record written {:?} after NATS came back", back.elapsed());
+    // b's watch of the bucket resumed: it knows the session too.
+    until(
+        &mut on_b,
+        "a's session on b after NATS came back",
+        |c| meta(c, "wamp.session.get", vec![uint(id)]),
+        |v| v.as_dict().is_some(),
+    );
 }
 
 /// [`record`], tolerating a NATS that is not quite up yet.
