@@ -3,14 +3,16 @@
 Run over the ``rpc_nodes`` fixture: ``one-node`` (both sessions on one
 router) and ``two-nodes`` (a session on each of two cluster nodes over a
 nats-server): ``wamp.session.count`` / ``list`` / ``get`` on one node see
-the other node's sessions, and ``wamp.session.on_join`` / ``on_leave`` of a
-session on one node reach a meta subscriber on the other (docs/CLUSTER.md).
+the other node's sessions, ``wamp.session.on_join`` / ``on_leave`` of a
+session on one node reach a meta subscriber on the other, and the
+subscription meta procedures find the other node's subscriptions
+(docs/CLUSTER.md).
 """
 
 import asyncio
 import time
 
-from wamplib import T, close_all, connect, meta_error, run, sid, subscribe
+from wamplib import T, close_all, connect, meta_error, run, sid, subscribe, unique_uri
 
 
 async def _until(pred, what, timeout=T):
@@ -73,5 +75,43 @@ def test_session_meta_api_and_events_across_nodes(rpc_nodes):
             assert len([e for e in leaves.events if e.args[0] == c_id]) == 1
         finally:
             await close_all(a, b, c)
+
+    run(main())
+
+
+def test_subscription_meta_api_across_nodes(rpc_nodes):
+    first, second = rpc_nodes
+
+    async def main():
+        a = await connect(first, "ws", "json")
+        b = await connect(second, "rs", "msgpack")
+        try:
+            topic = unique_uri("com.example.metanodes", "t")
+            _, sub = await subscribe(a, topic)
+
+            async def call(p, *args):
+                return await asyncio.wait_for(b.call(p, *args), T)
+
+            async def found():
+                return await call("wamp.subscription.lookup", topic) == sub.id
+
+            # a's subscription (on the first node) is found from b's node.
+            await _until(found, "a's subscription looked up on b's node")
+            assert sub.id in await call("wamp.subscription.match", topic)
+            assert sub.id in (await call("wamp.subscription.list"))["exact"]
+            d = await call("wamp.subscription.get", sub.id)
+            assert (d["id"], d["uri"], d["match"]) == (sub.id, topic, "exact"), d
+            assert await call("wamp.subscription.list_subscribers", sub.id) == [sid(a)]
+            assert await call("wamp.subscription.count_subscribers", sub.id) == 1
+
+            await asyncio.wait_for(sub.unsubscribe(), T)
+
+            async def gone():
+                return await call("wamp.subscription.lookup", topic) is None
+
+            await _until(gone, "a's subscription gone from b's node")
+            assert (await meta_error(b, "wamp.subscription.get", sub.id)).error == "wamp.error.no_such_subscription"
+        finally:
+            await close_all(a, b)
 
     run(main())
