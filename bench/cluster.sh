@@ -83,7 +83,7 @@ TOML
     fi
 }
 
-"$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$MON_PORT" >"$OUT/nats.log" 2>&1 &
+"$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$MON_PORT" -js -sd "$OUT/nats-store" >"$OUT/nats.log" 2>&1 &
 NATS_PID=$!
 PIDS+=("$NATS_PID")
 wait_port "$NATS_PORT" "$NATS_PID" nats

@@ -46,6 +46,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use switchyard_proto::{Dict, Payload};
 
@@ -96,6 +97,80 @@ pub trait Backplane: Send + Sync + Debug {
     fn answer(&self, _callee: &Session, _invocation: u64, _answer: CalleeAnswer) -> bool {
         false
     }
+
+    /// A session is about to join (authenticated, WELCOME not sent yet): a
+    /// wait that claims its id cluster-wide, resolving to false when
+    /// another node's session holds the id (the caller then draws another
+    /// id and asks again), true otherwise (claimed, or the cluster could
+    /// not be asked in time: the session then joins with its random id
+    /// unclaimed). None: nothing to wait for (the default). The wait must
+    /// end by itself (bounded).
+    fn claim_session(&self, _session: &Arc<Session>) -> Option<ClaimWait> {
+        None
+    }
+
+    /// A session of this node left (any way, after its testaments and
+    /// before its `on_leave`), or a claim was not used: release its id.
+    /// Must not block.
+    fn session_left(&self, _session: &Session) {}
+
+    /// A session's testaments changed (added or flushed): a cluster keeps
+    /// them where a surviving node can publish them if this node dies.
+    /// Must not block.
+    fn testaments_changed(&self, _session: &Session) {}
+
+    /// An event this node's router published itself (the meta events
+    /// `wamp.session.*`, `wamp.subscription.*`, `wamp.registration.*`, and
+    /// the queues' result events), after local delivery: a cluster
+    /// delivers the meta events it does not reproduce otherwise to the
+    /// other nodes' subscribers. Called under the Broker's lock: must only
+    /// enqueue.
+    fn meta_event(&self, _publication: u64, _topic: &str, _payload: &Payload) {}
+
+    /// The sessions of the other nodes of the realm, as far as this node
+    /// knows them (the session meta API counts and lists them).
+    fn remote_sessions(&self) -> Vec<RemoteSession> {
+        Vec::new()
+    }
+
+    /// Session `id` of another node, if this node knows it.
+    fn remote_session(&self, _id: u64) -> Option<RemoteSession> {
+        None
+    }
+
+    /// The subscriptions of the other nodes of the realm (each with its
+    /// id on its node and that node's subscribers), for the subscription
+    /// meta API.
+    fn remote_subscriptions(&self) -> Vec<RemoteSubscription> {
+        Vec::new()
+    }
+}
+
+/// What [`Backplane::claim_session`] has a joining session wait for: true
+/// to go on with its id, false if another node holds it.
+pub type ClaimWait = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
+
+/// A session of another node, for the session meta API.
+#[derive(Clone, Debug)]
+pub struct RemoteSession {
+    pub id: u64,
+    pub authid: String,
+    pub authrole: String,
+    /// Its `SessionDetails` (`wamp.session.get`), as its node built them.
+    pub details: Dict,
+}
+
+/// A subscription of another node, for the subscription meta API.
+#[derive(Clone, Debug)]
+pub struct RemoteSubscription {
+    /// Its id on its node.
+    pub id: u64,
+    pub uri: String,
+    pub policy: MatchPolicy,
+    /// When it was created on its node.
+    pub created: std::time::SystemTime,
+    /// Its subscribers (client sessions of that node).
+    pub subscribers: Vec<u64>,
 }
 
 /// A callee's answer to an INVOCATION, as [`Backplane::answer`] sees it.
@@ -157,8 +232,6 @@ mod tests {
     //! The seam's plumbing: the Broker hands every publication to a
     //! backplane after local delivery, the Dealer offers it a call no local
     //! registration matches, and a local backplane is not kept at all.
-
-    use std::sync::Arc;
 
     use parking_lot::Mutex;
     use switchyard_proto::{errors, Message, Serializer, Value};

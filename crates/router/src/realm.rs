@@ -754,6 +754,9 @@ impl Realm {
             self.sessions.write().remove(&session.id);
             self.broker.remove_session(session.id);
             self.dealer.remove_session(session);
+            if let Some(b) = &self.backplane {
+                b.session_left(session);
+            }
             return;
         }
         // Testaments go out while the session still exists (as publisher),
@@ -774,6 +777,9 @@ impl Realm {
         self.sessions.write().remove(&session.id);
         self.broker.remove_session(session.id);
         self.dealer.remove_session(session);
+        if let Some(b) = &self.backplane {
+            b.session_left(session);
+        }
         self.meta_event(
             "wamp.session.on_leave",
             vec![

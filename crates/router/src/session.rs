@@ -241,6 +241,17 @@ impl Session {
         list.len()
     }
 
+    /// A copy of all testaments, `detached` first (a cluster keeps them
+    /// where a surviving node can publish them).
+    pub fn testaments(&self) -> Vec<Testament> {
+        let all = self.testaments.lock();
+        all.detached
+            .iter()
+            .chain(all.destroyed.iter())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// All testaments, `detached` first, leaving none.
     pub(crate) fn take_testaments(&self) -> Vec<Testament> {
         let mut all = self.testaments.lock();

@@ -459,6 +459,10 @@ pub async fn run(config: Config) -> Result<(), String> {
             "connections still open after {SHUTDOWN_GRACE:?}: exiting anyway"
         );
     }
+    if let Some(c) = &cluster {
+        // The sessions' records leave the cluster's bucket (bounded).
+        c.finish().await;
+    }
     for q in &queue_services {
         q.close();
     }

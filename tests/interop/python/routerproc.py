@@ -267,6 +267,7 @@ class NatsServer:
     """A nats-server of one test module, for the cluster variants."""
     proc: subprocess.Popen
     port: int
+    store: str = ""
 
     @property
     def url(self) -> str:
@@ -276,11 +277,15 @@ class NatsServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=5)
+        if self.store:
+            shutil.rmtree(self.store, ignore_errors=True)
 
 
 def start_nats(ready_timeout=10.0) -> NatsServer:
     port = free_port()
-    proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port)],
+    # JetStream (-js): the cluster keeps its sessions in a NATS KV bucket.
+    store = tempfile.mkdtemp(prefix="switchyard-nats-")
+    proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + ready_timeout
     while not _can_connect_tcp(port):
@@ -289,7 +294,7 @@ def start_nats(ready_timeout=10.0) -> NatsServer:
             raise RuntimeError(f"nats-server ({nats_server_bin()}) did not start "
                                "(scripts/install-nats.sh installs it)")
         time.sleep(0.05)
-    return NatsServer(proc=proc, port=port)
+    return NatsServer(proc=proc, port=port, store=store)
 
 
 def start_cluster(name: str, nodes: int, **router_kw) -> tuple[NatsServer, list[Router]]:

@@ -137,6 +137,9 @@ struct State {
     index: UriIndex<u64>,
     subs: HashMap<u64, Subscription>,
     by_session: HashMap<u64, Vec<u64>>,
+    /// Where the meta events go after local delivery (a cluster's other
+    /// nodes; None on a single node).
+    meta_out: Option<Arc<dyn Backplane>>,
 }
 
 pub struct Broker {
@@ -158,7 +161,10 @@ fn pattern_matches(uri: &str, policy: MatchPolicy, topic: &str) -> bool {
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
-        let mut st = State::default();
+        let mut st = State {
+            meta_out: config.backplane.clone(),
+            ..State::default()
+        };
         for h in &config.history {
             if st.index.get(&h.topic, h.policy).is_some() {
                 continue;
@@ -483,13 +489,17 @@ impl Broker {
     /// Publishes an event from the router itself (meta events).
     pub fn publish_from_router(&self, topic: &str, payload: &Payload) -> u64 {
         let publication = random_id();
-        self.state.read().deliver(
+        let st = self.state.read();
+        st.deliver(
             publication,
             topic,
             &Dict::new(),
             payload,
             &Filter::default(),
         );
+        if let Some(b) = &st.meta_out {
+            b.meta_event(publication, topic, payload);
+        }
         publication
     }
 
@@ -738,13 +748,17 @@ impl State {
     /// Publishes a meta event from inside the Broker (its lock held, so the
     /// events come out in the order the subscriptions changed).
     fn meta_event(&self, topic: &str, args: Vec<Value>) {
+        let (publication, payload) = (random_id(), Payload::values(args, None));
         self.deliver(
-            random_id(),
+            publication,
             topic,
             &Dict::new(),
-            &Payload::values(args, None),
+            &payload,
             &Filter::default(),
         );
+        if let Some(b) = &self.meta_out {
+            b.meta_event(publication, topic, &payload);
+        }
     }
 
     /// After `session` left subscription `id`: the meta events, and the

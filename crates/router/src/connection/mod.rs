@@ -57,6 +57,7 @@ impl Connection {
             deferred: None,
             preauthorized: None,
             interest_wait: None,
+            claim: None,
             interest_ready: false,
             rate: None,
             rate_logged: false,
@@ -88,9 +89,13 @@ impl Connection {
 
     /// Finishes the work a [`Flow::Suspend`] announced: a message waiting
     /// for the realm's authorizer, a SUBSCRIBE waiting for the cluster's
-    /// interest, a pause over the message rate, or the check of an
-    /// AUTHENTICATE (then WELCOME or ABORT).
+    /// interest, a pause over the message rate, the check of an
+    /// AUTHENTICATE (then WELCOME or ABORT), or a cluster's claim of a new
+    /// session's id (then WELCOME).
     pub async fn resume(&mut self) -> Flow {
+        if let Some(claim) = self.claim.take() {
+            return self.finish_claim(*claim).await;
+        }
         if let Some((msg, ask)) = self.deferred.take() {
             self.preauthorized = Some(ask.await);
             let flow = self.handle(msg);
@@ -125,7 +130,11 @@ impl Connection {
             let (verdict, _) = tokio::join!(verdict, tokio::time::sleep(delay));
             verdict
         };
-        self.finish_authentication(method, authid, verdict)
+        let flow = self.finish_authentication(method, authid, verdict);
+        match self.claim.take() {
+            Some(claim) if flow == Flow::Suspend => self.finish_claim(*claim).await,
+            _ => flow,
+        }
     }
 
     /// The largest frame to accept now: `max_message_size`, or less while

@@ -9,7 +9,7 @@ use std::time::Instant;
 use switchyard_proto::{errors, Dict, Message};
 
 use super::rate_limit::RateLimit;
-use super::state::{Connection, Flow, State};
+use super::state::{Connection, Flow, PendingClaim, State};
 use crate::auth::{self, AuthMethod, Start, Verdict};
 use crate::errors::LIMIT_EXCEEDED;
 use crate::features::ClientFeatures;
@@ -19,6 +19,10 @@ use crate::realm::Realm;
 use crate::router::HandshakeLimits;
 use crate::session::{Identity, Session};
 use crate::traffic::AuthFailure;
+
+/// How many ids a joining session tries before it is refused, when other
+/// nodes' sessions hold them (each draw is random in [1, 2^53]).
+const MAX_CLAIMS: u32 = 3;
 
 impl Connection {
     pub(super) fn handle_hello(&mut self, msg: Message) -> Flow {
@@ -175,7 +179,8 @@ impl Connection {
         }
     }
 
-    /// Creates the session, sends WELCOME and announces it.
+    /// Creates the session; in a cluster, claims its id first (WELCOME
+    /// waits for the claim in [`Connection::resume`]).
     fn establish(
         &mut self,
         realm: Arc<Realm>,
@@ -184,11 +189,77 @@ impl Connection {
         features: ClientFeatures,
         agent: &str,
     ) -> Flow {
-        let mut session = Session::new(session_id, identity, features, self.peer.clone());
+        let session = self.new_session(session_id, identity.clone(), features);
+        if let Some(wait) = realm.backplane().and_then(|b| b.claim_session(&session)) {
+            self.claim = Some(Box::new(PendingClaim {
+                realm,
+                session,
+                identity,
+                features,
+                agent: agent.to_string(),
+                wait,
+                tries: 1,
+            }));
+            return Flow::Suspend;
+        }
+        self.welcome(realm, session, agent)
+    }
+
+    fn new_session(&self, id: u64, identity: Identity, features: ClientFeatures) -> Arc<Session> {
+        let mut session = Session::new(id, identity, features, self.peer.clone());
         session.transport = Some(self.transport.summary());
-        let session = Arc::new(session);
+        Arc::new(session)
+    }
+
+    /// Waits for the cluster-wide claim of a session's id: WELCOME when it
+    /// is the session's, another id when another node's session holds it
+    /// (at most [`MAX_CLAIMS`] tries).
+    pub(super) async fn finish_claim(&mut self, claim: PendingClaim) -> Flow {
+        let PendingClaim {
+            realm,
+            mut session,
+            identity,
+            features,
+            agent,
+            mut wait,
+            mut tries,
+        } = claim;
+        loop {
+            if wait.await {
+                return self.welcome(realm, session, &agent);
+            }
+            tracing::warn!(
+                session = session.id,
+                realm = realm.name(),
+                "session id held by another node's session: drawing another"
+            );
+            let next = realm.backplane().filter(|_| tries < MAX_CLAIMS).map(|b| {
+                let s = self.new_session(realm.unused_session_id(), identity.clone(), features);
+                (b.claim_session(&s), s)
+            });
+            match next {
+                Some((Some(w), s)) => {
+                    (session, wait) = (s, w);
+                    tries += 1;
+                }
+                Some((None, s)) => return self.welcome(realm, s, &agent),
+                None => {
+                    return self.abort(
+                        errors::CLOSE_SYSTEM_SHUTDOWN,
+                        "session id collision, try again",
+                    )
+                }
+            }
+        }
+    }
+
+    /// Adds the session to its realm, sends WELCOME and announces it.
+    fn welcome(&mut self, realm: Arc<Realm>, session: Arc<Session>, agent: &str) -> Flow {
         if !realm.join(session.clone()) {
             // Another session took the id since it was drawn (p ~ 2^-53).
+            if let Some(b) = realm.backplane() {
+                b.session_left(&session);
+            }
             return self.abort(
                 errors::CLOSE_SYSTEM_SHUTDOWN,
                 "session id collision, try again",

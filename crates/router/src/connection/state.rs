@@ -63,6 +63,18 @@ pub(super) struct Routed<'a> {
     pub decision: Option<Decision>,
 }
 
+/// A session waiting for the cluster-wide claim of its id (see
+/// `Connection::finish_claim`).
+pub(super) struct PendingClaim {
+    pub(super) realm: Arc<Realm>,
+    pub(super) session: Arc<Session>,
+    pub(super) identity: crate::session::Identity,
+    pub(super) features: ClientFeatures,
+    pub(super) agent: String,
+    pub(super) wait: crate::backplane::ClaimWait,
+    pub(super) tries: u32,
+}
+
 /// The protocol state machine of one transport connection (see the
 /// module's `mod.rs`).
 pub struct Connection {
@@ -98,6 +110,9 @@ pub struct Connection {
     /// pointer in every connection, the message only while one waits.
     pub(super) interest_wait:
         Option<Box<(Message, Option<Decision>, crate::backplane::InterestWait)>>,
+    /// A session waiting for the cluster-wide claim of its id before its
+    /// WELCOME ([`crate::backplane::Backplane::claim_session`]).
+    pub(super) claim: Option<Box<PendingClaim>>,
     /// True while that SUBSCRIBE is handled again (no second wait).
     pub(super) interest_ready: bool,
     /// How long to hold the verdict of this login back (an authid under a

@@ -13,13 +13,26 @@ use crate::details::session_details;
 use crate::realm::{Farewell, Realm};
 use crate::session::{OpError, Session, Testament, TestamentLimits, TestamentScope};
 
-fn filtered(realm: &Realm, args: &Args) -> Result<Vec<Arc<Session>>, OpError> {
+/// The ids of the realm's sessions (in a cluster, of every node's) whose
+/// authrole is in `filter_authroles` (all without it).
+fn filtered(realm: &Realm, args: &Args) -> Result<Vec<u64>, OpError> {
     let roles = args.str_list(0, "filter_authroles")?;
-    let mut sessions = realm.sessions();
-    if let Some(roles) = roles {
-        sessions.retain(|s| roles.contains(&s.authrole.as_str()));
+    let admits = |role: &str| roles.as_ref().is_none_or(|r| r.contains(&role));
+    let mut ids: Vec<u64> = realm
+        .sessions()
+        .iter()
+        .filter(|s| admits(&s.authrole))
+        .map(|s| s.id)
+        .collect();
+    if let Some(b) = realm.backplane() {
+        ids.extend(
+            b.remote_sessions()
+                .iter()
+                .filter(|s| admits(&s.authrole))
+                .map(|s| s.id),
+        );
     }
-    Ok(sessions)
+    Ok(ids)
 }
 
 pub(super) fn count(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
@@ -28,8 +41,8 @@ pub(super) fn count(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaRe
 
 pub(super) fn list(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let ids = filtered(realm, args)?
-        .iter()
-        .map(|s| Value::UInt(s.id))
+        .into_iter()
+        .map(Value::UInt)
         .collect();
     Ok((vec![Value::List(ids)], None))
 }
@@ -43,7 +56,12 @@ fn no_such(id: u64) -> OpError {
 
 pub(super) fn get(realm: &Arc<Realm>, _: &Arc<Session>, args: &Args) -> MetaResult {
     let id = args.id(0, "session")?;
-    let s = realm.session(id).ok_or_else(|| no_such(id))?;
+    let Some(s) = realm.session(id) else {
+        // Another node's session: its details as its node built them.
+        let remote = realm.backplane().and_then(|b| b.remote_session(id));
+        let s = remote.ok_or_else(|| no_such(id))?;
+        return Ok((vec![Value::Dict(s.details)], None));
+    };
     // Besides the details: the frames the session sent and was sent so
     // far (`stats`), from which a monitor derives its message rates.
     let (frames_in, frames_out) = s.peer.frame_counts();
@@ -282,11 +300,22 @@ fn add_authorized(
         tracing::info!(session = caller.id, "testament refused: {why}");
         return Err((crate::errors::LIMIT_EXCEEDED, why));
     }
+    if let Some(b) = realm.backplane() {
+        b.testaments_changed(caller);
+    }
     Ok((vec![], None))
 }
 
 /// `wamp.session.flush_testaments(scope=)`.
-pub(super) fn flush_testaments(_: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
-    caller.flush_testaments(scope(args)?);
+pub(super) fn flush_testaments(
+    realm: &Arc<Realm>,
+    caller: &Arc<Session>,
+    args: &Args,
+) -> MetaResult {
+    if caller.flush_testaments(scope(args)?) > 0 {
+        if let Some(b) = realm.backplane() {
+            b.testaments_changed(caller);
+        }
+    }
     Ok((vec![], None))
 }

@@ -140,6 +140,11 @@ impl LocalDirectory {
         Some(self.change(Vec::new(), vec![key.clone()]))
     }
 
+    /// This process's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     pub fn beat(&self) -> Option<Announcement> {
         (!self.closing).then(|| Announcement::Beat {
             node: self.node.clone(),
@@ -316,6 +321,15 @@ impl RemoteView {
             }
         }
         out
+    }
+
+    /// The nodes known alive, each with its epoch (0 until its first
+    /// snapshot arrived).
+    pub fn live(&self) -> HashMap<String, u64> {
+        self.nodes
+            .iter()
+            .map(|(name, n)| (name.clone(), n.epoch))
+            .collect()
     }
 
     /// The nodes silent for longer than `limit`, removed, each with what it

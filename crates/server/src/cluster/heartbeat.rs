@@ -42,6 +42,13 @@ pub struct Membership {
     pub local: Arc<parking_lot::Mutex<LocalDirectory>>,
     /// The control queue (directory messages and answers), in order.
     pub control: Outbound,
+    /// The nodes alive now, with their epochs (kept here for the sessions'
+    /// reaper, `meta`).
+    pub live: Arc<parking_lot::RwLock<HashMap<String, u64>>>,
+    /// Told each node lost, after `live` changed: (node, true when it
+    /// died or restarted; false when it said `bye` and is still closing
+    /// its sessions itself).
+    pub lost: mpsc::UnboundedSender<(String, bool)>,
 }
 
 /// A realm's cross-node RPC parts.
@@ -252,11 +259,13 @@ async fn read_directory(
             r.proxies.remove(node, e);
         }
     };
-    let lose = |node: &str, reason: &str| {
+    let lose = |view: &RemoteView, node: &str, reason: &str, died: bool| {
+        *m.live.write() = view.live();
         for r in realms.values() {
             r.proxies.lose_node(node, reason);
             r.relay.lose_node(&r.realm, node);
         }
+        let _ = m.lost.send((node.to_string(), died));
     };
     loop {
         tokio::select! {
@@ -298,7 +307,7 @@ async fn read_directory(
                     }
                     Step::Left(_) => {
                         tracing::info!(node = %node, "cluster: node left the cluster");
-                        lose(&node, &format!("node {node} left the cluster"));
+                        lose(&view, &node, &format!("node {node} left the cluster"), false);
                     }
                     Step::Nothing => {}
                 }
@@ -310,7 +319,7 @@ async fn read_directory(
                         let node: Arc<str> = Arc::from(node.as_str());
                         let r = view.reconcile(s, Instant::now());
                         if r.restarted {
-                            lose(&node, &format!("node {node} restarted"));
+                            lose(&view, &node, &format!("node {node} restarted"), true);
                         } else {
                             for e in &r.removed {
                                 remove(&node, e);
@@ -330,8 +339,9 @@ async fn read_directory(
             _ = tick.tick() => {
                 for (node, _) in view.expire(Instant::now(), silence) {
                     tracing::warn!(node = %node, "cluster: node lost: no heartbeat for {silence:?}");
-                    lose(&node, &format!("node {node} was lost (no heartbeat for {silence:?})"));
+                    lose(&view, &node, &format!("node {node} was lost (no heartbeat for {silence:?})"), true);
                 }
+                *m.live.write() = view.live();
                 for r in realms.values() {
                     r.proxies.tick();
                 }

@@ -33,10 +33,13 @@
 //!   publication ids drops the second copy that two overlapping
 //!   subscriptions can produce while the interest set changes.
 //!
-//! Session ids stay random 53-bit ids (a node checks only its own sessions
-//! for a clash): two nodes pick the same id with probability about
-//! n²/2^54 for n sessions cluster-wide. A claim in a NATS KV bucket makes
-//! it certain; it comes with the session meta API (see docs/CLUSTER.md).
+//! Sessions cluster-wide ([`meta`]): a session's id is claimed in the
+//! cluster's NATS KV bucket before its WELCOME (unique cluster-wide; with
+//! NATS away it joins unclaimed), its record (details, testaments) and
+//! its node's subscriptions are kept there and watched by every node, so
+//! `wamp.session.*` and `wamp.subscription.*` answer for every node; the
+//! session and subscription meta events cross to the other nodes; a dead
+//! node's sessions get their testaments and `on_leave` from one survivor.
 //!
 //! RPC across nodes: each node announces its client sessions'
 //! registrations and a heartbeat ([`directory`], [`heartbeat`]); a remote
@@ -46,13 +49,13 @@
 //! dead: its proxies leave every Dealer and their calls fail with
 //! `wamp.error.canceled` naming the node.
 //!
-//! Not done yet: meta API and meta events across nodes, retained events
-//! and history across nodes, testaments of a dead node's sessions, queues
+//! Not done yet: retained events and history across nodes, queues
 //! (docs/CLUSTER.md lists them).
 
 pub mod config;
 pub mod directory;
 pub mod heartbeat;
+pub mod meta;
 pub mod proxy;
 pub mod relay;
 pub mod subject;
@@ -126,6 +129,10 @@ pub struct Cluster {
     /// burst of publications never delays a heartbeat).
     control: Outbound,
     membership: Arc<heartbeat::Membership>,
+    /// Cluster-wide sessions: claims, the meta API's view, meta events,
+    /// dead nodes' sessions (`meta`).
+    meta: Arc<meta::Meta>,
+    lost_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     changes: ChangesTx,
     changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
@@ -185,14 +192,24 @@ impl Cluster {
             .map(|u| u.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(e.to_string()))?;
+        // When the connection last came up (the reaper of dead nodes'
+        // sessions waits until the heartbeats have resumed).
+        let up_since = Arc::new(parking_lot::Mutex::new(Instant::now()));
+        let up = up_since.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("switchyard node {}", c.node))
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("cluster: NATS connected"),
-                    other => tracing::warn!("cluster: NATS {other}"),
+            .event_callback(move |event| {
+                let up = up.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            *up.lock() = Instant::now();
+                            tracing::info!("cluster: NATS connected")
+                        }
+                        other => tracing::warn!("cluster: NATS {other}"),
+                    }
                 }
             });
         if let Some(token) = &c.nats_token {
@@ -235,15 +252,37 @@ impl Cluster {
         let (control, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(publish_all(client.clone(), rx));
         let node: Arc<str> = c.node.as_str().into();
+        let local = directory::LocalDirectory::new(&c.node);
+        let meta = meta::Meta::open(
+            client.clone(),
+            node.clone(),
+            local.epoch(),
+            &c.subject_prefix,
+            c.heartbeat,
+            {
+                let outbound = outbound.clone();
+                Box::new(move |subject, body| {
+                    let item = OutboundItem {
+                        subject,
+                        headers: None,
+                        body,
+                    };
+                    outbound.try_send(item).is_ok()
+                })
+            },
+            up_since,
+        )
+        .await?;
+        let (lost, lost_rx) = mpsc::unbounded_channel();
         let membership = Arc::new(heartbeat::Membership {
             client: client.clone(),
             node: node.clone(),
             prefix: c.subject_prefix.clone(),
             heartbeat: c.heartbeat,
-            local: Arc::new(parking_lot::Mutex::new(directory::LocalDirectory::new(
-                &c.node,
-            ))),
+            local: Arc::new(parking_lot::Mutex::new(local)),
             control: control.clone(),
+            live: meta.live.clone(),
+            lost,
         });
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
@@ -253,6 +292,8 @@ impl Cluster {
             outbound,
             control,
             membership,
+            meta,
+            lost_rx: parking_lot::Mutex::new(Some(lost_rx)),
             changes,
             changes_rx: parking_lot::Mutex::new(Some(changes_rx)),
             dropped: Arc::default(),
@@ -302,6 +343,7 @@ impl Cluster {
             dropped: self.dropped.clone(),
             shared: self.shared(realm),
             changes: self.changes.clone(),
+            meta: self.meta.realm(realm),
         })
     }
 
@@ -336,6 +378,11 @@ impl Cluster {
         };
         let tasks = heartbeat::start(self.membership.clone(), Arc::new(rpc), changes).await?;
         links.push(RealmLink { _meta: None, tasks });
+        let Some(lost) = self.lost_rx.lock().take() else {
+            return Err("cluster: started twice".into());
+        };
+        let tasks = meta::start(&self.meta, router, lost).await?;
+        links.push(RealmLink { _meta: None, tasks });
         Ok(links)
     }
 
@@ -343,6 +390,13 @@ impl Cluster {
     /// at once) and stops announcing.
     pub async fn leave(&self) {
         self.membership.leave().await;
+    }
+
+    /// After the sessions closed: waits (briefly) until their records are
+    /// deleted and their meta events are out.
+    pub async fn finish(&self) {
+        self.meta.drain(std::time::Duration::from_secs(2)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.client.flush()).await;
     }
 
     /// Subscribes a realm's invocation and answer subjects and starts its
@@ -441,6 +495,7 @@ pub struct NatsBackplane {
     dropped: Arc<AtomicU64>,
     shared: Arc<RealmShared>,
     changes: ChangesTx,
+    meta: Arc<meta::RealmMeta>,
 }
 
 impl Backplane for NatsBackplane {
@@ -508,6 +563,37 @@ impl Backplane for NatsBackplane {
         answer: CalleeAnswer,
     ) -> bool {
         self.shared.relay.answer(callee, invocation, answer)
+    }
+
+    fn claim_session(
+        &self,
+        session: &Arc<switchyard_router::Session>,
+    ) -> Option<switchyard_router::backplane::ClaimWait> {
+        self.meta.claim_session(session)
+    }
+
+    fn session_left(&self, session: &switchyard_router::Session) {
+        self.meta.session_left(session);
+    }
+
+    fn testaments_changed(&self, session: &switchyard_router::Session) {
+        self.meta.testaments_changed(session);
+    }
+
+    fn meta_event(&self, publication: u64, topic: &str, payload: &switchyard_proto::Payload) {
+        self.meta.meta_event(publication, topic, payload);
+    }
+
+    fn remote_sessions(&self) -> Vec<switchyard_router::backplane::RemoteSession> {
+        self.meta.remote_sessions()
+    }
+
+    fn remote_session(&self, id: u64) -> Option<switchyard_router::backplane::RemoteSession> {
+        self.meta.remote_session(id)
+    }
+
+    fn remote_subscriptions(&self) -> Vec<switchyard_router::backplane::RemoteSubscription> {
+        self.meta.remote_subscriptions()
     }
 }
 

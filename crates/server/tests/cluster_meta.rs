@@ -1,0 +1,820 @@
+//! Cluster mode over NATS (issue 15): sessions cluster-wide. A real
+//! `nats-server -js` and real `switchyard` nodes joined by it, driven by
+//! RawSocket clients: session ids claimed in the NATS KV bucket (and what
+//! happens with NATS away), the session, subscription and registration
+//! meta API seeing every node, meta events from every node, and a node
+//! killed with SIGKILL: its sessions' `on_leave` and testaments published
+//! once by a survivor, within the documented bound.
+//!
+//! Needs `nats-server` (scripts/install-nats.sh).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nats::Nats;
+use common::{args, args_of, Raw, Router};
+use switchyard_proto::{errors, Dict, Message, Serializer, Value};
+
+/// Heartbeat of these tests' nodes: a dead node is declared so within
+/// 3.25 heartbeats (1.3 s).
+const CLUSTER: &str = "heartbeat = \"400ms\"";
+
+fn node(nats: &Nats, name: &str) -> Router {
+    nats.node_full(name, "", CLUSTER)
+}
+
+fn join(node: &Router) -> (Raw, u64) {
+    let mut c = Raw::connect(node.rs_port, Serializer::Json);
+    let (id, _) = c.join("realm1");
+    (c, id)
+}
+
+/// Calls `procedure`: its RESULT's arguments, or the ERROR's URI.
+fn call(c: &mut Raw, procedure: &str, values: Vec<Value>) -> Result<Vec<Value>, String> {
+    let request = c.req();
+    c.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: procedure.into(),
+        payload: args(values),
+    });
+    loop {
+        match c.expect("RESULT") {
+            Message::Result {
+                request: r,
+                payload,
+                ..
+            } if r == request => return Ok(args_of(&payload)),
+            Message::Error {
+                request: r, error, ..
+            } if r == request => return Err(error),
+            // Events of the client's subscriptions meanwhile.
+            Message::Event { .. } => continue,
+            other => panic!("expected RESULT of {procedure}, got {other:?}"),
+        }
+    }
+}
+
+/// The first result of meta procedure `procedure` (Null for an ERROR).
+fn meta(c: &mut Raw, procedure: &str, values: Vec<Value>) -> Value {
+    call(c, procedure, values)
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .unwrap_or(Value::Null)
+}
+
+/// Asks `ask` on `c` until `done` holds for its answer (at most 5 s):
+/// how long it took.
+fn until(
+    c: &mut Raw,
+    what: &str,
+    mut ask: impl FnMut(&mut Raw) -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = ask(c);
+        if done(&got) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: still {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    match v {
+        Value::List(l) => {
+            let mut ids: Vec<u64> = l.iter().filter_map(Value::as_u64).collect();
+            ids.sort();
+            ids
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn uint(v: u64) -> Value {
+    Value::UInt(v)
+}
+
+/// The next EVENT: (subscription, args).
+fn event(c: &mut Raw) -> (u64, Vec<Value>) {
+    match c.expect("EVENT") {
+        Message::Event {
+            subscription,
+            payload,
+            ..
+        } => (subscription, args_of(&payload)),
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+/// What arrives on `c` within `quiet` (None: nothing).
+fn within(c: &mut Raw, quiet: Duration) -> Option<Message> {
+    c.stream.set_read_timeout(Some(quiet)).expect("timeout");
+    let got = c.recv();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    got
+}
+
+/// The record of session `id` in the cluster's sessions bucket (None: no
+/// record), read with a NATS client of the test's own.
+fn record(nats: &Nats, id: u64) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value("sy_sessions").await.expect("the bucket");
+        kv.get(format!("s.{id}"))
+            .await
+            .expect("read")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    })
+}
+
+#[test]
+fn session_ids_are_claimed_in_nats_kv_and_released_at_leave() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let (mut c, id) = join(&a);
+    // Claimed before WELCOME: the record (node, realm, details) is there.
+    let r = record(&nats, id).expect("a record of the session");
+    assert!(r.contains("realm1") && r.contains("anonymous"), "{r}");
+    c.send(&Message::Goodbye {
+        details: Dict::new(),
+        reason: errors::CLOSE_NORMAL.into(),
+    });
+    c.expect("GOODBYE");
+    let start = Instant::now();
+    while record(&nats, id).is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "record kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn with_nats_away_a_session_joins_unclaimed_and_its_record_follows() {
+    let mut nats = Nats::start();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    let (mut on_b, _) = join(&b);
+    nats.stop();
+    // The client notices within a moment; the HELLO after that does not
+    // wait for NATS.
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let (mut c, id) = join(&a);
+    let took = start.elapsed();
+    eprintln!("WELCOME with NATS away after {took:?}");
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    // The node still serves it (its own meta API knows it).
+    assert_eq!(
+        meta(&mut c, "wamp.session.get", vec![uint(id)])
+            .as_dict()
+            .and_then(|d| d.get("session"))
+            .and_then(Value::as_u64),
+        Some(id)
+    );
+    nats.start_again();
+    // The repair round (every 10 heartbeats: 4 s) writes its record.
+    let back = Instant::now();
+    while record_retrying(&nats, id).is_none() {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "no record after NATS came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("record written {:?} after NATS came back", back.elapsed());
+    // b's watch of the bucket resumed: it knows the session too.
+    until(
+        &mut on_b,
+        "a's session on b after NATS came back",
+        |c| meta(c, "wamp.session.get", vec![uint(id)]),
+        |v| v.as_dict().is_some(),
+    );
+}
+
+/// [`record`], tolerating a NATS that is not quite up yet.
+fn record_retrying(nats: &Nats, id: u64) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| record(nats, id)))
+        .ok()
+        .flatten()
+}
+
+#[test]
+fn the_session_meta_api_sees_every_node() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    let (mut on_a, a_id) = join(&a);
+    let (mut on_b, b_id) = join(&b);
+    let count = |c: &mut Raw| meta(c, "wamp.session.count", vec![]);
+    until(&mut on_b, "count on b", count, |v| v.as_u64() == Some(2));
+    assert_eq!(ids(&meta(&mut on_b, "wamp.session.list", vec![])), {
+        let mut both = vec![a_id, b_id];
+        both.sort();
+        both
+    });
+    // filter_authroles, as on one node.
+    let anon = Value::List(vec!["anonymous".into()]);
+    let none = Value::List(vec!["admin".into()]);
+    assert_eq!(
+        meta(&mut on_b, "wamp.session.count", vec![anon.clone()]).as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        meta(&mut on_b, "wamp.session.count", vec![none.clone()]).as_u64(),
+        Some(0)
+    );
+    assert_eq!(
+        ids(&meta(&mut on_b, "wamp.session.list", vec![none])),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        ids(&meta(&mut on_a, "wamp.session.list", vec![anon])).len(),
+        2
+    );
+    // get: the other node's session, with its details.
+    let got = meta(&mut on_b, "wamp.session.get", vec![uint(a_id)]);
+    let d = got.as_dict().expect("SessionDetails");
+    assert_eq!(d.get("session").and_then(Value::as_u64), Some(a_id));
+    assert_eq!(d.get_str("authrole"), Some("anonymous"));
+    assert_eq!(d.get_str("authmethod"), Some("anonymous"));
+    assert!(d.get("transport").is_some(), "{d:?}");
+    // An unknown id: no_such_session, as on one node.
+    assert_eq!(
+        call(&mut on_b, "wamp.session.get", vec![uint(1)]),
+        Err(errors::NO_SUCH_SESSION.to_string())
+    );
+    // The session leaves: gone on b as well.
+    drop(on_a);
+    let took = until(&mut on_b, "count on b after a leave", count, |v| {
+        v.as_u64() == Some(1)
+    });
+    eprintln!("a leave seen on the other node after {took:?}");
+    assert_eq!(
+        call(&mut on_b, "wamp.session.get", vec![uint(a_id)]),
+        Err(errors::NO_SUCH_SESSION.to_string())
+    );
+}
+
+#[test]
+fn the_subscription_and_registration_meta_api_see_every_node() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    let (mut on_a, a_id) = join(&a);
+    let (mut on_b, _) = join(&b);
+    let exact = on_a.subscribe("com.ex.topic");
+    let request = on_a.req();
+    on_a.send(&Message::Subscribe {
+        request,
+        options: Dict::new().with("match", "prefix"),
+        topic: "com.ex".into(),
+    });
+    let prefix = match on_a.expect("SUBSCRIBED") {
+        Message::Subscribed { subscription, .. } => subscription,
+        other => panic!("expected SUBSCRIBED, got {other:?}"),
+    };
+    // lookup on b finds a's subscription (b has none of its own).
+    let lookup = |c: &mut Raw| meta(c, "wamp.subscription.lookup", vec!["com.ex.topic".into()]);
+    until(&mut on_b, "lookup on b", lookup, |v| {
+        v.as_u64() == Some(exact)
+    });
+    // (Each subscription's record is a write of its own: wait for both.)
+    let prefix_opts = Value::Dict(Dict::new().with("match", "prefix"));
+    let lookup_prefix = |c: &mut Raw| {
+        meta(
+            c,
+            "wamp.subscription.lookup",
+            vec!["com.ex".into(), prefix_opts.clone()],
+        )
+    };
+    until(&mut on_b, "prefix lookup on b", lookup_prefix, |v| {
+        v.as_u64() == Some(prefix)
+    });
+    let until_both = |c: &mut Raw| meta(c, "wamp.subscription.match", vec!["com.ex.topic".into()]);
+    let mut want = vec![exact, prefix];
+    want.sort();
+    until(&mut on_b, "match on b", until_both, |v| ids(v) == want);
+    let list = meta(&mut on_b, "wamp.subscription.list", vec![]);
+    let list = list.as_dict().expect("by policy");
+    assert!(ids(list.get("exact").expect("exact")).contains(&exact));
+    assert!(ids(list.get("prefix").expect("prefix")).contains(&prefix));
+    let got = meta(&mut on_b, "wamp.subscription.get", vec![uint(prefix)]);
+    let d = got.as_dict().expect("SubscriptionDetails");
+    assert_eq!(d.get_str("uri"), Some("com.ex"));
+    assert_eq!(d.get_str("match"), Some("prefix"));
+    assert_eq!(d.get("id").and_then(Value::as_u64), Some(prefix));
+    assert_eq!(
+        ids(&meta(
+            &mut on_b,
+            "wamp.subscription.list_subscribers",
+            vec![uint(exact)]
+        )),
+        vec![a_id]
+    );
+    assert_eq!(
+        meta(
+            &mut on_b,
+            "wamp.subscription.count_subscribers",
+            vec![uint(exact)]
+        )
+        .as_u64(),
+        Some(1)
+    );
+    // b subscribes too: its own subscription is the one lookup names.
+    let mine = on_b.subscribe("com.ex.topic");
+    assert_eq!(lookup(&mut on_b).as_u64(), Some(mine));
+    // a unsubscribes: its subscription goes from b's view.
+    let request = on_a.req();
+    on_a.send(&Message::Unsubscribe {
+        request,
+        subscription: exact,
+    });
+    on_a.expect("UNSUBSCRIBED");
+    until(
+        &mut on_b,
+        "a's subscription gone from b",
+        |c| meta(c, "wamp.subscription.get", vec![uint(exact)]),
+        |v| *v == Value::Null,
+    );
+
+    // Registrations: a's callee is known on b (with b's registration id).
+    on_a.register("com.ex.proc");
+    let lookup = |c: &mut Raw| meta(c, "wamp.registration.lookup", vec!["com.ex.proc".into()]);
+    until(&mut on_b, "registration lookup on b", lookup, |v| {
+        v.as_u64().is_some()
+    });
+    let reg = lookup(&mut on_b).as_u64().expect("registration");
+    assert_eq!(
+        meta(
+            &mut on_b,
+            "wamp.registration.match",
+            vec!["com.ex.proc".into()]
+        )
+        .as_u64(),
+        Some(reg)
+    );
+    assert!(ids(meta(&mut on_b, "wamp.registration.list", vec![])
+        .as_dict()
+        .and_then(|d| d.get("exact"))
+        .unwrap_or(&Value::Null))
+    .contains(&reg));
+    let got = meta(&mut on_b, "wamp.registration.get", vec![uint(reg)]);
+    assert_eq!(
+        got.as_dict().and_then(|d| d.get_str("uri")),
+        Some("com.ex.proc")
+    );
+    assert_eq!(
+        ids(&meta(
+            &mut on_b,
+            "wamp.registration.list_callees",
+            vec![uint(reg)]
+        )),
+        vec![a_id]
+    );
+    assert_eq!(
+        meta(
+            &mut on_b,
+            "wamp.registration.count_callees",
+            vec![uint(reg)]
+        )
+        .as_u64(),
+        Some(1)
+    );
+    // ... and the callee's session too.
+    let got = meta(&mut on_b, "wamp.session.get", vec![uint(a_id)]);
+    assert_eq!(
+        got.as_dict()
+            .and_then(|d| d.get("session"))
+            .and_then(Value::as_u64),
+        Some(a_id)
+    );
+}
+
+/// Subscribes `c` to each of `topics`: subscription id -> topic. (The
+/// meta events of these subscriptions themselves are read and dropped.)
+fn watch(c: &mut Raw, topics: &[&'static str]) -> Vec<(u64, &'static str)> {
+    let subs = topics
+        .iter()
+        .map(|t| {
+            let request = c.req();
+            c.send(&Message::Subscribe {
+                request,
+                options: Dict::new(),
+                topic: t.to_string(),
+            });
+            loop {
+                match c.expect("SUBSCRIBED") {
+                    Message::Subscribed {
+                        request: r,
+                        subscription,
+                    } if r == request => break (subscription, *t),
+                    Message::Event { .. } => continue,
+                    other => panic!("expected SUBSCRIBED, got {other:?}"),
+                }
+            }
+        })
+        .collect();
+    while within(c, Duration::from_millis(200)).is_some() {}
+    subs
+}
+
+/// The meta events `c` gets within `quiet` of each other: (topic, args).
+fn events(
+    c: &mut Raw,
+    subs: &[(u64, &'static str)],
+    quiet: Duration,
+) -> Vec<(&'static str, Vec<Value>)> {
+    let mut out = Vec::new();
+    while let Some(m) = within(c, quiet) {
+        match m {
+            Message::Event {
+                subscription,
+                payload,
+                ..
+            } => {
+                let topic = subs
+                    .iter()
+                    .find(|(id, _)| *id == subscription)
+                    .map_or("?", |(_, t)| *t);
+                out.push((topic, args_of(&payload)));
+            }
+            other => panic!("expected EVENT, got {other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn meta_events_of_one_node_reach_meta_subscribers_on_another_once() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    // b has taken a's directory (a registration of a known on b) before
+    // the watch starts: a change b would first learn of from a's snapshot
+    // made after the fact would fire no registration events there.
+    let (mut warm, _) = join(&a);
+    warm.register("com.ex.warm");
+    let (mut watcher, _) = join(&b);
+    let (mut probe, _) = join(&b);
+    until(
+        &mut probe,
+        "a's directory on b",
+        |c| meta(c, "wamp.registration.lookup", vec!["com.ex.warm".into()]),
+        |v| v.as_u64().is_some(),
+    );
+    let subs = watch(
+        &mut watcher,
+        &[
+            "wamp.session.on_join",
+            "wamp.session.on_leave",
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+            "wamp.subscription.on_unsubscribe",
+            "wamp.subscription.on_delete",
+            "wamp.registration.on_create",
+            "wamp.registration.on_register",
+            "wamp.registration.on_unregister",
+            "wamp.registration.on_delete",
+        ],
+    );
+    let (mut c, id) = join(&a);
+    let sub = c.subscribe("com.ex.news");
+    let request = c.req();
+    c.send(&Message::Unsubscribe {
+        request,
+        subscription: sub,
+    });
+    c.expect("UNSUBSCRIBED");
+    let reg = c.register("com.ex.proc");
+    // (a announces what is registered when its announcer gets to it: a
+    // registration gone by then is never announced.)
+    until(
+        &mut probe,
+        "com.ex.proc on b",
+        |c| meta(c, "wamp.registration.lookup", vec!["com.ex.proc".into()]),
+        |v| v.as_u64().is_some(),
+    );
+    let request = c.req();
+    c.send(&Message::Unregister {
+        request,
+        registration: reg,
+    });
+    c.expect("UNREGISTERED");
+    // A client may not publish to wamp.*: refused, and nothing crosses.
+    let request = c.req();
+    c.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "wamp.session.on_join".into(),
+        payload: args(vec![Value::Dict(Dict::new().with("session", 7u64))]),
+    });
+    match c.expect("ERROR") {
+        Message::Error { error, .. } => assert_eq!(error, errors::INVALID_URI),
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    c.send(&Message::Goodbye {
+        details: Dict::new(),
+        reason: errors::CLOSE_NORMAL.into(),
+    });
+    c.expect("GOODBYE");
+    let all = events(&mut watcher, &subs, Duration::from_millis(1500));
+    // Each once. The session and subscription events in the order they
+    // happened on a; the registration events are b's own (a's callee's
+    // proxy came and went on b, with b's registration id), in their order,
+    // interleaved with the others as the directory's messages came.
+    let (reg, got): (Vec<_>, Vec<_>) = all
+        .iter()
+        .cloned()
+        .partition(|(t, _)| t.starts_with("wamp.registration."));
+    let topics: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        topics,
+        vec![
+            "wamp.session.on_join",
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+            "wamp.subscription.on_unsubscribe",
+            "wamp.subscription.on_delete",
+            "wamp.session.on_leave",
+        ],
+        "{all:?}"
+    );
+    let details = got[0].1[0].as_dict().expect("details");
+    assert_eq!(details.get("session").and_then(Value::as_u64), Some(id));
+    assert_eq!(got[1].1[0], uint(id));
+    assert_eq!(
+        got[1].1[1]
+            .as_dict()
+            .and_then(|d| d.get("id"))
+            .and_then(Value::as_u64),
+        Some(sub)
+    );
+    for (_, a) in &got[2..5] {
+        assert_eq!(a[..2], [uint(id), uint(sub)]);
+    }
+    assert_eq!(got[5].1[..1], [uint(id)]);
+    let topics: Vec<&str> = reg.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        topics,
+        vec![
+            "wamp.registration.on_create",
+            "wamp.registration.on_register",
+            "wamp.registration.on_unregister",
+            "wamp.registration.on_delete",
+        ],
+        "{all:?}"
+    );
+    for (_, a) in &reg {
+        assert_eq!(a[0], uint(id), "{all:?}");
+    }
+}
+
+#[test]
+fn a_killed_nodes_sessions_leave_and_their_testaments_are_published_once() {
+    let nats = Nats::start();
+    let (mut a, b, c) = (node(&nats, "a"), node(&nats, "b"), node(&nats, "c"));
+    let (mut doomed, doomed_id) = join(&a);
+    doomed.subscribe("com.ex.feed");
+    call(
+        &mut doomed,
+        "wamp.session.add_testament",
+        vec![
+            "com.ex.gone".into(),
+            Value::List(vec!["bye".into()]),
+            Value::Dict(Dict::new().with("who", "doomed")),
+        ],
+    )
+    .expect("testament added");
+    let topics = [
+        "wamp.session.on_leave",
+        "com.ex.gone",
+        "wamp.subscription.on_unsubscribe",
+        "wamp.subscription.on_delete",
+    ];
+    let (mut on_b, _) = join(&b);
+    let (mut on_c, _) = join(&c);
+    let subs_b = watch(&mut on_b, &topics);
+    let subs_c = watch(&mut on_c, &topics);
+    // b and c know the doomed session and its subscription.
+    until(
+        &mut on_b,
+        "b knows the session",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(3),
+    );
+    until(
+        &mut on_c,
+        "c knows the subscription",
+        |c| meta(c, "wamp.subscription.lookup", vec!["com.ex.feed".into()]),
+        |v| v.as_u64().is_some(),
+    );
+    // The testament reached the bucket (it is written after the RESULT).
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    a.signal(libc::SIGKILL);
+    drop(doomed);
+    let first = event(&mut on_b);
+    let took = killed.elapsed();
+    eprintln!("first end event on b {took:?} after SIGKILL");
+    // Declared dead within 3.25 heartbeats (1.3 s), then reaped at once
+    // by the lowest live node (b); slack for a loaded machine.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "took {took:?}: before 2 heartbeats"
+    );
+    for (c, subs, first) in [
+        (&mut on_b, &subs_b, Some(first)),
+        (&mut on_c, &subs_c, None),
+    ] {
+        let mut got: Vec<(&str, Vec<Value>)> = Vec::new();
+        if let Some((s, a)) = first {
+            got.push((
+                subs.iter()
+                    .find(|(id, _)| *id == s)
+                    .map_or("?", |(_, t)| *t),
+                a,
+            ));
+        }
+        // Beyond the other survivors' second try (two heartbeats).
+        got.extend(events(c, subs, Duration::from_millis(1500)));
+        let mut topics: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            vec![
+                "com.ex.gone",
+                "wamp.session.on_leave",
+                "wamp.subscription.on_delete",
+                "wamp.subscription.on_unsubscribe",
+            ],
+            "each once: {got:?}"
+        );
+        for (t, a) in &got {
+            match *t {
+                "com.ex.gone" => assert_eq!(a, &vec![Value::Str("bye".into())]),
+                "wamp.session.on_leave" => assert_eq!(a[0], uint(doomed_id)),
+                _ => assert_eq!(a[0], uint(doomed_id)),
+            }
+        }
+    }
+    // The survivors' meta API no longer lists it.
+    assert_eq!(
+        meta(&mut on_b, "wamp.session.count", vec![]).as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        meta(
+            &mut on_c,
+            "wamp.subscription.lookup",
+            vec!["com.ex.feed".into()]
+        ),
+        Value::Null
+    );
+    assert!(record(&nats, doomed_id).is_none());
+}
+
+#[test]
+fn a_stopped_nodes_sessions_leave_once_and_nothing_is_left_behind() {
+    let nats = Nats::start();
+    let (mut a, b, c) = (node(&nats, "a"), node(&nats, "b"), node(&nats, "c"));
+    let (mut leaving, leaving_id) = join(&a);
+    call(
+        &mut leaving,
+        "wamp.session.add_testament",
+        vec!["com.ex.gone".into(), Value::List(vec!["bye".into()])],
+    )
+    .expect("testament added");
+    let topics = ["wamp.session.on_leave", "com.ex.gone"];
+    let (mut on_b, _) = join(&b);
+    let (mut on_c, _) = join(&c);
+    let subs_b = watch(&mut on_b, &topics);
+    let subs_c = watch(&mut on_c, &topics);
+    until(
+        &mut on_b,
+        "b knows the session",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(3),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM: a says bye, closes its sessions itself (their testaments
+    // and on_leave), deletes their records; the survivors, two heartbeats
+    // later, find nothing left to end.
+    assert!(a.terminate().success());
+    drop(leaving);
+    for (c, subs) in [(&mut on_b, &subs_b), (&mut on_c, &subs_c)] {
+        let got = events(c, subs, Duration::from_millis(1500));
+        let mut topics: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            vec!["com.ex.gone", "wamp.session.on_leave"],
+            "each once: {got:?}"
+        );
+    }
+    assert_eq!(
+        meta(&mut on_b, "wamp.session.count", vec![]).as_u64(),
+        Some(2)
+    );
+    assert!(record(&nats, leaving_id).is_none());
+}
+
+#[test]
+fn a_lone_node_restarted_after_sigkill_ends_its_earlier_process_sessions() {
+    let nats = Nats::start();
+    let mut a = node(&nats, "a");
+    let (mut doomed, doomed_id) = join(&a);
+    call(
+        &mut doomed,
+        "wamp.session.add_testament",
+        vec!["com.ex.gone".into(), Value::List(vec!["bye".into()])],
+    )
+    .expect("testament added");
+    std::thread::sleep(Duration::from_millis(300));
+    a.signal(libc::SIGKILL);
+    drop(doomed);
+    // No other node saw it die: the new process of "a" (a new epoch)
+    // finds the old one's records in its sweep (every 10 heartbeats, 4 s
+    // here, once connected for 4 heartbeats) and ends them.
+    let again = node(&nats, "a");
+    let (mut watcher, _) = join(&again);
+    let subs = watch(&mut watcher, &["wamp.session.on_leave", "com.ex.gone"]);
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 && start.elapsed() < Duration::from_secs(12) {
+        got.extend(events(&mut watcher, &subs, Duration::from_millis(500)));
+    }
+    eprintln!(
+        "the earlier process's session ended {:?} after the restart",
+        start.elapsed()
+    );
+    got.extend(events(&mut watcher, &subs, Duration::from_millis(500)));
+    let mut topics: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec!["com.ex.gone", "wamp.session.on_leave"],
+        "{got:?}"
+    );
+    assert!(got
+        .iter()
+        .any(|(t, a)| *t == "wamp.session.on_leave" && a[0] == uint(doomed_id)));
+    assert!(record(&nats, doomed_id).is_none());
+}
+
+/// Messages in the bucket's stream (records and delete markers).
+fn bucket_messages(nats: &Nats) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("KV_sy_sessions").await.expect("the stream");
+        stream.info().await.expect("stream info").state.messages
+    })
+}
+
+#[test]
+fn the_bucket_does_not_keep_a_marker_per_session_ever_joined() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let (_stays, stays_id) = join(&a);
+    for _ in 0..10 {
+        let (mut c, _) = join(&a);
+        c.send(&Message::Goodbye {
+            details: Dict::new(),
+            reason: errors::CLOSE_NORMAL.into(),
+        });
+        c.expect("GOODBYE");
+    }
+    // Each left a delete marker...
+    let start = Instant::now();
+    while bucket_messages(&nats) < 11 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no markers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... purged once 30 heartbeats old (12 s here), at a sweep (every
+    // 4 s): one record is left, the session that stays.
+    while bucket_messages(&nats) > 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "markers kept: {} messages",
+            bucket_messages(&nats)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("markers purged after {:?}", start.elapsed());
+    assert!(record(&nats, stays_id).is_some());
+}
