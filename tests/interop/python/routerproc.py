@@ -267,6 +267,7 @@ class NatsServer:
     """A nats-server of one test module, for the cluster variants."""
     proc: subprocess.Popen
     port: int
+    store: str = ""
 
     @property
     def url(self) -> str:
@@ -276,20 +277,26 @@ class NatsServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=5)
+        if self.store:
+            shutil.rmtree(self.store, ignore_errors=True)
 
 
 def start_nats(ready_timeout=10.0) -> NatsServer:
+    """A nats-server with JetStream (cluster mode keeps retained events in a KV bucket)
+    and a temporary store."""
     port = free_port()
-    proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port)],
+    store = tempfile.mkdtemp(prefix="sy-nats-")
+    proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + ready_timeout
     while not _can_connect_tcp(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
+            shutil.rmtree(store, ignore_errors=True)
             raise RuntimeError(f"nats-server ({nats_server_bin()}) did not start "
                                "(scripts/install-nats.sh installs it)")
         time.sleep(0.05)
-    return NatsServer(proc=proc, port=port)
+    return NatsServer(proc=proc, port=port, store=store)
 
 
 def start_cluster(name: str, nodes: int, **router_kw) -> tuple[NatsServer, list[Router]]:

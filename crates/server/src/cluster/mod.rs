@@ -46,8 +46,12 @@
 //! dead: its proxies leave every Dealer and their calls fail with
 //! `wamp.error.canceled` naming the node.
 //!
-//! Not done yet: meta API and meta events across nodes, retained events
-//! and history across nodes, testaments of a dead node's sessions, queues
+//! Retained events live in a NATS KV bucket every node mirrors
+//! ([`retained`]); a realm's event histories are recorded on every node
+//! (each node subscribes to its history topics' subjects as if they had a
+//! local subscriber, and records what it receives).
+//!
+//! Not done yet: meta API and meta events across nodes, testaments of a dead node's sessions, queues
 //! (docs/CLUSTER.md lists them).
 
 pub mod config;
@@ -55,6 +59,7 @@ pub mod directory;
 pub mod heartbeat;
 pub mod proxy;
 pub mod relay;
+pub mod retained;
 pub mod subject;
 pub mod wire;
 
@@ -129,6 +134,11 @@ pub struct Cluster {
     changes: ChangesTx,
     changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
+    /// Retained events shared through the NATS KV bucket ([`retained`]).
+    retained: Arc<retained::Outbox>,
+    /// Replicas of the cluster's JetStream state (the retained events
+    /// bucket): one per configured NATS server, at most 3.
+    replicas: usize,
     /// Per realm: what its backplane and its reader share.
     realms: parking_lot::Mutex<HashMap<String, Arc<RealmShared>>>,
 }
@@ -248,7 +258,7 @@ impl Cluster {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
             client,
-            node,
+            node: node.clone(),
             prefix: c.subject_prefix.clone(),
             outbound,
             control,
@@ -256,6 +266,8 @@ impl Cluster {
             changes,
             changes_rx: parking_lot::Mutex::new(Some(changes_rx)),
             dropped: Arc::default(),
+            retained: Arc::new(retained::Outbox::new(node.clone())),
+            replicas: c.nats.len().clamp(1, 3),
             realms: parking_lot::Mutex::default(),
         })
     }
@@ -302,6 +314,7 @@ impl Cluster {
             dropped: self.dropped.clone(),
             shared: self.shared(realm),
             changes: self.changes.clone(),
+            retained: self.retained.clone(),
         })
     }
 
@@ -331,6 +344,16 @@ impl Cluster {
             links.push(self.link_rpc(&parts).await?);
             rpc.insert(name, parts);
         }
+        links.push(
+            retained::start(
+                &self.client,
+                &self.prefix,
+                router,
+                self.retained.clone(),
+                self.replicas,
+            )
+            .await?,
+        );
         let Some(changes) = self.changes_rx.lock().take() else {
             return Err("cluster: started twice".into());
         };
@@ -441,6 +464,7 @@ pub struct NatsBackplane {
     dropped: Arc<AtomicU64>,
     shared: Arc<RealmShared>,
     changes: ChangesTx,
+    retained: Arc<retained::Outbox>,
 }
 
 impl Backplane for NatsBackplane {
@@ -488,6 +512,10 @@ impl Backplane for NatsBackplane {
                 );
             }
         }
+    }
+
+    fn retain(&self, p: &Publication<'_>) {
+        self.retained.put(&self.realm, p);
     }
 
     fn call(&self, _: &CallRequest<'_>) -> bool {
