@@ -603,3 +603,54 @@ fn over_a_nats_cluster_deliveries_continue_when_a_nats_server_dies() {
         eprintln!("{who}: {n} of {sent} under load");
     }
 }
+
+#[test]
+fn a_node_whose_nats_has_no_jetstream_exits_non_zero_and_says_so() {
+    // Retained events need the KV bucket: without JetStream a node would
+    // silently keep them to itself.
+    let port = free_port();
+    let mut server = std::process::Command::new(common::nats::nats_server())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{}\"\n\n\
+             [[realm]]\nname = \"realm1\"\n\n\
+             [cluster]\nnode = \"a\"\nnats = [\"nats://127.0.0.1:{port}\"]\n",
+            free_port()
+        ),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run switchyard");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    assert!(
+        stderr.contains("cannot make the retained events bucket switchyard_retained")
+            && stderr.contains("nats-server -js"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

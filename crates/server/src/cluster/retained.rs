@@ -365,7 +365,12 @@ pub async fn start(
     let stored = loop {
         match js.get_or_create_stream(config.clone()).await {
             Ok(mut s) => break s.info().await.map(|i| i.state.messages).unwrap_or(1),
-            Err(e) if tokio::time::Instant::now() < deadline => {
+            // Nobody answers JetStream requests: not enabled on this server
+            // (a NATS cluster electing its leader answers "unavailable").
+            Err(e)
+                if tokio::time::Instant::now() < deadline
+                    && e.kind() != jetstream::context::CreateStreamErrorKind::JetStreamUnavailable =>
+            {
                 tracing::debug!("cluster: retained events bucket {bucket}: {e}; trying again");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -289,7 +289,7 @@ impl NatsCluster {
 
 /// The nats-server binary: $NATS_SERVER, else `nats-server` on the PATH,
 /// else Debian's /usr/sbin/nats-server (not on a non-root user's PATH).
-fn nats_server() -> String {
+pub fn nats_server() -> String {
     if let Ok(bin) = std::env::var("NATS_SERVER") {
         return bin;
     }
