@@ -52,6 +52,23 @@ use super::{wire, RealmLink};
 const PUT_QUEUE: usize = 4096;
 /// How long one put may take.
 const PUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a put is tried again (NATS away, or a NATS cluster electing
+/// the bucket's new leader after losing a server) before the event stays
+/// on its node.
+const PUT_RETRY: Duration = Duration::from_secs(10);
+/// How often the watcher looks whether the NATS client reconnected (it
+/// then watches again from where it was: the old consumer may have been on
+/// a server that is gone).
+const RECONNECT_CHECK: Duration = Duration::from_millis(200);
+/// How often the watcher compares the bucket's last revision with what it
+/// has seen: a watcher that stays behind for two checks in a row, without
+/// moving, watches again (its consumer went with a NATS server of a NATS
+/// cluster; the client itself would notice only after two missed 5 s
+/// heartbeats).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+/// How long making the watcher's consumer may take before it is tried
+/// again (a NATS cluster electing leaders answers nothing meanwhile).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node tries to make (or find) the bucket at start: a NATS
 /// cluster elects its JetStream leader in the first seconds.
 const BUCKET_WAIT: Duration = Duration::from_secs(15);
@@ -405,7 +422,7 @@ pub async fn start(
         Some(caught_up)
     };
     let puts = tokio::spawn(put_all(store.clone(), rx, outbox.clone()));
-    let watch = tokio::spawn(watch(store, outbox, caught_up));
+    let watch = tokio::spawn(watch(client.clone(), store, outbox, caught_up));
     if tokio::time::timeout(CATCH_UP, ready).await.is_err() {
         tracing::warn!(
             "cluster: the retained events bucket {bucket} was not read within {CATCH_UP:?}; its values arrive later"
@@ -420,10 +437,19 @@ pub async fn start(
 /// Puts the queued retained events into the bucket, in order.
 async fn put_all(store: kv::Store, mut rx: mpsc::Receiver<Put>, outbox: Arc<Outbox>) {
     while let Some(Put { key, value }) = rx.recv().await {
-        let result = match tokio::time::timeout(PUT_TIMEOUT, store.put(&key, value)).await {
-            Ok(Ok(revision)) => Ok(revision),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {PUT_TIMEOUT:?}")),
+        let deadline = tokio::time::Instant::now() + PUT_RETRY;
+        let result = loop {
+            let attempt = tokio::time::timeout(PUT_TIMEOUT, store.put(&key, value.clone())).await;
+            let e = match attempt {
+                Ok(Ok(revision)) => break Ok(revision),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {PUT_TIMEOUT:?}"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                break Err(e);
+            }
+            tracing::debug!(key = %key, "cluster: retained event put failed ({e}); trying again");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         };
         if let Err(e) = &result {
             tracing::warn!(key = %key, "cluster: retained event kept on this node only: {e}");
@@ -434,23 +460,96 @@ async fn put_all(store: kv::Store, mut rx: mpsc::Receiver<Put>, outbox: Arc<Outb
 
 /// Follows the bucket and applies each value to its realm's Broker;
 /// `caught_up` is told once the values stored at start are applied.
-async fn watch(store: kv::Store, outbox: Arc<Outbox>, mut caught_up: Option<oneshot::Sender<()>>) {
+async fn watch(
+    client: async_nats::Client,
+    store: kv::Store,
+    outbox: Arc<Outbox>,
+    mut caught_up: Option<oneshot::Sender<()>>,
+) {
+    let stats = client.statistics();
     let mut next: Option<u64> = None;
+    // Failed attempts to watch in a row (logged once, at the first).
+    let mut failures = 0u32;
     loop {
+        let connects = stats.connects.load(std::sync::atomic::Ordering::Relaxed);
         let watched = match next {
             // The last value of every key first, then every new one.
-            None => store.watch_with_history(">").await,
-            Some(revision) => store.watch_all_from_revision(revision).await,
+            None => tokio::time::timeout(WATCH_TIMEOUT, store.watch_with_history(">")).await,
+            Some(revision) => {
+                tokio::time::timeout(WATCH_TIMEOUT, store.watch_all_from_revision(revision)).await
+            }
         };
         let mut entries = match watched {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("cluster: cannot watch the retained events bucket: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(Ok(w)) => {
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        "cluster: watching the retained events bucket again"
+                    );
+                }
+                failures = 0;
+                w
+            }
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {WATCH_TIMEOUT:?}"),
+                };
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(
+                        "cluster: cannot watch the retained events bucket (trying again): {e}"
+                    );
+                } else {
+                    tracing::debug!(
+                        failures,
+                        "cluster: cannot watch the retained events bucket: {e}"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
         };
-        while let Some(entry) = entries.next().await {
+        let mut check = tokio::time::interval(RECONNECT_CHECK);
+        let mut stall = tokio::time::interval(STALL_CHECK);
+        stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut seen_before, mut stalled) = (next, 0u32);
+        loop {
+            let entry = tokio::select! {
+                entry = entries.next() => match entry {
+                    Some(entry) => entry,
+                    None => break,
+                },
+                _ = check.tick() => {
+                    if stats.connects.load(std::sync::atomic::Ordering::Relaxed) != connects {
+                        tracing::debug!("cluster: reconnected; watching the retained events bucket again");
+                        break;
+                    }
+                    continue;
+                }
+                _ = stall.tick() => {
+                    let seen = next.map_or(0, |n| n - 1);
+                    let last = tokio::time::timeout(STALL_CHECK, store.status())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|s| s.info.state.last_sequence);
+                    // Behind the bucket without moving, or the bucket
+                    // not answering while the watcher does not move.
+                    stalled = match last {
+                        Some(last) if last > seen && next == seen_before => stalled + 1,
+                        None if next == seen_before => stalled + 1,
+                        _ => 0,
+                    };
+                    tracing::trace!(?last, seen, stalled, "cluster: retained events watcher check");
+                    seen_before = next;
+                    if stalled >= 2 {
+                        tracing::debug!(seen, "cluster: the retained events watcher stalled; watching again");
+                        break;
+                    }
+                    continue;
+                }
+            };
             // A watcher error (a missed heartbeat while NATS is away) is
             // not fatal: the ordered consumer resumes where it was.
             let entry = match entry {
