@@ -240,18 +240,19 @@ impl Keys {
             return None;
         }
         let own = st.own.take();
-        let apply = match st.held.take() {
+        let stored = st.stored;
+        // `past`: the watcher is at or past this node's last put already.
+        let (apply, past) = match st.held.take() {
             // Another node's value stored after ours: it is the latest.
-            Some((r, v)) if r > st.stored => {
-                st.stored = r;
-                Some(v)
-            }
+            Some((r, v)) if r > stored => (Some(v), true),
+            // Ours came back before its acknowledgement.
+            Some((r, _)) if r == stored && revision.is_some() => (own, true),
             // Ours (applied again: the watcher may have applied an older
             // one between the local retain and the put being queued).
-            _ if revision.is_some() => own,
-            _ => None,
+            _ if revision.is_some() => (own, false),
+            _ => (None, false),
         };
-        if st.stored == 0 {
+        if past || stored == 0 {
             self.by_key.remove(key);
         }
         apply
@@ -639,5 +640,14 @@ mod tests {
         k.queued("u", v("own"));
         assert_eq!(k.watched("u", 2, v("other")), None);
         assert_eq!(k.ended("u", None), Some(v("other")));
+        // Our own value back before its acknowledgement: nothing left.
+        k.queued("e", v("own"));
+        assert_eq!(k.watched("e", 3, v("own")), None);
+        assert_eq!(k.ended("e", Some(3)), Some(v("own")));
+        assert!(
+            k.by_key.is_empty(),
+            "{:?}",
+            k.by_key.keys().collect::<Vec<_>>()
+        );
     }
 }
