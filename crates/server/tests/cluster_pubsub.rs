@@ -681,3 +681,36 @@ fn a_node_whose_nats_has_no_jetstream_exits_non_zero_and_says_so() {
         started.elapsed()
     );
 }
+
+/// The retained events bucket's stream config, from the monitoring port.
+fn bucket_config(nats: &Nats) -> serde_json::Value {
+    let jsz = common::nats::http_get(nats.monitor, "/jsz?accounts=true&streams=true&config=true");
+    jsz["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["name"] == "KV_sy_retained")
+        .map(|s| s["config"].clone())
+        .unwrap_or_else(|| panic!("no KV_sy_retained in {jsz}"))
+}
+
+#[test]
+fn the_bucket_is_capped_at_twice_the_realms_limits_and_follows_them() {
+    let nats = Nats::start();
+    let _a = nats.node("a");
+    // Defaults: 16 MiB and 10,000 topics, plus 4 KiB of envelope a topic.
+    let config = bucket_config(&nats);
+    assert_eq!(config["max_bytes"], (16_777_216 + 10_000 * 4096) * 2);
+    assert_eq!(config["max_msgs"], 20_000);
+    assert_eq!(config["max_msgs_per_subject"], 1);
+    // A node started with other limits (a changed configuration) sets
+    // the caps to its own.
+    let _b = nats.node_with(
+        "b",
+        "max_retained_bytes = 1000\nretained_topics_limit = 10\n",
+    );
+    let config = bucket_config(&nats);
+    assert_eq!(config["max_bytes"], 1 << 20, "the floor of 1 MiB");
+    assert_eq!(config["max_msgs"], 1024, "the floor of 1024 values");
+}

@@ -382,7 +382,20 @@ pub async fn start(
     let deadline = tokio::time::Instant::now() + BUCKET_WAIT;
     let stored = loop {
         match js.get_or_create_stream(config.clone()).await {
-            Ok(mut s) => break s.info().await.map(|i| i.state.messages).unwrap_or(1),
+            Ok(mut s) => {
+                // Made by a node with other realm limits (the configuration
+                // changed): its caps follow this node's.
+                let have = &s.cached_info().config;
+                if (have.max_bytes, have.max_messages) != (config.max_bytes, config.max_messages) {
+                    let mut update = have.clone();
+                    update.max_bytes = config.max_bytes;
+                    update.max_messages = config.max_messages;
+                    if let Err(e) = js.update_stream(update).await {
+                        tracing::warn!("cluster: cannot update the caps of the retained events bucket {bucket}: {e}");
+                    }
+                }
+                break s.info().await.map(|i| i.state.messages).unwrap_or(1);
+            }
             // Nobody answers JetStream requests: not enabled on this server
             // (a NATS cluster electing its leader answers "unavailable").
             Err(e)
