@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::nats::{Nats, NatsCluster};
 use common::pubsub::{
-    assert_all, assert_increasing, call, client, collect, events, publish, publish_until,
-    subscribe_with, warm_up,
+    assert_all, assert_increasing, call, client, collect, collect_counting, events, publish,
+    publish_until, subscribe_with, warm_up,
 };
 use common::{free_port, Raw, Router};
 use switchyard_proto::{Dict, Value};
@@ -426,9 +426,10 @@ fn nats_restarted_under_load_the_nodes_reconnect_and_deliver_again() {
         Arc::new(AtomicBool::new(false)),
     );
     let count = Arc::new(AtomicU64::new(0));
+    let on_b_count = Arc::new(AtomicU64::new(0));
     let readers = [
         collect(on_a, stop_sub.clone()),
-        collect(on_b, stop_sub.clone()),
+        collect_counting(on_b, stop_sub.clone(), on_b_count.clone()),
     ];
     let publisher = publish_until(
         client(&a).0,
@@ -439,7 +440,13 @@ fn nats_restarted_under_load_the_nodes_reconnect_and_deliver_again() {
         stop_pub.clone(),
     );
     std::thread::sleep(Duration::from_millis(500));
+    // Everything published so far reached b before NATS goes.
     let before = count.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_b_count.load(Ordering::SeqCst) < before {
+        assert!(Instant::now() < deadline, "b is behind before the outage");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     nats.stop();
     for p in &ops {
         wait_readyz(*p, 503);

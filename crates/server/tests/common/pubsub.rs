@@ -94,7 +94,16 @@ pub type Received = std::collections::BTreeMap<u64, Vec<u64>>;
 
 /// Reads EVENTs `[publisher, n]` on `c` in a thread until `stop` is set
 /// and `c` has been quiet for 300 ms (or its connection ends).
-pub fn collect(mut c: Raw, stop: Arc<AtomicBool>) -> JoinHandle<Received> {
+pub fn collect(c: Raw, stop: Arc<AtomicBool>) -> JoinHandle<Received> {
+    collect_counting(c, stop, Arc::default())
+}
+
+/// [`collect`], and `count` follows how many events it has received.
+pub fn collect_counting(
+    mut c: Raw,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) -> JoinHandle<Received> {
     std::thread::spawn(move || {
         c.stream
             .set_read_timeout(Some(Duration::from_millis(300)))
@@ -109,6 +118,7 @@ pub fn collect(mut c: Raw, stop: Arc<AtomicBool>) -> JoinHandle<Received> {
                         a.get(1).and_then(Value::as_u64),
                     ) {
                         got.entry(p).or_default().push(n);
+                        count.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 Some(_) => {}
