@@ -25,6 +25,12 @@
 //!   client). A receiving node feeds the event into its Broker's local
 //!   delivery, [`Broker::deliver_remote`](crate::broker::Broker::deliver_remote),
 //!   never back into the backplane.
+//! - **Retained events.** A publication with `retain` that this node
+//!   retained is handed to [`Backplane::retain`] as well; the NATS
+//!   implementation keeps the latest per topic in a NATS KV bucket that
+//!   every node mirrors into its Broker
+//!   ([`Broker::retain_remote`](crate::broker::Broker::retain_remote)), so
+//!   `get_retained` stays a local read on every node.
 //! - **Interest.** [`Backplane::before_subscribe`] lets a SUBSCRIBE wait
 //!   (the connection suspends, as for a dynamic authorizer) until the
 //!   node's subscription to the topic's subject is in place, so that a
@@ -66,6 +72,12 @@ pub trait Backplane: Send + Sync + Debug {
     /// subscribers: deliver it to the subscribers of the other nodes.
     /// Must not block.
     fn publish(&self, publication: &Publication<'_>);
+
+    /// A publication this node retained (`retain` asked, the realm's
+    /// limits passed), after [`Backplane::publish`]: make it the topic's
+    /// retained event on the other nodes too, so a `get_retained` there
+    /// returns it. Must not block (the default does nothing).
+    fn retain(&self, _publication: &Publication<'_>) {}
 
     /// A session is about to subscribe to (`topic`, `policy`) (checked and
     /// authorized): a wait to finish before the subscription is made and
@@ -247,6 +259,7 @@ mod tests {
     #[derive(Debug, Default)]
     struct Recorder {
         published: Mutex<Vec<(u64, String, u64)>>,
+        retained: Mutex<Vec<(u64, String)>>,
         called: Mutex<Vec<(u64, String)>>,
     }
 
@@ -255,6 +268,10 @@ mod tests {
             self.published
                 .lock()
                 .push((p.id, p.topic.to_string(), p.publisher.id));
+        }
+
+        fn retain(&self, p: &Publication<'_>) {
+            self.retained.lock().push((p.id, p.topic.to_string()));
         }
 
         fn call(&self, c: &CallRequest<'_>) -> bool {
@@ -307,6 +324,50 @@ mod tests {
             *recorder.published.lock(),
             vec![(id, "com.example.topic".to_string(), 7)]
         );
+    }
+
+    #[test]
+    fn only_what_this_node_retained_is_shared_as_retained() {
+        let recorder = Arc::new(Recorder::default());
+        let broker = Broker::new(BrokerConfig {
+            backplane: Some(recorder.clone()),
+            max_retained_bytes: 64,
+            ..BrokerConfig::default()
+        });
+        let (publisher, _rx) = session(7);
+        let retain = Dict::new().with("retain", true);
+        let small = Payload::values(vec![Value::UInt(1)], None);
+        // Over max_retained_bytes by its topic alone.
+        let long = format!("t.{}", "x".repeat(100));
+        let plain = broker
+            .publish(&publisher, "t.plain", &Dict::new(), &small)
+            .expect("published");
+        let kept = broker
+            .publish(&publisher, "t.kept", &retain, &small)
+            .expect("published");
+        let refused = broker
+            .publish(&publisher, &long, &retain, &small)
+            .expect("published");
+        // Every publication goes out; only the retained one is shared as
+        // retained (the one over max_retained_bytes is not).
+        assert_eq!(
+            recorder
+                .published
+                .lock()
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            vec![plain, kept, refused]
+        );
+        assert_eq!(
+            *recorder.retained.lock(),
+            vec![(kept, "t.kept".to_string())]
+        );
+        // What another node retained is returned as a local one, through
+        // the same limits.
+        assert!(broker.retain_remote(5, "t.remote", 99, &Dict::new(), Dict::new(), &small));
+        assert!(!broker.retain_remote(6, &long, 99, &Dict::new(), Dict::new(), &small));
+        assert_eq!(broker.retained_topics(), 2);
     }
 
     #[test]

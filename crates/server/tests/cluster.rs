@@ -333,13 +333,14 @@ fn one_publishers_order_holds_across_topics_on_another_node() {
 
 #[test]
 fn a_subscriber_joining_a_history_subscription_gets_remote_events() {
-    // A history subscription exists from the start without subscribers;
-    // its first subscriber creates no subscription (no on_create), and the
-    // node must still start listening for the topic.
+    // A history subscription exists from the start without subscribers,
+    // and records the events of every node: each node listens for its
+    // topic from the start (its first subscriber creates no subscription,
+    // no on_create, and needs no new NATS subscription).
     let nats = Nats::start();
     let history = "[[realm.history]]\ntopic = \"h.t\"\n";
     let (a, b) = (nats.node_with("a", history), nats.node_with("b", history));
-    nats.wait_subjects("b", &[]);
+    nats.wait_subjects("b", &["sy.realm1.pub.h.t"]);
     let (mut publisher, _) = client(&a);
     let (mut on_b, _) = client(&b);
     subscribe(&mut on_b, "h.t", "exact");

@@ -15,6 +15,12 @@ rpc_nodes       (callee router, caller router), per module, parametrized: ``one-
                 over a nats-server: RPC across nodes, docs/CLUSTER.md). Tests that use
                 it wait for a registration to be known on the caller's node
                 (``wamplib.registered``) before calling.
+pubsub_nodes    (n0, n1, n2), per module, parametrized: ``one-node`` (the module's
+                ``router`` three times) and ``three-nodes`` (three cluster nodes over a
+                nats-server with JetStream): PubSub with its sessions spread over the
+                nodes. Sessions whose subscription ids are compared must share a node
+                (ids are per node); a test that reads a retained event on another node
+                than the publisher's first waits for it (``wamplib.retained_everywhere``).
 
 Both yield ``routerproc.Router`` objects: ``ws_url``, ``rs_host``/``rs_port``,
 ``unix_path``, ``log_path`` (stdout+stderr of the router, one file per test or
@@ -63,15 +69,33 @@ def rpc_nodes(request):
     try:
         yield routers[0], routers[1]
     finally:
-        errors = []
-        for r in routers:
-            try:
-                _stop_and_check(r)
-            except BaseException as e:
-                errors.append(str(e))
-        nats.stop()
-        if errors:
-            pytest.fail("\n\n".join(errors), pytrace=False)
+        _stop_cluster(nats, routers)
+
+
+@pytest.fixture(scope="module", params=["one-node", "three-nodes"])
+def pubsub_nodes(request):
+    """(n0, n1, n2): the module's router three times, or three cluster nodes."""
+    if request.param == "one-node":
+        r = request.getfixturevalue("router")
+        yield r, r, r
+        return
+    nats, routers = start_cluster(f"{request.module.__name__}-pubsub", 3)
+    try:
+        yield tuple(routers)
+    finally:
+        _stop_cluster(nats, routers)
+
+
+def _stop_cluster(nats, routers):
+    errors = []
+    for r in routers:
+        try:
+            _stop_and_check(r)
+        except BaseException as e:
+            errors.append(str(e))
+    nats.stop()
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
 
 
 class RouterFactory:

@@ -282,8 +282,9 @@ class NatsServer:
 
 
 def start_nats(ready_timeout=10.0) -> NatsServer:
+    """A nats-server with JetStream (cluster mode keeps its sessions and retained events in
+    NATS KV buckets) and a temporary store."""
     port = free_port()
-    # JetStream (-js): the cluster keeps its sessions in a NATS KV bucket.
     store = tempfile.mkdtemp(prefix="switchyard-nats-")
     proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -291,6 +292,7 @@ def start_nats(ready_timeout=10.0) -> NatsServer:
     while not _can_connect_tcp(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
+            shutil.rmtree(store, ignore_errors=True)
             raise RuntimeError(f"nats-server ({nats_server_bin()}) did not start "
                                "(scripts/install-nats.sh installs it)")
         time.sleep(0.05)

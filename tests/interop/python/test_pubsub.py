@@ -40,11 +40,12 @@ def assert_payload(args, kwargs):
 
 
 @pytest.mark.parametrize("transport,ser", COMBOS, ids=IDS)
-def test_pubsub_args_kwargs(router, transport, ser):
+def test_pubsub_args_kwargs(pubsub_nodes, transport, ser):
     async def main():
         loop = asyncio.get_running_loop()
-        sub = await connect(router, transport, ser)
-        pub = await connect(router, transport, ser)
+        n0, n1, _ = pubsub_nodes
+        sub = await connect(n0, transport, ser)
+        pub = await connect(n1, transport, ser)
         try:
             t = topic()
             got = loop.create_future()
@@ -61,7 +62,7 @@ def test_pubsub_args_kwargs(router, transport, ser):
 
 
 @pytest.mark.parametrize("pub_ser", ["json", "msgpack", "cbor"])
-def test_pubsub_cross_serializer(router, pub_ser):
+def test_pubsub_cross_serializer(pubsub_nodes, pub_ser):
     """Publisher with one serializer, subscribers with all three (bytes included:
     JSON carries them as "\\u0000"+base64)."""
 
@@ -73,10 +74,10 @@ def test_pubsub_cross_serializer(router, pub_ser):
         try:
             for i, ser in enumerate(["json", "msgpack", "cbor"]):
                 transport = ["ws", "rs", "unix"][i]
-                subs[ser] = await connect(router, transport, ser)
+                subs[ser] = await connect(pubsub_nodes[i], transport, ser)
                 futs[ser] = loop.create_future()
                 await asyncio.wait_for(subs[ser].subscribe(on_event_into(futs[ser]), t), T)
-            pub = await connect(router, "ws", pub_ser)
+            pub = await connect(pubsub_nodes[1], "ws", pub_ser)
             await asyncio.wait_for(pub.publish(t, *ARGS, options=PublishOptions(acknowledge=True), **KWARGS), T)
             for ser, fut in futs.items():
                 try:
@@ -106,14 +107,14 @@ def test_acknowledged_publish_without_subscribers(router):
     run(main())
 
 
-def test_publisher_exclusion(router):
+def test_publisher_exclusion(pubsub_nodes):
     """Default: a publisher subscribed to its own topic does not get its event;
     exclude_me=False delivers it."""
 
     async def main():
         loop = asyncio.get_running_loop()
-        me = await connect(router, "ws", "json")
-        other = await connect(router, "rs", "msgpack")
+        me = await connect(pubsub_nodes[0], "ws", "json")
+        other = await connect(pubsub_nodes[1], "rs", "msgpack")
         try:
             t = topic()
             mine, others = [], []
@@ -170,10 +171,10 @@ def test_same_topic_same_subscription_id(router):
     run(main())
 
 
-def test_unsubscribe_stops_delivery(router):
+def test_unsubscribe_stops_delivery(pubsub_nodes):
     async def main():
-        sub = await connect(router, "ws", "cbor")
-        pub = await connect(router, "ws", "json")
+        sub = await connect(pubsub_nodes[2], "ws", "cbor")
+        pub = await connect(pubsub_nodes[0], "ws", "json")
         try:
             t = topic()
             got = []
@@ -194,7 +195,7 @@ def test_unsubscribe_stops_delivery(router):
     run(main())
 
 
-def test_fanout_preserves_publisher_order(router):
+def test_fanout_preserves_publisher_order(pubsub_nodes):
     """Events from one publisher reach every subscriber (any transport /
     serializer) exactly once and in publication order."""
 
@@ -205,8 +206,8 @@ def test_fanout_preserves_publisher_order(router):
         subs, got, done = [], {}, {}
         pub = None
         try:
-            for transport, ser in COMBOS[:6]:
-                s = await connect(router, transport, ser)
+            for i, (transport, ser) in enumerate(COMBOS[:6]):
+                s = await connect(pubsub_nodes[i % 3], transport, ser)
                 key = f"{transport}-{ser}"
                 got[key], done[key] = [], loop.create_future()
 
@@ -217,7 +218,7 @@ def test_fanout_preserves_publisher_order(router):
 
                 await asyncio.wait_for(s.subscribe(handler, t), T)
                 subs.append(s)
-            pub = await connect(router, "ws", "msgpack")
+            pub = await connect(pubsub_nodes[1], "ws", "msgpack")
             for i in range(n - 1):
                 pub.publish(t, i)  # fire and forget ...
             await asyncio.wait_for(pub.publish(t, n - 1, options=PublishOptions(acknowledge=True)), T)

@@ -31,7 +31,8 @@ from autobahn.wamp.types import PublishOptions
 import wamplib
 from wamplib import (ERROR, EVENT, LOOSE_REALM, PUBLISH, PUBLISHED, PUBLISHER_FEATURES, SUBSCRIBE, SUBSCRIBED,
                      SUBSCRIBER_FEATURES, UNKNOWN_ID, BlockingRs, Peer, T, ack, authid, close_all, close_peers,
-                     connect, marker, meta_error, run, sid, subscribe, unique_uri, wait_until)
+                     connect, marker, meta_error, retained_everywhere, run, sid, subscribe, unique_uri,
+                     wait_until)
 
 PUBLISHER_KEYS = {"publisher", "publisher_authid", "publisher_authrole"}
 
@@ -109,15 +110,15 @@ FILTER_CASES = [
 ]
 
 
-def test_subscriber_black_and_whitelisting(router):
+def test_subscriber_black_and_whitelisting(pubsub_nodes):
     """Each option alone and in combinations: a subscriber gets the event iff
     it passes every list present."""
 
     async def main():
-        a = await connect(router, "ws", "json")
-        b = await connect(router, "rs", "msgpack")
-        c = await connect(router, "unix", "cbor")
-        pub = await connect(router, "ws", "msgpack")
+        a = await connect(pubsub_nodes[0], "ws", "json")
+        b = await connect(pubsub_nodes[1], "rs", "msgpack")
+        c = await connect(pubsub_nodes[2], "unix", "cbor")
+        pub = await connect(pubsub_nodes[1], "ws", "msgpack")
         try:
             t = topic("bw")
             boxes = {}
@@ -151,14 +152,14 @@ def test_subscriber_black_and_whitelisting(router):
     run(main())
 
 
-def test_whitelisting_raw_publisher_and_pattern_subscribers(router):
+def test_whitelisting_raw_publisher_and_pattern_subscribers(pubsub_nodes):
     """Black/whitelisting applies per subscriber on pattern subscriptions too
     (raw JSON publisher; one event, three subscriptions per session)."""
 
     async def main():
-        x = await connect(router, "rs", "json")
-        y = await connect(router, "ws", "cbor")
-        pub = await pubsub_peer(router)
+        x = await connect(pubsub_nodes[0], "rs", "json")
+        y = await connect(pubsub_nodes[2], "ws", "cbor")
+        pub = await pubsub_peer(pubsub_nodes[1])
         try:
             base = topic("bwp")
             t = base + ".room.status"
@@ -189,10 +190,10 @@ def test_whitelisting_raw_publisher_and_pattern_subscribers(router):
 # 2. publisher exclusion and publisher identification
 # ==========================================================================
 
-def test_publisher_exclusion(router):
+def test_publisher_exclusion(pubsub_nodes):
     async def main():
-        me = await connect(router, "ws", "json")
-        other = await connect(router, "rs", "msgpack")
+        me = await connect(pubsub_nodes[0], "ws", "json")
+        other = await connect(pubsub_nodes[2], "rs", "msgpack")
         try:
             t = topic("pe")
             mine, _ = await subscribe(me, t)
@@ -228,12 +229,12 @@ def _publisher_fields(d):
 NOBODY = {"publisher": None, "publisher_authid": None, "publisher_authrole": None}
 
 
-def test_disclose_me(router):
+def test_disclose_me(pubsub_nodes):
     async def main():
-        ab_sub = await connect(router, "rs", "cbor")
-        raw_sub = await pubsub_peer(router)
-        raw_pub = await pubsub_peer(router)
-        ab_pub = await connect(router)
+        ab_sub = await connect(pubsub_nodes[0], "rs", "cbor")
+        raw_sub = await pubsub_peer(pubsub_nodes[1])
+        raw_pub = await pubsub_peer(pubsub_nodes[2])
+        ab_pub = await connect(pubsub_nodes[1])
         try:
             t = topic("dm")
             box, _ = await subscribe(ab_sub, t)
@@ -323,11 +324,11 @@ def test_realm_disclose_publisher_never(router_factory):
 # 3. pattern-based subscriptions
 # ==========================================================================
 
-def test_prefix_spec_example(router):
+def test_prefix_spec_example(pubsub_nodes):
     async def main():
-        sub = await pubsub_peer(router)
-        ab = await connect(router, "unix", "msgpack")
-        pub = await connect(router)
+        sub = await pubsub_peer(pubsub_nodes[1])
+        ab = await connect(pubsub_nodes[1], "unix", "msgpack")
+        pub = await connect(pubsub_nodes[0])
         try:
             root = topic("pfx")  # stands in for "com.myapp"
             pattern = root + ".topic.emergency"
@@ -357,11 +358,11 @@ def test_prefix_spec_example(router):
     run(main())
 
 
-def test_wildcard_spec_example(router):
+def test_wildcard_spec_example(pubsub_nodes):
     async def main():
-        sub = await pubsub_peer(router)
-        ab = await connect(router, "rs", "cbor")
-        pub = await connect(router)
+        sub = await pubsub_peer(pubsub_nodes[2])
+        ab = await connect(pubsub_nodes[2], "rs", "cbor")
+        pub = await connect(pubsub_nodes[0])
         try:
             app = "com.myapp" + uuid.uuid4().hex[:8]  # "com.myapp" with a unique second component
             pattern = app + "..userevent"
@@ -398,11 +399,11 @@ def test_wildcard_spec_example(router):
     run(main())
 
 
-def test_event_delivered_once_per_matching_subscription(router):
+def test_event_delivered_once_per_matching_subscription(pubsub_nodes):
     async def main():
-        sub = await pubsub_peer(router)
-        other = await pubsub_peer(router)
-        pub = await connect(router, "rs", "msgpack")
+        sub = await pubsub_peer(pubsub_nodes[1])
+        other = await pubsub_peer(pubsub_nodes[1])
+        pub = await connect(pubsub_nodes[2], "rs", "msgpack")
         try:
             root = topic("multi")
             t = root + ".a.b"
@@ -447,10 +448,10 @@ def test_event_delivered_once_per_matching_subscription(router):
     run(main())
 
 
-def test_autobahn_prefix_and_wildcard_details_topic(router):
+def test_autobahn_prefix_and_wildcard_details_topic(pubsub_nodes):
     async def main():
-        s = await connect(router, "ws", "cbor")
-        pub = await connect(router, "unix", "json")
+        s = await connect(pubsub_nodes[0], "ws", "cbor")
+        pub = await connect(pubsub_nodes[2], "unix", "json")
         try:
             root = topic("abp")
             boxp, sp = await subscribe(s, root + ".", match="prefix")
@@ -481,16 +482,17 @@ def test_autobahn_prefix_and_wildcard_details_topic(router):
 # 4. event retention
 # ==========================================================================
 
-def test_retained_event_delivered_on_subscribe(router):
+def test_retained_event_delivered_on_subscribe(pubsub_nodes):
     async def main():
-        pub = await connect(router)
+        pub = await connect(pubsub_nodes[0])
         late = plain = raw = late2 = None
         try:
             t = topic("ret")
             p1 = await ack(pub, t, "retained-1", v=1, options={"retain": True})
             await ack(pub, t, "not-retained")  # does not replace the retained event
+            await retained_everywhere(pub, pubsub_nodes)
 
-            late, plain = await connect(router, "rs", "msgpack"), await connect(router, "ws", "cbor")
+            late, plain = await connect(pubsub_nodes[1], "rs", "msgpack"), await connect(pubsub_nodes[2], "ws", "cbor")
             box, s = await subscribe(late, t, get_retained=True)
             box_plain, _ = await subscribe(plain, t)  # no get_retained: nothing on subscribe
             await marker(pub, t, 1)
@@ -504,7 +506,7 @@ def test_retained_event_delivered_on_subscribe(router):
             assert box_plain.before_marker(1) == [], f"retained event sent without get_retained: {box_plain.args}"
 
             # on the wire: the retained EVENT comes right after SUBSCRIBED, on that subscription
-            raw = await pubsub_peer(router)
+            raw = await pubsub_peer(pubsub_nodes[2])
             rid = raw.req()
             await raw.send([SUBSCRIBE, rid, {"get_retained": True}, t])
             first = await raw.next(what="SUBSCRIBED")
@@ -515,7 +517,8 @@ def test_retained_event_delivered_on_subscribe(router):
 
             # a later retained publish replaces it
             await ack(pub, t, "retained-2", options={"retain": True})
-            late2 = await connect(router)
+            await retained_everywhere(pub, pubsub_nodes)
+            late2 = await connect(pubsub_nodes[1])
             box2, _ = await subscribe(late2, t, get_retained=True)
             await marker(pub, t, 2)
             await box2.marker(2)
@@ -531,11 +534,11 @@ def test_retained_event_delivered_on_subscribe(router):
     run(main())
 
 
-def test_retained_event_respects_eligibility(router):
+def test_retained_event_respects_eligibility(pubsub_nodes):
     async def main():
-        pub = await connect(router)
-        x = await connect(router, "rs", "msgpack")
-        y = await connect(router, "ws", "cbor")
+        pub = await connect(pubsub_nodes[0])
+        x = await connect(pubsub_nodes[1], "rs", "msgpack")
+        y = await connect(pubsub_nodes[2], "ws", "cbor")
         try:
             cases = [  # (options of the retained publish, who may get it on subscribe)
                 ({"exclude_authrole": ["anonymous"]}, ""),
@@ -549,6 +552,7 @@ def test_retained_event_respects_eligibility(router):
             for i, (opts, want) in enumerate(cases):
                 t = topic("rete")
                 await ack(pub, t, "restricted", options=dict(opts, retain=True))
+                await retained_everywhere(pub, pubsub_nodes)
                 got = ""
                 for name, s in (("x", x), ("y", y)):
                     box, _ = await subscribe(s, t, get_retained=True)
@@ -569,11 +573,11 @@ def test_retained_event_respects_eligibility(router):
     run(main())
 
 
-def test_retained_events_for_pattern_subscriptions(router):
+def test_retained_events_for_pattern_subscriptions(pubsub_nodes):
     async def main():
-        pub = await connect(router)
-        s = await connect(router, "rs", "msgpack")
-        raw = await pubsub_peer(router)
+        pub = await connect(pubsub_nodes[0])
+        s = await connect(pubsub_nodes[1], "rs", "msgpack")
+        raw = await pubsub_peer(pubsub_nodes[2])
         try:
             root = topic("retp")
             retained = {root + ".a.x": "ax", root + ".b.x": "bx", root + ".c.y": "cy"}
@@ -581,6 +585,7 @@ def test_retained_events_for_pattern_subscriptions(router):
                 await ack(pub, t, v, options={"retain": True})
             await ack(pub, root + ".d.x", "not-retained")
             await ack(pub, root + "-other.a.x", "other", options={"retain": True})
+            await retained_everywhere(pub, pubsub_nodes)
 
             boxp, _ = await subscribe(s, root + ".", match="prefix", get_retained=True)
             boxw, _ = await subscribe(s, root + "..x", match="wildcard", get_retained=True)
@@ -611,21 +616,22 @@ def test_retained_events_for_pattern_subscriptions(router):
 # 10. combinations
 # ==========================================================================
 
-def test_wildcard_subscription_blacklist_and_retention(router):
+def test_wildcard_subscription_blacklist_and_retention(pubsub_nodes):
     """A retained event published with exclude_authid=[X] on a concrete topic:
     X subscribing with a matching wildcard and get_retained gets nothing; Y
     gets it with details.topic and retained=true; live events on the same
     subscription follow the blacklist of each publication."""
 
     async def main():
-        pub = await connect(router)
-        x = await connect(router, "rs", "cbor")
-        y = await connect(router, "unix", "msgpack")
+        pub = await connect(pubsub_nodes[0])
+        x = await connect(pubsub_nodes[1], "rs", "cbor")
+        y = await connect(pubsub_nodes[1], "unix", "msgpack")  # shares x's subscription
         try:
             app = topic("combo")
             concrete = app + ".room1.status"
             pattern = app + "..status"
             p = await ack(pub, concrete, "hidden-from-x", options={"retain": True, "exclude_authid": [authid(x)]})
+            await retained_everywhere(pub, pubsub_nodes)
             bx, sx = await subscribe(x, pattern, match="wildcard", get_retained=True)
             by, sy = await subscribe(y, pattern, match="wildcard", get_retained=True)
             assert sx.id == sy.id
@@ -646,7 +652,8 @@ def test_wildcard_subscription_blacklist_and_retention(router):
             assert bx.before_marker(2)[-2:] == [["not-for-y"], ["x-only"]], bx.args
             assert by.before_marker(2) == [["hidden-from-x"], ["marker", 1]], by.args
             # a newcomer gets every retained event it is eligible for: room1 (retained for all but x)
-            z = await connect(router)
+            await retained_everywhere(pub, pubsub_nodes)
+            z = await connect(pubsub_nodes[2])
             try:
                 bz, _ = await subscribe(z, pattern, match="wildcard", get_retained=True)
                 await marker(pub, app + ".room4.status", 3)
@@ -660,11 +667,11 @@ def test_wildcard_subscription_blacklist_and_retention(router):
     run(main())
 
 
-def test_prefix_and_exact_subscription_on_one_session_with_disclose_me(router):
+def test_prefix_and_exact_subscription_on_one_session_with_disclose_me(pubsub_nodes):
     async def main():
-        ab = await connect(router, "ws", "msgpack")
-        raw = await pubsub_peer(router)
-        pub = await pubsub_peer(router)
+        ab = await connect(pubsub_nodes[0], "ws", "msgpack")
+        raw = await pubsub_peer(pubsub_nodes[0])
+        pub = await pubsub_peer(pubsub_nodes[1])
         try:
             root = topic("pxd")
             t = root + ".item"

@@ -641,6 +641,35 @@ async def marker(pub, uri, tag, **opts):
     return await ack(pub, uri, "marker", tag, options=opts)
 
 
+async def retained_everywhere(pub, nodes):
+    """Wait until every node of `nodes` (cluster nodes; the same router repeated
+    for one node) returns the retained events `pub` published so far. Cluster
+    nodes share retained events through a NATS KV bucket, a moment after the
+    publication (docs/CLUSTER.md): `pub` retains a marker on a fresh topic, and
+    each node is asked for it until it has it (one node's retained events reach
+    every other node in the order they were published)."""
+    distinct = list({id(n): n for n in nodes}.values())
+    if len(distinct) < 2:
+        return
+    t = unique_uri("com.example.sync", "retained")
+    await ack(pub, t, "sync", options={"retain": True})
+    for node in distinct:
+        s = await connect(node)
+        try:
+            deadline = time.monotonic() + T
+            while True:
+                inbox, sub = await subscribe(s, t, get_retained=True)
+                try:
+                    await inbox.wait_for(lambda e: e.args == ["sync"], timeout=0.2)
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"retained marker {t} not on {node.name} within {T}s") from None
+                await asyncio.wait_for(sub.unsubscribe(), T)
+        finally:
+            await close_all(s)
+
+
 # --------------------------------------------------------------------------
 # raw session with a background reader
 # --------------------------------------------------------------------------

@@ -402,7 +402,21 @@ impl Broker {
             });
         }
         if options.get_bool("retain") == Some(true) {
-            self.retain(topic, publication, details, payload, filter);
+            // Retained here first: only what passed this node's limits is
+            // shared with the other nodes, as the topic's retained event.
+            let shared = self.config.backplane.as_ref().map(|b| (b, details.clone()));
+            if self.retain(topic, publication, details, payload, filter) {
+                if let Some((backplane, details)) = shared {
+                    backplane.retain(&Publication {
+                        id: publication,
+                        topic,
+                        publisher,
+                        options,
+                        details: &details,
+                        payload,
+                    });
+                }
+            }
         }
         publication
     }
@@ -431,6 +445,27 @@ impl Broker {
             .deliver(publication, topic, details, payload, &filter);
     }
 
+    /// Retains `topic`'s last event another node of the cluster retained
+    /// (the receiving side of [`Backplane::retain`]): what a later
+    /// `get_retained` here returns, with the filters (`exclude`, `eligible`,
+    /// `exclude_me`) of `options` evaluated then against this node's
+    /// sessions. The realm's limits apply as to a local one; false when
+    /// they refused it.
+    pub fn retain_remote(
+        &self,
+        publication: u64,
+        topic: &str,
+        publisher: u64,
+        options: &Dict,
+        details: Dict,
+        payload: &Payload,
+    ) -> bool {
+        let filter = Filter::from_options(options, Some(publisher));
+        self.retain(topic, publication, details, payload, filter)
+    }
+
+    /// Keeps the event as `topic`'s retained one; false when a limit
+    /// refused it.
     fn retain(
         &self,
         topic: &str,
@@ -438,7 +473,7 @@ impl Broker {
         details: Dict,
         payload: &Payload,
         filter: Filter,
-    ) {
+    ) -> bool {
         let mut retained = self.retained.lock();
         let retained = &mut *retained;
         if !retained.by_topic.contains_key(topic)
@@ -449,7 +484,7 @@ impl Broker {
                 limit = self.config.retained_limit,
                 "event not retained: the realm already retains events on its limit of topics"
             );
-            return;
+            return false;
         }
         let event = Retained {
             publication,
@@ -475,10 +510,11 @@ impl Broker {
                 limit = self.config.max_retained_bytes,
                 "event not retained: the realm's retained events would exceed max_retained_bytes"
             );
-            return;
+            return false;
         }
         retained.bytes = total;
         retained.by_topic.insert(topic.to_string(), event);
+        true
     }
 
     /// Bytes held by retained events.
@@ -566,13 +602,15 @@ impl Broker {
     }
 
     /// The pattern (URI and match policy) of every subscription that has
-    /// subscribers now: what a cluster node must hear of from the others.
+    /// subscribers now or keeps an event history: what a cluster node must
+    /// hear of from the others (a history records the events published on
+    /// every node).
     pub fn subscribed_patterns(&self) -> Vec<(String, MatchPolicy)> {
         self.state
             .read()
             .subs
             .values()
-            .filter(|s| !s.subscribers.is_empty())
+            .filter(|s| !s.subscribers.is_empty() || s.history.is_some())
             .map(|s| (s.uri.clone(), s.policy))
             .collect()
     }

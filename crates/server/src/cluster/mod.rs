@@ -49,7 +49,12 @@
 //! dead: its proxies leave every Dealer and their calls fail with
 //! `wamp.error.canceled` naming the node.
 //!
-//! Not done yet: retained events and history across nodes, queues
+//! Retained events live in a NATS KV bucket every node mirrors
+//! ([`retained`]); a realm's event histories are recorded on every node
+//! (each node subscribes to its history topics' subjects as if they had a
+//! local subscriber, and records what it receives).
+//!
+//! Not done yet: queues
 //! (docs/CLUSTER.md lists them).
 
 pub mod config;
@@ -58,6 +63,7 @@ pub mod heartbeat;
 pub mod meta;
 pub mod proxy;
 pub mod relay;
+pub mod retained;
 pub mod subject;
 pub mod wire;
 
@@ -136,6 +142,11 @@ pub struct Cluster {
     changes: ChangesTx,
     changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
+    /// Retained events shared through the NATS KV bucket ([`retained`]).
+    retained: Arc<retained::Outbox>,
+    /// Replicas of the cluster's JetStream state (the retained events
+    /// bucket): one per configured NATS server, at most 3.
+    replicas: usize,
     /// Per realm: what its backplane and its reader share.
     realms: parking_lot::Mutex<HashMap<String, Arc<RealmShared>>>,
 }
@@ -287,7 +298,7 @@ impl Cluster {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
             client,
-            node,
+            node: node.clone(),
             prefix: c.subject_prefix.clone(),
             outbound,
             control,
@@ -297,6 +308,8 @@ impl Cluster {
             changes,
             changes_rx: parking_lot::Mutex::new(Some(changes_rx)),
             dropped: Arc::default(),
+            retained: Arc::new(retained::Outbox::new(node.clone())),
+            replicas: c.nats.len().clamp(1, 3),
             realms: parking_lot::Mutex::default(),
         })
     }
@@ -344,6 +357,7 @@ impl Cluster {
             shared: self.shared(realm),
             changes: self.changes.clone(),
             meta: self.meta.realm(realm),
+            retained: self.retained.clone(),
         })
     }
 
@@ -373,6 +387,16 @@ impl Cluster {
             links.push(self.link_rpc(&parts).await?);
             rpc.insert(name, parts);
         }
+        links.push(
+            retained::start(
+                &self.client,
+                &self.prefix,
+                router,
+                self.retained.clone(),
+                self.replicas,
+            )
+            .await?,
+        );
         let Some(changes) = self.changes_rx.lock().take() else {
             return Err("cluster: started twice".into());
         };
@@ -496,6 +520,7 @@ pub struct NatsBackplane {
     shared: Arc<RealmShared>,
     changes: ChangesTx,
     meta: Arc<meta::RealmMeta>,
+    retained: Arc<retained::Outbox>,
 }
 
 impl Backplane for NatsBackplane {
@@ -543,6 +568,10 @@ impl Backplane for NatsBackplane {
                 );
             }
         }
+    }
+
+    fn retain(&self, p: &Publication<'_>) {
+        self.retained.put(&self.realm, p);
     }
 
     fn call(&self, _: &CallRequest<'_>) -> bool {

@@ -8,6 +8,7 @@ pub mod health;
 pub mod http;
 pub mod memory;
 pub mod nats;
+pub mod pubsub;
 pub mod queue;
 
 use std::io::{Read, Write};

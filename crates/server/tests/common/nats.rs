@@ -20,17 +20,24 @@ pub struct Nats {
     pub port: u16,
     pub monitor: u16,
     _dir: tempfile::TempDir,
+    /// More arguments (a member of a [`NatsCluster`]: its name and routes).
+    extra: Vec<String>,
 }
 
 impl Nats {
     pub fn start() -> Nats {
+        Nats::start_with(free_port(), free_port(), Vec::new())
+    }
+
+    fn start_with(port: u16, monitor: u16, extra: Vec<String>) -> Nats {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (child, port, monitor) = Nats::spawn(dir.path(), free_port(), free_port());
+        let child = Nats::spawn(dir.path(), port, monitor, &extra);
         Nats {
             child,
             port,
             monitor,
             _dir: dir,
+            extra,
         }
     }
 
@@ -39,8 +46,7 @@ impl Nats {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, _, _) = Nats::spawn(self._dir.path(), self.port, self.monitor);
-        self.child = child;
+        self.child = Nats::spawn(self._dir.path(), self.port, self.monitor, &self.extra);
     }
 
     /// Kills the server (SIGKILL) and leaves it down.
@@ -51,15 +57,15 @@ impl Nats {
 
     /// Starts it again after [`Nats::stop`], on the same ports and store.
     pub fn start_again(&mut self) {
-        let (child, _, _) = Nats::spawn(self._dir.path(), self.port, self.monitor);
-        self.child = child;
+        self.child = Nats::spawn(self._dir.path(), self.port, self.monitor, &self.extra);
     }
 
-    fn spawn(dir: &std::path::Path, port: u16, monitor: u16) -> (Child, u16, u16) {
+    fn spawn(dir: &std::path::Path, port: u16, monitor: u16, extra: &[String]) -> Child {
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.to_string(), "-js", "-sd"])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -71,7 +77,7 @@ impl Nats {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        (child, port, monitor)
+        child
     }
 
     pub fn url(&self) -> String {
@@ -181,9 +187,109 @@ impl Drop for Nats {
     }
 }
 
+/// Three (or `n`) `nats-server -js` joined in one NATS cluster by routes
+/// on loopback (cluster name `sy`, servers `s1`, `s2`, ...; JetStream
+/// clustered, each with its own store): a node of it survives the loss of
+/// one server.
+pub struct NatsCluster {
+    pub servers: Vec<Nats>,
+}
+
+impl NatsCluster {
+    pub fn start(n: usize) -> NatsCluster {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                let extra = vec![
+                    "-n".to_string(),
+                    format!("s{}", i + 1),
+                    "--cluster_name".into(),
+                    "sy".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    all.clone(),
+                ];
+                Nats::start_with(free_port(), free_port(), extra)
+            })
+            .collect::<Vec<_>>();
+        let cluster = NatsCluster { servers };
+        // Every server routes to every other one.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for s in &cluster.servers {
+            loop {
+                let routez = http_get(s.monitor, "/routez");
+                if routez["num_routes"].as_u64() >= Some(n as u64 - 1) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "NATS routes not up: {routez}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// The URLs of every server, `first` first.
+    pub fn urls(&self, first: usize) -> Vec<String> {
+        let mut urls: Vec<String> = self.servers.iter().map(Nats::url).collect();
+        let n = urls.len();
+        urls.rotate_left(first % n);
+        urls
+    }
+
+    /// A switchyard node that knows every server of the cluster (it
+    /// connects to one of them and moves to another when that one goes).
+    pub fn node(&self, name: &str, first: usize) -> Router {
+        let nats = self
+            .urls(first)
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Router::start(&format!(
+            "[cluster]\nnode = \"{name}\"\nnats = [{nats}]\nsubject_prefix = \"sy\"\nheartbeat = \"400ms\"\n"
+        ))
+    }
+
+    /// The server node `name` is connected to now (None: none).
+    pub fn server_of(&self, name: &str) -> Option<usize> {
+        let want = format!("switchyard node {name}");
+        self.servers.iter().position(|s| {
+            try_http_get(s.monitor, "/connz").is_ok_and(|connz| {
+                connz["connections"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|c| c["name"] == want.as_str()))
+            })
+        })
+    }
+
+    /// Waits until node `name` is connected to a server other than
+    /// `not` (10 s at most).
+    pub fn wait_moved(&self, name: &str, not: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(i) = self.server_of(name).filter(|i| *i != not) {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {name} did not move to another NATS server"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// The nats-server binary: $NATS_SERVER, else `nats-server` on the PATH,
 /// else Debian's /usr/sbin/nats-server (not on a non-root user's PATH).
-fn nats_server() -> String {
+pub fn nats_server() -> String {
     if let Ok(bin) = std::env::var("NATS_SERVER") {
         return bin;
     }
@@ -198,12 +304,18 @@ fn nats_server() -> String {
 
 /// GET http://127.0.0.1:`port``path`, as JSON.
 pub fn http_get(port: u16, path: &str) -> serde_json::Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("monitor port");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    try_http_get(port, path).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+/// GET http://127.0.0.1:`port``path`, as JSON, or why not (a server that
+/// is down).
+pub fn try_http_get(port: u16, path: &str) -> Result<serde_json::Value, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
     let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    serde_json::from_str(body).map_err(|e| format!("{e}: {text}"))
 }
 
 /// A publication subject (`<prefix>.<realm>.pub.<topic>`), not a reply
