@@ -282,6 +282,7 @@ impl Cluster {
                 })
             },
             up_since,
+            c.nats.len().clamp(1, 3),
         )
         .await?;
         let (lost, lost_rx) = mpsc::unbounded_channel();

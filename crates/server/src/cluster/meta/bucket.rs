@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 
-/// How long opening the bucket at start may take.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening the bucket at start may take: a NATS cluster that has
+/// just started may take seconds to elect its JetStream leader.
+const OPEN_WAIT: Duration = Duration::from_secs(15);
+
+/// How long one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bucket's name for subject prefix `prefix`: `<prefix>_sessions`,
 /// with every character a bucket name cannot hold (anything but
@@ -29,8 +33,16 @@ pub fn name(prefix: &str) -> String {
     format!("{clean}_sessions")
 }
 
-/// Opens (creating it if needed) the sessions bucket of `prefix`.
-pub async fn open(client: &async_nats::Client, prefix: &str) -> Result<kv::Store, String> {
+/// Opens (creating it if needed) the sessions bucket of `prefix`, with
+/// `replicas` copies (one per NATS server listed, at most three). A NATS
+/// without JetStream is an error at once; a JetStream that does not answer
+/// yet (a NATS cluster electing its leader) is asked again for up to
+/// [`OPEN_WAIT`].
+pub async fn open(
+    client: &async_nats::Client,
+    prefix: &str,
+    replicas: usize,
+) -> Result<kv::Store, String> {
     let bucket = name(prefix);
     let js = jetstream::new(client.clone());
     let config = stream::Config {
@@ -43,24 +55,36 @@ pub async fn open(client: &async_nats::Client, prefix: &str) -> Result<kv::Store
         deny_delete: true,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     };
     let fail = |e: String| {
         format!("cluster: cannot open the NATS KV bucket {bucket} (is JetStream enabled, nats-server -js?): {e}")
     };
-    let open = async {
-        js.get_or_create_stream(config)
+    let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+    loop {
+        let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, js.get_or_create_stream(config.clone()))
             .await
-            .map_err(|e| e.to_string())?;
-        js.get_key_value(bucket.clone())
-            .await
-            .map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+        {
+            Ok(Ok(_)) => break,
+            Ok(Err(e))
+                if e.kind() == jetstream::context::CreateStreamErrorKind::JetStreamUnavailable =>
+            {
+                return Err(fail(e.to_string()))
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fail(e));
+        }
+        tracing::debug!("cluster: sessions bucket {bucket}: {e}; trying again");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, js.get_key_value(bucket.clone())).await {
         Ok(Ok(store)) => Ok(store),
-        Ok(Err(e)) => Err(fail(e)),
-        Err(_) => Err(fail(format!("no answer within {OPEN_TIMEOUT:?}"))),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail(format!("no answer within {ATTEMPT_TIMEOUT:?}"))),
     }
 }
 

@@ -74,8 +74,9 @@ impl Meta {
         heartbeat: Duration,
         outbound: Forward,
         up_since: Arc<parking_lot::Mutex<Instant>>,
+        replicas: usize,
     ) -> Result<Arc<Meta>, String> {
-        let kv = bucket::open(&client, prefix).await?;
+        let kv = bucket::open(&client, prefix, replicas).await?;
         let (writes, rx) = mpsc::channel(WRITES);
         Ok(Arc::new(Meta {
             node,
