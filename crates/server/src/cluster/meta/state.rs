@@ -66,6 +66,8 @@ pub struct Meta {
 
 impl Meta {
     /// Opens the sessions bucket (creating it if needed).
+    // Each argument is one independent part of the node's setup, passed once at start.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         client: async_nats::Client,
         node: Arc<str>,
