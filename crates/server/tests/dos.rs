@@ -860,6 +860,14 @@ fn queued_call_arguments_are_bounded_in_bytes() {
         procedure: "com.busy".into(),
     });
     expect_reply(&mut callee, "REGISTERED");
+    // It reads what it is sent (and never answers): a busy callee, not a slow
+    // consumer that the slow-consumer policy may disconnect (it did once, on a
+    // loaded machine, with its first 900 KiB INVOCATION unread).
+    let mut drain = callee.stream.try_clone().expect("clone");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while matches!(std::io::Read::read(&mut drain, &mut buf), Ok(n) if n > 0) {}
+    });
     let baseline = round_trip(&mut session(&r));
     let before = rss_mb(&r);
     let peak = PeakRss::start(&r);
