@@ -54,6 +54,7 @@ pub mod config;
 pub mod directory;
 pub mod heartbeat;
 pub mod proxy;
+pub mod queues;
 pub mod relay;
 pub mod subject;
 pub mod wire;
@@ -258,6 +259,21 @@ impl Cluster {
             dropped: Arc::default(),
             realms: parking_lot::Mutex::default(),
         })
+    }
+
+    /// This node's NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The subject prefix of the cluster.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// A question the caller may keep: is the NATS connection up now?

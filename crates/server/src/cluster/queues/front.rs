@@ -1,0 +1,322 @@
+//! The `switchyard.queue.*` procedures of a realm in cluster mode with JetStream queues: every
+//! node registers them (router-owned, not announced, as on one node), and each call goes to the
+//! node that owns the realm's queues:
+//!
+//! - on the owner, straight to its queue service;
+//! - elsewhere, as a NATS request on `<prefix>.<realm>.queues.api` (only the owner listens):
+//!   the call travels as a WAMP `CALL` encoded with MessagePack (its details carry the caller's
+//!   session id, authid and authrole, as the Dealer disclosed them), the answer as a `RESULT` or
+//!   an `ERROR`. The owner authorizes the call per queue with that identity, as it does its
+//!   own callers' (the same realm configuration on every node).
+//!
+//! With no owner (during a takeover) a call fails at once with
+//! `switchyard.queue.error.unavailable`: the client tries again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::RwLock;
+use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
+use switchyard_router::dealer::RegisterOptions;
+use switchyard_router::internal::{InternalCaller, InternalInvocation};
+use switchyard_router::session::Identity;
+use switchyard_router::{Realm, Session};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::queue_service::api::PROCEDURES;
+use crate::queue_service::QueueService;
+
+/// The error of a call no node can serve now.
+pub const UNAVAILABLE: &str = "switchyard.queue.error.unavailable";
+/// Forwarded calls the owner serves at once (beyond, they wait for a turn).
+const SERVED_AT_ONCE: usize = 1024;
+
+type Answer = Result<(Vec<Value>, Option<Dict>), (String, String)>;
+
+/// The procedures of one realm on this node.
+pub struct Front {
+    realm: Arc<Realm>,
+    client: async_nats::Client,
+    subject: String,
+    /// The realm's queue service while this node owns the queues.
+    service: RwLock<Option<Arc<QueueService>>>,
+    /// How long a forwarded call waits for the owner's answer (an owner that dies with the
+    /// call is noticed by this timeout only).
+    timeout: Duration,
+    _caller: InternalCaller,
+}
+
+fn identity() -> Identity {
+    Identity {
+        authid: "switchyard-queue".into(),
+        authrole: "switchyard".into(),
+        authmethod: "internal".into(),
+        authprovider: "switchyard".into(),
+    }
+}
+
+impl Front {
+    /// Registers the procedures in `realm` and serves them.
+    pub fn register(
+        realm: Arc<Realm>,
+        client: async_nats::Client,
+        subject: String,
+        timeout: Duration,
+    ) -> Result<Arc<Front>, String> {
+        let (tx, rx) = mpsc::channel(1024);
+        let caller = InternalCaller::with_invocations(identity(), tx);
+        let session = caller.session().clone();
+        let mut names = HashMap::new();
+        for (procedure, concurrency) in PROCEDURES {
+            let options = Dict::new()
+                .with("concurrency", u64::from(concurrency))
+                .with("disclose_caller", true);
+            let opts = RegisterOptions::parse(&options).map_err(|(_, m)| m)?;
+            let mut id = 0;
+            realm
+                .dealer
+                .register(&session, procedure, &opts, |r| id = r)
+                .map_err(|(uri, m)| {
+                    format!(
+                        "realm \"{}\": cannot register {procedure}: {uri}: {m}",
+                        realm.name()
+                    )
+                })?;
+            names.insert(id, procedure);
+        }
+        let front = Arc::new(Front {
+            realm,
+            client,
+            subject,
+            service: RwLock::new(None),
+            timeout,
+            _caller: caller,
+        });
+        tokio::spawn(serve(Arc::downgrade(&front), session, names, rx));
+        Ok(front)
+    }
+
+    /// This node now owns the queues (`Some`) or no longer does (`None`).
+    pub fn set_service(&self, service: Option<Arc<QueueService>>) {
+        *self.service.write() = service;
+    }
+
+    /// The service, while this node owns the queues.
+    pub fn service(&self) -> Option<Arc<QueueService>> {
+        self.service.read().clone()
+    }
+
+    async fn answer(&self, procedure: &str, inv: InternalInvocation) -> Answer {
+        match self.service() {
+            Some(s) => s
+                .handle(procedure, inv)
+                .await
+                .map_err(|(uri, m)| (uri.to_string(), m)),
+            None => self.forward(procedure, inv).await,
+        }
+    }
+
+    /// Sends the call to the owner and waits for its answer.
+    async fn forward(&self, procedure: &str, inv: InternalInvocation) -> Answer {
+        let call = Message::Call {
+            request: 1,
+            options: inv.details,
+            procedure: procedure.to_string(),
+            payload: Payload::values(inv.args, Some(inv.kwargs)),
+        }
+        .encode(Serializer::MsgPack)
+        .map_err(|e| {
+            (
+                UNAVAILABLE.to_string(),
+                format!("cannot forward the call: {e:?}"),
+            )
+        })?;
+        let unavailable = |why: String| {
+            (
+                UNAVAILABLE.to_string(),
+                format!(
+                    "the queues of realm \"{}\" cannot be reached now ({why}); try again",
+                    self.realm.name()
+                ),
+            )
+        };
+        let reply = match tokio::time::timeout(
+            self.timeout,
+            self.client.request(self.subject.clone(), call),
+        )
+        .await
+        {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                let why = match e.kind() {
+                    async_nats::client::RequestErrorKind::NoResponders => {
+                        "no node dispatches them: a takeover is under way".to_string()
+                    }
+                    _ => e.to_string(),
+                };
+                return Err(unavailable(why));
+            }
+            Err(_) => return Err(unavailable(format!("no answer within {:?}", self.timeout))),
+        };
+        match Message::decode(Serializer::MsgPack, &reply.payload) {
+            Ok(Message::Result { payload, .. }) => {
+                let (args, kwargs) = values(&payload);
+                Ok((args, Some(kwargs)))
+            }
+            Ok(Message::Error { error, payload, .. }) => {
+                let message = match values(&payload).0.into_iter().next() {
+                    Some(Value::Str(s)) => s,
+                    _ => String::new(),
+                };
+                Err((error, message))
+            }
+            _ => Err(unavailable("an unreadable answer".into())),
+        }
+    }
+}
+
+/// A payload's arguments.
+fn values(p: &Payload) -> (Vec<Value>, Dict) {
+    let args = match p.args.as_ref().and_then(|i| i.to_value().ok()) {
+        Some(Value::List(l)) => l,
+        _ => Vec::new(),
+    };
+    let kwargs = match p.kwargs.as_ref().and_then(|i| i.to_value().ok()) {
+        Some(Value::Dict(d)) => d,
+        _ => Dict::new(),
+    };
+    (args, kwargs)
+}
+
+async fn serve(
+    front: std::sync::Weak<Front>,
+    session: Arc<Session>,
+    names: HashMap<u64, &'static str>,
+    mut rx: mpsc::Receiver<InternalInvocation>,
+) {
+    while let Some(inv) = rx.recv().await {
+        let Some(front) = front.upgrade() else { return };
+        let procedure = names.get(&inv.registration).copied().unwrap_or("");
+        let session = session.clone();
+        tokio::spawn(async move {
+            let request = inv.request;
+            match front.answer(procedure, inv).await {
+                Ok((args, kwargs)) => front.realm.dealer.yield_result(
+                    &session,
+                    request,
+                    &Dict::new(),
+                    Payload::values(args, kwargs),
+                ),
+                Err((uri, message)) => front.realm.dealer.yield_error(
+                    &session,
+                    request,
+                    uri,
+                    Payload::message(message),
+                ),
+            };
+        });
+    }
+}
+
+/// Serves the calls other nodes forward, while this node owns the queues (the task is aborted
+/// when it no longer does).
+pub async fn serve_forwarded(
+    client: async_nats::Client,
+    subject: String,
+    service: Arc<QueueService>,
+) -> Result<(), String> {
+    let mut sub = client
+        .queue_subscribe(subject.clone(), "owner".into())
+        .await
+        .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+    let turns = Arc::new(Semaphore::new(SERVED_AT_ONCE));
+    while let Some(m) = sub.next().await {
+        let Some(reply) = m.reply.clone() else {
+            continue;
+        };
+        let Ok(turn) = turns.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let (client, service) = (client.clone(), service.clone());
+        tokio::spawn(async move {
+            let answer = match Message::decode(Serializer::MsgPack, &m.payload) {
+                Ok(Message::Call {
+                    options,
+                    procedure,
+                    payload,
+                    ..
+                }) => match PROCEDURES.iter().find(|(p, _)| *p == procedure) {
+                    Some((known, _)) => {
+                        let (args, kwargs) = values(&payload);
+                        let inv = InternalInvocation {
+                            request: 0,
+                            registration: 0,
+                            details: options,
+                            args,
+                            kwargs,
+                        };
+                        service
+                            .handle(known, inv)
+                            .await
+                            .map_err(|(uri, m)| (uri.to_string(), m))
+                    }
+                    None => Err((
+                        "wamp.error.no_such_procedure".to_string(),
+                        format!("no queue procedure {procedure}"),
+                    )),
+                },
+                _ => Err((
+                    "wamp.error.invalid_argument".to_string(),
+                    "not a forwarded queue call".to_string(),
+                )),
+            };
+            let message = match answer {
+                Ok((args, kwargs)) => Message::Result {
+                    request: 1,
+                    details: Dict::new(),
+                    payload: Payload::values(args, kwargs),
+                },
+                Err((error, text)) => Message::Error {
+                    request_type: 48,
+                    request: 1,
+                    details: Dict::new(),
+                    error,
+                    payload: Payload::message(text),
+                },
+            };
+            let mut body: Bytes = match message.encode(Serializer::MsgPack) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("cluster: cannot encode a queue answer: {e:?}");
+                    return;
+                }
+            };
+            let max = client.server_info().max_payload;
+            if body.len() > max {
+                let too_large = Message::Error {
+                    request_type: 48,
+                    request: 1,
+                    details: Dict::new(),
+                    error: "wamp.error.payload_size_exceeded".to_string(),
+                    payload: Payload::message(format!(
+                        "the answer ({} bytes) is larger than a NATS message may be ({max}); \
+                         ask for less (limit) or call the node that dispatches the queues",
+                        body.len()
+                    )),
+                };
+                match too_large.encode(Serializer::MsgPack) {
+                    Ok(b) => body = b,
+                    Err(_) => return,
+                }
+            }
+            if let Err(e) = client.publish(reply, body).await {
+                tracing::warn!("cluster: cannot send a queue answer: {e}");
+            }
+            drop(turn);
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Durable queues in cluster mode on NATS JetStream (issue 16; docs/CLUSTER.md, "Queues in
+//! cluster mode").
+//!
+//! With `[cluster.queues] store = "jetstream"`, each realm's queues live in one replicated
+//! JetStream log instead of a node's disk, and one node at a time (the *owner*) runs the queue
+//! engine over it, unchanged: the same leases, fencing epochs, retries, priorities, delays,
+//! idempotency keys and dead letters as on one node.
+//!
+//! - `lease.rs`: which node owns a realm's queues (a KV lease with a term; takeover within
+//!   `1.5 × lease` of the owner's last renewal);
+//! - `store.rs`: the engine's `Store` over the log (group commit, each part fenced on the one
+//!   before, so an old owner's late write is refused; recovery by replay; checkpoints);
+//! - `front.rs`: the `switchyard.queue.*` procedures on every node, served by the owner (over
+//!   NATS from the other nodes);
+//! - `names.rs`: stream, subject, bucket and key names;
+//! - `config.rs`: `[cluster.queues]`.
+//!
+//! Here: per realm, a governor task follows the lease; when this node wins a term it opens the
+//! log (term marker, replay), starts the realm's queue service on it and serves the forwarded
+//! calls; when the term ends (lease lost, or the log refused a write) it stops the service.
+
+pub mod config;
+mod front;
+mod lease;
+pub mod names;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use switchyard_router::Realm;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::ClusterQueuesConfig;
+pub use front::UNAVAILABLE;
+
+use crate::queue_service::{QueueService, RealmQueues};
+
+/// The queues of a node's realms in cluster mode (dropping it stops following the leases).
+pub struct ClusterQueues {
+    fronts: Vec<Arc<front::Front>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterQueues {
+    /// Closes the queue services this node runs (their stores commit what is queued).
+    pub fn close(&self) {
+        for f in &self.fronts {
+            if let Some(s) = f.service() {
+                s.close();
+            }
+        }
+    }
+}
+
+impl Drop for ClusterQueues {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What a realm's governor needs.
+struct Governor {
+    realm: Arc<Realm>,
+    settings: RealmQueues,
+    front: Arc<front::Front>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    prefix: String,
+    node: String,
+    config: ClusterQueuesConfig,
+}
+
+/// Registers the queue procedures of every realm and starts following their leases.
+pub async fn start(
+    client: async_nats::Client,
+    prefix: &str,
+    node: &str,
+    config: &ClusterQueuesConfig,
+    realms: Vec<(Arc<Realm>, RealmQueues)>,
+) -> Result<ClusterQueues, String> {
+    let js = jetstream::new(client.clone());
+    let kv = lease::bucket(&js, &names::owners_bucket(prefix), config.replicas).await?;
+    let mut out = ClusterQueues {
+        fronts: Vec::new(),
+        tasks: Vec::new(),
+    };
+    for (realm, settings) in realms {
+        if !settings.bindings.is_empty() || !settings.subscribers.is_empty() {
+            return Err(format!(
+                "realm \"{}\": queue bindings and durable HTTP subscribers do not work with \
+                 [cluster.queues] store = \"jetstream\" yet (docs/CLUSTER.md)",
+                realm.name()
+            ));
+        }
+        let front = front::Front::register(
+            realm.clone(),
+            client.clone(),
+            names::api_subject(prefix, realm.name()),
+            (config.lease * 2).clamp(Duration::from_secs(2), Duration::from_secs(30)),
+        )?;
+        let (owner_tx, owner_rx) = watch::channel(None);
+        let (give_up_tx, give_up_rx) = watch::channel(0u64);
+        let lease = lease::Lease {
+            kv: kv.clone(),
+            key: names::owner_key(realm.name()),
+            node: node.to_string(),
+            lease: config.lease,
+            realm: realm.name().to_string(),
+        };
+        out.tasks
+            .push(tokio::spawn(lease.run(owner_tx, give_up_rx)));
+        let governor = Governor {
+            realm,
+            settings,
+            front: front.clone(),
+            client: client.clone(),
+            js: js.clone(),
+            prefix: prefix.to_string(),
+            node: node.to_string(),
+            config: config.clone(),
+        };
+        out.tasks
+            .push(tokio::spawn(govern(governor, owner_rx, give_up_tx)));
+        out.fronts.push(front);
+    }
+    Ok(out)
+}
+
+/// Waits until `owner` no longer holds `term`.
+async fn lost(owner: &mut watch::Receiver<Option<u64>>, term: u64) {
+    loop {
+        if *owner.borrow_and_update() != Some(term) {
+            return;
+        }
+        if owner.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs the realm's queue service during each of this node's terms.
+async fn govern(g: Governor, mut owner: watch::Receiver<Option<u64>>, give_up: watch::Sender<u64>) {
+    let realm = g.realm.name().to_string();
+    loop {
+        let term = loop {
+            if let Some(t) = *owner.borrow_and_update() {
+                break t;
+            }
+            if owner.changed().await.is_err() {
+                return;
+            }
+        };
+        let place = store::LogPlace {
+            js: g.js.clone(),
+            stream: names::stream(&g.prefix, &realm),
+            subject: names::log_subject(&g.prefix, &realm),
+            replicas: g.config.replicas,
+            node: g.node.clone(),
+            term,
+            retry_for: g.config.lease / 2,
+        };
+        let location = format!("JetStream stream {} (term {term})", place.stream);
+        let opened = tokio::select! {
+            r = store::JetStreamStore::open(place) => r,
+            _ = lost(&mut owner, term) => continue,
+        };
+        let store = match opened {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(realm, term, "cluster: cannot open the queue log: {e}");
+                let _ = give_up.send(term);
+                continue;
+            }
+        };
+        let recovered = store.recovered;
+        let mut failed = store.failed();
+        let service = match QueueService::start_replicated(
+            g.realm.clone(),
+            g.settings.clone(),
+            store.clone(),
+            location,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(realm, term, "cluster: cannot start the queues: {e}");
+                switchyard_queue::Store::close(&*store);
+                let _ = give_up.send(term);
+                continue;
+            }
+        };
+        g.front.set_service(Some(service.clone()));
+        let api = tokio::spawn({
+            let (client, subject, service) = (
+                g.client.clone(),
+                names::api_subject(&g.prefix, &realm),
+                service.clone(),
+            );
+            async move {
+                if let Err(e) = front::serve_forwarded(client, subject, service).await {
+                    tracing::error!("cluster: {e}");
+                }
+            }
+        });
+        tracing::info!(
+            realm,
+            term,
+            log_messages = recovered.messages,
+            jobs = recovered.jobs,
+            took_ms = recovered.took.as_millis() as u64,
+            "cluster: queues recovered from the log; dispatching"
+        );
+        tokio::select! {
+            _ = lost(&mut owner, term) => {}
+            _ = failed.wait_for(|f| *f) => {
+                let _ = give_up.send(term);
+            }
+        }
+        g.front.set_service(None);
+        api.abort();
+        service.stop();
+        drop(service);
+        tracing::info!(realm, term, "cluster: queues stopped on this node");
+    }
+}

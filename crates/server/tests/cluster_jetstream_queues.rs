@@ -1,0 +1,453 @@
+//! Durable queues in cluster mode on JetStream (issue 16): a real `nats-server -js` and three
+//! real nodes with `[cluster.queues] store = "jetstream"`. One node owns the realm's queues
+//! (a KV lease); the others forward the `switchyard.queue.*` calls to it; its jobs go to
+//! workers on any node. The owner is SIGKILLed under load: no acknowledged job is lost, each
+//! runs, none is completed twice in the store, and dispatch resumes within the documented bound.
+//!
+//! Needs `nats-server` (scripts/install-nats.sh).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::nats::Nats;
+use common::{args, args_of, Raw, Router};
+use switchyard_proto::{Dict, Message, Serializer, Value};
+
+const QUEUES: &str = "[[realm.queue]]\nname = \"pdf\"\ntarget = \"com.example.render\"\n\
+     retry = { kind = \"fixed\", times = 20, spacing = \"100ms\" }\nlease_timeout = \"5s\"\n\n\
+     [[realm.queue]]\nname = \"mail\"\ntarget = \"com.example.mail\"\n\
+     retry = { kind = \"fixed\", times = 1, spacing = \"100ms\" }\n\n\
+     [[realm.queue]]\nname = \"prio\"\ntarget = \"com.example.prio\"\nconcurrency = 1\n";
+
+/// The lease of these tests (the default is 3 s).
+const LEASE: Duration = Duration::from_secs(1);
+const CLUSTER: &str = "[cluster.queues]\nstore = \"jetstream\"\nlease = \"1s\"\n";
+
+fn node(nats: &Nats, name: &str) -> Router {
+    nats.node_full(name, QUEUES, CLUSTER)
+}
+
+const OWNER_LINE: &str = "this node dispatches the realm's queues";
+
+/// Three nodes; returns them with the index of the one that owns the queues.
+fn three(nats: &Nats) -> (Vec<Router>, usize) {
+    let nodes = vec![node(nats, "a"), node(nats, "b"), node(nats, "c")];
+    let owner = owner_of(&nodes, &[0, 1, 2], Duration::from_secs(10));
+    (nodes, owner)
+}
+
+/// The node among `candidates` that logged that it owns the queues (waits up to `within`).
+fn owner_of(nodes: &[Router], candidates: &[usize], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let owners: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| nodes[i].log_text().contains(OWNER_LINE))
+            .collect();
+        if owners.len() == 1 {
+            return owners[0];
+        }
+        assert!(owners.len() < 2, "two owners: {owners:?}");
+        assert!(Instant::now() < deadline, "no node owns the queues");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn join(node: &Router) -> Raw {
+    let mut c = Raw::connect(node.rs_port, Serializer::MsgPack);
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new().with(
+            "roles",
+            Dict::new()
+                .with("caller", Dict::new())
+                .with("callee", Dict::new()),
+        ),
+    });
+    c.expect("WELCOME");
+    c
+}
+
+/// Calls `procedure`: its RESULT's kwargs, or the ERROR's URI and message.
+fn try_call(
+    c: &mut Raw,
+    procedure: &str,
+    values: Vec<Value>,
+    kwargs: Dict,
+) -> Result<Dict, (String, String)> {
+    let request = c.req();
+    c.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: procedure.into(),
+        payload: switchyard_proto::Payload::values(values, Some(kwargs)),
+    });
+    loop {
+        match c.expect("RESULT") {
+            Message::Result {
+                request: r,
+                payload,
+                ..
+            } if r == request => {
+                return Ok(match payload.kwargs.map(|k| k.to_value()) {
+                    Some(Ok(Value::Dict(d))) => d,
+                    _ => Dict::new(),
+                })
+            }
+            Message::Error {
+                request: r,
+                error,
+                payload,
+                ..
+            } if r == request => {
+                let text = match args_of(&payload).first() {
+                    Some(Value::Str(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                return Err((error, text));
+            }
+            other => panic!("{procedure}: unexpected {other:?}"),
+        }
+    }
+}
+
+fn call(c: &mut Raw, procedure: &str, values: Vec<Value>, kwargs: Dict) -> Dict {
+    try_call(c, procedure, values, kwargs).unwrap_or_else(|e| panic!("{procedure}: {e:?}"))
+}
+
+fn uint(d: &Dict, k: &str) -> u64 {
+    d.get(k)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{k} in {d:?}"))
+}
+
+fn stats(c: &mut Raw, queue: &str) -> Dict {
+    call(c, "switchyard.queue.stats", vec![queue.into()], Dict::new())
+}
+
+fn push(c: &mut Raw, queue: &str, value: u64, options: Dict) -> Result<Dict, (String, String)> {
+    try_call(
+        c,
+        "switchyard.queue.push",
+        vec![queue.into()],
+        options.with("args", Value::List(vec![Value::UInt(value)])),
+    )
+}
+
+/// Waits until `check` holds for the stats of `queue` read on `c`.
+fn wait_stats(c: &mut Raw, queue: &str, what: &str, check: impl Fn(&Dict) -> bool) -> Dict {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = stats(c, queue);
+        if check(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The next INVOCATION's first argument, answered with an ERROR (`fail`) or a YIELD.
+fn serve_one(worker: &mut Raw, fail: bool) -> Option<u64> {
+    loop {
+        match worker.recv()? {
+            // A call of a node that died: nothing to answer.
+            Message::Interrupt { .. } => continue,
+            m => return serve(worker, m, fail),
+        }
+    }
+}
+
+fn serve(worker: &mut Raw, m: Message, fail: bool) -> Option<u64> {
+    match m {
+        Message::Invocation {
+            request, payload, ..
+        } => {
+            let v = args_of(&payload).first().and_then(Value::as_u64);
+            if fail {
+                worker.send(&Message::Error {
+                    request_type: 68,
+                    request,
+                    details: Dict::new(),
+                    error: "com.example.broken".into(),
+                    payload: args(vec!["it broke".into()]),
+                });
+            } else {
+                worker.send(&Message::Yield {
+                    request,
+                    options: Dict::new(),
+                    payload: args(vec!["done".into()]),
+                });
+            }
+            v
+        }
+        other => panic!("worker: unexpected {other:?}"),
+    }
+}
+
+fn others(owner: usize) -> (usize, usize) {
+    let rest: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
+    (rest[0], rest[1])
+}
+
+#[test]
+fn a_job_pushed_on_one_node_runs_once_on_a_worker_of_another() {
+    let nats = Nats::start();
+    let (nodes, owner) = three(&nats);
+    let (x, y) = others(owner);
+    // The worker on y; the producer on x; the queues on the owner.
+    let mut worker = join(&nodes[y]);
+    worker.register("com.example.render");
+    let mut producer = join(&nodes[x]);
+    let pushed = push(&mut producer, "pdf", 4711, Dict::new()).expect("push");
+    assert_eq!(pushed.get("duplicate"), Some(&Value::Bool(false)));
+    assert_eq!(serve_one(&mut worker, false), Some(4711));
+    for i in [x, y, owner] {
+        let mut c = join(&nodes[i]);
+        let s = wait_stats(&mut c, "pdf", "completed once", |s| {
+            uint(s, "completed_total") == 1
+        });
+        assert_eq!(uint(&s, "retried_total"), 0, "{s:?}");
+        assert_eq!(uint(&s, "ready") + uint(&s, "in_flight"), 0, "{s:?}");
+    }
+    // Run once: no second invocation.
+    worker
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    assert!(worker.recv().is_none(), "the job ran twice");
+}
+
+#[test]
+fn idempotency_keys_hold_across_nodes() {
+    let nats = Nats::start();
+    let (nodes, owner) = three(&nats);
+    let (x, y) = others(owner);
+    let key = || Dict::new().with("idempotency_key", "order-42");
+    let first = push(&mut join(&nodes[x]), "pdf", 1, key()).expect("push on x");
+    let id = uint(&first, "id");
+    for i in [y, owner] {
+        let again = push(&mut join(&nodes[i]), "pdf", 2, key()).expect("push again");
+        assert_eq!(uint(&again, "id"), id, "same job on node {i}");
+        assert_eq!(again.get("duplicate"), Some(&Value::Bool(true)));
+    }
+    let s = stats(&mut join(&nodes[y]), "pdf");
+    assert_eq!(uint(&s, "ready"), 1, "one job: {s:?}");
+}
+
+#[test]
+fn retry_dead_letter_delay_and_priority_work_across_nodes() {
+    let nats = Nats::start();
+    let (nodes, owner) = three(&nats);
+    let (x, y) = others(owner);
+    let mut producer = join(&nodes[x]);
+    // Retry, then dead letter: `mail` allows one retry; its worker on y always fails.
+    let mut failing = join(&nodes[y]);
+    failing.register("com.example.mail");
+    let id = uint(
+        &push(&mut producer, "mail", 7, Dict::new()).expect("push"),
+        "id",
+    );
+    assert_eq!(serve_one(&mut failing, true), Some(7));
+    assert_eq!(serve_one(&mut failing, true), Some(7), "retried once");
+    let mut operator = join(&nodes[owner]);
+    let s = wait_stats(&mut operator, "mail", "dead-lettered", |s| {
+        uint(s, "dead") == 1
+    });
+    assert_eq!(uint(&s, "retried_total"), 1, "{s:?}");
+    let dead = try_call(
+        &mut join(&nodes[x]),
+        "switchyard.queue.dead",
+        vec!["mail".into()],
+        Dict::new(),
+    );
+    assert!(dead.is_ok(), "{dead:?}");
+    // Requeued from another node: it runs again.
+    call(
+        &mut join(&nodes[y]),
+        "switchyard.queue.requeue",
+        vec!["mail".into()],
+        Dict::new().with("jobs", Value::List(vec![Value::UInt(id)])),
+    );
+    assert_eq!(serve_one(&mut failing, false), Some(7), "requeued");
+
+    // Priority: with no worker, a low then a high job wait; the high one runs first.
+    push(
+        &mut producer,
+        "prio",
+        1,
+        Dict::new().with("priority", "low"),
+    )
+    .expect("low");
+    push(
+        &mut producer,
+        "prio",
+        2,
+        Dict::new().with("priority", "high"),
+    )
+    .expect("high");
+    let mut worker = join(&nodes[y]);
+    worker.register("com.example.prio");
+    assert_eq!(serve_one(&mut worker, false), Some(2), "high first");
+    assert_eq!(serve_one(&mut worker, false), Some(1));
+
+    // Delay: a job pushed with a delay does not run before it.
+    let mut render = join(&nodes[y]);
+    render.register("com.example.render");
+    let pushed = Instant::now();
+    push(&mut producer, "pdf", 9, Dict::new().with("delay", "1500ms")).expect("delayed");
+    assert_eq!(serve_one(&mut render, false), Some(9));
+    let waited = pushed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "ran after {waited:?}"
+    );
+}
+
+#[test]
+fn the_owner_killed_under_load_loses_no_acknowledged_job() {
+    const PER_PRODUCER: u64 = 150;
+    let nats = Nats::start();
+    let (mut nodes, owner) = three(&nats);
+    let (x, y) = others(owner);
+    // The worker, on a surviving node: every job value it saw, with when.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<HashMap<u64, Vec<Instant>>>> = Arc::default();
+    let mut worker = join(&nodes[y]);
+    worker.register("com.example.render");
+    worker
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let worker_thread = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(v) = serve_one_opt(&mut worker) {
+                    seen.lock()
+                        .unwrap()
+                        .entry(v)
+                        .or_default()
+                        .push(Instant::now());
+                }
+            }
+        })
+    };
+    // Producers on the two surviving nodes: each value pushed with a key until acknowledged.
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let producers: Vec<_> = [x, y]
+        .iter()
+        .enumerate()
+        .map(|(p, &n)| {
+            let port = nodes[n].rs_port;
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let mut c = join_port(port);
+                // A push forwarded to the owner as it dies waits for the forwarding timeout.
+                c.stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .expect("timeout");
+                let mut refused = 0u32;
+                for i in 0..PER_PRODUCER {
+                    let value = (p as u64 + 1) * 10_000 + i;
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let key = Dict::new().with("idempotency_key", format!("v{value}"));
+                        match push(&mut c, "pdf", value, key) {
+                            Ok(_) => break,
+                            Err((uri, _)) => {
+                                assert!(uri.starts_with("switchyard.queue.error."), "{uri}");
+                                refused += 1;
+                                assert!(Instant::now() < deadline, "push of {value} refused");
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                    acked.lock().unwrap().push(value);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                refused
+            })
+        })
+        .collect();
+    // Kill the owner once some jobs are acknowledged (and some running).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 60 {
+        assert!(Instant::now() < deadline, "pushes too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nodes[owner].signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let refused: u32 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+    let acked: HashSet<u64> = acked.lock().unwrap().iter().copied().collect();
+    assert_eq!(acked.len() as u64, 2 * PER_PRODUCER);
+    // Every acknowledged job runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing = acked
+            .iter()
+            .filter(|v| !seen.lock().unwrap().contains_key(v))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged jobs never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Each job is completed once in the store: as many completions as jobs, none waiting.
+    let mut c = join(&nodes[x]);
+    let s = wait_stats(&mut c, "pdf", "all completed", |s| {
+        uint(s, "ready") + uint(s, "in_flight") + uint(s, "scheduled") == 0
+    });
+    assert_eq!(uint(&s, "completed_total"), 2 * PER_PRODUCER, "{s:?}");
+    assert_eq!(uint(&s, "dead"), 0, "{s:?}");
+    // Dispatch resumed on a survivor within the bound: 1.5 × lease for the takeover, plus the
+    // log's replay and the first dispatch.
+    let new_owner = owner_of(&nodes, &[x, y], Duration::from_secs(1));
+    let resumed = seen
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .filter(|t| **t > killed + Duration::from_millis(20))
+        .min()
+        .copied()
+        .expect("jobs ran after the kill");
+    let took = resumed - killed;
+    let bound = LEASE * 3 / 2 + Duration::from_secs(1);
+    eprintln!(
+        "owner {owner} killed; node {new_owner} took over; dispatch resumed after {took:?} \
+         (bound {bound:?}); {refused} pushes refused meanwhile and retried; {} runs for {} jobs",
+        seen.lock().unwrap().values().map(Vec::len).sum::<usize>(),
+        acked.len()
+    );
+    assert!(
+        took <= bound,
+        "dispatch resumed after {took:?}, bound {bound:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    worker_thread.join().unwrap();
+}
+
+fn join_port(port: u16) -> Raw {
+    let mut c = Raw::connect(port, Serializer::MsgPack);
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new().with("roles", Dict::new().with("caller", Dict::new())),
+    });
+    c.expect("WELCOME");
+    c
+}
+
+/// Like [`serve_one`] (answers YIELD), `None` on a read timeout.
+fn serve_one_opt(worker: &mut Raw) -> Option<u64> {
+    serve_one(worker, false)
+}
