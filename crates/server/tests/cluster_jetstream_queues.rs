@@ -87,32 +87,28 @@ fn try_call(
         procedure: procedure.into(),
         payload: switchyard_proto::Payload::values(values, Some(kwargs)),
     });
-    loop {
-        match c.expect("RESULT") {
-            Message::Result {
-                request: r,
-                payload,
-                ..
-            } if r == request => {
-                return Ok(match payload.kwargs.map(|k| k.to_value()) {
-                    Some(Ok(Value::Dict(d))) => d,
-                    _ => Dict::new(),
-                })
-            }
-            Message::Error {
-                request: r,
-                error,
-                payload,
-                ..
-            } if r == request => {
-                let text = match args_of(&payload).first() {
-                    Some(Value::Str(s)) => s.clone(),
-                    _ => String::new(),
-                };
-                return Err((error, text));
-            }
-            other => panic!("{procedure}: unexpected {other:?}"),
+    match c.expect("RESULT") {
+        Message::Result {
+            request: r,
+            payload,
+            ..
+        } if r == request => Ok(match payload.kwargs.map(|k| k.to_value()) {
+            Some(Ok(Value::Dict(d))) => d,
+            _ => Dict::new(),
+        }),
+        Message::Error {
+            request: r,
+            error,
+            payload,
+            ..
+        } if r == request => {
+            let text = match args_of(&payload).first() {
+                Some(Value::Str(s)) => s.clone(),
+                _ => String::new(),
+            };
+            Err((error, text))
         }
+        other => panic!("{procedure}: unexpected {other:?}"),
     }
 }
 
