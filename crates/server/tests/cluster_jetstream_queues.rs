@@ -139,8 +139,15 @@ fn push(c: &mut Raw, queue: &str, value: u64, options: Dict) -> Result<Dict, (St
 fn wait_stats(c: &mut Raw, queue: &str, what: &str, check: impl Fn(&Dict) -> bool) -> Dict {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = stats(c, queue);
-        if check(&s) {
+        // Unavailable while a takeover replays the log.
+        let s = match try_call(c, "switchyard.queue.stats", vec![queue.into()], Dict::new()) {
+            Ok(s) => s,
+            Err((uri, m)) if uri == "switchyard.queue.error.unavailable" => {
+                Dict::new().with("unavailable", m)
+            }
+            Err(e) => panic!("stats: {e:?}"),
+        };
+        if s.get("unavailable").is_none() && check(&s) {
             return s;
         }
         assert!(Instant::now() < deadline, "{what}: {s:?}");
@@ -446,4 +453,145 @@ fn join_port(port: u16) -> Raw {
 /// Like [`serve_one`] (answers YIELD), `None` on a read timeout.
 fn serve_one_opt(worker: &mut Raw) -> Option<u64> {
     serve_one(worker, false)
+}
+
+/// Messages in JetStream stream `name` (the monitoring endpoint's `/jsz`).
+fn stream_messages(nats: &Nats, name: &str) -> u64 {
+    fn find(v: &serde_json::Value, name: &str) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("name").and_then(|n| n.as_str()) == Some(name) {
+                    if let Some(n) = m
+                        .get("state")
+                        .and_then(|s| s.get("messages"))
+                        .and_then(|n| n.as_u64())
+                    {
+                        return Some(n);
+                    }
+                }
+                m.values().find_map(|v| find(v, name))
+            }
+            serde_json::Value::Array(l) => l.iter().find_map(|v| find(v, name)),
+            _ => None,
+        }
+    }
+    let jsz = common::nats::http_get(nats.monitor, "/jsz?accounts=true&streams=true");
+    find(&jsz, name).unwrap_or_else(|| panic!("no stream {name} in {jsz}"))
+}
+
+#[test]
+fn a_takeover_replays_a_compacted_log() {
+    const JOBS: u64 = 100;
+    let nats = Nats::start();
+    let cluster =
+        "[cluster.queues]\nstore = \"jetstream\"\nlease = \"1s\"\ncheckpoint_entries = 16\n";
+    let mut nodes = vec![
+        nats.node_full("a", QUEUES, cluster),
+        nats.node_full("b", QUEUES, cluster),
+    ];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    let other = 1 - owner;
+    // One entry per push (one at a time), no worker: the jobs wait.
+    let mut producer = join(&nodes[other]);
+    for v in 0..JOBS {
+        push(&mut producer, "pdf", v, Dict::new()).expect("push");
+    }
+    // Checkpoints purged the log: far fewer messages than entries written.
+    let kept = stream_messages(&nats, "SWYQ_sy_realm1");
+    assert!(
+        kept < 40,
+        "the log holds {kept} messages after {JOBS} pushes"
+    );
+    nodes[owner].signal(libc::SIGKILL);
+    assert_eq!(owner_of(&nodes, &[other], Duration::from_secs(10)), other);
+    // The survivor recovered every job from the checkpoint and the entries after it.
+    let mut operator = join(&nodes[other]);
+    wait_stats(&mut operator, "pdf", "jobs recovered", |s| {
+        uint(s, "ready") == JOBS
+    });
+    let mut worker = join(&nodes[other]);
+    worker.register("com.example.render");
+    let mut seen = HashSet::new();
+    while seen.len() < JOBS as usize {
+        let v = serve_one(&mut worker, false).expect("a job");
+        seen.insert(v);
+    }
+    let s = wait_stats(&mut operator, "pdf", "all completed", |s| {
+        uint(s, "completed_total") == JOBS
+    });
+    assert_eq!(uint(&s, "ready") + uint(&s, "in_flight"), 0, "{s:?}");
+}
+
+#[test]
+fn a_paused_owner_that_wakes_up_is_fenced() {
+    let nats = Nats::start();
+    let nodes = [node(&nats, "a"), node(&nats, "b")];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    let other = 1 - owner;
+    let mut worker = join(&nodes[other]);
+    worker.register("com.example.render");
+    let mut producer = join(&nodes[other]);
+    push(&mut producer, "pdf", 5, Dict::new()).expect("push");
+    // The owner hands the job to the worker; the worker holds it; the owner freezes.
+    let first = match worker.expect("INVOCATION") {
+        Message::Invocation { request, .. } => request,
+        other => panic!("{other:?}"),
+    };
+    let pid = nodes[owner].child.as_ref().expect("running").id() as i32;
+    // SAFETY: kill(2) on a child this test spawned and still owns.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let paused = Instant::now();
+    // The survivor takes over, counts the frozen owner's attempt as lost and runs the job again.
+    let second = loop {
+        match worker.expect("INVOCATION") {
+            Message::Invocation {
+                request, payload, ..
+            } => {
+                assert_eq!(args_of(&payload), vec![Value::UInt(5)]);
+                break request;
+            }
+            Message::Interrupt { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(owner_of(&nodes, &[other], Duration::from_secs(1)), other);
+    // Both attempts answer: the second completes the job on the new owner; the first reaches
+    // the old owner when it wakes (before the heartbeats declare it dead).
+    for request in [second, first] {
+        worker.send(&Message::Yield {
+            request,
+            options: Dict::new(),
+            payload: args(vec!["done".into()]),
+        });
+    }
+    let mut operator = join(&nodes[other]);
+    wait_stats(&mut operator, "pdf", "completed", |s| {
+        uint(s, "completed_total") == 1
+    });
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(paused.elapsed()));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // The old owner finds its term over and stops; its late completion changes nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes[owner]
+        .log_text()
+        .contains("this node no longer dispatches the realm's queues")
+    {
+        assert!(Instant::now() < deadline, "{}", nodes[owner].log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stats(&mut operator, "pdf");
+    assert_eq!(uint(&s, "completed_total"), 1, "completed twice: {s:?}");
+    assert_eq!(uint(&s, "ready") + uint(&s, "in_flight"), 0, "{s:?}");
+    let log = nodes[owner].log_text();
+    let why = log
+        .lines()
+        .filter(|l| l.contains("fenced") || l.contains("no longer dispatches"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("the old owner on waking:\n{why}");
+    // Its calls are forwarded to the new owner, as on any other node.
+    let s = stats(&mut join(&nodes[owner]), "pdf");
+    assert_eq!(uint(&s, "completed_total"), 1, "{s:?}");
 }

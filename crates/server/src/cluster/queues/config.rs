@@ -5,6 +5,7 @@
 //! store = "jetstream"   # default "local": each node's own embedded store (jobs wait while it is down)
 //! replicas = 1          # JetStream replicas of the queue log (3 with a three-server NATS cluster)
 //! lease = "3s"          # a silent dispatcher node loses its queues after this long
+//! checkpoint_entries = 4096   # log entries between checkpoints (a takeover replays at most these)
 //! ```
 
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct ClusterQueuesConfig {
     /// How long the dispatching node's ownership lasts without a renewal.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
+    /// Log entries between two checkpoints (the log before a checkpoint is purged; a takeover
+    /// reads one checkpoint and at most this many entries).
+    #[serde(default = "default_checkpoint_entries")]
+    pub checkpoint_entries: u64,
 }
 
 impl Default for ClusterQueuesConfig {
@@ -43,12 +48,17 @@ impl Default for ClusterQueuesConfig {
             store: QueueStoreKind::Local,
             replicas: default_replicas(),
             lease: default_lease(),
+            checkpoint_entries: default_checkpoint_entries(),
         }
     }
 }
 
 fn default_replicas() -> usize {
     1
+}
+
+fn default_checkpoint_entries() -> u64 {
+    4096
 }
 
 fn default_lease() -> Duration {
@@ -74,6 +84,12 @@ impl ClusterQueuesConfig {
             out.push(format!(
                 "cluster.queues.lease: {} must be between 400ms and 5m",
                 humantime::format_duration(self.lease)
+            ));
+        }
+        if !(16..=1_000_000).contains(&self.checkpoint_entries) {
+            out.push(format!(
+                "cluster.queues.checkpoint_entries: {} must be 16 to 1000000",
+                self.checkpoint_entries
             ));
         }
         out

@@ -163,6 +163,7 @@ async fn govern(g: Governor, mut owner: watch::Receiver<Option<u64>>, give_up: w
             node: g.node.clone(),
             term,
             retry_for: g.config.lease / 2,
+            checkpoint_entries: g.config.checkpoint_entries,
         };
         let location = format!("JetStream stream {} (term {term})", place.stream);
         let opened = tokio::select! {

@@ -19,7 +19,7 @@
 //! - **Recovery.** After its term marker, the new owner reads the log from its first message to
 //!   the marker (an ordered consumer) and applies it to a `Materialized` state: everything any
 //!   earlier owner had acknowledged is before the marker.
-//! - **Compaction.** Every [`CHECKPOINT_ENTRIES`] entries (or [`CHECKPOINT_BYTES`]) the owner
+//! - **Compaction.** Every `checkpoint_entries` entries (or [`CHECKPOINT_BYTES`]) the owner
 //!   appends a checkpoint (the whole state as one entry) and purges the log before it. A reader
 //!   that meets a checkpoint replaces its state with it.
 //!
@@ -44,8 +44,6 @@ const BATCH: u8 = 1;
 const CHECKPOINT: u8 = 2;
 const TERM: u8 = 3;
 
-/// Entries between checkpoints.
-pub const CHECKPOINT_ENTRIES: u64 = 4096;
 /// Bytes written between checkpoints.
 pub const CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
 /// Batches one commit carries at most.
@@ -69,6 +67,8 @@ pub struct LogPlace {
     pub term: u64,
     /// How long a write may be retried (the lease: beyond it the node no longer owns the log).
     pub retry_for: Duration,
+    /// Entries between checkpoints.
+    pub checkpoint_entries: u64,
 }
 
 struct Shared {
@@ -446,7 +446,7 @@ async fn write(
             return;
         }
         if shared.failure.get().is_none()
-            && (since >= CHECKPOINT_ENTRIES || bytes_since >= CHECKPOINT_BYTES)
+            && (since >= appender.place.checkpoint_entries || bytes_since >= CHECKPOINT_BYTES)
         {
             let data = shared.state.read().checkpoint();
             match appender.append(CHECKPOINT, &data).await {
