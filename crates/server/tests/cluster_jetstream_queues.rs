@@ -595,3 +595,45 @@ fn a_paused_owner_that_wakes_up_is_fenced() {
     let s = stats(&mut join(&nodes[owner]), "pdf");
     assert_eq!(uint(&s, "completed_total"), 1, "{s:?}");
 }
+
+#[test]
+fn the_queues_survive_a_nats_restart() {
+    const JOBS: u64 = 20;
+    let mut nats = Nats::start();
+    let (nodes, owner) = three(&nats);
+    let (x, y) = others(owner);
+    let mut producer = join(&nodes[x]);
+    producer
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    for v in 0..JOBS {
+        push(&mut producer, "pdf", v, Dict::new()).expect("push");
+    }
+    // NATS dies (SIGKILL) and comes back on the same store; then the owner dies too, so the
+    // jobs can only come from what NATS kept.
+    nats.restart();
+    let mut nodes = nodes;
+    nodes[owner].signal(libc::SIGKILL);
+    let new_owner = owner_of(&nodes, &[x, y], Duration::from_secs(15));
+    eprintln!("node {new_owner} took over after the NATS restart");
+    // The jobs acknowledged before are there; the queues take pushes again.
+    let mut operator = join(&nodes[y]);
+    wait_stats(&mut operator, "pdf", "jobs kept", |s| {
+        uint(s, "ready") == JOBS
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err((uri, m)) = push(&mut producer, "pdf", JOBS, Dict::new()) {
+        assert!(Instant::now() < deadline, "{uri}: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut worker = join(&nodes[y]);
+    worker.register("com.example.render");
+    let mut seen = HashSet::new();
+    while seen.len() <= JOBS as usize {
+        seen.insert(serve_one(&mut worker, false).expect("a job"));
+    }
+    wait_stats(&mut operator, "pdf", "all completed", |s| {
+        uint(s, "completed_total") == JOBS + 1
+    });
+}
