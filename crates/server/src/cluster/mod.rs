@@ -46,8 +46,10 @@
 //! dead: its proxies leave every Dealer and their calls fail with
 //! `wamp.error.canceled` naming the node.
 //!
+//! Durable queues on JetStream, one owner node per realm: [`queues`].
+//!
 //! Not done yet: meta API and meta events across nodes, retained events
-//! and history across nodes, testaments of a dead node's sessions, queues
+//! and history across nodes, testaments of a dead node's sessions
 //! (docs/CLUSTER.md lists them).
 
 pub mod config;
