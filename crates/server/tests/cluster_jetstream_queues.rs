@@ -637,3 +637,184 @@ fn the_queues_survive_a_nats_restart() {
         uint(s, "completed_total") == JOBS + 1
     });
 }
+
+/// Three `nats-server -js` joined in a NATS cluster (JetStream clustered), on loopback.
+struct NatsCluster {
+    servers: Vec<Option<std::process::Child>>,
+    ports: Vec<u16>,
+    monitors: Vec<u16>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    fn start() -> NatsCluster {
+        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let monitors: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+            if std::path::Path::new("/usr/sbin/nats-server").is_file() {
+                "/usr/sbin/nats-server".into()
+            } else {
+                "nats-server".into()
+            }
+        });
+        let mut dirs = Vec::new();
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let child = std::process::Command::new(&bin)
+                .args(["-a", "127.0.0.1", "-p", &ports[i].to_string()])
+                .args(["-m", &monitors[i].to_string(), "-n", &format!("s{i}")])
+                .args(["-js", "-sd"])
+                .arg(dir.path())
+                .args(["--cluster_name", "swq"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &all_routes])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("nats-server (scripts/install-nats.sh installs it)");
+            servers.push(Some(child));
+            dirs.push(dir);
+        }
+        let c = NatsCluster {
+            servers,
+            ports,
+            monitors,
+            _dirs: dirs,
+        };
+        // JetStream answers once the servers elected a meta leader.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(0..3).all(|i| c.meta_leader(i).is_some()) {
+            assert!(Instant::now() < deadline, "no JetStream meta leader");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn meta_leader(&self, i: usize) -> Option<String> {
+        std::net::TcpStream::connect(("127.0.0.1", self.monitors[i])).ok()?;
+        let jsz = common::nats::http_get(self.monitors[i], "/jsz");
+        jsz["meta_cluster"]["leader"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+    }
+
+    /// The index of the server leading stream `name`.
+    fn stream_leader(&self, name: &str) -> usize {
+        for i in 0..3 {
+            if self.servers[i].is_none() {
+                continue;
+            }
+            let jsz = common::nats::http_get(self.monitors[i], "/jsz?accounts=true&streams=true");
+            let details = jsz["account_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for account in details {
+                for s in account["stream_detail"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    if s["name"] == name {
+                        if let Some(l) = s["cluster"]["leader"].as_str() {
+                            return l.trim_start_matches('s').parse().expect("server name");
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no leader for stream {name}");
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("\"nats://127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}
+
+#[test]
+fn losing_a_nats_server_of_an_r3_cluster_loses_no_job() {
+    const JOBS: u64 = 40;
+    let mut nats = NatsCluster::start();
+    let config = |name: &str| {
+        format!(
+            "{QUEUES}\n[cluster]\nnode = \"{name}\"\nnats = [{}]\nsubject_prefix = \"sy\"\n\
+             [cluster.queues]\nstore = \"jetstream\"\nreplicas = 3\nlease = \"2s\"\n",
+            nats.urls()
+        )
+    };
+    let mut nodes = vec![
+        Router::start(&config("a")),
+        Router::start(&config("b")),
+        Router::start(&config("c")),
+    ];
+    let owner = owner_of(&nodes, &[0, 1, 2], Duration::from_secs(15));
+    let (x, y) = others(owner);
+    let mut producer = join(&nodes[x]);
+    producer
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut push_until_acked = |v: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let key = || Dict::new().with("idempotency_key", format!("k{v}"));
+        while let Err((uri, m)) = push(&mut producer, "pdf", v, key()) {
+            assert!(Instant::now() < deadline, "push {v}: {uri}: {m}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for v in 0..JOBS / 2 {
+        push_until_acked(v);
+    }
+    // The NATS server leading the queue log dies; then the owner node dies too, so the jobs can
+    // only come from the two NATS servers left.
+    let leader = nats.stream_leader("SWYQ_sy_realm1");
+    nats.kill(leader);
+    for v in JOBS / 2..JOBS {
+        push_until_acked(v);
+    }
+    nodes[owner].signal(libc::SIGKILL);
+    let new_owner = owner_of(&nodes, &[x, y], Duration::from_secs(30));
+    eprintln!("NATS server s{leader} (the log's leader) killed, then node {owner}; node {new_owner} took over");
+    let mut worker = join(&nodes[y]);
+    worker.register("com.example.render");
+    worker
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut seen = HashSet::new();
+    while seen.len() < JOBS as usize {
+        seen.insert(serve_one(&mut worker, false).expect("a job"));
+    }
+    let mut operator = join(&nodes[x]);
+    let s = wait_stats(&mut operator, "pdf", "all completed", |s| {
+        uint(s, "completed_total") == JOBS
+    });
+    assert_eq!(uint(&s, "ready") + uint(&s, "in_flight"), 0, "{s:?}");
+}
