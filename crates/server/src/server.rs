@@ -421,6 +421,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     // The processes first, while the router still serves them: a worker
     // that drains gives its jobs back before its session ends.
     processes.shutdown().await;
+    if let Some(q) = &cluster_queues {
+        // The queues this node dispatches go to another node at once.
+        q.leave().await;
+    }
     if let Some(c) = &cluster {
         // The other nodes drop this node's registrations at once.
         c.leave().await;

@@ -818,3 +818,46 @@ fn losing_a_nats_server_of_an_r3_cluster_loses_no_job() {
     });
     assert_eq!(uint(&s, "ready") + uint(&s, "in_flight"), 0, "{s:?}");
 }
+
+#[test]
+fn a_stopping_owner_hands_its_queues_over_at_once() {
+    // A lease long enough that a takeover by expiry would be plain.
+    let cluster = "[cluster.queues]\nstore = \"jetstream\"\nlease = \"4s\"\n";
+    let mut nodes = vec![];
+    let nats = Nats::start();
+    nodes.push(nats.node_full("a", QUEUES, cluster));
+    nodes.push(nats.node_full("b", QUEUES, cluster));
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    let other = 1 - owner;
+    let mut producer = join(&nodes[other]);
+    push(&mut producer, "pdf", 3, Dict::new()).expect("push");
+    let stopping = Instant::now();
+    assert!(nodes[owner].terminate().success());
+    assert!(
+        nodes[owner].log_text().contains("queues handed over"),
+        "{}",
+        nodes[owner].log_text()
+    );
+    assert_eq!(owner_of(&nodes, &[other], Duration::from_secs(10)), other);
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "took over after {took:?}:\n{}\n{}",
+        nodes[owner]
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("queues") || l.contains("stopping"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        nodes[other]
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("queue"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let mut worker = join(&nodes[other]);
+    worker.register("com.example.render");
+    assert_eq!(serve_one(&mut worker, false), Some(3));
+    eprintln!("handed over in {took:?} (lease 4s)");
+}

@@ -32,6 +32,18 @@ pub struct Owner {
     pub node: String,
     /// Its term.
     pub term: u64,
+    /// The owner stopped (SIGTERM) and handed the queues over: anyone may take them at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+}
+
+/// What the governor tells the lease task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Stop renewing the term this high or lower (its queue log failed).
+    pub give_up: u64,
+    /// The node stops: release the lease (others take over at once) and compete no more.
+    pub leaving: bool,
 }
 
 /// Opens (creating its stream when missing) the ownership bucket.
@@ -84,21 +96,32 @@ impl Lease {
     }
 
     fn value(&self, term: u64) -> bytes::Bytes {
+        self.value_of(term, false)
+    }
+
+    fn value_of(&self, term: u64, released: bool) -> bytes::Bytes {
         serde_json::to_vec(&Owner {
             node: self.node.clone(),
             term,
+            released,
         })
         .unwrap_or_default()
         .into()
     }
 
-    /// Competes for the lease for ever: `owner` holds `Some(term)` while this node owns it.
-    /// `give_up` set to a term makes the owner of that term stop renewing (it may win again
-    /// later, with a new term).
-    pub async fn run(self, owner: watch::Sender<Option<u64>>, mut give_up: watch::Receiver<u64>) {
+    /// Competes for the lease until the node leaves: `owner` holds `Some(term)` while this node
+    /// owns it. See [`Control`].
+    pub async fn run(
+        self,
+        owner: watch::Sender<Option<u64>>,
+        mut control: watch::Receiver<Control>,
+    ) {
         let mut seen: Option<(u64, Instant)> = None;
         let mut warned = false;
         loop {
+            if control.borrow().leaving {
+                return;
+            }
             let sent = Instant::now();
             match tokio::time::timeout(self.tick(), self.kv.entry(self.key.clone())).await {
                 Ok(Ok(entry)) => {
@@ -112,7 +135,23 @@ impl Lease {
                         Some(e) => {
                             let current: Option<Owner> = serde_json::from_slice(&e.value).ok();
                             let term = current.as_ref().map(|o| o.term).unwrap_or(0) + 1;
+                            let released = current.as_ref().is_some_and(|o| o.released);
                             match seen {
+                                _ if released => {
+                                    let r = self
+                                        .kv
+                                        .update(&self.key, self.value(term), e.revision)
+                                        .await;
+                                    if r.is_ok() {
+                                        tracing::info!(
+                                            realm = %self.realm,
+                                            previous = ?current.map(|o| o.node),
+                                            term,
+                                            "cluster: queue owner handed its queues over: taking them"
+                                        );
+                                    }
+                                    r.ok().map(|rev| (rev, term))
+                                }
                                 Some((rev, at)) if rev == e.revision => {
                                     if at.elapsed() >= self.lease {
                                         let r = self
@@ -141,7 +180,7 @@ impl Lease {
                         }
                     };
                     if let Some((rev, term)) = won {
-                        self.own(rev, term, sent, &owner, &mut give_up).await;
+                        self.own(rev, term, sent, &owner, &mut control).await;
                         seen = None;
                     }
                 }
@@ -162,18 +201,30 @@ impl Lease {
         term: u64,
         mut sent: Instant,
         owner: &watch::Sender<Option<u64>>,
-        give_up: &mut watch::Receiver<u64>,
+        control: &mut watch::Receiver<Control>,
     ) {
         tracing::info!(realm = %self.realm, term, "cluster: this node dispatches the realm's queues");
-        let _ = owner.send(Some(term));
+        owner.send_replace(Some(term));
         let limit = self.lease * 3 / 4;
         let why = loop {
-            if *give_up.borrow_and_update() >= term {
+            let c = *control.borrow_and_update();
+            if c.leaving {
+                // Handed over at the revision this node wrote last: never over a newer owner.
+                let released = self
+                    .kv
+                    .update(&self.key, self.value_of(term, true), rev)
+                    .await;
+                break match released {
+                    Ok(_) => "handed over (the node stops)",
+                    Err(_) => "the node stops (the lease could not be released)",
+                };
+            }
+            if c.give_up >= term {
                 break "given up (its queue log failed)";
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.tick()) => {}
-                r = give_up.changed() => match r {
+                r = control.changed() => match r {
                     Ok(()) => continue,
                     Err(_) => break "stopped",
                 },
@@ -199,6 +250,6 @@ impl Lease {
             }
         };
         tracing::warn!(realm = %self.realm, term, "cluster: this node no longer dispatches the realm's queues: {why}");
-        let _ = owner.send(None);
+        owner.send_replace(None);
     }
 }

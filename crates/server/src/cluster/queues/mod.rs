@@ -42,9 +42,32 @@ use crate::queue_service::{QueueService, RealmQueues};
 pub struct ClusterQueues {
     fronts: Vec<Arc<front::Front>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Per realm: tell its governor the node stops; it answers once done.
+    leaving: Vec<(watch::Sender<bool>, watch::Receiver<bool>)>,
 }
 
+/// How long a stopping node waits for its realms' queues to be handed over.
+const HANDOVER: Duration = Duration::from_secs(3);
+
 impl ClusterQueues {
+    /// The node stops: each realm's queues this node owns are stopped, what their logs had
+    /// queued is written, and the lease is released so another node takes over at once (not
+    /// after the lease). Bounded by [`HANDOVER`].
+    pub async fn leave(&self) {
+        for (tx, _) in &self.leaving {
+            tx.send_replace(true);
+        }
+        let all = async {
+            for (_, rx) in &self.leaving {
+                let mut rx = rx.clone();
+                let _ = rx.wait_for(|done| *done).await;
+            }
+        };
+        if tokio::time::timeout(HANDOVER, all).await.is_err() {
+            tracing::warn!("cluster: queues not handed over within {HANDOVER:?}: the others take them after the lease");
+        }
+    }
+
     /// Closes the queue services this node runs (their stores commit what is queued).
     pub fn close(&self) {
         for f in &self.fronts {
@@ -88,6 +111,7 @@ pub async fn start(
     let mut out = ClusterQueues {
         fronts: Vec::new(),
         tasks: Vec::new(),
+        leaving: Vec::new(),
     };
     for (realm, settings) in realms {
         if !settings.bindings.is_empty() || !settings.subscribers.is_empty() {
@@ -104,7 +128,9 @@ pub async fn start(
             (config.lease * 2).clamp(Duration::from_secs(2), Duration::from_secs(30)),
         )?;
         let (owner_tx, owner_rx) = watch::channel(None);
-        let (give_up_tx, give_up_rx) = watch::channel(0u64);
+        let (control_tx, control_rx) = watch::channel(lease::Control::default());
+        let (leave_tx, leave_rx) = watch::channel(false);
+        let (left_tx, left_rx) = watch::channel(false);
         let lease = lease::Lease {
             kv: kv.clone(),
             key: names::owner_key(realm.name()),
@@ -113,7 +139,7 @@ pub async fn start(
             realm: realm.name().to_string(),
         };
         out.tasks
-            .push(tokio::spawn(lease.run(owner_tx, give_up_rx)));
+            .push(tokio::spawn(lease.run(owner_tx, control_rx)));
         let governor = Governor {
             realm,
             settings,
@@ -124,11 +150,25 @@ pub async fn start(
             node: node.to_string(),
             config: config.clone(),
         };
-        out.tasks
-            .push(tokio::spawn(govern(governor, owner_rx, give_up_tx)));
+        let links = Links {
+            owner: owner_rx,
+            control: control_tx,
+            leave: leave_rx,
+            left: left_tx,
+        };
+        out.tasks.push(tokio::spawn(govern(governor, links)));
+        out.leaving.push((leave_tx, left_rx));
         out.fronts.push(front);
     }
     Ok(out)
+}
+
+/// The channels between a realm's governor, its lease task and [`ClusterQueues::leave`].
+struct Links {
+    owner: watch::Receiver<Option<u64>>,
+    control: watch::Sender<lease::Control>,
+    leave: watch::Receiver<bool>,
+    left: watch::Sender<bool>,
 }
 
 /// Waits until `owner` no longer holds `term`.
@@ -143,17 +183,40 @@ async fn lost(owner: &mut watch::Receiver<Option<u64>>, term: u64) {
     }
 }
 
+/// Resolves when the node stops.
+async fn leaving(leave: &mut watch::Receiver<bool>) {
+    if leave.wait_for(|l| *l).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Tells the lease task to release (when owning) and stop, waits for it (bounded), and says so.
+async fn hand_over(links: &mut Links) {
+    links.control.send_modify(|c| c.leaving = true);
+    let _ = tokio::time::timeout(HANDOVER, links.owner.wait_for(|o| o.is_none())).await;
+    links.left.send_replace(true);
+}
+
 /// Runs the realm's queue service during each of this node's terms.
-async fn govern(g: Governor, mut owner: watch::Receiver<Option<u64>>, give_up: watch::Sender<u64>) {
+async fn govern(g: Governor, mut links: Links) {
     let realm = g.realm.name().to_string();
     loop {
-        let term = loop {
-            if let Some(t) = *owner.borrow_and_update() {
-                break t;
-            }
-            if owner.changed().await.is_err() {
-                return;
-            }
+        let term = tokio::select! {
+            t = async {
+                loop {
+                    if let Some(t) = *links.owner.borrow_and_update() {
+                        return Some(t);
+                    }
+                    if links.owner.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            } => t,
+            _ = leaving(&mut links.leave) => None,
+        };
+        let Some(term) = term else {
+            hand_over(&mut links).await;
+            return;
         };
         let place = store::LogPlace {
             js: g.js.clone(),
@@ -168,13 +231,17 @@ async fn govern(g: Governor, mut owner: watch::Receiver<Option<u64>>, give_up: w
         let location = format!("JetStream stream {} (term {term})", place.stream);
         let opened = tokio::select! {
             r = store::JetStreamStore::open(place) => r,
-            _ = lost(&mut owner, term) => continue,
+            _ = lost(&mut links.owner, term) => continue,
+            _ = leaving(&mut links.leave) => {
+                hand_over(&mut links).await;
+                return;
+            }
         };
         let store = match opened {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::error!(realm, term, "cluster: cannot open the queue log: {e}");
-                let _ = give_up.send(term);
+                links.control.send_modify(|c| c.give_up = term);
                 continue;
             }
         };
@@ -192,7 +259,7 @@ async fn govern(g: Governor, mut owner: watch::Receiver<Option<u64>>, give_up: w
             Err(e) => {
                 tracing::error!(realm, term, "cluster: cannot start the queues: {e}");
                 switchyard_queue::Store::close(&*store);
-                let _ = give_up.send(term);
+                links.control.send_modify(|c| c.give_up = term);
                 continue;
             }
         };
@@ -217,16 +284,26 @@ async fn govern(g: Governor, mut owner: watch::Receiver<Option<u64>>, give_up: w
             took_ms = recovered.took.as_millis() as u64,
             "cluster: queues recovered from the log; dispatching"
         );
-        tokio::select! {
-            _ = lost(&mut owner, term) => {}
+        let stopping = tokio::select! {
+            _ = lost(&mut links.owner, term) => false,
             _ = failed.wait_for(|f| *f) => {
-                let _ = give_up.send(term);
+                links.control.send_modify(|c| c.give_up = term);
+                false
             }
-        }
+            _ = leaving(&mut links.leave) => true,
+        };
         g.front.set_service(None);
         api.abort();
         service.stop();
         drop(service);
+        if stopping {
+            // What the log had queued is written before another node starts its term.
+            let mut drained = store.drained();
+            let _ = tokio::time::timeout(HANDOVER, drained.wait_for(|d| *d)).await;
+            hand_over(&mut links).await;
+            tracing::info!(realm, term, "cluster: queues handed over");
+            return;
+        }
         tracing::info!(realm, term, "cluster: queues stopped on this node");
     }
 }

@@ -78,6 +78,9 @@ struct Shared {
     closed: AtomicBool,
     /// Turns true when the store fails.
     failed: watch::Sender<bool>,
+    /// Turns true when the writer has ended (after a close, what was queued before it is
+    /// written).
+    drained: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -85,7 +88,7 @@ impl Shared {
         tracing::error!(error = %e, "cluster: queue log write failed; this node stops dispatching the realm's queues");
         let _ = self.failure.set(e.clone());
         self.stats.lock().failure = Some(e);
-        let _ = self.failed.send(true);
+        self.failed.send_replace(true);
     }
 }
 
@@ -271,12 +274,14 @@ impl JetStreamStore {
             took: started.elapsed(),
         };
         let (failed, _) = watch::channel(false);
+        let (drained, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             failure: std::sync::OnceLock::new(),
             stats: Mutex::new(StoreStats::default()),
             closed: AtomicBool::new(false),
             failed,
+            drained,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write(appender, stream, shared.clone(), rx, since));
@@ -287,9 +292,15 @@ impl JetStreamStore {
         })
     }
 
-    /// Resolves once the store has failed (fenced by a newer owner, or NATS unreachable).
+    /// Turns true once the store has failed (fenced by a newer owner, or NATS unreachable).
     pub fn failed(&self) -> watch::Receiver<bool> {
         self.shared.failed.subscribe()
+    }
+
+    /// Turns true once the writer has ended (after [`Store::close`]: what was submitted
+    /// before is written, or failed).
+    pub fn drained(&self) -> watch::Receiver<bool> {
+        self.shared.drained.subscribe()
     }
 }
 
@@ -379,6 +390,17 @@ async fn replay(
 
 /// The writer: commits groups of batches in order, then their completions; checkpoints.
 async fn write(
+    appender: Appender,
+    stream: jetstream::stream::Stream,
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    since: u64,
+) {
+    write_all(appender, stream, shared.clone(), rx, since).await;
+    shared.drained.send_replace(true);
+}
+
+async fn write_all(
     mut appender: Appender,
     stream: jetstream::stream::Stream,
     shared: Arc<Shared>,
