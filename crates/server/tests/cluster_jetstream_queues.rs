@@ -861,3 +861,62 @@ fn a_stopping_owner_hands_its_queues_over_at_once() {
     assert_eq!(serve_one(&mut worker, false), Some(3));
     eprintln!("handed over in {took:?} (lease 4s)");
 }
+
+/// The bridge key of the HTTP test.
+const BACKEND: (&str, &str) = ("backend", "backend-secret-0123456789");
+
+/// `POST /queues/{queue}/jobs` on `port`, signed, with an idempotency key.
+fn http_push(port: u16, queue: &str, nonce: &str, key: &str, body: &str) -> common::http::Reply {
+    let path = format!("/queues/{queue}/jobs");
+    let q = common::http::bound_query(BACKEND, "POST", &path, nonce, Some(key), body);
+    let headers = format!("Content-Type: application/json\r\nIdempotency-Key: {key}\r\n");
+    common::http::request(port, "POST", &format!("{path}?{q}"), &headers, body)
+}
+
+#[test]
+fn the_http_queue_endpoints_work_on_every_node() {
+    let nats = Nats::start();
+    let ports = [common::free_port(), common::free_port()];
+    let tables = |port: u16| {
+        format!(
+            "{QUEUES}\n[[realm.role]]\nname = \"anonymous\"\n\n\
+             [[realm.role.permission]]\nuri = \"com.example.\"\nmatch = \"prefix\"\nallow = [\"register\", \"call\"]\n\n\
+             [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+             [[realm.role]]\nname = \"backend\"\n\n\
+             [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+             [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\n\n\
+             [[bridge.key]]\nkey = \"{}\"\nsecret = \"{}\"\nrole = \"backend\"\n",
+            BACKEND.0, BACKEND.1
+        )
+    };
+    let nodes = [
+        nats.node_full("a", &tables(ports[0]), CLUSTER),
+        nats.node_full("b", &tables(ports[1]), CLUSTER),
+    ];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    let other = 1 - owner;
+    // A push over HTTP on the node that does not own the queues: 202 and the job's location.
+    let r = http_push(ports[other], "pdf", "1", "order-7", r#"{"args": [77]}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_u64().expect("id");
+    // The same key on the owner's bridge: 409, the same job.
+    let again = http_push(ports[owner], "pdf", "2", "order-7", r#"{"args": [78]}"#);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.json()["id"], id);
+    // A worker runs it; its state over HTTP on the other node says so.
+    let mut worker = join(&nodes[other]);
+    worker.register("com.example.render");
+    assert_eq!(serve_one(&mut worker, false), Some(77));
+    let path = format!("/queues/pdf/jobs/{id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for nonce in 3.. {
+        let q = common::http::bound_query(BACKEND, "GET", &path, &nonce.to_string(), None, "");
+        let r = common::http::request(ports[other], "GET", &format!("{path}?{q}"), "", "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.json()["state"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
