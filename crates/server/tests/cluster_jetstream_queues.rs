@@ -920,3 +920,28 @@ fn the_http_queue_endpoints_work_on_every_node() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_forwarded_call_is_authorized_per_queue_on_the_owner() {
+    let nats = Nats::start();
+    // Anonymous callers may push to `pdf` only (docs/SECURITY.md, per-queue authorization).
+    let roles = format!(
+        "{QUEUES}\n[[realm.role]]\nname = \"anonymous\"\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push\"\nallow = [\"call\"]\n\n\
+         [[realm.role.permission]]\nuri = \"switchyard.queue.push.pdf\"\nallow = [\"call\"]\n"
+    );
+    let nodes = [
+        nats.node_full("a", &roles, CLUSTER),
+        nats.node_full("b", &roles, CLUSTER),
+    ];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    for i in [1 - owner, owner] {
+        let mut c = join(&nodes[i]);
+        push(&mut c, "pdf", 1, Dict::new()).expect("push to pdf");
+        let refused = push(&mut c, "mail", 1, Dict::new()).expect_err("push to mail");
+        assert_eq!(
+            refused.0, "wamp.error.not_authorized",
+            "node {i}: {refused:?}"
+        );
+    }
+}
