@@ -945,3 +945,40 @@ fn a_forwarded_call_is_authorized_per_queue_on_the_owner() {
         );
     }
 }
+
+#[test]
+fn a_publication_on_a_bound_topic_becomes_a_job_on_any_node() {
+    let nats = Nats::start();
+    let tables = format!(
+        "{QUEUES}\n[[realm.queue_binding]]\ntopic = \"com.example.order.\"\nmatch = \"prefix\"\nqueues = [\"pdf\"]\n"
+    );
+    let nodes = [
+        nats.node_full("a", &tables, CLUSTER),
+        nats.node_full("b", &tables, CLUSTER),
+    ];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    let other = 1 - owner;
+    let mut worker = join(&nodes[other]);
+    worker.register("com.example.render");
+    // Published on the node that does not own the queues, then on the owner: PUBLISHED follows
+    // the jobs' commit, and each becomes a job that runs.
+    for (i, node) in [other, owner].into_iter().enumerate() {
+        let mut publisher = join(&nodes[node]);
+        let request = publisher.req();
+        publisher.send(&Message::Publish {
+            request,
+            options: Dict::new().with("acknowledge", true),
+            topic: "com.example.order.placed".into(),
+            payload: args(vec![Value::UInt(100 + i as u64)]),
+        });
+        match publisher.expect("PUBLISHED") {
+            Message::Published { request: r, .. } => assert_eq!(r, request),
+            other => panic!("expected PUBLISHED, got {other:?}"),
+        }
+        assert_eq!(serve_one(&mut worker, false), Some(100 + i as u64));
+    }
+    let mut operator = join(&nodes[other]);
+    wait_stats(&mut operator, "pdf", "both completed", |s| {
+        uint(s, "completed_total") == 2
+    });
+}

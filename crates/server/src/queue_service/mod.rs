@@ -56,7 +56,7 @@ use tokio::sync::Notify;
 pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 pub use limits::QueueLimits;
-pub use payload::{duplicate_key, duplicate_key_message};
+pub use payload::{duplicate_key, duplicate_key_message, of_publication};
 pub use subscribers::SubscriberQueue;
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
@@ -333,7 +333,8 @@ impl QueueService {
             service.ensure_dispatcher(name);
         }
         tokio::spawn(maintenance(Arc::downgrade(&service)));
-        if !settings.bindings.is_empty() || !service.subscribers.is_empty() {
+        // Cluster mode's replicated queues have a hook of their own (on every node).
+        if register_api && (!settings.bindings.is_empty() || !service.subscribers.is_empty()) {
             let hook = bindings::Bindings::new(&service, settings.bindings);
             realm.set_publish_hook(Arc::new(hook));
         }
@@ -353,6 +354,34 @@ impl QueueService {
     /// Commits what is pending and closes the store.
     pub fn close(&self) {
         self.queues.close();
+    }
+
+    /// One job in each of `queues` with the payload `data` (cluster mode:
+    /// a publication on a bound topic, on any node); resolves once they are
+    /// durable. The queues must be bound ones (checked at start).
+    pub fn push_bound(
+        &self,
+        queues: &[String],
+        data: switchyard_queue::Payload,
+    ) -> Result<switchyard_router::hooks::HookFuture, switchyard_router::session::OpError> {
+        let jobs: Vec<(String, switchyard_queue::NewJob)> = queues
+            .iter()
+            .map(|q| (q.clone(), switchyard_queue::NewJob::new(data.clone())))
+            .collect();
+        let commit = self.queues.submit_many(jobs).map_err(|e| {
+            (
+                e.uri(),
+                format!("the event cannot become a job, so it was not published: {e}"),
+            )
+        })?;
+        Ok(Box::pin(async move {
+            commit.await.map(|_| ()).map_err(|e| {
+                (
+                    e.uri(),
+                    format!("the publication's jobs were not stored: {e}"),
+                )
+            })
+        }))
     }
 
     /// Stops serving (cluster mode: this node no longer dispatches the

@@ -31,6 +31,19 @@ use crate::queue_service::QueueService;
 
 /// The error of a call no node can serve now.
 pub const UNAVAILABLE: &str = "switchyard.queue.error.unavailable";
+/// The forwarded request of a publication's bound jobs (not a WAMP procedure: only nodes send
+/// it, over NATS): args `[queues, encoding, payload bytes]`.
+const BOUND: &str = "switchyard.queue.bound";
+
+/// The error URIs a forwarded bound push may answer (a publication's ERROR needs a static one).
+const BOUND_ERRORS: [&str; 6] = [
+    "switchyard.queue.error.unknown_queue",
+    "switchyard.queue.error.invalid_argument",
+    "switchyard.queue.error.payload_too_large",
+    "switchyard.queue.error.queue_full",
+    "switchyard.queue.error.store",
+    UNAVAILABLE,
+];
 /// Forwarded calls the owner serves at once (beyond, they wait for a turn).
 const SERVED_AT_ONCE: usize = 1024;
 
@@ -121,11 +134,50 @@ impl Front {
 
     /// Sends the call to the owner and waits for its answer.
     async fn forward(&self, procedure: &str, inv: InternalInvocation) -> Answer {
+        self.request(procedure, inv.details, inv.args, inv.kwargs)
+            .await
+    }
+
+    /// A publication's bound jobs, pushed on the owner; resolves once they are durable there.
+    pub async fn forward_bound(
+        &self,
+        queues: Vec<String>,
+        data: switchyard_queue::Payload,
+    ) -> Result<(), switchyard_router::session::OpError> {
+        let encoding = serde_json::to_value(data.encoding)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let args = vec![
+            Value::List(queues.into_iter().map(Value::Str).collect()),
+            Value::Str(encoding),
+            Value::Bytes(data.bytes.to_vec()),
+        ];
+        match self.request(BOUND, Dict::new(), args, Dict::new()).await {
+            Ok(_) => Ok(()),
+            Err((uri, message)) => {
+                let uri = BOUND_ERRORS
+                    .iter()
+                    .copied()
+                    .find(|u| *u == uri)
+                    .unwrap_or(UNAVAILABLE);
+                Err((uri, message))
+            }
+        }
+    }
+
+    async fn request(
+        &self,
+        procedure: &str,
+        details: Dict,
+        args: Vec<Value>,
+        kwargs: Dict,
+    ) -> Answer {
         let call = Message::Call {
             request: 1,
-            options: inv.details,
+            options: details,
             procedure: procedure.to_string(),
-            payload: Payload::values(inv.args, Some(inv.kwargs)),
+            payload: Payload::values(args, Some(kwargs)),
         }
         .encode(Serializer::MsgPack)
         .map_err(|e| {
@@ -176,6 +228,41 @@ impl Front {
             _ => Err(unavailable("an unreadable answer".into())),
         }
     }
+}
+
+/// Pushes a publication's bound jobs forwarded by another node (args of [`BOUND`]).
+async fn push_bound(service: &QueueService, args: Vec<Value>) -> Answer {
+    let bad = |m: &str| {
+        (
+            "switchyard.queue.error.invalid_argument".to_string(),
+            format!("bound jobs: {m}"),
+        )
+    };
+    let mut it = args.into_iter();
+    let (Some(Value::List(queues)), Some(Value::Str(encoding)), Some(Value::Bytes(bytes))) =
+        (it.next(), it.next(), it.next())
+    else {
+        return Err(bad("expected [queues, encoding, payload]"));
+    };
+    let queues: Vec<String> = queues
+        .into_iter()
+        .filter_map(|q| match q {
+            Value::Str(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let encoding: switchyard_queue::Encoding =
+        serde_json::from_value(serde_json::Value::String(encoding))
+            .map_err(|_| bad("unknown encoding"))?;
+    let data = switchyard_queue::Payload {
+        encoding,
+        bytes: bytes.into(),
+    };
+    let commit = service
+        .push_bound(&queues, data)
+        .map_err(|(uri, m)| (uri.to_string(), m))?;
+    commit.await.map_err(|(uri, m)| (uri.to_string(), m))?;
+    Ok((Vec::new(), None))
 }
 
 /// A payload's arguments.
@@ -243,6 +330,9 @@ pub async fn serve_forwarded(
         let (client, service) = (client.clone(), service.clone());
         tokio::spawn(async move {
             let answer = match Message::decode(Serializer::MsgPack, &m.payload) {
+                Ok(Message::Call {
+                    procedure, payload, ..
+                }) if procedure == BOUND => push_bound(&service, values(&payload).0).await,
                 Ok(Message::Call {
                     options,
                     procedure,

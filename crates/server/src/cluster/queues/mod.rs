@@ -12,6 +12,7 @@
 //!   before, so an old owner's late write is refused; recovery by replay; checkpoints);
 //! - `front.rs`: the `switchyard.queue.*` procedures on every node, served by the owner (over
 //!   NATS from the other nodes);
+//! - `bindings.rs`: topic bindings on every node (jobs written by the owner);
 //! - `names.rs`: stream, subject, bucket and key names;
 //! - `config.rs`: `[cluster.queues]`.
 //!
@@ -19,6 +20,7 @@
 //! log (term marker, replay), starts the realm's queue service on it and serves the forwarded
 //! calls; when the term ends (lease lost, or the log refused a write) it stops the service.
 
+mod bindings;
 pub mod config;
 mod front;
 mod lease;
@@ -98,6 +100,33 @@ struct Governor {
     config: ClusterQueuesConfig,
 }
 
+/// Each bound queue is a queue of the config file with a target (checked at start on every
+/// node, not only by the owner when it takes the queues).
+fn check_bindings(realm: &Realm, settings: &RealmQueues) -> Result<(), String> {
+    for b in &settings.bindings {
+        for q in &b.queues {
+            match settings.configs.iter().find(|c| &c.name == q) {
+                Some(c) if c.target.is_some() => {}
+                Some(_) => {
+                    return Err(format!(
+                        "realm \"{}\": queue_binding on \"{}\" feeds queue \"{q}\", which has no default target: set its `target`",
+                        realm.name(),
+                        b.topic
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "realm \"{}\": queue_binding on \"{}\" names queue \"{q}\", which is not in the configuration",
+                        realm.name(),
+                        b.topic
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Registers the queue procedures of every realm and starts following their leases.
 pub async fn start(
     client: async_nats::Client,
@@ -114,19 +143,26 @@ pub async fn start(
         leaving: Vec::new(),
     };
     for (realm, settings) in realms {
-        if !settings.bindings.is_empty() || !settings.subscribers.is_empty() {
+        if !settings.subscribers.is_empty() {
             return Err(format!(
-                "realm \"{}\": queue bindings and durable HTTP subscribers do not work with \
+                "realm \"{}\": durable HTTP subscribers do not work with \
                  [cluster.queues] store = \"jetstream\" yet (docs/CLUSTER.md)",
                 realm.name()
             ));
         }
+        check_bindings(&realm, &settings)?;
         let front = front::Front::register(
             realm.clone(),
             client.clone(),
             names::api_subject(prefix, realm.name()),
             (config.lease * 2).clamp(Duration::from_secs(2), Duration::from_secs(30)),
         )?;
+        if !settings.bindings.is_empty() {
+            realm.set_publish_hook(Arc::new(bindings::ClusterBindings {
+                front: front.clone(),
+                bindings: settings.bindings.clone(),
+            }));
+        }
         let (owner_tx, owner_rx) = watch::channel(None);
         let (control_tx, control_rx) = watch::channel(lease::Control::default());
         let (leave_tx, leave_rx) = watch::channel(false);

@@ -1,0 +1,77 @@
+//! Topic bindings (`[[realm.queue_binding]]`) with JetStream queues: every node's realm has this
+//! publish hook; a publication on a bound topic becomes one job per bound queue, written by the
+//! owner of the realm's queues:
+//!
+//! - on the owner, straight into its engine (as on one node: a job that cannot be stored
+//!   refuses the publication, which is then delivered to nobody);
+//! - elsewhere, forwarded to the owner (`front.rs`) while the event is delivered; the
+//!   publisher's `PUBLISHED` waits for the jobs' commit on the owner, and becomes an `ERROR`
+//!   when they cannot be stored (the event itself was delivered then).
+
+use std::sync::Arc;
+
+use switchyard_proto::Payload;
+use switchyard_router::broker::Prepared;
+use switchyard_router::hooks::{HookOutcome, PublishHook};
+use switchyard_router::Session;
+
+use super::front::Front;
+use crate::queue_service::{of_publication, QueueBinding};
+
+pub struct ClusterBindings {
+    pub front: Arc<Front>,
+    pub bindings: Vec<QueueBinding>,
+}
+
+impl ClusterBindings {
+    /// Every queue bound to `topic`, once each, in binding order.
+    fn queues_for(&self, topic: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for b in &self.bindings {
+            if b.policy.matches(&b.topic, topic) {
+                for q in &b.queues {
+                    if !out.contains(q) {
+                        out.push(q.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl PublishHook for ClusterBindings {
+    fn on_publish(
+        &self,
+        _publisher: &Arc<Session>,
+        topic: &str,
+        p: &Payload,
+        _publication: &Prepared,
+    ) -> HookOutcome {
+        let queues = self.queues_for(topic);
+        if queues.is_empty() {
+            return HookOutcome::Pass;
+        }
+        let data = match of_publication(p) {
+            Ok(d) => d,
+            Err(e) => {
+                return HookOutcome::Refuse(
+                    "switchyard.queue.error.invalid_argument",
+                    format!("the event on \"{topic}\" cannot become a job: {e}"),
+                )
+            }
+        };
+        match self.front.service() {
+            Some(service) => match service.push_bound(&queues, data) {
+                Ok(commit) => HookOutcome::After(commit),
+                Err((uri, message)) => HookOutcome::Refuse(uri, message),
+            },
+            None => {
+                let front = self.front.clone();
+                HookOutcome::After(Box::pin(
+                    async move { front.forward_bound(queues, data).await },
+                ))
+            }
+        }
+    }
+}
