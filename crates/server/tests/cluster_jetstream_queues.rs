@@ -982,3 +982,84 @@ fn a_publication_on_a_bound_topic_becomes_a_job_on_any_node() {
         uint(s, "completed_total") == 2
     });
 }
+
+/// The bodies of the HTTP requests `l` gets (each answered 200), on a channel.
+fn http_receiver(l: std::net::TcpListener) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let Ok(clone) = s.try_clone() else { continue };
+            let mut reader = BufReader::new(clone);
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim_end().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.trim().eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            if tx
+                .send(String::from_utf8_lossy(&body).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_durable_http_subscriber_gets_the_events_published_on_any_node() {
+    let nats = Nats::start();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let receiver_port = l.local_addr().expect("addr").port();
+    let got = http_receiver(l);
+    let tables = |bridge_port: u16| {
+        format!(
+            "{QUEUES}\n[[bridge]]\naddress = \"127.0.0.1:{bridge_port}\"\nrealm = \"realm1\"\n\
+             allow_unsigned = true\n\n[[bridge.subscriber]]\ntopic = \"com.example.paid\"\n\
+             url = \"http://127.0.0.1:{receiver_port}/events\"\nkey = \"hooks\"\n\
+             secret = \"durable-secret-longer-than-16\"\n\
+             durable = {{ retry = {{ kind = \"fixed\", times = 5, spacing = \"100ms\" }} }}\n"
+        )
+    };
+    let nodes = [
+        nats.node_full("a", &tables(common::free_port()), CLUSTER),
+        nats.node_full("b", &tables(common::free_port()), CLUSTER),
+    ];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    for (i, node) in [1 - owner, owner].into_iter().enumerate() {
+        let mut publisher = join(&nodes[node]);
+        let request = publisher.req();
+        publisher.send(&Message::Publish {
+            request,
+            options: Dict::new().with("acknowledge", true),
+            topic: "com.example.paid".into(),
+            payload: args(vec![Value::UInt(500 + i as u64)]),
+        });
+        match publisher.expect("PUBLISHED") {
+            Message::Published { .. } => {}
+            other => panic!("expected PUBLISHED, got {other:?}"),
+        }
+        let body = got
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the event POSTed");
+        let event: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(event["topic"], "com.example.paid", "{event}");
+        assert_eq!(event["args"][0], 500 + i as u64, "{event}");
+    }
+}

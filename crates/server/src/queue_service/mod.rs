@@ -57,7 +57,7 @@ pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 pub use limits::QueueLimits;
 pub use payload::{duplicate_key, duplicate_key_message, of_publication};
-pub use subscribers::SubscriberQueue;
+pub use subscribers::{DurableSubscribers, SubscriberQueue};
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
 /// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
@@ -356,17 +356,16 @@ impl QueueService {
         self.queues.close();
     }
 
-    /// One job in each of `queues` with the payload `data` (cluster mode:
-    /// a publication on a bound topic, on any node); resolves once they are
-    /// durable. The queues must be bound ones (checked at start).
+    /// The jobs of a publication (cluster mode: on a bound topic, or for a
+    /// durable HTTP subscriber, made on any node), as (queue, payload);
+    /// resolves once they are durable.
     pub fn push_bound(
         &self,
-        queues: &[String],
-        data: switchyard_queue::Payload,
+        jobs: Vec<(String, switchyard_queue::Payload)>,
     ) -> Result<switchyard_router::hooks::HookFuture, switchyard_router::session::OpError> {
-        let jobs: Vec<(String, switchyard_queue::NewJob)> = queues
-            .iter()
-            .map(|q| (q.clone(), switchyard_queue::NewJob::new(data.clone())))
+        let jobs: Vec<(String, switchyard_queue::NewJob)> = jobs
+            .into_iter()
+            .map(|(q, data)| (q, switchyard_queue::NewJob::new(data)))
             .collect();
         let commit = self.queues.submit_many(jobs).map_err(|e| {
             (

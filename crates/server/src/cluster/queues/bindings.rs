@@ -1,6 +1,7 @@
-//! Topic bindings (`[[realm.queue_binding]]`) with JetStream queues: every node's realm has this
-//! publish hook; a publication on a bound topic becomes one job per bound queue, written by the
-//! owner of the realm's queues:
+//! Topic bindings (`[[realm.queue_binding]]`) and durable HTTP subscribers with JetStream
+//! queues: every node's realm has this publish hook; a publication on a bound topic becomes one
+//! job per bound queue, and one per durable subscriber that would receive it (its event, in the
+//! subscriber's own queue), all written by the owner of the realm's queues:
 //!
 //! - on the owner, straight into its engine (as on one node: a job that cannot be stored
 //!   refuses the publication, which is then delivered to nobody);
@@ -16,11 +17,12 @@ use switchyard_router::hooks::{HookOutcome, PublishHook};
 use switchyard_router::Session;
 
 use super::front::Front;
-use crate::queue_service::{of_publication, QueueBinding};
+use crate::queue_service::{of_publication, DurableSubscribers, QueueBinding};
 
 pub struct ClusterBindings {
     pub front: Arc<Front>,
     pub bindings: Vec<QueueBinding>,
+    pub subscribers: DurableSubscribers,
 }
 
 impl ClusterBindings {
@@ -46,31 +48,42 @@ impl PublishHook for ClusterBindings {
         _publisher: &Arc<Session>,
         topic: &str,
         p: &Payload,
-        _publication: &Prepared,
+        publication: &Prepared,
     ) -> HookOutcome {
+        let cannot = |e: String| {
+            HookOutcome::Refuse(
+                "switchyard.queue.error.invalid_argument",
+                format!("the event on \"{topic}\" cannot become a job: {e}"),
+            )
+        };
         let queues = self.queues_for(topic);
-        if queues.is_empty() {
+        let mut jobs: Vec<(String, switchyard_queue::Payload)> = Vec::new();
+        if !queues.is_empty() {
+            let data = match of_publication(p) {
+                Ok(d) => d,
+                Err(e) => return cannot(e),
+            };
+            jobs.extend(queues.into_iter().map(|q| (q, data.clone())));
+        }
+        match self.subscribers.jobs_for(topic, p, publication) {
+            Ok(durable) => jobs.extend(
+                durable
+                    .into_iter()
+                    .map(|(q, job)| (q.to_string(), job.payload)),
+            ),
+            Err(e) => return cannot(e),
+        }
+        if jobs.is_empty() {
             return HookOutcome::Pass;
         }
-        let data = match of_publication(p) {
-            Ok(d) => d,
-            Err(e) => {
-                return HookOutcome::Refuse(
-                    "switchyard.queue.error.invalid_argument",
-                    format!("the event on \"{topic}\" cannot become a job: {e}"),
-                )
-            }
-        };
         match self.front.service() {
-            Some(service) => match service.push_bound(&queues, data) {
+            Some(service) => match service.push_bound(jobs) {
                 Ok(commit) => HookOutcome::After(commit),
                 Err((uri, message)) => HookOutcome::Refuse(uri, message),
             },
             None => {
                 let front = self.front.clone();
-                HookOutcome::After(Box::pin(
-                    async move { front.forward_bound(queues, data).await },
-                ))
+                HookOutcome::After(Box::pin(async move { front.forward_bound(jobs).await }))
             }
         }
     }

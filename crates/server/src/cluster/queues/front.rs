@@ -32,7 +32,7 @@ use crate::queue_service::QueueService;
 /// The error of a call no node can serve now.
 pub const UNAVAILABLE: &str = "switchyard.queue.error.unavailable";
 /// The forwarded request of a publication's bound jobs (not a WAMP procedure: only nodes send
-/// it, over NATS): args `[queues, encoding, payload bytes]`.
+/// it, over NATS): args `[[[queue, encoding, payload bytes], ...]]`.
 const BOUND: &str = "switchyard.queue.bound";
 
 /// The error URIs a forwarded bound push may answer (a publication's ERROR needs a static one).
@@ -141,18 +141,23 @@ impl Front {
     /// A publication's bound jobs, pushed on the owner; resolves once they are durable there.
     pub async fn forward_bound(
         &self,
-        queues: Vec<String>,
-        data: switchyard_queue::Payload,
+        jobs: Vec<(String, switchyard_queue::Payload)>,
     ) -> Result<(), switchyard_router::session::OpError> {
-        let encoding = serde_json::to_value(data.encoding)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let args = vec![
-            Value::List(queues.into_iter().map(Value::Str).collect()),
-            Value::Str(encoding),
-            Value::Bytes(data.bytes.to_vec()),
-        ];
+        let jobs = jobs
+            .into_iter()
+            .map(|(queue, data)| {
+                let encoding = serde_json::to_value(data.encoding)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                Value::List(vec![
+                    Value::Str(queue),
+                    Value::Str(encoding),
+                    Value::Bytes(data.bytes.to_vec()),
+                ])
+            })
+            .collect();
+        let args = vec![Value::List(jobs)];
         match self.request(BOUND, Dict::new(), args, Dict::new()).await {
             Ok(_) => Ok(()),
             Err((uri, message)) => {
@@ -238,28 +243,33 @@ async fn push_bound(service: &QueueService, args: Vec<Value>) -> Answer {
             format!("bound jobs: {m}"),
         )
     };
-    let mut it = args.into_iter();
-    let (Some(Value::List(queues)), Some(Value::Str(encoding)), Some(Value::Bytes(bytes))) =
-        (it.next(), it.next(), it.next())
-    else {
-        return Err(bad("expected [queues, encoding, payload]"));
+    let Some(Value::List(list)) = args.into_iter().next() else {
+        return Err(bad("expected [[queue, encoding, payload], ...]"));
     };
-    let queues: Vec<String> = queues
-        .into_iter()
-        .filter_map(|q| match q {
-            Value::Str(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    let encoding: switchyard_queue::Encoding =
-        serde_json::from_value(serde_json::Value::String(encoding))
-            .map_err(|_| bad("unknown encoding"))?;
-    let data = switchyard_queue::Payload {
-        encoding,
-        bytes: bytes.into(),
-    };
+    let mut jobs = Vec::with_capacity(list.len());
+    for job in list {
+        let Value::List(fields) = job else {
+            return Err(bad("a job is [queue, encoding, payload]"));
+        };
+        let mut it = fields.into_iter();
+        let (Some(Value::Str(queue)), Some(Value::Str(encoding)), Some(Value::Bytes(bytes))) =
+            (it.next(), it.next(), it.next())
+        else {
+            return Err(bad("a job is [queue, encoding, payload]"));
+        };
+        let encoding: switchyard_queue::Encoding =
+            serde_json::from_value(serde_json::Value::String(encoding))
+                .map_err(|_| bad("unknown encoding"))?;
+        jobs.push((
+            queue,
+            switchyard_queue::Payload {
+                encoding,
+                bytes: bytes.into(),
+            },
+        ));
+    }
     let commit = service
-        .push_bound(&queues, data)
+        .push_bound(jobs)
         .map_err(|(uri, m)| (uri.to_string(), m))?;
     commit.await.map_err(|(uri, m)| (uri.to_string(), m))?;
     Ok((Vec::new(), None))

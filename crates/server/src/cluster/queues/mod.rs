@@ -143,13 +143,6 @@ pub async fn start(
         leaving: Vec::new(),
     };
     for (realm, settings) in realms {
-        if !settings.subscribers.is_empty() {
-            return Err(format!(
-                "realm \"{}\": durable HTTP subscribers do not work with \
-                 [cluster.queues] store = \"jetstream\" yet (docs/CLUSTER.md)",
-                realm.name()
-            ));
-        }
         check_bindings(&realm, &settings)?;
         let front = front::Front::register(
             realm.clone(),
@@ -157,10 +150,15 @@ pub async fn start(
             names::api_subject(prefix, realm.name()),
             (config.lease * 2).clamp(Duration::from_secs(2), Duration::from_secs(30)),
         )?;
-        if !settings.bindings.is_empty() {
+        if !settings.bindings.is_empty() || !settings.subscribers.is_empty() {
+            let subscribers = crate::queue_service::DurableSubscribers::new(
+                &realm,
+                settings.subscribers.clone(),
+            )?;
             realm.set_publish_hook(Arc::new(bindings::ClusterBindings {
                 front: front.clone(),
                 bindings: settings.bindings.clone(),
+                subscribers,
             }));
         }
         let (owner_tx, owner_rx) = watch::channel(None);
