@@ -267,6 +267,7 @@ class NatsServer:
     """A nats-server of one test module, for the cluster variants."""
     proc: subprocess.Popen
     port: int
+    store: str | None = None
 
     @property
     def url(self) -> str:
@@ -276,12 +277,21 @@ class NatsServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=5)
+        if self.store:
+            shutil.rmtree(self.store, ignore_errors=True)
 
 
-def start_nats(ready_timeout=10.0) -> NatsServer:
+def start_nats(ready_timeout=10.0, jetstream=False) -> NatsServer:
+    """A nats-server on a free loopback port; with `jetstream`, JetStream on (`-js`) with a
+    store in a temporary directory removed when it stops."""
     port = free_port()
-    proc = subprocess.Popen([nats_server_bin(), "-a", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    args = [nats_server_bin(), "-a", "127.0.0.1", "-p", str(port)]
+    store = None
+    if jetstream:
+        store = tempfile.mkdtemp(prefix="interop-nats-js-")
+        args += ["-js", "-sd", store]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + ready_timeout
     while not _can_connect_tcp(port):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -289,16 +299,19 @@ def start_nats(ready_timeout=10.0) -> NatsServer:
             raise RuntimeError(f"nats-server ({nats_server_bin()}) did not start "
                                "(scripts/install-nats.sh installs it)")
         time.sleep(0.05)
-    return NatsServer(proc=proc, port=port)
+    return NatsServer(proc=proc, port=port, store=store)
 
 
-def start_cluster(name: str, nodes: int, **router_kw) -> tuple[NatsServer, list[Router]]:
-    """A nats-server and `nodes` routers joined by it (node names n1, n2, ...)."""
-    nats = start_nats()
+def start_cluster(name: str, nodes: int, queues=None, **router_kw) -> tuple[NatsServer, list[Router]]:
+    """A nats-server and `nodes` routers joined by it (node names n1, n2, ...); `queues`: their
+    ``[cluster.queues]`` table, if any (JetStream is on then)."""
+    nats = start_nats(jetstream=queues is not None)
     routers = []
     try:
         for i in range(nodes):
             cluster = {"node": f"n{i + 1}", "nats": [nats.url], "subject_prefix": "interop"}
+            if queues is not None:
+                cluster["queues"] = queues
             routers.append(start_router(f"{name}-n{i + 1}", cluster=cluster, **router_kw))
     except BaseException:
         for r in routers:

@@ -9,6 +9,7 @@
 //!   publisher's `PUBLISHED` waits for the jobs' commit on the owner, and becomes an `ERROR`
 //!   when they cannot be stored (the event itself was delivered then).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use switchyard_proto::Payload;
@@ -23,6 +24,9 @@ pub struct ClusterBindings {
     pub front: Arc<Front>,
     pub bindings: Vec<QueueBinding>,
     pub subscribers: DurableSubscribers,
+    /// Each bound or subscriber queue's `max_payload_bytes` (from the configuration every
+    /// node has): a job over it refuses the publication before it is delivered, on any node.
+    pub max_payload: HashMap<String, u32>,
 }
 
 impl ClusterBindings {
@@ -75,6 +79,20 @@ impl PublishHook for ClusterBindings {
         }
         if jobs.is_empty() {
             return HookOutcome::Pass;
+        }
+        for (queue, data) in &jobs {
+            let limit = self.max_payload.get(queue).copied().unwrap_or(u32::MAX);
+            if data.len() > limit as usize {
+                let e = switchyard_queue::QueueError::PayloadTooLarge {
+                    queue: queue.clone(),
+                    size: data.len(),
+                    limit,
+                };
+                return HookOutcome::Refuse(
+                    e.uri(),
+                    format!("the event cannot become a job, so it was not published: {e}"),
+                );
+            }
         }
         match self.front.service() {
             Some(service) => match service.push_bound(jobs) {

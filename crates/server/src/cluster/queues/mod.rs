@@ -155,10 +155,23 @@ pub async fn start(
                 &realm,
                 settings.subscribers.clone(),
             )?;
+            let max_payload = settings
+                .configs
+                .iter()
+                .cloned()
+                .chain(
+                    settings
+                        .subscribers
+                        .iter()
+                        .filter_map(crate::queue_service::SubscriberQueue::config),
+                )
+                .map(|c| (c.name, c.max_payload_bytes))
+                .collect();
             realm.set_publish_hook(Arc::new(bindings::ClusterBindings {
                 front: front.clone(),
                 bindings: settings.bindings.clone(),
                 subscribers,
+                max_payload,
             }));
         }
         let (owner_tx, owner_rx) = watch::channel(None);
