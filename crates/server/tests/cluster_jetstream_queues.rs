@@ -1063,3 +1063,67 @@ fn a_durable_http_subscriber_gets_the_events_published_on_any_node() {
         assert_eq!(event["args"][0], 500 + i as u64, "{event}");
     }
 }
+
+#[test]
+fn a_node_says_so_and_exits_when_nats_has_no_jetstream() {
+    let port = common::free_port();
+    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/sbin/nats-server").is_file() {
+            "/usr/sbin/nats-server".into()
+        } else {
+            "nats-server".into()
+        }
+    });
+    // A NATS server without -js.
+    let mut nats = std::process::Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{}\"\n\n[[realm]]\nname = \"realm1\"\n\n\
+             [cluster]\nnode = \"a\"\nnats = [\"nats://127.0.0.1:{port}\"]\n\n\
+             [cluster.queues]\nstore = \"jetstream\"\n",
+            common::free_port()
+        ),
+    )
+    .expect("config");
+    let log_path = dir.path().join("node.log");
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("switchyard");
+    // It stops by itself, at once (bounded here: killed after 20 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = node.kill();
+            let _ = node.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = nats.kill();
+    let _ = nats.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the node did not stop: {log}"));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("needs JetStream on the NATS servers"), "{log}");
+}

@@ -70,7 +70,9 @@ pub async fn bucket(
             // Another node may have created it meanwhile.
             if js.get_stream(&stream).await.is_err() {
                 return Err(format!(
-                    "cluster: cannot create the queue ownership bucket {name}: {e}"
+                    "cluster: cannot create the queue ownership bucket {name}: {e} \
+                     ([cluster.queues] store = \"jetstream\" needs JetStream on the NATS \
+                     servers: nats-server -js)"
                 ));
             }
         }
