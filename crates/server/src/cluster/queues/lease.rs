@@ -111,6 +111,12 @@ impl Lease {
         .into()
     }
 
+    /// Whether `value` names this node with `term` (and is not released).
+    fn is_mine(&self, value: &[u8], term: u64) -> bool {
+        serde_json::from_slice::<Owner>(value)
+            .is_ok_and(|o| o.node == self.node && o.term == term && !o.released)
+    }
+
     /// Competes for the lease until the node leaves: `owner` holds `Some(term)` while this node
     /// owns it. See [`Control`].
     pub async fn run(
@@ -243,7 +249,15 @@ impl Lease {
                     sent = now;
                 }
                 Ok(Err(e)) if matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision) => {
-                    break "another node took over";
+                    // A renewal that timed out here may have been stored: the key then still
+                    // holds this node's term, at a revision this node did not see.
+                    match self.kv.entry(self.key.clone()).await {
+                        Ok(Some(e)) if self.is_mine(&e.value, term) => {
+                            rev = e.revision;
+                            continue;
+                        }
+                        _ => break "another node took over",
+                    }
                 }
                 _ => {}
             }
