@@ -318,24 +318,36 @@ async fn serve(
     }
 }
 
+/// Subscribes to the calls other nodes forward (in place at NATS when this returns).
+pub async fn subscribe_forwarded(
+    client: &async_nats::Client,
+    subject: String,
+) -> Result<async_nats::Subscriber, String> {
+    let sub = client
+        .queue_subscribe(subject.clone(), "owner".into())
+        .await
+        .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+    Ok(sub)
+}
+
 /// Serves the calls other nodes forward, while this node owns the queues (the task is aborted
 /// when it no longer does).
 pub async fn serve_forwarded(
     client: async_nats::Client,
-    subject: String,
+    mut sub: async_nats::Subscriber,
     service: Arc<QueueService>,
-) -> Result<(), String> {
-    let mut sub = client
-        .queue_subscribe(subject.clone(), "owner".into())
-        .await
-        .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+) {
     let turns = Arc::new(Semaphore::new(SERVED_AT_ONCE));
     while let Some(m) = sub.next().await {
         let Some(reply) = m.reply.clone() else {
             continue;
         };
         let Ok(turn) = turns.clone().acquire_owned().await else {
-            return Ok(());
+            return;
         };
         let (client, service) = (client.clone(), service.clone());
         tokio::spawn(async move {
@@ -418,5 +430,4 @@ pub async fn serve_forwarded(
             drop(turn);
         });
     }
-    Ok(())
 }

@@ -251,8 +251,8 @@ impl Lease {
                 Ok(Err(e)) if matches!(e.kind(), kv::UpdateErrorKind::WrongLastRevision) => {
                     // A renewal that timed out here may have been stored: the key then still
                     // holds this node's term, at a revision this node did not see.
-                    match self.kv.entry(self.key.clone()).await {
-                        Ok(Some(e)) if self.is_mine(&e.value, term) => {
+                    match tokio::time::timeout(self.tick(), self.kv.entry(self.key.clone())).await {
+                        Ok(Ok(Some(e))) if self.is_mine(&e.value, term) => {
                             rev = e.revision;
                             continue;
                         }

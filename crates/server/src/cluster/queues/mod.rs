@@ -272,7 +272,7 @@ async fn govern(g: Governor, mut links: Links) {
             replicas: g.config.replicas,
             node: g.node.clone(),
             term,
-            retry_for: g.config.lease / 2,
+            retry_for: g.config.lease,
             checkpoint_entries: g.config.checkpoint_entries,
         };
         let location = format!("JetStream stream {} (term {term})", place.stream);
@@ -310,19 +310,24 @@ async fn govern(g: Governor, mut links: Links) {
                 continue;
             }
         };
-        g.front.set_service(Some(service.clone()));
-        let api = tokio::spawn({
-            let (client, subject, service) = (
-                g.client.clone(),
-                names::api_subject(&g.prefix, &realm),
-                service.clone(),
-            );
-            async move {
-                if let Err(e) = front::serve_forwarded(client, subject, service).await {
-                    tracing::error!("cluster: {e}");
-                }
+        // Forwarded calls reach this node before it says it dispatches.
+        let sub = match front::subscribe_forwarded(&g.client, names::api_subject(&g.prefix, &realm))
+            .await
+        {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::error!(realm, term, "cluster: {e}");
+                service.stop();
+                links.control.send_modify(|c| c.give_up = term);
+                continue;
             }
-        });
+        };
+        g.front.set_service(Some(service.clone()));
+        let api = tokio::spawn(front::serve_forwarded(
+            g.client.clone(),
+            sub,
+            service.clone(),
+        ));
         tracing::info!(
             realm,
             term,
