@@ -29,6 +29,8 @@ a panic or did not exit.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from routerproc import Router, start_cluster, start_router
@@ -90,6 +92,12 @@ def queue_router(request, module_router_factory, **router_kw):
                                   queues={"store": "jetstream", "lease": "1s"}, **router_kw)
     routers[-1].jetstream_cluster = True
     try:
+        # one node serves the queues (it logs so once its log is replayed)
+        deadline = time.monotonic() + 15
+        while not any("queues recovered from the log; dispatching" in r.log_path.read_text(errors="replace")
+                      for r in routers):
+            assert time.monotonic() < deadline, "no node serves the queues"
+            time.sleep(0.05)
         yield routers[-1]
     finally:
         errors = []
