@@ -413,7 +413,7 @@ mod tests {
         let (j7, s7) = job(7, "q");
         let mut m = Materialized::new();
         m.apply(&entry(&[
-            Mutation::PutQueue(cfg.clone()),
+            Mutation::PutQueue(std::sync::Arc::new(cfg.clone())),
             Mutation::PutJob {
                 job: j1.clone(),
                 status: s1.clone(),
