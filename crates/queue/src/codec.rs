@@ -259,18 +259,18 @@ pub(crate) fn decode_job(data: &[u8], now_ms: u64) -> Result<Decoded, StoreError
     rest.map_err(ctx)
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     // Lengths are bounded far below 4 GiB by validation (payload limit 64 MiB, names 2 KiB).
     let n = u32::try_from(b.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(&b[..n as usize]);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bytes(out, s.as_bytes());
 }
 
@@ -284,9 +284,9 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -306,23 +306,23 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(s);
         Ok(a)
     }
-    fn u8(&mut self, what: &str) -> Result<u8, StoreError> {
+    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, StoreError> {
         Ok(self.array::<1>(what)?[0])
     }
     fn u16(&mut self, what: &str) -> Result<u16, StoreError> {
         Ok(u16::from_le_bytes(self.array(what)?))
     }
-    fn u32(&mut self, what: &str) -> Result<u32, StoreError> {
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, StoreError> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
-    fn u64(&mut self, what: &str) -> Result<u64, StoreError> {
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, StoreError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
-    fn bytes(&mut self, what: &str) -> Result<&'a [u8], StoreError> {
+    pub(crate) fn bytes(&mut self, what: &str) -> Result<&'a [u8], StoreError> {
         let n = self.u32(what)? as usize;
         self.take(n, what)
     }
-    fn string(&mut self, what: &str) -> Result<String, StoreError> {
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, StoreError> {
         let b = self.bytes(what)?;
         String::from_utf8(b.to_vec())
             .map_err(|_| StoreError::corrupt(format!("{what} is not UTF-8")))

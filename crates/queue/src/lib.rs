@@ -27,6 +27,7 @@ pub mod human;
 pub mod model;
 pub mod policy;
 mod redb_store;
+pub mod replicated;
 mod scheduler;
 pub mod store;
 mod usage;

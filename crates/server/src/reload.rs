@@ -130,7 +130,29 @@ impl Fixed {
                     .collect::<Vec<_>>()
             ),
         ));
+        // Queues on JetStream (cluster mode) are the owner node's, started once: a
+        // reload does not change them.
+        let replicated = c
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.get_ref().queues.jetstream());
         for r in &c.realms {
+            if replicated {
+                out.push((
+                    format!(
+                        "realm \"{}\": [[realm.queue]] and queue_binding (queues on JetStream, [cluster.queues])",
+                        r.name.get_ref()
+                    ),
+                    format!(
+                        "{:?} {:?}",
+                        r.queue.iter().map(|q| q.get_ref()).collect::<Vec<_>>(),
+                        r.queue_binding
+                            .iter()
+                            .map(|b| b.get_ref())
+                            .collect::<Vec<_>>()
+                    ),
+                ));
+            }
             out.push((
                 format!(
                     "realm \"{}\": queue_http, outbound_http, queue_limits",

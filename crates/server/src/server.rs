@@ -187,7 +187,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Queues first: a client must not find the port open before the
     // switchyard.queue.* procedures are registered.
     let mut queue_services = Vec::new();
-    if !config.realms.is_empty() {
+    let jetstream_queues = config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.get_ref().queues.jetstream());
+    let mut replicated = Vec::new();
+    let mut checks = Vec::new();
+    if !config.realms.is_empty() && !jetstream_queues {
         crate::data_dir::prepare_dir(&config.storage.data_dir)?;
     }
     for (entry, check) in config.realms.iter().zip(store_checks) {
@@ -206,12 +212,35 @@ pub async fn run(config: Config) -> Result<(), String> {
             limits: entry.queue_limits.clone(),
             subscribers: durable_subscribers(&config, entry.name.get_ref()),
         };
+        if jetstream_queues {
+            // Cluster mode with JetStream queues: served below, once for all realms.
+            replicated.push((realm, settings));
+            checks.push(check);
+            continue;
+        }
         queue_services.push(
             crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)
                 .await?,
         );
         readiness.ready(check);
     }
+    let cluster_queues = match (&cluster, &config.cluster) {
+        (Some(c), Some(section)) if jetstream_queues => {
+            let q = crate::cluster::queues::start(
+                c.client().clone(),
+                c.prefix(),
+                c.node(),
+                &section.get_ref().queues,
+                replicated,
+            )
+            .await?;
+            for check in checks {
+                readiness.ready(check);
+            }
+            Some(q)
+        }
+        _ => None,
+    };
     let stop = CancellationToken::new();
     let mut unix_paths = Vec::new();
     let mut tls_listeners = Vec::new();
@@ -443,6 +472,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     // The processes first, while the router still serves them: a worker
     // that drains gives its jobs back before its session ends.
     processes.shutdown().await;
+    if let Some(q) = &cluster_queues {
+        // The queues this node dispatches go to another node at once.
+        q.leave().await;
+    }
     if let Some(c) = &cluster {
         // The other nodes drop this node's registrations at once.
         c.leave().await;
@@ -464,6 +497,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         c.finish().await;
     }
     for q in &queue_services {
+        q.close();
+    }
+    if let Some(q) = &cluster_queues {
         q.close();
     }
     for p in unix_paths {

@@ -10,6 +10,9 @@ router_factory  callable ``router_factory(realms=..., limits=..., log=..., ws_op
                 ``dict(name="realm1", history=[{"topic": ...}, ...])`` for
                 ``[[realm.history]]`` entries (see routerproc.render_config).
 module_router_factory  the same, shared by a module (for module-scoped fixtures).
+queue_router    helper of the queue suites' module fixtures (``qrouter``, ``prouter``),
+                parametrized ``one-node`` / ``jetstream-cluster``: the queue tests run on
+                one router and on a node of a three-node cluster with JetStream queues.
 rpc_nodes       (callee router, caller router), per module, parametrized: ``one-node``
                 (both the module's ``router``) and ``two-nodes`` (two cluster nodes
                 over a nats-server: RPC across nodes, docs/CLUSTER.md). Tests that use
@@ -32,12 +35,14 @@ a panic or did not exit.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from routerproc import Router, start_cluster, start_router
 
 
-def _stop_and_check(r: Router):
+def stop_and_check(r: Router):
     rc = r.terminate(timeout=5.0)
     panics = r.panic_lines()
     r.cleanup()
@@ -55,7 +60,7 @@ def _stop_and_check(r: Router):
 def router(request):
     r = start_router(request.module.__name__)
     yield r
-    _stop_and_check(r)
+    stop_and_check(r)
 
 
 @pytest.fixture(scope="module", params=["one-node", "two-nodes"])
@@ -90,12 +95,36 @@ def _stop_cluster(nats, routers):
     errors = []
     for r in routers:
         try:
-            _stop_and_check(r)
+            stop_and_check(r)
         except BaseException as e:
             errors.append(str(e))
     nats.stop()
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def queue_router(request, module_router_factory, **router_kw):
+    """For a module fixture parametrized ``["one-node", "jetstream-cluster"]``: yields one
+    router, or the third node of a three-node cluster whose queues live in JetStream
+    (``[cluster.queues] store = "jetstream"``, docs/CLUSTER.md), marked
+    ``jetstream_cluster``. The first node takes the queues, so every queue call on the third
+    is forwarded to it and every job dispatched from it to a worker on the third."""
+    if request.param == "one-node":
+        yield module_router_factory(**router_kw)
+        return
+    nats, routers = start_cluster(f"{request.module.__name__}-js", 3,
+                                  queues={"store": "jetstream", "lease": "1s"}, **router_kw)
+    routers[-1].jetstream_cluster = True
+    try:
+        # one node serves the queues (it logs so once its log is replayed)
+        deadline = time.monotonic() + 15
+        while not any("queues recovered from the log; dispatching" in r.log_path.read_text(errors="replace")
+                      for r in routers):
+            assert time.monotonic() < deadline, "no node serves the queues"
+            time.sleep(0.05)
+        yield routers[-1]
+    finally:
+        _stop_cluster(nats, routers)
 
 
 class RouterFactory:
@@ -117,7 +146,7 @@ def _finish_factory(f: RouterFactory):
     errors = []
     for r in f.routers:
         try:
-            _stop_and_check(r)
+            stop_and_check(r)
         except BaseException as e:  # collect, then fail once
             errors.append(str(e))
     if errors:

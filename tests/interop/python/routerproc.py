@@ -299,13 +299,16 @@ def start_nats(ready_timeout=10.0) -> NatsServer:
     return NatsServer(proc=proc, port=port, store=store)
 
 
-def start_cluster(name: str, nodes: int, **router_kw) -> tuple[NatsServer, list[Router]]:
-    """A nats-server and `nodes` routers joined by it (node names n1, n2, ...)."""
+def start_cluster(name: str, nodes: int, queues=None, **router_kw) -> tuple[NatsServer, list[Router]]:
+    """A nats-server and `nodes` routers joined by it (node names n1, n2, ...); `queues`: their
+    ``[cluster.queues]`` table, if any (JetStream is on then)."""
     nats = start_nats()
     routers = []
     try:
         for i in range(nodes):
             cluster = {"node": f"n{i + 1}", "nats": [nats.url], "subject_prefix": "interop"}
+            if queues is not None:
+                cluster["queues"] = queues
             routers.append(start_router(f"{name}-n{i + 1}", cluster=cluster, **router_kw))
     except BaseException:
         for r in routers:

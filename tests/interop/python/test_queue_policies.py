@@ -16,6 +16,7 @@ import asyncio
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
+from conftest import queue_router
 from queuelib import Worker, gaps, job, push, stats
 from wamplib import close_all, connect, run, subscribe, unique_uri
 
@@ -42,9 +43,10 @@ QUEUES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def prouter(module_router_factory):
-    return module_router_factory(realms=[{"name": "realm1", "uri_check": "loose", "queue": QUEUES}])
+@pytest.fixture(scope="module", params=["one-node", "jetstream-cluster"])
+def prouter(request, module_router_factory):
+    yield from queue_router(request, module_router_factory,
+                            realms=[{"name": "realm1", "uri_check": "loose", "queue": QUEUES}])
 
 
 def always_fail(c):

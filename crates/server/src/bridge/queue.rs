@@ -47,9 +47,9 @@ fn status_of(error: &str) -> StatusCode {
     match error {
         "switchyard.queue.error.unknown_queue" | errors::NO_SUCH_PROCEDURE => StatusCode::NOT_FOUND,
         "switchyard.queue.error.payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "switchyard.queue.error.queue_full" | "switchyard.queue.error.store" => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        "switchyard.queue.error.queue_full"
+        | "switchyard.queue.error.store"
+        | "switchyard.queue.error.unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         errors::NOT_AUTHORIZED => StatusCode::FORBIDDEN,
         errors::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_REQUEST,

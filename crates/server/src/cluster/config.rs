@@ -35,6 +35,10 @@ pub struct ClusterConfig {
     /// NATS with other applications or clusters.
     #[serde(default = "default_prefix")]
     pub subject_prefix: String,
+    /// `[cluster.queues]`: where the durable queues live (default: each
+    /// node's own store).
+    #[serde(default)]
+    pub queues: super::queues::config::ClusterQueuesConfig,
 }
 
 /// `nats_tls = { ca = "...", cert = "...", key = "..." }`: TLS is required;
@@ -133,6 +137,7 @@ impl ClusterConfig {
                 out.push("cluster.nats_tls: give both cert and key, or neither".into());
             }
         }
+        out.extend(self.queues.problems());
         out
     }
 }

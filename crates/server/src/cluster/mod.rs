@@ -54,7 +54,9 @@
 //! (each node subscribes to its history topics' subjects as if they had a
 //! local subscriber, and records what it receives).
 //!
-//! Not done yet: queues
+//! Durable queues on JetStream, one owner node per realm: [`queues`].
+//!
+//! Not done yet: see
 //! (docs/CLUSTER.md lists them).
 
 pub mod config;
@@ -62,6 +64,7 @@ pub mod directory;
 pub mod heartbeat;
 pub mod meta;
 pub mod proxy;
+pub mod queues;
 pub mod relay;
 pub mod retained;
 pub mod subject;
@@ -313,6 +316,21 @@ impl Cluster {
             replicas: c.nats.len().clamp(1, 3),
             realms: parking_lot::Mutex::default(),
         })
+    }
+
+    /// This node's NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The subject prefix of the cluster.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// A question the caller may keep: is the NATS connection up now?

@@ -29,7 +29,7 @@ const INVALID: &str = "switchyard.queue.error.invalid_argument";
 
 /// Procedures and the calls each serves at once (the rest wait in the
 /// Dealer's queue of the registration; their sum stays below the channel).
-const PROCEDURES: [(&str, u32); 12] = [
+pub(crate) const PROCEDURES: [(&str, u32); 12] = [
     ("switchyard.queue.push", 512),
     ("switchyard.queue.push_many", 64),
     ("switchyard.queue.extend", 128),
@@ -111,7 +111,7 @@ async fn serve(
     }
 }
 
-type Answer = Result<(Vec<Value>, Option<Dict>), OpError>;
+pub(crate) type Answer = Result<(Vec<Value>, Option<Dict>), OpError>;
 
 fn queue_error(e: QueueError) -> OpError {
     (e.uri(), e.to_string())
@@ -226,7 +226,12 @@ fn caller_of(service: &QueueService, details: &Dict) -> Option<Arc<Session>> {
 }
 
 impl QueueService {
-    async fn handle(self: &Arc<Self>, procedure: &str, inv: InternalInvocation) -> Answer {
+    /// Serves one call of `procedure` (one of [`PROCEDURES`]).
+    pub(crate) async fn handle(
+        self: &Arc<Self>,
+        procedure: &str,
+        inv: InternalInvocation,
+    ) -> Answer {
         // The router reads (and, for a job, later adds) keys in these
         // arguments: a repeated key is refused, in every serializer.
         if let Some(path) = payload::duplicate_key(&inv.args, &inv.kwargs) {

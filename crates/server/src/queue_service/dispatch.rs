@@ -384,9 +384,20 @@ impl QueueService {
         kwargs.insert("queue", &*job.queue);
         kwargs.insert("status", status);
         kwargs.insert("attempt", u64::from(attempt));
-        self.realm
-            .broker
-            .publish_from_router(topic, &Payload::values(Vec::new(), Some(kwargs)));
+        let payload = Payload::values(Vec::new(), Some(kwargs));
+        let id = self.realm.broker.publish_from_router(topic, &payload);
+        // Cluster mode: the result topic's subscribers on the other nodes too.
+        if let Some(backplane) = self.realm.backplane() {
+            let none = Dict::new();
+            backplane.publish(&switchyard_router::backplane::Publication {
+                id,
+                topic,
+                publisher: self.worker.session(),
+                options: &none,
+                details: &none,
+                payload: &payload,
+            });
+        }
     }
 }
 

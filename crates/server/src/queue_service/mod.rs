@@ -27,7 +27,7 @@
 //! - `metrics.rs`: per-queue gauges and counters for /metrics.
 
 mod access;
-mod api;
+pub(crate) mod api;
 mod bindings;
 mod dispatch;
 mod http_target;
@@ -57,9 +57,9 @@ use tokio::sync::Notify;
 pub use access::name_problem as authorized_queue_name_problem;
 pub use bindings::QueueBinding;
 pub use limits::QueueLimits;
-pub use payload::{duplicate_key, duplicate_key_message};
+pub use payload::{duplicate_key, duplicate_key_message, of_publication};
 pub use reload::ReloadQueues;
-pub use subscribers::SubscriberQueue;
+pub use subscribers::{DurableSubscribers, SubscriberQueue};
 
 /// `[realm.queue_http]`: the key and secret that sign the requests of jobs
 /// with an HTTP target (as the bridge's HTTP subscribers sign theirs).
@@ -79,6 +79,7 @@ impl std::fmt::Debug for QueueHttpSigning {
 }
 
 /// What a realm's queues are configured with.
+#[derive(Clone)]
 pub struct RealmQueues {
     pub configs: Vec<switchyard_queue::QueueConfig>,
     pub bindings: Vec<QueueBinding>,
@@ -89,6 +90,14 @@ pub struct RealmQueues {
     /// The realm's durable HTTP subscribers (`[[bridge.subscriber]]` with
     /// `durable`): each gets a config queue of its own.
     pub subscribers: Vec<SubscriberQueue>,
+}
+
+/// Where a service's store is.
+enum Backing {
+    /// The embedded store in this file.
+    File(PathBuf),
+    /// Another store (cluster mode), and how logs name it.
+    Store(Arc<dyn switchyard_queue::Store>, String),
 }
 
 /// A job handed to a worker, while its attempt runs.
@@ -104,7 +113,8 @@ struct Running {
 pub struct QueueService {
     realm: Arc<Realm>,
     queues: Arc<Queues>,
-    path: PathBuf,
+    /// Where the store is (a file, or cluster mode's log), for logs.
+    location: String,
     /// The session that calls workers.
     worker: InternalCaller,
     /// The session serving `switchyard.queue.*` (kept alive here).
@@ -180,7 +190,27 @@ impl QueueService {
         // The directory is prepared (0700, or checked) once, before the realms.
         let path = store_file(data_dir, realm.name());
         crate::data_dir::prepare_file(&path)?;
-        let open_path = path.clone();
+        QueueService::start_on(realm, settings, Backing::File(path)).await
+    }
+
+    /// Like [`QueueService::start`], over `store` (cluster mode's replicated
+    /// log, described by `location` in logs), without registering the
+    /// `switchyard.queue.*` procedures: the caller serves them and hands
+    /// the calls to [`QueueService::handle`].
+    pub async fn start_replicated(
+        realm: Arc<Realm>,
+        settings: RealmQueues,
+        store: Arc<dyn switchyard_queue::Store>,
+        location: String,
+    ) -> Result<Arc<QueueService>, String> {
+        QueueService::start_on(realm, settings, Backing::Store(store, location)).await
+    }
+
+    async fn start_on(
+        realm: Arc<Realm>,
+        settings: RealmQueues,
+        backing: Backing,
+    ) -> Result<Arc<QueueService>, String> {
         let mut configs = settings.configs;
         let reserved = crate::bridge::durable::RESERVED_PREFIX;
         if let Some(c) = configs.iter().find(|c| c.name.starts_with(reserved)) {
@@ -211,16 +241,38 @@ impl QueueService {
             min_free_disk_bytes: settings.limits.min_free_disk_bytes,
             ..Options::default()
         };
-        let queues = tokio::task::spawn_blocking(move || Queues::open_with(&open_path, configs, options))
-            .await
-            .map_err(|e| format!("opening the queue store failed: {e}"))?
-            .map_err(|e| {
-                format!(
-                    "realm \"{}\": cannot open the queue store {}: {e} (is another switchyard using this data directory?)",
-                    realm.name(),
-                    path.display()
-                )
-            })?;
+        let (queues, location, register_api) = match backing {
+            Backing::File(path) => {
+                let open_path = path.clone();
+                let queues = tokio::task::spawn_blocking(move || {
+                    Queues::open_with(&open_path, configs, options)
+                })
+                .await
+                .map_err(|e| format!("opening the queue store failed: {e}"))?
+                .map_err(|e| {
+                    format!(
+                        "realm \"{}\": cannot open the queue store {}: {e} (is another switchyard using this data directory?)",
+                        realm.name(),
+                        path.display()
+                    )
+                })?;
+                (queues, path.display().to_string(), true)
+            }
+            Backing::Store(store, location) => {
+                let queues = tokio::task::spawn_blocking(move || {
+                    Queues::with_store(store, configs, options)
+                })
+                .await
+                .map_err(|e| format!("opening the queue store failed: {e}"))?
+                .map_err(|e| {
+                    format!(
+                        "realm \"{}\": cannot recover the queues from {location}: {e}",
+                        realm.name()
+                    )
+                })?;
+                (queues, location, false)
+            }
+        };
         let queues = Arc::new(queues);
         let names = queues.names();
         if let Some(e) = reload::binding_problem(
@@ -261,21 +313,24 @@ impl QueueService {
             metrics: metrics::QueueMetrics::default(),
             realm: realm.clone(),
             queues: queues.clone(),
-            path,
+            location,
         });
-        api::register(&service)?;
+        if register_api {
+            api::register(&service)?;
+        }
         for name in &names {
             service.ensure_dispatcher(name);
         }
         tokio::spawn(maintenance(Arc::downgrade(&service)));
-        if !settings.bindings.is_empty() || !service.subscribers.is_empty() {
+        // Cluster mode's replicated queues have a hook of their own (on every node).
+        if register_api && (!settings.bindings.is_empty() || !service.subscribers.is_empty()) {
             service.set_bindings(settings.bindings);
         }
         metrics::register(&service);
         let totals = queues.list();
         tracing::info!(
             realm = realm.name(),
-            store = %service.path.display(),
+            store = %service.location,
             queues = ?names,
             waiting = totals.iter().map(|s| s.ready + s.scheduled).sum::<usize>(),
             dead = totals.iter().map(|s| s.dead).sum::<usize>(),
@@ -292,6 +347,44 @@ impl QueueService {
     /// Commits what is pending and closes the store.
     pub fn close(&self) {
         self.queues.close();
+    }
+
+    /// The jobs of a publication (cluster mode: on a bound topic, or for a
+    /// durable HTTP subscriber, made on any node), as (queue, payload);
+    /// resolves once they are durable.
+    pub fn push_bound(
+        &self,
+        jobs: Vec<(String, switchyard_queue::Payload)>,
+    ) -> Result<switchyard_router::hooks::HookFuture, switchyard_router::session::OpError> {
+        let jobs: Vec<(String, switchyard_queue::NewJob)> = jobs
+            .into_iter()
+            .map(|(q, data)| (q, switchyard_queue::NewJob::new(data)))
+            .collect();
+        let commit = self.queues.submit_many(jobs).map_err(|e| {
+            (
+                e.uri(),
+                format!("the event cannot become a job, so it was not published: {e}"),
+            )
+        })?;
+        Ok(Box::pin(async move {
+            commit.await.map(|_| ()).map_err(|e| {
+                (
+                    e.uri(),
+                    format!("the publication's jobs were not stored: {e}"),
+                )
+            })
+        }))
+    }
+
+    /// Stops serving (cluster mode: this node no longer dispatches the
+    /// realm's queues): closes the store, so every later change is refused,
+    /// and removes the service's router-owned sessions from the realm (the
+    /// worker calls still running are cancelled; their jobs run again where
+    /// the queues go). The dispatchers end with the last reference.
+    pub fn stop(&self) {
+        self.queues.close();
+        self.realm.broker.remove_session(self._watcher.session().id);
+        self.realm.dealer.remove_session(self.worker.session());
     }
 }
 

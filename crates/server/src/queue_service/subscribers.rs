@@ -49,7 +49,7 @@ struct Entry {
 
 /// The realm's durable subscribers.
 #[derive(Default)]
-pub(super) struct DurableSubscribers {
+pub struct DurableSubscribers {
     entries: Vec<Entry>,
     by_queue: HashMap<String, usize>,
 }
@@ -57,7 +57,7 @@ pub(super) struct DurableSubscribers {
 impl DurableSubscribers {
     /// Checks that each may subscribe to its topic (as a non-durable one
     /// must).
-    pub(super) fn new(
+    pub fn new(
         realm: &Arc<Realm>,
         list: Vec<SubscriberQueue>,
     ) -> Result<DurableSubscribers, String> {
@@ -75,7 +75,7 @@ impl DurableSubscribers {
         Ok(out)
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
@@ -92,7 +92,7 @@ impl DurableSubscribers {
 
     /// The jobs of a publication: one per durable subscriber that would
     /// receive it.
-    pub(super) fn jobs_for(
+    pub fn jobs_for(
         &self,
         topic: &str,
         p: &Payload,

@@ -1,0 +1,505 @@
+//! The pure half of a log-structured [`Store`](crate::Store): what a store that keeps the
+//! queues as an append-only, replicated log (cluster mode's NATS JetStream stream) needs from
+//! this crate, without any I/O.
+//!
+//! * [`encode_mutations`] turns the mutations of one or more batches into one log entry's bytes;
+//! * [`Materialized`] is the state such a log describes: it applies entries
+//!   ([`Materialized::apply`]) in log order, answers [`Store::load`](crate::Store::load) with a
+//!   [`Snapshot`] and [`Store::payloads`](crate::Store::payloads), and writes itself out as one
+//!   entry ([`Materialized::checkpoint`]) that a fresh `Materialized` applies to the same state,
+//!   so the log can be compacted (the entries before a checkpoint are no longer needed).
+//!
+//! Applying the entries of the log, in order, gives the state the embedded redb store would hold
+//! after the same batches: the rules are the same (a removed job takes its payload and lease
+//! with it; a removed queue takes its counters and idempotency keys; ids only grow).
+//!
+//! # Entry format
+//! A sequence of records, each a tag byte and its fields (little-endian; `str` and `bytes` are a
+//! u32 length and the bytes):
+//!
+//! ```text
+//! 1 PutQueue          bytes config (JSON)
+//! 2 PutCounters       str queue · u64 completed · u64 retried · u64 dead_lettered
+//! 3 PutJob            bytes job record (the embedded store's record, format 2)
+//! 4 PutPayload        u64 id · bytes payload row
+//! 5 PutLease          u64 id · u64 epoch · u64 deadline_ms · u32 attempts
+//! 6 RemoveLease       u64 id
+//! 7 RemoveJob         u64 id
+//! 8 PutIdempotencyKey str queue · str key · u64 job · u64 expires_ms
+//! 9 RemoveQueue       str queue
+//! 10 RemoveIdempotencyKey str queue · str key
+//! 11 MaxJobId         u64 (checkpoints: ids never go down, even when the highest job is gone)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::codec::{self, put_bytes, put_str, put_u64, Reader};
+use crate::config::QueueConfig;
+use crate::error::StoreError;
+use crate::model::{JobId, JobState, Payload};
+use crate::store::{Counters, IdempotencyRecord, Mutation, Snapshot, StoredLease};
+
+const PUT_QUEUE: u8 = 1;
+const PUT_COUNTERS: u8 = 2;
+const PUT_JOB: u8 = 3;
+const PUT_PAYLOAD: u8 = 4;
+const PUT_LEASE: u8 = 5;
+const REMOVE_LEASE: u8 = 6;
+const REMOVE_JOB: u8 = 7;
+const PUT_KEY: u8 = 8;
+const REMOVE_QUEUE: u8 = 9;
+const REMOVE_KEY: u8 = 10;
+const MAX_JOB_ID: u8 = 11;
+
+/// Appends the records of `mutations` to `out` (one log entry may carry several batches: append
+/// each in order).
+pub fn encode_mutations(mutations: &[Mutation], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let mut buf = Vec::new();
+    for m in mutations {
+        match m {
+            Mutation::PutQueue(cfg) => {
+                out.push(PUT_QUEUE);
+                let json = serde_json::to_vec(cfg).map_err(StoreError::storage)?;
+                put_bytes(out, &json);
+            }
+            Mutation::PutCounters { queue, counters } => {
+                out.push(PUT_COUNTERS);
+                put_str(out, queue);
+                put_u64(out, counters.completed);
+                put_u64(out, counters.retried);
+                put_u64(out, counters.dead_lettered);
+            }
+            Mutation::PutJob { job, status } => {
+                out.push(PUT_JOB);
+                codec::encode_job(job, status, &mut buf);
+                put_bytes(out, &buf);
+            }
+            Mutation::PutPayload { id, payload } => {
+                out.push(PUT_PAYLOAD);
+                put_u64(out, id.0);
+                codec::encode_payload(payload, &mut buf);
+                put_bytes(out, &buf);
+            }
+            Mutation::PutLease {
+                id,
+                epoch,
+                deadline_ms,
+                attempts,
+            } => {
+                out.push(PUT_LEASE);
+                put_u64(out, id.0);
+                put_u64(out, *epoch);
+                put_u64(out, *deadline_ms);
+                out.extend_from_slice(&attempts.to_le_bytes());
+            }
+            Mutation::RemoveLease(id) => {
+                out.push(REMOVE_LEASE);
+                put_u64(out, id.0);
+            }
+            Mutation::RemoveJob(id) => {
+                out.push(REMOVE_JOB);
+                put_u64(out, id.0);
+            }
+            Mutation::PutIdempotencyKey {
+                queue,
+                key,
+                job,
+                expires_ms,
+            } => {
+                out.push(PUT_KEY);
+                put_str(out, queue);
+                put_str(out, key);
+                put_u64(out, job.0);
+                put_u64(out, *expires_ms);
+            }
+            Mutation::RemoveQueue(name) => {
+                out.push(REMOVE_QUEUE);
+                put_str(out, name);
+            }
+            Mutation::RemoveIdempotencyKey { queue, key } => {
+                out.push(REMOVE_KEY);
+                put_str(out, queue);
+                put_str(out, key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state a log of entries describes (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub struct Materialized {
+    max_job_id: u64,
+    /// Queue name -> configuration (JSON, decoded at load).
+    queues: BTreeMap<String, Vec<u8>>,
+    counters: HashMap<String, Counters>,
+    /// Job id -> job record (decoded at load, with the clock of the load).
+    jobs: HashMap<u64, Vec<u8>>,
+    /// Job id -> payload row.
+    payloads: HashMap<u64, Vec<u8>>,
+    leases: HashMap<u64, StoredLease>,
+    keys: BTreeMap<(String, String), (u64, u64)>,
+    payload_bytes: u64,
+}
+
+impl Materialized {
+    /// An empty state.
+    pub fn new() -> Materialized {
+        Materialized::default()
+    }
+
+    /// Applies one entry (the bytes of [`encode_mutations`] or of a checkpoint). An entry that
+    /// does not decode is an error and changes nothing it had not applied before the bad record.
+    pub fn apply(&mut self, entry: &[u8]) -> Result<(), StoreError> {
+        let mut r = Reader {
+            data: entry,
+            pos: 0,
+        };
+        while r.pos < entry.len() {
+            match r.u8("record tag")? {
+                PUT_QUEUE => {
+                    let json = r.bytes("queue configuration")?.to_vec();
+                    let cfg: QueueConfig = serde_json::from_slice(&json).map_err(|e| {
+                        StoreError::corrupt(format!("queue configuration in the log: {e}"))
+                    })?;
+                    self.queues.insert(cfg.name.clone(), json);
+                }
+                PUT_COUNTERS => {
+                    let queue = r.string("counters queue")?;
+                    let counters = Counters {
+                        completed: r.u64("completed")?,
+                        retried: r.u64("retried")?,
+                        dead_lettered: r.u64("dead_lettered")?,
+                    };
+                    self.counters.insert(queue, counters);
+                }
+                PUT_JOB => {
+                    let record = r.bytes("job record")?;
+                    let id = job_id_of(record)?;
+                    self.max_job_id = self.max_job_id.max(id);
+                    self.jobs.insert(id, record.to_vec());
+                }
+                PUT_PAYLOAD => {
+                    let id = r.u64("payload id")?;
+                    let row = r.bytes("payload")?.to_vec();
+                    self.payload_bytes += row.len() as u64;
+                    if let Some(old) = self.payloads.insert(id, row) {
+                        self.payload_bytes -= old.len() as u64;
+                    }
+                }
+                PUT_LEASE => {
+                    let id = r.u64("lease id")?;
+                    let lease = StoredLease {
+                        epoch: r.u64("lease epoch")?,
+                        deadline_ms: r.u64("lease deadline")?,
+                        attempts: r.u32("lease attempts")?,
+                    };
+                    self.leases.insert(id, lease);
+                }
+                REMOVE_LEASE => {
+                    self.leases.remove(&r.u64("lease id")?);
+                }
+                REMOVE_JOB => {
+                    let id = r.u64("job id")?;
+                    self.jobs.remove(&id);
+                    self.leases.remove(&id);
+                    if let Some(old) = self.payloads.remove(&id) {
+                        self.payload_bytes -= old.len() as u64;
+                    }
+                }
+                PUT_KEY => {
+                    let queue = r.string("key queue")?;
+                    let key = r.string("key")?;
+                    let job = r.u64("key job")?;
+                    let expires = r.u64("key expiry")?;
+                    self.max_job_id = self.max_job_id.max(job);
+                    self.keys.insert((queue, key), (job, expires));
+                }
+                REMOVE_QUEUE => {
+                    let name = r.string("queue")?;
+                    self.queues.remove(&name);
+                    self.counters.remove(&name);
+                    let keys: Vec<(String, String)> = self
+                        .keys
+                        .range((name.clone(), String::new())..)
+                        .take_while(|((q, _), _)| *q == name)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in keys {
+                        self.keys.remove(&k);
+                    }
+                }
+                REMOVE_KEY => {
+                    let queue = r.string("key queue")?;
+                    let key = r.string("key")?;
+                    self.keys.remove(&(queue, key));
+                }
+                MAX_JOB_ID => {
+                    self.max_job_id = self.max_job_id.max(r.u64("max job id")?);
+                }
+                t => return Err(StoreError::corrupt(format!("unknown log record tag {t}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything, as [`Store::load`](crate::Store::load) returns it (job records are decoded
+    /// with `now_ms`).
+    pub fn snapshot(&self, now_ms: u64) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot {
+            max_job_id: self.max_job_id,
+            ..Snapshot::default()
+        };
+        for (name, json) in &self.queues {
+            let cfg: QueueConfig = serde_json::from_slice(json).map_err(|e| {
+                StoreError::corrupt(format!("configuration of queue `{name}`: {e}"))
+            })?;
+            let counters = self.counters.get(name).copied().unwrap_or_default();
+            snap.queues.push((cfg, counters));
+        }
+        let mut ids: Vec<&u64> = self.jobs.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let codec::Decoded {
+                job, mut status, ..
+            } = codec::decode_job(&self.jobs[id], now_ms)?;
+            if let Some(l) = self.leases.get(id) {
+                if !matches!(status.state, JobState::Dead { .. }) {
+                    status.state = JobState::Leased {
+                        epoch: l.epoch,
+                        deadline_ms: l.deadline_ms,
+                    };
+                    status.attempts = l.attempts;
+                }
+                status.epoch = status.epoch.max(l.epoch);
+            }
+            snap.jobs.push((Arc::new(job), status));
+        }
+        for ((queue, key), (job, expires_ms)) in &self.keys {
+            snap.idempotency_keys.push(IdempotencyRecord {
+                queue: queue.clone(),
+                key: key.clone(),
+                job: JobId(*job),
+                expires_ms: *expires_ms,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// The payloads of `ids` (`None` for a job without one), in order.
+    pub fn payloads(&self, ids: &[JobId]) -> Result<Vec<Option<Payload>>, StoreError> {
+        ids.iter()
+            .map(|id| {
+                self.payloads
+                    .get(&id.0)
+                    .map(|row| codec::decode_payload(row.as_slice()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// The whole state as one entry: applied to an empty `Materialized`, it gives this state.
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload_bytes as usize + 1024);
+        out.push(MAX_JOB_ID);
+        put_u64(&mut out, self.max_job_id);
+        for json in self.queues.values() {
+            out.push(PUT_QUEUE);
+            put_bytes(&mut out, json);
+        }
+        for (queue, c) in &self.counters {
+            out.push(PUT_COUNTERS);
+            put_str(&mut out, queue);
+            put_u64(&mut out, c.completed);
+            put_u64(&mut out, c.retried);
+            put_u64(&mut out, c.dead_lettered);
+        }
+        for record in self.jobs.values() {
+            out.push(PUT_JOB);
+            put_bytes(&mut out, record);
+        }
+        for (id, row) in &self.payloads {
+            out.push(PUT_PAYLOAD);
+            put_u64(&mut out, *id);
+            put_bytes(&mut out, row);
+        }
+        for (id, l) in &self.leases {
+            out.push(PUT_LEASE);
+            put_u64(&mut out, *id);
+            put_u64(&mut out, l.epoch);
+            put_u64(&mut out, l.deadline_ms);
+            out.extend_from_slice(&l.attempts.to_le_bytes());
+        }
+        for ((queue, key), (job, expires)) in &self.keys {
+            out.push(PUT_KEY);
+            put_str(&mut out, queue);
+            put_str(&mut out, key);
+            put_u64(&mut out, *job);
+            put_u64(&mut out, *expires);
+        }
+        out
+    }
+
+    /// Jobs held.
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Payload bytes held (the payload rows).
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
+    }
+}
+
+/// The id of a job record (its bytes 1..9, after the version byte).
+fn job_id_of(record: &[u8]) -> Result<u64, StoreError> {
+    let mut r = Reader {
+        data: record,
+        pos: 0,
+    };
+    r.u8("job record version")?;
+    r.u64("job id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Encoding, Job, JobStatus, Priority, Target};
+    use bytes::Bytes;
+
+    fn job(id: u64, queue: &str) -> (Arc<Job>, JobStatus) {
+        (
+            Arc::new(Job {
+                id: JobId(id),
+                queue: queue.into(),
+                payload_bytes: 3,
+                target: Target::Procedure("com.example.work".into()),
+                priority: Priority::default(),
+                created_at_ms: 1,
+                max_attempts: None,
+                retry: None,
+                idempotency_key: Some("k".into()),
+                result_topic: None,
+            }),
+            JobStatus {
+                state: JobState::Ready,
+                run_at_ms: 1,
+                attempts: 0,
+                epoch: 0,
+                last_error: None,
+            },
+        )
+    }
+
+    fn payload() -> Payload {
+        Payload {
+            encoding: Encoding::default(),
+            bytes: Bytes::from_static(b"abc"),
+        }
+    }
+
+    fn entry(muts: &[Mutation]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_mutations(muts, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_log_gives_the_state_and_a_checkpoint_gives_it_again() {
+        let cfg: QueueConfig =
+            toml::from_str("name = \"q\"\ntarget = \"com.example.work\"").expect("config");
+        let (j1, s1) = job(1, "q");
+        let (j7, s7) = job(7, "q");
+        let mut m = Materialized::new();
+        m.apply(&entry(&[
+            Mutation::PutQueue(std::sync::Arc::new(cfg.clone())),
+            Mutation::PutJob {
+                job: j1.clone(),
+                status: s1.clone(),
+            },
+            Mutation::PutPayload {
+                id: JobId(1),
+                payload: payload(),
+            },
+            Mutation::PutIdempotencyKey {
+                queue: "q".into(),
+                key: "k".into(),
+                job: JobId(1),
+                expires_ms: 99,
+            },
+        ]))
+        .unwrap();
+        m.apply(&entry(&[
+            Mutation::PutJob {
+                job: j7,
+                status: s7,
+            },
+            Mutation::PutPayload {
+                id: JobId(7),
+                payload: payload(),
+            },
+            Mutation::PutLease {
+                id: JobId(1),
+                epoch: 4,
+                deadline_ms: 50,
+                attempts: 1,
+            },
+        ]))
+        .unwrap();
+        // Job 7 completes: its payload goes, and the counters move.
+        m.apply(&entry(&[
+            Mutation::RemoveJob(JobId(7)),
+            Mutation::PutCounters {
+                queue: "q".into(),
+                counters: Counters {
+                    completed: 1,
+                    retried: 0,
+                    dead_lettered: 0,
+                },
+            },
+        ]))
+        .unwrap();
+        let check = |m: &Materialized| {
+            let snap = m.snapshot(10).unwrap();
+            assert_eq!(snap.max_job_id, 7, "ids never go down");
+            assert_eq!(snap.queues.len(), 1);
+            assert_eq!(snap.queues[0].1.completed, 1);
+            assert_eq!(snap.jobs.len(), 1);
+            assert_eq!(snap.jobs[0].0.id, JobId(1));
+            assert!(matches!(
+                snap.jobs[0].1.state,
+                JobState::Leased { epoch: 4, .. }
+            ));
+            assert_eq!(snap.idempotency_keys.len(), 1);
+            let p = m.payloads(&[JobId(1), JobId(7)]).unwrap();
+            assert_eq!(
+                p[0].as_ref().map(|p| p.bytes.clone()),
+                Some(payload().bytes)
+            );
+            assert!(p[1].is_none());
+            assert_eq!(m.payload_bytes(), 4);
+        };
+        check(&m);
+        let mut again = Materialized::new();
+        again.apply(&m.checkpoint()).unwrap();
+        check(&again);
+        // A removed queue takes its keys and counters with it.
+        again
+            .apply(&entry(&[
+                Mutation::RemoveJob(JobId(1)),
+                Mutation::RemoveQueue("q".into()),
+            ]))
+            .unwrap();
+        let snap = again.snapshot(10).unwrap();
+        assert!(snap.queues.is_empty() && snap.jobs.is_empty());
+        assert!(snap.idempotency_keys.is_empty());
+        assert_eq!(snap.max_job_id, 7);
+    }
+
+    #[test]
+    fn a_bad_entry_is_an_error() {
+        assert!(Materialized::new().apply(&[42]).is_err());
+        assert!(Materialized::new().apply(&[PUT_LEASE, 1, 2]).is_err());
+    }
+}
