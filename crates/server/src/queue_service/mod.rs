@@ -171,7 +171,9 @@ impl QueueService {
     ) -> Result<Arc<QueueService>, String> {
         // The directory is prepared (0700, or checked) once, before the realms.
         let path = store_file(data_dir, realm.name());
-        crate::data_dir::prepare_file(&path)?;
+        if !crate::data_dir::prepare_file(&path)? {
+            crate::data_dir::refuse_empty_store(&path)?;
+        }
         let open_path = path.clone();
         let mut configs = settings.configs;
         let reserved = crate::bridge::durable::RESERVED_PREFIX;
@@ -211,16 +213,23 @@ impl QueueService {
             min_free_disk_bytes: settings.limits.min_free_disk_bytes,
             ..Options::default()
         };
-        let queues = tokio::task::spawn_blocking(move || Queues::open_with(&open_path, configs, options))
-            .await
-            .map_err(|e| format!("opening the queue store failed: {e}"))?
-            .map_err(|e| {
-                format!(
-                    "realm \"{}\": cannot open the queue store {}: {e} (is another switchyard using this data directory?)",
-                    realm.name(),
-                    path.display()
-                )
-            })?;
+        let queues =
+            tokio::task::spawn_blocking(move || Queues::open_with(&open_path, configs, options))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "realm \"{}\": opening the queue store {} failed: {e}",
+                        realm.name(),
+                        path.display()
+                    )
+                })?
+                .map_err(|e| {
+                    format!(
+                        "realm \"{}\": cannot open the queue store {}: {e}",
+                        realm.name(),
+                        path.display()
+                    )
+                })?;
         let queues = Arc::new(queues);
         let names = queues.names();
         for b in &settings.bindings {
