@@ -1,10 +1,14 @@
-//! `storm`: a slow-consumer storm. Healthy load runs twice for `--duration`
-//! seconds: RPC callers (`--callers` sessions, `--in-flight` calls each)
-//! against an echo callee, and a publisher (acknowledged, `--payload` bytes)
-//! on a topic a healthy session subscribes to. Between the two runs,
-//! `--stalled` subscribers join over RawSocket, subscribe to that topic and
-//! then never read again. Reports the healthy calls/s and events/s of both
-//! runs and their ratio; exit status 1 below `--min-ratio` (0.9).
+//! `storm`: a slow-consumer storm. `--stalled` subscribers join over
+//! RawSocket and subscribe to a topic. Healthy load then runs twice for
+//! `--duration` seconds: RPC callers (`--callers` sessions, `--in-flight`
+//! calls each) against an echo callee, and a publisher (acknowledged,
+//! `--payload` bytes) on that topic, which a healthy session subscribes to
+//! too. In the first run the `--stalled` subscribers read (and discard)
+//! everything; before the second they stop reading, for good. The router
+//! does the same fan-out work in both runs, so the difference is what the
+//! stalled subscribers cost the healthy sessions. Reports the healthy
+//! calls/s and events/s of both runs and their ratio; exit status 1 below
+//! `--min-ratio` (0.9).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use serde_json::json;
 use switchyard_client::{Dict, Serializer, Session, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::stats::group;
 
@@ -78,8 +83,23 @@ async fn expect(s: &mut TcpStream, code: u64) -> Result<(), String> {
     }
 }
 
-/// A subscriber over raw RawSocket (JSON) that stops reading once subscribed.
-async fn stalled(addr: &str, realm: &str) -> Result<TcpStream, String> {
+/// Reads (and discards) what the router sends until `stop`; then returns the
+/// connection, open, never to be read again.
+async fn read_until(mut s: TcpStream, mut stop: watch::Receiver<bool>) -> TcpStream {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return s,
+            r = s.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return s,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// A subscriber over raw RawSocket (JSON), subscribed.
+async fn raw_subscriber(addr: &str, realm: &str) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     // Magic, max length 2^24, JSON.
     s.write_all(&[0x7f, 0xf1, 0, 0])
@@ -203,30 +223,39 @@ pub async fn run(a: StormArgs) -> Result<i32, String> {
         })
     };
 
+    let opened = Instant::now();
+    let (stop, stopped) = watch::channel(false);
+    let mut readers = Vec::with_capacity(a.stalled);
+    while readers.len() < a.stalled {
+        let n = (a.stalled - readers.len()).min(100);
+        let joins = (0..n).map(|_| raw_subscriber(&a.rawsocket, &a.realm));
+        for s in futures_util::future::join_all(joins).await {
+            let s = s.map_err(|e| format!("subscriber: {e}"))?;
+            readers.push(tokio::spawn(read_until(s, stopped.clone())));
+        }
+    }
+    println!(
+        "storm: {} RawSocket subscribers on the topic, reading ({:.1} s)",
+        readers.len(),
+        opened.elapsed().as_secs_f64()
+    );
     let before = healthy(&callers, &a, &events, &publisher).await;
     println!(
-        "storm: without stalled subscribers: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
+        "storm: while they read: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
         group(before.calls),
         group(before.events),
         group(before.published)
     );
-    let opened = Instant::now();
-    let mut stalls = Vec::with_capacity(a.stalled);
-    while stalls.len() < a.stalled {
-        let n = (a.stalled - stalls.len()).min(100);
-        let joins = (0..n).map(|_| stalled(&a.rawsocket, &a.realm));
-        for s in futures_util::future::join_all(joins).await {
-            stalls.push(s.map_err(|e| format!("stalled subscriber: {e}"))?);
+    let _ = stop.send(true);
+    let mut stalls = Vec::with_capacity(readers.len());
+    for r in readers {
+        if let Ok(s) = r.await {
+            stalls.push(s);
         }
     }
-    println!(
-        "storm: {} subscribers subscribed and stopped reading ({:.1} s)",
-        stalls.len(),
-        opened.elapsed().as_secs_f64()
-    );
     let during = healthy(&callers, &a, &events, &publisher).await;
     println!(
-        "storm: with {} stalled subscribers: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
+        "storm: after {} of them stopped reading: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
         stalls.len(),
         group(during.calls),
         group(during.events),
