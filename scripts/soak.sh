@@ -16,7 +16,7 @@
 #    the healthy throughput must keep >= 90 %.
 #
 # Usage: scripts/soak.sh [--smoke] [--soak-only|--storm-only]
-#   --smoke: 300 sessions for 20 s, 50 stalled subscribers for 5 s: a short
+#   --smoke: 200 sessions for 10 s, 50 stalled subscribers for 3 s: a short
 #   run, too short to judge flatness or throughput (those verdicts are then
 #   printed, not enforced); it fails on errors, a panic, descriptors not
 #   released once the sessions left, or an unclean exit.
@@ -38,8 +38,8 @@ for a in "$@"; do
     esac
 done
 if [[ -n $SMOKE ]]; then
-    : "${DURATION:=20}" "${SESSIONS:=300}" "${WARMUP:=5}" "${INTERVAL:=1}" \
-      "${STALLED:=50}" "${STORM_SECONDS:=5}" "${TOLERANCE:=25}"
+    : "${DURATION:=10}" "${SESSIONS:=200}" "${WARMUP:=4}" "${INTERVAL:=1}" \
+      "${STALLED:=50}" "${STORM_SECONDS:=3}" "${TOLERANCE:=25}"
 fi
 DURATION=${DURATION:-600}
 SESSIONS=${SESSIONS:-10000}
@@ -115,15 +115,17 @@ if [[ $MODE != storm ]]; then
     AFTER_FDS=$(echo "$AFTER" | cut -d, -f3)
     # The soak's samples: from WARMUP on, until the load ended.
     VERDICT=$(awk -F, -v warm="$WARMUP" -v end="$DURATION" -v tol="$TOLERANCE" '
+        BEGIN { n = 0 }
         NR == 1 || $1 < warm || $1 > end { next }
         { t[n] = $1; r[n] = $2; f[n] = $3; n++ }
         END {
             if (n < 4) { print "FAIL too few samples (" n ")"; exit }
             win = 60; if ((end - warm) / 5 < win) win = (end - warm) / 5
             for (i = 0; i < n; i++) {
-                if (t[i] <= warm + win) { r0 += r[i]; f0 += f[i]; c0++ }
-                if (t[i] >= end - win) { r1 += r[i]; f1 += f[i]; c1++ }
+                if (t[i] <= t[0] + win) { r0 += r[i]; f0 += f[i]; c0++ }
+                if (t[i] >= t[n - 1] - win) { r1 += r[i]; f1 += f[i]; c1++ }
             }
+            if (c0 == 0 || c1 == 0 || r0 == 0 || f0 == 0) { print "FAIL too few samples"; exit }
             r0 /= c0; f0 /= c0; r1 /= c1; f1 /= c1
             dr = (r1 - r0) * 100 / r0; df = (f1 - f0) * 100 / f0
             ok = (dr <= tol && df <= tol)
