@@ -1441,8 +1441,6 @@ impl Drop for Queues {
     }
 }
 
-/// Inserts committed jobs into their queues (runs on the store's writer thread). Jobs of a
-/// queue deleted meanwhile were deleted with it.
 /// Pushed jobs whose commit failed: forgotten, with what they held.
 fn abandon(visible: Vec<(Arc<QueueShared>, Arc<Job>, JobStatus)>) {
     for (q, job, _) in visible {
@@ -1450,6 +1448,8 @@ fn abandon(visible: Vec<(Arc<QueueShared>, Arc<Job>, JobStatus)>) {
     }
 }
 
+/// Inserts committed jobs into their queues (runs on the store's writer thread). Jobs of a
+/// queue deleted meanwhile were deleted with it.
 fn make_visible(
     index: &JobIndex,
     clock: &Clock,
