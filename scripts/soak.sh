@@ -74,12 +74,14 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; }
 trap cleanup EXIT
+# "switchyard X.Y.Z ready": every listener is bound (not "durable queues ready").
+READY='switchyard [0-9.]* ready'
 for _ in $(seq 200); do
-    grep -q ' ready' "$OUT/router.log" 2>/dev/null && break
+    grep -q "$READY" "$OUT/router.log" 2>/dev/null && break
     kill -0 "$PID" 2>/dev/null || { cat "$OUT/router.log"; exit 1; }
     sleep 0.1
 done
-grep -q ' ready' "$OUT/router.log" || { echo "router not ready" >&2; exit 1; }
+grep -q "$READY" "$OUT/router.log" || { echo "router not ready" >&2; exit 1; }
 
 sample() { # seconds rss_kib fds threads
     local rss fds thr

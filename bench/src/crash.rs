@@ -33,8 +33,9 @@ pub struct CrashArgs {
     /// iteration's is deleted when it passed).
     #[arg(long)]
     pub dir: PathBuf,
-    /// Ports are taken from this one upwards (one per iteration, cycling
-    /// through `port_span`).
+    /// Ports are taken from this one upwards (each start takes the next one
+    /// that is free, cycling through `port_span`; a start that loses its
+    /// port to another socket meanwhile is tried again on the next).
     #[arg(long, default_value_t = 34000)]
     pub port_base: u16,
     #[arg(long, default_value_t = 500)]
@@ -68,8 +69,42 @@ struct Router {
     log: PathBuf,
 }
 
+/// Hands out ports of `base..base + span` that are free now.
+struct Ports {
+    base: u16,
+    span: u16,
+    next: u16,
+}
+
+impl Ports {
+    fn take(&mut self) -> u16 {
+        for _ in 0..self.span {
+            let port = self.base + self.next % self.span.max(1);
+            self.next = self.next.wrapping_add(1);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        self.base
+    }
+}
+
 impl Router {
-    fn start(bin: &Path, dir: &Path, port: u16, name: &str) -> Result<Router, String> {
+    /// Starts the router on a free port (up to 5 tries, if another socket takes the port
+    /// first: the range may lie in the ephemeral range of client connections).
+    fn start(bin: &Path, dir: &Path, ports: &mut Ports, name: &str) -> Result<Router, String> {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Router::start_on(bin, dir, ports.take(), name) {
+                Ok(r) => return Ok(r),
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn start_on(bin: &Path, dir: &Path, port: u16, name: &str) -> Result<Router, String> {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
@@ -94,8 +129,13 @@ impl Router {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
+        // The router's own line ("switchyard 0.1.0 ready"), logged once every listener is
+        // bound (not "durable queues ready", which comes before).
+        let ready = concat!("switchyard ", env!("CARGO_PKG_VERSION"), " ready");
         loop {
-            if std::fs::read_to_string(&r.log).is_ok_and(|l| l.contains(" ready")) {
+            if std::fs::read_to_string(&r.log).is_ok_and(|l| l.contains(ready))
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
                 return Ok(r);
             }
             if let Ok(Some(st)) = r.child.try_wait() {
@@ -210,17 +250,21 @@ struct Figures {
     recovery_ms: u64,
 }
 
-async fn iteration(a: &CrashArgs, i: u32, rng: &mut Rng) -> Result<Figures, String> {
+async fn iteration(
+    a: &CrashArgs,
+    i: u32,
+    rng: &mut Rng,
+    ports: &mut Ports,
+) -> Result<Figures, String> {
     let dir = a.dir.join(format!("iter-{i:04}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let port = a.port_base + (i % u32::from(a.port_span.max(1))) as u16;
     let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let seen: Seen = Arc::default();
     let next = Arc::new(AtomicU64::new(1));
     let kill_ms = rng.range(a.kill_min_ms, a.kill_max_ms);
 
-    let mut router = Router::start(&a.router, &dir, port, "run")?;
+    let mut router = Router::start(&a.router, &dir, ports, "run")?;
     let w = worker(&router.url, seen.clone()).await?;
     let mut producers = Vec::new();
     for _ in 0..a.producers {
@@ -261,7 +305,7 @@ async fn iteration(a: &CrashArgs, i: u32, rng: &mut Rng) -> Result<Figures, Stri
     drop(w);
 
     let restarted = Instant::now();
-    let router = Router::start(&a.router, &dir, port, "restart")?;
+    let router = Router::start(&a.router, &dir, ports, "restart")?;
     let recovery_ms = restarted.elapsed().as_millis() as u64;
     let _w = worker(&router.url, seen.clone()).await?;
     let admin = Session::connect(&router.url, "realm1", Serializer::Json)
@@ -304,11 +348,16 @@ async fn iteration(a: &CrashArgs, i: u32, rng: &mut Rng) -> Result<Figures, Stri
 
 pub async fn run(a: CrashArgs) -> Result<i32, String> {
     let mut rng = Rng::new();
+    let mut ports = Ports {
+        base: a.port_base,
+        span: a.port_span.max(1),
+        next: 0,
+    };
     let mut total = Figures::default();
     let mut max_reruns = 0;
     let started = Instant::now();
     for i in 0..a.iterations {
-        let f = iteration(&a, i, &mut rng).await?;
+        let f = iteration(&a, i, &mut rng, &mut ports).await?;
         println!(
             "crash {:>3}/{}: killed after {:>4} ms: {:>5} acknowledged, {:>5} ran, lost {}, re-runs {:>3}, ran unacknowledged {:>2}, dead {}, restart {} ms",
             i + 1,
