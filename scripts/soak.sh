@@ -12,8 +12,8 @@
 #    warm-up (WARMUP seconds), for RSS and for descriptors; and once the
 #    sessions are gone, descriptors are back within 16 of the idle router's.
 # 2. Storm: healthy RPC callers and a healthy subscriber measured for
-#    STORM_SECONDS, then again with STALLED subscribers that stopped reading;
-#    the healthy throughput must keep >= 90 %.
+#    STORM_SECONDS, then again after STALLED subscribers subscribed and
+#    stopped reading; the healthy throughput must keep >= 90 %.
 #
 # Usage: scripts/soak.sh [--smoke] [--soak-only|--storm-only]
 #   --smoke: 200 sessions for 10 s, 50 stalled subscribers for 3 s: a short
@@ -22,6 +22,8 @@
 #   released once the sessions left, or an unclean exit.
 # Environment (defaults): DURATION=600 SESSIONS=10000 WARMUP=60 INTERVAL=5
 #   TOLERANCE=10 STALLED=500 STORM_SECONDS=20 PORT=34500 OUT=(a new /tmp dir)
+#   SLOW_CONSUMER=disconnect (the router's [limits] slow_consumer: disconnect
+#   cuts the stalled subscribers; drop_events keeps them, dropping their events)
 #   CARGO_TARGET_DIR=target NO_BUILD=1 (use the binaries already built)
 #   ROUTER=PATH BENCH=PATH (binaries; default $CARGO_TARGET_DIR/release/...)
 set -euo pipefail
@@ -66,7 +68,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
         printf '[[listener]]\ntype = "rawsocket"\naddress = "127.0.0.%s:%s"\n\n' "$i" "$PORT"
     done
     printf '[[realm]]\nname = "realm1"\n\n'
-    printf '[limits]\nmax_connections_per_address = 0\n\n'
+    printf '[limits]\nmax_connections_per_address = 0\nslow_consumer = "%s"\n\n' "${SLOW_CONSUMER:-disconnect}"
     printf '[storage]\ndata_dir = "%s/data"\n' "$OUT"
 } >"$OUT/switchyard.toml"
 

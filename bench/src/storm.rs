@@ -1,14 +1,13 @@
-//! `storm`: a slow-consumer storm. `--stalled` subscribers join over
-//! RawSocket and subscribe to a topic. Healthy load then runs twice for
-//! `--duration` seconds: RPC callers (`--callers` sessions, `--in-flight`
-//! calls each) against an echo callee, and a publisher (acknowledged,
-//! `--payload` bytes) on that topic, which a healthy session subscribes to
-//! too. In the first run the `--stalled` subscribers read (and discard)
-//! everything; before the second they stop reading, for good. The router
-//! does the same fan-out work in both runs, so the difference is what the
-//! stalled subscribers cost the healthy sessions. Reports the healthy
-//! calls/s and events/s of both runs and their ratio; exit status 1 below
-//! `--min-ratio` (0.9).
+//! `storm`: a slow-consumer storm. Healthy load runs twice for `--duration`
+//! seconds: RPC callers (`--callers` sessions, `--in-flight` calls each)
+//! against an echo callee, and a publisher (acknowledged, `--payload` bytes)
+//! on a topic a healthy session subscribes to. Between the two runs,
+//! `--stalled` subscribers join over RawSocket, subscribe to that topic and
+//! stop reading, for good. Reports the healthy calls/s and events/s of both
+//! runs and their ratio; exit status 1 below `--min-ratio` (0.9). What the
+//! router does with the stalled subscribers is its `[limits] slow_consumer`
+//! policy: cut them (`disconnect`) or keep them and drop their events
+//! (`drop_events`, the storm then lasts the whole second run).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -223,6 +222,15 @@ pub async fn run(a: StormArgs) -> Result<i32, String> {
         })
     };
 
+    let before = healthy(&callers, &a, &events, &publisher).await;
+    println!(
+        "storm: without the stalled subscribers: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
+        group(before.calls),
+        group(before.events),
+        group(before.published)
+    );
+    // They subscribe, read until every one has (so that none misses its SUBSCRIBED), then
+    // stop reading for good.
     let opened = Instant::now();
     let (stop, stopped) = watch::channel(false);
     let mut readers = Vec::with_capacity(a.stalled);
@@ -234,18 +242,6 @@ pub async fn run(a: StormArgs) -> Result<i32, String> {
             readers.push(tokio::spawn(read_until(s, stopped.clone())));
         }
     }
-    println!(
-        "storm: {} RawSocket subscribers on the topic, reading ({:.1} s)",
-        readers.len(),
-        opened.elapsed().as_secs_f64()
-    );
-    let before = healthy(&callers, &a, &events, &publisher).await;
-    println!(
-        "storm: while they read: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
-        group(before.calls),
-        group(before.events),
-        group(before.published)
-    );
     let _ = stop.send(true);
     let mut stalls = Vec::with_capacity(readers.len());
     for r in readers {
@@ -253,9 +249,14 @@ pub async fn run(a: StormArgs) -> Result<i32, String> {
             stalls.push(s);
         }
     }
+    println!(
+        "storm: {} RawSocket subscribers on the topic, then they stopped reading ({:.1} s)",
+        stalls.len(),
+        opened.elapsed().as_secs_f64()
+    );
     let during = healthy(&callers, &a, &events, &publisher).await;
     println!(
-        "storm: after {} of them stopped reading: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
+        "storm: with {} subscribers that stopped reading: {} calls/s, {} events/s to the healthy subscriber, {} publications/s",
         stalls.len(),
         group(during.calls),
         group(during.events),
