@@ -370,7 +370,29 @@ async fn flush_close(stream: &mut futures_util::stream::SplitStream<Ws>) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
 }
 
+/// The writer. It ends as soon as the connection is killed, even in the
+/// middle of a write: a peer that stopped reading blocks a write for good,
+/// and the connection, its socket and what is queued for it would stay until
+/// that peer closed (a slow consumer cut from its session would still hold
+/// all of it).
 async fn write_loop(
+    sink: futures_util::stream::SplitSink<Ws, Message>,
+    rx: OutboundRx,
+    peer: Arc<Peer>,
+    serializer: Serializer,
+    settings: Settings,
+    liveness: Arc<Liveness>,
+    pongs: Arc<Pongs>,
+) {
+    let killed = peer.killed().clone();
+    tokio::select! {
+        biased;
+        _ = killed.cancelled() => {}
+        _ = write_frames(sink, rx, peer, serializer, settings, liveness, pongs) => {}
+    }
+}
+
+async fn write_frames(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     mut rx: OutboundRx,
     peer: Arc<Peer>,
