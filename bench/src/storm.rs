@@ -1,7 +1,7 @@
 //! `storm`: a slow-consumer storm. Healthy load runs twice for `--duration`
 //! seconds: RPC callers (`--callers` sessions, `--in-flight` calls each)
-//! against an echo callee, and a publisher (acknowledged, `--payload` bytes)
-//! on a topic a healthy session subscribes to. Between the two runs,
+//! against an echo callee, and a publisher (acknowledged, `--payload` bytes,
+//! `--publish-rate` per second) on a topic a healthy session subscribes to. Between the two runs,
 //! `--stalled` subscribers join over RawSocket, subscribe to that topic and
 //! stop reading, for good. Reports the healthy calls/s and events/s of both
 //! runs and their ratio; exit status 1 below `--min-ratio` (0.9). What the
@@ -42,6 +42,11 @@ pub struct StormArgs {
     /// Event payload in bytes.
     #[arg(long, default_value_t = 1024)]
     pub payload: usize,
+    /// Publications per second (0: as fast as they are acknowledged, 8 in
+    /// flight; the fan-out to the stalled subscribers then competes with
+    /// everything else for the CPU).
+    #[arg(long, default_value_t = 1000)]
+    pub publish_rate: u64,
     /// Lowest acceptable ratio (with the storm / without).
     #[arg(long, default_value_t = 0.9)]
     pub min_ratio: f64,
@@ -158,7 +163,15 @@ async fn healthy(
     let events_before = sub_events.load(Ordering::Relaxed);
     let started = Instant::now();
     let publishing = async {
+        let mut sent = 0u64;
         while started.elapsed() < Duration::from_secs(a.duration) {
+            if a.publish_rate > 0 {
+                let due = Duration::from_secs_f64(sent as f64 / a.publish_rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+                sent += 8;
+            }
             let batch = (0..8).map(|_| {
                 publisher.publish(TOPIC, vec![Value::from(body.as_str())], Dict::new(), true)
             });
