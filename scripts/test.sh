@@ -42,6 +42,9 @@ fi
 step "Rust tests"
 cargo test --workspace --locked
 
+step "soak and slow-consumer storm: a short smoke on the debug build (scripts/soak.sh --smoke; the full runs: docs/RELIABILITY.md)"
+NO_BUILD=1 ROUTER=target/debug/switchyard BENCH=target/debug/switchyard-bench bash scripts/soak.sh --smoke
+
 step "the Debian package: build it from the debug binary, dpkg -i, check, upgrade, remove, purge (root only)"
 bash scripts/test-deb.sh
 

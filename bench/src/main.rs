@@ -10,17 +10,24 @@
 //!   workers running the jobs; jobs/s and enqueue latencies (bench/queue/).
 //! * `idle`: the router's resident memory per idle session.
 //! * `baseline`: a bare TCP ping-pong over loopback, the machine's floor.
+//! * `crash`: the SIGKILL-under-load queue test, repeated (scripts/crash-test.sh).
+//! * `soak`: sessions churning for minutes (scripts/soak.sh).
+//! * `storm`: healthy throughput with and without subscribers that stop
+//!   reading (scripts/soak.sh).
 //! * `summarize`: medians and spread of the JSON lines of several runs.
 //!
 //! With `--server-pid`, the router's CPU time (utime+stime from
 //! `/proc/PID/stat`) over the measured window is reported too.
 
 mod baseline;
+mod crash;
 mod idle;
 mod pubsub;
 mod queue;
 mod rpc;
+mod soak;
 mod stats;
+mod storm;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard_client::Serializer;
@@ -56,6 +63,12 @@ enum Cmd {
     Idle(idle::IdleArgs),
     /// Durable job queue: P producers push, C workers run the jobs.
     Queue(queue::QueueArgs),
+    /// SIGKILL the router under queue load, restart, drain, count; N times.
+    Crash(crash::CrashArgs),
+    /// Sessions churning (connect, subscribe, publish, call, leave).
+    Soak(soak::SoakArgs),
+    /// Healthy throughput with and without subscribers that stop reading.
+    Storm(storm::StormArgs),
 }
 
 /// Options shared by the load subcommands.
@@ -146,6 +159,9 @@ fn main() {
             Cmd::Rpc(a) => rpc::run(a).await,
             Cmd::Idle(a) => idle::run(a).await,
             Cmd::Queue(a) => queue::run(a).await,
+            Cmd::Crash(a) => crash::run(a).await,
+            Cmd::Soak(a) => soak::run(a).await,
+            Cmd::Storm(a) => storm::run(a).await,
             Cmd::Summarize(_) | Cmd::Baseline(_) => Ok(0),
         }
     });

@@ -1176,13 +1176,29 @@ impl Queues {
         let (tx, rx) = oneshot::channel();
         let index = self.index.clone();
         let clock = self.clock.clone();
+        let pushed: Vec<(usize, Arc<Job>)> = visible
+            .iter()
+            .map(|(q, job, _)| {
+                let gi = queues.iter().position(|g| Arc::ptr_eq(g, q));
+                (gi.unwrap_or_default(), job.clone())
+            })
+            .collect();
         let done: Done = Box::new(move |r| {
-            if r.is_ok() {
-                make_visible(&index, &clock, visible);
+            match &r {
+                Ok(()) => make_visible(&index, &clock, visible),
+                // Never visible: forget them (a store that recovers takes the next push).
+                Err(_) => abandon(visible),
             }
             let _ = tx.send(r.map(|()| acks));
         });
-        self.store.submit(Batch::durable(muts, Some(done)))?;
+        if let Err(e) = self.store.submit(Batch::durable(muts, Some(done))) {
+            for (gi, job) in pushed {
+                if let Some(st) = guards.get_mut(gi) {
+                    st.abandon(&job);
+                }
+            }
+            return Err(e.into());
+        }
         drop(guards);
         Ok(PushWait::Commit(rx))
     }
@@ -1621,6 +1637,13 @@ impl Queues {
 impl Drop for Queues {
     fn drop(&mut self) {
         self.store.close();
+    }
+}
+
+/// Pushed jobs whose commit failed: forgotten, with what they held.
+fn abandon(visible: Vec<(Arc<QueueShared>, Arc<Job>, JobStatus)>) {
+    for (q, job, _) in visible {
+        q.state.lock().abandon(&job);
     }
 }
 

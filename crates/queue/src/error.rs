@@ -143,7 +143,7 @@ pub enum QueueError {
         key: &'static str,
     },
     /// The disk holding the store would keep less than its reserve free; nothing was stored.
-    #[error("the disk of the queue store has {free} bytes free (counting room the store can reuse), too little for this push above the reserve of {reserve} bytes ([realm.queue_limits] min_free_disk_bytes): complete, purge or delete jobs, or free disk space")]
+    #[error("no space for this push: the disk of the queue store has {free} bytes free (counting room the store can reuse), too little for this push above the reserve of {reserve} bytes ([realm.queue_limits] min_free_disk_bytes): complete, purge or delete jobs, or free disk space")]
     DiskFull {
         /// Free bytes counted.
         free: u64,

@@ -27,10 +27,15 @@
 //! the file, so deleting a lease that was never written costs nothing. A short job thus costs two
 //! B-tree writes (insert at push, delete at completion).
 //!
-//! # Failure
+//! # Failure and recovery
 //! A failed transaction or commit leaves redb refusing further writes until reopened, so the
-//! store becomes *failed*: that group and every later one complete with the error. Reopening the
-//! file (restarting) repairs it; what was acknowledged before the failure is intact.
+//! store becomes *failed*: that group and every later one complete with the error (a full disk:
+//! `No space left on device`). While failed, the writer closes the database and opens it again
+//! after [`RECOVERY_INTERVAL`], then at doubling intervals up to [`MAX_RECOVERY_INTERVAL`]
+//! (redb repairs the file on open, to the last committed state; what was acknowledged before
+//! the failure is intact). Once that works (space came back), the
+//! store takes writes again, without a restart. Batches refused while it was failed stay
+//! refused: their callers got the error.
 //!
 //! # Tables
 //! `meta` (`max_job_id`: the id reservation, see `ID_BLOCK`; `format`), `queues` (name → config JSON), `counters`
@@ -42,11 +47,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::codec;
@@ -77,6 +82,12 @@ const MAX_JOB_ID_KEY: &str = "max_job_id";
 /// every commit that creates jobs. After a restart numbering continues above the reservation:
 /// ids have gaps (at most one block per restart) but never repeat.
 const ID_BLOCK: u64 = 4096;
+
+/// How soon a failed store first tries to reopen its file (and so recover); the wait doubles
+/// after each failed try, up to [`MAX_RECOVERY_INTERVAL`].
+pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two tries to reopen a failed store.
+pub const MAX_RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Default redb page cache of a store: 32 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
@@ -109,12 +120,51 @@ enum Msg {
 
 struct Shared {
     stats: Mutex<StoreStats>,
-    failure: OnceLock<StoreError>,
+    /// Set while the store is failed (cheap to test).
+    failed: AtomicBool,
+    failure: Mutex<Option<StoreError>>,
+    /// The open database; `None` for the moment the writer reopens it.
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<StoreError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.failure.lock().clone()
+    }
+
+    fn fail(&self, e: &StoreError) {
+        let mut f = self.failure.lock();
+        if f.is_none() {
+            *f = Some(e.clone());
+        }
+        self.failed.store(true, Ordering::Release);
+        self.stats.lock().failure = Some(e.clone());
+    }
+
+    fn recovered(&self) {
+        *self.failure.lock() = None;
+        self.failed.store(false, Ordering::Release);
+        let mut s = self.stats.lock();
+        s.failure = None;
+        s.recoveries += 1;
+    }
+
+    /// The open database, or the error that closed it.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        match &*self.db.read() {
+            Some(db) => Ok(db.clone()),
+            None => Err(self
+                .failure()
+                .unwrap_or_else(|| StoreError::storage("the store is being reopened"))),
+        }
+    }
 }
 
 /// The embedded redb store with a group-committing writer thread.
 pub struct RedbStore {
-    db: Arc<Database>,
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -125,18 +175,13 @@ impl RedbStore {
     /// Opens (or creates) the store file at `path` and starts its writer thread.
     pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<RedbStore, StoreError> {
         let path = path.as_ref();
-        let mut builder = Database::builder();
-        if let Some(bytes) = options.cache_size {
-            builder.set_cache_size(bytes);
-        }
-        let db = builder
-            .create(path)
-            .map_err(|e| StoreError::storage(format!("opening {}: {e}", path.display())))?;
+        let db = open_db(path, &options, true)?;
         let (hwm, leases_on_disk) = init_tables(&db)?;
-        let db = Arc::new(db);
         let shared = Arc::new(Shared {
             stats: Mutex::new(StoreStats::default()),
-            failure: OnceLock::new(),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            db: RwLock::new(Some(Arc::new(db))),
         });
         let (tx, rx) = mpsc::channel();
         let (ctx, crx) = mpsc::channel::<Completion>();
@@ -157,7 +202,8 @@ impl RedbStore {
         };
         let writer = {
             let mut w = Writer {
-                db: db.clone(),
+                path: path.to_path_buf(),
+                options: options.clone(),
                 shared: shared.clone(),
                 max_mutations: options.max_commit_mutations.max(1),
                 hwm,
@@ -169,6 +215,7 @@ impl RedbStore {
                 pending,
                 unsynced_since: None,
                 deferred: Vec::new(),
+                retry_in: RECOVERY_INTERVAL,
             };
             std::thread::Builder::new()
                 .name("switchyard-queue-writer".into())
@@ -176,12 +223,55 @@ impl RedbStore {
                 .map_err(StoreError::storage)?
         };
         Ok(RedbStore {
-            db,
             tx,
             shared,
             threads: Mutex::new(vec![writer, completer]),
             closed: AtomicBool::new(false),
         })
+    }
+}
+
+/// Opens (or creates) the redb file, verifying the checksum of every committed page: a file
+/// damaged outside redb (truncated, bytes changed, not a redb file) is refused with
+/// [`StoreError::Corrupt`] naming it, never trusted (a plain open may panic or read garbage).
+///
+/// `check` is false for the reopening after a failed commit: that file was written by this
+/// process, and redb repairs (and so verifies) it on open if its last close was not clean.
+fn open_db(path: &Path, options: &RedbOptions, check: bool) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    if let Some(bytes) = options.cache_size {
+        builder.set_cache_size(bytes);
+    }
+    builder.set_check_integrity_on_open(check);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)));
+    let damaged = |what: &dyn std::fmt::Display| {
+        StoreError::corrupt(format!(
+            "{} is damaged ({what}); nothing was changed: restore it from a backup, or move it away to start with an empty store",
+            path.display()
+        ))
+    };
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(e)))) => Err(damaged(&e)),
+        Ok(Err(e @ redb::DatabaseError::UpgradeRequired(_))) => Err(damaged(&e)),
+        // Shorter than its header, or not a redb file at all.
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Err(damaged(&e))
+        }
+        Ok(Err(e @ redb::DatabaseError::DatabaseAlreadyOpen)) => Err(StoreError::storage(format!(
+            "opening {}: {e} (is another switchyard using this data directory?)",
+            path.display()
+        ))),
+        Ok(Err(e)) => Err(StoreError::storage(format!(
+            "opening {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(damaged(&"the store engine failed reading it")),
     }
 }
 
@@ -297,7 +387,9 @@ fn migrate_inline_payloads(db: &Database) -> Result<(), StoreError> {
 type Completion = (Result<(), StoreError>, Vec<Done>);
 
 struct Writer {
-    db: Arc<Database>,
+    /// The file, to reopen it after a failure.
+    path: std::path::PathBuf,
+    options: RedbOptions,
     shared: Arc<Shared>,
     max_mutations: usize,
     /// The persisted id reservation (every committed id is at or below it).
@@ -317,6 +409,8 @@ struct Writer {
     unsynced_since: Option<Instant>,
     /// Completions of non-durable commits, run after the fsync that persists them.
     deferred: Vec<Done>,
+    /// While failed: the wait before the next try to reopen the file.
+    retry_in: std::time::Duration,
 }
 
 impl Writer {
@@ -325,8 +419,22 @@ impl Writer {
         let mut carry: Option<Msg> = None;
         loop {
             let mut closing = false;
+            let failed = self.shared.failed.load(Ordering::Acquire);
             let first = match (carry.take(), self.unsynced_since) {
                 (Some(m), _) => Some(m),
+                // A failed store tries to reopen its file now and then.
+                (None, _) if failed => match rx.recv_timeout(self.retry_in) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.recover() {
+                            self.retry_in = RECOVERY_INTERVAL;
+                        } else {
+                            self.retry_in = (self.retry_in * 2).min(MAX_RECOVERY_INTERVAL);
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                },
                 // Non-durable commits wait at most MAX_NON_DURABLE for their fsync.
                 (None, Some(t)) => {
                     match rx.recv_timeout(MAX_NON_DURABLE.saturating_sub(t.elapsed())) {
@@ -367,8 +475,8 @@ impl Writer {
             }
             let wants_sync = group.iter().any(|b| b.durable);
             // Ok(true): everything committed so far is fsync'd.
-            let result = match self.shared.failure.get() {
-                Some(e) => Err(e.clone()),
+            let result = match self.shared.failure() {
+                Some(e) => Err(e),
                 None if n == 0 && wants_sync => self.sync_now().map(|()| true),
                 None if n == 0 => Ok(self.unsynced_since.is_none()),
                 None => self.commit_timed(&group, n),
@@ -433,14 +541,15 @@ impl Writer {
     /// Persists the non-durable commits not yet followed by a durable one (an empty durable
     /// commit): when they are `MAX_NON_DURABLE` old and nothing else came, and at shutdown.
     fn sync_now(&mut self) -> Result<(), StoreError> {
-        if let Some(e) = self.shared.failure.get() {
-            return Err(e.clone());
+        if let Some(e) = self.shared.failure() {
+            return Err(e);
         }
         if self.unsynced_since.is_none() {
             return Ok(());
         }
         let synced = self
-            .db
+            .shared
+            .db()?
             .begin_write()
             .map_err(StoreError::storage)
             .and_then(|mut txn| {
@@ -454,37 +563,85 @@ impl Writer {
                 self.shared.stats.lock().syncs += 1;
             }
             Err(e) => {
-                tracing::error!(error = %e, "queue store: fsync of the last commits failed; the store refuses writes until reopened");
-                let _ = self.shared.failure.set(e.clone());
-                self.shared.stats.lock().failure = Some(e.clone());
+                tracing::error!(error = %e, "queue store: fsync of the last commits failed; the store refuses writes until it could reopen its file");
+                self.shared.fail(e);
             }
         }
         synced
     }
 
+    /// A failed store closes its database and opens the file again (redb repairs it to the
+    /// last committed state), then re-reads what the writer keeps of it. Stays failed (until the
+    /// next try) if that fails, e.g. while the disk is still full. `true` if it worked.
+    fn recover(&mut self) -> bool {
+        let Some(old) = self.shared.db.write().take() else {
+            return self.reopen();
+        };
+        // Readers (payloads, load) hold a clone for the length of one read transaction.
+        let mut old = old;
+        let deadline = Instant::now() + RECOVERY_INTERVAL;
+        let db = loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => break db,
+                Err(still) if Instant::now() < deadline => {
+                    old = still;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(still) => {
+                    *self.shared.db.write() = Some(still);
+                    return false;
+                }
+            }
+        };
+        if let Err(e) = db.close() {
+            tracing::debug!(error = %e, "queue store: closing the failed database");
+        }
+        self.reopen()
+    }
+
+    fn reopen(&mut self) -> bool {
+        let opened = open_db(&self.path, &self.options, false).and_then(|db| {
+            let (hwm, leases) = init_tables(&db)?;
+            Ok((db, hwm, leases))
+        });
+        match opened {
+            Ok((db, hwm, leases)) => {
+                self.hwm = hwm;
+                self.leases_on_disk = leases;
+                self.unsynced_since = None;
+                *self.shared.db.write() = Some(Arc::new(db));
+                self.shared.recovered();
+                tracing::warn!(file = %self.path.display(), "queue store recovered: it takes writes again");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "queue store: still failed");
+                false
+            }
+        }
+    }
+
     /// Commits a group; `Ok(true)` if the commit was durable.
     fn commit_timed(&mut self, group: &[Batch], n: usize) -> Result<bool, StoreError> {
         let started = Instant::now();
-        let r = self.commit_group(group);
+        let (skipped, durable) = match self.commit_group(group) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "queue store commit failed; the store refuses writes until it could reopen its file");
+                self.shared.fail(&e);
+                return Err(e);
+            }
+        };
         let elapsed = started.elapsed();
         let mut s = self.shared.stats.lock();
-        match &r {
-            Ok((skipped, durable)) => {
-                s.commits += 1;
-                s.syncs += u64::from(*durable);
-                s.batches += group.len() as u64;
-                s.mutations += n as u64;
-                s.coalesced += *skipped;
-                s.largest_commit = s.largest_commit.max(group.len() as u64);
-                s.commit_time += elapsed;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "queue store commit failed; the store refuses writes until reopened");
-                let _ = self.shared.failure.set(e.clone());
-                s.failure = Some(e.clone());
-            }
-        }
-        r.map(|(_, durable)| durable)
+        s.commits += 1;
+        s.syncs += u64::from(durable);
+        s.batches += group.len() as u64;
+        s.mutations += n as u64;
+        s.coalesced += skipped;
+        s.largest_commit = s.largest_commit.max(group.len() as u64);
+        s.commit_time += elapsed;
+        Ok(durable)
     }
 
     /// Applies a group in one write transaction and commits it durably. Returns how many
@@ -505,7 +662,11 @@ impl Writer {
                 _ => {}
             }
         }
-        let mut txn = self.db.begin_write().map_err(StoreError::storage)?;
+        let mut txn = self
+            .shared
+            .db()?
+            .begin_write()
+            .map_err(StoreError::storage)?;
         let mut durable = group.iter().any(|b| b.durable)
             || self
                 .unsynced_since
@@ -663,7 +824,9 @@ impl Writer {
 
 impl Store for RedbStore {
     fn load(&self, now_ms: u64) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        // The handle lives as long as the transaction (a reopening waits for it).
+        let db = self.shared.db()?;
+        let txn = db.begin_read().map_err(StoreError::storage)?;
         let mut snap = Snapshot::default();
 
         let meta = txn.open_table(META).map_err(StoreError::storage)?;
@@ -757,8 +920,8 @@ impl Store for RedbStore {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        if let Some(e) = self.shared.failure.get() {
-            return Err(e.clone());
+        if let Some(e) = self.shared.failure() {
+            return Err(e);
         }
         self.tx
             .send(Msg::Batch(batch))
@@ -769,7 +932,8 @@ impl Store for RedbStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let db = self.shared.db()?;
+        let txn = db.begin_read().map_err(StoreError::storage)?;
         let table = txn.open_table(PAYLOADS).map_err(StoreError::storage)?;
         ids.iter()
             .map(|id| {
@@ -787,7 +951,7 @@ impl Store for RedbStore {
     }
 
     fn failure(&self) -> Option<StoreError> {
-        self.shared.failure.get().cloned()
+        self.shared.failure()
     }
 
     fn close(&self) {

@@ -268,6 +268,36 @@ impl QueueState {
         }
     }
 
+    /// Forgets a pushed job whose commit failed (it never became visible): gives back what it
+    /// held, and its idempotency key if the key still names it (a push again with the key is
+    /// a new job, not a duplicate of one the store never took).
+    pub(crate) fn abandon(&mut self, job: &Job) {
+        if !self.committing.remove(&job.id) {
+            return;
+        }
+        let bytes = u64::from(job.payload_bytes);
+        self.held_jobs = self.held_jobs.saturating_sub(1);
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
+        if let Some(u) = &self.usage {
+            u.release(1, bytes);
+        }
+        if let Some(s) = &self.stored {
+            sub(s, bytes);
+        }
+        if let Some(key) = &job.idempotency_key {
+            if let Some((k, e)) = self.idem.remove_entry(key.as_str()) {
+                if e.job == job.id {
+                    self.idem_expiry.remove(&(e.expires_ms, k));
+                    if let Some(u) = &self.usage {
+                        u.forget_keys(1);
+                    }
+                } else {
+                    self.idem.insert(k, e);
+                }
+            }
+        }
+    }
+
     /// Gives back everything this queue counts (it is being deleted).
     pub(crate) fn release_all(&mut self) {
         if let Some(u) = &self.usage {

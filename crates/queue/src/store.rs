@@ -188,8 +188,10 @@ pub struct StoreStats {
     pub coalesced: u64,
     /// Time spent committing (including fsync).
     pub commit_time: Duration,
-    /// Set once the store has failed; every later operation gets this error.
+    /// Set while the store is failed; every operation meanwhile gets this error.
     pub failure: Option<StoreError>,
+    /// Times a failed store reopened its file and took writes again.
+    pub recoveries: u64,
 }
 
 impl StoreStats {
@@ -222,7 +224,8 @@ pub trait Store: Send + Sync + 'static {
     /// Write-side counters.
     fn stats(&self) -> StoreStats;
 
-    /// The error that made the store refuse writes, if it has failed. Cheap (no lock).
+    /// The error that makes the store refuse writes, while it is failed. Cheap (one atomic
+    /// load) while it is not.
     fn failure(&self) -> Option<StoreError>;
 
     /// Commits what is queued, stops the writer and releases the store. Later submits fail with

@@ -387,11 +387,12 @@ impl Peer {
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if before > 0 && before.saturating_add(len) > self.max_queued_bytes {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            let why = format!(
-                "outbound queue holds {before} bytes, over its limit of {} bytes",
-                self.max_queued_bytes
-            );
-            self.full(is_event, &why);
+            self.full(is_event, || {
+                format!(
+                    "outbound queue holds {before} bytes, over its limit of {} bytes",
+                    self.max_queued_bytes
+                )
+            });
             return false;
         }
         if let Some(budget) = &self.budget {
@@ -408,13 +409,14 @@ impl Peer {
                     budget.sub(len);
                     self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     // The limit first: log lines clip long reasons.
-                    let why = format!(
-                        "over total_outbound_bytes ({} bytes, all connections' queues hold \
-                         {total}): this queue holds {before} bytes, over its share of {share} \
-                         bytes (nothing written for {idle_ms} ms)",
-                        budget.0.limit
-                    );
-                    self.full(is_event, &why);
+                    self.full(is_event, || {
+                        format!(
+                            "over total_outbound_bytes ({} bytes, all connections' queues hold \
+                             {total}): this queue holds {before} bytes, over its share of {share} \
+                             bytes (nothing written for {idle_ms} ms)",
+                            budget.0.limit
+                        )
+                    });
                     return false;
                 }
             }
@@ -443,16 +445,21 @@ impl Peer {
                     budget.sub(len);
                 }
                 if let mpsc::error::TrySendError::Full(_) = e {
-                    let why = format!("outbound queue of {} messages is full", self.capacity);
-                    self.full(is_event, &why);
+                    self.full(is_event, || {
+                        format!("outbound queue of {} messages is full", self.capacity)
+                    });
                 }
                 false
             }
         }
     }
 
-    /// Applies the slow-consumer policy to a frame that did not fit.
-    fn full(&self, is_event: bool, why: &str) {
+    /// Applies the slow-consumer policy to a frame that did not fit. `why` is
+    /// only formatted for a log line: under `drop_events` a stalled
+    /// subscriber refuses every EVENT of every publication, and formatting
+    /// each reason cost the healthy sessions most of their throughput in the
+    /// soak's slow-consumer storm (docs/RELIABILITY.md).
+    fn full(&self, is_event: bool, why: impl FnOnce() -> String) {
         if is_event && self.policy == SlowConsumerPolicy::DropEvents {
             if let Some(t) = &self.traffic {
                 t.slow_consumer_dropped_event();
@@ -464,10 +471,11 @@ impl Peer {
                     peer = %self.label,
                     session = ?self.session_id(),
                     dropped_events = n,
-                    "slow consumer: {why}, dropping events (policy drop_events)"
+                    "slow consumer: {}, dropping events (policy drop_events)",
+                    why()
                 );
             }
-        } else if self.kill_first(format!("slow consumer: {why}")) {
+        } else if self.kill_first(format!("slow consumer: {}", why())) {
             if let Some(t) = &self.traffic {
                 t.slow_consumer_disconnected();
             }

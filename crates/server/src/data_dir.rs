@@ -63,10 +63,10 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Creates the empty file `path` 0600 (its owner fills it), or checks the
-/// mode of an existing one.
-pub fn prepare_file(path: &Path) -> Result<(), String> {
+/// mode of an existing one. `Ok(true)`: this call created it.
+pub fn prepare_file(path: &Path) -> Result<bool, String> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) => check_existing(path, &m),
+        Ok(m) => check_existing(path, &m).map(|()| false),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             match OpenOptions::new()
                 .write(true)
@@ -74,17 +74,32 @@ pub fn prepare_file(path: &Path) -> Result<(), String> {
                 .mode(0o600)
                 .open(path)
             {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(true),
                 // Created meanwhile (by whom?): checked like any existing one.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     match std::fs::symlink_metadata(path) {
-                        Ok(m) => check_existing(path, &m),
+                        Ok(m) => check_existing(path, &m).map(|()| false),
                         Err(e) => Err(format!("cannot use {}: {e}", path.display())),
                     }
                 }
                 Err(e) => Err(format!("cannot create {}: {e}", path.display())),
             }
         }
+        Err(e) => Err(format!("cannot use {}: {e}", path.display())),
+    }
+}
+
+/// An existing store file of 0 bytes is refused: redb would take it for a
+/// new store, and a store truncated to nothing would start empty as if it
+/// had never held a job. (A store the router creates is written at once:
+/// it is empty only for the moment between `prepare_file` and the open.)
+pub fn refuse_empty_store(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => Err(format!(
+            "the queue store {} is empty (0 bytes): a store that held jobs was truncated, or an empty file was put there; nothing was changed: restore it from a backup, or delete it to start with an empty store",
+            path.display()
+        )),
+        Ok(_) => Ok(()),
         Err(e) => Err(format!("cannot use {}: {e}", path.display())),
     }
 }

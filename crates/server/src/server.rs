@@ -641,10 +641,27 @@ fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(fallback)
 }
 
+/// Connections the kernel holds for a listener until it accepts them (capped
+/// by `net.core.somaxconn`, 4096 on current Linux). The default of `bind` is
+/// 128: when thousands of clients connect at once (a soak of 10,000 churning
+/// sessions, every client reconnecting after a restart), the queue overflows,
+/// the kernel drops their SYNs and each such client waits out TCP's
+/// retransmission timeouts (1 s, 3 s, 7 s...) before it is even accepted.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on {address}: {e}"))
+    let fail = |e: std::io::Error| format!("cannot listen on {address}: {e}");
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    // As `TcpListener::bind` does: a restarted router binds again at once
+    // while connections of its previous run wait out TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(address).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
 fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {

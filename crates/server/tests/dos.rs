@@ -974,3 +974,60 @@ fn testaments_are_bounded_in_bytes_per_realm() {
     assert!(message.contains("max_testament_bytes"), "{message}");
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
+
+/// A subscriber cut as a slow consumer that keeps its socket open (and
+/// still never reads) loses its connection too: the router closes the
+/// socket at once and lets go of what was queued for it. Before, the
+/// connection's writer stayed blocked in a write the peer never read, and
+/// the socket, the task and the queued events stayed as long as the peer
+/// kept the connection open (observed in the soak's slow-consumer storm,
+/// docs/RELIABILITY.md: 500 cut subscribers, 500 descriptors still open).
+#[test]
+fn a_cut_slow_consumer_that_keeps_its_socket_open_is_closed() {
+    let _serial = serial();
+    let r = Router::start("");
+    let pid = common::memory::pid(&r);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut publisher = session(&r);
+    let idle = fds();
+    let mut slow = session(&r);
+    slow.subscribe("com.big.stalled");
+    assert_eq!(fds(), idle + 1);
+    let big = "x".repeat(BIG);
+    let mut sent = 0;
+    while !r.log_text().contains("slow consumer") && sent < 200 {
+        publisher.send(&Message::Publish {
+            request: publisher.next_request,
+            options: Dict::new(),
+            topic: "com.big.stalled".into(),
+            payload: args(vec![Value::from(big.as_str())]),
+        });
+        publisher.next_request += 1;
+        sent += 1;
+        round_trip(&mut publisher);
+    }
+    assert!(
+        r.log_text().contains("slow consumer"),
+        "{sent} events of {BIG} bytes did not make a never-reading subscriber a slow consumer"
+    );
+    // `slow` stays open and unread: the router's side must close anyway.
+    let cut = std::time::Instant::now();
+    while fds() > idle && cut.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "slow consumer cut after {sent} events; router descriptors {} (before it joined: {idle}) {:?} later",
+        fds(),
+        cut.elapsed()
+    );
+    assert_eq!(
+        fds(),
+        idle,
+        "the cut slow consumer's socket is still open in the router"
+    );
+    drop(slow);
+}

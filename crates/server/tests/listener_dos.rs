@@ -368,3 +368,31 @@ fn buffered_request_bodies_are_bounded_in_bytes() {
         "round trip {before:?} -> {during:?}"
     );
 }
+
+/// The kernel holds up to 4096 connections (or `net.core.somaxconn`, if
+/// lower) for each listener until the router accepts them, not bind's
+/// default of 128: in the soak (docs/RELIABILITY.md), 10,000 sessions
+/// churning overflowed a backlog of 128 and the dropped SYNs cost their
+/// clients seconds of retransmission timeouts. `ss` shows a listener's
+/// backlog as its Send-Q.
+#[test]
+fn listeners_keep_a_backlog_for_a_reconnect_storm() {
+    let router = Router::start("");
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    for port in [router.rs_port, router.ws_port] {
+        let out = Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backlog: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no listener on {port} in: {text}"));
+        assert_eq!(backlog, somaxconn.min(4096), "port {port}: {text}");
+    }
+}

@@ -189,7 +189,9 @@ impl QueueService {
     ) -> Result<Arc<QueueService>, String> {
         // The directory is prepared (0700, or checked) once, before the realms.
         let path = store_file(data_dir, realm.name());
-        crate::data_dir::prepare_file(&path)?;
+        if !crate::data_dir::prepare_file(&path)? {
+            crate::data_dir::refuse_empty_store(&path)?;
+        }
         QueueService::start_on(realm, settings, Backing::File(path)).await
     }
 
@@ -248,10 +250,16 @@ impl QueueService {
                     Queues::open_with(&open_path, configs, options)
                 })
                 .await
-                .map_err(|e| format!("opening the queue store failed: {e}"))?
                 .map_err(|e| {
                     format!(
-                        "realm \"{}\": cannot open the queue store {}: {e} (is another switchyard using this data directory?)",
+                        "realm \"{}\": opening the queue store {} failed: {e}",
+                        realm.name(),
+                        path.display()
+                    )
+                })?
+                .map_err(|e| {
+                    format!(
+                        "realm \"{}\": cannot open the queue store {}: {e}",
                         realm.name(),
                         path.display()
                     )

@@ -304,7 +304,28 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// The writer. It ends as soon as the connection is killed, even in the
+/// middle of a write: a peer that stopped reading blocks a write for good
+/// (its socket buffer is full), and the connection, its socket and what is
+/// queued for it would stay until that peer closed (a slow consumer cut
+/// from its session would still hold all of it).
 async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: W,
+    rx: OutboundRx,
+    pong: Arc<PongSlot>,
+    peer: Arc<Peer>,
+    settings: Settings,
+    liveness: Arc<Liveness>,
+) {
+    let killed = peer.killed().clone();
+    tokio::select! {
+        biased;
+        _ = killed.cancelled() => {}
+        _ = write_frames(writer, rx, pong, peer, settings, liveness) => {}
+    }
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: OutboundRx,
     pong: Arc<PongSlot>,

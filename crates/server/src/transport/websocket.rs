@@ -508,10 +508,31 @@ impl Framing {
     }
 }
 
-/// Writes the outbound queue, the PONGs and the keepalive PINGs. After
-/// each flush, `written` (if any) holds the number of queued messages
-/// written so far.
+/// The writer: writes the outbound queue, the PONGs and the keepalive
+/// PINGs. After each flush, `written` (if any) holds the number of queued
+/// messages written so far. It ends as soon as the connection is killed,
+/// even in the middle of a write: a peer that stopped reading blocks a
+/// write for good, and the connection, its socket and what is queued for it
+/// would stay until that peer closed (a slow consumer cut from its session
+/// would still hold all of it).
 pub(super) async fn write_loop(
+    sink: futures_util::stream::SplitSink<Ws, Message>,
+    rx: OutboundRx,
+    peer: Arc<Peer>,
+    framing: Framing,
+    settings: Settings,
+    shared: Arc<Shared>,
+    written: Option<tokio::sync::watch::Sender<u64>>,
+) {
+    let killed = peer.killed().clone();
+    tokio::select! {
+        biased;
+        _ = killed.cancelled() => {}
+        _ = write_frames(sink, rx, peer, framing, settings, shared, written) => {}
+    }
+}
+
+async fn write_frames(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     mut rx: OutboundRx,
     peer: Arc<Peer>,

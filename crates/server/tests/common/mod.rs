@@ -118,6 +118,12 @@ impl Router {
         self.spawn();
     }
 
+    /// Starts the router again after [`Router::signal`] stopped it (same
+    /// configuration, ports and data directory).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     fn spawn(&mut self) {
         if let Err(log) = self.try_spawn() {
             panic!("router did not start: {log}");
