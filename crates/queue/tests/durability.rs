@@ -327,10 +327,12 @@ fn corrupt_store_is_an_error_not_a_panic() {
     let junk = dir.path().join("junk.redb");
     std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
     let e = Queues::open(&junk, vec![]).err().unwrap();
+    // Refused as damaged, naming the file (never opened as an empty store).
     assert!(
-        matches!(e, QueueError::Store(StoreError::Storage(_))),
+        matches!(e, QueueError::Store(StoreError::Corrupt(_))),
         "{e}"
     );
+    assert!(e.to_string().contains("junk.redb"), "{e}");
 
     // A valid redb file whose job record is garbage.
     let path = dir.path().join("q.redb");
