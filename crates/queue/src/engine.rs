@@ -561,6 +561,12 @@ impl Queues {
         self.store.stats()
     }
 
+    /// Why the store refuses writes now, if it does (a full disk, an I/O error: it may
+    /// recover by itself). Cheap.
+    pub fn store_failure(&self) -> Option<StoreError> {
+        self.store.failure()
+    }
+
     /// A queue's configuration.
     pub fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueueError> {
         Ok(self.queue(queue)?.config())

@@ -218,10 +218,22 @@ pub async fn run(config: Config) -> Result<(), String> {
             checks.push(check);
             continue;
         }
-        queue_services.push(
+        let service =
             crate::queue_service::QueueService::start(realm, &config.storage.data_dir, settings)
-                .await?,
+                .await?;
+        // Asked at each /readyz: a store that refuses writes (a full disk)
+        // makes the node not ready until it recovers.
+        let weak = Arc::downgrade(&service);
+        readiness.probe(
+            "queue_store",
+            format!("{} (writes)", service.realm_name()),
+            format!(
+                "queue store of realm \"{}\" refuses writes (see the log)",
+                service.realm_name()
+            ),
+            move || weak.upgrade().is_none_or(|s| s.store_healthy()),
         );
+        queue_services.push(service);
         readiness.ready(check);
     }
     let cluster_queues = match (&cluster, &config.cluster) {

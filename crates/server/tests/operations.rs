@@ -101,11 +101,16 @@ fn healthz_and_readyz_answer_200_once_started() {
         names.contains(&"queue_store realm1".to_string()),
         "{names:?}"
     );
+    // Asked at each request: the store takes writes.
+    assert!(
+        names.contains(&"queue_store realm1 (writes)".to_string()),
+        "{names:?}"
+    );
     assert!(
         names.contains(&format!("bridge http://127.0.0.1:{bridge}")),
         "{names:?}"
     );
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
 
     // HEAD is served without a body; other methods and paths are refused.
     assert_eq!(http(port, "HEAD", "/healthz"), (200, String::new()));

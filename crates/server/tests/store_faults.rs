@@ -85,13 +85,20 @@ impl Drop for SmallFs {
     }
 }
 
-fn data_config(data: &Path, reserve: u64) -> String {
+fn data_config(data: &Path, reserve: u64, ops_port: u16) -> String {
     format!(
         "[realm.queue_limits]\nmin_free_disk_bytes = {reserve}\n\n\
          [[realm.queue]]\nname = \"conf\"\ntarget = \"test.nobody\"\nmax_jobs = 0\n\n\
-         [storage]\ndata_dir = \"{}\"\n",
+         [storage]\ndata_dir = \"{}\"\n\n\
+         [[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:{ops_port}\"\n",
         data.display()
     )
+}
+
+/// The status of GET /readyz on the operations listener, and its body.
+fn readyz(port: u16) -> (u16, String) {
+    let r = common::http::request(port, "GET", "/readyz", "", "");
+    (r.status, r.body)
 }
 
 async fn join(r: &Router) -> Session {
@@ -142,9 +149,10 @@ fn fill_with_pushes(
     fs: &SmallFs,
     reserve: u64,
     filler_bytes: u64,
-) -> (Router, PathBuf, u64, String) {
+) -> (Router, PathBuf, u64, String, u16) {
     let data = fs.path().join("data");
-    let router = Router::start(&data_config(&data, reserve));
+    let ops = common::free_port();
+    let router = Router::start(&data_config(&data, reserve, ops));
     let filler = fs.path().join("filler");
     fs.fill(&filler, filler_bytes);
     let (acked, error) = runtime().block_on(async {
@@ -176,12 +184,12 @@ fn fill_with_pushes(
         rpc_works(&s, 2).await;
         (acked, error)
     });
-    (router, filler, acked, error)
+    (router, filler, acked, error, ops)
 }
 
 /// Space comes back: pushes work again within a few seconds, without a
 /// restart; then a restart finds every acknowledged job.
-fn space_returns(mut router: Router, filler: &Path, acked: u64) {
+fn space_returns(mut router: Router, filler: &Path, acked: u64, ops: u16) {
     std::fs::remove_file(filler).expect("remove the filler");
     let more = runtime().block_on(async {
         let s = join(&router).await;
@@ -214,6 +222,9 @@ fn space_returns(mut router: Router, filler: &Path, acked: u64) {
         assert_eq!(uint(&st, "ready"), acked + 10, "{st:?}");
         10
     });
+    // Ready again, without a restart.
+    let (status, body) = readyz(ops);
+    assert_eq!(status, 200, "{body}");
     // Nothing acknowledged is lost, across a kill -9 too.
     let status = router.signal(libc::SIGKILL);
     assert!(!status.success());
@@ -236,7 +247,7 @@ fn space_returns(mut router: Router, filler: &Path, acked: u64) {
 #[test]
 fn a_full_disk_fails_pushes_clearly_and_recovers_when_space_returns() {
     let Some(fs) = SmallFs::mount(24) else { return };
-    let (router, filler, acked, error) = fill_with_pushes(&fs, 0, 16 * 1024 * 1024);
+    let (router, filler, acked, error, ops) = fill_with_pushes(&fs, 0, 16 * 1024 * 1024);
     eprintln!("no reserve: {acked} pushes of 200 KiB acknowledged, then: {error}");
     assert!(
         error.contains("switchyard.queue.error.store") && error.contains("No space left on device"),
@@ -245,7 +256,15 @@ fn a_full_disk_fails_pushes_clearly_and_recovers_when_space_returns() {
     assert!(acked > 0, "some pushes fit before the disk was full");
     let log = router.log_text();
     assert!(log.contains("No space left on device"), "{log}");
-    space_returns(router, &filler, acked);
+    // While the store refuses writes, the node says it is not ready.
+    let (status, body) = readyz(ops);
+    assert_eq!(status, 503, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        report["not_ready"][0], "queue store of realm \"realm1\" refuses writes (see the log)",
+        "{body}"
+    );
+    space_returns(router, &filler, acked, ops);
 }
 
 /// With the reserve (`min_free_disk_bytes`), pushes are refused before the
@@ -254,7 +273,8 @@ fn a_full_disk_fails_pushes_clearly_and_recovers_when_space_returns() {
 #[test]
 fn the_disk_reserve_refuses_pushes_before_the_disk_is_full() {
     let Some(fs) = SmallFs::mount(24) else { return };
-    let (router, filler, acked, error) = fill_with_pushes(&fs, 4 * 1024 * 1024, 12 * 1024 * 1024);
+    let (router, filler, acked, error, ops) =
+        fill_with_pushes(&fs, 4 * 1024 * 1024, 12 * 1024 * 1024);
     eprintln!("reserve 4 MiB: {acked} pushes of 200 KiB acknowledged, then: {error}");
     assert!(
         error.contains("switchyard.queue.error.queue_full")
@@ -263,7 +283,9 @@ fn the_disk_reserve_refuses_pushes_before_the_disk_is_full() {
         "{error}"
     );
     assert!(!router.log_text().contains("No space left on device"));
-    space_returns(router, &filler, acked);
+    // The reserve kept the store writable: the node stays ready.
+    assert_eq!(readyz(ops).0, 200);
+    space_returns(router, &filler, acked, ops);
 }
 
 // ---------------------------------------------------------------------------
@@ -273,7 +295,7 @@ fn the_disk_reserve_refuses_pushes_before_the_disk_is_full() {
 /// stopped cleanly. Returns the bytes of the file.
 fn a_store_with_jobs(jobs: u64) -> Vec<u8> {
     let data = tempfile::tempdir().expect("data");
-    let mut router = Router::start(&data_config(data.path(), 0));
+    let mut router = Router::start(&data_config(data.path(), 0, common::free_port()));
     runtime().block_on(async {
         let s = join(&router).await;
         for i in 0..jobs {
@@ -307,7 +329,7 @@ fn start_on(store: &[u8]) -> Start {
         format!(
             "[[listener]]\ntype = \"rawsocket\"\naddress = \"127.0.0.1:{port}\"\n\n\
              [[realm]]\nname = \"realm1\"\n\n{}",
-            data_config(data.path(), 0)
+            data_config(data.path(), 0, common::free_port())
         ),
     )
     .expect("config");

@@ -347,6 +347,13 @@ impl QueueService {
         Ok(service)
     }
 
+    /// Whether the store takes writes now (`/readyz` asks: a store that
+    /// refuses them, e.g. on a full disk, makes the node not ready until it
+    /// recovers).
+    pub fn store_healthy(&self) -> bool {
+        self.queues.store_failure().is_none()
+    }
+
     /// The realm whose queues these are.
     pub fn realm_name(&self) -> &str {
         self.realm.name()
