@@ -32,6 +32,7 @@ pub mod store;
 mod usage;
 
 pub use clock::Clock;
+pub use codec::{reencode_job_record, reencode_payload_row};
 pub use config::{DeadLetterRetention, QueueConfig, RateLimit, NON_RETRYABLE};
 pub use engine::{
     Declared, Deleted, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck,
