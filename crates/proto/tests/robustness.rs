@@ -150,6 +150,62 @@ fn binary_round_trips_between_json_and_binary_serializers() {
     assert!(text.contains("\"\\u0000AAECAwQF"), "{text}");
 }
 
+/// A string that begins with NUL cannot be sent as JSON: WAMP's JSON reads
+/// "\u0000..." as base64 of binary data, so the JSON peer would get bytes
+/// or an undecodable message. Transcoding it to JSON is an error (found by
+/// the fuzz targets, fuzz/: MessagePack and CBOR frames whose JSON form did
+/// not decode); other serializers carry it as is.
+#[test]
+fn a_string_beginning_with_nul_does_not_transcode_to_json() {
+    let cases = [
+        Message::Event {
+            subscription: 1,
+            publication: 2,
+            details: Dict::new(),
+            payload: Payload::values(vec![Value::from("\0AAEC")], None),
+        },
+        Message::Event {
+            subscription: 1,
+            publication: 2,
+            details: Dict::new().with("topic", "\0x"),
+            payload: Payload::empty(),
+        },
+        Message::Abort {
+            details: Dict::new(),
+            reason: "\0ezu-dwgyv".into(),
+        },
+        Message::Publish {
+            request: 1,
+            options: Dict::new(),
+            topic: "com.t".into(),
+            payload: Payload::values(
+                vec![],
+                Some(Dict::new().with("k", Value::List(vec![Value::from("\0?")]))),
+            ),
+        },
+    ];
+    for msg in cases {
+        for from in [Serializer::MsgPack, Serializer::Cbor] {
+            let frame = msg.encode(from).expect("encodes");
+            let decoded = Message::decode(from, &frame).expect("decodes");
+            let e = decoded.encode(Serializer::Json).expect_err("not JSON");
+            assert!(e.to_string().contains("begins with NUL"), "{e}");
+            let again = decoded.encode(from).expect("the same serializer");
+            assert_eq!(again, frame);
+        }
+    }
+    // Binary data still goes to JSON as "\u0000" and base64; a NUL inside a
+    // string is an ordinary character.
+    let ok = Message::Event {
+        subscription: 1,
+        publication: 2,
+        details: Dict::new(),
+        payload: Payload::values(vec![Value::Bytes(vec![0]), Value::from("a\0")], None),
+    };
+    let json = ok.encode(Serializer::Json).expect("json");
+    assert!(Message::decode(Serializer::Json, &json).is_ok());
+}
+
 #[test]
 fn a_registration_revocation_round_trips_and_needs_its_registration() {
     let revoked = Message::Unregistered {

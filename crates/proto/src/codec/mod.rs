@@ -175,6 +175,17 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyWriter {
+    /// Why what was written cannot be sent in this serializer, if it cannot
+    /// (only JSON has such a case: a string that begins with NUL).
+    pub(crate) fn unrepresentable(&self) -> Option<&'static str> {
+        match self {
+            AnyWriter::Json(w) => w.unrepresentable(),
+            _ => None,
+        }
+    }
+}
+
 impl Writer for AnyWriter {
     fn array(&mut self, len: usize) {
         dispatch!(self, w => w.array(len))
