@@ -144,7 +144,13 @@ fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                // Two hex digits, nothing else (`from_str_radix` would also
+                // take a sign).
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -228,6 +234,15 @@ mod tests {
         assert_eq!(p.get("signature").map(String::as_str), Some("a+b="));
         assert_eq!(p.get("x").map(String::as_str), Some(""));
         assert!(percent_decode("%zz", true).is_none());
+        // An escape is `%` and two hex digits: `u8::from_str_radix` alone
+        // also took a sign, so "%+A" was a newline (found by the fuzz target
+        // bridge_signature, fuzz/: a proxy would read another query).
+        for bad in ["%+A", "%-0", "%+", "%A", "% A"] {
+            assert!(percent_decode(bad, true).is_none(), "{bad}");
+            assert!(percent_decode(bad, false).is_none(), "{bad}");
+        }
+        assert!(query_params("timestamp=2026-01-01T00%+A00").is_none());
+        assert_eq!(percent_decode("%2b%2B+", true).as_deref(), Some("++ "));
         assert!(query_params("nonce=1&nonce=2").is_none());
         assert!(query_params("nonce=1&non%63e=2").is_none());
     }
