@@ -10,6 +10,8 @@
 # tests/interop/js/node_modules by tests/interop/setup.sh, which also installs
 # Debian's chromium and tests/browser/node_modules (playwright-core) for the
 # admin page's browser tests.
+# scripts/fuzz-smoke.sh installs cargo-afl (pinned, once, with cargo install;
+# it builds AFL++ with make and cc) and runs every fuzz target for seconds.
 # scripts/test-deb.sh installs cargo-deb (pinned, once, with cargo install)
 # and tests the Debian package with dpkg (as root; skipped otherwise).
 set -euo pipefail
@@ -19,9 +21,13 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets (outside the workspace), checked without AFL++'s flags in
+# the workspace's target/ (its dependencies are the workspace's).
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
 
 step "router core: no import cycle of more than two files (scripts/import-graph.py)"
 python3 scripts/import-graph.py >/dev/null
@@ -39,6 +45,9 @@ fi
 
 step "Rust tests"
 cargo test --workspace --locked
+
+step "fuzzing: a short AFL++ run of every fuzz target (scripts/fuzz-smoke.sh; installs cargo-afl)"
+bash scripts/fuzz-smoke.sh
 
 step "the Debian package: build it from the debug binary, dpkg -i, check, upgrade, remove, purge (root only)"
 bash scripts/test-deb.sh
