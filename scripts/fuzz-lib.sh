@@ -36,6 +36,28 @@ fuzz_run() {
         >"$out.log" 2>&1
 }
 
+# fuzz_replay TARGET: runs the target once on every seed of
+# fuzz/corpus/TARGET (outside AFL++ the binary reads one input on its
+# standard input). AFL++ itself only warns about a seed that crashes and
+# skips it; here it is a failure: the seeds hold the inputs that once
+# crashed a target. Returns 1 (and keeps them in fuzz/artifacts/TARGET/) if
+# any crashes.
+fuzz_replay() {
+    local t=$1 bin="$PWD/fuzz/target/debug/$1" seed bad=0 err
+    err=$(mktemp)
+    for seed in "fuzz/corpus/$t"/*; do
+        if ! timeout 60 "$bin" <"$seed" >/dev/null 2>"$err"; then
+            bad=$((bad + 1))
+            mkdir -p "fuzz/artifacts/$t"
+            cp "$seed" "fuzz/artifacts/$t/"
+            echo "fuzz: the seed $seed crashes $t; replay: fuzz/target/debug/$t < '$seed'" >&2
+            grep -m 1 -A 3 panicked "$err" >&2 || tail -n 5 "$err" >&2
+        fi
+    done
+    rm -f "$err"
+    [[ $bad -eq 0 ]]
+}
+
 # fuzz_stat OUT KEY: one figure of OUT/default/fuzzer_stats.
 fuzz_stat() {
     awk -F' *: *' -v k="$2" '$1 == k { print $2 }' "$1/default/fuzzer_stats" 2>/dev/null

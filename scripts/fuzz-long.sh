@@ -25,6 +25,7 @@ minutes=$2
 fuzz_build
 mkdir -p fuzz/out
 status=0
+fuzz_replay "$t" || status=$?
 fuzz_run "$t" $((minutes * 60)) "fuzz/out/$t" 10 || status=$?
 line=$(fuzz_line "$t" "fuzz/out/$t")
 fuzz_header

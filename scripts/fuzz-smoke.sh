@@ -2,8 +2,9 @@
 # A short coverage-guided fuzzing run of every fuzz target (fuzz/, AFL++
 # through cargo-afl on the stable toolchain; docs/RELIABILITY.md,
 # "Fuzzing"): builds the targets with `cargo afl build`, then runs each
-# for FUZZ_SMOKE_SECONDS (default 6: about a minute for the nine) from its
-# committed seed corpus (fuzz/corpus/TARGET). Fails when a seed or a
+# once on every seed of its committed corpus (fuzz/corpus/TARGET), then
+# under AFL++ for FUZZ_SMOKE_SECONDS (default 6: about a minute for the
+# nine) from that corpus. Fails when a seed or a
 # mutated input crashes a target (a panic, an abort, an overflow: a broken
 # property of fuzz/src/lib.rs); the crashing inputs are kept in
 # fuzz/artifacts/TARGET/ and the command that replays one is printed.
@@ -29,6 +30,7 @@ failed=()
 fuzz_header
 for t in "${targets[@]}"; do
     status=0
+    fuzz_replay "$t" || status=$?
     fuzz_run "$t" "$secs" "$work/$t" || status=$?
     fuzz_line "$t" "$work/$t"
     if [[ $status -ne 0 || $(fuzz_crashes "$work/$t") -gt 0 ]]; then
