@@ -7,7 +7,13 @@ FUZZ_TARGETS=(decode_json decode_msgpack decode_cbor rawsocket uri bridge_reques
 # Installs cargo-afl and AFL++ if missing, then builds every target with
 # AFL++'s instrumentation into fuzz/target (its own flags for every crate:
 # it cannot share the workspace's target/).
+# FUZZ_SKIP_BUILD=1 runs the binaries already built (e.g. while a rebuild
+# of fuzz/target runs in another shell).
 fuzz_build() {
+    if [[ "${FUZZ_SKIP_BUILD:-}" == 1 ]]; then
+        echo "fuzz: FUZZ_SKIP_BUILD=1: the binaries of fuzz/target/debug as they are"
+        return 0
+    fi
     bash scripts/install-cargo-afl.sh
     echo "fuzz: building the fuzz targets (cargo afl build, fuzz/target)"
     (cd fuzz && CARGO_INCREMENTAL=0 cargo afl build --locked --bins)
