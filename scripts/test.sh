@@ -12,6 +12,9 @@
 # admin page's browser tests.
 # scripts/autobahn.sh installs the Autobahn testsuite (Python 2.7, pyenv's
 # 2.7.18) into tests/autobahn/.venv and runs its WebSocket conformance cases.
+
+# scripts/fuzz-smoke.sh installs cargo-afl (pinned, once, with cargo install;
+# it builds AFL++ with make and cc) and runs every fuzz target for seconds.
 # scripts/test-deb.sh installs cargo-deb (pinned, once, with cargo install)
 # and tests the Debian package with dpkg (as root; skipped otherwise).
 set -euo pipefail
@@ -21,9 +24,13 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets (outside the workspace), checked without AFL++'s flags in
+# the workspace's target/ (its dependencies are the workspace's).
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets --locked -- -D warnings
 
 step "router core: no import cycle of more than two files (scripts/import-graph.py)"
 python3 scripts/import-graph.py >/dev/null
@@ -44,6 +51,9 @@ cargo test --workspace --locked
 
 step "soak and slow-consumer storm: a short smoke on the debug build (scripts/soak.sh --smoke; the full runs: docs/RELIABILITY.md)"
 NO_BUILD=1 ROUTER=target/debug/switchyard BENCH=target/debug/switchyard-bench bash scripts/soak.sh --smoke
+
+step "fuzzing: a short AFL++ run of every fuzz target (scripts/fuzz-smoke.sh; installs cargo-afl)"
+bash scripts/fuzz-smoke.sh
 
 step "the Debian package: build it from the debug binary, dpkg -i, check, upgrade, remove, purge (root only)"
 bash scripts/test-deb.sh

@@ -759,7 +759,26 @@ impl Message {
                 payload.write(&mut w, to)?;
             }
         }
+        if let Some(reason) = w.unrepresentable() {
+            return Err(EncodeError {
+                from: self.payload_serializer().unwrap_or(to),
+                to,
+                reason: reason.to_string(),
+            });
+        }
         Ok(Bytes::from(w.finish()))
+    }
+
+    /// The serializer of the message's raw payload, if it holds one.
+    fn payload_serializer(&self) -> Option<Serializer> {
+        let p = self.payload()?;
+        [&p.args, &p.kwargs]
+            .into_iter()
+            .flatten()
+            .find_map(|item| match item {
+                Item::Raw { ser, .. } => Some(*ser),
+                Item::Value(_) => None,
+            })
     }
 
     /// The payload of messages that carry one.

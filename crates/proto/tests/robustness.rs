@@ -150,6 +150,102 @@ fn binary_round_trips_between_json_and_binary_serializers() {
     assert!(text.contains("\"\\u0000AAECAwQF"), "{text}");
 }
 
+/// A string that begins with NUL cannot be sent as JSON: WAMP's JSON reads
+/// "\u0000..." as base64 of binary data, so the JSON peer would get bytes
+/// or an undecodable message. Transcoding it to JSON is an error (found by
+/// the fuzz targets, fuzz/: MessagePack and CBOR frames whose JSON form did
+/// not decode); other serializers carry it as is.
+#[test]
+fn a_string_beginning_with_nul_does_not_transcode_to_json() {
+    let cases = [
+        Message::Event {
+            subscription: 1,
+            publication: 2,
+            details: Dict::new(),
+            payload: Payload::values(vec![Value::from("\0AAEC")], None),
+        },
+        Message::Event {
+            subscription: 1,
+            publication: 2,
+            details: Dict::new().with("topic", "\0x"),
+            payload: Payload::empty(),
+        },
+        Message::Abort {
+            details: Dict::new(),
+            reason: "\0ezu-dwgyv".into(),
+        },
+        Message::Publish {
+            request: 1,
+            options: Dict::new(),
+            topic: "com.t".into(),
+            payload: Payload::values(
+                vec![],
+                Some(Dict::new().with("k", Value::List(vec![Value::from("\0?")]))),
+            ),
+        },
+    ];
+    for msg in cases {
+        for from in [Serializer::MsgPack, Serializer::Cbor] {
+            let frame = msg.encode(from).expect("encodes");
+            let decoded = Message::decode(from, &frame).expect("decodes");
+            let e = decoded.encode(Serializer::Json).expect_err("not JSON");
+            assert!(e.to_string().contains("begins with NUL"), "{e}");
+            let again = decoded.encode(from).expect("the same serializer");
+            assert_eq!(again, frame);
+        }
+    }
+    // Binary data still goes to JSON as "\u0000" and base64; a NUL inside a
+    // string is an ordinary character.
+    let ok = Message::Event {
+        subscription: 1,
+        publication: 2,
+        details: Dict::new(),
+        payload: Payload::values(vec![Value::Bytes(vec![0]), Value::from("a\0")], None),
+    };
+    let json = ok.encode(Serializer::Json).expect("json");
+    assert!(Message::decode(Serializer::Json, &json).is_ok());
+}
+
+/// A JSON number decodes to the nearest f64 (serde_json's default parser
+/// is off by one unit in the last place for some long numbers): a float
+/// then re-encodes, and transcodes, to the same value (found by the fuzz
+/// target decode_json, fuzz/: decode -> encode -> decode changed it).
+#[test]
+fn json_numbers_decode_to_the_nearest_float() {
+    for lit in [
+        "369258888888888888888888888888888888881470",
+        "3.6925888888888886e+41",
+        "-69258147777777777777777777777777777777770",
+        "-6.925814777777778e+40",
+        "0.1",
+        "2.2250738585072011e-308",
+    ] {
+        let frame = format!("[36,1,2,{{}},[{lit}]]");
+        let msg = decode(Serializer::Json, frame.as_bytes()).expect("decodes");
+        let Message::Event { payload, .. } = &msg else {
+            panic!("not an event")
+        };
+        let args = payload
+            .args
+            .as_ref()
+            .expect("args")
+            .to_value()
+            .expect("args");
+        let want: f64 = lit.parse().expect("a float");
+        assert_eq!(args, Value::List(vec![Value::Float(want)]), "{lit}");
+        // Options and details are decoded too.
+        let frame = format!("[36,1,2,{{\"x\":{lit}}}]");
+        let msg = decode(Serializer::Json, frame.as_bytes()).expect("decodes");
+        let Message::Event { details, .. } = &msg else {
+            panic!("not an event")
+        };
+        assert_eq!(details.get("x"), Some(&Value::Float(want)), "{lit}");
+        let again = msg.encode(Serializer::Json).expect("encodes");
+        let twice = decode(Serializer::Json, &again).expect("decodes");
+        assert_eq!(twice.encode(Serializer::Json).expect("encodes"), again);
+    }
+}
+
 #[test]
 fn a_registration_revocation_round_trips_and_needs_its_registration() {
     let revoked = Message::Unregistered {

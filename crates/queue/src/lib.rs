@@ -33,6 +33,7 @@ pub mod store;
 mod usage;
 
 pub use clock::Clock;
+pub use codec::{reencode_job_record, reencode_payload_row};
 pub use config::{Backpressure, DeadLetterRetention, QueueConfig, RateLimit, NON_RETRYABLE};
 pub use engine::{
     Declared, Deleted, Dispatch, Durable, Expired, Maintenance, Options, Purge, PushAck,

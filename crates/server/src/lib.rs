@@ -64,5 +64,10 @@ pub mod process;
 mod queue_service;
 pub mod reload;
 mod server;
-mod signing;
+pub mod signing;
 mod transport;
+
+/// The checks the HTTP bridge makes on a request body before it acts on it
+/// (the bridge itself is started by `server`), for tools and the fuzz
+/// targets (fuzz/).
+pub use bridge::{check_unique_keys, parse_request_body};

@@ -265,6 +265,20 @@ pub(crate) struct JsonWriter {
     buf: Vec<u8>,
     remaining: usize,
     first: bool,
+    /// A string written begins with NUL: WAMP's JSON would read it as
+    /// binary data (`\u0000` and base64), so the frame must not be sent.
+    nul_string: bool,
+}
+
+/// Whether `v` holds a string that begins with NUL (dictionary keys aside:
+/// they are never read as binary).
+fn has_nul_string(v: &Value) -> bool {
+    match v {
+        Value::Str(s) => s.starts_with('\0'),
+        Value::List(l) => l.iter().any(has_nul_string),
+        Value::Dict(d) => d.0.iter().any(|(_, v)| has_nul_string(v)),
+        _ => false,
+    }
 }
 
 impl JsonWriter {
@@ -273,7 +287,15 @@ impl JsonWriter {
             buf: Vec::with_capacity(capacity),
             remaining: 0,
             first: true,
+            nul_string: false,
         }
+    }
+
+    /// Why the frame written cannot be sent as JSON, if it cannot.
+    pub(crate) fn unrepresentable(&self) -> Option<&'static str> {
+        self.nul_string.then_some(
+            "a string begins with NUL, which WAMP's JSON reads as binary data (\"\\u0000\" and base64)",
+        )
     }
 
     fn before(&mut self) {
@@ -309,18 +331,21 @@ impl Writer for JsonWriter {
         self.after();
     }
     fn str(&mut self, s: &str) {
+        self.nul_string |= s.starts_with('\0');
         self.before();
         // Writing a &str to a Vec cannot fail.
         let _ = serde_json::Serializer::new(&mut self.buf).serialize_str(s);
         self.after();
     }
     fn value(&mut self, v: &Value) {
+        self.nul_string |= has_nul_string(v);
         self.before();
         // Serializing a Value to a Vec cannot fail (no non-string keys exist).
         let _ = serde_json::to_writer(&mut self.buf, v);
         self.after();
     }
     fn dict(&mut self, d: &Dict) {
+        self.nul_string |= d.0.iter().any(|(_, v)| has_nul_string(v));
         self.before();
         let _ = serde_json::to_writer(&mut self.buf, d);
         self.after();

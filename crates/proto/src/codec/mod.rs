@@ -175,6 +175,17 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyWriter {
+    /// Why what was written cannot be sent in this serializer, if it cannot
+    /// (only JSON has such a case: a string that begins with NUL).
+    pub(crate) fn unrepresentable(&self) -> Option<&'static str> {
+        match self {
+            AnyWriter::Json(w) => w.unrepresentable(),
+            _ => None,
+        }
+    }
+}
+
 impl Writer for AnyWriter {
     fn array(&mut self, len: usize) {
         dispatch!(self, w => w.array(len))
@@ -233,7 +244,8 @@ pub fn peek_type(serializer: Serializer, frame: &[u8]) -> Option<u64> {
             (digits > 0).then_some(code)
         }
         Serializer::MsgPack => {
-            // fixarray, array16 or array32, then a positive integer.
+            // fixarray, array16 or array32, then a positive integer of
+            // one or two bytes (EVENT_RECEIVED is 337).
             let rest = match *frame.first()? {
                 0x91..=0x9f => &frame[1..],
                 0xdc => frame.get(3..)?,
@@ -243,11 +255,15 @@ pub fn peek_type(serializer: Serializer, frame: &[u8]) -> Option<u64> {
             match *rest.first()? {
                 b @ 0x00..=0x7f => Some(u64::from(b)),
                 0xcc => rest.get(1).map(|b| u64::from(*b)),
+                0xcd => rest
+                    .get(1..3)
+                    .map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
                 _ => None,
             }
         }
         Serializer::Cbor => {
-            // An array (definite or not), then an unsigned integer.
+            // An array (definite or not), then an unsigned integer of one
+            // or two bytes.
             let rest = match *frame.first()? {
                 0x81..=0x97 | 0x9f => &frame[1..],
                 0x98 => frame.get(2..)?,
@@ -258,6 +274,9 @@ pub fn peek_type(serializer: Serializer, frame: &[u8]) -> Option<u64> {
             match *rest.first()? {
                 b @ 0x00..=0x17 => Some(u64::from(b)),
                 0x18 => rest.get(1).map(|b| u64::from(*b)),
+                0x19 => rest
+                    .get(1..3)
+                    .map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
                 _ => None,
             }
         }
@@ -281,6 +300,9 @@ mod peek_tests {
                 request: 7,
                 publication: 1 << 40,
             },
+            // A code above 255: two bytes in MessagePack and CBOR (found by
+            // the fuzz targets, fuzz/: peek_type gave None).
+            Message::EventReceived { publication: 1 },
         ];
         for ser in Serializer::ALL {
             for m in &msgs {

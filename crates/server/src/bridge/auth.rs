@@ -5,7 +5,6 @@
 //! checks themselves are `crate::signing`'s; this file finds the key and
 //! turns each refusal into the bridge's HTTP answer.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::header::{self, HeaderMap};
@@ -17,7 +16,8 @@ use super::body::{read_body, Body};
 use super::{bad, unauthorized, Bridge, Refusal, SigningKey};
 use crate::signing::schemes::{header_mac, HeaderSigned, Mac32};
 use crate::signing::verify::{
-    check_counter, expected_mac, matches, parse_header, parse_timestamp, remember_for, skew,
+    check_counter, expected_mac, matches, parse_header, parse_timestamp, query_params,
+    remember_for, skew,
 };
 pub(super) use crate::signing::Scheme;
 use crate::signing::{Params, Refused, SIGNING_PARAMS};
@@ -301,66 +301,5 @@ fn accept<'a>(
                 wait.as_secs() + 1
             ),
         )),
-    }
-}
-
-/// The decoded query parameters; None when one is given twice (which of
-/// them would count is ambiguous) or does not decode.
-pub(super) fn query_params(query: &str) -> Option<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for p in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if out.insert(percent_decode(k)?, percent_decode(v)?).is_some() {
-            return None;
-        }
-    }
-    Some(out)
-}
-
-/// Decodes `%XX` escapes and `+` (as a space) of a query component.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_decode() {
-        let p = query_params(
-            "key=baz%20app&timestamp=2026-01-01T00%3A00%3A00.000Z&signature=a%2Bb%3D&x",
-        )
-        .expect("valid");
-        assert_eq!(p.get("key").map(String::as_str), Some("baz app"));
-        assert_eq!(
-            p.get("timestamp").map(String::as_str),
-            Some("2026-01-01T00:00:00.000Z")
-        );
-        assert_eq!(p.get("signature").map(String::as_str), Some("a+b="));
-        assert_eq!(p.get("x").map(String::as_str), Some(""));
-        assert!(percent_decode("%zz").is_none());
-        assert!(query_params("nonce=1&nonce=2").is_none());
-        assert!(query_params("nonce=1&non%63e=2").is_none());
     }
 }

@@ -22,6 +22,8 @@ mod queue;
 mod strict_json;
 pub mod subscriber;
 
+pub use strict_json::check_unique_keys;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -690,6 +692,17 @@ struct BridgeRequest {
     kwargs_values: Option<Dict>,
 }
 
+/// Reads a `/publish` or `/call` body as the bridge does before it acts on
+/// it (a JSON object with each key once; `topic` or `procedure` a string;
+/// `args` an array, `kwargs` and `options` objects): the URI it names, if
+/// any, or the message of the 400 answer. For tools that check bodies
+/// offline, and the fuzz target `bridge_request` (fuzz/).
+pub fn parse_request_body(body: &[u8]) -> Result<Option<String>, String> {
+    parse_body(body)
+        .map(|r| r.uri)
+        .map_err(|Refusal(_, _, message)| message)
+}
+
 fn parse_body(body: &[u8]) -> Result<BridgeRequest, Refusal> {
     strict_json::check_unique_keys(body)
         .map_err(|e| bad(format!("the body is not accepted: {e}")))?;
@@ -1117,5 +1130,23 @@ mod tests {
             error_status("com.app.oops"),
             StatusCode::UNPROCESSABLE_ENTITY
         );
+    }
+
+    #[test]
+    fn request_bodies_parse_as_the_bridge_reads_them() {
+        assert_eq!(
+            parse_request_body(br#"{"topic": "com.a.b", "args": [1], "kwargs": {"k": 2}}"#),
+            Ok(Some("com.a.b".to_string()))
+        );
+        assert_eq!(parse_request_body(b"{}"), Ok(None));
+        for (bad, why) in [
+            (&br#"{"topic": "a", "topic": "b"}"#[..], "appears twice"),
+            (b"[1]", "must be a JSON object"),
+            (br#"{"procedure": 1}"#, "must be a string"),
+            (br#"{"topic": "a", "args": {}}"#, "must be an array"),
+        ] {
+            let e = parse_request_body(bad).expect_err(why);
+            assert!(e.contains(why), "{e}");
+        }
     }
 }
