@@ -132,6 +132,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             c.connected_probe(),
         );
         let connected = c.connected_probe();
+        router.metrics().add_source(Box::new(c.metrics_source()));
         router.metrics().add_source(Box::new(move |out| {
             out.push_str("# HELP switchyard_cluster_nats_connected Whether this node's NATS connection is up (1) or not (0).\n# TYPE switchyard_cluster_nats_connected gauge\n");
             out.push_str(if connected() {

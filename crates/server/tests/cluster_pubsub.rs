@@ -722,3 +722,74 @@ fn the_bucket_is_capped_at_twice_the_realms_limits_and_follows_them() {
     assert_eq!(config["max_bytes"], 1 << 20, "the floor of 1 MiB");
     assert_eq!(config["max_msgs"], 1024, "the floor of 1024 values");
 }
+
+/// `value` of the sample `line` (name and labels) in a /metrics scrape.
+fn sample(port: u16, line: &str) -> Option<f64> {
+    let body = common::http::request(port, "GET", "/metrics", "", "").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
+
+/// The cluster's figures on `/metrics` (issue 17): the nodes each node sees
+/// alive, the publications it sent to the others and received from them.
+#[test]
+fn the_cluster_metrics_count_nodes_and_publications_both_ways() {
+    let nats = Nats::start();
+    let ops: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let node = |name: &str, port: u16| {
+        nats.node_full(
+            name,
+            &format!("[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:{port}\"\n"),
+            BEAT,
+        )
+    };
+    let (a, b) = (node("a", ops[0]), node("b", ops[1]));
+    let (mut on_b, _) = client(&b);
+    subscribe_with(&mut on_b, "metrics.t", Dict::new());
+    nats.wait_subjects("b", &["sy.realm1.pub.metrics.t"]);
+    let (mut on_a, _) = client(&a);
+    for i in 0..5u64 {
+        publish(&mut on_a, "metrics.t", Dict::new(), vec![Value::UInt(i)]);
+    }
+    let want = [
+        (
+            ops[0],
+            "switchyard_cluster_publications_total{direction=\"out\"}",
+            5.0,
+        ),
+        (
+            ops[1],
+            "switchyard_cluster_publications_total{direction=\"in\"}",
+            5.0,
+        ),
+        (ops[0], "switchyard_cluster_nodes", 2.0),
+        (ops[1], "switchyard_cluster_nodes", 2.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (port, line, value) in want {
+        while sample(port, line) != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "{line} on :{port} is {:?}, not {value}",
+                sample(port, line)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Nothing came back to a, and nothing was dropped.
+    assert_eq!(
+        sample(
+            ops[0],
+            "switchyard_cluster_publications_total{direction=\"in\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            ops[0],
+            "switchyard_cluster_publications_total{direction=\"dropped\"}"
+        ),
+        Some(0.0)
+    );
+    drop((a, b));
+}

@@ -145,6 +145,8 @@ pub struct Cluster {
     changes: ChangesTx,
     changes_rx: parking_lot::Mutex<Option<heartbeat::Changes>>,
     dropped: Arc<AtomicU64>,
+    /// Publications sent to and received from the other nodes (`/metrics`).
+    traffic: Arc<Traffic>,
     /// Retained events shared through the NATS KV bucket ([`retained`]).
     retained: Arc<retained::Outbox>,
     /// Replicas of the cluster's JetStream state (the retained events
@@ -152,6 +154,15 @@ pub struct Cluster {
     replicas: usize,
     /// Per realm: what its backplane and its reader share.
     realms: parking_lot::Mutex<HashMap<String, Arc<RealmShared>>>,
+}
+
+/// Publications sent to and received from the other nodes.
+#[derive(Debug, Default)]
+struct Traffic {
+    /// Handed to NATS (queued for this node's connection).
+    published: AtomicU64,
+    /// Received from other nodes and handed to this node's Broker.
+    received: AtomicU64,
 }
 
 /// A SUBSCRIBE's request for a subject, answered once it is in place.
@@ -312,6 +323,7 @@ impl Cluster {
             changes,
             changes_rx: parking_lot::Mutex::new(Some(changes_rx)),
             dropped: Arc::default(),
+            traffic: Arc::default(),
             retained: Arc::new(retained::Outbox::new(node.clone())),
             replicas: c.nats.len().clamp(1, 3),
             realms: parking_lot::Mutex::default(),
@@ -331,6 +343,34 @@ impl Cluster {
     /// The subject prefix of the cluster.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The cluster's families for `/metrics`, rendered at each scrape:
+    /// the nodes this node sees alive (itself included), and the
+    /// publications it sent to the other nodes, received from them and
+    /// dropped (its queue to NATS full).
+    pub fn metrics_source(&self) -> impl Fn(&mut String) + Send + Sync + 'static {
+        let live = self.membership.live.clone();
+        let traffic = self.traffic.clone();
+        let dropped = self.dropped.clone();
+        move |out| {
+            use std::fmt::Write;
+            let nodes = live.read().len() + 1;
+            let _ = write!(
+                out,
+                "# HELP switchyard_cluster_nodes Nodes of the cluster this node sees alive (heartbeats), itself included.\n\
+                 # TYPE switchyard_cluster_nodes gauge\n\
+                 switchyard_cluster_nodes {nodes}\n\
+                 # HELP switchyard_cluster_publications_total Publications this node sent to the other nodes (direction=\"out\"), received from them and delivered to its subscribers (direction=\"in\"), or could not send because its queue to NATS was full (direction=\"dropped\").\n\
+                 # TYPE switchyard_cluster_publications_total counter\n\
+                 switchyard_cluster_publications_total{{direction=\"out\"}} {}\n\
+                 switchyard_cluster_publications_total{{direction=\"in\"}} {}\n\
+                 switchyard_cluster_publications_total{{direction=\"dropped\"}} {}\n",
+                traffic.published.load(Ordering::Relaxed),
+                traffic.received.load(Ordering::Relaxed),
+                dropped.load(Ordering::Relaxed),
+            );
+        }
     }
 
     /// A question the caller may keep: is the NATS connection up now?
@@ -373,6 +413,7 @@ impl Cluster {
             base: subject::realm_publications(&self.prefix, realm),
             outbound: self.outbound.clone(),
             dropped: self.dropped.clone(),
+            traffic: self.traffic.clone(),
             shared: self.shared(realm),
             changes: self.changes.clone(),
             meta: self.meta.realm(realm),
@@ -494,6 +535,7 @@ impl Cluster {
             sync: format!("{}.sync.{}", self.prefix, self.node),
             base: subject::realm_publications(&self.prefix, realm.name()),
             node: self.node.clone(),
+            traffic: self.traffic.clone(),
         };
         let follower = tokio::spawn(tokio::task::unconstrained(follow_interest(
             nats, realm, rx, shared, pins,
@@ -536,6 +578,7 @@ pub struct NatsBackplane {
     base: String,
     outbound: Outbound,
     dropped: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
     shared: Arc<RealmShared>,
     changes: ChangesTx,
     meta: Arc<meta::RealmMeta>,
@@ -578,7 +621,9 @@ impl Backplane for NatsBackplane {
             headers: None,
             body,
         };
-        if self.outbound.try_send(item).is_err() {
+        if self.outbound.try_send(item).is_ok() {
+            self.traffic.published.fetch_add(1, Ordering::Relaxed);
+        } else {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -746,6 +791,7 @@ struct Nats {
     /// `<prefix>.<realm>.pub`.
     base: String,
     node: Arc<str>,
+    traffic: Arc<Traffic>,
 }
 
 /// A publication from another node, not delivered yet.
@@ -787,6 +833,7 @@ async fn follow_interest(
         sync,
         base,
         node,
+        traffic,
     } = nats;
     let mut recent = Recent::default();
     let mut subs: Vec<(String, async_nats::Subscriber)> = Vec::new();
@@ -879,6 +926,7 @@ async fn follow_interest(
                 &r.details,
                 &r.payload,
             );
+            traffic.received.fetch_add(1, Ordering::Relaxed);
         }
         pending = later;
         tokio::task::yield_now().await;
