@@ -203,6 +203,31 @@ impl InternalCaller {
         &self.started().session
     }
 
+    /// Registers `procedures` (each with its REGISTER.Options) for this
+    /// session in `dealer` of realm `realm`, through the Dealer's own
+    /// checks; returns the registration ids with their procedures, for the
+    /// session's invocation loop.
+    pub fn register_procedures(
+        &self,
+        realm: &str,
+        dealer: &Dealer,
+        procedures: impl IntoIterator<Item = (&'static str, Dict)>,
+    ) -> Result<HashMap<u64, &'static str>, String> {
+        let session = self.session();
+        let mut names = HashMap::new();
+        for (procedure, options) in procedures {
+            let opts = crate::dealer::RegisterOptions::parse(&options).map_err(|(_, m)| m)?;
+            let mut id = 0;
+            dealer
+                .register(session, procedure, &opts, |r| id = r)
+                .map_err(|(uri, m)| {
+                    format!("realm \"{realm}\": cannot register {procedure}: {uri}: {m}")
+                })?;
+            names.insert(id, procedure);
+        }
+        Ok(names)
+    }
+
     fn started(&self) -> &Started {
         self.started.get_or_init(|| {
             let (peer, rx) = Peer::new(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use switchyard_proto::{Dict, Payload, Value};
-use switchyard_router::dealer::RegisterOptions;
 use switchyard_router::internal::{InternalCaller, InternalInvocation};
 use switchyard_router::session::Identity;
 use switchyard_router::{Realm, Session};
@@ -50,22 +49,11 @@ pub fn register(
     let (tx, rx) = mpsc::channel(64);
     let caller = InternalCaller::with_invocations(identity(), tx);
     let session = caller.session().clone();
-    let mut names = HashMap::new();
-    for procedure in PROCEDURES {
-        let options = Dict::new().with("concurrency", CONCURRENCY);
-        let opts = RegisterOptions::parse(&options).map_err(|(_, m)| m)?;
-        let mut id = 0;
-        realm
-            .dealer
-            .register(&session, procedure, &opts, |r| id = r)
-            .map_err(|(uri, m)| {
-                format!(
-                    "realm \"{}\": cannot register {procedure}: {uri}: {m}",
-                    realm.name()
-                )
-            })?;
-        names.insert(id, procedure);
-    }
+    let names = caller.register_procedures(
+        realm.name(),
+        &realm.dealer,
+        PROCEDURES.map(|procedure| (procedure, Dict::new().with("concurrency", CONCURRENCY))),
+    )?;
     tokio::spawn(serve(
         Arc::downgrade(supervisor),
         realm.clone(),

@@ -14,7 +14,6 @@ use switchyard_queue::{
     human, JobId, JobInfo, JobOptions, NewJob, Purge, QueueConfig, QueueError, Requeue, Target,
 };
 use switchyard_router::authz::{Action, Decision};
-use switchyard_router::dealer::RegisterOptions;
 use switchyard_router::features::ClientFeatures;
 use switchyard_router::internal::{InternalCaller, InternalInvocation};
 use switchyard_router::peer::{Peer, SlowConsumerPolicy};
@@ -44,6 +43,14 @@ pub(crate) const PROCEDURES: [(&str, u32); 12] = [
     ("switchyard.queue.purge", 8),
 ];
 
+/// The REGISTER.Options of the procedure that serves `concurrency` calls
+/// at once (the caller is disclosed: access is per queue and per caller).
+pub(crate) fn register_options(concurrency: u32) -> Dict {
+    Dict::new()
+        .with("concurrency", u64::from(concurrency))
+        .with("disclose_caller", true)
+}
+
 /// Listings (`peek`, `dead`, `job`, `list`) run one at a time.
 static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
@@ -56,24 +63,11 @@ pub(super) fn register(service: &Arc<QueueService>) -> Result<(), String> {
     let caller = InternalCaller::with_invocations(super::identity(), tx);
     let session = caller.session().clone();
     let realm = &service.realm;
-    let mut names = HashMap::new();
-    for (procedure, concurrency) in PROCEDURES {
-        let options = Dict::new()
-            .with("concurrency", u64::from(concurrency))
-            .with("disclose_caller", true);
-        let opts = RegisterOptions::parse(&options).map_err(|(_, m)| m)?;
-        let mut id = 0;
-        realm
-            .dealer
-            .register(&session, procedure, &opts, |r| id = r)
-            .map_err(|(uri, m)| {
-                format!(
-                    "realm \"{}\": cannot register {procedure}: {uri}: {m}",
-                    realm.name()
-                )
-            })?;
-        names.insert(id, procedure);
-    }
+    let names = caller.register_procedures(
+        realm.name(),
+        &realm.dealer,
+        PROCEDURES.map(|(procedure, concurrency)| (procedure, register_options(concurrency))),
+    )?;
     tokio::spawn(serve(Arc::downgrade(service), session, names, rx));
     *service.api.lock() = Some(caller);
     Ok(())

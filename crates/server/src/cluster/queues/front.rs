@@ -20,7 +20,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::RwLock;
 use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
-use switchyard_router::dealer::RegisterOptions;
 use switchyard_router::internal::{InternalCaller, InternalInvocation};
 use switchyard_router::session::Identity;
 use switchyard_router::{Realm, Session};
@@ -82,24 +81,16 @@ impl Front {
         let (tx, rx) = mpsc::channel(1024);
         let caller = InternalCaller::with_invocations(identity(), tx);
         let session = caller.session().clone();
-        let mut names = HashMap::new();
-        for (procedure, concurrency) in PROCEDURES {
-            let options = Dict::new()
-                .with("concurrency", u64::from(concurrency))
-                .with("disclose_caller", true);
-            let opts = RegisterOptions::parse(&options).map_err(|(_, m)| m)?;
-            let mut id = 0;
-            realm
-                .dealer
-                .register(&session, procedure, &opts, |r| id = r)
-                .map_err(|(uri, m)| {
-                    format!(
-                        "realm \"{}\": cannot register {procedure}: {uri}: {m}",
-                        realm.name()
-                    )
-                })?;
-            names.insert(id, procedure);
-        }
+        let names = caller.register_procedures(
+            realm.name(),
+            &realm.dealer,
+            PROCEDURES.map(|(procedure, concurrency)| {
+                (
+                    procedure,
+                    crate::queue_service::api::register_options(concurrency),
+                )
+            }),
+        )?;
         let front = Arc::new(Front {
             realm,
             client,
