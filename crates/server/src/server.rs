@@ -283,13 +283,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let scheme = if tls.is_some() { "wss" } else { "ws" };
                 let name = format!("{scheme}://{}{path}", local(&listener, address));
                 let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
-                let origins = match allowed_origins {
-                    None => None,
-                    Some(list) => Some(Arc::new(
-                        OriginPolicy::parse(&list)
-                            .map_err(|e| format!("{name}: allowed_origins: {e}"))?,
-                    )),
-                };
+                let origins = origin_policy(&name, allowed_origins)?;
                 let ep = websocket::Endpoint {
                     router: router.clone(),
                     settings: settings.clone(),
@@ -328,13 +322,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let scheme = if tls.is_some() { "wss" } else { "ws" };
                 let name = format!("{scheme}://{}{path}", local(&listener, address));
                 let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
-                let origins = match allowed_origins {
-                    None => None,
-                    Some(list) => Some(Arc::new(
-                        OriginPolicy::parse(&list)
-                            .map_err(|e| format!("{name}: allowed_origins: {e}"))?,
-                    )),
-                };
+                let origins = origin_policy(&name, allowed_origins)?;
                 let ep = websocket::Endpoint {
                     router: router.clone(),
                     settings: settings.clone(),
@@ -546,6 +534,21 @@ fn listener_check(l: &ListenerConfig) -> Option<String> {
         ListenerConfig::RawsocketUnix { path, .. } => Some(format!("unix:{}", path.display())),
         ListenerConfig::Operations { .. } => None,
     }
+}
+
+/// A WebSocket listener's `allowed_origins`, parsed (None: every origin
+/// may connect); an error names the listener.
+fn origin_policy(
+    name: &str,
+    allowed_origins: Option<Vec<String>>,
+) -> Result<Option<Arc<OriginPolicy>>, String> {
+    allowed_origins
+        .map(|list| {
+            OriginPolicy::parse(&list)
+                .map(Arc::new)
+                .map_err(|e| format!("{name}: allowed_origins: {e}"))
+        })
+        .transpose()
 }
 
 /// " (auth methods: ticket, wampcra)" for a listener that restricts them.
