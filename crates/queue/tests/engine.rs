@@ -1034,3 +1034,35 @@ async fn backpressure_slows_producers_down_until_workers_catch_up() {
         q.push("off", job(&i.to_string())).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn backpressure_holds_at_most_max_waiting_pushes_per_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut qc = cfg("w");
+    qc.backpressure.ready = 1;
+    qc.backpressure.max_wait = Duration::from_secs(5);
+    let q = std::sync::Arc::new(open(dir.path(), &c, vec![qc]));
+    q.push("w", job("first")).await.unwrap();
+    // A client cannot make the router hold more waiting pushes (and their
+    // payloads) than the bound: the next one is refused at once.
+    let waiting: Vec<_> = (0..switchyard_queue::MAX_WAITING_PUSHES)
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { q.push("w", job(&i.to_string())).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let e = q.push("w", job("one too many")).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(&e, QueueError::Backlogged { .. }), "{e}");
+    for w in waiting {
+        w.abort();
+    }
+    assert_eq!(q.stats("w").unwrap().ready, 1);
+}
