@@ -1337,12 +1337,25 @@ impl Queues {
     /// job's current lease: the result of a worker whose lease expired never overwrites a newer
     /// attempt.
     pub fn complete(&self, job: JobId, epoch: u64) -> Result<Durable, QueueError> {
+        self.complete_with(job, epoch, None)
+    }
+
+    /// [`Queues::complete`], committing `record` (a [`Mutation::PutResult`]) in the same batch
+    /// as the completion: a replicated store then has the job's result exactly when it has its
+    /// completion.
+    pub fn complete_with(
+        &self,
+        job: JobId,
+        epoch: u64,
+        record: Option<Mutation>,
+    ) -> Result<Durable, QueueError> {
         let q = self.leased_queue(job)?;
         let durable = {
             let mut st = q.state.lock();
             st.check_lease(job, epoch)?;
-            let mut muts = Vec::with_capacity(2);
+            let mut muts = Vec::with_capacity(3);
             st.complete(job, &mut muts);
+            muts.extend(record);
             self.submit_tracked(muts, false, false)?
         };
         self.index.remove(job);

@@ -745,6 +745,8 @@ impl Writer {
                             .map_err(StoreError::storage)?;
                         max_id = max_id.max(job.0);
                     }
+                    // Results live in the server's memory in embedded mode.
+                    Mutation::PutResult { .. } => {}
                     Mutation::RemoveIdempotencyKey { queue, key } => {
                         idem.remove((&**queue, key.as_str()))
                             .map_err(StoreError::storage)?;

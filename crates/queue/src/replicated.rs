@@ -29,9 +29,15 @@
 //! 9 RemoveQueue       str queue
 //! 10 RemoveIdempotencyKey str queue · str key
 //! 11 MaxJobId         u64 (checkpoints: ids never go down, even when the highest job is gone)
+//! 12 PutResult        u64 id · str queue · u64 at_ms · u64 expires_ms · bytes record
 //! ```
+//!
+//! Completed jobs' records ([`Mutation::PutResult`]) are kept in completion order, bounded:
+//! a record is dropped once a later one completed at or after its `expires_ms`, and the oldest
+//! go first beyond the result budget ([`Materialized::with_result_budget`]). Both rules only
+//! read the log, so every reader of the same log keeps the same records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::codec::{self, put_bytes, put_str, put_u64, Reader};
@@ -51,6 +57,12 @@ const PUT_KEY: u8 = 8;
 const REMOVE_QUEUE: u8 = 9;
 const REMOVE_KEY: u8 = 10;
 const MAX_JOB_ID: u8 = 11;
+const PUT_RESULT: u8 = 12;
+
+/// The default result budget of a [`Materialized`] state (bytes of records).
+pub const DEFAULT_RESULT_BUDGET: u64 = 16 << 20;
+/// What one kept result counts besides its record (so that many empty records are bounded).
+const RESULT_OVERHEAD: u64 = 64;
 
 /// Appends the records of `mutations` to `out` (one log entry may carry several batches: append
 /// each in order).
@@ -122,13 +134,50 @@ pub fn encode_mutations(mutations: &[Mutation], out: &mut Vec<u8>) -> Result<(),
                 put_str(out, queue);
                 put_str(out, key);
             }
+            Mutation::PutResult {
+                id,
+                queue,
+                at_ms,
+                expires_ms,
+                record,
+            } => put_result(out, id.0, queue, *at_ms, *expires_ms, record),
         }
     }
     Ok(())
 }
 
+fn put_result(out: &mut Vec<u8>, id: u64, queue: &str, at_ms: u64, expires_ms: u64, record: &[u8]) {
+    out.push(PUT_RESULT);
+    put_u64(out, id);
+    put_str(out, queue);
+    put_u64(out, at_ms);
+    put_u64(out, expires_ms);
+    put_bytes(out, record);
+}
+
+/// A completed job's record, as kept by a [`Materialized`] state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResult {
+    /// The job.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// When it completed, unix ms.
+    pub at_ms: u64,
+    /// When it is forgotten, unix ms.
+    pub expires_ms: u64,
+    /// The record, as its writer encoded it.
+    pub record: Vec<u8>,
+}
+
+impl StoredResult {
+    fn cost(&self) -> u64 {
+        self.record.len() as u64 + self.queue.len() as u64 + RESULT_OVERHEAD
+    }
+}
+
 /// The state a log of entries describes (see the module documentation).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Materialized {
     max_job_id: u64,
     /// Queue name -> configuration (JSON, decoded at load).
@@ -141,12 +190,84 @@ pub struct Materialized {
     leases: HashMap<u64, StoredLease>,
     keys: BTreeMap<(String, String), (u64, u64)>,
     payload_bytes: u64,
+    /// Completed jobs' records by id, and their ids in completion order.
+    results: HashMap<u64, StoredResult>,
+    result_order: VecDeque<(u64, u64)>,
+    result_bytes: u64,
+    result_budget: u64,
+}
+
+impl Default for Materialized {
+    fn default() -> Materialized {
+        Materialized {
+            max_job_id: 0,
+            queues: BTreeMap::new(),
+            counters: HashMap::new(),
+            jobs: HashMap::new(),
+            payloads: HashMap::new(),
+            leases: HashMap::new(),
+            keys: BTreeMap::new(),
+            payload_bytes: 0,
+            results: HashMap::new(),
+            result_order: VecDeque::new(),
+            result_bytes: 0,
+            result_budget: DEFAULT_RESULT_BUDGET,
+        }
+    }
 }
 
 impl Materialized {
     /// An empty state.
     pub fn new() -> Materialized {
         Materialized::default()
+    }
+
+    /// An empty state that keeps at most `bytes` of completed jobs' records (each counts its
+    /// record, its queue name and a small overhead); the oldest go first.
+    pub fn with_result_budget(bytes: u64) -> Materialized {
+        Materialized {
+            result_budget: bytes,
+            ..Materialized::default()
+        }
+    }
+
+    fn put_result(&mut self, r: StoredResult) {
+        let (id, at) = (r.id.0, r.at_ms);
+        self.result_bytes += r.cost();
+        if let Some(old) = self.results.insert(id, r) {
+            self.result_bytes -= old.cost();
+        }
+        self.result_order.push_back((id, at));
+        // Expired (by the log's own clock) or over the budget: the oldest go.
+        while let Some(&(front, front_at)) = self.result_order.front() {
+            let current = self
+                .results
+                .get(&front)
+                .filter(|r| r.at_ms == front_at)
+                .map(|r| r.expires_ms);
+            let drop = match current {
+                None => true,
+                Some(expires) => expires <= at || self.result_bytes > self.result_budget,
+            };
+            if !drop {
+                break;
+            }
+            self.result_order.pop_front();
+            if current.is_some() {
+                if let Some(old) = self.results.remove(&front) {
+                    self.result_bytes -= old.cost();
+                }
+            }
+        }
+    }
+
+    /// The completed jobs' records kept, oldest first.
+    pub fn results(&self) -> Vec<StoredResult> {
+        self.result_order
+            .iter()
+            .filter_map(|(id, at)| self.results.get(id).filter(|r| r.at_ms == *at))
+            .cloned()
+            .collect()
     }
 
     /// Applies one entry (the bytes of [`encode_mutations`] or of a checkpoint). An entry that
@@ -220,6 +341,15 @@ impl Materialized {
                     let name = r.string("queue")?;
                     self.queues.remove(&name);
                     self.counters.remove(&name);
+                    let mut freed = 0;
+                    self.results.retain(|_, r| {
+                        let keep = r.queue != name;
+                        if !keep {
+                            freed += r.cost();
+                        }
+                        keep
+                    });
+                    self.result_bytes -= freed;
                     let keys: Vec<(String, String)> = self
                         .keys
                         .range((name.clone(), String::new())..)
@@ -237,6 +367,16 @@ impl Materialized {
                 }
                 MAX_JOB_ID => {
                     self.max_job_id = self.max_job_id.max(r.u64("max job id")?);
+                }
+                PUT_RESULT => {
+                    let result = StoredResult {
+                        id: JobId(r.u64("result id")?),
+                        queue: r.string("result queue")?,
+                        at_ms: r.u64("result time")?,
+                        expires_ms: r.u64("result expiry")?,
+                        record: r.bytes("result record")?.to_vec(),
+                    };
+                    self.put_result(result);
                 }
                 t => return Err(StoreError::corrupt(format!("unknown log record tag {t}"))),
             }
@@ -301,7 +441,7 @@ impl Materialized {
 
     /// The whole state as one entry: applied to an empty `Materialized`, it gives this state.
     pub fn checkpoint(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.payload_bytes as usize + 1024);
+        let mut out = Vec::with_capacity((self.payload_bytes + self.result_bytes) as usize + 1024);
         out.push(MAX_JOB_ID);
         put_u64(&mut out, self.max_job_id);
         for json in self.queues.values() {
@@ -337,6 +477,9 @@ impl Materialized {
             put_str(&mut out, key);
             put_u64(&mut out, *job);
             put_u64(&mut out, *expires);
+        }
+        for r in self.results() {
+            put_result(&mut out, r.id.0, &r.queue, r.at_ms, r.expires_ms, &r.record);
         }
         out
     }
@@ -495,6 +638,48 @@ mod tests {
         assert!(snap.queues.is_empty() && snap.jobs.is_empty());
         assert!(snap.idempotency_keys.is_empty());
         assert_eq!(snap.max_job_id, 7);
+    }
+
+    fn result(id: u64, queue: &str, at_ms: u64, expires_ms: u64, size: usize) -> Mutation {
+        Mutation::PutResult {
+            id: JobId(id),
+            queue: queue.into(),
+            at_ms,
+            expires_ms,
+            record: Bytes::from(vec![b'r'; size]),
+        }
+    }
+
+    fn ids(m: &Materialized) -> Vec<u64> {
+        m.results().iter().map(|r| r.id.0).collect()
+    }
+
+    #[test]
+    fn completed_jobs_records_are_kept_bounded_and_checkpointed() {
+        let mut m = Materialized::with_result_budget(1000);
+        m.apply(&entry(&[
+            result(1, "q", 10, 100, 10),
+            result(2, "p", 20, 200, 10),
+        ]))
+        .unwrap();
+        // A checkpoint gives the same records, in the same order.
+        let mut again = Materialized::with_result_budget(1000);
+        again.apply(&m.checkpoint()).unwrap();
+        assert_eq!(again.results(), m.results());
+        assert_eq!(ids(&again), vec![1, 2]);
+        assert_eq!(again.results()[0].record, vec![b'r'; 10]);
+        // A record completed at 100 or later: job 1 (expires at 100) is forgotten.
+        m.apply(&entry(&[result(3, "q", 100, 1000, 10)])).unwrap();
+        assert_eq!(ids(&m), vec![2, 3]);
+        // Over the budget, the oldest go first.
+        m.apply(&entry(&[result(4, "q", 101, 1000, 800)])).unwrap();
+        assert_eq!(ids(&m), vec![3, 4]);
+        // A removed queue takes its records.
+        m.apply(&entry(&[Mutation::RemoveQueue("q".into())]))
+            .unwrap();
+        assert!(m.results().is_empty());
+        m.apply(&entry(&[result(5, "p", 102, 1000, 10)])).unwrap();
+        assert_eq!(ids(&m), vec![5]);
     }
 
     #[test]

@@ -93,6 +93,23 @@ pub enum Mutation {
         /// The key.
         key: String,
     },
+    /// A completed job's record (its result, as its caller encodes it), committed with the
+    /// completion ([`crate::Queues::complete_with`]). A replicated store keeps it, so that the
+    /// node that takes the queues over can still answer for the job (cluster mode), until
+    /// `expires_ms` or until its queue is removed; the embedded store ignores it (its results
+    /// live in memory).
+    PutResult {
+        /// The job.
+        id: JobId,
+        /// Its queue.
+        queue: Arc<str>,
+        /// When it completed, unix ms (the log's clock: older records expire against it).
+        at_ms: u64,
+        /// When it is forgotten, unix ms.
+        expires_ms: u64,
+        /// The record.
+        record: bytes::Bytes,
+    },
 }
 
 /// Mutations committed together, all or nothing, and an optional completion.

@@ -1171,3 +1171,126 @@ fn a_node_says_so_and_exits_when_nats_has_no_jetstream() {
     // bucket, the retained events, the queues) says so.
     assert!(log.contains("JetStream") && log.contains("-js"), "{log}");
 }
+
+/// `switchyard.queue.job` for `id` on `c`, retried while a takeover replays the log.
+fn read_job(c: &mut Raw, id: u64) -> Result<Dict, (String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_call(c, "switchyard.queue.job", vec![id.into()], Dict::new()) {
+            Err((uri, _)) if uri == "switchyard.queue.error.unavailable" => {
+                assert!(Instant::now() < deadline, "job {id}: still unavailable");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn state_of(job: &Dict) -> String {
+    job.get("status")
+        .and_then(Value::as_dict)
+        .and_then(|s| s.get_str("state"))
+        .unwrap_or_else(|| panic!("no status.state in {job:?}"))
+        .to_string()
+}
+
+/// `GET /queues/{queue}/jobs/{id}` on `port`, signed.
+fn http_job(port: u16, queue: &str, id: u64, nonce: &str) -> common::http::Reply {
+    let path = format!("/queues/{queue}/jobs/{id}");
+    let q = common::http::bound_query(BACKEND, "GET", &path, nonce, None, "");
+    common::http::request(port, "GET", &format!("{path}?{q}"), "", "")
+}
+
+#[test]
+fn a_takeover_keeps_completed_jobs_dead_letters_and_keys() {
+    let nats = Nats::start();
+    let ports = [
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    ];
+    let tables = |port: u16| {
+        format!(
+            "{QUEUES}\n[[realm.role]]\nname = \"anonymous\"\n\n\
+             [[realm.role.permission]]\nuri = \"com.example.\"\nmatch = \"prefix\"\nallow = [\"register\", \"call\"]\n\n\
+             [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+             [[realm.role]]\nname = \"backend\"\n\n\
+             [[realm.role.permission]]\nuri = \"switchyard.queue.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+             [[bridge]]\naddress = \"127.0.0.1:{port}\"\nrealm = \"realm1\"\n\n\
+             [[bridge.key]]\nkey = \"{}\"\nsecret = \"{}\"\nrole = \"backend\"\n",
+            BACKEND.0, BACKEND.1
+        )
+    };
+    let mut nodes: Vec<Router> = ["a", "b", "c"]
+        .iter()
+        .zip(ports)
+        .map(|(name, port)| nats.node_full(name, &tables(port), CLUSTER))
+        .collect();
+    let owner = owner_of(&nodes, &[0, 1, 2], Duration::from_secs(10));
+    let (x, y) = others(owner);
+    let mut producer = join(&nodes[x]);
+    // A job completed with a result, pushed with an idempotency key.
+    let key = || Dict::new().with("idempotency_key", "invoice-3");
+    let done = uint(&push(&mut producer, "pdf", 31, key()).expect("push"), "id");
+    let mut worker = join(&nodes[y]);
+    worker.register("com.example.render");
+    assert_eq!(serve_one(&mut worker, false), Some(31));
+    // A dead job: `mail` allows one retry, its worker fails both attempts.
+    let dead = uint(
+        &push(&mut producer, "mail", 32, Dict::new()).expect("push"),
+        "id",
+    );
+    let mut failing = join(&nodes[y]);
+    failing.register("com.example.mail");
+    assert_eq!(serve_one(&mut failing, true), Some(32));
+    assert_eq!(serve_one(&mut failing, true), Some(32));
+    let mut operator = join(&nodes[x]);
+    wait_stats(&mut operator, "pdf", "completed", |s| {
+        uint(s, "completed_total") == 1
+    });
+    wait_stats(&mut operator, "mail", "dead-lettered", |s| {
+        uint(s, "dead") == 1
+    });
+    let before = read_job(&mut operator, done).expect("the completed job before");
+    assert_eq!(state_of(&before), "completed", "{before:?}");
+
+    // The owner dies; a survivor takes the queues over.
+    nodes[owner].signal(libc::SIGKILL);
+    let next = owner_of(&nodes, &[x, y], Duration::from_secs(10));
+    eprintln!("owner {owner} killed; {next} took over");
+    for (i, nonce) in [(x, 100), (y, 200)] {
+        let mut c = join(&nodes[i]);
+        // Over WAMP: the completed job, its result, the dead job.
+        let job = read_job(&mut c, done)
+            .unwrap_or_else(|e| panic!("node {i}: the completed job is gone: {e:?}"));
+        assert_eq!(state_of(&job), "completed", "node {i}: {job:?}");
+        assert_eq!(
+            job, before,
+            "node {i}: the same answer as before the takeover"
+        );
+        let result = job.get("result").and_then(Value::as_dict).expect("result");
+        assert_eq!(
+            result.get("args"),
+            Some(&Value::List(vec!["done".into()])),
+            "{job:?}"
+        );
+        let d = read_job(&mut c, dead).expect("the dead job");
+        assert_eq!(state_of(&d), "dead", "node {i}: {d:?}");
+        // The idempotency key still names the completed job.
+        let again = push(&mut c, "pdf", 33, key()).expect("push again");
+        assert_eq!(uint(&again, "id"), done, "node {i}");
+        assert_eq!(again.get("duplicate"), Some(&Value::Bool(true)), "node {i}");
+        // Over HTTP on the node's bridge.
+        let r = http_job(ports[i], "pdf", done, &nonce.to_string());
+        assert_eq!(r.status, 200, "node {i}: {}", r.body);
+        let body = r.json();
+        assert_eq!(body["state"], "completed", "node {i}: {}", r.body);
+        assert_eq!(body["result"]["args"][0], "done", "node {i}: {}", r.body);
+        let r = http_job(ports[i], "mail", dead, &(nonce + 1).to_string());
+        assert_eq!(r.status, 200, "node {i}: {}", r.body);
+        assert_eq!(r.json()["state"], "dead", "node {i}: {}", r.body);
+        // The counters too.
+        let s = stats(&mut c, "pdf");
+        assert_eq!(uint(&s, "completed_total"), 1, "node {i}: {s:?}");
+    }
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use switchyard_router::logsafe::Clip;
 
 use switchyard_proto::{errors, Dict, Item, Payload, Value};
+use switchyard_queue::store::Mutation;
 use switchyard_queue::{
     Expired, Job, Lease, Outcome, QueueError, Target, WaitReason, LEASE_EXPIRED,
 };
@@ -229,13 +230,29 @@ impl QueueService {
     /// Completes the attempt; once that is durable, tells the result topic.
     pub(super) async fn complete(&self, lease: &Lease, result: Dict) {
         let job = &lease.job;
-        match self.queues.complete(job.id, lease.epoch) {
+        let now = self.queues.clock().now_ms();
+        let entry = self.results.entry(job, lease.attempt, now, result.clone());
+        // In cluster mode the completed job goes to the log with its
+        // completion, for the node that takes the queues over.
+        let record =
+            entry
+                .as_ref()
+                .filter(|_| self.results_replicated)
+                .map(|c| Mutation::PutResult {
+                    id: job.id,
+                    queue: job.queue.clone(),
+                    at_ms: now,
+                    expires_ms: now.saturating_add(self.results.retention().as_millis() as u64),
+                    record: c.to_record().into(),
+                });
+        match self.queues.complete_with(job.id, lease.epoch, record) {
             Ok(durable) => {
                 // The engine has forgotten the job already: remember it as
                 // completed now, or `switchyard.queue.job` would not find it
                 // while the completion is committed.
-                let now = self.queues.clock().now_ms();
-                self.results.record(job, lease.attempt, now, result.clone());
+                if let Some(entry) = entry {
+                    self.results.insert(entry);
+                }
                 if let Err(e) = durable.await {
                     tracing::warn!(job = %job.id, queue = %job.queue, "completion not durable: {e}");
                     return;

@@ -96,8 +96,13 @@ pub struct RealmQueues {
 enum Backing {
     /// The embedded store in this file.
     File(PathBuf),
-    /// Another store (cluster mode), and how logs name it.
-    Store(Arc<dyn switchyard_queue::Store>, String),
+    /// Another store (cluster mode), how logs name it, and the completed
+    /// jobs its log kept.
+    Store(
+        Arc<dyn switchyard_queue::Store>,
+        String,
+        Vec<switchyard_queue::replicated::StoredResult>,
+    ),
 }
 
 /// A job handed to a worker, while its attempt runs.
@@ -147,6 +152,9 @@ pub struct QueueService {
     metrics: metrics::QueueMetrics,
     /// Completed jobs, for a while (`[realm.queue_limits.results]`).
     results: results::Results,
+    /// Completed jobs are committed to the store with their completion
+    /// (cluster mode's log), for the node that takes the queues over.
+    results_replicated: bool,
 }
 
 /// Who the queues' router-owned sessions are (workers see it as the caller,
@@ -204,8 +212,9 @@ impl QueueService {
         settings: RealmQueues,
         store: Arc<dyn switchyard_queue::Store>,
         location: String,
+        completed: Vec<switchyard_queue::replicated::StoredResult>,
     ) -> Result<Arc<QueueService>, String> {
-        QueueService::start_on(realm, settings, Backing::Store(store, location)).await
+        QueueService::start_on(realm, settings, Backing::Store(store, location, completed)).await
     }
 
     async fn start_on(
@@ -243,7 +252,7 @@ impl QueueService {
             min_free_disk_bytes: settings.limits.min_free_disk_bytes,
             ..Options::default()
         };
-        let (queues, location, register_api) = match backing {
+        let (queues, location, completed) = match backing {
             Backing::File(path) => {
                 let open_path = path.clone();
                 let queues = tokio::task::spawn_blocking(move || {
@@ -264,9 +273,9 @@ impl QueueService {
                         path.display()
                     )
                 })?;
-                (queues, path.display().to_string(), true)
+                (queues, path.display().to_string(), None)
             }
-            Backing::Store(store, location) => {
+            Backing::Store(store, location, completed) => {
                 let queues = tokio::task::spawn_blocking(move || {
                     Queues::with_store(store, configs, options)
                 })
@@ -278,7 +287,7 @@ impl QueueService {
                         realm.name()
                     )
                 })?;
-                (queues, location, false)
+                (queues, location, Some(completed))
             }
         };
         let queues = Arc::new(queues);
@@ -299,8 +308,14 @@ impl QueueService {
             .flat_map(|b| b.queues.iter().cloned())
             .chain(durable.queues().map(str::to_string))
             .collect();
+        let register_api = completed.is_none();
+        let results = results::Results::new(settings.limits.results.clone());
+        if let Some(completed) = completed {
+            results.restore(completed, queues.clock().now_ms());
+        }
         let service = Arc::new(QueueService {
-            results: results::Results::new(settings.limits.results.clone()),
+            results,
+            results_replicated: !register_api,
             waits,
             bound: parking_lot::RwLock::new(bound),
             bindings: Mutex::new(None),

@@ -10,6 +10,11 @@
 //! forgotten after `retention`, and all entries together hold at most
 //! `max_total_bytes` (the oldest are forgotten first). A restart forgets
 //! them: dead jobs stay in the store, completed ones are then unknown (404).
+//!
+//! In cluster mode ([`Completed::to_record`]) each one is also committed to
+//! the realm's replicated queue log with the job's completion, and the node
+//! that takes the queues over reads them back ([`Results::restore`]): a
+//! takeover keeps them (a restart of the whole cluster too).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use switchyard_proto::{Dict, Value};
+use switchyard_queue::replicated::StoredResult;
 use switchyard_queue::{human, Job, JobId};
 
 /// `[realm.queue_limits.results]`.
@@ -90,6 +96,50 @@ impl Completed {
     }
 }
 
+/// A completed job as committed to a replicated queue log (the job's id and
+/// queue are the log record's own fields).
+#[derive(serde::Serialize, Deserialize)]
+struct Record {
+    attempts: u32,
+    created_at_ms: u64,
+    completed_at_ms: u64,
+    result: Option<Value>,
+    result_bytes: usize,
+}
+
+impl Completed {
+    /// This job as a record of the replicated queue log (JSON).
+    pub fn to_record(&self) -> Vec<u8> {
+        serde_json::to_vec(&Record {
+            attempts: self.attempts,
+            created_at_ms: self.created_at_ms,
+            completed_at_ms: self.completed_at_ms,
+            result: self.result.clone().map(Value::Dict),
+            result_bytes: self.result_bytes,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The job of a record of [`Completed::to_record`] (None if it does not decode).
+    pub fn from_record(id: JobId, queue: Arc<str>, record: &[u8]) -> Option<Completed> {
+        let r: Record = serde_json::from_slice(record).ok()?;
+        let result = match r.result {
+            None => None,
+            Some(Value::Dict(d)) => Some(d),
+            Some(_) => return None,
+        };
+        Some(Completed {
+            id,
+            queue,
+            attempts: r.attempts,
+            created_at_ms: r.created_at_ms,
+            completed_at_ms: r.completed_at_ms,
+            result,
+            result_bytes: r.result_bytes,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     by_id: HashMap<JobId, (Instant, Completed, usize)>,
@@ -113,9 +163,29 @@ impl Results {
     }
 
     /// Remembers that `job` completed after `attempts` with `result`.
+    #[cfg(test)]
     pub fn record(&self, job: &Job, attempts: u32, completed_at_ms: u64, result: Dict) {
+        if let Some(entry) = self.entry(job, attempts, completed_at_ms, result) {
+            self.insert(entry);
+        }
+    }
+
+    /// How long a completed job stays readable.
+    pub fn retention(&self) -> Duration {
+        self.limits.retention
+    }
+
+    /// The entry [`Results::insert`] remembers for `job`, completed after
+    /// `attempts` with `result` (None when results are not kept).
+    pub fn entry(
+        &self,
+        job: &Job,
+        attempts: u32,
+        completed_at_ms: u64,
+        result: Dict,
+    ) -> Option<Completed> {
         if self.limits.retention.is_zero() {
-            return;
+            return None;
         }
         let value = Value::Dict(result);
         let result_bytes = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
@@ -123,8 +193,7 @@ impl Results {
             Value::Dict(d) if result_bytes <= self.limits.max_result_bytes => Some(d),
             _ => None,
         };
-        let cost = ENTRY_OVERHEAD + result.as_ref().map_or(0, |_| result_bytes);
-        let entry = Completed {
+        Some(Completed {
             id: job.id,
             queue: job.queue.clone(),
             attempts,
@@ -132,15 +201,45 @@ impl Results {
             completed_at_ms,
             result,
             result_bytes,
-        };
+        })
+    }
+
+    /// Remembers a completed job (from [`Results::entry`]).
+    pub fn insert(&self, entry: Completed) {
+        self.insert_at(entry, Instant::now());
+    }
+
+    /// Remembers the completed jobs of a replicated log (oldest first) that
+    /// have not expired at `now_ms` (the clock of their completion times);
+    /// each expires `retention` after it completed, not after the restore.
+    pub fn restore(&self, records: Vec<StoredResult>, now_ms: u64) {
+        if self.limits.retention.is_zero() {
+            return;
+        }
         let now = Instant::now();
+        for r in records {
+            let age = Duration::from_millis(now_ms.saturating_sub(r.at_ms));
+            if age >= self.limits.retention {
+                continue;
+            }
+            let Some(entry) = Completed::from_record(r.id, Arc::from(r.queue), &r.record) else {
+                tracing::warn!(job = %r.id, "a completed job's record in the queue log does not decode; skipped");
+                continue;
+            };
+            self.insert_at(entry, now.checked_sub(age).unwrap_or(now));
+        }
+    }
+
+    fn insert_at(&self, entry: Completed, now: Instant) {
+        let cost = ENTRY_OVERHEAD + entry.result.as_ref().map_or(0, |_| entry.result_bytes);
+        let id = entry.id;
         let mut inner = self.inner.lock();
-        if let Some((_, _, old)) = inner.by_id.insert(job.id, (now, entry, cost)) {
+        if let Some((_, _, old)) = inner.by_id.insert(id, (now, entry, cost)) {
             inner.total -= old;
         }
         inner.total += cost;
-        inner.order.push_back((now, job.id));
-        self.evict(&mut inner, now);
+        inner.order.push_back((now, id));
+        self.evict(&mut inner, Instant::now());
     }
 
     /// The completed job `id`, if it is remembered.
@@ -229,6 +328,38 @@ mod tests {
         r.forget_queue("q");
         assert!(r.get(JobId(4)).is_none());
         assert_eq!(r.inner.lock().total, 0);
+    }
+
+    #[test]
+    fn a_record_of_the_log_gives_the_same_job_back() {
+        let r = Results::new(ResultRetention {
+            retention: Duration::from_secs(60),
+            max_result_bytes: 100,
+            ..ResultRetention::default()
+        });
+        let small = r.entry(&job(1), 2, 10_000, result(10)).expect("kept");
+        let large = r.entry(&job(2), 1, 20_000, result(1000)).expect("kept");
+        let stored = |c: &Completed, at_ms| StoredResult {
+            id: c.id,
+            queue: c.queue.to_string(),
+            at_ms,
+            expires_ms: at_ms + 60_000,
+            record: c.to_record(),
+        };
+        let other = Results::new(ResultRetention {
+            retention: Duration::from_secs(60),
+            ..ResultRetention::default()
+        });
+        // Job 1 completed 70 s before the restore: expired; job 2 10 s before.
+        other.restore(vec![stored(&small, 10_000), stored(&large, 70_000)], 80_000);
+        assert!(other.get(JobId(1)).is_none());
+        let two = other.get(JobId(2)).expect("restored");
+        assert_eq!(two.to_dict(), large.to_dict());
+        other.restore(vec![stored(&small, 75_000)], 80_000);
+        assert_eq!(
+            other.get(JobId(1)).expect("restored").to_dict(),
+            small.to_dict()
+        );
     }
 
     #[test]

@@ -274,6 +274,7 @@ async fn govern(g: Governor, mut links: Links) {
             term,
             retry_for: g.config.lease,
             checkpoint_entries: g.config.checkpoint_entries,
+            result_budget: g.settings.limits.results.max_total_bytes as u64,
         };
         let location = format!("JetStream stream {} (term {term})", place.stream);
         let opened = tokio::select! {
@@ -299,6 +300,7 @@ async fn govern(g: Governor, mut links: Links) {
             g.settings.clone(),
             store.clone(),
             location,
+            store.completed(),
         )
         .await
         {

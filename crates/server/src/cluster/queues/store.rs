@@ -34,7 +34,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
-use switchyard_queue::replicated::{encode_mutations, Materialized};
+use switchyard_queue::replicated::{encode_mutations, Materialized, StoredResult};
 use switchyard_queue::store::{Batch, Done, Snapshot};
 use switchyard_queue::{JobId, Payload, Store, StoreError, StoreStats};
 use tokio::sync::{mpsc, watch};
@@ -69,6 +69,9 @@ pub struct LogPlace {
     pub retry_for: Duration,
     /// Entries between checkpoints.
     pub checkpoint_entries: u64,
+    /// Bytes of completed jobs' records the log's state keeps (the realm's
+    /// `[realm.queue_limits.results] max_total_bytes`).
+    pub result_budget: u64,
 }
 
 struct Shared {
@@ -264,7 +267,13 @@ impl JetStreamStore {
         };
         let (state, messages, since) = tokio::time::timeout(
             REPLAY_TIMEOUT,
-            replay(&js.client(), &stream, &place.subject, marker_seq),
+            replay(
+                &js.client(),
+                &stream,
+                &place.subject,
+                marker_seq,
+                place.result_budget,
+            ),
         )
         .await
         .map_err(|_| format!("reading the queue log took more than {REPLAY_TIMEOUT:?}"))??;
@@ -292,6 +301,11 @@ impl JetStreamStore {
         })
     }
 
+    /// The completed jobs' records the log holds (oldest first), for the queue service.
+    pub fn completed(&self) -> Vec<StoredResult> {
+        self.shared.state.read().results()
+    }
+
     /// Turns true once the store has failed (fenced by a newer owner, or NATS unreachable).
     pub fn failed(&self) -> watch::Receiver<bool> {
         self.shared.failed.subscribe()
@@ -311,6 +325,7 @@ async fn replay(
     stream: &jetstream::stream::Stream,
     subject: &str,
     until: u64,
+    budget: u64,
 ) -> Result<(Materialized, u64, u64), String> {
     let consumer = stream
         .create_consumer(jetstream::consumer::push::OrderedConfig {
@@ -325,7 +340,7 @@ async fn replay(
         .messages()
         .await
         .map_err(|e| format!("cannot read the queue log: {e}"))?;
-    let mut state = Materialized::new();
+    let mut state = Materialized::with_result_budget(budget);
     let mut pending: Vec<u8> = Vec::new();
     let mut pending_kind = 0u8;
     let mut read = 0u64;
@@ -368,7 +383,7 @@ async fn replay(
                         since += 1;
                     }
                     CHECKPOINT => {
-                        let mut fresh = Materialized::new();
+                        let mut fresh = Materialized::with_result_budget(budget);
                         fresh
                             .apply(&pending)
                             .map_err(|e| format!("queue log checkpoint ending at {seq}: {e}"))?;
