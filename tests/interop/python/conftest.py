@@ -115,6 +115,7 @@ def queue_router(request, module_router_factory, **router_kw):
     nats, routers = start_cluster(f"{request.module.__name__}-js", 3,
                                   queues={"store": "jetstream", "lease": "1s"}, **router_kw)
     routers[-1].jetstream_cluster = True
+    routers[-1].cluster_routers = routers  # every node (their /metrics: the owner's figures)
     try:
         # one node serves the queues (it logs so once its log is replayed)
         deadline = time.monotonic() + 15

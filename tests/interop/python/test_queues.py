@@ -668,20 +668,17 @@ def test_job_without_worker_waits_uncounted(qrouter):
             assert (j["status"]["attempts"], j["status"]["state"]) == (0, "ready"), j
             st = await stats(p, "noworker")
             assert (st["dead"], st["ready"], st["scheduled"], st["in_flight"]) == (0, 1, 0, 0), st
-            # In cluster mode the queue metrics are the owner node's (docs/CLUSTER.md).
-            owner_metrics = not getattr(qrouter, "jetstream_cluster", False)
-            if owner_metrics:
-                without = metric(scrape(qrouter), "switchyard_queue_without_worker", realm="realm1",
-                                 queue="noworker")
-                assert without == 1, without
+            # In cluster mode the queue metrics are the owner node's (scrape_queues).
+            without = metric(scrape_queues(qrouter), "switchyard_queue_without_worker", realm="realm1",
+                             queue="noworker")
+            assert without == 1, without
             worker = await Worker(lambda c: "finally").register(ws, "test.q.noworker")
             ev = await inbox.wait_for(lambda e: e.kwargs.get("job") == jid, "result event", timeout=4)
             assert (ev.kwargs["status"], ev.kwargs["attempt"]) == ("completed", 1), ev.kwargs
             assert [c.args for c in worker.calls] == [["patience"]]
-            if owner_metrics:
-                without = metric(scrape(qrouter), "switchyard_queue_without_worker", realm="realm1",
-                                 queue="noworker")
-                assert without == 0, without
+            without = metric(scrape_queues(qrouter), "switchyard_queue_without_worker", realm="realm1",
+                             queue="noworker")
+            assert without == 0, without
         finally:
             await close_all(ws, p)
 
@@ -1041,11 +1038,29 @@ def test_authorization_of_queue_procedures_and_job_fields(router_factory):
 # metrics
 # ==========================================================================
 
+def scrape_queues(qrouter) -> str:
+    """The queue metrics of `qrouter`'s deployment, as a Prometheus scraping every node sees
+    them. One node: its page. A JetStream cluster (docs/CLUSTER.md, "Queue metrics"): every
+    node's page, checked: `switchyard_queue_owner{realm="realm1"}` is 1 on exactly one node and
+    0 on the others, and only that node has `switchyard_queue_*` rows for the realm's queues;
+    returns the owner's page (a sum over the nodes gives the same values)."""
+    nodes = getattr(qrouter, "cluster_routers", None)
+    if not nodes:
+        return scrape(qrouter)
+    pages = [scrape(r) for r in nodes]
+    owners = [metric(p, "switchyard_queue_owner", realm="realm1") for p in pages]
+    assert sorted(owners) == [0] * (len(nodes) - 1) + [1], owners
+    owner = owners.index(1)
+    for i, p in enumerate(pages):
+        rows = metric(p, "switchyard_queue_ready", realm="realm1", queue="metrics_q")
+        assert (rows is not None) == (i == owner), (i, owner, rows)
+    return pages[owner]
+
+
 def test_metrics_match_stats(qrouter):
     """GET /metrics shows switchyard_queue_{ready,in_flight,scheduled,dead,completed_total}
-    {realm="realm1",queue="metrics_q"} with the values of switchyard.queue.stats."""
-    if getattr(qrouter, "jetstream_cluster", False):
-        pytest.skip("in cluster mode the queue metrics are the owner node's (docs/CLUSTER.md)")
+    {realm="realm1",queue="metrics_q"} with the values of switchyard.queue.stats (in cluster
+    mode: on the node that owns the queues, and on no other; see scrape_queues)."""
     async def main():
         ws, p = await sessions(qrouter)
         try:
@@ -1064,7 +1079,7 @@ def test_metrics_match_stats(qrouter):
                 await push(p, "metrics_q", args=[tag])
             await push(p, "metrics_q", args=["later"], delay="1h")
             st = await stats(p, "metrics_q")
-            page = scrape(qrouter)
+            page = scrape_queues(qrouter)
             assert "# TYPE switchyard_queue_completed_total counter" in page
             assert "# TYPE switchyard_queue_ready gauge" in page
             want = {"ready": 3, "in_flight": 1, "scheduled": 1, "dead": 0, "completed_total": 1}
@@ -1074,7 +1089,7 @@ def test_metrics_match_stats(qrouter):
                     f"{field}: stats {st[field]}, metrics {got}, expected {value}"
             gate.set()
             st = await wait_stats(p, "metrics_q", lambda s: s["completed_total"] == 5, "5 completed")
-            page = scrape(qrouter)
+            page = scrape_queues(qrouter)
             assert metric(page, "switchyard_queue_completed_total", realm="realm1", queue="metrics_q") == 5
             assert metric(page, "switchyard_queue_ready", realm="realm1", queue="metrics_q") == st["ready"] == 0
             # every configured queue has its rows

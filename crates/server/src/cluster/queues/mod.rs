@@ -14,6 +14,9 @@
 //!   NATS from the other nodes);
 //! - `bindings.rs`: topic bindings on every node (jobs written by the owner);
 //! - `names.rs`: stream, subject, bucket and key names;
+//! - (here) the metric `switchyard_queue_owner`: the owner exports a realm's
+//!   `switchyard_queue_*` figures, the other nodes none, so a sum over every node's scrape is
+//!   right;
 //! - `config.rs`: `[cluster.queues]`.
 //!
 //! Here: per realm, a governor task follows the lease; when this node wins a term it opens the
@@ -27,7 +30,7 @@ mod lease;
 pub mod names;
 mod store;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -142,8 +145,11 @@ pub async fn start(
         tasks: Vec::new(),
         leaving: Vec::new(),
     };
+    let metrics = realms.first().map(|(r, _)| r.metrics.clone());
+    let mut owned = Vec::new();
     for (realm, settings) in realms {
         check_bindings(&realm, &settings)?;
+        let name = realm.name().to_string();
         let front = front::Front::register(
             realm.clone(),
             client.clone(),
@@ -205,9 +211,33 @@ pub async fn start(
         };
         out.tasks.push(tokio::spawn(govern(governor, links)));
         out.leaving.push((leave_tx, left_rx));
+        owned.push((name, Arc::downgrade(&front)));
         out.fronts.push(front);
     }
+    if let Some(metrics) = metrics {
+        metrics.add_source(Box::new(owner_metric(owned)));
+    }
     Ok(out)
+}
+
+/// `switchyard_queue_owner{realm}`: 1 while this node owns (runs) the realm's queues, else 0.
+fn owner_metric(realms: Vec<(String, Weak<front::Front>)>) -> impl Fn(&mut String) + Send + Sync {
+    move |out: &mut String| {
+        use std::fmt::Write;
+        out.push_str("# HELP switchyard_queue_owner Whether this node owns the realm's queues in cluster mode (1; it exports their switchyard_queue_* figures) or not (0).\n# TYPE switchyard_queue_owner gauge\n");
+        for (realm, front) in &realms {
+            let owns = front.upgrade().is_some_and(|f| f.service().is_some());
+            let realm = realm
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                out,
+                "switchyard_queue_owner{{realm=\"{realm}\"}} {}",
+                u8::from(owns)
+            );
+        }
+    }
 }
 
 /// The channels between a realm's governor, its lease task and [`ClusterQueues::leave`].
