@@ -10,7 +10,14 @@
 #     tput   P=4 producers x W=32 in flight, C=4 workers/consumers, 50,000 jobs
 #     wide   P=8 x W=64, C=4, 100,000 jobs (more work in flight)
 #     seq    P=1 x W=1, C=1, 2,000 jobs (one job at a time: latency)
-#   Each set runs on: switchyard; rabbitmq (a classic durable queue, one
+#   Each set runs on: switchyard (embedded store); switchyard-js (cluster
+#   mode: three nodes over one `nats-server -js`, `[cluster.queues] store =
+#   "jetstream"`, the queue log with 1 replica); switchyard-js3 (three nodes
+#   over a three-server NATS cluster, the log with 3 replicas: a push is
+#   acknowledged once on a quorum); in both cluster systems the producers and
+#   the workers are spread over the three nodes in turn (producer i and
+#   worker i on node i mod 3), and one node (the lease's winner, printed)
+#   owns the queue; rabbitmq (a classic durable queue, one
 #   connection per producer and per consumer, like the Switchyard sessions);
 #   for tput and wide also rabbitmq-1conn (the same with every channel on one
 #   connection: lapin runs an I/O thread per connection, and one is cheaper
@@ -31,7 +38,12 @@
 #   ROUTER=PATH BENCH=PATH RMQ_BENCH=PATH   binaries to use (default: the release builds)
 #   ROUTER_REV=REV        the commit ROUTER was built from (printed only)
 #   OUT=DIR               keep result files in DIR (default: a new dir under /tmp)
-#   SYSTEMS="switchyard rabbitmq rabbitmq-1conn rabbitmq-quorum"   run only these
+#   SYSTEMS="switchyard switchyard-js switchyard-js3 rabbitmq rabbitmq-1conn rabbitmq-quorum"
+#                         run only these
+#   CLUSTER_PORT=18100    the cluster systems' ports (loopback): switchyard-js
+#                         nodes +1..+3, its NATS +10; switchyard-js3 nodes
+#                         +21..+23, its NATS servers +30..+32 (routes +40..+42)
+#   NATS_SERVER=PATH      nats-server (default: on PATH, scripts/install-nats.sh)
 #   QUIET_IDLE=80 QUIET_WAIT=15   before each run, wait up to QUIET_WAIT s for
 #                         the CPUs to be QUIET_IDLE % idle (the machine is shared)
 #   STRACE=1              after the rounds, count each server's fsync-family
@@ -46,7 +58,8 @@ SCALE=${SCALE:-1}
 QC=${QUEUE_CONCURRENCY:-256}
 QUORUM=${QUORUM:-1}
 RS_PORT=${RS_PORT:-18091}
-SYSTEMS=${SYSTEMS:-switchyard rabbitmq rabbitmq-1conn rabbitmq-quorum}
+SYSTEMS=${SYSTEMS:-switchyard switchyard-js switchyard-js3 rabbitmq rabbitmq-1conn rabbitmq-quorum}
+CPORT=${CLUSTER_PORT:-18100}
 RMQ_PORT=${RABBITMQ_BENCH_PORT:-17672}
 export RABBITMQ_BENCH_PORT=$RMQ_PORT
 OUT=${OUT:-$(mktemp -d /tmp/switchyard-queue-bench.XXXXXX)}
@@ -66,11 +79,14 @@ scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1
 # ---- servers ----
 RPID=
 BPID=
+CLUSTER_PIDS=() # every process of the cluster systems (nodes, NATS servers)
 stop_all() {
     if [[ -n "$RPID" ]] && kill -0 "$RPID" 2>/dev/null; then
         kill "$RPID" 2>/dev/null || true
         wait "$RPID" 2>/dev/null || true
     fi
+    for p in "${CLUSTER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${CLUSTER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     bench/queue/setup-rabbitmq.sh stop >/dev/null 2>&1 || true
     rm -rf "$OUT/data"
 }
@@ -114,6 +130,125 @@ if [[ " $SYSTEMS " == *" switchyard "* ]]; then
         exit 1
     fi
 fi
+# ---- the cluster systems: three nodes each, over one NATS server (R1) or a
+# three-server NATS cluster (R3) ----
+wait_port() { # wait_port PORT PID LOG
+    for _ in $(seq 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "a server did not start (port $1); its log $3:" >&2
+    tail -20 "$3" >&2
+    exit 1
+}
+declare -A SYS_PIDS SYS_URLS SYS_OWNER
+if [[ " $SYSTEMS " == *" switchyard-js"* ]]; then
+    if [[ -z "${NATS_SERVER:-}" ]]; then
+        command -v nats-server >/dev/null 2>&1 || bash scripts/install-nats.sh
+        NATS_SERVER=$(command -v nats-server)
+    fi
+fi
+start_cluster() { # start_cluster SYSTEM NODE_BASE REPLICAS NATS_URL,...
+    local sys=$1 base=$2 replicas=$3 nats=$4 i pids=() urls=() port
+    local list
+    list=$(echo "$nats" | sed 's/[^,]*/"&"/g')
+    for i in 1 2 3; do
+        port=$((base + i))
+        mkdir -p "$OUT/data/$sys-n$i"
+        cat >"$OUT/$sys-n$i.toml" <<TOML
+[[listener]]
+type = "rawsocket"
+address = "127.0.0.1:$port"
+
+[storage]
+data_dir = "$OUT/data/$sys-n$i"
+
+[[realm]]
+name = "realm1"
+
+[[realm.queue]]
+name = "bench"
+target = "bench.queue.work"
+concurrency = $QC
+
+[limits]
+outbound_queue = 65536
+max_connections_per_address = 0
+
+[runtime]
+worker_threads = ${WORKERS:-0}
+
+[cluster]
+node = "n$i"
+nats = [$list]
+
+[cluster.queues]
+store = "jetstream"
+replicas = $replicas
+TOML
+        "$ROUTER" --config "$OUT/$sys-n$i.toml" >>"$OUT/$sys-n$i.log" 2>&1 &
+        CLUSTER_PIDS+=($!)
+        pids+=($!)
+        wait_port "$port" "$!" "$OUT/$sys-n$i.log"
+        urls+=("rs://127.0.0.1:$port")
+    done
+    SYS_PIDS[$sys]=$(
+        IFS=,
+        echo "${pids[*]}"
+    )
+    SYS_URLS[$sys]=$(
+        IFS=,
+        echo "${urls[*]}"
+    )
+    # The node that won the queues' lease (it logs so once it dispatches).
+    SYS_OWNER[$sys]=?
+    for _ in $(seq 100); do
+        for i in 1 2 3; do
+            if grep -q 'queues recovered from the log; dispatching' "$OUT/$sys-n$i.log" 2>/dev/null; then
+                SYS_OWNER[$sys]=n$i
+            fi
+        done
+        [[ ${SYS_OWNER[$sys]} != "?" ]] && break
+        sleep 0.1
+    done
+}
+if [[ " $SYSTEMS " == *" switchyard-js "* ]]; then
+    "$NATS_SERVER" -a 127.0.0.1 -p $((CPORT + 10)) -js -sd "$OUT/data/nats-js" >"$OUT/nats-js.log" 2>&1 &
+    CLUSTER_PIDS+=($!)
+    NATS1_PID=$!
+    wait_port $((CPORT + 10)) "$NATS1_PID" "$OUT/nats-js.log"
+    start_cluster switchyard-js "$CPORT" 1 "nats://127.0.0.1:$((CPORT + 10))"
+    SYS_PIDS[switchyard-js]+=",$NATS1_PID"
+fi
+if [[ " $SYSTEMS " == *" switchyard-js3 "* ]]; then
+    n3pids=()
+    routes="nats-route://127.0.0.1:$((CPORT + 40)),nats-route://127.0.0.1:$((CPORT + 41)),nats-route://127.0.0.1:$((CPORT + 42))"
+    for k in 0 1 2; do
+        cat >"$OUT/nats3-$k.conf" <<CONF
+server_name: "s$k"
+listen: "127.0.0.1:$((CPORT + 30 + k))"
+jetstream { store_dir: "$OUT/data/nats3-$k" }
+cluster {
+  name: "bench"
+  listen: "127.0.0.1:$((CPORT + 40 + k))"
+  routes: [$(echo "$routes" | sed 's/[^,]*/"&"/g')]
+}
+CONF
+        "$NATS_SERVER" -c "$OUT/nats3-$k.conf" >"$OUT/nats3-$k.log" 2>&1 &
+        CLUSTER_PIDS+=($!)
+        n3pids+=($!)
+    done
+    for k in 0 1 2; do wait_port $((CPORT + 30 + k)) "${n3pids[$k]}" "$OUT/nats3-$k.log"; done
+    # JetStream needs its meta leader before a stream can be made (the nodes retry meanwhile).
+    start_cluster switchyard-js3 $((CPORT + 20)) 3 \
+        "nats://127.0.0.1:$((CPORT + 30)),nats://127.0.0.1:$((CPORT + 31)),nats://127.0.0.1:$((CPORT + 32))"
+    SYS_PIDS[switchyard-js3]+=",$(
+        IFS=,
+        echo "${n3pids[*]}"
+    )"
+fi
+
 RMQ_VERSION=-
 if [[ " $SYSTEMS " == *" rabbitmq"* ]]; then
     bench/queue/setup-rabbitmq.sh start >"$OUT/rabbitmq-start.log" 2>&1 || {
@@ -135,6 +270,11 @@ if [[ -z ${ROUTER_SET:-} ]] && [[ -n $(git status --porcelain crates 2>/dev/null
     REV="$REV + uncommitted changes in crates/"
 fi
 echo "# switchyard $REV pid $RPID (queue concurrency $QC, data $OUT/data); RabbitMQ $RMQ_VERSION beam pid $BPID"
+for sys in switchyard-js switchyard-js3; do
+    [[ -n ${SYS_PIDS[$sys]:-} ]] || continue
+    echo "# $sys: nodes $(echo "${SYS_URLS[$sys]}" | tr , ' '), queue owner ${SYS_OWNER[$sys]}; pids (nodes, NATS) ${SYS_PIDS[$sys]}"
+done
+echo "# $($NATS_SERVER --version 2>/dev/null || echo 'no nats-server')"
 echo "# results in $OUT, $ROUNDS interleaved rounds"
 
 # ---- the sets ----
@@ -154,7 +294,7 @@ params() { # params SET -> "P W C N"
     esac
 }
 systems() { # systems SET
-    local all=(switchyard rabbitmq) out=() x
+    local all=(switchyard switchyard-js switchyard-js3 rabbitmq) out=() x
     [[ $1 != seq ]] && all+=(rabbitmq-1conn)
     [[ $1 != seq && $QUORUM == 1 ]] && all+=(rabbitmq-quorum)
     for x in "${all[@]}"; do
@@ -175,6 +315,10 @@ command_for() {
     switchyard)
         echo "$BENCH --threads $threads queue --url rs://127.0.0.1:$RS_PORT --serializer msgpack --queue bench --procedure bench.queue.work --producers $p --in-flight $w --workers $c --concurrency $per --invoke roundrobin --jobs $n --payload 64 --timeout 240"
         ;;
+    switchyard-js | switchyard-js3)
+        local urls=${SYS_URLS[$2]}
+        echo "$BENCH --threads $threads queue --url ${urls%%,*} --producer-url $urls --worker-url $urls --serializer msgpack --queue bench --procedure bench.queue.work --producers $p --in-flight $w --workers $c --concurrency $per --invoke roundrobin --jobs $n --payload 64 --timeout 240"
+        ;;
     rabbitmq | rabbitmq-1conn | rabbitmq-quorum)
         local qt=classic conns=0
         [[ $2 == rabbitmq-quorum ]] && qt=quorum
@@ -183,7 +327,13 @@ command_for() {
         ;;
     esac
 }
-pid_for() { if [[ $1 == switchyard ]]; then echo "$RPID"; else echo "$BPID"; fi; }
+pid_for() {
+    case "$1" in
+    switchyard) echo "$RPID" ;;
+    switchyard-js | switchyard-js3) echo "${SYS_PIDS[$1]}" ;;
+    *) echo "$BPID" ;;
+    esac
+}
 
 # The machine is shared: before each run, wait (at most QUIET_WAIT seconds)
 # until the CPUs were at least QUIET_IDLE % idle over one second.
@@ -241,6 +391,12 @@ for r in $(seq "$ROUNDS"); do
                 echo "RABBITMQ DIED" >&2
                 exit 1
             fi
+            for p in "${CLUSTER_PIDS[@]}"; do
+                if ! kill -0 "$p" 2>/dev/null; then
+                    echo "A CLUSTER PROCESS ($p) DIED; see $OUT/*.log" >&2
+                    exit 1
+                fi
+            done
         done
     done
 done
@@ -283,7 +439,7 @@ print("| set | system | jobs/s (min..max) | Switchyard / this | enqueue ack p50 
 print("|---|---|---|---|---|---|---|")
 for s in sets:
     sy = med(f"{s} switchyard", "calls_per_s")
-    for sysname in ("switchyard", "rabbitmq", "rabbitmq-1conn", "rabbitmq-quorum"):
+    for sysname in ("switchyard", "switchyard-js", "switchyard-js3", "rabbitmq", "rabbitmq-1conn", "rabbitmq-quorum"):
         lab = f"{s} {sysname}"
         if lab not in rows:
             continue
@@ -304,6 +460,7 @@ if [[ -n "${STRACE:-}" ]] && command -v strace >/dev/null; then
     echo "# fsync-family system calls over one tput run each (strace -f -c; slows both servers)"
     for sys in $(systems tput); do
         [[ $sys == rabbitmq-1conn ]] && continue # the same broker work as rabbitmq
+        [[ $sys == switchyard-js* ]] && continue # several processes: not traced
         pid=$(pid_for "$sys")
         strace -f -c -e trace=fsync,fdatasync,sync_file_range,syncfs,msync -p "$pid" \
             -o "$OUT/strace.$sys.txt" 2>/dev/null &

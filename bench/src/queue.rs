@@ -74,6 +74,14 @@ pub struct QueueArgs {
     /// Jobs pushed and completed before the measured ones, not counted.
     #[arg(long, default_value_t = 1000)]
     pub warmup: u64,
+    /// URLs of the producers (default: `--url`); several (comma-separated)
+    /// spread them over the nodes of a cluster in turn.
+    #[arg(long, value_delimiter = ',')]
+    pub producer_url: Vec<String>,
+    /// URLs of the workers (default: `--url`), spread in turn like
+    /// `--producer-url`.
+    #[arg(long, value_delimiter = ',')]
+    pub worker_url: Vec<String>,
 }
 
 /// A job argument of `size` bytes: 16 hex digits of sequence number, 16 of
@@ -302,7 +310,17 @@ pub async fn run(a: QueueArgs) -> Result<i32, String> {
     let ser: Serializer = c.serializer.into();
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
     let total = a.warmup + a.jobs;
-    let connect = || Session::connect_with(&c.url, &c.realm, SessionOptions::new(ser));
+    let connect_to = |url: String| async move {
+        Session::connect_with(&url, &c.realm, SessionOptions::new(ser)).await
+    };
+    let connect = || connect_to(c.url.clone());
+    let nth = |urls: &[String], i: usize| -> String {
+        if urls.is_empty() {
+            c.url.clone()
+        } else {
+            urls[i % urls.len()].clone()
+        }
+    };
 
     // The queue must exist (router config); drop what an earlier run left.
     let admin = connect().await.map_err(|e| format!("connect: {e}"))?;
@@ -338,8 +356,8 @@ pub async fn run(a: QueueArgs) -> Result<i32, String> {
         .with("concurrency", a.concurrency);
     let mut workers = Vec::new();
     let mut lats = Vec::new();
-    for _ in 0..a.workers.max(1) {
-        let w = connect()
+    for i in 0..a.workers.max(1) {
+        let w = connect_to(nth(&a.worker_url, i))
             .await
             .map_err(|e| format!("worker connect: {e}"))?;
         let lat = Arc::new(Mutex::new(Vec::new()));
@@ -357,9 +375,9 @@ pub async fn run(a: QueueArgs) -> Result<i32, String> {
         lats.push(lat);
     }
     let mut producers = Vec::new();
-    for _ in 0..a.producers.max(1) {
+    for i in 0..a.producers.max(1) {
         producers.push(
-            connect()
+            connect_to(nth(&a.producer_url, i))
                 .await
                 .map_err(|e| format!("producer connect: {e}"))?,
         );
