@@ -14,14 +14,15 @@
 #   mode: three nodes over one `nats-server -js`, `[cluster.queues] store =
 #   "jetstream"`, the queue log with 1 replica); switchyard-js3 (three nodes
 #   over a three-server NATS cluster, the log with 3 replicas: a push is
-#   acknowledged once on a quorum); in both cluster systems the producers and
-#   the workers are spread over the three nodes in turn (producer i and
-#   worker i on node i mod 3), and one node (the lease's winner, printed)
-#   owns the queue; rabbitmq (a classic durable queue, one
+#   acknowledged once on a quorum); in both cluster systems one node (the
+#   lease's winner, printed) owns the queue, and the producers and the
+#   workers are spread over the three nodes in turn, the two others first
+#   (producer i and worker i on the (i mod 3)-th; seq's one producer and
+#   worker are on a node that forwards to the owner); rabbitmq (a classic durable queue, one
 #   connection per producer and per consumer, like the Switchyard sessions);
 #   for tput and wide also rabbitmq-1conn (the same with every channel on one
 #   connection: lapin runs an I/O thread per connection, and one is cheaper
-#   on two cores) and rabbitmq-quorum (a quorum queue; QUORUM=0 skips it).
+#   on two cores); and rabbitmq-quorum (a quorum queue; QUORUM=0 skips it).
 # Environment:
 #   ROUNDS=3              interleaved rounds (the median is reported)
 #   SCALE=1               multiply job counts (e.g. 0.2 for a quick check)
@@ -30,7 +31,7 @@
 #                         RabbitMQ consumer gets that as its prefetch (with 64,
 #                         Switchyard's dispatch falls behind its pushes: see
 #                         docs/BENCHMARKS.md)
-#   QUORUM=1              also run RabbitMQ with a quorum queue (tput, wide)
+#   QUORUM=1              also run RabbitMQ with a quorum queue
 #   WORKERS=0             router worker threads (0 = one per CPU)
 #   RS_PORT=18091         the router's RawSocket port (loopback)
 #   RABBITMQ_BENCH_PORT=17672  the broker's AMQP port (loopback)
@@ -151,10 +152,14 @@ if [[ " $SYSTEMS " == *" switchyard-js"* ]]; then
 fi
 start_cluster() { # start_cluster SYSTEM NODE_BASE REPLICAS NATS_URL,...
     local sys=$1 base=$2 replicas=$3 nats=$4 i pids=() urls=() port
-    local list
-    list=$(echo "$nats" | sed 's/[^,]*/"&"/g')
+    local list servers
+    IFS=, read -r -a servers <<<"$nats"
     for i in 1 2 3; do
         port=$((base + i))
+        # Node i lists NATS server i first (with several).
+        list=$(for k in "${!servers[@]}"; do
+            echo "\"${servers[$(((k + i - 1) % ${#servers[@]}))]}\""
+        done | paste -sd, -)
         mkdir -p "$OUT/data/$sys-n$i"
         cat >"$OUT/$sys-n$i.toml" <<TOML
 [[listener]]
@@ -203,7 +208,7 @@ TOML
     )
     # The node that won the queues' lease (it logs so once it dispatches).
     SYS_OWNER[$sys]=?
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         for i in 1 2 3; do
             if grep -q 'queues recovered from the log; dispatching' "$OUT/$sys-n$i.log" 2>/dev/null; then
                 SYS_OWNER[$sys]=n$i
@@ -212,6 +217,19 @@ TOML
         [[ ${SYS_OWNER[$sys]} != "?" ]] && break
         sleep 0.1
     done
+    if [[ ${SYS_OWNER[$sys]} == "?" ]]; then
+        echo "$sys: no node took the queues within 60 s; logs in $OUT/$sys-n*.log" >&2
+        exit 1
+    fi
+    # The owner's URL last: producer/worker i goes to the i-th in turn, so the first ones
+    # (seq's only producer and worker) are on a node that forwards to the owner.
+    local owner=${SYS_OWNER[$sys]#n} ordered=()
+    for i in 1 2 3; do [[ $i != "$owner" ]] && ordered+=("${urls[$((i - 1))]}"); done
+    ordered+=("${urls[$((owner - 1))]}")
+    SYS_URLS[$sys]=$(
+        IFS=,
+        echo "${ordered[*]}"
+    )
 }
 if [[ " $SYSTEMS " == *" switchyard-js "* ]]; then
     "$NATS_SERVER" -a 127.0.0.1 -p $((CPORT + 10)) -js -sd "$OUT/data/nats-js" >"$OUT/nats-js.log" 2>&1 &
@@ -296,7 +314,7 @@ params() { # params SET -> "P W C N"
 systems() { # systems SET
     local all=(switchyard switchyard-js switchyard-js3 rabbitmq) out=() x
     [[ $1 != seq ]] && all+=(rabbitmq-1conn)
-    [[ $1 != seq && $QUORUM == 1 ]] && all+=(rabbitmq-quorum)
+    [[ $QUORUM == 1 ]] && all+=(rabbitmq-quorum)
     for x in "${all[@]}"; do
         [[ " $SYSTEMS " == *" $x "* ]] && out+=("$x")
     done
