@@ -1294,3 +1294,59 @@ fn a_takeover_keeps_completed_jobs_dead_letters_and_keys() {
         assert_eq!(uint(&s, "completed_total"), 1, "node {i}: {s:?}");
     }
 }
+
+/// The value of the sample `line` (name and labels) in `port`'s /metrics.
+fn sample(port: u16, line: &str) -> Option<f64> {
+    let body = common::http::request(port, "GET", "/metrics", "", "").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
+
+#[test]
+fn the_owner_exports_the_queue_metrics_and_a_new_owner_takes_them_over() {
+    const OWNER: &str = "switchyard_queue_owner{realm=\"realm1\"}";
+    const READY: &str = "switchyard_queue_ready{realm=\"realm1\",queue=\"pdf\"}";
+    const COMPLETED: &str = "switchyard_queue_completed_total{realm=\"realm1\",queue=\"pdf\"}";
+    let nats = Nats::start();
+    let ops = [common::free_port(), common::free_port()];
+    let tables = |port: u16| {
+        format!("{QUEUES}\n[[listener]]\ntype = \"operations\"\naddress = \"127.0.0.1:{port}\"\n")
+    };
+    let mut nodes = vec![
+        nats.node_full("a", &tables(ops[0]), CLUSTER),
+        nats.node_full("b", &tables(ops[1]), CLUSTER),
+    ];
+    let owner = owner_of(&nodes, &[0, 1], Duration::from_secs(10));
+    let other = 1 - owner;
+    // One job completed, two waiting (no worker).
+    let mut producer = join(&nodes[other]);
+    push(&mut producer, "pdf", 1, Dict::new()).expect("push");
+    let mut worker = join(&nodes[other]);
+    worker.register("com.example.render");
+    assert_eq!(serve_one(&mut worker, false), Some(1));
+    drop(worker);
+    wait_stats(&mut producer, "pdf", "completed", |s| {
+        uint(s, "completed_total") == 1 && uint(s, "in_flight") == 0
+    });
+    push(&mut producer, "pdf", 2, Dict::new()).expect("push");
+    push(&mut producer, "pdf", 3, Dict::new()).expect("push");
+    wait_stats(&mut producer, "pdf", "two waiting", |s| {
+        uint(s, "ready") == 2
+    });
+    // The owner exports the queue's figures and says it owns the queues; the other node
+    // exports none of them (a sum over both scrapes counts each once).
+    assert_eq!(sample(ops[owner], OWNER), Some(1.0));
+    assert_eq!(sample(ops[other], OWNER), Some(0.0));
+    assert_eq!(sample(ops[owner], READY), Some(2.0));
+    assert_eq!(sample(ops[owner], COMPLETED), Some(1.0));
+    assert_eq!(sample(ops[other], READY), None);
+    // After a takeover the survivor exports them, the lifetime counter where it was.
+    nodes[owner].signal(libc::SIGKILL);
+    assert_eq!(owner_of(&nodes, &[other], Duration::from_secs(10)), other);
+    wait_stats(&mut join(&nodes[other]), "pdf", "recovered", |s| {
+        uint(s, "ready") == 2
+    });
+    assert_eq!(sample(ops[other], OWNER), Some(1.0));
+    assert_eq!(sample(ops[other], READY), Some(2.0));
+    assert_eq!(sample(ops[other], COMPLETED), Some(1.0));
+}
