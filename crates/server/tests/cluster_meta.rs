@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::nats::Nats;
+use common::nats::{Nats, NatsCluster};
 use common::{args, args_of, Raw, Router};
 use switchyard_proto::{errors, Dict, Message, Serializer, Value};
 
@@ -817,4 +817,244 @@ fn the_bucket_does_not_keep_a_marker_per_session_ever_joined() {
     }
     eprintln!("markers purged after {:?}", start.elapsed());
     assert!(record(&nats, stays_id).is_some());
+}
+
+/// A node of an isolated NATS cluster (`NatsCluster::start_isolated`) that
+/// knows only server `server`, named three times (so the buckets it
+/// creates get three replicas and survive the loss of one server).
+fn pinned_node(nats: &NatsCluster, name: &str, server: usize) -> Router {
+    let url = nats.servers[server].url();
+    Router::start(&format!(
+        "[cluster]\nnode = \"{name}\"\nnats = [\"{url}\", \"{url}\", \"{url}\"]\n\
+         subject_prefix = \"sy\"\n{CLUSTER}\n"
+    ))
+}
+
+/// The next EVENT of `c` within `limit`, as (topic, args) of `subs`.
+fn next_event(
+    c: &mut Raw,
+    subs: &[(u64, &'static str)],
+    limit: Duration,
+) -> Option<(&'static str, Vec<Value>)> {
+    match within(c, limit)? {
+        Message::Event {
+            subscription,
+            payload,
+            ..
+        } => Some((
+            subs.iter()
+                .find(|(id, _)| *id == subscription)
+                .map_or("?", |(_, t)| *t),
+            args_of(&payload),
+        )),
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_nats_and_back_is_claimed_and_announced_again() {
+    // Node c alone loses NATS: its one server (s3) is stopped; a and b
+    // stay connected to s1 and s2, which keep a quorum of JetStream.
+    let mut nats = NatsCluster::start_isolated(3);
+    let a = pinned_node(&nats, "a", 0);
+    let _b = pinned_node(&nats, "b", 1);
+    let c = pinned_node(&nats, "c", 2);
+    let (mut cut, cut_id) = join(&c);
+    let sub = cut.subscribe("com.ex.cut");
+    cut.register("com.ex.cut.proc");
+    let (mut watcher, _) = join(&a);
+    let (mut probe, probe_id) = join(&a);
+    let topics = [
+        "wamp.session.on_join",
+        "wamp.session.on_leave",
+        "wamp.subscription.on_create",
+        "wamp.subscription.on_subscribe",
+        "wamp.subscription.on_unsubscribe",
+        "wamp.subscription.on_delete",
+    ];
+    let subs = watch(&mut watcher, &topics);
+    until(
+        &mut probe,
+        "a knows c's session, subscription and registration",
+        |c| {
+            let known = meta(c, "wamp.session.get", vec![uint(cut_id)]) != Value::Null
+                && meta(c, "wamp.subscription.lookup", vec!["com.ex.cut".into()]) != Value::Null
+                && meta(
+                    c,
+                    "wamp.registration.lookup",
+                    vec!["com.ex.cut.proc".into()],
+                ) != Value::Null;
+            Value::Bool(known)
+        },
+        |v| *v == Value::Bool(true),
+    );
+    // Cut off: a survivor ends c's session (a partition is a death).
+    nats.servers[2].stop();
+    let mut ended = Vec::new();
+    let cut_at = Instant::now();
+    while ended.len() < 3 {
+        // (Longer than the bound of a death when the bucket's JetStream
+        // leader was on s3: the reads wait for a new one.)
+        let e = next_event(&mut watcher, &subs, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("c's session not ended on a: {ended:?}"));
+        ended.push(e);
+    }
+    ended.extend(events(&mut watcher, &subs, Duration::from_millis(1000)));
+    let mut topics_ended: Vec<&str> = ended.iter().map(|(t, _)| *t).collect();
+    topics_ended.sort();
+    assert_eq!(
+        topics_ended,
+        vec![
+            "wamp.session.on_leave",
+            "wamp.subscription.on_delete",
+            "wamp.subscription.on_unsubscribe",
+        ],
+        "{ended:?}"
+    );
+    eprintln!("c ended on a {:?} after the cut", cut_at.elapsed());
+    assert_eq!(
+        meta(&mut probe, "wamp.session.get", vec![uint(cut_id)]),
+        Value::Null
+    );
+    // The session still runs on c, cut off.
+    assert_eq!(
+        meta(&mut cut, "wamp.session.get", vec![uint(cut_id)])
+            .as_dict()
+            .and_then(|d| d.get("session"))
+            .and_then(Value::as_u64),
+        Some(cut_id)
+    );
+    // Back: c's session is claimed again and announced (on_join, then its
+    // subscription's on_create and on_subscribe), once each.
+    nats.servers[2].start_again();
+    let back = Instant::now();
+    let first = next_event(&mut watcher, &subs, Duration::from_secs(20))
+        .expect("c's session announced again on a");
+    eprintln!(
+        "c's session announced again {:?} after NATS came back",
+        back.elapsed()
+    );
+    let mut again = vec![first];
+    again.extend(events(&mut watcher, &subs, Duration::from_millis(1500)));
+    let names: Vec<&str> = again.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        names,
+        vec![
+            "wamp.session.on_join",
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+        ],
+        "{again:?}"
+    );
+    let details = again[0].1[0].as_dict().expect("details");
+    assert_eq!(details.get("session").and_then(Value::as_u64), Some(cut_id));
+    assert_eq!(again[1].1[0], uint(cut_id));
+    assert_eq!(again[2].1[..2], [uint(cut_id), uint(sub)]);
+    // Visible again cluster-wide: the session (its record claimed in the
+    // bucket), its subscription and its registration.
+    assert_eq!(
+        meta(&mut probe, "wamp.session.get", vec![uint(cut_id)])
+            .as_dict()
+            .and_then(|d| d.get("session"))
+            .and_then(Value::as_u64),
+        Some(cut_id)
+    );
+    assert!(ids(&meta(&mut probe, "wamp.session.list", vec![])).contains(&cut_id));
+    let remote_sub = until_value(&mut probe, "c's subscription known on a again", |c| {
+        meta(c, "wamp.subscription.lookup", vec!["com.ex.cut".into()])
+    });
+    assert_eq!(
+        meta(
+            &mut probe,
+            "wamp.subscription.list_subscribers",
+            vec![remote_sub]
+        ),
+        Value::List(vec![uint(cut_id)])
+    );
+    until(
+        &mut probe,
+        "c's registration known on a again",
+        |c| {
+            meta(
+                c,
+                "wamp.registration.lookup",
+                vec!["com.ex.cut.proc".into()],
+            )
+        },
+        |v| v.as_u64().is_some(),
+    );
+    // A publication on a reaches c's subscriber, a call on a c's callee.
+    let request = probe.req();
+    probe.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.ex.cut".into(),
+        payload: args(vec!["again".into()]),
+    });
+    probe.expect("PUBLISHED");
+    match cut.expect("EVENT") {
+        Message::Event {
+            subscription,
+            payload,
+            ..
+        } => {
+            assert_eq!(subscription, sub);
+            assert_eq!(args_of(&payload), vec![Value::Str("again".into())]);
+        }
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+    let request = probe.req();
+    probe.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "com.ex.cut.proc".into(),
+        payload: args(vec![uint(41)]),
+    });
+    let (inv, got) = match cut.expect("INVOCATION") {
+        Message::Invocation {
+            request, payload, ..
+        } => (request, args_of(&payload)),
+        other => panic!("expected INVOCATION, got {other:?}"),
+    };
+    assert_eq!(got, vec![uint(41)]);
+    cut.send(&Message::Yield {
+        request: inv,
+        options: Dict::new(),
+        payload: args(vec![uint(42)]),
+    });
+    match probe.expect("RESULT") {
+        Message::Result {
+            request: r,
+            payload,
+            ..
+        } => {
+            assert_eq!(r, request);
+            assert_eq!(args_of(&payload), vec![uint(42)]);
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    // Nothing more (no second announcement), and c knows a's sessions.
+    assert!(events(&mut watcher, &subs, Duration::from_millis(1500)).is_empty());
+    until(
+        &mut cut,
+        "c sees a's sessions again",
+        |c| meta(c, "wamp.session.get", vec![uint(probe_id)]),
+        |v| v.as_dict().is_some(),
+    );
+    drop(a);
+}
+
+/// Asks `ask` until it answers something other than Null (at most 5 s).
+fn until_value(c: &mut Raw, what: &str, mut ask: impl FnMut(&mut Raw) -> Value) -> Value {
+    let mut got = Value::Null;
+    until(
+        c,
+        what,
+        |c| {
+            got = ask(c);
+            got.clone()
+        },
+        |v| *v != Value::Null,
+    );
+    got
 }
