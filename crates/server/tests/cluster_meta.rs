@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::nats::{Nats, NatsCluster};
 use common::{args, args_of, Raw, Router};
-use switchyard_proto::{errors, Dict, Message, Serializer, Value};
+use switchyard_proto::{errors, Dict, Message, Payload, Serializer, Value};
 
 /// Heartbeat of these tests' nodes: a dead node is declared so within
 /// 3.25 heartbeats (1.3 s).
@@ -1057,4 +1057,167 @@ fn until_value(c: &mut Raw, what: &str, mut ask: impl FnMut(&mut Raw) -> Value) 
         |v| *v != Value::Null,
     );
     got
+}
+
+const SECRET: &str = "kill-test-secret";
+
+/// Realm tables: ticket logins, an `admin` role that may call the meta
+/// API and a `user` role that may not.
+fn kill_config() -> String {
+    let hash = switchyard_router::auth::ticket::hash_secret(SECRET).expect("hash");
+    let user = |authid: &str, role: &str| {
+        format!(
+            "[[realm.auth.ticket]]\nauthid = \"{authid}\"\nsecret = \"{hash}\"\nrole = \"{role}\"\n\n"
+        )
+    };
+    format!(
+        "[realm.auth]\nmethods = [\"ticket\"]\n\n{}{}{}\
+         [[realm.role]]\nname = \"admin\"\n\n\
+         [[realm.role.permission]]\nuri = \"wamp.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+         [[realm.role]]\nname = \"user\"\n\n\
+         [[realm.role.permission]]\nuri = \"com.\"\nmatch = \"prefix\"\nallow = [\"call\", \"register\"]\n",
+        user("admin", "admin"),
+        user("alice", "user"),
+        user("bob", "user"),
+    )
+}
+
+/// A session of `authid` on `node` (ticket): (client, session id).
+fn login(node: &Router, authid: &str) -> (Raw, u64) {
+    let mut c = Raw::connect(node.rs_port, Serializer::Json);
+    let roles = Dict::new()
+        .with("caller", Dict::new())
+        .with("callee", Dict::new());
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new()
+            .with("roles", roles)
+            .with("authmethods", Value::List(vec!["ticket".into()]))
+            .with("authid", authid),
+    });
+    assert!(matches!(c.expect("CHALLENGE"), Message::Challenge { .. }));
+    c.send(&Message::Authenticate {
+        signature: SECRET.into(),
+        extra: Dict::new(),
+    });
+    match c.expect("WELCOME") {
+        Message::Welcome { session, .. } => (c, session),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+/// The GOODBYE that ends `c`'s session: (reason, message).
+fn killed(c: &mut Raw) -> (String, String) {
+    match c.expect("GOODBYE") {
+        Message::Goodbye { reason, details } => (
+            reason,
+            details.get_str("message").unwrap_or_default().to_string(),
+        ),
+        other => panic!("expected GOODBYE, got {other:?}"),
+    }
+}
+
+#[test]
+fn kill_procedures_end_sessions_of_every_node_once_authorized_on_the_callers() {
+    let nats = Nats::start();
+    let node = |name| nats.node_full(name, &kill_config(), CLUSTER);
+    let (a, b, c) = (node("a"), node("b"), node("c"));
+    let (mut admin, _) = login(&a, "admin");
+    let (mut alice0, alice0_id) = login(&a, "alice");
+    let (mut alice1, alice1_id) = login(&b, "alice");
+    let (mut bob1, bob1_id) = login(&b, "bob");
+    let (mut alice2, alice2_id) = login(&c, "alice");
+    let (mut bob2, _) = login(&c, "bob");
+    let (mut bob3, _) = login(&c, "bob");
+    until(
+        &mut admin,
+        "a sees every node's sessions",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(7),
+    );
+    // A role without the right is refused on its node, and nothing ends.
+    for (procedure, arg) in [
+        ("wamp.session.kill", uint(bob1_id)),
+        ("wamp.session.kill_by_authid", "bob".into()),
+        ("wamp.session.kill_by_authrole", "user".into()),
+    ] {
+        assert_eq!(
+            call(&mut alice0, procedure, vec![arg]),
+            Err(errors::NOT_AUTHORIZED.to_string()),
+            "{procedure}"
+        );
+    }
+    assert!(within(&mut bob1, Duration::from_millis(300)).is_none());
+    assert_eq!(
+        meta(&mut admin, "wamp.session.count", vec![]).as_u64(),
+        Some(7)
+    );
+    // One session of another node, with a reason and a message.
+    let request = admin.req();
+    admin.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "wamp.session.kill".into(),
+        payload: Payload::values(
+            vec![uint(bob1_id)],
+            Some(
+                Dict::new()
+                    .with("reason", "com.ex.kicked")
+                    .with("message", "go away"),
+            ),
+        ),
+    });
+    match admin.expect("RESULT") {
+        Message::Result {
+            request: r,
+            payload,
+            ..
+        } => {
+            assert_eq!(r, request);
+            assert!(args_of(&payload).is_empty());
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    assert_eq!(
+        killed(&mut bob1),
+        ("com.ex.kicked".to_string(), "go away".to_string())
+    );
+    // An id no node holds.
+    assert_eq!(
+        call(&mut admin, "wamp.session.kill", vec![uint(12345)]),
+        Err(errors::NO_SUCH_SESSION.to_string())
+    );
+    // By authid: the ids of every node's sessions, each ended.
+    let mut got = ids(&meta(
+        &mut admin,
+        "wamp.session.kill_by_authid",
+        vec!["alice".into()],
+    ));
+    got.sort();
+    let mut want = vec![alice0_id, alice1_id, alice2_id];
+    want.sort();
+    assert_eq!(got, want);
+    for s in [&mut alice0, &mut alice1, &mut alice2] {
+        assert_eq!(killed(s).0, errors::CLOSE_KILLED);
+    }
+    // By authrole: the count, over the nodes (c's two bobs).
+    assert_eq!(
+        meta(
+            &mut admin,
+            "wamp.session.kill_by_authrole",
+            vec!["user".into()]
+        )
+        .as_u64(),
+        Some(2)
+    );
+    for s in [&mut bob2, &mut bob3] {
+        assert_eq!(killed(s).0, errors::CLOSE_KILLED);
+    }
+    until(
+        &mut admin,
+        "only the admin is left",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(1),
+    );
+    drop((b, c));
 }

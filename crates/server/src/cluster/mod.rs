@@ -688,6 +688,13 @@ impl Backplane for NatsBackplane {
     fn remote_subscriptions(&self) -> Vec<switchyard_router::backplane::RemoteSubscription> {
         self.meta.remote_subscriptions()
     }
+
+    fn kill_remote(
+        &self,
+        order: switchyard_router::backplane::KillOrder,
+    ) -> Option<switchyard_router::backplane::KillWait> {
+        self.meta.kill_remote(order)
+    }
 }
 
 /// How often the relay looks for callees that left with invocations

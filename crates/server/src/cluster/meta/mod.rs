@@ -37,6 +37,7 @@ pub mod bucket;
 pub mod record;
 pub mod view;
 
+mod kill;
 mod reaper;
 mod returned;
 mod state;
@@ -86,6 +87,13 @@ pub async fn start(
             realm.clone(),
             sub,
         )));
+        let subject = subject::realm_rpc(&meta.prefix, realm.name(), "kill", &meta.node);
+        let sub = meta
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| format!("cluster: cannot subscribe to {subject}: {e}"))?;
+        tasks.push(tokio::spawn(kill::serve(realm.clone(), rm.clone(), sub)));
         tasks.push(tokio::spawn(record_subscriptions(
             realm.clone(),
             rm.clone(),

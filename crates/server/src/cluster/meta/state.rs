@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
-use switchyard_router::backplane::{ClaimWait, RemoteSession, RemoteSubscription};
+use switchyard_router::backplane::{
+    ClaimWait, KillOrder, KillWait, RemoteSession, RemoteSubscription,
+};
 use switchyard_router::Session;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -378,6 +380,10 @@ impl RealmMeta {
             .view
             .read()
             .session(&self.meta.node, &self.realm, id)
+    }
+
+    pub fn kill_remote(&self, order: KillOrder) -> Option<KillWait> {
+        super::kill::ask(self, order)
     }
 
     pub fn remote_subscriptions(&self) -> Vec<RemoteSubscription> {

@@ -176,6 +176,11 @@ impl View {
             .map(remote_session)
     }
 
+    /// The node of session `id`, if known.
+    pub fn session_node(&self, id: u64) -> Option<String> {
+        self.sessions.get(&id).map(|s| s.record.node.clone())
+    }
+
     /// The subscriptions of realm `realm` of nodes other than `me`.
     pub fn subscriptions(&self, me: &str, realm: &str) -> Vec<RemoteSubscription> {
         self.subscriptions
