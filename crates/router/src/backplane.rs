@@ -156,7 +156,41 @@ pub trait Backplane: Send + Sync + Debug {
     fn remote_subscriptions(&self) -> Vec<RemoteSubscription> {
         Vec::new()
     }
+
+    /// `wamp.session.kill`, `kill_by_authid` or `kill_by_authrole` on the
+    /// other nodes (the call was authorized on this one): each node ends
+    /// its own client sessions `order` names, as the procedure does on
+    /// one node. None when there is no other node to ask; else the ids
+    /// of the sessions the other nodes ended (bounded in time: a node
+    /// that does not answer in time counts for none).
+    fn kill_remote(&self, _order: KillOrder) -> Option<KillWait> {
+        None
+    }
 }
+
+/// Which sessions of the other nodes a kill procedure ends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KillTarget {
+    /// `wamp.session.kill`: the session with this id.
+    Session(u64),
+    /// `wamp.session.kill_by_authid`.
+    AuthId(String),
+    /// `wamp.session.kill_by_authrole`.
+    AuthRole(String),
+}
+
+/// A kill procedure's order to the other nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KillOrder {
+    pub target: KillTarget,
+    /// The GOODBYE's reason (checked on the caller's node).
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+/// What [`Backplane::kill_remote`] answers: the ids of the sessions the
+/// other nodes ended.
+pub type KillWait = Pin<Box<dyn Future<Output = Vec<u64>> + Send>>;
 
 /// What [`Backplane::claim_session`] has a joining session wait for: true
 /// to go on with its id, false if another node holds it.

@@ -12,9 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::nats::Nats;
+use common::nats::{Nats, NatsCluster};
 use common::{args, args_of, Raw, Router};
-use switchyard_proto::{errors, Dict, Message, Serializer, Value};
+use switchyard_proto::{errors, Dict, Message, Payload, Serializer, Value};
 
 /// Heartbeat of these tests' nodes: a dead node is declared so within
 /// 3.25 heartbeats (1.3 s).
@@ -817,4 +817,409 @@ fn the_bucket_does_not_keep_a_marker_per_session_ever_joined() {
     }
     eprintln!("markers purged after {:?}", start.elapsed());
     assert!(record(&nats, stays_id).is_some());
+}
+
+/// A node of an isolated NATS cluster (`NatsCluster::start_isolated`) that
+/// knows only server `server`, named three times (so the buckets it
+/// creates get three replicas and survive the loss of one server).
+fn pinned_node(nats: &NatsCluster, name: &str, server: usize) -> Router {
+    let url = nats.servers[server].url();
+    Router::start(&format!(
+        "[cluster]\nnode = \"{name}\"\nnats = [\"{url}\", \"{url}\", \"{url}\"]\n\
+         subject_prefix = \"sy\"\n{CLUSTER}\n"
+    ))
+}
+
+/// The next EVENT of `c` within `limit`, as (topic, args) of `subs`.
+fn next_event(
+    c: &mut Raw,
+    subs: &[(u64, &'static str)],
+    limit: Duration,
+) -> Option<(&'static str, Vec<Value>)> {
+    match within(c, limit)? {
+        Message::Event {
+            subscription,
+            payload,
+            ..
+        } => Some((
+            subs.iter()
+                .find(|(id, _)| *id == subscription)
+                .map_or("?", |(_, t)| *t),
+            args_of(&payload),
+        )),
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_nats_and_back_is_claimed_and_announced_again() {
+    // Node c alone loses NATS: its one server (s3) is stopped; a and b
+    // stay connected to s1 and s2, which keep a quorum of JetStream.
+    let mut nats = NatsCluster::start_isolated(3);
+    let a = pinned_node(&nats, "a", 0);
+    let _b = pinned_node(&nats, "b", 1);
+    let c = pinned_node(&nats, "c", 2);
+    let (mut cut, cut_id) = join(&c);
+    let sub = cut.subscribe("com.ex.cut");
+    cut.register("com.ex.cut.proc");
+    let (mut watcher, _) = join(&a);
+    let (mut probe, probe_id) = join(&a);
+    let topics = [
+        "wamp.session.on_join",
+        "wamp.session.on_leave",
+        "wamp.subscription.on_create",
+        "wamp.subscription.on_subscribe",
+        "wamp.subscription.on_unsubscribe",
+        "wamp.subscription.on_delete",
+    ];
+    let subs = watch(&mut watcher, &topics);
+    until(
+        &mut probe,
+        "a knows c's session, subscription and registration",
+        |c| {
+            let known = meta(c, "wamp.session.get", vec![uint(cut_id)]) != Value::Null
+                && meta(c, "wamp.subscription.lookup", vec!["com.ex.cut".into()]) != Value::Null
+                && meta(
+                    c,
+                    "wamp.registration.lookup",
+                    vec!["com.ex.cut.proc".into()],
+                ) != Value::Null;
+            Value::Bool(known)
+        },
+        |v| *v == Value::Bool(true),
+    );
+    // Cut off: a survivor ends c's session (a partition is a death).
+    nats.servers[2].stop();
+    let mut ended = Vec::new();
+    let cut_at = Instant::now();
+    while ended.len() < 3 {
+        // (Longer than the bound of a death: when the bucket's JetStream
+        // leader was on s3, the survivors' first reads fail until a new
+        // one is elected, and the sweep, every 10 heartbeats, takes the
+        // records: 2 to 12 s in runs here.)
+        let e = next_event(&mut watcher, &subs, Duration::from_secs(25))
+            .unwrap_or_else(|| panic!("c's session not ended on a: {ended:?}"));
+        ended.push(e);
+    }
+    ended.extend(events(&mut watcher, &subs, Duration::from_millis(1000)));
+    let mut topics_ended: Vec<&str> = ended.iter().map(|(t, _)| *t).collect();
+    topics_ended.sort();
+    assert_eq!(
+        topics_ended,
+        vec![
+            "wamp.session.on_leave",
+            "wamp.subscription.on_delete",
+            "wamp.subscription.on_unsubscribe",
+        ],
+        "{ended:?}"
+    );
+    eprintln!("c ended on a {:?} after the cut", cut_at.elapsed());
+    assert_eq!(
+        meta(&mut probe, "wamp.session.get", vec![uint(cut_id)]),
+        Value::Null
+    );
+    // The session still runs on c, cut off.
+    assert_eq!(
+        meta(&mut cut, "wamp.session.get", vec![uint(cut_id)])
+            .as_dict()
+            .and_then(|d| d.get("session"))
+            .and_then(Value::as_u64),
+        Some(cut_id)
+    );
+    // Back: c's session is claimed again and announced (on_join, then its
+    // subscription's on_create and on_subscribe), once each.
+    nats.servers[2].start_again();
+    let back = Instant::now();
+    let first = next_event(&mut watcher, &subs, Duration::from_secs(20))
+        .expect("c's session announced again on a");
+    eprintln!(
+        "c's session announced again {:?} after NATS came back",
+        back.elapsed()
+    );
+    let mut again = vec![first];
+    again.extend(events(&mut watcher, &subs, Duration::from_millis(1500)));
+    let names: Vec<&str> = again.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        names,
+        vec![
+            "wamp.session.on_join",
+            "wamp.subscription.on_create",
+            "wamp.subscription.on_subscribe",
+        ],
+        "{again:?}"
+    );
+    let details = again[0].1[0].as_dict().expect("details");
+    assert_eq!(details.get("session").and_then(Value::as_u64), Some(cut_id));
+    assert_eq!(again[1].1[0], uint(cut_id));
+    assert_eq!(again[2].1[..2], [uint(cut_id), uint(sub)]);
+    // Visible again cluster-wide: the session (its record claimed in the
+    // bucket), its subscription and its registration.
+    assert_eq!(
+        meta(&mut probe, "wamp.session.get", vec![uint(cut_id)])
+            .as_dict()
+            .and_then(|d| d.get("session"))
+            .and_then(Value::as_u64),
+        Some(cut_id)
+    );
+    assert!(ids(&meta(&mut probe, "wamp.session.list", vec![])).contains(&cut_id));
+    let remote_sub = until_value(&mut probe, "c's subscription known on a again", |c| {
+        meta(c, "wamp.subscription.lookup", vec!["com.ex.cut".into()])
+    });
+    assert_eq!(
+        meta(
+            &mut probe,
+            "wamp.subscription.list_subscribers",
+            vec![remote_sub]
+        ),
+        Value::List(vec![uint(cut_id)])
+    );
+    until(
+        &mut probe,
+        "c's registration known on a again",
+        |c| {
+            meta(
+                c,
+                "wamp.registration.lookup",
+                vec!["com.ex.cut.proc".into()],
+            )
+        },
+        |v| v.as_u64().is_some(),
+    );
+    // A publication on a reaches c's subscriber, a call on a c's callee.
+    let request = probe.req();
+    probe.send(&Message::Publish {
+        request,
+        options: Dict::new().with("acknowledge", true),
+        topic: "com.ex.cut".into(),
+        payload: args(vec!["again".into()]),
+    });
+    probe.expect("PUBLISHED");
+    match cut.expect("EVENT") {
+        Message::Event {
+            subscription,
+            payload,
+            ..
+        } => {
+            assert_eq!(subscription, sub);
+            assert_eq!(args_of(&payload), vec![Value::Str("again".into())]);
+        }
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+    let request = probe.req();
+    probe.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "com.ex.cut.proc".into(),
+        payload: args(vec![uint(41)]),
+    });
+    let (inv, got) = match cut.expect("INVOCATION") {
+        Message::Invocation {
+            request, payload, ..
+        } => (request, args_of(&payload)),
+        other => panic!("expected INVOCATION, got {other:?}"),
+    };
+    assert_eq!(got, vec![uint(41)]);
+    cut.send(&Message::Yield {
+        request: inv,
+        options: Dict::new(),
+        payload: args(vec![uint(42)]),
+    });
+    match probe.expect("RESULT") {
+        Message::Result {
+            request: r,
+            payload,
+            ..
+        } => {
+            assert_eq!(r, request);
+            assert_eq!(args_of(&payload), vec![uint(42)]);
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    // Nothing more (no second announcement), and c knows a's sessions.
+    assert!(events(&mut watcher, &subs, Duration::from_millis(1500)).is_empty());
+    until(
+        &mut cut,
+        "c sees a's sessions again",
+        |c| meta(c, "wamp.session.get", vec![uint(probe_id)]),
+        |v| v.as_dict().is_some(),
+    );
+    drop(a);
+}
+
+/// Asks `ask` until it answers something other than Null (at most 5 s).
+fn until_value(c: &mut Raw, what: &str, mut ask: impl FnMut(&mut Raw) -> Value) -> Value {
+    let mut got = Value::Null;
+    until(
+        c,
+        what,
+        |c| {
+            got = ask(c);
+            got.clone()
+        },
+        |v| *v != Value::Null,
+    );
+    got
+}
+
+const SECRET: &str = "kill-test-secret";
+
+/// Realm tables: ticket logins, an `admin` role that may call the meta
+/// API and a `user` role that may not.
+fn kill_config() -> String {
+    let hash = switchyard_router::auth::ticket::hash_secret(SECRET).expect("hash");
+    let user = |authid: &str, role: &str| {
+        format!(
+            "[[realm.auth.ticket]]\nauthid = \"{authid}\"\nsecret = \"{hash}\"\nrole = \"{role}\"\n\n"
+        )
+    };
+    format!(
+        "[realm.auth]\nmethods = [\"ticket\"]\n\n{}{}{}\
+         [[realm.role]]\nname = \"admin\"\n\n\
+         [[realm.role.permission]]\nuri = \"wamp.\"\nmatch = \"prefix\"\nallow = [\"call\"]\n\n\
+         [[realm.role]]\nname = \"user\"\n\n\
+         [[realm.role.permission]]\nuri = \"com.\"\nmatch = \"prefix\"\nallow = [\"call\", \"register\"]\n",
+        user("admin", "admin"),
+        user("alice", "user"),
+        user("bob", "user"),
+    )
+}
+
+/// A session of `authid` on `node` (ticket): (client, session id).
+fn login(node: &Router, authid: &str) -> (Raw, u64) {
+    let mut c = Raw::connect(node.rs_port, Serializer::Json);
+    let roles = Dict::new()
+        .with("caller", Dict::new())
+        .with("callee", Dict::new());
+    c.send(&Message::Hello {
+        realm: "realm1".into(),
+        details: Dict::new()
+            .with("roles", roles)
+            .with("authmethods", Value::List(vec!["ticket".into()]))
+            .with("authid", authid),
+    });
+    assert!(matches!(c.expect("CHALLENGE"), Message::Challenge { .. }));
+    c.send(&Message::Authenticate {
+        signature: SECRET.into(),
+        extra: Dict::new(),
+    });
+    match c.expect("WELCOME") {
+        Message::Welcome { session, .. } => (c, session),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+/// The GOODBYE that ends `c`'s session: (reason, message).
+fn killed(c: &mut Raw) -> (String, String) {
+    match c.expect("GOODBYE") {
+        Message::Goodbye { reason, details } => (
+            reason,
+            details.get_str("message").unwrap_or_default().to_string(),
+        ),
+        other => panic!("expected GOODBYE, got {other:?}"),
+    }
+}
+
+#[test]
+fn kill_procedures_end_sessions_of_every_node_once_authorized_on_the_callers() {
+    let nats = Nats::start();
+    let node = |name| nats.node_full(name, &kill_config(), CLUSTER);
+    let (a, b, c) = (node("a"), node("b"), node("c"));
+    let (mut admin, _) = login(&a, "admin");
+    let (mut alice0, alice0_id) = login(&a, "alice");
+    let (mut alice1, alice1_id) = login(&b, "alice");
+    let (mut bob1, bob1_id) = login(&b, "bob");
+    let (mut alice2, alice2_id) = login(&c, "alice");
+    let (mut bob2, _) = login(&c, "bob");
+    let (mut bob3, _) = login(&c, "bob");
+    until(
+        &mut admin,
+        "a sees every node's sessions",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(7),
+    );
+    // A role without the right is refused on its node, and nothing ends.
+    for (procedure, arg) in [
+        ("wamp.session.kill", uint(bob1_id)),
+        ("wamp.session.kill_by_authid", "bob".into()),
+        ("wamp.session.kill_by_authrole", "user".into()),
+    ] {
+        assert_eq!(
+            call(&mut alice0, procedure, vec![arg]),
+            Err(errors::NOT_AUTHORIZED.to_string()),
+            "{procedure}"
+        );
+    }
+    assert!(within(&mut bob1, Duration::from_millis(300)).is_none());
+    assert_eq!(
+        meta(&mut admin, "wamp.session.count", vec![]).as_u64(),
+        Some(7)
+    );
+    // One session of another node, with a reason and a message.
+    let request = admin.req();
+    admin.send(&Message::Call {
+        request,
+        options: Dict::new(),
+        procedure: "wamp.session.kill".into(),
+        payload: Payload::values(
+            vec![uint(bob1_id)],
+            Some(
+                Dict::new()
+                    .with("reason", "com.ex.kicked")
+                    .with("message", "go away"),
+            ),
+        ),
+    });
+    match admin.expect("RESULT") {
+        Message::Result {
+            request: r,
+            payload,
+            ..
+        } => {
+            assert_eq!(r, request);
+            assert!(args_of(&payload).is_empty());
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    assert_eq!(
+        killed(&mut bob1),
+        ("com.ex.kicked".to_string(), "go away".to_string())
+    );
+    // An id no node holds.
+    assert_eq!(
+        call(&mut admin, "wamp.session.kill", vec![uint(12345)]),
+        Err(errors::NO_SUCH_SESSION.to_string())
+    );
+    // By authid: the ids of every node's sessions, each ended.
+    let mut got = ids(&meta(
+        &mut admin,
+        "wamp.session.kill_by_authid",
+        vec!["alice".into()],
+    ));
+    got.sort();
+    let mut want = vec![alice0_id, alice1_id, alice2_id];
+    want.sort();
+    assert_eq!(got, want);
+    for s in [&mut alice0, &mut alice1, &mut alice2] {
+        assert_eq!(killed(s).0, errors::CLOSE_KILLED);
+    }
+    // By authrole: the count, over the nodes (c's two bobs).
+    assert_eq!(
+        meta(
+            &mut admin,
+            "wamp.session.kill_by_authrole",
+            vec!["user".into()]
+        )
+        .as_u64(),
+        Some(2)
+    );
+    for s in [&mut bob2, &mut bob3] {
+        assert_eq!(killed(s).0, errors::CLOSE_KILLED);
+    }
+    until(
+        &mut admin,
+        "only the admin is left",
+        |c| meta(c, "wamp.session.count", vec![]),
+        |v| v.as_u64() == Some(1),
+    );
+    drop((b, c));
 }

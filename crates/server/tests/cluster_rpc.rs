@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::nats::Nats;
+use common::nats::{Nats, NatsCluster};
 use common::{args, args_of, Raw, Router};
 use switchyard_proto::{errors, Dict, Message, Serializer, Value};
 
@@ -768,4 +768,182 @@ fn first_across_nodes_is_the_first_callee_this_node_learned_of() {
     let (inv, _, _) = invocation(&mut on_b);
     yield_(&mut on_b, inv, Dict::new(), vec!["b".into()]);
     assert_eq!(result(&mut caller, r).1, vec![Value::from("b")]);
+}
+
+/// A node of `nats` that connects to server `server` first (named three
+/// times: its buckets get three replicas) and learns the others from it
+/// (NATS advertises them), so it moves to another when that one goes.
+fn node_on(nats: &NatsCluster, name: &str, server: usize) -> Router {
+    let url = nats.servers[server].url();
+    Router::start(&format!(
+        "[cluster]\nnode = \"{name}\"\nnats = [\"{url}\", \"{url}\", \"{url}\"]\n\
+         subject_prefix = \"sy\"\nheartbeat = \"400ms\"\n"
+    ))
+}
+
+/// What became of one call made while a NATS server died.
+#[derive(Debug)]
+enum Outcome {
+    Done,
+    Failed(String, String),
+}
+
+/// Calls `procedure` on `c` in rounds of `batch` calls at once until
+/// `until` says stop: per call, its outcome and how long it took. A call
+/// not answered within `limit` panics (a call that hangs).
+fn call_rounds(
+    c: &mut Raw,
+    procedure: &str,
+    batch: usize,
+    limit: Duration,
+    mut until: impl FnMut(&[(Outcome, Duration)]) -> bool,
+) -> Vec<(Outcome, Duration)> {
+    let mut out = Vec::new();
+    while !until(&out) {
+        let mut pending: Vec<(u64, Instant)> = (0..batch)
+            .map(|i| {
+                let request = c.req();
+                c.send(&Message::Call {
+                    request,
+                    options: Dict::new(),
+                    procedure: procedure.into(),
+                    payload: args(vec![uint(i as u64)]),
+                });
+                (request, Instant::now())
+            })
+            .collect();
+        c.stream.set_read_timeout(Some(limit)).expect("timeout");
+        while !pending.is_empty() {
+            let m = c.recv().unwrap_or_else(|| {
+                panic!(
+                    "{} call(s) not answered within {limit:?} (a call hangs); so far {out:?}",
+                    pending.len()
+                )
+            });
+            let (request, outcome) = match m {
+                Message::Result { request, .. } => (request, Outcome::Done),
+                Message::Error {
+                    request,
+                    error,
+                    payload,
+                    ..
+                } => {
+                    let first = args_of(&payload)
+                        .first()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    (request, Outcome::Failed(error, first))
+                }
+                other => panic!("expected RESULT or ERROR, got {other:?}"),
+            };
+            let Some(i) = pending.iter().position(|(r, _)| *r == request) else {
+                panic!("an answer to no pending call: {request}");
+            };
+            let (_, sent) = pending.swap_remove(i);
+            out.push((outcome, sent.elapsed()));
+        }
+    }
+    out
+}
+
+#[test]
+fn calls_to_a_callee_whose_nats_server_dies_complete_or_fail_clearly_and_none_hangs() {
+    let mut nats = NatsCluster::start(3);
+    let a = node_on(&nats, "a", 0);
+    let b = node_on(&nats, "b", 1);
+    let (mut callee, _) = join(&b);
+    register(&mut callee, "com.ex.echo", Dict::new()).expect("registered");
+    // The callee answers every invocation at once, in a thread of its own.
+    let answering = std::thread::spawn(move || {
+        let mut answered = 0u64;
+        callee
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        while let Some(m) = callee.recv() {
+            if let Message::Invocation {
+                request, payload, ..
+            } = m
+            {
+                yield_(&mut callee, request, Dict::new(), args_of(&payload));
+                answered += 1;
+            }
+        }
+        answered
+    });
+    let (mut caller, _) = join(&a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while callees(&mut caller, "com.ex.echo", "exact").is_empty() {
+        assert!(Instant::now() < deadline, "b's callee not known on a");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(nats.server_of("b"), Some(1));
+    let limit = Duration::from_secs(6);
+    let before = call_rounds(&mut caller, "com.ex.echo", 4, limit, |o| o.len() >= 40);
+    assert!(
+        before.iter().all(|(o, _)| matches!(o, Outcome::Done)),
+        "{before:?}"
+    );
+    // The callee node's server is killed while calls run (four at a time),
+    // then the caller node's.
+    for name in ["b", "a"] {
+        let server = nats.server_of(name).expect("connected");
+        let killed = Instant::now();
+        nats.servers[server].stop();
+        // Calls go on until 40 in a row have completed after it moved.
+        let mut moved = None;
+        let after = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            call_rounds(&mut caller, "com.ex.echo", 4, limit, |o| {
+                if moved.is_none() {
+                    moved = nats.server_of(name).filter(|s| *s != server);
+                }
+                let streak = o
+                    .iter()
+                    .rev()
+                    .take_while(|(x, _)| matches!(x, Outcome::Done))
+                    .count();
+                assert!(
+                    killed.elapsed() < Duration::from_secs(30),
+                    "calls did not recover within 30 s: {o:?}"
+                );
+                moved.is_some() && streak >= 40
+            })
+        }));
+        let after = after.unwrap_or_else(|_| {
+            panic!(
+                "node a's log:\n{}\nnode b's log:\n{}",
+                a.log_text(),
+                b.log_text()
+            )
+        });
+        let failed: Vec<&(Outcome, Duration)> = after
+            .iter()
+            .filter(|(o, _)| matches!(o, Outcome::Failed(..)))
+            .collect();
+        let slowest = after.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        eprintln!(
+            "{name}'s server killed: {} calls, {} failed, slowest {slowest:?}, {name} moved to server {moved:?}; failures: {failed:?}",
+            after.len(),
+            failed.len()
+        );
+        // Every call answered within the bound: a node whose connection
+        // came back tells so in its next heartbeat (or notices it itself),
+        // and the calls in flight to or from it end; a node silent for
+        // 3.25 heartbeats (1.3 s) is dead.
+        assert!(slowest < Duration::from_secs(5), "slowest call {slowest:?}");
+        for (o, _) in &failed {
+            let Outcome::Failed(uri, message) = o else {
+                continue;
+            };
+            assert!(
+                (uri == errors::CANCELED && message.contains(&format!("node {name}")))
+                    || uri == errors::NO_SUCH_PROCEDURE,
+                "a failure without a clear error: {uri} {message:?}"
+            );
+        }
+    }
+    drop(caller);
+    drop(a);
+    drop(b);
+    let _ = answering.join();
 }

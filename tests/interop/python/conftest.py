@@ -13,11 +13,13 @@ module_router_factory  the same, shared by a module (for module-scoped fixtures)
 queue_router    helper of the queue suites' module fixtures (``qrouter``, ``prouter``),
                 parametrized ``one-node`` / ``jetstream-cluster``: the queue tests run on
                 one router and on a node of a three-node cluster with JetStream queues.
-rpc_nodes       (callee router, caller router), per module, parametrized: ``one-node``
-                (both the module's ``router``) and ``two-nodes`` (two cluster nodes
-                over a nats-server: RPC across nodes, docs/CLUSTER.md). Tests that use
-                it wait for a registration to be known on the caller's node
-                (``wamplib.registered``) before calling.
+rpc_nodes       (n0, n1, n2), per module, parametrized: ``one-node`` (the module's
+                ``router`` three times) and ``three-nodes`` (three cluster nodes over a
+                nats-server: RPC across nodes, docs/CLUSTER.md). Tests spread their callees
+                and callers over the three (the callee on n0 and the caller on n1 where
+                there are two). Tests that use it wait for a registration to be known on
+                the caller's node (``wamplib.registered``; ``wamplib.callees_known`` for a
+                shared registration's callees) before calling.
 pubsub_nodes    (n0, n1, n2), per module, parametrized: ``one-node`` (the module's
                 ``router`` three times) and ``three-nodes`` (three cluster nodes over a
                 nats-server with JetStream): PubSub with its sessions spread over the
@@ -63,16 +65,16 @@ def router(request):
     stop_and_check(r)
 
 
-@pytest.fixture(scope="module", params=["one-node", "two-nodes"])
+@pytest.fixture(scope="module", params=["one-node", "three-nodes"])
 def rpc_nodes(request):
-    """(callee's router, caller's router): the same router, or two cluster nodes."""
+    """(n0, n1, n2): the module's router three times, or three cluster nodes."""
     if request.param == "one-node":
         r = request.getfixturevalue("router")
-        yield r, r
+        yield r, r, r
         return
-    nats, routers = start_cluster(f"{request.module.__name__}-cluster", 2)
+    nats, routers = start_cluster(f"{request.module.__name__}-cluster", 3)
     try:
-        yield routers[0], routers[1]
+        yield tuple(routers)
     finally:
         _stop_cluster(nats, routers)
 

@@ -58,22 +58,24 @@ async def check_call_and_error(caller, name, seen):
 
 @pytest.mark.parametrize("transport,ser", COMBOS, ids=IDS)
 def test_call_result_and_error(rpc_nodes, transport, ser):
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, other_node = rpc_nodes
 
     async def main():
         callee = await connect(callee_node, transport, ser)
         caller = await connect(caller_node, transport, ser)
+        other = await connect(other_node, transport, ser)
         try:
             name = proc()
             seen = await echo_callee(callee, name)
             await registered(caller, name + ".fail")
             await check_call_and_error(caller, name, seen)
-            # no args / single result
+            # no args / single result, from two callers (on two other nodes)
             await asyncio.wait_for(callee.register(lambda: 42, name + ".answer"), T)
-            await registered(caller, name + ".answer")
-            assert await asyncio.wait_for(caller.call(name + ".answer"), T) == 42
+            for s in (caller, other):
+                await registered(s, name + ".answer")
+                assert await asyncio.wait_for(s.call(name + ".answer"), T) == 42
         finally:
-            await close_all(callee, caller)
+            await close_all(callee, caller, other)
 
     run(main())
 
@@ -81,18 +83,20 @@ def test_call_result_and_error(rpc_nodes, transport, ser):
 @pytest.mark.parametrize("callee_ser,caller_ser",
                          [("json", "msgpack"), ("msgpack", "cbor"), ("cbor", "json"), ("json", "cbor")])
 def test_call_cross_serializer(rpc_nodes, callee_ser, caller_ser):
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, other_node = rpc_nodes
 
     async def main():
         callee = await connect(callee_node, "rs", callee_ser)
         caller = await connect(caller_node, "ws", caller_ser)
+        other = await connect(other_node, "rs", caller_ser)
         try:
             name = proc()
             seen = await echo_callee(callee, name)
-            await registered(caller, name + ".fail")
-            await check_call_and_error(caller, name, seen)
+            for s in (caller, other):
+                await registered(s, name + ".fail")
+                await check_call_and_error(s, name, seen)
         finally:
-            await close_all(callee, caller)
+            await close_all(callee, caller, other)
 
     run(main())
 

@@ -22,7 +22,8 @@ from autobahn.wamp.types import CallOptions, RegisterOptions
 
 from wamplib import (ABORT, ALL_CALLEE, ALL_CALLER, CALL, CANCEL, ERROR, INTERRUPT, INVOCATION, LOOSE_REALM,
                      PCI_CALLEE, PCI_CALLER, PUBLISH, QUIET, REGISTER, RESULT, YIELD, Peer, T, close_all,
-                     close_peers, connect, registered, registered_on, run, unique_uri, wait_until)
+                     callees_known, close_peers, connect, registered, registered_on, run, unique_uri,
+                     wait_until)
 
 # a short call timeout (ms) and the generous upper bound for when its ERROR must be there (s)
 SHORT_MS = 300
@@ -106,17 +107,22 @@ def test_shared_registration_same_id_and_policy_conflicts(router):
     run(main())
 
 
-def test_roundrobin_distribution(router):
+def test_roundrobin_distribution(rpc_nodes):
+    """Callees on n0, n1 and n2, the caller on n1: in a cluster the caller's node
+    cycles over the callees of every node in the order it learned of them."""
     async def main():
-        callees = [await connect(router) for _ in range(3)]
-        caller = await connect(router)
+        callees = [await connect(n) for n in rpc_nodes]
+        caller = await connect(rpc_nodes[1])
         try:
             name = proc("rr")
             regs = []
-            for tag, s in zip("abc", callees):
+            for i, (tag, s) in enumerate(zip("abc", callees)):
                 regs.append(await asyncio.wait_for(
                     s.register(lambda tag=tag: tag, name, options=RegisterOptions(invoke="roundrobin")), T))
-            assert len({r.id for r in regs}) == 1
+                await callees_known(caller, name, i + 1)
+            if len(set(map(id, rpc_nodes))) == 1:
+                # one registration (ids are per node in a cluster)
+                assert len({r.id for r in regs}) == 1
             got = [await asyncio.wait_for(caller.call(name), T) for _ in range(12)]
             assert got == list("abc") * 4, f"roundrobin must cycle in registration order: {got}"
             # b leaves the registration: the cycle continues over a and c
@@ -595,7 +601,7 @@ def test_realm_disclose_caller_never(router_factory):
 # ==========================================================================
 
 def test_progressive_call_results_autobahn(rpc_nodes):
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, _ = rpc_nodes
 
     async def main():
         callee = await connect(callee_node, "rs", "msgpack")
@@ -698,7 +704,7 @@ def test_progressive_call_invocation_killed(router):
 
 
 def test_progressive_call_invocations(rpc_nodes):
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, _ = rpc_nodes
 
     async def main():
         callee = await Peer.join(callee_node, callee=PCI_CALLEE)
@@ -1136,7 +1142,7 @@ def test_cancel_kill_autobahn_callee(rpc_nodes, handler):
     when the handler lets the CancelledError through, or the handler's own
     ApplicationError). The caller asked to cancel, so it gets
     wamp.error.canceled (as from Crossbar.io), with the callee's args."""
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, _ = rpc_nodes
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -1196,7 +1202,7 @@ def test_cancel_callee_without_canceling_is_skip(router, mode):
 def test_cancel_autobahn_caller_and_callee(rpc_nodes):
     """Autobahn|Python's future.cancel() sends CANCEL without a mode: the
     callee's handler is cancelled and both sessions carry on."""
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, _ = rpc_nodes
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -1231,7 +1237,7 @@ def test_cancel_autobahn_caller_and_callee(rpc_nodes):
 
 @pytest.mark.parametrize("how", ["goodbye", "abrupt"])
 def test_caller_leaving_interrupts_callee(rpc_nodes, how):
-    callee_node, caller_node = rpc_nodes
+    callee_node, caller_node, _ = rpc_nodes
 
     async def main():
         callee = await Peer.join(callee_node, callee=ALL_CALLEE)
@@ -1257,11 +1263,12 @@ def test_caller_leaving_interrupts_callee(rpc_nodes, how):
     run(main())
 
 
-def test_callee_leaving_mid_call_of_shared_registration(router):
+def test_callee_leaving_mid_call_of_shared_registration(rpc_nodes):
+    """Callees on n0 and n1, the caller on n2."""
     async def main():
         loop = asyncio.get_running_loop()
-        a, b = await connect(router), await connect(router)
-        caller = await connect(router)
+        a, b = await connect(rpc_nodes[0]), await connect(rpc_nodes[1])
+        caller = await connect(rpc_nodes[2])
         try:
             name = proc("cgone")
             invoked = loop.create_future()
@@ -1272,11 +1279,15 @@ def test_callee_leaving_mid_call_of_shared_registration(router):
                 await asyncio.sleep(30)
 
             await asyncio.wait_for(a.register(vanish, name, options=RegisterOptions(invoke="roundrobin")), T)
+            await callees_known(caller, name, 1)
             await asyncio.wait_for(b.register(lambda: "b", name, options=RegisterOptions(invoke="roundrobin")), T)
+            await callees_known(caller, name, 2)
             with pytest.raises(ApplicationError) as ei:
                 await asyncio.wait_for(caller.call(name), T)
             assert ei.value.error == "wamp.error.canceled", ei.value
             assert invoked.done()
+            # (in a cluster, a's leave reaches the caller's node one hop later)
+            await callees_known(caller, name, 1)
             assert [await asyncio.wait_for(caller.call(name), T) for _ in range(3)] == ["b"] * 3
         finally:
             await close_all(a, b, caller)

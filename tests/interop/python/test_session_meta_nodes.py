@@ -1,7 +1,7 @@
 """Session meta API across cluster nodes (issue 15) with Autobahn|Python.
 
 Run over the ``rpc_nodes`` fixture: ``one-node`` (both sessions on one
-router) and ``two-nodes`` (a session on each of two cluster nodes over a
+router) and ``three-nodes`` (a session on each of two of three cluster nodes over a
 nats-server): ``wamp.session.count`` / ``list`` / ``get`` on one node see
 the other node's sessions, ``wamp.session.on_join`` / ``on_leave`` of a
 session on one node reach a meta subscriber on the other, and the
@@ -23,7 +23,7 @@ async def _until(pred, what, timeout=T):
 
 
 def test_session_meta_api_and_events_across_nodes(rpc_nodes):
-    first, second = rpc_nodes
+    first, second, _ = rpc_nodes
 
     async def main():
         a = await connect(first, "ws", "json")
@@ -80,7 +80,7 @@ def test_session_meta_api_and_events_across_nodes(rpc_nodes):
 
 
 def test_subscription_meta_api_across_nodes(rpc_nodes):
-    first, second = rpc_nodes
+    first, second, _ = rpc_nodes
 
     async def main():
         a = await connect(first, "ws", "json")

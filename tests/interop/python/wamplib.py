@@ -1097,6 +1097,25 @@ async def registered(session, procedure: str, match: str = "exact", timeout: flo
         await asyncio.sleep(0.02)
 
 
+async def callees_known(session, procedure: str, n: int, match: str = "exact", timeout: float = T):
+    """Waits until `session`'s router counts `n` callees of the registration of
+    `procedure` (in a cluster, callees of other nodes once their nodes announced them
+    or their leave)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    got = None
+    while True:
+        reg = await asyncio.wait_for(
+            session.call("wamp.registration.lookup", procedure, {"match": match}), timeout)
+        got = 0
+        if reg is not None:
+            got = await asyncio.wait_for(session.call("wamp.registration.count_callees", reg), timeout)
+        if got == n:
+            return reg
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{procedure!r}: {got} callees on the caller's node, expected {n}")
+        await asyncio.sleep(0.02)
+
+
 async def registered_on(router, procedure: str, match: str = "exact", timeout: float = T):
     """`registered`, asked through a session of its own on `router` (for callers
     that are raw peers)."""

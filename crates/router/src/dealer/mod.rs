@@ -767,6 +767,44 @@ impl Dealer {
         self.inner.flush(out);
     }
 
+    /// Ends the calls in flight to callee `session` with
+    /// `wamp.error.canceled` ("call to ... canceled: `reason`"); its
+    /// registrations stay. What a cluster does when the messages to or
+    /// from a remote callee's node may have been lost. The number ended.
+    pub fn fail_calls_to(&self, session: &Session, reason: &str) -> usize {
+        if session.dealer_calls() == 0 {
+            return 0;
+        }
+        let mut out = Outbox::new();
+        let served = {
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
+            let served: Vec<u64> = st
+                .calls
+                .iter()
+                .filter(|(_, call)| {
+                    matches!(&call.target, Target::Invoked { callee, .. } if callee.id == session.id)
+                })
+                .map(|(cid, _)| *cid)
+                .collect();
+            for cid in &served {
+                let Some(procedure) = st.calls.get(cid).map(|c| c.procedure.clone()) else {
+                    continue;
+                };
+                let message = format!("call to \"{procedure}\" canceled: {reason}");
+                st.end(
+                    *cid,
+                    &self.inner.config,
+                    &mut out,
+                    End::Router((errors::CANCELED, message)),
+                );
+            }
+            served.len()
+        };
+        self.inner.flush(out);
+        served
+    }
+
     /// Registrations `session` holds as a callee.
     pub fn new_registration_over(
         &self,

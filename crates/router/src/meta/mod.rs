@@ -29,6 +29,14 @@ pub(crate) fn call(
     let run = |f: fn(&Arc<Realm>, &Arc<Session>, &Args) -> MetaResult| -> MetaResult {
         f(realm, caller, &Args::decode(payload)?)
     };
+    let later = |added: session::Added| match added {
+        session::Added::Now(result) => Some(result),
+        session::Added::Later(pending) => {
+            let caller = caller.clone();
+            tokio::spawn(async move { reply(&caller, request, pending.await) });
+            None
+        }
+    };
     let result = match procedure {
         "wamp.registration.list" => run(registration::list),
         "wamp.registration.lookup" => run(registration::lookup),
@@ -43,21 +51,31 @@ pub(crate) fn call(
         "wamp.subscription.list_subscribers" => run(subscription::list_subscribers),
         "wamp.subscription.count_subscribers" => run(subscription::count_subscribers),
         "wamp.subscription.get_events" => run(subscription::get_events),
-        "wamp.session.add_testament" => match session::add_testament(realm, caller, payload) {
-            session::Added::Now(result) => result,
-            session::Added::Later(pending) => {
-                let caller = caller.clone();
-                tokio::spawn(async move { reply(&caller, request, pending.await) });
-                return true;
+        "wamp.session.add_testament" => {
+            match later(session::add_testament(realm, caller, payload)) {
+                Some(result) => result,
+                None => return true,
             }
-        },
+        }
         "wamp.session.flush_testaments" => run(session::flush_testaments),
         "wamp.session.count" => run(session::count),
         "wamp.session.list" => run(session::list),
         "wamp.session.get" => run(session::get),
-        "wamp.session.kill" => run(session::kill),
-        "wamp.session.kill_by_authid" => run(session::kill_by_authid),
-        "wamp.session.kill_by_authrole" => run(session::kill_by_authrole),
+        "wamp.session.kill" | "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" => {
+            let kill = match procedure {
+                "wamp.session.kill" => session::kill,
+                "wamp.session.kill_by_authid" => session::kill_by_authid,
+                _ => session::kill_by_authrole,
+            };
+            let added = match Args::decode(payload) {
+                Ok(args) => kill(realm, caller, &args),
+                Err(e) => session::Added::Now(Err(e)),
+            };
+            match later(added) {
+                Some(result) => result,
+                None => return true,
+            }
+        }
         "wamp.session.kill_all" => run(session::kill_all),
         _ => return false,
     };

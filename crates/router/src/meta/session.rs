@@ -9,6 +9,7 @@ use switchyard_proto::{errors, Payload, Value};
 
 use super::args::{invalid, Args, MetaResult};
 use crate::authz::{Action, Decision};
+use crate::backplane::{KillOrder, KillTarget};
 use crate::details::session_details;
 use crate::realm::{Farewell, Realm};
 use crate::session::{OpError, Session, Testament, TestamentLimits, TestamentScope};
@@ -86,16 +87,42 @@ fn reason(args: &Args) -> Result<(&str, Option<&str>), OpError> {
     Ok((reason, args.kw_str("message")?))
 }
 
-pub(super) fn kill(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
-    let id = args.id(0, "session")?;
-    let (reason, message) = reason(args)?;
-    // A session cannot kill itself: "no *other* session with that id".
-    let target = realm
-        .session(id)
-        .filter(|s| s.id != caller.id)
-        .ok_or_else(|| no_such(id))?;
-    realm.kill(&target, reason, message);
-    Ok((vec![], None))
+/// The answer of a kill procedure: now (a single node, or nothing to ask
+/// the other nodes), or once the other nodes of a cluster have answered.
+pub(super) fn kill(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> Added {
+    let run = || -> Result<Added, OpError> {
+        let id = args.id(0, "session")?;
+        let (reason, message) = reason(args)?;
+        // A session cannot kill itself: "no *other* session with that id".
+        if let Some(target) = realm.session(id).filter(|s| s.id != caller.id) {
+            realm.kill(&target, reason, message);
+            return Ok(Added::Now(Ok((vec![], None))));
+        }
+        // Another node's session: its node ends it.
+        let remote = realm
+            .backplane()
+            .filter(|b| b.remote_session(id).is_some())
+            .and_then(|b| b.kill_remote(order(KillTarget::Session(id), reason, message)));
+        let Some(wait) = remote else {
+            return Err(no_such(id));
+        };
+        Ok(Added::Later(Box::pin(async move {
+            if wait.await.contains(&id) {
+                Ok((vec![], None))
+            } else {
+                Err(no_such(id))
+            }
+        })))
+    };
+    run().unwrap_or_else(|e| Added::Now(Err(e)))
+}
+
+fn order(target: KillTarget, reason: &str, message: Option<&str>) -> KillOrder {
+    KillOrder {
+        target,
+        reason: reason.to_string(),
+        message: message.map(str::to_string),
+    }
 }
 
 fn kill_where(
@@ -119,35 +146,57 @@ fn kill_where(
     Ok(killed)
 }
 
-pub(super) fn kill_by_authid(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
-    let authid = args.str(0, "authid")?.to_string();
-    let killed = kill_where(
-        realm,
-        caller,
-        args,
-        |s| s.authid == authid,
-        Farewell::Announced,
-    )?;
-    Ok((
-        vec![Value::List(killed.into_iter().map(Value::UInt).collect())],
-        None,
-    ))
-}
-
-pub(super) fn kill_by_authrole(
+/// Kills this node's sessions `target` names, then (in a cluster) asks
+/// the other nodes to kill theirs: `answer` makes the result of all the
+/// ids.
+fn kill_everywhere(
     realm: &Arc<Realm>,
     caller: &Arc<Session>,
     args: &Args,
-) -> MetaResult {
-    let authrole = args.str(0, "authrole")?.to_string();
-    let killed = kill_where(
-        realm,
-        caller,
-        args,
-        |s| s.authrole == authrole,
-        Farewell::Announced,
-    )?;
-    Ok((vec![Value::UInt(killed.len() as u64)], None))
+    target: KillTarget,
+    answer: fn(Vec<u64>) -> Vec<Value>,
+) -> Added {
+    let keep = |s: &Session| match &target {
+        KillTarget::AuthId(a) => s.authid == *a,
+        KillTarget::AuthRole(r) => s.authrole == *r,
+        KillTarget::Session(id) => s.id == *id,
+    };
+    let mut killed = match kill_where(realm, caller, args, keep, Farewell::Announced) {
+        Ok(k) => k,
+        Err(e) => return Added::Now(Err(e)),
+    };
+    let remote = reason(args).ok().and_then(|(reason, message)| {
+        realm
+            .backplane()
+            .and_then(|b| b.kill_remote(order(target, reason, message)))
+    });
+    match remote {
+        None => Added::Now(Ok((answer(killed), None))),
+        Some(wait) => Added::Later(Box::pin(async move {
+            killed.extend(wait.await);
+            Ok((answer(killed), None))
+        })),
+    }
+}
+
+pub(super) fn kill_by_authid(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> Added {
+    let authid = match args.str(0, "authid") {
+        Ok(a) => a.to_string(),
+        Err(e) => return Added::Now(Err(e)),
+    };
+    kill_everywhere(realm, caller, args, KillTarget::AuthId(authid), |ids| {
+        vec![Value::List(ids.into_iter().map(Value::UInt).collect())]
+    })
+}
+
+pub(super) fn kill_by_authrole(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> Added {
+    let authrole = match args.str(0, "authrole") {
+        Ok(a) => a.to_string(),
+        Err(e) => return Added::Now(Err(e)),
+    };
+    kill_everywhere(realm, caller, args, KillTarget::AuthRole(authrole), |ids| {
+        vec![Value::UInt(ids.len() as u64)]
+    })
 }
 
 pub(super) fn kill_all(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
@@ -165,8 +214,9 @@ fn scope(args: &Args) -> Result<TestamentScope, OpError> {
     }
 }
 
-/// The answer of `wamp.session.add_testament`: now, or once the realm's
-/// authorizer procedure has decided.
+/// The answer of `wamp.session.add_testament` (now, or once the realm's
+/// authorizer procedure has decided) and of the kill procedures (now, or
+/// once the other nodes of a cluster have answered).
 pub(super) enum Added {
     Now(MetaResult),
     Later(Pin<Box<dyn Future<Output = MetaResult> + Send>>),

@@ -73,9 +73,20 @@ pub enum Announcement {
         add: Vec<Entry>,
         #[serde(default)]
         remove: Vec<Key>,
+        /// As in `Beat`.
+        #[serde(default)]
+        conn: u64,
     },
-    /// "Alive, and my directory is at `gen`."
-    Beat { node: String, epoch: u64, gen: u64 },
+    /// "Alive, and my directory is at `gen`"; `conn`: how many times the
+    /// node's NATS connection came back since it started (what was sent
+    /// to or from it meanwhile may be lost).
+    Beat {
+        node: String,
+        epoch: u64,
+        gen: u64,
+        #[serde(default)]
+        conn: u64,
+    },
     /// The node stops: forget it and everything it registered at once.
     Bye { node: String, epoch: u64 },
 }
@@ -119,6 +130,7 @@ impl LocalDirectory {
             gen: self.gen,
             add,
             remove,
+            conn: 0,
         }
     }
 
@@ -147,6 +159,7 @@ impl LocalDirectory {
 
     pub fn beat(&self) -> Option<Announcement> {
         (!self.closing).then(|| Announcement::Beat {
+            conn: 0,
             node: self.node.clone(),
             epoch: self.epoch,
             gen: self.gen,
@@ -186,6 +199,8 @@ struct RemoteNode {
     entries: HashMap<Key, Entry>,
     /// A snapshot was asked for and has not arrived.
     syncing: bool,
+    /// The reconnections of its NATS connection its last heartbeat told.
+    conn: Option<u64>,
 }
 
 /// What a received announcement asks of the receiver.
@@ -230,6 +245,7 @@ impl RemoteView {
                 last_seen: now,
                 entries: HashMap::new(),
                 syncing: false,
+                conn: None,
             }
         });
         n.last_seen = now;
@@ -246,7 +262,9 @@ impl RemoteView {
                 }
                 _ => Step::Nothing,
             },
-            Announcement::Beat { node, epoch, gen } => {
+            Announcement::Beat {
+                node, epoch, gen, ..
+            } => {
                 let (n, _) = self.node(&node, now);
                 if n.syncing || (n.epoch == epoch && n.gen == gen) {
                     return Step::Nothing;
@@ -260,6 +278,7 @@ impl RemoteView {
                 gen,
                 add,
                 remove,
+                ..
             } => {
                 let (n, _) = self.node(&node, now);
                 if n.syncing {
@@ -283,6 +302,17 @@ impl RemoteView {
                 }
             }
         }
+    }
+
+    /// Notes the reconnections `conn` a change or heartbeat of `node`
+    /// tells: true if its NATS connection came back since its previous
+    /// message (the messages to and from it meanwhile may be lost).
+    pub fn reconnected(&mut self, node: &str, conn: u64) -> bool {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        let before = n.conn.replace(conn);
+        before.is_some_and(|b| b != conn)
     }
 
     /// A snapshot asked for could not be had: ask again at the next
@@ -399,6 +429,20 @@ mod tests {
             view.receive(local.beat().expect("beat"), now),
             Step::Nothing
         );
+    }
+
+    #[test]
+    fn a_heartbeat_tells_a_reconnection() {
+        let mut view = RemoteView::default();
+        let now = Instant::now();
+        let mut local = LocalDirectory::new("a");
+        // Unknown node: nothing to compare with.
+        assert!(!view.reconnected("a", 0));
+        view.receive(local.add(entry(1)).expect("change"), now);
+        assert!(!view.reconnected("a", 0));
+        assert!(!view.reconnected("a", 0));
+        assert!(view.reconnected("a", 1));
+        assert!(!view.reconnected("a", 1));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! and one snapshot round trip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,16 @@ pub struct Membership {
     /// died or restarted; false when it said `bye` and is still closing
     /// its sessions itself).
     pub lost: mpsc::UnboundedSender<(String, bool)>,
+    /// How many times this node's NATS connection came up (the first
+    /// time included).
+    pub connections: Arc<AtomicU64>,
+}
+
+impl Membership {
+    /// How many times this node's NATS connection came back.
+    fn reconnections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed).saturating_sub(1)
+    }
 }
 
 /// A realm's cross-node RPC parts.
@@ -67,7 +78,11 @@ impl Membership {
     /// Queues an announcement (called with the local directory locked, so
     /// the queue keeps the order of `gen`).
     fn announce(&self, a: &Announcement) {
-        let body = match serde_json::to_vec(a) {
+        let mut a = a.clone();
+        if let Announcement::Change { conn, .. } | Announcement::Beat { conn, .. } = &mut a {
+            *conn = self.reconnections();
+        }
+        let body = match serde_json::to_vec(&a) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!("cluster: cannot encode an announcement: {e}");
@@ -249,6 +264,7 @@ async fn read_directory(
     let mut tick = tokio::time::interval(m.heartbeat / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let silence = m.heartbeat * MISSED_BEATS;
+    let mut own_reconnections = m.reconnections();
     let add = |node: &Arc<str>, e: Entry| {
         if let Some(r) = realms.get(&e.realm) {
             r.proxies.add(node, e);
@@ -286,6 +302,10 @@ async fn read_directory(
                 if node == m.node {
                     continue;
                 }
+                let conn = match &a {
+                    Announcement::Change { conn, .. } | Announcement::Beat { conn, .. } => Some(*conn),
+                    Announcement::Bye { .. } => None,
+                };
                 match view.receive(a, Instant::now()) {
                     Step::Apply { add: added, remove: removed } => {
                         for e in &removed {
@@ -300,6 +320,7 @@ async fn read_directory(
                         let subject = format!("{}.snap.{node}", m.prefix);
                         let client = m.client.clone();
                         let timeout = m.heartbeat.max(Duration::from_millis(500));
+                        let node = node.clone();
                         tokio::spawn(async move {
                             let r = fetch_snapshot(client, subject, timeout).await;
                             let _ = tx.send((node.to_string(), r)).await;
@@ -310,6 +331,17 @@ async fn read_directory(
                         lose(&view, &node, &format!("node {node} left the cluster"), false);
                     }
                     Step::Nothing => {}
+                }
+                if conn.is_some_and(|c| view.reconnected(&node, c)) {
+                    // What this node sent it, or it answered, while it was
+                    // away may be lost: those calls end.
+                    tracing::info!(node = %node, "cluster: node reconnected to NATS: its calls in flight end");
+                    let reason = format!(
+                        "node {node} reconnected to NATS (what was sent to or from it meanwhile may be lost)"
+                    );
+                    for r in realms.values() {
+                        r.proxies.fail_calls(Some(&node), &reason);
+                    }
                 }
             }
             snap = snap_rx.recv() => {
@@ -337,6 +369,20 @@ async fn read_directory(
                 }
             }
             _ = tick.tick() => {
+                let now = m.reconnections();
+                if now != own_reconnections {
+                    own_reconnections = now;
+                    // This node's own connection came back: what it sent
+                    // to other nodes' callees, or they answered, while it
+                    // was away may be lost.
+                    let reason = format!(
+                        "node {} reconnected to NATS (what was sent to or from it meanwhile may be lost)",
+                        m.node
+                    );
+                    for r in realms.values() {
+                        r.proxies.fail_calls(None, &reason);
+                    }
+                }
                 for (node, _) in view.expire(Instant::now(), silence) {
                     tracing::warn!(node = %node, "cluster: node lost: no heartbeat for {silence:?}");
                     lose(&view, &node, &format!("node {node} was lost (no heartbeat for {silence:?})"), true);

@@ -221,16 +221,22 @@ impl Cluster {
         // sessions waits until the heartbeats have resumed).
         let up_since = Arc::new(parking_lot::Mutex::new(Instant::now()));
         let up = up_since.clone();
+        // How many times the connection came up (heartbeats tell the
+        // others of each reconnection).
+        let connections = Arc::new(AtomicU64::new(0));
+        let connected = connections.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("switchyard node {}", c.node))
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
             .event_callback(move |event| {
                 let up = up.clone();
+                let connected = connected.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             *up.lock() = Instant::now();
+                            connected.fetch_add(1, Ordering::Relaxed);
                             tracing::info!("cluster: NATS connected")
                         }
                         other => tracing::warn!("cluster: NATS {other}"),
@@ -309,6 +315,7 @@ impl Cluster {
             control: control.clone(),
             live: meta.live.clone(),
             lost,
+            connections,
         });
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Cluster {
@@ -687,6 +694,13 @@ impl Backplane for NatsBackplane {
 
     fn remote_subscriptions(&self) -> Vec<switchyard_router::backplane::RemoteSubscription> {
         self.meta.remote_subscriptions()
+    }
+
+    fn kill_remote(
+        &self,
+        order: switchyard_router::backplane::KillOrder,
+    ) -> Option<switchyard_router::backplane::KillWait> {
+        self.meta.kill_remote(order)
     }
 }
 

@@ -181,6 +181,32 @@ impl Proxies {
 
     /// Node `node` is gone: its proxies leave the Dealer, the calls they
     /// serve fail with `wamp.error.canceled` and `reason`.
+    /// Ends the calls in flight to the proxies of `node` (of every node
+    /// when None) with `wamp.error.canceled` and `reason`; the proxies
+    /// stay registered.
+    pub fn fail_calls(&self, node: Option<&str>, reason: &str) {
+        let proxies: Vec<Arc<Session>> = {
+            let st = self.state.lock();
+            st.sessions
+                .iter()
+                .chain(st.draining.iter())
+                .filter(|((n, _), _)| node.is_none_or(|node| &**n == node))
+                .map(|(_, p)| p.session.clone())
+                .collect()
+        };
+        let failed: usize = proxies
+            .iter()
+            .map(|p| self.realm.dealer.fail_calls_to(p, reason))
+            .sum();
+        if failed > 0 {
+            tracing::warn!(
+                realm = self.realm.name(),
+                calls = failed,
+                "cluster: calls in flight canceled: {reason}"
+            );
+        }
+    }
+
     pub fn lose_node(&self, node: &str, reason: &str) {
         let mut st = self.state.lock();
         let mut gone = Vec::new();

@@ -197,6 +197,17 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, &[])
+    }
+
+    /// Servers that do not tell their clients of the others
+    /// (`--no_advertise`): a node that names one server stays on it, so
+    /// stopping that server cuts off its nodes alone.
+    pub fn start_isolated(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, &["--no_advertise"])
+    }
+
+    fn start_with(n: usize, more: &[&str]) -> NatsCluster {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let all = routes
             .iter()
@@ -207,7 +218,7 @@ impl NatsCluster {
             .iter()
             .enumerate()
             .map(|(i, route)| {
-                let extra = vec![
+                let extra: Vec<String> = vec![
                     "-n".to_string(),
                     format!("s{}", i + 1),
                     "--cluster_name".into(),
@@ -216,7 +227,10 @@ impl NatsCluster {
                     format!("nats://127.0.0.1:{route}"),
                     "--routes".into(),
                     all.clone(),
-                ];
+                ]
+                .into_iter()
+                .chain(more.iter().map(|m| m.to_string()))
+                .collect();
                 Nats::start_with(free_port(), free_port(), extra)
             })
             .collect::<Vec<_>>();

@@ -37,7 +37,9 @@ pub mod bucket;
 pub mod record;
 pub mod view;
 
+mod kill;
 mod reaper;
+mod returned;
 mod state;
 
 use std::collections::{HashMap, HashSet};
@@ -85,6 +87,13 @@ pub async fn start(
             realm.clone(),
             sub,
         )));
+        let subject = subject::realm_rpc(&meta.prefix, realm.name(), "kill", &meta.node);
+        let sub = meta
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| format!("cluster: cannot subscribe to {subject}: {e}"))?;
+        tasks.push(tokio::spawn(kill::serve(realm.clone(), rm.clone(), sub)));
         tasks.push(tokio::spawn(record_subscriptions(
             realm.clone(),
             rm.clone(),
@@ -108,7 +117,14 @@ fn apply(meta: &Meta, entry: kv::Entry) {
             Err(e) => tracing::debug!(key = %entry.key, "cluster: undecodable session record: {e}"),
         },
         kv::Operation::Delete | kv::Operation::Purge => {
-            meta.view.write().tombstone(&entry.key, Instant::now())
+            let own = meta
+                .view
+                .read()
+                .own_record(&meta.node, meta.epoch, &entry.key);
+            meta.view.write().tombstone(&entry.key, Instant::now());
+            if let Some((realm, own)) = own {
+                meta.own_record_deleted(&realm, own);
+            }
         }
     }
 }
@@ -189,6 +205,12 @@ async fn receive_events(meta: Arc<Meta>, realm: Arc<Realm>, mut sub: async_nats:
             }
             "wamp.session.on_leave" => {
                 if let Some(id) = first_arg(&payload).as_ref().and_then(Value::as_u64) {
+                    if realm.session(id).is_some() {
+                        // A session of this node another node took for
+                        // dead (this node was stalled): it still runs
+                        // here, and is claimed again (`returned`).
+                        continue;
+                    }
                     meta.view.write().left(id);
                 }
             }
@@ -200,6 +222,10 @@ async fn receive_events(meta: Arc<Meta>, realm: Arc<Realm>, mut sub: async_nats:
     }
 }
 
+/// How long (in heartbeats) a node that reconnected waits before it
+/// claims again what the others took while it was away.
+const RETURN_BEATS: u32 = 2;
+
 /// Writes the records of this node's subscriptions that changed (those
 /// with client subscribers), and every repair round those the bucket
 /// lost.
@@ -208,9 +234,16 @@ async fn record_subscriptions(realm: Arc<Realm>, rm: Arc<RealmMeta>) {
     let mut written: HashMap<u64, SubscriptionRecord> = HashMap::new();
     let mut repair = tokio::time::interval(meta.heartbeat * REPAIR_BEATS);
     repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = tokio::time::interval(meta.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A reconnection: this node's records are read from the bucket (the
+    // others may have taken them), once it has been back for RETURN_BEATS.
+    let mut seen_up = meta.up_since();
+    let mut check_due = false;
     loop {
         tokio::select! {
             _ = rm.notify.notified() => {}
+            _ = beat.tick() => {}
             _ = repair.tick() => {
                 repair_sessions(&realm, &rm);
                 let present: HashSet<u64> = meta
@@ -226,6 +259,20 @@ async fn record_subscriptions(realm: Arc<Realm>, rm: Arc<RealmMeta>) {
                     rm.dirty.lock().extend(realm.broker.list().into_iter().flatten());
                 }
             }
+        }
+        let up = meta.up_since();
+        if up != seen_up && meta.connected() {
+            seen_up = up;
+            check_due = true;
+        }
+        // Back for long enough that the others have heard this node's
+        // heartbeat again (their reapers leave its new records alone).
+        if meta.up_for() >= meta.heartbeat * RETURN_BEATS {
+            if check_due {
+                check_due = false;
+                returned::check(&realm, &rm, &written).await;
+            }
+            returned::reclaim(&realm, &rm, &mut written).await;
         }
         let ids: Vec<u64> = rm.dirty.lock().drain().collect();
         for id in ids {
@@ -289,8 +336,10 @@ fn repair_sessions(realm: &Realm, rm: &RealmMeta) {
         (own(Duration::ZERO), own(settle))
     };
     let clients: HashSet<u64> = rm.clients.lock().clone();
+    // Those the others took are claimed again (and announced) elsewhere.
+    let taken: HashSet<u64> = rm.taken.lock().sessions.clone();
     for s in realm.sessions() {
-        if clients.contains(&s.id) && !present.contains(&s.id) {
+        if clients.contains(&s.id) && !present.contains(&s.id) && !taken.contains(&s.id) {
             tracing::info!(session = s.id, "cluster: session record written again");
             rm.testaments_changed(&s);
         }

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
-use switchyard_router::backplane::{ClaimWait, RemoteSession, RemoteSubscription};
+use switchyard_router::backplane::{
+    ClaimWait, KillOrder, KillWait, RemoteSession, RemoteSubscription,
+};
 use switchyard_router::Session;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::bucket;
 use super::record::{self, SessionRecord};
-use super::view::{Live, View};
+use super::view::{Live, Own, View};
 use crate::cluster::subject;
 
 /// Hands a message (subject, body) to the node's publications queue to
@@ -125,10 +127,48 @@ impl Meta {
                     events: subject::realm_rpc(&self.prefix, realm, "meta", &self.node),
                     clients: parking_lot::Mutex::default(),
                     dirty: parking_lot::Mutex::default(),
+                    taken: parking_lot::Mutex::default(),
                     notify: Notify::new(),
                 })
             })
             .clone()
+    }
+
+    /// The delete marker of one of this process's records arrived: unless
+    /// this node deleted it itself (a session that left, a subscription
+    /// without client subscribers), another node took this one for dead
+    /// and ended it: it is claimed and announced again.
+    pub(super) fn own_record_deleted(&self, realm: &str, own: Own) {
+        let Some(rm) = self.realms.lock().get(realm).cloned() else {
+            return;
+        };
+        match own {
+            Own::Session(id) => {
+                if !rm.clients.lock().contains(&id) {
+                    return;
+                }
+                rm.taken.lock().sessions.insert(id);
+            }
+            // Whether it still has client subscribers is decided there.
+            Own::Subscription(id) => {
+                rm.taken.lock().subscriptions.insert(id);
+            }
+        }
+        rm.notify.notify_one();
+    }
+
+    /// How long the NATS connection has been up (zero while it is down).
+    pub(super) fn up_for(&self) -> Duration {
+        if self.connected() {
+            self.up_since.lock().elapsed()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// When the NATS connection last came up.
+    pub(super) fn up_since(&self) -> Instant {
+        *self.up_since.lock()
     }
 
     /// Waits until the queued record writes are done (at most `limit`).
@@ -183,7 +223,18 @@ pub struct RealmMeta {
     pub(super) clients: parking_lot::Mutex<HashSet<u64>>,
     /// Subscriptions whose record must be written again.
     pub(super) dirty: parking_lot::Mutex<HashSet<u64>>,
+    /// This node's sessions and subscriptions whose records another node
+    /// took (it took this node for dead: a partition, a stall) although
+    /// they still run here: claimed and announced again (`returned`).
+    pub(super) taken: parking_lot::Mutex<Taken>,
     pub(super) notify: Notify,
+}
+
+/// Records of this node another node took, to claim and announce again.
+#[derive(Debug, Default)]
+pub(super) struct Taken {
+    pub sessions: HashSet<u64>,
+    pub subscriptions: HashSet<u64>,
 }
 
 impl std::fmt::Debug for RealmMeta {
@@ -205,7 +256,7 @@ enum Claim {
 }
 
 impl RealmMeta {
-    fn record(&self, session: &Session) -> SessionRecord {
+    pub(super) fn record(&self, session: &Session) -> SessionRecord {
         SessionRecord {
             id: session.id,
             node: self.meta.node.to_string(),
@@ -329,6 +380,10 @@ impl RealmMeta {
             .view
             .read()
             .session(&self.meta.node, &self.realm, id)
+    }
+
+    pub fn kill_remote(&self, order: KillOrder) -> Option<KillWait> {
+        super::kill::ask(self, order)
     }
 
     pub fn remote_subscriptions(&self) -> Vec<RemoteSubscription> {

@@ -44,6 +44,13 @@ pub struct View {
     tombstones: HashMap<String, Instant>,
 }
 
+/// One of this node's own records (its session or subscription id).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Own {
+    Session(u64),
+    Subscription(u64),
+}
+
 /// A record the reaper may take: its key and what it is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Candidate {
@@ -84,6 +91,24 @@ impl View {
         {
             self.subscriptions.remove(&(node, id));
         }
+    }
+
+    /// Which of this process's (`me`, `epoch`) records `key` is, if it is
+    /// one: (realm, session or subscription, id). Asked before a delete is
+    /// applied (a delete this node did not make means another node took
+    /// it for dead).
+    pub fn own_record(&self, me: &str, epoch: u64, key: &str) -> Option<(String, Own)> {
+        if let Some(id) = key.strip_prefix("s.").and_then(|k| k.parse::<u64>().ok()) {
+            let s = &self.sessions.get(&id)?.record;
+            return (s.node == me && s.epoch == epoch).then(|| (s.realm.clone(), Own::Session(id)));
+        }
+        let id = key
+            .strip_prefix("u.")
+            .and_then(|k| k.strip_prefix(me))
+            .and_then(|k| k.strip_prefix('.'))
+            .and_then(|k| k.parse::<u64>().ok())?;
+        let u = &self.subscriptions.get(&(me.to_string(), id))?.record;
+        (u.epoch == epoch).then(|| (u.realm.clone(), Own::Subscription(id)))
     }
 
     /// The watch delivered the delete marker of `key`.
@@ -149,6 +174,11 @@ impl View {
             .map(|s| &s.record)
             .filter(|s| s.node != me && s.realm == realm)
             .map(remote_session)
+    }
+
+    /// The node of session `id`, if known.
+    pub fn session_node(&self, id: u64) -> Option<String> {
+        self.sessions.get(&id).map(|s| s.record.node.clone())
     }
 
     /// The subscriptions of realm `realm` of nodes other than `me`.
@@ -325,6 +355,31 @@ mod tests {
             .own_sessions("b", 21, "r", Duration::from_secs(5), later)
             .is_empty());
         assert!(v.own_subscriptions("b", 21, "r").is_empty());
+        // Own records, as a delete marker names them.
+        assert_eq!(
+            v.own_record("b", 21, "s.3"),
+            Some(("r".to_string(), Own::Session(3)))
+        );
+        v.put(
+            Record::Subscription(SubscriptionRecord {
+                id: 9,
+                node: "b".into(),
+                epoch: 20,
+                realm: "r".into(),
+                uri: "t".into(),
+                policy: MatchPolicy::Exact,
+                created_ms: 1,
+                subscribers: vec![2],
+            }),
+            now,
+        );
+        assert_eq!(
+            v.own_record("b", 20, "u.b.9"),
+            Some(("r".to_string(), Own::Subscription(9)))
+        );
+        assert_eq!(v.own_record("a", 21, "s.3"), None);
+        assert_eq!(v.own_record("b", 21, "u.b.9"), None);
+        v.delete("u.b.9");
         // Delete markers: handed out once old enough; a put forgets one.
         v.tombstone("s.7", now);
         v.tombstone("s.8", now);
