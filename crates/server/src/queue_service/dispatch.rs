@@ -235,13 +235,17 @@ impl QueueService {
                 // completed now, or `switchyard.queue.job` would not find it
                 // while the completion is committed.
                 let now = self.queues.clock().now_ms();
-                self.results.record(job, lease.attempt, now, result.clone());
+                // The result is copied only for a job that publishes it.
+                let published = job.result_topic.as_ref().map(|_| result.clone());
+                self.results.record(job, lease.attempt, now, result);
                 if let Err(e) = durable.await {
                     tracing::warn!(job = %job.id, queue = %job.queue, "completion not durable: {e}");
                     return;
                 }
                 tracing::debug!(job = %job.id, queue = %job.queue, attempt = lease.attempt, "job completed");
-                self.publish_result(job, "completed", lease.attempt, result);
+                if let Some(result) = published {
+                    self.publish_result(job, "completed", lease.attempt, result);
+                }
             }
             Err(e) => self.refused(job, lease.epoch, e),
         }
