@@ -47,6 +47,11 @@
 #   NATS_SERVER=PATH      nats-server (default: on PATH, scripts/install-nats.sh)
 #   QUIET_IDLE=80 QUIET_WAIT=15   before each run, wait up to QUIET_WAIT s for
 #                         the CPUs to be QUIET_IDLE % idle (the machine is shared)
+#   FLOOR=1               before each round, measure the floor of one durable job
+#                         at a time: a 4 KiB write + fdatasync in the store's
+#                         directory (`switchyard-bench flush`, median) plus a bare
+#                         loopback round trip (`switchyard-bench baseline`); the
+#                         table compares seq's enqueue ack p50 with their sum
 #   STRACE=1              after the rounds, count each server's fsync-family
 #                         system calls and bytes written over one extra tput
 #                         run of each (slow; not part of the figures)
@@ -386,7 +391,18 @@ for s in "${SETS[@]}"; do
         echo "## $s $sys: $(command_for "$s" "$sys") --server-pid \$PID --json"
     done
 done
+FLOOR=${FLOOR:-1}
+: >"$OUT/floor.jsonl"
 for r in $(seq "$ROUNDS"); do
+    if [[ $FLOOR == 1 ]]; then
+        mkdir -p "$OUT/data"
+        fl=$("$BENCH" flush --dir "$OUT/data" --writes 300 --json 2>&1) || true
+        bl=$("$BENCH" baseline --round-trips 5000 --json 2>&1) || true
+        grep -v '^{' <<<"$fl"$'\n'"$bl" | sed "s/^/  round $r floor: /" || true
+        f50=$(grep '^{' <<<"$fl" | sed -n 's/.*"latency_p50_us":\([0-9.]*\).*/\1/p')
+        b50=$(grep '^{' <<<"$bl" | sed -n 's/.*"latency_p50_us":\([0-9.]*\).*/\1/p')
+        [[ -n $f50 && -n $b50 ]] && echo "{\"flush_p50_us\":$f50,\"rtt_p50_us\":$b50}" >>"$OUT/floor.jsonl"
+    fi
     for s in "${SETS[@]}"; do
         for sys in $(systems "$s"); do
             idle=$(wait_quiet)
@@ -437,9 +453,9 @@ for s in "${SETS[@]}"; do
 done
 
 if command -v python3 >/dev/null; then
-    python3 - "$OUT/summary.jsonl" "${SETS[@]}" <<'EOF'
+    python3 - "$OUT/summary.jsonl" "$OUT/floor.jsonl" "${SETS[@]}" <<'EOF'
 import json, sys
-path, sets = sys.argv[1], sys.argv[2:]
+path, floor_path, sets = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = {}
 for line in open(path):
     line = line.strip()
@@ -470,6 +486,16 @@ for s in sets:
         print(f"| {s} | {sysname} | {f(rate)} ({f(lo)}..{f(hi)}) | {ratio} | "
               f"{f(med(lab, 'latency_p50_us'))} / {f(med(lab, 'latency_p99_us'))} | "
               f"{f(med(lab + ' complete', 'latency_p50_us'))} / {f(med(lab + ' complete', 'latency_p99_us'))} | {cpu} |")
+floors = [json.loads(l) for l in open(floor_path) if l.startswith("{")]
+ack = med("seq switchyard", "latency_p50_us")
+if floors and ack:
+    import statistics
+    fl = statistics.median(x["flush_p50_us"] for x in floors)
+    rt = statistics.median(x["rtt_p50_us"] for x in floors)
+    print()
+    print(f"one job at a time: enqueue ack p50 {ack:,.0f} us against the floor of one flush "
+          f"({fl:,.0f} us, 4 KiB write + fdatasync, median of {len(floors)} probes) + one loopback "
+          f"round trip ({rt:,.0f} us) = {fl + rt:,.0f} us: {ack / (fl + rt):.2f}x the floor (target <= 1.5x)")
 EOF
 fi
 

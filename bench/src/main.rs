@@ -10,6 +10,7 @@
 //!   workers running the jobs; jobs/s and enqueue latencies (bench/queue/).
 //! * `idle`: the router's resident memory per idle session.
 //! * `baseline`: a bare TCP ping-pong over loopback, the machine's floor.
+//! * `flush`: a small write + fdatasync, the disk's floor under a durable commit.
 //! * `crash`: the SIGKILL-under-load queue test, repeated (scripts/crash-test.sh).
 //! * `soak`: sessions churning for minutes (scripts/soak.sh).
 //! * `storm`: healthy throughput with and without subscribers that stop
@@ -21,6 +22,7 @@
 
 mod baseline;
 mod crash;
+mod flush;
 mod idle;
 mod pubsub;
 mod queue;
@@ -57,6 +59,8 @@ enum Cmd {
     Rpc(rpc::RpcArgs),
     /// Bare TCP ping-pong over loopback (no WAMP): the machine's floor.
     Baseline(baseline::BaselineArgs),
+    /// A small write + fdatasync (median): the disk's floor under a durable commit.
+    Flush(flush::FlushArgs),
     /// Print the median (and min..max) of each figure over JSON result lines.
     Summarize(stats::SummarizeArgs),
     /// Router memory per idle session: open N sessions, compare its RSS.
@@ -134,6 +138,13 @@ fn main() {
                 1
             }
         }),
+        Cmd::Flush(a) => std::process::exit(match flush::run(a) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        }),
         _ => {}
     }
     let rt = if cli.threads <= 1 {
@@ -162,7 +173,7 @@ fn main() {
             Cmd::Crash(a) => crash::run(a).await,
             Cmd::Soak(a) => soak::run(a).await,
             Cmd::Storm(a) => storm::run(a).await,
-            Cmd::Summarize(_) | Cmd::Baseline(_) => Ok(0),
+            Cmd::Summarize(_) | Cmd::Baseline(_) | Cmd::Flush(_) => Ok(0),
         }
     });
     match code {

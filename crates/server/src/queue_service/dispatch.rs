@@ -231,7 +231,9 @@ impl QueueService {
     pub(super) async fn complete(&self, lease: &Lease, result: Dict) {
         let job = &lease.job;
         let now = self.queues.clock().now_ms();
-        let entry = self.results.entry(job, lease.attempt, now, result.clone());
+        // The result is copied only for a job that publishes it.
+        let published = job.result_topic.as_ref().map(|_| result.clone());
+        let entry = self.results.entry(job, lease.attempt, now, result);
         // In cluster mode the completed job goes to the log with its
         // completion, for the node that takes the queues over.
         let record =
@@ -258,7 +260,9 @@ impl QueueService {
                     return;
                 }
                 tracing::debug!(job = %job.id, queue = %job.queue, attempt = lease.attempt, "job completed");
-                self.publish_result(job, "completed", lease.attempt, result);
+                if let Some(result) = published {
+                    self.publish_result(job, "completed", lease.attempt, result);
+                }
             }
             Err(e) => self.refused(job, lease.epoch, e),
         }

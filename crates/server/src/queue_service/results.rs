@@ -188,7 +188,7 @@ impl Results {
             return None;
         }
         let value = Value::Dict(result);
-        let result_bytes = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
+        let result_bytes = json_len(&value);
         let result = match value {
             Value::Dict(d) if result_bytes <= self.limits.max_result_bytes => Some(d),
             _ => None,
@@ -280,6 +280,25 @@ impl Results {
     }
 }
 
+/// The length of `value` as JSON, counted without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    match serde_json::to_writer(&mut n, value) {
+        Ok(()) => n.0,
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +321,21 @@ mod tests {
 
     fn result(n: usize) -> Dict {
         Dict::new().with("args", Value::List(vec![Value::Str("x".repeat(n))]))
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_json_text() {
+        for v in [
+            Value::Dict(result(0)),
+            Value::Dict(result(300)),
+            Value::Dict(
+                Dict::new()
+                    .with("s", "a \"quoted\" \u{e9}\n")
+                    .with("n", -3i64),
+            ),
+        ] {
+            assert_eq!(json_len(&v), serde_json::to_vec(&v).expect("json").len());
+        }
     }
 
     #[test]
