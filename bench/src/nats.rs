@@ -216,11 +216,7 @@ async fn publish_all(
 
 /// Connects a subscriber and makes sure the server has its subscription
 /// before returning (a message to itself through the server, after the SUB).
-async fn subscriber(
-    url: String,
-    subject: String,
-    total: Arc<AtomicU64>,
-) -> Result<Sub, String> {
+async fn subscriber(url: String, subject: String, total: Arc<AtomicU64>) -> Result<Sub, String> {
     let client = async_nats::ConnectOptions::new()
         .subscription_capacity(1 << 20)
         .connect(url.as_str())
@@ -305,7 +301,13 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
     let mut first_error = None;
     let acked = match tokio::time::timeout_at(
         deadline.into(),
-        publish_all(&mut publisher, &subject, a.publishes, a.in_flight, a.payload),
+        publish_all(
+            &mut publisher,
+            &subject,
+            a.publishes,
+            a.in_flight,
+            a.payload,
+        ),
     )
     .await
     {
