@@ -3,6 +3,8 @@
 //! * `pubsub`: N subscriber sessions on one topic, one publisher publishing
 //!   M acknowledged events with K in flight; reports deliveries/s and checks
 //!   that every subscriber got every event, once and in order.
+//! * `pubsub-nats`: the same fan-out against a NATS core server, each
+//!   publish acknowledged by a PING round trip (see `nats.rs`).
 //! * `rpc`: one callee echoing its arguments, C caller sessions with K calls
 //!   in flight each until M calls are done; reports calls/s and round-trip
 //!   latency percentiles.
@@ -24,6 +26,7 @@ mod baseline;
 mod crash;
 mod flush;
 mod idle;
+mod nats;
 mod pubsub;
 mod queue;
 mod rpc;
@@ -55,6 +58,8 @@ struct Cli {
 enum Cmd {
     /// PubSub fan-out: 1 publisher -> N subscribers.
     Pubsub(pubsub::PubsubArgs),
+    /// The same fan-out against a NATS core server (PUB+PING as the acknowledged publish).
+    PubsubNats(nats::NatsArgs),
     /// RPC: C callers -> 1 echo callee.
     Rpc(rpc::RpcArgs),
     /// Bare TCP ping-pong over loopback (no WAMP): the machine's floor.
@@ -167,6 +172,7 @@ fn main() {
     let code = rt.block_on(async {
         match cli.cmd {
             Cmd::Pubsub(a) => pubsub::run(a).await,
+            Cmd::PubsubNats(a) => nats::run(a).await,
             Cmd::Rpc(a) => rpc::run(a).await,
             Cmd::Idle(a) => idle::run(a).await,
             Cmd::Queue(a) => queue::run(a).await,
