@@ -157,8 +157,8 @@ pub trait Backplane: Send + Sync + Debug {
         Vec::new()
     }
 
-    /// `wamp.session.kill`, `kill_by_authid` or `kill_by_authrole` on the
-    /// other nodes (the call was authorized on this one): each node ends
+    /// `wamp.session.kill`, `kill_by_authid`, `kill_by_authrole` or
+    /// `kill_all` on the other nodes (the call was authorized on this one): each node ends
     /// its own client sessions `order` names, as the procedure does on
     /// one node. None when there is no other node to ask; else the ids
     /// of the sessions the other nodes ended (bounded in time: a node
@@ -177,6 +177,9 @@ pub enum KillTarget {
     AuthId(String),
     /// `wamp.session.kill_by_authrole`.
     AuthRole(String),
+    /// `wamp.session.kill_all`: every client session, silently (no
+    /// testaments, no `wamp.session.on_leave`, as on one node).
+    All,
 }
 
 /// A kill procedure's order to the other nodes.

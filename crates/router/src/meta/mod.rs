@@ -61,11 +61,15 @@ pub(crate) fn call(
         "wamp.session.count" => run(session::count),
         "wamp.session.list" => run(session::list),
         "wamp.session.get" => run(session::get),
-        "wamp.session.kill" | "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" => {
+        "wamp.session.kill"
+        | "wamp.session.kill_by_authid"
+        | "wamp.session.kill_by_authrole"
+        | "wamp.session.kill_all" => {
             let kill = match procedure {
                 "wamp.session.kill" => session::kill,
                 "wamp.session.kill_by_authid" => session::kill_by_authid,
-                _ => session::kill_by_authrole,
+                "wamp.session.kill_by_authrole" => session::kill_by_authrole,
+                _ => session::kill_all,
             };
             let added = match Args::decode(payload) {
                 Ok(args) => kill(realm, caller, &args),
@@ -76,7 +80,6 @@ pub(crate) fn call(
                 None => return true,
             }
         }
-        "wamp.session.kill_all" => run(session::kill_all),
         _ => return false,
     };
     reply(caller, request, result);

@@ -160,8 +160,14 @@ fn kill_everywhere(
         KillTarget::AuthId(a) => s.authid == *a,
         KillTarget::AuthRole(r) => s.authrole == *r,
         KillTarget::Session(id) => s.id == *id,
+        KillTarget::All => true,
     };
-    let mut killed = match kill_where(realm, caller, args, keep, Farewell::Announced) {
+    // `kill_all` ends sessions without their testaments and on_leave.
+    let farewell = match target {
+        KillTarget::All => Farewell::Silent,
+        _ => Farewell::Announced,
+    };
+    let mut killed = match kill_where(realm, caller, args, keep, farewell) {
         Ok(k) => k,
         Err(e) => return Added::Now(Err(e)),
     };
@@ -199,9 +205,10 @@ pub(super) fn kill_by_authrole(realm: &Arc<Realm>, caller: &Arc<Session>, args: 
     })
 }
 
-pub(super) fn kill_all(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> MetaResult {
-    let killed = kill_where(realm, caller, args, |_| true, Farewell::Silent)?;
-    Ok((vec![Value::UInt(killed.len() as u64)], None))
+pub(super) fn kill_all(realm: &Arc<Realm>, caller: &Arc<Session>, args: &Args) -> Added {
+    kill_everywhere(realm, caller, args, KillTarget::All, |ids| {
+        vec![Value::UInt(ids.len() as u64)]
+    })
 }
 
 fn scope(args: &Args) -> Result<TestamentScope, OpError> {

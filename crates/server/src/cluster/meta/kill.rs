@@ -1,5 +1,5 @@
-//! `wamp.session.kill`, `kill_by_authid` and `kill_by_authrole` across
-//! nodes. The caller's node authorizes the call and kills its own
+//! `wamp.session.kill`, `kill_by_authid`, `kill_by_authrole` and
+//! `kill_all` across nodes. The caller's node authorizes the call and kills its own
 //! sessions as on one node; it then asks the nodes that may hold the
 //! others (the owning node of a session id, from the view; every live node
 //! for an authid or authrole) with a NATS request on
@@ -48,6 +48,7 @@ impl Request {
             KillTarget::Session(id) => ("session", Some(*id), None),
             KillTarget::AuthId(a) => ("authid", None, Some(a.clone())),
             KillTarget::AuthRole(r) => ("authrole", None, Some(r.clone())),
+            KillTarget::All => ("all", None, None),
         };
         Request {
             by: by.into(),
@@ -63,6 +64,7 @@ impl Request {
             ("session", Some(id), _) => Some(KillTarget::Session(id)),
             ("authid", _, Some(a)) => Some(KillTarget::AuthId(a.clone())),
             ("authrole", _, Some(r)) => Some(KillTarget::AuthRole(r.clone())),
+            ("all", _, _) => Some(KillTarget::All),
             _ => None,
         }
     }
@@ -134,9 +136,15 @@ pub(super) async fn serve(realm: Arc<Realm>, rm: Arc<RealmMeta>, mut sub: async_
                 KillTarget::Session(id) => s.id == *id,
                 KillTarget::AuthId(a) => s.authid == *a,
                 KillTarget::AuthRole(r) => s.authrole == *r,
+                KillTarget::All => true,
             };
             if hit && rm.clients.lock().contains(&s.id) {
-                realm.kill(&s, &request.reason, request.message.as_deref());
+                // kill_all ends sessions silently, as on one node.
+                if target == KillTarget::All {
+                    realm.kill_silently(&s, &request.reason, request.message.as_deref());
+                } else {
+                    realm.kill(&s, &request.reason, request.message.as_deref());
+                }
                 killed.push(s.id);
             }
         }
@@ -163,6 +171,7 @@ mod tests {
             KillTarget::Session(7),
             KillTarget::AuthId("alice".into()),
             KillTarget::AuthRole("user".into()),
+            KillTarget::All,
         ] {
             let order = KillOrder {
                 target: target.clone(),
