@@ -1159,6 +1159,19 @@ mod tests {
     }
 
     #[test]
+    fn socket_send_buffer_defaults_to_256_kib_and_refuses_tiny_values() {
+        let c = Config::parse("").expect("valid");
+        assert_eq!(c.limits.transport_settings().socket_send_buffer, 256 << 10);
+        let c = Config::parse("[limits]\nsocket_send_buffer = 0\n").expect("valid");
+        assert_eq!(c.limits.socket_send_buffer, 0, "0: the kernel's autotuning");
+        let errs = Config::parse("[limits]\nsocket_send_buffer = 4096\n").expect_err("invalid");
+        assert!(
+            format!("{errs:?}").contains("limits.socket_send_buffer: 4096 is below the minimum"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn operations_listener_defaults_to_loopback_beside_the_default_wamp_listeners() {
         let c = Config::parse("[[listener]]\ntype = \"operations\"\n").expect("valid");
         let l = c.listener_configs().expect("listeners");
