@@ -24,6 +24,8 @@
 #   TOLERANCE=10 STALLED=500 STORM_SECONDS=20 PORT=34500 OUT=(a new /tmp dir)
 #   SLOW_CONSUMER=disconnect (the router's [limits] slow_consumer: disconnect
 #   cuts the stalled subscribers; drop_events keeps them, dropping their events)
+#   SOCKET_SEND_BUFFER=(the router's default) [limits] socket_send_buffer; 0:
+#   the kernel's autotuning, as before that setting existed
 #   CARGO_TARGET_DIR=target NO_BUILD=1 (use the binaries already built)
 #   ROUTER=PATH BENCH=PATH (binaries; default $CARGO_TARGET_DIR/release/...)
 set -euo pipefail
@@ -68,7 +70,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
         printf '[[listener]]\ntype = "rawsocket"\naddress = "127.0.0.%s:%s"\n\n' "$i" "$PORT"
     done
     printf '[[realm]]\nname = "realm1"\n\n'
-    printf '[limits]\nmax_connections_per_address = 0\nslow_consumer = "%s"\n\n' "${SLOW_CONSUMER:-disconnect}"
+    printf '[limits]\nmax_connections_per_address = 0\nslow_consumer = "%s"\n' "${SLOW_CONSUMER:-disconnect}"
+    [[ -z ${SOCKET_SEND_BUFFER:-} ]] || printf 'socket_send_buffer = %s\n' "$SOCKET_SEND_BUFFER"
+    printf '\n'
     printf '[storage]\ndata_dir = "%s/data"\n' "$OUT"
 } >"$OUT/switchyard.toml"
 

@@ -498,6 +498,13 @@ pub struct Limits {
     /// sessions whose queues exceed their share are slow consumers.
     #[serde(default = "default_total_outbound_bytes")]
     pub total_outbound_bytes: usize,
+    /// The kernel's send buffer of each TCP connection of a WAMP listener
+    /// (SO_SNDBUF; Linux doubles it for its bookkeeping); 0 leaves it to the
+    /// kernel's autotuning (up to `net.ipv4.tcp_wmem`, 4 MiB). Bounds what a
+    /// client that stops reading takes out of the router before its writer
+    /// blocks and the outbound queue limits apply.
+    #[serde(default = "default_socket_send_buffer")]
+    pub socket_send_buffer: usize,
     /// Argon2 ticket checks running at once, process-wide (0: one per CPU).
     #[serde(default)]
     pub max_concurrent_ticket_checks: usize,
@@ -585,6 +592,11 @@ fn default_outbound_queue_bytes() -> usize {
 fn default_total_outbound_bytes() -> usize {
     512 << 20
 }
+/// The smallest `socket_send_buffer` accepted (other than 0).
+const MIN_SOCKET_SEND_BUFFER: usize = 16 << 10;
+fn default_socket_send_buffer() -> usize {
+    256 << 10
+}
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -608,6 +620,7 @@ impl Default for Limits {
             outbound_queue: default_outbound_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
             total_outbound_bytes: default_total_outbound_bytes(),
+            socket_send_buffer: default_socket_send_buffer(),
             max_uri_length: default_max_uri_length(),
             max_concurrent_ticket_checks: 0,
             max_handshake_message_size: default_max_handshake_message_size(),
@@ -641,6 +654,7 @@ impl Limits {
             ping_timeout: self.ping_timeout,
             rawsocket_ping_interval: self.rawsocket_ping_interval,
             max_pending_pong_bytes: self.max_pending_pong_bytes,
+            socket_send_buffer: self.socket_send_buffer,
             // server.rs hands the router's traffic counters in.
             traffic: None,
         }
@@ -1017,6 +1031,16 @@ impl Config {
                 format!("limits.ipv6_prefix_length: {prefix} is outside 1..=128 bits"),
             );
         }
+        let sndbuf = self.limits.socket_send_buffer;
+        if sndbuf != 0 && sndbuf < MIN_SOCKET_SEND_BUFFER {
+            err(
+                0..0,
+                format!(
+                    "limits.socket_send_buffer: {sndbuf} is below the minimum of \
+                     {MIN_SOCKET_SEND_BUFFER} bytes (0: the kernel's autotuning)"
+                ),
+            );
+        }
         if self.limits.total_outbound_bytes < self.limits.outbound_queue_bytes {
             err(
                 0..0,
@@ -1132,6 +1156,19 @@ mod tests {
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.realms[0].name.get_ref(), "realm1");
         assert_eq!(*c.limits.max_message_size.get_ref(), 1 << 20);
+    }
+
+    #[test]
+    fn socket_send_buffer_defaults_to_256_kib_and_refuses_tiny_values() {
+        let c = Config::parse("").expect("valid");
+        assert_eq!(c.limits.transport_settings().socket_send_buffer, 256 << 10);
+        let c = Config::parse("[limits]\nsocket_send_buffer = 0\n").expect("valid");
+        assert_eq!(c.limits.socket_send_buffer, 0, "0: the kernel's autotuning");
+        let errs = Config::parse("[limits]\nsocket_send_buffer = 4096\n").expect_err("invalid");
+        assert!(
+            format!("{errs:?}").contains("limits.socket_send_buffer: 4096 is below the minimum"),
+            "{errs:?}"
+        );
     }
 
     #[test]

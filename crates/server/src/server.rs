@@ -743,6 +743,23 @@ fn tcp_user_timeout(stream: &TcpStream, settings: &Settings) {
     }
 }
 
+/// Bounds the kernel's send buffer of a WAMP connection
+/// (`[limits] socket_send_buffer`). With autotuning, Linux grows the buffer
+/// of a connection whose peer does not read up to `net.ipv4.tcp_wmem`'s
+/// maximum (4 MiB): the router would copy that much into the socket of
+/// every stalled subscriber before its writer blocked and the slow-consumer
+/// policy could apply. In the slow-consumer storm (docs/RELIABILITY.md) that
+/// copying, times 500 subscribers, took the CPU from the healthy sessions.
+fn tcp_send_buffer(stream: &TcpStream, settings: &Settings) {
+    if settings.socket_send_buffer == 0 {
+        return;
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(settings.socket_send_buffer)
+    {
+        tracing::debug!("SO_SNDBUF not set: {e}");
+    }
+}
+
 fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, tcp: &Tcp) {
     let accepted = Instant::now();
     let Ok(guard) = tcp.admit(remote.ip) else {
@@ -750,6 +767,7 @@ fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, 
         return;
     };
     tcp_user_timeout(&stream, &ep.settings);
+    tcp_send_buffer(&stream, &ep.settings);
     let ep = ep.clone();
     let tcp = tcp.clone();
     let mut transport = tcp.transport("websocket", remote.ip);
@@ -830,6 +848,7 @@ fn serve_rawsocket_tcp(
         return; // RawSocket has no way to say why: just close
     };
     tcp_keepalive(&stream, settings);
+    tcp_send_buffer(&stream, settings);
     let mut transport = tcp.transport("rawsocket", remote.ip);
     let (router, settings, label) = (router.clone(), settings.clone(), remote.label);
     match tcp.tls.clone() {

@@ -1031,3 +1031,139 @@ fn a_cut_slow_consumer_that_keeps_its_socket_open_is_closed() {
     );
     drop(slow);
 }
+
+// ---------------------------------------------------------------------
+// A slow-consumer storm: subscribers that stop reading take a bounded
+// number of bytes each before they are cut (`[limits] socket_send_buffer`).
+// ---------------------------------------------------------------------
+
+/// Reads from `s` until `needle` has arrived (bounded by the read timeout).
+fn read_until_seen(s: &mut std::net::TcpStream, needle: &[u8]) {
+    use std::io::Read;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(needle));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A masked WebSocket text frame (key 0: the payload as is).
+fn ws_text(payload: &str) -> Vec<u8> {
+    let mut f = vec![0x81u8];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload.as_bytes());
+    f
+}
+
+/// A JSON WebSocket session subscribed to `topic`, on a bare socket that the
+/// test then stops reading.
+fn ws_subscriber(r: &Router, topic: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.ws_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req =
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n";
+    s.write_all(req.as_bytes()).expect("upgrade");
+    read_until_seen(&mut s, b"\r\n\r\n");
+    s.write_all(&ws_text(r#"[1,"realm1",{"roles":{"subscriber":{}}}]"#))
+        .expect("HELLO");
+    read_until_seen(&mut s, b"[2,");
+    s.write_all(&ws_text(&format!(r#"[32,1,{{}},"{topic}"]"#)))
+        .expect("SUBSCRIBE");
+    read_until_seen(&mut s, b"[33,");
+    s
+}
+
+/// Reads a cut connection to its end: the bytes the router had written into
+/// it (its kernel buffers and ours). None if it is not closed.
+fn bytes_until_closed(s: &mut std::net::TcpStream) -> Option<usize> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(total),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(total),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn stalled_subscribers_take_a_bounded_number_of_bytes_before_they_are_cut() {
+    let _serial = serial();
+    // A small queue, so that the kernel's buffers are what the test measures.
+    let r = Router::start("[limits]\noutbound_queue_bytes = 262144\n");
+    let topic = "com.storm.feed";
+    let mut stalled: Vec<(&str, std::net::TcpStream)> = Vec::new();
+    for _ in 0..6 {
+        stalled.push(("rawsocket", session(&r).stream));
+    }
+    for (_, s) in stalled.iter_mut() {
+        // `session` joined; subscribe on the bare socket, then never read.
+        let mut c = Raw {
+            stream: s.try_clone().expect("clone"),
+            ser: Serializer::Json,
+            next_request: 1,
+        };
+        c.subscribe(topic);
+    }
+    for _ in 0..6 {
+        stalled.push(("websocket", ws_subscriber(&r, topic)));
+    }
+    let health = Health::start(&r);
+    let mut publisher = session(&r);
+    let event = "x".repeat(8 * 1024);
+    // 800 events of 8 KiB: 6.4 MiB for each subscriber, more than the 4 MiB
+    // the kernel's autotuning lets a socket hold.
+    for i in 0..800 {
+        publisher.send(&Message::Publish {
+            request: publisher.next_request,
+            options: Dict::new(),
+            topic: topic.into(),
+            payload: args(vec![Value::from(event.as_str())]),
+        });
+        publisher.next_request += 1;
+        if i % 16 == 15 {
+            round_trip(&mut publisher);
+        }
+    }
+    round_trip(&mut publisher);
+    let worst = health.finish();
+    let mut taken = Vec::new();
+    for (kind, s) in stalled.iter_mut() {
+        let n = bytes_until_closed(s);
+        eprintln!("stalled {kind} subscriber: {n:?} bytes written to it before it was cut");
+        taken.push((*kind, n));
+    }
+    for (kind, n) in &taken {
+        let Some(n) = n else {
+            panic!("a stalled {kind} subscriber was not cut after 6.4 MiB of events: {taken:?}");
+        };
+        // socket_send_buffer (256 KiB, which Linux doubles) and the test's
+        // receive buffer; with the kernel's autotuning it was over 4 MiB.
+        assert!(
+            *n < 1024 * 1024,
+            "a stalled {kind} subscriber took {n} bytes before it was cut: {taken:?}"
+        );
+    }
+    assert!(
+        worst < Duration::from_secs(2),
+        "a healthy round trip took {worst:?} during the storm"
+    );
+}

@@ -43,6 +43,8 @@ pub struct Settings {
     /// Bytes of PONGs owed to a peer (PINGs it sent while not reading our
     /// answers) before it is disconnected.
     pub max_pending_pong_bytes: usize,
+    /// SO_SNDBUF of each TCP connection (0: the kernel's autotuning).
+    pub socket_send_buffer: usize,
     /// Where client connections' outgoing messages are counted (the
     /// router's traffic families); None: not counted.
     pub traffic: Option<Arc<Traffic>>,
