@@ -12,6 +12,9 @@
 #   rpc-seq-rs-msgpack-1cpu (router and bench confined to CPU 0)
 #   rpc-shared4-rs-msgpack rpc-shared4-seq-rs-msgpack (4 callees sharing one
 #   registration, roundrobin; INVOKE=random|least_loaded|first|last to change)
+#   sessions-ws-json sessions-rs-msgpack (sessions established per second:
+#   1000 sessions, 100 handshakes at once, 5 rounds) cycles-ws-json
+#   cycles-rs-msgpack (connect-subscribe-leave cycles per second, 4 at once)
 #   baseline baseline-1cpu (a bare TCP ping-pong without the router: the
 #   machine's round-trip floor, across CPUs and on one CPU)
 # Environment:
@@ -145,6 +148,7 @@ run_baseline() { # run_baseline NAME extra-args...
 ALL=(idle-rs idle-ws pubsub10-ws-json pubsub10-rs-msgpack pubsub1000-rs-msgpack pubsub10000-rs-msgpack
     pubsub10-noise100k-exact pubsub10-noise100k-prefix pubsub10-noise100k-wildcard rpc-rs-msgpack rpc-ws-json
     rpc-seq-rs-msgpack rpc-seq-ws-json rpc-seq-rs-msgpack-1cpu rpc-shared4-rs-msgpack rpc-shared4-seq-rs-msgpack
+    sessions-ws-json sessions-rs-msgpack cycles-ws-json cycles-rs-msgpack
     baseline baseline-1cpu)
 SCENARIOS=("$@")
 if [[ ${#SCENARIOS[@]} -eq 0 ]]; then
@@ -187,6 +191,18 @@ for s in "${SCENARIOS[@]}"; do
     rpc-shared4-seq-rs-msgpack)
         run_scenario "$s" --threads 1 rpc --url "$RS_URL" --serializer msgpack --callers 1 --in-flight 1 \
             --callees 4 --invoke "${INVOKE:-roundrobin}" --calls "$(scaled 10000)" --payload 64 ;;
+    sessions-ws-json)
+        run_scenario "$s" sessions --url "$WS_URL" --serializer json --sessions 1000 \
+            --concurrency 100 --rounds "$(scaled 5)" ;;
+    sessions-rs-msgpack)
+        run_scenario "$s" sessions --url "$RS_URL" --serializer msgpack --sessions 1000 \
+            --concurrency 100 --rounds "$(scaled 5)" ;;
+    cycles-ws-json)
+        run_scenario "$s" cycles --url "$WS_URL" --serializer json --workers 4 \
+            --cycles "$(scaled 10000)" ;;
+    cycles-rs-msgpack)
+        run_scenario "$s" cycles --url "$RS_URL" --serializer msgpack --workers 4 \
+            --cycles "$(scaled 10000)" ;;
     rpc-seq-rs-msgpack-1cpu)
         # Router and bench confined to CPU 0: no wake-ups across CPUs, which on
         # this VM cost ~30 us each (see the baseline). Informational.

@@ -10,6 +10,8 @@
 //!   latency percentiles.
 //! * `queue`: durable job queue, P producers pushing with W in flight and C
 //!   workers running the jobs; jobs/s and enqueue latencies (bench/queue/).
+//! * `sessions`: sessions established per second (N sessions, C handshakes
+//!   at once); `cycles`: connect-subscribe-leave cycles per second.
 //! * `idle`: the router's resident memory per idle session.
 //! * `baseline`: a bare TCP ping-pong over loopback, the machine's floor.
 //! * `flush`: a small write + fdatasync, the disk's floor under a durable commit.
@@ -30,6 +32,7 @@ mod nats;
 mod pubsub;
 mod queue;
 mod rpc;
+mod sessions;
 mod soak;
 mod stats;
 mod storm;
@@ -68,6 +71,10 @@ enum Cmd {
     Flush(flush::FlushArgs),
     /// Print the median (and min..max) of each figure over JSON result lines.
     Summarize(stats::SummarizeArgs),
+    /// Sessions established per second: N sessions, C handshakes at once.
+    Sessions(sessions::SessionsArgs),
+    /// Connect-subscribe-leave cycles per second, W at once.
+    Cycles(sessions::CyclesArgs),
     /// Router memory per idle session: open N sessions, compare its RSS.
     Idle(idle::IdleArgs),
     /// Durable job queue: P producers push, C workers run the jobs.
@@ -175,6 +182,8 @@ fn main() {
             Cmd::PubsubNats(a) => nats::run(a).await,
             Cmd::Rpc(a) => rpc::run(a).await,
             Cmd::Idle(a) => idle::run(a).await,
+            Cmd::Sessions(a) => sessions::run_sessions(a).await,
+            Cmd::Cycles(a) => sessions::run_cycles(a).await,
             Cmd::Queue(a) => queue::run(a).await,
             Cmd::Crash(a) => crash::run(a).await,
             Cmd::Soak(a) => soak::run(a).await,

@@ -726,10 +726,9 @@ impl Realm {
 
     /// Publishes `wamp.session.on_join`.
     pub(crate) fn announce_join(&self, session: &Session) {
-        self.meta_event(
-            "wamp.session.on_join",
-            vec![Value::Dict(session_details(session))],
-        );
+        self.broker.publish_meta("wamp.session.on_join", || {
+            vec![Value::Dict(session_details(session))]
+        });
     }
 
     /// Removes a session and everything it held, and publishes what changed.
@@ -780,14 +779,13 @@ impl Realm {
         if let Some(b) = &self.backplane {
             b.session_left(session);
         }
-        self.meta_event(
-            "wamp.session.on_leave",
+        self.broker.publish_meta("wamp.session.on_leave", || {
             vec![
                 Value::UInt(session.id),
                 Value::Str(session.authid.clone()),
                 Value::Str(session.authrole.clone()),
-            ],
-        );
+            ]
+        });
     }
 
     /// Ends a session from the router's side: GOODBYE with `reason` (and
@@ -829,11 +827,6 @@ impl Realm {
 
     pub fn session_count(&self) -> usize {
         self.sessions.read().len()
-    }
-
-    fn meta_event(&self, topic: &str, args: Vec<Value>) {
-        self.broker
-            .publish_from_router(topic, &Payload::values(args, None));
     }
 }
 

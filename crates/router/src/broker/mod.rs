@@ -235,18 +235,16 @@ impl Broker {
             on_subscribed(id);
             if created {
                 if let Some(sub) = st.subs.get(&id) {
-                    let details = subscription_details(&sub.info());
-                    st.meta_event(
-                        "wamp.subscription.on_create",
-                        vec![Value::UInt(session.id), Value::Dict(details)],
-                    );
+                    st.meta_event("wamp.subscription.on_create", || {
+                        let details = subscription_details(&sub.info());
+                        vec![Value::UInt(session.id), Value::Dict(details)]
+                    });
                 }
             }
             if fresh {
-                st.meta_event(
-                    "wamp.subscription.on_subscribe",
-                    vec![Value::UInt(session.id), Value::UInt(id)],
-                );
+                st.meta_event("wamp.subscription.on_subscribe", || {
+                    vec![Value::UInt(session.id), Value::UInt(id)]
+                });
             }
             id
         };
@@ -523,6 +521,17 @@ impl Broker {
     }
 
     /// Publishes an event from the router itself (meta events).
+    /// A meta event (`wamp.session.on_join` and the like): built by
+    /// `args` and published as [`Broker::publish_from_router`] does, but
+    /// only if it goes anywhere (a subscription here matches `topic`, or
+    /// a cluster's other nodes take the meta events): most sessions come
+    /// and go with nobody watching, and building the event's details for
+    /// nobody is most of its cost.
+    pub fn publish_meta(&self, topic: &str, args: impl FnOnce() -> Vec<Value>) {
+        let st = self.state.read();
+        st.meta_event(topic, args);
+    }
+
     pub fn publish_from_router(&self, topic: &str, payload: &Payload) -> u64 {
         let publication = random_id();
         let st = self.state.read();
@@ -785,8 +794,11 @@ impl State {
 
     /// Publishes a meta event from inside the Broker (its lock held, so the
     /// events come out in the order the subscriptions changed).
-    fn meta_event(&self, topic: &str, args: Vec<Value>) {
-        let (publication, payload) = (random_id(), Payload::values(args, None));
+    fn meta_event(&self, topic: &str, args: impl FnOnce() -> Vec<Value>) {
+        if !self.meta_wanted(topic) {
+            return;
+        }
+        let (publication, payload) = (random_id(), Payload::values(args(), None));
         self.deliver(
             publication,
             topic,
@@ -799,13 +811,23 @@ impl State {
         }
     }
 
+    /// Whether a meta event on `topic` goes anywhere: a subscription here
+    /// matches it, or the other nodes of a cluster take the meta events.
+    fn meta_wanted(&self, topic: &str) -> bool {
+        if self.meta_out.is_some() {
+            return true;
+        }
+        let mut any = false;
+        self.index.for_each_match(topic, |_, _| any = true);
+        any
+    }
+
     /// After `session` left subscription `id`: the meta events, and the
     /// subscription's removal if nobody is left (history subscriptions stay).
     fn detached(&mut self, session: u64, id: u64) {
-        self.meta_event(
-            "wamp.subscription.on_unsubscribe",
-            vec![Value::UInt(session), Value::UInt(id)],
-        );
+        self.meta_event("wamp.subscription.on_unsubscribe", || {
+            vec![Value::UInt(session), Value::UInt(id)]
+        });
         let delete = self
             .subs
             .get(&id)
@@ -814,10 +836,9 @@ impl State {
             if let Some(s) = self.subs.remove(&id) {
                 self.index.remove(&s.uri, s.policy);
             }
-            self.meta_event(
-                "wamp.subscription.on_delete",
-                vec![Value::UInt(session), Value::UInt(id)],
-            );
+            self.meta_event("wamp.subscription.on_delete", || {
+                vec![Value::UInt(session), Value::UInt(id)]
+            });
         }
     }
 }
@@ -857,8 +878,54 @@ impl Prepared {
 
 #[cfg(test)]
 mod tests {
-    use super::pattern_matches;
+    use super::{pattern_matches, Broker};
+    use crate::features::ClientFeatures;
+    use crate::peer::{Outgoing, Peer, SlowConsumerPolicy};
+    use crate::session::{Identity, Session};
     use crate::uri_index::MatchPolicy::*;
+    use std::sync::Arc;
+    use switchyard_proto::{Message, Serializer, Value};
+
+    /// A meta event nobody subscribes to is not even built (its details
+    /// are most of the cost of a session's join and leave); one that a
+    /// pattern subscription matches is built and delivered.
+    #[test]
+    fn meta_events_are_built_only_for_subscribers() {
+        let broker = Broker::default();
+        let mut built = 0;
+        broker.publish_meta("wamp.session.on_join", || {
+            built += 1;
+            vec![Value::UInt(1)]
+        });
+        assert_eq!(built, 0, "built with nobody subscribed");
+
+        let (peer, mut rx) = Peer::new(
+            Serializer::Json,
+            16,
+            SlowConsumerPolicy::Disconnect,
+            1 << 16,
+            "test".into(),
+        );
+        let watcher = Arc::new(Session::new(
+            7,
+            Identity::anonymous(),
+            ClientFeatures::default(),
+            peer,
+        ));
+        broker.subscribe(&watcher, "wamp.session", Prefix, false, |_| {});
+        broker.publish_meta("wamp.session.on_join", || {
+            built += 1;
+            vec![Value::UInt(1)]
+        });
+        assert_eq!(built, 1);
+        let mut events = 0;
+        while let Ok(Outgoing::Frame(f)) = rx.try_recv() {
+            if let Ok(Message::Event { .. }) = Message::decode(Serializer::Json, &f) {
+                events += 1;
+            }
+        }
+        assert_eq!(events, 1, "the subscriber got the meta event");
+    }
 
     #[test]
     fn patterns_match_like_the_index() {

@@ -265,11 +265,12 @@ impl Connection {
                 "session id collision, try again",
             );
         }
-        let mut welcome = Message::Welcome {
+        let welcome = Message::Welcome {
             session: session.id,
             details: welcome_details(realm.name(), &session, true),
         };
-        if session.encode(&welcome).is_err() {
+        // Encoded once: the frame that passes the size check is the one sent.
+        let frame = session.encode(&welcome).or_else(|_| {
             // A RawSocket client may accept as little as 512 bytes, less
             // than the feature announcement: it gets the Basic Profile view.
             tracing::debug!(
@@ -277,15 +278,26 @@ impl Connection {
                 max = self.peer.max_message_len(),
                 "WELCOME without the feature list: the client accepts too little"
             );
-            welcome = Message::Welcome {
+            session.encode(&Message::Welcome {
                 session: session.id,
                 details: welcome_details(realm.name(), &session, false),
-            };
-        }
+            })
+        });
         self.peer.set_session(session.id);
         self.peer
             .name_session(session.id, realm.name(), &session.authid);
-        session.send(&welcome);
+        match frame {
+            Ok(frame) => {
+                self.peer.send(frame);
+            }
+            Err((_, reason)) => {
+                tracing::warn!(
+                    session = session.id,
+                    "not sending WELCOME: {}",
+                    Clip(&reason)
+                )
+            }
+        }
         realm.announce_join(&session);
         self.counted = Some(self.router.metrics().traffic.session(
             realm.name(),
