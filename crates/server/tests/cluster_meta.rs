@@ -1067,21 +1067,6 @@ fn a_node_cut_off_from_nats_and_back_is_claimed_and_announced_again() {
     drop(a);
 }
 
-/// Asks `ask` until it answers something other than Null (at most 5 s).
-fn until_value(c: &mut Raw, what: &str, mut ask: impl FnMut(&mut Raw) -> Value) -> Value {
-    let mut got = Value::Null;
-    until(
-        c,
-        what,
-        |c| {
-            got = ask(c);
-            got.clone()
-        },
-        |v| *v != Value::Null,
-    );
-    got
-}
-
 const SECRET: &str = "kill-test-secret";
 
 /// Realm tables: ticket logins, an `admin` role that may call the meta
