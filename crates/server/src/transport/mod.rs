@@ -149,10 +149,16 @@ pub async fn hello_wait(conn: &switchyard_router::Connection, timeout: Duration)
         return std::future::pending().await;
     };
     let deadline = tokio::time::Instant::from_std(since) + timeout;
-    tokio::select! {
-        _ = tokio::time::sleep_until(deadline) => HelloWait::TimedOut,
-        _ = conn.router().stopping().cancelled() => HelloWait::ShuttingDown,
-    }
+    // Boxed: the reader's future reserves room for this one for the
+    // session's whole life (a timer and a cancellation wait, ~200 bytes),
+    // though it only runs before WELCOME.
+    Box::pin(async move {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => HelloWait::TimedOut,
+            _ = conn.router().stopping().cancelled() => HelloWait::ShuttingDown,
+        }
+    })
+    .await
 }
 
 /// Logs why a connection stopped waiting for HELLO.
@@ -207,4 +213,23 @@ pub async fn http_reply_and_close(
         }
     };
     let _ = tokio::time::timeout_at(deadline, work).await;
+}
+
+/// Settings with the defaults' shape, for the transports' unit tests.
+#[cfg(test)]
+pub(crate) fn test_settings() -> Settings {
+    Settings {
+        max_message_size: 1 << 20,
+        outbound_queue: 1024,
+        outbound_queue_bytes: 1 << 20,
+        outbound_budget: OutboundBudget::new(1 << 20),
+        slow_consumer: SlowConsumerPolicy::default(),
+        handshake_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(30),
+        ping_timeout: Duration::from_secs(10),
+        rawsocket_ping_interval: Duration::ZERO,
+        max_pending_pong_bytes: 64 << 10,
+        socket_send_buffer: 0,
+        traffic: None,
+    }
 }
