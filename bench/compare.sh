@@ -70,8 +70,10 @@ try:
     a, b = json.load(open(fa)), json.load(open(fb))
 except (OSError, ValueError):
     print(f"{name}: no results"); sys.exit(0)
-keys = ["deliveries_per_s", "calls_per_s", "latency_p50_us", "latency_p99_us",
-        "deliveries_per_server_cpu_s", "calls_per_server_cpu_s"]
+keys = ["deliveries_per_s", "calls_per_s", "sessions_per_s", "cycles_per_s",
+        "latency_p50_us", "latency_p99_us",
+        "deliveries_per_server_cpu_s", "calls_per_server_cpu_s",
+        "server_us_per_session", "server_us_per_cycle", "bytes_per_session"]
 parts = []
 for k in keys:
     if k in a and k in b:
