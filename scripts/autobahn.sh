@@ -14,7 +14,8 @@
 #   SWITCHYARD_BIN   the router binary (default: target/debug/switchyard, built)
 #   PYTHON2          a Python 2.7 interpreter (default: python2.7 on PATH, else
 #                    pyenv's 2.7.18 at ~/.pyenv/versions/2.7.18 or /root/.pyenv/...)
-#   AUTOBAHN_PORT    the testee's port (default 33100)
+#   AUTOBAHN_PORT    the testee's port (default 32750: below Linux's ephemeral
+#                    range 32768-60999, where a client socket may hold a port)
 #   AUTOBAHN_REPORT  where the report goes (default tests/autobahn/reports)
 #
 # wstest needs Python 2.7: it is installed with its pinned dependencies
@@ -71,7 +72,7 @@ if [[ -z "$BIN" ]]; then
     cargo build -q -p switchyard --locked
     BIN=$ROOT/target/debug/switchyard
 fi
-PORT=${AUTOBAHN_PORT:-33100}
+PORT=${AUTOBAHN_PORT:-32750}
 REPORT=${AUTOBAHN_REPORT:-$HERE/reports}
 WORK=$(mktemp -d)
 router_pid=
@@ -94,14 +95,17 @@ path = "/"
 [limits]
 max_message_size = 16777216
 EOF
-"$BIN" --config "$WORK/switchyard.toml" --log-level info 2>"$WORK/router.log" &
+"$BIN" --config "$WORK/switchyard.toml" --data-dir "$WORK/data" --log-level info 2>"$WORK/router.log" &
 router_pid=$!
+# The router's own ready line (other lines say "ready" too, e.g. its queues,
+# before a listener may still fail to bind).
+READY='switchyard [0-9.]* ready'
 for _ in $(seq 100); do
-    if grep -q " ready" "$WORK/router.log"; then break; fi
-    if ! kill -0 "$router_pid" 2>/dev/null; then cat "$WORK/router.log" >&2; exit 1; fi
+    if grep -q "$READY" "$WORK/router.log"; then break; fi
+    if ! kill -0 "$router_pid" 2>/dev/null; then cat "$WORK/router.log" >&2; echo "autobahn.sh: the router exited (port $PORT in use? set AUTOBAHN_PORT)" >&2; exit 1; fi
     sleep 0.1
 done
-grep -q " ready" "$WORK/router.log" || { cat "$WORK/router.log" >&2; exit 1; }
+grep -q "$READY" "$WORK/router.log" || { cat "$WORK/router.log" >&2; echo "autobahn.sh: the router did not get ready" >&2; exit 1; }
 
 # ------------------------------------------------------------- test cases ---
 # 12.*/13.*: permessage-deflate, which the router does not offer: wstest

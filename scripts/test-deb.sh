@@ -146,11 +146,11 @@ read -ra cmd <<<"$exec_start"
     setpriv --reuid switchyard --regid switchyard --init-groups -- "${cmd[@]}") >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
-    grep -q ' ready' "$log" && break
+    grep -q 'switchyard [0-9.]* ready' "$log" && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
 done
-grep -q ' ready' "$log" || { kill "$pid" 2>/dev/null || true; fail "the service did not get ready: $(cat "$log")"; }
+grep -q 'switchyard [0-9.]* ready' "$log" || { kill "$pid" 2>/dev/null || true; fail "the service did not get ready: $(cat "$log")"; }
 kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?
