@@ -632,8 +632,17 @@ fn flood_uris(c: &mut Raw, tag: &str, n: usize, register: bool) -> (usize, Strin
 #[test]
 fn subscriptions_and_registrations_are_bounded_per_realm() {
     let _serial = serial();
-    // Router::start's realm is the last table: these are its keys.
-    let r = Router::start("max_subscriptions = 20000\nmax_registrations = 4000");
+    // Router::start's realm is the last table: these are its keys. The
+    // attackers read their 10,000 answers through a 4 KiB receive buffer
+    // while they write; with the default 256 KiB socket send buffer, a
+    // reader descheduled on a loaded machine can let the answers overflow
+    // the default 4,096-message outbound queue, and the router then cuts it
+    // as a slow consumer, as it should (a CI run saw an EOF mid-flood). This
+    // test is about the realm's limits: its outbound queue holds a whole
+    // flood's answers.
+    let r = Router::start(
+        "max_subscriptions = 20000\nmax_registrations = 4000\n\n[limits]\noutbound_queue = 16384",
+    );
     let baseline = round_trip(&mut session(&r));
     // A legitimate subscriber, there before the attack.
     let mut resident = session(&r);
@@ -992,11 +1001,25 @@ fn a_cut_slow_consumer_that_keeps_its_socket_open_is_closed() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
+    // The count once it holds still: a descriptor the router holds for a
+    // moment (a CI run counted one too many at `idle`) must not count.
+    let settled = || {
+        let mut last = fds();
+        let start = std::time::Instant::now();
+        loop {
+            thread::sleep(Duration::from_millis(50));
+            let now = fds();
+            if now == last || start.elapsed() > Duration::from_secs(2) {
+                return now;
+            }
+            last = now;
+        }
+    };
     let mut publisher = session(&r);
-    let idle = fds();
+    let idle = settled();
     let mut slow = session(&r);
     slow.subscribe("com.big.stalled");
-    assert_eq!(fds(), idle + 1);
+    assert_eq!(settled(), idle + 1);
     let big = "x".repeat(BIG);
     let mut sent = 0;
     while !r.log_text().contains("slow consumer") && sent < 200 {
