@@ -321,8 +321,12 @@ fn stalled_subscriber(policy: &str) {
                 // sent while its queue is full would be answered with a
                 // reply that does not fit, and that disconnects it: the
                 // policy drops only EVENTs), then it is served as before.
+                // Drained once nothing came for 2 s: with a loaded machine a
+                // pause of the router's writer longer than a shorter wait
+                // ended the drain early, and the request below then met a
+                // full queue (a CI run).
                 s.stream
-                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .set_read_timeout(Some(Duration::from_secs(2)))
                     .expect("timeout");
                 let mut events = 0;
                 while let Some(m) = s.recv() {
