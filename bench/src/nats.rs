@@ -28,6 +28,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::pubsub::wait_for_deliveries;
 use crate::stats::{group, CpuMeter};
 
 #[derive(Args, Debug)]
@@ -325,20 +326,8 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
 
     // Wait for the deliveries: all of them, or no progress for drain_timeout.
     let drain = Duration::from_secs_f64(a.drain_timeout);
-    let mut last_total = total.load(Ordering::Relaxed);
-    let mut last_change = Instant::now();
-    while last_total < expected_total && !timed_out {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let now_total = total.load(Ordering::Relaxed);
-        if now_total != last_total {
-            last_total = now_total;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > drain {
-            break;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-        }
+    if !timed_out {
+        timed_out = wait_for_deliveries(&total, expected_total, drain, deadline).await;
     }
     let used = cpu.stop();
 

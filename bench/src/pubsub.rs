@@ -239,20 +239,8 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
 
     // Wait for the deliveries: all of them, or no progress for drain_timeout.
     let drain = Duration::from_secs_f64(a.drain_timeout);
-    let mut last_total = total.load(Ordering::Relaxed);
-    let mut last_change = Instant::now();
-    while last_total < expected_total && !timed_out {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let now_total = total.load(Ordering::Relaxed);
-        if now_total != last_total {
-            last_total = now_total;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > drain {
-            break;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-        }
+    if !timed_out {
+        timed_out = wait_for_deliveries(&total, expected_total, drain, deadline).await;
     }
     let used = cpu.stop();
 
@@ -397,6 +385,32 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
 /// Events of one publisher must arrive in publish order: counts the
 /// deliveries (publication ids, in arrival order) whose publish sequence
 /// (`seq_of`, the order the PUBLISHes were written) is not above the
+/// Waits until `total` reaches `expected`, or has not moved for `drain`;
+/// true if `deadline` passed first.
+pub async fn wait_for_deliveries(
+    total: &AtomicU64,
+    expected: u64,
+    drain: Duration,
+    deadline: Instant,
+) -> bool {
+    let mut last_total = total.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    while last_total < expected {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let now_total = total.load(Ordering::Relaxed);
+        if now_total != last_total {
+            last_total = now_total;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > drain {
+            return false;
+        }
+        if Instant::now() > deadline {
+            return true;
+        }
+    }
+    false
+}
+
 /// highest one delivered before them. Unknown publications are skipped.
 fn out_of_order(delivered: &[u64], seq_of: &HashMap<u64, u64>) -> u64 {
     let mut misordered = 0;
