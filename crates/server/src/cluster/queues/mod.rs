@@ -130,6 +130,14 @@ fn check_bindings(realm: &Realm, settings: &RealmQueues) -> Result<(), String> {
     Ok(())
 }
 
+/// How long one JetStream request or publish acknowledgement of the queues is waited for (the
+/// NATS client's own default is 10 s): a request to a server that just died, or to a stream
+/// whose leader is being elected, is sent again sooner (a publish with the same message id,
+/// which JetStream stores once).
+fn request_bound(lease: Duration) -> Duration {
+    lease.clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
 /// Registers the queue procedures of every realm and starts following their leases.
 pub async fn start(
     client: async_nats::Client,
@@ -138,7 +146,9 @@ pub async fn start(
     config: &ClusterQueuesConfig,
     realms: Vec<(Arc<Realm>, RealmQueues)>,
 ) -> Result<ClusterQueues, String> {
-    let js = jetstream::new(client.clone());
+    let js = jetstream::ContextBuilder::new()
+        .timeout(request_bound(config.lease))
+        .build(client.clone());
     let kv = lease::bucket(&js, &names::owners_bucket(prefix), config.replicas).await?;
     let mut out = ClusterQueues {
         fronts: Vec::new(),
@@ -302,6 +312,7 @@ async fn govern(g: Governor, mut links: Links) {
             replicas: g.config.replicas,
             node: g.node.clone(),
             term,
+            held: links.owner.clone(),
             retry_for: g.config.lease,
             checkpoint_entries: g.config.checkpoint_entries,
             result_budget: g.settings.limits.results.max_total_bytes as u64,

@@ -17,8 +17,9 @@
 //!   `Nats-Msg-Id` (term and position), so a publish retried after a lost acknowledgement is not
 //!   stored twice.
 //! - **Recovery.** After its term marker, the new owner reads the log from its first message to
-//!   the marker (an ordered consumer) and applies it to a `Materialized` state: everything any
-//!   earlier owner had acknowledged is before the marker.
+//!   the marker (message by message from the stream's leader, see [`replay`]) and applies it
+//!   to a `Materialized` state: everything any earlier owner had acknowledged is before the
+//!   marker.
 //! - **Compaction.** Every `checkpoint_entries` entries (or [`CHECKPOINT_BYTES`]) the owner
 //!   appends a checkpoint (the whole state as one entry) and purges the log before it. A reader
 //!   that meets a checkpoint replaces its state with it.
@@ -50,6 +51,15 @@ pub const CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
 const GROUP_BATCHES: usize = 1024;
 /// How long the recovery may read the log.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the owner keeps trying its log while it holds the lease: after a NATS server's
+/// loss, JetStream elects new stream and meta leaders, seconds during which requests time out
+/// or find no responder. Another owner would meet the same log, so the owner waits (its
+/// pushes wait with it) instead of handing the queues over.
+pub const LOG_OUTAGE: Duration = Duration::from_secs(30);
+/// Pause between two tries of a log request.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Log messages the recovery asks for at once.
+const REPLAY_IN_FLIGHT: usize = 32;
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string().into())
@@ -65,13 +75,33 @@ pub struct LogPlace {
     pub node: String,
     /// The owner's term (from the lease).
     pub term: u64,
-    /// How long a write may be retried (the lease: beyond it the node no longer owns the log).
+    /// The lease as the lease task sees it: `Some(term)` while this node holds it.
+    pub held: watch::Receiver<Option<u64>>,
+    /// How long a write may be retried once the lease is lost (while it is held: up to
+    /// [`LOG_OUTAGE`]). Fencing keeps a late write from overwriting a newer owner's log.
     pub retry_for: Duration,
     /// Entries between checkpoints.
     pub checkpoint_entries: u64,
     /// Bytes of completed jobs' records the log's state keeps (the realm's
     /// `[realm.queue_limits.results] max_total_bytes`).
     pub result_budget: u64,
+}
+
+impl LogPlace {
+    /// Whether this node still holds the term it writes the log for.
+    fn holds(&self) -> bool {
+        *self.held.borrow() == Some(self.term)
+    }
+
+    /// Whether a request that failed `since` ago may be tried again.
+    fn may_retry(&self, since: Instant) -> bool {
+        let bound = if self.holds() {
+            LOG_OUTAGE
+        } else {
+            self.retry_for
+        };
+        since.elapsed() < bound
+    }
 }
 
 struct Shared {
@@ -151,9 +181,10 @@ impl Appender {
         Ok(first.unwrap_or(self.last))
     }
 
-    /// Publishes one part after `self.last`, retrying (same message id) until `retry_for`.
+    /// Publishes one part after `self.last`, retrying (same message id) while
+    /// [`LogPlace::may_retry`].
     async fn publish(&mut self, body: bytes::Bytes) -> Result<u64, StoreError> {
-        let deadline = Instant::now() + self.place.retry_for;
+        let started = Instant::now();
         let id = format!("{}-{}-{}", self.place.node, self.place.term, self.last);
         loop {
             let message = jetstream::message::PublishMessage::build()
@@ -184,11 +215,14 @@ impl Appender {
                     return Err(storage(e));
                 }
                 Err(e) => {
-                    if Instant::now() >= deadline {
-                        return Err(storage(format!("queue log unreachable: {e}")));
+                    if !self.place.may_retry(started) {
+                        return Err(storage(format!(
+                            "queue log unreachable for {:?}: {e}",
+                            started.elapsed()
+                        )));
                     }
                     tracing::debug!("cluster: queue log write retried: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
         }
@@ -201,25 +235,7 @@ impl JetStreamStore {
     pub async fn open(place: LogPlace) -> Result<JetStreamStore, String> {
         let started = Instant::now();
         let js = &place.js;
-        let stream = match js.get_stream(&place.stream).await {
-            Ok(s) => s,
-            Err(_) => {
-                let config = jetstream::stream::Config {
-                    name: place.stream.clone(),
-                    subjects: vec![place.subject.clone()],
-                    num_replicas: place.replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                };
-                match js.create_stream(config).await {
-                    Ok(s) => s,
-                    // Another node may have created it meanwhile.
-                    Err(e) => js.get_stream(&place.stream).await.map_err(|_| {
-                        format!("cannot create the queue log stream {}: {e}", place.stream)
-                    })?,
-                }
-            }
-        };
+        let stream = log_stream(&place).await?;
         let max_part = js
             .client()
             .server_info()
@@ -236,47 +252,48 @@ impl JetStreamStore {
         let marker =
             serde_json::to_vec(&serde_json::json!({"node": place.node, "term": place.term}))
                 .unwrap_or_default();
-        let mut tries = 0;
+        let marking = Instant::now();
         let marker_seq = loop {
-            appender.last = match stream.get_last_raw_message_by_subject(&place.subject).await {
-                Ok(m) => m.sequence,
+            let last = match stream.get_last_raw_message_by_subject(&place.subject).await {
+                Ok(m) => Ok(m.sequence),
                 Err(e)
                     if matches!(
                         e.kind(),
                         jetstream::stream::LastRawMessageErrorKind::NoMessageFound
                     ) =>
                 {
-                    0
+                    Ok(0)
                 }
-                Err(e) => return Err(format!("cannot read the queue log {}: {e}", place.stream)),
+                Err(e) => Err(format!("cannot read the queue log {}: {e}", place.stream)),
             };
-            match appender.publish(part(TERM, true, &marker)).await {
+            let written = match last {
+                Ok(last) => {
+                    appender.last = last;
+                    appender
+                        .publish(part(TERM, true, &marker))
+                        .await
+                        .map_err(|e| {
+                            format!("cannot start term {} on the queue log: {e}", place.term)
+                        })
+                }
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(seq) => break seq,
-                Err(e) if tries < 50 => {
-                    tries += 1;
+                Err(e) if place.may_retry(marking) => {
                     tracing::debug!("cluster: term marker retried: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot start term {} on the queue log: {e}",
-                        place.term
-                    ))
-                }
+                Err(e) => return Err(e),
             }
         };
-        let (state, messages, since) = tokio::time::timeout(
-            REPLAY_TIMEOUT,
-            replay(
-                &js.client(),
-                &stream,
-                &place.subject,
-                marker_seq,
-                place.result_budget,
-            ),
-        )
-        .await
-        .map_err(|_| format!("reading the queue log took more than {REPLAY_TIMEOUT:?}"))??;
+        let first = stream.cached_info().state.first_sequence.max(1);
+        let (state, messages, since) =
+            tokio::time::timeout(REPLAY_TIMEOUT, replay(&place, &stream, first, marker_seq))
+                .await
+                .map_err(|_| {
+                    format!("reading the queue log took more than {REPLAY_TIMEOUT:?}")
+                })??;
         let recovered = Recovered {
             messages,
             jobs: state.jobs(),
@@ -318,89 +335,161 @@ impl JetStreamStore {
     }
 }
 
-/// Reads the log from its start to `until` (the term marker): the state, the messages read and
-/// the entries since the last checkpoint.
-async fn replay(
-    client: &async_nats::Client,
-    stream: &jetstream::stream::Stream,
-    subject: &str,
-    until: u64,
-    budget: u64,
-) -> Result<(Materialized, u64, u64), String> {
-    let consumer = stream
-        .create_consumer(jetstream::consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            filter_subject: subject.to_string(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot read the queue log: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("cannot read the queue log: {e}"))?;
-    let mut state = Materialized::with_result_budget(budget);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut pending_kind = 0u8;
-    let mut read = 0u64;
-    let mut since = 0u64;
-    while let Some(m) = messages.next().await {
-        let m = match m {
-            Ok(m) => m,
-            // Heartbeats missed and the like: the ordered consumer recovers by itself.
-            Err(e) => {
-                tracing::debug!("cluster: queue log read: {e}");
-                continue;
-            }
+/// Gets (or creates) the log's stream. While JetStream elects leaders after a NATS server's
+/// loss its requests time out or find no responder: retried while [`LogPlace::may_retry`].
+async fn log_stream(place: &LogPlace) -> Result<jetstream::stream::Stream, String> {
+    use jetstream::context::GetStreamErrorKind;
+    let since = Instant::now();
+    loop {
+        let e = match place.js.get_stream(&place.stream).await {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
         };
-        let seq = m
-            .info()
-            .map(|i| i.stream_sequence)
-            .map_err(|e| format!("queue log message without its metadata: {e}"))?;
-        read += 1;
-        let body = &m.payload;
+        let missing = matches!(
+            e.kind(),
+            GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        );
+        let e = if missing {
+            let config = jetstream::stream::Config {
+                name: place.stream.clone(),
+                subjects: vec![place.subject.clone()],
+                num_replicas: place.replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            };
+            match place.js.create_stream(config).await {
+                Ok(s) => return Ok(s),
+                // Another node may have created it meanwhile: read again.
+                Err(e) => format!("cannot create the queue log stream {}: {e}", place.stream),
+            }
+        } else {
+            format!("cannot read the queue log stream {}: {e}", place.stream)
+        };
+        if !place.may_retry(since) {
+            return Err(e);
+        }
+        tracing::debug!("cluster: {e} (trying again)");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// The log message at `seq`, `None` if there is none (purged before a checkpoint).
+async fn read_at(
+    place: &LogPlace,
+    stream: &jetstream::stream::Stream,
+    seq: u64,
+) -> Result<Option<jetstream::message::StreamMessage>, String> {
+    let since = Instant::now();
+    loop {
+        match stream.get_raw_message(seq).await {
+            Ok(m) => return Ok(Some(m)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::RawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) if place.may_retry(since) => {
+                tracing::debug!("cluster: queue log read at {seq} retried: {e}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(format!("cannot read the queue log at {seq}: {e}")),
+        }
+    }
+}
+
+/// Reads the log from `first` to `until` (the term marker): the state, the messages read and
+/// the entries since the last checkpoint.
+///
+/// Each message is asked of the stream's leader by its sequence ([`REPLAY_IN_FLIGHT`] at
+/// once, applied in order). A consumer would be lighter on NATS, but creating one needs the
+/// JetStream meta leader, which a NATS cluster may still be electing after a server's loss
+/// when the stream itself already has its leader (the term marker was just stored): reading
+/// by sequence makes a takeover wait for the stream alone.
+async fn replay(
+    place: &LogPlace,
+    stream: &jetstream::stream::Stream,
+    first: u64,
+    until: u64,
+) -> Result<(Materialized, u64, u64), String> {
+    let mut log = Replay::new(place.result_budget);
+    let mut messages = futures_util::stream::iter(first..=until)
+        .map(|seq| read_at(place, stream, seq))
+        .buffered(REPLAY_IN_FLIGHT);
+    while let Some(m) = messages.next().await {
+        if let Some(m) = m? {
+            log.feed(m.sequence, &m.payload)?;
+        }
+    }
+    Ok((log.state, log.read, log.since))
+}
+
+/// The log's entries applied in order (parts joined; an entry a term marker interrupts is
+/// dropped; a checkpoint replaces the state).
+struct Replay {
+    state: Materialized,
+    budget: u64,
+    pending: Vec<u8>,
+    pending_kind: u8,
+    read: u64,
+    since: u64,
+}
+
+impl Replay {
+    fn new(budget: u64) -> Replay {
+        Replay {
+            state: Materialized::with_result_budget(budget),
+            budget,
+            pending: Vec::new(),
+            pending_kind: 0,
+            read: 0,
+            since: 0,
+        }
+    }
+
+    fn feed(&mut self, seq: u64, body: &[u8]) -> Result<(), String> {
+        self.read += 1;
         if body.len() < 2 {
             return Err(format!("queue log message {seq} is too short"));
         }
         let (kind, last, data) = (body[0], body[1] == 1, &body[2..]);
         if kind == TERM {
             // An owner's unfinished entry before it is dropped.
-            pending.clear();
-            pending_kind = 0;
-        } else {
-            if pending_kind != kind {
-                pending.clear();
-            }
-            pending_kind = kind;
-            pending.extend_from_slice(data);
-            if last {
-                match kind {
-                    BATCH => {
-                        state
-                            .apply(&pending)
-                            .map_err(|e| format!("queue log entry ending at {seq}: {e}"))?;
-                        since += 1;
-                    }
-                    CHECKPOINT => {
-                        let mut fresh = Materialized::with_result_budget(budget);
-                        fresh
-                            .apply(&pending)
-                            .map_err(|e| format!("queue log checkpoint ending at {seq}: {e}"))?;
-                        state = fresh;
-                        since = 0;
-                    }
-                    k => return Err(format!("queue log message {seq} has unknown kind {k}")),
+            self.pending.clear();
+            self.pending_kind = 0;
+            return Ok(());
+        }
+        if self.pending_kind != kind {
+            self.pending.clear();
+        }
+        self.pending_kind = kind;
+        self.pending.extend_from_slice(data);
+        if last {
+            match kind {
+                BATCH => {
+                    self.state
+                        .apply(&self.pending)
+                        .map_err(|e| format!("queue log entry ending at {seq}: {e}"))?;
+                    self.since += 1;
                 }
-                pending.clear();
-                pending_kind = 0;
+                CHECKPOINT => {
+                    let mut fresh = Materialized::with_result_budget(self.budget);
+                    fresh
+                        .apply(&self.pending)
+                        .map_err(|e| format!("queue log checkpoint ending at {seq}: {e}"))?;
+                    self.state = fresh;
+                    self.since = 0;
+                }
+                k => return Err(format!("queue log message {seq} has unknown kind {k}")),
             }
+            self.pending.clear();
+            self.pending_kind = 0;
         }
-        if seq >= until {
-            break;
-        }
+        Ok(())
     }
-    Ok((state, read, since))
 }
 
 /// The writer: commits groups of batches in order, then their completions; checkpoints.
