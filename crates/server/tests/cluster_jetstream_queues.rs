@@ -781,6 +781,34 @@ impl Drop for NatsCluster {
 
 #[test]
 fn losing_a_nats_server_of_an_r3_cluster_loses_no_job() {
+    lose_a_nats_server("the log's leader", |nats| {
+        nats.stream_leader("SWYQ_sy_realm1")
+    });
+}
+
+#[test]
+fn losing_the_nats_server_leading_the_ownership_bucket_loses_no_job() {
+    // The owner cannot renew its lease until the bucket has a new leader: the queues move.
+    lose_a_nats_server("the ownership bucket's leader", |nats| {
+        nats.stream_leader("KV_SWYQ_OWNERS_sy")
+    });
+}
+
+#[test]
+fn losing_the_jetstream_meta_leader_loses_no_job() {
+    lose_a_nats_server("JetStream's meta leader", |nats| {
+        let name = (0..3)
+            .find_map(|i| nats.meta_leader(i))
+            .expect("a meta leader");
+        name.trim_start_matches('s').parse().expect("server name")
+    });
+}
+
+/// Three nodes over a three-server NATS cluster with `replicas = 3`: half the jobs pushed, the
+/// server `lost` names SIGKILLed, the other half pushed (acknowledged again within a bound),
+/// then the node owning the queues SIGKILLed: every job runs from what the two NATS servers
+/// left hold, and completes once.
+fn lose_a_nats_server(what: &str, lost: impl Fn(&NatsCluster) -> usize) {
     const JOBS: u64 = 40;
     let mut nats = NatsCluster::start();
     let config = |name: &str| {
@@ -814,9 +842,7 @@ fn losing_a_nats_server_of_an_r3_cluster_loses_no_job() {
     for v in 0..JOBS / 2 {
         push_until_acked(v);
     }
-    // The NATS server leading the queue log dies; then the owner node dies too, so the jobs can
-    // only come from the two NATS servers left.
-    let leader = nats.stream_leader("SWYQ_sy_realm1");
+    let leader = lost(&nats);
     nats.kill(leader);
     let killed = Instant::now();
     push_until_acked(JOBS / 2);
@@ -831,14 +857,14 @@ fn losing_a_nats_server_of_an_r3_cluster_loses_no_job() {
     nodes[owner].signal(libc::SIGKILL);
     let new_owner = owner_of(&nodes, &[x, y], Duration::from_secs(60));
     eprintln!(
-        "NATS server s{leader} (the log's leader) killed: pushes acknowledged again after \
-         {back:?}; then node {owner} killed; node {new_owner} took over"
+        "NATS server s{leader} ({what}) killed: pushes acknowledged again after {back:?}; \
+         then node {owner} killed; node {new_owner} took over"
     );
     // The stream's new leader is elected within seconds; the owner waits for it (LOG_OUTAGE)
     // rather than handing over, so the wait is that election, not a chain of takeovers.
     assert!(
         back < Duration::from_secs(20),
-        "pushes came back {back:?} after the NATS server's loss; the nodes' logs:\n{}",
+        "pushes came back {back:?} after the loss of {what}; the nodes' logs:\n{}",
         nodes
             .iter()
             .map(|n| n
