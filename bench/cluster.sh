@@ -30,36 +30,12 @@ SCALE=${SCALE:-1}
 BASE=${BASE_PORT:-19080}
 OUT=${OUT:-$(mktemp -d /tmp/switchyard-cluster-bench.XXXXXX)}
 mkdir -p "$OUT"
-if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release -p switchyard -p switchyard-bench
-fi
-ROUTER=$(realpath "${ROUTER:-target/release/switchyard}")
-BENCH=$(realpath "${BENCH:-target/release/switchyard-bench}")
-if [[ -z "${NATS_SERVER:-}" ]]; then
-    command -v nats-server >/dev/null 2>&1 || bash scripts/install-nats.sh
-    NATS_SERVER=$(command -v nats-server)
-fi
-scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; print v }'; }
+source bench/lib.sh
+bench_binaries
+find_nats_server
 
 NATS_PORT=$((BASE + 10))
 MON_PORT=$((BASE + 11))
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_port() { # wait_port PORT PID NAME
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$3 did not start (port $1); its log:" >&2
-    tail -20 "$OUT/$3.log" >&2
-    exit 1
-}
 
 node_config() { # node_config NAME PORT [cluster]
     cat <<TOML
@@ -86,7 +62,7 @@ TOML
 "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -m "$MON_PORT" -js -sd "$OUT/nats-store" >"$OUT/nats.log" 2>&1 &
 NATS_PID=$!
 PIDS+=("$NATS_PID")
-wait_port "$NATS_PORT" "$NATS_PID" nats
+wait_port "$NATS_PORT" "$NATS_PID" "$OUT/nats.log"
 
 declare -A NODE_PID
 start_node() { # start_node NAME PORT [cluster]
@@ -94,7 +70,7 @@ start_node() { # start_node NAME PORT [cluster]
     "$ROUTER" --config "$OUT/$1.toml" >"$OUT/$1.log" 2>&1 &
     NODE_PID[$1]=$!
     PIDS+=("${NODE_PID[$1]}")
-    wait_port "$2" "${NODE_PID[$1]}" "$1"
+    wait_port "$2" "${NODE_PID[$1]}" "$OUT/$1.log"
 }
 start_node single "$BASE"
 for i in 1 2 3; do start_node "n$i" $((BASE + i)) cluster; done

@@ -30,36 +30,13 @@ SUBSCRIBERS=${SUBSCRIBERS:-10}
 BASE=${BASE_PORT:-19180}
 OUT=${OUT:-$(mktemp -d /tmp/switchyard-nats-bench.XXXXXX)}
 mkdir -p "$OUT"
-if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release -p switchyard -p switchyard-bench
-fi
-ROUTER=$(realpath "${ROUTER:-target/release/switchyard}")
-BENCH=$(realpath "${BENCH:-target/release/switchyard-bench}")
-if [[ -z "${NATS_SERVER:-}" ]]; then
-    bash scripts/install-nats.sh >/dev/null
-    NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
-fi
-PUBLISHES=$(awk -v n=100000 -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; print v }')
+source bench/lib.sh
+bench_binaries
+find_nats_server
+PUBLISHES=$(scaled 100000)
 
 WS_PORT=$BASE
 NATS_PORT=$((BASE + 1))
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_port() { # wait_port PORT PID NAME
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$3 did not start (port $1); its log:" >&2
-    tail -20 "$OUT/$3.log" >&2
-    exit 1
-}
 
 cat >"$OUT/router.toml" <<EOF
 [[listener]]
@@ -80,12 +57,12 @@ EOF
 "$ROUTER" --config "$OUT/router.toml" >"$OUT/switchyard.log" 2>&1 &
 ROUTER_PID=$!
 PIDS+=("$ROUTER_PID")
-wait_port "$WS_PORT" "$ROUTER_PID" switchyard
+wait_port "$WS_PORT" "$ROUTER_PID" "$OUT/switchyard.log"
 # NATS core as Debian ships it: no JetStream, no monitoring port.
 "$NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" >"$OUT/nats.log" 2>&1 &
 NATS_PID=$!
 PIDS+=("$NATS_PID")
-wait_port "$NATS_PORT" "$NATS_PID" nats
+wait_port "$NATS_PORT" "$NATS_PID" "$OUT/nats.log"
 
 COMMON=(--subscribers "$SUBSCRIBERS" --publishes "$PUBLISHES" --in-flight 32 --payload 64 --json)
 FAILED=0
