@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nats::Nats;
+use common::nats::{Nats, NatsCluster};
 use common::{args, args_of, Raw, Router};
 use switchyard_proto::{Dict, Message, Serializer, Value};
 
@@ -659,126 +659,6 @@ fn the_queues_survive_a_nats_restart() {
     });
 }
 
-/// Three `nats-server -js` joined in a NATS cluster (JetStream clustered), on loopback.
-struct NatsCluster {
-    servers: Vec<Option<std::process::Child>>,
-    ports: Vec<u16>,
-    monitors: Vec<u16>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl NatsCluster {
-    fn start() -> NatsCluster {
-        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-        let monitors: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-        let routes: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
-        let all_routes = routes
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
-            if std::path::Path::new("/usr/sbin/nats-server").is_file() {
-                "/usr/sbin/nats-server".into()
-            } else {
-                "nats-server".into()
-            }
-        });
-        let mut dirs = Vec::new();
-        let mut servers = Vec::new();
-        for i in 0..3 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let child = std::process::Command::new(&bin)
-                .args(["-a", "127.0.0.1", "-p", &ports[i].to_string()])
-                .args(["-m", &monitors[i].to_string(), "-n", &format!("s{i}")])
-                .args(["-js", "-sd"])
-                .arg(dir.path())
-                .args(["--cluster_name", "swq"])
-                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
-                .args(["--routes", &all_routes])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("nats-server (scripts/install-nats.sh installs it)");
-            servers.push(Some(child));
-            dirs.push(dir);
-        }
-        let c = NatsCluster {
-            servers,
-            ports,
-            monitors,
-            _dirs: dirs,
-        };
-        // JetStream answers once the servers elected a meta leader.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(0..3).all(|i| c.meta_leader(i).is_some()) {
-            assert!(Instant::now() < deadline, "no JetStream meta leader");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn meta_leader(&self, i: usize) -> Option<String> {
-        std::net::TcpStream::connect(("127.0.0.1", self.monitors[i])).ok()?;
-        let jsz = common::nats::http_get(self.monitors[i], "/jsz");
-        jsz["meta_cluster"]["leader"]
-            .as_str()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-    }
-
-    /// The index of the server leading stream `name`.
-    fn stream_leader(&self, name: &str) -> usize {
-        for i in 0..3 {
-            if self.servers[i].is_none() {
-                continue;
-            }
-            let jsz = common::nats::http_get(self.monitors[i], "/jsz?accounts=true&streams=true");
-            let details = jsz["account_details"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for account in details {
-                for s in account["stream_detail"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                {
-                    if s["name"] == name {
-                        if let Some(l) = s["cluster"]["leader"].as_str() {
-                            return l.trim_start_matches('s').parse().expect("server name");
-                        }
-                    }
-                }
-            }
-        }
-        panic!("no leader for stream {name}");
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.servers[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn urls(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("\"nats://127.0.0.1:{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl Drop for NatsCluster {
-    fn drop(&mut self) {
-        for i in 0..3 {
-            self.kill(i);
-        }
-    }
-}
-
 #[test]
 fn losing_a_nats_server_of_an_r3_cluster_loses_no_job() {
     lose_a_nats_server("the log's leader", |nats| {
@@ -797,10 +677,7 @@ fn losing_the_nats_server_leading_the_ownership_bucket_loses_no_job() {
 #[test]
 fn losing_the_jetstream_meta_leader_loses_no_job() {
     lose_a_nats_server("JetStream's meta leader", |nats| {
-        let name = (0..3)
-            .find_map(|i| nats.meta_leader(i))
-            .expect("a meta leader");
-        name.trim_start_matches('s').parse().expect("server name")
+        nats.meta_leader().expect("a meta leader")
     });
 }
 
@@ -810,12 +687,12 @@ fn losing_the_jetstream_meta_leader_loses_no_job() {
 /// left hold, and completes once.
 fn lose_a_nats_server(what: &str, lost: impl Fn(&NatsCluster) -> usize) {
     const JOBS: u64 = 40;
-    let mut nats = NatsCluster::start();
+    let mut nats = NatsCluster::start(3);
     let config = |name: &str| {
         format!(
             "{QUEUES}\n[cluster]\nnode = \"{name}\"\nnats = [{}]\nsubject_prefix = \"sy\"\n\
              [cluster.queues]\nstore = \"jetstream\"\nreplicas = 3\nlease = \"2s\"\n",
-            nats.urls()
+            nats.toml_urls(0)
         )
     };
     let mut nodes = vec![
@@ -843,7 +720,7 @@ fn lose_a_nats_server(what: &str, lost: impl Fn(&NatsCluster) -> usize) {
         push_until_acked(v);
     }
     let leader = lost(&nats);
-    nats.kill(leader);
+    nats.servers[leader].stop();
     let killed = Instant::now();
     push_until_acked(JOBS / 2);
     let back = killed.elapsed();
@@ -1160,26 +1037,8 @@ fn a_durable_http_subscriber_gets_the_events_published_on_any_node() {
 
 #[test]
 fn a_node_says_so_and_exits_when_nats_has_no_jetstream() {
-    let port = common::free_port();
-    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
-        if std::path::Path::new("/usr/sbin/nats-server").is_file() {
-            "/usr/sbin/nats-server".into()
-        } else {
-            "nats-server".into()
-        }
-    });
-    // A NATS server without -js.
-    let mut nats = std::process::Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let nats = common::nats::Nats::start_core();
+    let port = nats.port;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("switchyard.toml");
     std::fs::write(
@@ -1214,8 +1073,7 @@ fn a_node_says_so_and_exits_when_nats_has_no_jetstream() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = nats.kill();
-    let _ = nats.wait();
+    drop(nats);
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let status = status.unwrap_or_else(|| panic!("the node did not stop: {log}"));
     assert!(!status.success(), "{log}");

@@ -642,18 +642,8 @@ fn over_a_nats_cluster_deliveries_continue_when_a_nats_server_dies() {
 fn a_node_whose_nats_has_no_jetstream_exits_non_zero_and_says_so() {
     // Retained events need the KV bucket: without JetStream a node would
     // silently keep them to itself.
-    let port = free_port();
-    let mut server = std::process::Command::new(common::nats::nats_server())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = Nats::start_core();
+    let port = server.port;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(
@@ -673,8 +663,7 @@ fn a_node_whose_nats_has_no_jetstream_exits_non_zero_and_says_so() {
         .arg(&cfg)
         .output()
         .expect("run switchyard");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "exit status {:?}", out.status);
     // The first bucket the node opens (its sessions, or its retained events)

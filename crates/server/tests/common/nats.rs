@@ -20,13 +20,28 @@ pub struct Nats {
     pub port: u16,
     pub monitor: u16,
     _dir: tempfile::TempDir,
-    /// More arguments (a member of a [`NatsCluster`]: its name and routes).
+    /// More arguments (a member of a [`NatsCluster`]: its name and routes;
+    /// JetStream's).
     extra: Vec<String>,
 }
 
 impl Nats {
     pub fn start() -> Nats {
         Nats::start_with(free_port(), free_port(), Vec::new())
+    }
+
+    /// NATS core alone: no JetStream (what a node in cluster mode refuses).
+    pub fn start_core() -> Nats {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, monitor) = (free_port(), free_port());
+        let child = Nats::spawn_with(&[], port, monitor, &[]);
+        Nats {
+            child,
+            port,
+            monitor,
+            _dir: dir,
+            extra: Vec::new(),
+        }
     }
 
     fn start_with(port: u16, monitor: u16, extra: Vec<String>) -> Nats {
@@ -60,11 +75,17 @@ impl Nats {
         self.child = Nats::spawn(self._dir.path(), self.port, self.monitor, &self.extra);
     }
 
+    /// A `nats-server -js` with its store in `dir`.
     fn spawn(dir: &std::path::Path, port: u16, monitor: u16, extra: &[String]) -> Child {
+        let js = ["-js".to_string(), "-sd".into(), dir.display().to_string()];
+        Nats::spawn_with(&js, port, monitor, extra)
+    }
+
+    fn spawn_with(js: &[String], port: u16, monitor: u16, extra: &[String]) -> Child {
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-m", &monitor.to_string(), "-js", "-sd"])
-            .arg(dir)
+            .args(["-m", &monitor.to_string()])
+            .args(js)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -235,7 +256,8 @@ impl NatsCluster {
             })
             .collect::<Vec<_>>();
         let cluster = NatsCluster { servers };
-        // Every server routes to every other one.
+        // Every server routes to every other one, and JetStream answers once
+        // the servers elected a meta leader.
         let deadline = Instant::now() + Duration::from_secs(20);
         for s in &cluster.servers {
             loop {
@@ -247,7 +269,54 @@ impl NatsCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.meta_leader().is_none() {
+            assert!(Instant::now() < deadline, "no JetStream meta leader");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         cluster
+    }
+
+    /// The index of server `s<i + 1>`, from its name.
+    fn index(name: &str) -> Option<usize> {
+        name.strip_prefix('s')?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)
+    }
+
+    /// The server leading JetStream's meta group, as the first server that
+    /// answers says (None: none elected).
+    pub fn meta_leader(&self) -> Option<usize> {
+        self.servers.iter().find_map(|s| {
+            let jsz = try_http_get(s.monitor, "/jsz").ok()?;
+            NatsCluster::index(jsz["meta_cluster"]["leader"].as_str()?)
+        })
+    }
+
+    /// The server leading JetStream stream `name`.
+    pub fn stream_leader(&self, name: &str) -> usize {
+        for s in &self.servers {
+            let Ok(jsz) = try_http_get(s.monitor, "/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let streams = jsz["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default());
+            for stream in streams {
+                if stream["name"] == name {
+                    if let Some(i) = stream["cluster"]["leader"]
+                        .as_str()
+                        .and_then(NatsCluster::index)
+                    {
+                        return i;
+                    }
+                }
+            }
+        }
+        panic!("no leader for stream {name}");
     }
 
     /// The URLs of every server, `first` first.
@@ -258,15 +327,19 @@ impl NatsCluster {
         urls
     }
 
-    /// A switchyard node that knows every server of the cluster (it
-    /// connects to one of them and moves to another when that one goes).
-    pub fn node(&self, name: &str, first: usize) -> Router {
-        let nats = self
-            .urls(first)
+    /// The URLs of every server, `first` first, as the items of a TOML list.
+    pub fn toml_urls(&self, first: usize) -> String {
+        self.urls(first)
             .iter()
             .map(|u| format!("\"{u}\""))
             .collect::<Vec<_>>()
-            .join(", ");
+            .join(", ")
+    }
+
+    /// A switchyard node that knows every server of the cluster (it
+    /// connects to one of them and moves to another when that one goes).
+    pub fn node(&self, name: &str, first: usize) -> Router {
+        let nats = self.toml_urls(first);
         Router::start(&format!(
             "[cluster]\nnode = \"{name}\"\nnats = [{nats}]\nsubject_prefix = \"sy\"\nheartbeat = \"400ms\"\n"
         ))
