@@ -24,7 +24,7 @@ use crate::operations::{CheckId, Readiness};
 use crate::transport::accept::{accept_loop, Remote};
 use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
 use crate::transport::origin::OriginPolicy;
-use crate::transport::tls::{self, TlsListener};
+use crate::transport::tls::{self, TlsFiles, TlsListener};
 use crate::transport::{http_reply_and_close, rawsocket, websocket, Settings};
 
 /// How long shutdown waits for sessions to close after GOODBYE.
@@ -279,16 +279,13 @@ pub async fn run(config: Config) -> Result<(), String> {
                 allowed_origins,
                 metrics_path,
             } => {
-                let listener = bind_tcp(address).await?;
-                let scheme = if tls.is_some() { "wss" } else { "ws" };
-                let name = format!("{scheme}://{}{path}", local(&listener, address));
-                let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
-                let origins = origin_policy(&name, allowed_origins)?;
+                let bound = WebsocketListener::bind(address, &path, tls, allowed_origins).await?;
+                let name = bound.name.clone();
                 let ep = websocket::Endpoint {
                     router: router.clone(),
                     settings: settings.clone(),
                     path: path.clone(),
-                    origins,
+                    origins: bound.origins.clone(),
                     metrics_path,
                     pages: crate::admin::site_for(&config, address, &path, &name)
                         .map(|site| site as Arc<dyn websocket::Pages>),
@@ -299,18 +296,10 @@ pub async fn run(config: Config) -> Result<(), String> {
                     methods_note(&auth_methods)
                 );
                 let tcp = Tcp {
-                    tls: tls.clone(),
                     auth_methods,
                     ..shared.clone()
                 };
-                tls_listeners.extend(tls);
-                tokio::spawn(accept_loop(
-                    listener,
-                    name,
-                    shared.metrics.clone(),
-                    stop.clone(),
-                    move |s, remote| serve_websocket(s, remote, &ep, &tcp),
-                ));
+                tls_listeners.extend(bound.serve(ep, tcp, &stop));
             }
             ListenerConfig::WebsocketTestee {
                 address,
@@ -318,35 +307,21 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tls,
                 allowed_origins,
             } => {
-                let listener = bind_tcp(address).await?;
-                let scheme = if tls.is_some() { "wss" } else { "ws" };
-                let name = format!("{scheme}://{}{path}", local(&listener, address));
-                let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
-                let origins = origin_policy(&name, allowed_origins)?;
+                let bound = WebsocketListener::bind(address, &path, tls, allowed_origins).await?;
                 let ep = websocket::Endpoint {
                     router: router.clone(),
                     settings: settings.clone(),
                     path,
-                    origins,
+                    origins: bound.origins.clone(),
                     metrics_path: None,
                     pages: None,
                     mode: websocket::Mode::Echo,
                 };
                 tracing::warn!(
-                    "listening on {name} as a WebSocket conformance testee: it echoes every message (no WAMP); for tests only"
+                    "listening on {} as a WebSocket conformance testee: it echoes every message (no WAMP); for tests only",
+                    bound.name
                 );
-                let tcp = Tcp {
-                    tls: tls.clone(),
-                    ..shared.clone()
-                };
-                tls_listeners.extend(tls);
-                tokio::spawn(accept_loop(
-                    listener,
-                    name,
-                    shared.metrics.clone(),
-                    stop.clone(),
-                    move |s, remote| serve_websocket(s, remote, &ep, &tcp),
-                ));
+                tls_listeners.extend(bound.serve(ep, shared.clone(), &stop));
             }
             ListenerConfig::RawsocketTcp {
                 address,
@@ -533,6 +508,59 @@ fn listener_check(l: &ListenerConfig) -> Option<String> {
         )),
         ListenerConfig::RawsocketUnix { path, .. } => Some(format!("unix:{}", path.display())),
         ListenerConfig::Operations { .. } => None,
+    }
+}
+
+/// A bound WebSocket listener (WAMP or the conformance testee), before it
+/// serves: its socket, its name (`ws://` or `wss://` address and path), its
+/// TLS and its origin policy.
+struct WebsocketListener {
+    listener: TcpListener,
+    name: String,
+    tls: Option<Arc<TlsListener>>,
+    origins: Option<Arc<OriginPolicy>>,
+}
+
+impl WebsocketListener {
+    async fn bind(
+        address: SocketAddr,
+        path: &str,
+        tls: Option<TlsFiles>,
+        allowed_origins: Option<Vec<String>>,
+    ) -> Result<WebsocketListener, String> {
+        let listener = bind_tcp(address).await?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let name = format!("{scheme}://{}{path}", local(&listener, address));
+        let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
+        let origins = origin_policy(&name, allowed_origins)?;
+        Ok(WebsocketListener {
+            listener,
+            name,
+            tls,
+            origins,
+        })
+    }
+
+    /// Accepts connections into `ep` until `stop`; returns the listener's
+    /// TLS (reloaded with the others).
+    fn serve(
+        self,
+        ep: websocket::Endpoint,
+        tcp: Tcp,
+        stop: &CancellationToken,
+    ) -> Option<Arc<TlsListener>> {
+        let tcp = Tcp {
+            tls: self.tls.clone(),
+            ..tcp
+        };
+        tokio::spawn(accept_loop(
+            self.listener,
+            self.name,
+            tcp.metrics.clone(),
+            stop.clone(),
+            move |s, remote| serve_websocket(s, remote, &ep, &tcp),
+        ));
+        self.tls
     }
 }
 
