@@ -9,7 +9,7 @@
 #   PIDS+=(pid)        processes killed when the script exits
 #   wait_port PORT PID LOG
 #                      waits until PORT accepts; exits with LOG's tail if the
-#                      process PID ended first or 10 s passed
+#                      process PID ended first or 15 s passed
 
 bench_binaries() {
     if [[ -z "${NO_BUILD:-}" ]]; then
@@ -36,7 +36,7 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 
 wait_port() {
-    for _ in $(seq 100); do
+    for _ in $(seq 150); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         kill -0 "$2" 2>/dev/null || break
         sleep 0.1

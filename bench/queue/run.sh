@@ -80,7 +80,8 @@ ROUTER=${ROUTER:-$ROOT/target/release/switchyard}
 BENCH=${BENCH:-$ROOT/target/release/switchyard-bench}
 RMQ_BENCH=${RMQ_BENCH:-$ROOT/bench/queue/rabbitmq-bench/target/release/rabbitmq-bench}
 
-scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; print v }'; }
+# scaled, wait_port (its trap is replaced by stop_all below)
+source bench/lib.sh
 
 # ---- servers ----
 RPID=
@@ -138,22 +139,9 @@ if [[ " $SYSTEMS " == *" switchyard "* ]]; then
 fi
 # ---- the cluster systems: three nodes each, over one NATS server (R1) or a
 # three-server NATS cluster (R3) ----
-wait_port() { # wait_port PORT PID LOG
-    for _ in $(seq 150); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "a server did not start (port $1); its log $3:" >&2
-    tail -20 "$3" >&2
-    exit 1
-}
 declare -A SYS_PIDS SYS_URLS SYS_OWNER
 if [[ " $SYSTEMS " == *" switchyard-js"* ]]; then
-    if [[ -z "${NATS_SERVER:-}" ]]; then
-        command -v nats-server >/dev/null 2>&1 || bash scripts/install-nats.sh
-        NATS_SERVER=$(command -v nats-server)
-    fi
+    find_nats_server
 fi
 start_cluster() { # start_cluster SYSTEM NODE_BASE REPLICAS NATS_URL,...
     local sys=$1 base=$2 replicas=$3 nats=$4 i pids=() urls=() port
