@@ -192,10 +192,10 @@ for s in "${SCENARIOS[@]}"; do
         run_scenario "$s" --threads 1 rpc --url "$RS_URL" --serializer msgpack --callers 1 --in-flight 1 \
             --callees 4 --invoke "${INVOKE:-roundrobin}" --calls "$(scaled 10000)" --payload 64 ;;
     sessions-ws-json)
-        run_scenario "$s" sessions --url "$WS_URL" --serializer json --sessions 1000 \
+        run_scenario "$s" --threads 1 sessions --url "$WS_URL" --serializer json --sessions 1000 \
             --concurrency 100 --rounds "$(scaled 5)" ;;
     sessions-rs-msgpack)
-        run_scenario "$s" sessions --url "$RS_URL" --serializer msgpack --sessions 1000 \
+        run_scenario "$s" --threads 1 sessions --url "$RS_URL" --serializer msgpack --sessions 1000 \
             --concurrency 100 --rounds "$(scaled 5)" ;;
     cycles-ws-json)
         run_scenario "$s" cycles --url "$WS_URL" --serializer json --workers 4 \

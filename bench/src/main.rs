@@ -28,6 +28,7 @@ mod baseline;
 mod crash;
 mod flush;
 mod idle;
+mod lean;
 mod nats;
 mod pubsub;
 mod queue;

@@ -13,17 +13,20 @@
 //! Both report the router's CPU per session (with `--server-pid`) and the
 //! load generator's own CPU: on a 2-core machine the client shares the
 //! cores with the router, and a client that burns more CPU per session than
-//! the router is the bottleneck of the figure.
+//! the router is the bottleneck of the figure. Hence `--client lean` (the
+//! default): the pre-encoded messages and bare streams of [`crate::lean`];
+//! `--client library` runs the same scenario with `switchyard_client`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 use switchyard_client::{Serializer, Session, SessionOptions};
 
+use crate::lean::{LeanSession, Wire};
 use crate::pubsub::transport_name;
 use crate::stats::{group, CpuMeter, CpuUsed};
 use crate::Common;
@@ -41,6 +44,18 @@ pub struct SessionsArgs {
     /// Rounds (each opens `--sessions`, then leaves them all, unmeasured).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// Which client opens the sessions.
+    #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
+    pub client: ClientKind,
+}
+
+/// The client of the session benchmarks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientKind {
+    /// Pre-encoded messages over a bare stream (`lean.rs`): ws:// and rs:// only.
+    Lean,
+    /// `switchyard_client::Session` (any URL the library takes).
+    Library,
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +71,9 @@ pub struct CyclesArgs {
     /// Topics the cycles spread over.
     #[arg(long, default_value_t = 100)]
     pub topics: usize,
+    /// Which client runs the cycles.
+    #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
+    pub client: ClientKind,
 }
 
 /// The load generator's sessions: no keepalive task (they live for
@@ -65,6 +83,73 @@ fn options(ser: Serializer) -> SessionOptions {
     let mut o = SessionOptions::new(ser);
     o.ping_interval = Duration::ZERO;
     o
+}
+
+/// A run's client: the lean one's pre-encoded messages, or the library.
+enum Client {
+    Lean(Wire),
+    Library(Serializer),
+}
+
+/// An open session of either client.
+enum Open {
+    Lean(LeanSession),
+    Library(Session),
+}
+
+impl Client {
+    async fn new(kind: ClientKind, c: &Common, topics: &[String]) -> Result<Client, String> {
+        let ser: Serializer = c.serializer.into();
+        Ok(match kind {
+            ClientKind::Lean => Client::Lean(Wire::new(&c.url, &c.realm, ser, topics).await?),
+            ClientKind::Library => Client::Library(ser),
+        })
+    }
+
+    /// Connect, handshake, HELLO -> WELCOME.
+    async fn open(&self, c: &Common) -> Result<Open, String> {
+        match self {
+            Client::Lean(w) => w.open().await.map(Open::Lean),
+            Client::Library(ser) => Session::connect_with(&c.url, &c.realm, options(*ser))
+                .await
+                .map(Open::Library)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// SUBSCRIBE to `topics[i]` -> SUBSCRIBED, then GOODBYE -> GOODBYE.
+    async fn subscribe_and_leave(
+        &self,
+        s: Open,
+        topics: &[String],
+        i: usize,
+    ) -> Result<(), String> {
+        match (self, s) {
+            (Client::Lean(w), Open::Lean(mut s)) => {
+                w.subscribe(&mut s, i).await?;
+                w.leave(s).await
+            }
+            (Client::Library(_), Open::Library(s)) => {
+                let topic = topics.get(i).ok_or_else(|| format!("no topic {i}"))?;
+                let sub = s.subscribe(topic).await.map_err(|e| e.to_string())?;
+                s.leave().await.map_err(|e| e.to_string())?;
+                drop(sub);
+                Ok(())
+            }
+            _ => Err("a session of the other client".into()),
+        }
+    }
+
+    /// GOODBYE -> GOODBYE.
+    async fn leave(&self, s: Open) -> Result<(), String> {
+        match (self, s) {
+            (Client::Lean(w), Open::Lean(s)) => w.leave(s).await,
+            (Client::Library(_), Open::Library(s)) => {
+                s.leave().await.map(drop).map_err(|e| e.to_string())
+            }
+            _ => Err("a session of the other client".into()),
+        }
+    }
 }
 
 /// The figures both scenarios print: rate, router and client CPU per unit.
@@ -85,6 +170,7 @@ fn cpu_text(used: &CpuUsed, done: u64, unit: &str) -> (String, Option<f64>, Opti
 pub async fn run_sessions(a: SessionsArgs) -> Result<i32, String> {
     let c = &a.common;
     let ser: Serializer = c.serializer.into();
+    let client = Client::new(a.client, c, &[]).await?;
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
     let (mut wall, mut done, mut errors) = (0.0f64, 0u64, 0u64);
     let mut first_error = None;
@@ -97,14 +183,14 @@ pub async fn run_sessions(a: SessionsArgs) -> Result<i32, String> {
         let mut started = 0;
         while started < a.sessions || !inflight.is_empty() {
             while started < a.sessions && inflight.len() < a.concurrency.max(1) {
-                inflight.push(Session::connect_with(&c.url, &c.realm, options(ser)));
+                inflight.push(client.open(c));
                 started += 1;
             }
             match tokio::time::timeout_at(deadline.into(), inflight.next()).await {
                 Ok(Some(Ok(s))) => open.push(s),
                 Ok(Some(Err(e))) => {
                     errors += 1;
-                    first_error.get_or_insert_with(|| e.to_string());
+                    first_error.get_or_insert(e);
                 }
                 Ok(None) => break,
                 Err(_) => return Err("timed out opening sessions".into()),
@@ -116,9 +202,8 @@ pub async fn run_sessions(a: SessionsArgs) -> Result<i32, String> {
         client_cpu = client_cpu.zip(used.client).map(|(a, b)| a + b);
         done += open.len() as u64;
         // Leave them all (not measured), then let the router settle.
-        let leaves: FuturesUnordered<_> = open.iter().map(|s| s.leave()).collect();
+        let leaves: FuturesUnordered<_> = open.into_iter().map(|s| client.leave(s)).collect();
         let _ = tokio::time::timeout(Duration::from_secs(30), leaves.count()).await;
-        drop(open);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let wall = wall.max(1e-9);
@@ -134,7 +219,8 @@ pub async fn run_sessions(a: SessionsArgs) -> Result<i32, String> {
     let (cpu, server_us, client_us) = cpu_text(&used, done, "session");
     let transport = transport_name(&c.url);
     let mut line = format!(
-        "sessions {transport} {ser}: {} rounds x {} sessions, {} handshakes at once: {} established in {wall:.3} s = {} sessions/s{cpu}",
+        "sessions {transport} {ser} ({:?} client): {} rounds x {} sessions, {} handshakes at once: {} established in {wall:.3} s = {} sessions/s{cpu}",
+        a.client,
         a.rounds.max(1),
         a.sessions,
         a.concurrency,
@@ -153,7 +239,8 @@ pub async fn run_sessions(a: SessionsArgs) -> Result<i32, String> {
             "{}",
             json!({
                 "bench": "sessions", "url": c.url, "transport": transport,
-                "serializer": ser.name(), "sessions": a.sessions, "rounds": a.rounds,
+                "serializer": ser.name(), "client": format!("{:?}", a.client).to_lowercase(),
+                "sessions": a.sessions, "rounds": a.rounds,
                 "concurrency": a.concurrency, "established": done, "errors": errors,
                 "wall_s": wall, "sessions_per_s": rate,
                 "server_cpu_s": used.server, "server_us_per_session": server_us,
@@ -168,29 +255,27 @@ pub async fn run_sessions(a: SessionsArgs) -> Result<i32, String> {
 /// One worker: cycles until `counter` reaches `limit`.
 async fn worker(
     a: Arc<CyclesArgs>,
+    run: Arc<(Client, Vec<String>)>,
     id: usize,
     counter: Arc<AtomicU64>,
     deadline: Instant,
 ) -> (u64, u64, Option<String>) {
     let c = &a.common;
-    let ser: Serializer = c.serializer.into();
+    let (client, topics) = &*run;
     let (mut ok, mut errors, mut first) = (0, 0, None);
     let mut n = id;
     while counter.fetch_add(1, Ordering::Relaxed) < a.cycles && Instant::now() < deadline {
-        let topic = format!("bench.cycles.t{}", n % a.topics.max(1));
+        let topic = n % topics.len().max(1);
         n += a.workers.max(1);
         let one = async {
-            let s = Session::connect_with(&c.url, &c.realm, options(ser)).await?;
-            let sub = s.subscribe(&topic).await?;
-            s.leave().await?;
-            drop(sub);
-            Ok::<_, switchyard_client::Error>(())
+            let s = client.open(c).await?;
+            client.subscribe_and_leave(s, topics, topic).await
         };
         match tokio::time::timeout_at(deadline.into(), one).await {
             Ok(Ok(())) => ok += 1,
             Ok(Err(e)) => {
                 errors += 1;
-                first.get_or_insert_with(|| e.to_string());
+                first.get_or_insert(e);
             }
             Err(_) => break,
         }
@@ -202,12 +287,16 @@ pub async fn run_cycles(a: CyclesArgs) -> Result<i32, String> {
     let a = Arc::new(a);
     let c = &a.common;
     let ser: Serializer = c.serializer.into();
+    let topics: Vec<String> = (0..a.topics.max(1))
+        .map(|i| format!("bench.cycles.t{i}"))
+        .collect();
+    let run = Arc::new((Client::new(a.client, c, &topics).await?, topics));
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
     let counter = Arc::new(AtomicU64::new(0));
     let cpu = CpuMeter::start(&c.server_pid);
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..a.workers.max(1))
-        .map(|i| tokio::spawn(worker(a.clone(), i, counter.clone(), deadline)))
+        .map(|i| tokio::spawn(worker(a.clone(), run.clone(), i, counter.clone(), deadline)))
         .collect();
     let (mut done, mut errors, mut first_error) = (0u64, 0u64, None);
     for t in tasks {
@@ -232,7 +321,8 @@ pub async fn run_cycles(a: CyclesArgs) -> Result<i32, String> {
     let (cpu, server_us, client_us) = cpu_text(&used, done, "cycle");
     let transport = transport_name(&c.url);
     let mut line = format!(
-        "cycles {transport} {ser}: {} workers, connect-subscribe-leave: {} cycles in {wall:.3} s = {} cycles/s{cpu}",
+        "cycles {transport} {ser} ({:?} client): {} workers, connect-subscribe-leave: {} cycles in {wall:.3} s = {} cycles/s{cpu}",
+        a.client,
         a.workers,
         group(done as f64),
         group(rate)
@@ -252,7 +342,8 @@ pub async fn run_cycles(a: CyclesArgs) -> Result<i32, String> {
             "{}",
             json!({
                 "bench": "cycles", "url": c.url, "transport": transport,
-                "serializer": ser.name(), "workers": a.workers, "cycles": done,
+                "serializer": ser.name(), "client": format!("{:?}", a.client).to_lowercase(),
+                "workers": a.workers, "cycles": done,
                 "errors": errors, "timed_out": timed_out, "wall_s": wall,
                 "cycles_per_s": rate,
                 "server_cpu_s": used.server, "server_us_per_cycle": server_us,

@@ -20,6 +20,16 @@ use clap::{Parser, Subcommand};
 use switchyard::config::{Config, LogFormat};
 use switchyard::{commands, logging};
 
+// The global allocator, chosen at build time by a cargo feature (both
+// features at once: mimalloc). Without either, the system's (glibc malloc).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Switchyard: a WAMP v2 router (PubSub and routed RPC) over WebSocket and
 /// RawSocket, with JSON, MessagePack and CBOR.
 ///
