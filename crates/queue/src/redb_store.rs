@@ -62,7 +62,7 @@ use crate::store::MAX_NON_DURABLE;
 use crate::store::{
     Batch, Counters, Done, IdempotencyRecord, Mutation, Snapshot, Store, StoreStats, StoredLease,
 };
-use crate::wal::{self, Wal};
+use crate::wal::{self, Pending, Wal};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
@@ -77,7 +77,7 @@ const FORMAT_KEY: &str = "format";
 /// every checkpoint, in the same transaction).
 const WAL_LSN_KEY: &str = "wal_lsn";
 /// Default bytes of log frames per lap (see [`RedbOptions::wal_bytes`]).
-pub const DEFAULT_WAL_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_WAL_BYTES: u64 = 8 * 1024 * 1024;
 /// 2: payloads in their own table (1: inline in the job records; migrated on open).
 const FORMAT: u64 = 2;
 /// Job records migrated per transaction when a format 1 store is opened.
@@ -115,7 +115,7 @@ pub struct RedbOptions {
     /// removed).
     pub wal: bool,
     /// Bytes of log frames per lap: a checkpoint (a durable redb commit) then lets the log
-    /// start again at offset 0. Default [`DEFAULT_WAL_BYTES`] (16 MiB): the log file's size.
+    /// start again at offset 0. Default [`DEFAULT_WAL_BYTES`] (8 MiB): the log file's size.
     pub wal_bytes: u64,
 }
 
@@ -220,7 +220,7 @@ impl RedbStore {
         let writer = {
             let mut w = Writer {
                 wal: None,
-                log: Vec::new(),
+                log: Pending::default(),
                 scratch: Vec::new(),
                 path: path.to_path_buf(),
                 options: options.clone(),
@@ -436,7 +436,7 @@ struct Writer {
     wal: Option<Wal>,
     /// Encoded mutations of the non-durable commits not yet in the log (the next frame's
     /// start).
-    log: Vec<u8>,
+    log: Pending,
     scratch: Vec<u8>,
 }
 
@@ -685,9 +685,13 @@ impl Writer {
             return Ok(());
         }
         if let Some(wal) = self.wal.as_mut() {
-            if wal.fits(self.log.len()) {
-                let appended = wal.append(&self.log);
-                self.log.clear();
+            if self.log.body_len() == 0 {
+                // Nothing that needs persisting (results are not logged).
+                self.unsynced_since = None;
+                return Ok(());
+            }
+            if wal.fits(self.log.body_len()) {
+                let appended = wal.append_pending(&mut self.log);
                 match &appended {
                     Ok(_) => {
                         self.unsynced_since = None;
@@ -831,9 +835,12 @@ impl Writer {
             return Ok((skipped, durable));
         };
         for m in &muts {
-            codec::encode_mutation(m, &mut self.log, &mut self.scratch);
+            codec::encode_mutation(m, self.log.buf(), &mut self.scratch);
         }
-        if durable && !wal.fits(self.log.len()) {
+        if self.scratch.capacity() > 1024 * 1024 {
+            self.scratch = Vec::new();
+        }
+        if durable && !wal.fits(self.log.body_len()) {
             // The log's lap is full (or this frame is larger than a lap): this commit is a
             // checkpoint, durable in redb, and the log starts a new lap.
             {
@@ -858,9 +865,7 @@ impl Writer {
             return Ok((skipped, false));
         }
         // Durable once the frame is: if the frame fails, redb is left as it was.
-        let appended = wal.append(&self.log);
-        self.log.clear();
-        if let Err(e) = appended {
+        if let Err(e) = wal.append_pending(&mut self.log) {
             txn.abort().map_err(StoreError::storage)?;
             return Err(e);
         }

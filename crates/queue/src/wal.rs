@@ -50,7 +50,6 @@ pub(crate) struct Wal {
     next_lsn: u64,
     /// Frames are written from 0 up to this many bytes, then a checkpoint starts a new lap.
     limit: u64,
-    frame: Vec<u8>,
 }
 
 /// A frame read back: its LSN and its body.
@@ -121,7 +120,6 @@ impl Wal {
                 pos: 0,
                 next_lsn,
                 limit: limit.max(CHUNK),
-                frame: Vec::new(),
             },
             frames,
         ))
@@ -151,36 +149,86 @@ impl Wal {
     }
 
     /// Writes `body` as the next frame and waits for the device (`fdatasync`). Returns its LSN.
-    /// On error nothing of it counts (a partial frame is a torn tail).
+    #[cfg(test)]
     pub(crate) fn append(&mut self, body: &[u8]) -> Result<u64, StoreError> {
-        let len = u32::try_from(body.len())
+        let mut p = Pending::default();
+        p.buf().extend_from_slice(body);
+        self.append_pending(&mut p)
+    }
+
+    /// Writes the frame built in `p` as the next frame and waits for the device
+    /// (`fdatasync`); `p` is emptied. Returns its LSN. On error nothing of it counts (a partial
+    /// frame is a torn tail).
+    pub(crate) fn append_pending(&mut self, p: &mut Pending) -> Result<u64, StoreError> {
+        let written = self.write_frame(&mut p.frame);
+        p.clear();
+        written
+    }
+
+    fn write_frame(&mut self, f: &mut [u8]) -> Result<u64, StoreError> {
+        let len = u32::try_from(f.len() - HEADER)
             .map_err(|_| StoreError::storage("a log frame above 4 GiB"))?;
         let lsn = self.next_lsn;
-        let f = &mut self.frame;
-        f.clear();
-        f.extend_from_slice(&MAGIC);
-        f.extend_from_slice(&len.to_le_bytes());
-        f.extend_from_slice(&lsn.to_le_bytes());
-        f.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        let body_crc = crc32fast::hash(&f[HEADER..]);
+        f[..4].copy_from_slice(&MAGIC);
+        f[4..8].copy_from_slice(&len.to_le_bytes());
+        f[8..16].copy_from_slice(&lsn.to_le_bytes());
+        f[16..20].copy_from_slice(&body_crc.to_le_bytes());
         let hcrc = crc32fast::hash(&f[..20]);
-        f.extend_from_slice(&hcrc.to_le_bytes());
-        f.extend_from_slice(body);
+        f[20..24].copy_from_slice(&hcrc.to_le_bytes());
         let end = self.pos + f.len() as u64;
         let io = |e: std::io::Error| {
             StoreError::storage(format!("writing {}: {e}", self.path.display()))
         };
         if end > self.len {
             // Zeroes ahead, so that most frames overwrite blocks already written.
+            static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
             let to = end.div_ceil(CHUNK).saturating_mul(CHUNK);
-            let zeros = vec![0u8; (to - self.len) as usize];
-            self.file.write_all_at(&zeros, self.len).map_err(io)?;
-            self.len = to;
+            while self.len < to {
+                let n = (to - self.len).min(ZEROS.len() as u64) as usize;
+                self.file.write_all_at(&ZEROS[..n], self.len).map_err(io)?;
+                self.len += n as u64;
+            }
         }
-        self.file.write_all_at(&self.frame, self.pos).map_err(io)?;
+        self.file.write_all_at(f, self.pos).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.pos = end;
         self.next_lsn += 1;
         Ok(lsn)
+    }
+}
+
+/// The next frame, built in place: room for its header, then the body.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    frame: Vec<u8>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            frame: vec![0; HEADER],
+        }
+    }
+}
+
+impl Pending {
+    /// The buffer to append the body to (append only: its first bytes are the header's room).
+    pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.frame
+    }
+
+    /// Bytes of body so far.
+    pub(crate) fn body_len(&self) -> usize {
+        self.frame.len() - HEADER
+    }
+
+    /// Empties it; a large buffer (a frame of big payloads) is given back.
+    pub(crate) fn clear(&mut self) {
+        self.frame.truncate(HEADER);
+        if self.frame.capacity() > 1024 * 1024 {
+            self.frame.shrink_to(64 * 1024);
+        }
     }
 }
 
