@@ -104,6 +104,15 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(|e| io("opening", e))?;
+        let limit = limit.max(CHUNK);
+        // The lap's blocks are reserved (the length stays: frames and zeroes extend it), so
+        // the log does not run out of room mid-run and the disk's free space counts it. Best
+        // effort: where the file system cannot, the log takes room as it grows.
+        if let Err(e) =
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, limit)
+        {
+            tracing::warn!(file = %path.display(), error = %e, "queue store: could not reserve room for the log");
+        }
         let data = std::fs::read(path).map_err(|e| io("reading", e))?;
         let frames = read_frames(&data, applied).map_err(|m| {
             StoreError::corrupt(format!(
@@ -119,7 +128,7 @@ impl Wal {
                 len: data.len() as u64,
                 pos: 0,
                 next_lsn,
-                limit: limit.max(CHUNK),
+                limit,
             },
             frames,
         ))
