@@ -309,3 +309,114 @@ fn a_leftover_log_is_replayed_without_the_log_option() {
     drop(s);
     assert_eq!(ids_in_redb_file(&path), expected_ids(40));
 }
+
+/// A tmpfs of `mib` MiB, unmounted on drop; `None` (skipped) when not root.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(mib: u32) -> Option<SmallFs> {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of /proc/self is this process's user.
+        if std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(1)
+            != 0
+        {
+            eprintln!("SKIPPED: mounting a small file system needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount -t tmpfs");
+        Some(SmallFs(dir))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+fn commit(s: &RedbStore, mutations: Vec<Mutation>) -> Result<(), StoreError> {
+    let (tx, rx) = mpsc::channel();
+    s.submit(Batch {
+        mutations,
+        done: Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })),
+        durable: true,
+    })?;
+    rx.recv().unwrap_or(Err(StoreError::Closed))
+}
+
+/// The log itself runs out of room (a lap larger than the disk, so its room could not be
+/// reserved): the push whose frame failed is refused and forgotten, every acknowledged one
+/// stays, and once space is back the store reopens by itself (replaying the log) and takes
+/// writes again.
+#[test]
+fn a_full_disk_under_the_log_fails_the_push_and_recovers() {
+    let Some(fs) = SmallFs::mount(24) else { return };
+    let path = fs.0.path().join("q.redb");
+    let s = RedbStore::open(&path, options(64 << 20)).unwrap();
+    let filler = fs.0.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 20 << 20]).unwrap();
+    let mut acked = 0u64;
+    let error = loop {
+        match commit(&s, push(acked + 1, 100 * 1024)) {
+            Ok(()) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 100, "the disk never filled up");
+    };
+    assert!(acked > 0);
+    assert!(
+        error.to_string().contains("No space left on device"),
+        "{error}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        match commit(&s, push(1000, 10)) {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(20),
+                    "still failing 20 s after space came back: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    eprintln!(
+        "{acked} acknowledged, then {error}; writes again after {:?}",
+        t.elapsed()
+    );
+    let mut ids: Vec<u64> = s
+        .load(0)
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|(j, _)| j.id.0)
+        .collect();
+    ids.sort();
+    let mut want: Vec<u64> = (1..=acked).collect();
+    want.push(1000);
+    assert_eq!(
+        ids, want,
+        "the refused push is forgotten, the acknowledged ones stay"
+    );
+    drop(s);
+    let again: Vec<u64> = contents(&path).iter().map(|r| r.0).collect();
+    assert_eq!(again, want);
+}
