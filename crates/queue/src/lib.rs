@@ -46,6 +46,6 @@ pub use model::{
     Payload, Priority, RunAt, Target, When,
 };
 pub use policy::RetryPolicy;
-pub use redb_store::{RedbOptions, RedbStore, DEFAULT_WAL_BYTES};
+pub use redb_store::{wal_path, RedbOptions, RedbStore, DEFAULT_WAL_BYTES};
 pub use scheduler::{Lease, Outcome, Wait, WaitReason, LEASE_EXPIRED, LEASE_LOST};
 pub use store::{Counters, Store, StoreStats};

@@ -107,6 +107,11 @@ pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// The longest wait between two tries to reopen a failed store.
 pub const MAX_RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(8);
 
+/// The write-ahead log of the store file at `store`: `<store>-wal` beside it.
+pub fn wal_path(store: &Path) -> std::path::PathBuf {
+    wal::path_of(store)
+}
+
 /// Default redb page cache of a store: 32 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
 

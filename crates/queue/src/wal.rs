@@ -97,11 +97,14 @@ impl Wal {
         let io = |what: &str, e: std::io::Error| {
             StoreError::storage(format!("{what} {}: {e}", path.display()))
         };
+        use std::os::unix::fs::OpenOptionsExt;
+        // Only its owner may read it: it holds payloads, like the store file.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .map_err(|e| io("opening", e))?;
         let limit = limit.max(CHUNK);
@@ -300,6 +303,9 @@ mod tests {
         assert_eq!(path.file_name().unwrap(), "q.redb-wal");
         let (mut w, frames) = Wal::open(&path, 0, LIMIT).expect("open");
         assert!(frames.is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only its owner reads the log");
         for i in 1..=5u8 {
             assert_eq!(
                 w.append(&vec![i; i as usize * 100]).expect("append"),
