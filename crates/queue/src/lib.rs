@@ -31,6 +31,7 @@ pub mod replicated;
 mod scheduler;
 pub mod store;
 mod usage;
+mod wal;
 
 pub use clock::Clock;
 pub use codec::{reencode_job_record, reencode_payload_row};
@@ -45,6 +46,6 @@ pub use model::{
     Payload, Priority, RunAt, Target, When,
 };
 pub use policy::RetryPolicy;
-pub use redb_store::{RedbOptions, RedbStore};
+pub use redb_store::{wal_path, RedbOptions, RedbStore, DEFAULT_WAL_BYTES};
 pub use scheduler::{Lease, Outcome, Wait, WaitReason, LEASE_EXPIRED, LEASE_LOST};
 pub use store::{Counters, Store, StoreStats};

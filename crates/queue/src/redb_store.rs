@@ -20,6 +20,18 @@
 //! Under load, the batches that arrive while one commit runs form the next commit, so the fsync
 //! cost is shared by everything queued behind it.
 //!
+//! # The write-ahead log (default)
+//! With [`RedbOptions::wal`], step 3 does not fsync redb: the group's mutations are applied in a
+//! write transaction, appended to the log beside the file (`<file>-wal`, see `wal`) as one frame
+//! with one `fdatasync`, and only then is the transaction committed with `Durability::None`
+//! (if the frame fails, the transaction is aborted: redb never shows a refused push). A
+//! non-durable group's mutations wait in memory for the next frame. When a lap of the log is
+//! full, the commit is a durable redb commit instead (a *checkpoint*), which records the last
+//! frame's sequence number in `meta` (`wal_lsn`); the log then starts again at offset 0. At
+//! open (and at each reopening after a failure) the frames after `wal_lsn` are replayed into
+//! redb and checkpointed. Closing checkpoints. So a durable commit costs one small sequential
+//! write and one flush instead of a dozen scattered page writes and their flush.
+//!
 //! # Coalescing
 //! Inside one commit, a mutation that a later mutation of the same commit undoes is skipped: a
 //! lease row written and deleted again (a job leased and completed within one commit window),
@@ -62,6 +74,7 @@ use crate::store::MAX_NON_DURABLE;
 use crate::store::{
     Batch, Counters, Done, IdempotencyRecord, Mutation, Snapshot, Store, StoreStats, StoredLease,
 };
+use crate::wal::{self, Pending, Wal};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
@@ -72,6 +85,11 @@ const LEASES: TableDefinition<u64, (u64, u64, u32)> = TableDefinition::new("leas
 const IDEMPOTENCY: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("idempotency");
 
 const FORMAT_KEY: &str = "format";
+/// Meta key of the log position: the LSN of the last log frame this file holds (written by
+/// every checkpoint, in the same transaction).
+const WAL_LSN_KEY: &str = "wal_lsn";
+/// Default bytes of log frames per lap (see [`RedbOptions::wal_bytes`]).
+pub const DEFAULT_WAL_BYTES: u64 = 8 * 1024 * 1024;
 /// 2: payloads in their own table (1: inline in the job records; migrated on open).
 const FORMAT: u64 = 2;
 /// Job records migrated per transaction when a format 1 store is opened.
@@ -89,6 +107,11 @@ pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// The longest wait between two tries to reopen a failed store.
 pub const MAX_RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(8);
 
+/// The write-ahead log of the store file at `store`: `<store>-wal` beside it.
+pub fn wal_path(store: &Path) -> std::path::PathBuf {
+    wal::path_of(store)
+}
+
 /// Default redb page cache of a store: 32 MiB.
 pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
 
@@ -102,6 +125,15 @@ pub struct RedbOptions {
     /// own default of 1 GiB). The cache keeps written pages too, so it bounds how much of the
     /// store (payloads of waiting jobs included) stays in memory.
     pub cache_size: Option<usize>,
+    /// Durable commits go to a write-ahead log beside the file (`<file>-wal`: one frame and one
+    /// `fdatasync` per commit group) and reach redb without an fsync of their own, made durable
+    /// there by a checkpoint once per lap of the log (default `true`). `false`: every durable
+    /// commit is a durable redb commit (a log left by an earlier run is still replayed, then
+    /// removed).
+    pub wal: bool,
+    /// Bytes of log frames per lap: a checkpoint (a durable redb commit) then lets the log
+    /// start again at offset 0. Default [`DEFAULT_WAL_BYTES`] (8 MiB): the log file's size.
+    pub wal_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -109,6 +141,8 @@ impl Default for RedbOptions {
         RedbOptions {
             max_commit_mutations: 16_384,
             cache_size: Some(DEFAULT_CACHE_SIZE),
+            wal: true,
+            wal_bytes: DEFAULT_WAL_BYTES,
         }
     }
 }
@@ -202,6 +236,9 @@ impl RedbStore {
         };
         let writer = {
             let mut w = Writer {
+                wal: None,
+                log: Pending::default(),
+                scratch: Vec::new(),
                 path: path.to_path_buf(),
                 options: options.clone(),
                 shared: shared.clone(),
@@ -217,6 +254,7 @@ impl RedbStore {
                 deferred: Vec::new(),
                 retry_in: RECOVERY_INTERVAL,
             };
+            w.open_log()?;
             std::thread::Builder::new()
                 .name("switchyard-queue-writer".into())
                 .spawn(move || w.run(&rx))
@@ -411,6 +449,12 @@ struct Writer {
     deferred: Vec<Done>,
     /// While failed: the wait before the next try to reopen the file.
     retry_in: std::time::Duration,
+    /// The write-ahead log (`None`: durable commits are durable redb commits).
+    wal: Option<Wal>,
+    /// Encoded mutations of the non-durable commits not yet in the log (the next frame's
+    /// start).
+    log: Pending,
+    scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -453,7 +497,7 @@ impl Writer {
             match first {
                 Some(Msg::Batch(b)) => group.push(b),
                 Some(Msg::Close) | None => {
-                    let result = self.sync_now();
+                    let result = self.finish();
                     let dones = std::mem::take(&mut self.deferred);
                     self.deliver(result, dones, true);
                     return;
@@ -496,7 +540,7 @@ impl Writer {
                 }
             };
             if closing {
-                let synced = self.sync_now();
+                let synced = self.finish();
                 dones.append(&mut self.deferred);
                 let result = result.and(synced);
                 self.deliver(result, dones, true);
@@ -538,6 +582,116 @@ impl Writer {
         }
     }
 
+    /// At shutdown: everything committed so far made durable in redb (a checkpoint, so the next
+    /// start has no log to replay), or, without a log, fsync'd.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        if self.wal.is_some() {
+            self.checkpoint()
+        } else {
+            self.sync_now()
+        }
+    }
+
+    /// A durable redb commit that records the last log frame: everything in the log (and the
+    /// non-durable commits not yet in it) is then durable in redb, and the log starts a new lap.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if let Some(e) = self.shared.failure() {
+            return Err(e);
+        }
+        let Some(lsn) = self.wal.as_ref().map(Wal::last_lsn) else {
+            return Ok(());
+        };
+        let done = self
+            .shared
+            .db()?
+            .begin_write()
+            .map_err(StoreError::storage)
+            .and_then(|mut txn| {
+                {
+                    let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+                    meta.insert(WAL_LSN_KEY, lsn).map_err(StoreError::storage)?;
+                }
+                txn.set_durability(Durability::Immediate)
+                    .map_err(StoreError::storage)?;
+                txn.commit().map_err(StoreError::storage)
+            });
+        match &done {
+            Ok(()) => {
+                if let Some(wal) = self.wal.as_mut() {
+                    wal.restart();
+                }
+                self.log.clear();
+                self.unsynced_since = None;
+                self.shared.stats.lock().syncs += 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "queue store: checkpoint failed; the store refuses writes until it could reopen its file");
+                self.shared.fail(e);
+            }
+        }
+        done
+    }
+
+    /// Opens the log beside the file and replays into redb the frames it holds that redb does
+    /// not (a crash after they were acknowledged), then checkpoints: at start and at every
+    /// reopening. Without a log (`wal = false`) a log file left by an earlier run is replayed
+    /// too, then removed.
+    fn open_log(&mut self) -> Result<(), StoreError> {
+        self.wal = None;
+        self.log.clear();
+        let path = wal::path_of(&self.path);
+        if !self.options.wal && !path.exists() {
+            return Ok(());
+        }
+        let db = self.shared.db()?;
+        let applied = {
+            let txn = db.begin_read().map_err(StoreError::storage)?;
+            let meta = txn.open_table(META).map_err(StoreError::storage)?;
+            meta.get(WAL_LSN_KEY)
+                .map_err(StoreError::storage)?
+                .map(|g| g.value())
+                .unwrap_or(0)
+        };
+        let (wal, frames) = Wal::open(&path, applied, self.options.wal_bytes)?;
+        if !frames.is_empty() {
+            let mut muts = Vec::new();
+            for (lsn, body) in &frames {
+                muts.extend(codec::decode_mutations(body).map_err(|e| {
+                    StoreError::corrupt(format!(
+                        "{}: frame {lsn}: {e}; the log was left as it is: restore the data directory from a backup, or move this file away (losing the commits it holds)",
+                        path.display()
+                    ))
+                })?);
+            }
+            let refs: Vec<&Mutation> = muts.iter().collect();
+            let txn = db.begin_write().map_err(StoreError::storage)?;
+            let (_, reserved) = self.apply(&txn, &refs)?;
+            {
+                let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+                meta.insert(WAL_LSN_KEY, wal.last_lsn())
+                    .map_err(StoreError::storage)?;
+            }
+            txn.commit().map_err(StoreError::storage)?;
+            if let Some(r) = reserved {
+                self.hwm = r;
+            }
+            tracing::info!(
+                file = %path.display(),
+                frames = frames.len(),
+                mutations = muts.len(),
+                "queue store: replayed the log's commits into the store"
+            );
+        }
+        if self.options.wal {
+            self.wal = Some(wal);
+        } else {
+            drop(wal);
+            std::fs::remove_file(&path)
+                .map_err(|e| StoreError::storage(format!("removing {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
     /// Persists the non-durable commits not yet followed by a durable one (an empty durable
     /// commit): when they are `MAX_NON_DURABLE` old and nothing else came, and at shutdown.
     fn sync_now(&mut self) -> Result<(), StoreError> {
@@ -546,6 +700,28 @@ impl Writer {
         }
         if self.unsynced_since.is_none() {
             return Ok(());
+        }
+        if let Some(wal) = self.wal.as_mut() {
+            if self.log.body_len() == 0 {
+                // Nothing that needs persisting (results are not logged).
+                self.unsynced_since = None;
+                return Ok(());
+            }
+            if wal.fits(self.log.body_len()) {
+                let appended = wal.append_pending(&mut self.log);
+                match &appended {
+                    Ok(_) => {
+                        self.unsynced_since = None;
+                        self.shared.stats.lock().syncs += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "queue store: writing the log failed; the store refuses writes until it could reopen its file");
+                        self.shared.fail(e);
+                    }
+                }
+                return appended.map(|_| ());
+            }
+            return self.checkpoint();
         }
         let synced = self
             .shared
@@ -610,6 +786,12 @@ impl Writer {
                 self.leases_on_disk = leases;
                 self.unsynced_since = None;
                 *self.shared.db.write() = Some(Arc::new(db));
+                // What the log holds and redb may not (a commit whose frame was written
+                // before redb failed).
+                if let Err(e) = self.open_log() {
+                    tracing::debug!(error = %e, "queue store: still failed (replaying the log)");
+                    return false;
+                }
                 self.shared.recovered();
                 tracing::warn!(file = %self.path.display(), "queue store recovered: it takes writes again");
                 true
@@ -644,13 +826,102 @@ impl Writer {
         Ok(durable)
     }
 
-    /// Applies a group in one write transaction and commits it durably. Returns how many
-    /// mutations were elided because a later mutation of the same group undid them (a lease row
-    /// written and deleted in one commit, a record rewritten and then deleted).
+    /// Commits a group: in the log (one frame, one `fdatasync`) if the store has one, else in
+    /// redb durably. Returns how many mutations were elided because a later mutation of the same
+    /// group undid them, and whether the commit was durable.
     fn commit_group(&mut self, group: &[Batch]) -> Result<(u64, bool), StoreError> {
+        let muts: Vec<&Mutation> = group.iter().flat_map(|b| b.mutations.iter()).collect();
+        let durable = group.iter().any(|b| b.durable)
+            || self
+                .unsynced_since
+                .is_some_and(|t| t.elapsed() >= MAX_NON_DURABLE);
+        let db = self.shared.db()?;
+        let mut txn = db.begin_write().map_err(StoreError::storage)?;
+        let (skipped, reserved) = self.apply(&txn, &muts)?;
+        let Some(wal) = self.wal.as_mut() else {
+            // An id reservation is always fsync'd.
+            let durable = durable || reserved.is_some();
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(StoreError::storage)?;
+            txn.commit().map_err(StoreError::storage)?;
+            self.committed(reserved, durable);
+            return Ok((skipped, durable));
+        };
+        for m in &muts {
+            codec::encode_mutation(m, self.log.buf(), &mut self.scratch);
+        }
+        if self.scratch.capacity() > 1024 * 1024 {
+            self.scratch = Vec::new();
+        }
+        if durable && !wal.fits(self.log.body_len()) {
+            // The log's lap is full (or this frame is larger than a lap): this commit is a
+            // checkpoint, durable in redb, and the log starts a new lap.
+            {
+                let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+                meta.insert(WAL_LSN_KEY, wal.last_lsn())
+                    .map_err(StoreError::storage)?;
+            }
+            txn.set_durability(Durability::Immediate)
+                .map_err(StoreError::storage)?;
+            txn.commit().map_err(StoreError::storage)?;
+            wal.restart();
+            self.log.clear();
+            self.committed(reserved, true);
+            return Ok((skipped, true));
+        }
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::storage)?;
+        if !durable {
+            // In the log with the next durable commit (at most MAX_NON_DURABLE later).
+            txn.commit().map_err(StoreError::storage)?;
+            self.committed(reserved, false);
+            return Ok((skipped, false));
+        }
+        // Durable once the frame is: if the frame fails, redb is left as it was.
+        if let Err(e) = wal.append_pending(&mut self.log) {
+            txn.abort().map_err(StoreError::storage)?;
+            return Err(e);
+        }
+        if let Err(e) = txn.commit() {
+            // The frame is durable: the group is answered as committed; the store fails, and
+            // its reopening replays the log into redb.
+            let e = StoreError::storage(e);
+            tracing::error!(error = %e, "queue store: applying a logged commit to redb failed; the store refuses writes until it could reopen its file (the log holds the commit)");
+            self.shared.fail(&e);
+            return Ok((skipped, true));
+        }
+        self.committed(reserved, true);
+        Ok((skipped, true))
+    }
+
+    /// What a successful commit changes in the writer's state.
+    fn committed(&mut self, reserved: Option<u64>, durable: bool) {
+        if let Some(r) = reserved {
+            self.hwm = r;
+        }
+        self.unsynced_since = match (durable, self.unsynced_since) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Instant::now()),
+        };
+    }
+
+    /// Applies mutations, in order, inside `txn`, and reserves a new block of ids if they use
+    /// ids above the reservation. Returns the mutations elided (a later mutation of the same
+    /// transaction undid them: a lease row written and deleted, a record rewritten and then
+    /// deleted) and the new reservation, if any.
+    fn apply(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        muts: &[&Mutation],
+    ) -> Result<(u64, Option<u64>), StoreError> {
         self.last_clear.clear();
         self.last_remove.clear();
-        for (i, m) in group.iter().flat_map(|b| b.mutations.iter()).enumerate() {
+        for (i, m) in muts.iter().enumerate() {
             match m {
                 Mutation::RemoveLease(id) => {
                     self.last_clear.insert(id.0, i);
@@ -662,15 +933,6 @@ impl Writer {
                 _ => {}
             }
         }
-        let mut txn = self
-            .shared
-            .db()?
-            .begin_write()
-            .map_err(StoreError::storage)?;
-        let mut durable = group.iter().any(|b| b.durable)
-            || self
-                .unsynced_since
-                .is_some_and(|t| t.elapsed() >= MAX_NON_DURABLE);
         let mut max_id = self.hwm;
         let mut reserved = self.hwm;
         let mut skipped = 0u64;
@@ -682,7 +944,7 @@ impl Writer {
             let mut counters: HashMap<&str, Counters> = HashMap::new();
             let mut queues: Vec<&QueueConfig> = Vec::new();
             let mut removed_queues: Vec<Arc<str>> = Vec::new();
-            for (i, m) in group.iter().flat_map(|b| b.mutations.iter()).enumerate() {
+            for (i, m) in muts.iter().copied().enumerate() {
                 match m {
                     Mutation::PutQueue(cfg) => queues.push(cfg),
                     Mutation::PutCounters { queue, counters: c } => {
@@ -799,28 +1061,13 @@ impl Writer {
                 }
             }
             if max_id > self.hwm {
-                // An id reservation is always fsync'd.
-                durable = true;
                 reserved = max_id.saturating_add(ID_BLOCK);
                 let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
                 meta.insert(MAX_JOB_ID_KEY, reserved)
                     .map_err(StoreError::storage)?;
             }
         }
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(StoreError::storage)?;
-        txn.commit().map_err(StoreError::storage)?;
-        self.hwm = reserved;
-        self.unsynced_since = match (durable, self.unsynced_since) {
-            (true, _) => None,
-            (false, Some(t)) => Some(t),
-            (false, None) => Some(Instant::now()),
-        };
-        Ok((skipped, durable))
+        Ok((skipped, (reserved != self.hwm).then_some(reserved)))
     }
 }
 

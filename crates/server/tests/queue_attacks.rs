@@ -450,6 +450,18 @@ fn a_store_another_user_could_read_or_swap_is_refused() {
     let log = refused_start(&private).expect("a symlinked store is refused");
     assert!(log.contains("symbolic link"), "{log}");
     assert_eq!(std::fs::metadata(&victim).expect("victim").len(), 0);
+
+    // The store's write-ahead log (payloads too) is checked the same way.
+    let private_log = outside.path().join("private-log");
+    std::fs::create_dir(&private_log).expect("mkdir");
+    std::os::unix::fs::symlink(&victim, private_log.join("queues-realm1.redb-wal"))
+        .expect("symlink");
+    let log = refused_start(&private_log).expect("a symlinked log is refused");
+    assert!(
+        log.contains("symbolic link") && log.contains("queues-realm1.redb-wal"),
+        "{log}"
+    );
+    assert_eq!(std::fs::metadata(&victim).expect("victim").len(), 0);
 }
 
 /// An HTTP callee's base URL is the operator's (`/public`); a caller only

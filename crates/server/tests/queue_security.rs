@@ -967,6 +967,11 @@ fn the_data_directory_and_store_are_private() {
     let first_store = store.clone();
     assert_eq!(mode(&data), 0o700, "data directory");
     assert_eq!(mode(&store), 0o600, "store");
+    assert_eq!(
+        mode(&data.join("queues-realm1.redb-wal")),
+        0o600,
+        "the store's write-ahead log"
+    );
     assert!(!router.log_text().contains("open to other local users"));
     assert!(router.terminate().success());
 

@@ -207,7 +207,8 @@ fn space_returns(mut router: Router, filler: &Path, acked: u64, ops: u16) {
                 Err(e) => {
                     assert!(
                         freed.elapsed() < Duration::from_secs(20),
-                        "pushes still fail 20 s after space came back: {e}"
+                        "pushes still fail 20 s after space came back: {e}\n{}",
+                        router.log_text()
                     );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -316,9 +317,17 @@ enum Start {
 
 /// Starts the binary on `store` (a copy put in a fresh data directory).
 fn start_on(store: &[u8]) -> Start {
+    start_with_log(store, None)
+}
+
+/// Starts the binary on `store` and, if given, the write-ahead log beside it.
+fn start_with_log(store: &[u8], log: Option<&[u8]>) -> Start {
     let data = tempfile::tempdir().expect("data");
     let file = data.path().join("queues-realm1.redb");
     std::fs::write(&file, store).expect("store");
+    if let Some(log) = log {
+        std::fs::write(data.path().join("queues-realm1.redb-wal"), log).expect("log");
+    }
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .expect("chmod");
     let dir = tempfile::tempdir().expect("dir");
@@ -455,4 +464,82 @@ fn a_damaged_store_is_refused_at_start_naming_the_file() {
         cases.len()
     );
     assert!(refused >= cases.len() - 4, "most damage is detected");
+}
+
+// ---------------------------------------------------------------------------
+// The write-ahead log after a crash
+
+/// The frames of a log: (offset, end) of each (header: "SYWL", u32 body length, ..., 24 bytes).
+fn log_frames(log: &[u8]) -> Vec<(usize, usize)> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while log.len() >= at + 24 && &log[at..at + 4] == b"SYWL" {
+        let len = u32::from_le_bytes(log[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        out.push((at, at + 24 + len));
+        at += 24 + len;
+    }
+    out
+}
+
+/// A router killed (SIGKILL) after `jobs` acknowledged pushes, one at a time: its store and
+/// log as the crash left them. The pushes since the start are in the log (its frames), and
+/// only there.
+fn a_crashed_store(jobs: u64) -> (Vec<u8>, Vec<u8>) {
+    let data = tempfile::tempdir().expect("data");
+    let mut router = Router::start(&data_config(data.path(), 0, common::free_port()));
+    runtime().block_on(async {
+        let s = join(&router).await;
+        for i in 0..jobs {
+            push(&s, vec![(i % 251) as u8; 1024]).await.expect("push");
+        }
+    });
+    assert!(!router.signal(libc::SIGKILL).success());
+    (
+        std::fs::read(data.path().join("queues-realm1.redb")).expect("store file"),
+        std::fs::read(data.path().join("queues-realm1.redb-wal")).expect("log file"),
+    )
+}
+
+/// After a crash, the acknowledged pushes that only the log holds are replayed at start; a
+/// frame cut short by the crash is dropped; a damaged frame followed by good ones stops the
+/// start with an error naming the log (exit status 1, no panic).
+#[test]
+fn a_crashed_store_replays_its_log_and_a_damaged_log_is_refused() {
+    const JOBS: u64 = 20;
+    let (store, log) = a_crashed_store(JOBS);
+    let frames = log_frames(&log);
+    assert!(frames.len() >= JOBS as usize, "{} frames", frames.len());
+
+    match start_with_log(&store, Some(&log)) {
+        Start::Ran(n, text) => {
+            assert_eq!(n, JOBS, "every acknowledged push is back:\n{text}");
+            assert!(text.contains("replayed the log"), "{text}");
+        }
+        Start::Refused(code, text) => panic!("refused ({code:?}):\n{text}"),
+    }
+
+    // The last frame cut in half: dropped (its push was never acknowledged).
+    let (last, end) = *frames.last().expect("a frame");
+    let mut torn = log.clone();
+    torn[(last + end) / 2..end].fill(0);
+    match start_with_log(&store, Some(&torn)) {
+        Start::Ran(n, text) => assert_eq!(n, JOBS - 1, "{text}"),
+        Start::Refused(code, text) => panic!("a torn tail refused ({code:?}):\n{text}"),
+    }
+
+    // A byte of the second frame's body changed: refused, naming the log.
+    let mut bad = log.clone();
+    bad[frames[1].0 + 30] ^= 0x10;
+    match start_with_log(&store, Some(&bad)) {
+        Start::Refused(code, text) => {
+            assert!(!text.contains("panicked"), "{text}");
+            assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{text}");
+            let line = text
+                .lines()
+                .find(|l| l.contains("queues-realm1.redb-wal is damaged"))
+                .unwrap_or_else(|| panic!("the error does not name the log:\n{text}"));
+            eprintln!("damaged log: refused: {line}");
+        }
+        Start::Ran(n, text) => panic!("a damaged log started with {n} jobs:\n{text}"),
+    }
 }

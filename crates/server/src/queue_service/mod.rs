@@ -200,6 +200,8 @@ impl QueueService {
         if !crate::data_dir::prepare_file(&path)? {
             crate::data_dir::refuse_empty_store(&path)?;
         }
+        // Its write-ahead log holds payloads too: created 0600, or checked like the store.
+        crate::data_dir::prepare_file(&switchyard_queue::wal_path(&path))?;
         QueueService::start_on(realm, settings, Backing::File(path)).await
     }
 
