@@ -27,8 +27,9 @@
 //! (if the frame fails, the transaction is aborted: redb never shows a refused push). A
 //! non-durable group's mutations wait in memory for the next frame. When a lap of the log is
 //! full, the commit is a durable redb commit instead (a *checkpoint*), which records the last
-//! frame's sequence number in `meta` (`wal_lsn`); the log then starts again at offset 0. At
-//! open (and at each reopening after a failure) the frames after `wal_lsn` are replayed into
+//! frame's sequence number in `meta` (`wal_lsn`) and a new random lap number (`wal_lap`) that
+//! every frame of the next lap carries; the log then starts again at offset 0. At open (and at
+//! each reopening after a failure) the frames of lap `wal_lap` after `wal_lsn` are replayed into
 //! redb and checkpointed. Closing checkpoints. So a durable commit costs one small sequential
 //! write and one flush instead of a dozen scattered page writes and their flush.
 //!
@@ -88,6 +89,9 @@ const FORMAT_KEY: &str = "format";
 /// Meta key of the log position: the LSN of the last log frame this file holds (written by
 /// every checkpoint, in the same transaction).
 const WAL_LSN_KEY: &str = "wal_lsn";
+/// Meta key of the log's lap: the random number every frame written after the checkpoint that
+/// recorded it carries (see `wal`: a frame shaped in a payload is not one of ours).
+const WAL_LAP_KEY: &str = "wal_lap";
 /// Default bytes of log frames per lap (see [`RedbOptions::wal_bytes`]).
 pub const DEFAULT_WAL_BYTES: u64 = 8 * 1024 * 1024;
 /// 2: payloads in their own table (1: inline in the job records; migrated on open).
@@ -106,6 +110,20 @@ const ID_BLOCK: u64 = 4096;
 pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest wait between two tries to reopen a failed store.
 pub const MAX_RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// A lap number: random, never 0 (0 reads as "none on record").
+fn new_lap() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
+/// Records a checkpoint in `txn`: redb holds every log frame up to `lsn`, and the log's next
+/// frames belong to lap `lap`.
+fn record_checkpoint(txn: &redb::WriteTransaction, lsn: u64, lap: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+    meta.insert(WAL_LSN_KEY, lsn).map_err(StoreError::storage)?;
+    meta.insert(WAL_LAP_KEY, lap).map_err(StoreError::storage)?;
+    Ok(())
+}
 
 /// The write-ahead log of the store file at `store`: `<store>-wal` beside it.
 pub fn wal_path(store: &Path) -> std::path::PathBuf {
@@ -344,6 +362,16 @@ fn init_tables(db: &Database) -> Result<(u64, HashSet<u64>), StoreError> {
             .map_err(StoreError::storage)?
             .map(|g| g.value())
             .unwrap_or(0);
+        // The log's first lap, on record before its first frame (a lap on record is kept: the
+        // log's frames not yet replayed carry it).
+        if meta
+            .get(WAL_LAP_KEY)
+            .map_err(StoreError::storage)?
+            .is_none()
+        {
+            meta.insert(WAL_LAP_KEY, new_lap())
+                .map_err(StoreError::storage)?;
+        }
         txn.open_table(QUEUES).map_err(StoreError::storage)?;
         txn.open_table(COUNTERS).map_err(StoreError::storage)?;
         txn.open_table(JOBS).map_err(StoreError::storage)?;
@@ -601,16 +629,14 @@ impl Writer {
         let Some(lsn) = self.wal.as_ref().map(Wal::last_lsn) else {
             return Ok(());
         };
+        let lap = new_lap();
         let done = self
             .shared
             .db()?
             .begin_write()
             .map_err(StoreError::storage)
             .and_then(|mut txn| {
-                {
-                    let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
-                    meta.insert(WAL_LSN_KEY, lsn).map_err(StoreError::storage)?;
-                }
+                record_checkpoint(&txn, lsn, lap)?;
                 txn.set_durability(Durability::Immediate)
                     .map_err(StoreError::storage)?;
                 txn.commit().map_err(StoreError::storage)
@@ -618,7 +644,7 @@ impl Writer {
         match &done {
             Ok(()) => {
                 if let Some(wal) = self.wal.as_mut() {
-                    wal.restart();
+                    wal.restart(lap);
                 }
                 self.log.clear();
                 self.unsynced_since = None;
@@ -644,16 +670,21 @@ impl Writer {
             return Ok(());
         }
         let db = self.shared.db()?;
-        let applied = {
+        let (applied, lap) = {
             let txn = db.begin_read().map_err(StoreError::storage)?;
             let meta = txn.open_table(META).map_err(StoreError::storage)?;
-            meta.get(WAL_LSN_KEY)
-                .map_err(StoreError::storage)?
-                .map(|g| g.value())
-                .unwrap_or(0)
+            let get = |key| {
+                meta.get(key)
+                    .map(|g| g.map(|g| g.value()).unwrap_or(0))
+                    .map_err(StoreError::storage)
+            };
+            (get(WAL_LSN_KEY)?, get(WAL_LAP_KEY)?)
         };
-        let (wal, frames) = Wal::open(&path, applied, self.options.wal_bytes)?;
-        if !frames.is_empty() {
+        let (mut wal, frames) = Wal::open(&path, applied, lap, self.options.wal_bytes)?;
+        // What the log holds that redb does not, and a new lap: a checkpoint. With nothing to
+        // replay, the lap on record goes on (`init_tables` records the first one): its frames
+        // in the file all have sequence numbers redb holds.
+        if !frames.is_empty() || lap == 0 {
             let mut muts = Vec::new();
             for (lsn, body) in &frames {
                 muts.extend(codec::decode_mutations(body).map_err(|e| {
@@ -666,21 +697,21 @@ impl Writer {
             let refs: Vec<&Mutation> = muts.iter().collect();
             let txn = db.begin_write().map_err(StoreError::storage)?;
             let (_, reserved) = self.apply(&txn, &refs)?;
-            {
-                let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
-                meta.insert(WAL_LSN_KEY, wal.last_lsn())
-                    .map_err(StoreError::storage)?;
-            }
+            let lap = new_lap();
+            record_checkpoint(&txn, wal.last_lsn(), lap)?;
             txn.commit().map_err(StoreError::storage)?;
+            wal.restart(lap);
             if let Some(r) = reserved {
                 self.hwm = r;
             }
-            tracing::info!(
-                file = %path.display(),
-                frames = frames.len(),
-                mutations = muts.len(),
-                "queue store: replayed the log's commits into the store"
-            );
+            if !frames.is_empty() {
+                tracing::info!(
+                    file = %path.display(),
+                    frames = frames.len(),
+                    mutations = muts.len(),
+                    "queue store: replayed the log's commits into the store"
+                );
+            }
         }
         if self.options.wal {
             self.wal = Some(wal);
@@ -860,15 +891,12 @@ impl Writer {
         if durable && !wal.fits(self.log.body_len()) {
             // The log's lap is full (or this frame is larger than a lap): this commit is a
             // checkpoint, durable in redb, and the log starts a new lap.
-            {
-                let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
-                meta.insert(WAL_LSN_KEY, wal.last_lsn())
-                    .map_err(StoreError::storage)?;
-            }
+            let lap = new_lap();
+            record_checkpoint(&txn, wal.last_lsn(), lap)?;
             txn.set_durability(Durability::Immediate)
                 .map_err(StoreError::storage)?;
             txn.commit().map_err(StoreError::storage)?;
-            wal.restart();
+            wal.restart(lap);
             self.log.clear();
             self.committed(reserved, true);
             return Ok((skipped, true));

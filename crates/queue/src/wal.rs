@@ -7,14 +7,23 @@
 //! with one `pwrite` and made durable with one `fdatasync` before the next frame is written:
 //!
 //! ```text
-//! u32 magic "SYWL" · u32 body length · u64 log sequence number (LSN)
-//! u32 CRC-32 of the body · u32 CRC-32 of the 20 bytes before it · body
+//! u32 magic "SYWL" · u32 body length · u64 log sequence number (LSN) · u64 lap
+//! u32 CRC-32 of the body · u32 CRC-32 of the 28 bytes before it · body
 //! ```
 //!
 //! LSNs follow each other (+1). The store records in redb, in each of its durable commits (a
-//! *checkpoint*), the LSN of the last frame that commit holds; after a checkpoint the next frame
-//! is written at offset 0 again (the file is reused, never shrunk), so frames of an earlier lap
-//! stay behind the new ones but carry smaller LSNs.
+//! *checkpoint*), the LSN of the last frame that commit holds and a new random *lap* number;
+//! after a checkpoint the next frame is written at offset 0 again (the file is reused, never
+//! shrunk) and every frame of the new lap carries its number. Frames of an earlier lap stay
+//! behind the new ones, with another lap number.
+//!
+//! **Why the lap number.** A frame's body holds job payloads, which producers choose. A
+//! payload can hold bytes shaped like a frame, with checksums anyone can compute, and the
+//! reader meets old bytes wherever the current lap ends. Without a secret, a producer's
+//! payload left behind by an earlier lap could be read as the next commit after a crash (its
+//! mutations applied to the store), or as "a later frame" that makes the store refuse to
+//! start. A frame counts only when it carries the lap number redb holds: 64 random bits, in
+//! two files only the router's user can read.
 //!
 //! # Reading at start
 //! [`Wal::open`] reads frames from offset 0 while each is whole, checks out and carries the next
@@ -32,7 +41,7 @@ use crate::error::StoreError;
 
 const MAGIC: [u8; 4] = *b"SYWL";
 /// Bytes before a frame's body.
-pub(crate) const HEADER: usize = 24;
+pub(crate) const HEADER: usize = 32;
 /// The file grows by zeroed chunks of this size, written ahead of the frames (a frame that
 /// overwrites written blocks makes `fdatasync` flush data only, not the file's size).
 const CHUNK: u64 = 1024 * 1024;
@@ -48,6 +57,8 @@ pub(crate) struct Wal {
     pos: u64,
     /// LSN of the next frame.
     next_lsn: u64,
+    /// The lap the frames written now belong to.
+    lap: u64,
     /// Frames are written from 0 up to this many bytes, then a checkpoint starts a new lap.
     limit: u64,
 }
@@ -62,36 +73,42 @@ pub(crate) fn path_of(store: &Path) -> PathBuf {
     store.with_file_name(name)
 }
 
-/// The frame that starts at `at` in `data`, if it is whole and checks out: (LSN, body range).
-fn frame_at(data: &[u8], at: usize) -> Option<(u64, std::ops::Range<usize>)> {
+/// The frame of lap `lap` that starts at `at` in `data`, if it is whole and checks out:
+/// (LSN, body range). A frame of another lap is none.
+fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<usize>)> {
     let header = data.get(at..at.checked_add(HEADER)?)?;
     if header[..4] != MAGIC {
         return None;
     }
     let word =
         |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-    if crc32fast::hash(&header[..20]) != word(20) {
+    let long = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    if long(16) != lap || crc32fast::hash(&header[..28]) != word(28) {
         return None;
     }
     let len = word(4) as usize;
-    let mut lsn = [0u8; 8];
-    lsn.copy_from_slice(&header[8..16]);
     let start = at + HEADER;
     let body = data.get(start..start.checked_add(len)?)?;
-    if crc32fast::hash(body) != word(16) {
+    if crc32fast::hash(body) != word(24) {
         return None;
     }
-    Some((u64::from_le_bytes(lsn), start..start + len))
+    Some((long(8), start..start + len))
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` and reads the frames after `applied` (the LSN the
-    /// redb file holds durably), in order. The log is then positioned at offset 0 with the next
-    /// LSN: the caller must make the returned frames durable in redb (a checkpoint) before it
-    /// writes a frame. `limit`: bytes of frames per lap.
+    /// Opens (or creates) the log at `path` and reads the frames of lap `lap` after `applied`
+    /// (the LSN and lap the redb file holds durably), in order. The log is then positioned at
+    /// offset 0 with the next LSN: the caller must make the returned frames durable in redb,
+    /// with a new lap (a checkpoint, then [`Wal::restart`]), before it writes a frame.
+    /// `limit`: bytes of frames per lap.
     pub(crate) fn open(
         path: &Path,
         applied: u64,
+        lap: u64,
         limit: u64,
     ) -> Result<(Wal, Vec<Frame>), StoreError> {
         let io = |what: &str, e: std::io::Error| {
@@ -117,7 +134,7 @@ impl Wal {
             tracing::warn!(file = %path.display(), error = %e, "queue store: could not reserve room for the log");
         }
         let data = std::fs::read(path).map_err(|e| io("reading", e))?;
-        let frames = read_frames(&data, applied).map_err(|m| {
+        let frames = read_frames(&data, applied, lap).map_err(|m| {
             StoreError::corrupt(format!(
                 "{} is damaged ({m}); the log was left as it is: restore the data directory from a backup, or move this file away (losing the commits it holds)",
                 path.display()
@@ -131,6 +148,7 @@ impl Wal {
                 len: data.len() as u64,
                 pos: 0,
                 next_lsn,
+                lap,
                 limit,
             },
             frames,
@@ -155,9 +173,11 @@ impl Wal {
             .le(&self.limit)
     }
 
-    /// Starts a new lap at offset 0. Only after a checkpoint that holds every frame written.
-    pub(crate) fn restart(&mut self) {
+    /// Starts lap `lap` at offset 0. Only after a checkpoint that holds every frame written
+    /// and records `lap`.
+    pub(crate) fn restart(&mut self, lap: u64) {
         self.pos = 0;
+        self.lap = lap;
     }
 
     /// Writes `body` as the next frame and waits for the device (`fdatasync`). Returns its LSN.
@@ -185,9 +205,10 @@ impl Wal {
         f[..4].copy_from_slice(&MAGIC);
         f[4..8].copy_from_slice(&len.to_le_bytes());
         f[8..16].copy_from_slice(&lsn.to_le_bytes());
-        f[16..20].copy_from_slice(&body_crc.to_le_bytes());
-        let hcrc = crc32fast::hash(&f[..20]);
-        f[20..24].copy_from_slice(&hcrc.to_le_bytes());
+        f[16..24].copy_from_slice(&self.lap.to_le_bytes());
+        f[24..28].copy_from_slice(&body_crc.to_le_bytes());
+        let hcrc = crc32fast::hash(&f[..28]);
+        f[28..32].copy_from_slice(&hcrc.to_le_bytes());
         let end = self.pos + f.len() as u64;
         let io = |e: std::io::Error| {
             StoreError::storage(format!("writing {}: {e}", self.path.display()))
@@ -244,19 +265,19 @@ impl Pending {
     }
 }
 
-/// The frames after `applied`, or why the log is damaged.
-fn read_frames(data: &[u8], applied: u64) -> Result<Vec<Frame>, String> {
+/// The frames of lap `lap` after `applied`, or why the log is damaged.
+fn read_frames(data: &[u8], applied: u64, lap: u64) -> Result<Vec<Frame>, String> {
     let mut frames = Vec::new();
     let mut at = 0usize;
     let mut expected = applied.saturating_add(1);
     loop {
-        match frame_at(data, at) {
+        match frame_at(data, at, lap) {
             Some((lsn, body)) if lsn == expected => {
                 frames.push((lsn, data[body.clone()].to_vec()));
                 expected += 1;
                 at = body.end;
             }
-            // A frame of an earlier lap: the end.
+            // Not reached (a lap's LSNs only grow); read as the end, as a frame of an earlier lap.
             Some((lsn, _)) if lsn < expected => return Ok(frames),
             Some((lsn, _)) => {
                 return Err(format!(
@@ -264,7 +285,8 @@ fn read_frames(data: &[u8], applied: u64) -> Result<Vec<Frame>, String> {
                 ))
             }
             None => {
-                // A torn tail, unless a later frame follows.
+                // The end (bytes of an earlier lap, zeroes), or a torn tail, unless a later
+                // frame of this lap follows.
                 let from = at + 1;
                 if let Some(later) = data
                     .get(from..)
@@ -272,7 +294,9 @@ fn read_frames(data: &[u8], applied: u64) -> Result<Vec<Frame>, String> {
                     .windows(MAGIC.len())
                     .enumerate()
                     .filter(|(_, w)| *w == MAGIC)
-                    .find_map(|(i, _)| frame_at(data, from + i).filter(|(lsn, _)| *lsn >= expected))
+                    .find_map(|(i, _)| {
+                        frame_at(data, from + i, lap).filter(|(lsn, _)| *lsn >= expected)
+                    })
                 {
                     return Err(format!(
                         "frame {expected} at offset {at} does not check out, and frame {} follows it",
@@ -290,6 +314,8 @@ mod tests {
     use super::*;
 
     const LIMIT: u64 = 4 * CHUNK;
+    /// The lap the tests write (a checkpoint would draw it at random).
+    const LAP: u64 = 0x5eed;
 
     fn log_in(dir: &Path) -> PathBuf {
         path_of(&dir.join("q.redb"))
@@ -301,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
         assert_eq!(path.file_name().unwrap(), "q.redb-wal");
-        let (mut w, frames) = Wal::open(&path, 0, LIMIT).expect("open");
+        let (mut w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
         assert!(frames.is_empty());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
@@ -313,16 +339,16 @@ mod tests {
             );
         }
         drop(w);
-        let (w, frames) = Wal::open(&path, 0, LIMIT).expect("reopen");
+        let (w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("reopen");
         assert_eq!(frames.len(), 5);
         assert_eq!(frames[2], (3, vec![3u8; 300]));
         assert_eq!(w.last_lsn(), 5);
         // A checkpoint records the last frame and the next frame goes at offset 0: frames of
         // an earlier LSN at the start are a lap the checkpoint holds.
-        let (w, frames) = Wal::open(&path, 5, LIMIT).expect("all applied");
+        let (w, frames) = Wal::open(&path, 5, LAP, LIMIT).expect("all applied");
         assert!(frames.is_empty());
         assert_eq!(w.last_lsn(), 5);
-        let (w, frames) = Wal::open(&path, 3, LIMIT).expect("an earlier lap");
+        let (w, frames) = Wal::open(&path, 3, LAP, LIMIT).expect("an earlier lap");
         assert!(frames.is_empty());
         assert_eq!(w.last_lsn(), 3);
     }
@@ -333,7 +359,7 @@ mod tests {
     fn a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
-        let (mut w, _) = Wal::open(&path, 0, LIMIT).expect("open");
+        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
         w.append(b"first").expect("append");
         w.append(b"second").expect("append");
         let third_at = w.position() as usize;
@@ -346,14 +372,14 @@ mod tests {
             let mut torn = good.clone();
             torn[cut..end].fill(0);
             std::fs::write(&path, &torn).expect("write");
-            let (w, frames) = Wal::open(&path, 0, LIMIT).expect("a torn tail opens");
+            let (w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("a torn tail opens");
             assert_eq!(frames.len(), 2, "cut at {cut}");
             assert_eq!(w.last_lsn(), 2);
             // ... or garbage in the part not written.
             let mut torn = good.clone();
             torn[cut..end].fill(0xa5);
             std::fs::write(&path, &torn).expect("write");
-            let (_, frames) = Wal::open(&path, 0, LIMIT).expect("a torn tail opens");
+            let (_, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("a torn tail opens");
             assert_eq!(frames.len(), 2, "cut at {cut}");
         }
     }
@@ -364,7 +390,7 @@ mod tests {
     fn a_bad_checksum_mid_file_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
-        let (mut w, _) = Wal::open(&path, 0, LIMIT).expect("open");
+        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
         w.append(b"first").expect("append");
         let second_at = w.position() as usize;
         w.append(&[2u8; 500]).expect("append");
@@ -376,7 +402,7 @@ mod tests {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             std::fs::write(&path, &bad).expect("write");
-            let e = Wal::open(&path, 0, LIMIT).expect_err("refused");
+            let e = Wal::open(&path, 0, LAP, LIMIT).expect_err("refused");
             let msg = e.to_string();
             assert!(matches!(e, StoreError::Corrupt(_)), "{msg}");
             assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -390,7 +416,7 @@ mod tests {
         let mut bad = good.clone();
         bad[second_at + HEADER + 100] ^= 0x40;
         std::fs::write(&path, &bad).expect("write");
-        let (_, frames) = Wal::open(&path, 3, LIMIT).expect("all applied");
+        let (_, frames) = Wal::open(&path, 3, LAP, LIMIT).expect("all applied");
         assert!(frames.is_empty());
     }
 
@@ -400,7 +426,7 @@ mod tests {
     fn a_new_lap_overwrites_the_old_one() {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
-        let (mut w, _) = Wal::open(&path, 0, LIMIT).expect("open");
+        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
         let body = vec![9u8; 64 * 1024];
         let mut lsn = 0;
         while w.fits(body.len()) {
@@ -409,21 +435,78 @@ mod tests {
         assert!(lsn > 10);
         let len = std::fs::metadata(&path).expect("meta").len();
         assert!(len <= LIMIT, "{len}");
-        // The checkpoint records `lsn`; a new lap.
-        w.restart();
+        // The checkpoint records `lsn` and a new lap.
+        w.restart(LAP + 1);
         assert_eq!(w.append(b"new").expect("append"), lsn + 1);
         assert_eq!(w.append(b"newer").expect("append"), lsn + 2);
         drop(w);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
-        let (w, frames) = Wal::open(&path, lsn, LIMIT).expect("reopen");
+        let (w, frames) = Wal::open(&path, lsn, LAP + 1, LIMIT).expect("reopen");
         assert_eq!(
             frames,
             vec![(lsn + 1, b"new".to_vec()), (lsn + 2, b"newer".to_vec())]
         );
         assert_eq!(w.last_lsn(), lsn + 2);
         // A crash right after a checkpoint, before the new lap's first frame: nothing to read.
-        let (_, frames) = Wal::open(&path, lsn + 2, LIMIT).expect("reopen");
+        let (_, frames) = Wal::open(&path, lsn + 2, LAP + 1, LIMIT).expect("reopen");
         assert!(frames.is_empty());
+    }
+
+    /// A frame's bytes as `write_frame` lays them out, built by hand (as a producer could,
+    /// inside a payload).
+    fn forge(lsn: u64, lap: u64, body: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAGIC);
+        f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        f.extend_from_slice(&lsn.to_le_bytes());
+        f.extend_from_slice(&lap.to_le_bytes());
+        f.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        let hcrc = crc32fast::hash(&f[..28]);
+        f.extend_from_slice(&hcrc.to_le_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// A payload of an earlier lap shaped like a frame, lying where the current lap ends or
+    /// after it, is neither read as a commit nor taken for damage: it lacks the lap's number.
+    #[test]
+    fn a_frame_forged_in_a_payload_is_not_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = log_in(dir.path());
+        let new_lap = LAP + 1;
+        // Lap LAP: one frame whose body (a payload) holds `forged` from where lap `new_lap`
+        // will end (after its frame 2 of 3 bytes); then a checkpoint holds frame 1 and
+        // starts lap `new_lap`, which writes frame 2; then a crash.
+        let run = |forged: Vec<u8>| {
+            let _ = std::fs::remove_file(&path);
+            let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
+            let mut body = vec![0xee; 3];
+            body.extend(forged);
+            body.extend([0xee; 100]);
+            assert_eq!(w.append(&body).expect("append"), 1);
+            w.restart(new_lap);
+            assert_eq!(w.append(b"new").expect("append"), 2);
+            drop(w);
+            Wal::open(&path, 1, new_lap, LIMIT).map(|(_, frames)| frames)
+        };
+        let frame_2 = (2, b"new".to_vec());
+        for lap in [LAP, 0, new_lap + 1] {
+            // The next frame (3), where the reader looks for it.
+            let frames = run(forge(3, lap, b"forged mutations")).expect("opens");
+            assert_eq!(frames, vec![frame_2.clone()], "forged lap {lap}");
+            // A "later frame", which would make a torn tail look like damage.
+            let mut later = vec![0xee; 10];
+            later.extend(forge(u64::MAX, lap, b"later"));
+            let frames = run(later).expect("opens");
+            assert_eq!(frames, vec![frame_2.clone()], "forged lap {lap}");
+        }
+        // The lap's number is what keeps them out: a producer who knew it would get its
+        // mutations applied, or the store refused at start.
+        let frames = run(forge(3, new_lap, b"forged mutations")).expect("opens");
+        assert_eq!(frames, vec![frame_2, (3, b"forged mutations".to_vec())]);
+        let mut later = vec![0xee; 10];
+        later.extend(forge(u64::MAX, new_lap, b"later"));
+        assert!(run(later).is_err());
     }
 
     /// A frame with an LSN beyond the next one (a gap) is damage, not an end.
@@ -431,17 +514,17 @@ mod tests {
     fn a_gap_in_the_lsns_is_refused() {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
-        let (mut w, _) = Wal::open(&path, 0, LIMIT).expect("open");
+        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
         w.append(b"one").expect("append");
         drop(w);
-        let e = Wal::open(&path, 0, LIMIT);
+        let e = Wal::open(&path, 0, LAP, LIMIT);
         assert!(e.is_ok());
         // The redb file says frame 0 is applied, the log starts at frame 1: fine; but a log
         // that starts beyond the next frame means frames are missing.
-        let (mut w, _) = Wal::open(&path, 5, LIMIT).expect("stale");
+        let (mut w, _) = Wal::open(&path, 5, LAP, LIMIT).expect("stale");
         w.append(b"six").expect("append");
         drop(w);
-        let e = Wal::open(&path, 2, LIMIT).expect_err("gap");
+        let e = Wal::open(&path, 2, LAP, LIMIT).expect_err("gap");
         assert!(
             e.to_string()
                 .contains("frame 6 at offset 0 where frame 3 was due"),

@@ -195,6 +195,8 @@ fn replaying_twice_gives_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = crashed_store(dir.path(), 120, 50, 16 << 20);
     let wal = std::fs::read(wal_of(&path)).unwrap();
+    // The lap its frames belong to (header bytes 16..24).
+    let lap = u64::from_le_bytes(wal[16..24].try_into().unwrap());
     let once = contents(&path);
     assert_eq!(once.len(), expected_ids(120).len());
     // The replayed and checkpointed file, its log position set back, the log put back.
@@ -206,6 +208,12 @@ fn replaying_twice_gives_the_same_state() {
             let mut meta = t.open_table(META).unwrap();
             assert!(meta.get("wal_lsn").unwrap().unwrap().value() > 0);
             meta.insert("wal_lsn", 0).unwrap();
+            assert_ne!(
+                meta.get("wal_lap").unwrap().unwrap().value(),
+                lap,
+                "a new lap"
+            );
+            meta.insert("wal_lap", lap).unwrap();
         }
         t.commit().unwrap();
     }
@@ -214,13 +222,16 @@ fn replaying_twice_gives_the_same_state() {
     assert_eq!(once, twice);
 }
 
-/// The offsets of the frames in a log (header: magic, u32 length, ..., 24 bytes).
+/// Bytes of a frame's header (magic, u32 length, u64 LSN, u64 lap, two CRCs).
+const HEADER: usize = 32;
+
+/// The offsets of the frames in a log.
 fn frame_offsets(wal: &[u8]) -> Vec<usize> {
     let mut at = 0;
     let mut out = Vec::new();
-    while wal.len() >= at + 24 && &wal[at..at + 4] == b"SYWL" {
+    while wal.len() >= at + HEADER && &wal[at..at + 4] == b"SYWL" {
         out.push(at);
-        at += 24 + u32::from_le_bytes(wal[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += HEADER + u32::from_le_bytes(wal[at + 4..at + 8].try_into().unwrap()) as usize;
     }
     out
 }
@@ -239,7 +250,7 @@ fn a_damaged_log_is_refused_and_a_torn_tail_dropped() {
     assert!(frames.len() >= 3, "{} frames", frames.len());
 
     let mut bad = good.clone();
-    bad[frames[1] + 24 + 7] ^= 1;
+    bad[frames[1] + HEADER + 7] ^= 1;
     std::fs::write(&wal_path, &bad).unwrap();
     let e = RedbStore::open(&path, RedbOptions::default())
         .err()
@@ -255,7 +266,8 @@ fn a_damaged_log_is_refused_and_a_torn_tail_dropped() {
     // Torn: the last frame cut in half. It is dropped: the store holds what the frames before
     // it hold, no less, and opens.
     let last = *frames.last().unwrap();
-    let end = last + 24 + u32::from_le_bytes(good[last + 4..last + 8].try_into().unwrap()) as usize;
+    let end =
+        last + HEADER + u32::from_le_bytes(good[last + 4..last + 8].try_into().unwrap()) as usize;
     let mut torn = good.clone();
     torn[(last + end) / 2..end].fill(0);
     std::fs::write(&wal_path, &torn).unwrap();

@@ -469,14 +469,15 @@ fn a_damaged_store_is_refused_at_start_naming_the_file() {
 // ---------------------------------------------------------------------------
 // The write-ahead log after a crash
 
-/// The frames of a log: (offset, end) of each (header: "SYWL", u32 body length, ..., 24 bytes).
+/// The frames of a log: (offset, end) of each (header: "SYWL", u32 body length, u64 LSN,
+/// u64 lap, two CRCs: 32 bytes).
 fn log_frames(log: &[u8]) -> Vec<(usize, usize)> {
     let mut at = 0;
     let mut out = Vec::new();
-    while log.len() >= at + 24 && &log[at..at + 4] == b"SYWL" {
+    while log.len() >= at + 32 && &log[at..at + 4] == b"SYWL" {
         let len = u32::from_le_bytes(log[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        out.push((at, at + 24 + len));
-        at += 24 + len;
+        out.push((at, at + 32 + len));
+        at += 32 + len;
     }
     out
 }
@@ -529,7 +530,7 @@ fn a_crashed_store_replays_its_log_and_a_damaged_log_is_refused() {
 
     // A byte of the second frame's body changed: refused, naming the log.
     let mut bad = log.clone();
-    bad[frames[1].0 + 30] ^= 0x10;
+    bad[frames[1].0 + 32 + 6] ^= 0x10;
     match start_with_log(&store, Some(&bad)) {
         Start::Refused(code, text) => {
             assert!(!text.contains("panicked"), "{text}");
