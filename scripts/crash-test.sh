@@ -11,7 +11,8 @@
 # Environment:
 #   CARGO_TARGET_DIR   where the release build goes (default: target)
 #   NO_BUILD=1         use the binaries already built there
-#   PORT_BASE=34000    ports PORT_BASE.. (one per iteration, 500 in turn)
+#   PORT_BASE=17000    ports PORT_BASE.. (one per iteration, 500 in turn; below the
+#                      ephemeral range 32768-60999, outside the tests' 20000-31999)
 #   KEEP=DIR           work directory (default: a temporary directory, removed
 #                      unless the test failed: a failed iteration's store and
 #                      logs stay there)
@@ -35,7 +36,7 @@ fi
 
 rc=0
 "$BENCH" crash --router "$ROUTER" --iterations "$N" --dir "$WORK" \
-    --port-base "${PORT_BASE:-34000}" --json || rc=$?
+    --port-base "${PORT_BASE:-17000}" --json || rc=$?
 if [[ $rc -eq 0 && -z "${KEEP:-}" ]]; then
     rm -rf "$WORK"
 elif [[ $rc -ne 0 ]]; then
