@@ -8,8 +8,9 @@
 //! asleep does: the waker is taken out of the queue by that push.
 //!
 //! **Deferred wake-ups.** A reader routes each frame of what its socket gave
-//! it inside [`Batch::route`]; a push made meanwhile on that thread does not
-//! wake the consumer but hands its waker to the batch, and the reader wakes
+//! it inside [`Batch::route`]; a deferrable push ([`Sender::try_send_deferred`],
+//! the router's EVENTs) made meanwhile on that thread does not wake the
+//! consumer but hands its waker to the batch, and the reader wakes
 //! them all ([`Batch::flush`]) before it waits for its socket again, after
 //! [`MAX_BATCH_FRAMES`] frames at the latest, and when the batch is dropped.
 //! A publisher's burst of 32 PUBLISHes then wakes each subscriber's writer
@@ -195,9 +196,18 @@ pub struct Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Queues `item` and wakes the receiver if it sleeps, or defers that
-    /// wake-up to the batch being routed on this thread.
+    /// Queues `item` and wakes the receiver if it sleeps.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.push(item, false)
+    }
+
+    /// Queues `item` and wakes the receiver if it sleeps, or defers that
+    /// wake-up to the batch being routed on this thread, if any.
+    pub fn try_send_deferred(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.push(item, true)
+    }
+
+    fn push(&self, item: T, defer: bool) -> Result<(), TrySendError<T>> {
         let mut st = self.chan.state.lock();
         if st.receiver_gone {
             return Err(TrySendError::Closed(item));
@@ -209,8 +219,10 @@ impl<T> Sender<T> {
         st.items.push_back(item);
         let waker = st.waker.take();
         drop(st);
-        if let Some(w) = waker {
-            wake_or_defer(w);
+        match waker {
+            Some(w) if defer => wake_or_defer(w),
+            Some(w) => w.wake(),
+            None => {}
         }
         Ok(())
     }
@@ -359,19 +371,24 @@ mod tests {
         assert_eq!(poll(&mut rx, &count), None);
         let mut batch = Batch::new();
         for i in 0..3 {
-            batch.route(|| tx.try_send(i).unwrap());
+            batch.route(|| tx.try_send_deferred(i).unwrap());
         }
         assert_eq!(count.get(), 0, "deferred");
         assert_eq!(batch.pending(), 1, "one wake-up held for three pushes");
         batch.flush();
         assert_eq!(count.get(), 1);
         assert_eq!(poll(&mut rx, &count), Some(Some(0)));
-        // Outside a batch, pushes wake at once again.
+        // A push that may not wait (not an EVENT) wakes at once inside a
+        // batch, and any push outside one.
         assert_eq!(rx.try_recv(), Ok(1));
         assert_eq!(rx.try_recv(), Ok(2));
         assert_eq!(poll(&mut rx, &count), None);
-        tx.try_send(9).unwrap();
-        assert_eq!(count.get(), 2);
+        batch.route(|| tx.try_send(3).unwrap());
+        assert_eq!((count.get(), batch.pending()), (2, 0));
+        assert_eq!(poll(&mut rx, &count), Some(Some(3)));
+        assert_eq!(poll(&mut rx, &count), None);
+        tx.try_send_deferred(9).unwrap();
+        assert_eq!(count.get(), 3);
     }
 
     #[test]
@@ -381,12 +398,12 @@ mod tests {
         assert_eq!(poll(&mut rx, &count), None);
         let mut batch = Batch::new();
         for i in 0..MAX_BATCH_FRAMES as u32 {
-            batch.route(|| tx.try_send(i).unwrap());
+            batch.route(|| tx.try_send_deferred(i).unwrap());
         }
         assert_eq!(count.get(), 1, "flushed after MAX_BATCH_FRAMES frames");
         while rx.try_recv().is_ok() {}
         assert_eq!(poll(&mut rx, &count), None);
-        batch.route(|| tx.try_send(1).unwrap());
+        batch.route(|| tx.try_send_deferred(1).unwrap());
         assert_eq!(count.get(), 1);
         drop(batch);
         assert_eq!(count.get(), 2, "a dropped batch wakes what it held");
@@ -400,7 +417,7 @@ mod tests {
         let mut batch = Batch::new();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             batch.route(|| {
-                tx.try_send(1).unwrap();
+                tx.try_send_deferred(1).unwrap();
                 panic!("routing failed");
             })
         }));
@@ -425,8 +442,8 @@ mod tests {
         let mut outer = Batch::new();
         let mut inner = Batch::new();
         outer.route(|| {
-            inner.route(|| tx_b.try_send(1).unwrap());
-            tx_a.try_send(1).unwrap();
+            inner.route(|| tx_b.try_send_deferred(1).unwrap());
+            tx_a.try_send_deferred(1).unwrap();
         });
         assert_eq!((outer.pending(), inner.pending()), (1, 1));
         inner.flush();
@@ -445,7 +462,7 @@ mod tests {
         tx.try_send(2).unwrap();
         assert_eq!(count.get(), 0);
         let mut batch = Batch::new();
-        batch.route(|| tx.try_send(3).unwrap());
+        batch.route(|| tx.try_send_deferred(3).unwrap());
         assert_eq!(batch.pending(), 0);
         assert_eq!(poll(&mut rx, &count), Some(Some(2)));
         assert_eq!(poll(&mut rx, &count), Some(Some(3)));

@@ -433,7 +433,18 @@ impl Peer {
             )),
             _ => None,
         };
-        match self.tx.try_send(Outgoing::Frame(frame)) {
+        // An EVENT's wake-up may wait for the end of the reader's batch
+        // (`outbound_queue::Batch`): the publisher's next PUBLISHes then go
+        // out in the same write. Anything else (an RPC's INVOCATION or
+        // RESULT) wakes the writer at once, so that the callee starts working
+        // while the rest of the batch is routed.
+        let item = Outgoing::Frame(frame);
+        let sent = if is_event {
+            self.tx.try_send_deferred(item)
+        } else {
+            self.tx.try_send(item)
+        };
+        match sent {
             Ok(()) => {
                 if let Some((t, code)) = counted {
                     t.queued(code, len);
