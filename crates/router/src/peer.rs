@@ -208,8 +208,8 @@ fn connection_span(label: &str) -> tracing::Span {
 /// The router's handle on one connection's outbound path.
 pub struct Peer {
     serializer: Serializer,
-    /// Wakes the writer if it sleeps, or leaves that to the batch the
-    /// reader routing the frame runs (`outbound_queue::Batch`).
+    /// Wakes the writer if it sleeps; for an EVENT, the batch of the
+    /// reader routing it may do that later (`outbound_queue::Batch`).
     tx: outbound_queue::Sender<Outgoing>,
     capacity: usize,
     /// Bytes of the frames queued and not yet taken by the writer (shared
@@ -434,8 +434,8 @@ impl Peer {
             _ => None,
         };
         // An EVENT's wake-up may wait for the end of the reader's batch
-        // (`outbound_queue::Batch`): the publisher's next PUBLISHes then go
-        // out in the same write. Anything else (an RPC's INVOCATION or
+        // (`outbound_queue::Batch`): the EVENTs of the publisher's next
+        // PUBLISHes in that batch then go out in the same write. Anything else (an RPC's INVOCATION or
         // RESULT) wakes the writer at once, so that the callee starts working
         // while the rest of the batch is routed.
         let item = Outgoing::Frame(frame);
