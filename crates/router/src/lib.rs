@@ -7,7 +7,7 @@
 //! Layers, bottom to top (a module imports only those below it, apart from
 //! a module and its own children; `scripts/import-graph.py` checks it):
 //! leaves (`logsafe`, `traffic`, `metrics`, `uri_index`, `transport_info`, `features`,
-//! `peer`); `session` and `authz`; shared details (`details`, `errors`) and
+//! `outbound_queue`, `peer`); `session` and `authz`; shared details (`details`, `errors`) and
 //! the cluster seam (`backplane`); `broker`, `dealer`, `hooks`; `internal`
 //! (the router's own calls); `auth`; `realm`; `meta`; `router`; and
 //! `connection`, the per-connection state machine that drives them all.
@@ -29,6 +29,7 @@ pub mod latency;
 pub mod logsafe;
 mod meta;
 pub mod metrics;
+pub mod outbound_queue;
 pub mod peer;
 pub mod realm;
 pub mod router;

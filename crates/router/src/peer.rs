@@ -3,6 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
+use crate::outbound_queue::{self, TryRecvError, TrySendError};
 use crate::traffic::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use switchyard_proto::id::IdSequence;
 use switchyard_proto::Serializer;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What happens when a session's outbound queue is full.
@@ -144,7 +144,7 @@ impl Drop for BudgetSlot {
 /// The receiving end of a peer's outbound queue (the transport's writer).
 /// Taking a frame releases its bytes from the queue's byte count.
 pub struct OutboundRx {
-    rx: mpsc::Receiver<Outgoing>,
+    rx: outbound_queue::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     budget: Option<Arc<OutboundBudget>>,
     /// When the writer last took a frame (ms on the budget's clock).
@@ -174,7 +174,7 @@ impl OutboundRx {
     }
 
     /// The next item if one is queued.
-    pub fn try_recv(&mut self) -> Result<Outgoing, mpsc::error::TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<Outgoing, TryRecvError> {
         let item = self.rx.try_recv()?;
         Ok(self.released(item))
     }
@@ -208,7 +208,9 @@ fn connection_span(label: &str) -> tracing::Span {
 /// The router's handle on one connection's outbound path.
 pub struct Peer {
     serializer: Serializer,
-    tx: mpsc::Sender<Outgoing>,
+    /// Wakes the writer if it sleeps; for an EVENT, the batch of the
+    /// reader routing it may do that later (`outbound_queue::Batch`).
+    tx: outbound_queue::Sender<Outgoing>,
     capacity: usize,
     /// Bytes of the frames queued and not yet taken by the writer (shared
     /// with the [`OutboundRx`]).
@@ -270,7 +272,7 @@ impl Peer {
         label: String,
     ) -> (Arc<Peer>, OutboundRx) {
         let capacity = limits.messages.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = outbound_queue::channel(capacity);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let last_take = Arc::new(AtomicU64::new(
             limits.budget.as_ref().map_or(0, |b| b.now_ms()),
@@ -431,7 +433,18 @@ impl Peer {
             )),
             _ => None,
         };
-        match self.tx.try_send(Outgoing::Frame(frame)) {
+        // An EVENT's wake-up may wait for the end of the reader's batch
+        // (`outbound_queue::Batch`): the EVENTs of the publisher's next
+        // PUBLISHes in that batch then go out in the same write. Anything else (an RPC's INVOCATION or
+        // RESULT) wakes the writer at once, so that the callee starts working
+        // while the rest of the batch is routed.
+        let item = Outgoing::Frame(frame);
+        let sent = if is_event {
+            self.tx.try_send_deferred(item)
+        } else {
+            self.tx.try_send(item)
+        };
+        match sent {
             Ok(()) => {
                 if let Some((t, code)) = counted {
                     t.queued(code, len);
@@ -444,7 +457,7 @@ impl Peer {
                 if let Some(budget) = &self.budget {
                     budget.sub(len);
                 }
-                if let mpsc::error::TrySendError::Full(_) = e {
+                if let TrySendError::Full(_) = e {
                     self.full(is_event, || {
                         format!("outbound queue of {} messages is full", self.capacity)
                     });

@@ -160,3 +160,86 @@ fn client_answers_router_pings() {
         r.log_text()
     );
 }
+
+/// A reader routes what one read of its socket gave it as a batch and wakes
+/// each subscriber's writer once at the end (`outbound_queue::Batch`). A
+/// wake-up lost there stalls a subscriber with EVENTs queued. Bursts from
+/// publishers over WebSocket and RawSocket at once (several reads per
+/// burst, batches of every size, the last one partial), with pauses in
+/// between so that every writer falls asleep: every subscriber gets every
+/// event of a burst, in each publisher's order, within a bound.
+#[test]
+fn fan_out_bursts_with_pauses_reach_every_subscriber() {
+    const SUBSCRIBERS: usize = 24;
+    const BURST: u64 = 203;
+    const ROUNDS: u64 = 6;
+    let r = Router::start("");
+    block_on(async {
+        let topic = "com.example.bursts";
+        let urls = [r.ws_url(), r.rs_url()];
+        let mut subs = Vec::new();
+        for i in 0..SUBSCRIBERS {
+            let ser = Serializer::ALL[i % Serializer::ALL.len()];
+            let s = Session::connect(&urls[i % 2], "realm1", ser)
+                .await
+                .expect("subscriber joins");
+            let sub = s.subscribe(topic).await.expect("subscribe");
+            subs.push((s, sub));
+        }
+        let publishers = [
+            (r.ws_url(), Serializer::Json),
+            (r.rs_url(), Serializer::MsgPack),
+            (r.ws_url(), Serializer::Cbor),
+        ];
+        let mut pubs = Vec::new();
+        for (url, ser) in &publishers {
+            pubs.push(
+                Session::connect(url, "realm1", *ser)
+                    .await
+                    .expect("publisher joins"),
+            );
+        }
+        for round in 0..ROUNDS {
+            // Every publisher's burst at once, unacknowledged: the client
+            // writes what it has queued together.
+            let bursts = pubs.iter().enumerate().map(|(p, s)| async move {
+                for seq in 0..BURST {
+                    s.publish(
+                        topic,
+                        vec![Value::from(p as u64), Value::from(round), Value::from(seq)],
+                        Dict::new(),
+                        false,
+                    )
+                    .await
+                    .expect("publish");
+                }
+            });
+            futures_util::future::join_all(bursts).await;
+            for (i, (_, sub)) in subs.iter_mut().enumerate() {
+                let mut next = [0u64; 3];
+                for n in 0..BURST * pubs.len() as u64 {
+                    let event = tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv())
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!(
+                                "subscriber {i}, round {round}: event {n} of {} not delivered within 5 s (got {next:?} per publisher)",
+                                BURST * pubs.len() as u64
+                            )
+                        })
+                        .expect("subscription open");
+                    let args = event.args().expect("args");
+                    let num = |k: usize| args[k].as_u64().expect("a number");
+                    let (p, rnd, seq) = (num(0) as usize, num(1), num(2));
+                    assert_eq!(
+                        (rnd, seq),
+                        (round, next[p]),
+                        "subscriber {i}: publisher {p}'s events in order"
+                    );
+                    next[p] += 1;
+                }
+            }
+            // Quiet: every writer drains its queue and falls asleep.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+}

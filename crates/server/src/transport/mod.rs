@@ -6,7 +6,10 @@
 //! Per connection there are two tasks: the reader (this module's loops),
 //! which decodes frames and routes them synchronously, and the writer, which
 //! blocks for the first queued frame, drains whatever else is queued and
-//! writes the batch at once.
+//! writes the batch at once. The frames one read of the socket gave are
+//! routed as one `outbound_queue::Batch`: the writers they queue frames for
+//! are woken once, when the reader has nothing more ready, not once per
+//! frame.
 
 pub mod accept;
 pub mod conn_limit;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use switchyard_proto::rawsocket::{self, ClientHandshakeError, FrameKind};
+use switchyard_router::outbound_queue::Batch;
 use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -257,6 +258,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // so an idle connection holds only a small buffer.
     let mut buf = BytesMut::new();
     let mut read_size = MIN_READ;
+    // The frames read without waiting are one batch: the writers they queue
+    // frames for are woken once the socket has nothing more ready (or after
+    // `outbound_queue::MAX_BATCH_FRAMES` frames, or when the loop ends).
+    let mut batch = Batch::new();
     loop {
         // Route every complete frame already buffered.
         while buf.len() >= 4 {
@@ -286,8 +291,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let payload = frame.split_off(4).freeze();
             match kind {
                 FrameKind::Message => {
-                    let mut flow = conn.handle_frame(&payload);
+                    let mut flow = batch.route(|| conn.handle_frame(&payload));
                     if flow == Flow::Suspend {
+                        batch.flush();
                         // Boxed: rare (authorizer, authentication, rate
                         // pause), and the reader's future would otherwise
                         // reserve its room for the session's whole life.
@@ -324,8 +330,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
             buf.reserve(read_size);
         }
         let spare = buf.capacity() - buf.len();
+        let mut read = std::pin::pin!(reader.read_buf(&mut buf));
         let read = tokio::select! {
-            r = reader.read_buf(&mut buf) => r,
+            r = std::future::poll_fn(|cx| match std::future::Future::poll(read.as_mut(), cx) {
+                std::task::Poll::Pending => {
+                    // Nothing more ready: wake the writers, then wait.
+                    batch.flush();
+                    std::task::Poll::Pending
+                }
+                ready => ready,
+            }) => r,
             _ = peer.killed().cancelled() => return Flow::Close,
             why = hello_wait(conn, settings.handshake_timeout) => {
                 log_hello_wait(why, peer.label(), settings.handshake_timeout);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use switchyard_proto::Serializer;
+use switchyard_router::outbound_queue::Batch;
 use switchyard_router::{Flow, Peer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +77,7 @@ struct EchoReader {
 }
 
 impl Reader for EchoReader {
-    async fn message(&mut self, msg: Message) -> Flow {
+    async fn message(&mut self, msg: Message, _batch: &mut Batch) -> Flow {
         if !self.peer.send(tag(msg)) {
             // Killed (slow consumer) or stopped: the reader ends.
             return Flow::Close;

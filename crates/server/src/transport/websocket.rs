@@ -15,6 +15,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use switchyard_proto::Serializer;
+use switchyard_router::outbound_queue::Batch;
 use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
 use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
 use tracing::Instrument;
@@ -401,7 +402,14 @@ impl Shared {
 /// limits, keepalive) is [`read_loop`]'s, the same for both.
 pub(super) trait Reader {
     /// A text or binary message arrived; `Flow::Close` stops reading.
-    fn message(&mut self, msg: Message) -> impl std::future::Future<Output = Flow> + Send;
+    /// Writers' wake-ups may be deferred to `batch`, which [`read_loop`]
+    /// flushes before it waits for the socket; flush it before awaiting
+    /// anything else.
+    fn message(
+        &mut self,
+        msg: Message,
+        batch: &mut Batch,
+    ) -> impl std::future::Future<Output = Flow> + Send;
     /// Resolves when the connection must close although the peer is
     /// still there (WAMP: no HELLO in time).
     fn expired(&self) -> impl std::future::Future<Output = ()> + Send;
@@ -415,7 +423,7 @@ struct WampReader {
 }
 
 impl Reader for WampReader {
-    async fn message(&mut self, msg: Message) -> Flow {
+    async fn message(&mut self, msg: Message, batch: &mut Batch) -> Flow {
         let serializer = self.serializer;
         if msg.is_binary() != serializer.is_binary() {
             let kind = if msg.is_binary() { "binary" } else { "text" };
@@ -430,8 +438,10 @@ impl Reader for WampReader {
             ));
         }
         let frame: Bytes = msg.into_payload().into();
-        let mut flow = self.conn.handle_frame(&frame);
+        let conn = &mut self.conn;
+        let mut flow = batch.route(|| conn.handle_frame(&frame));
         if flow == Flow::Suspend {
+            batch.flush();
             let peer = self.conn.peer().clone();
             flow = tokio::select! {
                 // Boxed: rare (authorizer, authentication, rate pause),
@@ -454,6 +464,11 @@ impl Reader for WampReader {
 /// `reader`; PINGs are answered (the writer flushes the PONGs) within
 /// `max_pending_pong_bytes`; a CLOSE is answered; a message over
 /// `max_message_size` closes with 1009. Returns how the writer should end.
+///
+/// The messages the stream gives without waiting are one batch: the writers
+/// they queue frames for are woken once the stream has nothing more ready
+/// (or after `outbound_queue::MAX_BATCH_FRAMES` messages, or when the loop
+/// ends), so that each writer wakes once for the batch.
 pub(super) async fn read_loop<R: Reader>(
     stream: &mut futures_util::stream::SplitStream<Ws>,
     reader: &mut R,
@@ -462,20 +477,29 @@ pub(super) async fn read_loop<R: Reader>(
     shared: &Shared,
     label: &str,
 ) -> Flow {
+    let mut batch = Batch::new();
     loop {
         let next = tokio::select! {
-            m = stream.next() => m,
+            m = std::future::poll_fn(|cx| match stream.poll_next_unpin(cx) {
+                std::task::Poll::Pending => {
+                    // Nothing more ready: wake the writers, then wait.
+                    batch.flush();
+                    std::task::Poll::Pending
+                }
+                ready => ready,
+            }) => m,
             _ = peer.killed().cancelled() => return Flow::Close,
             _ = reader.expired() => return Flow::Close,
         };
         shared.liveness.seen();
         match next {
             Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
-                if reader.message(msg).await == Flow::Close {
+                if reader.message(msg, &mut batch).await == Flow::Close {
                     return Flow::Close;
                 }
             }
             Some(Ok(msg)) if msg.is_close() => {
+                batch.flush();
                 flush_close(stream).await;
                 return Flow::Continue;
             }
@@ -520,6 +544,7 @@ pub(super) async fn read_loop<R: Reader>(
                 if let tokio_websockets::Error::Protocol(_) = e {
                     // The codec queued the CLOSE that names the violation
                     // (1002, or 1007 for invalid UTF-8): write it.
+                    batch.flush();
                     flush_close(stream).await;
                 }
                 return Flow::Continue;
