@@ -330,9 +330,11 @@ fn callee_leaving_mid_call_cancels_the_call() {
 
 #[test]
 fn slow_consumer_is_disconnected_without_harming_others() {
-    // 64 queued 32 KiB events of slack for the fast subscriber, whose reader
-    // thread shares two busy CPUs; the slow one still overflows long before
-    // the 600 events (~19 MiB) are through.
+    // 64 queued 32 KiB events of slack; the slow subscriber overflows long
+    // before the 600 events (~19 MiB) are through. The publisher stays at
+    // most 16 events ahead of the fast subscriber's reader: that thread
+    // shares two busy CPUs, and descheduled for a while it would fall 64
+    // events behind and be cut as a slow consumer too, rightly.
     let r = Router::start("[limits]\noutbound_queue = 64\n");
     let topic = "com.example.firehose";
     // The slow subscriber never reads.
@@ -346,18 +348,32 @@ fn slow_consumer_is_disconnected_without_harming_others() {
     p.join("realm1");
     let blob = Value::Bytes(vec![7u8; 32 * 1024]);
     let total = 600;
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = received.clone();
     let reader = std::thread::spawn(move || {
         let mut got = 0;
         while got < total {
             match fast.recv() {
-                Some(Message::Event { .. }) => got += 1,
+                Some(Message::Event { .. }) => {
+                    got += 1;
+                    progress.store(got, std::sync::atomic::Ordering::Release);
+                }
                 Some(_) => {}
                 None => break,
             }
         }
         got
     });
-    for _ in 0..total {
+    for i in 0..total {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while received.load(std::sync::atomic::Ordering::Acquire) + 16 < i {
+            assert!(
+                std::time::Instant::now() < deadline && !reader.is_finished(),
+                "the fast subscriber stopped at {} of {i} events",
+                received.load(std::sync::atomic::Ordering::Acquire)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let request = p.req();
         p.send(&Message::Publish {
             request,
