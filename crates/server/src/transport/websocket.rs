@@ -745,13 +745,14 @@ async fn write_frames<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        // Every write carries the PONGs owed so far.
+        // Every write carries the PONGs owed so far, first: their PINGs
+        // came before the messages of this batch (a message's last frame
+        // may follow a PING, and is answered after it).
         let mut pong_bytes = 0;
         if pongs.owed.load(Ordering::Relaxed) > 0 {
-            for p in std::mem::take(&mut *pongs.queue.lock()) {
-                pong_bytes += pong_cost(p.len());
-                batch.push(Frame::new(Kind::Pong, p));
-            }
+            let owed = std::mem::take(&mut *pongs.queue.lock());
+            pong_bytes = owed.iter().map(|p| pong_cost(p.len())).sum();
+            batch.splice(0..0, owed.into_iter().map(|p| Frame::new(Kind::Pong, p)));
         }
         if shared.violated() {
             // Nothing more but the CLOSE.
