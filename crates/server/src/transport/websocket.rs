@@ -613,7 +613,36 @@ pub(super) async fn read_loop<S: AsyncRead + Unpin, R: Reader>(
                 } else {
                     read_size
                 };
+                if n >= spare {
+                    read_more(io, &mut buf, &mut read_size);
+                }
             }
+        }
+    }
+}
+
+/// After a read that filled the buffer: reads what else is already there
+/// (without waiting), growing the buffer, so that a burst is routed at once
+/// as one large read would have it (routing its first messages alone would
+/// wake their subscribers' writers for a few messages each). Stops at
+/// `MAX_READ` buffered; an end or error is left to the next read.
+fn read_more<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, read_size: &mut usize) {
+    use futures_util::FutureExt;
+    while buf.len() < MAX_READ {
+        buf.reserve(*read_size);
+        let spare = buf.capacity() - buf.len();
+        match io.read_buf(buf).now_or_never() {
+            Some(Ok(n)) if n > 0 => {
+                // The same sizing as `read_loop`'s reads.
+                if n < spare {
+                    if n < *read_size / 4 {
+                        *read_size = MIN_READ;
+                    }
+                    return;
+                }
+                *read_size = (*read_size * 2).min(MAX_READ);
+            }
+            _ => return,
         }
     }
 }
