@@ -3,7 +3,7 @@
 //! the router's resident memory grows by at most 8 KiB for each. It grew by
 //! ~13 KiB while tokio-websockets framed the connections (its fixed 8 KiB
 //! read buffer per connection); the router's own framing reads through a
-//! buffer that falls back to 256 bytes when the connection is quiet.
+//! buffer that falls back to 128 bytes when the connection is quiet.
 //! `bench/run.sh idle-ws` measures the same on a release build.
 
 mod common;

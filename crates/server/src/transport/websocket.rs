@@ -1,7 +1,7 @@
 //! WAMP over WebSocket. hyper answers the HTTP upgrade (we choose the
 //! subprotocol, or refuse with a clear HTTP error); then the upgraded
 //! stream is framed by [`super::wsframe`] over a read buffer of our own,
-//! which shrinks back to 256 bytes when the connection is idle.
+//! which shrinks back to 128 bytes when the connection is idle.
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -510,9 +510,9 @@ impl Reader for WampReader {
     }
 }
 
-/// Smallest read buffer: what an idle connection holds. Most WAMP messages
-/// fit (a larger one doubles the next read's size).
-const MIN_READ: usize = 256;
+/// Smallest read buffer: what an idle connection holds. A longer message
+/// is read on at once into a growing buffer (`read_more`).
+const MIN_READ: usize = 128;
 /// Largest read size a busy connection grows to (a frame announced as
 /// longer gets the room it needs, up to `max_message_size`).
 const MAX_READ: usize = 64 * 1024;
@@ -525,7 +525,7 @@ const MAX_READ: usize = 64 * 1024;
 ///
 /// Frames are split off the read buffer without copying. Its read size
 /// adapts: it doubles while reads fill it (up to 64 KiB) and falls back to
-/// 256 bytes when the connection is quiet, so that an idle connection holds
+/// 128 bytes when the connection is quiet, so that an idle connection holds
 /// only a small buffer.
 pub(super) async fn read_loop<S: AsyncRead + Unpin, R: Reader>(
     io: &mut S,
@@ -794,7 +794,13 @@ async fn write_frames<W: AsyncWrite + Unpin>(
                 peer.kill(format!("write failed: {e}"));
                 break;
             }
-            batch.clear();
+            if batch.capacity() > 4 {
+                batch.clear();
+            } else {
+                // A quiet connection does not keep the room of its last
+                // write; a busy one keeps the room of its batches.
+                batch = Vec::new();
+            }
             if pong_bytes > 0 {
                 pongs.owed.fetch_sub(pong_bytes, Ordering::Relaxed);
             }
