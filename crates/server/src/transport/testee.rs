@@ -14,24 +14,24 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
 use switchyard_proto::Serializer;
 use switchyard_router::outbound_queue::Batch;
 use switchyard_router::{Flow, Peer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_websockets::Message;
 use tracing::Instrument;
 
 use super::finish_writer;
-use super::websocket::{read_loop, write_loop, Endpoint, Framing, Reader, Shared, Ws};
+use super::websocket::{
+    read_loop, write_loop, Endpoint, Framing, Message, Reader, Shared, WsRead, WsWrite,
+};
 
 /// The first byte of a queued echo: what kind of message it was.
 const TEXT: u8 = 0;
 const BINARY: u8 = 1;
 
 /// Serves one upgraded testee connection until it ends.
-pub(super) async fn serve(ws: Ws, ep: Endpoint, label: String) {
+pub(super) async fn serve(mut reader: WsRead, writer: WsWrite, ep: Endpoint, label: String) {
     let mut limits = ep.settings.outbound();
     // Echoes are not WAMP messages: not counted in the router's traffic.
     limits.traffic = None;
@@ -40,11 +40,10 @@ pub(super) async fn serve(ws: Ws, ep: Endpoint, label: String) {
     let span = peer.span().clone();
     async move {
         tracing::debug!("WebSocket testee connection: echoing");
-        let (sink, mut stream) = ws.split();
         let shared = Shared::new();
         let (written_tx, written) = watch::channel(0u64);
         let writer = tokio::spawn(write_loop(
-            sink,
+            writer,
             rx,
             peer.clone(),
             Framing::Echo,
@@ -58,7 +57,7 @@ pub(super) async fn serve(ws: Ws, ep: Endpoint, label: String) {
             queued: 0,
             written,
         };
-        let flow = read_loop(&mut stream, &mut echo, &peer, &ep.settings, &shared, &label).await;
+        let flow = read_loop(&mut reader, &mut echo, &peer, &ep.settings, &shared, &label).await;
         finish_writer(flow, &peer, writer).await;
     }
     .instrument(span)
@@ -99,8 +98,8 @@ impl Reader for EchoReader {
 
 /// The queued form of an echo: its kind, then its payload.
 fn tag(msg: Message) -> Bytes {
-    let kind = if msg.is_text() { TEXT } else { BINARY };
-    let payload = msg.into_payload();
+    let kind = if msg.text { TEXT } else { BINARY };
+    let payload = msg.payload;
     let mut b = BytesMut::with_capacity(payload.len() + 1);
     b.put_u8(kind);
     b.extend_from_slice(&payload);
@@ -110,9 +109,9 @@ fn tag(msg: Message) -> Bytes {
 /// The message an echo queued by [`tag`] is written as.
 pub(super) fn untag(frame: Bytes) -> Message {
     let payload = frame.slice(1.min(frame.len())..);
-    match frame.first() {
-        Some(&TEXT) => Message::text(payload),
-        _ => Message::binary(payload),
+    Message {
+        text: frame.first() == Some(&TEXT),
+        payload,
     }
 }
 
@@ -122,15 +121,17 @@ mod tests {
 
     #[test]
     fn tag_untag_keeps_kind_and_payload() {
-        let t = untag(tag(Message::text("héllo")));
-        assert!(t.is_text());
-        assert_eq!(t.as_text(), Some("héllo"));
-        let b = untag(tag(Message::binary(Bytes::from_static(&[0, 1, 255]))));
-        assert!(b.is_binary());
-        assert_eq!(&b.as_payload()[..], &[0, 1, 255]);
-        let empty = untag(tag(Message::text("")));
-        assert!(empty.is_text());
-        assert!(empty.as_payload().is_empty());
-        assert!(untag(Bytes::new()).is_binary());
+        let text = |s: &'static str| Message {
+            text: true,
+            payload: Bytes::from_static(s.as_bytes()),
+        };
+        assert_eq!(untag(tag(text("héllo"))), text("héllo"));
+        let b = Message {
+            text: false,
+            payload: Bytes::from_static(&[0, 1, 255]),
+        };
+        assert_eq!(untag(tag(b.clone())), b);
+        assert_eq!(untag(tag(text(""))), text(""));
+        assert!(!untag(Bytes::new()).text);
     }
 }

@@ -1,14 +1,16 @@
 //! WAMP over WebSocket. hyper answers the HTTP upgrade (we choose the
-//! subprotocol, or refuse with a clear HTTP error), then tokio-websockets
-//! frames the upgraded stream.
+//! subprotocol, or refuse with a clear HTTP error); then the upgraded
+//! stream is framed by [`super::wsframe`] over a read buffer of our own,
+//! which shrinks back to 128 bytes when the connection is idle.
 
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use switchyard_router::logsafe::Clip;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -17,32 +19,24 @@ use hyper_util::rt::TokioIo;
 use switchyard_proto::Serializer;
 use switchyard_router::outbound_queue::Batch;
 use switchyard_router::{Connection, Flow, OutboundRx, Outgoing, Peer, Router, TransportInfo};
-use tokio_websockets::{CloseCode, Config, Limits, Message, ServerBuilder, WebSocketStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use super::origin::OriginPolicy;
+use super::wsframe::{self, Decoder, Event, Kind, Violation};
 use super::{
     finish_writer, hello_wait, is_dead, log_hello_wait, ping_timer, tick, Liveness, Settings,
     MAX_BATCH_BYTES, MAX_BATCH_FRAMES,
 };
 
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+pub(super) use super::wsframe::Message;
 
-/// PONGs the codec queued (it answers every PING) and the writer has not
-/// flushed yet. The reader counts them and wakes the writer to flush; a
-/// peer that sends PINGs without reading the PONGs is disconnected.
-#[derive(Default)]
-struct Pongs {
-    owed: std::sync::atomic::AtomicUsize,
-    flush: tokio::sync::Notify,
-}
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// What one queued PONG costs: its payload (at most 125 bytes) and header.
 fn pong_cost(payload: usize) -> usize {
     payload + 14
 }
-
-pub(super) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// What a WebSocket listener needs per request.
 #[derive(Clone)]
@@ -286,21 +280,18 @@ fn connection(
             let args = args;
             *args
         };
-        let limits = Limits::default().max_payload_len(Some(ep.settings.max_message_size));
-        let ws = ServerBuilder::new()
-            .limits(limits)
-            .config(Config::default())
-            .serve(TokioIo::new(upgraded));
+        let (reader, writer) = tokio::io::split(TokioIo::new(upgraded));
         match serializer {
             Some(serializer) => {
                 let label = format!("{label} websocket/{serializer}");
-                serve(ws, serializer, ep, label, transport).await
+                serve(reader, writer, serializer, ep, label, transport).await
             }
             // Boxed: the testee's future would set the size of every WAMP
             // connection's task.
             None => {
                 Box::pin(super::testee::serve(
-                    ws,
+                    reader,
+                    writer,
                     ep,
                     format!("{label} websocket-testee"),
                 ))
@@ -312,7 +303,8 @@ fn connection(
 
 /// The WAMP session of an upgraded connection, inside the connection's span.
 fn serve(
-    ws: Ws,
+    reader: WsRead,
+    writer: WsWrite,
     serializer: Serializer,
     ep: Endpoint,
     label: String,
@@ -322,14 +314,16 @@ fn serve(
     // Every line logged while serving this connection carries its span
     // (peer, and session, realm and authid once the session exists).
     let span = peer.span().clone();
-    let session = span.in_scope(|| serve_session(ws, serializer, ep, transport, peer, rx));
+    let session =
+        span.in_scope(|| serve_session(reader, writer, serializer, ep, transport, peer, rx));
     session.instrument(span)
 }
 
 /// [`serve`] once the peer exists: starts the writer and returns the
 /// reader, which holds only what it uses.
 fn serve_session(
-    ws: Ws,
+    mut reader: WsRead,
+    writer: WsWrite,
     serializer: Serializer,
     ep: Endpoint,
     transport: TransportInfo,
@@ -339,10 +333,9 @@ fn serve_session(
     let Endpoint {
         router, settings, ..
     } = ep;
-    let (sink, mut stream) = ws.split();
     let shared = Shared::new();
     let writer = tokio::spawn(write_loop(
-        sink,
+        writer,
         rx,
         peer.clone(),
         Framing::Wamp(serializer),
@@ -358,7 +351,7 @@ fn serve_session(
     async move {
         // The label is the peer's (`Peer::label`), not kept twice.
         let flow = read_loop(
-            &mut stream,
+            &mut reader,
             &mut wamp,
             &peer,
             &settings,
@@ -372,31 +365,99 @@ fn serve_session(
     }
 }
 
+/// The read half of an upgraded connection.
+pub(super) type WsRead = tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>;
+/// The write half of an upgraded connection.
+pub(super) type WsWrite = tokio::io::WriteHalf<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// What the reader and the writer of one connection share: when the peer
-/// was last heard from, and the PONGs owed.
+/// was last heard from, the PONGs owed, and how the writer is to close.
 pub(super) struct Shared {
-    liveness: Arc<Liveness>,
-    pongs: Arc<Pongs>,
-    /// The peer sent a message over `max_message_size`: the writer closes
-    /// with 1009 and writes nothing else.
-    too_big: std::sync::atomic::AtomicBool,
+    liveness: Liveness,
+    pongs: Pongs,
+    /// The CLOSE the writer ends with (see [`Closing`]), 0 until the
+    /// reader decides: a CLOSE 1000.
+    closing: AtomicU32,
+}
+
+/// How the writer closes, as [`Shared::closing`] holds it: the status code
+/// in the low 16 bits, and these flags.
+struct Closing;
+
+impl Closing {
+    /// Answers the peer's CLOSE, which had no status code: an empty CLOSE.
+    const EMPTY: u32 = 1 << 16;
+    /// Answers the peer's CLOSE (after what is queued), with its code.
+    const ANSWER: u32 = 1 << 17;
+    /// The peer broke the protocol: close at once with the code, writing
+    /// nothing more of what is queued.
+    const VIOLATION: u32 = 1 << 18;
 }
 
 impl Shared {
     pub(super) fn new() -> Arc<Shared> {
         Arc::new(Shared {
-            liveness: Liveness::new(),
-            pongs: Arc::new(Pongs::default()),
-            too_big: std::sync::atomic::AtomicBool::new(false),
+            liveness: Liveness {
+                start: std::time::Instant::now(),
+                last_seen_ms: std::sync::atomic::AtomicU64::new(0),
+            },
+            pongs: Pongs::default(),
+            closing: AtomicU32::new(0),
         })
     }
 
-    fn too_big(&self) -> bool {
-        self.too_big.load(std::sync::atomic::Ordering::Relaxed)
+    /// The peer broke the protocol: the writer closes at once.
+    fn violated(&self) -> bool {
+        self.closing.load(Ordering::Relaxed) & Closing::VIOLATION != 0
+    }
+
+    /// The CLOSE frame the writer ends with.
+    fn close_payload(&self) -> Bytes {
+        let c = self.closing.load(Ordering::Relaxed);
+        let code = (c & 0xffff) as u16;
+        if c & Closing::EMPTY != 0 {
+            Bytes::new()
+        } else if c & Closing::ANSWER != 0 {
+            wsframe::close_payload(code, "")
+        } else if c & Closing::VIOLATION != 0 {
+            let reason = match code {
+                1009 => "message too big",
+                1007 => "invalid UTF-8",
+                _ => "protocol error",
+            };
+            wsframe::close_payload(code, reason)
+        } else {
+            wsframe::close_payload(1000, "")
+        }
     }
 }
 
-/// What a connection does with the text and binary messages it reads: the
+/// PONGs owed for the PINGs read, until the writer has written them.
+#[derive(Default)]
+struct Pongs {
+    queue: parking_lot::Mutex<std::collections::VecDeque<Bytes>>,
+    /// Bytes owed (see [`pong_cost`]): queued, or taken by the writer and
+    /// not written yet.
+    owed: AtomicUsize,
+    flush: tokio::sync::Notify,
+}
+
+impl Pongs {
+    /// Queues the PONG of a PING; false if more than `max_bytes` would be
+    /// owed (a single PONG is always allowed).
+    fn put(&self, payload: Bytes, max_bytes: usize) -> bool {
+        let cost = pong_cost(payload.len());
+        let owed = self.owed.fetch_add(cost, Ordering::Relaxed) + cost;
+        if owed > max_bytes.max(pong_cost(wsframe::MAX_CONTROL_PAYLOAD)) {
+            return false;
+        }
+        self.queue.lock().push_back(payload);
+        self.flush.notify_one();
+        true
+    }
+}
+
+/// What the reader does with the text and binary messages it reads: the
 /// WAMP session ([`WampReader`]) or the testee's echo
 /// (`super::testee::EchoReader`). Everything else (PING, PONG, CLOSE,
 /// limits, keepalive) is [`read_loop`]'s, the same for both.
@@ -425,8 +486,8 @@ struct WampReader {
 impl Reader for WampReader {
     async fn message(&mut self, msg: Message, batch: &mut Batch) -> Flow {
         let serializer = self.serializer;
-        if msg.is_binary() != serializer.is_binary() {
-            let kind = if msg.is_binary() { "binary" } else { "text" };
+        if msg.text == serializer.is_binary() {
+            let kind = if msg.text { "text" } else { "binary" };
             return self.conn.protocol_violation(&format!(
                 "received a {kind} WebSocket message, but {} requires {} messages",
                 serializer.subprotocol(),
@@ -437,9 +498,8 @@ impl Reader for WampReader {
                 }
             ));
         }
-        let frame: Bytes = msg.into_payload().into();
         let conn = &mut self.conn;
-        let mut flow = batch.route(|| conn.handle_frame(&frame));
+        let mut flow = batch.route(|| conn.handle_frame(&msg.payload));
         if flow == Flow::Suspend {
             batch.flush();
             let peer = self.conn.peer().clone();
@@ -460,17 +520,30 @@ impl Reader for WampReader {
     }
 }
 
+/// Smallest read buffer: what an idle connection holds. A longer message
+/// is read on at once into a growing buffer (`read_more`).
+const MIN_READ: usize = 128;
+/// Largest read size a busy connection grows to (a frame announced as
+/// longer gets the room it needs, up to `max_message_size`).
+const MAX_READ: usize = 64 * 1024;
+
 /// Reads the connection until it ends: text and binary messages go to
-/// `reader`; PINGs are answered (the writer flushes the PONGs) within
+/// `reader`; PINGs are answered (the writer writes the PONGs) within
 /// `max_pending_pong_bytes`; a CLOSE is answered; a message over
-/// `max_message_size` closes with 1009. Returns how the writer should end.
+/// `max_message_size` closes with 1009, a protocol error with 1002 (1007
+/// for text that is not UTF-8). Returns how the writer should end.
 ///
-/// The messages the stream gives without waiting are one batch: the writers
-/// they queue frames for are woken once the stream has nothing more ready
-/// (or after `outbound_queue::MAX_BATCH_FRAMES` messages, or when the loop
-/// ends), so that each writer wakes once for the batch.
-pub(super) async fn read_loop<R: Reader>(
-    stream: &mut futures_util::stream::SplitStream<Ws>,
+/// The messages of one read are one batch: the writers they queue frames
+/// for are woken once, before the loop reads again (or after
+/// `outbound_queue::MAX_BATCH_FRAMES` messages, or when the loop ends), so
+/// that each writer wakes once for the batch.
+///
+/// Frames are split off the read buffer without copying. Its read size
+/// adapts: it doubles while reads fill it (up to 64 KiB) and falls back to
+/// 128 bytes when the connection is quiet, so that an idle connection holds
+/// only a small buffer.
+pub(super) async fn read_loop<S: AsyncRead + Unpin, R: Reader>(
+    io: &mut S,
     reader: &mut R,
     peer: &Peer,
     settings: &Settings,
@@ -478,87 +551,118 @@ pub(super) async fn read_loop<R: Reader>(
     label: &str,
 ) -> Flow {
     let mut batch = Batch::new();
+    let mut decoder = Decoder::new(settings.max_message_size);
+    let mut buf = BytesMut::new();
+    let mut read_size = MIN_READ;
     loop {
-        let next = tokio::select! {
-            m = std::future::poll_fn(|cx| match stream.poll_next_unpin(cx) {
-                std::task::Poll::Pending => {
-                    // Nothing more ready: wake the writers, then wait.
-                    batch.flush();
-                    std::task::Poll::Pending
+        loop {
+            let event = match decoder.decode(&mut buf) {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(v) => {
+                    if let Violation::TooBig { .. } = v {
+                        tracing::info!(peer = %label, "{v}: closing with 1009");
+                    } else {
+                        tracing::debug!(peer = %label, "{v}: closing with {}", v.code());
+                    }
+                    shared
+                        .closing
+                        .store(Closing::VIOLATION | u32::from(v.code()), Ordering::Relaxed);
+                    return Flow::Close;
                 }
-                ready => ready,
-            }) => m,
+            };
+            match event {
+                Event::Message(msg) => {
+                    if reader.message(msg, &mut batch).await == Flow::Close {
+                        return Flow::Close;
+                    }
+                }
+                Event::Ping(payload) => {
+                    if !shared.pongs.put(payload, settings.max_pending_pong_bytes) {
+                        peer.kill(format!(
+                            "WebSocket PINGs without reading the PONGs: more than {} bytes owed (max_pending_pong_bytes)",
+                            settings.max_pending_pong_bytes
+                        ));
+                        return Flow::Close;
+                    }
+                }
+                Event::Pong => {}
+                Event::Close(code) => {
+                    let closing = match code {
+                        None => Closing::EMPTY,
+                        Some(code) => Closing::ANSWER | u32::from(code),
+                    };
+                    shared.closing.store(closing, Ordering::Relaxed);
+                    return Flow::Close;
+                }
+            }
+        }
+        if buf.is_empty() {
+            buf.reserve(read_size);
+            // `reserve` takes back the whole allocation once the messages
+            // split off it are gone: a connection gone quiet after a burst
+            // would wait with all of it. It waits with `read_size` bytes.
+            if buf.capacity() > 2 * read_size {
+                buf = BytesMut::with_capacity(read_size);
+            }
+        } else if buf.capacity() == buf.len() {
+            buf.reserve(read_size);
+        }
+        let spare = buf.capacity() - buf.len();
+        // What the last read gave is routed: wake its writers, then wait.
+        batch.flush();
+        let read = tokio::select! {
+            r = io.read_buf(&mut buf) => r,
             _ = peer.killed().cancelled() => return Flow::Close,
             _ = reader.expired() => return Flow::Close,
         };
-        shared.liveness.seen();
-        match next {
-            Some(Ok(msg)) if msg.is_text() || msg.is_binary() => {
-                if reader.message(msg, &mut batch).await == Flow::Close {
-                    return Flow::Close;
-                }
-            }
-            Some(Ok(msg)) if msg.is_close() => {
-                batch.flush();
-                flush_close(stream).await;
-                return Flow::Continue;
-            }
-            Some(Ok(msg)) if msg.is_ping() => {
-                // The codec queued the PONG; the writer flushes it.
-                let pongs = &shared.pongs;
-                let len = msg.as_payload().len();
-                let owed = pongs
-                    .owed
-                    .fetch_add(pong_cost(len), std::sync::atomic::Ordering::Relaxed)
-                    + pong_cost(len);
-                if owed > settings.max_pending_pong_bytes.max(pong_cost(125)) {
-                    peer.kill(format!(
-                        "WebSocket PINGs without reading the PONGs: more than {} bytes owed (max_pending_pong_bytes)",
-                        settings.max_pending_pong_bytes
-                    ));
-                    return Flow::Close;
-                }
-                pongs.flush.notify_one();
-            }
-            Some(Ok(_)) => {} // pong
-            Some(Err(tokio_websockets::Error::PayloadTooLong { len, max_len })) => {
-                tracing::info!(
-                    peer = %label,
-                    "message of at least {len} bytes exceeds the maximum message size of {max_len} bytes: closing with 1009"
-                );
-                // The codec queues a CLOSE 1009 itself for a single frame
-                // that is too long, but not for a fragmented message that
-                // grows too long: the writer sends it (or writes the
-                // codec's), see `send_close`.
-                shared
-                    .too_big
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                return Flow::Close;
-            }
-            Some(Err(tokio_websockets::Error::Io(e))) => {
+        match read {
+            Ok(0) => return Flow::Continue,
+            Err(e) => {
                 super::log_read_error(label, &e);
                 return Flow::Continue;
             }
-            Some(Err(e)) => {
-                tracing::debug!(peer = %label, "WebSocket read error: {e}");
-                if let tokio_websockets::Error::Protocol(_) = e {
-                    // The codec queued the CLOSE that names the violation
-                    // (1002, or 1007 for invalid UTF-8): write it.
-                    batch.flush();
-                    flush_close(stream).await;
+            Ok(n) => {
+                shared.liveness.seen();
+                read_size = if n >= spare {
+                    (read_size * 2).min(MAX_READ)
+                } else if n < read_size / 4 {
+                    MIN_READ
+                } else {
+                    read_size
+                };
+                if n >= spare {
+                    read_more(io, &mut buf, &mut read_size);
                 }
-                return Flow::Continue;
             }
-            None => return Flow::Continue,
         }
     }
 }
 
-/// After the codec queued a close frame (our acknowledgement of the peer's
-/// close, or 1009 for an oversized message), polling the stream once more
-/// writes it; bounded, since the peer may be gone.
-async fn flush_close(stream: &mut futures_util::stream::SplitStream<Ws>) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.next()).await;
+/// After a read that filled the buffer: reads what else is already there
+/// (without waiting), growing the buffer, so that a burst is routed at once
+/// as one large read would have it (routing its first messages alone would
+/// wake their subscribers' writers for a few messages each). Stops at
+/// `MAX_READ` buffered; an end or error is left to the next read.
+fn read_more<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, read_size: &mut usize) {
+    use futures_util::FutureExt;
+    while buf.len() < MAX_READ {
+        buf.reserve(*read_size);
+        let spare = buf.capacity() - buf.len();
+        match io.read_buf(buf).now_or_never() {
+            Some(Ok(n)) if n > 0 => {
+                // The same sizing as `read_loop`'s reads.
+                if n < spare {
+                    if n < *read_size / 4 {
+                        *read_size = MIN_READ;
+                    }
+                    return;
+                }
+                *read_size = (*read_size * 2).min(MAX_READ);
+            }
+            _ => return,
+        }
+    }
 }
 
 /// How the writer frames what the outbound queue holds.
@@ -571,29 +675,50 @@ pub(super) enum Framing {
 }
 
 impl Framing {
-    fn message(self, f: Bytes) -> Message {
+    fn frame(self, f: Bytes) -> Frame {
         match self {
-            Framing::Wamp(s) if s.is_binary() => Message::binary(f),
-            Framing::Wamp(_) => Message::text(f),
-            Framing::Echo => super::testee::untag(f),
+            Framing::Wamp(s) if s.is_binary() => Frame::new(Kind::Binary, f),
+            Framing::Wamp(_) => Frame::new(Kind::Text, f),
+            Framing::Echo => {
+                let msg = super::testee::untag(f);
+                let kind = if msg.text { Kind::Text } else { Kind::Binary };
+                Frame::new(kind, msg.payload)
+            }
+        }
+    }
+}
+
+/// A frame of a write batch, its header encoded when it is queued.
+struct Frame {
+    kind: Kind,
+    header: wsframe::Header,
+    payload: Bytes,
+}
+
+impl Frame {
+    fn new(kind: Kind, payload: Bytes) -> Frame {
+        Frame {
+            kind,
+            header: wsframe::header(kind, payload.len()),
+            payload,
         }
     }
 }
 
 /// The writer: writes the outbound queue, the PONGs and the keepalive
-/// PINGs. After each flush, `written` (if any) holds the number of queued
-/// messages written so far. It ends as soon as the connection is killed,
-/// even in the middle of a write: a peer that stopped reading blocks a
-/// write for good, and the connection, its socket and what is queued for it
-/// would stay until that peer closed (a slow consumer cut from its session
-/// would still hold all of it).
+/// PINGs, and the CLOSE. After each write, `written` (if any) holds the
+/// number of queued messages written so far. It ends as soon as the
+/// connection is killed, even in the middle of a write: a peer that stopped
+/// reading blocks a write for good, and the connection, its socket and what
+/// is queued for it would stay until that peer closed (a slow consumer cut
+/// from its session would still hold all of it).
 ///
 /// A plain function returning the task's future: an async one would keep a
 /// second copy of the arguments beside `write_frames`' for the task's life.
 /// The loop's future is boxed so that the task holds it once (`select!`
 /// moves a future it owns into its own state, beside the captured one).
-pub(super) fn write_loop(
-    sink: futures_util::stream::SplitSink<Ws, Message>,
+pub(super) fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
+    writer: W,
     rx: OutboundRx,
     peer: Arc<Peer>,
     framing: Framing,
@@ -603,7 +728,7 @@ pub(super) fn write_loop(
 ) -> impl std::future::Future<Output = ()> + Send {
     let killed = peer.killed().clone();
     let mut frames = Box::pin(write_frames(
-        sink, rx, peer, framing, settings, shared, written,
+        writer, rx, peer, framing, settings, shared, written,
     ));
     async move {
         tokio::select! {
@@ -614,8 +739,8 @@ pub(super) fn write_loop(
     }
 }
 
-async fn write_frames(
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut rx: OutboundRx,
     peer: Arc<Peer>,
     framing: Framing,
@@ -623,103 +748,125 @@ async fn write_frames(
     shared: Arc<Shared>,
     written: Option<tokio::sync::watch::Sender<u64>>,
 ) {
-    let to_msg = |f: Bytes| framing.message(f);
     let (liveness, pongs) = (&shared.liveness, &shared.pongs);
     let mut timer = ping_timer(&settings);
+    // Grows to the largest batch seen; not pre-sized, so idle connections stay small.
+    let mut batch: Vec<Frame> = Vec::new();
     loop {
-        let result = tokio::select! {
+        let mut close = false;
+        let mut messages = 0;
+        tokio::select! {
             biased;
             _ = peer.killed().cancelled() => break,
             item = rx.recv() => match item {
-                Some(Outgoing::Frame(_)) if shared.too_big() => {
-                    send_close(&mut sink, &shared).await;
-                    peer.stop();
-                    break;
-                }
+                Some(Outgoing::Frame(_)) if shared.violated() => close = true,
                 Some(Outgoing::Frame(f)) => {
-                    let mut bytes = f.len();
-                    let mut n = 1;
-                    let mut close = false;
-                    let mut r = sink.feed(to_msg(f)).await;
-                    while r.is_ok() && n < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
-                        match rx.try_recv() {
-                            Ok(Outgoing::Frame(f)) => {
-                                n += 1;
-                                bytes += f.len();
-                                r = sink.feed(to_msg(f)).await;
-                            }
-                            Ok(Outgoing::Close) => {
-                                close = true;
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    // The flush writes the PONGs queued so far as well.
-                    let owed = pongs.owed.load(std::sync::atomic::Ordering::Relaxed);
-                    let r = match r {
-                        Ok(()) => sink.flush().await,
-                        Err(e) => Err(e),
-                    };
-                    if r.is_ok() {
-                        pongs.owed.fetch_sub(owed, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(w) = &written {
-                            w.send_modify(|count| *count += n as u64);
-                        }
-                    }
-                    if close && r.is_ok() {
-                        send_close(&mut sink, &shared).await;
-                        peer.stop();
-                        break;
-                    }
-                    r
+                    messages += 1;
+                    batch.push(framing.frame(f));
                 }
-                Some(Outgoing::Close) | None => {
-                    send_close(&mut sink, &shared).await;
-                    peer.stop();
-                    break;
-                }
+                Some(Outgoing::Close) | None => close = true,
             },
-            _ = pongs.flush.notified() => {
-                // Writes the PONGs the codec queued.
-                let owed = pongs.owed.load(std::sync::atomic::Ordering::Relaxed);
-                let r = sink.flush().await;
-                if r.is_ok() {
-                    pongs.owed.fetch_sub(owed, std::sync::atomic::Ordering::Relaxed);
-                }
-                r
-            }
+            _ = pongs.flush.notified() => {}
             _ = tick(&mut timer) => {
                 if is_dead(&settings, liveness) {
                     peer.kill(format!("peer silent for {:?}: keepalive timed out", liveness.silent_for()));
                     break;
                 }
-                sink.send(Message::ping(Bytes::from_static(b"switchyard"))).await
+                batch.push(Frame::new(Kind::Ping, Bytes::from_static(b"switchyard")));
             }
-        };
-        if let Err(e) = result {
-            peer.kill(format!("write failed: {e}"));
+        }
+        if !close && !shared.violated() {
+            let mut bytes: usize = batch.iter().map(|f| f.payload.len()).sum();
+            while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(Outgoing::Frame(f)) => {
+                        messages += 1;
+                        bytes += f.len();
+                        batch.push(framing.frame(f));
+                    }
+                    Ok(Outgoing::Close) => {
+                        close = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // Every write carries the PONGs owed so far, first: their PINGs
+        // came before the messages of this batch (a message's last frame
+        // may follow a PING, and is answered after it).
+        let mut pong_bytes = 0;
+        if pongs.owed.load(Ordering::Relaxed) > 0 {
+            let owed = std::mem::take(&mut *pongs.queue.lock());
+            pong_bytes = owed.iter().map(|p| pong_cost(p.len())).sum();
+            batch.splice(0..0, owed.into_iter().map(|p| Frame::new(Kind::Pong, p)));
+        }
+        if shared.violated() {
+            // Nothing more but the CLOSE.
+            batch.retain(|f| f.kind == Kind::Pong);
+            messages = 0;
+            close = true;
+        }
+        if !batch.is_empty() {
+            if let Err(e) = write_batch(&mut writer, &batch).await {
+                peer.kill(format!("write failed: {e}"));
+                break;
+            }
+            if batch.capacity() > 4 {
+                batch.clear();
+            } else {
+                // A quiet connection does not keep the room of its last
+                // write; a busy one keeps the room of its batches.
+                batch = Vec::new();
+            }
+            if pong_bytes > 0 {
+                pongs.owed.fetch_sub(pong_bytes, Ordering::Relaxed);
+            }
+            if let (Some(w), true) = (&written, messages > 0) {
+                w.send_modify(|count| *count += messages);
+            }
+        }
+        if close {
+            send_close(&mut writer, &shared).await;
+            // The CLOSE is written: stop the reader too.
+            peer.stop();
             break;
         }
     }
 }
 
-/// Ends the WebSocket with a CLOSE: 1009 after a message over
-/// `max_message_size`, else 1000. When the codec has already queued a CLOSE
-/// of its own (its answer to the peer's CLOSE, its 1009 for a single frame
-/// that is too long), sending is refused and that one is written instead.
-/// Bounded: the peer may not read.
-async fn send_close(sink: &mut futures_util::stream::SplitSink<Ws, Message>, shared: &Shared) {
-    let close = if shared.too_big() {
-        Message::close(Some(CloseCode::MESSAGE_TOO_BIG), "message too big")
-    } else {
-        Message::close(Some(CloseCode::NORMAL_CLOSURE), "")
-    };
-    let closing = async {
-        match sink.send(close).await {
-            Err(tokio_websockets::Error::AlreadyClosed) => sink.flush().await,
-            r => r,
+/// Writes header+payload pairs with vectored writes, then flushes.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &[Frame],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
+    for f in batch {
+        slices.push(IoSlice::new(f.header.as_bytes()));
+        if !f.payload.is_empty() {
+            slices.push(IoSlice::new(&f.payload));
         }
+    }
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = writer.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    writer.flush().await
+}
+
+/// Ends the WebSocket with a CLOSE: the answer to the peer's CLOSE (its
+/// code), the code of the peer's violation (1009 after a message over
+/// `max_message_size`), else 1000; then shuts the write side. Bounded: the
+/// peer may not read.
+async fn send_close<W: AsyncWrite + Unpin>(writer: &mut W, shared: &Shared) {
+    let close = Frame::new(Kind::Close, shared.close_payload());
+    let closing = async {
+        write_batch(writer, std::slice::from_ref(&close)).await?;
+        writer.shutdown().await
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), closing).await;
 }
