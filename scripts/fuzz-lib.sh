@@ -2,7 +2,7 @@
 # the repository root): the fuzz targets, their build and one AFL++ run.
 
 FUZZ_TARGETS=(decode_json decode_msgpack decode_cbor rawsocket uri bridge_request
-              bridge_signature config queue_record)
+              bridge_signature config queue_record websocket_frames)
 
 # Installs cargo-afl and AFL++ if missing, then builds every target with
 # AFL++'s instrumentation into fuzz/target (its own flags for every crate:

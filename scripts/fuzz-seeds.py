@@ -159,9 +159,52 @@ def afl_token(tok):
     return '"' + "".join(out) + '"'
 
 
+def ws_frame(opcode, payload, fin=True, mask=b"\x37\xfa\x21\x3d", rsv=0):
+    """A client's WebSocket frame (RFC 6455 5.2): masked unless `mask` is None."""
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    n = len(payload)
+    m = 0x80 if mask is not None else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([m | 127]) + n.to_bytes(8, "big")
+    if mask is None:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def websocket_seeds(c, messages):
+    """`websocket_frames`: a read-size byte, then frames: WAMP messages as text, fragments,
+    control frames, and each rule the decoder enforces broken once."""
+    hello = b'[1,"realm1",{"roles":{"subscriber":{}}}]'
+    text = "h\u00e9llo \u20ac".encode()
+    seeds = {
+        "text": [0, ws_frame(1, hello)],
+        "fragments": [3, ws_frame(1, text[:2], fin=False) + ws_frame(0, text[2:6], fin=False)
+                      + ws_frame(9, b"mid") + ws_frame(0, text[6:])],
+        "binary-16bit": [5, ws_frame(2, bytes(range(256)) * 2)],
+        "ping-close": [1, ws_frame(9, b"x") + ws_frame(10, b"") + ws_frame(8, (1000).to_bytes(2, "big") + b"bye")],
+        "bad-utf8": [2, ws_frame(1, b"ok\xc3\x28")],
+        "unmasked": [0, ws_frame(1, hello, mask=None)],
+        "rsv": [0, ws_frame(1, hello, rsv=4)],
+        "long-control": [0, ws_frame(9, b"p" * 126)],
+        "close-bad-code": [0, ws_frame(8, (1005).to_bytes(2, "big"))],
+        "continue-alone": [4, ws_frame(0, b"lost")],
+        "too-big": [9, ws_frame(2, b"z" * 5000)],
+    }
+    for name, (step, data) in seeds.items():
+        c.add(bytes([step]) + data, name)
+    for stem, data in messages[:20]:
+        c.add(bytes([len(data) % 17]) + ws_frame(1, data), stem)
+
+
 def main():
     decoders = {s: Corpus(f"decode_{s}") for s in ("json", "msgpack", "cbor")}
     raw = Corpus("rawsocket")
+    ws = Corpus("websocket_frames")
+    ws_messages = []
     uris = Corpus("uri")
     bridge = Corpus("bridge_request")
     ser_ids = {"json": 1, "msgpack": 2, "cbor": 3}
@@ -170,6 +213,8 @@ def main():
         # A handshake (serializer, 2^(9+exp) max) then the message, a PING and its PONG.
         hs = bytes([0x7F, (len(data) % 16) << 4 | ser_ids[ser], 0, 0])
         raw.add(hs + frame(0, data) + frame(1, b"ping") + frame(2, b"ping"), f"{ser}-{stem}")
+        if ser == "json":
+            ws_messages.append((stem, data))
         for key in ("topic", "procedure", "reason", "error", "realm", "uri"):
             v = attrs.get(key)
             if isinstance(v, str) and v:
@@ -238,7 +283,8 @@ def main():
                 f.write(afl_token(tok) + "\n")
         print(f"fuzz/dict/{name}.dict: {len(tokens)} tokens")
 
-    for c in [*decoders.values(), raw, uris, bridge, sig, cfg, rec]:
+    websocket_seeds(ws, ws_messages)
+    for c in [*decoders.values(), raw, ws, uris, bridge, sig, cfg, rec]:
         print(f"{os.path.relpath(c.dir, ROOT)}: {len(c)} seeds")
 
 

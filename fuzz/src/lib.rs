@@ -19,6 +19,57 @@ use switchyard_proto::rawsocket::{self, FrameKind, MAX_FRAME};
 use switchyard_proto::uri::{self, UriCheck};
 use switchyard_proto::{Message, Serializer};
 
+/// `websocket_frames`: the bytes a client sends after the upgrade. The first byte picks how
+/// they arrive (in one read, or in reads of 1 to 255 bytes); the decoder must not panic, must
+/// give text messages only as UTF-8 and no message over its limit, and must give the same
+/// events, and the same verdict, however the bytes are cut into reads.
+pub fn websocket_frames(data: &[u8]) {
+    use switchyard::wsframe::{Decoder, Event};
+    let Some((&step, data)) = data.split_first() else {
+        return;
+    };
+    const MAX: usize = 4096;
+    let run = |chunk: usize| {
+        let mut decoder = Decoder::new(MAX);
+        let mut buf = bytes::BytesMut::new();
+        let mut events = Vec::new();
+        for piece in data.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(e)) => {
+                        if let Event::Message(m) = &e {
+                            assert!(m.payload.len() <= MAX, "a message over the limit");
+                            if m.text {
+                                assert!(std::str::from_utf8(&m.payload).is_ok(), "text not UTF-8");
+                            }
+                        }
+                        events.push(format!("{e:?}"));
+                    }
+                    Ok(None) => break,
+                    Err(v) => return (events, Some(v.code())),
+                }
+            }
+        }
+        (events, None)
+    };
+    let whole = run(data.len());
+    let cut = run(usize::from(step));
+    // A verdict reached in smaller reads may come earlier (UTF-8 fails fast on a prefix); the
+    // events before it are the same, and a clean end is the same.
+    match (&whole.1, &cut.1) {
+        (None, None) => assert_eq!(whole.0, cut.0, "reads of {step} bytes changed the events"),
+        _ => {
+            let n = whole.0.len().min(cut.0.len());
+            assert_eq!(
+                whole.0[..n],
+                cut.0[..n],
+                "reads of {step} bytes changed the events"
+            );
+        }
+    }
+}
+
 /// `decode_json`, `decode_msgpack`, `decode_cbor`: one WAMP message frame.
 pub fn message(ser: Serializer, data: &[u8]) {
     let frame = Bytes::copy_from_slice(data);
@@ -485,6 +536,11 @@ mod tests {
     #[test]
     fn uri() {
         replay("uri", super::uri);
+    }
+
+    #[test]
+    fn websocket_frames() {
+        replay("websocket_frames", super::websocket_frames);
     }
 
     #[test]

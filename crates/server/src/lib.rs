@@ -71,3 +71,6 @@ mod transport;
 /// (the bridge itself is started by `server`), for tools and the fuzz
 /// targets (fuzz/).
 pub use bridge::{check_unique_keys, parse_request_body};
+/// The WebSocket frame decoder of the router's server side (what a client's bytes meet
+/// first, before any login), for the fuzz targets (fuzz/).
+pub use transport::wsframe;

@@ -18,7 +18,7 @@ pub mod rawsocket;
 mod testee;
 pub mod tls;
 pub mod websocket;
-mod wsframe;
+pub mod wsframe;
 mod x509;
 
 use std::sync::atomic::{AtomicU64, Ordering};
