@@ -125,6 +125,24 @@ pub fn is_dead(settings: &Settings, liveness: &Liveness) -> bool {
     liveness.silent_for() > settings.ping_interval + settings.ping_timeout
 }
 
+/// Writes `slices` (a writer's batch: each frame's header and payload) with vectored writes
+/// until every byte is out, then flushes.
+pub async fn write_all_slices<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    slices: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut rest = slices;
+    while !rest.is_empty() {
+        let n = writer.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    writer.flush().await
+}
+
 /// Logs why reading a connection failed: at info level when TCP gave up on
 /// the peer (TCP_USER_TIMEOUT or keepalive: it vanished, e.g. a half-open
 /// connection), else at debug level (resets and the like are routine).

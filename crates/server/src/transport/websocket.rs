@@ -847,15 +847,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             slices.push(IoSlice::new(&f.payload));
         }
     }
-    let mut rest: &mut [IoSlice<'_>] = &mut slices;
-    while !rest.is_empty() {
-        let n = writer.write_vectored(rest).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut rest, n);
-    }
-    writer.flush().await
+    super::write_all_slices(writer, &mut slices).await
 }
 
 /// Ends the WebSocket with a CLOSE: the answer to the peer's CLOSE (its
