@@ -19,7 +19,9 @@ committed; run this again after the vectors or the formats change:
 
     python3 scripts/fuzz-seeds.py
 
-Standard library only. Existing seed files of a target are replaced.
+Standard library only. Existing seed files of a target are replaced, except the
+regression seeds named `crash-fixed-*` (inputs that once crashed a target, added by
+hand after the fix), which are kept.
 """
 
 import glob
@@ -33,6 +35,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+# Regression seeds added by hand (an input that crashed a target once): never removed.
+KEPT_PREFIX = "crash-fixed-"
 
 
 def spec_dir():
@@ -46,8 +50,15 @@ class Corpus:
     def __init__(self, target):
         self.dir = os.path.join(CORPUS, target)
         self.seen = set()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.makedirs(self.dir)
+        os.makedirs(self.dir, exist_ok=True)
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            if name.startswith(KEPT_PREFIX):
+                continue
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
 
     def add(self, data, name="seed"):
         if isinstance(data, str):
