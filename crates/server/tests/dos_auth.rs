@@ -409,13 +409,10 @@ fn rawsocket_pings_without_reading_are_bounded() {
     assert!(worst < Duration::from_secs(2), "round trip {worst:?}");
 }
 
-#[test]
-fn websocket_pings_without_reading_are_bounded() {
-    let _serial = serial();
+/// A raw TCP connection upgraded to WebSocket (wamp.2.json) on `port`.
+fn ws_upgrade(port: u16) -> std::net::TcpStream {
     use std::io::{Read, Write};
-    let r = Router::start(&config("", ""));
-    let before = rss_mb(&r);
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.ws_port)).expect("connect");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     s.set_write_timeout(Some(Duration::from_secs(10)))
@@ -432,6 +429,136 @@ fn websocket_pings_without_reading_are_bounded() {
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "upgraded");
+    s
+}
+
+/// The next frame the router sends on `s`: its opcode and payload (server
+/// frames are not masked).
+fn ws_read_frame(s: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b)?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b)?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    Ok((head[0] & 0x0f, payload))
+}
+
+/// A masked text frame's header announcing `len` bytes, and `sent` bytes of
+/// its (masked) payload.
+fn ws_text_frame_start(len: usize, sent: usize) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81u8, 0x80 | 127];
+    frame.extend((len as u64).to_be_bytes());
+    frame.extend(mask);
+    frame.extend((0..sent).map(|i| b'a' ^ mask[i % 4]));
+    frame
+}
+
+#[test]
+fn websocket_message_before_welcome_is_bounded_on_the_frame_header() {
+    let _serial = serial();
+    use std::io::Write;
+    let r = Router::start(&config("", ""));
+    // One frame announcing 900 KiB before HELLO, of which 1000 bytes are
+    // sent: refused on its header, at once (not after the 900 KiB nor at
+    // the handshake timeout, 10 s).
+    let mut s = ws_upgrade(r.ws_port);
+    let started = Instant::now();
+    s.write_all(&ws_text_frame_start(900 * 1024, 1000))
+        .expect("frame");
+    let (opcode, payload) = ws_read_frame(&mut s).expect("an answer before the timeout");
+    let text = String::from_utf8_lossy(&payload).into_owned();
+    assert_eq!(opcode, 1, "a text frame: {text}");
+    assert!(text.starts_with("[3,"), "ABORT: {text}");
+    assert!(text.contains("switchyard.error.limit_exceeded"), "{text}");
+    assert!(
+        text.contains("exceeds the limit of 65536 bytes (max_handshake_message_size)"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let (opcode, _) = ws_read_frame(&mut s).expect("close");
+    assert_eq!(opcode, 8, "then a CLOSE");
+    // 100 connections each sending 800 KiB of a 900 KiB message before
+    // HELLO, and staying: nothing of it is buffered (before, the router
+    // held all of it: 80 MB).
+    let before = rss_mb(&r);
+    let held: Vec<_> = (0..100)
+        .map(|_| {
+            let mut s = ws_upgrade(r.ws_port);
+            // The router may close while the bytes are still going out.
+            let _ = s.write_all(&ws_text_frame_start(900 * 1024, 800 * 1024));
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let after = rss_mb(&r);
+    eprintln!(
+        "websocket before HELLO: 100 x 800 KiB of 900 KiB messages: RSS before {before:.1} MiB, \
+         after {after:.1} MiB"
+    );
+    assert!(after - before < 30.0, "{:.1} MiB", after - before);
+    drop(held);
+    // After WELCOME the transport's own limit applies: a 100 KiB message
+    // is taken.
+    let mut s = ws_upgrade(r.ws_port);
+    ws_send_text(
+        &mut s,
+        r#"[1,"realm1",{"roles":{"publisher":{}},"authmethods":["anonymous"]}]"#,
+    );
+    let (_, welcome) = ws_read_frame(&mut s).expect("WELCOME");
+    assert!(
+        welcome.starts_with(b"[2,"),
+        "{}",
+        String::from_utf8_lossy(&welcome)
+    );
+    let big = "b".repeat(100 * 1024);
+    ws_send_text(
+        &mut s,
+        &format!(r#"[16,7,{{"acknowledge":true}},"com.example.big",["{big}"]]"#),
+    );
+    let (_, published) = ws_read_frame(&mut s).expect("PUBLISHED");
+    assert!(
+        published.starts_with(b"[17,7,"),
+        "{}",
+        String::from_utf8_lossy(&published)
+    );
+}
+
+/// Sends `text` as one masked text frame.
+fn ws_send_text(s: &mut std::net::TcpStream, text: &str) {
+    use std::io::Write;
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81u8, 0x80 | 127];
+    frame.extend((text.len() as u64).to_be_bytes());
+    frame.extend(mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).expect("send");
+}
+
+#[test]
+fn websocket_pings_without_reading_are_bounded() {
+    let _serial = serial();
+    use std::io::Write;
+    let r = Router::start(&config("", ""));
+    let before = rss_mb(&r);
+    let mut s = ws_upgrade(r.ws_port);
     // Masked PINGs of 125 bytes (the most a control frame may carry), in
     // batches, never reading a PONG.
     let mut frame = vec![0x89u8, 0x80 | 125, 1, 2, 3, 4];

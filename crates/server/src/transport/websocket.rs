@@ -474,6 +474,18 @@ pub(super) trait Reader {
     /// Resolves when the connection must close although the peer is
     /// still there (WAMP: no HELLO in time).
     fn expired(&self) -> impl std::future::Future<Output = ()> + Send;
+    /// The largest message taken now, at most `max_message_size` (WAMP:
+    /// `max_handshake_message_size` before the session exists), checked on
+    /// each frame header, before the frame is buffered.
+    fn message_limit(&self, max_message_size: usize) -> usize {
+        max_message_size
+    }
+    /// A frame announced a message of `len` bytes over a `message_limit`
+    /// smaller than `max_message_size`: the reader says why (WAMP: ABORT)
+    /// and the connection closes.
+    fn refuse_message(&mut self, _len: usize) -> Flow {
+        Flow::Close
+    }
 }
 
 /// The WAMP session of a connection.
@@ -512,6 +524,14 @@ impl Reader for WampReader {
             };
         }
         flow
+    }
+
+    fn message_limit(&self, max_message_size: usize) -> usize {
+        self.conn.frame_limit(max_message_size)
+    }
+
+    fn refuse_message(&mut self, len: usize) -> Flow {
+        self.conn.refuse_handshake_frame(len)
     }
 
     async fn expired(&self) {
@@ -556,9 +576,15 @@ pub(super) async fn read_loop<S: AsyncRead + Unpin, R: Reader>(
     let mut read_size = MIN_READ;
     loop {
         loop {
+            // Before the session exists the reader takes less.
+            let limit = reader.message_limit(settings.max_message_size);
+            decoder.set_max_message(limit);
             let event = match decoder.decode(&mut buf) {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
+                Err(Violation::TooBig { len, .. }) if limit < settings.max_message_size => {
+                    return reader.refuse_message(len);
+                }
                 Err(v) => {
                     if let Violation::TooBig { .. } = v {
                         tracing::info!(peer = %label, "{v}: closing with 1009");

@@ -101,6 +101,12 @@ impl Decoder {
         }
     }
 
+    /// Sets the largest message taken from now on (a frame announcing more,
+    /// together with the fragments before it, is `TooBig`).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// The next event whose frames are all in `buf` (taken off it), or
     /// None until more bytes arrive (`buf` then has room reserved for the
     /// rest of a frame whose header announced its length).
