@@ -16,11 +16,14 @@
 #                     target/release/switchyard-bench, built if NO_BUILD unset)
 #   SCALE, WORKERS, WS_PORT, RS_PORT as bench/run.sh
 #   OUT=DIR           where results go (default: a new dir under /tmp)
+#   LOCK=FILE         hold this lock (flock) during each build's turn of a
+#                     round, not for the whole comparison, so that other
+#                     benchmarks sharing the lock run between turns
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ $# -lt 2 ]]; then
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 A=$(realpath "$1")
@@ -49,7 +52,9 @@ for round in $(seq "$ROUNDS"); do
         [[ $which == B ]] && bin=$B
         dir="$OUT/$which/round$round"
         echo "## round $round: $which"
-        ROUTER=$bin BENCH=$BENCH NO_BUILD=1 RUNS=1 OUT=$dir bash bench/run.sh "${SCENARIOS[@]}" |
+        lock=()
+        [[ -n ${LOCK:-} ]] && lock=(flock "$LOCK")
+        ROUTER=$bin BENCH=$BENCH NO_BUILD=1 RUNS=1 OUT=$dir "${lock[@]}" bash bench/run.sh "${SCENARIOS[@]}" |
             grep -E '^(##|  run|[a-z0-9-]+:)' | sed 's/^/  /' || true
         for s in "${SCENARIOS[@]}"; do
             cat "$dir/$s.jsonl" >>"$OUT/$which/$s.jsonl" 2>/dev/null || true
