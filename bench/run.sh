@@ -58,6 +58,9 @@ address = "127.0.0.1:$RS_PORT"
 
 [[realm]]
 name = "realm1"
+# The noise scenarios hold 100,000 subscriptions in one session.
+max_subscriptions_per_session = 100000
+max_subscriptions = 200000
 
 [limits]
 outbound_queue = 65536
