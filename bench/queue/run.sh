@@ -285,7 +285,7 @@ for sys in switchyard-js switchyard-js3; do
     [[ -n ${SYS_PIDS[$sys]:-} ]] || continue
     echo "# $sys: nodes $(echo "${SYS_URLS[$sys]}" | tr , ' '), queue owner ${SYS_OWNER[$sys]}; pids (nodes, NATS) ${SYS_PIDS[$sys]}"
 done
-echo "# $($NATS_SERVER --version 2>/dev/null || echo 'no nats-server')"
+echo "# $(${NATS_SERVER:-nats-server} --version 2>/dev/null || echo 'no nats-server')"
 echo "# results in $OUT, $ROUNDS interleaved rounds"
 
 # ---- the sets ----
