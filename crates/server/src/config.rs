@@ -515,6 +515,11 @@ pub struct Limits {
     /// on RawSocket any frame, PINGs included), bytes.
     #[serde(default = "default_max_handshake_message_size")]
     pub max_handshake_message_size: usize,
+    /// Largest HTTP request head (request line and headers) on the
+    /// WebSocket listeners, the bridge and the operations listener, bytes;
+    /// a larger one gets 431 and the connection is closed.
+    #[serde(default = "default_max_request_head_size")]
+    pub max_request_head_size: usize,
     /// Bytes of PONGs owed to a peer that does not read them before it is
     /// disconnected (a single PING is always answered).
     #[serde(default = "default_max_pending_pong_bytes")]
@@ -574,6 +579,11 @@ fn default_outbound_queue() -> Spanned<usize> {
 fn default_max_handshake_message_size() -> usize {
     switchyard_router::HandshakeLimits::default().max_message
 }
+fn default_max_request_head_size() -> usize {
+    64 * 1024
+}
+/// hyper's smallest read buffer: a request head may always be this long.
+pub const MIN_REQUEST_HEAD_SIZE: usize = 8192;
 fn default_max_pending_pong_bytes() -> usize {
     64 * 1024
 }
@@ -624,6 +634,7 @@ impl Default for Limits {
             max_uri_length: default_max_uri_length(),
             max_concurrent_ticket_checks: 0,
             max_handshake_message_size: default_max_handshake_message_size(),
+            max_request_head_size: default_max_request_head_size(),
             max_authid_length: default_max_authid_length(),
             max_pending_pong_bytes: default_max_pending_pong_bytes(),
             ticket_check_wait: default_ticket_check_wait(),
@@ -654,6 +665,7 @@ impl Limits {
             ping_timeout: self.ping_timeout,
             rawsocket_ping_interval: self.rawsocket_ping_interval,
             max_pending_pong_bytes: self.max_pending_pong_bytes,
+            max_request_head: self.max_request_head_size,
             socket_send_buffer: self.socket_send_buffer,
             // server.rs hands the router's traffic counters in.
             traffic: None,
@@ -1006,6 +1018,15 @@ impl Config {
                 ),
             );
         }
+        if !(MIN_REQUEST_HEAD_SIZE..=1 << 20).contains(&self.limits.max_request_head_size) {
+            err(
+                0..0,
+                format!(
+                    "limits.max_request_head_size: {} is outside {MIN_REQUEST_HEAD_SIZE}..=1048576 bytes",
+                    self.limits.max_request_head_size
+                ),
+            );
+        }
         if self.limits.max_uri_length < 64 {
             err(
                 0..0,
@@ -1169,6 +1190,25 @@ mod tests {
             format!("{errs:?}").contains("limits.socket_send_buffer: 4096 is below the minimum"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn max_request_head_size_outside_its_range_is_rejected() {
+        let c = Config::parse("").expect("valid");
+        assert_eq!(c.limits.transport_settings().max_request_head, 64 << 10);
+        for (value, ok) in [(4096, false), (8192, true), (65536, true), (2 << 20, false)] {
+            let parsed = Config::parse(&format!("[limits]\nmax_request_head_size = {value}\n"));
+            match parsed {
+                Ok(_) => assert!(ok, "{value} accepted"),
+                Err(errs) => {
+                    assert!(!ok, "{value} refused: {errs:?}");
+                    assert!(
+                        format!("{errs:?}").contains("limits.max_request_head_size"),
+                        "{errs:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -405,6 +405,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             limiter: shared.limiter.clone(),
             metrics: shared.metrics.clone(),
             header_timeout: config.limits.handshake_timeout,
+            max_request_head: config.limits.max_request_head_size,
             requests: bridge_requests.clone(),
         };
         tokio::spawn(crate::bridge::serve(
@@ -824,6 +825,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = ep.settings.handshake_timeout;
+    // Checked above hyper's minimum when the configuration was read.
+    let max_head = ep
+        .settings
+        .max_request_head
+        .max(crate::config::MIN_REQUEST_HEAD_SIZE);
     let peer = label.clone();
     let service = service_fn(move |req| {
         websocket::handle_http(req, ep.clone(), label.clone(), transport.clone())
@@ -831,6 +837,7 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
+        .max_buf_size(max_head)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {

@@ -396,3 +396,73 @@ fn listeners_keep_a_backlog_for_a_reconnect_storm() {
         assert_eq!(backlog, somaxconn.min(4096), "port {port}: {text}");
     }
 }
+
+/// Starts an HTTP request on `port` whose head never ends: `size` bytes of
+/// headers (as much as the router reads). Returns the connection.
+fn endless_head(port: u16, path: &str, size: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let line = format!("X-Pad: {}\r\n", "a".repeat(1000));
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    while head.len() < size {
+        head.push_str(&line);
+    }
+    // The router may answer and close before all of it is read.
+    let _ = s.write_all(head.as_bytes());
+    s
+}
+
+/// What a connection got back first (its status line), or the error.
+fn first_line(s: &mut TcpStream) -> String {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Request heads that never end, on the WebSocket listener and the bridge:
+/// each is cut off at `max_request_head_size` (64 KiB by default) with a
+/// 431 (hyper's default let one connection buffer about 400 KiB, for
+/// `handshake_timeout`); what 2 x 100 such connections from one address make
+/// the router hold stays small.
+#[test]
+fn endless_request_heads_are_bounded_in_bytes() {
+    let (r, bport) = start("");
+    let pid = pid(&r);
+    let before = rss_kib(pid);
+    let mut held = Vec::new();
+    for port_path in [(r.ws_port, "/ws"), (bport, "/publish")] {
+        for _ in 0..100 {
+            held.push(endless_head(port_path.0, port_path.1, 300 * 1024));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(pid);
+    let answers: Vec<String> = [0, 100].iter().map(|&i| first_line(&mut held[i])).collect();
+    eprintln!(
+        "endless request heads: 200 connections x 300 KiB: RSS {} -> {} KiB; answers {answers:?}",
+        before, after
+    );
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 431"), "{answers:?}");
+    }
+    assert!(
+        after.saturating_sub(before) < 20 * 1024,
+        "{} KiB held",
+        after.saturating_sub(before)
+    );
+    drop(held);
+    // A request head within the limit still works.
+    let mut ok = endless_head(bport, "/publish", 0);
+    ok.write_all(b"\r\n").expect("end of head");
+    let status = first_line(&mut ok);
+    assert!(!status.starts_with("HTTP/1.1 431"), "{status}");
+}

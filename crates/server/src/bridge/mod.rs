@@ -491,6 +491,8 @@ pub struct ConnLimits {
     /// A request head must arrive within this (also while a keep-alive
     /// connection waits idle for its next request).
     pub header_timeout: Duration,
+    /// Largest request head (`max_request_head_size`), bytes: 431 beyond.
+    pub max_request_head: usize,
     /// Requests by endpoint and status, for /metrics.
     pub requests: Arc<metrics::RequestMetrics>,
 }
@@ -527,6 +529,9 @@ pub async fn serve(
         let limits = limits.clone();
         tokio::spawn(async move {
             let requests = limits.requests.clone();
+            let max_head = limits
+                .max_request_head
+                .max(crate::config::MIN_REQUEST_HEAD_SIZE);
             let service = service_fn(move |req| {
                 let bridge = bridge.clone();
                 let peer = peer.clone();
@@ -542,6 +547,7 @@ pub async fn serve(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
+                .max_buf_size(max_head)
                 .serve_connection(TokioIo::new(Guarded::new(stream, guard)), service);
             if let Err(e) = conn.await {
                 tracing::debug!("bridge: HTTP connection ended: {e}");

@@ -41,6 +41,9 @@ pub use readiness::{CheckId, Readiness};
 pub const MAX_CONNECTIONS: usize = 16;
 /// A request head must arrive within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head, bytes (431 beyond): the endpoints take no
+/// headers worth more.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// A connection is closed after this, answered or not.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -74,6 +77,7 @@ pub async fn serve(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_HEAD)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {

@@ -47,6 +47,8 @@ pub struct Settings {
     /// Bytes of PONGs owed to a peer (PINGs it sent while not reading our
     /// answers) before it is disconnected.
     pub max_pending_pong_bytes: usize,
+    /// Largest HTTP request head (the WebSocket upgrade request), bytes.
+    pub max_request_head: usize,
     /// SO_SNDBUF of each TCP connection (0: the kernel's autotuning).
     pub socket_send_buffer: usize,
     /// Where client connections' outgoing messages are counted (the
@@ -251,6 +253,7 @@ pub(crate) fn test_settings() -> Settings {
         ping_timeout: Duration::from_secs(10),
         rawsocket_ping_interval: Duration::ZERO,
         max_pending_pong_bytes: 64 << 10,
+        max_request_head: 64 << 10,
         socket_send_buffer: 0,
         traffic: None,
     }
