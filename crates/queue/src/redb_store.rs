@@ -69,6 +69,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::codec;
 use crate::config::QueueConfig;
+use crate::entry;
 use crate::error::StoreError;
 use crate::model::{JobId, JobState, Payload};
 use crate::store::MAX_NON_DURABLE;
@@ -687,7 +688,7 @@ impl Writer {
         if !frames.is_empty() || lap == 0 {
             let mut muts = Vec::new();
             for (lsn, body) in &frames {
-                muts.extend(codec::decode_mutations(body).map_err(|e| {
+                muts.extend(entry::decode_mutations(body).map_err(|e| {
                     StoreError::corrupt(format!(
                         "{}: frame {lsn}: {e}; the log was left as it is: restore the data directory from a backup, or move this file away (losing the commits it holds)",
                         path.display()
@@ -883,7 +884,10 @@ impl Writer {
             return Ok((skipped, durable));
         };
         for m in &muts {
-            codec::encode_mutation(m, self.log.buf(), &mut self.scratch);
+            // Results live in the server's memory in embedded mode: not logged.
+            if !matches!(m, Mutation::PutResult { .. }) {
+                entry::encode_mutation(m, self.log.buf(), &mut self.scratch)?;
+            }
         }
         if self.scratch.capacity() > 1024 * 1024 {
             self.scratch = Vec::new();
