@@ -869,8 +869,8 @@ impl Writer {
                 .is_some_and(|t| t.elapsed() >= MAX_NON_DURABLE);
         let db = self.shared.db()?;
         let mut txn = db.begin_write().map_err(StoreError::storage)?;
-        let (skipped, reserved) = self.apply(&txn, &muts)?;
-        let Some(wal) = self.wal.as_mut() else {
+        if self.wal.is_none() {
+            let (skipped, reserved) = self.apply(&txn, &muts)?;
             // An id reservation is always fsync'd.
             let durable = durable || reserved.is_some();
             txn.set_durability(if durable {
@@ -882,7 +882,7 @@ impl Writer {
             txn.commit().map_err(StoreError::storage)?;
             self.committed(reserved, durable);
             return Ok((skipped, durable));
-        };
+        }
         for m in &muts {
             // Results live in the server's memory in embedded mode: not logged.
             if !matches!(m, Mutation::PutResult { .. }) {
@@ -892,42 +892,74 @@ impl Writer {
         if self.scratch.capacity() > 1024 * 1024 {
             self.scratch = Vec::new();
         }
-        if durable && !wal.fits(self.log.body_len()) {
-            // The log's lap is full (or this frame is larger than a lap): this commit is a
-            // checkpoint, durable in redb, and the log starts a new lap.
-            let lap = new_lap();
-            record_checkpoint(&txn, wal.last_lsn(), lap)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(StoreError::storage)?;
-            txn.commit().map_err(StoreError::storage)?;
-            wal.restart(lap);
-            self.log.clear();
-            self.committed(reserved, true);
-            return Ok((skipped, true));
-        }
-        txn.set_durability(Durability::None)
-            .map_err(StoreError::storage)?;
-        if !durable {
+        let fits = self
+            .wal
+            .as_ref()
+            .is_some_and(|w| w.fits(self.log.body_len()));
+        if !durable || !fits {
+            let (skipped, reserved) = self.apply(&txn, &muts)?;
+            let Some(wal) = self.wal.as_mut() else {
+                return Err(StoreError::storage("the log is closed"));
+            };
+            if durable {
+                // The log's lap is full (or this frame is larger than a lap): this commit is
+                // a checkpoint, durable in redb, and the log starts a new lap.
+                let lap = new_lap();
+                record_checkpoint(&txn, wal.last_lsn(), lap)?;
+                txn.set_durability(Durability::Immediate)
+                    .map_err(StoreError::storage)?;
+                txn.commit().map_err(StoreError::storage)?;
+                wal.restart(lap);
+                self.log.clear();
+                self.committed(reserved, true);
+                return Ok((skipped, true));
+            }
             // In the log with the next durable commit (at most MAX_NON_DURABLE later).
+            txn.set_durability(Durability::None)
+                .map_err(StoreError::storage)?;
             txn.commit().map_err(StoreError::storage)?;
             self.committed(reserved, false);
             return Ok((skipped, false));
         }
-        // Durable once the frame is: if the frame fails, redb is left as it was.
-        if let Err(e) = wal.append_pending(&mut self.log) {
-            txn.abort().map_err(StoreError::storage)?;
+        // Durable once the frame is. The frame is written and flushed by the log's thread
+        // while this one applies the same mutations to redb; the transaction is committed only
+        // once the device holds the frame: if the frame fails, it is aborted, and no reader
+        // ever saw it.
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::storage)?;
+        {
+            let Some(wal) = self.wal.as_mut() else {
+                return Err(StoreError::storage("the log is closed"));
+            };
+            wal.begin(&mut self.log)?;
+        }
+        let applied = self.apply(&txn, &muts);
+        let Some(wal) = self.wal.as_mut() else {
+            return Err(StoreError::storage("the log is closed"));
+        };
+        if let Err(e) = wal.finish(&mut self.log) {
+            if let Err(a) = txn.abort() {
+                tracing::debug!(error = %a, "queue store: aborting the transaction of a failed frame");
+            }
             return Err(e);
         }
-        if let Err(e) = txn.commit() {
-            // The frame is durable: the group is answered as committed; the store fails, and
-            // its reopening replays the log into redb.
-            let e = StoreError::storage(e);
-            tracing::error!(error = %e, "queue store: applying a logged commit to redb failed; the store refuses writes until it could reopen its file (the log holds the commit)");
-            self.shared.fail(&e);
-            return Ok((skipped, true));
+        let committed = applied.and_then(|(skipped, reserved)| {
+            txn.commit().map_err(StoreError::storage)?;
+            Ok((skipped, reserved))
+        });
+        match committed {
+            Ok((skipped, reserved)) => {
+                self.committed(reserved, true);
+                Ok((skipped, true))
+            }
+            Err(e) => {
+                // The frame is durable: the group is answered as committed; the store fails,
+                // and its reopening replays the log into redb.
+                tracing::error!(error = %e, "queue store: applying a logged commit to redb failed; the store refuses writes until it could reopen its file (the log holds the commit)");
+                self.shared.fail(&e);
+                Ok((0, true))
+            }
         }
-        self.committed(reserved, true);
-        Ok((skipped, true))
     }
 
     /// What a successful commit changes in the writer's state.

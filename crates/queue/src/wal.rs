@@ -61,6 +61,25 @@ pub(crate) struct Wal {
     lap: u64,
     /// Frames are written from 0 up to this many bytes, then a checkpoint starts a new lap.
     limit: u64,
+    /// The thread that writes a frame and waits for the device while the writer applies the
+    /// same commit to redb ([`Wal::begin`]); started at the first frame.
+    flusher: Option<Flusher>,
+    /// The frame in flight: where it ends.
+    in_flight: Option<u64>,
+}
+
+/// The flusher thread's two ends: frames to write (the buffer, its offset), and the buffers
+/// back with the outcome.
+#[derive(Debug)]
+struct Flusher {
+    to: std::sync::mpsc::Sender<(Vec<u8>, u64)>,
+    back: std::sync::mpsc::Receiver<(Vec<u8>, std::io::Result<()>)>,
+}
+
+/// Writes `frame` at `at` and waits for the device to hold it.
+fn write_durably(file: &File, frame: &[u8], at: u64) -> std::io::Result<()> {
+    file.write_all_at(frame, at)?;
+    file.sync_data()
 }
 
 /// A frame read back: its LSN and its body.
@@ -116,7 +135,7 @@ impl Wal {
         };
         use std::os::unix::fs::OpenOptionsExt;
         // Only its owner may read it: it holds payloads, like the store file.
-        let file = std::fs::OpenOptions::new()
+        let file: File = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -150,6 +169,8 @@ impl Wal {
                 next_lsn,
                 lap,
                 limit,
+                flusher: None,
+                in_flight: None,
             },
             frames,
         ))
@@ -192,12 +213,92 @@ impl Wal {
     /// (`fdatasync`); `p` is emptied. Returns its LSN. On error nothing of it counts (a partial
     /// frame is a torn tail).
     pub(crate) fn append_pending(&mut self, p: &mut Pending) -> Result<u64, StoreError> {
-        let written = self.write_frame(&mut p.frame);
+        let written = self
+            .prepare(&mut p.frame)
+            .and_then(|end| {
+                write_durably(&self.file, &p.frame, self.pos).map_err(|e| self.io_error(e))?;
+                Ok(end)
+            })
+            .map(|end| self.advance(end));
         p.clear();
         written
     }
 
-    fn write_frame(&mut self, f: &mut [u8]) -> Result<u64, StoreError> {
+    /// Starts writing the frame built in `p` as the next frame: the flusher thread writes it
+    /// and waits for the device, while the caller does something else (applies the same
+    /// commit to redb). [`Wal::finish`] waits for the outcome. `p`'s buffer travels with the
+    /// frame and comes back at `finish`.
+    pub(crate) fn begin(&mut self, p: &mut Pending) -> Result<(), StoreError> {
+        if self.in_flight.is_some() {
+            return Err(StoreError::storage("a log frame is already in flight"));
+        }
+        let end = self.prepare(&mut p.frame)?;
+        if self.flusher.is_none() {
+            self.flusher = Some(self.start_flusher()?);
+        }
+        let frame = std::mem::take(&mut p.frame);
+        let Some(f) = self.flusher.as_ref() else {
+            return Err(StoreError::storage("the log's flusher is gone"));
+        };
+        if let Err(std::sync::mpsc::SendError((frame, _))) = f.to.send((frame, self.pos)) {
+            p.frame = frame;
+            p.clear();
+            self.flusher = None;
+            return Err(StoreError::storage(format!(
+                "writing {}: the log's flusher thread is gone",
+                self.path.display()
+            )));
+        }
+        self.in_flight = Some(end);
+        Ok(())
+    }
+
+    /// Waits for the frame [`Wal::begin`] started: its LSN once the device holds it. `p` gets
+    /// its buffer back, emptied. On error nothing of the frame counts (a torn tail).
+    pub(crate) fn finish(&mut self, p: &mut Pending) -> Result<u64, StoreError> {
+        let Some(end) = self.in_flight.take() else {
+            return Err(StoreError::storage("no log frame in flight"));
+        };
+        let back = self.flusher.as_ref().and_then(|f| f.back.recv().ok());
+        let Some((frame, outcome)) = back else {
+            self.flusher = None;
+            *p = Pending::default();
+            return Err(StoreError::storage(format!(
+                "writing {}: the log's flusher thread is gone",
+                self.path.display()
+            )));
+        };
+        p.frame = frame;
+        p.clear();
+        outcome.map_err(|e| self.io_error(e))?;
+        Ok(self.advance(end))
+    }
+
+    fn start_flusher(&self) -> Result<Flusher, StoreError> {
+        let file = self.file.try_clone().map_err(|e| self.io_error(e))?;
+        let (to, requests) = std::sync::mpsc::channel::<(Vec<u8>, u64)>();
+        let (done, back) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("switchyard-queue-log".into())
+            .spawn(move || {
+                while let Ok((frame, at)) = requests.recv() {
+                    let outcome = write_durably(&file, &frame, at);
+                    if done.send((frame, outcome)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| self.io_error(e))?;
+        Ok(Flusher { to, back })
+    }
+
+    fn io_error(&self, e: std::io::Error) -> StoreError {
+        StoreError::storage(format!("writing {}: {e}", self.path.display()))
+    }
+
+    /// Fills in the header of the frame in `f` (LSN, lap, checksums) and makes sure the file
+    /// has written blocks up to its end; returns where it ends.
+    fn prepare(&mut self, f: &mut [u8]) -> Result<u64, StoreError> {
         let len = u32::try_from(f.len() - HEADER)
             .map_err(|_| StoreError::storage("a log frame above 4 GiB"))?;
         let lsn = self.next_lsn;
@@ -210,24 +311,27 @@ impl Wal {
         let hcrc = crc32fast::hash(&f[..28]);
         f[28..32].copy_from_slice(&hcrc.to_le_bytes());
         let end = self.pos + f.len() as u64;
-        let io = |e: std::io::Error| {
-            StoreError::storage(format!("writing {}: {e}", self.path.display()))
-        };
         if end > self.len {
             // Zeroes ahead, so that most frames overwrite blocks already written.
             static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
             let to = end.div_ceil(CHUNK).saturating_mul(CHUNK);
             while self.len < to {
                 let n = (to - self.len).min(ZEROS.len() as u64) as usize;
-                self.file.write_all_at(&ZEROS[..n], self.len).map_err(io)?;
+                self.file
+                    .write_all_at(&ZEROS[..n], self.len)
+                    .map_err(|e| self.io_error(e))?;
                 self.len += n as u64;
             }
         }
-        self.file.write_all_at(f, self.pos).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        Ok(end)
+    }
+
+    /// A frame ending at `end` is durable: the next one follows it. Returns its LSN.
+    fn advance(&mut self, end: u64) -> u64 {
+        let lsn = self.next_lsn;
         self.pos = end;
         self.next_lsn += 1;
-        Ok(lsn)
+        lsn
     }
 }
 
@@ -248,12 +352,15 @@ impl Default for Pending {
 impl Pending {
     /// The buffer to append the body to (append only: its first bytes are the header's room).
     pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
+        if self.frame.len() < HEADER {
+            self.frame.resize(HEADER, 0);
+        }
         &mut self.frame
     }
 
     /// Bytes of body so far.
     pub(crate) fn body_len(&self) -> usize {
-        self.frame.len() - HEADER
+        self.frame.len().saturating_sub(HEADER)
     }
 
     /// Empties it; a large buffer (a frame of big payloads) is given back.
@@ -450,6 +557,42 @@ mod tests {
         // A crash right after a checkpoint, before the new lap's first frame: nothing to read.
         let (_, frames) = Wal::open(&path, lsn + 2, LAP + 1, LIMIT).expect("reopen");
         assert!(frames.is_empty());
+    }
+
+    /// A frame started with `begin` (written and flushed on the log's thread) counts once
+    /// `finish` returned its LSN, in order with the frames written in place; one frame at a
+    /// time.
+    #[test]
+    fn frames_flushed_on_the_log_thread_come_back_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = log_in(dir.path());
+        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
+        let mut p = Pending::default();
+        assert!(w.finish(&mut p).is_err(), "nothing in flight");
+        p.buf().extend_from_slice(b"one");
+        w.begin(&mut p).expect("begin");
+        let mut other = Pending::default();
+        other.buf().extend_from_slice(b"x");
+        assert!(w.begin(&mut other).is_err(), "one frame at a time");
+        assert_eq!(w.finish(&mut p).expect("finish"), 1);
+        assert_eq!(p.body_len(), 0, "the buffer comes back empty");
+        assert_eq!(w.append(b"two").expect("append"), 2);
+        p.buf().extend_from_slice(&[3u8; 5000]);
+        w.begin(&mut p).expect("begin");
+        assert_eq!(w.finish(&mut p).expect("finish"), 3);
+        let end = w.position();
+        drop(w);
+        let (w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("reopen");
+        assert_eq!(
+            frames,
+            vec![
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec()),
+                (3, vec![3u8; 5000])
+            ]
+        );
+        assert_eq!(w.last_lsn(), 3);
+        assert_eq!(end as usize, 3 * HEADER + 3 + 3 + 5000);
     }
 
     /// A frame's bytes as `write_frame` lays them out, built by hand (as a producer could,
