@@ -212,6 +212,7 @@ impl Wal {
     /// Writes the frame built in `p` as the next frame and waits for the device
     /// (`fdatasync`); `p` is emptied. Returns its LSN. On error nothing of it counts (a partial
     /// frame is a torn tail).
+    #[cfg(test)]
     pub(crate) fn append_pending(&mut self, p: &mut Pending) -> Result<u64, StoreError> {
         let written = self
             .prepare(&mut p.frame)
