@@ -27,8 +27,9 @@
 //! redb write transaction; only once the device holds the frame is the transaction committed
 //! with `Durability::None` (if the frame fails, the transaction is aborted: redb never shows a
 //! refused push; if the apply fails after the frame is durable, the group is answered as
-//! committed and the store fails, its reopening replays the frame). A
-//! non-durable group's mutations wait in memory for the next frame. When a lap of the log is
+//! committed and the store fails, its reopening replays the frame). A non-durable group's
+//! mutations are not applied at once: they wait in memory, encoded for the next frame, and the
+//! next durable commit (or checkpoint) applies them in its transaction. When a lap of the log is
 //! full, the commit is a durable redb commit instead (a *checkpoint*), which records the last
 //! frame's sequence number in `meta` (`wal_lsn`) and a new random lap number (`wal_lap`) that
 //! every frame of the next lap carries; the log then starts again at offset 0. At open (and at
