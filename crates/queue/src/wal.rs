@@ -7,9 +7,16 @@
 //! with one `pwrite` and made durable with one `fdatasync` before the next frame is written:
 //!
 //! ```text
-//! u32 magic "SYWL" · u32 body length · u64 log sequence number (LSN) · u64 lap
+//! u32 magic "SYW2" · u32 body length · u64 log sequence number (LSN) · u64 lap
 //! u32 CRC-32 of the body · u32 CRC-32 of the 28 bytes before it · body
 //! ```
+//!
+//! Format 2 (magic `SYW2`): each frame starts at a multiple of [`ALIGN`] (4 KiB), so that a
+//! frame's write never touches the page the previous frame's flush just wrote back (rewriting
+//! that page made the `pwrite` wait, ~40 µs on the machine it was measured on); the bytes
+//! between a frame's end and the next boundary are not written. Format 1 (magic `SYWL`,
+//! frames packed one after the other) is still read, so that a log left by a build that wrote
+//! it is replayed; frames are only written in format 2.
 //!
 //! LSNs follow each other (+1). The store records in redb, in each of its durable commits (a
 //! *checkpoint*), the LSN of the last frame that commit holds and a new random *lap* number;
@@ -39,7 +46,21 @@ use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 
-const MAGIC: [u8; 4] = *b"SYWL";
+const MAGIC: [u8; 4] = *b"SYW2";
+/// Format 1's magic: frames packed one after the other (read, never written).
+const MAGIC_PACKED: [u8; 4] = *b"SYWL";
+/// Format 2 frames start at multiples of this.
+pub(crate) const ALIGN: u64 = 4096;
+
+/// Where the frame after one that ends at `end` starts: the next boundary (format 2), or right
+/// there (format 1).
+fn next_frame_at(end: usize, packed: bool) -> usize {
+    if packed {
+        end
+    } else {
+        end.next_multiple_of(ALIGN as usize)
+    }
+}
 /// Bytes before a frame's body.
 pub(crate) const HEADER: usize = 32;
 /// The file grows by zeroed chunks of this size, written ahead of the frames (a frame that
@@ -93,10 +114,11 @@ pub(crate) fn path_of(store: &Path) -> PathBuf {
 }
 
 /// The frame of lap `lap` that starts at `at` in `data`, if it is whole and checks out:
-/// (LSN, body range). A frame of another lap is none.
-fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<usize>)> {
+/// (LSN, body range, whether it is a format 1 frame). A frame of another lap is none.
+fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<usize>, bool)> {
     let header = data.get(at..at.checked_add(HEADER)?)?;
-    if header[..4] != MAGIC {
+    let packed = header[..4] == MAGIC_PACKED;
+    if header[..4] != MAGIC && !packed {
         return None;
     }
     let word =
@@ -115,7 +137,7 @@ fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<us
     if crc32fast::hash(body) != word(24) {
         return None;
     }
-    Some((long(8), start..start + len))
+    Some((long(8), start..start + len, packed))
 }
 
 impl Wal {
@@ -330,7 +352,7 @@ impl Wal {
     /// A frame ending at `end` is durable: the next one follows it. Returns its LSN.
     fn advance(&mut self, end: u64) -> u64 {
         let lsn = self.next_lsn;
-        self.pos = end;
+        self.pos = end.next_multiple_of(ALIGN);
         self.next_lsn += 1;
         lsn
     }
@@ -380,14 +402,14 @@ fn read_frames(data: &[u8], applied: u64, lap: u64) -> Result<Vec<Frame>, String
     let mut expected = applied.saturating_add(1);
     loop {
         match frame_at(data, at, lap) {
-            Some((lsn, body)) if lsn == expected => {
+            Some((lsn, body, packed)) if lsn == expected => {
                 frames.push((lsn, data[body.clone()].to_vec()));
                 expected += 1;
-                at = body.end;
+                at = next_frame_at(body.end, packed);
             }
             // Not reached (a lap's LSNs only grow); read as the end, as a frame of an earlier lap.
-            Some((lsn, _)) if lsn < expected => return Ok(frames),
-            Some((lsn, _)) => {
+            Some((lsn, _, _)) if lsn < expected => return Ok(frames),
+            Some((lsn, _, _)) => {
                 return Err(format!(
                     "frame {lsn} at offset {at} where frame {expected} was due"
                 ))
@@ -401,9 +423,9 @@ fn read_frames(data: &[u8], applied: u64, lap: u64) -> Result<Vec<Frame>, String
                     .unwrap_or_default()
                     .windows(MAGIC.len())
                     .enumerate()
-                    .filter(|(_, w)| *w == MAGIC)
+                    .filter(|(_, w)| *w == MAGIC || *w == MAGIC_PACKED)
                     .find_map(|(i, _)| {
-                        frame_at(data, from + i, lap).filter(|(lsn, _)| *lsn >= expected)
+                        frame_at(data, from + i, lap).filter(|(lsn, _, _)| *lsn >= expected)
                     })
                 {
                     return Err(format!(
@@ -472,7 +494,7 @@ mod tests {
         w.append(b"second").expect("append");
         let third_at = w.position() as usize;
         w.append(&[7u8; 3000]).expect("append");
-        let end = w.position() as usize;
+        let end = third_at + HEADER + 3000;
         drop(w);
         let good = std::fs::read(&path).expect("read");
         for cut in [third_at + 1, third_at + 10, third_at + HEADER, end - 1] {
@@ -593,7 +615,51 @@ mod tests {
             ]
         );
         assert_eq!(w.last_lsn(), 3);
-        assert_eq!(end as usize, 3 * HEADER + 3 + 3 + 5000);
+        assert_eq!(end, 4 * ALIGN, "each frame starts at a 4 KiB boundary");
+    }
+
+    /// Frames start at 4 KiB boundaries (a frame never rewrites the page of the one before),
+    /// and the bytes in between are not read; a log of format 1 (frames packed one after the
+    /// other, magic `SYWL`), as an earlier build wrote it, is still replayed.
+    #[test]
+    fn frames_are_aligned_and_a_packed_log_is_still_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = log_in(dir.path());
+        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
+        let mut starts = Vec::new();
+        for body in [
+            vec![1u8; 10],
+            vec![2u8; 5000],
+            vec![3u8; 4096 - HEADER],
+            vec![4u8; 1],
+        ] {
+            starts.push(w.position());
+            w.append(&body).expect("append");
+        }
+        assert_eq!(starts, vec![0, 4096, 3 * 4096, 4 * 4096]);
+        drop(w);
+        let data = std::fs::read(&path).expect("read");
+        assert_eq!(&data[..4], b"SYW2");
+        let (_, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("reopen");
+        let lens: Vec<usize> = frames.iter().map(|f| f.1.len()).collect();
+        assert_eq!(lens, vec![10, 5000, 4096 - HEADER, 1]);
+        // Format 1: packed frames with the old magic.
+        let mut packed = Vec::new();
+        for (lsn, body) in [(1u64, &b"old one"[..]), (2, &b"old two"[..])] {
+            let mut f = forge(lsn, LAP, body);
+            f[..4].copy_from_slice(b"SYWL");
+            let hcrc = crc32fast::hash(&f[..28]);
+            f[28..32].copy_from_slice(&hcrc.to_le_bytes());
+            packed.extend(f);
+        }
+        packed.resize(CHUNK as usize, 0);
+        std::fs::write(&path, &packed).expect("write");
+        let (w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("a packed log");
+        assert_eq!(
+            frames,
+            vec![(1, b"old one".to_vec()), (2, b"old two".to_vec())]
+        );
+        assert_eq!(w.last_lsn(), 2);
     }
 
     /// A frame's bytes as `write_frame` lays them out, built by hand (as a producer could,
@@ -618,13 +684,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
         let new_lap = LAP + 1;
-        // Lap LAP: one frame whose body (a payload) holds `forged` from where lap `new_lap`
-        // will end (after its frame 2 of 3 bytes); then a checkpoint holds frame 1 and
-        // starts lap `new_lap`, which writes frame 2; then a crash.
+        // Lap LAP: one frame whose body (a payload) holds `forged` from where the reader will
+        // look for lap `new_lap`'s frame 3 (the 4 KiB boundary after its frame 2 of 3 bytes);
+        // then a checkpoint holds frame 1 and starts lap `new_lap`, which writes frame 2; then
+        // a crash.
         let run = |forged: Vec<u8>| {
             let _ = std::fs::remove_file(&path);
             let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
-            let mut body = vec![0xee; 3];
+            let mut body = vec![0xee; ALIGN as usize - HEADER];
             body.extend(forged);
             body.extend([0xee; 100]);
             assert_eq!(w.append(&body).expect("append"), 1);
