@@ -21,15 +21,11 @@
 //! cost is shared by everything queued behind it.
 //!
 //! # The write-ahead log (default)
-//! With [`RedbOptions::wal`], step 3 does not fsync redb: the group's mutations are encoded as
-//! one frame of the log beside the file (`<file>-wal`, see `wal`), which the log's own thread
-//! writes and flushes (`pwrite` + `fdatasync`) while the writer applies the same mutations in a
-//! redb write transaction; only once the device holds the frame is the transaction committed
-//! with `Durability::None` (if the frame fails, the transaction is aborted: redb never shows a
-//! refused push; if the apply fails after the frame is durable, the group is answered as
-//! committed and the store fails, its reopening replays the frame). A non-durable group's
-//! mutations are not applied at once: they wait in memory, encoded for the next frame, and the
-//! next durable commit (or checkpoint) applies them in its transaction. When a lap of the log is
+//! With [`RedbOptions::wal`], step 3 does not fsync redb: the group's mutations are applied in a
+//! write transaction, appended to the log beside the file (`<file>-wal`, see `wal`) as one frame
+//! with one `fdatasync`, and only then is the transaction committed with `Durability::None`
+//! (if the frame fails, the transaction is aborted: redb never shows a refused push). A
+//! non-durable group's mutations wait in memory for the next frame. When a lap of the log is
 //! full, the commit is a durable redb commit instead (a *checkpoint*), which records the last
 //! frame's sequence number in `meta` (`wal_lsn`) and a new random lap number (`wal_lap`) that
 //! every frame of the next lap carries; the log then starts again at offset 0. At open (and at
@@ -261,7 +257,6 @@ impl RedbStore {
             let mut w = Writer {
                 wal: None,
                 log: Pending::default(),
-                unapplied: Vec::new(),
                 scratch: Vec::new(),
                 path: path.to_path_buf(),
                 options: options.clone(),
@@ -488,9 +483,6 @@ struct Writer {
     /// Encoded mutations of the non-durable commits not yet in the log (the next frame's
     /// start).
     log: Pending,
-    /// The mutations of the non-durable groups encoded in `log` and not yet applied to redb
-    /// (the next durable commit, or checkpoint, applies them first).
-    unapplied: Vec<Mutation>,
     scratch: Vec<u8>,
 }
 
@@ -639,23 +631,16 @@ impl Writer {
             return Ok(());
         };
         let lap = new_lap();
-        // The non-durable groups encoded for the next frame and not yet in redb go in too.
-        let unapplied = std::mem::take(&mut self.unapplied);
-        let db = self.shared.db()?;
-        let done = db
+        let done = self
+            .shared
+            .db()?
             .begin_write()
             .map_err(StoreError::storage)
             .and_then(|mut txn| {
-                let refs: Vec<&Mutation> = unapplied.iter().collect();
-                let (_, reserved) = self.apply(&txn, &refs)?;
                 record_checkpoint(&txn, lsn, lap)?;
                 txn.set_durability(Durability::Immediate)
                     .map_err(StoreError::storage)?;
-                txn.commit().map_err(StoreError::storage)?;
-                if let Some(r) = reserved {
-                    self.hwm = r;
-                }
-                Ok(())
+                txn.commit().map_err(StoreError::storage)
             });
         match &done {
             Ok(()) => {
@@ -681,7 +666,6 @@ impl Writer {
     fn open_log(&mut self) -> Result<(), StoreError> {
         self.wal = None;
         self.log.clear();
-        self.unapplied.clear();
         let path = wal::path_of(&self.path);
         if !self.options.wal && !path.exists() {
             return Ok(());
@@ -749,21 +733,27 @@ impl Writer {
         if self.unsynced_since.is_none() {
             return Ok(());
         }
-        if self.wal.is_some() {
-            if self.log.body_len() == 0 && self.unapplied.is_empty() {
+        if let Some(wal) = self.wal.as_mut() {
+            if self.log.body_len() == 0 {
                 // Nothing that needs persisting (results are not logged).
                 self.unsynced_since = None;
                 return Ok(());
             }
-            let logged = self.commit_logged(&[], true).map(|_| ());
-            match &logged {
-                Ok(()) => self.shared.stats.lock().syncs += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "queue store: writing the log failed; the store refuses writes until it could reopen its file");
-                    self.shared.fail(e);
+            if wal.fits(self.log.body_len()) {
+                let appended = wal.append_pending(&mut self.log);
+                match &appended {
+                    Ok(_) => {
+                        self.unsynced_since = None;
+                        self.shared.stats.lock().syncs += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "queue store: writing the log failed; the store refuses writes until it could reopen its file");
+                        self.shared.fail(e);
+                    }
                 }
+                return appended.map(|_| ());
             }
-            return logged;
+            return self.checkpoint();
         }
         let synced = self
             .shared
@@ -877,37 +867,23 @@ impl Writer {
             || self
                 .unsynced_since
                 .is_some_and(|t| t.elapsed() >= MAX_NON_DURABLE);
-        if self.wal.is_some() {
-            return self.commit_logged(&muts, durable);
-        }
         let db = self.shared.db()?;
         let mut txn = db.begin_write().map_err(StoreError::storage)?;
         let (skipped, reserved) = self.apply(&txn, &muts)?;
-        // An id reservation is always fsync'd.
-        let durable = durable || reserved.is_some();
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(StoreError::storage)?;
-        txn.commit().map_err(StoreError::storage)?;
-        self.committed(reserved, durable);
-        Ok((skipped, durable))
-    }
-
-    /// Commits mutations with the log. A non-durable group (leases, completions, failures) is
-    /// only encoded into the next frame and kept in memory (`unapplied`): its callers hear back
-    /// with the next durable commit, whose redb transaction applies it first. A durable one
-    /// writes the frame (everything encoded since the last frame) on the log's thread while
-    /// this one applies everything not yet in redb, and commits the transaction once the
-    /// device holds the frame. When the lap is full, a checkpoint instead.
-    fn commit_logged(
-        &mut self,
-        muts: &[&Mutation],
-        durable: bool,
-    ) -> Result<(u64, bool), StoreError> {
-        for m in muts {
+        let Some(wal) = self.wal.as_mut() else {
+            // An id reservation is always fsync'd.
+            let durable = durable || reserved.is_some();
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(StoreError::storage)?;
+            txn.commit().map_err(StoreError::storage)?;
+            self.committed(reserved, durable);
+            return Ok((skipped, durable));
+        };
+        for m in &muts {
             // Results live in the server's memory in embedded mode: not logged.
             if !matches!(m, Mutation::PutResult { .. }) {
                 entry::encode_mutation(m, self.log.buf(), &mut self.scratch)?;
@@ -916,31 +892,7 @@ impl Writer {
         if self.scratch.capacity() > 1024 * 1024 {
             self.scratch = Vec::new();
         }
-        if !durable {
-            self.unapplied.extend(
-                muts.iter()
-                    .filter(|m| !matches!(m, Mutation::PutResult { .. }))
-                    .map(|m| (*m).clone()),
-            );
-            self.committed(None, false);
-            return Ok((0, false));
-        }
-        let fits = self
-            .wal
-            .as_ref()
-            .is_some_and(|w| w.fits(self.log.body_len()));
-        let db = self.shared.db()?;
-        let mut txn = db.begin_write().map_err(StoreError::storage)?;
-        let mut unapplied = std::mem::take(&mut self.unapplied);
-        let all: Vec<&Mutation> = unapplied.iter().chain(muts.iter().copied()).collect();
-        if !fits {
-            let (skipped, reserved) = self.apply(&txn, &all)?;
-            drop(all);
-            unapplied.clear();
-            self.unapplied = unapplied;
-            let Some(wal) = self.wal.as_mut() else {
-                return Err(StoreError::storage("the log is closed"));
-            };
+        if durable && !wal.fits(self.log.body_len()) {
             // The log's lap is full (or this frame is larger than a lap): this commit is a
             // checkpoint, durable in redb, and the log starts a new lap.
             let lap = new_lap();
@@ -953,48 +905,29 @@ impl Writer {
             self.committed(reserved, true);
             return Ok((skipped, true));
         }
-        // Durable once the frame is. The frame is written and flushed by the log's thread
-        // while this one applies the same mutations to redb; the transaction is committed only
-        // once the device holds the frame: if the frame fails, it is aborted, and no reader
-        // ever saw it.
         txn.set_durability(Durability::None)
             .map_err(StoreError::storage)?;
-        {
-            let Some(wal) = self.wal.as_mut() else {
-                return Err(StoreError::storage("the log is closed"));
-            };
-            wal.begin(&mut self.log)?;
+        if !durable {
+            // In the log with the next durable commit (at most MAX_NON_DURABLE later).
+            txn.commit().map_err(StoreError::storage)?;
+            self.committed(reserved, false);
+            return Ok((skipped, false));
         }
-        let applied = self.apply(&txn, &all);
-        drop(all);
-        unapplied.clear();
-        self.unapplied = unapplied;
-        let Some(wal) = self.wal.as_mut() else {
-            return Err(StoreError::storage("the log is closed"));
-        };
-        if let Err(e) = wal.finish(&mut self.log) {
-            if let Err(a) = txn.abort() {
-                tracing::debug!(error = %a, "queue store: aborting the transaction of a failed frame");
-            }
+        // Durable once the frame is: if the frame fails, redb is left as it was.
+        if let Err(e) = wal.append_pending(&mut self.log) {
+            txn.abort().map_err(StoreError::storage)?;
             return Err(e);
         }
-        let committed = applied.and_then(|(skipped, reserved)| {
-            txn.commit().map_err(StoreError::storage)?;
-            Ok((skipped, reserved))
-        });
-        match committed {
-            Ok((skipped, reserved)) => {
-                self.committed(reserved, true);
-                Ok((skipped, true))
-            }
-            Err(e) => {
-                // The frame is durable: the group is answered as committed; the store fails,
-                // and its reopening replays the log into redb.
-                tracing::error!(error = %e, "queue store: applying a logged commit to redb failed; the store refuses writes until it could reopen its file (the log holds the commit)");
-                self.shared.fail(&e);
-                Ok((0, true))
-            }
+        if let Err(e) = txn.commit() {
+            // The frame is durable: the group is answered as committed; the store fails, and
+            // its reopening replays the log into redb.
+            let e = StoreError::storage(e);
+            tracing::error!(error = %e, "queue store: applying a logged commit to redb failed; the store refuses writes until it could reopen its file (the log holds the commit)");
+            self.shared.fail(&e);
+            return Ok((skipped, true));
         }
+        self.committed(reserved, true);
+        Ok((skipped, true))
     }
 
     /// What a successful commit changes in the writer's state.

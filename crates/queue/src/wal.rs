@@ -7,16 +7,9 @@
 //! with one `pwrite` and made durable with one `fdatasync` before the next frame is written:
 //!
 //! ```text
-//! u32 magic "SYW2" · u32 body length · u64 log sequence number (LSN) · u64 lap
+//! u32 magic "SYWL" · u32 body length · u64 log sequence number (LSN) · u64 lap
 //! u32 CRC-32 of the body · u32 CRC-32 of the 28 bytes before it · body
 //! ```
-//!
-//! Format 2 (magic `SYW2`): each frame starts at a multiple of [`ALIGN`] (4 KiB), so that a
-//! frame's write never touches the page the previous frame's flush just wrote back (rewriting
-//! that page made the `pwrite` wait, ~40 µs on the machine it was measured on); the bytes
-//! between a frame's end and the next boundary are not written. Format 1 (magic `SYWL`,
-//! frames packed one after the other) is still read, so that a log left by a build that wrote
-//! it is replayed; frames are only written in format 2.
 //!
 //! LSNs follow each other (+1). The store records in redb, in each of its durable commits (a
 //! *checkpoint*), the LSN of the last frame that commit holds and a new random *lap* number;
@@ -46,21 +39,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 
-const MAGIC: [u8; 4] = *b"SYW2";
-/// Format 1's magic: frames packed one after the other (read, never written).
-const MAGIC_PACKED: [u8; 4] = *b"SYWL";
-/// Format 2 frames start at multiples of this.
-pub(crate) const ALIGN: u64 = 4096;
-
-/// Where the frame after one that ends at `end` starts: the next boundary (format 2), or right
-/// there (format 1).
-fn next_frame_at(end: usize, packed: bool) -> usize {
-    if packed {
-        end
-    } else {
-        end.next_multiple_of(ALIGN as usize)
-    }
-}
+const MAGIC: [u8; 4] = *b"SYWL";
 /// Bytes before a frame's body.
 pub(crate) const HEADER: usize = 32;
 /// The file grows by zeroed chunks of this size, written ahead of the frames (a frame that
@@ -82,25 +61,6 @@ pub(crate) struct Wal {
     lap: u64,
     /// Frames are written from 0 up to this many bytes, then a checkpoint starts a new lap.
     limit: u64,
-    /// The thread that writes a frame and waits for the device while the writer applies the
-    /// same commit to redb ([`Wal::begin`]); started at the first frame.
-    flusher: Option<Flusher>,
-    /// The frame in flight: where it ends.
-    in_flight: Option<u64>,
-}
-
-/// The flusher thread's two ends: frames to write (the buffer, its offset), and the buffers
-/// back with the outcome.
-#[derive(Debug)]
-struct Flusher {
-    to: std::sync::mpsc::Sender<(Vec<u8>, u64)>,
-    back: std::sync::mpsc::Receiver<(Vec<u8>, std::io::Result<()>)>,
-}
-
-/// Writes `frame` at `at` and waits for the device to hold it.
-fn write_durably(file: &File, frame: &[u8], at: u64) -> std::io::Result<()> {
-    file.write_all_at(frame, at)?;
-    file.sync_data()
 }
 
 /// A frame read back: its LSN and its body.
@@ -114,11 +74,10 @@ pub(crate) fn path_of(store: &Path) -> PathBuf {
 }
 
 /// The frame of lap `lap` that starts at `at` in `data`, if it is whole and checks out:
-/// (LSN, body range, whether it is a format 1 frame). A frame of another lap is none.
-fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<usize>, bool)> {
+/// (LSN, body range). A frame of another lap is none.
+fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<usize>)> {
     let header = data.get(at..at.checked_add(HEADER)?)?;
-    let packed = header[..4] == MAGIC_PACKED;
-    if header[..4] != MAGIC && !packed {
+    if header[..4] != MAGIC {
         return None;
     }
     let word =
@@ -137,7 +96,7 @@ fn frame_at(data: &[u8], at: usize, lap: u64) -> Option<(u64, std::ops::Range<us
     if crc32fast::hash(body) != word(24) {
         return None;
     }
-    Some((long(8), start..start + len, packed))
+    Some((long(8), start..start + len))
 }
 
 impl Wal {
@@ -157,7 +116,7 @@ impl Wal {
         };
         use std::os::unix::fs::OpenOptionsExt;
         // Only its owner may read it: it holds payloads, like the store file.
-        let file: File = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -191,8 +150,6 @@ impl Wal {
                 next_lsn,
                 lap,
                 limit,
-                flusher: None,
-                in_flight: None,
             },
             frames,
         ))
@@ -234,94 +191,13 @@ impl Wal {
     /// Writes the frame built in `p` as the next frame and waits for the device
     /// (`fdatasync`); `p` is emptied. Returns its LSN. On error nothing of it counts (a partial
     /// frame is a torn tail).
-    #[cfg(test)]
     pub(crate) fn append_pending(&mut self, p: &mut Pending) -> Result<u64, StoreError> {
-        let written = self
-            .prepare(&mut p.frame)
-            .and_then(|end| {
-                write_durably(&self.file, &p.frame, self.pos).map_err(|e| self.io_error(e))?;
-                Ok(end)
-            })
-            .map(|end| self.advance(end));
+        let written = self.write_frame(&mut p.frame);
         p.clear();
         written
     }
 
-    /// Starts writing the frame built in `p` as the next frame: the flusher thread writes it
-    /// and waits for the device, while the caller does something else (applies the same
-    /// commit to redb). [`Wal::finish`] waits for the outcome. `p`'s buffer travels with the
-    /// frame and comes back at `finish`.
-    pub(crate) fn begin(&mut self, p: &mut Pending) -> Result<(), StoreError> {
-        if self.in_flight.is_some() {
-            return Err(StoreError::storage("a log frame is already in flight"));
-        }
-        let end = self.prepare(&mut p.frame)?;
-        if self.flusher.is_none() {
-            self.flusher = Some(self.start_flusher()?);
-        }
-        let frame = std::mem::take(&mut p.frame);
-        let Some(f) = self.flusher.as_ref() else {
-            return Err(StoreError::storage("the log's flusher is gone"));
-        };
-        if let Err(std::sync::mpsc::SendError((frame, _))) = f.to.send((frame, self.pos)) {
-            p.frame = frame;
-            p.clear();
-            self.flusher = None;
-            return Err(StoreError::storage(format!(
-                "writing {}: the log's flusher thread is gone",
-                self.path.display()
-            )));
-        }
-        self.in_flight = Some(end);
-        Ok(())
-    }
-
-    /// Waits for the frame [`Wal::begin`] started: its LSN once the device holds it. `p` gets
-    /// its buffer back, emptied. On error nothing of the frame counts (a torn tail).
-    pub(crate) fn finish(&mut self, p: &mut Pending) -> Result<u64, StoreError> {
-        let Some(end) = self.in_flight.take() else {
-            return Err(StoreError::storage("no log frame in flight"));
-        };
-        let back = self.flusher.as_ref().and_then(|f| f.back.recv().ok());
-        let Some((frame, outcome)) = back else {
-            self.flusher = None;
-            *p = Pending::default();
-            return Err(StoreError::storage(format!(
-                "writing {}: the log's flusher thread is gone",
-                self.path.display()
-            )));
-        };
-        p.frame = frame;
-        p.clear();
-        outcome.map_err(|e| self.io_error(e))?;
-        Ok(self.advance(end))
-    }
-
-    fn start_flusher(&self) -> Result<Flusher, StoreError> {
-        let file = self.file.try_clone().map_err(|e| self.io_error(e))?;
-        let (to, requests) = std::sync::mpsc::channel::<(Vec<u8>, u64)>();
-        let (done, back) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("switchyard-queue-log".into())
-            .spawn(move || {
-                while let Ok((frame, at)) = requests.recv() {
-                    let outcome = write_durably(&file, &frame, at);
-                    if done.send((frame, outcome)).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| self.io_error(e))?;
-        Ok(Flusher { to, back })
-    }
-
-    fn io_error(&self, e: std::io::Error) -> StoreError {
-        StoreError::storage(format!("writing {}: {e}", self.path.display()))
-    }
-
-    /// Fills in the header of the frame in `f` (LSN, lap, checksums) and makes sure the file
-    /// has written blocks up to its end; returns where it ends.
-    fn prepare(&mut self, f: &mut [u8]) -> Result<u64, StoreError> {
+    fn write_frame(&mut self, f: &mut [u8]) -> Result<u64, StoreError> {
         let len = u32::try_from(f.len() - HEADER)
             .map_err(|_| StoreError::storage("a log frame above 4 GiB"))?;
         let lsn = self.next_lsn;
@@ -334,27 +210,24 @@ impl Wal {
         let hcrc = crc32fast::hash(&f[..28]);
         f[28..32].copy_from_slice(&hcrc.to_le_bytes());
         let end = self.pos + f.len() as u64;
+        let io = |e: std::io::Error| {
+            StoreError::storage(format!("writing {}: {e}", self.path.display()))
+        };
         if end > self.len {
             // Zeroes ahead, so that most frames overwrite blocks already written.
             static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
             let to = end.div_ceil(CHUNK).saturating_mul(CHUNK);
             while self.len < to {
                 let n = (to - self.len).min(ZEROS.len() as u64) as usize;
-                self.file
-                    .write_all_at(&ZEROS[..n], self.len)
-                    .map_err(|e| self.io_error(e))?;
+                self.file.write_all_at(&ZEROS[..n], self.len).map_err(io)?;
                 self.len += n as u64;
             }
         }
-        Ok(end)
-    }
-
-    /// A frame ending at `end` is durable: the next one follows it. Returns its LSN.
-    fn advance(&mut self, end: u64) -> u64 {
-        let lsn = self.next_lsn;
-        self.pos = end.next_multiple_of(ALIGN);
+        self.file.write_all_at(f, self.pos).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.pos = end;
         self.next_lsn += 1;
-        lsn
+        Ok(lsn)
     }
 }
 
@@ -375,15 +248,12 @@ impl Default for Pending {
 impl Pending {
     /// The buffer to append the body to (append only: its first bytes are the header's room).
     pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
-        if self.frame.len() < HEADER {
-            self.frame.resize(HEADER, 0);
-        }
         &mut self.frame
     }
 
     /// Bytes of body so far.
     pub(crate) fn body_len(&self) -> usize {
-        self.frame.len().saturating_sub(HEADER)
+        self.frame.len() - HEADER
     }
 
     /// Empties it; a large buffer (a frame of big payloads) is given back.
@@ -402,14 +272,14 @@ fn read_frames(data: &[u8], applied: u64, lap: u64) -> Result<Vec<Frame>, String
     let mut expected = applied.saturating_add(1);
     loop {
         match frame_at(data, at, lap) {
-            Some((lsn, body, packed)) if lsn == expected => {
+            Some((lsn, body)) if lsn == expected => {
                 frames.push((lsn, data[body.clone()].to_vec()));
                 expected += 1;
-                at = next_frame_at(body.end, packed);
+                at = body.end;
             }
             // Not reached (a lap's LSNs only grow); read as the end, as a frame of an earlier lap.
-            Some((lsn, _, _)) if lsn < expected => return Ok(frames),
-            Some((lsn, _, _)) => {
+            Some((lsn, _)) if lsn < expected => return Ok(frames),
+            Some((lsn, _)) => {
                 return Err(format!(
                     "frame {lsn} at offset {at} where frame {expected} was due"
                 ))
@@ -423,9 +293,9 @@ fn read_frames(data: &[u8], applied: u64, lap: u64) -> Result<Vec<Frame>, String
                     .unwrap_or_default()
                     .windows(MAGIC.len())
                     .enumerate()
-                    .filter(|(_, w)| *w == MAGIC || *w == MAGIC_PACKED)
+                    .filter(|(_, w)| *w == MAGIC)
                     .find_map(|(i, _)| {
-                        frame_at(data, from + i, lap).filter(|(lsn, _, _)| *lsn >= expected)
+                        frame_at(data, from + i, lap).filter(|(lsn, _)| *lsn >= expected)
                     })
                 {
                     return Err(format!(
@@ -494,7 +364,7 @@ mod tests {
         w.append(b"second").expect("append");
         let third_at = w.position() as usize;
         w.append(&[7u8; 3000]).expect("append");
-        let end = third_at + HEADER + 3000;
+        let end = w.position() as usize;
         drop(w);
         let good = std::fs::read(&path).expect("read");
         for cut in [third_at + 1, third_at + 10, third_at + HEADER, end - 1] {
@@ -582,86 +452,6 @@ mod tests {
         assert!(frames.is_empty());
     }
 
-    /// A frame started with `begin` (written and flushed on the log's thread) counts once
-    /// `finish` returned its LSN, in order with the frames written in place; one frame at a
-    /// time.
-    #[test]
-    fn frames_flushed_on_the_log_thread_come_back_in_order() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = log_in(dir.path());
-        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
-        let mut p = Pending::default();
-        assert!(w.finish(&mut p).is_err(), "nothing in flight");
-        p.buf().extend_from_slice(b"one");
-        w.begin(&mut p).expect("begin");
-        let mut other = Pending::default();
-        other.buf().extend_from_slice(b"x");
-        assert!(w.begin(&mut other).is_err(), "one frame at a time");
-        assert_eq!(w.finish(&mut p).expect("finish"), 1);
-        assert_eq!(p.body_len(), 0, "the buffer comes back empty");
-        assert_eq!(w.append(b"two").expect("append"), 2);
-        p.buf().extend_from_slice(&[3u8; 5000]);
-        w.begin(&mut p).expect("begin");
-        assert_eq!(w.finish(&mut p).expect("finish"), 3);
-        let end = w.position();
-        drop(w);
-        let (w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("reopen");
-        assert_eq!(
-            frames,
-            vec![
-                (1, b"one".to_vec()),
-                (2, b"two".to_vec()),
-                (3, vec![3u8; 5000])
-            ]
-        );
-        assert_eq!(w.last_lsn(), 3);
-        assert_eq!(end, 4 * ALIGN, "each frame starts at a 4 KiB boundary");
-    }
-
-    /// Frames start at 4 KiB boundaries (a frame never rewrites the page of the one before),
-    /// and the bytes in between are not read; a log of format 1 (frames packed one after the
-    /// other, magic `SYWL`), as an earlier build wrote it, is still replayed.
-    #[test]
-    fn frames_are_aligned_and_a_packed_log_is_still_read() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = log_in(dir.path());
-        let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
-        let mut starts = Vec::new();
-        for body in [
-            vec![1u8; 10],
-            vec![2u8; 5000],
-            vec![3u8; 4096 - HEADER],
-            vec![4u8; 1],
-        ] {
-            starts.push(w.position());
-            w.append(&body).expect("append");
-        }
-        assert_eq!(starts, vec![0, 4096, 3 * 4096, 4 * 4096]);
-        drop(w);
-        let data = std::fs::read(&path).expect("read");
-        assert_eq!(&data[..4], b"SYW2");
-        let (_, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("reopen");
-        let lens: Vec<usize> = frames.iter().map(|f| f.1.len()).collect();
-        assert_eq!(lens, vec![10, 5000, 4096 - HEADER, 1]);
-        // Format 1: packed frames with the old magic.
-        let mut packed = Vec::new();
-        for (lsn, body) in [(1u64, &b"old one"[..]), (2, &b"old two"[..])] {
-            let mut f = forge(lsn, LAP, body);
-            f[..4].copy_from_slice(b"SYWL");
-            let hcrc = crc32fast::hash(&f[..28]);
-            f[28..32].copy_from_slice(&hcrc.to_le_bytes());
-            packed.extend(f);
-        }
-        packed.resize(CHUNK as usize, 0);
-        std::fs::write(&path, &packed).expect("write");
-        let (w, frames) = Wal::open(&path, 0, LAP, LIMIT).expect("a packed log");
-        assert_eq!(
-            frames,
-            vec![(1, b"old one".to_vec()), (2, b"old two".to_vec())]
-        );
-        assert_eq!(w.last_lsn(), 2);
-    }
-
     /// A frame's bytes as `write_frame` lays them out, built by hand (as a producer could,
     /// inside a payload).
     fn forge(lsn: u64, lap: u64, body: &[u8]) -> Vec<u8> {
@@ -684,14 +474,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = log_in(dir.path());
         let new_lap = LAP + 1;
-        // Lap LAP: one frame whose body (a payload) holds `forged` from where the reader will
-        // look for lap `new_lap`'s frame 3 (the 4 KiB boundary after its frame 2 of 3 bytes);
-        // then a checkpoint holds frame 1 and starts lap `new_lap`, which writes frame 2; then
-        // a crash.
+        // Lap LAP: one frame whose body (a payload) holds `forged` from where lap `new_lap`
+        // will end (after its frame 2 of 3 bytes); then a checkpoint holds frame 1 and
+        // starts lap `new_lap`, which writes frame 2; then a crash.
         let run = |forged: Vec<u8>| {
             let _ = std::fs::remove_file(&path);
             let (mut w, _) = Wal::open(&path, 0, LAP, LIMIT).expect("open");
-            let mut body = vec![0xee; ALIGN as usize - HEADER];
+            let mut body = vec![0xee; 3];
             body.extend(forged);
             body.extend([0xee; 100]);
             assert_eq!(w.append(&body).expect("append"), 1);

@@ -229,11 +229,9 @@ const HEADER: usize = 32;
 fn frame_offsets(wal: &[u8]) -> Vec<usize> {
     let mut at = 0;
     let mut out = Vec::new();
-    while wal.len() >= at + HEADER && &wal[at..at + 4] == b"SYW2" {
+    while wal.len() >= at + HEADER && &wal[at..at + 4] == b"SYWL" {
         out.push(at);
-        // Each frame starts at a 4 KiB boundary (log format 2).
-        at = (at + HEADER + u32::from_le_bytes(wal[at + 4..at + 8].try_into().unwrap()) as usize)
-            .next_multiple_of(4096);
+        at += HEADER + u32::from_le_bytes(wal[at + 4..at + 8].try_into().unwrap()) as usize;
     }
     out
 }

@@ -469,15 +469,15 @@ fn a_damaged_store_is_refused_at_start_naming_the_file() {
 // ---------------------------------------------------------------------------
 // The write-ahead log after a crash
 
-/// The frames of a log: (offset, end) of each (header: "SYW2", u32 body length, u64 LSN,
-/// u64 lap, two CRCs: 32 bytes; each frame at a 4 KiB boundary).
+/// The frames of a log: (offset, end) of each (header: "SYWL", u32 body length, u64 LSN,
+/// u64 lap, two CRCs: 32 bytes).
 fn log_frames(log: &[u8]) -> Vec<(usize, usize)> {
     let mut at = 0;
     let mut out = Vec::new();
-    while log.len() >= at + 32 && &log[at..at + 4] == b"SYW2" {
+    while log.len() >= at + 32 && &log[at..at + 4] == b"SYWL" {
         let len = u32::from_le_bytes(log[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
         out.push((at, at + 32 + len));
-        at = (at + 32 + len).next_multiple_of(4096);
+        at += 32 + len;
     }
     out
 }
