@@ -4,7 +4,9 @@ packed frames (each after the previous, so each rewrites the tail page) or one
 4 KiB page per frame; pwrite + fdatasync, pwritev(RWF_DSYNC), or an O_DSYNC file.
 Interleaved rounds; prints p50 and p90 of each, in microseconds.
 
-Usage: bench/queue/log-write-probe.py [DIR] [WRITES] [ROUNDS]
+Usage: bench/queue/log-write-probe.py [DIR] [WRITES] [ROUNDS] [GAP_US]
+GAP_US: busy-wait this long between two writes (one job at a time leaves the
+device idle between flushes; 0: back to back, as `switchyard-bench flush`).
 (hold /tmp/switchyard-bench.lock while it runs on a shared machine)."""
 import os
 import sys
@@ -13,6 +15,7 @@ import time
 D = sys.argv[1] if len(sys.argv) > 1 else "."
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 400
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+GAP_NS = int(sys.argv[4]) * 1000 if len(sys.argv) > 4 else 0
 SIZE = 8 << 20
 FRAME = b"\xa5" * 300
 MODES = ["packed", "aligned", "aligned_pad4k", "rwf_dsync_aligned", "rwf_dsync_packed",
@@ -40,6 +43,9 @@ def run(mode):
                     os.fdatasync(fd)
             lat.append(time.perf_counter_ns() - t)
             pos += step
+            until = time.perf_counter_ns() + GAP_NS
+            while time.perf_counter_ns() < until:
+                pass
     finally:
         os.close(fd)
         os.unlink(path)
