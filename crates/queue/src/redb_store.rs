@@ -3,7 +3,8 @@
 //! # Group commit
 //! Callers never touch the write side. [`RedbStore::submit`] puts a [`Batch`] on a channel and
 //! returns. One writer thread loops:
-//! 1. block until a batch arrives;
+//! 1. block until a batch arrives (after a commit of one batch, poll for `SPIN` first: a
+//!    producer's next push then finds the writer awake);
 //! 2. take every other batch already waiting (up to `max_commit_mutations`), without waiting
 //!    for more: batching comes from the time the previous commit took, never from a timer, so
 //!    a lone operation is committed at once;
