@@ -25,13 +25,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::config::QueueConfig;
 use crate::error::StoreError;
 use crate::model::{
     DeadReason, Encoding, ErrorInfo, Job, JobId, JobState, JobStatus, Payload, Priority, Target,
 };
 use crate::policy::RetryPolicy;
-use crate::store::{Counters, Mutation};
 
 const VERSION: u8 = 2;
 /// Records with the payload inline.
@@ -282,136 +280,6 @@ pub fn reencode_payload_row(data: &[u8]) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// Appends one store mutation to a log frame's body (see `wal`): a tag and its fields, the job
-/// and payload in their row encodings. `PutResult` is not logged (the embedded store keeps
-/// results in memory).
-pub(crate) fn encode_mutation(m: &Mutation, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    match m {
-        Mutation::PutQueue(cfg) => {
-            out.push(1);
-            // A configuration always serializes (plain data, string keys).
-            let json = serde_json::to_vec(&**cfg).unwrap_or_default();
-            put_bytes(out, &json);
-        }
-        Mutation::PutCounters { queue, counters } => {
-            out.push(2);
-            put_str(out, queue);
-            put_u64(out, counters.completed);
-            put_u64(out, counters.retried);
-            put_u64(out, counters.dead_lettered);
-        }
-        Mutation::PutJob { job, status } => {
-            out.push(3);
-            encode_job(job, status, scratch);
-            put_bytes(out, scratch);
-        }
-        Mutation::PutPayload { id, payload } => {
-            out.push(4);
-            put_u64(out, id.0);
-            encode_payload(payload, scratch);
-            put_bytes(out, scratch);
-        }
-        Mutation::PutLease {
-            id,
-            epoch,
-            deadline_ms,
-            attempts,
-        } => {
-            out.push(5);
-            put_u64(out, id.0);
-            put_u64(out, *epoch);
-            put_u64(out, *deadline_ms);
-            out.extend_from_slice(&attempts.to_le_bytes());
-        }
-        Mutation::RemoveLease(id) => {
-            out.push(6);
-            put_u64(out, id.0);
-        }
-        Mutation::RemoveJob(id) => {
-            out.push(7);
-            put_u64(out, id.0);
-        }
-        Mutation::PutIdempotencyKey {
-            queue,
-            key,
-            job,
-            expires_ms,
-        } => {
-            out.push(8);
-            put_str(out, queue);
-            put_str(out, key);
-            put_u64(out, job.0);
-            put_u64(out, *expires_ms);
-        }
-        Mutation::RemoveQueue(name) => {
-            out.push(9);
-            put_str(out, name);
-        }
-        Mutation::RemoveIdempotencyKey { queue, key } => {
-            out.push(10);
-            put_str(out, queue);
-            put_str(out, key);
-        }
-        Mutation::PutResult { .. } => {}
-    }
-}
-
-/// Decodes the mutations of a log frame's body, in order.
-pub(crate) fn decode_mutations(data: &[u8]) -> Result<Vec<Mutation>, StoreError> {
-    let mut r = Reader { data, pos: 0 };
-    let mut out = Vec::new();
-    while r.pos < data.len() {
-        let m = match r.u8("mutation")? {
-            1 => {
-                let cfg: QueueConfig = serde_json::from_slice(r.bytes("queue")?)
-                    .map_err(|e| StoreError::corrupt(format!("logged queue: {e}")))?;
-                Mutation::PutQueue(Arc::new(cfg))
-            }
-            2 => Mutation::PutCounters {
-                queue: r.string("queue")?.into(),
-                counters: Counters {
-                    completed: r.u64("counter")?,
-                    retried: r.u64("counter")?,
-                    dead_lettered: r.u64("counter")?,
-                },
-            },
-            3 => {
-                let d = decode_job(r.bytes("job")?, 0)?;
-                Mutation::PutJob {
-                    job: Arc::new(d.job),
-                    status: d.status,
-                }
-            }
-            4 => Mutation::PutPayload {
-                id: JobId(r.u64("id")?),
-                payload: decode_payload(r.bytes("payload")?)?,
-            },
-            5 => Mutation::PutLease {
-                id: JobId(r.u64("id")?),
-                epoch: r.u64("epoch")?,
-                deadline_ms: r.u64("deadline")?,
-                attempts: r.u32("attempts")?,
-            },
-            6 => Mutation::RemoveLease(JobId(r.u64("id")?)),
-            7 => Mutation::RemoveJob(JobId(r.u64("id")?)),
-            8 => Mutation::PutIdempotencyKey {
-                queue: r.string("queue")?.into(),
-                key: r.string("key")?,
-                job: JobId(r.u64("job")?),
-                expires_ms: r.u64("expiry")?,
-            },
-            9 => Mutation::RemoveQueue(r.string("queue")?.into()),
-            10 => Mutation::RemoveIdempotencyKey {
-                queue: r.string("queue")?.into(),
-                key: r.string("key")?,
-            },
-            t => return Err(StoreError::corrupt(format!("unknown logged mutation {t}"))),
-        };
-        out.push(m);
-    }
-    Ok(out)
-}
-
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -490,11 +358,11 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn sample() -> (Job, JobStatus) {
+    pub(crate) fn sample() -> (Job, JobStatus) {
         (
             Job {
                 id: JobId(42),
@@ -530,79 +398,6 @@ mod tests {
                 }),
             },
         )
-    }
-
-    /// Every kind of mutation comes back from a log frame as it went in (re-encoding the
-    /// decoded mutations gives the same bytes); a result record is not logged.
-    #[test]
-    fn mutations_round_trip_through_a_log_frame() {
-        let (job, status) = sample();
-        let q: Arc<str> = "pdf".into();
-        let all = vec![
-            Mutation::PutQueue(Arc::new(
-                serde_json::from_str::<QueueConfig>(r#"{"name":"pdf","target":"x.y"}"#)
-                    .expect("config"),
-            )),
-            Mutation::PutCounters {
-                queue: q.clone(),
-                counters: Counters {
-                    completed: 1,
-                    retried: 2,
-                    dead_lettered: 3,
-                },
-            },
-            Mutation::PutJob {
-                job: Arc::new(job),
-                status,
-            },
-            Mutation::PutPayload {
-                id: JobId(42),
-                payload: Payload {
-                    encoding: Encoding::MsgPack,
-                    bytes: Bytes::from_static(b"\x92\x01\x02"),
-                },
-            },
-            Mutation::PutLease {
-                id: JobId(42),
-                epoch: 8,
-                deadline_ms: 9000,
-                attempts: 4,
-            },
-            Mutation::RemoveLease(JobId(42)),
-            Mutation::PutResult {
-                id: JobId(42),
-                queue: q.clone(),
-                at_ms: 1,
-                expires_ms: 2,
-                record: Bytes::from_static(b"r"),
-            },
-            Mutation::RemoveJob(JobId(42)),
-            Mutation::PutIdempotencyKey {
-                queue: q.clone(),
-                key: "k1".into(),
-                job: JobId(42),
-                expires_ms: 77,
-            },
-            Mutation::RemoveIdempotencyKey {
-                queue: q.clone(),
-                key: "k1".into(),
-            },
-            Mutation::RemoveQueue(q),
-        ];
-        let (mut body, mut scratch) = (Vec::new(), Vec::new());
-        for m in &all {
-            encode_mutation(m, &mut body, &mut scratch);
-        }
-        let back = decode_mutations(&body).expect("decode");
-        assert_eq!(back.len(), all.len() - 1, "the result record is not logged");
-        assert!(!back.iter().any(|m| matches!(m, Mutation::PutResult { .. })));
-        let mut again = Vec::new();
-        for m in &back {
-            encode_mutation(m, &mut again, &mut scratch);
-        }
-        assert_eq!(again, body);
-        assert!(decode_mutations(&body[..body.len() - 1]).is_err());
-        assert!(decode_mutations(&[99]).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod codec;
 pub mod config;
 mod disk;
 mod engine;
+mod entry;
 pub mod error;
 pub mod human;
 pub mod model;

@@ -3,7 +3,8 @@
 //! # Group commit
 //! Callers never touch the write side. [`RedbStore::submit`] puts a [`Batch`] on a channel and
 //! returns. One writer thread loops:
-//! 1. block until a batch arrives;
+//! 1. block until a batch arrives (after a commit of one batch, poll for `SPIN` first: a
+//!    producer's next push then finds the writer awake);
 //! 2. take every other batch already waiting (up to `max_commit_mutations`), without waiting
 //!    for more: batching comes from the time the previous commit took, never from a timer, so
 //!    a lone operation is committed at once;
@@ -69,6 +70,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::codec;
 use crate::config::QueueConfig;
+use crate::entry;
 use crate::error::StoreError;
 use crate::model::{JobId, JobState, Payload};
 use crate::store::MAX_NON_DURABLE;
@@ -449,6 +451,40 @@ fn migrate_inline_payloads(db: &Database) -> Result<(), StoreError> {
     }
 }
 
+/// How long the writer polls for the next batch before it sleeps, after a commit of a lone
+/// batch: a batch that comes soon after (the next push of a producer that waited for the last
+/// one) then finds it awake. Under load (commits of several batches) it does not poll: the
+/// cores are better spent producing the next batches.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The next message within `timeout`, polling (and yielding the core) for the first
+/// [`SPIN`] of it if `poll`.
+fn recv_spinning(
+    rx: &mpsc::Receiver<Msg>,
+    timeout: std::time::Duration,
+    poll: bool,
+) -> Result<Msg, mpsc::RecvTimeoutError> {
+    let start = Instant::now();
+    let spin = if poll {
+        SPIN.min(timeout)
+    } else {
+        std::time::Duration::ZERO
+    };
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Ok(m),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                return Err(mpsc::RecvTimeoutError::Disconnected)
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+        if start.elapsed() >= spin {
+            return rx.recv_timeout(timeout.saturating_sub(start.elapsed()));
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Completions of one commit group, run in order by the completer thread.
 type Completion = (Result<(), StoreError>, Vec<Done>);
 
@@ -489,6 +525,8 @@ impl Writer {
     fn run(&mut self, rx: &mpsc::Receiver<Msg>) {
         let mut group: Vec<Batch> = Vec::new();
         let mut carry: Option<Msg> = None;
+        // Whether the last commit was of one batch (see SPIN).
+        let mut lone = false;
         loop {
             let mut closing = false;
             let failed = self.shared.failed.load(Ordering::Acquire);
@@ -509,7 +547,7 @@ impl Writer {
                 },
                 // Non-durable commits wait at most MAX_NON_DURABLE for their fsync.
                 (None, Some(t)) => {
-                    match rx.recv_timeout(MAX_NON_DURABLE.saturating_sub(t.elapsed())) {
+                    match recv_spinning(rx, MAX_NON_DURABLE.saturating_sub(t.elapsed()), lone) {
                         Ok(m) => Some(m),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             let result = self.sync_now();
@@ -520,7 +558,11 @@ impl Writer {
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
                     }
                 }
-                (None, None) => rx.recv().ok(),
+                (None, None) => match recv_spinning(rx, SPIN, lone) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => rx.recv().ok(),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                },
             };
             match first {
                 Some(Msg::Batch(b)) => group.push(b),
@@ -545,6 +587,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            lone = group.len() == 1;
             let wants_sync = group.iter().any(|b| b.durable);
             // Ok(true): everything committed so far is fsync'd.
             let result = match self.shared.failure() {
@@ -687,7 +730,7 @@ impl Writer {
         if !frames.is_empty() || lap == 0 {
             let mut muts = Vec::new();
             for (lsn, body) in &frames {
-                muts.extend(codec::decode_mutations(body).map_err(|e| {
+                muts.extend(entry::decode_mutations(body).map_err(|e| {
                     StoreError::corrupt(format!(
                         "{}: frame {lsn}: {e}; the log was left as it is: restore the data directory from a backup, or move this file away (losing the commits it holds)",
                         path.display()
@@ -883,7 +926,10 @@ impl Writer {
             return Ok((skipped, durable));
         };
         for m in &muts {
-            codec::encode_mutation(m, self.log.buf(), &mut self.scratch);
+            // Results live in the server's memory in embedded mode: not logged.
+            if !matches!(m, Mutation::PutResult { .. }) {
+                entry::encode_mutation(m, self.log.buf(), &mut self.scratch)?;
+            }
         }
         if self.scratch.capacity() > 1024 * 1024 {
             self.scratch = Vec::new();

@@ -14,23 +14,10 @@
 //! with it; a removed queue takes its counters and idempotency keys; ids only grow).
 //!
 //! # Entry format
-//! A sequence of records, each a tag byte and its fields (little-endian; `str` and `bytes` are a
-//! u32 length and the bytes):
-//!
-//! ```text
-//! 1 PutQueue          bytes config (JSON)
-//! 2 PutCounters       str queue · u64 completed · u64 retried · u64 dead_lettered
-//! 3 PutJob            bytes job record (the embedded store's record, format 2)
-//! 4 PutPayload        u64 id · bytes payload row
-//! 5 PutLease          u64 id · u64 epoch · u64 deadline_ms · u32 attempts
-//! 6 RemoveLease       u64 id
-//! 7 RemoveJob         u64 id
-//! 8 PutIdempotencyKey str queue · str key · u64 job · u64 expires_ms
-//! 9 RemoveQueue       str queue
-//! 10 RemoveIdempotencyKey str queue · str key
-//! 11 MaxJobId         u64 (checkpoints: ids never go down, even when the highest job is gone)
-//! 12 PutResult        u64 id · str queue · u64 at_ms · u64 expires_ms · bytes record
-//! ```
+//! A sequence of records, each a tag byte and its fields: the encoding of store mutations that
+//! the embedded store's write-ahead log shares (`entry`, where the records are listed), plus
+//! two records only this log holds: `MaxJobId` (checkpoints: ids never go down, even when the
+//! highest job is gone) and `PutResult` (a completed job's record).
 //!
 //! Completed jobs' records ([`Mutation::PutResult`]) are kept in completion order, bounded:
 //! a record is dropped once a later one completed at or after its `expires_ms`, and the oldest
@@ -40,24 +27,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::codec::{self, put_bytes, put_str, put_u64, Reader};
+use crate::codec::{self, Reader};
 use crate::config::QueueConfig;
+use crate::entry::{self, Record};
 use crate::error::StoreError;
 use crate::model::{JobId, JobState, Payload};
 use crate::store::{Counters, IdempotencyRecord, Mutation, Snapshot, StoredLease};
-
-const PUT_QUEUE: u8 = 1;
-const PUT_COUNTERS: u8 = 2;
-const PUT_JOB: u8 = 3;
-const PUT_PAYLOAD: u8 = 4;
-const PUT_LEASE: u8 = 5;
-const REMOVE_LEASE: u8 = 6;
-const REMOVE_JOB: u8 = 7;
-const PUT_KEY: u8 = 8;
-const REMOVE_QUEUE: u8 = 9;
-const REMOVE_KEY: u8 = 10;
-const MAX_JOB_ID: u8 = 11;
-const PUT_RESULT: u8 = 12;
 
 /// The default result budget of a [`Materialized`] state (bytes of records).
 pub const DEFAULT_RESULT_BUDGET: u64 = 16 << 20;
@@ -69,90 +44,9 @@ const RESULT_OVERHEAD: u64 = 64;
 pub fn encode_mutations(mutations: &[Mutation], out: &mut Vec<u8>) -> Result<(), StoreError> {
     let mut buf = Vec::new();
     for m in mutations {
-        match m {
-            Mutation::PutQueue(cfg) => {
-                out.push(PUT_QUEUE);
-                let json = serde_json::to_vec(cfg).map_err(StoreError::storage)?;
-                put_bytes(out, &json);
-            }
-            Mutation::PutCounters { queue, counters } => {
-                out.push(PUT_COUNTERS);
-                put_str(out, queue);
-                put_u64(out, counters.completed);
-                put_u64(out, counters.retried);
-                put_u64(out, counters.dead_lettered);
-            }
-            Mutation::PutJob { job, status } => {
-                out.push(PUT_JOB);
-                codec::encode_job(job, status, &mut buf);
-                put_bytes(out, &buf);
-            }
-            Mutation::PutPayload { id, payload } => {
-                out.push(PUT_PAYLOAD);
-                put_u64(out, id.0);
-                codec::encode_payload(payload, &mut buf);
-                put_bytes(out, &buf);
-            }
-            Mutation::PutLease {
-                id,
-                epoch,
-                deadline_ms,
-                attempts,
-            } => {
-                out.push(PUT_LEASE);
-                put_u64(out, id.0);
-                put_u64(out, *epoch);
-                put_u64(out, *deadline_ms);
-                out.extend_from_slice(&attempts.to_le_bytes());
-            }
-            Mutation::RemoveLease(id) => {
-                out.push(REMOVE_LEASE);
-                put_u64(out, id.0);
-            }
-            Mutation::RemoveJob(id) => {
-                out.push(REMOVE_JOB);
-                put_u64(out, id.0);
-            }
-            Mutation::PutIdempotencyKey {
-                queue,
-                key,
-                job,
-                expires_ms,
-            } => {
-                out.push(PUT_KEY);
-                put_str(out, queue);
-                put_str(out, key);
-                put_u64(out, job.0);
-                put_u64(out, *expires_ms);
-            }
-            Mutation::RemoveQueue(name) => {
-                out.push(REMOVE_QUEUE);
-                put_str(out, name);
-            }
-            Mutation::RemoveIdempotencyKey { queue, key } => {
-                out.push(REMOVE_KEY);
-                put_str(out, queue);
-                put_str(out, key);
-            }
-            Mutation::PutResult {
-                id,
-                queue,
-                at_ms,
-                expires_ms,
-                record,
-            } => put_result(out, id.0, queue, *at_ms, *expires_ms, record),
-        }
+        entry::encode_mutation(m, out, &mut buf)?;
     }
     Ok(())
-}
-
-fn put_result(out: &mut Vec<u8>, id: u64, queue: &str, at_ms: u64, expires_ms: u64, record: &[u8]) {
-    out.push(PUT_RESULT);
-    put_u64(out, id);
-    put_str(out, queue);
-    put_u64(out, at_ms);
-    put_u64(out, expires_ms);
-    put_bytes(out, record);
 }
 
 /// A completed job's record, as kept by a [`Materialized`] state.
@@ -273,72 +167,61 @@ impl Materialized {
     /// Applies one entry (the bytes of [`encode_mutations`] or of a checkpoint). An entry that
     /// does not decode is an error and changes nothing it had not applied before the bad record.
     pub fn apply(&mut self, entry: &[u8]) -> Result<(), StoreError> {
-        let mut r = Reader {
-            data: entry,
-            pos: 0,
-        };
-        while r.pos < entry.len() {
-            match r.u8("record tag")? {
-                PUT_QUEUE => {
-                    let json = r.bytes("queue configuration")?.to_vec();
-                    let cfg: QueueConfig = serde_json::from_slice(&json).map_err(|e| {
+        for record in entry::records(entry) {
+            match record? {
+                Record::PutQueue(json) => {
+                    let cfg: QueueConfig = serde_json::from_slice(json).map_err(|e| {
                         StoreError::corrupt(format!("queue configuration in the log: {e}"))
                     })?;
-                    self.queues.insert(cfg.name.clone(), json);
+                    self.queues.insert(cfg.name.clone(), json.to_vec());
                 }
-                PUT_COUNTERS => {
-                    let queue = r.string("counters queue")?;
-                    let counters = Counters {
-                        completed: r.u64("completed")?,
-                        retried: r.u64("retried")?,
-                        dead_lettered: r.u64("dead_lettered")?,
-                    };
+                Record::PutCounters { queue, counters } => {
                     self.counters.insert(queue, counters);
                 }
-                PUT_JOB => {
-                    let record = r.bytes("job record")?;
+                Record::PutJob(record) => {
                     let id = job_id_of(record)?;
                     self.max_job_id = self.max_job_id.max(id);
                     self.jobs.insert(id, record.to_vec());
                 }
-                PUT_PAYLOAD => {
-                    let id = r.u64("payload id")?;
-                    let row = r.bytes("payload")?.to_vec();
+                Record::PutPayload { id, row } => {
                     self.payload_bytes += row.len() as u64;
-                    if let Some(old) = self.payloads.insert(id, row) {
+                    if let Some(old) = self.payloads.insert(id, row.to_vec()) {
                         self.payload_bytes -= old.len() as u64;
                     }
                 }
-                PUT_LEASE => {
-                    let id = r.u64("lease id")?;
+                Record::PutLease {
+                    id,
+                    epoch,
+                    deadline_ms,
+                    attempts,
+                } => {
                     let lease = StoredLease {
-                        epoch: r.u64("lease epoch")?,
-                        deadline_ms: r.u64("lease deadline")?,
-                        attempts: r.u32("lease attempts")?,
+                        epoch,
+                        deadline_ms,
+                        attempts,
                     };
                     self.leases.insert(id, lease);
                 }
-                REMOVE_LEASE => {
-                    self.leases.remove(&r.u64("lease id")?);
+                Record::RemoveLease(id) => {
+                    self.leases.remove(&id);
                 }
-                REMOVE_JOB => {
-                    let id = r.u64("job id")?;
+                Record::RemoveJob(id) => {
                     self.jobs.remove(&id);
                     self.leases.remove(&id);
                     if let Some(old) = self.payloads.remove(&id) {
                         self.payload_bytes -= old.len() as u64;
                     }
                 }
-                PUT_KEY => {
-                    let queue = r.string("key queue")?;
-                    let key = r.string("key")?;
-                    let job = r.u64("key job")?;
-                    let expires = r.u64("key expiry")?;
+                Record::PutKey {
+                    queue,
+                    key,
+                    job,
+                    expires_ms,
+                } => {
                     self.max_job_id = self.max_job_id.max(job);
-                    self.keys.insert((queue, key), (job, expires));
+                    self.keys.insert((queue, key), (job, expires_ms));
                 }
-                REMOVE_QUEUE => {
-                    let name = r.string("queue")?;
+                Record::RemoveQueue(name) => {
                     self.queues.remove(&name);
                     self.counters.remove(&name);
                     let mut freed = 0;
@@ -360,25 +243,28 @@ impl Materialized {
                         self.keys.remove(&k);
                     }
                 }
-                REMOVE_KEY => {
-                    let queue = r.string("key queue")?;
-                    let key = r.string("key")?;
+                Record::RemoveKey { queue, key } => {
                     self.keys.remove(&(queue, key));
                 }
-                MAX_JOB_ID => {
-                    self.max_job_id = self.max_job_id.max(r.u64("max job id")?);
+                Record::MaxJobId(max) => {
+                    self.max_job_id = self.max_job_id.max(max);
                 }
-                PUT_RESULT => {
+                Record::PutResult {
+                    id,
+                    queue,
+                    at_ms,
+                    expires_ms,
+                    record,
+                } => {
                     let result = StoredResult {
-                        id: JobId(r.u64("result id")?),
-                        queue: r.string("result queue")?,
-                        at_ms: r.u64("result time")?,
-                        expires_ms: r.u64("result expiry")?,
-                        record: r.bytes("result record")?.to_vec(),
+                        id: JobId(id),
+                        queue,
+                        at_ms,
+                        expires_ms,
+                        record: record.to_vec(),
                     };
                     self.put_result(result);
                 }
-                t => return Err(StoreError::corrupt(format!("unknown log record tag {t}"))),
             }
         }
         Ok(())
@@ -442,44 +328,27 @@ impl Materialized {
     /// The whole state as one entry: applied to an empty `Materialized`, it gives this state.
     pub fn checkpoint(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity((self.payload_bytes + self.result_bytes) as usize + 1024);
-        out.push(MAX_JOB_ID);
-        put_u64(&mut out, self.max_job_id);
+        entry::put_max_job_id(&mut out, self.max_job_id);
         for json in self.queues.values() {
-            out.push(PUT_QUEUE);
-            put_bytes(&mut out, json);
+            entry::put_queue(&mut out, json);
         }
         for (queue, c) in &self.counters {
-            out.push(PUT_COUNTERS);
-            put_str(&mut out, queue);
-            put_u64(&mut out, c.completed);
-            put_u64(&mut out, c.retried);
-            put_u64(&mut out, c.dead_lettered);
+            entry::put_counters(&mut out, queue, c);
         }
         for record in self.jobs.values() {
-            out.push(PUT_JOB);
-            put_bytes(&mut out, record);
+            entry::put_job(&mut out, record);
         }
         for (id, row) in &self.payloads {
-            out.push(PUT_PAYLOAD);
-            put_u64(&mut out, *id);
-            put_bytes(&mut out, row);
+            entry::put_payload(&mut out, *id, row);
         }
         for (id, l) in &self.leases {
-            out.push(PUT_LEASE);
-            put_u64(&mut out, *id);
-            put_u64(&mut out, l.epoch);
-            put_u64(&mut out, l.deadline_ms);
-            out.extend_from_slice(&l.attempts.to_le_bytes());
+            entry::put_lease(&mut out, *id, l.epoch, l.deadline_ms, l.attempts);
         }
         for ((queue, key), (job, expires)) in &self.keys {
-            out.push(PUT_KEY);
-            put_str(&mut out, queue);
-            put_str(&mut out, key);
-            put_u64(&mut out, *job);
-            put_u64(&mut out, *expires);
+            entry::put_key(&mut out, queue, key, *job, *expires);
         }
         for r in self.results() {
-            put_result(&mut out, r.id.0, &r.queue, r.at_ms, r.expires_ms, &r.record);
+            entry::put_result(&mut out, r.id.0, &r.queue, r.at_ms, r.expires_ms, &r.record);
         }
         out
     }
@@ -685,6 +554,6 @@ mod tests {
     #[test]
     fn a_bad_entry_is_an_error() {
         assert!(Materialized::new().apply(&[42]).is_err());
-        assert!(Materialized::new().apply(&[PUT_LEASE, 1, 2]).is_err());
+        assert!(Materialized::new().apply(&[5, 1, 2]).is_err());
     }
 }

@@ -432,3 +432,60 @@ fn a_full_disk_under_the_log_fails_the_push_and_recovers() {
     let again: Vec<u64> = contents(&path).iter().map(|r| r.0).collect();
     assert_eq!(again, want);
 }
+
+fn submit_non_durable(
+    s: &RedbStore,
+    mutations: Vec<Mutation>,
+) -> mpsc::Receiver<Result<(), StoreError>> {
+    let (tx, rx) = mpsc::channel();
+    s.submit(Batch {
+        mutations,
+        done: Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })),
+        durable: false,
+    })
+    .unwrap();
+    rx
+}
+
+/// Non-durable commits (a lease, a completion) wait for the next durable commit to be
+/// written, and their callers hear back with it; that commit, or the checkpoint of a clean
+/// close when none comes, puts them in the redb file too.
+#[test]
+fn non_durable_commits_land_with_the_next_durable_one_or_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    let s = RedbStore::open(&path, RedbOptions::default()).unwrap();
+    commit(&s, push(1, 10)).unwrap();
+    commit(&s, push(2, 10)).unwrap();
+    let leased = submit_non_durable(
+        &s,
+        vec![Mutation::PutLease {
+            id: JobId(2),
+            epoch: 7,
+            deadline_ms: 99,
+            attempts: 1,
+        }],
+    );
+    commit(&s, push(3, 10)).unwrap();
+    assert!(leased.recv().unwrap().is_ok());
+    let epochs: Vec<(u64, u64)> = {
+        let snap = s.load(0).unwrap();
+        let mut v: Vec<(u64, u64)> = snap.jobs.iter().map(|(j, st)| (j.id.0, st.epoch)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        epochs,
+        vec![(1, 0), (2, 7), (3, 0)],
+        "the lease is read back"
+    );
+    // A completion that no durable commit follows: the close's checkpoint holds it.
+    let completed = submit_non_durable(&s, vec![Mutation::RemoveJob(JobId(1))]);
+    drop(s);
+    assert!(completed.recv().unwrap().is_ok());
+    assert_eq!(ids_in_redb_file(&path), vec![2, 3]);
+    let back: Vec<(u64, u64)> = contents(&path).iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(back, vec![(2, 7), (3, 0)]);
+}
