@@ -186,6 +186,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         Receiver {
             chan,
             taken: VecDeque::new(),
+            popped: 0,
         },
     )
 }
@@ -246,13 +247,28 @@ impl<T> Drop for Sender<T> {
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
     taken: VecDeque<T>,
+    /// Items popped whose places are not yet given back to the producers
+    /// ([`Receiver::settle`]): one atomic subtraction per batch, not one
+    /// per item.
+    popped: usize,
 }
 
 impl<T> Receiver<T> {
     fn pop_taken(&mut self) -> Option<T> {
         let item = self.taken.pop_front()?;
-        self.chan.len.fetch_sub(1, Ordering::Relaxed);
+        self.popped += 1;
         Some(item)
+    }
+
+    /// Gives the places of the items popped so far back to the producers.
+    /// Until then they count against the capacity: the consumer calls it
+    /// once it has taken a batch (and it is called before the consumer
+    /// sleeps, and by [`Receiver::try_recv`] when it finds nothing more).
+    pub fn settle(&mut self) {
+        if self.popped > 0 {
+            self.chan.len.fetch_sub(self.popped, Ordering::Relaxed);
+            self.popped = 0;
+        }
     }
 
     /// The next item; None once the sender is gone and nothing is queued.
@@ -260,6 +276,9 @@ impl<T> Receiver<T> {
         if let Some(item) = self.pop_taken() {
             return Poll::Ready(Some(item));
         }
+        // The local queue is empty: its places go back before the consumer
+        // takes more or sleeps.
+        self.settle();
         let mut st = self.chan.state.lock();
         if !st.items.is_empty() {
             std::mem::swap(&mut st.items, &mut self.taken);
@@ -293,6 +312,7 @@ impl<T> Receiver<T> {
         if let Some(item) = self.pop_taken() {
             return Ok(item);
         }
+        self.settle();
         let mut st = self.chan.state.lock();
         if st.items.is_empty() {
             return Err(if st.sender_gone {
@@ -474,8 +494,11 @@ mod tests {
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
-        // Taken into the receiver's local queue, one popped: one place.
+        // Taken into the receiver's local queue, one popped: its place is
+        // given back once the receiver settles (after taking a batch).
         assert_eq!(rx.try_recv(), Ok(1));
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        rx.settle();
         tx.try_send(3).unwrap();
         assert!(matches!(tx.try_send(4), Err(TrySendError::Full(4))));
         assert_eq!(rx.try_recv(), Ok(2));

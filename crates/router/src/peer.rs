@@ -142,41 +142,63 @@ impl Drop for BudgetSlot {
 }
 
 /// The receiving end of a peer's outbound queue (the transport's writer).
-/// Taking a frame releases its bytes from the queue's byte count.
+/// The frames taken are released from the queue's counts (places, bytes,
+/// the shared budget) once per batch: when the writer calls
+/// [`OutboundRx::settle`] after taking one, when it finds the queue empty,
+/// and before it sleeps. Per frame, that was three atomic subtractions on
+/// counters the producers (the other core) write too.
 pub struct OutboundRx {
     rx: outbound_queue::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     budget: Option<Arc<OutboundBudget>>,
     /// When the writer last took a frame (ms on the budget's clock).
     last_take: Arc<AtomicU64>,
+    /// Bytes of the frames taken and not yet released.
+    taken_bytes: usize,
 }
 
 impl OutboundRx {
-    /// Releases a frame's bytes from the queue's and the budget's counts.
-    fn released(&self, item: Outgoing) -> Outgoing {
+    /// Counts a frame's bytes as taken (released by the next `settle`).
+    fn taken(&mut self, item: Outgoing) -> Outgoing {
         if let Outgoing::Frame(f) = &item {
-            self.queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
-            if let Some(b) = &self.budget {
-                b.queued.fetch_sub(f.len(), Ordering::Relaxed);
-            }
+            self.taken_bytes += f.len();
         }
         item
     }
 
+    /// Releases what was taken since the last call from the queue's and
+    /// the budget's counts. The writer calls it once it has taken a batch.
+    pub fn settle(&mut self) {
+        self.rx.settle();
+        let n = std::mem::take(&mut self.taken_bytes);
+        if n > 0 {
+            self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+            if let Some(b) = &self.budget {
+                b.queued.fetch_sub(n, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The next item; None once the peer is gone. The writer calls it once
-    /// per batch: that is when its progress is recorded.
+    /// per batch: that is when its progress is recorded. Settles first.
     pub async fn recv(&mut self) -> Option<Outgoing> {
+        self.settle();
         let item = self.rx.recv().await?;
         if let Some(b) = &self.budget {
             self.last_take.store(b.now_ms(), Ordering::Relaxed);
         }
-        Some(self.released(item))
+        Some(self.taken(item))
     }
 
-    /// The next item if one is queued.
+    /// The next item if one is queued; settles when there is none.
     pub fn try_recv(&mut self) -> Result<Outgoing, TryRecvError> {
-        let item = self.rx.try_recv()?;
-        Ok(self.released(item))
+        match self.rx.try_recv() {
+            Ok(item) => Ok(self.taken(item)),
+            Err(e) => {
+                self.settle();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -187,9 +209,10 @@ impl Drop for OutboundRx {
         if self.budget.is_some() {
             self.rx.close();
             while let Ok(item) = self.rx.try_recv() {
-                self.released(item);
+                self.taken(item);
             }
         }
+        self.settle();
     }
 }
 
@@ -282,6 +305,7 @@ impl Peer {
             queued_bytes: queued_bytes.clone(),
             budget: limits.budget.clone(),
             last_take: last_take.clone(),
+            taken_bytes: 0,
         };
         let span = connection_span(&label);
         let peer = Peer {
@@ -559,5 +583,60 @@ impl Peer {
     /// Why the connection was killed, if it was.
     pub fn kill_reason(&self) -> Option<String> {
         self.kill_reason.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(
+        messages: usize,
+        bytes: usize,
+        budget: &Arc<OutboundBudget>,
+    ) -> (Arc<Peer>, OutboundRx) {
+        let limits = OutboundLimits {
+            messages,
+            bytes,
+            policy: SlowConsumerPolicy::DropEvents,
+            budget: Some(budget.clone()),
+            traffic: None,
+        };
+        Peer::bounded(Serializer::Json, limits, usize::MAX, "test".into())
+    }
+
+    /// The writer releases what it took once per batch: taken frames keep
+    /// their place, bytes and share of the budget until it settles, and
+    /// every count is back to zero after that (and when it is dropped).
+    #[test]
+    fn taken_frames_are_released_when_the_writer_settles() {
+        let budget = OutboundBudget::new(1 << 20);
+        let (peer, mut rx) = peer(2, 1 << 20, &budget);
+        assert!(peer.send_event(Bytes::from_static(b"0123456789")));
+        assert!(peer.send_event(Bytes::from_static(b"abcde")));
+        assert!(
+            !peer.send_event(Bytes::from_static(b"x")),
+            "2 messages at most"
+        );
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Frame(_))));
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Frame(_))));
+        // Taken, not settled: still counted.
+        assert_eq!((peer.queued_bytes(), budget.queued()), (15, 15));
+        assert!(!peer.send_event(Bytes::from_static(b"x")));
+        rx.settle();
+        assert_eq!((peer.queued_bytes(), budget.queued()), (0, 0));
+        assert!(peer.send_event(Bytes::from_static(b"xyz")));
+        assert!(peer.send_event(Bytes::from_static(b"xyz")));
+        // Finding the queue empty settles too.
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Frame(_))));
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Frame(_))));
+        assert!(rx.try_recv().is_err());
+        assert_eq!((peer.queued_bytes(), budget.queued()), (0, 0));
+        // What is queued and taken leaves the budget with the writer.
+        assert!(peer.send_event(Bytes::from_static(b"0123456789")));
+        assert!(peer.send_event(Bytes::from_static(b"0123456789")));
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Frame(_))));
+        drop(rx);
+        assert_eq!(budget.queued(), 0);
     }
 }

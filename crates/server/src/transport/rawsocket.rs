@@ -6,7 +6,6 @@
 //! session state, PONG bookkeeping, keepalive PINGs, batched vectored
 //! writes and the lingering close.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -447,6 +446,9 @@ async fn write_frames<W: AsyncWrite + Unpin>(
                 }
             }
         }
+        // What this batch took leaves the queue's counts at once (not
+        // one frame at a time).
+        rx.settle();
         if !batch.is_empty() {
             if let Err(e) = write_batch(&mut writer, &batch).await {
                 peer.kill(format!("write failed: {e}"));
@@ -498,23 +500,26 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
     batch: &[Frame],
 ) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
-    for f in batch {
-        let Some(h) = &f.header else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "a frame of {} octets is longer than RawSocket can carry",
-                    f.payload.len()
-                ),
-            ));
-        };
-        slices.push(IoSlice::new(h));
-        if !f.payload.is_empty() {
-            slices.push(IoSlice::new(&f.payload));
-        }
+    if let Some(f) = batch.iter().find(|f| f.header.is_none()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "a frame of {} octets is longer than RawSocket can carry",
+                f.payload.len()
+            ),
+        ));
     }
-    super::write_all_slices(writer, &mut slices).await
+    super::write_batch(writer, batch).await
+}
+
+impl super::WireFrame for Frame {
+    fn header(&self) -> &[u8] {
+        // `write_batch` checked that every frame has one.
+        self.header.as_ref().map_or(&[], |h| &h[..])
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! stream is framed by [`super::wsframe`] over a read buffer of our own,
 //! which shrinks back to 128 bytes when the connection is idle.
 
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use switchyard_router::logsafe::Clip;
@@ -818,6 +817,9 @@ async fn write_frames<W: AsyncWrite + Unpin>(
                 }
             }
         }
+        // What this batch took leaves the queue's counts at once (not
+        // one frame at a time).
+        rx.settle();
         // Every write carries the PONGs owed so far, first: their PINGs
         // came before the messages of this batch (a message's last frame
         // may follow a PING, and is answered after it).
@@ -861,19 +863,21 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes header+payload pairs with vectored writes, then flushes.
+impl super::WireFrame for Frame {
+    fn header(&self) -> &[u8] {
+        self.header.as_bytes()
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// Writes the frames' headers and payloads, then flushes.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
     batch: &[Frame],
 ) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
-    for f in batch {
-        slices.push(IoSlice::new(f.header.as_bytes()));
-        if !f.payload.is_empty() {
-            slices.push(IoSlice::new(&f.payload));
-        }
-    }
-    super::write_all_slices(writer, &mut slices).await
+    super::write_batch(writer, batch).await
 }
 
 /// Ends the WebSocket with a CLOSE: the answer to the peer's CLOSE (its

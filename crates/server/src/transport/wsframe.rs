@@ -263,29 +263,36 @@ pub enum Kind {
     Close,
 }
 
-/// Encodes the header of a frame of `kind` carrying `len` bytes.
+/// Encodes the header of a frame of `kind` carrying `len` bytes: FIN and
+/// the opcode, then the length in 7 bits, or 126 and 16 bits, or 127 and 64
+/// bits (RFC 6455, 5.2); no mask. Written here rather than through
+/// tungstenite's `FrameHeader::format` (an `io::Write` per field): the
+/// writer encodes one per frame, ten per published event in a 1->10 fan-out
+/// (`server_headers_match_tungstenite` checks both agree).
 pub fn header(kind: Kind, len: usize) -> Header {
-    let opcode = match kind {
-        Kind::Text => OpCode::Data(Data::Text),
-        Kind::Binary => OpCode::Data(Data::Binary),
-        Kind::Ping => OpCode::Control(Control::Ping),
-        Kind::Pong => OpCode::Control(Control::Pong),
-        Kind::Close => OpCode::Control(Control::Close),
-    };
-    let h = FrameHeader {
-        is_final: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask: None,
+    let opcode: u8 = match kind {
+        Kind::Text => 0x1,
+        Kind::Binary => 0x2,
+        Kind::Close => 0x8,
+        Kind::Ping => 0x9,
+        Kind::Pong => 0xA,
     };
     let mut bytes = [0u8; 10];
-    let mut out = Cursor::new(&mut bytes[..]);
-    // An unmasked header is at most 10 bytes: this cannot fail.
-    let _ = h.format(len as u64, &mut out);
-    let len = out.position() as u8;
-    Header { bytes, len }
+    bytes[0] = 0x80 | opcode;
+    let len = len as u64;
+    let n = if len < 126 {
+        bytes[1] = len as u8;
+        2
+    } else if len <= u64::from(u16::MAX) {
+        bytes[1] = 126;
+        bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        bytes[1] = 127;
+        bytes[2..10].copy_from_slice(&len.to_be_bytes());
+        10
+    };
+    Header { bytes, len: n }
 }
 
 /// The payload of a CLOSE: `code`, then `reason` cut to fit a control frame
@@ -551,5 +558,51 @@ mod tests {
         );
         assert_eq!(header(Kind::Pong, 0).as_bytes(), &[0x8a, 0]);
         assert_eq!(header(Kind::Ping, 1).as_bytes(), &[0x89, 1]);
+    }
+
+    /// The hand-written encoder gives tungstenite's bytes for every kind,
+    /// at and around each length boundary.
+    #[test]
+    fn server_headers_match_tungstenite() {
+        let kinds = [
+            (Kind::Text, OpCode::Data(Data::Text)),
+            (Kind::Binary, OpCode::Data(Data::Binary)),
+            (Kind::Ping, OpCode::Control(Control::Ping)),
+            (Kind::Pong, OpCode::Control(Control::Pong)),
+            (Kind::Close, OpCode::Control(Control::Close)),
+        ];
+        let lens = [
+            0usize,
+            1,
+            64,
+            125,
+            126,
+            127,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 24,
+            1 << 40,
+        ];
+        for (kind, opcode) in kinds {
+            for len in lens {
+                let h = FrameHeader {
+                    is_final: true,
+                    rsv1: false,
+                    rsv2: false,
+                    rsv3: false,
+                    opcode,
+                    mask: None,
+                };
+                let mut expected = Vec::new();
+                h.format(len as u64, &mut expected).unwrap();
+                assert_eq!(
+                    header(kind, len).as_bytes(),
+                    &expected[..],
+                    "{kind:?} {len}"
+                );
+            }
+        }
     }
 }
