@@ -24,6 +24,7 @@ use crate::operations::{CheckId, Readiness};
 use crate::transport::accept::{accept_loop, Remote};
 use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
 use crate::transport::origin::OriginPolicy;
+use crate::transport::sockopt::ConnOptions;
 use crate::transport::tls::{self, TlsFiles, TlsListener};
 use crate::transport::{http_reply_and_close, rawsocket, websocket, Settings};
 
@@ -42,6 +43,9 @@ struct Tcp {
     refusals: Arc<Semaphore>,
     tls: Option<Arc<TlsListener>>,
     auth_methods: Option<Vec<String>>,
+    /// The listener's connection options (set on each connection only
+    /// where not inherited from the listener).
+    options: ConnOptions,
 }
 
 impl Tcp {
@@ -153,7 +157,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         } = l
         {
             shutdown_delay = *delay;
-            let listener = bind_tcp(*address).await?;
+            let listener = bind_tcp(*address, &ConnOptions::plain()).await?;
             let name = format!("http://{}", local(&listener, *address));
             if !address.ip().is_loopback() {
                 tracing::warn!("operations endpoints on {name}: not loopback, and not authenticated: keep the address private");
@@ -266,6 +270,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         refusals: Arc::new(Semaphore::new(MAX_REFUSAL_REPLIES)),
         tls: None,
         auth_methods: None,
+        options: ConnOptions::plain(),
     };
 
     for (l, check) in listeners.into_iter().zip(listener_checks) {
@@ -279,7 +284,9 @@ pub async fn run(config: Config) -> Result<(), String> {
                 allowed_origins,
                 metrics_path,
             } => {
-                let bound = WebsocketListener::bind(address, &path, tls, allowed_origins).await?;
+                let options = ConnOptions::websocket(&settings);
+                let bound =
+                    WebsocketListener::bind(address, &path, tls, allowed_origins, &options).await?;
                 let name = bound.name.clone();
                 let ep = websocket::Endpoint {
                     router: router.clone(),
@@ -297,6 +304,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 );
                 let tcp = Tcp {
                     auth_methods,
+                    options,
                     ..shared.clone()
                 };
                 tls_listeners.extend(bound.serve(ep, tcp, &stop));
@@ -307,7 +315,9 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tls,
                 allowed_origins,
             } => {
-                let bound = WebsocketListener::bind(address, &path, tls, allowed_origins).await?;
+                let options = ConnOptions::websocket(&settings);
+                let bound =
+                    WebsocketListener::bind(address, &path, tls, allowed_origins, &options).await?;
                 let ep = websocket::Endpoint {
                     router: router.clone(),
                     settings: settings.clone(),
@@ -321,14 +331,19 @@ pub async fn run(config: Config) -> Result<(), String> {
                     "listening on {} as a WebSocket conformance testee: it echoes every message (no WAMP); for tests only",
                     bound.name
                 );
-                tls_listeners.extend(bound.serve(ep, shared.clone(), &stop));
+                let tcp = Tcp {
+                    options,
+                    ..shared.clone()
+                };
+                tls_listeners.extend(bound.serve(ep, tcp, &stop));
             }
             ListenerConfig::RawsocketTcp {
                 address,
                 tls,
                 auth_methods,
             } => {
-                let listener = bind_tcp(address).await?;
+                let options = ConnOptions::rawsocket(&settings);
+                let listener = bind_tcp(address, &options).await?;
                 let scheme = if tls.is_some() { "tls" } else { "tcp" };
                 let name = format!("{scheme}://{}", local(&listener, address));
                 let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
@@ -339,6 +354,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 let tcp = Tcp {
                     tls: tls.clone(),
                     auth_methods,
+                    options,
                     ..shared.clone()
                 };
                 tls_listeners.extend(tls);
@@ -385,7 +401,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             config.limits.http_body_timeout,
         )?;
         let address = bridge.config().address;
-        let listener = bind_tcp(address).await?;
+        let listener = bind_tcp(address, &ConnOptions::plain()).await?;
         tracing::info!(
             "HTTP bridge for realm {} on http://{}: POST {} and {}{}",
             bridge.config().realm,
@@ -528,8 +544,9 @@ impl WebsocketListener {
         path: &str,
         tls: Option<TlsFiles>,
         allowed_origins: Option<Vec<String>>,
+        options: &ConnOptions,
     ) -> Result<WebsocketListener, String> {
-        let listener = bind_tcp(address).await?;
+        let listener = bind_tcp(address, options).await?;
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         let name = format!("{scheme}://{}{path}", local(&listener, address));
         let tls = tls.map(|f| TlsListener::new(name.clone(), f)).transpose()?;
@@ -694,7 +711,9 @@ fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 /// retransmission timeouts (1 s, 3 s, 7 s...) before it is even accepted.
 const LISTEN_BACKLOG: u32 = 4096;
 
-async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, String> {
+/// A listening socket whose connections get `options` (from the listener
+/// where the system lets them inherit it, see `transport::sockopt`).
+async fn bind_tcp(address: SocketAddr, options: &ConnOptions) -> Result<TcpListener, String> {
     let fail = |e: std::io::Error| format!("cannot listen on {address}: {e}");
     let socket = if address.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
@@ -705,6 +724,9 @@ async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, String> {
     // As `TcpListener::bind` does: a restarted router binds again at once
     // while connections of its previous run wait out TIME_WAIT.
     socket.set_reuseaddr(true).map_err(fail)?;
+    if let Err(e) = options.apply_to_listener(&socket) {
+        tracing::warn!("{address}: TCP options of its connections not set: {e}");
+    }
     socket.bind(address).map_err(fail)?;
     socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
@@ -732,71 +754,13 @@ fn bind_unix(path: &PathBuf) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
 }
 
-/// TCP keepalive finds dead RawSocket peers without RawSocket PINGs: the
-/// kernel probes after `ping_interval` of silence, every `ping_timeout / 3`,
-/// and drops the connection after three unanswered probes. Keepalive probes
-/// go out only while nothing is in flight, hence [`tcp_user_timeout`] too.
-fn tcp_keepalive(stream: &TcpStream, settings: &Settings) {
-    if settings.ping_interval.is_zero() {
-        return;
-    }
-    let probe = (settings.ping_timeout / 3).max(Duration::from_secs(1));
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(settings.ping_interval)
-        .with_interval(probe)
-        .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
-        tracing::debug!("TCP keepalive not set: {e}");
-    }
-    tcp_user_timeout(stream, settings);
-}
-
-/// Data the peer leaves unacknowledged for `ping_interval + ping_timeout`
-/// ends the connection (TCP_USER_TIMEOUT), on every TCP connection of a
-/// WAMP listener. Otherwise a peer that vanished while a message to it was
-/// in flight is found only by TCP's retransmission timeout, some 15
-/// minutes: RawSocket's keepalive probes stop while data is unacknowledged,
-/// and a WebSocket writer waiting on a full socket cannot run its ping
-/// timer. A peer that is alive but does not read answers the kernel's
-/// zero-window probes and is not affected (the slow-consumer policy deals
-/// with it). docs/RELIABILITY.md, "A half-open TCP connection".
-fn tcp_user_timeout(stream: &TcpStream, settings: &Settings) {
-    if settings.ping_interval.is_zero() {
-        return;
-    }
-    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-    if let Err(e) = socket2::SockRef::from(stream)
-        .set_tcp_user_timeout(Some(settings.ping_interval + settings.ping_timeout))
-    {
-        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
-    }
-}
-
-/// Bounds the kernel's send buffer of a WAMP connection
-/// (`[limits] socket_send_buffer`). With autotuning, Linux grows the buffer
-/// of a connection whose peer does not read up to `net.ipv4.tcp_wmem`'s
-/// maximum (4 MiB): the router would copy that much into the socket of
-/// every stalled subscriber before its writer blocked and the slow-consumer
-/// policy could apply. In the slow-consumer storm (docs/RELIABILITY.md) that
-/// copying, times 500 subscribers, took the CPU from the healthy sessions.
-fn tcp_send_buffer(stream: &TcpStream, settings: &Settings) {
-    if settings.socket_send_buffer == 0 {
-        return;
-    }
-    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(settings.socket_send_buffer)
-    {
-        tracing::debug!("SO_SNDBUF not set: {e}");
-    }
-}
-
 fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, tcp: &Tcp) {
     let accepted = Instant::now();
     let Ok(guard) = tcp.admit(remote.ip) else {
         refuse_websocket(stream, &remote, tcp);
         return;
     };
-    tcp_user_timeout(&stream, &ep.settings);
-    tcp_send_buffer(&stream, &ep.settings);
+    tcp.options.apply_to_stream(&stream);
     let ep = ep.clone();
     let tcp = tcp.clone();
     let mut transport = tcp.transport("websocket", remote.ip);
@@ -882,8 +846,7 @@ fn serve_rawsocket_tcp(
     let Ok(guard) = tcp.admit(remote.ip) else {
         return; // RawSocket has no way to say why: just close
     };
-    tcp_keepalive(&stream, settings);
-    tcp_send_buffer(&stream, settings);
+    tcp.options.apply_to_stream(&stream);
     let mut transport = tcp.transport("rawsocket", remote.ip);
     let (router, settings, label) = (router.clone(), settings.clone(), remote.label);
     match tcp.tls.clone() {

@@ -48,8 +48,12 @@ impl Acceptor for TcpListener {
     type Stream = TcpStream;
     async fn next(&self) -> std::io::Result<(TcpStream, Remote)> {
         let (stream, addr) = self.accept().await?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
+        // TCP_NODELAY is the listener's, inherited where the system does
+        // (`sockopt`); elsewhere set here.
+        if !super::sockopt::INHERITED {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY not set: {e}");
+            }
         }
         Ok((
             stream,

@@ -15,6 +15,7 @@ pub mod accept;
 pub mod conn_limit;
 pub mod origin;
 pub mod rawsocket;
+pub mod sockopt;
 mod testee;
 pub mod tls;
 pub mod websocket;
