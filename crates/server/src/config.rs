@@ -582,8 +582,6 @@ fn default_max_handshake_message_size() -> usize {
 fn default_max_request_head_size() -> usize {
     64 * 1024
 }
-/// hyper's smallest read buffer: a request head may always be this long.
-pub const MIN_REQUEST_HEAD_SIZE: usize = 8192;
 fn default_max_pending_pong_bytes() -> usize {
     64 * 1024
 }
@@ -1018,6 +1016,7 @@ impl Config {
                 ),
             );
         }
+        use crate::transport::MIN_REQUEST_HEAD_SIZE;
         if !(MIN_REQUEST_HEAD_SIZE..=1 << 20).contains(&self.limits.max_request_head_size) {
             err(
                 0..0,

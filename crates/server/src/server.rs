@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use switchyard_router::metrics::Metrics;
 use switchyard_router::{Router, TransportInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -788,20 +787,13 @@ async fn serve_http<S>(stream: S, label: String, ep: websocket::Endpoint, transp
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = ep.settings.handshake_timeout;
-    // Checked above hyper's minimum when the configuration was read.
-    let max_head = ep
-        .settings
-        .max_request_head
-        .max(crate::config::MIN_REQUEST_HEAD_SIZE);
+    let conn =
+        crate::transport::http1_server(ep.settings.handshake_timeout, ep.settings.max_request_head);
     let peer = label.clone();
     let service = service_fn(move |req| {
         websocket::handle_http(req, ep.clone(), label.clone(), transport.clone())
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
-        .max_buf_size(max_head)
+    let conn = conn
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {

@@ -456,15 +456,21 @@ fn ws_read_frame(s: &mut std::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> 
     Ok((head[0] & 0x0f, payload))
 }
 
-/// A masked text frame's header announcing `len` bytes, and `sent` bytes of
-/// its (masked) payload.
-fn ws_text_frame_start(len: usize, sent: usize) -> Vec<u8> {
+/// A masked text frame whose header announces `len` bytes, followed by
+/// `payload` (all of it, or the start of a frame still to come).
+fn ws_text_frame(len: usize, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37u8, 0xfa, 0x21, 0x3d];
     let mut frame = vec![0x81u8, 0x80 | 127];
     frame.extend((len as u64).to_be_bytes());
     frame.extend(mask);
-    frame.extend((0..sent).map(|i| b'a' ^ mask[i % 4]));
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
+}
+
+/// A text frame's header announcing `len` bytes, and `sent` bytes of its
+/// payload.
+fn ws_text_frame_start(len: usize, sent: usize) -> Vec<u8> {
+    ws_text_frame(len, &vec![b'a'; sent])
 }
 
 #[test]
@@ -544,12 +550,8 @@ fn websocket_message_before_welcome_is_bounded_on_the_frame_header() {
 /// Sends `text` as one masked text frame.
 fn ws_send_text(s: &mut std::net::TcpStream, text: &str) {
     use std::io::Write;
-    let mask = [0x11u8, 0x22, 0x33, 0x44];
-    let mut frame = vec![0x81u8, 0x80 | 127];
-    frame.extend((text.len() as u64).to_be_bytes());
-    frame.extend(mask);
-    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    s.write_all(&frame).expect("send");
+    s.write_all(&ws_text_frame(text.len(), text.as_bytes()))
+        .expect("send");
 }
 
 #[test]

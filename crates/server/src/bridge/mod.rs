@@ -35,10 +35,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_proto::{errors, uri, Dict, Item, Payload, Serializer, Value};
@@ -529,9 +528,6 @@ pub async fn serve(
         let limits = limits.clone();
         tokio::spawn(async move {
             let requests = limits.requests.clone();
-            let max_head = limits
-                .max_request_head
-                .max(crate::config::MIN_REQUEST_HEAD_SIZE);
             let service = service_fn(move |req| {
                 let bridge = bridge.clone();
                 let peer = peer.clone();
@@ -544,11 +540,9 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(r)
                 }
             });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(max_head)
-                .serve_connection(TokioIo::new(Guarded::new(stream, guard)), service);
+            let conn =
+                crate::transport::http1_server(limits.header_timeout, limits.max_request_head)
+                    .serve_connection(TokioIo::new(Guarded::new(stream, guard)), service);
             if let Err(e) = conn.await {
                 tracing::debug!("bridge: HTTP connection ended: {e}");
             }

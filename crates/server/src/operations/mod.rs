@@ -25,10 +25,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use switchyard_router::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -74,10 +73,7 @@ pub async fn serve(
                 let ops = ops.clone();
                 async move { Ok::<_, Infallible>(handle(&req, &ops)) }
             });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_REQUEST_HEAD)
+            let conn = crate::transport::http1_server(HEADER_TIMEOUT, MAX_REQUEST_HEAD)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {

@@ -128,6 +128,24 @@ pub fn is_dead(settings: &Settings, liveness: &Liveness) -> bool {
     liveness.silent_for() > settings.ping_interval + settings.ping_timeout
 }
 
+/// hyper's smallest read buffer: a request head may always be this long.
+pub const MIN_REQUEST_HEAD_SIZE: usize = 8192;
+
+/// The HTTP/1 server settings every listener shares: a request head (and a
+/// keep-alive connection's wait for the next one) must arrive within
+/// `header_timeout` and be at most `max_head` bytes (431 beyond; at least
+/// [`MIN_REQUEST_HEAD_SIZE`], which the configuration checks).
+pub fn http1_server(
+    header_timeout: Duration,
+    max_head: usize,
+) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_head.max(MIN_REQUEST_HEAD_SIZE));
+    b
+}
+
 /// Payloads up to this many bytes are copied beside their headers into one
 /// buffer per write; longer ones are written from their own memory.
 pub const COPY_PAYLOAD_MAX: usize = 1024;
