@@ -28,6 +28,14 @@ pub struct IdleArgs {
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// After measuring, keep every session open until this file exists
+    /// (so that several generators' sessions are held at the same time,
+    /// as `bench/idle-cluster.sh` does), at most `--hold-max` seconds.
+    #[arg(long)]
+    pub hold_file: Option<std::path::PathBuf>,
+    /// The longest `--hold-file` wait, in seconds; past it the run fails.
+    #[arg(long, default_value_t = 600)]
+    pub hold_max: u64,
 }
 
 /// The resident memory of a process in bytes.
@@ -76,6 +84,34 @@ async fn measure(a: &IdleArgs) -> Result<(), String> {
                    "rss_before": before, "rss_after": after, "bytes_per_session": per})
         );
     }
+    if let Some(path) = &a.hold_file {
+        hold(path, Duration::from_secs(a.hold_max)).await?;
+        // Every session must still be up when the hold ends: a router that
+        // dropped idle sessions would otherwise pass unseen.
+        let gone = sessions.iter().filter(|s| s.is_closed()).count();
+        if gone > 0 {
+            return Err(format!(
+                "{gone} of {} sessions were closed while held",
+                sessions.len()
+            ));
+        }
+    }
     drop(sessions);
+    Ok(())
+}
+
+/// Waits until `path` exists, polling, for at most `max`.
+async fn hold(path: &std::path::Path, max: Duration) -> Result<(), String> {
+    let end = tokio::time::Instant::now() + max;
+    while !path.exists() {
+        if tokio::time::Instant::now() >= end {
+            return Err(format!(
+                "{} did not appear within {} s",
+                path.display(),
+                max.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
