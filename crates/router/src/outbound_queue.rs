@@ -26,6 +26,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -133,22 +134,11 @@ impl Drop for Batch {
     }
 }
 
-/// What an item weighs in the queue's counts.
-pub trait Weigh {
-    /// Its bytes, counted against the queue's byte limit; None for a
-    /// control item (not a message: neither its bytes nor its place in
-    /// [`Sender::pushed`] are counted, but it takes a place).
-    fn weigh(&self) -> Option<usize>;
-}
-
 /// Why [`Sender::try_send`] refused an item (given back).
 #[derive(Debug)]
 pub enum TrySendError<T> {
-    /// The queue holds its capacity in items.
+    /// The queue holds its capacity.
     Full(T),
-    /// The queue holds `queued` bytes (more than none), and the item's
-    /// would take it over its byte limit.
-    TooManyBytes { item: T, queued: usize },
     /// The receiver is gone.
     Closed(T),
 }
@@ -164,23 +154,14 @@ pub enum TryRecvError {
 
 struct Chan<T> {
     state: Mutex<State<T>>,
+    /// Items pushed and not yet taken out by the receiver (in the shared
+    /// queue or in the receiver's local one).
+    len: AtomicUsize,
     capacity: usize,
-    max_bytes: usize,
 }
 
-/// The counts live under the lock every push takes anyway: per item, a
-/// push adds to plain integers, and the receiver gives back a whole
-/// batch's places and bytes under the lock it takes to find the next one
-/// (they were atomics the two sides, on two cores, both wrote).
 struct State<T> {
     items: VecDeque<T>,
-    /// Items pushed and not yet given back by the receiver (in the shared
-    /// queue, in the receiver's local one, or popped and not settled).
-    len: usize,
-    /// Their bytes ([`Weigh`]).
-    bytes: usize,
-    /// Messages ever pushed (control items are not counted).
-    pushed: u64,
     /// The receiver's waker while it sleeps on an empty queue; taken by the
     /// first push after that.
     waker: Option<Waker>,
@@ -188,21 +169,17 @@ struct State<T> {
     receiver_gone: bool,
 }
 
-/// A bounded queue of at most `capacity` items (at least 1) and
-/// `max_bytes` bytes: an empty queue takes an item of any size.
-pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Receiver<T>) {
+/// A bounded queue of at most `capacity` items (at least 1).
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
         state: Mutex::new(State {
             items: VecDeque::new(),
-            len: 0,
-            bytes: 0,
-            pushed: 0,
             waker: None,
             sender_gone: false,
             receiver_gone: false,
         }),
+        len: AtomicUsize::new(0),
         capacity: capacity.max(1),
-        max_bytes,
     });
     (
         Sender { chan: chan.clone() },
@@ -210,7 +187,6 @@ pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Recei
             chan,
             taken: VecDeque::new(),
             popped: 0,
-            popped_bytes: 0,
         },
     )
 }
@@ -220,7 +196,7 @@ pub struct Sender<T> {
     chan: Arc<Chan<T>>,
 }
 
-impl<T: Weigh> Sender<T> {
+impl<T> Sender<T> {
     /// Queues `item` and wakes the receiver if it sleeps.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         self.push(item, false)
@@ -233,22 +209,14 @@ impl<T: Weigh> Sender<T> {
     }
 
     fn push(&self, item: T, defer: bool) -> Result<(), TrySendError<T>> {
-        let weight = item.weigh();
-        let bytes = weight.unwrap_or(0);
         let mut st = self.chan.state.lock();
         if st.receiver_gone {
             return Err(TrySendError::Closed(item));
         }
-        if st.len >= self.chan.capacity {
+        if self.chan.len.load(Ordering::Relaxed) >= self.chan.capacity {
             return Err(TrySendError::Full(item));
         }
-        if st.bytes > 0 && st.bytes.saturating_add(bytes) > self.chan.max_bytes {
-            let queued = st.bytes;
-            return Err(TrySendError::TooManyBytes { item, queued });
-        }
-        st.len += 1;
-        st.bytes += bytes;
-        st.pushed += u64::from(weight.is_some());
+        self.chan.len.fetch_add(1, Ordering::Relaxed);
         st.items.push_back(item);
         let waker = st.waker.take();
         drop(st);
@@ -258,16 +226,6 @@ impl<T: Weigh> Sender<T> {
             None => {}
         }
         Ok(())
-    }
-
-    /// Bytes pushed and not yet given back by the receiver.
-    pub fn queued_bytes(&self) -> usize {
-        self.chan.state.lock().bytes
-    }
-
-    /// Messages ever pushed.
-    pub fn pushed(&self) -> u64 {
-        self.chan.state.lock().pushed
     }
 }
 
@@ -289,37 +247,27 @@ impl<T> Drop for Sender<T> {
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
     taken: VecDeque<T>,
-    /// Items popped whose places (and bytes) are not yet given back to
-    /// the producers: given back once per batch, under the lock taken to
-    /// look for the next one ([`Receiver::settle`]), not once per item.
+    /// Items popped whose places are not yet given back to the producers
+    /// ([`Receiver::settle`]): one atomic subtraction per batch, not one
+    /// per item.
     popped: usize,
-    popped_bytes: usize,
 }
 
-/// Gives what a receiver popped back to the producers' counts, under the
-/// lock (`st`).
-fn release<T>(st: &mut State<T>, popped: &mut usize, popped_bytes: &mut usize) {
-    st.len -= std::mem::take(popped);
-    st.bytes -= std::mem::take(popped_bytes);
-}
-
-impl<T: Weigh> Receiver<T> {
+impl<T> Receiver<T> {
     fn pop_taken(&mut self) -> Option<T> {
         let item = self.taken.pop_front()?;
         self.popped += 1;
-        self.popped_bytes += item.weigh().unwrap_or(0);
         Some(item)
     }
 
-    /// Gives the places and bytes of the items popped so far back to the
-    /// producers. Until then they count against the limits: the consumer
-    /// calls it once it has taken a batch (and it is done before the
-    /// consumer sleeps, and by [`Receiver::try_recv`] when it finds nothing
-    /// more, under the lock that takes anyway).
+    /// Gives the places of the items popped so far back to the producers.
+    /// Until then they count against the capacity: the consumer calls it
+    /// once it has taken a batch (and it is called before the consumer
+    /// sleeps, and by [`Receiver::try_recv`] when it finds nothing more).
     pub fn settle(&mut self) {
         if self.popped > 0 {
-            let mut st = self.chan.state.lock();
-            release(&mut st, &mut self.popped, &mut self.popped_bytes);
+            self.chan.len.fetch_sub(self.popped, Ordering::Relaxed);
+            self.popped = 0;
         }
     }
 
@@ -330,8 +278,8 @@ impl<T: Weigh> Receiver<T> {
         }
         // The local queue is empty: its places go back before the consumer
         // takes more or sleeps.
+        self.settle();
         let mut st = self.chan.state.lock();
-        release(&mut st, &mut self.popped, &mut self.popped_bytes);
         if !st.items.is_empty() {
             std::mem::swap(&mut st.items, &mut self.taken);
             // It runs: the pushes until it sleeps again need not wake it.
@@ -364,8 +312,8 @@ impl<T: Weigh> Receiver<T> {
         if let Some(item) = self.pop_taken() {
             return Ok(item);
         }
+        self.settle();
         let mut st = self.chan.state.lock();
-        release(&mut st, &mut self.popped, &mut self.popped_bytes);
         if st.items.is_empty() {
             return Err(if st.sender_gone {
                 TryRecvError::Disconnected
@@ -397,15 +345,8 @@ impl<T> Drop for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
-
-    /// A test item weighs its value in bytes.
-    impl Weigh for u32 {
-        fn weigh(&self) -> Option<usize> {
-            Some(*self as usize)
-        }
-    }
 
     /// A waker that counts its wake-ups.
     #[derive(Default)]
@@ -432,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_sleeping_receiver_is_woken_once_by_the_first_push() {
-        let (tx, mut rx) = channel(8, usize::MAX);
+        let (tx, mut rx) = channel(8);
         let count = Arc::new(Count::default());
         assert_eq!(poll(&mut rx, &count), None);
         tx.try_send(1).unwrap();
@@ -445,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_batch_defers_the_wake_up_until_it_is_flushed() {
-        let (tx, mut rx) = channel(64, usize::MAX);
+        let (tx, mut rx) = channel(64);
         let count = Arc::new(Count::default());
         assert_eq!(poll(&mut rx, &count), None);
         let mut batch = Batch::new();
@@ -472,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_batch_flushes_after_max_frames_and_when_dropped() {
-        let (tx, mut rx) = channel(1024, usize::MAX);
+        let (tx, mut rx) = channel(1024);
         let count = Arc::new(Count::default());
         assert_eq!(poll(&mut rx, &count), None);
         let mut batch = Batch::new();
@@ -490,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_panic_while_routing_loses_no_wake_up() {
-        let (tx, mut rx) = channel(8, usize::MAX);
+        let (tx, mut rx) = channel(8);
         let count = Arc::new(Count::default());
         assert_eq!(poll(&mut rx, &count), None);
         let mut batch = Batch::new();
@@ -513,8 +454,8 @@ mod tests {
 
     #[test]
     fn nested_batches_each_hold_their_own_wake_ups() {
-        let (tx_a, mut rx_a) = channel(8, usize::MAX);
-        let (tx_b, mut rx_b) = channel(8, usize::MAX);
+        let (tx_a, mut rx_a) = channel(8);
+        let (tx_b, mut rx_b) = channel(8);
         let (ca, cb) = (Arc::new(Count::default()), Arc::new(Count::default()));
         assert_eq!(poll(&mut rx_a, &ca), None);
         assert_eq!(poll(&mut rx_b, &cb), None);
@@ -533,7 +474,7 @@ mod tests {
 
     #[test]
     fn a_running_receiver_is_not_woken() {
-        let (tx, mut rx) = channel(8, usize::MAX);
+        let (tx, mut rx) = channel(8);
         let count = Arc::new(Count::default());
         // Never slept: no waker left, nothing to wake.
         tx.try_send(1).unwrap();
@@ -549,7 +490,7 @@ mod tests {
 
     #[test]
     fn capacity_counts_what_the_receiver_has_not_popped() {
-        let (tx, mut rx) = channel(2, usize::MAX);
+        let (tx, mut rx) = channel(2);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
@@ -565,44 +506,8 @@ mod tests {
     }
 
     #[test]
-    fn bytes_count_until_the_receiver_settles() {
-        let (tx, mut rx) = channel(8, 10);
-        // An empty queue takes an item over the limit.
-        tx.try_send(12).unwrap();
-        assert!(matches!(
-            tx.try_send(1),
-            Err(TrySendError::TooManyBytes {
-                item: 1,
-                queued: 12
-            })
-        ));
-        assert_eq!(rx.try_recv(), Ok(12));
-        assert_eq!(tx.queued_bytes(), 12, "popped, not settled");
-        assert!(matches!(
-            tx.try_send(1),
-            Err(TrySendError::TooManyBytes { .. })
-        ));
-        rx.settle();
-        assert_eq!(tx.queued_bytes(), 0);
-        tx.try_send(4).unwrap();
-        tx.try_send(6).unwrap();
-        assert!(matches!(
-            tx.try_send(1),
-            Err(TrySendError::TooManyBytes {
-                item: 1,
-                queued: 10
-            })
-        ));
-        assert_eq!(rx.try_recv(), Ok(4));
-        assert_eq!(rx.try_recv(), Ok(6));
-        // Finding the queue empty gives the batch back.
-        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
-        assert_eq!((tx.queued_bytes(), tx.pushed()), (0, 3));
-    }
-
-    #[test]
     fn closing_and_dropping_either_end() {
-        let (tx, mut rx) = channel(4, usize::MAX);
+        let (tx, mut rx) = channel(4);
         let count = Arc::new(Count::default());
         tx.try_send(1).unwrap();
         rx.close();
@@ -614,7 +519,7 @@ mod tests {
         assert_eq!(poll(&mut rx, &count), Some(None));
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
 
-        let (tx, rx) = channel::<u32>(4, usize::MAX);
+        let (tx, rx) = channel::<u32>(4);
         drop(rx);
         assert!(matches!(tx.try_send(1), Err(TrySendError::Closed(1))));
     }

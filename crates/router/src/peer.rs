@@ -3,7 +3,7 @@
 //! The transport owns the receiving end and writes the frames.
 
 use crate::logsafe::Clip;
-use crate::outbound_queue::{self, TryRecvError, TrySendError, Weigh};
+use crate::outbound_queue::{self, TryRecvError, TrySendError};
 use crate::traffic::Traffic;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,15 +35,6 @@ pub enum Outgoing {
     Frame(Bytes),
     /// Write everything queued before, then close the transport.
     Close,
-}
-
-impl Weigh for Outgoing {
-    fn weigh(&self) -> Option<usize> {
-        match self {
-            Outgoing::Frame(f) => Some(f.len()),
-            Outgoing::Close => None,
-        }
-    }
 }
 
 /// How much a session's outbound queue may hold before the slow-consumer
@@ -155,10 +146,10 @@ impl Drop for BudgetSlot {
 /// the shared budget) once per batch: when the writer calls
 /// [`OutboundRx::settle`] after taking one, when it finds the queue empty,
 /// and before it sleeps. Per frame, that was three atomic subtractions on
-/// counters the producers (the other core) write too; the queue's own
-/// counts (places, bytes) are now plain integers under its lock.
+/// counters the producers (the other core) write too.
 pub struct OutboundRx {
     rx: outbound_queue::Receiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
     budget: Option<Arc<OutboundBudget>>,
     /// When the writer last took a frame (ms on the budget's clock).
     last_take: Arc<AtomicU64>,
@@ -181,6 +172,7 @@ impl OutboundRx {
         self.rx.settle();
         let n = std::mem::take(&mut self.taken_bytes);
         if n > 0 {
+            self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
             if let Some(b) = &self.budget {
                 b.queued.fetch_sub(n, Ordering::Relaxed);
             }
@@ -241,10 +233,11 @@ pub struct Peer {
     serializer: Serializer,
     /// Wakes the writer if it sleeps; for an EVENT, the batch of the
     /// reader routing it may do that later (`outbound_queue::Batch`).
-    /// Also counts the frames queued, their bytes not yet taken by the
-    /// writer, and the frames ever queued (`frames_out`), under its lock.
     tx: outbound_queue::Sender<Outgoing>,
     capacity: usize,
+    /// Bytes of the frames queued and not yet taken by the writer (shared
+    /// with the [`OutboundRx`]).
+    queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
     budget: Option<BudgetSlot>,
     last_take: Arc<AtomicU64>,
@@ -256,9 +249,10 @@ pub struct Peer {
     stopped: AtomicBool,
     kill_reason: Mutex<Option<String>>,
     dropped_events: AtomicU64,
-    /// Frames the client sent (the meta API's `wamp.session.get` tells
-    /// them, and the frames queued for it; an admin page derives rates).
+    /// Frames the client sent and frames queued for it (the meta API's
+    /// `wamp.session.get` tells them; an admin page derives rates).
     frames_in: AtomicU64,
+    frames_out: AtomicU64,
     request_ids: IdSequence,
     label: String,
     /// The id of the session on this connection (0 before WELCOME), for logs.
@@ -301,13 +295,14 @@ impl Peer {
         label: String,
     ) -> (Arc<Peer>, OutboundRx) {
         let capacity = limits.messages.max(1);
-        let max_queued_bytes = limits.bytes.max(1);
-        let (tx, rx) = outbound_queue::channel(capacity, max_queued_bytes);
+        let (tx, rx) = outbound_queue::channel(capacity);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let last_take = Arc::new(AtomicU64::new(
             limits.budget.as_ref().map_or(0, |b| b.now_ms()),
         ));
         let rx = OutboundRx {
             rx,
+            queued_bytes: queued_bytes.clone(),
             budget: limits.budget.clone(),
             last_take: last_take.clone(),
             taken_bytes: 0,
@@ -317,7 +312,8 @@ impl Peer {
             serializer,
             tx,
             capacity,
-            max_queued_bytes,
+            queued_bytes,
+            max_queued_bytes: limits.bytes.max(1),
             budget: limits.budget.map(BudgetSlot::new),
             last_take,
             policy: limits.policy,
@@ -327,6 +323,7 @@ impl Peer {
             kill_reason: Mutex::new(None),
             dropped_events: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
             request_ids: IdSequence::new(),
             label,
             session: AtomicU64::new(0),
@@ -412,14 +409,42 @@ impl Peer {
             return false;
         }
         let len = frame.len();
-        // The shared budget first (one atomic add); the queue's own limits,
-        // messages and bytes (an empty queue takes any frame), under its
-        // lock with the push.
+        // Reserve the bytes first; an empty queue takes any frame.
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.full(is_event, || {
+                format!(
+                    "outbound queue holds {before} bytes, over its limit of {} bytes",
+                    self.max_queued_bytes
+                )
+            });
+            return false;
+        }
         if let Some(budget) = &self.budget {
             let total = budget.add(len).saturating_add(len);
-            if total > budget.0.limit && !self.within_budget(budget, len, total, is_event) {
-                budget.sub(len);
-                return false;
+            if before > 0 && total > budget.0.limit {
+                let share = budget.0.fair_share();
+                let queue = before.saturating_add(len);
+                let idle_ms = budget
+                    .0
+                    .now_ms()
+                    .saturating_sub(self.last_take.load(Ordering::Relaxed));
+                let stalled = idle_ms >= STALLED_AFTER.as_millis() as u64;
+                if queue > share && (stalled || queue > share.saturating_mul(READER_SHARES)) {
+                    budget.sub(len);
+                    self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    // The limit first: log lines clip long reasons.
+                    self.full(is_event, || {
+                        format!(
+                            "over total_outbound_bytes ({} bytes, all connections' queues hold \
+                             {total}): this queue holds {before} bytes, over its share of {share} \
+                             bytes (nothing written for {idle_ms} ms)",
+                            budget.0.limit
+                        )
+                    });
+                    return false;
+                }
             }
         }
         // Counted where it is queued: an EVENT by the Broker, once per
@@ -448,59 +473,22 @@ impl Peer {
                 if let Some((t, code)) = counted {
                     t.queued(code, len);
                 }
+                self.frames_out.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 if let Some(budget) = &self.budget {
                     budget.sub(len);
                 }
-                match e {
-                    TrySendError::Full(_) => self.full(is_event, || {
+                if let TrySendError::Full(_) = e {
+                    self.full(is_event, || {
                         format!("outbound queue of {} messages is full", self.capacity)
-                    }),
-                    TrySendError::TooManyBytes { queued, .. } => self.full(is_event, || {
-                        format!(
-                            "outbound queue holds {queued} bytes, over its limit of {} bytes",
-                            self.max_queued_bytes
-                        )
-                    }),
-                    TrySendError::Closed(_) => {}
+                    });
                 }
                 false
             }
         }
-    }
-
-    /// With all connections' queues over the shared budget (`total` bytes
-    /// with this frame's `len`), whether this queue may still take the
-    /// frame: a queue within its fair share may, and one that is being
-    /// read may hold up to [`READER_SHARES`] shares. Applies the
-    /// slow-consumer policy when it may not.
-    fn within_budget(&self, budget: &BudgetSlot, len: usize, total: usize, is_event: bool) -> bool {
-        let before = self.tx.queued_bytes();
-        if before == 0 {
-            return true; // an empty queue takes any frame
-        }
-        let share = budget.0.fair_share();
-        let queue = before.saturating_add(len);
-        let idle_ms = budget
-            .0
-            .now_ms()
-            .saturating_sub(self.last_take.load(Ordering::Relaxed));
-        let stalled = idle_ms >= STALLED_AFTER.as_millis() as u64;
-        if queue > share && (stalled || queue > share.saturating_mul(READER_SHARES)) {
-            // The limit first: log lines clip long reasons.
-            self.full(is_event, || {
-                format!(
-                    "over total_outbound_bytes ({} bytes, all connections' queues hold \
-                     {total}): this queue holds {before} bytes, over its share of {share} \
-                     bytes (nothing written for {idle_ms} ms)",
-                    budget.0.limit
-                )
-            });
-            return false;
-        }
-        true
     }
 
     /// Applies the slow-consumer policy to a frame that did not fit. `why` is
@@ -538,12 +526,15 @@ impl Peer {
 
     /// Frames received from the client and frames queued for it, so far.
     pub fn frame_counts(&self) -> (u64, u64) {
-        (self.frames_in.load(Ordering::Relaxed), self.tx.pushed())
+        (
+            self.frames_in.load(Ordering::Relaxed),
+            self.frames_out.load(Ordering::Relaxed),
+        )
     }
 
     /// Bytes queued and not yet taken by the writer.
     pub fn queued_bytes(&self) -> usize {
-        self.tx.queued_bytes()
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Closes the connection once everything queued so far is written.
