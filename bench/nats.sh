@@ -12,6 +12,12 @@
 # its PONG is the acknowledgement (bench/src/nats.rs says why that is the
 # equivalent). Server CPU is the router's or the NATS server's (--server-pid).
 #
+# The subscribers of both systems are the bench's lean ones by default
+# (--lean-subscribers: one TCP stream each, the frames parsed in place,
+# bench/src/lean_sub.rs), equally lean for both, so that the load
+# generator's share of the two cores does not favour either server; the
+# library clients (switchyard_client, async-nats) with LIBRARY_SUBSCRIBERS=1.
+#
 # Usage: bench/nats.sh
 # Environment:
 #   ROUNDS=5          interleaved rounds (the median is over ROUNDS runs)
@@ -20,6 +26,7 @@
 #   BASE_PORT=19180   router WebSocket on BASE_PORT, NATS on BASE_PORT+1
 #   NO_BUILD=1        skip cargo build; ROUTER=PATH BENCH=PATH binaries to use
 #   NATS_SERVER=PATH  default: nats-server (scripts/install-nats.sh)
+#   LIBRARY_SUBSCRIBERS=1  the client libraries as subscribers, not the lean ones
 #   OUT=DIR           results (default: a new dir under /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +72,9 @@ PIDS+=("$NATS_PID")
 wait_port "$NATS_PORT" "$NATS_PID" "$OUT/nats.log"
 
 COMMON=(--subscribers "$SUBSCRIBERS" --publishes "$PUBLISHES" --in-flight 32 --payload 64 --json)
+if [[ "${LIBRARY_SUBSCRIBERS:-0}" != 1 ]]; then
+    COMMON+=(--lean-subscribers)
+fi
 FAILED=0
 run() { # run SYSTEM ROUND
     local s=$1 i=$2 args

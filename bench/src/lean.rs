@@ -139,6 +139,11 @@ impl Wire {
         })
     }
 
+    /// The serializer of every session.
+    pub fn serializer(&self) -> Serializer {
+        self.ser
+    }
+
     /// Connects, does the transport's handshake and HELLO, and checks that
     /// the answer is a WELCOME.
     pub async fn open(&self) -> Result<LeanSession, String> {
@@ -180,15 +185,18 @@ impl Wire {
     }
 
     /// SUBSCRIBE to topic `i` (of those given to [`Wire::new`]); the
-    /// answer must be SUBSCRIBED to that request.
-    pub async fn subscribe(&self, s: &mut LeanSession, i: usize) -> Result<(), String> {
+    /// answer must be SUBSCRIBED to that request. Returns the subscription id.
+    pub async fn subscribe(&self, s: &mut LeanSession, i: usize) -> Result<u64, String> {
         let frame = self
             .subscribes
             .get(i)
             .ok_or_else(|| format!("no topic {i}"))?;
         s.send(frame).await?;
         match s.recv(self.ser).await? {
-            Message::Subscribed { request, .. } if request == SUBSCRIBE_REQUEST => Ok(()),
+            Message::Subscribed {
+                request,
+                subscription,
+            } if request == SUBSCRIBE_REQUEST => Ok(subscription),
             Message::Error { error, .. } => Err(format!("SUBSCRIBE answered with ERROR {error}")),
             other => Err(format!("SUBSCRIBE answered with {}", name(&other))),
         }
@@ -218,6 +226,13 @@ pub struct LeanSession {
 }
 
 impl LeanSession {
+    /// The stream, the bytes read past the last answer, and whether the
+    /// session speaks WebSocket (else RawSocket): for a reader that takes
+    /// over the connection (`lean_sub`).
+    pub fn into_parts(self) -> (TcpStream, BytesMut, bool) {
+        (self.io, self.buf, self.ws)
+    }
+
     async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.io
             .write_all(bytes)

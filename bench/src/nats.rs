@@ -28,6 +28,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::lean_sub::{nats_subscriber, NatsRecord};
 use crate::pubsub::wait_for_deliveries;
 use crate::stats::{group, CpuMeter};
 
@@ -60,6 +61,10 @@ pub struct NatsArgs {
     /// Give up after this many seconds (the run then reports what it saw).
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Lean subscribers (`lean_sub.rs`: one TCP stream each, the NATS
+    /// protocol parsed in place) instead of async-nats clients.
+    #[arg(long)]
+    pub lean_subscribers: bool,
 }
 
 /// Digits of the sequence number at the start of each payload.
@@ -67,13 +72,37 @@ const SEQ_DIGITS: usize = 20;
 
 /// What one subscriber saw.
 #[derive(Default)]
-struct Seen {
+pub struct Seen {
     count: u64,
     /// The highest sequence number seen so far.
     prev: Option<u64>,
     out_of_order: u64,
     malformed: u64,
     last: Option<Instant>,
+    /// Why a lean subscriber stopped reading before the end, if it did.
+    error: Option<String>,
+}
+
+impl NatsRecord for Seen {
+    /// Counts a message and checks its sequence against the previous one's.
+    fn record(&mut self, payload: &[u8], now: Instant) {
+        self.count += 1;
+        self.last = Some(now);
+        match seq_of(payload) {
+            Some(seq) => {
+                if self.prev.is_some_and(|p| seq <= p) {
+                    self.out_of_order += 1;
+                } else {
+                    self.prev = Some(seq);
+                }
+            }
+            None => self.malformed += 1,
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        self.error = Some(error);
+    }
 }
 
 /// The sequence number at the start of a payload.
@@ -244,30 +273,25 @@ async fn subscriber(url: String, subject: String, total: Arc<AtomicU64>) -> Resu
     let seen2 = seen.clone();
     let task = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
-            {
-                let mut st = seen2.lock().unwrap_or_else(|e| e.into_inner());
-                st.count += 1;
-                st.last = Some(Instant::now());
-                match seq_of(&m.payload) {
-                    Some(seq) => {
-                        if st.prev.is_some_and(|p| seq <= p) {
-                            st.out_of_order += 1;
-                        } else {
-                            st.prev = Some(seq);
-                        }
-                    }
-                    None => st.malformed += 1,
-                }
-            }
+            seen2
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(&m.payload, Instant::now());
             total.fetch_add(1, Ordering::Relaxed);
         }
     });
-    Ok(Sub { client, seen, task })
+    Ok(Sub {
+        client: Some(client),
+        seen,
+        task,
+    })
 }
 
 /// A subscriber connection and the task counting what it receives.
 struct Sub {
-    client: async_nats::Client,
+    /// The async-nats client (`None`: a lean subscriber, whose task owns
+    /// its connection).
+    client: Option<async_nats::Client>,
     seen: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -292,7 +316,16 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
 
     let mut subs = Vec::with_capacity(a.subscribers);
     for _ in 0..a.subscribers {
-        subs.push(subscriber(url.clone(), subject.clone(), total.clone()).await?);
+        subs.push(if a.lean_subscribers {
+            let s = nats_subscriber(&addr, &subject, total.clone()).await?;
+            Sub {
+                client: None,
+                seen: s.seen,
+                task: s.task,
+            }
+        } else {
+            subscriber(url.clone(), subject.clone(), total.clone()).await?
+        });
     }
     let mut publisher = Publisher::connect(&addr).await?;
 
@@ -332,9 +365,14 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
     let used = cpu.stop();
 
     let (mut delivered, mut lost, mut misordered, mut malformed) = (0u64, 0u64, 0u64, 0u64);
+    let mut errors = u64::from(first_error.is_some()); // the publisher's
     let mut end = t0;
     for sub in &subs {
         let st = sub.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &st.error {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("subscriber: {e}"));
+        }
         delivered += st.count;
         lost += a.publishes.saturating_sub(st.count);
         misordered += st.out_of_order;
@@ -343,7 +381,6 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
             end = end.max(l);
         }
     }
-    let errors = u64::from(first_error.is_some());
     let wall = end.saturating_duration_since(t0).as_secs_f64().max(1e-9);
     let pub_wall = t_published
         .saturating_duration_since(t0)
@@ -357,8 +394,9 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
         .map(|s| delivered as f64 / s);
 
     let mut line = format!(
-        "pubsub nats 1->{} payload {}B in-flight {} (PUB+PING): {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, out of order {misordered}",
+        "pubsub nats 1->{}{} payload {}B in-flight {} (PUB+PING): {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, out of order {misordered}",
         a.subscribers,
+        if a.lean_subscribers { " (lean)" } else { "" },
         a.payload,
         a.in_flight,
         group(delivered as f64),
@@ -394,6 +432,7 @@ pub async fn run(a: NatsArgs) -> Result<i32, String> {
                 "transport": "nats",
                 "serializer": "nats",
                 "subscribers": a.subscribers,
+                "lean_subscribers": a.lean_subscribers,
                 "publishes": a.publishes,
                 "in_flight": a.in_flight,
                 "payload": a.payload,

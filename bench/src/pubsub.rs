@@ -11,6 +11,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 use switchyard_client::{raw_payload, Dict, Serializer, Session, SessionOptions, Value};
 
+use crate::lean::Wire;
+use crate::lean_sub::{wamp_subscriber, WampSeen};
 use crate::stats::{group, CpuMeter};
 use crate::Common;
 
@@ -47,6 +49,11 @@ pub struct PubsubArgs {
     /// Match policy of the noise subscriptions.
     #[arg(long, value_enum, default_value = "prefix")]
     pub noise_match: NoiseMatch,
+    /// Lean subscribers (`lean_sub.rs`: one TCP stream each, EVENTs taken
+    /// from the frames in place, ws:// and rs:// only) instead of
+    /// `switchyard_client` sessions.
+    #[arg(long)]
+    pub lean_subscribers: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -102,11 +109,10 @@ async fn make_noise(a: &PubsubArgs, ser: Serializer) -> Result<Option<Session>, 
     Ok(Some(s))
 }
 
-/// What one subscriber saw.
-#[derive(Default)]
-struct Seen {
-    publications: Vec<u64>,
-    last: Option<Instant>,
+/// A subscriber's connection: a library session, or the task of a lean one.
+enum SubConn {
+    Library(Session),
+    Lean(tokio::task::JoinHandle<()>),
 }
 
 pub async fn run(a: PubsubArgs) -> Result<i32, String> {
@@ -132,11 +138,32 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
     let deadline = Instant::now() + Duration::from_secs(c.timeout);
 
     // Subscribers, connected a batch at a time.
-    let mut subscribers: Vec<(Session, Arc<Mutex<Seen>>)> = Vec::with_capacity(a.subscribers);
+    let mut subscribers: Vec<(SubConn, Arc<Mutex<WampSeen>>)> = Vec::with_capacity(a.subscribers);
+    let wires = if a.lean_subscribers {
+        let mut w = Vec::with_capacity(sub_urls.len());
+        for url in &sub_urls {
+            w.push(Wire::new(url, &c.realm, sub_ser, std::slice::from_ref(&topic)).await?);
+        }
+        w
+    } else {
+        Vec::new()
+    };
     let mut remaining = a.subscribers;
     while remaining > 0 {
         let n = remaining.min(50);
         remaining -= n;
+        if a.lean_subscribers {
+            let mut joins = FuturesUnordered::new();
+            for i in 0..n {
+                let wire = &wires[(a.subscribers - remaining - n + i) % wires.len()];
+                joins.push(wamp_subscriber(wire, total.clone(), a.publishes as usize));
+            }
+            while let Some(r) = joins.next().await {
+                let s = r.map_err(|e| format!("lean subscriber: {e}"))?;
+                subscribers.push((SubConn::Lean(s.task), s.seen));
+            }
+            continue;
+        }
         let mut joins = FuturesUnordered::new();
         for i in 0..n {
             let (url, realm, topic, total) = (
@@ -150,9 +177,9 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
                 let s = Session::connect_with(&url, &realm, SessionOptions::new(sub_ser))
                     .await
                     .map_err(|e| format!("subscriber connect: {e}"))?;
-                let seen = Arc::new(Mutex::new(Seen {
+                let seen = Arc::new(Mutex::new(WampSeen {
                     publications: Vec::with_capacity(cap),
-                    last: None,
+                    ..WampSeen::default()
                 }));
                 let seen2 = seen.clone();
                 s.subscribe_callback(&topic, Dict::new(), move |ev| {
@@ -165,7 +192,7 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
                 })
                 .await
                 .map_err(|e| format!("subscribe: {e}"))?;
-                Ok::<_, String>((s, seen))
+                Ok::<_, String>((SubConn::Library(s), seen))
             });
         }
         while let Some(r) = joins.next().await {
@@ -252,6 +279,10 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
     let mut end = t0;
     for (_, seen) in &subscribers {
         let st = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &st.error {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("subscriber: {e}"));
+        }
         delivered += st.publications.len() as u64;
         if let Some(l) = st.last {
             end = end.max(l);
@@ -299,8 +330,9 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         format!("{ser}->{sub_ser}")
     };
     let mut line = format!(
-        "pubsub {transport} {ser_name} 1->{} payload {}B in-flight {}: {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, duplicates {dups}, out of order {misordered}",
+        "pubsub {transport} {ser_name} 1->{}{} payload {}B in-flight {}: {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, duplicates {dups}, out of order {misordered}",
         a.subscribers,
+        if a.lean_subscribers { " (lean)" } else { "" },
         c.payload,
         a.in_flight,
         group(delivered as f64),
@@ -346,6 +378,7 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
                 "transport": transport,
                 "serializer": ser_name,
                 "subscribers": a.subscribers,
+                "lean_subscribers": a.lean_subscribers,
                 "noise": a.noise,
                 "noise_match": a.noise_match.name(),
                 "publishes": a.publishes,
@@ -369,9 +402,16 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         );
     }
 
-    let mut leaves: FuturesUnordered<_> = subscribers
-        .iter()
-        .map(|(s, _)| s)
+    // Lean subscribers just close their connections.
+    let mut sessions = Vec::with_capacity(subscribers.len());
+    for (conn, _) in &subscribers {
+        match conn {
+            SubConn::Library(s) => sessions.push(s),
+            SubConn::Lean(task) => task.abort(),
+        }
+    }
+    let mut leaves: FuturesUnordered<_> = sessions
+        .into_iter()
         .chain(std::iter::once(&publisher))
         .chain(noise.iter())
         .map(|s| tokio::time::timeout(Duration::from_secs(5), s.leave()))
