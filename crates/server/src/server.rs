@@ -8,11 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use switchyard_router::metrics::Metrics;
 use switchyard_router::{Router, TransportInfo};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -25,7 +22,7 @@ use crate::transport::conn_limit::{AddressGuard, AddressLimiter, Guarded};
 use crate::transport::origin::OriginPolicy;
 use crate::transport::sockopt::ConnOptions;
 use crate::transport::tls::{self, TlsFiles, TlsListener};
-use crate::transport::{http_reply_and_close, rawsocket, websocket, Settings};
+use crate::transport::{http_reply_and_close, rawsocket, websocket, ws_upgrade, Settings};
 
 /// How long shutdown waits for sessions to close after GOODBYE.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -761,43 +758,29 @@ fn serve_websocket(stream: TcpStream, remote: Remote, ep: &websocket::Endpoint, 
     };
     tcp.options.apply_to_stream(&stream);
     let ep = ep.clone();
-    let tcp = tcp.clone();
     let mut transport = tcp.transport("websocket", remote.ip);
     let label = remote.label;
-    tokio::spawn(async move {
-        match &tcp.tls {
-            None => serve_http(Guarded::new(stream, guard), label, ep, transport).await,
-            Some(tls) => {
+    match tcp.tls.clone() {
+        None => {
+            // The request head's deadline, as hyper's header timeout.
+            let head_by = accepted + ep.settings.handshake_timeout;
+            let stream = Guarded::new(stream, guard);
+            tokio::spawn(ws_upgrade::serve(stream, label, ep, transport, head_by));
+        }
+        Some(tls) => {
+            tokio::spawn(async move {
                 let deadline = accepted + ep.settings.handshake_timeout;
-                let Some((stream, cert)) = tls::accept(tls, stream, deadline, &label, true).await
+                let Some((stream, cert)) = tls::accept(&tls, stream, deadline, &label, true).await
                 else {
                     return;
                 };
                 transport.tls = true;
                 transport.client_cert = cert;
-                serve_http(Guarded::new(stream, guard), label, ep, transport).await
-            }
+                let head_by = Instant::now() + ep.settings.handshake_timeout;
+                let stream = Guarded::new(stream, guard);
+                ws_upgrade::serve(stream, label, ep, transport, head_by).await
+            });
         }
-    });
-}
-
-/// Serves HTTP on one connection until it ends or is upgraded to a
-/// WebSocket (which then runs in its own task, still holding `stream`).
-async fn serve_http<S>(stream: S, label: String, ep: websocket::Endpoint, transport: TransportInfo)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let conn =
-        crate::transport::http1_server(ep.settings.handshake_timeout, ep.settings.max_request_head);
-    let peer = label.clone();
-    let service = service_fn(move |req| {
-        websocket::handle_http(req, ep.clone(), label.clone(), transport.clone())
-    });
-    let conn = conn
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(peer = %peer, "HTTP connection ended: {e}");
     }
 }
 

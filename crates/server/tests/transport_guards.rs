@@ -239,3 +239,67 @@ fn listener_auth_methods_switch_anonymous_off() {
     assert_eq!(details.get_str("authmethod"), Some("anonymous"));
     assert!(r.log_text().contains("(auth methods: ticket, wampcra)"));
 }
+
+/// A client frame: text, masked, payload under 126 bytes.
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The upgrade request is read and answered by the router itself (not
+/// hyper): a head that comes in pieces, with a query, and a HELLO sent
+/// right behind it in the same write, before the 101 came back, is
+/// answered 101 then WELCOME (the bytes read past the head are the
+/// session's first). Other requests on the same port still get hyper's
+/// answers (the origin test above; the 404 here).
+#[test]
+fn a_hello_sent_with_the_upgrade_request_is_answered() {
+    let r = common::Router::start("");
+    let mut s = TcpStream::connect(("127.0.0.1", r.ws_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let head = "GET /ws?client=test HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n";
+    let (first, rest) = head.split_at(30);
+    s.write_all(first.as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    let mut second = rest.as_bytes().to_vec();
+    second.extend(masked_text(br#"[1,"realm1",{"roles":{"subscriber":{}}}]"#));
+    s.write_all(&second).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("the router's answer");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, frames)) = text.split_once("\r\n\r\n") {
+            assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+                "{head}"
+            );
+            // The WELCOME's frame (its header, then `[2,`).
+            if frames.contains("[2,") {
+                break;
+            }
+        }
+    }
+
+    let mut other = TcpStream::connect(("127.0.0.1", r.ws_port)).expect("connect");
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    other
+        .write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let n = other.read(&mut buf).expect("answer");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}

@@ -163,6 +163,12 @@ impl<S> Guarded<S> {
             _guard: guard,
         }
     }
+
+    /// The stream and its guard, apart (the guard must then live as long
+    /// as the stream's halves).
+    pub fn into_parts(self) -> (S, Option<AddressGuard>) {
+        (self.inner, self._guard)
+    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Guarded<S> {

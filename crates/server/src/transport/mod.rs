@@ -19,6 +19,7 @@ pub mod sockopt;
 mod testee;
 pub mod tls;
 pub mod websocket;
+pub mod ws_upgrade;
 pub mod wsframe;
 mod x509;
 

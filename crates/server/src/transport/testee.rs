@@ -57,7 +57,16 @@ pub(super) async fn serve(mut reader: WsRead, writer: WsWrite, ep: Endpoint, lab
             queued: 0,
             written,
         };
-        let flow = read_loop(&mut reader, &mut echo, &peer, &ep.settings, &shared, &label).await;
+        let flow = read_loop(
+            &mut reader,
+            BytesMut::new(),
+            &mut echo,
+            &peer,
+            &ep.settings,
+            &shared,
+            &label,
+        )
+        .await;
         finish_writer(flow, &peer, writer).await;
     }
     .instrument(span)

@@ -213,6 +213,14 @@ pub async fn handle_http(
     Ok(upgrade(req, &key, ep, label, transport, Some(serializer)))
 }
 
+/// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key` (RFC 6455 4.2.2).
+pub(super) fn accept_key(key: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key);
+    sha.update(WS_GUID.as_bytes());
+    B64.encode(sha.digest().bytes())
+}
+
 /// Answers 101 Switching Protocols and serves the upgraded connection in
 /// its own task: WAMP with `serializer`, or the echo (None).
 fn upgrade(
@@ -223,11 +231,7 @@ fn upgrade(
     transport: TransportInfo,
     serializer: Option<Serializer>,
 ) -> Response<Full<Bytes>> {
-    let mut sha = sha1_smol::Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(WS_GUID.as_bytes());
-    let accept = B64.encode(sha.digest().bytes());
-
+    let accept = accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(connection(on_upgrade, ep, label, transport, serializer));
 
@@ -283,7 +287,16 @@ fn connection(
         match serializer {
             Some(serializer) => {
                 let label = format!("{label} websocket/{serializer}");
-                serve(reader, writer, serializer, ep, label, transport).await
+                serve(
+                    reader,
+                    writer,
+                    BytesMut::new(),
+                    serializer,
+                    ep,
+                    label,
+                    transport,
+                )
+                .await
             }
             // Boxed: the testee's future would set the size of every WAMP
             // connection's task.
@@ -301,34 +314,46 @@ fn connection(
 }
 
 /// The WAMP session of an upgraded connection, inside the connection's span.
-fn serve(
-    reader: WsRead,
-    writer: WsWrite,
+/// `read` holds what the peer sent after its upgrade request, if any.
+pub(super) fn serve<R, W>(
+    reader: R,
+    writer: W,
+    read: BytesMut,
     serializer: Serializer,
     ep: Endpoint,
     label: String,
     transport: TransportInfo,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl std::future::Future<Output = ()> + Send
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (peer, rx) = Peer::bounded(serializer, ep.settings.outbound(), usize::MAX, label);
     // Every line logged while serving this connection carries its span
     // (peer, and session, realm and authid once the session exists).
     let span = peer.span().clone();
     let session =
-        span.in_scope(|| serve_session(reader, writer, serializer, ep, transport, peer, rx));
+        span.in_scope(|| serve_session(reader, writer, read, serializer, ep, transport, peer, rx));
     session.instrument(span)
 }
 
 /// [`serve`] once the peer exists: starts the writer and returns the
 /// reader, which holds only what it uses.
-fn serve_session(
-    mut reader: WsRead,
-    writer: WsWrite,
+#[allow(clippy::too_many_arguments)]
+fn serve_session<R, W>(
+    mut reader: R,
+    writer: W,
+    read: BytesMut,
     serializer: Serializer,
     ep: Endpoint,
     transport: TransportInfo,
     peer: Arc<Peer>,
     rx: OutboundRx,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl std::future::Future<Output = ()> + Send
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let Endpoint {
         router, settings, ..
     } = ep;
@@ -351,6 +376,7 @@ fn serve_session(
         // The label is the peer's (`Peer::label`), not kept twice.
         let flow = read_loop(
             &mut reader,
+            read,
             &mut wamp,
             &peer,
             &settings,
@@ -546,7 +572,8 @@ const MIN_READ: usize = 128;
 /// longer gets the room it needs, up to `max_message_size`).
 const MAX_READ: usize = 64 * 1024;
 
-/// Reads the connection until it ends: text and binary messages go to
+/// Reads the connection until it ends, starting with what `buf` already
+/// holds (bytes read with the upgrade request): text and binary messages go to
 /// `reader`; PINGs are answered (the writer writes the PONGs) within
 /// `max_pending_pong_bytes`; a CLOSE is answered; a message over
 /// `max_message_size` closes with 1009, a protocol error with 1002 (1007
@@ -563,6 +590,7 @@ const MAX_READ: usize = 64 * 1024;
 /// only a small buffer.
 pub(super) async fn read_loop<S: AsyncRead + Unpin, R: Reader>(
     io: &mut S,
+    mut buf: BytesMut,
     reader: &mut R,
     peer: &Peer,
     settings: &Settings,
@@ -571,7 +599,6 @@ pub(super) async fn read_loop<S: AsyncRead + Unpin, R: Reader>(
 ) -> Flow {
     let mut batch = Batch::new();
     let mut decoder = Decoder::new(settings.max_message_size);
-    let mut buf = BytesMut::new();
     let mut read_size = MIN_READ;
     loop {
         loop {
