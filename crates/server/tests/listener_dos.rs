@@ -466,3 +466,44 @@ fn endless_request_heads_are_bounded_in_bytes() {
     let status = first_line(&mut ok);
     assert!(!status.starts_with("HTTP/1.1 431"), "{status}");
 }
+
+/// A request head trickled to the WebSocket listener past the bytes the
+/// router's own upgrade parser reads (8 KiB; then hyper takes the rest)
+/// still has `handshake_timeout` from the accept in all, not a second one
+/// when hyper takes over.
+#[test]
+fn a_trickled_request_head_gets_one_handshake_timeout_in_all() {
+    let (r, _) = start("[limits]\nhandshake_timeout = \"2s\"\n");
+    let mut s = TcpStream::connect(("127.0.0.1", r.ws_port)).expect("connect");
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .expect("request line");
+    // 12 KiB of header lines over 1.8 s: past the fast path's 8 KiB (at
+    // ~1.2 s, when hyper takes over), well within the 64 KiB head limit.
+    let line = format!("X-Pad: {}\r\n", "a".repeat(1000));
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(150));
+        if s.write_all(line.as_bytes()).is_err() {
+            break;
+        }
+    }
+    // Then nothing: the router must close by ~2 s after the accept.
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break t0.elapsed(),
+            Ok(_) => {}
+        }
+    };
+    eprintln!("trickled head: connection closed after {closed:?}");
+    assert!(
+        closed >= Duration::from_millis(1900),
+        "closed before handshake_timeout: {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_millis(2600),
+        "a second handshake_timeout after the fast path: closed after {closed:?}"
+    );
+}

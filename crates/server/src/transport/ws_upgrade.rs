@@ -36,6 +36,9 @@ use super::websocket::{self, Endpoint, Mode};
 pub const FAST_HEAD_MAX: usize = super::MIN_REQUEST_HEAD_SIZE;
 /// Most header lines (hyper's default; more is hyper's 431).
 const MAX_HEADERS: usize = 100;
+/// The least header timeout hyper is given after the fast path (hyper
+/// closes at once on a zero one, before a head already read is answered).
+const MIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A stream a WebSocket session can be served over: split into a read and a
 /// write half for the reader and writer tasks.
@@ -101,11 +104,18 @@ pub fn serve<S: IntoHalves>(
                 websocket::serve(r, w, read, serializer, ep, label, transport).await
             }
             Outcome::Hyper(read) => {
+                // hyper's header timeout counts from now: what is left of
+                // the head's deadline, so that a head trickled in over the
+                // fast path's bytes gets no second `handshake_timeout`.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(MIN_HEADER_TIMEOUT);
                 Box::pin(serve_hyper(
                     Prefixed::new(read, stream),
                     label,
                     ep,
                     transport,
+                    left,
                 ))
                 .await
             }
@@ -334,12 +344,18 @@ fn parse(buf: &[u8], ep: &Endpoint) -> Parsed {
 }
 
 /// Serves HTTP on one connection with hyper until it ends or is upgraded to
-/// a WebSocket (which then runs in its own task, still holding `stream`).
-pub async fn serve_hyper<S>(stream: S, label: String, ep: Endpoint, transport: TransportInfo)
-where
+/// a WebSocket (which then runs in its own task, still holding `stream`);
+/// each request head must arrive within `header_timeout`.
+pub async fn serve_hyper<S>(
+    stream: S,
+    label: String,
+    ep: Endpoint,
+    transport: TransportInfo,
+    header_timeout: std::time::Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = super::http1_server(ep.settings.handshake_timeout, ep.settings.max_request_head);
+    let conn = super::http1_server(header_timeout, ep.settings.max_request_head);
     let peer = label.clone();
     let service = service_fn(move |req| {
         websocket::handle_http(req, ep.clone(), label.clone(), transport.clone())
