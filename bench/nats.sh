@@ -15,8 +15,11 @@
 # The subscribers of both systems are the bench's lean ones by default
 # (--lean-subscribers: one TCP stream each, the frames parsed in place,
 # bench/src/lean_sub.rs), equally lean for both, so that the load
-# generator's share of the two cores does not favour either server; the
-# library clients (switchyard_client, async-nats) with LIBRARY_SUBSCRIBERS=1.
+# generator's share of the two cores does not favour either server; and so
+# is Switchyard's publisher (--lean-publisher, bench/src/lean_pub.rs: one
+# TCP stream, PUBLISH pre-encoded, PUBLISHED parsed in place), as NATS's
+# always is. The library clients (switchyard_client, async-nats) as
+# subscribers and switchyard_client as publisher with LIBRARY_SUBSCRIBERS=1.
 #
 # Usage: bench/nats.sh
 # Environment:
@@ -26,7 +29,8 @@
 #   BASE_PORT=19180   router WebSocket on BASE_PORT, NATS on BASE_PORT+1
 #   NO_BUILD=1        skip cargo build; ROUTER=PATH BENCH=PATH binaries to use
 #   NATS_SERVER=PATH  default: nats-server (scripts/install-nats.sh)
-#   LIBRARY_SUBSCRIBERS=1  the client libraries as subscribers, not the lean ones
+#   LIBRARY_SUBSCRIBERS=1  the client libraries as subscribers (and WAMP publisher),
+#                     not the lean ones
 #   OUT=DIR           results (default: a new dir under /tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,14 +76,17 @@ PIDS+=("$NATS_PID")
 wait_port "$NATS_PORT" "$NATS_PID" "$OUT/nats.log"
 
 COMMON=(--subscribers "$SUBSCRIBERS" --publishes "$PUBLISHES" --in-flight 32 --payload 64 --json)
+SW_EXTRA=()
 if [[ "${LIBRARY_SUBSCRIBERS:-0}" != 1 ]]; then
     COMMON+=(--lean-subscribers)
+    # NATS's publisher is always the hand-written one (bench/src/nats.rs).
+    SW_EXTRA+=(--lean-publisher)
 fi
 FAILED=0
 run() { # run SYSTEM ROUND
     local s=$1 i=$2 args
     case "$s" in
-    switchyard) args=(pubsub --url "ws://127.0.0.1:$WS_PORT/ws" --serializer json --server-pid "$ROUTER_PID" "${COMMON[@]}") ;;
+    switchyard) args=(pubsub --url "ws://127.0.0.1:$WS_PORT/ws" --serializer json --server-pid "$ROUTER_PID" "${COMMON[@]}" ${SW_EXTRA[@]+"${SW_EXTRA[@]}"}) ;;
     nats) args=(pubsub-nats --nats "127.0.0.1:$NATS_PORT" --server-pid "$NATS_PID" "${COMMON[@]}") ;;
     esac
     local rc=0
@@ -94,7 +101,7 @@ run() { # run SYSTEM ROUND
 
 echo "# machine: $(nproc) cores; $("$NATS_SERVER" --version 2>&1 | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# bench: $BENCH; router: $ROUTER; results in $OUT"
-echo "# switchyard: $BENCH pubsub --url ws://127.0.0.1:$WS_PORT/ws --serializer json --server-pid ROUTER ${COMMON[*]}"
+echo "# switchyard: $BENCH pubsub --url ws://127.0.0.1:$WS_PORT/ws --serializer json --server-pid ROUTER ${COMMON[*]} ${SW_EXTRA[*]-}"
 echo "# nats:       $BENCH pubsub-nats --nats 127.0.0.1:$NATS_PORT --server-pid NATS ${COMMON[*]}"
 for i in $(seq "$ROUNDS"); do
     order=(switchyard nats)

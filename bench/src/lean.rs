@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// The mask of every frame we send (a client must mask; the value is free).
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// The largest answer we accept (a WELCOME is a few hundred bytes).
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The largest HTTP answer to the upgrade.

@@ -65,13 +65,7 @@ impl EventParser {
     pub fn parse(&self, buf: &mut BytesMut, mut on_event: impl FnMut(u64)) -> Result<(), String> {
         let mut at = 0;
         let r = loop {
-            let rest = &buf[at..];
-            let frame = if self.ws {
-                self.ws_frame(rest)
-            } else {
-                rs_frame(rest)
-            };
-            match frame {
+            match self.frame(&buf[at..]) {
                 Ok(Some((used, body))) => {
                     match self.event(body) {
                         Some(publication) => on_event(publication),
@@ -85,6 +79,16 @@ impl EventParser {
         };
         buf.advance(at);
         r
+    }
+
+    /// The next whole frame of `b` (WebSocket or RawSocket, as the
+    /// session speaks): (bytes used, payload).
+    pub fn frame<'a>(&self, b: &'a [u8]) -> Result<Option<(usize, &'a [u8])>, String> {
+        if self.ws {
+            self.ws_frame(b)
+        } else {
+            rs_frame(b)
+        }
     }
 
     /// The next whole WebSocket frame of `b`: (bytes used, payload).
@@ -137,11 +141,7 @@ impl EventParser {
 
     /// The publication id if `body` is an EVENT of our subscription.
     fn event(&self, body: &[u8]) -> Option<u64> {
-        let (kind, subscription, publication) = match self.ser {
-            Serializer::Json => json_head(body)?,
-            Serializer::MsgPack => msgpack_head(body)?,
-            Serializer::Cbor => cbor_head(body)?,
-        };
+        let (kind, subscription, publication) = head(self.ser, body, Arity::More)?;
         (kind == EVENT && subscription == self.subscription).then_some(publication)
     }
 
@@ -173,10 +173,29 @@ fn rs_frame(b: &[u8]) -> Result<Option<(usize, &[u8])>, String> {
     Ok(Some((4 + h.len, &b[4..4 + h.len])))
 }
 
+/// How many elements a message's array has besides its three leading integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// At least one more (an EVENT: `[36, sub, pub, Details, ...]`).
+    More,
+    /// None (a PUBLISHED: `[17, request, publication]`).
+    Three,
+}
+
+/// The three leading unsigned integers of a message of serializer `ser`,
+/// if it is an array of `arity` that starts with them.
+pub fn head(ser: Serializer, body: &[u8], arity: Arity) -> Option<(u64, u64, u64)> {
+    match ser {
+        Serializer::Json => json_head(body, arity),
+        Serializer::MsgPack => msgpack_head(body, arity),
+        Serializer::Cbor => cbor_head(body, arity),
+    }
+}
+
 /// The first three elements of a JSON array of unsigned integers
 /// (`[36,sub,pub,...`), whitespace allowed; `None` if it is not one, or has
-/// fewer than four elements.
-fn json_head(b: &[u8]) -> Option<(u64, u64, u64)> {
+/// not the elements `arity` asks for after them.
+fn json_head(b: &[u8], arity: Arity) -> Option<(u64, u64, u64)> {
     let mut i = 0;
     let skip = |i: &mut usize| {
         while b.get(*i).is_some_and(|c| c.is_ascii_whitespace()) {
@@ -205,13 +224,23 @@ fn json_head(b: &[u8]) -> Option<(u64, u64, u64)> {
         skip(&mut i);
         *x = uint(&mut i)?;
     }
-    // An EVENT has its Details next.
-    expect(&mut i, b',')?;
+    match arity {
+        // An EVENT has its Details next.
+        Arity::More => expect(&mut i, b',')?,
+        // A PUBLISHED ends here (and nothing follows the array).
+        Arity::Three => {
+            expect(&mut i, b']')?;
+            skip(&mut i);
+            if i != b.len() {
+                return None;
+            }
+        }
+    }
     Some((v[0], v[1], v[2]))
 }
 
 /// The same for a MessagePack array.
-fn msgpack_head(b: &[u8]) -> Option<(u64, u64, u64)> {
+fn msgpack_head(b: &[u8], arity: Arity) -> Option<(u64, u64, u64)> {
     let (len, mut i) = match *b.first()? {
         h @ 0x90..=0x9f => (usize::from(h & 0x0f), 1),
         0xdc => (usize::from(u16::from_be_bytes([*b.get(1)?, *b.get(2)?])), 3),
@@ -221,7 +250,7 @@ fn msgpack_head(b: &[u8]) -> Option<(u64, u64, u64)> {
         ),
         _ => return None,
     };
-    if len < 4 {
+    if (arity == Arity::More && len < 4) || (arity == Arity::Three && len != 3) {
         return None;
     }
     let mut uint = || -> Option<u64> {
@@ -242,25 +271,21 @@ fn msgpack_head(b: &[u8]) -> Option<(u64, u64, u64)> {
         i += n;
         Some(v)
     };
-    Some((uint()?, uint()?, uint()?))
+    let v = (uint()?, uint()?, uint()?);
+    (arity == Arity::More || i == b.len()).then_some(v)
 }
 
 /// The same for a CBOR array (definite or indefinite length).
-fn cbor_head(b: &[u8]) -> Option<(u64, u64, u64)> {
-    let (ok, mut i) = match *b.first()? {
-        h @ 0x80..=0x97 => ((h & 0x1f) >= 4, 1),
-        0x98 => (*b.get(1)? >= 4, 2),
-        0x99..=0x9b | 0x9f => (
-            true,
-            if b[0] == 0x9f {
-                1
-            } else {
-                1 + (1 << (b[0] - 0x98))
-            },
-        ),
+fn cbor_head(b: &[u8], arity: Arity) -> Option<(u64, u64, u64)> {
+    // (elements, or None if indefinite; where the first one starts)
+    let (count, mut i) = match *b.first()? {
+        h @ 0x80..=0x97 => (Some(u64::from(h & 0x1f)), 1),
+        0x98 => (Some(u64::from(*b.get(1)?)), 2),
+        0x99..=0x9b => (Some(u64::MAX), 1 + (1 << (b[0] - 0x98))),
+        0x9f => (None, 1),
         _ => return None,
     };
-    if !ok {
+    if count.is_some_and(|n| (arity == Arity::More && n < 4) || (arity == Arity::Three && n != 3)) {
         return None;
     }
     let mut uint = || -> Option<u64> {
@@ -281,7 +306,10 @@ fn cbor_head(b: &[u8]) -> Option<(u64, u64, u64)> {
         i += n;
         Some(v)
     };
-    Some((uint()?, uint()?, uint()?))
+    let v = (uint()?, uint()?, uint()?);
+    let end = if count.is_none() { i + 1 } else { i };
+    let closed = count.is_some() || b.get(i) == Some(&0xff);
+    (arity == Arity::More || (closed && end == b.len())).then_some(v)
 }
 
 /// What one WAMP subscriber saw.

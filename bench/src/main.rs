@@ -29,6 +29,7 @@ mod crash;
 mod flush;
 mod idle;
 mod lean;
+mod lean_pub;
 mod lean_sub;
 mod nats;
 mod pubsub;

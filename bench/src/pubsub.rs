@@ -12,6 +12,7 @@ use serde_json::json;
 use switchyard_client::{raw_payload, Dict, Serializer, Session, SessionOptions, Value};
 
 use crate::lean::Wire;
+use crate::lean_pub::{LeanPublisher, Published};
 use crate::lean_sub::{wamp_subscriber, WampSeen};
 use crate::stats::{group, CpuMeter};
 use crate::Common;
@@ -54,6 +55,11 @@ pub struct PubsubArgs {
     /// `switchyard_client` sessions.
     #[arg(long)]
     pub lean_subscribers: bool,
+    /// A lean publisher (`lean_pub.rs`: one TCP stream, PUBLISH frames
+    /// pre-encoded but for the request id, PUBLISHED parsed in place,
+    /// ws:// and rs:// only) instead of a `switchyard_client` session.
+    #[arg(long)]
+    pub lean_publisher: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -201,67 +207,26 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
     }
 
     let noise = make_noise(&a, ser).await?;
-    // Room in the send queue for every publish in flight, so that a
-    // publish queues its frame at its first poll (see `publish` below).
-    let mut pub_opts = SessionOptions::new(ser);
-    pub_opts.transport.send_queue = pub_opts.transport.send_queue.max(a.in_flight);
-    let publisher = Session::connect_with(&c.url, &c.realm, pub_opts)
-        .await
-        .map_err(|e| format!("publisher connect: {e}"))?;
-    let payload = raw_payload(ser, &[Value::Str("x".repeat(c.payload))]);
-    let options = Dict::new().with("acknowledge", true);
+    let mut publisher = match a.lean_publisher {
+        true => {
+            let wire = Wire::new(&c.url, &c.realm, ser, &[]).await?;
+            Publisher::Lean(LeanPublisher::open(&wire, &topic, c.payload).await?)
+        }
+        false => Publisher::Library(library_publisher(&a, ser).await?),
+    };
 
     // Publish M events keeping K in flight; remember (sequence, publication).
     let cpu = CpuMeter::start(&c.server_pid);
     let t0 = Instant::now();
-    let mut acked: Vec<(u64, u64)> = Vec::with_capacity(a.publishes as usize);
-    let mut errors = 0u64;
-    let mut first_error: Option<String> = None;
-    let mut next = 0u64;
-    let mut inflight = FuturesUnordered::new();
-    // The order check below needs the PUBLISHes on the wire in `seq` order.
-    // FuturesUnordered polls new futures in push order, and a publish
-    // allocates its request id and queues its frame at its first poll when
-    // the send queue has room (it always has: `send_queue >= in_flight`).
-    // But tokio's cooperative budget can make that first poll return Pending
-    // at the send queue's semaphore after the id is taken, and
-    // FuturesUnordered then re-queues the future behind later ones: a later
-    // `seq` was written first, and the check reported the router's faithful
-    // delivery as "out of order" (1 in ~50k publishes at 32 in flight, 0.7%
-    // at 256). `unconstrained` keeps the budget out of the publish futures.
-    let publish = |seq: u64| {
-        let (p, o, s) = (payload.clone(), options.clone(), &publisher);
-        let topic = &topic;
-        tokio::task::unconstrained(async move { (seq, s.publish_with(topic, o, p).await) })
+    let Published {
+        mut acked,
+        mut errors,
+        mut first_error,
+        mut timed_out,
+    } = match &mut publisher {
+        Publisher::Lean(p) => p.publish_all(a.publishes, a.in_flight, deadline).await,
+        Publisher::Library(s) => library_publish(&a, s, ser, &topic, deadline).await,
     };
-    let mut timed_out = false;
-    while next < a.publishes && inflight.len() < a.in_flight.max(1) {
-        inflight.push(publish(next));
-        next += 1;
-    }
-    loop {
-        let item = match tokio::time::timeout_at(deadline.into(), inflight.next()).await {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(_) => {
-                timed_out = true;
-                break;
-            }
-        };
-        match item {
-            (seq, Ok(Some(publication))) => acked.push((seq, publication)),
-            (_, Ok(None)) => {}
-            (_, Err(e)) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-        if next < a.publishes {
-            inflight.push(publish(next));
-            next += 1;
-        }
-    }
-    drop(inflight);
     let t_published = Instant::now();
 
     // Wait for the deliveries: all of them, or no progress for drain_timeout.
@@ -330,7 +295,8 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
         format!("{ser}->{sub_ser}")
     };
     let mut line = format!(
-        "pubsub {transport} {ser_name} 1->{}{} payload {}B in-flight {}: {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, duplicates {dups}, out of order {misordered}",
+        "pubsub {transport} {ser_name} 1{}->{}{} payload {}B in-flight {}: {} deliveries in {:.3} s = {} deliveries/s (publishes {}/s); lost {lost}, duplicates {dups}, out of order {misordered}",
+        if a.lean_publisher { " (lean)" } else { "" },
         a.subscribers,
         if a.lean_subscribers { " (lean)" } else { "" },
         c.payload,
@@ -379,6 +345,7 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
                 "serializer": ser_name,
                 "subscribers": a.subscribers,
                 "lean_subscribers": a.lean_subscribers,
+                "lean_publisher": a.lean_publisher,
                 "noise": a.noise,
                 "noise_match": a.noise_match.name(),
                 "publishes": a.publishes,
@@ -410,9 +377,14 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
             SubConn::Lean(task) => task.abort(),
         }
     }
+    // The lean publisher just closes its connection.
+    let library_publisher = match &publisher {
+        Publisher::Library(s) => Some(s),
+        Publisher::Lean(_) => None,
+    };
     let mut leaves: FuturesUnordered<_> = sessions
         .into_iter()
-        .chain(std::iter::once(&publisher))
+        .chain(library_publisher)
         .chain(noise.iter())
         .map(|s| tokio::time::timeout(Duration::from_secs(5), s.leave()))
         .collect();
@@ -420,6 +392,81 @@ pub async fn run(a: PubsubArgs) -> Result<i32, String> {
     drop(leaves);
     let bad = lost > 0 || dups > 0 || unknown > 0 || misordered > 0 || errors > 0 || timed_out;
     Ok(if bad { 2 } else { 0 })
+}
+
+/// The publishing connection: a library session or a lean one.
+enum Publisher {
+    Library(Session),
+    Lean(LeanPublisher),
+}
+
+/// Connects the library publisher.
+async fn library_publisher(a: &PubsubArgs, ser: Serializer) -> Result<Session, String> {
+    // Room in the send queue for every publish in flight, so that a
+    // publish queues its frame at its first poll (see `publish` below).
+    let mut pub_opts = SessionOptions::new(ser);
+    pub_opts.transport.send_queue = pub_opts.transport.send_queue.max(a.in_flight);
+    Session::connect_with(&a.common.url, &a.common.realm, pub_opts)
+        .await
+        .map_err(|e| format!("publisher connect: {e}"))
+}
+
+/// Publishes with the library session, keeping `in_flight` unanswered.
+async fn library_publish(
+    a: &PubsubArgs,
+    publisher: &Session,
+    ser: Serializer,
+    topic: &str,
+    deadline: Instant,
+) -> Published {
+    let payload = raw_payload(ser, &[Value::Str("x".repeat(a.common.payload))]);
+    let options = Dict::new().with("acknowledge", true);
+    let mut done = Published {
+        acked: Vec::with_capacity(a.publishes as usize),
+        errors: 0,
+        first_error: None,
+        timed_out: false,
+    };
+    let mut next = 0u64;
+    let mut inflight = FuturesUnordered::new();
+    // The order check below needs the PUBLISHes on the wire in `seq` order.
+    // FuturesUnordered polls new futures in push order, and a publish
+    // allocates its request id and queues its frame at its first poll when
+    // the send queue has room (it always has: `send_queue >= in_flight`).
+    // But tokio's cooperative budget can make that first poll return Pending
+    // at the send queue's semaphore after the id is taken, and
+    // FuturesUnordered then re-queues the future behind later ones: a later
+    // `seq` was written first, and the check reported the router's faithful
+    // delivery as "out of order" (1 in ~50k publishes at 32 in flight, 0.7%
+    // at 256). `unconstrained` keeps the budget out of the publish futures.
+    let publish = |seq: u64| {
+        let (p, o, s) = (payload.clone(), options.clone(), publisher);
+        tokio::task::unconstrained(async move { (seq, s.publish_with(topic, o, p).await) })
+    };
+    while next < a.publishes && inflight.len() < a.in_flight.max(1) {
+        inflight.push(publish(next));
+        next += 1;
+    }
+    loop {
+        let item = match tokio::time::timeout_at(deadline.into(), inflight.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                done.timed_out = true;
+                break;
+            }
+        };
+        match item {
+            (seq, Ok(Some(publication))) => done.acked.push((seq, publication)),
+            (_, Ok(None)) => {}
+            (_, Err(e)) => done.fail(e.to_string()),
+        }
+        if next < a.publishes {
+            inflight.push(publish(next));
+            next += 1;
+        }
+    }
+    done
 }
 
 /// Events of one publisher must arrive in publish order: counts the
