@@ -370,21 +370,28 @@ impl LeanSession {
 /// A client's WebSocket frame: FIN, `opcode`, masked with [`MASK`].
 fn ws_frame(opcode: u8, body: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(body.len() + 14);
-    f.push(0x80 | opcode);
-    match body.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
+    ws_frame_into(&mut f, opcode, &[body]);
+    f
+}
+
+/// Appends to `out` a client's WebSocket frame (FIN, `opcode`, masked with
+/// [`MASK`]) whose payload is `parts`, one after the other.
+pub fn ws_frame_into(out: &mut Vec<u8>, opcode: u8, parts: &[&[u8]]) {
+    out.push(0x80 | opcode);
+    match parts.iter().map(|p| p.len()).sum::<usize>() {
+        n if n < 126 => out.push(0x80 | n as u8),
         n if n <= usize::from(u16::MAX) => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    f.extend_from_slice(&MASK);
-    f.extend(body.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    f
+    out.extend_from_slice(&MASK);
+    let masked = parts.iter().flat_map(|p| p.iter());
+    out.extend(masked.enumerate().map(|(i, b)| b ^ MASK[i % 4]));
 }
 
 /// HELLO's details: the roles the client library announces, so that the

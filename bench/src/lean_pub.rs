@@ -25,7 +25,7 @@ use switchyard_proto::{Dict, Message, Payload, Serializer, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::lean::{Wire, MASK};
+use crate::lean::{self, Wire};
 use crate::lean_sub::{head, Arity, EventParser};
 
 /// The WAMP message type of PUBLISHED.
@@ -87,26 +87,8 @@ impl PublishTemplate {
             }
             return;
         }
-        out.push(if self.ser.is_binary() { 0x82 } else { 0x81 });
-        match len {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&MASK);
-        let mut i = 0;
-        for p in parts {
-            for &b in p {
-                out.push(b ^ MASK[i % 4]);
-                i += 1;
-            }
-        }
+        let opcode = if self.ser.is_binary() { 0x2 } else { 0x1 };
+        lean::ws_frame_into(out, opcode, &parts);
     }
 }
 
@@ -517,7 +499,7 @@ mod tests {
             let body: Bytes = out[6..]
                 .iter()
                 .enumerate()
-                .map(|(i, b)| b ^ MASK[i % 4])
+                .map(|(i, b)| b ^ lean::MASK[i % 4])
                 .collect();
             assert_eq!(body.len(), len);
             let m = Message::decode(ser, &body).unwrap();

@@ -920,6 +920,21 @@ async fn send_close<W: AsyncWrite + Unpin>(writer: &mut W, shared: &Shared) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), closing).await;
 }
 
+/// A WAMP endpoint on `/ws` with the test settings, for the transports'
+/// unit tests.
+#[cfg(test)]
+pub(super) fn test_endpoint() -> Endpoint {
+    Endpoint {
+        router: Router::new(Vec::new()),
+        settings: crate::transport::test_settings(),
+        path: "/ws".into(),
+        origins: None,
+        metrics_path: None,
+        pages: None,
+        mode: Mode::Wamp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,15 +947,7 @@ mod tests {
     /// catches a regrowth.
     #[test]
     fn a_connection_task_stays_small() {
-        let ep = Endpoint {
-            router: Router::new(Vec::new()),
-            settings: crate::transport::test_settings(),
-            path: "/ws".into(),
-            origins: None,
-            metrics_path: None,
-            pages: None,
-            mode: Mode::Wamp,
-        };
+        let ep = test_endpoint();
         let mut req = Request::new(());
         let task = connection(
             hyper::upgrade::on(&mut req),

@@ -435,19 +435,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use switchyard_router::Router;
 
-    fn endpoint() -> Endpoint {
-        Endpoint {
-            router: Router::new(Vec::new()),
-            settings: crate::transport::test_settings(),
-            path: "/ws".into(),
-            origins: None,
-            metrics_path: None,
-            pages: None,
-            mode: Mode::Wamp,
-        }
-    }
+    use crate::transport::websocket::test_endpoint as endpoint;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
